@@ -1,0 +1,123 @@
+# Non-recursive build of litefs (the node) and, later, litefs-cloud.
+#
+#   make                build everything into build/
+#   make test           install deps, build, unit tests (ASan+UBSan), fuzz smoke, integration tests
+#   make unit           unit tests only (add SANITIZE=1 for ASan+UBSan)
+#   make integration    integration tests only (real FUSE mounts, real clients)
+#   make fuzz           time-boxed libFuzzer run of every fuzz target (FUZZ_SECONDS=60)
+#   make bench          benchmarks (print numbers; never fail on timing)
+#   make demo           the demo (see README.md)
+#
+# SANITIZE=1 builds into build/san with -fsanitize=address,undefined.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+CC ?= cc
+PKG_CONFIG ?= pkg-config
+PKGS := fuse3 sqlite3 liblz4 libmicrohttpd libcurl jansson yaml-0.1 libcrypto
+
+BUILD := build
+OPT := -O2
+ifeq ($(SANITIZE),1)
+BUILD := build/san
+OPT := -O1
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+WARN := -Wall -Wextra -Wformat=2 -Wmissing-prototypes -Wshadow -Wno-unused-parameter
+PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g $(OPT) $(WARN) \
+	-iquote src $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP $(CFLAGS)
+ALL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
+LIBS = $(PKG_LIBS) -lpthread -lm
+
+# Every src/*.c except the program entry points forms the library that the
+# programs, the unit tests, the fuzzers and the benchmarks link.
+MAIN_SRCS := src/main.c
+LIB_SRCS := $(filter-out $(MAIN_SRCS),$(wildcard src/*.c))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB := $(BUILD)/liblitefs.a
+
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNIT_BINS := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_HELPER_SRCS := $(filter-out $(UNIT_SRCS),$(wildcard tests/unit/*.c))
+UNIT_HELPER_OBJS := $(UNIT_HELPER_SRCS:%.c=$(BUILD)/%.o)
+
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 60
+
+PROGS := $(BUILD)/litefs
+
+.PHONY: all deps test unit integration fuzz fuzz-build bench demo clean
+all: $(PROGS)
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/litefs: $(BUILD)/src/main.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_HELPER_OBJS) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS) -lcmocka
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+# Fuzzers are always built with clang, libFuzzer, ASan and UBSan, from the
+# library sources directly (the library archive may be built by gcc).
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -iquote src $(PKG_CFLAGS) \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*.h)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: deps $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do \
+		name=$$(basename $$f); corpus=build/fuzz/corpus/$$name; mkdir -p $$corpus; \
+		tests/fuzz/seed-corpus $$name $$corpus; \
+		echo "== $$f ($(FUZZ_SECONDS)s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=300000 -print_final_stats=1 $$corpus 2>build/fuzz/$$name.log \
+			|| { tail -50 build/fuzz/$$name.log; exit 1; }; \
+		grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log || true; \
+	done
+
+integration: all
+	@tests/run-integration
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory SANITIZE=1 unit
+	@$(MAKE) --no-print-directory FUZZ_SECONDS=$${FUZZ_SECONDS:-20} fuzz
+	@$(MAKE) --no-print-directory integration
+
+bench: deps all $(BENCH_BINS)
+	@bench/run
+
+demo: deps all
+	@scripts/demo
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

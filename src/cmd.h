@@ -1,0 +1,15 @@
+/*
+ * cmd.h — entry points of the `litefs` subcommands. Each takes the
+ * arguments after the subcommand name (argv[0] is the subcommand) and
+ * returns the process exit code. Each prints its own --help.
+ */
+#ifndef LITEFS_CMD_H
+#define LITEFS_CMD_H
+
+int cmd_ltx_main(int argc, char **argv);    /* cmd_ltx.c: litefs ltx ... */
+int cmd_config_main(int argc, char **argv); /* cmd_config.c: litefs config check */
+int cmd_mount_main(int argc, char **argv);  /* cmd_mount.c: litefs mount */
+int cmd_import_main(int argc, char **argv); /* cmd_mount.c: litefs import */
+int cmd_export_main(int argc, char **argv); /* cmd_mount.c: litefs export */
+
+#endif
