@@ -8,7 +8,8 @@
 #   make bench          benchmarks (print numbers; never fail on timing)
 #   make demo           the demo (see README.md)
 #
-# SANITIZE=1 builds into build/san with -fsanitize=address,undefined.
+# SANITIZE=1 builds into $(BUILD)/san with -fsanitize=address,undefined.
+# BUILD=dir puts objects elsewhere (default build/).
 
 .DEFAULT_GOAL := all
 SHELL := /bin/bash
@@ -17,10 +18,10 @@ CC ?= cc
 PKG_CONFIG ?= pkg-config
 PKGS := fuse3 sqlite3 liblz4 libmicrohttpd libcurl jansson yaml-0.1 libcrypto
 
-BUILD := build
+BUILD ?= build
 OPT := -O2
 ifeq ($(SANITIZE),1)
-BUILD := build/san
+override BUILD := $(BUILD)/san
 OPT := -O1
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 endif
@@ -120,4 +121,4 @@ demo: deps all
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
