@@ -1,21 +1,276 @@
+/*
+ * cmd_mount.c — `litefs mount`: read litefs.yml, open the data directory,
+ * mount the FUSE file system, run the application, and shut down cleanly.
+ *
+ * Threads: the FUSE loop runs in its own thread; the main thread waits for
+ * signals (SIGINT/SIGTERM/SIGHUP, blocked everywhere else and taken with
+ * sigwaitinfo) and for the application to exit (SIGCHLD). Shutdown order:
+ * stop the application (forward the signal, wait), unmount (which ends the
+ * FUSE loop), then close the store, which writes the clean-shutdown
+ * markers that make the next start O(1).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cmd.h"
+#include "config.h"
+#include "err.h"
+#include "fusefs.h"
+#include "http.h"
+#include "log.h"
+#include "store.h"
+#include "supervise.h"
+#include "sys.h"
+
+static const char mount_usage[] =
+	"Usage: litefs mount [-config PATH] [-no-expand-env] [-- CMD [ARGS...]]\n"
+	"\n"
+	"Mounts the LiteFS file system at fuse.dir, keeping databases and their LTX\n"
+	"history in data.dir, and runs the application given by exec (or by the\n"
+	"command after --, which overrides exec).\n"
+	"\n"
+	"Options:\n"
+	"  -config PATH      configuration file (default: ./litefs.yml, ~/litefs.yml,\n"
+	"                    /etc/litefs.yml, the first that exists)\n"
+	"  -no-expand-env    do not expand $VAR and ${...} in the configuration\n"
+	"  -h, --help        show this help\n"
+	"\n"
+	"Environment:\n"
+	"  LITEFS_FAULT=call:N   (tests) make the Nth pwrite/fsync/rename/unlink/ftruncate\n"
+	"                        of the commit path fail with EIO\n"
+	"\n"
+	"The node exits with the application's exit code. SIGINT and SIGTERM are\n"
+	"forwarded to the application; the file system is unmounted when it exits.\n"
+	"See docs/config.md for every configuration key.\n";
+
+struct fuse_thread {
+	struct fusefs *fs;
+	int rc;
+	bool done;
+};
+
+static void *fuse_thread_main(void *arg)
+{
+	struct fuse_thread *ft = arg;
+	ft->rc = fusefs_run(ft->fs);
+	ft->done = true;
+	/* Wake the main thread so that it notices the loop ended. */
+	kill(getpid(), SIGUSR1);
+	return NULL;
+}
+
+/* The node ID is random, created once per data directory (as LiteFS). */
+static uint64_t load_node_id(const char *data_dir)
+{
+	char path[4096];
+	uint64_t id = 0;
+	snprintf(path, sizeof(path), "%s/id", data_dir);
+	FILE *f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%" SCNx64, &id) != 1)
+			id = 0;
+		fclose(f);
+	}
+	if (id != 0)
+		return id;
+	while (id == 0)
+		if (getrandom(&id, sizeof(id), 0) != sizeof(id))
+			id = (uint64_t)getpid() << 32 | (uint64_t)time(NULL);
+	f = fopen(path, "w");
+	if (f) {
+		fprintf(f, "%016" PRIx64 "\n", id);
+		fflush(f);
+		fsync(fileno(f));
+		fclose(f);
+	}
+	return id;
+}
 
 int cmd_mount_main(int argc, char **argv)
 {
-	fprintf(stderr, "litefs mount: not implemented yet\n");
-	return 2;
-}
+	const char *config_path = NULL;
+	bool expand_env = true;
+	char **override_cmd = NULL;
+	char errbuf[4096];
+	struct config cfg;
+	int i;
 
-int cmd_import_main(int argc, char **argv)
-{
-	fprintf(stderr, "litefs import: not implemented yet\n");
-	return 2;
-}
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			if (i + 1 < argc)
+				override_cmd = &argv[i + 1];
+			break;
+		} else if (!strcmp(a, "-h") || !strcmp(a, "--help") || !strcmp(a, "-help")) {
+			fputs(mount_usage, stdout);
+			return 0;
+		} else if ((!strcmp(a, "-config") || !strcmp(a, "--config")) && i + 1 < argc) {
+			config_path = argv[++i];
+		} else if (!strncmp(a, "-config=", 8) || !strncmp(a, "--config=", 9)) {
+			config_path = strchr(a, '=') + 1;
+		} else if (!strcmp(a, "-no-expand-env") || !strcmp(a, "--no-expand-env")) {
+			expand_env = false;
+		} else {
+			fprintf(stderr, "litefs mount: unknown argument %s\n\n%s", a, mount_usage);
+			return 2;
+		}
+	}
 
-int cmd_export_main(int argc, char **argv)
-{
-	fprintf(stderr, "litefs export: not implemented yet\n");
-	return 2;
+	if (sys_fault_init_from_env() != 0)
+		return 2;
+
+	char path[4096];
+	int rc = config_find(config_path, path, sizeof(path));
+	if (rc) {
+		fprintf(stderr, "litefs mount: no configuration file found (tried ./litefs.yml, ~/litefs.yml, "
+				"/etc/litefs.yml); pass -config PATH\n");
+		return 1;
+	}
+	rc = config_load_file(path, expand_env, &cfg, errbuf, sizeof(errbuf));
+	if (rc == 0)
+		rc = config_apply_env(&cfg, NULL, NULL);
+	if (rc == 0)
+		rc = config_validate(&cfg, errbuf, sizeof(errbuf));
+	if (rc) {
+		fprintf(stderr, "litefs mount: %s\n", rc == ERR_CONFIG || rc < 0 ? errbuf : err_str(rc));
+		config_free(&cfg);
+		return 1;
+	}
+	struct config_issue issues[16];
+	size_t n_issues = config_unsupported(&cfg, issues, 16);
+	bool fatal = false;
+	for (size_t k = 0; k < n_issues && k < 16; k++) {
+		fprintf(stderr, "litefs mount: %s: %s\n", path, issues[k].msg);
+		fatal |= issues[k].fatal;
+	}
+	if (fatal) {
+		config_free(&cfg);
+		return 1;
+	}
+	for (size_t k = 0; k < cfg.n_warnings; k++)
+		LOG_WARN("config", "msg=\"%s\"", cfg.warnings[k]);
+	if (cfg.log.debug || cfg.fuse.debug)
+		log_min_level = LOG_LEVEL_DEBUG;
+
+	/* Every signal the main thread handles is blocked in all threads. */
+	sigset_t sigs;
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, SIGCHLD);
+	sigaddset(&sigs, SIGUSR1);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	struct store *st = NULL;
+	struct fusefs *fs = NULL;
+	struct http_server *http = NULL;
+	struct supervisor *sup = NULL;
+	int exit_code = 1;
+
+	if (mkdir(cfg.data.dir, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "litefs mount: cannot create data.dir %s: %s\n", cfg.data.dir, strerror(errno));
+		goto out;
+	}
+	struct store_opts so = {
+		.data_dir = cfg.data.dir,
+		.compress = cfg.data.compress,
+		.retention_ms = cfg.data.retention_ms,
+		.retention_monitor_ms = cfg.data.retention_monitor_interval_ms,
+		.node_id = load_node_id(cfg.data.dir),
+	};
+	if ((rc = store_open(&so, &st)) != 0) {
+		fprintf(stderr, "litefs mount: cannot open data.dir %s: %s\n", cfg.data.dir, err_str(rc));
+		goto out;
+	}
+	struct fusefs_opts fo = {
+		.mountpoint = cfg.fuse.dir,
+		.allow_other = cfg.fuse.allow_other,
+		.debug = cfg.fuse.debug,
+		.attr_timeout = 1.0,
+	};
+	if ((rc = fusefs_mount(st, &fo, &fs)) != 0) {
+		fprintf(stderr, "litefs mount: cannot mount %s: %s\n", cfg.fuse.dir, err_str(rc));
+		goto out;
+	}
+	if ((rc = store_start(st)) != 0)
+		goto out;
+	if ((rc = http_start(st, fs, cfg.http.addr, &http)) != 0) {
+		fprintf(stderr, "litefs mount: cannot serve HTTP on %s: %s\n", cfg.http.addr, err_str(rc));
+		goto out;
+	}
+
+	struct fuse_thread ft = { .fs = fs };
+	pthread_t tid;
+	if (pthread_create(&tid, NULL, fuse_thread_main, &ft) != 0)
+		goto out;
+
+	/* The application: `-- cmd` overrides exec. This node is the primary
+	 * and a candidate (static single-node lease). */
+	rc = supervisor_start(&cfg, override_cmd, true, true, &sup);
+	if (rc) {
+		exit_code = 1;
+	} else {
+		exit_code = 0;
+		for (;;) {
+			siginfo_t si;
+			int sig = sigwaitinfo(&sigs, &si);
+			if (sig < 0)
+				continue;
+			if (sig == SIGCHLD) {
+				int code;
+				if (supervisor_reap(sup, &code)) {
+					exit_code = code;
+					LOG_INFO("mount", "msg=\"application exited; unmounting\" code=%d", code);
+					break;
+				}
+				continue;
+			}
+			if (sig == SIGUSR1) {
+				if (ft.done) {
+					LOG_WARN("mount", "msg=\"file system loop ended\"");
+					break;
+				}
+				continue;
+			}
+			LOG_INFO("mount", "msg=\"signal received; shutting down\" signal=%d", sig);
+			if (supervisor_running(sup)) {
+				supervisor_signal(sup, sig);
+				exit_code = supervisor_wait(sup, 30000);
+			}
+			break;
+		}
+	}
+	supervisor_free(sup);
+	sup = NULL;
+	http_stop(http);
+	http = NULL;
+	fusefs_stop(fs);
+	pthread_join(tid, NULL);
+	fusefs_unmount(fs);
+	fs = NULL;
+	store_close(st);
+	st = NULL;
+	config_free(&cfg);
+	LOG_INFO("mount", "msg=\"stopped\" code=%d", exit_code);
+	return exit_code;
+
+out:
+	supervisor_free(sup);
+	http_stop(http);
+	fusefs_unmount(fs);
+	store_close(st);
+	config_free(&cfg);
+	return exit_code ? exit_code : 1;
 }

@@ -1,0 +1,1595 @@
+/*
+ * db.c — commit capture for one database.
+ *
+ * DESIGN
+ *
+ * Every SQLite client talks to the backing files through the FUSE mount,
+ * so the node sees every write, truncate, unlink and fsync, but none of
+ * the locks (the kernel arbitrates fcntl locks itself; see docs/mount.md).
+ * A transaction is recognised from the file operations alone, at the exact
+ * point where SQLite itself considers it committed (SQLITE-FILES.md §2.3,
+ * §3.2):
+ *
+ *   mode       commit point seen by the node
+ *   DELETE     unlink of -journal
+ *   TRUNCATE   truncate of -journal to 0
+ *   PERSIST    write of a zeroed header at offset 0 of -journal
+ *   WAL        write that completes a valid frame whose "commit size" is
+ *              non-zero (the salts match and the checksum chain holds)
+ *
+ * The "logical database" is the database as a new reader would see it:
+ * the db file overlaid, in WAL mode, with the committed frames of the WAL.
+ * Its checksum (LTX.md) is kept in pos.checksum and maintained
+ * incrementally, so no commit ever reads more than the pages it changed.
+ *
+ * Rollback-journal modes. While a journal exists, every db write is part
+ * of a transaction; before a page is first overwritten (or truncated away)
+ * its current checksum is recorded in `dirty` (the pre-image checksum; 0 if
+ * the page was beyond the logical end). At the commit point each dirty page
+ * is re-read and compared: only pages whose checksum changed go into the
+ * LTX. ROLLBACK and hot-journal recovery write the pre-images back and then
+ * finalise the journal exactly like a commit (§2.3), so they produce no net
+ * change and no LTX — which is the rule, not a special case. The new size
+ * is the header's "in-header database size" (offset 28), because a
+ * shrinking commit truncates the file only after the commit point (§2.2).
+ *
+ * WAL mode. The node parses the WAL as SQLite's recovery does: header,
+ * salts, the cumulative checksum. When a write completes a commit frame,
+ * frames mx_frame+1..k form the transaction; the latest version of each
+ * page wins, pages beyond the commit size are dropped. `wal.pages` maps
+ * each page committed since the last WAL reset to its frame and checksum,
+ * so the pre-image checksum of a page is found without reading it again.
+ * Checkpoint writes to the db file copy committed frames and so do not
+ * change the logical database: with no journal present and the logical
+ * header in WAL mode, db writes pass through untracked.
+ *
+ * Ordering (what makes every failure old-or-new, never a mix):
+ *   1. build the LTX and write it to ltx/<txid>-<txid>.ltx;
+ *   2. perform the client's operation that commits (unlink, truncate,
+ *      the write of the commit frame) on the backing file;
+ *   3. only then advance pos, n_pages, the WAL index and clear `dirty`.
+ * If 1 fails, the client's operation fails and nothing changed. If 2
+ * fails, the LTX is removed and the state is as before (SQLite sees an I/O
+ * error and its journal or WAL still describes the old state). A crash
+ * between 1 and 2 leaves an LTX whose pre-apply equals the database:
+ * recovery (db_load) drops it. Rollback mode fdatasyncs the LTX at once
+ * (SQLite has already synced the db before its commit point); WAL mode
+ * defers the fdatasync to the client's fsync of -wal, so synchronous=FULL
+ * is durable and NORMAL stays fast, as in SQLite.
+ *
+ * Invariants (checked by the tests, tests/integration/test_mount.py):
+ *   I1. pos.checksum == checksum of the logical database.
+ *   I2. Applying ltx/ files 1..pos.txid to an empty file reproduces the
+ *       logical database byte for byte.
+ *   I3. Every transaction acknowledged to a client has its LTX on disk.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "err.h"
+#include "fdio.h"
+#include "log.h"
+#include "ltx.h"
+#include "store.h"
+#include "sys.h"
+
+const char *const db_kind_suffix[DB_KIND_COUNT] = { "", "-journal", "-wal", "-shm", "-pos" };
+const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal", "db-shm", NULL };
+
+#define WAL_HDR_SIZE 32
+#define WAL_FRAME_HDR_SIZE 24
+#define SQLITE_HDR_MAGIC "SQLite format 3"
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+/* Page size from a SQLite header (offset 16; 1 means 65536); 0 if invalid. */
+static uint32_t sqlite_page_size(const uint8_t *hdr)
+{
+	uint32_t v = (uint32_t)hdr[16] << 8 | hdr[17];
+	if (v == 1)
+		v = 65536;
+	return ltx_is_valid_page_size(v) ? v : 0;
+}
+
+static bool is_lock_page(const struct db *db, uint32_t pgno)
+{
+	return db->page_size != 0 && pgno == ltx_lock_pgno(db->page_size);
+}
+
+/* ---- Reading pages ------------------------------------------------------ */
+
+/* Reads page pgno of the backing db file into buf; zeros beyond EOF. */
+static int read_db_page(struct db *db, uint32_t pgno, uint8_t *buf)
+{
+	off_t off = (off_t)(pgno - 1) * db->page_size;
+	int n = db->db_fd < 0 ? 0 : fdio_pread_full(db->db_fd, buf, db->page_size, off);
+	if (n < 0)
+		return n;
+	if ((uint32_t)n < db->page_size)
+		memset(buf + n, 0, db->page_size - (uint32_t)n);
+	return 0;
+}
+
+/* Checksum of page pgno of the logical database as of the last commit. */
+static int logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch, uint64_t *out)
+{
+	struct pgmap_entry *e;
+
+	if (pgno > db->n_pages || is_lock_page(db, pgno)) {
+		*out = 0;
+		return 0;
+	}
+	if ((e = pgmap_get(&db->dirty, pgno)) != NULL) {
+		*out = e->checksum;
+		return 0;
+	}
+	if ((e = pgmap_get(&db->wal.pages, pgno)) != NULL) {
+		*out = e->checksum;
+		return 0;
+	}
+	int rc = read_db_page(db, pgno, scratch);
+	if (rc)
+		return rc;
+	*out = ltx_page_checksum(pgno, scratch, db->page_size);
+	return 0;
+}
+
+/* ---- Writing LTX files -------------------------------------------------- */
+
+/* A buffered writer over sys_pwrite (so fault injection sees LTX writes). */
+struct bufw {
+	int fd;
+	off_t off;
+	size_t n;
+	uint8_t buf[1 << 16];
+};
+
+static int bufw_flush(struct bufw *w)
+{
+	if (w->n == 0)
+		return 0;
+	int rc = sys_pwrite_all(w->fd, w->buf, w->n, w->off);
+	if (rc)
+		return rc;
+	w->off += (off_t)w->n;
+	w->n = 0;
+	return 0;
+}
+
+static int bufw_write(void *ctx, const void *buf, size_t len)
+{
+	struct bufw *w = ctx;
+	const uint8_t *p = buf;
+	while (len > 0) {
+		size_t k = sizeof(w->buf) - w->n;
+		if (k > len)
+			k = len;
+		memcpy(w->buf + w->n, p, k);
+		w->n += k;
+		p += k;
+		len -= k;
+		if (w->n == sizeof(w->buf)) {
+			int rc = bufw_flush(w);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* One page change of a commit being prepared. */
+struct change {
+	uint32_t pgno;
+	uint32_t frame;  /* WAL frame holding the new version (WAL mode) */
+	uint64_t old_pc; /* 0 = page absent before */
+	uint64_t new_pc; /* 0 = page absent after */
+};
+
+/* Where the new content of a page comes from. */
+typedef int (*page_reader_fn)(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame);
+
+/* A commit built and written but not yet made visible (see ordering in
+ * the design comment). */
+struct pending {
+	bool active;
+	char fname[LTX_FILENAME_LEN];
+	int ltx_fd;
+	struct ltx_header hdr;
+	uint64_t post_checksum;
+	uint64_t file_size;
+	struct change *changes;
+	size_t n_changes, cap_changes;
+	bool new_wal_mode;
+	bool wal_mode_known;
+};
+
+static void pending_free(struct pending *p)
+{
+	if (p->ltx_fd >= 0)
+		close(p->ltx_fd);
+	free(p->changes);
+	memset(p, 0, sizeof(*p));
+	p->ltx_fd = -1;
+}
+
+static int pending_add(struct pending *p, uint32_t pgno, uint32_t frame, uint64_t old_pc, uint64_t new_pc)
+{
+	if (p->n_changes == p->cap_changes) {
+		size_t cap = p->cap_changes ? p->cap_changes * 2 : 64;
+		struct change *c = realloc(p->changes, cap * sizeof(*c));
+		if (c == NULL)
+			return ERR_NOMEM;
+		p->changes = c;
+		p->cap_changes = cap;
+	}
+	p->changes[p->n_changes++] = (struct change){ pgno, frame, old_pc, new_pc };
+	return 0;
+}
+
+/* Removes a prepared LTX file (step 2 failed). */
+static void pending_abort(struct db *db, struct pending *p)
+{
+	if (p->fname[0] && sys_unlinkat(db->ltx_dir_fd, p->fname, 0) != 0)
+		LOG_ERROR("db", "msg=\"cannot remove aborted LTX file\" db=%s file=%s err=\"%s\"", db->name,
+			  p->fname, strerror(errno));
+	pending_free(p);
+}
+
+/*
+ * Builds and writes the LTX of a commit whose new size is new_n_pages.
+ * `keys` are the touched pages (sorted, any of them may be unchanged);
+ * every page in (n_pages, new_n_pages] is included whether touched or not,
+ * and pages in (new_n_pages, n_pages] are removed. old_pc_of(pgno) gives
+ * the pre-image checksum, read(pgno) the new content.
+ */
+static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, uint32_t new_n_pages,
+			  uint32_t new_page_size, page_reader_fn read, void *read_ctx, bool sync,
+			  const struct ltx_header *wal_fields, bool full, struct pending *p)
+{
+	/* full: the file replaces the whole database (every page is written
+	 * and the post-apply checksum is computed from the new pages alone). */
+	uint32_t old_n = full ? 0 : db->n_pages;
+	uint32_t ps = new_page_size;
+	uint64_t chk = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
+	uint8_t *page = NULL, *scratch = NULL;
+	struct ltx_encoder *enc = NULL;
+	struct bufw *w = NULL;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	p->ltx_fd = -1;
+
+	if (db->page_size != 0 && ps != db->page_size && old_n != 0) {
+		LOG_ERROR("db", "msg=\"page size change is not supported\" db=%s old=%u new=%u", db->name,
+			  db->page_size, ps);
+		return -EINVAL;
+	}
+	page = malloc(ps);
+	scratch = malloc(ps);
+	w = malloc(sizeof(*w));
+	if (!page || !scratch || !w) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+
+	struct ltx_header h = {
+		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.page_size = ps,
+		.commit = new_n_pages,
+		.min_txid = db->pos.txid + 1,
+		.max_txid = db->pos.txid + 1,
+		.timestamp_ms = now_ms(),
+		.pre_apply_checksum = db->pos.txid == 0 ? 0 : chk,
+		.node_id = db->store->node_id,
+	};
+	if (full)
+		chk = LTX_CHECKSUM_FLAG;
+	if (wal_fields) {
+		h.wal_offset = wal_fields->wal_offset;
+		h.wal_size = wal_fields->wal_size;
+		h.wal_salt1 = wal_fields->wal_salt1;
+		h.wal_salt2 = wal_fields->wal_salt2;
+	}
+	ltx_format_filename(p->fname, h.min_txid, h.max_txid);
+	p->ltx_fd = openat(db->ltx_dir_fd, p->fname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (p->ltx_fd < 0) {
+		rc = -errno;
+		p->fname[0] = '\0';
+		goto err;
+	}
+	w->fd = p->ltx_fd;
+	w->off = 0;
+	w->n = 0;
+	rc = ltx_encoder_new(&enc, &h, bufw_write, w);
+	if (rc)
+		goto err;
+
+	/* Merge the touched pages with the range of new pages (old_n, new_n]. */
+	uint32_t lock = ltx_lock_pgno(ps);
+	size_t ki = 0;
+	uint32_t next_new = old_n + 1;
+	for (;;) {
+		uint32_t pgno;
+		bool from_keys;
+		while (ki < n_keys && keys[ki] > new_n_pages && keys[ki] > old_n)
+			ki++; /* touched but beyond both sizes: nothing to do */
+		uint32_t kp = ki < n_keys ? keys[ki] : UINT32_MAX;
+		uint32_t np = next_new <= new_n_pages ? next_new : UINT32_MAX;
+		if (kp == UINT32_MAX && np == UINT32_MAX)
+			break;
+		if (kp <= np) {
+			pgno = kp;
+			from_keys = true;
+			ki++;
+			if (kp == np)
+				next_new++;
+		} else {
+			pgno = np;
+			from_keys = false;
+			next_new++;
+		}
+		(void)from_keys;
+		if (pgno == lock)
+			continue;
+
+		uint64_t old_pc = 0, new_pc = 0;
+		uint32_t frame = 0;
+		if (pgno <= old_n) {
+			rc = logical_page_checksum(db, pgno, scratch, &old_pc);
+			if (rc)
+				goto err;
+		}
+		if (pgno <= new_n_pages) {
+			rc = read(db, read_ctx, pgno, page, &frame);
+			if (rc)
+				goto err;
+			new_pc = ltx_page_checksum(pgno, page, ps);
+			if (new_pc != old_pc) {
+				rc = ltx_encoder_write_page(enc, pgno, page);
+				if (rc)
+					goto err;
+			}
+			if (pgno == 1) {
+				p->new_wal_mode = page[18] == 2 && page[19] == 2;
+				p->wal_mode_known = true;
+			}
+		}
+		if (new_pc != old_pc || frame != 0) {
+			rc = pending_add(p, pgno, frame, old_pc, new_pc);
+			if (rc)
+				goto err;
+			chk = ltx_checksum_swap(chk, old_pc, new_pc);
+		}
+	}
+	/* Pages cut off by a shrink that were not touched. */
+	for (uint32_t pgno = new_n_pages + 1; pgno <= old_n; pgno++) {
+		if (pgno == lock)
+			continue;
+		bool touched = false;
+		/* keys is sorted: binary search. */
+		size_t lo = 0, hi = n_keys;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+			if (keys[mid] < pgno)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		touched = lo < n_keys && keys[lo] == pgno;
+		if (touched) {
+			/* Already handled in the merge above (pgno <= old_n). */
+			continue;
+		}
+		uint64_t old_pc;
+		rc = logical_page_checksum(db, pgno, scratch, &old_pc);
+		if (rc)
+			goto err;
+		rc = pending_add(p, pgno, 0, old_pc, 0);
+		if (rc)
+			goto err;
+		chk = ltx_checksum_swap(chk, old_pc, 0);
+	}
+	if (new_n_pages == 0)
+		chk = LTX_CHECKSUM_FLAG;
+
+	struct ltx_trailer t;
+	rc = ltx_encoder_finish(enc, chk, &t);
+	if (rc)
+		goto err;
+	rc = bufw_flush(w);
+	if (rc)
+		goto err;
+	if (sync && sys_fsync(p->ltx_fd) != 0) {
+		rc = -errno;
+		goto err;
+	}
+	p->hdr = h;
+	p->post_checksum = chk;
+	p->file_size = (uint64_t)w->off;
+	p->active = true;
+	ltx_encoder_free(enc);
+	free(w);
+	free(page);
+	free(scratch);
+	return 0;
+
+err:
+	LOG_ERROR("db", "msg=\"cannot write LTX file\" db=%s txid=%016" PRIx64 " err=\"%s\"", db->name,
+		  db->pos.txid + 1, err_str(rc));
+	ltx_encoder_free(enc);
+	free(w);
+	free(page);
+	free(scratch);
+	pending_abort(db, p);
+	return rc;
+}
+
+/* Makes a written commit visible: position, size, WAL index, verifier. */
+static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bool defer_sync)
+{
+	for (size_t i = 0; i < p->n_changes; i++) {
+		struct change *c = &p->changes[i];
+		if (db->verify.active && c->pgno < db->verify.cursor)
+			db->verify.partial ^= c->old_pc ^ c->new_pc;
+		if (wal_commit) {
+			if (c->new_pc != 0 && c->frame != 0)
+				pgmap_put(&db->wal.pages, c->pgno, c->frame, c->new_pc);
+			else if (c->new_pc == 0)
+				pgmap_del(&db->wal.pages, c->pgno);
+		}
+	}
+	db->pos.txid = p->hdr.max_txid;
+	db->pos.checksum = p->post_checksum;
+	db->pos_ts_ms = p->hdr.timestamp_ms;
+	db->n_pages = p->hdr.commit;
+	db->page_size = p->hdr.commit ? p->hdr.page_size : db->page_size;
+	if (p->wal_mode_known)
+		db->wal_mode = p->new_wal_mode;
+	if (db->oldest_txid == 0)
+		db->oldest_txid = p->hdr.min_txid;
+	db->n_commits++;
+	db->n_ltx_bytes += p->file_size;
+	if (defer_sync && db->n_unsynced < (int)(sizeof(db->unsynced_fds) / sizeof(db->unsynced_fds[0]))) {
+		db->unsynced_fds[db->n_unsynced++] = p->ltx_fd;
+		p->ltx_fd = -1;
+	} else if (defer_sync) {
+		if (sys_fsync(p->ltx_fd) != 0)
+			LOG_ERROR("db", "msg=\"fdatasync of LTX failed\" db=%s file=%s err=\"%s\"", db->name,
+				  p->fname, strerror(errno));
+	}
+	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
+		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
+	pending_free(p);
+}
+
+/* fdatasyncs LTX files whose sync was deferred (WAL mode). */
+static int flush_unsynced(struct db *db)
+{
+	int rc = 0;
+	for (int i = 0; i < db->n_unsynced; i++) {
+		if (sys_fsync(db->unsynced_fds[i]) != 0 && rc == 0)
+			rc = -errno;
+		close(db->unsynced_fds[i]);
+	}
+	db->n_unsynced = 0;
+	return rc;
+}
+
+/* ---- Rollback-journal capture ------------------------------------------ */
+
+static int read_db_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame)
+{
+	(void)ctx;
+	*frame = 0;
+	return read_db_page(db, pgno, buf);
+}
+
+/*
+ * Called at a rollback-journal commit point, before the client's operation
+ * is performed. Prepares the LTX of the net change since the last commit
+ * (none for a rollback). *p->active tells whether there is one.
+ */
+static int prepare_rollback_commit(struct db *db, struct pending *p)
+{
+	uint8_t hdr[100];
+	uint32_t new_n, ps;
+	uint32_t *keys = NULL;
+	size_t n_keys = 0;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	p->ltx_fd = -1;
+	if (db->dirty.count == 0 || db->db_fd < 0)
+		return 0;
+
+	int n = fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0);
+	if (n < 0)
+		return n;
+	if (n < (int)sizeof(hdr) || memcmp(hdr, SQLITE_HDR_MAGIC, 16) != 0 || (ps = sqlite_page_size(hdr)) == 0) {
+		/* Rolled back to an empty database, or never became one. */
+		struct stat st;
+		if (fstat(db->db_fd, &st) == 0 && st.st_size == 0 && db->n_pages == 0) {
+			pgmap_clear(&db->dirty);
+			return 0;
+		}
+		LOG_ERROR("db", "msg=\"database header is not valid at commit\" db=%s", db->name);
+		return -EIO;
+	}
+	new_n = be32(hdr + 28);
+	if (new_n == 0 || be32(hdr + 24) != be32(hdr + 92)) {
+		struct stat st;
+		if (fstat(db->db_fd, &st) != 0)
+			return -errno;
+		new_n = (uint32_t)(st.st_size / ps);
+	}
+	if (db->page_size == 0)
+		db->page_size = ps;
+
+	rc = pgmap_sorted_keys(&db->dirty, &keys, &n_keys);
+	if (rc)
+		return rc;
+	rc = prepare_commit(db, keys, n_keys, new_n, ps, read_db_new, NULL, true, NULL, false, p);
+	free(keys);
+	if (rc)
+		return rc;
+	if (p->n_changes == 0 && new_n == db->n_pages) {
+		/* No net change: a rollback. Discard the empty LTX. */
+		pending_abort(db, p);
+		pgmap_clear(&db->dirty);
+	}
+	return 0;
+}
+
+/* Records pre-image checksums of the pages in [first, last] not yet dirty. */
+static int track_pages(struct db *db, uint32_t first, uint32_t last)
+{
+	uint8_t *scratch = NULL;
+	int rc = 0;
+
+	for (uint32_t pgno = first; pgno <= last; pgno++) {
+		if (pgmap_get(&db->dirty, pgno))
+			continue;
+		uint64_t pc = 0;
+		if (pgno <= db->n_pages && !is_lock_page(db, pgno)) {
+			if (scratch == NULL && (scratch = malloc(db->page_size)) == NULL) {
+				rc = ERR_NOMEM;
+				break;
+			}
+			rc = logical_page_checksum(db, pgno, scratch, &pc);
+			if (rc)
+				break;
+		}
+		rc = pgmap_put(&db->dirty, pgno, 0, pc);
+		if (rc)
+			break;
+	}
+	free(scratch);
+	return rc;
+}
+
+/* ---- WAL capture -------------------------------------------------------- */
+
+static void wal_checksum(bool big_endian, const uint8_t *p, size_t n, uint32_t *s0, uint32_t *s1)
+{
+	uint32_t a = *s0, b = *s1;
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint32_t x0 = big_endian ? be32(p + i) : le32(p + i);
+		uint32_t x1 = big_endian ? be32(p + i + 4) : le32(p + i + 4);
+		a += x0 + b;
+		b += x1 + a;
+	}
+	*s0 = a;
+	*s1 = b;
+}
+
+static void wal_reset_state(struct db *db)
+{
+	db->wal.valid = false;
+	db->wal.mx_frame = 0;
+	pgmap_clear(&db->wal.pages);
+}
+
+/* A read of the WAL that sees the bytes of an in-flight write (not yet on
+ * the backing file) where they overlap. */
+struct wal_view {
+	int fd;
+	const uint8_t *wbuf;
+	off_t woff;
+	size_t wlen;
+	struct pgmap frames; /* pgno -> latest frame in the transaction */
+};
+
+static int wal_view_read(struct wal_view *v, uint8_t *dst, size_t n, off_t off)
+{
+	int got = fdio_pread_full(v->fd, dst, n, off);
+	if (got < 0)
+		return got;
+	if ((size_t)got < n)
+		memset(dst + got, 0, n - (size_t)got);
+	off_t lo = off > v->woff ? off : v->woff;
+	off_t hi = (off_t)(off + (off_t)n) < (off_t)(v->woff + (off_t)v->wlen) ? (off_t)(off + (off_t)n)
+										: (off_t)(v->woff + (off_t)v->wlen);
+	if (lo < hi) {
+		memcpy(dst + (lo - off), v->wbuf + (lo - v->woff), (size_t)(hi - lo));
+		got = (int)n;
+	}
+	return (size_t)got < n && lo >= hi ? ERR_IO_SHORT : 0;
+}
+
+static off_t wal_frame_off(const struct db *db, uint32_t frame)
+{
+	return WAL_HDR_SIZE + (off_t)(frame - 1) * (WAL_FRAME_HDR_SIZE + db->wal.page_size);
+}
+
+static int read_wal_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame)
+{
+	struct wal_view *v = ctx;
+	struct pgmap_entry *e = pgmap_get(&v->frames, pgno);
+	if (e == NULL) {
+		/* A page inside the new size that the transaction did not write:
+		 * the logical content is what a reader would read. */
+		struct pgmap_entry *we = pgmap_get(&db->wal.pages, pgno);
+		*frame = 0;
+		if (we == NULL)
+			return read_db_page(db, pgno, buf);
+		return wal_view_read(v, buf, db->page_size, wal_frame_off(db, we->frame) + WAL_FRAME_HDR_SIZE);
+	}
+	*frame = e->frame;
+	return wal_view_read(v, buf, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+}
+
+/*
+ * Called for a write to -wal before it reaches the backing file. If the
+ * write completes a valid commit frame, prepares the transaction's LTX.
+ * Returns 0 (p->active says whether a commit is pending) or an error.
+ */
+static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off, struct pending *p,
+			     uint32_t *commit_frame, uint32_t *cs0, uint32_t *cs1)
+{
+	memset(p, 0, sizeof(*p));
+	p->ltx_fd = -1;
+
+	if (off == 0 && len >= WAL_HDR_SIZE) {
+		uint32_t magic = be32(buf);
+		if (magic != 0x377f0682 && magic != 0x377f0683)
+			return 0;
+		bool big = magic == 0x377f0683;
+		uint32_t s0 = 0, s1 = 0;
+		wal_checksum(big, buf, 24, &s0, &s1);
+		if (s0 != be32(buf + 24) || s1 != be32(buf + 28))
+			return 0;
+		uint32_t ps = be32(buf + 8);
+		if (!ltx_is_valid_page_size(ps))
+			return 0;
+		/* A new WAL generation: everything before it was checkpointed. */
+		wal_reset_state(db);
+		db->wal.valid = true;
+		db->wal.big_endian = big;
+		db->wal.page_size = ps;
+		db->wal.salt1 = be32(buf + 16);
+		db->wal.salt2 = be32(buf + 20);
+		db->wal.s0 = s0;
+		db->wal.s1 = s1;
+		return 0;
+	}
+	if (!db->wal.valid)
+		return 0;
+
+	uint32_t fsz = WAL_FRAME_HDR_SIZE + db->wal.page_size;
+	off_t end = off + (off_t)len;
+	if (end <= WAL_HDR_SIZE || (end - WAL_HDR_SIZE) % fsz != 0)
+		return 0;
+	uint32_t k = (uint32_t)((end - WAL_HDR_SIZE) / fsz);
+	if (k <= db->wal.mx_frame)
+		return 0;
+
+	struct wal_view v = { .fd = fd, .wbuf = buf, .woff = off, .wlen = len };
+	pgmap_init(&v.frames);
+	uint8_t fh[WAL_FRAME_HDR_SIZE];
+	uint8_t *page = NULL;
+	uint32_t *keys = NULL;
+	size_t n_keys = 0;
+	int rc = wal_view_read(&v, fh, sizeof(fh), wal_frame_off(db, k));
+	if (rc)
+		goto out;
+	uint32_t commit = be32(fh + 4);
+	if (commit == 0 || be32(fh + 8) != db->wal.salt1 || be32(fh + 12) != db->wal.salt2)
+		goto out; /* not a commit frame (or a stale one) */
+
+	/* Walk the transaction's frames, checking the chain as recovery does. */
+	page = malloc(db->wal.page_size);
+	if (page == NULL) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	uint32_t s0 = db->wal.s0, s1 = db->wal.s1;
+	for (uint32_t f = db->wal.mx_frame + 1; f <= k; f++) {
+		off_t fo = wal_frame_off(db, f);
+		if ((rc = wal_view_read(&v, fh, sizeof(fh), fo)) != 0 ||
+		    (rc = wal_view_read(&v, page, db->wal.page_size, fo + WAL_FRAME_HDR_SIZE)) != 0)
+			goto out;
+		uint32_t pgno = be32(fh);
+		if (pgno == 0 || be32(fh + 8) != db->wal.salt1 || be32(fh + 12) != db->wal.salt2) {
+			rc = -EIO;
+			LOG_ERROR("db", "msg=\"WAL frame does not belong to this WAL\" db=%s frame=%u", db->name, f);
+			goto out;
+		}
+		wal_checksum(db->wal.big_endian, fh, 8, &s0, &s1);
+		wal_checksum(db->wal.big_endian, page, db->wal.page_size, &s0, &s1);
+		if (s0 != be32(fh + 16) || s1 != be32(fh + 20)) {
+			rc = -EIO;
+			LOG_ERROR("db", "msg=\"WAL checksum chain broken at commit\" db=%s frame=%u", db->name, f);
+			goto out;
+		}
+		if (f < k && be32(fh + 4) != 0) {
+			rc = -EIO;
+			LOG_ERROR("db", "msg=\"uncaptured WAL commit frame\" db=%s frame=%u", db->name, f);
+			goto out;
+		}
+		if ((rc = pgmap_put(&v.frames, pgno, f, 0)) != 0)
+			goto out;
+	}
+	if ((rc = pgmap_sorted_keys(&v.frames, &keys, &n_keys)) != 0)
+		goto out;
+	if (db->page_size == 0)
+		db->page_size = db->wal.page_size;
+	struct ltx_header wf = {
+		.wal_offset = wal_frame_off(db, db->wal.mx_frame + 1),
+		.wal_size = (int64_t)(k - db->wal.mx_frame) * fsz,
+		.wal_salt1 = db->wal.salt1,
+		.wal_salt2 = db->wal.salt2,
+	};
+	rc = prepare_commit(db, keys, n_keys, commit, db->wal.page_size, read_wal_new, &v, false, &wf, false, p);
+	if (rc)
+		goto out;
+	*commit_frame = k;
+	*cs0 = s0;
+	*cs1 = s1;
+out:
+	free(keys);
+	free(page);
+	pgmap_free(&v.frames);
+	return rc;
+}
+
+/* ---- FUSE-facing operations --------------------------------------------- */
+
+static int open_backing(struct db *db, enum db_kind kind, int flags)
+{
+	int fd = openat(db->dir_fd, db_kind_backing[kind], flags | O_CLOEXEC, 0644);
+	return fd < 0 ? -errno : fd;
+}
+
+int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
+{
+	int fd;
+
+	if (kind == DB_KIND_POS)
+		return for_write ? -EACCES : 0;
+	pthread_mutex_lock(&db->mu);
+	if (!db->exists[kind] && !create) {
+		pthread_mutex_unlock(&db->mu);
+		return -ENOENT;
+	}
+	if (kind != DB_KIND_DB && !db->exists[DB_KIND_DB]) {
+		pthread_mutex_unlock(&db->mu);
+		return -ENOENT;
+	}
+	if (kind == DB_KIND_DB && for_write && db->write_refused) {
+		pthread_mutex_unlock(&db->mu);
+		return -EROFS;
+	}
+	fd = open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
+	if (fd >= 0 && !db->exists[kind]) {
+		db->exists[kind] = true;
+		db->generation[kind]++;
+		if (kind == DB_KIND_DB && db->db_fd < 0)
+			db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR);
+	}
+	pthread_mutex_unlock(&db->mu);
+	return fd;
+}
+
+void db_pos_text(struct db *db, char *buf)
+{
+	pthread_mutex_lock(&db->mu);
+	ltx_format_pos(buf, db->pos);
+	pthread_mutex_unlock(&db->mu);
+	size_t n = strlen(buf);
+	buf[n] = '\n';
+	buf[n + 1] = '\0';
+}
+
+struct ltx_pos db_pos(struct db *db)
+{
+	pthread_mutex_lock(&db->mu);
+	struct ltx_pos p = db->pos;
+	pthread_mutex_unlock(&db->mu);
+	return p;
+}
+
+int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
+{
+	int rc = 0;
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&db->mu);
+	if (!db->exists[DB_KIND_DB] || (kind != DB_KIND_POS && !db->exists[kind])) {
+		rc = -ENOENT;
+	} else if (kind == DB_KIND_POS) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = LTX_POS_STR_LEN; /* 33 characters and a newline */
+		st->st_nlink = 1;
+	} else if (fstatat(db->dir_fd, db_kind_backing[kind], st, 0) != 0) {
+		rc = -errno;
+	}
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off)
+{
+	if (kind == DB_KIND_POS) {
+		char text[LTX_POS_STR_LEN + 2];
+		db_pos_text(db, text);
+		size_t n = strlen(text);
+		if ((size_t)off >= n)
+			return 0;
+		if (len > n - (size_t)off)
+			len = n - (size_t)off;
+		memcpy(buf, text + off, len);
+		return (ssize_t)len;
+	}
+	int n = fdio_pread_full(fd, buf, len, off);
+	return n;
+}
+
+/* Writes to the database file (rollback transaction or checkpoint). */
+static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	uint32_t ps = db->page_size;
+	int rc;
+
+	if (db->write_refused) {
+		LOG_WARN("db", "msg=\"write refused: database failed verification\" db=%s", db->name);
+		return -EROFS;
+	}
+	if (ps == 0) {
+		/* A brand-new database: the first write must be a SQLite header. */
+		if (off != 0 || len < 100 || memcmp(buf, SQLITE_HDR_MAGIC, 16) != 0 ||
+		    (ps = sqlite_page_size(buf)) == 0) {
+			LOG_WARN("db", "msg=\"refused: not a SQLite database (bad header)\" db=%s off=%lld len=%zu",
+				 db->name, (long long)off, len);
+			return -EINVAL;
+		}
+	}
+	if (off % ps != 0 || len % ps != 0) {
+		LOG_WARN("db", "msg=\"refused: write is not a whole number of pages\" db=%s off=%lld len=%zu page_size=%u",
+			 db->name, (long long)off, len, ps);
+		return -EINVAL;
+	}
+	if (off == 0 && (memcmp(buf, SQLITE_HDR_MAGIC, 16) != 0 || sqlite_page_size(buf) != ps)) {
+		LOG_WARN("db", "msg=\"refused: page 1 is not a valid SQLite header or changes the page size\" db=%s",
+			 db->name);
+		return -EINVAL;
+	}
+	if (db->exists[DB_KIND_JOURNAL]) {
+		if (db->page_size == 0)
+			db->page_size = ps;
+		uint32_t first = (uint32_t)(off / ps) + 1;
+		uint32_t last = first + (uint32_t)(len / ps) - 1;
+		if ((rc = track_pages(db, first, last)) != 0)
+			return rc;
+	} else if (!db->wal_mode) {
+		LOG_WARN("db", "msg=\"refused: database write outside a transaction (journal_mode MEMORY/OFF and "
+			       "direct writes are not supported; use litefs import)\" db=%s", db->name);
+		return -EPERM;
+	}
+	/* else: a WAL checkpoint copying committed frames; no logical change. */
+	rc = sys_pwrite_all(fd, buf, len, off);
+	return rc ? rc : (ssize_t)len;
+}
+
+static ssize_t write_journal(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	struct pending p;
+	int rc;
+	/* PERSIST mode commits by zeroing the header's magic (§2.3). */
+	bool zeroes_magic = off == 0 && len >= 4 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0 && buf[3] == 0;
+	if (zeroes_magic) {
+		if ((rc = prepare_rollback_commit(db, &p)) != 0)
+			return rc;
+	} else {
+		memset(&p, 0, sizeof(p));
+	}
+	rc = sys_pwrite_all(fd, buf, len, off);
+	if (rc) {
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
+	if (p.active)
+		pending_finish(db, &p, false, false);
+	if (zeroes_magic)
+		pgmap_clear(&db->dirty);
+	return (ssize_t)len;
+}
+
+static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	struct pending p;
+	uint32_t frame = 0, s0 = 0, s1 = 0;
+	int rc = prepare_wal_write(db, fd, buf, len, off, &p, &frame, &s0, &s1);
+	if (rc)
+		return rc;
+	rc = sys_pwrite_all(fd, buf, len, off);
+	if (rc) {
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
+	if (p.active) {
+		db->wal.mx_frame = frame;
+		db->wal.s0 = s0;
+		db->wal.s1 = s1;
+		pending_finish(db, &p, true, true);
+	} else if (frame != 0) {
+		db->wal.mx_frame = frame; /* a commit with no net change */
+		db->wal.s0 = s0;
+		db->wal.s1 = s1;
+	}
+	return (ssize_t)len;
+}
+
+ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off)
+{
+	ssize_t rc;
+	if (kind == DB_KIND_POS)
+		return -EACCES;
+	pthread_mutex_lock(&db->mu);
+	switch (kind) {
+	case DB_KIND_DB:
+		rc = write_db(db, fd, buf, len, off);
+		break;
+	case DB_KIND_JOURNAL:
+		rc = write_journal(db, fd, buf, len, off);
+		break;
+	case DB_KIND_WAL:
+		rc = write_wal(db, fd, buf, len, off);
+		break;
+	default: {
+		int r = sys_pwrite_all(fd, buf, len, off);
+		rc = r ? r : (ssize_t)len;
+	}
+	}
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+static int truncate_backing(struct db *db, enum db_kind kind, off_t size)
+{
+	int fd = open_backing(db, kind, O_WRONLY);
+	if (fd < 0)
+		return fd;
+	int rc = sys_ftruncate(fd, size) == 0 ? 0 : -errno;
+	close(fd);
+	return rc;
+}
+
+int db_truncate(struct db *db, enum db_kind kind, off_t size)
+{
+	struct pending p;
+	int rc = 0;
+
+	if (kind == DB_KIND_POS)
+		return -EACCES;
+	pthread_mutex_lock(&db->mu);
+	switch (kind) {
+	case DB_KIND_DB: {
+		uint32_t ps = db->page_size;
+		if (db->write_refused) {
+			rc = -EROFS;
+			break;
+		}
+		if (ps == 0) {
+			rc = size == 0 ? truncate_backing(db, kind, 0) : -EINVAL;
+			break;
+		}
+		if (db->exists[DB_KIND_JOURNAL]) {
+			/* Inside a transaction (or hot-journal rollback): remember the
+			 * pre-images of the pages being cut off. */
+			uint32_t keep = (uint32_t)((size + ps - 1) / ps);
+			if (keep < db->n_pages && (rc = track_pages(db, keep + 1, db->n_pages)) != 0)
+				break;
+		} else if (!db->wal_mode && size < (off_t)db->n_pages * ps) {
+			LOG_WARN("db", "msg=\"refused: truncate below the committed size outside a transaction\" db=%s size=%lld",
+				 db->name, (long long)size);
+			rc = -EPERM;
+			break;
+		}
+		rc = truncate_backing(db, kind, size);
+		break;
+	}
+	case DB_KIND_JOURNAL:
+		if (size == 0) {
+			/* TRUNCATE mode's commit point. */
+			if ((rc = prepare_rollback_commit(db, &p)) != 0)
+				break;
+			rc = truncate_backing(db, kind, 0);
+			if (rc) {
+				if (p.active)
+					pending_abort(db, &p);
+				break;
+			}
+			if (p.active)
+				pending_finish(db, &p, false, false);
+			pgmap_clear(&db->dirty);
+		} else {
+			rc = truncate_backing(db, kind, size);
+		}
+		break;
+	case DB_KIND_WAL:
+		rc = truncate_backing(db, kind, size);
+		if (rc == 0 && size < WAL_HDR_SIZE)
+			wal_reset_state(db); /* TRUNCATE checkpoint: all frames are in the db */
+		break;
+	default:
+		rc = truncate_backing(db, kind, size);
+	}
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+int db_fsync(struct db *db, enum db_kind kind, int fd)
+{
+	int rc = 0;
+	if (kind == DB_KIND_POS)
+		return 0;
+	pthread_mutex_lock(&db->mu);
+	if (sys_fsync(fd) != 0)
+		rc = -errno;
+	if (rc == 0 && kind == DB_KIND_WAL)
+		rc = flush_unsynced(db);
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+/* Records the deletion of the database as a commit-0 LTX. */
+static int delete_database(struct db *db)
+{
+	struct pending p;
+	int rc;
+
+	pgmap_clear(&db->dirty);
+	if (db->pos.txid != 0 || db->n_pages != 0) {
+		rc = prepare_commit(db, NULL, 0, 0, db->page_size ? db->page_size : 4096, read_db_new, NULL, true,
+				    NULL, false, &p);
+		if (rc)
+			return rc;
+	} else {
+		memset(&p, 0, sizeof(p));
+		p.ltx_fd = -1;
+	}
+	if (sys_unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
+		rc = -errno;
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
+	for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++) {
+		if (unlinkat(db->dir_fd, db_kind_backing[k], 0) != 0 && errno != ENOENT)
+			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s file=%s err=\"%s\"", db->name,
+				 db_kind_backing[k], strerror(errno));
+		db->exists[k] = false;
+	}
+	if (p.active)
+		pending_finish(db, &p, false, false);
+	if (db->db_fd >= 0)
+		close(db->db_fd);
+	db->db_fd = -1;
+	db->exists[DB_KIND_DB] = false;
+	db->n_pages = 0;
+	db->page_size = 0;
+	db->wal_mode = false;
+	wal_reset_state(db);
+	LOG_INFO("db", "msg=\"database deleted\" db=%s txid=%016" PRIx64, db->name, db->pos.txid);
+	return 0;
+}
+
+int db_unlink(struct db *db, enum db_kind kind)
+{
+	struct pending p;
+	int rc = 0;
+
+	if (kind == DB_KIND_POS)
+		return -EACCES;
+	pthread_mutex_lock(&db->mu);
+	if (!db->exists[kind]) {
+		rc = -ENOENT;
+		goto out;
+	}
+	switch (kind) {
+	case DB_KIND_DB:
+		rc = delete_database(db);
+		break;
+	case DB_KIND_JOURNAL:
+		/* DELETE mode's commit point. */
+		if ((rc = prepare_rollback_commit(db, &p)) != 0)
+			break;
+		if (sys_unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
+			rc = -errno;
+			if (p.active)
+				pending_abort(db, &p);
+			break;
+		}
+		db->exists[kind] = false;
+		if (p.active)
+			pending_finish(db, &p, false, false);
+		pgmap_clear(&db->dirty);
+		break;
+	case DB_KIND_WAL:
+		if (sys_unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
+			rc = -errno;
+			break;
+		}
+		db->exists[kind] = false;
+		wal_reset_state(db);
+		flush_unsynced(db);
+		break;
+	default:
+		if (unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
+			rc = -errno;
+			break;
+		}
+		db->exists[kind] = false;
+	}
+out:
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+/* ---- Retention and verification ---------------------------------------- */
+
+struct ltx_name {
+	uint64_t min_txid, max_txid;
+};
+
+static int cmp_ltx_name(const void *a, const void *b)
+{
+	const struct ltx_name *x = a, *y = b;
+	return x->max_txid < y->max_txid ? -1 : x->max_txid > y->max_txid;
+}
+
+/* Lists ltx/ sorted by max TXID. Caller frees *out with free(). */
+static int list_ltx(int dir_fd, struct ltx_name **out, size_t *n_out)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	struct ltx_name *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		struct ltx_name ln;
+		if (ltx_parse_filename(de->d_name, &ln.min_txid, &ln.max_txid) != 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 64;
+			struct ltx_name *nv = realloc(v, cap * sizeof(*nv));
+			if (nv == NULL) {
+				free(v);
+				closedir(d);
+				return ERR_NOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = ln;
+	}
+	closedir(d);
+	qsort(v, n, sizeof(*v), cmp_ltx_name);
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
+int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
+{
+	struct ltx_name *names = NULL;
+	size_t n = 0;
+	int removed = 0;
+
+	pthread_mutex_lock(&db->mu);
+	int rc = list_ltx(db->ltx_dir_fd, &names, &n);
+	if (rc)
+		goto out;
+	/* The newest file is always kept: it carries the position. */
+	for (size_t i = 0; i + 1 < n; i++) {
+		char fname[LTX_FILENAME_LEN];
+		struct stat st;
+		ltx_format_filename(fname, names[i].min_txid, names[i].max_txid);
+		if (fstatat(db->ltx_dir_fd, fname, &st, 0) != 0)
+			continue;
+		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+		if (now - mtime_ms < retention_ms)
+			break;
+		if (unlinkat(db->ltx_dir_fd, fname, 0) == 0)
+			removed++;
+	}
+	db->oldest_txid = 0;
+	if (n > 0) {
+		free(names);
+		names = NULL;
+		if (list_ltx(db->ltx_dir_fd, &names, &n) == 0 && n > 0)
+			db->oldest_txid = names[0].min_txid;
+	}
+	if (removed)
+		LOG_DEBUG("db", "msg=\"retention removed LTX files\" db=%s count=%d", db->name, removed);
+out:
+	pthread_mutex_unlock(&db->mu);
+	free(names);
+	return rc;
+}
+
+int db_verify_step(struct db *db, uint32_t max_pages)
+{
+	int rc = 0;
+	pthread_mutex_lock(&db->mu);
+	if (!db->verify.active) {
+		pthread_mutex_unlock(&db->mu);
+		return 0;
+	}
+	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
+	if (db->page_size && buf == NULL) {
+		pthread_mutex_unlock(&db->mu);
+		return ERR_NOMEM;
+	}
+	for (uint32_t i = 0; i < max_pages && db->verify.cursor <= db->n_pages; i++) {
+		uint64_t pc;
+		if ((rc = logical_page_checksum(db, db->verify.cursor, buf, &pc)) != 0)
+			break;
+		db->verify.partial ^= pc;
+		db->verify.cursor++;
+	}
+	if (rc == 0 && db->verify.cursor > db->n_pages) {
+		uint64_t got = LTX_CHECKSUM_FLAG | db->verify.partial;
+		uint64_t want = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
+		db->verify.active = false;
+		if (got != want) {
+			db->write_refused = true;
+			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; writes refused "
+					"until it is repaired\" db=%s txid=%016" PRIx64 " want=%016" PRIx64 " got=%016" PRIx64,
+				  db->name, db->pos.txid, want, got);
+			rc = ERR_LTX_POST_CHECKSUM;
+		} else {
+			LOG_INFO("db", "msg=\"verified\" db=%s txid=%016" PRIx64 " checksum=%016" PRIx64, db->name,
+				 db->pos.txid, got);
+		}
+	} else if (rc == 0) {
+		rc = 1;
+	}
+	pthread_mutex_unlock(&db->mu);
+	free(buf);
+	return rc;
+}
+
+static int compute_checksum_locked(struct db *db, uint64_t *out)
+{
+	uint64_t chk = 0;
+	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
+	if (db->page_size && !buf)
+		return ERR_NOMEM;
+	for (uint32_t pgno = 1; pgno <= db->n_pages; pgno++) {
+		uint64_t pc;
+		int rc = logical_page_checksum(db, pgno, buf, &pc);
+		if (rc) {
+			free(buf);
+			return rc;
+		}
+		chk ^= pc;
+	}
+	free(buf);
+	*out = LTX_CHECKSUM_FLAG | chk;
+	return 0;
+}
+
+int db_compute_checksum(struct db *db, uint64_t *out)
+{
+	pthread_mutex_lock(&db->mu);
+	int rc = compute_checksum_locked(db, out);
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+/* ---- Loading and recovery ----------------------------------------------- */
+
+/* Reads page_size and the in-header size from the backing db file. */
+static int read_db_geometry(struct db *db, uint32_t *page_size, uint32_t *n_pages, bool *wal_mode)
+{
+	uint8_t hdr[100];
+	struct stat st;
+
+	*page_size = 0;
+	*n_pages = 0;
+	*wal_mode = false;
+	if (db->db_fd < 0)
+		return 0;
+	if (fstat(db->db_fd, &st) != 0)
+		return -errno;
+	if (st.st_size == 0)
+		return 0;
+	int n = fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0);
+	if (n < 0)
+		return n;
+	if (n < 100 || memcmp(hdr, SQLITE_HDR_MAGIC, 16) != 0 || (*page_size = sqlite_page_size(hdr)) == 0)
+		return ERR_DB_HEADER;
+	*n_pages = be32(hdr + 28);
+	if (*n_pages == 0 || be32(hdr + 24) != be32(hdr + 92))
+		*n_pages = (uint32_t)(st.st_size / *page_size);
+	*wal_mode = hdr[18] == 2 && hdr[19] == 2;
+	return 0;
+}
+
+/* Lets libsqlite3 roll back a hot journal and checkpoint a WAL left by a
+ * crash, on the backing files (the mount is not serving yet). */
+static int sqlite_recover(struct db *db, const char *path)
+{
+	sqlite3 *conn = NULL;
+	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(conn, "PRAGMA schema_version; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		LOG_ERROR("db", "msg=\"sqlite recovery failed\" db=%s err=\"%s\"", db->name,
+			  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+	sqlite3_close(conn);
+	return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+/* Decodes an LTX file fully (checksums included); header/trailer out. */
+static int check_ltx_file(int dir_fd, const char *fname, struct ltx_header *h, struct ltx_trailer *t)
+{
+	int fd = openat(dir_fd, fname, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	uint64_t off = 0;
+	int rc = ltx_decode_all(fdio_read, &fd, NULL, NULL, h, t, &off);
+	close(fd);
+	return rc;
+}
+
+/* Writes an LTX holding every page of the current db file, following pos.
+ * Used when recovery finds the database ahead of its LTX chain. */
+static int write_full_ltx(struct db *db, uint32_t page_size, uint32_t n_pages)
+{
+	struct pending p;
+	uint32_t *keys = NULL;
+	int rc;
+
+	db->page_size = page_size;
+	if (n_pages > 0 && (keys = malloc((size_t)n_pages * sizeof(*keys))) == NULL)
+		return ERR_NOMEM;
+	for (uint32_t i = 0; i < n_pages; i++)
+		keys[i] = i + 1;
+	rc = prepare_commit(db, keys, n_pages, n_pages, page_size, read_db_new, NULL, true, NULL, true, &p);
+	free(keys);
+	if (rc)
+		return rc;
+	pending_finish(db, &p, false, false);
+	return 0;
+}
+
+static int load_state(struct db *db, bool clean)
+{
+	struct ltx_name *names = NULL;
+	size_t n = 0;
+	struct ltx_header h = { 0 };
+	struct ltx_trailer t = { 0 };
+	bool have_last = false;
+	int rc;
+
+	rc = list_ltx(db->ltx_dir_fd, &names, &n);
+	if (rc)
+		return rc;
+	/* The newest file may be incomplete after a crash: drop invalid ones. */
+	while (n > 0) {
+		char fname[LTX_FILENAME_LEN];
+		ltx_format_filename(fname, names[n - 1].min_txid, names[n - 1].max_txid);
+		rc = check_ltx_file(db->ltx_dir_fd, fname, &h, &t);
+		if (rc == 0) {
+			have_last = true;
+			break;
+		}
+		LOG_WARN("db", "msg=\"removing incomplete LTX file left by a crash\" db=%s file=%s err=\"%s\"",
+			 db->name, fname, err_str(rc));
+		unlinkat(db->ltx_dir_fd, fname, 0);
+		n--;
+	}
+	db->oldest_txid = n > 0 ? names[0].min_txid : 0;
+	free(names);
+
+	if (have_last) {
+		db->pos.txid = h.max_txid;
+		db->pos.checksum = t.post_apply_checksum;
+		db->pos_ts_ms = h.timestamp_ms;
+	}
+
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->store->data_dir, db->name);
+	bool leftovers = db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL];
+	if (db->exists[DB_KIND_DB] && leftovers) {
+		rc = sqlite_recover(db, path);
+		if (rc)
+			return rc;
+		for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++)
+			db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
+	}
+
+	uint32_t ps, np;
+	bool walm;
+	rc = read_db_geometry(db, &ps, &np, &walm);
+	if (rc) {
+		LOG_ERROR("db", "msg=\"backing database is not a SQLite file\" db=%s err=\"%s\"", db->name, err_str(rc));
+		return rc;
+	}
+	db->page_size = ps;
+	db->n_pages = np;
+	db->wal_mode = walm;
+
+	if (clean && have_last && h.commit == np) {
+		/* O(1) start: trust the position, verify in the background. */
+		db->verify = (struct db_verify){ .active = true, .cursor = 1, .partial = 0 };
+		return 0;
+	}
+
+	/* Unclean shutdown: compare the database with the chain. */
+	uint64_t c;
+	if ((rc = compute_checksum_locked(db, &c)) != 0)
+		return rc;
+	uint64_t want = have_last ? t.post_apply_checksum : LTX_CHECKSUM_FLAG;
+	if (c == want && (!have_last || h.commit == np)) {
+		LOG_INFO("db", "msg=\"recovered\" db=%s txid=%016" PRIx64 " checksum=%016" PRIx64, db->name, db->pos.txid, c);
+		return 0;
+	}
+	if (have_last && h.min_txid > 1 && c == h.pre_apply_checksum) {
+		/* The last LTX was written but its commit never reached the
+		 * database (crash between steps 1 and 2): it was not acknowledged. */
+		char fname[LTX_FILENAME_LEN];
+		ltx_format_filename(fname, h.min_txid, h.max_txid);
+		LOG_WARN("db", "msg=\"dropping LTX of a transaction that never committed\" db=%s file=%s", db->name, fname);
+		unlinkat(db->ltx_dir_fd, fname, 0);
+		/* Reload the position from the previous file. */
+		db->pos = (struct ltx_pos){ 0, 0 };
+		return load_state(db, false);
+	}
+	if (np == 0 && !db->exists[DB_KIND_DB] && have_last && h.commit == 0)
+		return 0;
+	LOG_WARN("db", "msg=\"database is ahead of its LTX chain; recording its full state as one transaction\" "
+		       "db=%s txid=%016" PRIx64 " chain=%016" PRIx64 " db_checksum=%016" PRIx64,
+		 db->name, db->pos.txid + 1, want, c);
+	/* Record the full state: a file containing every page, following pos. */
+	db->n_pages = have_last ? h.commit : 0;
+	return write_full_ltx(db, ps ? ps : 4096, np);
+}
+
+int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out)
+{
+	struct db *db = calloc(1, sizeof(*db));
+	int rc;
+
+	if (db == NULL)
+		return ERR_NOMEM;
+	db->store = st;
+	db->id = id;
+	db->dir_fd = db->ltx_dir_fd = db->db_fd = -1;
+	pthread_mutex_init(&db->mu, NULL);
+	pgmap_init(&db->dirty);
+	pgmap_init(&db->wal.pages);
+	if ((db->name = strdup(name)) == NULL) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	if (create && mkdirat(st->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		goto err;
+	}
+	if ((db->dir_fd = openat(st->dbs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	if (mkdirat(db->dir_fd, "ltx", 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		goto err;
+	}
+	if ((db->ltx_dir_fd = openat(db->dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
+		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
+	if (db->exists[DB_KIND_DB] && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
+		rc = db->db_fd;
+		goto err;
+	}
+	bool clean = faccessat(db->dir_fd, "clean", F_OK, 0) == 0;
+	if (clean && unlinkat(db->dir_fd, "clean", 0) != 0) {
+		rc = -errno;
+		goto err;
+	}
+	if ((rc = load_state(db, clean)) != 0)
+		goto err;
+	if (db->exists[DB_KIND_DB] && db->db_fd < 0 && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
+		rc = db->db_fd;
+		goto err;
+	}
+	*out = db;
+	return 0;
+err:
+	LOG_ERROR("db", "msg=\"cannot load database\" db=%s err=\"%s\"", name, err_str(rc));
+	db_free(db);
+	return rc;
+}
+
+void db_close_clean(struct db *db)
+{
+	pthread_mutex_lock(&db->mu);
+	flush_unsynced(db);
+	int fd = -1;
+	/* A clean marker is only honest when nothing is in flight. */
+	if (db->dirty.count == 0 && !db->write_refused)
+		fd = openat(db->dir_fd, "clean", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		if (db->db_fd >= 0)
+			fdatasync(db->db_fd);
+		fsync(fd);
+		close(fd);
+		fsync(db->dir_fd);
+	}
+	pthread_mutex_unlock(&db->mu);
+}
+
+void db_free(struct db *db)
+{
+	if (db == NULL)
+		return;
+	for (int i = 0; i < db->n_unsynced; i++)
+		close(db->unsynced_fds[i]);
+	if (db->db_fd >= 0)
+		close(db->db_fd);
+	if (db->ltx_dir_fd >= 0)
+		close(db->ltx_dir_fd);
+	if (db->dir_fd >= 0)
+		close(db->dir_fd);
+	pgmap_free(&db->dirty);
+	pgmap_free(&db->wal.pages);
+	pthread_mutex_destroy(&db->mu);
+	free(db->name);
+	free(db);
+}

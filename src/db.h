@@ -1,0 +1,139 @@
+/*
+ * db.h — one replicated SQLite database: its backing files, its position,
+ * and the capture of every committed transaction as one LTX file.
+ *
+ * See the design comment at the top of db.c for how commits are
+ * recognised in each journal mode and why the result is exact.
+ *
+ * Locking: db.mu guards every field below it. FUSE handlers and the HTTP
+ * API call db_* functions, which take db.mu themselves; the lock order is
+ * store.mu (registry) before db.mu, never the reverse.
+ */
+#ifndef LITEFS_DB_H
+#define LITEFS_DB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "ltx.h"
+#include "pgmap.h"
+
+enum db_kind {
+	DB_KIND_DB = 0,   /* "x" */
+	DB_KIND_JOURNAL,  /* "x-journal" */
+	DB_KIND_WAL,      /* "x-wal" */
+	DB_KIND_SHM,      /* "x-shm" */
+	DB_KIND_POS,      /* "x-pos", read-only, generated */
+	DB_KIND_COUNT
+};
+
+/* Name suffix of each kind ("" for the database itself). */
+extern const char *const db_kind_suffix[DB_KIND_COUNT];
+/* Name of the backing file of each kind inside the db's directory. */
+extern const char *const db_kind_backing[DB_KIND_COUNT];
+
+struct store;
+
+/* Incremental background verification of the database checksum: pages
+ * [1, cursor) have been summed into partial; commits adjust partial for
+ * pages below the cursor so the final comparison is exact. */
+struct db_verify {
+	bool active;
+	uint32_t cursor;
+	uint64_t partial;
+};
+
+/* The WAL as seen through the mount since its last reset. */
+struct db_wal {
+	bool valid;            /* a header has been seen */
+	bool big_endian;       /* checksum word order (magic 0x377f0683) */
+	uint32_t page_size;
+	uint32_t salt1, salt2; /* raw big-endian values from the header */
+	uint32_t s0, s1;       /* checksum after the last committed frame */
+	uint32_t mx_frame;     /* last committed frame (0 = none) */
+	struct pgmap pages;    /* pgno -> latest committed frame + page checksum */
+};
+
+struct db {
+	struct store *store;   /* borrowed */
+	char *name;            /* owned */
+	uint32_t id;           /* stable for the life of the mount; inode base */
+
+	pthread_mutex_t mu;    /* guards everything below */
+	int dir_fd;            /* data/dbs/<name> */
+	int ltx_dir_fd;        /* data/dbs/<name>/ltx */
+	int db_fd;             /* backing database, O_RDWR, -1 if absent */
+	bool exists[DB_KIND_COUNT];
+	uint32_t generation[DB_KIND_COUNT]; /* bumped when a file is re-created */
+
+	uint32_t page_size;    /* 0 while the database is empty */
+	uint32_t n_pages;      /* logical size in pages (last commit) */
+	bool wal_mode;         /* logical header says WAL (bytes 18/19 == 2) */
+	struct ltx_pos pos;    /* last captured transaction */
+	int64_t pos_ts_ms;     /* its timestamp */
+	uint64_t oldest_txid;  /* oldest LTX file kept locally (0 = none) */
+	bool write_refused;    /* sticky: verification failed; refuse writes */
+
+	/* Rollback-journal transaction in progress: pages written to the db
+	 * file since the last commit point, with their checksum at first
+	 * write (0 = the page did not exist). */
+	struct pgmap dirty;
+
+	struct db_wal wal;
+
+	/* LTX files written in WAL mode whose fdatasync is deferred to the
+	 * client's next fsync of -wal (synchronous=FULL semantics). */
+	int unsynced_fds[16];
+	int n_unsynced;
+
+	struct db_verify verify;
+
+	/* Counters for /metrics. */
+	uint64_t n_commits;
+	uint64_t n_ltx_bytes;
+};
+
+/* Loads (or creates when create is true) the database called name under
+ * the store's data directory, recovering from a crash if needed. On
+ * success *out is owned by the caller (the store), freed with db_free(). */
+int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out);
+void db_free(struct db *db); /* NULL is a no-op; closes fds */
+
+/* Marks a clean shutdown (so the next start need not re-verify). */
+void db_close_clean(struct db *db);
+
+/* ---- Used by the FUSE layer (each takes db->mu) ------------------------ */
+
+/* Opens a new fd on the backing file of kind for a FUSE handle, creating
+ * it when create is set. Returns the fd (caller closes) or -errno. */
+int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write);
+int db_stat_file(struct db *db, enum db_kind kind, struct stat *st);
+/* Reads through the backing file (or the generated -pos text). */
+ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off);
+/* Writes through, recognising commits. Returns bytes written or -errno. */
+ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off);
+int db_truncate(struct db *db, enum db_kind kind, off_t size);
+int db_fsync(struct db *db, enum db_kind kind, int fd);
+/* Unlinks a file; unlinking the database itself records a commit-0 LTX. */
+int db_unlink(struct db *db, enum db_kind kind);
+
+/* "%016x/%016x\n" of the current position into buf[LTX_POS_STR_LEN+1]. */
+void db_pos_text(struct db *db, char *buf);
+struct ltx_pos db_pos(struct db *db);
+
+/* Deletes local LTX files older than retention_ms, keeping the newest. */
+int db_enforce_retention(struct db *db, int64_t now_ms, int64_t retention_ms);
+
+/* Runs one step of background verification (up to max_pages pages).
+ * Returns 1 while more work remains, 0 when done, or a negative code when
+ * the checksum did not match (writes are then refused). */
+int db_verify_step(struct db *db, uint32_t max_pages);
+
+/* Checksum of the whole logical database, computed now under db->mu
+ * (slow; for tests and recovery). */
+int db_compute_checksum(struct db *db, uint64_t *out);
+
+#endif

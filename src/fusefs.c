@@ -1,0 +1,723 @@
+/*
+ * fusefs.c — the mount: a flat directory of databases over libfuse3's
+ * low-level API.
+ *
+ * DESIGN
+ *
+ * Names. For each database x: "x", "x-journal", "x-wal", "x-shm" (backed
+ * by real files, see store.h) and "x-pos" (generated, read-only). Any other
+ * name that store_valid_db_name() accepts can be created and becomes a
+ * database once its first write carries a SQLite header; writes that are
+ * not whole pages, or a first page that is not a SQLite header, are refused
+ * with EINVAL and a log line (db.c).
+ *
+ * Inodes. Root is 1. The file of kind k of database id is
+ * INO_BASE + id * INO_STRIDE + k, so st_ino is stable for the life of the
+ * mount, as SQLite's inode-keyed lock sharing requires.
+ *
+ * What the kernel does for us (the FUSE tax is mostly round trips, see
+ * ENVIRONMENT.md):
+ *   - Locks: no lock handler is registered, so the kernel arbitrates
+ *     SQLite's fcntl locks itself, correctly between all processes on this
+ *     host, without a round trip. The node never needs to see a lock: the
+ *     commit points are file operations (db.c).
+ *   - Page cache: every open keeps the cache (FOPEN_KEEP_CACHE), so reads
+ *     of unchanged pages never reach the daemon, and the -shm mapping is
+ *     shared through the page cache as on a local disk. All changes on a
+ *     single node pass through the kernel, which keeps its cache coherent.
+ *   - Attributes and names are cached for attr_timeout seconds for the
+ *     same reason; "-pos" alone is uncached (direct I/O, timeout 0).
+ *
+ * Threads: the multi-threaded session loop; db.c serialises per database.
+ */
+#define FUSE_USE_VERSION 35
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "err.h"
+#include "fusefs.h"
+#include "log.h"
+#include "store.h"
+
+#define INO_BASE 16
+#define INO_STRIDE 8
+
+struct fusefs {
+	struct store *store;
+	struct fuse_session *se;
+	char *mountpoint;
+	double attr_timeout;
+	bool debug;
+	bool mounted;
+	atomic_ulong stats[14];
+};
+
+enum { REQ_LOOKUP, REQ_GETATTR, REQ_SETATTR, REQ_OPEN, REQ_CREATE, REQ_READ, REQ_WRITE, REQ_FSYNC, REQ_FLUSH,
+       REQ_RELEASE, REQ_UNLINK, REQ_READDIR, REQ_STATFS, REQ_OTHER };
+
+/* An open file. */
+struct handle {
+	struct db *db;
+	enum db_kind kind;
+	int fd; /* backing file, -1 for -pos */
+};
+
+static struct fusefs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void count(fuse_req_t req, int which, const char *op, fuse_ino_t ino)
+{
+	struct fusefs *fs = fs_of(req);
+	atomic_fetch_add(&fs->stats[which], 1);
+	if (fs->debug)
+		LOG_INFO("fuse", "op=%s ino=%" PRIu64, op, (uint64_t)ino);
+}
+
+static fuse_ino_t ino_of(const struct db *db, enum db_kind kind)
+{
+	return INO_BASE + (fuse_ino_t)db->id * INO_STRIDE + kind;
+}
+
+/* Resolves an inode to its database and kind; NULL if not a db file. */
+static struct db *db_of_ino(struct fusefs *fs, fuse_ino_t ino, enum db_kind *kind)
+{
+	if (ino < INO_BASE)
+		return NULL;
+	uint64_t rel = ino - INO_BASE;
+	if (rel % INO_STRIDE >= DB_KIND_COUNT)
+		return NULL;
+	*kind = (enum db_kind)(rel % INO_STRIDE);
+	return store_by_id(fs->store, (uint32_t)(rel / INO_STRIDE));
+}
+
+static int stat_ino(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
+{
+	if (ino == FUSE_ROOT_ID) {
+		memset(st, 0, sizeof(*st));
+		st->st_ino = ino;
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+		return 0;
+	}
+	enum db_kind kind;
+	struct db *db = db_of_ino(fs, ino, &kind);
+	if (db == NULL)
+		return -ENOENT;
+	int rc = db_stat_file(db, kind, st);
+	if (rc == 0)
+		st->st_ino = ino;
+	return rc;
+}
+
+static double timeout_for(struct fusefs *fs, enum db_kind kind)
+{
+	return kind == DB_KIND_POS ? 0.0 : fs->attr_timeout;
+}
+
+static void reply_entry(fuse_req_t req, struct fusefs *fs, struct db *db, enum db_kind kind)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	int rc = db_stat_file(db, kind, &e.attr);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = ino_of(db, kind);
+	e.attr.st_ino = e.ino;
+	e.generation = db->generation[kind];
+	e.attr_timeout = timeout_for(fs, kind);
+	e.entry_timeout = timeout_for(fs, kind);
+	fuse_reply_entry(req, &e);
+}
+
+static void reply_negative(fuse_req_t req, struct fusefs *fs)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.entry_timeout = fs->attr_timeout;
+	fuse_reply_entry(req, &e);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	char dbname[256];
+	int kind;
+
+	count(req, REQ_LOOKUP, "lookup", parent);
+	if (parent != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (store_parse_name(name, dbname, sizeof(dbname), &kind) != 0) {
+		reply_negative(req, fs);
+		return;
+	}
+	struct db *db = store_find(fs->store, dbname, false);
+	if (db == NULL) {
+		reply_negative(req, fs);
+		return;
+	}
+	struct stat st;
+	if (db_stat_file(db, (enum db_kind)kind, &st) != 0) {
+		reply_negative(req, fs);
+		return;
+	}
+	reply_entry(req, fs, db, (enum db_kind)kind);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct stat st;
+	enum db_kind kind = DB_KIND_DB;
+
+	count(req, REQ_GETATTR, "getattr", ino);
+	int rc = stat_ino(fs, ino, &st);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (ino != FUSE_ROOT_ID)
+		db_of_ino(fs, ino, &kind);
+	fuse_reply_attr(req, &st, ino == FUSE_ROOT_ID ? fs->attr_timeout : timeout_for(fs, kind));
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	enum db_kind kind;
+	struct db *db;
+	struct stat st;
+
+	count(req, REQ_SETATTR, "setattr", ino);
+	if (ino == FUSE_ROOT_ID) {
+		stat_ino(fs, ino, &st);
+		fuse_reply_attr(req, &st, fs->attr_timeout);
+		return;
+	}
+	if ((db = db_of_ino(fs, ino, &kind)) == NULL) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if (to_set & FUSE_SET_ATTR_SIZE) {
+		int rc = db_truncate(db, kind, attr->st_size);
+		if (rc) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+	}
+	/* Mode, owner and times are accepted and not stored: SQLite fchowns
+	 * its journals when it runs as root, and must not fail doing so. */
+	int rc = stat_ino(fs, ino, &st);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_reply_attr(req, &st, timeout_for(fs, kind));
+}
+
+static int open_handle(struct db *db, enum db_kind kind, bool create, int flags, struct fuse_file_info *fi)
+{
+	bool for_write = (flags & O_ACCMODE) != O_RDONLY;
+	if (kind == DB_KIND_POS && for_write)
+		return -EACCES;
+	int fd = db_open_file(db, kind, create, for_write);
+	if (fd < 0)
+		return fd;
+	struct handle *h = malloc(sizeof(*h));
+	if (h == NULL) {
+		if (kind != DB_KIND_POS)
+			close(fd);
+		return -ENOMEM;
+	}
+	h->db = db;
+	h->kind = kind;
+	h->fd = kind == DB_KIND_POS ? -1 : fd;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	if (kind == DB_KIND_POS) {
+		fi->direct_io = 1;
+	} else {
+		fi->keep_cache = 1;
+	}
+	return 0;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	enum db_kind kind;
+	struct db *db;
+
+	count(req, REQ_OPEN, "open", ino);
+	if ((db = db_of_ino(fs, ino, &kind)) == NULL) {
+		fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+		return;
+	}
+	if ((fi->flags & O_TRUNC) && kind == DB_KIND_DB) {
+		int rc = db_truncate(db, kind, 0);
+		if (rc) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+	}
+	int rc = open_handle(db, kind, false, fi->flags, fi);
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+		if (h->fd >= 0)
+			close(h->fd);
+		free(h);
+	}
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	char dbname[256];
+	int kind, rc;
+	struct db *db = NULL;
+
+	count(req, REQ_CREATE, "create", parent);
+	if (parent != FUSE_ROOT_ID) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if ((rc = store_parse_name(name, dbname, sizeof(dbname), &kind)) != 0) {
+		LOG_WARN("fuse", "msg=\"refused to create a file that cannot be a database\" name=\"%s\"", name);
+		fuse_reply_err(req, rc == -ENAMETOOLONG ? ENAMETOOLONG : EINVAL);
+		return;
+	}
+	if (kind == DB_KIND_POS) {
+		fuse_reply_err(req, EACCES);
+		return;
+	}
+	if (kind == DB_KIND_DB) {
+		if ((rc = store_create(fs->store, dbname, &db)) != 0) {
+			fuse_reply_err(req, rc < 0 && rc > -1000 ? -rc : EIO);
+			return;
+		}
+	} else if ((db = store_find(fs->store, dbname, false)) == NULL) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	struct stat st;
+	if ((fi->flags & O_EXCL) && db_stat_file(db, (enum db_kind)kind, &st) == 0) {
+		fuse_reply_err(req, EEXIST);
+		return;
+	}
+	if ((rc = open_handle(db, (enum db_kind)kind, true, fi->flags, fi)) != 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	db_stat_file(db, (enum db_kind)kind, &e.attr);
+	e.ino = ino_of(db, (enum db_kind)kind);
+	e.attr.st_ino = e.ino;
+	e.generation = db->generation[kind];
+	e.attr_timeout = e.entry_timeout = fs->attr_timeout;
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+		close(h->fd);
+		free(h);
+	}
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	char stackbuf[16384];
+	char *buf = size <= sizeof(stackbuf) ? stackbuf : malloc(size);
+
+	count(req, REQ_READ, "read", ino);
+	if (buf == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = db_read(h->db, h->kind, h->fd, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	if (buf != stackbuf)
+		free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	count(req, REQ_WRITE, "write", ino);
+	ssize_t n = db_write(h->db, h->kind, h->fd, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, n <= -1000 ? EIO : (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	count(req, REQ_FLUSH, "flush", ino);
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	count(req, REQ_RELEASE, "release", ino);
+	if (h) {
+		if (h->fd >= 0)
+			close(h->fd);
+		free(h);
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	count(req, REQ_FSYNC, "fsync", ino);
+	int rc = db_fsync(h->db, h->kind, h->fd);
+	fuse_reply_err(req, rc < 0 && rc > -1000 ? -rc : rc ? EIO : 0);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fusefs *fs = fs_of(req);
+	char dbname[256];
+	int kind;
+
+	count(req, REQ_UNLINK, "unlink", parent);
+	if (parent != FUSE_ROOT_ID || store_parse_name(name, dbname, sizeof(dbname), &kind) != 0) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	struct db *db = store_find(fs->store, dbname, false);
+	if (db == NULL) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	int rc = db_unlink(db, (enum db_kind)kind);
+	fuse_reply_err(req, rc < 0 && rc > -1000 ? -rc : rc ? EIO : 0);
+}
+
+static void op_refuse(fuse_req_t req, const char *what)
+{
+	count(req, REQ_OTHER, what, 0);
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	op_refuse(req, "mkdir");
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	op_refuse(req, "rmdir");
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+		      const char *newname, unsigned int flags)
+{
+	op_refuse(req, "rename");
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+	op_refuse(req, "link");
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+	op_refuse(req, "symlink");
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
+{
+	op_refuse(req, "mknod");
+}
+
+/* Directory listings are built at opendir and served from memory. */
+struct dirbuf {
+	char *p;
+	size_t size;
+};
+
+static int dirbuf_add(fuse_req_t req, struct dirbuf *b, const char *name, fuse_ino_t ino, mode_t mode)
+{
+	struct stat st;
+	memset(&st, 0, sizeof(st));
+	st.st_ino = ino;
+	st.st_mode = mode;
+	size_t old = b->size;
+	size_t need = fuse_add_direntry(req, NULL, 0, name, NULL, 0);
+	char *np = realloc(b->p, old + need);
+	if (np == NULL)
+		return -ENOMEM;
+	b->p = np;
+	b->size = old + need;
+	fuse_add_direntry(req, b->p + old, need, name, &st, (off_t)b->size);
+	return 0;
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	struct dirbuf *b = calloc(1, sizeof(*b));
+
+	count(req, REQ_OTHER, "opendir", ino);
+	if (ino != FUSE_ROOT_ID) {
+		free(b);
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (b == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	int rc = dirbuf_add(req, b, ".", FUSE_ROOT_ID, S_IFDIR);
+	if (rc == 0)
+		rc = dirbuf_add(req, b, "..", FUSE_ROOT_ID, S_IFDIR);
+	size_t n = store_count(fs->store);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		struct db *db = store_by_id(fs->store, (uint32_t)i);
+		for (int k = 0; rc == 0 && k < DB_KIND_COUNT; k++) {
+			struct stat st;
+			if (db_stat_file(db, (enum db_kind)k, &st) != 0)
+				continue;
+			char name[300];
+			snprintf(name, sizeof(name), "%s%s", db->name, db_kind_suffix[k]);
+			rc = dirbuf_add(req, b, name, ino_of(db, (enum db_kind)k), S_IFREG);
+		}
+	}
+	if (rc) {
+		free(b->p);
+		free(b);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)b;
+	fuse_reply_open(req, fi);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+	count(req, REQ_READDIR, "readdir", ino);
+	if ((size_t)off >= b->size)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, b->p + off, b->size - (size_t)off < size ? b->size - (size_t)off : size);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
+	if (b) {
+		free(b->p);
+		free(b);
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
+	count(req, REQ_FSYNC, "fsyncdir", ino);
+	/* SQLite syncs the directory after creating a journal or WAL; make
+	 * every database directory's entries durable. */
+	size_t n = store_count(fs->store);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(fs->store, (uint32_t)i);
+		if (fsync(db->dir_fd) != 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
+	}
+	fuse_reply_err(req, 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fusefs *fs = fs_of(req);
+	struct statvfs sv;
+	count(req, REQ_STATFS, "statfs", ino);
+	if (statvfs(fs->store->data_dir, &sv) != 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* No lock handler is registered, so the kernel arbitrates locks. Keep
+	 * writes synchronous (no writeback cache): each commit is seen when
+	 * the client makes it. */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	conn->want &= ~(unsigned)FUSE_CAP_POSIX_LOCKS;
+	conn->want &= ~(unsigned)FUSE_CAP_FLOCK_LOCKS;
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.unlink = op_unlink,
+	.mkdir = op_mkdir,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.link = op_link,
+	.symlink = op_symlink,
+	.mknod = op_mknod,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+};
+
+/* A daemon killed with SIGKILL leaves its mount answering ENOTCONN until
+ * it is unmounted; clear that before mounting again. */
+static void clear_stale_mount(const char *mountpoint)
+{
+	struct stat st;
+	if (stat(mountpoint, &st) == 0 || errno != ENOTCONN)
+		return;
+	LOG_WARN("fuse", "msg=\"clearing a stale mount left by a crash\" dir=%s", mountpoint);
+	if (umount2(mountpoint, MNT_DETACH) != 0)
+		LOG_WARN("fuse", "msg=\"cannot unmount stale mount\" dir=%s err=\"%s\"", mountpoint, strerror(errno));
+}
+
+int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs **out)
+{
+	struct fusefs *fs = calloc(1, sizeof(*fs));
+	int rc = 0;
+
+	if (fs == NULL)
+		return ERR_NOMEM;
+	fs->store = st;
+	fs->attr_timeout = opts->attr_timeout;
+	fs->debug = opts->debug;
+	if ((fs->mountpoint = strdup(opts->mountpoint)) == NULL) {
+		free(fs);
+		return ERR_NOMEM;
+	}
+	clear_stale_mount(opts->mountpoint);
+	if (mkdir(opts->mountpoint, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		LOG_ERROR("fuse", "msg=\"cannot create mount directory\" dir=%s err=\"%s\"", opts->mountpoint,
+			  strerror(errno));
+		goto err;
+	}
+
+	char *argv[8];
+	int argc = 0;
+	argv[argc++] = "litefs";
+	argv[argc++] = "-o";
+	argv[argc++] = opts->allow_other ? "fsname=litefs,subtype=litefs,default_permissions,allow_other"
+					 : "fsname=litefs,subtype=litefs,default_permissions";
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	fuse_opt_free_args(&args);
+	if (fs->se == NULL) {
+		rc = -EIO;
+		goto err;
+	}
+	if (fuse_session_mount(fs->se, opts->mountpoint) != 0) {
+		LOG_ERROR("fuse", "msg=\"mount failed\" dir=%s", opts->mountpoint);
+		rc = -EIO;
+		goto err;
+	}
+	fs->mounted = true;
+	LOG_INFO("fuse", "msg=mounted dir=%s", opts->mountpoint);
+	*out = fs;
+	return 0;
+err:
+	fusefs_unmount(fs);
+	return rc;
+}
+
+int fusefs_run(struct fusefs *fs)
+{
+	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+	if (cfg == NULL)
+		return ERR_NOMEM;
+	fuse_loop_cfg_set_clone_fd(cfg, 0);
+	fuse_loop_cfg_set_idle_threads(cfg, 4);
+	fuse_loop_cfg_set_max_threads(cfg, 16);
+	int rc = fuse_session_loop_mt(fs->se, cfg);
+	fuse_loop_cfg_destroy(cfg);
+	return rc < 0 ? rc : 0;
+}
+
+void fusefs_stop(struct fusefs *fs)
+{
+	if (fs == NULL || fs->se == NULL)
+		return;
+	fuse_session_exit(fs->se);
+	/* Unmounting ends the kernel connection, which wakes every loop
+	 * thread blocked reading /dev/fuse. */
+	if (fs->mounted) {
+		fuse_session_unmount(fs->se);
+		fs->mounted = false;
+		LOG_INFO("fuse", "msg=unmounted dir=%s", fs->mountpoint);
+	}
+}
+
+void fusefs_unmount(struct fusefs *fs)
+{
+	if (fs == NULL)
+		return;
+	if (fs->se) {
+		if (fs->mounted)
+			fuse_session_unmount(fs->se);
+		fuse_session_destroy(fs->se);
+	}
+	free(fs->mountpoint);
+	free(fs);
+}
+
+void fusefs_get_stats(struct fusefs *fs, struct fusefs_stats *out)
+{
+	unsigned long *o = (unsigned long *)out;
+	for (int i = 0; i < 14; i++)
+		o[i] = atomic_load(&fs->stats[i]);
+}
+
+const char *fusefs_mountpoint(const struct fusefs *fs)
+{
+	return fs->mountpoint;
+}

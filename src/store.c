@@ -1,0 +1,295 @@
+/*
+ * store.c — the registry of databases in a data directory.
+ *
+ * Databases get an id in load order; the id never changes during a mount
+ * and is the base of the inode numbers the FUSE layer hands out, so st_ino
+ * is stable as SQLite requires (SQLITE-FILES.md §5). A deleted database
+ * keeps its id and its LTX history, so re-creating the name continues the
+ * TXID sequence.
+ *
+ * One background thread enforces local retention and runs the incremental
+ * verification started by an O(1) (clean) start.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "store.h"
+
+#define MAX_DB_NAME 200
+
+bool store_valid_db_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > MAX_DB_NAME || name[0] == '.')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c == '/' || c < 0x20 || c == 0x7f)
+			return false;
+	}
+	for (int k = DB_KIND_JOURNAL; k < DB_KIND_COUNT; k++) {
+		size_t sl = strlen(db_kind_suffix[k]);
+		if (n >= sl && strcmp(name + n - sl, db_kind_suffix[k]) == 0)
+			return false;
+	}
+	/* SQLite's super-journal "<db>-mjXXXXXX9XX" (multi-database commits,
+	 * SQLITE-FILES.md §2.6) is not a database; refusing it makes such a
+	 * commit fail cleanly instead of creating a bogus database. */
+	if (n >= 12 && memcmp(name + n - 12, "-mj", 3) == 0)
+		return false;
+	return true;
+}
+
+int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind)
+{
+	size_t n = strlen(fname);
+	for (int k = DB_KIND_JOURNAL; k < DB_KIND_COUNT; k++) {
+		size_t sl = strlen(db_kind_suffix[k]);
+		if (n > sl && strcmp(fname + n - sl, db_kind_suffix[k]) == 0) {
+			if (n - sl + 1 > name_len)
+				return -ENAMETOOLONG;
+			memcpy(name_out, fname, n - sl);
+			name_out[n - sl] = '\0';
+			*kind = k;
+			return store_valid_db_name(name_out) ? 0 : -EINVAL;
+		}
+	}
+	if (n + 1 > name_len)
+		return -ENAMETOOLONG;
+	memcpy(name_out, fname, n + 1);
+	*kind = DB_KIND_DB;
+	return store_valid_db_name(name_out) ? 0 : -EINVAL;
+}
+
+static int add_db_locked(struct store *st, struct db *db)
+{
+	if (st->n_dbs == st->cap_dbs) {
+		size_t cap = st->cap_dbs ? st->cap_dbs * 2 : 16;
+		struct db **v = realloc(st->dbs, cap * sizeof(*v));
+		if (v == NULL)
+			return ERR_NOMEM;
+		st->dbs = v;
+		st->cap_dbs = cap;
+	}
+	st->dbs[st->n_dbs++] = db;
+	return 0;
+}
+
+struct db *store_find(struct store *st, const char *name, bool include_deleted)
+{
+	struct db *found = NULL;
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->n_dbs; i++) {
+		if (strcmp(st->dbs[i]->name, name) == 0) {
+			found = st->dbs[i];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	if (found && !include_deleted) {
+		pthread_mutex_lock(&found->mu);
+		bool exists = found->exists[DB_KIND_DB];
+		pthread_mutex_unlock(&found->mu);
+		if (!exists)
+			found = NULL;
+	}
+	return found;
+}
+
+struct db *store_by_id(struct store *st, uint32_t id)
+{
+	struct db *db = NULL;
+	pthread_mutex_lock(&st->mu);
+	if (id < st->n_dbs)
+		db = st->dbs[id];
+	pthread_mutex_unlock(&st->mu);
+	return db;
+}
+
+size_t store_count(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	size_t n = st->n_dbs;
+	pthread_mutex_unlock(&st->mu);
+	return n;
+}
+
+int store_create(struct store *st, const char *name, struct db **out)
+{
+	int rc = 0;
+	if (!store_valid_db_name(name))
+		return -EINVAL;
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->n_dbs; i++) {
+		if (strcmp(st->dbs[i]->name, name) == 0) {
+			*out = st->dbs[i];
+			pthread_mutex_unlock(&st->mu);
+			return 0;
+		}
+	}
+	struct db *db;
+	rc = db_load(st, name, (uint32_t)st->n_dbs, true, &db);
+	if (rc == 0 && (rc = add_db_locked(st, db)) != 0)
+		db_free(db);
+	if (rc == 0)
+		*out = db;
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+int store_open(const struct store_opts *opts, struct store **out)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	char path[4096];
+	int rc;
+
+	if (st == NULL)
+		return ERR_NOMEM;
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cond, NULL);
+	st->dbs_fd = -1;
+	st->compress = opts->compress;
+	st->retention_ms = opts->retention_ms;
+	st->retention_monitor_ms = opts->retention_monitor_ms > 0 ? opts->retention_monitor_ms : 60000;
+	st->node_id = opts->node_id;
+	if ((st->data_dir = strdup(opts->data_dir)) == NULL) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	if (mkdir(st->data_dir, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->data_dir, strerror(errno));
+		goto err;
+	}
+	snprintf(path, sizeof(path), "%s/dbs", st->data_dir);
+	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		goto err;
+	}
+	if ((st->dbs_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+
+	DIR *d = opendir(path);
+	if (d == NULL) {
+		rc = -errno;
+		goto err;
+	}
+	struct dirent *de;
+	rc = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (!store_valid_db_name(de->d_name))
+			continue;
+		struct db *db;
+		rc = db_load(st, de->d_name, (uint32_t)st->n_dbs, false, &db);
+		if (rc)
+			break;
+		if ((rc = add_db_locked(st, db)) != 0) {
+			db_free(db);
+			break;
+		}
+		LOG_INFO("store", "msg=\"database loaded\" db=%s txid=%016llx checksum=%016llx pages=%u", db->name,
+			 (unsigned long long)db->pos.txid, (unsigned long long)db->pos.checksum, db->n_pages);
+	}
+	closedir(d);
+	if (rc)
+		goto err;
+	*out = st;
+	return 0;
+err:
+	store_close(st);
+	return rc;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *bg_main(void *arg)
+{
+	struct store *st = arg;
+	int64_t next_retention = mono_ms() + st->retention_monitor_ms;
+
+	pthread_mutex_lock(&st->mu);
+	while (!st->stopping) {
+		size_t n = st->n_dbs;
+		pthread_mutex_unlock(&st->mu);
+
+		bool more = false;
+		for (size_t i = 0; i < n; i++) {
+			struct db *db = store_by_id(st, (uint32_t)i);
+			/* Small steps keep the database's mutex free for commits. */
+			if (db_verify_step(db, 256) == 1)
+				more = true;
+		}
+		if (mono_ms() >= next_retention) {
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+			for (size_t i = 0; i < n; i++)
+				db_enforce_retention(store_by_id(st, (uint32_t)i), now_ms, st->retention_ms);
+			next_retention = mono_ms() + st->retention_monitor_ms;
+		}
+
+		pthread_mutex_lock(&st->mu);
+		if (!more && !st->stopping) {
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_nsec += 200 * 1000000L;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			pthread_cond_timedwait(&st->cond, &st->mu, &until);
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
+int store_start(struct store *st)
+{
+	int rc = pthread_create(&st->bg_thread, NULL, bg_main, st);
+	if (rc)
+		return -rc;
+	st->bg_started = true;
+	return 0;
+}
+
+void store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->bg_started) {
+		pthread_mutex_lock(&st->mu);
+		st->stopping = true;
+		pthread_cond_broadcast(&st->cond);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->bg_thread, NULL);
+	}
+	for (size_t i = 0; i < st->n_dbs; i++) {
+		db_close_clean(st->dbs[i]);
+		db_free(st->dbs[i]);
+	}
+	free(st->dbs);
+	if (st->dbs_fd >= 0)
+		close(st->dbs_fd);
+	pthread_cond_destroy(&st->cond);
+	pthread_mutex_destroy(&st->mu);
+	free(st->data_dir);
+	free(st);
+}

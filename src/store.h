@@ -1,0 +1,78 @@
+/*
+ * store.h — the data directory: the registry of databases, their loading
+ * and recovery at startup, retention and background verification.
+ *
+ * Layout of data.dir (see docs/mount.md):
+ *   dbs/<name>/db            the database file (backing store)
+ *   dbs/<name>/db-journal    rollback journal, db-wal, db-shm likewise
+ *   dbs/<name>/ltx/<min>-<max>.ltx   one LTX file per transaction
+ *   dbs/<name>/clean         present only after a clean shutdown
+ * The backing files carry SQLite's own names so that crash recovery can
+ * let libsqlite3 itself roll back a hot journal or checkpoint a WAL.
+ *
+ * Locking: store.mu guards the registry (dbs, n_dbs). Lock order:
+ * store.mu before db.mu.
+ */
+#ifndef LITEFS_STORE_H
+#define LITEFS_STORE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct db;
+
+struct store_opts {
+	const char *data_dir;
+	bool compress;          /* data.compress */
+	int64_t retention_ms;   /* data.retention */
+	int64_t retention_monitor_ms;
+	uint64_t node_id;       /* written into LTX headers */
+};
+
+struct store {
+	char *data_dir;
+	int dbs_fd;             /* data/dbs */
+	bool compress;
+	int64_t retention_ms;
+	int64_t retention_monitor_ms;
+	uint64_t node_id;
+
+	pthread_mutex_t mu;     /* guards dbs, n_dbs, cap_dbs, stopping */
+	struct db **dbs;        /* index = db id; never shrinks during a mount */
+	size_t n_dbs, cap_dbs;
+	bool stopping;
+	pthread_cond_t cond;
+	pthread_t bg_thread;    /* retention and background verification */
+	bool bg_started;
+};
+
+/* Opens data_dir (creating it), loads and recovers every database.
+ * Caller frees with store_close(). */
+int store_open(const struct store_opts *opts, struct store **out);
+/* Stops background work, marks every database cleanly closed, frees. */
+void store_close(struct store *st);
+
+/* Starts the background thread (retention, verification). */
+int store_start(struct store *st);
+
+/* True if name may be a database name: 1..200 bytes, no '/', no NUL or
+ * control bytes, not "." or "..", no leading '.', and not ending in one of
+ * the reserved suffixes (-journal, -wal, -shm, -pos). */
+bool store_valid_db_name(const char *name);
+
+/* Splits a file name in the mount into a database name and a kind
+ * (enum db_kind). Returns 0 or -ENOENT/-EINVAL. name_out gets a copy. */
+int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind);
+
+/* Looks up a database by name (only those whose file exists unless
+ * include_deleted). Borrowed; valid until store_close(). NULL if none. */
+struct db *store_find(struct store *st, const char *name, bool include_deleted);
+struct db *store_by_id(struct store *st, uint32_t id);
+/* Finds or creates the database (creating its backing directory). */
+int store_create(struct store *st, const char *name, struct db **out);
+/* Number of registered databases (ids are 0..n-1). */
+size_t store_count(struct store *st);
+
+#endif
