@@ -32,8 +32,8 @@
 #define LTX_MIN_PAGE_SIZE 512
 #define LTX_MAX_PAGE_SIZE 65536
 #define LTX_PENDING_BYTE 0x40000000ull
-/* "0000000000000001-0000000000000001.ltx" plus NUL. */
-#define LTX_FILENAME_LEN 37
+/* "0000000000000001-0000000000000001.ltx" (37 characters) plus NUL. */
+#define LTX_FILENAME_LEN 38
 /* "%016x/%016x" plus NUL. */
 #define LTX_POS_STR_LEN 34
 
@@ -121,8 +121,11 @@ void ltx_decoder_free(struct ltx_decoder *d); /* NULL is a no-op */
 int ltx_decoder_header(struct ltx_decoder *d, struct ltx_header *h);
 
 /* Reads the next page into page (h->page_size bytes). Returns 1 with
- * *pgno set, 0 at the end marker, or a negative code. Checks page order,
- * pgno <= commit, the lock page, snapshot completeness. */
+ * *pgno set, 0 at the end marker (and again on later calls), or a negative
+ * code. Checks page order, pgno <= commit, the lock page, snapshot
+ * completeness. A page is only trustworthy once ltx_decoder_finish() has
+ * verified the file checksum. Errors are sticky: later calls return the
+ * same code. */
 int ltx_decoder_next_page(struct ltx_decoder *d, uint32_t *pgno, uint8_t *page);
 
 /* After next_page returned 0: reads the trailer, checks the post-apply
@@ -139,8 +142,18 @@ uint64_t ltx_decoder_offset(const struct ltx_decoder *d);
  * the database checksum if the file is a snapshot. */
 uint64_t ltx_decoder_pages_checksum(const struct ltx_decoder *d);
 
+/* Page checksum (ltx_page_checksum()) of the page most recently returned
+ * by ltx_decoder_next_page(), 0 before the first. It is computed anyway
+ * for the file checksum, so appliers can maintain a database checksum
+ * without hashing the page a second time. */
+uint64_t ltx_decoder_last_page_checksum(const struct ltx_decoder *d);
+
 /* Convenience: decode a whole file, calling page_fn for each page (may be
- * NULL). Returns 0 or the first error; *err_offset gets the offset. */
+ * NULL). Returns 0 or the first error; *err_offset gets the offset.
+ * page_fn returns 0 to go on; anything else stops decoding and is
+ * returned. Pages reach page_fn before the file checksum is verified, so
+ * nothing they carry is trusted until ltx_decode_all() returns 0. h, t
+ * and err_offset may be NULL. */
 typedef int (*ltx_page_fn)(void *ctx, const struct ltx_header *h, uint32_t pgno, const uint8_t *page);
 int ltx_decode_all(ltx_read_fn read, void *read_ctx, ltx_page_fn page_fn, void *page_ctx,
 		   struct ltx_header *h, struct ltx_trailer *t, uint64_t *err_offset);
@@ -158,7 +171,16 @@ void ltx_encoder_free(struct ltx_encoder *e); /* NULL is a no-op */
 /* Adds one page; enforces the same rules the decoder checks. */
 int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page);
 
-/* Writes the end marker and trailer; *t (may be NULL) gets the trailer. */
+/* Writes the end marker and trailer and flushes; *t (may be NULL) gets
+ * the trailer. post_apply_checksum 0 means "the only valid value": the
+ * pages' checksum for a snapshot, the bare flag for commit 0 (for any
+ * other file 0 is ERR_LTX_POST_CHECKSUM_FLAG). A snapshot's post-apply
+ * checksum must equal its pages' checksum (ERR_LTX_POST_CHECKSUM).
+ *
+ * Rule violations in write_page()/finish() emit nothing and leave the
+ * encoder usable; a write or LZ4 failure is sticky. Output is buffered
+ * (about 64 KiB), so the header reaches the write callback with the first
+ * flush, not in ltx_encoder_new(). */
 int ltx_encoder_finish(struct ltx_encoder *e, uint64_t post_apply_checksum, struct ltx_trailer *t);
 
 /* ---- Memory adapters (file descriptor adapters live in fdio.h) ------- */
