@@ -474,30 +474,98 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 		db->oldest_txid = p->hdr.min_txid;
 	db->n_commits++;
 	db->n_ltx_bytes += p->file_size;
-	if (defer_sync && db->n_unsynced < (int)(sizeof(db->unsynced_fds) / sizeof(db->unsynced_fds[0]))) {
-		db->unsynced_fds[db->n_unsynced++] = p->ltx_fd;
+	if (defer_sync) {
+		db->unsynced[db->n_unsynced].fd = p->ltx_fd;
+		db->unsynced[db->n_unsynced].txid = p->hdr.max_txid;
+		db->n_unsynced++;
 		p->ltx_fd = -1;
-	} else if (defer_sync) {
-		if (sys_fsync(p->ltx_fd) != 0)
-			LOG_ERROR("db", "msg=\"fdatasync of LTX failed\" db=%s file=%s err=\"%s\"", db->name,
-				  p->fname, strerror(errno));
 	}
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
 		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
 	pending_free(p);
 }
 
-/* fdatasyncs LTX files whose sync was deferred (WAL mode). */
+/* fdatasyncs the LTX files whose sync was deferred (WAL mode). */
+static int sync_unsynced(struct db *db)
+{
+	for (int i = 0; i < db->n_unsynced; i++)
+		if (sys_fsync(db->unsynced[i].fd) != 0)
+			return -errno;
+	return 0;
+}
+
+/* The deferred commits are final: forget how to take them back. */
+static void finalize_unsynced(struct db *db)
+{
+	for (int i = 0; i < db->n_unsynced; i++)
+		close(db->unsynced[i].fd);
+	db->n_unsynced = 0;
+	db->undo.active = false;
+}
+
 static int flush_unsynced(struct db *db)
 {
-	int rc = 0;
+	int rc = sync_unsynced(db);
+	finalize_unsynced(db);
+	return rc;
+}
+
+/* Remembers the state before the first not-yet-synced WAL commit. */
+static int wal_undo_save(struct db *db)
+{
+	if (db->undo.active)
+		return 0;
+	struct db_wal_undo *u = &db->undo;
+	pgmap_clear(&u->pages);
+	for (size_t i = 0; i < db->wal.pages.cap; i++) {
+		struct pgmap_entry *e = &db->wal.pages.slots[i];
+		if (e->pgno && pgmap_put(&u->pages, e->pgno, e->frame, e->checksum) != 0)
+			return ERR_NOMEM;
+	}
+	u->pos = db->pos;
+	u->pos_ts_ms = db->pos_ts_ms;
+	u->n_pages = db->n_pages;
+	u->wal_mode = db->wal_mode;
+	u->mx_frame = db->wal.mx_frame;
+	u->s0 = db->wal.s0;
+	u->s1 = db->wal.s1;
+	u->n_commits = db->n_commits;
+	u->active = true;
+	return 0;
+}
+
+/* The client's sync of its WAL commit failed: SQLite will not publish the
+ * commit, and its next transaction overwrites those frames. Take back
+ * every capture since the last successful sync. */
+static void wal_undo_restore(struct db *db)
+{
+	struct db_wal_undo *u = &db->undo;
 	for (int i = 0; i < db->n_unsynced; i++) {
-		if (sys_fsync(db->unsynced_fds[i]) != 0 && rc == 0)
-			rc = -errno;
-		close(db->unsynced_fds[i]);
+		char fname[LTX_FILENAME_LEN];
+		ltx_format_filename(fname, db->unsynced[i].txid, db->unsynced[i].txid);
+		close(db->unsynced[i].fd);
+		if (unlinkat(db->ltx_dir_fd, fname, 0) != 0)
+			LOG_ERROR("db", "msg=\"cannot remove LTX of a failed commit\" db=%s file=%s", db->name, fname);
 	}
 	db->n_unsynced = 0;
-	return rc;
+	if (!u->active)
+		return;
+	LOG_WARN("db", "msg=\"WAL sync failed; the commits since the last sync are taken back\" db=%s txid=%016" PRIx64
+		       " back_to=%016" PRIx64, db->name, db->pos.txid, u->pos.txid);
+	struct pgmap tmp = db->wal.pages;
+	db->wal.pages = u->pages;
+	u->pages = tmp;
+	db->pos = u->pos;
+	db->pos_ts_ms = u->pos_ts_ms;
+	db->n_pages = u->n_pages;
+	db->wal_mode = u->wal_mode;
+	db->wal.mx_frame = u->mx_frame;
+	db->wal.s0 = u->s0;
+	db->wal.s1 = u->s1;
+	db->n_commits = u->n_commits;
+	if (db->verify.active)
+		db->verify = (struct db_verify){ .active = true, .cursor = 1, .partial = 0 };
+	u->active = false;
 }
 
 /* ---- Rollback-journal capture ------------------------------------------ */
@@ -687,6 +755,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 		if (!ltx_is_valid_page_size(ps))
 			return 0;
 		/* A new WAL generation: everything before it was checkpointed. */
+		flush_unsynced(db);
 		wal_reset_state(db);
 		db->wal.valid = true;
 		db->wal.big_endian = big;
@@ -952,15 +1021,24 @@ static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, 
 			pending_abort(db, &p);
 		return rc;
 	}
-	if (p.active) {
+	if (frame != 0) {
+		if ((rc = wal_undo_save(db)) != 0) {
+			if (p.active)
+				pending_abort(db, &p);
+			return rc;
+		}
 		db->wal.mx_frame = frame;
 		db->wal.s0 = s0;
 		db->wal.s1 = s1;
-		pending_finish(db, &p, true, true);
-	} else if (frame != 0) {
-		db->wal.mx_frame = frame; /* a commit with no net change */
-		db->wal.s0 = s0;
-		db->wal.s1 = s1;
+		if (p.active)
+			pending_finish(db, &p, true, true);
+		db->wal_commit_unsynced = true;
+		/* Without client syncs (synchronous=NORMAL) the list fills up:
+		 * those commits are final; make their LTX files durable. */
+		if (db->n_unsynced == (int)(sizeof(db->unsynced) / sizeof(db->unsynced[0])))
+			flush_unsynced(db);
+	} else {
+		db->wal_commit_unsynced = false;
 	}
 	return (ssize_t)len;
 }
@@ -1054,8 +1132,10 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 		break;
 	case DB_KIND_WAL:
 		rc = truncate_backing(db, kind, size);
-		if (rc == 0 && size < WAL_HDR_SIZE)
+		if (rc == 0 && size < WAL_HDR_SIZE) {
+			flush_unsynced(db);
 			wal_reset_state(db); /* TRUNCATE checkpoint: all frames are in the db */
+		}
 		break;
 	default:
 		rc = truncate_backing(db, kind, size);
@@ -1072,8 +1152,15 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 	pthread_mutex_lock(&db->mu);
 	if (sys_fsync(fd) != 0)
 		rc = -errno;
-	if (rc == 0 && kind == DB_KIND_WAL)
-		rc = flush_unsynced(db);
+	if (kind == DB_KIND_WAL) {
+		if (rc == 0)
+			rc = sync_unsynced(db);
+		if (rc != 0 && db->wal_commit_unsynced)
+			wal_undo_restore(db);
+		else
+			finalize_unsynced(db); /* synced, or a checkpoint's sync: the commits stand */
+		db->wal_commit_unsynced = false;
+	}
 	pthread_mutex_unlock(&db->mu);
 	return rc;
 }
@@ -1580,7 +1667,8 @@ void db_free(struct db *db)
 	if (db == NULL)
 		return;
 	for (int i = 0; i < db->n_unsynced; i++)
-		close(db->unsynced_fds[i]);
+		close(db->unsynced[i].fd);
+	pgmap_free(&db->undo.pages);
 	if (db->db_fd >= 0)
 		close(db->db_fd);
 	if (db->ltx_dir_fd >= 0)

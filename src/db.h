@@ -86,8 +86,29 @@ struct db {
 
 	/* LTX files written in WAL mode whose fdatasync is deferred to the
 	 * client's next fsync of -wal (synchronous=FULL semantics). */
-	int unsynced_fds[16];
+	struct db_unsynced {
+		int fd;
+		uint64_t txid;
+	} unsynced[16];
 	int n_unsynced;
+
+	/* The state before the first WAL commit not yet followed by a
+	 * successful fsync of -wal. SQLite treats a commit whose sync fails as
+	 * not committed (walFrames does not publish it), so the node must be
+	 * able to take back what it captured. */
+	struct db_wal_undo {
+		bool active;
+		struct ltx_pos pos;
+		int64_t pos_ts_ms;
+		uint32_t n_pages;
+		bool wal_mode;
+		uint32_t mx_frame, s0, s1;
+		struct pgmap pages;
+		uint64_t n_commits;
+	} undo;
+	/* The last operation on -wal was a commit frame: a following fsync is
+	 * that commit's sync. */
+	bool wal_commit_unsynced;
 
 	struct db_verify verify;
 

@@ -40,6 +40,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -61,6 +64,7 @@ struct fusefs {
 	double attr_timeout;
 	bool debug;
 	bool mounted;
+	int stop_fd; /* eventfd: written to end the request loop */
 	atomic_ulong stats[14];
 };
 
@@ -629,9 +633,15 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 	if (fs == NULL)
 		return ERR_NOMEM;
 	fs->store = st;
+	fs->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fs->stop_fd < 0) {
+		free(fs);
+		return -errno;
+	}
 	fs->attr_timeout = opts->attr_timeout;
 	fs->debug = opts->debug;
 	if ((fs->mountpoint = strdup(opts->mountpoint)) == NULL) {
+		close(fs->stop_fd);
 		free(fs);
 		return ERR_NOMEM;
 	}
@@ -670,17 +680,62 @@ err:
 	return rc;
 }
 
+/*
+ * The request loop. libfuse's own multi-threaded loop blocks in read() of
+ * /dev/fuse and can only be woken by a signal or by the end of the kernel
+ * connection, which a lazy unmount postpones until the last client closes
+ * its files. Our workers poll the device and an eventfd instead, so a
+ * shutdown ends them at once; destroying the session then closes the
+ * device, which ends the connection for any client still holding a file.
+ */
+#define FUSE_WORKERS 8
+
+static void *worker_main(void *arg)
+{
+	struct fusefs *fs = arg;
+	struct fuse_buf buf;
+	int dev = fuse_session_fd(fs->se);
+
+	memset(&buf, 0, sizeof(buf));
+	while (!fuse_session_exited(fs->se)) {
+		struct pollfd pfd[2] = { { .fd = dev, .events = POLLIN }, { .fd = fs->stop_fd, .events = POLLIN } };
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (pfd[1].revents)
+			break;
+		int res = fuse_session_receive_buf(fs->se, &buf);
+		if (res == -EINTR || res == -EAGAIN)
+			continue;
+		if (res <= 0)
+			break; /* 0: the file system was unmounted */
+		fuse_session_process_buf(fs->se, &buf);
+	}
+	free(buf.mem);
+	/* Wake the other workers too. */
+	uint64_t one = 1;
+	if (write(fs->stop_fd, &one, sizeof(one)) < 0) {
+		/* The counter cannot overflow here; nothing to do. */
+	}
+	return NULL;
+}
+
 int fusefs_run(struct fusefs *fs)
 {
-	struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-	if (cfg == NULL)
-		return ERR_NOMEM;
-	fuse_loop_cfg_set_clone_fd(cfg, 0);
-	fuse_loop_cfg_set_idle_threads(cfg, 4);
-	fuse_loop_cfg_set_max_threads(cfg, 16);
-	int rc = fuse_session_loop_mt(fs->se, cfg);
-	fuse_loop_cfg_destroy(cfg);
-	return rc < 0 ? rc : 0;
+	pthread_t tids[FUSE_WORKERS];
+	int n = 0;
+	int dev = fuse_session_fd(fs->se);
+	fcntl(dev, F_SETFL, fcntl(dev, F_GETFL) | O_NONBLOCK);
+	for (; n < FUSE_WORKERS; n++)
+		if (pthread_create(&tids[n], NULL, worker_main, fs) != 0)
+			break;
+	if (n == 0)
+		return -EAGAIN;
+	for (int i = 0; i < n; i++)
+		pthread_join(tids[i], NULL);
+	return 0;
 }
 
 void fusefs_stop(struct fusefs *fs)
@@ -688,13 +743,14 @@ void fusefs_stop(struct fusefs *fs)
 	if (fs == NULL || fs->se == NULL)
 		return;
 	fuse_session_exit(fs->se);
-	/* Unmounting ends the kernel connection, which wakes every loop
-	 * thread blocked reading /dev/fuse. */
 	if (fs->mounted) {
 		fuse_session_unmount(fs->se);
 		fs->mounted = false;
 		LOG_INFO("fuse", "msg=unmounted dir=%s", fs->mountpoint);
 	}
+	uint64_t one = 1;
+	if (write(fs->stop_fd, &one, sizeof(one)) < 0)
+		LOG_WARN("fuse", "msg=\"cannot wake the request loop\" err=\"%s\"", strerror(errno));
 }
 
 void fusefs_unmount(struct fusefs *fs)
@@ -706,6 +762,7 @@ void fusefs_unmount(struct fusefs *fs)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
+	close(fs->stop_fd);
 	free(fs->mountpoint);
 	free(fs);
 }

@@ -1,0 +1,387 @@
+"""The mount on a single node: commit capture in every journal mode with real
+clients, invariants after every scenario, bad input, crashes and faults."""
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from conftest import LITEFS, check_invariants, db_checksum, run
+
+MODES = ["delete", "truncate", "persist", "wal"]
+
+
+def cli(node, sql, name="db", check=True):
+    return run("sqlite3", "-bail", node.db(name), sql, check=check)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sqlite3_cli_scenario(node, mode):
+    n = node().start()
+    cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+    before = len(n.ltx_files())
+    cli(n, "INSERT INTO t(v) VALUES ('a'),('b'),('c');")
+    assert len(n.ltx_files()) == before + 1, "one LTX per transaction"
+    cli(n, "BEGIN; INSERT INTO t(v) SELECT hex(randomblob(500)) FROM generate_series(1, 2000); COMMIT;")
+    cli(n, "UPDATE t SET v = upper(v) WHERE id % 3 = 0;")
+    cli(n, "DELETE FROM t WHERE id % 2 = 0;")
+    cli(n, "VACUUM;")
+    assert cli(n, "SELECT count(*) FROM t").stdout.strip() == "1002"
+    check_invariants(n)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_python_scenario(node, mode):
+    n = node().start()
+    con = n.connect()
+    con.execute(f"PRAGMA journal_mode={mode}")
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    con.commit()
+    for i in range(50):
+        con.execute("INSERT INTO t(v) VALUES (?)", (os.urandom(random.randint(10, 3000)),))
+        con.commit()
+    with con:
+        con.executemany("INSERT INTO t(v) VALUES (?)", [(os.urandom(1000),) for _ in range(500)])
+    con.execute("UPDATE t SET v = zeroblob(10) WHERE id < 100")
+    con.commit()
+    con.execute("DELETE FROM t WHERE id > 300")
+    con.commit()
+    con.execute("VACUUM")
+    con.close()
+    check_invariants(n)
+
+
+def test_rollback_produces_nothing(node):
+    n = node().start()
+    for mode in ["delete", "wal"]:
+        name = f"rb_{mode}"
+        con = n.connect(name)
+        con.execute(f"PRAGMA journal_mode={mode}")
+        con.execute("CREATE TABLE t(x)")
+        con.commit()
+        files = n.ltx_files(name)
+        pos = n.pos(name)
+        # A transaction large enough to spill pages into the db file (rollback
+        # mode) or the WAL, then rolled back.
+        con.execute("PRAGMA cache_size=10")
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO t VALUES (?)", [(os.urandom(2000),) for _ in range(300)])
+        con.rollback()
+        assert n.ltx_files(name) == files
+        assert n.pos(name) == pos
+        con.execute("INSERT INTO t VALUES (1)")
+        con.commit()
+        con.close()
+        assert len(n.ltx_files(name)) == len(files) + 1
+        check_invariants(n, name)
+
+
+def test_journal_mode_switches_and_size_changes(node):
+    n = node().start()
+    con = n.connect()
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    for mode in ["wal", "delete", "persist", "wal", "truncate", "delete"]:
+        assert con.execute(f"PRAGMA journal_mode={mode}").fetchone()[0] == mode
+        with con:
+            con.executemany("INSERT INTO t VALUES (?)", [(os.urandom(4000),) for _ in range(200)])
+        with con:
+            con.execute("DELETE FROM t WHERE rowid % 2 = 0")
+        con.execute("VACUUM")
+    con.close()
+    check_invariants(n)
+
+
+def test_page_sizes(node):
+    n = node().start()
+    for ps in [512, 1024, 8192, 65536]:
+        name = f"ps{ps}"
+        cli(n, f"PRAGMA page_size={ps}; PRAGMA journal_mode=wal; CREATE TABLE t(x); "
+               f"INSERT INTO t SELECT randomblob(300) FROM generate_series(1,200);", name)
+        cli(n, "DELETE FROM t WHERE rowid > 100; VACUUM;", name)
+        check_invariants(n, name)
+
+
+def test_rm_database_records_deletion_and_name_is_reusable(node):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    txid, _ = n.pos()
+    os.unlink(n.db())
+    assert not n.db().exists()
+    last = n.ltx_files()[-1]
+    dump = run(LITEFS, "ltx", "dump", last).stdout
+    assert "commit" in dump.lower()
+    info = run(LITEFS, "ltx", "list", last).stdout
+    assert f"{txid + 1:016x}" in info
+    # Recreate: the TXID sequence continues, and the chain still replays.
+    cli(n, "CREATE TABLE u(y); INSERT INTO u VALUES (2);")
+    assert n.pos()[0] > txid + 1
+    assert cli(n, "SELECT y FROM u").stdout.strip() == "2"
+    check_invariants(n)
+
+
+def test_pos_file_and_listing(node):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x)")
+    text = (n.mnt / "db-pos").read_text()
+    assert len(text) == 34 and text[16] == "/" and text.endswith("\n")
+    assert int(text[17:33], 16) >> 63 == 1
+    names = sorted(os.listdir(n.mnt))
+    assert names == ["db", "db-pos"]
+    with pytest.raises(OSError):
+        with open(n.mnt / "db-pos", "w") as f:
+            f.write("x")
+
+
+def test_bad_input_is_refused(node, tmp_path):
+    n = node().start()
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello, I am not a database\n" * 100)
+    r = run("cp", junk, n.mnt / "notes.txt", check=False)
+    assert r.returncode != 0 and "Invalid argument" in r.stderr
+    assert "not a SQLite database" in n.log_text()
+
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    pos = n.pos()
+    before = n.db().read_bytes()
+    # A write that is not a whole page, and a direct write outside any
+    # transaction, are refused and change nothing.
+    fd = os.open(n.db(), os.O_WRONLY)
+    with pytest.raises(OSError):
+        os.pwrite(fd, b"x" * 100, 4096)
+    with pytest.raises(OSError):
+        os.pwrite(fd, b"\0" * 4096, 4096)
+    os.close(fd)
+    assert n.db().read_bytes() == before
+    assert n.pos() == pos
+    # Names that cannot be databases.
+    for bad in [".hidden", "x-pos", "a\x01b"]:
+        with pytest.raises(OSError):
+            open(n.mnt / bad, "w").close()
+    with pytest.raises(OSError):
+        os.mkdir(n.mnt / "dir")
+    with pytest.raises(OSError):
+        os.rename(n.db(), n.mnt / "other")
+    check_invariants(n)
+
+
+def test_clean_restart_is_o1_and_verifies(node):
+    n = node().start()
+    cli(n, "PRAGMA journal_mode=wal; CREATE TABLE t(x); INSERT INTO t SELECT randomblob(100) FROM generate_series(1,1000);")
+    pos = n.pos()
+    assert n.stop() == 0
+    assert (n.data / "dbs" / "db" / "clean").exists()
+    n.start()
+    assert n.pos() == pos
+    deadline = time.time() + 10
+    while "msg=\"verified\" db=db" not in n.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "msg=\"verified\" db=db" in n.log_text()
+    cli(n, "INSERT INTO t VALUES (1)")
+    check_invariants(n)
+
+
+def test_verification_failure_refuses_writes(node):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    n.stop()
+    # Corrupt the backing database behind the node's back (page 2).
+    backing = n.data / "dbs" / "db" / "db"
+    with open(backing, "r+b") as f:
+        f.seek(4096 + 100)
+        f.write(b"\xff" * 16)
+    n.start()
+    deadline = time.time() + 10
+    while "verification failed" not in n.log_text() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "verification failed" in n.log_text()
+    r = cli(n, "INSERT INTO t VALUES (2)", check=False)
+    assert r.returncode != 0
+
+
+WRITER = textwrap.dedent("""
+    import sqlite3, sys
+    path, mode, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    con = sqlite3.connect(path, timeout=30, isolation_level=None)
+    con.execute("PRAGMA journal_mode=" + mode)
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+    i = start
+    while True:
+        try:
+            con.execute("INSERT INTO t(id, v) VALUES (?, randomblob(200 + ? % 3000))", (i, i))
+        except Exception as e:
+            print("ERR", e, flush=True)
+            break
+        print(i, flush=True)
+        i += 1
+""")
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_kill9_node_during_writes(node, tmp_path, mode):
+    n = node().start()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    rng = random.Random(1234)
+    next_id = 1
+    acked = set()
+    for rnd in range(4):
+        w = subprocess.Popen([sys.executable, str(script), str(n.db()), mode, str(next_id)],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(0.3 + rng.random() * 0.7)
+        n.kill9()
+        out, _ = w.communicate(timeout=30)
+        ids = [int(x) for x in out.split() if x.isdigit()]
+        acked.update(ids)
+        if ids:
+            next_id = max(ids) + 1
+        n.start()
+        have = {r[0] for r in n.connect().execute("SELECT id FROM t")}
+        missing = acked - have
+        assert not missing, f"round {rnd}: acknowledged rows missing: {sorted(missing)[:10]}"
+        next_id = max(have | {next_id - 1}) + 1
+        check_invariants(n)
+
+
+def test_kill9_client_inside_transaction(node, tmp_path):
+    n = node().start()
+    for mode in ["delete", "wal"]:
+        name = f"c_{mode}"
+        cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(x); INSERT INTO t VALUES (0);", name)
+        pos = n.pos(name)
+        script = tmp_path / "hang.py"
+        script.write_text(textwrap.dedent(f"""
+            import sqlite3, sys, time
+            con = sqlite3.connect({str(n.db(name))!r}, isolation_level=None)
+            con.execute("PRAGMA cache_size=5")
+            con.execute("BEGIN")
+            for i in range(400):
+                con.execute("INSERT INTO t VALUES (randomblob(3000))")
+            print("in-tx", flush=True)
+            time.sleep(60)
+        """))
+        p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "in-tx"
+        p.kill()
+        p.wait()
+        # The next client recovers (hot journal or WAL) and sees no trace.
+        assert cli(n, "SELECT count(*) FROM t", name).stdout.strip() == "1"
+        assert n.pos(name) == pos
+        cli(n, "INSERT INTO t VALUES (1)", name)
+        check_invariants(n, name)
+
+
+@pytest.mark.parametrize("call,nth", [("fsync", 1), ("fsync", 3), ("pwrite", 5), ("pwrite", 12),
+                                      ("unlink", 1), ("ftruncate", 1)])
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_fault_injection_old_or_new(node, call, nth, mode):
+    n = node()
+    n.start()
+    cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v);")
+    n.stop()
+    n.start(env={"LITEFS_FAULT": f"{call}:{nth}"})
+    results = []
+    con = n.connect(isolation_level=None)
+    for i in range(1, 21):
+        try:
+            con.execute("INSERT INTO t VALUES (?, randomblob(5000))", (i,))
+            results.append((i, True))
+        except sqlite3.Error as e:
+            results.append((i, False))
+    con.close()
+    have = {r[0] for r in n.connect().execute("SELECT id FROM t")}
+    for i, ok in results:
+        if ok:
+            assert i in have, f"row {i} acknowledged but missing"
+        else:
+            assert i not in have, f"row {i} failed but is present"
+    check_invariants(n)
+    # And the chain still holds after a restart.
+    n.stop()
+    n.start()
+    check_invariants(n)
+
+
+def test_concurrent_writers_and_readers(node, tmp_path):
+    n = node().start()
+    duration = float(os.environ.get("LITEFS_CONCURRENCY_SECONDS", "20"))
+    for mode in ["wal", "delete"]:
+        name = f"conc_{mode}"
+        cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(w INTEGER, i INTEGER, v BLOB);", name)
+        script = tmp_path / "worker.py"
+        script.write_text(textwrap.dedent("""
+            import sqlite3, sys, time
+            path, role, wid, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+            con = sqlite3.connect(path, timeout=60, isolation_level=None)
+            con.execute("PRAGMA busy_timeout=60000")
+            end = time.time() + secs
+            n = 0
+            while time.time() < end:
+                if role == "w":
+                    con.execute("INSERT INTO t VALUES (?, ?, randomblob(100 + ? % 2000))", (wid, n, n))
+                else:
+                    c = con.execute("SELECT count(*), count(DISTINCT w) FROM t").fetchone()
+                    assert c[0] >= 0
+                n += 1
+            print(n, flush=True)
+        """))
+        procs = [subprocess.Popen([sys.executable, str(script), str(n.db(name)), role, str(k), str(duration)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for k, role in enumerate("wwwwrrrr")]
+        counts = []
+        for p in procs:
+            out, err = p.communicate(timeout=duration + 120)
+            assert p.returncode == 0, err
+            counts.append(int(out.strip()))
+        con = n.connect(name)
+        for k in range(4):
+            got = con.execute("SELECT count(*) FROM t WHERE w = ?", (k,)).fetchone()[0]
+            assert got == counts[k], f"writer {k}: {got} rows, reported {counts[k]}"
+        con.close()
+        check_invariants(n, name)
+
+
+def test_exec_override_exit_code_and_unmount(node):
+    n = node()
+    n.start(args=["--", "sh", "-c", f"sqlite3 {n.db()} 'CREATE TABLE t(x)' && exit 7"], wait=False)
+    assert n.proc.wait(30) == 7
+    assert not os.path.ismount(n.mnt)
+    log = n.log_text()
+    assert "application exited" in log
+
+
+def test_exec_list_runs_in_order(node, tmp_path):
+    marker = tmp_path / "order.txt"
+    n = node(extra_config=textwrap.dedent(f"""
+        exec:
+          - cmd: "sh -c 'echo first >> {marker}'"
+          - cmd: "sh -c 'echo candidate >> {marker}'"
+            if-candidate: true
+          - cmd: "sh -c 'echo app >> {marker}; exit 3'"
+    """))
+    n.start(wait=False)
+    assert n.proc.wait(30) == 3
+    assert marker.read_text().split() == ["first", "candidate", "app"]
+
+
+def test_sigterm_is_forwarded_to_the_app(node, tmp_path):
+    marker = tmp_path / "got-term"
+    n = node()
+    n.start(args=["--", "sh", "-c", f"trap 'echo term > {marker}; exit 0' TERM; while true; do sleep 0.1; done"])
+    time.sleep(0.5)
+    assert n.stop() == 0
+    assert marker.read_text().strip() == "term"
+
+
+def test_bad_config_is_refused_with_line(node, tmp_path):
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text("fuse:\n  dir: /tmp/x\ndata:\n  dir: /tmp/y\n  bogus: 1\n")
+    r = run(LITEFS, "mount", "-config", cfg, check=False)
+    assert r.returncode != 0
+    assert "bogus" in r.stderr and ":5" in r.stderr
