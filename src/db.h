@@ -91,6 +91,7 @@ struct db {
 		uint64_t txid;
 	} unsynced[16];
 	int n_unsynced;
+	bool unsynced_overflow; /* LTX files were closed unsynced (NORMAL mode) */
 
 	/* The state before the first WAL commit not yet followed by a
 	 * successful fsync of -wal. SQLite treats a commit whose sync fails as
@@ -111,6 +112,12 @@ struct db {
 	bool wal_commit_unsynced;
 
 	struct db_verify verify;
+
+	/* Pool of pre-created empty files ltx/.spare-<seq> for seq in
+	 * [spare_next, spare_end); only the store's background thread creates
+	 * them (db_refill_spares), commits consume them. */
+	uint64_t spare_next, spare_end;
+	uint64_t spare_commits_seen;
 
 	/* Counters for /metrics. */
 	uint64_t n_commits;
@@ -144,6 +151,15 @@ int db_unlink(struct db *db, enum db_kind kind);
 /* "%016x/%016x\n" of the current position into buf[LTX_POS_STR_LEN+1]. */
 void db_pos_text(struct db *db, char *buf);
 struct ltx_pos db_pos(struct db *db);
+
+/* Makes LTX files of recent commits durable (the store calls it a few
+ * times a second, so a commit never stays unsynced for long). */
+void db_flush_pending(struct db *db);
+
+/* Tops up the pool of spare LTX files of a database that committed since
+ * the last call (creates them without holding db->mu). Returns how many
+ * were created. */
+int db_refill_spares(struct db *db, int want);
 
 /* Deletes local LTX files older than retention_ms, keeping the newest. */
 int db_enforce_retention(struct db *db, int64_t now_ms, int64_t retention_ms);

@@ -42,6 +42,7 @@
 #include <string.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -696,24 +697,48 @@ static void *worker_main(void *arg)
 	struct fuse_buf buf;
 	int dev = fuse_session_fd(fs->se);
 
+	/* Each worker waits in its own epoll set; EPOLLEXCLUSIVE on the device
+	 * wakes one worker per request instead of all of them. */
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = dev };
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, dev, &ev) != 0) {
+		LOG_ERROR("fuse", "msg=\"epoll setup failed\" err=\"%s\"", strerror(errno));
+		if (ep >= 0)
+			close(ep);
+		return NULL;
+	}
+	ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = fs->stop_fd };
+	epoll_ctl(ep, EPOLL_CTL_ADD, fs->stop_fd, &ev);
+
 	memset(&buf, 0, sizeof(buf));
 	while (!fuse_session_exited(fs->se)) {
-		struct pollfd pfd[2] = { { .fd = dev, .events = POLLIN }, { .fd = fs->stop_fd, .events = POLLIN } };
-		if (poll(pfd, 2, -1) < 0) {
+		struct epoll_event got[2];
+		int n = epoll_wait(ep, got, 2, -1);
+		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			break;
 		}
-		if (pfd[1].revents)
+		bool stop = false;
+		for (int i = 0; i < n; i++)
+			stop |= got[i].data.fd == fs->stop_fd;
+		if (stop)
 			break;
-		int res = fuse_session_receive_buf(fs->se, &buf);
-		if (res == -EINTR || res == -EAGAIN)
-			continue;
-		if (res <= 0)
-			break; /* 0: the file system was unmounted */
-		fuse_session_process_buf(fs->se, &buf);
+		/* Drain what is queued before waiting again. */
+		for (;;) {
+			int res = fuse_session_receive_buf(fs->se, &buf);
+			if (res == -EINTR)
+				continue;
+			if (res == -EAGAIN)
+				break;
+			if (res <= 0)
+				goto out; /* 0: the file system was unmounted */
+			fuse_session_process_buf(fs->se, &buf);
+		}
 	}
+out:
 	free(buf.mem);
+	close(ep);
 	/* Wake the other workers too. */
 	uint64_t one = 1;
 	if (write(fs->stop_fd, &one, sizeof(one)) < 0) {

@@ -235,6 +235,9 @@ static void *bg_main(void *arg)
 			/* Small steps keep the database's mutex free for commits. */
 			if (db_verify_step(db, 256) == 1)
 				more = true;
+			db_flush_pending(db);
+			if (db_refill_spares(db, 64) > 0)
+				more = true;
 		}
 		if (mono_ms() >= next_retention) {
 			struct timespec now;
