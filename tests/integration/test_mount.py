@@ -385,3 +385,43 @@ def test_bad_config_is_refused_with_line(node, tmp_path):
     r = run(LITEFS, "mount", "-config", cfg, check=False)
     assert r.returncode != 0
     assert "bogus" in r.stderr and ":5" in r.stderr
+
+
+def test_retention_removes_old_files_and_keeps_newest(node):
+    n = node(extra_config="")
+    n.config.write_text(n.config.read_text().replace(
+        f"  dir: {n.data}\n", f"  dir: {n.data}\n  retention: 1s\n  retention-monitor-interval: 500ms\n"))
+    n.start()
+    cli(n, "CREATE TABLE t(x);")
+    for i in range(5):
+        cli(n, f"INSERT INTO t VALUES ({i});")
+    assert len(n.ltx_files()) == 6
+    deadline = time.time() + 15
+    while len(n.ltx_files()) > 1 and time.time() < deadline:
+        time.sleep(0.1)
+    files = n.ltx_files()
+    assert [f.name for f in files] == ["0000000000000006-0000000000000006.ltx"]
+    # The position survives a restart with only the newest file left.
+    n.stop()
+    n.start()
+    assert n.pos()[0] == 6
+    cli(n, "INSERT INTO t VALUES (9);")
+    assert n.pos()[0] == 7
+    assert cli(n, "SELECT count(*) FROM t").stdout.strip() == "6"
+
+
+def test_if_primary_worker_runs_while_primary(node, tmp_path):
+    marker = tmp_path / "worker.txt"
+    n = node(extra_config=textwrap.dedent(f"""
+        exec:
+          - cmd: "sh -c 'echo started >> {marker}; trap \\"echo stopped >> {marker}; exit 0\\" TERM; while true; do sleep 0.1; done'"
+            if-primary: true
+          - cmd: "sleep 600"
+    """))
+    n.start()
+    deadline = time.time() + 10
+    while not (marker.exists() and "started" in marker.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text().split() == ["started"]
+    n.stop()
+    assert marker.read_text().split() == ["started", "stopped"]
