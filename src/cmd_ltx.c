@@ -37,6 +37,7 @@
 #include "err.h"
 #include "fdio.h"
 #include "ltx.h"
+#include "ltxlog.h"
 #include "sys.h"
 
 #define EXIT_OK 0
@@ -59,6 +60,10 @@ static const char ltx_usage[] =
 	"                                write a snapshot LTX file of a database\n"
 	"  compact [-compress] -o OUT FILE...\n"
 	"                                merge a contiguous run of LTX files into one\n"
+	"  split [-o DIR] SEGMENT...      write each record of a node's LTX segment\n"
+	"                                (data.dir/dbs/NAME/ltx/*.ltxlog) as an LTX file\n"
+	"\n"
+	"list and verify also accept segments (one line or check per record).\n"
 	"\n"
 	"Run 'litefs ltx <subcommand> -h' for details. Exit status: 0 success,\n"
 	"1 error, 2 usage error.\n";
@@ -398,6 +403,197 @@ out:
 
 /* ---- list ------------------------------------------------------------- */
 
+/* ---- Segments (ltxlog.h) ---------------------------------------------- */
+
+/* Calls fn for each record of the segment at path, in order, stopping at
+ * the first error. Returns 0, fn's error, or a segment error with *offset
+ * set. *is_segment tells whether path was a segment at all. */
+typedef int (*record_fn)(void *ctx, const char *path, int fd, const struct ltxlog_rec *rec);
+
+static int for_each_record(const char *path, record_fn fn, void *ctx, bool *is_segment, uint64_t *offset)
+{
+	struct stat st;
+	struct ltxlog_rec rec;
+	int rc = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	*is_segment = false;
+	*offset = 0;
+	if (fd < 0)
+		return -errno;
+	if (!ltxlog_is_segment(fd) || fstat(fd, &st) != 0) {
+		close(fd);
+		return 0;
+	}
+	*is_segment = true;
+	uint64_t off = 0;
+	while ((rc = ltxlog_read_rec(fd, off, (uint64_t)st.st_size, &rec)) == 1) {
+		if ((rc = fn(ctx, path, fd, &rec)) != 0)
+			break;
+		off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
+	}
+	if (rc < 0)
+		*offset = off;
+	close(fd);
+	return rc < 0 ? rc : 0;
+}
+
+/* Decodes a record fully. */
+static int decode_record(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, struct ltx_trailer *t,
+			 uint64_t *offset)
+{
+	struct ltxlog_reader r;
+	ltxlog_reader_init(&r, fd, rec);
+	int rc = ltx_decode_all(ltxlog_read, &r, NULL, NULL, h, t, offset);
+	*offset += rec->offset + LTXLOG_HDR_SIZE;
+	return rc;
+}
+
+static void print_list_line(const struct ltx_header *h, const struct ltx_trailer *t, long long size,
+			    const char *file, uint64_t at, bool with_at)
+{
+	char ts[40];
+	ltx_format_time(ts, sizeof(ts), h->timestamp_ms);
+	printf("%016" PRIx64 " %016" PRIx64 " %10" PRIu32 " %9" PRIu32 " %016" PRIx64 " %016" PRIx64
+	       " %-24s %12lld  %s",
+	       h->min_txid, h->max_txid, h->commit, h->page_size, h->pre_apply_checksum, t->post_apply_checksum,
+	       ts, size, file);
+	if (with_at)
+		printf("@%" PRIu64, at);
+	printf("\n");
+}
+
+static int list_record(void *ctx, const char *path, int fd, const struct ltxlog_rec *rec)
+{
+	struct ltx_header h;
+	struct ltx_trailer t;
+	uint64_t offset;
+	int rc = decode_record(fd, rec, &h, &t, &offset);
+	(void)ctx;
+	if (rc < 0) {
+		fflush(stdout);
+		print_err_at("list", path, offset, rc);
+		return rc;
+	}
+	print_list_line(&h, &t, rec->len, path, rec->offset, true);
+	return 0;
+}
+
+/* Checks each record and that consecutive records are contiguous. */
+struct verify_seg {
+	struct ltx_pos prev;
+	uint64_t first, n;
+};
+
+static int verify_record(void *ctx, const char *path, int fd, const struct ltxlog_rec *rec)
+{
+	struct verify_seg *v = ctx;
+	struct ltx_header h;
+	struct ltx_trailer t;
+	uint64_t offset;
+	int rc = decode_record(fd, rec, &h, &t, &offset);
+	if (rc == 0 && v->n > 0 &&
+	    (h.min_txid != v->prev.txid + 1 || (h.min_txid > 1 && h.pre_apply_checksum != v->prev.checksum))) {
+		rc = ERR_LTX_NOT_CONTIGUOUS;
+		offset = rec->offset + LTXLOG_HDR_SIZE + 16;
+	}
+	if (rc < 0) {
+		fflush(stdout);
+		print_err_at("verify", path, offset, rc);
+		return rc;
+	}
+	if (v->n++ == 0)
+		v->first = h.min_txid;
+	v->prev = (struct ltx_pos){ h.max_txid, t.post_apply_checksum };
+	return 0;
+}
+
+struct split_ctx {
+	const char *dir;
+	uint64_t n;
+};
+
+static int split_record(void *ctx, const char *path, int fd, const struct ltxlog_rec *rec)
+{
+	struct split_ctx *sc = ctx;
+	struct ltx_header h;
+	struct ltx_trailer t;
+	uint64_t offset;
+	char name[LTX_FILENAME_LEN], out[PATH_MAX];
+	struct atomic_out ao;
+	int rc = decode_record(fd, rec, &h, &t, &offset);
+	if (rc < 0) {
+		print_err_at("split", path, offset, rc);
+		return rc;
+	}
+	ltx_format_filename(name, h.min_txid, h.max_txid);
+	snprintf(out, sizeof(out), "%s/%s", sc->dir, name);
+	if ((rc = atomic_open(&ao, out)) < 0) {
+		print_err("split", out, rc);
+		return rc;
+	}
+	struct ltxlog_reader r;
+	ltxlog_reader_init(&r, fd, rec);
+	uint8_t buf[1 << 16];
+	ssize_t n;
+	while ((n = ltxlog_read(&r, buf, sizeof(buf))) > 0)
+		if ((rc = out_write(ao.w, buf, (size_t)n)) < 0)
+			break;
+	if (n < 0)
+		rc = (int)n;
+	if (rc == 0)
+		rc = atomic_commit(&ao);
+	else
+		atomic_abort(&ao);
+	if (rc < 0) {
+		print_err("split", out, rc);
+		return rc;
+	}
+	sc->n++;
+	return 0;
+}
+
+static const char split_usage[] =
+	"Usage: litefs ltx split [-o DIR] SEGMENT...\n"
+	"\n"
+	"Writes every record of each segment (a node stores the LTX file of each\n"
+	"transaction as a record of data.dir/dbs/NAME/ltx/<TXID>.ltxlog) as an LTX\n"
+	"file DIR/<min>-<max>.ltx (default DIR: .), verifying each first. The files\n"
+	"are exactly what LiteFS and the Go ltx tool read.\n";
+
+static int cmd_split(int argc, char **argv)
+{
+	const char *dir = ".";
+	const struct opt opts[] = { { "o", OPT_STR, &dir }, { NULL, OPT_BOOL, NULL } };
+	char **args = argv + 1;
+	int n_args, rc, code = EXIT_OK;
+
+	rc = parse_opts(argc, argv, opts, split_usage, &n_args);
+	if (rc >= 0)
+		return rc;
+	if (n_args < 1)
+		return usage_error("split", "expected at least one SEGMENT", split_usage);
+	for (int i = 0; i < n_args; i++) {
+		struct split_ctx sc = { .dir = dir };
+		bool is_seg;
+		uint64_t offset;
+		rc = for_each_record(args[i], split_record, &sc, &is_seg, &offset);
+		if (rc == 0 && !is_seg) {
+			fprintf(stderr, "litefs ltx split: %s: not an LTX segment\n", args[i]);
+			code = EXIT_ERR;
+			continue;
+		}
+		if (rc < 0) {
+			if (rc == ERR_LTXLOG_TORN || rc == ERR_LTXLOG_MAGIC || (rc > -1000 && offset == 0))
+				print_err_at("split", args[i], offset, rc);
+			code = EXIT_ERR;
+			continue;
+		}
+		printf("%s: %" PRIu64 " LTX files written to %s\n", args[i], sc.n, dir);
+	}
+	return code;
+}
+
 static const char list_usage[] =
 	"Usage: litefs ltx list FILE...\n"
 	"\n"
@@ -479,8 +675,17 @@ static int cmd_list(int argc, char **argv)
 		struct ltx_trailer t;
 		uint64_t offset;
 		off_t size = 0;
-		char ts[40];
 
+		bool is_seg;
+		rc = for_each_record(args[i], list_record, NULL, &is_seg, &offset);
+		if (is_seg) {
+			if (rc < 0) {
+				if (rc == ERR_LTXLOG_TORN || rc == ERR_LTXLOG_MAGIC)
+					print_err_at("list", args[i], offset, rc);
+				code = EXIT_ERR;
+			}
+			continue;
+		}
 		rc = read_ends(args[i], &h, &t, &size, &offset);
 		if (rc < 0) {
 			fflush(stdout);
@@ -491,11 +696,7 @@ static int cmd_list(int argc, char **argv)
 			code = EXIT_ERR;
 			continue;
 		}
-		ltx_format_time(ts, sizeof(ts), h.timestamp_ms);
-		printf("%016" PRIx64 " %016" PRIx64 " %10" PRIu32 " %9" PRIu32 " %016" PRIx64 " %016" PRIx64
-		       " %-24s %12lld  %s\n",
-		       h.min_txid, h.max_txid, h.commit, h.page_size, h.pre_apply_checksum,
-		       t.post_apply_checksum, ts, (long long)size, args[i]);
+		print_list_line(&h, &t, (long long)size, args[i], 0, false);
 	}
 	return code;
 }
@@ -527,6 +728,20 @@ static int cmd_verify(int argc, char **argv)
 		struct ltx_trailer t;
 		uint64_t offset = 0;
 
+		struct verify_seg vs = { .n = 0 };
+		bool is_seg;
+		rc = for_each_record(args[i], verify_record, &vs, &is_seg, &offset);
+		if (is_seg) {
+			if (rc < 0) {
+				if (rc == ERR_LTXLOG_TORN || rc == ERR_LTXLOG_MAGIC)
+					print_err_at("verify", args[i], offset, rc);
+				code = EXIT_ERR;
+			} else {
+				printf("%s: OK (%" PRIu64 " records, TXID %016" PRIx64 "-%016" PRIx64 ")\n", args[i], vs.n,
+				       vs.first, vs.prev.txid);
+			}
+			continue;
+		}
 		rc = open_reader(args[i], &r);
 		if (rc < 0) {
 			print_err("verify", args[i], rc);
@@ -927,6 +1142,7 @@ int cmd_ltx_main(int argc, char **argv)
 		{ "apply", cmd_apply },
 		{ "encode-db", cmd_encode_db },
 		{ "compact", cmd_compact },
+		{ "split", cmd_split },
 	};
 
 	if (argc < 2) {

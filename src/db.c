@@ -80,6 +80,7 @@
 #include "fdio.h"
 #include "log.h"
 #include "ltx.h"
+#include "ltxlog.h"
 #include "store.h"
 #include "sys.h"
 
@@ -89,6 +90,9 @@ const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal
 #define WAL_HDR_SIZE 32
 #define WAL_FRAME_HDR_SIZE 24
 #define SQLITE_HDR_MAGIC "SQLite format 3"
+/* A segment is closed once it reaches this size (or a quarter of the
+ * retention window in age), so retention frees space in steps. */
+#define LOG_SEGMENT_MAX_BYTES (64u << 20)
 
 static int64_t now_ms(void)
 {
@@ -217,8 +221,8 @@ typedef int (*page_reader_fn)(struct db *db, void *ctx, uint32_t pgno, uint8_t *
  * the design comment). */
 struct pending {
 	bool active;
-	char fname[LTX_FILENAME_LEN];
-	int ltx_fd;
+	uint64_t rec_off;      /* where its record starts in the open segment */
+	uint64_t rec_end;      /* where it ends */
 	struct ltx_header hdr;
 	uint64_t post_checksum;
 	uint64_t file_size;
@@ -230,11 +234,8 @@ struct pending {
 
 static void pending_free(struct pending *p)
 {
-	if (p->ltx_fd >= 0)
-		close(p->ltx_fd);
 	free(p->changes);
 	memset(p, 0, sizeof(*p));
-	p->ltx_fd = -1;
 }
 
 static int pending_add(struct pending *p, uint32_t pgno, uint32_t frame, uint64_t old_pc, uint64_t new_pc)
@@ -251,13 +252,43 @@ static int pending_add(struct pending *p, uint32_t pgno, uint32_t frame, uint64_
 	return 0;
 }
 
-/* Removes a prepared LTX file (step 2 failed). */
+/* Cuts a prepared record off the segment again (step 2 failed). */
 static void pending_abort(struct db *db, struct pending *p)
 {
-	if (p->fname[0] && sys_unlinkat(db->ltx_dir_fd, p->fname, 0) != 0)
-		LOG_ERROR("db", "msg=\"cannot remove aborted LTX file\" db=%s file=%s err=\"%s\"", db->name,
-			  p->fname, strerror(errno));
+	if (p->active && db->log_fd >= 0 && sys_ftruncate(db->log_fd, (off_t)p->rec_off) != 0)
+		LOG_ERROR("db", "msg=\"cannot remove aborted LTX record\" db=%s txid=%016" PRIx64 " err=\"%s\"",
+			  db->name, p->hdr.min_txid, strerror(errno));
 	pending_free(p);
+}
+
+/* Opens a new segment whose first record will be first_txid. */
+static int open_segment(struct db *db, uint64_t first_txid)
+{
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, first_txid);
+	/* O_EXCL: an existing segment of that name would hold records. */
+	int fd = openat(db->ltx_dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	db->log_fd = fd;
+	db->log_first_txid = first_txid;
+	db->log_end = 0;
+	db->log_synced_end = 0;
+	db->log_created_ms = now_ms();
+	db->dir_dirty = true;
+	return 0;
+}
+
+/* Closes the open segment (made durable first) so that the next commit
+ * starts a new one: segments bound what retention deletes at once. */
+static void close_segment(struct db *db)
+{
+	if (db->log_fd < 0)
+		return;
+	if (db->log_synced_end < db->log_end && sys_fsync(db->log_fd) != 0)
+		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(errno));
+	close(db->log_fd);
+	db->log_fd = -1;
 }
 
 /*
@@ -279,11 +310,9 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	uint8_t *page = NULL, *scratch = NULL;
 	struct ltx_encoder *enc = NULL;
 	struct bufw *w = NULL;
-	char tmpname[64] = "";
 	int rc;
 
 	memset(p, 0, sizeof(*p));
-	p->ltx_fd = -1;
 
 	if (db->page_size != 0 && ps != db->page_size && old_n != 0) {
 		LOG_ERROR("db", "msg=\"page size change is not supported\" db=%s old=%u new=%u", db->name,
@@ -316,24 +345,14 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 		h.wal_salt1 = wal_fields->wal_salt1;
 		h.wal_salt2 = wal_fields->wal_salt2;
 	}
-	/* The file is written under a temporary name and renamed into place,
-	 * so an LTX name always holds a complete file. Creating a file costs
-	 * ext4 about 250 us (inode allocation); the store pre-creates spare
-	 * files in the background, which cuts this to an open and a rename. */
-	if (db->spare_next < db->spare_end) {
-		snprintf(tmpname, sizeof(tmpname), ".spare-%016" PRIx64, db->spare_next++);
-		p->ltx_fd = openat(db->ltx_dir_fd, tmpname, O_WRONLY | O_TRUNC | O_CLOEXEC);
-	} else {
-		snprintf(tmpname, sizeof(tmpname), ".tmp-%016" PRIx64, h.min_txid);
-		p->ltx_fd = openat(db->ltx_dir_fd, tmpname, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	}
-	if (p->ltx_fd < 0) {
-		rc = -errno;
-		tmpname[0] = '\0';
+	/* The LTX bytes are appended to the open segment after a blank record
+	 * header, which is written last: see ltxlog.h. */
+	if (db->log_fd < 0 && (rc = open_segment(db, h.min_txid)) != 0)
 		goto err;
-	}
-	w->fd = p->ltx_fd;
-	w->off = 0;
+	p->rec_off = db->log_end;
+	p->active = true; /* from here on, an error cuts the segment back */
+	w->fd = db->log_fd;
+	w->off = (off_t)(p->rec_off + LTXLOG_HDR_SIZE);
 	w->n = 0;
 	rc = ltx_encoder_new(&enc, &h, bufw_write, w);
 	if (rc)
@@ -434,21 +453,23 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	rc = bufw_flush(w);
 	if (rc)
 		goto err;
-	if (sync && sys_fsync(p->ltx_fd) != 0) {
+	uint64_t len = (uint64_t)w->off - p->rec_off - LTXLOG_HDR_SIZE;
+	if (len > LTXLOG_MAX_RECORD) {
+		rc = -EFBIG;
+		goto err;
+	}
+	uint8_t rh[LTXLOG_HDR_SIZE];
+	ltxlog_encode_hdr(rh, (uint32_t)len);
+	if ((rc = sys_pwrite_all(db->log_fd, rh, sizeof(rh), (off_t)p->rec_off)) != 0)
+		goto err;
+	if (sync && sys_fsync(db->log_fd) != 0) {
 		rc = -errno;
 		goto err;
 	}
-	ltx_format_filename(p->fname, h.min_txid, h.max_txid);
-	if (sys_renameat(db->ltx_dir_fd, tmpname, db->ltx_dir_fd, p->fname) != 0) {
-		rc = -errno;
-		p->fname[0] = '\0';
-		goto err;
-	}
-	tmpname[0] = '\0';
+	p->rec_end = (uint64_t)w->off;
 	p->hdr = h;
 	p->post_checksum = chk;
-	p->file_size = (uint64_t)w->off;
-	p->active = true;
+	p->file_size = len;
 	ltx_encoder_free(enc);
 	free(w);
 	free(page);
@@ -458,8 +479,6 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 err:
 	LOG_ERROR("db", "msg=\"cannot write LTX file\" db=%s txid=%016" PRIx64 " err=\"%s\"", db->name,
 		  db->pos.txid + 1, err_str(rc));
-	if (tmpname[0] && unlinkat(db->ltx_dir_fd, tmpname, 0) != 0 && errno != ENOENT)
-		LOG_ERROR("db", "msg=\"cannot remove temporary LTX file\" db=%s file=%s", db->name, tmpname);
 	ltx_encoder_free(enc);
 	free(w);
 	free(page);
@@ -468,27 +487,20 @@ err:
 	return rc;
 }
 
-/* fdatasyncs the LTX files whose sync was deferred (WAL mode). */
+/* fdatasyncs the open segment up to its end. */
 static int sync_unsynced(struct db *db)
 {
-	for (int i = 0; i < db->n_unsynced; i++)
-		if (sys_fsync(db->unsynced[i].fd) != 0)
-			return -errno;
-	if (db->unsynced_overflow) {
-		/* Files closed unsynced: one syncfs covers all of them. */
-		if (syncfs(db->ltx_dir_fd) != 0)
-			return -errno;
-		db->unsynced_overflow = false;
-	}
+	if (db->log_fd < 0 || db->log_synced_end >= db->log_end)
+		return 0;
+	if (sys_fsync(db->log_fd) != 0)
+		return -errno;
+	db->log_synced_end = db->log_end;
 	return 0;
 }
 
 /* The deferred commits are final: forget how to take them back. */
 static void finalize_unsynced(struct db *db)
 {
-	for (int i = 0; i < db->n_unsynced; i++)
-		close(db->unsynced[i].fd);
-	db->n_unsynced = 0;
 	db->undo.active = false;
 }
 
@@ -524,19 +536,14 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 		db->oldest_txid = p->hdr.min_txid;
 	db->n_commits++;
 	db->n_ltx_bytes += p->file_size;
-	if (defer_sync) {
-		/* Without client syncs (synchronous=NORMAL, OFF) the list fills
-		 * up: those commits are final, and like SQLite's they become
-		 * durable at the next sync (see db_fsync, db_flush_pending). */
-		if (db->n_unsynced == (int)(sizeof(db->unsynced) / sizeof(db->unsynced[0]))) {
-			finalize_unsynced(db);
-			db->unsynced_overflow = true;
-		}
-		db->unsynced[db->n_unsynced].fd = p->ltx_fd;
-		db->unsynced[db->n_unsynced].txid = p->hdr.max_txid;
-		db->n_unsynced++;
-		p->ltx_fd = -1;
-	}
+	db->log_end = p->rec_end;
+	if (!defer_sync)
+		db->log_synced_end = p->rec_end;
+	/* Rotate a segment that grew large or old, unless a WAL commit may
+	 * still have to be taken back (its records must stay in one segment). */
+	if (!db->undo.active && (db->log_end >= LOG_SEGMENT_MAX_BYTES ||
+				 now_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
+		close_segment(db);
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
 		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
 	pending_free(p);
@@ -562,6 +569,7 @@ static int wal_undo_save(struct db *db)
 	u->s0 = db->wal.s0;
 	u->s1 = db->wal.s1;
 	u->n_commits = db->n_commits;
+	u->log_end = db->log_end;
 	u->active = true;
 	return 0;
 }
@@ -572,14 +580,6 @@ static int wal_undo_save(struct db *db)
 static void wal_undo_restore(struct db *db)
 {
 	struct db_wal_undo *u = &db->undo;
-	for (int i = 0; i < db->n_unsynced; i++) {
-		char fname[LTX_FILENAME_LEN];
-		ltx_format_filename(fname, db->unsynced[i].txid, db->unsynced[i].txid);
-		close(db->unsynced[i].fd);
-		if (unlinkat(db->ltx_dir_fd, fname, 0) != 0)
-			LOG_ERROR("db", "msg=\"cannot remove LTX of a failed commit\" db=%s file=%s", db->name, fname);
-	}
-	db->n_unsynced = 0;
 	if (!u->active)
 		return;
 	LOG_WARN("db", "msg=\"WAL sync failed; the commits since the last sync are taken back\" db=%s txid=%016" PRIx64
@@ -595,6 +595,14 @@ static void wal_undo_restore(struct db *db)
 	db->wal.s0 = u->s0;
 	db->wal.s1 = u->s1;
 	db->n_commits = u->n_commits;
+	if (db->log_fd >= 0 && db->log_end > u->log_end) {
+		if (sys_ftruncate(db->log_fd, (off_t)u->log_end) != 0)
+			LOG_ERROR("db", "msg=\"cannot cut back the LTX segment\" db=%s err=\"%s\"", db->name,
+				  strerror(errno));
+		db->log_end = u->log_end;
+		if (db->log_synced_end > db->log_end)
+			db->log_synced_end = db->log_end;
+	}
 	if (db->verify.active)
 		db->verify = (struct db_verify){ .active = true, .cursor = 1, .partial = 0 };
 	u->active = false;
@@ -623,7 +631,6 @@ static int prepare_rollback_commit(struct db *db, struct pending *p)
 	int rc;
 
 	memset(p, 0, sizeof(*p));
-	p->ltx_fd = -1;
 	if (db->dirty.count == 0 || db->db_fd < 0)
 		return 0;
 
@@ -772,7 +779,6 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 			     uint32_t *commit_frame, uint32_t *cs0, uint32_t *cs1)
 {
 	memset(p, 0, sizeof(*p));
-	p->ltx_fd = -1;
 
 	if (off == 0 && len >= WAL_HDR_SIZE) {
 		uint32_t magic = be32(buf);
@@ -908,6 +914,7 @@ int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 	fd = open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
 	if (fd >= 0 && !db->exists[kind]) {
 		db->exists[kind] = true;
+		db->dir_dirty = true;
 		db->generation[kind]++;
 		if (kind == DB_KIND_DB && db->db_fd < 0)
 			db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR);
@@ -1172,19 +1179,92 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 	return rc;
 }
 
+/*
+ * A helper thread that fdatasyncs LTX files while the FUSE thread syncs the
+ * client's file: two concurrent syncs on ext4 share one journal commit
+ * instead of paying for two in a row.
+ */
+static struct {
+	pthread_once_t once;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int fd; /* job: the segment to sync, borrowed until done */
+	int rc;
+	bool pending, done, ok;
+} syncer = { .once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static void *syncer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&syncer.mu);
+	for (;;) {
+		while (!syncer.pending)
+			pthread_cond_wait(&syncer.cond, &syncer.mu);
+		int fd = syncer.fd;
+		pthread_mutex_unlock(&syncer.mu);
+		int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+		pthread_mutex_lock(&syncer.mu);
+		syncer.rc = rc;
+		syncer.pending = false;
+		syncer.done = true;
+		pthread_cond_broadcast(&syncer.cond);
+	}
+	return NULL;
+}
+
+static void syncer_init(void)
+{
+	pthread_t t;
+	syncer.ok = pthread_create(&t, NULL, syncer_main, NULL) == 0;
+	if (syncer.ok)
+		pthread_detach(t);
+}
+
+/* fsyncs the client's fd and, at the same time, the deferred LTX files.
+ * Returns the first error. One job at a time (syncer.mu serialises). */
+static int fsync_with_ltx(struct db *db, int fd)
+{
+	pthread_once(&syncer.once, syncer_init);
+	if (db->log_fd < 0 || db->log_synced_end >= db->log_end || !syncer.ok) {
+		int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+		return rc == 0 ? sync_unsynced(db) : rc;
+	}
+	pthread_mutex_lock(&syncer.mu);
+	while (syncer.pending)
+		pthread_cond_wait(&syncer.cond, &syncer.mu);
+	syncer.fd = db->log_fd;
+	uint64_t end = db->log_end;
+	syncer.done = false;
+	syncer.pending = true;
+	pthread_cond_broadcast(&syncer.cond);
+	pthread_mutex_unlock(&syncer.mu);
+
+	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+
+	pthread_mutex_lock(&syncer.mu);
+	while (!syncer.done)
+		pthread_cond_wait(&syncer.cond, &syncer.mu);
+	int ltx_rc = syncer.rc;
+	syncer.done = false;
+	pthread_cond_broadcast(&syncer.cond);
+	pthread_mutex_unlock(&syncer.mu);
+	if (rc == 0)
+		rc = ltx_rc;
+	if (ltx_rc == 0)
+		db->log_synced_end = end;
+	return rc;
+}
+
 int db_fsync(struct db *db, enum db_kind kind, int fd)
 {
-	int rc = 0;
+	int rc;
 	if (kind == DB_KIND_POS)
 		return 0;
 	pthread_mutex_lock(&db->mu);
-	if (sys_fsync(fd) != 0)
-		rc = -errno;
 	/* The LTX files of earlier commits become durable with the client's
 	 * own sync (SQLITE-FILES.md §2.7, §3.6: FULL syncs -wal after every
 	 * commit; rollback modes sync the journal at the next transaction). */
-	if (rc == 0)
-		rc = sync_unsynced(db);
+	rc = fsync_with_ltx(db, fd);
 	if (rc != 0 && kind == DB_KIND_WAL && db->wal_commit_unsynced)
 		wal_undo_restore(db);
 	else if (rc == 0 || kind == DB_KIND_WAL)
@@ -1195,45 +1275,40 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 	return rc;
 }
 
-int db_refill_spares(struct db *db, int want)
+int db_sync_dir(struct db *db)
 {
+	int rc = 0;
 	pthread_mutex_lock(&db->mu);
-	uint64_t next = db->spare_next, end = db->spare_end;
-	bool idle = db->n_commits == db->spare_commits_seen;
-	db->spare_commits_seen = db->n_commits;
-	pthread_mutex_unlock(&db->mu);
-	/* Only databases that commit get a pool. */
-	if (idle || end - next >= (uint64_t)want / 2)
-		return 0;
-	int made = 0;
-	for (uint64_t seq = end; seq < next + (uint64_t)want; seq++) {
-		char name[64];
-		snprintf(name, sizeof(name), ".spare-%016" PRIx64, seq);
-		/* Only this thread creates spares, so names never collide. */
-		int fd = openat(db->ltx_dir_fd, name, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-		if (fd < 0)
-			break;
-		close(fd);
-		made++;
+	if (db->dir_dirty) {
+		rc = fsync(db->dir_fd) == 0 ? 0 : -errno;
+		if (rc == 0)
+			db->dir_dirty = false;
 	}
-	pthread_mutex_lock(&db->mu);
-	db->spare_end = end + (uint64_t)made;
 	pthread_mutex_unlock(&db->mu);
-	return made;
+	return rc;
 }
 
 void db_flush_pending(struct db *db)
 {
+	/* Sync a copy of the descriptor without holding db->mu, so commits go
+	 * on while the disk works. */
 	pthread_mutex_lock(&db->mu);
-	if (db->n_unsynced > 0 || db->unsynced_overflow) {
-		int rc = sync_unsynced(db);
-		if (rc != 0)
-			LOG_ERROR("db", "msg=\"cannot sync LTX files\" db=%s err=\"%s\"", db->name, err_str(rc));
-		/* A WAL commit whose client sync is still to come stays
-		 * revocable; anything else is final now. */
-		else if (!db->wal_commit_unsynced)
-			finalize_unsynced(db);
-	}
+	int fd = db->log_fd >= 0 && db->log_synced_end < db->log_end ? dup(db->log_fd) : -1;
+	uint64_t end = db->log_end, first = db->log_first_txid;
+	pthread_mutex_unlock(&db->mu);
+	if (fd < 0)
+		return;
+	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+	close(fd);
+	pthread_mutex_lock(&db->mu);
+	if (rc != 0)
+		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(-rc));
+	else if (db->log_first_txid == first && db->log_synced_end < end && end <= db->log_end)
+		db->log_synced_end = end;
+	/* A WAL commit whose client sync is still to come stays revocable;
+	 * anything else is final now. */
+	if (rc == 0 && !db->wal_commit_unsynced)
+		finalize_unsynced(db);
 	pthread_mutex_unlock(&db->mu);
 }
 
@@ -1251,7 +1326,6 @@ static int delete_database(struct db *db)
 			return rc;
 	} else {
 		memset(&p, 0, sizeof(p));
-		p.ltx_fd = -1;
 	}
 	if (sys_unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
 		rc = -errno;
@@ -1326,6 +1400,8 @@ int db_unlink(struct db *db, enum db_kind kind)
 		}
 		db->exists[kind] = false;
 	}
+	if (rc == 0)
+		db->dir_dirty = true;
 out:
 	pthread_mutex_unlock(&db->mu);
 	return rc;
@@ -1333,18 +1409,15 @@ out:
 
 /* ---- Retention and verification ---------------------------------------- */
 
-struct ltx_name {
-	uint64_t min_txid, max_txid;
-};
-
-static int cmp_ltx_name(const void *a, const void *b)
+static int cmp_u64(const void *a, const void *b)
 {
-	const struct ltx_name *x = a, *y = b;
-	return x->max_txid < y->max_txid ? -1 : x->max_txid > y->max_txid;
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
 }
 
-/* Lists ltx/ sorted by max TXID. Caller frees *out with free(). */
-static int list_ltx(int dir_fd, struct ltx_name **out, size_t *n_out)
+/* Lists the segments of ltx/ by first TXID, ascending. Caller frees *out
+ * with free(). */
+static int list_segments(int dir_fd, uint64_t **out, size_t *n_out)
 {
 	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -1354,16 +1427,16 @@ static int list_ltx(int dir_fd, struct ltx_name **out, size_t *n_out)
 		close(fd);
 		return -errno;
 	}
-	struct ltx_name *v = NULL;
+	uint64_t *v = NULL;
 	size_t n = 0, cap = 0;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
-		struct ltx_name ln;
-		if (ltx_parse_filename(de->d_name, &ln.min_txid, &ln.max_txid) != 0)
+		uint64_t first;
+		if (ltxlog_parse_name(de->d_name, &first) != 0)
 			continue;
 		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			struct ltx_name *nv = realloc(v, cap * sizeof(*nv));
+			cap = cap ? cap * 2 : 16;
+			uint64_t *nv = realloc(v, cap * sizeof(*nv));
 			if (nv == NULL) {
 				free(v);
 				closedir(d);
@@ -1371,10 +1444,10 @@ static int list_ltx(int dir_fd, struct ltx_name **out, size_t *n_out)
 			}
 			v = nv;
 		}
-		v[n++] = ln;
+		v[n++] = first;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), cmp_ltx_name);
+	qsort(v, n, sizeof(*v), cmp_u64);
 	*out = v;
 	*n_out = n;
 	return 0;
@@ -1382,39 +1455,39 @@ static int list_ltx(int dir_fd, struct ltx_name **out, size_t *n_out)
 
 int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 {
-	struct ltx_name *names = NULL;
+	uint64_t *firsts = NULL;
 	size_t n = 0;
 	int removed = 0;
 
 	pthread_mutex_lock(&db->mu);
-	int rc = list_ltx(db->ltx_dir_fd, &names, &n);
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
 	if (rc)
 		goto out;
-	/* The newest file is always kept: it carries the position. */
+	/* The newest segment is always kept: it carries the position. A
+	 * segment's last append is its mtime. */
+	size_t keep_from = 0;
 	for (size_t i = 0; i + 1 < n; i++) {
-		char fname[LTX_FILENAME_LEN];
+		char name[LTXLOG_NAME_LEN];
 		struct stat st;
-		ltx_format_filename(fname, names[i].min_txid, names[i].max_txid);
-		if (fstatat(db->ltx_dir_fd, fname, &st, 0) != 0)
-			continue;
+		ltxlog_format_name(name, firsts[i]);
+		if (fstatat(db->ltx_dir_fd, name, &st, 0) != 0)
+			break;
 		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 		if (now - mtime_ms < retention_ms)
 			break;
-		if (unlinkat(db->ltx_dir_fd, fname, 0) == 0)
-			removed++;
+		if (unlinkat(db->ltx_dir_fd, name, 0) != 0)
+			break;
+		removed++;
+		keep_from = i + 1;
 	}
-	db->oldest_txid = 0;
-	if (n > 0) {
-		free(names);
-		names = NULL;
-		if (list_ltx(db->ltx_dir_fd, &names, &n) == 0 && n > 0)
-			db->oldest_txid = names[0].min_txid;
+	db->oldest_txid = n > keep_from ? firsts[keep_from] : 0;
+	if (removed) {
+		db->dir_dirty = true;
+		LOG_DEBUG("db", "msg=\"retention removed LTX segments\" db=%s count=%d", db->name, removed);
 	}
-	if (removed)
-		LOG_DEBUG("db", "msg=\"retention removed LTX files\" db=%s count=%d", db->name, removed);
 out:
 	pthread_mutex_unlock(&db->mu);
-	free(names);
+	free(firsts);
 	return rc;
 }
 
@@ -1532,15 +1605,94 @@ static int sqlite_recover(struct db *db, const char *path)
 	return rc == SQLITE_OK ? 0 : -EIO;
 }
 
-/* Decodes an LTX file fully (checksums included); header/trailer out. */
-static int check_ltx_file(int dir_fd, const char *fname, struct ltx_header *h, struct ltx_trailer *t)
+/* Decodes one record fully (checksums included); header/trailer out. */
+static int check_record(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, struct ltx_trailer *t)
 {
-	int fd = openat(dir_fd, fname, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	struct ltxlog_reader r;
 	uint64_t off = 0;
-	int rc = ltx_decode_all(fdio_read, &fd, NULL, NULL, h, t, &off);
-	close(fd);
+	ltxlog_reader_init(&r, fd, rec);
+	return ltx_decode_all(ltxlog_read, &r, NULL, NULL, h, t, &off);
+}
+
+/*
+ * Finds the last good record of the newest segment, cutting off a torn or
+ * undecodable tail (a crash mid-append) and removing segments left empty.
+ * On return *have is true with the record's header, trailer, segment and
+ * offset when there is one.
+ */
+static int find_last_record(struct db *db, bool *have, struct ltx_header *h, struct ltx_trailer *t,
+			    uint64_t *seg_first, uint64_t *rec_off, size_t *n_segments)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	if (rc)
+		return rc;
+	*have = false;
+	db->oldest_txid = n > 0 ? firsts[0] : 0;
+	while (n > 0 && !*have) {
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, firsts[n - 1]);
+		int fd = openat(db->ltx_dir_fd, name, O_RDWR | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		struct ltxlog_rec *recs = NULL;
+		size_t nr = 0, cap = 0;
+		uint64_t off = 0;
+		struct ltxlog_rec rec;
+		while ((rc = ltxlog_read_rec(fd, off, (uint64_t)st.st_size, &rec)) == 1) {
+			if (nr == cap) {
+				cap = cap ? cap * 2 : 256;
+				struct ltxlog_rec *nv = realloc(recs, cap * sizeof(*nv));
+				if (nv == NULL) {
+					rc = ERR_NOMEM;
+					break;
+				}
+				recs = nv;
+			}
+			recs[nr++] = rec;
+			off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
+		}
+		if (rc == ERR_NOMEM) {
+			free(recs);
+			close(fd);
+			break;
+		}
+		rc = 0;
+		while (nr > 0) {
+			int crc = check_record(fd, &recs[nr - 1], h, t);
+			if (crc == 0)
+				break;
+			LOG_WARN("db", "msg=\"dropping an incomplete LTX record left by a crash\" db=%s segment=%s offset=%" PRIu64
+				       " err=\"%s\"", db->name, name, recs[nr - 1].offset, err_str(crc));
+			off = recs[--nr].offset;
+		}
+		if (off < (uint64_t)st.st_size) {
+			LOG_WARN("db", "msg=\"cutting a torn tail off an LTX segment\" db=%s segment=%s size=%lld end=%" PRIu64,
+				 db->name, name, (long long)st.st_size, off);
+			if (ftruncate(fd, (off_t)off) != 0)
+				rc = -errno;
+		}
+		if (nr > 0) {
+			*have = true;
+			*seg_first = firsts[n - 1];
+			*rec_off = recs[nr - 1].offset;
+		} else {
+			unlinkat(db->ltx_dir_fd, name, 0);
+			n--;
+		}
+		free(recs);
+		close(fd);
+		if (rc)
+			break;
+	}
+	*n_segments = n;
+	free(firsts);
 	return rc;
 }
 
@@ -1567,33 +1719,16 @@ static int write_full_ltx(struct db *db, uint32_t page_size, uint32_t n_pages)
 
 static int load_state(struct db *db, bool clean)
 {
-	struct ltx_name *names = NULL;
-	size_t n = 0;
 	struct ltx_header h = { 0 };
 	struct ltx_trailer t = { 0 };
 	bool have_last = false;
+	uint64_t seg_first = 0, rec_off = 0;
+	size_t n_segments = 0;
 	int rc;
 
-	rc = list_ltx(db->ltx_dir_fd, &names, &n);
+	rc = find_last_record(db, &have_last, &h, &t, &seg_first, &rec_off, &n_segments);
 	if (rc)
 		return rc;
-	/* The newest file may be incomplete after a crash: drop invalid ones. */
-	while (n > 0) {
-		char fname[LTX_FILENAME_LEN];
-		ltx_format_filename(fname, names[n - 1].min_txid, names[n - 1].max_txid);
-		rc = check_ltx_file(db->ltx_dir_fd, fname, &h, &t);
-		if (rc == 0) {
-			have_last = true;
-			break;
-		}
-		LOG_WARN("db", "msg=\"removing incomplete LTX file left by a crash\" db=%s file=%s err=\"%s\"",
-			 db->name, fname, err_str(rc));
-		unlinkat(db->ltx_dir_fd, fname, 0);
-		n--;
-	}
-	db->oldest_txid = n > 0 ? names[0].min_txid : 0;
-	free(names);
-
 	if (have_last) {
 		db->pos.txid = h.max_txid;
 		db->pos.checksum = t.post_apply_checksum;
@@ -1638,13 +1773,23 @@ static int load_state(struct db *db, bool clean)
 		return 0;
 	}
 	if (have_last && h.min_txid > 1 && c == h.pre_apply_checksum) {
-		/* The last LTX was written but its commit never reached the
+		/* The last record was written but its commit never reached the
 		 * database (crash between steps 1 and 2): it was not acknowledged. */
-		char fname[LTX_FILENAME_LEN];
-		ltx_format_filename(fname, h.min_txid, h.max_txid);
-		LOG_WARN("db", "msg=\"dropping LTX of a transaction that never committed\" db=%s file=%s", db->name, fname);
-		unlinkat(db->ltx_dir_fd, fname, 0);
-		/* Reload the position from the previous file. */
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, seg_first);
+		LOG_WARN("db", "msg=\"dropping LTX of a transaction that never committed\" db=%s txid=%016" PRIx64,
+			 db->name, h.min_txid);
+		int fd = openat(db->ltx_dir_fd, name, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || ftruncate(fd, (off_t)rec_off) != 0) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			return rc;
+		}
+		close(fd);
+		if (rec_off == 0)
+			unlinkat(db->ltx_dir_fd, name, 0);
+		/* Reload the position from the previous record. */
 		db->pos = (struct ltx_pos){ 0, 0 };
 		return load_state(db, false);
 	}
@@ -1658,23 +1803,6 @@ static int load_state(struct db *db, bool clean)
 	return write_full_ltx(db, ps ? ps : 4096, np);
 }
 
-/* Spare and temporary files left by the previous run are not LTX files. */
-static void remove_temporaries(struct db *db)
-{
-	int fd = openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	struct dirent *de;
-	if (d == NULL) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	while ((de = readdir(d)) != NULL)
-		if (!strncmp(de->d_name, ".spare-", 7) || !strncmp(de->d_name, ".tmp-", 5))
-			unlinkat(db->ltx_dir_fd, de->d_name, 0);
-	closedir(d);
-}
-
 int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out)
 {
 	struct db *db = calloc(1, sizeof(*db));
@@ -1684,7 +1812,7 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 		return ERR_NOMEM;
 	db->store = st;
 	db->id = id;
-	db->dir_fd = db->ltx_dir_fd = db->db_fd = -1;
+	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
 	pthread_mutex_init(&db->mu, NULL);
 	pgmap_init(&db->dirty);
 	pgmap_init(&db->wal.pages);
@@ -1708,7 +1836,6 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 		rc = -errno;
 		goto err;
 	}
-	remove_temporaries(db);
 	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
 		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
 	if (db->exists[DB_KIND_DB] && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
@@ -1738,6 +1865,7 @@ void db_close_clean(struct db *db)
 {
 	pthread_mutex_lock(&db->mu);
 	flush_unsynced(db);
+	close_segment(db);
 	int fd = -1;
 	/* A clean marker is only honest when nothing is in flight. */
 	if (db->dirty.count == 0 && !db->write_refused)
@@ -1756,8 +1884,8 @@ void db_free(struct db *db)
 {
 	if (db == NULL)
 		return;
-	for (int i = 0; i < db->n_unsynced; i++)
-		close(db->unsynced[i].fd);
+	if (db->log_fd >= 0)
+		close(db->log_fd);
 	pgmap_free(&db->undo.pages);
 	if (db->db_fd >= 0)
 		close(db->db_fd);

@@ -76,6 +76,7 @@ struct db {
 	int64_t pos_ts_ms;     /* its timestamp */
 	uint64_t oldest_txid;  /* oldest LTX file kept locally (0 = none) */
 	bool write_refused;    /* sticky: verification failed; refuse writes */
+	bool dir_dirty;        /* a backing file was created or removed since the last directory sync */
 
 	/* Rollback-journal transaction in progress: pages written to the db
 	 * file since the last commit point, with their checksum at first
@@ -84,14 +85,15 @@ struct db {
 
 	struct db_wal wal;
 
-	/* LTX files written in WAL mode whose fdatasync is deferred to the
-	 * client's next fsync of -wal (synchronous=FULL semantics). */
-	struct db_unsynced {
-		int fd;
-		uint64_t txid;
-	} unsynced[16];
-	int n_unsynced;
-	bool unsynced_overflow; /* LTX files were closed unsynced (NORMAL mode) */
+	/* The open LTX segment (ltxlog.h): records [0, log_end), durable up
+	 * to log_synced_end. Closed (-1) until the first commit after a start
+	 * or a rotation. In WAL mode the sync is deferred to the client's next
+	 * fsync of -wal (synchronous=FULL semantics). */
+	int log_fd;
+	uint64_t log_first_txid;
+	uint64_t log_end;
+	uint64_t log_synced_end;
+	int64_t log_created_ms;
 
 	/* The state before the first WAL commit not yet followed by a
 	 * successful fsync of -wal. SQLite treats a commit whose sync fails as
@@ -106,18 +108,13 @@ struct db {
 		uint32_t mx_frame, s0, s1;
 		struct pgmap pages;
 		uint64_t n_commits;
+		uint64_t log_end;
 	} undo;
 	/* The last operation on -wal was a commit frame: a following fsync is
 	 * that commit's sync. */
 	bool wal_commit_unsynced;
 
 	struct db_verify verify;
-
-	/* Pool of pre-created empty files ltx/.spare-<seq> for seq in
-	 * [spare_next, spare_end); only the store's background thread creates
-	 * them (db_refill_spares), commits consume them. */
-	uint64_t spare_next, spare_end;
-	uint64_t spare_commits_seen;
 
 	/* Counters for /metrics. */
 	uint64_t n_commits;
@@ -145,6 +142,10 @@ ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len,
 ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off);
 int db_truncate(struct db *db, enum db_kind kind, off_t size);
 int db_fsync(struct db *db, enum db_kind kind, int fd);
+/* fsyncs the database's backing directory if a file was created or
+ * removed since the last call (SQLite syncs the directory after creating
+ * a journal or WAL). Returns 0 or -errno. */
+int db_sync_dir(struct db *db);
 /* Unlinks a file; unlinking the database itself records a commit-0 LTX. */
 int db_unlink(struct db *db, enum db_kind kind);
 
@@ -156,12 +157,8 @@ struct ltx_pos db_pos(struct db *db);
  * times a second, so a commit never stays unsynced for long). */
 void db_flush_pending(struct db *db);
 
-/* Tops up the pool of spare LTX files of a database that committed since
- * the last call (creates them without holding db->mu). Returns how many
- * were created. */
-int db_refill_spares(struct db *db, int want);
-
-/* Deletes local LTX files older than retention_ms, keeping the newest. */
+/* Deletes LTX segments last written before now - retention_ms, always
+ * keeping the newest. */
 int db_enforce_retention(struct db *db, int64_t now_ms, int64_t retention_ms);
 
 /* Runs one step of background verification (up to max_pages pages).

@@ -45,6 +45,8 @@
 	X(ERR_LTX_COMMIT_ZERO_PAGES, -1035, "ltx: commit is zero but pages are present") \
 	X(ERR_DB_HEADER,        -1050, "not a SQLite database (bad header)") \
 	X(ERR_DB_SIZE,          -1051, "database file size is not a whole number of pages") \
+	X(ERR_LTXLOG_TORN,      -1080, "ltx log: record extends past the end of the segment (torn write)") \
+	X(ERR_LTXLOG_MAGIC,     -1081, "ltx log: bad record header") \
 	X(ERR_CONFIG,           -1100, "invalid configuration") \
 	X(ERR_UNSUPPORTED,      -1101, "not supported yet")
 

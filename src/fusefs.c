@@ -550,13 +550,13 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fus
 {
 	struct fusefs *fs = fs_of(req);
 	count(req, REQ_FSYNC, "fsyncdir", ino);
-	/* SQLite syncs the directory after creating a journal or WAL; make
-	 * every database directory's entries durable. */
+	/* SQLite syncs the directory after creating a journal or WAL; make the
+	 * entries of every database directory that changed durable. */
 	size_t n = store_count(fs->store);
 	for (size_t i = 0; i < n; i++) {
-		struct db *db = store_by_id(fs->store, (uint32_t)i);
-		if (fsync(db->dir_fd) != 0) {
-			fuse_reply_err(req, errno);
+		int rc = db_sync_dir(store_by_id(fs->store, (uint32_t)i));
+		if (rc) {
+			fuse_reply_err(req, -rc);
 			return;
 		}
 	}

@@ -236,8 +236,6 @@ static void *bg_main(void *arg)
 			if (db_verify_step(db, 256) == 1)
 				more = true;
 			db_flush_pending(db);
-			if (db_refill_spares(db, 64) > 0)
-				more = true;
 		}
 		if (mono_ms() >= next_retention) {
 			struct timespec now;

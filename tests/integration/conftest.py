@@ -125,8 +125,21 @@ class Node:
     def ltx_dir(self, name="db"):
         return self.data / "dbs" / name / "ltx"
 
+    def segments(self, name="db"):
+        """The node's LTX segments (ltxlog.h), oldest first."""
+        return sorted(self.ltx_dir(name).glob("*.ltxlog"))
+
     def ltx_files(self, name="db"):
-        return sorted(self.ltx_dir(name).glob("*.ltx"))
+        """One LTX file per transaction, in TXID order: the records of the
+        node's segments, written out by `litefs ltx split` into a fresh
+        directory (so every call sees the current state)."""
+        segs = self.segments(name)
+        self._splits = getattr(self, "_splits", 0) + 1
+        out = self.base / f"split-{self._splits}"
+        out.mkdir()
+        if segs:
+            run(LITEFS, "ltx", "split", "-o", out, *segs)
+        return sorted(out.glob("*.ltx"))
 
     def connect(self, name="db", **kw):
         kw.setdefault("timeout", 30)
@@ -144,6 +157,7 @@ def check_invariants(node, name="db", tmp=None):
     db = node.db(name)
     out = run("sqlite3", db, "PRAGMA integrity_check").stdout.strip()
     assert out == "ok", out
+    run(LITEFS, "ltx", "verify", *node.segments(name))
     files = node.ltx_files(name)
     assert files, "no LTX files"
     run(LITEFS, "ltx", "verify", *files)
