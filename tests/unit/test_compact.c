@@ -30,142 +30,25 @@
 #include "err.h"
 #include "fdio.h"
 #include "ltx.h"
+#include "testutil.h"
 
 /* ---- Helpers (shared in spirit with test_dbfile.c) -------------------- */
 
-static char tmp_dir[256];
-static uint64_t rng_state;
 
-static uint64_t rnd(void)
-{
-	rng_state ^= rng_state >> 12;
-	rng_state ^= rng_state << 25;
-	rng_state ^= rng_state >> 27;
-	return rng_state * 0x2545F4914F6CDD1Dull;
-}
 
-static uint32_t rnd_below(uint32_t n)
-{
-	return n ? (uint32_t)(rnd() % n) : 0;
-}
 
-static void seed(uint64_t s)
-{
-	rng_state = s * 0x9E3779B97F4A7C15ull + 1;
-}
 
-static const char *testdata(const char *rel, char *buf, size_t size)
-{
-	const char *dir = getenv("LITEFS_TESTDATA");
 
-	snprintf(buf, size, "%s/%s", dir && *dir ? dir : "../shared/testdata", rel);
-	return buf;
-}
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	int fd = open(path, O_RDONLY);
-	struct stat st;
 
-	assert_true(fd >= 0);
-	assert_int_equal(fstat(fd, &st), 0);
-	uint8_t *buf = malloc((size_t)st.st_size + 1);
-	assert_non_null(buf);
-	assert_int_equal(fdio_pread_full(fd, buf, (size_t)st.st_size, 0), (int)st.st_size);
-	close(fd);
-	*len = (size_t)st.st_size;
-	return buf;
-}
 
-static int new_file(const char *name)
-{
-	char path[512];
 
-	snprintf(path, sizeof(path), "%s/%s", tmp_dir, name);
-	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	assert_true(fd >= 0);
-	return fd;
-}
 
-static void write_all(int fd, const void *buf, size_t len)
-{
-	assert_int_equal(ftruncate(fd, 0), 0);
-	if (len)
-		assert_int_equal(fdio_pwrite_full(fd, buf, len, 0), 0);
-}
 
-static uint8_t *slurp(int fd, size_t *len)
-{
-	struct stat st;
 
-	assert_int_equal(fstat(fd, &st), 0);
-	uint8_t *buf = malloc((size_t)st.st_size + 1);
-	assert_non_null(buf);
-	assert_int_equal(fdio_pread_full(fd, buf, (size_t)st.st_size, 0), (int)st.st_size);
-	*len = (size_t)st.st_size;
-	return buf;
-}
 
-static void assert_fd_content(int fd, const uint8_t *data, size_t len)
-{
-	size_t got_len;
-	uint8_t *got = slurp(fd, &got_len);
 
-	assert_int_equal(got_len, len);
-	assert_true(len == 0 || memcmp(got, data, len) == 0);
-	free(got);
-}
 
-struct model {
-	uint32_t page_size;
-	uint32_t n_pages;
-	uint8_t *data;
-};
-
-static uint8_t *model_page(struct model *m, uint32_t pgno)
-{
-	return m->data + (size_t)(pgno - 1) * m->page_size;
-}
-
-static void model_resize(struct model *m, uint32_t n)
-{
-	size_t old = (size_t)m->n_pages * m->page_size, new = (size_t)n * m->page_size;
-
-	m->data = realloc(m->data, new ? new : 1);
-	assert_non_null(m->data);
-	if (new > old)
-		memset(m->data + old, 0, new - old);
-	m->n_pages = n;
-}
-
-static struct model model_copy(const struct model *m)
-{
-	struct model c = { .page_size = m->page_size, .n_pages = m->n_pages };
-	size_t len = (size_t)m->n_pages * m->page_size;
-
-	c.data = malloc(len ? len : 1);
-	assert_non_null(c.data);
-	memcpy(c.data, m->data, len);
-	return c;
-}
-
-static void model_free(struct model *m)
-{
-	free(m->data);
-	m->data = NULL;
-	m->n_pages = 0;
-}
-
-static uint64_t model_checksum(struct model *m)
-{
-	uint64_t chk = LTX_CHECKSUM_FLAG;
-	uint32_t lock = ltx_lock_pgno(m->page_size);
-
-	for (uint32_t p = 1; p <= m->n_pages; p++)
-		if (p != lock)
-			chk ^= ltx_page_checksum(p, model_page(m, p), m->page_size);
-	return LTX_CHECKSUM_FLAG | chk;
-}
 
 static void fill_page(uint8_t *page, uint32_t page_size)
 {
@@ -190,18 +73,6 @@ static uint32_t max_pages(uint32_t page_size)
 	return n < 3 ? 3 : n > 40 ? 40 : n;
 }
 
-static void encode_ltx(struct ltx_growbuf *out, const struct ltx_header *h, struct model *m,
-		       const uint32_t *pgnos, size_t n, uint64_t post)
-{
-	struct ltx_encoder *e = NULL;
-
-	memset(out, 0, sizeof(*out));
-	assert_int_equal(ltx_encoder_new(&e, h, ltx_growbuf_write, out), 0);
-	for (size_t i = 0; i < n; i++)
-		assert_int_equal(ltx_encoder_write_page(e, pgnos[i], model_page(m, pgnos[i])), 0);
-	assert_int_equal(ltx_encoder_finish(e, post, NULL), 0);
-	ltx_encoder_free(e);
-}
 
 static void encode_snapshot(struct ltx_growbuf *out, struct model *m, uint64_t txid, bool compress)
 {

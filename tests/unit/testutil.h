@@ -1,0 +1,52 @@
+/*
+ * testutil.h — helpers shared by the C unit tests: a seeded PRNG, test data
+ * paths, temporary files, and an in-memory model of a database used to
+ * build and check random LTX chains. Every helper asserts (cmocka) instead
+ * of returning errors.
+ */
+#ifndef LITEFS_TESTUTIL_H
+#define LITEFS_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "ltx.h"
+
+/* Directory for new_file(); each test program fills it in (mkdtemp). */
+extern char tmp_dir[256];
+
+void seed(uint64_t s);
+uint64_t rnd(void);
+uint32_t rnd_below(uint32_t n);
+
+/* Path of rel under the shared test data ($LITEFS_TESTDATA or
+ * ../shared/testdata), written into buf. */
+const char *testdata(const char *rel, char *buf, size_t size);
+/* Whole file; caller frees with free(). */
+uint8_t *read_file(const char *path, size_t *len);
+/* A fresh empty file in tmp_dir, opened O_RDWR. */
+int new_file(const char *name);
+void write_all(int fd, const void *buf, size_t len);
+off_t file_size(int fd);
+/* Whole content of fd; caller frees with free(). */
+uint8_t *slurp(int fd, size_t *len);
+void assert_fd_content(int fd, const uint8_t *data, size_t len);
+
+struct model {
+	uint32_t page_size;
+	uint32_t n_pages;
+	uint8_t *data;
+};
+
+uint8_t *model_page(struct model *m, uint32_t pgno);
+void model_resize(struct model *m, uint32_t n);
+struct model model_copy(const struct model *m);
+void model_free(struct model *m);
+uint64_t model_checksum(struct model *m);
+/* Encodes the pages listed (pgnos[0..n)) of m under header h. */
+void encode_ltx(struct ltx_growbuf *out, const struct ltx_header *h, struct model *m,
+		       const uint32_t *pgnos, size_t n, uint64_t post);
+
+#endif
