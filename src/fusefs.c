@@ -32,6 +32,7 @@
  */
 #define FUSE_USE_VERSION 35
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -618,8 +619,14 @@ static const struct fuse_lowlevel_ops ops = {
  * it is unmounted; clear that before mounting again. */
 static void clear_stale_mount(const char *mountpoint)
 {
-	struct stat st;
-	if (stat(mountpoint, &st) == 0 || errno != ENOTCONN)
+	/* stat() may be answered from the kernel's attribute cache even on a
+	 * dead connection; opening the directory always reaches the daemon. */
+	DIR *d = opendir(mountpoint);
+	if (d != NULL) {
+		closedir(d);
+		return;
+	}
+	if (errno != ENOTCONN)
 		return;
 	LOG_WARN("fuse", "msg=\"clearing a stale mount left by a crash\" dir=%s", mountpoint);
 	if (umount2(mountpoint, MNT_DETACH) != 0)

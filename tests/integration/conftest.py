@@ -81,7 +81,13 @@ class Node:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if is_mounted(self.mnt):
-                return
+                try:
+                    # A stale mount left by a killed node is listed too but
+                    # answers ENOTCONN; wait for a live one.
+                    os.listdir(self.mnt)  # stat may be answered from cache
+                    return
+                except OSError:
+                    pass
             if self.proc.poll() is not None:
                 raise RuntimeError(f"litefs exited with {self.proc.returncode}:\n{self.log_text()}")
             time.sleep(0.02)

@@ -436,3 +436,47 @@ def test_if_primary_worker_runs_while_primary(node, tmp_path):
     assert marker.read_text().split() == ["started"]
     n.stop()
     assert marker.read_text().split() == ["started", "stopped"]
+
+
+def test_stale_mount_after_kill9_is_cleared(node):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    n.proc.kill()
+    n.proc.wait()
+    n.proc = None
+    n.logf.close()
+    # The mount is left behind, answering "Transport endpoint is not connected".
+    with pytest.raises(OSError):
+        os.listdir(n.mnt)
+    n.start()
+    assert "clearing a stale mount" in n.log_text()
+    assert cli(n, "SELECT count(*) FROM t").stdout.strip() == "1"
+    check_invariants(n)
+
+
+def header_fields(path):
+    out = run(LITEFS, "ltx", "dump", path).stdout
+    fields = {}
+    for line in out.splitlines():
+        if ":" in line and not line.startswith(" "):
+            k, v = line.split(":", 1)
+            fields[k.strip().lower()] = v.strip()
+    return fields
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_ltx_headers_carry_node_id_wal_fields_and_compression(node, compress):
+    n = node()
+    n.config.write_text(n.config.read_text().replace(
+        f"  dir: {n.data}\n", f"  dir: {n.data}\n  compress: {'true' if compress else 'false'}\n"))
+    n.start()
+    cli(n, "PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+    cli(n, "INSERT INTO t VALUES (1);")
+    node_id = (n.data / "id").read_text().strip()
+    files = n.ltx_files()
+    last = header_fields(files[-1])
+    assert ("lz4" in last["flags"]) == compress
+    assert node_id in last["node id"].lower()
+    assert last["wal offset"] != "0" and last["wal size"] != "0"
+    first = header_fields(files[0])
+    assert first["wal offset"] == "0"  # the switch to WAL is a rollback-journal commit
