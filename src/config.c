@@ -56,6 +56,8 @@
  * reporting it.
  */
 static const bool have_lease_consul = false;
+static const bool have_lease_etcd = false;
+static const bool have_replication = false;
 static const bool have_proxy = false;
 static const bool have_backup = false;
 static const bool have_tracing_log = false;
@@ -2240,6 +2242,10 @@ size_t config_unsupported(const struct config *c, struct config_issue *out, size
 	} while (0)
 	ISSUE(!have_lease_consul && !strcmp(c->lease.type, "consul"), true,
 	      "lease.type: consul is not supported yet; use etcd or static");
+	ISSUE(!have_lease_etcd && !strcmp(c->lease.type, "etcd"), true,
+	      "lease.type: etcd is not supported yet; use static");
+	ISSUE(!have_replication && !strcmp(c->lease.type, "static") && !c->lease.candidate, true,
+	      "lease.candidate: false makes this node a replica, and replication is not supported yet");
 	ISSUE(!have_proxy && c->proxy.target[0], true, "proxy is not supported yet");
 	ISSUE(!have_backup && c->backup.type[0], true, "backup is not supported yet");
 	ISSUE(!have_database_filter && c->lease.databases.n > 0, true,

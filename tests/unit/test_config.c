@@ -1222,8 +1222,21 @@ static void test_unsupported(void **state)
 	assert_int_equal(config_unsupported(&cfg, is, 1), 5);
 	config_free(&cfg);
 
-	/* etcd and static are supported. */
+	/* etcd parses and validates, but the mount refuses it until it lands. */
 	assert_int_equal(parse(DIRS "lease:\n  type: etcd\n  etcd:\n    endpoints: [http://e:2379]\n", &cfg), 0);
+	assert_int_equal(config_unsupported(&cfg, is, 8), 1);
+	assert_string_equal(is[0].msg, "lease.type: etcd is not supported yet; use static");
+	assert_true(is[0].fatal);
+	config_free(&cfg);
+
+	/* A static replica needs replication. */
+	assert_int_equal(parse(DIRS "lease:\n  type: static\n  candidate: false\n", &cfg), 0);
+	assert_int_equal(config_unsupported(&cfg, is, 8), 1);
+	assert_true(is[0].fatal);
+	config_free(&cfg);
+
+	/* A static primary is supported. */
+	assert_int_equal(parse(DIRS "lease:\n  type: static\n  candidate: true\n", &cfg), 0);
 	assert_int_equal(config_unsupported(&cfg, is, 8), 0);
 	config_free(&cfg);
 }
