@@ -41,10 +41,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <poll.h>
+#include <signal.h>
+#include <time.h>
 #include <pthread.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -66,7 +65,9 @@ struct fusefs {
 	double attr_timeout;
 	bool debug;
 	bool mounted;
-	int stop_fd; /* eventfd: written to end the request loop */
+	atomic_bool stopping;
+	pthread_t workers[8]; /* used only by the thread in fusefs_run */
+	int n_workers;
 	atomic_ulong stats[14];
 };
 
@@ -641,15 +642,9 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 	if (fs == NULL)
 		return ERR_NOMEM;
 	fs->store = st;
-	fs->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (fs->stop_fd < 0) {
-		free(fs);
-		return -errno;
-	}
 	fs->attr_timeout = opts->attr_timeout;
 	fs->debug = opts->debug;
 	if ((fs->mountpoint = strdup(opts->mountpoint)) == NULL) {
-		close(fs->stop_fd);
 		free(fs);
 		return ERR_NOMEM;
 	}
@@ -689,84 +684,81 @@ err:
 }
 
 /*
- * The request loop. libfuse's own multi-threaded loop blocks in read() of
- * /dev/fuse and can only be woken by a signal or by the end of the kernel
- * connection, which a lazy unmount postpones until the last client closes
- * its files. Our workers poll the device and an eventfd instead, so a
- * shutdown ends them at once; destroying the session then closes the
- * device, which ends the connection for any client still holding a file.
+ * The request loop. Workers block in read() of /dev/fuse, where the kernel
+ * wakes exactly one waiter per request (an exclusive wait). libfuse's own
+ * loop does the same but can only be stopped by a signal it installs
+ * itself or by the end of the connection, which a lazy unmount postpones
+ * until the last client closes its files. To stop, we mark the session
+ * exited, unmount, and interrupt each worker with SIGUSR2 (a handler that does nothing, installed without SA_RESTART, so
+ * read() returns EINTR). Destroying the session then closes the device,
+ * which ends the connection for any client still holding a file. The
+ * thread in fusefs_run, which joins the workers, is the only one that
+ * signals them: a joined thread's ID must not be used again.
+ *
+ * (An earlier version waited in per-worker epoll sets; a blocking read
+ * saves a wake-up and a syscall per request.)
  */
 #define FUSE_WORKERS 8
+#define WAKE_SIGNAL SIGUSR2
+
+static void wake_handler(int sig)
+{
+	(void)sig;
+}
 
 static void *worker_main(void *arg)
 {
 	struct fusefs *fs = arg;
 	struct fuse_buf buf;
-	int dev = fuse_session_fd(fs->se);
+	sigset_t wake;
 
-	/* Each worker waits in its own epoll set; EPOLLEXCLUSIVE on the device
-	 * wakes one worker per request instead of all of them. */
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = dev };
-	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, dev, &ev) != 0) {
-		LOG_ERROR("fuse", "msg=\"epoll setup failed\" err=\"%s\"", strerror(errno));
-		if (ep >= 0)
-			close(ep);
-		return NULL;
-	}
-	ev = (struct epoll_event){ .events = EPOLLIN, .data.fd = fs->stop_fd };
-	epoll_ctl(ep, EPOLL_CTL_ADD, fs->stop_fd, &ev);
-
+	sigemptyset(&wake);
+	sigaddset(&wake, WAKE_SIGNAL);
+	pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
 	memset(&buf, 0, sizeof(buf));
-	while (!fuse_session_exited(fs->se)) {
-		struct epoll_event got[2];
-		int n = epoll_wait(ep, got, 2, -1);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		bool stop = false;
-		for (int i = 0; i < n; i++)
-			stop |= got[i].data.fd == fs->stop_fd;
-		if (stop)
-			break;
-		/* Drain what is queued before waiting again. */
-		for (;;) {
-			int res = fuse_session_receive_buf(fs->se, &buf);
-			if (res == -EINTR)
-				continue;
-			if (res == -EAGAIN)
-				break;
-			if (res <= 0)
-				goto out; /* 0: the file system was unmounted */
-			fuse_session_process_buf(fs->se, &buf);
-		}
+	while (!atomic_load(&fs->stopping) && !fuse_session_exited(fs->se)) {
+		int res = fuse_session_receive_buf(fs->se, &buf);
+		if (res == -EINTR || res == -EAGAIN)
+			continue;
+		if (res <= 0)
+			break; /* 0: the file system was unmounted */
+		fuse_session_process_buf(fs->se, &buf);
 	}
-out:
 	free(buf.mem);
-	close(ep);
-	/* Wake the other workers too. */
-	uint64_t one = 1;
-	if (write(fs->stop_fd, &one, sizeof(one)) < 0) {
-		/* The counter cannot overflow here; nothing to do. */
-	}
 	return NULL;
 }
 
 int fusefs_run(struct fusefs *fs)
 {
-	pthread_t tids[FUSE_WORKERS];
-	int n = 0;
-	int dev = fuse_session_fd(fs->se);
-	fcntl(dev, F_SETFL, fcntl(dev, F_GETFL) | O_NONBLOCK);
-	for (; n < FUSE_WORKERS; n++)
-		if (pthread_create(&tids[n], NULL, worker_main, fs) != 0)
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = wake_handler; /* no SA_RESTART: read() must return EINTR */
+	sigemptyset(&sa.sa_mask);
+	sigaction(WAKE_SIGNAL, &sa, NULL);
+
+	for (fs->n_workers = 0; fs->n_workers < FUSE_WORKERS && !atomic_load(&fs->stopping); fs->n_workers++)
+		if (pthread_create(&fs->workers[fs->n_workers], NULL, worker_main, fs) != 0)
 			break;
+	int n = fs->n_workers;
 	if (n == 0)
 		return -EAGAIN;
-	for (int i = 0; i < n; i++)
-		pthread_join(tids[i], NULL);
+	for (int i = 0; i < n; i++) {
+		/* A worker that was between its check of the flag and read() when
+		 * the signal came blocks again: keep interrupting until it ends. */
+		for (;;) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += 50 * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			if (pthread_timedjoin_np(fs->workers[i], NULL, &ts) == 0)
+				break;
+			if (atomic_load(&fs->stopping))
+				pthread_kill(fs->workers[i], WAKE_SIGNAL);
+		}
+	}
 	return 0;
 }
 
@@ -774,15 +766,15 @@ void fusefs_stop(struct fusefs *fs)
 {
 	if (fs == NULL || fs->se == NULL)
 		return;
+	atomic_store(&fs->stopping, true);
 	fuse_session_exit(fs->se);
 	if (fs->mounted) {
 		fuse_session_unmount(fs->se);
 		fs->mounted = false;
 		LOG_INFO("fuse", "msg=unmounted dir=%s", fs->mountpoint);
 	}
-	uint64_t one = 1;
-	if (write(fs->stop_fd, &one, sizeof(one)) < 0)
-		LOG_WARN("fuse", "msg=\"cannot wake the request loop\" err=\"%s\"", strerror(errno));
+	/* fusefs_run interrupts the workers: only the thread that joins them
+	 * may signal them (a joined thread's ID is gone). */
 }
 
 void fusefs_unmount(struct fusefs *fs)
@@ -794,7 +786,6 @@ void fusefs_unmount(struct fusefs *fs)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
-	close(fs->stop_fd);
 	free(fs->mountpoint);
 	free(fs);
 }
