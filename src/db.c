@@ -44,18 +44,21 @@
  * header in WAL mode, db writes pass through untracked.
  *
  * Ordering (what makes every failure old-or-new, never a mix):
- *   1. build the LTX and write it to ltx/<txid>-<txid>.ltx;
+ *   1. build the LTX and append it as a record of the open segment
+ *      (ltxlog.h: data first, record header last);
  *   2. perform the client's operation that commits (unlink, truncate,
  *      the write of the commit frame) on the backing file;
  *   3. only then advance pos, n_pages, the WAL index and clear `dirty`.
  * If 1 fails, the client's operation fails and nothing changed. If 2
- * fails, the LTX is removed and the state is as before (SQLite sees an I/O
- * error and its journal or WAL still describes the old state). A crash
- * between 1 and 2 leaves an LTX whose pre-apply equals the database:
- * recovery (db_load) drops it. Rollback mode fdatasyncs the LTX at once
- * (SQLite has already synced the db before its commit point); WAL mode
- * defers the fdatasync to the client's fsync of -wal, so synchronous=FULL
- * is durable and NORMAL stays fast, as in SQLite.
+ * fails, the record is cut off the segment again and the state is as
+ * before (SQLite sees an I/O error and its journal or WAL still describes
+ * the old state). A crash between 1 and 2 leaves a record whose pre-apply
+ * equals the database: recovery (db_load) drops it. The segment is synced
+ * with the client's next fsync (concurrently, on a helper thread), or by
+ * the store's background flush: synchronous=FULL is durable and NORMAL
+ * stays fast, as in SQLite. SQLite treats a WAL commit whose fsync fails
+ * as not committed, so the state before the first unsynced WAL commit is
+ * kept (db->undo) and restored when that fsync fails.
  *
  * Invariants (checked by the tests, tests/integration/test_mount.py):
  *   I1. pos.checksum == checksum of the logical database.
@@ -364,7 +367,6 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	uint32_t next_new = old_n + 1;
 	for (;;) {
 		uint32_t pgno;
-		bool from_keys;
 		while (ki < n_keys && keys[ki] > new_n_pages && keys[ki] > old_n)
 			ki++; /* touched but beyond both sizes: nothing to do */
 		uint32_t kp = ki < n_keys ? keys[ki] : UINT32_MAX;
@@ -373,16 +375,13 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 			break;
 		if (kp <= np) {
 			pgno = kp;
-			from_keys = true;
 			ki++;
 			if (kp == np)
 				next_new++;
 		} else {
 			pgno = np;
-			from_keys = false;
 			next_new++;
 		}
-		(void)from_keys;
 		if (pgno == lock)
 			continue;
 
