@@ -985,6 +985,20 @@ static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, o
 		LOG_WARN("db", "msg=\"write refused: database failed verification\" db=%s", db->name);
 		return -EROFS;
 	}
+	if (ps == 0 && off != 0 && db->exists[DB_KIND_JOURNAL]) {
+		/* A brand-new database whose first transaction spills pages
+		 * before page 1 (SQLite keeps page 1 pinned): the journal's
+		 * header, written before any db write, has the page size. */
+		uint8_t jh[28];
+		int jfd = open_backing(db, DB_KIND_JOURNAL, O_RDONLY);
+		if (jfd >= 0) {
+			if (fdio_pread_full(jfd, jh, sizeof(jh), 0) == (int)sizeof(jh))
+				ps = be32(jh + 24);
+			close(jfd);
+		}
+		if (!ltx_is_valid_page_size(ps))
+			ps = 0;
+	}
 	if (ps == 0) {
 		/* A brand-new database: the first write must be a SQLite header. */
 		if (off != 0 || len < 100 || memcmp(buf, SQLITE_HDR_MAGIC, 16) != 0 ||

@@ -480,3 +480,21 @@ def test_ltx_headers_carry_node_id_wal_fields_and_compression(node, compress):
     assert last["wal offset"] != "0" and last["wal size"] != "0"
     first = header_fields(files[0])
     assert first["wal offset"] == "0"  # the switch to WAL is a rollback-journal commit
+
+
+@pytest.mark.parametrize("mode", ["delete", "wal"])
+def test_new_database_whose_first_transaction_spills(node, mode):
+    # SQLite keeps page 1 pinned during a write transaction: with a small
+    # cache, a large first transaction writes other pages before page 1.
+    n = node().start()
+    con = n.connect(isolation_level=None)
+    con.execute("PRAGMA cache_size=5")
+    con.execute("BEGIN")
+    con.execute("CREATE TABLE t(x)")
+    con.executemany("INSERT INTO t VALUES (?)", [(os.urandom(3000),) for _ in range(500)])
+    con.execute("COMMIT")
+    con.execute(f"PRAGMA journal_mode={mode}")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.close()
+    assert cli(n, "SELECT count(*) FROM t").stdout.strip() == "501"
+    check_invariants(n)
