@@ -1,14 +1,1405 @@
-/* http.c — placeholder until the HTTP API lands. */
-#include <stddef.h>
+/*
+ * http.c — the node's HTTP API on http.addr (libmicrohttpd):
+ *
+ *   GET  /info              node and database summary (JSON)
+ *   GET  /metrics           Prometheus text format
+ *   POST /import?name=NAME  body: a SQLite file; becomes ONE transaction
+ *   GET  /export?name=NAME  a consistent copy of the database as a SQLite file
+ *
+ * The reference for clients is docs/http.md; this comment says why the code
+ * is shaped the way it is.
+ *
+ * THREADING
+ *
+ * MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION. Import
+ * and export handlers block for a long time by nature: a busy timeout while
+ * another client holds a lock (up to HTTP_BUSY_TIMEOUT_MS), PRAGMA
+ * integrity_check over a file of gigabytes, a page-by-page backup through
+ * the FUSE mount. In a fixed thread pool a few of those would starve the
+ * cheap requests (/metrics scrapes, /info health checks); with a thread per
+ * connection a slow request only ever delays itself. The number of threads
+ * is bounded by MHD_OPTION_CONNECTION_LIMIT. MHD_USE_AUTO picks poll() over
+ * select(), so a descriptor number above FD_SETSIZE (the node holds many
+ * descriptors) cannot break a connection.
+ *
+ * The handlers take no lock of their own while they do SQLite I/O on the
+ * mount; they only take db.mu (and, through store_*, store.mu) for short
+ * copies of a database's fields, in the documented order store.mu before
+ * db.mu. So a request can never deadlock with the FUSE threads that serve
+ * its own I/O.
+ *
+ * IMPORT (POST /import?name=NAME)
+ *
+ *   1. First call of the access handler (headers only): check the method,
+ *      the name (store_valid_db_name) and Content-Length (<= 64 GiB, else
+ *      413), and create a temp file <data.dir>/tmp/http-import-XXXXXX. A
+ *      refusal is sent at once when the client waits for "100 Continue"
+ *      (it then never sends the body) or the body is large; a small body
+ *      is drained first, because replying early makes MHD close a socket
+ *      with unread bytes, which the kernel turns into a reset that can
+ *      reach the client before the reply (import_begin).
+ *   2. Body chunks are appended to the temp file as they arrive: the body
+ *      is never held in memory. A chunked body that grows past the cap
+ *      aborts the connection (there is no way to reply mid-body).
+ *   3. End of body: validate the copy — the SQLite header ("SQLite format
+ *      3\0", a valid page size, file format versions 1 or 2, a size that is
+ *      a whole number of pages), then PRAGMA integrity_check through
+ *      libsqlite3, opened read-only with immutable=1 so that no journal or
+ *      WAL next to the temp file is ever consulted. Nothing about the live
+ *      database has been touched yet, so a rejection leaves it unchanged.
+ *   4. Copy with the SQLite online backup API into the MOUNTED path
+ *      (<fuse.dir>/NAME), through a connection with a busy timeout. The
+ *      backup writes every page inside one write transaction of the live
+ *      database, so the mount captures exactly one LTX through its normal
+ *      commit path, with SQLite's own locking against other clients. The
+ *      backup is stepped in chunks only so that shutdown can interrupt it;
+ *      the destination transaction spans all steps and commits once.
+ *
+ *   Journal modes. An existing database keeps its journal mode: SQLite's
+ *   backup already keeps a WAL destination in WAL mode, and a WAL-mode file
+ *   imported into a rollback-mode database would switch it to WAL, so the
+ *   header of the temp copy is set to rollback (bytes 18/19 = 1, exactly
+ *   what PRAGMA journal_mode=DELETE writes on a checkpointed file). The
+ *   same rewrite lets immutable=1 open WAL-mode files. A new database is
+ *   therefore created in rollback mode; clients switch it to WAL as usual.
+ *   Page sizes must match a non-empty destination: the mount refuses page
+ *   size changes (an LTX chain has one page size), and SQLite refuses them
+ *   for WAL destinations; both are reported as 409 before any write.
+ *
+ *   The reply carries db_pos() read right after the backup committed. If
+ *   another client commits in between, the position includes that commit
+ *   too (logged); it is never older than the import.
+ *
+ * EXPORT (GET /export?name=NAME)
+ *
+ *   A consistent copy needs a read transaction whose snapshot is known to
+ *   match db_pos(). Two connections on the mounted path:
+ *     A (read-write): BEGIN IMMEDIATE — no other writer can commit now;
+ *     B (read-only):  BEGIN; SELECT ... — B's snapshot is the latest commit;
+ *     read db_pos()  — that commit's position (the mount advances the
+ *                      position before the committing client unlocks);
+ *     A: ROLLBACK    — writers may proceed; B keeps its snapshot.
+ *   Then the backup API copies B's snapshot into a temp file: backup_step
+ *   reuses a read transaction that is already open on the source connection
+ *   (it only closes one it opened itself), so the copy is exactly the state
+ *   named by Litefs-Pos, however many commits happen meanwhile in WAL mode.
+ *   In rollback modes B's SHARED lock holds writers off until the copy is
+ *   done, as any SQLite reader does. If A cannot start (neither busy nor
+ *   interrupted, e.g. a read-only database), the position is still exact in
+ *   rollback modes (B's lock) and is omitted in WAL mode.
+ *   The temp file is opened, unlinked, and streamed with
+ *   MHD_create_response_from_fd64 (sendfile), so it vanishes with the
+ *   response whatever happens to the connection.
+ *
+ * TEMP FILES live in <data.dir>/tmp (same file system as the data, which is
+ * where the space is provisioned). Leftovers of a crash carry our prefixes
+ * and are removed by http_start().
+ *
+ * ERRORS are JSON {"error": "..."} with a status: 400 bad input, 404 unknown
+ * path or database, 405 wrong method (with Allow), 409 conflicts with the
+ * live database, 413 too large, 503 busy or shutting down, 507 no space,
+ * 500 otherwise. Each decision is logged once (mod=http).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "db.h"
+#include "err.h"
+#include "fusefs.h"
 #include "http.h"
+#include "sqlchild.h"
+#include "log.h"
+#include "ltx.h"
+#include "store.h"
+
+#define HTTP_MAX_IMPORT_BYTES (64ull << 30)
+#define HTTP_DRAIN_MAX (1u << 20)
+#define HTTP_BUSY_TIMEOUT_MS 30000
+#define HTTP_BUSY_STEP_US 500
+#define HTTP_CONNECTION_LIMIT 64u
+#define HTTP_CONNECTION_TIMEOUT_S 300u
+#define HTTP_TMP_SUBDIR "tmp"
+#define HTTP_TMP_IMPORT_PREFIX "http-import-"
+#define HTTP_TMP_EXPORT_PREFIX "http-export-"
+#define HTTP_MSG_LEN 512
+
+struct http_server {
+	struct store *st;       /* borrowed */
+	struct fusefs *fs;      /* borrowed */
+	struct MHD_Daemon *daemon;
+	char *tmp_dir;          /* owned: <data.dir>/tmp */
+	atomic_bool stopping;   /* set by http_stop(); interrupts SQLite work */
+
+	/* Counters for /metrics (since start). */
+	atomic_ulong n_import_ok, n_import_err, n_export_ok, n_export_err;
+};
+
+/* Per-request state of POST /import, from the first call of the access
+ * handler to the completion callback, which frees it. */
+struct import_req {
+	char name[256];
+	int fd;                 /* temp file, -1 once closed */
+	char *tmp_path;         /* owned; unlinked on completion */
+	uint64_t n_bytes;       /* body bytes written so far */
+	unsigned fail_status;   /* non-zero: discard the body, reply this */
+	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
+	char fail_msg[HTTP_MSG_LEN];
+};
+
+/* A copy of a database's fields, taken under db.mu. */
+struct db_view {
+	struct db *db;
+	bool exists;
+	uint32_t page_size, n_pages;
+	bool wal_mode, write_refused;
+	struct ltx_pos pos;
+	int64_t ts_ms;
+	uint64_t n_commits;
+	uint64_t oldest_txid;
+	uint64_t ltx_count, ltx_bytes; /* filled by /metrics only */
+};
+
+static void db_view_take(struct db *db, struct db_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	pthread_mutex_lock(&db->mu);
+	v->exists = db->exists[DB_KIND_DB];
+	v->page_size = db->page_size;
+	v->n_pages = db->n_pages;
+	v->wal_mode = db->wal_mode;
+	v->write_refused = db->write_refused;
+	v->pos = db->pos;
+	v->ts_ms = db->pos_ts_ms;
+	v->n_commits = db->n_commits;
+	v->oldest_txid = db->oldest_txid;
+	pthread_mutex_unlock(&db->mu);
+}
+
+/* Replaces characters that would break a logfmt quoted value. */
+static void log_sanitize(char *s)
+{
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
+			*s = '\'';
+}
+
+/* ---- Responses ---------------------------------------------------------- */
+
+/* A JSON string; bytes that are not valid UTF-8 (database names may hold
+ * any byte but '/' and controls) are replaced by '?'. NULL on OOM. */
+static json_t *jstr(const char *s)
+{
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	char *c = strdup(s);
+	if (!c)
+		return NULL;
+	for (char *p = c; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	j = json_string(c);
+	free(c);
+	return j;
+}
+
+/* Queues body (takes ownership of a malloc'd buffer); allow, if not NULL,
+ * becomes the Allow header. */
+static enum MHD_Result respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
+				   size_t len, const char *allow)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* Takes ownership of obj. */
+static enum MHD_Result respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	json_decref(obj);
+	if (!s)
+		return MHD_NO;
+	size_t n = strlen(s);
+	char *t = realloc(s, n + 2);
+	if (!t) {
+		free(s);
+		return MHD_NO;
+	}
+	t[n] = '\n';
+	t[n + 1] = '\0';
+	return respond_buf(conn, status, "application/json", t, n + 1, allow);
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+	json_t *o = json_object();
+	if (o)
+		json_object_set_new(o, "error", jstr(msg));
+	return respond_json(conn, status, o, NULL);
+}
+
+static enum MHD_Result respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static enum MHD_Result respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+{
+	char msg[HTTP_MSG_LEN];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return respond_error(conn, status, msg);
+}
+
+static enum MHD_Result respond_method_not_allowed(struct MHD_Connection *conn, const char *method,
+						   const char *url, const char *allow)
+{
+	char msg[HTTP_MSG_LEN];
+	snprintf(msg, sizeof(msg), "method %.40s not allowed on %s (allowed: %s)", method, url, allow);
+	json_t *o = json_object();
+	if (o)
+		json_object_set_new(o, "error", jstr(msg));
+	return respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, allow);
+}
+
+/* ---- Query parameters --------------------------------------------------- */
+
+/* Copies the "name" query parameter into out after validating it. Returns
+ * 0, or an HTTP status with msg filled. */
+static unsigned get_db_name(struct MHD_Connection *conn, char *out, size_t out_len, char *msg, size_t msg_len)
+{
+	const char *v = NULL;
+	size_t n = 0;
+
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "name", 4, &v, &n) != MHD_YES) {
+		snprintf(msg, msg_len, "missing query parameter: name");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (v == NULL)
+		n = 0;
+	/* A decoded %00 would silently truncate the name: refuse it. */
+	if (n == 0 || memchr(v, '\0', n) != NULL || n >= out_len) {
+		snprintf(msg, msg_len, "invalid database name: must be 1 to 200 bytes without NUL");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	memcpy(out, v, n);
+	out[n] = '\0';
+	if (!store_valid_db_name(out)) {
+		snprintf(msg, msg_len,
+			 "invalid database name: 1 to 200 bytes, no '/', no control bytes, no leading '.', "
+			 "not ending in -journal, -wal, -shm or -pos");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	return 0;
+}
+
+/* ---- Paths -------------------------------------------------------------- */
+
+/* <mountpoint>/<name>, never parsed by SQLite as a URI. Caller frees. */
+static char *mount_path(struct http_server *srv, const char *name)
+{
+	const char *mnt = fusefs_mountpoint(srv->fs);
+	char *p = NULL;
+	if (asprintf(&p, "%s%s/%s", mnt[0] == '/' ? "" : "./", mnt, name) < 0)
+		return NULL;
+	return p;
+}
+
+/* "file:<percent-encoded path>?immutable=1" for read-only validation of a
+ * private temp file. Caller frees. */
+static char *immutable_uri(const char *path)
+{
+	size_t n = strlen(path);
+	char *u = malloc(5 + 3 * n + 13);
+	if (!u)
+		return NULL;
+	char *p = u;
+	memcpy(p, "file:", 5);
+	p += 5;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)path[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
+			*p++ = (char)c;
+		} else {
+			sprintf(p, "%%%02X", c);
+			p += 3;
+		}
+	}
+	strcpy(p, "?immutable=1");
+	return u;
+}
+
+/* Creates a temp file <tmp_dir>/<prefix>XXXXXX. Returns the fd (caller
+ * closes) and *path (caller frees, and unlinks), or -errno. */
+static int make_temp(struct http_server *srv, const char *prefix, char **path)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%sXXXXXX", srv->tmp_dir, prefix) < 0)
+		return -ENOMEM;
+	int fd = mkostemp(p, O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		free(p);
+		return rc;
+	}
+	*path = p;
+	return fd;
+}
+
+/* Removes leftovers of a previous process (a crash mid-request). */
+static void clean_tmp_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	int n = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, HTTP_TMP_IMPORT_PREFIX, strlen(HTTP_TMP_IMPORT_PREFIX)) != 0 &&
+		    strncmp(e->d_name, HTTP_TMP_EXPORT_PREFIX, strlen(HTTP_TMP_EXPORT_PREFIX)) != 0)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n > 0)
+		LOG_INFO("http", "msg=\"removed leftover temp files\" dir=\"%s\" n=%d", dir, n);
+}
+
+/* ---- SQLite helpers ----------------------------------------------------- */
+
+/* Interrupts long SQLite work (integrity_check, statements of a backup)
+ * when the server stops. */
+static int sqlite_progress(void *arg)
+{
+	struct http_server *srv = arg;
+	return atomic_load(&srv->stopping) ? 1 : 0;
+}
+
+/* Waits for a lock in steps of HTTP_BUSY_STEP_US up to HTTP_BUSY_TIMEOUT_MS.
+ * SQLite's own busy_timeout backs off to 100 ms sleeps, and a client that
+ * commits in a tight loop releases its lock for microseconds only, so a
+ * backed-off waiter almost never gets it (an export waited 9 s behind a
+ * Python loop in testing). Short constant steps are fair enough at a
+ * negligible cost. Gives up at once when the server stops. */
+static int sqlite_busy(void *arg, int n_calls)
+{
+	struct http_server *srv = arg;
+	if (atomic_load(&srv->stopping) ||
+	    (int64_t)n_calls * HTTP_BUSY_STEP_US >= (int64_t)HTTP_BUSY_TIMEOUT_MS * 1000)
+		return 0;
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = HTTP_BUSY_STEP_US * 1000L };
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+static void sqlite_prepare_conn(struct http_server *srv, sqlite3 *db)
+{
+	sqlite3_extended_result_codes(db, 0);
+	sqlite3_busy_handler(db, sqlite_busy, srv);
+	sqlite3_progress_handler(db, 10000, sqlite_progress, srv);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+}
+
+/* The HTTP status for a SQLite failure on the live database. */
+static unsigned sqlite_status(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_INTERRUPT:
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	case SQLITE_READONLY:
+		return MHD_HTTP_CONFLICT;
+	case SQLITE_FULL:
+		return MHD_HTTP_INSUFFICIENT_STORAGE;
+	case SQLITE_CANTOPEN:
+		return MHD_HTTP_NOT_FOUND;
+	default:
+		return MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
+}
+
+/* ---- GET /info ---------------------------------------------------------- */
+
+static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connection *conn)
+{
+	char buf[64];
+	json_t *o = json_object();
+	json_t *arr = json_array();
+	if (!o || !arr) {
+		json_decref(o);
+		json_decref(arr);
+		return MHD_NO;
+	}
+	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node_id);
+	json_object_set_new(o, "nodeID", json_string(buf));
+	/* The static lease makes this node the primary and a candidate. */
+	json_object_set_new(o, "role", json_string("primary"));
+	json_object_set_new(o, "primary", json_true());
+	json_object_set_new(o, "candidate", json_true());
+	json_object_set_new(o, "clusterID", json_string(""));
+	json_object_set_new(o, "mountDir", jstr(fusefs_mountpoint(srv->fs)));
+	json_object_set_new(o, "dataDir", jstr(srv->st->data_dir));
+
+	size_t n = store_count(srv->st);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(srv->st, (uint32_t)i);
+		struct db_view v;
+		if (!db)
+			continue;
+		db_view_take(db, &v);
+		if (!v.exists)
+			continue;
+		json_t *d = json_object();
+		if (!d)
+			continue;
+		json_object_set_new(d, "name", jstr(db->name));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.txid);
+		json_object_set_new(d, "txid", json_string(buf));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.checksum);
+		json_object_set_new(d, "checksum", json_string(buf));
+		json_object_set_new(d, "pageSize", json_integer(v.page_size));
+		json_object_set_new(d, "pages", json_integer(v.n_pages));
+		json_object_set_new(d, "walMode", json_boolean(v.wal_mode));
+		if (v.pos.txid != 0) {
+			ltx_format_time(buf, sizeof(buf), v.ts_ms);
+			json_object_set_new(d, "timestamp", json_string(buf));
+		} else {
+			json_object_set_new(d, "timestamp", json_null());
+		}
+		json_array_append_new(arr, d);
+	}
+	json_object_set_new(o, "databases", arr);
+	return respond_json(conn, MHD_HTTP_OK, o, NULL);
+}
+
+/* ---- GET /metrics ------------------------------------------------------- */
+
+/* Total size of the LTX data kept for db: every "*.ltx" file and every
+ * "*.ltxlog" segment of LTX records in its ltx/ directory (names starting
+ * with '.' are temporaries or spares, not data). */
+static uint64_t ltx_dir_bytes(struct db *db)
+{
+	uint64_t bytes = 0;
+	pthread_mutex_lock(&db->mu);
+	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	pthread_mutex_unlock(&db->mu);
+	if (fd < 0)
+		return 0;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		const char *dot = strrchr(e->d_name, '.');
+		struct stat sb;
+		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
+			continue;
+		/* Retention may remove a file between readdir and stat. */
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+			continue;
+		bytes += (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	return bytes;
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void put_label(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\\\", f);
+		else if (*s == '"')
+			fputs("\\\"", f);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void put_family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+enum db_metric { M_TXID, M_COMMITS, M_SIZE, M_PAGES, M_LTX_COUNT, M_LTX_BYTES, M_REFUSED, M_COUNT };
+
+static const struct {
+	const char *name, *type, *help;
+} db_metrics[M_COUNT] = {
+	[M_TXID] = { "litefs_db_txid", "gauge", "Current transaction ID." },
+	[M_COMMITS] = { "litefs_db_commit_count", "counter", "Number of database commits since the node started." },
+	[M_SIZE] = { "litefs_db_size_bytes", "gauge", "Logical size of the database in bytes (page size times pages)." },
+	[M_PAGES] = { "litefs_db_page_count", "gauge", "Logical size of the database in pages." },
+	[M_LTX_COUNT] = { "litefs_db_ltx_count", "gauge", "Number of LTX files (transactions) kept on disk." },
+	[M_LTX_BYTES] = { "litefs_db_ltx_bytes", "gauge", "Number of bytes used by LTX data on disk." },
+	[M_REFUSED] = { "litefs_db_write_refused", "gauge",
+			"1 if writes are refused because background verification failed." },
+};
+
+static uint64_t db_metric_value(const struct db_view *v, enum db_metric m)
+{
+	switch (m) {
+	case M_TXID: return v->pos.txid;
+	case M_COMMITS: return v->n_commits;
+	case M_SIZE: return (uint64_t)v->page_size * v->n_pages;
+	case M_PAGES: return v->n_pages;
+	case M_LTX_COUNT: return v->ltx_count;
+	case M_LTX_BYTES: return v->ltx_bytes;
+	case M_REFUSED: return v->write_refused ? 1 : 0;
+	default: return 0;
+	}
+}
+
+static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connection *conn)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return MHD_NO;
+
+	size_t n = store_count(srv->st), n_live = 0;
+	struct db_view *views = calloc(n ? n : 1, sizeof(*views));
+	if (!views) {
+		fclose(f);
+		free(buf);
+		return MHD_NO;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(srv->st, (uint32_t)i);
+		if (!db)
+			continue;
+		db_view_take(db, &views[n_live]);
+		if (!views[n_live].exists)
+			continue;
+		/* Transactions oldest_txid..txid are kept, one LTX each. */
+		struct db_view *v = &views[n_live];
+		v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
+		v->ltx_bytes = ltx_dir_bytes(db);
+		n_live++;
+	}
+
+	/* This node holds the static lease; with one node there is no lag. */
+	put_family(f, "litefs_is_primary", "gauge", "Primary status of the node.");
+	fputs("litefs_is_primary 1\n", f);
+	put_family(f, "litefs_lag_seconds", "gauge", "Lag behind the primary node, in seconds.");
+	fputs("litefs_lag_seconds 0\n", f);
+	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
+	fprintf(f, "litefs_db_count %zu\n", n_live);
+
+	for (int m = 0; m < M_COUNT; m++) {
+		put_family(f, db_metrics[m].name, db_metrics[m].type, db_metrics[m].help);
+		for (size_t i = 0; i < n_live; i++) {
+			fprintf(f, "%s{db=\"", db_metrics[m].name);
+			put_label(f, views[i].db->name);
+			fprintf(f, "\"} %" PRIu64 "\n", db_metric_value(&views[i], (enum db_metric)m));
+		}
+	}
+	free(views);
+
+	struct fusefs_stats fst;
+	fusefs_get_stats(srv->fs, &fst);
+	const struct {
+		const char *type;
+		unsigned long v;
+	} ops[] = {
+		{ "lookup", fst.lookup }, { "getattr", fst.getattr }, { "setattr", fst.setattr },
+		{ "open", fst.open },     { "create", fst.create },   { "read", fst.read },
+		{ "write", fst.write },   { "fsync", fst.fsync },     { "flush", fst.flush },
+		{ "release", fst.release }, { "unlink", fst.unlink }, { "readdir", fst.readdir },
+		{ "statfs", fst.statfs }, { "other", fst.other },
+	};
+	put_family(f, "litefs_fuse_op_count", "counter", "Number of FUSE requests served, by operation.");
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		fprintf(f, "litefs_fuse_op_count{type=\"%s\"} %lu\n", ops[i].type, ops[i].v);
+
+	put_family(f, "litefs_http_import_count", "counter", "Number of POST /import requests, by result.");
+	fprintf(f, "litefs_http_import_count{result=\"ok\"} %lu\n", atomic_load(&srv->n_import_ok));
+	fprintf(f, "litefs_http_import_count{result=\"error\"} %lu\n", atomic_load(&srv->n_import_err));
+	put_family(f, "litefs_http_export_count", "counter", "Number of GET /export requests, by result.");
+	fprintf(f, "litefs_http_export_count{result=\"ok\"} %lu\n", atomic_load(&srv->n_export_ok));
+	fprintf(f, "litefs_http_export_count{result=\"error\"} %lu\n", atomic_load(&srv->n_export_err));
+
+	if (fclose(f) != 0) {
+		free(buf);
+		return MHD_NO;
+	}
+	return respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL);
+}
+
+/* ---- POST /import ------------------------------------------------------- */
+
+static void import_req_free(struct import_req *ir)
+{
+	if (!ir)
+		return;
+	if (ir->fd >= 0)
+		close(ir->fd);
+	if (ir->tmp_path) {
+		unlink(ir->tmp_path);
+		free(ir->tmp_path);
+	}
+	free(ir);
+}
+
+static void import_fail(struct import_req *ir, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void import_fail(struct import_req *ir, unsigned status, const char *fmt, ...)
+{
+	va_list ap;
+	ir->fail_status = status;
+	va_start(ap, fmt);
+	vsnprintf(ir->fail_msg, sizeof(ir->fail_msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Checks the SQLite header of the uploaded copy; rewrites a WAL-mode
+ * header to rollback mode (see DESIGN). Sets *page_size. 0 or -1 (failed,
+ * reason in ir). */
+static int import_check_header(struct import_req *ir, uint32_t *page_size)
+{
+	uint8_t hdr[100];
+
+	if (ir->n_bytes == 0) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "empty body: expected a SQLite database file");
+		return -1;
+	}
+	if (ir->n_bytes < sizeof(hdr) || pread(ir->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a SQLite database: only %" PRIu64 " bytes", ir->n_bytes);
+		return -1;
+	}
+	if (memcmp(hdr, "SQLite format 3", 16) != 0) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a SQLite database (bad header)");
+		return -1;
+	}
+	uint32_t ps = (uint32_t)hdr[16] << 8 | hdr[17];
+	if (ps == 1)
+		ps = 65536;
+	if (!ltx_is_valid_page_size(ps)) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a valid SQLite database: bad page size %u", ps);
+		return -1;
+	}
+	if (ir->n_bytes % ps != 0) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST,
+			    "not a valid SQLite database: size %" PRIu64 " is not a multiple of the page size %u",
+			    ir->n_bytes, ps);
+		return -1;
+	}
+	if (hdr[18] < 1 || hdr[18] > 2 || hdr[19] < 1 || hdr[19] > 2) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "unsupported SQLite file format version (%u/%u)", hdr[18],
+			    hdr[19]);
+		return -1;
+	}
+	if (hdr[18] != 1 || hdr[19] != 1) {
+		static const uint8_t rollback[2] = { 1, 1 };
+		if (pwrite(ir->fd, rollback, 2, 18) != 2) {
+			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot rewrite the temp copy: %s",
+				    strerror(errno));
+			return -1;
+		}
+	}
+	*page_size = ps;
+	return 0;
+}
+
+/* PRAGMA integrity_check on the temp copy. 0 or -1 (reason in ir). */
+static int import_check_integrity(struct http_server *srv, struct import_req *ir, sqlite3 *src)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc = sqlite3_prepare_v2(src, "PRAGMA integrity_check(10)", -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		const char *r = (const char *)sqlite3_column_text(stmt, 0);
+		if (r && strcmp(r, "ok") == 0) {
+			sqlite3_finalize(stmt);
+			return 0;
+		}
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "integrity_check failed: %.300s", r ? r : "(null)");
+	} else if (atomic_load(&srv->stopping)) {
+		import_fail(ir, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	} else {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a valid SQLite database: %s", sqlite3_errmsg(src));
+	}
+	sqlite3_finalize(stmt);
+	return -1;
+}
+
+/* Validates the uploaded copy and applies it to the live database as one
+ * transaction. 0 (with *pos) or -1 (reason in ir). */
+static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
+{
+	sqlite3 *src = NULL;
+	char *uri = NULL, *path = NULL;
+	uint32_t ps = 0;
+	int ret = -1, rc;
+	struct db *db = NULL;
+	struct db_view before = { 0 };
+	bool created = false; /* this request may have created the database file */
+
+	if (import_check_header(ir, &ps) != 0)
+		goto out;
+	if (!(uri = immutable_uri(ir->tmp_path)) || !(path = mount_path(srv, ir->name))) {
+		import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		goto out;
+	}
+	rc = sqlite3_open_v2(uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+	if (rc != SQLITE_OK) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "cannot open the uploaded file: %s",
+			    src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+		goto out;
+	}
+	sqlite_prepare_conn(srv, src);
+	if (import_check_integrity(srv, ir, src) != 0)
+		goto out;
+
+	/* Conflicts with the live database are found before any write. */
+	/* A deleted database keeps its registry entry and its position. */
+	db = store_find(srv->st, ir->name, true);
+	if (db)
+		db_view_take(db, &before);
+	if (!before.exists)
+		db = NULL;
+	if (db && before.write_refused) {
+		import_fail(ir, MHD_HTTP_CONFLICT, "database %s failed verification; writes are refused", ir->name);
+		goto out;
+	}
+	if (db && before.page_size != 0 && before.n_pages != 0 && before.page_size != ps) {
+		import_fail(ir, MHD_HTTP_CONFLICT,
+			    "page size mismatch: database %s has %u-byte pages, the file has %u-byte pages "
+			    "(LiteFS cannot change a database's page size; import under a new name, or "
+			    "rebuild the file with PRAGMA page_size=%u; VACUUM)",
+			    ir->name, before.page_size, ps, before.page_size);
+		goto out;
+	}
+
+	created = db == NULL;
+	/* The copy into the mount runs in a child process: the node must not
+	 * map its own files (sqlchild.c). */
+	{
+		char line[HTTP_MSG_LEN + 32];
+		const char *msg = "";
+		struct sqlchild child;
+		char *argv[] = { "litefs", "__sqlite", "import", uri, path, created ? "1" : "0", NULL };
+		rc = sqlchild_start(&child, argv);
+		if (rc != 0) {
+			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
+			goto out;
+		}
+		sqlchild_read(&child, line, sizeof(line));
+		sqlchild_finish(&child);
+		rc = SQLITE_OK;
+		if (strcmp(line, "OK") != 0 && sqlchild_parse_err(line, &rc, &msg) != 0) {
+			rc = SQLITE_ERROR;
+			msg = line;
+		}
+		if (rc != SQLITE_OK) {
+			unsigned status = sqlite_status(rc);
+			if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+				import_fail(ir, status, "database %s is busy: another connection held a lock for %d ms",
+					    ir->name, HTTP_BUSY_TIMEOUT_MS);
+			else
+				import_fail(ir, status == MHD_HTTP_NOT_FOUND ? MHD_HTTP_INTERNAL_SERVER_ERROR : status,
+					    "cannot write database %s: %s", ir->name, msg);
+			goto out;
+		}
+	}
+
+	db = store_find(srv->st, ir->name, false);
+	if (!db) {
+		import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "database %s vanished after the import", ir->name);
+		goto out;
+	}
+	*pos = db_pos(db);
+	if (pos->txid != before.pos.txid + 1)
+		LOG_WARN("http", "msg=\"other commits happened around the import; position includes them\" db=%s "
+				 "txid_before=%016" PRIx64 " txid=%016" PRIx64,
+			 ir->name, before.pos.txid, pos->txid);
+	ret = 0;
+out:
+	sqlite3_close(src);
+	/* A database this request created but never filled is removed, so a
+	 * failed import leaves no trace (no transaction: nothing to record). */
+	if (ret != 0 && created && (db = store_find(srv->st, ir->name, false)) != NULL) {
+		struct db_view now;
+		db_view_take(db, &now);
+		if (now.pos.txid == 0 && now.n_pages == 0)
+			unlink(path);
+	}
+	free(uri);
+	free(path);
+	return ret;
+}
+
+/* End of the upload: validate, apply, reply. */
+static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connection *conn, struct import_req *ir)
+{
+	struct ltx_pos pos = { 0 };
+	char buf[64];
+
+	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
+		atomic_fetch_add(&srv->n_import_ok, 1);
+		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64, ir->name,
+			 ir->n_bytes, pos.txid);
+		json_t *o = json_object();
+		if (!o)
+			return MHD_NO;
+		json_object_set_new(o, "name", jstr(ir->name));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.txid);
+		json_object_set_new(o, "txid", json_string(buf));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.checksum);
+		json_object_set_new(o, "checksum", json_string(buf));
+		return respond_json(conn, MHD_HTTP_OK, o, NULL);
+	}
+	atomic_fetch_add(&srv->n_import_err, 1);
+	char logmsg[HTTP_MSG_LEN];
+	snprintf(logmsg, sizeof(logmsg), "%s", ir->fail_msg);
+	log_sanitize(logmsg);
+	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
+		 ir->n_bytes, ir->fail_status, logmsg);
+	return respond_error(conn, ir->fail_status, ir->fail_msg);
+}
+
+/* First call for POST /import: everything that can be refused before the
+ * body is read.
+ *
+ * A refusal sent before the body was read makes MHD close the connection
+ * with unread bytes in the socket, and the kernel then resets it: a client
+ * still sending may get ECONNRESET instead of the reply. So the reply is
+ * sent early only when that cannot happen or cannot be helped — the client
+ * waits for "100 Continue", or the body is too large to drain — and
+ * otherwise a small body (up to HTTP_DRAIN_MAX) is read and discarded
+ * first. */
+static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connection *conn, void **con_cls)
+{
+	char name[256], msg[HTTP_MSG_LEN];
+	unsigned long long content_length = 0;
+	bool has_length = false;
+
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl) {
+		errno = 0;
+		content_length = strtoull(cl, NULL, 10);
+		has_length = true;
+		if (errno == ERANGE || content_length > HTTP_MAX_IMPORT_BYTES) {
+			atomic_fetch_add(&srv->n_import_err, 1);
+			LOG_WARN("http", "msg=\"import refused: body too large\" content_length=\"%.30s\"", cl);
+			return respond_errorf(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+					      "body too large: the limit is %llu bytes", HTTP_MAX_IMPORT_BYTES);
+		}
+	}
+	bool expects_continue = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) != NULL;
+	bool reply_early = expects_continue || !has_length || content_length > HTTP_DRAIN_MAX;
+
+	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
+	if (status != 0 && reply_early) {
+		atomic_fetch_add(&srv->n_import_err, 1);
+		LOG_WARN("http", "msg=\"import refused: invalid name\" status=%u", status);
+		return respond_error(conn, status, msg);
+	}
+	struct import_req *ir = calloc(1, sizeof(*ir));
+	if (!ir)
+		return MHD_NO;
+	ir->fd = -1;
+	if (status != 0) {
+		snprintf(ir->name, sizeof(ir->name), "-");
+		ir->fail_status = status;
+		ir->refused_early = true;
+		snprintf(ir->fail_msg, sizeof(ir->fail_msg), "%s", msg);
+		*con_cls = ir;
+		return MHD_YES;
+	}
+	snprintf(ir->name, sizeof(ir->name), "%s", name);
+	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->tmp_path);
+	if (fd < 0) {
+		LOG_ERROR("http", "msg=\"cannot create temp file\" db=%s dir=\"%s\" err=\"%s\"", name, srv->tmp_dir,
+			  err_str(fd));
+		status = fd == -ENOSPC ? MHD_HTTP_INSUFFICIENT_STORAGE : MHD_HTTP_INTERNAL_SERVER_ERROR;
+		if (reply_early) {
+			free(ir);
+			atomic_fetch_add(&srv->n_import_err, 1);
+			return respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
+		}
+		import_fail(ir, status, "cannot create a temp file: %s", err_str(fd));
+		ir->refused_early = true;
+	}
+	ir->fd = fd;
+	*con_cls = ir;
+	return MHD_YES;
+}
+
+/* A chunk of the body: appended to the temp file. */
+static enum MHD_Result import_chunk(struct import_req *ir, const char *data, size_t len)
+{
+	if (ir->fail_status) {
+		/* Draining a body we will refuse; a large one is cut short. */
+		ir->n_bytes += len;
+		return ir->refused_early && ir->n_bytes > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
+	}
+	if (ir->n_bytes + len > HTTP_MAX_IMPORT_BYTES) {
+		/* Only a chunked body gets here (Content-Length was checked).
+		 * MHD cannot reply mid-body: close the connection. */
+		LOG_WARN("http", "msg=\"import aborted: chunked body exceeds the limit\" db=%s limit=%llu", ir->name,
+			 HTTP_MAX_IMPORT_BYTES);
+		return MHD_NO;
+	}
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(ir->fd, data + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+			import_fail(ir, err == ENOSPC || err == EDQUOT ? MHD_HTTP_INSUFFICIENT_STORAGE
+								       : MHD_HTTP_INTERNAL_SERVER_ERROR,
+				    "cannot store the upload: %s", strerror(err));
+			return MHD_YES;
+		}
+		done += (size_t)n;
+	}
+	ir->n_bytes += len;
+	return MHD_YES;
+}
+
+/* ---- GET /export -------------------------------------------------------- */
+
+struct export_result {
+	int fd;                 /* the copy, already unlinked; -1 on failure */
+	uint64_t size;
+	bool has_pos;
+	struct ltx_pos pos;
+	unsigned status;        /* on failure */
+	char msg[HTTP_MSG_LEN];
+};
+
+static void export_fail(struct export_result *r, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void export_fail(struct export_result *r, unsigned status, const char *fmt, ...)
+{
+	va_list ap;
+	r->status = status;
+	va_start(ap, fmt);
+	vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Copies a consistent snapshot of the database into an unlinked temp
+ * file (see DESIGN). 0 or -1 (reason in r). */
+static int export_copy(struct http_server *srv, const char *name, struct export_result *r)
+{
+	struct sqlchild child;
+	bool child_started = false;
+	char *path = NULL, *tmp = NULL;
+	int ret = -1, rc, fd;
+
+	r->fd = -1;
+	struct db *db = store_find(srv->st, name, false);
+	if (!db) {
+		export_fail(r, MHD_HTTP_NOT_FOUND, "database not found: %s", name);
+		return -1;
+	}
+	if (!(path = mount_path(srv, name))) {
+		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		goto out;
+	}
+	if ((fd = make_temp(srv, HTTP_TMP_EXPORT_PREFIX, &tmp)) < 0) {
+		export_fail(r, fd == -ENOSPC ? MHD_HTTP_INSUFFICIENT_STORAGE : MHD_HTTP_INTERNAL_SERVER_ERROR,
+			    "cannot create a temp file: %s", err_str(fd));
+		goto out;
+	}
+	close(fd);
+
+	/* The snapshot is taken by a child process (the node must not map its
+	 * own files, sqlchild.c): it holds writers off (A) and opens the read
+	 * transaction the copy is taken from (B), then waits while this
+	 * process reads the position those locks pin. */
+	char line[HTTP_MSG_LEN + 32];
+	const char *msg = "";
+	char *argv[] = { "litefs", "__sqlite", "export", path, tmp, NULL };
+	rc = sqlchild_start(&child, argv);
+	if (rc != 0) {
+		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the export helper: %s", err_str(rc));
+		goto out;
+	}
+	child_started = true;
+	sqlchild_read(&child, line, sizeof(line));
+	int locked = 0, wal = 0;
+	if (sscanf(line, "READY %d %d", &locked, &wal) != 2) {
+		if (sqlchild_parse_err(line, &rc, &msg) != 0) {
+			rc = SQLITE_ERROR;
+			msg = line;
+		}
+		if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+			export_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "database %s is busy: a writer held its lock too long",
+				    name);
+		else if ((rc & 0xff) == SQLITE_CANTOPEN && store_find(srv->st, name, false) == NULL)
+			export_fail(r, MHD_HTTP_NOT_FOUND, "database not found: %s", name);
+		else
+			export_fail(r, sqlite_status(rc), "cannot read database %s: %s", name, msg);
+		goto out;
+	}
+	/* With writers held off, or in a rollback mode where B's SHARED lock
+	 * pins the database, the position is exact; in WAL mode without A it
+	 * would be a guess. */
+	if (locked || !wal) {
+		r->pos = db_pos(db);
+		r->has_pos = true;
+	}
+	sqlchild_write(&child, "GO");
+	sqlchild_read(&child, line, sizeof(line));
+	if (strcmp(line, "OK") != 0) {
+		if (sqlchild_parse_err(line, &rc, &msg) != 0) {
+			rc = SQLITE_ERROR;
+			msg = line;
+		}
+		unsigned status = sqlite_status(rc);
+		export_fail(r, status == MHD_HTTP_NOT_FOUND ? MHD_HTTP_INTERNAL_SERVER_ERROR : status,
+			    "cannot copy database %s: %s", name, msg);
+		goto out;
+	}
+
+	/* Unlinked at once: the response owns the only reference. */
+	r->fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	if (r->fd < 0 || fstat(r->fd, &sb) != 0) {
+		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot reopen the copy: %s", strerror(errno));
+		goto out;
+	}
+	r->size = (uint64_t)sb.st_size;
+	ret = 0;
+out:
+	if (child_started)
+		sqlchild_finish(&child);
+	if (ret != 0 && r->fd >= 0) {
+		close(r->fd);
+		r->fd = -1;
+	}
+	if (tmp) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(path);
+	return ret;
+}
+
+static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connection *conn)
+{
+	char name[256], msg[HTTP_MSG_LEN];
+	struct export_result r;
+
+	memset(&r, 0, sizeof(r));
+	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
+	if (status) {
+		atomic_fetch_add(&srv->n_export_err, 1);
+		LOG_WARN("http", "msg=\"export refused: invalid name\" status=%u", status);
+		return respond_error(conn, status, msg);
+	}
+	if (export_copy(srv, name, &r) != 0) {
+		atomic_fetch_add(&srv->n_export_err, 1);
+		char logmsg[HTTP_MSG_LEN];
+		snprintf(logmsg, sizeof(logmsg), "%s", r.msg);
+		log_sanitize(logmsg);
+		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
+		return respond_error(conn, r.status, r.msg);
+	}
+	/* MHD closes the fd when the response is destroyed. */
+	struct MHD_Response *resp = MHD_create_response_from_fd64(r.size, r.fd);
+	if (!resp) {
+		close(r.fd);
+		atomic_fetch_add(&srv->n_export_err, 1);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.sqlite3");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (r.has_pos) {
+		char pos[LTX_POS_STR_LEN];
+		ltx_format_pos(pos, r.pos);
+		MHD_add_response_header(resp, "Litefs-Pos", pos);
+	}
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	atomic_fetch_add(&srv->n_export_ok, 1);
+	LOG_INFO("http", "msg=\"export served\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " pos_known=%s", name,
+		 r.size, r.pos.txid, r.has_pos ? "true" : "false");
+	return ret;
+}
+
+/* ---- Dispatch ----------------------------------------------------------- */
+
+/* Routes a request that carries no body (or whose body is ignored). */
+static enum MHD_Result route(struct http_server *srv, struct MHD_Connection *conn, const char *url,
+			     const char *method)
+{
+	bool get = !strcmp(method, MHD_HTTP_METHOD_GET);
+	bool head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
+	if (!strcmp(url, "/info")) {
+		if (!get && !head)
+			return respond_method_not_allowed(conn, method, url, "GET, HEAD");
+		return handle_info(srv, conn);
+	}
+	if (!strcmp(url, "/metrics")) {
+		if (!get && !head)
+			return respond_method_not_allowed(conn, method, url, "GET, HEAD");
+		return handle_metrics(srv, conn);
+	}
+	if (!strcmp(url, "/import"))
+		return respond_method_not_allowed(conn, method, url, "POST");
+	if (!strcmp(url, "/export")) {
+		if (!get)
+			return respond_method_not_allowed(conn, method, url, "GET");
+		return handle_export(srv, conn);
+	}
+	return respond_errorf(conn, MHD_HTTP_NOT_FOUND, "not found: %.200s", url);
+}
+
+/* *con_cls of a request answered on its second call. */
+static char deferred_marker;
+
+static bool request_has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
+/* The access handler. MHD calls it once with the headers, then once per
+ * body chunk, then once more with *upload_data_size == 0. A reply queued on
+ * the first call is an "early" reply after which MHD closes the connection,
+ * so requests without a body are answered on the second call, which keeps
+ * connections alive (Prometheus scrapes reuse them). */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct http_server *srv = cls;
+
+	if (*con_cls == &deferred_marker) {
+		*upload_data_size = 0;
+		return route(srv, conn, url, method);
+	}
+	if (*con_cls != NULL) {
+		struct import_req *ir = *con_cls;
+		if (*upload_data_size != 0) {
+			size_t len = *upload_data_size;
+			*upload_data_size = 0;
+			return import_chunk(ir, upload_data, len);
+		}
+		return import_finish(srv, conn, ir);
+	}
+	if (!strcmp(url, "/import") && !strcmp(method, MHD_HTTP_METHOD_POST))
+		return import_begin(srv, conn, con_cls);
+	if (request_has_body(conn))
+		return route(srv, conn, url, method); /* early: the body is not read */
+	*con_cls = &deferred_marker;
+	return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	if (*con_cls != &deferred_marker) {
+		struct import_req *ir = *con_cls;
+		if (ir && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+			LOG_WARN("http", "msg=\"import connection ended early\" db=%s bytes=%" PRIu64 " code=%d",
+				 ir->name, ir->n_bytes, (int)toe);
+		import_req_free(ir);
+	}
+	*con_cls = NULL;
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[HTTP_MSG_LEN];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	size_t n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+		msg[--n] = '\0';
+	log_sanitize(msg);
+	LOG_WARN("http", "msg=\"libmicrohttpd: %s\"", msg);
+}
+#pragma GCC diagnostic pop
+
+/* ---- Start and stop ----------------------------------------------------- */
+
+/* Splits "host:port", "[v6]:port" or ":port" (all interfaces). 0 or
+ * ERR_INVAL. host gets "" for all interfaces. */
+static int parse_addr(const char *addr, char *host, size_t host_len, char *port, size_t port_len)
+{
+	const char *colon, *h = addr;
+	size_t hn;
+
+	if (addr == NULL)
+		return ERR_INVAL;
+	if (addr[0] == '[') {
+		const char *end = strchr(addr, ']');
+		if (!end || end[1] != ':')
+			return ERR_INVAL;
+		h = addr + 1;
+		hn = (size_t)(end - h);
+		colon = end + 1;
+		if (hn == 0)
+			return ERR_INVAL;
+	} else {
+		colon = strrchr(addr, ':');
+		if (!colon)
+			return ERR_INVAL;
+		hn = (size_t)(colon - addr);
+		/* An unbracketed IPv6 address is ambiguous. */
+		if (memchr(addr, ':', hn) != NULL)
+			return ERR_INVAL;
+	}
+	const char *p = colon + 1;
+	size_t pn = strlen(p);
+	if (pn == 0 || pn > 5 || pn >= port_len || hn >= host_len)
+		return ERR_INVAL;
+	unsigned long v = 0;
+	for (size_t i = 0; i < pn; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return ERR_INVAL;
+		v = v * 10 + (unsigned long)(p[i] - '0');
+	}
+	if (v > 65535)
+		return ERR_INVAL;
+	memcpy(host, h, hn);
+	host[hn] = '\0';
+	memcpy(port, p, pn + 1);
+	return 0;
+}
+
+static struct MHD_Daemon *start_daemon(struct http_server *srv, unsigned flags, uint16_t port,
+				       const struct sockaddr *sa)
+{
+	if (sa)
+		return MHD_start_daemon(flags, port, NULL, NULL, on_request, srv,
+					MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+					MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+					MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTION_LIMIT,
+					MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONNECTION_TIMEOUT_S,
+					MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
+	return MHD_start_daemon(flags, port, NULL, NULL, on_request, srv,
+				MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
+				MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+				MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTION_LIMIT,
+				MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
+}
 
 int http_start(struct store *st, struct fusefs *fs, const char *addr, struct http_server **out)
 {
+	char host[256], port[8];
+	struct http_server *srv = NULL;
+	struct addrinfo *ai = NULL;
+	int rc;
+
 	*out = NULL;
+	if ((rc = parse_addr(addr, host, sizeof(host), port, sizeof(port))) != 0) {
+		LOG_ERROR("http", "msg=\"invalid http.addr: expected host:port, [ipv6]:port or :port\" addr=\"%s\"",
+			  addr ? addr : "");
+		return rc;
+	}
+	if (!(srv = calloc(1, sizeof(*srv))))
+		return ERR_NOMEM;
+	srv->st = st;
+	srv->fs = fs;
+	atomic_init(&srv->stopping, false);
+	if (asprintf(&srv->tmp_dir, "%s/%s", st->data_dir, HTTP_TMP_SUBDIR) < 0) {
+		srv->tmp_dir = NULL;
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	if (mkdir(srv->tmp_dir, 0700) != 0 && errno != EEXIST) {
+		rc = -errno;
+		LOG_ERROR("http", "msg=\"cannot create temp directory\" dir=\"%s\" err=\"%s\"", srv->tmp_dir,
+			  strerror(errno));
+		goto err;
+	}
+	clean_tmp_dir(srv->tmp_dir);
+
+	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
+			 MHD_USE_ERROR_LOG;
+	uint16_t port_num = (uint16_t)strtoul(port, NULL, 10);
+	if (host[0] == '\0') {
+		/* All interfaces: IPv6 and IPv4 on one socket where the kernel
+		 * has IPv6, IPv4 alone otherwise. */
+		errno = 0;
+		srv->daemon = start_daemon(srv, flags | MHD_USE_DUAL_STACK, port_num, NULL);
+		if (!srv->daemon)
+			srv->daemon = start_daemon(srv, flags, port_num, NULL);
+	} else {
+		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+					  .ai_flags = AI_NUMERICSERV };
+		int grc = getaddrinfo(host, port, &hints, &ai);
+		if (grc != 0 || ai == NULL) {
+			LOG_ERROR("http", "msg=\"cannot resolve http.addr host\" addr=\"%s\" err=\"%s\"", addr,
+				  gai_strerror(grc));
+			rc = ERR_INVAL;
+			goto err;
+		}
+		errno = 0;
+		srv->daemon = start_daemon(srv, ai->ai_family == AF_INET6 ? flags | MHD_USE_IPv6 : flags, port_num,
+					   ai->ai_addr);
+	}
+	if (!srv->daemon) {
+		rc = errno ? -errno : ERR_INVAL;
+		LOG_ERROR("http", "msg=\"cannot listen\" addr=\"%s\" err=\"%s\"", addr, err_str(rc));
+		goto err;
+	}
+	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	LOG_INFO("http", "msg=\"serving HTTP API\" addr=\"%s\" port=%u", addr, info ? (unsigned)info->port : 0u);
+	freeaddrinfo(ai);
+	*out = srv;
 	return 0;
+err:
+	if (ai)
+		freeaddrinfo(ai);
+	free(srv->tmp_dir);
+	free(srv);
+	return rc;
 }
 
 void http_stop(struct http_server *srv)
 {
+	if (!srv)
+		return;
+	/* Interrupt long SQLite work first, so the connection threads that
+	 * MHD_stop_daemon() joins finish promptly. */
+	atomic_store(&srv->stopping, true);
+	if (srv->daemon)
+		MHD_stop_daemon(srv->daemon);
+	free(srv->tmp_dir);
+	free(srv);
 }

@@ -50,6 +50,8 @@ int main(int argc, char **argv)
 		return cmd_import_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "export"))
 		return cmd_export_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "__sqlite"))
+		return cmd_sqlchild_main(argc - 1, argv + 1);
 	fprintf(stderr, "litefs: unknown command %s\n\n%s", cmd, usage);
 	return 2;
 }
