@@ -74,27 +74,6 @@ static uint32_t max_pages(uint32_t page_size)
 }
 
 
-static void encode_snapshot(struct ltx_growbuf *out, struct model *m, uint64_t txid, bool compress)
-{
-	uint32_t lock = ltx_lock_pgno(m->page_size);
-	uint32_t *pgnos = malloc(sizeof(uint32_t) * (m->n_pages + 1));
-	size_t n = 0;
-
-	for (uint32_t p = 1; p <= m->n_pages; p++)
-		if (p != lock)
-			pgnos[n++] = p;
-	struct ltx_header h = {
-		.flags = compress ? LTX_FLAG_COMPRESS : 0,
-		.page_size = m->page_size,
-		.commit = m->n_pages,
-		.min_txid = 1,
-		.max_txid = txid,
-		.timestamp_ms = 1700000000000 + (int64_t)txid,
-		.node_id = 7,
-	};
-	encode_ltx(out, &h, m, pgnos, n, model_checksum(m));
-	free(pgnos);
-}
 
 /* A random transaction on m encoded as LTX txid; it may grow (writing
  * all new pages, or only some: the rest is zeros), shrink, or delete.
@@ -189,7 +168,7 @@ static void make_chain(struct chain *c, uint32_t ps, size_t n, int compress)
 	model_resize(&m, 1 + rnd_below(max_pages(ps)));
 	for (uint32_t p = 1; p <= m.n_pages; p++)
 		fill_page(model_page(&m, p), ps);
-	encode_snapshot(&c->ltx[1], &m, 1, compress < 0 ? rnd_below(2) == 1 : compress == 1);
+	encode_model_snapshot(&c->ltx[1], &m, 1, compress < 0 ? rnd_below(2) == 1 : compress == 1);
 	c->states[1] = model_copy(&m);
 	for (size_t i = 2; i <= n; i++) {
 		random_txn(&c->ltx[i], &m, i, compress < 0 ? rnd_below(2) == 1 : compress == 1);
@@ -409,7 +388,7 @@ static void test_compact_truncate_regrow(void **state)
 	model_resize(&m, 10);
 	for (uint32_t p = 1; p <= 10; p++)
 		memset(model_page(&m, p), (int)p, 1024);
-	encode_snapshot(&c.ltx[1], &m, 1, true);
+	encode_model_snapshot(&c.ltx[1], &m, 1, true);
 	c.states[1] = model_copy(&m);
 
 	struct ltx_header h = { .page_size = 1024, .commit = 3, .min_txid = 2, .max_txid = 2,

@@ -169,3 +169,25 @@ void encode_ltx(struct ltx_growbuf *out, const struct ltx_header *h, struct mode
 	assert_int_equal(ltx_encoder_finish(e, post, NULL), 0);
 	ltx_encoder_free(e);
 }
+
+void encode_model_snapshot(struct ltx_growbuf *out, struct model *m, uint64_t txid, bool compress)
+{
+	uint32_t lock = ltx_lock_pgno(m->page_size);
+	uint32_t *pgnos = malloc(sizeof(uint32_t) * (m->n_pages + 1));
+	size_t n = 0;
+
+	assert_non_null(pgnos);
+	for (uint32_t p = 1; p <= m->n_pages; p++)
+		if (p != lock)
+			pgnos[n++] = p;
+	struct ltx_header h = {
+		.flags = compress ? LTX_FLAG_COMPRESS : 0,
+		.page_size = m->page_size,
+		.commit = m->n_pages,
+		.min_txid = 1,
+		.max_txid = txid,
+		.timestamp_ms = 1700000000000 + (int64_t)txid,
+	};
+	encode_ltx(out, &h, m, pgnos, n, model_checksum(m));
+	free(pgnos);
+}

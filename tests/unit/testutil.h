@@ -48,5 +48,8 @@ uint64_t model_checksum(struct model *m);
 /* Encodes the pages listed (pgnos[0..n)) of m under header h. */
 void encode_ltx(struct ltx_growbuf *out, const struct ltx_header *h, struct model *m,
 		       const uint32_t *pgnos, size_t n, uint64_t post);
+/* Snapshot of m at txid (TXIDs 1..txid) as an LTX file, built by the test
+ * itself rather than by dbfile. */
+void encode_model_snapshot(struct ltx_growbuf *out, struct model *m, uint64_t txid, bool compress);
 
 #endif
