@@ -40,8 +40,7 @@
 
 #include "cmd.h"
 #include "sqlchild.h"
-
-extern char **environ;
+#include "supervise.h"
 
 #define CHILD_BUSY_TIMEOUT_MS 30000
 #define CHILD_BUSY_STEP_US 1000
@@ -69,16 +68,7 @@ int sqlchild_start(struct sqlchild *c, char *const argv[])
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, to_child[0], 0);
 	posix_spawn_file_actions_adddup2(&fa, from_child[1], 1);
-	posix_spawnattr_t attr;
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawnattr_init(&attr);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	rc = posix_spawn(&c->pid, "/proc/self/exe", &fa, &attr, argv, environ);
-	posix_spawnattr_destroy(&attr);
+	rc = -supervise_spawn("/proc/self/exe", false, &fa, argv, &c->pid);
 	posix_spawn_file_actions_destroy(&fa);
 	close(to_child[0]);
 	close(from_child[1]);

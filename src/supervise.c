@@ -31,7 +31,8 @@ struct supervisor {
 	int n_workers;
 };
 
-static int spawn(char **argv, pid_t *pid)
+int supervise_spawn(const char *file, bool search_path, const posix_spawn_file_actions_t *fa, char *const argv[],
+		    pid_t *pid)
 {
 	posix_spawnattr_t attr;
 	sigset_t none, all;
@@ -41,8 +42,15 @@ static int spawn(char **argv, pid_t *pid)
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setsigdefault(&attr, &all);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	int rc = posix_spawnp(pid, argv[0], NULL, &attr, argv, environ);
+	int rc = search_path ? posix_spawnp(pid, file, fa, &attr, argv, environ)
+			     : posix_spawn(pid, file, fa, &attr, argv, environ);
 	posix_spawnattr_destroy(&attr);
+	return -rc;
+}
+
+static int spawn(char **argv, pid_t *pid)
+{
+	int rc = -supervise_spawn(argv[0], true, NULL, argv, pid);
 	if (rc != 0) {
 		LOG_ERROR("exec", "msg=\"cannot start command\" cmd=\"%s\" err=\"%s\"", argv[0], strerror(rc));
 		return -rc;

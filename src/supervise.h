@@ -12,7 +12,9 @@
 #ifndef LITEFS_SUPERVISE_H
 #define LITEFS_SUPERVISE_H
 
+#include <spawn.h>
 #include <stdbool.h>
+#include <sys/types.h>
 
 struct config;
 struct supervisor;
@@ -37,5 +39,11 @@ void supervisor_signal(struct supervisor *s, int sig);
  * Returns its exit code. Stops workers too. */
 int supervisor_wait(struct supervisor *s, int timeout_ms);
 void supervisor_free(struct supervisor *s); /* NULL is a no-op; kills nothing */
+
+/* Starts file (looked up in PATH if search_path) with argv, an empty signal
+ * mask and default signal dispositions (the node blocks the signals it
+ * handles; children must not inherit that). fa may be NULL. 0 or -errno. */
+int supervise_spawn(const char *file, bool search_path, const posix_spawn_file_actions_t *fa, char *const argv[],
+		    pid_t *pid);
 
 #endif
