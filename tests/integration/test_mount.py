@@ -498,3 +498,34 @@ def test_new_database_whose_first_transaction_spills(node, mode):
     con.close()
     assert cli(n, "SELECT count(*) FROM t").stdout.strip() == "501"
     check_invariants(n)
+
+
+def test_exclusive_locking_mode_in_wal_is_captured(node):
+    # With locking_mode=EXCLUSIVE before the first WAL access SQLite keeps
+    # the wal-index in heap memory and takes no shm locks; commits are still
+    # frames in -wal, which is what the node follows.
+    n = node().start()
+    cli(n, "PRAGMA journal_mode=wal; CREATE TABLE t(x);")
+    con = n.connect(isolation_level=None)
+    con.execute("PRAGMA locking_mode=EXCLUSIVE")
+    for i in range(20):
+        con.execute("INSERT INTO t VALUES (?)", (i,))
+    pos = n.pos()
+    con.close()
+    assert pos[0] >= 22
+    check_invariants(n)
+
+
+@pytest.mark.parametrize("mode", ["memory", "off"])
+def test_journal_modes_without_a_commit_event_are_refused(node, mode):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    pos = n.pos()
+    before = n.db().read_bytes()
+    r = cli(n, f"PRAGMA journal_mode={mode}; INSERT INTO t VALUES (2);", check=False)
+    assert r.returncode != 0
+    assert "journal_mode MEMORY/OFF" in n.log_text()
+    assert n.pos() == pos
+    assert n.db().read_bytes() == before
+    assert cli(n, "SELECT count(*) FROM t").stdout.strip() == "1"
+    check_invariants(n)
