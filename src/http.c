@@ -22,11 +22,14 @@
  * select(), so a descriptor number above FD_SETSIZE (the node holds many
  * descriptors) cannot break a connection.
  *
- * The handlers take no lock of their own while they do SQLite I/O on the
- * mount; they only take db.mu (and, through store_*, store.mu) for short
- * copies of a database's fields, in the documented order store.mu before
- * db.mu. So a request can never deadlock with the FUSE threads that serve
- * its own I/O.
+ * The handlers never do SQLite I/O on the mount themselves: that runs in a
+ * child process (sqlchild.c, `litefs __sqlite`). In WAL mode SQLite maps
+ * -shm, and a page fault on that mapping in this process would hold its
+ * mmap_lock while waiting for a FUSE read that a worker of this process,
+ * blocked in malloc on the same lock, must serve: a deadlock that the first
+ * version of export hit under concurrent writes. The handlers only take
+ * db.mu (and, through store_*, store.mu) for short copies of a database's
+ * fields, in the documented order store.mu before db.mu.
  *
  * IMPORT (POST /import?name=NAME)
  *
@@ -48,7 +51,8 @@
  *      WAL next to the temp file is ever consulted. Nothing about the live
  *      database has been touched yet, so a rejection leaves it unchanged.
  *   4. Copy with the SQLite online backup API into the MOUNTED path
- *      (<fuse.dir>/NAME), through a connection with a busy timeout. The
+ *      (<fuse.dir>/NAME), in the child process (`litefs __sqlite import`),
+ *      through a connection with a busy timeout. The
  *      backup writes every page inside one write transaction of the live
  *      database, so the mount captures exactly one LTX through its normal
  *      commit path, with SQLite's own locking against other clients. The
@@ -73,7 +77,9 @@
  * EXPORT (GET /export?name=NAME)
  *
  *   A consistent copy needs a read transaction whose snapshot is known to
- *   match db_pos(). Two connections on the mounted path:
+ *   match db_pos(). The child (`litefs __sqlite export`) opens two
+ *   connections on the mounted path and reports READY; this process reads
+ *   db_pos() while the child holds them, then tells it to go on:
  *     A (read-write): BEGIN IMMEDIATE — no other writer can commit now;
  *     B (read-only):  BEGIN; SELECT ... — B's snapshot is the latest commit;
  *     read db_pos()  — that commit's position (the mount advances the
@@ -124,9 +130,9 @@
 #include "err.h"
 #include "fusefs.h"
 #include "http.h"
-#include "sqlchild.h"
 #include "log.h"
 #include "ltx.h"
+#include "sqlchild.h"
 #include "store.h"
 
 #define HTTP_MAX_IMPORT_BYTES (64ull << 30)
