@@ -581,6 +581,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	conn->want &= ~(unsigned)FUSE_CAP_WRITEBACK_CACHE;
+	/* Every change on this node passes through the kernel, which keeps its
+	 * page cache coherent; without this, each getattr that shows a new
+	 * mtime (after every commit) would drop the cached pages of the file
+	 * and the next read of page 1 would be a round trip. */
+	conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
 	conn->want &= ~(unsigned)FUSE_CAP_POSIX_LOCKS;
 	conn->want &= ~(unsigned)FUSE_CAP_FLOCK_LOCKS;
 }
