@@ -97,6 +97,16 @@
  *   MHD_create_response_from_fd64 (sendfile), so it vanishes with the
  *   response whatever happens to the connection.
  *
+ * SHUTDOWN (http_stop). New requests get 503 and new connections are
+ * refused; requests in flight get HTTP_STOP_GRACE_MS to finish, so that an
+ * import that commits also delivers its reply (closing the connection
+ * after the commit would report a failure for an applied import). Then the
+ * helper processes still running are sent SIGTERM — a helper killed inside
+ * its write transaction is a client killed mid-transaction, which the mount
+ * turns into no transaction — and MHD is stopped. Helpers are tracked by
+ * pidfd, because the supervisor reaps any child (waitpid(-1)) and a bare
+ * PID could be reused by then.
+ *
  * TEMP FILES live in <data.dir>/tmp (same file system as the data, which is
  * where the space is provisioned). Leftovers of a crash carry our prefixes
  * and are removed by http_start().
@@ -114,6 +124,7 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -123,6 +134,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -145,6 +157,7 @@
 #define HTTP_TMP_IMPORT_PREFIX "http-import-"
 #define HTTP_TMP_EXPORT_PREFIX "http-export-"
 #define HTTP_MSG_LEN 512
+#define HTTP_STOP_GRACE_MS 10000
 
 struct http_server {
 	struct store *st;       /* borrowed */
@@ -152,6 +165,13 @@ struct http_server {
 	struct MHD_Daemon *daemon;
 	char *tmp_dir;          /* owned: <data.dir>/tmp */
 	atomic_bool stopping;   /* set by http_stop(); interrupts SQLite work */
+	atomic_int n_active;    /* requests between their first call and completion */
+
+	/* The helper processes (sqlchild.c) of requests in flight, as pidfds,
+	 * so that http_stop() can end them without racing with PID reuse (the
+	 * supervisor reaps any child with waitpid(-1)). -1 = free slot. */
+	pthread_mutex_t children_mu;
+	int child_pidfds[HTTP_CONNECTION_LIMIT];
 
 	/* Counters for /metrics (since start). */
 	atomic_ulong n_import_ok, n_import_err, n_export_ok, n_export_err;
@@ -452,6 +472,55 @@ static unsigned sqlite_status(int rc)
 	default:
 		return MHD_HTTP_INTERNAL_SERVER_ERROR;
 	}
+}
+
+/* ---- Helper processes --------------------------------------------------- */
+
+/* Registers a started helper; returns its slot (for child_untrack) or -1
+ * when it cannot be tracked (it then simply runs to its end). A helper
+ * started after http_stop() began is ended at once. */
+static int child_track(struct http_server *srv, pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return -1;
+	int slot = -1;
+	pthread_mutex_lock(&srv->children_mu);
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++) {
+		if (srv->child_pidfds[i] < 0) {
+			srv->child_pidfds[i] = fd;
+			slot = i;
+			break;
+		}
+	}
+	if (slot >= 0 && atomic_load(&srv->stopping))
+		syscall(SYS_pidfd_send_signal, fd, SIGTERM, NULL, 0);
+	pthread_mutex_unlock(&srv->children_mu);
+	if (slot < 0)
+		close(fd);
+	return slot;
+}
+
+static void child_untrack(struct http_server *srv, int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&srv->children_mu);
+	close(srv->child_pidfds[slot]);
+	srv->child_pidfds[slot] = -1;
+	pthread_mutex_unlock(&srv->children_mu);
+}
+
+/* Ends every helper: a helper killed inside a write transaction is a client
+ * killed mid-transaction, which the mount turns into no transaction (a hot
+ * journal rolled back, or WAL frames without a commit frame). */
+static void children_terminate(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->children_mu);
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
+		if (srv->child_pidfds[i] >= 0)
+			syscall(SYS_pidfd_send_signal, srv->child_pidfds[i], SIGTERM, NULL, 0);
+	pthread_mutex_unlock(&srv->children_mu);
 }
 
 /* ---- GET /info ---------------------------------------------------------- */
@@ -826,8 +895,10 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
 			goto out;
 		}
+		int slot = child_track(srv, child.pid);
 		sqlchild_read(&child, line, sizeof(line));
 		sqlchild_finish(&child);
+		child_untrack(srv, slot);
 		rc = SQLITE_OK;
 		if (strcmp(line, "OK") != 0 && sqlchild_parse_err(line, &rc, &msg) != 0) {
 			rc = SQLITE_ERROR;
@@ -835,7 +906,11 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		}
 		if (rc != SQLITE_OK) {
 			unsigned status = sqlite_status(rc);
-			if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+			if (atomic_load(&srv->stopping))
+				import_fail(ir, MHD_HTTP_SERVICE_UNAVAILABLE,
+					    "the node is shutting down; the import was interrupted (if the position of "
+					    "%s did not advance, nothing was applied)", ir->name);
+			else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
 				import_fail(ir, status, "database %s is busy: another connection held a lock for %d ms",
 					    ir->name, HTTP_BUSY_TIMEOUT_MS);
 			else
@@ -1029,6 +1104,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 {
 	struct sqlchild child;
 	bool child_started = false;
+	int child_slot = -1;
 	char *path = NULL, *tmp = NULL;
 	int ret = -1, rc, fd;
 
@@ -1062,6 +1138,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 		goto out;
 	}
 	child_started = true;
+	child_slot = child_track(srv, child.pid);
 	sqlchild_read(&child, line, sizeof(line));
 	int locked = 0, wal = 0;
 	if (sscanf(line, "READY %d %d", &locked, &wal) != 2) {
@@ -1108,8 +1185,12 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	r->size = (uint64_t)sb.st_size;
 	ret = 0;
 out:
-	if (child_started)
+	if (child_started) {
 		sqlchild_finish(&child);
+		child_untrack(srv, child_slot);
+	}
+	if (ret != 0 && r->status >= 500 && atomic_load(&srv->stopping))
+		export_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
 	if (ret != 0 && r->fd >= 0) {
 		close(r->fd);
 		r->fd = -1;
@@ -1226,6 +1307,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		}
 		return import_finish(srv, conn, ir);
 	}
+	/* First call: the request counts as in flight until on_completed(). */
+	atomic_fetch_add(&srv->n_active, 1);
+	if (atomic_load(&srv->stopping))
+		return respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
 	if (!strcmp(url, "/import") && !strcmp(method, MHD_HTTP_METHOD_POST))
 		return import_begin(srv, conn, con_cls);
 	if (request_has_body(conn))
@@ -1236,6 +1321,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+	struct http_server *srv = cls;
+	atomic_fetch_sub(&srv->n_active, 1);
 	if (*con_cls != &deferred_marker) {
 		struct import_req *ir = *con_cls;
 		if (ir && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -1342,6 +1429,10 @@ int http_start(struct store *st, struct fusefs *fs, const char *addr, struct htt
 	srv->st = st;
 	srv->fs = fs;
 	atomic_init(&srv->stopping, false);
+	atomic_init(&srv->n_active, 0);
+	pthread_mutex_init(&srv->children_mu, NULL);
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
+		srv->child_pidfds[i] = -1;
 	if (asprintf(&srv->tmp_dir, "%s/%s", st->data_dir, HTTP_TMP_SUBDIR) < 0) {
 		srv->tmp_dir = NULL;
 		rc = ERR_NOMEM;
@@ -1355,8 +1446,10 @@ int http_start(struct store *st, struct fusefs *fs, const char *addr, struct htt
 	}
 	clean_tmp_dir(srv->tmp_dir);
 
+	/* MHD_USE_ITC lets http_stop() quiesce the daemon (stop accepting)
+	 * while requests in flight finish. */
 	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-			 MHD_USE_ERROR_LOG;
+			 MHD_USE_ERROR_LOG | MHD_USE_ITC;
 	uint16_t port_num = (uint16_t)strtoul(port, NULL, 10);
 	if (host[0] == '\0') {
 		/* All interfaces: IPv6 and IPv4 on one socket where the kernel
@@ -1392,6 +1485,7 @@ int http_start(struct store *st, struct fusefs *fs, const char *addr, struct htt
 err:
 	if (ai)
 		freeaddrinfo(ai);
+	pthread_mutex_destroy(&srv->children_mu);
 	free(srv->tmp_dir);
 	free(srv);
 	return rc;
@@ -1401,11 +1495,39 @@ void http_stop(struct http_server *srv)
 {
 	if (!srv)
 		return;
-	/* Interrupt long SQLite work first, so the connection threads that
-	 * MHD_stop_daemon() joins finish promptly. */
+	/* 1. Refuse new requests (503) and stop accepting connections.
+	 * 2. Let requests in flight finish for up to HTTP_STOP_GRACE_MS, so an
+	 *    import that is committing still gets its reply: MHD_stop_daemon()
+	 *    closes every connection, and a reply lost there would tell the
+	 *    client "failed" about an import that was applied.
+	 * 3. End the helpers of what is still running (their transactions
+	 *    roll back), then stop MHD, which joins the connection threads. */
 	atomic_store(&srv->stopping, true);
-	if (srv->daemon)
+	if (srv->daemon) {
+		/* The listening socket must stay open until MHD stopped; shutting
+		 * it down now refuses new connections at once instead of leaving
+		 * them in the backlog, unanswered, until the end. */
+		MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
+		if (listen_fd != MHD_INVALID_SOCKET)
+			shutdown(listen_fd, SHUT_RDWR);
+		struct timespec step = { 0, 20 * 1000000L };
+		int waited_ms = 0;
+		while (atomic_load(&srv->n_active) > 0 && waited_ms < HTTP_STOP_GRACE_MS) {
+			nanosleep(&step, NULL);
+			waited_ms += 20;
+		}
+		int left = atomic_load(&srv->n_active);
+		if (left > 0)
+			LOG_WARN("http", "msg=\"stopping with requests in flight; ending them\" n=%d", left);
+		children_terminate(srv);
 		MHD_stop_daemon(srv->daemon);
+		if (listen_fd != MHD_INVALID_SOCKET)
+			close(listen_fd);
+	}
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
+		if (srv->child_pidfds[i] >= 0)
+			close(srv->child_pidfds[i]);
+	pthread_mutex_destroy(&srv->children_mu);
 	free(srv->tmp_dir);
 	free(srv);
 }
