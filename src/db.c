@@ -1460,7 +1460,8 @@ static int list_segments(int dir_fd, uint64_t **out, size_t *n_out)
 		v[n++] = first;
 	}
 	closedir(d);
-	qsort(v, n, sizeof(*v), cmp_u64);
+	if (n > 0)
+		qsort(v, n, sizeof(*v), cmp_u64);
 	*out = v;
 	*n_out = n;
 	return 0;

@@ -241,6 +241,7 @@ static int child_export(const char *path, const char *out)
 
 static int child_import(const char *src_uri, const char *path, int created)
 {
+	(void)created; /* kept in the protocol; the mount accepts spills of new databases */
 	sqlite3 *src = NULL, *dst = NULL;
 	int rc = sqlite3_open_v2(src_uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
 	if (rc != SQLITE_OK)
@@ -248,14 +249,7 @@ static int child_import(const char *src_uri, const char *path, int created)
 	rc = sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	if (rc == SQLITE_OK) {
 		prepare(dst);
-		/* The mount wants a new database's first write to be page 1 or
-		 * to follow its journal; without spilling, the commit writes
-		 * pages in order. Memory grows with the file, for new
-		 * databases only. */
-		if (created)
-			rc = sqlite3_exec(dst, "PRAGMA cache_spill=OFF", NULL, NULL, NULL);
-		if (rc == SQLITE_OK)
-			rc = backup_all(dst, src);
+		rc = backup_all(dst, src);
 	}
 	if (rc != SQLITE_OK)
 		return fail(rc, dst);

@@ -191,20 +191,18 @@ void supervisor_set_primary(struct supervisor *s, bool is_primary)
 bool supervisor_reap(struct supervisor *s, int *code)
 {
 	int status;
-	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		if (pid == s->app) {
-			s->app = 0;
-			s->app_exited = true;
-			s->app_code = exit_code_of(status);
-			continue;
-		}
-		for (int i = 0; i < s->n_workers; i++) {
-			if (s->workers[i].pid == pid) {
-				LOG_WARN("exec", "msg=\"if-primary worker exited\" cmd=\"%s\" code=%d",
-					 s->workers[i].argv[0], exit_code_of(status));
-				s->workers[i].pid = 0;
-			}
+	/* Only our own children: the node has other ones (sqlchild.c) whose
+	 * owners reap them. */
+	if (s->app > 0 && waitpid(s->app, &status, WNOHANG) == s->app) {
+		s->app = 0;
+		s->app_exited = true;
+		s->app_code = exit_code_of(status);
+	}
+	for (int i = 0; i < s->n_workers; i++) {
+		if (s->workers[i].pid > 0 && waitpid(s->workers[i].pid, &status, WNOHANG) == s->workers[i].pid) {
+			LOG_WARN("exec", "msg=\"if-primary worker exited\" cmd=\"%s\" code=%d", s->workers[i].argv[0],
+				 exit_code_of(status));
+			s->workers[i].pid = 0;
 		}
 	}
 	if (s->app_exited) {
