@@ -1,6 +1,6 @@
 /*
  * db.h — one replicated SQLite database: its backing files, its position,
- * and the capture of every committed transaction as one LTX file.
+ * and the capture of every committed transaction as one LTX record.
  *
  * See the design comment at the top of db.c for how commits are
  * recognised in each journal mode and why the result is exact.
@@ -74,7 +74,7 @@ struct db {
 	bool wal_mode;         /* logical header says WAL (bytes 18/19 == 2) */
 	struct ltx_pos pos;    /* last captured transaction */
 	int64_t pos_ts_ms;     /* its timestamp */
-	uint64_t oldest_txid;  /* oldest LTX file kept locally (0 = none) */
+	uint64_t oldest_txid;  /* first TXID of the oldest segment kept (0 = none) */
 	bool write_refused;    /* sticky: verification failed; refuse writes */
 	bool dir_dirty;        /* a backing file was created or removed since the last directory sync */
 
@@ -153,7 +153,7 @@ int db_unlink(struct db *db, enum db_kind kind);
 void db_pos_text(struct db *db, char *buf);
 struct ltx_pos db_pos(struct db *db);
 
-/* Makes LTX files of recent commits durable (the store calls it a few
+/* Makes the open segment durable up to its end (the store calls it a few
  * times a second, so a commit never stays unsynced for long). */
 void db_flush_pending(struct db *db);
 
