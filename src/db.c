@@ -1913,3 +1913,46 @@ void db_free(struct db *db)
 	free(db->name);
 	free(db);
 }
+
+/* ---- Replication (stubs until implemented) ---- */
+int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
+{
+	(void)after;
+	memset(c, 0, sizeof(*c));
+	c->db = db;
+	c->fd = -1;
+	return ERR_UNSUPPORTED;
+}
+
+int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
+{
+	(void)c;
+	(void)fd;
+	(void)rec;
+	return ERR_UNSUPPORTED;
+}
+
+void db_cursor_close(struct db_cursor *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
+{
+	(void)db;
+	(void)write;
+	(void)ctx;
+	(void)pos;
+	return ERR_UNSUPPORTED;
+}
+
+int db_apply(struct db *db, int fd, off_t off, uint32_t len)
+{
+	(void)db;
+	(void)fd;
+	(void)off;
+	(void)len;
+	return ERR_UNSUPPORTED;
+}

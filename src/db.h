@@ -19,6 +19,7 @@
 #include <sys/types.h>
 
 #include "ltx.h"
+#include "ltxlog.h"
 #include "pgmap.h"
 
 enum db_kind {
@@ -169,5 +170,57 @@ int db_verify_step(struct db *db, uint32_t max_pages);
 /* Checksum of the whole logical database, computed now under db->mu
  * (slow; for tests and recovery). */
 int db_compute_checksum(struct db *db, uint64_t *out);
+
+/* ---- Replication, primary side ----------------------------------------- */
+
+/* Reads the committed records of a database's chain in TXID order, from
+ * the segment files (catch-up) and then from the open segment as commits
+ * land (live). Only records up to db->pos are returned, never one that
+ * may still be cut back. */
+struct db_cursor {
+	struct db *db;
+	int fd;              /* segment being read, -1 before the first */
+	uint64_t seg_first;  /* its first TXID */
+	uint64_t off;        /* offset of the next record header in it */
+	uint64_t next_txid;  /* TXID of the next record to return */
+};
+
+/* Positions c just after `after` (a replica's position). Returns 0 when
+ * the records after it are retained and `after` is on this chain
+ * (after.txid == 0 on a chain that still starts at TXID 1 counts), or
+ * ERR_NEED_SNAPSHOT when the replica must be sent a snapshot: its TXID is
+ * older than the oldest retained record, its checksum differs from this
+ * node's at that TXID (split brain), or it is ahead of this node. */
+int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c);
+/* Next record: returns 1 with *fd (borrowed, valid until the next call)
+ * and *rec (offset/length of the LTX bytes of the record are
+ * rec->offset + LTXLOG_HDR_SIZE, rec->len), 0 when the cursor is at the
+ * current position (wait with store_wait_change() and call again),
+ * ERR_NEED_SNAPSHOT when the next record is no longer retained, or
+ * another negative code. Reading the bytes is the caller's job (pread);
+ * a short read means the record was taken back: start over. */
+int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec);
+void db_cursor_close(struct db_cursor *c); /* idempotent */
+
+/* Writes a snapshot LTX of the logical database (WAL frames included) at
+ * its current position through write(ctx): TXID 1..pos.txid, every page.
+ * Holds db->mu throughout (writers wait), so write to a local spool file,
+ * not to a network peer. *pos gets the snapshot's position. Returns 0,
+ * ERR_NEED_SNAPSHOT if the database is empty or deleted (pos.txid == 0 or
+ * no pages: nothing to send), or an error. */
+int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos);
+
+/* ---- Replication, replica side ----------------------------------------- */
+
+/* Applies one LTX file received from the primary (bytes [off, off+len) of
+ * fd) to this replica's database: validated in full first (it must follow
+ * db->pos, or be a snapshot); readers are excluded with SQLite's own locks
+ * while pages are written; the kernel cache is invalidated for the pages
+ * that changed; WAL-mode readers see the new state; the record is appended
+ * to this node's chain byte for byte and pos advances. A commit of 0
+ * pages deletes the database. Returns 0, an ERR_LTX_* code (nothing
+ * changed: the input was refused), or another error. Only the replication
+ * client calls it, one at a time per database. */
+int db_apply(struct db *db, int fd, off_t off, uint32_t len);
 
 #endif

@@ -48,7 +48,12 @@
 	X(ERR_LTXLOG_TORN,      -1080, "ltx log: record extends past the end of the segment (torn write)") \
 	X(ERR_LTXLOG_MAGIC,     -1081, "ltx log: bad record header") \
 	X(ERR_CONFIG,           -1100, "invalid configuration") \
-	X(ERR_UNSUPPORTED,      -1101, "not supported yet")
+	X(ERR_UNSUPPORTED,      -1101, "not supported yet") \
+	X(ERR_NEED_SNAPSHOT,    -1200, "replication: position not in the retained history (snapshot needed)") \
+	X(ERR_READONLY,         -1201, "replication: this node is a replica (read-only)") \
+	X(ERR_REPL_PROTOCOL,    -1202, "replication: malformed stream") \
+	X(ERR_REPL_CLUSTER,     -1203, "replication: cluster ID mismatch") \
+	X(ERR_REPL_AUTH,        -1204, "replication: authentication failed")
 
 enum err_code {
 #define ERR_ENUM_(name, value, msg) name = value,

@@ -157,6 +157,8 @@ int store_open(const struct store_opts *opts, struct store **out)
 		return ERR_NOMEM;
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cond, NULL);
+	pthread_cond_init(&st->change_cond, NULL);
+	st->is_primary = true;
 	st->dbs_fd = -1;
 	st->compress = opts->compress;
 	st->retention_ms = opts->retention_ms;
@@ -279,6 +281,7 @@ void store_close(struct store *st)
 		pthread_mutex_lock(&st->mu);
 		st->stopping = true;
 		pthread_cond_broadcast(&st->cond);
+		pthread_cond_broadcast(&st->change_cond);
 		pthread_mutex_unlock(&st->mu);
 		pthread_join(st->bg_thread, NULL);
 	}
@@ -290,7 +293,108 @@ void store_close(struct store *st)
 	if (st->dbs_fd >= 0)
 		close(st->dbs_fd);
 	pthread_cond_destroy(&st->cond);
+	pthread_cond_destroy(&st->change_cond);
 	pthread_mutex_destroy(&st->mu);
 	free(st->data_dir);
 	free(st);
+}
+
+/* ---- Cluster role and replication -------------------------------------- */
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+bool store_is_primary(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	bool p = st->is_primary;
+	pthread_mutex_unlock(&st->mu);
+	return p;
+}
+
+void store_set_role(struct store *st, bool primary, const char *primary_host)
+{
+	pthread_mutex_lock(&st->mu);
+	st->is_primary = primary;
+	snprintf(st->primary_host, sizeof(st->primary_host), "%s", primary || !primary_host ? "" : primary_host);
+	if (st->caught_up_ms == 0)
+		st->caught_up_ms = wall_ms();
+	pthread_mutex_unlock(&st->mu);
+	store_notify_change(st);
+}
+
+void store_primary_host(struct store *st, char *buf, size_t len)
+{
+	pthread_mutex_lock(&st->mu);
+	snprintf(buf, len, "%s", st->is_primary ? "" : st->primary_host);
+	pthread_mutex_unlock(&st->mu);
+}
+
+void store_set_caught_up(struct store *st, int64_t now)
+{
+	pthread_mutex_lock(&st->mu);
+	st->caught_up_ms = now;
+	pthread_mutex_unlock(&st->mu);
+}
+
+int64_t store_lag_ms(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	int64_t lag = 0;
+	if (!st->is_primary && st->caught_up_ms > 0) {
+		lag = wall_ms() - st->caught_up_ms;
+		if (lag < 0)
+			lag = 0;
+	}
+	pthread_mutex_unlock(&st->mu);
+	return lag;
+}
+
+uint64_t store_change_seq(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	uint64_t seq = st->change_seq;
+	pthread_mutex_unlock(&st->mu);
+	return seq;
+}
+
+void store_notify_change(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	st->change_seq++;
+	pthread_cond_broadcast(&st->change_cond);
+	pthread_mutex_unlock(&st->mu);
+}
+
+uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&st->mu);
+	while (st->change_seq == seen && !st->stopping) {
+		if (pthread_cond_timedwait(&st->change_cond, &st->mu, &until) != 0)
+			break;
+	}
+	uint64_t seq = st->change_seq;
+	pthread_mutex_unlock(&st->mu);
+	return seq;
+}
+
+int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len)
+{
+	struct db *db;
+	int rc = store_create(st, name, &db);
+	if (rc != 0)
+		return rc;
+	return db_apply(db, fd, off, len);
 }

@@ -43,6 +43,12 @@ struct store {
 	struct db **dbs;        /* index = db id; never shrinks during a mount */
 	size_t n_dbs, cap_dbs;
 	bool stopping;
+	/* Role (see store_set_role()); guarded by mu. */
+	bool is_primary;
+	char primary_host[256];
+	int64_t caught_up_ms;
+	uint64_t change_seq;    /* bumped by store_notify_change() */
+	pthread_cond_t change_cond;
 	pthread_cond_t cond;
 	pthread_t bg_thread;    /* retention and background verification */
 	bool bg_started;
@@ -74,5 +80,36 @@ struct db *store_by_id(struct store *st, uint32_t id);
 int store_create(struct store *st, const char *name, struct db **out);
 /* Number of registered databases (ids are 0..n-1). */
 size_t store_count(struct store *st);
+
+/* ---- Cluster role and replication -------------------------------------- */
+
+/* This node's role. With the static lease it is fixed when the node starts
+ * (lease.candidate); a replica refuses every write through the mount. */
+bool store_is_primary(struct store *st);
+/* Sets the role and the primary's hostname as a replica knows it (NULL or
+ * "" when unknown: `.primary` is then absent). */
+void store_set_role(struct store *st, bool primary, const char *primary_host);
+/* Copies the primary's hostname into buf ("" on the primary or when
+ * unknown). */
+void store_primary_host(struct store *st, char *buf, size_t len);
+
+/* Replica lag: the replication client calls store_set_caught_up() each
+ * time it knows it holds everything the primary has (a heartbeat whose
+ * positions it has reached); lag is the time since then (0 on the
+ * primary). */
+void store_set_caught_up(struct store *st, int64_t now_ms);
+int64_t store_lag_ms(struct store *st);
+
+/* Change notification: every commit, apply or deletion bumps a counter.
+ * store_wait_change() returns as soon as the counter differs from seen
+ * (immediately if it already does), or after timeout_ms, or when the
+ * store is stopping; it returns the counter's value. */
+uint64_t store_change_seq(struct store *st);
+uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms);
+void store_notify_change(struct store *st);
+
+/* Replica: applies one LTX file received from the primary to database
+ * name, creating it first if needed (see db_apply()). */
+int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len);
 
 #endif
