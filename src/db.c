@@ -1914,22 +1914,191 @@ void db_free(struct db *db)
 	free(db);
 }
 
-/* ---- Replication (stubs until implemented) ---- */
+/* ---- Replication, primary side ------------------------------------------ */
+
+/* Reads the header and the post-apply checksum of a record. */
+static int read_rec_meta(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, uint64_t *post)
+{
+	uint8_t buf[LTX_HEADER_SIZE];
+	if (rec->len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTXLOG_TORN;
+	int n = fdio_pread_full(fd, buf, sizeof(buf), (off_t)(rec->offset + LTXLOG_HDR_SIZE));
+	if (n < 0)
+		return n;
+	if (n != (int)sizeof(buf))
+		return ERR_IO_SHORT;
+	int rc = ltx_header_decode(buf, h);
+	if (rc)
+		return rc;
+	if (post) {
+		uint8_t t[8];
+		off_t toff = (off_t)(rec->offset + LTXLOG_HDR_SIZE + rec->len - LTX_TRAILER_SIZE);
+		n = fdio_pread_full(fd, t, sizeof(t), toff);
+		if (n != (int)sizeof(t))
+			return n < 0 ? n : ERR_IO_SHORT;
+		*post = 0;
+		for (int i = 0; i < 8; i++)
+			*post = *post << 8 | t[i];
+	}
+	return 0;
+}
+
+/* End of the committed records of segment seg_first (db->mu held). */
+static int segment_bound(struct db *db, int fd, uint64_t seg_first, uint64_t *end)
+{
+	if (db->log_fd >= 0 && db->log_first_txid == seg_first) {
+		*end = db->log_end;
+		return 0;
+	}
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	*end = (uint64_t)st.st_size;
+	return 0;
+}
+
+/*
+ * Positions c at the record whose min TXID is txid (db->mu held): opens the
+ * newest segment starting at or before txid and scans its record headers.
+ * If want_post is non-NULL, it instead finds the record whose max TXID is
+ * txid and stores its post-apply checksum there (c is then positioned
+ * after it). ERR_NEED_SNAPSHOT when no retained record fits.
+ */
+static int cursor_seek(struct db_cursor *c, uint64_t txid, uint64_t *want_post)
+{
+	struct db *db = c->db;
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	if (rc)
+		return rc;
+	size_t i = n;
+	while (i > 0 && firsts[i - 1] > txid)
+		i--;
+	if (i == 0) {
+		free(firsts);
+		return ERR_NEED_SNAPSHOT;
+	}
+	uint64_t seg = firsts[i - 1];
+	free(firsts);
+	db_cursor_close(c);
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, seg);
+	int fd = openat(db->ltx_dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? ERR_NEED_SNAPSHOT : -errno;
+	uint64_t end = 0, off = 0;
+	if ((rc = segment_bound(db, fd, seg, &end)) != 0) {
+		close(fd);
+		return rc;
+	}
+	struct ltxlog_rec rec;
+	while ((rc = ltxlog_read_rec(fd, off, end, &rec)) == 1) {
+		struct ltx_header h;
+		uint64_t post;
+		if ((rc = read_rec_meta(fd, &rec, &h, &post)) != 0)
+			break;
+		if (want_post == NULL && h.min_txid == txid) {
+			rc = 1;
+			break;
+		}
+		off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
+		if (want_post != NULL && h.max_txid == txid) {
+			*want_post = post;
+			rc = 1;
+			break;
+		}
+		if (h.max_txid >= txid) {
+			rc = ERR_NEED_SNAPSHOT; /* txid falls inside a record */
+			break;
+		}
+	}
+	if (rc == 1) {
+		c->fd = fd;
+		c->seg_first = seg;
+		c->off = want_post ? off : rec.offset;
+		c->next_txid = want_post ? txid + 1 : txid;
+		return 0;
+	}
+	close(fd);
+	/* The record may start the next segment: the caller retries there. */
+	return rc == 0 ? ERR_NEED_SNAPSHOT : rc;
+}
+
 int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 {
-	(void)after;
 	memset(c, 0, sizeof(*c));
 	c->db = db;
 	c->fd = -1;
-	return ERR_UNSUPPORTED;
+	int rc = 0;
+	pthread_mutex_lock(&db->mu);
+	c->next_txid = after.txid + 1;
+	if (after.txid > db->pos.txid) {
+		rc = ERR_NEED_SNAPSHOT; /* the replica is ahead: it diverged */
+	} else if (after.txid == db->pos.txid) {
+		if (after.txid != 0 && after.checksum != db->pos.checksum)
+			rc = ERR_NEED_SNAPSHOT;
+	} else if (after.txid == 0) {
+		if (db->oldest_txid != 1)
+			rc = ERR_NEED_SNAPSHOT;
+	} else {
+		uint64_t post = 0;
+		rc = cursor_seek(c, after.txid, &post);
+		if (rc == 0 && post != after.checksum)
+			rc = ERR_NEED_SNAPSHOT;
+	}
+	pthread_mutex_unlock(&db->mu);
+	if (rc)
+		db_cursor_close(c);
+	return rc;
 }
 
 int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
 {
-	(void)c;
-	(void)fd;
-	(void)rec;
-	return ERR_UNSUPPORTED;
+	struct db *db = c->db;
+	int rc;
+	pthread_mutex_lock(&db->mu);
+	if (c->next_txid > db->pos.txid + 1) {
+		/* Records this cursor returned were taken back (a WAL commit
+		 * whose sync failed): the reader's copy is no longer ours. */
+		rc = ERR_NEED_SNAPSHOT;
+		goto out;
+	}
+	if (c->next_txid > db->pos.txid) {
+		rc = 0;
+		goto out;
+	}
+	for (int tries = 0; tries < 2; tries++) {
+		if (c->fd < 0 && (rc = cursor_seek(c, c->next_txid, NULL)) != 0)
+			goto out;
+		uint64_t end = 0;
+		if ((rc = segment_bound(db, c->fd, c->seg_first, &end)) != 0)
+			goto out;
+		rc = ltxlog_read_rec(c->fd, c->off, end, rec);
+		if (rc < 0)
+			goto out;
+		if (rc == 0) {
+			/* End of this segment: the record starts the next one. */
+			db_cursor_close(c);
+			continue;
+		}
+		struct ltx_header h;
+		if ((rc = read_rec_meta(c->fd, rec, &h, NULL)) != 0)
+			goto out;
+		if (h.min_txid != c->next_txid) {
+			rc = ERR_LTX_NOT_CONTIGUOUS;
+			goto out;
+		}
+		c->off = rec->offset + LTXLOG_HDR_SIZE + rec->len;
+		c->next_txid = h.max_txid + 1;
+		*fd = c->fd;
+		rc = 1;
+		goto out;
+	}
+	rc = ERR_NEED_SNAPSHOT;
+out:
+	pthread_mutex_unlock(&db->mu);
+	return rc;
 }
 
 void db_cursor_close(struct db_cursor *c)
@@ -1939,14 +2108,84 @@ void db_cursor_close(struct db_cursor *c)
 	c->fd = -1;
 }
 
+/* Reads page pgno of the logical database (committed WAL frames over the
+ * db file) with db->mu held. */
+static int read_logical_page(struct db *db, int wal_fd, uint32_t pgno, uint8_t *buf)
+{
+	struct pgmap_entry *e = pgmap_get(&db->wal.pages, pgno);
+	if (e == NULL || wal_fd < 0)
+		return read_db_page(db, pgno, buf);
+	int n = fdio_pread_full(wal_fd, buf, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+	if (n < 0)
+		return n;
+	return (uint32_t)n == db->page_size ? 0 : ERR_IO_SHORT;
+}
+
+/* Encodes the snapshot with db->mu held and no transaction in progress. */
+static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
+{
+	uint32_t ps = db->page_size ? db->page_size : 4096;
+	struct ltx_header h = {
+		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.page_size = ps,
+		.commit = db->n_pages,
+		.min_txid = 1,
+		.max_txid = db->pos.txid,
+		.timestamp_ms = db->pos_ts_ms,
+		.node_id = db->store->node_id,
+	};
+	struct ltx_encoder *enc = NULL;
+	uint8_t *page = malloc(ps);
+	int wal_fd = db->wal.pages.count > 0 ? open_backing(db, DB_KIND_WAL, O_RDONLY) : -1;
+	int rc = page ? ltx_encoder_new(&enc, &h, write, ctx) : ERR_NOMEM;
+	uint64_t chk = LTX_CHECKSUM_FLAG;
+	uint32_t lock = ltx_lock_pgno(ps);
+	for (uint32_t pgno = 1; rc == 0 && pgno <= db->n_pages; pgno++) {
+		if (pgno == lock)
+			continue;
+		if ((rc = read_logical_page(db, wal_fd, pgno, page)) != 0)
+			break;
+		chk ^= ltx_page_checksum(pgno, page, ps);
+		rc = ltx_encoder_write_page(enc, pgno, page);
+	}
+	if (rc == 0 && chk != db->pos.checksum) {
+		LOG_ERROR("db", "msg=\"snapshot does not match the position's checksum\" db=%s txid=%016" PRIx64
+				" checksum=%016" PRIx64 " computed=%016" PRIx64, db->name, db->pos.txid, db->pos.checksum, chk);
+		rc = ERR_LTX_POST_CHECKSUM;
+	}
+	if (rc == 0)
+		rc = ltx_encoder_finish(enc, chk, NULL);
+	if (rc == 0)
+		*pos = db->pos;
+	if (wal_fd >= 0)
+		close(wal_fd);
+	ltx_encoder_free(enc);
+	free(page);
+	return rc;
+}
+
 int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
 {
-	(void)db;
-	(void)write;
-	(void)ctx;
-	(void)pos;
-	return ERR_UNSUPPORTED;
+	/* A rollback-mode transaction in progress has overwritten pages of the
+	 * db file whose committed content is only in its journal: wait for it
+	 * to end (SQLite holds such transactions briefly). */
+	for (int waited_ms = 0;; waited_ms++) {
+		pthread_mutex_lock(&db->mu);
+		if (db->pos.txid == 0) {
+			pthread_mutex_unlock(&db->mu);
+			return ERR_NEED_SNAPSHOT;
+		}
+		if (db->dirty.count == 0 || waited_ms >= 10000)
+			break;
+		pthread_mutex_unlock(&db->mu);
+		usleep(1000);
+	}
+	int rc = db->dirty.count == 0 ? snapshot_locked(db, write, ctx, pos) : -EAGAIN;
+	pthread_mutex_unlock(&db->mu);
+	return rc;
 }
+
+/* ---- Replication, replica side ----------------------------------------- */
 
 int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 {
