@@ -57,12 +57,12 @@
  */
 static const bool have_lease_consul = false;
 static const bool have_lease_etcd = false;
-static const bool have_replication = false;
+static const bool have_replication = true;
 static const bool have_proxy = false;
 static const bool have_backup = false;
 static const bool have_tracing_log = false;
 static const bool have_log_json = false;
-static const bool have_database_filter = false;
+static const bool have_database_filter = true;
 
 #define MAX_ERRORS 16
 #define MAX_DEPTH 64
@@ -1041,6 +1041,7 @@ static const struct field fuse_fields[] = {
 static const struct field http_fields[] = {
 	{ "addr", F_STR, CF(http.addr), NULL },
 	{ "snapshot-timeout", F_DUR, CF(http.snapshot_timeout_ms), NULL },
+	{ "secret", F_STR, CF(http.secret), NULL },
 	{ NULL, 0, 0, NULL },
 };
 
@@ -1186,7 +1187,7 @@ static bool set_str(char **slot, const char *s)
 
 /* Every char * field of struct config, for init and free. */
 static const size_t string_offsets[] = {
-	CF(name), CF(data.dir), CF(fuse.dir), CF(http.addr),
+	CF(name), CF(data.dir), CF(fuse.dir), CF(http.addr), CF(http.secret),
 	CF(proxy.addr), CF(proxy.target), CF(proxy.db),
 	CF(lease.type), CF(lease.hostname), CF(lease.advertise_url),
 	CF(lease.consul.url), CF(lease.consul.key), CF(lease.etcd.key),
@@ -2010,6 +2011,11 @@ int config_apply_env(struct config *cfg, config_getenv_fn getenv_fn, void *env_c
 		if (!set_str(&cfg->backup.url, ep && ep[0] ? ep : CONFIG_DEFAULT_LITEFS_CLOUD_URL))
 			return ERR_NOMEM;
 	}
+	/* Ours: the node-to-node secret may come from the environment, so that
+	 * it need not be written in the file. */
+	const char *secret = getenv_fn("LITEFS_SECRET", env_ctx);
+	if (!cfg->http.secret[0] && secret && secret[0] && !set_str(&cfg->http.secret, secret))
+		return ERR_NOMEM;
 	return 0;
 }
 
@@ -2129,6 +2135,12 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 		verr(&v, "lease.type", "unknown lease type \"%s\"; use \"static\", \"etcd\" or \"consul\"", lt);
 	if (c->lease.advertise_url[0] && !is_http_url(c->lease.advertise_url))
 		verr(&v, "lease.advertise-url", "\"%s\" is not an http:// or https:// URL", c->lease.advertise_url);
+	for (const char *q = c->http.secret; *q; q++) {
+		if ((unsigned char)*q < 0x20 || *q == 0x7f) {
+			verr(&v, "http.secret", "must not contain control characters (it is sent in an HTTP header)");
+			break;
+		}
+	}
 	check_nonneg(&v, "lease.reconnect-delay", c->lease.reconnect_delay_ms);
 	check_nonneg(&v, "lease.demote-delay", c->lease.demote_delay_ms);
 	if (c->lease.candidate && c->lease.databases.n > 0)
@@ -2359,6 +2371,9 @@ void config_print(const struct config *c, FILE *out)
 	fputs("http:\n", out);
 	print_kv_str(out, 2, "addr", c->http.addr);
 	print_kv_dur(out, 2, "snapshot-timeout", c->http.snapshot_timeout_ms);
+	/* Only when set: the key is ours, and its value is never printed. */
+	if (c->http.secret[0])
+		fputs("  secret: \"<redacted>\"\n", out);
 
 	fputs("proxy:\n", out);
 	print_kv_str(out, 2, "addr", c->proxy.addr);

@@ -20,7 +20,7 @@
  *      mount refuses it clearly instead of silently ignoring it.
  *
  * docs/config.md is the reference of every key. Beyond LiteFS we accept:
- * `exec[].if-primary`, `lease.type: etcd` with `lease.etcd.{endpoints,key,
+ * `exec[].if-primary`, `http.secret`, `lease.type: etcd` with `lease.etcd.{endpoints,key,
  * ttl}`, and `backup.delay` / `backup.full-sync-interval` (LiteFS has the
  * fields but not as keys). Deliberate differences: `lease.type` defaults to
  * "static" (LiteFS refuses an empty type at mount), and YAML merge keys
@@ -123,6 +123,7 @@ struct config {
 	struct {
 		char *addr; /* default ":20202" */
 		int64_t snapshot_timeout_ms; /* 0: the server's default */
+		char *secret; /* ours: shared secret of node-to-node requests; "" = off */
 	} http;
 
 	struct {
@@ -245,7 +246,8 @@ int config_find(const char *explicit_path, char *out, size_t outlen);
  * -no-expand-env says: LITEFS_CLOUD_TOKEN (when backup.type is "" or
  * "litefs-cloud": sets the type, and the token unless auth-token is set)
  * and LITEFS_CLOUD_ENDPOINT (ours: backup.url unless set); then defaults
- * backup.url for litefs-cloud. getenv_fn NULL means the process
+ * backup.url for litefs-cloud; LITEFS_SECRET (ours) sets http.secret when
+ * the file left it empty. getenv_fn NULL means the process
  * environment. Returns 0 or ERR_NOMEM.
  */
 int config_apply_env(struct config *cfg, config_getenv_fn getenv_fn, void *env_ctx);
@@ -277,7 +279,7 @@ int config_key_line(const struct config *cfg, const char *path);
 /*
  * Writes the effective configuration, defaults included, as YAML that
  * config_parse reads back to the same values (with expand_env false).
- * backup.auth-token is printed as "<redacted>" when set.
+ * backup.auth-token and http.secret are printed as "<redacted>" when set.
  */
 void config_print(const struct config *cfg, FILE *out);
 
