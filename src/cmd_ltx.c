@@ -912,6 +912,8 @@ static int cmd_apply(int argc, char **argv)
 			goto out_partial;
 		}
 		rc = dbfile_apply(db_fd, spool_fd, fdio_read, r, pos, &res);
+		free(res.written);
+		res.written = NULL;
 		close_reader(r);
 		if (rc < 0) {
 			switch (res.err_source) {

@@ -79,6 +79,7 @@
 #include <unistd.h>
 
 #include "db.h"
+#include "dbfile.h"
 #include "err.h"
 #include "fdio.h"
 #include "log.h"
@@ -1325,6 +1326,26 @@ void db_flush_pending(struct db *db)
 	pthread_mutex_unlock(&db->mu);
 }
 
+/* Removes the backing files other than the database itself (already
+ * gone) and resets what described them. */
+static void forget_files(struct db *db)
+{
+	for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++) {
+		if (unlinkat(db->dir_fd, db_kind_backing[k], 0) != 0 && errno != ENOENT)
+			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s file=%s err=\"%s\"", db->name,
+				 db_kind_backing[k], strerror(errno));
+		db->exists[k] = false;
+	}
+	if (db->db_fd >= 0)
+		close(db->db_fd);
+	db->db_fd = -1;
+	db->exists[DB_KIND_DB] = false;
+	db->n_pages = 0;
+	db->page_size = 0;
+	db->wal_mode = false;
+	wal_reset_state(db);
+}
+
 /* Records the deletion of the database as a commit-0 LTX. */
 static int delete_database(struct db *db)
 {
@@ -1346,22 +1367,9 @@ static int delete_database(struct db *db)
 			pending_abort(db, &p);
 		return rc;
 	}
-	for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++) {
-		if (unlinkat(db->dir_fd, db_kind_backing[k], 0) != 0 && errno != ENOENT)
-			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s file=%s err=\"%s\"", db->name,
-				 db_kind_backing[k], strerror(errno));
-		db->exists[k] = false;
-	}
 	if (p.active)
 		pending_finish(db, &p, false, false);
-	if (db->db_fd >= 0)
-		close(db->db_fd);
-	db->db_fd = -1;
-	db->exists[DB_KIND_DB] = false;
-	db->n_pages = 0;
-	db->page_size = 0;
-	db->wal_mode = false;
-	wal_reset_state(db);
+	forget_files(db);
 	LOG_INFO("db", "msg=\"database deleted\" db=%s txid=%016" PRIx64, db->name, db->pos.txid);
 	return 0;
 }
@@ -2187,11 +2195,430 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
 
 /* ---- Replication, replica side ----------------------------------------- */
 
+/*
+ * Excluding readers while a replicated transaction is written. The node
+ * takes SQLite's own locks (SQLITE-FILES.md) on descriptors of the files
+ * *in the mount*, so the kernel arbitrates them against every client; they
+ * are open-file-description locks, which conflict with SQLite's POSIX
+ * locks and are not dropped when some other descriptor of the file closes.
+ *
+ *  rollback modes: a write lock on the SHARED range waits for the readers
+ *      in a transaction to finish; new readers get SQLITE_BUSY while it is
+ *      held (their busy handler retries). If readers keep overlapping for
+ *      20 ms, PENDING is taken too so that no new reader starts.
+ *  WAL mode: the WAL write, checkpoint, recovery and all five read-mark
+ *      locks, taken one by one and kept, so that readers drain; a reader
+ *      that cannot get a read mark retries inside SQLite (no BUSY) for
+ *      seconds. The replica's WAL is always empty: pages go to the db file
+ *      and the wal-index header gets a new iChange and page count, which
+ *      tells every connection to drop its cache.
+ *
+ * A reader in a long transaction delays the apply for as long as it holds
+ * its lock, never longer.
+ */
+#define SQLITE_PENDING_BYTE 0x40000000
+#define SQLITE_SHARED_FIRST (SQLITE_PENDING_BYTE + 2)
+#define SQLITE_SHARED_SIZE 510
+#define WAL_LOCK_FIRST 120 /* WRITE, CKPT, RECOVER, READ0..READ4 */
+#define WAL_LOCK_COUNT 8
+#define WALIDX_HDR_SIZE 48
+#define WALIDX_CKPT_OFF 96
+
+static int ofd_wrlock(int fd, off_t start, off_t len)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+static void ofd_unlock_all(int fd)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* Takes a write lock, retrying while others hold it, for at most
+ * limit_us (0: until the store stops). Returns 0, -EAGAIN at the limit,
+ * -ECANCELED when the store stops, or -errno. */
+static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t limit_us)
+{
+	int64_t waited = 0;
+	bool logged = false;
+	for (int pause = 20;;) {
+		int rc = ofd_wrlock(fd, start, len);
+		if (rc != -EAGAIN && rc != -EACCES)
+			return rc;
+		if (limit_us > 0 && waited >= limit_us)
+			return -EAGAIN;
+		if (db->store->stopping)
+			return -ECANCELED;
+		if (!logged && waited > 5000000) {
+			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);
+			logged = true;
+		}
+		usleep((useconds_t)pause);
+		waited += pause;
+		if (pause < 1000)
+			pause *= 2;
+	}
+}
+
+static int exclude_rollback_readers(struct db *db, int fd)
+{
+	int rc = lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 20000);
+	if (rc != -EAGAIN)
+		return rc;
+	if ((rc = lock_retry(db, fd, SQLITE_PENDING_BYTE, 1, 0)) != 0)
+		return rc;
+	return lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
+}
+
+static int exclude_wal_readers(struct db *db, int shm_fd)
+{
+	for (int i = 0; i < WAL_LOCK_COUNT; i++) {
+		int rc = lock_retry(db, shm_fd, WAL_LOCK_FIRST + i, 1, 0);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static uint32_t bswap32(uint32_t x)
+{
+	return x >> 24 | (x >> 8 & 0xff00) | (x << 8 & 0xff0000) | x << 24;
+}
+
+/* The wal-index header's checksum (SQLite's walChecksumBytes over its
+ * first 40 bytes, in native order unless bigEndCksum says otherwise). */
+static void walidx_checksum(uint8_t *hdr)
+{
+	bool native = hdr[13] == 0;
+	uint32_t s1 = 0, s2 = 0;
+	for (int i = 0; i < 40; i += 8) {
+		uint32_t a, b;
+		memcpy(&a, hdr + i, 4);
+		memcpy(&b, hdr + i + 4, 4);
+		if (!native) {
+			a = bswap32(a);
+			b = bswap32(b);
+		}
+		s1 += a + s2;
+		s2 += b + s1;
+	}
+	memcpy(hdr + 40, &s1, 4);
+	memcpy(hdr + 44, &s2, 4);
+}
+
+/* Tells WAL-mode connections that the database changed: a new wal-index
+ * header (iChange + 1, no frames, the new page count), written through the
+ * mount so that every client's mapping of -shm sees it, copy 2 first as
+ * SQLite does. A wal-index nobody initialised is left to SQLite's
+ * recovery. */
+static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
+{
+	uint8_t hdr[WALIDX_HDR_SIZE];
+	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+		return;
+	uint32_t change, zero = 0;
+	memcpy(&change, hdr + 8, 4);
+	change++;
+	memcpy(hdr + 8, &change, 4);
+	memcpy(hdr + 16, &zero, 4); /* mxFrame */
+	memcpy(hdr + 20, &n_pages, 4);
+	walidx_checksum(hdr);
+	if (fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), WALIDX_HDR_SIZE) < 0 ||
+	    fdio_pwrite_full(shm_fd, &zero, 4, WALIDX_CKPT_OFF) < 0 ||
+	    fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) < 0)
+		LOG_WARN("db", "msg=\"cannot publish the wal-index header\" db=%s err=\"%s\"", db->name, strerror(errno));
+}
+
+/* Descriptors of the mounted files, locked so that no reader is inside a
+ * transaction. */
+struct exclusion {
+	int db_fd, shm_fd;
+};
+
+static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
+{
+	const char *mnt = db->store->hooks.mountpoint;
+	char path[4096];
+	x->db_fd = x->shm_fd = -1;
+	if (mnt == NULL)
+		return 0; /* not mounted: no readers (tests of the store alone) */
+	if (wal_mode) {
+		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
+		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+			return -errno;
+		return exclude_wal_readers(db, x->shm_fd);
+	}
+	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
+	if ((x->db_fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+		return -errno;
+	return exclude_rollback_readers(db, x->db_fd);
+}
+
+static void readmit_readers(struct exclusion *x)
+{
+	if (x->db_fd >= 0) {
+		ofd_unlock_all(x->db_fd);
+		close(x->db_fd);
+	}
+	if (x->shm_fd >= 0) {
+		ofd_unlock_all(x->shm_fd);
+		close(x->shm_fd);
+	}
+	x->db_fd = x->shm_fd = -1;
+}
+
+/* Copies len bytes of fd at off into the segment at dst (after its record
+ * header, which the caller writes last). */
+static int copy_into_segment(int log_fd, uint64_t dst, int fd, off_t off, uint32_t len)
+{
+	uint8_t buf[65536];
+	for (uint32_t done = 0; done < len;) {
+		size_t k = len - done < sizeof(buf) ? len - done : sizeof(buf);
+		int n = fdio_pread_full(fd, buf, k, off + done);
+		if (n < 0)
+			return n;
+		if ((size_t)n != k)
+			return ERR_IO_SHORT;
+		int rc = sys_pwrite_all(log_fd, buf, k, (off_t)(dst + done));
+		if (rc)
+			return rc;
+		done += (uint32_t)k;
+	}
+	return 0;
+}
+
+/* Drops the kernel's cached pages that the apply rewrote, and attributes. */
+static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32_t ps, bool resized,
+			     uint32_t new_n)
+{
+	const struct store_fuse_hooks *hk = &db->store->hooks;
+	if (hk->inval_inode == NULL)
+		return;
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && pg[j] == pg[j - 1] + 1)
+			j++;
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)(pg[i] - 1) * ps, (off_t)(j - i) * ps);
+		i = j;
+	}
+	if (resized || n == 0)
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)new_n * ps, 0);
+}
+
+static void invalidate_names(struct db *db)
+{
+	const struct store_fuse_hooks *hk = &db->store->hooks;
+	if (hk->inval_entry == NULL)
+		return;
+	char name[300];
+	for (int k = 0; k < DB_KIND_COUNT; k++) {
+		snprintf(name, sizeof(name), "%s%s", db->name, db_kind_suffix[k]);
+		hk->inval_entry(hk->ctx, name);
+	}
+}
+
+/* Replaces the chain with a new segment holding only the snapshot record
+ * that was staged in `tmp` (db->mu held). */
+static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t rec_end)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	close_segment(db);
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, firsts[i]);
+		if (unlinkat(db->ltx_dir_fd, name, 0) != 0 && errno != ENOENT)
+			rc = -errno;
+	}
+	free(firsts);
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, 1);
+	if (rc == 0 && sys_renameat(db->ltx_dir_fd, tmp, db->ltx_dir_fd, name) != 0)
+		rc = -errno;
+	if (rc)
+		return rc;
+	db->log_fd = tmp_fd;
+	db->log_first_txid = 1;
+	db->log_end = rec_end;
+	db->log_synced_end = 0;
+	db->log_created_ms = now_ms();
+	db->oldest_txid = 1;
+	db->dir_dirty = true;
+	return 0;
+}
+
+#define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
+
+/*
+ * Stages the record: a normal one is appended to the open segment (header
+ * last); a snapshot goes to a scratch segment that replaces the chain once
+ * applied. *log_fd / *rec_off say where it went.
+ */
+static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len, int *log_fd,
+			uint64_t *rec_off)
+{
+	if (ltx_header_is_snapshot(h)) {
+		*log_fd = openat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (*log_fd < 0)
+			return -errno;
+		*rec_off = 0;
+	} else {
+		if (db->log_fd < 0) {
+			int rc = open_segment(db, h->min_txid);
+			if (rc)
+				return rc;
+		}
+		*log_fd = db->log_fd;
+		*rec_off = db->log_end;
+	}
+	int rc = copy_into_segment(*log_fd, *rec_off + LTXLOG_HDR_SIZE, fd, off, len);
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, len);
+		rc = sys_pwrite_all(*log_fd, rh, sizeof(rh), (off_t)*rec_off);
+	}
+	return rc;
+}
+
+static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off)
+{
+	if (log_fd < 0)
+		return;
+	if (ltx_header_is_snapshot(h)) {
+		close(log_fd);
+		unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
+	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
+		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
+	}
+}
+
+/* Applies the staged record to the backing db file and advances the state
+ * (db->mu held). */
+static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
+			struct dbfile_apply_result *res)
+{
+	int log_fd = -1;
+	uint64_t rec_off = 0;
+	bool snapshot = ltx_header_is_snapshot(h);
+	int rc;
+
+	if (db->db_fd < 0) {
+		if ((db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR | O_CREAT)) < 0) {
+			rc = db->db_fd;
+			db->db_fd = -1;
+			return rc;
+		}
+	}
+	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
+		unstage_record(db, h, log_fd, rec_off);
+		return rc;
+	}
+	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
+	int spool = len > (16u << 20) ? dbfile_spool_open(db->store->data_dir) : -1;
+	struct ltx_pos from = db->pos;
+	if (from.txid == 0)
+		from.checksum = 0;
+	rc = dbfile_apply(db->db_fd, spool, ltxlog_read, &r, from, res);
+	if (spool >= 0)
+		close(spool);
+	if (rc) {
+		unstage_record(db, h, log_fd, rec_off);
+		return rc;
+	}
+	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
+	if (snapshot && (rc = restart_chain(db, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
+		/* The db file is the snapshot now; the chain could not be
+		 * replaced: the next start rebuilds it from the file. */
+		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
+		close(log_fd);
+	} else if (!snapshot) {
+		db->log_end = rec_end;
+		if (db->oldest_txid == 0)
+			db->oldest_txid = h->min_txid;
+	}
+	db->pos = res->pos;
+	db->pos_ts_ms = h->timestamp_ms;
+	db->n_commits++;
+	db->n_ltx_bytes += len;
+	db->dir_dirty = true;
+	if (h->commit == 0) {
+		if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT)
+			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s err=\"%s\"", db->name, strerror(errno));
+		forget_files(db);
+		return 0;
+	}
+	if (!db->exists[DB_KIND_DB]) {
+		db->exists[DB_KIND_DB] = true;
+		db->generation[DB_KIND_DB]++;
+	}
+	uint8_t hdr[20];
+	db->page_size = h->page_size;
+	db->n_pages = h->commit;
+	if (fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0) == (int)sizeof(hdr))
+		db->wal_mode = hdr[18] == 2 && hdr[19] == 2;
+	wal_reset_state(db);
+	if (db->verify.active) {
+		db->verify.cursor = 1; /* pages changed under it: start over */
+		db->verify.partial = 0;
+	}
+	return 0;
+}
+
 int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 {
-	(void)db;
-	(void)fd;
-	(void)off;
-	(void)len;
-	return ERR_UNSUPPORTED;
+	uint8_t raw[LTX_HEADER_SIZE];
+	struct ltx_header h;
+	int rc;
+
+	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTX_TRUNCATED;
+	rc = fdio_pread_full(fd, raw, sizeof(raw), off);
+	if (rc != (int)sizeof(raw))
+		return rc < 0 ? rc : ERR_IO_SHORT;
+	if ((rc = ltx_header_decode(raw, &h)) != 0)
+		return rc;
+
+	pthread_mutex_lock(&db->mu);
+	bool existed = db->exists[DB_KIND_DB];
+	bool wal_mode = db->wal_mode;
+	uint32_t old_n = db->n_pages;
+	pthread_mutex_unlock(&db->mu);
+
+	/* Readers first (they need db->mu to be served), then the state. */
+	struct exclusion x = { -1, -1 };
+	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
+		readmit_readers(&x);
+		if (rc != -ECANCELED)
+			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
+				 err_str(rc));
+		return rc;
+	}
+	struct dbfile_apply_result res;
+	memset(&res, 0, sizeof(res));
+	pthread_mutex_lock(&db->mu);
+	rc = apply_locked(db, &h, fd, off, len, &res);
+	bool exists = db->exists[DB_KIND_DB];
+	uint32_t new_n = db->n_pages;
+	pthread_mutex_unlock(&db->mu);
+
+	/* Never with db->mu held: dropping a page waits for reads of it in
+	 * flight, which the FUSE workers serve. */
+	if (rc == 0) {
+		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
+		if (x.shm_fd >= 0 && exists)
+			walidx_publish(db, x.shm_fd, new_n);
+		if (existed != exists)
+			invalidate_names(db);
+	}
+	readmit_readers(&x);
+	free(res.written);
+	if (rc == 0) {
+		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
+			  res.n_written, new_n);
+		store_notify_change(db->store);
+	}
+	return rc;
 }

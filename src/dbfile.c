@@ -700,6 +700,9 @@ int dbfile_apply(int db_fd, int spool_fd, ltx_read_fn read, void *read_ctx,
 	}
 	res->trailer = t;
 	res->pos = (struct ltx_pos){ .txid = h.max_txid, .checksum = t.post_apply_checksum };
+	res->written = sp.pgnos;
+	res->n_written = sp.n_pages;
+	sp.pgnos = NULL;
 	rc = 0;
 
 out:

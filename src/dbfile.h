@@ -86,6 +86,11 @@ struct dbfile_apply_result {
 	 * writing the database itself failed half-way: its content is then
 	 * neither old nor new and must be resynchronised. */
 	bool db_changed;
+	/* On success: the pages written (ascending), in a heap array the
+	 * caller frees with free(); pages whose content was already right are
+	 * not written and not listed. NULL when none. */
+	uint32_t *written;
+	size_t n_written;
 };
 
 /*

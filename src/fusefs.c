@@ -57,6 +57,10 @@
 
 #define INO_BASE 16
 #define INO_STRIDE 8
+/* Status files in the root (see status_text()). */
+#define INO_PRIMARY 2
+#define INO_LAG 3
+#define LAG_TEXT_LEN 11 /* "%+010d\n" */
 
 struct fusefs {
 	struct store *store;
@@ -111,8 +115,78 @@ static struct db *db_of_ino(struct fusefs *fs, fuse_ino_t ino, enum db_kind *kin
 	return store_by_id(fs->store, (uint32_t)(rel / INO_STRIDE));
 }
 
+/*
+ * Status files: ".primary" (on a replica that knows its primary: the
+ * primary's hostname and a newline; absent otherwise) and ".lag"
+ * (milliseconds behind the primary, "%+010d\n"; 0 on the primary).
+ * Returns the text length, or -ENOENT when the file does not exist now.
+ */
+static int status_text(struct fusefs *fs, fuse_ino_t ino, char *buf, size_t len)
+{
+	if (ino == INO_PRIMARY) {
+		char host[256];
+		store_primary_host(fs->store, host, sizeof(host));
+		if (host[0] == '\0')
+			return -ENOENT;
+		return snprintf(buf, len, "%s\n", host);
+	}
+	int64_t lag = store_lag_ms(fs->store);
+	if (lag > 999999999)
+		lag = 999999999;
+	return snprintf(buf, len, "%+010d\n", (int)lag);
+}
+
+static fuse_ino_t status_ino(const char *name)
+{
+	if (strcmp(name, ".primary") == 0)
+		return INO_PRIMARY;
+	if (strcmp(name, ".lag") == 0)
+		return INO_LAG;
+	return 0;
+}
+
+static int stat_status(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
+{
+	char text[300];
+	int n = status_text(fs, ino, text, sizeof(text));
+	if (n < 0)
+		return n;
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = n;
+	return 0;
+}
+
+/* True when the request comes from this process (the node applying a
+ * replicated transaction through its own mount). FUSE reports the
+ * calling thread's ID. */
+static bool from_self(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (ctx->pid == getpid())
+		return true;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d", (int)ctx->pid);
+	return access(path, F_OK) == 0;
+}
+
+/* A replica refuses every change through the mount except to -shm (which
+ * readers write) and the creation of -wal/-shm (which WAL readers need):
+ * SQLite then opens the database read-only and reports SQLITE_READONLY
+ * ("attempt to write a readonly database") in every journal mode. */
+static bool read_only_for(fuse_req_t req, struct fusefs *fs, enum db_kind kind)
+{
+	if (kind == DB_KIND_SHM || store_is_primary(fs->store))
+		return false;
+	return !from_self(req);
+}
+
 static int stat_ino(struct fusefs *fs, fuse_ino_t ino, struct stat *st)
 {
+	if (ino == INO_PRIMARY || ino == INO_LAG)
+		return stat_status(fs, ino, st);
 	if (ino == FUSE_ROOT_ID) {
 		memset(st, 0, sizeof(*st));
 		st->st_ino = ino;
@@ -171,6 +245,18 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
+	fuse_ino_t sino = status_ino(name);
+	if (sino != 0) {
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		if (stat_status(fs, sino, &e.attr) != 0) {
+			fuse_reply_err(req, ENOENT); /* not cached: it may appear any moment */
+			return;
+		}
+		e.ino = sino;
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	if (store_parse_name(name, dbname, sizeof(dbname), &kind) != 0) {
 		reply_negative(req, fs);
 		return;
@@ -200,6 +286,10 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	if (ino == INO_PRIMARY || ino == INO_LAG) {
+		fuse_reply_attr(req, &st, 0);
+		return;
+	}
 	if (ino != FUSE_ROOT_ID)
 		db_of_ino(fs, ino, &kind);
 	fuse_reply_attr(req, &st, ino == FUSE_ROOT_ID ? fs->attr_timeout : timeout_for(fs, kind));
@@ -220,6 +310,10 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	}
 	if ((db = db_of_ino(fs, ino, &kind)) == NULL) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	if ((to_set & FUSE_SET_ATTR_SIZE) && read_only_for(req, fs, kind)) {
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
@@ -272,8 +366,29 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct db *db;
 
 	count(req, REQ_OPEN, "open", ino);
+	if (ino == INO_PRIMARY || ino == INO_LAG) {
+		struct stat st;
+		if (stat_status(fs, ino, &st) != 0) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+			fuse_reply_err(req, EACCES);
+			return;
+		}
+		fi->fh = 0;
+		fi->direct_io = 1;
+		fuse_reply_open(req, fi);
+		return;
+	}
 	if ((db = db_of_ino(fs, ino, &kind)) == NULL) {
 		fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+		return;
+	}
+	bool writes = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
+	/* WAL readers open -wal read-write; only writing to it is refused. */
+	if (writes && (kind != DB_KIND_WAL || (fi->flags & O_TRUNC)) && read_only_for(req, fs, kind)) {
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	if ((fi->flags & O_TRUNC) && kind == DB_KIND_DB) {
@@ -317,6 +432,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, EACCES);
 		return;
 	}
+	if (kind != DB_KIND_WAL && read_only_for(req, fs, (enum db_kind)kind)) {
+		LOG_WARN("fuse", "msg=\"refused to create a file on a read-only replica\" name=\"%s\"", name);
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	if (kind == DB_KIND_DB) {
 		if ((rc = store_create(fs->store, dbname, &db)) != 0) {
 			fuse_reply_err(req, rc < 0 && rc > -1000 ? -rc : EIO);
@@ -349,10 +469,27 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 }
 
+static void read_status(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
+{
+	char text[300];
+	int n = status_text(fs_of(req), ino, text, sizeof(text));
+	if (n < 0 || off >= n) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	size_t k = (size_t)(n - off) < size ? (size_t)(n - off) : size;
+	fuse_reply_buf(req, text + off, k);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	char stackbuf[16384];
+	if (ino == INO_PRIMARY || ino == INO_LAG) {
+		count(req, REQ_READ, "read", ino);
+		read_status(req, ino, size, off);
+		return;
+	}
 	char *buf = size <= sizeof(stackbuf) ? stackbuf : malloc(size);
 
 	count(req, REQ_READ, "read", ino);
@@ -375,6 +512,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	count(req, REQ_WRITE, "write", ino);
+	if (read_only_for(req, fs_of(req), h->kind)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
 	ssize_t n = db_write(h->db, h->kind, h->fd, buf, size, off);
 	if (n < 0)
 		fuse_reply_err(req, n <= -1000 ? EIO : (int)-n);
@@ -399,6 +540,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	count(req, REQ_FSYNC, "fsync", ino);
+	if (h == NULL) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	int rc = db_fsync(h->db, h->kind, h->fd);
 	fuse_reply_err(req, rc < 0 && rc > -1000 ? -rc : rc ? EIO : 0);
 }
@@ -417,6 +562,12 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct db *db = store_find(fs->store, dbname, false);
 	if (db == NULL) {
 		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	/* On a replica even -wal and -shm stay: the last reader's close tries
+	 * to remove them (and ignores the error), the next reader needs them. */
+	if (!store_is_primary(fs->store) && !from_self(req)) {
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	int rc = db_unlink(db, (enum db_kind)kind);
@@ -501,6 +652,12 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	int rc = dirbuf_add(req, b, ".", FUSE_ROOT_ID, S_IFDIR);
 	if (rc == 0)
 		rc = dirbuf_add(req, b, "..", FUSE_ROOT_ID, S_IFDIR);
+	struct stat sst;
+	if (rc == 0 && stat_status(fs, INO_PRIMARY, &sst) == 0)
+		rc = dirbuf_add(req, b, ".primary", INO_PRIMARY, S_IFREG);
+	/* ".lag" is listed on replicas (it reads 0 on the primary). */
+	if (rc == 0 && !store_is_primary(fs->store))
+		rc = dirbuf_add(req, b, ".lag", INO_LAG, S_IFREG);
 	size_t n = store_count(fs->store);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		struct db *db = store_by_id(fs->store, (uint32_t)i);
@@ -617,6 +774,28 @@ static const struct fuse_lowlevel_ops ops = {
 	.statfs = op_statfs,
 };
 
+/* ---- Hooks for db.c (replica apply) ------------------------------------- */
+
+static void hook_inval_inode(void *ctx, uint32_t db_id, int kind, off_t off, off_t len)
+{
+	struct fusefs *fs = ctx;
+	fuse_ino_t ino = INO_BASE + (fuse_ino_t)db_id * INO_STRIDE + (fuse_ino_t)kind;
+	/* -ENOENT: the kernel holds nothing of that inode; nothing to drop. */
+	int rc = fuse_lowlevel_notify_inval_inode(fs->se, ino, off, len);
+	if (rc != 0 && rc != -ENOENT)
+		LOG_WARN("fuse", "msg=\"cannot invalidate kernel cache\" ino=%" PRIu64 " err=\"%s\"", (uint64_t)ino,
+			 strerror(-rc));
+}
+
+static void hook_inval_entry(void *ctx, const char *name)
+{
+	struct fusefs *fs = ctx;
+	int rc = fuse_lowlevel_notify_inval_entry(fs->se, FUSE_ROOT_ID, name, strlen(name));
+	if (rc != 0 && rc != -ENOENT)
+		LOG_WARN("fuse", "msg=\"cannot invalidate kernel name cache\" name=\"%s\" err=\"%s\"", name,
+			 strerror(-rc));
+}
+
 /* A daemon killed with SIGKILL leaves its mount answering ENOTCONN until
  * it is unmounted; clear that before mounting again. */
 static void clear_stale_mount(const char *mountpoint)
@@ -645,7 +824,16 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 	fs->store = st;
 	fs->attr_timeout = opts->attr_timeout;
 	fs->debug = opts->debug;
-	if ((fs->mountpoint = strdup(opts->mountpoint)) == NULL) {
+	char abs[4096];
+	/* Absolute: the replica's apply opens files through the mount. */
+	if (opts->mountpoint[0] != '/' && getcwd(abs, sizeof(abs) - 1) != NULL &&
+	    strlen(abs) + strlen(opts->mountpoint) + 2 < sizeof(abs)) {
+		strcat(abs, "/");
+		strcat(abs, opts->mountpoint);
+	} else {
+		snprintf(abs, sizeof(abs), "%s", opts->mountpoint);
+	}
+	if ((fs->mountpoint = strdup(abs)) == NULL) {
 		free(fs);
 		return ERR_NOMEM;
 	}
@@ -676,6 +864,10 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 		goto err;
 	}
 	fs->mounted = true;
+	st->hooks.ctx = fs;
+	st->hooks.mountpoint = fs->mountpoint;
+	st->hooks.inval_inode = hook_inval_inode;
+	st->hooks.inval_entry = hook_inval_entry;
 	LOG_INFO("fuse", "msg=mounted dir=%s", opts->mountpoint);
 	*out = fs;
 	return 0;
@@ -782,6 +974,8 @@ void fusefs_unmount(struct fusefs *fs)
 {
 	if (fs == NULL)
 		return;
+	if (fs->store && fs->store->hooks.ctx == fs)
+		memset(&fs->store->hooks, 0, sizeof(fs->store->hooks));
 	if (fs->se) {
 		if (fs->mounted)
 			fuse_session_unmount(fs->se);

@@ -20,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 struct db;
 
@@ -48,6 +49,17 @@ struct store {
 	char primary_host[256];
 	int64_t caught_up_ms;
 	uint64_t change_seq;    /* bumped by store_notify_change() */
+	/* Set by the FUSE layer once mounted (see store_fuse_hooks). */
+	struct store_fuse_hooks {
+		void *ctx;
+		const char *mountpoint;
+		/* Drops the kernel's cached pages [off, off+len) of a file of
+		 * database id (len 0: to the end) and its attributes; off < 0:
+		 * attributes only. */
+		void (*inval_inode)(void *ctx, uint32_t db_id, int kind, off_t off, off_t len);
+		/* Drops the kernel's cached lookup of a name in the root. */
+		void (*inval_entry)(void *ctx, const char *name);
+	} hooks;
 	pthread_cond_t change_cond;
 	pthread_cond_t cond;
 	pthread_t bg_thread;    /* retention and background verification */

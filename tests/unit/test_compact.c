@@ -127,7 +127,10 @@ static int apply_buf(int db_fd, const uint8_t *data, size_t len, struct ltx_pos 
 {
 	struct ltx_membuf mb = { .data = data, .len = len };
 
-	return dbfile_apply(db_fd, -1, ltx_membuf_read, &mb, pos, res);
+	int rc = dbfile_apply(db_fd, -1, ltx_membuf_read, &mb, pos, res);
+	free(res->written);
+	res->written = NULL;
+	return rc;
 }
 
 /* Compacts bufs[0..n) into *out (caller frees out->data). */

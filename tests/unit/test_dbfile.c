@@ -142,7 +142,10 @@ static int apply_buf(int db_fd, int spool_fd, const struct ltx_growbuf *ltx, str
 {
 	struct ltx_membuf mb = { .data = ltx->data, .len = ltx->len };
 
-	return dbfile_apply(db_fd, spool_fd, ltx_membuf_read, &mb, pos, res);
+	int rc = dbfile_apply(db_fd, spool_fd, ltx_membuf_read, &mb, pos, res);
+	free(res->written);
+	res->written = NULL;
+	return rc;
 }
 
 static void write_model(int fd, struct model *m)
