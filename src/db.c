@@ -97,6 +97,8 @@ const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal
 /* A segment is closed once it reaches this size (or a quarter of the
  * retention window in age), so retention frees space in steps. */
 #define LOG_SEGMENT_MAX_BYTES (64u << 20)
+/* Where a replica stages a snapshot's record until it replaces the chain. */
+#define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
 
 static int64_t now_ms(void)
 {
@@ -1858,6 +1860,8 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 		rc = -errno;
 		goto err;
 	}
+	/* A snapshot a replica was receiving when it stopped. */
+	unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
 	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
 		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
 	if (db->exists[DB_KIND_DB] && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
@@ -2450,8 +2454,6 @@ static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t re
 	return 0;
 }
 
-#define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
-
 /*
  * Stages the record: a normal one is appended to the open segment (header
  * last); a snapshot goes to a scratch segment that replaces the chain once
@@ -2521,6 +2523,10 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 	struct ltx_pos from = db->pos;
 	if (from.txid == 0)
 		from.checksum = 0;
+	if (snapshot && from.txid != 0)
+		LOG_WARN("db", "msg=\"replacing the database with the primary's snapshot; local transactions not on the "
+			       "primary's chain are discarded\" db=%s local_txid=%016" PRIx64 " local_checksum=%016" PRIx64
+			       " primary_txid=%016" PRIx64, db->name, from.txid, from.checksum, h->max_txid);
 	rc = dbfile_apply(db->db_fd, spool, ltxlog_read, &r, from, res);
 	if (spool >= 0)
 		close(spool);
