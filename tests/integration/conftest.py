@@ -4,12 +4,15 @@ Everything here runs the real binaries: `litefs mount` on a real FUSE mount,
 the sqlite3 CLI and Python's sqlite3 module (of /usr/bin/python3) as clients.
 Ports are picked free on 127.0.0.1; every test gets its own directories.
 """
+import json
 import os
+import re
 import signal
 import socket
 import sqlite3
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -204,3 +207,182 @@ def node(tmp_path):
             n.stop()
         except Exception:
             pass
+
+
+# ---- clusters (replication, static lease) -------------------------------
+
+PRIMARY_HOST = "node1"
+
+
+class ClusterNode(Node):
+    """A node of a static-lease cluster. With the static lease every node's
+    `lease.hostname` and `lease.advertise-url` name the primary; only the
+    primary is a candidate. `primary_port` is the primary's HTTP port (None:
+    this node is the primary and advertises its own port). `data`, `http`
+    and `lease` are extra keys for those sections; `extra_config` is
+    appended at the top level."""
+
+    def __init__(self, base, name, candidate=True, primary_port=None, hostname=PRIMARY_HOST,
+                 data=None, http=None, lease=None, extra_config="", env=None):
+        self.name = name
+        self.candidate = candidate
+        self.primary_port = primary_port
+        self.hostname = hostname
+        self.data_keys = dict(data or {})
+        self.http_keys = dict(http or {})
+        self.lease_keys = dict(lease or {})
+        super().__init__(base, name, extra_config=extra_config, env=env)
+
+    @staticmethod
+    def _keys(d):
+        return "".join(f"  {k}: {v}\n" for k, v in d.items())
+
+    def write_config(self):
+        port = self.primary_port or self.port
+        self.config.write_text(
+            f"fuse:\n  dir: {self.mnt}\n"
+            f"data:\n  dir: {self.data}\n" + self._keys(self.data_keys) +
+            f"http:\n  addr: 127.0.0.1:{self.port}\n" + self._keys(self.http_keys) +
+            f"lease:\n  type: static\n  candidate: {'true' if self.candidate else 'false'}\n"
+            f"  hostname: {self.hostname}\n  advertise-url: http://127.0.0.1:{port}\n"
+            + self._keys(self.lease_keys) + self.extra_config)
+
+    def make_primary(self, hostname=PRIMARY_HOST):
+        """Rewrites the config so that the node is the primary (takes effect
+        at the next start)."""
+        self.candidate, self.primary_port, self.hostname = True, None, hostname
+        self.write_config()
+
+    def make_replica(self, primary_port, hostname=PRIMARY_HOST):
+        """Rewrites the config so that the node follows the primary on
+        primary_port (takes effect at the next start)."""
+        self.candidate, self.primary_port, self.hostname = False, primary_port, hostname
+        self.write_config()
+
+    # ---- status files ---------------------------------------------------
+
+    def pos_or_none(self, name="db"):
+        try:
+            return self.pos(name)
+        except (OSError, ValueError):
+            return None
+
+    def primary_file(self):
+        """Contents of `.primary`, or None when it is absent."""
+        try:
+            return (self.mnt / ".primary").read_text()
+        except FileNotFoundError:
+            return None
+
+    def lag_ms(self):
+        """`.lag` in milliseconds; its format is `%+010d\\n`."""
+        text = (self.mnt / ".lag").read_text()
+        assert re.fullmatch(r"[+-]\d{9}\n", text), f"{self.name}: bad .lag {text!r}"
+        return int(text)
+
+    def log_tail(self, lines=15):
+        return "\n".join("    " + l for l in self.log_text().splitlines()[-lines:])
+
+    def url(self, path=""):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def info(self):
+        with urllib.request.urlopen(self.url("/info"), timeout=10) as r:
+            return json.loads(r.read())
+
+
+class Cluster:
+    """One primary (`nodes[0]`, hostname node1) and n-1 replicas following
+    it, each with its own mount, data dir and port on loopback. Keyword
+    arguments (data=, http=, lease=, extra_config=) apply to every node."""
+
+    def __init__(self, base, n=3, **kw):
+        self.base = Path(base)
+        self.kw = kw
+        self.primary = ClusterNode(base, "node1", candidate=True, **kw)
+        self.replicas = [ClusterNode(base, f"node{i + 1}", candidate=False,
+                                     primary_port=self.primary.port, **kw) for i in range(1, n)]
+
+    @property
+    def nodes(self):
+        return [self.primary, *self.replicas]
+
+    def add_replica(self, name, **kw):
+        r = ClusterNode(self.base, name, candidate=False, primary_port=self.primary.port,
+                        **dict(self.kw, **kw))
+        self.replicas.append(r)
+        return r
+
+    def start(self):
+        self.primary.start()
+        for r in self.replicas:
+            r.start()
+        return self
+
+    def stop(self):
+        for n in reversed(self.nodes):
+            try:
+                n.stop()
+            except Exception:
+                pass
+
+    def positions(self, name="db", nodes=None):
+        return {n.name: n.pos_or_none(name) for n in (nodes or self.nodes)}
+
+    def describe(self, name="db", nodes=None):
+        """Every node's position and the end of its log, for failure messages."""
+        out = []
+        for n in (nodes or self.nodes):
+            role = "primary" if n.candidate else "replica"
+            alive = "running" if n.proc is not None and n.proc.poll() is None else "not running"
+            out.append(f"  {n.name} ({role}, {alive}): {name}-pos={n.pos_or_none(name)}\n{n.log_tail()}")
+        return "\n".join(out)
+
+    def wait_synced(self, name="db", timeout=10, replicas=None):
+        """Waits until every replica's `-pos` equals the primary's (the
+        primary's position is read again on every round, so a writer may
+        still be running); returns that position. Fails showing all
+        positions and log tails."""
+        replicas = self.replicas if replicas is None else replicas
+        deadline = time.time() + timeout
+        while True:
+            want = self.primary.pos_or_none(name)
+            got = [r.pos_or_none(name) for r in replicas]
+            if want is not None and all(g == want for g in got):
+                return want
+            if time.time() > deadline:
+                raise AssertionError(
+                    f"replicas did not reach the primary's position of {name!r} within {timeout}s "
+                    f"(primary {want}, replicas {got}):\n" + self.describe(name, [self.primary, *replicas]))
+            time.sleep(0.01)
+
+
+def wait_until(cond, timeout=10, interval=0.02, msg="condition"):
+    """Polls cond() until it returns a true value (returned); fails with msg
+    (a string or a callable giving one) after timeout seconds."""
+    deadline = time.time() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for " + (msg() if callable(msg) else msg))
+        time.sleep(interval)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    """cluster(n=3, start=True, **kw) -> a started Cluster (see Cluster);
+    every node is stopped at the end of the test."""
+    made = []
+
+    def make(n=3, start=True, **kw):
+        c = Cluster(tmp_path, n, **kw)
+        made.append(c)
+        if start:
+            c.start()
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

@@ -1,0 +1,684 @@
+"""Replication with the static lease: real nodes (separate mounts, data
+dirs and ports on loopback), real clients (sqlite3 CLI, Python sqlite3).
+
+Every scenario ends by comparing the replicas with the primary exactly:
+`-pos` (TXID and checksum), every row of every table, the checksum of the
+replica's logical database as read through its mount, its LTX chain.
+"""
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import LITEFS, PRIMARY_HOST, db_checksum, run, wait_until
+
+MODES = ["delete", "wal"]
+
+
+# ---- helpers ---------------------------------------------------------------
+
+def cli(node, sql, name="db", check=True):
+    return run("sqlite3", "-bail", "-cmd", ".timeout 30000", node.db(name), sql, check=check)
+
+
+def dump(node, name="db"):
+    """The schema and every row of every table, read through node's mount
+    (on a replica SQLite falls back to a read-only connection)."""
+    con = sqlite3.connect(str(node.db(name)), timeout=30)
+    try:
+        out = {"schema": sorted(con.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall(),
+                                key=repr)}
+        for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"):
+            out[t] = con.execute(f'SELECT * FROM "{t}" ORDER BY rowid').fetchall()
+        return out
+    finally:
+        con.close()
+
+
+def logical_checksum(node, name, tmp):
+    """The LTX checksum of the database as a client of node's mount sees it:
+    the db file plus its committed WAL frames (a copy of both, checkpointed
+    outside the mount). Only call it while nothing is being applied."""
+    d = tmp / f"copy-{node.name}-{name}-{time.monotonic_ns()}"
+    d.mkdir()
+    shutil.copyfile(node.db(name), d / "db")
+    wal = node.mnt / f"{name}-wal"
+    if wal.exists() and wal.stat().st_size > 0:
+        shutil.copyfile(wal, d / "db-wal")
+        con = sqlite3.connect(str(d / "db"))
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+    return db_checksum(d / "db")
+
+
+def check_replica(c, replica, tmp, name="db"):
+    """A replica that has synced holds exactly the primary's database."""
+    ppos = c.primary.pos(name)
+    assert replica.pos(name) == ppos
+    out = run("sqlite3", "-cmd", ".timeout 10000", replica.db(name), "PRAGMA integrity_check").stdout.strip()
+    assert out == "ok", f"{replica.name}: integrity_check: {out}"
+    assert dump(replica, name) == dump(c.primary, name), f"{replica.name}: rows differ from the primary's"
+    assert logical_checksum(replica, name, tmp) == ppos[1], \
+        f"{replica.name}: the database read through the mount does not have the checksum of -pos {ppos}"
+    segs = replica.segments(name)
+    assert segs, f"{replica.name}: no LTX segment for {name}"
+    run(LITEFS, "ltx", "verify", *segs)
+
+
+def chain_names(node, name="db"):
+    return [f.name for f in node.ltx_files(name)]
+
+
+def start_script(tmp, text, *args):
+    path = tmp / f"script-{time.monotonic_ns()}.py"
+    path.write_text(textwrap.dedent(text))
+    return subprocess.Popen([sys.executable, str(path), *[str(a) for a in args]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p, timeout=120):
+    out, err = p.communicate(timeout=timeout)
+    assert p.returncode == 0, f"script failed ({p.returncode}):\n{err[-3000:]}"
+    return out
+
+
+def log_since(node, offset):
+    return node.log_text()[offset:]
+
+
+# ---- three nodes, writers in both journal modes ----------------------------
+
+WRITER = """
+    import os, random, sqlite3, sys, time
+    path, secs, who = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    rnd = random.Random(who)
+    con = sqlite3.connect(path, timeout=30, isolation_level=None)
+    end = time.time() + secs
+    n = 0
+    while time.time() < end:
+        k = rnd.random()
+        con.execute("BEGIN IMMEDIATE")
+        if k < 0.7:
+            con.execute("INSERT INTO t(who, v) VALUES (?, ?)", (who, os.urandom(rnd.randint(10, 3000))))
+        elif k < 0.85:
+            con.execute("UPDATE t SET v = randomblob(?) WHERE id % 11 = ?", (rnd.randint(1, 500), rnd.randint(0, 10)))
+        elif k < 0.95:
+            con.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT 3)")
+        else:
+            con.executemany("INSERT INTO t(who, v) VALUES (?, ?)", [(who, os.urandom(1500)) for _ in range(200)])
+        con.execute("COMMIT")
+        n += 1
+    print(n)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_three_nodes_writers_replicate_with_primary_checksum(cluster, tmp_path, mode):
+    c = cluster(3)
+    p = c.primary
+    cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB); "
+           f"CREATE INDEX t_who ON t(who);")
+    c.wait_synced()
+    for r in c.replicas:
+        assert dump(r) == dump(p)
+
+    secs = 3.0
+    stop = threading.Event()
+    failures = []
+    checks = {r.name: 0 for r in c.replicas}
+
+    def cli_writer():
+        i = 0
+        while not stop.is_set():
+            cli(p, f"INSERT INTO t(who, v) VALUES ('cli', randomblob({100 + i % 2000})); "
+                   f"UPDATE t SET who = 'cli2' WHERE id = (SELECT max(id) FROM t WHERE who = 'cli');")
+            i += 1
+
+    def checker(r):
+        while not stop.is_set():
+            res = run("sqlite3", "-cmd", ".timeout 10000", r.db(), "PRAGMA integrity_check; SELECT count(*) FROM t;",
+                      check=False)
+            lines = res.stdout.split()
+            if res.returncode != 0 or not lines or lines[0] != "ok":
+                failures.append((r.name, res.returncode, res.stdout[-500:], res.stderr[-500:]))
+            checks[r.name] += 1
+            # A Python reader too, through a fresh connection.
+            try:
+                con = sqlite3.connect(str(r.db()), timeout=10)
+                ok = con.execute("PRAGMA quick_check").fetchone()[0]
+                con.execute("SELECT count(*), sum(length(v)) FROM t").fetchone()
+                con.close()
+                if ok != "ok":
+                    failures.append((r.name, "quick_check", ok))
+            except sqlite3.Error as e:
+                failures.append((r.name, "python", str(e)))
+
+    py = start_script(tmp_path, WRITER, p.db(), secs, "py")
+    threads = [threading.Thread(target=cli_writer)] + [threading.Thread(target=checker, args=(r,)) for r in c.replicas]
+    for t in threads:
+        t.start()
+    try:
+        n_py = int(finish(py).strip())
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert n_py > 20, "the Python writer barely ran"
+    assert not failures, f"integrity checks on replicas failed while writers ran: {failures[:5]}"
+    assert all(v >= 3 for v in checks.values()), f"too few checks ran: {checks}"
+
+    pos = c.wait_synced(timeout=10)
+    assert pos[0] > n_py
+    for r in c.replicas:
+        check_replica(c, r, tmp_path)
+    # A replica that followed from the start holds the primary's chain,
+    # record for record.
+    want = chain_names(p)
+    for r in c.replicas:
+        assert chain_names(r) == want
+
+
+# ---- readers never see a half-applied transaction --------------------------
+
+TRANSFERS = """
+    import random, sqlite3, sys, time
+    path, secs, nrows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    rnd = random.Random(7)
+    con = sqlite3.connect(path, timeout=30, isolation_level=None)
+    end = time.time() + secs
+    n = 0
+    while time.time() < end:
+        con.execute("BEGIN IMMEDIATE")
+        if n % 10 == 9:
+            # Touches every page of the table and of the index: the odd
+            # accounts get 1 from the even ones.
+            con.execute("UPDATE accounts SET balance = balance + (CASE WHEN id % 2 THEN 1 ELSE -1 END)")
+        else:
+            for _ in range(rnd.randint(1, 20)):
+                a, b, x = rnd.randrange(nrows), rnd.randrange(nrows), rnd.randint(1, 100)
+                con.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (x, a))
+                con.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (x, b))
+        con.execute("COMMIT")
+        n += 1
+    print(n)
+"""
+
+READER = """
+    import json, sqlite3, sys, time
+    path, secs, total, nrows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    con = sqlite3.connect(path, timeout=10, isolation_level=None)
+    end = time.time() + secs
+    reads, bad, errors = 0, [], []
+    while time.time() < end:
+        try:
+            # One statement over the table.
+            s, c = con.execute("SELECT sum(balance), count(*) FROM accounts").fetchone()
+            if (s, c) != (total, nrows):
+                bad.append(["table", s, c])
+            # One read transaction over the index and then the table: both
+            # must see the same committed state.
+            con.execute("BEGIN")
+            a = con.execute("SELECT sum(balance) FROM accounts INDEXED BY accounts_balance").fetchone()[0]
+            rows = con.execute("SELECT id, balance FROM accounts ORDER BY id").fetchall()
+            con.execute("COMMIT")
+            b = sum(r[1] for r in rows)
+            if a != total or b != total or len(rows) != nrows:
+                bad.append(["index+rows", a, b, len(rows)])
+            reads += 1
+        except sqlite3.Error as e:
+            errors.append(str(e))
+            try:
+                con.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+    print(json.dumps({"reads": reads, "n_bad": len(bad), "bad": bad[:10],
+                      "n_errors": len(errors), "errors": errors[:10]}))
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_replica_readers_never_see_half_applied_transaction(cluster, tmp_path, mode):
+    c = cluster(3)
+    p = c.primary
+    nrows, each = 400, 1000
+    total = nrows * each
+    # 1500-byte padding: about two accounts per page, so a transaction
+    # touches many pages of the table and of the index.
+    cli(p, f"PRAGMA journal_mode={mode}; "
+           f"CREATE TABLE accounts(id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, pad BLOB); "
+           f"INSERT INTO accounts SELECT value, {each}, randomblob(1500) FROM generate_series(0, {nrows - 1}); "
+           f"CREATE INDEX accounts_balance ON accounts(balance);")
+    c.wait_synced()
+    secs = 4.0
+    writer = start_script(tmp_path, TRANSFERS, p.db(), secs, nrows)
+    readers = [start_script(tmp_path, READER, r.db(), secs, total, nrows) for r in c.replicas for _ in range(2)]
+    n_tx = int(finish(writer).strip())
+    results = [json.loads(finish(rd)) for rd in readers]
+    c.wait_synced()
+    assert n_tx > 20, "the writer barely ran"
+    for res in results:
+        assert res["n_bad"] == 0, f"a replica reader saw a half-applied transaction: {res}"
+        assert res["n_errors"] == 0, f"a replica reader failed: {res}"
+        assert res["reads"] >= 10, f"the reader barely ran: {res}"
+    for r in c.replicas:
+        check_replica(c, r, tmp_path)
+        assert cli(r, "SELECT sum(balance) FROM accounts").stdout.strip() == str(total)
+
+
+# ---- writes on a replica -----------------------------------------------------
+
+READONLY = "attempt to write a readonly database"
+
+
+def replica_state(r, name="db"):
+    """What must not change when a write on a replica is refused."""
+    files = {}
+    for f in sorted(os.listdir(r.mnt)):
+        if f.startswith(".") or f.endswith("-shm"):
+            continue  # status files; -shm holds readers' marks
+        files[f] = (r.mnt / f).read_bytes()
+    return files, r.pos(name), chain_names(r, name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_write_on_replica_is_refused_readonly(cluster, tmp_path, mode):
+    c = cluster(2)
+    p, r = c.primary, c.replicas[0]
+    cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); "
+           f"INSERT INTO t(v) VALUES ('a'), ('b'), ('c');")
+    c.wait_synced()
+    before = replica_state(r)
+
+    # Python: every kind of write raises SQLITE_READONLY.
+    for sql in ["INSERT INTO t(v) VALUES ('x')", "UPDATE t SET v = 'y'", "DELETE FROM t",
+                "CREATE TABLE u(x)", "DROP TABLE t", "CREATE INDEX t_v ON t(v)", "PRAGMA user_version = 7"]:
+        con = sqlite3.connect(str(r.db()), timeout=5)
+        with pytest.raises(sqlite3.OperationalError) as e:
+            con.execute(sql)
+            con.commit()
+        assert READONLY in str(e.value), f"{sql}: {e.value}"
+        con.close()
+    # An explicit write transaction, and an autocommit connection.
+    con = sqlite3.connect(str(r.db()), timeout=5, isolation_level=None)
+    with pytest.raises(sqlite3.OperationalError) as e:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("INSERT INTO t(v) VALUES ('x')")
+        con.execute("COMMIT")
+    assert READONLY in str(e.value), str(e.value)
+    con.close()
+    # The sqlite3 CLI says the same.
+    res = cli(r, "INSERT INTO t(v) VALUES ('z');", check=False)
+    assert res.returncode != 0 and READONLY in res.stderr, res.stderr
+    # The connection still reads.
+    assert cli(r, "SELECT group_concat(v) FROM t").stdout.strip() == "a,b,c"
+
+    # Creating a database, through SQLite and directly.
+    con = sqlite3.connect(str(r.mnt / "new.db"), timeout=5)
+    with pytest.raises(sqlite3.OperationalError):
+        con.execute("CREATE TABLE x(y)")
+    con.close()
+    with pytest.raises(OSError) as e:
+        open(r.mnt / "new2.db", "wb").close()
+    assert e.value.errno == errno.EROFS, e.value
+    # rm, truncate, opening for writing, cp into the mount (a new name and
+    # over the existing database).
+    with pytest.raises(OSError) as e:
+        os.unlink(r.db())
+    assert e.value.errno == errno.EROFS, e.value
+    with pytest.raises(OSError) as e:
+        os.truncate(r.db(), 0)
+    assert e.value.errno == errno.EROFS, e.value
+    with pytest.raises(OSError) as e:
+        os.open(r.db(), os.O_WRONLY)
+    assert e.value.errno == errno.EROFS, e.value
+    src = tmp_path / "src.db"
+    s = sqlite3.connect(str(src))
+    s.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    s.execute("INSERT INTO t(v) VALUES ('evil')")
+    s.commit()
+    s.close()
+    for target in [r.mnt / "copied.db", r.db()]:
+        res = run("cp", src, target, check=False)
+        assert res.returncode != 0, f"cp into {target} succeeded"
+        assert "Read-only file system" in res.stderr, res.stderr
+    # The journal mode cannot be switched either.
+    other = "wal" if mode == "delete" else "delete"
+    res = cli(r, f"PRAGMA journal_mode={other};", check=False)
+    assert res.returncode != 0 or res.stdout.strip() == mode, res.stdout + res.stderr
+
+    after = replica_state(r)
+    assert after[1] == before[1], "the replica's position changed"
+    assert after[2] == before[2], "the replica's LTX chain changed"
+    assert sorted(after[0]) == sorted(before[0]), f"files in the mount changed: {sorted(before[0])} -> {sorted(after[0])}"
+    for f in before[0]:
+        assert after[0][f] == before[0][f], f"{f} changed on the replica"
+    assert not (r.mnt / "new.db").exists() and not (r.mnt / "copied.db").exists()
+
+    # Replication goes on after the refusals.
+    cli(p, "INSERT INTO t(v) VALUES ('d');")
+    c.wait_synced()
+    assert cli(r, "SELECT group_concat(v) FROM t").stdout.strip() == "a,b,c,d"
+    check_replica(c, r, tmp_path)
+
+
+# ---- status: .primary, .lag, /info, /events --------------------------------
+
+class EventStream:
+    """GET /events read line by line in a background thread."""
+
+    def __init__(self, node):
+        self.resp = urllib.request.urlopen(node.url("/events"), timeout=30)
+        self.events = []
+        self.cond = threading.Condition()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        try:
+            for line in self.resp:
+                line = line.strip()
+                if not line:
+                    continue
+                ev = json.loads(line)
+                with self.cond:
+                    self.events.append(ev)
+                    self.cond.notify_all()
+        except Exception as e:  # the node went away
+            with self.cond:
+                self.events.append({"type": "__closed__", "error": repr(e)})
+                self.cond.notify_all()
+
+    def wait_for(self, pred, timeout=10):
+        deadline = time.time() + timeout
+        with self.cond:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.time()
+                if left <= 0:
+                    raise AssertionError(f"no matching event within {timeout}s; got {self.events[-20:]}")
+                self.cond.wait(left)
+
+    def close(self):
+        self.resp.close()
+
+
+def test_status_primary_lag_info_and_events(cluster, tmp_path):
+    c = cluster(3)
+    p = c.primary
+    cli(p, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    c.wait_synced()
+    # .primary: the primary's hostname on replicas, absent on the primary.
+    assert p.primary_file() is None
+    for r in c.replicas:
+        wait_until(lambda: r.primary_file() is not None, msg=lambda: f"{r.name}: .primary\n{c.describe()}")
+        assert r.primary_file() == f"{PRIMARY_HOST}\n"
+    # .lag: 0 on the primary, small on connected replicas.
+    assert p.lag_ms() == 0
+    for r in c.replicas:
+        assert 0 <= r.lag_ms() < 5000, r.lag_ms()
+    # /info: role, primary, one cluster ID for all.
+    infos = [n.info() for n in c.nodes]
+    assert infos[0]["role"] == "primary" and infos[0]["primary"] is True
+    for i in infos[1:]:
+        assert i["role"] == "replica" and i["primary"] is False, i
+    ids = {i["clusterID"] for i in infos}
+    assert len(ids) == 1 and ids != {""}, f"cluster IDs: {[i['clusterID'] for i in infos]}"
+    txid, chk = p.pos()
+    for i in infos:
+        dbs = {d["name"]: d for d in i["databases"]}
+        assert dbs["db"]["txid"] == f"{txid:016x}" and dbs["db"]["checksum"] == chk, i
+    # /metrics: role, lag, TXID.
+    for n in c.nodes:
+        text = urllib.request.urlopen(n.url("/metrics"), timeout=10).read().decode()
+        assert f"litefs_is_primary {1 if n is p else 0}" in text
+        assert "litefs_lag_seconds" in text
+        assert f'litefs_db_txid{{db="db"}} {txid}' in text
+    # /events: init first, then one tx per transaction, on the primary and
+    # on a replica.
+    streams = [EventStream(p), EventStream(c.replicas[0])]
+    try:
+        for s in streams:
+            first = s.wait_for(lambda ev: True)
+            assert first["type"] == "init", first
+        cli(p, "INSERT INTO t VALUES (2);")
+        txid2 = txid + 1
+        for s in streams:
+            ev = s.wait_for(lambda ev: ev.get("type") == "tx")
+            assert ev.get("db") == "db", ev
+            assert json.dumps(ev).lower().find(f"{txid2:016x}") >= 0 or ev.get("data", {}).get("txID") in (
+                txid2, f"{txid2:016x}"), ev
+        # The primary goes away: the replica's stream says so.
+        p.kill9()
+        ev = streams[1].wait_for(lambda ev: ev.get("type") == "primaryChange")
+        assert ev, ev
+    finally:
+        for s in streams:
+            s.close()
+
+
+# ---- catch-up ----------------------------------------------------------------
+
+def test_catch_up_from_ltx_after_missing_1000_transactions(cluster, tmp_path):
+    c = cluster(3)
+    p, r2, r3 = c.primary, c.replicas[0], c.replicas[1]
+    cli(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);")
+    c.wait_synced()
+    r3.stop()
+    start_txid = p.pos()[0]
+    con = p.connect(isolation_level=None)
+    for i in range(1000):
+        con.execute("INSERT INTO t(v) VALUES (randomblob(?))", (50 + i % 700,))
+    con.close()
+    assert p.pos()[0] == start_txid + 1000
+    c.wait_synced(replicas=[r2])  # the running replica kept up
+    assert r3.pos_or_none() is None  # not mounted
+    off = len(r3.log_text())
+    r3.start()
+    c.wait_synced(timeout=10)
+    check_replica(c, r3, tmp_path)
+    # It caught up from the primary's LTX records: one per missed
+    # transaction, byte for byte the primary's.
+    pf = p.ltx_files()
+    rf = r3.ltx_files()
+    assert [f.name for f in rf] == [f.name for f in pf]
+    for a, b in zip(pf[-1000:], rf[-1000:]):
+        assert a.read_bytes() == b.read_bytes(), f"{b.name} differs from the primary's"
+    assert "snapshot" not in log_since(r3, off).lower(), log_since(r3, off)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_catch_up_by_snapshot_after_retention_window(cluster, tmp_path, mode):
+    c = cluster(2, data={"retention": "1s", "retention-monitor-interval": "200ms"})
+    p, r = c.primary, c.replicas[0]
+    cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); "
+           f"INSERT INTO t(v) SELECT randomblob(800) FROM generate_series(1, 300);")
+    c.wait_synced()
+    r.stop()
+    missed_from = r.pos_or_none()
+    behind = c.primary.pos()[0]
+    # Write for a while, so that segments rotate and retention removes the
+    # records the replica needs.
+    con = p.connect(isolation_level=None)
+    i = 0
+    deadline = time.time() + 3.5
+    while time.time() < deadline:
+        con.execute("INSERT INTO t(v) VALUES (randomblob(?))", (100 + i % 900,))
+        if i % 50 == 0:
+            con.execute("DELETE FROM t WHERE id % 7 = ?", (i % 7,))
+        i += 1
+        time.sleep(0.005)
+    con.close()
+
+    def oldest():
+        files = p.ltx_files()
+        return int(files[0].name[:16], 16) if files else 0
+
+    wait_until(lambda: oldest() > behind + 1, timeout=10,
+               msg=lambda: f"retention to remove TXID {behind + 1} (oldest kept {oldest()})")
+    assert missed_from is None
+    off = len(r.log_text())
+    poff = len(p.log_text())
+    r.start()
+    c.wait_synced(timeout=10)
+    check_replica(c, r, tmp_path)
+    said = (log_since(r, off) + log_since(p, poff)).lower()
+    assert "snapshot" in said, f"neither log mentions a snapshot:\n{log_since(r, off)}\n{log_since(p, poff)}"
+    # The stream continues after the snapshot.
+    for k in range(20):
+        cli(p, f"INSERT INTO t(v) VALUES (randomblob({k + 1}));")
+    c.wait_synced()
+    check_replica(c, r, tmp_path)
+
+
+BIG_WRITER = """
+    import os, sqlite3, sys, time
+    secs = float(sys.argv[1])
+    cons = [sqlite3.connect(p, timeout=30, isolation_level=None) for p in sys.argv[2:]]
+    end = time.time() + secs
+    n = 0
+    while time.time() < end:
+        for con in cons:
+            con.execute("BEGIN IMMEDIATE")
+            con.executemany("INSERT INTO t(v) VALUES (?)", [(os.urandom(2000),) for _ in range(100)])
+            con.execute("DELETE FROM t WHERE id % 5 = ?", (n % 5,))
+            con.execute("COMMIT")
+        n += 1
+    print(n)
+"""
+
+
+def test_replica_kill9_during_apply_recovers(cluster, tmp_path):
+    c = cluster(2)
+    p, r = c.primary, c.replicas[0]
+    names = [f"k_{m}" for m in MODES]
+    for m, name in zip(MODES, names):
+        cli(p, f"PRAGMA journal_mode={m}; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);", name)
+    for name in names:
+        c.wait_synced(name)
+    rng = random.Random(99)
+    writer = start_script(tmp_path, BIG_WRITER, 8, *[p.db(n) for n in names])
+    try:
+        for rnd in range(4):
+            time.sleep(0.4 + rng.random() * 0.8)
+            r.kill9()
+            time.sleep(rng.random() * 0.3)
+            r.start()
+            # It serves consistent reads right after the restart.
+            for name in names:
+                if r.db(name).exists():
+                    out = run("sqlite3", "-cmd", ".timeout 10000", r.db(name), "PRAGMA integrity_check",
+                              check=False)
+                    assert out.stdout.strip() == "ok", f"round {rnd}, {name}: {out.stdout} {out.stderr}\n" \
+                                                       f"{c.describe(name)}"
+    finally:
+        n = int(finish(writer).strip())
+    assert n > 5
+    for name in names:
+        c.wait_synced(name, timeout=10)
+        check_replica(c, r, tmp_path, name)
+
+
+# ---- divergence ----------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["ahead", "behind"])
+def test_diverged_node_rejoins_with_primary_state(cluster, tmp_path, where):
+    c = cluster(2)
+    p, r = c.primary, c.replicas[0]
+    cli(p, "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB); "
+           "INSERT INTO t(who, v) SELECT 'common', randomblob(300) FROM generate_series(1, 100);")
+    c.wait_synced()
+    # The replica runs on its own as a primary and commits.
+    r.stop()
+    r.make_primary(hostname="node2")
+    r.start()
+    local, remote = (5, 2) if where == "ahead" else (1, 6)
+    for i in range(local):
+        cli(r, f"INSERT INTO t(who, v) VALUES ('local', randomblob({100 + i})); UPDATE t SET v = NULL WHERE id = {i + 1};")
+    for i in range(remote):
+        cli(p, f"INSERT INTO t(who, v) VALUES ('primary', randomblob({200 + i}));")
+    rpos, ppos = r.pos(), p.pos()
+    assert rpos[1] != ppos[1]
+    assert (rpos[0] > ppos[0]) == (where == "ahead")
+    r.stop()
+    # It joins the cluster again as a replica.
+    r.make_replica(p.port)
+    off = len(r.log_text())
+    r.start()
+    c.wait_synced(timeout=10)
+    check_replica(c, r, tmp_path)
+    assert cli(r, "SELECT count(*) FROM t WHERE who = 'local'").stdout.strip() == "0"
+    assert cli(r, "SELECT count(*) FROM t WHERE who = 'primary'").stdout.strip() == str(remote)
+    said = log_since(r, off)
+    assert "discard" in said.lower(), f"the log does not say that local transactions were discarded:\n{said}"
+    # And it follows from there.
+    cli(p, "INSERT INTO t(who) VALUES ('after');")
+    c.wait_synced()
+    check_replica(c, r, tmp_path)
+
+
+# ---- the primary dies and comes back -------------------------------------------
+
+def test_primary_kill9_replicas_serve_reads_then_reconnect(cluster, tmp_path):
+    c = cluster(3)
+    p = c.primary
+    cli(p, "PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); "
+           "INSERT INTO t(v) SELECT 'x' || value FROM generate_series(1, 500);", "w.db")
+    cli(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); "
+           "INSERT INTO t(v) SELECT 'y' || value FROM generate_series(1, 300);", "d.db")
+    for name in ["w.db", "d.db"]:
+        c.wait_synced(name)
+    for r in c.replicas:
+        wait_until(lambda: r.primary_file() == f"{PRIMARY_HOST}\n",
+                   msg=lambda: f"{r.name}: .primary is {r.primary_file()!r}")
+    # Long-lived reader connections opened before the crash.
+    readers = {r.name: sqlite3.connect(str(r.db("w.db")), timeout=10) for r in c.replicas}
+
+    p.kill9()
+    for r in c.replicas:
+        wait_until(lambda: r.primary_file() is None, timeout=10,
+                   msg=lambda: f"{r.name}: .primary to disappear (it is {r.primary_file()!r})\n{c.describe('w.db')}")
+    lag1 = {r.name: r.lag_ms() for r in c.replicas}
+    t1 = time.time()
+    for r in c.replicas:
+        # Reads go on, through old and new connections, in both modes.
+        assert readers[r.name].execute("SELECT count(*) FROM t").fetchone()[0] == 500
+        assert cli(r, "SELECT count(*) FROM t", "w.db").stdout.strip() == "500"
+        assert cli(r, "SELECT count(*) FROM t", "d.db").stdout.strip() == "300"
+        # Still read-only.
+        res = cli(r, "INSERT INTO t(v) VALUES ('no');", "d.db", check=False)
+        assert res.returncode != 0 and READONLY in res.stderr, res.stderr
+    time.sleep(1.5)
+    for r in c.replicas:
+        lag2 = r.lag_ms()
+        assert lag1[r.name] >= 0
+        assert lag2 >= lag1[r.name] + int((time.time() - t1) * 1000) - 300, \
+            f"{r.name}: .lag did not grow: {lag1[r.name]} then {lag2}"
+        assert readers[r.name].execute("SELECT count(*) FROM t").fetchone()[0] == 500
+
+    # The primary comes back, commits, and the replicas catch up.
+    p.start()
+    cli(p, "INSERT INTO t(v) VALUES ('after');", "w.db")
+    cli(p, "DELETE FROM t WHERE id < 100;", "d.db")
+    for name in ["w.db", "d.db"]:
+        c.wait_synced(name, timeout=10)
+    for r in c.replicas:
+        wait_until(lambda: r.primary_file() == f"{PRIMARY_HOST}\n",
+                   msg=lambda: f"{r.name}: .primary is {r.primary_file()!r}")
+        wait_until(lambda: r.lag_ms() < 2000, msg=lambda: f"{r.name}: .lag is {r.lag_ms()}")
+        assert readers[r.name].execute("SELECT count(*) FROM t").fetchone()[0] == 501
+        readers[r.name].close()
+        for name in ["w.db", "d.db"]:
+            check_replica(c, r, tmp_path, name)
