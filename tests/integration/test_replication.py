@@ -9,14 +9,18 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
-import signal
+import socket
+import socketserver
 import sqlite3
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -682,3 +686,387 @@ def test_primary_kill9_replicas_serve_reads_then_reconnect(cluster, tmp_path):
         readers[r.name].close()
         for name in ["w.db", "d.db"]:
             check_replica(c, r, tmp_path, name)
+
+
+# ---- bad input on the stream ---------------------------------------------------
+#
+# A fake primary (a raw HTTP server in the test) speaks the wire format of
+# src/stream.c: POST /stream; the replica sends hello + positions; the
+# response is chunked: hello, then L (ltx) / S (snapshot) / R (ready) /
+# B (heartbeat) / E (end) frames of [type u8][length u32 BE][payload].
+
+
+def frame(kind, payload=b""):
+    return kind + struct.pack(">I", len(payload)) + payload
+
+
+HELLO = frame(b"H", b"LFSS" + struct.pack(">I", 1))
+
+
+def ltx_frame(name, data, kind=b"L"):
+    n = name.encode()
+    return frame(kind, struct.pack(">H", len(n)) + n + data)
+
+
+def heartbeat(positions):
+    """positions: {name: (txid, checksum hex)}."""
+    body = struct.pack(">qII", int(time.time() * 1000), 0, len(positions))
+    for name, (txid, chk) in positions.items():
+        n = name.encode()
+        body += struct.pack(">H", len(n)) + n + struct.pack(">QQQ", txid, int(chk, 16), 0)
+    return frame(b"B", body)
+
+
+def parse_frames(data):
+    """Splits a request body into (type, payload) frames."""
+    out, i = [], 0
+    while i + 5 <= len(data):
+        kind, n = data[i:i + 1], struct.unpack(">I", data[i + 1:i + 5])[0]
+        out.append((kind, data[i + 5:i + 5 + n]))
+        i += 5 + n
+    return out
+
+
+def parse_list(payload):
+    _, _, n = struct.unpack(">qII", payload[:16])
+    i, out = 16, {}
+    for _ in range(n):
+        ln = struct.unpack(">H", payload[i:i + 2])[0]
+        name = payload[i + 2:i + 2 + ln].decode()
+        txid, chk, _ = struct.unpack(">QQQ", payload[i + 2 + ln:i + 2 + ln + 24])
+        out[name] = (txid, f"{chk:016x}")
+        i += 2 + ln + 24
+    return out
+
+
+class FakePrimary:
+    """Serves POST /stream. For connection number k (from 1), behave(k,
+    conn) is called with conn.positions (what the replica sent), and uses
+    conn.send(bytes) (one chunk), conn.end() (the terminating chunk),
+    conn.hold(secs, frames_fn) and conn.vanish()."""
+
+    def __init__(self, cluster_id, behave):
+        self.cluster_id = cluster_id
+        self.behave = behave
+        self.conns = []
+        self.errors = []
+        fake = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                fake._handle(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.t = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _handle(self, sock):
+        sock.settimeout(15)
+        conn = _FakeConn(self, sock)
+        try:
+            conn.read_request()
+            self.conns.append(conn)
+            self.behave(len(self.conns), conn)
+        except Exception as e:  # the replica hung up: fine, record it
+            self.errors.append(repr(e))
+        finally:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def wait_conns(self, n, timeout=10):
+        wait_until(lambda: len(self.conns) >= n, timeout=timeout,
+                   msg=lambda: f"connection {n} to the fake primary (had {len(self.conns)})")
+
+
+class _FakeConn:
+    def __init__(self, fake, sock):
+        self.fake, self.sock = fake, sock
+        self.buf = b""
+        self.headers = {}
+        self.positions = None
+        self.started = False
+
+    def _read_until(self, marker):
+        while marker not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("request ended early")
+            self.buf += chunk
+        i = self.buf.index(marker)
+        head, self.buf = self.buf[:i], self.buf[i + len(marker):]
+        return head
+
+    def _read_n(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("request ended early")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_request(self):
+        head = self._read_until(b"\r\n\r\n").decode("latin-1").split("\r\n")
+        self.request_line = head[0]
+        for line in head[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+        if self.headers.get("expect", "").lower() == "100-continue":
+            self.sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        body = b""
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            # The request body is hello + positions; read frames until both
+            # are complete (the replica may keep the body open).
+            while True:
+                size = int(self._read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self._read_until(b"\r\n")
+                    break
+                body += self._read_n(size)
+                self._read_n(2)
+                fr = parse_frames(body)
+                if any(k == b"P" for k, p in fr) and sum(5 + len(p) for k, p in fr) == len(body):
+                    break
+        else:
+            body = self._read_n(int(self.headers.get("content-length", "0")))
+        frames = parse_frames(body)
+        assert frames and frames[0] == (b"H", HELLO[5:]), f"bad request hello: {frames[:1]}"
+        lists = [parse_list(p) for k, p in frames if k == b"P"]
+        self.positions = lists[0] if lists else None
+
+    def start(self, cluster_id=None, status="200 OK"):
+        self.sock.sendall((f"HTTP/1.1 {status}\r\nContent-Type: application/vnd.litefs.stream\r\n"
+                           f"Transfer-Encoding: chunked\r\n"
+                           f"Litefs-Cluster-Id: {cluster_id or self.fake.cluster_id}\r\n"
+                           f"Litefs-Primary-Hostname: {PRIMARY_HOST}\r\n\r\n").encode())
+        self.started = True
+
+    def send(self, data):
+        if not self.started:
+            self.start()
+        if data:
+            self.sock.sendall(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def end(self):
+        self.sock.sendall(b"0\r\n\r\n")
+
+    def vanish(self):
+        """Resets the connection, no terminating chunk."""
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.sock.close()
+
+    def hold(self, secs, beat=None):
+        """Keeps the response open for secs (heartbeats from beat() every
+        0.3 s); returns early when the replica hangs up (True)."""
+        deadline = time.time() + secs
+        while time.time() < deadline:
+            try:
+                self.send(beat() if beat else heartbeat({}))
+            except OSError:
+                return True
+            time.sleep(0.3)
+        return False
+
+
+def stream_setup(cluster, tmp_path, n_ahead=2):
+    """A real primary and one replica synced at TXID k; then the replica is
+    stopped and the primary commits n_ahead more transactions. Returns
+    (cluster, replica, {txid: LTX bytes} of the primary's records)."""
+    c = cluster(2, lease={"reconnect-delay": "200ms"})
+    p, r = c.primary, c.replicas[0]
+    cli(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); "
+           "INSERT INTO t(v) SELECT randomblob(500) FROM generate_series(1, 50);")
+    cli(p, "UPDATE t SET v = randomblob(600) WHERE id % 3 = 0;")
+    c.wait_synced()
+    r.stop()
+    for i in range(n_ahead):
+        cli(p, f"INSERT INTO t(v) SELECT randomblob({300 + i}) FROM generate_series(1, 20); "
+               f"DELETE FROM t WHERE id % 10 = {i};")
+    ltx = {}
+    for f in p.ltx_files():
+        lo, hi = (int(x, 16) for x in f.stem.split("-"))
+        if lo == hi:
+            ltx[lo] = f.read_bytes()
+    return c, r, ltx
+
+
+def replica_files(r, name="db"):
+    return r.db(name).read_bytes(), r.pos(name), chain_names(r, name)
+
+
+def wait_log(node, off, pattern, timeout=10):
+    """Waits for a warn/error line after offset off that matches pattern
+    (case-insensitive); returns it."""
+    rx = re.compile(pattern, re.I)
+
+    def find():
+        for line in log_since(node, off).splitlines():
+            if re.search(r"level=(warn|error)", line) and rx.search(line):
+                return line
+        return None
+
+    return wait_until(find, timeout=timeout,
+                      msg=lambda: f"a warn/error log line matching {pattern!r}:\n{log_since(node, off)[-3000:]}")
+
+
+BAD_STREAMS = {
+    # name: (what the fake sends on the first connection, log pattern)
+    "bad_hello": "magic|hello|version",
+    "truncated_header": "truncat",
+    "truncated_frame": "truncat",
+    "corrupt_ltx": r"checksum|corrupt|lz4|ltx",
+    "out_of_sequence": r"contiguous|sequence|pre-apply|does not follow|position",
+    "vanish_mid_file": r"truncat|closed|reset|connection|recv|end of|eof|incomplete|partial",
+    "other_cluster": r"cluster",
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD_STREAMS))
+def test_bad_stream_is_refused_state_kept_and_retried(cluster, tmp_path, bad):
+    c, r, ltx = stream_setup(cluster, tmp_path)
+    p = c.primary
+    k = r.pos_or_none()
+    assert k is None  # stopped
+    cluster_id = p.info()["clusterID"]
+    assert cluster_id.startswith("LFSC") and len(cluster_id) == 20, cluster_id
+    ppos = p.pos()
+    good_txids = sorted(ltx)
+
+    def serve_good(conn):
+        have = conn.positions.get("db", (0, ""))[0] if conn.positions else 0
+        conn.start()
+        conn.send(HELLO)
+        for txid in good_txids:
+            if txid > have:
+                conn.send(ltx_frame("db", ltx[txid]))
+        conn.send(frame(b"R"))
+        conn.hold(60, lambda: heartbeat({"db": ppos}))
+
+    first = {}
+
+    def behave(n, conn):
+        if n > 1:
+            return serve_good(conn)
+        have = conn.positions["db"][0]
+        first["pos"] = conn.positions["db"]
+        nxt = ltx[have + 1]
+        if bad == "other_cluster":
+            conn.start(cluster_id="LFSC0123456789ABCDEF" if cluster_id != "LFSC0123456789ABCDEF"
+                       else "LFSCFEDCBA9876543210")
+            conn.send(HELLO)
+            conn.send(ltx_frame("db", nxt))
+            conn.send(frame(b"R"))
+            conn.hold(8)
+        elif bad == "bad_hello":
+            conn.send(frame(b"H", b"LFSX" + struct.pack(">I", 1)))
+            conn.send(ltx_frame("db", nxt))
+            conn.hold(8)
+        elif bad == "truncated_header":
+            conn.send(HELLO)
+            conn.send(b"L\x00\x00")
+            conn.end()
+        elif bad == "truncated_frame":
+            fr = ltx_frame("db", nxt)
+            conn.send(HELLO)
+            conn.send(fr[:len(fr) // 2])
+            conn.end()
+        elif bad == "vanish_mid_file":
+            fr = ltx_frame("db", nxt)
+            conn.send(HELLO)
+            conn.send(fr[:len(fr) // 2])
+            time.sleep(0.2)
+            conn.vanish()
+        elif bad == "corrupt_ltx":
+            data = bytearray(nxt)
+            for off in (len(data) // 2, len(data) // 2 + 1, 200):
+                data[off] ^= 0x5A
+            conn.send(HELLO)
+            conn.send(ltx_frame("db", bytes(data)))
+            conn.hold(8)
+        elif bad == "out_of_sequence":
+            conn.send(HELLO)
+            conn.send(ltx_frame("db", ltx[have + 2]))
+            conn.hold(8)
+
+    fake = FakePrimary(cluster_id, behave)
+    try:
+        r.make_replica(fake.port)
+        off = len(r.log_text())
+        r.start()
+        fake.wait_conns(1)
+        line = wait_log(r, off, BAD_STREAMS[bad])
+        before = replica_files(r)
+        assert before[1] == first["pos"], "the replica's -pos is not what it sent"
+        fake.wait_conns(2, timeout=10)
+        # It came back with the same position and the same cluster ID.
+        assert fake.conns[1].positions["db"] == first["pos"], \
+            f"after refusing the stream, the replica reconnected at {fake.conns[1].positions} " \
+            f"instead of {first['pos']}"
+        assert fake.conns[1].headers.get("litefs-cluster-id") == cluster_id
+        # ...and catches up from the good stream.
+        c.wait_synced(timeout=10)
+        check_replica(c, r, tmp_path)
+        assert line
+    finally:
+        r.stop()
+        fake.close()
+    # Nothing of the bad stream remained: the database equals the primary's
+    # (check_replica) and its state before the good stream was the one it
+    # had when it stopped.
+    assert before[1][0] == ppos[0] - len(good_txids), before
+
+
+def test_wrong_secret_is_refused_and_retried(cluster, tmp_path):
+    c = cluster(2, http={"secret": "right-secret"}, lease={"reconnect-delay": "200ms"})
+    p, r = c.primary, c.replicas[0]
+    cli(p, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    c.wait_synced()
+    r.stop()
+    cli(p, "INSERT INTO t VALUES (2);")
+    # Wrong secret, then none at all.
+    for secret in ["wrong-secret", None]:
+        if secret is None:
+            r.http_keys.pop("secret")
+        else:
+            r.http_keys["secret"] = secret
+        r.write_config()
+        off = len(r.log_text())
+        poff = len(p.log_text())
+        r.start()
+        state = replica_files(r)
+        line = wait_log(r, off, r"auth|secret|401|unauthori")
+        # It retries: the refusal is seen again.
+        wait_until(lambda: sum(1 for l in log_since(r, off).splitlines()
+                               if re.search(r"level=(warn|error)", l)
+                               and re.search(r"auth|secret|401|unauthori", l, re.I)) >= 2
+                   or len(re.findall(r"/stream", log_since(p, poff))) >= 2,
+                   timeout=10, msg=lambda: f"a retry after {line}\n{log_since(r, off)}")
+        assert replica_files(r) == state, "the replica's state changed"
+        assert r.pos()[0] == p.pos()[0] - 1
+        assert r.primary_file() is None, "a refused replica must not say it is connected"
+        r.stop()
+    # The primary refuses the stream request itself with 401, and a JSON error.
+    req = urllib.request.Request(p.url("/stream"), data=HELLO, method="POST",
+                                 headers={"Authorization": "Bearer nope",
+                                          "Content-Type": "application/vnd.litefs.stream"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 401
+    assert json.loads(e.value.read())["error"]
+    # With the right secret it follows again.
+    r.http_keys["secret"] = "right-secret"
+    r.write_config()
+    r.start()
+    c.wait_synced()
+    check_replica(c, r, tmp_path)
