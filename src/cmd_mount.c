@@ -8,6 +8,14 @@
  * stop the application (forward the signal, wait), unmount (which ends the
  * FUSE loop), then close the store, which writes the clean-shutdown
  * markers that make the next start O(1).
+ *
+ * Roles (static lease): lease.candidate: true makes this node the primary;
+ * it creates the cluster ID if there is none and serves POST /stream.
+ * lease.candidate: false makes it a replica: the replication client
+ * (replica.c) follows the primary at lease.advertise-url, and the
+ * application starts only after the first full sync (unless skip-sync),
+ * while signals still stop the node. The replica stops before the HTTP
+ * API and the mount, so no apply runs while they go away.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,12 +30,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "cmd.h"
 #include "config.h"
 #include "err.h"
 #include "fusefs.h"
 #include "http.h"
 #include "log.h"
+#include "replica.h"
 #include "store.h"
 #include "supervise.h"
 #include "sys.h"
@@ -52,6 +62,18 @@ static const char mount_usage[] =
 	"The node exits with the application's exit code. SIGINT and SIGTERM are\n"
 	"forwarded to the application; the file system is unmounted when it exits.\n"
 	"See docs/config.md for every configuration key.\n";
+
+/* This node's name for other nodes: lease.hostname, else the OS's. */
+static void node_hostname(const struct config *cfg, char *buf, size_t len)
+{
+	if (cfg->lease.hostname[0]) {
+		snprintf(buf, len, "%s", cfg->lease.hostname);
+		return;
+	}
+	if (gethostname(buf, len) != 0)
+		snprintf(buf, len, "localhost");
+	buf[len - 1] = '\0';
+}
 
 struct fuse_thread {
 	struct fusefs *fs;
@@ -94,6 +116,29 @@ static uint64_t load_node_id(const char *data_dir)
 		fclose(f);
 	}
 	return id;
+}
+
+/* Waits for the replica's first full sync while still taking the stop
+ * signals. Returns 0 when synced, the signal that asked to stop, or -1
+ * when the file system loop ended. */
+static int wait_first_sync(struct replica *rep, const sigset_t *sigs, const struct fuse_thread *ft)
+{
+	LOG_INFO("mount", "msg=\"waiting for the first sync with the primary before starting the application\"");
+	for (;;) {
+		if (replica_wait_synced(rep, 200))
+			return 0;
+		struct timespec zero = { 0, 0 };
+		siginfo_t si;
+		int sig = sigtimedwait(sigs, &si, &zero);
+		if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+			LOG_INFO("mount", "msg=\"signal received before the first sync; shutting down\" signal=%d", sig);
+			return sig;
+		}
+		if (sig == SIGUSR1 && ft->done) {
+			LOG_WARN("mount", "msg=\"file system loop ended\"");
+			return -1;
+		}
+	}
 }
 
 int cmd_mount_main(int argc, char **argv)
@@ -177,6 +222,10 @@ int cmd_mount_main(int argc, char **argv)
 	struct fusefs *fs = NULL;
 	struct http_server *http = NULL;
 	struct supervisor *sup = NULL;
+	struct replica *rep = NULL;
+	struct cluster cluster = { 0 };
+	bool candidate = cfg.lease.candidate;
+	char hostname[256];
 	int exit_code = 1;
 
 	if (mkdir(cfg.data.dir, 0755) != 0 && errno != EEXIST) {
@@ -194,6 +243,15 @@ int cmd_mount_main(int argc, char **argv)
 		fprintf(stderr, "litefs mount: cannot open data.dir %s: %s\n", cfg.data.dir, err_str(rc));
 		goto out;
 	}
+	/* Before the mount serves anything: a replica refuses writes from the
+	 * first request on. */
+	store_set_role(st, candidate, NULL);
+	node_hostname(&cfg, hostname, sizeof(hostname));
+	if ((rc = cluster_open(&cluster, cfg.data.dir, candidate)) != 0) {
+		fprintf(stderr, "litefs mount: cannot read or create %s/clusterid: %s\n", cfg.data.dir,
+			rc == ERR_CONFIG ? "the file does not hold a cluster ID (LFSC + 16 hex digits)" : err_str(rc));
+		goto out;
+	}
 	struct fusefs_opts fo = {
 		.mountpoint = cfg.fuse.dir,
 		.allow_other = cfg.fuse.allow_other,
@@ -206,7 +264,14 @@ int cmd_mount_main(int argc, char **argv)
 	}
 	if ((rc = store_start(st)) != 0)
 		goto out;
-	if ((rc = http_start(st, fs, cfg.http.addr, &http)) != 0) {
+	struct http_opts ho = {
+		.addr = cfg.http.addr,
+		.secret = cfg.http.secret,
+		.hostname = hostname,
+		.candidate = candidate,
+		.cluster = &cluster,
+	};
+	if ((rc = http_start(st, fs, &ho, &http)) != 0) {
 		fprintf(stderr, "litefs mount: cannot serve HTTP on %s: %s\n", cfg.http.addr, err_str(rc));
 		goto out;
 	}
@@ -216,10 +281,20 @@ int cmd_mount_main(int argc, char **argv)
 	if (pthread_create(&tid, NULL, fuse_thread_main, &ft) != 0)
 		goto out;
 
-	/* The application: `-- cmd` overrides exec. This node is the primary
-	 * and a candidate (static single-node lease). */
-	rc = supervisor_start(&cfg, override_cmd, true, true, &sup);
-	if (rc) {
+	int stop = 0;
+	if (!candidate && (rc = replica_start(st, &cfg, cfg.data.dir, &cluster, &rep)) != 0) {
+		fprintf(stderr, "litefs mount: cannot start replication: %s\n", err_str(rc));
+		stop = -1;
+	}
+	if (rep && !cfg.skip_sync)
+		stop = wait_first_sync(rep, &sigs, &ft);
+
+	/* The application: `-- cmd` overrides exec. With the static lease a
+	 * candidate is the primary. */
+	rc = stop == 0 ? supervisor_start(&cfg, override_cmd, candidate, candidate, &sup) : 0;
+	if (stop != 0) {
+		exit_code = stop > 0 ? 0 : 1;
+	} else if (rc) {
 		exit_code = 1;
 	} else {
 		exit_code = 0;
@@ -254,6 +329,8 @@ int cmd_mount_main(int argc, char **argv)
 	}
 	supervisor_free(sup);
 	sup = NULL;
+	replica_stop(rep);
+	rep = NULL;
 	http_stop(http);
 	http = NULL;
 	fusefs_stop(fs);
@@ -262,6 +339,7 @@ int cmd_mount_main(int argc, char **argv)
 	fs = NULL;
 	store_close(st);
 	st = NULL;
+	cluster_close(&cluster);
 	config_free(&cfg);
 	LOG_INFO("mount", "msg=\"stopped\" code=%d", exit_code);
 	return exit_code;
@@ -271,6 +349,7 @@ out:
 	http_stop(http);
 	fusefs_unmount(fs);
 	store_close(st);
+	cluster_close(&cluster);
 	config_free(&cfg);
 	return exit_code ? exit_code : 1;
 }
