@@ -2566,6 +2566,18 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 	if (fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0) == (int)sizeof(hdr))
 		db->wal_mode = hdr[18] == 2 && hdr[19] == 2;
 	wal_reset_state(db);
+	/* WAL readers need -wal and -shm; creating them here means that
+	 * reading never adds files to a replica's mount. */
+	for (int k = DB_KIND_WAL; db->wal_mode && k <= DB_KIND_SHM; k++) {
+		if (db->exists[k])
+			continue;
+		int wfd = open_backing(db, (enum db_kind)k, O_RDWR | O_CREAT);
+		if (wfd >= 0) {
+			close(wfd);
+			db->exists[k] = true;
+			db->generation[k]++;
+		}
+	}
 	if (db->verify.active) {
 		db->verify.cursor = 1; /* pages changed under it: start over */
 		db->verify.partial = 0;
@@ -2589,6 +2601,7 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 
 	pthread_mutex_lock(&db->mu);
 	bool existed = db->exists[DB_KIND_DB];
+	bool wal_files = db->exists[DB_KIND_WAL];
 	bool wal_mode = db->wal_mode;
 	uint32_t old_n = db->n_pages;
 	pthread_mutex_unlock(&db->mu);
@@ -2607,6 +2620,7 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	pthread_mutex_lock(&db->mu);
 	rc = apply_locked(db, &h, fd, off, len, &res);
 	bool exists = db->exists[DB_KIND_DB];
+	bool names_changed = existed != exists || (exists && !wal_files && db->exists[DB_KIND_WAL]);
 	uint32_t new_n = db->n_pages;
 	pthread_mutex_unlock(&db->mu);
 
@@ -2616,7 +2630,7 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
 		if (x.shm_fd >= 0 && exists)
 			walidx_publish(db, x.shm_fd, new_n);
-		if (existed != exists)
+		if (names_changed)
 			invalidate_names(db);
 	}
 	readmit_readers(&x);
