@@ -2150,7 +2150,7 @@ static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct 
 	uint8_t *page = malloc(ps);
 	int wal_fd = db->wal.pages.count > 0 ? open_backing(db, DB_KIND_WAL, O_RDONLY) : -1;
 	int rc = page ? ltx_encoder_new(&enc, &h, write, ctx) : ERR_NOMEM;
-	uint64_t chk = LTX_CHECKSUM_FLAG;
+	uint64_t chk = 0;
 	uint32_t lock = ltx_lock_pgno(ps);
 	for (uint32_t pgno = 1; rc == 0 && pgno <= db->n_pages; pgno++) {
 		if (pgno == lock)
@@ -2160,6 +2160,7 @@ static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct 
 		chk ^= ltx_page_checksum(pgno, page, ps);
 		rc = ltx_encoder_write_page(enc, pgno, page);
 	}
+	chk |= LTX_CHECKSUM_FLAG;
 	if (rc == 0 && chk != db->pos.checksum) {
 		LOG_ERROR("db", "msg=\"snapshot does not match the position's checksum\" db=%s txid=%016" PRIx64
 				" checksum=%016" PRIx64 " computed=%016" PRIx64, db->name, db->pos.txid, db->pos.checksum, chk);
