@@ -500,10 +500,22 @@ static int sync_unsynced(struct db *db)
 	return 0;
 }
 
+/* Rotates a segment that grew large or old, unless a WAL commit may still
+ * have to be taken back (its records must stay in one segment). */
+static void maybe_rotate(struct db *db)
+{
+	if (db->log_fd >= 0 && !db->undo.active &&
+	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || now_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
+		close_segment(db);
+}
+
 /* The deferred commits are final: forget how to take them back. */
 static void finalize_unsynced(struct db *db)
 {
 	db->undo.active = false;
+	/* In WAL mode every commit is revocable when it lands, so this is
+	 * where its segment gets its chance to rotate. */
+	maybe_rotate(db);
 }
 
 static int flush_unsynced(struct db *db)
@@ -541,11 +553,7 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 	db->log_end = p->rec_end;
 	if (!defer_sync)
 		db->log_synced_end = p->rec_end;
-	/* Rotate a segment that grew large or old, unless a WAL commit may
-	 * still have to be taken back (its records must stay in one segment). */
-	if (!db->undo.active && (db->log_end >= LOG_SEGMENT_MAX_BYTES ||
-				 now_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
-		close_segment(db);
+	maybe_rotate(db);
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
 		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
 	pending_free(p);
