@@ -385,7 +385,11 @@ static int begin_stream(struct conn *c)
 		snprintf(c->primary_host, sizeof(c->primary_host), "%s", r->fallback_host);
 	store_set_role(r->st, false, c->primary_host);
 	c->began = true;
-	LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+	/* While a failure repeats, each retry connects again: say so once. */
+	if (r->last_error[0])
+		LOG_DEBUG("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+	else
+		LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
 	return 0;
 }
 
@@ -643,6 +647,10 @@ static void *replica_main(void *arg)
 		store_set_role(r->st, false, NULL);
 		if (atomic_load(&r->stopping))
 			break;
+		/* A connection that streamed something worked: its failure is
+		 * news even if an earlier one said the same. */
+		if (got_frame)
+			r->last_error[0] = '\0';
 		if (rc != 0)
 			log_failure(r, rc, msg);
 		else
