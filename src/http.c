@@ -5,6 +5,8 @@
  *   GET  /metrics           Prometheus text format
  *   POST /import?name=NAME  body: a SQLite file; becomes ONE transaction
  *   GET  /export?name=NAME  a consistent copy of the database as a SQLite file
+ *   GET  /events            newline-delimited JSON: init, tx, primaryChange
+ *   POST /stream            replication to a replica (protocol: stream.c)
  *
  * The reference for clients is docs/http.md; this comment says why the code
  * is shaped the way it is.
@@ -111,9 +113,22 @@
  * where the space is provisioned). Leftovers of a crash carry our prefixes
  * and are removed by http_start().
  *
+ * STREAMS (/stream, /events) are callback responses. Their reader callback
+ * runs in the connection's own thread, so it may block: it waits on the
+ * store's change counter (store_wait_change) at most until the next
+ * heartbeat is due, and checks between waits whether the peer hung up
+ * (POLLRDHUP on the socket) and whether http_stop() began — which also
+ * bumps the counter to wake them — so a stream ends with its end frame
+ * within the grace period. A frame is queued whole before the cursor of
+ * its database moves on (struct outq): its header in memory, its LTX bytes
+ * read from the segment (or the snapshot spool) as the socket takes them.
+ * The shared secret guards /stream only; it is compared in constant time.
+ *
  * ERRORS are JSON {"error": "..."} with a status: 400 bad input, 404 unknown
- * path or database, 405 wrong method (with Allow), 409 conflicts with the
- * live database, 413 too large, 503 busy or shutting down, 507 no space,
+ * path or database, 401 wrong secret, 405 wrong method (with Allow), 409
+ * conflicts with the live database (or another cluster, or an import on a
+ * replica), 413 too large, 503 busy, shutting down or not the primary, 507
+ * no space,
  * 500 otherwise. Each decision is logged once (mod=http).
  */
 #include <dirent.h>
