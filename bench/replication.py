@@ -142,9 +142,8 @@ print("\n".join(out))
 def lag_run(primary, replicas, db, mode, rate, secs):
     """Returns (achieved tx/s, {replica: [lag ms per TXID]})."""
     con = sqlite3.connect(os.path.join(primary.mnt, db), timeout=30, isolation_level=None)
-    if primary.pos(db) is None:
-        con.execute(f"PRAGMA journal_mode={mode}")
-        con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+    con.execute(f"PRAGMA journal_mode={mode}")
+    con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
     wait_synced(primary, replicas, db)
     start = primary.pos(db)[0]
     n = int(rate * secs)
@@ -228,7 +227,8 @@ def busy_run(primary, replicas, mode, rate, secs):
     con = sqlite3.connect(os.path.join(primary.mnt, db), timeout=30, isolation_level=None)
     con.execute(f"PRAGMA journal_mode={mode}")
     con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
-    con.execute("INSERT INTO t(v) SELECT randomblob(200) FROM generate_series(1, 2000)")
+    con.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000) "
+                "INSERT INTO t(v) SELECT randomblob(200) FROM n")
     wait_synced(primary, replicas, db)
     start = primary.pos(db)[0]
     readers = [subprocess.Popen([sys.executable, "-c", BUSY_READER, os.path.join(r.mnt, db), str(secs)],
