@@ -208,17 +208,19 @@ import json, sqlite3, sys, time
 path, secs = sys.argv[1], float(sys.argv[2])
 con = sqlite3.connect(path, timeout=0, isolation_level=None)
 reads = busy = other = 0
+msgs = {}
 end = time.time() + secs
 while time.time() < end:
     try:
         con.execute("SELECT count(*), max(id) FROM t").fetchone()
         reads += 1
     except sqlite3.OperationalError as e:
+        msgs[str(e)] = msgs.get(str(e), 0) + 1
         if "locked" in str(e) or "busy" in str(e):
             busy += 1
         else:
             other += 1
-print(json.dumps({"reads": reads, "busy": busy, "other": other}))
+print(json.dumps({"reads": reads, "busy": busy, "other": other, "msgs": msgs}))
 """
 
 
@@ -283,8 +285,12 @@ def main():
             reads = sum(r["reads"] for r in res)
             busy = sum(r["busy"] for r in res)
             other = sum(r["other"] for r in res)
+            msgs = {}
+            for r in res:
+                for m, k in r["msgs"].items():
+                    msgs[m] = msgs.get(m, 0) + k
             print(f"{mode:<8}{applied:>11}{reads:>9}{busy:>7}{busy / max(reads, 1):>11.4f}"
-                  f"{busy / max(applied * len(replicas), 1):>11.4f}{other:>10}")
+                  f"{busy / max(applied * len(replicas), 1):>11.4f}{other:>10}  {msgs}")
     finally:
         for n in [*replicas, primary]:
             n.stop()
