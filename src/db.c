@@ -553,6 +553,7 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 	db->log_end = p->rec_end;
 	if (!defer_sync)
 		db->log_synced_end = p->rec_end;
+	store_notify_change(db->store); /* wakes the replication streams */
 	maybe_rotate(db);
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
 		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
@@ -2262,7 +2263,7 @@ static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t lim
 			return rc;
 		if (limit_us > 0 && waited >= limit_us)
 			return -EAGAIN;
-		if (db->store->stopping)
+		if (store_applies_cancelled(db->store))
 			return -ECANCELED;
 		if (!logged && waited > 5000000) {
 			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);

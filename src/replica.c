@@ -762,6 +762,8 @@ void replica_stop(struct replica *r)
 	atomic_store(&r->stopping, true);
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->mu);
+	/* An apply may be waiting for a reader's transaction to end. */
+	store_cancel_applies(r->st);
 	if (r->started)
 		pthread_join(r->thread, NULL);
 	curl_global_cleanup();

@@ -158,6 +158,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cond, NULL);
 	pthread_cond_init(&st->change_cond, NULL);
+	pthread_mutex_init(&st->change_mu, NULL);
 	st->is_primary = true;
 	st->dbs_fd = -1;
 	st->compress = opts->compress;
@@ -277,11 +278,14 @@ void store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	pthread_mutex_lock(&st->change_mu);
+	st->change_stopping = true;
+	pthread_cond_broadcast(&st->change_cond);
+	pthread_mutex_unlock(&st->change_mu);
 	if (st->bg_started) {
 		pthread_mutex_lock(&st->mu);
 		st->stopping = true;
 		pthread_cond_broadcast(&st->cond);
-		pthread_cond_broadcast(&st->change_cond);
 		pthread_mutex_unlock(&st->mu);
 		pthread_join(st->bg_thread, NULL);
 	}
@@ -294,6 +298,7 @@ void store_close(struct store *st)
 		close(st->dbs_fd);
 	pthread_cond_destroy(&st->cond);
 	pthread_cond_destroy(&st->change_cond);
+	pthread_mutex_destroy(&st->change_mu);
 	pthread_mutex_destroy(&st->mu);
 	free(st->data_dir);
 	free(st);
@@ -356,18 +361,18 @@ int64_t store_lag_ms(struct store *st)
 
 uint64_t store_change_seq(struct store *st)
 {
-	pthread_mutex_lock(&st->mu);
+	pthread_mutex_lock(&st->change_mu);
 	uint64_t seq = st->change_seq;
-	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_unlock(&st->change_mu);
 	return seq;
 }
 
 void store_notify_change(struct store *st)
 {
-	pthread_mutex_lock(&st->mu);
+	pthread_mutex_lock(&st->change_mu);
 	st->change_seq++;
 	pthread_cond_broadcast(&st->change_cond);
-	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_unlock(&st->change_mu);
 }
 
 uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms)
@@ -380,13 +385,13 @@ uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms)
 		until.tv_sec++;
 		until.tv_nsec -= 1000000000L;
 	}
-	pthread_mutex_lock(&st->mu);
-	while (st->change_seq == seen && !st->stopping) {
-		if (pthread_cond_timedwait(&st->change_cond, &st->mu, &until) != 0)
+	pthread_mutex_lock(&st->change_mu);
+	while (st->change_seq == seen && !st->change_stopping) {
+		if (pthread_cond_timedwait(&st->change_cond, &st->change_mu, &until) != 0)
 			break;
 	}
 	uint64_t seq = st->change_seq;
-	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_unlock(&st->change_mu);
 	return seq;
 }
 
@@ -397,4 +402,14 @@ int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t 
 	if (rc != 0)
 		return rc;
 	return db_apply(db, fd, off, len);
+}
+
+void store_cancel_applies(struct store *st)
+{
+	atomic_store(&st->cancel_applies, true);
+}
+
+bool store_applies_cancelled(struct store *st)
+{
+	return atomic_load(&st->cancel_applies);
 }

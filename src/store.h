@@ -17,6 +17,7 @@
 #define LITEFS_STORE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -48,7 +49,6 @@ struct store {
 	bool is_primary;
 	char primary_host[256];
 	int64_t caught_up_ms;
-	uint64_t change_seq;    /* bumped by store_notify_change() */
 	/* Set by the FUSE layer once mounted (see store_fuse_hooks). */
 	struct store_fuse_hooks {
 		void *ctx;
@@ -60,7 +60,13 @@ struct store {
 		/* Drops the kernel's cached lookup of a name in the root. */
 		void (*inval_entry)(void *ctx, const char *name);
 	} hooks;
+	/* Change notification has its own leaf lock so that db.c can notify
+	 * with db.mu held (store.mu must never be taken under db.mu). */
+	pthread_mutex_t change_mu;
 	pthread_cond_t change_cond;
+	uint64_t change_seq;    /* guarded by change_mu */
+	bool change_stopping;   /* likewise */
+	atomic_bool cancel_applies;
 	pthread_cond_t cond;
 	pthread_t bg_thread;    /* retention and background verification */
 	bool bg_started;
@@ -123,5 +129,8 @@ void store_notify_change(struct store *st);
 /* Replica: applies one LTX file received from the primary to database
  * name, creating it first if needed (see db_apply()). */
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len);
+/* Makes applies waiting for readers give up (-ECANCELED), for shutdown. */
+void store_cancel_applies(struct store *st);
+bool store_applies_cancelled(struct store *st);
 
 #endif

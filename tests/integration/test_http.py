@@ -116,7 +116,9 @@ def test_info(node):
     assert re.fullmatch(r"[0-9a-fA-F]{16}", info["nodeID"])
     assert int(info["nodeID"], 16) == int((n.data / "id").read_text().strip(), 16)
     assert info["role"] == "primary" and info["primary"] is True and info["candidate"] is True
-    assert info["clusterID"] == ""
+    # The first primary creates the cluster ID and keeps it in data.dir.
+    assert re.fullmatch(r"LFSC[0-9A-F]{16}", info["clusterID"]), info["clusterID"]
+    assert (n.data / "clusterid").read_text().strip() == info["clusterID"]
     assert info["mountDir"] == str(n.mnt)
     assert info["dataDir"] == str(n.data)
     dbs = {d["name"]: d for d in info["databases"]}

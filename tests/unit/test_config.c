@@ -1229,10 +1229,9 @@ static void test_unsupported(void **state)
 	assert_true(is[0].fatal);
 	config_free(&cfg);
 
-	/* A static replica needs replication. */
+	/* A static replica is supported (replication landed). */
 	assert_int_equal(parse(DIRS "lease:\n  type: static\n  candidate: false\n", &cfg), 0);
-	assert_int_equal(config_unsupported(&cfg, is, 8), 1);
-	assert_true(is[0].fatal);
+	assert_int_equal(config_unsupported(&cfg, is, 8), 0);
 	config_free(&cfg);
 
 	/* A static primary is supported. */
