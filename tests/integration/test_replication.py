@@ -314,6 +314,77 @@ def test_replica_readers_never_see_half_applied_transaction(cluster, tmp_path, m
         assert cli(r, "SELECT sum(balance) FROM accounts").stdout.strip() == str(total)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_long_read_transaction_on_replica_delays_replication_only_while_held(cluster, tmp_path, mode):
+    c = cluster(2)
+    p, r = c.primary, c.replicas[0]
+    cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(x); INSERT INTO t VALUES (0);")
+    c.wait_synced()
+    con = sqlite3.connect(str(r.db()), timeout=10, isolation_level=None)
+    con.execute("BEGIN")
+    assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 1
+    for i in range(3):
+        cli(p, f"INSERT INTO t VALUES ({i + 1});")
+    time.sleep(1.5)
+    # The reader keeps its consistent snapshot while it holds it.
+    assert con.execute("SELECT count(*), sum(x) FROM t").fetchone() == (1, 0)
+    con.execute("COMMIT")
+    t0 = time.monotonic()
+    c.wait_synced(timeout=10)
+    waited = time.monotonic() - t0
+    assert waited < 1.0, f"replication took {waited:.2f} s after the reader let go"
+    assert con.execute("SELECT count(*), sum(x) FROM t").fetchone() == (4, 6)
+    con.close()
+    check_replica(c, r, tmp_path)
+
+
+def test_lease_databases_filters_what_a_replica_follows(cluster, tmp_path):
+    c = cluster(3, start=False)
+    only = c.replicas[0]
+    only.lease_keys["databases"] = '["a.db"]'
+    only.write_config()
+    c.start()
+    p = c.primary
+    cli(p, "CREATE TABLE t(x); INSERT INTO t VALUES (1);", "a.db")
+    cli(p, "CREATE TABLE t(x); INSERT INTO t VALUES (2);", "b.db")
+    c.wait_synced("a.db")
+    c.wait_synced("b.db", replicas=[c.replicas[1]])
+    cli(p, "INSERT INTO t VALUES (3);", "b.db")
+    cli(p, "INSERT INTO t VALUES (4);", "a.db")
+    c.wait_synced("a.db")
+    c.wait_synced("b.db", replicas=[c.replicas[1]])
+    time.sleep(1.5)  # a heartbeat or two
+    assert sorted(f for f in os.listdir(only.mnt) if not f.startswith(".") and f.startswith("b.db")) == []
+    assert "b.db" not in {d["name"] for d in only.info()["databases"]}
+    check_replica(c, only, tmp_path, "a.db")
+
+
+def test_exec_starts_after_first_sync_and_if_candidate_only_on_primary(cluster, tmp_path):
+    c = cluster(2, start=False)
+    p, r = c.primary, c.replicas[0]
+    p.start()
+    con = p.connect(isolation_level=None)
+    con.execute("CREATE TABLE t(x)")
+    for i in range(300):
+        con.execute("INSERT INTO t VALUES (randomblob(2000))")
+    con.close()
+    want = p.pos()
+    seen = tmp_path / "seen-pos"
+    cand = tmp_path / "candidate-ran"
+    r.extra_config = textwrap.dedent(f"""\
+        exec:
+          - cmd: "touch {cand}"
+            if-candidate: true
+          - cmd: "sh -c 'cat {r.mnt}/db-pos > {seen}; exec sleep 600'"
+    """)
+    r.write_config()
+    r.start()
+    wait_until(lambda: seen.exists() and seen.read_text(), msg=lambda: f"the app to start\n{r.log_text()}")
+    assert seen.read_text() == f"{want[0]:016x}/{want[1]}\n", \
+        f"the application started before the first sync: it saw {seen.read_text()!r}, primary {want}"
+    assert not cand.exists(), "an if-candidate command ran on a replica"
+
+
 # ---- writes on a replica -----------------------------------------------------
 
 READONLY = "attempt to write a readonly database"
@@ -418,29 +489,32 @@ def test_write_on_replica_is_refused_readonly(cluster, tmp_path, mode):
 # ---- status: .primary, .lag, /info, /events --------------------------------
 
 class EventStream:
-    """GET /events read line by line in a background thread."""
+    """GET /events (through curl, so that closing never waits for a blocked
+    read) read line by line in a background thread."""
 
     def __init__(self, node):
-        self.resp = urllib.request.urlopen(node.url("/events"), timeout=30)
+        self.proc = subprocess.Popen(["curl", "-sSN", node.url("/events")], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
         self.events = []
         self.cond = threading.Condition()
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
 
     def _run(self):
-        try:
-            for line in self.resp:
-                line = line.strip()
-                if not line:
-                    continue
+        for line in self.proc.stdout:
+            line = line.strip()
+            if not line:
+                continue
+            try:
                 ev = json.loads(line)
-                with self.cond:
-                    self.events.append(ev)
-                    self.cond.notify_all()
-        except Exception as e:  # the node went away
+            except ValueError:
+                ev = {"type": "__bad_json__", "line": line.decode(errors="replace")}
             with self.cond:
-                self.events.append({"type": "__closed__", "error": repr(e)})
+                self.events.append(ev)
                 self.cond.notify_all()
+        with self.cond:
+            self.events.append({"type": "__closed__"})
+            self.cond.notify_all()
 
     def wait_for(self, pred, timeout=10):
         deadline = time.time() + timeout
@@ -455,7 +529,8 @@ class EventStream:
                 self.cond.wait(left)
 
     def close(self):
-        self.resp.close()
+        self.proc.kill()
+        self.proc.wait()
 
 
 def test_status_primary_lag_info_and_events(cluster, tmp_path):
