@@ -2286,16 +2286,6 @@ static int exclude_rollback_readers(struct db *db, int fd)
 	return lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
 }
 
-static int exclude_wal_readers(struct db *db, int shm_fd)
-{
-	for (int i = 0; i < WAL_LOCK_COUNT; i++) {
-		int rc = lock_retry(db, shm_fd, WAL_LOCK_FIRST + i, 1, 0);
-		if (rc)
-			return rc;
-	}
-	return 0;
-}
-
 static uint32_t bswap32(uint32_t x)
 {
 	return x >> 24 | (x >> 8 & 0xff00) | (x << 8 & 0xff0000) | x << 24;
@@ -2349,20 +2339,78 @@ static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
  * transaction. */
 struct exclusion {
 	int db_fd, shm_fd;
+	bool poisoned;    /* the wal-index header was made inconsistent */
+	uint32_t n_pages; /* the database's size before the apply */
 };
+
+/* Makes the two copies of the wal-index header differ, so that a reader
+ * starting now takes the header for one being written and, finding the
+ * WAL write lock taken, retries inside SQLite (WAL_RETRY, no BUSY). */
+static bool walidx_poison(int shm_fd)
+{
+	uint8_t hdr[WALIDX_HDR_SIZE];
+	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+		return false;
+	uint32_t change;
+	memcpy(&change, hdr + 8, 4);
+	change++;
+	memcpy(hdr + 8, &change, 4);
+	return fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) >= 0;
+}
+
+/*
+ * WAL mode: the write and checkpoint locks, the read marks 1-4 (unused by
+ * readers while the replica's WAL is empty), then read mark 0, which every
+ * reader of an empty WAL shares. Readers that keep overlapping would hold
+ * mark 0 forever, so after 2 ms new readers are held back by poisoning
+ * the header (they retry inside SQLite) while the ones inside a
+ * transaction finish. SQLite gives up retrying after about 10 s
+ * (SQLITE_PROTOCOL), so a reader whose transaction lasts longer than 2 s
+ * gets the header back and the apply waits politely, as long as it lasts.
+ * The recovery lock is left free: holding it would turn the retries into
+ * SQLITE_BUSY_RECOVERY.
+ */
+static int exclude_wal_readers(struct db *db, struct exclusion *x)
+{
+	static const int order[] = { 0, 1, 4, 5, 6, 7 }; /* WRITE, CKPT, READ1..4 */
+	int rc;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if ((rc = lock_retry(db, x->shm_fd, WAL_LOCK_FIRST + order[i], 1, 0)) != 0)
+			return rc;
+	const off_t read0 = WAL_LOCK_FIRST + 3;
+	for (;;) {
+		rc = lock_retry(db, x->shm_fd, read0, 1, 2000);
+		if (rc != -EAGAIN)
+			return rc;
+		if (!x->poisoned)
+			x->poisoned = walidx_poison(x->shm_fd);
+		rc = lock_retry(db, x->shm_fd, read0, 1, 2000000);
+		if (rc != -EAGAIN)
+			return rc;
+		/* A long transaction: let new readers in again meanwhile. */
+		if (x->poisoned) {
+			walidx_publish(db, x->shm_fd, x->n_pages);
+			x->poisoned = false;
+		}
+		if ((rc = lock_retry(db, x->shm_fd, read0, 1, 0)) != 0)
+			return rc;
+		return 0;
+	}
+}
 
 static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 {
 	const char *mnt = db->store->hooks.mountpoint;
 	char path[4096];
 	x->db_fd = x->shm_fd = -1;
+	x->poisoned = false;
 	if (mnt == NULL)
 		return 0; /* not mounted: no readers (tests of the store alone) */
 	if (wal_mode) {
 		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
 		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
 			return -errno;
-		return exclude_wal_readers(db, x->shm_fd);
+		return exclude_wal_readers(db, x);
 	}
 	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
 	if ((x->db_fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
@@ -2617,7 +2665,7 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	pthread_mutex_unlock(&db->mu);
 
 	/* Readers first (they need db->mu to be served), then the state. */
-	struct exclusion x = { -1, -1 };
+	struct exclusion x = { -1, -1, false, old_n };
 	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
 		readmit_readers(&x);
 		if (rc != -ECANCELED)
@@ -2638,11 +2686,15 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	 * flight, which the FUSE workers serve. */
 	if (rc == 0) {
 		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
-		if (x.shm_fd >= 0 && exists)
+		if (x.shm_fd >= 0 && exists) {
 			walidx_publish(db, x.shm_fd, new_n);
+			x.poisoned = false;
+		}
 		if (names_changed)
 			invalidate_names(db);
 	}
+	if (x.poisoned) /* refused or failed: the old state, with a sound header */
+		walidx_publish(db, x.shm_fd, old_n);
 	readmit_readers(&x);
 	free(res.written);
 	if (rc == 0) {
