@@ -53,7 +53,14 @@
 	X(ERR_READONLY,         -1201, "replication: this node is a replica (read-only)") \
 	X(ERR_REPL_PROTOCOL,    -1202, "replication: malformed stream") \
 	X(ERR_REPL_CLUSTER,     -1203, "replication: cluster ID mismatch") \
-	X(ERR_REPL_AUTH,        -1204, "replication: authentication failed")
+	X(ERR_REPL_AUTH,        -1204, "replication: authentication failed") \
+	X(ERR_CLOUD_POS_MISMATCH, -1300, "backup: upload does not follow the stored position") \
+	X(ERR_CLOUD_NOT_FOUND,  -1301, "backup: no such database") \
+	X(ERR_CLOUD_WINDOW,     -1302, "backup: target is outside the restorable window") \
+	X(ERR_CLOUD_NAME,       -1303, "backup: invalid database name") \
+	X(ERR_CLOUD_TOO_LARGE,  -1304, "backup: upload too large") \
+	X(ERR_CLOUD_PAGE_SIZE,  -1305, "backup: page size differs from the stored database") \
+	X(ERR_CLOUD_EXISTS,     -1306, "backup: database already exists")
 
 enum err_code {
 #define ERR_ENUM_(name, value, msg) name = value,
