@@ -257,7 +257,7 @@ READER = """
     path, secs, total, nrows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     con = sqlite3.connect(path, timeout=10, isolation_level=None)
     end = time.time() + secs
-    reads, bad, errors = 0, [], []
+    reads, bad, errors, states = 0, [], [], set()
     while time.time() < end:
         try:
             # One statement over the table.
@@ -270,6 +270,7 @@ READER = """
             a = con.execute("SELECT sum(balance) FROM accounts INDEXED BY accounts_balance").fetchone()[0]
             rows = con.execute("SELECT id, balance FROM accounts ORDER BY id").fetchall()
             con.execute("COMMIT")
+            states.add(hash(tuple(rows)))
             b = sum(r[1] for r in rows)
             if a != total or b != total or len(rows) != nrows:
                 bad.append(["index+rows", a, b, len(rows)])
@@ -280,7 +281,7 @@ READER = """
                 con.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-    print(json.dumps({"reads": reads, "n_bad": len(bad), "bad": bad[:10],
+    print(json.dumps({"reads": reads, "states": len(states), "n_bad": len(bad), "bad": bad[:10],
                       "n_errors": len(errors), "errors": errors[:10]}))
 """
 
@@ -309,6 +310,8 @@ def test_replica_readers_never_see_half_applied_transaction(cluster, tmp_path, m
         assert res["n_bad"] == 0, f"a replica reader saw a half-applied transaction: {res}"
         assert res["n_errors"] == 0, f"a replica reader failed: {res}"
         assert res["reads"] >= 10, f"the reader barely ran: {res}"
+        # One long-lived connection sees the transactions arrive.
+        assert res["states"] >= 3, f"the reader saw almost no new state: {res}"
     for r in c.replicas:
         check_replica(c, r, tmp_path)
         assert cli(r, "SELECT sum(balance) FROM accounts").stdout.strip() == str(total)
