@@ -1486,6 +1486,13 @@ static int list_segments(int dir_fd, uint64_t **out, size_t *n_out)
 	return 0;
 }
 
+void db_set_backup_hwm(struct db *db, uint64_t hwm)
+{
+	pthread_mutex_lock(&db->mu);
+	db->backup_hwm = hwm;
+	pthread_mutex_unlock(&db->mu);
+}
+
 int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 {
 	uint64_t *firsts = NULL;
@@ -1507,6 +1514,9 @@ int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 			break;
 		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 		if (now - mtime_ms < retention_ms)
+			break;
+		/* Records the backup service has not acknowledged stay. */
+		if (firsts[i + 1] - 1 > db->backup_hwm)
 			break;
 		if (unlinkat(db->ltx_dir_fd, name, 0) != 0)
 			break;
@@ -1846,6 +1856,7 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 	db->store = st;
 	db->id = id;
 	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
+	db->backup_hwm = UINT64_MAX;
 	pthread_mutex_init(&db->mu, NULL);
 	pgmap_init(&db->dirty);
 	pgmap_init(&db->wal.pages);
@@ -2555,6 +2566,52 @@ static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd
 	}
 }
 
+/*
+ * On a node whose WAL holds committed frames (a primary applying a state
+ * from the backup service), copies them into the db file first — a
+ * checkpoint done by the node while it holds SQLite's WAL write and read
+ * locks — so that the db file is the logical database, and empties the WAL
+ * (db->mu held). The wal-index header published after the apply says "no
+ * frames", and the next writer starts a new WAL at its header.
+ */
+static int fold_wal(struct db *db)
+{
+	if (db->wal.pages.count == 0)
+		return 0;
+	flush_unsynced(db); /* committed frames are final now */
+	int wal_fd = open_backing(db, DB_KIND_WAL, O_RDWR);
+	if (wal_fd < 0)
+		return wal_fd;
+	uint8_t *page = malloc(db->page_size);
+	int rc = page ? 0 : ERR_NOMEM;
+	for (size_t i = 0; rc == 0 && i < db->wal.pages.cap; i++) {
+		const struct pgmap_entry *e = &db->wal.pages.slots[i];
+		if (e->pgno == 0 || e->pgno > db->n_pages)
+			continue;
+		int n = fdio_pread_full(wal_fd, page, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+		if (n != (int)db->page_size)
+			rc = n < 0 ? n : ERR_IO_SHORT;
+		else
+			rc = sys_pwrite_all(db->db_fd, page, db->page_size, (off_t)(e->pgno - 1) * db->page_size);
+	}
+	free(page);
+	if (rc == 0 && sys_ftruncate(db->db_fd, (off_t)db->n_pages * db->page_size) != 0)
+		rc = -errno;
+	if (rc == 0 && sys_fsync(db->db_fd) != 0)
+		rc = -errno;
+	if (rc == 0 && sys_ftruncate(wal_fd, 0) != 0)
+		rc = -errno;
+	close(wal_fd);
+	if (rc) {
+		LOG_ERROR("db", "msg=\"cannot fold the WAL into the database before an apply\" db=%s err=\"%s\"", db->name,
+			  err_str(rc));
+		return rc;
+	}
+	wal_reset_state(db);
+	db->wal_folded = true;
+	return 0;
+}
+
 /* Applies the staged record to the backing db file and advances the state
  * (db->mu held). */
 static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
@@ -2572,6 +2629,8 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 			return rc;
 		}
 	}
+	if ((rc = fold_wal(db)) != 0)
+		return rc;
 	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
 		unstage_record(db, h, log_fd, rec_off);
 		return rc;
@@ -2677,6 +2736,8 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	memset(&res, 0, sizeof(res));
 	pthread_mutex_lock(&db->mu);
 	rc = apply_locked(db, &h, fd, off, len, &res);
+	bool folded = db->wal_folded;
+	db->wal_folded = false;
 	bool exists = db->exists[DB_KIND_DB];
 	bool names_changed = existed != exists || (exists && !wal_files && db->exists[DB_KIND_WAL]);
 	uint32_t new_n = db->n_pages;
@@ -2686,6 +2747,8 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	 * flight, which the FUSE workers serve. */
 	if (rc == 0) {
 		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
+		if (folded && db->store->hooks.inval_inode) /* the WAL was emptied */
+			db->store->hooks.inval_inode(db->store->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
 		if (x.shm_fd >= 0 && exists) {
 			walidx_publish(db, x.shm_fd, new_n);
 			x.poisoned = false;

@@ -117,6 +117,10 @@ struct db {
 
 	struct db_verify verify;
 
+	/* Replication and backup. */
+	uint64_t backup_hwm;   /* records after it are kept (UINT64_MAX: no backup) */
+	bool wal_folded;       /* set by an apply that emptied the WAL */
+
 	/* Counters for /metrics. */
 	uint64_t n_commits;
 	uint64_t n_ltx_bytes;
@@ -220,7 +224,17 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
  * to this node's chain byte for byte and pos advances. A commit of 0
  * pages deletes the database. Returns 0, an ERR_LTX_* code (nothing
  * changed: the input was refused), or another error. Only the replication
- * client calls it, one at a time per database. */
+ * client calls it, one at a time per database — and the backup client on a
+ * primary, to apply a state restored on the backup service: writers are
+ * then excluded by the same locks, and committed WAL frames are first
+ * folded into the db file. */
 int db_apply(struct db *db, int fd, off_t off, uint32_t len);
+
+/* ---- Backup -------------------------------------------------------------- */
+
+/* The backup service holds every transaction <= hwm durably: retention may
+ * delete segments whose records are all <= hwm (and old enough), never
+ * later ones. Until the first call nothing constrains retention. */
+void db_set_backup_hwm(struct db *db, uint64_t hwm);
 
 #endif
