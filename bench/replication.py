@@ -5,7 +5,9 @@
    1000 tx/s; a poller per replica reads the replica's `<db>-pos` every
    POLL_MS and notes when each TXID first shows. Lag = that moment minus
    the moment the primary's commit returned to the writer (both
-   CLOCK_MONOTONIC). p50/p99/max per rate and journal mode.
+   CLOCK_MONOTONIC). p50/p99/max per rate and journal mode. A value
+   below 0 means the replica showed the TXID before the writer's call
+   returned: the lag is below what this method resolves (~POLL_MS).
 2. the primary's insert throughput (build/bench/bench_mount, single-row
    autocommit INSERTs, every journal mode/sync case) with 0, 1 and 2
    replicas attached, interleaved over rounds, medians and ratios to 0.
