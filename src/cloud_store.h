@@ -45,6 +45,11 @@ struct cloud_store_opts {
 int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **out);
 /* Starts the background compaction and retention work. */
 int cloud_store_start(struct cloud_store *cs);
+/* One pass of the background work, now (0: the clock): compaction of
+ * every level, snapshots, retention, for every database. cloud_store_start()
+ * runs it periodically; tests and admin tools may call it directly.
+ * Returns 0 or the first error (the pass goes on past it). */
+int cloud_store_maintain(struct cloud_store *cs, int64_t now_ms);
 /* Stops background work and frees; in-flight calls must have returned. */
 void cloud_store_close(struct cloud_store *cs);
 
