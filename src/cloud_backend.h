@@ -1,0 +1,51 @@
+/*
+ * cloud_backend.h — where litefs-cloud keeps its LTX objects: a flat
+ * namespace of immutable named objects with put / get / list / delete.
+ *
+ * The storage engine (cloud_store.c) never touches object storage except
+ * through this table of operations, so an S3-compatible backend can slot
+ * in beside the local-disk one (cloud_backend_local.c). Object names are
+ * relative paths of [0-9a-z/.-] chosen by the engine ("<db id>/l1/<min>-
+ * <max>.ltx"); a backend may map '/' to directories or keep it in keys.
+ *
+ * Contract of every backend:
+ *  - put is atomic and durable: once it returns 0 the object is complete
+ *    and survives a crash (local: fsync file, rename, fsync directory;
+ *    S3: the PUT was acknowledged). Before that, readers see the old
+ *    object or none, never a part. Putting an existing name replaces it.
+ *  - get gives a readable file descriptor positioned at 0 (local: the
+ *    file itself; S3: a downloaded, unlinked temporary file).
+ *  - delete of a missing object is 0 (idempotent), so interrupted
+ *    clean-ups can simply be repeated.
+ *  - list calls fn for every object whose name starts with prefix, in no
+ *    particular order; fn returns 0 to go on.
+ * Thread-safe: any operation from any thread.
+ */
+#ifndef LITEFS_CLOUD_BACKEND_H
+#define LITEFS_CLOUD_BACKEND_H
+
+#include <stdint.h>
+
+struct cloud_backend;
+
+struct cloud_backend_ops {
+	/* Stores the content of the file at tmp_path under name and consumes
+	 * tmp_path (renamed or unlinked, on success and on error). */
+	int (*put)(struct cloud_backend *be, const char *name, const char *tmp_path);
+	/* *fd gets a read-only descriptor (caller closes). -ENOENT if absent. */
+	int (*get)(struct cloud_backend *be, const char *name, int *fd);
+	int (*list)(struct cloud_backend *be, const char *prefix,
+		    int (*fn)(void *ctx, const char *name, uint64_t size), void *ctx);
+	int (*del)(struct cloud_backend *be, const char *name);
+	void (*close)(struct cloud_backend *be);
+};
+
+struct cloud_backend {
+	const struct cloud_backend_ops *ops;
+};
+
+/* The local-disk backend: objects are files under root (created if
+ * missing). Caller frees with be->ops->close(be). */
+int cloud_backend_local_open(const char *root, struct cloud_backend **out);
+
+#endif

@@ -1,0 +1,113 @@
+/*
+ * cloud_catalog.h — litefs-cloud's catalog: one SQLite database
+ * (<data_dir>/catalog.db, WAL, synchronous=FULL) that records every
+ * database, every restorable position and every stored LTX object. The
+ * design and the invariants are in cloud_store.c; this module only runs
+ * the queries.
+ *
+ * One connection, guarded by the catalog's mutex: callers take it with
+ * cloud_catalog_lock() around a query or a whole transaction (it is the
+ * innermost lock of the engine). Checksums and TXIDs are u64 stored as
+ * SQLite integers (the same 64 bits).
+ *
+ * Errors: 0, ERR_CLOUD_NOT_FOUND (no such row), -EIO (the SQLite message
+ * is logged), ERR_NOMEM.
+ */
+#ifndef LITEFS_CLOUD_CATALOG_H
+#define LITEFS_CLOUD_CATALOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct cloud_catalog;
+
+/* Makes room for one more element in the growable array *v (n used, *cap
+ * allocated, elements of size elem). 0 or ERR_NOMEM (*v unchanged). */
+int cloud_catalog_grow(void **v, size_t n, size_t *cap, size_t elem);
+
+#define CLOUD_CLUSTER_MAX 64
+#define CLOUD_DB_NAME_MAX 200
+
+/* A database: its identity and current position. */
+struct cat_db {
+	int64_t id;
+	char cluster[CLOUD_CLUSTER_MAX + 1];
+	char name[CLOUD_DB_NAME_MAX + 1];
+	uint32_t page_size;  /* of the last transaction */
+	uint32_t commit;     /* size in pages */
+	uint64_t txid, checksum;
+	int64_t ts_ms;       /* header timestamp of the last transaction */
+	int64_t mts_ms;      /* its monotonic timestamp (see cloud_store.c) */
+	int64_t created_ms;
+};
+
+/* A restorable position: the state after one uploaded LTX file. */
+struct cat_tx {
+	uint64_t txid, min_txid, checksum;
+	int64_t ts_ms, mts_ms;
+	uint32_t page_size;
+};
+
+/* A stored LTX object. */
+struct cat_file {
+	int level;
+	uint64_t min_txid, max_txid, pre, post;
+	int64_t mts_ms;      /* monotonic timestamp of its last transaction */
+	uint32_t page_size;
+	uint64_t size;
+};
+
+int cloud_catalog_open(const char *path, struct cloud_catalog **out);
+void cloud_catalog_close(struct cloud_catalog *cat); /* NULL is a no-op */
+void cloud_catalog_lock(struct cloud_catalog *cat);
+void cloud_catalog_unlock(struct cloud_catalog *cat);
+
+/* Everything below: caller holds the lock. */
+int cloud_catalog_begin(struct cloud_catalog *cat);
+int cloud_catalog_commit(struct cloud_catalog *cat);
+void cloud_catalog_rollback(struct cloud_catalog *cat);
+
+int cloud_catalog_db_get(struct cloud_catalog *cat, const char *cluster, const char *name, struct cat_db *out);
+int cloud_catalog_db_get_id(struct cloud_catalog *cat, int64_t id, struct cat_db *out);
+/* Inserts (db->id given) or updates the position of db. */
+int cloud_catalog_db_put(struct cloud_catalog *cat, const struct cat_db *db, bool insert);
+/* Deletes the database row and all its txs, files and compaction rows. */
+int cloud_catalog_db_delete(struct cloud_catalog *cat, int64_t id);
+/* Calls fn for each database of cluster (every database if NULL), by name. */
+int cloud_catalog_db_list(struct cloud_catalog *cat, const char *cluster,
+			  int (*fn)(void *ctx, const struct cat_db *db), void *ctx);
+int64_t cloud_catalog_max_db_id(struct cloud_catalog *cat);
+
+int cloud_catalog_tx_insert(struct cloud_catalog *cat, int64_t db_id, const struct cat_tx *tx);
+int cloud_catalog_tx_get(struct cloud_catalog *cat, int64_t db_id, uint64_t txid, struct cat_tx *out);
+/* The last position with mts_ms <= mts (ERR_CLOUD_NOT_FOUND if none). */
+int cloud_catalog_tx_at_time(struct cloud_catalog *cat, int64_t db_id, int64_t mts, struct cat_tx *out);
+int cloud_catalog_tx_first(struct cloud_catalog *cat, int64_t db_id, struct cat_tx *out);
+int64_t cloud_catalog_tx_count(struct cloud_catalog *cat, int64_t db_id);
+/* Up to max positions with txid > after, ascending, into out; *n gets
+ * the count. */
+int cloud_catalog_tx_scan(struct cloud_catalog *cat, int64_t db_id, uint64_t after, struct cat_tx *out,
+			  size_t max, size_t *n);
+int cloud_catalog_tx_delete_below(struct cloud_catalog *cat, int64_t db_id, uint64_t txid);
+
+int cloud_catalog_file_insert(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f);
+int cloud_catalog_file_delete(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f);
+bool cloud_catalog_file_exists(struct cloud_catalog *cat, int64_t db_id, int level, uint64_t min_txid,
+			       uint64_t max_txid);
+/* The snapshot (min TXID 1) with the largest max TXID <= txid. */
+int cloud_catalog_file_base(struct cloud_catalog *cat, int64_t db_id, uint64_t txid, struct cat_file *out);
+/* The file starting at min_txid with the largest max TXID <= max_txid at
+ * a level <= max_level (the coarsest on a tie). */
+int cloud_catalog_file_next(struct cloud_catalog *cat, int64_t db_id, uint64_t min_txid, uint64_t max_txid,
+			    int max_level, struct cat_file *out);
+/* Calls fn for each file of the database with max TXID <= max_txid, by
+ * level then TXID. */
+int cloud_catalog_file_list(struct cloud_catalog *cat, int64_t db_id, uint64_t max_txid,
+			    int (*fn)(void *ctx, const struct cat_file *f), void *ctx);
+
+/* Compaction progress: every position <= *txid was considered at level. */
+int cloud_catalog_done_get(struct cloud_catalog *cat, int64_t db_id, int level, uint64_t *txid);
+int cloud_catalog_done_set(struct cloud_catalog *cat, int64_t db_id, int level, uint64_t txid);
+
+#endif

@@ -1,0 +1,735 @@
+/*
+ * test_cloud_store.c — unit tests of litefs-cloud's storage engine
+ * (cloud_store.c, cloud_store_maint.c, cloud_catalog.c, the local backend).
+ *
+ * Chains of transactions are built from a brute-force in-memory model
+ * (testutil.h): each transaction changes random pages and resizes the
+ * database, and the model's checksum after each TXID is recorded. Every
+ * restore, export and resolve is compared with that record, before and
+ * after compaction and retention. Timestamps are synthetic and passed to
+ * cloud_store_maintain() as "now", so the tests are deterministic.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloud_store.h"
+#include "dbfile.h"
+#include "err.h"
+#include "fdio.h"
+#include "ltx.h"
+#include "sys.h"
+#include "testutil.h"
+
+#define MAX_TX 2000
+#define T0 1700000000000LL
+
+/* ---- Chains --------------------------------------------------------------- */
+
+struct chain {
+	struct model m;
+	uint64_t txid;
+	int64_t now;
+	uint64_t sum[MAX_TX + 1];
+	int64_t ts[MAX_TX + 1];
+};
+
+static void chain_init(struct chain *c, uint32_t page_size)
+{
+	memset(c, 0, sizeof(*c));
+	c->m.page_size = page_size;
+	c->now = T0;
+}
+
+static void fill(uint8_t *p, uint32_t n)
+{
+	uint8_t v = (uint8_t)rnd();
+	for (uint32_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(v + i * (uint8_t)(rnd_below(3)));
+}
+
+/* The next transaction of c as an LTX file (a snapshot for TXID 1). */
+static void chain_next(struct chain *c, struct ltx_growbuf *out, int64_t dt)
+{
+	uint64_t pre = c->txid ? model_checksum(&c->m) : 0;
+	uint32_t n = c->m.n_pages;
+	n = n == 0 ? 4 : (uint32_t)((int)n + (int)rnd_below(5) - 1);
+	if (n < 1)
+		n = 1;
+	if (n > 48)
+		n = 40;
+	model_resize(&c->m, n);
+	uint32_t pg[64];
+	size_t k = 0;
+	for (uint32_t p = 1; p <= n; p++) {
+		if (c->txid == 0 || rnd_below(8) == 0) {
+			fill(model_page(&c->m, p), c->m.page_size);
+			pg[k++] = p;
+		}
+	}
+	c->txid++;
+	c->now += dt;
+	struct ltx_header h = { .flags = rnd_below(2) ? LTX_FLAG_COMPRESS : 0, .page_size = c->m.page_size,
+				.commit = n, .min_txid = c->txid == 1 ? 1 : c->txid, .max_txid = c->txid,
+				.timestamp_ms = c->now, .pre_apply_checksum = pre };
+	c->sum[c->txid] = model_checksum(&c->m);
+	c->ts[c->txid] = c->now;
+	encode_ltx(out, &h, &c->m, pg, k, c->sum[c->txid]);
+}
+
+static struct cloud_store *open_store(const char *name, int64_t retention, const int64_t *levels, size_t n_levels,
+				      int64_t snap, uint64_t max_upload)
+{
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s/%s", tmp_dir, name);
+	struct cloud_store_opts o = { .data_dir = dir, .retention_ms = retention, .levels_ms = levels,
+				      .n_levels = n_levels, .snapshot_interval_ms = snap,
+				      .max_upload_bytes = max_upload };
+	struct cloud_store *cs = NULL;
+	assert_int_equal(cloud_store_open(&o, &cs), 0);
+	return cs;
+}
+
+static int ingest_buf(struct cloud_store *cs, const char *db, const uint8_t *data, size_t len,
+		      struct cloud_ingest_result *res)
+{
+	struct ltx_membuf mb = { data, len, 0 };
+	return cloud_ingest(cs, "c1", db, ltx_membuf_read, &mb, res);
+}
+
+static void ingest_ok(struct cloud_store *cs, const char *db, struct ltx_growbuf *b, uint64_t txid)
+{
+	struct cloud_ingest_result res;
+	int rc = ingest_buf(cs, db, b->data, b->len, &res);
+	if (rc != 0)
+		fail_msg("ingest of %llu: %s (%s)", (unsigned long long)txid, err_str(rc), res.msg);
+	assert_int_equal(res.pos.txid, txid);
+	assert_int_equal(res.hwm, txid);
+	free(b->data);
+	b->data = NULL;
+}
+
+/* Ingests n more transactions of c into db. */
+static void chain_push(struct chain *c, struct cloud_store *cs, const char *db, int n, int64_t max_dt)
+{
+	for (int i = 0; i < n; i++) {
+		struct ltx_growbuf b;
+		chain_next(c, &b, 1 + (int64_t)rnd_below((uint32_t)max_dt));
+		ingest_ok(cs, db, &b, c->txid);
+	}
+}
+
+/* Checksum of an exported state (plain file bytes). */
+static uint64_t bytes_checksum(const uint8_t *data, size_t len, uint32_t ps)
+{
+	struct model m = { .page_size = ps, .n_pages = (uint32_t)(len / ps), .data = (uint8_t *)data };
+	assert_int_equal(len % ps, 0);
+	return model_checksum(&m);
+}
+
+static void export_check(struct cloud_store *cs, const char *db, const struct cloud_target *t, uint64_t txid,
+			 uint64_t sum, uint32_t ps)
+{
+	struct ltx_growbuf b = { 0 };
+	struct cloud_pos pos;
+	int rc = cloud_export(cs, "c1", db, t, CLOUD_FORMAT_SQLITE, ltx_growbuf_write, &b, &pos);
+	if (rc != 0)
+		fail_msg("export of %llu: %s", (unsigned long long)txid, err_str(rc));
+	assert_int_equal(pos.txid, txid);
+	assert_int_equal(pos.checksum, sum);
+	assert_int_equal(bytes_checksum(b.data, b.len, ps), sum);
+	free(b.data);
+}
+
+/* Exports as LTX and applies it to an empty file: the checksum must hold. */
+static void export_ltx_check(struct cloud_store *cs, const char *db, uint64_t txid, uint64_t sum)
+{
+	struct ltx_growbuf b = { 0 };
+	struct cloud_target t = { .txid = txid };
+	struct cloud_pos pos;
+	assert_int_equal(cloud_export(cs, "c1", db, &t, CLOUD_FORMAT_LTX, ltx_growbuf_write, &b, &pos), 0);
+	int fd = new_file("ltxcheck");
+	struct ltx_membuf mb = { b.data, b.len, 0 };
+	struct dbfile_apply_result ar;
+	assert_int_equal(dbfile_apply(fd, -1, ltx_membuf_read, &mb, (struct ltx_pos){ 0, 0 }, &ar), 0);
+	free(ar.written);
+	assert_int_equal(ar.pos.txid, txid);
+	assert_int_equal(ar.pos.checksum, sum);
+	assert_int_equal(ar.header.min_txid, 1);
+	close(fd);
+	free(b.data);
+}
+
+static void check_random_points(struct cloud_store *cs, const char *db, struct chain *c, uint64_t from, int n)
+{
+	for (int i = 0; i < n; i++) {
+		uint64_t tx = from + rnd_below((uint32_t)(c->txid - from + 1));
+		struct cloud_target t = { .txid = tx };
+		struct cloud_pos pos;
+		assert_int_equal(cloud_resolve(cs, "c1", db, &t, &pos), 0);
+		assert_int_equal(pos.checksum, c->sum[tx]);
+		assert_int_equal(pos.ts_ms, c->ts[tx]);
+		export_check(cs, db, &t, tx, c->sum[tx], c->m.page_size);
+		/* By timestamp: any moment before the next transaction. */
+		int64_t gap = tx < c->txid ? c->ts[tx + 1] - c->ts[tx] : 1000;
+		struct cloud_target tt = { .ts_ms = c->ts[tx] + (int64_t)rnd_below((uint32_t)gap) };
+		assert_int_equal(cloud_resolve(cs, "c1", db, &tt, &pos), 0);
+		assert_int_equal(pos.txid, tx);
+		export_check(cs, db, &tt, tx, c->sum[tx], c->m.page_size);
+	}
+}
+
+static size_t count_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	size_t n = 0;
+	struct dirent *de;
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char sub[1024];
+		struct stat st;
+		snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+		if (stat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			n += count_files(sub);
+		else
+			n++;
+	}
+	closedir(d);
+	return n;
+}
+
+static size_t store_files(const char *name, const char *sub)
+{
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s/%s/%s", tmp_dir, name, sub);
+	return count_files(dir);
+}
+
+static json_t *info(struct cloud_store *cs, const char *db)
+{
+	json_t *j = NULL;
+	assert_int_equal(cloud_db_info(cs, "c1", db, &j), 0);
+	assert_non_null(j);
+	return j;
+}
+
+static json_int_t level_files(json_t *j, int level)
+{
+	return json_integer_value(json_object_get(json_array_get(json_object_get(j, "levels"), (size_t)level), "files"));
+}
+
+/* ---- Tests ---------------------------------------------------------------- */
+
+static const int64_t small_levels[] = { 100, 1000, 5000 };
+
+static void test_ingest_restore_compact(void **state)
+{
+	(void)state;
+	static struct chain c;
+	seed(1);
+	chain_init(&c, 512);
+	struct cloud_store *cs = open_store("irc", 0, small_levels, 3, 20000, 0);
+	chain_push(&c, cs, "a.db", 400, 60);
+	check_random_points(cs, "a.db", &c, 1, 25);
+	export_ltx_check(cs, "a.db", c.txid / 2, c.sum[c.txid / 2]);
+
+	/* Compaction of every level and snapshots, then the same checks. */
+	assert_int_equal(cloud_store_maintain(cs, c.now + 60000), 0);
+	json_t *j = info(cs, "a.db");
+	assert_true(level_files(j, 1) > 0);
+	assert_true(level_files(j, 2) > 0);
+	assert_true(level_files(j, 3) > 0);
+	assert_true(level_files(j, 4) > 0);
+	assert_int_equal(level_files(j, 0), 400);
+	assert_true(json_array_size(json_object_get(j, "snapshots")) >= 2);
+	json_decref(j);
+	check_random_points(cs, "a.db", &c, 1, 25);
+	export_ltx_check(cs, "a.db", c.txid, c.sum[c.txid]);
+
+	/* More transactions after compaction, compacted again. */
+	chain_push(&c, cs, "a.db", 100, 60);
+	assert_int_equal(cloud_store_maintain(cs, c.now + 60000), 0);
+	check_random_points(cs, "a.db", &c, 1, 15);
+
+	/* Outside the window / not stored. */
+	struct cloud_target t = { .txid = c.txid + 1 };
+	struct cloud_pos pos;
+	assert_int_equal(cloud_resolve(cs, "c1", "a.db", &t, &pos), ERR_CLOUD_WINDOW);
+	t = (struct cloud_target){ .ts_ms = T0 - 5 };
+	assert_int_equal(cloud_resolve(cs, "c1", "a.db", &t, &pos), ERR_CLOUD_WINDOW);
+	assert_int_equal(cloud_resolve(cs, "c1", "nope.db", &t, &pos), ERR_CLOUD_NOT_FOUND);
+	assert_int_equal(cloud_resolve(cs, "c1", "../x", &t, &pos), ERR_CLOUD_NAME);
+	cloud_store_close(cs);
+	model_free(&c.m);
+}
+
+/* Asserts the database is still at txid and nothing was left behind. */
+static void assert_unchanged(struct cloud_store *cs, const char *name, const char *db, struct chain *c,
+			     size_t objects)
+{
+	struct cloud_target t = { 0 };
+	struct cloud_pos pos;
+	assert_int_equal(cloud_resolve(cs, "c1", db, &t, &pos), 0);
+	assert_int_equal(pos.txid, c->txid);
+	assert_int_equal(pos.checksum, c->sum[c->txid]);
+	assert_int_equal(store_files(name, "objects"), objects);
+	assert_int_equal(store_files(name, "tmp"), 0);
+}
+
+static void refuse(struct cloud_store *cs, const uint8_t *data, size_t len, int want)
+{
+	struct cloud_ingest_result res;
+	int rc = ingest_buf(cs, "e.db", data, len, &res);
+	if (rc != want)
+		fail_msg("want %s, got %s (%s)", err_name(want), err_name(rc), res.msg);
+	assert_true(res.msg[0] != '\0');
+}
+
+static void test_ingest_errors(void **state)
+{
+	(void)state;
+	static struct chain c;
+	struct ltx_growbuf b;
+	struct cloud_ingest_result res;
+	seed(2);
+	chain_init(&c, 1024);
+	struct cloud_store *cs = open_store("err", 0, NULL, 0, 0, 64 * 1024);
+
+	/* A non-snapshot first upload. */
+	struct chain c2;
+	chain_init(&c2, 1024);
+	chain_next(&c2, &b, 1);
+	free(b.data);
+	chain_next(&c2, &b, 1);
+	refuse(cs, b.data, b.len, ERR_CLOUD_POS_MISMATCH);
+	free(b.data);
+	model_free(&c2.m);
+	assert_int_equal(store_files("err", "objects"), 0);
+
+	chain_push(&c, cs, "e.db", 5, 10);
+	size_t objects = store_files("err", "objects");
+	chain_next(&c, &b, 10);
+	c.txid--; /* not stored yet */
+
+	/* Replay, gap, wrong pre-apply checksum. */
+	struct ltx_header h;
+	assert_int_equal(ltx_header_decode(b.data, &h), 0);
+	uint8_t *bad = malloc(b.len);
+	for (int k = 0; k < 3; k++) {
+		struct ltx_header hh = h;
+		if (k == 0)
+			hh.min_txid = hh.max_txid = c.txid;
+		else if (k == 1)
+			hh.min_txid = hh.max_txid = c.txid + 2;
+		else
+			hh.pre_apply_checksum ^= 0x10;
+		memcpy(bad, b.data, b.len);
+		ltx_header_encode(&hh, bad);
+		assert_int_equal(ingest_buf(cs, "e.db", bad, b.len, &res), ERR_CLOUD_POS_MISMATCH);
+		assert_int_equal(res.pos.txid, c.txid);
+		assert_int_equal(res.pos.checksum, c.sum[c.txid]);
+		assert_unchanged(cs, "err", "e.db", &c, objects);
+	}
+	/* Corrupt byte anywhere after the header; truncation at any length. */
+	for (int k = 0; k < 20; k++) {
+		memcpy(bad, b.data, b.len);
+		size_t off = LTX_HEADER_SIZE + rnd_below((uint32_t)(b.len - LTX_HEADER_SIZE));
+		bad[off] ^= (uint8_t)(1 + rnd_below(255));
+		assert_true(ingest_buf(cs, "e.db", bad, b.len, &res) < 0);
+		assert_true(ingest_buf(cs, "e.db", b.data, rnd_below((uint32_t)b.len), &res) < 0);
+		assert_unchanged(cs, "err", "e.db", &c, objects);
+	}
+	/* Trailing garbage. */
+	memcpy(bad, b.data, b.len);
+	uint8_t *longer = malloc(b.len + 3);
+	memcpy(longer, b.data, b.len);
+	memset(longer + b.len, 7, 3);
+	refuse(cs, longer, b.len + 3, ERR_LTX_TRAILING);
+	free(longer);
+	assert_unchanged(cs, "err", "e.db", &c, objects);
+
+	/* Page size change (the file is otherwise valid). */
+	struct model m2 = { .page_size = 512 };
+	model_resize(&m2, 2);
+	uint32_t pg[] = { 1, 2 };
+	memset(model_page(&m2, 1), 1, 512);
+	struct ltx_header hp = { .page_size = 512, .commit = 2, .min_txid = c.txid + 1, .max_txid = c.txid + 1,
+				 .timestamp_ms = c.now + 1, .pre_apply_checksum = c.sum[c.txid] };
+	struct ltx_growbuf pb;
+	encode_ltx(&pb, &hp, &m2, pg, 2, model_checksum(&m2));
+	refuse(cs, pb.data, pb.len, ERR_CLOUD_PAGE_SIZE);
+	free(pb.data);
+	assert_unchanged(cs, "err", "e.db", &c, objects);
+
+	/* Snapshot that does not move forward: refused. */
+	struct ltx_growbuf sb;
+	encode_model_snapshot(&sb, &m2, c.txid, false);
+	refuse(cs, sb.data, sb.len, ERR_CLOUD_POS_MISMATCH);
+	free(sb.data);
+	assert_unchanged(cs, "err", "e.db", &c, objects);
+
+	/* Too large (max 64 KiB). */
+	struct model big = { .page_size = 1024 };
+	model_resize(&big, 100);
+	for (uint32_t p = 1; p <= 100; p++)
+		fill(model_page(&big, p), 1024);
+	encode_model_snapshot(&sb, &big, c.txid + 5, false);
+	refuse(cs, sb.data, sb.len, ERR_CLOUD_TOO_LARGE);
+	free(sb.data);
+	model_free(&big);
+	assert_unchanged(cs, "err", "e.db", &c, objects);
+
+	/* Failing fsync and rename: refused, nothing kept, then it works. */
+	sys_fault_arm(SYS_FSYNC, sys_call_count(SYS_FSYNC) + 1, EIO);
+	assert_true(ingest_buf(cs, "e.db", b.data, b.len, &res) < 0);
+	assert_unchanged(cs, "err", "e.db", &c, objects);
+	sys_fault_arm(SYS_RENAME, sys_call_count(SYS_RENAME) + 1, EIO);
+	assert_true(ingest_buf(cs, "e.db", b.data, b.len, &res) < 0);
+	assert_unchanged(cs, "err", "e.db", &c, objects);
+
+	/* The right file still goes in. */
+	c.txid++;
+	ingest_ok(cs, "e.db", &b, c.txid);
+	free(bad);
+
+	/* A forward snapshot jump (a node that lost its history) is accepted. */
+	encode_model_snapshot(&sb, &m2, c.txid + 10, true);
+	assert_int_equal(ingest_buf(cs, "e.db", sb.data, sb.len, &res), 0);
+	assert_int_equal(res.pos.txid, c.txid + 10);
+	assert_int_equal(res.pos.checksum, model_checksum(&m2));
+	free(sb.data);
+	struct cloud_target t = { .txid = c.txid + 5 };
+	struct cloud_pos pos;
+	assert_int_equal(cloud_resolve(cs, "c1", "e.db", &t, &pos), ERR_CLOUD_NOT_FOUND);
+	t.txid = c.txid;
+	assert_int_equal(cloud_resolve(cs, "c1", "e.db", &t, &pos), 0);
+	export_check(cs, "e.db", &t, c.txid, c.sum[c.txid], 1024);
+	t.txid = c.txid + 10;
+	export_check(cs, "e.db", &t, c.txid + 10, model_checksum(&m2), 512);
+
+	/* Hostile names. */
+	assert_int_equal(ingest_buf(cs, "../x", b.data, 0, &res), ERR_CLOUD_NAME);
+	assert_int_equal(ingest_buf(cs, "a/b", b.data, 0, &res), ERR_CLOUD_NAME);
+	char longname[302];
+	memset(longname, 'x', 301);
+	longname[301] = '\0';
+	assert_int_equal(ingest_buf(cs, longname, b.data, 0, &res), ERR_CLOUD_NAME);
+	assert_int_equal(ingest_buf(cs, "a\x01", b.data, 0, &res), ERR_CLOUD_NAME);
+	model_free(&m2);
+	cloud_store_close(cs);
+	model_free(&c.m);
+}
+
+static void test_retention(void **state)
+{
+	(void)state;
+	static struct chain c;
+	seed(3);
+	chain_init(&c, 512);
+	const int64_t retention = 3000;
+	struct cloud_store *cs = open_store("ret", retention, small_levels, 3, 4000, 0);
+	chain_push(&c, cs, "r.db", 300, 80); /* about 12 s of history */
+	size_t before = store_files("ret", "objects");
+	int64_t now = c.now + 500;
+	assert_int_equal(cloud_store_maintain(cs, now), 0);
+	size_t after = store_files("ret", "objects");
+	assert_true(after < before);
+
+	/* r: the position in effect at the window start. */
+	uint64_t r = 1;
+	while (r < c.txid && c.ts[r + 1] <= now - retention)
+		r++;
+	assert_true(r > 50);
+	json_t *j = info(cs, "r.db");
+	json_t *rest = json_object_get(j, "restorable");
+	assert_int_equal(strtoull(json_string_value(json_object_get(rest, "min_txid")), NULL, 16), r);
+	assert_int_equal(json_integer_value(json_object_get(j, "transactions")), c.txid - r + 1);
+	json_decref(j);
+	check_random_points(cs, "r.db", &c, r, 25);
+	struct cloud_target t = { .txid = r - 1 };
+	struct cloud_pos pos;
+	assert_int_equal(cloud_resolve(cs, "c1", "r.db", &t, &pos), ERR_CLOUD_WINDOW);
+	t = (struct cloud_target){ .ts_ms = c.ts[r] - 1 };
+	assert_int_equal(cloud_resolve(cs, "c1", "r.db", &t, &pos), ERR_CLOUD_WINDOW);
+
+	/* Far later: only what the last position needs remains. */
+	chain_push(&c, cs, "r.db", 50, 80);
+	assert_int_equal(cloud_store_maintain(cs, c.now + 100000), 0);
+	check_random_points(cs, "r.db", &c, c.txid, 2);
+	assert_true(store_files("ret", "objects") <= 3);
+	cloud_store_close(cs);
+
+	/* Reopen: nothing lost, nothing orphaned. */
+	cs = open_store("ret", retention, small_levels, 3, 4000, 0);
+	check_random_points(cs, "r.db", &c, c.txid, 2);
+	cloud_store_close(cs);
+	model_free(&c.m);
+}
+
+static void test_restore_fork_delete(void **state)
+{
+	(void)state;
+	static struct chain c;
+	seed(4);
+	chain_init(&c, 512);
+	struct cloud_store *cs = open_store("rst", 0, small_levels, 3, 4000, 0);
+	chain_push(&c, cs, "x.db", 60, 50);
+	uint64_t last = c.txid;
+	struct cloud_pos pos;
+	struct cloud_target t = { .txid = 17 };
+
+	assert_int_equal(cloud_restore(cs, "c1", "x.db", &t, NULL, &pos), 0);
+	assert_int_equal(pos.txid, last + 1);
+	assert_int_equal(pos.checksum, c.sum[17]);
+	/* Undo: restore to the state before the restore. */
+	t.txid = last;
+	assert_int_equal(cloud_restore(cs, "c1", "x.db", &t, NULL, &pos), 0);
+	assert_int_equal(pos.txid, last + 2);
+	assert_int_equal(pos.checksum, c.sum[last]);
+	/* Ingest continues from the restored state. */
+	c.txid = last + 2;
+	c.sum[c.txid] = c.sum[last];
+	chain_push(&c, cs, "x.db", 3, 50);
+
+	/* Fork by timestamp into a new name. */
+	t = (struct cloud_target){ .ts_ms = c.ts[30] };
+	assert_int_equal(cloud_restore(cs, "c1", "x.db", &t, "fork.db", &pos), 0);
+	assert_int_equal(pos.txid, 1);
+	assert_int_equal(pos.checksum, c.sum[30]);
+	assert_int_equal(cloud_restore(cs, "c1", "x.db", &t, "fork.db", &pos), ERR_CLOUD_EXISTS);
+	t = (struct cloud_target){ 0 };
+	export_check(cs, "fork.db", &t, 1, c.sum[30], 512);
+
+	/* Delete; the name can start again with a snapshot; purge. */
+	assert_int_equal(cloud_db_delete(cs, "c1", "x.db"), 0);
+	assert_int_equal(cloud_resolve(cs, "c1", "x.db", &t, &pos), ERR_CLOUD_NOT_FOUND);
+	assert_int_equal(cloud_db_delete(cs, "c1", "x.db"), ERR_CLOUD_NOT_FOUND);
+	static struct chain c2;
+	chain_init(&c2, 512);
+	chain_push(&c2, cs, "x.db", 3, 50);
+	export_check(cs, "x.db", &t, 3, c2.sum[3], 512);
+	assert_int_equal(cloud_cluster_purge(cs, "c1"), 0);
+	assert_int_equal(store_files("rst", "objects"), 0);
+	assert_int_equal(store_files("rst", "current"), 0);
+	cloud_store_close(cs);
+	model_free(&c.m);
+	model_free(&c2.m);
+}
+
+static void sql(sqlite3 *db, const char *s)
+{
+	char *err = NULL;
+	if (sqlite3_exec(db, s, NULL, NULL, &err) != SQLITE_OK)
+		fail_msg("%s: %s", s, err);
+}
+
+static int upload_path(struct cloud_store *cs, const char *db, const char *path, struct cloud_ingest_result *res)
+{
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	int rc = cloud_upload_sqlite(cs, "c1", db, fd, res);
+	close(fd);
+	return rc;
+}
+
+static void test_upload_sqlite_export(void **state)
+{
+	(void)state;
+	char path[512], out[512];
+	sqlite3 *db;
+	struct cloud_ingest_result res;
+	snprintf(path, sizeof(path), "%s/up.sqlite", tmp_dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	sql(db, "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)");
+	struct cloud_store *cs = open_store("up", 0, NULL, 0, 0, 0);
+	assert_int_equal(upload_path(cs, "s.db", path, &res), 0);
+	assert_int_equal(res.pos.txid, 1);
+	sql(db, "INSERT INTO t SELECT x + 10 FROM t");
+	assert_int_equal(upload_path(cs, "s.db", path, &res), 0);
+	assert_int_equal(res.pos.txid, 2);
+	sqlite3_close(db);
+
+	/* Export TXID 1 as SQLite and open it. */
+	struct ltx_growbuf b = { 0 };
+	struct cloud_target t = { .txid = 1 };
+	assert_int_equal(cloud_export(cs, "c1", "s.db", &t, CLOUD_FORMAT_SQLITE, ltx_growbuf_write, &b, NULL), 0);
+	snprintf(out, sizeof(out), "%s/exported.sqlite", tmp_dir);
+	int fd = open(out, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	write_all(fd, b.data, b.len);
+	close(fd);
+	free(b.data);
+	assert_int_equal(sqlite3_open(out, &db), SQLITE_OK);
+	sqlite3_stmt *st;
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 3);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+
+	/* Not a database; a corrupt one. */
+	fd = open(out, O_RDWR | O_TRUNC);
+	write_all(fd, "hello world, not sqlite", 23);
+	close(fd);
+	assert_int_equal(upload_path(cs, "s.db", out, &res), ERR_DB_HEADER);
+	uint8_t *data;
+	size_t len;
+	data = read_file(path, &len);
+	memset(data + 4096 + 8, 0xee, 64); /* the table's page header */
+	fd = open(out, O_RDWR | O_TRUNC);
+	write_all(fd, data, len);
+	close(fd);
+	free(data);
+	assert_int_equal(upload_path(cs, "s.db", out, &res), ERR_DB_HEADER);
+	t = (struct cloud_target){ 0 };
+	struct cloud_pos pos;
+	assert_int_equal(cloud_resolve(cs, "c1", "s.db", &t, &pos), 0);
+	assert_int_equal(pos.txid, 2);
+	cloud_store_close(cs);
+}
+
+static void test_reopen_recovery(void **state)
+{
+	(void)state;
+	static struct chain c;
+	char path[512];
+	seed(5);
+	chain_init(&c, 512);
+	struct cloud_store *cs = open_store("rec", 0, small_levels, 3, 4000, 0);
+	chain_push(&c, cs, "k.db", 40, 50);
+	assert_int_equal(cloud_store_maintain(cs, c.now + 100000), 0);
+	size_t objects = store_files("rec", "objects");
+	cloud_store_close(cs);
+
+	/* What a kill -9 can leave: a temp file, an orphan object (ingest
+	 * killed before its commit), a current copy that is ahead or torn. */
+	snprintf(path, sizeof(path), "%s/rec/tmp/tmp-abcdef", tmp_dir);
+	int fd = open(path, O_RDWR | O_CREAT, 0600);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/rec/objects/0000000000000001/l0/%016llx-%016llx.ltx", tmp_dir,
+		 (unsigned long long)c.txid + 1, (unsigned long long)c.txid + 1);
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	write_all(fd, "junk", 4);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/rec/current/0000000000000001.db", tmp_dir);
+	fd = open(path, O_RDWR);
+	assert_true(fd >= 0);
+	assert_int_equal(fdio_pwrite_full(fd, "torn", 4, 512 * 2 + 7), 0);
+	close(fd);
+
+	cs = open_store("rec", 0, small_levels, 3, 4000, 0);
+	assert_int_equal(store_files("rec", "objects"), objects);
+	assert_int_equal(store_files("rec", "tmp"), 0);
+	chain_push(&c, cs, "k.db", 5, 50); /* rebuilds the current copy first */
+	check_random_points(cs, "k.db", &c, 1, 10);
+	cloud_store_close(cs);
+
+	/* The current copy missing altogether. */
+	unlink(path);
+	cs = open_store("rec", 0, small_levels, 3, 4000, 0);
+	struct cloud_target t = { 0 };
+	export_check(cs, "k.db", &t, c.txid, c.sum[c.txid], 512);
+	cloud_store_close(cs);
+	model_free(&c.m);
+}
+
+struct writer {
+	struct cloud_store *cs;
+	const char *db;
+	struct chain c;
+	struct ltx_growbuf b[150];
+	int n, ok;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	for (int i = 0; i < w->n; i++) {
+		struct ltx_membuf mb = { w->b[i].data, w->b[i].len, 0 };
+		struct cloud_ingest_result res;
+		if (cloud_ingest(w->cs, "c1", w->db, ltx_membuf_read, &mb, &res) == 0)
+			w->ok++;
+		free(w->b[i].data);
+		usleep(500);
+	}
+	return NULL;
+}
+
+/* Ingest into two databases from two threads while the background work
+ * compacts with the real clock. */
+static void test_concurrent(void **state)
+{
+	(void)state;
+	static struct writer w[2];
+	static const int64_t lv[] = { 5, 20, 80 };
+	struct cloud_store *cs = open_store("conc", 0, lv, 3, 200, 0);
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	seed(10);
+	for (int i = 0; i < 2; i++) {
+		w[i] = (struct writer){ .cs = cs, .db = i ? "b.db" : "a.db", .n = 150 };
+		chain_init(&w[i].c, 512);
+		w[i].c.now = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+		for (int k = 0; k < w[i].n; k++)
+			chain_next(&w[i].c, &w[i].b[k], 1);
+	}
+	assert_int_equal(cloud_store_start(cs), 0);
+	pthread_t th[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, writer_main, &w[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	usleep(400 * 1000);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(w[i].ok, w[i].n);
+		check_random_points(cs, w[i].db, &w[i].c, 1, 5);
+		json_t *j = info(cs, w[i].db);
+		assert_true(level_files(j, 1) > 0);
+		json_decref(j);
+	}
+	cloud_store_close(cs);
+	for (int i = 0; i < 2; i++)
+		model_free(&w[i].c.m);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ingest_restore_compact),
+		cmocka_unit_test(test_ingest_errors),
+		cmocka_unit_test(test_retention),
+		cmocka_unit_test(test_restore_fork_delete),
+		cmocka_unit_test(test_upload_sqlite_export),
+		cmocka_unit_test(test_reopen_recovery),
+		cmocka_unit_test(test_concurrent),
+	};
+	snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/test_cloud_store.XXXXXX");
+	if (!mkdtemp(tmp_dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	if (rc == 0) {
+		char cmd[512];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", tmp_dir);
+		if (system(cmd) != 0)
+			rc = 1;
+	}
+	return rc;
+}
