@@ -623,8 +623,11 @@ def test_catch_up_from_ltx_after_missing_1000_transactions(cluster, tmp_path):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_catch_up_by_snapshot_after_retention_window(cluster, tmp_path, mode):
-    c = cluster(2, data={"retention": "1s", "retention-monitor-interval": "200ms"})
+    c = cluster(2, start=False, data={"retention": "1s", "retention-monitor-interval": "200ms"})
     p, r = c.primary, c.replicas[0]
+    r.data_keys = {}  # only the primary forgets quickly
+    r.write_config()
+    c.start()
     cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); "
            f"INSERT INTO t(v) SELECT randomblob(800) FROM generate_series(1, 300);")
     c.wait_synced()
@@ -645,8 +648,10 @@ def test_catch_up_by_snapshot_after_retention_window(cluster, tmp_path, mode):
     con.close()
 
     def oldest():
-        files = p.ltx_files()
-        return int(files[0].name[:16], 16) if files else 0
+        # A segment is named after its first TXID (listing them does not
+        # race with retention the way reading them does).
+        segs = p.segments()
+        return int(segs[0].stem, 16) if segs else 0
 
     wait_until(lambda: oldest() > behind + 1, timeout=10,
                msg=lambda: f"retention to remove TXID {behind + 1} (oldest kept {oldest()})")
@@ -658,6 +663,10 @@ def test_catch_up_by_snapshot_after_retention_window(cluster, tmp_path, mode):
     check_replica(c, r, tmp_path)
     said = (log_since(r, off) + log_since(p, poff)).lower()
     assert "snapshot" in said, f"neither log mentions a snapshot:\n{log_since(r, off)}\n{log_since(p, poff)}"
+    # The replica was only behind: it had no transactions of its own, so
+    # nothing was discarded and its log must not say so (that line is for
+    # split brain, see the divergence test).
+    assert "discard" not in log_since(r, off).lower(), log_since(r, off)
     # The stream continues after the snapshot.
     for k in range(20):
         cli(p, f"INSERT INTO t(v) VALUES (randomblob({k + 1}));")
@@ -1027,6 +1036,20 @@ def stream_setup(cluster, tmp_path, n_ahead=2):
     return c, r, ltx, stopped_at, rows
 
 
+def snapshot_ltx(tmp, ltx):
+    """A snapshot LTX (TXID 1..N, every page) of the primary's chain: its
+    records compacted."""
+    d = tmp / f"snap-{time.monotonic_ns()}"
+    d.mkdir()
+    files = []
+    for txid in sorted(ltx):
+        f = d / f"{txid:016x}-{txid:016x}.ltx"
+        f.write_bytes(ltx[txid])
+        files.append(f)
+    run(LITEFS, "ltx", "compact", "-o", d / "snapshot.ltx", *files)
+    return (d / "snapshot.ltx").read_bytes()
+
+
 def replica_files(r, name="db"):
     return r.db(name).read_bytes(), r.pos(name), chain_names(r, name)
 
@@ -1055,6 +1078,10 @@ BAD_STREAMS = {
     "out_of_sequence": r"contiguous|sequence|pre-apply|does not follow|position",
     "vanish_mid_file": r"truncat|closed|reset|connection|recv|end of|eof|incomplete|partial",
     "other_cluster": r"cluster",
+    "corrupt_snapshot": r"checksum|corrupt|lz4|ltx|snapshot",
+    "snapshot_not_from_txid_1": r"snapshot|ltx|contiguous|pre-apply|position",
+    "hostile_name": r"name|invalid",
+    "reserved_name": r"name|invalid",
 }
 
 
@@ -1129,6 +1156,24 @@ def test_bad_stream_is_refused_state_kept_and_retried(cluster, tmp_path, bad):
             conn.send(HELLO)
             conn.send(ltx_frame("db", ltx[have + 2]))
             conn.hold(8)
+        elif bad == "corrupt_snapshot":
+            data = bytearray(snapshot_ltx(tmp_path, ltx))
+            for off in (len(data) // 2, len(data) // 3, 150):
+                data[off] ^= 0xA5
+            conn.send(HELLO)
+            conn.send(ltx_frame("db", bytes(data), kind=b"S"))
+            conn.hold(8)
+        elif bad == "snapshot_not_from_txid_1":
+            # A partial LTX (TXID k+2, not a snapshot) in a snapshot frame:
+            # it neither follows the replica nor replaces its database.
+            # (One that does follow, k+1, is applied as an ordinary record.)
+            conn.send(HELLO)
+            conn.send(ltx_frame("db", ltx[have + 2], kind=b"S"))
+            conn.hold(8)
+        elif bad in ("hostile_name", "reserved_name"):
+            conn.send(HELLO)
+            conn.send(ltx_frame("../escape.db" if bad == "hostile_name" else "db-wal", ltx[1]))
+            conn.hold(8)
 
     fake = FakePrimary(cluster_id, behave)
     try:
@@ -1143,6 +1188,8 @@ def test_bad_stream_is_refused_state_kept_and_retried(cluster, tmp_path, bad):
         assert first["pos"] == stopped_at, "the replica did not send the position it stopped at"
         assert before[1] == stopped_at, "the replica's -pos changed after the bad stream"
         assert dump(r) == stopped_dump, "the replica's rows changed after the bad stream"
+        # Nothing was discarded, and the log must not claim it was.
+        assert "discard" not in log_since(r, off).lower(), log_since(r, off)
         release.set()
         # It came back with the same position and the same cluster ID.
         assert fake.conns[1].positions["db"] == first["pos"], \
@@ -1153,6 +1200,10 @@ def test_bad_stream_is_refused_state_kept_and_retried(cluster, tmp_path, bad):
         c.wait_synced(timeout=10)
         check_replica(c, r, tmp_path)
         assert line
+        assert sorted(f for f in os.listdir(r.mnt) if not f.startswith(".")) == ["db", "db-pos"], \
+            os.listdir(r.mnt)
+        assert sorted(os.listdir(r.data / "dbs")) == ["db"], os.listdir(r.data / "dbs")
+        assert not list(tmp_path.rglob("escape.db*"))
     finally:
         release.set()
         r.stop()
