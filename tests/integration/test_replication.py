@@ -227,6 +227,33 @@ def test_replicas_follow_each_commit_promptly(cluster, tmp_path):
         f"replication lag per commit (ms, sorted): {[round(x, 1) for x in lags]}"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_large_transaction_vacuum_and_deletion_replicate(cluster, tmp_path, mode):
+    c = cluster(2)
+    p, r = c.primary, c.replicas[0]
+    name = f"big_{mode}.db"
+    # A 1 KiB page size and a ~24 MB transaction: many frames' worth of LTX.
+    cli(p, f"PRAGMA page_size=1024; PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB); "
+           f"INSERT INTO t(v) SELECT randomblob(3000) FROM generate_series(1, 8000);", name)
+    c.wait_synced(name, timeout=20)
+    check_replica(c, r, tmp_path, name)
+    # Shrink: DELETE then VACUUM truncates the database on the replica too.
+    cli(p, "DELETE FROM t WHERE id > 100; VACUUM;", name)
+    c.wait_synced(name)
+    check_replica(c, r, tmp_path, name)
+    size = os.path.getsize(r.db(name))
+    assert size == os.path.getsize(p.db(name)) or mode == "wal", (size, os.path.getsize(p.db(name)))
+    assert size < 1_000_000, f"the replica's file did not shrink: {size} bytes"
+    # rm on the primary deletes it on the replica; the name can be reused.
+    os.unlink(p.db(name))
+    wait_until(lambda: not r.db(name).exists(), msg=lambda: f"{name} to disappear on the replica\n{c.describe(name)}")
+    assert not (r.mnt / f"{name}-pos").exists()
+    cli(p, "CREATE TABLE u(y); INSERT INTO u VALUES ('again');", name)
+    c.wait_synced(name)
+    check_replica(c, r, tmp_path, name)
+    assert cli(r, "SELECT y FROM u", name).stdout.strip() == "again"
+
+
 # ---- readers never see a half-applied transaction --------------------------
 
 TRANSFERS = """
@@ -1256,3 +1283,22 @@ def test_wrong_secret_is_refused_and_retried(cluster, tmp_path):
     r.start()
     c.wait_synced()
     check_replica(c, r, tmp_path)
+
+
+def test_primary_clean_restart_ends_streams_and_replicas_reconnect(cluster, tmp_path):
+    c = cluster(3)
+    p = c.primary
+    cli(p, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    c.wait_synced()
+    offs = [len(r.log_text()) for r in c.replicas]
+    assert p.stop() == 0
+    for r, off in zip(c.replicas, offs):
+        wait_until(lambda: r.primary_file() is None, msg=lambda: f"{r.name}: .primary to disappear")
+        assert re.search(r"ended the stream|stream ended|primary.*stop", log_since(r, off)), log_since(r, off)
+        assert cli(r, "SELECT count(*) FROM t").stdout.strip() == "1"
+    p.start()
+    cli(p, "INSERT INTO t VALUES (2);")
+    c.wait_synced()
+    for r in c.replicas:
+        wait_until(lambda: r.primary_file() == f"{PRIMARY_HOST}\n", msg=lambda: f"{r.name}: .primary back")
+        check_replica(c, r, tmp_path)
