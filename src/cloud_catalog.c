@@ -6,6 +6,7 @@
  * (every SQL string here is a literal), so the hot path of an ingest costs
  * no parsing.
  */
+#include <assert.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -18,7 +19,8 @@
 #include "err.h"
 #include "log.h"
 
-#define STMT_CACHE 48
+/* More than the distinct statements of this file (asserted in q()). */
+#define STMT_CACHE 64
 
 struct cloud_catalog {
 	pthread_mutex_t mu; /* guards conn and the statement cache */
@@ -73,10 +75,9 @@ static sqlite3_stmt *q(struct cloud_catalog *cat, const char *sql, int n, ...)
 			fail(cat, "prepare");
 			return NULL;
 		}
-		if (i < STMT_CACHE) {
-			cat->cache[i].sql = sql;
-			cat->cache[i].st = st;
-		}
+		assert(i < STMT_CACHE); /* else the statement would leak */
+		cat->cache[i].sql = sql;
+		cat->cache[i].st = st;
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);

@@ -173,7 +173,8 @@ static bool same_group(const struct cat_tx *a, const struct cat_tx *b, int64_t i
 	return !chain || (b->min_txid == a->txid + 1 && b->page_size == a->page_size);
 }
 
-/* Runs level (1..snap_level) over the positions after its mark. */
+/* Runs level (1..snap_level) over the positions after its mark, one scan
+ * of SCAN_ROWS. Returns 1 when a full scan was consumed (call again). */
 static int run_level(struct cloud_store *cs, int64_t db_id, int level, int64_t now)
 {
 	const int64_t interval = cs->levels_ms[level], grace = cs->levels_ms[1];
@@ -212,7 +213,7 @@ static int run_level(struct cloud_store *cs, int64_t db_id, int level, int64_t n
 		i = j;
 	}
 	free(rows);
-	return rc;
+	return rc == 0 && n == SCAN_ROWS && i == n ? 1 : rc;
 }
 
 /* ---- Retention ------------------------------------------------------------ */
@@ -286,7 +287,8 @@ static int maintain_db(struct cloud_store *cs, const struct cat_db *row, int64_t
 	pthread_rwlock_rdlock(&d->files);
 	/* The database may have been deleted (and recreated) meanwhile. */
 	for (int level = 1; d->id == row->id && rc == 0 && level <= cs->snap_level; level++)
-		rc = run_level(cs, row->id, level, now);
+		while ((rc = run_level(cs, row->id, level, now)) == 1)
+			;
 	pthread_rwlock_unlock(&d->files);
 	if (rc == 0) {
 		pthread_rwlock_wrlock(&d->files);

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "cloud_store.h"
+#include "cloud_store_int.h"
 #include "dbfile.h"
 #include "err.h"
 #include "fdio.h"
@@ -235,6 +236,22 @@ static json_int_t level_files(json_t *j, int level)
 	return json_integer_value(json_object_get(json_array_get(json_object_get(j, "levels"), (size_t)level), "files"));
 }
 
+/* The longest restore plan (files read) over every position of db 1. */
+static size_t longest_plan(struct cloud_store *cs, uint64_t from, uint64_t to)
+{
+	size_t longest = 0;
+	for (uint64_t tx = from; tx <= to; tx++) {
+		struct cloud_plan p = { 0 };
+		cloud_catalog_lock(cs->cat);
+		assert_int_equal(cloud_plan_restore(cs, 1, tx, &p), 0);
+		cloud_catalog_unlock(cs->cat);
+		if (p.n > longest)
+			longest = p.n;
+		free(p.f);
+	}
+	return longest;
+}
+
 /* ---- Tests ---------------------------------------------------------------- */
 
 static const int64_t small_levels[] = { 100, 1000, 5000 };
@@ -262,6 +279,11 @@ static void test_ingest_restore_compact(void **state)
 	json_decref(j);
 	check_random_points(cs, "a.db", &c, 1, 25);
 	export_ltx_check(cs, "a.db", c.txid, c.sum[c.txid]);
+	/* 400 transactions over ~12 s; levels 0.1/1/5 s, snapshots 20 s: a
+	 * plan is a base plus at most ~4 + 5 + 10 files plus the L0 files of
+	 * one 100 ms interval (without compaction it would be up to 400). */
+	size_t longest = longest_plan(cs, 1, c.txid);
+	assert_true(longest <= 30);
 
 	/* More transactions after compaction, compacted again. */
 	chain_push(&c, cs, "a.db", 100, 60);
@@ -433,6 +455,26 @@ static void test_ingest_errors(void **state)
 	assert_int_equal(ingest_buf(cs, longname, b.data, 0, &res), ERR_CLOUD_NAME);
 	assert_int_equal(ingest_buf(cs, "a\x01", b.data, 0, &res), ERR_CLOUD_NAME);
 	model_free(&m2);
+	cloud_store_close(cs);
+	model_free(&c.m);
+}
+
+/* One interval holding more files than one merge takes (batches). */
+static void test_compact_batches(void **state)
+{
+	(void)state;
+	static struct chain c;
+	static const int64_t lv[] = { 10000 };
+	seed(6);
+	chain_init(&c, 512);
+	struct cloud_store *cs = open_store("batch", 0, lv, 1, 100000, 0);
+	chain_push(&c, cs, "b.db", 200, 2);
+	assert_int_equal(cloud_store_maintain(cs, c.now + 20000), 0);
+	json_t *j = info(cs, "b.db");
+	assert_int_equal(level_files(j, 1), 1);
+	json_decref(j);
+	assert_int_equal(longest_plan(cs, c.txid, c.txid), 2);
+	check_random_points(cs, "b.db", &c, 1, 10);
 	cloud_store_close(cs);
 	model_free(&c.m);
 }
@@ -713,6 +755,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ingest_restore_compact),
 		cmocka_unit_test(test_ingest_errors),
+		cmocka_unit_test(test_compact_batches),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_restore_fork_delete),
 		cmocka_unit_test(test_upload_sqlite_export),
