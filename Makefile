@@ -1,4 +1,4 @@
-# Non-recursive build of litefs (the node) and, later, litefs-cloud.
+# Non-recursive build of litefs (the node) and litefs-cloud (the backup service).
 #
 #   make                build everything into build/
 #   make test           install deps, build, unit tests (ASan+UBSan), fuzz smoke, integration tests
@@ -36,7 +36,7 @@ LIBS = $(PKG_LIBS) -lpthread -lm
 
 # Every src/*.c except the program entry points forms the library that the
 # programs, the unit tests, the fuzzers and the benchmarks link.
-MAIN_SRCS := src/main.c
+MAIN_SRCS := src/main.c src/cloud_main.c
 LIB_SRCS := $(filter-out $(MAIN_SRCS),$(wildcard src/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/liblitefs.a
@@ -53,7 +53,7 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 60
 
-PROGS := $(BUILD)/litefs
+PROGS := $(BUILD)/litefs $(BUILD)/litefs-cloud
 
 .PHONY: all deps test unit integration fuzz fuzz-build bench demo clean
 all: $(PROGS)
@@ -70,6 +70,9 @@ $(LIB): $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/litefs: $(BUILD)/src/main.o $(LIB)
+	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/litefs-cloud: $(BUILD)/src/cloud_main.o $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_HELPER_OBJS) $(LIB)
