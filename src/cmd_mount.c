@@ -16,6 +16,13 @@
  * application starts only after the first full sync (unless skip-sync),
  * while signals still stop the node. The replica stops before the HTTP
  * API and the mount, so no apply runs while they go away.
+ *
+ * Backup (backup.c): on the primary, with backup.type litefs-cloud (or
+ * LITEFS_CLOUD_TOKEN), the backup client starts after the HTTP API; the
+ * application waits for its first sync with the service — without limit
+ * when the data directory held no database (so a node started empty gets
+ * every database back first), at most MOUNT_BACKUP_WAIT_MS otherwise —
+ * unless skip-sync. It stops first, before the replica and the mount.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -36,11 +43,16 @@
 #include "err.h"
 #include "fusefs.h"
 #include "http.h"
+#include "backup.h"
 #include "log.h"
 #include "replica.h"
 #include "store.h"
 #include "supervise.h"
 #include "sys.h"
+
+/* How long a primary that has databases waits for its first sync with the
+ * backup service before starting the application anyway. */
+#define MOUNT_BACKUP_WAIT_MS 5000
 
 static const char mount_usage[] =
 	"Usage: litefs mount [-config PATH] [-no-expand-env] [-- CMD [ARGS...]]\n"
@@ -118,15 +130,39 @@ static uint64_t load_node_id(const char *data_dir)
 	return id;
 }
 
-/* Waits for the replica's first full sync while still taking the stop
- * signals. Returns 0 when synced, the signal that asked to stop, or -1
- * when the file system loop ended. */
-static int wait_first_sync(struct replica *rep, const sigset_t *sigs, const struct fuse_thread *ft)
+/* A first sync to wait for: the replica's with its primary, or the
+ * primary's with the backup service. */
+struct first_sync {
+	const char *what;                          /* for the log lines */
+	bool (*wait)(void *ctx, int timeout_ms);   /* true once synced */
+	void *ctx;
+	int64_t max_ms;                            /* < 0: no limit */
+};
+
+static bool replica_synced(void *ctx, int timeout_ms)
 {
-	LOG_INFO("mount", "msg=\"waiting for the first sync with the primary before starting the application\"");
-	for (;;) {
-		if (replica_wait_synced(rep, 200))
+	return replica_wait_synced(ctx, timeout_ms);
+}
+
+static bool backup_synced(void *ctx, int timeout_ms)
+{
+	return backup_wait_synced(ctx, timeout_ms);
+}
+
+/* Waits for a first sync while still taking the stop signals. Returns 0
+ * when synced (or when max_ms passed), the signal that asked to stop, or
+ * -1 when the file system loop ended. */
+static int wait_first_sync(const struct first_sync *fs, const sigset_t *sigs, const struct fuse_thread *ft)
+{
+	LOG_INFO("mount", "msg=\"waiting for the first sync with the %s before starting the application\"", fs->what);
+	for (int64_t waited = 0;; waited += 200) {
+		if (fs->wait(fs->ctx, 200))
 			return 0;
+		if (fs->max_ms >= 0 && waited >= fs->max_ms) {
+			LOG_WARN("mount", "msg=\"no sync with the %s yet; starting the application anyway\" waited_ms=%" PRId64,
+				 fs->what, waited);
+			return 0;
+		}
 		struct timespec zero = { 0, 0 };
 		siginfo_t si;
 		int sig = sigtimedwait(sigs, &si, &zero);
@@ -223,6 +259,7 @@ int cmd_mount_main(int argc, char **argv)
 	struct http_server *http = NULL;
 	struct supervisor *sup = NULL;
 	struct replica *rep = NULL;
+	struct backup *bk = NULL;
 	struct cluster cluster = { 0 };
 	bool candidate = cfg.lease.candidate;
 	char hostname[256];
@@ -243,6 +280,9 @@ int cmd_mount_main(int argc, char **argv)
 		fprintf(stderr, "litefs mount: cannot open data.dir %s: %s\n", cfg.data.dir, err_str(rc));
 		goto out;
 	}
+	/* A primary that starts with no database at all (a fresh data.dir)
+	 * gets them back from the backup service before the application. */
+	bool fresh = store_count(st) == 0;
 	/* Before the mount serves anything: a replica refuses writes from the
 	 * first request on. */
 	store_set_role(st, candidate, NULL);
@@ -286,8 +326,22 @@ int cmd_mount_main(int argc, char **argv)
 		fprintf(stderr, "litefs mount: cannot start replication: %s\n", err_str(rc));
 		stop = -1;
 	}
-	if (rep && !cfg.skip_sync)
-		stop = wait_first_sync(rep, &sigs, &ft);
+	if (stop == 0 && candidate && backup_configured(&cfg) &&
+	    (rc = backup_start(st, &cfg, cfg.data.dir, &cluster, &bk)) != 0) {
+		fprintf(stderr, "litefs mount: cannot start the backup client: %s\n", err_str(rc));
+		stop = -1;
+	}
+	if (stop == 0 && rep && !cfg.skip_sync) {
+		struct first_sync w = { "primary", replica_synced, rep, -1 };
+		stop = wait_first_sync(&w, &sigs, &ft);
+	}
+	/* A fresh primary must not start its application on empty databases
+	 * that the service would then overwrite; one with data waits a little
+	 * (a restore made while it was down), then starts anyway. */
+	if (stop == 0 && bk && !cfg.skip_sync) {
+		struct first_sync w = { "backup service", backup_synced, bk, fresh ? -1 : MOUNT_BACKUP_WAIT_MS };
+		stop = wait_first_sync(&w, &sigs, &ft);
+	}
 
 	/* The application: `-- cmd` overrides exec. With the static lease a
 	 * candidate is the primary. */
@@ -329,6 +383,8 @@ int cmd_mount_main(int argc, char **argv)
 	}
 	supervisor_free(sup);
 	sup = NULL;
+	backup_stop(bk);
+	bk = NULL;
 	replica_stop(rep);
 	rep = NULL;
 	http_stop(http);

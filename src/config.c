@@ -59,7 +59,7 @@ static const bool have_lease_consul = false;
 static const bool have_lease_etcd = false;
 static const bool have_replication = true;
 static const bool have_proxy = false;
-static const bool have_backup = false;
+static const bool have_backup = true; /* litefs-cloud only */
 static const bool have_tracing_log = false;
 static const bool have_log_json = false;
 static const bool have_database_filter = true;
@@ -2260,6 +2260,8 @@ size_t config_unsupported(const struct config *c, struct config_issue *out, size
 	      "lease.candidate: false makes this node a replica, and replication is not supported yet");
 	ISSUE(!have_proxy && c->proxy.target[0], true, "proxy is not supported yet");
 	ISSUE(!have_backup && c->backup.type[0], true, "backup is not supported yet");
+	ISSUE(have_backup && !strcmp(c->backup.type, "file"), true,
+	      "backup.type: file is not supported yet; use litefs-cloud");
 	ISSUE(!have_database_filter && c->lease.databases.n > 0, true,
 	      "lease.databases is not supported yet; a replica replicates every database");
 	ISSUE(!have_tracing_log && c->tracing.enabled && c->tracing.path[0], false,

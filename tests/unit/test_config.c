@@ -1214,7 +1214,7 @@ static void test_unsupported(void **state)
 	assert_true(is[0].fatal);
 	assert_string_equal(is[1].msg, "proxy is not supported yet");
 	assert_true(is[1].fatal);
-	assert_string_equal(is[2].msg, "backup is not supported yet");
+	assert_string_equal(is[2].msg, "backup.type: file is not supported yet; use litefs-cloud");
 	assert_true(is[2].fatal);
 	assert_false(is[3].fatal);
 	assert_false(is[4].fatal);

@@ -1,0 +1,392 @@
+"""The node's backup client (src/backup.c) against a backup service.
+
+FakeCloud is a small LiteFS Cloud compatible service written here with
+http.server, keeping its state with the project's own `litefs ltx` tools:
+GET /pos, POST /db/tx (contiguity checked, the file applied to a state
+database with `ltx apply`, which verifies every checksum), GET
+/db/snapshot (`ltx encode-db`), and a restore that appends a new TXID the
+way litefs-cloud does. It lets the client's rules be tested in isolation,
+including the failures a real service only shows by accident (5xx, 401,
+truncated snapshots). The end-to-end tests against build/litefs-cloud are
+in the second half of this file.
+"""
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import struct
+import subprocess
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import LITEFS, ClusterNode, Cluster, db_checksum, free_port, run, wait_until
+
+TOKEN = "tok-secret"
+
+
+def ltx_header(b):
+    magic, flags, page_size, commit, min_txid, max_txid, ts, pre = struct.unpack(">4sIIIQQqQ", b[:48])
+    assert magic == b"LTX1"
+    return dict(page_size=page_size, commit=commit, min=min_txid, max=max_txid, ts=ts, pre=pre)
+
+
+def ltx_post(b):
+    return struct.unpack(">Q", b[-16:-8])[0]
+
+
+class FakeCloud:
+    """One cluster's databases, in memory plus files under `base`."""
+
+    def __init__(self, base, token=TOKEN):
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.lock = threading.Lock()
+        self.dbs = {}          # name -> {"pos": (txid, chk), "files": [(path, hdr, post)], "state": Path}
+        self.uploads = []      # (time, db, min, max, bytes)
+        self.cluster_ids = set()
+        self.fail_status = None    # answer every request with this status
+        self.truncate_snapshots = False
+        self.down = False
+        self.n = 0
+        self.port = free_port()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, status, body=b"", headers=()):
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body).encode()
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def handle_any(self, method):
+                u = urllib.parse.urlparse(self.path)
+                q = dict(urllib.parse.parse_qsl(u.query))
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                if fake.down:  # a kept-alive connection outlives shutdown()
+                    self.close_connection = True
+                    return
+                if fake.fail_status:
+                    return self.reply(fake.fail_status, {"code": "EINTERNAL", "error": "down for the test"})
+                if fake.token and self.headers.get("Authorization") != f"FlyV1 {fake.token}":
+                    return self.reply(401, {"code": "EUNAUTHORIZED", "error": "bad token"})
+                cid = self.headers.get("Litefs-Cluster-Id")
+                if cid:
+                    fake.cluster_ids.add(cid)
+                status, out, headers = fake.handle(method, u.path, q, body)
+                if u.path == "/db/snapshot" and status == 200 and fake.truncate_snapshots:
+                    # Promise the whole body, send half, and close.
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out[: len(out) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.reply(status, out, headers)
+
+            def do_GET(self):
+                self.handle_any("GET")
+
+            def do_POST(self):
+                self.handle_any("POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self):
+        self.down = True
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _tmp(self, suffix):
+        self.n += 1
+        return self.base / f"f{self.n:06d}{suffix}"
+
+    # ---- the API ----------------------------------------------------------
+
+    def handle(self, method, path, q, body):
+        with self.lock:
+            if method == "GET" and path == "/pos":
+                return 200, {k: {"txid": f"{v['pos'][0]:016x}", "postApplyChecksum": f"{v['pos'][1]:016x}"}
+                             for k, v in self.dbs.items()}, ()
+            name = q.get("db", "")
+            if method == "POST" and path == "/db/tx":
+                return self._write_tx(name, body)
+            if method == "GET" and path == "/db/snapshot":
+                d = self.dbs.get(name)
+                if not d:
+                    return 404, {"code": "ENOTFOUND", "error": "no such database"}, ()
+                out = self._tmp(".snap")
+                run(LITEFS, "ltx", "encode-db", "-txid", str(d["pos"][0]), "-o", out, d["state"])
+                return 200, out.read_bytes(), ()
+            return 404, {"code": "ENOTFOUND", "error": "no such endpoint"}, ()
+
+    def _write_tx(self, name, body):
+        try:
+            h = ltx_header(body)
+        except Exception:
+            return 400, {"code": "EINVALID", "error": "not an LTX file"}, ()
+        d = self.dbs.get(name)
+        pos = d["pos"] if d else (0, 0)
+        if h["min"] != pos[0] + 1 or (h["min"] > 1 and h["pre"] != pos[1]):
+            if not (h["min"] == 1 and d is None):
+                return 409, {"code": "EPOSMISMATCH", "error": "position mismatch",
+                             "pos": {"txid": f"{pos[0]:016x}", "postApplyChecksum": f"{pos[1]:016x}"}}, ()
+        f = self._tmp(".ltx")
+        f.write_bytes(body)
+        state = d["state"] if d else self.base / f"state-{len(self.dbs)}.db"
+        r = run(LITEFS, "ltx", "apply", "-db", state, f, check=False)
+        if r.returncode != 0:
+            return 400, {"code": "EINVALID", "error": r.stderr.strip()[-200:]}, ()
+        if d is None:
+            d = self.dbs[name] = {"files": [], "state": state}
+        d["pos"] = (h["max"], ltx_post(body))
+        d["files"].append((f, h, ltx_post(body)))
+        self.uploads.append((time.time(), name, h["min"], h["max"], len(body)))
+        return 200, b"", [("Litefs-Hwm", f"{h['max']:016x}")]
+
+    # ---- test controls ------------------------------------------------------
+
+    def pos(self, name="db"):
+        with self.lock:
+            d = self.dbs.get(name)
+            return d["pos"] if d else None
+
+    def restore(self, name, txid):
+        """Restores `name` to its state at `txid` as a new transaction
+        (a snapshot 1..N+1), as litefs-cloud does. Returns the new position."""
+        with self.lock:
+            d = self.dbs[name]
+            files = d["files"]
+            end = next(i for i, (_, h, _) in enumerate(files) if h["max"] == txid)
+            start = max(i for i, (_, h, _) in enumerate(files[: end + 1]) if h["min"] == 1)
+            state = self._tmp(".db")
+            run(LITEFS, "ltx", "apply", "-db", state, *[f for f, _, _ in files[start:end + 1]])
+            snap = self._tmp(".ltx")
+            new_txid = d["pos"][0] + 1
+            run(LITEFS, "ltx", "encode-db", "-txid", str(new_txid), "-o", snap, state)
+            b = snap.read_bytes()
+            d["state"] = state
+            d["pos"] = (new_txid, ltx_post(b))
+            d["files"].append((snap, ltx_header(b), ltx_post(b)))
+            return d["pos"]
+
+
+@pytest.fixture
+def fake_cloud(tmp_path):
+    c = FakeCloud(tmp_path / "fake-cloud")
+    yield c
+    c.close()
+
+
+def backup_config(url, token=TOKEN, extra=""):
+    return f"backup:\n  type: litefs-cloud\n  url: {url}\n  auth-token: {token}\n" + extra
+
+
+def count_rows(path):
+    return int(run("sqlite3", path, "SELECT count(*) FROM t").stdout.strip())
+
+
+def hexpos(node, name="db"):
+    txid, chk = node.pos(name)
+    return txid, int(chk, 16)
+
+
+def write_rows(node, n, start=0, name="db", service=None):
+    """n transactions, one row each; returns [(txid, checksum, rows)] after
+    each. With service (a FakeCloud), waits for each to be acknowledged, so
+    that every TXID is an upload boundary there (the fake restores only to
+    those)."""
+    con = node.connect(name)
+    con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)")
+    con.commit()
+    out = []
+    for i in range(n):
+        con.execute("INSERT INTO t(v) VALUES (?)", (f"row {start + i} " + "x" * 200,))
+        con.commit()
+        txid, chk = hexpos(node, name)
+        out.append((txid, chk, con.execute("SELECT count(*) FROM t").fetchone()[0]))
+        if service:
+            wait_until(lambda: service.pos(name) == (txid, chk), timeout=2)
+    con.close()
+    return out
+
+
+# ---- against the fake service ---------------------------------------------------
+
+
+def test_every_commit_is_pushed_within_a_second(node, fake_cloud):
+    n = node(extra_config=backup_config(fake_cloud.url)).start()
+    con = n.connect()
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    con.commit()
+    lat = []
+    for i in range(20):
+        con.execute("INSERT INTO t(v) VALUES (?)", (str(i),))
+        con.commit()
+        t0 = time.time()
+        want = hexpos(n)
+        wait_until(lambda: fake_cloud.pos() == want, timeout=1.0,
+                   msg=lambda: f"service at {fake_cloud.pos()}, node at {want}\n{n.log_text()[-2000:]}")
+        lat.append(time.time() - t0)
+    con.close()
+    # The service holds exactly the node's database.
+    assert db_checksum(fake_cloud.dbs["db"]["state"]) == n.pos()[1]
+    assert fake_cloud.cluster_ids == {(n.data / "clusterid").read_text().strip()}
+    print(f"commit -> acknowledged: p50 {sorted(lat)[10] * 1000:.1f} ms, max {max(lat) * 1000:.1f} ms")
+
+
+def test_backlog_is_compacted_into_one_upload(node, fake_cloud):
+    n = node(extra_config=backup_config(fake_cloud.url)).start()
+    write_rows(n, 1)
+    wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=2)
+    fake_cloud.fail_status = 503
+    before = hexpos(n)
+    write_rows(n, 30)
+    time.sleep(0.5)
+    assert fake_cloud.pos() == before
+    fake_cloud.fail_status = None
+    wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=8, msg=lambda: n.log_text()[-2000:])
+    ups = [u for u in fake_cloud.uploads if u[2] > before[0]]
+    assert ups[0][2] == before[0] + 1 and ups[0][3] - ups[0][2] >= 29, ups
+    assert db_checksum(fake_cloud.dbs["db"]["state"]) == n.pos()[1]
+    # One clear line for the failure, not one per retry.
+    log = n.log_text()
+    assert log.count("HTTP 503") == 1, log
+    assert "reachable again" in log
+
+
+def test_restore_on_the_service_reaches_primary_and_replica(cluster, fake_cloud):
+    c = cluster(n=2, extra_config=backup_config(fake_cloud.url))
+    points = write_rows(c.primary, 40, service=fake_cloud)
+    c.wait_synced()
+    wait_until(lambda: fake_cloud.pos() == hexpos(c.primary), timeout=2)
+    for txid, chk, rows in [points[30], points[5], points[-1]]:
+        t0 = time.time()
+        new_pos = fake_cloud.restore("db", txid)
+        # Nobody writes: the nodes must notice by themselves.
+        for node in c.nodes:
+            wait_until(lambda: hexpos(node) == new_pos, timeout=3,
+                       msg=lambda: f"{node.name} at {node.pos_or_none()}, service {new_pos}\n" + c.describe())
+        print(f"restore to {txid} reached both nodes in {(time.time() - t0) * 1000:.0f} ms")
+        for node in c.nodes:
+            assert run("sqlite3", node.db(), "PRAGMA integrity_check").stdout.strip() == "ok"
+            assert count_rows(node.db()) == rows
+            # The restored state's checksum is the one recorded at txid.
+            assert int(run(LITEFS, "ltx", "checksum", node.db()).stdout.strip(), 16) == chk
+    # Writes continue on the restored chain and reach the service.
+    write_rows(c.primary, 3)
+    wait_until(lambda: fake_cloud.pos() == hexpos(c.primary), timeout=2)
+    c.wait_synced()
+    assert "the service was ahead" in c.primary.log_text()
+    assert "backup" not in c.replicas[0].log_text().replace("backup:", "")
+
+
+def test_fresh_primary_restores_before_the_application_starts(tmp_path, node, fake_cloud):
+    a = node("a", extra_config=backup_config(fake_cloud.url)).start()
+    points = write_rows(a, 10)
+    write_rows(a, 2, name="other")
+    wait_until(lambda: fake_cloud.pos() == hexpos(a) and fake_cloud.pos("other") == hexpos(a, "other"), timeout=3)
+    a.stop()
+    # A new node, empty data dir: its application sees the databases.
+    b = node("b", extra_config=backup_config(fake_cloud.url))
+    out = tmp_path / "seen.txt"
+    b.start(args=["--", "sh", "-c", f"sqlite3 {b.db()} 'SELECT count(*) FROM t' > {out}; sleep 60"])
+    wait_until(lambda: out.exists() and out.read_text().strip(), timeout=10, msg=lambda: b.log_text())
+    assert int(out.read_text()) == points[-1][2]
+    assert hexpos(b) == fake_cloud.pos()
+    assert hexpos(b, "other") == fake_cloud.pos("other")
+    assert count_rows(b.db("other")) == 2
+
+
+def test_service_errors_keep_local_data(node, fake_cloud):
+    # Wrong token: a clear message, local writes unaffected.
+    n = node(extra_config=backup_config(fake_cloud.url, token="wrong")).start()
+    write_rows(n, 5)
+    wait_until(lambda: "HTTP 401" in n.log_text(), timeout=3)
+    assert fake_cloud.pos() is None
+    assert count_rows(n.db()) == 5
+    n.stop()
+    # The right token: everything arrives.
+    n.extra_config = backup_config(fake_cloud.url)
+    n.write_config()
+    n.start()
+    wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=5, msg=lambda: n.log_text()[-2000:])
+    points = write_rows(n, 3, start=10, service=fake_cloud)
+    # A restore whose snapshot arrives truncated is refused; nothing changes.
+    before = hexpos(n)
+    fake_cloud.truncate_snapshots = True
+    fake_cloud.restore("db", points[1][0])
+    wait_until(lambda: "GET /db/snapshot: transfer closed" in n.log_text(), timeout=5,
+               msg=lambda: n.log_text()[-2000:])
+    time.sleep(1)
+    assert hexpos(n) == before
+    assert count_rows(n.db()) == 8
+    fake_cloud.truncate_snapshots = False
+    wait_until(lambda: hexpos(n) == fake_cloud.pos(), timeout=8, msg=lambda: n.log_text()[-2000:])
+    assert count_rows(n.db()) == points[1][2]
+    # Service down entirely: the node keeps working and catches up.
+    port = fake_cloud.port
+    fake_cloud.close()
+    write_rows(n, 5, start=100)
+    time.sleep(1.5)
+    log = n.log_text()
+    assert "Empty reply" in log or "Couldn't connect" in log or "Connection refused" in log, log[-2000:]
+    assert count_rows(n.db()) == points[1][2] + 5
+    # It comes back (same port): the node catches up.
+    fake2 = FakeCloud(fake_cloud.base.parent / "fake2")
+    assert fake2.port != port  # a new service, empty: the node pushes everything
+    n.stop()
+    n.extra_config = backup_config(fake2.url)
+    n.write_config()
+    n.start()
+    wait_until(lambda: fake2.pos() == hexpos(n), timeout=5, msg=lambda: n.log_text()[-2000:])
+    assert db_checksum(fake2.dbs["db"]["state"]) == n.pos()[1]
+    fake2.close()
+    n.stop()
+
+
+def test_retention_keeps_what_the_service_has_not_acknowledged(node, fake_cloud):
+    n = node(extra_config=backup_config(fake_cloud.url) +
+             "data:\n  retention: 1ms\n  retention-monitor-interval: 100ms\n")
+    # data: is already in the base config; rebuild it with the keys inside.
+    n.config.write_text(
+        f"fuse:\n  dir: {n.mnt}\ndata:\n  dir: {n.data}\n  retention: 1ms\n  retention-monitor-interval: 100ms\n"
+        f"http:\n  addr: 127.0.0.1:{n.port}\nlease:\n  type: static\n  candidate: true\n"
+        + backup_config(fake_cloud.url))
+    n.start()
+    write_rows(n, 3)
+    wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=3)
+    fake_cloud.fail_status = 500
+    acked = fake_cloud.pos()[0]
+    for i in range(6):
+        write_rows(n, 50, start=1000 * i)  # enough to rotate segments
+    time.sleep(0.5)
+    files = n.ltx_files()
+    first = int(files[0].stem.split("-")[0], 16)
+    assert first <= acked + 1, f"records after the HWM {acked} were deleted (oldest kept {first})"
+    fake_cloud.fail_status = None
+    wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=10, msg=lambda: n.log_text()[-2000:])
+    assert db_checksum(fake_cloud.dbs["db"]["state"]) == n.pos()[1]
