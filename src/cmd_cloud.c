@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,6 +56,7 @@
 #define MAX_LEVELS 8
 #define PURGE_INTERVAL_S 5
 #define MAX_ERROR_BODY (64 * 1024)
+#define SERVE_LOCK "serve.lock"
 
 /* ---- Settings ----------------------------------------------------------- */
 
@@ -479,6 +481,29 @@ static void purge_one(void *ctx, const char *cluster)
 		LOG_WARN("cloud", "msg=\"cannot purge a deleted cluster yet\" cluster=%s err=\"%s\"", cluster, err_str(rc));
 }
 
+/* Takes <data_dir>/serve.lock (flock, exclusive, non-blocking): held by
+ * the running server for its lifetime, and by an admin command while it
+ * opens the engine itself. Opening the engine removes orphan objects and
+ * empties its tmp/, which must never happen under a running server. Returns
+ * the fd (the lock lives until it is closed), -EWOULDBLOCK when taken, or
+ * -errno. */
+static int lock_data_dir(const char *data_dir)
+{
+	char *path = NULL;
+	if (asprintf(&path, "%s/%s", data_dir, SERVE_LOCK) < 0)
+		return -ENOMEM;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
 static int open_store(const struct settings *st, struct cloud_store **cs)
 {
 	struct cloud_store_opts o = {
@@ -532,8 +557,15 @@ static int serve_run(const struct settings *st)
 		fprintf(stderr, "litefs-cloud: cannot open the token store in %s: %s\n", st->data_dir, err_str(rc));
 		return 1;
 	}
-	if ((rc = open_store(st, &cs)) != 0)
+	int lock_fd = lock_data_dir(st->data_dir);
+	if (lock_fd < 0) {
+		fprintf(stderr, "litefs-cloud: %s: %s\n", st->data_dir,
+			lock_fd == -EWOULDBLOCK ? "another litefs-cloud serve uses this data directory"
+						: err_str(lock_fd));
 		goto err_auth;
+	}
+	if ((rc = open_store(st, &cs)) != 0)
+		goto err_lock;
 	if ((rc = cloud_store_start(cs)) != 0) {
 		fprintf(stderr, "litefs-cloud: cannot start the store: %s\n", err_str(rc));
 		goto err_store;
@@ -551,11 +583,14 @@ static int serve_run(const struct settings *st)
 	serve_wait(cs, auth);
 	cloud_http_stop(srv);
 	cloud_store_close(cs);
+	close(lock_fd);
 	cloud_auth_close(auth);
 	LOG_INFO("cloud", "msg=\"stopped\"");
 	return 0;
 err_store:
 	cloud_store_close(cs);
+err_lock:
+	close(lock_fd);
 err_auth:
 	cloud_auth_close(auth);
 	return 1;
@@ -642,16 +677,22 @@ static void print_new_token(const char *cluster, const struct cloud_token *tok)
 
 /* Purges a deleted cluster's data now if the store can be opened here;
  * otherwise the running server does it within seconds. */
-static void purge_now(const struct settings *st, struct cloud_auth *auth)
+static void purge_now(const struct settings *st, struct cloud_auth *auth, bool quiet)
 {
 	struct cloud_store *cs = NULL;
-	if (open_store(st, &cs) != 0) {
-		fprintf(stderr, "litefs-cloud: the running service will purge the data within %d s\n", PURGE_INTERVAL_S);
+	int lock_fd = lock_data_dir(st->data_dir);
+	if (lock_fd < 0 || open_store(st, &cs) != 0) {
+		if (lock_fd >= 0)
+			close(lock_fd);
+		if (lock_fd == -EWOULDBLOCK && !quiet)
+			fprintf(stderr, "litefs-cloud: the running service purges the data within %d s\n",
+				PURGE_INTERVAL_S);
 		return;
 	}
 	struct purge_ctx p = { cs, auth };
 	cloud_auth_pending_purges(auth, purge_one, &p);
 	cloud_store_close(cs);
+	close(lock_fd);
 }
 
 static int admin_fail(const char *what, const char *name, int rc)
@@ -674,8 +715,13 @@ static int cluster_run(const struct settings *st, struct cloud_auth *auth, const
 		return rc ? admin_fail("cluster", "list", rc) : 0;
 	}
 	if (!strcmp(pos[0], "create") && n_pos == 2) {
-		purge_now(st, auth);
-		if ((rc = cloud_auth_cluster_create(auth, pos[1], &tok)) != 0)
+		rc = cloud_auth_cluster_create(auth, pos[1], &tok);
+		if (rc == ERR_CLOUD_EXISTS) {
+			/* Perhaps only the purge of a deleted one is pending. */
+			purge_now(st, auth, true);
+			rc = cloud_auth_cluster_create(auth, pos[1], &tok);
+		}
+		if (rc != 0)
 			return admin_fail("cluster create", pos[1], rc);
 		print_new_token(pos[1], &tok);
 		return 0;
@@ -683,7 +729,7 @@ static int cluster_run(const struct settings *st, struct cloud_auth *auth, const
 	if (!strcmp(pos[0], "delete") && n_pos == 2) {
 		if ((rc = cloud_auth_cluster_delete(auth, pos[1])) != 0)
 			return admin_fail("cluster delete", pos[1], rc);
-		purge_now(st, auth);
+		purge_now(st, auth, false);
 		fprintf(stderr, "cluster %s deleted\n", pos[1]);
 		return 0;
 	}

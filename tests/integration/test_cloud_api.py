@@ -659,3 +659,13 @@ def test_litefs_style_chunked_uploads_in_parallel(cloud, tmp_path):
         t.join()
     assert not errors, errors
     assert pos_map(srv, tok) == {name: c.pos(4) for name, c in chains.items()}
+
+
+def test_one_server_per_data_directory(cloud):
+    srv = cloud()
+    other = cloud(name="other", start=False)
+    other.data = srv.data
+    other.start(wait=False)
+    assert other.proc.wait(timeout=15) == 1
+    assert "another litefs-cloud serve" in other.log_text()
+    assert srv.healthy()
