@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -691,6 +693,73 @@ static void test_reopen_recovery(void **state)
 	model_free(&c.m);
 }
 
+/* kill -9 during ingest, several rounds: every acknowledged transaction is
+ * there after reopen, and ingest resumes where the store is. */
+static void test_kill9(void **state)
+{
+	(void)state;
+	static struct chain c;
+	static struct ltx_growbuf bufs[1200];
+	const int n = 1200;
+	seed(7);
+	chain_init(&c, 512);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	c.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000; /* inside the retention window */
+	for (int i = 0; i < n; i++)
+		chain_next(&c, &bufs[i], 2);
+	static const int64_t lv[] = { 4, 16 };
+	uint64_t next = 1;
+	for (int round = 0; round < 3 && next <= (uint64_t)n; round++) {
+		int fds[2];
+		assert_int_equal(pipe(fds), 0);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			close(fds[0]);
+			struct cloud_store *cs = open_store("kill", 0, lv, 2, 64, 0);
+			cloud_store_start(cs);
+			for (uint64_t tx = next; tx <= (uint64_t)n; tx++) {
+				struct cloud_ingest_result res;
+				if (ingest_buf(cs, "k.db", bufs[tx - 1].data, bufs[tx - 1].len, &res) != 0)
+					_exit(3);
+				if (write(fds[1], &tx, sizeof(tx)) != sizeof(tx))
+					_exit(4);
+			}
+			_exit(0);
+		}
+		close(fds[1]);
+		usleep(150 * 1000 + rnd_below(100) * 1000);
+		kill(pid, SIGKILL);
+		int status;
+		waitpid(pid, &status, 0);
+		uint64_t acked = 0, v;
+		while (read(fds[0], &v, sizeof(v)) == sizeof(v))
+			acked = v;
+		close(fds[0]);
+		assert_true(WIFSIGNALED(status) || WEXITSTATUS(status) == 0);
+		struct cloud_store *cs = open_store("kill", 0, lv, 2, 64, 0);
+		struct cloud_target t = { 0 };
+		struct cloud_pos pos;
+		if (acked) {
+			assert_int_equal(cloud_resolve(cs, "c1", "k.db", &t, &pos), 0);
+			assert_true(pos.txid >= acked);
+			assert_int_equal(pos.checksum, c.sum[pos.txid]);
+			t.txid = acked;
+			export_check(cs, "k.db", &t, acked, c.sum[acked], 512);
+			next = pos.txid + 1;
+		}
+		print_message("kill -9 round %d: acknowledged %llu, stored %llu\n", round, (unsigned long long)acked,
+			      (unsigned long long)next - 1);
+		assert_int_equal(store_files("kill", "tmp"), 0);
+		cloud_store_close(cs);
+	}
+	assert_true(next > 1);
+	for (int i = 0; i < n; i++)
+		free(bufs[i].data);
+	model_free(&c.m);
+}
+
 struct writer {
 	struct cloud_store *cs;
 	const char *db;
@@ -761,6 +830,7 @@ int main(void)
 		cmocka_unit_test(test_upload_sqlite_export),
 		cmocka_unit_test(test_reopen_recovery),
 		cmocka_unit_test(test_concurrent),
+		cmocka_unit_test(test_kill9),
 	};
 	snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/test_cloud_store.XXXXXX");
 	if (!mkdtemp(tmp_dir)) {
