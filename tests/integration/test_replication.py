@@ -1302,3 +1302,113 @@ def test_primary_clean_restart_ends_streams_and_replicas_reconnect(cluster, tmp_
     for r in c.replicas:
         wait_until(lambda: r.primary_file() == f"{PRIMARY_HOST}\n", msg=lambda: f"{r.name}: .primary back")
         check_replica(c, r, tmp_path)
+
+
+def other_cluster_id(cid):
+    return "LFSC0123456789ABCDEF" if cid != "LFSC0123456789ABCDEF" else "LFSCFEDCBA9876543210"
+
+
+def test_replica_of_another_cluster_is_refused_by_the_primary(cluster, tmp_path):
+    c = cluster(2, lease={"reconnect-delay": "200ms"})
+    p, r = c.primary, c.replicas[0]
+    cli(p, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    c.wait_synced()
+    cid = p.info()["clusterID"]
+    assert (r.data / "clusterid").read_text().strip() == cid, "the replica did not keep the adopted cluster ID"
+    # A (connected) replica asked to stream answers 503 and names the primary.
+    body = HELLO + frame(b"P", struct.pack(">qII", 0, 0, 0))
+    req = urllib.request.Request(r.url("/stream"), data=body, method="POST",
+                                 headers={"Content-Type": "application/vnd.litefs.stream"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 503 and PRIMARY_HOST in json.loads(e.value.read())["error"]
+    r.stop()
+    cli(p, "INSERT INTO t VALUES (2);")
+    other = other_cluster_id(cid)
+    (r.data / "clusterid").write_text(other + "\n")
+    body = HELLO + frame(b"P", struct.pack(">qII", 0, 0, 0))
+    off = len(r.log_text())
+    r.start()
+    line = wait_log(r, off, r"cluster")
+    assert "409" in line or other in line or cid in line, line
+    time.sleep(1)
+    assert r.pos()[0] == p.pos()[0] - 1, "a replica of another cluster received data"
+    assert r.primary_file() is None
+    assert (r.data / "clusterid").read_text().strip() == other, "the replica's cluster ID was replaced"
+    # The primary's answer, directly: 409 with a JSON error.
+    body = HELLO + frame(b"P", struct.pack(">qII", 0, 0, 0))
+    req = urllib.request.Request(p.url("/stream"), data=body, method="POST",
+                                 headers={"Litefs-Cluster-Id": other,
+                                          "Content-Type": "application/vnd.litefs.stream"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 409 and "cluster" in json.loads(e.value.read())["error"].lower()
+
+
+def test_lag_follows_the_primary_heartbeats(cluster, tmp_path):
+    """A replica that is connected but lacks what the primary's heartbeats
+    announce is not caught up: .lag grows; once it holds every announced
+    position, .lag drops."""
+    c, r, ltx, stopped_at, _ = stream_setup(cluster, tmp_path)
+    ppos = c.primary.pos()
+    cid = c.primary.info()["clusterID"]
+    announce = {"pos": ppos}
+
+    def behave(n, conn):
+        conn.start()
+        conn.send(HELLO)
+        conn.send(frame(b"R"))
+        conn.hold(60, lambda: heartbeat({"db": announce["pos"]}))
+
+    fake = FakePrimary(cid, behave)
+    try:
+        r.make_replica(fake.port)
+        r.start()
+        wait_until(lambda: r.primary_file() == f"{PRIMARY_HOST}\n", msg=lambda: r.log_text())
+        lag1 = r.lag_ms()
+        time.sleep(1.5)
+        lag2 = r.lag_ms()
+        assert lag2 >= lag1 + 1000, f".lag did not grow while the primary was ahead: {lag1} then {lag2}"
+        assert r.pos() == stopped_at
+        announce["pos"] = stopped_at
+        wait_until(lambda: r.lag_ms() < 1000, msg=lambda: f".lag to drop (it is {r.lag_ms()})")
+    finally:
+        r.stop()
+        fake.close()
+
+
+def test_silent_primary_is_dropped_and_retried(cluster, tmp_path):
+    """A primary that keeps the connection open but sends nothing (no
+    heartbeat) for 30 s is treated as dead: the replica reconnects."""
+    c, r, ltx, stopped_at, _ = stream_setup(cluster, tmp_path)
+    cid = c.primary.info()["clusterID"]
+    ppos = c.primary.pos()
+
+    def behave(n, conn):
+        conn.start()
+        conn.send(HELLO)
+        if n == 1:
+            conn.send(frame(b"R"))
+            time.sleep(45)  # silence, the socket open
+            return
+        for txid in sorted(ltx):
+            if txid > conn.positions["db"][0]:
+                conn.send(ltx_frame("db", ltx[txid]))
+        conn.send(frame(b"R"))
+        conn.hold(30, lambda: heartbeat({"db": ppos}))
+
+    fake = FakePrimary(cid, behave)
+    try:
+        r.make_replica(fake.port)
+        off = len(r.log_text())
+        t0 = time.monotonic()
+        r.start()
+        fake.wait_conns(2, timeout=40)
+        waited = time.monotonic() - t0
+        assert 25 <= waited <= 40, f"reconnected after {waited:.1f} s"
+        wait_log(r, off, r"timeout|timed out|too slow|silent|nothing|dead|heartbeat|stall")
+        c.wait_synced()
+        check_replica(c, r, tmp_path)
+    finally:
+        r.stop()
+        fake.close()
