@@ -725,13 +725,15 @@ static void pos_one(void *ctx, const char *db, const struct cloud_pos *pos)
 		free(key);
 		return;
 	}
-	/* json_object_set requires UTF-8 keys; other bytes become '?'. */
-	if (json_object_set_new(p->map, key, v) != 0) {
+	/* Keys must be UTF-8; other bytes become '?'. json_object_set does
+	 * not steal v, so a refused key leaves it usable for the retry. */
+	if (json_object_set(p->map, key, v) != 0) {
 		for (char *c = key; *c; c++)
 			if ((unsigned char)*c >= 0x80)
 				*c = '?';
-		json_object_set_new(p->map, key, v);
+		json_object_set(p->map, key, v);
 	}
+	json_decref(v);
 	free(key);
 }
 

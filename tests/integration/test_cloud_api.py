@@ -669,3 +669,17 @@ def test_one_server_per_data_directory(cloud):
     assert other.proc.wait(timeout=15) == 1
     assert "another litefs-cloud serve" in other.log_text()
     assert srv.healthy()
+
+
+def test_names_that_are_not_utf8(cloud, tmp_path):
+    """Database names may hold any byte but '/' and controls (the node's
+    rules); in JSON replies, a name that is not valid UTF-8 has each of its
+    non-ASCII bytes replaced by '?'."""
+    srv = cloud()
+    tok = srv.create_cluster("c")
+    chain = make_chain(tmp_path, 1)
+    st, hdrs, _ = request(srv, "POST", "/db/tx?db=caf%C3%A9%FF.db", token=tok, body=chain.files[0])
+    assert st == 200 and hdrs["litefs-hwm"] == f"{1:016x}"
+    st, _, body = request(srv, "GET", "/pos", token=tok)
+    assert st == 200 and list(json.loads(body)) == ["caf???.db"], body
+    assert srv.healthy()
