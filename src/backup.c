@@ -52,10 +52,14 @@
  *                                data is never thrown away on a guess)
  *   only the service has it      restore
  *
- * Pushing: records are read with a cursor from S; one pending record is
- * sent as it is (its bytes straight from the segment), several are merged
- * with compact_run() into one LTX file spooled under <data.dir>/tmp (at
- * most BACKUP_MAX_BATCH records or BACKUP_MAX_BATCH_BYTES per upload). A
+ * Pushing: records are read with a cursor from S. Up to BACKUP_SINGLE_MAX
+ * pending records are sent one by one, each as it is (its bytes straight
+ * from the segment), so that every transaction stays a restorable point
+ * on the service; a longer backlog (the service was down, or ingest
+ * outruns one upload per commit) is merged with compact_run() into one
+ * LTX file spooled under <data.dir>/tmp (at most BACKUP_MAX_BATCH records
+ * or BACKUP_MAX_BATCH_BYTES per upload): the service catches up in one
+ * request, at the price of restoring to the end of that upload only. A
  * 200 moves S to the upload's end and its `Litefs-Hwm` goes to
  * db_set_backup_hwm(), so local retention keeps every record the service
  * has not acknowledged. A 409 EPOSMISMATCH takes the service's position
@@ -109,6 +113,7 @@
 #include "store.h"
 
 #define BACKUP_MAX_BATCH 256
+#define BACKUP_SINGLE_MAX 16
 #define BACKUP_MAX_BATCH_BYTES (64u << 20)
 #define BACKUP_CONNECT_TIMEOUT_MS 2000L
 #define BACKUP_POS_TIMEOUT_MS 5000L
@@ -152,6 +157,7 @@ struct backup {
 	size_t n_dbs;
 	bool need_sync;
 	int n_mismatch;
+	char probe_id[CLUSTER_ID_LEN + 1]; /* sent while this node has no cluster ID */
 	char last_error[BACKUP_MSG_LEN]; /* "" while the service answers */
 	int last_rc;
 };
@@ -316,6 +322,8 @@ static struct curl_slist *request_headers(struct backup *b, bool has_body)
 	if (h && has_body)
 		h = curl_slist_append(h, "Content-Type: application/octet-stream");
 	cluster_get(b->cluster, id);
+	if (!id[0])
+		snprintf(id, sizeof(id), "%s", b->probe_id);
 	if (h && id[0]) {
 		snprintf(line, sizeof(line), "Litefs-Cluster-Id: %s", id);
 		h = curl_slist_append(h, line);
@@ -564,7 +572,6 @@ static int read_range(int fd, uint64_t off, uint64_t len, struct ltx_header *h, 
 /* The body of one upload: a file range and the position it ends at. */
 struct body {
 	int fd;
-	bool owned;
 	uint64_t off, len;
 	struct ltx_header h;
 	uint64_t post;
@@ -591,17 +598,9 @@ static int batch_compact(struct backup *b, struct batch *bt, struct body *out)
 		close(fd);
 		return rc;
 	}
-	*out = (struct body){ .fd = fd, .owned = true, .off = 0, .len = (uint64_t)size, .h = out->h,
+	*out = (struct body){ .fd = fd, .off = 0, .len = (uint64_t)size, .h = out->h,
 			      .post = t.post_apply_checksum };
 	return 0;
-}
-
-static int batch_body(struct backup *b, struct batch *bt, struct body *out)
-{
-	if (bt->n > 1)
-		return batch_compact(b, bt, out);
-	*out = (struct body){ .fd = bt->fds[0], .off = bt->recs[0].offset + LTXLOG_HDR_SIZE, .len = bt->recs[0].len };
-	return read_range(out->fd, out->off, out->len, &out->h, &out->post);
 }
 
 /* POST /db/tx of body. On 200 the service is at the body's end and its
@@ -647,6 +646,41 @@ static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct 
 	return rc;
 }
 
+/* The body of record i of the batch, as it is. */
+static int record_body(struct batch *bt, size_t i, struct body *out)
+{
+	*out = (struct body){ .fd = bt->fds[i], .off = bt->recs[i].offset + LTXLOG_HDR_SIZE, .len = bt->recs[i].len };
+	return read_range(out->fd, out->off, out->len, &out->h, &out->post);
+}
+
+/* Uploads a batch: up to BACKUP_SINGLE_MAX records one by one (each stays
+ * a restorable point on the service), a longer backlog merged into one
+ * LTX file (the service then restores to its end, not inside it). */
+static int post_batch(struct backup *b, struct db *db, struct bdb *s, struct batch *bt, struct fail *f)
+{
+	struct body body;
+	int rc;
+	if (bt->n > BACKUP_SINGLE_MAX) {
+		if ((rc = batch_compact(b, bt, &body)) != 0) {
+			fail_set(f, rc, "db %s: cannot merge %zu records into one upload: %s", db->name, bt->n,
+				 err_str(rc));
+			return rc;
+		}
+		rc = post_tx(b, db, s, &body, f);
+		close(body.fd);
+		return rc;
+	}
+	for (size_t i = 0; i < bt->n; i++) {
+		if ((rc = record_body(bt, i, &body)) != 0) {
+			fail_set(f, rc, "db %s: cannot read a record: %s", db->name, err_str(rc));
+			return rc;
+		}
+		if ((rc = post_tx(b, db, s, &body, f)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
 /* Uploads a snapshot of the whole database (when the chain the service
  * needs is no longer retained). */
 static int push_snapshot(struct backup *b, struct db *db, struct bdb *s, const char *why, struct fail *f)
@@ -662,7 +696,7 @@ static int push_snapshot(struct backup *b, struct db *db, struct bdb *s, const c
 		close(fd);
 		return 0;
 	}
-	struct body body = { .fd = fd, .owned = true };
+	struct body body = { .fd = fd };
 	off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : -1;
 	if (rc == 0 && size >= 0) {
 		body.len = (uint64_t)size;
@@ -708,16 +742,7 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 		}
 		if (bt->n == 0)
 			break;
-		struct body body;
-		rc = batch_body(b, bt, &body);
-		if (rc != 0) {
-			fail_set(f, rc, "db %s: cannot prepare an upload of %zu records: %s", db->name, bt->n,
-				 err_str(rc));
-			break;
-		}
-		rc = post_tx(b, db, s, &body, f);
-		if (body.owned)
-			close(body.fd);
+		rc = post_batch(b, db, s, bt, f);
 		batch_clear(bt);
 		/* A long backlog must not delay the next comparison. */
 		if (mono_ms() - began > b->poll_ms)
@@ -848,9 +873,63 @@ static int decide(struct backup *b, struct db *db, const struct ltx_pos *svc, st
 	return push_snapshot(b, db, s, "the service is behind this node's retained history", f);
 }
 
+/* The first valid cluster ID in text other than not_this. */
+static bool find_other_id(const char *text, const char *not_this, char *out)
+{
+	for (const char *p = text ? strstr(text, "LFSC") : NULL; p; p = strstr(p + 1, "LFSC")) {
+		char cand[CLUSTER_ID_LEN + 1];
+		snprintf(cand, sizeof(cand), "%.*s", CLUSTER_ID_LEN, p);
+		if (cluster_id_valid(cand) && strcmp(cand, not_this) != 0) {
+			memcpy(out, cand, sizeof(cand));
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A node that started with no database and no cluster ID (disaster
+ * recovery: every node lost its data directory) takes the cluster ID the
+ * service remembers for its token's cluster (named in its 422 reply to
+ * another ID), or, when the service remembers none, a new one that the
+ * service now remembers. Until then the node serves replicas without an
+ * ID and they adopt it on their next connection. */
+static int ensure_cluster_id(struct backup *b, struct fail *f)
+{
+	char id[CLUSTER_ID_LEN + 1], known[CLUSTER_ID_LEN + 1];
+	cluster_get(b->cluster, id);
+	if (id[0])
+		return 0;
+	int rc = cluster_id_generate(b->probe_id);
+	if (rc != 0) {
+		fail_set(f, rc, "cannot generate a cluster ID: %s", err_str(rc));
+		return rc;
+	}
+	struct xfer x;
+	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
+	rc = xfer_run(b, "GET", "/pos", NULL, &x, BACKUP_POS_TIMEOUT_MS, f);
+	const char *adopt = rc == 0 ? b->probe_id : NULL;
+	if (rc != 0 && x.status == 422 && find_other_id(x.mem, b->probe_id, known)) {
+		adopt = known;
+		memset(f, 0, sizeof(*f));
+		rc = 0;
+	}
+	free(x.mem);
+	if (rc == 0 && (rc = cluster_adopt(b->cluster, adopt)) != 0)
+		fail_set(f, rc, "cannot store the cluster ID %s: %s", adopt, err_str(rc));
+	if (rc == 0)
+		LOG_INFO("backup", "msg=\"%s\" cluster_id=%s",
+			 adopt == known ? "took the cluster ID the backup service remembers (this node started empty)"
+					: "the backup service knew no cluster ID: this node's new one is now the cluster's",
+			 adopt);
+	b->probe_id[0] = '\0';
+	return rc;
+}
+
 /* GET /pos and a decision for every database. */
 static int full_sync(struct backup *b, struct fail *f)
 {
+	if (ensure_cluster_id(b, f) != 0)
+		return f->rc;
 	struct xfer x;
 	xfer_init(&x, b, BACKUP_MAX_POS_BODY);
 	int rc = xfer_run(b, "GET", "/pos", NULL, &x, BACKUP_POS_TIMEOUT_MS, f);

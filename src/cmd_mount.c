@@ -287,7 +287,11 @@ int cmd_mount_main(int argc, char **argv)
 	 * first request on. */
 	store_set_role(st, candidate, NULL);
 	node_hostname(&cfg, hostname, sizeof(hostname));
-	if ((rc = cluster_open(&cluster, cfg.data.dir, candidate)) != 0) {
+	/* A fresh primary that backs up takes its cluster's ID from the
+	 * service (backup.c), so that the cluster comes back after every node
+	 * lost its data directory; any other primary creates one if needed. */
+	bool id_from_backup = candidate && fresh && backup_configured(&cfg);
+	if ((rc = cluster_open(&cluster, cfg.data.dir, candidate && !id_from_backup)) != 0) {
 		fprintf(stderr, "litefs mount: cannot read or create %s/clusterid: %s\n", cfg.data.dir,
 			rc == ERR_CONFIG ? "the file does not hold a cluster ID (LFSC + 16 hex digits)" : err_str(rc));
 		goto out;

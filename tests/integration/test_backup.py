@@ -390,3 +390,189 @@ def test_retention_keeps_what_the_service_has_not_acknowledged(node, fake_cloud)
     fake_cloud.fail_status = None
     wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=10, msg=lambda: n.log_text()[-2000:])
     assert db_checksum(fake_cloud.dbs["db"]["state"]) == n.pos()[1]
+
+
+# ---- end to end: two nodes and litefs-cloud -------------------------------------
+
+def cloud_pos(srv, token, name="db"):
+    """The service's position of name as (txid, checksum) ints, or None."""
+    req = urllib.request.Request(srv.url + "/pos", headers={"Authorization": token})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        p = json.loads(r.read()).get(name)
+    return (int(p["txid"], 16), int(p["postApplyChecksum"], 16)) if p else None
+
+
+class Writer(threading.Thread):
+    """Writes on the primary continuously, recording after every commit
+    (txid, time in ms, checksum, rows). A pause of a few ms between commits
+    makes every recorded time fall strictly between two commits."""
+
+    def __init__(self, node, pause=0.004, name="db"):
+        super().__init__(daemon=True)
+        self.node, self.pause, self.dbname = node, pause, name
+        self.points, self.stop_flag, self.error = [], threading.Event(), None
+
+    def run(self):
+        try:
+            con = self.node.connect(self.dbname)
+            con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v TEXT)")
+            con.commit()
+            i = 0
+            while not self.stop_flag.is_set():
+                con.execute("INSERT INTO t(v) VALUES (?)", (f"w{i} " + "y" * (i % 500),))
+                if i % 7 == 0:
+                    con.execute("DELETE FROM t WHERE id = (SELECT min(id) FROM t)")
+                con.commit()
+                txid, chk = hexpos(self.node, self.dbname)
+                rows = con.execute("SELECT count(*) FROM t").fetchone()[0]
+                self.points.append((txid, int(time.time() * 1000), chk, rows))
+                i += 1
+                time.sleep(self.pause)
+            con.close()
+        except Exception as e:  # reported by finish()
+            self.error = e
+
+    def finish(self):
+        self.stop_flag.set()
+        self.join(30)
+        assert self.error is None, self.error
+        return self.points
+
+
+def node_state(node, name="db"):
+    """(checksum of -pos, integrity, rows) of a node's database."""
+    chk = int(node.pos(name)[1], 16)
+    integ = run("sqlite3", node.db(name), "PRAGMA integrity_check").stdout.strip()
+    return chk, integ, count_rows(node.db(name))
+
+
+def wait_state(c, chk, rows, timeout=5, name="db"):
+    """Waits until every node holds the state with checksum chk; checks it."""
+    t0 = time.time()
+    for node in c.nodes:
+        wait_until(lambda: node.pos_or_none(name) and int(node.pos(name)[1], 16) == chk, timeout=timeout,
+                   msg=lambda: f"{node.name} never reached checksum {chk:016x}:\n" + c.describe(name))
+    took = time.time() - t0
+    for node in c.nodes:
+        assert node_state(node, name) == (chk, "ok", rows), node.name
+    return took
+
+
+@pytest.fixture
+def service(cloud):
+    srv = cloud()
+    srv.token = srv.create_cluster("prod")
+    return srv
+
+
+def test_e2e_restore_by_txid_and_timestamp_reaches_both_nodes(cluster, service, tmp_path):
+    c = cluster(n=2, extra_config=backup_config(service.url, service.token))
+    w = Writer(c.primary)
+    w.start()
+    time.sleep(3)
+    points = w.finish()
+    last = points[-1]
+    assert len(points) > 100
+    wait_until(lambda: cloud_pos(service, service.token) == (last[0], last[2]), timeout=3,
+               msg=lambda: f"service at {cloud_pos(service, service.token)}, node at {last}")
+    c.wait_synced()
+    import random
+    rnd = random.Random(len(points))
+    timings = []
+    for i, (kind, p) in enumerate([("txid", rnd.choice(points[:-1])), ("timestamp", rnd.choice(points[:-1])),
+                                   ("txid", points[0]), ("timestamp", rnd.choice(points[:-1]))]):
+        before = cloud_pos(service, service.token)
+        arg = f"{p[0]:016x}" if kind == "txid" else str(p[1])
+        service.cli("restore", "db", f"--{kind}", arg, token=service.token)
+        timings.append(wait_state(c, p[2], p[3]))
+        # The restore is a new transaction on every node.
+        assert c.primary.pos()[0] == before[0] + 1
+        assert c.replicas[0].pos() == c.primary.pos()
+        if i == 0:
+            # Undo it: restore to the position before it (the last write).
+            service.cli("restore", "db", "--txid", f"{before[0]:016x}", token=service.token)
+            timings.append(wait_state(c, last[2], last[3]))
+    print("restore -> both nodes (s):", " ".join(f"{t:.2f}" for t in timings))
+    # Writes go on from the restored state and reach the service.
+    w2 = Writer(c.primary)
+    w2.start()
+    time.sleep(0.5)
+    more = w2.finish()
+    wait_until(lambda: cloud_pos(service, service.token) == (more[-1][0], more[-1][2]), timeout=3)
+    c.wait_synced()
+    # A fork appears on both nodes as a new database; an export opens.
+    p = points[len(points) // 2]
+    service.cli("restore", "db", "--txid", f"{p[0]:016x}", "--as", "fork", token=service.token)
+    wait_state(c, p[2], p[3], name="fork")
+    out = tmp_path / "export.db"
+    service.cli("export", "db", "--txid", f"{p[0]:016x}", "-o", out, token=service.token)
+    assert count_rows(out) == p[3]
+    assert int(db_checksum(out), 16) == p[2]
+
+
+def test_e2e_disaster_recovery_from_the_service(cluster, service):
+    c = cluster(n=2, extra_config=backup_config(service.url, service.token))
+    points = write_rows(c.primary, 30)
+    write_rows(c.primary, 3, name="other")
+    want = hexpos(c.primary)
+    wait_until(lambda: cloud_pos(service, service.token) == want, timeout=3)
+    other = hexpos(c.primary, "other")
+    wait_until(lambda: cloud_pos(service, service.token, "other") == other, timeout=3)
+    cluster_id = (c.primary.data / "clusterid").read_text().strip()
+    c.stop()
+    for n in c.nodes:
+        shutil.rmtree(n.data)
+    t0 = time.time()
+    c.start()
+    took = wait_state(c, want[1], points[-1][2], timeout=10)
+    wait_state(c, other[1], 3, name="other")
+    print(f"disaster recovery: both nodes back in {time.time() - t0:.2f} s ({took:.2f} after the mounts)")
+    # The cluster took its ID back from the service, and goes on.
+    assert (c.primary.data / "clusterid").read_text().strip() == cluster_id
+    more = write_rows(c.primary, 5, start=500)
+    wait_until(lambda: cloud_pos(service, service.token) == hexpos(c.primary), timeout=3,
+               msg=lambda: c.primary.log_text()[-3000:])
+    c.wait_synced()
+    assert count_rows(c.replicas[0].db()) == more[-1][2]
+
+
+def test_e2e_kill9_of_the_service_during_ingest(node, service):
+    n = node(extra_config=backup_config(service.url, service.token)).start()
+    w = Writer(n, pause=0)
+    w.start()
+    for round_ in range(3):
+        time.sleep(1.0)
+        acked = cloud_pos(service, service.token)  # everything /pos reports is durable
+        service.stop(signal.SIGKILL)
+        time.sleep(0.3)
+        service.start()
+        after = cloud_pos(service, service.token)
+        assert after is not None and after[0] >= acked[0], f"round {round_}: {acked} -> {after}"
+    points = w.finish()
+    last = points[-1]
+    wait_until(lambda: cloud_pos(service, service.token) == (last[0], last[2]), timeout=10,
+               msg=lambda: f"service {cloud_pos(service, service.token)}, node {last}\n{n.log_text()[-3000:]}")
+    out = n.base / "final.db"
+    service.cli("export", "db", "-o", out, token=service.token)
+    assert int(db_checksum(out), 16) == last[2]
+    assert run("sqlite3", out, "PRAGMA integrity_check").stdout.strip() == "ok"
+    print(f"ingest with 3 kills: {len(points)} transactions, all on the service")
+
+
+def test_e2e_push_latency(node, service):
+    n = node(extra_config=backup_config(service.url, service.token)).start()
+    con = n.connect()
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    con.commit()
+    lat = []
+    for i in range(30):
+        con.execute("INSERT INTO t(v) VALUES (?)", (str(i),))
+        con.commit()
+        t0 = time.time()
+        want = hexpos(n)
+        wait_until(lambda: cloud_pos(service, service.token) == want, timeout=1.0, interval=0.002,
+                   msg=lambda: n.log_text()[-2000:])
+        lat.append(time.time() - t0)
+    con.close()
+    lat.sort()
+    print(f"commit -> on litefs-cloud: p50 {lat[15] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
