@@ -475,10 +475,15 @@ static struct bdb *state_of(struct backup *b, struct db *db)
 	return s;
 }
 
+/* Records the service's high-water mark. Retention is told one less: the
+ * record AT the mark must stay too, because positioning a cursor after
+ * the service's position (db_cursor_open) checks that record's checksum;
+ * without it the next push would find the service "not on the retained
+ * history". */
 static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
 {
 	s->hwm = hwm;
-	db_set_backup_hwm(db, hwm);
+	db_set_backup_hwm(db, hwm > 0 ? hwm - 1 : 0);
 }
 
 /* The first TXID of the oldest retained segment (0: none). */
@@ -506,6 +511,13 @@ static int open_spool(struct backup *b)
 		unlink(path);
 	free(path);
 	return rc;
+}
+
+/* Decisions are logged at info level, but only at debug while they repeat
+ * during a failure streak (the failure itself was logged once). */
+static enum log_level decision_level(const struct backup *b)
+{
+	return b->last_error[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO;
 }
 
 /* ---- Uploads ------------------------------------------------------------------- */
@@ -624,7 +636,7 @@ static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct 
 			s->known = false;
 		}
 		json_decref(root);
-		LOG_INFO("backup", "msg=\"the service is not where this node thought; comparing positions again\" "
+		LOG(decision_level(b), "backup", "msg=\"the service is not where this node thought; comparing positions again\" "
 				   "db=%s txid=%016" PRIx64 " service_txid=%016" PRIx64,
 			 db->name, body->h.min_txid, s->known ? s->remote.txid : 0);
 	} else if (rc == 0) {
@@ -709,7 +721,7 @@ static int push_snapshot(struct backup *b, struct db *db, struct bdb *s, const c
 		close(fd);
 		return rc;
 	}
-	LOG_INFO("backup", "msg=\"uploading a snapshot: %s\" db=%s txid=%016" PRIx64 " bytes=%" PRIu64, why, db->name,
+	LOG(decision_level(b), "backup", "msg=\"uploading a snapshot: %s\" db=%s txid=%016" PRIx64 " bytes=%" PRIu64, why, db->name,
 		 pos.txid, body.len);
 	rc = post_tx(b, db, s, &body, f);
 	close(fd);
@@ -799,13 +811,6 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 }
 
 /* ---- Decisions -------------------------------------------------------------------- */
-
-/* Decisions are logged at info level, but only at debug while they repeat
- * during a failure streak (the failure itself was logged once). */
-static enum log_level decision_level(const struct backup *b)
-{
-	return b->last_error[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO;
-}
 
 /* The table in the design comment, for one local database. */
 static int decide(struct backup *b, struct db *db, const struct ltx_pos *svc, struct fail *f)
