@@ -586,3 +586,56 @@ def test_e2e_push_latency(node, service):
     con.close()
     lat.sort()
     print(f"commit -> on litefs-cloud: p50 {lat[15] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
+
+
+def test_e2e_restore_in_wal_mode_while_readers_stay_open(cluster, service):
+    c = cluster(n=2, extra_config=backup_config(service.url, service.token))
+    con = c.primary.connect()
+    assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    con.close()
+    points = write_rows(c.primary, 20)
+    wait_until(lambda: cloud_pos(service, service.token) == hexpos(c.primary), timeout=3)
+    c.wait_synced()
+    # Long-lived connections on both nodes (idle between reads) see the
+    # restored state without reopening.
+    readers = [n.connect() for n in c.nodes]
+    for r in readers:
+        assert r.execute("SELECT count(*) FROM t").fetchone()[0] == points[-1][2]
+    p = points[7]
+    service.cli("restore", "db", "--txid", f"{p[0]:016x}", token=service.token)
+    wait_state(c, p[1], p[2])
+    for r in readers:
+        assert r.execute("SELECT count(*) FROM t").fetchone()[0] == p[2]
+        r.close()
+    # The primary's application keeps writing in WAL mode after the restore.
+    more = write_rows(c.primary, 3, start=50)
+    wait_until(lambda: cloud_pos(service, service.token) == hexpos(c.primary), timeout=3)
+    c.wait_synced()
+    assert count_rows(c.replicas[0].db()) == more[-1][2] == p[2] + 3
+
+
+def test_e2e_restore_while_the_primary_keeps_writing(cluster, service):
+    """A restore races local commits: the service's new TXID collides with
+    ones the primary made meanwhile (diverged), or is ahead of it. Either
+    way the restore wins, and the cluster and the service converge."""
+    c = cluster(n=2, extra_config=backup_config(service.url, service.token))
+    w = Writer(c.primary, pause=0.002)
+    w.start()
+    time.sleep(1.0)
+    target = w.points[len(w.points) // 3]
+    service.cli("restore", "db", "--txid", f"{target[0]:016x}", token=service.token)
+    restored_at = cloud_pos(service, service.token)
+    time.sleep(2.0)
+    points = w.finish()
+    last = points[-1]
+    wait_until(lambda: cloud_pos(service, service.token) == (last[0], last[2]), timeout=5,
+               msg=lambda: f"service {cloud_pos(service, service.token)}, node {last}\n" + c.describe())
+    c.wait_synced()
+    for n in c.nodes:
+        assert node_state(n) == (last[2], "ok", last[3])
+    log = c.primary.log_text()
+    assert "the service was ahead" in log or "the service had diverged" in log, log[-3000:]
+    # The writer saw the restore: right after it, its row count dropped to
+    # the target's plus what it wrote since.
+    after = [p for p in points if p[0] > restored_at[0]]
+    assert after and after[0][3] <= target[3] + (after[0][0] - restored_at[0]) + 1, (target, restored_at, after[:3])
