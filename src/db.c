@@ -2067,17 +2067,22 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 	c->next_txid = after.txid + 1;
 	if (after.txid > db->pos.txid) {
 		rc = ERR_NEED_SNAPSHOT; /* the replica is ahead: it diverged */
+		c->diverged = true;
 	} else if (after.txid == db->pos.txid) {
-		if (after.txid != 0 && after.checksum != db->pos.checksum)
+		if (after.txid != 0 && after.checksum != db->pos.checksum) {
 			rc = ERR_NEED_SNAPSHOT;
+			c->diverged = true;
+		}
 	} else if (after.txid == 0) {
 		if (db->oldest_txid != 1)
 			rc = ERR_NEED_SNAPSHOT;
 	} else {
 		uint64_t post = 0;
 		rc = cursor_seek(c, after.txid, &post);
-		if (rc == 0 && post != after.checksum)
+		if (rc == 0 && post != after.checksum) {
 			rc = ERR_NEED_SNAPSHOT;
+			c->diverged = true;
+		}
 	}
 	pthread_mutex_unlock(&db->mu);
 	if (rc)
@@ -2641,9 +2646,9 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 	if (from.txid == 0)
 		from.checksum = 0;
 	if (snapshot && from.txid != 0)
-		LOG_WARN("db", "msg=\"replacing the database with the primary's snapshot; local transactions not on the "
-			       "primary's chain are discarded\" db=%s local_txid=%016" PRIx64 " local_checksum=%016" PRIx64
-			       " primary_txid=%016" PRIx64, db->name, from.txid, from.checksum, h->max_txid);
+		LOG_INFO("db", "msg=\"replacing the database with a snapshot\" db=%s local_txid=%016" PRIx64
+			       " snapshot_txid=%016" PRIx64, db->name, from.txid, h->max_txid);
+
 	rc = dbfile_apply(db->db_fd, spool, ltxlog_read, &r, from, res);
 	if (spool >= 0)
 		close(spool);

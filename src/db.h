@@ -187,6 +187,8 @@ struct db_cursor {
 	uint64_t seg_first;  /* its first TXID */
 	uint64_t off;        /* offset of the next record header in it */
 	uint64_t next_txid;  /* TXID of the next record to return */
+	bool diverged;       /* set by db_cursor_open(): the position is not on
+				this chain (ahead, or another checksum at its TXID) */
 };
 
 /* Positions c just after `after` (a replica's position). Returns 0 when

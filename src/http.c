@@ -1548,7 +1548,7 @@ static int sess_queue_ltx(struct stream_sess *s, uint8_t type, const char *name,
 
 /* Sends a snapshot of d: 1 when queued, 0 when there is nothing to send
  * (an empty or deleted database: wait for it to change), or an error. */
-static int sess_snapshot(struct stream_sess *s, struct stream_db *d)
+static int sess_snapshot(struct stream_sess *s, struct stream_db *d, bool diverged)
 {
 	char *path = NULL;
 	struct ltx_pos pos = { 0 };
@@ -1575,11 +1575,13 @@ static int sess_snapshot(struct stream_sess *s, struct stream_db *d)
 		return rc;
 	}
 	LOG_INFO("http", "msg=\"stream: sending a snapshot\" peer=%s db=%s from_txid=%016" PRIx64
-			 " txid=%016" PRIx64 " bytes=%lld",
-		 s->peer, d->db->name, d->from.txid, pos.txid, (long long)sb.st_size);
+			 " txid=%016" PRIx64 " bytes=%lld reason=%s",
+		 s->peer, d->db->name, d->from.txid, pos.txid, (long long)sb.st_size,
+		 diverged ? "diverged" : "behind-retention");
 	d->from = pos;
 	d->sent_txid = pos.txid;
-	return sess_queue_ltx(s, STREAM_SNAPSHOT, d->db->name, fd, true, 0, (uint64_t)sb.st_size);
+	return sess_queue_ltx(s, diverged ? STREAM_SNAPSHOT_DIVERGED : STREAM_SNAPSHOT, d->db->name, fd, true, 0,
+			      (uint64_t)sb.st_size);
 }
 
 /* One step for one database: 1 when a frame was queued, 0 when it has
@@ -1598,7 +1600,7 @@ static int sess_db_step(struct stream_sess *s, struct stream_db *d)
 		int rc = db_cursor_open(d->db, d->from, &d->cur);
 		if (rc == ERR_NEED_SNAPSHOT) {
 			db_cursor_close(&d->cur);
-			return sess_snapshot(s, d);
+			return sess_snapshot(s, d, d->cur.diverged);
 		}
 		if (rc != 0) {
 			db_cursor_close(&d->cur);
@@ -1620,7 +1622,7 @@ static int sess_db_step(struct stream_sess *s, struct stream_db *d)
 		db_cursor_close(&d->cur);
 		d->cursor_open = false;
 		d->from.txid = d->sent_txid;
-		return sess_snapshot(s, d);
+		return sess_snapshot(s, d, false);
 	}
 	if (rc < 0)
 		LOG_WARN("http", "msg=\"stream: cannot read the chain\" peer=%s db=%s txid=%016" PRIx64 " err=\"%s\"",

@@ -105,6 +105,7 @@ struct conn {
 	uint32_t ltx_len;
 	bool skip;                 /* frame of a database we do not follow */
 	bool snapshot;
+	bool diverged;       /* the frame says the local history diverged */
 
 	/* The last heartbeat not yet reached. */
 	struct stream_entry *hb;
@@ -249,6 +250,7 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 	snprintf(c->db_name, sizeof(c->db_name), "%s", ev->name);
 	c->ltx_len = ev->ltx_len;
 	c->snapshot = ev->snapshot;
+	c->diverged = ev->diverged;
 	c->skip = !followed(c->r, ev->name);
 	if (!store_valid_db_name(ev->name)) {
 		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
@@ -301,9 +303,16 @@ static int on_ltx_end(struct conn *c)
 		LOG_DEBUG("repl", "msg=\"ignored a database outside lease.databases\" db=%s", c->db_name);
 		return 0;
 	}
+	struct db *db = store_find(c->r->st, c->db_name, true);
+	struct ltx_pos local = db ? db_pos(db) : (struct ltx_pos){ 0 };
 	int rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
 	uint64_t min_txid, max_txid;
 	spooled_txids(c, &min_txid, &max_txid);
+	if (rc == 0 && c->diverged)
+		LOG_WARN("repl", "msg=\"this node's history diverged from the primary's: its local transactions were "
+				 "discarded and the database replaced by the primary's snapshot\" db=%s local_txid=%016" PRIx64
+				 " local_checksum=%016" PRIx64 " primary_txid=%016" PRIx64,
+			 c->db_name, local.txid, local.checksum, max_txid);
 	if (rc != 0) {
 		conn_fail(c, rc, "the primary's %s for db %s (txid %016" PRIx64 "-%016" PRIx64 ") was refused: %s",
 			  c->snapshot ? "snapshot" : "LTX", c->db_name, min_txid, max_txid, err_str(rc));

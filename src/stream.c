@@ -37,6 +37,9 @@
  *         record of the primary's chain, byte for byte).
  *   'S'   snapshot: same layout; the LTX is a snapshot (TXID 1..pos, every
  *         page) that replaces the replica's database.
+ *   'D'   snapshot, same layout, sent because the replica's position is not
+ *         on the primary's chain (ahead of it, or another checksum at its
+ *         TXID): the replica's own transactions are discarded.
  *   'R'   ready: empty. Every database has reached the position it had
  *         on the primary when the request arrived.
  *   'B'   heartbeat: a list: the primary's wall clock and the position
@@ -149,7 +152,7 @@ static size_t name_len_ok(const char *name)
 int stream_encode_ltx_prefix(uint8_t *out, uint8_t type, const char *name, uint32_t ltx_len)
 {
 	size_t n = name_len_ok(name);
-	if ((type != STREAM_LTX && type != STREAM_SNAPSHOT) || n == 0 || ltx_len < STREAM_MIN_LTX_LEN ||
+	if ((type != STREAM_LTX && type != STREAM_SNAPSHOT && type != STREAM_SNAPSHOT_DIVERGED) || n == 0 || ltx_len < STREAM_MIN_LTX_LEN ||
 	    ltx_len > STREAM_MAX_LTX_LEN)
 		return ERR_INVAL;
 	stream_encode_header(out, type, (uint32_t)(2 + n) + ltx_len);
@@ -231,7 +234,7 @@ static bool type_allowed(enum stream_dir dir, uint8_t type)
 		return true;
 	if (dir == STREAM_DIR_REQUEST)
 		return type == STREAM_POSITIONS;
-	return type == STREAM_LTX || type == STREAM_SNAPSHOT || type == STREAM_READY ||
+	return type == STREAM_LTX || type == STREAM_SNAPSHOT || type == STREAM_SNAPSHOT_DIVERGED || type == STREAM_READY ||
 	       type == STREAM_HEARTBEAT || type == STREAM_END;
 }
 
@@ -267,6 +270,7 @@ static int begin_frame(struct stream_parser *p, struct stream_event *ev)
 		return 1;
 	case STREAM_LTX:
 	case STREAM_SNAPSHOT:
+	case STREAM_SNAPSHOT_DIVERGED:
 		if (p->len < 2 + 1 + STREAM_MIN_LTX_LEN)
 			return fail(p, ERR_REPL_PROTOCOL, "ltx frame too short to hold a name and an LTX file");
 		p->name_len_have = 0;
@@ -388,7 +392,8 @@ static int step(struct stream_parser *p, const uint8_t *in, size_t len, size_t *
 			return fail(p, ERR_REPL_PROTOCOL, "ltx frame: NUL byte in the name");
 		ev->kind = STREAM_EV_LTX_BEGIN;
 		ev->name = p->name;
-		ev->snapshot = p->type == STREAM_SNAPSHOT;
+		ev->snapshot = p->type == STREAM_SNAPSHOT || p->type == STREAM_SNAPSHOT_DIVERGED;
+		ev->diverged = p->type == STREAM_SNAPSHOT_DIVERGED;
 		ev->ltx_len = p->ltx_left;
 		p->state = S_LTX_BODY;
 		return 1;
@@ -402,7 +407,8 @@ static int step(struct stream_parser *p, const uint8_t *in, size_t len, size_t *
 			p->state = S_LTX_END;
 		ev->kind = STREAM_EV_LTX_DATA;
 		ev->name = p->name;
-		ev->snapshot = p->type == STREAM_SNAPSHOT;
+		ev->snapshot = p->type == STREAM_SNAPSHOT || p->type == STREAM_SNAPSHOT_DIVERGED;
+		ev->diverged = p->type == STREAM_SNAPSHOT_DIVERGED;
 		ev->data = in;
 		ev->len = n;
 		return 1;
@@ -411,7 +417,8 @@ static int step(struct stream_parser *p, const uint8_t *in, size_t len, size_t *
 		p->state = S_HDR;
 		ev->kind = STREAM_EV_LTX_END;
 		ev->name = p->name;
-		ev->snapshot = p->type == STREAM_SNAPSHOT;
+		ev->snapshot = p->type == STREAM_SNAPSHOT || p->type == STREAM_SNAPSHOT_DIVERGED;
+		ev->diverged = p->type == STREAM_SNAPSHOT_DIVERGED;
 		return 1;
 	case S_SMALL:
 		*used = take(p->body, &p->body_have, p->len, in, len);

@@ -38,6 +38,7 @@ enum stream_type {
 	STREAM_POSITIONS = 'P',  /* request: the replica's positions */
 	STREAM_LTX = 'L',        /* response: one LTX file of a database */
 	STREAM_SNAPSHOT = 'S',   /* response: a snapshot LTX of a database */
+	STREAM_SNAPSHOT_DIVERGED = 'D', /* response: a snapshot; the replica's own history diverged */
 	STREAM_READY = 'R',      /* response: caught up with the connect-time state */
 	STREAM_HEARTBEAT = 'B',  /* response: the primary's positions and time */
 	STREAM_END = 'E',        /* response: clean end (the primary stops) */
@@ -101,7 +102,8 @@ struct stream_event {
 	enum stream_ev kind;
 	uint8_t type;              /* the frame's type */
 	const char *name;          /* LTX events: borrowed; valid until the frame ends */
-	bool snapshot;             /* LTX events: a snapshot frame */
+	bool snapshot;             /* LTX events: a snapshot frame ('S' or 'D') */
+	bool diverged;             /* LTX events: 'D': the replica's transactions are not the primary's */
 	uint32_t ltx_len;          /* LTX_BEGIN */
 	const uint8_t *data;       /* LTX_DATA: borrowed from the input */
 	size_t len;
