@@ -67,6 +67,7 @@
 #include "err.h"
 #include "fdio.h"
 #include "log.h"
+#include "mhd.h"
 #include "ltx.h"
 #include "store.h"
 
@@ -132,14 +133,6 @@ struct creq {
 	/* POST /db/upload: the spooled body. */
 	int spool_fd;
 };
-
-/* Replaces characters that would break a logfmt quoted value. */
-static void log_clean(char *s)
-{
-	for (; *s; s++)
-		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
-			*s = '\'';
-}
 
 static void hex16(char *buf, uint64_t v)
 {
@@ -229,8 +222,8 @@ static enum MHD_Result reply_fail(struct MHD_Connection *conn, const char *url, 
 	char logmsg[MSG_LEN], dbname[DB_NAME_MAX + 1];
 	snprintf(logmsg, sizeof(logmsg), "%s", q->fail_msg);
 	snprintf(dbname, sizeof(dbname), "%s", q->db[0] ? q->db : "-");
-	log_clean(logmsg);
-	log_clean(dbname);
+	mhd_log_clean(logmsg);
+	mhd_log_clean(dbname);
 	LOG_WARN("cloud-http", "msg=\"request refused\" path=%s cluster=%s db=\"%s\" status=%u code=%s reason=\"%s\"",
 		 url, q->cluster[0] ? q->cluster : "-", dbname, q->fail_status, q->fail_code, logmsg);
 	json_t *o = json_object();
@@ -985,98 +978,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	atomic_fetch_sub(&srv->n_active, 1);
 }
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char msg[MSG_LEN];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	size_t n = strlen(msg);
-	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-		msg[--n] = '\0';
-	log_clean(msg);
-	LOG_WARN("cloud-http", "msg=\"libmicrohttpd: %s\"", msg);
-}
-#pragma GCC diagnostic pop
-
 /* ---- Start and stop ----------------------------------------------------- */
-
-/* Splits addr into host ("" for all interfaces) and port. 0 or ERR_INVAL. */
-static int split_addr(const char *addr, char *host, size_t host_len, char *port, size_t port_len)
-{
-	const char *colon = addr ? strrchr(addr, ':') : NULL;
-	if (!colon)
-		return ERR_INVAL;
-	const char *h = addr;
-	size_t hn = (size_t)(colon - addr);
-	if (hn >= 2 && addr[0] == '[' && addr[hn - 1] == ']') {
-		h++;
-		hn -= 2;
-	} else if (memchr(addr, ':', hn) != NULL) {
-		return ERR_INVAL; /* an unbracketed IPv6 address is ambiguous */
-	}
-	const char *p = colon + 1;
-	size_t pn = strlen(p);
-	if (pn == 0 || pn > 5 || strspn(p, "0123456789") != pn || strtoul(p, NULL, 10) > 65535 || hn >= host_len ||
-	    pn >= port_len)
-		return ERR_INVAL;
-	memcpy(host, h, hn);
-	host[hn] = '\0';
-	memcpy(port, p, pn + 1);
-	return 0;
-}
-
-static struct MHD_Daemon *start_daemon(struct cloud_http *srv, unsigned flags, uint16_t port,
-				       const struct sockaddr *sa)
-{
-	struct MHD_OptionItem opts[] = {
-		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, NULL },
-		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, srv },
-		{ MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, NULL },
-		{ MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, NULL },
-		{ sa ? MHD_OPTION_SOCK_ADDR : MHD_OPTION_END, 0, (void *)sa },
-		{ MHD_OPTION_END, 0, NULL },
-	};
-	return MHD_start_daemon(flags, port, NULL, NULL, on_request, srv, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
-}
 
 static int listen_on(struct cloud_http *srv, const char *addr)
 {
-	char host[256], port[8];
-	if (split_addr(addr, host, sizeof(host), port, sizeof(port)) != 0) {
-		LOG_ERROR("cloud-http", "msg=\"invalid listen address: expected host:port, [ipv6]:port or :port\" addr=\"%s\"",
-			  addr ? addr : "");
-		return ERR_INVAL;
-	}
-	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-			 MHD_USE_ERROR_LOG | MHD_USE_ITC;
-	uint16_t port_num = (uint16_t)strtoul(port, NULL, 10);
-	errno = 0;
-	if (host[0] == '\0') {
-		srv->daemon = start_daemon(srv, flags | MHD_USE_DUAL_STACK, port_num, NULL);
-		if (!srv->daemon)
-			srv->daemon = start_daemon(srv, flags, port_num, NULL);
-	} else {
-		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-		struct addrinfo *ai = NULL;
-		int grc = getaddrinfo(host, port, &hints, &ai);
-		if (grc != 0 || !ai) {
-			LOG_ERROR("cloud-http", "msg=\"cannot resolve the listen address\" addr=\"%s\" err=\"%s\"", addr,
-				  gai_strerror(grc));
-			return ERR_INVAL;
-		}
-		srv->daemon = start_daemon(srv, ai->ai_family == AF_INET6 ? flags | MHD_USE_IPv6 : flags, port_num,
-					   ai->ai_addr);
-		freeaddrinfo(ai);
-	}
-	if (!srv->daemon) {
-		int rc = errno ? -errno : ERR_INVAL;
-		LOG_ERROR("cloud-http", "msg=\"cannot listen\" addr=\"%s\" err=\"%s\"", addr, err_str(rc));
-		return rc;
-	}
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	srv->port = info ? info->port : 0;
-	return 0;
+	struct mhd_listen l = {
+		.addr = addr, .mod = "cloud-http", .handler = on_request, .completed = on_completed, .cls = srv,
+		.connection_limit = CONNECTION_LIMIT, .timeout_s = CONNECTION_TIMEOUT_S,
+	};
+	uint16_t port = 0;
+	int rc = mhd_start(&l, &srv->daemon, &port);
+	srv->port = port;
+	return rc;
 }
 
 int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const struct cloud_http_opts *opts,

@@ -162,6 +162,7 @@
 #include "fusefs.h"
 #include "http.h"
 #include "log.h"
+#include "mhd.h"
 #include "ltx.h"
 #include "sqlchild.h"
 #include "store.h"
@@ -247,14 +248,6 @@ static void db_view_take(struct db *db, struct db_view *v)
 	v->n_commits = db->n_commits;
 	v->oldest_txid = db->oldest_txid;
 	pthread_mutex_unlock(&db->mu);
-}
-
-/* Replaces characters that would break a logfmt quoted value. */
-static void log_sanitize(char *s)
-{
-	for (; *s; s++)
-		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
-			*s = '\'';
 }
 
 /* ---- Responses ---------------------------------------------------------- */
@@ -1015,7 +1008,7 @@ static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connect
 	atomic_fetch_add(&srv->n_import_err, 1);
 	char logmsg[HTTP_MSG_LEN];
 	snprintf(logmsg, sizeof(logmsg), "%s", ir->fail_msg);
-	log_sanitize(logmsg);
+	mhd_log_clean(logmsg);
 	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
 		 ir->n_bytes, ir->fail_status, logmsg);
 	return respond_error(conn, ir->fail_status, ir->fail_msg);
@@ -1270,7 +1263,7 @@ static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connect
 		atomic_fetch_add(&srv->n_export_err, 1);
 		char logmsg[HTTP_MSG_LEN];
 		snprintf(logmsg, sizeof(logmsg), "%s", r.msg);
-		log_sanitize(logmsg);
+		mhd_log_clean(logmsg);
 		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
 		return respond_error(conn, r.status, r.msg);
 	}
@@ -2193,94 +2186,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wformat-nonliteral"
-static void on_mhd_log(void *cls, const char *fmt, va_list ap)
-{
-	char msg[HTTP_MSG_LEN];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	size_t n = strlen(msg);
-	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-		msg[--n] = '\0';
-	log_sanitize(msg);
-	LOG_WARN("http", "msg=\"libmicrohttpd: %s\"", msg);
-}
-#pragma GCC diagnostic pop
-
 /* ---- Start and stop ----------------------------------------------------- */
-
-/* Splits "host:port", "[v6]:port" or ":port" (all interfaces). 0 or
- * ERR_INVAL. host gets "" for all interfaces. */
-static int parse_addr(const char *addr, char *host, size_t host_len, char *port, size_t port_len)
-{
-	const char *colon, *h = addr;
-	size_t hn;
-
-	if (addr == NULL)
-		return ERR_INVAL;
-	if (addr[0] == '[') {
-		const char *end = strchr(addr, ']');
-		if (!end || end[1] != ':')
-			return ERR_INVAL;
-		h = addr + 1;
-		hn = (size_t)(end - h);
-		colon = end + 1;
-		if (hn == 0)
-			return ERR_INVAL;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon)
-			return ERR_INVAL;
-		hn = (size_t)(colon - addr);
-		/* An unbracketed IPv6 address is ambiguous. */
-		if (memchr(addr, ':', hn) != NULL)
-			return ERR_INVAL;
-	}
-	const char *p = colon + 1;
-	size_t pn = strlen(p);
-	if (pn == 0 || pn > 5 || pn >= port_len || hn >= host_len)
-		return ERR_INVAL;
-	unsigned long v = 0;
-	for (size_t i = 0; i < pn; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return ERR_INVAL;
-		v = v * 10 + (unsigned long)(p[i] - '0');
-	}
-	if (v > 65535)
-		return ERR_INVAL;
-	memcpy(host, h, hn);
-	host[hn] = '\0';
-	memcpy(port, p, pn + 1);
-	return 0;
-}
-
-static struct MHD_Daemon *start_daemon(struct http_server *srv, unsigned flags, uint16_t port,
-				       const struct sockaddr *sa)
-{
-	if (sa)
-		return MHD_start_daemon(flags, port, NULL, NULL, on_request, srv,
-					MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-					MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-					MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTION_LIMIT,
-					MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONNECTION_TIMEOUT_S,
-					MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_END);
-	return MHD_start_daemon(flags, port, NULL, NULL, on_request, srv,
-				MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, NULL,
-				MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-				MHD_OPTION_CONNECTION_LIMIT, HTTP_CONNECTION_LIMIT,
-				MHD_OPTION_CONNECTION_TIMEOUT, HTTP_CONNECTION_TIMEOUT_S, MHD_OPTION_END);
-}
 
 int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts, struct http_server **out)
 {
 	const char *addr = opts->addr;
 	char host[256], port[8];
 	struct http_server *srv = NULL;
-	struct addrinfo *ai = NULL;
 	int rc;
 
 	*out = NULL;
-	if ((rc = parse_addr(addr, host, sizeof(host), port, sizeof(port))) != 0) {
+	if ((rc = mhd_parse_addr(addr, host, sizeof(host), port, sizeof(port))) != 0) {
 		LOG_ERROR("http", "msg=\"invalid http.addr: expected host:port, [ipv6]:port or :port\" addr=\"%s\"",
 			  addr ? addr : "");
 		return rc;
@@ -2315,45 +2231,17 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	}
 	clean_tmp_dir(srv->tmp_dir);
 
-	/* MHD_USE_ITC lets http_stop() quiesce the daemon (stop accepting)
-	 * while requests in flight finish. */
-	unsigned flags = MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION |
-			 MHD_USE_ERROR_LOG | MHD_USE_ITC;
-	uint16_t port_num = (uint16_t)strtoul(port, NULL, 10);
-	if (host[0] == '\0') {
-		/* All interfaces: IPv6 and IPv4 on one socket where the kernel
-		 * has IPv6, IPv4 alone otherwise. */
-		errno = 0;
-		srv->daemon = start_daemon(srv, flags | MHD_USE_DUAL_STACK, port_num, NULL);
-		if (!srv->daemon)
-			srv->daemon = start_daemon(srv, flags, port_num, NULL);
-	} else {
-		struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-					  .ai_flags = AI_NUMERICSERV };
-		int grc = getaddrinfo(host, port, &hints, &ai);
-		if (grc != 0 || ai == NULL) {
-			LOG_ERROR("http", "msg=\"cannot resolve http.addr host\" addr=\"%s\" err=\"%s\"", addr,
-				  gai_strerror(grc));
-			rc = ERR_INVAL;
-			goto err;
-		}
-		errno = 0;
-		srv->daemon = start_daemon(srv, ai->ai_family == AF_INET6 ? flags | MHD_USE_IPv6 : flags, port_num,
-					   ai->ai_addr);
-	}
-	if (!srv->daemon) {
-		rc = errno ? -errno : ERR_INVAL;
-		LOG_ERROR("http", "msg=\"cannot listen\" addr=\"%s\" err=\"%s\"", addr, err_str(rc));
+	struct mhd_listen l = {
+		.addr = addr, .mod = "http", .handler = on_request, .completed = on_completed, .cls = srv,
+		.connection_limit = HTTP_CONNECTION_LIMIT, .timeout_s = HTTP_CONNECTION_TIMEOUT_S,
+	};
+	uint16_t bound = 0;
+	if ((rc = mhd_start(&l, &srv->daemon, &bound)) != 0)
 		goto err;
-	}
-	const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
-	LOG_INFO("http", "msg=\"serving HTTP API\" addr=\"%s\" port=%u", addr, info ? (unsigned)info->port : 0u);
-	freeaddrinfo(ai);
+	LOG_INFO("http", "msg=\"serving HTTP API\" addr=\"%s\" port=%u", addr, (unsigned)bound);
 	*out = srv;
 	return 0;
 err:
-	if (ai)
-		freeaddrinfo(ai);
 	pthread_mutex_destroy(&srv->children_mu);
 	free(srv->tmp_dir);
 	free(srv->hostname);
