@@ -641,3 +641,9 @@ def test_e2e_restore_while_the_primary_keeps_writing(cluster, service):
     drops = [(a, b) for a, b in zip(points, points[1:]) if b[3] < a[3] - 10]
     assert len(drops) == 1, drops
     assert drops[0][1][3] <= target[3] + 20, (target, restored_at, drops)
+
+
+def test_environment_alone_turns_the_client_on(node, fake_cloud):
+    n = node(env={"LITEFS_CLOUD_TOKEN": TOKEN, "LITEFS_CLOUD_ENDPOINT": fake_cloud.url}).start()
+    write_rows(n, 3)
+    wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=3, msg=lambda: n.log_text()[-2000:])
