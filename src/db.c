@@ -1515,8 +1515,10 @@ int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
 		if (now - mtime_ms < retention_ms)
 			break;
-		/* Records the backup service has not acknowledged stay. */
-		if (firsts[i + 1] - 1 > db->backup_hwm)
+		/* Records the backup service has not acknowledged stay, and so
+		 * does the record at the HWM itself: the backup client checks
+		 * the service's position against it. */
+		if (db->backup_hwm != UINT64_MAX && firsts[i + 1] - 1 >= db->backup_hwm)
 			break;
 		if (unlinkat(db->ltx_dir_fd, name, 0) != 0)
 			break;

@@ -684,10 +684,23 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 {
 	struct dirbuf *b = (struct dirbuf *)(uintptr_t)fi->fh;
 	count(req, REQ_READDIR, "readdir", ino);
-	if ((size_t)off >= b->size)
+	if ((size_t)off >= b->size) {
 		fuse_reply_buf(req, NULL, 0);
-	else
-		fuse_reply_buf(req, b->p + off, b->size - (size_t)off < size ? b->size - (size_t)off : size);
+		return;
+	}
+	/* Reply from a copy: once the reply is written the kernel may send
+	 * RELEASEDIR, and another worker frees b while this one is still
+	 * inside fuse_reply_buf (AddressSanitizer checks the buffer after
+	 * writev returns). */
+	size_t n = b->size - (size_t)off < size ? b->size - (size_t)off : size;
+	char *copy = malloc(n);
+	if (copy == NULL) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, b->p + off, n);
+	fuse_reply_buf(req, copy, n);
+	free(copy);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
