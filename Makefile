@@ -55,7 +55,7 @@ FUZZ_SECONDS ?= 60
 
 PROGS := $(BUILD)/litefs $(BUILD)/litefs-cloud
 
-.PHONY: all deps test unit integration fuzz fuzz-build bench demo clean
+.PHONY: all deps test unit integration fuzz fuzz-build bench demo demo-stop clean
 all: $(PROGS)
 
 deps:
@@ -120,6 +120,9 @@ bench: deps all $(BENCH_BINS)
 
 demo: deps all
 	@scripts/demo
+
+demo-stop:
+	@scripts/demo stop
 
 clean:
 	rm -rf build
