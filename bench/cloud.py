@@ -1,0 +1,823 @@
+#!/usr/bin/python3
+"""The backup service, litefs-cloud, on loopback (BENCHMARKS.md, "Backup
+service"). Everything is measured in one run, on the disk of $BUILD, with
+its baseline beside it:
+
+1. ingest: chains of LTX files made by a real `litefs mount` (a SQLite
+   workload, then `litefs ltx split`) are POSTed to /db/tx back to back on
+   one keep-alive connection (and on 4 connections to 4 databases at
+   once): txns/s and MB/s of LTX bytes, against writing the same bytes to
+   files with one fsync each (and against the 3 fsyncs + rename the
+   service itself needs per upload) on the same disk.
+2. RPO: a primary with the backup client commits single-row INSERTs at a
+   steady rate; a poller asks the service GET /pos every POLL_MS on one
+   keep-alive connection. RPO = the moment /pos first shows the TXID (the
+   service answers /pos only from what it acknowledged: the HWM) minus the
+   moment the commit returned to the writer. p50/p99/max.
+3. restore reach: with nobody writing, `litefs-cloud restore DB --txid N`;
+   time from the CLI's return until the primary's and the replica's
+   `<mnt>/DB-pos` show the restored position.
+4. restore of a 100 MB (and with --big, 1 GB) database to a point deep in
+   history: import on a node (pushed to the service), then many update
+   transactions, then `export --txid <early>` and `restore --txid <early>`,
+   beside `cp` of a file of the same size (with and without fsync).
+5. storage for a simulated month: a real workload's LTX files re-stamped
+   (header timestamp; file checksum recomputed) to spread over 31 days
+   ending now, uploaded to a service with the default levels, snapshot
+   interval and retention (30 d); once compaction and retention settle,
+   stored bytes against the raw LTX bytes.
+
+Prints numbers; never fails on timing (a process that does not start or a
+restore that never arrives is an error).
+Usage: bench/cloud.py [--rounds N] [--secs S] [--month-txns N] [--big]
+                      [--only 1,2,3,4,5] [--keep]
+"""
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
+LITEFS = os.path.join(BUILD, "litefs")
+CLOUD = os.path.join(BUILD, "litefs-cloud")
+POLL_MS = 1.0
+MB = 1e6
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs, p):
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def wait_until(fn, timeout, what, interval=0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(interval)
+    raise SystemExit(f"timed out ({timeout}s) waiting for {what}")
+
+
+def dir_bytes(path):
+    n = 0
+    for d, _, fs in os.walk(path):
+        for f in fs:
+            try:
+                n += os.path.getsize(os.path.join(d, f))
+            except OSError:
+                pass
+    return n
+
+
+# ---------------------------------------------------------------- processes
+
+class Cloud:
+    def __init__(self, base, name, *args):
+        self.dir = os.path.join(base, name)
+        self.data = os.path.join(self.dir, "data")
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = list(args)
+        self.proc = None
+        self.token = None
+
+    def start(self):
+        self.token = subprocess.run([CLOUD, "cluster", "create", "bench", "-data-dir", self.data],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+        self.log = open(os.path.join(self.dir, "cloud.log"), "a")
+        self.proc = subprocess.Popen([CLOUD, "serve", "-addr", f"127.0.0.1:{self.port}", "-data-dir", self.data,
+                                      *self.args], stdout=self.log, stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                c.request("GET", "/healthz")
+                return c.getresponse().status == 200
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise SystemExit(f"litefs-cloud exited:\n{open(self.log.name).read()[-3000:]}")
+                return False
+        wait_until(up, 20, "litefs-cloud to listen", 0.02)
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self.log.close()
+
+    def conn(self):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+
+    def get(self, path, conn=None):
+        c = conn or self.conn()
+        c.request("GET", path, headers={"Authorization": self.token})
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise SystemExit(f"GET {path}: {r.status} {body[:300]!r}")
+        return json.loads(body)
+
+    def pos(self, db, conn=None):
+        p = self.get("/pos", conn).get(db)
+        return (int(p["txid"], 16), p["postApplyChecksum"]) if p else None
+
+    def cli(self, *args):
+        t0 = time.monotonic()
+        r = subprocess.run([CLOUD, *args, "-url", self.url, "-token", self.token], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"litefs-cloud {' '.join(args)}: {r.stdout}{r.stderr}")
+        return time.monotonic() - t0, r.stdout
+
+
+class Node:
+    def __init__(self, base, name, primary_port=None, cloud=None, retention="1h"):
+        self.name = name
+        self.dir = os.path.join(base, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.mnt = os.path.join(self.dir, "mnt")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cfg = os.path.join(self.dir, "litefs.yml")
+        candidate = primary_port is None
+        with open(self.cfg, "w") as f:
+            f.write(f"fuse:\n  dir: {self.mnt}\n"
+                    f"data:\n  dir: {self.data}\n  retention: {retention}\n"
+                    f"http:\n  addr: 127.0.0.1:{self.port}\n"
+                    f"lease:\n  type: static\n  candidate: {'true' if candidate else 'false'}\n"
+                    f"  hostname: node1\n  advertise-url: http://127.0.0.1:{primary_port or self.port}\n")
+            if cloud is not None:
+                f.write(f"backup:\n  type: litefs-cloud\n  url: {cloud.url}\n  auth-token: {cloud.token}\n")
+        self.proc = None
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "litefs.log"), "a")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LITEFS_CLOUD_")}
+        self.proc = subprocess.Popen([LITEFS, "mount", "-config", self.cfg], stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
+
+        def mounted():
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited:\n{open(self.log.name).read()[-3000:]}")
+            if os.path.ismount(self.mnt):
+                try:
+                    os.listdir(self.mnt)
+                    return True
+                except OSError:
+                    pass
+            return False
+        wait_until(mounted, 30, f"{self.name} to mount", 0.02)
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+        self.log.close()
+        if os.path.ismount(self.mnt):
+            subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+
+    def pos(self, db):
+        try:
+            with open(os.path.join(self.mnt, f"{db}-pos")) as f:
+                t, c = f.read().strip().split("/")
+            return int(t, 16), c
+        except (OSError, ValueError):
+            return None
+
+    def connect(self, db, mode="wal", sync="normal"):
+        con = sqlite3.connect(os.path.join(self.mnt, db), timeout=30, isolation_level=None)
+        con.execute(f"PRAGMA journal_mode={mode}")
+        con.execute(f"PRAGMA synchronous={sync}")
+        return con
+
+    def split(self, db, out):
+        os.makedirs(out, exist_ok=True)
+        d = os.path.join(self.data, "dbs", db, "ltx")
+        segs = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".ltxlog"))
+        subprocess.run([LITEFS, "ltx", "split", "-o", out, *segs], check=True, capture_output=True)
+        files = sorted(os.path.join(out, f) for f in os.listdir(out) if f.endswith(".ltx"))
+        if not files or not os.path.basename(files[0]).startswith("0000000000000001-"):
+            raise SystemExit(f"{db}: the split chain does not start at TXID 1 (retention?)")
+        return files
+
+
+# ------------------------------------------------------------------ helpers
+
+def post_tx(conn, token, db, body):
+    conn.request("POST", f"/db/tx?db={db}", body=body,
+                 headers={"Authorization": token, "Content-Type": "application/octet-stream"})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200:
+        raise SystemExit(f"POST /db/tx?db={db}: {r.status} {data[:300]!r}")
+    return r.getheader("Litefs-Hwm")
+
+
+def upload_chain(cloud, db, bodies):
+    conn = cloud.conn()
+    for b in bodies:
+        post_tx(conn, cloud.token, db, b)
+    conn.close()
+
+
+def fsync_files(dirpath, bodies, durable_put=False):
+    """The baseline: each body written to its own file and fsync'd. With
+    durable_put, also what an atomic durable put plus a catalog commit
+    costs at the least: temp file + fsync, rename, fsync of the directory,
+    and an append + fdatasync to a log (3 syncs, as the service does)."""
+    os.makedirs(dirpath, exist_ok=True)
+    dfd = os.open(dirpath, os.O_RDONLY)
+    logfd = os.open(os.path.join(dirpath, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for i, b in enumerate(bodies):
+        name = os.path.join(dirpath, f"{i:08d}.ltx")
+        tmp = name + ".tmp" if durable_put else name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, b)
+        os.fsync(fd)
+        os.close(fd)
+        if durable_put:
+            os.rename(tmp, name)
+            os.fsync(dfd)
+            os.write(logfd, b"x" * 200)
+            os.fdatasync(logfd)
+    os.close(dfd)
+    os.close(logfd)
+
+
+def parallel(fns):
+    errs = []
+
+    def wrap(f):
+        try:
+            f()
+        except BaseException as e:  # noqa: B902 — report, then fail the run
+            errs.append(e)
+    ts = [threading.Thread(target=wrap, args=(f,)) for f in fns]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise errs[0]
+    return time.monotonic() - t0
+
+
+RETIME_C = r"""
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <unistd.h>
+#include "ltx.h"
+#include "fdio.h"
+/* stdin: lines "IN OUT TIMESTAMP_MS"; each LTX file is decoded and encoded
+ * again, LZ4-compressed, with the new header timestamp (and so a new file
+ * checksum). Everything else (TXIDs, pages, checksums) is unchanged. */
+static uint8_t page[65536];
+int main(void)
+{
+	char in[4096], out[4096];
+	long long ts;
+	while (scanf("%4095s %4095s %lld", in, out, &ts) == 3) {
+		int ifd = open(in, O_RDONLY), ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		struct ltx_decoder *d = NULL;
+		struct ltx_encoder *e = NULL;
+		struct ltx_header h;
+		struct ltx_trailer t;
+		uint32_t pgno;
+		int rc;
+		if (ifd < 0 || ofd < 0 || ltx_decoder_new(&d, fdio_read, &ifd) != 0 || ltx_decoder_header(d, &h) != 0)
+			goto fail;
+		h.timestamp_ms = ts;
+		h.flags = LTX_FLAG_COMPRESS;
+		if (ltx_encoder_new(&e, &h, fdio_write, &ofd) != 0)
+			goto fail;
+		while ((rc = ltx_decoder_next_page(d, &pgno, page)) == 1)
+			if (ltx_encoder_write_page(e, pgno, page) != 0)
+				goto fail;
+		if (rc != 0 || ltx_decoder_finish(d, &t) != 0 || ltx_encoder_finish(e, t.post_apply_checksum, NULL) != 0)
+			goto fail;
+		ltx_decoder_free(d);
+		ltx_encoder_free(e);
+		close(ifd);
+		close(ofd);
+		continue;
+	fail:
+		fprintf(stderr, "retime: %s failed\n", in);
+		return 1;
+	}
+	return 0;
+}
+"""
+
+
+def build_retime(base):
+    src = os.path.join(base, "retime.c")
+    exe = os.path.join(base, "retime")
+    with open(src, "w") as f:
+        f.write(RETIME_C)
+    subprocess.run(["cc", "-O2", "-iquote", os.path.join(ROOT, "src"), "-o", exe, src,
+                    os.path.join(BUILD, "liblitefs.a"), "-llz4", "-lpthread", "-lm"], check=True)
+    return exe
+
+
+# ----------------------------------------------------------------- workload
+
+def make_workloads(base, month_txns):
+    """One node, no backup: real SQLite transactions, split into LTX files
+    exactly as the node recorded them (LZ4, as LiteFS sends them)."""
+    n = Node(base, "gen").start()
+    try:
+        con = n.connect("small.db")
+        con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        for _ in range(3000):
+            con.execute("INSERT INTO t(v) VALUES (randomblob(200))")
+        con.close()
+        con = n.connect("big.db")
+        con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        for _ in range(300):
+            # ~256 KiB per transaction: half random, half compressible text
+            con.execute("BEGIN")
+            for _ in range(32):
+                con.execute("INSERT INTO t(v) VALUES (randomblob(4000))")
+                con.execute("INSERT INTO t(v) VALUES (zeroblob(0) || printf('%.4000c', 'x') || hex(randomblob(8)))")
+            con.execute("COMMIT")
+        con.close()
+        # The month: a 5 MB table with an index, then small writes: 80 %
+        # single-row INSERTs, 20 % UPDATEs of a random row.
+        con = n.connect("month.db")
+        con.execute("CREATE TABLE events(id INTEGER PRIMARY KEY, user INTEGER, kind TEXT, body TEXT)")
+        con.execute("CREATE INDEX events_user ON events(user)")
+        con.execute("WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < 20000) "
+                    "INSERT INTO events(user, kind, body) SELECT abs(random()) % 1000, 'seed', "
+                    "hex(randomblob(100)) FROM k")
+        rng = random.Random(5)
+        for i in range(month_txns):
+            if rng.random() < 0.8:
+                con.execute("INSERT INTO events(user, kind, body) VALUES (?, 'click', hex(randomblob(?)))",
+                            (rng.randrange(1000), rng.randrange(40, 160)))
+            else:
+                con.execute("UPDATE events SET body = hex(randomblob(100)), kind = 'edit' WHERE id = ?",
+                            (rng.randrange(1, 20000 + i + 1),))
+        con.close()
+        out = {db: n.split(db, os.path.join(base, "ltx", db)) for db in ("small.db", "big.db", "month.db")}
+    finally:
+        n.stop()
+    shutil.rmtree(n.data, ignore_errors=True)
+    return out
+
+
+# ------------------------------------------------------------------ 1 ingest
+
+def bench_ingest(base, files, rounds):
+    cloud = Cloud(base, "cloud-ingest").start()
+    disk = os.path.join(base, "fsync")
+    chains = {k: [open(f, "rb").read() for f in files[k]] for k in ("small.db", "big.db")}
+    res = {}
+
+    def note(case, secs, n, nbytes):
+        res.setdefault(case, []).append((n / secs, nbytes / MB / secs))
+
+    try:
+        for r in range(rounds):
+            for k, bodies in chains.items():
+                nb = sum(map(len, bodies))
+                t0 = time.monotonic()
+                fsync_files(os.path.join(disk, f"{k}-{r}"), bodies)
+                note((k, "1", "fsync"), time.monotonic() - t0, len(bodies), nb)
+                t0 = time.monotonic()
+                fsync_files(os.path.join(disk, f"{k}-{r}-put"), bodies, durable_put=True)
+                note((k, "1", "put"), time.monotonic() - t0, len(bodies), nb)
+                t0 = time.monotonic()
+                upload_chain(cloud, f"{k}-{r}", bodies)
+                note((k, "1", "cloud"), time.monotonic() - t0, len(bodies), nb)
+            bodies = chains["small.db"]
+            nb = sum(map(len, bodies))
+            secs = parallel([lambda i=i: fsync_files(os.path.join(disk, f"par-{r}-{i}"), bodies) for i in range(4)])
+            note(("small.db", "4", "fsync"), secs, 4 * len(bodies), 4 * nb)
+            secs = parallel([lambda i=i: fsync_files(os.path.join(disk, f"par-{r}-{i}-put"), bodies, True)
+                             for i in range(4)])
+            note(("small.db", "4", "put"), secs, 4 * len(bodies), 4 * nb)
+            secs = parallel([lambda i=i: upload_chain(cloud, f"par{i}-{r}", bodies) for i in range(4)])
+            note(("small.db", "4", "cloud"), secs, 4 * len(bodies), 4 * nb)
+            shutil.rmtree(disk, ignore_errors=True)
+    finally:
+        cloud.stop()
+        shutil.rmtree(cloud.dir, ignore_errors=True)
+    print(f"\n== 1. ingest: POST /db/tx back to back (keep-alive), {rounds} rounds, medians; "
+          f"baselines on the same disk")
+    for k, bodies in chains.items():
+        nb = sum(map(len, bodies))
+        print(f"   {k}: {len(bodies)} LTX files from the node, {nb / MB:.1f} MB, "
+              f"{nb / len(bodies) / 1000:.1f} kB per transaction")
+    print(f"{'chain':<10}{'streams':>8}{'case':>7}{'tx/s':>10}{'MB/s':>9}{'vs fsync':>10}{'vs put':>8}")
+    for (k, s, case) in res:
+        if case != "fsync":
+            continue
+        rows = {c: (med([x[0] for x in res[(k, s, c)]]), med([x[1] for x in res[(k, s, c)]]))
+                for c in ("fsync", "put", "cloud")}
+        for c, (tps, mbs) in rows.items():
+            print(f"{k:<10}{s:>8}{c:>7}{tps:>10.0f}{mbs:>9.2f}{tps / rows['fsync'][0]:>10.2f}"
+                  f"{tps / rows['put'][0]:>8.2f}")
+
+
+# --------------------------------------------------------- 2 RPO, 3 restore
+
+POS_POLLER = r"""
+import http.client, json, sys, time
+port, token, db, last, poll, secs = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5]) / 1000, float(sys.argv[6])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+seen, out = -1, []
+deadline = time.time() + secs
+while time.time() < deadline:
+    c.request("GET", "/pos", headers={"Authorization": token})
+    r = c.getresponse()
+    p = json.loads(r.read()).get(db)
+    t = int(p["txid"], 16) if p else -1
+    if t > seen:
+        seen = t
+        out.append(f"{t} {time.monotonic_ns()}")
+        if t >= last:
+            break
+    time.sleep(poll)
+print("\n".join(out))
+"""
+
+
+def rpo_run(cloud, primary, db, rate, secs):
+    con = primary.connect(db, "wal", "full")
+    con.execute("CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB)")
+    wait_until(lambda: cloud.pos(db) == primary.pos(db), 10, "the service to catch up")
+    start = primary.pos(db)[0]
+    n = int(rate * secs)
+    poller = subprocess.Popen([sys.executable, "-c", POS_POLLER, str(cloud.port), cloud.token, db,
+                               str(start + n), str(POLL_MS), str(secs + 30)], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.3)
+    commits = []
+    t0 = time.monotonic()
+    for k in range(n):
+        d = t0 + k / rate - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+        con.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+        commits.append(time.monotonic_ns())
+    elapsed = time.monotonic() - t0
+    con.close()
+    out, _ = poller.communicate(timeout=secs + 60)
+    obs = [tuple(int(x) for x in line.split()) for line in out.split("\n") if line.strip()]
+    lags, j = [], 0
+    for k, tc in enumerate(commits):
+        while j < len(obs) and obs[j][0] < start + 1 + k:
+            j += 1
+        if j < len(obs):
+            lags.append((obs[j][1] - tc) / 1e6)
+    return n / elapsed, lags, len(obs)
+
+
+def bench_rpo_and_restore(base, secs, rounds):
+    cloud = Cloud(base, "cloud-rpo").start()
+    primary = Node(base, "p", cloud=cloud)
+    replica = Node(base, "r", primary_port=primary.port, cloud=cloud)
+    try:
+        primary.start()
+        replica.start()
+        print(f"\n== 2. RPO: commit on the primary (WAL, synchronous=FULL) -> TXID acknowledged by the "
+              f"service (GET /pos every {POLL_MS} ms, keep-alive); a replica attached")
+        print(f"{'target tx/s':>12}{'achieved':>10}{'samples':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+              f"{'/pos changes':>13}")
+        for rate in (10, 100, 500):
+            achieved, lags, changes = rpo_run(cloud, primary, f"rpo{rate}.db", rate, secs)
+            print(f"{rate:>12}{achieved:>10.0f}{len(lags):>9}{pct(lags, 50):>9.2f}{pct(lags, 99):>9.2f}"
+                  f"{max(lags) if lags else float('nan'):>9.2f}{changes:>13}")
+
+        db = "restore.db"
+        con = primary.connect(db, "wal", "full")
+        con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        hist = []
+        for _ in range(60):
+            con.execute("INSERT INTO t(v) VALUES (randomblob(300))")
+            hist.append(primary.pos(db))
+            time.sleep(0.01)
+        con.close()
+        wait_until(lambda: cloud.pos(db) == primary.pos(db) == replica.pos(db), 20, "service and replica")
+        rng = random.Random(3)
+        rows = []
+        for i in range(max(5, 3 * rounds)):
+            time.sleep(rng.uniform(0.2, 1.2))  # random phase against the nodes' 1 s comparison
+            target = hist[rng.randrange(5, len(hist) - 5)][0]
+            cli, _ = cloud.cli("restore", db, "--txid", f"{target:016x}")
+            t1 = time.monotonic()
+            want = cloud.pos(db)
+            got = {}
+            while len(got) < 2 and time.monotonic() - t1 < 30:
+                for n in (primary, replica):
+                    if n.name not in got and n.pos(db) == want:
+                        got[n.name] = time.monotonic() - t1
+                time.sleep(0.002)
+            if len(got) < 2:
+                raise SystemExit(f"restore to {target} did not reach both nodes: {got}, want {want}")
+            rows.append((cli, got["p"], got["r"]))
+        print(f"\n== 3. restore made on the service -> both nodes' -pos (nobody writing), {len(rows)} restores")
+        print(f"{'':<30}{'p50 s':>8}{'max s':>8}")
+        for label, k in (("CLI restore (request)", 0), ("-> primary, after the CLI", 1),
+                         ("-> replica, after the CLI", 2)):
+            xs = [r[k] for r in rows]
+            print(f"{label:<30}{med(xs):>8.3f}{max(xs):>8.3f}")
+        print("   each:", ", ".join(f"{r[1]:.2f}/{r[2]:.2f}" for r in rows), "(primary/replica s)")
+    finally:
+        replica.stop()
+        primary.stop()
+        cloud.stop()
+        shutil.rmtree(os.path.join(base, "p"), ignore_errors=True)
+        shutil.rmtree(os.path.join(base, "r"), ignore_errors=True)
+        shutil.rmtree(cloud.dir, ignore_errors=True)
+
+
+# --------------------------------------------------------- 4 big restores
+
+def timed(fn):
+    t0 = time.monotonic()
+    fn()
+    return time.monotonic() - t0
+
+
+def cp_times(src, dst, rounds):
+    plain, synced = [], []
+    subprocess.run(["cp", src, dst], check=True)  # warm-up: src in the page cache, as the service's objects are
+    for _ in range(max(3, rounds)):
+        for lst, sync in ((plain, False), (synced, True)):
+            if os.path.exists(dst):
+                os.unlink(dst)
+            t0 = time.monotonic()
+            subprocess.run(["cp", src, dst], check=True)
+            if sync:
+                fd = os.open(dst, os.O_RDONLY)
+                os.fsync(fd)
+                os.close(fd)
+            lst.append(time.monotonic() - t0)
+    os.unlink(dst)
+    return med(plain), med(synced)
+
+
+def checksum(path):
+    r = subprocess.run([LITEFS, "ltx", "checksum", path], capture_output=True, text=True, check=True)
+    return r.stdout.strip().split()[-1]
+
+
+def bench_big_restore(base, size_mb, n_updates, rounds):
+    cloud = Cloud(base, f"cloud-big{size_mb}", "-levels", "1s,10s,1m", "-snapshot-interval", "10m",
+                  "-max-upload-size", "8GiB").start()
+    node = Node(base, f"big{size_mb}", cloud=cloud)
+    db = f"big{size_mb}.db"
+    src = os.path.join(base, f"src{size_mb}.db")
+    res = {}
+    try:
+        node.start()
+        rows = size_mb * 1000 * 1000 // 1000
+        t0 = time.monotonic()
+        s = sqlite3.connect(src)
+        s.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        s.execute(f"WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {rows}) "
+                  "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM k")
+        s.commit()
+        s.close()
+        res["make"] = time.monotonic() - t0
+        size = os.path.getsize(src)
+        res["import"] = timed(lambda: subprocess.run([LITEFS, "import", "-url", node.url, "-name", db, src],
+                                                     check=True, capture_output=True))
+        t0 = time.monotonic()
+        wait_until(lambda: cloud.pos(db) == node.pos(db), 600, "the import to reach the service", 0.05)
+        res["push"] = time.monotonic() - t0
+        # Many later transactions: each updates 8 random rows.
+        con = node.connect(db, "wal", "normal")
+        rng = random.Random(7)
+        hist = []
+        t0 = time.monotonic()
+        for k in range(n_updates):
+            d = t0 + k / 100.0 - time.monotonic()
+            if d > 0:
+                time.sleep(d)
+            ids = ",".join(str(rng.randrange(1, rows + 1)) for _ in range(8))
+            con.execute(f"UPDATE t SET v = randomblob(500) || zeroblob(500) WHERE id IN ({ids})")
+            hist.append(node.pos(db))
+        con.close()
+        wait_until(lambda: cloud.pos(db) == node.pos(db), 120, "the updates to reach the service", 0.05)
+        time.sleep(4)  # compaction (1 s / 10 s levels) catches up
+        target = hist[n_updates // 10]
+        info = cloud.get(f"/db/info?db={db}")
+        res["levels"] = [(lv["level"], lv["files"], lv["bytes"]) for lv in info["levels"]]
+        res["snapshots"] = len(info.get("snapshots", []))
+        chk = cloud.get(f"/db/restore/check?db={db}&txid={target[0]:016x}")
+        if int(chk["txID"], 16) != target[0]:
+            raise SystemExit(f"restore/check of {target[0]} resolved to {chk}")
+        out = os.path.join(base, f"out{size_mb}.db")
+        res["cp"], res["cp_sync"] = cp_times(src, os.path.join(base, "cp.db"), rounds)
+        exp, exp_latest = [], []
+        for _ in range(rounds):
+            exp.append(cloud.cli("export", db, "--txid", f"{target[0]:016x}", "-o", out)[0])
+            if checksum(out) != target[1]:
+                raise SystemExit(f"export of {target[0]}: checksum {checksum(out)} != {target[1]}")
+            exp_latest.append(cloud.cli("export", db, "-o", out)[0])
+        os.unlink(out)
+        res["export"], res["export_latest"] = med(exp), med(exp_latest)
+        # restore, then undo it (restore to the position before it): both
+        # are full restores of a state deep in history / the latest state.
+        rest, reach = [], []
+        for i in range(rounds):
+            before = cloud.pos(db)
+            for tx in (target[0], before[0]):
+                secs, _ = cloud.cli("restore", db, "--txid", f"{tx:016x}")
+                t1 = time.monotonic()
+                want = cloud.pos(db)
+                wait_until(lambda: node.pos(db) == want, 300, "the restore to reach the node", 0.01)
+                if tx == target[0]:
+                    rest.append(secs)
+                    reach.append(time.monotonic() - t1)
+        res["restore"], res["reach"] = med(rest), med(reach)
+        res["size"] = size
+        res["target"] = (target[0], n_updates - n_updates // 10, hist[-1][0])
+    finally:
+        node.stop()
+        cloud.stop()
+        shutil.rmtree(node.dir, ignore_errors=True)
+        shutil.rmtree(cloud.dir, ignore_errors=True)
+        if os.path.exists(src):
+            os.unlink(src)
+    return res
+
+
+def print_big(results, n_updates, rounds):
+    print(f"\n== 4. restore of a large database to a point deep in history (levels 1s,10s,1m; "
+          f"{n_updates} update transactions of 8 random rows after the import; target = after the "
+          f"{n_updates // 10}th); medians of {rounds}")
+    for mb, r in results.items():
+        tx, later, last = r["target"]
+        print(f"   {r['size'] / MB:.0f} MB database: make {r['make']:.1f} s, litefs import {r['import']:.1f} s, "
+              f"then pushed in {r['push']:.1f} s; target TXID {tx} with {later} later transactions "
+              f"(last {last}); stored levels (level, files, bytes): {r['levels']}, snapshots {r['snapshots']}")
+    print(f"{'size':>8}{'cp s':>8}{'cp+fsync':>10}{'export s':>10}{'vs cp':>7}{'vs cp+fs':>9}"
+          f"{'export latest':>14}{'restore s':>10}{'vs cp':>7}{'-> node s':>10}")
+    for mb, r in results.items():
+        print(f"{r['size'] / MB:>6.0f}MB{r['cp']:>8.2f}{r['cp_sync']:>10.2f}{r['export']:>10.2f}"
+              f"{r['export'] / r['cp']:>7.1f}{r['export'] / r['cp_sync']:>9.1f}{r['export_latest']:>14.2f}"
+              f"{r['restore']:>10.2f}{r['restore'] / r['cp']:>7.1f}{r['reach']:>10.2f}")
+
+
+# ------------------------------------------------------------------ 5 month
+
+def bench_month(base, files):
+    retime = build_retime(base)
+    now = int(time.time() * 1000)
+    day = 86400 * 1000
+    t_start = now - 31 * day
+    out_dir = os.path.join(base, "month-rt")
+    os.makedirs(out_dir)
+    # The setup transactions (schema, the 5 MB seed) at the start; the rest
+    # at random moments (a Poisson process) over 31 days ending a minute ago.
+    setup = 3
+    rng = random.Random(11)
+    stamps = sorted(rng.uniform(t_start + 1000, now - 60000) for _ in range(len(files) - setup))
+    stamps = [t_start] * setup + [int(x) for x in stamps]
+    lines = []
+    outs = []
+    for f, ts in zip(files, stamps):
+        o = os.path.join(out_dir, os.path.basename(f))
+        outs.append(o)
+        lines.append(f"{f} {o} {ts}\n")
+    subprocess.run([retime], input="".join(lines), text=True, check=True)
+    sizes = [os.path.getsize(o) for o in outs]
+    bodies = [open(o, "rb").read() for o in outs]
+    cloud = Cloud(base, "cloud-month").start()   # default levels, snapshots, retention
+    try:
+        db = "month.db"
+        t0 = time.monotonic()
+        upload_chain(cloud, db, bodies)
+        up = time.monotonic() - t0
+        # Let compaction, snapshots and retention run until nothing changes
+        # for 15 s (maintenance runs every 5 s with the default levels).
+        t0 = time.monotonic()
+        last, stable = None, 0
+        while time.monotonic() - t0 < 600 and stable < 3:
+            time.sleep(5)
+            info = cloud.get(f"/db/info?db={db}")
+            cur = (info["bytes"], tuple((lv["level"], lv["files"], lv["bytes"]) for lv in info["levels"]))
+            stable = stable + 1 if cur == last else 0
+            last = cur
+        settle = time.monotonic() - t0
+        info = cloud.get(f"/db/info?db={db}")
+        objects = dir_bytes(os.path.join(cloud.data, "objects"))
+        catalog = sum(os.path.getsize(os.path.join(cloud.data, f)) for f in os.listdir(cloud.data)
+                      if f.startswith("catalog.db"))
+        catalog_main = os.path.getsize(os.path.join(cloud.data, "catalog.db"))
+        current = dir_bytes(os.path.join(cloud.data, "current"))
+        # Check a restore deep in the window still works (a week ago).
+        chk = cloud.get(f"/db/restore/check?db={db}&timestamp={now - 7 * day}")
+        exp_secs, _ = cloud.cli("export", db, "--timestamp", str(now - 25 * day), "-o", os.path.join(base, "m.db"))
+    finally:
+        cloud.stop()
+    raw_all = sum(sizes)
+    window_start = now - 30 * day
+    raw_win = sum(s for s, ts in zip(sizes, stamps) if ts >= window_start)
+    n_win = sum(1 for ts in stamps if ts >= window_start)
+    db_bytes = info["pages"] * info["page_size"]
+    print(f"\n== 5. storage for a simulated month: {len(files)} LTX files of a real workload re-stamped over "
+          f"31 days ending now (default levels 10s,5m,1h, daily snapshots, retention 30d)")
+    print(f"   uploaded in {up:.1f} s ({len(files) / up:.0f} tx/s); compaction and retention settled "
+          f"{settle:.0f} s later; database now {db_bytes / MB:.1f} MB")
+    print(f"   raw LTX uploaded: {raw_all / MB:.1f} MB in {len(files)} transactions; inside the 30-day "
+          f"window: {raw_win / MB:.1f} MB in {n_win}")
+    print(f"{'level':>6}{'kind':>10}{'interval':>12}{'files':>8}{'MB':>9}")
+    for lv in info["levels"]:
+        print(f"{lv['level']:>6}{lv['kind']:>10}{lv['interval_ms'] / 1000:>11.0f}s{lv['files']:>8}"
+              f"{lv['bytes'] / MB:>9.2f}")
+    print(f"   snapshots listed: {len(info.get('snapshots', []))}; restorable {info['restorable']['min_timestamp']}"
+          f" .. {info['restorable']['max_timestamp']}; restore/check a week ago -> {chk['txID']}; "
+          f"export 25 days ago: {exp_secs:.2f} s")
+    total = objects + catalog
+    print(f"   stored: objects {objects / MB:.1f} MB (info says {info['bytes'] / MB:.1f} MB) + catalog "
+          f"{catalog / MB:.1f} MB (catalog.db {catalog_main / MB:.1f} MB, the rest its WAL) = {total / MB:.1f} MB (+ current copy {current / MB:.1f} MB, a cache)")
+    print(f"   stored / raw LTX in the window: {total / raw_win:.2f}; stored / raw LTX uploaded: "
+          f"{total / raw_all:.2f}; stored / database size: {total / db_bytes:.1f}")
+
+
+# --------------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--secs", type=float, default=5.0, help="seconds per RPO rate")
+    ap.add_argument("--month-txns", type=int, default=30000)
+    ap.add_argument("--updates", type=int, default=1000, help="update transactions after the big import")
+    ap.add_argument("--big", action="store_true", help="also the 1 GB restore (several minutes)")
+    ap.add_argument("--only", default="1,2,3,4,5")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    a = ap.parse_args()
+    only = set(a.only.split(","))
+    base = tempfile.mkdtemp(prefix="bench-cloud-", dir=BUILD)
+    t_all = time.monotonic()
+    try:
+        print(f"litefs-cloud benchmarks in {base} ({BUILD})")
+        files = None
+        if only & {"1", "5"}:
+            t0 = time.monotonic()
+            files = make_workloads(base, a.month_txns if "5" in only else 10)
+            print(f"workloads generated on a node in {time.monotonic() - t0:.0f} s")
+        if "1" in only:
+            bench_ingest(base, files, a.rounds)
+        if only & {"2", "3"}:
+            bench_rpo_and_restore(base, a.secs, a.rounds)
+        if "4" in only:
+            results = {100: bench_big_restore(base, 100, a.updates, a.rounds)}
+            if a.big:
+                results[1000] = bench_big_restore(base, 1000, a.updates, max(1, a.rounds - 1))
+            print_big(results, a.updates, a.rounds)
+        if "5" in only:
+            bench_month(base, files["month.db"])
+        print(f"\ntotal {time.monotonic() - t_all:.0f} s")
+    finally:
+        if not a.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
