@@ -100,6 +100,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "backup.h"
 #include "cluster.h"
 #include "compact.h"
@@ -183,12 +184,6 @@ static void fail_set(struct fail *f, int rc, const char *fmt, ...)
 			*p = '\'';
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint64_t be64(const uint8_t *p)
 {
@@ -745,7 +740,7 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 		fail_set(f, ERR_NOMEM, "out of memory");
 		return ERR_NOMEM;
 	}
-	int64_t began = mono_ms();
+	int64_t began = clock_mono_ms();
 	while (rc == 0 && !atomic_load(&b->stopping)) {
 		rc = batch_collect(&c, bt);
 		if (rc != 0) {
@@ -757,7 +752,7 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 		rc = post_batch(b, db, s, bt, f);
 		batch_clear(bt);
 		/* A long backlog must not delay the next comparison. */
-		if (mono_ms() - began > b->poll_ms)
+		if (clock_mono_ms() - began > b->poll_ms)
 			break;
 	}
 	batch_clear(bt);
@@ -771,7 +766,7 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 /* Fetches the service's snapshot of name and applies it. */
 static int restore_db(struct backup *b, const char *name, const char *why, struct ltx_pos svc, struct fail *f)
 {
-	int64_t began = mono_ms();
+	int64_t began = clock_mono_ms();
 	int fd = open_spool(b);
 	if (fd < 0) {
 		fail_set(f, fd, "cannot create a spool file in %s: %s", b->tmp_dir, err_str(fd));
@@ -806,7 +801,7 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 	}
 	LOG_INFO("backup", "msg=\"restored from the backup service: %s\" db=%s txid=%016" PRIx64
 			   " service_txid=%016" PRIx64 " bytes=%" PRIu64 " ms=%" PRId64,
-		 why, name, h.max_txid, svc.txid, x.down_len, mono_ms() - began);
+		 why, name, h.max_txid, svc.txid, x.down_len, clock_mono_ms() - began);
 	return 0;
 }
 
@@ -1043,7 +1038,7 @@ static void mark_synced(struct backup *b)
  * found the service elsewhere). Returns 0 or the error (described in f). */
 static int round_once(struct backup *b, int64_t *next_sync, struct fail *f)
 {
-	if (!b->need_sync && mono_ms() < *next_sync) {
+	if (!b->need_sync && clock_mono_ms() < *next_sync) {
 		int rc = push_changed(b, f);
 		if (rc == 0)
 			return 0;
@@ -1051,7 +1046,7 @@ static int round_once(struct backup *b, int64_t *next_sync, struct fail *f)
 			return rc;
 		memset(f, 0, sizeof(*f)); /* decide again from the service's positions */
 	}
-	*next_sync = mono_ms() + b->poll_ms;
+	*next_sync = clock_mono_ms() + b->poll_ms;
 	int rc = full_sync(b, f);
 	if (rc != 0) {
 		b->need_sync = true;
@@ -1097,15 +1092,15 @@ static void *backup_main(void *arg)
 			wait_ms = backoff;
 			backoff = backoff * 2 > BACKUP_BACKOFF_MAX_MS ? BACKUP_BACKOFF_MAX_MS : backoff * 2;
 			/* Only the stop wakes a backoff early. */
-			int64_t until = mono_ms() + wait_ms;
-			while (!atomic_load(&b->stopping) && mono_ms() < until)
-				store_wait_change(b->st, store_change_seq(b->st), (int)(until - mono_ms()));
+			int64_t until = clock_mono_ms() + wait_ms;
+			while (!atomic_load(&b->stopping) && clock_mono_ms() < until)
+				store_wait_change(b->st, store_change_seq(b->st), (int)(until - clock_mono_ms()));
 			continue;
 		}
 		backoff = BACKUP_BACKOFF_MIN_MS;
 		if (b->need_sync)
 			continue;
-		wait_ms = (int)(next_sync - mono_ms());
+		wait_ms = (int)(next_sync - clock_mono_ms());
 		if (wait_ms > 0)
 			store_wait_change(b->st, seq, wait_ms);
 	}
@@ -1206,14 +1201,7 @@ int backup_start(struct store *st, const struct config *cfg, const char *data_di
 
 bool backup_wait_synced(struct backup *b, int timeout_ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = clock_deadline(timeout_ms);
 	pthread_mutex_lock(&b->mu);
 	while (!b->synced && !atomic_load(&b->stopping))
 		if (pthread_cond_timedwait(&b->cond, &b->mu, &until) != 0)

@@ -34,6 +34,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "clock.h"
 #include "cloud_auth.h"
 #include "cluster.h"
 #include "err.h"
@@ -58,12 +59,6 @@ static const char schema[] =
 	"CREATE INDEX IF NOT EXISTS tokens_cluster ON tokens(cluster);"
 	"CREATE TABLE IF NOT EXISTS purges(name TEXT PRIMARY KEY, requested_ms INTEGER NOT NULL);";
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int sql_fail(struct cloud_auth *a, const char *what)
 {
@@ -221,7 +216,7 @@ static int token_insert(struct cloud_auth *a, const char *cluster, struct cloud_
 		if (!st)
 			return sql_fail(a, "prepare");
 		sqlite3_bind_blob(st, 3, hash, sizeof(hash), SQLITE_TRANSIENT);
-		sqlite3_bind_int64(st, 4, wall_ms());
+		sqlite3_bind_int64(st, 4, clock_wall_ms());
 		rc = sqlite3_step(st);
 		sqlite3_finalize(st);
 		if (rc != SQLITE_DONE)
@@ -272,7 +267,7 @@ int cloud_auth_cluster_create(struct cloud_auth *a, const char *name, struct clo
 	if (rc == 0) {
 		sqlite3_stmt *st = prep(a, "INSERT INTO clusters(name, created_ms) VALUES(?, ?)", args);
 		if (st) {
-			sqlite3_bind_int64(st, 2, wall_ms());
+			sqlite3_bind_int64(st, 2, clock_wall_ms());
 			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert cluster");
 			sqlite3_finalize(st);
 		} else {
@@ -300,7 +295,7 @@ int cloud_auth_cluster_delete(struct cloud_auth *a, const char *name)
 	if (rc >= 0) {
 		sqlite3_stmt *st = prep(a, "INSERT OR REPLACE INTO purges(name, requested_ms) VALUES(?, ?)", args);
 		if (st) {
-			sqlite3_bind_int64(st, 2, wall_ms());
+			sqlite3_bind_int64(st, 2, clock_wall_ms());
 			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert purge");
 			sqlite3_finalize(st);
 		} else {

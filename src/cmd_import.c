@@ -36,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 
 #define DEFAULT_URL "http://127.0.0.1:20202"
@@ -232,12 +233,6 @@ struct progress {
 	int64_t start_ms, last_ms;
 };
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void progress_line(struct progress *p, curl_off_t done, curl_off_t total, int64_t now)
 {
@@ -257,7 +252,7 @@ static int progress_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_
 	struct progress *p = ud;
 	bool upload = p->verb[0] == 'u';
 	curl_off_t total = upload ? ultotal : dltotal, now_b = upload ? ulnow : dlnow;
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 
 	if (!p->enabled || (total < PROGRESS_MIN_BYTES && now_b < PROGRESS_MIN_BYTES))
 		return 0;
@@ -292,7 +287,7 @@ static void setup_curl(CURL *c, struct progress *p, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	p->enabled = isatty(STDERR_FILENO);
-	p->start_ms = p->last_ms = mono_ms();
+	p->start_ms = p->last_ms = clock_mono_ms();
 }
 
 static void print_curl_error(const char *cmd, const char *url, CURLcode rc, const char *errbuf)

@@ -31,6 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cmd.h"
 #include "compact.h"
 #include "dbfile.h"
@@ -974,13 +975,6 @@ static const char encode_usage[] =
 	"  -txid TXID      max TXID of the snapshot (decimal, 0x.. or 16 hex digits)\n"
 	"  -page-size N    page size when DB has no SQLite header (e.g. empty)\n";
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int cmd_encode_db(int argc, char **argv)
 {
@@ -1012,7 +1006,7 @@ static int cmd_encode_db(int argc, char **argv)
 	if (page_size_str && parse_page_size(page_size_str, &so.page_size) < 0)
 		return usage_error("encode-db", "invalid -page-size", encode_usage);
 	so.compress = compress;
-	so.timestamp_ms = now_ms();
+	so.timestamp_ms = clock_wall_ms();
 
 	fd = open(args[0], O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {

@@ -78,6 +78,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "db.h"
 #include "dbfile.h"
 #include "err.h"
@@ -100,12 +101,6 @@ const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal
 /* Where a replica stages a snapshot's record until it replaces the chain. */
 #define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static uint32_t be32(const uint8_t *p)
 {
@@ -280,7 +275,7 @@ static int open_segment(struct db *db, uint64_t first_txid)
 	db->log_first_txid = first_txid;
 	db->log_end = 0;
 	db->log_synced_end = 0;
-	db->log_created_ms = now_ms();
+	db->log_created_ms = clock_wall_ms();
 	db->dir_dirty = true;
 	return 0;
 }
@@ -339,7 +334,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 		.commit = new_n_pages,
 		.min_txid = db->pos.txid + 1,
 		.max_txid = db->pos.txid + 1,
-		.timestamp_ms = now_ms(),
+		.timestamp_ms = clock_wall_ms(),
 		.pre_apply_checksum = db->pos.txid == 0 ? 0 : chk,
 		.node_id = db->store->node_id,
 	};
@@ -505,7 +500,7 @@ static int sync_unsynced(struct db *db)
 static void maybe_rotate(struct db *db)
 {
 	if (db->log_fd >= 0 && !db->undo.active &&
-	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || now_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
+	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
 		close_segment(db);
 }
 
@@ -2524,7 +2519,7 @@ static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t re
 	db->log_first_txid = 1;
 	db->log_end = rec_end;
 	db->log_synced_end = 0;
-	db->log_created_ms = now_ms();
+	db->log_created_ms = clock_wall_ms();
 	db->oldest_txid = 1;
 	db->dir_dirty = true;
 	return 0;

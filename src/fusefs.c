@@ -49,6 +49,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "db.h"
 #include "err.h"
 #include "fusefs.h"
@@ -952,13 +953,7 @@ int fusefs_run(struct fusefs *fs)
 		/* A worker that was between its check of the flag and read() when
 		 * the signal came blocks again: keep interrupting until it ends. */
 		for (;;) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 50 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
+			struct timespec ts = clock_deadline(50);
 			if (pthread_timedjoin_np(fs->workers[i], NULL, &ts) == 0)
 				break;
 			if (atomic_load(&fs->stopping))

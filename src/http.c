@@ -156,6 +156,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "db.h"
 #include "err.h"
@@ -1390,12 +1391,6 @@ static void peer_name(struct MHD_Connection *conn, char *buf, size_t len)
 	snprintf(buf, len, "%s:%s", host, port);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- POST /stream: replication to a replica ------------------------------ */
 
@@ -1625,7 +1620,7 @@ static int sess_db_step(struct stream_sess *s, struct stream_db *d)
 
 static int sess_heartbeat(struct stream_sess *s)
 {
-	struct stream_list l = { .time_ms = now_ms() };
+	struct stream_list l = { .time_ms = clock_wall_ms() };
 	l.entries = calloc(s->n_dbs ? s->n_dbs : 1, sizeof(*l.entries));
 	if (!l.entries)
 		return ERR_NOMEM;
@@ -1693,7 +1688,7 @@ static int sess_fill(struct stream_sess *s)
 	uint64_t seq = store_change_seq(st);
 	if (!sess_sync_dbs(s, false))
 		return ERR_NOMEM;
-	int64_t now = now_ms();
+	int64_t now = clock_wall_ms();
 	if (now - s->last_hb_ms >= STREAM_HEARTBEAT_MS)
 		return sess_heartbeat(s);
 	for (size_t k = 0; k < s->n_dbs; k++) {
@@ -1901,7 +1896,7 @@ static enum MHD_Result stream_finish(struct http_server *srv, struct MHD_Connect
 		sess_free(s);
 		return MHD_NO;
 	}
-	s->last_hb_ms = now_ms(); /* the first heartbeat follows the catch-up frames */
+	s->last_hb_ms = clock_wall_ms(); /* the first heartbeat follows the catch-up frames */
 	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_read,
 								    s, sess_free);
 	if (!r) {

@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "config.h"
 #include "db.h"
@@ -117,12 +118,6 @@ struct conn {
 	uint64_t n_applied;
 };
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool followed(const struct replica *r, const char *name)
 {
@@ -154,7 +149,7 @@ static int build_request(struct replica *r, uint8_t **out, size_t *out_len)
 {
 	size_t n = store_count(r->st);
 	size_t cap = n + r->n_only + 1;
-	struct stream_list l = { .time_ms = wall_ms(), .flags = r->only ? STREAM_LIST_ONLY : 0 };
+	struct stream_list l = { .time_ms = clock_wall_ms(), .flags = r->only ? STREAM_LIST_ONLY : 0 };
 	l.entries = calloc(cap, sizeof(*l.entries));
 	if (!l.entries)
 		return ERR_NOMEM;
@@ -221,7 +216,7 @@ static void on_heartbeat(struct conn *c, const struct stream_list *l)
 	free(c->hb);
 	c->hb = NULL;
 	c->n_hb = 0;
-	c->hb_ms = wall_ms();
+	c->hb_ms = clock_wall_ms();
 	if (l->n > 0 && !(c->hb = calloc(l->n, sizeof(*c->hb))))
 		return; /* out of memory: lag simply grows until the next one */
 	for (uint32_t i = 0; i < l->n; i++)
@@ -235,7 +230,7 @@ static void on_heartbeat(struct conn *c, const struct stream_list *l)
 static void on_ready(struct conn *c)
 {
 	struct replica *r = c->r;
-	store_set_caught_up(r->st, wall_ms());
+	store_set_caught_up(r->st, clock_wall_ms());
 	pthread_mutex_lock(&r->mu);
 	bool first = !r->synced;
 	r->synced = true;
@@ -581,14 +576,7 @@ out:
 /* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
 static struct timespec deadline_after(int ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = clock_deadline(ms);
 	return until;
 }
 

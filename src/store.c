@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "db.h"
 #include "err.h"
 #include "log.h"
@@ -215,17 +216,11 @@ err:
 	return rc;
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void *bg_main(void *arg)
 {
 	struct store *st = arg;
-	int64_t next_retention = mono_ms() + st->retention_monitor_ms;
+	int64_t next_retention = clock_mono_ms() + st->retention_monitor_ms;
 
 	pthread_mutex_lock(&st->mu);
 	while (!st->stopping) {
@@ -240,24 +235,18 @@ static void *bg_main(void *arg)
 				more = true;
 			db_flush_pending(db);
 		}
-		if (mono_ms() >= next_retention) {
+		if (clock_mono_ms() >= next_retention) {
 			struct timespec now;
 			clock_gettime(CLOCK_REALTIME, &now);
 			int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 			for (size_t i = 0; i < n; i++)
 				db_enforce_retention(store_by_id(st, (uint32_t)i), now_ms, st->retention_ms);
-			next_retention = mono_ms() + st->retention_monitor_ms;
+			next_retention = clock_mono_ms() + st->retention_monitor_ms;
 		}
 
 		pthread_mutex_lock(&st->mu);
 		if (!more && !st->stopping) {
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_nsec += 200 * 1000000L;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
+			struct timespec until = clock_deadline(200);
 			pthread_cond_timedwait(&st->cond, &st->mu, &until);
 		}
 	}
@@ -306,12 +295,6 @@ void store_close(struct store *st)
 
 /* ---- Cluster role and replication -------------------------------------- */
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 bool store_is_primary(struct store *st)
 {
@@ -327,7 +310,7 @@ void store_set_role(struct store *st, bool primary, const char *primary_host)
 	st->is_primary = primary;
 	snprintf(st->primary_host, sizeof(st->primary_host), "%s", primary || !primary_host ? "" : primary_host);
 	if (st->caught_up_ms == 0)
-		st->caught_up_ms = wall_ms();
+		st->caught_up_ms = clock_wall_ms();
 	pthread_mutex_unlock(&st->mu);
 	store_notify_change(st);
 }
@@ -351,7 +334,7 @@ int64_t store_lag_ms(struct store *st)
 	pthread_mutex_lock(&st->mu);
 	int64_t lag = 0;
 	if (!st->is_primary && st->caught_up_ms > 0) {
-		lag = wall_ms() - st->caught_up_ms;
+		lag = clock_wall_ms() - st->caught_up_ms;
 		if (lag < 0)
 			lag = 0;
 	}
@@ -377,14 +360,7 @@ void store_notify_change(struct store *st)
 
 uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms)
 {
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = clock_deadline(timeout_ms);
 	pthread_mutex_lock(&st->change_mu);
 	while (st->change_seq == seen && !st->change_stopping) {
 		if (pthread_cond_timedwait(&st->change_cond, &st->change_mu, &until) != 0)
