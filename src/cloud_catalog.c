@@ -367,6 +367,21 @@ int64_t cloud_catalog_tx_count(struct cloud_catalog *cat, int64_t db_id)
 	return n;
 }
 
+int cloud_catalog_tx_last_break(struct cloud_catalog *cat, int64_t db_id, uint64_t after, uint64_t upto,
+				uint32_t page_size, uint64_t *txid)
+{
+	sqlite3_stmt *st = q(cat, "SELECT max(txid) FROM txs WHERE db_id = ?1 AND txid > ?2 AND txid <= ?3"
+				  " AND (min_txid = 1 OR page_size != ?4)", 4,
+			     db_id, I64(after), I64(upto), I64(page_size));
+	int rc = step_row(cat, st);
+	if (rc < 0)
+		return rc;
+	*txid = rc == 1 ? (uint64_t)sqlite3_column_int64(st, 0) : 0; /* NULL reads as 0 */
+	if (rc == 1)
+		sqlite3_reset(st);
+	return 0;
+}
+
 int cloud_catalog_tx_scan(struct cloud_catalog *cat, int64_t db_id, uint64_t after, struct cat_tx *out,
 			  size_t max, size_t *n)
 {
@@ -449,6 +464,15 @@ int cloud_catalog_file_next(struct cloud_catalog *cat, int64_t db_id, uint64_t m
 	return file_one(cat, q(cat, "SELECT " FILE_COLS " FROM files WHERE db_id = ?1 AND min_txid = ?2"
 				    " AND max_txid <= ?3 AND level <= ?4 ORDER BY max_txid DESC, level DESC LIMIT 1", 4,
 			       db_id, I64(min_txid), TXB(max_txid), I64(max_level)), out);
+}
+
+int cloud_catalog_file_ending(struct cloud_catalog *cat, int64_t db_id, uint64_t min_from, uint64_t max_txid,
+			      int min_level, int max_level, struct cat_file *out)
+{
+	return file_one(cat, q(cat, "SELECT " FILE_COLS " FROM files WHERE db_id = ?1 AND min_txid >= ?2"
+				    " AND min_txid <= ?3 AND max_txid = ?3 AND level >= ?4 AND level <= ?5"
+				    " ORDER BY min_txid, level DESC LIMIT 1", 5,
+			       db_id, I64(min_from), I64(max_txid), I64(min_level), I64(max_level)), out);
 }
 
 int cloud_catalog_file_list(struct cloud_catalog *cat, int64_t db_id, uint64_t max_txid,

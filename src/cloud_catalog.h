@@ -89,6 +89,11 @@ int64_t cloud_catalog_tx_count(struct cloud_catalog *cat, int64_t db_id);
  * the count. */
 int cloud_catalog_tx_scan(struct cloud_catalog *cat, int64_t db_id, uint64_t after, struct cat_tx *out,
 			  size_t max, size_t *n);
+/* The last position in (after, upto] that breaks a chain of positions of
+ * page_size: an uploaded snapshot (min TXID 1) or another page size; 0
+ * if none. */
+int cloud_catalog_tx_last_break(struct cloud_catalog *cat, int64_t db_id, uint64_t after, uint64_t upto,
+				uint32_t page_size, uint64_t *txid);
 int cloud_catalog_tx_delete_below(struct cloud_catalog *cat, int64_t db_id, uint64_t txid);
 
 int cloud_catalog_file_insert(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f);
@@ -101,6 +106,11 @@ int cloud_catalog_file_base(struct cloud_catalog *cat, int64_t db_id, uint64_t t
  * a level <= max_level (the coarsest on a tie). */
 int cloud_catalog_file_next(struct cloud_catalog *cat, int64_t db_id, uint64_t min_txid, uint64_t max_txid,
 			    int max_level, struct cat_file *out);
+/* The file ending at max_txid that starts at or after min_from, at a
+ * level in [min_level, max_level]: the one starting first (the coarsest
+ * on a tie). Reads only the files starting in [min_from, max_txid]. */
+int cloud_catalog_file_ending(struct cloud_catalog *cat, int64_t db_id, uint64_t min_from, uint64_t max_txid,
+			      int min_level, int max_level, struct cat_file *out);
 /* Calls fn for each file of the database with max TXID <= max_txid, by
  * level then TXID. */
 int cloud_catalog_file_list(struct cloud_catalog *cat, int64_t db_id, uint64_t max_txid,

@@ -28,6 +28,12 @@
  * (TXID 1..T) of the last position of each interval, made by merging the
  * previous snapshot with the covering files. Any file starting at TXID 1
  * (an uploaded snapshot, or a snapshot-level file) is a "base".
+ * An interval is grouped once a later position exists or it ended a
+ * grace ago; positions that still arrive for it (a backlog with past
+ * timestamps) make it grouped again from its start, and the new file
+ * supersedes the earlier one of the interval (row swapped in one catalog
+ * transaction, object deleted under the files lock, write side), so each
+ * interval ends with one file per level and one snapshot.
  *
  * TIMESTAMPS. A position's timestamp is its LTX header timestamp (the
  * commit time on the node). Because node clocks may step back, the engine

@@ -819,6 +819,121 @@ static void test_concurrent(void **state)
 		model_free(&w[i].c.m);
 }
 
+/* ---- A backlog with past timestamps --------------------------------------- */
+
+struct file_set {
+	struct cat_file f[4096];
+	size_t n;
+};
+
+static int collect_file(void *ctx, const struct cat_file *f)
+{
+	struct file_set *s = ctx;
+	assert_true(s->n < sizeof(s->f) / sizeof(s->f[0]));
+	s->f[s->n++] = *f;
+	return 0;
+}
+
+static void list_files(struct cloud_store *cs, struct file_set *s)
+{
+	s->n = 0;
+	cloud_catalog_lock(cs->cat);
+	assert_int_equal(cloud_catalog_file_list(cs->cat, 1, UINT64_MAX >> 1, collect_file, s), 0);
+	cloud_catalog_unlock(cs->cat);
+}
+
+/* Asserts that no interval has two files of one level above 0: with sane
+ * clocks a file's interval is that of its last timestamp. */
+static void assert_one_per_interval(struct cloud_store *cs, const struct file_set *s, const char *what)
+{
+	for (size_t a = 0; a < s->n; a++)
+		for (size_t b = a + 1; b < s->n; b++) {
+			const struct cat_file *x = &s->f[a], *y = &s->f[b];
+			if (x->level == 0 || x->level != y->level)
+				continue;
+			int64_t iv = cs->levels_ms[x->level];
+			if (x->mts_ms / iv == y->mts_ms / iv)
+				fail_msg("%s: two files of level %d for interval %lld: %llu-%llu and %llu-%llu", what, x->level,
+					 (long long)(x->mts_ms / iv), (unsigned long long)x->min_txid,
+					 (unsigned long long)x->max_txid, (unsigned long long)y->min_txid,
+					 (unsigned long long)y->max_txid);
+		}
+}
+
+/* A node pushes a backlog after an outage: every timestamp is in the past,
+ * and maintenance runs between its batches. Each interval must end with
+ * one file per level and one snapshot, the same files as when the whole
+ * backlog arrives before one pass; every position stays restorable on the
+ * way; superseded objects are deleted. */
+static void test_backlog_past_timestamps(void **state)
+{
+	(void)state;
+	static struct chain c;
+	static struct ltx_growbuf b[300];
+	static struct file_set got, want;
+	static const int64_t lv[] = { 100, 500, 1000 };
+	const int n = 300;
+	seed(11);
+	chain_init(&c, 512);
+	for (int k = 0; k < n; k++)
+		chain_next(&c, &b[k], 1 + (int64_t)rnd_below(60));
+	const int64_t now = c.now + 3600 * 1000; /* an hour after the last commit */
+
+	/* Reference: the whole backlog, then one pass. */
+	struct cloud_store *ref = open_store("backlog-ref", 0, lv, 3, 2000, 0);
+	for (int k = 0; k < n; k++) {
+		struct cloud_ingest_result res;
+		assert_int_equal(ingest_buf(ref, "b.db", b[k].data, b[k].len, &res), 0);
+	}
+	assert_int_equal(cloud_store_maintain(ref, now), 0);
+	list_files(ref, &want);
+	assert_one_per_interval(ref, &want, "one pass");
+	cloud_store_close(ref);
+
+	/* Batches of 1..40 with a pass after each. */
+	struct cloud_store *cs = open_store("backlog", 0, lv, 3, 2000, 0);
+	int k = 0, batches = 0;
+	while (k < n) {
+		int m = 1 + (int)rnd_below(40);
+		for (; m > 0 && k < n; m--, k++)
+			ingest_ok(cs, "b.db", &b[k], (uint64_t)k + 1);
+		assert_int_equal(cloud_store_maintain(cs, now), 0);
+		batches++;
+		list_files(cs, &got);
+		assert_one_per_interval(cs, &got, "batches");
+		assert_int_equal(store_files("backlog", "objects"), got.n);
+		for (int t = 0; t < 3; t++) {
+			uint64_t tx = 1 + rnd_below((uint32_t)k);
+			struct cloud_target tt = { .txid = tx };
+			export_check(cs, "b.db", &tt, tx, c.sum[tx], c.m.page_size);
+		}
+	}
+	assert_true(batches > 10);
+	list_files(cs, &got);
+	assert_int_equal(got.n, want.n);
+	for (size_t i = 0; i < got.n; i++) {
+		assert_int_equal(got.f[i].level, want.f[i].level);
+		assert_int_equal(got.f[i].min_txid, want.f[i].min_txid);
+		assert_int_equal(got.f[i].max_txid, want.f[i].max_txid);
+	}
+	json_t *j = info(cs, "b.db");
+	size_t snaps = json_array_size(json_object_get(j, "snapshots"));
+	json_decref(j);
+	/* One snapshot per 2 s interval the backlog spans (the first is
+	 * the uploaded snapshot of TXID 1 when it is alone). */
+	int64_t first = c.ts[1] / 2000, last = c.ts[c.txid] / 2000;
+	assert_true(snaps >= (size_t)(last - first) && snaps <= (size_t)(last - first + 2));
+	check_random_points(cs, "b.db", &c, 1, 25);
+	cloud_store_close(cs);
+
+	/* Reopen: no orphan was needed to be swept, nothing lost. */
+	cs = open_store("backlog", 0, lv, 3, 2000, 0);
+	assert_int_equal(store_files("backlog", "objects"), got.n);
+	check_random_points(cs, "b.db", &c, 1, 10);
+	cloud_store_close(cs);
+	model_free(&c.m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -826,6 +941,7 @@ int main(void)
 		cmocka_unit_test(test_ingest_errors),
 		cmocka_unit_test(test_compact_batches),
 		cmocka_unit_test(test_retention),
+		cmocka_unit_test(test_backlog_past_timestamps),
 		cmocka_unit_test(test_restore_fork_delete),
 		cmocka_unit_test(test_upload_sqlite_export),
 		cmocka_unit_test(test_reopen_recovery),
