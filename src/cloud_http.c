@@ -30,7 +30,8 @@
  *
  * POST /db/upload spools the SQLite file into an unnamed temp file
  * (O_TMPFILE, so nothing is left behind by a crash) and hands the fd to the
- * engine. GET /db/snapshot exports into such a file and sends it with
+ * engine. GET /db/snapshot has the engine build the export in such a file
+ * (for SQLite the built state itself, not a copy of it) and sends it with
  * sendfile (MHD_create_response_from_fd64), so errors are still proper
  * JSON replies and the response has a Content-Length.
  *
@@ -760,22 +761,17 @@ static enum MHD_Result handle_snapshot(struct cloud_http *srv, struct MHD_Connec
 	}
 	if (take_target(conn, q, false, &t) != 0)
 		return reply_fail(conn, url, q);
-	int fd = spool_open(srv);
-	if (fd < 0) {
-		fail_from_rc(q, fd, "cannot create a temp file", NULL);
-		return reply_fail(conn, url, q);
-	}
+	/* The engine builds the export in an unnamed file (for SQLite the
+	 * built state itself); MHD sends it with sendfile and closes it. */
 	struct cloud_pos pos = { 0 };
-	int rc = cloud_export(srv->cs, q->cluster, q->db, &t, f, fdio_write, &fd, &pos);
-	struct stat sb;
-	if (rc == 0 && (lseek(fd, 0, SEEK_SET) < 0 || fstat(fd, &sb) != 0))
-		rc = -errno;
+	uint64_t size = 0;
+	int fd = -1;
+	int rc = cloud_export_fd(srv->cs, q->cluster, q->db, &t, f, &fd, &size, &pos);
 	if (rc != 0) {
-		close(fd);
 		fail_from_rc(q, rc, "export failed", NULL);
 		return reply_fail(conn, url, q);
 	}
-	struct MHD_Response *r = MHD_create_response_from_fd64((uint64_t)sb.st_size, fd);
+	struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
 	if (!r) {
 		close(fd);
 		return MHD_NO;

@@ -835,25 +835,255 @@ static int stream_file(int fd, ltx_write_fn write, void *ctx)
 	return rc < 0 ? rc : 0;
 }
 
-int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
-		 enum cloud_format format, ltx_write_fn write, void *ctx, struct cloud_pos *pos)
+/* Export builds a state in a scratch file of its own that nobody sees
+ * unless the whole build verified, so it needs none of dbfile_apply()'s
+ * old-or-new staging (every page decoded into a spool, then copied): each
+ * stored file's pages are decoded straight into out_fd, in runs of
+ * consecutive pages. The checks are the same: a snapshot starts the
+ * chain, every later file follows it (TXID, pre-apply checksum, page
+ * size), the decoder verifies each file's checksum, and after each file
+ * the database checksum, kept as one page checksum per page, must equal
+ * the file's post-apply checksum. */
+struct xbuild {
+	int fd;
+	uint32_t ps, commit;     /* of the state so far */
+	uint64_t *sums;          /* page checksum of page i+1; 0 = all-zero page */
+	uint32_t cap;
+	uint8_t *run;            /* consecutive pages not yet written */
+	uint32_t run_first, run_n, run_max;
+};
+
+static int xbuild_flush(struct xbuild *b)
+{
+	int rc = b->run_n ? sys_pwrite_all(b->fd, b->run, (size_t)b->run_n * b->ps,
+					   (off_t)(b->run_first - 1) * b->ps) : 0;
+	b->run_n = 0;
+	return rc < 0 ? rc : 0;
+}
+
+static int xbuild_page(struct xbuild *b, uint32_t pgno, const uint8_t *page, uint64_t sum)
+{
+	if (pgno > b->cap) {
+		uint32_t cap = b->cap ? b->cap : 1024;
+		while (cap < pgno)
+			cap = cap > UINT32_MAX / 2 ? UINT32_MAX : cap * 2;
+		uint64_t *grown = realloc(b->sums, (size_t)cap * sizeof(*grown));
+		if (grown == NULL)
+			return ERR_NOMEM;
+		memset(grown + b->cap, 0, (size_t)(cap - b->cap) * sizeof(*grown));
+		b->sums = grown;
+		b->cap = cap;
+	}
+	b->sums[pgno - 1] = sum;
+	if (b->run_n && (pgno != b->run_first + b->run_n || b->run_n == b->run_max)) {
+		int rc = xbuild_flush(b);
+		if (rc < 0)
+			return rc;
+	}
+	if (b->run_n == 0)
+		b->run_first = pgno;
+	memcpy(b->run + (size_t)b->run_n * b->ps, page, b->ps);
+	b->run_n++;
+	return 0;
+}
+
+/* The database checksum of pages 1..commit (lock page skipped). */
+static uint64_t xbuild_checksum(struct xbuild *b, const uint8_t *zero)
+{
+	uint64_t c = 0;
+	uint32_t lock = ltx_lock_pgno(b->ps);
+	for (uint32_t i = 0; i < b->commit; i++) {
+		if (i + 1 == lock)
+			continue;
+		if (i >= b->cap || b->sums[i] == 0) {
+			uint64_t z = ltx_page_checksum(i + 1, zero, b->ps);
+			if (i < b->cap)
+				b->sums[i] = z;
+			c ^= z;
+		} else {
+			c ^= b->sums[i];
+		}
+	}
+	return LTX_CHECKSUM_FLAG | c;
+}
+
+static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t *page, const uint8_t *zero)
+{
+	struct ltx_decoder *dec;
+	struct ltx_header h;
+	struct ltx_trailer t;
+	int rc = ltx_decoder_new(&dec, fdio_read, &in_fd);
+	if (rc < 0)
+		return rc;
+	rc = ltx_decoder_header(dec, &h);
+	bool snap = rc == 0 && ltx_header_is_snapshot(&h);
+	if (rc == 0 && !snap) {
+		if (b->ps == 0 || h.min_txid != pos->txid + 1)
+			rc = b->ps == 0 || h.min_txid > pos->txid + 1 ? ERR_LTX_NOT_CONTIGUOUS : ERR_LTX_OVERLAP;
+		else if (h.pre_apply_checksum != pos->checksum)
+			rc = ERR_LTX_PRE_MISMATCH;
+		else if (h.page_size != b->ps)
+			rc = ERR_LTX_PAGE_SIZE_MISMATCH;
+	}
+	if (rc == 0 && snap) {
+		/* A snapshot replaces everything: start from an empty file. */
+		if (h.page_size > b->ps) {
+			uint8_t *run = realloc(b->run, (size_t)(1u << 20) / h.page_size * h.page_size);
+			if (run == NULL)
+				rc = ERR_NOMEM;
+			else
+				b->run = run;
+		}
+		b->ps = h.page_size;
+		b->run_max = (1u << 20) / b->ps;
+		b->commit = 0;
+		if (b->sums)
+			memset(b->sums, 0, (size_t)b->cap * sizeof(*b->sums));
+		if (rc == 0 && sys_ftruncate(b->fd, 0) < 0)
+			rc = -errno;
+	}
+	uint32_t pgno;
+	while (rc == 0 && (rc = ltx_decoder_next_page(dec, &pgno, page)) == 1)
+		rc = xbuild_page(b, pgno, page, ltx_decoder_last_page_checksum(dec));
+	if (rc == 0)
+		rc = xbuild_flush(b);
+	if (rc == 0)
+		rc = ltx_decoder_finish(dec, &t);
+	ltx_decoder_free(dec);
+	if (rc < 0)
+		return rc;
+	/* The file is commit pages; pages past a smaller commit are gone
+	 * (zero if it grows again). */
+	if (sys_ftruncate(b->fd, (off_t)h.commit * b->ps) < 0)
+		return -errno;
+	for (uint32_t i = h.commit; i < b->cap && i < b->commit; i++)
+		b->sums[i] = 0;
+	b->commit = h.commit;
+	if (xbuild_checksum(b, zero) != t.post_apply_checksum)
+		return ERR_LTX_POST_CHECKSUM;
+	*pos = (struct ltx_pos){ h.max_txid, t.post_apply_checksum };
+	return 0;
+}
+
+/* build_state() for export: the state of (txid, checksum) of d into the
+ * empty scratch file out_fd. Caller holds d->files (read). */
+static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
+{
+	struct cloud_plan plan = { 0 };
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_plan_restore(cs, d->id, txid, &plan);
+	cloud_catalog_unlock(cs->cat);
+	struct xbuild b = { .fd = out_fd };
+	uint8_t *page = rc == 0 ? malloc(2 * 65536) : NULL;
+	if (rc == 0 && page == NULL)
+		rc = ERR_NOMEM;
+	if (page)
+		memset(page + 65536, 0, 65536);
+	struct ltx_pos pos = { 0, 0 };
+	size_t i = 0;
+	for (int fd; rc == 0 && i < plan.n; i += rc == 0) {
+		rc = cloud_open_file(cs, d->id, &plan.f[i], &fd);
+		if (rc == 0) {
+			rc = xbuild_file(&b, fd, &pos, page, page + 65536);
+			close(fd);
+		}
+	}
+	if (rc == 0 && (pos.txid != txid || pos.checksum != checksum))
+		rc = ERR_LTX_POST_CHECKSUM;
+	if (rc < 0)
+		LOG_ERROR("cloud", "msg=\"cannot build the state to export\" db=%s txid=%016" PRIx64
+			  " plan_file=%zu/%zu err=\"%s\"", d->name, txid, i, plan.n, err_str(rc));
+	free(b.sums);
+	free(b.run);
+	free(page);
+	free(plan.f);
+	return rc;
+}
+
+/* build_target() for export: a past state is built with
+ * export_build_state(); the latest is copied by build_target(). */
+static int export_target(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, int *out_fd,
+			 struct cloud_pos *pos, uint32_t *ps)
+{
+	struct cat_db row;
+	struct cat_tx tx;
+	pthread_rwlock_rdlock(&d->files);
+	int rc = resolve_row(cs, d, t, &row, pos);
+	if (rc < 0 || pos->txid == row.txid) {
+		pthread_rwlock_unlock(&d->files);
+		return rc < 0 ? rc : build_target(cs, d, t, false, out_fd, pos, ps);
+	}
+	cloud_catalog_lock(cs->cat);
+	rc = cloud_catalog_tx_get(cs->cat, row.id, pos->txid, &tx);
+	cloud_catalog_unlock(cs->cat);
+	int fd = rc < 0 ? rc : dbfile_spool_open(cs->tmp_dir);
+	if (fd < 0)
+		rc = fd;
+	if (rc == 0) {
+		*ps = tx.page_size;
+		rc = export_build_state(cs, d, pos->txid, pos->checksum, fd);
+	}
+	pthread_rwlock_unlock(&d->files);
+	if (rc < 0) {
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		    enum cloud_format format, int *out_fd, uint64_t *size, struct cloud_pos *pos)
 {
 	struct cdb *d;
-	struct cloud_pos p;
+	struct cloud_pos p = { 0 };
 	uint32_t ps = 0;
-	int fd;
+	int fd = -1, out = -1;
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc == 0)
-		rc = build_target(cs, d, t, false, &fd, &p, &ps);
+		rc = export_target(cs, d, t, &fd, &p, &ps);
 	if (rc < 0)
 		return rc;
 	if (format == CLOUD_FORMAT_SQLITE) {
-		rc = stream_file(fd, write, ctx);
+		/* The built state is the export: hand it over as it is. */
+		out = fd;
+		fd = -1;
 	} else {
 		struct dbfile_snapshot_opts o = { .page_size = ps, .txid = p.txid, .timestamp_ms = p.ts_ms,
 						  .compress = true };
-		rc = dbfile_encode_snapshot(fd, &o, write, ctx, NULL, NULL);
+		out = dbfile_spool_open(cs->tmp_dir);
+		rc = out < 0 ? out : dbfile_encode_snapshot(fd, &o, fdio_write, &out, NULL, NULL);
 	}
+	if (fd >= 0)
+		close(fd);
+	struct stat st;
+	if (rc == 0 && fstat(out, &st) != 0)
+		rc = -errno;
+	if (rc == 0 && lseek(out, 0, SEEK_SET) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		if (out >= 0)
+			close(out);
+		return rc;
+	}
+	*out_fd = out;
+	if (size)
+		*size = (uint64_t)st.st_size;
+	if (pos)
+		*pos = p;
+	return 0;
+}
+
+int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		 enum cloud_format format, ltx_write_fn write, void *ctx, struct cloud_pos *pos)
+{
+	int fd;
+	struct cloud_pos p;
+	int rc = cloud_export_fd(cs, cluster, db, t, format, &fd, NULL, &p);
+	if (rc < 0)
+		return rc;
+	rc = stream_file(fd, write, ctx);
 	close(fd);
 	if (rc == 0 && pos)
 		*pos = p;

@@ -110,6 +110,13 @@ enum cloud_format { CLOUD_FORMAT_LTX, CLOUD_FORMAT_SQLITE };
 int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		 enum cloud_format format, ltx_write_fn write, void *ctx, struct cloud_pos *pos);
 
+/* cloud_export into a file: *out_fd gets an unnamed file (caller closes)
+ * holding the export, positioned at offset 0, and *size its length. For
+ * SQLite it is the built state itself, so a server can send it with
+ * sendfile without another copy. */
+int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		    enum cloud_format format, int *out_fd, uint64_t *size, struct cloud_pos *pos);
+
 /* Restores db to target, appended as a new transaction (so restoring again
  * undoes it); with as_db, writes the state into a new database as_db
  * instead (a fork; ERR_CLOUD_EXISTS if it exists). *new_pos gets the

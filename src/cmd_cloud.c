@@ -821,12 +821,56 @@ static size_t membuf_write(char *ptr, size_t size, size_t n, void *ud)
 	return len;
 }
 
+/* A 2xx body written to a file: collected in a large buffer and written
+ * sequentially in big pieces; writeback of what was written is started at
+ * once (sync_file_range), so the final fsync waits only for the tail. */
+#define FILE_BUF (4u << 20)
+
+struct filesink {
+	int fd;
+	uint8_t *buf;
+	size_t len;
+	off_t off;   /* bytes written to fd so far */
+	int err;     /* first write error (-errno) */
+};
+
+static int filesink_flush(struct filesink *fs)
+{
+	if (fs->err || fs->len == 0)
+		return fs->err;
+	for (size_t done = 0; done < fs->len;) {
+		ssize_t n = write(fs->fd, fs->buf + done, fs->len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return fs->err = n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	/* A hint only: durability comes from the fsync at the end. */
+	sync_file_range(fs->fd, fs->off, (off_t)fs->len, SYNC_FILE_RANGE_WRITE);
+	fs->off += (off_t)fs->len;
+	fs->len = 0;
+	return 0;
+}
+
+static size_t filesink_write(struct filesink *fs, const char *ptr, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		size_t k = FILE_BUF - fs->len < len - done ? FILE_BUF - fs->len : len - done;
+		memcpy(fs->buf + fs->len, ptr + done, k);
+		fs->len += k;
+		done += k;
+		if (fs->len == FILE_BUF && filesink_flush(fs) != 0)
+			return 0;
+	}
+	return len;
+}
+
 /* What a response body goes to: memory, or a file once the status is 2xx. */
 struct sink {
 	CURL *c;
 	struct membuf mem;
-	FILE *file;  /* NULL: memory */
-	bool to_file;
+	struct filesink *file;  /* NULL: memory */
 };
 
 static size_t sink_write(char *ptr, size_t size, size_t n, void *ud)
@@ -835,7 +879,7 @@ static size_t sink_write(char *ptr, size_t size, size_t n, void *ud)
 	long status = 0;
 	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
 	if (s->file && status >= 200 && status < 300)
-		return fwrite(ptr, size, n, s->file);
+		return filesink_write(s->file, ptr, size * n);
 	return membuf_write(ptr, size, n, &s->mem);
 }
 
@@ -874,7 +918,7 @@ static void print_http_error(const struct client *cl, long status, const struct 
  * skipped; list ends with NULL key). A 2xx body goes to out (or memory,
  * returned in *json parsed when json != NULL). Returns 0 or 1 (printed). */
 static int client_do(const struct client *cl, const char *method, const char *path, const char *const *query,
-		     FILE *out, json_t **json, char *pos_hdr, size_t pos_len)
+		     struct filesink *out, json_t **json, char *pos_hdr, size_t pos_len)
 {
 	CURL *c = curl_easy_init();
 	char *url = NULL, errbuf[CURL_ERROR_SIZE] = "";
@@ -900,6 +944,8 @@ static int client_do(const struct client *cl, const char *method, const char *pa
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+	if (out) /* fewer, larger reads for a big body */
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 1024L * 1024L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -1075,10 +1121,13 @@ static int open_beside(const char *path, char **tmp)
 	return fd >= 0 ? fd : -errno;
 }
 
-/* fsync the file, rename over path, fsync the directory. 0 or -errno. */
-static int commit_file(FILE *f, const char *tmp, const char *path)
+/* Writes the rest, fsyncs the file, renames it over path, fsyncs the
+ * directory. 0 or -errno. */
+static int commit_file(struct filesink *fs, const char *tmp, const char *path)
 {
-	if (fflush(f) != 0 || fsync(fileno(f)) != 0 || rename(tmp, path) != 0)
+	if (filesink_flush(fs) != 0)
+		return fs->err;
+	if (fsync(fs->fd) != 0 || rename(tmp, path) != 0)
 		return -errno;
 	char *copy = strdup(path);
 	if (!copy)
@@ -1108,19 +1157,25 @@ static int cmd_export(int argc, char **argv)
 		return 2;
 	}
 	char *tmp = NULL, where[80] = "";
-	int fd = open_beside(outp, &tmp);
-	FILE *f = fd >= 0 ? fdopen(fd, "wb") : NULL;
-	if (!f) {
-		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+	struct filesink fs = { .fd = open_beside(outp, &tmp), .buf = malloc(FILE_BUF) };
+	if (fs.fd < 0 || !fs.buf) {
+		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp,
+			strerror(fs.fd < 0 ? -fs.fd : ENOMEM));
+		if (fs.fd >= 0) {
+			close(fs.fd);
+			unlink(tmp);
+		}
+		free(fs.buf);
 		free(tmp);
 		return 1;
 	}
 	const char *const q[] = { "db", pos[0], "format", format, "txid", txid, "timestamp", ts, NULL };
-	int rc = client_do(&cl, "GET", "/db/snapshot", q, f, NULL, where, sizeof(where));
-	int crc = rc == 0 ? commit_file(f, tmp, outp) : 0;
-	fclose(f);
+	int rc = client_do(&cl, "GET", "/db/snapshot", q, &fs, NULL, where, sizeof(where));
+	if (rc != 0 && fs.err)
+		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-fs.err));
+	int crc = rc == 0 ? commit_file(&fs, tmp, outp) : 0;
+	close(fs.fd);
+	free(fs.buf);
 	if (rc != 0 || crc != 0) {
 		if (crc != 0)
 			fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
