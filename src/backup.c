@@ -1201,14 +1201,7 @@ int backup_start(struct store *st, const struct config *cfg, const char *data_di
 
 bool backup_wait_synced(struct backup *b, int timeout_ms)
 {
-	struct timespec until = clock_deadline(timeout_ms);
-	pthread_mutex_lock(&b->mu);
-	while (!b->synced && !atomic_load(&b->stopping))
-		if (pthread_cond_timedwait(&b->cond, &b->mu, &until) != 0)
-			break;
-	bool synced = b->synced;
-	pthread_mutex_unlock(&b->mu);
-	return synced;
+	return clock_wait_flag(&b->mu, &b->cond, &b->synced, &b->stopping, timeout_ms);
 }
 
 void backup_stop(struct backup *b)

@@ -32,3 +32,16 @@ struct timespec clock_deadline(int64_t ms)
 	}
 	return ts;
 }
+
+bool clock_wait_flag(pthread_mutex_t *mu, pthread_cond_t *cond, const bool *flag, const atomic_bool *stop,
+		     int64_t timeout_ms)
+{
+	struct timespec until = clock_deadline(timeout_ms);
+	pthread_mutex_lock(mu);
+	while (!(flag && *flag) && !atomic_load(stop))
+		if (pthread_cond_timedwait(cond, mu, &until) != 0)
+			break;
+	bool set = flag && *flag;
+	pthread_mutex_unlock(mu);
+	return set;
+}

@@ -573,22 +573,10 @@ out:
 
 /* ---- Thread --------------------------------------------------------------- */
 
-/* The CLOCK_REALTIME time ms from now, for pthread_cond_timedwait. */
-static struct timespec deadline_after(int ms)
-{
-	struct timespec until = clock_deadline(ms);
-	return until;
-}
-
 /* Sleeps up to ms unless stopping. */
 static void backoff_sleep(struct replica *r, int ms)
 {
-	struct timespec until = deadline_after(ms);
-	pthread_mutex_lock(&r->mu);
-	while (!atomic_load(&r->stopping))
-		if (pthread_cond_timedwait(&r->cond, &r->mu, &until) != 0)
-			break;
-	pthread_mutex_unlock(&r->mu);
+	clock_wait_flag(&r->mu, &r->cond, NULL, &r->stopping, ms);
 }
 
 /* ERR_REPL_AUTH, ECONNRESET, ...: a name for the err= field. */
@@ -741,14 +729,7 @@ int replica_start(struct store *st, const struct config *cfg, const char *data_d
 
 bool replica_wait_synced(struct replica *r, int timeout_ms)
 {
-	struct timespec until = deadline_after(timeout_ms);
-	pthread_mutex_lock(&r->mu);
-	while (!r->synced && !atomic_load(&r->stopping))
-		if (pthread_cond_timedwait(&r->cond, &r->mu, &until) != 0)
-			break;
-	bool synced = r->synced;
-	pthread_mutex_unlock(&r->mu);
-	return synced;
+	return clock_wait_flag(&r->mu, &r->cond, &r->synced, &r->stopping, timeout_ms);
 }
 
 void replica_stop(struct replica *r)
