@@ -2728,6 +2728,8 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	/* Readers first (they need db->mu to be served), then the state. */
 	struct exclusion x = { -1, -1, false, old_n };
 	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
+		if (x.poisoned) /* give readers back a sound header */
+			walidx_publish(db, x.shm_fd, old_n);
 		readmit_readers(&x);
 		if (rc != -ECANCELED)
 			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
