@@ -551,6 +551,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	*row = nrow;
 	res->pos = pos_of(&nrow);
 	res->hwm = nrow.txid;
+	__atomic_store_n(&d->last_ingest_ms, cloud_now_ms(), __ATOMIC_RELAXED);
 	LOG_DEBUG("cloud", "msg=\"stored\" cluster=%s db=%s min_txid=%016" PRIx64 " max_txid=%016" PRIx64
 		  " bytes=%" PRIu64, d->cluster, d->name, h->min_txid, h->max_txid, t.total);
 out:

@@ -38,6 +38,10 @@ struct cdb {
 	 * mu and files (write) held; read with either. */
 	int64_t id;
 	bool cur_ok; /* current copy checked against the catalog since open */
+	/* Wall clock of the last stored upload (atomic): maintenance with the
+	 * real clock closes an interval by time only once the database was
+	 * quiet for a grace, so a backlog being pushed is grouped once. */
+	int64_t last_ingest_ms;
 };
 
 struct cloud_store {

@@ -290,7 +290,8 @@ static bool same_group(const struct cat_tx *a, const struct cat_tx *b, int64_t i
 /* Runs level (1..snap_level) over the positions after its mark, one scan
  * of SCAN_ROWS; files it supersedes go to gone. Returns 1 when a full
  * scan was consumed (call again). */
-static int run_level(struct cloud_store *cs, int64_t db_id, int level, int64_t now, struct cloud_plan *gone)
+static int run_level(struct cloud_store *cs, int64_t db_id, int level, int64_t now, bool quiet,
+		     struct cloud_plan *gone)
 {
 	const int64_t interval = cs->levels_ms[level], grace = cs->levels_ms[1];
 	const bool snap = level == cs->snap_level;
@@ -318,7 +319,7 @@ static int run_level(struct cloud_store *cs, int64_t db_id, int level, int64_t n
 			while (j < n && same_group(&rows[j - 1], &rows[j], interval, !snap))
 				j++;
 		int64_t end = (bucket_of(rows[j - 1].mts_ms, interval) + 1) * interval;
-		bool complete = j < n || n == SCAN_ROWS || now >= end + grace;
+		bool complete = j < n || n == SCAN_ROWS || (quiet && now >= end + grace);
 		if (!complete)
 			break;
 		/* Only the first group can continue the one before the mark. */
@@ -420,17 +421,24 @@ static int drop_gone(struct cloud_store *cs, int64_t db_id, const struct cloud_p
 	return rc;
 }
 
-static int maintain_db(struct cloud_store *cs, const struct cat_db *row, int64_t now)
+static int maintain_db(struct cloud_store *cs, const struct cat_db *row, int64_t now, bool real_clock)
 {
 	struct cdb *d;
 	struct cloud_plan gone = { 0 };
 	int rc = cloud_cdb_get(cs, row->cluster, row->name, &d);
 	if (rc < 0)
 		return rc;
+	/* With the real clock, an interval is closed by time only when no
+	 * upload came for a grace: a node pushing a backlog of past intervals
+	 * keeps them open (a later position closes them for good) instead of
+	 * having them regrouped pass after pass. A simulated now (tests,
+	 * tools) has no relation to the wall clock of uploads. */
+	bool quiet = !real_clock ||
+		     now - __atomic_load_n(&d->last_ingest_ms, __ATOMIC_RELAXED) >= cs->levels_ms[1];
 	pthread_rwlock_rdlock(&d->files);
 	/* The database may have been deleted (and recreated) meanwhile. */
 	for (int level = 1; d->id == row->id && rc == 0 && level <= cs->snap_level; level++)
-		while ((rc = run_level(cs, row->id, level, now, &gone)) == 1)
+		while ((rc = run_level(cs, row->id, level, now, quiet, &gone)) == 1)
 			;
 	pthread_rwlock_unlock(&d->files);
 	pthread_rwlock_wrlock(&d->files);
@@ -467,13 +475,14 @@ static int collect_db(void *ctx, const struct cat_db *db)
 int cloud_store_maintain(struct cloud_store *cs, int64_t now_ms)
 {
 	struct db_list l = { 0 };
-	if (now_ms == 0)
+	bool real_clock = now_ms == 0;
+	if (real_clock)
 		now_ms = cloud_now_ms();
 	cloud_catalog_lock(cs->cat);
 	int rc = cloud_catalog_db_list(cs->cat, NULL, collect_db, &l);
 	cloud_catalog_unlock(cs->cat);
 	for (size_t i = 0; i < l.n; i++) {
-		int drc = maintain_db(cs, &l.v[i], now_ms);
+		int drc = maintain_db(cs, &l.v[i], now_ms, real_clock);
 		if (rc == 0)
 			rc = drc;
 	}

@@ -864,23 +864,32 @@ static void assert_one_per_interval(struct cloud_store *cs, const struct file_se
  * and maintenance runs between its batches. Each interval must end with
  * one file per level and one snapshot, the same files as when the whole
  * backlog arrives before one pass; every position stays restorable on the
- * way; superseded objects are deleted. */
-static void test_backlog_past_timestamps(void **state)
+ * way; superseded objects are deleted. With a simulated now (real_clock
+ * false) every pass closes the last interval by time, so later batches
+ * regroup it; with the real clock a pass right after a batch leaves it
+ * open, and one after a pause (a quiet database) closes it. */
+static void backlog_run(const char *name, bool real_clock)
 {
-	(void)state;
 	static struct chain c;
 	static struct ltx_growbuf b[300];
 	static struct file_set got, want;
 	static const int64_t lv[] = { 100, 500, 1000 };
+	char ref_name[64];
 	const int n = 300;
 	seed(11);
 	chain_init(&c, 512);
+	if (real_clock) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		c.now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 - 3600 * 1000;
+	}
 	for (int k = 0; k < n; k++)
 		chain_next(&c, &b[k], 1 + (int64_t)rnd_below(60));
 	const int64_t now = c.now + 3600 * 1000; /* an hour after the last commit */
 
 	/* Reference: the whole backlog, then one pass. */
-	struct cloud_store *ref = open_store("backlog-ref", 0, lv, 3, 2000, 0);
+	snprintf(ref_name, sizeof(ref_name), "%s-ref", name);
+	struct cloud_store *ref = open_store(ref_name, 0, lv, 3, 2000, 0);
 	for (int k = 0; k < n; k++) {
 		struct cloud_ingest_result res;
 		assert_int_equal(ingest_buf(ref, "b.db", b[k].data, b[k].len, &res), 0);
@@ -891,17 +900,19 @@ static void test_backlog_past_timestamps(void **state)
 	cloud_store_close(ref);
 
 	/* Batches of 1..40 with a pass after each. */
-	struct cloud_store *cs = open_store("backlog", 0, lv, 3, 2000, 0);
+	struct cloud_store *cs = open_store(name, 0, lv, 3, 2000, 0);
 	int k = 0, batches = 0;
 	while (k < n) {
 		int m = 1 + (int)rnd_below(40);
 		for (; m > 0 && k < n; m--, k++)
 			ingest_ok(cs, "b.db", &b[k], (uint64_t)k + 1);
-		assert_int_equal(cloud_store_maintain(cs, now), 0);
+		if (real_clock && rnd_below(3) == 0)
+			usleep(150 * 1000); /* quiet for more than the grace */
+		assert_int_equal(cloud_store_maintain(cs, real_clock ? 0 : now), 0);
 		batches++;
 		list_files(cs, &got);
 		assert_one_per_interval(cs, &got, "batches");
-		assert_int_equal(store_files("backlog", "objects"), got.n);
+		assert_int_equal(store_files(name, "objects"), got.n);
 		for (int t = 0; t < 3; t++) {
 			uint64_t tx = 1 + rnd_below((uint32_t)k);
 			struct cloud_target tt = { .txid = tx };
@@ -909,6 +920,10 @@ static void test_backlog_past_timestamps(void **state)
 		}
 	}
 	assert_true(batches > 10);
+	if (real_clock) {
+		usleep(150 * 1000);
+		assert_int_equal(cloud_store_maintain(cs, 0), 0);
+	}
 	list_files(cs, &got);
 	assert_int_equal(got.n, want.n);
 	for (size_t i = 0; i < got.n; i++) {
@@ -926,12 +941,19 @@ static void test_backlog_past_timestamps(void **state)
 	check_random_points(cs, "b.db", &c, 1, 25);
 	cloud_store_close(cs);
 
-	/* Reopen: no orphan was needed to be swept, nothing lost. */
-	cs = open_store("backlog", 0, lv, 3, 2000, 0);
-	assert_int_equal(store_files("backlog", "objects"), got.n);
+	/* Reopen: nothing was left to sweep, nothing lost. */
+	cs = open_store(name, 0, lv, 3, 2000, 0);
+	assert_int_equal(store_files(name, "objects"), got.n);
 	check_random_points(cs, "b.db", &c, 1, 10);
 	cloud_store_close(cs);
 	model_free(&c.m);
+}
+
+static void test_backlog_past_timestamps(void **state)
+{
+	(void)state;
+	backlog_run("backlog", false);
+	backlog_run("backlog-rt", true);
 }
 
 int main(void)
