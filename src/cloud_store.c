@@ -160,6 +160,39 @@ int cloud_tmp_create(struct cloud_store *cs, char *path, size_t size)
 	return fd < 0 ? -errno : fd;
 }
 
+/* A staging spool for dbfile_apply(): a kept one, or a new unnamed file.
+ * Spools are reused because creating (and freeing) an inode per upload
+ * was the largest cost of ingest (ext4's inode allocator). */
+static int spool_get(struct cloud_store *cs)
+{
+	int fd = -1;
+	pthread_mutex_lock(&cs->mu);
+	if (cs->n_spools > 0)
+		fd = cs->spools[--cs->n_spools];
+	pthread_mutex_unlock(&cs->mu);
+	return fd >= 0 ? fd : dbfile_spool_open(cs->tmp_dir);
+}
+
+/* Gives a spool back: kept (emptied) while there is room, else closed. */
+static void spool_put(struct cloud_store *cs, int fd)
+{
+	struct stat st;
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) < 0 || (st.st_size > 0 && ftruncate(fd, 0) < 0)) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&cs->mu);
+	if (cs->n_spools < CLOUD_SPOOLS_KEPT) {
+		cs->spools[cs->n_spools++] = fd;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&cs->mu);
+	if (fd >= 0)
+		close(fd);
+}
+
 static void cur_path(struct cloud_store *cs, int64_t id, char *buf, size_t size)
 {
 	snprintf(buf, size, "%s/%016" PRIx64 ".db", cs->cur_dir, (uint64_t)id);
@@ -303,7 +336,7 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 	cloud_catalog_lock(cs->cat);
 	int rc = cloud_plan_restore(cs, d->id, txid, &plan);
 	cloud_catalog_unlock(cs->cat);
-	int spool = rc < 0 ? -1 : dbfile_spool_open(cs->tmp_dir);
+	int spool = rc < 0 ? -1 : spool_get(cs);
 	if (rc == 0 && spool < 0)
 		rc = spool;
 	if (rc == 0 && sys_ftruncate(out_fd, 0) < 0)
@@ -328,8 +361,7 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 		LOG_ERROR("cloud", "msg=\"rebuilt state has the wrong position\" db=%s txid=%016" PRIx64, d->name, txid);
 		rc = ERR_LTX_POST_CHECKSUM;
 	}
-	if (spool >= 0)
-		close(spool);
+	spool_put(cs, spool);
 	free(plan.f);
 	return rc;
 }
@@ -488,7 +520,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		cur_fd = cloud_tmp_create(cs, cur_new, sizeof(cur_new));
 	rc = cur_fd < 0 ? -errno : 0;
 	if (rc == 0)
-		rc = spool = dbfile_spool_open(cs->tmp_dir);
+		rc = spool = spool_get(cs);
 	if (rc < 0)
 		goto out;
 
@@ -563,8 +595,7 @@ out:
 		unlink(cur_new);
 	if (cur_fd >= 0)
 		close(cur_fd);
-	if (spool >= 0)
-		close(spool);
+	spool_put(cs, spool);
 	return rc;
 }
 
@@ -1565,6 +1596,8 @@ void cloud_store_close(struct cloud_store *cs)
 		pthread_rwlock_destroy(&d->files);
 		free(d);
 	}
+	for (int i = 0; i < cs->n_spools; i++)
+		close(cs->spools[i]);
 	cloud_catalog_close(cs->cat);
 	if (cs->be)
 		cs->be->ops->close(cs->be);

@@ -22,6 +22,8 @@
 #define CLOUD_MAX_LEVELS 8
 /* Most inputs one compact_run() merges; longer runs go in batches. */
 #define CLOUD_COMPACT_BATCH 64
+/* Staging spools kept for reuse (one per concurrent ingest or rebuild). */
+#define CLOUD_SPOOLS_KEPT 8
 
 /* One database name of one cluster. Entries live until the store closes. */
 struct cdb {
@@ -56,9 +58,11 @@ struct cloud_store {
 	int snap_level;                          /* n_levels + 1 */
 	uint64_t max_upload_bytes;
 
-	pthread_mutex_t mu; /* guards dbs, next_id, stop */
+	pthread_mutex_t mu; /* guards dbs, next_id, stop, spools */
 	pthread_cond_t cond;
 	struct cdb *dbs;
+	int spools[CLOUD_SPOOLS_KEPT]; /* empty dbfile spools for reuse */
+	int n_spools;
 	int64_t next_id;
 	bool started, stop;
 	pthread_t thread;
