@@ -18,7 +18,9 @@
  * row does the same comparison against a dummy hash.
  *
  * CONCURRENCY. One connection and one mutex: every call is a few indexed
- * statements. The admin commands run in other processes against the same
+ * statements. A request costs two reads (the token, the bound cluster ID);
+ * only binding an ID on first sight writes. Nothing is cached, so a token
+ * revoked by another process fails on its next request. The admin commands run in other processes against the same
  * file; busy_timeout covers their short write transactions.
  */
 #include <errno.h>
@@ -433,11 +435,41 @@ int cloud_auth_check(struct cloud_auth *a, const char *header, char *cluster)
 	return 0;
 }
 
+/* The cluster ID bound to cluster (a read, no write lock): 1 and *have
+ * ("" if none yet), 0 if there is no such cluster, or -EIO. */
+static int cluster_id_get(struct cloud_auth *a, const char *cluster, char *have)
+{
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a, "SELECT cluster_id FROM clusters WHERE name=?", (const char *const[]){ cluster, NULL });
+	int s = st ? sqlite3_step(st) : SQLITE_ERROR;
+	int rc = s == SQLITE_ROW ? 1 : s == SQLITE_DONE ? 0 : sql_fail(a, "read cluster id");
+	if (s == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+		snprintf(have, CLOUD_CLUSTER_ID_MAX + 1, "%s", v ? v : "");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
+}
+
 int cloud_auth_bind_cluster_id(struct cloud_auth *a, const char *cluster, const char *id, char *known)
 {
 	if (!cluster_id_valid(id))
 		return ERR_INVAL;
-	int rc = tx_begin(a);
+	/* Every request of a bound cluster carries its ID: answer those with a
+	 * read; only the first sight needs the write transaction below. */
+	char bound[CLOUD_CLUSTER_ID_MAX + 1] = "";
+	int rc = cluster_id_get(a, cluster, bound);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return ERR_CLOUD_NOT_FOUND;
+	if (bound[0]) {
+		if (known)
+			snprintf(known, CLOUD_CLUSTER_ID_MAX + 1, "%s", bound);
+		return strcmp(bound, id) == 0 ? 0 : ERR_REPL_CLUSTER;
+	}
+	rc = tx_begin(a);
 	if (rc != 0)
 		return rc;
 	rc = exec1(a, "UPDATE clusters SET cluster_id=?2 WHERE name=?1 AND cluster_id=''",
