@@ -16,7 +16,11 @@
  * follows; only when the client waits for "100 Continue" or the body is
  * large is the refusal sent at once.
  *
- * POST /db/tx streams the body into the engine: the access handler writes
+ * POST /db/tx with a Content-Length up to INLINE_TX_MAX (a LiteFS node's
+ * usual upload: a few pages) is received into memory and ingested on the
+ * connection's own thread at the end of the body: no thread, no socket
+ * pair, no copy through the kernel per upload. A larger or chunked body is
+ * streamed into the engine: the access handler writes
  * each chunk into one end of a socketpair and an ingest thread runs
  * cloud_ingest() with an ltx_read_fn over the other end. The body is never
  * held whole in memory (the socket buffer bounds it), and the engine sees
@@ -78,6 +82,9 @@
 #define CONNECTION_TIMEOUT_S 300u
 #define STOP_GRACE_MS 10000
 #define SOCK_BUF_BYTES (1 << 20)
+/* POST /db/tx bodies up to this size (by Content-Length) are received in
+ * memory and ingested on the connection's thread. */
+#define INLINE_TX_MAX (256u << 10)
 #define DB_NAME_MAX 255
 
 struct cloud_http {
@@ -122,7 +129,11 @@ struct creq {
 	char fail_code[24];
 	char fail_msg[MSG_LEN];
 
-	/* POST /db/tx: the ingest thread and its socketpair. */
+	/* POST /db/tx, small: the body in memory (body_cap > 0). */
+	uint8_t *body;
+	size_t body_len, body_cap;
+	bool ingested;
+	/* POST /db/tx, large or chunked: the ingest thread and its socketpair. */
 	int feed_fd;                 /* writer end, -1 once closed */
 	int drain_fd;                /* reader end (the thread's), closed by it */
 	bool worker_started, worker_joined;
@@ -630,8 +641,36 @@ static void tx_feed(struct creq *q, const char *data, size_t len)
 	}
 }
 
-static enum MHD_Result tx_finish(struct MHD_Connection *conn, const char *url, struct creq *q)
+/* A small body: room for all of it, filled by body_chunk(). */
+static int tx_begin_inline(struct creq *q, size_t len)
 {
+	q->body = malloc(len ? len : 1);
+	if (!q->body)
+		return ERR_NOMEM;
+	q->body_cap = len ? len : 1;
+	return 0;
+}
+
+static void tx_feed_inline(struct creq *q, const char *data, size_t len)
+{
+	if (len > q->body_cap - q->body_len) {
+		/* More than Content-Length said: MHD does not pass that on. */
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "body longer than its Content-Length");
+		return;
+	}
+	memcpy(q->body + q->body_len, data, len);
+	q->body_len += len;
+}
+
+static enum MHD_Result tx_finish(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				 struct creq *q)
+{
+	if (q->body_cap) {
+		struct ltx_membuf mb = { q->body, q->body_len, 0 };
+		memset(&q->res, 0, sizeof(q->res));
+		q->ingest_rc = cloud_ingest(srv->cs, q->cluster, q->db, ltx_membuf_read, &mb, &q->res);
+		q->ingested = true;
+	}
 	tx_join(q);
 	if (q->ingest_rc != 0) {
 		fail_from_rc(q, q->ingest_rc, "upload rejected", q->res.msg);
@@ -689,7 +728,10 @@ static enum MHD_Result body_chunk(struct cloud_http *srv, struct creq *q, const 
 		return MHD_YES;
 	}
 	if (q->r == R_TX) {
-		tx_feed(q, data, len);
+		if (q->body_cap)
+			tx_feed_inline(q, data, len);
+		else
+			tx_feed(q, data, len);
 		return MHD_YES;
 	}
 	if (q->r == R_UPLOAD) {
@@ -873,7 +915,7 @@ static enum MHD_Result dispatch(struct cloud_http *srv, struct MHD_Connection *c
 	switch (q->r) {
 	case R_HEALTH: return reply_json(conn, MHD_HTTP_OK, json_pack("{s:b}", "ok", 1), NULL);
 	case R_POS: return handle_pos(srv, conn, url, q);
-	case R_TX: return tx_finish(conn, url, q);
+	case R_TX: return tx_finish(srv, conn, url, q);
 	case R_SNAPSHOT: return handle_snapshot(srv, conn, url, q);
 	case R_RESTORE: return handle_restore(srv, conn, url, q, false);
 	case R_RESTORE_CHECK: return handle_restore(srv, conn, url, q, true);
@@ -894,6 +936,7 @@ static void creq_free(struct creq *q)
 	tx_join(q);
 	if (q->spool_fd >= 0)
 		close(q->spool_fd);
+	free(q->body);
 	free(q);
 }
 
@@ -902,6 +945,20 @@ static bool has_body(struct MHD_Connection *conn)
 	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
+/* The Content-Length of a body small enough to take in memory, else
+ * SIZE_MAX (large, chunked, or unknown). */
+static size_t inline_length(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (!cl || te)
+		return SIZE_MAX;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(cl, &end, 10);
+	return errno == 0 && end != cl && *end == '\0' && n <= INLINE_TX_MAX ? (size_t)n : SIZE_MAX;
 }
 
 /* Whether a refusal must be sent before the body: the client waits for
@@ -928,7 +985,8 @@ static enum MHD_Result on_first_call(struct cloud_http *srv, struct MHD_Connecti
 	if (atomic_load(&srv->stopping))
 		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");
 	else if (check_request(srv, conn, url, method, q) == 0 && q->r == R_TX) {
-		int rc = tx_begin(srv, q);
+		size_t len = inline_length(conn);
+		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
 		if (rc != 0)
 			set_fail(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
@@ -966,7 +1024,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct cloud_http *srv = cls;
 	struct creq *q = *con_cls;
-	if (q && q->r == R_TX && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !q->worker_joined)
+	if (q && q->r == R_TX && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !q->worker_joined && !q->ingested)
 		LOG_WARN("cloud-http", "msg=\"upload connection ended early; nothing stored\" cluster=%s db=%s bytes=%" PRIu64,
 			 q->cluster, q->db, q->n_bytes);
 	creq_free(q);
