@@ -34,7 +34,7 @@ struct cdb {
 	 * delete); guards cur_ok and the current copy's content. */
 	pthread_mutex_t mu;
 	/* Read: reading stored objects (export, rebuild, compaction).
-	 * Write: deleting objects (retention, delete). */
+	 * Write: deleting objects (retention, superseded files, delete). */
 	pthread_rwlock_t files;
 	/* Catalog id, 0 when the database does not exist. Written with both
 	 * mu and files (write) held; read with either. */
