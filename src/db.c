@@ -1534,6 +1534,7 @@ out:
 int db_verify_step(struct db *db, uint32_t max_pages)
 {
 	int rc = 0;
+	bool primary = store_is_primary(db->store); /* store.mu before db.mu */
 	pthread_mutex_lock(&db->mu);
 	if (!db->verify.active) {
 		pthread_mutex_unlock(&db->mu);
@@ -1555,7 +1556,16 @@ int db_verify_step(struct db *db, uint32_t max_pages)
 		uint64_t got = LTX_CHECKSUM_FLAG | db->verify.partial;
 		uint64_t want = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
 		db->verify.active = false;
-		if (got != want) {
+		if (got != want && !primary) {
+			/* A replica heals: a checksum no chain has makes the
+			 * primary answer its next connection with a snapshot. */
+			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; "
+					"resynchronising it from the primary\" db=%s txid=%016" PRIx64 " want=%016" PRIx64
+					" got=%016" PRIx64, db->name, db->pos.txid, want, got);
+			db->pos.checksum = got;
+			store_request_resync(db->store);
+			rc = ERR_LTX_POST_CHECKSUM;
+		} else if (got != want) {
 			db->write_refused = true;
 			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; writes refused "
 					"until it is repaired\" db=%s txid=%016" PRIx64 " want=%016" PRIx64 " got=%016" PRIx64,

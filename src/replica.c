@@ -439,7 +439,13 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 {
 	struct conn *c = arg;
 	(void)dt, (void)dn, (void)ut, (void)un;
-	return atomic_load(&c->r->stopping) ? 1 : 0;
+	if (atomic_load(&c->r->stopping))
+		return 1;
+	if (store_take_resync(c->r->st)) {
+		conn_fail(c, ERR_NEED_SNAPSHOT, "a database failed verification; reconnecting to get the primary's snapshot");
+		return 1;
+	}
+	return 0;
 }
 
 /* ---- One connection ------------------------------------------------------- */

@@ -389,3 +389,13 @@ bool store_applies_cancelled(struct store *st)
 {
 	return atomic_load(&st->cancel_applies);
 }
+
+void store_request_resync(struct store *st)
+{
+	atomic_store(&st->resync, true);
+}
+
+bool store_take_resync(struct store *st)
+{
+	return atomic_exchange(&st->resync, false);
+}

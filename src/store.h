@@ -67,6 +67,7 @@ struct store {
 	uint64_t change_seq;    /* guarded by change_mu */
 	bool change_stopping;   /* likewise */
 	atomic_bool cancel_applies;
+	atomic_bool resync;
 	pthread_cond_t cond;
 	pthread_t bg_thread;    /* retention and background verification */
 	bool bg_started;
@@ -129,6 +130,12 @@ void store_notify_change(struct store *st);
 /* Replica: applies one LTX file received from the primary to database
  * name, creating it first if needed (see db_apply()). */
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len);
+/* A replica whose database failed verification asks for a snapshot: the
+ * replication client takes the request and reconnects with the database's
+ * (poisoned) position, which the primary answers with a snapshot. */
+void store_request_resync(struct store *st);
+bool store_take_resync(struct store *st);
+
 /* Makes applies waiting for readers give up (-ECANCELED), for shutdown. */
 void store_cancel_applies(struct store *st);
 bool store_applies_cancelled(struct store *st);
