@@ -470,15 +470,14 @@ static struct bdb *state_of(struct backup *b, struct db *db)
 	return s;
 }
 
-/* Records the service's high-water mark. Retention is told one less: the
- * record AT the mark must stay too, because positioning a cursor after
- * the service's position (db_cursor_open) checks that record's checksum;
- * without it the next push would find the service "not on the retained
- * history". */
+/* Records the service's high-water mark. Retention keeps the segment
+ * holding the record AT the mark too (db_enforce_retention), because
+ * positioning a cursor after the service's position (db_cursor_open)
+ * checks that record's checksum. */
 static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
 {
 	s->hwm = hwm;
-	db_set_backup_hwm(db, hwm > 0 ? hwm - 1 : 0);
+	db_set_backup_hwm(db, hwm);
 }
 
 /* The first TXID of the oldest retained segment (0: none). */

@@ -231,6 +231,7 @@ struct db_view {
 	int64_t ts_ms;
 	uint64_t n_commits;
 	uint64_t oldest_txid;
+	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
 	uint64_t ltx_count, ltx_bytes; /* filled by /metrics only */
 };
 
@@ -248,6 +249,7 @@ static void db_view_take(struct db *db, struct db_view *v)
 	v->ts_ms = db->pos_ts_ms;
 	v->n_commits = db->n_commits;
 	v->oldest_txid = db->oldest_txid;
+	v->backup_hwm = db->backup_hwm;
 	pthread_mutex_unlock(&db->mu);
 }
 
@@ -606,6 +608,13 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_object_set_new(d, "pageSize", json_integer(v.page_size));
 		json_object_set_new(d, "pages", json_integer(v.n_pages));
 		json_object_set_new(d, "walMode", json_boolean(v.wal_mode));
+		/* The backup service holds every transaction up to here. */
+		if (v.backup_hwm != UINT64_MAX) {
+			snprintf(buf, sizeof(buf), "%016" PRIx64, v.backup_hwm);
+			json_object_set_new(d, "backupHWM", json_string(buf));
+		} else {
+			json_object_set_new(d, "backupHWM", json_null());
+		}
 		if (v.pos.txid != 0) {
 			ltx_format_time(buf, sizeof(buf), v.ts_ms);
 			json_object_set_new(d, "timestamp", json_string(buf));
@@ -671,7 +680,7 @@ static void put_family(FILE *f, const char *name, const char *type, const char *
 	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-enum db_metric { M_TXID, M_COMMITS, M_SIZE, M_PAGES, M_LTX_COUNT, M_LTX_BYTES, M_REFUSED, M_COUNT };
+enum db_metric { M_TXID, M_COMMITS, M_SIZE, M_PAGES, M_LTX_COUNT, M_LTX_BYTES, M_REFUSED, M_BACKUP_HWM, M_COUNT };
 
 static const struct {
 	const char *name, *type, *help;
@@ -684,6 +693,8 @@ static const struct {
 	[M_LTX_BYTES] = { "litefs_db_ltx_bytes", "gauge", "Number of bytes used by LTX data on disk." },
 	[M_REFUSED] = { "litefs_db_write_refused", "gauge",
 			"1 if writes are refused because background verification failed." },
+	[M_BACKUP_HWM] = { "litefs_db_backup_hwm", "gauge",
+			   "Highest TXID the backup service holds durably (0 without a backup service)." },
 };
 
 static uint64_t db_metric_value(const struct db_view *v, enum db_metric m)
@@ -696,6 +707,7 @@ static uint64_t db_metric_value(const struct db_view *v, enum db_metric m)
 	case M_LTX_COUNT: return v->ltx_count;
 	case M_LTX_BYTES: return v->ltx_bytes;
 	case M_REFUSED: return v->write_refused ? 1 : 0;
+	case M_BACKUP_HWM: return v->backup_hwm == UINT64_MAX ? 0 : v->backup_hwm;
 	default: return 0;
 	}
 }

@@ -586,6 +586,16 @@ def test_e2e_push_latency(node, service):
     con.close()
     lat.sort()
     print(f"commit -> on litefs-cloud: p50 {lat[15] * 1000:.1f} ms, max {lat[-1] * 1000:.1f} ms")
+    # The node reports the service's high-water mark: /info and /metrics.
+    txid = hexpos(n)[0]
+
+    def hwm():
+        with urllib.request.urlopen(f"http://127.0.0.1:{n.port}/info", timeout=5) as r:
+            dbs = {d["name"]: d for d in json.loads(r.read())["databases"]}
+        return dbs["db"]["backupHWM"]
+    wait_until(lambda: hwm() == f"{txid:016x}", timeout=5, msg=lambda: f"backupHWM {hwm()} != {txid:016x}")
+    with urllib.request.urlopen(f"http://127.0.0.1:{n.port}/metrics", timeout=5) as r:
+        assert f'litefs_db_backup_hwm{{db="db"}} {txid}' in r.read().decode()
 
 
 def test_e2e_restore_in_wal_mode_while_readers_stay_open(cluster, service):
