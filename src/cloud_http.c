@@ -151,23 +151,6 @@ static void hex16(char *buf, uint64_t v)
 	snprintf(buf, 17, "%016" PRIx64, v);
 }
 
-/* A JSON string; bytes that are not valid UTF-8 become '?'. */
-static json_t *jstr(const char *s)
-{
-	json_t *j = json_string(s);
-	if (j)
-		return j;
-	char *c = strdup(s);
-	if (!c)
-		return NULL;
-	for (char *p = c; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(c);
-	free(c);
-	return j;
-}
-
 static json_t *jhex(uint64_t v)
 {
 	char b[17];
@@ -242,7 +225,7 @@ static enum MHD_Result reply_fail(struct MHD_Connection *conn, const char *url, 
 	if (!o)
 		return MHD_NO;
 	json_object_set_new(o, "code", json_string(q->fail_code));
-	json_object_set_new(o, "error", jstr(q->fail_msg));
+	json_object_set_new(o, "error", mhd_json_str(q->fail_msg));
 	if (!strcmp(q->fail_code, "EPOSMISMATCH"))
 		json_object_set_new(o, "pos", json_pack("{s:o, s:o}", "txid", jhex(q->res.pos.txid),
 							"postApplyChecksum", jhex(q->res.pos.checksum)));
@@ -835,7 +818,7 @@ static enum MHD_Result handle_snapshot(struct cloud_http *srv, struct MHD_Connec
 
 static json_t *pos_json(const char *db, const struct cloud_pos *pos)
 {
-	return json_pack("{s:o, s:o, s:o, s:o}", "db", jstr(db), "txID", jhex(pos->txid), "postApplyChecksum",
+	return json_pack("{s:o, s:o, s:o, s:o}", "db", mhd_json_str(db), "txID", jhex(pos->txid), "postApplyChecksum",
 			 jhex(pos->checksum), "timestamp", jtime(pos->ts_ms));
 }
 
@@ -886,7 +869,7 @@ static enum MHD_Result handle_info(struct cloud_http *srv, struct MHD_Connection
 		return reply_fail(conn, url, q);
 	}
 	if (!json_object_get(o, "name"))
-		json_object_set_new(o, "name", jstr(q->db));
+		json_object_set_new(o, "name", mhd_json_str(q->db));
 	info_add_compat(o);
 	return reply_json(conn, MHD_HTTP_OK, o, NULL);
 }
@@ -900,7 +883,7 @@ static enum MHD_Result handle_delete(struct cloud_http *srv, struct MHD_Connecti
 		return reply_fail(conn, url, q);
 	}
 	LOG_DEBUG("cloud-http", "msg=\"database deleted\" cluster=%s db=%s", q->cluster, q->db);
-	return reply_json(conn, MHD_HTTP_OK, json_pack("{s:o, s:b}", "name", jstr(q->db), "deleted", 1), NULL);
+	return reply_json(conn, MHD_HTTP_OK, json_pack("{s:o, s:b}", "name", mhd_json_str(q->db), "deleted", 1), NULL);
 }
 
 /* The last call of a request: everything was received. */

@@ -255,24 +255,6 @@ static void db_view_take(struct db *db, struct db_view *v)
 
 /* ---- Responses ---------------------------------------------------------- */
 
-/* A JSON string; bytes that are not valid UTF-8 (database names may hold
- * any byte but '/' and controls) are replaced by '?'. NULL on OOM. */
-static json_t *jstr(const char *s)
-{
-	json_t *j = json_string(s);
-	if (j)
-		return j;
-	char *c = strdup(s);
-	if (!c)
-		return NULL;
-	for (char *p = c; *p; p++)
-		if ((unsigned char)*p >= 0x80)
-			*p = '?';
-	j = json_string(c);
-	free(c);
-	return j;
-}
-
 /* Queues body (takes ownership of a malloc'd buffer); allow, if not NULL,
  * becomes the Allow header. */
 static enum MHD_Result respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
@@ -314,7 +296,7 @@ static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned statu
 {
 	json_t *o = json_object();
 	if (o)
-		json_object_set_new(o, "error", jstr(msg));
+		json_object_set_new(o, "error", mhd_json_str(msg));
 	return respond_json(conn, status, o, NULL);
 }
 
@@ -337,7 +319,7 @@ static enum MHD_Result respond_method_not_allowed(struct MHD_Connection *conn, c
 	snprintf(msg, sizeof(msg), "method %.40s not allowed on %s (allowed: %s)", method, url, allow);
 	json_t *o = json_object();
 	if (o)
-		json_object_set_new(o, "error", jstr(msg));
+		json_object_set_new(o, "error", mhd_json_str(msg));
 	return respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, allow);
 }
 
@@ -581,12 +563,12 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 	json_object_set_new(o, "role", json_string(is_primary ? "primary" : "replica"));
 	json_object_set_new(o, "primary", json_boolean(is_primary));
 	json_object_set_new(o, "candidate", json_boolean(srv->candidate));
-	json_object_set_new(o, "hostname", jstr(srv->hostname));
-	json_object_set_new(o, "primaryHostname", jstr(host));
+	json_object_set_new(o, "hostname", mhd_json_str(srv->hostname));
+	json_object_set_new(o, "primaryHostname", mhd_json_str(host));
 	json_object_set_new(o, "lagMs", json_integer(store_lag_ms(srv->st)));
 	json_object_set_new(o, "clusterID", json_string(id));
-	json_object_set_new(o, "mountDir", jstr(fusefs_mountpoint(srv->fs)));
-	json_object_set_new(o, "dataDir", jstr(srv->st->data_dir));
+	json_object_set_new(o, "mountDir", mhd_json_str(fusefs_mountpoint(srv->fs)));
+	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->data_dir));
 
 	size_t n = store_count(srv->st);
 	for (size_t i = 0; i < n; i++) {
@@ -600,7 +582,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_t *d = json_object();
 		if (!d)
 			continue;
-		json_object_set_new(d, "name", jstr(db->name));
+		json_object_set_new(d, "name", mhd_json_str(db->name));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.txid);
 		json_object_set_new(d, "txid", json_string(buf));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.checksum);
@@ -1011,7 +993,7 @@ static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connect
 		json_t *o = json_object();
 		if (!o)
 			return MHD_NO;
-		json_object_set_new(o, "name", jstr(ir->name));
+		json_object_set_new(o, "name", mhd_json_str(ir->name));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.txid);
 		json_object_set_new(o, "txid", json_string(buf));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.checksum);
@@ -1967,7 +1949,7 @@ static json_t *events_role(const char *type, bool is_primary, const char *host)
 	json_t *d = json_object();
 	if (d) {
 		json_object_set_new(d, "isPrimary", json_boolean(is_primary));
-		json_object_set_new(d, "hostname", jstr(host));
+		json_object_set_new(d, "hostname", mhd_json_str(host));
 	}
 	return json_pack("{s:s, s:o*}", "type", type, "data", d);
 }
@@ -1978,7 +1960,7 @@ static json_t *events_tx(const struct db_view *v)
 	snprintf(txid, sizeof(txid), "%016" PRIx64, v->pos.txid);
 	snprintf(chk, sizeof(chk), "%016" PRIx64, v->pos.checksum);
 	ltx_format_time(ts, sizeof(ts), v->ts_ms);
-	return json_pack("{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:s}}", "type", "tx", "db", jstr(v->db->name), "data",
+	return json_pack("{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:s}}", "type", "tx", "db", mhd_json_str(v->db->name), "data",
 			 "txID", txid, "postApplyChecksum", chk, "pageSize", (json_int_t)v->page_size, "commit",
 			 (json_int_t)v->n_pages, "timestamp", ts);
 }

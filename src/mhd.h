@@ -6,6 +6,7 @@
 #ifndef LITEFS_MHD_H
 #define LITEFS_MHD_H
 
+#include <jansson.h>
 #include <microhttpd.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,5 +33,9 @@ int mhd_start(const struct mhd_listen *l, struct MHD_Daemon **out, uint16_t *por
 
 /* Replaces characters that would break a logfmt quoted value. */
 void mhd_log_clean(char *s);
+
+/* A JSON string of s; bytes that are not valid UTF-8 (database names may
+ * hold any byte but '/' and controls) are replaced by '?'. NULL on OOM. */
+json_t *mhd_json_str(const char *s);
 
 #endif
