@@ -1534,7 +1534,7 @@ out:
 int db_verify_step(struct db *db, uint32_t max_pages)
 {
 	int rc = 0;
-	bool primary = store_is_primary(db->store); /* store.mu before db.mu */
+	bool primary = store_is_primary(db->store);
 	pthread_mutex_lock(&db->mu);
 	if (!db->verify.active) {
 		pthread_mutex_unlock(&db->mu);
@@ -2243,12 +2243,12 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
  *      in a transaction to finish; new readers get SQLITE_BUSY while it is
  *      held (their busy handler retries). If readers keep overlapping for
  *      20 ms, PENDING is taken too so that no new reader starts.
- *  WAL mode: the WAL write, checkpoint, recovery and all five read-mark
- *      locks, taken one by one and kept, so that readers drain; a reader
- *      that cannot get a read mark retries inside SQLite (no BUSY) for
- *      seconds. The replica's WAL is always empty: pages go to the db file
- *      and the wal-index header gets a new iChange and page count, which
- *      tells every connection to drop its cache.
+ *  WAL mode: the WAL write and checkpoint locks and the five read marks
+ *      (see exclude_wal_readers(): after 2 ms new readers are held back by
+ *      an inconsistent wal-index header and retry inside SQLite, no BUSY).
+ *      The replica's WAL is always empty: pages go to the db file and the
+ *      wal-index header gets a new iChange and page count, which tells
+ *      every connection to drop its cache.
  *
  * A reader in a long transaction delays the apply for as long as it holds
  * its lock, never longer.
@@ -2256,8 +2256,7 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
 #define SQLITE_PENDING_BYTE 0x40000000
 #define SQLITE_SHARED_FIRST (SQLITE_PENDING_BYTE + 2)
 #define SQLITE_SHARED_SIZE 510
-#define WAL_LOCK_FIRST 120 /* WRITE, CKPT, RECOVER, READ0..READ4 */
-#define WAL_LOCK_COUNT 8
+#define WAL_LOCK_FIRST 120 /* WRITE, CKPT, RECOVER, READ0..READ4 at 120..127 */
 #define WALIDX_HDR_SIZE 48
 #define WALIDX_CKPT_OFF 96
 

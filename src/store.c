@@ -160,7 +160,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 	pthread_cond_init(&st->cond, NULL);
 	pthread_cond_init(&st->change_cond, NULL);
 	pthread_mutex_init(&st->change_mu, NULL);
-	st->is_primary = true;
+	atomic_init(&st->is_primary, true);
 	st->dbs_fd = -1;
 	st->compress = opts->compress;
 	st->retention_ms = opts->retention_ms;
@@ -298,16 +298,13 @@ void store_close(struct store *st)
 
 bool store_is_primary(struct store *st)
 {
-	pthread_mutex_lock(&st->mu);
-	bool p = st->is_primary;
-	pthread_mutex_unlock(&st->mu);
-	return p;
+	return atomic_load(&st->is_primary);
 }
 
 void store_set_role(struct store *st, bool primary, const char *primary_host)
 {
 	pthread_mutex_lock(&st->mu);
-	st->is_primary = primary;
+	atomic_store(&st->is_primary, primary);
 	snprintf(st->primary_host, sizeof(st->primary_host), "%s", primary || !primary_host ? "" : primary_host);
 	if (st->caught_up_ms == 0)
 		st->caught_up_ms = clock_wall_ms();
@@ -318,7 +315,7 @@ void store_set_role(struct store *st, bool primary, const char *primary_host)
 void store_primary_host(struct store *st, char *buf, size_t len)
 {
 	pthread_mutex_lock(&st->mu);
-	snprintf(buf, len, "%s", st->is_primary ? "" : st->primary_host);
+	snprintf(buf, len, "%s", atomic_load(&st->is_primary) ? "" : st->primary_host);
 	pthread_mutex_unlock(&st->mu);
 }
 
@@ -333,7 +330,7 @@ int64_t store_lag_ms(struct store *st)
 {
 	pthread_mutex_lock(&st->mu);
 	int64_t lag = 0;
-	if (!st->is_primary && st->caught_up_ms > 0) {
+	if (!atomic_load(&st->is_primary) && st->caught_up_ms > 0) {
 		lag = clock_wall_ms() - st->caught_up_ms;
 		if (lag < 0)
 			lag = 0;

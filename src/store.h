@@ -45,8 +45,9 @@ struct store {
 	struct db **dbs;        /* index = db id; never shrinks during a mount */
 	size_t n_dbs, cap_dbs;
 	bool stopping;
-	/* Role (see store_set_role()); guarded by mu. */
-	bool is_primary;
+	/* Role (see store_set_role()): is_primary is read without a lock on
+	 * every FUSE write; the rest is guarded by mu. */
+	atomic_bool is_primary;
 	char primary_host[256];
 	int64_t caught_up_ms;
 	/* Set by the FUSE layer once mounted (see store_fuse_hooks). */
