@@ -1200,34 +1200,51 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 }
 
 /*
- * A helper thread that fdatasyncs LTX files while the FUSE thread syncs the
+ * A helper thread that fsyncs LTX segments while the FUSE thread syncs the
  * client's file: two concurrent syncs on ext4 share one journal commit
  * instead of paying for two in a row.
+ *
+ * Every database of the node shares the one thread, so each submission is
+ * its own job with its own completion: a FUSE thread waits for exactly the
+ * job it queued (a job lives on its submitter's stack and is unlinked by
+ * the syncer before `done` is set, both under syncer.mu). Jobs of several
+ * databases queue up and run in order; none can be lost or taken by
+ * another waiter.
  */
+struct sync_job {
+	int fd;               /* the segment to sync, borrowed until done */
+	int rc;               /* 0 or -errno, valid once done */
+	bool done;
+	struct sync_job *next;
+};
+
 static struct {
 	pthread_once_t once;
-	pthread_mutex_t mu;
-	pthread_cond_t cond;
-	int fd; /* job: the segment to sync, borrowed until done */
-	int rc;
-	bool pending, done, ok;
-} syncer = { .once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+	pthread_mutex_t mu;   /* guards everything below */
+	pthread_cond_t work;  /* a job was queued */
+	pthread_cond_t done;  /* a job finished */
+	struct sync_job *head, *tail;
+	bool ok;
+} syncer = { .once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER,
+	     .work = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
 
 static void *syncer_main(void *arg)
 {
 	(void)arg;
 	pthread_mutex_lock(&syncer.mu);
 	for (;;) {
-		while (!syncer.pending)
-			pthread_cond_wait(&syncer.cond, &syncer.mu);
-		int fd = syncer.fd;
+		while (syncer.head == NULL)
+			pthread_cond_wait(&syncer.work, &syncer.mu);
+		struct sync_job *job = syncer.head;
+		syncer.head = job->next;
+		if (syncer.head == NULL)
+			syncer.tail = NULL;
 		pthread_mutex_unlock(&syncer.mu);
-		int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+		int rc = sys_fsync(job->fd) == 0 ? 0 : -errno;
 		pthread_mutex_lock(&syncer.mu);
-		syncer.rc = rc;
-		syncer.pending = false;
-		syncer.done = true;
-		pthread_cond_broadcast(&syncer.cond);
+		job->rc = rc;
+		job->done = true;
+		pthread_cond_broadcast(&syncer.done);
 	}
 	return NULL;
 }
@@ -1240,8 +1257,8 @@ static void syncer_init(void)
 		pthread_detach(t);
 }
 
-/* fsyncs the client's fd and, at the same time, the deferred LTX files.
- * Returns the first error. One job at a time (syncer.mu serialises). */
+/* fsyncs the client's fd and, at the same time, the deferred LTX records.
+ * Returns the first error. Called with db->mu held. */
 static int fsync_with_ltx(struct db *db, int fd)
 {
 	pthread_once(&syncer.once, syncer_init);
@@ -1249,28 +1266,26 @@ static int fsync_with_ltx(struct db *db, int fd)
 		int rc = sys_fsync(fd) == 0 ? 0 : -errno;
 		return rc == 0 ? sync_unsynced(db) : rc;
 	}
-	pthread_mutex_lock(&syncer.mu);
-	while (syncer.pending)
-		pthread_cond_wait(&syncer.cond, &syncer.mu);
-	syncer.fd = db->log_fd;
+	struct sync_job job = { .fd = db->log_fd };
 	uint64_t end = db->log_end;
-	syncer.done = false;
-	syncer.pending = true;
-	pthread_cond_broadcast(&syncer.cond);
+	pthread_mutex_lock(&syncer.mu);
+	if (syncer.tail)
+		syncer.tail->next = &job;
+	else
+		syncer.head = &job;
+	syncer.tail = &job;
+	pthread_cond_signal(&syncer.work);
 	pthread_mutex_unlock(&syncer.mu);
 
 	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
 
 	pthread_mutex_lock(&syncer.mu);
-	while (!syncer.done)
-		pthread_cond_wait(&syncer.cond, &syncer.mu);
-	int ltx_rc = syncer.rc;
-	syncer.done = false;
-	pthread_cond_broadcast(&syncer.cond);
+	while (!job.done)
+		pthread_cond_wait(&syncer.done, &syncer.mu);
 	pthread_mutex_unlock(&syncer.mu);
 	if (rc == 0)
-		rc = ltx_rc;
-	if (ltx_rc == 0)
+		rc = job.rc;
+	if (job.rc == 0)
 		db->log_synced_end = end;
 	return rc;
 }
