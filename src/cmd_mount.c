@@ -281,7 +281,16 @@ int cmd_mount_main(int argc, char **argv)
 		.node_id = load_node_id(cfg.data.dir),
 	};
 	if ((rc = store_open(&so, &st)) != 0) {
-		fprintf(stderr, "litefs mount: cannot open data.dir %s: %s\n", cfg.data.dir, err_str(rc));
+		if (rc == ERR_DATA_DIR_BUSY) {
+			int holder = store_data_dir_holder(cfg.data.dir);
+			char who[64] = "another litefs node";
+			if (holder > 0)
+				snprintf(who, sizeof(who), "another litefs node (pid %d)", holder);
+			fprintf(stderr, "litefs mount: data.dir %s is in use by %s; each node needs its own data.dir\n",
+				cfg.data.dir, who);
+		} else {
+			fprintf(stderr, "litefs mount: cannot open data.dir %s: %s\n", cfg.data.dir, err_str(rc));
+		}
 		goto out;
 	}
 	/* A primary that starts with no database at all (a fresh data.dir)

@@ -49,6 +49,9 @@
 	X(ERR_LTXLOG_MAGIC,     -1081, "ltx log: bad record header") \
 	X(ERR_CONFIG,           -1100, "invalid configuration") \
 	X(ERR_UNSUPPORTED,      -1101, "not supported yet") \
+	X(ERR_DATA_DIR_BUSY,    -1102, "the data directory is in use by another litefs node") \
+	X(ERR_FUSE_DIR_BUSY,    -1103, "another file system is already mounted there (another litefs node?)") \
+	X(ERR_FUSE_DIR_NOT_DIR, -1104, "not a directory") \
 	X(ERR_NEED_SNAPSHOT,    -1200, "replication: position not in the retained history (snapshot needed)") \
 	X(ERR_READONLY,         -1201, "replication: this node is a replica (read-only)") \
 	X(ERR_REPL_PROTOCOL,    -1202, "replication: malformed stream") \

@@ -37,6 +37,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -828,6 +829,64 @@ static void clear_stale_mount(const char *mountpoint)
 		LOG_WARN("fuse", "msg=\"cannot unmount stale mount\" dir=%s err=\"%s\"", mountpoint, strerror(errno));
 }
 
+/* True if path (absolute, resolved) is a mount point in this process's
+ * mount namespace. Mount points in /proc/self/mountinfo (field 5) escape
+ * space, tab, newline and backslash as \ooo. */
+static bool is_mount_point(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (f == NULL)
+		return false;
+	char line[8192];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		char *field = line;
+		for (int i = 0; i < 4 && field != NULL; i++)
+			if ((field = strchr(field, ' ')) != NULL)
+				field++;
+		if (field == NULL)
+			continue;
+		char mp[4096];
+		size_t n = 0;
+		for (const char *p = field; *p && *p != ' ' && n + 1 < sizeof(mp); p++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] >= '0' && p[2] <= '7' && p[3] >= '0' &&
+			    p[3] <= '7') {
+				mp[n++] = (char)((p[1] - '0') << 6 | (p[2] - '0') << 3 | (p[3] - '0'));
+				p += 3;
+			} else {
+				mp[n++] = *p;
+			}
+		}
+		mp[n] = '\0';
+		found = strcmp(mp, path) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Refuses a fuse.dir that cannot take the mount: a file that is not a
+ * directory (the mount would succeed and then answer every request with
+ * an I/O error), or a directory where a live file system is mounted
+ * already (mounting over it would hide a running node's databases from
+ * its application). A stale mount of a dead node was cleared before. */
+static int check_mountpoint(const char *mountpoint)
+{
+	struct stat st;
+	if (stat(mountpoint, &st) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode)) {
+		LOG_ERROR("fuse", "msg=\"fuse.dir is not a directory\" dir=%s", mountpoint);
+		return ERR_FUSE_DIR_NOT_DIR;
+	}
+	char real[PATH_MAX];
+	if (realpath(mountpoint, real) != NULL && is_mount_point(real)) {
+		LOG_ERROR("fuse", "msg=\"a file system is already mounted on fuse.dir (another litefs node?); "
+				  "refusing to mount over it\" dir=%s", mountpoint);
+		return ERR_FUSE_DIR_BUSY;
+	}
+	return 0;
+}
+
 int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs **out)
 {
 	struct fusefs *fs = calloc(1, sizeof(*fs));
@@ -852,6 +911,8 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 		return ERR_NOMEM;
 	}
 	clear_stale_mount(opts->mountpoint);
+	if ((rc = check_mountpoint(opts->mountpoint)) != 0)
+		goto err;
 	if (mkdir(opts->mountpoint, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
 		LOG_ERROR("fuse", "msg=\"cannot create mount directory\" dir=%s err=\"%s\"", opts->mountpoint,

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -148,6 +149,60 @@ int store_create(struct store *st, const char *name, struct db **out)
 	return rc;
 }
 
+/*
+ * One node per data directory. Two nodes on one data.dir would both
+ * "recover" the same databases and the second one's clean stop would mark
+ * them cleanly closed under the first, so the node holds an exclusive
+ * flock on data.dir/lock for its whole life. flock (not fcntl) because the
+ * lock belongs to the open file description: it cannot be dropped by a
+ * close() of another descriptor of the same file in this process, and the
+ * kernel releases it when the node dies however it dies. The holder's pid
+ * is written into the file only to name it in the refusal.
+ */
+static int lock_data_dir(struct store *st)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/lock", st->data_dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		int rc = -errno;
+		LOG_ERROR("store", "msg=\"cannot open the data directory lock\" path=%s err=\"%s\"", path,
+			  strerror(errno));
+		return rc;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? ERR_DATA_DIR_BUSY : -errno;
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (rc == ERR_DATA_DIR_BUSY)
+			LOG_ERROR("store", "msg=\"the data directory is in use by another litefs node; refusing to "
+					   "share it\" dir=%s holder_pid=%s", st->data_dir, pid[0] ? pid : "unknown");
+		close(fd);
+		return rc;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		LOG_WARN("store", "msg=\"cannot record the pid in the data directory lock\" path=%s", path);
+	st->lock_fd = fd;
+	return 0;
+}
+
+int store_data_dir_holder(const char *data_dir)
+{
+	char path[4096], pid[32];
+	snprintf(path, sizeof(path), "%s/lock", data_dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+	close(fd);
+	pid[n > 0 ? n : 0] = '\0';
+	return atoi(pid);
+}
+
 int store_open(const struct store_opts *opts, struct store **out)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -162,6 +217,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 	pthread_mutex_init(&st->change_mu, NULL);
 	atomic_init(&st->is_primary, true);
 	st->dbs_fd = -1;
+	st->lock_fd = -1;
 	st->compress = opts->compress;
 	st->retention_ms = opts->retention_ms;
 	st->retention_monitor_ms = opts->retention_monitor_ms > 0 ? opts->retention_monitor_ms : 60000;
@@ -175,6 +231,8 @@ int store_open(const struct store_opts *opts, struct store **out)
 		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->data_dir, strerror(errno));
 		goto err;
 	}
+	if ((rc = lock_data_dir(st)) != 0)
+		goto err;
 	snprintf(path, sizeof(path), "%s/dbs", st->data_dir);
 	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
@@ -285,6 +343,9 @@ void store_close(struct store *st)
 	free(st->dbs);
 	if (st->dbs_fd >= 0)
 		close(st->dbs_fd);
+	/* Last: the markers written above belong to this node. */
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
 	pthread_cond_destroy(&st->cond);
 	pthread_cond_destroy(&st->change_cond);
 	pthread_mutex_destroy(&st->change_mu);

@@ -36,6 +36,7 @@ struct store_opts {
 struct store {
 	char *data_dir;
 	int dbs_fd;             /* data/dbs */
+	int lock_fd;            /* data/lock, flocked for the store's life */
 	bool compress;
 	int64_t retention_ms;
 	int64_t retention_monitor_ms;
@@ -74,9 +75,13 @@ struct store {
 	bool bg_started;
 };
 
-/* Opens data_dir (creating it), loads and recovers every database.
- * Caller frees with store_close(). */
+/* Opens data_dir (creating it), takes its lock (data/lock, held until
+ * store_close(); ERR_DATA_DIR_BUSY when another node holds it), loads and
+ * recovers every database. Caller frees with store_close(). */
 int store_open(const struct store_opts *opts, struct store **out);
+/* The pid recorded by the node that holds (or last held) data_dir's lock;
+ * 0 if unknown. For error messages only. */
+int store_data_dir_holder(const char *data_dir);
 /* Stops background work, marks every database cleanly closed, frees. */
 void store_close(struct store *st);
 
