@@ -79,7 +79,12 @@
  *
  * Start-up: backup_wait_synced() lets `litefs mount` hold the application
  * until the first sync is complete, so a node started on an empty data
- * directory gets every database back from the service first.
+ * directory gets every database back from the service first. A database
+ * the service answers for but that cannot be restored (an HTTP error for
+ * its snapshot, a snapshot the node refuses, a name the node cannot take)
+ * is logged at level=error and skipped: one bad database must not keep
+ * the others and the application down. Only a failure of the service as
+ * a whole (unreachable, token refused) holds the first sync back.
  *
  * Stopping: backup_stop() sets a flag that libcurl's progress callback
  * checks and wakes store_wait_change() with store_notify_change().
@@ -924,6 +929,27 @@ static int ensure_cluster_id(struct backup *b, struct fail *f)
 	return rc;
 }
 
+/* True for a failure that says nothing about one database: the service
+ * is unreachable, refuses the token, or the node is stopping. */
+static bool service_wide(int rc)
+{
+	return rc == -ECONNRESET || rc == -ECANCELED || rc == -EACCES || rc == ERR_NOMEM;
+}
+
+/* A name from the service for a log line: bytes outside printable ASCII
+ * as \xHH, since it may not be valid UTF-8. */
+static void escape_name(const char *name, char *out, size_t len)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < len; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			out[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", *p);
+	}
+	out[o] = '\0';
+}
+
 /* GET /pos and a decision for every database. */
 static int full_sync(struct backup *b, struct fail *f)
 {
@@ -965,7 +991,10 @@ static int full_sync(struct backup *b, struct fail *f)
 		if (atomic_load(&b->stopping) || store_find(b->st, name, true))
 			continue;
 		if (!store_valid_db_name(name) || parse_pos(v, &svc) != 0) {
-			LOG_WARN("backup", "msg=\"GET /pos: ignoring an invalid entry\" name_len=%zu", strlen(name));
+			char shown[64];
+			escape_name(name, shown, sizeof(shown));
+			LOG_ERROR("backup", "msg=\"GET /pos: the service holds a database this node cannot restore (its name "
+					    "or position is invalid); skipping it, the others are restored\" name=\"%s\"", shown);
 			continue;
 		}
 		if (svc.txid == 0)
@@ -973,9 +1002,23 @@ static int full_sync(struct backup *b, struct fail *f)
 		LOG(decision_level(b), "backup", "msg=\"the service has a database this node does not: restoring it\" db=%s "
 				   "service_txid=%016" PRIx64,
 			 name, svc.txid);
-		rc = restore_db(b, name, "missing on this node", svc, f);
-		if (rc != 0 && !first)
-			first = rc;
+		struct fail one = { 0 };
+		rc = restore_db(b, name, "missing on this node", svc, &one);
+		if (rc != 0 && !service_wide(rc)) {
+			/* The service answered, but about this one database: it must
+			 * not keep every other database, and the application, from
+			 * starting. It is tried again at every sync. */
+			LOG_ERROR("backup", "msg=\"cannot restore a database from the backup service; the others and the "
+					    "application go on without it, retrying at every sync\" db=%s err=\"%s\"",
+				  name, one.msg);
+			continue;
+		}
+		if (rc != 0) {
+			if (!f->rc)
+				*f = one;
+			if (!first)
+				first = rc;
+		}
 	}
 	json_decref(root);
 	return first;

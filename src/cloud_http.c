@@ -314,8 +314,8 @@ static int take_db_name(struct MHD_Connection *conn, struct creq *q, const char 
 	}
 	if (bad || strlen(v) > DB_NAME_MAX || !store_valid_db_name(v)) {
 		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
-			 "invalid database name in %s: 1 to 200 bytes, no '/', no control bytes, no NUL, no leading '.', "
-			 "not ending in -journal, -wal, -shm or -pos", key);
+			 "invalid database name in %s: 1 to 200 bytes of UTF-8, no '/', no control characters, no NUL, "
+			 "no leading '.', not ending in -journal, -wal, -shm or -pos", key);
 		return -1;
 	}
 	snprintf(out, DB_NAME_MAX + 1, "%s", v);

@@ -347,7 +347,7 @@ static unsigned get_db_name(struct MHD_Connection *conn, char *out, size_t out_l
 	out[n] = '\0';
 	if (!store_valid_db_name(out)) {
 		snprintf(msg, msg_len,
-			 "invalid database name: 1 to 200 bytes, no '/', no control bytes, no leading '.', "
+			 "invalid database name: 1 to 200 bytes of UTF-8, no '/', no control characters, no leading '.', "
 			 "not ending in -journal, -wal, -shm or -pos");
 		return MHD_HTTP_BAD_REQUEST;
 	}

@@ -88,9 +88,11 @@ void store_close(struct store *st);
 /* Starts the background thread (retention, verification). */
 int store_start(struct store *st);
 
-/* True if name may be a database name: 1..200 bytes, no '/', no NUL or
- * control bytes, not "." or "..", no leading '.', and not ending in one of
- * the reserved suffixes (-journal, -wal, -shm, -pos). */
+/* True if name may be a database name: 1..200 bytes of well-formed UTF-8,
+ * no '/', no NUL or control characters (C0, DEL, C1), not "." or "..", no
+ * leading '.', and not ending in one of the reserved suffixes (-journal,
+ * -wal, -shm, -pos). The one rule for every place a name enters: the
+ * mount, /import, the replication stream and litefs-cloud's API. */
 bool store_valid_db_name(const char *name);
 
 /* Splits a file name in the mount into a database name and a kind

@@ -2,6 +2,7 @@
 node's data or mount directory, a mount directory that is a file, failed
 copies that used to leave phantom databases behind, names that cannot
 cross the API unchanged, and admin commands pointed at no service."""
+import json
 import os
 import subprocess
 import time
@@ -78,3 +79,105 @@ def test_fuse_dir_that_is_a_file_is_refused(node):
     assert n.mnt.read_text() == "not a directory\n"
     with open("/proc/self/mounts") as f:
         assert not any(line.split()[1] == str(n.mnt) for line in f)
+
+
+# ---- 4. names that cannot cross the API unchanged -----------------------
+
+BAD_NAMES = [b"\xff.db", b"caf\xe9.db", b"\xc0\xae.db", b"\xed\xa0\x80.db", b"a\xc2\x85b.db"]
+
+
+def test_non_utf8_names_are_refused_by_the_mount(node):
+    n = node().start()
+    for bad in BAD_NAMES:
+        path = os.fsencode(n.mnt) + b"/" + bad
+        with pytest.raises(OSError):
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o644))
+        assert not os.path.exists(path)
+    assert os.listdir(n.mnt) == []
+    assert not any((n.data / "dbs").iterdir())
+    # A name in well-formed UTF-8 is an ordinary database.
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);", name="café.db")
+    assert sorted(os.listdir(n.mnt)) == ["café.db", "café.db-pos"]
+
+
+def raw_request(port, method, target, body=b"", headers=()):
+    """An HTTP request whose target is sent byte for byte (urllib would
+    quote it); returns (status, body)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest(method, target, skip_accept_encoding=True)
+    for k, v in headers:
+        conn.putheader(k, v)
+    conn.putheader("Content-Length", str(len(body)))
+    conn.endheaders(body)
+    r = conn.getresponse()
+    out = r.read()
+    conn.close()
+    return r.status, out
+
+
+def test_non_utf8_names_are_refused_by_import(node, tmp_path):
+    n = node().start()
+    src = tmp_path / "src.db"
+    run("sqlite3", src, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    for q in ["%ff.db", "caf%e9.db", "%c0%ae.db", "a%c2%85b.db"]:
+        status, body = raw_request(n.port, "POST", f"/import?name={q}", src.read_bytes())
+        assert status == 400 and b"UTF-8" in body, (q, status, body)
+    assert os.listdir(n.mnt) == []
+    info = json.loads(raw_request(n.port, "GET", "/info")[1])
+    assert info["databases"] == []
+    status, _ = raw_request(n.port, "POST", "/import?name=caf%C3%A9.db", src.read_bytes())
+    assert status == 200
+    assert [d["name"] for d in json.loads(raw_request(n.port, "GET", "/info")[1])["databases"]] == ["café.db"]
+
+
+def test_non_utf8_names_are_refused_by_litefs_cloud(node, cloud):
+    srv = cloud()
+    tok = srv.create_cluster("c")
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    ltx = n.ltx_files()[0].read_bytes()
+    auth = [("Authorization", tok), ("Litefs-Cluster-Id", "LFSC0000000000000001")]
+    for q in ["%ff.db", "caf%e9.db", "a%c2%85b.db"]:
+        status, body = raw_request(srv.port, "POST", f"/db/tx?db={q}", ltx, auth)
+        assert status == 400 and json.loads(body)["code"] == "EINVALID", (q, status, body)
+    status, body = raw_request(srv.port, "GET", "/pos", headers=auth)
+    assert status == 200 and json.loads(body) == {}, body
+    status, body = raw_request(srv.port, "POST", "/db/tx?db=caf%C3%A9.db", ltx, auth)
+    assert status == 200, body
+    assert list(json.loads(raw_request(srv.port, "GET", "/pos", headers=auth)[1])) == ["café.db"]
+
+
+def test_one_unrestorable_database_does_not_hold_back_disaster_recovery(node, cloud, tmp_path):
+    srv = cloud()
+    tok = srv.create_cluster("prod")
+    backup = f"backup:\n  type: litefs-cloud\n  url: {srv.url}\n  auth-token: \"{tok}\"\n"
+    a = node("a", extra_config=backup).start()
+    cli(a, "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+    cli(a, "CREATE TABLE t(x); INSERT INTO t VALUES (3);", name="bad")
+    auth = [("Authorization", tok)]
+
+    def service_pos():
+        return json.loads(raw_request(srv.port, "GET", "/pos", headers=auth)[1])
+    wait_until(lambda: set(service_pos()) == {"db", "bad"}, timeout=5, msg=lambda: a.log_text()[-2000:])
+    a.stop()
+    # Plant a database whose name is not UTF-8 in the service's catalog, as
+    # a service from before the name rule could hold; it is listed as
+    # "?.db" and its snapshot cannot be fetched under that name.
+    srv.stop()
+    import sqlite3
+    con = sqlite3.connect(srv.data / "catalog.db")
+    con.execute("UPDATE dbs SET name = CAST(X'ff2e6462' AS TEXT) WHERE name = 'bad'")
+    con.commit()
+    con.close()
+    srv.start()
+    listed = service_pos()
+    assert "db" in listed and "bad" not in listed, listed
+    # Disaster: a fresh node. Its application starts with "db" restored.
+    b = node("b", extra_config=backup)
+    seen = tmp_path / "seen.txt"
+    b.start(args=["--", "sh", "-c", f"sqlite3 {b.db()} 'SELECT count(*) FROM t' > {seen}; sleep 60"])
+    wait_until(lambda: seen.exists() and seen.read_text().strip(), timeout=15, msg=lambda: b.log_text()[-3000:])
+    assert seen.read_text().strip() == "2"
+    log = b.log_text()
+    assert "level=error" in log and "cannot restore a database from the backup service" in log, log[-3000:]
