@@ -892,22 +892,111 @@ out:
 
 /* ---- FUSE-facing operations --------------------------------------------- */
 
+static void forget_files(struct db *db);
+static void invalidate_names(struct db *db);
+
 static int open_backing(struct db *db, enum db_kind kind, int flags)
 {
 	int fd = openat(db->dir_fd, db_kind_backing[kind], flags | O_CLOEXEC, 0644);
 	return fd < 0 ? -errno : fd;
 }
 
+/* Re-creates data/dbs/<name>/ltx of a forgotten database (db->mu held). */
+static int ensure_dir_locked(struct db *db)
+{
+	if (!db->dir_removed)
+		return 0;
+	int dbs_fd = db->store->dbs_fd;
+	if (mkdirat(dbs_fd, db->name, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	int dir_fd = openat(dbs_fd, db->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return -errno;
+	if (mkdirat(dir_fd, "ltx", 0755) != 0 && errno != EEXIST) {
+		int rc = -errno;
+		close(dir_fd);
+		return rc;
+	}
+	int ltx_fd = openat(dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ltx_fd < 0) {
+		int rc = -errno;
+		close(dir_fd);
+		return rc;
+	}
+	close(db->dir_fd);
+	close(db->ltx_dir_fd);
+	db->dir_fd = dir_fd;
+	db->ltx_dir_fd = ltx_fd;
+	db->dir_removed = false;
+	db->dir_dirty = true;
+	return 0;
+}
+
+int db_ensure_dir(struct db *db)
+{
+	pthread_mutex_lock(&db->mu);
+	int rc = ensure_dir_locked(db);
+	pthread_mutex_unlock(&db->mu);
+	return rc;
+}
+
+/*
+ * A database that create() made but nothing ever wrote is not a database
+ * yet: it is what a refused copy (`cp notes.txt`, or a direct copy of a
+ * database, whose first write is refused) leaves behind, or a client that
+ * opened a new name only to read. Once no handle is open it is forgotten:
+ * its empty file goes (no LTX: the logical database was empty and stays
+ * so), and when it has no history at all its directory goes too, so it is
+ * neither listed, nor counted, nor loaded at the next start. SQLite itself
+ * creates a database file empty and writes it later through the same
+ * connection, which keeps a handle open meanwhile. Returns true if it was
+ * forgotten (db->mu held).
+ */
+static bool forget_if_unwritten_locked(struct db *db)
+{
+	struct stat st;
+	if (db->n_handles != 0 || !db->exists[DB_KIND_DB] || db->exists[DB_KIND_JOURNAL] ||
+	    db->exists[DB_KIND_WAL] || db->n_pages != 0 || db->dirty.count != 0 || db->db_fd < 0 ||
+	    fstat(db->db_fd, &st) != 0 || st.st_size != 0)
+		return false;
+	if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
+		LOG_WARN("db", "msg=\"cannot remove an empty database file\" db=%s err=\"%s\"", db->name,
+			 strerror(errno));
+		return false;
+	}
+	forget_files(db);
+	db->dir_dirty = true;
+	db->forgotten = true;
+	/* rmdir fails on an ltx/ that holds anything, which keeps history. */
+	if (db->pos.txid == 0 && unlinkat(db->dir_fd, "ltx", AT_REMOVEDIR) == 0) {
+		unlinkat(db->dir_fd, "clean", 0);
+		if (unlinkat(db->store->dbs_fd, db->name, AT_REMOVEDIR) == 0)
+			db->dir_removed = true;
+	}
+	LOG_INFO("db", "msg=\"forgot a database that was created but never written\" db=%s", db->name);
+	return true;
+}
+
 int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 {
 	int fd;
 
-	if (kind == DB_KIND_POS)
-		return for_write ? -EACCES : 0;
+	if (kind == DB_KIND_POS && for_write)
+		return -EACCES;
 	pthread_mutex_lock(&db->mu);
-	if (!db->exists[kind] && !create) {
+	/* A client that looked the name up just before it was forgotten opens
+	 * the inode the kernel still caches, maybe with O_CREAT, which FUSE
+	 * does not pass on: it gets the empty database it would have made. */
+	if (kind == DB_KIND_DB && db->forgotten)
+		create = true;
+	if (!db->exists[kind == DB_KIND_POS ? DB_KIND_DB : kind] && !create) {
 		pthread_mutex_unlock(&db->mu);
 		return -ENOENT;
+	}
+	if (kind == DB_KIND_POS) {
+		db->n_handles++;
+		pthread_mutex_unlock(&db->mu);
+		return 0;
 	}
 	if (kind != DB_KIND_DB && !db->exists[DB_KIND_DB]) {
 		pthread_mutex_unlock(&db->mu);
@@ -917,6 +1006,10 @@ int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 		pthread_mutex_unlock(&db->mu);
 		return -EROFS;
 	}
+	if (create && (fd = ensure_dir_locked(db)) != 0) {
+		pthread_mutex_unlock(&db->mu);
+		return fd;
+	}
 	fd = open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
 	if (fd >= 0 && !db->exists[kind]) {
 		db->exists[kind] = true;
@@ -924,9 +1017,27 @@ int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 		db->generation[kind]++;
 		if (kind == DB_KIND_DB && db->db_fd < 0)
 			db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR);
+		if (kind == DB_KIND_DB)
+			db->forgotten = false;
 	}
+	if (fd >= 0)
+		db->n_handles++;
 	pthread_mutex_unlock(&db->mu);
 	return fd;
+}
+
+void db_close_file(struct db *db, enum db_kind kind, int fd)
+{
+	if (kind != DB_KIND_POS && fd >= 0)
+		close(fd);
+	pthread_mutex_lock(&db->mu);
+	db->n_handles--;
+	bool forgotten = forget_if_unwritten_locked(db);
+	pthread_mutex_unlock(&db->mu);
+	if (forgotten) {
+		invalidate_names(db);
+		store_notify_change(db->store);
+	}
 }
 
 void db_pos_text(struct db *db, char *buf)
@@ -1035,7 +1146,9 @@ static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, o
 	} else if (!db->wal_mode) {
 		LOG_WARN("db", "msg=\"refused: database write outside a transaction (journal_mode MEMORY/OFF and "
 			       "direct writes are not supported; use litefs import)\" db=%s", db->name);
-		return -EPERM;
+		/* "Operation not supported" tells a user of cp what happened;
+		 * EPERM's "not permitted" sent them looking at permissions. */
+		return -ENOTSUP;
 	}
 	/* else: a WAL checkpoint copying committed frames; no logical change. */
 	rc = sys_pwrite_all(fd, buf, len, off);
@@ -1917,6 +2030,9 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 	}
 	if ((rc = load_state(db, clean)) != 0)
 		goto err;
+	/* What a node that stopped between a create and the first write left. */
+	if (!create)
+		forget_if_unwritten_locked(db);
 	if (db->exists[DB_KIND_DB] && db->db_fd < 0 && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
 		rc = db->db_fd;
 		goto err;

@@ -78,6 +78,9 @@ struct db {
 	uint64_t oldest_txid;  /* first TXID of the oldest segment kept (0 = none) */
 	bool write_refused;    /* sticky: verification failed; refuse writes */
 	bool dir_dirty;        /* a backing file was created or removed since the last directory sync */
+	int n_handles;         /* open FUSE handles on any of its files */
+	bool forgotten;        /* the file went because it was never written */
+	bool dir_removed;      /* forgotten with no history: data/dbs/<name> is gone */
 
 	/* Rollback-journal transaction in progress: pages written to the db
 	 * file since the last commit point, with their checksum at first
@@ -138,8 +141,20 @@ void db_close_clean(struct db *db);
 /* ---- Used by the FUSE layer (each takes db->mu) ------------------------ */
 
 /* Opens a new fd on the backing file of kind for a FUSE handle, creating
- * it when create is set. Returns the fd (caller closes) or -errno. */
+ * it when create is set (and the database's directory if it was
+ * forgotten). Returns the fd (0 for -pos) or -errno; the handle is counted
+ * until db_close_file(). */
 int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write);
+/* Closes a handle's fd (-1 or the 0 of -pos: none) and uncounts it. When
+ * the last handle of a database that was created but never written goes
+ * (an empty file, no journal, no WAL: a refused copy, or a client that
+ * only read a new name), the database is forgotten: its file goes, and
+ * with no history at all its directory too, so nothing is left behind.
+ * Call it after replying to the kernel: it may invalidate cached names. */
+void db_close_file(struct db *db, enum db_kind kind, int fd);
+/* Re-creates the directory of a forgotten database (see db_close_file);
+ * 0 or -errno. */
+int db_ensure_dir(struct db *db);
 int db_stat_file(struct db *db, enum db_kind kind, struct stat *st);
 /* Reads through the backing file (or the generated -pos text). */
 ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off);

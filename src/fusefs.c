@@ -9,7 +9,9 @@
  * name that store_valid_db_name() accepts can be created and becomes a
  * database once its first write carries a SQLite header; writes that are
  * not whole pages, or a first page that is not a SQLite header, are refused
- * with EINVAL and a log line (db.c).
+ * with EINVAL and a log line (db.c). A database created but never written
+ * is forgotten when its last handle is released (db_close_file), so a
+ * refused copy leaves nothing behind. docs/mount.md lists every errno.
  *
  * Inodes. Root is 1. The file of kind k of database id is
  * INO_BASE + id * INO_STRIDE + k, so st_ino is stable for the life of the
@@ -345,8 +347,7 @@ static int open_handle(struct db *db, enum db_kind kind, bool create, int flags,
 		return fd;
 	struct handle *h = malloc(sizeof(*h));
 	if (h == NULL) {
-		if (kind != DB_KIND_POS)
-			close(fd);
+		db_close_file(db, kind, fd);
 		return -ENOMEM;
 	}
 	h->db = db;
@@ -359,6 +360,13 @@ static int open_handle(struct db *db, enum db_kind kind, bool create, int flags,
 		fi->keep_cache = 1;
 	}
 	return 0;
+}
+
+/* Ends a handle made by open_handle() (not those of the status files). */
+static void close_handle(struct handle *h)
+{
+	db_close_file(h->db, h->kind, h->fd);
+	free(h);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -405,12 +413,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-		if (h->fd >= 0)
-			close(h->fd);
-		free(h);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		close_handle((struct handle *)(uintptr_t)fi->fh);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
@@ -427,7 +431,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	if ((rc = store_parse_name(name, dbname, sizeof(dbname), &kind)) != 0) {
 		LOG_WARN("fuse", "msg=\"refused to create a file that cannot be a database\" name=\"%s\"", name);
-		fuse_reply_err(req, rc == -ENAMETOOLONG ? ENAMETOOLONG : EINVAL);
+		fuse_reply_err(req, rc == -ENAMETOOLONG || rc == -EILSEQ ? -rc : EINVAL);
 		return;
 	}
 	if (kind == DB_KIND_POS) {
@@ -464,11 +468,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.attr.st_ino = e.ino;
 	e.generation = db->generation[kind];
 	e.attr_timeout = e.entry_timeout = fs->attr_timeout;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-		close(h->fd);
-		free(h);
-	}
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		close_handle((struct handle *)(uintptr_t)fi->fh);
 }
 
 static void read_status(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
@@ -530,12 +531,11 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 	count(req, REQ_RELEASE, "release", ino);
-	if (h) {
-		if (h->fd >= 0)
-			close(h->fd);
-		free(h);
-	}
+	/* Reply first: closing the last handle of a never-written database
+	 * forgets it, which invalidates names in the kernel's cache. */
 	fuse_reply_err(req, 0);
+	if (h)
+		close_handle(h);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)

@@ -71,29 +71,36 @@ static bool valid_utf8_text(const char *s, size_t n)
 	return true;
 }
 
-bool store_valid_db_name(const char *name)
+int store_check_db_name(const char *name)
 {
 	size_t n = strlen(name);
-	if (n == 0 || n > MAX_DB_NAME || name[0] == '.')
-		return false;
+	if (n > MAX_DB_NAME)
+		return -ENAMETOOLONG;
+	if (n == 0 || name[0] == '.')
+		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)name[i];
 		if (c == '/' || c < 0x20 || c == 0x7f)
-			return false;
+			return -EINVAL;
 	}
 	if (!valid_utf8_text(name, n))
-		return false;
+		return -EILSEQ;
 	for (int k = DB_KIND_JOURNAL; k < DB_KIND_COUNT; k++) {
 		size_t sl = strlen(db_kind_suffix[k]);
 		if (n >= sl && strcmp(name + n - sl, db_kind_suffix[k]) == 0)
-			return false;
+			return -EINVAL;
 	}
 	/* SQLite's super-journal "<db>-mjXXXXXX9XX" (multi-database commits,
 	 * SQLITE-FILES.md §2.6) is not a database; refusing it makes such a
 	 * commit fail cleanly instead of creating a bogus database. */
 	if (n >= 12 && memcmp(name + n - 12, "-mj", 3) == 0)
-		return false;
-	return true;
+		return -EINVAL;
+	return 0;
+}
+
+bool store_valid_db_name(const char *name)
+{
+	return store_check_db_name(name) == 0;
 }
 
 int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind)
@@ -107,14 +114,14 @@ int store_parse_name(const char *fname, char *name_out, size_t name_len, int *ki
 			memcpy(name_out, fname, n - sl);
 			name_out[n - sl] = '\0';
 			*kind = k;
-			return store_valid_db_name(name_out) ? 0 : -EINVAL;
+			return store_check_db_name(name_out);
 		}
 	}
 	if (n + 1 > name_len)
 		return -ENAMETOOLONG;
 	memcpy(name_out, fname, n + 1);
 	*kind = DB_KIND_DB;
-	return store_valid_db_name(name_out) ? 0 : -EINVAL;
+	return store_check_db_name(name_out);
 }
 
 static int add_db_locked(struct store *st, struct db *db)
@@ -180,7 +187,8 @@ int store_create(struct store *st, const char *name, struct db **out)
 		if (strcmp(st->dbs[i]->name, name) == 0) {
 			*out = st->dbs[i];
 			pthread_mutex_unlock(&st->mu);
-			return 0;
+			/* A database forgotten unwritten lost its directory. */
+			return db_ensure_dir(*out);
 		}
 	}
 	struct db *db;

@@ -94,9 +94,14 @@ int store_start(struct store *st);
  * -wal, -shm, -pos). The one rule for every place a name enters: the
  * mount, /import, the replication stream and litefs-cloud's API. */
 bool store_valid_db_name(const char *name);
+/* The same rule with the reason, for the mount's errno: 0, -ENAMETOOLONG
+ * (over 200 bytes), -EILSEQ (not well-formed UTF-8, or a C1 control
+ * character) or -EINVAL (anything else). */
+int store_check_db_name(const char *name);
 
 /* Splits a file name in the mount into a database name and a kind
- * (enum db_kind). Returns 0 or -ENOENT/-EINVAL. name_out gets a copy. */
+ * (enum db_kind). Returns 0 or an error of store_check_db_name(). name_out
+ * gets a copy. */
 int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind);
 
 /* Looks up a database by name (only those whose file exists unless

@@ -2,10 +2,12 @@
 node's data or mount directory, a mount directory that is a file, failed
 copies that used to leave phantom databases behind, names that cannot
 cross the API unchanged, and admin commands pointed at no service."""
+import errno
 import json
 import os
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -90,8 +92,10 @@ def test_non_utf8_names_are_refused_by_the_mount(node):
     n = node().start()
     for bad in BAD_NAMES:
         path = os.fsencode(n.mnt) + b"/" + bad
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as e:
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o644))
+        # "Invalid or incomplete multibyte or wide character"
+        assert e.value.errno == errno.EILSEQ, (bad, e.value)
         assert not os.path.exists(path)
     assert os.listdir(n.mnt) == []
     assert not any((n.data / "dbs").iterdir())
@@ -181,3 +185,92 @@ def test_one_unrestorable_database_does_not_hold_back_disaster_recovery(node, cl
     assert seen.read_text().strip() == "2"
     log = b.log_text()
     assert "level=error" in log and "cannot restore a database from the backup service" in log, log[-3000:]
+
+
+# ---- 3. a refused copy leaves nothing behind ----------------------------
+
+def info_names(n):
+    with urllib.request.urlopen(n.url("/info") if hasattr(n, "url") else f"http://127.0.0.1:{n.port}/info",
+                                timeout=10) as r:
+        return sorted(d["name"] for d in json.loads(r.read())["databases"])
+
+
+def db_count(n):
+    with urllib.request.urlopen(f"http://127.0.0.1:{n.port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("litefs_db_count "):
+                return int(line.split()[1])
+
+
+def nothing_left(n, name):
+    return (name not in os.listdir(n.mnt) and f"{name}-pos" not in os.listdir(n.mnt)
+            and not (n.data / "dbs" / name).exists() and name not in info_names(n))
+
+
+def test_refused_copies_leave_nothing_behind(node, tmp_path):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello, I am not a database\n" * 100)
+    other = tmp_path / "other.db"
+    run("sqlite3", other, "CREATE TABLE u(y); INSERT INTO u VALUES (42);")
+
+    r = run("cp", junk, n.mnt, check=False)
+    assert r.returncode != 0 and "Invalid argument" in r.stderr, r.stderr
+    r = run("cp", other, n.mnt / "copied.db", check=False)
+    assert r.returncode != 0 and "Operation not supported" in r.stderr, r.stderr
+    assert "use litefs import" in n.log_text()
+    for name in ("notes.txt", "copied.db"):
+        wait_until(lambda: nothing_left(n, name), timeout=5,
+                   msg=lambda: f"{name} left behind: {os.listdir(n.mnt)} {info_names(n)}")
+    assert info_names(n) == ["db"] and db_count(n) == 1
+    # sqlite3 does not find an empty database under the name.
+    with pytest.raises(FileNotFoundError):
+        os.stat(n.mnt / "copied.db")
+    # Nothing comes back at the next start.
+    assert n.stop() == 0
+    n.start()
+    assert sorted(os.listdir(n.mnt)) == ["db", "db-pos"]
+    assert sorted(p.name for p in (n.data / "dbs").iterdir()) == ["db"]
+    assert info_names(n) == ["db"] and db_count(n) == 1
+    # The names stay usable: an import and a new database made by sqlite3.
+    status, body = raw_request(n.port, "POST", "/import?name=copied.db", other.read_bytes())
+    assert status == 200, body
+    assert cli(n, "SELECT y FROM u", name="copied.db").stdout.strip() == "42"
+    cli(n, "CREATE TABLE v(z); INSERT INTO v VALUES (7);", name="notes.txt")
+    assert cli(n, "SELECT z FROM v", name="notes.txt").stdout.strip() == "7"
+    assert info_names(n) == ["copied.db", "db", "notes.txt"] and db_count(n) == 3
+
+
+def test_new_name_opened_only_to_read_leaves_nothing(node):
+    n = node().start()
+    # sqlite3 creates the file empty and reads it: an empty database while
+    # it is open, nothing once it is closed.
+    assert cli(n, "SELECT count(*) FROM sqlite_master", name="empty.db").stdout.strip() == "0"
+    wait_until(lambda: nothing_left(n, "empty.db"), timeout=5, msg=lambda: str(os.listdir(n.mnt)))
+    # Held open by one connection, the empty database is there for others.
+    con = n.connect("held.db")
+    con.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    assert "held.db" in os.listdir(n.mnt)
+    con2 = n.connect("held.db")
+    con2.execute("CREATE TABLE t(x)")
+    con2.commit()
+    con2.close()
+    con.close()
+    time.sleep(0.5)
+    assert "held.db" in os.listdir(n.mnt) and "held.db" in info_names(n)
+
+
+def test_failed_copy_over_a_deleted_name_keeps_its_history(node, tmp_path):
+    n = node().start()
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (1);", name="x.db")
+    os.remove(n.mnt / "x.db")  # TXIDs 1, 2 the statements, 3 the deletion
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"junk" * 2000)
+    r = run("cp", junk, n.mnt / "x.db", check=False)
+    assert r.returncode != 0
+    wait_until(lambda: "x.db" not in os.listdir(n.mnt) and "x.db" not in info_names(n), timeout=5)
+    # The history stays, and the next database under the name continues it.
+    assert any((n.data / "dbs" / "x.db" / "ltx").iterdir())
+    cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (2);", name="x.db")
+    assert n.pos("x.db")[0] == 5
