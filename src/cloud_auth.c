@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -80,6 +81,16 @@ bool cloud_auth_valid_cluster_name(const char *name)
 			return false;
 	}
 	return true;
+}
+
+bool cloud_auth_exists(const char *data_dir)
+{
+	char *path = NULL;
+	if (asprintf(&path, "%s/%s", data_dir, AUTH_FILE) < 0)
+		return false;
+	bool ok = access(path, F_OK) == 0;
+	free(path);
+	return ok;
 }
 
 int cloud_auth_open(const char *data_dir, struct cloud_auth **out)

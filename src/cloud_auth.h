@@ -43,6 +43,11 @@ struct cloud_auth;
 /* Opens (creating) <data_dir>/auth.db; data_dir is created if missing.
  * Caller frees with cloud_auth_close(). */
 int cloud_auth_open(const char *data_dir, struct cloud_auth **out);
+/* True if data_dir holds a token store (<data_dir>/auth.db), i.e. a
+ * service has been set up there. Admin commands other than `cluster
+ * create` check it first, so that a mistyped or missing -data-dir is an
+ * error instead of a new, empty service. */
+bool cloud_auth_exists(const char *data_dir);
 /* NULL is a no-op. */
 void cloud_auth_close(struct cloud_auth *a);
 

@@ -630,6 +630,9 @@ static const char cluster_usage[] =
 	"\n"
 	"NAME: 1 to 64 characters of A-Z a-z 0-9 _ . -\n"
 	"\n"
+	"Only `cluster create` (and `serve`) set a service up in a data directory\n"
+	"that holds none; list and delete on such a directory fail and create nothing.\n"
+	"\n"
 	"Options:\n";
 
 static const char token_usage[] =
@@ -641,6 +644,9 @@ static const char token_usage[] =
 	"  create CLUSTER   create another token for CLUSTER and print it\n"
 	"  list [CLUSTER]   list token IDs (never the tokens themselves)\n"
 	"  revoke TOKEN-ID  revoke a token; requests using it fail at once\n"
+	"\n"
+	"The data directory must hold a service (set up by serve or cluster create);\n"
+	"otherwise the command fails and creates nothing.\n"
 	"\n"
 	"Options:\n";
 
@@ -780,7 +786,19 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 	struct settings st = { 0 };
 	struct cloud_auth *auth = NULL;
 	int rc = 2;
-	if (settings_resolve(&st, config, vals) == 0) {
+	/* Only `serve` and `cluster create` set a service up: any other
+	 * admin command on a directory without one would create an empty
+	 * service there and report on it as if it were the real one. */
+	bool may_create = is_cluster && !strcmp(pos[0], "create");
+	if (settings_resolve(&st, config, vals) != 0) {
+		rc = 2;
+	} else if (!may_create && !cloud_auth_exists(st.data_dir)) {
+		fprintf(stderr,
+			"litefs-cloud %s %s: %s holds no litefs-cloud service (no auth.db); pass the service's "
+			"-data-dir (or LITEFS_CLOUD_DATA_DIR). Only serve and cluster create set a service up.\n",
+			is_cluster ? "cluster" : "token", pos[0], st.data_dir);
+		rc = 1;
+	} else {
 		int arc = cloud_auth_open(st.data_dir, &auth);
 		if (arc != 0)
 			rc = admin_fail("open", st.data_dir, arc);

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from conftest import LITEFS, Node, run, wait_until
+from conftest import LITEFS, LITEFS_CLOUD, run, wait_until
 
 
 def cli(node, sql, name="db", check=True):
@@ -274,3 +274,32 @@ def test_failed_copy_over_a_deleted_name_keeps_its_history(node, tmp_path):
     assert any((n.data / "dbs" / "x.db" / "ltx").iterdir())
     cli(n, "CREATE TABLE t(x); INSERT INTO t VALUES (2);", name="x.db")
     assert n.pos("x.db")[0] == 5
+
+
+# ---- 5. admin commands on a directory that holds no service -------------
+
+@pytest.mark.parametrize("args", [("cluster", "list"), ("cluster", "delete", "prod"), ("token", "list"),
+                                  ("token", "create", "prod"), ("token", "revoke", "abc")])
+@pytest.mark.parametrize("where", ["missing", "empty"])
+def test_admin_commands_need_an_existing_service(tmp_path, args, where):
+    d = tmp_path / "nothing-here"
+    if where == "empty":
+        d.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITEFS_CLOUD_")}
+    r = run(LITEFS_CLOUD, *args, "-data-dir", d, check=False, env=env)
+    assert r.returncode == 1, r
+    assert "holds no litefs-cloud service" in r.stderr and str(d) in r.stderr, r.stderr
+    assert r.stdout == ""
+    if where == "missing":
+        assert not d.exists()
+    else:
+        assert list(d.iterdir()) == []
+
+
+def test_cluster_create_sets_a_service_up_and_admin_commands_then_work(tmp_path):
+    d = tmp_path / "svc"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LITEFS_CLOUD_")}
+    tok = run(LITEFS_CLOUD, "cluster", "create", "prod", "-data-dir", d, env=env).stdout.strip()
+    assert tok
+    assert "prod" in run(LITEFS_CLOUD, "cluster", "list", "-data-dir", d, env=env).stdout
+    assert run(LITEFS_CLOUD, "token", "list", "-data-dir", d, env=env).returncode == 0
