@@ -2253,7 +2253,7 @@ size_t config_unsupported(const struct config *c, struct config_issue *out, size
 		} \
 	} while (0)
 	ISSUE(!have_lease_consul && !strcmp(c->lease.type, "consul"), true,
-	      "lease.type: consul is not supported yet; use etcd or static");
+	      "lease.type: consul is not supported yet; use static");
 	ISSUE(!have_lease_etcd && !strcmp(c->lease.type, "etcd"), true,
 	      "lease.type: etcd is not supported yet; use static");
 	ISSUE(!have_replication && !strcmp(c->lease.type, "static") && !c->lease.candidate, true,

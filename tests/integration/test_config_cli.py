@@ -46,12 +46,19 @@ def check(*args, env=None, cwd=None):
                           text=True, env=e, cwd=cwd, timeout=30)
 
 
+# Valid files; the ones that use consul or proxy (1, 13, 19, 21, 28) are refused by
+# `litefs mount` of this build, and the check says so (exit 3).
 @pytest.mark.parametrize("num", [1, 2, 7, 13, 19, 21, 27, 28])
 def test_accepted_real_configs(num):
     path = corpus(num)
     r = check("-config", path, env=FLY_ENV)
-    assert r.returncode == 0, r.stderr
-    assert f"configuration file {path} test is successful" in r.stderr
+    if num in (1, 13, 19, 21, 28):
+        assert r.returncode == 3, r.stderr
+        assert f"configuration file {path} is valid, but not supported by this build: " in r.stderr
+        assert "test is successful" not in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert f"configuration file {path} test is successful" in r.stderr
     assert r.stdout.startswith(f"# effective configuration of {path}")
     assert "\nfuse:\n  dir: " in r.stdout
     assert "\nlease:\n  type: " in r.stdout
@@ -75,12 +82,14 @@ def test_effective_values_and_defaults():
 
 
 def test_printed_config_checks_again(tmp_path):
+    # 21 is valid but uses consul (exit 3): it still prints the effective
+    # configuration, which reads back the same.
     r = check("-config", corpus(21), env=FLY_ENV)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr
     printed = tmp_path / "printed.yml"
     printed.write_text(r.stdout)
     r2 = check("-no-expand-env", "-config", printed)
-    assert r2.returncode == 0, r2.stderr
+    assert r2.returncode == 3, r2.stderr
     assert r2.stdout.split("\n", 1)[1] == r.stdout.split("\n", 1)[1]
 
 
@@ -132,15 +141,31 @@ def test_validation_failure_in_empty_env():
     r = check("-config", corpus(9), env={})
     assert r.returncode == 1
     assert "data.dir: must differ from fuse.dir" in r.stderr
-    assert check("-config", corpus(9), env=FLY_ENV).returncode == 0
+    # With the environment it is valid (it uses consul: exit 3, not 1).
+    r = check("-config", corpus(9), env=FLY_ENV)
+    assert r.returncode == 3 and "must differ" not in r.stderr, r.stderr
 
 
-def test_unsupported_features_are_warnings():
+def test_unsupported_features_are_reported_and_fail_the_check(tmp_path):
+    # What `litefs mount` refuses fails the check (exit 3), what it ignores
+    # is a warning.
     r = check("-config", corpus(1), env=FLY_ENV)
-    assert r.returncode == 0, r.stderr
-    assert "warning:" in r.stderr
-    assert "lease.type: consul is not supported yet; use etcd or static" in r.stderr
+    assert r.returncode == 3, r.stderr
+    assert "unsupported: " in r.stderr
+    assert "lease.type: consul is not supported yet; use static" in r.stderr
     assert "proxy is not supported yet" in r.stderr
+    assert "warning: " in r.stderr and "tracing.path is ignored" in r.stderr
+    assert r.stdout.startswith("# effective configuration")
+    f = tmp_path / "etcd.yml"
+    f.write_text("fuse:\n  dir: /litefs\ndata:\n  dir: /var/lib/litefs\nlease:\n  type: etcd\n"
+                 "  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n")
+    r = check("-config", f)
+    assert r.returncode == 3, r.stderr
+    assert "is valid, but not supported by this build: lease.type: etcd is not supported yet; use static" \
+        in r.stderr
+    # The mount refuses the same file, with the same reason.
+    m = subprocess.run([str(BIN), "mount", "-config", str(f)], capture_output=True, text=True, timeout=30)
+    assert m.returncode == 1 and "lease.type: etcd is not supported yet; use static" in m.stderr
     r = check("-config", corpus(6), env=FLY_ENV)
     assert "backup" not in r.stderr  # litefs-cloud backups are supported
     assert '"{ANDASY_APP}" looks like an environment variable missing its "$"' in r.stderr
