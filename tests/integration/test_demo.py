@@ -1,6 +1,7 @@
 """`make demo` is the main job: run scripts/demo as a user would, check what
 it claims, and stop it with `scripts/demo stop`."""
 import os
+import shlex
 import subprocess
 
 from conftest import LITEFS, ROOT, free_port, is_mounted
@@ -19,6 +20,16 @@ def test_demo_runs_restores_and_stops(tmp_path):
         assert "5 orders on the replica" in out.split("Point-in-time restore")[1], out[-3000:]
         assert "both nodes restored" in out
         assert "Stop it with:  scripts/demo stop" in out
+        # Every command it prints can be pasted into a shell: its words
+        # (the SQL of sqlite3 is one) come back as they were run.
+        shown = [l[2:] for l in r.stdout.splitlines() if l.startswith("$ ")]
+        assert any(c.startswith("sqlite3 ") for c in shown), shown
+        for cmd in shown:
+            words = shlex.split(cmd)
+            if words[0] == "sqlite3":
+                assert len(words) == 3 and words[1].endswith(".db"), cmd
+            if words[0] == "python3":
+                assert len(words) == 3 and words[1] == "-c" and "sqlite3.connect(" in words[2], cmd
         mnt = ROOT / "build" / "demo"
         assert is_mounted(mnt / "primary" / "mnt") and is_mounted(mnt / "replica" / "mnt")
     finally:

@@ -92,7 +92,8 @@ static uint8_t *read_golden(const char *name, size_t *len)
 	snprintf(path, sizeof(path), "%s/%s", testdata_dir(), name);
 	fd = open(path, O_RDONLY);
 	if (fd < 0)
-		fail_msg("cannot open golden file %s: %s", path, strerror(errno));
+		fail_msg("cannot open golden file %s: %s. The test data live in ../shared/testdata relative to the "
+			 "repository root; point LITEFS_TESTDATA at that directory", path, strerror(errno));
 	assert_int_equal(fstat(fd, &st), 0);
 	buf = malloc((size_t)st.st_size + 1);
 	assert_non_null(buf);

@@ -44,6 +44,17 @@ const char *testdata(const char *rel, char *buf, size_t size)
 	const char *dir = getenv("LITEFS_TESTDATA");
 
 	snprintf(buf, size, "%s/%s", dir && *dir ? dir : "../shared/testdata", rel);
+	/* Say what is missing and how to fix it here, instead of letting the
+	 * caller fail on an opaque `fd >= 0`. */
+	if (access(buf, F_OK) != 0) {
+		char cwd[1024];
+		if (getcwd(cwd, sizeof(cwd)) == NULL)
+			snprintf(cwd, sizeof(cwd), "?");
+		fail_msg("golden file %s is missing (%s; working directory %s). The test data live in "
+			 "../shared/testdata relative to the repository root; point LITEFS_TESTDATA at that "
+			 "directory, e.g. LITEFS_TESTDATA=/path/to/shared/testdata make unit",
+			 buf, strerror(errno), cwd);
+	}
 	return buf;
 }
 
