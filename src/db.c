@@ -955,26 +955,34 @@ int db_ensure_dir(struct db *db)
 static bool forget_if_unwritten_locked(struct db *db)
 {
 	struct stat st;
-	if (db->n_handles != 0 || !db->exists[DB_KIND_DB] || db->exists[DB_KIND_JOURNAL] ||
-	    db->exists[DB_KIND_WAL] || db->n_pages != 0 || db->dirty.count != 0 || db->db_fd < 0 ||
-	    fstat(db->db_fd, &st) != 0 || st.st_size != 0)
+	if (db->n_handles != 0 || db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL] || db->n_pages != 0 ||
+	    db->dirty.count != 0)
 		return false;
-	if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
-		LOG_WARN("db", "msg=\"cannot remove an empty database file\" db=%s err=\"%s\"", db->name,
-			 strerror(errno));
-		return false;
+	bool forgot = false;
+	if (db->exists[DB_KIND_DB]) {
+		if (db->db_fd < 0 || fstat(db->db_fd, &st) != 0 || st.st_size != 0)
+			return false;
+		if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
+			LOG_WARN("db", "msg=\"cannot remove an empty database file\" db=%s err=\"%s\"", db->name,
+				 strerror(errno));
+			return false;
+		}
+		forget_files(db);
+		db->dir_dirty = true;
+		db->forgotten = true;
+		forgot = true;
+		LOG_INFO("db", "msg=\"forgot a database that was created but never written\" db=%s", db->name);
 	}
-	forget_files(db);
-	db->dir_dirty = true;
-	db->forgotten = true;
-	/* rmdir fails on an ltx/ that holds anything, which keeps history. */
-	if (db->pos.txid == 0 && unlinkat(db->dir_fd, "ltx", AT_REMOVEDIR) == 0) {
+	/* A name without any history (never written, or removed before its
+	 * first transaction) keeps no directory. rmdir fails on an ltx/ that
+	 * holds anything, which keeps history. */
+	if (db->pos.txid == 0 && !db->dir_removed && unlinkat(db->dir_fd, "ltx", AT_REMOVEDIR) == 0) {
 		unlinkat(db->dir_fd, "clean", 0);
+		unlinkat(db->dir_fd, db_kind_backing[DB_KIND_SHM], 0);
 		if (unlinkat(db->store->dbs_fd, db->name, AT_REMOVEDIR) == 0)
 			db->dir_removed = true;
 	}
-	LOG_INFO("db", "msg=\"forgot a database that was created but never written\" db=%s", db->name);
-	return true;
+	return forgot;
 }
 
 int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
@@ -1523,6 +1531,9 @@ int db_unlink(struct db *db, enum db_kind kind)
 	switch (kind) {
 	case DB_KIND_DB:
 		rc = delete_database(db);
+		/* Removed before its first transaction: nothing to keep. */
+		if (rc == 0)
+			forget_if_unwritten_locked(db);
 		break;
 	case DB_KIND_JOURNAL:
 		/* DELETE mode's commit point. */

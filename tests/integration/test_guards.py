@@ -259,6 +259,12 @@ def test_new_name_opened_only_to_read_leaves_nothing(node):
     con.close()
     time.sleep(0.5)
     assert "held.db" in os.listdir(n.mnt) and "held.db" in info_names(n)
+    # Removed before its first transaction, a name keeps nothing either.
+    fd = os.open(n.mnt / "gone.db", os.O_CREAT | os.O_RDWR, 0o644)
+    os.remove(n.mnt / "gone.db")
+    os.close(fd)
+    wait_until(lambda: nothing_left(n, "gone.db"), timeout=5,
+               msg=lambda: str(list((n.data / "dbs").iterdir())))
 
 
 def test_failed_copy_over_a_deleted_name_keeps_its_history(node, tmp_path):

@@ -1210,7 +1210,7 @@ static void test_unsupported(void **state)
 			 0);
 	size_t n = config_unsupported(&cfg, is, 8);
 	assert_int_equal(n, 5);
-	assert_string_equal(is[0].msg, "lease.type: consul is not supported yet; use etcd or static");
+	assert_string_equal(is[0].msg, "lease.type: consul is not supported yet; use static");
 	assert_true(is[0].fatal);
 	assert_string_equal(is[1].msg, "proxy is not supported yet");
 	assert_true(is[1].fatal);
