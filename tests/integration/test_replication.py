@@ -891,7 +891,7 @@ HELLO = frame(b"H", b"LFSS" + struct.pack(">I", 1))
 
 
 def ltx_frame(name, data, kind=b"L"):
-    n = name.encode()
+    n = name if isinstance(name, bytes) else name.encode()
     return frame(kind, struct.pack(">H", len(n)) + n + data)
 
 
@@ -1137,6 +1137,7 @@ BAD_STREAMS = {
     "snapshot_not_from_txid_1": r"snapshot|ltx|contiguous|pre-apply|position",
     "hostile_name": r"name|invalid",
     "reserved_name": r"name|invalid",
+    "non_utf8_name": r"name|invalid",
 }
 
 
@@ -1225,9 +1226,10 @@ def test_bad_stream_is_refused_state_kept_and_retried(cluster, tmp_path, bad):
             conn.send(HELLO)
             conn.send(ltx_frame("db", ltx[have + 2], kind=b"S"))
             conn.hold(8)
-        elif bad in ("hostile_name", "reserved_name"):
+        elif bad in ("hostile_name", "reserved_name", "non_utf8_name"):
             conn.send(HELLO)
-            conn.send(ltx_frame("../escape.db" if bad == "hostile_name" else "db-wal", ltx[1]))
+            name = {"hostile_name": "../escape.db", "reserved_name": "db-wal", "non_utf8_name": b"\xff.db"}[bad]
+            conn.send(ltx_frame(name, ltx[1]))
             conn.hold(8)
 
     fake = FakePrimary(cluster_id, behave)
