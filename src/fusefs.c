@@ -430,7 +430,13 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	if ((rc = store_parse_name(name, dbname, sizeof(dbname), &kind)) != 0) {
-		LOG_WARN("fuse", "msg=\"refused to create a file that cannot be a database\" name=\"%s\"", name);
+		/* A name that is not UTF-8 would not be one in the log either. */
+		if (rc == -EILSEQ)
+			LOG_WARN("fuse", "msg=\"refused to create a file whose name is not valid UTF-8\" name_len=%zu",
+				 strlen(name));
+		else
+			LOG_WARN("fuse", "msg=\"refused to create a file that cannot be a database\" name=\"%s\"",
+				 name);
 		fuse_reply_err(req, rc == -ENAMETOOLONG || rc == -EILSEQ ? -rc : EINVAL);
 		return;
 	}

@@ -3,6 +3,7 @@
  * and recovery at startup, retention and background verification.
  *
  * Layout of data.dir (see docs/mount.md):
+ *   lock                     flocked by the node for its life (holds its pid)
  *   dbs/<name>/db            the database file (backing store)
  *   dbs/<name>/db-journal    rollback journal, db-wal, db-shm likewise
  *   dbs/<name>/ltx/<min>-<max>.ltx   one LTX file per transaction
