@@ -835,10 +835,12 @@ static void clear_stale_mount(const char *mountpoint)
 		LOG_WARN("fuse", "msg=\"cannot unmount stale mount\" dir=%s err=\"%s\"", mountpoint, strerror(errno));
 }
 
-/* True if path (absolute, resolved) is a mount point in this process's
- * mount namespace. Mount points in /proc/self/mountinfo (field 5) escape
- * space, tab, newline and backslash as \ooo. */
-static bool is_mount_point(const char *path)
+/* True if a FUSE file system (type "fuse" or "fuse.*": another litefs
+ * node, or any FUSE daemon) is mounted on path (absolute, resolved) in
+ * this process's mount namespace. Mount points in /proc/self/mountinfo
+ * (field 5) escape space, tab, newline and backslash as \ooo; the type
+ * is the first field after the " - " separator. */
+static bool fuse_mounted_on(const char *path)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 	if (f == NULL)
@@ -850,7 +852,8 @@ static bool is_mount_point(const char *path)
 		for (int i = 0; i < 4 && field != NULL; i++)
 			if ((field = strchr(field, ' ')) != NULL)
 				field++;
-		if (field == NULL)
+		const char *sep = field ? strstr(field, " - ") : NULL;
+		if (sep == NULL)
 			continue;
 		char mp[4096];
 		size_t n = 0;
@@ -864,7 +867,8 @@ static bool is_mount_point(const char *path)
 			}
 		}
 		mp[n] = '\0';
-		found = strcmp(mp, path) == 0;
+		const char *type = sep + 3;
+		found = strcmp(mp, path) == 0 && strncmp(type, "fuse", 4) == 0 && (type[4] == ' ' || type[4] == '.');
 	}
 	fclose(f);
 	return found;
@@ -872,9 +876,11 @@ static bool is_mount_point(const char *path)
 
 /* Refuses a fuse.dir that cannot take the mount: a file that is not a
  * directory (the mount would succeed and then answer every request with
- * an I/O error), or a directory where a live file system is mounted
+ * an I/O error), or a directory where a live FUSE file system is mounted
  * already (mounting over it would hide a running node's databases from
- * its application). A stale mount of a dead node was cleared before. */
+ * its application). A stale mount of a dead node was cleared before.
+ * Other file systems are mounted over as before: a container volume
+ * declared on fuse.dir is a mount point, and LiteFS covers it. */
 static int check_mountpoint(const char *mountpoint)
 {
 	struct stat st;
@@ -885,7 +891,7 @@ static int check_mountpoint(const char *mountpoint)
 		return ERR_FUSE_DIR_NOT_DIR;
 	}
 	char real[PATH_MAX];
-	if (realpath(mountpoint, real) != NULL && is_mount_point(real)) {
+	if (realpath(mountpoint, real) != NULL && fuse_mounted_on(real)) {
 		LOG_ERROR("fuse", "msg=\"a file system is already mounted on fuse.dir (another litefs node?); "
 				  "refusing to mount over it\" dir=%s", mountpoint);
 		return ERR_FUSE_DIR_BUSY;
