@@ -488,9 +488,9 @@ static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
 /* The first TXID of the oldest retained segment (0: none). */
 static uint64_t oldest_txid(struct db *db)
 {
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "backup");
 	uint64_t v = db->oldest_txid;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return v;
 }
 

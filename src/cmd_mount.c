@@ -17,6 +17,18 @@
  * while signals still stop the node. The replica stops before the HTTP
  * API and the mount, so no apply runs while they go away.
  *
+ * A stop always stops (the stop guard, below): a thread stuck holding a
+ * database's mutex (a hung fsync, a lost wake-up) would otherwise block
+ * the FUSE loop's join, the HTTP server's and the store's for ever. From
+ * the moment a stop begins, a guard thread watches the clock: once
+ * MOUNT_STOP_GRACE_MS passed while a database's mutex is stalled (held
+ * longer than the watchdog's bound, store.h), or MOUNT_STOP_HARD_MS
+ * passed whatever the cause, it marks clean the databases whose mutex it
+ * can still take (the others are recovered at the next start, never
+ * trusted), aborts the FUSE connection, detaches the mount and ends the
+ * process with MOUNT_EXIT_FORCED and a level=error line. It joins no
+ * thread: the stuck ones end with the process.
+ *
  * Backup (backup.c): on the primary, with backup.type litefs-cloud (or
  * LITEFS_CLOUD_TOKEN), the backup client starts after the HTTP API; the
  * application waits for its first sync with the service — without limit
@@ -32,11 +44,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "cluster.h"
 #include "cmd.h"
 #include "config.h"
@@ -53,6 +67,14 @@
 /* How long a primary that has databases waits for its first sync with the
  * backup service before starting the application anyway. */
 #define MOUNT_BACKUP_WAIT_MS 5000
+/* The stop guard (see above): requests in flight get this long when a
+ * database's mutex is stalled, and a stop this long whatever holds it up
+ * (above the application's 30 s and the HTTP API's 10 s of grace). */
+#define MOUNT_STOP_GRACE_MS 10000
+#define MOUNT_STOP_HARD_MS 60000
+/* Exit status of a forced stop: not the application's, not a signal's
+ * (EX_SOFTWARE of sysexits.h). */
+#define MOUNT_EXIT_FORCED 70
 
 static const char mount_usage[] =
 	"Usage: litefs mount [-config PATH] [-no-expand-env] [-- CMD [ARGS...]]\n"
@@ -72,11 +94,18 @@ static const char mount_usage[] =
 	"                        with this token when litefs.yml has no backup section\n"
 	"  LITEFS_CLOUD_ENDPOINT its URL (default https://litefs.fly.io); see docs/backup.md\n"
 	"  LITEFS_SECRET         http.secret when litefs.yml sets none\n"
-	"  LITEFS_FAULT=call:N   (tests) make the Nth pwrite/fsync/rename/unlink/ftruncate\n"
-	"                        of the commit path fail with EIO\n"
+	"  LITEFS_LOCK_STALL_MS  watchdog bound: a database lock held longer is logged\n"
+	"                        at level=error and counted (default 10000)\n"
+	"  LITEFS_FAULT=call:N[:errno][:stall=MS][:path=TEXT]\n"
+	"                        (tests) make the Nth pwrite/fsync/rename/unlink/ftruncate\n"
+	"                        of the commit path fail with EIO (or errno); stall=MS\n"
+	"                        makes it hang MS ms instead, path=TEXT counts only calls\n"
+	"                        on files whose path contains TEXT (see src/sys.h)\n"
 	"\n"
 	"The node exits with the application's exit code. SIGINT and SIGTERM are\n"
 	"forwarded to the application; the file system is unmounted when it exits.\n"
+	"A stop that cannot finish (a database lock stuck for 10 s, or 60 s in all)\n"
+	"is forced: the mount is detached and the node exits with status 70.\n"
 	"See docs/config.md for every configuration key.\n";
 
 /* This node's name for other nodes: lease.hostname, else the OS's. */
@@ -181,6 +210,178 @@ static int wait_first_sync(const struct first_sync *fs, const sigset_t *sigs, co
 	}
 }
 
+/* The stop guard (see the top of the file). */
+struct stop_guard {
+	struct store *st;             /* borrowed; never freed while the guard runs */
+	char mountpoint[4096];        /* a copy: fusefs_unmount() frees its own */
+	unsigned fuse_conn;           /* /sys/fs/fuse/connections/<n>; 0: unknown */
+	int64_t start_ms;             /* clock_mono_ms() when the stop began */
+	pthread_mutex_t mu;           /* with cond: guards the three flags */
+	pthread_cond_t cond;
+	bool done;                    /* the stop finished by itself */
+	bool store_closing;           /* main thread in store_close(): st is its alone */
+	bool forcing;                 /* the guard took over; main must not touch st */
+	atomic_bool never;            /* clock_wait_flag's stop flag, never set */
+	pthread_t tid;
+	bool started;
+};
+
+/* The FUSE connection's number (the mount's minor device number, as
+ * /sys/fs/fuse/connections names it), read from /proc/self/mountinfo so
+ * that no request to the possibly stuck file system is needed. 0 if not
+ * found. */
+static unsigned fuse_conn_of(const char *mountpoint)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	char line[8192];
+	unsigned conn = 0;
+	if (f == NULL)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned major, minor;
+		char mnt[4096];
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &major, &minor, mnt) == 3 && major == 0 &&
+		    strcmp(mnt, mountpoint) == 0)
+			conn = minor; /* the last one is on top */
+	}
+	fclose(f);
+	return conn;
+}
+
+/* Ends the FUSE connection: every request in flight (an application stuck
+ * in fsync) fails with ENOTCONN instead of waiting for a thread that will
+ * never answer. Needs fusectl mounted; otherwise the end of the process
+ * does it, when the kernel closes /dev/fuse. */
+static void fuse_abort_conn(unsigned conn)
+{
+	char path[128];
+	if (conn == 0)
+		return;
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort", conn);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (write(fd, "1", 1) == 1)
+		LOG_WARN("mount", "msg=\"FUSE connection aborted\" conn=%u", conn);
+	close(fd);
+}
+
+/* Called with forcing set, or with store_closing set (then st belongs to
+ * the main thread and is not touched). */
+static _Noreturn void stop_guard_force(struct stop_guard *g, bool store_closing, int64_t waited_ms, int stalled)
+{
+	LOG_ERROR("mount",
+		  "msg=\"stop did not finish in time; forcing it: databases whose lock is stuck are left for "
+		  "recovery, the FUSE connection is aborted and the mount detached\" waited_ms=%" PRId64
+		  " stalled_dbs=%d code=%d",
+		  waited_ms, stalled, MOUNT_EXIT_FORCED);
+	int unclean = -1;
+	if (!store_closing) {
+		unclean = store_close_forced(g->st, 500);
+	} else if (clock_wait_flag(&g->mu, &g->cond, &g->done, &g->never, 2000)) {
+		/* store_close() finished its markers after all: the main thread
+		 * ends normally. */
+		pthread_exit(NULL);
+	}
+	fuse_abort_conn(g->fuse_conn);
+	if (umount2(g->mountpoint, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
+		LOG_ERROR("mount", "msg=\"cannot detach the mount\" dir=%s err=\"%s\"", g->mountpoint, strerror(errno));
+	LOG_ERROR("mount", "msg=\"stopped by force\" code=%d unclean_dbs=%d", MOUNT_EXIT_FORCED, unclean < 0 ? 0 : unclean);
+	fflush(stderr);
+	/* Not exit(): atexit handlers and stdio teardown must not run while
+	 * other threads are stuck in the middle of their work. */
+	_exit(MOUNT_EXIT_FORCED);
+}
+
+static void *stop_guard_main(void *arg)
+{
+	struct stop_guard *g = arg;
+	int64_t stall_ms = g->st->lock_stall_ms;
+	for (;;) {
+		if (clock_wait_flag(&g->mu, &g->cond, &g->done, &g->never, 250))
+			return NULL;
+		/* Decided under mu, so that the main thread either sees forcing
+		 * before it enters store_close() or the guard sees store_closing
+		 * and leaves st alone (store_close frees it). */
+		pthread_mutex_lock(&g->mu);
+		if (g->done) {
+			pthread_mutex_unlock(&g->mu);
+			return NULL;
+		}
+		bool closing = g->store_closing;
+		int64_t waited = clock_mono_ms() - g->start_ms;
+		int stalled = closing ? 0 : store_locks_held_over(g->st, stall_ms);
+		bool force = (waited >= MOUNT_STOP_GRACE_MS && stalled > 0) || waited >= MOUNT_STOP_HARD_MS;
+		if (force && !closing)
+			g->forcing = true;
+		pthread_mutex_unlock(&g->mu);
+		if (force)
+			stop_guard_force(g, closing, waited, stalled);
+	}
+}
+
+/* Starts the guard once, when a stop begins; a failure to start it only
+ * loses the guarantee. */
+static void stop_guard_start(struct stop_guard *g, struct store *st, const char *mountpoint)
+{
+	if (g->started || st == NULL)
+		return;
+	g->st = st;
+	snprintf(g->mountpoint, sizeof(g->mountpoint), "%s", mountpoint);
+	g->fuse_conn = fuse_conn_of(g->mountpoint);
+	g->start_ms = clock_mono_ms();
+	pthread_mutex_init(&g->mu, NULL);
+	pthread_cond_init(&g->cond, NULL);
+	atomic_init(&g->never, false);
+	g->started = pthread_create(&g->tid, NULL, stop_guard_main, g) == 0;
+	if (!g->started)
+		LOG_WARN("mount", "msg=\"cannot start the stop guard; a stuck stop would not be forced\"");
+}
+
+/* The main thread is about to close the store: from now on the guard does
+ * not touch it. If the guard already took over, the process is about to
+ * end: wait for that. */
+static void stop_guard_enter_close(struct stop_guard *g)
+{
+	if (!g->started)
+		return;
+	pthread_mutex_lock(&g->mu);
+	if (g->forcing) {
+		pthread_mutex_unlock(&g->mu);
+		for (;;)
+			pause();
+	}
+	g->store_closing = true;
+	pthread_mutex_unlock(&g->mu);
+}
+
+/* The stop finished by itself: the guard ends without acting. */
+static void stop_guard_finish(struct stop_guard *g)
+{
+	if (!g->started)
+		return;
+	pthread_mutex_lock(&g->mu);
+	g->done = true;
+	pthread_cond_broadcast(&g->cond);
+	pthread_mutex_unlock(&g->mu);
+	pthread_join(g->tid, NULL);
+	g->started = false;
+}
+
+/* LITEFS_LOCK_STALL_MS: the watchdog's bound (0: the default). */
+static int64_t lock_stall_ms_from_env(void)
+{
+	const char *v = getenv("LITEFS_LOCK_STALL_MS");
+	char *end;
+	long long ms = v ? strtoll(v, &end, 10) : 0;
+	if (v == NULL || *v == '\0' || *end != '\0' || ms <= 0) {
+		if (v != NULL && *v != '\0')
+			LOG_WARN("mount", "msg=\"ignoring LITEFS_LOCK_STALL_MS: not a positive number of ms\" value=\"%s\"", v);
+		return 0;
+	}
+	return ms;
+}
+
 int cmd_mount_main(int argc, char **argv)
 {
 	const char *config_path = NULL;
@@ -279,6 +480,7 @@ int cmd_mount_main(int argc, char **argv)
 		.retention_ms = cfg.data.retention_ms,
 		.retention_monitor_ms = cfg.data.retention_monitor_interval_ms,
 		.node_id = load_node_id(cfg.data.dir),
+		.lock_stall_ms = lock_stall_ms_from_env(),
 	};
 	if ((rc = store_open(&so, &st)) != 0) {
 		if (rc == ERR_DATA_DIR_BUSY) {
@@ -333,6 +535,7 @@ int cmd_mount_main(int argc, char **argv)
 		goto out;
 	}
 
+	static struct stop_guard guard; /* static: outlives nothing it may touch after _exit */
 	struct fuse_thread ft = { .fs = fs };
 	pthread_t tid;
 	if (pthread_create(&tid, NULL, fuse_thread_main, &ft) != 0)
@@ -391,6 +594,7 @@ int cmd_mount_main(int argc, char **argv)
 				continue;
 			}
 			LOG_INFO("mount", "msg=\"signal received; shutting down\" signal=%d", sig);
+			stop_guard_start(&guard, st, fusefs_mountpoint(fs));
 			if (supervisor_running(sup)) {
 				supervisor_signal(sup, sig);
 				exit_code = supervisor_wait(sup, 30000);
@@ -398,6 +602,7 @@ int cmd_mount_main(int argc, char **argv)
 			break;
 		}
 	}
+	stop_guard_start(&guard, st, fusefs_mountpoint(fs));
 	supervisor_free(sup);
 	sup = NULL;
 	backup_stop(bk);
@@ -410,8 +615,10 @@ int cmd_mount_main(int argc, char **argv)
 	pthread_join(tid, NULL);
 	fusefs_unmount(fs);
 	fs = NULL;
+	stop_guard_enter_close(&guard);
 	store_close(st);
 	st = NULL;
+	stop_guard_finish(&guard);
 	cluster_close(&cluster);
 	config_free(&cfg);
 	LOG_INFO("mount", "msg=\"stopped\" code=%d", exit_code);

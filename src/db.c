@@ -934,9 +934,9 @@ static int ensure_dir_locked(struct db *db)
 
 int db_ensure_dir(struct db *db)
 {
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "ensure_dir");
 	int rc = ensure_dir_locked(db);
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -991,31 +991,31 @@ int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 
 	if (kind == DB_KIND_POS && for_write)
 		return -EACCES;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "open");
 	/* A client that looked the name up just before it was forgotten opens
 	 * the inode the kernel still caches, maybe with O_CREAT, which FUSE
 	 * does not pass on: it gets the empty database it would have made. */
 	if (kind == DB_KIND_DB && db->forgotten)
 		create = true;
 	if (!db->exists[kind == DB_KIND_POS ? DB_KIND_DB : kind] && !create) {
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return -ENOENT;
 	}
 	if (kind == DB_KIND_POS) {
 		db->n_handles++;
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return 0;
 	}
 	if (kind != DB_KIND_DB && !db->exists[DB_KIND_DB]) {
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return -ENOENT;
 	}
 	if (kind == DB_KIND_DB && for_write && db->write_refused) {
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return -EROFS;
 	}
 	if (create && (fd = ensure_dir_locked(db)) != 0) {
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return fd;
 	}
 	fd = open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
@@ -1030,7 +1030,7 @@ int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 	}
 	if (fd >= 0)
 		db->n_handles++;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return fd;
 }
 
@@ -1038,10 +1038,10 @@ void db_close_file(struct db *db, enum db_kind kind, int fd)
 {
 	if (kind != DB_KIND_POS && fd >= 0)
 		close(fd);
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "release");
 	db->n_handles--;
 	bool forgotten = forget_if_unwritten_locked(db);
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	if (forgotten) {
 		invalidate_names(db);
 		store_notify_change(db->store);
@@ -1050,9 +1050,9 @@ void db_close_file(struct db *db, enum db_kind kind, int fd)
 
 void db_pos_text(struct db *db, char *buf)
 {
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "pos");
 	ltx_format_pos(buf, db->pos);
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	size_t n = strlen(buf);
 	buf[n] = '\n';
 	buf[n + 1] = '\0';
@@ -1060,9 +1060,9 @@ void db_pos_text(struct db *db, char *buf)
 
 struct ltx_pos db_pos(struct db *db)
 {
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "pos");
 	struct ltx_pos p = db->pos;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return p;
 }
 
@@ -1070,7 +1070,7 @@ int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
 {
 	int rc = 0;
 	memset(st, 0, sizeof(*st));
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "stat");
 	if (!db->exists[DB_KIND_DB] || (kind != DB_KIND_POS && !db->exists[kind])) {
 		rc = -ENOENT;
 	} else if (kind == DB_KIND_POS) {
@@ -1080,8 +1080,25 @@ int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
 	} else if (fstatat(db->dir_fd, db_kind_backing[kind], st, 0) != 0) {
 		rc = -errno;
 	}
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
+}
+
+void db_list_files(struct db *db, bool out[DB_KIND_COUNT])
+{
+	if (lockwatch_trylock(&db->mu, "list") == 0) {
+		for (int k = 0; k < DB_KIND_COUNT; k++)
+			out[k] = db->exists[DB_KIND_DB] && (k == DB_KIND_POS || db->exists[k]);
+		lockwatch_unlock(&db->mu);
+		return;
+	}
+	/* Busy: the backing files say the same thing, a moment late at most
+	 * (dir_fd never changes after the load). */
+	struct stat st;
+	bool have_db = fstatat(db->dir_fd, db_kind_backing[DB_KIND_DB], &st, 0) == 0;
+	for (int k = 0; k < DB_KIND_COUNT; k++)
+		out[k] = have_db && (k == DB_KIND_POS || k == DB_KIND_DB ||
+				     fstatat(db->dir_fd, db_kind_backing[k], &st, 0) == 0);
 }
 
 ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off)
@@ -1224,7 +1241,7 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 	ssize_t rc;
 	if (kind == DB_KIND_POS)
 		return -EACCES;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "write");
 	switch (kind) {
 	case DB_KIND_DB:
 		rc = write_db(db, fd, buf, len, off);
@@ -1240,7 +1257,7 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 		rc = r ? r : (ssize_t)len;
 	}
 	}
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -1261,7 +1278,7 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 
 	if (kind == DB_KIND_POS)
 		return -EACCES;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "truncate");
 	switch (kind) {
 	case DB_KIND_DB: {
 		uint32_t ps = db->page_size;
@@ -1316,7 +1333,7 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 	default:
 		rc = truncate_backing(db, kind, size);
 	}
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -1416,7 +1433,7 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 	int rc;
 	if (kind == DB_KIND_POS)
 		return 0;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "fsync");
 	/* The LTX files of earlier commits become durable with the client's
 	 * own sync (SQLITE-FILES.md §2.7, §3.6: FULL syncs -wal after every
 	 * commit; rollback modes sync the journal at the next transaction). */
@@ -1427,20 +1444,26 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 		finalize_unsynced(db); /* synced, or a checkpoint's sync: the commits stand */
 	if (kind == DB_KIND_WAL)
 		db->wal_commit_unsynced = false;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
 int db_sync_dir(struct db *db)
 {
 	int rc = 0;
-	pthread_mutex_lock(&db->mu);
+	/* An fsync of the mount's root syncs every database's directory, so a
+	 * database stuck behind its mutex's holder must not hang the others'
+	 * commits: sync its directory without the mutex (dir_fd never changes
+	 * after the load) and leave dir_dirty set — one sync too many is
+	 * harmless, one too few is not. */
+	if (lockwatch_trylock(&db->mu, "syncdir") != 0)
+		return fsync(db->dir_fd) == 0 ? 0 : -errno;
 	if (db->dir_dirty) {
 		rc = fsync(db->dir_fd) == 0 ? 0 : -errno;
 		if (rc == 0)
 			db->dir_dirty = false;
 	}
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -1448,15 +1471,15 @@ void db_flush_pending(struct db *db)
 {
 	/* Sync a copy of the descriptor without holding db->mu, so commits go
 	 * on while the disk works. */
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "flush");
 	int fd = db->log_fd >= 0 && db->log_synced_end < db->log_end ? dup(db->log_fd) : -1;
 	uint64_t end = db->log_end, first = db->log_first_txid;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	if (fd < 0)
 		return;
 	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
 	close(fd);
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "flush");
 	if (rc != 0)
 		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(-rc));
 	else if (db->log_first_txid == first && db->log_synced_end < end && end <= db->log_end)
@@ -1465,7 +1488,7 @@ void db_flush_pending(struct db *db)
 	 * anything else is final now. */
 	if (rc == 0 && !db->wal_commit_unsynced)
 		finalize_unsynced(db);
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 }
 
 /* Removes the backing files other than the database itself (already
@@ -1523,7 +1546,7 @@ int db_unlink(struct db *db, enum db_kind kind)
 
 	if (kind == DB_KIND_POS)
 		return -EACCES;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "unlink");
 	if (!db->exists[kind]) {
 		rc = -ENOENT;
 		goto out;
@@ -1569,7 +1592,7 @@ int db_unlink(struct db *db, enum db_kind kind)
 	if (rc == 0)
 		db->dir_dirty = true;
 out:
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -1622,9 +1645,9 @@ static int list_segments(int dir_fd, uint64_t **out, size_t *n_out)
 
 void db_set_backup_hwm(struct db *db, uint64_t hwm)
 {
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "backup");
 	db->backup_hwm = hwm;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 }
 
 int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
@@ -1633,7 +1656,7 @@ int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 	size_t n = 0;
 	int removed = 0;
 
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "retention");
 	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
 	if (rc)
 		goto out;
@@ -1665,7 +1688,7 @@ int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 		LOG_DEBUG("db", "msg=\"retention removed LTX segments\" db=%s count=%d", db->name, removed);
 	}
 out:
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	free(firsts);
 	return rc;
 }
@@ -1674,14 +1697,14 @@ int db_verify_step(struct db *db, uint32_t max_pages)
 {
 	int rc = 0;
 	bool primary = store_is_primary(db->store);
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "verify");
 	if (!db->verify.active) {
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return 0;
 	}
 	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
 	if (db->page_size && buf == NULL) {
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		return ERR_NOMEM;
 	}
 	for (uint32_t i = 0; i < max_pages && db->verify.cursor <= db->n_pages; i++) {
@@ -1717,7 +1740,7 @@ int db_verify_step(struct db *db, uint32_t max_pages)
 	} else if (rc == 0) {
 		rc = 1;
 	}
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	free(buf);
 	return rc;
 }
@@ -1744,9 +1767,9 @@ static int compute_checksum_locked(struct db *db, uint64_t *out)
 
 int db_compute_checksum(struct db *db, uint64_t *out)
 {
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "checksum");
 	int rc = compute_checksum_locked(db, out);
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -2003,7 +2026,7 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 	db->id = id;
 	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
 	db->backup_hwm = UINT64_MAX;
-	pthread_mutex_init(&db->mu, NULL);
+	lockwatch_init(&db->mu);
 	pgmap_init(&db->dirty);
 	pgmap_init(&db->wal.pages);
 	if ((db->name = strdup(name)) == NULL) {
@@ -2056,9 +2079,9 @@ err:
 	return rc;
 }
 
-void db_close_clean(struct db *db)
+/* Writes the clean marker (db->mu held). */
+static void write_clean_marker(struct db *db)
 {
-	pthread_mutex_lock(&db->mu);
 	flush_unsynced(db);
 	close_segment(db);
 	int fd = -1;
@@ -2072,7 +2095,21 @@ void db_close_clean(struct db *db)
 		close(fd);
 		fsync(db->dir_fd);
 	}
-	pthread_mutex_unlock(&db->mu);
+}
+
+void db_close_clean(struct db *db)
+{
+	lockwatch_lock(&db->mu, "close");
+	write_clean_marker(db);
+	lockwatch_unlock(&db->mu);
+}
+
+int db_close_forced(struct db *db, int64_t timeout_ms)
+{
+	int rc = lockwatch_timedlock(&db->mu, "close", timeout_ms);
+	if (rc == 0)
+		write_clean_marker(db);
+	return rc;
 }
 
 void db_free(struct db *db)
@@ -2090,7 +2127,7 @@ void db_free(struct db *db)
 		close(db->dir_fd);
 	pgmap_free(&db->dirty);
 	pgmap_free(&db->wal.pages);
-	pthread_mutex_destroy(&db->mu);
+	lockwatch_destroy(&db->mu);
 	free(db->name);
 	free(db);
 }
@@ -2212,7 +2249,7 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 	c->db = db;
 	c->fd = -1;
 	int rc = 0;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "stream");
 	c->next_txid = after.txid + 1;
 	if (after.txid > db->pos.txid) {
 		rc = ERR_NEED_SNAPSHOT; /* the replica is ahead: it diverged */
@@ -2233,7 +2270,7 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 			c->diverged = true;
 		}
 	}
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	if (rc)
 		db_cursor_close(c);
 	return rc;
@@ -2243,7 +2280,7 @@ int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
 {
 	struct db *db = c->db;
 	int rc;
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "stream");
 	if (c->next_txid > db->pos.txid + 1) {
 		/* Records this cursor returned were taken back (a WAL commit
 		 * whose sync failed): the reader's copy is no longer ours. */
@@ -2283,7 +2320,7 @@ int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
 	}
 	rc = ERR_NEED_SNAPSHOT;
 out:
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -2357,18 +2394,18 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
 	 * db file whose committed content is only in its journal: wait for it
 	 * to end (SQLite holds such transactions briefly). */
 	for (int waited_ms = 0;; waited_ms++) {
-		pthread_mutex_lock(&db->mu);
+		lockwatch_lock(&db->mu, "snapshot");
 		if (db->pos.txid == 0) {
-			pthread_mutex_unlock(&db->mu);
+			lockwatch_unlock(&db->mu);
 			return ERR_NEED_SNAPSHOT;
 		}
 		if (db->dirty.count == 0 || waited_ms >= 10000)
 			break;
-		pthread_mutex_unlock(&db->mu);
+		lockwatch_unlock(&db->mu);
 		usleep(1000);
 	}
 	int rc = db->dirty.count == 0 ? snapshot_locked(db, write, ctx, pos) : -EAGAIN;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
@@ -2869,12 +2906,12 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	if ((rc = ltx_header_decode(raw, &h)) != 0)
 		return rc;
 
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "apply");
 	bool existed = db->exists[DB_KIND_DB];
 	bool wal_files = db->exists[DB_KIND_WAL];
 	bool wal_mode = db->wal_mode;
 	uint32_t old_n = db->n_pages;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 
 	/* Readers first (they need db->mu to be served), then the state. */
 	struct exclusion x = { -1, -1, false, old_n };
@@ -2889,14 +2926,14 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	}
 	struct dbfile_apply_result res;
 	memset(&res, 0, sizeof(res));
-	pthread_mutex_lock(&db->mu);
+	lockwatch_lock(&db->mu, "apply");
 	rc = apply_locked(db, &h, fd, off, len, &res);
 	bool folded = db->wal_folded;
 	db->wal_folded = false;
 	bool exists = db->exists[DB_KIND_DB];
 	bool names_changed = existed != exists || (exists && !wal_files && db->exists[DB_KIND_WAL]);
 	uint32_t new_n = db->n_pages;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 
 	/* Never with db->mu held: dropping a page waits for reads of it in
 	 * flight, which the FUSE workers serve. */

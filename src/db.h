@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "lockwatch.h"
 #include "ltx.h"
 #include "ltxlog.h"
 #include "pgmap.h"
@@ -63,7 +64,10 @@ struct db {
 	char *name;            /* owned */
 	uint32_t id;           /* stable for the life of the mount; inode base */
 
-	pthread_mutex_t mu;    /* guards everything below */
+	/* Guards everything below. Taken through lockwatch_lock() with the
+	 * operation's name ("write", "fsync", "apply", ...), which the store's
+	 * watchdog reports when it is held too long. */
+	struct lockwatch mu;
 	int dir_fd;            /* data/dbs/<name> */
 	int ltx_dir_fd;        /* data/dbs/<name>/ltx */
 	int db_fd;             /* backing database, O_RDWR, -1 if absent */
@@ -124,6 +128,11 @@ struct db {
 	uint64_t backup_hwm;   /* records after it are kept (UINT64_MAX: no backup) */
 	bool wal_folded;       /* set by an apply that emptied the WAL */
 
+	/* The store's lock watchdog's own report state (only its thread
+	 * touches them; not guarded by mu, which may be stuck). */
+	uint64_t watch_seq;       /* holding (lockwatch seq) last reported */
+	int64_t watch_next_ms;    /* when to report it again */
+
 	/* Counters for /metrics. */
 	uint64_t n_commits;
 	uint64_t n_ltx_bytes;
@@ -137,6 +146,13 @@ void db_free(struct db *db); /* NULL is a no-op; closes fds */
 
 /* Marks a clean shutdown (so the next start need not re-verify). */
 void db_close_clean(struct db *db);
+/* For a forced stop (the process exits right after): takes db->mu for at
+ * most timeout_ms; if it gets it, writes the clean marker as
+ * db_close_clean() does and keeps the mutex for ever, so nothing changes
+ * the database after its marker. Returns 0, or -ETIMEDOUT when the mutex
+ * stayed held (the database is left without a marker and is recovered at
+ * the next start, never trusted as clean). */
+int db_close_forced(struct db *db, int64_t timeout_ms);
 
 /* ---- Used by the FUSE layer (each takes db->mu) ------------------------ */
 
@@ -156,6 +172,11 @@ void db_close_file(struct db *db, enum db_kind kind, int fd);
  * 0 or -errno. */
 int db_ensure_dir(struct db *db);
 int db_stat_file(struct db *db, enum db_kind kind, struct stat *st);
+/* Which files of the database exist, for a directory listing. Never
+ * waits for db->mu: opening the mount's root (SQLite does it to sync the
+ * directory after creating a journal) must not hang on another database's
+ * stuck holder; when the mutex is busy the backing files are asked. */
+void db_list_files(struct db *db, bool out[DB_KIND_COUNT]);
 /* Reads through the backing file (or the generated -pos text). */
 ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off);
 /* Writes through, recognising commits. Returns bytes written or -errno. */
@@ -164,7 +185,8 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size);
 int db_fsync(struct db *db, enum db_kind kind, int fd);
 /* fsyncs the database's backing directory if a file was created or
  * removed since the last call (SQLite syncs the directory after creating
- * a journal or WAL). Returns 0 or -errno. */
+ * a journal or WAL); when db->mu is held by someone else, syncs it
+ * without waiting for the mutex. Returns 0 or -errno. */
 int db_sync_dir(struct db *db);
 /* Unlinks a file; unlinking the database itself records a commit-0 LTX. */
 int db_unlink(struct db *db, enum db_kind kind);

@@ -669,9 +669,10 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	size_t n = store_count(fs->store);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		struct db *db = store_by_id(fs->store, (uint32_t)i);
+		bool exists[DB_KIND_COUNT];
+		db_list_files(db, exists);
 		for (int k = 0; rc == 0 && k < DB_KIND_COUNT; k++) {
-			struct stat st;
-			if (db_stat_file(db, (enum db_kind)k, &st) != 0)
+			if (!exists[k])
 				continue;
 			char name[300];
 			snprintf(name, sizeof(name), "%s%s", db->name, db_kind_suffix[k]);

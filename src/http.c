@@ -233,13 +233,20 @@ struct db_view {
 	uint64_t oldest_txid;
 	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
 	uint64_t ltx_count, ltx_bytes; /* filled by /metrics only */
+	/* Set by db_view_try() when db.mu stayed held: only db, busy and lock
+	 * are then filled in. */
+	bool busy;
+	struct lockwatch_state lock;   /* db.mu's holder, for a busy database */
 };
 
-static void db_view_take(struct db *db, struct db_view *v)
+/* How long /info and /metrics wait for one database's mutex before they
+ * report it busy: a database stuck behind its holder (see lockwatch.h)
+ * must not hang the endpoints that an operator uses to find it. */
+#define HTTP_DB_LOCK_WAIT_MS 250
+
+/* Copies the fields (db.mu held by the caller). */
+static void db_view_fill(struct db *db, struct db_view *v)
 {
-	memset(v, 0, sizeof(*v));
-	v->db = db;
-	pthread_mutex_lock(&db->mu);
 	v->exists = db->exists[DB_KIND_DB];
 	v->page_size = db->page_size;
 	v->n_pages = db->n_pages;
@@ -250,7 +257,32 @@ static void db_view_take(struct db *db, struct db_view *v)
 	v->n_commits = db->n_commits;
 	v->oldest_txid = db->oldest_txid;
 	v->backup_hwm = db->backup_hwm;
-	pthread_mutex_unlock(&db->mu);
+}
+
+static void db_view_take(struct db *db, struct db_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	lockwatch_lock(&db->mu, "http");
+	db_view_fill(db, v);
+	lockwatch_unlock(&db->mu);
+}
+
+/* Like db_view_take(), but waits at most HTTP_DB_LOCK_WAIT_MS for db.mu;
+ * returns false (v->busy set, v->lock says who holds it) when it stayed
+ * held. */
+static bool db_view_try(struct db *db, struct db_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0) {
+		v->busy = true;
+		lockwatch_peek(&db->mu, clock_mono_ms(), &v->lock);
+		return false;
+	}
+	db_view_fill(db, v);
+	lockwatch_unlock(&db->mu);
+	return true;
 }
 
 /* ---- Responses ---------------------------------------------------------- */
@@ -576,13 +608,27 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		struct db_view v;
 		if (!db)
 			continue;
-		db_view_take(db, &v);
+		if (!db_view_try(db, &v)) {
+			/* Stuck behind its mutex's holder: name it and who holds
+			 * it rather than hang (the fields below need the mutex). */
+			json_t *d = json_object();
+			if (!d)
+				continue;
+			json_object_set_new(d, "name", mhd_json_str(db->name));
+			json_object_set_new(d, "busy", json_true());
+			json_object_set_new(d, "lockHolder", json_string(v.lock.op ? v.lock.op : ""));
+			json_object_set_new(d, "lockHeldMs", json_integer(v.lock.held_ms));
+			json_object_set_new(d, "lockWaiters", json_integer(v.lock.n_waiters));
+			json_array_append_new(arr, d);
+			continue;
+		}
 		if (!v.exists)
 			continue;
 		json_t *d = json_object();
 		if (!d)
 			continue;
 		json_object_set_new(d, "name", mhd_json_str(db->name));
+		json_object_set_new(d, "busy", json_false());
 		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.txid);
 		json_object_set_new(d, "txid", json_string(buf));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.checksum);
@@ -617,9 +663,10 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 static uint64_t ltx_dir_bytes(struct db *db)
 {
 	uint64_t bytes = 0;
-	pthread_mutex_lock(&db->mu);
+	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0)
+		return 0;
 	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	pthread_mutex_unlock(&db->mu);
+	lockwatch_unlock(&db->mu);
 	if (fd < 0)
 		return 0;
 	DIR *d = fdopendir(fd);
@@ -702,20 +749,30 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	if (!f)
 		return MHD_NO;
 
-	size_t n = store_count(srv->st), n_live = 0;
+	size_t n = store_count(srv->st), n_live = 0, n_busy = 0;
 	struct db_view *views = calloc(n ? n : 1, sizeof(*views));
-	if (!views) {
+	/* Databases whose mutex stayed held: listed with their lock state
+	 * only, since the other values need the mutex. */
+	struct db_view *busy = calloc(n ? n : 1, sizeof(*busy));
+	if (!views || !busy) {
+		free(views);
+		free(busy);
 		fclose(f);
 		free(buf);
 		return MHD_NO;
 	}
+	int64_t now_ms = clock_mono_ms();
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(srv->st, (uint32_t)i);
 		if (!db)
 			continue;
-		db_view_take(db, &views[n_live]);
+		if (!db_view_try(db, &views[n_live])) {
+			busy[n_busy++] = views[n_live];
+			continue;
+		}
 		if (!views[n_live].exists)
 			continue;
+		lockwatch_peek(&db->mu, now_ms, &views[n_live].lock);
 		/* Transactions oldest_txid..txid are kept, one LTX each. */
 		struct db_view *v = &views[n_live];
 		v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
@@ -738,7 +795,38 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 			fprintf(f, "\"} %" PRIu64 "\n", db_metric_value(&views[i], (enum db_metric)m));
 		}
 	}
+	/* The lock watchdog (lockwatch.h, store.c): every database, busy or
+	 * not, so that a stuck one shows up next to the healthy ones. */
+	put_family(f, "litefs_db_busy", "gauge",
+		   "1 if the database's lock stayed held while these metrics were taken (its other values are absent).");
+	for (size_t i = 0; i < n_live + n_busy; i++) {
+		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		fputs("litefs_db_busy{db=\"", f);
+		put_label(f, v->db->name);
+		fprintf(f, "\"} %d\n", v->busy ? 1 : 0);
+	}
+	put_family(f, "litefs_db_lock_held_seconds", "gauge",
+		   "How long the database's lock has been held by its current holder (0 when free).");
+	for (size_t i = 0; i < n_live + n_busy; i++) {
+		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		fputs("litefs_db_lock_held_seconds{db=\"", f);
+		put_label(f, v->db->name);
+		/* No op label: a label that changes with every holder would make
+		 * a new series per scrape; /info and the watchdog's log name it. */
+		fprintf(f, "\"} %.3f\n", (double)v->lock.held_ms / 1000.0);
+	}
+	put_family(f, "litefs_db_lock_waiters", "gauge", "Number of threads waiting for the database's lock.");
+	for (size_t i = 0; i < n_live + n_busy; i++) {
+		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		fputs("litefs_db_lock_waiters{db=\"", f);
+		put_label(f, v->db->name);
+		fprintf(f, "\"} %d\n", v->lock.n_waiters);
+	}
+	put_family(f, "litefs_lock_stalls_total", "counter",
+		   "Number of times a database lock was seen held longer than the watchdog's bound.");
+	fprintf(f, "litefs_lock_stalls_total %" PRIu64 "\n", store_lock_stalls(srv->st));
 	free(views);
+	free(busy);
 
 	struct fusefs_stats fst;
 	fusefs_get_stats(srv->fs, &fst);

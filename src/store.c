@@ -8,10 +8,13 @@
  * TXID sequence.
  *
  * One background thread enforces local retention and runs the incremental
- * verification started by an O(1) (clean) start.
+ * verification started by an O(1) (clean) start. Another, the lock
+ * watchdog (store.h), only reads atomics, so it keeps reporting while
+ * the first is stuck behind a database's mutex.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,9 +153,9 @@ struct db *store_find(struct store *st, const char *name, bool include_deleted)
 	}
 	pthread_mutex_unlock(&st->mu);
 	if (found && !include_deleted) {
-		pthread_mutex_lock(&found->mu);
+		lockwatch_lock(&found->mu, "lookup");
 		bool exists = found->exists[DB_KIND_DB];
-		pthread_mutex_unlock(&found->mu);
+		lockwatch_unlock(&found->mu);
 		if (!exists)
 			found = NULL;
 	}
@@ -267,6 +270,8 @@ int store_open(const struct store_opts *opts, struct store **out)
 	pthread_cond_init(&st->cond, NULL);
 	pthread_cond_init(&st->change_cond, NULL);
 	pthread_mutex_init(&st->change_mu, NULL);
+	pthread_mutex_init(&st->watch_mu, NULL);
+	pthread_cond_init(&st->watch_cond, NULL);
 	atomic_init(&st->is_primary, true);
 	st->dbs_fd = -1;
 	st->lock_fd = -1;
@@ -274,6 +279,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 	st->retention_ms = opts->retention_ms;
 	st->retention_monitor_ms = opts->retention_monitor_ms > 0 ? opts->retention_monitor_ms : 60000;
 	st->node_id = opts->node_id;
+	st->lock_stall_ms = opts->lock_stall_ms > 0 ? opts->lock_stall_ms : STORE_LOCK_STALL_MS;
 	if ((st->data_dir = strdup(opts->data_dir)) == NULL) {
 		rc = ERR_NOMEM;
 		goto err;
@@ -364,19 +370,120 @@ static void *bg_main(void *arg)
 	return NULL;
 }
 
+/* One look at every database's mutex (see store.h). */
+static void watch_scan(struct store *st)
+{
+	int64_t now = clock_mono_ms();
+	size_t n = store_count(st);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(st, (uint32_t)i);
+		struct lockwatch_state ls;
+		lockwatch_peek(&db->mu, now, &ls);
+		if (ls.op == NULL || ls.held_ms < st->lock_stall_ms) {
+			if (db->watch_seq != 0 && db->watch_seq != ls.seq) {
+				LOG_WARN("watchdog", "msg=\"database lock released after a stall\" db=%s", db->name);
+				db->watch_seq = 0;
+			}
+			continue;
+		}
+		bool first = db->watch_seq != ls.seq;
+		if (!first && now < db->watch_next_ms)
+			continue;
+		if (first) {
+			atomic_fetch_add(&st->n_lock_stalls, 1);
+			db->watch_seq = ls.seq;
+		}
+		db->watch_next_ms = now + st->lock_stall_ms;
+		LOG_ERROR("watchdog",
+			  "msg=\"database lock held too long; requests on this database are blocked\" db=%s op=%s "
+			  "held_ms=%" PRId64 " waiters=%d bound_ms=%" PRId64,
+			  db->name, ls.op, ls.held_ms, ls.n_waiters, st->lock_stall_ms);
+	}
+}
+
+static void *watch_main(void *arg)
+{
+	struct store *st = arg;
+	for (;;) {
+		clock_wait_flag(&st->watch_mu, &st->watch_cond, NULL, &st->watch_stop, 1000);
+		if (atomic_load(&st->watch_stop))
+			break;
+		watch_scan(st);
+	}
+	return NULL;
+}
+
 int store_start(struct store *st)
 {
 	int rc = pthread_create(&st->bg_thread, NULL, bg_main, st);
 	if (rc)
 		return -rc;
 	st->bg_started = true;
+	/* Without a watchdog the node still works; a hang is just silent. */
+	if (pthread_create(&st->watch_thread, NULL, watch_main, st) == 0)
+		st->watch_started = true;
+	else
+		LOG_WARN("store", "msg=\"cannot start the lock watchdog\"");
 	return 0;
+}
+
+uint64_t store_lock_stalls(struct store *st)
+{
+	return atomic_load(&st->n_lock_stalls);
+}
+
+int store_locks_held_over(struct store *st, int64_t min_ms)
+{
+	int64_t now = clock_mono_ms();
+	int held = 0;
+	size_t n = store_count(st);
+	for (size_t i = 0; i < n; i++) {
+		struct lockwatch_state ls;
+		lockwatch_peek(&store_by_id(st, (uint32_t)i)->mu, now, &ls);
+		if (ls.op != NULL && ls.held_ms >= min_ms)
+			held++;
+	}
+	return held;
+}
+
+int store_close_forced(struct store *st, int64_t timeout_ms)
+{
+	if (atomic_exchange(&st->close_claimed, true))
+		return -1;
+	int unclean = 0;
+	size_t n = store_count(st);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(st, (uint32_t)i);
+		if (db_close_forced(db, timeout_ms) == 0)
+			continue;
+		struct lockwatch_state ls;
+		lockwatch_peek(&db->mu, clock_mono_ms(), &ls);
+		LOG_ERROR("store",
+			  "msg=\"database lock still held at the forced stop; not marked clean, it will be recovered "
+			  "at the next start\" db=%s op=%s held_ms=%" PRId64,
+			  db->name, ls.op ? ls.op : "?", ls.held_ms);
+		unclean++;
+	}
+	return unclean;
 }
 
 void store_close(struct store *st)
 {
 	if (st == NULL)
 		return;
+	/* A forced stop (store_close_forced) holds database mutexes and is
+	 * about to end the process: touching the databases now would wait
+	 * for ever or free what it holds. */
+	if (atomic_exchange(&st->close_claimed, true))
+		for (;;)
+			pause();
+	if (st->watch_started) {
+		pthread_mutex_lock(&st->watch_mu);
+		atomic_store(&st->watch_stop, true);
+		pthread_cond_broadcast(&st->watch_cond);
+		pthread_mutex_unlock(&st->watch_mu);
+		pthread_join(st->watch_thread, NULL);
+	}
 	pthread_mutex_lock(&st->change_mu);
 	st->change_stopping = true;
 	pthread_cond_broadcast(&st->change_cond);
@@ -401,6 +508,8 @@ void store_close(struct store *st)
 	pthread_cond_destroy(&st->cond);
 	pthread_cond_destroy(&st->change_cond);
 	pthread_mutex_destroy(&st->change_mu);
+	pthread_cond_destroy(&st->watch_cond);
+	pthread_mutex_destroy(&st->watch_mu);
 	pthread_mutex_destroy(&st->mu);
 	free(st->data_dir);
 	free(st);

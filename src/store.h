@@ -13,6 +13,13 @@
  *
  * Locking: store.mu guards the registry (dbs, n_dbs). Lock order:
  * store.mu before db.mu.
+ *
+ * Watchdog: a thread of its own (it must never wait for a database's
+ * mutex, which is what it watches) looks at every db.mu once a second
+ * through lockwatch_peek(). A mutex held longer than lock_stall_ms is
+ * logged at level=error with the database, the holder's operation, how
+ * long and how many wait, again every lock_stall_ms while it stays held,
+ * and counted once per holding in store_lock_stalls() (/metrics).
  */
 #ifndef LITEFS_STORE_H
 #define LITEFS_STORE_H
@@ -32,7 +39,12 @@ struct store_opts {
 	int64_t retention_ms;   /* data.retention */
 	int64_t retention_monitor_ms;
 	uint64_t node_id;       /* written into LTX headers */
+	int64_t lock_stall_ms;  /* watchdog bound (0: STORE_LOCK_STALL_MS) */
 };
+
+/* Default watchdog bound: far above any healthy holding (a commit takes
+ * milliseconds, a snapshot of a large database seconds). */
+#define STORE_LOCK_STALL_MS 10000
 
 struct store {
 	char *data_dir;
@@ -74,6 +86,18 @@ struct store {
 	pthread_cond_t cond;
 	pthread_t bg_thread;    /* retention and background verification */
 	bool bg_started;
+	/* Watchdog (see above); the per-database report state lives in
+	 * struct db (watch_*) and is the watchdog thread's alone. */
+	int64_t lock_stall_ms;
+	pthread_t watch_thread;
+	bool watch_started;
+	atomic_bool watch_stop;
+	pthread_mutex_t watch_mu; /* with watch_cond: wakes the watchdog to stop */
+	pthread_cond_t watch_cond;
+	atomic_uint_fast64_t n_lock_stalls;
+	/* Set by whichever of store_close() and store_close_forced() runs
+	 * first; the other then leaves the databases alone. */
+	atomic_bool close_claimed;
 };
 
 /* Opens data_dir (creating it), takes its lock (data/lock, held until
@@ -86,8 +110,22 @@ int store_data_dir_holder(const char *data_dir);
 /* Stops background work, marks every database cleanly closed, frees. */
 void store_close(struct store *st);
 
-/* Starts the background thread (retention, verification). */
+/* Starts the background thread (retention, verification) and the lock
+ * watchdog. */
 int store_start(struct store *st);
+
+/* For a stop that cannot finish (a thread stuck holding a database's
+ * mutex): marks clean every database whose mutex it gets within
+ * timeout_ms each and keeps those mutexes (the process must exit right
+ * after, without store_close()); the others are logged and left to be
+ * recovered at the next start. Returns the number left unclean, or -1
+ * when store_close() had already begun (it then owns the databases). */
+int store_close_forced(struct store *st, int64_t timeout_ms);
+
+/* Lock watchdog: stalls seen since the start, and how many databases have
+ * their mutex held for at least min_ms right now. */
+uint64_t store_lock_stalls(struct store *st);
+int store_locks_held_over(struct store *st, int64_t min_ms);
 
 /* True if name may be a database name: 1..200 bytes of well-formed UTF-8,
  * no '/', no NUL or control characters (C0, DEL, C1), not "." or "..", no

@@ -7,16 +7,28 @@
  * file) goes through these wrappers. Reads do not: a failed read cannot
  * leave a mix of old and new state.
  *
- * Fault injection: LITEFS_FAULT="call:N[:errno],..." (read by
+ * Fault injection: LITEFS_FAULT="call:N[:OPTION]...,..." (read by
  * sys_fault_init_from_env()) makes the Nth call of that kind (1-based,
  * counted over the whole process) fail with errno (default EIO). Kinds:
  * pwrite, fsync, rename, unlink, ftruncate. Example: LITEFS_FAULT=fsync:3.
  * Each fault fires once; counting is atomic, so it is exact even with the
- * multi-threaded FUSE loop.
+ * multi-threaded FUSE loop. Options after N, in any order:
+ *   ERRNO       a number: the errno to fail with
+ *   stall=MS    do not fail: sleep MS milliseconds, then make the call
+ *               (a disk or network file system that hangs; the caller
+ *               keeps whatever locks it holds, which is the point)
+ *   path=TEXT   count only calls on a file whose path contains TEXT (the
+ *               fd's /proc/self/fd link, or the name for rename/unlink),
+ *               so a test can pick one database's file among the
+ *               background syncs of the others
+ * Example: LITEFS_FAULT=fsync:1:stall=60000:path=dbs/stuck.db/db makes
+ * the first fsync of stuck.db's database, journal or WAL hang for 60 s
+ * while the FUSE request holds the database's mutex.
  */
 #ifndef LITEFS_SYS_H
 #define LITEFS_SYS_H
 
+#include <stdint.h>
 #include <sys/types.h>
 
 enum sys_call { SYS_PWRITE = 0, SYS_FSYNC, SYS_RENAME, SYS_UNLINK, SYS_FTRUNCATE, SYS_CALL_COUNT };
@@ -36,6 +48,10 @@ int sys_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 int sys_fault_init_from_env(void);
 /* Arms a fault programmatically: the nth call of kind fails with err. */
 void sys_fault_arm(enum sys_call kind, long nth, int err);
+/* Likewise, but the nth call sleeps stall_ms first and then proceeds
+ * (stall_ms > 0), and only calls on a path containing path (NULL: any;
+ * copied) count. */
+void sys_fault_arm_ex(enum sys_call kind, long nth, int err, int64_t stall_ms, const char *path);
 /* How many calls of kind have been made (for tests). */
 long sys_call_count(enum sys_call kind);
 

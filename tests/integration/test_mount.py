@@ -223,30 +223,34 @@ WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("mode", ["delete", "wal"])
-def test_kill9_node_during_writes(node, tmp_path, mode):
+def test_kill9_node_during_writes(node, tmp_path):
+    """kill -9 of the node while writers commit to several databases at once
+    (one per journal mode): after each restart every acknowledged row of
+    every database is there and every chain holds."""
     n = node().start()
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
     rng = random.Random(1234)
-    next_id = 1
-    acked = set()
+    modes = {f"k9_{m}.db": m for m in MODES}
+    next_id = dict.fromkeys(modes, 1)
+    acked = {name: set() for name in modes}
     for rnd in range(4):
-        w = subprocess.Popen([sys.executable, str(script), str(n.db()), mode, str(next_id)],
-                             stdout=subprocess.PIPE, text=True)
+        ws = {name: subprocess.Popen([sys.executable, str(script), str(n.db(name)), mode, str(next_id[name])],
+                                     stdout=subprocess.PIPE, text=True)
+              for name, mode in modes.items()}
         time.sleep(0.3 + rng.random() * 0.7)
         n.kill9()
-        out, _ = w.communicate(timeout=30)
-        ids = [int(x) for x in out.split() if x.isdigit()]
-        acked.update(ids)
-        if ids:
-            next_id = max(ids) + 1
+        for name, w in ws.items():
+            out, _ = w.communicate(timeout=30)
+            ids = [int(x) for x in out.split() if x.isdigit()]
+            acked[name].update(ids)
         n.start()
-        have = {r[0] for r in n.connect().execute("SELECT id FROM t")}
-        missing = acked - have
-        assert not missing, f"round {rnd}: acknowledged rows missing: {sorted(missing)[:10]}"
-        next_id = max(have | {next_id - 1}) + 1
-        check_invariants(n)
+        for name in modes:
+            have = {r[0] for r in n.connect(name).execute("SELECT id FROM t")}
+            missing = acked[name] - have
+            assert not missing, f"round {rnd} {name}: acknowledged rows missing: {sorted(missing)[:10]}"
+            next_id[name] = max(have | acked[name] | {0}) + 1
+            check_invariants(n, name)
 
 
 def test_kill9_client_inside_transaction(node, tmp_path):
@@ -278,71 +282,101 @@ def test_kill9_client_inside_transaction(node, tmp_path):
 
 
 @pytest.mark.parametrize("call,nth", [("fsync", 1), ("fsync", 3), ("pwrite", 5), ("pwrite", 12),
-                                      ("unlink", 1), ("ftruncate", 1)])
-@pytest.mark.parametrize("mode", ["delete", "wal"])
-def test_fault_injection_old_or_new(node, call, nth, mode):
+                                      ("unlink", 1), ("ftruncate", 1), ("fsync", 7), ("pwrite", 30)])
+def test_fault_injection_old_or_new(node, tmp_path, call, nth):
+    """The Nth syscall of a kind fails while two databases (DELETE and WAL)
+    are written at once: whichever database it hits, each row is either
+    acknowledged and present or failed and absent, and both chains hold,
+    before and after a restart."""
     n = node()
     n.start()
-    cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v);")
+    names = {"f_delete.db": "delete", "f_wal.db": "wal"}
+    for name, mode in names.items():
+        cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, v);", name)
     n.stop()
     n.start(env={"LITEFS_FAULT": f"{call}:{nth}"})
-    results = []
-    con = n.connect(isolation_level=None)
-    for i in range(1, 21):
-        try:
-            con.execute("INSERT INTO t VALUES (?, randomblob(5000))", (i,))
-            results.append((i, True))
-        except sqlite3.Error as e:
-            results.append((i, False))
-    con.close()
-    have = {r[0] for r in n.connect().execute("SELECT id FROM t")}
-    for i, ok in results:
-        if ok:
-            assert i in have, f"row {i} acknowledged but missing"
-        else:
-            assert i not in have, f"row {i} failed but is present"
-    check_invariants(n)
-    # And the chain still holds after a restart.
+    script = tmp_path / "fault_writer.py"
+    script.write_text(textwrap.dedent("""
+        import sqlite3, sys
+        con = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+        for i in range(1, 21):
+            try:
+                con.execute("INSERT INTO t VALUES (?, randomblob(5000))", (i,))
+                print(i, "ok", flush=True)
+            except sqlite3.Error as e:
+                print(i, "failed", flush=True)
+    """))
+    procs = {name: subprocess.Popen([sys.executable, str(script), str(n.db(name))],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in names}
+    failed = 0
+    for name, p in procs.items():
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results = [(int(i), ok == "ok") for i, ok in (l.split() for l in out.splitlines())]
+        assert len(results) == 20, out
+        failed += sum(not ok for _, ok in results)
+        have = {r[0] for r in n.connect(name).execute("SELECT id FROM t")}
+        for i, ok in results:
+            if ok:
+                assert i in have, f"{name}: row {i} acknowledged but missing"
+            else:
+                assert i not in have, f"{name}: row {i} failed but is present"
+        check_invariants(n, name)
+    if call == "fsync":  # every fsync of this workload is a commit's
+        assert failed > 0, f"the injected {call}:{nth} failed no transaction"
+    # And the chains still hold after a restart.
     n.stop()
     n.start()
-    check_invariants(n)
+    for name in names:
+        check_invariants(n, name)
 
 
 def test_concurrent_writers_and_readers(node, tmp_path):
+    """Four writers and four readers on each of a WAL and a DELETE database,
+    and two of each on a TRUNCATE and a PERSIST database, all at once on one
+    node: every writer's rows are all there and every chain holds."""
     n = node().start()
     duration = float(os.environ.get("LITEFS_CONCURRENCY_SECONDS", "20"))
-    for mode in ["wal", "delete"]:
-        name = f"conc_{mode}"
+    workers = {"conc_wal.db": ("wal", 4), "conc_delete.db": ("delete", 4),
+               "conc_truncate.db": ("truncate", 2), "conc_persist.db": ("persist", 2)}
+    for name, (mode, _) in workers.items():
         cli(n, f"PRAGMA journal_mode={mode}; CREATE TABLE t(w INTEGER, i INTEGER, v BLOB);", name)
-        script = tmp_path / "worker.py"
-        script.write_text(textwrap.dedent("""
-            import sqlite3, sys, time
-            path, role, wid, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-            con = sqlite3.connect(path, timeout=60, isolation_level=None)
-            con.execute("PRAGMA busy_timeout=60000")
-            end = time.time() + secs
-            n = 0
-            while time.time() < end:
-                if role == "w":
-                    con.execute("INSERT INTO t VALUES (?, ?, randomblob(100 + ? % 2000))", (wid, n, n))
-                else:
-                    c = con.execute("SELECT count(*), count(DISTINCT w) FROM t").fetchone()
-                    assert c[0] >= 0
-                n += 1
-            print(n, flush=True)
-        """))
-        procs = [subprocess.Popen([sys.executable, str(script), str(n.db(name)), role, str(k), str(duration)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for k, role in enumerate("wwwwrrrr")]
-        counts = []
-        for p in procs:
-            out, err = p.communicate(timeout=duration + 120)
-            assert p.returncode == 0, err
-            counts.append(int(out.strip()))
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent("""
+        import sqlite3, sys, time
+        path, role, wid, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+        con = sqlite3.connect(path, timeout=60, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=60000")
+        end = time.time() + secs
+        n = 0
+        while time.time() < end:
+            if role == "w":
+                con.execute("INSERT INTO t VALUES (?, ?, randomblob(100 + ? % 2000))", (wid, n, n))
+            else:
+                c = con.execute("SELECT count(*), count(DISTINCT w) FROM t").fetchone()
+                assert c[0] >= 0
+            n += 1
+        print(n, flush=True)
+    """))
+    procs = []
+    for name, (mode, k) in workers.items():
+        for wid, role in enumerate("w" * k + "r" * k):
+            procs.append((name, role, wid, subprocess.Popen(
+                [sys.executable, str(script), str(n.db(name)), role, str(wid), str(duration)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+    counts = {}
+    for name, role, wid, p in procs:
+        out, err = p.communicate(timeout=duration + 120)
+        assert p.returncode == 0, f"{name} {role}{wid}: {err}"
+        if role == "w":
+            counts[(name, wid)] = int(out.strip())
+    for name in workers:
         con = n.connect(name)
-        for k in range(4):
-            got = con.execute("SELECT count(*) FROM t WHERE w = ?", (k,)).fetchone()[0]
-            assert got == counts[k], f"writer {k}: {got} rows, reported {counts[k]}"
+        for (cname, wid), want in counts.items():
+            if cname == name:
+                got = con.execute("SELECT count(*) FROM t WHERE w = ?", (wid,)).fetchone()[0]
+                assert got == want, f"{name} writer {wid}: {got} rows, reported {want}"
         con.close()
         check_invariants(n, name)
 

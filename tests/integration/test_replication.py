@@ -134,70 +134,79 @@ WRITER = """
 """
 
 
-@pytest.mark.parametrize("mode", MODES)
-def test_three_nodes_writers_replicate_with_primary_checksum(cluster, tmp_path, mode):
+def test_three_nodes_writers_replicate_with_primary_checksum(cluster, tmp_path):
+    """A DELETE and a WAL database written at once on the primary (a Python
+    writer and sqlite3 CLI writers on each) while readers check both on
+    both replicas: no reader ever sees a broken database, and each replica
+    ends with the primary's state and chain for every database."""
     c = cluster(3)
     p = c.primary
-    cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB); "
-           f"CREATE INDEX t_who ON t(who);")
-    c.wait_synced()
-    for r in c.replicas:
-        assert dump(r) == dump(p)
+    names = {f"rep_{m}.db": m for m in MODES}
+    for name, mode in names.items():
+        cli(p, f"PRAGMA journal_mode={mode}; CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, v BLOB); "
+               f"CREATE INDEX t_who ON t(who);", name)
+    for name in names:
+        c.wait_synced(name)
+        for r in c.replicas:
+            assert dump(r, name) == dump(p, name)
 
     secs = 3.0
     stop = threading.Event()
     failures = []
     checks = {r.name: 0 for r in c.replicas}
 
-    def cli_writer():
+    def cli_writer(name):
         i = 0
         while not stop.is_set():
             cli(p, f"INSERT INTO t(who, v) VALUES ('cli', randomblob({100 + i % 2000})); "
-                   f"UPDATE t SET who = 'cli2' WHERE id = (SELECT max(id) FROM t WHERE who = 'cli');")
+                   f"UPDATE t SET who = 'cli2' WHERE id = (SELECT max(id) FROM t WHERE who = 'cli');", name)
             i += 1
 
     def checker(r):
         while not stop.is_set():
-            res = run("sqlite3", "-cmd", ".timeout 10000", r.db(), "PRAGMA integrity_check; SELECT count(*) FROM t;",
-                      check=False)
-            lines = res.stdout.split()
-            if res.returncode != 0 or not lines or lines[0] != "ok":
-                failures.append((r.name, res.returncode, res.stdout[-500:], res.stderr[-500:]))
+            for name in names:
+                res = run("sqlite3", "-cmd", ".timeout 10000", r.db(name),
+                          "PRAGMA integrity_check; SELECT count(*) FROM t;", check=False)
+                lines = res.stdout.split()
+                if res.returncode != 0 or not lines or lines[0] != "ok":
+                    failures.append((r.name, name, res.returncode, res.stdout[-500:], res.stderr[-500:]))
+                # A Python reader too, through a fresh connection.
+                try:
+                    con = sqlite3.connect(str(r.db(name)), timeout=10)
+                    ok = con.execute("PRAGMA quick_check").fetchone()[0]
+                    con.execute("SELECT count(*), sum(length(v)) FROM t").fetchone()
+                    con.close()
+                    if ok != "ok":
+                        failures.append((r.name, name, "quick_check", ok))
+                except sqlite3.Error as e:
+                    failures.append((r.name, name, "python", str(e)))
             checks[r.name] += 1
-            # A Python reader too, through a fresh connection.
-            try:
-                con = sqlite3.connect(str(r.db()), timeout=10)
-                ok = con.execute("PRAGMA quick_check").fetchone()[0]
-                con.execute("SELECT count(*), sum(length(v)) FROM t").fetchone()
-                con.close()
-                if ok != "ok":
-                    failures.append((r.name, "quick_check", ok))
-            except sqlite3.Error as e:
-                failures.append((r.name, "python", str(e)))
 
-    py = start_script(tmp_path, WRITER, p.db(), secs, "py")
-    threads = [threading.Thread(target=cli_writer)] + [threading.Thread(target=checker, args=(r,)) for r in c.replicas]
+    pys = {name: start_script(tmp_path, WRITER, p.db(name), secs, "py") for name in names}
+    threads = [threading.Thread(target=cli_writer, args=(name,)) for name in names] + \
+              [threading.Thread(target=checker, args=(r,)) for r in c.replicas]
     for t in threads:
         t.start()
     try:
-        n_py = int(finish(py).strip())
+        n_py = {name: int(finish(py).strip()) for name, py in pys.items()}
     finally:
         stop.set()
         for t in threads:
             t.join()
-    assert n_py > 20, "the Python writer barely ran"
+    assert all(v > 10 for v in n_py.values()), f"the Python writers barely ran: {n_py}"
     assert not failures, f"integrity checks on replicas failed while writers ran: {failures[:5]}"
-    assert all(v >= 3 for v in checks.values()), f"too few checks ran: {checks}"
+    assert all(v >= 2 for v in checks.values()), f"too few checks ran: {checks}"
 
-    pos = c.wait_synced(timeout=10)
-    assert pos[0] > n_py
-    for r in c.replicas:
-        check_replica(c, r, tmp_path)
-    # A replica that followed from the start holds the primary's chain,
-    # record for record.
-    want = chain_names(p)
-    for r in c.replicas:
-        assert chain_names(r) == want
+    for name in names:
+        pos = c.wait_synced(name, timeout=10)
+        assert pos[0] > n_py[name]
+        for r in c.replicas:
+            check_replica(c, r, tmp_path, name)
+        # A replica that followed from the start holds the primary's chain,
+        # record for record.
+        want = chain_names(p, name)
+        for r in c.replicas:
+            assert chain_names(r, name) == want
 
 
 def test_replicas_follow_each_commit_promptly(cluster, tmp_path):
