@@ -34,10 +34,11 @@ ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g $(OPT) $(WARN) \
 ALL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
 LIBS = $(PKG_LIBS) -lpthread -lm
 
-# Every src/*.c except the program entry points forms the library that the
-# programs, the unit tests, the fuzzers and the benchmarks link.
-MAIN_SRCS := src/main.c src/cloud_main.c
-LIB_SRCS := $(filter-out $(MAIN_SRCS),$(wildcard src/*.c))
+# Every src/<part>/*.c except the program entry points forms the library
+# that the programs, the unit tests, the fuzzers and the benchmarks link
+# (docs/architecture.md: what each part is and what it may include).
+MAIN_SRCS := src/cmd/main.c src/cmd/cloud_main.c
+LIB_SRCS := $(filter-out $(MAIN_SRCS),$(wildcard src/*/*.c))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
 LIB := $(BUILD)/liblitefs.a
 
@@ -69,10 +70,10 @@ $(LIB): $(LIB_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/litefs: $(BUILD)/src/main.o $(LIB)
+$(BUILD)/litefs: $(BUILD)/src/cmd/main.o $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/litefs-cloud: $(BUILD)/src/cloud_main.o $(LIB)
+$(BUILD)/litefs-cloud: $(BUILD)/src/cmd/cloud_main.o $(LIB)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(UNIT_HELPER_OBJS) $(LIB)
@@ -87,7 +88,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 # library sources directly (the library archive may be built by gcc).
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -iquote src $(PKG_CFLAGS) \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*.h)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
 

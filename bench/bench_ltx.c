@@ -9,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "crc64.h"
-#include "ltx.h"
+#include "ltx/crc64.h"
+#include "ltx/ltx.h"
 
 #define PAGE_SIZE 4096
 #define N_PAGES 4096

@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "crc64.h"
-#include "err.h"
-#include "ltx.h"
+#include "ltx/crc64.h"
+#include "base/err.h"
+#include "ltx/ltx.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

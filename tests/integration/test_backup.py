@@ -1,4 +1,4 @@
-"""The node's backup client (src/backup.c) against a backup service.
+"""The node's backup client (src/node/backup.c) against a backup service.
 
 FakeCloud is a small LiteFS Cloud compatible service written here with
 http.server, keeping its state with the project's own `litefs ltx` tools:

@@ -381,7 +381,7 @@ def test_checksum_errors(tmp_path):
     assert ltx("checksum", "-page-size", "4096", empty, check=0).stdout.strip() == "8000000000000000"
 
 
-# ---- injected faults (LITEFS_FAULT, see src/sys.h) ---------------------------
+# ---- injected faults (LITEFS_FAULT, see src/base/sys.h) ---------------------------
 
 def test_faults_in_outputs(tmp_path):
     out = tmp_path / "out.ltx"

@@ -887,7 +887,7 @@ def test_primary_kill9_replicas_serve_reads_then_reconnect(cluster, tmp_path):
 # ---- bad input on the stream ---------------------------------------------------
 #
 # A fake primary (a raw HTTP server in the test) speaks the wire format of
-# src/stream.c: POST /stream; the replica sends hello + positions; the
+# src/proto/stream.c: POST /stream; the replica sends hello + positions; the
 # response is chunked: hello, then L (ltx) / S (snapshot) / R (ready) /
 # B (heartbeat) / E (end) frames of [type u8][length u32 BE][payload].
 

@@ -29,13 +29,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cloud_store.h"
-#include "cloud_store_int.h"
-#include "dbfile.h"
-#include "err.h"
-#include "fdio.h"
-#include "ltx.h"
-#include "sys.h"
+#include "cloud/cloud_store.h"
+#include "cloud/cloud_store_int.h"
+#include "ltx/dbfile.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "ltx/ltx.h"
+#include "base/sys.h"
 #include "testutil.h"
 
 #define MAX_TX 2000

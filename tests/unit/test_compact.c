@@ -25,11 +25,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "compact.h"
-#include "dbfile.h"
-#include "err.h"
-#include "fdio.h"
-#include "ltx.h"
+#include "ltx/compact.h"
+#include "ltx/dbfile.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "ltx/ltx.h"
 #include "testutil.h"
 
 /* ---- Helpers (shared in spirit with test_dbfile.c) -------------------- */

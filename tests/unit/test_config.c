@@ -21,8 +21,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "err.h"
+#include "node/config.h"
+#include "base/err.h"
 
 /* ------------------------------------------------------------------ */
 /* Fake environments.                                                  */

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "crc64.h"
+#include "ltx/crc64.h"
 
 /* Deterministic generator so failures reproduce. */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;

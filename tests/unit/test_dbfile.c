@@ -27,12 +27,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dbfile.h"
-#include "err.h"
-#include "fdio.h"
-#include "ltx.h"
+#include "ltx/dbfile.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "ltx/ltx.h"
 #include "testutil.h"
-#include "sys.h"
+#include "base/sys.h"
 
 /* ---- Helpers ---------------------------------------------------------- */
 

@@ -24,10 +24,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "crc64.h"
-#include "err.h"
-#include "fdio.h"
-#include "ltx.h"
+#include "ltx/crc64.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "ltx/ltx.h"
 
 #define FLAG LTX_CHECKSUM_FLAG
 #define GOLDEN_LTX "000000000000000d-000000000000000d.ltx"

@@ -10,9 +10,9 @@
 
 #include <cmocka.h>
 
-#include "err.h"
-#include "ltx.h"
-#include "ltxlog.h"
+#include "base/err.h"
+#include "ltx/ltx.h"
+#include "ltx/ltxlog.h"
 
 /* Writes a segment of n one-page LTX records (TXIDs 1..n) into a fresh
  * temporary file; returns its fd and the record offsets. */

@@ -14,8 +14,8 @@
 
 #include <errno.h>
 
-#include "db.h"
-#include "store.h"
+#include "node/db.h"
+#include "node/store.h"
 
 static void test_valid_names(void **state)
 {

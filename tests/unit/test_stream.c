@@ -10,8 +10,8 @@
 
 #include <cmocka.h>
 
-#include "err.h"
-#include "stream.h"
+#include "base/err.h"
+#include "proto/stream.h"
 
 /* A growable byte buffer for building streams. */
 struct buf {

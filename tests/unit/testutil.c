@@ -12,9 +12,9 @@
 
 #include <cmocka.h>
 
-#include "dbfile.h"
-#include "fdio.h"
-#include "ltx.h"
+#include "ltx/dbfile.h"
+#include "base/fdio.h"
+#include "ltx/ltx.h"
 #include "testutil.h"
 
 char tmp_dir[256];

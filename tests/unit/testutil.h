@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "ltx.h"
+#include "ltx/ltx.h"
 
 /* Directory for new_file(); each test program fills it in (mkdtemp). */
 extern char tmp_dir[256];

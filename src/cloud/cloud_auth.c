@@ -1,0 +1,552 @@
+/*
+ * cloud_auth.c — clusters and tokens of litefs-cloud in <data_dir>/auth.db.
+ * The contract is in cloud_auth.h; this comment says why it looks this way.
+ *
+ * SCHEMA
+ *
+ *   clusters(name PRIMARY KEY, cluster_id, created_ms)
+ *   tokens(id PRIMARY KEY, cluster, hash BLOB, created_ms)
+ *   purges(name PRIMARY KEY, requested_ms)
+ *
+ * TOKENS. 32 bytes from getrandom(2) are the secret; the text form is
+ * "lfsc_" + 64 lowercase hex digits. The stored hash is SHA-256 of the
+ * whole text, and the token's ID is the first 12 hex digits of that hash.
+ * A check hashes the presented token, looks the row up by the ID derived
+ * from the hash (the ID is public; finding the row reveals nothing about
+ * the secret), then compares the full stored hash with CRYPTO_memcmp, so
+ * the time taken does not depend on how many bytes matched. A missing
+ * row does the same comparison against a dummy hash.
+ *
+ * CONCURRENCY. One connection and one mutex: every call is a few indexed
+ * statements. A request costs two reads (the token, the bound cluster ID);
+ * only binding an ID on first sight writes. Nothing is cached, so a token
+ * revoked by another process fails on its next request. The admin commands run in other processes against the same
+ * file; busy_timeout covers their short write transactions.
+ */
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "base/clock.h"
+#include "cloud/cloud_auth.h"
+#include "proto/cluster.h"
+#include "base/err.h"
+#include "base/log.h"
+
+#define AUTH_FILE "auth.db"
+#define AUTH_BUSY_MS 10000
+#define TOKEN_SECRET_BYTES 32
+
+struct cloud_auth {
+	pthread_mutex_t mu; /* guards db */
+	sqlite3 *db;
+};
+
+static const char schema[] =
+	"PRAGMA journal_mode=WAL;"
+	"PRAGMA synchronous=FULL;"
+	"CREATE TABLE IF NOT EXISTS clusters(name TEXT PRIMARY KEY, cluster_id TEXT NOT NULL DEFAULT '',"
+	" created_ms INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS tokens(id TEXT PRIMARY KEY, cluster TEXT NOT NULL, hash BLOB NOT NULL,"
+	" created_ms INTEGER NOT NULL);"
+	"CREATE INDEX IF NOT EXISTS tokens_cluster ON tokens(cluster);"
+	"CREATE TABLE IF NOT EXISTS purges(name TEXT PRIMARY KEY, requested_ms INTEGER NOT NULL);";
+
+
+static int sql_fail(struct cloud_auth *a, const char *what)
+{
+	LOG_ERROR("auth", "msg=\"auth store: %s failed\" err=\"%s\"", what, sqlite3_errmsg(a->db));
+	return -EIO;
+}
+
+bool cloud_auth_valid_cluster_name(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	if (n == 0 || n > CLOUD_CLUSTER_NAME_MAX || !strcmp(name, ".") || !strcmp(name, ".."))
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = name[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+		      c == '-' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+bool cloud_auth_exists(const char *data_dir)
+{
+	char *path = NULL;
+	if (asprintf(&path, "%s/%s", data_dir, AUTH_FILE) < 0)
+		return false;
+	bool ok = access(path, F_OK) == 0;
+	free(path);
+	return ok;
+}
+
+int cloud_auth_open(const char *data_dir, struct cloud_auth **out)
+{
+	char *path = NULL;
+	*out = NULL;
+	if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
+		return -errno;
+	if (asprintf(&path, "%s/%s", data_dir, AUTH_FILE) < 0)
+		return ERR_NOMEM;
+	struct cloud_auth *a = calloc(1, sizeof(*a));
+	if (!a) {
+		free(path);
+		return ERR_NOMEM;
+	}
+	int rc = sqlite3_open_v2(path, &a->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+				 NULL);
+	free(path);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(a->db, AUTH_BUSY_MS);
+		rc = sqlite3_exec(a->db, schema, NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK) {
+		LOG_ERROR("auth", "msg=\"cannot open the auth store\" dir=\"%s\" err=\"%s\"", data_dir,
+			  a->db ? sqlite3_errmsg(a->db) : sqlite3_errstr(rc));
+		sqlite3_close(a->db);
+		free(a);
+		return -EIO;
+	}
+	pthread_mutex_init(&a->mu, NULL);
+	*out = a;
+	return 0;
+}
+
+void cloud_auth_close(struct cloud_auth *a)
+{
+	if (!a)
+		return;
+	sqlite3_close(a->db);
+	pthread_mutex_destroy(&a->mu);
+	free(a);
+}
+
+/* ---- Hashing ------------------------------------------------------------ */
+
+static void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* SHA-256 of text into hash[32] and its ID into id. 0 or ERR_NOMEM. */
+static int token_hash(const char *text, size_t len, unsigned char *hash, char *id)
+{
+	unsigned int n = 0;
+	if (!EVP_Digest(text, len, hash, &n, EVP_sha256(), NULL) || n != 32)
+		return ERR_NOMEM;
+	char hex[65];
+	hex_encode(hash, 32, hex);
+	memcpy(id, hex, CLOUD_TOKEN_ID_LEN);
+	id[CLOUD_TOKEN_ID_LEN] = '\0';
+	return 0;
+}
+
+static int token_generate(struct cloud_token *tok, unsigned char *hash)
+{
+	unsigned char secret[TOKEN_SECRET_BYTES];
+	size_t got = 0;
+	while (got < sizeof(secret)) {
+		ssize_t n = getrandom(secret + got, sizeof(secret) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		got += (size_t)n;
+	}
+	memcpy(tok->text, CLOUD_TOKEN_PREFIX, strlen(CLOUD_TOKEN_PREFIX));
+	hex_encode(secret, sizeof(secret), tok->text + strlen(CLOUD_TOKEN_PREFIX));
+	OPENSSL_cleanse(secret, sizeof(secret));
+	return token_hash(tok->text, strlen(tok->text), hash, tok->id);
+}
+
+/* ---- Statements --------------------------------------------------------- */
+
+/* Prepares sql and binds the text arguments (NULL-terminated list). */
+static sqlite3_stmt *prep(struct cloud_auth *a, const char *sql, const char *const *args)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(a->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return NULL;
+	for (int i = 0; args && args[i]; i++)
+		sqlite3_bind_text(st, i + 1, args[i], -1, SQLITE_STATIC);
+	return st;
+}
+
+/* Runs a statement without rows; returns sqlite3_changes() or -EIO. */
+static int exec1(struct cloud_auth *a, const char *sql, const char *const *args)
+{
+	sqlite3_stmt *st = prep(a, sql, args);
+	if (!st)
+		return sql_fail(a, "prepare");
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return sql_fail(a, "write");
+	return sqlite3_changes(a->db);
+}
+
+/* 1 if the query returns a row, 0 if not, -EIO on error. */
+static int exists1(struct cloud_auth *a, const char *sql, const char *const *args)
+{
+	sqlite3_stmt *st = prep(a, sql, args);
+	if (!st)
+		return sql_fail(a, "prepare");
+	int rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : sql_fail(a, "read");
+}
+
+/* Inserts a new token of cluster (inside the caller's transaction). */
+static int token_insert(struct cloud_auth *a, const char *cluster, struct cloud_token *tok)
+{
+	for (int attempt = 0; attempt < 4; attempt++) {
+		unsigned char hash[32];
+		int rc = token_generate(tok, hash);
+		if (rc != 0)
+			return rc;
+		sqlite3_stmt *st = prep(a, "INSERT OR IGNORE INTO tokens(id, cluster, hash, created_ms) VALUES(?,?,?,?)",
+					(const char *const[]){ tok->id, cluster, NULL });
+		if (!st)
+			return sql_fail(a, "prepare");
+		sqlite3_bind_blob(st, 3, hash, sizeof(hash), SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, clock_wall_ms());
+		rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+		if (rc != SQLITE_DONE)
+			return sql_fail(a, "insert token");
+		if (sqlite3_changes(a->db) == 1)
+			return 0;
+		/* An ID collision (48 bits): draw again. */
+	}
+	return -EIO;
+}
+
+static int tx_begin(struct cloud_auth *a)
+{
+	pthread_mutex_lock(&a->mu);
+	if (sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+		int rc = sql_fail(a, "begin");
+		pthread_mutex_unlock(&a->mu);
+		return rc;
+	}
+	return 0;
+}
+
+/* Commits when rc is 0, rolls back otherwise; returns rc (or the commit's
+ * failure) and releases the lock. */
+static int tx_end(struct cloud_auth *a, int rc)
+{
+	if (rc == 0 && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		rc = sql_fail(a, "commit");
+	if (rc != 0)
+		sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
+}
+
+/* ---- Clusters ----------------------------------------------------------- */
+
+int cloud_auth_cluster_create(struct cloud_auth *a, const char *name, struct cloud_token *tok)
+{
+	if (!cloud_auth_valid_cluster_name(name))
+		return ERR_INVAL;
+	int rc = tx_begin(a);
+	if (rc != 0)
+		return rc;
+	const char *const args[] = { name, NULL };
+	rc = exists1(a, "SELECT 1 FROM clusters WHERE name=? UNION ALL SELECT 1 FROM purges WHERE name=?1", args);
+	if (rc == 1)
+		rc = ERR_CLOUD_EXISTS;
+	if (rc == 0) {
+		sqlite3_stmt *st = prep(a, "INSERT INTO clusters(name, created_ms) VALUES(?, ?)", args);
+		if (st) {
+			sqlite3_bind_int64(st, 2, clock_wall_ms());
+			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert cluster");
+			sqlite3_finalize(st);
+		} else {
+			rc = sql_fail(a, "prepare");
+		}
+	}
+	if (rc == 0)
+		rc = token_insert(a, name, tok);
+	return tx_end(a, rc);
+}
+
+int cloud_auth_cluster_delete(struct cloud_auth *a, const char *name)
+{
+	if (!cloud_auth_valid_cluster_name(name))
+		return ERR_CLOUD_NOT_FOUND;
+	int rc = tx_begin(a);
+	if (rc != 0)
+		return rc;
+	const char *const args[] = { name, NULL };
+	rc = exec1(a, "DELETE FROM clusters WHERE name=?", args);
+	if (rc == 0)
+		rc = ERR_CLOUD_NOT_FOUND;
+	else if (rc > 0)
+		rc = exec1(a, "DELETE FROM tokens WHERE cluster=?", args);
+	if (rc >= 0) {
+		sqlite3_stmt *st = prep(a, "INSERT OR REPLACE INTO purges(name, requested_ms) VALUES(?, ?)", args);
+		if (st) {
+			sqlite3_bind_int64(st, 2, clock_wall_ms());
+			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert purge");
+			sqlite3_finalize(st);
+		} else {
+			rc = sql_fail(a, "prepare");
+		}
+	}
+	return tx_end(a, rc);
+}
+
+int cloud_auth_cluster_list(struct cloud_auth *a, void (*fn)(void *ctx, const struct cloud_cluster_info *c),
+			    void *ctx)
+{
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a,
+				"SELECT c.name, c.cluster_id, c.created_ms, (SELECT count(*) FROM tokens t"
+				" WHERE t.cluster=c.name) FROM clusters c ORDER BY c.name",
+				NULL);
+	int rc = st ? SQLITE_ROW : SQLITE_ERROR;
+	while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cloud_cluster_info c = {
+			.name = (const char *)sqlite3_column_text(st, 0),
+			.cluster_id = (const char *)sqlite3_column_text(st, 1),
+			.created_ms = sqlite3_column_int64(st, 2),
+			.n_tokens = (unsigned)sqlite3_column_int(st, 3),
+		};
+		if (!c.cluster_id)
+			c.cluster_id = "";
+		fn(ctx, &c);
+	}
+	int ret = rc == SQLITE_DONE ? 0 : sql_fail(a, "list clusters");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	return ret;
+}
+
+/* ---- Tokens ------------------------------------------------------------- */
+
+int cloud_auth_token_create(struct cloud_auth *a, const char *cluster, struct cloud_token *tok)
+{
+	int rc = tx_begin(a);
+	if (rc != 0)
+		return rc;
+	rc = exists1(a, "SELECT 1 FROM clusters WHERE name=?", (const char *const[]){ cluster, NULL });
+	if (rc == 0)
+		rc = ERR_CLOUD_NOT_FOUND;
+	else if (rc == 1)
+		rc = token_insert(a, cluster, tok);
+	return tx_end(a, rc);
+}
+
+int cloud_auth_token_revoke(struct cloud_auth *a, const char *id)
+{
+	pthread_mutex_lock(&a->mu);
+	int rc = exec1(a, "DELETE FROM tokens WHERE id=?", (const char *const[]){ id, NULL });
+	pthread_mutex_unlock(&a->mu);
+	if (rc == 0)
+		return ERR_CLOUD_NOT_FOUND;
+	return rc < 0 ? rc : 0;
+}
+
+int cloud_auth_token_list(struct cloud_auth *a, const char *cluster,
+			  void (*fn)(void *ctx, const struct cloud_token_info *t), void *ctx)
+{
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a,
+				cluster ? "SELECT id, cluster, created_ms FROM tokens WHERE cluster=? ORDER BY created_ms, id"
+					: "SELECT id, cluster, created_ms FROM tokens ORDER BY cluster, created_ms, id",
+				(const char *const[]){ cluster, NULL });
+	int rc = st ? SQLITE_ROW : SQLITE_ERROR;
+	while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct cloud_token_info t = {
+			.id = (const char *)sqlite3_column_text(st, 0),
+			.cluster = (const char *)sqlite3_column_text(st, 1),
+			.created_ms = sqlite3_column_int64(st, 2),
+		};
+		fn(ctx, &t);
+	}
+	int ret = rc == SQLITE_DONE ? 0 : sql_fail(a, "list tokens");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	return ret;
+}
+
+/* The token part of an Authorization value: after an optional "FlyV1 " or
+ * "Bearer " scheme (any case), without surrounding spaces. */
+static const char *token_of_header(const char *h, size_t *len)
+{
+	while (*h == ' ' || *h == '\t')
+		h++;
+	if (!strncasecmp(h, "FlyV1 ", 6))
+		h += 6;
+	else if (!strncasecmp(h, "Bearer ", 7))
+		h += 7;
+	while (*h == ' ' || *h == '\t')
+		h++;
+	size_t n = strlen(h);
+	while (n > 0 && (h[n - 1] == ' ' || h[n - 1] == '\t'))
+		n--;
+	*len = n;
+	return h;
+}
+
+int cloud_auth_check(struct cloud_auth *a, const char *header, char *cluster)
+{
+	unsigned char hash[32], stored[32];
+	char id[CLOUD_TOKEN_ID_LEN + 1];
+	size_t len = 0;
+
+	cluster[0] = '\0';
+	if (!header)
+		return ERR_REPL_AUTH;
+	const char *tok = token_of_header(header, &len);
+	if (len != CLOUD_TOKEN_LEN || token_hash(tok, len, hash, id) != 0)
+		return ERR_REPL_AUTH;
+	memset(stored, 0xa5, sizeof(stored));
+	bool found = false;
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a, "SELECT hash, cluster FROM tokens WHERE id=?", (const char *const[]){ id, NULL });
+	int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
+	if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == (int)sizeof(stored) &&
+	    sqlite3_column_bytes(st, 1) <= CLOUD_CLUSTER_NAME_MAX) {
+		memcpy(stored, sqlite3_column_blob(st, 0), sizeof(stored));
+		snprintf(cluster, CLOUD_CLUSTER_NAME_MAX + 1, "%s", (const char *)sqlite3_column_text(st, 1));
+		found = true;
+	} else if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+		sql_fail(a, "read token");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	bool equal = CRYPTO_memcmp(hash, stored, sizeof(hash)) == 0;
+	if (!found || !equal) {
+		cluster[0] = '\0';
+		return rc == SQLITE_ROW || rc == SQLITE_DONE ? ERR_REPL_AUTH : -EIO;
+	}
+	return 0;
+}
+
+/* The cluster ID bound to cluster (a read, no write lock): 1 and *have
+ * ("" if none yet), 0 if there is no such cluster, or -EIO. */
+static int cluster_id_get(struct cloud_auth *a, const char *cluster, char *have)
+{
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a, "SELECT cluster_id FROM clusters WHERE name=?", (const char *const[]){ cluster, NULL });
+	int s = st ? sqlite3_step(st) : SQLITE_ERROR;
+	int rc = s == SQLITE_ROW ? 1 : s == SQLITE_DONE ? 0 : sql_fail(a, "read cluster id");
+	if (s == SQLITE_ROW) {
+		const char *v = (const char *)sqlite3_column_text(st, 0);
+		snprintf(have, CLOUD_CLUSTER_ID_MAX + 1, "%s", v ? v : "");
+	}
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
+}
+
+int cloud_auth_bind_cluster_id(struct cloud_auth *a, const char *cluster, const char *id, char *known)
+{
+	if (!cluster_id_valid(id))
+		return ERR_INVAL;
+	/* Every request of a bound cluster carries its ID: answer those with a
+	 * read; only the first sight needs the write transaction below. */
+	char bound[CLOUD_CLUSTER_ID_MAX + 1] = "";
+	int rc = cluster_id_get(a, cluster, bound);
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		return ERR_CLOUD_NOT_FOUND;
+	if (bound[0]) {
+		if (known)
+			snprintf(known, CLOUD_CLUSTER_ID_MAX + 1, "%s", bound);
+		return strcmp(bound, id) == 0 ? 0 : ERR_REPL_CLUSTER;
+	}
+	rc = tx_begin(a);
+	if (rc != 0)
+		return rc;
+	rc = exec1(a, "UPDATE clusters SET cluster_id=?2 WHERE name=?1 AND cluster_id=''",
+		   (const char *const[]){ cluster, id, NULL });
+	if (rc > 0) {
+		rc = 0;
+	} else if (rc == 0) {
+		sqlite3_stmt *st = prep(a, "SELECT cluster_id FROM clusters WHERE name=?", (const char *const[]){ cluster, NULL });
+		int s = st ? sqlite3_step(st) : SQLITE_ERROR;
+		if (s == SQLITE_ROW) {
+			const char *have = (const char *)sqlite3_column_text(st, 0);
+			rc = have && !strcmp(have, id) ? 0 : ERR_REPL_CLUSTER;
+			if (known)
+				snprintf(known, CLOUD_CLUSTER_ID_MAX + 1, "%s", have ? have : "");
+		} else {
+			rc = s == SQLITE_DONE ? ERR_CLOUD_NOT_FOUND : sql_fail(a, "read cluster id");
+		}
+		sqlite3_finalize(st);
+	}
+	/* A refusal changed nothing: end the transaction normally. */
+	bool refused = rc == ERR_REPL_CLUSTER || rc == ERR_CLOUD_NOT_FOUND;
+	int end = tx_end(a, refused ? 0 : rc);
+	return end != 0 ? end : rc;
+}
+
+/* ---- Purges ------------------------------------------------------------- */
+
+int cloud_auth_pending_purges(struct cloud_auth *a, void (*fn)(void *ctx, const char *cluster), void *ctx)
+{
+	char **names = NULL;
+	size_t n = 0;
+	int ret = 0;
+
+	/* Collect first: fn purges through the engine, which must not run
+	 * under this store's lock. */
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a, "SELECT name FROM purges ORDER BY requested_ms", NULL);
+	int rc = st ? SQLITE_ROW : SQLITE_ERROR;
+	while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		char *s = strdup((const char *)sqlite3_column_text(st, 0));
+		char **grown = s ? realloc(names, (n + 1) * sizeof(*names)) : NULL;
+		if (!grown) {
+			free(s);
+			ret = ERR_NOMEM;
+			break;
+		}
+		names = grown;
+		names[n++] = s;
+	}
+	if (ret == 0 && rc != SQLITE_DONE)
+		ret = sql_fail(a, "list purges");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	for (size_t i = 0; i < n; i++) {
+		if (ret == 0)
+			fn(ctx, names[i]);
+		free(names[i]);
+	}
+	free(names);
+	return ret;
+}
+
+int cloud_auth_purge_done(struct cloud_auth *a, const char *cluster)
+{
+	pthread_mutex_lock(&a->mu);
+	int rc = exec1(a, "DELETE FROM purges WHERE name=?", (const char *const[]){ cluster, NULL });
+	pthread_mutex_unlock(&a->mu);
+	return rc < 0 ? rc : 0;
+}

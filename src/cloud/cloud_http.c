@@ -1,0 +1,1083 @@
+/*
+ * cloud_http.c — litefs-cloud's HTTP API. The reference for clients is
+ * docs/cloud-api.md; this comment says why the code is shaped this way.
+ *
+ * THREADING. Like the node's API (http.c): libmicrohttpd with a thread per
+ * connection, because ingest waits for fsync and exports read whole
+ * databases; a slow request only ever delays itself. Every request gets a
+ * struct creq on its first call; all checks that need only the headers run
+ * there (route, token, cluster ID, query parameters, Content-Length), and
+ * the reply is sent on the last call, after the body.
+ *
+ * REFUSING A REQUEST WITH A BODY. A reply queued before the body was read
+ * makes MHD close the socket with unread bytes, which the kernel turns into
+ * a reset that can reach the client before the reply. So a refused body is
+ * drained (discarded) when it is small (up to DRAIN_MAX) and the reply
+ * follows; only when the client waits for "100 Continue" or the body is
+ * large is the refusal sent at once.
+ *
+ * POST /db/tx with a Content-Length up to INLINE_TX_MAX (a LiteFS node's
+ * usual upload: a few pages) is received into memory and ingested on the
+ * connection's own thread at the end of the body: no thread, no socket
+ * pair, no copy through the kernel per upload. A larger or chunked body is
+ * streamed into the engine: the access handler writes
+ * each chunk into one end of a socketpair and an ingest thread runs
+ * cloud_ingest() with an ltx_read_fn over the other end. The body is never
+ * held whole in memory (the socket buffer bounds it), and the engine sees
+ * exactly the bytes the client sent, ending at end of body. If the engine
+ * stops early (a bad header, a position mismatch) it closes its end; the
+ * writer's send(MSG_NOSIGNAL) then fails with EPIPE and the rest of the
+ * body is discarded. The reply (with Litefs-Hwm) is queued only after the
+ * thread was joined, i.e. after the engine made the file durable. A client
+ * that hangs up mid-body closes the writer end: the engine sees a truncated
+ * file and stores nothing.
+ *
+ * POST /db/upload spools the SQLite file into an unnamed temp file
+ * (O_TMPFILE, so nothing is left behind by a crash) and hands the fd to the
+ * engine. GET /db/snapshot has the engine build the export in such a file
+ * (for SQLite the built state itself, not a copy of it) and sends it with
+ * sendfile (MHD_create_response_from_fd64), so errors are still proper
+ * JSON replies and the response has a Content-Length.
+ *
+ * AUTHENTICATION. Every endpoint but /healthz needs a token (cloud_auth.c);
+ * the token decides the cluster. An optional ?cluster= (sent by LiteFS's
+ * client) must name the token's cluster. A Litefs-Cluster-Id header is
+ * bound to the cluster on first sight and must match afterwards (422).
+ *
+ * ERRORS are JSON {"code": "E...", "error": "..."} (+ "pos" for
+ * EPOSMISMATCH); the code says what kind, the message says what exactly.
+ * Each refusal is logged once (mod=cloud-http).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloud/cloud_auth.h"
+#include "cloud/cloud_http.h"
+#include "cloud/cloud_store.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "base/log.h"
+#include "base/mhd.h"
+#include "ltx/ltx.h"
+#include "node/store.h"
+
+#define DRAIN_MAX (1u << 20)
+#define MSG_LEN 512
+#define CONNECTION_LIMIT 256u
+#define CONNECTION_TIMEOUT_S 300u
+#define STOP_GRACE_MS 10000
+#define SOCK_BUF_BYTES (1 << 20)
+/* POST /db/tx bodies up to this size (by Content-Length) are received in
+ * memory and ingested on the connection's thread. */
+#define INLINE_TX_MAX (256u << 10)
+#define DB_NAME_MAX 255
+
+struct cloud_http {
+	struct cloud_store *cs;  /* borrowed */
+	struct cloud_auth *auth; /* borrowed */
+	char *tmp_dir;           /* owned */
+	uint64_t max_upload_bytes, max_db_bytes;
+	struct MHD_Daemon *daemon;
+	unsigned port;
+	atomic_bool stopping;
+	atomic_int n_active;     /* requests between their first call and completion */
+};
+
+enum route {
+	R_NONE, R_HEALTH, R_POS, R_TX, R_SNAPSHOT, R_RESTORE, R_RESTORE_CHECK, R_UPLOAD, R_INFO, R_DELETE,
+};
+
+static const struct {
+	const char *path, *method;
+	enum route r;
+	bool needs_db;
+} routes[] = {
+	{ "/healthz", "GET", R_HEALTH, false },
+	{ "/pos", "GET", R_POS, false },
+	{ "/db/tx", "POST", R_TX, true },
+	{ "/db/snapshot", "GET", R_SNAPSHOT, true },
+	{ "/db/restore", "POST", R_RESTORE, true },
+	{ "/db/restore/check", "GET", R_RESTORE_CHECK, true },
+	{ "/db/upload", "POST", R_UPLOAD, true },
+	{ "/db/info", "GET", R_INFO, true },
+	{ "/db", "DELETE", R_DELETE, true },
+};
+
+/* A request from its first call to the completion callback, which frees it. */
+struct creq {
+	enum route r;
+	char cluster[CLOUD_CLUSTER_NAME_MAX + 1];
+	char db[DB_NAME_MAX + 1];
+	uint64_t n_bytes;            /* body bytes received */
+	unsigned fail_status;        /* non-zero: discard the body, then reply this */
+	bool refused_early;          /* failed before the body: drain at most DRAIN_MAX */
+	char fail_code[24];
+	char fail_msg[MSG_LEN];
+
+	/* POST /db/tx, small: the body in memory (body_cap > 0). */
+	uint8_t *body;
+	size_t body_len, body_cap;
+	bool ingested;
+	/* POST /db/tx, large or chunked: the ingest thread and its socketpair. */
+	int feed_fd;                 /* writer end, -1 once closed */
+	int drain_fd;                /* reader end (the thread's), closed by it */
+	bool worker_started, worker_joined;
+	pthread_t worker;
+	struct cloud_http *srv;
+	int ingest_rc;
+	struct cloud_ingest_result res;
+
+	/* POST /db/upload: the spooled body. */
+	int spool_fd;
+};
+
+static void hex16(char *buf, uint64_t v)
+{
+	snprintf(buf, 17, "%016" PRIx64, v);
+}
+
+static json_t *jhex(uint64_t v)
+{
+	char b[17];
+	hex16(b, v);
+	return json_string(b);
+}
+
+static json_t *jtime(int64_t ms)
+{
+	char b[40];
+	if (ms <= 0)
+		return json_null();
+	ltx_format_time(b, sizeof(b), ms);
+	return json_string(b);
+}
+
+/* ---- Responses ---------------------------------------------------------- */
+
+/* Takes ownership of obj; hwm, if not NULL, becomes Litefs-Hwm. */
+static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *hwm)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	json_decref(obj);
+	if (!s)
+		return MHD_NO;
+	size_t n = strlen(s);
+	char *t = realloc(s, n + 2);
+	if (!t) {
+		free(s);
+		return MHD_NO;
+	}
+	t[n] = '\n';
+	t[n + 1] = '\0';
+	struct MHD_Response *r = MHD_create_response_from_buffer(n + 1, t, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(t);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (hwm)
+		MHD_add_response_header(r, "Litefs-Hwm", hwm);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static void set_fail(struct creq *q, unsigned status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void set_fail(struct creq *q, unsigned status, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	q->fail_status = status;
+	snprintf(q->fail_code, sizeof(q->fail_code), "%s", code);
+	va_start(ap, fmt);
+	vsnprintf(q->fail_msg, sizeof(q->fail_msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Sends the failure recorded in q (with the stored position for
+ * EPOSMISMATCH) and logs it. */
+static enum MHD_Result reply_fail(struct MHD_Connection *conn, const char *url, struct creq *q)
+{
+	char logmsg[MSG_LEN], dbname[DB_NAME_MAX + 1];
+	snprintf(logmsg, sizeof(logmsg), "%s", q->fail_msg);
+	snprintf(dbname, sizeof(dbname), "%s", q->db[0] ? q->db : "-");
+	mhd_log_clean(logmsg);
+	mhd_log_clean(dbname);
+	LOG_WARN("cloud-http", "msg=\"request refused\" path=%s cluster=%s db=\"%s\" status=%u code=%s reason=\"%s\"",
+		 url, q->cluster[0] ? q->cluster : "-", dbname, q->fail_status, q->fail_code, logmsg);
+	json_t *o = json_object();
+	if (!o)
+		return MHD_NO;
+	json_object_set_new(o, "code", json_string(q->fail_code));
+	json_object_set_new(o, "error", mhd_json_str(q->fail_msg));
+	if (!strcmp(q->fail_code, "EPOSMISMATCH"))
+		json_object_set_new(o, "pos", json_pack("{s:o, s:o}", "txid", jhex(q->res.pos.txid),
+							"postApplyChecksum", jhex(q->res.pos.checksum)));
+	return reply_json(conn, q->fail_status, o, NULL);
+}
+
+/* Records an engine error rc as the request's failure. what names the
+ * operation for the message; msg, if not empty, is the engine's reason. */
+static void fail_from_rc(struct creq *q, int rc, const char *what, const char *msg)
+{
+	const char *why = msg && msg[0] ? msg : err_str(rc);
+	switch (rc) {
+	case ERR_CLOUD_POS_MISMATCH:
+		set_fail(q, MHD_HTTP_CONFLICT, "EPOSMISMATCH",
+			 "%s: position mismatch: %s (the service is at %016" PRIx64 "/%016" PRIx64 ")", what, why,
+			 q->res.pos.txid, q->res.pos.checksum);
+		return;
+	case ERR_CLOUD_NOT_FOUND:
+		set_fail(q, MHD_HTTP_NOT_FOUND, "ENOTFOUND", "%s: database not found: %s", what, q->db);
+		return;
+	case ERR_CLOUD_WINDOW:
+		set_fail(q, MHD_HTTP_NOT_FOUND, "EWINDOW", "%s: %s", what, why);
+		return;
+	case ERR_CLOUD_NAME:
+	case ERR_INVAL:
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "%s: %s", what, why);
+		return;
+	case ERR_CLOUD_TOO_LARGE:
+		set_fail(q, MHD_HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "%s: %s", what, why);
+		return;
+	case ERR_CLOUD_PAGE_SIZE:
+	case ERR_LTX_PAGE_SIZE_MISMATCH:
+		set_fail(q, MHD_HTTP_CONFLICT, "EPAGESIZE", "%s: %s", what, why);
+		return;
+	case ERR_CLOUD_EXISTS:
+		set_fail(q, MHD_HTTP_CONFLICT, "EEXISTS", "%s: %s", what, why);
+		return;
+	case ERR_DB_HEADER:
+	case ERR_DB_SIZE:
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADDB", "%s: %s", what, why);
+		return;
+	case -ENOSPC:
+	case -EDQUOT:
+		set_fail(q, MHD_HTTP_INSUFFICIENT_STORAGE, "ENOSPACE", "%s: %s", what, why);
+		return;
+	default:
+		break;
+	}
+	if (rc <= ERR_LTX_MAGIC && rc >= ERR_LTX_COMMIT_ZERO_PAGES)
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
+	else if (rc == ERR_IO_SHORT)
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
+	else
+		set_fail(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "%s: %s", what, why);
+}
+
+/* ---- Query parameters --------------------------------------------------- */
+
+/* The value of query parameter key, NULL if absent. A value holding a
+ * decoded NUL (%00) sets *bad. */
+static const char *arg(struct MHD_Connection *conn, const char *key, bool *bad)
+{
+	const char *v = NULL;
+	size_t n = 0;
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &n) != MHD_YES)
+		return NULL;
+	if (!v)
+		return "";
+	if (memchr(v, '\0', n) != NULL)
+		*bad = true;
+	return v;
+}
+
+/* Copies a database name parameter into out after validating it; 0 or -1
+ * with the failure recorded. */
+static int take_db_name(struct MHD_Connection *conn, struct creq *q, const char *key, char *out, bool required)
+{
+	bool bad = false;
+	const char *v = arg(conn, key, &bad);
+	out[0] = '\0';
+	if (!v && !required)
+		return 0;
+	if (!v || !v[0]) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: %s", key);
+		return -1;
+	}
+	if (bad || strlen(v) > DB_NAME_MAX || !store_valid_db_name(v)) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+			 "invalid database name in %s: 1 to 200 bytes of UTF-8, no '/', no control characters, no NUL, "
+			 "no leading '.', not ending in -journal, -wal, -shm or -pos", key);
+		return -1;
+	}
+	snprintf(out, DB_NAME_MAX + 1, "%s", v);
+	return 0;
+}
+
+/* A TXID: 16 hex digits (LiteFS's form), "0x" and hex, or decimal. */
+static int parse_txid(const char *s, uint64_t *out)
+{
+	size_t n = strlen(s);
+	int base = 10;
+	if (n == 16) {
+		base = 16;
+	} else if (n > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		base = 16;
+		s += 2;
+	}
+	if (!*s)
+		return -1;
+	for (const char *p = s; *p; p++) {
+		bool dig = *p >= '0' && *p <= '9';
+		bool hx = (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F');
+		if (!dig && !(base == 16 && hx))
+			return -1;
+	}
+	errno = 0;
+	unsigned long long v = strtoull(s, NULL, base);
+	if (errno == ERANGE || v == 0)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Reads exactly n digits at *p into *v. */
+static bool digits(const char **p, int n, int *v)
+{
+	*v = 0;
+	for (int i = 0; i < n; i++, (*p)++) {
+		if (**p < '0' || **p > '9')
+			return false;
+		*v = *v * 10 + (**p - '0');
+	}
+	return true;
+}
+
+/* RFC 3339 ("2026-11-26T16:09:15.123Z", any fraction, Z or +hh:mm) or
+ * integer milliseconds since the epoch. Fractions below 1 ms are
+ * truncated. */
+static int parse_timestamp(const char *s, int64_t *out)
+{
+	const char *p = s;
+	int y, mo, d, h, mi, sec, zh = 0, zm = 0;
+	if (*s && strspn(s, "0123456789") == strlen(s)) {
+		errno = 0;
+		long long v = strtoll(s, NULL, 10);
+		if (errno == ERANGE || v <= 0)
+			return -1;
+		*out = v;
+		return 0;
+	}
+	if (!digits(&p, 4, &y) || *p++ != '-' || !digits(&p, 2, &mo) || *p++ != '-' || !digits(&p, 2, &d) ||
+	    (*p != 'T' && *p != 't' && *p != ' ') || !(++p, digits(&p, 2, &h)) || *p++ != ':' ||
+	    !digits(&p, 2, &mi) || *p++ != ':' || !digits(&p, 2, &sec))
+		return -1;
+	int64_t ms = 0;
+	if (*p == '.') {
+		int n = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, n++)
+			if (n < 3)
+				ms = ms * 10 + (*p - '0');
+		if (n == 0)
+			return -1;
+		for (; n < 3; n++)
+			ms *= 10;
+	}
+	int sign = 0;
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		sign = *p++ == '+' ? 1 : -1;
+		if (!digits(&p, 2, &zh) || *p++ != ':' || !digits(&p, 2, &zm))
+			return -1;
+	} else {
+		return -1;
+	}
+	if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+		return -1;
+	struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi,
+			 .tm_sec = sec };
+	int64_t t = (int64_t)timegm(&tm) - (int64_t)sign * (zh * 3600 + zm * 60);
+	if (t <= 0)
+		return -1;
+	*out = t * 1000 + ms;
+	return 0;
+}
+
+/* The restore/export target from ?txid= and ?timestamp=. With required,
+ * exactly one must be given. 0 or -1 with the failure recorded. */
+static int take_target(struct MHD_Connection *conn, struct creq *q, bool required, struct cloud_target *t)
+{
+	bool bad = false;
+	const char *txid = arg(conn, "txid", &bad);
+	const char *ts = arg(conn, "timestamp", &bad);
+	memset(t, 0, sizeof(*t));
+	if (txid && ts) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "give either txid or timestamp, not both");
+		return -1;
+	}
+	if (required && !txid && !ts) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: txid or timestamp");
+		return -1;
+	}
+	if (txid && (bad || parse_txid(txid, &t->txid) != 0)) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+			 "invalid txid: expected 16 hex digits, 0x and hex digits, or a decimal number > 0");
+		return -1;
+	}
+	if (ts && (bad || parse_timestamp(ts, &t->ts_ms) != 0)) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+			 "invalid timestamp: expected RFC 3339 (2006-01-02T15:04:05.000Z) or milliseconds since the epoch");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- Checks on the headers ---------------------------------------------- */
+
+static enum route find_route(const char *url, const char *method, bool *needs_db, bool *path_known)
+{
+	*path_known = false;
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+		if (strcmp(url, routes[i].path) != 0)
+			continue;
+		*path_known = true;
+		if (!strcmp(method, routes[i].method)) {
+			*needs_db = routes[i].needs_db;
+			return routes[i].r;
+		}
+	}
+	return R_NONE;
+}
+
+static int check_auth(struct cloud_http *srv, struct MHD_Connection *conn, struct creq *q)
+{
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	int rc = cloud_auth_check(srv->auth, h, q->cluster);
+	if (rc == -EIO) {
+		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
+		return -1;
+	}
+	if (rc != 0) {
+		set_fail(q, MHD_HTTP_UNAUTHORIZED, "EUNAUTHORIZED",
+			 h ? "invalid or revoked token" : "missing Authorization header (a cluster token)");
+		return -1;
+	}
+	bool bad = false;
+	const char *want = arg(conn, "cluster", &bad);
+	if (want && want[0] && (bad || strcmp(want, q->cluster) != 0)) {
+		set_fail(q, MHD_HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "this token is not valid for cluster %.64s", want);
+		return -1;
+	}
+	const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Litefs-Cluster-Id");
+	if (!id || !id[0])
+		return 0;
+	char known[CLOUD_CLUSTER_ID_MAX + 1] = "";
+	rc = cloud_auth_bind_cluster_id(srv->auth, q->cluster, id, known);
+	if (rc == ERR_INVAL)
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+			 "invalid Litefs-Cluster-Id header: expected LFSC and 16 upper-case hex digits");
+	else if (rc == ERR_REPL_CLUSTER)
+		set_fail(q, MHD_HTTP_UNPROCESSABLE_CONTENT, "ECLUSTERID",
+			 "cluster ID mismatch: cluster %s belongs to LiteFS cluster %s, this request came from %.20s",
+			 q->cluster, known, id);
+	else if (rc == ERR_CLOUD_NOT_FOUND)
+		set_fail(q, MHD_HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "the cluster of this token was deleted");
+	else if (rc != 0)
+		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
+	return rc == 0 ? 0 : -1;
+}
+
+/* Content-Length against the route's limit. */
+static int check_length(struct cloud_http *srv, struct MHD_Connection *conn, struct creq *q)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	uint64_t limit = q->r == R_UPLOAD ? srv->max_db_bytes : srv->max_upload_bytes;
+	if (!cl)
+		return 0;
+	errno = 0;
+	unsigned long long n = strtoull(cl, NULL, 10);
+	if (errno == ERANGE || n > limit) {
+		set_fail(q, MHD_HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
+			 limit);
+		return -1;
+	}
+	return 0;
+}
+
+/* Every check that needs only the headers. 0 or -1 (failure in q). */
+static int check_request(struct cloud_http *srv, struct MHD_Connection *conn, const char *url, const char *method,
+			 struct creq *q)
+{
+	bool needs_db = false, known = false;
+	q->r = find_route(url, method, &needs_db, &known);
+	if (q->r == R_NONE) {
+		if (known)
+			set_fail(q, MHD_HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method %.20s not allowed on %s", method, url);
+		else
+			set_fail(q, MHD_HTTP_NOT_FOUND, "ENOTFOUND", "no such endpoint: %.200s", url);
+		return -1;
+	}
+	if (q->r == R_HEALTH)
+		return 0;
+	if (check_auth(srv, conn, q) != 0)
+		return -1;
+	if (needs_db && take_db_name(conn, q, "db", q->db, true) != 0)
+		return -1;
+	if ((q->r == R_TX || q->r == R_UPLOAD) && check_length(srv, conn, q) != 0)
+		return -1;
+	return 0;
+}
+
+/* ---- Temp files --------------------------------------------------------- */
+
+/* An unnamed temp file in tmp_dir (O_TMPFILE), or a named one unlinked at
+ * once where the file system lacks O_TMPFILE. fd or -errno. */
+static int spool_open(struct cloud_http *srv)
+{
+	int fd = open(srv->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
+		return fd >= 0 ? fd : -errno;
+	char *p = NULL;
+	if (asprintf(&p, "%s/.cloud-http-XXXXXX", srv->tmp_dir) < 0)
+		return -ENOMEM;
+	fd = mkostemp(p, O_CLOEXEC);
+	int rc = fd >= 0 ? fd : -errno;
+	if (fd >= 0)
+		unlink(p);
+	free(p);
+	return rc;
+}
+
+/* ---- POST /db/tx: the ingest thread ------------------------------------- */
+
+static void *ingest_main(void *arg)
+{
+	struct creq *q = arg;
+	int fd = q->drain_fd;
+	memset(&q->res, 0, sizeof(q->res));
+	q->ingest_rc = cloud_ingest(q->srv->cs, q->cluster, q->db, fdio_read, &fd, &q->res);
+	/* Closing our end makes the writer's next send fail with EPIPE, so a
+	 * body the engine stopped reading is discarded, not waited on. */
+	close(fd);
+	q->drain_fd = -1;
+	return NULL;
+}
+
+static int tx_begin(struct cloud_http *srv, struct creq *q)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return -errno;
+	int sz = SOCK_BUF_BYTES;
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	q->feed_fd = sv[0];
+	q->drain_fd = sv[1];
+	q->srv = srv;
+	int rc = pthread_create(&q->worker, NULL, ingest_main, q);
+	if (rc != 0) {
+		close(sv[0]);
+		close(sv[1]);
+		q->feed_fd = q->drain_fd = -1;
+		return -rc;
+	}
+	q->worker_started = true;
+	return 0;
+}
+
+/* Ends the body for the engine and waits for its verdict. */
+static void tx_join(struct creq *q)
+{
+	if (q->feed_fd >= 0) {
+		close(q->feed_fd);
+		q->feed_fd = -1;
+	}
+	if (q->worker_started && !q->worker_joined) {
+		pthread_join(q->worker, NULL);
+		q->worker_joined = true;
+	}
+}
+
+static void tx_feed(struct creq *q, const char *data, size_t len)
+{
+	while (len > 0 && q->feed_fd >= 0) {
+		ssize_t n = send(q->feed_fd, data, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* The engine stopped reading (it decided already). */
+			close(q->feed_fd);
+			q->feed_fd = -1;
+			return;
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+}
+
+/* A small body: room for all of it, filled by body_chunk(). */
+static int tx_begin_inline(struct creq *q, size_t len)
+{
+	q->body = malloc(len ? len : 1);
+	if (!q->body)
+		return ERR_NOMEM;
+	q->body_cap = len ? len : 1;
+	return 0;
+}
+
+static void tx_feed_inline(struct creq *q, const char *data, size_t len)
+{
+	if (len > q->body_cap - q->body_len) {
+		/* More than Content-Length said: MHD does not pass that on. */
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "body longer than its Content-Length");
+		return;
+	}
+	memcpy(q->body + q->body_len, data, len);
+	q->body_len += len;
+}
+
+static enum MHD_Result tx_finish(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				 struct creq *q)
+{
+	if (q->body_cap) {
+		struct ltx_membuf mb = { q->body, q->body_len, 0 };
+		memset(&q->res, 0, sizeof(q->res));
+		q->ingest_rc = cloud_ingest(srv->cs, q->cluster, q->db, ltx_membuf_read, &mb, &q->res);
+		q->ingested = true;
+	}
+	tx_join(q);
+	if (q->ingest_rc != 0) {
+		fail_from_rc(q, q->ingest_rc, "upload rejected", q->res.msg);
+		return reply_fail(conn, url, q);
+	}
+	char hwm[17];
+	hex16(hwm, q->res.hwm);
+	LOG_DEBUG("cloud-http", "msg=\"ltx stored\" cluster=%s db=%s txid=%016" PRIx64 " hwm=%s bytes=%" PRIu64,
+		  q->cluster, q->db, q->res.pos.txid, hwm, q->n_bytes);
+	json_t *o = json_pack("{s:o, s:o, s:o}", "txid", jhex(q->res.pos.txid), "postApplyChecksum",
+			      jhex(q->res.pos.checksum), "hwm", jhex(q->res.hwm));
+	return reply_json(conn, MHD_HTTP_OK, o, hwm);
+}
+
+/* ---- POST /db/upload ---------------------------------------------------- */
+
+static enum MHD_Result upload_finish(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				     struct creq *q)
+{
+	memset(&q->res, 0, sizeof(q->res));
+	if (q->n_bytes == 0) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADDB", "empty body: expected a SQLite database file");
+		return reply_fail(conn, url, q);
+	}
+	int rc = lseek(q->spool_fd, 0, SEEK_SET) < 0 ? -errno : 0;
+	if (rc == 0)
+		rc = cloud_upload_sqlite(srv->cs, q->cluster, q->db, q->spool_fd, &q->res);
+	if (rc != 0) {
+		fail_from_rc(q, rc, "upload rejected", q->res.msg);
+		return reply_fail(conn, url, q);
+	}
+	LOG_INFO("cloud-http", "msg=\"database uploaded\" cluster=%s db=%s txid=%016" PRIx64 " bytes=%" PRIu64,
+		 q->cluster, q->db, q->res.pos.txid, q->n_bytes);
+	char hwm[17];
+	hex16(hwm, q->res.hwm);
+	json_t *o = json_pack("{s:o, s:o, s:o}", "txID", jhex(q->res.pos.txid), "postApplyChecksum",
+			      jhex(q->res.pos.checksum), "timestamp", jtime(q->res.pos.ts_ms));
+	return reply_json(conn, MHD_HTTP_OK, o, hwm);
+}
+
+/* A chunk of a body: fed to the engine, spooled, or discarded. */
+static enum MHD_Result body_chunk(struct cloud_http *srv, struct creq *q, const char *data, size_t len)
+{
+	q->n_bytes += len;
+	if (q->fail_status)
+		return q->refused_early && q->n_bytes > DRAIN_MAX ? MHD_NO : MHD_YES;
+	uint64_t limit = q->r == R_UPLOAD ? srv->max_db_bytes : srv->max_upload_bytes;
+	if (q->n_bytes > limit) {
+		/* Only a chunked body gets here (Content-Length was checked). */
+		set_fail(q, MHD_HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
+			 limit);
+		q->refused_early = true;
+		if (q->r == R_TX)
+			tx_join(q); /* the engine sees a truncated file */
+		return MHD_YES;
+	}
+	if (q->r == R_TX) {
+		if (q->body_cap)
+			tx_feed_inline(q, data, len);
+		else
+			tx_feed(q, data, len);
+		return MHD_YES;
+	}
+	if (q->r == R_UPLOAD) {
+		int rc = fdio_write(&q->spool_fd, data, len);
+		if (rc != 0)
+			set_fail(q, rc == -ENOSPC || rc == -EDQUOT ? MHD_HTTP_INSUFFICIENT_STORAGE
+								  : MHD_HTTP_INTERNAL_SERVER_ERROR,
+				 rc == -ENOSPC || rc == -EDQUOT ? "ENOSPACE" : "EINTERNAL", "cannot spool the upload: %s",
+				 err_str(rc));
+	}
+	return MHD_YES;
+}
+
+/* ---- Requests without a body -------------------------------------------- */
+
+struct pos_ctx {
+	json_t *map;
+};
+
+static void pos_one(void *ctx, const char *db, const struct cloud_pos *pos)
+{
+	struct pos_ctx *p = ctx;
+	json_t *v = json_pack("{s:o, s:o}", "txid", jhex(pos->txid), "postApplyChecksum", jhex(pos->checksum));
+	char *key = strdup(db);
+	if (!v || !key) {
+		json_decref(v);
+		free(key);
+		return;
+	}
+	/* Keys must be UTF-8; other bytes become '?'. json_object_set does
+	 * not steal v, so a refused key leaves it usable for the retry. */
+	if (json_object_set(p->map, key, v) != 0) {
+		for (char *c = key; *c; c++)
+			if ((unsigned char)*c >= 0x80)
+				*c = '?';
+		json_object_set(p->map, key, v);
+	}
+	json_decref(v);
+	free(key);
+}
+
+static enum MHD_Result handle_pos(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				  struct creq *q)
+{
+	struct pos_ctx p = { json_object() };
+	if (!p.map)
+		return MHD_NO;
+	int rc = cloud_positions(srv->cs, q->cluster, pos_one, &p);
+	if (rc != 0) {
+		json_decref(p.map);
+		fail_from_rc(q, rc, "cannot list positions", NULL);
+		return reply_fail(conn, url, q);
+	}
+	return reply_json(conn, MHD_HTTP_OK, p.map, NULL);
+}
+
+static enum MHD_Result handle_snapshot(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				       struct creq *q)
+{
+	struct cloud_target t;
+	bool bad = false;
+	const char *fmt = arg(conn, "format", &bad);
+	enum cloud_format f = CLOUD_FORMAT_LTX;
+	if (fmt && !strcmp(fmt, "sqlite"))
+		f = CLOUD_FORMAT_SQLITE;
+	else if (fmt && fmt[0] && strcmp(fmt, "ltx") != 0) {
+		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "invalid format: expected ltx or sqlite");
+		return reply_fail(conn, url, q);
+	}
+	if (take_target(conn, q, false, &t) != 0)
+		return reply_fail(conn, url, q);
+	/* The engine builds the export in an unnamed file (for SQLite the
+	 * built state itself); MHD sends it with sendfile and closes it. */
+	struct cloud_pos pos = { 0 };
+	uint64_t size = 0;
+	int fd = -1;
+	int rc = cloud_export_fd(srv->cs, q->cluster, q->db, &t, f, &fd, &size, &pos);
+	if (rc != 0) {
+		fail_from_rc(q, rc, "export failed", NULL);
+		return reply_fail(conn, url, q);
+	}
+	struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
+	if (!r) {
+		close(fd);
+		return MHD_NO;
+	}
+	char buf[64], ts[40];
+	snprintf(buf, sizeof(buf), "%016" PRIx64 "/%016" PRIx64, pos.txid, pos.checksum);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+				f == CLOUD_FORMAT_SQLITE ? "application/vnd.sqlite3" : "application/octet-stream");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, "Litefs-Pos", buf);
+	if (pos.ts_ms > 0) {
+		ltx_format_time(ts, sizeof(ts), pos.ts_ms);
+		MHD_add_response_header(r, "Litefs-Timestamp", ts);
+	}
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static json_t *pos_json(const char *db, const struct cloud_pos *pos)
+{
+	return json_pack("{s:o, s:o, s:o, s:o}", "db", mhd_json_str(db), "txID", jhex(pos->txid), "postApplyChecksum",
+			 jhex(pos->checksum), "timestamp", jtime(pos->ts_ms));
+}
+
+static enum MHD_Result handle_restore(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				      struct creq *q, bool check)
+{
+	struct cloud_target t;
+	char as[DB_NAME_MAX + 1];
+	if (take_target(conn, q, true, &t) != 0 || take_db_name(conn, q, "as", as, false) != 0)
+		return reply_fail(conn, url, q);
+	struct cloud_pos pos = { 0 };
+	int rc = check ? cloud_resolve(srv->cs, q->cluster, q->db, &t, &pos)
+		       : cloud_restore(srv->cs, q->cluster, q->db, &t, as[0] ? as : NULL, &pos);
+	if (rc != 0) {
+		fail_from_rc(q, rc, check ? "restore check failed" : "restore failed", NULL);
+		return reply_fail(conn, url, q);
+	}
+	if (!check)
+		LOG_DEBUG("cloud-http", "msg=\"database restored\" cluster=%s db=%s as=%s txid=%016" PRIx64
+				       " target_txid=%016" PRIx64 " target_ts_ms=%" PRId64,
+			 q->cluster, q->db, as[0] ? as : "-", pos.txid, t.txid, t.ts_ms);
+	return reply_json(conn, MHD_HTTP_OK, pos_json(as[0] ? as : q->db, &pos), NULL);
+}
+
+/* litefs-backup's CLI reads minTxId/maxTxId/minTimestamp/maxTimestamp at
+ * the top level; the engine puts the range under "restorable". */
+static void info_add_compat(json_t *o)
+{
+	static const char *const map[][2] = {
+		{ "min_txid", "minTxId" }, { "max_txid", "maxTxId" },
+		{ "min_timestamp", "minTimestamp" }, { "max_timestamp", "maxTimestamp" },
+	};
+	json_t *r = json_object_get(o, "restorable");
+	for (size_t i = 0; r && i < sizeof(map) / sizeof(map[0]); i++) {
+		json_t *v = json_object_get(r, map[i][0]);
+		if (v && !json_object_get(o, map[i][1]))
+			json_object_set(o, map[i][1], v);
+	}
+}
+
+static enum MHD_Result handle_info(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				   struct creq *q)
+{
+	json_t *o = NULL;
+	int rc = cloud_db_info(srv->cs, q->cluster, q->db, &o);
+	if (rc != 0) {
+		fail_from_rc(q, rc, "info failed", NULL);
+		return reply_fail(conn, url, q);
+	}
+	if (!json_object_get(o, "name"))
+		json_object_set_new(o, "name", mhd_json_str(q->db));
+	info_add_compat(o);
+	return reply_json(conn, MHD_HTTP_OK, o, NULL);
+}
+
+static enum MHD_Result handle_delete(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				     struct creq *q)
+{
+	int rc = cloud_db_delete(srv->cs, q->cluster, q->db);
+	if (rc != 0) {
+		fail_from_rc(q, rc, "delete failed", NULL);
+		return reply_fail(conn, url, q);
+	}
+	LOG_DEBUG("cloud-http", "msg=\"database deleted\" cluster=%s db=%s", q->cluster, q->db);
+	return reply_json(conn, MHD_HTTP_OK, json_pack("{s:o, s:b}", "name", mhd_json_str(q->db), "deleted", 1), NULL);
+}
+
+/* The last call of a request: everything was received. */
+static enum MHD_Result dispatch(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				struct creq *q)
+{
+	if (q->fail_status) {
+		if (q->r == R_TX)
+			tx_join(q);
+		return reply_fail(conn, url, q);
+	}
+	switch (q->r) {
+	case R_HEALTH: return reply_json(conn, MHD_HTTP_OK, json_pack("{s:b}", "ok", 1), NULL);
+	case R_POS: return handle_pos(srv, conn, url, q);
+	case R_TX: return tx_finish(srv, conn, url, q);
+	case R_SNAPSHOT: return handle_snapshot(srv, conn, url, q);
+	case R_RESTORE: return handle_restore(srv, conn, url, q, false);
+	case R_RESTORE_CHECK: return handle_restore(srv, conn, url, q, true);
+	case R_UPLOAD: return upload_finish(srv, conn, url, q);
+	case R_INFO: return handle_info(srv, conn, url, q);
+	case R_DELETE: return handle_delete(srv, conn, url, q);
+	case R_NONE: break;
+	}
+	return MHD_NO;
+}
+
+/* ---- The access handler ------------------------------------------------- */
+
+static void creq_free(struct creq *q)
+{
+	if (!q)
+		return;
+	tx_join(q);
+	if (q->spool_fd >= 0)
+		close(q->spool_fd);
+	free(q->body);
+	free(q);
+}
+
+static bool has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
+/* The Content-Length of a body small enough to take in memory, else
+ * SIZE_MAX (large, chunked, or unknown). */
+static size_t inline_length(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (!cl || te)
+		return SIZE_MAX;
+	char *end;
+	errno = 0;
+	unsigned long long n = strtoull(cl, &end, 10);
+	return errno == 0 && end != cl && *end == '\0' && n <= INLINE_TX_MAX ? (size_t)n : SIZE_MAX;
+}
+
+/* Whether a refusal must be sent before the body: the client waits for
+ * 100 Continue, or the body is too large (or of unknown size) to drain. */
+static bool refuse_at_once(struct MHD_Connection *conn)
+{
+	if (!has_body(conn))
+		return false;
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT))
+		return true;
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	return !cl || strtoull(cl, NULL, 10) > DRAIN_MAX;
+}
+
+/* First call: create the request state and run the header checks. */
+static enum MHD_Result on_first_call(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+				     const char *method, void **con_cls)
+{
+	struct creq *q = calloc(1, sizeof(*q));
+	if (!q)
+		return MHD_NO;
+	q->feed_fd = q->drain_fd = q->spool_fd = -1;
+	*con_cls = q;
+	if (atomic_load(&srv->stopping))
+		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");
+	else if (check_request(srv, conn, url, method, q) == 0 && q->r == R_TX) {
+		size_t len = inline_length(conn);
+		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
+		if (rc != 0)
+			set_fail(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
+	} else if (!q->fail_status && q->r == R_UPLOAD) {
+		q->spool_fd = spool_open(srv);
+		if (q->spool_fd < 0)
+			fail_from_rc(q, q->spool_fd, "cannot create a temp file", NULL);
+	}
+	if (q->fail_status) {
+		q->refused_early = true;
+		if (refuse_at_once(conn))
+			return reply_fail(conn, url, q);
+	}
+	return MHD_YES;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct cloud_http *srv = cls;
+	if (*con_cls == NULL) {
+		atomic_fetch_add(&srv->n_active, 1);
+		return on_first_call(srv, conn, url, method, con_cls);
+	}
+	struct creq *q = *con_cls;
+	if (*upload_data_size != 0) {
+		size_t len = *upload_data_size;
+		*upload_data_size = 0;
+		return body_chunk(srv, q, upload_data, len);
+	}
+	return dispatch(srv, conn, url, q);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct cloud_http *srv = cls;
+	struct creq *q = *con_cls;
+	if (q && q->r == R_TX && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !q->worker_joined && !q->ingested)
+		LOG_WARN("cloud-http", "msg=\"upload connection ended early; nothing stored\" cluster=%s db=%s bytes=%" PRIu64,
+			 q->cluster, q->db, q->n_bytes);
+	creq_free(q);
+	*con_cls = NULL;
+	atomic_fetch_sub(&srv->n_active, 1);
+}
+
+/* ---- Start and stop ----------------------------------------------------- */
+
+static int listen_on(struct cloud_http *srv, const char *addr)
+{
+	struct mhd_listen l = {
+		.addr = addr, .mod = "cloud-http", .handler = on_request, .completed = on_completed, .cls = srv,
+		.connection_limit = CONNECTION_LIMIT, .timeout_s = CONNECTION_TIMEOUT_S,
+	};
+	uint16_t port = 0;
+	int rc = mhd_start(&l, &srv->daemon, &port);
+	srv->port = port;
+	return rc;
+}
+
+int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const struct cloud_http_opts *opts,
+		     struct cloud_http **out)
+{
+	*out = NULL;
+	struct cloud_http *srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return ERR_NOMEM;
+	srv->cs = cs;
+	srv->auth = auth;
+	srv->max_upload_bytes = opts->max_upload_bytes;
+	srv->max_db_bytes = opts->max_db_bytes;
+	atomic_init(&srv->stopping, false);
+	atomic_init(&srv->n_active, 0);
+	srv->tmp_dir = strdup(opts->tmp_dir);
+	int rc = srv->tmp_dir ? listen_on(srv, opts->addr) : ERR_NOMEM;
+	if (rc != 0) {
+		free(srv->tmp_dir);
+		free(srv);
+		return rc;
+	}
+	LOG_INFO("cloud-http", "msg=\"serving the LiteFS Cloud API\" addr=\"%s\" port=%u", opts->addr, srv->port);
+	*out = srv;
+	return 0;
+}
+
+unsigned cloud_http_port(const struct cloud_http *srv)
+{
+	return srv->port;
+}
+
+void cloud_http_stop(struct cloud_http *srv)
+{
+	if (!srv)
+		return;
+	/* New requests get 503; requests in flight (an ingest waiting for
+	 * fsync) get STOP_GRACE_MS to deliver their reply, so that a client
+	 * never hears "failed" about an upload that was stored. */
+	atomic_store(&srv->stopping, true);
+	MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
+	if (listen_fd != MHD_INVALID_SOCKET)
+		shutdown(listen_fd, SHUT_RDWR);
+	struct timespec step = { 0, 20 * 1000000L };
+	for (int waited = 0; atomic_load(&srv->n_active) > 0 && waited < STOP_GRACE_MS; waited += 20)
+		nanosleep(&step, NULL);
+	if (atomic_load(&srv->n_active) > 0)
+		LOG_WARN("cloud-http", "msg=\"stopping with requests in flight\" n=%d", atomic_load(&srv->n_active));
+	MHD_stop_daemon(srv->daemon);
+	if (listen_fd != MHD_INVALID_SOCKET)
+		close(listen_fd);
+	free(srv->tmp_dir);
+	free(srv);
+}

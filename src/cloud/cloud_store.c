@@ -1,0 +1,1607 @@
+/*
+ * cloud_store.c — litefs-cloud's storage engine (contract: cloud_store.h).
+ * This comment is the authority for the design; docs/cloud-storage.md
+ * explains it at more length.
+ *
+ * LAYOUT under data_dir
+ *
+ *   catalog.db           SQLite catalog (WAL, synchronous=FULL):
+ *                        dbs (one row per live database: id, cluster,
+ *                        name, position, page size, size), txs (one row
+ *                        per restorable position), files (one row per
+ *                        stored LTX object), compaction (progress marks)
+ *   objects/<id>/l<k>/<min>-<max>.ltx   LTX objects, written through the
+ *                        backend (cloud_backend.h; local disk here). <id>
+ *                        is the database's catalog id in 16 hex digits,
+ *                        never reused while objects of it may remain.
+ *   current/<id>.db      the materialised current state of each database
+ *                        (a cache: verified against the catalog, rebuilt
+ *                        from objects when it disagrees)
+ *   tmp/                 spools and temporary files; emptied at open
+ *
+ * LEVELS. L0 holds every uploaded LTX file as it came (one per upload; an
+ * upload may span several TXIDs). L1..Ln (opts.levels_ms, default 10 s,
+ * 5 min, 1 h) hold merges of consecutive positions whose timestamps fall
+ * into one aligned interval [j*I, (j+1)*I); level k is built from level
+ * k-1 (whatever level k-1 lacks, from finer levels). The snapshot level
+ * (n+1, opts.snapshot_interval_ms, default 24 h) holds full snapshots
+ * (TXID 1..T) of the last position of each interval, made by merging the
+ * previous snapshot with the covering files. Any file starting at TXID 1
+ * (an uploaded snapshot, or a snapshot-level file) is a "base".
+ * An interval is grouped once a later position exists or it ended a
+ * grace ago; positions that still arrive for it (a backlog with past
+ * timestamps) make it grouped again from its start, and the new file
+ * supersedes the earlier one of the interval (row swapped in one catalog
+ * transaction, object deleted under the files lock, write side), so each
+ * interval ends with one file per level and one snapshot.
+ *
+ * TIMESTAMPS. A position's timestamp is its LTX header timestamp (the
+ * commit time on the node). Because node clocks may step back, the engine
+ * also keeps a monotonic timestamp mts = max(ts, previous mts); restore by
+ * time ("the last transaction with timestamp <= T") and interval alignment
+ * use mts, so the set of positions at or before T is always a prefix of
+ * the history. With well-behaved clocks mts == ts.
+ *
+ * INVARIANTS
+ *  1. Every row of txs with txid t is restorable: the plan of t (below)
+ *     exists in files, and every file in files exists in the backend.
+ *  2. txs rows form a suffix of the history: retention deletes only
+ *     below a bound, ingest only appends.
+ *  3. Objects are immutable once their catalog row is committed; a name
+ *     is only ever rewritten with the same logical content (a compaction
+ *     redone after a crash) or after its row was deleted.
+ *  4. dbs.(txid, checksum) is the last txs row; current/<id>.db has that
+ *     checksum whenever cdb.cur_ok is true.
+ *
+ * INGEST (cloud_ingest, under the database's mutex): read the 100-byte
+ * header, check it against the stored position (contiguity by TXID and
+ * pre-apply checksum, page size) -> ERR_CLOUD_POS_MISMATCH early; then
+ * stream the body once, teeing every byte into a temporary object file
+ * while dbfile_apply() decodes it onto the current copy. dbfile_apply
+ * validates everything (file checksum, decoder rules, the post-apply
+ * checksum recomputed from the stored pages) before it writes a byte of
+ * the current copy, so a bad upload leaves nothing. Then: backend put
+ * (fsync file, rename, fsync directory), and one catalog transaction
+ * (dbs, txs, files) committed with synchronous=FULL. Only then 0 is
+ * returned and the HWM (the new TXID) acknowledged.
+ *
+ * SNAPSHOT UPLOADS. A snapshot (min TXID 1) is accepted when the database
+ * is new (or was deleted), and for an existing database only as a forward
+ * position jump: its max TXID must be greater than the stored TXID (a node
+ * that lost its history or restored sends its whole state at its own,
+ * newer, TXID). It becomes a base; the TXIDs it skipped are not
+ * restorable. A snapshot at or below the stored TXID is a replay or a
+ * rewind and gets ERR_CLOUD_POS_MISMATCH, so the node fetches the
+ * service's state instead. A non-snapshot with another page size is
+ * refused (ERR_CLOUD_PAGE_SIZE) unless the database is empty (commit 0).
+ *
+ * RESTORE PLAN of position t: the base with the largest max TXID <= t,
+ * then repeatedly the file starting right after the current position
+ * with the largest max TXID <= t (the coarsest level on a tie). So a
+ * plan reads one snapshot plus at most about (intervals per snapshot
+ * interval at the top level) + (per level below) + the L0 files of one
+ * finest interval: with the defaults <= 1 + 23 + 11 + 29 + L0(10 s).
+ *
+ * RETENTION (every level): with W = now - retention, let r be the last
+ * position with mts <= W (the state in effect at the window start). Every
+ * file that is not in plan(r) and whose max TXID <= r is deleted, then
+ * the txs rows below r. Files ending after r stay, so every position >= r
+ * keeps its plan: the greedy plan of t >= r follows plan(r) until it
+ * jumps past r, and every L0 file after r is kept.
+ *
+ * DURABILITY. An ingest returns 0 only after its object is fsync'd and
+ * renamed into place and the catalog commit is fsync'd (WAL, FULL). On a
+ * crash before the commit, the object is an orphan: cloud_store_open()
+ * lists the backend and deletes every object without a row, and empties
+ * tmp/. The current copy is never fsync'd: it is a cache whose checksum
+ * is verified against the catalog on first use after open and rebuilt
+ * from the objects (plan of the current position) when it disagrees —
+ * behind, ahead or torn. Deletes (retention, database delete) commit the
+ * catalog first and remove objects after, so a crash leaves only orphans.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloud/cloud_backend.h"
+#include "cloud/cloud_catalog.h"
+#include "cloud/cloud_store.h"
+#include "cloud/cloud_store_int.h"
+#include "ltx/dbfile.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "base/log.h"
+#include "ltx/ltx.h"
+#include "node/store.h"
+#include "base/sys.h"
+
+static const int64_t default_levels_ms[] = { 10 * 1000, 5 * 60 * 1000, 60 * 60 * 1000 };
+
+/* ---- Small helpers -------------------------------------------------------- */
+
+int64_t cloud_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cloud_object_name(char *buf, size_t size, int64_t db_id, int level, uint64_t min_txid, uint64_t max_txid)
+{
+	snprintf(buf, size, "%016" PRIx64 "/l%d/%016" PRIx64 "-%016" PRIx64 ".ltx", (uint64_t)db_id, level,
+		 min_txid, max_txid);
+}
+
+int cloud_object_parse(const char *name, int64_t *db_id, int *level, uint64_t *min_txid, uint64_t *max_txid)
+{
+	uint64_t id;
+	int n = 0;
+	if (sscanf(name, "%16" SCNx64 "/l%d/%n", &id, level, &n) != 2 || n == 0 || strlen(name) < 17 ||
+	    name[16] != '/' || id == 0 || id > INT64_MAX || *level < 0 || *level > CLOUD_MAX_LEVELS + 1)
+		return ERR_INVAL;
+	*db_id = (int64_t)id;
+	return ltx_parse_filename(name + n, min_txid, max_txid);
+}
+
+int cloud_tmp_create(struct cloud_store *cs, char *path, size_t size)
+{
+	snprintf(path, size, "%s/tmp-XXXXXX", cs->tmp_dir);
+	int fd = mkostemp(path, O_CLOEXEC);
+	return fd < 0 ? -errno : fd;
+}
+
+/* A staging spool for dbfile_apply(): a kept one, or a new unnamed file.
+ * Spools are reused because creating (and freeing) an inode per upload
+ * was the largest cost of ingest (ext4's inode allocator). */
+static int spool_get(struct cloud_store *cs)
+{
+	int fd = -1;
+	pthread_mutex_lock(&cs->mu);
+	if (cs->n_spools > 0)
+		fd = cs->spools[--cs->n_spools];
+	pthread_mutex_unlock(&cs->mu);
+	return fd >= 0 ? fd : dbfile_spool_open(cs->tmp_dir);
+}
+
+/* Gives a spool back: kept (emptied) while there is room, else closed. */
+static void spool_put(struct cloud_store *cs, int fd)
+{
+	struct stat st;
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) < 0 || (st.st_size > 0 && ftruncate(fd, 0) < 0)) {
+		close(fd);
+		return;
+	}
+	pthread_mutex_lock(&cs->mu);
+	if (cs->n_spools < CLOUD_SPOOLS_KEPT) {
+		cs->spools[cs->n_spools++] = fd;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&cs->mu);
+	if (fd >= 0)
+		close(fd);
+}
+
+static void cur_path(struct cloud_store *cs, int64_t id, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s/%016" PRIx64 ".db", cs->cur_dir, (uint64_t)id);
+}
+
+static struct cloud_pos pos_of(const struct cat_db *db)
+{
+	return (struct cloud_pos){ db->txid, db->checksum, db->ts_ms };
+}
+
+static int msgf(struct cloud_ingest_result *res, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int msgf(struct cloud_ingest_result *res, int rc, const char *fmt, ...)
+{
+	if (res) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(res->msg, sizeof(res->msg), fmt, ap);
+		va_end(ap);
+	}
+	return rc;
+}
+
+/* ---- Registry ------------------------------------------------------------- */
+
+int cloud_cdb_get(struct cloud_store *cs, const char *cluster, const char *name, struct cdb **out)
+{
+	pthread_mutex_lock(&cs->mu);
+	struct cdb *d;
+	for (d = cs->dbs; d; d = d->next)
+		if (strcmp(d->cluster, cluster) == 0 && strcmp(d->name, name) == 0)
+			break;
+	if (d == NULL && (d = calloc(1, sizeof(*d))) != NULL) {
+		snprintf(d->cluster, sizeof(d->cluster), "%s", cluster);
+		snprintf(d->name, sizeof(d->name), "%s", name);
+		pthread_mutex_init(&d->mu, NULL);
+		pthread_rwlock_init(&d->files, NULL);
+		struct cat_db row;
+		cloud_catalog_lock(cs->cat);
+		if (cloud_catalog_db_get(cs->cat, cluster, name, &row) == 0)
+			d->id = row.id;
+		cloud_catalog_unlock(cs->cat);
+		d->next = cs->dbs;
+		cs->dbs = d;
+	}
+	pthread_mutex_unlock(&cs->mu);
+	*out = d;
+	return d ? 0 : ERR_NOMEM;
+}
+
+/* Validates names and finds the entry. */
+static int lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out)
+{
+	if (cluster == NULL || db == NULL || strlen(cluster) > CLOUD_CLUSTER_MAX || cluster[0] == '\0' ||
+	    !store_valid_db_name(db))
+		return ERR_CLOUD_NAME;
+	return cloud_cdb_get(cs, cluster, db, out);
+}
+
+static int64_t alloc_id(struct cloud_store *cs)
+{
+	pthread_mutex_lock(&cs->mu);
+	int64_t id = cs->next_id++;
+	pthread_mutex_unlock(&cs->mu);
+	return id;
+}
+
+static void set_id(struct cdb *d, int64_t id)
+{
+	pthread_rwlock_wrlock(&d->files);
+	d->id = id;
+	pthread_rwlock_unlock(&d->files);
+}
+
+/* The catalog row of d (d->id must be set). */
+static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
+{
+	if (d->id == 0)
+		return ERR_CLOUD_NOT_FOUND;
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_catalog_db_get_id(cs->cat, d->id, row);
+	cloud_catalog_unlock(cs->cat);
+	return rc;
+}
+
+/* ---- Plans and state building --------------------------------------------- */
+
+int cloud_plan_add(struct cloud_plan *p, const struct cat_file *f)
+{
+	if (cloud_catalog_grow((void **)&p->f, p->n, &p->cap, sizeof(*p->f)) < 0)
+		return ERR_NOMEM;
+	p->f[p->n++] = *f;
+	return 0;
+}
+
+int cloud_plan_cover(struct cloud_store *cs, int64_t db_id, uint64_t from, uint64_t to, int max_level,
+		     struct cloud_plan *p)
+{
+	while (from < to) {
+		struct cat_file f;
+		int rc = cloud_catalog_file_next(cs->cat, db_id, from + 1, to, max_level, &f);
+		if (rc == ERR_CLOUD_NOT_FOUND)
+			return ERR_CLOUD_WINDOW;
+		if (rc == 0)
+			rc = cloud_plan_add(p, &f);
+		if (rc < 0)
+			return rc;
+		from = f.max_txid;
+	}
+	return 0;
+}
+
+int cloud_plan_restore(struct cloud_store *cs, int64_t db_id, uint64_t txid, struct cloud_plan *p)
+{
+	struct cat_file base;
+	int rc = cloud_catalog_file_base(cs->cat, db_id, txid, &base);
+	if (rc == ERR_CLOUD_NOT_FOUND)
+		return ERR_CLOUD_WINDOW;
+	if (rc == 0)
+		rc = cloud_plan_add(p, &base);
+	if (rc == 0)
+		rc = cloud_plan_cover(cs, db_id, base.max_txid, txid, INT_MAX, p);
+	return rc;
+}
+
+int cloud_open_file(struct cloud_store *cs, int64_t db_id, const struct cat_file *f, int *fd)
+{
+	char name[96];
+	cloud_object_name(name, sizeof(name), db_id, f->level, f->min_txid, f->max_txid);
+	int rc = cs->be->ops->get(cs->be, name, fd);
+	if (rc < 0)
+		LOG_ERROR("cloud", "msg=\"stored object unreadable\" object=%s err=\"%s\"", name, err_str(rc));
+	return rc;
+}
+
+/* Writes the state of position (txid, checksum) of d into out_fd (emptied
+ * first) from the stored objects. Caller holds d->files (read). */
+static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
+{
+	struct cloud_plan plan = { 0 };
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_plan_restore(cs, d->id, txid, &plan);
+	cloud_catalog_unlock(cs->cat);
+	int spool = rc < 0 ? -1 : spool_get(cs);
+	if (rc == 0 && spool < 0)
+		rc = spool;
+	if (rc == 0 && sys_ftruncate(out_fd, 0) < 0)
+		rc = -errno;
+	struct ltx_pos pos = { 0, 0 };
+	for (size_t i = 0; rc == 0 && i < plan.n; i++) {
+		int fd;
+		struct dbfile_apply_result ar;
+		rc = cloud_open_file(cs, d->id, &plan.f[i], &fd);
+		if (rc < 0)
+			break;
+		rc = dbfile_apply(out_fd, spool, fdio_read, &fd, pos, &ar);
+		close(fd);
+		free(ar.written);
+		pos = ar.pos;
+		if (rc < 0)
+			LOG_ERROR("cloud", "msg=\"stored file does not apply\" db=%s level=%d min_txid=%016" PRIx64
+				  " max_txid=%016" PRIx64 " err=\"%s\"", d->name, plan.f[i].level, plan.f[i].min_txid,
+				  plan.f[i].max_txid, err_str(rc));
+	}
+	if (rc == 0 && (pos.txid != txid || pos.checksum != checksum)) {
+		LOG_ERROR("cloud", "msg=\"rebuilt state has the wrong position\" db=%s txid=%016" PRIx64, d->name, txid);
+		rc = ERR_LTX_POST_CHECKSUM;
+	}
+	spool_put(cs, spool);
+	free(plan.f);
+	return rc;
+}
+
+/* Makes sure the current copy of d matches the catalog (row), rebuilding
+ * it from the objects if not. Caller holds d->mu. */
+static int cur_ensure(struct cloud_store *cs, struct cdb *d, const struct cat_db *row)
+{
+	if (d->cur_ok)
+		return 0;
+	char path[PATH_MAX];
+	cur_path(cs, d->id, path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		uint64_t chk;
+		uint32_t n;
+		bool ok = dbfile_checksum(fd, row->page_size, &chk, &n) == 0 && chk == row->checksum &&
+			  n == row->commit;
+		close(fd);
+		if (ok) {
+			d->cur_ok = true;
+			return 0;
+		}
+	}
+	LOG_WARN("cloud", "msg=\"rebuilding current copy\" cluster=%s db=%s txid=%016" PRIx64, d->cluster, d->name,
+		 row->txid);
+	char tmp[PATH_MAX];
+	fd = cloud_tmp_create(cs, tmp, sizeof(tmp));
+	if (fd < 0)
+		return fd;
+	pthread_rwlock_rdlock(&d->files);
+	int rc = build_state(cs, d, row->txid, row->checksum, fd);
+	pthread_rwlock_unlock(&d->files);
+	close(fd);
+	if (rc == 0 && rename(tmp, path) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlink(tmp);
+	d->cur_ok = rc == 0;
+	return rc;
+}
+
+/* ---- Ingest --------------------------------------------------------------- */
+
+/* The upload's bytes: first the header already read, then the rest from
+ * the caller's reader; every byte is also appended to the object file. */
+struct tee {
+	const uint8_t *hdr;
+	size_t hdr_off;
+	ltx_read_fn read;
+	void *ctx;
+	int obj_fd;
+	uint64_t total, max;
+};
+
+static ssize_t tee_read(void *ctx, void *buf, size_t len)
+{
+	struct tee *t = ctx;
+	ssize_t n;
+	if (t->hdr_off < LTX_HEADER_SIZE) {
+		n = (ssize_t)(LTX_HEADER_SIZE - t->hdr_off < len ? LTX_HEADER_SIZE - t->hdr_off : len);
+		memcpy(buf, t->hdr + t->hdr_off, (size_t)n);
+		t->hdr_off += (size_t)n;
+	} else {
+		n = t->read(t->ctx, buf, len);
+		if (n <= 0)
+			return n;
+	}
+	if (t->total + (uint64_t)n > t->max)
+		return ERR_CLOUD_TOO_LARGE;
+	int rc = sys_pwrite_all(t->obj_fd, buf, (size_t)n, (off_t)t->total);
+	if (rc < 0)
+		return rc;
+	t->total += (uint64_t)n;
+	return n;
+}
+
+static int read_header(ltx_read_fn read, void *ctx, uint8_t *hdr)
+{
+	size_t got = 0;
+	while (got < LTX_HEADER_SIZE) {
+		ssize_t n = read(ctx, hdr + got, LTX_HEADER_SIZE - got);
+		if (n < 0)
+			return (int)n;
+		if (n == 0)
+			return ERR_LTX_TRUNCATED;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* Header checks against the stored position (row is NULL for a new
+ * database). */
+static int check_header(const struct ltx_header *h, const struct cat_db *row, struct cloud_ingest_result *res)
+{
+	bool snap = ltx_header_is_snapshot(h);
+	if (row == NULL) {
+		if (!snap)
+			return msgf(res, ERR_CLOUD_POS_MISMATCH, "database does not exist: the first upload must be a "
+				    "snapshot (min TXID 1), got min TXID %016" PRIx64, h->min_txid);
+		return 0;
+	}
+	if (snap) {
+		if (h->max_txid <= row->txid)
+			return msgf(res, ERR_CLOUD_POS_MISMATCH, "snapshot up to TXID %016" PRIx64 " does not move "
+				    "past the stored TXID %016" PRIx64, h->max_txid, row->txid);
+		return 0;
+	}
+	if (h->min_txid != row->txid + 1 || h->pre_apply_checksum != row->checksum)
+		return msgf(res, ERR_CLOUD_POS_MISMATCH, "upload starts at TXID %016" PRIx64 " after checksum %016"
+			    PRIx64 ", stored position is %016" PRIx64 "/%016" PRIx64, h->min_txid,
+			    h->pre_apply_checksum, row->txid, row->checksum);
+	if (row->commit > 0 && h->page_size != row->page_size)
+		return msgf(res, ERR_CLOUD_PAGE_SIZE, "page size %u differs from the stored %u", h->page_size,
+			    row->page_size);
+	return 0;
+}
+
+/* Records a verified upload in the catalog (one transaction). */
+static int commit_upload(struct cloud_store *cs, struct cat_db *row, bool insert, const struct cat_file *f,
+			 const struct cat_tx *tx)
+{
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_catalog_begin(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_db_put(cs->cat, row, insert);
+	if (rc == 0)
+		rc = cloud_catalog_tx_insert(cs->cat, row->id, tx);
+	if (rc == 0)
+		rc = cloud_catalog_file_insert(cs->cat, row->id, f);
+	if (rc == 0)
+		rc = cloud_catalog_commit(cs->cat);
+	else
+		cloud_catalog_rollback(cs->cat);
+	cloud_catalog_unlock(cs->cat);
+	return rc;
+}
+
+/* Everything of an ingest after the header checks. */
+static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row, bool exists,
+		       const uint8_t *hdr, const struct ltx_header *h, ltx_read_fn read, void *ctx,
+		       struct cloud_ingest_result *res)
+{
+	char obj_tmp[PATH_MAX], cur[PATH_MAX], cur_new[PATH_MAX] = "";
+	int spool = -1, cur_fd = -1, rc;
+	int64_t id = exists ? row->id : alloc_id(cs);
+	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes };
+
+	t.obj_fd = cloud_tmp_create(cs, obj_tmp, sizeof(obj_tmp));
+	if (t.obj_fd < 0)
+		return t.obj_fd;
+	cur_path(cs, id, cur, sizeof(cur));
+	if (exists)
+		cur_fd = open(cur, O_RDWR | O_CLOEXEC);
+	else
+		cur_fd = cloud_tmp_create(cs, cur_new, sizeof(cur_new));
+	rc = cur_fd < 0 ? -errno : 0;
+	if (rc == 0)
+		rc = spool = spool_get(cs);
+	if (rc < 0)
+		goto out;
+
+	struct dbfile_apply_result ar;
+	struct ltx_pos pos = { exists ? row->txid : 0, exists ? row->checksum : 0 };
+	rc = dbfile_apply(cur_fd, spool, tee_read, &t, pos, &ar);
+	free(ar.written);
+	if (rc < 0) {
+		if (ar.db_changed)
+			d->cur_ok = false;
+		if (rc == ERR_LTX_PAGE_SIZE_MISMATCH)
+			rc = ERR_CLOUD_PAGE_SIZE;
+		else if (rc == ERR_LTX_OVERLAP || rc == ERR_LTX_NOT_CONTIGUOUS || rc == ERR_LTX_PRE_MISMATCH)
+			rc = ERR_CLOUD_POS_MISMATCH;
+		msgf(res, rc, "%s (at byte %" PRIu64 ")", err_str(rc), ar.err_offset);
+		goto out;
+	}
+
+	/* Verified. Make the object durable, then the catalog. */
+	char name[96];
+	cloud_object_name(name, sizeof(name), id, 0, h->min_txid, h->max_txid);
+	close(t.obj_fd);
+	t.obj_fd = -1;
+	rc = cs->be->ops->put(cs->be, name, obj_tmp);
+	obj_tmp[0] = '\0'; /* consumed by put */
+	if (rc < 0) {
+		d->cur_ok = false; /* the copy is ahead of the catalog */
+		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
+		goto out;
+	}
+	int64_t mts = exists && row->mts_ms > h->timestamp_ms ? row->mts_ms : h->timestamp_ms;
+	struct cat_db nrow = exists ? *row : (struct cat_db){ .id = id, .created_ms = cloud_now_ms() };
+	if (!exists) {
+		snprintf(nrow.cluster, sizeof(nrow.cluster), "%s", d->cluster);
+		snprintf(nrow.name, sizeof(nrow.name), "%s", d->name);
+	}
+	nrow.page_size = h->page_size;
+	nrow.commit = h->commit;
+	nrow.txid = ar.pos.txid;
+	nrow.checksum = ar.pos.checksum;
+	nrow.ts_ms = h->timestamp_ms;
+	nrow.mts_ms = mts;
+	struct cat_file f = { 0, h->min_txid, h->max_txid, h->pre_apply_checksum, ar.pos.checksum, mts,
+			      h->page_size, t.total };
+	struct cat_tx tx = { ar.pos.txid, h->min_txid, ar.pos.checksum, h->timestamp_ms, mts, h->page_size };
+	rc = commit_upload(cs, &nrow, !exists, &f, &tx);
+	if (rc < 0) {
+		cs->be->ops->del(cs->be, name);
+		d->cur_ok = false;
+		msgf(res, rc, "catalog commit failed");
+		goto out;
+	}
+	if (!exists) {
+		/* The copy is a cache: if this rename is lost, it is rebuilt. */
+		if (rename(cur_new, cur) == 0)
+			cur_new[0] = '\0';
+		d->cur_ok = cur_new[0] == '\0';
+		set_id(d, id);
+	}
+	*row = nrow;
+	res->pos = pos_of(&nrow);
+	res->hwm = nrow.txid;
+	__atomic_store_n(&d->last_ingest_ms, cloud_now_ms(), __ATOMIC_RELAXED);
+	LOG_DEBUG("cloud", "msg=\"stored\" cluster=%s db=%s min_txid=%016" PRIx64 " max_txid=%016" PRIx64
+		  " bytes=%" PRIu64, d->cluster, d->name, h->min_txid, h->max_txid, t.total);
+out:
+	if (t.obj_fd >= 0)
+		close(t.obj_fd);
+	if (obj_tmp[0])
+		unlink(obj_tmp);
+	if (cur_new[0])
+		unlink(cur_new);
+	if (cur_fd >= 0)
+		close(cur_fd);
+	spool_put(cs, spool);
+	return rc;
+}
+
+/* Ingest with d->mu held. */
+static int ingest_locked(struct cloud_store *cs, struct cdb *d, ltx_read_fn read, void *ctx,
+			 struct cloud_ingest_result *res)
+{
+	struct cat_db row;
+	uint8_t hdr[LTX_HEADER_SIZE];
+	struct ltx_header h;
+	bool exists = d->id != 0;
+	int rc = 0;
+
+	if (exists) {
+		rc = db_row(cs, d, &row);
+		if (rc == 0)
+			rc = cur_ensure(cs, d, &row);
+		if (rc < 0)
+			return msgf(res, rc, "stored state unavailable: %s", err_str(rc));
+		res->pos = pos_of(&row);
+		res->hwm = row.txid;
+	}
+	rc = read_header(read, ctx, hdr);
+	if (rc == 0)
+		rc = ltx_header_decode(hdr, &h);
+	if (rc < 0)
+		return msgf(res, rc, "%s", err_str(rc));
+	rc = check_header(&h, exists ? &row : NULL, res);
+	if (rc == 0)
+		rc = ingest_body(cs, d, &row, exists, hdr, &h, read, ctx, res);
+	if (rc < 0 && rc != ERR_CLOUD_POS_MISMATCH)
+		LOG_INFO("cloud", "msg=\"upload refused\" cluster=%s db=%s err=\"%s\" reason=\"%s\"", d->cluster,
+			 d->name, err_str(rc), res ? res->msg : "");
+	return rc;
+}
+
+int cloud_ingest(struct cloud_store *cs, const char *cluster, const char *db, ltx_read_fn read, void *ctx,
+		 struct cloud_ingest_result *res)
+{
+	struct cdb *d;
+	memset(res, 0, sizeof(*res));
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return msgf(res, rc, "%s", err_str(rc));
+	pthread_mutex_lock(&d->mu);
+	rc = ingest_locked(cs, d, read, ctx, res);
+	pthread_mutex_unlock(&d->mu);
+	return rc;
+}
+
+/* ---- A whole state as a new transaction ----------------------------------- */
+
+/* Checksum of one page of state (0 for the lock page, which never counts). */
+static uint64_t page_sum(uint32_t pgno, const uint8_t *page, uint32_t ps)
+{
+	return pgno == ltx_lock_pgno(ps) ? 0 : ltx_page_checksum(pgno, page, ps);
+}
+
+/* Writes into out_fd an LTX that turns position row (current copy cur_fd,
+ * NULL row: nothing) into the state in state_fd (page size ps): the pages
+ * that differ, or a snapshot when there is no usable current state. */
+static int encode_transition(int state_fd, uint32_t ps, const struct cat_db *row, int cur_fd, int out_fd)
+{
+	struct stat st;
+	if (fstat(state_fd, &st) < 0)
+		return -errno;
+	if (st.st_size % ps != 0 || st.st_size / ps > UINT32_MAX)
+		return ERR_DB_SIZE;
+	uint32_t n = (uint32_t)(st.st_size / ps);
+	bool diff = row && (row->commit == 0 || row->page_size == ps);
+	struct ltx_header h = { .flags = LTX_FLAG_COMPRESS, .page_size = ps, .commit = n,
+				.min_txid = diff ? row->txid + 1 : 1, .max_txid = row ? row->txid + 1 : 1,
+				.timestamp_ms = cloud_now_ms(), .pre_apply_checksum = diff ? row->checksum : 0 };
+	struct ltx_encoder *enc;
+	int rc = ltx_encoder_new(&enc, &h, fdio_write, &out_fd);
+	if (rc < 0)
+		return rc;
+	uint8_t *page = malloc(ps), *old = malloc(ps);
+	uint64_t chk = LTX_CHECKSUM_FLAG;
+	uint32_t cur_n = diff ? row->commit : 0;
+	rc = page && old ? 0 : ERR_NOMEM;
+	for (uint32_t p = 1; rc == 0 && p <= n; p++) {
+		if (p == ltx_lock_pgno(ps))
+			continue;
+		rc = fdio_pread_full(state_fd, page, ps, (off_t)(p - 1) * ps);
+		if (rc >= 0 && (uint32_t)rc != ps)
+			rc = ERR_IO_SHORT;
+		if (rc < 0)
+			break;
+		rc = 0;
+		chk ^= page_sum(p, page, ps);
+		if (p <= cur_n && fdio_pread_full(cur_fd, old, ps, (off_t)(p - 1) * ps) == (int)ps &&
+		    memcmp(old, page, ps) == 0)
+			continue;
+		rc = ltx_encoder_write_page(enc, p, page);
+	}
+	if (rc == 0)
+		rc = ltx_encoder_finish(enc, LTX_CHECKSUM_FLAG | chk, NULL);
+	ltx_encoder_free(enc);
+	free(page);
+	free(old);
+	return rc;
+}
+
+/* Stores the state in state_fd as the next transaction of d (or its
+ * first, a snapshot). Caller holds d->mu. */
+static int store_state_locked(struct cloud_store *cs, struct cdb *d, int state_fd, uint32_t ps,
+			      struct cloud_ingest_result *res)
+{
+	struct cat_db row;
+	int cur_fd = -1, rc = 0;
+	bool exists = d->id != 0;
+	if (exists) {
+		char path[PATH_MAX];
+		rc = db_row(cs, d, &row);
+		if (rc == 0)
+			rc = cur_ensure(cs, d, &row);
+		cur_path(cs, d->id, path, sizeof(path));
+		if (rc == 0 && (cur_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			rc = -errno;
+	}
+	int ltx_fd = rc < 0 ? -1 : dbfile_spool_open(cs->tmp_dir);
+	if (rc == 0 && ltx_fd < 0)
+		rc = ltx_fd;
+	if (rc == 0)
+		rc = encode_transition(state_fd, ps, exists ? &row : NULL, cur_fd, ltx_fd);
+	if (rc == 0 && lseek(ltx_fd, 0, SEEK_SET) < 0)
+		rc = -errno;
+	if (cur_fd >= 0)
+		close(cur_fd);
+	if (rc == 0)
+		rc = ingest_locked(cs, d, fdio_read, &ltx_fd, res);
+	if (ltx_fd >= 0)
+		close(ltx_fd);
+	return rc;
+}
+
+/* ---- Resolve, export, restore --------------------------------------------- */
+
+static int resolve_row(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, struct cat_db *row,
+		       struct cloud_pos *out)
+{
+	int rc = db_row(cs, d, row);
+	if (rc < 0)
+		return rc;
+	if (t == NULL || (t->txid == 0 && t->ts_ms == 0)) {
+		*out = pos_of(row);
+		return 0;
+	}
+	struct cat_tx tx;
+	cloud_catalog_lock(cs->cat);
+	if (t->txid) {
+		rc = cloud_catalog_tx_get(cs->cat, row->id, t->txid, &tx);
+		if (rc == ERR_CLOUD_NOT_FOUND) {
+			struct cat_tx first;
+			bool inside = cloud_catalog_tx_first(cs->cat, row->id, &first) == 0 && t->txid > first.txid &&
+				      t->txid < row->txid;
+			/* Inside the window but not a stored position: it was
+			 * uploaded merged with others or skipped by a snapshot. */
+			rc = inside ? ERR_CLOUD_NOT_FOUND : ERR_CLOUD_WINDOW;
+		}
+	} else {
+		rc = cloud_catalog_tx_at_time(cs->cat, row->id, t->ts_ms, &tx);
+		if (rc == ERR_CLOUD_NOT_FOUND)
+			rc = ERR_CLOUD_WINDOW;
+	}
+	cloud_catalog_unlock(cs->cat);
+	if (rc == 0)
+		*out = (struct cloud_pos){ tx.txid, tx.checksum, tx.ts_ms };
+	return rc;
+}
+
+int cloud_resolve(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		  struct cloud_pos *out)
+{
+	struct cdb *d;
+	struct cat_db row;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc == 0) {
+		pthread_rwlock_rdlock(&d->files);
+		rc = resolve_row(cs, d, t, &row, out);
+		pthread_rwlock_unlock(&d->files);
+	}
+	return rc;
+}
+
+/* Copies the current copy of d into out_fd. Caller holds d->mu. */
+static int copy_current(struct cloud_store *cs, struct cdb *d, const struct cat_db *row, int out_fd)
+{
+	char path[PATH_MAX];
+	int rc = cur_ensure(cs, d, row);
+	if (rc < 0)
+		return rc;
+	cur_path(cs, d->id, path, sizeof(path));
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	rc = fstat(fd, &st) < 0 ? -errno : 0;
+	for (off_t off = 0; rc == 0 && off < st.st_size;) {
+		ssize_t n = copy_file_range(fd, &off, out_fd, NULL, (size_t)(st.st_size - off), 0);
+		if (n <= 0)
+			rc = n < 0 ? -errno : ERR_IO_SHORT;
+	}
+	close(fd);
+	return rc;
+}
+
+/* Builds the state of target t of d into a new anonymous file *out_fd,
+ * with its position in *pos and page size in *ps. Holds d->mu only for a
+ * target at the current position. */
+static int build_target(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, bool have_mu,
+			int *out_fd, struct cloud_pos *pos, uint32_t *ps)
+{
+	struct cat_db row;
+	int fd = dbfile_spool_open(cs->tmp_dir);
+	if (fd < 0)
+		return fd;
+	pthread_rwlock_rdlock(&d->files);
+	int rc = resolve_row(cs, d, t, &row, pos);
+	bool latest = rc == 0 && pos->txid == row.txid;
+	if (rc == 0 && !latest) {
+		struct cat_tx tx;
+		cloud_catalog_lock(cs->cat);
+		rc = cloud_catalog_tx_get(cs->cat, row.id, pos->txid, &tx);
+		cloud_catalog_unlock(cs->cat);
+		*ps = tx.page_size;
+		if (rc == 0)
+			rc = build_state(cs, d, pos->txid, pos->checksum, fd);
+	}
+	pthread_rwlock_unlock(&d->files);
+	if (rc == 0 && latest) {
+		if (!have_mu)
+			pthread_mutex_lock(&d->mu);
+		/* The position may have moved on since: take the copy's own. */
+		rc = resolve_row(cs, d, NULL, &row, pos);
+		*ps = row.page_size;
+		if (rc == 0)
+			rc = copy_current(cs, d, &row, fd);
+		if (!have_mu)
+			pthread_mutex_unlock(&d->mu);
+	}
+	if (rc < 0) {
+		close(fd);
+		return rc;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+static int stream_file(int fd, ltx_write_fn write, void *ctx)
+{
+	static const size_t chunk = 256 * 1024;
+	uint8_t *buf = malloc(chunk);
+	if (buf == NULL)
+		return ERR_NOMEM;
+	int rc = 0;
+	for (off_t off = 0;; off += rc) {
+		rc = fdio_pread_full(fd, buf, chunk, off);
+		if (rc <= 0)
+			break;
+		int wrc = write(ctx, buf, (size_t)rc);
+		if (wrc < 0) {
+			rc = wrc;
+			break;
+		}
+	}
+	free(buf);
+	return rc < 0 ? rc : 0;
+}
+
+/* Export builds a state in a scratch file of its own that nobody sees
+ * unless the whole build verified, so it needs none of dbfile_apply()'s
+ * old-or-new staging (every page decoded into a spool, then copied): each
+ * stored file's pages are decoded straight into out_fd, in runs of
+ * consecutive pages. The checks are the same: a snapshot starts the
+ * chain, every later file follows it (TXID, pre-apply checksum, page
+ * size), the decoder verifies each file's checksum, and after each file
+ * the database checksum, kept as one page checksum per page, must equal
+ * the file's post-apply checksum. */
+struct xbuild {
+	int fd;
+	uint32_t ps, commit;     /* of the state so far */
+	uint64_t *sums;          /* page checksum of page i+1; 0 = all-zero page */
+	uint32_t cap;
+	uint8_t *run;            /* consecutive pages not yet written */
+	uint32_t run_first, run_n, run_max;
+};
+
+static int xbuild_flush(struct xbuild *b)
+{
+	int rc = b->run_n ? sys_pwrite_all(b->fd, b->run, (size_t)b->run_n * b->ps,
+					   (off_t)(b->run_first - 1) * b->ps) : 0;
+	b->run_n = 0;
+	return rc < 0 ? rc : 0;
+}
+
+static int xbuild_page(struct xbuild *b, uint32_t pgno, const uint8_t *page, uint64_t sum)
+{
+	if (pgno > b->cap) {
+		uint32_t cap = b->cap ? b->cap : 1024;
+		while (cap < pgno)
+			cap = cap > UINT32_MAX / 2 ? UINT32_MAX : cap * 2;
+		uint64_t *grown = realloc(b->sums, (size_t)cap * sizeof(*grown));
+		if (grown == NULL)
+			return ERR_NOMEM;
+		memset(grown + b->cap, 0, (size_t)(cap - b->cap) * sizeof(*grown));
+		b->sums = grown;
+		b->cap = cap;
+	}
+	b->sums[pgno - 1] = sum;
+	if (b->run_n && (pgno != b->run_first + b->run_n || b->run_n == b->run_max)) {
+		int rc = xbuild_flush(b);
+		if (rc < 0)
+			return rc;
+	}
+	if (b->run_n == 0)
+		b->run_first = pgno;
+	memcpy(b->run + (size_t)b->run_n * b->ps, page, b->ps);
+	b->run_n++;
+	return 0;
+}
+
+/* The database checksum of pages 1..commit (lock page skipped). */
+static uint64_t xbuild_checksum(struct xbuild *b, const uint8_t *zero)
+{
+	uint64_t c = 0;
+	uint32_t lock = ltx_lock_pgno(b->ps);
+	for (uint32_t i = 0; i < b->commit; i++) {
+		if (i + 1 == lock)
+			continue;
+		if (i >= b->cap || b->sums[i] == 0) {
+			uint64_t z = ltx_page_checksum(i + 1, zero, b->ps);
+			if (i < b->cap)
+				b->sums[i] = z;
+			c ^= z;
+		} else {
+			c ^= b->sums[i];
+		}
+	}
+	return LTX_CHECKSUM_FLAG | c;
+}
+
+static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t *page, const uint8_t *zero)
+{
+	struct ltx_decoder *dec;
+	struct ltx_header h;
+	struct ltx_trailer t;
+	int rc = ltx_decoder_new(&dec, fdio_read, &in_fd);
+	if (rc < 0)
+		return rc;
+	rc = ltx_decoder_header(dec, &h);
+	bool snap = rc == 0 && ltx_header_is_snapshot(&h);
+	if (rc == 0 && !snap) {
+		if (b->ps == 0 || h.min_txid != pos->txid + 1)
+			rc = b->ps == 0 || h.min_txid > pos->txid + 1 ? ERR_LTX_NOT_CONTIGUOUS : ERR_LTX_OVERLAP;
+		else if (h.pre_apply_checksum != pos->checksum)
+			rc = ERR_LTX_PRE_MISMATCH;
+		else if (h.page_size != b->ps)
+			rc = ERR_LTX_PAGE_SIZE_MISMATCH;
+	}
+	if (rc == 0 && snap) {
+		/* A snapshot replaces everything: start from an empty file. */
+		if (h.page_size > b->ps) {
+			uint8_t *run = realloc(b->run, (size_t)(1u << 20) / h.page_size * h.page_size);
+			if (run == NULL)
+				rc = ERR_NOMEM;
+			else
+				b->run = run;
+		}
+		b->ps = h.page_size;
+		b->run_max = (1u << 20) / b->ps;
+		b->commit = 0;
+		if (b->sums)
+			memset(b->sums, 0, (size_t)b->cap * sizeof(*b->sums));
+		if (rc == 0 && sys_ftruncate(b->fd, 0) < 0)
+			rc = -errno;
+	}
+	uint32_t pgno;
+	while (rc == 0 && (rc = ltx_decoder_next_page(dec, &pgno, page)) == 1)
+		rc = xbuild_page(b, pgno, page, ltx_decoder_last_page_checksum(dec));
+	if (rc == 0)
+		rc = xbuild_flush(b);
+	if (rc == 0)
+		rc = ltx_decoder_finish(dec, &t);
+	ltx_decoder_free(dec);
+	if (rc < 0)
+		return rc;
+	/* The file is commit pages; pages past a smaller commit are gone
+	 * (zero if it grows again). */
+	if (sys_ftruncate(b->fd, (off_t)h.commit * b->ps) < 0)
+		return -errno;
+	for (uint32_t i = h.commit; i < b->cap && i < b->commit; i++)
+		b->sums[i] = 0;
+	b->commit = h.commit;
+	if (xbuild_checksum(b, zero) != t.post_apply_checksum)
+		return ERR_LTX_POST_CHECKSUM;
+	*pos = (struct ltx_pos){ h.max_txid, t.post_apply_checksum };
+	return 0;
+}
+
+/* build_state() for export: the state of (txid, checksum) of d into the
+ * empty scratch file out_fd. Caller holds d->files (read). */
+static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
+{
+	struct cloud_plan plan = { 0 };
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_plan_restore(cs, d->id, txid, &plan);
+	cloud_catalog_unlock(cs->cat);
+	struct xbuild b = { .fd = out_fd };
+	uint8_t *page = rc == 0 ? malloc(2 * 65536) : NULL;
+	if (rc == 0 && page == NULL)
+		rc = ERR_NOMEM;
+	if (page)
+		memset(page + 65536, 0, 65536);
+	struct ltx_pos pos = { 0, 0 };
+	size_t i = 0;
+	for (int fd; rc == 0 && i < plan.n; i += rc == 0) {
+		rc = cloud_open_file(cs, d->id, &plan.f[i], &fd);
+		if (rc == 0) {
+			rc = xbuild_file(&b, fd, &pos, page, page + 65536);
+			close(fd);
+		}
+	}
+	if (rc == 0 && (pos.txid != txid || pos.checksum != checksum))
+		rc = ERR_LTX_POST_CHECKSUM;
+	if (rc < 0)
+		LOG_ERROR("cloud", "msg=\"cannot build the state to export\" db=%s txid=%016" PRIx64
+			  " plan_file=%zu/%zu err=\"%s\"", d->name, txid, i, plan.n, err_str(rc));
+	free(b.sums);
+	free(b.run);
+	free(page);
+	free(plan.f);
+	return rc;
+}
+
+/* build_target() for export: a past state is built with
+ * export_build_state(); the latest is copied by build_target(). */
+static int export_target(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, int *out_fd,
+			 struct cloud_pos *pos, uint32_t *ps)
+{
+	struct cat_db row;
+	struct cat_tx tx;
+	pthread_rwlock_rdlock(&d->files);
+	int rc = resolve_row(cs, d, t, &row, pos);
+	if (rc < 0 || pos->txid == row.txid) {
+		pthread_rwlock_unlock(&d->files);
+		return rc < 0 ? rc : build_target(cs, d, t, false, out_fd, pos, ps);
+	}
+	cloud_catalog_lock(cs->cat);
+	rc = cloud_catalog_tx_get(cs->cat, row.id, pos->txid, &tx);
+	cloud_catalog_unlock(cs->cat);
+	int fd = rc < 0 ? rc : dbfile_spool_open(cs->tmp_dir);
+	if (fd < 0)
+		rc = fd;
+	if (rc == 0) {
+		*ps = tx.page_size;
+		rc = export_build_state(cs, d, pos->txid, pos->checksum, fd);
+	}
+	pthread_rwlock_unlock(&d->files);
+	if (rc < 0) {
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	}
+	*out_fd = fd;
+	return 0;
+}
+
+int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		    enum cloud_format format, int *out_fd, uint64_t *size, struct cloud_pos *pos)
+{
+	struct cdb *d;
+	struct cloud_pos p = { 0 };
+	uint32_t ps = 0;
+	int fd = -1, out = -1;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc == 0)
+		rc = export_target(cs, d, t, &fd, &p, &ps);
+	if (rc < 0)
+		return rc;
+	if (format == CLOUD_FORMAT_SQLITE) {
+		/* The built state is the export: hand it over as it is. */
+		out = fd;
+		fd = -1;
+	} else {
+		struct dbfile_snapshot_opts o = { .page_size = ps, .txid = p.txid, .timestamp_ms = p.ts_ms,
+						  .compress = true };
+		out = dbfile_spool_open(cs->tmp_dir);
+		rc = out < 0 ? out : dbfile_encode_snapshot(fd, &o, fdio_write, &out, NULL, NULL);
+	}
+	if (fd >= 0)
+		close(fd);
+	struct stat st;
+	if (rc == 0 && fstat(out, &st) != 0)
+		rc = -errno;
+	if (rc == 0 && lseek(out, 0, SEEK_SET) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		if (out >= 0)
+			close(out);
+		return rc;
+	}
+	*out_fd = out;
+	if (size)
+		*size = (uint64_t)st.st_size;
+	if (pos)
+		*pos = p;
+	return 0;
+}
+
+int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		 enum cloud_format format, ltx_write_fn write, void *ctx, struct cloud_pos *pos)
+{
+	int fd;
+	struct cloud_pos p;
+	int rc = cloud_export_fd(cs, cluster, db, t, format, &fd, NULL, &p);
+	if (rc < 0)
+		return rc;
+	rc = stream_file(fd, write, ctx);
+	close(fd);
+	if (rc == 0 && pos)
+		*pos = p;
+	return rc;
+}
+
+int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		  const char *as_db, struct cloud_pos *new_pos)
+{
+	struct cdb *d, *dst;
+	struct cloud_pos p;
+	struct cloud_ingest_result res;
+	uint32_t ps = 0;
+	int fd = -1;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc == 0 && as_db)
+		rc = lookup(cs, cluster, as_db, &dst);
+	if (rc < 0)
+		return rc;
+	if (as_db == NULL) {
+		dst = d;
+		pthread_mutex_lock(&d->mu);
+		rc = build_target(cs, d, t, true, &fd, &p, &ps);
+		struct cat_db row;
+		if (rc == 0 && db_row(cs, d, &row) == 0 && row.txid == p.txid) {
+			*new_pos = p; /* already there: nothing to undo */
+			close(fd);
+			pthread_mutex_unlock(&d->mu);
+			return 0;
+		}
+	} else {
+		rc = build_target(cs, d, t, false, &fd, &p, &ps);
+		pthread_mutex_lock(&dst->mu);
+		if (rc == 0 && dst->id != 0)
+			rc = ERR_CLOUD_EXISTS;
+	}
+	if (rc == 0)
+		rc = store_state_locked(cs, dst, fd, ps, &res);
+	pthread_mutex_unlock(&dst->mu);
+	if (fd >= 0)
+		close(fd);
+	if (rc == 0) {
+		*new_pos = res.pos;
+		LOG_INFO("cloud", "msg=\"restored\" cluster=%s db=%s target_txid=%016" PRIx64 " into=%s txid=%016"
+			 PRIx64, cluster, db, p.txid, as_db ? as_db : db, res.pos.txid);
+	}
+	return rc;
+}
+
+/* ---- Upload of a SQLite file ---------------------------------------------- */
+
+static int check_integrity(const char *path, struct cloud_ingest_result *res)
+{
+	char uri[PATH_MAX + 32];
+	sqlite3 *conn = NULL;
+	sqlite3_stmt *st = NULL;
+	snprintf(uri, sizeof(uri), "file:%s?immutable=1", path);
+	int rc = sqlite3_open_v2(uri, &conn, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(conn, "PRAGMA integrity_check(5)", -1, &st, NULL);
+	if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+	    strcmp((const char *)sqlite3_column_text(st, 0), "ok") == 0)
+		rc = 0;
+	else
+		rc = msgf(res, ERR_DB_HEADER, "integrity_check failed: %.200s",
+			  st && sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0)
+							  : sqlite3_errmsg(conn));
+	sqlite3_finalize(st);
+	sqlite3_close(conn);
+	return rc;
+}
+
+/* Copies fd into a new temporary file (path), bounded by max bytes. */
+static int copy_upload(struct cloud_store *cs, int fd, char *path, size_t size, int *out_fd)
+{
+	int tfd = cloud_tmp_create(cs, path, size);
+	if (tfd < 0)
+		return tfd;
+	uint8_t *buf = malloc(256 * 1024);
+	int rc = buf ? 0 : ERR_NOMEM;
+	for (uint64_t total = 0; rc == 0;) {
+		ssize_t n = read(fd, buf, 256 * 1024);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : 0;
+			break;
+		}
+		total += (uint64_t)n;
+		rc = total > cs->max_upload_bytes ? ERR_CLOUD_TOO_LARGE : fdio_write(&tfd, buf, (size_t)n);
+	}
+	free(buf);
+	if (rc < 0) {
+		close(tfd);
+		unlink(path);
+		return rc;
+	}
+	*out_fd = tfd;
+	return 0;
+}
+
+int cloud_upload_sqlite(struct cloud_store *cs, const char *cluster, const char *db, int fd,
+			struct cloud_ingest_result *res)
+{
+	struct cdb *d;
+	char path[PATH_MAX];
+	int tfd = -1;
+	uint32_t ps;
+	struct stat st;
+	memset(res, 0, sizeof(*res));
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc == 0)
+		rc = copy_upload(cs, fd, path, sizeof(path), &tfd);
+	if (rc < 0)
+		return msgf(res, rc, "%s", err_str(rc));
+	rc = dbfile_read_page_size(tfd, &ps);
+	if (rc == 0 && (fstat(tfd, &st) < 0 || st.st_size == 0 || st.st_size % ps != 0))
+		rc = ERR_DB_SIZE;
+	if (rc < 0)
+		msgf(res, rc, "%s", err_str(rc));
+	if (rc == 0)
+		rc = check_integrity(path, res);
+	if (rc == 0) {
+		pthread_mutex_lock(&d->mu);
+		rc = store_state_locked(cs, d, tfd, ps, res);
+		pthread_mutex_unlock(&d->mu);
+	}
+	close(tfd);
+	unlink(path);
+	return rc;
+}
+
+/* ---- Positions, info, delete ---------------------------------------------- */
+
+struct pos_ctx {
+	void (*fn)(void *ctx, const char *db, const struct cloud_pos *pos);
+	void *ctx;
+};
+
+static int pos_one(void *ctx, const struct cat_db *db)
+{
+	struct pos_ctx *pc = ctx;
+	struct cloud_pos p = pos_of(db);
+	pc->fn(pc->ctx, db->name, &p);
+	return 0;
+}
+
+int cloud_positions(struct cloud_store *cs, const char *cluster,
+		    void (*fn)(void *ctx, const char *db, const struct cloud_pos *pos), void *ctx)
+{
+	struct pos_ctx pc = { fn, ctx };
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_catalog_db_list(cs->cat, cluster, pos_one, &pc);
+	cloud_catalog_unlock(cs->cat);
+	return rc;
+}
+
+static json_t *json_txid(uint64_t v)
+{
+	char buf[17];
+	snprintf(buf, sizeof(buf), "%016" PRIx64, v);
+	return json_string(buf);
+}
+
+static json_t *json_time(int64_t ms)
+{
+	char buf[40];
+	ltx_format_time(buf, sizeof(buf), ms);
+	return json_string(buf);
+}
+
+struct info_ctx {
+	struct cloud_store *cs;
+	json_t *snapshots;
+	uint64_t files[CLOUD_MAX_LEVELS + 2], bytes[CLOUD_MAX_LEVELS + 2], total;
+};
+
+static int info_file(void *ctx, const struct cat_file *f)
+{
+	struct info_ctx *ic = ctx;
+	ic->files[f->level]++;
+	ic->bytes[f->level] += f->size;
+	ic->total += f->size;
+	if (f->min_txid == 1)
+		json_array_append_new(ic->snapshots,
+				      json_pack("{s:o, s:o, s:I, s:I, s:i}", "txid", json_txid(f->max_txid), "timestamp",
+						json_time(f->mts_ms), "ts_ms", (json_int_t)f->mts_ms, "size",
+						(json_int_t)f->size, "level", f->level));
+	return 0;
+}
+
+static json_t *info_json(struct cloud_store *cs, const struct cat_db *row, const struct cat_tx *first,
+			 int64_t n_txs, struct info_ctx *ic)
+{
+	json_t *levels = json_array();
+	for (int l = 0; l <= cs->snap_level; l++)
+		json_array_append_new(levels, json_pack("{s:i, s:s, s:I, s:I, s:I}", "level", l, "kind",
+							l == 0 ? "upload" : l == cs->snap_level ? "snapshot" : "compacted",
+							"interval_ms", (json_int_t)(l ? cs->levels_ms[l] : 0), "files",
+							(json_int_t)ic->files[l], "bytes", (json_int_t)ic->bytes[l]));
+	return json_pack("{s:s, s:s, s:{s:o, s:o, s:o, s:I}, s:i, s:i, s:I, s:{s:o, s:o, s:o, s:o, s:I, s:I},"
+			 " s:o, s:o, s:I, s:I}",
+			 "cluster", row->cluster, "name", row->name,
+			 "pos", "txid", json_txid(row->txid), "checksum", json_txid(row->checksum), "timestamp",
+			 json_time(row->ts_ms), "ts_ms", (json_int_t)row->ts_ms,
+			 "page_size", (int)row->page_size, "pages", (int)row->commit,
+			 "transactions", (json_int_t)n_txs,
+			 "restorable", "min_txid", json_txid(first->txid), "max_txid", json_txid(row->txid),
+			 "min_timestamp", json_time(first->mts_ms), "max_timestamp", json_time(row->mts_ms),
+			 "min_ts_ms", (json_int_t)first->mts_ms, "max_ts_ms", (json_int_t)row->mts_ms,
+			 "snapshots", ic->snapshots, "levels", levels, "bytes", (json_int_t)ic->total,
+			 "retention_ms", (json_int_t)cs->retention_ms);
+}
+
+int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, json_t **out)
+{
+	struct cdb *d;
+	struct cat_db row;
+	struct cat_tx first;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	struct info_ctx ic = { .cs = cs, .snapshots = json_array() };
+	pthread_rwlock_rdlock(&d->files);
+	rc = db_row(cs, d, &row);
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_tx_first(cs->cat, row.id, &first);
+	int64_t n_txs = rc == 0 ? cloud_catalog_tx_count(cs->cat, row.id) : 0;
+	if (rc == 0)
+		rc = cloud_catalog_file_list(cs->cat, row.id, UINT64_MAX, info_file, &ic);
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	if (rc < 0) {
+		json_decref(ic.snapshots);
+		return rc;
+	}
+	*out = info_json(cs, &row, &first, n_txs, &ic);
+	return *out ? 0 : ERR_NOMEM;
+}
+
+struct del_ctx {
+	struct cloud_store *cs;
+	int64_t id;
+};
+
+static int del_object(void *ctx, const char *name, uint64_t size)
+{
+	struct del_ctx *dc = ctx;
+	(void)size;
+	return dc->cs->be->ops->del(dc->cs->be, name);
+}
+
+/* Removes every object of database id (after its catalog rows are gone). */
+static int delete_objects(struct cloud_store *cs, int64_t id)
+{
+	char prefix[32], path[PATH_MAX];
+	struct del_ctx dc = { cs, id };
+	snprintf(prefix, sizeof(prefix), "%016" PRIx64 "/", (uint64_t)id);
+	cur_path(cs, id, path, sizeof(path));
+	unlink(path);
+	return cs->be->ops->list(cs->be, prefix, del_object, &dc);
+}
+
+static int delete_locked(struct cloud_store *cs, struct cdb *d)
+{
+	if (d->id == 0)
+		return ERR_CLOUD_NOT_FOUND;
+	pthread_rwlock_wrlock(&d->files);
+	int64_t id = d->id;
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_catalog_begin(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_db_delete(cs->cat, id);
+	rc = rc == 0 ? cloud_catalog_commit(cs->cat) : (cloud_catalog_rollback(cs->cat), rc);
+	cloud_catalog_unlock(cs->cat);
+	if (rc == 0) {
+		d->id = 0;
+		d->cur_ok = false;
+	}
+	pthread_rwlock_unlock(&d->files);
+	if (rc == 0) {
+		/* A crash from here on leaves orphans that open() removes. */
+		rc = delete_objects(cs, id);
+		LOG_INFO("cloud", "msg=\"database deleted\" cluster=%s db=%s", d->cluster, d->name);
+	}
+	return rc;
+}
+
+int cloud_db_delete(struct cloud_store *cs, const char *cluster, const char *db)
+{
+	struct cdb *d;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&d->mu);
+	rc = delete_locked(cs, d);
+	pthread_mutex_unlock(&d->mu);
+	return rc;
+}
+
+struct names {
+	char (*v)[CLOUD_DB_NAME_MAX + 1];
+	size_t n, cap;
+};
+
+static int collect_name(void *ctx, const struct cat_db *db)
+{
+	struct names *nm = ctx;
+	if (cloud_catalog_grow((void **)&nm->v, nm->n, &nm->cap, sizeof(*nm->v)) < 0)
+		return ERR_NOMEM;
+	snprintf(nm->v[nm->n++], sizeof(nm->v[0]), "%s", db->name);
+	return 0;
+}
+
+int cloud_cluster_purge(struct cloud_store *cs, const char *cluster)
+{
+	struct names nm = { 0 };
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_catalog_db_list(cs->cat, cluster, collect_name, &nm);
+	cloud_catalog_unlock(cs->cat);
+	for (size_t i = 0; rc == 0 && i < nm.n; i++) {
+		rc = cloud_db_delete(cs, cluster, nm.v[i]);
+		if (rc == ERR_CLOUD_NOT_FOUND)
+			rc = 0;
+	}
+	free(nm.v);
+	return rc;
+}
+
+/* ---- Open and close ------------------------------------------------------- */
+
+struct sweep_ctx {
+	struct cloud_store *cs;
+	size_t removed;
+};
+
+/* Deletes an object that has no catalog row (an ingest or compaction
+ * interrupted before its commit, or a delete interrupted after it). */
+static int sweep_object(void *ctx, const char *name, uint64_t size)
+{
+	struct sweep_ctx *sc = ctx;
+	int64_t id;
+	int level;
+	uint64_t lo, hi;
+	(void)size;
+	if (cloud_object_parse(name, &id, &level, &lo, &hi) == 0 &&
+	    cloud_catalog_file_exists(sc->cs->cat, id, level, lo, hi))
+		return 0;
+	sc->removed++;
+	return sc->cs->be->ops->del(sc->cs->be, name);
+}
+
+static int empty_dir(const char *dir, struct cloud_store *cs, bool only_unknown_dbs)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return -errno;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (only_unknown_dbs) {
+			struct cat_db row;
+			uint64_t id = strtoull(de->d_name, NULL, 16);
+			if (id && id <= INT64_MAX && cloud_catalog_db_get_id(cs->cat, (int64_t)id, &row) == 0)
+				continue;
+		}
+		unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+	return 0;
+}
+
+/* Brings the disk back in line with the catalog after any crash. */
+static int recover(struct cloud_store *cs)
+{
+	struct sweep_ctx sc = { cs, 0 };
+	int rc = empty_dir(cs->tmp_dir, cs, false);
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = empty_dir(cs->cur_dir, cs, true);
+	if (rc == 0)
+		rc = cs->be->ops->list(cs->be, "", sweep_object, &sc);
+	cs->next_id = cloud_catalog_max_db_id(cs->cat) + 1;
+	cloud_catalog_unlock(cs->cat);
+	if (sc.removed)
+		LOG_INFO("cloud", "msg=\"removed orphan objects\" count=%zu", sc.removed);
+	return rc;
+}
+
+static int make_dir(char *buf, size_t size, const char *parent, const char *name)
+{
+	if (snprintf(buf, size, "%s%s%s", parent, name[0] ? "/" : "", name) >= (int)size)
+		return -ENAMETOOLONG;
+	return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
+}
+
+static int set_opts(struct cloud_store *cs, const struct cloud_store_opts *o)
+{
+	const int64_t *lv = o->levels_ms ? o->levels_ms : default_levels_ms;
+	size_t n = o->levels_ms ? o->n_levels : 3;
+	if (o->data_dir == NULL || strlen(o->data_dir) >= sizeof(cs->data_dir) || n > CLOUD_MAX_LEVELS)
+		return ERR_INVAL;
+	for (size_t i = 0; i < n; i++)
+		if (lv[i] <= 0 || (i > 0 && lv[i] <= lv[i - 1]))
+			return ERR_INVAL;
+	snprintf(cs->data_dir, sizeof(cs->data_dir), "%s", o->data_dir);
+	cs->retention_ms = o->retention_ms > 0 ? o->retention_ms : 30LL * 24 * 3600 * 1000;
+	cs->n_levels = (int)n;
+	cs->snap_level = (int)n + 1;
+	for (size_t i = 0; i < n; i++)
+		cs->levels_ms[i + 1] = lv[i];
+	cs->levels_ms[n + 1] = o->snapshot_interval_ms > 0 ? o->snapshot_interval_ms : 24LL * 3600 * 1000;
+	cs->max_upload_bytes = o->max_upload_bytes ? o->max_upload_bytes : 1ull << 30;
+	return 0;
+}
+
+int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **out)
+{
+	struct cloud_store *cs = calloc(1, sizeof(*cs));
+	char path[PATH_MAX];
+	if (cs == NULL)
+		return ERR_NOMEM;
+	pthread_mutex_init(&cs->mu, NULL);
+	pthread_cond_init(&cs->cond, NULL);
+	int rc = set_opts(cs, opts);
+	if (rc == 0)
+		rc = make_dir(path, sizeof(path), cs->data_dir, "");
+	if (rc == 0)
+		rc = make_dir(cs->tmp_dir, sizeof(cs->tmp_dir), cs->data_dir, "tmp");
+	if (rc == 0)
+		rc = make_dir(cs->cur_dir, sizeof(cs->cur_dir), cs->data_dir, "current");
+	if (rc == 0) {
+		snprintf(path, sizeof(path), "%s/objects", cs->data_dir);
+		rc = cloud_backend_local_open(path, &cs->be);
+	}
+	if (rc == 0) {
+		snprintf(path, sizeof(path), "%s/catalog.db", cs->data_dir);
+		rc = cloud_catalog_open(path, &cs->cat);
+	}
+	if (rc == 0)
+		rc = recover(cs);
+	if (rc < 0) {
+		LOG_ERROR("cloud", "msg=\"cannot open the store\" dir=%s err=\"%s\"", opts->data_dir ? opts->data_dir : "",
+			  err_str(rc));
+		cloud_store_close(cs);
+		return rc;
+	}
+	*out = cs;
+	return 0;
+}
+
+int cloud_store_start(struct cloud_store *cs)
+{
+	pthread_mutex_lock(&cs->mu);
+	int rc = cs->started ? 0 : pthread_create(&cs->thread, NULL, cloud_maint_thread, cs);
+	if (rc == 0)
+		cs->started = true;
+	pthread_mutex_unlock(&cs->mu);
+	return -rc;
+}
+
+void cloud_store_close(struct cloud_store *cs)
+{
+	if (cs == NULL)
+		return;
+	pthread_mutex_lock(&cs->mu);
+	cs->stop = true;
+	pthread_cond_broadcast(&cs->cond);
+	bool started = cs->started;
+	pthread_mutex_unlock(&cs->mu);
+	if (started)
+		pthread_join(cs->thread, NULL);
+	for (struct cdb *d = cs->dbs, *next; d; d = next) {
+		next = d->next;
+		pthread_mutex_destroy(&d->mu);
+		pthread_rwlock_destroy(&d->files);
+		free(d);
+	}
+	for (int i = 0; i < cs->n_spools; i++)
+		close(cs->spools[i]);
+	cloud_catalog_close(cs->cat);
+	if (cs->be)
+		cs->be->ops->close(cs->be);
+	pthread_cond_destroy(&cs->cond);
+	pthread_mutex_destroy(&cs->mu);
+	free(cs);
+}

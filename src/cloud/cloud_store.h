@@ -1,0 +1,138 @@
+/*
+ * cloud_store.h — litefs-cloud's storage engine: every transaction of every
+ * database of every cluster, verified, durable, compacted, kept for the
+ * retention window, and restorable to any transaction in it.
+ *
+ * This header is the contract between the engine (cloud_store.c and the
+ * files it owns) and the HTTP API / CLI (cloud_http.c, cmd_cloud.c). The
+ * API layer authenticates and resolves a token to a cluster name before it
+ * calls anything here; the engine trusts `cluster` to be a valid cluster
+ * name (1..64 bytes of [A-Za-z0-9_.-], not "." or "..") and validates `db`
+ * names itself (store_valid_db_name() rules; ERR_CLOUD_NAME otherwise).
+ *
+ * Storage sits behind a backend boundary (local disk now, S3 next): the
+ * catalog (a SQLite database in data_dir) records every stored file; the
+ * files themselves are LTX files written through the backend.
+ *
+ * Thread-safe: every function may be called from any HTTP thread. Ingest of
+ * one database never waits for another database's compaction.
+ */
+#ifndef LITEFS_CLOUD_STORE_H
+#define LITEFS_CLOUD_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ltx/ltx.h"
+
+struct cloud_store;
+
+struct cloud_store_opts {
+	const char *data_dir;          /* created if missing */
+	int64_t retention_ms;          /* 0: 30 days */
+	/* Compaction levels above L0 (L0 = one file per uploaded transaction),
+	 * each an interval in ms, ascending, e.g. {10 s, 5 min, 1 h}; NULL:
+	 * those three. Daily snapshots (snapshot_interval_ms, 0: 24 h) are the
+	 * top level. */
+	const int64_t *levels_ms;
+	size_t n_levels;
+	int64_t snapshot_interval_ms;
+	uint64_t max_upload_bytes;     /* 0: 1 GiB */
+};
+
+int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **out);
+/* Starts the background compaction and retention work. */
+int cloud_store_start(struct cloud_store *cs);
+/* One pass of the background work, now (0: the clock): compaction of
+ * every level, snapshots, retention, for every database. cloud_store_start()
+ * runs it periodically; tests and admin tools may call it directly.
+ * Returns 0 or the first error (the pass goes on past it). */
+int cloud_store_maintain(struct cloud_store *cs, int64_t now_ms);
+/* Stops background work and frees; in-flight calls must have returned. */
+void cloud_store_close(struct cloud_store *cs);
+
+/* A position: the database after transaction txid, with its checksum, and
+ * the commit timestamp of that transaction (ms since the epoch). */
+struct cloud_pos {
+	uint64_t txid;
+	uint64_t checksum;
+	int64_t ts_ms;
+};
+
+/* Calls fn for every live (not deleted) database of the cluster, by name. */
+int cloud_positions(struct cloud_store *cs, const char *cluster,
+		    void (*fn)(void *ctx, const char *db, const struct cloud_pos *pos), void *ctx);
+
+struct cloud_ingest_result {
+	struct cloud_pos pos; /* new position; on ERR_CLOUD_POS_MISMATCH the stored one */
+	uint64_t hwm;         /* every TXID <= hwm is durable (fsync'd) */
+	char msg[256];        /* a human-readable reason on error */
+};
+
+/*
+ * Verifies and stores one uploaded LTX file, streamed through read(ctx)
+ * (never held whole in memory). It must follow the stored position by
+ * TXID and pre-apply checksum (ERR_CLOUD_POS_MISMATCH otherwise, with the
+ * stored position in res->pos), or be a snapshot (min TXID 1) when the
+ * database is new or after it was deleted; its file checksum, page size
+ * (ERR_CLOUD_PAGE_SIZE) and the post-apply checksum recomputed from the
+ * stored pages must hold (ERR_LTX_* otherwise). Returns 0 only once the
+ * file and the catalog are durable. Nothing is stored on any error.
+ * Bodies over max_upload_bytes: ERR_CLOUD_TOO_LARGE.
+ */
+int cloud_ingest(struct cloud_store *cs, const char *cluster, const char *db, ltx_read_fn read, void *ctx,
+		 struct cloud_ingest_result *res);
+
+/* A whole SQLite database file (fd, validated: header and integrity) stored
+ * as a new transaction of db (POST /db/upload). */
+int cloud_upload_sqlite(struct cloud_store *cs, const char *cluster, const char *db, int fd,
+			struct cloud_ingest_result *res);
+
+/* Target of a restore or export: by TXID, or by timestamp (the last
+ * transaction committed at or before ts_ms), or the latest when both are 0. */
+struct cloud_target {
+	uint64_t txid;
+	int64_t ts_ms;
+};
+
+/* The exact position a target resolves to (`restore --check`).
+ * ERR_CLOUD_NOT_FOUND, ERR_CLOUD_WINDOW (outside the restorable window). */
+int cloud_resolve(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		  struct cloud_pos *out);
+
+enum cloud_format { CLOUD_FORMAT_LTX, CLOUD_FORMAT_SQLITE };
+
+/* Writes the database as of target through write(ctx): a snapshot LTX
+ * (TXID 1..pos.txid) or a plain SQLite file. Reads one snapshot plus a
+ * bounded number of compacted files. *pos gets the state written. */
+int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		 enum cloud_format format, ltx_write_fn write, void *ctx, struct cloud_pos *pos);
+
+/* cloud_export into a file: *out_fd gets an unnamed file (caller closes)
+ * holding the export, positioned at offset 0, and *size its length. For
+ * SQLite it is the built state itself, so a server can send it with
+ * sendfile without another copy. */
+int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		    enum cloud_format format, int *out_fd, uint64_t *size, struct cloud_pos *pos);
+
+/* Restores db to target, appended as a new transaction (so restoring again
+ * undoes it); with as_db, writes the state into a new database as_db
+ * instead (a fork; ERR_CLOUD_EXISTS if it exists). *new_pos gets the
+ * resulting position of db (or of as_db). */
+int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		  const char *as_db, struct cloud_pos *new_pos);
+
+/* History for the CLI and the dashboard: position, restorable range (min/max
+ * TXID and timestamp), snapshots and files per level with sizes, bytes
+ * stored. Caller owns the JSON object (json_decref). */
+int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, json_t **out);
+
+/* Deletes a database and all its history. */
+int cloud_db_delete(struct cloud_store *cs, const char *cluster, const char *db);
+
+/* Deletes everything of a cluster (when the cluster is deleted). */
+int cloud_cluster_purge(struct cloud_store *cs, const char *cluster);
+
+#endif

@@ -1,0 +1,1305 @@
+/*
+ * cmd_cloud.c — the `litefs-cloud` command line (docs/cloud.md):
+ *
+ *   serve                         run the service (cloud_store + cloud_http)
+ *   cluster create|list|delete    admin: on the server host, on -data-dir
+ *   token create|list|revoke      admin: on the server host, on -data-dir
+ *   restore|export|info|list      users: HTTP against -url with -token
+ *
+ * SETTINGS of serve and the admin commands come from, in order of
+ * precedence: flags, LITEFS_CLOUD_* environment variables, the YAML file
+ * (-config, or LITEFS_CLOUD_CONFIG), defaults. The YAML file is a flat
+ * mapping with a fixed set of keys; an unknown key, a duplicate, or a value
+ * of the wrong type is an error that names the key and its line, because a
+ * misspelt "retension: 1d" silently ignored would keep 30 days (or fewer)
+ * of someone's data without anybody noticing.
+ *
+ * USER COMMANDS are thin clients of the HTTP API through libcurl. The
+ * server's JSON error ({"code","error"}) becomes the message; the exit
+ * status is 0 on success, 1 on failure, 2 on a usage error. export writes
+ * to a temp file beside the target, fsyncs it and renames it over the
+ * target only when the transfer completed.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#include "cloud/cloud_auth.h"
+#include "cloud/cloud_http.h"
+#include "cloud/cloud_store.h"
+#include "node/config.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "ltx/ltx.h"
+
+#define CLOUD_VERSION "0.1.0-dev"
+#define DEFAULT_ADDR "127.0.0.1:20203"
+#define DEFAULT_DATA_DIR "/var/lib/litefs-cloud"
+#define DEFAULT_URL "http://127.0.0.1:20203"
+#define DEFAULT_RETENTION_MS (30LL * 24 * 3600 * 1000)
+#define DEFAULT_MAX_UPLOAD (1ULL << 30)
+#define DEFAULT_MAX_DB (64ULL << 30)
+#define MAX_LEVELS 8
+#define PURGE_INTERVAL_S 5
+#define MAX_ERROR_BODY (64 * 1024)
+#define SERVE_LOCK "serve.lock"
+
+/* ---- Settings ----------------------------------------------------------- */
+
+struct settings {
+	char *config_path;
+	char *addr;
+	char *data_dir;
+	int64_t retention_ms;
+	int64_t levels_ms[MAX_LEVELS];
+	size_t n_levels;
+	int64_t snapshot_interval_ms;
+	uint64_t max_upload_bytes;
+	uint64_t max_db_bytes;
+	char *log_level;
+};
+
+static void settings_free(struct settings *s)
+{
+	free(s->config_path);
+	free(s->addr);
+	free(s->data_dir);
+	free(s->log_level);
+	memset(s, 0, sizeof(*s));
+}
+
+static int set_str(char **dst, const char *v)
+{
+	char *c = strdup(v);
+	if (!c)
+		return ERR_NOMEM;
+	free(*dst);
+	*dst = c;
+	return 0;
+}
+
+/* A duration: Go syntax ("90s", "1h30m") or a whole number of days ("30d"). */
+static int parse_dur(const char *s, int64_t *ms)
+{
+	size_t n = strlen(s);
+	if (n >= 2 && s[n - 1] == 'd' && strspn(s, "0123456789") == n - 1) {
+		long long days = strtoll(s, NULL, 10);
+		if (days > 365LL * 1000)
+			return ERR_CONFIG;
+		*ms = days * 24 * 3600 * 1000;
+		return 0;
+	}
+	return config_parse_duration(s, ms);
+}
+
+/* A size: bytes, or a number with B, KB, MB, GB, TB, KiB, MiB, GiB, TiB. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t mult;
+	} units[] = {
+		{ "", 1 }, { "B", 1 }, { "KB", 1000ULL }, { "MB", 1000000ULL }, { "GB", 1000000000ULL },
+		{ "TB", 1000000000000ULL }, { "KiB", 1ULL << 10 }, { "MiB", 1ULL << 20 }, { "GiB", 1ULL << 30 },
+		{ "TiB", 1ULL << 40 },
+	};
+	size_t nd = strspn(s, "0123456789");
+	if (nd == 0 || nd > 15)
+		return ERR_CONFIG;
+	uint64_t v = strtoull(s, NULL, 10);
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(s + nd, units[i].suffix) != 0)
+			continue;
+		if (v == 0 || v > UINT64_MAX / units[i].mult)
+			return ERR_CONFIG;
+		*out = v * units[i].mult;
+		return 0;
+	}
+	return ERR_CONFIG;
+}
+
+/* "10s,5m,1h": ascending durations > 0. */
+static int parse_levels(const char *s, struct settings *st)
+{
+	char *copy = strdup(s), *save = NULL;
+	if (!copy)
+		return ERR_NOMEM;
+	size_t n = 0;
+	int rc = 0;
+	for (char *tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
+		int64_t ms = 0;
+		while (*tok == ' ')
+			tok++;
+		if (n == MAX_LEVELS || parse_dur(tok, &ms) != 0 || ms <= 0 || (n > 0 && ms <= st->levels_ms[n - 1]))
+			rc = ERR_CONFIG;
+		else
+			st->levels_ms[n++] = ms;
+	}
+	free(copy);
+	if (rc == 0 && n == 0)
+		rc = ERR_CONFIG;
+	if (rc == 0)
+		st->n_levels = n;
+	return rc;
+}
+
+/* One setting by key (shared by the YAML file, the environment and the
+ * flags). 0, ERR_CONFIG (bad value) or -ENOENT (unknown key). */
+static int settings_set(struct settings *st, const char *key, const char *v)
+{
+	if (!strcmp(key, "addr"))
+		return set_str(&st->addr, v);
+	if (!strcmp(key, "data-dir"))
+		return v[0] ? set_str(&st->data_dir, v) : ERR_CONFIG;
+	if (!strcmp(key, "retention")) {
+		int64_t ms = 0;
+		int rc = parse_dur(v, &ms);
+		if (rc == 0 && ms <= 0)
+			rc = ERR_CONFIG;
+		if (rc == 0)
+			st->retention_ms = ms;
+		return rc;
+	}
+	if (!strcmp(key, "levels"))
+		return parse_levels(v, st);
+	if (!strcmp(key, "snapshot-interval")) {
+		int64_t ms = 0;
+		int rc = parse_dur(v, &ms);
+		if (rc == 0 && ms <= 0)
+			rc = ERR_CONFIG;
+		if (rc == 0)
+			st->snapshot_interval_ms = ms;
+		return rc;
+	}
+	if (!strcmp(key, "max-upload-size"))
+		return parse_size(v, &st->max_upload_bytes);
+	if (!strcmp(key, "max-db-size"))
+		return parse_size(v, &st->max_db_bytes);
+	if (!strcmp(key, "log-level")) {
+		enum log_level l;
+		return log_parse_level(v, &l) == 0 ? set_str(&st->log_level, v) : ERR_CONFIG;
+	}
+	return -ENOENT;
+}
+
+static const char *const setting_keys[] = {
+	"addr", "data-dir", "retention", "levels", "snapshot-interval", "max-upload-size", "max-db-size", "log-level",
+};
+
+static const char *const setting_help[] = {
+	"listen address host:port, [v6]:port or :port (default " DEFAULT_ADDR ")",
+	"data directory (default " DEFAULT_DATA_DIR ")",
+	"how long history is kept: Go duration or days, e.g. 30d, 12h (default 30d)",
+	"compaction levels above L0, ascending, e.g. 10s,5m,1h (default 10s,5m,1h)",
+	"interval of the snapshot level (default 24h)",
+	"largest accepted LTX upload (default 1GiB)",
+	"largest accepted SQLite upload, POST /db/upload (default 64GiB)",
+	"debug, info, warn or error (default info)",
+};
+
+static void settings_defaults(struct settings *st)
+{
+	st->retention_ms = DEFAULT_RETENTION_MS;
+	st->max_upload_bytes = DEFAULT_MAX_UPLOAD;
+	st->max_db_bytes = DEFAULT_MAX_DB;
+}
+
+/* ---- The YAML file ------------------------------------------------------ */
+
+/* The scalar text of a node, or the comma-joined scalars of a sequence
+ * (only for "levels"). Caller frees. NULL with errbuf set on a wrong type. */
+static char *yaml_value(yaml_document_t *doc, yaml_node_t *v, const char *key, char *err, size_t errlen)
+{
+	if (v->type == YAML_SCALAR_NODE)
+		return strndup((const char *)v->data.scalar.value, v->data.scalar.length);
+	if (v->type != YAML_SEQUENCE_NODE || strcmp(key, "levels") != 0) {
+		snprintf(err, errlen, "line %zu: %s: expected a single value", v->start_mark.line + 1, key);
+		return NULL;
+	}
+	size_t cap = 1, len = 0;
+	char *out = calloc(1, cap);
+	for (yaml_node_item_t *it = v->data.sequence.items.start; out && it < v->data.sequence.items.top; it++) {
+		yaml_node_t *e = yaml_document_get_node(doc, *it);
+		if (!e || e->type != YAML_SCALAR_NODE) {
+			snprintf(err, errlen, "line %zu: levels: expected a list of durations", v->start_mark.line + 1);
+			free(out);
+			return NULL;
+		}
+		char *grown = realloc(out, cap + e->data.scalar.length + 1);
+		if (!grown) {
+			free(out);
+			return NULL;
+		}
+		out = grown;
+		cap += e->data.scalar.length + 1;
+		if (len)
+			out[len++] = ',';
+		memcpy(out + len, e->data.scalar.value, e->data.scalar.length);
+		len += e->data.scalar.length;
+		out[len] = '\0';
+	}
+	return out;
+}
+
+/* Applies one key/value pair of the file. 0 or ERR_CONFIG (err set). */
+static int yaml_pair(struct settings *st, yaml_document_t *doc, yaml_node_pair_t *p, unsigned *seen, char *err,
+		     size_t errlen)
+{
+	yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
+	if (!k || !v || k->type != YAML_SCALAR_NODE) {
+		snprintf(err, errlen, "line %zu: expected key: value", k ? k->start_mark.line + 1 : 0);
+		return ERR_CONFIG;
+	}
+	char key[64];
+	snprintf(key, sizeof(key), "%.*s", (int)k->data.scalar.length, (const char *)k->data.scalar.value);
+	size_t line = k->start_mark.line + 1;
+	size_t idx = 0;
+	while (idx < sizeof(setting_keys) / sizeof(setting_keys[0]) && strcmp(setting_keys[idx], key) != 0)
+		idx++;
+	if (idx == sizeof(setting_keys) / sizeof(setting_keys[0])) {
+		snprintf(err, errlen, "line %zu: unknown key \"%s\"", line, key);
+		return ERR_CONFIG;
+	}
+	if (*seen & (1u << idx)) {
+		snprintf(err, errlen, "line %zu: duplicate key \"%s\"", line, key);
+		return ERR_CONFIG;
+	}
+	*seen |= 1u << idx;
+	char *val = yaml_value(doc, v, key, err, errlen);
+	if (!val)
+		return ERR_CONFIG;
+	int rc = settings_set(st, key, val);
+	if (rc != 0)
+		snprintf(err, errlen, "line %zu: %s: invalid value \"%.100s\"", line, key, val);
+	free(val);
+	return rc ? ERR_CONFIG : 0;
+}
+
+static int settings_load_yaml(struct settings *st, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -ENOENT;
+	}
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	int rc = 0;
+	if (!yaml_parser_load(&parser, &doc)) {
+		snprintf(err, errlen, "line %zu: %s", parser.problem_mark.line + 1,
+			 parser.problem ? parser.problem : "invalid YAML");
+		yaml_parser_delete(&parser);
+		fclose(f);
+		return ERR_CONFIG;
+	}
+	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	unsigned seen = 0;
+	if (root && root->type != YAML_MAPPING_NODE &&
+	    !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
+		snprintf(err, errlen, "line %zu: expected a mapping of settings", root->start_mark.line + 1);
+		rc = ERR_CONFIG;
+	}
+	if (root && root->type == YAML_MAPPING_NODE)
+		for (yaml_node_pair_t *p = root->data.mapping.pairs.start; rc == 0 && p < root->data.mapping.pairs.top; p++)
+			rc = yaml_pair(st, &doc, p, &seen, err, errlen);
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
+
+/* The environment: LITEFS_CLOUD_<KEY with - as _, upper case>. */
+static int settings_from_env(struct settings *st, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < sizeof(setting_keys) / sizeof(setting_keys[0]); i++) {
+		char name[64] = "LITEFS_CLOUD_";
+		size_t n = strlen(name);
+		for (const char *k = setting_keys[i]; *k && n + 1 < sizeof(name); k++)
+			name[n++] = *k == '-' ? '_' : (char)(*k >= 'a' && *k <= 'z' ? *k - 32 : *k);
+		name[n] = '\0';
+		const char *v = getenv(name);
+		if (v && settings_set(st, setting_keys[i], v) != 0) {
+			snprintf(err, errlen, "%s: invalid value \"%.100s\"", name, v);
+			return ERR_CONFIG;
+		}
+	}
+	return 0;
+}
+
+/* ---- Flags -------------------------------------------------------------- */
+
+/* Options take one dash or two, and -opt=value as well as -opt value. */
+struct flag {
+	const char *name;
+	const char **value;  /* for options with a value */
+	bool *set;           /* for boolean flags */
+};
+
+/* Parses argv[1..] into flags and positional arguments (pos, up to
+ * max_pos). Returns 0, 1 for --help, or 2 (usage error, printed). */
+static int parse_flags(const char *cmd, int argc, char **argv, const struct flag *flags, const char **pos,
+		       int max_pos, int *n_pos)
+{
+	*n_pos = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || a[1] == '\0') {
+			if (*n_pos == max_pos) {
+				fprintf(stderr, "litefs-cloud %s: unexpected argument %s\n", cmd, a);
+				return 2;
+			}
+			pos[(*n_pos)++] = a;
+			continue;
+		}
+		const char *name = a + (a[1] == '-' ? 2 : 1);
+		if (!strcmp(name, "h") || !strcmp(name, "help"))
+			return 1;
+		const char *eq = strchr(name, '=');
+		size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+		const struct flag *f = flags;
+		while (f->name && (strlen(f->name) != nl || strncmp(f->name, name, nl) != 0))
+			f++;
+		if (!f->name) {
+			fprintf(stderr, "litefs-cloud %s: unknown option %s (see --help)\n", cmd, a);
+			return 2;
+		}
+		if (f->set) {
+			*f->set = true;
+			continue;
+		}
+		if (eq) {
+			*f->value = eq + 1;
+		} else if (i + 1 < argc) {
+			*f->value = argv[++i];
+		} else {
+			fprintf(stderr, "litefs-cloud %s: option %s needs a value\n", cmd, a);
+			return 2;
+		}
+	}
+	return 0;
+}
+
+/* Settings for serve and the admin commands: defaults, file, environment,
+ * then the flags given in vals (indexed like setting_keys; NULL: unset). */
+static int settings_resolve(struct settings *st, const char *config_flag, const char *const *vals)
+{
+	char err[512] = "";
+	settings_defaults(st);
+	const char *cfg = config_flag ? config_flag : getenv("LITEFS_CLOUD_CONFIG");
+	int rc = 0;
+	if (cfg && cfg[0]) {
+		rc = set_str(&st->config_path, cfg);
+		if (rc == 0)
+			rc = settings_load_yaml(st, cfg, err, sizeof(err));
+	}
+	if (rc == 0)
+		rc = settings_from_env(st, err, sizeof(err));
+	for (size_t i = 0; rc == 0 && i < sizeof(setting_keys) / sizeof(setting_keys[0]); i++) {
+		if (vals[i] && (rc = settings_set(st, setting_keys[i], vals[i])) != 0)
+			snprintf(err, sizeof(err), "-%s: invalid value \"%.100s\"", setting_keys[i], vals[i]);
+	}
+	if (rc == 0 && !st->addr)
+		rc = set_str(&st->addr, DEFAULT_ADDR);
+	if (rc == 0 && !st->data_dir)
+		rc = set_str(&st->data_dir, DEFAULT_DATA_DIR);
+	if (rc != 0) {
+		fprintf(stderr, "litefs-cloud: %s%s%s\n", cfg && strncmp(err, "line", 4) == 0 ? cfg : "",
+			cfg && strncmp(err, "line", 4) == 0 ? ": " : "", err[0] ? err : err_str(rc));
+		return rc;
+	}
+	enum log_level l;
+	if (st->log_level && log_parse_level(st->log_level, &l) == 0)
+		log_min_level = l;
+	return 0;
+}
+
+/* Flags for every setting plus -config, into vals (indexed like
+ * setting_keys); extra flags are appended from more. */
+static void settings_flags(struct flag *out, const char **vals, const char **config, const struct flag *more)
+{
+	size_t n = 0;
+	out[n++] = (struct flag){ "config", config, NULL };
+	for (size_t i = 0; i < sizeof(setting_keys) / sizeof(setting_keys[0]); i++)
+		out[n++] = (struct flag){ setting_keys[i], &vals[i], NULL };
+	while (more && more->name)
+		out[n++] = *more++;
+	out[n] = (struct flag){ NULL, NULL, NULL };
+}
+
+static void print_settings_help(FILE *f)
+{
+	fputs("  -config PATH          YAML file with the settings below (or $LITEFS_CLOUD_CONFIG)\n", f);
+	for (size_t i = 0; i < sizeof(setting_keys) / sizeof(setting_keys[0]); i++)
+		fprintf(f, "  -%-20s %s\n", setting_keys[i], setting_help[i]);
+	fputs("\nEvery setting can also come from the environment (LITEFS_CLOUD_DATA_DIR,\n"
+	      "LITEFS_CLOUD_RETENTION, ...) or the YAML file (data-dir: ..., levels: [10s, 5m]).\n"
+	      "Flags win over the environment, which wins over the file.\n",
+	      f);
+}
+
+/* ---- serve -------------------------------------------------------------- */
+
+static const char serve_usage[] =
+	"Usage: litefs-cloud serve [options]\n"
+	"\n"
+	"Runs the backup service: the LiteFS Cloud API (docs/cloud-api.md) on -addr,\n"
+	"storing every cluster's databases under -data-dir. Stops gracefully on\n"
+	"SIGINT or SIGTERM (requests in flight finish first).\n"
+	"\n"
+	"Options:\n";
+
+struct purge_ctx {
+	struct cloud_store *cs;
+	struct cloud_auth *auth;
+};
+
+static void purge_one(void *ctx, const char *cluster)
+{
+	struct purge_ctx *p = ctx;
+	int rc = cloud_cluster_purge(p->cs, cluster);
+	if (rc == 0)
+		rc = cloud_auth_purge_done(p->auth, cluster);
+	if (rc == 0)
+		LOG_INFO("cloud", "msg=\"deleted cluster purged\" cluster=%s", cluster);
+	else
+		LOG_WARN("cloud", "msg=\"cannot purge a deleted cluster yet\" cluster=%s err=\"%s\"", cluster, err_str(rc));
+}
+
+/* Takes <data_dir>/serve.lock (flock, exclusive, non-blocking): held by
+ * the running server for its lifetime, and by an admin command while it
+ * opens the engine itself. Opening the engine removes orphan objects and
+ * empties its tmp/, which must never happen under a running server. Returns
+ * the fd (the lock lives until it is closed), -EWOULDBLOCK when taken, or
+ * -errno. */
+static int lock_data_dir(const char *data_dir)
+{
+	char *path = NULL;
+	if (asprintf(&path, "%s/%s", data_dir, SERVE_LOCK) < 0)
+		return -ENOMEM;
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? -EWOULDBLOCK : -errno;
+		close(fd);
+		return rc;
+	}
+	return fd;
+}
+
+static int open_store(const struct settings *st, struct cloud_store **cs)
+{
+	struct cloud_store_opts o = {
+		.data_dir = st->data_dir,
+		.retention_ms = st->retention_ms,
+		.levels_ms = st->n_levels ? st->levels_ms : NULL,
+		.n_levels = st->n_levels,
+		.snapshot_interval_ms = st->snapshot_interval_ms,
+		.max_upload_bytes = st->max_upload_bytes,
+	};
+	int rc = cloud_store_open(&o, cs);
+	if (rc != 0)
+		fprintf(stderr, "litefs-cloud: cannot open the store in %s: %s\n", st->data_dir, err_str(rc));
+	return rc;
+}
+
+/* Waits for SIGINT/SIGTERM, purging deleted clusters every few seconds. */
+static void serve_wait(struct cloud_store *cs, struct cloud_auth *auth)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	struct purge_ctx p = { cs, auth };
+	for (;;) {
+		cloud_auth_pending_purges(auth, purge_one, &p);
+		struct timespec t = { PURGE_INTERVAL_S, 0 };
+		int sig = sigtimedwait(&set, NULL, &t);
+		if (sig == SIGINT || sig == SIGTERM) {
+			LOG_INFO("cloud", "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+			return;
+		}
+	}
+}
+
+static int serve_run(const struct settings *st)
+{
+	struct cloud_auth *auth = NULL;
+	struct cloud_store *cs = NULL;
+	struct cloud_http *srv = NULL;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	/* Blocked in every thread (they inherit the mask): sigtimedwait takes them. */
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	int rc = cloud_auth_open(st->data_dir, &auth);
+	if (rc != 0) {
+		fprintf(stderr, "litefs-cloud: cannot open the token store in %s: %s\n", st->data_dir, err_str(rc));
+		return 1;
+	}
+	int lock_fd = lock_data_dir(st->data_dir);
+	if (lock_fd < 0) {
+		fprintf(stderr, "litefs-cloud: %s: %s\n", st->data_dir,
+			lock_fd == -EWOULDBLOCK ? "another litefs-cloud serve uses this data directory"
+						: err_str(lock_fd));
+		goto err_auth;
+	}
+	if ((rc = open_store(st, &cs)) != 0)
+		goto err_lock;
+	if ((rc = cloud_store_start(cs)) != 0) {
+		fprintf(stderr, "litefs-cloud: cannot start the store: %s\n", err_str(rc));
+		goto err_store;
+	}
+	struct cloud_http_opts ho = { .addr = st->addr, .tmp_dir = st->data_dir,
+				      .max_upload_bytes = st->max_upload_bytes, .max_db_bytes = st->max_db_bytes };
+	if ((rc = cloud_http_start(cs, auth, &ho, &srv)) != 0) {
+		fprintf(stderr, "litefs-cloud: cannot listen on %s: %s\n", st->addr, err_str(rc));
+		goto err_store;
+	}
+	char ret[32];
+	config_format_duration(st->retention_ms, ret, sizeof(ret));
+	LOG_INFO("cloud", "msg=\"litefs-cloud started\" version=%s data_dir=\"%s\" retention=%s port=%u", CLOUD_VERSION,
+		 st->data_dir, ret, cloud_http_port(srv));
+	serve_wait(cs, auth);
+	cloud_http_stop(srv);
+	cloud_store_close(cs);
+	close(lock_fd);
+	cloud_auth_close(auth);
+	LOG_INFO("cloud", "msg=\"stopped\"");
+	return 0;
+err_store:
+	cloud_store_close(cs);
+err_lock:
+	close(lock_fd);
+err_auth:
+	cloud_auth_close(auth);
+	return 1;
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	const char *vals[sizeof(setting_keys) / sizeof(setting_keys[0])] = { 0 };
+	const char *config = NULL, *pos[1];
+	struct flag flags[16];
+	int n_pos = 0;
+	settings_flags(flags, vals, &config, NULL);
+	int prc = parse_flags("serve", argc, argv, flags, pos, 0, &n_pos);
+	if (prc != 0) {
+		fputs(serve_usage, prc == 1 ? stdout : stderr);
+		print_settings_help(prc == 1 ? stdout : stderr);
+		return prc == 1 ? 0 : 2;
+	}
+	struct settings st = { 0 };
+	int rc = settings_resolve(&st, config, vals) == 0 ? serve_run(&st) : 2;
+	settings_free(&st);
+	return rc;
+}
+
+/* ---- Admin commands: cluster and token ---------------------------------- */
+
+static const char cluster_usage[] =
+	"Usage: litefs-cloud cluster <create NAME | list | delete NAME> [options]\n"
+	"\n"
+	"Manages clusters directly in the data directory: run it on the server host\n"
+	"(the service may be running). A cluster owns databases; its tokens let\n"
+	"LiteFS nodes and the CLI use them.\n"
+	"\n"
+	"  create NAME   create a cluster and print its first token (shown once)\n"
+	"  list          list clusters: name, LiteFS cluster ID, tokens, creation time\n"
+	"  delete NAME   delete a cluster, its tokens and all its data\n"
+	"\n"
+	"NAME: 1 to 64 characters of A-Z a-z 0-9 _ . -\n"
+	"\n"
+	"Only `cluster create` (and `serve`) set a service up in a data directory\n"
+	"that holds none; list and delete on such a directory fail and create nothing.\n"
+	"\n"
+	"Options:\n";
+
+static const char token_usage[] =
+	"Usage: litefs-cloud token <create CLUSTER | list [CLUSTER] | revoke TOKEN-ID> [options]\n"
+	"\n"
+	"Manages tokens directly in the data directory (run it on the server host).\n"
+	"Tokens are stored only as SHA-256 hashes: a token is shown once, at creation.\n"
+	"\n"
+	"  create CLUSTER   create another token for CLUSTER and print it\n"
+	"  list [CLUSTER]   list token IDs (never the tokens themselves)\n"
+	"  revoke TOKEN-ID  revoke a token; requests using it fail at once\n"
+	"\n"
+	"The data directory must hold a service (set up by serve or cluster create);\n"
+	"otherwise the command fails and creates nothing.\n"
+	"\n"
+	"Options:\n";
+
+static void fmt_ms(char *buf, size_t len, int64_t ms)
+{
+	if (ms > 0)
+		ltx_format_time(buf, len, ms);
+	else
+		snprintf(buf, len, "-");
+}
+
+static void print_cluster(void *ctx, const struct cloud_cluster_info *c)
+{
+	char ts[40];
+	fmt_ms(ts, sizeof(ts), c->created_ms);
+	printf("%-24s %-22s %6u  %s\n", c->name, c->cluster_id[0] ? c->cluster_id : "-", c->n_tokens, ts);
+}
+
+static void print_token(void *ctx, const struct cloud_token_info *t)
+{
+	char ts[40];
+	fmt_ms(ts, sizeof(ts), t->created_ms);
+	printf("%-14s %-24s %s\n", t->id, t->cluster, ts);
+}
+
+static void print_new_token(const char *cluster, const struct cloud_token *tok)
+{
+	printf("%s\n", tok->text);
+	fprintf(stderr,
+		"token %s created for cluster %s. It is shown only once: store it now\n"
+		"(for a LiteFS node: LITEFS_CLOUD_TOKEN=<token>).\n",
+		tok->id, cluster);
+}
+
+/* Purges a deleted cluster's data now if the store can be opened here;
+ * otherwise the running server does it within seconds. */
+static void purge_now(const struct settings *st, struct cloud_auth *auth, bool quiet)
+{
+	struct cloud_store *cs = NULL;
+	int lock_fd = lock_data_dir(st->data_dir);
+	if (lock_fd < 0 || open_store(st, &cs) != 0) {
+		if (lock_fd >= 0)
+			close(lock_fd);
+		if (lock_fd == -EWOULDBLOCK && !quiet)
+			fprintf(stderr, "litefs-cloud: the running service purges the data within %d s\n",
+				PURGE_INTERVAL_S);
+		return;
+	}
+	struct purge_ctx p = { cs, auth };
+	cloud_auth_pending_purges(auth, purge_one, &p);
+	cloud_store_close(cs);
+	close(lock_fd);
+}
+
+static int admin_fail(const char *what, const char *name, int rc)
+{
+	const char *why = rc == ERR_CLOUD_EXISTS ? "already exists (or its deletion is still being purged)"
+			  : rc == ERR_CLOUD_NOT_FOUND ? "not found"
+			  : rc == ERR_INVAL ? "invalid name: 1 to 64 characters of A-Z a-z 0-9 _ . -"
+					    : err_str(rc);
+	fprintf(stderr, "litefs-cloud %s %s: %s\n", what, name, why);
+	return 1;
+}
+
+static int cluster_run(const struct settings *st, struct cloud_auth *auth, const char **pos, int n_pos)
+{
+	struct cloud_token tok;
+	int rc;
+	if (!strcmp(pos[0], "list") && n_pos == 1) {
+		printf("%-24s %-22s %6s  %s\n", "NAME", "CLUSTER-ID", "TOKENS", "CREATED");
+		rc = cloud_auth_cluster_list(auth, print_cluster, NULL);
+		return rc ? admin_fail("cluster", "list", rc) : 0;
+	}
+	if (!strcmp(pos[0], "create") && n_pos == 2) {
+		rc = cloud_auth_cluster_create(auth, pos[1], &tok);
+		if (rc == ERR_CLOUD_EXISTS) {
+			/* Perhaps only the purge of a deleted one is pending. */
+			purge_now(st, auth, true);
+			rc = cloud_auth_cluster_create(auth, pos[1], &tok);
+		}
+		if (rc != 0)
+			return admin_fail("cluster create", pos[1], rc);
+		print_new_token(pos[1], &tok);
+		return 0;
+	}
+	if (!strcmp(pos[0], "delete") && n_pos == 2) {
+		if ((rc = cloud_auth_cluster_delete(auth, pos[1])) != 0)
+			return admin_fail("cluster delete", pos[1], rc);
+		purge_now(st, auth, false);
+		fprintf(stderr, "cluster %s deleted\n", pos[1]);
+		return 0;
+	}
+	fputs(cluster_usage, stderr);
+	return 2;
+}
+
+static int token_run(const struct settings *st, struct cloud_auth *auth, const char **pos, int n_pos)
+{
+	struct cloud_token tok;
+	int rc;
+	if (!strcmp(pos[0], "list") && n_pos <= 2) {
+		printf("%-14s %-24s %s\n", "ID", "CLUSTER", "CREATED");
+		rc = cloud_auth_token_list(auth, n_pos == 2 ? pos[1] : NULL, print_token, NULL);
+		return rc ? admin_fail("token", "list", rc) : 0;
+	}
+	if (!strcmp(pos[0], "create") && n_pos == 2) {
+		if ((rc = cloud_auth_token_create(auth, pos[1], &tok)) != 0)
+			return admin_fail("token create: cluster", pos[1], rc);
+		print_new_token(pos[1], &tok);
+		return 0;
+	}
+	if (!strcmp(pos[0], "revoke") && n_pos == 2) {
+		if ((rc = cloud_auth_token_revoke(auth, pos[1])) != 0)
+			return admin_fail("token revoke", pos[1], rc);
+		fprintf(stderr, "token %s revoked\n", pos[1]);
+		return 0;
+	}
+	fputs(token_usage, stderr);
+	return 2;
+}
+
+static int cmd_admin(int argc, char **argv, bool is_cluster)
+{
+	const char *vals[sizeof(setting_keys) / sizeof(setting_keys[0])] = { 0 };
+	const char *config = NULL, *pos[3];
+	struct flag flags[16];
+	int n_pos = 0;
+	const char *usage = is_cluster ? cluster_usage : token_usage;
+	settings_flags(flags, vals, &config, NULL);
+	int prc = parse_flags(argv[0], argc, argv, flags, pos, 3, &n_pos);
+	if (prc != 0 || n_pos == 0) {
+		bool help = prc == 1;
+		fputs(usage, help ? stdout : stderr);
+		print_settings_help(help ? stdout : stderr);
+		return help ? 0 : 2;
+	}
+	struct settings st = { 0 };
+	struct cloud_auth *auth = NULL;
+	int rc = 2;
+	/* Only `serve` and `cluster create` set a service up: any other
+	 * admin command on a directory without one would create an empty
+	 * service there and report on it as if it were the real one. */
+	bool may_create = is_cluster && !strcmp(pos[0], "create");
+	if (settings_resolve(&st, config, vals) != 0) {
+		rc = 2;
+	} else if (!may_create && !cloud_auth_exists(st.data_dir)) {
+		fprintf(stderr,
+			"litefs-cloud %s %s: %s holds no litefs-cloud service (no auth.db); pass the service's "
+			"-data-dir (or LITEFS_CLOUD_DATA_DIR). Only serve and cluster create set a service up.\n",
+			is_cluster ? "cluster" : "token", pos[0], st.data_dir);
+		rc = 1;
+	} else {
+		int arc = cloud_auth_open(st.data_dir, &auth);
+		if (arc != 0)
+			rc = admin_fail("open", st.data_dir, arc);
+		else
+			rc = is_cluster ? cluster_run(&st, auth, pos, n_pos) : token_run(&st, auth, pos, n_pos);
+	}
+	cloud_auth_close(auth);
+	settings_free(&st);
+	return rc;
+}
+
+/* ---- User commands: an HTTP client -------------------------------------- */
+
+struct client {
+	const char *cmd;
+	const char *url;
+	const char *token;
+};
+
+struct membuf {
+	char *data;
+	size_t len;
+};
+
+static size_t membuf_write(char *ptr, size_t size, size_t n, void *ud)
+{
+	struct membuf *m = ud;
+	size_t len = size * n;
+	if (m->len + len > MAX_ERROR_BODY * 16)
+		return 0;
+	char *grown = realloc(m->data, m->len + len + 1);
+	if (!grown)
+		return 0;
+	memcpy(grown + m->len, ptr, len);
+	m->data = grown;
+	m->len += len;
+	m->data[m->len] = '\0';
+	return len;
+}
+
+/* A 2xx body written to a file: collected in a large buffer and written
+ * sequentially in big pieces; writeback of what was written is started at
+ * once (sync_file_range), so the final fsync waits only for the tail. */
+#define FILE_BUF (4u << 20)
+
+struct filesink {
+	int fd;
+	uint8_t *buf;
+	size_t len;
+	off_t off;   /* bytes written to fd so far */
+	int err;     /* first write error (-errno) */
+};
+
+static int filesink_flush(struct filesink *fs)
+{
+	if (fs->err || fs->len == 0)
+		return fs->err;
+	for (size_t done = 0; done < fs->len;) {
+		ssize_t n = write(fs->fd, fs->buf + done, fs->len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return fs->err = n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	/* A hint only: durability comes from the fsync at the end. */
+	sync_file_range(fs->fd, fs->off, (off_t)fs->len, SYNC_FILE_RANGE_WRITE);
+	fs->off += (off_t)fs->len;
+	fs->len = 0;
+	return 0;
+}
+
+static size_t filesink_write(struct filesink *fs, const char *ptr, size_t len)
+{
+	for (size_t done = 0; done < len;) {
+		size_t k = FILE_BUF - fs->len < len - done ? FILE_BUF - fs->len : len - done;
+		memcpy(fs->buf + fs->len, ptr + done, k);
+		fs->len += k;
+		done += k;
+		if (fs->len == FILE_BUF && filesink_flush(fs) != 0)
+			return 0;
+	}
+	return len;
+}
+
+/* What a response body goes to: memory, or a file once the status is 2xx. */
+struct sink {
+	CURL *c;
+	struct membuf mem;
+	struct filesink *file;  /* NULL: memory */
+};
+
+static size_t sink_write(char *ptr, size_t size, size_t n, void *ud)
+{
+	struct sink *s = ud;
+	long status = 0;
+	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
+	if (s->file && status >= 200 && status < 300)
+		return filesink_write(s->file, ptr, size * n);
+	return membuf_write(ptr, size, n, &s->mem);
+}
+
+/* Appends "&key=escaped(value)" (or "?...") to url. */
+static int url_add(CURL *c, char **url, const char *key, const char *value)
+{
+	if (!value)
+		return 0;
+	char *esc = curl_easy_escape(c, value, 0);
+	char *next = NULL;
+	int rc = esc && asprintf(&next, "%s%c%s=%s", *url, strchr(*url, '?') ? '&' : '?', key, esc) >= 0 ? 0 : -1;
+	curl_free(esc);
+	if (rc == 0) {
+		free(*url);
+		*url = next;
+	}
+	return rc;
+}
+
+/* Prints the server's JSON error (or the raw body) for a failed request. */
+static void print_http_error(const struct client *cl, long status, const struct membuf *body)
+{
+	json_error_t jerr;
+	json_t *o = body->data ? json_loads(body->data, 0, &jerr) : NULL;
+	const char *msg = json_string_value(json_object_get(o, "error"));
+	const char *code = json_string_value(json_object_get(o, "code"));
+	if (msg)
+		fprintf(stderr, "litefs-cloud %s: %s (%s, HTTP %ld)\n", cl->cmd, msg, code ? code : "?", status);
+	else
+		fprintf(stderr, "litefs-cloud %s: the server answered HTTP %ld%s%.300s\n", cl->cmd, status,
+			body->len ? ": " : "", body->data ? body->data : "");
+	json_decref(o);
+}
+
+/* One request: method, path, query pairs (key, value; NULL values are
+ * skipped; list ends with NULL key). A 2xx body goes to out (or memory,
+ * returned in *json parsed when json != NULL). Returns 0 or 1 (printed). */
+static int client_do(const struct client *cl, const char *method, const char *path, const char *const *query,
+		     struct filesink *out, json_t **json, char *pos_hdr, size_t pos_len)
+{
+	CURL *c = curl_easy_init();
+	char *url = NULL, errbuf[CURL_ERROR_SIZE] = "";
+	struct curl_slist *hdrs = NULL;
+	struct sink s = { .c = c, .file = out };
+	int ret = 1;
+	if (!c || asprintf(&url, "%s%s", cl->url, path) < 0) {
+		url = NULL;
+		goto out;
+	}
+	for (int i = 0; query && query[i]; i += 2)
+		if (url_add(c, &url, query[i], query[i + 1]) != 0)
+			goto out;
+	char *auth = NULL;
+	if (asprintf(&auth, "Authorization: %s", cl->token) < 0)
+		goto out;
+	hdrs = curl_slist_append(hdrs, auth);
+	free(auth);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (!strcmp(method, "POST"))
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+	if (out) /* fewer, larger reads for a big body */
+		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 1024L * 1024L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "litefs-cloud-cli/" CLOUD_VERSION);
+	CURLcode crc = curl_easy_perform(c);
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (crc != CURLE_OK) {
+		fprintf(stderr, "litefs-cloud %s: request to %s failed: %s\n", cl->cmd, cl->url,
+			errbuf[0] ? errbuf : curl_easy_strerror(crc));
+		goto out;
+	}
+	if (status < 200 || status >= 300) {
+		print_http_error(cl, status, &s.mem);
+		goto out;
+	}
+	struct curl_header *h = NULL;
+	if (pos_hdr && curl_easy_header(c, "Litefs-Pos", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
+		snprintf(pos_hdr, pos_len, "%s", h->value);
+	if (json) {
+		json_error_t jerr;
+		*json = s.mem.data ? json_loads(s.mem.data, 0, &jerr) : NULL;
+		if (!*json) {
+			fprintf(stderr, "litefs-cloud %s: the server's reply is not JSON\n", cl->cmd);
+			goto out;
+		}
+	}
+	ret = 0;
+out:
+	curl_slist_free_all(hdrs);
+	free(url);
+	free(s.mem.data);
+	if (c)
+		curl_easy_cleanup(c);
+	return ret;
+}
+
+static const char client_opts_help[] =
+	"  -url URL        the service (default: $LITEFS_CLOUD_ENDPOINT, else " DEFAULT_URL ")\n"
+	"  -token TOKEN    a cluster token (default: $LITEFS_CLOUD_TOKEN)\n"
+	"  -h, --help      show this help\n"
+	"\n"
+	"TXIDs: 16 hex digits (as LiteFS prints them), 0x-prefixed hex, or decimal.\n"
+	"Timestamps: RFC 3339 (2026-11-26T16:09:15.123Z) or milliseconds since the epoch.\n"
+	"Options take one dash or two, and -opt=value as well as -opt value.\n"
+	"Exit status: 0 success, 1 failure, 2 usage error.\n";
+
+static const char restore_usage[] =
+	"Usage: litefs-cloud restore DB (--txid N | --timestamp T) [--check] [--as NEWNAME] [options]\n"
+	"\n"
+	"Restores DB on the service to its state after transaction N, or at time T\n"
+	"(the last transaction committed at or before T). The restore is appended as\n"
+	"a new transaction, so restoring again undoes it; LiteFS nodes follow within\n"
+	"seconds. With --as, the state is written to a new database NEWNAME instead\n"
+	"(a fork) and DB is untouched. With --check, nothing changes: the exact TXID\n"
+	"and timestamp the restore would produce are printed.\n"
+	"\n"
+	"Options:\n";
+
+static const char export_usage[] =
+	"Usage: litefs-cloud export DB [--txid N | --timestamp T] [--format sqlite|ltx] -o FILE [options]\n"
+	"\n"
+	"Writes DB as of transaction N or time T (default: the latest state) to FILE:\n"
+	"a SQLite database (default) or a snapshot LTX file. FILE is replaced\n"
+	"atomically, only once the whole export arrived.\n"
+	"\n"
+	"Options:\n";
+
+static const char info_usage[] =
+	"Usage: litefs-cloud info DB [options]\n"
+	"\n"
+	"Prints DB's history on the service as JSON: position, restorable range\n"
+	"(TXIDs and timestamps), snapshots and files per level with sizes.\n"
+	"\n"
+	"Options:\n";
+
+static const char list_usage[] =
+	"Usage: litefs-cloud list [options]\n"
+	"\n"
+	"Lists the databases of the token's cluster with their positions.\n"
+	"\n"
+	"Options:\n";
+
+/* Fills in the URL and token from the environment; 0 or 2 (printed). */
+static int client_setup(struct client *cl)
+{
+	if (!cl->url)
+		cl->url = getenv("LITEFS_CLOUD_ENDPOINT");
+	if (!cl->url || !cl->url[0])
+		cl->url = DEFAULT_URL;
+	if (!cl->token)
+		cl->token = getenv("LITEFS_CLOUD_TOKEN");
+	if (!cl->token || !cl->token[0]) {
+		fprintf(stderr, "litefs-cloud %s: no token: pass -token or set LITEFS_CLOUD_TOKEN\n", cl->cmd);
+		return 2;
+	}
+	return 0;
+}
+
+/* Parses the flags of a client command; 0 to go on, else the exit code
+ * + 1 (1 means exit 0: help was shown). */
+static int client_parse(struct client *cl, int argc, char **argv, const struct flag *more, const char *usage,
+			const char **pos, int max_pos, int *n_pos)
+{
+	struct flag flags[16];
+	size_t n = 0;
+	flags[n++] = (struct flag){ "url", &cl->url, NULL };
+	flags[n++] = (struct flag){ "token", &cl->token, NULL };
+	while (more && more->name)
+		flags[n++] = *more++;
+	flags[n] = (struct flag){ NULL, NULL, NULL };
+	cl->cmd = argv[0];
+	int prc = parse_flags(argv[0], argc, argv, flags, pos, max_pos, n_pos);
+	if (prc == 0 && *n_pos != max_pos) {
+		fprintf(stderr, "litefs-cloud %s: expected %d argument%s\n", argv[0], max_pos, max_pos == 1 ? "" : "s");
+		prc = 2;
+	}
+	if (prc != 0) {
+		fputs(usage, prc == 1 ? stdout : stderr);
+		fputs(client_opts_help, prc == 1 ? stdout : stderr);
+		return prc == 1 ? 1 : 3;
+	}
+	return client_setup(cl) == 0 ? 0 : 3;
+}
+
+static void print_pos(const char *what, json_t *o)
+{
+	const char *db = json_string_value(json_object_get(o, "db"));
+	const char *txid = json_string_value(json_object_get(o, "txID"));
+	const char *chk = json_string_value(json_object_get(o, "postApplyChecksum"));
+	const char *ts = json_string_value(json_object_get(o, "timestamp"));
+	printf("%s %s: txid=%s checksum=%s timestamp=%s\n", what, db ? db : "?", txid ? txid : "?", chk ? chk : "?",
+	       ts ? ts : "-");
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+	struct client cl = { 0 };
+	const char *txid = NULL, *ts = NULL, *as = NULL, *pos[1];
+	bool check = false;
+	int n_pos = 0;
+	const struct flag more[] = { { "txid", &txid, NULL }, { "timestamp", &ts, NULL }, { "as", &as, NULL },
+				     { "check", NULL, &check }, { NULL, NULL, NULL } };
+	int prc = client_parse(&cl, argc, argv, more, restore_usage, pos, 1, &n_pos);
+	if (prc != 0)
+		return prc - 1;
+	if (!txid == !ts) {
+		fprintf(stderr, "litefs-cloud restore: give exactly one of --txid and --timestamp\n");
+		return 2;
+	}
+	const char *const q[] = { "db", pos[0], "txid", txid, "timestamp", ts, "as", as, NULL };
+	json_t *o = NULL;
+	if (client_do(&cl, check ? "GET" : "POST", check ? "/db/restore/check" : "/db/restore", q, NULL, &o, NULL, 0))
+		return 1;
+	if (!json_object_get(o, "db"))
+		json_object_set_new(o, "db", json_string(as ? as : pos[0]));
+	print_pos(check ? "a restore would produce the state of" : "restored", o);
+	json_decref(o);
+	return 0;
+}
+
+/* Opens a temp file beside path; fd and *tmp (caller frees). */
+static int open_beside(const char *path, char **tmp)
+{
+	char *copy = strdup(path);
+	if (!copy || asprintf(tmp, "%s/.%s.tmp-XXXXXX", dirname(copy), basename((char *)path)) < 0) {
+		free(copy);
+		*tmp = NULL;
+		return -ENOMEM;
+	}
+	free(copy);
+	int fd = mkostemp(*tmp, O_CLOEXEC);
+	return fd >= 0 ? fd : -errno;
+}
+
+/* Writes the rest, fsyncs the file, renames it over path, fsyncs the
+ * directory. 0 or -errno. */
+static int commit_file(struct filesink *fs, const char *tmp, const char *path)
+{
+	if (filesink_flush(fs) != 0)
+		return fs->err;
+	if (fsync(fs->fd) != 0 || rename(tmp, path) != 0)
+		return -errno;
+	char *copy = strdup(path);
+	if (!copy)
+		return 0;
+	int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(copy);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	return 0;
+}
+
+static int cmd_export(int argc, char **argv)
+{
+	struct client cl = { 0 };
+	const char *txid = NULL, *ts = NULL, *format = "sqlite", *outp = NULL, *pos[1];
+	int n_pos = 0;
+	const struct flag more[] = { { "txid", &txid, NULL }, { "timestamp", &ts, NULL }, { "format", &format, NULL },
+				     { "o", &outp, NULL }, { NULL, NULL, NULL } };
+	int prc = client_parse(&cl, argc, argv, more, export_usage, pos, 1, &n_pos);
+	if (prc != 0)
+		return prc - 1;
+	if ((txid && ts) || !outp || (strcmp(format, "sqlite") != 0 && strcmp(format, "ltx") != 0)) {
+		fprintf(stderr, "litefs-cloud export: need -o FILE, at most one of --txid and --timestamp, "
+				"and --format sqlite or ltx\n");
+		return 2;
+	}
+	char *tmp = NULL, where[80] = "";
+	struct filesink fs = { .fd = open_beside(outp, &tmp), .buf = malloc(FILE_BUF) };
+	if (fs.fd < 0 || !fs.buf) {
+		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp,
+			strerror(fs.fd < 0 ? -fs.fd : ENOMEM));
+		if (fs.fd >= 0) {
+			close(fs.fd);
+			unlink(tmp);
+		}
+		free(fs.buf);
+		free(tmp);
+		return 1;
+	}
+	const char *const q[] = { "db", pos[0], "format", format, "txid", txid, "timestamp", ts, NULL };
+	int rc = client_do(&cl, "GET", "/db/snapshot", q, &fs, NULL, where, sizeof(where));
+	if (rc != 0 && fs.err)
+		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-fs.err));
+	int crc = rc == 0 ? commit_file(&fs, tmp, outp) : 0;
+	close(fs.fd);
+	free(fs.buf);
+	if (rc != 0 || crc != 0) {
+		if (crc != 0)
+			fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
+		unlink(tmp);
+		free(tmp);
+		return 1;
+	}
+	free(tmp);
+	fprintf(stderr, "exported %s at %s to %s\n", pos[0], where[0] ? where : "?", outp);
+	return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+	struct client cl = { 0 };
+	const char *pos[1];
+	int n_pos = 0;
+	int prc = client_parse(&cl, argc, argv, NULL, info_usage, pos, 1, &n_pos);
+	if (prc != 0)
+		return prc - 1;
+	json_t *o = NULL;
+	const char *const q[] = { "db", pos[0], NULL };
+	if (client_do(&cl, "GET", "/db/info", q, NULL, &o, NULL, 0))
+		return 1;
+	char *s = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(o);
+	if (!s)
+		return 1;
+	printf("%s\n", s);
+	free(s);
+	return 0;
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	struct client cl = { 0 };
+	const char *pos[1];
+	int n_pos = 0;
+	int prc = client_parse(&cl, argc, argv, NULL, list_usage, pos, 0, &n_pos);
+	if (prc != 0)
+		return prc - 1;
+	json_t *o = NULL;
+	if (client_do(&cl, "GET", "/pos", NULL, NULL, &o, NULL, 0))
+		return 1;
+	const char *name;
+	json_t *v;
+	printf("%-32s %-16s %s\n", "NAME", "TXID", "CHECKSUM");
+	json_object_foreach(o, name, v) {
+		const char *txid = json_string_value(json_object_get(v, "txid"));
+		const char *chk = json_string_value(json_object_get(v, "postApplyChecksum"));
+		printf("%-32s %-16s %s\n", name, txid ? txid : "?", chk ? chk : "?");
+	}
+	json_decref(o);
+	return 0;
+}
+
+/* ---- Dispatch ----------------------------------------------------------- */
+
+static const char usage[] =
+	"litefs-cloud " CLOUD_VERSION " — the LiteFS Cloud backup service, in C\n"
+	"\n"
+	"Usage: litefs-cloud <command> [arguments]\n"
+	"\n"
+	"Service (on the server host):\n"
+	"  serve                       run the service (-addr, -data-dir, -retention, ...)\n"
+	"  cluster create|list|delete  manage clusters (create prints the first token)\n"
+	"  token create|list|revoke    manage tokens\n"
+	"\n"
+	"Users (over HTTP: -url or $LITEFS_CLOUD_ENDPOINT, -token or $LITEFS_CLOUD_TOKEN):\n"
+	"  restore DB --txid N|--timestamp T [--check] [--as NEW]\n"
+	"                              restore to any transaction or moment in the window\n"
+	"  export DB [--txid N|--timestamp T] [--format sqlite|ltx] -o FILE\n"
+	"                              write a past (or the latest) state to FILE\n"
+	"  info DB                     history: restorable range, snapshots, sizes\n"
+	"  list                        databases and their positions\n"
+	"  version                     print the version\n"
+	"\n"
+	"Run 'litefs-cloud <command> --help' for a command's options.\n";
+
+int cmd_cloud_main(int argc, char **argv)
+{
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "-help") || !strcmp(cmd, "help")) {
+		fputs(usage, stdout);
+		return 0;
+	}
+	if (!strcmp(cmd, "version") || !strcmp(cmd, "--version") || !strcmp(cmd, "-version")) {
+		printf("litefs-cloud %s\n", CLOUD_VERSION);
+		return 0;
+	}
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **);
+	} cmds[] = {
+		{ "serve", cmd_serve }, { "restore", cmd_restore }, { "export", cmd_export },
+		{ "info", cmd_info },   { "list", cmd_list },
+	};
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+		if (!strcmp(cmd, cmds[i].name))
+			return cmds[i].fn(argc - 1, argv + 1);
+	if (!strcmp(cmd, "cluster") || !strcmp(cmd, "token"))
+		return cmd_admin(argc - 1, argv + 1, !strcmp(cmd, "cluster"));
+	fprintf(stderr, "litefs-cloud: unknown command %s\n\n%s", cmd, usage);
+	return 2;
+}

@@ -1,0 +1,1264 @@
+/*
+ * backup.c — the backup client (see backup.h; docs/backup.md follows this
+ * comment, which is the authority).
+ *
+ * Service API (LiteFS Cloud compatible; every request carries
+ * `Authorization: FlyV1 <token>` unless the token already names its
+ * scheme, and `Litefs-Cluster-Id: <this cluster's ID>`):
+ *
+ *   GET  /pos                   {"<db>": {"txid": "%016x", "postApplyChecksum": "%016x"}, ...}
+ *   POST /db/tx?db=NAME         body: one LTX file that follows the service's
+ *                               position -> 200 + `Litefs-Hwm: %016x`, or
+ *                               409 {"code": "EPOSMISMATCH", "pos": {...}}
+ *   GET  /db/snapshot?db=NAME   a snapshot LTX (TXID 1..N) of the service's state
+ *
+ * One thread, and only the primary acts (store_is_primary(), checked on
+ * every round). Per database the thread remembers the service's last known
+ * position (from /pos, from a 409, or from its own accepted upload) and the
+ * last high-water mark the service acknowledged.
+ *
+ * The loop:
+ *
+ *   sync      at least every BACKUP_POLL_MAX_MS (or full-sync-interval if
+ *             shorter), after any error, and whenever a database appears
+ *             that the thread has not seen: GET /pos, then decide for every
+ *             database (the table below), local ones first, then the ones
+ *             only the service has.
+ *   push      woken by store_wait_change() after every commit: for every
+ *             database whose position differs from the service's known
+ *             one, push from the service's position.
+ *   wait      store_wait_change() until the next commit or the next sync.
+ *
+ * The decision for one database, local position L, service position S:
+ *
+ *   S absent, L empty            nothing
+ *   S absent                     push from TXID 0 (the whole chain), or a
+ *                                snapshot upload when the chain no longer
+ *                                starts at TXID 1
+ *   S == L                       nothing (S is durable on the service: it
+ *                                becomes the high-water mark)
+ *   S on L's chain, behind       push from S (db_cursor_open(S) returns 0)
+ *   S ahead of L                 restore: fetch the service's snapshot and
+ *                                apply it (store_apply); the chain restarts
+ *                                at the snapshot, replicas follow by
+ *                                themselves
+ *   S diverged at a retained     restore, when S.txid >= the HWM this node
+ *   TXID (checksum differs)      last saw acknowledged (a restore happened
+ *                                on the service, which appends a new TXID);
+ *                                otherwise the service lost what it had
+ *                                acknowledged: upload a snapshot
+ *   S older than the oldest      upload a snapshot (the node cannot tell
+ *   retained record              whether S is on its chain, and the local
+ *                                data is never thrown away on a guess)
+ *   only the service has it      restore
+ *
+ * Pushing: records are read with a cursor from S. Up to BACKUP_SINGLE_MAX
+ * pending records are sent one by one, each as it is (its bytes straight
+ * from the segment), so that every transaction stays a restorable point
+ * on the service; a longer backlog (the service was down, or ingest
+ * outruns one upload per commit) is merged with compact_run() into one
+ * LTX file spooled under <data.dir>/tmp (at most BACKUP_MAX_BATCH records
+ * or BACKUP_MAX_BATCH_BYTES per upload): the service catches up in one
+ * request, at the price of restoring to the end of that upload only. A
+ * 200 moves S to the upload's end and its `Litefs-Hwm` goes to
+ * db_set_backup_hwm(), so local retention keeps every record the service
+ * has not acknowledged. A 409 EPOSMISMATCH takes the service's position
+ * from the reply and triggers a sync (decide again); three in a row back
+ * off like an error.
+ *
+ * Restoring: the snapshot is spooled to a temp file (never held in
+ * memory), checked to be a snapshot LTX, and applied with store_apply(),
+ * which validates it in full before it changes anything and excludes
+ * readers and writers with SQLite's own locks. A truncated or corrupt
+ * snapshot is refused and nothing changes.
+ *
+ * Errors (service down, 401, 422, 5xx, truncated bodies, refused applies)
+ * are logged once with the reason, repeated ones at debug level; the
+ * thread backs off from 200 ms doubling to 5 s and syncs again. Local data
+ * is never changed except by a validated snapshot apply.
+ *
+ * Start-up: backup_wait_synced() lets `litefs mount` hold the application
+ * until the first sync is complete, so a node started on an empty data
+ * directory gets every database back from the service first. A database
+ * the service answers for but that cannot be restored (an HTTP error for
+ * its snapshot, a snapshot the node refuses, a name the node cannot take)
+ * is logged at level=error and skipped: one bad database must not keep
+ * the others and the application down. Only a failure of the service as
+ * a whole (unreachable, token refused) holds the first sync back.
+ *
+ * Stopping: backup_stop() sets a flag that libcurl's progress callback
+ * checks and wakes store_wait_change() with store_notify_change().
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "node/backup.h"
+#include "proto/cluster.h"
+#include "ltx/compact.h"
+#include "node/config.h"
+#include "node/db.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "base/log.h"
+#include "ltx/ltx.h"
+#include "ltx/ltxlog.h"
+#include "node/store.h"
+
+#define BACKUP_MAX_BATCH 256
+#define BACKUP_SINGLE_MAX 16
+#define BACKUP_MAX_BATCH_BYTES (64u << 20)
+#define BACKUP_CONNECT_TIMEOUT_MS 2000L
+#define BACKUP_POS_TIMEOUT_MS 5000L
+/* Uploads and snapshots: no byte for this long means the peer is gone. */
+#define BACKUP_STALL_S 30L
+/* Error bodies and /pos replies are read into memory up to these sizes. */
+#define BACKUP_MAX_ERROR_BODY (64u << 10)
+#define BACKUP_MAX_POS_BODY (16u << 20)
+/* store_apply() takes a 32-bit length. */
+#define BACKUP_MAX_SNAPSHOT 0xFFFFFFF0u
+#define BACKUP_MSG_LEN 512
+#define BACKUP_MAX_MISMATCHES 3
+
+/* What the thread knows of one database on the service (thread only). */
+struct bdb {
+	bool seen;            /* the HWM was set to 0 when first seen */
+	bool known;           /* remote is the service's position */
+	struct ltx_pos remote;
+	uint64_t hwm;         /* last acknowledged high-water mark */
+};
+
+struct backup {
+	struct store *st;        /* borrowed */
+	struct cluster *cluster; /* borrowed */
+	char *base_url;          /* owned, no trailing '/' */
+	char *auth;              /* owned: the Authorization header line; NULL: none */
+	char *cluster_name;      /* owned: backup.cluster; NULL: none */
+	char *tmp_dir;           /* owned: <data.dir>/tmp */
+	int poll_ms;
+
+	pthread_t thread;
+	bool started;
+	atomic_bool stopping;
+	pthread_mutex_t mu;      /* guards synced; leaf lock */
+	pthread_cond_t cond;     /* synced became true, or stopping */
+	bool synced;
+
+	/* Thread only. */
+	CURL *curl;              /* reused, so the connection is kept alive */
+	struct bdb *dbs;         /* indexed by db id */
+	size_t n_dbs;
+	bool need_sync;
+	int n_mismatch;
+	char probe_id[CLUSTER_ID_LEN + 1]; /* sent while this node has no cluster ID */
+	char last_error[BACKUP_MSG_LEN]; /* "" while the service answers */
+	int last_rc;
+};
+
+/* The error of the step that failed, for the one log line. */
+struct fail {
+	int rc;
+	char msg[BACKUP_MSG_LEN];
+};
+
+static void fail_set(struct fail *f, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail_set(struct fail *f, int rc, const char *fmt, ...)
+{
+	if (f->rc)
+		return;
+	f->rc = rc;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
+	va_end(ap);
+	for (char *p = f->msg; *p; p++)
+		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+			*p = '\'';
+}
+
+
+static uint64_t be64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* ---- HTTP ----------------------------------------------------------------- */
+
+/* One request: an optional body read from a file range, a response body
+ * kept in memory (bounded) or written to a file. */
+struct xfer {
+	struct backup *b;
+	int up_fd;              /* -1: no request body */
+	uint64_t up_off, up_left;
+	int up_err;
+	int down_fd;            /* -1: keep the body in mem */
+	uint64_t down_len, down_max;
+	int down_err;
+	char *mem;
+	size_t mem_len, mem_max;
+	long status;
+	char hwm[40];
+};
+
+static size_t on_read(char *buf, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t want = size * n;
+	if (want > x->up_left)
+		want = (size_t)x->up_left;
+	if (want == 0)
+		return 0;
+	if (want > (1u << 20))
+		want = 1u << 20;
+	int got = fdio_pread_full(x->up_fd, buf, want, (off_t)x->up_off);
+	if (got <= 0 || (size_t)got != want) {
+		/* A record taken back (or an I/O error): never send a short body. */
+		x->up_err = got < 0 ? got : ERR_IO_SHORT;
+		return CURL_READFUNC_ABORT;
+	}
+	x->up_off += want;
+	x->up_left -= want;
+	return want;
+}
+
+static size_t on_write(char *buf, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+	if (x->status == 0)
+		curl_easy_getinfo(x->b->curl, CURLINFO_RESPONSE_CODE, &x->status);
+	if (x->down_fd >= 0 && x->status == 200) {
+		if (x->down_len + len > x->down_max) {
+			x->down_err = ERR_CLOUD_TOO_LARGE;
+			return 0;
+		}
+		int rc = fdio_pwrite_full(x->down_fd, buf, len, (off_t)x->down_len);
+		if (rc != 0) {
+			x->down_err = rc;
+			return 0;
+		}
+		x->down_len += len;
+		return len;
+	}
+	size_t room = x->mem_max - x->mem_len;
+	if (len > room) {
+		x->down_err = ERR_CLOUD_TOO_LARGE;
+		return 0;
+	}
+	char *p = realloc(x->mem, x->mem_len + len + 1);
+	if (!p) {
+		x->down_err = ERR_NOMEM;
+		return 0;
+	}
+	x->mem = p;
+	memcpy(x->mem + x->mem_len, buf, len);
+	x->mem_len += len;
+	x->mem[x->mem_len] = '\0';
+	return len;
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *arg)
+{
+	struct xfer *x = arg;
+	size_t len = size * n;
+	static const char name[] = "Litefs-Hwm:";
+	if (len > sizeof(name) - 1 && !strncasecmp(buf, name, sizeof(name) - 1)) {
+		const char *v = buf + sizeof(name) - 1, *end = buf + len;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+			end--;
+		size_t vl = (size_t)(end - v) < sizeof(x->hwm) - 1 ? (size_t)(end - v) : sizeof(x->hwm) - 1;
+		memcpy(x->hwm, v, vl);
+		x->hwm[vl] = '\0';
+	}
+	return len;
+}
+
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	struct xfer *x = arg;
+	(void)dt, (void)dn, (void)ut, (void)un;
+	return atomic_load(&x->b->stopping) ? 1 : 0;
+}
+
+/* <base><path>?db=NAME&cluster=C (each part only when there is one).
+ * Caller frees. NULL when out of memory. */
+static char *make_url(struct backup *b, const char *path, const char *db)
+{
+	char *esc_db = db ? curl_easy_escape(b->curl, db, 0) : NULL;
+	char *esc_cl = b->cluster_name ? curl_easy_escape(b->curl, b->cluster_name, 0) : NULL;
+	char *url = NULL;
+	if ((!db || esc_db) && (!b->cluster_name || esc_cl) &&
+	    asprintf(&url, "%s%s%s%s%s%s%s%s", b->base_url, path, esc_db || esc_cl ? "?" : "", esc_db ? "db=" : "",
+		     esc_db ? esc_db : "", esc_db && esc_cl ? "&" : "", esc_cl ? "cluster=" : "",
+		     esc_cl ? esc_cl : "") < 0)
+		url = NULL;
+	curl_free(esc_db);
+	curl_free(esc_cl);
+	return url;
+}
+
+static struct curl_slist *request_headers(struct backup *b, bool has_body)
+{
+	char line[128], id[CLUSTER_ID_LEN + 1];
+	struct curl_slist *h = curl_slist_append(NULL, "Expect:");
+	if (h && has_body)
+		h = curl_slist_append(h, "Content-Type: application/octet-stream");
+	cluster_get(b->cluster, id);
+	if (!id[0])
+		snprintf(id, sizeof(id), "%s", b->probe_id);
+	if (h && id[0]) {
+		snprintf(line, sizeof(line), "Litefs-Cluster-Id: %s", id);
+		h = curl_slist_append(h, line);
+	}
+	if (h && b->auth)
+		h = curl_slist_append(h, b->auth);
+	return h;
+}
+
+/* The message of a JSON error body, or the body itself, made safe for a
+ * logfmt quoted value. */
+static void error_text(const char *body, char *out, size_t len)
+{
+	json_error_t jerr;
+	json_t *root = body ? json_loads(body, 0, &jerr) : NULL;
+	const char *e = root ? json_string_value(json_object_get(root, "error")) : NULL;
+	snprintf(out, len, "%s", e ? e : body && body[0] ? body : "(no body)");
+	json_decref(root);
+	for (char *p = out; *p; p++)
+		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+			*p = '\'';
+}
+
+/* Runs method path?db= with x's body and sinks. Returns 0 when a 2xx
+ * reply arrived complete; otherwise an error described in f:
+ * ERR_CLOUD_POS_MISMATCH for 409 EPOSMISMATCH (x->mem holds the reply),
+ * -EACCES for 401/403, -EPROTO for other statuses, -ECONNRESET for
+ * transport failures and truncated bodies. */
+static int xfer_run(struct backup *b, const char *method, const char *path, const char *db, struct xfer *x,
+		    long timeout_ms, struct fail *f)
+{
+	char curl_err[CURL_ERROR_SIZE] = "";
+	char *url = make_url(b, path, db);
+	struct curl_slist *hdrs = request_headers(b, x->up_fd >= 0);
+	if (!url || !hdrs) {
+		free(url);
+		curl_slist_free_all(hdrs);
+		fail_set(f, ERR_NOMEM, "out of memory preparing a request");
+		return f->rc;
+	}
+	CURL *c = b->curl;
+	curl_easy_reset(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (x->up_fd >= 0) {
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(c, CURLOPT_READDATA, x);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->up_left);
+	}
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, BACKUP_CONNECT_TIMEOUT_MS);
+	if (timeout_ms > 0)
+		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, BACKUP_STALL_S);
+	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "litefs-backup");
+	CURLcode cc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
+	curl_slist_free_all(hdrs);
+	free(url);
+	if (atomic_load(&b->stopping)) {
+		fail_set(f, -ECANCELED, "stopping");
+	} else if (x->up_err) {
+		fail_set(f, x->up_err, "the upload's source changed while it was sent: %s", err_str(x->up_err));
+	} else if (x->down_err) {
+		fail_set(f, x->down_err, "%s %s: cannot keep the reply: %s", method, path, err_str(x->down_err));
+	} else if (cc != CURLE_OK) {
+		fail_set(f, -ECONNRESET, "%s %s: %s", method, path, curl_err[0] ? curl_err : curl_easy_strerror(cc));
+	} else if (x->status < 200 || x->status > 299) {
+		char text[BACKUP_MSG_LEN / 2];
+		error_text(x->mem, text, sizeof(text));
+		int rc = x->status == 401 || x->status == 403 ? -EACCES : -EPROTO;
+		if (x->status == 409 && x->mem && strstr(x->mem, "EPOSMISMATCH"))
+			rc = ERR_CLOUD_POS_MISMATCH;
+		fail_set(f, rc, "%s %s: HTTP %ld: %s", method, path, x->status, text);
+	}
+	return f->rc;
+}
+
+static void xfer_init(struct xfer *x, struct backup *b, size_t mem_max)
+{
+	memset(x, 0, sizeof(*x));
+	x->b = b;
+	x->up_fd = -1;
+	x->down_fd = -1;
+	x->mem_max = mem_max;
+}
+
+/* ---- JSON ------------------------------------------------------------------ */
+
+static int parse_hex64(const char *s, uint64_t *out)
+{
+	if (!s || !*s || strlen(s) > 16)
+		return ERR_INVAL;
+	uint64_t v = 0;
+	for (const char *p = s; *p; p++) {
+		int d = *p >= '0' && *p <= '9' ? *p - '0' : *p >= 'a' && *p <= 'f' ? *p - 'a' + 10
+						     : *p >= 'A' && *p <= 'F' ? *p - 'A' + 10 : -1;
+		if (d < 0)
+			return ERR_INVAL;
+		v = v << 4 | (uint64_t)d;
+	}
+	*out = v;
+	return 0;
+}
+
+/* {"txid": "%016x", "postApplyChecksum": "%016x"} */
+static int parse_pos(const json_t *v, struct ltx_pos *pos)
+{
+	if (!json_is_object(v))
+		return ERR_INVAL;
+	if (parse_hex64(json_string_value(json_object_get(v, "txid")), &pos->txid) != 0 ||
+	    parse_hex64(json_string_value(json_object_get(v, "postApplyChecksum")), &pos->checksum) != 0)
+		return ERR_INVAL;
+	return 0;
+}
+
+/* ---- Per-database state ------------------------------------------------------ */
+
+static struct bdb *state_of(struct backup *b, struct db *db)
+{
+	if (db->id >= b->n_dbs) {
+		size_t n = (size_t)db->id + 16;
+		struct bdb *p = realloc(b->dbs, n * sizeof(*p));
+		if (!p)
+			return NULL;
+		memset(p + b->n_dbs, 0, (n - b->n_dbs) * sizeof(*p));
+		b->dbs = p;
+		b->n_dbs = n;
+	}
+	struct bdb *s = &b->dbs[db->id];
+	if (!s->seen) {
+		/* From now on retention keeps what the service has not
+		 * acknowledged. */
+		db_set_backup_hwm(db, 0);
+		s->seen = true;
+	}
+	return s;
+}
+
+/* Records the service's high-water mark. Retention keeps the segment
+ * holding the record AT the mark too (db_enforce_retention), because
+ * positioning a cursor after the service's position (db_cursor_open)
+ * checks that record's checksum. */
+static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
+{
+	s->hwm = hwm;
+	db_set_backup_hwm(db, hwm);
+}
+
+/* The first TXID of the oldest retained segment (0: none). */
+static uint64_t oldest_txid(struct db *db)
+{
+	lockwatch_lock(&db->mu, "backup");
+	uint64_t v = db->oldest_txid;
+	lockwatch_unlock(&db->mu);
+	return v;
+}
+
+/* ---- Spool files -------------------------------------------------------------- */
+
+static int open_spool(struct backup *b)
+{
+	int fd = open(b->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	char *path = NULL;
+	if (asprintf(&path, "%s/backup-spool-XXXXXX", b->tmp_dir) < 0)
+		return -ENOMEM;
+	fd = mkostemp(path, O_CLOEXEC);
+	int rc = fd < 0 ? -errno : fd;
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return rc;
+}
+
+/* Decisions are logged at info level, but only at debug while they repeat
+ * during a failure streak (the failure itself was logged once). */
+static enum log_level decision_level(const struct backup *b)
+{
+	return b->last_error[0] ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO;
+}
+
+/* ---- Uploads ------------------------------------------------------------------- */
+
+/* The records of one upload: descriptors of their segments (dup'ed, so
+ * that the cursor may move on) and their places. */
+struct batch {
+	int fds[BACKUP_MAX_BATCH];
+	struct ltxlog_rec recs[BACKUP_MAX_BATCH];
+	size_t n;
+	uint64_t bytes;
+};
+
+static void batch_clear(struct batch *bt)
+{
+	for (size_t i = 0; i < bt->n; i++)
+		close(bt->fds[i]);
+	bt->n = 0;
+	bt->bytes = 0;
+}
+
+/* Collects the pending records after the cursor. Returns 0 (bt->n may be
+ * 0: nothing pending) or an error of db_cursor_next. */
+static int batch_collect(struct db_cursor *c, struct batch *bt)
+{
+	while (bt->n < BACKUP_MAX_BATCH && bt->bytes < BACKUP_MAX_BATCH_BYTES) {
+		int fd;
+		struct ltxlog_rec rec;
+		int rc = db_cursor_next(c, &fd, &rec);
+		if (rc <= 0)
+			return rc;
+		int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (d < 0)
+			return -errno;
+		bt->fds[bt->n] = d;
+		bt->recs[bt->n++] = rec;
+		bt->bytes += rec.len;
+	}
+	return 0;
+}
+
+/* The header and the post-apply checksum of the LTX file at [off, off+len)
+ * of fd. */
+static int read_range(int fd, uint64_t off, uint64_t len, struct ltx_header *h, uint64_t *post)
+{
+	uint8_t hdr[LTX_HEADER_SIZE], trl[LTX_TRAILER_SIZE];
+	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTX_TRUNCATED;
+	int n = fdio_pread_full(fd, hdr, sizeof(hdr), (off_t)off);
+	if (n >= 0 && n != (int)sizeof(hdr))
+		n = ERR_IO_SHORT;
+	if (n < 0)
+		return n;
+	int rc = ltx_header_decode(hdr, h);
+	if (rc != 0)
+		return rc;
+	n = fdio_pread_full(fd, trl, sizeof(trl), (off_t)(off + len - LTX_TRAILER_SIZE));
+	if (n != (int)sizeof(trl))
+		return n < 0 ? n : ERR_IO_SHORT;
+	*post = be64(trl);
+	return 0;
+}
+
+/* The body of one upload: a file range and the position it ends at. */
+struct body {
+	int fd;
+	uint64_t off, len;
+	struct ltx_header h;
+	uint64_t post;
+};
+
+/* Merges the batch into one LTX file in a spool file. */
+static int batch_compact(struct backup *b, struct batch *bt, struct body *out)
+{
+	struct ltxlog_reader readers[BACKUP_MAX_BATCH];
+	struct compact_input inputs[BACKUP_MAX_BATCH];
+	for (size_t i = 0; i < bt->n; i++) {
+		ltxlog_reader_init(&readers[i], bt->fds[i], &bt->recs[i]);
+		inputs[i] = (struct compact_input){ .read = ltxlog_read, .ctx = &readers[i] };
+	}
+	int fd = open_spool(b);
+	if (fd < 0)
+		return fd;
+	struct ltx_trailer t;
+	int rc = compact_run(inputs, bt->n, b->st->compress, fdio_write, &fd, &out->h, &t, NULL);
+	off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : 0;
+	if (rc == 0 && size < 0)
+		rc = -errno;
+	if (rc != 0) {
+		close(fd);
+		return rc;
+	}
+	*out = (struct body){ .fd = fd, .off = 0, .len = (uint64_t)size, .h = out->h,
+			      .post = t.post_apply_checksum };
+	return 0;
+}
+
+/* POST /db/tx of body. On 200 the service is at the body's end and its
+ * HWM is recorded; on 409 its position is taken from the reply. */
+static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct body *body, struct fail *f)
+{
+	struct xfer x;
+	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
+	x.up_fd = body->fd;
+	x.up_off = body->off;
+	x.up_left = body->len;
+	int rc = xfer_run(b, "POST", "/db/tx", db->name, &x, 0, f);
+	if (rc == ERR_CLOUD_POS_MISMATCH) {
+		json_error_t jerr;
+		json_t *root = json_loads(x.mem, 0, &jerr);
+		struct ltx_pos p;
+		if (root && parse_pos(json_object_get(root, "pos"), &p) == 0) {
+			s->remote = p;
+			s->known = true;
+		} else {
+			s->known = false;
+		}
+		json_decref(root);
+		LOG(decision_level(b), "backup", "msg=\"the service is not where this node thought; comparing positions again\" "
+				   "db=%s txid=%016" PRIx64 " service_txid=%016" PRIx64,
+			 db->name, body->h.min_txid, s->known ? s->remote.txid : 0);
+	} else if (rc == 0) {
+		uint64_t hwm = 0;
+		if (parse_hex64(x.hwm, &hwm) != 0) {
+			fail_set(f, -EPROTO, "POST /db/tx: missing or bad Litefs-Hwm header '%.40s'", x.hwm);
+			rc = f->rc;
+		} else {
+			s->remote = (struct ltx_pos){ body->h.max_txid, body->post };
+			s->known = true;
+			set_hwm(db, s, hwm);
+			b->n_mismatch = 0;
+			LOG_DEBUG("backup", "msg=\"pushed\" db=%s txid=%016" PRIx64 "-%016" PRIx64 " bytes=%" PRIu64
+					    " hwm=%016" PRIx64,
+				  db->name, body->h.min_txid, body->h.max_txid, body->len, hwm);
+		}
+	}
+	free(x.mem);
+	return rc;
+}
+
+/* The body of record i of the batch, as it is. */
+static int record_body(struct batch *bt, size_t i, struct body *out)
+{
+	*out = (struct body){ .fd = bt->fds[i], .off = bt->recs[i].offset + LTXLOG_HDR_SIZE, .len = bt->recs[i].len };
+	return read_range(out->fd, out->off, out->len, &out->h, &out->post);
+}
+
+/* Uploads a batch: up to BACKUP_SINGLE_MAX records one by one (each stays
+ * a restorable point on the service), a longer backlog merged into one
+ * LTX file (the service then restores to its end, not inside it). */
+static int post_batch(struct backup *b, struct db *db, struct bdb *s, struct batch *bt, struct fail *f)
+{
+	struct body body;
+	int rc;
+	if (bt->n > BACKUP_SINGLE_MAX) {
+		if ((rc = batch_compact(b, bt, &body)) != 0) {
+			fail_set(f, rc, "db %s: cannot merge %zu records into one upload: %s", db->name, bt->n,
+				 err_str(rc));
+			return rc;
+		}
+		rc = post_tx(b, db, s, &body, f);
+		close(body.fd);
+		return rc;
+	}
+	for (size_t i = 0; i < bt->n; i++) {
+		if ((rc = record_body(bt, i, &body)) != 0) {
+			fail_set(f, rc, "db %s: cannot read a record: %s", db->name, err_str(rc));
+			return rc;
+		}
+		if ((rc = post_tx(b, db, s, &body, f)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Uploads a snapshot of the whole database (when the chain the service
+ * needs is no longer retained). */
+static int push_snapshot(struct backup *b, struct db *db, struct bdb *s, const char *why, struct fail *f)
+{
+	int fd = open_spool(b);
+	if (fd < 0) {
+		fail_set(f, fd, "cannot create a spool file in %s: %s", b->tmp_dir, err_str(fd));
+		return fd;
+	}
+	struct ltx_pos pos;
+	int rc = db_snapshot(db, fdio_write, &fd, &pos);
+	if (rc == ERR_NEED_SNAPSHOT) { /* empty or deleted: nothing to send */
+		close(fd);
+		return 0;
+	}
+	struct body body = { .fd = fd };
+	off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : -1;
+	if (rc == 0 && size >= 0) {
+		body.len = (uint64_t)size;
+		rc = read_range(fd, 0, body.len, &body.h, &body.post);
+	} else if (rc == 0) {
+		rc = -errno;
+	}
+	if (rc != 0) {
+		fail_set(f, rc, "cannot write a snapshot of %s: %s", db->name, err_str(rc));
+		close(fd);
+		return rc;
+	}
+	LOG(decision_level(b), "backup", "msg=\"uploading a snapshot: %s\" db=%s txid=%016" PRIx64 " bytes=%" PRIu64, why, db->name,
+		 pos.txid, body.len);
+	rc = post_tx(b, db, s, &body, f);
+	close(fd);
+	return rc;
+}
+
+/* Pushes every record after `from` (the service's position), in batches,
+ * until the cursor reaches the current position. */
+static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_pos from, struct fail *f)
+{
+	struct db_cursor c;
+	int rc = db_cursor_open(db, from, &c);
+	if (rc != 0) {
+		fail_set(f, rc, "db %s: cannot read the records after %016" PRIx64 ": %s", db->name, from.txid,
+			 err_str(rc));
+		return rc;
+	}
+	struct batch *bt = calloc(1, sizeof(*bt));
+	if (!bt) {
+		db_cursor_close(&c);
+		fail_set(f, ERR_NOMEM, "out of memory");
+		return ERR_NOMEM;
+	}
+	int64_t began = clock_mono_ms();
+	while (rc == 0 && !atomic_load(&b->stopping)) {
+		rc = batch_collect(&c, bt);
+		if (rc != 0) {
+			fail_set(f, rc, "db %s: reading records: %s", db->name, err_str(rc));
+			break;
+		}
+		if (bt->n == 0)
+			break;
+		rc = post_batch(b, db, s, bt, f);
+		batch_clear(bt);
+		/* A long backlog must not delay the next comparison. */
+		if (clock_mono_ms() - began > b->poll_ms)
+			break;
+	}
+	batch_clear(bt);
+	free(bt);
+	db_cursor_close(&c);
+	return rc;
+}
+
+/* ---- Restores -------------------------------------------------------------------- */
+
+/* Fetches the service's snapshot of name and applies it. */
+static int restore_db(struct backup *b, const char *name, const char *why, struct ltx_pos svc, struct fail *f)
+{
+	int64_t began = clock_mono_ms();
+	int fd = open_spool(b);
+	if (fd < 0) {
+		fail_set(f, fd, "cannot create a spool file in %s: %s", b->tmp_dir, err_str(fd));
+		return fd;
+	}
+	struct xfer x;
+	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
+	x.down_fd = fd;
+	x.down_max = BACKUP_MAX_SNAPSHOT;
+	int rc = xfer_run(b, "GET", "/db/snapshot", name, &x, 0, f);
+	struct ltx_header h;
+	uint64_t post = 0;
+	if (rc == 0 && (rc = read_range(fd, 0, x.down_len, &h, &post)) != 0)
+		fail_set(f, rc, "db %s: the service's snapshot is not an LTX file: %s", name, err_str(rc));
+	if (rc == 0 && !ltx_header_is_snapshot(&h)) {
+		rc = ERR_LTX_NOT_CONTIGUOUS;
+		fail_set(f, rc, "db %s: the service sent an LTX file that is not a snapshot", name);
+	}
+	if (rc == 0 && (rc = store_apply(b->st, name, fd, 0, (uint32_t)x.down_len)) != 0)
+		fail_set(f, rc, "db %s: the service's snapshot (txid %016" PRIx64 ") was refused: %s", name,
+			 h.max_txid, err_str(rc));
+	close(fd);
+	free(x.mem);
+	if (rc != 0)
+		return rc;
+	struct db *db = store_find(b->st, name, true);
+	struct bdb *s = db ? state_of(b, db) : NULL;
+	if (s) {
+		s->remote = (struct ltx_pos){ h.max_txid, post };
+		s->known = true;
+		set_hwm(db, s, h.max_txid);
+	}
+	LOG_INFO("backup", "msg=\"restored from the backup service: %s\" db=%s txid=%016" PRIx64
+			   " service_txid=%016" PRIx64 " bytes=%" PRIu64 " ms=%" PRId64,
+		 why, name, h.max_txid, svc.txid, x.down_len, clock_mono_ms() - began);
+	return 0;
+}
+
+/* ---- Decisions -------------------------------------------------------------------- */
+
+/* The table in the design comment, for one local database. */
+static int decide(struct backup *b, struct db *db, const struct ltx_pos *svc, struct fail *f)
+{
+	struct bdb *s = state_of(b, db);
+	if (!s) {
+		fail_set(f, ERR_NOMEM, "out of memory");
+		return ERR_NOMEM;
+	}
+	struct ltx_pos local = db_pos(db);
+	char lbuf[LTX_POS_STR_LEN], sbuf[LTX_POS_STR_LEN];
+	ltx_format_pos(lbuf, local);
+	if (!svc) {
+		s->known = false;
+		if (local.txid == 0)
+			return 0;
+		struct db_cursor c;
+		if (db_cursor_open(db, (struct ltx_pos){ 0, 0 }, &c) == 0) {
+			db_cursor_close(&c);
+			LOG(decision_level(b), "backup", "msg=\"the service does not have this database: pushing its whole history\" "
+					   "db=%s pos=%s",
+				 db->name, lbuf);
+			s->remote = (struct ltx_pos){ 0, 0 };
+			s->known = true;
+			return push_from(b, db, s, s->remote, f);
+		}
+		return push_snapshot(b, db, s, "the service does not have this database", f);
+	}
+	ltx_format_pos(sbuf, *svc);
+	s->remote = *svc;
+	s->known = true;
+	if (svc->txid == local.txid && svc->checksum == local.checksum) {
+		if (s->hwm != svc->txid)
+			set_hwm(db, s, svc->txid);
+		return 0;
+	}
+	struct db_cursor c;
+	int rc = db_cursor_open(db, *svc, &c);
+	if (rc == 0) {
+		db_cursor_close(&c);
+		LOG_DEBUG("backup", "msg=\"the service is behind: pushing\" db=%s pos=%s service=%s", db->name, lbuf,
+			  sbuf);
+		return push_from(b, db, s, *svc, f);
+	}
+	if (rc != ERR_NEED_SNAPSHOT) {
+		fail_set(f, rc, "db %s: cannot compare with the service's position %s: %s", db->name, sbuf, err_str(rc));
+		return rc;
+	}
+	if (svc->txid > local.txid) {
+		LOG(decision_level(b), "backup", "msg=\"the service is ahead of this node (a restore?): applying its snapshot\" "
+				   "db=%s pos=%s service=%s",
+			 db->name, lbuf, sbuf);
+		return restore_db(b, db->name, "the service was ahead", *svc, f);
+	}
+	uint64_t oldest = oldest_txid(db);
+	if (oldest != 0 && svc->txid >= oldest && svc->txid >= s->hwm) {
+		LOG(decision_level(b), "backup", "msg=\"the service diverged from this node (a restore?): applying its snapshot\" "
+				   "db=%s pos=%s service=%s hwm=%016" PRIx64,
+			 db->name, lbuf, sbuf, s->hwm);
+		return restore_db(b, db->name, "the service had diverged", *svc, f);
+	}
+	LOG(decision_level(b) == LOG_LEVEL_INFO ? LOG_LEVEL_WARN : LOG_LEVEL_DEBUG, "backup", "msg=\"the service is behind and not on this node's retained history: uploading a "
+			   "snapshot, local data is kept\" db=%s pos=%s service=%s hwm=%016" PRIx64 " oldest=%016" PRIx64,
+		 db->name, lbuf, sbuf, s->hwm, oldest);
+	return push_snapshot(b, db, s, "the service is behind this node's retained history", f);
+}
+
+/* The first valid cluster ID in text other than not_this. */
+static bool find_other_id(const char *text, const char *not_this, char *out)
+{
+	for (const char *p = text ? strstr(text, "LFSC") : NULL; p; p = strstr(p + 1, "LFSC")) {
+		char cand[CLUSTER_ID_LEN + 1];
+		snprintf(cand, sizeof(cand), "%.*s", CLUSTER_ID_LEN, p);
+		if (cluster_id_valid(cand) && strcmp(cand, not_this) != 0) {
+			memcpy(out, cand, sizeof(cand));
+			return true;
+		}
+	}
+	return false;
+}
+
+/* A node that started with no database and no cluster ID (disaster
+ * recovery: every node lost its data directory) takes the cluster ID the
+ * service remembers for its token's cluster (named in its 422 reply to
+ * another ID), or, when the service remembers none, a new one that the
+ * service now remembers. Until then the node serves replicas without an
+ * ID and they adopt it on their next connection. */
+static int ensure_cluster_id(struct backup *b, struct fail *f)
+{
+	char id[CLUSTER_ID_LEN + 1], known[CLUSTER_ID_LEN + 1];
+	cluster_get(b->cluster, id);
+	if (id[0])
+		return 0;
+	int rc = cluster_id_generate(b->probe_id);
+	if (rc != 0) {
+		fail_set(f, rc, "cannot generate a cluster ID: %s", err_str(rc));
+		return rc;
+	}
+	struct xfer x;
+	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
+	rc = xfer_run(b, "GET", "/pos", NULL, &x, BACKUP_POS_TIMEOUT_MS, f);
+	const char *adopt = rc == 0 ? b->probe_id : NULL;
+	if (rc != 0 && x.status == 422 && find_other_id(x.mem, b->probe_id, known)) {
+		adopt = known;
+		memset(f, 0, sizeof(*f));
+		rc = 0;
+	}
+	free(x.mem);
+	if (rc == 0 && (rc = cluster_adopt(b->cluster, adopt)) != 0)
+		fail_set(f, rc, "cannot store the cluster ID %s: %s", adopt, err_str(rc));
+	if (rc == 0)
+		LOG_INFO("backup", "msg=\"%s\" cluster_id=%s",
+			 adopt == known ? "took the cluster ID the backup service remembers (this node started empty)"
+					: "the backup service knew no cluster ID: this node's new one is now the cluster's",
+			 adopt);
+	b->probe_id[0] = '\0';
+	return rc;
+}
+
+/* True for a failure that says nothing about one database: the service
+ * is unreachable, refuses the token, or the node is stopping. */
+static bool service_wide(int rc)
+{
+	return rc == -ECONNRESET || rc == -ECANCELED || rc == -EACCES || rc == ERR_NOMEM;
+}
+
+/* A name from the service for a log line: bytes outside printable ASCII
+ * as \xHH, since it may not be valid UTF-8. */
+static void escape_name(const char *name, char *out, size_t len)
+{
+	size_t o = 0;
+	for (const unsigned char *p = (const unsigned char *)name; *p && o + 5 < len; p++) {
+		if (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\')
+			out[o++] = (char)*p;
+		else
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", *p);
+	}
+	out[o] = '\0';
+}
+
+/* GET /pos and a decision for every database. */
+static int full_sync(struct backup *b, struct fail *f)
+{
+	if (ensure_cluster_id(b, f) != 0)
+		return f->rc;
+	struct xfer x;
+	xfer_init(&x, b, BACKUP_MAX_POS_BODY);
+	int rc = xfer_run(b, "GET", "/pos", NULL, &x, BACKUP_POS_TIMEOUT_MS, f);
+	json_error_t jerr;
+	json_t *root = rc == 0 ? json_loads(x.mem ? x.mem : "", 0, &jerr) : NULL;
+	free(x.mem);
+	if (rc != 0)
+		return rc;
+	if (!json_is_object(root)) {
+		json_decref(root);
+		fail_set(f, -EPROTO, "GET /pos: the reply is not a JSON object");
+		return f->rc;
+	}
+	int first = 0;
+	size_t n = store_count(b->st);
+	for (size_t i = 0; i < n && !atomic_load(&b->stopping); i++) {
+		struct db *db = store_by_id(b->st, (uint32_t)i);
+		if (!db)
+			continue;
+		struct ltx_pos svc;
+		json_t *v = json_object_get(root, db->name);
+		bool have = v && parse_pos(v, &svc) == 0;
+		if (v && !have)
+			LOG_WARN("backup", "msg=\"GET /pos: ignoring a malformed position\" db=%s", db->name);
+		rc = decide(b, db, have ? &svc : NULL, f);
+		if (rc != 0 && !first)
+			first = rc;
+	}
+	const char *name;
+	json_t *v;
+	json_object_foreach(root, name, v)
+	{
+		struct ltx_pos svc;
+		if (atomic_load(&b->stopping) || store_find(b->st, name, true))
+			continue;
+		if (!store_valid_db_name(name) || parse_pos(v, &svc) != 0) {
+			char shown[64];
+			escape_name(name, shown, sizeof(shown));
+			LOG_ERROR("backup", "msg=\"GET /pos: the service holds a database this node cannot restore (its name "
+					    "or position is invalid); skipping it, the others are restored\" name=\"%s\"", shown);
+			continue;
+		}
+		if (svc.txid == 0)
+			continue;
+		LOG(decision_level(b), "backup", "msg=\"the service has a database this node does not: restoring it\" db=%s "
+				   "service_txid=%016" PRIx64,
+			 name, svc.txid);
+		struct fail one = { 0 };
+		rc = restore_db(b, name, "missing on this node", svc, &one);
+		if (rc != 0 && !service_wide(rc)) {
+			/* The service answered, but about this one database: it must
+			 * not keep every other database, and the application, from
+			 * starting. It is tried again at every sync. */
+			LOG_ERROR("backup", "msg=\"cannot restore a database from the backup service; the others and the "
+					    "application go on without it, retrying at every sync\" db=%s err=\"%s\"",
+				  name, one.msg);
+			continue;
+		}
+		if (rc != 0) {
+			if (!f->rc)
+				*f = one;
+			if (!first)
+				first = rc;
+		}
+	}
+	json_decref(root);
+	return first;
+}
+
+/* Between syncs: push every database whose position moved past the
+ * service's known one. Returns 1 when a sync is needed first. */
+static int push_changed(struct backup *b, struct fail *f)
+{
+	size_t n = store_count(b->st);
+	for (size_t i = 0; i < n && !atomic_load(&b->stopping); i++) {
+		struct db *db = store_by_id(b->st, (uint32_t)i);
+		if (!db)
+			continue;
+		if (db->id >= b->n_dbs || !b->dbs[db->id].known)
+			return 1; /* a database the service's side was not compared for */
+		struct bdb *s = &b->dbs[db->id];
+		struct ltx_pos local = db_pos(db);
+		if (local.txid == s->remote.txid && local.checksum == s->remote.checksum)
+			continue;
+		int rc = push_from(b, db, s, s->remote, f);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* ---- Thread ----------------------------------------------------------------------- */
+
+/* One warning per kind of failure (transport, refused, HTTP error, ...)
+ * while failures follow one another; the repeats go to debug level. */
+static void log_failure(struct backup *b, const struct fail *f)
+{
+	const char *code = f->rc > -1000 && f->rc < 0 ? strerrorname_np(-f->rc) : err_name(f->rc);
+	if (!code)
+		code = "errno";
+	if (b->last_rc == f->rc && b->last_error[0]) {
+		LOG_DEBUG("backup", "msg=\"%s (repeated)\" url=\"%s\" err=%s", f->msg, b->base_url, code);
+		return;
+	}
+	b->last_rc = f->rc;
+	snprintf(b->last_error, sizeof(b->last_error), "%s", f->msg);
+	LOG_WARN("backup", "msg=\"%s; local data is kept, retrying\" url=\"%s\" err=%s", f->msg, b->base_url, code);
+}
+
+static void mark_synced(struct backup *b)
+{
+	pthread_mutex_lock(&b->mu);
+	bool first = !b->synced;
+	b->synced = true;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->mu);
+	if (first)
+		LOG_INFO("backup", "msg=\"in step with the backup service\" url=\"%s\" databases=%zu", b->base_url,
+			 store_count(b->st));
+}
+
+/* One round: the pushes, or a sync when one is due (or when a push
+ * found the service elsewhere). Returns 0 or the error (described in f). */
+static int round_once(struct backup *b, int64_t *next_sync, struct fail *f)
+{
+	if (!b->need_sync && clock_mono_ms() < *next_sync) {
+		int rc = push_changed(b, f);
+		if (rc == 0)
+			return 0;
+		if (rc != 1 && rc != ERR_CLOUD_POS_MISMATCH && rc != ERR_NEED_SNAPSHOT)
+			return rc;
+		memset(f, 0, sizeof(*f)); /* decide again from the service's positions */
+	}
+	*next_sync = clock_mono_ms() + b->poll_ms;
+	int rc = full_sync(b, f);
+	if (rc != 0) {
+		b->need_sync = true;
+		return rc;
+	}
+	b->need_sync = false;
+	b->n_mismatch = 0;
+	if (b->last_error[0])
+		LOG_INFO("backup", "msg=\"the backup service is reachable again\" url=\"%s\"", b->base_url);
+	b->last_error[0] = '\0';
+	mark_synced(b);
+	return 0;
+}
+
+static void *backup_main(void *arg)
+{
+	struct backup *b = arg;
+	int backoff = BACKUP_BACKOFF_MIN_MS;
+	int64_t next_sync = 0;
+	bool was_primary = false;
+	while (!atomic_load(&b->stopping)) {
+		uint64_t seq = store_change_seq(b->st);
+		if (!store_is_primary(b->st)) {
+			if (was_primary)
+				LOG_INFO("backup", "msg=\"this node is no longer the primary: the backup client is idle\"");
+			was_primary = false;
+			store_wait_change(b->st, seq, 1000);
+			continue;
+		}
+		if (!was_primary)
+			b->need_sync = true;
+		was_primary = true;
+		struct fail f = { 0 };
+		int rc = round_once(b, &next_sync, &f);
+		if (atomic_load(&b->stopping))
+			break;
+		int wait_ms;
+		if (rc != 0) {
+			b->need_sync = true;
+			if (rc == ERR_CLOUD_POS_MISMATCH && ++b->n_mismatch < BACKUP_MAX_MISMATCHES)
+				continue;
+			log_failure(b, &f);
+			wait_ms = backoff;
+			backoff = backoff * 2 > BACKUP_BACKOFF_MAX_MS ? BACKUP_BACKOFF_MAX_MS : backoff * 2;
+			/* Only the stop wakes a backoff early. */
+			int64_t until = clock_mono_ms() + wait_ms;
+			while (!atomic_load(&b->stopping) && clock_mono_ms() < until)
+				store_wait_change(b->st, store_change_seq(b->st), (int)(until - clock_mono_ms()));
+			continue;
+		}
+		backoff = BACKUP_BACKOFF_MIN_MS;
+		if (b->need_sync)
+			continue;
+		wait_ms = (int)(next_sync - clock_mono_ms());
+		if (wait_ms > 0)
+			store_wait_change(b->st, seq, wait_ms);
+	}
+	return NULL;
+}
+
+/* ---- Public ----------------------------------------------------------------------- */
+
+bool backup_configured(const struct config *cfg)
+{
+	return !strcmp(cfg->backup.type, "litefs-cloud");
+}
+
+static void backup_free(struct backup *b)
+{
+	if (!b)
+		return;
+	if (b->curl)
+		curl_easy_cleanup(b->curl);
+	free(b->base_url);
+	free(b->auth);
+	free(b->cluster_name);
+	free(b->tmp_dir);
+	free(b->dbs);
+	pthread_mutex_destroy(&b->mu);
+	pthread_cond_destroy(&b->cond);
+	free(b);
+}
+
+/* The Authorization line: the token as given when it names its scheme
+ * (LiteFS Cloud tokens start with "FlyV1 "), else FlyV1 <token>. */
+static int make_auth(struct backup *b, const char *token)
+{
+	if (!token[0])
+		return 0;
+	bool has_scheme = !strncasecmp(token, "FlyV1 ", 6) || !strncasecmp(token, "Bearer ", 7);
+	if (asprintf(&b->auth, "Authorization: %s%s", has_scheme ? "" : "FlyV1 ", token) < 0) {
+		b->auth = NULL;
+		return ERR_NOMEM;
+	}
+	return 0;
+}
+
+static int copy_config(struct backup *b, const struct config *cfg, const char *data_dir)
+{
+	const char *base = cfg->backup.url;
+	size_t bl = strlen(base);
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	if (bl == 0)
+		return ERR_CONFIG;
+	if (asprintf(&b->base_url, "%.*s", (int)bl, base) < 0) {
+		b->base_url = NULL;
+		return ERR_NOMEM;
+	}
+	if (asprintf(&b->tmp_dir, "%s/tmp", data_dir) < 0) {
+		b->tmp_dir = NULL;
+		return ERR_NOMEM;
+	}
+	if (cfg->backup.cluster[0] && !(b->cluster_name = strdup(cfg->backup.cluster)))
+		return ERR_NOMEM;
+	int64_t poll = cfg->backup.full_sync_interval_ms;
+	b->poll_ms = poll > 0 && poll < BACKUP_POLL_MAX_MS ? (int)poll : BACKUP_POLL_MAX_MS;
+	return make_auth(b, cfg->backup.auth_token);
+}
+
+int backup_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+		 struct backup **out)
+{
+	*out = NULL;
+	struct backup *b = calloc(1, sizeof(*b));
+	if (!b)
+		return ERR_NOMEM;
+	b->st = st;
+	b->cluster = cluster;
+	atomic_init(&b->stopping, false);
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->cond, NULL);
+	int rc = copy_config(b, cfg, data_dir);
+	if (rc == 0 && mkdir(b->tmp_dir, 0700) != 0 && errno != EEXIST)
+		rc = -errno;
+	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		rc = ERR_NOMEM;
+	if (rc == 0 && !(b->curl = curl_easy_init()))
+		rc = ERR_NOMEM;
+	if (rc == 0 && (rc = -pthread_create(&b->thread, NULL, backup_main, b)) == 0)
+		b->started = true;
+	if (rc != 0) {
+		LOG_ERROR("backup", "msg=\"cannot start the backup client\" err=\"%s\"", err_str(rc));
+		backup_free(b);
+		return rc;
+	}
+	LOG_INFO("backup", "msg=\"backing up to the service\" url=\"%s\" poll_ms=%d auth=%s", b->base_url,
+		 b->poll_ms, b->auth ? "token" : "none");
+	*out = b;
+	return 0;
+}
+
+bool backup_wait_synced(struct backup *b, int timeout_ms)
+{
+	return clock_wait_flag(&b->mu, &b->cond, &b->synced, &b->stopping, timeout_ms);
+}
+
+void backup_stop(struct backup *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_lock(&b->mu);
+	atomic_store(&b->stopping, true);
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->mu);
+	store_notify_change(b->st);
+	/* A snapshot apply may be waiting for a reader's transaction to end. */
+	store_cancel_applies(b->st);
+	if (b->started)
+		pthread_join(b->thread, NULL);
+	curl_global_cleanup();
+	backup_free(b);
+}

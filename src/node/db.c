@@ -1,0 +1,2961 @@
+/*
+ * db.c — commit capture for one database.
+ *
+ * DESIGN
+ *
+ * Every SQLite client talks to the backing files through the FUSE mount,
+ * so the node sees every write, truncate, unlink and fsync, but none of
+ * the locks (the kernel arbitrates fcntl locks itself; see docs/mount.md).
+ * A transaction is recognised from the file operations alone, at the exact
+ * point where SQLite itself considers it committed (SQLITE-FILES.md §2.3,
+ * §3.2):
+ *
+ *   mode       commit point seen by the node
+ *   DELETE     unlink of -journal
+ *   TRUNCATE   truncate of -journal to 0
+ *   PERSIST    write of a zeroed header at offset 0 of -journal
+ *   WAL        write that completes a valid frame whose "commit size" is
+ *              non-zero (the salts match and the checksum chain holds)
+ *
+ * The "logical database" is the database as a new reader would see it:
+ * the db file overlaid, in WAL mode, with the committed frames of the WAL.
+ * Its checksum (LTX.md) is kept in pos.checksum and maintained
+ * incrementally, so no commit ever reads more than the pages it changed.
+ *
+ * Rollback-journal modes. While a journal exists, every db write is part
+ * of a transaction; before a page is first overwritten (or truncated away)
+ * its current checksum is recorded in `dirty` (the pre-image checksum; 0 if
+ * the page was beyond the logical end). At the commit point each dirty page
+ * is re-read and compared: only pages whose checksum changed go into the
+ * LTX. ROLLBACK and hot-journal recovery write the pre-images back and then
+ * finalise the journal exactly like a commit (§2.3), so they produce no net
+ * change and no LTX — which is the rule, not a special case. The new size
+ * is the header's "in-header database size" (offset 28), because a
+ * shrinking commit truncates the file only after the commit point (§2.2).
+ *
+ * WAL mode. The node parses the WAL as SQLite's recovery does: header,
+ * salts, the cumulative checksum. When a write completes a commit frame,
+ * frames mx_frame+1..k form the transaction; the latest version of each
+ * page wins, pages beyond the commit size are dropped. `wal.pages` maps
+ * each page committed since the last WAL reset to its frame and checksum,
+ * so the pre-image checksum of a page is found without reading it again.
+ * Checkpoint writes to the db file copy committed frames and so do not
+ * change the logical database: with no journal present and the logical
+ * header in WAL mode, db writes pass through untracked.
+ *
+ * Ordering (what makes every failure old-or-new, never a mix):
+ *   1. build the LTX and append it as a record of the open segment
+ *      (ltxlog.h: data first, record header last);
+ *   2. perform the client's operation that commits (unlink, truncate,
+ *      the write of the commit frame) on the backing file;
+ *   3. only then advance pos, n_pages, the WAL index and clear `dirty`.
+ * If 1 fails, the client's operation fails and nothing changed. If 2
+ * fails, the record is cut off the segment again and the state is as
+ * before (SQLite sees an I/O error and its journal or WAL still describes
+ * the old state). A crash between 1 and 2 leaves a record whose pre-apply
+ * equals the database: recovery (db_load) drops it. The segment is synced
+ * with the client's next fsync (concurrently, on a helper thread), or by
+ * the store's background flush: synchronous=FULL is durable and NORMAL
+ * stays fast, as in SQLite. SQLite treats a WAL commit whose fsync fails
+ * as not committed, so the state before the first unsynced WAL commit is
+ * kept (db->undo) and restored when that fsync fails.
+ *
+ * Invariants (checked by the tests, tests/integration/test_mount.py):
+ *   I1. pos.checksum == checksum of the logical database.
+ *   I2. Applying ltx/ files 1..pos.txid to an empty file reproduces the
+ *       logical database byte for byte.
+ *   I3. Every transaction acknowledged to a client has its LTX on disk.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "node/db.h"
+#include "ltx/dbfile.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "base/log.h"
+#include "ltx/ltx.h"
+#include "ltx/ltxlog.h"
+#include "node/store.h"
+#include "base/sys.h"
+
+const char *const db_kind_suffix[DB_KIND_COUNT] = { "", "-journal", "-wal", "-shm", "-pos" };
+const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal", "db-shm", NULL };
+
+#define WAL_HDR_SIZE 32
+#define WAL_FRAME_HDR_SIZE 24
+#define SQLITE_HDR_MAGIC "SQLite format 3"
+/* A segment is closed once it reaches this size (or a quarter of the
+ * retention window in age), so retention frees space in steps. */
+#define LOG_SEGMENT_MAX_BYTES (64u << 20)
+/* Where a replica stages a snapshot's record until it replaces the chain. */
+#define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
+
+
+static uint32_t be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint32_t le32(const uint8_t *p)
+{
+	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+/* Page size from a SQLite header (offset 16; 1 means 65536); 0 if invalid. */
+static uint32_t sqlite_page_size(const uint8_t *hdr)
+{
+	uint32_t v = (uint32_t)hdr[16] << 8 | hdr[17];
+	if (v == 1)
+		v = 65536;
+	return ltx_is_valid_page_size(v) ? v : 0;
+}
+
+static bool is_lock_page(const struct db *db, uint32_t pgno)
+{
+	return db->page_size != 0 && pgno == ltx_lock_pgno(db->page_size);
+}
+
+/* ---- Reading pages ------------------------------------------------------ */
+
+/* Reads page pgno of the backing db file into buf; zeros beyond EOF. */
+static int read_db_page(struct db *db, uint32_t pgno, uint8_t *buf)
+{
+	off_t off = (off_t)(pgno - 1) * db->page_size;
+	int n = db->db_fd < 0 ? 0 : fdio_pread_full(db->db_fd, buf, db->page_size, off);
+	if (n < 0)
+		return n;
+	if ((uint32_t)n < db->page_size)
+		memset(buf + n, 0, db->page_size - (uint32_t)n);
+	return 0;
+}
+
+/* Checksum of page pgno of the logical database as of the last commit. */
+static int logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch, uint64_t *out)
+{
+	struct pgmap_entry *e;
+
+	if (pgno > db->n_pages || is_lock_page(db, pgno)) {
+		*out = 0;
+		return 0;
+	}
+	if ((e = pgmap_get(&db->dirty, pgno)) != NULL) {
+		*out = e->checksum;
+		return 0;
+	}
+	if ((e = pgmap_get(&db->wal.pages, pgno)) != NULL) {
+		*out = e->checksum;
+		return 0;
+	}
+	int rc = read_db_page(db, pgno, scratch);
+	if (rc)
+		return rc;
+	*out = ltx_page_checksum(pgno, scratch, db->page_size);
+	return 0;
+}
+
+/* ---- Writing LTX files -------------------------------------------------- */
+
+/* A buffered writer over sys_pwrite (so fault injection sees LTX writes). */
+struct bufw {
+	int fd;
+	off_t off;
+	size_t n;
+	uint8_t buf[1 << 16];
+};
+
+static int bufw_flush(struct bufw *w)
+{
+	if (w->n == 0)
+		return 0;
+	int rc = sys_pwrite_all(w->fd, w->buf, w->n, w->off);
+	if (rc)
+		return rc;
+	w->off += (off_t)w->n;
+	w->n = 0;
+	return 0;
+}
+
+static int bufw_write(void *ctx, const void *buf, size_t len)
+{
+	struct bufw *w = ctx;
+	const uint8_t *p = buf;
+	while (len > 0) {
+		size_t k = sizeof(w->buf) - w->n;
+		if (k > len)
+			k = len;
+		memcpy(w->buf + w->n, p, k);
+		w->n += k;
+		p += k;
+		len -= k;
+		if (w->n == sizeof(w->buf)) {
+			int rc = bufw_flush(w);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+/* One page change of a commit being prepared. */
+struct change {
+	uint32_t pgno;
+	uint32_t frame;  /* WAL frame holding the new version (WAL mode) */
+	uint64_t old_pc; /* 0 = page absent before */
+	uint64_t new_pc; /* 0 = page absent after */
+};
+
+/* Where the new content of a page comes from. */
+typedef int (*page_reader_fn)(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame);
+
+/* A commit built and written but not yet made visible (see ordering in
+ * the design comment). */
+struct pending {
+	bool active;
+	uint64_t rec_off;      /* where its record starts in the open segment */
+	uint64_t rec_end;      /* where it ends */
+	struct ltx_header hdr;
+	uint64_t post_checksum;
+	uint64_t file_size;
+	struct change *changes;
+	size_t n_changes, cap_changes;
+	bool new_wal_mode;
+	bool wal_mode_known;
+};
+
+static void pending_free(struct pending *p)
+{
+	free(p->changes);
+	memset(p, 0, sizeof(*p));
+}
+
+static int pending_add(struct pending *p, uint32_t pgno, uint32_t frame, uint64_t old_pc, uint64_t new_pc)
+{
+	if (p->n_changes == p->cap_changes) {
+		size_t cap = p->cap_changes ? p->cap_changes * 2 : 64;
+		struct change *c = realloc(p->changes, cap * sizeof(*c));
+		if (c == NULL)
+			return ERR_NOMEM;
+		p->changes = c;
+		p->cap_changes = cap;
+	}
+	p->changes[p->n_changes++] = (struct change){ pgno, frame, old_pc, new_pc };
+	return 0;
+}
+
+/* Cuts a prepared record off the segment again (step 2 failed). */
+static void pending_abort(struct db *db, struct pending *p)
+{
+	if (p->active && db->log_fd >= 0 && sys_ftruncate(db->log_fd, (off_t)p->rec_off) != 0)
+		LOG_ERROR("db", "msg=\"cannot remove aborted LTX record\" db=%s txid=%016" PRIx64 " err=\"%s\"",
+			  db->name, p->hdr.min_txid, strerror(errno));
+	pending_free(p);
+}
+
+/* Opens a new segment whose first record will be first_txid. */
+static int open_segment(struct db *db, uint64_t first_txid)
+{
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, first_txid);
+	/* O_EXCL: an existing segment of that name would hold records. */
+	int fd = openat(db->ltx_dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	db->log_fd = fd;
+	db->log_first_txid = first_txid;
+	db->log_end = 0;
+	db->log_synced_end = 0;
+	db->log_created_ms = clock_wall_ms();
+	db->dir_dirty = true;
+	return 0;
+}
+
+/* Closes the open segment (made durable first) so that the next commit
+ * starts a new one: segments bound what retention deletes at once. */
+static void close_segment(struct db *db)
+{
+	if (db->log_fd < 0)
+		return;
+	if (db->log_synced_end < db->log_end && sys_fsync(db->log_fd) != 0)
+		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(errno));
+	close(db->log_fd);
+	db->log_fd = -1;
+}
+
+/*
+ * Builds and writes the LTX of a commit whose new size is new_n_pages.
+ * `keys` are the touched pages (sorted, any of them may be unchanged);
+ * every page in (n_pages, new_n_pages] is included whether touched or not,
+ * and pages in (new_n_pages, n_pages] are removed. old_pc_of(pgno) gives
+ * the pre-image checksum, read(pgno) the new content.
+ */
+static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, uint32_t new_n_pages,
+			  uint32_t new_page_size, page_reader_fn read, void *read_ctx, bool sync,
+			  const struct ltx_header *wal_fields, bool full, struct pending *p)
+{
+	/* full: the file replaces the whole database (every page is written
+	 * and the post-apply checksum is computed from the new pages alone). */
+	uint32_t old_n = full ? 0 : db->n_pages;
+	uint32_t ps = new_page_size;
+	uint64_t chk = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
+	uint8_t *page = NULL, *scratch = NULL;
+	struct ltx_encoder *enc = NULL;
+	struct bufw *w = NULL;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+
+	if (db->page_size != 0 && ps != db->page_size && old_n != 0) {
+		LOG_ERROR("db", "msg=\"page size change is not supported\" db=%s old=%u new=%u", db->name,
+			  db->page_size, ps);
+		return -EINVAL;
+	}
+	page = malloc(ps);
+	scratch = malloc(ps);
+	w = malloc(sizeof(*w));
+	if (!page || !scratch || !w) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+
+	struct ltx_header h = {
+		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.page_size = ps,
+		.commit = new_n_pages,
+		.min_txid = db->pos.txid + 1,
+		.max_txid = db->pos.txid + 1,
+		.timestamp_ms = clock_wall_ms(),
+		.pre_apply_checksum = db->pos.txid == 0 ? 0 : chk,
+		.node_id = db->store->node_id,
+	};
+	if (full)
+		chk = LTX_CHECKSUM_FLAG;
+	if (wal_fields) {
+		h.wal_offset = wal_fields->wal_offset;
+		h.wal_size = wal_fields->wal_size;
+		h.wal_salt1 = wal_fields->wal_salt1;
+		h.wal_salt2 = wal_fields->wal_salt2;
+	}
+	/* The LTX bytes are appended to the open segment after a blank record
+	 * header, which is written last: see ltxlog.h. */
+	if (db->log_fd < 0 && (rc = open_segment(db, h.min_txid)) != 0)
+		goto err;
+	p->rec_off = db->log_end;
+	p->active = true; /* from here on, an error cuts the segment back */
+	w->fd = db->log_fd;
+	w->off = (off_t)(p->rec_off + LTXLOG_HDR_SIZE);
+	w->n = 0;
+	rc = ltx_encoder_new(&enc, &h, bufw_write, w);
+	if (rc)
+		goto err;
+
+	/* Merge the touched pages with the range of new pages (old_n, new_n]. */
+	uint32_t lock = ltx_lock_pgno(ps);
+	size_t ki = 0;
+	uint32_t next_new = old_n + 1;
+	for (;;) {
+		uint32_t pgno;
+		while (ki < n_keys && keys[ki] > new_n_pages && keys[ki] > old_n)
+			ki++; /* touched but beyond both sizes: nothing to do */
+		uint32_t kp = ki < n_keys ? keys[ki] : UINT32_MAX;
+		uint32_t np = next_new <= new_n_pages ? next_new : UINT32_MAX;
+		if (kp == UINT32_MAX && np == UINT32_MAX)
+			break;
+		if (kp <= np) {
+			pgno = kp;
+			ki++;
+			if (kp == np)
+				next_new++;
+		} else {
+			pgno = np;
+			next_new++;
+		}
+		if (pgno == lock)
+			continue;
+
+		uint64_t old_pc = 0, new_pc = 0;
+		uint32_t frame = 0;
+		if (pgno <= old_n) {
+			rc = logical_page_checksum(db, pgno, scratch, &old_pc);
+			if (rc)
+				goto err;
+		}
+		if (pgno <= new_n_pages) {
+			rc = read(db, read_ctx, pgno, page, &frame);
+			if (rc)
+				goto err;
+			new_pc = ltx_page_checksum(pgno, page, ps);
+			if (new_pc != old_pc) {
+				rc = ltx_encoder_write_page(enc, pgno, page);
+				if (rc)
+					goto err;
+			}
+			if (pgno == 1) {
+				p->new_wal_mode = page[18] == 2 && page[19] == 2;
+				p->wal_mode_known = true;
+			}
+		}
+		if (new_pc != old_pc || frame != 0) {
+			rc = pending_add(p, pgno, frame, old_pc, new_pc);
+			if (rc)
+				goto err;
+			chk = ltx_checksum_swap(chk, old_pc, new_pc);
+		}
+	}
+	/* Pages cut off by a shrink that were not touched. */
+	for (uint32_t pgno = new_n_pages + 1; pgno <= old_n; pgno++) {
+		if (pgno == lock)
+			continue;
+		bool touched = false;
+		/* keys is sorted: binary search. */
+		size_t lo = 0, hi = n_keys;
+		while (lo < hi) {
+			size_t mid = (lo + hi) / 2;
+			if (keys[mid] < pgno)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		touched = lo < n_keys && keys[lo] == pgno;
+		if (touched) {
+			/* Already handled in the merge above (pgno <= old_n). */
+			continue;
+		}
+		uint64_t old_pc;
+		rc = logical_page_checksum(db, pgno, scratch, &old_pc);
+		if (rc)
+			goto err;
+		rc = pending_add(p, pgno, 0, old_pc, 0);
+		if (rc)
+			goto err;
+		chk = ltx_checksum_swap(chk, old_pc, 0);
+	}
+	if (new_n_pages == 0)
+		chk = LTX_CHECKSUM_FLAG;
+
+	struct ltx_trailer t;
+	rc = ltx_encoder_finish(enc, chk, &t);
+	if (rc)
+		goto err;
+	rc = bufw_flush(w);
+	if (rc)
+		goto err;
+	uint64_t len = (uint64_t)w->off - p->rec_off - LTXLOG_HDR_SIZE;
+	if (len > LTXLOG_MAX_RECORD) {
+		rc = -EFBIG;
+		goto err;
+	}
+	uint8_t rh[LTXLOG_HDR_SIZE];
+	ltxlog_encode_hdr(rh, (uint32_t)len);
+	if ((rc = sys_pwrite_all(db->log_fd, rh, sizeof(rh), (off_t)p->rec_off)) != 0)
+		goto err;
+	if (sync && sys_fsync(db->log_fd) != 0) {
+		rc = -errno;
+		goto err;
+	}
+	p->rec_end = (uint64_t)w->off;
+	p->hdr = h;
+	p->post_checksum = chk;
+	p->file_size = len;
+	ltx_encoder_free(enc);
+	free(w);
+	free(page);
+	free(scratch);
+	return 0;
+
+err:
+	LOG_ERROR("db", "msg=\"cannot write LTX file\" db=%s txid=%016" PRIx64 " err=\"%s\"", db->name,
+		  db->pos.txid + 1, err_str(rc));
+	ltx_encoder_free(enc);
+	free(w);
+	free(page);
+	free(scratch);
+	pending_abort(db, p);
+	return rc;
+}
+
+/* fdatasyncs the open segment up to its end. */
+static int sync_unsynced(struct db *db)
+{
+	if (db->log_fd < 0 || db->log_synced_end >= db->log_end)
+		return 0;
+	if (sys_fsync(db->log_fd) != 0)
+		return -errno;
+	db->log_synced_end = db->log_end;
+	return 0;
+}
+
+/* Rotates a segment that grew large or old, unless a WAL commit may still
+ * have to be taken back (its records must stay in one segment). */
+static void maybe_rotate(struct db *db)
+{
+	if (db->log_fd >= 0 && !db->undo.active &&
+	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
+		close_segment(db);
+}
+
+/* The deferred commits are final: forget how to take them back. */
+static void finalize_unsynced(struct db *db)
+{
+	db->undo.active = false;
+	/* In WAL mode every commit is revocable when it lands, so this is
+	 * where its segment gets its chance to rotate. */
+	maybe_rotate(db);
+}
+
+static int flush_unsynced(struct db *db)
+{
+	int rc = sync_unsynced(db);
+	finalize_unsynced(db);
+	return rc;
+}
+
+/* Makes a written commit visible: position, size, WAL index, verifier. */
+static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bool defer_sync)
+{
+	for (size_t i = 0; i < p->n_changes; i++) {
+		struct change *c = &p->changes[i];
+		if (db->verify.active && c->pgno < db->verify.cursor)
+			db->verify.partial ^= c->old_pc ^ c->new_pc;
+		if (wal_commit) {
+			if (c->new_pc != 0 && c->frame != 0)
+				pgmap_put(&db->wal.pages, c->pgno, c->frame, c->new_pc);
+			else if (c->new_pc == 0)
+				pgmap_del(&db->wal.pages, c->pgno);
+		}
+	}
+	db->pos.txid = p->hdr.max_txid;
+	db->pos.checksum = p->post_checksum;
+	db->pos_ts_ms = p->hdr.timestamp_ms;
+	db->n_pages = p->hdr.commit;
+	db->page_size = p->hdr.commit ? p->hdr.page_size : db->page_size;
+	if (p->wal_mode_known)
+		db->wal_mode = p->new_wal_mode;
+	if (db->oldest_txid == 0)
+		db->oldest_txid = p->hdr.min_txid;
+	db->n_commits++;
+	db->n_ltx_bytes += p->file_size;
+	db->log_end = p->rec_end;
+	if (!defer_sync)
+		db->log_synced_end = p->rec_end;
+	store_notify_change(db->store); /* wakes the replication streams */
+	maybe_rotate(db);
+	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
+		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
+	pending_free(p);
+}
+
+/* Remembers the state before the first not-yet-synced WAL commit. */
+static int wal_undo_save(struct db *db)
+{
+	if (db->undo.active)
+		return 0;
+	struct db_wal_undo *u = &db->undo;
+	pgmap_clear(&u->pages);
+	for (size_t i = 0; i < db->wal.pages.cap; i++) {
+		struct pgmap_entry *e = &db->wal.pages.slots[i];
+		if (e->pgno && pgmap_put(&u->pages, e->pgno, e->frame, e->checksum) != 0)
+			return ERR_NOMEM;
+	}
+	u->pos = db->pos;
+	u->pos_ts_ms = db->pos_ts_ms;
+	u->n_pages = db->n_pages;
+	u->wal_mode = db->wal_mode;
+	u->mx_frame = db->wal.mx_frame;
+	u->s0 = db->wal.s0;
+	u->s1 = db->wal.s1;
+	u->n_commits = db->n_commits;
+	u->log_end = db->log_end;
+	u->active = true;
+	return 0;
+}
+
+/* The client's sync of its WAL commit failed: SQLite will not publish the
+ * commit, and its next transaction overwrites those frames. Take back
+ * every capture since the last successful sync. */
+static void wal_undo_restore(struct db *db)
+{
+	struct db_wal_undo *u = &db->undo;
+	if (!u->active)
+		return;
+	LOG_WARN("db", "msg=\"WAL sync failed; the commits since the last sync are taken back\" db=%s txid=%016" PRIx64
+		       " back_to=%016" PRIx64, db->name, db->pos.txid, u->pos.txid);
+	struct pgmap tmp = db->wal.pages;
+	db->wal.pages = u->pages;
+	u->pages = tmp;
+	db->pos = u->pos;
+	db->pos_ts_ms = u->pos_ts_ms;
+	db->n_pages = u->n_pages;
+	db->wal_mode = u->wal_mode;
+	db->wal.mx_frame = u->mx_frame;
+	db->wal.s0 = u->s0;
+	db->wal.s1 = u->s1;
+	db->n_commits = u->n_commits;
+	if (db->log_fd >= 0 && db->log_end > u->log_end) {
+		if (sys_ftruncate(db->log_fd, (off_t)u->log_end) != 0)
+			LOG_ERROR("db", "msg=\"cannot cut back the LTX segment\" db=%s err=\"%s\"", db->name,
+				  strerror(errno));
+		db->log_end = u->log_end;
+		if (db->log_synced_end > db->log_end)
+			db->log_synced_end = db->log_end;
+	}
+	if (db->verify.active)
+		db->verify = (struct db_verify){ .active = true, .cursor = 1, .partial = 0 };
+	u->active = false;
+}
+
+/* ---- Rollback-journal capture ------------------------------------------ */
+
+static int read_db_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame)
+{
+	(void)ctx;
+	*frame = 0;
+	return read_db_page(db, pgno, buf);
+}
+
+/*
+ * Called at a rollback-journal commit point, before the client's operation
+ * is performed. Prepares the LTX of the net change since the last commit
+ * (none for a rollback). *p->active tells whether there is one.
+ */
+static int prepare_rollback_commit(struct db *db, struct pending *p)
+{
+	uint8_t hdr[100];
+	uint32_t new_n, ps;
+	uint32_t *keys = NULL;
+	size_t n_keys = 0;
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	if (db->dirty.count == 0 || db->db_fd < 0)
+		return 0;
+
+	int n = fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0);
+	if (n < 0)
+		return n;
+	if (n < (int)sizeof(hdr) || memcmp(hdr, SQLITE_HDR_MAGIC, 16) != 0 || (ps = sqlite_page_size(hdr)) == 0) {
+		/* Rolled back to an empty database, or never became one. */
+		struct stat st;
+		if (fstat(db->db_fd, &st) == 0 && st.st_size == 0 && db->n_pages == 0) {
+			pgmap_clear(&db->dirty);
+			return 0;
+		}
+		LOG_ERROR("db", "msg=\"database header is not valid at commit\" db=%s", db->name);
+		return -EIO;
+	}
+	new_n = be32(hdr + 28);
+	if (new_n == 0 || be32(hdr + 24) != be32(hdr + 92)) {
+		struct stat st;
+		if (fstat(db->db_fd, &st) != 0)
+			return -errno;
+		new_n = (uint32_t)(st.st_size / ps);
+	}
+	if (db->page_size == 0)
+		db->page_size = ps;
+
+	rc = pgmap_sorted_keys(&db->dirty, &keys, &n_keys);
+	if (rc)
+		return rc;
+	rc = prepare_commit(db, keys, n_keys, new_n, ps, read_db_new, NULL, false, NULL, false, p);
+	free(keys);
+	if (rc)
+		return rc;
+	if (p->n_changes == 0 && new_n == db->n_pages) {
+		/* No net change: a rollback. Discard the empty LTX. */
+		pending_abort(db, p);
+		pgmap_clear(&db->dirty);
+	}
+	return 0;
+}
+
+/* Records pre-image checksums of the pages in [first, last] not yet dirty. */
+static int track_pages(struct db *db, uint32_t first, uint32_t last)
+{
+	uint8_t *scratch = NULL;
+	int rc = 0;
+
+	for (uint32_t pgno = first; pgno <= last; pgno++) {
+		if (pgmap_get(&db->dirty, pgno))
+			continue;
+		uint64_t pc = 0;
+		if (pgno <= db->n_pages && !is_lock_page(db, pgno)) {
+			if (scratch == NULL && (scratch = malloc(db->page_size)) == NULL) {
+				rc = ERR_NOMEM;
+				break;
+			}
+			rc = logical_page_checksum(db, pgno, scratch, &pc);
+			if (rc)
+				break;
+		}
+		rc = pgmap_put(&db->dirty, pgno, 0, pc);
+		if (rc)
+			break;
+	}
+	free(scratch);
+	return rc;
+}
+
+/* ---- WAL capture -------------------------------------------------------- */
+
+static void wal_checksum(bool big_endian, const uint8_t *p, size_t n, uint32_t *s0, uint32_t *s1)
+{
+	uint32_t a = *s0, b = *s1;
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		uint32_t x0 = big_endian ? be32(p + i) : le32(p + i);
+		uint32_t x1 = big_endian ? be32(p + i + 4) : le32(p + i + 4);
+		a += x0 + b;
+		b += x1 + a;
+	}
+	*s0 = a;
+	*s1 = b;
+}
+
+static void wal_reset_state(struct db *db)
+{
+	db->wal.valid = false;
+	db->wal.mx_frame = 0;
+	pgmap_clear(&db->wal.pages);
+}
+
+/* A read of the WAL that sees the bytes of an in-flight write (not yet on
+ * the backing file) where they overlap. */
+struct wal_view {
+	int fd;
+	const uint8_t *wbuf;
+	off_t woff;
+	size_t wlen;
+	struct pgmap frames; /* pgno -> latest frame in the transaction */
+};
+
+static int wal_view_read(struct wal_view *v, uint8_t *dst, size_t n, off_t off)
+{
+	int got = fdio_pread_full(v->fd, dst, n, off);
+	if (got < 0)
+		return got;
+	if ((size_t)got < n)
+		memset(dst + got, 0, n - (size_t)got);
+	off_t lo = off > v->woff ? off : v->woff;
+	off_t hi = (off_t)(off + (off_t)n) < (off_t)(v->woff + (off_t)v->wlen) ? (off_t)(off + (off_t)n)
+										: (off_t)(v->woff + (off_t)v->wlen);
+	if (lo < hi) {
+		memcpy(dst + (lo - off), v->wbuf + (lo - v->woff), (size_t)(hi - lo));
+		got = (int)n;
+	}
+	return (size_t)got < n && lo >= hi ? ERR_IO_SHORT : 0;
+}
+
+static off_t wal_frame_off(const struct db *db, uint32_t frame)
+{
+	return WAL_HDR_SIZE + (off_t)(frame - 1) * (WAL_FRAME_HDR_SIZE + db->wal.page_size);
+}
+
+static int read_wal_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame)
+{
+	struct wal_view *v = ctx;
+	struct pgmap_entry *e = pgmap_get(&v->frames, pgno);
+	if (e == NULL) {
+		/* A page inside the new size that the transaction did not write:
+		 * the logical content is what a reader would read. */
+		struct pgmap_entry *we = pgmap_get(&db->wal.pages, pgno);
+		*frame = 0;
+		if (we == NULL)
+			return read_db_page(db, pgno, buf);
+		return wal_view_read(v, buf, db->page_size, wal_frame_off(db, we->frame) + WAL_FRAME_HDR_SIZE);
+	}
+	*frame = e->frame;
+	return wal_view_read(v, buf, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+}
+
+/*
+ * Called for a write to -wal before it reaches the backing file. If the
+ * write completes a valid commit frame, prepares the transaction's LTX.
+ * Returns 0 (p->active says whether a commit is pending) or an error.
+ */
+static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off, struct pending *p,
+			     uint32_t *commit_frame, uint32_t *cs0, uint32_t *cs1)
+{
+	memset(p, 0, sizeof(*p));
+
+	if (off == 0 && len >= WAL_HDR_SIZE) {
+		uint32_t magic = be32(buf);
+		if (magic != 0x377f0682 && magic != 0x377f0683)
+			return 0;
+		bool big = magic == 0x377f0683;
+		uint32_t s0 = 0, s1 = 0;
+		wal_checksum(big, buf, 24, &s0, &s1);
+		if (s0 != be32(buf + 24) || s1 != be32(buf + 28))
+			return 0;
+		uint32_t ps = be32(buf + 8);
+		if (!ltx_is_valid_page_size(ps))
+			return 0;
+		/* A new WAL generation: everything before it was checkpointed. */
+		flush_unsynced(db);
+		wal_reset_state(db);
+		db->wal.valid = true;
+		db->wal.big_endian = big;
+		db->wal.page_size = ps;
+		db->wal.salt1 = be32(buf + 16);
+		db->wal.salt2 = be32(buf + 20);
+		db->wal.s0 = s0;
+		db->wal.s1 = s1;
+		return 0;
+	}
+	if (!db->wal.valid)
+		return 0;
+
+	uint32_t fsz = WAL_FRAME_HDR_SIZE + db->wal.page_size;
+	off_t end = off + (off_t)len;
+	if (end <= WAL_HDR_SIZE || (end - WAL_HDR_SIZE) % fsz != 0)
+		return 0;
+	uint32_t k = (uint32_t)((end - WAL_HDR_SIZE) / fsz);
+	if (k <= db->wal.mx_frame)
+		return 0;
+
+	struct wal_view v = { .fd = fd, .wbuf = buf, .woff = off, .wlen = len };
+	pgmap_init(&v.frames);
+	uint8_t fh[WAL_FRAME_HDR_SIZE];
+	uint8_t *page = NULL;
+	uint32_t *keys = NULL;
+	size_t n_keys = 0;
+	int rc = wal_view_read(&v, fh, sizeof(fh), wal_frame_off(db, k));
+	if (rc)
+		goto out;
+	uint32_t commit = be32(fh + 4);
+	if (commit == 0 || be32(fh + 8) != db->wal.salt1 || be32(fh + 12) != db->wal.salt2)
+		goto out; /* not a commit frame (or a stale one) */
+
+	/* Walk the transaction's frames, checking the chain as recovery does. */
+	page = malloc(db->wal.page_size);
+	if (page == NULL) {
+		rc = ERR_NOMEM;
+		goto out;
+	}
+	uint32_t s0 = db->wal.s0, s1 = db->wal.s1;
+	for (uint32_t f = db->wal.mx_frame + 1; f <= k; f++) {
+		off_t fo = wal_frame_off(db, f);
+		if ((rc = wal_view_read(&v, fh, sizeof(fh), fo)) != 0 ||
+		    (rc = wal_view_read(&v, page, db->wal.page_size, fo + WAL_FRAME_HDR_SIZE)) != 0)
+			goto out;
+		uint32_t pgno = be32(fh);
+		if (pgno == 0 || be32(fh + 8) != db->wal.salt1 || be32(fh + 12) != db->wal.salt2) {
+			rc = -EIO;
+			LOG_ERROR("db", "msg=\"WAL frame does not belong to this WAL\" db=%s frame=%u", db->name, f);
+			goto out;
+		}
+		wal_checksum(db->wal.big_endian, fh, 8, &s0, &s1);
+		wal_checksum(db->wal.big_endian, page, db->wal.page_size, &s0, &s1);
+		if (s0 != be32(fh + 16) || s1 != be32(fh + 20)) {
+			rc = -EIO;
+			LOG_ERROR("db", "msg=\"WAL checksum chain broken at commit\" db=%s frame=%u", db->name, f);
+			goto out;
+		}
+		if (f < k && be32(fh + 4) != 0) {
+			rc = -EIO;
+			LOG_ERROR("db", "msg=\"uncaptured WAL commit frame\" db=%s frame=%u", db->name, f);
+			goto out;
+		}
+		if ((rc = pgmap_put(&v.frames, pgno, f, 0)) != 0)
+			goto out;
+	}
+	if ((rc = pgmap_sorted_keys(&v.frames, &keys, &n_keys)) != 0)
+		goto out;
+	if (db->page_size == 0)
+		db->page_size = db->wal.page_size;
+	struct ltx_header wf = {
+		.wal_offset = wal_frame_off(db, db->wal.mx_frame + 1),
+		.wal_size = (int64_t)(k - db->wal.mx_frame) * fsz,
+		.wal_salt1 = db->wal.salt1,
+		.wal_salt2 = db->wal.salt2,
+	};
+	rc = prepare_commit(db, keys, n_keys, commit, db->wal.page_size, read_wal_new, &v, false, &wf, false, p);
+	if (rc)
+		goto out;
+	*commit_frame = k;
+	*cs0 = s0;
+	*cs1 = s1;
+out:
+	free(keys);
+	free(page);
+	pgmap_free(&v.frames);
+	return rc;
+}
+
+/* ---- FUSE-facing operations --------------------------------------------- */
+
+static void forget_files(struct db *db);
+static void invalidate_names(struct db *db);
+
+static int open_backing(struct db *db, enum db_kind kind, int flags)
+{
+	int fd = openat(db->dir_fd, db_kind_backing[kind], flags | O_CLOEXEC, 0644);
+	return fd < 0 ? -errno : fd;
+}
+
+/* Re-creates data/dbs/<name>/ltx of a forgotten database (db->mu held). */
+static int ensure_dir_locked(struct db *db)
+{
+	if (!db->dir_removed)
+		return 0;
+	int dbs_fd = db->store->dbs_fd;
+	if (mkdirat(dbs_fd, db->name, 0755) != 0 && errno != EEXIST)
+		return -errno;
+	int dir_fd = openat(dbs_fd, db->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return -errno;
+	if (mkdirat(dir_fd, "ltx", 0755) != 0 && errno != EEXIST) {
+		int rc = -errno;
+		close(dir_fd);
+		return rc;
+	}
+	int ltx_fd = openat(dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ltx_fd < 0) {
+		int rc = -errno;
+		close(dir_fd);
+		return rc;
+	}
+	close(db->dir_fd);
+	close(db->ltx_dir_fd);
+	db->dir_fd = dir_fd;
+	db->ltx_dir_fd = ltx_fd;
+	db->dir_removed = false;
+	db->dir_dirty = true;
+	return 0;
+}
+
+int db_ensure_dir(struct db *db)
+{
+	lockwatch_lock(&db->mu, "ensure_dir");
+	int rc = ensure_dir_locked(db);
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+/*
+ * A database that create() made but nothing ever wrote is not a database
+ * yet: it is what a refused copy (`cp notes.txt`, or a direct copy of a
+ * database, whose first write is refused) leaves behind, or a client that
+ * opened a new name only to read. Once no handle is open it is forgotten:
+ * its empty file goes (no LTX: the logical database was empty and stays
+ * so), and when it has no history at all its directory goes too, so it is
+ * neither listed, nor counted, nor loaded at the next start. SQLite itself
+ * creates a database file empty and writes it later through the same
+ * connection, which keeps a handle open meanwhile. Returns true if it was
+ * forgotten (db->mu held).
+ */
+static bool forget_if_unwritten_locked(struct db *db)
+{
+	struct stat st;
+	if (db->n_handles != 0 || db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL] || db->n_pages != 0 ||
+	    db->dirty.count != 0)
+		return false;
+	bool forgot = false;
+	if (db->exists[DB_KIND_DB]) {
+		if (db->db_fd < 0 || fstat(db->db_fd, &st) != 0 || st.st_size != 0)
+			return false;
+		if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
+			LOG_WARN("db", "msg=\"cannot remove an empty database file\" db=%s err=\"%s\"", db->name,
+				 strerror(errno));
+			return false;
+		}
+		forget_files(db);
+		db->dir_dirty = true;
+		db->forgotten = true;
+		forgot = true;
+		LOG_INFO("db", "msg=\"forgot a database that was created but never written\" db=%s", db->name);
+	}
+	/* A name without any history (never written, or removed before its
+	 * first transaction) keeps no directory. rmdir fails on an ltx/ that
+	 * holds anything, which keeps history. */
+	if (db->pos.txid == 0 && !db->dir_removed && unlinkat(db->dir_fd, "ltx", AT_REMOVEDIR) == 0) {
+		unlinkat(db->dir_fd, "clean", 0);
+		unlinkat(db->dir_fd, db_kind_backing[DB_KIND_SHM], 0);
+		if (unlinkat(db->store->dbs_fd, db->name, AT_REMOVEDIR) == 0)
+			db->dir_removed = true;
+	}
+	return forgot;
+}
+
+int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
+{
+	int fd;
+
+	if (kind == DB_KIND_POS && for_write)
+		return -EACCES;
+	lockwatch_lock(&db->mu, "open");
+	/* A client that looked the name up just before it was forgotten opens
+	 * the inode the kernel still caches, maybe with O_CREAT, which FUSE
+	 * does not pass on: it gets the empty database it would have made. */
+	if (kind == DB_KIND_DB && db->forgotten)
+		create = true;
+	if (!db->exists[kind == DB_KIND_POS ? DB_KIND_DB : kind] && !create) {
+		lockwatch_unlock(&db->mu);
+		return -ENOENT;
+	}
+	if (kind == DB_KIND_POS) {
+		db->n_handles++;
+		lockwatch_unlock(&db->mu);
+		return 0;
+	}
+	if (kind != DB_KIND_DB && !db->exists[DB_KIND_DB]) {
+		lockwatch_unlock(&db->mu);
+		return -ENOENT;
+	}
+	if (kind == DB_KIND_DB && for_write && db->write_refused) {
+		lockwatch_unlock(&db->mu);
+		return -EROFS;
+	}
+	if (create && (fd = ensure_dir_locked(db)) != 0) {
+		lockwatch_unlock(&db->mu);
+		return fd;
+	}
+	fd = open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
+	if (fd >= 0 && !db->exists[kind]) {
+		db->exists[kind] = true;
+		db->dir_dirty = true;
+		db->generation[kind]++;
+		if (kind == DB_KIND_DB && db->db_fd < 0)
+			db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR);
+		if (kind == DB_KIND_DB)
+			db->forgotten = false;
+	}
+	if (fd >= 0)
+		db->n_handles++;
+	lockwatch_unlock(&db->mu);
+	return fd;
+}
+
+void db_close_file(struct db *db, enum db_kind kind, int fd)
+{
+	if (kind != DB_KIND_POS && fd >= 0)
+		close(fd);
+	lockwatch_lock(&db->mu, "release");
+	db->n_handles--;
+	bool forgotten = forget_if_unwritten_locked(db);
+	lockwatch_unlock(&db->mu);
+	if (forgotten) {
+		invalidate_names(db);
+		store_notify_change(db->store);
+	}
+}
+
+void db_pos_text(struct db *db, char *buf)
+{
+	lockwatch_lock(&db->mu, "pos");
+	ltx_format_pos(buf, db->pos);
+	lockwatch_unlock(&db->mu);
+	size_t n = strlen(buf);
+	buf[n] = '\n';
+	buf[n + 1] = '\0';
+}
+
+struct ltx_pos db_pos(struct db *db)
+{
+	lockwatch_lock(&db->mu, "pos");
+	struct ltx_pos p = db->pos;
+	lockwatch_unlock(&db->mu);
+	return p;
+}
+
+int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
+{
+	int rc = 0;
+	memset(st, 0, sizeof(*st));
+	lockwatch_lock(&db->mu, "stat");
+	if (!db->exists[DB_KIND_DB] || (kind != DB_KIND_POS && !db->exists[kind])) {
+		rc = -ENOENT;
+	} else if (kind == DB_KIND_POS) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = LTX_POS_STR_LEN; /* 33 characters and a newline */
+		st->st_nlink = 1;
+	} else if (fstatat(db->dir_fd, db_kind_backing[kind], st, 0) != 0) {
+		rc = -errno;
+	}
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+void db_list_files(struct db *db, bool out[DB_KIND_COUNT])
+{
+	if (lockwatch_trylock(&db->mu, "list") == 0) {
+		for (int k = 0; k < DB_KIND_COUNT; k++)
+			out[k] = db->exists[DB_KIND_DB] && (k == DB_KIND_POS || db->exists[k]);
+		lockwatch_unlock(&db->mu);
+		return;
+	}
+	/* Busy: the backing files say the same thing, a moment late at most
+	 * (dir_fd never changes after the load). */
+	struct stat st;
+	bool have_db = fstatat(db->dir_fd, db_kind_backing[DB_KIND_DB], &st, 0) == 0;
+	for (int k = 0; k < DB_KIND_COUNT; k++)
+		out[k] = have_db && (k == DB_KIND_POS || k == DB_KIND_DB ||
+				     fstatat(db->dir_fd, db_kind_backing[k], &st, 0) == 0);
+}
+
+ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off)
+{
+	if (kind == DB_KIND_POS) {
+		char text[LTX_POS_STR_LEN + 2];
+		db_pos_text(db, text);
+		size_t n = strlen(text);
+		if ((size_t)off >= n)
+			return 0;
+		if (len > n - (size_t)off)
+			len = n - (size_t)off;
+		memcpy(buf, text + off, len);
+		return (ssize_t)len;
+	}
+	int n = fdio_pread_full(fd, buf, len, off);
+	return n;
+}
+
+/* Writes to the database file (rollback transaction or checkpoint). */
+static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	uint32_t ps = db->page_size;
+	int rc;
+
+	if (db->write_refused) {
+		LOG_WARN("db", "msg=\"write refused: database failed verification\" db=%s", db->name);
+		return -EROFS;
+	}
+	if (ps == 0 && off != 0 && db->exists[DB_KIND_JOURNAL]) {
+		/* A brand-new database whose first transaction spills pages
+		 * before page 1 (SQLite keeps page 1 pinned): the journal's
+		 * header, written before any db write, has the page size. */
+		uint8_t jh[28];
+		int jfd = open_backing(db, DB_KIND_JOURNAL, O_RDONLY);
+		if (jfd >= 0) {
+			if (fdio_pread_full(jfd, jh, sizeof(jh), 0) == (int)sizeof(jh))
+				ps = be32(jh + 24);
+			close(jfd);
+		}
+		if (!ltx_is_valid_page_size(ps))
+			ps = 0;
+	}
+	if (ps == 0) {
+		/* A brand-new database: the first write must be a SQLite header. */
+		if (off != 0 || len < 100 || memcmp(buf, SQLITE_HDR_MAGIC, 16) != 0 ||
+		    (ps = sqlite_page_size(buf)) == 0) {
+			LOG_WARN("db", "msg=\"refused: not a SQLite database (bad header)\" db=%s off=%lld len=%zu",
+				 db->name, (long long)off, len);
+			return -EINVAL;
+		}
+	}
+	if (off % ps != 0 || len % ps != 0) {
+		LOG_WARN("db", "msg=\"refused: write is not a whole number of pages\" db=%s off=%lld len=%zu page_size=%u",
+			 db->name, (long long)off, len, ps);
+		return -EINVAL;
+	}
+	if (off == 0 && (memcmp(buf, SQLITE_HDR_MAGIC, 16) != 0 || sqlite_page_size(buf) != ps)) {
+		LOG_WARN("db", "msg=\"refused: page 1 is not a valid SQLite header or changes the page size\" db=%s",
+			 db->name);
+		return -EINVAL;
+	}
+	if (db->exists[DB_KIND_JOURNAL]) {
+		if (db->page_size == 0)
+			db->page_size = ps;
+		uint32_t first = (uint32_t)(off / ps) + 1;
+		uint32_t last = first + (uint32_t)(len / ps) - 1;
+		if ((rc = track_pages(db, first, last)) != 0)
+			return rc;
+	} else if (!db->wal_mode) {
+		LOG_WARN("db", "msg=\"refused: database write outside a transaction (journal_mode MEMORY/OFF and "
+			       "direct writes are not supported; use litefs import)\" db=%s", db->name);
+		/* "Operation not supported" tells a user of cp what happened;
+		 * EPERM's "not permitted" sent them looking at permissions. */
+		return -ENOTSUP;
+	}
+	/* else: a WAL checkpoint copying committed frames; no logical change. */
+	rc = sys_pwrite_all(fd, buf, len, off);
+	return rc ? rc : (ssize_t)len;
+}
+
+static ssize_t write_journal(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	struct pending p;
+	int rc;
+	/* PERSIST mode commits by zeroing the header's magic (§2.3). */
+	bool zeroes_magic = off == 0 && len >= 4 && buf[0] == 0 && buf[1] == 0 && buf[2] == 0 && buf[3] == 0;
+	if (zeroes_magic) {
+		if ((rc = prepare_rollback_commit(db, &p)) != 0)
+			return rc;
+	} else {
+		memset(&p, 0, sizeof(p));
+	}
+	rc = sys_pwrite_all(fd, buf, len, off);
+	if (rc) {
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
+	if (p.active)
+		pending_finish(db, &p, false, true);
+	if (zeroes_magic)
+		pgmap_clear(&db->dirty);
+	return (ssize_t)len;
+}
+
+static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
+{
+	struct pending p;
+	uint32_t frame = 0, s0 = 0, s1 = 0;
+	int rc = prepare_wal_write(db, fd, buf, len, off, &p, &frame, &s0, &s1);
+	if (rc)
+		return rc;
+	rc = sys_pwrite_all(fd, buf, len, off);
+	if (rc) {
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
+	if (frame != 0) {
+		if ((rc = wal_undo_save(db)) != 0) {
+			if (p.active)
+				pending_abort(db, &p);
+			return rc;
+		}
+		db->wal.mx_frame = frame;
+		db->wal.s0 = s0;
+		db->wal.s1 = s1;
+		if (p.active)
+			pending_finish(db, &p, true, true);
+		db->wal_commit_unsynced = true;
+	} else {
+		db->wal_commit_unsynced = false;
+	}
+	return (ssize_t)len;
+}
+
+ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off)
+{
+	ssize_t rc;
+	if (kind == DB_KIND_POS)
+		return -EACCES;
+	lockwatch_lock(&db->mu, "write");
+	switch (kind) {
+	case DB_KIND_DB:
+		rc = write_db(db, fd, buf, len, off);
+		break;
+	case DB_KIND_JOURNAL:
+		rc = write_journal(db, fd, buf, len, off);
+		break;
+	case DB_KIND_WAL:
+		rc = write_wal(db, fd, buf, len, off);
+		break;
+	default: {
+		int r = sys_pwrite_all(fd, buf, len, off);
+		rc = r ? r : (ssize_t)len;
+	}
+	}
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+static int truncate_backing(struct db *db, enum db_kind kind, off_t size)
+{
+	int fd = open_backing(db, kind, O_WRONLY);
+	if (fd < 0)
+		return fd;
+	int rc = sys_ftruncate(fd, size) == 0 ? 0 : -errno;
+	close(fd);
+	return rc;
+}
+
+int db_truncate(struct db *db, enum db_kind kind, off_t size)
+{
+	struct pending p;
+	int rc = 0;
+
+	if (kind == DB_KIND_POS)
+		return -EACCES;
+	lockwatch_lock(&db->mu, "truncate");
+	switch (kind) {
+	case DB_KIND_DB: {
+		uint32_t ps = db->page_size;
+		if (db->write_refused) {
+			rc = -EROFS;
+			break;
+		}
+		if (ps == 0) {
+			rc = size == 0 ? truncate_backing(db, kind, 0) : -EINVAL;
+			break;
+		}
+		if (db->exists[DB_KIND_JOURNAL]) {
+			/* Inside a transaction (or hot-journal rollback): remember the
+			 * pre-images of the pages being cut off. */
+			uint32_t keep = (uint32_t)((size + ps - 1) / ps);
+			if (keep < db->n_pages && (rc = track_pages(db, keep + 1, db->n_pages)) != 0)
+				break;
+		} else if (!db->wal_mode && size < (off_t)db->n_pages * ps) {
+			LOG_WARN("db", "msg=\"refused: truncate below the committed size outside a transaction\" db=%s size=%lld",
+				 db->name, (long long)size);
+			rc = -EPERM;
+			break;
+		}
+		rc = truncate_backing(db, kind, size);
+		break;
+	}
+	case DB_KIND_JOURNAL:
+		if (size == 0) {
+			/* TRUNCATE mode's commit point. */
+			if ((rc = prepare_rollback_commit(db, &p)) != 0)
+				break;
+			rc = truncate_backing(db, kind, 0);
+			if (rc) {
+				if (p.active)
+					pending_abort(db, &p);
+				break;
+			}
+			if (p.active)
+				pending_finish(db, &p, false, true);
+			pgmap_clear(&db->dirty);
+		} else {
+			rc = truncate_backing(db, kind, size);
+		}
+		break;
+	case DB_KIND_WAL:
+		rc = truncate_backing(db, kind, size);
+		if (rc == 0 && size < WAL_HDR_SIZE) {
+			flush_unsynced(db);
+			wal_reset_state(db); /* TRUNCATE checkpoint: all frames are in the db */
+		}
+		break;
+	default:
+		rc = truncate_backing(db, kind, size);
+	}
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+/*
+ * A helper thread that fsyncs LTX segments while the FUSE thread syncs the
+ * client's file: two concurrent syncs on ext4 share one journal commit
+ * instead of paying for two in a row.
+ *
+ * Every database of the node shares the one thread, so each submission is
+ * its own job with its own completion: a FUSE thread waits for exactly the
+ * job it queued (a job lives on its submitter's stack and is unlinked by
+ * the syncer before `done` is set, both under syncer.mu). Jobs of several
+ * databases queue up and run in order; none can be lost or taken by
+ * another waiter.
+ */
+struct sync_job {
+	int fd;               /* the segment to sync, borrowed until done */
+	int rc;               /* 0 or -errno, valid once done */
+	bool done;
+	struct sync_job *next;
+};
+
+static struct {
+	pthread_once_t once;
+	pthread_mutex_t mu;   /* guards everything below */
+	pthread_cond_t work;  /* a job was queued */
+	pthread_cond_t done;  /* a job finished */
+	struct sync_job *head, *tail;
+	bool ok;
+} syncer = { .once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER,
+	     .work = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
+
+static void *syncer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&syncer.mu);
+	for (;;) {
+		while (syncer.head == NULL)
+			pthread_cond_wait(&syncer.work, &syncer.mu);
+		struct sync_job *job = syncer.head;
+		syncer.head = job->next;
+		if (syncer.head == NULL)
+			syncer.tail = NULL;
+		pthread_mutex_unlock(&syncer.mu);
+		int rc = sys_fsync(job->fd) == 0 ? 0 : -errno;
+		pthread_mutex_lock(&syncer.mu);
+		job->rc = rc;
+		job->done = true;
+		pthread_cond_broadcast(&syncer.done);
+	}
+	return NULL;
+}
+
+static void syncer_init(void)
+{
+	pthread_t t;
+	syncer.ok = pthread_create(&t, NULL, syncer_main, NULL) == 0;
+	if (syncer.ok)
+		pthread_detach(t);
+}
+
+/* fsyncs the client's fd and, at the same time, the deferred LTX records.
+ * Returns the first error. Called with db->mu held. */
+static int fsync_with_ltx(struct db *db, int fd)
+{
+	pthread_once(&syncer.once, syncer_init);
+	if (db->log_fd < 0 || db->log_synced_end >= db->log_end || !syncer.ok) {
+		int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+		return rc == 0 ? sync_unsynced(db) : rc;
+	}
+	struct sync_job job = { .fd = db->log_fd };
+	uint64_t end = db->log_end;
+	pthread_mutex_lock(&syncer.mu);
+	if (syncer.tail)
+		syncer.tail->next = &job;
+	else
+		syncer.head = &job;
+	syncer.tail = &job;
+	pthread_cond_signal(&syncer.work);
+	pthread_mutex_unlock(&syncer.mu);
+
+	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+
+	pthread_mutex_lock(&syncer.mu);
+	while (!job.done)
+		pthread_cond_wait(&syncer.done, &syncer.mu);
+	pthread_mutex_unlock(&syncer.mu);
+	if (rc == 0)
+		rc = job.rc;
+	if (job.rc == 0)
+		db->log_synced_end = end;
+	return rc;
+}
+
+int db_fsync(struct db *db, enum db_kind kind, int fd)
+{
+	int rc;
+	if (kind == DB_KIND_POS)
+		return 0;
+	lockwatch_lock(&db->mu, "fsync");
+	/* The LTX files of earlier commits become durable with the client's
+	 * own sync (SQLITE-FILES.md §2.7, §3.6: FULL syncs -wal after every
+	 * commit; rollback modes sync the journal at the next transaction). */
+	rc = fsync_with_ltx(db, fd);
+	if (rc != 0 && kind == DB_KIND_WAL && db->wal_commit_unsynced)
+		wal_undo_restore(db);
+	else if (rc == 0 || kind == DB_KIND_WAL)
+		finalize_unsynced(db); /* synced, or a checkpoint's sync: the commits stand */
+	if (kind == DB_KIND_WAL)
+		db->wal_commit_unsynced = false;
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+int db_sync_dir(struct db *db)
+{
+	int rc = 0;
+	/* An fsync of the mount's root syncs every database's directory, so a
+	 * database stuck behind its mutex's holder must not hang the others'
+	 * commits: sync its directory without the mutex (dir_fd never changes
+	 * after the load) and leave dir_dirty set — one sync too many is
+	 * harmless, one too few is not. */
+	if (lockwatch_trylock(&db->mu, "syncdir") != 0)
+		return fsync(db->dir_fd) == 0 ? 0 : -errno;
+	if (db->dir_dirty) {
+		rc = fsync(db->dir_fd) == 0 ? 0 : -errno;
+		if (rc == 0)
+			db->dir_dirty = false;
+	}
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+void db_flush_pending(struct db *db)
+{
+	/* Sync a copy of the descriptor without holding db->mu, so commits go
+	 * on while the disk works. */
+	lockwatch_lock(&db->mu, "flush");
+	int fd = db->log_fd >= 0 && db->log_synced_end < db->log_end ? dup(db->log_fd) : -1;
+	uint64_t end = db->log_end, first = db->log_first_txid;
+	lockwatch_unlock(&db->mu);
+	if (fd < 0)
+		return;
+	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
+	close(fd);
+	lockwatch_lock(&db->mu, "flush");
+	if (rc != 0)
+		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(-rc));
+	else if (db->log_first_txid == first && db->log_synced_end < end && end <= db->log_end)
+		db->log_synced_end = end;
+	/* A WAL commit whose client sync is still to come stays revocable;
+	 * anything else is final now. */
+	if (rc == 0 && !db->wal_commit_unsynced)
+		finalize_unsynced(db);
+	lockwatch_unlock(&db->mu);
+}
+
+/* Removes the backing files other than the database itself (already
+ * gone) and resets what described them. */
+static void forget_files(struct db *db)
+{
+	for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++) {
+		if (unlinkat(db->dir_fd, db_kind_backing[k], 0) != 0 && errno != ENOENT)
+			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s file=%s err=\"%s\"", db->name,
+				 db_kind_backing[k], strerror(errno));
+		db->exists[k] = false;
+	}
+	if (db->db_fd >= 0)
+		close(db->db_fd);
+	db->db_fd = -1;
+	db->exists[DB_KIND_DB] = false;
+	db->n_pages = 0;
+	db->page_size = 0;
+	db->wal_mode = false;
+	wal_reset_state(db);
+}
+
+/* Records the deletion of the database as a commit-0 LTX. */
+static int delete_database(struct db *db)
+{
+	struct pending p;
+	int rc;
+
+	pgmap_clear(&db->dirty);
+	if (db->pos.txid != 0 || db->n_pages != 0) {
+		rc = prepare_commit(db, NULL, 0, 0, db->page_size ? db->page_size : 4096, read_db_new, NULL, true,
+				    NULL, false, &p);
+		if (rc)
+			return rc;
+	} else {
+		memset(&p, 0, sizeof(p));
+	}
+	if (sys_unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT) {
+		rc = -errno;
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
+	if (p.active)
+		pending_finish(db, &p, false, false);
+	forget_files(db);
+	LOG_INFO("db", "msg=\"database deleted\" db=%s txid=%016" PRIx64, db->name, db->pos.txid);
+	return 0;
+}
+
+int db_unlink(struct db *db, enum db_kind kind)
+{
+	struct pending p;
+	int rc = 0;
+
+	if (kind == DB_KIND_POS)
+		return -EACCES;
+	lockwatch_lock(&db->mu, "unlink");
+	if (!db->exists[kind]) {
+		rc = -ENOENT;
+		goto out;
+	}
+	switch (kind) {
+	case DB_KIND_DB:
+		rc = delete_database(db);
+		/* Removed before its first transaction: nothing to keep. */
+		if (rc == 0)
+			forget_if_unwritten_locked(db);
+		break;
+	case DB_KIND_JOURNAL:
+		/* DELETE mode's commit point. */
+		if ((rc = prepare_rollback_commit(db, &p)) != 0)
+			break;
+		if (sys_unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
+			rc = -errno;
+			if (p.active)
+				pending_abort(db, &p);
+			break;
+		}
+		db->exists[kind] = false;
+		if (p.active)
+			pending_finish(db, &p, false, true);
+		pgmap_clear(&db->dirty);
+		break;
+	case DB_KIND_WAL:
+		if (sys_unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
+			rc = -errno;
+			break;
+		}
+		db->exists[kind] = false;
+		wal_reset_state(db);
+		flush_unsynced(db);
+		break;
+	default:
+		if (unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
+			rc = -errno;
+			break;
+		}
+		db->exists[kind] = false;
+	}
+	if (rc == 0)
+		db->dir_dirty = true;
+out:
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+/* ---- Retention and verification ---------------------------------------- */
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Lists the segments of ltx/ by first TXID, ascending. Caller frees *out
+ * with free(). */
+static int list_segments(int dir_fd, uint64_t **out, size_t *n_out)
+{
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (d == NULL) {
+		close(fd);
+		return -errno;
+	}
+	uint64_t *v = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		uint64_t first;
+		if (ltxlog_parse_name(de->d_name, &first) != 0)
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 16;
+			uint64_t *nv = realloc(v, cap * sizeof(*nv));
+			if (nv == NULL) {
+				free(v);
+				closedir(d);
+				return ERR_NOMEM;
+			}
+			v = nv;
+		}
+		v[n++] = first;
+	}
+	closedir(d);
+	if (n > 0)
+		qsort(v, n, sizeof(*v), cmp_u64);
+	*out = v;
+	*n_out = n;
+	return 0;
+}
+
+void db_set_backup_hwm(struct db *db, uint64_t hwm)
+{
+	lockwatch_lock(&db->mu, "backup");
+	db->backup_hwm = hwm;
+	lockwatch_unlock(&db->mu);
+}
+
+int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	int removed = 0;
+
+	lockwatch_lock(&db->mu, "retention");
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	if (rc)
+		goto out;
+	/* The newest segment is always kept: it carries the position. A
+	 * segment's last append is its mtime. */
+	size_t keep_from = 0;
+	for (size_t i = 0; i + 1 < n; i++) {
+		char name[LTXLOG_NAME_LEN];
+		struct stat st;
+		ltxlog_format_name(name, firsts[i]);
+		if (fstatat(db->ltx_dir_fd, name, &st, 0) != 0)
+			break;
+		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
+		if (now - mtime_ms < retention_ms)
+			break;
+		/* Records the backup service has not acknowledged stay, and so
+		 * does the record at the HWM itself: the backup client checks
+		 * the service's position against it. */
+		if (db->backup_hwm != UINT64_MAX && firsts[i + 1] - 1 >= db->backup_hwm)
+			break;
+		if (unlinkat(db->ltx_dir_fd, name, 0) != 0)
+			break;
+		removed++;
+		keep_from = i + 1;
+	}
+	db->oldest_txid = n > keep_from ? firsts[keep_from] : 0;
+	if (removed) {
+		db->dir_dirty = true;
+		LOG_DEBUG("db", "msg=\"retention removed LTX segments\" db=%s count=%d", db->name, removed);
+	}
+out:
+	lockwatch_unlock(&db->mu);
+	free(firsts);
+	return rc;
+}
+
+int db_verify_step(struct db *db, uint32_t max_pages)
+{
+	int rc = 0;
+	bool primary = store_is_primary(db->store);
+	lockwatch_lock(&db->mu, "verify");
+	if (!db->verify.active) {
+		lockwatch_unlock(&db->mu);
+		return 0;
+	}
+	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
+	if (db->page_size && buf == NULL) {
+		lockwatch_unlock(&db->mu);
+		return ERR_NOMEM;
+	}
+	for (uint32_t i = 0; i < max_pages && db->verify.cursor <= db->n_pages; i++) {
+		uint64_t pc;
+		if ((rc = logical_page_checksum(db, db->verify.cursor, buf, &pc)) != 0)
+			break;
+		db->verify.partial ^= pc;
+		db->verify.cursor++;
+	}
+	if (rc == 0 && db->verify.cursor > db->n_pages) {
+		uint64_t got = LTX_CHECKSUM_FLAG | db->verify.partial;
+		uint64_t want = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
+		db->verify.active = false;
+		if (got != want && !primary) {
+			/* A replica heals: a checksum no chain has makes the
+			 * primary answer its next connection with a snapshot. */
+			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; "
+					"resynchronising it from the primary\" db=%s txid=%016" PRIx64 " want=%016" PRIx64
+					" got=%016" PRIx64, db->name, db->pos.txid, want, got);
+			db->pos.checksum = got;
+			store_request_resync(db->store);
+			rc = ERR_LTX_POST_CHECKSUM;
+		} else if (got != want) {
+			db->write_refused = true;
+			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; writes refused "
+					"until it is repaired\" db=%s txid=%016" PRIx64 " want=%016" PRIx64 " got=%016" PRIx64,
+				  db->name, db->pos.txid, want, got);
+			rc = ERR_LTX_POST_CHECKSUM;
+		} else {
+			LOG_INFO("db", "msg=\"verified\" db=%s txid=%016" PRIx64 " checksum=%016" PRIx64, db->name,
+				 db->pos.txid, got);
+		}
+	} else if (rc == 0) {
+		rc = 1;
+	}
+	lockwatch_unlock(&db->mu);
+	free(buf);
+	return rc;
+}
+
+static int compute_checksum_locked(struct db *db, uint64_t *out)
+{
+	uint64_t chk = 0;
+	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
+	if (db->page_size && !buf)
+		return ERR_NOMEM;
+	for (uint32_t pgno = 1; pgno <= db->n_pages; pgno++) {
+		uint64_t pc;
+		int rc = logical_page_checksum(db, pgno, buf, &pc);
+		if (rc) {
+			free(buf);
+			return rc;
+		}
+		chk ^= pc;
+	}
+	free(buf);
+	*out = LTX_CHECKSUM_FLAG | chk;
+	return 0;
+}
+
+int db_compute_checksum(struct db *db, uint64_t *out)
+{
+	lockwatch_lock(&db->mu, "checksum");
+	int rc = compute_checksum_locked(db, out);
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+/* ---- Loading and recovery ----------------------------------------------- */
+
+/* Reads page_size and the in-header size from the backing db file. */
+static int read_db_geometry(struct db *db, uint32_t *page_size, uint32_t *n_pages, bool *wal_mode)
+{
+	uint8_t hdr[100];
+	struct stat st;
+
+	*page_size = 0;
+	*n_pages = 0;
+	*wal_mode = false;
+	if (db->db_fd < 0)
+		return 0;
+	if (fstat(db->db_fd, &st) != 0)
+		return -errno;
+	if (st.st_size == 0)
+		return 0;
+	int n = fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0);
+	if (n < 0)
+		return n;
+	if (n < 100 || memcmp(hdr, SQLITE_HDR_MAGIC, 16) != 0 || (*page_size = sqlite_page_size(hdr)) == 0)
+		return ERR_DB_HEADER;
+	*n_pages = be32(hdr + 28);
+	if (*n_pages == 0 || be32(hdr + 24) != be32(hdr + 92))
+		*n_pages = (uint32_t)(st.st_size / *page_size);
+	*wal_mode = hdr[18] == 2 && hdr[19] == 2;
+	return 0;
+}
+
+/* Lets libsqlite3 roll back a hot journal and checkpoint a WAL left by a
+ * crash, on the backing files (the mount is not serving yet). */
+static int sqlite_recover(struct db *db, const char *path)
+{
+	sqlite3 *conn = NULL;
+	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(conn, "PRAGMA schema_version; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL, NULL);
+	if (rc != SQLITE_OK)
+		LOG_ERROR("db", "msg=\"sqlite recovery failed\" db=%s err=\"%s\"", db->name,
+			  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+	sqlite3_close(conn);
+	return rc == SQLITE_OK ? 0 : -EIO;
+}
+
+/* Decodes one record fully (checksums included); header/trailer out. */
+static int check_record(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, struct ltx_trailer *t)
+{
+	struct ltxlog_reader r;
+	uint64_t off = 0;
+	ltxlog_reader_init(&r, fd, rec);
+	return ltx_decode_all(ltxlog_read, &r, NULL, NULL, h, t, &off);
+}
+
+/*
+ * Finds the last good record of the newest segment, cutting off a torn or
+ * undecodable tail (a crash mid-append) and removing segments left empty.
+ * On return *have is true with the record's header, trailer, segment and
+ * offset when there is one.
+ */
+static int find_last_record(struct db *db, bool *have, struct ltx_header *h, struct ltx_trailer *t,
+			    uint64_t *seg_first, uint64_t *rec_off, size_t *n_segments)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	if (rc)
+		return rc;
+	*have = false;
+	db->oldest_txid = n > 0 ? firsts[0] : 0;
+	while (n > 0 && !*have) {
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, firsts[n - 1]);
+		int fd = openat(db->ltx_dir_fd, name, O_RDWR | O_CLOEXEC);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) != 0) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			break;
+		}
+		struct ltxlog_rec *recs = NULL;
+		size_t nr = 0, cap = 0;
+		uint64_t off = 0;
+		struct ltxlog_rec rec;
+		while ((rc = ltxlog_read_rec(fd, off, (uint64_t)st.st_size, &rec)) == 1) {
+			if (nr == cap) {
+				cap = cap ? cap * 2 : 256;
+				struct ltxlog_rec *nv = realloc(recs, cap * sizeof(*nv));
+				if (nv == NULL) {
+					rc = ERR_NOMEM;
+					break;
+				}
+				recs = nv;
+			}
+			recs[nr++] = rec;
+			off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
+		}
+		if (rc == ERR_NOMEM) {
+			free(recs);
+			close(fd);
+			break;
+		}
+		rc = 0;
+		while (nr > 0) {
+			int crc = check_record(fd, &recs[nr - 1], h, t);
+			if (crc == 0)
+				break;
+			LOG_WARN("db", "msg=\"dropping an incomplete LTX record left by a crash\" db=%s segment=%s offset=%" PRIu64
+				       " err=\"%s\"", db->name, name, recs[nr - 1].offset, err_str(crc));
+			off = recs[--nr].offset;
+		}
+		if (off < (uint64_t)st.st_size) {
+			LOG_WARN("db", "msg=\"cutting a torn tail off an LTX segment\" db=%s segment=%s size=%lld end=%" PRIu64,
+				 db->name, name, (long long)st.st_size, off);
+			if (ftruncate(fd, (off_t)off) != 0)
+				rc = -errno;
+		}
+		if (nr > 0) {
+			*have = true;
+			*seg_first = firsts[n - 1];
+			*rec_off = recs[nr - 1].offset;
+		} else {
+			unlinkat(db->ltx_dir_fd, name, 0);
+			n--;
+		}
+		free(recs);
+		close(fd);
+		if (rc)
+			break;
+	}
+	*n_segments = n;
+	free(firsts);
+	return rc;
+}
+
+/* Writes an LTX holding every page of the current db file, following pos.
+ * Used when recovery finds the database ahead of its LTX chain. */
+static int write_full_ltx(struct db *db, uint32_t page_size, uint32_t n_pages)
+{
+	struct pending p;
+	uint32_t *keys = NULL;
+	int rc;
+
+	db->page_size = page_size;
+	if (n_pages > 0 && (keys = malloc((size_t)n_pages * sizeof(*keys))) == NULL)
+		return ERR_NOMEM;
+	for (uint32_t i = 0; i < n_pages; i++)
+		keys[i] = i + 1;
+	rc = prepare_commit(db, keys, n_pages, n_pages, page_size, read_db_new, NULL, true, NULL, true, &p);
+	free(keys);
+	if (rc)
+		return rc;
+	pending_finish(db, &p, false, false);
+	return 0;
+}
+
+static int load_state(struct db *db, bool clean)
+{
+	struct ltx_header h = { 0 };
+	struct ltx_trailer t = { 0 };
+	bool have_last = false;
+	uint64_t seg_first = 0, rec_off = 0;
+	size_t n_segments = 0;
+	int rc;
+
+	rc = find_last_record(db, &have_last, &h, &t, &seg_first, &rec_off, &n_segments);
+	if (rc)
+		return rc;
+	if (have_last) {
+		db->pos.txid = h.max_txid;
+		db->pos.checksum = t.post_apply_checksum;
+		db->pos_ts_ms = h.timestamp_ms;
+	}
+
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->store->data_dir, db->name);
+	bool leftovers = db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL];
+	if (db->exists[DB_KIND_DB] && leftovers) {
+		rc = sqlite_recover(db, path);
+		if (rc)
+			return rc;
+		for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++)
+			db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
+	}
+
+	uint32_t ps, np;
+	bool walm;
+	rc = read_db_geometry(db, &ps, &np, &walm);
+	if (rc) {
+		LOG_ERROR("db", "msg=\"backing database is not a SQLite file\" db=%s err=\"%s\"", db->name, err_str(rc));
+		return rc;
+	}
+	db->page_size = ps;
+	db->n_pages = np;
+	db->wal_mode = walm;
+
+	if (clean && have_last && h.commit == np) {
+		/* O(1) start: trust the position, verify in the background. */
+		db->verify = (struct db_verify){ .active = true, .cursor = 1, .partial = 0 };
+		return 0;
+	}
+
+	/* Unclean shutdown: compare the database with the chain. */
+	uint64_t c;
+	if ((rc = compute_checksum_locked(db, &c)) != 0)
+		return rc;
+	uint64_t want = have_last ? t.post_apply_checksum : LTX_CHECKSUM_FLAG;
+	if (c == want && (!have_last || h.commit == np)) {
+		LOG_INFO("db", "msg=\"recovered\" db=%s txid=%016" PRIx64 " checksum=%016" PRIx64, db->name, db->pos.txid, c);
+		return 0;
+	}
+	if (have_last && h.min_txid > 1 && c == h.pre_apply_checksum) {
+		/* The last record was written but its commit never reached the
+		 * database (crash between steps 1 and 2): it was not acknowledged. */
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, seg_first);
+		LOG_WARN("db", "msg=\"dropping LTX of a transaction that never committed\" db=%s txid=%016" PRIx64,
+			 db->name, h.min_txid);
+		int fd = openat(db->ltx_dir_fd, name, O_WRONLY | O_CLOEXEC);
+		if (fd < 0 || ftruncate(fd, (off_t)rec_off) != 0) {
+			rc = -errno;
+			if (fd >= 0)
+				close(fd);
+			return rc;
+		}
+		close(fd);
+		if (rec_off == 0)
+			unlinkat(db->ltx_dir_fd, name, 0);
+		/* Reload the position from the previous record. */
+		db->pos = (struct ltx_pos){ 0, 0 };
+		return load_state(db, false);
+	}
+	if (np == 0 && !db->exists[DB_KIND_DB] && have_last && h.commit == 0)
+		return 0;
+	LOG_WARN("db", "msg=\"database is ahead of its LTX chain; recording its full state as one transaction\" "
+		       "db=%s txid=%016" PRIx64 " chain=%016" PRIx64 " db_checksum=%016" PRIx64,
+		 db->name, db->pos.txid + 1, want, c);
+	/* Record the full state: a file containing every page, following pos. */
+	db->n_pages = have_last ? h.commit : 0;
+	return write_full_ltx(db, ps ? ps : 4096, np);
+}
+
+int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out)
+{
+	struct db *db = calloc(1, sizeof(*db));
+	int rc;
+
+	if (db == NULL)
+		return ERR_NOMEM;
+	db->store = st;
+	db->id = id;
+	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
+	db->backup_hwm = UINT64_MAX;
+	lockwatch_init(&db->mu);
+	pgmap_init(&db->dirty);
+	pgmap_init(&db->wal.pages);
+	if ((db->name = strdup(name)) == NULL) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	if (create && mkdirat(st->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		goto err;
+	}
+	if ((db->dir_fd = openat(st->dbs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	if (mkdirat(db->dir_fd, "ltx", 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		goto err;
+	}
+	if ((db->ltx_dir_fd = openat(db->dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+	/* A snapshot a replica was receiving when it stopped. */
+	unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
+	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
+		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
+	if (db->exists[DB_KIND_DB] && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
+		rc = db->db_fd;
+		goto err;
+	}
+	bool clean = faccessat(db->dir_fd, "clean", F_OK, 0) == 0;
+	if (clean && unlinkat(db->dir_fd, "clean", 0) != 0) {
+		rc = -errno;
+		goto err;
+	}
+	if ((rc = load_state(db, clean)) != 0)
+		goto err;
+	/* What a node that stopped between a create and the first write left. */
+	if (!create)
+		forget_if_unwritten_locked(db);
+	if (db->exists[DB_KIND_DB] && db->db_fd < 0 && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
+		rc = db->db_fd;
+		goto err;
+	}
+	*out = db;
+	return 0;
+err:
+	LOG_ERROR("db", "msg=\"cannot load database\" db=%s err=\"%s\"", name, err_str(rc));
+	db_free(db);
+	return rc;
+}
+
+/* Writes the clean marker (db->mu held). */
+static void write_clean_marker(struct db *db)
+{
+	flush_unsynced(db);
+	close_segment(db);
+	int fd = -1;
+	/* A clean marker is only honest when nothing is in flight. */
+	if (db->dirty.count == 0 && !db->write_refused)
+		fd = openat(db->dir_fd, "clean", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		if (db->db_fd >= 0)
+			fdatasync(db->db_fd);
+		fsync(fd);
+		close(fd);
+		fsync(db->dir_fd);
+	}
+}
+
+void db_close_clean(struct db *db)
+{
+	lockwatch_lock(&db->mu, "close");
+	write_clean_marker(db);
+	lockwatch_unlock(&db->mu);
+}
+
+int db_close_forced(struct db *db, int64_t timeout_ms)
+{
+	int rc = lockwatch_timedlock(&db->mu, "close", timeout_ms);
+	if (rc == 0)
+		write_clean_marker(db);
+	return rc;
+}
+
+void db_free(struct db *db)
+{
+	if (db == NULL)
+		return;
+	if (db->log_fd >= 0)
+		close(db->log_fd);
+	pgmap_free(&db->undo.pages);
+	if (db->db_fd >= 0)
+		close(db->db_fd);
+	if (db->ltx_dir_fd >= 0)
+		close(db->ltx_dir_fd);
+	if (db->dir_fd >= 0)
+		close(db->dir_fd);
+	pgmap_free(&db->dirty);
+	pgmap_free(&db->wal.pages);
+	lockwatch_destroy(&db->mu);
+	free(db->name);
+	free(db);
+}
+
+/* ---- Replication, primary side ------------------------------------------ */
+
+/* Reads the header and the post-apply checksum of a record. */
+static int read_rec_meta(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, uint64_t *post)
+{
+	uint8_t buf[LTX_HEADER_SIZE];
+	if (rec->len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTXLOG_TORN;
+	int n = fdio_pread_full(fd, buf, sizeof(buf), (off_t)(rec->offset + LTXLOG_HDR_SIZE));
+	if (n < 0)
+		return n;
+	if (n != (int)sizeof(buf))
+		return ERR_IO_SHORT;
+	int rc = ltx_header_decode(buf, h);
+	if (rc)
+		return rc;
+	if (post) {
+		uint8_t t[8];
+		off_t toff = (off_t)(rec->offset + LTXLOG_HDR_SIZE + rec->len - LTX_TRAILER_SIZE);
+		n = fdio_pread_full(fd, t, sizeof(t), toff);
+		if (n != (int)sizeof(t))
+			return n < 0 ? n : ERR_IO_SHORT;
+		*post = 0;
+		for (int i = 0; i < 8; i++)
+			*post = *post << 8 | t[i];
+	}
+	return 0;
+}
+
+/* End of the committed records of segment seg_first (db->mu held). */
+static int segment_bound(struct db *db, int fd, uint64_t seg_first, uint64_t *end)
+{
+	if (db->log_fd >= 0 && db->log_first_txid == seg_first) {
+		*end = db->log_end;
+		return 0;
+	}
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	*end = (uint64_t)st.st_size;
+	return 0;
+}
+
+/*
+ * Positions c at the record whose min TXID is txid (db->mu held): opens the
+ * newest segment starting at or before txid and scans its record headers.
+ * If want_post is non-NULL, it instead finds the record whose max TXID is
+ * txid and stores its post-apply checksum there (c is then positioned
+ * after it). ERR_NEED_SNAPSHOT when no retained record fits.
+ */
+static int cursor_seek(struct db_cursor *c, uint64_t txid, uint64_t *want_post)
+{
+	struct db *db = c->db;
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	if (rc)
+		return rc;
+	size_t i = n;
+	while (i > 0 && firsts[i - 1] > txid)
+		i--;
+	if (i == 0) {
+		free(firsts);
+		return ERR_NEED_SNAPSHOT;
+	}
+	uint64_t seg = firsts[i - 1];
+	free(firsts);
+	db_cursor_close(c);
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, seg);
+	int fd = openat(db->ltx_dir_fd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? ERR_NEED_SNAPSHOT : -errno;
+	uint64_t end = 0, off = 0;
+	if ((rc = segment_bound(db, fd, seg, &end)) != 0) {
+		close(fd);
+		return rc;
+	}
+	struct ltxlog_rec rec;
+	while ((rc = ltxlog_read_rec(fd, off, end, &rec)) == 1) {
+		struct ltx_header h;
+		uint64_t post;
+		if ((rc = read_rec_meta(fd, &rec, &h, &post)) != 0)
+			break;
+		if (want_post == NULL && h.min_txid == txid) {
+			rc = 1;
+			break;
+		}
+		off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
+		if (want_post != NULL && h.max_txid == txid) {
+			*want_post = post;
+			rc = 1;
+			break;
+		}
+		if (h.max_txid >= txid) {
+			rc = ERR_NEED_SNAPSHOT; /* txid falls inside a record */
+			break;
+		}
+	}
+	if (rc == 1) {
+		c->fd = fd;
+		c->seg_first = seg;
+		c->off = want_post ? off : rec.offset;
+		c->next_txid = want_post ? txid + 1 : txid;
+		return 0;
+	}
+	close(fd);
+	/* The record may start the next segment: the caller retries there. */
+	return rc == 0 ? ERR_NEED_SNAPSHOT : rc;
+}
+
+int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->db = db;
+	c->fd = -1;
+	int rc = 0;
+	lockwatch_lock(&db->mu, "stream");
+	c->next_txid = after.txid + 1;
+	if (after.txid > db->pos.txid) {
+		rc = ERR_NEED_SNAPSHOT; /* the replica is ahead: it diverged */
+		c->diverged = true;
+	} else if (after.txid == db->pos.txid) {
+		if (after.txid != 0 && after.checksum != db->pos.checksum) {
+			rc = ERR_NEED_SNAPSHOT;
+			c->diverged = true;
+		}
+	} else if (after.txid == 0) {
+		if (db->oldest_txid != 1)
+			rc = ERR_NEED_SNAPSHOT;
+	} else {
+		uint64_t post = 0;
+		rc = cursor_seek(c, after.txid, &post);
+		if (rc == 0 && post != after.checksum) {
+			rc = ERR_NEED_SNAPSHOT;
+			c->diverged = true;
+		}
+	}
+	lockwatch_unlock(&db->mu);
+	if (rc)
+		db_cursor_close(c);
+	return rc;
+}
+
+int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
+{
+	struct db *db = c->db;
+	int rc;
+	lockwatch_lock(&db->mu, "stream");
+	if (c->next_txid > db->pos.txid + 1) {
+		/* Records this cursor returned were taken back (a WAL commit
+		 * whose sync failed): the reader's copy is no longer ours. */
+		rc = ERR_NEED_SNAPSHOT;
+		goto out;
+	}
+	if (c->next_txid > db->pos.txid) {
+		rc = 0;
+		goto out;
+	}
+	for (int tries = 0; tries < 2; tries++) {
+		if (c->fd < 0 && (rc = cursor_seek(c, c->next_txid, NULL)) != 0)
+			goto out;
+		uint64_t end = 0;
+		if ((rc = segment_bound(db, c->fd, c->seg_first, &end)) != 0)
+			goto out;
+		rc = ltxlog_read_rec(c->fd, c->off, end, rec);
+		if (rc < 0)
+			goto out;
+		if (rc == 0) {
+			/* End of this segment: the record starts the next one. */
+			db_cursor_close(c);
+			continue;
+		}
+		struct ltx_header h;
+		if ((rc = read_rec_meta(c->fd, rec, &h, NULL)) != 0)
+			goto out;
+		if (h.min_txid != c->next_txid) {
+			rc = ERR_LTX_NOT_CONTIGUOUS;
+			goto out;
+		}
+		c->off = rec->offset + LTXLOG_HDR_SIZE + rec->len;
+		c->next_txid = h.max_txid + 1;
+		*fd = c->fd;
+		rc = 1;
+		goto out;
+	}
+	rc = ERR_NEED_SNAPSHOT;
+out:
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+void db_cursor_close(struct db_cursor *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+/* Reads page pgno of the logical database (committed WAL frames over the
+ * db file) with db->mu held. */
+static int read_logical_page(struct db *db, int wal_fd, uint32_t pgno, uint8_t *buf)
+{
+	struct pgmap_entry *e = pgmap_get(&db->wal.pages, pgno);
+	if (e == NULL || wal_fd < 0)
+		return read_db_page(db, pgno, buf);
+	int n = fdio_pread_full(wal_fd, buf, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+	if (n < 0)
+		return n;
+	return (uint32_t)n == db->page_size ? 0 : ERR_IO_SHORT;
+}
+
+/* Encodes the snapshot with db->mu held and no transaction in progress. */
+static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
+{
+	uint32_t ps = db->page_size ? db->page_size : 4096;
+	struct ltx_header h = {
+		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.page_size = ps,
+		.commit = db->n_pages,
+		.min_txid = 1,
+		.max_txid = db->pos.txid,
+		.timestamp_ms = db->pos_ts_ms,
+		.node_id = db->store->node_id,
+	};
+	struct ltx_encoder *enc = NULL;
+	uint8_t *page = malloc(ps);
+	int wal_fd = db->wal.pages.count > 0 ? open_backing(db, DB_KIND_WAL, O_RDONLY) : -1;
+	int rc = page ? ltx_encoder_new(&enc, &h, write, ctx) : ERR_NOMEM;
+	uint64_t chk = 0;
+	uint32_t lock = ltx_lock_pgno(ps);
+	for (uint32_t pgno = 1; rc == 0 && pgno <= db->n_pages; pgno++) {
+		if (pgno == lock)
+			continue;
+		if ((rc = read_logical_page(db, wal_fd, pgno, page)) != 0)
+			break;
+		chk ^= ltx_page_checksum(pgno, page, ps);
+		rc = ltx_encoder_write_page(enc, pgno, page);
+	}
+	chk |= LTX_CHECKSUM_FLAG;
+	if (rc == 0 && chk != db->pos.checksum) {
+		LOG_ERROR("db", "msg=\"snapshot does not match the position's checksum\" db=%s txid=%016" PRIx64
+				" checksum=%016" PRIx64 " computed=%016" PRIx64, db->name, db->pos.txid, db->pos.checksum, chk);
+		rc = ERR_LTX_POST_CHECKSUM;
+	}
+	if (rc == 0)
+		rc = ltx_encoder_finish(enc, chk, NULL);
+	if (rc == 0)
+		*pos = db->pos;
+	if (wal_fd >= 0)
+		close(wal_fd);
+	ltx_encoder_free(enc);
+	free(page);
+	return rc;
+}
+
+int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
+{
+	/* A rollback-mode transaction in progress has overwritten pages of the
+	 * db file whose committed content is only in its journal: wait for it
+	 * to end (SQLite holds such transactions briefly). */
+	for (int waited_ms = 0;; waited_ms++) {
+		lockwatch_lock(&db->mu, "snapshot");
+		if (db->pos.txid == 0) {
+			lockwatch_unlock(&db->mu);
+			return ERR_NEED_SNAPSHOT;
+		}
+		if (db->dirty.count == 0 || waited_ms >= 10000)
+			break;
+		lockwatch_unlock(&db->mu);
+		usleep(1000);
+	}
+	int rc = db->dirty.count == 0 ? snapshot_locked(db, write, ctx, pos) : -EAGAIN;
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+/* ---- Replication, replica side ----------------------------------------- */
+
+/*
+ * Excluding readers while a replicated transaction is written. The node
+ * takes SQLite's own locks (SQLITE-FILES.md) on descriptors of the files
+ * *in the mount*, so the kernel arbitrates them against every client; they
+ * are open-file-description locks, which conflict with SQLite's POSIX
+ * locks and are not dropped when some other descriptor of the file closes.
+ *
+ *  rollback modes: a write lock on the SHARED range waits for the readers
+ *      in a transaction to finish; new readers get SQLITE_BUSY while it is
+ *      held (their busy handler retries). If readers keep overlapping for
+ *      20 ms, PENDING is taken too so that no new reader starts.
+ *  WAL mode: the WAL write and checkpoint locks and the five read marks
+ *      (see exclude_wal_readers(): after 2 ms new readers are held back by
+ *      an inconsistent wal-index header and retry inside SQLite, no BUSY).
+ *      The replica's WAL is always empty: pages go to the db file and the
+ *      wal-index header gets a new iChange and page count, which tells
+ *      every connection to drop its cache.
+ *
+ * A reader in a long transaction delays the apply for as long as it holds
+ * its lock, never longer.
+ */
+#define SQLITE_PENDING_BYTE 0x40000000
+#define SQLITE_SHARED_FIRST (SQLITE_PENDING_BYTE + 2)
+#define SQLITE_SHARED_SIZE 510
+#define WAL_LOCK_FIRST 120 /* WRITE, CKPT, RECOVER, READ0..READ4 at 120..127 */
+#define WALIDX_HDR_SIZE 48
+#define WALIDX_CKPT_OFF 96
+
+static int ofd_wrlock(int fd, off_t start, off_t len)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+static void ofd_unlock_all(int fd)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* Takes a write lock, retrying while others hold it, for at most
+ * limit_us (0: until the store stops). Returns 0, -EAGAIN at the limit,
+ * -ECANCELED when the store stops, or -errno. */
+static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t limit_us)
+{
+	int64_t waited = 0;
+	bool logged = false;
+	for (int pause = 20;;) {
+		int rc = ofd_wrlock(fd, start, len);
+		if (rc != -EAGAIN && rc != -EACCES)
+			return rc;
+		if (limit_us > 0 && waited >= limit_us)
+			return -EAGAIN;
+		if (store_applies_cancelled(db->store))
+			return -ECANCELED;
+		if (!logged && waited > 5000000) {
+			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);
+			logged = true;
+		}
+		usleep((useconds_t)pause);
+		waited += pause;
+		if (pause < 1000)
+			pause *= 2;
+	}
+}
+
+static int exclude_rollback_readers(struct db *db, int fd)
+{
+	int rc = lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 20000);
+	if (rc != -EAGAIN)
+		return rc;
+	if ((rc = lock_retry(db, fd, SQLITE_PENDING_BYTE, 1, 0)) != 0)
+		return rc;
+	return lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
+}
+
+static uint32_t bswap32(uint32_t x)
+{
+	return x >> 24 | (x >> 8 & 0xff00) | (x << 8 & 0xff0000) | x << 24;
+}
+
+/* The wal-index header's checksum (SQLite's walChecksumBytes over its
+ * first 40 bytes, in native order unless bigEndCksum says otherwise). */
+static void walidx_checksum(uint8_t *hdr)
+{
+	bool native = hdr[13] == 0;
+	uint32_t s1 = 0, s2 = 0;
+	for (int i = 0; i < 40; i += 8) {
+		uint32_t a, b;
+		memcpy(&a, hdr + i, 4);
+		memcpy(&b, hdr + i + 4, 4);
+		if (!native) {
+			a = bswap32(a);
+			b = bswap32(b);
+		}
+		s1 += a + s2;
+		s2 += b + s1;
+	}
+	memcpy(hdr + 40, &s1, 4);
+	memcpy(hdr + 44, &s2, 4);
+}
+
+/* Tells WAL-mode connections that the database changed: a new wal-index
+ * header (iChange + 1, no frames, the new page count), written through the
+ * mount so that every client's mapping of -shm sees it, copy 2 first as
+ * SQLite does. A wal-index nobody initialised is left to SQLite's
+ * recovery. */
+static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
+{
+	uint8_t hdr[WALIDX_HDR_SIZE];
+	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+		return;
+	uint32_t change, zero = 0;
+	memcpy(&change, hdr + 8, 4);
+	change++;
+	memcpy(hdr + 8, &change, 4);
+	memcpy(hdr + 16, &zero, 4); /* mxFrame */
+	memcpy(hdr + 20, &n_pages, 4);
+	walidx_checksum(hdr);
+	if (fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), WALIDX_HDR_SIZE) < 0 ||
+	    fdio_pwrite_full(shm_fd, &zero, 4, WALIDX_CKPT_OFF) < 0 ||
+	    fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) < 0)
+		LOG_WARN("db", "msg=\"cannot publish the wal-index header\" db=%s err=\"%s\"", db->name, strerror(errno));
+}
+
+/* Descriptors of the mounted files, locked so that no reader is inside a
+ * transaction. */
+struct exclusion {
+	int db_fd, shm_fd;
+	bool poisoned;    /* the wal-index header was made inconsistent */
+	uint32_t n_pages; /* the database's size before the apply */
+};
+
+/* Makes the two copies of the wal-index header differ, so that a reader
+ * starting now takes the header for one being written and, finding the
+ * WAL write lock taken, retries inside SQLite (WAL_RETRY, no BUSY). */
+static bool walidx_poison(int shm_fd)
+{
+	uint8_t hdr[WALIDX_HDR_SIZE];
+	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+		return false;
+	uint32_t change;
+	memcpy(&change, hdr + 8, 4);
+	change++;
+	memcpy(hdr + 8, &change, 4);
+	return fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) >= 0;
+}
+
+/*
+ * WAL mode: the write and checkpoint locks, the read marks 1-4 (unused by
+ * readers while the replica's WAL is empty), then read mark 0, which every
+ * reader of an empty WAL shares. Readers that keep overlapping would hold
+ * mark 0 forever, so after 2 ms new readers are held back by poisoning
+ * the header (they retry inside SQLite) while the ones inside a
+ * transaction finish. SQLite gives up retrying after about 10 s
+ * (SQLITE_PROTOCOL), so a reader whose transaction lasts longer than 2 s
+ * gets the header back and the apply waits politely, as long as it lasts.
+ * The recovery lock is left free: holding it would turn the retries into
+ * SQLITE_BUSY_RECOVERY.
+ */
+static int exclude_wal_readers(struct db *db, struct exclusion *x)
+{
+	static const int order[] = { 0, 1, 4, 5, 6, 7 }; /* WRITE, CKPT, READ1..4 */
+	int rc;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if ((rc = lock_retry(db, x->shm_fd, WAL_LOCK_FIRST + order[i], 1, 0)) != 0)
+			return rc;
+	const off_t read0 = WAL_LOCK_FIRST + 3;
+	for (;;) {
+		rc = lock_retry(db, x->shm_fd, read0, 1, 2000);
+		if (rc != -EAGAIN)
+			return rc;
+		if (!x->poisoned)
+			x->poisoned = walidx_poison(x->shm_fd);
+		rc = lock_retry(db, x->shm_fd, read0, 1, 2000000);
+		if (rc != -EAGAIN)
+			return rc;
+		/* A long transaction: let new readers in again meanwhile. */
+		if (x->poisoned) {
+			walidx_publish(db, x->shm_fd, x->n_pages);
+			x->poisoned = false;
+		}
+		if ((rc = lock_retry(db, x->shm_fd, read0, 1, 0)) != 0)
+			return rc;
+		return 0;
+	}
+}
+
+static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
+{
+	const char *mnt = db->store->hooks.mountpoint;
+	char path[4096];
+	x->db_fd = x->shm_fd = -1;
+	x->poisoned = false;
+	if (mnt == NULL)
+		return 0; /* not mounted: no readers (tests of the store alone) */
+	if (wal_mode) {
+		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
+		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+			return -errno;
+		return exclude_wal_readers(db, x);
+	}
+	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
+	if ((x->db_fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+		return -errno;
+	return exclude_rollback_readers(db, x->db_fd);
+}
+
+static void readmit_readers(struct exclusion *x)
+{
+	if (x->db_fd >= 0) {
+		ofd_unlock_all(x->db_fd);
+		close(x->db_fd);
+	}
+	if (x->shm_fd >= 0) {
+		ofd_unlock_all(x->shm_fd);
+		close(x->shm_fd);
+	}
+	x->db_fd = x->shm_fd = -1;
+}
+
+/* Copies len bytes of fd at off into the segment at dst (after its record
+ * header, which the caller writes last). */
+static int copy_into_segment(int log_fd, uint64_t dst, int fd, off_t off, uint32_t len)
+{
+	uint8_t buf[65536];
+	for (uint32_t done = 0; done < len;) {
+		size_t k = len - done < sizeof(buf) ? len - done : sizeof(buf);
+		int n = fdio_pread_full(fd, buf, k, off + done);
+		if (n < 0)
+			return n;
+		if ((size_t)n != k)
+			return ERR_IO_SHORT;
+		int rc = sys_pwrite_all(log_fd, buf, k, (off_t)(dst + done));
+		if (rc)
+			return rc;
+		done += (uint32_t)k;
+	}
+	return 0;
+}
+
+/* Drops the kernel's cached pages that the apply rewrote, and attributes. */
+static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32_t ps, bool resized,
+			     uint32_t new_n)
+{
+	const struct store_fuse_hooks *hk = &db->store->hooks;
+	if (hk->inval_inode == NULL)
+		return;
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && pg[j] == pg[j - 1] + 1)
+			j++;
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)(pg[i] - 1) * ps, (off_t)(j - i) * ps);
+		i = j;
+	}
+	if (resized || n == 0)
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)new_n * ps, 0);
+}
+
+static void invalidate_names(struct db *db)
+{
+	const struct store_fuse_hooks *hk = &db->store->hooks;
+	if (hk->inval_entry == NULL)
+		return;
+	char name[300];
+	for (int k = 0; k < DB_KIND_COUNT; k++) {
+		snprintf(name, sizeof(name), "%s%s", db->name, db_kind_suffix[k]);
+		hk->inval_entry(hk->ctx, name);
+	}
+}
+
+/* Replaces the chain with a new segment holding only the snapshot record
+ * that was staged in `tmp` (db->mu held). */
+static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t rec_end)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	close_segment(db);
+	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, firsts[i]);
+		if (unlinkat(db->ltx_dir_fd, name, 0) != 0 && errno != ENOENT)
+			rc = -errno;
+	}
+	free(firsts);
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, 1);
+	if (rc == 0 && sys_renameat(db->ltx_dir_fd, tmp, db->ltx_dir_fd, name) != 0)
+		rc = -errno;
+	if (rc)
+		return rc;
+	db->log_fd = tmp_fd;
+	db->log_first_txid = 1;
+	db->log_end = rec_end;
+	db->log_synced_end = 0;
+	db->log_created_ms = clock_wall_ms();
+	db->oldest_txid = 1;
+	db->dir_dirty = true;
+	return 0;
+}
+
+/*
+ * Stages the record: a normal one is appended to the open segment (header
+ * last); a snapshot goes to a scratch segment that replaces the chain once
+ * applied. *log_fd / *rec_off say where it went.
+ */
+static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len, int *log_fd,
+			uint64_t *rec_off)
+{
+	if (ltx_header_is_snapshot(h)) {
+		*log_fd = openat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (*log_fd < 0)
+			return -errno;
+		*rec_off = 0;
+	} else {
+		if (db->log_fd < 0) {
+			int rc = open_segment(db, h->min_txid);
+			if (rc)
+				return rc;
+		}
+		*log_fd = db->log_fd;
+		*rec_off = db->log_end;
+	}
+	int rc = copy_into_segment(*log_fd, *rec_off + LTXLOG_HDR_SIZE, fd, off, len);
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, len);
+		rc = sys_pwrite_all(*log_fd, rh, sizeof(rh), (off_t)*rec_off);
+	}
+	return rc;
+}
+
+static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off)
+{
+	if (log_fd < 0)
+		return;
+	if (ltx_header_is_snapshot(h)) {
+		close(log_fd);
+		unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
+	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
+		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
+	}
+}
+
+/*
+ * On a node whose WAL holds committed frames (a primary applying a state
+ * from the backup service), copies them into the db file first — a
+ * checkpoint done by the node while it holds SQLite's WAL write and read
+ * locks — so that the db file is the logical database, and empties the WAL
+ * (db->mu held). The wal-index header published after the apply says "no
+ * frames", and the next writer starts a new WAL at its header.
+ */
+static int fold_wal(struct db *db)
+{
+	if (db->wal.pages.count == 0)
+		return 0;
+	flush_unsynced(db); /* committed frames are final now */
+	int wal_fd = open_backing(db, DB_KIND_WAL, O_RDWR);
+	if (wal_fd < 0)
+		return wal_fd;
+	uint8_t *page = malloc(db->page_size);
+	int rc = page ? 0 : ERR_NOMEM;
+	for (size_t i = 0; rc == 0 && i < db->wal.pages.cap; i++) {
+		const struct pgmap_entry *e = &db->wal.pages.slots[i];
+		if (e->pgno == 0 || e->pgno > db->n_pages)
+			continue;
+		int n = fdio_pread_full(wal_fd, page, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+		if (n != (int)db->page_size)
+			rc = n < 0 ? n : ERR_IO_SHORT;
+		else
+			rc = sys_pwrite_all(db->db_fd, page, db->page_size, (off_t)(e->pgno - 1) * db->page_size);
+	}
+	free(page);
+	if (rc == 0 && sys_ftruncate(db->db_fd, (off_t)db->n_pages * db->page_size) != 0)
+		rc = -errno;
+	if (rc == 0 && sys_fsync(db->db_fd) != 0)
+		rc = -errno;
+	if (rc == 0 && sys_ftruncate(wal_fd, 0) != 0)
+		rc = -errno;
+	close(wal_fd);
+	if (rc) {
+		LOG_ERROR("db", "msg=\"cannot fold the WAL into the database before an apply\" db=%s err=\"%s\"", db->name,
+			  err_str(rc));
+		return rc;
+	}
+	wal_reset_state(db);
+	db->wal_folded = true;
+	return 0;
+}
+
+/* Applies the staged record to the backing db file and advances the state
+ * (db->mu held). */
+static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
+			struct dbfile_apply_result *res)
+{
+	int log_fd = -1;
+	uint64_t rec_off = 0;
+	bool snapshot = ltx_header_is_snapshot(h);
+	int rc;
+
+	if (db->db_fd < 0) {
+		if ((db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR | O_CREAT)) < 0) {
+			rc = db->db_fd;
+			db->db_fd = -1;
+			return rc;
+		}
+	}
+	if ((rc = fold_wal(db)) != 0)
+		return rc;
+	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
+		unstage_record(db, h, log_fd, rec_off);
+		return rc;
+	}
+	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
+	int spool = len > (16u << 20) ? dbfile_spool_open(db->store->data_dir) : -1;
+	struct ltx_pos from = db->pos;
+	if (from.txid == 0)
+		from.checksum = 0;
+	if (snapshot && from.txid != 0)
+		LOG_INFO("db", "msg=\"replacing the database with a snapshot\" db=%s local_txid=%016" PRIx64
+			       " snapshot_txid=%016" PRIx64, db->name, from.txid, h->max_txid);
+
+	rc = dbfile_apply(db->db_fd, spool, ltxlog_read, &r, from, res);
+	if (spool >= 0)
+		close(spool);
+	if (rc) {
+		unstage_record(db, h, log_fd, rec_off);
+		return rc;
+	}
+	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
+	if (snapshot && (rc = restart_chain(db, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
+		/* The db file is the snapshot now; the chain could not be
+		 * replaced: the next start rebuilds it from the file. */
+		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
+		close(log_fd);
+	} else if (!snapshot) {
+		db->log_end = rec_end;
+		if (db->oldest_txid == 0)
+			db->oldest_txid = h->min_txid;
+	}
+	db->pos = res->pos;
+	db->pos_ts_ms = h->timestamp_ms;
+	db->n_commits++;
+	db->n_ltx_bytes += len;
+	db->dir_dirty = true;
+	if (h->commit == 0) {
+		if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT)
+			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s err=\"%s\"", db->name, strerror(errno));
+		forget_files(db);
+		return 0;
+	}
+	if (!db->exists[DB_KIND_DB]) {
+		db->exists[DB_KIND_DB] = true;
+		db->generation[DB_KIND_DB]++;
+	}
+	uint8_t hdr[20];
+	db->page_size = h->page_size;
+	db->n_pages = h->commit;
+	if (fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0) == (int)sizeof(hdr))
+		db->wal_mode = hdr[18] == 2 && hdr[19] == 2;
+	wal_reset_state(db);
+	/* WAL readers need -wal and -shm; creating them here means that
+	 * reading never adds files to a replica's mount. */
+	for (int k = DB_KIND_WAL; db->wal_mode && k <= DB_KIND_SHM; k++) {
+		if (db->exists[k])
+			continue;
+		int wfd = open_backing(db, (enum db_kind)k, O_RDWR | O_CREAT);
+		if (wfd >= 0) {
+			close(wfd);
+			db->exists[k] = true;
+			db->generation[k]++;
+		}
+	}
+	if (db->verify.active) {
+		db->verify.cursor = 1; /* pages changed under it: start over */
+		db->verify.partial = 0;
+	}
+	return 0;
+}
+
+int db_apply(struct db *db, int fd, off_t off, uint32_t len)
+{
+	uint8_t raw[LTX_HEADER_SIZE];
+	struct ltx_header h;
+	int rc;
+
+	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTX_TRUNCATED;
+	rc = fdio_pread_full(fd, raw, sizeof(raw), off);
+	if (rc != (int)sizeof(raw))
+		return rc < 0 ? rc : ERR_IO_SHORT;
+	if ((rc = ltx_header_decode(raw, &h)) != 0)
+		return rc;
+
+	lockwatch_lock(&db->mu, "apply");
+	bool existed = db->exists[DB_KIND_DB];
+	bool wal_files = db->exists[DB_KIND_WAL];
+	bool wal_mode = db->wal_mode;
+	uint32_t old_n = db->n_pages;
+	lockwatch_unlock(&db->mu);
+
+	/* Readers first (they need db->mu to be served), then the state. */
+	struct exclusion x = { -1, -1, false, old_n };
+	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
+		if (x.poisoned) /* give readers back a sound header */
+			walidx_publish(db, x.shm_fd, old_n);
+		readmit_readers(&x);
+		if (rc != -ECANCELED)
+			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
+				 err_str(rc));
+		return rc;
+	}
+	struct dbfile_apply_result res;
+	memset(&res, 0, sizeof(res));
+	lockwatch_lock(&db->mu, "apply");
+	rc = apply_locked(db, &h, fd, off, len, &res);
+	bool folded = db->wal_folded;
+	db->wal_folded = false;
+	bool exists = db->exists[DB_KIND_DB];
+	bool names_changed = existed != exists || (exists && !wal_files && db->exists[DB_KIND_WAL]);
+	uint32_t new_n = db->n_pages;
+	lockwatch_unlock(&db->mu);
+
+	/* Never with db->mu held: dropping a page waits for reads of it in
+	 * flight, which the FUSE workers serve. */
+	if (rc == 0) {
+		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
+		if (folded && db->store->hooks.inval_inode) /* the WAL was emptied */
+			db->store->hooks.inval_inode(db->store->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
+		if (x.shm_fd >= 0 && exists) {
+			walidx_publish(db, x.shm_fd, new_n);
+			x.poisoned = false;
+		}
+		if (names_changed)
+			invalidate_names(db);
+	}
+	if (x.poisoned) /* refused or failed: the old state, with a sound header */
+		walidx_publish(db, x.shm_fd, old_n);
+	readmit_readers(&x);
+	free(res.written);
+	if (rc == 0) {
+		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
+			  res.n_written, new_n);
+		store_notify_change(db->store);
+	}
+	return rc;
+}

@@ -1,0 +1,279 @@
+/*
+ * db.h — one replicated SQLite database: its backing files, its position,
+ * and the capture of every committed transaction as one LTX record.
+ *
+ * See the design comment at the top of db.c for how commits are
+ * recognised in each journal mode and why the result is exact.
+ *
+ * Locking: db.mu guards every field below it. FUSE handlers and the HTTP
+ * API call db_* functions, which take db.mu themselves; the lock order is
+ * store.mu (registry) before db.mu, never the reverse.
+ */
+#ifndef LITEFS_DB_H
+#define LITEFS_DB_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "base/lockwatch.h"
+#include "ltx/ltx.h"
+#include "ltx/ltxlog.h"
+#include "base/pgmap.h"
+
+enum db_kind {
+	DB_KIND_DB = 0,   /* "x" */
+	DB_KIND_JOURNAL,  /* "x-journal" */
+	DB_KIND_WAL,      /* "x-wal" */
+	DB_KIND_SHM,      /* "x-shm" */
+	DB_KIND_POS,      /* "x-pos", read-only, generated */
+	DB_KIND_COUNT
+};
+
+/* Name suffix of each kind ("" for the database itself). */
+extern const char *const db_kind_suffix[DB_KIND_COUNT];
+/* Name of the backing file of each kind inside the db's directory. */
+extern const char *const db_kind_backing[DB_KIND_COUNT];
+
+struct store;
+
+/* Incremental background verification of the database checksum: pages
+ * [1, cursor) have been summed into partial; commits adjust partial for
+ * pages below the cursor so the final comparison is exact. */
+struct db_verify {
+	bool active;
+	uint32_t cursor;
+	uint64_t partial;
+};
+
+/* The WAL as seen through the mount since its last reset. */
+struct db_wal {
+	bool valid;            /* a header has been seen */
+	bool big_endian;       /* checksum word order (magic 0x377f0683) */
+	uint32_t page_size;
+	uint32_t salt1, salt2; /* raw big-endian values from the header */
+	uint32_t s0, s1;       /* checksum after the last committed frame */
+	uint32_t mx_frame;     /* last committed frame (0 = none) */
+	struct pgmap pages;    /* pgno -> latest committed frame + page checksum */
+};
+
+struct db {
+	struct store *store;   /* borrowed */
+	char *name;            /* owned */
+	uint32_t id;           /* stable for the life of the mount; inode base */
+
+	/* Guards everything below. Taken through lockwatch_lock() with the
+	 * operation's name ("write", "fsync", "apply", ...), which the store's
+	 * watchdog reports when it is held too long. */
+	struct lockwatch mu;
+	int dir_fd;            /* data/dbs/<name> */
+	int ltx_dir_fd;        /* data/dbs/<name>/ltx */
+	int db_fd;             /* backing database, O_RDWR, -1 if absent */
+	bool exists[DB_KIND_COUNT];
+	uint32_t generation[DB_KIND_COUNT]; /* bumped when a file is re-created */
+
+	uint32_t page_size;    /* 0 while the database is empty */
+	uint32_t n_pages;      /* logical size in pages (last commit) */
+	bool wal_mode;         /* logical header says WAL (bytes 18/19 == 2) */
+	struct ltx_pos pos;    /* last captured transaction */
+	int64_t pos_ts_ms;     /* its timestamp */
+	uint64_t oldest_txid;  /* first TXID of the oldest segment kept (0 = none) */
+	bool write_refused;    /* sticky: verification failed; refuse writes */
+	bool dir_dirty;        /* a backing file was created or removed since the last directory sync */
+	int n_handles;         /* open FUSE handles on any of its files */
+	bool forgotten;        /* the file went because it was never written */
+	bool dir_removed;      /* forgotten with no history: data/dbs/<name> is gone */
+
+	/* Rollback-journal transaction in progress: pages written to the db
+	 * file since the last commit point, with their checksum at first
+	 * write (0 = the page did not exist). */
+	struct pgmap dirty;
+
+	struct db_wal wal;
+
+	/* The open LTX segment (ltxlog.h): records [0, log_end), durable up
+	 * to log_synced_end. Closed (-1) until the first commit after a start
+	 * or a rotation. In WAL mode the sync is deferred to the client's next
+	 * fsync of -wal (synchronous=FULL semantics). */
+	int log_fd;
+	uint64_t log_first_txid;
+	uint64_t log_end;
+	uint64_t log_synced_end;
+	int64_t log_created_ms;
+
+	/* The state before the first WAL commit not yet followed by a
+	 * successful fsync of -wal. SQLite treats a commit whose sync fails as
+	 * not committed (walFrames does not publish it), so the node must be
+	 * able to take back what it captured. */
+	struct db_wal_undo {
+		bool active;
+		struct ltx_pos pos;
+		int64_t pos_ts_ms;
+		uint32_t n_pages;
+		bool wal_mode;
+		uint32_t mx_frame, s0, s1;
+		struct pgmap pages;
+		uint64_t n_commits;
+		uint64_t log_end;
+	} undo;
+	/* The last operation on -wal was a commit frame: a following fsync is
+	 * that commit's sync. */
+	bool wal_commit_unsynced;
+
+	struct db_verify verify;
+
+	/* Replication and backup. */
+	uint64_t backup_hwm;   /* records after it are kept (UINT64_MAX: no backup) */
+	bool wal_folded;       /* set by an apply that emptied the WAL */
+
+	/* The store's lock watchdog's own report state (only its thread
+	 * touches them; not guarded by mu, which may be stuck). */
+	uint64_t watch_seq;       /* holding (lockwatch seq) last reported */
+	int64_t watch_next_ms;    /* when to report it again */
+
+	/* Counters for /metrics. */
+	uint64_t n_commits;
+	uint64_t n_ltx_bytes;
+};
+
+/* Loads (or creates when create is true) the database called name under
+ * the store's data directory, recovering from a crash if needed. On
+ * success *out is owned by the caller (the store), freed with db_free(). */
+int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out);
+void db_free(struct db *db); /* NULL is a no-op; closes fds */
+
+/* Marks a clean shutdown (so the next start need not re-verify). */
+void db_close_clean(struct db *db);
+/* For a forced stop (the process exits right after): takes db->mu for at
+ * most timeout_ms; if it gets it, writes the clean marker as
+ * db_close_clean() does and keeps the mutex for ever, so nothing changes
+ * the database after its marker. Returns 0, or -ETIMEDOUT when the mutex
+ * stayed held (the database is left without a marker and is recovered at
+ * the next start, never trusted as clean). */
+int db_close_forced(struct db *db, int64_t timeout_ms);
+
+/* ---- Used by the FUSE layer (each takes db->mu) ------------------------ */
+
+/* Opens a new fd on the backing file of kind for a FUSE handle, creating
+ * it when create is set (and the database's directory if it was
+ * forgotten). Returns the fd (0 for -pos) or -errno; the handle is counted
+ * until db_close_file(). */
+int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write);
+/* Closes a handle's fd (-1 or the 0 of -pos: none) and uncounts it. When
+ * the last handle of a database that was created but never written goes
+ * (an empty file, no journal, no WAL: a refused copy, or a client that
+ * only read a new name), the database is forgotten: its file goes, and
+ * with no history at all its directory too, so nothing is left behind.
+ * Call it after replying to the kernel: it may invalidate cached names. */
+void db_close_file(struct db *db, enum db_kind kind, int fd);
+/* Re-creates the directory of a forgotten database (see db_close_file);
+ * 0 or -errno. */
+int db_ensure_dir(struct db *db);
+int db_stat_file(struct db *db, enum db_kind kind, struct stat *st);
+/* Which files of the database exist, for a directory listing. Never
+ * waits for db->mu: opening the mount's root (SQLite does it to sync the
+ * directory after creating a journal) must not hang on another database's
+ * stuck holder; when the mutex is busy the backing files are asked. */
+void db_list_files(struct db *db, bool out[DB_KIND_COUNT]);
+/* Reads through the backing file (or the generated -pos text). */
+ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off);
+/* Writes through, recognising commits. Returns bytes written or -errno. */
+ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off);
+int db_truncate(struct db *db, enum db_kind kind, off_t size);
+int db_fsync(struct db *db, enum db_kind kind, int fd);
+/* fsyncs the database's backing directory if a file was created or
+ * removed since the last call (SQLite syncs the directory after creating
+ * a journal or WAL); when db->mu is held by someone else, syncs it
+ * without waiting for the mutex. Returns 0 or -errno. */
+int db_sync_dir(struct db *db);
+/* Unlinks a file; unlinking the database itself records a commit-0 LTX. */
+int db_unlink(struct db *db, enum db_kind kind);
+
+/* "%016x/%016x\n" of the current position into buf[LTX_POS_STR_LEN+1]. */
+void db_pos_text(struct db *db, char *buf);
+struct ltx_pos db_pos(struct db *db);
+
+/* Makes the open segment durable up to its end (the store calls it a few
+ * times a second, so a commit never stays unsynced for long). */
+void db_flush_pending(struct db *db);
+
+/* Deletes LTX segments last written before now - retention_ms, always
+ * keeping the newest. */
+int db_enforce_retention(struct db *db, int64_t now_ms, int64_t retention_ms);
+
+/* Runs one step of background verification (up to max_pages pages).
+ * Returns 1 while more work remains, 0 when done, or a negative code when
+ * the checksum did not match (writes are then refused). */
+int db_verify_step(struct db *db, uint32_t max_pages);
+
+/* Checksum of the whole logical database, computed now under db->mu
+ * (slow; for tests and recovery). */
+int db_compute_checksum(struct db *db, uint64_t *out);
+
+/* ---- Replication, primary side ----------------------------------------- */
+
+/* Reads the committed records of a database's chain in TXID order, from
+ * the segment files (catch-up) and then from the open segment as commits
+ * land (live). Only records up to db->pos are returned, never one that
+ * may still be cut back. */
+struct db_cursor {
+	struct db *db;
+	int fd;              /* segment being read, -1 before the first */
+	uint64_t seg_first;  /* its first TXID */
+	uint64_t off;        /* offset of the next record header in it */
+	uint64_t next_txid;  /* TXID of the next record to return */
+	bool diverged;       /* set by db_cursor_open(): the position is not on
+				this chain (ahead, or another checksum at its TXID) */
+};
+
+/* Positions c just after `after` (a replica's position). Returns 0 when
+ * the records after it are retained and `after` is on this chain
+ * (after.txid == 0 on a chain that still starts at TXID 1 counts), or
+ * ERR_NEED_SNAPSHOT when the replica must be sent a snapshot: its TXID is
+ * older than the oldest retained record, its checksum differs from this
+ * node's at that TXID (split brain), or it is ahead of this node. */
+int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c);
+/* Next record: returns 1 with *fd (borrowed, valid until the next call)
+ * and *rec (offset/length of the LTX bytes of the record are
+ * rec->offset + LTXLOG_HDR_SIZE, rec->len), 0 when the cursor is at the
+ * current position (wait with store_wait_change() and call again),
+ * ERR_NEED_SNAPSHOT when the next record is no longer retained, or
+ * another negative code. Reading the bytes is the caller's job (pread);
+ * a short read means the record was taken back: start over. */
+int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec);
+void db_cursor_close(struct db_cursor *c); /* idempotent */
+
+/* Writes a snapshot LTX of the logical database (WAL frames included) at
+ * its current position through write(ctx): TXID 1..pos.txid, every page.
+ * Holds db->mu throughout (writers wait), so write to a local spool file,
+ * not to a network peer. *pos gets the snapshot's position. Returns 0,
+ * ERR_NEED_SNAPSHOT if the database is empty or deleted (pos.txid == 0 or
+ * no pages: nothing to send), or an error. */
+int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos);
+
+/* ---- Replication, replica side ----------------------------------------- */
+
+/* Applies one LTX file received from the primary (bytes [off, off+len) of
+ * fd) to this replica's database: validated in full first (it must follow
+ * db->pos, or be a snapshot); readers are excluded with SQLite's own locks
+ * while pages are written; the kernel cache is invalidated for the pages
+ * that changed; WAL-mode readers see the new state; the record is appended
+ * to this node's chain byte for byte and pos advances. A commit of 0
+ * pages deletes the database. Returns 0, an ERR_LTX_* code (nothing
+ * changed: the input was refused), or another error. Only the replication
+ * client calls it, one at a time per database — and the backup client on a
+ * primary, to apply a state restored on the backup service: writers are
+ * then excluded by the same locks, and committed WAL frames are first
+ * folded into the db file. */
+int db_apply(struct db *db, int fd, off_t off, uint32_t len);
+
+/* ---- Backup -------------------------------------------------------------- */
+
+/* The backup service holds every transaction <= hwm durably: retention may
+ * delete segments whose records are all <= hwm (and old enough), never
+ * later ones. Until the first call nothing constrains retention. */
+void db_set_backup_hwm(struct db *db, uint64_t hwm);
+
+#endif

@@ -1,0 +1,2374 @@
+/*
+ * http.c — the node's HTTP API on http.addr (libmicrohttpd):
+ *
+ *   GET  /info              node and database summary (JSON)
+ *   GET  /metrics           Prometheus text format
+ *   POST /import?name=NAME  body: a SQLite file; becomes ONE transaction
+ *   GET  /export?name=NAME  a consistent copy of the database as a SQLite file
+ *   GET  /events            newline-delimited JSON: init, tx, primaryChange
+ *   POST /stream            replication to a replica (protocol: stream.c)
+ *
+ * The reference for clients is docs/http.md; this comment says why the code
+ * is shaped the way it is.
+ *
+ * THREADING
+ *
+ * MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION. Import
+ * and export handlers block for a long time by nature: a busy timeout while
+ * another client holds a lock (up to HTTP_BUSY_TIMEOUT_MS), PRAGMA
+ * integrity_check over a file of gigabytes, a page-by-page backup through
+ * the FUSE mount. In a fixed thread pool a few of those would starve the
+ * cheap requests (/metrics scrapes, /info health checks); with a thread per
+ * connection a slow request only ever delays itself. The number of threads
+ * is bounded by MHD_OPTION_CONNECTION_LIMIT. MHD_USE_AUTO picks poll() over
+ * select(), so a descriptor number above FD_SETSIZE (the node holds many
+ * descriptors) cannot break a connection.
+ *
+ * The handlers never do SQLite I/O on the mount themselves: that runs in a
+ * child process (sqlchild.c, `litefs __sqlite`). In WAL mode SQLite maps
+ * -shm, and a page fault on that mapping in this process would hold its
+ * mmap_lock while waiting for a FUSE read that a worker of this process,
+ * blocked in malloc on the same lock, must serve: a deadlock that the first
+ * version of export hit under concurrent writes. The handlers only take
+ * db.mu (and, through store_*, store.mu) for short copies of a database's
+ * fields, in the documented order store.mu before db.mu.
+ *
+ * IMPORT (POST /import?name=NAME)
+ *
+ *   1. First call of the access handler (headers only): check the method,
+ *      the name (store_valid_db_name) and Content-Length (<= 64 GiB, else
+ *      413), and create a temp file <data.dir>/tmp/http-import-XXXXXX. A
+ *      refusal is sent at once when the client waits for "100 Continue"
+ *      (it then never sends the body) or the body is large; a small body
+ *      is drained first, because replying early makes MHD close a socket
+ *      with unread bytes, which the kernel turns into a reset that can
+ *      reach the client before the reply (import_begin).
+ *   2. Body chunks are appended to the temp file as they arrive: the body
+ *      is never held in memory. A chunked body that grows past the cap
+ *      aborts the connection (there is no way to reply mid-body).
+ *   3. End of body: validate the copy — the SQLite header ("SQLite format
+ *      3\0", a valid page size, file format versions 1 or 2, a size that is
+ *      a whole number of pages), then PRAGMA integrity_check through
+ *      libsqlite3, opened read-only with immutable=1 so that no journal or
+ *      WAL next to the temp file is ever consulted. Nothing about the live
+ *      database has been touched yet, so a rejection leaves it unchanged.
+ *   4. Copy with the SQLite online backup API into the MOUNTED path
+ *      (<fuse.dir>/NAME), in the child process (`litefs __sqlite import`),
+ *      through a connection with a busy timeout. The
+ *      backup writes every page inside one write transaction of the live
+ *      database, so the mount captures exactly one LTX through its normal
+ *      commit path, with SQLite's own locking against other clients. The
+ *      backup is stepped in chunks only so that shutdown can interrupt it;
+ *      the destination transaction spans all steps and commits once.
+ *
+ *   Journal modes. An existing database keeps its journal mode: SQLite's
+ *   backup already keeps a WAL destination in WAL mode, and a WAL-mode file
+ *   imported into a rollback-mode database would switch it to WAL, so the
+ *   header of the temp copy is set to rollback (bytes 18/19 = 1, exactly
+ *   what PRAGMA journal_mode=DELETE writes on a checkpointed file). The
+ *   same rewrite lets immutable=1 open WAL-mode files. A new database is
+ *   therefore created in rollback mode; clients switch it to WAL as usual.
+ *   Page sizes must match a non-empty destination: the mount refuses page
+ *   size changes (an LTX chain has one page size), and SQLite refuses them
+ *   for WAL destinations; both are reported as 409 before any write.
+ *
+ *   The reply carries db_pos() read right after the backup committed. If
+ *   another client commits in between, the position includes that commit
+ *   too (logged); it is never older than the import.
+ *
+ * EXPORT (GET /export?name=NAME)
+ *
+ *   A consistent copy needs a read transaction whose snapshot is known to
+ *   match db_pos(). The child (`litefs __sqlite export`) opens two
+ *   connections on the mounted path and reports READY; this process reads
+ *   db_pos() while the child holds them, then tells it to go on:
+ *     A (read-write): BEGIN IMMEDIATE — no other writer can commit now;
+ *     B (read-only):  BEGIN; SELECT ... — B's snapshot is the latest commit;
+ *     read db_pos()  — that commit's position (the mount advances the
+ *                      position before the committing client unlocks);
+ *     A: ROLLBACK    — writers may proceed; B keeps its snapshot.
+ *   Then the backup API copies B's snapshot into a temp file: backup_step
+ *   reuses a read transaction that is already open on the source connection
+ *   (it only closes one it opened itself), so the copy is exactly the state
+ *   named by Litefs-Pos, however many commits happen meanwhile in WAL mode.
+ *   In rollback modes B's SHARED lock holds writers off until the copy is
+ *   done, as any SQLite reader does. If A cannot start (neither busy nor
+ *   interrupted, e.g. a read-only database), the position is still exact in
+ *   rollback modes (B's lock) and is omitted in WAL mode.
+ *   The temp file is opened, unlinked, and streamed with
+ *   MHD_create_response_from_fd64 (sendfile), so it vanishes with the
+ *   response whatever happens to the connection.
+ *
+ * SHUTDOWN (http_stop). New requests get 503 and new connections are
+ * refused; requests in flight get HTTP_STOP_GRACE_MS to finish, so that an
+ * import that commits also delivers its reply (closing the connection
+ * after the commit would report a failure for an applied import). Then the
+ * helper processes still running are sent SIGTERM — a helper killed inside
+ * its write transaction is a client killed mid-transaction, which the mount
+ * turns into no transaction — and MHD is stopped. Helpers are tracked by
+ * pidfd, because the supervisor reaps any child (waitpid(-1)) and a bare
+ * PID could be reused by then.
+ *
+ * TEMP FILES live in <data.dir>/tmp (same file system as the data, which is
+ * where the space is provisioned). Leftovers of a crash carry our prefixes
+ * and are removed by http_start().
+ *
+ * STREAMS (/stream, /events) are callback responses. Their reader callback
+ * runs in the connection's own thread, so it may block: it waits on the
+ * store's change counter (store_wait_change) at most until the next
+ * heartbeat is due, and checks between waits whether the peer hung up
+ * (POLLRDHUP on the socket) and whether http_stop() began — which also
+ * bumps the counter to wake them — so a stream ends with its end frame
+ * within the grace period. A frame is queued whole before the cursor of
+ * its database moves on (struct outq): its header in memory, its LTX bytes
+ * read from the segment (or the snapshot spool) as the socket takes them.
+ * The shared secret guards /stream only; it is compared in constant time.
+ *
+ * ERRORS are JSON {"error": "..."} with a status: 400 bad input, 404 unknown
+ * path or database, 401 wrong secret, 405 wrong method (with Allow), 409
+ * conflicts with the live database (or another cluster, or an import on a
+ * replica), 413 too large, 503 busy, shutting down or not the primary, 507
+ * no space,
+ * 500 otherwise. Each decision is logged once (mod=http).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "proto/cluster.h"
+#include "node/db.h"
+#include "base/err.h"
+#include "node/fusefs.h"
+#include "node/http.h"
+#include "base/log.h"
+#include "base/mhd.h"
+#include "ltx/ltx.h"
+#include "node/sqlchild.h"
+#include "node/store.h"
+#include "proto/stream.h"
+
+#define HTTP_MAX_IMPORT_BYTES (64ull << 30)
+#define HTTP_DRAIN_MAX (1u << 20)
+#define HTTP_BUSY_TIMEOUT_MS 30000
+#define HTTP_BUSY_STEP_US 500
+#define HTTP_CONNECTION_LIMIT 64u
+#define HTTP_CONNECTION_TIMEOUT_S 300u
+#define HTTP_TMP_SUBDIR "tmp"
+#define HTTP_TMP_IMPORT_PREFIX "http-import-"
+#define HTTP_TMP_EXPORT_PREFIX "http-export-"
+#define HTTP_MSG_LEN 512
+#define HTTP_STOP_GRACE_MS 10000
+#define HTTP_TMP_SNAPSHOT_PREFIX "http-snapshot-"
+
+struct http_server {
+	struct store *st;       /* borrowed */
+	struct fusefs *fs;      /* borrowed */
+	struct cluster *cluster; /* borrowed; NULL: no cluster ID */
+	char *secret;           /* owned; NULL: no authentication */
+	char *hostname;         /* owned: this node's name for other nodes */
+	bool candidate;
+	struct MHD_Daemon *daemon;
+	char *tmp_dir;          /* owned: <data.dir>/tmp */
+	atomic_bool stopping;   /* set by http_stop(); interrupts SQLite work */
+	atomic_int n_active;    /* requests between their first call and completion */
+
+	/* The helper processes (sqlchild.c) of requests in flight, as pidfds,
+	 * so that http_stop() can end them without racing with PID reuse (the
+	 * supervisor reaps any child with waitpid(-1)). -1 = free slot. */
+	pthread_mutex_t children_mu;
+	int child_pidfds[HTTP_CONNECTION_LIMIT];
+
+	/* Counters for /metrics (since start). */
+	atomic_ulong n_import_ok, n_import_err, n_export_ok, n_export_err;
+};
+
+/* What *con_cls points to between the calls of the access handler: the
+ * first member of each per-request struct says which it is. */
+enum req_kind { REQ_IMPORT = 1, REQ_STREAM };
+
+/* Per-request state of POST /import, from the first call of the access
+ * handler to the completion callback, which frees it. */
+struct import_req {
+	int kind;               /* REQ_IMPORT */
+	char name[256];
+	int fd;                 /* temp file, -1 once closed */
+	char *tmp_path;         /* owned; unlinked on completion */
+	uint64_t n_bytes;       /* body bytes written so far */
+	unsigned fail_status;   /* non-zero: discard the body, reply this */
+	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
+	char fail_msg[HTTP_MSG_LEN];
+};
+
+/* A copy of a database's fields, taken under db.mu. */
+struct db_view {
+	struct db *db;
+	bool exists;
+	uint32_t page_size, n_pages;
+	bool wal_mode, write_refused;
+	struct ltx_pos pos;
+	int64_t ts_ms;
+	uint64_t n_commits;
+	uint64_t oldest_txid;
+	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
+	uint64_t ltx_count, ltx_bytes; /* filled by /metrics only */
+	/* Set by db_view_try() when db.mu stayed held: only db, busy and lock
+	 * are then filled in. */
+	bool busy;
+	struct lockwatch_state lock;   /* db.mu's holder, for a busy database */
+};
+
+/* How long /info and /metrics wait for one database's mutex before they
+ * report it busy: a database stuck behind its holder (see lockwatch.h)
+ * must not hang the endpoints that an operator uses to find it. */
+#define HTTP_DB_LOCK_WAIT_MS 250
+
+/* Copies the fields (db.mu held by the caller). */
+static void db_view_fill(struct db *db, struct db_view *v)
+{
+	v->exists = db->exists[DB_KIND_DB];
+	v->page_size = db->page_size;
+	v->n_pages = db->n_pages;
+	v->wal_mode = db->wal_mode;
+	v->write_refused = db->write_refused;
+	v->pos = db->pos;
+	v->ts_ms = db->pos_ts_ms;
+	v->n_commits = db->n_commits;
+	v->oldest_txid = db->oldest_txid;
+	v->backup_hwm = db->backup_hwm;
+}
+
+static void db_view_take(struct db *db, struct db_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	lockwatch_lock(&db->mu, "http");
+	db_view_fill(db, v);
+	lockwatch_unlock(&db->mu);
+}
+
+/* Like db_view_take(), but waits at most HTTP_DB_LOCK_WAIT_MS for db.mu;
+ * returns false (v->busy set, v->lock says who holds it) when it stayed
+ * held. */
+static bool db_view_try(struct db *db, struct db_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0) {
+		v->busy = true;
+		lockwatch_peek(&db->mu, clock_mono_ms(), &v->lock);
+		return false;
+	}
+	db_view_fill(db, v);
+	lockwatch_unlock(&db->mu);
+	return true;
+}
+
+/* ---- Responses ---------------------------------------------------------- */
+
+/* Queues body (takes ownership of a malloc'd buffer); allow, if not NULL,
+ * becomes the Allow header. */
+static enum MHD_Result respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
+				   size_t len, const char *allow)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* Takes ownership of obj. */
+static enum MHD_Result respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	json_decref(obj);
+	if (!s)
+		return MHD_NO;
+	size_t n = strlen(s);
+	char *t = realloc(s, n + 2);
+	if (!t) {
+		free(s);
+		return MHD_NO;
+	}
+	t[n] = '\n';
+	t[n + 1] = '\0';
+	return respond_buf(conn, status, "application/json", t, n + 1, allow);
+}
+
+static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+	json_t *o = json_object();
+	if (o)
+		json_object_set_new(o, "error", mhd_json_str(msg));
+	return respond_json(conn, status, o, NULL);
+}
+
+static enum MHD_Result respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static enum MHD_Result respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+{
+	char msg[HTTP_MSG_LEN];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return respond_error(conn, status, msg);
+}
+
+static enum MHD_Result respond_method_not_allowed(struct MHD_Connection *conn, const char *method,
+						   const char *url, const char *allow)
+{
+	char msg[HTTP_MSG_LEN];
+	snprintf(msg, sizeof(msg), "method %.40s not allowed on %s (allowed: %s)", method, url, allow);
+	json_t *o = json_object();
+	if (o)
+		json_object_set_new(o, "error", mhd_json_str(msg));
+	return respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, allow);
+}
+
+/* ---- Query parameters --------------------------------------------------- */
+
+/* Copies the "name" query parameter into out after validating it. Returns
+ * 0, or an HTTP status with msg filled. */
+static unsigned get_db_name(struct MHD_Connection *conn, char *out, size_t out_len, char *msg, size_t msg_len)
+{
+	const char *v = NULL;
+	size_t n = 0;
+
+	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "name", 4, &v, &n) != MHD_YES) {
+		snprintf(msg, msg_len, "missing query parameter: name");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (v == NULL)
+		n = 0;
+	/* A decoded %00 would silently truncate the name: refuse it. */
+	if (n == 0 || memchr(v, '\0', n) != NULL || n >= out_len) {
+		snprintf(msg, msg_len, "invalid database name: must be 1 to 200 bytes without NUL");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	memcpy(out, v, n);
+	out[n] = '\0';
+	if (!store_valid_db_name(out)) {
+		snprintf(msg, msg_len,
+			 "invalid database name: 1 to 200 bytes of UTF-8, no '/', no control characters, no leading '.', "
+			 "not ending in -journal, -wal, -shm or -pos");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	return 0;
+}
+
+/* ---- Paths -------------------------------------------------------------- */
+
+/* <mountpoint>/<name>, never parsed by SQLite as a URI. Caller frees. */
+static char *mount_path(struct http_server *srv, const char *name)
+{
+	const char *mnt = fusefs_mountpoint(srv->fs);
+	char *p = NULL;
+	if (asprintf(&p, "%s%s/%s", mnt[0] == '/' ? "" : "./", mnt, name) < 0)
+		return NULL;
+	return p;
+}
+
+/* "file:<percent-encoded path>?immutable=1" for read-only validation of a
+ * private temp file. Caller frees. */
+static char *immutable_uri(const char *path)
+{
+	size_t n = strlen(path);
+	char *u = malloc(5 + 3 * n + 13);
+	if (!u)
+		return NULL;
+	char *p = u;
+	memcpy(p, "file:", 5);
+	p += 5;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)path[i];
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
+		    c == '-' || c == '_' || c == '.' || c == '~') {
+			*p++ = (char)c;
+		} else {
+			sprintf(p, "%%%02X", c);
+			p += 3;
+		}
+	}
+	strcpy(p, "?immutable=1");
+	return u;
+}
+
+/* Creates a temp file <tmp_dir>/<prefix>XXXXXX. Returns the fd (caller
+ * closes) and *path (caller frees, and unlinks), or -errno. */
+static int make_temp(struct http_server *srv, const char *prefix, char **path)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/%sXXXXXX", srv->tmp_dir, prefix) < 0)
+		return -ENOMEM;
+	int fd = mkostemp(p, O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		free(p);
+		return rc;
+	}
+	*path = p;
+	return fd;
+}
+
+/* Removes leftovers of a previous process (a crash mid-request). */
+static void clean_tmp_dir(const char *dir)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	struct dirent *e;
+	int n = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, HTTP_TMP_IMPORT_PREFIX, strlen(HTTP_TMP_IMPORT_PREFIX)) != 0 &&
+		    strncmp(e->d_name, HTTP_TMP_EXPORT_PREFIX, strlen(HTTP_TMP_EXPORT_PREFIX)) != 0 &&
+		    strncmp(e->d_name, HTTP_TMP_SNAPSHOT_PREFIX, strlen(HTTP_TMP_SNAPSHOT_PREFIX)) != 0)
+			continue;
+		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n > 0)
+		LOG_INFO("http", "msg=\"removed leftover temp files\" dir=\"%s\" n=%d", dir, n);
+}
+
+/* ---- SQLite helpers ----------------------------------------------------- */
+
+/* Interrupts long SQLite work (integrity_check, statements of a backup)
+ * when the server stops. */
+static int sqlite_progress(void *arg)
+{
+	struct http_server *srv = arg;
+	return atomic_load(&srv->stopping) ? 1 : 0;
+}
+
+/* Waits for a lock in steps of HTTP_BUSY_STEP_US up to HTTP_BUSY_TIMEOUT_MS.
+ * SQLite's own busy_timeout backs off to 100 ms sleeps, and a client that
+ * commits in a tight loop releases its lock for microseconds only, so a
+ * backed-off waiter almost never gets it (an export waited 9 s behind a
+ * Python loop in testing). Short constant steps are fair enough at a
+ * negligible cost. Gives up at once when the server stops. */
+static int sqlite_busy(void *arg, int n_calls)
+{
+	struct http_server *srv = arg;
+	if (atomic_load(&srv->stopping) ||
+	    (int64_t)n_calls * HTTP_BUSY_STEP_US >= (int64_t)HTTP_BUSY_TIMEOUT_MS * 1000)
+		return 0;
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = HTTP_BUSY_STEP_US * 1000L };
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+static void sqlite_prepare_conn(struct http_server *srv, sqlite3 *db)
+{
+	sqlite3_extended_result_codes(db, 0);
+	sqlite3_busy_handler(db, sqlite_busy, srv);
+	sqlite3_progress_handler(db, 10000, sqlite_progress, srv);
+	sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
+}
+
+/* The HTTP status for a SQLite failure on the live database. */
+static unsigned sqlite_status(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_INTERRUPT:
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	case SQLITE_READONLY:
+		return MHD_HTTP_CONFLICT;
+	case SQLITE_FULL:
+		return MHD_HTTP_INSUFFICIENT_STORAGE;
+	case SQLITE_CANTOPEN:
+		return MHD_HTTP_NOT_FOUND;
+	default:
+		return MHD_HTTP_INTERNAL_SERVER_ERROR;
+	}
+}
+
+/* ---- Helper processes --------------------------------------------------- */
+
+/* Registers a started helper; returns its slot (for child_untrack) or -1
+ * when it cannot be tracked (it then simply runs to its end). A helper
+ * started after http_stop() began is ended at once. */
+static int child_track(struct http_server *srv, pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (fd < 0)
+		return -1;
+	int slot = -1;
+	pthread_mutex_lock(&srv->children_mu);
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++) {
+		if (srv->child_pidfds[i] < 0) {
+			srv->child_pidfds[i] = fd;
+			slot = i;
+			break;
+		}
+	}
+	if (slot >= 0 && atomic_load(&srv->stopping))
+		syscall(SYS_pidfd_send_signal, fd, SIGTERM, NULL, 0);
+	pthread_mutex_unlock(&srv->children_mu);
+	if (slot < 0)
+		close(fd);
+	return slot;
+}
+
+static void child_untrack(struct http_server *srv, int slot)
+{
+	if (slot < 0)
+		return;
+	pthread_mutex_lock(&srv->children_mu);
+	close(srv->child_pidfds[slot]);
+	srv->child_pidfds[slot] = -1;
+	pthread_mutex_unlock(&srv->children_mu);
+}
+
+/* Ends every helper: a helper killed inside a write transaction is a client
+ * killed mid-transaction, which the mount turns into no transaction (a hot
+ * journal rolled back, or WAL frames without a commit frame). */
+static void children_terminate(struct http_server *srv)
+{
+	pthread_mutex_lock(&srv->children_mu);
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
+		if (srv->child_pidfds[i] >= 0)
+			syscall(SYS_pidfd_send_signal, srv->child_pidfds[i], SIGTERM, NULL, 0);
+	pthread_mutex_unlock(&srv->children_mu);
+}
+
+/* ---- GET /info ---------------------------------------------------------- */
+
+/* The primary's hostname as this node knows it (its own on the primary). */
+static void primary_hostname(struct http_server *srv, bool is_primary, char *buf, size_t len)
+{
+	if (is_primary)
+		snprintf(buf, len, "%s", srv->hostname);
+	else
+		store_primary_host(srv->st, buf, len);
+}
+
+static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connection *conn)
+{
+	char buf[64];
+	json_t *o = json_object();
+	json_t *arr = json_array();
+	if (!o || !arr) {
+		json_decref(o);
+		json_decref(arr);
+		return MHD_NO;
+	}
+	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node_id);
+	json_object_set_new(o, "nodeID", json_string(buf));
+	bool is_primary = store_is_primary(srv->st);
+	char host[256], id[CLUSTER_ID_LEN + 1] = "";
+	primary_hostname(srv, is_primary, host, sizeof(host));
+	if (srv->cluster)
+		cluster_get(srv->cluster, id);
+	json_object_set_new(o, "role", json_string(is_primary ? "primary" : "replica"));
+	json_object_set_new(o, "primary", json_boolean(is_primary));
+	json_object_set_new(o, "candidate", json_boolean(srv->candidate));
+	json_object_set_new(o, "hostname", mhd_json_str(srv->hostname));
+	json_object_set_new(o, "primaryHostname", mhd_json_str(host));
+	json_object_set_new(o, "lagMs", json_integer(store_lag_ms(srv->st)));
+	json_object_set_new(o, "clusterID", json_string(id));
+	json_object_set_new(o, "mountDir", mhd_json_str(fusefs_mountpoint(srv->fs)));
+	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->data_dir));
+
+	size_t n = store_count(srv->st);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(srv->st, (uint32_t)i);
+		struct db_view v;
+		if (!db)
+			continue;
+		if (!db_view_try(db, &v)) {
+			/* Stuck behind its mutex's holder: name it and who holds
+			 * it rather than hang (the fields below need the mutex). */
+			json_t *d = json_object();
+			if (!d)
+				continue;
+			json_object_set_new(d, "name", mhd_json_str(db->name));
+			json_object_set_new(d, "busy", json_true());
+			json_object_set_new(d, "lockHolder", json_string(v.lock.op ? v.lock.op : ""));
+			json_object_set_new(d, "lockHeldMs", json_integer(v.lock.held_ms));
+			json_object_set_new(d, "lockWaiters", json_integer(v.lock.n_waiters));
+			json_array_append_new(arr, d);
+			continue;
+		}
+		if (!v.exists)
+			continue;
+		json_t *d = json_object();
+		if (!d)
+			continue;
+		json_object_set_new(d, "name", mhd_json_str(db->name));
+		json_object_set_new(d, "busy", json_false());
+		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.txid);
+		json_object_set_new(d, "txid", json_string(buf));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.checksum);
+		json_object_set_new(d, "checksum", json_string(buf));
+		json_object_set_new(d, "pageSize", json_integer(v.page_size));
+		json_object_set_new(d, "pages", json_integer(v.n_pages));
+		json_object_set_new(d, "walMode", json_boolean(v.wal_mode));
+		/* The backup service holds every transaction up to here. */
+		if (v.backup_hwm != UINT64_MAX) {
+			snprintf(buf, sizeof(buf), "%016" PRIx64, v.backup_hwm);
+			json_object_set_new(d, "backupHWM", json_string(buf));
+		} else {
+			json_object_set_new(d, "backupHWM", json_null());
+		}
+		if (v.pos.txid != 0) {
+			ltx_format_time(buf, sizeof(buf), v.ts_ms);
+			json_object_set_new(d, "timestamp", json_string(buf));
+		} else {
+			json_object_set_new(d, "timestamp", json_null());
+		}
+		json_array_append_new(arr, d);
+	}
+	json_object_set_new(o, "databases", arr);
+	return respond_json(conn, MHD_HTTP_OK, o, NULL);
+}
+
+/* ---- GET /metrics ------------------------------------------------------- */
+
+/* Total size of the LTX data kept for db: every "*.ltx" file and every
+ * "*.ltxlog" segment of LTX records in its ltx/ directory (names starting
+ * with '.' are temporaries or spares, not data). */
+static uint64_t ltx_dir_bytes(struct db *db)
+{
+	uint64_t bytes = 0;
+	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0)
+		return 0;
+	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	lockwatch_unlock(&db->mu);
+	if (fd < 0)
+		return 0;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		const char *dot = strrchr(e->d_name, '.');
+		struct stat sb;
+		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
+			continue;
+		/* Retention may remove a file between readdir and stat. */
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+			continue;
+		bytes += (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	return bytes;
+}
+
+/* A Prometheus label value: backslash, double quote and newline escaped. */
+static void put_label(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			fputs("\\\\", f);
+		else if (*s == '"')
+			fputs("\\\"", f);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else
+			fputc(*s, f);
+	}
+}
+
+static void put_family(FILE *f, const char *name, const char *type, const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+enum db_metric { M_TXID, M_COMMITS, M_SIZE, M_PAGES, M_LTX_COUNT, M_LTX_BYTES, M_REFUSED, M_BACKUP_HWM, M_COUNT };
+
+static const struct {
+	const char *name, *type, *help;
+} db_metrics[M_COUNT] = {
+	[M_TXID] = { "litefs_db_txid", "gauge", "Current transaction ID." },
+	[M_COMMITS] = { "litefs_db_commit_count", "counter", "Number of database commits since the node started." },
+	[M_SIZE] = { "litefs_db_size_bytes", "gauge", "Logical size of the database in bytes (page size times pages)." },
+	[M_PAGES] = { "litefs_db_page_count", "gauge", "Logical size of the database in pages." },
+	[M_LTX_COUNT] = { "litefs_db_ltx_count", "gauge", "Number of LTX files (transactions) kept on disk." },
+	[M_LTX_BYTES] = { "litefs_db_ltx_bytes", "gauge", "Number of bytes used by LTX data on disk." },
+	[M_REFUSED] = { "litefs_db_write_refused", "gauge",
+			"1 if writes are refused because background verification failed." },
+	[M_BACKUP_HWM] = { "litefs_db_backup_hwm", "gauge",
+			   "Highest TXID the backup service holds durably (0 without a backup service)." },
+};
+
+static uint64_t db_metric_value(const struct db_view *v, enum db_metric m)
+{
+	switch (m) {
+	case M_TXID: return v->pos.txid;
+	case M_COMMITS: return v->n_commits;
+	case M_SIZE: return (uint64_t)v->page_size * v->n_pages;
+	case M_PAGES: return v->n_pages;
+	case M_LTX_COUNT: return v->ltx_count;
+	case M_LTX_BYTES: return v->ltx_bytes;
+	case M_REFUSED: return v->write_refused ? 1 : 0;
+	case M_BACKUP_HWM: return v->backup_hwm == UINT64_MAX ? 0 : v->backup_hwm;
+	default: return 0;
+	}
+}
+
+static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connection *conn)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f)
+		return MHD_NO;
+
+	size_t n = store_count(srv->st), n_live = 0, n_busy = 0;
+	struct db_view *views = calloc(n ? n : 1, sizeof(*views));
+	/* Databases whose mutex stayed held: listed with their lock state
+	 * only, since the other values need the mutex. */
+	struct db_view *busy = calloc(n ? n : 1, sizeof(*busy));
+	if (!views || !busy) {
+		free(views);
+		free(busy);
+		fclose(f);
+		free(buf);
+		return MHD_NO;
+	}
+	int64_t now_ms = clock_mono_ms();
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(srv->st, (uint32_t)i);
+		if (!db)
+			continue;
+		if (!db_view_try(db, &views[n_live])) {
+			busy[n_busy++] = views[n_live];
+			continue;
+		}
+		if (!views[n_live].exists)
+			continue;
+		lockwatch_peek(&db->mu, now_ms, &views[n_live].lock);
+		/* Transactions oldest_txid..txid are kept, one LTX each. */
+		struct db_view *v = &views[n_live];
+		v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
+		v->ltx_bytes = ltx_dir_bytes(db);
+		n_live++;
+	}
+
+	put_family(f, "litefs_is_primary", "gauge", "Primary status of the node.");
+	fprintf(f, "litefs_is_primary %d\n", store_is_primary(srv->st) ? 1 : 0);
+	put_family(f, "litefs_lag_seconds", "gauge", "Lag behind the primary node, in seconds.");
+	fprintf(f, "litefs_lag_seconds %.3f\n", (double)store_lag_ms(srv->st) / 1000.0);
+	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
+	fprintf(f, "litefs_db_count %zu\n", n_live);
+
+	for (int m = 0; m < M_COUNT; m++) {
+		put_family(f, db_metrics[m].name, db_metrics[m].type, db_metrics[m].help);
+		for (size_t i = 0; i < n_live; i++) {
+			fprintf(f, "%s{db=\"", db_metrics[m].name);
+			put_label(f, views[i].db->name);
+			fprintf(f, "\"} %" PRIu64 "\n", db_metric_value(&views[i], (enum db_metric)m));
+		}
+	}
+	/* The lock watchdog (lockwatch.h, store.c): every database, busy or
+	 * not, so that a stuck one shows up next to the healthy ones. */
+	put_family(f, "litefs_db_busy", "gauge",
+		   "1 if the database's lock stayed held while these metrics were taken (its other values are absent).");
+	for (size_t i = 0; i < n_live + n_busy; i++) {
+		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		fputs("litefs_db_busy{db=\"", f);
+		put_label(f, v->db->name);
+		fprintf(f, "\"} %d\n", v->busy ? 1 : 0);
+	}
+	put_family(f, "litefs_db_lock_held_seconds", "gauge",
+		   "How long the database's lock has been held by its current holder (0 when free).");
+	for (size_t i = 0; i < n_live + n_busy; i++) {
+		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		fputs("litefs_db_lock_held_seconds{db=\"", f);
+		put_label(f, v->db->name);
+		/* No op label: a label that changes with every holder would make
+		 * a new series per scrape; /info and the watchdog's log name it. */
+		fprintf(f, "\"} %.3f\n", (double)v->lock.held_ms / 1000.0);
+	}
+	put_family(f, "litefs_db_lock_waiters", "gauge", "Number of threads waiting for the database's lock.");
+	for (size_t i = 0; i < n_live + n_busy; i++) {
+		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		fputs("litefs_db_lock_waiters{db=\"", f);
+		put_label(f, v->db->name);
+		fprintf(f, "\"} %d\n", v->lock.n_waiters);
+	}
+	put_family(f, "litefs_lock_stalls_total", "counter",
+		   "Number of times a database lock was seen held longer than the watchdog's bound.");
+	fprintf(f, "litefs_lock_stalls_total %" PRIu64 "\n", store_lock_stalls(srv->st));
+	free(views);
+	free(busy);
+
+	struct fusefs_stats fst;
+	fusefs_get_stats(srv->fs, &fst);
+	const struct {
+		const char *type;
+		unsigned long v;
+	} ops[] = {
+		{ "lookup", fst.lookup }, { "getattr", fst.getattr }, { "setattr", fst.setattr },
+		{ "open", fst.open },     { "create", fst.create },   { "read", fst.read },
+		{ "write", fst.write },   { "fsync", fst.fsync },     { "flush", fst.flush },
+		{ "release", fst.release }, { "unlink", fst.unlink }, { "readdir", fst.readdir },
+		{ "statfs", fst.statfs }, { "other", fst.other },
+	};
+	put_family(f, "litefs_fuse_op_count", "counter", "Number of FUSE requests served, by operation.");
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		fprintf(f, "litefs_fuse_op_count{type=\"%s\"} %lu\n", ops[i].type, ops[i].v);
+
+	put_family(f, "litefs_http_import_count", "counter", "Number of POST /import requests, by result.");
+	fprintf(f, "litefs_http_import_count{result=\"ok\"} %lu\n", atomic_load(&srv->n_import_ok));
+	fprintf(f, "litefs_http_import_count{result=\"error\"} %lu\n", atomic_load(&srv->n_import_err));
+	put_family(f, "litefs_http_export_count", "counter", "Number of GET /export requests, by result.");
+	fprintf(f, "litefs_http_export_count{result=\"ok\"} %lu\n", atomic_load(&srv->n_export_ok));
+	fprintf(f, "litefs_http_export_count{result=\"error\"} %lu\n", atomic_load(&srv->n_export_err));
+
+	if (fclose(f) != 0) {
+		free(buf);
+		return MHD_NO;
+	}
+	return respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL);
+}
+
+/* ---- POST /import ------------------------------------------------------- */
+
+static void import_req_free(struct import_req *ir)
+{
+	if (!ir)
+		return;
+	if (ir->fd >= 0)
+		close(ir->fd);
+	if (ir->tmp_path) {
+		unlink(ir->tmp_path);
+		free(ir->tmp_path);
+	}
+	free(ir);
+}
+
+static void import_fail(struct import_req *ir, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void import_fail(struct import_req *ir, unsigned status, const char *fmt, ...)
+{
+	va_list ap;
+	ir->fail_status = status;
+	va_start(ap, fmt);
+	vsnprintf(ir->fail_msg, sizeof(ir->fail_msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Checks the SQLite header of the uploaded copy; rewrites a WAL-mode
+ * header to rollback mode (see DESIGN). Sets *page_size. 0 or -1 (failed,
+ * reason in ir). */
+static int import_check_header(struct import_req *ir, uint32_t *page_size)
+{
+	uint8_t hdr[100];
+
+	if (ir->n_bytes == 0) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "empty body: expected a SQLite database file");
+		return -1;
+	}
+	if (ir->n_bytes < sizeof(hdr) || pread(ir->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a SQLite database: only %" PRIu64 " bytes", ir->n_bytes);
+		return -1;
+	}
+	if (memcmp(hdr, "SQLite format 3", 16) != 0) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a SQLite database (bad header)");
+		return -1;
+	}
+	uint32_t ps = (uint32_t)hdr[16] << 8 | hdr[17];
+	if (ps == 1)
+		ps = 65536;
+	if (!ltx_is_valid_page_size(ps)) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a valid SQLite database: bad page size %u", ps);
+		return -1;
+	}
+	if (ir->n_bytes % ps != 0) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST,
+			    "not a valid SQLite database: size %" PRIu64 " is not a multiple of the page size %u",
+			    ir->n_bytes, ps);
+		return -1;
+	}
+	if (hdr[18] < 1 || hdr[18] > 2 || hdr[19] < 1 || hdr[19] > 2) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "unsupported SQLite file format version (%u/%u)", hdr[18],
+			    hdr[19]);
+		return -1;
+	}
+	if (hdr[18] != 1 || hdr[19] != 1) {
+		static const uint8_t rollback[2] = { 1, 1 };
+		if (pwrite(ir->fd, rollback, 2, 18) != 2) {
+			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot rewrite the temp copy: %s",
+				    strerror(errno));
+			return -1;
+		}
+	}
+	*page_size = ps;
+	return 0;
+}
+
+/* PRAGMA integrity_check on the temp copy. 0 or -1 (reason in ir). */
+static int import_check_integrity(struct http_server *srv, struct import_req *ir, sqlite3 *src)
+{
+	sqlite3_stmt *stmt = NULL;
+	int rc = sqlite3_prepare_v2(src, "PRAGMA integrity_check(10)", -1, &stmt, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(stmt);
+	if (rc == SQLITE_ROW) {
+		const char *r = (const char *)sqlite3_column_text(stmt, 0);
+		if (r && strcmp(r, "ok") == 0) {
+			sqlite3_finalize(stmt);
+			return 0;
+		}
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "integrity_check failed: %.300s", r ? r : "(null)");
+	} else if (atomic_load(&srv->stopping)) {
+		import_fail(ir, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	} else {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a valid SQLite database: %s", sqlite3_errmsg(src));
+	}
+	sqlite3_finalize(stmt);
+	return -1;
+}
+
+/* Validates the uploaded copy and applies it to the live database as one
+ * transaction. 0 (with *pos) or -1 (reason in ir). */
+static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
+{
+	sqlite3 *src = NULL;
+	char *uri = NULL, *path = NULL;
+	uint32_t ps = 0;
+	int ret = -1, rc;
+	struct db *db = NULL;
+	struct db_view before = { 0 };
+	bool created = false; /* this request may have created the database file */
+
+	if (import_check_header(ir, &ps) != 0)
+		goto out;
+	if (!(uri = immutable_uri(ir->tmp_path)) || !(path = mount_path(srv, ir->name))) {
+		import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		goto out;
+	}
+	rc = sqlite3_open_v2(uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+	if (rc != SQLITE_OK) {
+		import_fail(ir, MHD_HTTP_BAD_REQUEST, "cannot open the uploaded file: %s",
+			    src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+		goto out;
+	}
+	sqlite_prepare_conn(srv, src);
+	if (import_check_integrity(srv, ir, src) != 0)
+		goto out;
+
+	/* Conflicts with the live database are found before any write. */
+	/* A deleted database keeps its registry entry and its position. */
+	db = store_find(srv->st, ir->name, true);
+	if (db)
+		db_view_take(db, &before);
+	if (!before.exists)
+		db = NULL;
+	if (db && before.write_refused) {
+		import_fail(ir, MHD_HTTP_CONFLICT, "database %s failed verification; writes are refused", ir->name);
+		goto out;
+	}
+	if (db && before.page_size != 0 && before.n_pages != 0 && before.page_size != ps) {
+		import_fail(ir, MHD_HTTP_CONFLICT,
+			    "page size mismatch: database %s has %u-byte pages, the file has %u-byte pages "
+			    "(LiteFS cannot change a database's page size; import under a new name, or "
+			    "rebuild the file with PRAGMA page_size=%u; VACUUM)",
+			    ir->name, before.page_size, ps, before.page_size);
+		goto out;
+	}
+
+	created = db == NULL;
+	/* The copy into the mount runs in a child process: the node must not
+	 * map its own files (sqlchild.c). */
+	{
+		char line[HTTP_MSG_LEN + 32];
+		const char *msg = "";
+		struct sqlchild child;
+		char *argv[] = { "litefs", "__sqlite", "import", uri, path, created ? "1" : "0", NULL };
+		rc = sqlchild_start(&child, argv);
+		if (rc != 0) {
+			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
+			goto out;
+		}
+		int slot = child_track(srv, child.pid);
+		sqlchild_read(&child, line, sizeof(line));
+		sqlchild_finish(&child);
+		child_untrack(srv, slot);
+		rc = SQLITE_OK;
+		if (strcmp(line, "OK") != 0 && sqlchild_parse_err(line, &rc, &msg) != 0) {
+			rc = SQLITE_ERROR;
+			msg = line;
+		}
+		if (rc != SQLITE_OK) {
+			unsigned status = sqlite_status(rc);
+			if (atomic_load(&srv->stopping))
+				import_fail(ir, MHD_HTTP_SERVICE_UNAVAILABLE,
+					    "the node is shutting down; the import was interrupted (if the position of "
+					    "%s did not advance, nothing was applied)", ir->name);
+			else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+				import_fail(ir, status, "database %s is busy: another connection held a lock for %d ms",
+					    ir->name, HTTP_BUSY_TIMEOUT_MS);
+			else
+				import_fail(ir, status == MHD_HTTP_NOT_FOUND ? MHD_HTTP_INTERNAL_SERVER_ERROR : status,
+					    "cannot write database %s: %s", ir->name, msg);
+			goto out;
+		}
+	}
+
+	db = store_find(srv->st, ir->name, false);
+	if (!db) {
+		import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "database %s vanished after the import", ir->name);
+		goto out;
+	}
+	*pos = db_pos(db);
+	if (pos->txid != before.pos.txid + 1)
+		LOG_WARN("http", "msg=\"other commits happened around the import; position includes them\" db=%s "
+				 "txid_before=%016" PRIx64 " txid=%016" PRIx64,
+			 ir->name, before.pos.txid, pos->txid);
+	ret = 0;
+out:
+	sqlite3_close(src);
+	/* A database this request created but never filled is removed, so a
+	 * failed import leaves no trace (no transaction: nothing to record). */
+	if (ret != 0 && created && (db = store_find(srv->st, ir->name, false)) != NULL) {
+		struct db_view now;
+		db_view_take(db, &now);
+		if (now.pos.txid == 0 && now.n_pages == 0)
+			unlink(path);
+	}
+	free(uri);
+	free(path);
+	return ret;
+}
+
+/* End of the upload: validate, apply, reply. */
+static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connection *conn, struct import_req *ir)
+{
+	struct ltx_pos pos = { 0 };
+	char buf[64];
+
+	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
+		atomic_fetch_add(&srv->n_import_ok, 1);
+		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64, ir->name,
+			 ir->n_bytes, pos.txid);
+		json_t *o = json_object();
+		if (!o)
+			return MHD_NO;
+		json_object_set_new(o, "name", mhd_json_str(ir->name));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.txid);
+		json_object_set_new(o, "txid", json_string(buf));
+		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.checksum);
+		json_object_set_new(o, "checksum", json_string(buf));
+		return respond_json(conn, MHD_HTTP_OK, o, NULL);
+	}
+	atomic_fetch_add(&srv->n_import_err, 1);
+	char logmsg[HTTP_MSG_LEN];
+	snprintf(logmsg, sizeof(logmsg), "%s", ir->fail_msg);
+	mhd_log_clean(logmsg);
+	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
+		 ir->n_bytes, ir->fail_status, logmsg);
+	return respond_error(conn, ir->fail_status, ir->fail_msg);
+}
+
+/* First call for POST /import: everything that can be refused before the
+ * body is read.
+ *
+ * A refusal sent before the body was read makes MHD close the connection
+ * with unread bytes in the socket, and the kernel then resets it: a client
+ * still sending may get ECONNRESET instead of the reply. So the reply is
+ * sent early only when that cannot happen or cannot be helped — the client
+ * waits for "100 Continue", or the body is too large to drain — and
+ * otherwise a small body (up to HTTP_DRAIN_MAX) is read and discarded
+ * first. */
+static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connection *conn, void **con_cls)
+{
+	char name[256], msg[HTTP_MSG_LEN];
+	unsigned long long content_length = 0;
+	bool has_length = false;
+
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (cl) {
+		errno = 0;
+		content_length = strtoull(cl, NULL, 10);
+		has_length = true;
+		if (errno == ERANGE || content_length > HTTP_MAX_IMPORT_BYTES) {
+			atomic_fetch_add(&srv->n_import_err, 1);
+			LOG_WARN("http", "msg=\"import refused: body too large\" content_length=\"%.30s\"", cl);
+			return respond_errorf(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+					      "body too large: the limit is %llu bytes", HTTP_MAX_IMPORT_BYTES);
+		}
+	}
+	bool expects_continue = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) != NULL;
+	bool reply_early = expects_continue || !has_length || content_length > HTTP_DRAIN_MAX;
+
+	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
+	if (status == 0 && !store_is_primary(srv->st)) {
+		status = MHD_HTTP_CONFLICT;
+		snprintf(msg, sizeof(msg), "this node is a read-only replica: import on the primary");
+	}
+	if (status != 0 && reply_early) {
+		atomic_fetch_add(&srv->n_import_err, 1);
+		LOG_WARN("http", "msg=\"import refused\" status=%u reason=\"%s\"", status, msg);
+		return respond_error(conn, status, msg);
+	}
+	struct import_req *ir = calloc(1, sizeof(*ir));
+	if (!ir)
+		return MHD_NO;
+	ir->kind = REQ_IMPORT;
+	ir->fd = -1;
+	if (status != 0) {
+		snprintf(ir->name, sizeof(ir->name), "%s", status == MHD_HTTP_CONFLICT ? name : "-");
+		ir->fail_status = status;
+		ir->refused_early = true;
+		snprintf(ir->fail_msg, sizeof(ir->fail_msg), "%s", msg);
+		*con_cls = ir;
+		return MHD_YES;
+	}
+	snprintf(ir->name, sizeof(ir->name), "%s", name);
+	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->tmp_path);
+	if (fd < 0) {
+		LOG_ERROR("http", "msg=\"cannot create temp file\" db=%s dir=\"%s\" err=\"%s\"", name, srv->tmp_dir,
+			  err_str(fd));
+		status = fd == -ENOSPC ? MHD_HTTP_INSUFFICIENT_STORAGE : MHD_HTTP_INTERNAL_SERVER_ERROR;
+		if (reply_early) {
+			free(ir);
+			atomic_fetch_add(&srv->n_import_err, 1);
+			return respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
+		}
+		import_fail(ir, status, "cannot create a temp file: %s", err_str(fd));
+		ir->refused_early = true;
+	}
+	ir->fd = fd;
+	*con_cls = ir;
+	return MHD_YES;
+}
+
+/* A chunk of the body: appended to the temp file. */
+static enum MHD_Result import_chunk(struct import_req *ir, const char *data, size_t len)
+{
+	if (ir->fail_status) {
+		/* Draining a body we will refuse; a large one is cut short. */
+		ir->n_bytes += len;
+		return ir->refused_early && ir->n_bytes > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
+	}
+	if (ir->n_bytes + len > HTTP_MAX_IMPORT_BYTES) {
+		/* Only a chunked body gets here (Content-Length was checked).
+		 * MHD cannot reply mid-body: close the connection. */
+		LOG_WARN("http", "msg=\"import aborted: chunked body exceeds the limit\" db=%s limit=%llu", ir->name,
+			 HTTP_MAX_IMPORT_BYTES);
+		return MHD_NO;
+	}
+	size_t done = 0;
+	while (done < len) {
+		ssize_t n = write(ir->fd, data + done, len - done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+			import_fail(ir, err == ENOSPC || err == EDQUOT ? MHD_HTTP_INSUFFICIENT_STORAGE
+								       : MHD_HTTP_INTERNAL_SERVER_ERROR,
+				    "cannot store the upload: %s", strerror(err));
+			return MHD_YES;
+		}
+		done += (size_t)n;
+	}
+	ir->n_bytes += len;
+	return MHD_YES;
+}
+
+/* ---- GET /export -------------------------------------------------------- */
+
+struct export_result {
+	int fd;                 /* the copy, already unlinked; -1 on failure */
+	uint64_t size;
+	bool has_pos;
+	struct ltx_pos pos;
+	unsigned status;        /* on failure */
+	char msg[HTTP_MSG_LEN];
+};
+
+static void export_fail(struct export_result *r, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void export_fail(struct export_result *r, unsigned status, const char *fmt, ...)
+{
+	va_list ap;
+	r->status = status;
+	va_start(ap, fmt);
+	vsnprintf(r->msg, sizeof(r->msg), fmt, ap);
+	va_end(ap);
+}
+
+/* Copies a consistent snapshot of the database into an unlinked temp
+ * file (see DESIGN). 0 or -1 (reason in r). */
+static int export_copy(struct http_server *srv, const char *name, struct export_result *r)
+{
+	struct sqlchild child;
+	bool child_started = false;
+	int child_slot = -1;
+	char *path = NULL, *tmp = NULL;
+	int ret = -1, rc, fd;
+
+	r->fd = -1;
+	struct db *db = store_find(srv->st, name, false);
+	if (!db) {
+		export_fail(r, MHD_HTTP_NOT_FOUND, "database not found: %s", name);
+		return -1;
+	}
+	if (!(path = mount_path(srv, name))) {
+		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		goto out;
+	}
+	if ((fd = make_temp(srv, HTTP_TMP_EXPORT_PREFIX, &tmp)) < 0) {
+		export_fail(r, fd == -ENOSPC ? MHD_HTTP_INSUFFICIENT_STORAGE : MHD_HTTP_INTERNAL_SERVER_ERROR,
+			    "cannot create a temp file: %s", err_str(fd));
+		goto out;
+	}
+	close(fd);
+
+	/* The snapshot is taken by a child process (the node must not map its
+	 * own files, sqlchild.c): it holds writers off (A) and opens the read
+	 * transaction the copy is taken from (B), then waits while this
+	 * process reads the position those locks pin. */
+	char line[HTTP_MSG_LEN + 32];
+	const char *msg = "";
+	char *argv[] = { "litefs", "__sqlite", "export", path, tmp, NULL };
+	rc = sqlchild_start(&child, argv);
+	if (rc != 0) {
+		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the export helper: %s", err_str(rc));
+		goto out;
+	}
+	child_started = true;
+	child_slot = child_track(srv, child.pid);
+	sqlchild_read(&child, line, sizeof(line));
+	int locked = 0, wal = 0;
+	if (sscanf(line, "READY %d %d", &locked, &wal) != 2) {
+		if (sqlchild_parse_err(line, &rc, &msg) != 0) {
+			rc = SQLITE_ERROR;
+			msg = line;
+		}
+		if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+			export_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "database %s is busy: a writer held its lock too long",
+				    name);
+		else if ((rc & 0xff) == SQLITE_CANTOPEN && store_find(srv->st, name, false) == NULL)
+			export_fail(r, MHD_HTTP_NOT_FOUND, "database not found: %s", name);
+		else
+			export_fail(r, sqlite_status(rc), "cannot read database %s: %s", name, msg);
+		goto out;
+	}
+	/* With writers held off, or in a rollback mode where B's SHARED lock
+	 * pins the database, the position is exact; in WAL mode without A it
+	 * would be a guess. */
+	if (locked || !wal) {
+		r->pos = db_pos(db);
+		r->has_pos = true;
+	}
+	sqlchild_write(&child, "GO");
+	sqlchild_read(&child, line, sizeof(line));
+	if (strcmp(line, "OK") != 0) {
+		if (sqlchild_parse_err(line, &rc, &msg) != 0) {
+			rc = SQLITE_ERROR;
+			msg = line;
+		}
+		unsigned status = sqlite_status(rc);
+		export_fail(r, status == MHD_HTTP_NOT_FOUND ? MHD_HTTP_INTERNAL_SERVER_ERROR : status,
+			    "cannot copy database %s: %s", name, msg);
+		goto out;
+	}
+
+	/* Unlinked at once: the response owns the only reference. */
+	r->fd = open(tmp, O_RDONLY | O_CLOEXEC);
+	struct stat sb;
+	if (r->fd < 0 || fstat(r->fd, &sb) != 0) {
+		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot reopen the copy: %s", strerror(errno));
+		goto out;
+	}
+	r->size = (uint64_t)sb.st_size;
+	ret = 0;
+out:
+	if (child_started) {
+		sqlchild_finish(&child);
+		child_untrack(srv, child_slot);
+	}
+	if (ret != 0 && r->status >= 500 && atomic_load(&srv->stopping))
+		export_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	if (ret != 0 && r->fd >= 0) {
+		close(r->fd);
+		r->fd = -1;
+	}
+	if (tmp) {
+		unlink(tmp);
+		free(tmp);
+	}
+	free(path);
+	return ret;
+}
+
+static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connection *conn)
+{
+	char name[256], msg[HTTP_MSG_LEN];
+	struct export_result r;
+
+	memset(&r, 0, sizeof(r));
+	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
+	if (status) {
+		atomic_fetch_add(&srv->n_export_err, 1);
+		LOG_WARN("http", "msg=\"export refused: invalid name\" status=%u", status);
+		return respond_error(conn, status, msg);
+	}
+	if (export_copy(srv, name, &r) != 0) {
+		atomic_fetch_add(&srv->n_export_err, 1);
+		char logmsg[HTTP_MSG_LEN];
+		snprintf(logmsg, sizeof(logmsg), "%s", r.msg);
+		mhd_log_clean(logmsg);
+		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
+		return respond_error(conn, r.status, r.msg);
+	}
+	/* MHD closes the fd when the response is destroyed. */
+	struct MHD_Response *resp = MHD_create_response_from_fd64(r.size, r.fd);
+	if (!resp) {
+		close(r.fd);
+		atomic_fetch_add(&srv->n_export_err, 1);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.sqlite3");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (r.has_pos) {
+		char pos[LTX_POS_STR_LEN];
+		ltx_format_pos(pos, r.pos);
+		MHD_add_response_header(resp, "Litefs-Pos", pos);
+	}
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
+	MHD_destroy_response(resp);
+	atomic_fetch_add(&srv->n_export_ok, 1);
+	LOG_INFO("http", "msg=\"export served\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " pos_known=%s", name,
+		 r.size, r.pos.txid, r.has_pos ? "true" : "false");
+	return ret;
+}
+
+/* ---- Pending output of a streamed response ------------------------------ */
+
+/* Bytes queued for a callback response: frame headers and small frames in
+ * memory, then optionally a range of a file (an LTX record, a spooled
+ * snapshot) that is copied out piece by piece. */
+struct outq {
+	uint8_t *buf;
+	size_t len, off, cap;
+	int fd;                /* -1: none */
+	bool fd_owned;         /* close it when done (a spool file) */
+	uint64_t fd_off, fd_left;
+};
+
+static bool outq_put(struct outq *q, const void *data, size_t len)
+{
+	if (q->off == q->len)
+		q->off = q->len = 0;
+	if (q->len + len > q->cap) {
+		size_t cap = q->cap ? q->cap : 4096;
+		while (cap < q->len + len)
+			cap *= 2;
+		uint8_t *b = realloc(q->buf, cap);
+		if (!b)
+			return false;
+		q->buf = b;
+		q->cap = cap;
+	}
+	memcpy(q->buf + q->len, data, len);
+	q->len += len;
+	return true;
+}
+
+static void outq_drop_fd(struct outq *q)
+{
+	if (q->fd >= 0 && q->fd_owned)
+		close(q->fd);
+	q->fd = -1;
+	q->fd_owned = false;
+	q->fd_left = 0;
+}
+
+static void outq_free(struct outq *q)
+{
+	outq_drop_fd(q);
+	free(q->buf);
+	memset(q, 0, sizeof(*q));
+	q->fd = -1;
+}
+
+/* Copies queued bytes into buf. Returns the count, 0 when empty, or -1
+ * when the file range could not be read in full (the record was taken
+ * back, or an I/O error): the frame cannot be completed. */
+static ssize_t outq_take(struct outq *q, char *buf, size_t max)
+{
+	if (q->off < q->len) {
+		size_t n = q->len - q->off < max ? q->len - q->off : max;
+		memcpy(buf, q->buf + q->off, n);
+		q->off += n;
+		return (ssize_t)n;
+	}
+	if (q->fd_left == 0)
+		return 0;
+	size_t want = q->fd_left < max ? (size_t)q->fd_left : max;
+	ssize_t n = pread(q->fd, buf, want, (off_t)q->fd_off);
+	if (n <= 0)
+		return -1;
+	q->fd_off += (uint64_t)n;
+	q->fd_left -= (uint64_t)n;
+	if (q->fd_left == 0)
+		outq_drop_fd(q);
+	return n;
+}
+
+/* True if the peer of a streamed response has gone (it only ever sends
+ * its request, so a hang-up or an error is all there is to see). */
+static bool peer_gone(int sock_fd)
+{
+	if (sock_fd < 0)
+		return false;
+	struct pollfd pfd = { .fd = sock_fd, .events = POLLRDHUP };
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+static int sock_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return ci ? (int)ci->connect_fd : -1;
+}
+
+static void peer_name(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+	if (ci && ci->client_addr) {
+		socklen_t sl = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								      : sizeof(struct sockaddr_in);
+		getnameinfo(ci->client_addr, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	}
+	snprintf(buf, len, "%s:%s", host, port);
+}
+
+
+/* ---- POST /stream: replication to a replica ------------------------------ */
+
+/*
+ * One replica connection (the protocol is in stream.c). The response is a
+ * callback response; MHD calls stream_read() from the connection's own
+ * thread whenever the socket can take more, and stream_read() blocks (at
+ * most until the next heartbeat is due) when there is nothing to send.
+ *
+ * Per database the session keeps a cursor over the chain (db_cursor_*);
+ * the frame of the record the cursor returned is queued (header in
+ * memory, the LTX bytes read from the segment as they are sent), so a big
+ * record is never held in memory and the cursor is not advanced before
+ * its record has gone out. A snapshot is written by db_snapshot() into a
+ * spool file in data.dir/tmp (db_snapshot holds the database's lock, so it
+ * must not wait for the network) and sent from there.
+ */
+#define STREAM_HEARTBEAT_MS 1000
+#define STREAM_IDLE_HEARTBEAT_MS 20
+#define EVENTS_POLL_MS 250
+#define STREAM_BLOCK_SIZE (64u << 10)
+
+struct stream_db {
+	struct db *db;           /* borrowed */
+	bool wanted;             /* the replica follows it */
+	bool cursor_open;
+	struct db_cursor cur;
+	struct ltx_pos from;     /* the replica's position when the cursor opens */
+	uint64_t sent_txid;      /* the replica has (or is being sent) up to here */
+	uint64_t target_txid;    /* this node's TXID at connect (0: none) */
+	bool idle;               /* nothing to send until the position moves */
+	struct ltx_pos idle_pos;
+};
+
+struct stream_sess {
+	struct http_server *srv;
+	int sock_fd;
+	char peer[64];
+	struct stream_list req;  /* the replica's positions (owned entries) */
+	struct stream_db *dbs;
+	size_t n_dbs;
+	size_t next;             /* round-robin start */
+	struct outq q;
+	uint64_t seq;
+	int64_t last_hb_ms;
+	bool ready_sent, finished;
+	uint64_t n_frames;
+	uint64_t n_frames_at_hb; /* n_frames when the last idle heartbeat went out */
+};
+
+/* The per-request state of POST /stream while its body arrives. */
+struct stream_req {
+	int kind;                /* REQ_STREAM */
+	struct stream_parser parser;
+	bool have_positions;
+	unsigned fail_status;
+	char fail_msg[HTTP_MSG_LEN];
+	struct stream_list req;  /* copied out of the parser */
+};
+
+static const struct stream_entry *req_find(const struct stream_list *l, const char *name)
+{
+	for (uint32_t i = 0; i < l->n; i++)
+		if (!strcmp(l->entries[i].name, name))
+			return &l->entries[i];
+	return NULL;
+}
+
+/* Adds the databases registered since the last call. */
+static bool sess_sync_dbs(struct stream_sess *s, bool at_connect)
+{
+	size_t n = store_count(s->srv->st);
+	if (n <= s->n_dbs)
+		return true;
+	struct stream_db *d = realloc(s->dbs, n * sizeof(*d));
+	if (!d)
+		return false;
+	s->dbs = d;
+	for (size_t i = s->n_dbs; i < n; i++) {
+		struct stream_db *sd = &s->dbs[i];
+		memset(sd, 0, sizeof(*sd));
+		sd->cur.fd = -1;
+		sd->db = store_by_id(s->srv->st, (uint32_t)i);
+		if (!sd->db)
+			continue;
+		const struct stream_entry *e = req_find(&s->req, sd->db->name);
+		sd->wanted = store_valid_db_name(sd->db->name) &&
+			     (!(s->req.flags & STREAM_LIST_ONLY) || e != NULL);
+		if (e) {
+			sd->from.txid = e->txid;
+			sd->from.checksum = e->checksum;
+		}
+		sd->sent_txid = sd->from.txid;
+		struct db_view v;
+		db_view_take(sd->db, &v);
+		if (at_connect)
+			sd->target_txid = v.pos.txid;
+		/* A database that does not exist here and that the replica never
+		 * had: nothing to send until it is created. */
+		if (!v.exists && sd->from.txid == 0) {
+			sd->idle = true;
+			sd->idle_pos = v.pos;
+		}
+	}
+	s->n_dbs = n;
+	return true;
+}
+
+static int spool_write(void *ctx, const void *buf, size_t len)
+{
+	int fd = *(int *)ctx;
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Queues a frame whose LTX bytes are [off, off+len) of fd. */
+static int sess_queue_ltx(struct stream_sess *s, uint8_t type, const char *name, int fd, bool owned, uint64_t off,
+			  uint64_t len)
+{
+	uint8_t pre[STREAM_LTX_PREFIX_MAX];
+	int n = len <= STREAM_MAX_LTX_LEN ? stream_encode_ltx_prefix(pre, type, name, (uint32_t)len) : ERR_INVAL;
+	if (n < 0 || !outq_put(&s->q, pre, (size_t)n)) {
+		if (owned)
+			close(fd);
+		return n < 0 ? n : ERR_NOMEM;
+	}
+	s->q.fd = fd;
+	s->q.fd_owned = owned;
+	s->q.fd_off = off;
+	s->q.fd_left = len;
+	s->n_frames++;
+	return 1;
+}
+
+/* Sends a snapshot of d: 1 when queued, 0 when there is nothing to send
+ * (an empty or deleted database: wait for it to change), or an error. */
+static int sess_snapshot(struct stream_sess *s, struct stream_db *d, bool diverged)
+{
+	char *path = NULL;
+	struct ltx_pos pos = { 0 };
+	int fd = make_temp(s->srv, HTTP_TMP_SNAPSHOT_PREFIX, &path);
+	if (fd < 0)
+		return fd;
+	unlink(path);
+	free(path);
+	int rc = db_snapshot(d->db, spool_write, &fd, &pos);
+	struct stat sb;
+	if (rc == 0 && fstat(fd, &sb) != 0)
+		rc = -errno;
+	if (rc == ERR_NEED_SNAPSHOT) {
+		close(fd);
+		d->idle = true;
+		d->idle_pos = db_pos(d->db);
+		d->sent_txid = d->target_txid; /* nothing more to reach */
+		return 0;
+	}
+	if (rc != 0) {
+		close(fd);
+		LOG_WARN("http", "msg=\"stream: cannot take a snapshot\" peer=%s db=%s err=\"%s\"", s->peer,
+			 d->db->name, err_str(rc));
+		return rc;
+	}
+	LOG_INFO("http", "msg=\"stream: sending a snapshot\" peer=%s db=%s from_txid=%016" PRIx64
+			 " txid=%016" PRIx64 " bytes=%lld reason=%s",
+		 s->peer, d->db->name, d->from.txid, pos.txid, (long long)sb.st_size,
+		 diverged ? "diverged" : "behind-retention");
+	d->from = pos;
+	d->sent_txid = pos.txid;
+	return sess_queue_ltx(s, diverged ? STREAM_SNAPSHOT_DIVERGED : STREAM_SNAPSHOT, d->db->name, fd, true, 0,
+			      (uint64_t)sb.st_size);
+}
+
+/* One step for one database: 1 when a frame was queued, 0 when it has
+ * nothing to send now, or an error that ends the stream. */
+static int sess_db_step(struct stream_sess *s, struct stream_db *d)
+{
+	if (!d->db || !d->wanted)
+		return 0;
+	if (d->idle) {
+		struct ltx_pos p = db_pos(d->db);
+		if (p.txid == d->idle_pos.txid && p.checksum == d->idle_pos.checksum)
+			return 0;
+		d->idle = false;
+	}
+	if (!d->cursor_open) {
+		int rc = db_cursor_open(d->db, d->from, &d->cur);
+		if (rc == ERR_NEED_SNAPSHOT) {
+			db_cursor_close(&d->cur);
+			return sess_snapshot(s, d, d->cur.diverged);
+		}
+		if (rc != 0) {
+			db_cursor_close(&d->cur);
+			LOG_WARN("http", "msg=\"stream: cannot read the chain\" peer=%s db=%s txid=%016" PRIx64
+					 " err=\"%s\"", s->peer, d->db->name, d->from.txid, err_str(rc));
+			return rc;
+		}
+		d->cursor_open = true;
+	}
+	int fd = -1;
+	struct ltxlog_rec rec;
+	int rc = db_cursor_next(&d->cur, &fd, &rec);
+	if (rc == 1) {
+		d->sent_txid = d->cur.next_txid > 0 ? d->cur.next_txid - 1 : d->sent_txid;
+		return sess_queue_ltx(s, STREAM_LTX, d->db->name, fd, false, rec.offset + LTXLOG_HDR_SIZE, rec.len);
+	}
+	if (rc == ERR_NEED_SNAPSHOT) {
+		/* Retention removed what comes next before it was sent. */
+		db_cursor_close(&d->cur);
+		d->cursor_open = false;
+		d->from.txid = d->sent_txid;
+		return sess_snapshot(s, d, false);
+	}
+	if (rc < 0)
+		LOG_WARN("http", "msg=\"stream: cannot read the chain\" peer=%s db=%s txid=%016" PRIx64 " err=\"%s\"",
+			 s->peer, d->db->name, d->sent_txid, err_str(rc));
+	return rc;
+}
+
+static int sess_heartbeat(struct stream_sess *s)
+{
+	struct stream_list l = { .time_ms = clock_wall_ms() };
+	l.entries = calloc(s->n_dbs ? s->n_dbs : 1, sizeof(*l.entries));
+	if (!l.entries)
+		return ERR_NOMEM;
+	for (size_t i = 0; i < s->n_dbs; i++) {
+		struct stream_db *d = &s->dbs[i];
+		if (!d->db || !d->wanted || d->idle)
+			continue;
+		struct ltx_pos p = db_pos(d->db);
+		if (p.txid == 0)
+			continue;
+		struct stream_entry *e = &l.entries[l.n++];
+		snprintf(e->name, sizeof(e->name), "%s", d->db->name);
+		e->txid = p.txid;
+		e->checksum = p.checksum;
+	}
+	uint8_t *buf;
+	size_t len;
+	int rc = stream_encode_list(STREAM_HEARTBEAT, &l, &buf, &len);
+	free(l.entries);
+	if (rc != 0)
+		return rc;
+	bool ok = outq_put(&s->q, buf, len);
+	free(buf);
+	s->last_hb_ms = l.time_ms;
+	return ok ? 0 : ERR_NOMEM;
+}
+
+static bool sess_reached_targets(const struct stream_sess *s)
+{
+	for (size_t i = 0; i < s->n_dbs; i++) {
+		const struct stream_db *d = &s->dbs[i];
+		if (d->db && d->wanted && !d->idle && d->sent_txid < d->target_txid)
+			return false;
+	}
+	return true;
+}
+
+static void sess_queue_empty_frame(struct stream_sess *s, uint8_t type)
+{
+	uint8_t h[STREAM_HDR_SIZE];
+	stream_encode_header(h, type, 0);
+	if (!outq_put(&s->q, h, sizeof(h)))
+		s->finished = true; /* cannot even say goodbye: just end */
+}
+
+/* Queues what comes next, waiting for a change (up to the next heartbeat)
+ * when there is nothing. 0, or an error that ends the stream. */
+static int sess_fill(struct stream_sess *s)
+{
+	struct store *st = s->srv->st;
+	if (atomic_load(&s->srv->stopping)) {
+		LOG_INFO("http", "msg=\"stream: the node is stopping; ending the stream\" peer=%s", s->peer);
+		sess_queue_empty_frame(s, STREAM_END);
+		s->finished = true;
+		return 0;
+	}
+	if (!store_is_primary(st)) {
+		LOG_WARN("http", "msg=\"stream: this node is no longer the primary; ending the stream\" peer=%s", s->peer);
+		return ERR_READONLY;
+	}
+	if (peer_gone(s->sock_fd)) {
+		LOG_INFO("http", "msg=\"stream: the replica went away\" peer=%s", s->peer);
+		return -ECONNRESET;
+	}
+	uint64_t seq = store_change_seq(st);
+	if (!sess_sync_dbs(s, false))
+		return ERR_NOMEM;
+	int64_t now = clock_wall_ms();
+	if (now - s->last_hb_ms >= STREAM_HEARTBEAT_MS)
+		return sess_heartbeat(s);
+	for (size_t k = 0; k < s->n_dbs; k++) {
+		size_t i = (s->next + k) % s->n_dbs;
+		int rc = sess_db_step(s, &s->dbs[i]);
+		if (rc < 0)
+			return rc;
+		if (rc > 0) {
+			s->next = i + 1;
+			return 0;
+		}
+	}
+	/* Idle after sending records: a heartbeat now tells the replica it is
+	 * caught up (its lag drops to zero) without waiting for the timer. */
+	if (s->n_frames != s->n_frames_at_hb && now - s->last_hb_ms >= STREAM_IDLE_HEARTBEAT_MS) {
+		s->n_frames_at_hb = s->n_frames;
+		return sess_heartbeat(s);
+	}
+	if (!s->ready_sent && sess_reached_targets(s)) {
+		s->ready_sent = true;
+		LOG_INFO("http", "msg=\"stream: replica caught up\" peer=%s frames=%" PRIu64, s->peer, s->n_frames);
+		sess_queue_empty_frame(s, STREAM_READY);
+		return 0;
+	}
+	int64_t wait = STREAM_HEARTBEAT_MS - (now - s->last_hb_ms);
+	if (s->n_frames != s->n_frames_at_hb && wait > STREAM_IDLE_HEARTBEAT_MS)
+		wait = STREAM_IDLE_HEARTBEAT_MS;
+	store_wait_change(st, seq, (int)(wait > 0 ? wait : 1));
+	return 0;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct stream_sess *s = cls;
+	(void)pos;
+	for (;;) {
+		ssize_t n = outq_take(&s->q, buf, max);
+		if (n > 0)
+			return n;
+		if (n < 0) {
+			/* The record shrank under us (taken back) or the spool
+			 * could not be read: the frame cannot be finished, so the
+			 * replica must see a broken stream and reconnect. */
+			LOG_WARN("http", "msg=\"stream: cannot read a record while sending it; ending the stream\" peer=%s",
+				 s->peer);
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		}
+		if (s->finished)
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (sess_fill(s) != 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+}
+
+static void sess_free(void *cls)
+{
+	struct stream_sess *s = cls;
+	if (!s)
+		return;
+	LOG_INFO("http", "msg=\"stream closed\" peer=%s frames=%" PRIu64, s->peer, s->n_frames);
+	for (size_t i = 0; i < s->n_dbs; i++)
+		db_cursor_close(&s->dbs[i].cur);
+	free(s->dbs);
+	free(s->req.entries);
+	outq_free(&s->q);
+	free(s);
+}
+
+/* Compares the Authorization header with "Bearer <secret>" in constant
+ * time (both sides are hashed first, so the length does not leak). */
+static bool auth_ok(struct http_server *srv, struct MHD_Connection *conn)
+{
+	if (!srv->secret)
+		return true;
+	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!h || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+	unsigned int na = 0, nb = 0;
+	if (!EVP_Digest(h + 7, strlen(h + 7), a, &na, EVP_sha256(), NULL) ||
+	    !EVP_Digest(srv->secret, strlen(srv->secret), b, &nb, EVP_sha256(), NULL) || na != nb)
+		return false;
+	return CRYPTO_memcmp(a, b, na) == 0;
+}
+
+/* Checks everything that can be refused from the headers of POST /stream
+ * (and of GET /events for the secret). 0 or an HTTP status with msg. */
+static unsigned stream_check_headers(struct http_server *srv, struct MHD_Connection *conn, char *msg, size_t len)
+{
+	if (!auth_ok(srv, conn)) {
+		snprintf(msg, len, "authentication failed: missing or wrong shared secret (http.secret)");
+		return MHD_HTTP_UNAUTHORIZED;
+	}
+	if (!store_is_primary(srv->st)) {
+		char host[256];
+		store_primary_host(srv->st, host, sizeof(host));
+		snprintf(msg, len, "this node is a replica, not the primary%s%s", host[0] ? "; the primary is " : "",
+			 host);
+		return MHD_HTTP_SERVICE_UNAVAILABLE;
+	}
+	const char *peer_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Litefs-Cluster-Id");
+	char id[CLUSTER_ID_LEN + 1] = "";
+	if (srv->cluster)
+		cluster_get(srv->cluster, id);
+	if (peer_id && peer_id[0] && !cluster_id_valid(peer_id)) {
+		snprintf(msg, len, "invalid Litefs-Cluster-Id header: expected LFSC and 16 upper-case hex digits");
+		return MHD_HTTP_BAD_REQUEST;
+	}
+	if (peer_id && peer_id[0] && id[0] && strcmp(peer_id, id) != 0) {
+		snprintf(msg, len, "cluster ID mismatch: this node is in cluster %s, the replica in %.20s", id, peer_id);
+		return MHD_HTTP_CONFLICT;
+	}
+	return 0;
+}
+
+static void stream_req_free(struct stream_req *sr)
+{
+	if (!sr)
+		return;
+	stream_parser_free(&sr->parser);
+	free(sr->req.entries);
+	free(sr);
+}
+
+static enum MHD_Result stream_begin(struct http_server *srv, struct MHD_Connection *conn, void **con_cls)
+{
+	char msg[HTTP_MSG_LEN], peer[64];
+	unsigned status = stream_check_headers(srv, conn, msg, sizeof(msg));
+	if (status) {
+		peer_name(conn, peer, sizeof(peer));
+		LOG_WARN("http", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
+		return respond_error(conn, status, msg);
+	}
+	struct stream_req *sr = calloc(1, sizeof(*sr));
+	if (!sr)
+		return MHD_NO;
+	sr->kind = REQ_STREAM;
+	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
+	*con_cls = sr;
+	return MHD_YES;
+}
+
+/* A chunk of the request body (hello, positions). */
+static enum MHD_Result stream_chunk(struct stream_req *sr, const char *data, size_t len)
+{
+	const uint8_t *p = (const uint8_t *)data;
+	while (!sr->fail_status) {
+		struct stream_event ev;
+		size_t used = 0;
+		int rc = stream_parse(&sr->parser, p, len, &used, &ev);
+		p += used;
+		len -= used;
+		if (rc == 0)
+			break;
+		if (rc < 0) {
+			sr->fail_status = MHD_HTTP_BAD_REQUEST;
+			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: %s at byte %" PRIu64,
+				 sr->parser.why ? sr->parser.why : err_str(rc), sr->parser.offset);
+			break;
+		}
+		if (ev.kind != STREAM_EV_LIST)
+			continue;
+		if (sr->have_positions) {
+			sr->fail_status = MHD_HTTP_BAD_REQUEST;
+			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: more than one positions frame");
+			break;
+		}
+		/* Take the entries over from the parser. */
+		sr->req = *ev.list;
+		sr->parser.list.entries = NULL;
+		sr->parser.list.n = 0;
+		sr->have_positions = true;
+	}
+	return MHD_YES;
+}
+
+static enum MHD_Result stream_finish(struct http_server *srv, struct MHD_Connection *conn, struct stream_req *sr)
+{
+	char peer[64];
+	peer_name(conn, peer, sizeof(peer));
+	if (!sr->fail_status && stream_parser_finish(&sr->parser) != 0) {
+		sr->fail_status = MHD_HTTP_BAD_REQUEST;
+		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: %s", sr->parser.why);
+	}
+	if (!sr->fail_status && !sr->have_positions) {
+		sr->fail_status = MHD_HTTP_BAD_REQUEST;
+		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: no positions frame");
+	}
+	if (sr->fail_status) {
+		LOG_WARN("http", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, sr->fail_status,
+			 sr->fail_msg);
+		return respond_error(conn, sr->fail_status, sr->fail_msg);
+	}
+	struct stream_sess *s = calloc(1, sizeof(*s));
+	if (!s)
+		return MHD_NO;
+	s->srv = srv;
+	s->sock_fd = sock_of(conn);
+	s->q.fd = -1;
+	snprintf(s->peer, sizeof(s->peer), "%s", peer);
+	s->req = sr->req;
+	memset(&sr->req, 0, sizeof(sr->req));
+	uint8_t hello[STREAM_HDR_SIZE + STREAM_HELLO_LEN];
+	if (!sess_sync_dbs(s, true) || !outq_put(&s->q, hello, stream_encode_hello(hello))) {
+		sess_free(s);
+		return MHD_NO;
+	}
+	s->last_hb_ms = clock_wall_ms(); /* the first heartbeat follows the catch-up frames */
+	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_read,
+								    s, sess_free);
+	if (!r) {
+		sess_free(s);
+		return MHD_NO;
+	}
+	char id[CLUSTER_ID_LEN + 1] = "";
+	if (srv->cluster)
+		cluster_get(srv->cluster, id);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.litefs.stream");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (id[0])
+		MHD_add_response_header(r, "Litefs-Cluster-Id", id);
+	MHD_add_response_header(r, "Litefs-Primary-Hostname", srv->hostname);
+	LOG_INFO("http", "msg=\"stream opened\" peer=%s positions=%u only=%s", peer, s->req.n,
+		 (s->req.flags & STREAM_LIST_ONLY) ? "true" : "false");
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* ---- GET /events: newline-delimited JSON ---------------------------------- */
+
+/*
+ * LiteFS's event stream: an "init" event, then "tx" for every new position
+ * of a database and "primaryChange" when the role or the known primary
+ * changes. Same callback-response machinery as /stream; the events are
+ * found by comparing every database's position with the last one sent
+ * each time the store's change counter moves.
+ */
+struct events_sess {
+	struct http_server *srv;
+	int sock_fd;
+	struct outq q;
+	uint64_t seq;
+	struct ltx_pos *last;    /* per database id */
+	size_t n_last;
+	bool is_primary;
+	char host[256];
+	bool finished;
+};
+
+static bool events_put(struct events_sess *e, json_t *o)
+{
+	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!s)
+		return false;
+	bool ok = outq_put(&e->q, s, strlen(s)) && outq_put(&e->q, "\n", 1);
+	free(s);
+	return ok;
+}
+
+static json_t *events_role(const char *type, bool is_primary, const char *host)
+{
+	json_t *d = json_object();
+	if (d) {
+		json_object_set_new(d, "isPrimary", json_boolean(is_primary));
+		json_object_set_new(d, "hostname", mhd_json_str(host));
+	}
+	return json_pack("{s:s, s:o*}", "type", type, "data", d);
+}
+
+static json_t *events_tx(const struct db_view *v)
+{
+	char txid[17], chk[17], ts[40];
+	snprintf(txid, sizeof(txid), "%016" PRIx64, v->pos.txid);
+	snprintf(chk, sizeof(chk), "%016" PRIx64, v->pos.checksum);
+	ltx_format_time(ts, sizeof(ts), v->ts_ms);
+	return json_pack("{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:s}}", "type", "tx", "db", mhd_json_str(v->db->name), "data",
+			 "txID", txid, "postApplyChecksum", chk, "pageSize", (json_int_t)v->page_size, "commit",
+			 (json_int_t)v->n_pages, "timestamp", ts);
+}
+
+/* Queues the events since the last call. 0 or ERR_NOMEM. */
+static int events_scan(struct events_sess *e)
+{
+	bool is_primary = store_is_primary(e->srv->st);
+	char host[256];
+	primary_hostname(e->srv, is_primary, host, sizeof(host));
+	if (is_primary != e->is_primary || strcmp(host, e->host) != 0) {
+		e->is_primary = is_primary;
+		snprintf(e->host, sizeof(e->host), "%s", host);
+		if (!events_put(e, events_role("primaryChange", is_primary, host)))
+			return ERR_NOMEM;
+	}
+	size_t n = store_count(e->srv->st);
+	if (n > e->n_last) {
+		struct ltx_pos *l = realloc(e->last, n * sizeof(*l));
+		if (!l)
+			return ERR_NOMEM;
+		memset(l + e->n_last, 0, (n - e->n_last) * sizeof(*l));
+		e->last = l;
+		e->n_last = n;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(e->srv->st, (uint32_t)i);
+		struct db_view v;
+		if (!db)
+			continue;
+		db_view_take(db, &v);
+		if (v.pos.txid == e->last[i].txid && v.pos.checksum == e->last[i].checksum)
+			continue;
+		e->last[i] = v.pos;
+		if (!events_put(e, events_tx(&v)))
+			return ERR_NOMEM;
+	}
+	return 0;
+}
+
+static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	struct events_sess *e = cls;
+	(void)pos;
+	for (;;) {
+		ssize_t n = outq_take(&e->q, buf, max);
+		if (n != 0)
+			return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+		if (e->finished || atomic_load(&e->srv->stopping))
+			return MHD_CONTENT_READER_END_OF_STREAM;
+		if (peer_gone(e->sock_fd))
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+		/* Scanning is cheap (a copy per database under its lock), so it
+		 * also runs on timeouts: a change that did not bump the counter
+		 * is seen within EVENTS_POLL_MS. */
+		e->seq = store_wait_change(e->srv->st, e->seq, EVENTS_POLL_MS);
+		if (events_scan(e) != 0)
+			return MHD_CONTENT_READER_END_WITH_ERROR;
+	}
+}
+
+static void events_free(void *cls)
+{
+	struct events_sess *e = cls;
+	if (!e)
+		return;
+	outq_free(&e->q);
+	free(e->last);
+	free(e);
+}
+
+static enum MHD_Result handle_events(struct http_server *srv, struct MHD_Connection *conn)
+{
+	struct events_sess *e = calloc(1, sizeof(*e));
+	if (!e)
+		return MHD_NO;
+	e->srv = srv;
+	e->sock_fd = sock_of(conn);
+	e->q.fd = -1;
+	e->seq = store_change_seq(srv->st);
+	e->is_primary = store_is_primary(srv->st);
+	primary_hostname(srv, e->is_primary, e->host, sizeof(e->host));
+	/* init carries the current role; the current positions are the
+	 * baseline, and only later changes become tx events. */
+	bool ok = events_put(e, events_role("init", e->is_primary, e->host));
+	size_t n = store_count(srv->st);
+	e->last = calloc(n ? n : 1, sizeof(*e->last));
+	ok = ok && e->last;
+	for (size_t i = 0; ok && i < n; i++) {
+		struct db *db = store_by_id(srv->st, (uint32_t)i);
+		if (db)
+			e->last[i] = db_pos(db);
+	}
+	e->n_last = n;
+	struct MHD_Response *r = ok ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, events_read, e,
+									 events_free)
+				    : NULL;
+	if (!r) {
+		events_free(e);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* ---- Dispatch ----------------------------------------------------------- */
+
+/* Routes a request that carries no body (or whose body is ignored). */
+static enum MHD_Result route(struct http_server *srv, struct MHD_Connection *conn, const char *url,
+			     const char *method)
+{
+	bool get = !strcmp(method, MHD_HTTP_METHOD_GET);
+	bool head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
+	if (!strcmp(url, "/info")) {
+		if (!get && !head)
+			return respond_method_not_allowed(conn, method, url, "GET, HEAD");
+		return handle_info(srv, conn);
+	}
+	if (!strcmp(url, "/metrics")) {
+		if (!get && !head)
+			return respond_method_not_allowed(conn, method, url, "GET, HEAD");
+		return handle_metrics(srv, conn);
+	}
+	if (!strcmp(url, "/import") || !strcmp(url, "/stream"))
+		return respond_method_not_allowed(conn, method, url, "POST");
+	if (!strcmp(url, "/events")) {
+		if (!get)
+			return respond_method_not_allowed(conn, method, url, "GET");
+		return handle_events(srv, conn);
+	}
+	if (!strcmp(url, "/export")) {
+		if (!get)
+			return respond_method_not_allowed(conn, method, url, "GET");
+		return handle_export(srv, conn);
+	}
+	return respond_errorf(conn, MHD_HTTP_NOT_FOUND, "not found: %.200s", url);
+}
+
+/* *con_cls of a request answered on its second call. */
+static char deferred_marker;
+
+static bool request_has_body(struct MHD_Connection *conn)
+{
+	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
+}
+
+/* The access handler. MHD calls it once with the headers, then once per
+ * body chunk, then once more with *upload_data_size == 0. A reply queued on
+ * the first call is an "early" reply after which MHD closes the connection,
+ * so requests without a body are answered on the second call, which keeps
+ * connections alive (Prometheus scrapes reuse them). */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+				  const char *version, const char *upload_data, size_t *upload_data_size,
+				  void **con_cls)
+{
+	struct http_server *srv = cls;
+
+	if (*con_cls == &deferred_marker) {
+		*upload_data_size = 0;
+		return route(srv, conn, url, method);
+	}
+	if (*con_cls != NULL && *(int *)*con_cls == REQ_STREAM) {
+		struct stream_req *sr = *con_cls;
+		if (*upload_data_size != 0) {
+			size_t len = *upload_data_size;
+			*upload_data_size = 0;
+			return stream_chunk(sr, upload_data, len);
+		}
+		return stream_finish(srv, conn, sr);
+	}
+	if (*con_cls != NULL) {
+		struct import_req *ir = *con_cls;
+		if (*upload_data_size != 0) {
+			size_t len = *upload_data_size;
+			*upload_data_size = 0;
+			return import_chunk(ir, upload_data, len);
+		}
+		return import_finish(srv, conn, ir);
+	}
+	/* First call: the request counts as in flight until on_completed(). */
+	atomic_fetch_add(&srv->n_active, 1);
+	if (atomic_load(&srv->stopping))
+		return respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	if (!strcmp(url, "/import") && !strcmp(method, MHD_HTTP_METHOD_POST))
+		return import_begin(srv, conn, con_cls);
+	if (!strcmp(url, "/stream") && !strcmp(method, MHD_HTTP_METHOD_POST))
+		return stream_begin(srv, conn, con_cls);
+	if (request_has_body(conn))
+		return route(srv, conn, url, method); /* early: the body is not read */
+	*con_cls = &deferred_marker;
+	return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+	struct http_server *srv = cls;
+	atomic_fetch_sub(&srv->n_active, 1);
+	if (*con_cls != NULL && *con_cls != &deferred_marker && *(int *)*con_cls == REQ_STREAM) {
+		stream_req_free(*con_cls);
+	} else if (*con_cls != &deferred_marker) {
+		struct import_req *ir = *con_cls;
+		if (ir && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+			LOG_WARN("http", "msg=\"import connection ended early\" db=%s bytes=%" PRIu64 " code=%d",
+				 ir->name, ir->n_bytes, (int)toe);
+		import_req_free(ir);
+	}
+	*con_cls = NULL;
+}
+
+/* ---- Start and stop ----------------------------------------------------- */
+
+int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts, struct http_server **out)
+{
+	const char *addr = opts->addr;
+	char host[256], port[8];
+	struct http_server *srv = NULL;
+	int rc;
+
+	*out = NULL;
+	if ((rc = mhd_parse_addr(addr, host, sizeof(host), port, sizeof(port))) != 0) {
+		LOG_ERROR("http", "msg=\"invalid http.addr: expected host:port, [ipv6]:port or :port\" addr=\"%s\"",
+			  addr ? addr : "");
+		return rc;
+	}
+	if (!(srv = calloc(1, sizeof(*srv))))
+		return ERR_NOMEM;
+	srv->st = st;
+	srv->fs = fs;
+	srv->cluster = opts->cluster;
+	srv->candidate = opts->candidate;
+	srv->hostname = strdup(opts->hostname ? opts->hostname : "");
+	srv->secret = opts->secret && opts->secret[0] ? strdup(opts->secret) : NULL;
+	if (!srv->hostname || (opts->secret && opts->secret[0] && !srv->secret)) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	atomic_init(&srv->stopping, false);
+	atomic_init(&srv->n_active, 0);
+	pthread_mutex_init(&srv->children_mu, NULL);
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
+		srv->child_pidfds[i] = -1;
+	if (asprintf(&srv->tmp_dir, "%s/%s", st->data_dir, HTTP_TMP_SUBDIR) < 0) {
+		srv->tmp_dir = NULL;
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	if (mkdir(srv->tmp_dir, 0700) != 0 && errno != EEXIST) {
+		rc = -errno;
+		LOG_ERROR("http", "msg=\"cannot create temp directory\" dir=\"%s\" err=\"%s\"", srv->tmp_dir,
+			  strerror(errno));
+		goto err;
+	}
+	clean_tmp_dir(srv->tmp_dir);
+
+	struct mhd_listen l = {
+		.addr = addr, .mod = "http", .handler = on_request, .completed = on_completed, .cls = srv,
+		.connection_limit = HTTP_CONNECTION_LIMIT, .timeout_s = HTTP_CONNECTION_TIMEOUT_S,
+	};
+	uint16_t bound = 0;
+	if ((rc = mhd_start(&l, &srv->daemon, &bound)) != 0)
+		goto err;
+	LOG_INFO("http", "msg=\"serving HTTP API\" addr=\"%s\" port=%u", addr, (unsigned)bound);
+	*out = srv;
+	return 0;
+err:
+	pthread_mutex_destroy(&srv->children_mu);
+	free(srv->tmp_dir);
+	free(srv->hostname);
+	free(srv->secret);
+	free(srv);
+	return rc;
+}
+
+void http_stop(struct http_server *srv)
+{
+	if (!srv)
+		return;
+	/* 1. Refuse new requests (503) and stop accepting connections.
+	 * 2. Let requests in flight finish for up to HTTP_STOP_GRACE_MS, so an
+	 *    import that is committing still gets its reply: MHD_stop_daemon()
+	 *    closes every connection, and a reply lost there would tell the
+	 *    client "failed" about an import that was applied.
+	 * 3. End the helpers of what is still running (their transactions
+	 *    roll back), then stop MHD, which joins the connection threads. */
+	atomic_store(&srv->stopping, true);
+	/* Streams (/stream, /events) wait for store changes: wake them so
+	 * they see the stop, send their end frame and finish. */
+	store_notify_change(srv->st);
+	if (srv->daemon) {
+		/* The listening socket must stay open until MHD stopped; shutting
+		 * it down now refuses new connections at once instead of leaving
+		 * them in the backlog, unanswered, until the end. */
+		MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
+		if (listen_fd != MHD_INVALID_SOCKET)
+			shutdown(listen_fd, SHUT_RDWR);
+		struct timespec step = { 0, 20 * 1000000L };
+		int waited_ms = 0;
+		while (atomic_load(&srv->n_active) > 0 && waited_ms < HTTP_STOP_GRACE_MS) {
+			nanosleep(&step, NULL);
+			waited_ms += 20;
+		}
+		int left = atomic_load(&srv->n_active);
+		if (left > 0)
+			LOG_WARN("http", "msg=\"stopping with requests in flight; ending them\" n=%d", left);
+		children_terminate(srv);
+		MHD_stop_daemon(srv->daemon);
+		if (listen_fd != MHD_INVALID_SOCKET)
+			close(listen_fd);
+	}
+	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
+		if (srv->child_pidfds[i] >= 0)
+			close(srv->child_pidfds[i]);
+	pthread_mutex_destroy(&srv->children_mu);
+	free(srv->tmp_dir);
+	free(srv->hostname);
+	free(srv->secret);
+	free(srv);
+}

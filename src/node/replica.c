@@ -1,0 +1,755 @@
+/*
+ * replica.c — the replication client (see replica.h; the protocol is at
+ * the top of stream.c).
+ *
+ * One thread, one connection at a time:
+ *
+ *   connect:  POST <advertise-url>/stream with hello + this node's
+ *             positions (every database it has, or the lease.databases
+ *             filter with the ONLY flag), the cluster ID if it has one,
+ *             and the shared secret if configured.
+ *   200:      check or adopt the primary's cluster ID, set the role
+ *             (replica of <primary hostname>), then feed every body chunk
+ *             libcurl delivers to the incremental decoder:
+ *               ltx/snapshot  spooled to one temp file in data.dir/tmp
+ *                             (never held in memory), then store_apply();
+ *               ready         the first full sync: replica_wait_synced()
+ *                             returns true; caught up now;
+ *               heartbeat     caught up as of its arrival once every
+ *                             position in it has been applied;
+ *               end           the primary stops: reconnect.
+ *   failure:  any error (connection refused or lost, HTTP error, a bad
+ *             cluster ID or secret, a malformed frame, an LTX the store
+ *             refuses) ends the connection with ONE log line saying why;
+ *             the role loses its primary (`.primary` disappears); every
+ *             database keeps its last good state (store_apply validates
+ *             a whole LTX before it changes anything); after a backoff of
+ *             100 ms doubling to 2 s (reset by a connection that got its
+ *             first frame) the thread connects again with its new
+ *             positions, so the stream resumes exactly where it broke.
+ *
+ * A failure that repeats with the same message is logged at debug level
+ * after the first time, so a primary that is down for an hour does not
+ * write 1800 identical warnings.
+ *
+ * Stopping: replica_stop() sets a flag that libcurl's progress callback
+ * (called at least once a second) and the write callback check.
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "proto/cluster.h"
+#include "node/config.h"
+#include "node/db.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "ltx/ltx.h"
+#include "node/replica.h"
+#include "node/store.h"
+#include "proto/stream.h"
+
+#define REPLICA_CONNECT_TIMEOUT_MS 2000L
+/* No byte for this long (heartbeats come every second) means the peer is
+ * gone even if the connection is not closed. Long enough for the primary
+ * to spool a big snapshot before it starts sending it. */
+#define REPLICA_STALL_S 30L
+#define REPLICA_MSG_LEN 512
+
+struct replica {
+	struct store *st;          /* borrowed */
+	struct cluster *cluster;   /* borrowed */
+	char *url;                 /* owned: <advertise-url>/stream */
+	char *secret;              /* owned; NULL: none */
+	char *fallback_host;       /* owned: lease.hostname ("" if unset) */
+	char *tmp_dir;             /* owned: <data.dir>/tmp */
+	char **only;               /* owned: lease.databases (NULL: all) */
+	size_t n_only;
+
+	pthread_t thread;
+	bool started;
+	atomic_bool stopping;
+	pthread_mutex_t mu;        /* guards synced; leaf lock */
+	pthread_cond_t cond;       /* synced became true, or stopping */
+	bool synced;
+
+	char last_error[REPLICA_MSG_LEN]; /* thread only: the last failure logged */
+};
+
+/* The state of one connection (thread only). */
+struct conn {
+	struct replica *r;
+	CURL *curl;
+	struct stream_parser parser;
+	long status;               /* HTTP status, 0 until known */
+	bool began;                /* the 200 was accepted (cluster checked, role set) */
+	bool got_frame;            /* at least one frame after hello arrived */
+	char primary_id[CLUSTER_ID_LEN + 8];
+	char primary_host[256];
+	char err_body[REPLICA_MSG_LEN];  /* the JSON error of a non-200 reply */
+	size_t err_len;
+
+	int spool_fd;              /* reused for every LTX */
+	char db_name[STREAM_MAX_NAME + 1];
+	uint32_t ltx_len;
+	bool skip;                 /* frame of a database we do not follow */
+	bool snapshot;
+	bool diverged;       /* the frame says the local history diverged */
+
+	/* The last heartbeat not yet reached. */
+	struct stream_entry *hb;
+	uint32_t n_hb;
+	int64_t hb_ms;
+
+	int fail;                  /* first error decided by a callback */
+	char fail_msg[REPLICA_MSG_LEN];
+	uint64_t n_applied;
+};
+
+
+static bool followed(const struct replica *r, const char *name)
+{
+	if (!r->only)
+		return true;
+	for (size_t i = 0; i < r->n_only; i++)
+		if (!strcmp(r->only[i], name))
+			return true;
+	return false;
+}
+
+static void conn_fail(struct conn *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
+{
+	if (c->fail)
+		return;
+	c->fail = rc;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->fail_msg, sizeof(c->fail_msg), fmt, ap);
+	va_end(ap);
+}
+
+/* ---- Request body --------------------------------------------------------- */
+
+/* hello + positions: every database this node has a position for (or the
+ * filter's names, with txid 0 for those it lacks). Caller frees *out. */
+static int build_request(struct replica *r, uint8_t **out, size_t *out_len)
+{
+	size_t n = store_count(r->st);
+	size_t cap = n + r->n_only + 1;
+	struct stream_list l = { .time_ms = clock_wall_ms(), .flags = r->only ? STREAM_LIST_ONLY : 0 };
+	l.entries = calloc(cap, sizeof(*l.entries));
+	if (!l.entries)
+		return ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(r->st, (uint32_t)i);
+		if (!db || !followed(r, db->name))
+			continue;
+		struct ltx_pos p = db_pos(db);
+		if (p.txid == 0 || strlen(db->name) > STREAM_MAX_NAME)
+			continue;
+		struct stream_entry *e = &l.entries[l.n++];
+		snprintf(e->name, sizeof(e->name), "%s", db->name);
+		e->txid = p.txid;
+		e->checksum = p.checksum;
+	}
+	for (size_t i = 0; i < r->n_only; i++) {
+		bool have = false;
+		for (uint32_t k = 0; k < l.n && !have; k++)
+			have = !strcmp(l.entries[k].name, r->only[i]);
+		if (!have && strlen(r->only[i]) <= STREAM_MAX_NAME)
+			snprintf(l.entries[l.n++].name, STREAM_MAX_NAME + 1, "%s", r->only[i]);
+	}
+	uint8_t *list = NULL;
+	size_t list_len = 0;
+	int rc = stream_encode_list(STREAM_POSITIONS, &l, &list, &list_len);
+	free(l.entries);
+	if (rc != 0)
+		return rc;
+	uint8_t *buf = malloc(STREAM_HDR_SIZE + STREAM_HELLO_LEN + list_len);
+	if (!buf) {
+		free(list);
+		return ERR_NOMEM;
+	}
+	size_t h = stream_encode_hello(buf);
+	memcpy(buf + h, list, list_len);
+	free(list);
+	*out = buf;
+	*out_len = h + list_len;
+	return 0;
+}
+
+/* ---- Frames --------------------------------------------------------------- */
+
+/* After an apply or a heartbeat: caught up as of the heartbeat once every
+ * position in it has been reached. */
+static void check_caught_up(struct conn *c)
+{
+	if (!c->hb)
+		return;
+	for (uint32_t i = 0; i < c->n_hb; i++) {
+		struct db *db = store_find(c->r->st, c->hb[i].name, true);
+		struct ltx_pos p = db ? db_pos(db) : (struct ltx_pos){ 0 };
+		if (p.txid < c->hb[i].txid || (p.txid == c->hb[i].txid && p.checksum != c->hb[i].checksum))
+			return;
+	}
+	store_set_caught_up(c->r->st, c->hb_ms);
+	free(c->hb);
+	c->hb = NULL;
+	c->n_hb = 0;
+}
+
+static void on_heartbeat(struct conn *c, const struct stream_list *l)
+{
+	free(c->hb);
+	c->hb = NULL;
+	c->n_hb = 0;
+	c->hb_ms = clock_wall_ms();
+	if (l->n > 0 && !(c->hb = calloc(l->n, sizeof(*c->hb))))
+		return; /* out of memory: lag simply grows until the next one */
+	for (uint32_t i = 0; i < l->n; i++)
+		if (followed(c->r, l->entries[i].name))
+			c->hb[c->n_hb++] = l->entries[i];
+	if (!c->hb) /* an empty heartbeat: nothing to reach */
+		c->hb = calloc(1, sizeof(*c->hb));
+	check_caught_up(c);
+}
+
+static void on_ready(struct conn *c)
+{
+	struct replica *r = c->r;
+	store_set_caught_up(r->st, clock_wall_ms());
+	pthread_mutex_lock(&r->mu);
+	bool first = !r->synced;
+	r->synced = true;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	LOG_INFO("repl", "msg=\"caught up with the primary\" primary=%s applied=%" PRIu64 " first=%s",
+		 c->primary_host, c->n_applied, first ? "true" : "false");
+}
+
+static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
+{
+	snprintf(c->db_name, sizeof(c->db_name), "%s", ev->name);
+	c->ltx_len = ev->ltx_len;
+	c->snapshot = ev->snapshot;
+	c->diverged = ev->diverged;
+	c->skip = !followed(c->r, ev->name);
+	if (!store_valid_db_name(ev->name)) {
+		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
+		return -1;
+	}
+	if (!c->skip && ftruncate(c->spool_fd, 0) != 0) {
+		conn_fail(c, -errno, "cannot reset the spool file: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int on_ltx_data(struct conn *c, const struct stream_event *ev)
+{
+	if (c->skip)
+		return 0;
+	off_t off = (off_t)(c->ltx_len - (uint32_t)(c->parser.ltx_left + ev->len));
+	const uint8_t *p = ev->data;
+	size_t left = ev->len;
+	while (left > 0) {
+		ssize_t n = pwrite(c->spool_fd, p, left, off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			conn_fail(c, n < 0 ? -errno : -EIO, "cannot spool an LTX file: %s", n < 0 ? strerror(errno) : "short write");
+			return -1;
+		}
+		p += n;
+		off += n;
+		left -= (size_t)n;
+	}
+	return 0;
+}
+
+/* The TXID range of the spooled LTX, for log lines (0 when unreadable). */
+static void spooled_txids(struct conn *c, uint64_t *min_txid, uint64_t *max_txid)
+{
+	uint8_t hdr[LTX_HEADER_SIZE];
+	struct ltx_header h;
+	*min_txid = *max_txid = 0;
+	if (pread(c->spool_fd, hdr, sizeof(hdr), 0) == (ssize_t)sizeof(hdr) && ltx_header_decode(hdr, &h) == 0) {
+		*min_txid = h.min_txid;
+		*max_txid = h.max_txid;
+	}
+}
+
+static int on_ltx_end(struct conn *c)
+{
+	if (c->skip) {
+		LOG_DEBUG("repl", "msg=\"ignored a database outside lease.databases\" db=%s", c->db_name);
+		return 0;
+	}
+	struct db *db = store_find(c->r->st, c->db_name, true);
+	struct ltx_pos local = db ? db_pos(db) : (struct ltx_pos){ 0 };
+	int rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
+	uint64_t min_txid, max_txid;
+	spooled_txids(c, &min_txid, &max_txid);
+	if (rc == 0 && c->diverged)
+		LOG_WARN("repl", "msg=\"this node's history diverged from the primary's: its local transactions were "
+				 "discarded and the database replaced by the primary's snapshot\" db=%s local_txid=%016" PRIx64
+				 " local_checksum=%016" PRIx64 " primary_txid=%016" PRIx64,
+			 c->db_name, local.txid, local.checksum, max_txid);
+	if (rc != 0) {
+		conn_fail(c, rc, "the primary's %s for db %s (txid %016" PRIx64 "-%016" PRIx64 ") was refused: %s",
+			  c->snapshot ? "snapshot" : "LTX", c->db_name, min_txid, max_txid, err_str(rc));
+		return -1;
+	}
+	c->n_applied++;
+	if (c->snapshot)
+		LOG_INFO("repl", "msg=\"applied a snapshot from the primary\" db=%s txid=%016" PRIx64 " bytes=%u",
+			 c->db_name, max_txid, c->ltx_len);
+	else
+		LOG_DEBUG("repl", "msg=\"applied\" db=%s txid=%016" PRIx64, c->db_name, max_txid);
+	check_caught_up(c);
+	return 0;
+}
+
+static int on_event(struct conn *c, const struct stream_event *ev)
+{
+	if (ev->kind != STREAM_EV_HELLO)
+		c->got_frame = true;
+	switch (ev->kind) {
+	case STREAM_EV_LTX_BEGIN: return on_ltx_begin(c, ev);
+	case STREAM_EV_LTX_DATA: return on_ltx_data(c, ev);
+	case STREAM_EV_LTX_END: return on_ltx_end(c);
+	case STREAM_EV_LIST: on_heartbeat(c, ev->list); return 0;
+	case STREAM_EV_READY: on_ready(c); return 0;
+	case STREAM_EV_END:
+		LOG_INFO("repl", "msg=\"the primary ended the stream (it is stopping)\" primary=%s", c->primary_host);
+		return 0;
+	default: return 0;
+	}
+}
+
+/* ---- libcurl callbacks ---------------------------------------------------- */
+
+static size_t on_header(char *buf, size_t size, size_t n, void *arg)
+{
+	struct conn *c = arg;
+	size_t len = size * n;
+	static const char id_hdr[] = "Litefs-Cluster-Id:", host_hdr[] = "Litefs-Primary-Hostname:";
+	char *dst = NULL;
+	size_t dst_len = 0, skip = 0;
+	if (len > sizeof(id_hdr) - 1 && !strncasecmp(buf, id_hdr, sizeof(id_hdr) - 1)) {
+		dst = c->primary_id, dst_len = sizeof(c->primary_id), skip = sizeof(id_hdr) - 1;
+	} else if (len > sizeof(host_hdr) - 1 && !strncasecmp(buf, host_hdr, sizeof(host_hdr) - 1)) {
+		dst = c->primary_host, dst_len = sizeof(c->primary_host), skip = sizeof(host_hdr) - 1;
+	}
+	if (dst) {
+		const char *v = buf + skip, *end = buf + len;
+		while (v < end && (*v == ' ' || *v == '\t'))
+			v++;
+		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
+			end--;
+		size_t vl = (size_t)(end - v) < dst_len - 1 ? (size_t)(end - v) : dst_len - 1;
+		memcpy(dst, v, vl);
+		dst[vl] = '\0';
+	}
+	return len;
+}
+
+/* The first body bytes of a 200: the cluster ID, then the role. */
+static int begin_stream(struct conn *c)
+{
+	struct replica *r = c->r;
+	if (c->primary_id[0]) {
+		int rc = cluster_adopt(r->cluster, c->primary_id);
+		if (rc == ERR_REPL_CLUSTER || rc == ERR_INVAL) {
+			char mine[CLUSTER_ID_LEN + 1];
+			cluster_get(r->cluster, mine);
+			conn_fail(c, ERR_REPL_CLUSTER, "the primary is in cluster %.24s, this node in %s", c->primary_id,
+				  mine);
+			return -1;
+		}
+		if (rc != 0) {
+			conn_fail(c, rc, "cannot store the cluster ID: %s", err_str(rc));
+			return -1;
+		}
+	}
+	if (!c->primary_host[0])
+		snprintf(c->primary_host, sizeof(c->primary_host), "%s", r->fallback_host);
+	store_set_role(r->st, false, c->primary_host);
+	c->began = true;
+	/* While a failure repeats, each retry connects again: say so once. */
+	if (r->last_error[0])
+		LOG_DEBUG("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+	else
+		LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+	return 0;
+}
+
+static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+{
+	struct conn *c = arg;
+	size_t len = size * n;
+	if (atomic_load(&c->r->stopping))
+		return 0;
+	if (c->status == 0)
+		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	if (c->status != 200) {
+		size_t room = sizeof(c->err_body) - 1 - c->err_len;
+		size_t k = len < room ? len : room;
+		memcpy(c->err_body + c->err_len, buf, k);
+		c->err_len += k;
+		c->err_body[c->err_len] = '\0';
+		return len;
+	}
+	if (!c->began && begin_stream(c) != 0)
+		return 0;
+	const uint8_t *p = (const uint8_t *)buf;
+	size_t left = len;
+	for (;;) {
+		struct stream_event ev;
+		size_t used = 0;
+		int rc = stream_parse(&c->parser, p, left, &used, &ev);
+		p += used;
+		left -= used;
+		if (rc == 0)
+			return len;
+		if (rc < 0) {
+			conn_fail(c, rc, "malformed stream from the primary: %s at byte %" PRIu64,
+				  c->parser.why ? c->parser.why : err_str(rc), c->parser.offset);
+			return 0;
+		}
+		if (on_event(c, &ev) != 0)
+			return 0;
+	}
+}
+
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+	struct conn *c = arg;
+	(void)dt, (void)dn, (void)ut, (void)un;
+	if (atomic_load(&c->r->stopping))
+		return 1;
+	if (store_take_resync(c->r->st)) {
+		conn_fail(c, ERR_NEED_SNAPSHOT, "a database failed verification; reconnecting to get the primary's snapshot");
+		return 1;
+	}
+	return 0;
+}
+
+/* ---- One connection ------------------------------------------------------- */
+
+/* The message of a JSON error body ({"error": "..."}), or the body. */
+static void error_text(const char *body, char *out, size_t len)
+{
+	const char *e = strstr(body, "\"error\"");
+	const char *q = e ? strchr(e + 7, '"') : NULL;
+	if (q) {
+		const char *end = strchr(q + 1, '"');
+		size_t n = end ? (size_t)(end - q - 1) : strlen(q + 1);
+		snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), q + 1);
+	} else {
+		snprintf(out, len, "%s", body);
+	}
+	for (char *p = out; *p; p++)
+		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+			*p = '\'';
+}
+
+/* Decides what the connection's end means: 0 for a clean end (an end
+ * frame), or an error with c->fail_msg set. */
+static int conn_outcome(struct conn *c, CURLcode cc, const char *curl_err)
+{
+	if (c->fail)
+		return c->fail;
+	if (atomic_load(&c->r->stopping))
+		return 0;
+	if (c->status == 0)
+		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
+	if (c->status != 0 && c->status != 200) {
+		char text[REPLICA_MSG_LEN];
+		error_text(c->err_body, text, sizeof(text));
+		int rc = c->status == 401 ? ERR_REPL_AUTH : c->status == 409 && strstr(text, "cluster") ? ERR_REPL_CLUSTER
+												    : ERR_REPL_PROTOCOL;
+		conn_fail(c, rc, "the primary refused the stream: HTTP %ld: %s", c->status, text);
+		return rc;
+	}
+	if (cc != CURLE_OK) {
+		conn_fail(c, -ECONNRESET, "%s: %s", c->began ? "connection to the primary lost" : "cannot connect to the primary",
+			  curl_err[0] ? curl_err : curl_easy_strerror(cc));
+		return c->fail;
+	}
+	int rc = stream_parser_finish(&c->parser);
+	if (rc != 0) {
+		conn_fail(c, rc, "the stream broke off: %s", c->parser.why);
+		return rc;
+	}
+	if (!c->parser.ended) {
+		conn_fail(c, ERR_REPL_PROTOCOL, "the stream ended without an end frame");
+		return c->fail;
+	}
+	return 0;
+}
+
+static struct curl_slist *request_headers(struct replica *r)
+{
+	char line[512], id[CLUSTER_ID_LEN + 1];
+	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/vnd.litefs.stream");
+	h = h ? curl_slist_append(h, "Expect:") : NULL;
+	cluster_get(r->cluster, id);
+	if (h && id[0]) {
+		snprintf(line, sizeof(line), "Litefs-Cluster-Id: %s", id);
+		h = curl_slist_append(h, line);
+	}
+	if (h && r->secret) {
+		char *auth = NULL;
+		if (asprintf(&auth, "Authorization: Bearer %s", r->secret) < 0)
+			return NULL;
+		h = curl_slist_append(h, auth);
+		free(auth);
+	}
+	return h;
+}
+
+/* Runs one connection to its end. Returns 0 for a clean end, else an
+ * error (already described in c->fail_msg). *got_frame says whether the
+ * primary sent anything beyond its hello. */
+static int run_conn(struct replica *r, int spool_fd, bool *got_frame, char *msg, size_t msg_len)
+{
+	struct conn c;
+	memset(&c, 0, sizeof(c));
+	c.r = r;
+	c.spool_fd = spool_fd;
+	stream_parser_init(&c.parser, STREAM_DIR_RESPONSE, 0);
+	uint8_t *body = NULL;
+	size_t body_len = 0;
+	char curl_err[CURL_ERROR_SIZE] = "";
+	struct curl_slist *hdrs = NULL;
+	int rc = build_request(r, &body, &body_len);
+	if (rc == 0 && (!(c.curl = curl_easy_init()) || !(hdrs = request_headers(r))))
+		rc = ERR_NOMEM;
+	if (rc != 0) {
+		conn_fail(&c, rc, "cannot prepare the request: %s", err_str(rc));
+		goto out;
+	}
+	curl_easy_setopt(c.curl, CURLOPT_URL, r->url);
+	curl_easy_setopt(c.curl, CURLOPT_POST, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_POSTFIELDS, (char *)body);
+	curl_easy_setopt(c.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+	curl_easy_setopt(c.curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c.curl, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c.curl, CURLOPT_WRITEDATA, &c);
+	curl_easy_setopt(c.curl, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c.curl, CURLOPT_HEADERDATA, &c);
+	curl_easy_setopt(c.curl, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c.curl, CURLOPT_XFERINFODATA, &c);
+	curl_easy_setopt(c.curl, CURLOPT_ERRORBUFFER, curl_err);
+	curl_easy_setopt(c.curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_CONNECTTIMEOUT_MS, REPLICA_CONNECT_TIMEOUT_MS);
+	curl_easy_setopt(c.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_LOW_SPEED_TIME, REPLICA_STALL_S);
+	curl_easy_setopt(c.curl, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(c.curl, CURLOPT_USERAGENT, "litefs-replica");
+	CURLcode cc = curl_easy_perform(c.curl);
+	rc = conn_outcome(&c, cc, curl_err);
+out:
+	*got_frame = c.got_frame;
+	snprintf(msg, msg_len, "%s", c.fail_msg);
+	curl_slist_free_all(hdrs);
+	if (c.curl)
+		curl_easy_cleanup(c.curl);
+	free(body);
+	free(c.hb);
+	stream_parser_free(&c.parser);
+	return c.fail ? c.fail : rc;
+}
+
+/* ---- Thread --------------------------------------------------------------- */
+
+/* Sleeps up to ms unless stopping. */
+static void backoff_sleep(struct replica *r, int ms)
+{
+	clock_wait_flag(&r->mu, &r->cond, NULL, &r->stopping, ms);
+}
+
+/* ERR_REPL_AUTH, ECONNRESET, ...: a name for the err= field. */
+static const char *code_name(int rc)
+{
+	if (rc > -1000 && rc < 0) {
+		const char *n = strerrorname_np(-rc);
+		return n ? n : "errno";
+	}
+	return err_name(rc);
+}
+
+static void log_failure(struct replica *r, int rc, const char *msg)
+{
+	if (!strcmp(msg, r->last_error)) {
+		LOG_DEBUG("repl", "msg=\"%s (repeated)\" url=\"%s\" err=%s", msg, r->url, code_name(rc));
+		return;
+	}
+	snprintf(r->last_error, sizeof(r->last_error), "%s", msg);
+	LOG_WARN("repl", "msg=\"%s; keeping the last good state and retrying\" url=\"%s\" err=%s", msg, r->url,
+		 code_name(rc));
+}
+
+static int open_spool(struct replica *r)
+{
+	char *path = NULL;
+	if (asprintf(&path, "%s/replica-spool-XXXXXX", r->tmp_dir) < 0)
+		return -ENOMEM;
+	int fd = mkostemp(path, O_CLOEXEC);
+	int rc = fd < 0 ? -errno : fd;
+	if (fd >= 0)
+		unlink(path);
+	free(path);
+	return rc;
+}
+
+static void *replica_main(void *arg)
+{
+	struct replica *r = arg;
+	int backoff = REPLICA_BACKOFF_MIN_MS;
+	while (!atomic_load(&r->stopping)) {
+		char msg[REPLICA_MSG_LEN] = "";
+		bool got_frame = false;
+		int rc;
+		int fd = open_spool(r);
+		if (fd < 0) {
+			rc = fd;
+			snprintf(msg, sizeof(msg), "cannot create a spool file in %s: %s", r->tmp_dir, err_str(fd));
+		} else {
+			rc = run_conn(r, fd, &got_frame, msg, sizeof(msg));
+			close(fd);
+		}
+		store_set_role(r->st, false, NULL);
+		if (atomic_load(&r->stopping))
+			break;
+		/* A connection that streamed something worked: its failure is
+		 * news even if an earlier one said the same. */
+		if (got_frame)
+			r->last_error[0] = '\0';
+		if (rc != 0)
+			log_failure(r, rc, msg);
+		else
+			r->last_error[0] = '\0';
+		if (got_frame)
+			backoff = REPLICA_BACKOFF_MIN_MS;
+		backoff_sleep(r, backoff);
+		backoff = backoff * 2 > REPLICA_BACKOFF_MAX_MS ? REPLICA_BACKOFF_MAX_MS : backoff * 2;
+	}
+	return NULL;
+}
+
+/* ---- Public --------------------------------------------------------------- */
+
+static void replica_free(struct replica *r)
+{
+	if (!r)
+		return;
+	free(r->url);
+	free(r->secret);
+	free(r->fallback_host);
+	free(r->tmp_dir);
+	for (size_t i = 0; i < r->n_only; i++)
+		free(r->only[i]);
+	free(r->only);
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+}
+
+static int copy_config(struct replica *r, const struct config *cfg, const char *data_dir)
+{
+	const char *base = cfg->lease.advertise_url;
+	size_t bl = strlen(base);
+	while (bl > 0 && base[bl - 1] == '/')
+		bl--;
+	if (asprintf(&r->url, "%.*s/stream", (int)bl, base) < 0) {
+		r->url = NULL;
+		return ERR_NOMEM;
+	}
+	if (asprintf(&r->tmp_dir, "%s/tmp", data_dir) < 0) {
+		r->tmp_dir = NULL;
+		return ERR_NOMEM;
+	}
+	if (!(r->fallback_host = strdup(cfg->lease.hostname)))
+		return ERR_NOMEM;
+	if (cfg->http.secret[0] && !(r->secret = strdup(cfg->http.secret)))
+		return ERR_NOMEM;
+	if (cfg->lease.databases.n > 0) {
+		if (!(r->only = calloc(cfg->lease.databases.n, sizeof(*r->only))))
+			return ERR_NOMEM;
+		for (size_t i = 0; i < cfg->lease.databases.n; i++, r->n_only++)
+			if (!(r->only[i] = strdup(cfg->lease.databases.items[i])))
+				return ERR_NOMEM;
+	}
+	return 0;
+}
+
+int replica_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+		  struct replica **out)
+{
+	*out = NULL;
+	if (!cfg->lease.advertise_url[0]) {
+		LOG_ERROR("repl", "msg=\"a replica needs lease.advertise-url: the primary's API URL\"");
+		return ERR_CONFIG;
+	}
+	struct replica *r = calloc(1, sizeof(*r));
+	if (!r)
+		return ERR_NOMEM;
+	r->st = st;
+	r->cluster = cluster;
+	atomic_init(&r->stopping, false);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	int rc = copy_config(r, cfg, data_dir);
+	if (rc == 0 && mkdir(r->tmp_dir, 0700) != 0 && errno != EEXIST)
+		rc = -errno;
+	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		rc = ERR_NOMEM;
+	if (rc == 0 && (rc = -pthread_create(&r->thread, NULL, replica_main, r)) == 0)
+		r->started = true;
+	if (rc != 0) {
+		LOG_ERROR("repl", "msg=\"cannot start the replication client\" err=\"%s\"", err_str(rc));
+		replica_free(r);
+		return rc;
+	}
+	LOG_INFO("repl", "msg=\"following the primary\" url=\"%s\" databases=%zu", r->url, r->n_only);
+	*out = r;
+	return 0;
+}
+
+bool replica_wait_synced(struct replica *r, int timeout_ms)
+{
+	return clock_wait_flag(&r->mu, &r->cond, &r->synced, &r->stopping, timeout_ms);
+}
+
+void replica_stop(struct replica *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	atomic_store(&r->stopping, true);
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->mu);
+	/* An apply may be waiting for a reader's transaction to end. */
+	store_cancel_applies(r->st);
+	if (r->started)
+		pthread_join(r->thread, NULL);
+	curl_global_cleanup();
+	replica_free(r);
+}

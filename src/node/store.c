@@ -1,0 +1,620 @@
+/*
+ * store.c — the registry of databases in a data directory.
+ *
+ * Databases get an id in load order; the id never changes during a mount
+ * and is the base of the inode numbers the FUSE layer hands out, so st_ino
+ * is stable as SQLite requires (SQLITE-FILES.md §5). A deleted database
+ * keeps its id and its LTX history, so re-creating the name continues the
+ * TXID sequence.
+ *
+ * One background thread enforces local retention and runs the incremental
+ * verification started by an O(1) (clean) start. Another, the lock
+ * watchdog (store.h), only reads atomics, so it keeps reporting while
+ * the first is stuck behind a database's mutex.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "node/db.h"
+#include "base/err.h"
+#include "base/log.h"
+#include "node/store.h"
+
+#define MAX_DB_NAME 200
+
+/*
+ * Names travel through JSON (/info, the backup service's API), URLs and
+ * the replication stream, and must come back byte for byte: a name that
+ * is not valid UTF-8 is listed as "?.db" by the service and can never be
+ * restored under its own name. So a name must be well-formed UTF-8
+ * (shortest form, no surrogates, at most U+10FFFF) without C1 control
+ * characters (U+0080..U+009F), which JSON and terminals mangle.
+ */
+static bool valid_utf8_text(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	for (size_t i = 0; i < n;) {
+		unsigned char c = p[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t len;
+		uint32_t cp, min;
+		if ((c & 0xe0) == 0xc0) {
+			len = 2, cp = c & 0x1f, min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			len = 3, cp = c & 0x0f, min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			len = 4, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		if (n - i < len)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+int store_check_db_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n > MAX_DB_NAME)
+		return -ENAMETOOLONG;
+	if (n == 0 || name[0] == '.')
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)name[i];
+		if (c == '/' || c < 0x20 || c == 0x7f)
+			return -EINVAL;
+	}
+	if (!valid_utf8_text(name, n))
+		return -EILSEQ;
+	for (int k = DB_KIND_JOURNAL; k < DB_KIND_COUNT; k++) {
+		size_t sl = strlen(db_kind_suffix[k]);
+		if (n >= sl && strcmp(name + n - sl, db_kind_suffix[k]) == 0)
+			return -EINVAL;
+	}
+	/* SQLite's super-journal "<db>-mjXXXXXX9XX" (multi-database commits,
+	 * SQLITE-FILES.md §2.6) is not a database; refusing it makes such a
+	 * commit fail cleanly instead of creating a bogus database. */
+	if (n >= 12 && memcmp(name + n - 12, "-mj", 3) == 0)
+		return -EINVAL;
+	return 0;
+}
+
+bool store_valid_db_name(const char *name)
+{
+	return store_check_db_name(name) == 0;
+}
+
+int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind)
+{
+	size_t n = strlen(fname);
+	for (int k = DB_KIND_JOURNAL; k < DB_KIND_COUNT; k++) {
+		size_t sl = strlen(db_kind_suffix[k]);
+		if (n > sl && strcmp(fname + n - sl, db_kind_suffix[k]) == 0) {
+			if (n - sl + 1 > name_len)
+				return -ENAMETOOLONG;
+			memcpy(name_out, fname, n - sl);
+			name_out[n - sl] = '\0';
+			*kind = k;
+			return store_check_db_name(name_out);
+		}
+	}
+	if (n + 1 > name_len)
+		return -ENAMETOOLONG;
+	memcpy(name_out, fname, n + 1);
+	*kind = DB_KIND_DB;
+	return store_check_db_name(name_out);
+}
+
+static int add_db_locked(struct store *st, struct db *db)
+{
+	if (st->n_dbs == st->cap_dbs) {
+		size_t cap = st->cap_dbs ? st->cap_dbs * 2 : 16;
+		struct db **v = realloc(st->dbs, cap * sizeof(*v));
+		if (v == NULL)
+			return ERR_NOMEM;
+		st->dbs = v;
+		st->cap_dbs = cap;
+	}
+	st->dbs[st->n_dbs++] = db;
+	return 0;
+}
+
+struct db *store_find(struct store *st, const char *name, bool include_deleted)
+{
+	struct db *found = NULL;
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->n_dbs; i++) {
+		if (strcmp(st->dbs[i]->name, name) == 0) {
+			found = st->dbs[i];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	if (found && !include_deleted) {
+		lockwatch_lock(&found->mu, "lookup");
+		bool exists = found->exists[DB_KIND_DB];
+		lockwatch_unlock(&found->mu);
+		if (!exists)
+			found = NULL;
+	}
+	return found;
+}
+
+struct db *store_by_id(struct store *st, uint32_t id)
+{
+	struct db *db = NULL;
+	pthread_mutex_lock(&st->mu);
+	if (id < st->n_dbs)
+		db = st->dbs[id];
+	pthread_mutex_unlock(&st->mu);
+	return db;
+}
+
+size_t store_count(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	size_t n = st->n_dbs;
+	pthread_mutex_unlock(&st->mu);
+	return n;
+}
+
+int store_create(struct store *st, const char *name, struct db **out)
+{
+	int rc = 0;
+	if (!store_valid_db_name(name))
+		return -EINVAL;
+	pthread_mutex_lock(&st->mu);
+	for (size_t i = 0; i < st->n_dbs; i++) {
+		if (strcmp(st->dbs[i]->name, name) == 0) {
+			*out = st->dbs[i];
+			pthread_mutex_unlock(&st->mu);
+			/* A database forgotten unwritten lost its directory. */
+			return db_ensure_dir(*out);
+		}
+	}
+	struct db *db;
+	rc = db_load(st, name, (uint32_t)st->n_dbs, true, &db);
+	if (rc == 0 && (rc = add_db_locked(st, db)) != 0)
+		db_free(db);
+	if (rc == 0)
+		*out = db;
+	pthread_mutex_unlock(&st->mu);
+	return rc;
+}
+
+/*
+ * One node per data directory. Two nodes on one data.dir would both
+ * "recover" the same databases and the second one's clean stop would mark
+ * them cleanly closed under the first, so the node holds an exclusive
+ * flock on data.dir/lock for its whole life. flock (not fcntl) because the
+ * lock belongs to the open file description: it cannot be dropped by a
+ * close() of another descriptor of the same file in this process, and the
+ * kernel releases it when the node dies however it dies. The holder's pid
+ * is written into the file only to name it in the refusal.
+ */
+static int lock_data_dir(struct store *st)
+{
+	char path[4096];
+	snprintf(path, sizeof(path), "%s/lock", st->data_dir);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		int rc = -errno;
+		LOG_ERROR("store", "msg=\"cannot open the data directory lock\" path=%s err=\"%s\"", path,
+			  strerror(errno));
+		return rc;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? ERR_DATA_DIR_BUSY : -errno;
+		char pid[32] = "";
+		ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		if (rc == ERR_DATA_DIR_BUSY)
+			LOG_ERROR("store", "msg=\"the data directory is in use by another litefs node; refusing to "
+					   "share it\" dir=%s holder_pid=%s", st->data_dir, pid[0] ? pid : "unknown");
+		close(fd);
+		return rc;
+	}
+	char pid[32];
+	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		LOG_WARN("store", "msg=\"cannot record the pid in the data directory lock\" path=%s", path);
+	st->lock_fd = fd;
+	return 0;
+}
+
+int store_data_dir_holder(const char *data_dir)
+{
+	char path[4096], pid[32];
+	snprintf(path, sizeof(path), "%s/lock", data_dir);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+	close(fd);
+	pid[n > 0 ? n : 0] = '\0';
+	return atoi(pid);
+}
+
+int store_open(const struct store_opts *opts, struct store **out)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	char path[4096];
+	int rc;
+
+	if (st == NULL)
+		return ERR_NOMEM;
+	pthread_mutex_init(&st->mu, NULL);
+	pthread_cond_init(&st->cond, NULL);
+	pthread_cond_init(&st->change_cond, NULL);
+	pthread_mutex_init(&st->change_mu, NULL);
+	pthread_mutex_init(&st->watch_mu, NULL);
+	pthread_cond_init(&st->watch_cond, NULL);
+	atomic_init(&st->is_primary, true);
+	st->dbs_fd = -1;
+	st->lock_fd = -1;
+	st->compress = opts->compress;
+	st->retention_ms = opts->retention_ms;
+	st->retention_monitor_ms = opts->retention_monitor_ms > 0 ? opts->retention_monitor_ms : 60000;
+	st->node_id = opts->node_id;
+	st->lock_stall_ms = opts->lock_stall_ms > 0 ? opts->lock_stall_ms : STORE_LOCK_STALL_MS;
+	if ((st->data_dir = strdup(opts->data_dir)) == NULL) {
+		rc = ERR_NOMEM;
+		goto err;
+	}
+	if (mkdir(st->data_dir, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->data_dir, strerror(errno));
+		goto err;
+	}
+	if ((rc = lock_data_dir(st)) != 0)
+		goto err;
+	snprintf(path, sizeof(path), "%s/dbs", st->data_dir);
+	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+		rc = -errno;
+		goto err;
+	}
+	if ((st->dbs_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		goto err;
+	}
+
+	DIR *d = opendir(path);
+	if (d == NULL) {
+		rc = -errno;
+		goto err;
+	}
+	struct dirent *de;
+	rc = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (!store_valid_db_name(de->d_name))
+			continue;
+		struct db *db;
+		rc = db_load(st, de->d_name, (uint32_t)st->n_dbs, false, &db);
+		if (rc)
+			break;
+		if ((rc = add_db_locked(st, db)) != 0) {
+			db_free(db);
+			break;
+		}
+		LOG_INFO("store", "msg=\"database loaded\" db=%s txid=%016llx checksum=%016llx pages=%u", db->name,
+			 (unsigned long long)db->pos.txid, (unsigned long long)db->pos.checksum, db->n_pages);
+	}
+	closedir(d);
+	if (rc)
+		goto err;
+	*out = st;
+	return 0;
+err:
+	store_close(st);
+	return rc;
+}
+
+
+static void *bg_main(void *arg)
+{
+	struct store *st = arg;
+	int64_t next_retention = clock_mono_ms() + st->retention_monitor_ms;
+
+	pthread_mutex_lock(&st->mu);
+	while (!st->stopping) {
+		size_t n = st->n_dbs;
+		pthread_mutex_unlock(&st->mu);
+
+		bool more = false;
+		for (size_t i = 0; i < n; i++) {
+			struct db *db = store_by_id(st, (uint32_t)i);
+			/* Small steps keep the database's mutex free for commits. */
+			if (db_verify_step(db, 256) == 1)
+				more = true;
+			db_flush_pending(db);
+		}
+		if (clock_mono_ms() >= next_retention) {
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+			for (size_t i = 0; i < n; i++)
+				db_enforce_retention(store_by_id(st, (uint32_t)i), now_ms, st->retention_ms);
+			next_retention = clock_mono_ms() + st->retention_monitor_ms;
+		}
+
+		pthread_mutex_lock(&st->mu);
+		if (!more && !st->stopping) {
+			struct timespec until = clock_deadline(200);
+			pthread_cond_timedwait(&st->cond, &st->mu, &until);
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	return NULL;
+}
+
+/* One look at every database's mutex (see store.h). */
+static void watch_scan(struct store *st)
+{
+	int64_t now = clock_mono_ms();
+	size_t n = store_count(st);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(st, (uint32_t)i);
+		struct lockwatch_state ls;
+		lockwatch_peek(&db->mu, now, &ls);
+		if (ls.op == NULL || ls.held_ms < st->lock_stall_ms) {
+			if (db->watch_seq != 0 && db->watch_seq != ls.seq) {
+				LOG_WARN("watchdog", "msg=\"database lock released after a stall\" db=%s", db->name);
+				db->watch_seq = 0;
+			}
+			continue;
+		}
+		bool first = db->watch_seq != ls.seq;
+		if (!first && now < db->watch_next_ms)
+			continue;
+		if (first) {
+			atomic_fetch_add(&st->n_lock_stalls, 1);
+			db->watch_seq = ls.seq;
+		}
+		db->watch_next_ms = now + st->lock_stall_ms;
+		LOG_ERROR("watchdog",
+			  "msg=\"database lock held too long; requests on this database are blocked\" db=%s op=%s "
+			  "held_ms=%" PRId64 " waiters=%d bound_ms=%" PRId64,
+			  db->name, ls.op, ls.held_ms, ls.n_waiters, st->lock_stall_ms);
+	}
+}
+
+static void *watch_main(void *arg)
+{
+	struct store *st = arg;
+	for (;;) {
+		clock_wait_flag(&st->watch_mu, &st->watch_cond, NULL, &st->watch_stop, 1000);
+		if (atomic_load(&st->watch_stop))
+			break;
+		watch_scan(st);
+	}
+	return NULL;
+}
+
+int store_start(struct store *st)
+{
+	int rc = pthread_create(&st->bg_thread, NULL, bg_main, st);
+	if (rc)
+		return -rc;
+	st->bg_started = true;
+	/* Without a watchdog the node still works; a hang is just silent. */
+	if (pthread_create(&st->watch_thread, NULL, watch_main, st) == 0)
+		st->watch_started = true;
+	else
+		LOG_WARN("store", "msg=\"cannot start the lock watchdog\"");
+	return 0;
+}
+
+uint64_t store_lock_stalls(struct store *st)
+{
+	return atomic_load(&st->n_lock_stalls);
+}
+
+int store_locks_held_over(struct store *st, int64_t min_ms)
+{
+	int64_t now = clock_mono_ms();
+	int held = 0;
+	size_t n = store_count(st);
+	for (size_t i = 0; i < n; i++) {
+		struct lockwatch_state ls;
+		lockwatch_peek(&store_by_id(st, (uint32_t)i)->mu, now, &ls);
+		if (ls.op != NULL && ls.held_ms >= min_ms)
+			held++;
+	}
+	return held;
+}
+
+int store_close_forced(struct store *st, int64_t timeout_ms)
+{
+	if (atomic_exchange(&st->close_claimed, true))
+		return -1;
+	int unclean = 0;
+	size_t n = store_count(st);
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(st, (uint32_t)i);
+		if (db_close_forced(db, timeout_ms) == 0)
+			continue;
+		struct lockwatch_state ls;
+		lockwatch_peek(&db->mu, clock_mono_ms(), &ls);
+		LOG_ERROR("store",
+			  "msg=\"database lock still held at the forced stop; not marked clean, it will be recovered "
+			  "at the next start\" db=%s op=%s held_ms=%" PRId64,
+			  db->name, ls.op ? ls.op : "?", ls.held_ms);
+		unclean++;
+	}
+	return unclean;
+}
+
+void store_close(struct store *st)
+{
+	if (st == NULL)
+		return;
+	/* A forced stop (store_close_forced) holds database mutexes and is
+	 * about to end the process: touching the databases now would wait
+	 * for ever or free what it holds. */
+	if (atomic_exchange(&st->close_claimed, true))
+		for (;;)
+			pause();
+	if (st->watch_started) {
+		pthread_mutex_lock(&st->watch_mu);
+		atomic_store(&st->watch_stop, true);
+		pthread_cond_broadcast(&st->watch_cond);
+		pthread_mutex_unlock(&st->watch_mu);
+		pthread_join(st->watch_thread, NULL);
+	}
+	pthread_mutex_lock(&st->change_mu);
+	st->change_stopping = true;
+	pthread_cond_broadcast(&st->change_cond);
+	pthread_mutex_unlock(&st->change_mu);
+	if (st->bg_started) {
+		pthread_mutex_lock(&st->mu);
+		st->stopping = true;
+		pthread_cond_broadcast(&st->cond);
+		pthread_mutex_unlock(&st->mu);
+		pthread_join(st->bg_thread, NULL);
+	}
+	for (size_t i = 0; i < st->n_dbs; i++) {
+		db_close_clean(st->dbs[i]);
+		db_free(st->dbs[i]);
+	}
+	free(st->dbs);
+	if (st->dbs_fd >= 0)
+		close(st->dbs_fd);
+	/* Last: the markers written above belong to this node. */
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
+	pthread_cond_destroy(&st->cond);
+	pthread_cond_destroy(&st->change_cond);
+	pthread_mutex_destroy(&st->change_mu);
+	pthread_cond_destroy(&st->watch_cond);
+	pthread_mutex_destroy(&st->watch_mu);
+	pthread_mutex_destroy(&st->mu);
+	free(st->data_dir);
+	free(st);
+}
+
+/* ---- Cluster role and replication -------------------------------------- */
+
+
+bool store_is_primary(struct store *st)
+{
+	return atomic_load(&st->is_primary);
+}
+
+void store_set_role(struct store *st, bool primary, const char *primary_host)
+{
+	pthread_mutex_lock(&st->mu);
+	atomic_store(&st->is_primary, primary);
+	snprintf(st->primary_host, sizeof(st->primary_host), "%s", primary || !primary_host ? "" : primary_host);
+	if (st->caught_up_ms == 0)
+		st->caught_up_ms = clock_wall_ms();
+	pthread_mutex_unlock(&st->mu);
+	store_notify_change(st);
+}
+
+void store_primary_host(struct store *st, char *buf, size_t len)
+{
+	pthread_mutex_lock(&st->mu);
+	snprintf(buf, len, "%s", atomic_load(&st->is_primary) ? "" : st->primary_host);
+	pthread_mutex_unlock(&st->mu);
+}
+
+void store_set_caught_up(struct store *st, int64_t now)
+{
+	pthread_mutex_lock(&st->mu);
+	st->caught_up_ms = now;
+	pthread_mutex_unlock(&st->mu);
+}
+
+int64_t store_lag_ms(struct store *st)
+{
+	pthread_mutex_lock(&st->mu);
+	int64_t lag = 0;
+	if (!atomic_load(&st->is_primary) && st->caught_up_ms > 0) {
+		lag = clock_wall_ms() - st->caught_up_ms;
+		if (lag < 0)
+			lag = 0;
+	}
+	pthread_mutex_unlock(&st->mu);
+	return lag;
+}
+
+uint64_t store_change_seq(struct store *st)
+{
+	pthread_mutex_lock(&st->change_mu);
+	uint64_t seq = st->change_seq;
+	pthread_mutex_unlock(&st->change_mu);
+	return seq;
+}
+
+void store_notify_change(struct store *st)
+{
+	pthread_mutex_lock(&st->change_mu);
+	st->change_seq++;
+	pthread_cond_broadcast(&st->change_cond);
+	pthread_mutex_unlock(&st->change_mu);
+}
+
+uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms)
+{
+	struct timespec until = clock_deadline(timeout_ms);
+	pthread_mutex_lock(&st->change_mu);
+	while (st->change_seq == seen && !st->change_stopping) {
+		if (pthread_cond_timedwait(&st->change_cond, &st->change_mu, &until) != 0)
+			break;
+	}
+	uint64_t seq = st->change_seq;
+	pthread_mutex_unlock(&st->change_mu);
+	return seq;
+}
+
+int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len)
+{
+	struct db *db;
+	int rc = store_create(st, name, &db);
+	if (rc != 0)
+		return rc;
+	return db_apply(db, fd, off, len);
+}
+
+void store_cancel_applies(struct store *st)
+{
+	atomic_store(&st->cancel_applies, true);
+}
+
+bool store_applies_cancelled(struct store *st)
+{
+	return atomic_load(&st->cancel_applies);
+}
+
+void store_request_resync(struct store *st)
+{
+	atomic_store(&st->resync, true);
+}
+
+bool store_take_resync(struct store *st)
+{
+	return atomic_exchange(&st->resync, false);
+}
