@@ -1656,18 +1656,36 @@ static int read_db_geometry(struct db *db, uint32_t *page_size, uint32_t *n_page
 }
 
 /* Lets libsqlite3 roll back a hot journal and checkpoint a WAL left by a
- * crash, on the backing files (the mount is not serving yet). */
+ * crash, on the backing files (the mount is not serving yet).
+ *
+ * EXCLUSIVE locking mode, set before the first read, keeps the wal-index
+ * in heap memory: SQLite then never maps the backing -shm. Mapped, a
+ * crash-left -shm is rebuilt by storing into its pages, and on a full file
+ * system (or one whose blocks are smaller than a page, where SQLite's
+ * one-byte-per-page extension leaves holes) a page the file system cannot
+ * allocate kills the node with SIGBUS before it logs a line. From heap
+ * memory a full disk is an ordinary SQLITE_FULL. No other process can be
+ * using the files, so the exclusive lock costs nothing; the -shm left
+ * behind is stale, and the first client through the mount rebuilds it (it
+ * holds the DMS lock alone and truncates the file). Returns 0, -ENOSPC when
+ * the file system is full, or -EIO. */
 static int sqlite_recover(struct db *db, const char *path)
 {
 	sqlite3 *conn = NULL;
 	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(conn, "PRAGMA schema_version; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL, NULL);
+		rc = sqlite3_exec(conn,
+				  "PRAGMA locking_mode=EXCLUSIVE; PRAGMA schema_version; "
+				  "PRAGMA wal_checkpoint(TRUNCATE);",
+				  NULL, NULL, NULL);
+	bool full = (rc & 0xff) == SQLITE_FULL || (conn != NULL && sqlite3_system_errno(conn) == ENOSPC);
 	if (rc != SQLITE_OK)
 		LOG_ERROR("db", "msg=\"sqlite recovery failed\" db=%s err=\"%s\"", db->name,
 			  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
 	sqlite3_close(conn);
-	return rc == SQLITE_OK ? 0 : -EIO;
+	if (rc == SQLITE_OK)
+		return 0;
+	return full ? -ENOSPC : -EIO;
 }
 
 /* Decodes one record fully (checksums included); header/trailer out. */
