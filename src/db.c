@@ -1098,6 +1098,36 @@ static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, 
 	return (ssize_t)len;
 }
 
+/* WAL-index regions are this large (SQLite's WALINDEX_PGSZ). */
+#define SHM_REGION_SIZE 32768
+
+/*
+ * Allocates the backing -shm's blocks up to end rounded up to a whole
+ * wal-index region, without changing its size, when a write or truncate
+ * grows it. Clients map -shm through the mount; their stores reach the
+ * backing file only at writeback, whose failure nobody sees: on a full
+ * file system (or one whose blocks are smaller than a page, where SQLite's
+ * one-byte-per-page extension leaves holes) the wal-index would silently
+ * lose what the pages held once they left the page cache. Allocated when
+ * SQLite extends the file, a full disk fails the extension instead, which
+ * SQLite reports (SQLITE_IOERR_SHMSIZE) rather than mapping. Returns 0 or
+ * -errno (-ENOSPC); a file system without fallocate keeps the old
+ * behaviour.
+ */
+static int shm_reserve(int fd, off_t end)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (end <= st.st_size)
+		return 0;
+	off_t want = (end + SHM_REGION_SIZE - 1) / SHM_REGION_SIZE * SHM_REGION_SIZE;
+	/* From 0: a -shm left sparse by a crash is filled in too. */
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, want) != 0 && errno != EOPNOTSUPP)
+		return -errno;
+	return 0;
+}
+
 ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off)
 {
 	ssize_t rc;
@@ -1115,11 +1145,15 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 		rc = write_wal(db, fd, buf, len, off);
 		break;
 	default: {
-		int r = sys_pwrite_all(fd, buf, len, off);
+		int r = shm_reserve(fd, off + (off_t)len);
+		if (r == 0)
+			r = sys_pwrite_all(fd, buf, len, off);
 		rc = r ? r : (ssize_t)len;
 	}
 	}
 	pthread_mutex_unlock(&db->mu);
+	if (rc == -ENOSPC && kind == DB_KIND_SHM)
+		LOG_WARN("db", "msg=\"no space to extend -shm\" db=%s size=%lld", db->name, (long long)(off + (off_t)len));
 	return rc;
 }
 
@@ -1128,7 +1162,9 @@ static int truncate_backing(struct db *db, enum db_kind kind, off_t size)
 	int fd = open_backing(db, kind, O_WRONLY);
 	if (fd < 0)
 		return fd;
-	int rc = sys_ftruncate(fd, size) == 0 ? 0 : -errno;
+	int rc = kind == DB_KIND_SHM ? shm_reserve(fd, size) : 0;
+	if (rc == 0)
+		rc = sys_ftruncate(fd, size) == 0 ? 0 : -errno;
 	close(fd);
 	return rc;
 }

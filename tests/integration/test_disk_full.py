@@ -136,3 +136,22 @@ def test_restart_on_full_disk_fails_cleanly_then_recovers(node, small_fs, slack)
     missing = set(acked) - rows
     assert not missing, f"{len(missing)} acknowledged rows lost, e.g. {sorted(missing)[:5]}"
 
+
+def test_shm_mapped_through_the_mount_has_no_holes(node, small_fs):
+    """Clients map -shm through the mount and their stores reach the backing
+    file only at writeback, whose failure nobody sees: the node allocates
+    the backing file's blocks when SQLite extends it, so a full disk fails
+    the extension instead of losing wal-index pages later."""
+    n = on_data_fs(node(), small_fs)
+    n.start()
+    conn = sqlite3.connect(str(n.db()), timeout=30, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+    conn.execute("INSERT INTO t (v) VALUES (randomblob(100))")
+    shm = n.data / "dbs" / "db" / "db-shm"
+    st = os.stat(shm)
+    # 1 KiB blocks: SQLite's one byte per 4 KiB page alone would leave 3 of
+    # every 4 blocks unallocated until writeback.
+    assert st.st_size >= 32768
+    assert st.st_blocks * 512 >= st.st_size, f"backing -shm is sparse: {st.st_blocks * 512} of {st.st_size} bytes"
+    conn.close()
