@@ -949,9 +949,16 @@ struct ltx_pos db_pos(struct db *db)
 
 int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
 {
+	uint64_t generation;
+	return db_stat_entry(db, kind, st, &generation);
+}
+
+int db_stat_entry(struct db *db, enum db_kind kind, struct stat *st, uint64_t *generation)
+{
 	int rc = 0;
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&db->mu);
+	*generation = db->generation[kind];
 	if (!db->exists[DB_KIND_DB] || (kind != DB_KIND_POS && !db->exists[kind])) {
 		rc = -ENOENT;
 	} else if (kind == DB_KIND_POS) {

@@ -141,6 +141,10 @@ void db_close_clean(struct db *db);
  * it when create is set. Returns the fd (caller closes) or -errno. */
 int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write);
 int db_stat_file(struct db *db, enum db_kind kind, struct stat *st);
+/* db_stat_file plus the file's generation (the FUSE entry's), read under
+ * the same lock so that a lookup racing a re-creation of the file cannot
+ * pair one file's attributes with another's generation. */
+int db_stat_entry(struct db *db, enum db_kind kind, struct stat *st, uint64_t *generation);
 /* Reads through the backing file (or the generated -pos text). */
 ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off);
 /* Writes through, recognising commits. Returns bytes written or -errno. */

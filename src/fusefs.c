@@ -214,14 +214,13 @@ static void reply_entry(fuse_req_t req, struct fusefs *fs, struct db *db, enum d
 {
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	int rc = db_stat_file(db, kind, &e.attr);
+	int rc = db_stat_entry(db, kind, &e.attr, &e.generation);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	e.ino = ino_of(db, kind);
 	e.attr.st_ino = e.ino;
-	e.generation = db->generation[kind];
 	e.attr_timeout = timeout_for(fs, kind);
 	e.entry_timeout = timeout_for(fs, kind);
 	fuse_reply_entry(req, &e);
@@ -458,10 +457,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	db_stat_file(db, (enum db_kind)kind, &e.attr);
+	db_stat_entry(db, (enum db_kind)kind, &e.attr, &e.generation);
 	e.ino = ino_of(db, (enum db_kind)kind);
 	e.attr.st_ino = e.ino;
-	e.generation = db->generation[kind];
 	e.attr_timeout = e.entry_timeout = fs->attr_timeout;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 		struct handle *h = (struct handle *)(uintptr_t)fi->fh;
