@@ -7,6 +7,8 @@
 #   make fuzz           time-boxed libFuzzer run of every fuzz target (FUZZ_SECONDS=60)
 #   make bench          benchmarks (print numbers; never fail on timing)
 #   make demo           the demo (see README.md)
+#   make tsan           ThreadSanitizer build into build/tsan, then a multi-database
+#                       workload and a few mount/replication tests against it
 #
 # SANITIZE=1 builds into $(BUILD)/san with -fsanitize=address,undefined.
 # BUILD=dir puts objects elsewhere (default build/).
@@ -56,7 +58,7 @@ FUZZ_SECONDS ?= 60
 
 PROGS := $(BUILD)/litefs $(BUILD)/litefs-cloud
 
-.PHONY: all deps test unit integration fuzz fuzz-build bench demo demo-stop clean
+.PHONY: all deps test unit integration fuzz fuzz-build bench demo demo-stop clean tsan tsan-build
 all: $(PROGS)
 
 deps:
@@ -109,6 +111,28 @@ fuzz: deps $(FUZZ_BINS)
 
 integration: all
 	@tests/run-integration
+
+# ThreadSanitizer: the programs built by clang into build/tsan (a separate
+# tree, so the normal build is untouched), then integration tests that run
+# many FUSE workers and databases at once against them. Any report fails the
+# target; reports are in build/tsan/reports. Not part of `make test`: it
+# takes a few minutes. TSAN_TESTS picks other tests (pytest arguments).
+TSAN_TESTS ?= tests/integration/test_multidb.py tests/integration/test_mount.py \
+	tests/integration/test_replication.py -k 'multidb or concurrent_writers or clean_restart or kill9_node \
+	or three_nodes or promptly'
+tsan-build:
+	@$(MAKE) --no-print-directory BUILD=build/tsan CC=clang \
+		CFLAGS="-fsanitize=thread -O1 -fno-omit-frame-pointer" LDFLAGS=-fsanitize=thread \
+		build/tsan/litefs build/tsan/litefs-cloud
+
+tsan: tsan-build
+	@rm -rf build/tsan/reports && mkdir -p build/tsan/reports
+	@LITEFS_BIN=$(CURDIR)/build/tsan/litefs TSAN_OPTIONS="log_path=$(CURDIR)/build/tsan/reports/report $(TSAN_OPTIONS)" \
+		tests/run-integration $(TSAN_TESTS); rc=$$?; \
+	if ls build/tsan/reports/report.* >/dev/null 2>&1; then \
+		grep -h '^SUMMARY' build/tsan/reports/report.* | sort | uniq -c; \
+		echo "ThreadSanitizer reports in build/tsan/reports"; exit 1; \
+	fi; exit $$rc
 
 test: deps
 	@$(MAKE) --no-print-directory all

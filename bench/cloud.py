@@ -308,8 +308,8 @@ RETIME_C = r"""
 #include <stdio.h>
 #include <stdint.h>
 #include <unistd.h>
-#include "ltx.h"
-#include "fdio.h"
+#include "ltx/ltx.h"
+#include "base/fdio.h"
 /* stdin: lines "IN OUT TIMESTAMP_MS"; each LTX file is decoded and encoded
  * again, LZ4-compressed, with the new header timestamp (and so a new file
  * checksum). Everything else (TXIDs, pages, checksums) is unchanged. */

@@ -1068,9 +1068,16 @@ struct ltx_pos db_pos(struct db *db)
 
 int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
 {
+	uint64_t generation;
+	return db_stat_entry(db, kind, st, &generation);
+}
+
+int db_stat_entry(struct db *db, enum db_kind kind, struct stat *st, uint64_t *generation)
+{
 	int rc = 0;
 	memset(st, 0, sizeof(*st));
 	lockwatch_lock(&db->mu, "stat");
+	*generation = db->generation[kind];
 	if (!db->exists[DB_KIND_DB] || (kind != DB_KIND_POS && !db->exists[kind])) {
 		rc = -ENOENT;
 	} else if (kind == DB_KIND_POS) {
@@ -1236,6 +1243,36 @@ static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, 
 	return (ssize_t)len;
 }
 
+/* WAL-index regions are this large (SQLite's WALINDEX_PGSZ). */
+#define SHM_REGION_SIZE 32768
+
+/*
+ * Allocates the backing -shm's blocks up to end rounded up to a whole
+ * wal-index region, without changing its size, when a write or truncate
+ * grows it. Clients map -shm through the mount; their stores reach the
+ * backing file only at writeback, whose failure nobody sees: on a full
+ * file system (or one whose blocks are smaller than a page, where SQLite's
+ * one-byte-per-page extension leaves holes) the wal-index would silently
+ * lose what the pages held once they left the page cache. Allocated when
+ * SQLite extends the file, a full disk fails the extension instead, which
+ * SQLite reports (SQLITE_IOERR_SHMSIZE) rather than mapping. Returns 0 or
+ * -errno (-ENOSPC); a file system without fallocate keeps the old
+ * behaviour.
+ */
+static int shm_reserve(int fd, off_t end)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	if (end <= st.st_size)
+		return 0;
+	off_t want = (end + SHM_REGION_SIZE - 1) / SHM_REGION_SIZE * SHM_REGION_SIZE;
+	/* From 0: a -shm left sparse by a crash is filled in too. */
+	if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, want) != 0 && errno != EOPNOTSUPP)
+		return -errno;
+	return 0;
+}
+
 ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off)
 {
 	ssize_t rc;
@@ -1253,11 +1290,15 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 		rc = write_wal(db, fd, buf, len, off);
 		break;
 	default: {
-		int r = sys_pwrite_all(fd, buf, len, off);
+		int r = shm_reserve(fd, off + (off_t)len);
+		if (r == 0)
+			r = sys_pwrite_all(fd, buf, len, off);
 		rc = r ? r : (ssize_t)len;
 	}
 	}
 	lockwatch_unlock(&db->mu);
+	if (rc == -ENOSPC && kind == DB_KIND_SHM)
+		LOG_WARN("db", "msg=\"no space to extend -shm\" db=%s size=%lld", db->name, (long long)(off + (off_t)len));
 	return rc;
 }
 
@@ -1266,7 +1307,9 @@ static int truncate_backing(struct db *db, enum db_kind kind, off_t size)
 	int fd = open_backing(db, kind, O_WRONLY);
 	if (fd < 0)
 		return fd;
-	int rc = sys_ftruncate(fd, size) == 0 ? 0 : -errno;
+	int rc = kind == DB_KIND_SHM ? shm_reserve(fd, size) : 0;
+	if (rc == 0)
+		rc = sys_ftruncate(fd, size) == 0 ? 0 : -errno;
 	close(fd);
 	return rc;
 }
@@ -1803,18 +1846,36 @@ static int read_db_geometry(struct db *db, uint32_t *page_size, uint32_t *n_page
 }
 
 /* Lets libsqlite3 roll back a hot journal and checkpoint a WAL left by a
- * crash, on the backing files (the mount is not serving yet). */
+ * crash, on the backing files (the mount is not serving yet).
+ *
+ * EXCLUSIVE locking mode, set before the first read, keeps the wal-index
+ * in heap memory: SQLite then never maps the backing -shm. Mapped, a
+ * crash-left -shm is rebuilt by storing into its pages, and on a full file
+ * system (or one whose blocks are smaller than a page, where SQLite's
+ * one-byte-per-page extension leaves holes) a page the file system cannot
+ * allocate kills the node with SIGBUS before it logs a line. From heap
+ * memory a full disk is an ordinary SQLITE_FULL. No other process can be
+ * using the files, so the exclusive lock costs nothing; the -shm left
+ * behind is stale, and the first client through the mount rebuilds it (it
+ * holds the DMS lock alone and truncates the file). Returns 0, -ENOSPC when
+ * the file system is full, or -EIO. */
 static int sqlite_recover(struct db *db, const char *path)
 {
 	sqlite3 *conn = NULL;
 	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_exec(conn, "PRAGMA schema_version; PRAGMA wal_checkpoint(TRUNCATE);", NULL, NULL, NULL);
+		rc = sqlite3_exec(conn,
+				  "PRAGMA locking_mode=EXCLUSIVE; PRAGMA schema_version; "
+				  "PRAGMA wal_checkpoint(TRUNCATE);",
+				  NULL, NULL, NULL);
+	bool full = (rc & 0xff) == SQLITE_FULL || (conn != NULL && sqlite3_system_errno(conn) == ENOSPC);
 	if (rc != SQLITE_OK)
 		LOG_ERROR("db", "msg=\"sqlite recovery failed\" db=%s err=\"%s\"", db->name,
 			  conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
 	sqlite3_close(conn);
-	return rc == SQLITE_OK ? 0 : -EIO;
+	if (rc == SQLITE_OK)
+		return 0;
+	return full ? -ENOSPC : -EIO;
 }
 
 /* Decodes one record fully (checksums included); header/trailer out. */

@@ -177,6 +177,10 @@ int db_stat_file(struct db *db, enum db_kind kind, struct stat *st);
  * directory after creating a journal) must not hang on another database's
  * stuck holder; when the mutex is busy the backing files are asked. */
 void db_list_files(struct db *db, bool out[DB_KIND_COUNT]);
+/* db_stat_file plus the file's generation (the FUSE entry's), read under
+ * the same lock so that a lookup racing a re-creation of the file cannot
+ * pair one file's attributes with another's generation. */
+int db_stat_entry(struct db *db, enum db_kind kind, struct stat *st, uint64_t *generation);
 /* Reads through the backing file (or the generated -pos text). */
 ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len, off_t off);
 /* Writes through, recognising commits. Returns bytes written or -errno. */

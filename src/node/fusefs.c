@@ -217,14 +217,13 @@ static void reply_entry(fuse_req_t req, struct fusefs *fs, struct db *db, enum d
 {
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	int rc = db_stat_file(db, kind, &e.attr);
+	int rc = db_stat_entry(db, kind, &e.attr, &e.generation);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
 	e.ino = ino_of(db, kind);
 	e.attr.st_ino = e.ino;
-	e.generation = db->generation[kind];
 	e.attr_timeout = timeout_for(fs, kind);
 	e.entry_timeout = timeout_for(fs, kind);
 	fuse_reply_entry(req, &e);
@@ -469,10 +468,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	struct fuse_entry_param e;
 	memset(&e, 0, sizeof(e));
-	db_stat_file(db, (enum db_kind)kind, &e.attr);
+	db_stat_entry(db, (enum db_kind)kind, &e.attr, &e.generation);
 	e.ino = ino_of(db, (enum db_kind)kind);
 	e.attr.st_ino = e.ino;
-	e.generation = db->generation[kind];
 	e.attr_timeout = e.entry_timeout = fs->attr_timeout;
 	if (fuse_reply_create(req, &e, fi) == -ENOENT)
 		close_handle((struct handle *)(uintptr_t)fi->fh);
@@ -970,11 +968,16 @@ err:
  * loop does the same but can only be stopped by a signal it installs
  * itself or by the end of the connection, which a lazy unmount postpones
  * until the last client closes its files. To stop, we mark the session
- * exited, unmount, and interrupt each worker with SIGUSR2 (a handler that does nothing, installed without SA_RESTART, so
- * read() returns EINTR). Destroying the session then closes the device,
- * which ends the connection for any client still holding a file. The
- * thread in fusefs_run, which joins the workers, is the only one that
- * signals them: a joined thread's ID must not be used again.
+ * exited and interrupt each worker with SIGUSR2 (a handler that does
+ * nothing, installed without SA_RESTART, so read() returns EINTR). Only
+ * once every worker is joined do we unmount: libfuse's unmount closes the
+ * device, and closing a descriptor that another thread is reading (or is
+ * about to read or write a reply to) lets a file opened meanwhile by
+ * another thread take its number, so a late reply would be written into
+ * that file (ThreadSanitizer reported the close racing the workers' read).
+ * Destroying the session ends the connection for any client still holding
+ * a file. The thread in fusefs_run, which joins the workers, is the only
+ * one that signals them: a joined thread's ID must not be used again.
  *
  * (An earlier version waited in per-worker epoll sets; a blocking read
  * saves a wake-up and a syscall per request.)
@@ -1034,6 +1037,12 @@ int fusefs_run(struct fusefs *fs)
 				pthread_kill(fs->workers[i], WAKE_SIGNAL);
 		}
 	}
+	/* No worker is left to use the device: it may be closed now. */
+	if (atomic_load(&fs->stopping) && fs->mounted) {
+		fuse_session_unmount(fs->se);
+		fs->mounted = false;
+		LOG_INFO("fuse", "msg=unmounted dir=%s", fs->mountpoint);
+	}
 	return 0;
 }
 
@@ -1043,13 +1052,9 @@ void fusefs_stop(struct fusefs *fs)
 		return;
 	atomic_store(&fs->stopping, true);
 	fuse_session_exit(fs->se);
-	if (fs->mounted) {
-		fuse_session_unmount(fs->se);
-		fs->mounted = false;
-		LOG_INFO("fuse", "msg=unmounted dir=%s", fs->mountpoint);
-	}
-	/* fusefs_run interrupts the workers: only the thread that joins them
-	 * may signal them (a joined thread's ID is gone). */
+	/* fusefs_run interrupts the workers, the only thread that may signal
+	 * them (a joined thread's ID is gone), and unmounts once they are
+	 * joined (see the comment above worker_main). */
 }
 
 void fusefs_unmount(struct fusefs *fs)

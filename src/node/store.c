@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -258,6 +259,50 @@ int store_data_dir_holder(const char *data_dir)
 	return atoi(pid);
 }
 
+/* Finds the mount point of the file system holding path: the last
+ * directory walking up from path that is still on path's device. */
+static void mount_point_of(const char *path, char *out, size_t out_len)
+{
+	char *p = realpath(path, NULL);
+	struct stat st, up;
+	snprintf(out, out_len, "%s", p ? p : path);
+	if (p == NULL || stat(p, &st) != 0) {
+		free(p);
+		return;
+	}
+	for (;;) {
+		char *slash = strrchr(p, '/');
+		if (slash == NULL || slash == p) {
+			/* The parent is "/". */
+			if (stat("/", &up) == 0 && up.st_dev == st.st_dev)
+				snprintf(out, out_len, "/");
+			break;
+		}
+		*slash = '\0';
+		if (stat(p, &up) != 0 || up.st_dev != st.st_dev)
+			break;
+		snprintf(out, out_len, "%s", p);
+	}
+	free(p);
+}
+
+/* A full file system is the operator's to fix, and every start fails the
+ * same way until they do: say which file system, and how full. */
+static void log_fs_full(const char *data_dir)
+{
+	char fs[4096];
+	struct statvfs sv;
+	mount_point_of(data_dir, fs, sizeof(fs));
+	unsigned long long avail = 0, size = 0;
+	if (statvfs(data_dir, &sv) == 0) {
+		avail = (unsigned long long)sv.f_bavail * sv.f_frsize;
+		size = (unsigned long long)sv.f_blocks * sv.f_frsize;
+	}
+	LOG_ERROR("store", "msg=\"no space left on the file system holding the data directory; free space there and start again\" "
+			   "fs=%s dir=%s avail_bytes=%llu size_bytes=%llu",
+		  fs, data_dir, avail, size);
+}
+
 int store_open(const struct store_opts *opts, struct store **out)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -328,6 +373,8 @@ int store_open(const struct store_opts *opts, struct store **out)
 	*out = st;
 	return 0;
 err:
+	if (rc == -ENOSPC || rc == -EDQUOT)
+		log_fs_full(opts->data_dir);
 	store_close(st);
 	return rc;
 }
