@@ -86,7 +86,7 @@
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "ltx/ltxlog.h"
-#include "node/store.h"
+#include "node/node.h"
 #include "base/sys.h"
 
 const char *const db_kind_suffix[DB_KIND_COUNT] = { "", "-journal", "-wal", "-shm", "-pos" };
@@ -329,14 +329,14 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 
 	struct ltx_header h = {
-		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.flags = db->node->compress ? LTX_FLAG_COMPRESS : 0,
 		.page_size = ps,
 		.commit = new_n_pages,
 		.min_txid = db->pos.txid + 1,
 		.max_txid = db->pos.txid + 1,
 		.timestamp_ms = clock_wall_ms(),
 		.pre_apply_checksum = db->pos.txid == 0 ? 0 : chk,
-		.node_id = db->store->node_id,
+		.node_id = db->node->node_id,
 	};
 	if (full)
 		chk = LTX_CHECKSUM_FLAG;
@@ -500,7 +500,7 @@ static int sync_unsynced(struct db *db)
 static void maybe_rotate(struct db *db)
 {
 	if (db->log_fd >= 0 && !db->undo.active &&
-	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
+	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->node->retention_ms / 4 + 1000))
 		close_segment(db);
 }
 
@@ -548,7 +548,7 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 	db->log_end = p->rec_end;
 	if (!defer_sync)
 		db->log_synced_end = p->rec_end;
-	store_notify_change(db->store); /* wakes the replication streams */
+	node_notify_change(db->node); /* wakes the replication streams */
 	maybe_rotate(db);
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
 		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
@@ -906,7 +906,7 @@ static int ensure_dir_locked(struct db *db)
 {
 	if (!db->dir_removed)
 		return 0;
-	int dbs_fd = db->store->dbs_fd;
+	int dbs_fd = db->node->dbs_fd;
 	if (mkdirat(dbs_fd, db->name, 0755) != 0 && errno != EEXIST)
 		return -errno;
 	int dir_fd = openat(dbs_fd, db->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -979,7 +979,7 @@ static bool forget_if_unwritten_locked(struct db *db)
 	if (db->pos.txid == 0 && !db->dir_removed && unlinkat(db->dir_fd, "ltx", AT_REMOVEDIR) == 0) {
 		unlinkat(db->dir_fd, "clean", 0);
 		unlinkat(db->dir_fd, db_kind_backing[DB_KIND_SHM], 0);
-		if (unlinkat(db->store->dbs_fd, db->name, AT_REMOVEDIR) == 0)
+		if (unlinkat(db->node->dbs_fd, db->name, AT_REMOVEDIR) == 0)
 			db->dir_removed = true;
 	}
 	return forgot;
@@ -1044,7 +1044,7 @@ void db_close_file(struct db *db, enum db_kind kind, int fd)
 	lockwatch_unlock(&db->mu);
 	if (forgotten) {
 		invalidate_names(db);
-		store_notify_change(db->store);
+		node_notify_change(db->node);
 	}
 }
 
@@ -1739,7 +1739,7 @@ out:
 int db_verify_step(struct db *db, uint32_t max_pages)
 {
 	int rc = 0;
-	bool primary = store_is_primary(db->store);
+	bool primary = node_is_primary(db->node);
 	lockwatch_lock(&db->mu, "verify");
 	if (!db->verify.active) {
 		lockwatch_unlock(&db->mu);
@@ -1768,7 +1768,7 @@ int db_verify_step(struct db *db, uint32_t max_pages)
 					"resynchronising it from the primary\" db=%s txid=%016" PRIx64 " want=%016" PRIx64
 					" got=%016" PRIx64, db->name, db->pos.txid, want, got);
 			db->pos.checksum = got;
-			store_request_resync(db->store);
+			node_request_resync(db->node);
 			rc = ERR_LTX_POST_CHECKSUM;
 		} else if (got != want) {
 			db->write_refused = true;
@@ -2009,7 +2009,7 @@ static int load_state(struct db *db, bool clean)
 	}
 
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->store->data_dir, db->name);
+	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->node->data_dir, db->name);
 	bool leftovers = db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL];
 	if (db->exists[DB_KIND_DB] && leftovers) {
 		rc = sqlite_recover(db, path);
@@ -2076,14 +2076,14 @@ static int load_state(struct db *db, bool clean)
 	return write_full_ltx(db, ps ? ps : 4096, np);
 }
 
-int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out)
+int db_load(struct node *node, const char *name, uint32_t id, bool create, struct db **out)
 {
 	struct db *db = calloc(1, sizeof(*db));
 	int rc;
 
 	if (db == NULL)
 		return ERR_NOMEM;
-	db->store = st;
+	db->node = node;
 	db->id = id;
 	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
 	db->backup_hwm = UINT64_MAX;
@@ -2094,11 +2094,11 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 		rc = ERR_NOMEM;
 		goto err;
 	}
-	if (create && mkdirat(st->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
+	if (create && mkdirat(node->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
 		goto err;
 	}
-	if ((db->dir_fd = openat(st->dbs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+	if ((db->dir_fd = openat(node->dbs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		rc = -errno;
 		goto err;
 	}
@@ -2410,13 +2410,13 @@ static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct 
 {
 	uint32_t ps = db->page_size ? db->page_size : 4096;
 	struct ltx_header h = {
-		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.flags = db->node->compress ? LTX_FLAG_COMPRESS : 0,
 		.page_size = ps,
 		.commit = db->n_pages,
 		.min_txid = 1,
 		.max_txid = db->pos.txid,
 		.timestamp_ms = db->pos_ts_ms,
-		.node_id = db->store->node_id,
+		.node_id = db->node->node_id,
 	};
 	struct ltx_encoder *enc = NULL;
 	uint8_t *page = malloc(ps);
@@ -2525,7 +2525,7 @@ static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t lim
 			return rc;
 		if (limit_us > 0 && waited >= limit_us)
 			return -EAGAIN;
-		if (store_applies_cancelled(db->store))
+		if (node_applies_cancelled(db->node))
 			return -ECANCELED;
 		if (!logged && waited > 5000000) {
 			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);
@@ -2662,7 +2662,7 @@ static int exclude_wal_readers(struct db *db, struct exclusion *x)
 
 static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 {
-	const char *mnt = db->store->hooks.mountpoint;
+	const char *mnt = db->node->hooks.mountpoint;
 	char path[4096];
 	x->db_fd = x->shm_fd = -1;
 	x->poisoned = false;
@@ -2717,7 +2717,7 @@ static int copy_into_segment(int log_fd, uint64_t dst, int fd, off_t off, uint32
 static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32_t ps, bool resized,
 			     uint32_t new_n)
 {
-	const struct store_fuse_hooks *hk = &db->store->hooks;
+	const struct node_fuse_hooks *hk = &db->node->hooks;
 	if (hk->inval_inode == NULL)
 		return;
 	for (size_t i = 0; i < n;) {
@@ -2733,7 +2733,7 @@ static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32
 
 static void invalidate_names(struct db *db)
 {
-	const struct store_fuse_hooks *hk = &db->store->hooks;
+	const struct node_fuse_hooks *hk = &db->node->hooks;
 	if (hk->inval_entry == NULL)
 		return;
 	char name[300];
@@ -2887,7 +2887,7 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 		return rc;
 	}
 	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
-	int spool = len > (16u << 20) ? dbfile_spool_open(db->store->data_dir) : -1;
+	int spool = len > (16u << 20) ? dbfile_spool_open(db->node->data_dir) : -1;
 	struct ltx_pos from = db->pos;
 	if (from.txid == 0)
 		from.checksum = 0;
@@ -3000,8 +3000,8 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	 * flight, which the FUSE workers serve. */
 	if (rc == 0) {
 		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
-		if (folded && db->store->hooks.inval_inode) /* the WAL was emptied */
-			db->store->hooks.inval_inode(db->store->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
+		if (folded && db->node->hooks.inval_inode) /* the WAL was emptied */
+			db->node->hooks.inval_inode(db->node->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
 		if (x.shm_fd >= 0 && exists) {
 			walidx_publish(db, x.shm_fd, new_n);
 			x.poisoned = false;
@@ -3016,7 +3016,7 @@ int db_apply(struct db *db, int fd, off_t off, uint32_t len)
 	if (rc == 0) {
 		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
 			  res.n_written, new_n);
-		store_notify_change(db->store);
+		node_notify_change(db->node);
 	}
 	return rc;
 }

@@ -37,7 +37,7 @@ extern const char *const db_kind_suffix[DB_KIND_COUNT];
 /* Name of the backing file of each kind inside the db's directory. */
 extern const char *const db_kind_backing[DB_KIND_COUNT];
 
-struct store;
+struct node;
 
 /* Incremental background verification of the database checksum: pages
  * [1, cursor) have been summed into partial; commits adjust partial for
@@ -60,7 +60,7 @@ struct db_wal {
 };
 
 struct db {
-	struct store *store;   /* borrowed */
+	struct node *node;     /* borrowed: options, role, change feed (node.h) */
 	char *name;            /* owned */
 	uint32_t id;           /* stable for the life of the mount; inode base */
 
@@ -141,7 +141,7 @@ struct db {
 /* Loads (or creates when create is true) the database called name under
  * the store's data directory, recovering from a crash if needed. On
  * success *out is owned by the caller (the store), freed with db_free(). */
-int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out);
+int db_load(struct node *node, const char *name, uint32_t id, bool create, struct db **out);
 void db_free(struct db *db); /* NULL is a no-op; closes fds */
 
 /* Marks a clean shutdown (so the next start need not re-verify). */
@@ -242,7 +242,7 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c);
 /* Next record: returns 1 with *fd (borrowed, valid until the next call)
  * and *rec (offset/length of the LTX bytes of the record are
  * rec->offset + LTXLOG_HDR_SIZE, rec->len), 0 when the cursor is at the
- * current position (wait with store_wait_change() and call again),
+ * current position (wait with node_wait_change() and call again),
  * ERR_NEED_SNAPSHOT when the next record is no longer retained, or
  * another negative code. Reading the bytes is the caller's job (pread);
  * a short read means the record was taken back: start over. */

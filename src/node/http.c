@@ -115,7 +115,7 @@
  *
  * STREAMS (/stream, /events) are callback responses. Their reader callback
  * runs in the connection's own thread, so it may block: it waits on the
- * store's change counter (store_wait_change) at most until the next
+ * node's change counter (node_wait_change) at most until the next
  * heartbeat is due, and checks between waits whether the peer hung up
  * (POLLRDHUP on the socket) and whether http_stop() began — which also
  * bumps the counter to wake them — so a stream ends with its end frame
@@ -572,7 +572,7 @@ static void primary_hostname(struct http_server *srv, bool is_primary, char *buf
 	if (is_primary)
 		snprintf(buf, len, "%s", srv->hostname);
 	else
-		store_primary_host(srv->st, buf, len);
+		node_primary_host(&srv->st->node, buf, len);
 }
 
 static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connection *conn)
@@ -585,9 +585,9 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_decref(arr);
 		return MHD_NO;
 	}
-	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node_id);
+	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node.node_id);
 	json_object_set_new(o, "nodeID", json_string(buf));
-	bool is_primary = store_is_primary(srv->st);
+	bool is_primary = node_is_primary(&srv->st->node);
 	char host[256], id[CLUSTER_ID_LEN + 1] = "";
 	primary_hostname(srv, is_primary, host, sizeof(host));
 	if (srv->cluster)
@@ -597,10 +597,10 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 	json_object_set_new(o, "candidate", json_boolean(srv->candidate));
 	json_object_set_new(o, "hostname", mhd_json_str(srv->hostname));
 	json_object_set_new(o, "primaryHostname", mhd_json_str(host));
-	json_object_set_new(o, "lagMs", json_integer(store_lag_ms(srv->st)));
+	json_object_set_new(o, "lagMs", json_integer(node_lag_ms(&srv->st->node)));
 	json_object_set_new(o, "clusterID", json_string(id));
 	json_object_set_new(o, "mountDir", mhd_json_str(fusefs_mountpoint(srv->fs)));
-	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->data_dir));
+	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->node.data_dir));
 
 	size_t n = store_count(srv->st);
 	for (size_t i = 0; i < n; i++) {
@@ -781,9 +781,9 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	}
 
 	put_family(f, "litefs_is_primary", "gauge", "Primary status of the node.");
-	fprintf(f, "litefs_is_primary %d\n", store_is_primary(srv->st) ? 1 : 0);
+	fprintf(f, "litefs_is_primary %d\n", node_is_primary(&srv->st->node) ? 1 : 0);
 	put_family(f, "litefs_lag_seconds", "gauge", "Lag behind the primary node, in seconds.");
-	fprintf(f, "litefs_lag_seconds %.3f\n", (double)store_lag_ms(srv->st) / 1000.0);
+	fprintf(f, "litefs_lag_seconds %.3f\n", (double)node_lag_ms(&srv->st->node) / 1000.0);
 	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
 	fprintf(f, "litefs_db_count %zu\n", n_live);
 
@@ -1129,7 +1129,7 @@ static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connecti
 	bool reply_early = expects_continue || !has_length || content_length > HTTP_DRAIN_MAX;
 
 	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
-	if (status == 0 && !store_is_primary(srv->st)) {
+	if (status == 0 && !node_is_primary(&srv->st->node)) {
 		status = MHD_HTTP_CONFLICT;
 		snprintf(msg, sizeof(msg), "this node is a read-only replica: import on the primary");
 	}
@@ -1759,7 +1759,7 @@ static int sess_fill(struct stream_sess *s)
 		s->finished = true;
 		return 0;
 	}
-	if (!store_is_primary(st)) {
+	if (!node_is_primary(&st->node)) {
 		LOG_WARN("http", "msg=\"stream: this node is no longer the primary; ending the stream\" peer=%s", s->peer);
 		return ERR_READONLY;
 	}
@@ -1767,7 +1767,7 @@ static int sess_fill(struct stream_sess *s)
 		LOG_INFO("http", "msg=\"stream: the replica went away\" peer=%s", s->peer);
 		return -ECONNRESET;
 	}
-	uint64_t seq = store_change_seq(st);
+	uint64_t seq = node_change_seq(&st->node);
 	if (!sess_sync_dbs(s, false))
 		return ERR_NOMEM;
 	int64_t now = clock_wall_ms();
@@ -1798,7 +1798,7 @@ static int sess_fill(struct stream_sess *s)
 	int64_t wait = STREAM_HEARTBEAT_MS - (now - s->last_hb_ms);
 	if (s->n_frames != s->n_frames_at_hb && wait > STREAM_IDLE_HEARTBEAT_MS)
 		wait = STREAM_IDLE_HEARTBEAT_MS;
-	store_wait_change(st, seq, (int)(wait > 0 ? wait : 1));
+	node_wait_change(&st->node, seq, (int)(wait > 0 ? wait : 1));
 	return 0;
 }
 
@@ -1864,9 +1864,9 @@ static unsigned stream_check_headers(struct http_server *srv, struct MHD_Connect
 		snprintf(msg, len, "authentication failed: missing or wrong shared secret (http.secret)");
 		return MHD_HTTP_UNAUTHORIZED;
 	}
-	if (!store_is_primary(srv->st)) {
+	if (!node_is_primary(&srv->st->node)) {
 		char host[256];
-		store_primary_host(srv->st, host, sizeof(host));
+		node_primary_host(&srv->st->node, host, sizeof(host));
 		snprintf(msg, len, "this node is a replica, not the primary%s%s", host[0] ? "; the primary is " : "",
 			 host);
 		return MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -2056,7 +2056,7 @@ static json_t *events_tx(const struct db_view *v)
 /* Queues the events since the last call. 0 or ERR_NOMEM. */
 static int events_scan(struct events_sess *e)
 {
-	bool is_primary = store_is_primary(e->srv->st);
+	bool is_primary = node_is_primary(&e->srv->st->node);
 	char host[256];
 	primary_hostname(e->srv, is_primary, host, sizeof(host));
 	if (is_primary != e->is_primary || strcmp(host, e->host) != 0) {
@@ -2104,7 +2104,7 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
 		/* Scanning is cheap (a copy per database under its lock), so it
 		 * also runs on timeouts: a change that did not bump the counter
 		 * is seen within EVENTS_POLL_MS. */
-		e->seq = store_wait_change(e->srv->st, e->seq, EVENTS_POLL_MS);
+		e->seq = node_wait_change(&e->srv->st->node, e->seq, EVENTS_POLL_MS);
 		if (events_scan(e) != 0)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 	}
@@ -2128,8 +2128,8 @@ static enum MHD_Result handle_events(struct http_server *srv, struct MHD_Connect
 	e->srv = srv;
 	e->sock_fd = sock_of(conn);
 	e->q.fd = -1;
-	e->seq = store_change_seq(srv->st);
-	e->is_primary = store_is_primary(srv->st);
+	e->seq = node_change_seq(&srv->st->node);
+	e->is_primary = node_is_primary(&srv->st->node);
 	primary_hostname(srv, e->is_primary, e->host, sizeof(e->host));
 	/* init carries the current role; the current positions are the
 	 * baseline, and only later changes become tx events. */
@@ -2295,7 +2295,7 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	pthread_mutex_init(&srv->children_mu, NULL);
 	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
 		srv->child_pidfds[i] = -1;
-	if (asprintf(&srv->tmp_dir, "%s/%s", st->data_dir, HTTP_TMP_SUBDIR) < 0) {
+	if (asprintf(&srv->tmp_dir, "%s/%s", st->node.data_dir, HTTP_TMP_SUBDIR) < 0) {
 		srv->tmp_dir = NULL;
 		rc = ERR_NOMEM;
 		goto err;
@@ -2341,7 +2341,7 @@ void http_stop(struct http_server *srv)
 	atomic_store(&srv->stopping, true);
 	/* Streams (/stream, /events) wait for store changes: wake them so
 	 * they see the stop, send their end frame and finish. */
-	store_notify_change(srv->st);
+	node_notify_change(&srv->st->node);
 	if (srv->daemon) {
 		/* The listening socket must stay open until MHD stopped; shutting
 		 * it down now refuses new connections at once instead of leaving
