@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "node/apply.h"
 #include "node/db.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -560,5 +561,5 @@ int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t 
 	int rc = store_create(st, name, &db);
 	if (rc != 0)
 		return rc;
-	return db_apply(db, fd, off, len);
+	return apply_ltx(db, fd, off, len);
 }

@@ -129,6 +129,6 @@ size_t store_count(struct store *st);
 /* ---- Replication ---------------------------------------------------------- */
 
 /* Replica: applies one LTX file received from the primary to database
- * name, creating it first if needed (see db_apply()). */
+ * name, creating it first if needed (see apply_ltx()). */
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len);
 #endif
