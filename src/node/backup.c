@@ -485,14 +485,6 @@ static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
 	db_set_backup_hwm(db, hwm);
 }
 
-/* The first TXID of the oldest retained segment (0: none). */
-static uint64_t oldest_txid(struct db *db)
-{
-	lockwatch_lock(&db->mu, "backup");
-	uint64_t v = db->oldest_txid;
-	lockwatch_unlock(&db->mu);
-	return v;
-}
 
 /* ---- Spool files -------------------------------------------------------------- */
 
@@ -864,7 +856,9 @@ static int decide(struct backup *b, struct db *db, const struct ltx_pos *svc, st
 			 db->name, lbuf, sbuf);
 		return restore_db(b, db->name, "the service was ahead", *svc, f);
 	}
-	uint64_t oldest = oldest_txid(db);
+	struct db_stats stats;
+	db_stats(db, -1, &stats);
+	uint64_t oldest = stats.oldest_txid;
 	if (oldest != 0 && svc->txid >= oldest && svc->txid >= s->hwm) {
 		LOG(decision_level(b), "backup", "msg=\"the service diverged from this node (a restore?): applying its snapshot\" "
 				   "db=%s pos=%s service=%s hwm=%016" PRIx64,

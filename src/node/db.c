@@ -2476,3 +2476,75 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
 	lockwatch_unlock(&db->mu);
 	return rc;
 }
+
+/* ---- Reports ---------------------------------------------------------------- */
+
+/* Locks db.mu for a report: for ever (wait_ms < 0) or at most wait_ms. */
+static bool report_lock(struct db *db, int wait_ms)
+{
+	if (wait_ms < 0) {
+		lockwatch_lock(&db->mu, "report");
+		return true;
+	}
+	return lockwatch_timedlock(&db->mu, "report", wait_ms) == 0;
+}
+
+bool db_stats(struct db *db, int wait_ms, struct db_stats *v)
+{
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	if (!report_lock(db, wait_ms)) {
+		v->busy = true;
+		db_lock_peek(db, clock_mono_ms(), &v->lock);
+		return false;
+	}
+	v->exists = db->exists[DB_KIND_DB];
+	v->page_size = db->page_size;
+	v->n_pages = db->n_pages;
+	v->wal_mode = db->wal_mode;
+	v->write_refused = db->write_refused;
+	v->pos = db->pos;
+	v->ts_ms = db->pos_ts_ms;
+	v->n_commits = db->n_commits;
+	v->oldest_txid = db->oldest_txid;
+	v->backup_hwm = db->backup_hwm;
+	lockwatch_unlock(&db->mu);
+	v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
+	return true;
+}
+
+void db_lock_peek(struct db *db, int64_t now_ms, struct lockwatch_state *out)
+{
+	lockwatch_peek(&db->mu, now_ms, out);
+}
+
+/* Every "*.ltx" file and every "*.ltxlog" segment counts (names starting
+ * with '.' are temporaries or spares, not data). */
+uint64_t db_ltx_bytes(struct db *db, int wait_ms)
+{
+	uint64_t bytes = 0;
+	if (!report_lock(db, wait_ms))
+		return 0;
+	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	lockwatch_unlock(&db->mu);
+	if (fd < 0)
+		return 0;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		const char *dot = strrchr(e->d_name, '.');
+		struct stat sb;
+		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
+			continue;
+		/* Retention may remove a file between readdir and stat. */
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+			continue;
+		bytes += (uint64_t)sb.st_size;
+	}
+	closedir(d);
+	return bytes;
+}

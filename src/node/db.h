@@ -199,6 +199,40 @@ int db_unlink(struct db *db, enum db_kind kind);
 void db_pos_text(struct db *db, char *buf);
 struct ltx_pos db_pos(struct db *db);
 
+/* A copy of a database's fields for reports (/info, /metrics, /events,
+ * the stream's positions), taken under db.mu so the fields agree. */
+struct db_stats {
+	struct db *db;
+	bool exists;
+	uint32_t page_size, n_pages;
+	bool wal_mode, write_refused;
+	struct ltx_pos pos;
+	int64_t ts_ms;
+	uint64_t n_commits;
+	uint64_t oldest_txid;
+	uint64_t ltx_count;            /* transactions kept on disk */
+	uint64_t ltx_bytes;            /* 0: left to db_ltx_bytes() */
+	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
+	/* Set when db.mu stayed held past the wait: only db, busy and lock
+	 * are then filled in. */
+	bool busy;
+	struct lockwatch_state lock;   /* db.mu's holder, for a busy database */
+};
+
+/* Fills *out under db.mu, waiting at most wait_ms for it (< 0: as long as
+ * it takes). Returns true, or false with out->busy and out->lock set when
+ * the lock stayed held: a database stuck behind its holder must not hang
+ * the endpoints an operator uses to find it. */
+bool db_stats(struct db *db, int wait_ms, struct db_stats *out);
+
+/* Who holds db.mu and for how long, without taking it (lockwatch.h):
+ * for the watchdog and the held-lock gauges. */
+void db_lock_peek(struct db *db, int64_t now_ms, struct lockwatch_state *out);
+
+/* Bytes of LTX data kept for db (segments and LTX files in ltx/); 0 when
+ * db.mu stayed held for wait_ms. Walks the directory without the lock. */
+uint64_t db_ltx_bytes(struct db *db, int wait_ms);
+
 /* Makes the open segment durable up to its end (the store calls it a few
  * times a second, so a commit never stays unsynced for long). */
 void db_flush_pending(struct db *db);

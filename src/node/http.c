@@ -221,69 +221,10 @@ struct import_req {
 	char fail_msg[HTTP_MSG_LEN];
 };
 
-/* A copy of a database's fields, taken under db.mu. */
-struct db_view {
-	struct db *db;
-	bool exists;
-	uint32_t page_size, n_pages;
-	bool wal_mode, write_refused;
-	struct ltx_pos pos;
-	int64_t ts_ms;
-	uint64_t n_commits;
-	uint64_t oldest_txid;
-	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
-	uint64_t ltx_count, ltx_bytes; /* filled by /metrics only */
-	/* Set by db_view_try() when db.mu stayed held: only db, busy and lock
-	 * are then filled in. */
-	bool busy;
-	struct lockwatch_state lock;   /* db.mu's holder, for a busy database */
-};
-
 /* How long /info and /metrics wait for one database's mutex before they
  * report it busy: a database stuck behind its holder (see lockwatch.h)
  * must not hang the endpoints that an operator uses to find it. */
 #define HTTP_DB_LOCK_WAIT_MS 250
-
-/* Copies the fields (db.mu held by the caller). */
-static void db_view_fill(struct db *db, struct db_view *v)
-{
-	v->exists = db->exists[DB_KIND_DB];
-	v->page_size = db->page_size;
-	v->n_pages = db->n_pages;
-	v->wal_mode = db->wal_mode;
-	v->write_refused = db->write_refused;
-	v->pos = db->pos;
-	v->ts_ms = db->pos_ts_ms;
-	v->n_commits = db->n_commits;
-	v->oldest_txid = db->oldest_txid;
-	v->backup_hwm = db->backup_hwm;
-}
-
-static void db_view_take(struct db *db, struct db_view *v)
-{
-	memset(v, 0, sizeof(*v));
-	v->db = db;
-	lockwatch_lock(&db->mu, "http");
-	db_view_fill(db, v);
-	lockwatch_unlock(&db->mu);
-}
-
-/* Like db_view_take(), but waits at most HTTP_DB_LOCK_WAIT_MS for db.mu;
- * returns false (v->busy set, v->lock says who holds it) when it stayed
- * held. */
-static bool db_view_try(struct db *db, struct db_view *v)
-{
-	memset(v, 0, sizeof(*v));
-	v->db = db;
-	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0) {
-		v->busy = true;
-		lockwatch_peek(&db->mu, clock_mono_ms(), &v->lock);
-		return false;
-	}
-	db_view_fill(db, v);
-	lockwatch_unlock(&db->mu);
-	return true;
-}
 
 /* ---- Responses ---------------------------------------------------------- */
 
@@ -605,10 +546,10 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 	size_t n = store_count(srv->st);
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(srv->st, (uint32_t)i);
-		struct db_view v;
+		struct db_stats v;
 		if (!db)
 			continue;
-		if (!db_view_try(db, &v)) {
+		if (!db_stats(db, HTTP_DB_LOCK_WAIT_MS, &v)) {
 			/* Stuck behind its mutex's holder: name it and who holds
 			 * it rather than hang (the fields below need the mutex). */
 			json_t *d = json_object();
@@ -657,38 +598,6 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 
 /* ---- GET /metrics ------------------------------------------------------- */
 
-/* Total size of the LTX data kept for db: every "*.ltx" file and every
- * "*.ltxlog" segment of LTX records in its ltx/ directory (names starting
- * with '.' are temporaries or spares, not data). */
-static uint64_t ltx_dir_bytes(struct db *db)
-{
-	uint64_t bytes = 0;
-	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0)
-		return 0;
-	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	lockwatch_unlock(&db->mu);
-	if (fd < 0)
-		return 0;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		const char *dot = strrchr(e->d_name, '.');
-		struct stat sb;
-		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
-			continue;
-		/* Retention may remove a file between readdir and stat. */
-		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
-			continue;
-		bytes += (uint64_t)sb.st_size;
-	}
-	closedir(d);
-	return bytes;
-}
-
 /* A Prometheus label value: backslash, double quote and newline escaped. */
 static void put_label(FILE *f, const char *s)
 {
@@ -726,7 +635,7 @@ static const struct {
 			   "Highest TXID the backup service holds durably (0 without a backup service)." },
 };
 
-static uint64_t db_metric_value(const struct db_view *v, enum db_metric m)
+static uint64_t db_metric_value(const struct db_stats *v, enum db_metric m)
 {
 	switch (m) {
 	case M_TXID: return v->pos.txid;
@@ -750,10 +659,10 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		return MHD_NO;
 
 	size_t n = store_count(srv->st), n_live = 0, n_busy = 0;
-	struct db_view *views = calloc(n ? n : 1, sizeof(*views));
+	struct db_stats *views = calloc(n ? n : 1, sizeof(*views));
 	/* Databases whose mutex stayed held: listed with their lock state
 	 * only, since the other values need the mutex. */
-	struct db_view *busy = calloc(n ? n : 1, sizeof(*busy));
+	struct db_stats *busy = calloc(n ? n : 1, sizeof(*busy));
 	if (!views || !busy) {
 		free(views);
 		free(busy);
@@ -766,17 +675,16 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		struct db *db = store_by_id(srv->st, (uint32_t)i);
 		if (!db)
 			continue;
-		if (!db_view_try(db, &views[n_live])) {
+		if (!db_stats(db, HTTP_DB_LOCK_WAIT_MS, &views[n_live])) {
 			busy[n_busy++] = views[n_live];
 			continue;
 		}
 		if (!views[n_live].exists)
 			continue;
-		lockwatch_peek(&db->mu, now_ms, &views[n_live].lock);
+		db_lock_peek(db, now_ms, &views[n_live].lock);
 		/* Transactions oldest_txid..txid are kept, one LTX each. */
-		struct db_view *v = &views[n_live];
-		v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
-		v->ltx_bytes = ltx_dir_bytes(db);
+		struct db_stats *v = &views[n_live];
+		v->ltx_bytes = db_ltx_bytes(db, HTTP_DB_LOCK_WAIT_MS);
 		n_live++;
 	}
 
@@ -800,7 +708,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	put_family(f, "litefs_db_busy", "gauge",
 		   "1 if the database's lock stayed held while these metrics were taken (its other values are absent).");
 	for (size_t i = 0; i < n_live + n_busy; i++) {
-		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		const struct db_stats *v = i < n_live ? &views[i] : &busy[i - n_live];
 		fputs("litefs_db_busy{db=\"", f);
 		put_label(f, v->db->name);
 		fprintf(f, "\"} %d\n", v->busy ? 1 : 0);
@@ -808,7 +716,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	put_family(f, "litefs_db_lock_held_seconds", "gauge",
 		   "How long the database's lock has been held by its current holder (0 when free).");
 	for (size_t i = 0; i < n_live + n_busy; i++) {
-		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		const struct db_stats *v = i < n_live ? &views[i] : &busy[i - n_live];
 		fputs("litefs_db_lock_held_seconds{db=\"", f);
 		put_label(f, v->db->name);
 		/* No op label: a label that changes with every holder would make
@@ -817,7 +725,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	}
 	put_family(f, "litefs_db_lock_waiters", "gauge", "Number of threads waiting for the database's lock.");
 	for (size_t i = 0; i < n_live + n_busy; i++) {
-		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		const struct db_stats *v = i < n_live ? &views[i] : &busy[i - n_live];
 		fputs("litefs_db_lock_waiters{db=\"", f);
 		put_label(f, v->db->name);
 		fprintf(f, "\"} %d\n", v->lock.n_waiters);
@@ -965,7 +873,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	uint32_t ps = 0;
 	int ret = -1, rc;
 	struct db *db = NULL;
-	struct db_view before = { 0 };
+	struct db_stats before = { 0 };
 	bool created = false; /* this request may have created the database file */
 
 	if (import_check_header(ir, &ps) != 0)
@@ -988,7 +896,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	/* A deleted database keeps its registry entry and its position. */
 	db = store_find(srv->st, ir->name, true);
 	if (db)
-		db_view_take(db, &before);
+		db_stats(db, -1, &before);
 	if (!before.exists)
 		db = NULL;
 	if (db && before.write_refused) {
@@ -1058,8 +966,8 @@ out:
 	/* A database this request created but never filled is removed, so a
 	 * failed import leaves no trace (no transaction: nothing to record). */
 	if (ret != 0 && created && (db = store_find(srv->st, ir->name, false)) != NULL) {
-		struct db_view now;
-		db_view_take(db, &now);
+		struct db_stats now;
+		db_stats(db, -1, &now);
 		if (now.pos.txid == 0 && now.n_pages == 0)
 			unlink(path);
 	}
@@ -1566,8 +1474,8 @@ static bool sess_sync_dbs(struct stream_sess *s, bool at_connect)
 			sd->from.checksum = e->checksum;
 		}
 		sd->sent_txid = sd->from.txid;
-		struct db_view v;
-		db_view_take(sd->db, &v);
+		struct db_stats v;
+		db_stats(sd->db, -1, &v);
 		if (at_connect)
 			sd->target_txid = v.pos.txid;
 		/* A database that does not exist here and that the replica never
@@ -2042,7 +1950,7 @@ static json_t *events_role(const char *type, bool is_primary, const char *host)
 	return json_pack("{s:s, s:o*}", "type", type, "data", d);
 }
 
-static json_t *events_tx(const struct db_view *v)
+static json_t *events_tx(const struct db_stats *v)
 {
 	char txid[17], chk[17], ts[40];
 	snprintf(txid, sizeof(txid), "%016" PRIx64, v->pos.txid);
@@ -2076,10 +1984,10 @@ static int events_scan(struct events_sess *e)
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(e->srv->st, (uint32_t)i);
-		struct db_view v;
+		struct db_stats v;
 		if (!db)
 			continue;
-		db_view_take(db, &v);
+		db_stats(db, -1, &v);
 		if (v.pos.txid == e->last[i].txid && v.pos.checksum == e->last[i].checksum)
 			continue;
 		e->last[i] = v.pos;

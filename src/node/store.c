@@ -421,7 +421,7 @@ static void watch_scan(struct store *st)
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(st, (uint32_t)i);
 		struct lockwatch_state ls;
-		lockwatch_peek(&db->mu, now, &ls);
+		db_lock_peek(db, now, &ls);
 		if (ls.op == NULL || ls.held_ms < st->lock_stall_ms) {
 			if (db->watch_seq != 0 && db->watch_seq != ls.seq) {
 				LOG_WARN("watchdog", "msg=\"database lock released after a stall\" db=%s", db->name);
@@ -482,7 +482,7 @@ int store_locks_held_over(struct store *st, int64_t min_ms)
 	size_t n = store_count(st);
 	for (size_t i = 0; i < n; i++) {
 		struct lockwatch_state ls;
-		lockwatch_peek(&store_by_id(st, (uint32_t)i)->mu, now, &ls);
+		db_lock_peek(store_by_id(st, (uint32_t)i), now, &ls);
 		if (ls.op != NULL && ls.held_ms >= min_ms)
 			held++;
 	}
@@ -500,7 +500,7 @@ int store_close_forced(struct store *st, int64_t timeout_ms)
 		if (db_close_forced(db, timeout_ms) == 0)
 			continue;
 		struct lockwatch_state ls;
-		lockwatch_peek(&db->mu, clock_mono_ms(), &ls);
+		db_lock_peek(db, clock_mono_ms(), &ls);
 		LOG_ERROR("store",
 			  "msg=\"database lock still held at the forced stop; not marked clean, it will be recovered "
 			  "at the next start\" db=%s op=%s held_ms=%" PRId64,
