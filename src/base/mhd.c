@@ -3,6 +3,8 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,4 +148,91 @@ int mhd_start(const struct mhd_listen *l, struct MHD_Daemon **out, uint16_t *por
 		*port = info ? info->port : 0;
 	*out = d;
 	return 0;
+}
+
+/* ---- Responses ------------------------------------------------------------ */
+
+/* Queues body (takes ownership of a malloc'd buffer); allow, if not NULL,
+ * becomes the Allow header. */
+enum MHD_Result mhd_respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
+				   size_t len, const char *allow)
+{
+	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+	if (!r) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	if (allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+/* Takes ownership of obj. */
+enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow)
+{
+	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+	json_decref(obj);
+	if (!s)
+		return MHD_NO;
+	size_t n = strlen(s);
+	char *t = realloc(s, n + 2);
+	if (!t) {
+		free(s);
+		return MHD_NO;
+	}
+	t[n] = '\n';
+	t[n + 1] = '\0';
+	return mhd_respond_buf(conn, status, "application/json", t, n + 1, allow);
+}
+
+enum MHD_Result mhd_respond_error(struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+	json_t *o = json_object();
+	if (o)
+		json_object_set_new(o, "error", mhd_json_str(msg));
+	return mhd_respond_json(conn, status, o, NULL);
+}
+
+enum MHD_Result mhd_respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+{
+	char msg[MHD_MSG_LEN];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return mhd_respond_error(conn, status, msg);
+}
+
+/* ---- Connections ---------------------------------------------------------- */
+
+/* True if the peer of a streamed response has gone (it only ever sends
+ * its request, so a hang-up or an error is all there is to see). */
+bool mhd_peer_gone(int sock_fd)
+{
+	if (sock_fd < 0)
+		return false;
+	struct pollfd pfd = { .fd = sock_fd, .events = POLLRDHUP };
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+int mhd_sock_of(struct MHD_Connection *conn)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	return ci ? (int)ci->connect_fd : -1;
+}
+
+void mhd_peer_name(struct MHD_Connection *conn, char *buf, size_t len)
+{
+	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
+	if (ci && ci->client_addr) {
+		socklen_t sl = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+								      : sizeof(struct sockaddr_in);
+		getnameinfo(ci->client_addr, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
+	}
+	snprintf(buf, len, "%s:%s", host, port);
 }

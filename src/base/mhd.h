@@ -8,6 +8,7 @@
 
 #include <jansson.h>
 #include <microhttpd.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,5 +38,28 @@ void mhd_log_clean(char *s);
 /* A JSON string of s; bytes that are not valid UTF-8 (database names may
  * hold any byte but '/' and controls) are replaced by '?'. NULL on OOM. */
 json_t *mhd_json_str(const char *s);
+
+/* Longest error message a response carries (longer ones are cut). */
+#define MHD_MSG_LEN 512
+
+/* Queues a response of body (takes ownership of a malloc'd buffer) with
+ * Content-Type ctype and Cache-Control: no-store; allow, if not NULL,
+ * becomes the Allow header. Returns MHD's result (MHD_NO on OOM). */
+enum MHD_Result mhd_respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
+				size_t len, const char *allow);
+/* obj as compact JSON and a newline. Takes ownership of obj. */
+enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow);
+/* {"error": msg}. */
+enum MHD_Result mhd_respond_error(struct MHD_Connection *conn, unsigned status, const char *msg);
+enum MHD_Result mhd_respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* True if the peer of a streamed response has gone (it only ever sends
+ * its request, so a hang-up or an error is all there is to see). */
+bool mhd_peer_gone(int sock_fd);
+/* The connection's socket, or -1. */
+int mhd_sock_of(struct MHD_Connection *conn);
+/* "address:port" of the connection's peer ("?:?" when unknown). */
+void mhd_peer_name(struct MHD_Connection *conn, char *buf, size_t len);
 
 #endif

@@ -139,8 +139,6 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -162,8 +160,10 @@
 #include "base/err.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/replserver.h"
 #include "base/log.h"
 #include "base/mhd.h"
+#include "base/outq.h"
 #include "ltx/ltx.h"
 #include "node/sqlchild.h"
 #include "node/store.h"
@@ -178,7 +178,6 @@
 #define HTTP_TMP_SUBDIR "tmp"
 #define HTTP_TMP_IMPORT_PREFIX "http-import-"
 #define HTTP_TMP_EXPORT_PREFIX "http-export-"
-#define HTTP_MSG_LEN 512
 #define HTTP_STOP_GRACE_MS 10000
 #define HTTP_TMP_SNAPSHOT_PREFIX "http-snapshot-"
 
@@ -193,6 +192,7 @@ struct http_server {
 	char *tmp_dir;          /* owned: <data.dir>/tmp */
 	atomic_bool stopping;   /* set by http_stop(); interrupts SQLite work */
 	atomic_int n_active;    /* requests between their first call and completion */
+	struct replserver repl; /* POST /stream (replserver.h); points into this struct */
 
 	/* The helper processes (sqlchild.c) of requests in flight, as pidfds,
 	 * so that http_stop() can end them without racing with PID reuse (the
@@ -206,7 +206,7 @@ struct http_server {
 
 /* What *con_cls points to between the calls of the access handler: the
  * first member of each per-request struct says which it is. */
-enum req_kind { REQ_IMPORT = 1, REQ_STREAM };
+enum req_kind { REQ_IMPORT = 1, REQ_STREAM = REPLSERVER_REQ };
 
 /* Per-request state of POST /import, from the first call of the access
  * handler to the completion callback, which frees it. */
@@ -218,7 +218,7 @@ struct import_req {
 	uint64_t n_bytes;       /* body bytes written so far */
 	unsigned fail_status;   /* non-zero: discard the body, reply this */
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
-	char fail_msg[HTTP_MSG_LEN];
+	char fail_msg[MHD_MSG_LEN];
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -228,72 +228,15 @@ struct import_req {
 
 /* ---- Responses ---------------------------------------------------------- */
 
-/* Queues body (takes ownership of a malloc'd buffer); allow, if not NULL,
- * becomes the Allow header. */
-static enum MHD_Result respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
-				   size_t len, const char *allow)
-{
-	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(body);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	if (allow)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-	enum MHD_Result ret = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-/* Takes ownership of obj. */
-static enum MHD_Result respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow)
-{
-	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-	json_decref(obj);
-	if (!s)
-		return MHD_NO;
-	size_t n = strlen(s);
-	char *t = realloc(s, n + 2);
-	if (!t) {
-		free(s);
-		return MHD_NO;
-	}
-	t[n] = '\n';
-	t[n + 1] = '\0';
-	return respond_buf(conn, status, "application/json", t, n + 1, allow);
-}
-
-static enum MHD_Result respond_error(struct MHD_Connection *conn, unsigned status, const char *msg)
-{
-	json_t *o = json_object();
-	if (o)
-		json_object_set_new(o, "error", mhd_json_str(msg));
-	return respond_json(conn, status, o, NULL);
-}
-
-static enum MHD_Result respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static enum MHD_Result respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)
-{
-	char msg[HTTP_MSG_LEN];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	return respond_error(conn, status, msg);
-}
-
 static enum MHD_Result respond_method_not_allowed(struct MHD_Connection *conn, const char *method,
 						   const char *url, const char *allow)
 {
-	char msg[HTTP_MSG_LEN];
+	char msg[MHD_MSG_LEN];
 	snprintf(msg, sizeof(msg), "method %.40s not allowed on %s (allowed: %s)", method, url, allow);
 	json_t *o = json_object();
 	if (o)
 		json_object_set_new(o, "error", mhd_json_str(msg));
-	return respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, allow);
+	return mhd_respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, allow);
 }
 
 /* ---- Query parameters --------------------------------------------------- */
@@ -593,7 +536,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_array_append_new(arr, d);
 	}
 	json_object_set_new(o, "databases", arr);
-	return respond_json(conn, MHD_HTTP_OK, o, NULL);
+	return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL);
 }
 
 /* ---- GET /metrics ------------------------------------------------------- */
@@ -763,7 +706,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		free(buf);
 		return MHD_NO;
 	}
-	return respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL);
+	return mhd_respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL);
 }
 
 /* ---- POST /import ------------------------------------------------------- */
@@ -916,7 +859,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	/* The copy into the mount runs in a child process: the node must not
 	 * map its own files (sqlchild.c). */
 	{
-		char line[HTTP_MSG_LEN + 32];
+		char line[MHD_MSG_LEN + 32];
 		const char *msg = "";
 		struct sqlchild child;
 		char *argv[] = { "litefs", "__sqlite", "import", uri, path, created ? "1" : "0", NULL };
@@ -994,15 +937,15 @@ static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connect
 		json_object_set_new(o, "txid", json_string(buf));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.checksum);
 		json_object_set_new(o, "checksum", json_string(buf));
-		return respond_json(conn, MHD_HTTP_OK, o, NULL);
+		return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL);
 	}
 	atomic_fetch_add(&srv->n_import_err, 1);
-	char logmsg[HTTP_MSG_LEN];
+	char logmsg[MHD_MSG_LEN];
 	snprintf(logmsg, sizeof(logmsg), "%s", ir->fail_msg);
 	mhd_log_clean(logmsg);
 	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
 		 ir->n_bytes, ir->fail_status, logmsg);
-	return respond_error(conn, ir->fail_status, ir->fail_msg);
+	return mhd_respond_error(conn, ir->fail_status, ir->fail_msg);
 }
 
 /* First call for POST /import: everything that can be refused before the
@@ -1017,7 +960,7 @@ static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connect
  * first. */
 static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connection *conn, void **con_cls)
 {
-	char name[256], msg[HTTP_MSG_LEN];
+	char name[256], msg[MHD_MSG_LEN];
 	unsigned long long content_length = 0;
 	bool has_length = false;
 
@@ -1029,7 +972,7 @@ static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connecti
 		if (errno == ERANGE || content_length > HTTP_MAX_IMPORT_BYTES) {
 			atomic_fetch_add(&srv->n_import_err, 1);
 			LOG_WARN("http", "msg=\"import refused: body too large\" content_length=\"%.30s\"", cl);
-			return respond_errorf(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+			return mhd_respond_errorf(conn, MHD_HTTP_CONTENT_TOO_LARGE,
 					      "body too large: the limit is %llu bytes", HTTP_MAX_IMPORT_BYTES);
 		}
 	}
@@ -1044,7 +987,7 @@ static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connecti
 	if (status != 0 && reply_early) {
 		atomic_fetch_add(&srv->n_import_err, 1);
 		LOG_WARN("http", "msg=\"import refused\" status=%u reason=\"%s\"", status, msg);
-		return respond_error(conn, status, msg);
+		return mhd_respond_error(conn, status, msg);
 	}
 	struct import_req *ir = calloc(1, sizeof(*ir));
 	if (!ir)
@@ -1068,7 +1011,7 @@ static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connecti
 		if (reply_early) {
 			free(ir);
 			atomic_fetch_add(&srv->n_import_err, 1);
-			return respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
+			return mhd_respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
 		}
 		import_fail(ir, status, "cannot create a temp file: %s", err_str(fd));
 		ir->refused_early = true;
@@ -1119,7 +1062,7 @@ struct export_result {
 	bool has_pos;
 	struct ltx_pos pos;
 	unsigned status;        /* on failure */
-	char msg[HTTP_MSG_LEN];
+	char msg[MHD_MSG_LEN];
 };
 
 static void export_fail(struct export_result *r, unsigned status, const char *fmt, ...)
@@ -1164,7 +1107,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	 * own files, sqlchild.c): it holds writers off (A) and opens the read
 	 * transaction the copy is taken from (B), then waits while this
 	 * process reads the position those locks pin. */
-	char line[HTTP_MSG_LEN + 32];
+	char line[MHD_MSG_LEN + 32];
 	const char *msg = "";
 	char *argv[] = { "litefs", "__sqlite", "export", path, tmp, NULL };
 	rc = sqlchild_start(&child, argv);
@@ -1240,7 +1183,7 @@ out:
 
 static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connection *conn)
 {
-	char name[256], msg[HTTP_MSG_LEN];
+	char name[256], msg[MHD_MSG_LEN];
 	struct export_result r;
 
 	memset(&r, 0, sizeof(r));
@@ -1248,15 +1191,15 @@ static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connect
 	if (status) {
 		atomic_fetch_add(&srv->n_export_err, 1);
 		LOG_WARN("http", "msg=\"export refused: invalid name\" status=%u", status);
-		return respond_error(conn, status, msg);
+		return mhd_respond_error(conn, status, msg);
 	}
 	if (export_copy(srv, name, &r) != 0) {
 		atomic_fetch_add(&srv->n_export_err, 1);
-		char logmsg[HTTP_MSG_LEN];
+		char logmsg[MHD_MSG_LEN];
 		snprintf(logmsg, sizeof(logmsg), "%s", r.msg);
 		mhd_log_clean(logmsg);
 		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
-		return respond_error(conn, r.status, r.msg);
+		return mhd_respond_error(conn, r.status, r.msg);
 	}
 	/* MHD closes the fd when the response is destroyed. */
 	struct MHD_Response *resp = MHD_create_response_from_fd64(r.size, r.fd);
@@ -1280,634 +1223,6 @@ static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connect
 	return ret;
 }
 
-/* ---- Pending output of a streamed response ------------------------------ */
-
-/* Bytes queued for a callback response: frame headers and small frames in
- * memory, then optionally a range of a file (an LTX record, a spooled
- * snapshot) that is copied out piece by piece. */
-struct outq {
-	uint8_t *buf;
-	size_t len, off, cap;
-	int fd;                /* -1: none */
-	bool fd_owned;         /* close it when done (a spool file) */
-	uint64_t fd_off, fd_left;
-};
-
-static bool outq_put(struct outq *q, const void *data, size_t len)
-{
-	if (q->off == q->len)
-		q->off = q->len = 0;
-	if (q->len + len > q->cap) {
-		size_t cap = q->cap ? q->cap : 4096;
-		while (cap < q->len + len)
-			cap *= 2;
-		uint8_t *b = realloc(q->buf, cap);
-		if (!b)
-			return false;
-		q->buf = b;
-		q->cap = cap;
-	}
-	memcpy(q->buf + q->len, data, len);
-	q->len += len;
-	return true;
-}
-
-static void outq_drop_fd(struct outq *q)
-{
-	if (q->fd >= 0 && q->fd_owned)
-		close(q->fd);
-	q->fd = -1;
-	q->fd_owned = false;
-	q->fd_left = 0;
-}
-
-static void outq_free(struct outq *q)
-{
-	outq_drop_fd(q);
-	free(q->buf);
-	memset(q, 0, sizeof(*q));
-	q->fd = -1;
-}
-
-/* Copies queued bytes into buf. Returns the count, 0 when empty, or -1
- * when the file range could not be read in full (the record was taken
- * back, or an I/O error): the frame cannot be completed. */
-static ssize_t outq_take(struct outq *q, char *buf, size_t max)
-{
-	if (q->off < q->len) {
-		size_t n = q->len - q->off < max ? q->len - q->off : max;
-		memcpy(buf, q->buf + q->off, n);
-		q->off += n;
-		return (ssize_t)n;
-	}
-	if (q->fd_left == 0)
-		return 0;
-	size_t want = q->fd_left < max ? (size_t)q->fd_left : max;
-	ssize_t n = pread(q->fd, buf, want, (off_t)q->fd_off);
-	if (n <= 0)
-		return -1;
-	q->fd_off += (uint64_t)n;
-	q->fd_left -= (uint64_t)n;
-	if (q->fd_left == 0)
-		outq_drop_fd(q);
-	return n;
-}
-
-/* True if the peer of a streamed response has gone (it only ever sends
- * its request, so a hang-up or an error is all there is to see). */
-static bool peer_gone(int sock_fd)
-{
-	if (sock_fd < 0)
-		return false;
-	struct pollfd pfd = { .fd = sock_fd, .events = POLLRDHUP };
-	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
-}
-
-static int sock_of(struct MHD_Connection *conn)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-	return ci ? (int)ci->connect_fd : -1;
-}
-
-static void peer_name(struct MHD_Connection *conn, char *buf, size_t len)
-{
-	const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-	char host[INET6_ADDRSTRLEN] = "?", port[8] = "?";
-	if (ci && ci->client_addr) {
-		socklen_t sl = ci->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-								      : sizeof(struct sockaddr_in);
-		getnameinfo(ci->client_addr, sl, host, sizeof(host), port, sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV);
-	}
-	snprintf(buf, len, "%s:%s", host, port);
-}
-
-
-/* ---- POST /stream: replication to a replica ------------------------------ */
-
-/*
- * One replica connection (the protocol is in stream.c). The response is a
- * callback response; MHD calls stream_read() from the connection's own
- * thread whenever the socket can take more, and stream_read() blocks (at
- * most until the next heartbeat is due) when there is nothing to send.
- *
- * Per database the session keeps a cursor over the chain (db_cursor_*);
- * the frame of the record the cursor returned is queued (header in
- * memory, the LTX bytes read from the segment as they are sent), so a big
- * record is never held in memory and the cursor is not advanced before
- * its record has gone out. A snapshot is written by db_snapshot() into a
- * spool file in data.dir/tmp (db_snapshot holds the database's lock, so it
- * must not wait for the network) and sent from there.
- */
-#define STREAM_HEARTBEAT_MS 1000
-#define STREAM_IDLE_HEARTBEAT_MS 20
-#define EVENTS_POLL_MS 250
-#define STREAM_BLOCK_SIZE (64u << 10)
-
-struct stream_db {
-	struct db *db;           /* borrowed */
-	bool wanted;             /* the replica follows it */
-	bool cursor_open;
-	struct db_cursor cur;
-	struct ltx_pos from;     /* the replica's position when the cursor opens */
-	uint64_t sent_txid;      /* the replica has (or is being sent) up to here */
-	uint64_t target_txid;    /* this node's TXID at connect (0: none) */
-	bool idle;               /* nothing to send until the position moves */
-	struct ltx_pos idle_pos;
-};
-
-struct stream_sess {
-	struct http_server *srv;
-	int sock_fd;
-	char peer[64];
-	struct stream_list req;  /* the replica's positions (owned entries) */
-	struct stream_db *dbs;
-	size_t n_dbs;
-	size_t next;             /* round-robin start */
-	struct outq q;
-	uint64_t seq;
-	int64_t last_hb_ms;
-	bool ready_sent, finished;
-	uint64_t n_frames;
-	uint64_t n_frames_at_hb; /* n_frames when the last idle heartbeat went out */
-};
-
-/* The per-request state of POST /stream while its body arrives. */
-struct stream_req {
-	int kind;                /* REQ_STREAM */
-	struct stream_parser parser;
-	bool have_positions;
-	unsigned fail_status;
-	char fail_msg[HTTP_MSG_LEN];
-	struct stream_list req;  /* copied out of the parser */
-};
-
-static const struct stream_entry *req_find(const struct stream_list *l, const char *name)
-{
-	for (uint32_t i = 0; i < l->n; i++)
-		if (!strcmp(l->entries[i].name, name))
-			return &l->entries[i];
-	return NULL;
-}
-
-/* Adds the databases registered since the last call. */
-static bool sess_sync_dbs(struct stream_sess *s, bool at_connect)
-{
-	size_t n = store_count(s->srv->st);
-	if (n <= s->n_dbs)
-		return true;
-	struct stream_db *d = realloc(s->dbs, n * sizeof(*d));
-	if (!d)
-		return false;
-	s->dbs = d;
-	for (size_t i = s->n_dbs; i < n; i++) {
-		struct stream_db *sd = &s->dbs[i];
-		memset(sd, 0, sizeof(*sd));
-		sd->cur.fd = -1;
-		sd->db = store_by_id(s->srv->st, (uint32_t)i);
-		if (!sd->db)
-			continue;
-		const struct stream_entry *e = req_find(&s->req, sd->db->name);
-		sd->wanted = store_valid_db_name(sd->db->name) &&
-			     (!(s->req.flags & STREAM_LIST_ONLY) || e != NULL);
-		if (e) {
-			sd->from.txid = e->txid;
-			sd->from.checksum = e->checksum;
-		}
-		sd->sent_txid = sd->from.txid;
-		struct db_stats v;
-		db_stats(sd->db, -1, &v);
-		if (at_connect)
-			sd->target_txid = v.pos.txid;
-		/* A database that does not exist here and that the replica never
-		 * had: nothing to send until it is created. */
-		if (!v.exists && sd->from.txid == 0) {
-			sd->idle = true;
-			sd->idle_pos = v.pos;
-		}
-	}
-	s->n_dbs = n;
-	return true;
-}
-
-static int spool_write(void *ctx, const void *buf, size_t len)
-{
-	int fd = *(int *)ctx;
-	const uint8_t *p = buf;
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/* Queues a frame whose LTX bytes are [off, off+len) of fd. */
-static int sess_queue_ltx(struct stream_sess *s, uint8_t type, const char *name, int fd, bool owned, uint64_t off,
-			  uint64_t len)
-{
-	uint8_t pre[STREAM_LTX_PREFIX_MAX];
-	int n = len <= STREAM_MAX_LTX_LEN ? stream_encode_ltx_prefix(pre, type, name, (uint32_t)len) : ERR_INVAL;
-	if (n < 0 || !outq_put(&s->q, pre, (size_t)n)) {
-		if (owned)
-			close(fd);
-		return n < 0 ? n : ERR_NOMEM;
-	}
-	s->q.fd = fd;
-	s->q.fd_owned = owned;
-	s->q.fd_off = off;
-	s->q.fd_left = len;
-	s->n_frames++;
-	return 1;
-}
-
-/* Sends a snapshot of d: 1 when queued, 0 when there is nothing to send
- * (an empty or deleted database: wait for it to change), or an error. */
-static int sess_snapshot(struct stream_sess *s, struct stream_db *d, bool diverged)
-{
-	char *path = NULL;
-	struct ltx_pos pos = { 0 };
-	int fd = make_temp(s->srv, HTTP_TMP_SNAPSHOT_PREFIX, &path);
-	if (fd < 0)
-		return fd;
-	unlink(path);
-	free(path);
-	int rc = db_snapshot(d->db, spool_write, &fd, &pos);
-	struct stat sb;
-	if (rc == 0 && fstat(fd, &sb) != 0)
-		rc = -errno;
-	if (rc == ERR_NEED_SNAPSHOT) {
-		close(fd);
-		d->idle = true;
-		d->idle_pos = db_pos(d->db);
-		d->sent_txid = d->target_txid; /* nothing more to reach */
-		return 0;
-	}
-	if (rc != 0) {
-		close(fd);
-		LOG_WARN("http", "msg=\"stream: cannot take a snapshot\" peer=%s db=%s err=\"%s\"", s->peer,
-			 d->db->name, err_str(rc));
-		return rc;
-	}
-	LOG_INFO("http", "msg=\"stream: sending a snapshot\" peer=%s db=%s from_txid=%016" PRIx64
-			 " txid=%016" PRIx64 " bytes=%lld reason=%s",
-		 s->peer, d->db->name, d->from.txid, pos.txid, (long long)sb.st_size,
-		 diverged ? "diverged" : "behind-retention");
-	d->from = pos;
-	d->sent_txid = pos.txid;
-	return sess_queue_ltx(s, diverged ? STREAM_SNAPSHOT_DIVERGED : STREAM_SNAPSHOT, d->db->name, fd, true, 0,
-			      (uint64_t)sb.st_size);
-}
-
-/* One step for one database: 1 when a frame was queued, 0 when it has
- * nothing to send now, or an error that ends the stream. */
-static int sess_db_step(struct stream_sess *s, struct stream_db *d)
-{
-	if (!d->db || !d->wanted)
-		return 0;
-	if (d->idle) {
-		struct ltx_pos p = db_pos(d->db);
-		if (p.txid == d->idle_pos.txid && p.checksum == d->idle_pos.checksum)
-			return 0;
-		d->idle = false;
-	}
-	if (!d->cursor_open) {
-		int rc = db_cursor_open(d->db, d->from, &d->cur);
-		if (rc == ERR_NEED_SNAPSHOT) {
-			db_cursor_close(&d->cur);
-			return sess_snapshot(s, d, d->cur.diverged);
-		}
-		if (rc != 0) {
-			db_cursor_close(&d->cur);
-			LOG_WARN("http", "msg=\"stream: cannot read the chain\" peer=%s db=%s txid=%016" PRIx64
-					 " err=\"%s\"", s->peer, d->db->name, d->from.txid, err_str(rc));
-			return rc;
-		}
-		d->cursor_open = true;
-	}
-	int fd = -1;
-	struct ltxlog_rec rec;
-	int rc = db_cursor_next(&d->cur, &fd, &rec);
-	if (rc == 1) {
-		d->sent_txid = d->cur.next_txid > 0 ? d->cur.next_txid - 1 : d->sent_txid;
-		return sess_queue_ltx(s, STREAM_LTX, d->db->name, fd, false, rec.offset + LTXLOG_HDR_SIZE, rec.len);
-	}
-	if (rc == ERR_NEED_SNAPSHOT) {
-		/* Retention removed what comes next before it was sent. */
-		db_cursor_close(&d->cur);
-		d->cursor_open = false;
-		d->from.txid = d->sent_txid;
-		return sess_snapshot(s, d, false);
-	}
-	if (rc < 0)
-		LOG_WARN("http", "msg=\"stream: cannot read the chain\" peer=%s db=%s txid=%016" PRIx64 " err=\"%s\"",
-			 s->peer, d->db->name, d->sent_txid, err_str(rc));
-	return rc;
-}
-
-static int sess_heartbeat(struct stream_sess *s)
-{
-	struct stream_list l = { .time_ms = clock_wall_ms() };
-	l.entries = calloc(s->n_dbs ? s->n_dbs : 1, sizeof(*l.entries));
-	if (!l.entries)
-		return ERR_NOMEM;
-	for (size_t i = 0; i < s->n_dbs; i++) {
-		struct stream_db *d = &s->dbs[i];
-		if (!d->db || !d->wanted || d->idle)
-			continue;
-		struct ltx_pos p = db_pos(d->db);
-		if (p.txid == 0)
-			continue;
-		struct stream_entry *e = &l.entries[l.n++];
-		snprintf(e->name, sizeof(e->name), "%s", d->db->name);
-		e->txid = p.txid;
-		e->checksum = p.checksum;
-	}
-	uint8_t *buf;
-	size_t len;
-	int rc = stream_encode_list(STREAM_HEARTBEAT, &l, &buf, &len);
-	free(l.entries);
-	if (rc != 0)
-		return rc;
-	bool ok = outq_put(&s->q, buf, len);
-	free(buf);
-	s->last_hb_ms = l.time_ms;
-	return ok ? 0 : ERR_NOMEM;
-}
-
-static bool sess_reached_targets(const struct stream_sess *s)
-{
-	for (size_t i = 0; i < s->n_dbs; i++) {
-		const struct stream_db *d = &s->dbs[i];
-		if (d->db && d->wanted && !d->idle && d->sent_txid < d->target_txid)
-			return false;
-	}
-	return true;
-}
-
-static void sess_queue_empty_frame(struct stream_sess *s, uint8_t type)
-{
-	uint8_t h[STREAM_HDR_SIZE];
-	stream_encode_header(h, type, 0);
-	if (!outq_put(&s->q, h, sizeof(h)))
-		s->finished = true; /* cannot even say goodbye: just end */
-}
-
-/* Queues what comes next, waiting for a change (up to the next heartbeat)
- * when there is nothing. 0, or an error that ends the stream. */
-static int sess_fill(struct stream_sess *s)
-{
-	struct store *st = s->srv->st;
-	if (atomic_load(&s->srv->stopping)) {
-		LOG_INFO("http", "msg=\"stream: the node is stopping; ending the stream\" peer=%s", s->peer);
-		sess_queue_empty_frame(s, STREAM_END);
-		s->finished = true;
-		return 0;
-	}
-	if (!node_is_primary(&st->node)) {
-		LOG_WARN("http", "msg=\"stream: this node is no longer the primary; ending the stream\" peer=%s", s->peer);
-		return ERR_READONLY;
-	}
-	if (peer_gone(s->sock_fd)) {
-		LOG_INFO("http", "msg=\"stream: the replica went away\" peer=%s", s->peer);
-		return -ECONNRESET;
-	}
-	uint64_t seq = node_change_seq(&st->node);
-	if (!sess_sync_dbs(s, false))
-		return ERR_NOMEM;
-	int64_t now = clock_wall_ms();
-	if (now - s->last_hb_ms >= STREAM_HEARTBEAT_MS)
-		return sess_heartbeat(s);
-	for (size_t k = 0; k < s->n_dbs; k++) {
-		size_t i = (s->next + k) % s->n_dbs;
-		int rc = sess_db_step(s, &s->dbs[i]);
-		if (rc < 0)
-			return rc;
-		if (rc > 0) {
-			s->next = i + 1;
-			return 0;
-		}
-	}
-	/* Idle after sending records: a heartbeat now tells the replica it is
-	 * caught up (its lag drops to zero) without waiting for the timer. */
-	if (s->n_frames != s->n_frames_at_hb && now - s->last_hb_ms >= STREAM_IDLE_HEARTBEAT_MS) {
-		s->n_frames_at_hb = s->n_frames;
-		return sess_heartbeat(s);
-	}
-	if (!s->ready_sent && sess_reached_targets(s)) {
-		s->ready_sent = true;
-		LOG_INFO("http", "msg=\"stream: replica caught up\" peer=%s frames=%" PRIu64, s->peer, s->n_frames);
-		sess_queue_empty_frame(s, STREAM_READY);
-		return 0;
-	}
-	int64_t wait = STREAM_HEARTBEAT_MS - (now - s->last_hb_ms);
-	if (s->n_frames != s->n_frames_at_hb && wait > STREAM_IDLE_HEARTBEAT_MS)
-		wait = STREAM_IDLE_HEARTBEAT_MS;
-	node_wait_change(&st->node, seq, (int)(wait > 0 ? wait : 1));
-	return 0;
-}
-
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-	struct stream_sess *s = cls;
-	(void)pos;
-	for (;;) {
-		ssize_t n = outq_take(&s->q, buf, max);
-		if (n > 0)
-			return n;
-		if (n < 0) {
-			/* The record shrank under us (taken back) or the spool
-			 * could not be read: the frame cannot be finished, so the
-			 * replica must see a broken stream and reconnect. */
-			LOG_WARN("http", "msg=\"stream: cannot read a record while sending it; ending the stream\" peer=%s",
-				 s->peer);
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-		}
-		if (s->finished)
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		if (sess_fill(s) != 0)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
-	}
-}
-
-static void sess_free(void *cls)
-{
-	struct stream_sess *s = cls;
-	if (!s)
-		return;
-	LOG_INFO("http", "msg=\"stream closed\" peer=%s frames=%" PRIu64, s->peer, s->n_frames);
-	for (size_t i = 0; i < s->n_dbs; i++)
-		db_cursor_close(&s->dbs[i].cur);
-	free(s->dbs);
-	free(s->req.entries);
-	outq_free(&s->q);
-	free(s);
-}
-
-/* Compares the Authorization header with "Bearer <secret>" in constant
- * time (both sides are hashed first, so the length does not leak). */
-static bool auth_ok(struct http_server *srv, struct MHD_Connection *conn)
-{
-	if (!srv->secret)
-		return true;
-	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-	if (!h || strncmp(h, "Bearer ", 7) != 0)
-		return false;
-	unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
-	unsigned int na = 0, nb = 0;
-	if (!EVP_Digest(h + 7, strlen(h + 7), a, &na, EVP_sha256(), NULL) ||
-	    !EVP_Digest(srv->secret, strlen(srv->secret), b, &nb, EVP_sha256(), NULL) || na != nb)
-		return false;
-	return CRYPTO_memcmp(a, b, na) == 0;
-}
-
-/* Checks everything that can be refused from the headers of POST /stream
- * (and of GET /events for the secret). 0 or an HTTP status with msg. */
-static unsigned stream_check_headers(struct http_server *srv, struct MHD_Connection *conn, char *msg, size_t len)
-{
-	if (!auth_ok(srv, conn)) {
-		snprintf(msg, len, "authentication failed: missing or wrong shared secret (http.secret)");
-		return MHD_HTTP_UNAUTHORIZED;
-	}
-	if (!node_is_primary(&srv->st->node)) {
-		char host[256];
-		node_primary_host(&srv->st->node, host, sizeof(host));
-		snprintf(msg, len, "this node is a replica, not the primary%s%s", host[0] ? "; the primary is " : "",
-			 host);
-		return MHD_HTTP_SERVICE_UNAVAILABLE;
-	}
-	const char *peer_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Litefs-Cluster-Id");
-	char id[CLUSTER_ID_LEN + 1] = "";
-	if (srv->cluster)
-		cluster_get(srv->cluster, id);
-	if (peer_id && peer_id[0] && !cluster_id_valid(peer_id)) {
-		snprintf(msg, len, "invalid Litefs-Cluster-Id header: expected LFSC and 16 upper-case hex digits");
-		return MHD_HTTP_BAD_REQUEST;
-	}
-	if (peer_id && peer_id[0] && id[0] && strcmp(peer_id, id) != 0) {
-		snprintf(msg, len, "cluster ID mismatch: this node is in cluster %s, the replica in %.20s", id, peer_id);
-		return MHD_HTTP_CONFLICT;
-	}
-	return 0;
-}
-
-static void stream_req_free(struct stream_req *sr)
-{
-	if (!sr)
-		return;
-	stream_parser_free(&sr->parser);
-	free(sr->req.entries);
-	free(sr);
-}
-
-static enum MHD_Result stream_begin(struct http_server *srv, struct MHD_Connection *conn, void **con_cls)
-{
-	char msg[HTTP_MSG_LEN], peer[64];
-	unsigned status = stream_check_headers(srv, conn, msg, sizeof(msg));
-	if (status) {
-		peer_name(conn, peer, sizeof(peer));
-		LOG_WARN("http", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
-		return respond_error(conn, status, msg);
-	}
-	struct stream_req *sr = calloc(1, sizeof(*sr));
-	if (!sr)
-		return MHD_NO;
-	sr->kind = REQ_STREAM;
-	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
-	*con_cls = sr;
-	return MHD_YES;
-}
-
-/* A chunk of the request body (hello, positions). */
-static enum MHD_Result stream_chunk(struct stream_req *sr, const char *data, size_t len)
-{
-	const uint8_t *p = (const uint8_t *)data;
-	while (!sr->fail_status) {
-		struct stream_event ev;
-		size_t used = 0;
-		int rc = stream_parse(&sr->parser, p, len, &used, &ev);
-		p += used;
-		len -= used;
-		if (rc == 0)
-			break;
-		if (rc < 0) {
-			sr->fail_status = MHD_HTTP_BAD_REQUEST;
-			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: %s at byte %" PRIu64,
-				 sr->parser.why ? sr->parser.why : err_str(rc), sr->parser.offset);
-			break;
-		}
-		if (ev.kind != STREAM_EV_LIST)
-			continue;
-		if (sr->have_positions) {
-			sr->fail_status = MHD_HTTP_BAD_REQUEST;
-			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: more than one positions frame");
-			break;
-		}
-		/* Take the entries over from the parser. */
-		sr->req = *ev.list;
-		sr->parser.list.entries = NULL;
-		sr->parser.list.n = 0;
-		sr->have_positions = true;
-	}
-	return MHD_YES;
-}
-
-static enum MHD_Result stream_finish(struct http_server *srv, struct MHD_Connection *conn, struct stream_req *sr)
-{
-	char peer[64];
-	peer_name(conn, peer, sizeof(peer));
-	if (!sr->fail_status && stream_parser_finish(&sr->parser) != 0) {
-		sr->fail_status = MHD_HTTP_BAD_REQUEST;
-		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: %s", sr->parser.why);
-	}
-	if (!sr->fail_status && !sr->have_positions) {
-		sr->fail_status = MHD_HTTP_BAD_REQUEST;
-		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: no positions frame");
-	}
-	if (sr->fail_status) {
-		LOG_WARN("http", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, sr->fail_status,
-			 sr->fail_msg);
-		return respond_error(conn, sr->fail_status, sr->fail_msg);
-	}
-	struct stream_sess *s = calloc(1, sizeof(*s));
-	if (!s)
-		return MHD_NO;
-	s->srv = srv;
-	s->sock_fd = sock_of(conn);
-	s->q.fd = -1;
-	snprintf(s->peer, sizeof(s->peer), "%s", peer);
-	s->req = sr->req;
-	memset(&sr->req, 0, sizeof(sr->req));
-	uint8_t hello[STREAM_HDR_SIZE + STREAM_HELLO_LEN];
-	if (!sess_sync_dbs(s, true) || !outq_put(&s->q, hello, stream_encode_hello(hello))) {
-		sess_free(s);
-		return MHD_NO;
-	}
-	s->last_hb_ms = clock_wall_ms(); /* the first heartbeat follows the catch-up frames */
-	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_read,
-								    s, sess_free);
-	if (!r) {
-		sess_free(s);
-		return MHD_NO;
-	}
-	char id[CLUSTER_ID_LEN + 1] = "";
-	if (srv->cluster)
-		cluster_get(srv->cluster, id);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.litefs.stream");
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	if (id[0])
-		MHD_add_response_header(r, "Litefs-Cluster-Id", id);
-	MHD_add_response_header(r, "Litefs-Primary-Hostname", srv->hostname);
-	LOG_INFO("http", "msg=\"stream opened\" peer=%s positions=%u only=%s", peer, s->req.n,
-		 (s->req.flags & STREAM_LIST_ONLY) ? "true" : "false");
-	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
 /* ---- GET /events: newline-delimited JSON ---------------------------------- */
 
 /*
@@ -1917,6 +1232,8 @@ static enum MHD_Result stream_finish(struct http_server *srv, struct MHD_Connect
  * found by comparing every database's position with the last one sent
  * each time the store's change counter moves.
  */
+#define EVENTS_POLL_MS 250
+
 struct events_sess {
 	struct http_server *srv;
 	int sock_fd;
@@ -2007,7 +1324,7 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
 			return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
 		if (e->finished || atomic_load(&e->srv->stopping))
 			return MHD_CONTENT_READER_END_OF_STREAM;
-		if (peer_gone(e->sock_fd))
+		if (mhd_peer_gone(e->sock_fd))
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 		/* Scanning is cheap (a copy per database under its lock), so it
 		 * also runs on timeouts: a change that did not bump the counter
@@ -2034,8 +1351,8 @@ static enum MHD_Result handle_events(struct http_server *srv, struct MHD_Connect
 	if (!e)
 		return MHD_NO;
 	e->srv = srv;
-	e->sock_fd = sock_of(conn);
-	e->q.fd = -1;
+	e->sock_fd = mhd_sock_of(conn);
+	outq_init(&e->q);
 	e->seq = node_change_seq(&srv->st->node);
 	e->is_primary = node_is_primary(&srv->st->node);
 	primary_hostname(srv, e->is_primary, e->host, sizeof(e->host));
@@ -2095,7 +1412,7 @@ static enum MHD_Result route(struct http_server *srv, struct MHD_Connection *con
 			return respond_method_not_allowed(conn, method, url, "GET");
 		return handle_export(srv, conn);
 	}
-	return respond_errorf(conn, MHD_HTTP_NOT_FOUND, "not found: %.200s", url);
+	return mhd_respond_errorf(conn, MHD_HTTP_NOT_FOUND, "not found: %.200s", url);
 }
 
 /* *con_cls of a request answered on its second call. */
@@ -2124,13 +1441,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return route(srv, conn, url, method);
 	}
 	if (*con_cls != NULL && *(int *)*con_cls == REQ_STREAM) {
-		struct stream_req *sr = *con_cls;
+		struct replserver_req *sr = *con_cls;
 		if (*upload_data_size != 0) {
 			size_t len = *upload_data_size;
 			*upload_data_size = 0;
-			return stream_chunk(sr, upload_data, len);
+			return replserver_chunk(sr, upload_data, len);
 		}
-		return stream_finish(srv, conn, sr);
+		return replserver_finish(&srv->repl, conn, sr);
 	}
 	if (*con_cls != NULL) {
 		struct import_req *ir = *con_cls;
@@ -2144,11 +1461,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	/* First call: the request counts as in flight until on_completed(). */
 	atomic_fetch_add(&srv->n_active, 1);
 	if (atomic_load(&srv->stopping))
-		return respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+		return mhd_respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
 	if (!strcmp(url, "/import") && !strcmp(method, MHD_HTTP_METHOD_POST))
 		return import_begin(srv, conn, con_cls);
 	if (!strcmp(url, "/stream") && !strcmp(method, MHD_HTTP_METHOD_POST))
-		return stream_begin(srv, conn, con_cls);
+		return replserver_begin(&srv->repl, conn, con_cls);
 	if (request_has_body(conn))
 		return route(srv, conn, url, method); /* early: the body is not read */
 	*con_cls = &deferred_marker;
@@ -2160,7 +1477,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	struct http_server *srv = cls;
 	atomic_fetch_sub(&srv->n_active, 1);
 	if (*con_cls != NULL && *con_cls != &deferred_marker && *(int *)*con_cls == REQ_STREAM) {
-		stream_req_free(*con_cls);
+		replserver_req_free(*con_cls);
 	} else if (*con_cls != &deferred_marker) {
 		struct import_req *ir = *con_cls;
 		if (ir && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -2215,6 +1532,8 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 		goto err;
 	}
 	clean_tmp_dir(srv->tmp_dir);
+	srv->repl = (struct replserver){ .st = st, .cluster = srv->cluster, .secret = srv->secret,
+					 .hostname = srv->hostname, .tmp_dir = srv->tmp_dir, .stopping = &srv->stopping };
 
 	struct mhd_listen l = {
 		.addr = addr, .mod = "http", .handler = on_request, .completed = on_completed, .cls = srv,
