@@ -74,7 +74,7 @@
 #include "base/log.h"
 #include "base/mhd.h"
 #include "ltx/ltx.h"
-#include "node/store.h"
+#include "proto/dbname.h"
 
 #define DRAIN_MAX (1u << 20)
 #define MSG_LEN 512
@@ -312,7 +312,7 @@ static int take_db_name(struct MHD_Connection *conn, struct creq *q, const char 
 		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: %s", key);
 		return -1;
 	}
-	if (bad || strlen(v) > DB_NAME_MAX || !store_valid_db_name(v)) {
+	if (bad || strlen(v) > DB_NAME_MAX || !dbname_valid(v)) {
 		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid database name in %s: 1 to 200 bytes of UTF-8, no '/', no control characters, no NUL, "
 			 "no leading '.', not ending in -journal, -wal, -shm or -pos", key);

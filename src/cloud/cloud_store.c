@@ -122,8 +122,8 @@
 #include "base/fdio.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
-#include "node/store.h"
 #include "base/sys.h"
+#include "proto/dbname.h"
 
 static const int64_t default_levels_ms[] = { 10 * 1000, 5 * 60 * 1000, 60 * 60 * 1000 };
 
@@ -243,11 +243,14 @@ int cloud_cdb_get(struct cloud_store *cs, const char *cluster, const char *name,
 	return d ? 0 : ERR_NOMEM;
 }
 
+/* The registry and the catalog hold any name the rule accepts. */
+_Static_assert(CLOUD_DB_NAME_MAX >= DBNAME_MAX, "cloud database names are shorter than the rule allows");
+
 /* Validates names and finds the entry. */
 static int lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out)
 {
 	if (cluster == NULL || db == NULL || strlen(cluster) > CLOUD_CLUSTER_MAX || cluster[0] == '\0' ||
-	    !store_valid_db_name(db))
+	    !dbname_valid(db))
 		return ERR_CLOUD_NAME;
 	return cloud_cdb_get(cs, cluster, db, out);
 }

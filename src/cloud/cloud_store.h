@@ -8,7 +8,7 @@
  * API layer authenticates and resolves a token to a cluster name before it
  * calls anything here; the engine trusts `cluster` to be a valid cluster
  * name (1..64 bytes of [A-Za-z0-9_.-], not "." or "..") and validates `db`
- * names itself (store_valid_db_name() rules; ERR_CLOUD_NAME otherwise).
+ * names itself (dbname_valid(), proto/dbname.h; ERR_CLOUD_NAME otherwise).
  *
  * Storage sits behind a backend boundary (local disk now, S3 next): the
  * catalog (a SQLite database in data_dir) records every stored file; the
