@@ -16,6 +16,28 @@
  *
  * Thread-safe: every function may be called from any HTTP thread. Ingest of
  * one database never waits for another database's compaction.
+ *
+ * LAYERING. Each file calls only the ones below it, never back up:
+ *
+ *   cloud_http.c          the API: authentication, JSON, HTTP status
+ *   cloud_store.c         this contract: open/close, the registry of
+ *                         databases, the background thread, ingest,
+ *                         export, restore, info, delete
+ *   cloud_store_maint.c   compaction, snapshots, retention of one
+ *                         database (cloud_store_maint.h)
+ *   cloud_plan.c          which stored files build a position
+ *   cloud_object.c        object names, reads, deletes, staging files
+ *   cloud_catalog.c       the catalog's queries
+ *   cloud_backend_local.c the objects themselves (cloud_backend.h)
+ *
+ * The engine's state (struct cloud_store, struct cdb) is in
+ * cloud_store_int.h, for cloud_store.c and cloud_store_maint.c only.
+ *
+ * LOCK ORDER (outermost first): cdb.mu (one database's writers) ->
+ * cdb.files (its objects: read to read them, write to delete them) ->
+ * cloud_store.mu (the registry, the id counter, the spools, the thread's
+ * stop flag) -> the catalog's mutex (innermost). No function holds the
+ * locks of two databases at once; maintenance never takes cdb.mu.
  */
 #ifndef LITEFS_CLOUD_STORE_H
 #define LITEFS_CLOUD_STORE_H

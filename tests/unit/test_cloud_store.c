@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_plan.h"
 #include "cloud/cloud_store_int.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
@@ -245,7 +246,7 @@ static size_t longest_plan(struct cloud_store *cs, uint64_t from, uint64_t to)
 	for (uint64_t tx = from; tx <= to; tx++) {
 		struct cloud_plan p = { 0 };
 		cloud_catalog_lock(cs->cat);
-		assert_int_equal(cloud_plan_restore(cs, 1, tx, &p), 0);
+		assert_int_equal(cloud_plan_restore(cs->cat, 1, tx, &p), 0);
 		cloud_catalog_unlock(cs->cat);
 		if (p.n > longest)
 			longest = p.n;
