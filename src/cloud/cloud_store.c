@@ -220,6 +220,7 @@ static int cdb_get(struct cloud_store *cs, const char *cluster, const char *name
 
 /* The registry and the catalog hold any name the rule accepts. */
 _Static_assert(CLOUD_DB_NAME_MAX >= DBNAME_MAX, "cloud database names are shorter than the rule allows");
+_Static_assert(sizeof(((struct cloud_db_info *)0)->cluster) > CLOUD_CLUSTER_MAX, "cluster names are cut short");
 
 /* Validates names and finds the entry. */
 static int lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out)
@@ -1203,64 +1204,56 @@ int cloud_positions(struct cloud_store *cs, const char *cluster,
 	return rc;
 }
 
-static json_t *json_txid(uint64_t v)
-{
-	char buf[17];
-	snprintf(buf, sizeof(buf), "%016" PRIx64, v);
-	return json_string(buf);
-}
-
-static json_t *json_time(int64_t ms)
-{
-	char buf[40];
-	ltx_format_time(buf, sizeof(buf), ms);
-	return json_string(buf);
-}
-
 struct info_ctx {
-	struct cloud_store *cs;
-	json_t *snapshots;
-	uint64_t files[CLOUD_MAX_LEVELS + 2], bytes[CLOUD_MAX_LEVELS + 2], total;
+	struct cloud_db_info *info;
+	size_t cap_snapshots;
 };
 
 static int info_file(void *ctx, const struct cat_file *f)
 {
 	struct info_ctx *ic = ctx;
-	ic->files[f->level]++;
-	ic->bytes[f->level] += f->size;
-	ic->total += f->size;
-	if (f->min_txid == 1)
-		json_array_append_new(ic->snapshots,
-				      json_pack("{s:o, s:o, s:I, s:I, s:i}", "txid", json_txid(f->max_txid), "timestamp",
-						json_time(f->mts_ms), "ts_ms", (json_int_t)f->mts_ms, "size",
-						(json_int_t)f->size, "level", f->level));
+	struct cloud_db_info *info = ic->info;
+	/* Files of levels that the options no longer have count in the total
+	 * (they are stored) but have no level of their own to show. */
+	if (f->level >= 0 && (size_t)f->level < info->n_levels) {
+		info->levels[f->level].files++;
+		info->levels[f->level].bytes += f->size;
+	}
+	info->bytes += f->size;
+	if (f->min_txid != 1)
+		return 0;
+	if (cloud_catalog_grow((void **)&info->snapshots, info->n_snapshots, &ic->cap_snapshots,
+			       sizeof(*info->snapshots)) < 0)
+		return ERR_NOMEM;
+	info->snapshots[info->n_snapshots++] =
+		(struct cloud_snapshot_info){ f->max_txid, f->mts_ms, f->size, f->level };
 	return 0;
 }
 
-static json_t *info_json(struct cloud_store *cs, const struct cat_db *row, const struct cat_tx *first,
-			 int64_t n_txs, struct info_ctx *ic)
+/* A new info with the levels of cs, their files not counted yet. */
+static struct cloud_db_info *info_new(struct cloud_store *cs)
 {
-	json_t *levels = json_array();
+	struct cloud_db_info *info = calloc(1, sizeof(*info));
+	if (info == NULL)
+		return NULL;
+	info->n_levels = (size_t)cs->snap_level + 1;
+	info->levels = calloc(info->n_levels, sizeof(*info->levels));
+	if (info->levels == NULL) {
+		free(info);
+		return NULL;
+	}
 	for (int l = 0; l <= cs->snap_level; l++)
-		json_array_append_new(levels, json_pack("{s:i, s:s, s:I, s:I, s:I}", "level", l, "kind",
-							l == 0 ? "upload" : l == cs->snap_level ? "snapshot" : "compacted",
-							"interval_ms", (json_int_t)(l ? cs->levels_ms[l] : 0), "files",
-							(json_int_t)ic->files[l], "bytes", (json_int_t)ic->bytes[l]));
-	return json_pack("{s:s, s:s, s:{s:o, s:o, s:o, s:I}, s:i, s:i, s:I, s:{s:o, s:o, s:o, s:o, s:I, s:I},"
-			 " s:o, s:o, s:I, s:I}",
-			 "cluster", row->cluster, "name", row->name,
-			 "pos", "txid", json_txid(row->txid), "checksum", json_txid(row->checksum), "timestamp",
-			 json_time(row->ts_ms), "ts_ms", (json_int_t)row->ts_ms,
-			 "page_size", (int)row->page_size, "pages", (int)row->commit,
-			 "transactions", (json_int_t)n_txs,
-			 "restorable", "min_txid", json_txid(first->txid), "max_txid", json_txid(row->txid),
-			 "min_timestamp", json_time(first->mts_ms), "max_timestamp", json_time(row->mts_ms),
-			 "min_ts_ms", (json_int_t)first->mts_ms, "max_ts_ms", (json_int_t)row->mts_ms,
-			 "snapshots", ic->snapshots, "levels", levels, "bytes", (json_int_t)ic->total,
-			 "retention_ms", (json_int_t)cs->retention_ms);
+		info->levels[l] = (struct cloud_level_info){
+			.level = l,
+			.kind = l == 0 ? CLOUD_LEVEL_UPLOAD : l == cs->snap_level ? CLOUD_LEVEL_SNAPSHOT
+										   : CLOUD_LEVEL_COMPACTED,
+			.interval_ms = l ? cs->levels_ms[l] : 0,
+		};
+	info->retention_ms = cs->retention_ms;
+	return info;
 }
 
-int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, json_t **out)
+int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_db_info **out)
 {
 	struct cdb *d;
 	struct cat_db row;
@@ -1268,7 +1261,9 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, j
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
-	struct info_ctx ic = { .cs = cs, .snapshots = json_array() };
+	struct info_ctx ic = { .info = info_new(cs) };
+	if (ic.info == NULL)
+		return ERR_NOMEM;
 	pthread_rwlock_rdlock(&d->files);
 	rc = db_row(cs, d, &row);
 	cloud_catalog_lock(cs->cat);
@@ -1280,11 +1275,31 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, j
 	cloud_catalog_unlock(cs->cat);
 	pthread_rwlock_unlock(&d->files);
 	if (rc < 0) {
-		json_decref(ic.snapshots);
+		cloud_db_info_free(ic.info);
 		return rc;
 	}
-	*out = info_json(cs, &row, &first, n_txs, &ic);
-	return *out ? 0 : ERR_NOMEM;
+	struct cloud_db_info *info = ic.info;
+	snprintf(info->cluster, sizeof(info->cluster), "%s", row.cluster);
+	snprintf(info->name, sizeof(info->name), "%s", row.name);
+	info->pos = pos_of(&row);
+	info->page_size = row.page_size;
+	info->pages = row.commit;
+	info->transactions = n_txs;
+	info->min_txid = first.txid;
+	info->max_txid = row.txid;
+	info->min_ts_ms = first.mts_ms;
+	info->max_ts_ms = row.mts_ms;
+	*out = info;
+	return 0;
+}
+
+void cloud_db_info_free(struct cloud_db_info *info)
+{
+	if (info == NULL)
+		return;
+	free(info->snapshots);
+	free(info->levels);
+	free(info);
 }
 
 struct del_ctx {
