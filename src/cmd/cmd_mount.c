@@ -500,7 +500,7 @@ int cmd_mount_main(int argc, char **argv)
 	bool fresh = store_count(st) == 0;
 	/* Before the mount serves anything: a replica refuses writes from the
 	 * first request on. */
-	store_set_role(st, candidate, NULL);
+	node_set_role(&st->node, candidate, NULL);
 	node_hostname(&cfg, hostname, sizeof(hostname));
 	/* A fresh primary that backs up takes its cluster's ID from the
 	 * service (backup.c), so that the cluster comes back after every node

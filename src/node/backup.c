@@ -12,7 +12,7 @@
  *                               409 {"code": "EPOSMISMATCH", "pos": {...}}
  *   GET  /db/snapshot?db=NAME   a snapshot LTX (TXID 1..N) of the service's state
  *
- * One thread, and only the primary acts (store_is_primary(), checked on
+ * One thread, and only the primary acts (node_is_primary(), checked on
  * every round). Per database the thread remembers the service's last known
  * position (from /pos, from a 409, or from its own accepted upload) and the
  * last high-water mark the service acknowledged.
@@ -24,10 +24,10 @@
  *             that the thread has not seen: GET /pos, then decide for every
  *             database (the table below), local ones first, then the ones
  *             only the service has.
- *   push      woken by store_wait_change() after every commit: for every
+ *   push      woken by node_wait_change() after every commit: for every
  *             database whose position differs from the service's known
  *             one, push from the service's position.
- *   wait      store_wait_change() until the next commit or the next sync.
+ *   wait      node_wait_change() until the next commit or the next sync.
  *
  * The decision for one database, local position L, service position S:
  *
@@ -87,7 +87,7 @@
  * a whole (unreachable, token refused) holds the first sync back.
  *
  * Stopping: backup_stop() sets a flag that libcurl's progress callback
- * checks and wakes store_wait_change() with store_notify_change().
+ * checks and wakes node_wait_change() with node_notify_change().
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -485,14 +485,6 @@ static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
 	db_set_backup_hwm(db, hwm);
 }
 
-/* The first TXID of the oldest retained segment (0: none). */
-static uint64_t oldest_txid(struct db *db)
-{
-	lockwatch_lock(&db->mu, "backup");
-	uint64_t v = db->oldest_txid;
-	lockwatch_unlock(&db->mu);
-	return v;
-}
 
 /* ---- Spool files -------------------------------------------------------------- */
 
@@ -601,7 +593,7 @@ static int batch_compact(struct backup *b, struct batch *bt, struct body *out)
 	if (fd < 0)
 		return fd;
 	struct ltx_trailer t;
-	int rc = compact_run(inputs, bt->n, b->st->compress, fdio_write, &fd, &out->h, &t, NULL);
+	int rc = compact_run(inputs, bt->n, b->st->node.compress, fdio_write, &fd, &out->h, &t, NULL);
 	off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : 0;
 	if (rc == 0 && size < 0)
 		rc = -errno;
@@ -864,7 +856,9 @@ static int decide(struct backup *b, struct db *db, const struct ltx_pos *svc, st
 			 db->name, lbuf, sbuf);
 		return restore_db(b, db->name, "the service was ahead", *svc, f);
 	}
-	uint64_t oldest = oldest_txid(db);
+	struct db_stats stats;
+	db_stats(db, -1, &stats);
+	uint64_t oldest = stats.oldest_txid;
 	if (oldest != 0 && svc->txid >= oldest && svc->txid >= s->hwm) {
 		LOG(decision_level(b), "backup", "msg=\"the service diverged from this node (a restore?): applying its snapshot\" "
 				   "db=%s pos=%s service=%s hwm=%016" PRIx64,
@@ -1110,12 +1104,12 @@ static void *backup_main(void *arg)
 	int64_t next_sync = 0;
 	bool was_primary = false;
 	while (!atomic_load(&b->stopping)) {
-		uint64_t seq = store_change_seq(b->st);
-		if (!store_is_primary(b->st)) {
+		uint64_t seq = node_change_seq(&b->st->node);
+		if (!node_is_primary(&b->st->node)) {
 			if (was_primary)
 				LOG_INFO("backup", "msg=\"this node is no longer the primary: the backup client is idle\"");
 			was_primary = false;
-			store_wait_change(b->st, seq, 1000);
+			node_wait_change(&b->st->node, seq, 1000);
 			continue;
 		}
 		if (!was_primary)
@@ -1136,7 +1130,7 @@ static void *backup_main(void *arg)
 			/* Only the stop wakes a backoff early. */
 			int64_t until = clock_mono_ms() + wait_ms;
 			while (!atomic_load(&b->stopping) && clock_mono_ms() < until)
-				store_wait_change(b->st, store_change_seq(b->st), (int)(until - clock_mono_ms()));
+				node_wait_change(&b->st->node, node_change_seq(&b->st->node), (int)(until - clock_mono_ms()));
 			continue;
 		}
 		backoff = BACKUP_BACKOFF_MIN_MS;
@@ -1144,7 +1138,7 @@ static void *backup_main(void *arg)
 			continue;
 		wait_ms = (int)(next_sync - clock_mono_ms());
 		if (wait_ms > 0)
-			store_wait_change(b->st, seq, wait_ms);
+			node_wait_change(&b->st->node, seq, wait_ms);
 	}
 	return NULL;
 }
@@ -1254,9 +1248,9 @@ void backup_stop(struct backup *b)
 	atomic_store(&b->stopping, true);
 	pthread_cond_broadcast(&b->cond);
 	pthread_mutex_unlock(&b->mu);
-	store_notify_change(b->st);
+	node_notify_change(&b->st->node);
 	/* A snapshot apply may be waiting for a reader's transaction to end. */
-	store_cancel_applies(b->st);
+	node_cancel_applies(&b->st->node);
 	if (b->started)
 		pthread_join(b->thread, NULL);
 	curl_global_cleanup();

@@ -80,26 +80,23 @@
 
 #include "base/clock.h"
 #include "node/db.h"
+#include "node/db_int.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "ltx/ltxlog.h"
-#include "node/store.h"
+#include "node/node.h"
 #include "base/sys.h"
 
 const char *const db_kind_suffix[DB_KIND_COUNT] = { "", "-journal", "-wal", "-shm", "-pos" };
 const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal", "db-shm", NULL };
 
-#define WAL_HDR_SIZE 32
-#define WAL_FRAME_HDR_SIZE 24
 #define SQLITE_HDR_MAGIC "SQLite format 3"
 /* A segment is closed once it reaches this size (or a quarter of the
  * retention window in age), so retention frees space in steps. */
 #define LOG_SEGMENT_MAX_BYTES (64u << 20)
-/* Where a replica stages a snapshot's record until it replaces the chain. */
-#define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
 
 
 static uint32_t be32(const uint8_t *p)
@@ -263,7 +260,7 @@ static void pending_abort(struct db *db, struct pending *p)
 }
 
 /* Opens a new segment whose first record will be first_txid. */
-static int open_segment(struct db *db, uint64_t first_txid)
+int db_open_segment(struct db *db, uint64_t first_txid)
 {
 	char name[LTXLOG_NAME_LEN];
 	ltxlog_format_name(name, first_txid);
@@ -282,7 +279,7 @@ static int open_segment(struct db *db, uint64_t first_txid)
 
 /* Closes the open segment (made durable first) so that the next commit
  * starts a new one: segments bound what retention deletes at once. */
-static void close_segment(struct db *db)
+void db_close_segment(struct db *db)
 {
 	if (db->log_fd < 0)
 		return;
@@ -329,14 +326,14 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 
 	struct ltx_header h = {
-		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.flags = db->node->compress ? LTX_FLAG_COMPRESS : 0,
 		.page_size = ps,
 		.commit = new_n_pages,
 		.min_txid = db->pos.txid + 1,
 		.max_txid = db->pos.txid + 1,
 		.timestamp_ms = clock_wall_ms(),
 		.pre_apply_checksum = db->pos.txid == 0 ? 0 : chk,
-		.node_id = db->store->node_id,
+		.node_id = db->node->node_id,
 	};
 	if (full)
 		chk = LTX_CHECKSUM_FLAG;
@@ -348,7 +345,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 	/* The LTX bytes are appended to the open segment after a blank record
 	 * header, which is written last: see ltxlog.h. */
-	if (db->log_fd < 0 && (rc = open_segment(db, h.min_txid)) != 0)
+	if (db->log_fd < 0 && (rc = db_open_segment(db, h.min_txid)) != 0)
 		goto err;
 	p->rec_off = db->log_end;
 	p->active = true; /* from here on, an error cuts the segment back */
@@ -500,8 +497,8 @@ static int sync_unsynced(struct db *db)
 static void maybe_rotate(struct db *db)
 {
 	if (db->log_fd >= 0 && !db->undo.active &&
-	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->store->retention_ms / 4 + 1000))
-		close_segment(db);
+	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->node->retention_ms / 4 + 1000))
+		db_close_segment(db);
 }
 
 /* The deferred commits are final: forget how to take them back. */
@@ -513,7 +510,7 @@ static void finalize_unsynced(struct db *db)
 	maybe_rotate(db);
 }
 
-static int flush_unsynced(struct db *db)
+int db_flush_unsynced(struct db *db)
 {
 	int rc = sync_unsynced(db);
 	finalize_unsynced(db);
@@ -548,7 +545,7 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 	db->log_end = p->rec_end;
 	if (!defer_sync)
 		db->log_synced_end = p->rec_end;
-	store_notify_change(db->store); /* wakes the replication streams */
+	node_notify_change(db->node); /* wakes the replication streams */
 	maybe_rotate(db);
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
 		  db->name, db->pos.txid, p->n_changes, db->n_pages, db->pos.checksum);
@@ -720,7 +717,7 @@ static void wal_checksum(bool big_endian, const uint8_t *p, size_t n, uint32_t *
 	*s1 = b;
 }
 
-static void wal_reset_state(struct db *db)
+void db_wal_reset_state(struct db *db)
 {
 	db->wal.valid = false;
 	db->wal.mx_frame = 0;
@@ -754,7 +751,7 @@ static int wal_view_read(struct wal_view *v, uint8_t *dst, size_t n, off_t off)
 	return (size_t)got < n && lo >= hi ? ERR_IO_SHORT : 0;
 }
 
-static off_t wal_frame_off(const struct db *db, uint32_t frame)
+off_t db_wal_frame_off(const struct db *db, uint32_t frame)
 {
 	return WAL_HDR_SIZE + (off_t)(frame - 1) * (WAL_FRAME_HDR_SIZE + db->wal.page_size);
 }
@@ -770,10 +767,10 @@ static int read_wal_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, u
 		*frame = 0;
 		if (we == NULL)
 			return read_db_page(db, pgno, buf);
-		return wal_view_read(v, buf, db->page_size, wal_frame_off(db, we->frame) + WAL_FRAME_HDR_SIZE);
+		return wal_view_read(v, buf, db->page_size, db_wal_frame_off(db, we->frame) + WAL_FRAME_HDR_SIZE);
 	}
 	*frame = e->frame;
-	return wal_view_read(v, buf, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+	return wal_view_read(v, buf, db->page_size, db_wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
 }
 
 /*
@@ -799,8 +796,8 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 		if (!ltx_is_valid_page_size(ps))
 			return 0;
 		/* A new WAL generation: everything before it was checkpointed. */
-		flush_unsynced(db);
-		wal_reset_state(db);
+		db_flush_unsynced(db);
+		db_wal_reset_state(db);
 		db->wal.valid = true;
 		db->wal.big_endian = big;
 		db->wal.page_size = ps;
@@ -827,7 +824,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	uint8_t *page = NULL;
 	uint32_t *keys = NULL;
 	size_t n_keys = 0;
-	int rc = wal_view_read(&v, fh, sizeof(fh), wal_frame_off(db, k));
+	int rc = wal_view_read(&v, fh, sizeof(fh), db_wal_frame_off(db, k));
 	if (rc)
 		goto out;
 	uint32_t commit = be32(fh + 4);
@@ -842,7 +839,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	}
 	uint32_t s0 = db->wal.s0, s1 = db->wal.s1;
 	for (uint32_t f = db->wal.mx_frame + 1; f <= k; f++) {
-		off_t fo = wal_frame_off(db, f);
+		off_t fo = db_wal_frame_off(db, f);
 		if ((rc = wal_view_read(&v, fh, sizeof(fh), fo)) != 0 ||
 		    (rc = wal_view_read(&v, page, db->wal.page_size, fo + WAL_FRAME_HDR_SIZE)) != 0)
 			goto out;
@@ -872,7 +869,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	if (db->page_size == 0)
 		db->page_size = db->wal.page_size;
 	struct ltx_header wf = {
-		.wal_offset = wal_frame_off(db, db->wal.mx_frame + 1),
+		.wal_offset = db_wal_frame_off(db, db->wal.mx_frame + 1),
 		.wal_size = (int64_t)(k - db->wal.mx_frame) * fsz,
 		.wal_salt1 = db->wal.salt1,
 		.wal_salt2 = db->wal.salt2,
@@ -890,12 +887,22 @@ out:
 	return rc;
 }
 
+void db_invalidate_names(struct db *db)
+{
+	const struct node_fuse_hooks *hk = &db->node->hooks;
+	if (hk->inval_entry == NULL)
+		return;
+	char name[300];
+	for (int k = 0; k < DB_KIND_COUNT; k++) {
+		snprintf(name, sizeof(name), "%s%s", db->name, db_kind_suffix[k]);
+		hk->inval_entry(hk->ctx, name);
+	}
+}
+
 /* ---- FUSE-facing operations --------------------------------------------- */
 
-static void forget_files(struct db *db);
-static void invalidate_names(struct db *db);
 
-static int open_backing(struct db *db, enum db_kind kind, int flags)
+int db_open_backing(struct db *db, enum db_kind kind, int flags)
 {
 	int fd = openat(db->dir_fd, db_kind_backing[kind], flags | O_CLOEXEC, 0644);
 	return fd < 0 ? -errno : fd;
@@ -906,7 +913,7 @@ static int ensure_dir_locked(struct db *db)
 {
 	if (!db->dir_removed)
 		return 0;
-	int dbs_fd = db->store->dbs_fd;
+	int dbs_fd = db->node->dbs_fd;
 	if (mkdirat(dbs_fd, db->name, 0755) != 0 && errno != EEXIST)
 		return -errno;
 	int dir_fd = openat(dbs_fd, db->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -967,7 +974,7 @@ static bool forget_if_unwritten_locked(struct db *db)
 				 strerror(errno));
 			return false;
 		}
-		forget_files(db);
+		db_forget_files(db);
 		db->dir_dirty = true;
 		db->forgotten = true;
 		forgot = true;
@@ -979,7 +986,7 @@ static bool forget_if_unwritten_locked(struct db *db)
 	if (db->pos.txid == 0 && !db->dir_removed && unlinkat(db->dir_fd, "ltx", AT_REMOVEDIR) == 0) {
 		unlinkat(db->dir_fd, "clean", 0);
 		unlinkat(db->dir_fd, db_kind_backing[DB_KIND_SHM], 0);
-		if (unlinkat(db->store->dbs_fd, db->name, AT_REMOVEDIR) == 0)
+		if (unlinkat(db->node->dbs_fd, db->name, AT_REMOVEDIR) == 0)
 			db->dir_removed = true;
 	}
 	return forgot;
@@ -1018,13 +1025,13 @@ int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write)
 		lockwatch_unlock(&db->mu);
 		return fd;
 	}
-	fd = open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
+	fd = db_open_backing(db, kind, O_RDWR | (create ? O_CREAT : 0));
 	if (fd >= 0 && !db->exists[kind]) {
 		db->exists[kind] = true;
 		db->dir_dirty = true;
 		db->generation[kind]++;
 		if (kind == DB_KIND_DB && db->db_fd < 0)
-			db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR);
+			db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR);
 		if (kind == DB_KIND_DB)
 			db->forgotten = false;
 	}
@@ -1043,8 +1050,8 @@ void db_close_file(struct db *db, enum db_kind kind, int fd)
 	bool forgotten = forget_if_unwritten_locked(db);
 	lockwatch_unlock(&db->mu);
 	if (forgotten) {
-		invalidate_names(db);
-		store_notify_change(db->store);
+		db_invalidate_names(db);
+		node_notify_change(db->node);
 	}
 }
 
@@ -1140,7 +1147,7 @@ static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, o
 		 * before page 1 (SQLite keeps page 1 pinned): the journal's
 		 * header, written before any db write, has the page size. */
 		uint8_t jh[28];
-		int jfd = open_backing(db, DB_KIND_JOURNAL, O_RDONLY);
+		int jfd = db_open_backing(db, DB_KIND_JOURNAL, O_RDONLY);
 		if (jfd >= 0) {
 			if (fdio_pread_full(jfd, jh, sizeof(jh), 0) == (int)sizeof(jh))
 				ps = be32(jh + 24);
@@ -1304,7 +1311,7 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 
 static int truncate_backing(struct db *db, enum db_kind kind, off_t size)
 {
-	int fd = open_backing(db, kind, O_WRONLY);
+	int fd = db_open_backing(db, kind, O_WRONLY);
 	if (fd < 0)
 		return fd;
 	int rc = kind == DB_KIND_SHM ? shm_reserve(fd, size) : 0;
@@ -1369,8 +1376,8 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 	case DB_KIND_WAL:
 		rc = truncate_backing(db, kind, size);
 		if (rc == 0 && size < WAL_HDR_SIZE) {
-			flush_unsynced(db);
-			wal_reset_state(db); /* TRUNCATE checkpoint: all frames are in the db */
+			db_flush_unsynced(db);
+			db_wal_reset_state(db); /* TRUNCATE checkpoint: all frames are in the db */
 		}
 		break;
 	default:
@@ -1536,7 +1543,7 @@ void db_flush_pending(struct db *db)
 
 /* Removes the backing files other than the database itself (already
  * gone) and resets what described them. */
-static void forget_files(struct db *db)
+void db_forget_files(struct db *db)
 {
 	for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++) {
 		if (unlinkat(db->dir_fd, db_kind_backing[k], 0) != 0 && errno != ENOENT)
@@ -1551,7 +1558,7 @@ static void forget_files(struct db *db)
 	db->n_pages = 0;
 	db->page_size = 0;
 	db->wal_mode = false;
-	wal_reset_state(db);
+	db_wal_reset_state(db);
 }
 
 /* Records the deletion of the database as a commit-0 LTX. */
@@ -1577,7 +1584,7 @@ static int delete_database(struct db *db)
 	}
 	if (p.active)
 		pending_finish(db, &p, false, false);
-	forget_files(db);
+	db_forget_files(db);
 	LOG_INFO("db", "msg=\"database deleted\" db=%s txid=%016" PRIx64, db->name, db->pos.txid);
 	return 0;
 }
@@ -1622,8 +1629,8 @@ int db_unlink(struct db *db, enum db_kind kind)
 			break;
 		}
 		db->exists[kind] = false;
-		wal_reset_state(db);
-		flush_unsynced(db);
+		db_wal_reset_state(db);
+		db_flush_unsynced(db);
 		break;
 	default:
 		if (unlinkat(db->dir_fd, db_kind_backing[kind], 0) != 0) {
@@ -1649,7 +1656,7 @@ static int cmp_u64(const void *a, const void *b)
 
 /* Lists the segments of ltx/ by first TXID, ascending. Caller frees *out
  * with free(). */
-static int list_segments(int dir_fd, uint64_t **out, size_t *n_out)
+int db_list_segments(int dir_fd, uint64_t **out, size_t *n_out)
 {
 	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -1700,7 +1707,7 @@ int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 	int removed = 0;
 
 	lockwatch_lock(&db->mu, "retention");
-	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
 	if (rc)
 		goto out;
 	/* The newest segment is always kept: it carries the position. A
@@ -1739,7 +1746,7 @@ out:
 int db_verify_step(struct db *db, uint32_t max_pages)
 {
 	int rc = 0;
-	bool primary = store_is_primary(db->store);
+	bool primary = node_is_primary(db->node);
 	lockwatch_lock(&db->mu, "verify");
 	if (!db->verify.active) {
 		lockwatch_unlock(&db->mu);
@@ -1768,7 +1775,7 @@ int db_verify_step(struct db *db, uint32_t max_pages)
 					"resynchronising it from the primary\" db=%s txid=%016" PRIx64 " want=%016" PRIx64
 					" got=%016" PRIx64, db->name, db->pos.txid, want, got);
 			db->pos.checksum = got;
-			store_request_resync(db->store);
+			node_request_resync(db->node);
 			rc = ERR_LTX_POST_CHECKSUM;
 		} else if (got != want) {
 			db->write_refused = true;
@@ -1898,7 +1905,7 @@ static int find_last_record(struct db *db, bool *have, struct ltx_header *h, str
 {
 	uint64_t *firsts = NULL;
 	size_t n = 0;
-	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
 	if (rc)
 		return rc;
 	*have = false;
@@ -2009,7 +2016,7 @@ static int load_state(struct db *db, bool clean)
 	}
 
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->store->data_dir, db->name);
+	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->node->data_dir, db->name);
 	bool leftovers = db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL];
 	if (db->exists[DB_KIND_DB] && leftovers) {
 		rc = sqlite_recover(db, path);
@@ -2076,14 +2083,14 @@ static int load_state(struct db *db, bool clean)
 	return write_full_ltx(db, ps ? ps : 4096, np);
 }
 
-int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out)
+int db_load(struct node *node, const char *name, uint32_t id, bool create, struct db **out)
 {
 	struct db *db = calloc(1, sizeof(*db));
 	int rc;
 
 	if (db == NULL)
 		return ERR_NOMEM;
-	db->store = st;
+	db->node = node;
 	db->id = id;
 	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
 	db->backup_hwm = UINT64_MAX;
@@ -2094,11 +2101,11 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 		rc = ERR_NOMEM;
 		goto err;
 	}
-	if (create && mkdirat(st->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
+	if (create && mkdirat(node->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
 		goto err;
 	}
-	if ((db->dir_fd = openat(st->dbs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+	if ((db->dir_fd = openat(node->dbs_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		rc = -errno;
 		goto err;
 	}
@@ -2114,7 +2121,7 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 	unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
 	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
 		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
-	if (db->exists[DB_KIND_DB] && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
+	if (db->exists[DB_KIND_DB] && (db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
 		rc = db->db_fd;
 		goto err;
 	}
@@ -2128,7 +2135,7 @@ int db_load(struct store *st, const char *name, uint32_t id, bool create, struct
 	/* What a node that stopped between a create and the first write left. */
 	if (!create)
 		forget_if_unwritten_locked(db);
-	if (db->exists[DB_KIND_DB] && db->db_fd < 0 && (db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
+	if (db->exists[DB_KIND_DB] && db->db_fd < 0 && (db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
 		rc = db->db_fd;
 		goto err;
 	}
@@ -2143,8 +2150,8 @@ err:
 /* Writes the clean marker (db->mu held). */
 static void write_clean_marker(struct db *db)
 {
-	flush_unsynced(db);
-	close_segment(db);
+	db_flush_unsynced(db);
+	db_close_segment(db);
 	int fd = -1;
 	/* A clean marker is only honest when nothing is in flight. */
 	if (db->dirty.count == 0 && !db->write_refused)
@@ -2248,7 +2255,7 @@ static int cursor_seek(struct db_cursor *c, uint64_t txid, uint64_t *want_post)
 	struct db *db = c->db;
 	uint64_t *firsts = NULL;
 	size_t n = 0;
-	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
+	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
 	if (rc)
 		return rc;
 	size_t i = n;
@@ -2399,7 +2406,7 @@ static int read_logical_page(struct db *db, int wal_fd, uint32_t pgno, uint8_t *
 	struct pgmap_entry *e = pgmap_get(&db->wal.pages, pgno);
 	if (e == NULL || wal_fd < 0)
 		return read_db_page(db, pgno, buf);
-	int n = fdio_pread_full(wal_fd, buf, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+	int n = fdio_pread_full(wal_fd, buf, db->page_size, db_wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
 	if (n < 0)
 		return n;
 	return (uint32_t)n == db->page_size ? 0 : ERR_IO_SHORT;
@@ -2410,17 +2417,17 @@ static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct 
 {
 	uint32_t ps = db->page_size ? db->page_size : 4096;
 	struct ltx_header h = {
-		.flags = db->store->compress ? LTX_FLAG_COMPRESS : 0,
+		.flags = db->node->compress ? LTX_FLAG_COMPRESS : 0,
 		.page_size = ps,
 		.commit = db->n_pages,
 		.min_txid = 1,
 		.max_txid = db->pos.txid,
 		.timestamp_ms = db->pos_ts_ms,
-		.node_id = db->store->node_id,
+		.node_id = db->node->node_id,
 	};
 	struct ltx_encoder *enc = NULL;
 	uint8_t *page = malloc(ps);
-	int wal_fd = db->wal.pages.count > 0 ? open_backing(db, DB_KIND_WAL, O_RDONLY) : -1;
+	int wal_fd = db->wal.pages.count > 0 ? db_open_backing(db, DB_KIND_WAL, O_RDONLY) : -1;
 	int rc = page ? ltx_encoder_new(&enc, &h, write, ctx) : ERR_NOMEM;
 	uint64_t chk = 0;
 	uint32_t lock = ltx_lock_pgno(ps);
@@ -2470,553 +2477,74 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
 	return rc;
 }
 
-/* ---- Replication, replica side ----------------------------------------- */
+/* ---- Reports ---------------------------------------------------------------- */
 
-/*
- * Excluding readers while a replicated transaction is written. The node
- * takes SQLite's own locks (SQLITE-FILES.md) on descriptors of the files
- * *in the mount*, so the kernel arbitrates them against every client; they
- * are open-file-description locks, which conflict with SQLite's POSIX
- * locks and are not dropped when some other descriptor of the file closes.
- *
- *  rollback modes: a write lock on the SHARED range waits for the readers
- *      in a transaction to finish; new readers get SQLITE_BUSY while it is
- *      held (their busy handler retries). If readers keep overlapping for
- *      20 ms, PENDING is taken too so that no new reader starts.
- *  WAL mode: the WAL write and checkpoint locks and the five read marks
- *      (see exclude_wal_readers(): after 2 ms new readers are held back by
- *      an inconsistent wal-index header and retry inside SQLite, no BUSY).
- *      The replica's WAL is always empty: pages go to the db file and the
- *      wal-index header gets a new iChange and page count, which tells
- *      every connection to drop its cache.
- *
- * A reader in a long transaction delays the apply for as long as it holds
- * its lock, never longer.
- */
-#define SQLITE_PENDING_BYTE 0x40000000
-#define SQLITE_SHARED_FIRST (SQLITE_PENDING_BYTE + 2)
-#define SQLITE_SHARED_SIZE 510
-#define WAL_LOCK_FIRST 120 /* WRITE, CKPT, RECOVER, READ0..READ4 at 120..127 */
-#define WALIDX_HDR_SIZE 48
-#define WALIDX_CKPT_OFF 96
-
-static int ofd_wrlock(int fd, off_t start, off_t len)
+/* Locks db.mu for a report: for ever (wait_ms < 0) or at most wait_ms. */
+static bool report_lock(struct db *db, int wait_ms)
 {
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
-	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
-}
-
-static void ofd_unlock_all(int fd)
-{
-	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
-	fcntl(fd, F_OFD_SETLK, &fl);
-}
-
-/* Takes a write lock, retrying while others hold it, for at most
- * limit_us (0: until the store stops). Returns 0, -EAGAIN at the limit,
- * -ECANCELED when the store stops, or -errno. */
-static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t limit_us)
-{
-	int64_t waited = 0;
-	bool logged = false;
-	for (int pause = 20;;) {
-		int rc = ofd_wrlock(fd, start, len);
-		if (rc != -EAGAIN && rc != -EACCES)
-			return rc;
-		if (limit_us > 0 && waited >= limit_us)
-			return -EAGAIN;
-		if (store_applies_cancelled(db->store))
-			return -ECANCELED;
-		if (!logged && waited > 5000000) {
-			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);
-			logged = true;
-		}
-		usleep((useconds_t)pause);
-		waited += pause;
-		if (pause < 1000)
-			pause *= 2;
+	if (wait_ms < 0) {
+		lockwatch_lock(&db->mu, "report");
+		return true;
 	}
+	return lockwatch_timedlock(&db->mu, "report", wait_ms) == 0;
 }
 
-static int exclude_rollback_readers(struct db *db, int fd)
+bool db_stats(struct db *db, int wait_ms, struct db_stats *v)
 {
-	int rc = lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 20000);
-	if (rc != -EAGAIN)
-		return rc;
-	if ((rc = lock_retry(db, fd, SQLITE_PENDING_BYTE, 1, 0)) != 0)
-		return rc;
-	return lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
-}
-
-static uint32_t bswap32(uint32_t x)
-{
-	return x >> 24 | (x >> 8 & 0xff00) | (x << 8 & 0xff0000) | x << 24;
-}
-
-/* The wal-index header's checksum (SQLite's walChecksumBytes over its
- * first 40 bytes, in native order unless bigEndCksum says otherwise). */
-static void walidx_checksum(uint8_t *hdr)
-{
-	bool native = hdr[13] == 0;
-	uint32_t s1 = 0, s2 = 0;
-	for (int i = 0; i < 40; i += 8) {
-		uint32_t a, b;
-		memcpy(&a, hdr + i, 4);
-		memcpy(&b, hdr + i + 4, 4);
-		if (!native) {
-			a = bswap32(a);
-			b = bswap32(b);
-		}
-		s1 += a + s2;
-		s2 += b + s1;
-	}
-	memcpy(hdr + 40, &s1, 4);
-	memcpy(hdr + 44, &s2, 4);
-}
-
-/* Tells WAL-mode connections that the database changed: a new wal-index
- * header (iChange + 1, no frames, the new page count), written through the
- * mount so that every client's mapping of -shm sees it, copy 2 first as
- * SQLite does. A wal-index nobody initialised is left to SQLite's
- * recovery. */
-static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
-{
-	uint8_t hdr[WALIDX_HDR_SIZE];
-	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
-		return;
-	uint32_t change, zero = 0;
-	memcpy(&change, hdr + 8, 4);
-	change++;
-	memcpy(hdr + 8, &change, 4);
-	memcpy(hdr + 16, &zero, 4); /* mxFrame */
-	memcpy(hdr + 20, &n_pages, 4);
-	walidx_checksum(hdr);
-	if (fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), WALIDX_HDR_SIZE) < 0 ||
-	    fdio_pwrite_full(shm_fd, &zero, 4, WALIDX_CKPT_OFF) < 0 ||
-	    fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) < 0)
-		LOG_WARN("db", "msg=\"cannot publish the wal-index header\" db=%s err=\"%s\"", db->name, strerror(errno));
-}
-
-/* Descriptors of the mounted files, locked so that no reader is inside a
- * transaction. */
-struct exclusion {
-	int db_fd, shm_fd;
-	bool poisoned;    /* the wal-index header was made inconsistent */
-	uint32_t n_pages; /* the database's size before the apply */
-};
-
-/* Makes the two copies of the wal-index header differ, so that a reader
- * starting now takes the header for one being written and, finding the
- * WAL write lock taken, retries inside SQLite (WAL_RETRY, no BUSY). */
-static bool walidx_poison(int shm_fd)
-{
-	uint8_t hdr[WALIDX_HDR_SIZE];
-	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+	memset(v, 0, sizeof(*v));
+	v->db = db;
+	if (!report_lock(db, wait_ms)) {
+		v->busy = true;
+		db_lock_peek(db, clock_mono_ms(), &v->lock);
 		return false;
-	uint32_t change;
-	memcpy(&change, hdr + 8, 4);
-	change++;
-	memcpy(hdr + 8, &change, 4);
-	return fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) >= 0;
-}
-
-/*
- * WAL mode: the write and checkpoint locks, the read marks 1-4 (unused by
- * readers while the replica's WAL is empty), then read mark 0, which every
- * reader of an empty WAL shares. Readers that keep overlapping would hold
- * mark 0 forever, so after 2 ms new readers are held back by poisoning
- * the header (they retry inside SQLite) while the ones inside a
- * transaction finish. SQLite gives up retrying after about 10 s
- * (SQLITE_PROTOCOL), so a reader whose transaction lasts longer than 2 s
- * gets the header back and the apply waits politely, as long as it lasts.
- * The recovery lock is left free: holding it would turn the retries into
- * SQLITE_BUSY_RECOVERY.
- */
-static int exclude_wal_readers(struct db *db, struct exclusion *x)
-{
-	static const int order[] = { 0, 1, 4, 5, 6, 7 }; /* WRITE, CKPT, READ1..4 */
-	int rc;
-	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
-		if ((rc = lock_retry(db, x->shm_fd, WAL_LOCK_FIRST + order[i], 1, 0)) != 0)
-			return rc;
-	const off_t read0 = WAL_LOCK_FIRST + 3;
-	for (;;) {
-		rc = lock_retry(db, x->shm_fd, read0, 1, 2000);
-		if (rc != -EAGAIN)
-			return rc;
-		if (!x->poisoned)
-			x->poisoned = walidx_poison(x->shm_fd);
-		rc = lock_retry(db, x->shm_fd, read0, 1, 2000000);
-		if (rc != -EAGAIN)
-			return rc;
-		/* A long transaction: let new readers in again meanwhile. */
-		if (x->poisoned) {
-			walidx_publish(db, x->shm_fd, x->n_pages);
-			x->poisoned = false;
-		}
-		if ((rc = lock_retry(db, x->shm_fd, read0, 1, 0)) != 0)
-			return rc;
-		return 0;
 	}
-}
-
-static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
-{
-	const char *mnt = db->store->hooks.mountpoint;
-	char path[4096];
-	x->db_fd = x->shm_fd = -1;
-	x->poisoned = false;
-	if (mnt == NULL)
-		return 0; /* not mounted: no readers (tests of the store alone) */
-	if (wal_mode) {
-		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
-		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
-			return -errno;
-		return exclude_wal_readers(db, x);
-	}
-	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
-	if ((x->db_fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
-		return -errno;
-	return exclude_rollback_readers(db, x->db_fd);
-}
-
-static void readmit_readers(struct exclusion *x)
-{
-	if (x->db_fd >= 0) {
-		ofd_unlock_all(x->db_fd);
-		close(x->db_fd);
-	}
-	if (x->shm_fd >= 0) {
-		ofd_unlock_all(x->shm_fd);
-		close(x->shm_fd);
-	}
-	x->db_fd = x->shm_fd = -1;
-}
-
-/* Copies len bytes of fd at off into the segment at dst (after its record
- * header, which the caller writes last). */
-static int copy_into_segment(int log_fd, uint64_t dst, int fd, off_t off, uint32_t len)
-{
-	uint8_t buf[65536];
-	for (uint32_t done = 0; done < len;) {
-		size_t k = len - done < sizeof(buf) ? len - done : sizeof(buf);
-		int n = fdio_pread_full(fd, buf, k, off + done);
-		if (n < 0)
-			return n;
-		if ((size_t)n != k)
-			return ERR_IO_SHORT;
-		int rc = sys_pwrite_all(log_fd, buf, k, (off_t)(dst + done));
-		if (rc)
-			return rc;
-		done += (uint32_t)k;
-	}
-	return 0;
-}
-
-/* Drops the kernel's cached pages that the apply rewrote, and attributes. */
-static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32_t ps, bool resized,
-			     uint32_t new_n)
-{
-	const struct store_fuse_hooks *hk = &db->store->hooks;
-	if (hk->inval_inode == NULL)
-		return;
-	for (size_t i = 0; i < n;) {
-		size_t j = i + 1;
-		while (j < n && pg[j] == pg[j - 1] + 1)
-			j++;
-		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)(pg[i] - 1) * ps, (off_t)(j - i) * ps);
-		i = j;
-	}
-	if (resized || n == 0)
-		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)new_n * ps, 0);
-}
-
-static void invalidate_names(struct db *db)
-{
-	const struct store_fuse_hooks *hk = &db->store->hooks;
-	if (hk->inval_entry == NULL)
-		return;
-	char name[300];
-	for (int k = 0; k < DB_KIND_COUNT; k++) {
-		snprintf(name, sizeof(name), "%s%s", db->name, db_kind_suffix[k]);
-		hk->inval_entry(hk->ctx, name);
-	}
-}
-
-/* Replaces the chain with a new segment holding only the snapshot record
- * that was staged in `tmp` (db->mu held). */
-static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t rec_end)
-{
-	uint64_t *firsts = NULL;
-	size_t n = 0;
-	close_segment(db);
-	int rc = list_segments(db->ltx_dir_fd, &firsts, &n);
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		char name[LTXLOG_NAME_LEN];
-		ltxlog_format_name(name, firsts[i]);
-		if (unlinkat(db->ltx_dir_fd, name, 0) != 0 && errno != ENOENT)
-			rc = -errno;
-	}
-	free(firsts);
-	char name[LTXLOG_NAME_LEN];
-	ltxlog_format_name(name, 1);
-	if (rc == 0 && sys_renameat(db->ltx_dir_fd, tmp, db->ltx_dir_fd, name) != 0)
-		rc = -errno;
-	if (rc)
-		return rc;
-	db->log_fd = tmp_fd;
-	db->log_first_txid = 1;
-	db->log_end = rec_end;
-	db->log_synced_end = 0;
-	db->log_created_ms = clock_wall_ms();
-	db->oldest_txid = 1;
-	db->dir_dirty = true;
-	return 0;
-}
-
-/*
- * Stages the record: a normal one is appended to the open segment (header
- * last); a snapshot goes to a scratch segment that replaces the chain once
- * applied. *log_fd / *rec_off say where it went.
- */
-static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len, int *log_fd,
-			uint64_t *rec_off)
-{
-	if (ltx_header_is_snapshot(h)) {
-		*log_fd = openat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (*log_fd < 0)
-			return -errno;
-		*rec_off = 0;
-	} else {
-		if (db->log_fd < 0) {
-			int rc = open_segment(db, h->min_txid);
-			if (rc)
-				return rc;
-		}
-		*log_fd = db->log_fd;
-		*rec_off = db->log_end;
-	}
-	int rc = copy_into_segment(*log_fd, *rec_off + LTXLOG_HDR_SIZE, fd, off, len);
-	if (rc == 0) {
-		uint8_t rh[LTXLOG_HDR_SIZE];
-		ltxlog_encode_hdr(rh, len);
-		rc = sys_pwrite_all(*log_fd, rh, sizeof(rh), (off_t)*rec_off);
-	}
-	return rc;
-}
-
-static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off)
-{
-	if (log_fd < 0)
-		return;
-	if (ltx_header_is_snapshot(h)) {
-		close(log_fd);
-		unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
-	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
-		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
-	}
-}
-
-/*
- * On a node whose WAL holds committed frames (a primary applying a state
- * from the backup service), copies them into the db file first — a
- * checkpoint done by the node while it holds SQLite's WAL write and read
- * locks — so that the db file is the logical database, and empties the WAL
- * (db->mu held). The wal-index header published after the apply says "no
- * frames", and the next writer starts a new WAL at its header.
- */
-static int fold_wal(struct db *db)
-{
-	if (db->wal.pages.count == 0)
-		return 0;
-	flush_unsynced(db); /* committed frames are final now */
-	int wal_fd = open_backing(db, DB_KIND_WAL, O_RDWR);
-	if (wal_fd < 0)
-		return wal_fd;
-	uint8_t *page = malloc(db->page_size);
-	int rc = page ? 0 : ERR_NOMEM;
-	for (size_t i = 0; rc == 0 && i < db->wal.pages.cap; i++) {
-		const struct pgmap_entry *e = &db->wal.pages.slots[i];
-		if (e->pgno == 0 || e->pgno > db->n_pages)
-			continue;
-		int n = fdio_pread_full(wal_fd, page, db->page_size, wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
-		if (n != (int)db->page_size)
-			rc = n < 0 ? n : ERR_IO_SHORT;
-		else
-			rc = sys_pwrite_all(db->db_fd, page, db->page_size, (off_t)(e->pgno - 1) * db->page_size);
-	}
-	free(page);
-	if (rc == 0 && sys_ftruncate(db->db_fd, (off_t)db->n_pages * db->page_size) != 0)
-		rc = -errno;
-	if (rc == 0 && sys_fsync(db->db_fd) != 0)
-		rc = -errno;
-	if (rc == 0 && sys_ftruncate(wal_fd, 0) != 0)
-		rc = -errno;
-	close(wal_fd);
-	if (rc) {
-		LOG_ERROR("db", "msg=\"cannot fold the WAL into the database before an apply\" db=%s err=\"%s\"", db->name,
-			  err_str(rc));
-		return rc;
-	}
-	wal_reset_state(db);
-	db->wal_folded = true;
-	return 0;
-}
-
-/* Applies the staged record to the backing db file and advances the state
- * (db->mu held). */
-static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
-			struct dbfile_apply_result *res)
-{
-	int log_fd = -1;
-	uint64_t rec_off = 0;
-	bool snapshot = ltx_header_is_snapshot(h);
-	int rc;
-
-	if (db->db_fd < 0) {
-		if ((db->db_fd = open_backing(db, DB_KIND_DB, O_RDWR | O_CREAT)) < 0) {
-			rc = db->db_fd;
-			db->db_fd = -1;
-			return rc;
-		}
-	}
-	if ((rc = fold_wal(db)) != 0)
-		return rc;
-	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
-		unstage_record(db, h, log_fd, rec_off);
-		return rc;
-	}
-	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
-	int spool = len > (16u << 20) ? dbfile_spool_open(db->store->data_dir) : -1;
-	struct ltx_pos from = db->pos;
-	if (from.txid == 0)
-		from.checksum = 0;
-	if (snapshot && from.txid != 0)
-		LOG_INFO("db", "msg=\"replacing the database with a snapshot\" db=%s local_txid=%016" PRIx64
-			       " snapshot_txid=%016" PRIx64, db->name, from.txid, h->max_txid);
-
-	rc = dbfile_apply(db->db_fd, spool, ltxlog_read, &r, from, res);
-	if (spool >= 0)
-		close(spool);
-	if (rc) {
-		unstage_record(db, h, log_fd, rec_off);
-		return rc;
-	}
-	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
-	if (snapshot && (rc = restart_chain(db, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
-		/* The db file is the snapshot now; the chain could not be
-		 * replaced: the next start rebuilds it from the file. */
-		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
-		close(log_fd);
-	} else if (!snapshot) {
-		db->log_end = rec_end;
-		if (db->oldest_txid == 0)
-			db->oldest_txid = h->min_txid;
-	}
-	db->pos = res->pos;
-	db->pos_ts_ms = h->timestamp_ms;
-	db->n_commits++;
-	db->n_ltx_bytes += len;
-	db->dir_dirty = true;
-	if (h->commit == 0) {
-		if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT)
-			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s err=\"%s\"", db->name, strerror(errno));
-		forget_files(db);
-		return 0;
-	}
-	if (!db->exists[DB_KIND_DB]) {
-		db->exists[DB_KIND_DB] = true;
-		db->generation[DB_KIND_DB]++;
-	}
-	uint8_t hdr[20];
-	db->page_size = h->page_size;
-	db->n_pages = h->commit;
-	if (fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0) == (int)sizeof(hdr))
-		db->wal_mode = hdr[18] == 2 && hdr[19] == 2;
-	wal_reset_state(db);
-	/* WAL readers need -wal and -shm; creating them here means that
-	 * reading never adds files to a replica's mount. */
-	for (int k = DB_KIND_WAL; db->wal_mode && k <= DB_KIND_SHM; k++) {
-		if (db->exists[k])
-			continue;
-		int wfd = open_backing(db, (enum db_kind)k, O_RDWR | O_CREAT);
-		if (wfd >= 0) {
-			close(wfd);
-			db->exists[k] = true;
-			db->generation[k]++;
-		}
-	}
-	if (db->verify.active) {
-		db->verify.cursor = 1; /* pages changed under it: start over */
-		db->verify.partial = 0;
-	}
-	return 0;
-}
-
-int db_apply(struct db *db, int fd, off_t off, uint32_t len)
-{
-	uint8_t raw[LTX_HEADER_SIZE];
-	struct ltx_header h;
-	int rc;
-
-	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
-		return ERR_LTX_TRUNCATED;
-	rc = fdio_pread_full(fd, raw, sizeof(raw), off);
-	if (rc != (int)sizeof(raw))
-		return rc < 0 ? rc : ERR_IO_SHORT;
-	if ((rc = ltx_header_decode(raw, &h)) != 0)
-		return rc;
-
-	lockwatch_lock(&db->mu, "apply");
-	bool existed = db->exists[DB_KIND_DB];
-	bool wal_files = db->exists[DB_KIND_WAL];
-	bool wal_mode = db->wal_mode;
-	uint32_t old_n = db->n_pages;
+	v->exists = db->exists[DB_KIND_DB];
+	v->page_size = db->page_size;
+	v->n_pages = db->n_pages;
+	v->wal_mode = db->wal_mode;
+	v->write_refused = db->write_refused;
+	v->pos = db->pos;
+	v->ts_ms = db->pos_ts_ms;
+	v->n_commits = db->n_commits;
+	v->oldest_txid = db->oldest_txid;
+	v->backup_hwm = db->backup_hwm;
 	lockwatch_unlock(&db->mu);
+	v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
+	return true;
+}
 
-	/* Readers first (they need db->mu to be served), then the state. */
-	struct exclusion x = { -1, -1, false, old_n };
-	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
-		if (x.poisoned) /* give readers back a sound header */
-			walidx_publish(db, x.shm_fd, old_n);
-		readmit_readers(&x);
-		if (rc != -ECANCELED)
-			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
-				 err_str(rc));
-		return rc;
-	}
-	struct dbfile_apply_result res;
-	memset(&res, 0, sizeof(res));
-	lockwatch_lock(&db->mu, "apply");
-	rc = apply_locked(db, &h, fd, off, len, &res);
-	bool folded = db->wal_folded;
-	db->wal_folded = false;
-	bool exists = db->exists[DB_KIND_DB];
-	bool names_changed = existed != exists || (exists && !wal_files && db->exists[DB_KIND_WAL]);
-	uint32_t new_n = db->n_pages;
+void db_lock_peek(struct db *db, int64_t now_ms, struct lockwatch_state *out)
+{
+	lockwatch_peek(&db->mu, now_ms, out);
+}
+
+/* Every "*.ltx" file and every "*.ltxlog" segment counts (names starting
+ * with '.' are temporaries or spares, not data). */
+uint64_t db_ltx_bytes(struct db *db, int wait_ms)
+{
+	uint64_t bytes = 0;
+	if (!report_lock(db, wait_ms))
+		return 0;
+	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	lockwatch_unlock(&db->mu);
-
-	/* Never with db->mu held: dropping a page waits for reads of it in
-	 * flight, which the FUSE workers serve. */
-	if (rc == 0) {
-		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
-		if (folded && db->store->hooks.inval_inode) /* the WAL was emptied */
-			db->store->hooks.inval_inode(db->store->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
-		if (x.shm_fd >= 0 && exists) {
-			walidx_publish(db, x.shm_fd, new_n);
-			x.poisoned = false;
-		}
-		if (names_changed)
-			invalidate_names(db);
+	if (fd < 0)
+		return 0;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
 	}
-	if (x.poisoned) /* refused or failed: the old state, with a sound header */
-		walidx_publish(db, x.shm_fd, old_n);
-	readmit_readers(&x);
-	free(res.written);
-	if (rc == 0) {
-		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
-			  res.n_written, new_n);
-		store_notify_change(db->store);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		const char *dot = strrchr(e->d_name, '.');
+		struct stat sb;
+		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
+			continue;
+		/* Retention may remove a file between readdir and stat. */
+		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
+			continue;
+		bytes += (uint64_t)sb.st_size;
 	}
-	return rc;
+	closedir(d);
+	return bytes;
 }

@@ -37,7 +37,7 @@ extern const char *const db_kind_suffix[DB_KIND_COUNT];
 /* Name of the backing file of each kind inside the db's directory. */
 extern const char *const db_kind_backing[DB_KIND_COUNT];
 
-struct store;
+struct node;
 
 /* Incremental background verification of the database checksum: pages
  * [1, cursor) have been summed into partial; commits adjust partial for
@@ -60,7 +60,7 @@ struct db_wal {
 };
 
 struct db {
-	struct store *store;   /* borrowed */
+	struct node *node;     /* borrowed: options, role, change feed (node.h) */
 	char *name;            /* owned */
 	uint32_t id;           /* stable for the life of the mount; inode base */
 
@@ -141,7 +141,7 @@ struct db {
 /* Loads (or creates when create is true) the database called name under
  * the store's data directory, recovering from a crash if needed. On
  * success *out is owned by the caller (the store), freed with db_free(). */
-int db_load(struct store *st, const char *name, uint32_t id, bool create, struct db **out);
+int db_load(struct node *node, const char *name, uint32_t id, bool create, struct db **out);
 void db_free(struct db *db); /* NULL is a no-op; closes fds */
 
 /* Marks a clean shutdown (so the next start need not re-verify). */
@@ -199,6 +199,40 @@ int db_unlink(struct db *db, enum db_kind kind);
 void db_pos_text(struct db *db, char *buf);
 struct ltx_pos db_pos(struct db *db);
 
+/* A copy of a database's fields for reports (/info, /metrics, /events,
+ * the stream's positions), taken under db.mu so the fields agree. */
+struct db_stats {
+	struct db *db;
+	bool exists;
+	uint32_t page_size, n_pages;
+	bool wal_mode, write_refused;
+	struct ltx_pos pos;
+	int64_t ts_ms;
+	uint64_t n_commits;
+	uint64_t oldest_txid;
+	uint64_t ltx_count;            /* transactions kept on disk */
+	uint64_t ltx_bytes;            /* 0: left to db_ltx_bytes() */
+	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
+	/* Set when db.mu stayed held past the wait: only db, busy and lock
+	 * are then filled in. */
+	bool busy;
+	struct lockwatch_state lock;   /* db.mu's holder, for a busy database */
+};
+
+/* Fills *out under db.mu, waiting at most wait_ms for it (< 0: as long as
+ * it takes). Returns true, or false with out->busy and out->lock set when
+ * the lock stayed held: a database stuck behind its holder must not hang
+ * the endpoints an operator uses to find it. */
+bool db_stats(struct db *db, int wait_ms, struct db_stats *out);
+
+/* Who holds db.mu and for how long, without taking it (lockwatch.h):
+ * for the watchdog and the held-lock gauges. */
+void db_lock_peek(struct db *db, int64_t now_ms, struct lockwatch_state *out);
+
+/* Bytes of LTX data kept for db (segments and LTX files in ltx/); 0 when
+ * db.mu stayed held for wait_ms. Walks the directory without the lock. */
+uint64_t db_ltx_bytes(struct db *db, int wait_ms);
+
 /* Makes the open segment durable up to its end (the store calls it a few
  * times a second, so a commit never stays unsynced for long). */
 void db_flush_pending(struct db *db);
@@ -242,7 +276,7 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c);
 /* Next record: returns 1 with *fd (borrowed, valid until the next call)
  * and *rec (offset/length of the LTX bytes of the record are
  * rec->offset + LTXLOG_HDR_SIZE, rec->len), 0 when the cursor is at the
- * current position (wait with store_wait_change() and call again),
+ * current position (wait with node_wait_change() and call again),
  * ERR_NEED_SNAPSHOT when the next record is no longer retained, or
  * another negative code. Reading the bytes is the caller's job (pread);
  * a short read means the record was taken back: start over. */
@@ -257,21 +291,7 @@ void db_cursor_close(struct db_cursor *c); /* idempotent */
  * no pages: nothing to send), or an error. */
 int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos);
 
-/* ---- Replication, replica side ----------------------------------------- */
-
-/* Applies one LTX file received from the primary (bytes [off, off+len) of
- * fd) to this replica's database: validated in full first (it must follow
- * db->pos, or be a snapshot); readers are excluded with SQLite's own locks
- * while pages are written; the kernel cache is invalidated for the pages
- * that changed; WAL-mode readers see the new state; the record is appended
- * to this node's chain byte for byte and pos advances. A commit of 0
- * pages deletes the database. Returns 0, an ERR_LTX_* code (nothing
- * changed: the input was refused), or another error. Only the replication
- * client calls it, one at a time per database — and the backup client on a
- * primary, to apply a state restored on the backup service: writers are
- * then excluded by the same locks, and committed WAL frames are first
- * folded into the db file. */
-int db_apply(struct db *db, int fd, off_t off, uint32_t len);
+/* The replica side (applying a received LTX file) is apply.h. */
 
 /* ---- Backup -------------------------------------------------------------- */
 

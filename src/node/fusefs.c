@@ -129,12 +129,12 @@ static int status_text(struct fusefs *fs, fuse_ino_t ino, char *buf, size_t len)
 {
 	if (ino == INO_PRIMARY) {
 		char host[256];
-		store_primary_host(fs->store, host, sizeof(host));
+		node_primary_host(&fs->store->node, host, sizeof(host));
 		if (host[0] == '\0')
 			return -ENOENT;
 		return snprintf(buf, len, "%s\n", host);
 	}
-	int64_t lag = store_lag_ms(fs->store);
+	int64_t lag = node_lag_ms(&fs->store->node);
 	if (lag > 999999999)
 		lag = 999999999;
 	return snprintf(buf, len, "%+010d\n", (int)lag);
@@ -182,7 +182,7 @@ static bool from_self(fuse_req_t req)
  * ("attempt to write a readonly database") in every journal mode. */
 static bool read_only_for(fuse_req_t req, struct fusefs *fs, enum db_kind kind)
 {
-	if (kind == DB_KIND_SHM || store_is_primary(fs->store))
+	if (kind == DB_KIND_SHM || node_is_primary(&fs->store->node))
 		return false;
 	return !from_self(req);
 }
@@ -572,7 +572,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	/* On a replica even -wal and -shm stay: the last reader's close tries
 	 * to remove them (and ignores the error), the next reader needs them. */
-	if (!store_is_primary(fs->store) && !from_self(req)) {
+	if (!node_is_primary(&fs->store->node) && !from_self(req)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -662,7 +662,7 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	if (rc == 0 && stat_status(fs, INO_PRIMARY, &sst) == 0)
 		rc = dirbuf_add(req, b, ".primary", INO_PRIMARY, S_IFREG);
 	/* ".lag" is listed on replicas (it reads 0 on the primary). */
-	if (rc == 0 && !store_is_primary(fs->store))
+	if (rc == 0 && !node_is_primary(&fs->store->node))
 		rc = dirbuf_add(req, b, ".lag", INO_LAG, S_IFREG);
 	size_t n = store_count(fs->store);
 	for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -742,7 +742,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	struct fusefs *fs = fs_of(req);
 	struct statvfs sv;
 	count(req, REQ_STATFS, "statfs", ino);
-	if (statvfs(fs->store->data_dir, &sv) != 0) {
+	if (statvfs(fs->store->node.data_dir, &sv) != 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
@@ -950,10 +950,10 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 		goto err;
 	}
 	fs->mounted = true;
-	st->hooks.ctx = fs;
-	st->hooks.mountpoint = fs->mountpoint;
-	st->hooks.inval_inode = hook_inval_inode;
-	st->hooks.inval_entry = hook_inval_entry;
+	st->node.hooks.ctx = fs;
+	st->node.hooks.mountpoint = fs->mountpoint;
+	st->node.hooks.inval_inode = hook_inval_inode;
+	st->node.hooks.inval_entry = hook_inval_entry;
 	LOG_INFO("fuse", "msg=mounted dir=%s", opts->mountpoint);
 	*out = fs;
 	return 0;
@@ -1061,8 +1061,8 @@ void fusefs_unmount(struct fusefs *fs)
 {
 	if (fs == NULL)
 		return;
-	if (fs->store && fs->store->hooks.ctx == fs)
-		memset(&fs->store->hooks, 0, sizeof(fs->store->hooks));
+	if (fs->store && fs->store->node.hooks.ctx == fs)
+		memset(&fs->store->node.hooks, 0, sizeof(fs->store->node.hooks));
 	if (fs->se) {
 		if (fs->mounted)
 			fuse_session_unmount(fs->se);

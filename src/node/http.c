@@ -115,7 +115,7 @@
  *
  * STREAMS (/stream, /events) are callback responses. Their reader callback
  * runs in the connection's own thread, so it may block: it waits on the
- * store's change counter (store_wait_change) at most until the next
+ * node's change counter (node_wait_change) at most until the next
  * heartbeat is due, and checks between waits whether the peer hung up
  * (POLLRDHUP on the socket) and whether http_stop() began — which also
  * bumps the counter to wake them — so a stream ends with its end frame
@@ -221,69 +221,10 @@ struct import_req {
 	char fail_msg[HTTP_MSG_LEN];
 };
 
-/* A copy of a database's fields, taken under db.mu. */
-struct db_view {
-	struct db *db;
-	bool exists;
-	uint32_t page_size, n_pages;
-	bool wal_mode, write_refused;
-	struct ltx_pos pos;
-	int64_t ts_ms;
-	uint64_t n_commits;
-	uint64_t oldest_txid;
-	uint64_t backup_hwm;           /* UINT64_MAX: no backup service acknowledged anything yet */
-	uint64_t ltx_count, ltx_bytes; /* filled by /metrics only */
-	/* Set by db_view_try() when db.mu stayed held: only db, busy and lock
-	 * are then filled in. */
-	bool busy;
-	struct lockwatch_state lock;   /* db.mu's holder, for a busy database */
-};
-
 /* How long /info and /metrics wait for one database's mutex before they
  * report it busy: a database stuck behind its holder (see lockwatch.h)
  * must not hang the endpoints that an operator uses to find it. */
 #define HTTP_DB_LOCK_WAIT_MS 250
-
-/* Copies the fields (db.mu held by the caller). */
-static void db_view_fill(struct db *db, struct db_view *v)
-{
-	v->exists = db->exists[DB_KIND_DB];
-	v->page_size = db->page_size;
-	v->n_pages = db->n_pages;
-	v->wal_mode = db->wal_mode;
-	v->write_refused = db->write_refused;
-	v->pos = db->pos;
-	v->ts_ms = db->pos_ts_ms;
-	v->n_commits = db->n_commits;
-	v->oldest_txid = db->oldest_txid;
-	v->backup_hwm = db->backup_hwm;
-}
-
-static void db_view_take(struct db *db, struct db_view *v)
-{
-	memset(v, 0, sizeof(*v));
-	v->db = db;
-	lockwatch_lock(&db->mu, "http");
-	db_view_fill(db, v);
-	lockwatch_unlock(&db->mu);
-}
-
-/* Like db_view_take(), but waits at most HTTP_DB_LOCK_WAIT_MS for db.mu;
- * returns false (v->busy set, v->lock says who holds it) when it stayed
- * held. */
-static bool db_view_try(struct db *db, struct db_view *v)
-{
-	memset(v, 0, sizeof(*v));
-	v->db = db;
-	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0) {
-		v->busy = true;
-		lockwatch_peek(&db->mu, clock_mono_ms(), &v->lock);
-		return false;
-	}
-	db_view_fill(db, v);
-	lockwatch_unlock(&db->mu);
-	return true;
-}
 
 /* ---- Responses ---------------------------------------------------------- */
 
@@ -572,7 +513,7 @@ static void primary_hostname(struct http_server *srv, bool is_primary, char *buf
 	if (is_primary)
 		snprintf(buf, len, "%s", srv->hostname);
 	else
-		store_primary_host(srv->st, buf, len);
+		node_primary_host(&srv->st->node, buf, len);
 }
 
 static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connection *conn)
@@ -585,9 +526,9 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_decref(arr);
 		return MHD_NO;
 	}
-	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node_id);
+	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node.node_id);
 	json_object_set_new(o, "nodeID", json_string(buf));
-	bool is_primary = store_is_primary(srv->st);
+	bool is_primary = node_is_primary(&srv->st->node);
 	char host[256], id[CLUSTER_ID_LEN + 1] = "";
 	primary_hostname(srv, is_primary, host, sizeof(host));
 	if (srv->cluster)
@@ -597,18 +538,18 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 	json_object_set_new(o, "candidate", json_boolean(srv->candidate));
 	json_object_set_new(o, "hostname", mhd_json_str(srv->hostname));
 	json_object_set_new(o, "primaryHostname", mhd_json_str(host));
-	json_object_set_new(o, "lagMs", json_integer(store_lag_ms(srv->st)));
+	json_object_set_new(o, "lagMs", json_integer(node_lag_ms(&srv->st->node)));
 	json_object_set_new(o, "clusterID", json_string(id));
 	json_object_set_new(o, "mountDir", mhd_json_str(fusefs_mountpoint(srv->fs)));
-	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->data_dir));
+	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->node.data_dir));
 
 	size_t n = store_count(srv->st);
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(srv->st, (uint32_t)i);
-		struct db_view v;
+		struct db_stats v;
 		if (!db)
 			continue;
-		if (!db_view_try(db, &v)) {
+		if (!db_stats(db, HTTP_DB_LOCK_WAIT_MS, &v)) {
 			/* Stuck behind its mutex's holder: name it and who holds
 			 * it rather than hang (the fields below need the mutex). */
 			json_t *d = json_object();
@@ -657,38 +598,6 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 
 /* ---- GET /metrics ------------------------------------------------------- */
 
-/* Total size of the LTX data kept for db: every "*.ltx" file and every
- * "*.ltxlog" segment of LTX records in its ltx/ directory (names starting
- * with '.' are temporaries or spares, not data). */
-static uint64_t ltx_dir_bytes(struct db *db)
-{
-	uint64_t bytes = 0;
-	if (lockwatch_timedlock(&db->mu, "http", HTTP_DB_LOCK_WAIT_MS) != 0)
-		return 0;
-	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	lockwatch_unlock(&db->mu);
-	if (fd < 0)
-		return 0;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		const char *dot = strrchr(e->d_name, '.');
-		struct stat sb;
-		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
-			continue;
-		/* Retention may remove a file between readdir and stat. */
-		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
-			continue;
-		bytes += (uint64_t)sb.st_size;
-	}
-	closedir(d);
-	return bytes;
-}
-
 /* A Prometheus label value: backslash, double quote and newline escaped. */
 static void put_label(FILE *f, const char *s)
 {
@@ -726,7 +635,7 @@ static const struct {
 			   "Highest TXID the backup service holds durably (0 without a backup service)." },
 };
 
-static uint64_t db_metric_value(const struct db_view *v, enum db_metric m)
+static uint64_t db_metric_value(const struct db_stats *v, enum db_metric m)
 {
 	switch (m) {
 	case M_TXID: return v->pos.txid;
@@ -750,10 +659,10 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		return MHD_NO;
 
 	size_t n = store_count(srv->st), n_live = 0, n_busy = 0;
-	struct db_view *views = calloc(n ? n : 1, sizeof(*views));
+	struct db_stats *views = calloc(n ? n : 1, sizeof(*views));
 	/* Databases whose mutex stayed held: listed with their lock state
 	 * only, since the other values need the mutex. */
-	struct db_view *busy = calloc(n ? n : 1, sizeof(*busy));
+	struct db_stats *busy = calloc(n ? n : 1, sizeof(*busy));
 	if (!views || !busy) {
 		free(views);
 		free(busy);
@@ -766,24 +675,23 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		struct db *db = store_by_id(srv->st, (uint32_t)i);
 		if (!db)
 			continue;
-		if (!db_view_try(db, &views[n_live])) {
+		if (!db_stats(db, HTTP_DB_LOCK_WAIT_MS, &views[n_live])) {
 			busy[n_busy++] = views[n_live];
 			continue;
 		}
 		if (!views[n_live].exists)
 			continue;
-		lockwatch_peek(&db->mu, now_ms, &views[n_live].lock);
+		db_lock_peek(db, now_ms, &views[n_live].lock);
 		/* Transactions oldest_txid..txid are kept, one LTX each. */
-		struct db_view *v = &views[n_live];
-		v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
-		v->ltx_bytes = ltx_dir_bytes(db);
+		struct db_stats *v = &views[n_live];
+		v->ltx_bytes = db_ltx_bytes(db, HTTP_DB_LOCK_WAIT_MS);
 		n_live++;
 	}
 
 	put_family(f, "litefs_is_primary", "gauge", "Primary status of the node.");
-	fprintf(f, "litefs_is_primary %d\n", store_is_primary(srv->st) ? 1 : 0);
+	fprintf(f, "litefs_is_primary %d\n", node_is_primary(&srv->st->node) ? 1 : 0);
 	put_family(f, "litefs_lag_seconds", "gauge", "Lag behind the primary node, in seconds.");
-	fprintf(f, "litefs_lag_seconds %.3f\n", (double)store_lag_ms(srv->st) / 1000.0);
+	fprintf(f, "litefs_lag_seconds %.3f\n", (double)node_lag_ms(&srv->st->node) / 1000.0);
 	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
 	fprintf(f, "litefs_db_count %zu\n", n_live);
 
@@ -800,7 +708,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	put_family(f, "litefs_db_busy", "gauge",
 		   "1 if the database's lock stayed held while these metrics were taken (its other values are absent).");
 	for (size_t i = 0; i < n_live + n_busy; i++) {
-		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		const struct db_stats *v = i < n_live ? &views[i] : &busy[i - n_live];
 		fputs("litefs_db_busy{db=\"", f);
 		put_label(f, v->db->name);
 		fprintf(f, "\"} %d\n", v->busy ? 1 : 0);
@@ -808,7 +716,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	put_family(f, "litefs_db_lock_held_seconds", "gauge",
 		   "How long the database's lock has been held by its current holder (0 when free).");
 	for (size_t i = 0; i < n_live + n_busy; i++) {
-		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		const struct db_stats *v = i < n_live ? &views[i] : &busy[i - n_live];
 		fputs("litefs_db_lock_held_seconds{db=\"", f);
 		put_label(f, v->db->name);
 		/* No op label: a label that changes with every holder would make
@@ -817,7 +725,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 	}
 	put_family(f, "litefs_db_lock_waiters", "gauge", "Number of threads waiting for the database's lock.");
 	for (size_t i = 0; i < n_live + n_busy; i++) {
-		const struct db_view *v = i < n_live ? &views[i] : &busy[i - n_live];
+		const struct db_stats *v = i < n_live ? &views[i] : &busy[i - n_live];
 		fputs("litefs_db_lock_waiters{db=\"", f);
 		put_label(f, v->db->name);
 		fprintf(f, "\"} %d\n", v->lock.n_waiters);
@@ -965,7 +873,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	uint32_t ps = 0;
 	int ret = -1, rc;
 	struct db *db = NULL;
-	struct db_view before = { 0 };
+	struct db_stats before = { 0 };
 	bool created = false; /* this request may have created the database file */
 
 	if (import_check_header(ir, &ps) != 0)
@@ -988,7 +896,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	/* A deleted database keeps its registry entry and its position. */
 	db = store_find(srv->st, ir->name, true);
 	if (db)
-		db_view_take(db, &before);
+		db_stats(db, -1, &before);
 	if (!before.exists)
 		db = NULL;
 	if (db && before.write_refused) {
@@ -1058,8 +966,8 @@ out:
 	/* A database this request created but never filled is removed, so a
 	 * failed import leaves no trace (no transaction: nothing to record). */
 	if (ret != 0 && created && (db = store_find(srv->st, ir->name, false)) != NULL) {
-		struct db_view now;
-		db_view_take(db, &now);
+		struct db_stats now;
+		db_stats(db, -1, &now);
 		if (now.pos.txid == 0 && now.n_pages == 0)
 			unlink(path);
 	}
@@ -1129,7 +1037,7 @@ static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connecti
 	bool reply_early = expects_continue || !has_length || content_length > HTTP_DRAIN_MAX;
 
 	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
-	if (status == 0 && !store_is_primary(srv->st)) {
+	if (status == 0 && !node_is_primary(&srv->st->node)) {
 		status = MHD_HTTP_CONFLICT;
 		snprintf(msg, sizeof(msg), "this node is a read-only replica: import on the primary");
 	}
@@ -1566,8 +1474,8 @@ static bool sess_sync_dbs(struct stream_sess *s, bool at_connect)
 			sd->from.checksum = e->checksum;
 		}
 		sd->sent_txid = sd->from.txid;
-		struct db_view v;
-		db_view_take(sd->db, &v);
+		struct db_stats v;
+		db_stats(sd->db, -1, &v);
 		if (at_connect)
 			sd->target_txid = v.pos.txid;
 		/* A database that does not exist here and that the replica never
@@ -1759,7 +1667,7 @@ static int sess_fill(struct stream_sess *s)
 		s->finished = true;
 		return 0;
 	}
-	if (!store_is_primary(st)) {
+	if (!node_is_primary(&st->node)) {
 		LOG_WARN("http", "msg=\"stream: this node is no longer the primary; ending the stream\" peer=%s", s->peer);
 		return ERR_READONLY;
 	}
@@ -1767,7 +1675,7 @@ static int sess_fill(struct stream_sess *s)
 		LOG_INFO("http", "msg=\"stream: the replica went away\" peer=%s", s->peer);
 		return -ECONNRESET;
 	}
-	uint64_t seq = store_change_seq(st);
+	uint64_t seq = node_change_seq(&st->node);
 	if (!sess_sync_dbs(s, false))
 		return ERR_NOMEM;
 	int64_t now = clock_wall_ms();
@@ -1798,7 +1706,7 @@ static int sess_fill(struct stream_sess *s)
 	int64_t wait = STREAM_HEARTBEAT_MS - (now - s->last_hb_ms);
 	if (s->n_frames != s->n_frames_at_hb && wait > STREAM_IDLE_HEARTBEAT_MS)
 		wait = STREAM_IDLE_HEARTBEAT_MS;
-	store_wait_change(st, seq, (int)(wait > 0 ? wait : 1));
+	node_wait_change(&st->node, seq, (int)(wait > 0 ? wait : 1));
 	return 0;
 }
 
@@ -1864,9 +1772,9 @@ static unsigned stream_check_headers(struct http_server *srv, struct MHD_Connect
 		snprintf(msg, len, "authentication failed: missing or wrong shared secret (http.secret)");
 		return MHD_HTTP_UNAUTHORIZED;
 	}
-	if (!store_is_primary(srv->st)) {
+	if (!node_is_primary(&srv->st->node)) {
 		char host[256];
-		store_primary_host(srv->st, host, sizeof(host));
+		node_primary_host(&srv->st->node, host, sizeof(host));
 		snprintf(msg, len, "this node is a replica, not the primary%s%s", host[0] ? "; the primary is " : "",
 			 host);
 		return MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -2042,7 +1950,7 @@ static json_t *events_role(const char *type, bool is_primary, const char *host)
 	return json_pack("{s:s, s:o*}", "type", type, "data", d);
 }
 
-static json_t *events_tx(const struct db_view *v)
+static json_t *events_tx(const struct db_stats *v)
 {
 	char txid[17], chk[17], ts[40];
 	snprintf(txid, sizeof(txid), "%016" PRIx64, v->pos.txid);
@@ -2056,7 +1964,7 @@ static json_t *events_tx(const struct db_view *v)
 /* Queues the events since the last call. 0 or ERR_NOMEM. */
 static int events_scan(struct events_sess *e)
 {
-	bool is_primary = store_is_primary(e->srv->st);
+	bool is_primary = node_is_primary(&e->srv->st->node);
 	char host[256];
 	primary_hostname(e->srv, is_primary, host, sizeof(host));
 	if (is_primary != e->is_primary || strcmp(host, e->host) != 0) {
@@ -2076,10 +1984,10 @@ static int events_scan(struct events_sess *e)
 	}
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(e->srv->st, (uint32_t)i);
-		struct db_view v;
+		struct db_stats v;
 		if (!db)
 			continue;
-		db_view_take(db, &v);
+		db_stats(db, -1, &v);
 		if (v.pos.txid == e->last[i].txid && v.pos.checksum == e->last[i].checksum)
 			continue;
 		e->last[i] = v.pos;
@@ -2104,7 +2012,7 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
 		/* Scanning is cheap (a copy per database under its lock), so it
 		 * also runs on timeouts: a change that did not bump the counter
 		 * is seen within EVENTS_POLL_MS. */
-		e->seq = store_wait_change(e->srv->st, e->seq, EVENTS_POLL_MS);
+		e->seq = node_wait_change(&e->srv->st->node, e->seq, EVENTS_POLL_MS);
 		if (events_scan(e) != 0)
 			return MHD_CONTENT_READER_END_WITH_ERROR;
 	}
@@ -2128,8 +2036,8 @@ static enum MHD_Result handle_events(struct http_server *srv, struct MHD_Connect
 	e->srv = srv;
 	e->sock_fd = sock_of(conn);
 	e->q.fd = -1;
-	e->seq = store_change_seq(srv->st);
-	e->is_primary = store_is_primary(srv->st);
+	e->seq = node_change_seq(&srv->st->node);
+	e->is_primary = node_is_primary(&srv->st->node);
 	primary_hostname(srv, e->is_primary, e->host, sizeof(e->host));
 	/* init carries the current role; the current positions are the
 	 * baseline, and only later changes become tx events. */
@@ -2295,7 +2203,7 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	pthread_mutex_init(&srv->children_mu, NULL);
 	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
 		srv->child_pidfds[i] = -1;
-	if (asprintf(&srv->tmp_dir, "%s/%s", st->data_dir, HTTP_TMP_SUBDIR) < 0) {
+	if (asprintf(&srv->tmp_dir, "%s/%s", st->node.data_dir, HTTP_TMP_SUBDIR) < 0) {
 		srv->tmp_dir = NULL;
 		rc = ERR_NOMEM;
 		goto err;
@@ -2341,7 +2249,7 @@ void http_stop(struct http_server *srv)
 	atomic_store(&srv->stopping, true);
 	/* Streams (/stream, /events) wait for store changes: wake them so
 	 * they see the stop, send their end frame and finish. */
-	store_notify_change(srv->st);
+	node_notify_change(&srv->st->node);
 	if (srv->daemon) {
 		/* The listening socket must stay open until MHD stopped; shutting
 		 * it down now refuses new connections at once instead of leaving

@@ -205,7 +205,7 @@ static void check_caught_up(struct conn *c)
 		if (p.txid < c->hb[i].txid || (p.txid == c->hb[i].txid && p.checksum != c->hb[i].checksum))
 			return;
 	}
-	store_set_caught_up(c->r->st, c->hb_ms);
+	node_set_caught_up(&c->r->st->node, c->hb_ms);
 	free(c->hb);
 	c->hb = NULL;
 	c->n_hb = 0;
@@ -230,7 +230,7 @@ static void on_heartbeat(struct conn *c, const struct stream_list *l)
 static void on_ready(struct conn *c)
 {
 	struct replica *r = c->r;
-	store_set_caught_up(r->st, clock_wall_ms());
+	node_set_caught_up(&r->st->node, clock_wall_ms());
 	pthread_mutex_lock(&r->mu);
 	bool first = !r->synced;
 	r->synced = true;
@@ -387,7 +387,7 @@ static int begin_stream(struct conn *c)
 	}
 	if (!c->primary_host[0])
 		snprintf(c->primary_host, sizeof(c->primary_host), "%s", r->fallback_host);
-	store_set_role(r->st, false, c->primary_host);
+	node_set_role(&r->st->node, false, c->primary_host);
 	c->began = true;
 	/* While a failure repeats, each retry connects again: say so once. */
 	if (r->last_error[0])
@@ -441,7 +441,7 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 	(void)dt, (void)dn, (void)ut, (void)un;
 	if (atomic_load(&c->r->stopping))
 		return 1;
-	if (store_take_resync(c->r->st)) {
+	if (node_take_resync(&c->r->st->node)) {
 		conn_fail(c, ERR_NEED_SNAPSHOT, "a database failed verification; reconnecting to get the primary's snapshot");
 		return 1;
 	}
@@ -635,7 +635,7 @@ static void *replica_main(void *arg)
 			rc = run_conn(r, fd, &got_frame, msg, sizeof(msg));
 			close(fd);
 		}
-		store_set_role(r->st, false, NULL);
+		node_set_role(&r->st->node, false, NULL);
 		if (atomic_load(&r->stopping))
 			break;
 		/* A connection that streamed something worked: its failure is
@@ -747,7 +747,7 @@ void replica_stop(struct replica *r)
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->mu);
 	/* An apply may be waiting for a reader's transaction to end. */
-	store_cancel_applies(r->st);
+	node_cancel_applies(&r->st->node);
 	if (r->started)
 		pthread_join(r->thread, NULL);
 	curl_global_cleanup();

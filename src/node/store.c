@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "node/apply.h"
 #include "node/db.h"
 #include "base/err.h"
 #include "base/log.h"
@@ -121,7 +122,7 @@ int store_create(struct store *st, const char *name, struct db **out)
 		}
 	}
 	struct db *db;
-	rc = db_load(st, name, (uint32_t)st->n_dbs, true, &db);
+	rc = db_load(&st->node, name, (uint32_t)st->n_dbs, true, &db);
 	if (rc == 0 && (rc = add_db_locked(st, db)) != 0)
 		db_free(db);
 	if (rc == 0)
@@ -143,7 +144,7 @@ int store_create(struct store *st, const char *name, struct db **out)
 static int lock_data_dir(struct store *st)
 {
 	char path[4096];
-	snprintf(path, sizeof(path), "%s/lock", st->data_dir);
+	snprintf(path, sizeof(path), "%s/lock", st->node.data_dir);
 	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
 	if (fd < 0) {
 		int rc = -errno;
@@ -159,7 +160,7 @@ static int lock_data_dir(struct store *st)
 		pid[strcspn(pid, "\n")] = '\0';
 		if (rc == ERR_DATA_DIR_BUSY)
 			LOG_ERROR("store", "msg=\"the data directory is in use by another litefs node; refusing to "
-					   "share it\" dir=%s holder_pid=%s", st->data_dir, pid[0] ? pid : "unknown");
+					   "share it\" dir=%s holder_pid=%s", st->node.data_dir, pid[0] ? pid : "unknown");
 		close(fd);
 		return rc;
 	}
@@ -238,35 +239,30 @@ int store_open(const struct store_opts *opts, struct store **out)
 		return ERR_NOMEM;
 	pthread_mutex_init(&st->mu, NULL);
 	pthread_cond_init(&st->cond, NULL);
-	pthread_cond_init(&st->change_cond, NULL);
-	pthread_mutex_init(&st->change_mu, NULL);
 	pthread_mutex_init(&st->watch_mu, NULL);
 	pthread_cond_init(&st->watch_cond, NULL);
-	atomic_init(&st->is_primary, true);
-	st->dbs_fd = -1;
 	st->lock_fd = -1;
-	st->compress = opts->compress;
-	st->retention_ms = opts->retention_ms;
 	st->retention_monitor_ms = opts->retention_monitor_ms > 0 ? opts->retention_monitor_ms : 60000;
-	st->node_id = opts->node_id;
 	st->lock_stall_ms = opts->lock_stall_ms > 0 ? opts->lock_stall_ms : STORE_LOCK_STALL_MS;
-	if ((st->data_dir = strdup(opts->data_dir)) == NULL) {
-		rc = ERR_NOMEM;
-		goto err;
+	struct node_opts no = { .data_dir = opts->data_dir, .compress = opts->compress,
+				.retention_ms = opts->retention_ms, .node_id = opts->node_id };
+	if ((rc = node_init(&st->node, &no)) != 0) {
+		free(st);
+		return rc;
 	}
-	if (mkdir(st->data_dir, 0755) != 0 && errno != EEXIST) {
+	if (mkdir(st->node.data_dir, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
-		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->data_dir, strerror(errno));
+		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->node.data_dir, strerror(errno));
 		goto err;
 	}
 	if ((rc = lock_data_dir(st)) != 0)
 		goto err;
-	snprintf(path, sizeof(path), "%s/dbs", st->data_dir);
+	snprintf(path, sizeof(path), "%s/dbs", st->node.data_dir);
 	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
 		goto err;
 	}
-	if ((st->dbs_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+	if ((st->node.dbs_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
 		rc = -errno;
 		goto err;
 	}
@@ -282,7 +278,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 		if (!dbname_valid(de->d_name))
 			continue;
 		struct db *db;
-		rc = db_load(st, de->d_name, (uint32_t)st->n_dbs, false, &db);
+		rc = db_load(&st->node, de->d_name, (uint32_t)st->n_dbs, false, &db);
 		if (rc)
 			break;
 		if ((rc = add_db_locked(st, db)) != 0) {
@@ -328,7 +324,7 @@ static void *bg_main(void *arg)
 			clock_gettime(CLOCK_REALTIME, &now);
 			int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 			for (size_t i = 0; i < n; i++)
-				db_enforce_retention(store_by_id(st, (uint32_t)i), now_ms, st->retention_ms);
+				db_enforce_retention(store_by_id(st, (uint32_t)i), now_ms, st->node.retention_ms);
 			next_retention = clock_mono_ms() + st->retention_monitor_ms;
 		}
 
@@ -350,7 +346,7 @@ static void watch_scan(struct store *st)
 	for (size_t i = 0; i < n; i++) {
 		struct db *db = store_by_id(st, (uint32_t)i);
 		struct lockwatch_state ls;
-		lockwatch_peek(&db->mu, now, &ls);
+		db_lock_peek(db, now, &ls);
 		if (ls.op == NULL || ls.held_ms < st->lock_stall_ms) {
 			if (db->watch_seq != 0 && db->watch_seq != ls.seq) {
 				LOG_WARN("watchdog", "msg=\"database lock released after a stall\" db=%s", db->name);
@@ -411,7 +407,7 @@ int store_locks_held_over(struct store *st, int64_t min_ms)
 	size_t n = store_count(st);
 	for (size_t i = 0; i < n; i++) {
 		struct lockwatch_state ls;
-		lockwatch_peek(&store_by_id(st, (uint32_t)i)->mu, now, &ls);
+		db_lock_peek(store_by_id(st, (uint32_t)i), now, &ls);
 		if (ls.op != NULL && ls.held_ms >= min_ms)
 			held++;
 	}
@@ -429,7 +425,7 @@ int store_close_forced(struct store *st, int64_t timeout_ms)
 		if (db_close_forced(db, timeout_ms) == 0)
 			continue;
 		struct lockwatch_state ls;
-		lockwatch_peek(&db->mu, clock_mono_ms(), &ls);
+		db_lock_peek(db, clock_mono_ms(), &ls);
 		LOG_ERROR("store",
 			  "msg=\"database lock still held at the forced stop; not marked clean, it will be recovered "
 			  "at the next start\" db=%s op=%s held_ms=%" PRId64,
@@ -456,10 +452,7 @@ void store_close(struct store *st)
 		pthread_mutex_unlock(&st->watch_mu);
 		pthread_join(st->watch_thread, NULL);
 	}
-	pthread_mutex_lock(&st->change_mu);
-	st->change_stopping = true;
-	pthread_cond_broadcast(&st->change_cond);
-	pthread_mutex_unlock(&st->change_mu);
+	node_stop_changes(&st->node);
 	if (st->bg_started) {
 		pthread_mutex_lock(&st->mu);
 		st->stopping = true;
@@ -472,95 +465,20 @@ void store_close(struct store *st)
 		db_free(st->dbs[i]);
 	}
 	free(st->dbs);
-	if (st->dbs_fd >= 0)
-		close(st->dbs_fd);
+	if (st->node.dbs_fd >= 0)
+		close(st->node.dbs_fd);
 	/* Last: the markers written above belong to this node. */
 	if (st->lock_fd >= 0)
 		close(st->lock_fd);
 	pthread_cond_destroy(&st->cond);
-	pthread_cond_destroy(&st->change_cond);
-	pthread_mutex_destroy(&st->change_mu);
 	pthread_cond_destroy(&st->watch_cond);
 	pthread_mutex_destroy(&st->watch_mu);
 	pthread_mutex_destroy(&st->mu);
-	free(st->data_dir);
+	node_destroy(&st->node);
 	free(st);
 }
 
-/* ---- Cluster role and replication -------------------------------------- */
-
-
-bool store_is_primary(struct store *st)
-{
-	return atomic_load(&st->is_primary);
-}
-
-void store_set_role(struct store *st, bool primary, const char *primary_host)
-{
-	pthread_mutex_lock(&st->mu);
-	atomic_store(&st->is_primary, primary);
-	snprintf(st->primary_host, sizeof(st->primary_host), "%s", primary || !primary_host ? "" : primary_host);
-	if (st->caught_up_ms == 0)
-		st->caught_up_ms = clock_wall_ms();
-	pthread_mutex_unlock(&st->mu);
-	store_notify_change(st);
-}
-
-void store_primary_host(struct store *st, char *buf, size_t len)
-{
-	pthread_mutex_lock(&st->mu);
-	snprintf(buf, len, "%s", atomic_load(&st->is_primary) ? "" : st->primary_host);
-	pthread_mutex_unlock(&st->mu);
-}
-
-void store_set_caught_up(struct store *st, int64_t now)
-{
-	pthread_mutex_lock(&st->mu);
-	st->caught_up_ms = now;
-	pthread_mutex_unlock(&st->mu);
-}
-
-int64_t store_lag_ms(struct store *st)
-{
-	pthread_mutex_lock(&st->mu);
-	int64_t lag = 0;
-	if (!atomic_load(&st->is_primary) && st->caught_up_ms > 0) {
-		lag = clock_wall_ms() - st->caught_up_ms;
-		if (lag < 0)
-			lag = 0;
-	}
-	pthread_mutex_unlock(&st->mu);
-	return lag;
-}
-
-uint64_t store_change_seq(struct store *st)
-{
-	pthread_mutex_lock(&st->change_mu);
-	uint64_t seq = st->change_seq;
-	pthread_mutex_unlock(&st->change_mu);
-	return seq;
-}
-
-void store_notify_change(struct store *st)
-{
-	pthread_mutex_lock(&st->change_mu);
-	st->change_seq++;
-	pthread_cond_broadcast(&st->change_cond);
-	pthread_mutex_unlock(&st->change_mu);
-}
-
-uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms)
-{
-	struct timespec until = clock_deadline(timeout_ms);
-	pthread_mutex_lock(&st->change_mu);
-	while (st->change_seq == seen && !st->change_stopping) {
-		if (pthread_cond_timedwait(&st->change_cond, &st->change_mu, &until) != 0)
-			break;
-	}
-	uint64_t seq = st->change_seq;
-	pthread_mutex_unlock(&st->change_mu);
-	return seq;
-}
+/* ---- Replication ---------------------------------------------------------- */
 
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len)
 {
@@ -568,25 +486,5 @@ int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t 
 	int rc = store_create(st, name, &db);
 	if (rc != 0)
 		return rc;
-	return db_apply(db, fd, off, len);
-}
-
-void store_cancel_applies(struct store *st)
-{
-	atomic_store(&st->cancel_applies, true);
-}
-
-bool store_applies_cancelled(struct store *st)
-{
-	return atomic_load(&st->cancel_applies);
-}
-
-void store_request_resync(struct store *st)
-{
-	atomic_store(&st->resync, true);
-}
-
-bool store_take_resync(struct store *st)
-{
-	return atomic_exchange(&st->resync, false);
+	return apply_ltx(db, fd, off, len);
 }

@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "node/node.h"
 #include "proto/dbname.h"
 
 struct db;
@@ -49,42 +50,14 @@ struct store_opts {
 #define STORE_LOCK_STALL_MS 10000
 
 struct store {
-	char *data_dir;
-	int dbs_fd;             /* data/dbs */
+	struct node node;       /* what the databases need from above (node.h) */
 	int lock_fd;            /* data/lock, flocked for the store's life */
-	bool compress;
-	int64_t retention_ms;
 	int64_t retention_monitor_ms;
-	uint64_t node_id;
 
 	pthread_mutex_t mu;     /* guards dbs, n_dbs, cap_dbs, stopping */
 	struct db **dbs;        /* index = db id; never shrinks during a mount */
 	size_t n_dbs, cap_dbs;
 	bool stopping;
-	/* Role (see store_set_role()): is_primary is read without a lock on
-	 * every FUSE write; the rest is guarded by mu. */
-	atomic_bool is_primary;
-	char primary_host[256];
-	int64_t caught_up_ms;
-	/* Set by the FUSE layer once mounted (see store_fuse_hooks). */
-	struct store_fuse_hooks {
-		void *ctx;
-		const char *mountpoint;
-		/* Drops the kernel's cached pages [off, off+len) of a file of
-		 * database id (len 0: to the end) and its attributes; off < 0:
-		 * attributes only. */
-		void (*inval_inode)(void *ctx, uint32_t db_id, int kind, off_t off, off_t len);
-		/* Drops the kernel's cached lookup of a name in the root. */
-		void (*inval_entry)(void *ctx, const char *name);
-	} hooks;
-	/* Change notification has its own leaf lock so that db.c can notify
-	 * with db.mu held (store.mu must never be taken under db.mu). */
-	pthread_mutex_t change_mu;
-	pthread_cond_t change_cond;
-	uint64_t change_seq;    /* guarded by change_mu */
-	bool change_stopping;   /* likewise */
-	atomic_bool cancel_applies;
-	atomic_bool resync;
 	pthread_cond_t cond;
 	pthread_t bg_thread;    /* retention and background verification */
 	bool bg_started;
@@ -151,44 +124,9 @@ int store_create(struct store *st, const char *name, struct db **out);
 /* Number of registered databases (ids are 0..n-1). */
 size_t store_count(struct store *st);
 
-/* ---- Cluster role and replication -------------------------------------- */
-
-/* This node's role. With the static lease it is fixed when the node starts
- * (lease.candidate); a replica refuses every write through the mount. */
-bool store_is_primary(struct store *st);
-/* Sets the role and the primary's hostname as a replica knows it (NULL or
- * "" when unknown: `.primary` is then absent). */
-void store_set_role(struct store *st, bool primary, const char *primary_host);
-/* Copies the primary's hostname into buf ("" on the primary or when
- * unknown). */
-void store_primary_host(struct store *st, char *buf, size_t len);
-
-/* Replica lag: the replication client calls store_set_caught_up() each
- * time it knows it holds everything the primary has (a heartbeat whose
- * positions it has reached); lag is the time since then (0 on the
- * primary). */
-void store_set_caught_up(struct store *st, int64_t now_ms);
-int64_t store_lag_ms(struct store *st);
-
-/* Change notification: every commit, apply or deletion bumps a counter.
- * store_wait_change() returns as soon as the counter differs from seen
- * (immediately if it already does), or after timeout_ms, or when the
- * store is stopping; it returns the counter's value. */
-uint64_t store_change_seq(struct store *st);
-uint64_t store_wait_change(struct store *st, uint64_t seen, int timeout_ms);
-void store_notify_change(struct store *st);
+/* ---- Replication ---------------------------------------------------------- */
 
 /* Replica: applies one LTX file received from the primary to database
- * name, creating it first if needed (see db_apply()). */
+ * name, creating it first if needed (see apply_ltx()). */
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len);
-/* A replica whose database failed verification asks for a snapshot: the
- * replication client takes the request and reconnects with the database's
- * (poisoned) position, which the primary answers with a snapshot. */
-void store_request_resync(struct store *st);
-bool store_take_resync(struct store *st);
-
-/* Makes applies waiting for readers give up (-ECANCELED), for shutdown. */
-void store_cancel_applies(struct store *st);
-bool store_applies_cancelled(struct store *st);
-
 #endif

@@ -1,0 +1,576 @@
+/*
+ * apply.c — the replica side of replication: one LTX file received from
+ * the primary (or a state restored on the backup service) written into the
+ * live database while SQLite clients keep reading it.
+ *
+ * It is validated in full first (it must follow db->pos, or be a
+ * snapshot); the record is staged at the end of this node's chain; readers
+ * are excluded with SQLite's own locks (below) while pages are written;
+ * the kernel cache is invalidated for the pages that changed; WAL-mode
+ * readers see the new state through a rewritten wal-index header; then
+ * pos advances. An apply that cannot finish leaves the old state: the
+ * staged record is cut back and readers are let go with a sound header.
+ *
+ * Layering: apply.c uses db.c (db.h, db_int.h); db.c never calls here.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "node/apply.h"
+#include "node/db.h"
+#include "node/db_int.h"
+#include "ltx/dbfile.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "base/log.h"
+#include "ltx/ltx.h"
+#include "ltx/ltxlog.h"
+#include "node/node.h"
+#include "base/sys.h"
+
+/*
+ * Excluding readers while a replicated transaction is written. The node
+ * takes SQLite's own locks (SQLITE-FILES.md) on descriptors of the files
+ * *in the mount*, so the kernel arbitrates them against every client; they
+ * are open-file-description locks, which conflict with SQLite's POSIX
+ * locks and are not dropped when some other descriptor of the file closes.
+ *
+ *  rollback modes: a write lock on the SHARED range waits for the readers
+ *      in a transaction to finish; new readers get SQLITE_BUSY while it is
+ *      held (their busy handler retries). If readers keep overlapping for
+ *      20 ms, PENDING is taken too so that no new reader starts.
+ *  WAL mode: the WAL write and checkpoint locks and the five read marks
+ *      (see exclude_wal_readers(): after 2 ms new readers are held back by
+ *      an inconsistent wal-index header and retry inside SQLite, no BUSY).
+ *      The replica's WAL is always empty: pages go to the db file and the
+ *      wal-index header gets a new iChange and page count, which tells
+ *      every connection to drop its cache.
+ *
+ * A reader in a long transaction delays the apply for as long as it holds
+ * its lock, never longer.
+ */
+#define SQLITE_PENDING_BYTE 0x40000000
+#define SQLITE_SHARED_FIRST (SQLITE_PENDING_BYTE + 2)
+#define SQLITE_SHARED_SIZE 510
+#define WAL_LOCK_FIRST 120 /* WRITE, CKPT, RECOVER, READ0..READ4 at 120..127 */
+#define WALIDX_HDR_SIZE 48
+#define WALIDX_CKPT_OFF 96
+
+static int ofd_wrlock(int fd, off_t start, off_t len)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
+}
+
+static void ofd_unlock_all(int fd)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
+	fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* Takes a write lock, retrying while others hold it, for at most
+ * limit_us (0: until the store stops). Returns 0, -EAGAIN at the limit,
+ * -ECANCELED when the store stops, or -errno. */
+static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t limit_us)
+{
+	int64_t waited = 0;
+	bool logged = false;
+	for (int pause = 20;;) {
+		int rc = ofd_wrlock(fd, start, len);
+		if (rc != -EAGAIN && rc != -EACCES)
+			return rc;
+		if (limit_us > 0 && waited >= limit_us)
+			return -EAGAIN;
+		if (node_applies_cancelled(db->node))
+			return -ECANCELED;
+		if (!logged && waited > 5000000) {
+			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);
+			logged = true;
+		}
+		usleep((useconds_t)pause);
+		waited += pause;
+		if (pause < 1000)
+			pause *= 2;
+	}
+}
+
+static int exclude_rollback_readers(struct db *db, int fd)
+{
+	int rc = lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 20000);
+	if (rc != -EAGAIN)
+		return rc;
+	if ((rc = lock_retry(db, fd, SQLITE_PENDING_BYTE, 1, 0)) != 0)
+		return rc;
+	return lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
+}
+
+static uint32_t bswap32(uint32_t x)
+{
+	return x >> 24 | (x >> 8 & 0xff00) | (x << 8 & 0xff0000) | x << 24;
+}
+
+/* The wal-index header's checksum (SQLite's walChecksumBytes over its
+ * first 40 bytes, in native order unless bigEndCksum says otherwise). */
+static void walidx_checksum(uint8_t *hdr)
+{
+	bool native = hdr[13] == 0;
+	uint32_t s1 = 0, s2 = 0;
+	for (int i = 0; i < 40; i += 8) {
+		uint32_t a, b;
+		memcpy(&a, hdr + i, 4);
+		memcpy(&b, hdr + i + 4, 4);
+		if (!native) {
+			a = bswap32(a);
+			b = bswap32(b);
+		}
+		s1 += a + s2;
+		s2 += b + s1;
+	}
+	memcpy(hdr + 40, &s1, 4);
+	memcpy(hdr + 44, &s2, 4);
+}
+
+/* Tells WAL-mode connections that the database changed: a new wal-index
+ * header (iChange + 1, no frames, the new page count), written through the
+ * mount so that every client's mapping of -shm sees it, copy 2 first as
+ * SQLite does. A wal-index nobody initialised is left to SQLite's
+ * recovery. */
+static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
+{
+	uint8_t hdr[WALIDX_HDR_SIZE];
+	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+		return;
+	uint32_t change, zero = 0;
+	memcpy(&change, hdr + 8, 4);
+	change++;
+	memcpy(hdr + 8, &change, 4);
+	memcpy(hdr + 16, &zero, 4); /* mxFrame */
+	memcpy(hdr + 20, &n_pages, 4);
+	walidx_checksum(hdr);
+	if (fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), WALIDX_HDR_SIZE) < 0 ||
+	    fdio_pwrite_full(shm_fd, &zero, 4, WALIDX_CKPT_OFF) < 0 ||
+	    fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) < 0)
+		LOG_WARN("db", "msg=\"cannot publish the wal-index header\" db=%s err=\"%s\"", db->name, strerror(errno));
+}
+
+/* Descriptors of the mounted files, locked so that no reader is inside a
+ * transaction. */
+struct exclusion {
+	int db_fd, shm_fd;
+	bool poisoned;    /* the wal-index header was made inconsistent */
+	uint32_t n_pages; /* the database's size before the apply */
+};
+
+/* Makes the two copies of the wal-index header differ, so that a reader
+ * starting now takes the header for one being written and, finding the
+ * WAL write lock taken, retries inside SQLite (WAL_RETRY, no BUSY). */
+static bool walidx_poison(int shm_fd)
+{
+	uint8_t hdr[WALIDX_HDR_SIZE];
+	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
+		return false;
+	uint32_t change;
+	memcpy(&change, hdr + 8, 4);
+	change++;
+	memcpy(hdr + 8, &change, 4);
+	return fdio_pwrite_full(shm_fd, hdr, sizeof(hdr), 0) >= 0;
+}
+
+/*
+ * WAL mode: the write and checkpoint locks, the read marks 1-4 (unused by
+ * readers while the replica's WAL is empty), then read mark 0, which every
+ * reader of an empty WAL shares. Readers that keep overlapping would hold
+ * mark 0 forever, so after 2 ms new readers are held back by poisoning
+ * the header (they retry inside SQLite) while the ones inside a
+ * transaction finish. SQLite gives up retrying after about 10 s
+ * (SQLITE_PROTOCOL), so a reader whose transaction lasts longer than 2 s
+ * gets the header back and the apply waits politely, as long as it lasts.
+ * The recovery lock is left free: holding it would turn the retries into
+ * SQLITE_BUSY_RECOVERY.
+ */
+static int exclude_wal_readers(struct db *db, struct exclusion *x)
+{
+	static const int order[] = { 0, 1, 4, 5, 6, 7 }; /* WRITE, CKPT, READ1..4 */
+	int rc;
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
+		if ((rc = lock_retry(db, x->shm_fd, WAL_LOCK_FIRST + order[i], 1, 0)) != 0)
+			return rc;
+	const off_t read0 = WAL_LOCK_FIRST + 3;
+	for (;;) {
+		rc = lock_retry(db, x->shm_fd, read0, 1, 2000);
+		if (rc != -EAGAIN)
+			return rc;
+		if (!x->poisoned)
+			x->poisoned = walidx_poison(x->shm_fd);
+		rc = lock_retry(db, x->shm_fd, read0, 1, 2000000);
+		if (rc != -EAGAIN)
+			return rc;
+		/* A long transaction: let new readers in again meanwhile. */
+		if (x->poisoned) {
+			walidx_publish(db, x->shm_fd, x->n_pages);
+			x->poisoned = false;
+		}
+		if ((rc = lock_retry(db, x->shm_fd, read0, 1, 0)) != 0)
+			return rc;
+		return 0;
+	}
+}
+
+static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
+{
+	const char *mnt = db->node->hooks.mountpoint;
+	char path[4096];
+	x->db_fd = x->shm_fd = -1;
+	x->poisoned = false;
+	if (mnt == NULL)
+		return 0; /* not mounted: no readers (tests of the store alone) */
+	if (wal_mode) {
+		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
+		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+			return -errno;
+		return exclude_wal_readers(db, x);
+	}
+	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
+	if ((x->db_fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+		return -errno;
+	return exclude_rollback_readers(db, x->db_fd);
+}
+
+static void readmit_readers(struct exclusion *x)
+{
+	if (x->db_fd >= 0) {
+		ofd_unlock_all(x->db_fd);
+		close(x->db_fd);
+	}
+	if (x->shm_fd >= 0) {
+		ofd_unlock_all(x->shm_fd);
+		close(x->shm_fd);
+	}
+	x->db_fd = x->shm_fd = -1;
+}
+
+/* Copies len bytes of fd at off into the segment at dst (after its record
+ * header, which the caller writes last). */
+static int copy_into_segment(int log_fd, uint64_t dst, int fd, off_t off, uint32_t len)
+{
+	uint8_t buf[65536];
+	for (uint32_t done = 0; done < len;) {
+		size_t k = len - done < sizeof(buf) ? len - done : sizeof(buf);
+		int n = fdio_pread_full(fd, buf, k, off + done);
+		if (n < 0)
+			return n;
+		if ((size_t)n != k)
+			return ERR_IO_SHORT;
+		int rc = sys_pwrite_all(log_fd, buf, k, (off_t)(dst + done));
+		if (rc)
+			return rc;
+		done += (uint32_t)k;
+	}
+	return 0;
+}
+
+/* Drops the kernel's cached pages that the apply rewrote, and attributes. */
+static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32_t ps, bool resized,
+			     uint32_t new_n)
+{
+	const struct node_fuse_hooks *hk = &db->node->hooks;
+	if (hk->inval_inode == NULL)
+		return;
+	for (size_t i = 0; i < n;) {
+		size_t j = i + 1;
+		while (j < n && pg[j] == pg[j - 1] + 1)
+			j++;
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)(pg[i] - 1) * ps, (off_t)(j - i) * ps);
+		i = j;
+	}
+	if (resized || n == 0)
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)new_n * ps, 0);
+}
+
+/* Replaces the chain with a new segment holding only the snapshot record
+ * that was staged in `tmp` (db->mu held). */
+static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t rec_end)
+{
+	uint64_t *firsts = NULL;
+	size_t n = 0;
+	db_close_segment(db);
+	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
+	for (size_t i = 0; rc == 0 && i < n; i++) {
+		char name[LTXLOG_NAME_LEN];
+		ltxlog_format_name(name, firsts[i]);
+		if (unlinkat(db->ltx_dir_fd, name, 0) != 0 && errno != ENOENT)
+			rc = -errno;
+	}
+	free(firsts);
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, 1);
+	if (rc == 0 && sys_renameat(db->ltx_dir_fd, tmp, db->ltx_dir_fd, name) != 0)
+		rc = -errno;
+	if (rc)
+		return rc;
+	db->log_fd = tmp_fd;
+	db->log_first_txid = 1;
+	db->log_end = rec_end;
+	db->log_synced_end = 0;
+	db->log_created_ms = clock_wall_ms();
+	db->oldest_txid = 1;
+	db->dir_dirty = true;
+	return 0;
+}
+
+/*
+ * Stages the record: a normal one is appended to the open segment (header
+ * last); a snapshot goes to a scratch segment that replaces the chain once
+ * applied. *log_fd / *rec_off say where it went.
+ */
+static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len, int *log_fd,
+			uint64_t *rec_off)
+{
+	if (ltx_header_is_snapshot(h)) {
+		*log_fd = openat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (*log_fd < 0)
+			return -errno;
+		*rec_off = 0;
+	} else {
+		if (db->log_fd < 0) {
+			int rc = db_open_segment(db, h->min_txid);
+			if (rc)
+				return rc;
+		}
+		*log_fd = db->log_fd;
+		*rec_off = db->log_end;
+	}
+	int rc = copy_into_segment(*log_fd, *rec_off + LTXLOG_HDR_SIZE, fd, off, len);
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, len);
+		rc = sys_pwrite_all(*log_fd, rh, sizeof(rh), (off_t)*rec_off);
+	}
+	return rc;
+}
+
+static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off)
+{
+	if (log_fd < 0)
+		return;
+	if (ltx_header_is_snapshot(h)) {
+		close(log_fd);
+		unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
+	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
+		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
+	}
+}
+
+/*
+ * On a node whose WAL holds committed frames (a primary applying a state
+ * from the backup service), copies them into the db file first — a
+ * checkpoint done by the node while it holds SQLite's WAL write and read
+ * locks — so that the db file is the logical database, and empties the WAL
+ * (db->mu held). The wal-index header published after the apply says "no
+ * frames", and the next writer starts a new WAL at its header.
+ */
+static int fold_wal(struct db *db)
+{
+	if (db->wal.pages.count == 0)
+		return 0;
+	db_flush_unsynced(db); /* committed frames are final now */
+	int wal_fd = db_open_backing(db, DB_KIND_WAL, O_RDWR);
+	if (wal_fd < 0)
+		return wal_fd;
+	uint8_t *page = malloc(db->page_size);
+	int rc = page ? 0 : ERR_NOMEM;
+	for (size_t i = 0; rc == 0 && i < db->wal.pages.cap; i++) {
+		const struct pgmap_entry *e = &db->wal.pages.slots[i];
+		if (e->pgno == 0 || e->pgno > db->n_pages)
+			continue;
+		int n = fdio_pread_full(wal_fd, page, db->page_size, db_wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
+		if (n != (int)db->page_size)
+			rc = n < 0 ? n : ERR_IO_SHORT;
+		else
+			rc = sys_pwrite_all(db->db_fd, page, db->page_size, (off_t)(e->pgno - 1) * db->page_size);
+	}
+	free(page);
+	if (rc == 0 && sys_ftruncate(db->db_fd, (off_t)db->n_pages * db->page_size) != 0)
+		rc = -errno;
+	if (rc == 0 && sys_fsync(db->db_fd) != 0)
+		rc = -errno;
+	if (rc == 0 && sys_ftruncate(wal_fd, 0) != 0)
+		rc = -errno;
+	close(wal_fd);
+	if (rc) {
+		LOG_ERROR("db", "msg=\"cannot fold the WAL into the database before an apply\" db=%s err=\"%s\"", db->name,
+			  err_str(rc));
+		return rc;
+	}
+	db_wal_reset_state(db);
+	db->wal_folded = true;
+	return 0;
+}
+
+/* Applies the staged record to the backing db file and advances the state
+ * (db->mu held). */
+static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
+			struct dbfile_apply_result *res)
+{
+	int log_fd = -1;
+	uint64_t rec_off = 0;
+	bool snapshot = ltx_header_is_snapshot(h);
+	int rc;
+
+	if (db->db_fd < 0) {
+		if ((db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR | O_CREAT)) < 0) {
+			rc = db->db_fd;
+			db->db_fd = -1;
+			return rc;
+		}
+	}
+	if ((rc = fold_wal(db)) != 0)
+		return rc;
+	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
+		unstage_record(db, h, log_fd, rec_off);
+		return rc;
+	}
+	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
+	int spool = len > (16u << 20) ? dbfile_spool_open(db->node->data_dir) : -1;
+	struct ltx_pos from = db->pos;
+	if (from.txid == 0)
+		from.checksum = 0;
+	if (snapshot && from.txid != 0)
+		LOG_INFO("db", "msg=\"replacing the database with a snapshot\" db=%s local_txid=%016" PRIx64
+			       " snapshot_txid=%016" PRIx64, db->name, from.txid, h->max_txid);
+
+	rc = dbfile_apply(db->db_fd, spool, ltxlog_read, &r, from, res);
+	if (spool >= 0)
+		close(spool);
+	if (rc) {
+		unstage_record(db, h, log_fd, rec_off);
+		return rc;
+	}
+	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
+	if (snapshot && (rc = restart_chain(db, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
+		/* The db file is the snapshot now; the chain could not be
+		 * replaced: the next start rebuilds it from the file. */
+		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
+		close(log_fd);
+	} else if (!snapshot) {
+		db->log_end = rec_end;
+		if (db->oldest_txid == 0)
+			db->oldest_txid = h->min_txid;
+	}
+	db->pos = res->pos;
+	db->pos_ts_ms = h->timestamp_ms;
+	db->n_commits++;
+	db->n_ltx_bytes += len;
+	db->dir_dirty = true;
+	if (h->commit == 0) {
+		if (unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0) != 0 && errno != ENOENT)
+			LOG_WARN("db", "msg=\"cannot remove backing file\" db=%s err=\"%s\"", db->name, strerror(errno));
+		db_forget_files(db);
+		return 0;
+	}
+	if (!db->exists[DB_KIND_DB]) {
+		db->exists[DB_KIND_DB] = true;
+		db->generation[DB_KIND_DB]++;
+	}
+	uint8_t hdr[20];
+	db->page_size = h->page_size;
+	db->n_pages = h->commit;
+	if (fdio_pread_full(db->db_fd, hdr, sizeof(hdr), 0) == (int)sizeof(hdr))
+		db->wal_mode = hdr[18] == 2 && hdr[19] == 2;
+	db_wal_reset_state(db);
+	/* WAL readers need -wal and -shm; creating them here means that
+	 * reading never adds files to a replica's mount. */
+	for (int k = DB_KIND_WAL; db->wal_mode && k <= DB_KIND_SHM; k++) {
+		if (db->exists[k])
+			continue;
+		int wfd = db_open_backing(db, (enum db_kind)k, O_RDWR | O_CREAT);
+		if (wfd >= 0) {
+			close(wfd);
+			db->exists[k] = true;
+			db->generation[k]++;
+		}
+	}
+	if (db->verify.active) {
+		db->verify.cursor = 1; /* pages changed under it: start over */
+		db->verify.partial = 0;
+	}
+	return 0;
+}
+
+int apply_ltx(struct db *db, int fd, off_t off, uint32_t len)
+{
+	uint8_t raw[LTX_HEADER_SIZE];
+	struct ltx_header h;
+	int rc;
+
+	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTX_TRUNCATED;
+	rc = fdio_pread_full(fd, raw, sizeof(raw), off);
+	if (rc != (int)sizeof(raw))
+		return rc < 0 ? rc : ERR_IO_SHORT;
+	if ((rc = ltx_header_decode(raw, &h)) != 0)
+		return rc;
+
+	lockwatch_lock(&db->mu, "apply");
+	bool existed = db->exists[DB_KIND_DB];
+	bool wal_files = db->exists[DB_KIND_WAL];
+	bool wal_mode = db->wal_mode;
+	uint32_t old_n = db->n_pages;
+	lockwatch_unlock(&db->mu);
+
+	/* Readers first (they need db->mu to be served), then the state. */
+	struct exclusion x = { -1, -1, false, old_n };
+	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
+		if (x.poisoned) /* give readers back a sound header */
+			walidx_publish(db, x.shm_fd, old_n);
+		readmit_readers(&x);
+		if (rc != -ECANCELED)
+			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
+				 err_str(rc));
+		return rc;
+	}
+	struct dbfile_apply_result res;
+	memset(&res, 0, sizeof(res));
+	lockwatch_lock(&db->mu, "apply");
+	rc = apply_locked(db, &h, fd, off, len, &res);
+	bool folded = db->wal_folded;
+	db->wal_folded = false;
+	bool exists = db->exists[DB_KIND_DB];
+	bool names_changed = existed != exists || (exists && !wal_files && db->exists[DB_KIND_WAL]);
+	uint32_t new_n = db->n_pages;
+	lockwatch_unlock(&db->mu);
+
+	/* Never with db->mu held: dropping a page waits for reads of it in
+	 * flight, which the FUSE workers serve. */
+	if (rc == 0) {
+		invalidate_pages(db, res.written, res.n_written, h.page_size, old_n != new_n, new_n);
+		if (folded && db->node->hooks.inval_inode) /* the WAL was emptied */
+			db->node->hooks.inval_inode(db->node->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
+		if (x.shm_fd >= 0 && exists) {
+			walidx_publish(db, x.shm_fd, new_n);
+			x.poisoned = false;
+		}
+		if (names_changed)
+			db_invalidate_names(db);
+	}
+	if (x.poisoned) /* refused or failed: the old state, with a sound header */
+		walidx_publish(db, x.shm_fd, old_n);
+	readmit_readers(&x);
+	free(res.written);
+	if (rc == 0) {
+		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
+			  res.n_written, new_n);
+		node_notify_change(db->node);
+	}
+	return rc;
+}

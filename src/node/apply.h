@@ -1,0 +1,27 @@
+/*
+ * apply.h — applying a received LTX file to a live database (replica side
+ * of replication, and restores from the backup service). See apply.c.
+ */
+#ifndef LITEFS_APPLY_H
+#define LITEFS_APPLY_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+struct db;
+
+/* Applies one LTX file received from the primary (bytes [off, off+len) of
+ * fd) to this replica's database: validated in full first (it must follow
+ * db->pos, or be a snapshot); readers are excluded with SQLite's own locks
+ * while pages are written; the kernel cache is invalidated for the pages
+ * that changed; WAL-mode readers see the new state; the record is appended
+ * to this node's chain byte for byte and pos advances. A commit of 0
+ * pages deletes the database. Returns 0, an ERR_LTX_* code (nothing
+ * changed: the input was refused), or another error. Only the replication
+ * client calls it, one at a time per database — and the backup client on a
+ * primary, to apply a state restored on the backup service: writers are
+ * then excluded by the same locks, and committed WAL frames are first
+ * folded into the db file. */
+int apply_ltx(struct db *db, int fd, off_t off, uint32_t len);
+
+#endif

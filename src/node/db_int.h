@@ -1,0 +1,48 @@
+/*
+ * db_int.h — what the modules of the database wing share beyond db.h:
+ * the capture module (db.c) owns these; the replica-side apply (apply.c)
+ * uses them. Nothing outside src/node/db.c and src/node/apply.c includes
+ * this header, and db.c never calls into apply.c: the order is one-way.
+ *
+ * Every function here expects db->mu held by the caller.
+ */
+#ifndef LITEFS_DB_INT_H
+#define LITEFS_DB_INT_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "node/db.h"
+
+/* SQLite's WAL layout (SQLITE-FILES.md §3.1). */
+#define WAL_HDR_SIZE 32
+#define WAL_FRAME_HDR_SIZE 24
+
+/* Where a replica stages a snapshot's record until it replaces the chain
+ * (apply.c); a start removes one left behind (db.c). */
+#define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
+
+/* Drops the kernel's cached lookups of every name of the database. */
+void db_invalidate_names(struct db *db);
+/* Opens a new segment whose first record will be first_txid (O_EXCL: an
+ * existing segment of that name would hold records). 0 or -errno. */
+int db_open_segment(struct db *db, uint64_t first_txid);
+/* Closes the open segment, made durable first (errors are logged). */
+void db_close_segment(struct db *db);
+/* Makes the open segment durable and finalises the commits it holds
+ * (db_flush_pending() without taking the lock). 0 or -errno. */
+int db_flush_unsynced(struct db *db);
+/* Closes the backing files' descriptors and forgets which exist (after a
+ * deletion). */
+void db_forget_files(struct db *db);
+/* The first TXIDs of the segments in dir_fd, sorted. *out: caller frees
+ * with free(). 0 or a negative code. */
+int db_list_segments(int dir_fd, uint64_t **out, size_t *n_out);
+/* Opens the backing file of kind with flags. Returns the fd or -errno. */
+int db_open_backing(struct db *db, enum db_kind kind, int flags);
+/* Offset of WAL frame `frame` (1-based) in the -wal file. */
+off_t db_wal_frame_off(const struct db *db, uint32_t frame);
+/* Forgets the WAL's frames (it was reset or checkpointed to empty). */
+void db_wal_reset_state(struct db *db);
+
+#endif
