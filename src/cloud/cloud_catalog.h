@@ -28,6 +28,9 @@ int cloud_catalog_grow(void **v, size_t n, size_t *cap, size_t elem);
 
 #define CLOUD_CLUSTER_MAX 64
 #define CLOUD_DB_NAME_MAX 200
+/* Compaction levels above L0; a file's level is 0..CLOUD_MAX_LEVELS + 1
+ * (the level above the last compacted one holds snapshots). */
+#define CLOUD_MAX_LEVELS 8
 
 /* A database: its identity and current position. */
 struct cat_db {

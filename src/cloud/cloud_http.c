@@ -74,7 +74,7 @@
 #include "base/log.h"
 #include "base/mhd.h"
 #include "ltx/ltx.h"
-#include "node/store.h"
+#include "proto/dbname.h"
 
 #define DRAIN_MAX (1u << 20)
 #define MSG_LEN 512
@@ -312,7 +312,7 @@ static int take_db_name(struct MHD_Connection *conn, struct creq *q, const char 
 		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: %s", key);
 		return -1;
 	}
-	if (bad || strlen(v) > DB_NAME_MAX || !store_valid_db_name(v)) {
+	if (bad || strlen(v) > DB_NAME_MAX || !dbname_valid(v)) {
 		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid database name in %s: 1 to 200 bytes of UTF-8, no '/', no control characters, no NUL, "
 			 "no leading '.', not ending in -journal, -wal, -shm or -pos", key);
@@ -859,11 +859,58 @@ static void info_add_compat(json_t *o)
 	}
 }
 
+/* A timestamp of /db/info: always a string (every position there has
+ * one), where jtime() writes null for a missing one. */
+static json_t *jtime_str(int64_t ms)
+{
+	char b[40];
+	ltx_format_time(b, sizeof(b), ms);
+	return json_string(b);
+}
+
+/* The body of GET /db/info (docs/cloud-api.md); NULL if out of memory. */
+static json_t *info_json(const struct cloud_db_info *in)
+{
+	static const char *const kinds[] = {
+		[CLOUD_LEVEL_UPLOAD] = "upload", [CLOUD_LEVEL_COMPACTED] = "compacted", [CLOUD_LEVEL_SNAPSHOT] = "snapshot",
+	};
+	json_t *snapshots = json_array(), *levels = json_array();
+	for (size_t i = 0; snapshots && i < in->n_snapshots; i++) {
+		const struct cloud_snapshot_info *sn = &in->snapshots[i];
+		json_array_append_new(snapshots, json_pack("{s:o, s:o, s:I, s:I, s:i}", "txid", jhex(sn->txid),
+							   "timestamp", jtime_str(sn->ts_ms), "ts_ms", (json_int_t)sn->ts_ms,
+							   "size", (json_int_t)sn->size, "level", sn->level));
+	}
+	for (size_t i = 0; levels && i < in->n_levels; i++) {
+		const struct cloud_level_info *l = &in->levels[i];
+		json_array_append_new(levels, json_pack("{s:i, s:s, s:I, s:I, s:I}", "level", l->level, "kind",
+							kinds[l->kind], "interval_ms", (json_int_t)l->interval_ms,
+							"files", (json_int_t)l->files, "bytes", (json_int_t)l->bytes));
+	}
+	/* "o" takes the arrays, also when the pack fails. */
+	return json_pack("{s:s, s:s, s:{s:o, s:o, s:o, s:I}, s:i, s:i, s:I, s:{s:o, s:o, s:o, s:o, s:I, s:I},"
+			 " s:o, s:o, s:I, s:I}",
+			 "cluster", in->cluster, "name", in->name,
+			 "pos", "txid", jhex(in->pos.txid), "checksum", jhex(in->pos.checksum), "timestamp",
+			 jtime_str(in->pos.ts_ms), "ts_ms", (json_int_t)in->pos.ts_ms,
+			 "page_size", (int)in->page_size, "pages", (int)in->pages,
+			 "transactions", (json_int_t)in->transactions,
+			 "restorable", "min_txid", jhex(in->min_txid), "max_txid", jhex(in->max_txid),
+			 "min_timestamp", jtime_str(in->min_ts_ms), "max_timestamp", jtime_str(in->max_ts_ms),
+			 "min_ts_ms", (json_int_t)in->min_ts_ms, "max_ts_ms", (json_int_t)in->max_ts_ms,
+			 "snapshots", snapshots, "levels", levels, "bytes", (json_int_t)in->bytes,
+			 "retention_ms", (json_int_t)in->retention_ms);
+}
+
 static enum MHD_Result handle_info(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
 				   struct creq *q)
 {
-	json_t *o = NULL;
-	int rc = cloud_db_info(srv->cs, q->cluster, q->db, &o);
+	struct cloud_db_info *info = NULL;
+	int rc = cloud_db_info(srv->cs, q->cluster, q->db, &info);
+	json_t *o = rc == 0 ? info_json(info) : NULL;
+	cloud_db_info_free(info);
+	if (rc == 0 && o == NULL)
+		rc = ERR_NOMEM;
 	if (rc != 0) {
 		fail_from_rc(q, rc, "info failed", NULL);
 		return reply_fail(conn, url, q);

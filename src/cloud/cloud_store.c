@@ -113,52 +113,25 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cloud/cloud_backend.h"
 #include "cloud/cloud_catalog.h"
+#include "cloud/cloud_object.h"
+#include "cloud/cloud_plan.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
+#include "cloud/cloud_store_maint.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
-#include "node/store.h"
 #include "base/sys.h"
+#include "proto/dbname.h"
 
 static const int64_t default_levels_ms[] = { 10 * 1000, 5 * 60 * 1000, 60 * 60 * 1000 };
 
 /* ---- Small helpers -------------------------------------------------------- */
-
-int64_t cloud_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void cloud_object_name(char *buf, size_t size, int64_t db_id, int level, uint64_t min_txid, uint64_t max_txid)
-{
-	snprintf(buf, size, "%016" PRIx64 "/l%d/%016" PRIx64 "-%016" PRIx64 ".ltx", (uint64_t)db_id, level,
-		 min_txid, max_txid);
-}
-
-int cloud_object_parse(const char *name, int64_t *db_id, int *level, uint64_t *min_txid, uint64_t *max_txid)
-{
-	uint64_t id;
-	int n = 0;
-	if (sscanf(name, "%16" SCNx64 "/l%d/%n", &id, level, &n) != 2 || n == 0 || strlen(name) < 17 ||
-	    name[16] != '/' || id == 0 || id > INT64_MAX || *level < 0 || *level > CLOUD_MAX_LEVELS + 1)
-		return ERR_INVAL;
-	*db_id = (int64_t)id;
-	return ltx_parse_filename(name + n, min_txid, max_txid);
-}
-
-int cloud_tmp_create(struct cloud_store *cs, char *path, size_t size)
-{
-	snprintf(path, size, "%s/tmp-XXXXXX", cs->tmp_dir);
-	int fd = mkostemp(path, O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
-}
 
 /* A staging spool for dbfile_apply(): a kept one, or a new unnamed file.
  * Spools are reused because creating (and freeing) an inode per upload
@@ -218,7 +191,9 @@ static int msgf(struct cloud_ingest_result *res, int rc, const char *fmt, ...)
 
 /* ---- Registry ------------------------------------------------------------- */
 
-int cloud_cdb_get(struct cloud_store *cs, const char *cluster, const char *name, struct cdb **out)
+/* The registry entry of (cluster, name), created if missing. Never NULL
+ * except ERR_NOMEM. Borrowed; valid until cloud_store_close(). */
+static int cdb_get(struct cloud_store *cs, const char *cluster, const char *name, struct cdb **out)
 {
 	pthread_mutex_lock(&cs->mu);
 	struct cdb *d;
@@ -243,13 +218,17 @@ int cloud_cdb_get(struct cloud_store *cs, const char *cluster, const char *name,
 	return d ? 0 : ERR_NOMEM;
 }
 
+/* The registry and the catalog hold any name the rule accepts. */
+_Static_assert(CLOUD_DB_NAME_MAX >= DBNAME_MAX, "cloud database names are shorter than the rule allows");
+_Static_assert(sizeof(((struct cloud_db_info *)0)->cluster) > CLOUD_CLUSTER_MAX, "cluster names are cut short");
+
 /* Validates names and finds the entry. */
 static int lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out)
 {
 	if (cluster == NULL || db == NULL || strlen(cluster) > CLOUD_CLUSTER_MAX || cluster[0] == '\0' ||
-	    !store_valid_db_name(db))
+	    !dbname_valid(db))
 		return ERR_CLOUD_NAME;
-	return cloud_cdb_get(cs, cluster, db, out);
+	return cdb_get(cs, cluster, db, out);
 }
 
 static int64_t alloc_id(struct cloud_store *cs)
@@ -278,55 +257,7 @@ static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
 	return rc;
 }
 
-/* ---- Plans and state building --------------------------------------------- */
-
-int cloud_plan_add(struct cloud_plan *p, const struct cat_file *f)
-{
-	if (cloud_catalog_grow((void **)&p->f, p->n, &p->cap, sizeof(*p->f)) < 0)
-		return ERR_NOMEM;
-	p->f[p->n++] = *f;
-	return 0;
-}
-
-int cloud_plan_cover(struct cloud_store *cs, int64_t db_id, uint64_t from, uint64_t to, int max_level,
-		     struct cloud_plan *p)
-{
-	while (from < to) {
-		struct cat_file f;
-		int rc = cloud_catalog_file_next(cs->cat, db_id, from + 1, to, max_level, &f);
-		if (rc == ERR_CLOUD_NOT_FOUND)
-			return ERR_CLOUD_WINDOW;
-		if (rc == 0)
-			rc = cloud_plan_add(p, &f);
-		if (rc < 0)
-			return rc;
-		from = f.max_txid;
-	}
-	return 0;
-}
-
-int cloud_plan_restore(struct cloud_store *cs, int64_t db_id, uint64_t txid, struct cloud_plan *p)
-{
-	struct cat_file base;
-	int rc = cloud_catalog_file_base(cs->cat, db_id, txid, &base);
-	if (rc == ERR_CLOUD_NOT_FOUND)
-		return ERR_CLOUD_WINDOW;
-	if (rc == 0)
-		rc = cloud_plan_add(p, &base);
-	if (rc == 0)
-		rc = cloud_plan_cover(cs, db_id, base.max_txid, txid, INT_MAX, p);
-	return rc;
-}
-
-int cloud_open_file(struct cloud_store *cs, int64_t db_id, const struct cat_file *f, int *fd)
-{
-	char name[96];
-	cloud_object_name(name, sizeof(name), db_id, f->level, f->min_txid, f->max_txid);
-	int rc = cs->be->ops->get(cs->be, name, fd);
-	if (rc < 0)
-		LOG_ERROR("cloud", "msg=\"stored object unreadable\" object=%s err=\"%s\"", name, err_str(rc));
-	return rc;
-}
+/* ---- State building ------------------------------------------------------- */
 
 /* Writes the state of position (txid, checksum) of d into out_fd (emptied
  * first) from the stored objects. Caller holds d->files (read). */
@@ -334,7 +265,7 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 {
 	struct cloud_plan plan = { 0 };
 	cloud_catalog_lock(cs->cat);
-	int rc = cloud_plan_restore(cs, d->id, txid, &plan);
+	int rc = cloud_plan_restore(cs->cat, d->id, txid, &plan);
 	cloud_catalog_unlock(cs->cat);
 	int spool = rc < 0 ? -1 : spool_get(cs);
 	if (rc == 0 && spool < 0)
@@ -345,7 +276,7 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 	for (size_t i = 0; rc == 0 && i < plan.n; i++) {
 		int fd;
 		struct dbfile_apply_result ar;
-		rc = cloud_open_file(cs, d->id, &plan.f[i], &fd);
+		rc = cloud_object_open(cs->be, d->id, &plan.f[i], &fd);
 		if (rc < 0)
 			break;
 		rc = dbfile_apply(out_fd, spool, fdio_read, &fd, pos, &ar);
@@ -389,7 +320,7 @@ static int cur_ensure(struct cloud_store *cs, struct cdb *d, const struct cat_db
 	LOG_WARN("cloud", "msg=\"rebuilding current copy\" cluster=%s db=%s txid=%016" PRIx64, d->cluster, d->name,
 		 row->txid);
 	char tmp[PATH_MAX];
-	fd = cloud_tmp_create(cs, tmp, sizeof(tmp));
+	fd = cloud_object_tmp_create(cs->tmp_dir, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
 	pthread_rwlock_rdlock(&d->files);
@@ -510,14 +441,14 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	int64_t id = exists ? row->id : alloc_id(cs);
 	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes };
 
-	t.obj_fd = cloud_tmp_create(cs, obj_tmp, sizeof(obj_tmp));
+	t.obj_fd = cloud_object_tmp_create(cs->tmp_dir, obj_tmp, sizeof(obj_tmp));
 	if (t.obj_fd < 0)
 		return t.obj_fd;
 	cur_path(cs, id, cur, sizeof(cur));
 	if (exists)
 		cur_fd = open(cur, O_RDWR | O_CLOEXEC);
 	else
-		cur_fd = cloud_tmp_create(cs, cur_new, sizeof(cur_new));
+		cur_fd = cloud_object_tmp_create(cs->tmp_dir, cur_new, sizeof(cur_new));
 	rc = cur_fd < 0 ? -errno : 0;
 	if (rc == 0)
 		rc = spool = spool_get(cs);
@@ -552,7 +483,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		goto out;
 	}
 	int64_t mts = exists && row->mts_ms > h->timestamp_ms ? row->mts_ms : h->timestamp_ms;
-	struct cat_db nrow = exists ? *row : (struct cat_db){ .id = id, .created_ms = cloud_now_ms() };
+	struct cat_db nrow = exists ? *row : (struct cat_db){ .id = id, .created_ms = clock_wall_ms() };
 	if (!exists) {
 		snprintf(nrow.cluster, sizeof(nrow.cluster), "%s", d->cluster);
 		snprintf(nrow.name, sizeof(nrow.name), "%s", d->name);
@@ -583,7 +514,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	*row = nrow;
 	res->pos = pos_of(&nrow);
 	res->hwm = nrow.txid;
-	__atomic_store_n(&d->last_ingest_ms, cloud_now_ms(), __ATOMIC_RELAXED);
+	__atomic_store_n(&d->last_ingest_ms, clock_wall_ms(), __ATOMIC_RELAXED);
 	LOG_DEBUG("cloud", "msg=\"stored\" cluster=%s db=%s min_txid=%016" PRIx64 " max_txid=%016" PRIx64
 		  " bytes=%" PRIu64, d->cluster, d->name, h->min_txid, h->max_txid, t.total);
 out:
@@ -668,7 +599,7 @@ static int encode_transition(int state_fd, uint32_t ps, const struct cat_db *row
 	bool diff = row && (row->commit == 0 || row->page_size == ps);
 	struct ltx_header h = { .flags = LTX_FLAG_COMPRESS, .page_size = ps, .commit = n,
 				.min_txid = diff ? row->txid + 1 : 1, .max_txid = row ? row->txid + 1 : 1,
-				.timestamp_ms = cloud_now_ms(), .pre_apply_checksum = diff ? row->checksum : 0 };
+				.timestamp_ms = clock_wall_ms(), .pre_apply_checksum = diff ? row->checksum : 0 };
 	struct ltx_encoder *enc;
 	int rc = ltx_encoder_new(&enc, &h, fdio_write, &out_fd);
 	if (rc < 0)
@@ -1003,7 +934,7 @@ static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t tx
 {
 	struct cloud_plan plan = { 0 };
 	cloud_catalog_lock(cs->cat);
-	int rc = cloud_plan_restore(cs, d->id, txid, &plan);
+	int rc = cloud_plan_restore(cs->cat, d->id, txid, &plan);
 	cloud_catalog_unlock(cs->cat);
 	struct xbuild b = { .fd = out_fd };
 	uint8_t *page = rc == 0 ? malloc(2 * 65536) : NULL;
@@ -1014,7 +945,7 @@ static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t tx
 	struct ltx_pos pos = { 0, 0 };
 	size_t i = 0;
 	for (int fd; rc == 0 && i < plan.n; i += rc == 0) {
-		rc = cloud_open_file(cs, d->id, &plan.f[i], &fd);
+		rc = cloud_object_open(cs->be, d->id, &plan.f[i], &fd);
 		if (rc == 0) {
 			rc = xbuild_file(&b, fd, &pos, page, page + 65536);
 			close(fd);
@@ -1191,7 +1122,7 @@ static int check_integrity(const char *path, struct cloud_ingest_result *res)
 /* Copies fd into a new temporary file (path), bounded by max bytes. */
 static int copy_upload(struct cloud_store *cs, int fd, char *path, size_t size, int *out_fd)
 {
-	int tfd = cloud_tmp_create(cs, path, size);
+	int tfd = cloud_object_tmp_create(cs->tmp_dir, path, size);
 	if (tfd < 0)
 		return tfd;
 	uint8_t *buf = malloc(256 * 1024);
@@ -1273,64 +1204,56 @@ int cloud_positions(struct cloud_store *cs, const char *cluster,
 	return rc;
 }
 
-static json_t *json_txid(uint64_t v)
-{
-	char buf[17];
-	snprintf(buf, sizeof(buf), "%016" PRIx64, v);
-	return json_string(buf);
-}
-
-static json_t *json_time(int64_t ms)
-{
-	char buf[40];
-	ltx_format_time(buf, sizeof(buf), ms);
-	return json_string(buf);
-}
-
 struct info_ctx {
-	struct cloud_store *cs;
-	json_t *snapshots;
-	uint64_t files[CLOUD_MAX_LEVELS + 2], bytes[CLOUD_MAX_LEVELS + 2], total;
+	struct cloud_db_info *info;
+	size_t cap_snapshots;
 };
 
 static int info_file(void *ctx, const struct cat_file *f)
 {
 	struct info_ctx *ic = ctx;
-	ic->files[f->level]++;
-	ic->bytes[f->level] += f->size;
-	ic->total += f->size;
-	if (f->min_txid == 1)
-		json_array_append_new(ic->snapshots,
-				      json_pack("{s:o, s:o, s:I, s:I, s:i}", "txid", json_txid(f->max_txid), "timestamp",
-						json_time(f->mts_ms), "ts_ms", (json_int_t)f->mts_ms, "size",
-						(json_int_t)f->size, "level", f->level));
+	struct cloud_db_info *info = ic->info;
+	/* Files of levels that the options no longer have count in the total
+	 * (they are stored) but have no level of their own to show. */
+	if (f->level >= 0 && (size_t)f->level < info->n_levels) {
+		info->levels[f->level].files++;
+		info->levels[f->level].bytes += f->size;
+	}
+	info->bytes += f->size;
+	if (f->min_txid != 1)
+		return 0;
+	if (cloud_catalog_grow((void **)&info->snapshots, info->n_snapshots, &ic->cap_snapshots,
+			       sizeof(*info->snapshots)) < 0)
+		return ERR_NOMEM;
+	info->snapshots[info->n_snapshots++] =
+		(struct cloud_snapshot_info){ f->max_txid, f->mts_ms, f->size, f->level };
 	return 0;
 }
 
-static json_t *info_json(struct cloud_store *cs, const struct cat_db *row, const struct cat_tx *first,
-			 int64_t n_txs, struct info_ctx *ic)
+/* A new info with the levels of cs, their files not counted yet. */
+static struct cloud_db_info *info_new(struct cloud_store *cs)
 {
-	json_t *levels = json_array();
+	struct cloud_db_info *info = calloc(1, sizeof(*info));
+	if (info == NULL)
+		return NULL;
+	info->n_levels = (size_t)cs->snap_level + 1;
+	info->levels = calloc(info->n_levels, sizeof(*info->levels));
+	if (info->levels == NULL) {
+		free(info);
+		return NULL;
+	}
 	for (int l = 0; l <= cs->snap_level; l++)
-		json_array_append_new(levels, json_pack("{s:i, s:s, s:I, s:I, s:I}", "level", l, "kind",
-							l == 0 ? "upload" : l == cs->snap_level ? "snapshot" : "compacted",
-							"interval_ms", (json_int_t)(l ? cs->levels_ms[l] : 0), "files",
-							(json_int_t)ic->files[l], "bytes", (json_int_t)ic->bytes[l]));
-	return json_pack("{s:s, s:s, s:{s:o, s:o, s:o, s:I}, s:i, s:i, s:I, s:{s:o, s:o, s:o, s:o, s:I, s:I},"
-			 " s:o, s:o, s:I, s:I}",
-			 "cluster", row->cluster, "name", row->name,
-			 "pos", "txid", json_txid(row->txid), "checksum", json_txid(row->checksum), "timestamp",
-			 json_time(row->ts_ms), "ts_ms", (json_int_t)row->ts_ms,
-			 "page_size", (int)row->page_size, "pages", (int)row->commit,
-			 "transactions", (json_int_t)n_txs,
-			 "restorable", "min_txid", json_txid(first->txid), "max_txid", json_txid(row->txid),
-			 "min_timestamp", json_time(first->mts_ms), "max_timestamp", json_time(row->mts_ms),
-			 "min_ts_ms", (json_int_t)first->mts_ms, "max_ts_ms", (json_int_t)row->mts_ms,
-			 "snapshots", ic->snapshots, "levels", levels, "bytes", (json_int_t)ic->total,
-			 "retention_ms", (json_int_t)cs->retention_ms);
+		info->levels[l] = (struct cloud_level_info){
+			.level = l,
+			.kind = l == 0 ? CLOUD_LEVEL_UPLOAD : l == cs->snap_level ? CLOUD_LEVEL_SNAPSHOT
+										   : CLOUD_LEVEL_COMPACTED,
+			.interval_ms = l ? cs->levels_ms[l] : 0,
+		};
+	info->retention_ms = cs->retention_ms;
+	return info;
 }
 
-int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, json_t **out)
+int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_db_info **out)
 {
 	struct cdb *d;
 	struct cat_db row;
@@ -1338,7 +1261,9 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, j
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
-	struct info_ctx ic = { .cs = cs, .snapshots = json_array() };
+	struct info_ctx ic = { .info = info_new(cs) };
+	if (ic.info == NULL)
+		return ERR_NOMEM;
 	pthread_rwlock_rdlock(&d->files);
 	rc = db_row(cs, d, &row);
 	cloud_catalog_lock(cs->cat);
@@ -1350,11 +1275,31 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, j
 	cloud_catalog_unlock(cs->cat);
 	pthread_rwlock_unlock(&d->files);
 	if (rc < 0) {
-		json_decref(ic.snapshots);
+		cloud_db_info_free(ic.info);
 		return rc;
 	}
-	*out = info_json(cs, &row, &first, n_txs, &ic);
-	return *out ? 0 : ERR_NOMEM;
+	struct cloud_db_info *info = ic.info;
+	snprintf(info->cluster, sizeof(info->cluster), "%s", row.cluster);
+	snprintf(info->name, sizeof(info->name), "%s", row.name);
+	info->pos = pos_of(&row);
+	info->page_size = row.page_size;
+	info->pages = row.commit;
+	info->transactions = n_txs;
+	info->min_txid = first.txid;
+	info->max_txid = row.txid;
+	info->min_ts_ms = first.mts_ms;
+	info->max_ts_ms = row.mts_ms;
+	*out = info;
+	return 0;
+}
+
+void cloud_db_info_free(struct cloud_db_info *info)
+{
+	if (info == NULL)
+		return;
+	free(info->snapshots);
+	free(info->levels);
+	free(info);
 }
 
 struct del_ctx {
@@ -1569,10 +1514,65 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 	return 0;
 }
 
+/* ---- Background work ------------------------------------------------------ */
+
+struct db_list {
+	struct cat_db *v;
+	size_t n, cap;
+};
+
+static int collect_db(void *ctx, const struct cat_db *db)
+{
+	struct db_list *l = ctx;
+	if (cloud_catalog_grow((void **)&l->v, l->n, &l->cap, sizeof(*l->v)) < 0)
+		return ERR_NOMEM;
+	l->v[l->n++] = *db;
+	return 0;
+}
+
+int cloud_store_maintain(struct cloud_store *cs, int64_t now_ms)
+{
+	struct db_list l = { 0 };
+	bool real_clock = now_ms == 0;
+	if (real_clock)
+		now_ms = clock_wall_ms();
+	cloud_catalog_lock(cs->cat);
+	int rc = cloud_catalog_db_list(cs->cat, NULL, collect_db, &l);
+	cloud_catalog_unlock(cs->cat);
+	for (size_t i = 0; i < l.n; i++) {
+		struct cdb *d;
+		int drc = cdb_get(cs, l.v[i].cluster, l.v[i].name, &d);
+		if (drc == 0)
+			drc = cloud_store_maint_db(cs, d, &l.v[i], now_ms, real_clock);
+		if (rc == 0)
+			rc = drc;
+	}
+	free(l.v);
+	return rc;
+}
+
+static void *maint_thread(void *arg)
+{
+	struct cloud_store *cs = arg;
+	int64_t tick = cs->levels_ms[1] / 2;
+	tick = tick < 100 ? 100 : tick > 5000 ? 5000 : tick;
+	pthread_mutex_lock(&cs->mu);
+	while (!cs->stop) {
+		pthread_mutex_unlock(&cs->mu);
+		cloud_store_maintain(cs, 0);
+		pthread_mutex_lock(&cs->mu);
+		struct timespec until = clock_deadline(tick);
+		if (!cs->stop)
+			pthread_cond_timedwait(&cs->cond, &cs->mu, &until);
+	}
+	pthread_mutex_unlock(&cs->mu);
+	return NULL;
+}
+
 int cloud_store_start(struct cloud_store *cs)
 {
 	pthread_mutex_lock(&cs->mu);
-	int rc = cs->started ? 0 : pthread_create(&cs->thread, NULL, cloud_maint_thread, cs);
+	int rc = cs->started ? 0 : pthread_create(&cs->thread, NULL, maint_thread, cs);
 	if (rc == 0)
 		cs->started = true;
 	pthread_mutex_unlock(&cs->mu);

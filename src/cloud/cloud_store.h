@@ -8,7 +8,7 @@
  * API layer authenticates and resolves a token to a cluster name before it
  * calls anything here; the engine trusts `cluster` to be a valid cluster
  * name (1..64 bytes of [A-Za-z0-9_.-], not "." or "..") and validates `db`
- * names itself (store_valid_db_name() rules; ERR_CLOUD_NAME otherwise).
+ * names itself (dbname_valid(), proto/dbname.h; ERR_CLOUD_NAME otherwise).
  *
  * Storage sits behind a backend boundary (local disk now, S3 next): the
  * catalog (a SQLite database in data_dir) records every stored file; the
@@ -16,16 +16,38 @@
  *
  * Thread-safe: every function may be called from any HTTP thread. Ingest of
  * one database never waits for another database's compaction.
+ *
+ * LAYERING. Each file calls only the ones below it, never back up:
+ *
+ *   cloud_http.c          the API: authentication, JSON, HTTP status
+ *   cloud_store.c         this contract: open/close, the registry of
+ *                         databases, the background thread, ingest,
+ *                         export, restore, info, delete
+ *   cloud_store_maint.c   compaction, snapshots, retention of one
+ *                         database (cloud_store_maint.h)
+ *   cloud_plan.c          which stored files build a position
+ *   cloud_object.c        object names, reads, deletes, staging files
+ *   cloud_catalog.c       the catalog's queries
+ *   cloud_backend_local.c the objects themselves (cloud_backend.h)
+ *
+ * The engine's state (struct cloud_store, struct cdb) is in
+ * cloud_store_int.h, for cloud_store.c and cloud_store_maint.c only.
+ *
+ * LOCK ORDER (outermost first): cdb.mu (one database's writers) ->
+ * cdb.files (its objects: read to read them, write to delete them) ->
+ * cloud_store.mu (the registry, the id counter, the spools, the thread's
+ * stop flag) -> the catalog's mutex (innermost). No function holds the
+ * locks of two databases at once; maintenance never takes cdb.mu.
  */
 #ifndef LITEFS_CLOUD_STORE_H
 #define LITEFS_CLOUD_STORE_H
 
-#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "ltx/ltx.h"
+#include "proto/dbname.h"
 
 struct cloud_store;
 
@@ -124,10 +146,55 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		  const char *as_db, struct cloud_pos *new_pos);
 
-/* History for the CLI and the dashboard: position, restorable range (min/max
- * TXID and timestamp), snapshots and files per level with sizes, bytes
- * stored. Caller owns the JSON object (json_decref). */
-int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, json_t **out);
+/* What one level of a database's history holds (struct cloud_db_info). */
+enum cloud_level_kind {
+	CLOUD_LEVEL_UPLOAD,    /* L0: the uploaded files as they came */
+	CLOUD_LEVEL_COMPACTED, /* L1..Ln: merges per interval */
+	CLOUD_LEVEL_SNAPSHOT,  /* the top level: full snapshots per interval */
+};
+
+struct cloud_level_info {
+	int level;
+	enum cloud_level_kind kind;
+	int64_t interval_ms;   /* 0 for L0 */
+	uint64_t files, bytes; /* stored now */
+};
+
+/* A stored file that is a whole database (min TXID 1): an uploaded
+ * snapshot (level 0) or one the engine made (the snapshot level). */
+struct cloud_snapshot_info {
+	uint64_t txid;  /* its max TXID */
+	int64_t ts_ms;  /* monotonic timestamp of that position */
+	uint64_t size;  /* bytes stored */
+	int level;
+};
+
+/* A database's history, for the CLI and the dashboard (GET /db/info). */
+struct cloud_db_info {
+	char cluster[64 + 1];
+	char name[DBNAME_MAX + 1];
+	struct cloud_pos pos;     /* the current position */
+	uint32_t page_size;
+	uint32_t pages;           /* database size in pages */
+	int64_t transactions;     /* restorable positions */
+	/* The restorable range: the first and the current position, with
+	 * their monotonic timestamps (see TIMESTAMPS in cloud_store.c). */
+	uint64_t min_txid, max_txid;
+	int64_t min_ts_ms, max_ts_ms;
+	struct cloud_snapshot_info *snapshots; /* by level, then TXID */
+	size_t n_snapshots;
+	struct cloud_level_info *levels;       /* levels[l] is level l, 0..top */
+	size_t n_levels;
+	uint64_t bytes;           /* stored, every level */
+	int64_t retention_ms;
+};
+
+/* The history of db: position, restorable range, snapshots, files and
+ * bytes per level. ERR_CLOUD_NAME, ERR_CLOUD_NOT_FOUND, ERR_NOMEM, or a
+ * catalog error. Caller frees *out with cloud_db_info_free(). */
+int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_db_info **out);
+/* Frees what cloud_db_info() returned; NULL is a no-op. */
+void cloud_db_info_free(struct cloud_db_info *info);
 
 /* Deletes a database and all its history. */
 int cloud_db_delete(struct cloud_store *cs, const char *cluster, const char *db);

@@ -18,6 +18,11 @@
  * and the new file supersedes the old one (prev_group()). A crash between
  * the object put and the catalog commit leaves an orphan that open()
  * removes; the group is then simply compacted again.
+ *
+ * Layering: cloud_store.c calls cloud_store_maint_db() for each database;
+ * this file calls only the layers below (plans, objects, the catalog, the
+ * backend), never back into cloud_store.c. The registry, the list of
+ * databases and the thread belong to cloud_store.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,16 +31,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "cloud/cloud_store_int.h"
-#include "ltx/compact.h"
 #include "base/err.h"
 #include "base/fdio.h"
 #include "base/log.h"
+#include "cloud/cloud_object.h"
+#include "cloud/cloud_plan.h"
+#include "cloud/cloud_store_maint.h"
+#include "ltx/compact.h"
 
 #define SCAN_ROWS 4096
+/* Most inputs one compact_run() merges; longer runs go in batches. */
+#define CLOUD_COMPACT_BATCH 64
 
 static int64_t bucket_of(int64_t mts, int64_t interval)
 {
@@ -59,13 +67,13 @@ static int merge_batch(struct cloud_store *cs, int64_t db_id, const char *first_
 		k++;
 	}
 	for (size_t i = 0; i < n && rc == 0; i++) {
-		rc = cloud_open_file(cs, db_id, &files[i], &fds[k]);
+		rc = cloud_object_open(cs->be, db_id, &files[i], &fds[k]);
 		if (rc == 0)
 			k++;
 	}
 	for (size_t i = 0; i < k; i++)
 		in[i] = (struct compact_input){ fdio_read, &fds[i] };
-	int out = rc < 0 ? rc : cloud_tmp_create(cs, out_path, out_size);
+	int out = rc < 0 ? rc : cloud_object_tmp_create(cs->tmp_dir, out_path, out_size);
 	if (rc == 0 && out < 0)
 		rc = out;
 	if (rc == 0) {
@@ -172,7 +180,7 @@ static int compact_group(struct cloud_store *cs, int64_t db_id, int level, uint6
 	struct cloud_plan p = { 0 };
 	uint64_t hi = rows[n - 1].txid;
 	cloud_catalog_lock(cs->cat);
-	int rc = cloud_plan_cover(cs, db_id, lo - 1, hi, level - 1, &p);
+	int rc = cloud_plan_cover(cs->cat, db_id, lo - 1, hi, level - 1, &p);
 	bool exists = cloud_catalog_file_exists(cs->cat, db_id, level, lo, hi);
 	bool merge = rc == 0 && p.n > 1 && !exists;
 	if (rc == 0 && !merge && old)
@@ -191,7 +199,7 @@ static int snapshot_at(struct cloud_store *cs, int64_t db_id, const struct cat_t
 {
 	struct cloud_plan p = { 0 };
 	cloud_catalog_lock(cs->cat);
-	int rc = cloud_plan_restore(cs, db_id, row->txid, &p);
+	int rc = cloud_plan_restore(cs->cat, db_id, row->txid, &p);
 	/* A plan of one file is a snapshot already. */
 	if (rc == 0 && p.n <= 1 && old)
 		rc = supersede(cs, db_id, old, gone);
@@ -373,7 +381,7 @@ static int retain(struct cloud_store *cs, int64_t db_id, int64_t now)
 		return 0;
 	}
 	if (rc == 0)
-		rc = cloud_plan_restore(cs, db_id, r.txid, &keep);
+		rc = cloud_plan_restore(cs->cat, db_id, r.txid, &keep);
 	if (rc == 0)
 		rc = cloud_catalog_file_list(cs->cat, db_id, r.txid, ret_file, &ctx);
 	if (rc == 0)
@@ -387,12 +395,8 @@ static int retain(struct cloud_store *cs, int64_t db_id, int64_t now)
 	else
 		cloud_catalog_rollback(cs->cat);
 	cloud_catalog_unlock(cs->cat);
-	for (size_t i = 0; rc == 0 && i < ctx.drop.n; i++) {
-		char name[96];
-		const struct cat_file *f = &ctx.drop.f[i];
-		cloud_object_name(name, sizeof(name), db_id, f->level, f->min_txid, f->max_txid);
-		rc = cs->be->ops->del(cs->be, name);
-	}
+	for (size_t i = 0; rc == 0 && i < ctx.drop.n; i++)
+		rc = cloud_object_delete(cs->be, db_id, &ctx.drop.f[i]);
 	if (rc == 0 && ctx.drop.n)
 		LOG_DEBUG("cloud", "msg=\"retention\" db_id=%" PRId64 " keep_from_txid=%016" PRIx64 " deleted=%zu",
 			  db_id, r.txid, ctx.drop.n);
@@ -409,10 +413,7 @@ static int drop_gone(struct cloud_store *cs, int64_t db_id, const struct cloud_p
 {
 	int rc = 0;
 	for (size_t i = 0; i < gone->n; i++) {
-		char name[96];
-		const struct cat_file *f = &gone->f[i];
-		cloud_object_name(name, sizeof(name), db_id, f->level, f->min_txid, f->max_txid);
-		int drc = cs->be->ops->del(cs->be, name);
+		int drc = cloud_object_delete(cs->be, db_id, &gone->f[i]);
 		if (rc == 0)
 			rc = drc;
 	}
@@ -421,13 +422,11 @@ static int drop_gone(struct cloud_store *cs, int64_t db_id, const struct cloud_p
 	return rc;
 }
 
-static int maintain_db(struct cloud_store *cs, const struct cat_db *row, int64_t now, bool real_clock)
+int cloud_store_maint_db(struct cloud_store *cs, struct cdb *d, const struct cat_db *row, int64_t now,
+			 bool real_clock)
 {
-	struct cdb *d;
 	struct cloud_plan gone = { 0 };
-	int rc = cloud_cdb_get(cs, row->cluster, row->name, &d);
-	if (rc < 0)
-		return rc;
+	int rc = 0;
 	/* With the real clock, an interval is closed by time only when no
 	 * upload came for a grace: a node pushing a backlog of past intervals
 	 * keeps them open (a later position closes them for good) instead of
@@ -456,61 +455,4 @@ static int maintain_db(struct cloud_store *cs, const struct cat_db *row, int64_t
 		LOG_WARN("cloud", "msg=\"maintenance failed\" cluster=%s db=%s err=\"%s\"", row->cluster, row->name,
 			 err_str(rc));
 	return rc;
-}
-
-struct db_list {
-	struct cat_db *v;
-	size_t n, cap;
-};
-
-static int collect_db(void *ctx, const struct cat_db *db)
-{
-	struct db_list *l = ctx;
-	if (cloud_catalog_grow((void **)&l->v, l->n, &l->cap, sizeof(*l->v)) < 0)
-		return ERR_NOMEM;
-	l->v[l->n++] = *db;
-	return 0;
-}
-
-int cloud_store_maintain(struct cloud_store *cs, int64_t now_ms)
-{
-	struct db_list l = { 0 };
-	bool real_clock = now_ms == 0;
-	if (real_clock)
-		now_ms = cloud_now_ms();
-	cloud_catalog_lock(cs->cat);
-	int rc = cloud_catalog_db_list(cs->cat, NULL, collect_db, &l);
-	cloud_catalog_unlock(cs->cat);
-	for (size_t i = 0; i < l.n; i++) {
-		int drc = maintain_db(cs, &l.v[i], now_ms, real_clock);
-		if (rc == 0)
-			rc = drc;
-	}
-	free(l.v);
-	return rc;
-}
-
-void *cloud_maint_thread(void *arg)
-{
-	struct cloud_store *cs = arg;
-	int64_t tick = cs->levels_ms[1] / 2;
-	tick = tick < 100 ? 100 : tick > 5000 ? 5000 : tick;
-	pthread_mutex_lock(&cs->mu);
-	while (!cs->stop) {
-		pthread_mutex_unlock(&cs->mu);
-		cloud_store_maintain(cs, 0);
-		pthread_mutex_lock(&cs->mu);
-		struct timespec until;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += tick / 1000;
-		until.tv_nsec += (tick % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
-		if (!cs->stop)
-			pthread_cond_timedwait(&cs->cond, &cs->mu, &until);
-	}
-	pthread_mutex_unlock(&cs->mu);
-	return NULL;
 }

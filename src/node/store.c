@@ -31,82 +31,7 @@
 #include "base/err.h"
 #include "base/log.h"
 #include "node/store.h"
-
-#define MAX_DB_NAME 200
-
-/*
- * Names travel through JSON (/info, the backup service's API), URLs and
- * the replication stream, and must come back byte for byte: a name that
- * is not valid UTF-8 is listed as "?.db" by the service and can never be
- * restored under its own name. So a name must be well-formed UTF-8
- * (shortest form, no surrogates, at most U+10FFFF) without C1 control
- * characters (U+0080..U+009F), which JSON and terminals mangle.
- */
-static bool valid_utf8_text(const char *s, size_t n)
-{
-	const unsigned char *p = (const unsigned char *)s;
-	for (size_t i = 0; i < n;) {
-		unsigned char c = p[i];
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t len;
-		uint32_t cp, min;
-		if ((c & 0xe0) == 0xc0) {
-			len = 2, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			len = 3, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			len = 4, cp = c & 0x07, min = 0x10000;
-		} else {
-			return false;
-		}
-		if (n - i < len)
-			return false;
-		for (size_t k = 1; k < len; k++) {
-			if ((p[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (p[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp <= 0x9f))
-			return false;
-		i += len;
-	}
-	return true;
-}
-
-int store_check_db_name(const char *name)
-{
-	size_t n = strlen(name);
-	if (n > MAX_DB_NAME)
-		return -ENAMETOOLONG;
-	if (n == 0 || name[0] == '.')
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)name[i];
-		if (c == '/' || c < 0x20 || c == 0x7f)
-			return -EINVAL;
-	}
-	if (!valid_utf8_text(name, n))
-		return -EILSEQ;
-	for (int k = DB_KIND_JOURNAL; k < DB_KIND_COUNT; k++) {
-		size_t sl = strlen(db_kind_suffix[k]);
-		if (n >= sl && strcmp(name + n - sl, db_kind_suffix[k]) == 0)
-			return -EINVAL;
-	}
-	/* SQLite's super-journal "<db>-mjXXXXXX9XX" (multi-database commits,
-	 * SQLITE-FILES.md §2.6) is not a database; refusing it makes such a
-	 * commit fail cleanly instead of creating a bogus database. */
-	if (n >= 12 && memcmp(name + n - 12, "-mj", 3) == 0)
-		return -EINVAL;
-	return 0;
-}
-
-bool store_valid_db_name(const char *name)
-{
-	return store_check_db_name(name) == 0;
-}
+#include "proto/dbname.h"
 
 int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind)
 {
@@ -119,14 +44,14 @@ int store_parse_name(const char *fname, char *name_out, size_t name_len, int *ki
 			memcpy(name_out, fname, n - sl);
 			name_out[n - sl] = '\0';
 			*kind = k;
-			return store_check_db_name(name_out);
+			return dbname_check(name_out);
 		}
 	}
 	if (n + 1 > name_len)
 		return -ENAMETOOLONG;
 	memcpy(name_out, fname, n + 1);
 	*kind = DB_KIND_DB;
-	return store_check_db_name(name_out);
+	return dbname_check(name_out);
 }
 
 static int add_db_locked(struct store *st, struct db *db)
@@ -185,7 +110,7 @@ size_t store_count(struct store *st)
 int store_create(struct store *st, const char *name, struct db **out)
 {
 	int rc = 0;
-	if (!store_valid_db_name(name))
+	if (!dbname_valid(name))
 		return -EINVAL;
 	pthread_mutex_lock(&st->mu);
 	for (size_t i = 0; i < st->n_dbs; i++) {
@@ -350,7 +275,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 	struct dirent *de;
 	rc = 0;
 	while ((de = readdir(d)) != NULL) {
-		if (!store_valid_db_name(de->d_name))
+		if (!dbname_valid(de->d_name))
 			continue;
 		struct db *db;
 		rc = db_load(&st->node, de->d_name, (uint32_t)st->n_dbs, false, &db);

@@ -32,6 +32,7 @@
 #include <sys/types.h>
 
 #include "node/node.h"
+#include "proto/dbname.h"
 
 struct db;
 
@@ -101,19 +102,16 @@ int store_close_forced(struct store *st, int64_t timeout_ms);
 uint64_t store_lock_stalls(struct store *st);
 int store_locks_held_over(struct store *st, int64_t min_ms);
 
-/* True if name may be a database name: 1..200 bytes of well-formed UTF-8,
- * no '/', no NUL or control characters (C0, DEL, C1), not "." or "..", no
- * leading '.', and not ending in one of the reserved suffixes (-journal,
- * -wal, -shm, -pos). The one rule for every place a name enters: the
- * mount, /import, the replication stream and litefs-cloud's API. */
-bool store_valid_db_name(const char *name);
-/* The same rule with the reason, for the mount's errno: 0, -ENAMETOOLONG
- * (over 200 bytes), -EILSEQ (not well-formed UTF-8, or a C1 control
- * character) or -EINVAL (anything else). */
-int store_check_db_name(const char *name);
+/* The database-name rule is proto/dbname.h's, shared with litefs-cloud.
+ * This alias keeps the node's other callers unchanged; new code calls
+ * dbname_valid() directly. */
+static inline bool store_valid_db_name(const char *name)
+{
+	return dbname_valid(name);
+}
 
 /* Splits a file name in the mount into a database name and a kind
- * (enum db_kind). Returns 0 or an error of store_check_db_name(). name_out
+ * (enum db_kind). Returns 0 or an error of dbname_check(). name_out
  * gets a copy. */
 int store_parse_name(const char *fname, char *name_out, size_t name_len, int *kind);
 

@@ -672,14 +672,18 @@ def test_one_server_per_data_directory(cloud):
 
 
 def test_names_that_are_not_utf8(cloud, tmp_path):
-    """Database names may hold any byte but '/' and controls (the node's
-    rules); in JSON replies, a name that is not valid UTF-8 has each of its
-    non-ASCII bytes replaced by '?'."""
+    """A database name must be well-formed UTF-8 (the one rule both
+    programs apply, src/proto/dbname.h), because a name that cannot cross
+    JSON unchanged could never be restored under its own name: such an
+    upload is refused before anything is stored, and /pos stays valid
+    JSON."""
     srv = cloud()
     tok = srv.create_cluster("c")
     chain = make_chain(tmp_path, 1)
-    st, hdrs, _ = request(srv, "POST", "/db/tx?db=caf%C3%A9%FF.db", token=tok, body=chain.files[0])
+    resp = jreq(srv, "POST", "/db/tx?db=caf%C3%A9%FF.db", token=tok, body=chain.files[0])
+    assert_error(resp, 400, "EINVALID")
+    st, hdrs, _ = request(srv, "POST", "/db/tx?db=caf%C3%A9.db", token=tok, body=chain.files[0])
     assert st == 200 and hdrs["litefs-hwm"] == f"{1:016x}"
     st, _, body = request(srv, "GET", "/pos", token=tok)
-    assert st == 200 and list(json.loads(body)) == ["caf???.db"], body
+    assert st == 200 and list(json.loads(body)) == ["café.db"], body
     assert srv.healthy()

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_plan.h"
 #include "cloud/cloud_store_int.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
@@ -225,17 +226,19 @@ static size_t store_files(const char *name, const char *sub)
 	return count_files(dir);
 }
 
-static json_t *info(struct cloud_store *cs, const char *db)
+static struct cloud_db_info *info(struct cloud_store *cs, const char *db)
 {
-	json_t *j = NULL;
+	struct cloud_db_info *j = NULL;
 	assert_int_equal(cloud_db_info(cs, "c1", db, &j), 0);
 	assert_non_null(j);
 	return j;
 }
 
-static json_int_t level_files(json_t *j, int level)
+static uint64_t level_files(const struct cloud_db_info *j, int level)
 {
-	return json_integer_value(json_object_get(json_array_get(json_object_get(j, "levels"), (size_t)level), "files"));
+	assert_true((size_t)level < j->n_levels);
+	assert_int_equal(j->levels[level].level, level);
+	return j->levels[level].files;
 }
 
 /* The longest restore plan (files read) over every position of db 1. */
@@ -245,7 +248,7 @@ static size_t longest_plan(struct cloud_store *cs, uint64_t from, uint64_t to)
 	for (uint64_t tx = from; tx <= to; tx++) {
 		struct cloud_plan p = { 0 };
 		cloud_catalog_lock(cs->cat);
-		assert_int_equal(cloud_plan_restore(cs, 1, tx, &p), 0);
+		assert_int_equal(cloud_plan_restore(cs->cat, 1, tx, &p), 0);
 		cloud_catalog_unlock(cs->cat);
 		if (p.n > longest)
 			longest = p.n;
@@ -271,14 +274,20 @@ static void test_ingest_restore_compact(void **state)
 
 	/* Compaction of every level and snapshots, then the same checks. */
 	assert_int_equal(cloud_store_maintain(cs, c.now + 60000), 0);
-	json_t *j = info(cs, "a.db");
+	struct cloud_db_info *j = info(cs, "a.db");
 	assert_true(level_files(j, 1) > 0);
 	assert_true(level_files(j, 2) > 0);
 	assert_true(level_files(j, 3) > 0);
 	assert_true(level_files(j, 4) > 0);
 	assert_int_equal(level_files(j, 0), 400);
-	assert_true(json_array_size(json_object_get(j, "snapshots")) >= 2);
-	json_decref(j);
+	assert_int_equal(j->n_levels, 5);
+	assert_int_equal(j->levels[0].kind, CLOUD_LEVEL_UPLOAD);
+	assert_int_equal(j->levels[3].kind, CLOUD_LEVEL_COMPACTED);
+	assert_int_equal(j->levels[4].kind, CLOUD_LEVEL_SNAPSHOT);
+	assert_true(j->n_snapshots >= 2);
+	for (size_t i = 0; i < j->n_snapshots; i++)
+		assert_true(j->snapshots[i].level == 0 || j->snapshots[i].level == 4);
+	cloud_db_info_free(j);
 	check_random_points(cs, "a.db", &c, 1, 25);
 	export_ltx_check(cs, "a.db", c.txid, c.sum[c.txid]);
 	/* 400 transactions over ~12 s; levels 0.1/1/5 s, snapshots 20 s: a
@@ -472,9 +481,9 @@ static void test_compact_batches(void **state)
 	struct cloud_store *cs = open_store("batch", 0, lv, 1, 100000, 0);
 	chain_push(&c, cs, "b.db", 200, 2);
 	assert_int_equal(cloud_store_maintain(cs, c.now + 20000), 0);
-	json_t *j = info(cs, "b.db");
+	struct cloud_db_info *j = info(cs, "b.db");
 	assert_int_equal(level_files(j, 1), 1);
-	json_decref(j);
+	cloud_db_info_free(j);
 	assert_int_equal(longest_plan(cs, c.txid, c.txid), 2);
 	check_random_points(cs, "b.db", &c, 1, 10);
 	cloud_store_close(cs);
@@ -501,11 +510,10 @@ static void test_retention(void **state)
 	while (r < c.txid && c.ts[r + 1] <= now - retention)
 		r++;
 	assert_true(r > 50);
-	json_t *j = info(cs, "r.db");
-	json_t *rest = json_object_get(j, "restorable");
-	assert_int_equal(strtoull(json_string_value(json_object_get(rest, "min_txid")), NULL, 16), r);
-	assert_int_equal(json_integer_value(json_object_get(j, "transactions")), c.txid - r + 1);
-	json_decref(j);
+	struct cloud_db_info *j = info(cs, "r.db");
+	assert_int_equal(j->min_txid, r);
+	assert_int_equal(j->transactions, c.txid - r + 1);
+	cloud_db_info_free(j);
 	check_random_points(cs, "r.db", &c, r, 25);
 	struct cloud_target t = { .txid = r - 1 };
 	struct cloud_pos pos;
@@ -810,9 +818,9 @@ static void test_concurrent(void **state)
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(w[i].ok, w[i].n);
 		check_random_points(cs, w[i].db, &w[i].c, 1, 5);
-		json_t *j = info(cs, w[i].db);
+		struct cloud_db_info *j = info(cs, w[i].db);
 		assert_true(level_files(j, 1) > 0);
-		json_decref(j);
+		cloud_db_info_free(j);
 	}
 	cloud_store_close(cs);
 	for (int i = 0; i < 2; i++)
@@ -931,9 +939,9 @@ static void backlog_run(const char *name, bool real_clock)
 		assert_int_equal(got.f[i].min_txid, want.f[i].min_txid);
 		assert_int_equal(got.f[i].max_txid, want.f[i].max_txid);
 	}
-	json_t *j = info(cs, "b.db");
-	size_t snaps = json_array_size(json_object_get(j, "snapshots"));
-	json_decref(j);
+	struct cloud_db_info *j = info(cs, "b.db");
+	size_t snaps = j->n_snapshots;
+	cloud_db_info_free(j);
 	/* One snapshot per 2 s interval the backlog spans (the first is
 	 * the uploaded snapshot of TXID 1 when it is alone). */
 	int64_t first = c.ts[1] / 2000, last = c.ts[c.txid] / 2000;
