@@ -1,5 +1,7 @@
 /*
  * test_config.c — litefs.yml parsing, expansion, validation, printing.
+ * The Go-compatible pieces it is built on have their own tests:
+ * test_goenv.c, test_yamltree.c, test_godur.c, test_shellwords.c.
  *
  * The real-world corpus is read from $LITEFS_TESTDATA/real-configs, or
  * ../shared/testdata/real-configs relative to the repository root (the
@@ -21,8 +23,9 @@
 
 #include <cmocka.h>
 
-#include "node/config.h"
 #include "base/err.h"
+#include "base/shellwords.h"
+#include "node/config.h"
 
 /* ------------------------------------------------------------------ */
 /* Fake environments.                                                  */
@@ -424,11 +427,11 @@ static void test_corpus_values(void **state)
 	assert_int_equal(cfg.proxy.passthrough.n, 7);
 	char **argv;
 	size_t argc;
-	assert_int_equal(config_exec_argv(cfg.exec[0].cmd, &argv, &argc, errbuf, sizeof(errbuf)), 0);
+	assert_int_equal(shellwords_split(cfg.exec[0].cmd, &argv, &argc, errbuf, sizeof(errbuf)), 0);
 	assert_int_equal(argc, 6);
 	assert_string_equal(argv[4], "uvicorn friendlyface.api.app:app --host 0.0.0.0 --port 8000");
 	assert_string_equal(argv[5], "ffuser");
-	config_argv_free(argv);
+	shellwords_free(argv);
 	config_free(&cfg);
 
 	/* 14: 4-space indentation. */
@@ -473,10 +476,10 @@ static void test_corpus_values(void **state)
 	/* 20: escaped quotes inside double quotes. */
 	load_corpus_ok(20, &env_empty, &cfg);
 	assert_string_equal(cfg.exec[0].cmd, "dotnet \"Battle Spells.Api.dll\"");
-	assert_int_equal(config_exec_argv(cfg.exec[0].cmd, &argv, &argc, errbuf, sizeof(errbuf)), 0);
+	assert_int_equal(shellwords_split(cfg.exec[0].cmd, &argv, &argc, errbuf, sizeof(errbuf)), 0);
 	assert_int_equal(argc, 2);
 	assert_string_equal(argv[1], "Battle Spells.Api.dll");
-	config_argv_free(argv);
+	shellwords_free(argv);
 	config_free(&cfg);
 
 	/* 21: ${FLY_REGION == 'den'} with a single-quoted literal. */
@@ -564,82 +567,7 @@ static void test_corpus_print_roundtrip(void **state)
 }
 
 /* ------------------------------------------------------------------ */
-/* Environment expansion.                                              */
-
-static void expect_expand(struct fenv *env, const char *in, const char *want)
-{
-	char *out = NULL;
-	size_t len = 0;
-	assert_int_equal(config_expand_env(in, strlen(in), fenv_get, env, &out, &len), 0);
-	if (strcmp(out, want) != 0 || len != strlen(want))
-		fail_msg("expand [%s]: got [%s], want [%s]", in, out, want);
-	free(out);
-}
-
-static void test_expand(void **state)
-{
-	static const struct kv vars[] = {
-		{ "A", "x" }, { "B", "x" }, { "C", "y" }, { "NESTED", "$A" },
-		{ "PODS > 0", "weird" }, { "A.B", "dotted" }, { "1", "one" }, { "EMPTY", "" },
-	};
-	struct fenv env = { vars, sizeof(vars) / sizeof(vars[0]) };
-
-	expect_expand(&env, "", "");
-	expect_expand(&env, "no dollars", "no dollars");
-	expect_expand(&env, "$A", "x");
-	expect_expand(&env, "${A}", "x");
-	expect_expand(&env, "a$A-b", "ax-b");
-	expect_expand(&env, "$A_B", "");
-	expect_expand(&env, "${UNSET}z", "z");
-	expect_expand(&env, "$EMPTY|", "|");
-	expect_expand(&env, "end$", "end$");
-	expect_expand(&env, "$ x", "$ x");
-	expect_expand(&env, "$-", "");
-	expect_expand(&env, "$1", "one");
-	expect_expand(&env, "${1}", "one");
-	expect_expand(&env, "a${}b", "ab");
-	expect_expand(&env, "abc${", "abc");
-	expect_expand(&env, "ab${cd", "abcd");
-	expect_expand(&env, "$NESTED", "$A"); /* one pass only */
-	expect_expand(&env, "${A.B}", "dotted");
-	expect_expand(&env, "${ A }", "x");
-
-	/* Expressions. */
-	expect_expand(&env, "${A == 'x'}", "true");
-	expect_expand(&env, "${A == 'y'}", "false");
-	expect_expand(&env, "${A != 'x'}", "false");
-	expect_expand(&env, "${A != \"y\"}", "true");
-	expect_expand(&env, "${A==\"x\"}", "true");
-	expect_expand(&env, "${  A   ==   'x'  }", "true");
-	expect_expand(&env, "${A == B}", "true");
-	expect_expand(&env, "${A == C}", "false");
-	expect_expand(&env, "${A != C}", "true");
-	expect_expand(&env, "${UNSET1 == UNSET2}", "true");
-	expect_expand(&env, "${UNSET == ''}", "true");
-	expect_expand(&env, "${A == 'x y'}", "false");
-	expect_expand(&env, "${A == 'x' || B == 'x'}", "false"); /* literal is "x' || B == 'x" */
-	expect_expand(&env, "${A == x}", "false");                /* x is a variable name */
-	expect_expand(&env, "${PODS > 0}", "weird");               /* not an expression: a name */
-	expect_expand(&env, "${A = 'x'}", "");
-	expect_expand(&env, "candidate: ${A == \"x\"}\"", "candidate: true\"");
-
-	/* Comments are expanded too, like everything else. */
-	expect_expand(&env, "# see $A\nk: v", "# see x\nk: v");
-
-	/* Too large after expansion. */
-	size_t big = CONFIG_MAX_EXPANDED_SIZE / 4 + 1;
-	char *val = malloc(big + 1);
-	memset(val, 'v', big);
-	val[big] = '\0';
-	struct kv bigvar[] = { { "BIG", val } };
-	struct fenv bigenv = { bigvar, 1 };
-	const char *text = "$BIG$BIG$BIG$BIG";
-	char *out = NULL;
-	size_t len;
-	assert_int_equal(config_expand_env(text, strlen(text), fenv_get, &bigenv, &out, &len), ERR_CONFIG);
-	assert_null(out);
-	free(val);
-}
+/* Environment expansion (the expansion itself: test_goenv.c).         */
 
 /* Line numbers refer to the file as written even when an expansion adds
  * or removes line breaks. */
@@ -672,80 +600,6 @@ static void test_expand_line_numbers(void **state)
 	config_free(&cfg);
 }
 
-/* ------------------------------------------------------------------ */
-/* Durations.                                                          */
-
-static void expect_dur(const char *s, int64_t want)
-{
-	int64_t ms = -12345;
-	if (config_parse_duration(s, &ms) != 0)
-		fail_msg("duration [%s] refused", s);
-	if (ms != want)
-		fail_msg("duration [%s]: got %lld, want %lld", s, (long long)ms, (long long)want);
-}
-
-static void expect_bad_dur(const char *s)
-{
-	int64_t ms;
-	if (config_parse_duration(s, &ms) != ERR_CONFIG)
-		fail_msg("duration [%s] accepted", s);
-}
-
-static void expect_fmt(int64_t ms, const char *want)
-{
-	char buf[32];
-	config_format_duration(ms, buf, sizeof(buf));
-	assert_string_equal(buf, want);
-	int64_t back;
-	assert_int_equal(config_parse_duration(buf, &back), 0);
-	assert_int_equal(back, ms);
-}
-
-static void test_durations(void **state)
-{
-	expect_dur("10s", 10000);
-	expect_dur("1m30s", 90000);
-	expect_dur("500ms", 500);
-	expect_dur("1h", 3600000);
-	expect_dur("60m", 3600000);
-	expect_dur("1.5h", 5400000);
-	expect_dur(".5s", 500);
-	expect_dur("5.s", 5000);
-	expect_dur("0", 0);
-	expect_dur("+0", 0);
-	expect_dur("0s", 0);
-	expect_dur("-2s", -2000);
-	expect_dur("+5s", 5000);
-	expect_dur("1h1m1s1ms", 3661001);
-	expect_dur("1000us", 1);
-	expect_dur("1000\xc2\xb5s", 1);
-	expect_dur("1000\xce\xbcs", 1);
-	expect_dur("999999ns", 0); /* below a millisecond is truncated */
-	expect_dur("2562047h", 2562047LL * 3600000);
-	expect_dur("1.0000000000000000000001s", 1000);
-
-	expect_bad_dur("");
-	expect_bad_dur("10");
-	expect_bad_dur("-");
-	expect_bad_dur("s");
-	expect_bad_dur(".s");
-	expect_bad_dur("1x");
-	expect_bad_dur("1e3s");
-	expect_bad_dur("10 s");
-	expect_bad_dur(" 10s");
-	expect_bad_dur("1d");
-	expect_bad_dur("9223372036854775808ns");
-	expect_bad_dur("2562048h");
-	expect_bad_dur("99999999999999999999h");
-
-	expect_fmt(0, "0s");
-	expect_fmt(600000, "10m");
-	expect_fmt(90000, "1m30s");
-	expect_fmt(1500, "1s500ms");
-	expect_fmt(3600000, "1h");
-	expect_fmt(-2000, "-2s");
-	expect_fmt(3661001, "1h1m1s1ms");
-}
 
 /* ------------------------------------------------------------------ */
 /* Decoding.                                                           */
@@ -1275,58 +1129,6 @@ static void test_apply_env(void **state)
 }
 
 /* ------------------------------------------------------------------ */
-/* Exec argument splitting.                                            */
-
-static void expect_argv(const char *cmd, size_t n, ...)
-{
-	char **argv;
-	size_t argc;
-	if (config_exec_argv(cmd, &argv, &argc, errbuf, sizeof(errbuf)) != 0)
-		fail_msg("[%s] refused: %s", cmd, errbuf);
-	assert_int_equal(argc, n);
-	va_list ap;
-	va_start(ap, n);
-	for (size_t i = 0; i < n; i++) {
-		const char *want = va_arg(ap, const char *);
-		if (strcmp(argv[i], want))
-			fail_msg("[%s] arg %zu: got [%s], want [%s]", cmd, i, argv[i], want);
-	}
-	va_end(ap);
-	assert_null(argv[n]);
-	config_argv_free(argv);
-}
-
-static void test_exec_argv(void **state)
-{
-	expect_argv("", 0);
-	expect_argv("   ", 0);
-	expect_argv("app", 1, "app");
-	expect_argv("  app  -x   1 ", 3, "app", "-x", "1");
-	expect_argv("a 'b c' \"d e\"", 3, "a", "b c", "d e");
-	expect_argv("a '' \"\"", 3, "a", "", "");
-	expect_argv("a b\\ c", 2, "a", "b c");
-	expect_argv("a \"x\\\"y\"", 2, "a", "x\"y");
-	expect_argv("a 'x\\y'", 2, "a", "x\\y");
-	expect_argv("a \"it's\"", 2, "a", "it's");
-	expect_argv("sqlite3 db \"PRAGMA journal_mode = WAL;\"", 3, "sqlite3", "db", "PRAGMA journal_mode = WAL;");
-	expect_argv("sh -c 'a && b | c > d'", 3, "sh", "-c", "a && b | c > d");
-	expect_argv("a$B `c`", 2, "a$B", "`c`");
-	expect_argv("x\ty\nz", 3, "x", "y", "z");
-
-	const char *bad[] = { "a 'b", "a \"b", "a \\", "a; b", "a | b", "a > f", "a < f", "a & " };
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		char **argv = (char **)1;
-		size_t argc = 7;
-		if (config_exec_argv(bad[i], &argv, &argc, errbuf, sizeof(errbuf)) != ERR_CONFIG)
-			fail_msg("[%s] accepted", bad[i]);
-		assert_null(argv);
-		assert_int_equal(argc, 0);
-		assert_true(errbuf[0] != '\0');
-	}
-	config_argv_free(NULL);
-}
-
-/* ------------------------------------------------------------------ */
 /* Files.                                                              */
 
 static void test_load_and_find(void **state)
@@ -1394,9 +1196,7 @@ int main(void)
 		cmocka_unit_test(test_corpus_legacy_hints),
 		cmocka_unit_test(test_corpus_values),
 		cmocka_unit_test(test_corpus_print_roundtrip),
-		cmocka_unit_test(test_expand),
 		cmocka_unit_test(test_expand_line_numbers),
-		cmocka_unit_test(test_durations),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_every_key),
 		cmocka_unit_test(test_exec_forms),
@@ -1406,7 +1206,6 @@ int main(void)
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_unsupported),
 		cmocka_unit_test(test_apply_env),
-		cmocka_unit_test(test_exec_argv),
 		cmocka_unit_test(test_load_and_find),
 	};
 	return cmocka_run_group_tests(tests, corpus_setup, NULL);
