@@ -23,6 +23,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "base/err.h"
 #include "base/shellwords.h"
 #include "node/config.h"
@@ -30,25 +32,7 @@
 /* ------------------------------------------------------------------ */
 /* Fake environments.                                                  */
 
-struct kv {
-	const char *key, *val;
-};
-
-struct fenv {
-	const struct kv *vars;
-	size_t n;
-};
-
-static const char *fenv_get(const char *name, void *ctx)
-{
-	const struct fenv *e = ctx;
-	for (size_t i = 0; e && i < e->n; i++)
-		if (!strcmp(e->vars[i].key, name))
-			return e->vars[i].val;
-	return NULL;
-}
-
-static const struct kv fly_vars[] = {
+static const struct env_var fly_vars[] = {
 	{ "FLY_REGION", "ord" },
 	{ "PRIMARY_REGION", "ord" },
 	{ "FLY_APP_NAME", "myapp" },
@@ -66,17 +50,17 @@ static const struct kv fly_vars[] = {
 	{ "DATA_DIR", "/data" },
 };
 
-static struct fenv env_empty = { NULL, 0 };
-static struct fenv env_fly = { fly_vars, sizeof(fly_vars) / sizeof(fly_vars[0]) };
+static struct fake_env env_empty = { NULL, 0 };
+static struct fake_env env_fly = { fly_vars, sizeof(fly_vars) / sizeof(fly_vars[0]) };
 
 /* ------------------------------------------------------------------ */
 /* Helpers.                                                            */
 
 static char errbuf[16384];
 
-static int parse_env(const char *text, struct fenv *env, struct config *cfg)
+static int parse_env(const char *text, struct fake_env *env, struct config *cfg)
 {
-	return config_parse(text, strlen(text), "t.yml", true, fenv_get, env, cfg, errbuf, sizeof(errbuf));
+	return config_parse(text, strlen(text), "t.yml", true, fake_getenv, env, cfg, errbuf, sizeof(errbuf));
 }
 
 static int parse(const char *text, struct config *cfg)
@@ -171,18 +155,18 @@ static int corpus_setup(void **state)
 }
 
 /* Parses corpus file num with env; returns config_parse's result. */
-static int parse_corpus(int num, struct fenv *env, struct config *cfg)
+static int parse_corpus(int num, struct fake_env *env, struct config *cfg)
 {
 	char path[600];
 	size_t len = 0;
 	char *text = read_all(corpus_path(num, path, sizeof(path)), &len);
 	assert_non_null(text);
-	int rc = config_parse(text, len, corpus_names[num], true, fenv_get, env, cfg, errbuf, sizeof(errbuf));
+	int rc = config_parse(text, len, corpus_names[num], true, fake_getenv, env, cfg, errbuf, sizeof(errbuf));
 	free(text);
 	return rc;
 }
 
-static void load_corpus_ok(int num, struct fenv *env, struct config *cfg)
+static void load_corpus_ok(int num, struct fake_env *env, struct config *cfg)
 {
 	int rc = parse_corpus(num, env, cfg);
 	if (rc != 0)
@@ -194,7 +178,7 @@ static void load_corpus_ok(int num, struct fenv *env, struct config *cfg)
 
 static void test_corpus_accepted(void **state)
 {
-	struct fenv *envs[] = { &env_empty, &env_fly };
+	struct fake_env *envs[] = { &env_empty, &env_fly };
 	for (int num = 1; num <= 28; num++) {
 		for (size_t e = 0; e < 2; e++) {
 			struct config cfg;
@@ -246,7 +230,7 @@ static const struct rejection rejections[] = {
 
 static void test_corpus_rejected(void **state)
 {
-	struct fenv *envs[] = { &env_empty, &env_fly };
+	struct fake_env *envs[] = { &env_empty, &env_fly };
 	for (int num = 29; num <= 40; num++) {
 		for (size_t e = 0; e < 2; e++) {
 			struct config cfg;
@@ -298,8 +282,8 @@ static void test_corpus_legacy_hints(void **state)
 static void test_corpus_values(void **state)
 {
 	struct config cfg;
-	struct kv vars[4];
-	struct fenv env = { vars, 0 };
+	struct env_var vars[4];
+	struct fake_env env = { vars, 0 };
 
 	/* 01: the official sample. */
 	load_corpus_ok(1, &env_empty, &cfg);
@@ -326,7 +310,7 @@ static void test_corpus_values(void **state)
 	assert_string_equal(cfg.lease.type, "static");
 	assert_int_equal(config_key_line(&cfg, "lease.type"), 23);
 	config_free(&cfg);
-	vars[0] = (struct kv){ "IS_PRIMARY", "false" };
+	vars[0] = (struct env_var){ "IS_PRIMARY", "false" };
 	env.n = 1;
 	load_corpus_ok(2, &env, &cfg);
 	assert_false(cfg.lease.candidate);
@@ -338,8 +322,8 @@ static void test_corpus_values(void **state)
 	assert_true(cfg.exec[0].if_candidate);
 	assert_false(cfg.exec[1].if_candidate);
 	config_free(&cfg);
-	vars[0] = (struct kv){ "FLY_REGION", "ams" };
-	vars[1] = (struct kv){ "PRIMARY_REGION", "ord" };
+	vars[0] = (struct env_var){ "FLY_REGION", "ams" };
+	vars[1] = (struct env_var){ "PRIMARY_REGION", "ord" };
 	env.n = 2;
 	load_corpus_ok(3, &env, &cfg);
 	assert_false(cfg.lease.candidate);
@@ -389,7 +373,7 @@ static void test_corpus_values(void **state)
 	assert_string_equal(cfg.data.dir, "/litefs");
 	assert_false(cfg.lease.candidate);
 	config_free(&cfg);
-	vars[0] = (struct kv){ "FLY_PROCESS_GROUP", "manager" };
+	vars[0] = (struct env_var){ "FLY_PROCESS_GROUP", "manager" };
 	env.n = 1;
 	load_corpus_ok(9, &env, &cfg);
 	assert_true(cfg.lease.candidate);
@@ -399,7 +383,7 @@ static void test_corpus_values(void **state)
 	load_corpus_ok(10, &env_empty, &cfg);
 	assert_true(cfg.lease.candidate);
 	config_free(&cfg);
-	vars[0] = (struct kv){ "PODS > 0", "false" };
+	vars[0] = (struct env_var){ "PODS > 0", "false" };
 	env.n = 1;
 	load_corpus_ok(10, &env, &cfg);
 	assert_false(cfg.lease.candidate);
@@ -450,7 +434,7 @@ static void test_corpus_values(void **state)
 	assert_false(cfg.skip_sync);
 	assert_int_equal(cfg.lease.databases.n, 0);
 	config_free(&cfg);
-	vars[0] = (struct kv){ "MY_REGION", "primary" };
+	vars[0] = (struct env_var){ "MY_REGION", "primary" };
 	env.n = 1;
 	load_corpus_ok(15, &env, &cfg);
 	assert_true(cfg.lease.candidate);
@@ -494,7 +478,7 @@ static void test_corpus_values(void **state)
 	assert_int_equal(cfg.proxy.passthrough.n, 9);
 	assert_string_equal(cfg.proxy.passthrough.items[8], "__metronome");
 	config_free(&cfg);
-	vars[0] = (struct kv){ "FLY_REGION", "den" };
+	vars[0] = (struct env_var){ "FLY_REGION", "den" };
 	env.n = 1;
 	load_corpus_ok(21, &env, &cfg);
 	assert_true(cfg.lease.candidate);
@@ -573,8 +557,8 @@ static void test_corpus_print_roundtrip(void **state)
  * or removes line breaks. */
 static void test_expand_line_numbers(void **state)
 {
-	static const struct kv vars[] = { { "X", "1\n# 2\n# 3" }, { "Y", "\"oops\n\n" } };
-	struct fenv env = { vars, 2 };
+	static const struct env_var vars[] = { { "X", "1\n# 2\n# 3" }, { "Y", "\"oops\n\n" } };
+	struct fake_env env = { vars, 2 };
 	struct config cfg;
 	assert_int_equal(parse_env("# ${X}\nfuse:\n  dir: /litefs\nbogus: 1\n", &env, &cfg), ERR_CONFIG);
 	assert_non_null(strstr(errbuf, "t.yml:4: unknown key \"bogus\""));
@@ -589,7 +573,7 @@ static void test_expand_line_numbers(void **state)
 	assert_non_null(strstr(errbuf, "t.yml:5: unknown key \"bogus\""));
 	config_free(&cfg);
 	/* Without expansion the text is taken as is. */
-	assert_int_equal(config_parse("k: $X\n", 6, "t.yml", false, fenv_get, &env, &cfg, errbuf, sizeof(errbuf)),
+	assert_int_equal(config_parse("k: $X\n", 6, "t.yml", false, fake_getenv, &env, &cfg, errbuf, sizeof(errbuf)),
 			 ERR_CONFIG);
 	assert_non_null(strstr(errbuf, "t.yml:1: unknown key \"k\""));
 	config_free(&cfg);
@@ -1097,32 +1081,32 @@ static void test_unsupported(void **state)
 static void test_apply_env(void **state)
 {
 	struct config cfg;
-	static const struct kv tok[] = { { "LITEFS_CLOUD_TOKEN", "  tok123 \n" } };
-	static const struct kv tok_ep[] = { { "LITEFS_CLOUD_TOKEN", "tok" },
+	static const struct env_var tok[] = { { "LITEFS_CLOUD_TOKEN", "  tok123 \n" } };
+	static const struct env_var tok_ep[] = { { "LITEFS_CLOUD_TOKEN", "tok" },
 					    { "LITEFS_CLOUD_ENDPOINT", "http://127.0.0.1:7000" } };
-	struct fenv e1 = { tok, 1 }, e2 = { tok_ep, 2 };
+	struct fake_env e1 = { tok, 1 }, e2 = { tok_ep, 2 };
 
 	assert_int_equal(parse(DIRS, &cfg), 0);
-	assert_int_equal(config_apply_env(&cfg, fenv_get, &env_empty), 0);
+	assert_int_equal(config_apply_env(&cfg, fake_getenv, &env_empty), 0);
 	assert_string_equal(cfg.backup.type, "");
-	assert_int_equal(config_apply_env(&cfg, fenv_get, &e1), 0);
+	assert_int_equal(config_apply_env(&cfg, fake_getenv, &e1), 0);
 	assert_string_equal(cfg.backup.type, "litefs-cloud");
 	assert_string_equal(cfg.backup.auth_token, "tok123");
 	assert_string_equal(cfg.backup.url, "https://litefs.fly.io");
 	config_free(&cfg);
 
 	assert_int_equal(parse(DIRS, &cfg), 0);
-	assert_int_equal(config_apply_env(&cfg, fenv_get, &e2), 0);
+	assert_int_equal(config_apply_env(&cfg, fake_getenv, &e2), 0);
 	assert_string_equal(cfg.backup.url, "http://127.0.0.1:7000");
 	config_free(&cfg);
 
 	/* The file wins over the environment; another backup type is left alone. */
 	assert_int_equal(parse(DIRS "backup:\n  type: litefs-cloud\n  auth-token: mine\n", &cfg), 0);
-	assert_int_equal(config_apply_env(&cfg, fenv_get, &e1), 0);
+	assert_int_equal(config_apply_env(&cfg, fake_getenv, &e1), 0);
 	assert_string_equal(cfg.backup.auth_token, "mine");
 	config_free(&cfg);
 	assert_int_equal(parse(DIRS "backup:\n  type: file\n  path: /b\n", &cfg), 0);
-	assert_int_equal(config_apply_env(&cfg, fenv_get, &e1), 0);
+	assert_int_equal(config_apply_env(&cfg, fake_getenv, &e1), 0);
 	assert_string_equal(cfg.backup.type, "file");
 	assert_string_equal(cfg.backup.auth_token, "");
 	config_free(&cfg);

@@ -15,35 +15,19 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "base/err.h"
 #include "base/goenv.h"
 
 /* litefs.yml's bound (CONFIG_MAX_EXPANDED_SIZE). */
 #define MAX_EXPANDED (4u << 20)
 
-struct kv {
-	const char *key, *val;
-};
-
-struct fenv {
-	const struct kv *vars;
-	size_t n;
-};
-
-static const char *fenv_get(const char *name, void *ctx)
-{
-	const struct fenv *e = ctx;
-	for (size_t i = 0; e && i < e->n; i++)
-		if (!strcmp(e->vars[i].key, name))
-			return e->vars[i].val;
-	return NULL;
-}
-
-static void expect_expand(struct fenv *env, const char *in, const char *want)
+static void expect_expand(struct fake_env *env, const char *in, const char *want)
 {
 	char *out = NULL;
 	size_t len = 0;
-	assert_int_equal(goenv_expand(in, strlen(in), fenv_get, env, MAX_EXPANDED, &out, &len, NULL), 0);
+	assert_int_equal(goenv_expand(in, strlen(in), fake_getenv, env, MAX_EXPANDED, &out, &len, NULL), 0);
 	if (strcmp(out, want) != 0 || len != strlen(want))
 		fail_msg("expand [%s]: got [%s], want [%s]", in, out, want);
 	free(out);
@@ -51,11 +35,11 @@ static void expect_expand(struct fenv *env, const char *in, const char *want)
 
 static void test_expand(void **state)
 {
-	static const struct kv vars[] = {
+	static const struct env_var vars[] = {
 		{ "A", "x" }, { "B", "x" }, { "C", "y" }, { "NESTED", "$A" },
 		{ "PODS > 0", "weird" }, { "A.B", "dotted" }, { "1", "one" }, { "EMPTY", "" },
 	};
-	struct fenv env = { vars, sizeof(vars) / sizeof(vars[0]) };
+	struct fake_env env = { vars, sizeof(vars) / sizeof(vars[0]) };
 
 	expect_expand(&env, "", "");
 	expect_expand(&env, "no dollars", "no dollars");
@@ -104,12 +88,12 @@ static void test_expand(void **state)
 	char *val = malloc(big + 1);
 	memset(val, 'v', big);
 	val[big] = '\0';
-	struct kv bigvar[] = { { "BIG", val } };
-	struct fenv bigenv = { bigvar, 1 };
+	struct env_var bigvar[] = { { "BIG", val } };
+	struct fake_env bigenv = { bigvar, 1 };
 	const char *text = "$BIG$BIG$BIG$BIG";
 	char *out = NULL;
 	size_t len;
-	assert_int_equal(goenv_expand(text, strlen(text), fenv_get, &bigenv, MAX_EXPANDED, &out, &len, NULL), -E2BIG);
+	assert_int_equal(goenv_expand(text, strlen(text), fake_getenv, &bigenv, MAX_EXPANDED, &out, &len, NULL), -E2BIG);
 	assert_null(out);
 	free(val);
 }
@@ -117,35 +101,35 @@ static void test_expand(void **state)
 /* The bound is on the output, inclusive. */
 static void test_bound(void **state)
 {
-	static const struct kv vars[] = { { "A", "abcd" } };
-	struct fenv env = { vars, 1 };
+	static const struct env_var vars[] = { { "A", "abcd" } };
+	struct fake_env env = { vars, 1 };
 	char *out = (char *)1;
 	size_t len = 7;
-	assert_int_equal(goenv_expand("$A$A", 4, fenv_get, &env, 8, &out, &len, NULL), 0);
+	assert_int_equal(goenv_expand("$A$A", 4, fake_getenv, &env, 8, &out, &len, NULL), 0);
 	assert_string_equal(out, "abcdabcd");
 	assert_int_equal(len, 8);
 	free(out);
 	out = (char *)1;
-	assert_int_equal(goenv_expand("$A$A!", 5, fenv_get, &env, 8, &out, &len, NULL), -E2BIG);
+	assert_int_equal(goenv_expand("$A$A!", 5, fake_getenv, &env, 8, &out, &len, NULL), -E2BIG);
 	assert_null(out);
 	assert_int_equal(len, 0);
 	/* Copied text counts as much as substituted text. */
-	assert_int_equal(goenv_expand("123456789", 9, fenv_get, &env, 8, &out, &len, NULL), -E2BIG);
+	assert_int_equal(goenv_expand("123456789", 9, fake_getenv, &env, 8, &out, &len, NULL), -E2BIG);
 	assert_null(out);
 }
 
 /* The text need not be NUL-terminated, and may hold NULs. */
 static void test_lengths(void **state)
 {
-	static const struct kv vars[] = { { "AB", "x" }, { "A", "y" } };
-	struct fenv env = { vars, 2 };
+	static const struct env_var vars[] = { { "AB", "x" }, { "A", "y" } };
+	struct fake_env env = { vars, 2 };
 	char *out;
 	size_t len;
 	/* Only "$A" is inside the length: the name ends there. */
-	assert_int_equal(goenv_expand("$AB", 2, fenv_get, &env, 100, &out, &len, NULL), 0);
+	assert_int_equal(goenv_expand("$AB", 2, fake_getenv, &env, 100, &out, &len, NULL), 0);
 	assert_string_equal(out, "y");
 	free(out);
-	assert_int_equal(goenv_expand("a\0$A", 4, fenv_get, &env, 100, &out, &len, NULL), 0);
+	assert_int_equal(goenv_expand("a\0$A", 4, fake_getenv, &env, 100, &out, &len, NULL), 0);
 	assert_int_equal(len, 3);
 	assert_memory_equal(out, "a\0y", 3);
 	free(out);
@@ -167,13 +151,13 @@ static void test_process_env(void **state)
  * themselves, substituted bytes to their '$'. */
 static void test_map(void **state)
 {
-	static const struct kv vars[] = { { "A", "1\n2\n" }, { "E", "" } };
-	struct fenv env = { vars, 2 };
+	static const struct env_var vars[] = { { "A", "1\n2\n" }, { "E", "" } };
+	struct fake_env env = { vars, 2 };
 	const char *in = "k: $A;${E}x\n$ y${";
 	struct goenv_map map = { 0 };
 	char *out;
 	size_t len;
-	assert_int_equal(goenv_expand(in, strlen(in), fenv_get, &env, 100, &out, &len, &map), 0);
+	assert_int_equal(goenv_expand(in, strlen(in), fake_getenv, &env, 100, &out, &len, &map), 0);
 	assert_string_equal(out, "k: 1\n2\n;x\n$ y");
 	assert_int_equal(goenv_map_offset(&map, 0), 0);   /* "k" */
 	assert_int_equal(goenv_map_offset(&map, 2), 2);   /* " " */
