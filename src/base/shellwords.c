@@ -4,8 +4,8 @@
  * One pass over the bytes with three states (inside '...', inside "...",
  * after a backslash). `got` records that an argument has started, so that
  * '' and "" make empty arguments while runs of whitespace make none.
+ * Every failure leaves through err_free, which writes the one message.
  */
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,17 +14,6 @@
 #include "base/err.h"
 #include "base/sbuf.h"
 #include "base/shellwords.h"
-
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
-{
-	if (!errbuf || errlen == 0)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(errbuf, errlen, fmt, ap);
-	va_end(ap);
-}
 
 void shellwords_free(char **argv)
 {
@@ -41,7 +30,9 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 	size_t argc = 0, cap = 0;
 	struct sbuf arg = { 0 };
 	bool in_single = false, in_double = false, escaped = false, got = false;
-	int rc = 0;
+	const char *why = "out of memory";
+	char op = 0; /* the shell operator refused, if that is why */
+	int rc = ERR_NOMEM;
 
 	*argv_out = NULL;
 	*argc_out = 0;
@@ -69,8 +60,7 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 		}
 		if (end || space) {
 			if (end && (in_single || in_double || escaped)) {
-				set_err(errbuf, errlen, "%s", escaped ? "the command ends with a lone backslash"
-								      : "unterminated quote in the command");
+				why = escaped ? "the command ends with a lone backslash" : "unterminated quote in the command";
 				rc = ERR_INVAL;
 				goto err_free;
 			}
@@ -79,18 +69,14 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 				if (argc + 2 > cap) {
 					size_t ncap = cap ? cap * 2 : 8;
 					char **v = realloc(argv, ncap * sizeof(*v));
-					if (!v) {
-						rc = ERR_NOMEM;
+					if (!v)
 						goto err_free;
-					}
 					argv = v;
 					cap = ncap;
 				}
 				sbuf_putn(&arg, "", 0);
-				if (arg.oom) {
-					rc = ERR_NOMEM;
+				if (arg.oom)
 					goto err_free;
-				}
 				argv[argc++] = arg.p;
 				argv[argc] = NULL;
 				memset(&arg, 0, sizeof(arg));
@@ -111,23 +97,15 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 			continue;
 		}
 		if (!in_single && !in_double && strchr(";&|<>", c)) {
-			set_err(errbuf, errlen,
-				"shell operator '%c' in the command; no shell runs it, so quote the character or use "
-				"sh -c '...'",
-				c);
+			op = c;
 			rc = ERR_INVAL;
 			goto err_free;
 		}
 		sbuf_putn(&arg, p, 1);
 		got = true;
 	}
-	if (!argv) {
-		argv = calloc(1, sizeof(*argv));
-		if (!argv) {
-			set_err(errbuf, errlen, "out of memory");
-			return ERR_NOMEM;
-		}
-	}
+	if (!argv && !(argv = calloc(1, sizeof(*argv))))
+		goto err_free;
 	*argv_out = argv;
 	*argc_out = argc;
 	return 0;
@@ -138,7 +116,12 @@ err_free:
 		argv[argc] = NULL;
 		shellwords_free(argv);
 	}
-	if (rc == ERR_NOMEM)
-		set_err(errbuf, errlen, "out of memory");
+	if (errbuf && errlen && op)
+		snprintf(errbuf, errlen,
+			 "shell operator '%c' in the command; no shell runs it, so quote the character or use "
+			 "sh -c '...'",
+			 op);
+	else if (errbuf && errlen)
+		snprintf(errbuf, errlen, "%s", why);
 	return rc;
 }
