@@ -54,6 +54,20 @@ static void set_error(struct loader *l, int line, const char *problem)
 	snprintf(l->err->msg, sizeof(l->err->msg), "%s", problem);
 }
 
+/* Makes room for one more element in array v (n used of *cap, size
+ * bytes each), doubling from first. Returns the array, moved or not, or
+ * NULL when it cannot grow (v is then unchanged and still owned). */
+static void *grow(void *v, size_t n, size_t *cap, size_t size, size_t first)
+{
+	if (n < *cap)
+		return v;
+	size_t ncap = *cap ? *cap * 2 : first;
+	void *p = realloc(v, ncap * size);
+	if (p)
+		*cap = ncap;
+	return p;
+}
+
 void yamltree_free(struct yamltree *t)
 {
 	if (!t)
@@ -74,14 +88,10 @@ static bool new_node(struct loader *l, enum yamltree_kind kind, const yaml_mark_
 		     size_t *idx)
 {
 	struct yamltree *t = l->t;
-	if (t->n == t->cap) {
-		size_t cap = t->cap ? t->cap * 2 : 64;
-		struct yamltree_node *v = realloc(t->nodes, cap * sizeof(*v));
-		if (!v)
-			return false;
-		t->nodes = v;
-		t->cap = cap;
-	}
+	struct yamltree_node *nodes = grow(t->nodes, t->n, &t->cap, sizeof(*nodes), 64);
+	if (!nodes)
+		return false;
+	t->nodes = nodes;
 	struct yamltree_node *n = &t->nodes[t->n];
 	memset(n, 0, sizeof(*n));
 	n->kind = kind;
@@ -95,14 +105,10 @@ static bool new_node(struct loader *l, enum yamltree_kind kind, const yaml_mark_
 static bool add_kid(struct yamltree *t, size_t parent, size_t kid)
 {
 	struct yamltree_node *p = &t->nodes[parent];
-	if (p->n_kids == p->cap_kids) {
-		size_t cap = p->cap_kids ? p->cap_kids * 2 : 8;
-		size_t *v = realloc(p->kids, cap * sizeof(*v));
-		if (!v)
-			return false;
-		p->kids = v;
-		p->cap_kids = cap;
-	}
+	size_t *kids = grow(p->kids, p->n_kids, &p->cap_kids, sizeof(*kids), 8);
+	if (!kids)
+		return false;
+	p->kids = kids;
 	p->kids[p->n_kids++] = kid;
 	return true;
 }
@@ -131,14 +137,10 @@ static int add_anchor(struct loader *l, const unsigned char *name, size_t node)
 		set_error(l, t->nodes[node].line, problem);
 		return ERR_INVAL;
 	}
-	if (t->n_anchors == t->cap_anchors) {
-		size_t cap = t->cap_anchors ? t->cap_anchors * 2 : 8;
-		struct yamltree_anchor *v = realloc(t->anchors, cap * sizeof(*v));
-		if (!v)
-			return ERR_NOMEM;
-		t->anchors = v;
-		t->cap_anchors = cap;
-	}
+	struct yamltree_anchor *anchors = grow(t->anchors, t->n_anchors, &t->cap_anchors, sizeof(*anchors), 8);
+	if (!anchors)
+		return ERR_NOMEM;
+	t->anchors = anchors;
 	char *s = strdup((const char *)name);
 	if (!s)
 		return ERR_NOMEM;
