@@ -36,14 +36,15 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <yaml.h>
 
 #include "cloud/cloud_auth.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
-#include "node/config.h"
 #include "base/err.h"
+#include "base/godur.h"
 #include "base/log.h"
+#include "base/sbuf.h"
+#include "base/yamltree.h"
 #include "ltx/ltx.h"
 
 #define CLOUD_VERSION "0.1.0-dev"
@@ -57,6 +58,7 @@
 #define PURGE_INTERVAL_S 5
 #define MAX_ERROR_BODY (64 * 1024)
 #define SERVE_LOCK "serve.lock"
+#define MAX_CONFIG_FILE (1u << 20) /* far above any real settings file */
 
 /* ---- Settings ----------------------------------------------------------- */
 
@@ -103,7 +105,7 @@ static int parse_dur(const char *s, int64_t *ms)
 		*ms = days * 24 * 3600 * 1000;
 		return 0;
 	}
-	return config_parse_duration(s, ms);
+	return godur_parse_ms(s, ms) == 0 ? 0 : ERR_CONFIG;
 }
 
 /* A size: bytes, or a number with B, KB, MB, GB, TB, KiB, MiB, GiB, TiB. */
@@ -221,106 +223,140 @@ static void settings_defaults(struct settings *st)
 /* ---- The YAML file ------------------------------------------------------ */
 
 /* The scalar text of a node, or the comma-joined scalars of a sequence
- * (only for "levels"). Caller frees. NULL with errbuf set on a wrong type. */
-static char *yaml_value(yaml_document_t *doc, yaml_node_t *v, const char *key, char *err, size_t errlen)
+ * (only for "levels"). Caller frees. NULL with err set on a wrong type or
+ * out of memory. Scalars are taken as written, whatever YAML would
+ * resolve them to: every setting is parsed from text. */
+static char *file_value(const struct yamltree *t, const struct yamltree_node *v, const char *key, char *err,
+			size_t errlen)
 {
-	if (v->type == YAML_SCALAR_NODE)
-		return strndup((const char *)v->data.scalar.value, v->data.scalar.length);
-	if (v->type != YAML_SEQUENCE_NODE || strcmp(key, "levels") != 0) {
-		snprintf(err, errlen, "line %zu: %s: expected a single value", v->start_mark.line + 1, key);
+	if (v->kind == YAMLTREE_SCALAR) {
+		char *out = strndup(v->val, v->len);
+		if (!out)
+			snprintf(err, errlen, "out of memory");
+		return out;
+	}
+	if (v->kind != YAMLTREE_SEQ || strcmp(key, "levels") != 0) {
+		snprintf(err, errlen, "line %d: %s: expected a single value", v->line, key);
 		return NULL;
 	}
-	size_t cap = 1, len = 0;
-	char *out = calloc(1, cap);
-	for (yaml_node_item_t *it = v->data.sequence.items.start; out && it < v->data.sequence.items.top; it++) {
-		yaml_node_t *e = yaml_document_get_node(doc, *it);
-		if (!e || e->type != YAML_SCALAR_NODE) {
-			snprintf(err, errlen, "line %zu: levels: expected a list of durations", v->start_mark.line + 1);
-			free(out);
+	struct sbuf b = { 0 };
+	sbuf_putn(&b, "", 0); /* an empty list is "", which parse_levels refuses */
+	for (size_t i = 0; i < v->n_kids; i++) {
+		const struct yamltree_node *e = yamltree_kid(t, v, i);
+		if (e->kind != YAMLTREE_SCALAR) {
+			snprintf(err, errlen, "line %d: levels: expected a list of durations", v->line);
+			sbuf_free(&b);
 			return NULL;
 		}
-		char *grown = realloc(out, cap + e->data.scalar.length + 1);
-		if (!grown) {
-			free(out);
-			return NULL;
-		}
-		out = grown;
-		cap += e->data.scalar.length + 1;
-		if (len)
-			out[len++] = ',';
-		memcpy(out + len, e->data.scalar.value, e->data.scalar.length);
-		len += e->data.scalar.length;
-		out[len] = '\0';
+		if (i > 0)
+			sbuf_putn(&b, ",", 1);
+		sbuf_putn(&b, e->val, e->len);
 	}
-	return out;
+	if (b.oom) {
+		snprintf(err, errlen, "out of memory");
+		sbuf_free(&b);
+		return NULL;
+	}
+	return b.p;
 }
 
 /* Applies one key/value pair of the file. 0 or ERR_CONFIG (err set). */
-static int yaml_pair(struct settings *st, yaml_document_t *doc, yaml_node_pair_t *p, unsigned *seen, char *err,
-		     size_t errlen)
+static int file_pair(struct settings *st, const struct yamltree *t, const struct yamltree_node *k,
+		     const struct yamltree_node *v, unsigned *seen, char *err, size_t errlen)
 {
-	yaml_node_t *k = yaml_document_get_node(doc, p->key), *v = yaml_document_get_node(doc, p->value);
-	if (!k || !v || k->type != YAML_SCALAR_NODE) {
-		snprintf(err, errlen, "line %zu: expected key: value", k ? k->start_mark.line + 1 : 0);
+	if (k->kind != YAMLTREE_SCALAR) {
+		snprintf(err, errlen, "line %d: expected key: value", k->line);
 		return ERR_CONFIG;
 	}
 	char key[64];
-	snprintf(key, sizeof(key), "%.*s", (int)k->data.scalar.length, (const char *)k->data.scalar.value);
-	size_t line = k->start_mark.line + 1;
+	snprintf(key, sizeof(key), "%.*s", (int)k->len, k->val);
 	size_t idx = 0;
 	while (idx < sizeof(setting_keys) / sizeof(setting_keys[0]) && strcmp(setting_keys[idx], key) != 0)
 		idx++;
 	if (idx == sizeof(setting_keys) / sizeof(setting_keys[0])) {
-		snprintf(err, errlen, "line %zu: unknown key \"%s\"", line, key);
+		snprintf(err, errlen, "line %d: unknown key \"%s\"", k->line, key);
 		return ERR_CONFIG;
 	}
 	if (*seen & (1u << idx)) {
-		snprintf(err, errlen, "line %zu: duplicate key \"%s\"", line, key);
+		snprintf(err, errlen, "line %d: duplicate key \"%s\"", k->line, key);
 		return ERR_CONFIG;
 	}
 	*seen |= 1u << idx;
-	char *val = yaml_value(doc, v, key, err, errlen);
+	char *val = file_value(t, v, key, err, errlen);
 	if (!val)
 		return ERR_CONFIG;
 	int rc = settings_set(st, key, val);
 	if (rc != 0)
-		snprintf(err, errlen, "line %zu: %s: invalid value \"%.100s\"", line, key, val);
+		snprintf(err, errlen, "line %d: %s: invalid value \"%.100s\"", k->line, key, val);
 	free(val);
 	return rc ? ERR_CONFIG : 0;
 }
 
-static int settings_load_yaml(struct settings *st, const char *path, char *err, size_t errlen)
+/* Reads path whole into *buf (caller frees). 0, or ERR_CONFIG / -errno
+ * with err set. */
+static int file_read(const char *path, char **buf, size_t *len, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
 		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return -ENOENT;
 	}
-	yaml_parser_t parser;
-	yaml_document_t doc;
-	yaml_parser_initialize(&parser);
-	yaml_parser_set_input_file(&parser, f);
+	/* One byte more than allowed, to tell "at the limit" from "over it". */
+	char *p = malloc(MAX_CONFIG_FILE + 1);
+	size_t n = p ? fread(p, 1, MAX_CONFIG_FILE + 1, f) : 0;
 	int rc = 0;
-	if (!yaml_parser_load(&parser, &doc)) {
-		snprintf(err, errlen, "line %zu: %s", parser.problem_mark.line + 1,
-			 parser.problem ? parser.problem : "invalid YAML");
-		yaml_parser_delete(&parser);
-		fclose(f);
+	if (!p)
+		rc = ERR_NOMEM;
+	else if (ferror(f))
+		rc = errno ? -errno : -EIO;
+	else if (n > MAX_CONFIG_FILE)
+		rc = ERR_CONFIG;
+	fclose(f);
+	if (rc) {
+		if (rc == ERR_CONFIG)
+			snprintf(err, errlen, "%s is larger than %u bytes", path, MAX_CONFIG_FILE);
+		else
+			snprintf(err, errlen, "cannot read %s: %s", path, err_str(rc));
+		free(p);
+		return rc;
+	}
+	*buf = p;
+	*len = n;
+	return 0;
+}
+
+/* Reads the settings file: one YAML mapping of setting_keys. The first
+ * problem stops it, with "line N: ..." in err. */
+static int settings_load_yaml(struct settings *st, const char *path, char *err, size_t errlen)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int rc = file_read(path, &text, &len, err, errlen);
+	if (rc)
+		return rc;
+	/* An anchor defined twice is refused, as libyaml's own loader
+	 * refuses it: a file means what it meant with that loader. */
+	struct yamltree t;
+	struct yamltree_error yerr;
+	rc = yamltree_load(&t, text, len, YAMLTREE_UNIQUE_ANCHORS, NULL, NULL, &yerr);
+	free(text);
+	if (rc == ERR_INVAL) {
+		snprintf(err, errlen, "line %d: %s", yerr.line, yerr.problem);
 		return ERR_CONFIG;
 	}
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	if (rc)
+		return rc;
+	const struct yamltree_node *root = yamltree_root(&t);
 	unsigned seen = 0;
-	if (root && root->type != YAML_MAPPING_NODE &&
-	    !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
-		snprintf(err, errlen, "line %zu: expected a mapping of settings", root->start_mark.line + 1);
+	if (root && root->kind != YAMLTREE_MAP && !(root->kind == YAMLTREE_SCALAR && root->len == 0)) {
+		snprintf(err, errlen, "line %d: expected a mapping of settings", root->line);
 		rc = ERR_CONFIG;
 	}
-	if (root && root->type == YAML_MAPPING_NODE)
-		for (yaml_node_pair_t *p = root->data.mapping.pairs.start; rc == 0 && p < root->data.mapping.pairs.top; p++)
-			rc = yaml_pair(st, &doc, p, &seen, err, errlen);
-	yaml_document_delete(&doc);
-	yaml_parser_delete(&parser);
-	fclose(f);
+	if (root && root->kind == YAMLTREE_MAP)
+		for (size_t i = 0; rc == 0 && i + 1 < root->n_kids; i += 2)
+			rc = file_pair(st, &t, yamltree_kid(&t, root, i), yamltree_kid(&t, root, i + 1), &seen, err,
+				       errlen);
+	yamltree_free(&t);
 	return rc;
 }
 
@@ -576,8 +612,8 @@ static int serve_run(const struct settings *st)
 		fprintf(stderr, "litefs-cloud: cannot listen on %s: %s\n", st->addr, err_str(rc));
 		goto err_store;
 	}
-	char ret[32];
-	config_format_duration(st->retention_ms, ret, sizeof(ret));
+	char ret[GODUR_BUF_SIZE];
+	godur_format_ms(st->retention_ms, ret, sizeof(ret));
 	LOG_INFO("cloud", "msg=\"litefs-cloud started\" version=%s data_dir=\"%s\" retention=%s port=%u", CLOUD_VERSION,
 		 st->data_dir, ret, cloud_http_port(srv));
 	serve_wait(cs, auth);

@@ -3,13 +3,20 @@
  *
  * Pipeline (config_parse):
  *
- *   raw text --expand_env()--> expanded text + segment list
- *            --ydoc_load()---> a small tree of the first YAML document
- *                              (libyaml events; aliases are shared nodes)
- *            --decode_map()--> struct config, driven by the field tables
- *                              below; every problem is collected, not only
- *                              the first (yaml.v3 does the same)
- *            --finalize()----> LiteFS's "0 means default" rules, warnings
+ *   raw text --goenv_expand()---> expanded text + the runs it came from
+ *            --yamltree_load()--> a tree of the first YAML document
+ *                                 (base/yamltree.h: lines, anchors, yaml.v3
+ *                                 scalar resolution)
+ *            --decode_map()-----> struct config, driven by the field tables
+ *                                 below; every problem is collected, not only
+ *                                 the first (yaml.v3 does the same)
+ *            --finalize()-------> LiteFS's "0 means default" rules, warnings
+ *
+ * This file is the schema only: what each key is, how its node becomes a
+ * field, what is valid, how the result prints. The Go behaviour it leans on
+ * lives in base/: goenv (os.ExpandEnv as LiteFS does it), yamltree (yaml.v3's
+ * view of a document), godur (time.ParseDuration), shellwords (exec
+ * commands as go-shellwords splits them).
  *
  * Decoding mirrors gopkg.in/yaml.v3 decoding into LiteFS's Config struct
  * with KnownFields(true):
@@ -32,8 +39,9 @@
  *   - duplicate keys are errors everywhere.
  *
  * Line numbers: libyaml reports lines of the expanded text. The expansion
- * records a segment per copied run and per substitution, so a line can be
- * mapped back to the line of the original file (struct linemap).
+ * records a run per copied stretch and per substitution (struct
+ * goenv_map), so a line can be mapped back to the line of the original
+ * file (struct linemap, given to yamltree_load as its line mapping).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -45,10 +53,14 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <yaml.h>
 
-#include "node/config.h"
 #include "base/err.h"
+#include "base/goenv.h"
+#include "base/godur.h"
+#include "base/sbuf.h"
+#include "base/shellwords.h"
+#include "base/yamltree.h"
+#include "node/config.h"
 
 /*
  * What this build implements of what the file can ask for. The engineer
@@ -65,66 +77,9 @@ static const bool have_log_json = false;
 static const bool have_database_filter = true;
 
 #define MAX_ERRORS 16
-#define MAX_DEPTH 64
 
 /* ------------------------------------------------------------------ */
-/* Growable string buffer. Sticky out-of-memory flag.                  */
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static bool sbuf_reserve(struct sbuf *b, size_t extra)
-{
-	if (b->oom)
-		return false;
-	if (b->len + extra + 1 <= b->cap)
-		return true;
-	size_t cap = b->cap ? b->cap : 256;
-	while (cap < b->len + extra + 1)
-		cap *= 2;
-	char *p = realloc(b->p, cap);
-	if (!p) {
-		b->oom = true;
-		return false;
-	}
-	b->p = p;
-	b->cap = cap;
-	return true;
-}
-
-static void sbuf_putn(struct sbuf *b, const char *s, size_t n)
-{
-	if (!sbuf_reserve(b, n))
-		return;
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-static void sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
-static void sbuf_vprintf(struct sbuf *b, const char *fmt, va_list ap)
-{
-	va_list ap2;
-	va_copy(ap2, ap);
-	int n = vsnprintf(NULL, 0, fmt, ap2);
-	va_end(ap2);
-	if (n < 0 || !sbuf_reserve(b, (size_t)n))
-		return;
-	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-	b->len += (size_t)n;
-}
-
-static void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sbuf_printf(struct sbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	sbuf_vprintf(b, fmt, ap);
-	va_end(ap);
-}
+/* Messages.                                                           */
 
 /* Copies the buffer into errbuf, without its trailing newline. */
 static void sbuf_to_errbuf(const struct sbuf *b, char *errbuf, size_t errlen)
@@ -150,31 +105,6 @@ static void set_err(char *errbuf, size_t errlen, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(errbuf, errlen, fmt, ap);
 	va_end(ap);
-}
-
-/* Appends a quoted, escaped, length-limited rendering of s for messages. */
-static void sbuf_quote(struct sbuf *b, const char *s, size_t n, size_t limit)
-{
-	sbuf_putn(b, "\"", 1);
-	size_t shown = n > limit ? limit : n;
-	for (size_t i = 0; i < shown; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\')
-			sbuf_printf(b, "\\%c", c);
-		else if (c == '\n')
-			sbuf_putn(b, "\\n", 2);
-		else if (c == '\t')
-			sbuf_putn(b, "\\t", 2);
-		else if (c == '\r')
-			sbuf_putn(b, "\\r", 2);
-		else if (c < 0x20 || c == 0x7f)
-			sbuf_printf(b, "\\x%02x", c);
-		else
-			sbuf_putn(b, (const char *)&s[i], 1);
-	}
-	if (shown < n)
-		sbuf_putn(b, "...", 3);
-	sbuf_putn(b, "\"", 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -207,23 +137,7 @@ static void errs_add(struct errs *e, int line, const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ */
-/* Line breaks, counted the way libyaml counts them: CRLF, CR, LF, NEL  */
-/* (U+0085), LS (U+2028) and PS (U+2029) each end a line.              */
-
-static size_t break_len(const char *s, size_t n, size_t i)
-{
-	unsigned char c = (unsigned char)s[i];
-	if (c == '\r')
-		return (i + 1 < n && s[i + 1] == '\n') ? 2 : 1;
-	if (c == '\n')
-		return 1;
-	if (c == 0xC2 && i + 1 < n && (unsigned char)s[i + 1] == 0x85)
-		return 2;
-	if (c == 0xE2 && i + 2 < n && (unsigned char)s[i + 1] == 0x80 &&
-	    ((unsigned char)s[i + 2] == 0xA8 || (unsigned char)s[i + 2] == 0xA9))
-		return 3;
-	return 0;
-}
+/* Line numbers of the file as written (see the top of the file).      */
 
 /* Offsets of the start of every line (line 1 starts at 0). Caller frees. */
 static size_t *line_starts(const char *s, size_t n, size_t *count)
@@ -234,7 +148,7 @@ static size_t *line_starts(const char *s, size_t n, size_t *count)
 		return NULL;
 	v[k++] = 0;
 	for (size_t i = 0; i < n;) {
-		size_t bl = break_len(s, n, i);
+		size_t bl = yamltree_break_len(s, n, i);
 		if (!bl) {
 			i++;
 			continue;
@@ -255,272 +169,35 @@ static size_t *line_starts(const char *s, size_t n, size_t *count)
 	return v;
 }
 
-/* ------------------------------------------------------------------ */
-/* Environment expansion (Go os.Expand + LiteFS's expressions).         */
-
-const char *config_getenv_process(const char *name, void *ctx)
-{
-	return getenv(name);
-}
-
-/* A run of output that was copied from the input, or substituted. */
-struct seg {
-	size_t out_off;
-	size_t in_off;
-	bool subst;
-};
-
-struct segs {
-	struct seg *v;
-	size_t n, cap;
-};
-
-static bool segs_add(struct segs *s, size_t out_off, size_t in_off, bool subst)
-{
-	if (!s)
-		return true;
-	if (s->n == s->cap) {
-		size_t cap = s->cap ? s->cap * 2 : 32;
-		struct seg *v = realloc(s->v, cap * sizeof(*v));
-		if (!v)
-			return false;
-		s->v = v;
-		s->cap = cap;
-	}
-	s->v[s->n++] = (struct seg){ out_off, in_off, subst };
-	return true;
-}
-
-static bool is_shell_special(unsigned char c)
-{
-	return strchr("*#$@!?-0123456789", c) != NULL && c != '\0';
-}
-
-static bool is_word(unsigned char c)
-{
-	return c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
-}
-
-/* Go's getShellName: the name after '$' and how many bytes it used. */
-static void shell_name(const char *s, size_t n, const char **name, size_t *name_len, size_t *w)
-{
-	*name = s;
-	*name_len = 0;
-	if (s[0] == '{') {
-		if (n > 2 && is_shell_special((unsigned char)s[1]) && s[2] == '}') {
-			*name = s + 1;
-			*name_len = 1;
-			*w = 3;
-			return;
-		}
-		for (size_t i = 1; i < n; i++) {
-			if (s[i] == '}') {
-				if (i == 1) {
-					*w = 2; /* "${}": bad syntax, eaten */
-					return;
-				}
-				*name = s + 1;
-				*name_len = i - 1;
-				*w = i + 1;
-				return;
-			}
-		}
-		*w = 1; /* "${" without "}": bad syntax, eaten */
-		return;
-	}
-	if (is_shell_special((unsigned char)s[0])) {
-		*name_len = 1;
-		*w = 1;
-		return;
-	}
-	size_t i = 0;
-	while (i < n && is_word((unsigned char)s[i]))
-		i++;
-	*name_len = i;
-	*w = i;
-}
-
-static bool is_go_trim_space(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
-}
-
-/* Go RE2's \s: [\t\n\f\r ]. */
-static bool is_re_space(unsigned char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r';
-}
-
-static const char *lookup(config_getenv_fn fn, void *ctx, const char *name, size_t len, bool *oom)
-{
-	char *key = strndup(name, len);
-	if (!key) {
-		*oom = true;
-		return "";
-	}
-	const char *v = fn(key, ctx);
-	free(key);
-	return v ? v : "";
-}
-
-/*
- * LiteFS's mapping function: trims the ${...} body, then tries the three
- * expression forms in LiteFS's order (single-quoted literal, double-quoted
- * literal, two variable names), else looks the body up as a name.
- * Appends the result to out.
- */
-static void expand_one(const char *v, size_t n, config_getenv_fn fn, void *ctx, struct sbuf *out, bool *oom)
-{
-	while (n > 0 && is_go_trim_space((unsigned char)v[0])) {
-		v++;
-		n--;
-	}
-	while (n > 0 && is_go_trim_space((unsigned char)v[n - 1]))
-		n--;
-
-	size_t i = 0;
-	while (i < n && is_word((unsigned char)v[i]))
-		i++;
-	size_t name_len = i;
-	while (i < n && is_re_space((unsigned char)v[i]))
-		i++;
-	if (name_len > 0 && i + 2 <= n && (v[i] == '=' || v[i] == '!') && v[i + 1] == '=') {
-		bool eq = v[i] == '=';
-		i += 2;
-		while (i < n && is_re_space((unsigned char)v[i]))
-			i++;
-		const char *rhs = v + i;
-		size_t rlen = n - i;
-		const char *lit = NULL;
-		size_t lit_len = 0;
-		bool ok = false;
-		if (rlen >= 2 && (rhs[0] == '\'' || rhs[0] == '"') && rhs[rlen - 1] == rhs[0] &&
-		    !memchr(rhs + 1, '\n', rlen - 2)) {
-			lit = rhs + 1;
-			lit_len = rlen - 2;
-			ok = true;
-		} else if (rlen > 0) {
-			size_t k = 0;
-			while (k < rlen && is_word((unsigned char)rhs[k]))
-				k++;
-			if (k == rlen) {
-				lit = lookup(fn, ctx, rhs, rlen, oom);
-				lit_len = strlen(lit);
-				ok = true;
-			}
-		}
-		if (ok) {
-			const char *lhs = lookup(fn, ctx, v, name_len, oom);
-			bool same = strlen(lhs) == lit_len && memcmp(lhs, lit, lit_len) == 0;
-			const char *res = (same == eq) ? "true" : "false";
-			sbuf_putn(out, res, strlen(res));
-			return;
-		}
-	}
-	const char *val = lookup(fn, ctx, v, n, oom);
-	sbuf_putn(out, val, strlen(val));
-}
-
-static int expand_impl(const char *s, size_t len, config_getenv_fn fn, void *ctx,
-		       char **out, size_t *out_len, struct segs *segs)
-{
-	struct sbuf b = { 0 };
-	bool oom = false;
-	size_t i = 0;
-
-	if (!fn)
-		fn = config_getenv_process;
-	sbuf_reserve(&b, len);
-	for (size_t j = 0; j < len; j++) {
-		if (s[j] != '$' || j + 1 >= len)
-			continue;
-		if (j > i) {
-			oom |= !segs_add(segs, b.len, i, false);
-			sbuf_putn(&b, s + i, j - i);
-		}
-		const char *name;
-		size_t name_len, w;
-		shell_name(s + j + 1, len - j - 1, &name, &name_len, &w);
-		if (name_len == 0 && w > 0) {
-			/* Invalid syntax: the characters are eaten. */
-		} else if (name_len == 0) {
-			oom |= !segs_add(segs, b.len, j, false);
-			sbuf_putn(&b, "$", 1);
-		} else {
-			oom |= !segs_add(segs, b.len, j, true);
-			expand_one(name, name_len, fn, ctx, &b, &oom);
-		}
-		j += w;
-		i = j + 1;
-		if (b.len > CONFIG_MAX_EXPANDED_SIZE)
-			break;
-	}
-	if (i < len && b.len <= CONFIG_MAX_EXPANDED_SIZE) {
-		oom |= !segs_add(segs, b.len, i, false);
-		sbuf_putn(&b, s + i, len - i);
-	}
-	sbuf_putn(&b, "", 0); /* NUL-terminates, also when empty */
-	if (oom || b.oom) {
-		free(b.p);
-		return ERR_NOMEM;
-	}
-	if (b.len > CONFIG_MAX_EXPANDED_SIZE) {
-		free(b.p);
-		return ERR_CONFIG;
-	}
-	*out = b.p;
-	*out_len = b.len;
-	return 0;
-}
-
-int config_expand_env(const char *text, size_t len, config_getenv_fn getenv_fn,
-		      void *env_ctx, char **out, size_t *out_len)
-{
-	return expand_impl(text, len, getenv_fn, env_ctx, out, out_len, NULL);
-}
 
 /* Maps lines of the expanded text back to lines of the original text. */
 struct linemap {
-	bool identity;
 	size_t *exp_starts, n_exp;
 	size_t *orig_starts, n_orig;
-	struct segs segs;
+	struct goenv_map runs;
 };
 
 static void linemap_free(struct linemap *m)
 {
 	free(m->exp_starts);
 	free(m->orig_starts);
-	free(m->segs.v);
+	goenv_map_free(&m->runs);
 	memset(m, 0, sizeof(*m));
 }
 
-/* 1-based line in the expanded text -> 1-based line in the original. */
-static int linemap_line(const struct linemap *m, int line)
+/* 1-based line in the expanded text -> 1-based line in the original; a
+ * yamltree_line_fn. Lines pass through unchanged without an expansion. */
+static int linemap_line(void *ctx, int line)
 {
-	if (m->identity || line <= 0 || !m->exp_starts)
+	const struct linemap *m = ctx;
+	if (!m || line <= 0 || !m->exp_starts)
 		return line;
 	size_t li = (size_t)line - 1;
 	if (li >= m->n_exp)
 		li = m->n_exp - 1;
-	size_t off = m->exp_starts[li];
-	/* Last segment with out_off <= off. */
-	size_t lo = 0, hi = m->segs.n;
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (m->segs.v[mid].out_off <= off)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	size_t in_off = 0;
-	if (lo > 0) {
-		const struct seg *sg = &m->segs.v[lo - 1];
-		in_off = sg->subst ? sg->in_off : sg->in_off + (off - sg->out_off);
-	}
+	size_t in_off = goenv_map_offset(&m->runs, m->exp_starts[li]);
 	/* Number of original line starts <= in_off. */
-	lo = 0;
-	hi = m->n_orig;
+	size_t lo = 0, hi = m->n_orig;
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2;
 		if (m->orig_starts[mid] <= in_off)
@@ -529,476 +206,6 @@ static int linemap_line(const struct linemap *m, int line)
 			hi = mid;
 	}
 	return lo > 0 ? (int)lo : 1;
-}
-
-/* ------------------------------------------------------------------ */
-/* The first YAML document as a tree, built from libyaml events.       */
-
-enum ykind { Y_SCALAR, Y_SEQ, Y_MAP };
-
-struct ynode {
-	enum ykind kind;
-	char *tag; /* explicit tag (expanded by libyaml), or NULL */
-	char *val; /* scalar bytes, NUL-terminated */
-	size_t len;
-	bool plain;
-	int line; /* 1-based, in the original file */
-	size_t *kids; /* node indices; a mapping alternates key, value */
-	size_t n_kids, cap_kids;
-};
-
-struct anchor {
-	char *name;
-	size_t node;
-};
-
-struct ydoc {
-	struct ynode *nodes;
-	size_t n, cap;
-	struct anchor *anchors;
-	size_t n_anchors, cap_anchors;
-	bool has_root;
-	size_t root;
-};
-
-static void ydoc_free(struct ydoc *d)
-{
-	for (size_t i = 0; i < d->n; i++) {
-		free(d->nodes[i].tag);
-		free(d->nodes[i].val);
-		free(d->nodes[i].kids);
-	}
-	free(d->nodes);
-	for (size_t i = 0; i < d->n_anchors; i++)
-		free(d->anchors[i].name);
-	free(d->anchors);
-	memset(d, 0, sizeof(*d));
-}
-
-static bool ydoc_new_node(struct ydoc *d, enum ykind kind, const yaml_mark_t *mark,
-			  const struct linemap *lm, const unsigned char *tag, size_t *idx)
-{
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 64;
-		struct ynode *v = realloc(d->nodes, cap * sizeof(*v));
-		if (!v)
-			return false;
-		d->nodes = v;
-		d->cap = cap;
-	}
-	struct ynode *n = &d->nodes[d->n];
-	memset(n, 0, sizeof(*n));
-	n->kind = kind;
-	n->line = linemap_line(lm, (int)mark->line + 1);
-	if (tag && !(n->tag = strdup((const char *)tag)))
-		return false;
-	*idx = d->n++;
-	return true;
-}
-
-static bool ydoc_add_kid(struct ydoc *d, size_t parent, size_t kid)
-{
-	struct ynode *p = &d->nodes[parent];
-	if (p->n_kids == p->cap_kids) {
-		size_t cap = p->cap_kids ? p->cap_kids * 2 : 8;
-		size_t *v = realloc(p->kids, cap * sizeof(*v));
-		if (!v)
-			return false;
-		p->kids = v;
-		p->cap_kids = cap;
-	}
-	p->kids[p->n_kids++] = kid;
-	return true;
-}
-
-static bool ydoc_add_anchor(struct ydoc *d, const unsigned char *name, size_t node)
-{
-	if (!name)
-		return true;
-	if (d->n_anchors == d->cap_anchors) {
-		size_t cap = d->cap_anchors ? d->cap_anchors * 2 : 8;
-		struct anchor *v = realloc(d->anchors, cap * sizeof(*v));
-		if (!v)
-			return false;
-		d->anchors = v;
-		d->cap_anchors = cap;
-	}
-	char *s = strdup((const char *)name);
-	if (!s)
-		return false;
-	d->anchors[d->n_anchors++] = (struct anchor){ s, node };
-	return true;
-}
-
-struct frame {
-	size_t node;
-	unsigned char *anchor; /* owned; registered when the node ends */
-};
-
-/*
- * Loads the first document of text into d. Returns 0 (d->has_root false
- * when the stream holds no document), ERR_CONFIG (message added to errs),
- * ERR_NOMEM. Anchors are registered when their node ends, so an alias can
- * never refer to an enclosing node (no cycles).
- */
-static int ydoc_load(struct ydoc *d, const char *text, size_t len, const struct linemap *lm, struct errs *errs)
-{
-	yaml_parser_t parser;
-	yaml_event_t ev;
-	struct frame stack[MAX_DEPTH];
-	size_t depth = 0;
-	int rc = 0;
-	bool done = false;
-
-	if (!yaml_parser_initialize(&parser))
-		return ERR_NOMEM;
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-
-	while (!done) {
-		if (!yaml_parser_parse(&parser, &ev)) {
-			if (parser.error == YAML_MEMORY_ERROR) {
-				rc = ERR_NOMEM;
-			} else {
-				/* The line where libyaml gave up, and where the
-				 * construct it was reading began. */
-				int pline = linemap_line(lm, (int)parser.problem_mark.line + 1);
-				const char *problem = parser.problem ? parser.problem : "error";
-				if (parser.context)
-					errs_add(errs, pline, "YAML syntax error: %s (%s that began at line %d)", problem,
-						 parser.context, linemap_line(lm, (int)parser.context_mark.line + 1));
-				else
-					errs_add(errs, pline, "YAML syntax error: %s", problem);
-				rc = ERR_CONFIG;
-			}
-			break;
-		}
-		size_t idx = 0;
-		bool attach = false;
-		switch (ev.type) {
-		case YAML_DOCUMENT_END_EVENT:
-		case YAML_STREAM_END_EVENT:
-			done = true;
-			break;
-		case YAML_SCALAR_EVENT:
-			if (!ydoc_new_node(d, Y_SCALAR, &ev.start_mark, lm, ev.data.scalar.tag, &idx)) {
-				rc = ERR_NOMEM;
-				break;
-			}
-			d->nodes[idx].plain = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-			d->nodes[idx].len = ev.data.scalar.length;
-			d->nodes[idx].val = malloc(ev.data.scalar.length + 1);
-			if (!d->nodes[idx].val) {
-				rc = ERR_NOMEM;
-				break;
-			}
-			memcpy(d->nodes[idx].val, ev.data.scalar.value, ev.data.scalar.length);
-			d->nodes[idx].val[ev.data.scalar.length] = '\0';
-			if (!ydoc_add_anchor(d, ev.data.scalar.anchor, idx)) {
-				rc = ERR_NOMEM;
-				break;
-			}
-			attach = true;
-			break;
-		case YAML_SEQUENCE_START_EVENT:
-		case YAML_MAPPING_START_EVENT: {
-			bool seq = ev.type == YAML_SEQUENCE_START_EVENT;
-			if (depth == MAX_DEPTH) {
-				errs_add(errs, linemap_line(lm, (int)ev.start_mark.line + 1),
-					 "nesting deeper than %d levels", MAX_DEPTH);
-				rc = ERR_CONFIG;
-				break;
-			}
-			const unsigned char *tag = seq ? ev.data.sequence_start.tag : ev.data.mapping_start.tag;
-			const unsigned char *anchor = seq ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
-			if (!ydoc_new_node(d, seq ? Y_SEQ : Y_MAP, &ev.start_mark, lm, tag, &idx)) {
-				rc = ERR_NOMEM;
-				break;
-			}
-			attach = true;
-			stack[depth].node = idx;
-			stack[depth].anchor = NULL;
-			if (anchor && !(stack[depth].anchor = (unsigned char *)strdup((const char *)anchor))) {
-				rc = ERR_NOMEM;
-				break;
-			}
-			depth++;
-			break;
-		}
-		case YAML_SEQUENCE_END_EVENT:
-		case YAML_MAPPING_END_EVENT:
-			if (depth > 0) {
-				depth--;
-				bool ok = ydoc_add_anchor(d, stack[depth].anchor, stack[depth].node);
-				free(stack[depth].anchor);
-				stack[depth].anchor = NULL;
-				if (!ok)
-					rc = ERR_NOMEM;
-			}
-			break;
-		case YAML_ALIAS_EVENT: {
-			const char *name = (const char *)ev.data.alias.anchor;
-			bool found = false;
-			for (size_t k = d->n_anchors; k-- > 0;) {
-				if (!strcmp(d->anchors[k].name, name)) {
-					idx = d->anchors[k].node;
-					found = true;
-					break;
-				}
-			}
-			if (!found) {
-				errs_add(errs, linemap_line(lm, (int)ev.start_mark.line + 1),
-					 "unknown anchor \"%s\" referenced", name);
-				rc = ERR_CONFIG;
-				break;
-			}
-			attach = true;
-			break;
-		}
-		default:
-			break;
-		}
-		if (rc == 0 && attach) {
-			/* A node being attached to itself is impossible: its frame is
-			 * pushed after this point. */
-			size_t parent_depth = depth;
-			if (ev.type == YAML_SEQUENCE_START_EVENT || ev.type == YAML_MAPPING_START_EVENT)
-				parent_depth--;
-			if (parent_depth == 0) {
-				d->has_root = true;
-				d->root = idx;
-			} else if (!ydoc_add_kid(d, stack[parent_depth - 1].node, idx)) {
-				rc = ERR_NOMEM;
-			}
-		}
-		yaml_event_delete(&ev);
-		if (rc)
-			break;
-	}
-	while (depth > 0)
-		free(stack[--depth].anchor);
-	yaml_parser_delete(&parser);
-	return rc;
-}
-
-/* ------------------------------------------------------------------ */
-/* Scalar resolution, as yaml.v3 does it.                              */
-
-enum rkind { R_NULL, R_BOOL, R_INT, R_FLOAT, R_STR, R_MERGE, R_BADTAG };
-
-#define TAG_PREFIX "tag:yaml.org,2002:"
-
-static bool str_in(const char *s, const char *const *list)
-{
-	for (; *list; list++)
-		if (!strcmp(s, *list))
-			return true;
-	return false;
-}
-
-static const char *const null_words[] = { "", "~", "null", "Null", "NULL", NULL };
-static const char *const true_words[] = { "true", "True", "TRUE", NULL };
-static const char *const false_words[] = { "false", "False", "FALSE", NULL };
-static const char *const yaml11_true[] = { "y", "Y", "yes", "Yes", "YES", "on", "On", "ON", NULL };
-static const char *const yaml11_false[] = { "n", "N", "no", "No", "NO", "off", "Off", "OFF", NULL };
-
-static int digit_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A' + 10;
-	return 99;
-}
-
-/*
- * Go strconv.ParseInt(s, 0, 64): optional sign, 0x/0o/0b prefixes, a
- * leading 0 for octal, underscores between digits. Returns 1 for an
- * integer (in *v), 2 for an integer out of int64 range, 0 otherwise.
- */
-static int parse_go_int(const char *s, int64_t *v)
-{
-	bool neg = false;
-	if (*s == '+' || *s == '-')
-		neg = *s++ == '-';
-	int base = 10;
-	const char *p = s;
-	if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
-		base = 16;
-		p += 2;
-	} else if (p[0] == '0' && (p[1] == 'o' || p[1] == 'O')) {
-		base = 8;
-		p += 2;
-	} else if (p[0] == '0' && (p[1] == 'b' || p[1] == 'B')) {
-		base = 2;
-		p += 2;
-	} else if (p[0] == '0' && p[1] != '\0') {
-		base = 8;
-		p += 1;
-	}
-	if (*p == '\0')
-		return 0;
-	uint64_t acc = 0;
-	bool overflow = false, prev_us = false, any = false;
-	/* With a prefix, "0x_1" is allowed: the prefix counts as a digit. */
-	bool prefix_digit = p != s;
-	for (; *p; p++) {
-		if (*p == '_') {
-			if (prev_us || (!any && !prefix_digit))
-				return 0;
-			prev_us = true;
-			continue;
-		}
-		int dv = digit_value((unsigned char)*p);
-		if (dv >= base)
-			return 0;
-		if (acc > (UINT64_MAX - (uint64_t)dv) / (uint64_t)base)
-			overflow = true;
-		else
-			acc = acc * (uint64_t)base + (uint64_t)dv;
-		any = true;
-		prev_us = false;
-	}
-	if (!any || prev_us)
-		return 0;
-	if (overflow)
-		return 2;
-	if (neg) {
-		if (acc > (uint64_t)INT64_MAX + 1)
-			return 2;
-		*v = acc == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)acc;
-	} else {
-		if (acc > (uint64_t)INT64_MAX)
-			return 2;
-		*v = (int64_t)acc;
-	}
-	return 1;
-}
-
-/* yaml.v3's yamlStyleFloat: ^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$ */
-static bool is_yaml_float(const char *s)
-{
-	static const char *const special[] = { ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF",
-						"-.inf", "-.Inf", "-.INF", ".nan", ".NaN", ".NAN", NULL };
-	if (str_in(s, special))
-		return true;
-	const char *p = s;
-	if (*p == '+' || *p == '-')
-		p++;
-	if (*p == '.') {
-		p++;
-		if (!isdigit((unsigned char)*p))
-			return false;
-		while (isdigit((unsigned char)*p))
-			p++;
-	} else {
-		if (!isdigit((unsigned char)*p))
-			return false;
-		while (isdigit((unsigned char)*p))
-			p++;
-		if (*p == '.') {
-			p++;
-			while (isdigit((unsigned char)*p))
-				p++;
-		}
-	}
-	if (*p == 'e' || *p == 'E') {
-		p++;
-		if (*p == '+' || *p == '-')
-			p++;
-		if (!isdigit((unsigned char)*p))
-			return false;
-		while (isdigit((unsigned char)*p))
-			p++;
-	}
-	return *p == '\0';
-}
-
-static enum rkind resolve(const struct ynode *n, bool *bval)
-{
-	const char *v = n->val;
-	if (n->tag && strcmp(n->tag, "!") != 0) {
-		const char *t = n->tag;
-		if (!strncmp(t, TAG_PREFIX, strlen(TAG_PREFIX)))
-			t += strlen(TAG_PREFIX);
-		else
-			return R_BADTAG;
-		if (!strcmp(t, "str"))
-			return R_STR;
-		if (!strcmp(t, "null"))
-			return R_NULL;
-		if (!strcmp(t, "int")) {
-			int64_t x;
-			return parse_go_int(v, &x) ? R_INT : R_BADTAG;
-		}
-		if (!strcmp(t, "float"))
-			return R_FLOAT;
-		if (!strcmp(t, "bool")) {
-			if (str_in(v, true_words)) {
-				*bval = true;
-				return R_BOOL;
-			}
-			if (str_in(v, false_words)) {
-				*bval = false;
-				return R_BOOL;
-			}
-			return R_BADTAG;
-		}
-		return R_BADTAG;
-	}
-	if (n->tag || !n->plain)
-		return R_STR;
-	if (str_in(v, null_words))
-		return R_NULL;
-	if (str_in(v, true_words)) {
-		*bval = true;
-		return R_BOOL;
-	}
-	if (str_in(v, false_words)) {
-		*bval = false;
-		return R_BOOL;
-	}
-	if (!strcmp(v, "<<"))
-		return R_MERGE;
-	int64_t x;
-	if (parse_go_int(v, &x))
-		return R_INT;
-	if (is_yaml_float(v))
-		return R_FLOAT;
-	return R_STR;
-}
-
-/* Describes a node for "expected X, got Y" messages. */
-static void describe(struct sbuf *b, const struct ynode *n)
-{
-	bool bv;
-	if (n->kind == Y_MAP) {
-		sbuf_printf(b, "a mapping");
-		return;
-	}
-	if (n->kind == Y_SEQ) {
-		sbuf_printf(b, "a list");
-		return;
-	}
-	switch (resolve(n, &bv)) {
-	case R_NULL:
-		sbuf_printf(b, "null");
-		return;
-	case R_BOOL:
-		sbuf_printf(b, "the boolean %s", n->val);
-		return;
-	case R_INT:
-		sbuf_printf(b, "the integer %s", n->val);
-		return;
-	case R_FLOAT:
-		sbuf_printf(b, "the number %s", n->val);
-		return;
-	default:
-		sbuf_printf(b, "the string ");
-		sbuf_quote(b, n->val, n->len, 64);
-		return;
-	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -1265,7 +472,7 @@ int config_init(struct config *cfg)
 /* Decoding.                                                           */
 
 struct dctx {
-	struct ydoc *doc;
+	struct yamltree *doc;
 	struct config *cfg;
 	struct errs *errs;
 	bool oom;
@@ -1332,41 +539,35 @@ static void check_missing_dollar(struct dctx *d, const char *path, const char *s
 	}
 }
 
-static void type_error(struct dctx *d, const char *path, const struct ynode *v, const char *expected)
+static void type_error(struct dctx *d, const char *path, const struct yamltree_node *v, const char *expected)
 {
 	struct sbuf b = { 0 };
-	describe(&b, v);
+	yamltree_describe(&b, v);
 	errs_add(d->errs, v->line, "%s: expected %s, got %s", path, expected, b.p ? b.p : "?");
 	d->oom |= b.oom;
 	free(b.p);
 }
 
-static bool check_tag(struct dctx *d, const char *path, const struct ynode *v)
+static bool check_tag(struct dctx *d, const char *path, const struct yamltree_node *v)
 {
 	bool bv;
-	if (v->kind == Y_SCALAR && resolve(v, &bv) == R_BADTAG) {
+	if (v->kind == YAMLTREE_SCALAR && yamltree_resolve(v, &bv) == YAMLTREE_BADTAG) {
 		errs_add(d->errs, v->line, "%s: unsupported tag \"%s\" for value \"%s\"", path, v->tag ? v->tag : "",
 			 v->val);
 		return false;
 	}
-	if (v->kind != Y_SCALAR && v->tag) {
+	if (v->kind != YAMLTREE_SCALAR && v->tag) {
 		errs_add(d->errs, v->line, "%s: unsupported tag \"%s\"", path, v->tag);
 		return false;
 	}
 	return true;
 }
 
-static bool is_null(const struct ynode *v)
+static void decode_str(struct dctx *d, const char *path, const struct yamltree_node *v, char **slot)
 {
-	bool bv;
-	return v->kind == Y_SCALAR && resolve(v, &bv) == R_NULL;
-}
-
-static void decode_str(struct dctx *d, const char *path, const struct ynode *v, char **slot)
-{
-	if (is_null(v))
+	if (yamltree_is_null(v))
 		return;
-	if (v->kind != Y_SCALAR) {
+	if (v->kind != YAMLTREE_SCALAR) {
 		type_error(d, path, v, "a string");
 		return;
 	}
@@ -1375,39 +576,33 @@ static void decode_str(struct dctx *d, const char *path, const struct ynode *v, 
 	check_missing_dollar(d, path, v->val, v->line);
 }
 
-static void decode_bool(struct dctx *d, const char *path, const struct ynode *v, bool *slot)
+static void decode_bool(struct dctx *d, const char *path, const struct yamltree_node *v, bool *slot)
 {
 	bool bv = false;
-	if (v->kind == Y_SCALAR) {
-		enum rkind r = resolve(v, &bv);
-		if (r == R_NULL)
+	if (v->kind == YAMLTREE_SCALAR) {
+		enum yamltree_type r = yamltree_resolve(v, &bv);
+		if (r == YAMLTREE_NULL)
 			return;
-		if (r == R_BOOL) {
+		if (r == YAMLTREE_BOOL) {
 			*slot = bv;
 			return;
 		}
-		if (r == R_STR && str_in(v->val, yaml11_true)) {
-			*slot = true;
+		if (r == YAMLTREE_STR && yamltree_yaml11_bool(v->val, slot))
 			return;
-		}
-		if (r == R_STR && str_in(v->val, yaml11_false)) {
-			*slot = false;
-			return;
-		}
 	}
 	type_error(d, path, v, "a boolean (true or false)");
 }
 
-static void decode_dur(struct dctx *d, const char *path, const struct ynode *v, int64_t *slot)
+static void decode_dur(struct dctx *d, const char *path, const struct yamltree_node *v, int64_t *slot)
 {
 	bool bv;
-	if (v->kind == Y_SCALAR) {
-		enum rkind r = resolve(v, &bv);
-		if (r == R_NULL)
+	if (v->kind == YAMLTREE_SCALAR) {
+		enum yamltree_type r = yamltree_resolve(v, &bv);
+		if (r == YAMLTREE_NULL)
 			return;
-		if (r == R_STR) {
+		if (r == YAMLTREE_STR) {
 			int64_t ms;
-			if (config_parse_duration(v->val, &ms) == 0) {
+			if (godur_parse_ms(v->val, &ms) == 0) {
 				*slot = ms;
 				return;
 			}
@@ -1425,16 +620,16 @@ static void decode_dur(struct dctx *d, const char *path, const struct ynode *v, 
 	type_error(d, path, v, "a duration string such as \"10s\", \"1m30s\" or \"500ms\"");
 }
 
-static void decode_int(struct dctx *d, const char *path, const struct ynode *v, int64_t *slot)
+static void decode_int(struct dctx *d, const char *path, const struct yamltree_node *v, int64_t *slot)
 {
 	bool bv;
-	if (v->kind == Y_SCALAR) {
-		enum rkind r = resolve(v, &bv);
-		if (r == R_NULL)
+	if (v->kind == YAMLTREE_SCALAR) {
+		enum yamltree_type r = yamltree_resolve(v, &bv);
+		if (r == YAMLTREE_NULL)
 			return;
-		if (r == R_INT) {
+		if (r == YAMLTREE_INT) {
 			int64_t x = 0;
-			if (parse_go_int(v->val, &x) == 1) {
+			if (yamltree_parse_int(v->val, &x) == 0) {
 				*slot = x;
 				return;
 			}
@@ -1445,13 +640,13 @@ static void decode_int(struct dctx *d, const char *path, const struct ynode *v, 
 	type_error(d, path, v, "an integer");
 }
 
-static void decode_list(struct dctx *d, const char *path, const struct ynode *v, struct config_strlist *slot)
+static void decode_list(struct dctx *d, const char *path, const struct yamltree_node *v, struct config_strlist *slot)
 {
-	if (is_null(v)) {
+	if (yamltree_is_null(v)) {
 		strlist_free(slot);
 		return;
 	}
-	if (v->kind != Y_SEQ) {
+	if (v->kind != YAMLTREE_SEQ) {
 		type_error(d, path, v, "a list of strings");
 		return;
 	}
@@ -1462,19 +657,19 @@ static void decode_list(struct dctx *d, const char *path, const struct ynode *v,
 	}
 	bool ok = true;
 	for (size_t i = 0; i < v->n_kids; i++) {
-		const struct ynode *it = &d->doc->nodes[v->kids[i]];
+		const struct yamltree_node *it = yamltree_kid(d->doc, v, i);
 		char ipath[340];
 		snprintf(ipath, sizeof(ipath), "%s[%zu]", path, i);
 		if (!check_tag(d, ipath, it)) {
 			ok = false;
 			continue;
 		}
-		if (it->kind != Y_SCALAR) {
+		if (it->kind != YAMLTREE_SCALAR) {
 			type_error(d, ipath, it, "a string");
 			ok = false;
 			continue;
 		}
-		items[i] = strdup(is_null(it) ? "" : it->val);
+		items[i] = strdup(yamltree_is_null(it) ? "" : it->val);
 		if (!items[i]) {
 			d->oom = true;
 			ok = false;
@@ -1497,21 +692,21 @@ static void decode_list(struct dctx *d, const char *path, const struct ynode *v,
 	slot->n = v->n_kids;
 }
 
-static void decode_map(struct dctx *d, const char *path, const struct ynode *m, const struct field *fields,
+static void decode_map(struct dctx *d, const char *path, const struct yamltree_node *m, const struct field *fields,
 		       void *base, bool is_exec_item);
 
-static void decode_exec(struct dctx *d, const struct ynode *v)
+static void decode_exec(struct dctx *d, const struct yamltree_node *v)
 {
 	static const char expected[] = "a command string or a list of {cmd: ..., if-candidate: ...} items";
 	bool bv;
 	struct config *c = d->cfg;
 
-	if (is_null(v)) {
+	if (yamltree_is_null(v)) {
 		exec_free(c);
 		return;
 	}
-	if (v->kind == Y_SCALAR) {
-		if (resolve(v, &bv) != R_STR) {
+	if (v->kind == YAMLTREE_SCALAR) {
+		if (yamltree_resolve(v, &bv) != YAMLTREE_STR) {
 			type_error(d, "exec", v, expected);
 			return;
 		}
@@ -1528,7 +723,7 @@ static void decode_exec(struct dctx *d, const struct ynode *v)
 		add_keyline(d, "exec[0].cmd", v->line);
 		return;
 	}
-	if (v->kind != Y_SEQ) {
+	if (v->kind != YAMLTREE_SEQ) {
 		type_error(d, "exec", v, expected);
 		return;
 	}
@@ -1543,7 +738,7 @@ static void decode_exec(struct dctx *d, const struct ynode *v)
 	c->exec = items;
 	c->n_exec = v->n_kids;
 	for (size_t i = 0; i < v->n_kids; i++) {
-		const struct ynode *it = &d->doc->nodes[v->kids[i]];
+		const struct yamltree_node *it = yamltree_kid(d->doc, v, i);
 		char ipath[64];
 		snprintf(ipath, sizeof(ipath), "exec[%zu]", i);
 		items[i].line = it->line;
@@ -1553,9 +748,9 @@ static void decode_exec(struct dctx *d, const struct ynode *v)
 		}
 		if (!check_tag(d, ipath, it))
 			continue;
-		if (is_null(it))
+		if (yamltree_is_null(it))
 			continue; /* validation reports the missing cmd */
-		if (it->kind != Y_MAP) {
+		if (it->kind != YAMLTREE_MAP) {
 			type_error(d, ipath, it, "a mapping such as {cmd: \"myapp serve\"}");
 			continue;
 		}
@@ -1563,7 +758,7 @@ static void decode_exec(struct dctx *d, const struct ynode *v)
 	}
 }
 
-static void decode_value(struct dctx *d, const char *path, const struct ynode *v, const struct field *f, void *base)
+static void decode_value(struct dctx *d, const char *path, const struct yamltree_node *v, const struct field *f, void *base)
 {
 	if (!check_tag(d, path, v))
 		return;
@@ -1588,9 +783,9 @@ static void decode_value(struct dctx *d, const char *path, const struct ynode *v
 		decode_exec(d, v);
 		break;
 	case F_MAP:
-		if (is_null(v))
+		if (yamltree_is_null(v))
 			break;
-		if (v->kind != Y_MAP) {
+		if (v->kind != YAMLTREE_MAP) {
 			type_error(d, path, v, "a mapping");
 			break;
 		}
@@ -1621,7 +816,7 @@ static size_t edit_distance(const char *a, const char *b)
 	return row[lb];
 }
 
-static void unknown_key(struct dctx *d, const char *path, const struct ynode *k, const struct field *fields)
+static void unknown_key(struct dctx *d, const char *path, const struct yamltree_node *k, const struct field *fields)
 {
 	const char *hint = NULL;
 	for (size_t i = 0; i < sizeof(key_hints) / sizeof(key_hints[0]); i++)
@@ -1652,7 +847,7 @@ static void unknown_key(struct dctx *d, const char *path, const struct ynode *k,
 }
 
 struct keyref {
-	const struct ynode *key;
+	const struct yamltree_node *key;
 	size_t pos;
 };
 
@@ -1668,7 +863,7 @@ static int keyref_cmp(const void *a, const void *b)
 	return x->pos < y->pos ? -1 : (x->pos > y->pos);
 }
 
-static void decode_map(struct dctx *d, const char *path, const struct ynode *m, const struct field *fields,
+static void decode_map(struct dctx *d, const char *path, const struct yamltree_node *m, const struct field *fields,
 		       void *base, bool is_exec_item)
 {
 	size_t n_pairs = m->n_kids / 2;
@@ -1686,10 +881,10 @@ static void decode_map(struct dctx *d, const char *path, const struct ynode *m, 
 	}
 	size_t n_refs = 0;
 	for (size_t i = 0; i < n_pairs; i++) {
-		const struct ynode *k = &d->doc->nodes[m->kids[2 * i]];
-		if (k->kind != Y_SCALAR) {
+		const struct yamltree_node *k = yamltree_kid(d->doc, m, 2 * i);
+		if (k->kind != YAMLTREE_SCALAR) {
 			errs_add(d->errs, k->line, "%s%smapping keys must be plain names, not %s", path,
-				 *path ? ": " : "", k->kind == Y_MAP ? "mappings" : "lists");
+				 *path ? ": " : "", k->kind == YAMLTREE_MAP ? "mappings" : "lists");
 			skip[i] = true;
 			continue;
 		}
@@ -1717,12 +912,12 @@ static void decode_map(struct dctx *d, const char *path, const struct ynode *m, 
 	for (size_t i = 0; i < n_pairs; i++) {
 		if (skip[i])
 			continue;
-		const struct ynode *k = &d->doc->nodes[m->kids[2 * i]];
-		const struct ynode *v = &d->doc->nodes[m->kids[2 * i + 1]];
+		const struct yamltree_node *k = yamltree_kid(d->doc, m, 2 * i);
+		const struct yamltree_node *v = yamltree_kid(d->doc, m, 2 * i + 1);
 		char kpath[300];
 		snprintf(kpath, sizeof(kpath), "%s%s%.*s", path, *path ? "." : "", 200, k->val);
 		bool bv;
-		if (resolve(k, &bv) == R_MERGE) {
+		if (yamltree_resolve(k, &bv) == YAMLTREE_MERGE) {
 			errs_add(d->errs, k->line, "%s: YAML merge keys (<<) are not supported; write the keys out",
 				 *path ? path : "top level");
 			continue;
@@ -1782,12 +977,12 @@ static void finalize(struct config *c, bool *oom)
 }
 
 int config_parse(const char *text, size_t len, const char *name, bool expand_env,
-		 config_getenv_fn getenv_fn, void *env_ctx, struct config *cfg,
+		 goenv_getenv_fn getenv_fn, void *env_ctx, struct config *cfg,
 		 char *errbuf, size_t errlen)
 {
 	struct errs errs = { .name = name ? name : "litefs.yml" };
-	struct linemap lm = { .identity = true };
-	struct ydoc doc = { 0 };
+	struct linemap lm = { 0 };
+	struct yamltree doc = { 0 };
 	char *expanded = NULL;
 	size_t exp_len = len;
 	const char *src = text;
@@ -1811,14 +1006,16 @@ int config_parse(const char *text, size_t len, const char *name, bool expand_env
 	}
 
 	if (expand_env) {
-		rc = expand_impl(text, len, getenv_fn, env_ctx, &expanded, &exp_len, &lm.segs);
-		if (rc == ERR_CONFIG)
+		rc = goenv_expand(text, len, getenv_fn, env_ctx, CONFIG_MAX_EXPANDED_SIZE, &expanded, &exp_len,
+				  &lm.runs);
+		if (rc == -E2BIG) {
 			errs_add(&errs, 0, "file is larger than %u bytes after environment expansion",
 				 CONFIG_MAX_EXPANDED_SIZE);
+			rc = ERR_CONFIG;
+		}
 		if (rc)
 			goto err_free;
 		src = expanded;
-		lm.identity = false;
 		lm.exp_starts = line_starts(expanded, exp_len, &lm.n_exp);
 		lm.orig_starts = line_starts(text, len, &lm.n_orig);
 		if (!lm.exp_starts || !lm.orig_starts) {
@@ -1827,19 +1024,24 @@ int config_parse(const char *text, size_t len, const char *name, bool expand_env
 		}
 	}
 
-	rc = ydoc_load(&doc, src, exp_len, &lm, &errs);
+	struct yamltree_error yerr;
+	rc = yamltree_load(&doc, src, exp_len, 0, linemap_line, &lm, &yerr);
+	if (rc == ERR_INVAL) {
+		errs_add(&errs, yerr.line, "%s", yerr.msg);
+		rc = ERR_CONFIG;
+	}
 	if (rc)
 		goto err_free;
-	if (!doc.has_root) {
+	const struct yamltree_node *root = yamltree_root(&doc);
+	if (!root) {
 		errs_add(&errs, 0, "no YAML document: the file is empty or only has comments");
 		rc = ERR_CONFIG;
 		goto err_free;
 	}
 
 	struct dctx d = { .doc = &doc, .cfg = cfg, .errs = &errs };
-	const struct ynode *root = &doc.nodes[doc.root];
-	if (check_tag(&d, "top level", root) && !is_null(root)) {
-		if (root->kind != Y_MAP)
+	if (check_tag(&d, "top level", root) && !yamltree_is_null(root)) {
+		if (root->kind != YAMLTREE_MAP)
 			type_error(&d, "top level", root, "a mapping of settings");
 		else
 			decode_map(&d, "", root, top_fields, cfg, false);
@@ -1858,7 +1060,7 @@ int config_parse(const char *text, size_t len, const char *name, bool expand_env
 		rc = ERR_NOMEM;
 		goto err_free;
 	}
-	ydoc_free(&doc);
+	yamltree_free(&doc);
 	linemap_free(&lm);
 	free(expanded);
 	free(errs.buf.p);
@@ -1869,7 +1071,7 @@ err_free:
 		set_err(errbuf, errlen, "%s: out of memory", errs.name);
 	else
 		sbuf_to_errbuf(&errs.buf, errbuf, errlen);
-	ydoc_free(&doc);
+	yamltree_free(&doc);
 	linemap_free(&lm);
 	free(expanded);
 	free(errs.buf.p);
@@ -1983,16 +1185,23 @@ int config_find(const char *explicit_path, char *out, size_t outlen)
 	return -ENOENT;
 }
 
-int config_apply_env(struct config *cfg, config_getenv_fn getenv_fn, void *env_ctx)
+/* Go's strings.TrimSpace trims these (and Unicode spaces, which a token
+ * cannot hold). */
+static bool is_go_space(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r';
+}
+
+int config_apply_env(struct config *cfg, goenv_getenv_fn getenv_fn, void *env_ctx)
 {
 	if (!getenv_fn)
-		getenv_fn = config_getenv_process;
+		getenv_fn = goenv_getenv_process;
 	const char *tok = getenv_fn("LITEFS_CLOUD_TOKEN", env_ctx);
 	if (tok) {
-		while (is_go_trim_space((unsigned char)*tok))
+		while (is_go_space((unsigned char)*tok))
 			tok++;
 		size_t n = strlen(tok);
-		while (n > 0 && is_go_trim_space((unsigned char)tok[n - 1]))
+		while (n > 0 && is_go_space((unsigned char)tok[n - 1]))
 			n--;
 		if (n > 0 && (!cfg->backup.type[0] || !strcmp(cfg->backup.type, "litefs-cloud"))) {
 			if (!set_str(&cfg->backup.type, "litefs-cloud"))
@@ -2221,12 +1430,12 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 		char msg[200];
 		char **argv = NULL;
 		size_t argc = 0;
-		int rc = config_exec_argv(c->exec[i].cmd, &argv, &argc, msg, sizeof(msg));
-		if (rc == ERR_CONFIG)
+		int rc = shellwords_split(c->exec[i].cmd, &argv, &argc, msg, sizeof(msg));
+		if (rc == ERR_INVAL)
 			errs_add(&v.errs, line, "%s: %s", path, msg);
 		else if (rc == 0 && argc == 0)
 			errs_add(&v.errs, line, "%s: the command is empty", path);
-		config_argv_free(argv);
+		shellwords_free(argv);
 	}
 
 	int rc = 0;
@@ -2281,7 +1490,7 @@ static void print_str(FILE *out, const char *s)
 	fputc('"', out);
 	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
 		/* YAML reads NEL, LS and PS as line breaks even inside quotes. */
-		size_t bl = break_len(s, len, (size_t)(p - (const unsigned char *)s));
+		size_t bl = yamltree_break_len(s, len, (size_t)(p - (const unsigned char *)s));
 		if (bl == 2 && *p == 0xC2) {
 			fputs("\\N", out);
 			p++;
@@ -2322,8 +1531,8 @@ static void print_kv_bool(FILE *out, int indent, const char *key, bool val)
 
 static void print_kv_dur(FILE *out, int indent, const char *key, int64_t ms)
 {
-	char buf[32];
-	config_format_duration(ms, buf, sizeof(buf));
+	char buf[GODUR_BUF_SIZE];
+	godur_format_ms(ms, buf, sizeof(buf));
 	fprintf(out, "%*s%s: \"%s\"\n", indent, "", key, buf);
 }
 
@@ -2433,258 +1642,4 @@ void config_print(const struct config *c, FILE *out)
 	fprintf(out, "  max-size: %lld\n", (long long)c->tracing.max_size);
 	fprintf(out, "  max-count: %lld\n", (long long)c->tracing.max_count);
 	print_kv_bool(out, 2, "compress", c->tracing.compress);
-}
-
-/* ------------------------------------------------------------------ */
-/* Durations: Go's time.ParseDuration, in nanoseconds, then ms.         */
-
-static const struct {
-	const char *name;
-	uint64_t ns;
-} duration_units[] = {
-	{ "ns", 1ull },
-	{ "us", 1000ull },
-	{ "\xc2\xb5s", 1000ull }, /* U+00B5 micro sign */
-	{ "\xce\xbcs", 1000ull }, /* U+03BC Greek mu */
-	{ "ms", 1000000ull },
-	{ "s", 1000000000ull },
-	{ "m", 60ull * 1000000000ull },
-	{ "h", 3600ull * 1000000000ull },
-};
-
-int config_parse_duration(const char *s, int64_t *ms_out)
-{
-	const uint64_t limit = 1ull << 63;
-	uint64_t d = 0;
-	bool neg = false;
-
-	if (!s)
-		return ERR_CONFIG;
-	if (*s == '-' || *s == '+')
-		neg = *s++ == '-';
-	if (!strcmp(s, "0")) {
-		*ms_out = 0;
-		return 0;
-	}
-	if (!*s)
-		return ERR_CONFIG;
-	while (*s) {
-		uint64_t v = 0, f = 0;
-		double scale = 1.0;
-		if (!(*s == '.' || isdigit((unsigned char)*s)))
-			return ERR_CONFIG;
-		const char *start = s;
-		while (isdigit((unsigned char)*s)) {
-			if (v > (limit - 1) / 10)
-				return ERR_CONFIG; /* overflow */
-			v = v * 10 + (uint64_t)(*s - '0');
-			if (v > limit)
-				return ERR_CONFIG;
-			s++;
-		}
-		bool pre = s != start, post = false;
-		if (*s == '.') {
-			s++;
-			const char *fs = s;
-			bool overflow = false;
-			while (isdigit((unsigned char)*s)) {
-				if (!overflow) {
-					if (f > (limit - 1) / 10) {
-						overflow = true;
-					} else {
-						uint64_t y = f * 10 + (uint64_t)(*s - '0');
-						if (y > limit)
-							overflow = true;
-						else {
-							f = y;
-							scale *= 10;
-						}
-					}
-				}
-				s++;
-			}
-			post = s != fs;
-		}
-		if (!pre && !post)
-			return ERR_CONFIG;
-		const char *u = s;
-		while (*s && *s != '.' && !isdigit((unsigned char)*s))
-			s++;
-		if (s == u)
-			return ERR_CONFIG; /* missing unit */
-		uint64_t unit = 0;
-		for (size_t i = 0; i < sizeof(duration_units) / sizeof(duration_units[0]); i++) {
-			if (strlen(duration_units[i].name) == (size_t)(s - u) &&
-			    !memcmp(duration_units[i].name, u, (size_t)(s - u)))
-				unit = duration_units[i].ns;
-		}
-		if (!unit)
-			return ERR_CONFIG; /* unknown unit */
-		if (v > limit / unit)
-			return ERR_CONFIG;
-		v *= unit;
-		if (f > 0) {
-			v += (uint64_t)((double)f * ((double)unit / scale));
-			if (v > limit)
-				return ERR_CONFIG;
-		}
-		d += v;
-		if (d > limit)
-			return ERR_CONFIG;
-	}
-	if (neg) {
-		*ms_out = -(int64_t)(d / 1000000u);
-		return 0;
-	}
-	if (d > limit - 1)
-		return ERR_CONFIG;
-	*ms_out = (int64_t)(d / 1000000u);
-	return 0;
-}
-
-void config_format_duration(int64_t ms, char *buf, size_t len)
-{
-	if (!buf || len == 0)
-		return;
-	if (ms == 0) {
-		snprintf(buf, len, "0s");
-		return;
-	}
-	uint64_t u = ms < 0 ? (uint64_t)0 - (uint64_t)ms : (uint64_t)ms;
-	uint64_t h = u / 3600000u, m = (u / 60000u) % 60u, s = (u / 1000u) % 60u, r = u % 1000u;
-	char tmp[64];
-	size_t n = 0;
-	if (ms < 0)
-		tmp[n++] = '-';
-	if (h)
-		n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, "%lluh", (unsigned long long)h);
-	if (m)
-		n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, "%llum", (unsigned long long)m);
-	if (s)
-		n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, "%llus", (unsigned long long)s);
-	if (r)
-		n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, "%llums", (unsigned long long)r);
-	snprintf(buf, len, "%s", tmp);
-}
-
-/* ------------------------------------------------------------------ */
-/* Exec command splitting (go-shellwords defaults).                    */
-
-void config_argv_free(char **argv)
-{
-	if (!argv)
-		return;
-	for (char **p = argv; *p; p++)
-		free(*p);
-	free(argv);
-}
-
-int config_exec_argv(const char *cmd, char ***argv_out, size_t *argc_out, char *errbuf, size_t errlen)
-{
-	char **argv = NULL;
-	size_t argc = 0, cap = 0;
-	struct sbuf arg = { 0 };
-	bool in_single = false, in_double = false, escaped = false, got = false;
-	int rc = 0;
-
-	*argv_out = NULL;
-	*argc_out = 0;
-	for (const char *p = cmd;; p++) {
-		char c = *p;
-		bool end = c == '\0';
-		if (!end && escaped) {
-			sbuf_putn(&arg, p, 1);
-			escaped = false;
-			got = true;
-			continue;
-		}
-		if (!end && c == '\\') {
-			if (in_single)
-				sbuf_putn(&arg, p, 1);
-			else
-				escaped = true;
-			got = true;
-			continue;
-		}
-		bool space = c == ' ' || c == '\t' || c == '\r' || c == '\n';
-		if (!end && space && (in_single || in_double)) {
-			sbuf_putn(&arg, p, 1);
-			continue;
-		}
-		if (end || space) {
-			if (end && (in_single || in_double || escaped)) {
-				set_err(errbuf, errlen, "%s", escaped ? "the command ends with a lone backslash"
-								      : "unterminated quote in the command");
-				rc = ERR_CONFIG;
-				goto err_free;
-			}
-			if (got) {
-				if (argc + 2 > cap) {
-					size_t ncap = cap ? cap * 2 : 8;
-					char **v = realloc(argv, ncap * sizeof(*v));
-					if (!v) {
-						rc = ERR_NOMEM;
-						goto err_free;
-					}
-					argv = v;
-					cap = ncap;
-				}
-				sbuf_putn(&arg, "", 0);
-				if (arg.oom) {
-					rc = ERR_NOMEM;
-					goto err_free;
-				}
-				argv[argc++] = arg.p ? arg.p : strdup("");
-				argv[argc] = NULL;
-				if (!argv[argc - 1]) {
-					argc--;
-					rc = ERR_NOMEM;
-					goto err_free;
-				}
-				memset(&arg, 0, sizeof(arg));
-				got = false;
-			}
-			if (end)
-				break;
-			continue;
-		}
-		if (c == '\'' && !in_double) {
-			in_single = !in_single;
-			got = true;
-			continue;
-		}
-		if (c == '"' && !in_single) {
-			in_double = !in_double;
-			got = true;
-			continue;
-		}
-		if (!in_single && !in_double && strchr(";&|<>", c)) {
-			set_err(errbuf, errlen,
-				"shell operator '%c' in the command; no shell runs it, so quote the character or use "
-				"sh -c '...'",
-				c);
-			rc = ERR_CONFIG;
-			goto err_free;
-		}
-		sbuf_putn(&arg, p, 1);
-		got = true;
-	}
-	if (!argv) {
-		argv = calloc(1, sizeof(*argv));
-		if (!argv)
-			return ERR_NOMEM;
-	}
-	*argv_out = argv;
-	*argc_out = argc;
-	return 0;
-
-err_free:
-	free(arg.p);
-	if (argv) {
-		argv[argc] = NULL;
-		config_argv_free(argv);
-	}
-	if (rc == ERR_NOMEM)
-		set_err(errbuf, errlen, "out of memory");
-	return rc;
 }

@@ -6,11 +6,12 @@
  *
  *   1. The raw text is environment-expanded first, comments included, with
  *      Go os.Expand rules plus LiteFS's `${A == B}` / `${A != "lit"}`
- *      expressions (config_expand_env). -no-expand-env skips this step.
- *   2. The first YAML document is parsed with libyaml and decoded strictly
- *      into struct config: an unknown key anywhere is an error naming the
- *      key path and the line, except inside `exec` items, where unknown
- *      keys are ignored (with a warning) exactly as LiteFS 0.5.14 does.
+ *      expressions (base/goenv.h). -no-expand-env skips this step.
+ *   2. The first YAML document is read into a tree (base/yamltree.h, on
+ *      libyaml) and decoded strictly into struct config: an unknown key
+ *      anywhere is an error naming the key path and the line, except
+ *      inside `exec` items, where unknown keys are ignored (with a
+ *      warning) exactly as LiteFS 0.5.14 does.
  *      Duplicate keys, wrong types and bad durations are errors too. A
  *      null value (`key:` or a `$VAR` that expanded to nothing) keeps the
  *      default, as yaml.v3 does for scalar fields.
@@ -40,6 +41,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "base/goenv.h"
+
 /* Largest litefs.yml we read, before and after env expansion. */
 #define CONFIG_MAX_FILE_SIZE (1u << 20)
 #define CONFIG_MAX_EXPANDED_SIZE (4u << 20)
@@ -63,13 +66,6 @@
 #define CONFIG_DEFAULT_LITEFS_CLOUD_URL "https://litefs.fly.io"
 #define CONFIG_DEFAULT_TRACING_MAX_SIZE 64 /* MB */
 #define CONFIG_DEFAULT_TRACING_MAX_COUNT 8
-
-/* Returns the value of environment variable `name`, or NULL when unset.
- * Borrowed; valid until the next call. */
-typedef const char *(*config_getenv_fn)(const char *name, void *ctx);
-
-/* getenv(3) behind the config_getenv_fn signature; ctx is ignored. */
-const char *config_getenv_process(const char *name, void *ctx);
 
 /* A list of strings. items is NULL when n is 0. */
 struct config_strlist {
@@ -95,7 +91,7 @@ struct config_keyline {
  * The decoded configuration. After a successful config_init() or
  * config_parse(), every char * field is non-NULL (possibly "") and owned
  * by the struct; durations are milliseconds (Go durations truncated to the
- * millisecond). Caller frees with config_free().
+ * millisecond, base/godur.h). Caller frees with config_free().
  */
 struct config {
 	char *name; /* the file name used in messages */
@@ -211,14 +207,14 @@ void config_free(struct config *cfg);
  * this function initializes (any previous content is NOT freed). `name`
  * prefixes messages ("litefs.yml:7: ..."). When expand_env is true the
  * text is expanded first with getenv_fn/env_ctx (getenv_fn NULL means
- * config_getenv_process).
+ * goenv_getenv_process).
  *
  * Returns 0; ERR_CONFIG with every problem found (one per line, up to 16)
  * in errbuf; ERR_NOMEM. On failure cfg holds nothing (config_free is still
  * safe). errbuf may be NULL when errlen is 0.
  */
 int config_parse(const char *text, size_t len, const char *name, bool expand_env,
-		 config_getenv_fn getenv_fn, void *env_ctx, struct config *cfg,
+		 goenv_getenv_fn getenv_fn, void *env_ctx, struct config *cfg,
 		 char *errbuf, size_t errlen);
 
 /*
@@ -250,16 +246,16 @@ int config_find(const char *explicit_path, char *out, size_t outlen);
  * the file left it empty. getenv_fn NULL means the process
  * environment. Returns 0 or ERR_NOMEM.
  */
-int config_apply_env(struct config *cfg, config_getenv_fn getenv_fn, void *env_ctx);
+int config_apply_env(struct config *cfg, goenv_getenv_fn getenv_fn, void *env_ctx);
 
 /*
  * Semantic checks for `litefs mount`: fuse.dir and data.dir set and
  * different; lease.type known, with what it needs (consul key, etcd
  * endpoints); no lease.databases on a candidate; addresses are host:port;
  * durations >= 0 and intervals > 0; log.format, backup.type known; every
- * exec cmd splits into arguments. Returns 0 or ERR_CONFIG with every
- * problem found in errbuf ("name:line: path: message" when the key has a
- * line, "name: path: message" otherwise).
+ * exec cmd splits into arguments (base/shellwords.h). Returns 0 or
+ * ERR_CONFIG with every problem found in errbuf ("name:line: path:
+ * message" when the key has a line, "name: path: message" otherwise).
  */
 int config_validate(const struct config *cfg, char *errbuf, size_t errlen);
 
@@ -282,41 +278,5 @@ int config_key_line(const struct config *cfg, const char *path);
  * backup.auth-token and http.secret are printed as "<redacted>" when set.
  */
 void config_print(const struct config *cfg, FILE *out);
-
-/*
- * Expands text like LiteFS's ExpandEnv: Go os.Expand ($VAR, ${VAR}, $1,
- * `${}` and an unterminated `${` are eaten), where the ${...} body, with
- * surrounding whitespace trimmed, may be `NAME == 'lit'`, `NAME != "lit"`
- * or `NAME == NAME2` (result "true" or "false"); anything else is looked up
- * as a variable name. Unset variables expand to "".
- * On success *out is NUL-terminated, *out_len excludes the NUL. Caller
- * frees *out with free(). Returns 0, ERR_NOMEM, or ERR_CONFIG when the
- * result would exceed CONFIG_MAX_EXPANDED_SIZE.
- */
-int config_expand_env(const char *text, size_t len, config_getenv_fn getenv_fn,
-		      void *env_ctx, char **out, size_t *out_len);
-
-/*
- * Parses a Go duration ("300ms", "1.5h", "1m30s", "-2s", "0") into
- * milliseconds, truncating below the millisecond. Returns 0, or ERR_CONFIG
- * for bad syntax, an unknown unit, a missing unit or overflow.
- */
-int config_parse_duration(const char *s, int64_t *ms_out);
-
-/* Formats ms as a Go-parseable duration ("10m", "1m30s", "1s500ms", "0s")
- * into buf (32 bytes are always enough). */
-void config_format_duration(int64_t ms, char *buf, size_t len);
-
-/*
- * Splits an exec command into arguments like LiteFS (go-shellwords without
- * env or backtick parsing): whitespace separates, '...' and "..." quote,
- * backslash escapes (except inside '...'). No shell runs the command, so
- * an unquoted ; & | < > is refused. On success *argv_out is a
- * NULL-terminated array. Caller frees with config_argv_free().
- * Returns 0, ERR_CONFIG (message in errbuf), ERR_NOMEM.
- */
-int config_exec_argv(const char *cmd, char ***argv_out, size_t *argc_out,
-		     char *errbuf, size_t errlen);
-void config_argv_free(char **argv);
 
 #endif

@@ -11,6 +11,7 @@
 #include "node/config.h"
 #include "base/err.h"
 #include "base/log.h"
+#include "base/shellwords.h"
 #include "node/supervise.h"
 
 extern char **environ;
@@ -82,13 +83,14 @@ static int split(const char *cmd, char ***argv)
 {
 	char err[256];
 	size_t argc;
-	int rc = config_exec_argv(cmd, argv, &argc, err, sizeof(err));
+	int rc = shellwords_split(cmd, argv, &argc, err, sizeof(err));
 	if (rc) {
 		LOG_ERROR("exec", "msg=\"%s\" cmd=\"%s\"", err, cmd);
-		return rc;
+		/* A command that does not split is a mistake in litefs.yml. */
+		return rc == ERR_INVAL ? ERR_CONFIG : rc;
 	}
 	if (argc == 0) {
-		config_argv_free(*argv);
+		shellwords_free(*argv);
 		*argv = NULL;
 	}
 	return 0;
@@ -125,7 +127,7 @@ int supervisor_start(const struct config *cfg, char **override, bool is_candidat
 			continue;
 		if (e->if_primary) {
 			if (s->n_workers == MAX_WORKERS) {
-				config_argv_free(argv);
+				shellwords_free(argv);
 				LOG_ERROR("exec", "msg=\"too many if-primary commands\" max=%d", MAX_WORKERS);
 				return ERR_CONFIG;
 			}
@@ -134,7 +136,7 @@ int supervisor_start(const struct config *cfg, char **override, bool is_candidat
 		}
 		if ((ssize_t)i == app_idx) {
 			rc = spawn(argv, &s->app);
-			config_argv_free(argv);
+			shellwords_free(argv);
 			if (rc)
 				return rc;
 			continue;
@@ -150,7 +152,7 @@ int supervisor_start(const struct config *cfg, char **override, bool is_candidat
 				LOG_INFO("exec", "msg=\"command finished\" cmd=\"%s\"", argv[0]);
 			}
 		}
-		config_argv_free(argv);
+		shellwords_free(argv);
 		if (rc)
 			return rc;
 	}
@@ -257,6 +259,6 @@ void supervisor_free(struct supervisor *s)
 	if (s == NULL)
 		return;
 	for (int i = 0; i < s->n_workers; i++)
-		config_argv_free(s->workers[i].argv);
+		shellwords_free(s->workers[i].argv);
 	free(s);
 }

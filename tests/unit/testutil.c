@@ -202,3 +202,12 @@ void encode_model_snapshot(struct ltx_growbuf *out, struct model *m, uint64_t tx
 	encode_ltx(out, &h, m, pgnos, n, model_checksum(m));
 	free(pgnos);
 }
+
+const char *fake_getenv(const char *name, void *ctx)
+{
+	const struct fake_env *e = ctx;
+	for (size_t i = 0; e && i < e->n; i++)
+		if (!strcmp(e->vars[i].key, name))
+			return e->vars[i].val;
+	return NULL;
+}

@@ -1,7 +1,7 @@
 /*
  * testutil.h — helpers shared by the C unit tests: a seeded PRNG, test data
- * paths, temporary files, and an in-memory model of a database used to
- * build and check random LTX chains. Every helper asserts (cmocka) instead
+ * paths, temporary files, a fake environment, and an in-memory model of a
+ * database used to build and check random LTX chains. Every helper asserts (cmocka) instead
  * of returning errors.
  */
 #ifndef LITEFS_TESTUTIL_H
@@ -33,6 +33,20 @@ off_t file_size(int fd);
 /* Whole content of fd; caller frees with free(). */
 uint8_t *slurp(int fd, size_t *len);
 void assert_fd_content(int fd, const uint8_t *data, size_t len);
+
+/* A fake environment for the goenv_getenv_fn hooks (base/goenv.h), so that
+ * tests never touch the process environment. */
+struct env_var {
+	const char *key, *val;
+};
+
+struct fake_env {
+	const struct env_var *vars;
+	size_t n;
+};
+
+/* goenv_getenv_fn over ctx, a struct fake_env * (NULL: empty). */
+const char *fake_getenv(const char *name, void *ctx);
 
 struct model {
 	uint32_t page_size;
