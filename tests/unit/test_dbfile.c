@@ -1005,16 +1005,6 @@ static void test_apply_write_faults(void **state)
 	close(spool);
 }
 
-static void test_spool_open(void **state)
-{
-	int fd = fileio_spool_open(tmp_dir);
-
-	assert_true(fd >= 0);
-	assert_int_equal(fdio_pwrite_full(fd, "abc", 3, 0), 0);
-	close(fd);
-	assert_int_equal(fileio_spool_open("/nonexistent-dir-for-litefs-tests"), -ENOENT);
-}
-
 /* ---- Main ------------------------------------------------------------- */
 
 static void remove_tmp_dir(void)
@@ -1045,7 +1035,6 @@ int main(void)
 		cmocka_unit_test(test_apply_corrupt_unchanged),
 		cmocka_unit_test(test_apply_rejects_position),
 		cmocka_unit_test(test_apply_write_faults),
-		cmocka_unit_test(test_spool_open),
 	};
 
 	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_dbfile.XXXXXX", base && *base ? base : "/tmp");

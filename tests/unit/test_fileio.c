@@ -48,14 +48,20 @@ static void assert_file(const char *path, const char *want)
 	free(got);
 }
 
+/* A new directory tmp_dir/name holding "target" with old (when not NULL). */
+static void fresh_dir(const char *name, char *dir, size_t dir_len, char *path, size_t path_len, const char *old)
+{
+	snprintf(dir, dir_len, "%s/%s", tmp_dir, name);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(path, path_len, "%s/target", dir);
+	if (old)
+		assert_int_equal(fileio_replace_file(path, old, strlen(old), 0644), 0);
+}
+
 static void test_replace_file(void **state)
 {
 	char dir[512], path[600], names[256];
-	snprintf(dir, sizeof(dir), "%s/replace", tmp_dir);
-	assert_int_equal(mkdir(dir, 0755), 0);
-	snprintf(path, sizeof(path), "%s/target", dir);
-
-	assert_int_equal(fileio_replace_file(path, "old content", 11, 0644), 0);
+	fresh_dir("replace", dir, sizeof(dir), path, sizeof(path), "old content");
 	assert_file(path, "old content");
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
@@ -77,10 +83,7 @@ static void test_replace_file(void **state)
 static void test_replace_faults(void **state)
 {
 	char dir[512], path[600], names[256];
-	snprintf(dir, sizeof(dir), "%s/faults", tmp_dir);
-	assert_int_equal(mkdir(dir, 0755), 0);
-	snprintf(path, sizeof(path), "%s/target", dir);
-	assert_int_equal(fileio_replace_file(path, "old", 3, 0644), 0);
+	fresh_dir("faults", dir, sizeof(dir), path, sizeof(path), NULL);
 
 	static const struct {
 		enum sys_call call;
@@ -107,10 +110,7 @@ static void test_replace_faults(void **state)
 static void test_replace_write_error_and_abort(void **state)
 {
 	char dir[512], path[600], names[256];
-	snprintf(dir, sizeof(dir), "%s/abort", tmp_dir);
-	assert_int_equal(mkdir(dir, 0755), 0);
-	snprintf(path, sizeof(path), "%s/target", dir);
-	assert_int_equal(fileio_replace_file(path, "old", 3, 0644), 0);
+	fresh_dir("abort", dir, sizeof(dir), path, sizeof(path), "old");
 
 	struct fileio_replace r;
 	assert_int_equal(fileio_replace_open(&r, path, 0644), 0);
@@ -147,8 +147,7 @@ static void test_replace_write_error_and_abort(void **state)
 static void test_spool_and_tmp(void **state)
 {
 	char names[256], dir[512], path[600];
-	snprintf(dir, sizeof(dir), "%s/spool", tmp_dir);
-	assert_int_equal(mkdir(dir, 0755), 0);
+	fresh_dir("spool", dir, sizeof(dir), path, sizeof(path), NULL);
 	int fd = fileio_spool_open(dir);
 	assert_true(fd >= 0);
 	assert_int_equal(sys_pwrite_all(fd, "abc", 3, 0), 0);
