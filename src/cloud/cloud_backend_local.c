@@ -19,6 +19,7 @@
 
 #include "cloud/cloud_backend.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/sys.h"
 
 struct local_backend {
@@ -32,16 +33,6 @@ static int local_path(struct local_backend *lb, const char *name, char *buf, siz
 		return ERR_INVAL;
 	int n = snprintf(buf, size, "%s/%s", lb->root, name);
 	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int rc = sys_fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return rc;
 }
 
 /* Creates every missing directory of path's parent chain, fsyncing the
@@ -65,7 +56,7 @@ static int mkdirs_for(const char *path)
 	char parent[PATH_MAX];
 	snprintf(parent, sizeof(parent), "%s", dir);
 	*strrchr(parent, '/') = '\0';
-	return fsync_dir(parent[0] ? parent : "/");
+	return fileio_sync_dir(parent[0] ? parent : "/");
 }
 
 static int local_put(struct cloud_backend *be, const char *name, const char *tmp_path)
@@ -94,7 +85,7 @@ static int local_put(struct cloud_backend *be, const char *name, const char *tmp
 			goto err_unlink;
 	}
 	*strrchr(path, '/') = '\0';
-	return fsync_dir(path);
+	return fileio_sync_dir(path);
 
 err_unlink:
 	unlink(tmp_path);

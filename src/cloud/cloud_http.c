@@ -71,6 +71,7 @@
 #include "cloud/cloud_store.h"
 #include "base/err.h"
 #include "base/fdio.h"
+#include "base/fileio.h"
 #include "base/log.h"
 #include "base/mhd.h"
 #include "ltx/ltx.h"
@@ -537,26 +538,6 @@ static int check_request(struct cloud_http *srv, struct MHD_Connection *conn, co
 	return 0;
 }
 
-/* ---- Temp files --------------------------------------------------------- */
-
-/* An unnamed temp file in tmp_dir (O_TMPFILE), or a named one unlinked at
- * once where the file system lacks O_TMPFILE. fd or -errno. */
-static int spool_open(struct cloud_http *srv)
-{
-	int fd = open(srv->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0 || (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL))
-		return fd >= 0 ? fd : -errno;
-	char *p = NULL;
-	if (asprintf(&p, "%s/.cloud-http-XXXXXX", srv->tmp_dir) < 0)
-		return -ENOMEM;
-	fd = mkostemp(p, O_CLOEXEC);
-	int rc = fd >= 0 ? fd : -errno;
-	if (fd >= 0)
-		unlink(p);
-	free(p);
-	return rc;
-}
-
 /* ---- POST /db/tx: the ingest thread ------------------------------------- */
 
 static void *ingest_main(void *arg)
@@ -1020,7 +1001,7 @@ static enum MHD_Result on_first_call(struct cloud_http *srv, struct MHD_Connecti
 		if (rc != 0)
 			set_fail(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
-		q->spool_fd = spool_open(srv);
+		q->spool_fd = fileio_spool_open(srv->tmp_dir);
 		if (q->spool_fd < 0)
 			fail_from_rc(q, q->spool_fd, "cannot create a temp file", NULL);
 	}

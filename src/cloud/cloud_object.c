@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/log.h"
 #include "cloud/cloud_object.h"
 #include "ltx/ltx.h"
@@ -50,7 +51,5 @@ int cloud_object_delete(struct cloud_backend *be, int64_t db_id, const struct ca
 
 int cloud_object_tmp_create(const char *tmp_dir, char *path, size_t size)
 {
-	snprintf(path, size, "%s/tmp-XXXXXX", tmp_dir);
-	int fd = mkostemp(path, O_CLOEXEC);
-	return fd < 0 ? -errno : fd;
+	return fileio_tmp_create(tmp_dir, "tmp-", path, size);
 }

@@ -124,6 +124,7 @@
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
+#include "base/fileio.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "base/sys.h"
@@ -143,7 +144,7 @@ static int spool_get(struct cloud_store *cs)
 	if (cs->n_spools > 0)
 		fd = cs->spools[--cs->n_spools];
 	pthread_mutex_unlock(&cs->mu);
-	return fd >= 0 ? fd : dbfile_spool_open(cs->tmp_dir);
+	return fd >= 0 ? fd : fileio_spool_open(cs->tmp_dir);
 }
 
 /* Gives a spool back: kept (emptied) while there is room, else closed. */
@@ -327,7 +328,9 @@ static int cur_ensure(struct cloud_store *cs, struct cdb *d, const struct cat_db
 	int rc = build_state(cs, d, row->txid, row->checksum, fd);
 	pthread_rwlock_unlock(&d->files);
 	close(fd);
-	if (rc == 0 && rename(tmp, path) < 0)
+	/* No fsync: the copy is a cache, checked against the catalog's
+	 * checksum before use and rebuilt when it does not match. */
+	if (rc == 0 && sys_renameat(AT_FDCWD, tmp, AT_FDCWD, path) < 0)
 		rc = -errno;
 	if (rc < 0)
 		unlink(tmp);
@@ -506,7 +509,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	}
 	if (!exists) {
 		/* The copy is a cache: if this rename is lost, it is rebuilt. */
-		if (rename(cur_new, cur) == 0)
+		if (sys_renameat(AT_FDCWD, cur_new, AT_FDCWD, cur) == 0)
 			cur_new[0] = '\0';
 		d->cur_ok = cur_new[0] == '\0';
 		set_id(d, id);
@@ -648,7 +651,7 @@ static int store_state_locked(struct cloud_store *cs, struct cdb *d, int state_f
 		if (rc == 0 && (cur_fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
 			rc = -errno;
 	}
-	int ltx_fd = rc < 0 ? -1 : dbfile_spool_open(cs->tmp_dir);
+	int ltx_fd = rc < 0 ? -1 : fileio_spool_open(cs->tmp_dir);
 	if (rc == 0 && ltx_fd < 0)
 		rc = ltx_fd;
 	if (rc == 0)
@@ -742,7 +745,7 @@ static int build_target(struct cloud_store *cs, struct cdb *d, const struct clou
 			int *out_fd, struct cloud_pos *pos, uint32_t *ps)
 {
 	struct cat_db row;
-	int fd = dbfile_spool_open(cs->tmp_dir);
+	int fd = fileio_spool_open(cs->tmp_dir);
 	if (fd < 0)
 		return fd;
 	pthread_rwlock_rdlock(&d->files);
@@ -979,7 +982,7 @@ static int export_target(struct cloud_store *cs, struct cdb *d, const struct clo
 	cloud_catalog_lock(cs->cat);
 	rc = cloud_catalog_tx_get(cs->cat, row.id, pos->txid, &tx);
 	cloud_catalog_unlock(cs->cat);
-	int fd = rc < 0 ? rc : dbfile_spool_open(cs->tmp_dir);
+	int fd = rc < 0 ? rc : fileio_spool_open(cs->tmp_dir);
 	if (fd < 0)
 		rc = fd;
 	if (rc == 0) {
@@ -1015,7 +1018,7 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 	} else {
 		struct dbfile_snapshot_opts o = { .page_size = ps, .txid = p.txid, .timestamp_ms = p.ts_ms,
 						  .compress = true };
-		out = dbfile_spool_open(cs->tmp_dir);
+		out = fileio_spool_open(cs->tmp_dir);
 		rc = out < 0 ? out : dbfile_encode_snapshot(fd, &o, fdio_write, &out, NULL, NULL);
 	}
 	if (fd >= 0)

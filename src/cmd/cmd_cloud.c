@@ -42,6 +42,8 @@
 #include "cloud/cloud_store.h"
 #include "base/err.h"
 #include "base/godur.h"
+#include "base/fileio.h"
+#include "base/httpc.h"
 #include "base/log.h"
 #include "base/sbuf.h"
 #include "base/yamltree.h"
@@ -854,61 +856,32 @@ struct client {
 	const char *token;
 };
 
-struct membuf {
-	char *data;
-	size_t len;
-};
-
-static size_t membuf_write(char *ptr, size_t size, size_t n, void *ud)
-{
-	struct membuf *m = ud;
-	size_t len = size * n;
-	if (m->len + len > MAX_ERROR_BODY * 16)
-		return 0;
-	char *grown = realloc(m->data, m->len + len + 1);
-	if (!grown)
-		return 0;
-	memcpy(grown + m->len, ptr, len);
-	m->data = grown;
-	m->len += len;
-	m->data[m->len] = '\0';
-	return len;
-}
-
 /* A 2xx body written to a file: collected in a large buffer and written
  * sequentially in big pieces; writeback of what was written is started at
  * once (sync_file_range), so the final fsync waits only for the tail. */
 #define FILE_BUF (4u << 20)
 
 struct filesink {
-	int fd;
+	struct fileio_replace *out;  /* borrowed: the file being replaced */
 	uint8_t *buf;
 	size_t len;
-	off_t off;   /* bytes written to fd so far */
-	int err;     /* first write error (-errno) */
 };
 
+/* 0 or the output's first write error (-errno, sticky in out->err). */
 static int filesink_flush(struct filesink *fs)
 {
-	if (fs->err || fs->len == 0)
-		return fs->err;
-	for (size_t done = 0; done < fs->len;) {
-		ssize_t n = write(fs->fd, fs->buf + done, fs->len - done);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return fs->err = n < 0 ? -errno : -EIO;
-		done += (size_t)n;
-	}
+	off_t off = fs->out->off;
+	if (fs->len == 0 || fileio_replace_write(fs->out, fs->buf, fs->len) != 0)
+		return fs->out->err;
 	/* A hint only: durability comes from the fsync at the end. */
-	sync_file_range(fs->fd, fs->off, (off_t)fs->len, SYNC_FILE_RANGE_WRITE);
-	fs->off += (off_t)fs->len;
+	sync_file_range(fs->out->fd, off, (off_t)fs->len, SYNC_FILE_RANGE_WRITE);
 	fs->len = 0;
 	return 0;
 }
 
-static size_t filesink_write(struct filesink *fs, const char *ptr, size_t len)
+static size_t filesink_write(void *ctx, const char *ptr, size_t len)
 {
+	struct filesink *fs = ctx;
 	for (size_t done = 0; done < len;) {
 		size_t k = FILE_BUF - fs->len < len - done ? FILE_BUF - fs->len : len - done;
 		memcpy(fs->buf + fs->len, ptr + done, k);
@@ -920,52 +893,17 @@ static size_t filesink_write(struct filesink *fs, const char *ptr, size_t len)
 	return len;
 }
 
-/* What a response body goes to: memory, or a file once the status is 2xx. */
-struct sink {
-	CURL *c;
-	struct membuf mem;
-	struct filesink *file;  /* NULL: memory */
-};
-
-static size_t sink_write(char *ptr, size_t size, size_t n, void *ud)
-{
-	struct sink *s = ud;
-	long status = 0;
-	curl_easy_getinfo(s->c, CURLINFO_RESPONSE_CODE, &status);
-	if (s->file && status >= 200 && status < 300)
-		return filesink_write(s->file, ptr, size * n);
-	return membuf_write(ptr, size, n, &s->mem);
-}
-
-/* Appends "&key=escaped(value)" (or "?...") to url. */
-static int url_add(CURL *c, char **url, const char *key, const char *value)
-{
-	if (!value)
-		return 0;
-	char *esc = curl_easy_escape(c, value, 0);
-	char *next = NULL;
-	int rc = esc && asprintf(&next, "%s%c%s=%s", *url, strchr(*url, '?') ? '&' : '?', key, esc) >= 0 ? 0 : -1;
-	curl_free(esc);
-	if (rc == 0) {
-		free(*url);
-		*url = next;
-	}
-	return rc;
-}
-
 /* Prints the server's JSON error (or the raw body) for a failed request. */
-static void print_http_error(const struct client *cl, long status, const struct membuf *body)
+static void print_http_error(const struct client *cl, const struct httpc_req *q)
 {
-	json_error_t jerr;
-	json_t *o = body->data ? json_loads(body->data, 0, &jerr) : NULL;
-	const char *msg = json_string_value(json_object_get(o, "error"));
-	const char *code = json_string_value(json_object_get(o, "code"));
-	if (msg)
-		fprintf(stderr, "litefs-cloud %s: %s (%s, HTTP %ld)\n", cl->cmd, msg, code ? code : "?", status);
+	struct httpc_error e;
+	httpc_error_parse(q, &e);
+	if (e.from_json)
+		fprintf(stderr, "litefs-cloud %s: %s (%s, HTTP %ld)\n", cl->cmd, e.text, e.code[0] ? e.code : "?",
+			q->status);
 	else
-		fprintf(stderr, "litefs-cloud %s: the server answered HTTP %ld%s%.300s\n", cl->cmd, status,
-			body->len ? ": " : "", body->data ? body->data : "");
-	json_decref(o);
+		fprintf(stderr, "litefs-cloud %s: the server answered HTTP %ld%s%.300s\n", cl->cmd, q->status,
+			q->mem_len ? ": " : "", q->mem_len ? e.text : "");
 }
 
 /* One request: method, path, query pairs (key, value; NULL values are
@@ -975,53 +913,38 @@ static int client_do(const struct client *cl, const char *method, const char *pa
 		     struct filesink *out, json_t **json, char *pos_hdr, size_t pos_len)
 {
 	CURL *c = curl_easy_init();
-	char *url = NULL, errbuf[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdrs = NULL;
-	struct sink s = { .c = c, .file = out };
+	struct httpc_req q;
+	char *url = NULL;
 	int ret = 1;
-	if (!c || asprintf(&url, "%s%s", cl->url, path) < 0) {
-		url = NULL;
+	httpc_req_init(&q, c);
+	if (!c || !(url = httpc_url(c, cl->url, path, query)) ||
+	    httpc_add_header(&hdrs, "Authorization: %s", cl->token) != 0)
 		goto out;
+	q.method = method;
+	q.url = url;
+	q.headers = hdrs;
+	q.user_agent = "litefs-cloud-cli/" CLOUD_VERSION;
+	q.mem_max = MAX_ERROR_BODY * 16;
+	if (out) {
+		q.ok_write = filesink_write;
+		q.ok_ctx = out;
+		q.recv_buffer = 1024 * 1024; /* fewer, larger reads for a big body */
 	}
-	for (int i = 0; query && query[i]; i += 2)
-		if (url_add(c, &url, query[i], query[i + 1]) != 0)
-			goto out;
-	char *auth = NULL;
-	if (asprintf(&auth, "Authorization: %s", cl->token) < 0)
-		goto out;
-	hdrs = curl_slist_append(hdrs, auth);
-	free(auth);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	if (!strcmp(method, "POST"))
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, 0L);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
-	if (out) /* fewer, larger reads for a big body */
-		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, 1024L * 1024L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "litefs-cloud-cli/" CLOUD_VERSION);
-	CURLcode crc = curl_easy_perform(c);
-	long status = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	if (crc != CURLE_OK) {
+	if (httpc_perform(&q) != CURLE_OK) {
 		fprintf(stderr, "litefs-cloud %s: request to %s failed: %s\n", cl->cmd, cl->url,
-			errbuf[0] ? errbuf : curl_easy_strerror(crc));
+			httpc_transport_error(&q));
 		goto out;
 	}
-	if (status < 200 || status >= 300) {
-		print_http_error(cl, status, &s.mem);
+	if (q.status < 200 || q.status >= 300) {
+		print_http_error(cl, &q);
 		goto out;
 	}
-	struct curl_header *h = NULL;
-	if (pos_hdr && curl_easy_header(c, "Litefs-Pos", 0, CURLH_HEADER, -1, &h) == CURLHE_OK)
-		snprintf(pos_hdr, pos_len, "%s", h->value);
+	if (pos_hdr)
+		httpc_header(&q, "Litefs-Pos", pos_hdr, pos_len);
 	if (json) {
 		json_error_t jerr;
-		*json = s.mem.data ? json_loads(s.mem.data, 0, &jerr) : NULL;
+		*json = q.mem ? json_loads(q.mem, 0, &jerr) : NULL;
 		if (!*json) {
 			fprintf(stderr, "litefs-cloud %s: the server's reply is not JSON\n", cl->cmd);
 			goto out;
@@ -1031,7 +954,7 @@ static int client_do(const struct client *cl, const char *method, const char *pa
 out:
 	curl_slist_free_all(hdrs);
 	free(url);
-	free(s.mem.data);
+	httpc_req_free(&q);
 	if (c)
 		curl_easy_cleanup(c);
 	return ret;
@@ -1161,40 +1084,6 @@ static int cmd_restore(int argc, char **argv)
 	return 0;
 }
 
-/* Opens a temp file beside path; fd and *tmp (caller frees). */
-static int open_beside(const char *path, char **tmp)
-{
-	char *copy = strdup(path);
-	if (!copy || asprintf(tmp, "%s/.%s.tmp-XXXXXX", dirname(copy), basename((char *)path)) < 0) {
-		free(copy);
-		*tmp = NULL;
-		return -ENOMEM;
-	}
-	free(copy);
-	int fd = mkostemp(*tmp, O_CLOEXEC);
-	return fd >= 0 ? fd : -errno;
-}
-
-/* Writes the rest, fsyncs the file, renames it over path, fsyncs the
- * directory. 0 or -errno. */
-static int commit_file(struct filesink *fs, const char *tmp, const char *path)
-{
-	if (filesink_flush(fs) != 0)
-		return fs->err;
-	if (fsync(fs->fd) != 0 || rename(tmp, path) != 0)
-		return -errno;
-	char *copy = strdup(path);
-	if (!copy)
-		return 0;
-	int dfd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(copy);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
-}
-
 static int cmd_export(int argc, char **argv)
 {
 	struct client cl = { 0 };
@@ -1210,34 +1099,33 @@ static int cmd_export(int argc, char **argv)
 				"and --format sqlite or ltx\n");
 		return 2;
 	}
-	char *tmp = NULL, where[80] = "";
-	struct filesink fs = { .fd = open_beside(outp, &tmp), .buf = malloc(FILE_BUF) };
-	if (fs.fd < 0 || !fs.buf) {
+	char where[80] = "";
+	struct fileio_replace out;
+	int orc = fileio_replace_open(&out, outp, 0600);
+	struct filesink fs = { .out = &out, .buf = malloc(FILE_BUF) };
+	if (orc != 0 || !fs.buf) {
 		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp,
-			strerror(fs.fd < 0 ? -fs.fd : ENOMEM));
-		if (fs.fd >= 0) {
-			close(fs.fd);
-			unlink(tmp);
-		}
+			strerror(orc != 0 ? -orc : ENOMEM));
+		if (orc == 0)
+			fileio_replace_abort(&out);
 		free(fs.buf);
-		free(tmp);
 		return 1;
 	}
 	const char *const q[] = { "db", pos[0], "format", format, "txid", txid, "timestamp", ts, NULL };
 	int rc = client_do(&cl, "GET", "/db/snapshot", q, &fs, NULL, where, sizeof(where));
-	if (rc != 0 && fs.err)
-		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-fs.err));
-	int crc = rc == 0 ? commit_file(&fs, tmp, outp) : 0;
-	close(fs.fd);
+	if (rc != 0 && out.err)
+		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-out.err));
+	/* The file replaces outp only once the whole export arrived. */
+	int crc = rc == 0 ? filesink_flush(&fs) : 0;
+	if (rc == 0 && crc == 0)
+		crc = fileio_replace_commit(&out);
+	fileio_replace_abort(&out);
 	free(fs.buf);
 	if (rc != 0 || crc != 0) {
 		if (crc != 0)
 			fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
-		unlink(tmp);
-		free(tmp);
 		return 1;
 	}
-	free(tmp);
 	fprintf(stderr, "exported %s at %s to %s\n", pos[0], where[0] ? where : "?", outp);
 	return 0;
 }

@@ -37,12 +37,14 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/err.h"
+#include "base/fileio.h"
+#include "base/httpc.h"
 #include "cmd/cmd.h"
 
 #define DEFAULT_URL "http://127.0.0.1:20202"
 #define PROGRESS_MIN_BYTES (64ll << 20)
 #define PROGRESS_INTERVAL_MS 250
-#define MAX_ERROR_BODY (64 * 1024)
 
 static const char import_usage[] =
 	"Usage: litefs import [-url URL] -name NAME FILE\n"
@@ -166,61 +168,16 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
 	return -1;
 }
 
-/* "<url>/<path>?name=<escaped name>". Caller frees. */
-static char *build_url(CURL *c, const char *base, const char *path, const char *name)
-{
-	char *esc = curl_easy_escape(c, name, 0);
-	char *u = NULL;
-	size_t n = strlen(base);
-	while (n > 0 && base[n - 1] == '/')
-		n--;
-	if (esc && asprintf(&u, "%.*s%s?name=%s", (int)n, base, path, esc) < 0)
-		u = NULL;
-	curl_free(esc);
-	return u;
-}
-
-/* ---- Response bodies and errors ------------------------------------------ */
-
-struct membuf {
-	char *data;
-	size_t len;
-};
-
-static void membuf_append(struct membuf *b, const char *p, size_t n)
-{
-	if (b->len >= MAX_ERROR_BODY)
-		return;
-	if (n > MAX_ERROR_BODY - b->len)
-		n = MAX_ERROR_BODY - b->len;
-	char *d = realloc(b->data, b->len + n + 1);
-	if (!d)
-		return;
-	memcpy(d + b->len, p, n);
-	b->data = d;
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
-static size_t membuf_write(char *p, size_t size, size_t n, void *ud)
-{
-	membuf_append(ud, p, size * n);
-	return size * n;
-}
-
 /* Prints the node's refusal: the JSON "error" text, else the raw body. */
-static void print_http_error(const char *cmd, long code, const struct membuf *body)
+static void print_http_error(const char *cmd, const struct httpc_req *q)
 {
-	const char *msg = NULL;
-	json_t *j = body->data ? json_loads(body->data, 0, NULL) : NULL;
-	if (j && json_is_string(json_object_get(j, "error")))
-		msg = json_string_value(json_object_get(j, "error"));
-	if (msg)
-		fprintf(stderr, "litefs %s: the node refused (HTTP %ld): %s\n", cmd, code, msg);
+	struct httpc_error e;
+	httpc_error_parse(q, &e);
+	if (e.from_json)
+		fprintf(stderr, "litefs %s: the node refused (HTTP %ld): %s\n", cmd, q->status, e.text);
 	else
-		fprintf(stderr, "litefs %s: the node replied HTTP %ld%s%.500s\n", cmd, code,
-			body->len ? ": " : "", body->data ? body->data : "");
-	json_decref(j);
+		fprintf(stderr, "litefs %s: the node replied HTTP %ld%s%.500s\n", cmd, q->status, q->mem_len ? ": " : "",
+			q->mem_len ? e.text : "");
 }
 
 /* ---- Progress ------------------------------------------------------------- */
@@ -234,7 +191,7 @@ struct progress {
 };
 
 
-static void progress_line(struct progress *p, curl_off_t done, curl_off_t total, int64_t now)
+static void progress_line(struct progress *p, int64_t done, int64_t total, int64_t now)
 {
 	double secs = (double)(now - p->start_ms) / 1000.0;
 	double mb = (double)done / (1024.0 * 1024.0);
@@ -247,11 +204,11 @@ static void progress_line(struct progress *p, curl_off_t done, curl_off_t total,
 	p->shown = true;
 }
 
-static int progress_cb(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+static int progress_cb(void *ud, int64_t dltotal, int64_t dlnow, int64_t ultotal, int64_t ulnow)
 {
 	struct progress *p = ud;
 	bool upload = p->verb[0] == 'u';
-	curl_off_t total = upload ? ultotal : dltotal, now_b = upload ? ulnow : dlnow;
+	int64_t total = upload ? ultotal : dltotal, now_b = upload ? ulnow : dlnow;
 	int64_t now = clock_mono_ms();
 
 	if (!p->enabled || (total < PROGRESS_MIN_BYTES && now_b < PROGRESS_MIN_BYTES))
@@ -277,51 +234,24 @@ static void progress_end(struct progress *p)
 		fputc('\n', stderr);
 }
 
-static void setup_curl(CURL *c, struct progress *p, char *errbuf)
+/* A request of the CLI on c (borrowed), with its progress line. */
+static void req_init(struct httpc_req *q, CURL *c, const char *url, struct progress *p)
 {
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "litefs-cli");
-	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, progress_cb);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, p);
-	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	httpc_req_init(q, c);
+	q->url = url;
+	q->user_agent = "litefs-cli";
+	q->progress = progress_cb;
+	q->progress_ctx = p;
 	p->enabled = isatty(STDERR_FILENO);
 	p->start_ms = p->last_ms = clock_mono_ms();
 }
 
-static void print_curl_error(const char *cmd, const char *url, CURLcode rc, const char *errbuf)
+static void print_curl_error(const char *cmd, const char *url, const struct httpc_req *q)
 {
-	fprintf(stderr, "litefs %s: request to %s failed: %s\n", cmd, url, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+	fprintf(stderr, "litefs %s: request to %s failed: %s\n", cmd, url, httpc_transport_error(q));
 }
 
 /* ---- litefs import ---------------------------------------------------------- */
-
-struct upload {
-	int fd;
-	int err; /* errno of a failed read */
-};
-
-static size_t upload_read(char *buf, size_t size, size_t n, void *ud)
-{
-	struct upload *u = ud;
-	for (;;) {
-		ssize_t r = read(u->fd, buf, size * n);
-		if (r >= 0)
-			return (size_t)r;
-		if (errno != EINTR) {
-			u->err = errno;
-			return CURL_READFUNC_ABORT;
-		}
-	}
-}
-
-/* libcurl rewinds the body when it must resend it (e.g. after a redirect). */
-static int upload_seek(void *ud, curl_off_t off, int origin)
-{
-	struct upload *u = ud;
-	return lseek(u->fd, (off_t)off, origin) < 0 ? CURL_SEEKFUNC_FAIL : CURL_SEEKFUNC_OK;
-}
 
 int cmd_import_main(int argc, char **argv)
 {
@@ -330,74 +260,67 @@ int cmd_import_main(int argc, char **argv)
 	if (r >= 0)
 		return r;
 
-	struct upload up = { .fd = open(o.file, O_RDONLY | O_CLOEXEC) };
-	if (up.fd < 0) {
+	int fd = open(o.file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
 		fprintf(stderr, "litefs import: cannot open %s: %s\n", o.file, strerror(errno));
 		return 1;
 	}
 	struct stat sb;
 	unsigned char hdr[16];
-	if (fstat(up.fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+	if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
 		fprintf(stderr, "litefs import: %s is not a regular file\n", o.file);
-		close(up.fd);
+		close(fd);
 		return 1;
 	}
-	if (pread(up.fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || memcmp(hdr, "SQLite format 3", 16) != 0) {
+	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || memcmp(hdr, "SQLite format 3", 16) != 0) {
 		fprintf(stderr, "litefs import: %s is not a SQLite database (it does not start with "
 				"the header \"SQLite format 3\")\n",
 			o.file);
-		close(up.fd);
+		close(fd);
 		return 1;
 	}
 
 	int exit_code = 1;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	struct membuf body = { 0 };
 	struct progress prog = { .verb = "uploaded" };
 	struct curl_slist *hdrs = NULL;
+	struct httpc_req q;
 	char *url = NULL;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	CURL *c = curl_easy_init();
-	if (!c || !(url = build_url(c, o.url, "/import", o.name))) {
+	const char *const query[] = { "name", o.name, NULL };
+	req_init(&q, c, NULL, &prog);
+	if (!c || !(url = httpc_url(c, o.url, "/import", query)) ||
+	    httpc_add_header(&hdrs, "Content-Type: application/vnd.sqlite3") != 0) {
 		fprintf(stderr, "litefs import: cannot initialise libcurl\n");
 		goto out;
 	}
-	hdrs = curl_slist_append(hdrs, "Content-Type: application/vnd.sqlite3");
-	setup_curl(c, &prog, errbuf);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_POST, 1L);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_READFUNCTION, upload_read);
-	curl_easy_setopt(c, CURLOPT_READDATA, &up);
-	curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, upload_seek);
-	curl_easy_setopt(c, CURLOPT_SEEKDATA, &up);
-	curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)sb.st_size);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, membuf_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+	q.url = url;
+	q.headers = hdrs;
+	q.up_fd = fd;
+	q.up_len = (uint64_t)sb.st_size;
 
-	CURLcode rc = curl_easy_perform(c);
+	CURLcode rc = httpc_perform(&q);
 	progress_end(&prog);
-	long code = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	long code = q.status;
 	if (rc != CURLE_OK && code < 200) {
 		/* No final reply (0, or only "100 Continue"). */
-		if (up.err)
-			fprintf(stderr, "litefs import: cannot read %s: %s\n", o.file, strerror(up.err));
+		if (q.up_err)
+			fprintf(stderr, "litefs import: cannot read %s: %s\n", o.file, err_str(q.up_err));
 		else
-			print_curl_error("import", url, rc, errbuf);
+			print_curl_error("import", url, &q);
 		goto out;
 	}
 	if (code != 200) {
 		/* A refusal may arrive before the whole body was sent. */
-		print_http_error("import", code, &body);
+		print_http_error("import", &q);
 		goto out;
 	}
 	if (rc != CURLE_OK) {
-		print_curl_error("import", url, rc, errbuf);
+		print_curl_error("import", url, &q);
 		goto out;
 	}
-	json_t *j = body.data ? json_loads(body.data, 0, NULL) : NULL;
+	json_t *j = q.mem ? json_loads(q.mem, 0, NULL) : NULL;
 	const char *txid = j ? json_string_value(json_object_get(j, "txid")) : NULL;
 	const char *chk = j ? json_string_value(json_object_get(j, "checksum")) : NULL;
 	printf("Imported %s into database %s (%" PRId64 " bytes): txid=%s checksum=%s\n", o.file, o.name,
@@ -406,52 +329,21 @@ int cmd_import_main(int argc, char **argv)
 	exit_code = 0;
 out:
 	curl_slist_free_all(hdrs);
+	httpc_req_free(&q);
 	if (c)
 		curl_easy_cleanup(c);
 	curl_global_cleanup();
 	free(url);
-	free(body.data);
-	close(up.fd);
+	close(fd);
 	return exit_code;
 }
 
 /* ---- litefs export ---------------------------------------------------------- */
 
-struct download {
-	CURL *curl;
-	int fd;
-	uint64_t n_bytes;
-	int err;              /* errno of a failed write */
-	int status_known;     /* 1: 200, writing to fd; 2: error body */
-	struct membuf errbody;
-};
-
-static size_t download_write(char *p, size_t size, size_t n, void *ud)
+/* A 200 body goes straight into the file that will replace the target. */
+static size_t download_write(void *ctx, const char *p, size_t len)
 {
-	struct download *d = ud;
-	size_t len = size * n;
-	if (d->status_known == 0) {
-		long code = 0;
-		curl_easy_getinfo(d->curl, CURLINFO_RESPONSE_CODE, &code);
-		d->status_known = code == 200 ? 1 : 2;
-	}
-	if (d->status_known == 2) {
-		membuf_append(&d->errbody, p, len);
-		return len;
-	}
-	size_t done = 0;
-	while (done < len) {
-		ssize_t w = write(d->fd, p + done, len - done);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			d->err = w < 0 ? errno : EIO;
-			return 0; /* makes libcurl stop with CURLE_WRITE_ERROR */
-		}
-		done += (size_t)w;
-	}
-	d->n_bytes += len;
-	return len;
+	return fileio_replace_write(ctx, p, len) == 0 ? len : 0;
 }
 
 int cmd_export_main(int argc, char **argv)
@@ -462,112 +354,72 @@ int cmd_export_main(int argc, char **argv)
 		return r;
 
 	int exit_code = 1;
-	char errbuf[CURL_ERROR_SIZE] = "";
-	char *url = NULL, *tmp = NULL, *dir_copy = NULL, *base_copy = NULL;
+	char *url = NULL, pos[80] = "";
 	struct progress prog = { .verb = "downloaded" };
-	struct download d = { .fd = -1 };
+	struct fileio_replace out;
+	struct httpc_req q;
 	CURL *c = NULL;
 	bool curl_inited = false;
 
 	/* The temp file sits next to the target so that rename() is atomic. */
-	if (!(dir_copy = strdup(o.file)) || !(base_copy = strdup(o.file)))
-		goto oom;
-	const char *dir = dirname(dir_copy), *base = basename(base_copy);
-	if (asprintf(&tmp, "%s/.%s.tmp-XXXXXX", dir, base) < 0) {
-		tmp = NULL;
-		goto oom;
-	}
-	d.fd = mkostemp(tmp, O_CLOEXEC);
-	if (d.fd < 0) {
-		fprintf(stderr, "litefs export: cannot create a temp file in %s: %s\n", dir, strerror(errno));
-		free(tmp);
-		tmp = NULL;
-		goto out;
+	int frc = fileio_replace_open(&out, o.file, 0666);
+	if (frc != 0) {
+		fprintf(stderr, "litefs export: cannot create a temp file beside %s: %s\n", o.file, strerror(-frc));
+		return 1;
 	}
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	curl_inited = true;
 	c = curl_easy_init();
-	if (!c || !(url = build_url(c, o.url, "/export", o.name))) {
+	const char *const query[] = { "name", o.name, NULL };
+	req_init(&q, c, NULL, &prog);
+	if (!c || !(url = httpc_url(c, o.url, "/export", query))) {
 		fprintf(stderr, "litefs export: cannot initialise libcurl\n");
 		goto out;
 	}
-	d.curl = c;
-	setup_curl(c, &prog, errbuf);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, download_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+	q.url = url;
+	q.ok_write = download_write;
+	q.ok_ctx = &out;
 
-	CURLcode rc = curl_easy_perform(c);
+	CURLcode rc = httpc_perform(&q);
 	progress_end(&prog);
-	long code = 0;
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+	long code = q.status;
 	if (code >= 200 && code != 200) {
-		print_http_error("export", code, &d.errbody);
+		print_http_error("export", &q);
 		goto out;
 	}
 	if (rc != CURLE_OK) {
-		if (d.err)
-			fprintf(stderr, "litefs export: cannot write %s: %s\n", tmp, strerror(d.err));
+		if (out.err)
+			fprintf(stderr, "litefs export: cannot write %s: %s\n", out.tmp, strerror(-out.err));
 		else
-			print_curl_error("export", url, rc, errbuf);
+			print_curl_error("export", url, &q);
 		goto out;
 	}
 	/* An empty database exports as an empty file; anything else must
 	 * look like SQLite before it replaces the target. */
 	unsigned char hdr[16];
-	if (d.n_bytes != 0 &&
-	    (pread(d.fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || memcmp(hdr, "SQLite format 3", 16) != 0)) {
+	if (out.off != 0 &&
+	    (pread(out.fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || memcmp(hdr, "SQLite format 3", 16) != 0)) {
 		fprintf(stderr, "litefs export: the node sent something that is not a SQLite database\n");
 		goto out;
 	}
-	mode_t mask = umask(0);
-	umask(mask);
-	if (fchmod(d.fd, 0666 & ~mask) != 0 || fsync(d.fd) != 0) {
-		fprintf(stderr, "litefs export: cannot write %s: %s\n", tmp, strerror(errno));
+	uint64_t n_bytes = (uint64_t)out.off;
+	frc = fileio_replace_commit(&out);
+	if (frc != 0) {
+		fprintf(stderr, "litefs export: cannot write %s: %s\n", o.file, strerror(-frc));
 		goto out;
 	}
-	if (close(d.fd) != 0) {
-		d.fd = -1;
-		fprintf(stderr, "litefs export: cannot write %s: %s\n", tmp, strerror(errno));
-		goto out;
-	}
-	d.fd = -1;
-	if (rename(tmp, o.file) != 0) {
-		fprintf(stderr, "litefs export: cannot rename %s to %s: %s\n", tmp, o.file, strerror(errno));
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	char *pos = NULL;
-	struct curl_header *h = NULL;
-	if (curl_easy_header(c, "Litefs-Pos", 0, CURLH_HEADER, -1, &h) == CURLHE_OK && h)
-		pos = h->value;
-	printf("Exported database %s to %s (%" PRIu64 " bytes)%s%s\n", o.name, o.file, d.n_bytes,
-	       pos ? ": position " : "", pos ? pos : "");
+	bool has_pos = httpc_header(&q, "Litefs-Pos", pos, sizeof(pos));
+	printf("Exported database %s to %s (%" PRIu64 " bytes)%s%s\n", o.name, o.file, n_bytes,
+	       has_pos ? ": position " : "", has_pos ? pos : "");
 	exit_code = 0;
-	goto out;
-oom:
-	fprintf(stderr, "litefs export: out of memory\n");
 out:
-	if (d.fd >= 0)
-		close(d.fd);
-	if (tmp) {
-		unlink(tmp);
-		free(tmp);
-	}
+	fileio_replace_abort(&out);
+	httpc_req_free(&q);
 	if (c)
 		curl_easy_cleanup(c);
 	if (curl_inited)
 		curl_global_cleanup();
 	free(url);
-	free(dir_copy);
-	free(base_copy);
-	free(d.errbody.data);
 	return exit_code;
 }

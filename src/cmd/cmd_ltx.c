@@ -37,6 +37,7 @@
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
+#include "base/fileio.h"
 #include "ltx/ltx.h"
 #include "ltx/ltxlog.h"
 #include "base/sys.h"
@@ -181,23 +182,10 @@ static int parse_page_size(const char *s, uint32_t *out)
 /* ---- fd adapters for the codec callbacks ------------------------------ */
 
 /* The codec buffers its input and output (64 KiB) itself, so the fd
- * adapters of fdio.h are used directly. Output goes through out_write(),
- * which remembers whether a failure came from the output file rather than
- * from the data being encoded. */
-struct out_writer {
-	int fd;
-	int err; /* first write error */
-};
-
-static int out_write(void *ctx, const void *buf, size_t len)
-{
-	struct out_writer *w = ctx;
-	int rc = fdio_write(&w->fd, buf, len);
-
-	if (rc < 0 && w->err == 0)
-		w->err = rc;
-	return rc;
-}
+ * adapters of fdio.h are used directly for input. Output files are
+ * replaced by rename (fileio.h), whose writer keeps its first error in
+ * .err, so a failure of the output file is told apart from one in the
+ * data being encoded. */
 
 /* Opens path for reading; the returned int is the ctx of fdio_read().
  * Caller frees with close_reader(). */
@@ -223,75 +211,6 @@ static void close_reader(int *fd)
 		close(*fd);
 		free(fd);
 	}
-}
-
-/* ---- Atomic output ---------------------------------------------------- */
-
-struct atomic_out {
-	const char *path;
-	char tmp[PATH_MAX];
-	struct out_writer *w;
-};
-
-static int atomic_open(struct atomic_out *o, const char *path)
-{
-	int fd;
-
-	o->path = path;
-	o->w = NULL;
-	if (snprintf(o->tmp, sizeof(o->tmp), "%s.tmp-XXXXXX", path) >= (int)sizeof(o->tmp))
-		return -ENAMETOOLONG;
-	o->w = calloc(1, sizeof(*o->w));
-	if (!o->w)
-		return ERR_NOMEM;
-	fd = mkostemp(o->tmp, O_CLOEXEC);
-	if (fd < 0) {
-		int rc = -errno;
-		free(o->w);
-		o->w = NULL;
-		return rc;
-	}
-	(void)fchmod(fd, 0644);
-	o->w->fd = fd;
-	return 0;
-}
-
-static void atomic_abort(struct atomic_out *o)
-{
-	if (!o->w)
-		return;
-	close(o->w->fd);
-	unlink(o->tmp);
-	free(o->w);
-	o->w = NULL;
-}
-
-/* Syncs and renames the temporary file over the destination, then syncs
- * the directory so that the rename itself is durable. */
-static int atomic_commit(struct atomic_out *o)
-{
-	char dir[PATH_MAX];
-	int rc = 0;
-
-	if (sys_fsync(o->w->fd) < 0)
-		rc = -errno;
-	if (rc == 0 && sys_renameat(AT_FDCWD, o->tmp, AT_FDCWD, o->path) < 0)
-		rc = -errno;
-	if (rc < 0) {
-		atomic_abort(o);
-		return rc;
-	}
-	close(o->w->fd);
-	free(o->w);
-	o->w = NULL;
-	snprintf(dir, sizeof(dir), "%s", o->path);
-	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		if (sys_fsync(dfd) < 0)
-			rc = -errno;
-		close(dfd);
-	}
-	return rc;
 }
 
 /* ---- Error printing --------------------------------------------------- */
@@ -521,7 +440,7 @@ static int split_record(void *ctx, const char *path, int fd, const struct ltxlog
 	struct ltx_trailer t;
 	uint64_t offset;
 	char name[LTX_FILENAME_LEN], out[PATH_MAX];
-	struct atomic_out ao;
+	struct fileio_replace ao;
 	int rc = decode_record(fd, rec, &h, &t, &offset);
 	if (rc < 0) {
 		print_err_at("split", path, offset, rc);
@@ -529,7 +448,7 @@ static int split_record(void *ctx, const char *path, int fd, const struct ltxlog
 	}
 	ltx_format_filename(name, h.min_txid, h.max_txid);
 	snprintf(out, sizeof(out), "%s/%s", sc->dir, name);
-	if ((rc = atomic_open(&ao, out)) < 0) {
+	if ((rc = fileio_replace_open(&ao, out, 0644)) < 0) {
 		print_err("split", out, rc);
 		return rc;
 	}
@@ -538,14 +457,14 @@ static int split_record(void *ctx, const char *path, int fd, const struct ltxlog
 	uint8_t buf[1 << 16];
 	ssize_t n;
 	while ((n = ltxlog_read(&r, buf, sizeof(buf))) > 0)
-		if ((rc = out_write(ao.w, buf, (size_t)n)) < 0)
+		if ((rc = fileio_replace_write(&ao, buf, (size_t)n)) < 0)
 			break;
 	if (n < 0)
 		rc = (int)n;
 	if (rc == 0)
-		rc = atomic_commit(&ao);
+		rc = fileio_replace_commit(&ao);
 	else
-		atomic_abort(&ao);
+		fileio_replace_abort(&ao);
 	if (rc < 0) {
 		print_err("split", out, rc);
 		return rc;
@@ -883,7 +802,7 @@ static int cmd_apply(int argc, char **argv)
 		return EXIT_ERR;
 	}
 	snprintf(dir, sizeof(dir), "%s", db);
-	spool_fd = dbfile_spool_open(dirname(dir));
+	spool_fd = fileio_spool_open(dirname(dir));
 	if (spool_fd < 0) {
 		fprintf(stderr, "litefs ltx apply: %s: cannot create scratch file: %s\n", db, err_str(spool_fd));
 		goto out;
@@ -988,7 +907,7 @@ static int cmd_encode_db(int argc, char **argv)
 		{ NULL, OPT_BOOL, NULL },
 	};
 	struct dbfile_snapshot_opts so = { .txid = 1 };
-	struct atomic_out ao = { 0 };
+	struct fileio_replace ao = { .fd = -1 };
 	struct ltx_header h;
 	struct ltx_trailer t;
 	char **args = argv + 1;
@@ -1013,21 +932,21 @@ static int cmd_encode_db(int argc, char **argv)
 		print_err("encode-db", args[0], -errno);
 		return EXIT_ERR;
 	}
-	rc = atomic_open(&ao, out);
+	rc = fileio_replace_open(&ao, out, 0644);
 	if (rc < 0) {
 		print_err("encode-db", out, rc);
 		close(fd);
 		return EXIT_ERR;
 	}
-	rc = dbfile_encode_snapshot(fd, &so, out_write, ao.w, &h, &t);
+	rc = dbfile_encode_snapshot(fd, &so, fileio_replace_write, &ao, &h, &t);
 	close(fd);
 	if (rc < 0) {
 		/* A sticky writer error means the output failed, not the DB. */
-		print_err("encode-db", ao.w->err ? out : args[0], rc);
-		atomic_abort(&ao);
+		print_err("encode-db", ao.err ? out : args[0], rc);
+		fileio_replace_abort(&ao);
 		return EXIT_ERR;
 	}
-	rc = atomic_commit(&ao);
+	rc = fileio_replace_commit(&ao);
 	if (rc < 0) {
 		print_err("encode-db", out, rc);
 		return EXIT_ERR;
@@ -1061,7 +980,7 @@ static int cmd_compact(int argc, char **argv)
 		{ "compress", OPT_BOOL, &compress },
 		{ NULL, OPT_BOOL, NULL },
 	};
-	struct atomic_out ao = { 0 };
+	struct fileio_replace ao = { .fd = -1 };
 	struct compact_input *inputs = NULL;
 	int **readers = NULL;
 	struct compact_error cerr;
@@ -1092,21 +1011,21 @@ static int cmd_compact(int argc, char **argv)
 		}
 		inputs[i] = (struct compact_input){ .read = fdio_read, .ctx = readers[i] };
 	}
-	rc = atomic_open(&ao, out);
+	rc = fileio_replace_open(&ao, out, 0644);
 	if (rc < 0) {
 		print_err("compact", out, rc);
 		goto out;
 	}
-	rc = compact_run(inputs, (size_t)n_args, compress, out_write, ao.w, &h, &t, &cerr);
+	rc = compact_run(inputs, (size_t)n_args, compress, fileio_replace_write, &ao, &h, &t, &cerr);
 	if (rc < 0) {
 		if (cerr.input == COMPACT_OUTPUT)
 			print_err("compact", out, rc);
 		else
 			print_err_at("compact", args[cerr.input], cerr.offset, rc);
-		atomic_abort(&ao);
+		fileio_replace_abort(&ao);
 		goto out;
 	}
-	rc = atomic_commit(&ao);
+	rc = fileio_replace_commit(&ao);
 	if (rc < 0) {
 		print_err("compact", out, rc);
 		goto out;

@@ -58,6 +58,7 @@
 
 #include "ltx/crc64.h"
 #include "ltx/dbfile.h"
+#include "base/fileio.h"
 #include "base/err.h"
 #include "base/fdio.h"
 #include "base/sys.h"
@@ -391,28 +392,6 @@ out:
 }
 
 /* ---- Spool ------------------------------------------------------------ */
-
-int dbfile_spool_open(const char *dir)
-{
-	char path[PATH_MAX];
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-
-	if (fd >= 0)
-		return fd;
-	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-		return -errno;
-	if (snprintf(path, sizeof(path), "%s/.litefs-spool-XXXXXX", dir) >= (int)sizeof(path))
-		return -ENAMETOOLONG;
-	fd = mkostemp(path, O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	if (unlink(path) < 0) {
-		int e = -errno;
-		close(fd);
-		return e;
-	}
-	return fd;
-}
 
 /* Staged pages: data back to back in a file (fd >= 0, written through a
  * buffer) or in memory (fd < 0); page numbers in pgnos[]. */

@@ -3,7 +3,7 @@
  * checksum, snapshot to LTX, apply LTX.
  *
  * The module does I/O only on file descriptors its caller opened (plus
- * the optional spool file of dbfile_spool_open()) and never logs. LTX
+ * the optional spool file of fileio_spool_open()) and never logs. LTX
  * bytes come and go through ltx_read_fn / ltx_write_fn callbacks.
  *
  * A "database file" here is any file of whole pages: apply and checksum
@@ -62,11 +62,6 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 			   ltx_write_fn write, void *write_ctx,
 			   struct ltx_header *h, struct ltx_trailer *t);
 
-/* Opens an anonymous scratch file for dbfile_apply() in dir (O_TMPFILE;
- * falls back to mkstemp + unlink where O_TMPFILE is not supported).
- * Returns the fd (caller closes it) or -errno. */
-int dbfile_spool_open(const char *dir);
-
 /* Where a dbfile_apply() error was detected. */
 enum dbfile_err_source {
 	DBFILE_ERR_NONE = 0,
@@ -103,7 +98,7 @@ struct dbfile_apply_result {
  * Old-or-new: the whole LTX input is decoded and validated (file checksum,
  * every decoder rule, and the post-apply checksum that the database would
  * have) *before* the first byte of db_fd is written. Decoded pages are
- * staged in spool_fd (an empty scratch file, see dbfile_spool_open(); the
+ * staged in spool_fd (an empty scratch file, see fileio_spool_open(); the
  * module truncates it back to empty before returning), or in memory if
  * spool_fd is -1. So any corrupt, truncated, non-following or wrong input
  * leaves db_fd byte-for-byte unchanged: not one write or truncate is

@@ -31,6 +31,7 @@
 #include "node/db_int.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/fdio.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
@@ -441,7 +442,7 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 		return rc;
 	}
 	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
-	int spool = len > (16u << 20) ? dbfile_spool_open(db->node->data_dir) : -1;
+	int spool = len > (16u << 20) ? fileio_spool_open(db->node->data_dir) : -1;
 	struct ltx_pos from = db->pos;
 	if (from.txid == 0)
 		from.checksum = 0;

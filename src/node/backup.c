@@ -112,7 +112,10 @@
 #include "node/config.h"
 #include "node/db.h"
 #include "base/err.h"
+#include "proto/dbname.h"
 #include "base/fdio.h"
+#include "base/fileio.h"
+#include "base/httpc.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "ltx/ltxlog.h"
@@ -126,7 +129,7 @@
 /* Uploads and snapshots: no byte for this long means the peer is gone. */
 #define BACKUP_STALL_S 30L
 /* Error bodies and /pos replies are read into memory up to these sizes. */
-#define BACKUP_MAX_ERROR_BODY (64u << 10)
+#define BACKUP_MAX_ERROR_BODY HTTPC_MAX_ERROR_BODY
 #define BACKUP_MAX_POS_BODY (16u << 20)
 /* store_apply() takes a 32-bit length. */
 #define BACKUP_MAX_SNAPSHOT 0xFFFFFFF0u
@@ -200,151 +203,32 @@ static uint64_t be64(const uint8_t *p)
 
 /* ---- HTTP ----------------------------------------------------------------- */
 
-/* One request: an optional body read from a file range, a response body
- * kept in memory (bounded) or written to a file. */
-struct xfer {
-	struct backup *b;
-	int up_fd;              /* -1: no request body */
-	uint64_t up_off, up_left;
-	int up_err;
-	int down_fd;            /* -1: keep the body in mem */
-	uint64_t down_len, down_max;
-	int down_err;
-	char *mem;
-	size_t mem_len, mem_max;
-	long status;
-	char hwm[40];
-};
+/* Requests are struct httpc_req (base/httpc.h) on the kept handle: an
+ * optional body read from a file range, a reply body kept in memory
+ * (bounded) or written to a spool file. */
 
-static size_t on_read(char *buf, size_t size, size_t n, void *arg)
+static int on_progress(void *arg, int64_t dt, int64_t dn, int64_t ut, int64_t un)
 {
-	struct xfer *x = arg;
-	size_t want = size * n;
-	if (want > x->up_left)
-		want = (size_t)x->up_left;
-	if (want == 0)
-		return 0;
-	if (want > (1u << 20))
-		want = 1u << 20;
-	int got = fdio_pread_full(x->up_fd, buf, want, (off_t)x->up_off);
-	if (got <= 0 || (size_t)got != want) {
-		/* A record taken back (or an I/O error): never send a short body. */
-		x->up_err = got < 0 ? got : ERR_IO_SHORT;
-		return CURL_READFUNC_ABORT;
-	}
-	x->up_off += want;
-	x->up_left -= want;
-	return want;
-}
-
-static size_t on_write(char *buf, size_t size, size_t n, void *arg)
-{
-	struct xfer *x = arg;
-	size_t len = size * n;
-	if (x->status == 0)
-		curl_easy_getinfo(x->b->curl, CURLINFO_RESPONSE_CODE, &x->status);
-	if (x->down_fd >= 0 && x->status == 200) {
-		if (x->down_len + len > x->down_max) {
-			x->down_err = ERR_CLOUD_TOO_LARGE;
-			return 0;
-		}
-		int rc = fdio_pwrite_full(x->down_fd, buf, len, (off_t)x->down_len);
-		if (rc != 0) {
-			x->down_err = rc;
-			return 0;
-		}
-		x->down_len += len;
-		return len;
-	}
-	size_t room = x->mem_max - x->mem_len;
-	if (len > room) {
-		x->down_err = ERR_CLOUD_TOO_LARGE;
-		return 0;
-	}
-	char *p = realloc(x->mem, x->mem_len + len + 1);
-	if (!p) {
-		x->down_err = ERR_NOMEM;
-		return 0;
-	}
-	x->mem = p;
-	memcpy(x->mem + x->mem_len, buf, len);
-	x->mem_len += len;
-	x->mem[x->mem_len] = '\0';
-	return len;
-}
-
-static size_t on_header(char *buf, size_t size, size_t n, void *arg)
-{
-	struct xfer *x = arg;
-	size_t len = size * n;
-	static const char name[] = "Litefs-Hwm:";
-	if (len > sizeof(name) - 1 && !strncasecmp(buf, name, sizeof(name) - 1)) {
-		const char *v = buf + sizeof(name) - 1, *end = buf + len;
-		while (v < end && (*v == ' ' || *v == '\t'))
-			v++;
-		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-			end--;
-		size_t vl = (size_t)(end - v) < sizeof(x->hwm) - 1 ? (size_t)(end - v) : sizeof(x->hwm) - 1;
-		memcpy(x->hwm, v, vl);
-		x->hwm[vl] = '\0';
-	}
-	return len;
-}
-
-static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
-{
-	struct xfer *x = arg;
+	struct backup *b = arg;
 	(void)dt, (void)dn, (void)ut, (void)un;
-	return atomic_load(&x->b->stopping) ? 1 : 0;
-}
-
-/* <base><path>?db=NAME&cluster=C (each part only when there is one).
- * Caller frees. NULL when out of memory. */
-static char *make_url(struct backup *b, const char *path, const char *db)
-{
-	char *esc_db = db ? curl_easy_escape(b->curl, db, 0) : NULL;
-	char *esc_cl = b->cluster_name ? curl_easy_escape(b->curl, b->cluster_name, 0) : NULL;
-	char *url = NULL;
-	if ((!db || esc_db) && (!b->cluster_name || esc_cl) &&
-	    asprintf(&url, "%s%s%s%s%s%s%s%s", b->base_url, path, esc_db || esc_cl ? "?" : "", esc_db ? "db=" : "",
-		     esc_db ? esc_db : "", esc_db && esc_cl ? "&" : "", esc_cl ? "cluster=" : "",
-		     esc_cl ? esc_cl : "") < 0)
-		url = NULL;
-	curl_free(esc_db);
-	curl_free(esc_cl);
-	return url;
+	return atomic_load(&b->stopping) ? 1 : 0;
 }
 
 static struct curl_slist *request_headers(struct backup *b, bool has_body)
 {
-	char line[128], id[CLUSTER_ID_LEN + 1];
-	struct curl_slist *h = curl_slist_append(NULL, "Expect:");
-	if (h && has_body)
-		h = curl_slist_append(h, "Content-Type: application/octet-stream");
+	char id[CLUSTER_ID_LEN + 1];
+	struct curl_slist *h = NULL;
+	int rc = httpc_add_header(&h, "Expect:");
+	if (rc == 0 && has_body)
+		rc = httpc_add_header(&h, "Content-Type: application/octet-stream");
 	cluster_get(b->cluster, id);
 	if (!id[0])
 		snprintf(id, sizeof(id), "%s", b->probe_id);
-	if (h && id[0]) {
-		snprintf(line, sizeof(line), "Litefs-Cluster-Id: %s", id);
-		h = curl_slist_append(h, line);
-	}
-	if (h && b->auth)
-		h = curl_slist_append(h, b->auth);
+	if (rc == 0 && id[0])
+		rc = httpc_add_header(&h, "Litefs-Cluster-Id: %s", id);
+	if (rc == 0 && b->auth)
+		rc = httpc_add_header(&h, "%s", b->auth);
 	return h;
-}
-
-/* The message of a JSON error body, or the body itself, made safe for a
- * logfmt quoted value. */
-static void error_text(const char *body, char *out, size_t len)
-{
-	json_error_t jerr;
-	json_t *root = body ? json_loads(body, 0, &jerr) : NULL;
-	const char *e = root ? json_string_value(json_object_get(root, "error")) : NULL;
-	snprintf(out, len, "%s", e ? e : body && body[0] ? body : "(no body)");
-	json_decref(root);
-	for (char *p = out; *p; p++)
-		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-			*p = '\'';
 }
 
 /* Runs method path?db= with x's body and sinks. Returns 0 when a 2xx
@@ -352,11 +236,11 @@ static void error_text(const char *body, char *out, size_t len)
  * ERR_CLOUD_POS_MISMATCH for 409 EPOSMISMATCH (x->mem holds the reply),
  * -EACCES for 401/403, -EPROTO for other statuses, -ECONNRESET for
  * transport failures and truncated bodies. */
-static int xfer_run(struct backup *b, const char *method, const char *path, const char *db, struct xfer *x,
+static int xfer_run(struct backup *b, const char *method, const char *path, const char *db, struct httpc_req *x,
 		    long timeout_ms, struct fail *f)
 {
-	char curl_err[CURL_ERROR_SIZE] = "";
-	char *url = make_url(b, path, db);
+	const char *const query[] = { "db", db, "cluster", b->cluster_name, NULL };
+	char *url = httpc_url(b->curl, b->base_url, path, query);
 	struct curl_slist *hdrs = request_headers(b, x->up_fd >= 0);
 	if (!url || !hdrs) {
 		free(url);
@@ -364,35 +248,11 @@ static int xfer_run(struct backup *b, const char *method, const char *path, cons
 		fail_set(f, ERR_NOMEM, "out of memory preparing a request");
 		return f->rc;
 	}
-	CURL *c = b->curl;
-	curl_easy_reset(c);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	if (x->up_fd >= 0) {
-		curl_easy_setopt(c, CURLOPT_POST, 1L);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(c, CURLOPT_READDATA, x);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->up_left);
-	}
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(c, CURLOPT_XFERINFODATA, x);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, BACKUP_CONNECT_TIMEOUT_MS);
-	if (timeout_ms > 0)
-		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, BACKUP_STALL_S);
-	curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "litefs-backup");
-	CURLcode cc = curl_easy_perform(c);
-	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &x->status);
+	x->method = method;
+	x->url = url;
+	x->headers = hdrs;
+	x->timeout_ms = timeout_ms;
+	CURLcode cc = httpc_perform(x);
 	curl_slist_free_all(hdrs);
 	free(url);
 	if (atomic_load(&b->stopping)) {
@@ -402,25 +262,29 @@ static int xfer_run(struct backup *b, const char *method, const char *path, cons
 	} else if (x->down_err) {
 		fail_set(f, x->down_err, "%s %s: cannot keep the reply: %s", method, path, err_str(x->down_err));
 	} else if (cc != CURLE_OK) {
-		fail_set(f, -ECONNRESET, "%s %s: %s", method, path, curl_err[0] ? curl_err : curl_easy_strerror(cc));
+		fail_set(f, -ECONNRESET, "%s %s: %s", method, path, httpc_transport_error(x));
 	} else if (x->status < 200 || x->status > 299) {
-		char text[BACKUP_MSG_LEN / 2];
-		error_text(x->mem, text, sizeof(text));
+		struct httpc_error e;
+		httpc_error_parse(x, &e);
+		httpc_text_for_log(e.text);
+		const char *text = e.text;
 		int rc = x->status == 401 || x->status == 403 ? -EACCES : -EPROTO;
 		if (x->status == 409 && x->mem && strstr(x->mem, "EPOSMISMATCH"))
 			rc = ERR_CLOUD_POS_MISMATCH;
-		fail_set(f, rc, "%s %s: HTTP %ld: %s", method, path, x->status, text);
+		fail_set(f, rc, "%s %s: HTTP %ld: %.*s", method, path, x->status, BACKUP_MSG_LEN / 2 - 1, text);
 	}
 	return f->rc;
 }
 
-static void xfer_init(struct xfer *x, struct backup *b, size_t mem_max)
+static void xfer_init(struct httpc_req *x, struct backup *b, size_t mem_max)
 {
-	memset(x, 0, sizeof(*x));
-	x->b = b;
-	x->up_fd = -1;
-	x->down_fd = -1;
+	httpc_req_init(x, b->curl);
 	x->mem_max = mem_max;
+	x->user_agent = "litefs-backup";
+	x->connect_timeout_ms = BACKUP_CONNECT_TIMEOUT_MS;
+	x->stall_s = BACKUP_STALL_S;
+	x->progress = on_progress;
+	x->progress_ctx = b;
 }
 
 /* ---- JSON ------------------------------------------------------------------ */
@@ -485,24 +349,6 @@ static void set_hwm(struct db *db, struct bdb *s, uint64_t hwm)
 	db_set_backup_hwm(db, hwm);
 }
 
-
-/* ---- Spool files -------------------------------------------------------------- */
-
-static int open_spool(struct backup *b)
-{
-	int fd = open(b->tmp_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-	if (fd >= 0)
-		return fd;
-	char *path = NULL;
-	if (asprintf(&path, "%s/backup-spool-XXXXXX", b->tmp_dir) < 0)
-		return -ENOMEM;
-	fd = mkostemp(path, O_CLOEXEC);
-	int rc = fd < 0 ? -errno : fd;
-	if (fd >= 0)
-		unlink(path);
-	free(path);
-	return rc;
-}
 
 /* Decisions are logged at info level, but only at debug while they repeat
  * during a failure streak (the failure itself was logged once). */
@@ -589,7 +435,7 @@ static int batch_compact(struct backup *b, struct batch *bt, struct body *out)
 		ltxlog_reader_init(&readers[i], bt->fds[i], &bt->recs[i]);
 		inputs[i] = (struct compact_input){ .read = ltxlog_read, .ctx = &readers[i] };
 	}
-	int fd = open_spool(b);
+	int fd = fileio_spool_open(b->tmp_dir);
 	if (fd < 0)
 		return fd;
 	struct ltx_trailer t;
@@ -610,11 +456,11 @@ static int batch_compact(struct backup *b, struct batch *bt, struct body *out)
  * HWM is recorded; on 409 its position is taken from the reply. */
 static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct body *body, struct fail *f)
 {
-	struct xfer x;
+	struct httpc_req x;
 	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
 	x.up_fd = body->fd;
 	x.up_off = body->off;
-	x.up_left = body->len;
+	x.up_len = body->len;
 	int rc = xfer_run(b, "POST", "/db/tx", db->name, &x, 0, f);
 	if (rc == ERR_CLOUD_POS_MISMATCH) {
 		json_error_t jerr;
@@ -632,8 +478,10 @@ static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct 
 			 db->name, body->h.min_txid, s->known ? s->remote.txid : 0);
 	} else if (rc == 0) {
 		uint64_t hwm = 0;
-		if (parse_hex64(x.hwm, &hwm) != 0) {
-			fail_set(f, -EPROTO, "POST /db/tx: missing or bad Litefs-Hwm header '%.40s'", x.hwm);
+		char hwm_text[40] = "";
+		httpc_header(&x, "Litefs-Hwm", hwm_text, sizeof(hwm_text));
+		if (parse_hex64(hwm_text, &hwm) != 0) {
+			fail_set(f, -EPROTO, "POST /db/tx: missing or bad Litefs-Hwm header '%.40s'", hwm_text);
 			rc = f->rc;
 		} else {
 			s->remote = (struct ltx_pos){ body->h.max_txid, body->post };
@@ -645,7 +493,7 @@ static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct 
 				  db->name, body->h.min_txid, body->h.max_txid, body->len, hwm);
 		}
 	}
-	free(x.mem);
+	httpc_req_free(&x);
 	return rc;
 }
 
@@ -688,7 +536,7 @@ static int post_batch(struct backup *b, struct db *db, struct bdb *s, struct bat
  * needs is no longer retained). */
 static int push_snapshot(struct backup *b, struct db *db, struct bdb *s, const char *why, struct fail *f)
 {
-	int fd = open_spool(b);
+	int fd = fileio_spool_open(b->tmp_dir);
 	if (fd < 0) {
 		fail_set(f, fd, "cannot create a spool file in %s: %s", b->tmp_dir, err_str(fd));
 		return fd;
@@ -763,12 +611,12 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 static int restore_db(struct backup *b, const char *name, const char *why, struct ltx_pos svc, struct fail *f)
 {
 	int64_t began = clock_mono_ms();
-	int fd = open_spool(b);
+	int fd = fileio_spool_open(b->tmp_dir);
 	if (fd < 0) {
 		fail_set(f, fd, "cannot create a spool file in %s: %s", b->tmp_dir, err_str(fd));
 		return fd;
 	}
-	struct xfer x;
+	struct httpc_req x;
 	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
 	x.down_fd = fd;
 	x.down_max = BACKUP_MAX_SNAPSHOT;
@@ -785,7 +633,7 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 		fail_set(f, rc, "db %s: the service's snapshot (txid %016" PRIx64 ") was refused: %s", name,
 			 h.max_txid, err_str(rc));
 	close(fd);
-	free(x.mem);
+	httpc_req_free(&x);
 	if (rc != 0)
 		return rc;
 	struct db *db = store_find(b->st, name, true);
@@ -902,7 +750,7 @@ static int ensure_cluster_id(struct backup *b, struct fail *f)
 		fail_set(f, rc, "cannot generate a cluster ID: %s", err_str(rc));
 		return rc;
 	}
-	struct xfer x;
+	struct httpc_req x;
 	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
 	rc = xfer_run(b, "GET", "/pos", NULL, &x, BACKUP_POS_TIMEOUT_MS, f);
 	const char *adopt = rc == 0 ? b->probe_id : NULL;
@@ -911,7 +759,7 @@ static int ensure_cluster_id(struct backup *b, struct fail *f)
 		memset(f, 0, sizeof(*f));
 		rc = 0;
 	}
-	free(x.mem);
+	httpc_req_free(&x);
 	if (rc == 0 && (rc = cluster_adopt(b->cluster, adopt)) != 0)
 		fail_set(f, rc, "cannot store the cluster ID %s: %s", adopt, err_str(rc));
 	if (rc == 0)
@@ -949,12 +797,12 @@ static int full_sync(struct backup *b, struct fail *f)
 {
 	if (ensure_cluster_id(b, f) != 0)
 		return f->rc;
-	struct xfer x;
+	struct httpc_req x;
 	xfer_init(&x, b, BACKUP_MAX_POS_BODY);
 	int rc = xfer_run(b, "GET", "/pos", NULL, &x, BACKUP_POS_TIMEOUT_MS, f);
 	json_error_t jerr;
 	json_t *root = rc == 0 ? json_loads(x.mem ? x.mem : "", 0, &jerr) : NULL;
-	free(x.mem);
+	httpc_req_free(&x);
 	if (rc != 0)
 		return rc;
 	if (!json_is_object(root)) {
@@ -984,7 +832,7 @@ static int full_sync(struct backup *b, struct fail *f)
 		struct ltx_pos svc;
 		if (atomic_load(&b->stopping) || store_find(b->st, name, true))
 			continue;
-		if (!store_valid_db_name(name) || parse_pos(v, &svc) != 0) {
+		if (!dbname_valid(name) || parse_pos(v, &svc) != 0) {
 			char shown[64];
 			escape_name(name, shown, sizeof(shown));
 			LOG_ERROR("backup", "msg=\"GET /pos: the service holds a database this node cannot restore (its name "

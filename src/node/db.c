@@ -1507,9 +1507,9 @@ int db_sync_dir(struct db *db)
 	 * after the load) and leave dir_dirty set — one sync too many is
 	 * harmless, one too few is not. */
 	if (lockwatch_trylock(&db->mu, "syncdir") != 0)
-		return fsync(db->dir_fd) == 0 ? 0 : -errno;
+		return sys_fsync(db->dir_fd) == 0 ? 0 : -errno;
 	if (db->dir_dirty) {
-		rc = fsync(db->dir_fd) == 0 ? 0 : -errno;
+		rc = sys_fsync(db->dir_fd) == 0 ? 0 : -errno;
 		if (rc == 0)
 			db->dir_dirty = false;
 	}
@@ -2159,9 +2159,9 @@ static void write_clean_marker(struct db *db)
 	if (fd >= 0) {
 		if (db->db_fd >= 0)
 			fdatasync(db->db_fd);
-		fsync(fd);
+		sys_fsync(fd);
 		close(fd);
-		fsync(db->dir_fd);
+		sys_fsync(db->dir_fd);
 	}
 }
 

@@ -6,7 +6,7 @@
  *
  * Names. For each database x: "x", "x-journal", "x-wal", "x-shm" (backed
  * by real files, see store.h) and "x-pos" (generated, read-only). Any other
- * name that store_valid_db_name() accepts can be created and becomes a
+ * name that dbname_valid() accepts can be created and becomes a
  * database once its first write carries a SQLite header; writes that are
  * not whole pages, or a first page that is not a SQLite header, are refused
  * with EINVAL and a log line (db.c). A database created but never written
@@ -55,6 +55,7 @@
 #include "base/clock.h"
 #include "node/db.h"
 #include "base/err.h"
+#include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "base/log.h"
 #include "node/store.h"

@@ -36,7 +36,7 @@
  * IMPORT (POST /import?name=NAME)
  *
  *   1. First call of the access handler (headers only): check the method,
- *      the name (store_valid_db_name) and Content-Length (<= 64 GiB, else
+ *      the name (dbname_valid) and Content-Length (<= 64 GiB, else
  *      413), and create a temp file <data.dir>/tmp/http-import-XXXXXX. A
  *      refusal is sent at once when the client waits for "100 Continue"
  *      (it then never sends the body) or the body is large; a small body
@@ -158,6 +158,7 @@
 #include "proto/cluster.h"
 #include "node/db.h"
 #include "base/err.h"
+#include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
 #include "node/replserver.h"
@@ -261,7 +262,7 @@ static unsigned get_db_name(struct MHD_Connection *conn, char *out, size_t out_l
 	}
 	memcpy(out, v, n);
 	out[n] = '\0';
-	if (!store_valid_db_name(out)) {
+	if (!dbname_valid(out)) {
 		snprintf(msg, msg_len,
 			 "invalid database name: 1 to 200 bytes of UTF-8, no '/', no control characters, no leading '.', "
 			 "not ending in -journal, -wal, -shm or -pos");

@@ -55,6 +55,9 @@
 #include "node/config.h"
 #include "node/db.h"
 #include "base/err.h"
+#include "proto/dbname.h"
+#include "base/fileio.h"
+#include "base/httpc.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "node/replica.h"
@@ -91,15 +94,12 @@ struct replica {
 /* The state of one connection (thread only). */
 struct conn {
 	struct replica *r;
-	CURL *curl;
+	struct httpc_req q;        /* the request; its status and error body */
 	struct stream_parser parser;
-	long status;               /* HTTP status, 0 until known */
 	bool began;                /* the 200 was accepted (cluster checked, role set) */
 	bool got_frame;            /* at least one frame after hello arrived */
 	char primary_id[CLUSTER_ID_LEN + 8];
 	char primary_host[256];
-	char err_body[REPLICA_MSG_LEN];  /* the JSON error of a non-200 reply */
-	size_t err_len;
 
 	int spool_fd;              /* reused for every LTX */
 	char db_name[STREAM_MAX_NAME + 1];
@@ -247,7 +247,7 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 	c->snapshot = ev->snapshot;
 	c->diverged = ev->diverged;
 	c->skip = !followed(c->r, ev->name);
-	if (!store_valid_db_name(ev->name)) {
+	if (!dbname_valid(ev->name)) {
 		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
 		return -1;
 	}
@@ -342,35 +342,12 @@ static int on_event(struct conn *c, const struct stream_event *ev)
 
 /* ---- libcurl callbacks ---------------------------------------------------- */
 
-static size_t on_header(char *buf, size_t size, size_t n, void *arg)
-{
-	struct conn *c = arg;
-	size_t len = size * n;
-	static const char id_hdr[] = "Litefs-Cluster-Id:", host_hdr[] = "Litefs-Primary-Hostname:";
-	char *dst = NULL;
-	size_t dst_len = 0, skip = 0;
-	if (len > sizeof(id_hdr) - 1 && !strncasecmp(buf, id_hdr, sizeof(id_hdr) - 1)) {
-		dst = c->primary_id, dst_len = sizeof(c->primary_id), skip = sizeof(id_hdr) - 1;
-	} else if (len > sizeof(host_hdr) - 1 && !strncasecmp(buf, host_hdr, sizeof(host_hdr) - 1)) {
-		dst = c->primary_host, dst_len = sizeof(c->primary_host), skip = sizeof(host_hdr) - 1;
-	}
-	if (dst) {
-		const char *v = buf + skip, *end = buf + len;
-		while (v < end && (*v == ' ' || *v == '\t'))
-			v++;
-		while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' '))
-			end--;
-		size_t vl = (size_t)(end - v) < dst_len - 1 ? (size_t)(end - v) : dst_len - 1;
-		memcpy(dst, v, vl);
-		dst[vl] = '\0';
-	}
-	return len;
-}
-
 /* The first body bytes of a 200: the cluster ID, then the role. */
 static int begin_stream(struct conn *c)
 {
 	struct replica *r = c->r;
+	httpc_header(&c->q, "Litefs-Cluster-Id", c->primary_id, sizeof(c->primary_id));
+	httpc_header(&c->q, "Litefs-Primary-Hostname", c->primary_host, sizeof(c->primary_host));
 	if (c->primary_id[0]) {
 		int rc = cluster_adopt(r->cluster, c->primary_id);
 		if (rc == ERR_REPL_CLUSTER || rc == ERR_INVAL) {
@@ -397,22 +374,13 @@ static int begin_stream(struct conn *c)
 	return 0;
 }
 
-static size_t on_body(char *buf, size_t size, size_t n, void *arg)
+/* A 2xx body: the stream (any other reply's body is kept by httpc for
+ * its error text). */
+static size_t on_body(void *arg, const char *buf, size_t len)
 {
 	struct conn *c = arg;
-	size_t len = size * n;
 	if (atomic_load(&c->r->stopping))
 		return 0;
-	if (c->status == 0)
-		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
-	if (c->status != 200) {
-		size_t room = sizeof(c->err_body) - 1 - c->err_len;
-		size_t k = len < room ? len : room;
-		memcpy(c->err_body + c->err_len, buf, k);
-		c->err_len += k;
-		c->err_body[c->err_len] = '\0';
-		return len;
-	}
 	if (!c->began && begin_stream(c) != 0)
 		return 0;
 	const uint8_t *p = (const uint8_t *)buf;
@@ -435,7 +403,7 @@ static size_t on_body(char *buf, size_t size, size_t n, void *arg)
 	}
 }
 
-static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+static int on_progress(void *arg, int64_t dt, int64_t dn, int64_t ut, int64_t un)
 {
 	struct conn *c = arg;
 	(void)dt, (void)dn, (void)ut, (void)un;
@@ -450,44 +418,28 @@ static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, c
 
 /* ---- One connection ------------------------------------------------------- */
 
-/* The message of a JSON error body ({"error": "..."}), or the body. */
-static void error_text(const char *body, char *out, size_t len)
-{
-	const char *e = strstr(body, "\"error\"");
-	const char *q = e ? strchr(e + 7, '"') : NULL;
-	if (q) {
-		const char *end = strchr(q + 1, '"');
-		size_t n = end ? (size_t)(end - q - 1) : strlen(q + 1);
-		snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), q + 1);
-	} else {
-		snprintf(out, len, "%s", body);
-	}
-	for (char *p = out; *p; p++)
-		if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
-			*p = '\'';
-}
-
 /* Decides what the connection's end means: 0 for a clean end (an end
  * frame), or an error with c->fail_msg set. */
-static int conn_outcome(struct conn *c, CURLcode cc, const char *curl_err)
+static int conn_outcome(struct conn *c, CURLcode cc)
 {
+	long status = c->q.status;
 	if (c->fail)
 		return c->fail;
 	if (atomic_load(&c->r->stopping))
 		return 0;
-	if (c->status == 0)
-		curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &c->status);
-	if (c->status != 0 && c->status != 200) {
-		char text[REPLICA_MSG_LEN];
-		error_text(c->err_body, text, sizeof(text));
-		int rc = c->status == 401 ? ERR_REPL_AUTH : c->status == 409 && strstr(text, "cluster") ? ERR_REPL_CLUSTER
-												    : ERR_REPL_PROTOCOL;
-		conn_fail(c, rc, "the primary refused the stream: HTTP %ld: %s", c->status, text);
+	if (status != 0 && status != 200) {
+		struct httpc_error e;
+		httpc_error_parse(&c->q, &e);
+		httpc_text_for_log(e.text);
+		const char *text = e.text;
+		int rc = status == 401 ? ERR_REPL_AUTH : status == 409 && strstr(text, "cluster") ? ERR_REPL_CLUSTER
+											   : ERR_REPL_PROTOCOL;
+		conn_fail(c, rc, "the primary refused the stream: HTTP %ld: %s", status, text);
 		return rc;
 	}
 	if (cc != CURLE_OK) {
 		conn_fail(c, -ECONNRESET, "%s: %s", c->began ? "connection to the primary lost" : "cannot connect to the primary",
-			  curl_err[0] ? curl_err : curl_easy_strerror(cc));
+			  httpc_transport_error(&c->q));
 		return c->fail;
 	}
 	int rc = stream_parser_finish(&c->parser);
@@ -504,21 +456,16 @@ static int conn_outcome(struct conn *c, CURLcode cc, const char *curl_err)
 
 static struct curl_slist *request_headers(struct replica *r)
 {
-	char line[512], id[CLUSTER_ID_LEN + 1];
-	struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/vnd.litefs.stream");
-	h = h ? curl_slist_append(h, "Expect:") : NULL;
+	char id[CLUSTER_ID_LEN + 1];
+	struct curl_slist *h = NULL;
+	int rc = httpc_add_header(&h, "Content-Type: application/vnd.litefs.stream");
+	if (rc == 0)
+		rc = httpc_add_header(&h, "Expect:");
 	cluster_get(r->cluster, id);
-	if (h && id[0]) {
-		snprintf(line, sizeof(line), "Litefs-Cluster-Id: %s", id);
-		h = curl_slist_append(h, line);
-	}
-	if (h && r->secret) {
-		char *auth = NULL;
-		if (asprintf(&auth, "Authorization: Bearer %s", r->secret) < 0)
-			return NULL;
-		h = curl_slist_append(h, auth);
-		free(auth);
-	}
+	if (rc == 0 && id[0])
+		rc = httpc_add_header(&h, "Litefs-Cluster-Id: %s", id);
+	if (rc == 0 && r->secret)
+		rc = httpc_add_header(&h, "Authorization: Bearer %s", r->secret);
 	return h;
 }
 
@@ -534,43 +481,38 @@ static int run_conn(struct replica *r, int spool_fd, bool *got_frame, char *msg,
 	stream_parser_init(&c.parser, STREAM_DIR_RESPONSE, 0);
 	uint8_t *body = NULL;
 	size_t body_len = 0;
-	char curl_err[CURL_ERROR_SIZE] = "";
 	struct curl_slist *hdrs = NULL;
+	CURL *curl = NULL;
+	httpc_req_init(&c.q, NULL);
 	int rc = build_request(r, &body, &body_len);
-	if (rc == 0 && (!(c.curl = curl_easy_init()) || !(hdrs = request_headers(r))))
+	if (rc == 0 && (!(curl = curl_easy_init()) || !(hdrs = request_headers(r))))
 		rc = ERR_NOMEM;
 	if (rc != 0) {
 		conn_fail(&c, rc, "cannot prepare the request: %s", err_str(rc));
 		goto out;
 	}
-	curl_easy_setopt(c.curl, CURLOPT_URL, r->url);
-	curl_easy_setopt(c.curl, CURLOPT_POST, 1L);
-	curl_easy_setopt(c.curl, CURLOPT_POSTFIELDS, (char *)body);
-	curl_easy_setopt(c.curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-	curl_easy_setopt(c.curl, CURLOPT_HTTPHEADER, hdrs);
-	curl_easy_setopt(c.curl, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(c.curl, CURLOPT_WRITEDATA, &c);
-	curl_easy_setopt(c.curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(c.curl, CURLOPT_HEADERDATA, &c);
-	curl_easy_setopt(c.curl, CURLOPT_NOPROGRESS, 0L);
-	curl_easy_setopt(c.curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-	curl_easy_setopt(c.curl, CURLOPT_XFERINFODATA, &c);
-	curl_easy_setopt(c.curl, CURLOPT_ERRORBUFFER, curl_err);
-	curl_easy_setopt(c.curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c.curl, CURLOPT_CONNECTTIMEOUT_MS, REPLICA_CONNECT_TIMEOUT_MS);
-	curl_easy_setopt(c.curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c.curl, CURLOPT_LOW_SPEED_TIME, REPLICA_STALL_S);
-	curl_easy_setopt(c.curl, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(c.curl, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(c.curl, CURLOPT_USERAGENT, "litefs-replica");
-	CURLcode cc = curl_easy_perform(c.curl);
-	rc = conn_outcome(&c, cc, curl_err);
+	c.q.curl = curl;
+	c.q.url = r->url;
+	c.q.headers = hdrs;
+	c.q.up_buf = body;
+	c.q.up_buf_len = body_len;
+	c.q.ok_write = on_body;
+	c.q.ok_ctx = &c;
+	c.q.progress = on_progress;
+	c.q.progress_ctx = &c;
+	c.q.connect_timeout_ms = REPLICA_CONNECT_TIMEOUT_MS;
+	c.q.stall_s = REPLICA_STALL_S;
+	c.q.keepalive = true;
+	c.q.user_agent = "litefs-replica";
+	CURLcode cc = httpc_perform(&c.q);
+	rc = conn_outcome(&c, cc);
 out:
 	*got_frame = c.got_frame;
 	snprintf(msg, msg_len, "%s", c.fail_msg);
 	curl_slist_free_all(hdrs);
-	if (c.curl)
-		curl_easy_cleanup(c.curl);
+	httpc_req_free(&c.q);
+	if (curl)
+		curl_easy_cleanup(curl);
 	free(body);
 	free(c.hb);
 	stream_parser_free(&c.parser);
@@ -606,18 +548,6 @@ static void log_failure(struct replica *r, int rc, const char *msg)
 		 code_name(rc));
 }
 
-static int open_spool(struct replica *r)
-{
-	char *path = NULL;
-	if (asprintf(&path, "%s/replica-spool-XXXXXX", r->tmp_dir) < 0)
-		return -ENOMEM;
-	int fd = mkostemp(path, O_CLOEXEC);
-	int rc = fd < 0 ? -errno : fd;
-	if (fd >= 0)
-		unlink(path);
-	free(path);
-	return rc;
-}
 
 static void *replica_main(void *arg)
 {
@@ -627,7 +557,7 @@ static void *replica_main(void *arg)
 		char msg[REPLICA_MSG_LEN] = "";
 		bool got_frame = false;
 		int rc;
-		int fd = open_spool(r);
+		int fd = fileio_spool_open(r->tmp_dir);
 		if (fd < 0) {
 			rc = fd;
 			snprintf(msg, sizeof(msg), "cannot create a spool file in %s: %s", r->tmp_dir, err_str(fd));

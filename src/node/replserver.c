@@ -45,6 +45,8 @@
 #include "proto/cluster.h"
 #include "node/db.h"
 #include "base/err.h"
+#include "base/fileio.h"
+#include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
 #include "base/log.h"
@@ -125,7 +127,7 @@ static bool sess_sync_dbs(struct stream_sess *s, bool at_connect)
 		if (!sd->db)
 			continue;
 		const struct stream_entry *e = req_find(&s->req, sd->db->name);
-		sd->wanted = store_valid_db_name(sd->db->name) &&
+		sd->wanted = dbname_valid(sd->db->name) &&
 			     (!(s->req.flags & STREAM_LIST_ONLY) || e != NULL);
 		if (e) {
 			sd->from.txid = e->txid;
@@ -187,7 +189,7 @@ static int sess_queue_ltx(struct stream_sess *s, uint8_t type, const char *name,
 static int sess_snapshot(struct stream_sess *s, struct stream_db *d, bool diverged)
 {
 	struct ltx_pos pos = { 0 };
-	int fd = dbfile_spool_open(s->rs->tmp_dir);
+	int fd = fileio_spool_open(s->rs->tmp_dir);
 	if (fd < 0)
 		return fd;
 	int rc = db_snapshot(d->db, spool_write, &fd, &pos);

@@ -102,14 +102,6 @@ int store_close_forced(struct store *st, int64_t timeout_ms);
 uint64_t store_lock_stalls(struct store *st);
 int store_locks_held_over(struct store *st, int64_t min_ms);
 
-/* The database-name rule is proto/dbname.h's, shared with litefs-cloud.
- * This alias keeps the node's other callers unchanged; new code calls
- * dbname_valid() directly. */
-static inline bool store_valid_db_name(const char *name)
-{
-	return dbname_valid(name);
-}
-
 /* Splits a file name in the mount into a database name and a kind
  * (enum db_kind). Returns 0 or an error of dbname_check(). name_out
  * gets a copy. */

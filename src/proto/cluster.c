@@ -13,6 +13,7 @@
 
 #include "proto/cluster.h"
 #include "base/err.h"
+#include "base/fileio.h"
 
 bool cluster_id_valid(const char *s)
 {
@@ -58,36 +59,9 @@ static int read_id(const char *path, char *id)
 
 static int write_id(const char *path, const char *id)
 {
-	char tmp[4096], line[CLUSTER_ID_LEN + 2];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
+	char line[CLUSTER_ID_LEN + 2];
 	snprintf(line, sizeof(line), "%s\n", id);
-	int rc = 0;
-	if (write(fd, line, CLUSTER_ID_LEN + 1) != CLUSTER_ID_LEN + 1 || fsync(fd) != 0)
-		rc = errno ? -errno : -EIO;
-	if (close(fd) != 0 && rc == 0)
-		rc = -errno;
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -errno;
-	if (rc != 0) {
-		unlink(tmp);
-		return rc;
-	}
-	/* Make the rename durable. */
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%s", path);
-	char *slash = strrchr(dir, '/');
-	if (slash)
-		*slash = '\0';
-	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
+	return fileio_replace_file(path, line, CLUSTER_ID_LEN + 1, 0644);
 }
 
 int cluster_open(struct cluster *c, const char *data_dir, bool create)

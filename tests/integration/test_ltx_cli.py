@@ -128,7 +128,7 @@ def test_encode_verify_apply_round_trip(tmp_path, page_size, compress):
     if compress:
         args.insert(1, "-compress")
     ltx(*args, check=0)
-    assert not list(tmp_path.glob("snap.ltx.tmp-*")), "temporary file left behind"
+    assert not list(tmp_path.glob(".snap.ltx.tmp-*")), "temporary file left behind"
 
     assert ltx("verify", snap, check=0).stdout.strip() == f"{snap}: OK"
 

@@ -30,6 +30,7 @@
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
+#include "base/fileio.h"
 #include "ltx/ltx.h"
 #include "testutil.h"
 #include "base/sys.h"
@@ -336,7 +337,7 @@ static void random_model(struct model *m, uint32_t ps, uint32_t n)
 static void test_snapshot_round_trip(void **state)
 {
 	seed(3);
-	int spool = dbfile_spool_open(tmp_dir);
+	int spool = fileio_spool_open(tmp_dir);
 	assert_true(spool >= 0);
 
 	for (int iter = 0; iter < 40; iter++) {
@@ -437,7 +438,7 @@ static void test_encode_snapshot_header_page_size(void **state)
 static void test_apply_golden_chain(void **state)
 {
 	int db = new_file("chain.db");
-	int spool = dbfile_spool_open(tmp_dir);
+	int spool = fileio_spool_open(tmp_dir);
 	struct ltx_pos pos = { 0, LTX_CHECKSUM_FLAG };
 
 	assert_true(spool >= 0);
@@ -511,7 +512,7 @@ static void test_apply_golden_d(void **state)
 static void test_apply_random_chains(void **state)
 {
 	seed(4);
-	int spool = dbfile_spool_open(tmp_dir);
+	int spool = fileio_spool_open(tmp_dir);
 	assert_true(spool >= 0);
 
 	for (int iter = 0; iter < 30; iter++) {
@@ -656,7 +657,7 @@ static void test_apply_lock_page(void **state)
 	random_model(&small, ps, 3);
 	int db = new_file("lock.db");
 	int want = new_file("lock-want.db");
-	int spool = dbfile_spool_open(tmp_dir);
+	int spool = fileio_spool_open(tmp_dir);
 	assert_true(spool >= 0);
 	write_model(db, &small);
 	write_model(want, &small);
@@ -775,7 +776,7 @@ static void free_fixture(struct fixture *f)
 static void test_apply_corrupt_unchanged(void **state)
 {
 	seed(7);
-	int spool = dbfile_spool_open(tmp_dir);
+	int spool = fileio_spool_open(tmp_dir);
 	assert_true(spool >= 0);
 
 	for (int iter = 0; iter < 8; iter++) {
@@ -951,7 +952,7 @@ static void test_apply_rejects_position(void **state)
 static void test_apply_write_faults(void **state)
 {
 	seed(9);
-	int spool = dbfile_spool_open(tmp_dir);
+	int spool = fileio_spool_open(tmp_dir);
 	assert_true(spool >= 0);
 	int db = new_file("fault.db");
 
@@ -1004,16 +1005,6 @@ static void test_apply_write_faults(void **state)
 	close(spool);
 }
 
-static void test_spool_open(void **state)
-{
-	int fd = dbfile_spool_open(tmp_dir);
-
-	assert_true(fd >= 0);
-	assert_int_equal(fdio_pwrite_full(fd, "abc", 3, 0), 0);
-	close(fd);
-	assert_int_equal(dbfile_spool_open("/nonexistent-dir-for-litefs-tests"), -ENOENT);
-}
-
 /* ---- Main ------------------------------------------------------------- */
 
 static void remove_tmp_dir(void)
@@ -1044,7 +1035,6 @@ int main(void)
 		cmocka_unit_test(test_apply_corrupt_unchanged),
 		cmocka_unit_test(test_apply_rejects_position),
 		cmocka_unit_test(test_apply_write_faults),
-		cmocka_unit_test(test_spool_open),
 	};
 
 	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_dbfile.XXXXXX", base && *base ? base : "/tmp");

@@ -1,0 +1,256 @@
+/*
+ * test_fileio.c — replace-by-rename under injected faults (the target is
+ * old or new, never a mix, and no temp file is left), scratch files, and
+ * the pure parts of the HTTP client helper (error bodies, URLs).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/err.h"
+#include "base/fileio.h"
+#include "base/httpc.h"
+#include "base/sys.h"
+#include "testutil.h"
+
+/* Names in tmp_dir/sub, sorted into one string "a,b," for comparison. */
+static void list_dir(const char *dir, char *out, size_t len)
+{
+	struct dirent **names;
+	int n = scandir(dir, &names, NULL, alphasort);
+	assert_true(n >= 0);
+	out[0] = '\0';
+	for (int i = 0; i < n; i++) {
+		if (strcmp(names[i]->d_name, ".") && strcmp(names[i]->d_name, ".."))
+			snprintf(out + strlen(out), len - strlen(out), "%s,", names[i]->d_name);
+		free(names[i]);
+	}
+	free(names);
+}
+
+static void assert_file(const char *path, const char *want)
+{
+	size_t len = 0;
+	uint8_t *got = read_file(path, &len);
+	assert_non_null(got);
+	assert_int_equal(len, strlen(want));
+	assert_memory_equal(got, want, len);
+	free(got);
+}
+
+/* A new directory tmp_dir/name holding "target" with old (when not NULL). */
+static void fresh_dir(const char *name, char *dir, size_t dir_len, char *path, size_t path_len, const char *old)
+{
+	snprintf(dir, dir_len, "%s/%s", tmp_dir, name);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	snprintf(path, path_len, "%s/target", dir);
+	if (old)
+		assert_int_equal(fileio_replace_file(path, old, strlen(old), 0644), 0);
+}
+
+static void test_replace_file(void **state)
+{
+	char dir[512], path[600], names[256];
+	fresh_dir("replace", dir, sizeof(dir), path, sizeof(path), "old content");
+	assert_file(path, "old content");
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	mode_t mask = umask(0);
+	umask(mask);
+	assert_int_equal(st.st_mode & 0777, 0644 & ~mask); /* the umask applies, as for open() */
+	list_dir(dir, names, sizeof(names));
+	assert_string_equal(names, "target,");
+
+	assert_int_equal(fileio_replace_file(path, "new", 3, 0644), 0);
+	assert_file(path, "new");
+	list_dir(dir, names, sizeof(names));
+	assert_string_equal(names, "target,");
+}
+
+/* Every fault on the path (the write, the file's fsync, the rename, the
+ * directory's fsync): the target is whole, old or new, and the directory
+ * holds nothing else. */
+static void test_replace_faults(void **state)
+{
+	char dir[512], path[600], names[256];
+	fresh_dir("faults", dir, sizeof(dir), path, sizeof(path), NULL);
+
+	static const struct {
+		enum sys_call call;
+		long nth;
+		bool new_after; /* the failure comes after the rename */
+	} cases[] = {
+		{ SYS_PWRITE, 1, false },
+		{ SYS_FSYNC, 1, false },
+		{ SYS_RENAME, 1, false },
+		{ SYS_FSYNC, 2, true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(fileio_replace_file(path, "old", 3, 0644), 0);
+		sys_fault_arm(cases[i].call, sys_call_count(cases[i].call) + cases[i].nth, EIO);
+		assert_int_equal(fileio_replace_file(path, "new content", 11, 0644), -EIO);
+		sys_fault_arm(cases[i].call, 0, 0);
+		assert_file(path, cases[i].new_after ? "new content" : "old");
+		list_dir(dir, names, sizeof(names));
+		assert_string_equal(names, "target,");
+	}
+}
+
+/* A caller's write error is sticky: the commit refuses, the target stays. */
+static void test_replace_write_error_and_abort(void **state)
+{
+	char dir[512], path[600], names[256];
+	fresh_dir("abort", dir, sizeof(dir), path, sizeof(path), "old");
+
+	struct fileio_replace r;
+	assert_int_equal(fileio_replace_open(&r, path, 0644), 0);
+	assert_int_equal(fileio_replace_write(&r, "ne", 2), 0);
+	sys_fault_arm(SYS_PWRITE, sys_call_count(SYS_PWRITE) + 1, ENOSPC);
+	assert_int_equal(fileio_replace_write(&r, "w", 1), -ENOSPC);
+	sys_fault_arm(SYS_PWRITE, 0, 0);
+	assert_int_equal(fileio_replace_write(&r, "w", 1), -ENOSPC);
+	assert_int_equal(fileio_replace_commit(&r), -ENOSPC);
+	fileio_replace_abort(&r); /* a no-op after a commit */
+	assert_file(path, "old");
+	list_dir(dir, names, sizeof(names));
+	assert_string_equal(names, "target,");
+
+	assert_int_equal(fileio_replace_open(&r, path, 0644), 0);
+	assert_int_equal(fileio_replace_write(&r, "partial", 7), 0);
+	fileio_replace_abort(&r);
+	fileio_replace_abort(&r);
+	assert_file(path, "old");
+	list_dir(dir, names, sizeof(names));
+	assert_string_equal(names, "target,");
+
+	/* A relative name replaces in the current directory. */
+	char cwd[512];
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	assert_int_equal(chdir(dir), 0);
+	assert_int_equal(fileio_replace_file("target", "rel", 3, 0644), 0);
+	assert_int_equal(chdir(cwd), 0);
+	assert_file(path, "rel");
+
+	assert_int_equal(fileio_replace_open(&r, "/nonexistent-dir-for-litefs-tests/x", 0644), -ENOENT);
+}
+
+static void test_spool_and_tmp(void **state)
+{
+	char names[256], dir[512], path[600];
+	fresh_dir("spool", dir, sizeof(dir), path, sizeof(path), NULL);
+	int fd = fileio_spool_open(dir);
+	assert_true(fd >= 0);
+	assert_int_equal(sys_pwrite_all(fd, "abc", 3, 0), 0);
+	list_dir(dir, names, sizeof(names));
+	assert_string_equal(names, "");
+	close(fd);
+	assert_int_equal(fileio_spool_open("/nonexistent-dir-for-litefs-tests"), -ENOENT);
+
+	fd = fileio_tmp_create(dir, "tmp-", path, sizeof(path));
+	assert_true(fd >= 0);
+	assert_int_equal(strncmp(path + strlen(dir), "/tmp-", 5), 0);
+	assert_int_equal(access(path, F_OK), 0);
+	close(fd);
+	unlink(path);
+	char tiny[8];
+	assert_int_equal(fileio_tmp_create(dir, "tmp-", tiny, sizeof(tiny)), -ENAMETOOLONG);
+}
+
+/* ---- httpc: the parts that need no server ------------------------------------ */
+
+static void error_of(const char *body, const char *reason, struct httpc_error *e)
+{
+	struct httpc_req q;
+	httpc_req_init(&q, NULL);
+	q.mem = body ? strdup(body) : NULL;
+	q.mem_len = body ? strlen(body) : 0;
+	snprintf(q.reason, sizeof(q.reason), "%s", reason);
+	httpc_error_parse(&q, e);
+	httpc_req_free(&q);
+}
+
+static void test_httpc_error_parse(void **state)
+{
+	struct httpc_error e;
+	error_of("{\"code\": \"EPOSMISMATCH\", \"error\": \"position \\\"x\\\" mismatch\"}", "Conflict", &e);
+	assert_true(e.from_json);
+	assert_string_equal(e.text, "position \"x\" mismatch");
+	assert_string_equal(e.code, "EPOSMISMATCH");
+	httpc_text_for_log(e.text);
+	assert_string_equal(e.text, "position 'x' mismatch");
+
+	/* An "error" key that is not a string, or text that merely contains
+	 * "error", is not taken for a JSON error. */
+	error_of("{\"error\": 5}", "Bad Request", &e);
+	assert_false(e.from_json);
+	assert_string_equal(e.text, "{\"error\": 5}");
+	error_of("the \"error\" is \"here\"", "", &e);
+	assert_false(e.from_json);
+	assert_string_equal(e.text, "the \"error\" is \"here\"");
+
+	error_of("", "Service Unavailable", &e);
+	assert_string_equal(e.text, "Service Unavailable");
+	assert_string_equal(e.code, "");
+	error_of(NULL, "", &e);
+	assert_string_equal(e.text, "(no body)");
+}
+
+static void test_httpc_url_and_headers(void **state)
+{
+	CURL *c = curl_easy_init();
+	assert_non_null(c);
+	const char *const q[] = { "db", "a b&c.db", "txid", NULL, "cluster", "x", NULL };
+	char *url = httpc_url(c, "http://h:1//", "/db/pos", q);
+	assert_string_equal(url, "http://h:1/db/pos?db=a%20b%26c.db&cluster=x");
+	free(url);
+	url = httpc_url(c, "http://h:1", "/pos", NULL);
+	assert_string_equal(url, "http://h:1/pos");
+	free(url);
+	curl_easy_cleanup(c);
+
+	struct curl_slist *h = NULL;
+	assert_int_equal(httpc_add_header(&h, "Expect:"), 0);
+	assert_int_equal(httpc_add_header(&h, "Authorization: Bearer %s", "s3cret"), 0);
+	assert_string_equal(h->data, "Expect:");
+	assert_string_equal(h->next->data, "Authorization: Bearer s3cret");
+	curl_slist_free_all(h);
+}
+
+static void remove_tmp_dir(void)
+{
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", tmp_dir);
+}
+
+int main(void)
+{
+	const char *base = getenv("TMPDIR");
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_replace_file),
+		cmocka_unit_test(test_replace_faults),
+		cmocka_unit_test(test_replace_write_error_and_abort),
+		cmocka_unit_test(test_spool_and_tmp),
+		cmocka_unit_test(test_httpc_error_parse),
+		cmocka_unit_test(test_httpc_url_and_headers),
+	};
+	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_fileio.XXXXXX", base && *base ? base : "/tmp");
+	if (!mkdtemp(tmp_dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	remove_tmp_dir();
+	return rc;
+}
