@@ -298,37 +298,6 @@ static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32
 		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, (off_t)new_n * ps, 0);
 }
 
-/* Replaces the chain with a new segment holding only the snapshot record
- * that was staged in `tmp` (db->mu held). */
-static int restart_chain(struct db *db, const char *tmp, int tmp_fd, uint64_t rec_end)
-{
-	uint64_t *firsts = NULL;
-	size_t n = 0;
-	db_close_segment(db);
-	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		char name[LTXLOG_NAME_LEN];
-		ltxlog_format_name(name, firsts[i]);
-		if (unlinkat(db->ltx_dir_fd, name, 0) != 0 && errno != ENOENT)
-			rc = -errno;
-	}
-	free(firsts);
-	char name[LTXLOG_NAME_LEN];
-	ltxlog_format_name(name, 1);
-	if (rc == 0 && sys_renameat(db->ltx_dir_fd, tmp, db->ltx_dir_fd, name) != 0)
-		rc = -errno;
-	if (rc)
-		return rc;
-	db->log_fd = tmp_fd;
-	db->log_first_txid = 1;
-	db->log_end = rec_end;
-	db->log_synced_end = 0;
-	db->log_created_ms = clock_wall_ms();
-	db->oldest_txid = 1;
-	db->dir_dirty = true;
-	return 0;
-}
-
 /*
  * Stages the record: a normal one is appended to the open segment (header
  * last); a snapshot goes to a scratch segment that replaces the chain once
@@ -338,18 +307,19 @@ static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t
 			uint64_t *rec_off)
 {
 	if (ltx_header_is_snapshot(h)) {
-		*log_fd = openat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		*log_fd = openat(db->chain.dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (*log_fd < 0)
 			return -errno;
 		*rec_off = 0;
 	} else {
-		if (db->log_fd < 0) {
-			int rc = db_open_segment(db, h->min_txid);
+		if (db->chain.log_fd < 0) {
+			int rc = chain_open_segment(&db->chain, h->min_txid);
 			if (rc)
 				return rc;
+			db->dir_dirty = true;
 		}
-		*log_fd = db->log_fd;
-		*rec_off = db->log_end;
+		*log_fd = db->chain.log_fd;
+		*rec_off = db->chain.end;
 	}
 	int rc = copy_into_segment(*log_fd, *rec_off + LTXLOG_HDR_SIZE, fd, off, len);
 	if (rc == 0) {
@@ -366,7 +336,7 @@ static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd
 		return;
 	if (ltx_header_is_snapshot(h)) {
 		close(log_fd);
-		unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
+		unlinkat(db->chain.dir_fd, APPLY_TMP_SEGMENT, 0);
 	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
 		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
 	}
@@ -458,15 +428,15 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 		return rc;
 	}
 	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
-	if (snapshot && (rc = restart_chain(db, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
+	if (snapshot && (rc = chain_replace(&db->chain, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
 		/* The db file is the snapshot now; the chain could not be
 		 * replaced: the next start rebuilds it from the file. */
 		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
 		close(log_fd);
 	} else if (!snapshot) {
-		db->log_end = rec_end;
-		if (db->oldest_txid == 0)
-			db->oldest_txid = h->min_txid;
+		db->chain.end = rec_end;
+		if (db->chain.oldest_txid == 0)
+			db->chain.oldest_txid = h->min_txid;
 	}
 	db->pos = res->pos;
 	db->pos_ts_ms = h->timestamp_ms;

@@ -94,9 +94,6 @@ const char *const db_kind_suffix[DB_KIND_COUNT] = { "", "-journal", "-wal", "-sh
 const char *const db_kind_backing[DB_KIND_COUNT] = { "db", "db-journal", "db-wal", "db-shm", NULL };
 
 #define SQLITE_HDR_MAGIC "SQLite format 3"
-/* A segment is closed once it reaches this size (or a quarter of the
- * retention window in age), so retention frees space in steps. */
-#define LOG_SEGMENT_MAX_BYTES (64u << 20)
 
 
 static uint32_t be32(const uint8_t *p)
@@ -253,40 +250,10 @@ static int pending_add(struct pending *p, uint32_t pgno, uint32_t frame, uint64_
 /* Cuts a prepared record off the segment again (step 2 failed). */
 static void pending_abort(struct db *db, struct pending *p)
 {
-	if (p->active && db->log_fd >= 0 && sys_ftruncate(db->log_fd, (off_t)p->rec_off) != 0)
+	if (p->active && db->chain.log_fd >= 0 && sys_ftruncate(db->chain.log_fd, (off_t)p->rec_off) != 0)
 		LOG_ERROR("db", "msg=\"cannot remove aborted LTX record\" db=%s txid=%016" PRIx64 " err=\"%s\"",
 			  db->name, p->hdr.min_txid, strerror(errno));
 	pending_free(p);
-}
-
-/* Opens a new segment whose first record will be first_txid. */
-int db_open_segment(struct db *db, uint64_t first_txid)
-{
-	char name[LTXLOG_NAME_LEN];
-	ltxlog_format_name(name, first_txid);
-	/* O_EXCL: an existing segment of that name would hold records. */
-	int fd = openat(db->ltx_dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	db->log_fd = fd;
-	db->log_first_txid = first_txid;
-	db->log_end = 0;
-	db->log_synced_end = 0;
-	db->log_created_ms = clock_wall_ms();
-	db->dir_dirty = true;
-	return 0;
-}
-
-/* Closes the open segment (made durable first) so that the next commit
- * starts a new one: segments bound what retention deletes at once. */
-void db_close_segment(struct db *db)
-{
-	if (db->log_fd < 0)
-		return;
-	if (db->log_synced_end < db->log_end && sys_fsync(db->log_fd) != 0)
-		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(errno));
-	close(db->log_fd);
-	db->log_fd = -1;
 }
 
 /*
@@ -345,11 +312,14 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 	/* The LTX bytes are appended to the open segment after a blank record
 	 * header, which is written last: see ltxlog.h. */
-	if (db->log_fd < 0 && (rc = db_open_segment(db, h.min_txid)) != 0)
-		goto err;
-	p->rec_off = db->log_end;
+	if (db->chain.log_fd < 0) {
+		if ((rc = chain_open_segment(&db->chain, h.min_txid)) != 0)
+			goto err;
+		db->dir_dirty = true;
+	}
+	p->rec_off = db->chain.end;
 	p->active = true; /* from here on, an error cuts the segment back */
-	w->fd = db->log_fd;
+	w->fd = db->chain.log_fd;
 	w->off = (off_t)(p->rec_off + LTXLOG_HDR_SIZE);
 	w->n = 0;
 	rc = ltx_encoder_new(&enc, &h, bufw_write, w);
@@ -454,9 +424,9 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 	uint8_t rh[LTXLOG_HDR_SIZE];
 	ltxlog_encode_hdr(rh, (uint32_t)len);
-	if ((rc = sys_pwrite_all(db->log_fd, rh, sizeof(rh), (off_t)p->rec_off)) != 0)
+	if ((rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)p->rec_off)) != 0)
 		goto err;
-	if (sync && sys_fsync(db->log_fd) != 0) {
+	if (sync && sys_fsync(db->chain.log_fd) != 0) {
 		rc = -errno;
 		goto err;
 	}
@@ -481,24 +451,12 @@ err:
 	return rc;
 }
 
-/* fdatasyncs the open segment up to its end. */
-static int sync_unsynced(struct db *db)
-{
-	if (db->log_fd < 0 || db->log_synced_end >= db->log_end)
-		return 0;
-	if (sys_fsync(db->log_fd) != 0)
-		return -errno;
-	db->log_synced_end = db->log_end;
-	return 0;
-}
-
 /* Rotates a segment that grew large or old, unless a WAL commit may still
  * have to be taken back (its records must stay in one segment). */
 static void maybe_rotate(struct db *db)
 {
-	if (db->log_fd >= 0 && !db->undo.active &&
-	    (db->log_end >= LOG_SEGMENT_MAX_BYTES || clock_wall_ms() - db->log_created_ms >= db->node->retention_ms / 4 + 1000))
-		db_close_segment(db);
+	if (!db->undo.active && chain_rotation_due(&db->chain, clock_wall_ms(), db->node->retention_ms))
+		chain_close_segment(&db->chain);
 }
 
 /* The deferred commits are final: forget how to take them back. */
@@ -512,7 +470,7 @@ static void finalize_unsynced(struct db *db)
 
 int db_flush_unsynced(struct db *db)
 {
-	int rc = sync_unsynced(db);
+	int rc = chain_sync(&db->chain);
 	finalize_unsynced(db);
 	return rc;
 }
@@ -538,13 +496,13 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 	db->page_size = p->hdr.commit ? p->hdr.page_size : db->page_size;
 	if (p->wal_mode_known)
 		db->wal_mode = p->new_wal_mode;
-	if (db->oldest_txid == 0)
-		db->oldest_txid = p->hdr.min_txid;
+	if (db->chain.oldest_txid == 0)
+		db->chain.oldest_txid = p->hdr.min_txid;
 	db->n_commits++;
 	db->n_ltx_bytes += p->file_size;
-	db->log_end = p->rec_end;
+	db->chain.end = p->rec_end;
 	if (!defer_sync)
-		db->log_synced_end = p->rec_end;
+		db->chain.synced_end = p->rec_end;
 	node_notify_change(db->node); /* wakes the replication streams */
 	maybe_rotate(db);
 	LOG_DEBUG("db", "msg=commit db=%s txid=%016" PRIx64 " pages=%zu commit=%u checksum=%016" PRIx64,
@@ -572,7 +530,7 @@ static int wal_undo_save(struct db *db)
 	u->s0 = db->wal.s0;
 	u->s1 = db->wal.s1;
 	u->n_commits = db->n_commits;
-	u->log_end = db->log_end;
+	u->log_end = db->chain.end;
 	u->active = true;
 	return 0;
 }
@@ -598,13 +556,13 @@ static void wal_undo_restore(struct db *db)
 	db->wal.s0 = u->s0;
 	db->wal.s1 = u->s1;
 	db->n_commits = u->n_commits;
-	if (db->log_fd >= 0 && db->log_end > u->log_end) {
-		if (sys_ftruncate(db->log_fd, (off_t)u->log_end) != 0)
+	if (db->chain.log_fd >= 0 && db->chain.end > u->log_end) {
+		if (sys_ftruncate(db->chain.log_fd, (off_t)u->log_end) != 0)
 			LOG_ERROR("db", "msg=\"cannot cut back the LTX segment\" db=%s err=\"%s\"", db->name,
 				  strerror(errno));
-		db->log_end = u->log_end;
-		if (db->log_synced_end > db->log_end)
-			db->log_synced_end = db->log_end;
+		db->chain.end = u->log_end;
+		if (db->chain.synced_end > db->chain.end)
+			db->chain.synced_end = db->chain.end;
 	}
 	if (db->verify.active)
 		db->verify = (struct db_verify){ .active = true, .cursor = 1, .partial = 0 };
@@ -919,21 +877,13 @@ static int ensure_dir_locked(struct db *db)
 	int dir_fd = openat(dbs_fd, db->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0)
 		return -errno;
-	if (mkdirat(dir_fd, "ltx", 0755) != 0 && errno != EEXIST) {
-		int rc = -errno;
-		close(dir_fd);
-		return rc;
-	}
-	int ltx_fd = openat(dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (ltx_fd < 0) {
-		int rc = -errno;
+	int rc = chain_open_dir(&db->chain, dir_fd);
+	if (rc) {
 		close(dir_fd);
 		return rc;
 	}
 	close(db->dir_fd);
-	close(db->ltx_dir_fd);
 	db->dir_fd = dir_fd;
-	db->ltx_dir_fd = ltx_fd;
 	db->dir_removed = false;
 	db->dir_dirty = true;
 	return 0;
@@ -1387,97 +1337,6 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 	return rc;
 }
 
-/*
- * A helper thread that fsyncs LTX segments while the FUSE thread syncs the
- * client's file: two concurrent syncs on ext4 share one journal commit
- * instead of paying for two in a row.
- *
- * Every database of the node shares the one thread, so each submission is
- * its own job with its own completion: a FUSE thread waits for exactly the
- * job it queued (a job lives on its submitter's stack and is unlinked by
- * the syncer before `done` is set, both under syncer.mu). Jobs of several
- * databases queue up and run in order; none can be lost or taken by
- * another waiter.
- */
-struct sync_job {
-	int fd;               /* the segment to sync, borrowed until done */
-	int rc;               /* 0 or -errno, valid once done */
-	bool done;
-	struct sync_job *next;
-};
-
-static struct {
-	pthread_once_t once;
-	pthread_mutex_t mu;   /* guards everything below */
-	pthread_cond_t work;  /* a job was queued */
-	pthread_cond_t done;  /* a job finished */
-	struct sync_job *head, *tail;
-	bool ok;
-} syncer = { .once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER,
-	     .work = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER };
-
-static void *syncer_main(void *arg)
-{
-	(void)arg;
-	pthread_mutex_lock(&syncer.mu);
-	for (;;) {
-		while (syncer.head == NULL)
-			pthread_cond_wait(&syncer.work, &syncer.mu);
-		struct sync_job *job = syncer.head;
-		syncer.head = job->next;
-		if (syncer.head == NULL)
-			syncer.tail = NULL;
-		pthread_mutex_unlock(&syncer.mu);
-		int rc = sys_fsync(job->fd) == 0 ? 0 : -errno;
-		pthread_mutex_lock(&syncer.mu);
-		job->rc = rc;
-		job->done = true;
-		pthread_cond_broadcast(&syncer.done);
-	}
-	return NULL;
-}
-
-static void syncer_init(void)
-{
-	pthread_t t;
-	syncer.ok = pthread_create(&t, NULL, syncer_main, NULL) == 0;
-	if (syncer.ok)
-		pthread_detach(t);
-}
-
-/* fsyncs the client's fd and, at the same time, the deferred LTX records.
- * Returns the first error. Called with db->mu held. */
-static int fsync_with_ltx(struct db *db, int fd)
-{
-	pthread_once(&syncer.once, syncer_init);
-	if (db->log_fd < 0 || db->log_synced_end >= db->log_end || !syncer.ok) {
-		int rc = sys_fsync(fd) == 0 ? 0 : -errno;
-		return rc == 0 ? sync_unsynced(db) : rc;
-	}
-	struct sync_job job = { .fd = db->log_fd };
-	uint64_t end = db->log_end;
-	pthread_mutex_lock(&syncer.mu);
-	if (syncer.tail)
-		syncer.tail->next = &job;
-	else
-		syncer.head = &job;
-	syncer.tail = &job;
-	pthread_cond_signal(&syncer.work);
-	pthread_mutex_unlock(&syncer.mu);
-
-	int rc = sys_fsync(fd) == 0 ? 0 : -errno;
-
-	pthread_mutex_lock(&syncer.mu);
-	while (!job.done)
-		pthread_cond_wait(&syncer.done, &syncer.mu);
-	pthread_mutex_unlock(&syncer.mu);
-	if (rc == 0)
-		rc = job.rc;
-	if (job.rc == 0)
-		db->log_synced_end = end;
-	return rc;
-}
-
 int db_fsync(struct db *db, enum db_kind kind, int fd)
 {
 	int rc;
@@ -1487,7 +1346,7 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 	/* The LTX files of earlier commits become durable with the client's
 	 * own sync (SQLITE-FILES.md §2.7, §3.6: FULL syncs -wal after every
 	 * commit; rollback modes sync the journal at the next transaction). */
-	rc = fsync_with_ltx(db, fd);
+	rc = chain_sync_alongside(&db->chain, fd);
 	if (rc != 0 && kind == DB_KIND_WAL && db->wal_commit_unsynced)
 		wal_undo_restore(db);
 	else if (rc == 0 || kind == DB_KIND_WAL)
@@ -1522,8 +1381,8 @@ void db_flush_pending(struct db *db)
 	/* Sync a copy of the descriptor without holding db->mu, so commits go
 	 * on while the disk works. */
 	lockwatch_lock(&db->mu, "flush");
-	int fd = db->log_fd >= 0 && db->log_synced_end < db->log_end ? dup(db->log_fd) : -1;
-	uint64_t end = db->log_end, first = db->log_first_txid;
+	int fd = db->chain.log_fd >= 0 && db->chain.synced_end < db->chain.end ? dup(db->chain.log_fd) : -1;
+	uint64_t end = db->chain.end, first = db->chain.first_txid;
 	lockwatch_unlock(&db->mu);
 	if (fd < 0)
 		return;
@@ -1532,8 +1391,8 @@ void db_flush_pending(struct db *db)
 	lockwatch_lock(&db->mu, "flush");
 	if (rc != 0)
 		LOG_ERROR("db", "msg=\"cannot sync LTX segment\" db=%s err=\"%s\"", db->name, strerror(-rc));
-	else if (db->log_first_txid == first && db->log_synced_end < end && end <= db->log_end)
-		db->log_synced_end = end;
+	else if (db->chain.first_txid == first && db->chain.synced_end < end && end <= db->chain.end)
+		db->chain.synced_end = end;
 	/* A WAL commit whose client sync is still to come stays revocable;
 	 * anything else is final now. */
 	if (rc == 0 && !db->wal_commit_unsynced)
@@ -1648,51 +1507,6 @@ out:
 
 /* ---- Retention and verification ---------------------------------------- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Lists the segments of ltx/ by first TXID, ascending. Caller frees *out
- * with free(). */
-int db_list_segments(int dir_fd, uint64_t **out, size_t *n_out)
-{
-	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (d == NULL) {
-		close(fd);
-		return -errno;
-	}
-	uint64_t *v = NULL;
-	size_t n = 0, cap = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		uint64_t first;
-		if (ltxlog_parse_name(de->d_name, &first) != 0)
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 16;
-			uint64_t *nv = realloc(v, cap * sizeof(*nv));
-			if (nv == NULL) {
-				free(v);
-				closedir(d);
-				return ERR_NOMEM;
-			}
-			v = nv;
-		}
-		v[n++] = first;
-	}
-	closedir(d);
-	if (n > 0)
-		qsort(v, n, sizeof(*v), cmp_u64);
-	*out = v;
-	*n_out = n;
-	return 0;
-}
-
 void db_set_backup_hwm(struct db *db, uint64_t hwm)
 {
 	lockwatch_lock(&db->mu, "backup");
@@ -1702,45 +1516,14 @@ void db_set_backup_hwm(struct db *db, uint64_t hwm)
 
 int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
 {
-	uint64_t *firsts = NULL;
-	size_t n = 0;
-	int removed = 0;
-
 	lockwatch_lock(&db->mu, "retention");
-	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
-	if (rc)
-		goto out;
-	/* The newest segment is always kept: it carries the position. A
-	 * segment's last append is its mtime. */
-	size_t keep_from = 0;
-	for (size_t i = 0; i + 1 < n; i++) {
-		char name[LTXLOG_NAME_LEN];
-		struct stat st;
-		ltxlog_format_name(name, firsts[i]);
-		if (fstatat(db->ltx_dir_fd, name, &st, 0) != 0)
-			break;
-		int64_t mtime_ms = (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000;
-		if (now - mtime_ms < retention_ms)
-			break;
-		/* Records the backup service has not acknowledged stay, and so
-		 * does the record at the HWM itself: the backup client checks
-		 * the service's position against it. */
-		if (db->backup_hwm != UINT64_MAX && firsts[i + 1] - 1 >= db->backup_hwm)
-			break;
-		if (unlinkat(db->ltx_dir_fd, name, 0) != 0)
-			break;
-		removed++;
-		keep_from = i + 1;
-	}
-	db->oldest_txid = n > keep_from ? firsts[keep_from] : 0;
-	if (removed) {
+	int rc = chain_enforce_retention(&db->chain, now, retention_ms, db->backup_hwm);
+	if (rc > 0) {
 		db->dir_dirty = true;
-		LOG_DEBUG("db", "msg=\"retention removed LTX segments\" db=%s count=%d", db->name, removed);
+		LOG_DEBUG("db", "msg=\"retention removed LTX segments\" db=%s count=%d", db->name, rc);
 	}
-out:
 	lockwatch_unlock(&db->mu);
-	free(firsts);
-	return rc;
+	return rc < 0 ? rc : 0;
 }
 
 int db_verify_step(struct db *db, uint32_t max_pages)
@@ -1886,96 +1669,6 @@ static int sqlite_recover(struct db *db, const char *path)
 }
 
 /* Decodes one record fully (checksums included); header/trailer out. */
-static int check_record(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, struct ltx_trailer *t)
-{
-	struct ltxlog_reader r;
-	uint64_t off = 0;
-	ltxlog_reader_init(&r, fd, rec);
-	return ltx_decode_all(ltxlog_read, &r, NULL, NULL, h, t, &off);
-}
-
-/*
- * Finds the last good record of the newest segment, cutting off a torn or
- * undecodable tail (a crash mid-append) and removing segments left empty.
- * On return *have is true with the record's header, trailer, segment and
- * offset when there is one.
- */
-static int find_last_record(struct db *db, bool *have, struct ltx_header *h, struct ltx_trailer *t,
-			    uint64_t *seg_first, uint64_t *rec_off, size_t *n_segments)
-{
-	uint64_t *firsts = NULL;
-	size_t n = 0;
-	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
-	if (rc)
-		return rc;
-	*have = false;
-	db->oldest_txid = n > 0 ? firsts[0] : 0;
-	while (n > 0 && !*have) {
-		char name[LTXLOG_NAME_LEN];
-		ltxlog_format_name(name, firsts[n - 1]);
-		int fd = openat(db->ltx_dir_fd, name, O_RDWR | O_CLOEXEC);
-		struct stat st;
-		if (fd < 0 || fstat(fd, &st) != 0) {
-			rc = -errno;
-			if (fd >= 0)
-				close(fd);
-			break;
-		}
-		struct ltxlog_rec *recs = NULL;
-		size_t nr = 0, cap = 0;
-		uint64_t off = 0;
-		struct ltxlog_rec rec;
-		while ((rc = ltxlog_read_rec(fd, off, (uint64_t)st.st_size, &rec)) == 1) {
-			if (nr == cap) {
-				cap = cap ? cap * 2 : 256;
-				struct ltxlog_rec *nv = realloc(recs, cap * sizeof(*nv));
-				if (nv == NULL) {
-					rc = ERR_NOMEM;
-					break;
-				}
-				recs = nv;
-			}
-			recs[nr++] = rec;
-			off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
-		}
-		if (rc == ERR_NOMEM) {
-			free(recs);
-			close(fd);
-			break;
-		}
-		rc = 0;
-		while (nr > 0) {
-			int crc = check_record(fd, &recs[nr - 1], h, t);
-			if (crc == 0)
-				break;
-			LOG_WARN("db", "msg=\"dropping an incomplete LTX record left by a crash\" db=%s segment=%s offset=%" PRIu64
-				       " err=\"%s\"", db->name, name, recs[nr - 1].offset, err_str(crc));
-			off = recs[--nr].offset;
-		}
-		if (off < (uint64_t)st.st_size) {
-			LOG_WARN("db", "msg=\"cutting a torn tail off an LTX segment\" db=%s segment=%s size=%lld end=%" PRIu64,
-				 db->name, name, (long long)st.st_size, off);
-			if (ftruncate(fd, (off_t)off) != 0)
-				rc = -errno;
-		}
-		if (nr > 0) {
-			*have = true;
-			*seg_first = firsts[n - 1];
-			*rec_off = recs[nr - 1].offset;
-		} else {
-			unlinkat(db->ltx_dir_fd, name, 0);
-			n--;
-		}
-		free(recs);
-		close(fd);
-		if (rc)
-			break;
-	}
-	*n_segments = n;
-	free(firsts);
-	return rc;
-}
-
 /* Writes an LTX holding every page of the current db file, following pos.
  * Used when recovery finds the database ahead of its LTX chain. */
 static int write_full_ltx(struct db *db, uint32_t page_size, uint32_t n_pages)
@@ -2003,10 +1696,9 @@ static int load_state(struct db *db, bool clean)
 	struct ltx_trailer t = { 0 };
 	bool have_last = false;
 	uint64_t seg_first = 0, rec_off = 0;
-	size_t n_segments = 0;
 	int rc;
 
-	rc = find_last_record(db, &have_last, &h, &t, &seg_first, &rec_off, &n_segments);
+	rc = chain_recover(&db->chain, &have_last, &h, &t, &seg_first, &rec_off);
 	if (rc)
 		return rc;
 	if (have_last) {
@@ -2055,20 +1747,10 @@ static int load_state(struct db *db, bool clean)
 	if (have_last && h.min_txid > 1 && c == h.pre_apply_checksum) {
 		/* The last record was written but its commit never reached the
 		 * database (crash between steps 1 and 2): it was not acknowledged. */
-		char name[LTXLOG_NAME_LEN];
-		ltxlog_format_name(name, seg_first);
 		LOG_WARN("db", "msg=\"dropping LTX of a transaction that never committed\" db=%s txid=%016" PRIx64,
 			 db->name, h.min_txid);
-		int fd = openat(db->ltx_dir_fd, name, O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || ftruncate(fd, (off_t)rec_off) != 0) {
-			rc = -errno;
-			if (fd >= 0)
-				close(fd);
+		if ((rc = chain_truncate(&db->chain, seg_first, rec_off)) != 0)
 			return rc;
-		}
-		close(fd);
-		if (rec_off == 0)
-			unlinkat(db->ltx_dir_fd, name, 0);
 		/* Reload the position from the previous record. */
 		db->pos = (struct ltx_pos){ 0, 0 };
 		return load_state(db, false);
@@ -2092,7 +1774,8 @@ int db_load(struct node *node, const char *name, uint32_t id, bool create, struc
 		return ERR_NOMEM;
 	db->node = node;
 	db->id = id;
-	db->dir_fd = db->ltx_dir_fd = db->db_fd = db->log_fd = -1;
+	db->dir_fd = db->db_fd = -1;
+	chain_init(&db->chain, NULL);
 	db->backup_hwm = UINT64_MAX;
 	lockwatch_init(&db->mu);
 	pgmap_init(&db->dirty);
@@ -2101,6 +1784,7 @@ int db_load(struct node *node, const char *name, uint32_t id, bool create, struc
 		rc = ERR_NOMEM;
 		goto err;
 	}
+	db->chain.name = db->name;
 	if (create && mkdirat(node->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
 		rc = -errno;
 		goto err;
@@ -2109,16 +1793,10 @@ int db_load(struct node *node, const char *name, uint32_t id, bool create, struc
 		rc = -errno;
 		goto err;
 	}
-	if (mkdirat(db->dir_fd, "ltx", 0755) != 0 && errno != EEXIST) {
-		rc = -errno;
+	if ((rc = chain_open_dir(&db->chain, db->dir_fd)) != 0)
 		goto err;
-	}
-	if ((db->ltx_dir_fd = openat(db->dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		rc = -errno;
-		goto err;
-	}
 	/* A snapshot a replica was receiving when it stopped. */
-	unlinkat(db->ltx_dir_fd, APPLY_TMP_SEGMENT, 0);
+	unlinkat(db->chain.dir_fd, APPLY_TMP_SEGMENT, 0);
 	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
 		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
 	if (db->exists[DB_KIND_DB] && (db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {
@@ -2151,7 +1829,7 @@ err:
 static void write_clean_marker(struct db *db)
 {
 	db_flush_unsynced(db);
-	db_close_segment(db);
+	chain_close_segment(&db->chain);
 	int fd = -1;
 	/* A clean marker is only honest when nothing is in flight. */
 	if (db->dirty.count == 0 && !db->write_refused)
@@ -2184,13 +1862,10 @@ void db_free(struct db *db)
 {
 	if (db == NULL)
 		return;
-	if (db->log_fd >= 0)
-		close(db->log_fd);
+	chain_close(&db->chain);
 	pgmap_free(&db->undo.pages);
 	if (db->db_fd >= 0)
 		close(db->db_fd);
-	if (db->ltx_dir_fd >= 0)
-		close(db->ltx_dir_fd);
 	if (db->dir_fd >= 0)
 		close(db->dir_fd);
 	pgmap_free(&db->dirty);
@@ -2203,122 +1878,19 @@ void db_free(struct db *db)
 /* ---- Replication, primary side ------------------------------------------ */
 
 /* Reads the header and the post-apply checksum of a record. */
-static int read_rec_meta(int fd, const struct ltxlog_rec *rec, struct ltx_header *h, uint64_t *post)
+void db_cursor_init(struct db_cursor *c)
 {
-	uint8_t buf[LTX_HEADER_SIZE];
-	if (rec->len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
-		return ERR_LTXLOG_TORN;
-	int n = fdio_pread_full(fd, buf, sizeof(buf), (off_t)(rec->offset + LTXLOG_HDR_SIZE));
-	if (n < 0)
-		return n;
-	if (n != (int)sizeof(buf))
-		return ERR_IO_SHORT;
-	int rc = ltx_header_decode(buf, h);
-	if (rc)
-		return rc;
-	if (post) {
-		uint8_t t[8];
-		off_t toff = (off_t)(rec->offset + LTXLOG_HDR_SIZE + rec->len - LTX_TRAILER_SIZE);
-		n = fdio_pread_full(fd, t, sizeof(t), toff);
-		if (n != (int)sizeof(t))
-			return n < 0 ? n : ERR_IO_SHORT;
-		*post = 0;
-		for (int i = 0; i < 8; i++)
-			*post = *post << 8 | t[i];
-	}
-	return 0;
-}
-
-/* End of the committed records of segment seg_first (db->mu held). */
-static int segment_bound(struct db *db, int fd, uint64_t seg_first, uint64_t *end)
-{
-	if (db->log_fd >= 0 && db->log_first_txid == seg_first) {
-		*end = db->log_end;
-		return 0;
-	}
-	struct stat st;
-	if (fstat(fd, &st) != 0)
-		return -errno;
-	*end = (uint64_t)st.st_size;
-	return 0;
-}
-
-/*
- * Positions c at the record whose min TXID is txid (db->mu held): opens the
- * newest segment starting at or before txid and scans its record headers.
- * If want_post is non-NULL, it instead finds the record whose max TXID is
- * txid and stores its post-apply checksum there (c is then positioned
- * after it). ERR_NEED_SNAPSHOT when no retained record fits.
- */
-static int cursor_seek(struct db_cursor *c, uint64_t txid, uint64_t *want_post)
-{
-	struct db *db = c->db;
-	uint64_t *firsts = NULL;
-	size_t n = 0;
-	int rc = db_list_segments(db->ltx_dir_fd, &firsts, &n);
-	if (rc)
-		return rc;
-	size_t i = n;
-	while (i > 0 && firsts[i - 1] > txid)
-		i--;
-	if (i == 0) {
-		free(firsts);
-		return ERR_NEED_SNAPSHOT;
-	}
-	uint64_t seg = firsts[i - 1];
-	free(firsts);
-	db_cursor_close(c);
-	char name[LTXLOG_NAME_LEN];
-	ltxlog_format_name(name, seg);
-	int fd = openat(db->ltx_dir_fd, name, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno == ENOENT ? ERR_NEED_SNAPSHOT : -errno;
-	uint64_t end = 0, off = 0;
-	if ((rc = segment_bound(db, fd, seg, &end)) != 0) {
-		close(fd);
-		return rc;
-	}
-	struct ltxlog_rec rec;
-	while ((rc = ltxlog_read_rec(fd, off, end, &rec)) == 1) {
-		struct ltx_header h;
-		uint64_t post;
-		if ((rc = read_rec_meta(fd, &rec, &h, &post)) != 0)
-			break;
-		if (want_post == NULL && h.min_txid == txid) {
-			rc = 1;
-			break;
-		}
-		off = rec.offset + LTXLOG_HDR_SIZE + rec.len;
-		if (want_post != NULL && h.max_txid == txid) {
-			*want_post = post;
-			rc = 1;
-			break;
-		}
-		if (h.max_txid >= txid) {
-			rc = ERR_NEED_SNAPSHOT; /* txid falls inside a record */
-			break;
-		}
-	}
-	if (rc == 1) {
-		c->fd = fd;
-		c->seg_first = seg;
-		c->off = want_post ? off : rec.offset;
-		c->next_txid = want_post ? txid + 1 : txid;
-		return 0;
-	}
-	close(fd);
-	/* The record may start the next segment: the caller retries there. */
-	return rc == 0 ? ERR_NEED_SNAPSHOT : rc;
+	memset(c, 0, sizeof(*c));
+	chain_cursor_init(&c->cc, 0);
 }
 
 int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 {
-	memset(c, 0, sizeof(*c));
+	db_cursor_init(c);
 	c->db = db;
-	c->fd = -1;
 	int rc = 0;
 	lockwatch_lock(&db->mu, "stream");
-	c->next_txid = after.txid + 1;
+	c->cc.next_txid = after.txid + 1;
 	if (after.txid > db->pos.txid) {
 		rc = ERR_NEED_SNAPSHOT; /* the replica is ahead: it diverged */
 		c->diverged = true;
@@ -2328,11 +1900,11 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 			c->diverged = true;
 		}
 	} else if (after.txid == 0) {
-		if (db->oldest_txid != 1)
+		if (db->chain.oldest_txid != 1)
 			rc = ERR_NEED_SNAPSHOT;
 	} else {
 		uint64_t post = 0;
-		rc = cursor_seek(c, after.txid, &post);
+		rc = chain_cursor_seek(&db->chain, &c->cc, after.txid, &post);
 		if (rc == 0 && post != after.checksum) {
 			rc = ERR_NEED_SNAPSHOT;
 			c->diverged = true;
@@ -2347,56 +1919,15 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
 {
 	struct db *db = c->db;
-	int rc;
 	lockwatch_lock(&db->mu, "stream");
-	if (c->next_txid > db->pos.txid + 1) {
-		/* Records this cursor returned were taken back (a WAL commit
-		 * whose sync failed): the reader's copy is no longer ours. */
-		rc = ERR_NEED_SNAPSHOT;
-		goto out;
-	}
-	if (c->next_txid > db->pos.txid) {
-		rc = 0;
-		goto out;
-	}
-	for (int tries = 0; tries < 2; tries++) {
-		if (c->fd < 0 && (rc = cursor_seek(c, c->next_txid, NULL)) != 0)
-			goto out;
-		uint64_t end = 0;
-		if ((rc = segment_bound(db, c->fd, c->seg_first, &end)) != 0)
-			goto out;
-		rc = ltxlog_read_rec(c->fd, c->off, end, rec);
-		if (rc < 0)
-			goto out;
-		if (rc == 0) {
-			/* End of this segment: the record starts the next one. */
-			db_cursor_close(c);
-			continue;
-		}
-		struct ltx_header h;
-		if ((rc = read_rec_meta(c->fd, rec, &h, NULL)) != 0)
-			goto out;
-		if (h.min_txid != c->next_txid) {
-			rc = ERR_LTX_NOT_CONTIGUOUS;
-			goto out;
-		}
-		c->off = rec->offset + LTXLOG_HDR_SIZE + rec->len;
-		c->next_txid = h.max_txid + 1;
-		*fd = c->fd;
-		rc = 1;
-		goto out;
-	}
-	rc = ERR_NEED_SNAPSHOT;
-out:
+	int rc = chain_cursor_next(&db->chain, &c->cc, db->pos.txid, fd, rec);
 	lockwatch_unlock(&db->mu);
 	return rc;
 }
 
 void db_cursor_close(struct db_cursor *c)
 {
-	if (c->fd >= 0)
-		close(c->fd);
-	c->fd = -1;
+	chain_cursor_close(&c->cc);
 }
 
 /* Reads page pgno of the logical database (committed WAL frames over the
@@ -2506,7 +2037,7 @@ bool db_stats(struct db *db, int wait_ms, struct db_stats *v)
 	v->pos = db->pos;
 	v->ts_ms = db->pos_ts_ms;
 	v->n_commits = db->n_commits;
-	v->oldest_txid = db->oldest_txid;
+	v->oldest_txid = db->chain.oldest_txid;
 	v->backup_hwm = db->backup_hwm;
 	lockwatch_unlock(&db->mu);
 	v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
@@ -2518,33 +2049,13 @@ void db_lock_peek(struct db *db, int64_t now_ms, struct lockwatch_state *out)
 	lockwatch_peek(&db->mu, now_ms, out);
 }
 
-/* Every "*.ltx" file and every "*.ltxlog" segment counts (names starting
- * with '.' are temporaries or spares, not data). */
 uint64_t db_ltx_bytes(struct db *db, int wait_ms)
 {
-	uint64_t bytes = 0;
 	if (!report_lock(db, wait_ms))
 		return 0;
-	int fd = db->ltx_dir_fd >= 0 ? openat(db->ltx_dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	int fd = db->chain.dir_fd >= 0 ? openat(db->chain.dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	lockwatch_unlock(&db->mu);
 	if (fd < 0)
 		return 0;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
-	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
-		const char *dot = strrchr(e->d_name, '.');
-		struct stat sb;
-		if (e->d_name[0] == '.' || !dot || (strcmp(dot, ".ltx") != 0 && strcmp(dot, ".ltxlog") != 0))
-			continue;
-		/* Retention may remove a file between readdir and stat. */
-		if (fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(sb.st_mode))
-			continue;
-		bytes += (uint64_t)sb.st_size;
-	}
-	closedir(d);
-	return bytes;
+	return chain_dir_bytes(fd);
 }

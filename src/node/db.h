@@ -21,6 +21,7 @@
 #include "base/lockwatch.h"
 #include "ltx/ltx.h"
 #include "ltx/ltxlog.h"
+#include "node/chain.h"
 #include "base/pgmap.h"
 
 enum db_kind {
@@ -69,7 +70,6 @@ struct db {
 	 * watchdog reports when it is held too long. */
 	struct lockwatch mu;
 	int dir_fd;            /* data/dbs/<name> */
-	int ltx_dir_fd;        /* data/dbs/<name>/ltx */
 	int db_fd;             /* backing database, O_RDWR, -1 if absent */
 	bool exists[DB_KIND_COUNT];
 	uint32_t generation[DB_KIND_COUNT]; /* bumped when a file is re-created */
@@ -79,7 +79,6 @@ struct db {
 	bool wal_mode;         /* logical header says WAL (bytes 18/19 == 2) */
 	struct ltx_pos pos;    /* last captured transaction */
 	int64_t pos_ts_ms;     /* its timestamp */
-	uint64_t oldest_txid;  /* first TXID of the oldest segment kept (0 = none) */
 	bool write_refused;    /* sticky: verification failed; refuse writes */
 	bool dir_dirty;        /* a backing file was created or removed since the last directory sync */
 	int n_handles;         /* open FUSE handles on any of its files */
@@ -93,15 +92,10 @@ struct db {
 
 	struct db_wal wal;
 
-	/* The open LTX segment (ltxlog.h): records [0, log_end), durable up
-	 * to log_synced_end. Closed (-1) until the first commit after a start
-	 * or a rotation. In WAL mode the sync is deferred to the client's next
-	 * fsync of -wal (synchronous=FULL semantics). */
-	int log_fd;
-	uint64_t log_first_txid;
-	uint64_t log_end;
-	uint64_t log_synced_end;
-	int64_t log_created_ms;
+	/* The LTX records on disk (chain.h). In WAL mode the open segment's
+	 * sync is deferred to the client's next fsync of -wal
+	 * (synchronous=FULL semantics). */
+	struct chain chain;
 
 	/* The state before the first WAL commit not yet followed by a
 	 * successful fsync of -wal. SQLite treats a commit whose sync fails as
@@ -258,14 +252,13 @@ int db_compute_checksum(struct db *db, uint64_t *out);
  * may still be cut back. */
 struct db_cursor {
 	struct db *db;
-	int fd;              /* segment being read, -1 before the first */
-	uint64_t seg_first;  /* its first TXID */
-	uint64_t off;        /* offset of the next record header in it */
-	uint64_t next_txid;  /* TXID of the next record to return */
+	struct chain_cursor cc;
 	bool diverged;       /* set by db_cursor_open(): the position is not on
 				this chain (ahead, or another checksum at its TXID) */
 };
 
+/* A closed cursor (db_cursor_close() is then a no-op). */
+void db_cursor_init(struct db_cursor *c);
 /* Positions c just after `after` (a replica's position). Returns 0 when
  * the records after it are retained and `after` is on this chain
  * (after.txid == 0 on a chain that still starts at TXID 1 counts), or

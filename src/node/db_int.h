@@ -24,20 +24,12 @@
 
 /* Drops the kernel's cached lookups of every name of the database. */
 void db_invalidate_names(struct db *db);
-/* Opens a new segment whose first record will be first_txid (O_EXCL: an
- * existing segment of that name would hold records). 0 or -errno. */
-int db_open_segment(struct db *db, uint64_t first_txid);
-/* Closes the open segment, made durable first (errors are logged). */
-void db_close_segment(struct db *db);
 /* Makes the open segment durable and finalises the commits it holds
  * (db_flush_pending() without taking the lock). 0 or -errno. */
 int db_flush_unsynced(struct db *db);
 /* Closes the backing files' descriptors and forgets which exist (after a
  * deletion). */
 void db_forget_files(struct db *db);
-/* The first TXIDs of the segments in dir_fd, sorted. *out: caller frees
- * with free(). 0 or a negative code. */
-int db_list_segments(int dir_fd, uint64_t **out, size_t *n_out);
 /* Opens the backing file of kind with flags. Returns the fd or -errno. */
 int db_open_backing(struct db *db, enum db_kind kind, int flags);
 /* Offset of WAL frame `frame` (1-based) in the -wal file. */

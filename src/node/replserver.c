@@ -122,7 +122,7 @@ static bool sess_sync_dbs(struct stream_sess *s, bool at_connect)
 	for (size_t i = s->n_dbs; i < n; i++) {
 		struct stream_db *sd = &s->dbs[i];
 		memset(sd, 0, sizeof(*sd));
-		sd->cur.fd = -1;
+		db_cursor_init(&sd->cur);
 		sd->db = store_by_id(s->rs->st, (uint32_t)i);
 		if (!sd->db)
 			continue;
@@ -249,7 +249,7 @@ static int sess_db_step(struct stream_sess *s, struct stream_db *d)
 	struct ltxlog_rec rec;
 	int rc = db_cursor_next(&d->cur, &fd, &rec);
 	if (rc == 1) {
-		d->sent_txid = d->cur.next_txid > 0 ? d->cur.next_txid - 1 : d->sent_txid;
+		d->sent_txid = d->cur.cc.next_txid > 0 ? d->cur.cc.next_txid - 1 : d->sent_txid;
 		return sess_queue_ltx(s, STREAM_LTX, d->db->name, fd, false, rec.offset + LTXLOG_HDR_SIZE, rec.len);
 	}
 	if (rc == ERR_NEED_SNAPSHOT) {
