@@ -59,6 +59,15 @@ int chain_open_segment(struct chain *c, uint64_t first_txid)
 	int fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
 		return -errno;
+	/* The new name must be durable before a record in it is acknowledged
+	 * (I3): syncing the file alone does not promise its directory entry.
+	 * Once per segment, so rare on the commit path. */
+	if (sys_fsync(c->dir_fd) != 0) {
+		int rc = -errno;
+		close(fd);
+		unlinkat(c->dir_fd, name, 0);
+		return rc;
+	}
 	c->log_fd = fd;
 	c->first_txid = first_txid;
 	c->end = 0;

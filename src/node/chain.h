@@ -63,8 +63,8 @@ void chain_close(struct chain *c);
 /* ---- Appending ----------------------------------------------------------- */
 
 /* Opens a new segment whose first record will be first_txid (O_EXCL: a
- * segment of that name would hold records). 0 or -errno. The directory
- * changed: the caller syncs it with its next directory sync. */
+ * segment of that name would hold records) and syncs ltx/ so that its
+ * name is durable. 0 or -errno (no segment is left behind). */
 int chain_open_segment(struct chain *c, uint64_t first_txid);
 /* Closes the open segment, made durable first (an error is logged: the
  * records stay in the file, and the next sync of the file system, or a

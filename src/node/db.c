@@ -1236,6 +1236,14 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 	if (kind == DB_KIND_POS)
 		return -EACCES;
 	lockwatch_lock(&db->mu, "write");
+	if (db->write_refused && kind == DB_KIND_WAL) {
+		/* A connection opened before verification failed keeps writing
+		 * the WAL: its commits would be captured on top of a checksum
+		 * the file does not have (I1), and replicated. */
+		lockwatch_unlock(&db->mu);
+		LOG_WARN("db", "msg=\"write refused: database failed verification\" db=%s", db->name);
+		return -EROFS;
+	}
 	switch (kind) {
 	case DB_KIND_DB:
 		rc = write_db(db, fd, buf, len, off);

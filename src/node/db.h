@@ -280,8 +280,10 @@ void db_cursor_close(struct db_cursor *c); /* idempotent */
  * its current position through write(ctx): TXID 1..pos.txid, every page.
  * Holds db->mu throughout (writers wait), so write to a local spool file,
  * not to a network peer. *pos gets the snapshot's position. Returns 0,
- * ERR_NEED_SNAPSHOT if the database is empty or deleted (pos.txid == 0 or
- * no pages: nothing to send), or an error. */
+ * ERR_NEED_SNAPSHOT if the database never had a transaction (pos.txid ==
+ * 0: nothing to send), or an error. A deleted database's snapshot has
+ * commit 0: applying it deletes the database, which is what a replica
+ * that missed the deletion needs. */
 int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos);
 
 /* The replica side (applying a received LTX file) is apply.h. */
