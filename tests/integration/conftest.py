@@ -46,6 +46,37 @@ def is_mounted(path):
         return any(line.split()[1] == path for line in f)
 
 
+def describe_process(pid):
+    """What a (possibly hung) process is doing, from /proc: state, wchan,
+    kernel stack and open files (where each descriptor points tells which
+    mount, if any, it is blocked on). For failure messages."""
+    out = [f"  pid {pid}:"]
+
+    def read(name):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                return f.read().strip()
+        except OSError as e:
+            return f"<{e.strerror}>"
+    for line in read("status").splitlines():
+        if line.startswith(("State:", "Name:")):
+            out.append("    " + line)
+    out.append("    wchan: " + read("wchan"))
+    out.append("    cmdline: " + read("cmdline").replace("\0", " "))
+    out.append("    stack:\n" + "\n".join("      " + l for l in read("stack").splitlines()))
+    try:
+        fds = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)
+    except OSError as e:
+        fds = []
+        out.append(f"    fds: <{e.strerror}>")
+    for fd in fds:
+        try:
+            out.append(f"    fd {fd} -> {os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
 class Node:
     """One `litefs mount` process with its own config, data and mount dirs."""
 
