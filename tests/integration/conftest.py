@@ -46,6 +46,59 @@ def is_mounted(path):
         return any(line.split()[1] == path for line in f)
 
 
+def describe_process(pid):
+    """What a (possibly hung) process is doing, from /proc: state, wchan,
+    kernel stack and open files (where each descriptor points tells which
+    mount, if any, it is blocked on). For failure messages."""
+    out = [f"  pid {pid}:"]
+
+    def read(name):
+        try:
+            with open(f"/proc/{pid}/{name}") as f:
+                return f.read().strip()
+        except OSError as e:
+            return f"<{e.strerror}>"
+    for line in read("status").splitlines():
+        if line.startswith(("State:", "Name:")):
+            out.append("    " + line)
+    out.append("    wchan: " + read("wchan"))
+    out.append("    cmdline: " + read("cmdline").replace("\0", " "))
+    out.append("    stack:\n" + "\n".join("      " + l for l in read("stack").splitlines()))
+    try:
+        fds = sorted(os.listdir(f"/proc/{pid}/fd"), key=int)
+    except OSError as e:
+        fds = []
+        out.append(f"    fds: <{e.strerror}>")
+    for fd in fds:
+        try:
+            out.append(f"    fd {fd} -> {os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            pass
+    return "\n".join(out)
+
+
+def exec_size_report(argv, env):
+    """What execve measures against its limits, for a failed launch: E2BIG
+    means argv plus environment over the limit (a quarter of RLIMIT_STACK,
+    at least 128 KiB) or one string over 128 KiB (MAX_ARG_STRLEN); the
+    kernel also reports E2BIG when it cannot get a page for those strings
+    in the new image (memory), which sizes alone cannot explain."""
+    import resource
+    strs = [a.encode() for a in argv] + [f"{k}={v}".encode() for k, v in env.items()]
+    total = sum(len(x) + 1 + 8 for x in strs)
+    big = sorted(((len(k) + len(v), k) for k, v in env.items()), reverse=True)[:5]
+    soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = " ".join(l.split()[0] + l.split()[1] for l in f if l.startswith(("MemAvailable", "Committed_AS")))
+    except OSError:
+        pass
+    return (f"  argv {sum(len(a) + 1 for a in argv)} bytes, {len(argv)} strings; environment {len(env)} "
+            f"variables, argv+env with pointers {total} bytes; largest variables {big}; "
+            f"RLIMIT_STACK soft {soft}; this process's os.environ has {len(os.environ)} variables; {mem}")
+
+
 class Node:
     """One `litefs mount` process with its own config, data and mount dirs."""
 
@@ -73,9 +126,12 @@ class Node:
     def start(self, args=(), wait=True, env=None):
         e = dict(self.env, **(env or {}))
         self.logf = open(self.log, "a")
-        self.proc = subprocess.Popen(
-            [str(LITEFS), "mount", "-config", str(self.config), *args],
-            stdout=self.logf, stderr=subprocess.STDOUT, env=e)
+        argv = [str(LITEFS), "mount", "-config", str(self.config), *args]
+        try:
+            self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, env=e)
+        except OSError as err:
+            self.logf.close()
+            raise OSError(err.errno, f"{err.strerror}: launching {argv[0]}\n{exec_size_report(argv, e)}") from err
         if wait:
             self.wait_mounted()
         return self

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import LITEFS, check_invariants, db_checksum, run
+from conftest import LITEFS, check_invariants, db_checksum, describe_process, run, wait_until
 
 MODES = ["delete", "truncate", "persist", "wal"]
 
@@ -204,9 +204,17 @@ def test_verification_failure_refuses_writes(node):
     assert r.returncode != 0
 
 
+# The writer of test_kill9_node_during_writes. It opens the database by path,
+# so it must have opened it while the node serves the mount: once the node
+# is killed and its mount lazily unmounted, the same path names the bare
+# directory under the mount point, where SQLite would quietly create a new
+# database on the local disk and write to it forever. So after its first
+# commit the writer checks that the database is on the mount (argv[4], the
+# mount's st_dev) and only then reports READY (argv[5]); the test kills the
+# node only once every writer is READY.
 WRITER = textwrap.dedent("""
-    import sqlite3, sys
-    path, mode, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    import os, sqlite3, sys
+    path, mode, start, mount_dev, ready = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     con = sqlite3.connect(path, timeout=30, isolation_level=None)
     con.execute("PRAGMA journal_mode=" + mode)
     con.execute("PRAGMA synchronous=FULL")
@@ -219,8 +227,70 @@ WRITER = textwrap.dedent("""
             print("ERR", e, flush=True)
             break
         print(i, flush=True)
+        if i == start:
+            if os.stat(path).st_dev != mount_dev:
+                print("ERR the database is not on the mount", flush=True)
+                break
+            open(ready, "w").close()
         i += 1
 """)
+
+
+def mount_id_of(path):
+    """The mount ID (mountinfo's first field) of the mount on path."""
+    path = os.path.realpath(str(path))
+    with open("/proc/self/mountinfo") as f:
+        ids = [l.split()[0] for l in f if l.split()[4] == path]
+    return ids[-1] if ids else None
+
+
+def fuse_device_holders():
+    """Every process with /dev/fuse open (a connection stays alive, and its
+    requests unanswered, while any of them lives)."""
+    holders = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == "/dev/fuse" for fd in fds):
+                with open(f"/proc/{pid}/cmdline") as f:
+                    holders.append(f"{pid}: {f.read().replace(chr(0), ' ')[:200]}")
+        except OSError:
+            pass
+    return holders
+
+
+def fail_hung_writers(n, rnd, name, ws, mount_id):
+    """A writer outlived its killed node by 30 s: fail with what every live
+    writer is doing (state, wchan, kernel stack, open files), who holds
+    /dev/fuse, the mounts and the node's log, then kill the writers."""
+    live = {k: w for k, w in ws.items() if w.poll() is None}
+    report = []
+    for k, w in live.items():
+        report.append(describe_process(w.pid) + f"  ({k})")
+        # fdinfo's mnt_id, not stat(): a stat would block on a live but
+        # unanswered connection, the very case being diagnosed.
+        for fd in ("3", "4", "5"):
+            try:
+                with open(f"/proc/{w.pid}/fdinfo/{fd}") as f:
+                    mnt = next(l.split()[1] for l in f if l.startswith("mnt_id:"))
+            except (OSError, StopIteration):
+                continue
+            where = "the killed node's mount" if mnt == mount_id else "NOT the node's mount"
+            report.append(f"    fd {fd}: mnt_id {mnt}, {where} (mnt_id {mount_id})")
+    with open("/proc/self/mounts") as f:
+        mounts = [l.rstrip() for l in f if "fuse" in l]
+    for w in live.values():
+        w.kill()
+    for w in live.values():
+        try:
+            w.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    pytest.fail(f"round {rnd}: writer of {name} did not exit within 30 s of the node's kill -9;"
+                f" live writers: {sorted(live)}\n" + "\n".join(report) +
+                "\n  /dev/fuse holders: " + repr(fuse_device_holders()) +
+                "\n  fuse mounts: " + repr(mounts) +
+                "\n  node log tail:\n" + "\n".join(n.log_text().splitlines()[-30:]))
 
 
 def test_kill9_node_during_writes(node, tmp_path):
@@ -235,13 +305,28 @@ def test_kill9_node_during_writes(node, tmp_path):
     next_id = dict.fromkeys(modes, 1)
     acked = {name: set() for name in modes}
     for rnd in range(4):
-        ws = {name: subprocess.Popen([sys.executable, str(script), str(n.db(name)), mode, str(next_id[name])],
+        mount_dev = os.stat(n.mnt).st_dev
+        mount_id = mount_id_of(n.mnt)
+        ready = {name: tmp_path / f"ready-{rnd}-{name}" for name in modes}
+        ws = {name: subprocess.Popen([sys.executable, str(script), str(n.db(name)), mode, str(next_id[name]),
+                                      str(mount_dev), str(ready[name])],
                                      stdout=subprocess.PIPE, text=True)
               for name, mode in modes.items()}
+        # Every writer has committed on the mount before the kill (see WRITER).
+        wait_until(lambda: all(r.exists() or ws[k].poll() is not None for k, r in ready.items()),
+                   timeout=60, msg="every writer's first commit")
+        for name, w in ws.items():
+            if not ready[name].exists():
+                out, _ = w.communicate()
+                pytest.fail(f"round {rnd}: writer of {name} exited before its first commit on a live mount:\n"
+                            f"{out[-2000:]}\n{n.log_text()[-3000:]}")
         time.sleep(0.3 + rng.random() * 0.7)
         n.kill9()
         for name, w in ws.items():
-            out, _ = w.communicate(timeout=30)
+            try:
+                out, _ = w.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                fail_hung_writers(n, rnd, name, ws, mount_id)
             ids = [int(x) for x in out.split() if x.isdigit()]
             acked[name].update(ids)
         n.start()
