@@ -123,7 +123,7 @@ static bool is_lock_page(const struct db *db, uint32_t pgno)
 /* ---- Reading pages ------------------------------------------------------ */
 
 /* Reads page pgno of the backing db file into buf; zeros beyond EOF. */
-static int read_db_page(struct db *db, uint32_t pgno, uint8_t *buf)
+int db_read_page(struct db *db, uint32_t pgno, uint8_t *buf)
 {
 	off_t off = (off_t)(pgno - 1) * db->page_size;
 	int n = db->db_fd < 0 ? 0 : fdio_pread_full(db->db_fd, buf, db->page_size, off);
@@ -151,7 +151,7 @@ static int logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch,
 		*out = e->checksum;
 		return 0;
 	}
-	int rc = read_db_page(db, pgno, scratch);
+	int rc = db_read_page(db, pgno, scratch);
 	if (rc)
 		return rc;
 	*out = ltx_page_checksum(pgno, scratch, db->page_size);
@@ -575,7 +575,7 @@ static int read_db_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, ui
 {
 	(void)ctx;
 	*frame = 0;
-	return read_db_page(db, pgno, buf);
+	return db_read_page(db, pgno, buf);
 }
 
 /*
@@ -724,7 +724,7 @@ static int read_wal_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, u
 		struct pgmap_entry *we = pgmap_get(&db->wal.pages, pgno);
 		*frame = 0;
 		if (we == NULL)
-			return read_db_page(db, pgno, buf);
+			return db_read_page(db, pgno, buf);
 		return wal_view_read(v, buf, db->page_size, db_wal_frame_off(db, we->frame) + WAL_FRAME_HDR_SIZE);
 	}
 	*frame = e->frame;
@@ -1881,189 +1881,4 @@ void db_free(struct db *db)
 	lockwatch_destroy(&db->mu);
 	free(db->name);
 	free(db);
-}
-
-/* ---- Replication, primary side ------------------------------------------ */
-
-/* Reads the header and the post-apply checksum of a record. */
-void db_cursor_init(struct db_cursor *c)
-{
-	memset(c, 0, sizeof(*c));
-	chain_cursor_init(&c->cc, 0);
-}
-
-int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
-{
-	db_cursor_init(c);
-	c->db = db;
-	int rc = 0;
-	lockwatch_lock(&db->mu, "stream");
-	c->cc.next_txid = after.txid + 1;
-	if (after.txid > db->pos.txid) {
-		rc = ERR_NEED_SNAPSHOT; /* the replica is ahead: it diverged */
-		c->diverged = true;
-	} else if (after.txid == db->pos.txid) {
-		if (after.txid != 0 && after.checksum != db->pos.checksum) {
-			rc = ERR_NEED_SNAPSHOT;
-			c->diverged = true;
-		}
-	} else if (after.txid == 0) {
-		if (db->chain.oldest_txid != 1)
-			rc = ERR_NEED_SNAPSHOT;
-	} else {
-		uint64_t post = 0;
-		rc = chain_cursor_seek(&db->chain, &c->cc, after.txid, &post);
-		if (rc == 0 && post != after.checksum) {
-			rc = ERR_NEED_SNAPSHOT;
-			c->diverged = true;
-		}
-	}
-	lockwatch_unlock(&db->mu);
-	if (rc)
-		db_cursor_close(c);
-	return rc;
-}
-
-int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
-{
-	struct db *db = c->db;
-	lockwatch_lock(&db->mu, "stream");
-	int rc = chain_cursor_next(&db->chain, &c->cc, db->pos.txid, fd, rec);
-	lockwatch_unlock(&db->mu);
-	return rc;
-}
-
-void db_cursor_close(struct db_cursor *c)
-{
-	chain_cursor_close(&c->cc);
-}
-
-/* Reads page pgno of the logical database (committed WAL frames over the
- * db file) with db->mu held. */
-static int read_logical_page(struct db *db, int wal_fd, uint32_t pgno, uint8_t *buf)
-{
-	struct pgmap_entry *e = pgmap_get(&db->wal.pages, pgno);
-	if (e == NULL || wal_fd < 0)
-		return read_db_page(db, pgno, buf);
-	int n = fdio_pread_full(wal_fd, buf, db->page_size, db_wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
-	if (n < 0)
-		return n;
-	return (uint32_t)n == db->page_size ? 0 : ERR_IO_SHORT;
-}
-
-/* Encodes the snapshot with db->mu held and no transaction in progress. */
-static int snapshot_locked(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
-{
-	uint32_t ps = db->page_size ? db->page_size : 4096;
-	struct ltx_header h = {
-		.flags = db->node->compress ? LTX_FLAG_COMPRESS : 0,
-		.page_size = ps,
-		.commit = db->n_pages,
-		.min_txid = 1,
-		.max_txid = db->pos.txid,
-		.timestamp_ms = db->pos_ts_ms,
-		.node_id = db->node->node_id,
-	};
-	struct ltx_encoder *enc = NULL;
-	uint8_t *page = malloc(ps);
-	int wal_fd = db->wal.pages.count > 0 ? db_open_backing(db, DB_KIND_WAL, O_RDONLY) : -1;
-	int rc = page ? ltx_encoder_new(&enc, &h, write, ctx) : ERR_NOMEM;
-	uint64_t chk = 0;
-	uint32_t lock = ltx_lock_pgno(ps);
-	for (uint32_t pgno = 1; rc == 0 && pgno <= db->n_pages; pgno++) {
-		if (pgno == lock)
-			continue;
-		if ((rc = read_logical_page(db, wal_fd, pgno, page)) != 0)
-			break;
-		chk ^= ltx_page_checksum(pgno, page, ps);
-		rc = ltx_encoder_write_page(enc, pgno, page);
-	}
-	chk |= LTX_CHECKSUM_FLAG;
-	if (rc == 0 && chk != db->pos.checksum) {
-		LOG_ERROR("db", "msg=\"snapshot does not match the position's checksum\" db=%s txid=%016" PRIx64
-				" checksum=%016" PRIx64 " computed=%016" PRIx64, db->name, db->pos.txid, db->pos.checksum, chk);
-		rc = ERR_LTX_POST_CHECKSUM;
-	}
-	if (rc == 0)
-		rc = ltx_encoder_finish(enc, chk, NULL);
-	if (rc == 0)
-		*pos = db->pos;
-	if (wal_fd >= 0)
-		close(wal_fd);
-	ltx_encoder_free(enc);
-	free(page);
-	return rc;
-}
-
-int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos)
-{
-	/* A rollback-mode transaction in progress has overwritten pages of the
-	 * db file whose committed content is only in its journal: wait for it
-	 * to end (SQLite holds such transactions briefly). */
-	for (int waited_ms = 0;; waited_ms++) {
-		lockwatch_lock(&db->mu, "snapshot");
-		if (db->pos.txid == 0) {
-			lockwatch_unlock(&db->mu);
-			return ERR_NEED_SNAPSHOT;
-		}
-		if (db->dirty.count == 0 || waited_ms >= 10000)
-			break;
-		lockwatch_unlock(&db->mu);
-		usleep(1000);
-	}
-	int rc = db->dirty.count == 0 ? snapshot_locked(db, write, ctx, pos) : -EAGAIN;
-	lockwatch_unlock(&db->mu);
-	return rc;
-}
-
-/* ---- Reports ---------------------------------------------------------------- */
-
-/* Locks db.mu for a report: for ever (wait_ms < 0) or at most wait_ms. */
-static bool report_lock(struct db *db, int wait_ms)
-{
-	if (wait_ms < 0) {
-		lockwatch_lock(&db->mu, "report");
-		return true;
-	}
-	return lockwatch_timedlock(&db->mu, "report", wait_ms) == 0;
-}
-
-bool db_stats(struct db *db, int wait_ms, struct db_stats *v)
-{
-	memset(v, 0, sizeof(*v));
-	v->db = db;
-	if (!report_lock(db, wait_ms)) {
-		v->busy = true;
-		db_lock_peek(db, clock_mono_ms(), &v->lock);
-		return false;
-	}
-	v->exists = db->exists[DB_KIND_DB];
-	v->page_size = db->page_size;
-	v->n_pages = db->n_pages;
-	v->wal_mode = db->wal_mode;
-	v->write_refused = db->write_refused;
-	v->pos = db->pos;
-	v->ts_ms = db->pos_ts_ms;
-	v->n_commits = db->n_commits;
-	v->oldest_txid = db->chain.oldest_txid;
-	v->backup_hwm = db->backup_hwm;
-	lockwatch_unlock(&db->mu);
-	v->ltx_count = v->oldest_txid != 0 && v->pos.txid >= v->oldest_txid ? v->pos.txid - v->oldest_txid + 1 : 0;
-	return true;
-}
-
-void db_lock_peek(struct db *db, int64_t now_ms, struct lockwatch_state *out)
-{
-	lockwatch_peek(&db->mu, now_ms, out);
-}
-
-uint64_t db_ltx_bytes(struct db *db, int wait_ms)
-{
-	if (!report_lock(db, wait_ms))
-		return 0;
-	int fd = db->chain.dir_fd >= 0 ? openat(db->chain.dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
-	lockwatch_unlock(&db->mu);
-	if (fd < 0)
-		return 0;
-	return chain_dir_bytes(fd);
 }

@@ -1,8 +1,8 @@
 /*
  * db_int.h — what the modules of the database wing share beyond db.h:
  * the capture module (db.c) owns these; the replica-side apply (apply.c)
- * uses them. Nothing outside src/node/db.c and src/node/apply.c includes
- * this header, and db.c never calls into apply.c: the order is one-way.
+ * and the readers (dbread.c) use them. Nothing else includes this header,
+ * and db.c never calls into apply.c or dbread.c: the order is one-way.
  *
  * Every function here expects db->mu held by the caller.
  */
@@ -22,6 +22,9 @@
  * (apply.c); a start removes one left behind (db.c). */
 #define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
 
+/* Reads page pgno of the backing db file into buf (page_size bytes);
+ * zeros beyond its end. 0 or a negative code. */
+int db_read_page(struct db *db, uint32_t pgno, uint8_t *buf);
 /* Drops the kernel's cached lookups of every name of the database. */
 void db_invalidate_names(struct db *db);
 /* Makes the open segment durable and finalises the commits it holds
