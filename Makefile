@@ -1,7 +1,7 @@
 # Non-recursive build of litefs (the node) and litefs-cloud (the backup service).
 #
 #   make                build everything into build/
-#   make test           install deps, build, unit tests (ASan+UBSan), fuzz smoke, integration tests
+#   make test           install deps, build, layering check, unit tests (ASan+UBSan), fuzz smoke, integration tests
 #   make unit           unit tests only (add SANITIZE=1 for ASan+UBSan)
 #   make integration    integration tests only (real FUSE mounts, real clients)
 #   make fuzz           time-boxed libFuzzer run of every fuzz target (FUZZ_SECONDS=60)
@@ -136,6 +136,7 @@ tsan: tsan-build
 
 test: deps
 	@$(MAKE) --no-print-directory all
+	@scripts/check-layers $(BUILD)
 	@$(MAKE) --no-print-directory SANITIZE=1 unit
 	@$(MAKE) --no-print-directory FUZZ_SECONDS=$${FUZZ_SECONDS:-20} fuzz
 	@$(MAKE) --no-print-directory integration
