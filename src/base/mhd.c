@@ -155,7 +155,7 @@ int mhd_start(const struct mhd_listen *l, struct MHD_Daemon **out, uint16_t *por
 /* Queues body (takes ownership of a malloc'd buffer); allow, if not NULL,
  * becomes the Allow header. */
 enum MHD_Result mhd_respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
-				   size_t len, const char *allow)
+				size_t len, const char *header, const char *value)
 {
 	struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
 	if (!r) {
@@ -164,15 +164,16 @@ enum MHD_Result mhd_respond_buf(struct MHD_Connection *conn, unsigned status, co
 	}
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	if (allow)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
+	if (header && value)
+		MHD_add_response_header(r, header, value);
 	enum MHD_Result ret = MHD_queue_response(conn, status, r);
 	MHD_destroy_response(r);
 	return ret;
 }
 
 /* Takes ownership of obj. */
-enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow)
+enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *header,
+				 const char *value)
 {
 	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
 	json_decref(obj);
@@ -186,7 +187,7 @@ enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, j
 	}
 	t[n] = '\n';
 	t[n + 1] = '\0';
-	return mhd_respond_buf(conn, status, "application/json", t, n + 1, allow);
+	return mhd_respond_buf(conn, status, "application/json", t, n + 1, header, value);
 }
 
 enum MHD_Result mhd_respond_error(struct MHD_Connection *conn, unsigned status, const char *msg)
@@ -194,7 +195,7 @@ enum MHD_Result mhd_respond_error(struct MHD_Connection *conn, unsigned status, 
 	json_t *o = json_object();
 	if (o)
 		json_object_set_new(o, "error", mhd_json_str(msg));
-	return mhd_respond_json(conn, status, o, NULL);
+	return mhd_respond_json(conn, status, o, NULL, NULL);
 }
 
 enum MHD_Result mhd_respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)

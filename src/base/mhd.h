@@ -43,12 +43,14 @@ json_t *mhd_json_str(const char *s);
 #define MHD_MSG_LEN 512
 
 /* Queues a response of body (takes ownership of a malloc'd buffer) with
- * Content-Type ctype and Cache-Control: no-store; allow, if not NULL,
- * becomes the Allow header. Returns MHD's result (MHD_NO on OOM). */
+ * Content-Type ctype, Cache-Control: no-store and, when header and value
+ * are both not NULL, one more header (Allow, Litefs-Hwm...). Returns MHD's
+ * result (MHD_NO on OOM). */
 enum MHD_Result mhd_respond_buf(struct MHD_Connection *conn, unsigned status, const char *ctype, char *body,
-				size_t len, const char *allow);
+				size_t len, const char *header, const char *value);
 /* obj as compact JSON and a newline. Takes ownership of obj. */
-enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *allow);
+enum MHD_Result mhd_respond_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *header,
+				 const char *value);
 /* {"error": msg}. */
 enum MHD_Result mhd_respond_error(struct MHD_Connection *conn, unsigned status, const char *msg);
 enum MHD_Result mhd_respond_errorf(struct MHD_Connection *conn, unsigned status, const char *fmt, ...)

@@ -173,30 +173,7 @@ static json_t *jtime(int64_t ms)
 /* Takes ownership of obj; hwm, if not NULL, becomes Litefs-Hwm. */
 static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *hwm)
 {
-	char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-	json_decref(obj);
-	if (!s)
-		return MHD_NO;
-	size_t n = strlen(s);
-	char *t = realloc(s, n + 2);
-	if (!t) {
-		free(s);
-		return MHD_NO;
-	}
-	t[n] = '\n';
-	t[n + 1] = '\0';
-	struct MHD_Response *r = MHD_create_response_from_buffer(n + 1, t, MHD_RESPMEM_MUST_FREE);
-	if (!r) {
-		free(t);
-		return MHD_NO;
-	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	if (hwm)
-		MHD_add_response_header(r, "Litefs-Hwm", hwm);
-	enum MHD_Result ret = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return ret;
+	return mhd_respond_json(conn, status, obj, "Litefs-Hwm", hwm);
 }
 
 static void set_fail(struct creq *q, unsigned status, const char *code, const char *fmt, ...)

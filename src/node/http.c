@@ -237,7 +237,7 @@ static enum MHD_Result respond_method_not_allowed(struct MHD_Connection *conn, c
 	json_t *o = json_object();
 	if (o)
 		json_object_set_new(o, "error", mhd_json_str(msg));
-	return mhd_respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, allow);
+	return mhd_respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, MHD_HTTP_HEADER_ALLOW, allow);
 }
 
 /* ---- Query parameters --------------------------------------------------- */
@@ -537,7 +537,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_array_append_new(arr, d);
 	}
 	json_object_set_new(o, "databases", arr);
-	return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL);
+	return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL, NULL);
 }
 
 /* ---- GET /metrics ------------------------------------------------------- */
@@ -707,7 +707,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		free(buf);
 		return MHD_NO;
 	}
-	return mhd_respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL);
+	return mhd_respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL, NULL);
 }
 
 /* ---- POST /import ------------------------------------------------------- */
@@ -938,7 +938,7 @@ static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connect
 		json_object_set_new(o, "txid", json_string(buf));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.checksum);
 		json_object_set_new(o, "checksum", json_string(buf));
-		return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL);
+		return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL, NULL);
 	}
 	atomic_fetch_add(&srv->n_import_err, 1);
 	char logmsg[MHD_MSG_LEN];
