@@ -3,6 +3,8 @@
  * (SIGABRT, so a core dump is possible) after one level=error line that
  * names the file, line, condition and context; a passing check does
  * nothing and evaluates its condition once; NDEBUG does not turn it off.
+ * Also the checks of other modules that are cheap to trigger on purpose
+ * (pgmap's page number 0).
  *
  * Death tests run the failing check in a forked child and look at how
  * the child ended and what it wrote to stderr.
@@ -25,6 +27,7 @@
 
 #include "base/check.h"
 #include "base/log.h"
+#include "base/pgmap.h"
 
 /* The failing checks are each on the line after a __LINE__ constant. */
 static const int plain_line = __LINE__ + 4;
@@ -39,6 +42,25 @@ static void fail_msg_ctx(void)
 {
 	volatile uint32_t pgno = 3, last = 5;
 	CHECK_MSG(pgno > last && "\"quoted\"", "pgno=%u last=%u", (unsigned)pgno, (unsigned)last);
+}
+
+/* Page number 0 is pgmap's empty-slot marker: a caller passing it is a
+ * bug that would otherwise lose the entry (put) or return an empty slot
+ * (get). */
+static void pgmap_put_zero(void)
+{
+	struct pgmap m;
+	pgmap_init(&m);
+	pgmap_put(&m, 1, 0, 1);
+	pgmap_put(&m, 0, 0, 1);
+}
+
+static void pgmap_get_zero(void)
+{
+	struct pgmap m;
+	pgmap_init(&m);
+	pgmap_put(&m, 1, 0, 1);
+	(void)pgmap_get(&m, 0);
 }
 
 /* Runs fn in a child with stderr on a pipe; returns the child's wait
@@ -105,6 +127,18 @@ static void test_check_msg_context(void **state)
 	assert_non_null(strstr(out, "cond=\"pgno > last && '\\'quoted\\''\" pgno=3 last=5\n"));
 }
 
+static void test_pgmap_zero_aborts(void **state)
+{
+	char out[4096];
+	void (*fns[])(void) = { pgmap_put_zero, pgmap_get_zero };
+	for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		int status = run_child(fns[i], out, sizeof(out));
+		assert_aborted(status, out);
+		assert_non_null(strstr(out, "pgmap.c:"));
+		assert_non_null(strstr(out, "cond=\"pgno != 0\""));
+	}
+}
+
 static void test_check_passes_once(void **state)
 {
 	int n = 0;
@@ -124,6 +158,7 @@ int main(void)
 		cmocka_unit_test(test_check_aborts_and_logs),
 		cmocka_unit_test(test_check_msg_context),
 		cmocka_unit_test(test_check_passes_once),
+		cmocka_unit_test(test_pgmap_zero_aborts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
