@@ -1,8 +1,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/check.h"
 #include "base/err.h"
 #include "base/pgmap.h"
+
+/* Page number 0 marks an empty slot, so a key of 0 would be lost by put
+ * and would find an empty slot in get: every entry point CHECKs it. The
+ * callers compute page numbers from offsets (+1) or from LTX files whose
+ * decoder rejects 0, so a 0 here is a bug in the caller. */
 
 static size_t slot_of(uint32_t pgno, size_t cap)
 {
@@ -34,6 +40,7 @@ void pgmap_clear(struct pgmap *m)
 
 struct pgmap_entry *pgmap_get(const struct pgmap *m, uint32_t pgno)
 {
+	CHECK(pgno != 0);
 	if (m->cap == 0)
 		return NULL;
 	for (size_t i = slot_of(pgno, m->cap);; i = (i + 1) & (m->cap - 1)) {
@@ -66,6 +73,7 @@ static int grow(struct pgmap *m)
 
 int pgmap_put(struct pgmap *m, uint32_t pgno, uint32_t frame, uint64_t checksum)
 {
+	CHECK(pgno != 0);
 	struct pgmap_entry *e = pgmap_get(m, pgno);
 	if (e) {
 		e->frame = frame;
@@ -87,6 +95,7 @@ int pgmap_put(struct pgmap *m, uint32_t pgno, uint32_t frame, uint64_t checksum)
 
 void pgmap_del(struct pgmap *m, uint32_t pgno)
 {
+	CHECK(pgno != 0);
 	if (m->cap == 0)
 		return;
 	size_t i = slot_of(pgno, m->cap);
@@ -132,9 +141,15 @@ int pgmap_sorted_keys(const struct pgmap *m, uint32_t **out, size_t *n)
 	if (keys == NULL)
 		return ERR_NOMEM;
 	size_t k = 0;
-	for (size_t i = 0; i < m->cap; i++)
-		if (m->slots[i].pgno)
+	/* keys is sized by count, which put/del keep equal to the number of
+	 * used slots. */
+	for (size_t i = 0; i < m->cap; i++) {
+		if (m->slots[i].pgno) {
+			CHECK_MSG(k < m->count, "count=%zu", m->count);
 			keys[k++] = m->slots[i].pgno;
+		}
+	}
+	CHECK_MSG(k == m->count, "keys=%zu count=%zu", k, m->count);
 	qsort(keys, k, sizeof(*keys), cmp_u32);
 	*out = keys;
 	*n = k;

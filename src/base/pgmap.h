@@ -3,7 +3,8 @@
  * a small value (a page checksum and a WAL frame index). Used for the set
  * of pages a rollback-journal transaction has touched and for the index of
  * committed pages in the WAL. Grows by doubling; never shrinks except by
- * pgmap_clear() when it is large.
+ * pgmap_clear() when it is large. A page number of 0 is a bug in the
+ * caller: every function CHECKs it (base/check.h).
  */
 #ifndef LITEFS_PGMAP_H
 #define LITEFS_PGMAP_H

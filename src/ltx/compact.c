@@ -14,7 +14,8 @@
  * Invariants
  * ----------
  * 1. Output pages are strictly increasing (the heap yields page numbers in
- *    order and each number is consumed from every input at once).
+ *    order and each number is consumed from every input at once). Checked
+ *    with CHECK() in write_page(): a break is a bug here, not bad input.
  * 2. Page p is taken from input i only if no input after i truncated the
  *    database below p (see "Truncated and regrown pages").
  * 3. Every trailer is read (and its file checksum verified by the decoder)
@@ -41,10 +42,12 @@
  * j*(p) only moves forward as p grows, so it is tracked with a pointer into
  * the inputs sorted by commit.
  */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ltx/compact.h"
+#include "base/check.h"
 #include "base/err.h"
 
 /* Byte offsets of header fields, reported with header-level errors. */
@@ -104,6 +107,9 @@ static bool heap_before(const struct compactor *c, size_t a, size_t b)
 
 static void heap_push(struct compactor *c, size_t idx)
 {
+	/* Each input is on the heap at most once (advance() pushes only the
+	 * input it just popped or started). */
+	CHECK(c->heap_len < c->n);
 	size_t i = c->heap_len++;
 
 	while (i > 0) {
@@ -118,6 +124,7 @@ static void heap_push(struct compactor *c, size_t idx)
 
 static size_t heap_pop(struct compactor *c)
 {
+	CHECK(c->heap_len > 0);
 	size_t top = c->heap[0];
 	size_t last = c->heap[--c->heap_len];
 	size_t i = 0;
@@ -215,13 +222,20 @@ static int read_headers(struct compactor *c, const struct compact_input *inputs)
 	return 0;
 }
 
-static int write_page(struct ltx_encoder *enc, uint32_t pgno, const uint8_t *page,
+/* Writes one output page. *last_pgno is the page written before it (0
+ * at first): invariant 1 is checked here, because the encoder would
+ * report a break of it as ERR_LTX_PAGE_ORDER, blaming the output rather
+ * than this merge. */
+static int write_page(struct ltx_encoder *enc, uint32_t pgno, const uint8_t *page, uint32_t *last_pgno,
 		      struct counting_writer *out, struct compact_error *err)
 {
+	CHECK_MSG(pgno > *last_pgno, "pgno=%" PRIu32 " last_pgno=%" PRIu32, pgno, *last_pgno);
 	int rc = ltx_encoder_write_page(enc, pgno, page);
 
 	if (rc < 0)
 		set_err(err, COMPACT_OUTPUT, out->n_bytes);
+	else
+		*last_pgno = pgno;
 	return rc;
 }
 
@@ -306,6 +320,7 @@ int compact_run(const struct compact_input *inputs, size_t n_inputs, bool compre
 	size_t n_truncating = 0;     /* prefix of by_commit with commit < p */
 	bool have_jstar = false;
 	size_t jstar = 0;            /* max index in that prefix: j*(p) */
+	uint32_t last_out = 0;       /* last page written (invariant 1) */
 
 	for (;;) {
 		uint64_t top_pgno = c.heap_len ? c.in[c.heap[0]].pgno : UINT64_MAX;
@@ -313,7 +328,7 @@ int compact_run(const struct compact_input *inputs, size_t n_inputs, bool compre
 		for (; next_zero <= final_commit && next_zero < top_pgno; next_zero++) {
 			if (next_zero == lock_pgno)
 				continue;
-			rc = write_page(enc, (uint32_t)next_zero, zero_page, &out, err);
+			rc = write_page(enc, (uint32_t)next_zero, zero_page, &last_out, &out, err);
 			if (rc < 0)
 				goto out_free;
 		}
@@ -330,7 +345,7 @@ int compact_run(const struct compact_input *inputs, size_t n_inputs, bool compre
 			}
 			size_t winner = c.heap[0];
 			const uint8_t *src = (!have_jstar || winner > jstar) ? c.in[winner].page : zero_page;
-			rc = write_page(enc, pgno, src, &out, err);
+			rc = write_page(enc, pgno, src, &last_out, &out, err);
 			if (rc < 0)
 				goto out_free;
 			if (pgno >= next_zero)

@@ -49,6 +49,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@
 
 #include "ltx/crc64.h"
 #include "ltx/dbfile.h"
+#include "base/check.h"
 #include "base/fileio.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -448,6 +450,11 @@ static int spool_add(struct spool *s, uint32_t pgno, const uint8_t *page)
 			s->buf_cap = cap;
 		}
 	}
+	CHECK_MSG(s->buf_len + s->page_size <= s->buf_cap, "buf_len=%zu buf_cap=%zu", s->buf_len, s->buf_cap);
+	/* The decoder yields ascending page numbers, and res->written is
+	 * documented as ascending. */
+	CHECK_MSG(s->n_pages == 0 || pgno > s->pgnos[s->n_pages - 1], "pgno=%" PRIu32 " last=%" PRIu32, pgno,
+		  s->pgnos[s->n_pages - 1]);
 	memcpy(s->buf + s->buf_len, page, s->page_size);
 	s->buf_len += s->page_size;
 	s->pgnos[s->n_pages++] = pgno;
@@ -677,6 +684,10 @@ int dbfile_apply(int db_fd, int spool_fd, ltx_read_fn read, void *read_ctx,
 		rc = fail_src(res, -errno, DBFILE_ERR_DB);
 		goto out;
 	}
+	/* check_follows() and the header rules (max >= min) make a non-snapshot
+	 * move the position strictly forward; a snapshot may go anywhere. */
+	CHECK_MSG(snapshot || h.max_txid > pos.txid, "txid=%016" PRIx64 " max_txid=%016" PRIx64, pos.txid,
+		  h.max_txid);
 	res->trailer = t;
 	res->pos = (struct ltx_pos){ .txid = h.max_txid, .checksum = t.post_apply_checksum };
 	res->written = sp.pgnos;

@@ -70,6 +70,7 @@
 #include <string.h>
 
 #include "ltx/crc64.h"
+#include "base/check.h"
 #include "base/err.h"
 #include "ltx/ltx.h"
 
@@ -928,6 +929,9 @@ static int enc_emit_block(struct ltx_encoder *e, const uint8_t *p, size_t len)
 		rc = enc_flush(e);
 		if (rc != 0)
 			return rc;
+		/* ltx_encoder_new() sized out_cap for the largest update (one
+		 * page); an empty buffer must take it. */
+		CHECK_MSG(LZ4F_compressBound(len, &e->prefs) <= e->out_cap, "len=%zu out_cap=%zu", len, e->out_cap);
 	}
 	r = LZ4F_compressUpdate(e->cctx, e->out + e->out_len, e->out_cap - e->out_len, p, len, NULL);
 	if (LZ4F_isError(r))

@@ -874,7 +874,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		sqlchild_finish(&child);
 		child_untrack(srv, slot);
 		rc = SQLITE_OK;
-		if (strcmp(line, "OK") != 0 && sqlchild_parse_err(line, &rc, &msg) != 0) {
+		if (strcmp(line, "OK") != 0 && !sqlchild_parse_err(line, &rc, &msg)) {
 			rc = SQLITE_ERROR;
 			msg = line;
 		}
@@ -1121,7 +1121,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	sqlchild_read(&child, line, sizeof(line));
 	int locked = 0, wal = 0;
 	if (sscanf(line, "READY %d %d", &locked, &wal) != 2) {
-		if (sqlchild_parse_err(line, &rc, &msg) != 0) {
+		if (!sqlchild_parse_err(line, &rc, &msg)) {
 			rc = SQLITE_ERROR;
 			msg = line;
 		}
@@ -1144,7 +1144,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	sqlchild_write(&child, "GO");
 	sqlchild_read(&child, line, sizeof(line));
 	if (strcmp(line, "OK") != 0) {
-		if (sqlchild_parse_err(line, &rc, &msg) != 0) {
+		if (!sqlchild_parse_err(line, &rc, &msg)) {
 			rc = SQLITE_ERROR;
 			msg = line;
 		}

@@ -50,6 +50,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/check.h"
 #include "base/clock.h"
 #include "proto/cluster.h"
 #include "node/config.h"
@@ -129,6 +130,8 @@ static bool followed(const struct replica *r, const char *name)
 	return false;
 }
 
+/* Records the connection's first failure (a later one is dropped). The
+ * stream callbacks then return c->fail, the code that ends the stream. */
 static void conn_fail(struct conn *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void conn_fail(struct conn *c, int rc, const char *fmt, ...)
 {
@@ -249,11 +252,11 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 	c->skip = !followed(c->r, ev->name);
 	if (!dbname_valid(ev->name)) {
 		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
-		return -1;
+		return c->fail;
 	}
 	if (!c->skip && ftruncate(c->spool_fd, 0) != 0) {
 		conn_fail(c, -errno, "cannot reset the spool file: %s", strerror(errno));
-		return -1;
+		return c->fail;
 	}
 	return 0;
 }
@@ -271,7 +274,7 @@ static int on_ltx_data(struct conn *c, const struct stream_event *ev)
 			continue;
 		if (n <= 0) {
 			conn_fail(c, n < 0 ? -errno : -EIO, "cannot spool an LTX file: %s", n < 0 ? strerror(errno) : "short write");
-			return -1;
+			return c->fail;
 		}
 		p += n;
 		off += n;
@@ -311,7 +314,14 @@ static int on_ltx_end(struct conn *c)
 	if (rc != 0) {
 		conn_fail(c, rc, "the primary's %s for db %s (txid %016" PRIx64 "-%016" PRIx64 ") was refused: %s",
 			  c->snapshot ? "snapshot" : "LTX", c->db_name, min_txid, max_txid, err_str(rc));
-		return -1;
+		return c->fail;
+	}
+	/* What is applied only moves forward: apply accepts an LTX file only
+	 * when it follows the local position (a snapshot may replace it). */
+	if (db && !c->snapshot) {
+		struct ltx_pos now = db_pos(db);
+		CHECK_MSG(now.txid > local.txid, "db=%s txid=%016" PRIx64 " before=%016" PRIx64, c->db_name,
+			  now.txid, local.txid);
 	}
 	c->n_applied++;
 	if (c->snapshot)
@@ -355,11 +365,11 @@ static int begin_stream(struct conn *c)
 			cluster_get(r->cluster, mine);
 			conn_fail(c, ERR_REPL_CLUSTER, "the primary is in cluster %.24s, this node in %s", c->primary_id,
 				  mine);
-			return -1;
+			return c->fail;
 		}
 		if (rc != 0) {
 			conn_fail(c, rc, "cannot store the cluster ID: %s", err_str(rc));
-			return -1;
+			return c->fail;
 		}
 	}
 	if (!c->primary_host[0])

@@ -41,6 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/check.h"
 #include "base/clock.h"
 #include "proto/cluster.h"
 #include "node/db.h"
@@ -247,8 +248,13 @@ static int sess_db_step(struct stream_sess *s, struct stream_db *d)
 	}
 	int fd = -1;
 	struct ltxlog_rec rec;
+	const uint64_t prev_next = d->cur.cc.next_txid;
 	int rc = db_cursor_next(&d->cur, &fd, &rec);
 	if (rc == 1) {
+		/* What is sent only moves forward: db_cursor_next() returns the
+		 * record starting at next_txid and moves past its max TXID. */
+		CHECK_MSG(d->cur.cc.next_txid > prev_next, "db=%s next_txid=%016" PRIx64 " prev_next_txid=%016" PRIx64,
+			  d->db->name, d->cur.cc.next_txid, prev_next);
 		d->sent_txid = d->cur.cc.next_txid > 0 ? d->cur.cc.next_txid - 1 : d->sent_txid;
 		return sess_queue_ltx(s, STREAM_LTX, d->db->name, fd, false, rec.offset + LTXLOG_HDR_SIZE, rec.len);
 	}

@@ -106,15 +106,15 @@ int sqlchild_write(struct sqlchild *c, const char *line)
 	return 0;
 }
 
-int sqlchild_parse_err(const char *line, int *sqlite_rc, const char **msg)
+bool sqlchild_parse_err(const char *line, int *sqlite_rc, const char **msg)
 {
 	if (strncmp(line, "ERR ", 4) != 0)
-		return -1;
+		return false;
 	char *end;
 	long rc = strtol(line + 4, &end, 10);
 	*sqlite_rc = rc > 0 ? (int)rc : SQLITE_ERROR;
 	*msg = *end == ' ' ? end + 1 : end;
-	return 0;
+	return true;
 }
 
 int sqlchild_finish(struct sqlchild *c)

@@ -6,6 +6,7 @@
 #ifndef LITEFS_SQLCHILD_H
 #define LITEFS_SQLCHILD_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <sys/types.h>
 
@@ -22,9 +23,9 @@ int sqlchild_start(struct sqlchild *c, char *const argv[]);
  * describing the helper's death in line. */
 int sqlchild_read(struct sqlchild *c, char *line, size_t len);
 int sqlchild_write(struct sqlchild *c, const char *line);
-/* Splits "ERR <rc> <message>"; 0, or -1 if line is not an error. *msg
- * points into line. */
-int sqlchild_parse_err(const char *line, int *sqlite_rc, const char **msg);
+/* Splits "ERR <rc> <message>": true with *sqlite_rc and *msg (pointing
+ * into line) set, false (nothing set) when line is not an error line. */
+bool sqlchild_parse_err(const char *line, int *sqlite_rc, const char **msg);
 /* Closes the pipes and reaps the child; returns its exit code. */
 int sqlchild_finish(struct sqlchild *c);
 
