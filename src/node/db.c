@@ -78,6 +78,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/check.h"
 #include "base/clock.h"
 #include "node/db.h"
 #include "node/db_int.h"
@@ -329,7 +330,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	/* Merge the touched pages with the range of new pages (old_n, new_n]. */
 	uint32_t lock = ltx_lock_pgno(ps);
 	size_t ki = 0;
-	uint32_t next_new = old_n + 1;
+	uint32_t next_new = old_n + 1, last_pgno = 0;
 	for (;;) {
 		uint32_t pgno;
 		while (ki < n_keys && keys[ki] > new_n_pages && keys[ki] > old_n)
@@ -363,6 +364,11 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 				goto err;
 			new_pc = ltx_page_checksum(pgno, page, ps);
 			if (new_pc != old_pc) {
+				/* The merge of sorted keys with the new-page range
+				 * yields each page once, in order: the encoder's
+				 * order check must never be what stops a commit. */
+				CHECK_MSG(pgno > last_pgno, "db=%s pgno=%u last_pgno=%u", db->name, pgno, last_pgno);
+				last_pgno = pgno;
 				rc = ltx_encoder_write_page(enc, pgno, page);
 				if (rc)
 					goto err;
@@ -489,6 +495,8 @@ static void pending_finish(struct db *db, struct pending *p, bool wal_commit, bo
 				pgmap_del(&db->wal.pages, c->pgno);
 		}
 	}
+	CHECK_MSG(p->hdr.min_txid == db->pos.txid + 1, "db=%s min_txid=%" PRIu64 " pos=%" PRIu64, db->name,
+		  p->hdr.min_txid, db->pos.txid);
 	db->pos.txid = p->hdr.max_txid;
 	db->pos.checksum = p->post_checksum;
 	db->pos_ts_ms = p->hdr.timestamp_ms;
