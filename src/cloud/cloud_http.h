@@ -31,8 +31,4 @@ unsigned cloud_http_port(const struct cloud_http *srv);
  * and frees. NULL is a no-op. */
 void cloud_http_stop(struct cloud_http *srv);
 
-/* The `litefs-cloud` command line (cmd_cloud.c): argv[0] is the program.
- * Returns the process exit code. */
-int cmd_cloud_main(int argc, char **argv);
-
 #endif

@@ -1,7 +1,7 @@
 /* litefs-cloud — the backup service and its command line (cmd_cloud.c). */
 #include <curl/curl.h>
 
-#include "cloud/cloud_http.h"
+#include "cmd/cmd.h"
 
 int main(int argc, char **argv)
 {

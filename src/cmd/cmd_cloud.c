@@ -47,6 +47,7 @@
 #include "base/log.h"
 #include "base/sbuf.h"
 #include "base/yamltree.h"
+#include "cmd/cmd.h"
 #include "ltx/ltx.h"
 
 #define CLOUD_VERSION "0.1.0-dev"

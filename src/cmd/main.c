@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cmd/cmd.h"
+#include "node/sqlchild.h"
 
 #define LITEFS_VERSION "0.1.0-dev"
 
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "export"))
 		return cmd_export_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "__sqlite"))
-		return cmd_sqlchild_main(argc - 1, argv + 1);
+		return sqlchild_main(argc - 1, argv + 1);
 	fprintf(stderr, "litefs: unknown command %s\n\n%s", cmd, usage);
 	return 2;
 }

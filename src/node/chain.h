@@ -22,10 +22,11 @@
  *   C3. [oldest_txid, last TXID] is exactly what the segments hold.
  *
  * The chain knows nothing of pages, SQLite or the database's lock: its
- * owner (db.c, apply.c) holds db.mu around every call, and decides which
- * TXID is the last committed one (the `limit` of a cursor). No function
- * here takes a lock; only recovery and retention log (with the database's
- * name), once per event.
+ * owner (db.c, apply.c, dbread.c) holds db.mu around every call, and
+ * decides which TXID is the last committed one (the `limit` of a cursor).
+ * The only lock here is the shared syncer's own (chain_sync_alongside), a
+ * leaf taken under db.mu and never held while taking another. Only
+ * recovery, retention and a failed close log (with the database's name).
  */
 #ifndef LITEFS_CHAIN_H
 #define LITEFS_CHAIN_H

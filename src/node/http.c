@@ -6,7 +6,7 @@
  *   POST /import?name=NAME  body: a SQLite file; becomes ONE transaction
  *   GET  /export?name=NAME  a consistent copy of the database as a SQLite file
  *   GET  /events            newline-delimited JSON: init, tx, primaryChange
- *   POST /stream            replication to a replica (protocol: stream.c)
+ *   POST /stream            replication to a replica (replserver.c; protocol: stream.c)
  *
  * The reference for clients is docs/http.md; this comment says why the code
  * is shaped the way it is.

@@ -1,7 +1,8 @@
 /*
  * http.h — the node's HTTP API on http.addr (libmicrohttpd): GET /info,
  * GET /metrics, GET /events, POST /import?name=, GET /export?name=, and
- * POST /stream (replication, see stream.c). See docs/http.md.
+ * POST /stream (routed to replserver.c; protocol: proto/stream.c). See
+ * docs/http.md.
  */
 #ifndef LITEFS_HTTP_H
 #define LITEFS_HTTP_H

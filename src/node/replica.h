@@ -4,7 +4,7 @@
  * (protocol in stream.c) and applies every LTX it receives with
  * store_apply(), reconnecting with a backoff after any error.
  *
- * While connected the store's role names the primary (its hostname from
+ * While connected the node's role (node.h) names the primary (its hostname from
  * the stream's Litefs-Primary-Hostname header, else lease.hostname);
  * while disconnected it names none, so `.primary` disappears.
  */

@@ -15,50 +15,34 @@
  * its record has gone out. A snapshot is written by db_snapshot() into a
  * spool file in data.dir/tmp (db_snapshot holds the database's lock, so it
  * must not wait for the network) and sent from there.
-  */
-#include <dirent.h>
+ */
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <jansson.h>
 #include <microhttpd.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <poll.h>
-#include <signal.h>
-#include <sqlite3.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "base/check.h"
 #include "base/clock.h"
-#include "proto/cluster.h"
-#include "node/db.h"
 #include "base/err.h"
 #include "base/fileio.h"
-#include "proto/dbname.h"
-#include "node/fusefs.h"
-#include "node/http.h"
 #include "base/log.h"
 #include "base/mhd.h"
-#include "ltx/ltx.h"
-#include "node/sqlchild.h"
-#include "node/store.h"
-#include "proto/stream.h"
 #include "base/outq.h"
-#include "ltx/dbfile.h"
+#include "ltx/ltx.h"
+#include "node/db.h"
 #include "node/replserver.h"
+#include "node/store.h"
+#include "proto/cluster.h"
+#include "proto/dbname.h"
+#include "proto/stream.h"
 
 #define STREAM_HEARTBEAT_MS 1000
 #define STREAM_IDLE_HEARTBEAT_MS 20

@@ -38,7 +38,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmd/cmd.h"
 #include "node/sqlchild.h"
 #include "node/supervise.h"
 
@@ -261,7 +260,7 @@ static int child_import(const char *src_uri, const char *path, int created)
 	return 0;
 }
 
-int cmd_sqlchild_main(int argc, char **argv)
+int sqlchild_main(int argc, char **argv)
 {
 	/* Internal: started by the node itself (see the top of this file). */
 	if (argc == 4 && strcmp(argv[1], "export") == 0)

@@ -29,4 +29,8 @@ bool sqlchild_parse_err(const char *line, int *sqlite_rc, const char **msg);
 /* Closes the pipes and reaps the child; returns its exit code. */
 int sqlchild_finish(struct sqlchild *c);
 
+/* The helper's side: `litefs __sqlite ARGS` (main.c dispatches here).
+ * Returns the process exit code. */
+int sqlchild_main(int argc, char **argv);
+
 #endif

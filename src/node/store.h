@@ -6,7 +6,7 @@
  *   lock                     flocked by the node for its life (holds its pid)
  *   dbs/<name>/db            the database file (backing store)
  *   dbs/<name>/db-journal    rollback journal, db-wal, db-shm likewise
- *   dbs/<name>/ltx/<min>-<max>.ltx   one LTX file per transaction
+ *   dbs/<name>/ltx/<first>.ltxlog    segments of LTX records (chain.h)
  *   dbs/<name>/clean         present only after a clean shutdown
  * The backing files carry SQLite's own names so that crash recovery can
  * let libsqlite3 itself roll back a hot journal or checkpoint a WAL.

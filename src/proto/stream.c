@@ -2,7 +2,7 @@
  * stream.c — the replication protocol: how a replica follows the primary.
  * This comment is the authority; docs/protocol.md explains it for users.
  *
- * SESSION (HTTP, src/node/http.c serves it, src/node/replica.c is the client)
+ * SESSION (HTTP, src/node/replserver.c serves it, src/node/replica.c is the client)
  *
  *   POST /stream on the primary's API (the replica's lease.advertise-url).
  *   Request headers:
