@@ -65,7 +65,7 @@ int chain_open_segment(struct chain *c, uint64_t first_txid)
 	if (sys_fsync(c->dir_fd) != 0) {
 		int rc = -errno;
 		close(fd);
-		unlinkat(c->dir_fd, name, 0);
+		sys_unlinkat(c->dir_fd, name, 0);
 		return rc;
 	}
 	c->log_fd = fd;
@@ -260,7 +260,7 @@ int chain_enforce_retention(struct chain *c, int64_t now_ms, int64_t retention_m
 		 * the service's position against it. */
 		if (backup_hwm != UINT64_MAX && firsts[i + 1] - 1 >= backup_hwm)
 			break;
-		if (unlinkat(c->dir_fd, name, 0) != 0)
+		if (sys_unlinkat(c->dir_fd, name, 0) != 0)
 			break;
 		removed++;
 		keep_from = i + 1;
@@ -342,7 +342,7 @@ int chain_recover(struct chain *c, bool *have, struct ltx_header *h, struct ltx_
 		if (off < (uint64_t)st.st_size) {
 			LOG_WARN("db", "msg=\"cutting a torn tail off an LTX segment\" db=%s segment=%s size=%lld end=%" PRIu64,
 				 c->name, name, (long long)st.st_size, off);
-			if (ftruncate(fd, (off_t)off) != 0)
+			if (sys_ftruncate(fd, (off_t)off) != 0)
 				rc = -errno;
 		}
 		if (nr > 0) {
@@ -350,7 +350,7 @@ int chain_recover(struct chain *c, bool *have, struct ltx_header *h, struct ltx_
 			*seg_first = firsts[n - 1];
 			*rec_off = recs[nr - 1].offset;
 		} else {
-			unlinkat(c->dir_fd, name, 0);
+			sys_unlinkat(c->dir_fd, name, 0);
 			n--;
 		}
 		free(recs);
@@ -369,7 +369,7 @@ int chain_truncate(struct chain *c, uint64_t seg_first, uint64_t rec_off)
 	char name[LTXLOG_NAME_LEN];
 	ltxlog_format_name(name, seg_first);
 	int fd = openat(c->dir_fd, name, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || ftruncate(fd, (off_t)rec_off) != 0) {
+	if (fd < 0 || sys_ftruncate(fd, (off_t)rec_off) != 0) {
 		int rc = -errno;
 		if (fd >= 0)
 			close(fd);
@@ -377,7 +377,7 @@ int chain_truncate(struct chain *c, uint64_t seg_first, uint64_t rec_off)
 	}
 	close(fd);
 	if (rec_off == 0)
-		unlinkat(c->dir_fd, name, 0);
+		sys_unlinkat(c->dir_fd, name, 0);
 	return 0;
 }
 
@@ -390,13 +390,17 @@ int chain_replace(struct chain *c, const char *tmp, int tmp_fd, uint64_t rec_end
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		char name[LTXLOG_NAME_LEN];
 		ltxlog_format_name(name, firsts[i]);
-		if (unlinkat(c->dir_fd, name, 0) != 0 && errno != ENOENT)
+		if (sys_unlinkat(c->dir_fd, name, 0) != 0 && errno != ENOENT)
 			rc = -errno;
 	}
 	free(firsts);
 	char name[LTXLOG_NAME_LEN];
 	ltxlog_format_name(name, 1);
 	if (rc == 0 && sys_renameat(c->dir_fd, tmp, c->dir_fd, name) != 0)
+		rc = -errno;
+	/* The new name (and the old names' absence) must be durable before
+	 * the snapshot's position is acknowledged. */
+	if (rc == 0 && sys_fsync(c->dir_fd) != 0)
 		rc = -errno;
 	if (rc)
 		return rc;
@@ -406,6 +410,7 @@ int chain_replace(struct chain *c, const char *tmp, int tmp_fd, uint64_t rec_end
 	c->synced_end = 0;
 	c->created_ms = clock_wall_ms();
 	c->oldest_txid = 1;
+	c->generation++;
 	return 0;
 }
 
@@ -518,6 +523,7 @@ int chain_cursor_seek(struct chain *c, struct chain_cursor *cur, uint64_t txid, 
 	}
 	if (rc == 1) {
 		cur->fd = fd;
+		cur->generation = c->generation;
 		cur->seg_first = seg;
 		cur->off = want_post ? off : rec.offset;
 		cur->next_txid = want_post ? txid + 1 : txid;
@@ -538,6 +544,8 @@ int chain_cursor_next(struct chain *c, struct chain_cursor *cur, uint64_t limit,
 	}
 	if (cur->next_txid > limit)
 		return 0;
+	if (cur->fd >= 0 && cur->generation != c->generation)
+		return ERR_NEED_SNAPSHOT; /* the chain was replaced under the cursor */
 	for (int tries = 0; tries < 2; tries++) {
 		if (cur->fd < 0 && (rc = chain_cursor_seek(c, cur, cur->next_txid, NULL)) != 0)
 			return rc;
@@ -557,6 +565,8 @@ int chain_cursor_next(struct chain *c, struct chain_cursor *cur, uint64_t limit,
 			return rc;
 		if (h.min_txid != cur->next_txid)
 			return ERR_LTX_NOT_CONTIGUOUS; /* C1 broken on disk */
+		if (h.max_txid > limit)
+			return 0; /* a record that ends past the limit waits for it */
 		cur->off = rec->offset + LTXLOG_HDR_SIZE + rec->len;
 		cur->next_txid = h.max_txid + 1;
 		*fd = cur->fd;

@@ -50,6 +50,7 @@ struct chain {
 	uint64_t synced_end;    /* durable up to here */
 	int64_t created_ms;     /* when the open segment was created */
 	uint64_t oldest_txid;   /* first TXID of the oldest segment kept (0 = none) */
+	uint64_t generation;    /* bumped by chain_replace(): open cursors are stale */
 };
 
 /* An empty chain of database name (borrowed for the chain's life). */
@@ -103,7 +104,9 @@ int chain_enforce_retention(struct chain *c, int64_t now_ms, int64_t retention_m
 int chain_recover(struct chain *c, bool *have, struct ltx_header *h, struct ltx_trailer *t,
 		  uint64_t *seg_first, uint64_t *rec_off);
 /* Cuts the chain back to just before the record at rec_off of segment
- * seg_first (removing the segment if it is left empty). 0 or -errno. */
+ * seg_first (removing the segment if it is left empty). 0 or -errno. Only
+ * for recovery, with no segment open: end and oldest_txid are the
+ * caller's to reload (chain_recover()). */
 int chain_truncate(struct chain *c, uint64_t seg_first, uint64_t rec_off);
 
 /* Replaces the whole chain with one segment starting at TXID 1: the file
@@ -122,6 +125,7 @@ uint64_t chain_dir_bytes(int dir_fd);
  * segment seg_first (fd open on it), with min TXID next_txid. */
 struct chain_cursor {
 	int fd;                 /* -1 before the first seek */
+	uint64_t generation;    /* the chain's when fd was opened */
 	uint64_t seg_first;
 	uint64_t off;
 	uint64_t next_txid;
@@ -137,10 +141,12 @@ void chain_cursor_close(struct chain_cursor *cur); /* idempotent */
  * multi-transaction record). */
 int chain_cursor_seek(struct chain *c, struct chain_cursor *cur, uint64_t txid, uint64_t *want_post);
 
-/* Next record, never one past TXID limit (the owner's last committed
- * TXID): 1 with *fd (borrowed, valid until the next call) and *rec, 0 when
- * the cursor is past limit, ERR_NEED_SNAPSHOT when the next record is no
- * longer retained or was taken back, or another negative code. */
+/* Next record, never one that ends past TXID limit (the owner's last
+ * committed TXID): 1 with *fd (borrowed, valid until the next call) and
+ * *rec, 0 when there is none up to limit yet, ERR_NEED_SNAPSHOT when the
+ * next record is no longer retained, was taken back, or the chain was
+ * replaced (chain_replace()) since the cursor opened its segment, or
+ * another negative code. */
 int chain_cursor_next(struct chain *c, struct chain_cursor *cur, uint64_t limit, int *fd,
 		      struct ltxlog_rec *rec);
 

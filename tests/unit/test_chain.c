@@ -947,6 +947,49 @@ static void test_replace(void **state)
 
 /* The rename fails (or the scratch file is missing): an error, no open
  * segment, the scratch file left to the caller. */
+/* A cursor that had read part of the old history when the chain was
+ * replaced (a snapshot applied) must not go on reading the deleted
+ * segments: it is told to start over. */
+static void test_replace_under_an_open_cursor(void **state)
+{
+	struct fixture fx;
+	struct chain_cursor cur;
+	uint64_t end;
+	fx_open(&fx, "replace_cursor");
+	build_two_segments(&fx);
+	chain_close_segment(&fx.c);
+	chain_cursor_init(&cur, 1);
+	for (uint64_t txid = 1; txid <= 4; txid++)
+		expect_next(&fx, &cur, 6, txid, txid);
+	int fd = make_snapshot_segment(&fx, 10, &end);
+	assert_int_equal(chain_replace(&fx.c, TMP_SEGMENT, fd, end), 0);
+	assert_int_equal(cursor_next_rc(&fx, &cur, 10), ERR_NEED_SNAPSHOT);
+	chain_cursor_close(&cur);
+	/* A new cursor reads the new chain. */
+	chain_cursor_init(&cur, 1);
+	expect_next(&fx, &cur, 10, 1, 10);
+	chain_cursor_close(&cur);
+	fx_close(&fx);
+}
+
+/* A record that ends past the limit waits for it, even when it starts
+ * below (the owner's position is always some record's last TXID, but the
+ * cursor must not rely on it). */
+static void test_cursor_record_ending_past_limit(void **state)
+{
+	struct fixture fx;
+	struct chain_cursor cur;
+	fx_open(&fx, "limit_multi");
+	append(&fx, 1, 1);
+	append(&fx, 2, 4);
+	chain_cursor_init(&cur, 1);
+	expect_next(&fx, &cur, 2, 1, 1);
+	expect_end(&fx, &cur, 2);
+	expect_next(&fx, &cur, 4, 2, 4);
+	chain_cursor_close(&cur);
+	fx_close(&fx);
+}
+
 static void test_replace_fails(void **state)
 {
 	struct fixture fx;
@@ -1372,6 +1415,8 @@ int main(void)
 		cmocka_unit_test(test_recover_zero_byte_segment),
 		cmocka_unit_test(test_truncate),
 		cmocka_unit_test(test_replace),
+		cmocka_unit_test(test_replace_under_an_open_cursor),
+		cmocka_unit_test(test_cursor_record_ending_past_limit),
 		cmocka_unit_test(test_replace_fails),
 		cmocka_unit_test(test_open_segment_exists),
 		cmocka_unit_test(test_open_segment_dir_fsync_fails),
