@@ -1382,17 +1382,8 @@ static void test_open_dir(void **state)
 	close(dfd);
 }
 
-static void remove_tmp_dir(void)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmp_dir);
-}
-
 int main(void)
 {
-	const char *base = getenv("TMPDIR");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cursor_reads_all_across_segments),
 		cmocka_unit_test(test_cursor_from_the_middle),
@@ -1433,14 +1424,5 @@ int main(void)
 	 * design; LITEFS_TEST_LOG=1 shows them. */
 	if (getenv("LITEFS_TEST_LOG") == NULL)
 		log_min_level = LOG_LEVEL_ERROR + 1;
-	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_chain.XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(tmp_dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	if (getenv("TEST_FILTER"))
-		cmocka_set_test_filter(getenv("TEST_FILTER"));
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
-	remove_tmp_dir();
-	return rc;
+	return RUN_IN_TMP_DIR("test_chain", tests);
 }

@@ -1447,18 +1447,8 @@ static void test_verify_failure_by_role(void **state)
 
 /* ---- Main ------------------------------------------------------------- */
 
-static void remove_tmp_dir(void)
-{
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmp_dir);
-}
-
 int main(void)
 {
-	const char *base = getenv("TMPDIR");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rollback_delete_two_commits),
 		cmocka_unit_test(test_rollback_truncate_persist_shrink),
@@ -1478,14 +1468,5 @@ int main(void)
 	 * design; LITEFS_TEST_LOG=1 shows them. */
 	if (getenv("LITEFS_TEST_LOG") == NULL)
 		log_min_level = LOG_LEVEL_ERROR + 1;
-	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_db.XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(tmp_dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	if (getenv("TEST_FILTER"))
-		cmocka_set_test_filter(getenv("TEST_FILTER"));
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
-	remove_tmp_dir();
-	return rc;
+	return RUN_IN_TMP_DIR("test_db", tests);
 }

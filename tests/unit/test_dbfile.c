@@ -1007,18 +1007,8 @@ static void test_apply_write_faults(void **state)
 
 /* ---- Main ------------------------------------------------------------- */
 
-static void remove_tmp_dir(void)
-{
-	char cmd[300];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmp_dir);
-}
-
 int main(void)
 {
-	const char *base = getenv("TMPDIR");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_read_page_size),
 		cmocka_unit_test(test_checksum_golden),
@@ -1037,14 +1027,5 @@ int main(void)
 		cmocka_unit_test(test_apply_write_faults),
 	};
 
-	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_dbfile.XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(tmp_dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	if (getenv("TEST_FILTER"))
-		cmocka_set_test_filter(getenv("TEST_FILTER"));
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
-	remove_tmp_dir();
-	return rc;
+	return RUN_IN_TMP_DIR("test_dbfile", tests);
 }

@@ -226,17 +226,8 @@ static void test_httpc_url_and_headers(void **state)
 	curl_slist_free_all(h);
 }
 
-static void remove_tmp_dir(void)
-{
-	char cmd[300];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "could not remove %s\n", tmp_dir);
-}
-
 int main(void)
 {
-	const char *base = getenv("TMPDIR");
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_replace_file),
 		cmocka_unit_test(test_replace_faults),
@@ -245,12 +236,5 @@ int main(void)
 		cmocka_unit_test(test_httpc_error_parse),
 		cmocka_unit_test(test_httpc_url_and_headers),
 	};
-	snprintf(tmp_dir, sizeof(tmp_dir), "%s/test_fileio.XXXXXX", base && *base ? base : "/tmp");
-	if (!mkdtemp(tmp_dir)) {
-		perror("mkdtemp");
-		return 1;
-	}
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
-	remove_tmp_dir();
-	return rc;
+	return RUN_IN_TMP_DIR("test_fileio", tests);
 }

@@ -211,3 +211,21 @@ const char *fake_getenv(const char *name, void *ctx)
 			return e->vars[i].val;
 	return NULL;
 }
+
+int run_in_tmp_dir(const char *prog, const struct CMUnitTest *tests, size_t n)
+{
+	const char *base = getenv("TMPDIR");
+	snprintf(tmp_dir, sizeof(tmp_dir), "%s/%s.XXXXXX", base && *base ? base : "/tmp", prog);
+	if (!mkdtemp(tmp_dir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	int rc = _cmocka_run_group_tests(prog, tests, n, NULL, NULL);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmp_dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", tmp_dir);
+	return rc;
+}

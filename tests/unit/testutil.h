@@ -14,8 +14,16 @@
 
 #include "ltx/ltx.h"
 
-/* Directory for new_file(); each test program fills it in (mkdtemp). */
+/* Directory for new_file(); each test program fills it in (mkdtemp), or
+ * lets run_in_tmp_dir() do it. */
 extern char tmp_dir[256];
+
+struct CMUnitTest;
+/* Makes tmp_dir ($TMPDIR or /tmp, "<prog>.XXXXXX"), runs the tests
+ * (TEST_FILTER selects by name), removes tmp_dir; returns cmocka's result,
+ * or 1 if tmp_dir could not be made. */
+int run_in_tmp_dir(const char *prog, const struct CMUnitTest *tests, size_t n);
+#define RUN_IN_TMP_DIR(prog, tests) run_in_tmp_dir(prog, tests, sizeof(tests) / sizeof((tests)[0]))
 
 void seed(uint64_t s);
 uint64_t rnd(void);
