@@ -9,7 +9,8 @@ second and the ratio mount/plain. Every database of the node shares one
 LTX syncer thread (src/node/chain.c), so this is where that sharing would
 show. Never fails on timing.
 
-Usage: bench/multidb.py [SECONDS] [MODES]   (default 5 "wal/full delete/full wal/normal")
+Usage: bench/multidb.py [SECONDS] [MODES] [COUNTS]
+       (defaults: 5 "wal/full delete/full wal/normal" "1 2 4")
 """
 import os
 import shutil
@@ -60,6 +61,7 @@ def run_writers(directory, n_dbs, mode, sync, secs, tag):
 def main():
     secs = float(sys.argv[1]) if len(sys.argv) > 1 else 5.0
     modes = (sys.argv[2] if len(sys.argv) > 2 else "wal/full delete/full wal/normal").split()
+    counts = [int(x) for x in (sys.argv[3] if len(sys.argv) > 3 else "1 2 4").split()]
     base = tempfile.mkdtemp(prefix="bench-multidb-", dir=BUILD)
     mnt, data, plain = (os.path.join(base, d) for d in ("mnt", "data", "plain"))
     os.makedirs(plain)
@@ -79,7 +81,7 @@ def main():
         print(f"{'mode':12} {'dbs':>3} {'plain tx/s':>11} {'mount tx/s':>11} {'mount/plain':>11}")
         for m in modes:
             mode, sync = m.split("/")
-            for n_dbs in (1, 2, 4):
+            for n_dbs in counts:
                 tag = f"{mode}-{sync}-{n_dbs}"
                 p = run_writers(plain, n_dbs, mode, sync, secs, tag)
                 q = run_writers(mnt, n_dbs, mode, sync, secs, tag)

@@ -19,6 +19,13 @@
 #include "base/sys.h"
 #include "node/chain.h"
 
+/* Syncer threads shared by every database of the node (LITEFS_SYNCERS
+ * overrides, for benchmarks). One serialised the segments' fsyncs of
+ * databases that commit at once: with four WAL/FULL writers the mount
+ * reached 0.23-0.26x plain SQLite with one syncer and 0.31-0.40x with four
+ * (BENCHMARKS.md, "Several databases at once"); one database is the same. */
+#define CHAIN_SYNCERS 4
+
 void chain_init(struct chain *c, const char *name)
 {
 	memset(c, 0, sizeof(*c));
@@ -101,12 +108,12 @@ int chain_sync(struct chain *c)
  * client's file: two concurrent syncs on ext4 share one journal commit
  * instead of paying for two in a row.
  *
- * Every database of the node shares the one thread, so each submission is
- * its own job with its own completion: a FUSE thread waits for exactly the
- * job it queued (a job lives on its submitter's stack and is unlinked by
- * the syncer before `done` is set, both under syncer.mu). Jobs of several
- * databases queue up and run in order; none can be lost or taken by
- * another waiter.
+ * Every database of the node shares a few such threads (CHAIN_SYNCERS), so
+ * each submission is its own job with its own completion: a FUSE thread
+ * waits for exactly the job it queued (a job lives on its submitter's
+ * stack and is unlinked by a syncer before `done` is set, both under
+ * syncer.mu). Jobs of several databases queue up and are taken in order by
+ * whichever syncer is free; none can be lost or taken by another waiter.
  */
 struct sync_job {
 	int fd;               /* the segment to sync, borrowed until done */
@@ -148,10 +155,15 @@ static void *syncer_main(void *arg)
 
 static void syncer_init(void)
 {
-	pthread_t t;
-	syncer.ok = pthread_create(&t, NULL, syncer_main, NULL) == 0;
-	if (syncer.ok)
+	const char *env = getenv("LITEFS_SYNCERS");
+	int n = env ? atoi(env) : CHAIN_SYNCERS;
+	for (int i = 0; i < (n > 0 ? n : 1); i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, syncer_main, NULL) != 0)
+			break;
 		pthread_detach(t);
+		syncer.ok = true;
+	}
 }
 
 int chain_sync_alongside(struct chain *c, int fd)

@@ -332,6 +332,8 @@ static int decode_list(struct stream_parser *p, struct stream_event *ev)
 		return fail(p, ERR_REPL_PROTOCOL, "list frame: unknown flags");
 	if (n > (p->len - LIST_FIXED) / (ENTRY_FIXED + 1))
 		return fail(p, ERR_REPL_PROTOCOL, "list frame: more entries than the length can hold");
+	if (n > STREAM_MAX_LIST_ENTRIES)
+		return fail(p, ERR_REPL_PROTOCOL, "list frame: more entries than a node may follow");
 	if (n > 0 && !(l->entries = calloc(n, sizeof(*l->entries))))
 		return fail(p, ERR_NOMEM, "out of memory");
 	b += LIST_FIXED;

@@ -24,6 +24,10 @@
 /* A list frame (positions, heartbeat) holds at most this many bytes: about
  * 60,000 databases of 255-byte names. */
 #define STREAM_MAX_LIST_LEN (16u << 20)
+/* And at most this many entries: a decoded entry takes about 280 bytes
+ * (its name is copied), so 16 MiB of one-byte names would cost a primary
+ * some 180 MiB per connection; this bounds it to about 18 MiB. */
+#define STREAM_MAX_LIST_ENTRIES 65536u
 /* Largest LTX payload any frame can carry (the length field is 32 bits and
  * the name prefix shares it). Decoders may set a lower bound. */
 #define STREAM_MAX_LTX_LEN (UINT32_MAX - 2u - STREAM_MAX_NAME)

@@ -392,6 +392,26 @@ static void test_list_rules(void **state)
 	n = raw_list(f, STREAM_HEARTBEAT, 0, 0xffffffffu, e, 29);
 	assert_int_equal(feed_after_hello(STREAM_DIR_RESPONSE, 0, f, n, &why), ERR_REPL_PROTOCOL);
 	assert_non_null(strstr(why, "more entries"));
+	/* More entries than any node may follow (each decoded entry costs
+	 * memory: a cap, whatever the length allows). */
+	{
+		uint32_t cnt = STREAM_MAX_LIST_ENTRIES + 1;
+		size_t elen = (size_t)cnt * 27;
+		uint8_t *many = calloc(1, elen), *big = malloc(21 + elen);
+		assert_non_null(many);
+		assert_non_null(big);
+		for (uint32_t i = 0; i < cnt; i++) {
+			many[(size_t)i * 27 + 1] = 1;
+			many[(size_t)i * 27 + 2] = 'x';
+		}
+		n = raw_list(big, STREAM_HEARTBEAT, 0, cnt, many, elen);
+		assert_int_equal(feed_after_hello(STREAM_DIR_RESPONSE, 0, big, n, &why), ERR_REPL_PROTOCOL);
+		assert_non_null(strstr(why, "a node may follow"));
+		n = raw_list(big, STREAM_HEARTBEAT, 0, cnt - 1, many, elen - 27);
+		assert_int_equal(feed_after_hello(STREAM_DIR_RESPONSE, 0, big, n, &why), 0);
+		free(many);
+		free(big);
+	}
 	/* Two entries announced, one present. */
 	uint8_t e2[64];
 	memcpy(e2, e, 29);
