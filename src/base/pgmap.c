@@ -71,6 +71,16 @@ static int grow(struct pgmap *m)
 	return 0;
 }
 
+int pgmap_reserve(struct pgmap *m, size_t n)
+{
+	while ((m->count + n) * 4 > m->cap * 3) {
+		int rc = grow(m);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
 int pgmap_put(struct pgmap *m, uint32_t pgno, uint32_t frame, uint64_t checksum)
 {
 	CHECK(pgno != 0);

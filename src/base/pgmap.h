@@ -32,6 +32,9 @@ void pgmap_clear(struct pgmap *m);
 struct pgmap_entry *pgmap_get(const struct pgmap *m, uint32_t pgno);
 /* Inserts or overwrites. Returns 0 or ERR_NOMEM. */
 int pgmap_put(struct pgmap *m, uint32_t pgno, uint32_t frame, uint64_t checksum);
+/* Makes room for n more entries, so that the next n pgmap_put() calls of
+ * new pages cannot fail. 0 or ERR_NOMEM (nothing changed). */
+int pgmap_reserve(struct pgmap *m, size_t n);
 /* Removes pgno if present. */
 void pgmap_del(struct pgmap *m, uint32_t pgno);
 /* Copies the keys into a newly allocated sorted array. Caller frees with

@@ -1184,6 +1184,14 @@ static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, 
 	int rc = prepare_wal_write(db, fd, buf, len, off, &p, &frame, &s0, &s1);
 	if (rc)
 		return rc;
+	/* Everything that can fail does so before the commit frame reaches
+	 * the WAL (ordering step 2): the undo state, and room in the WAL
+	 * index so that pending_finish() cannot fail. */
+	if (frame != 0 && ((rc = wal_undo_save(db)) != 0 || (rc = pgmap_reserve(&db->wal.pages, p.n_changes)) != 0)) {
+		if (p.active)
+			pending_abort(db, &p);
+		return rc;
+	}
 	rc = sys_pwrite_all(fd, buf, len, off);
 	if (rc) {
 		if (p.active)
@@ -1191,11 +1199,6 @@ static ssize_t write_wal(struct db *db, int fd, const uint8_t *buf, size_t len, 
 		return rc;
 	}
 	if (frame != 0) {
-		if ((rc = wal_undo_save(db)) != 0) {
-			if (p.active)
-				pending_abort(db, &p);
-			return rc;
-		}
 		db->wal.mx_frame = frame;
 		db->wal.s0 = s0;
 		db->wal.s1 = s1;
