@@ -942,24 +942,23 @@ static void test_delete_and_recreate(void **state)
 	assert_int_equal(s.n_pages, 0);
 	struct stat st;
 	assert_int_equal(db_stat_file(f.db, DB_KIND_DB, &st), -ENOENT);
-	/* db.h says a deleted database has no snapshot (ERR_NEED_SNAPSHOT);
-	 * db.c checks only pos.txid and encodes a commit-0 snapshot instead.
-	 * Either way nothing but an empty database may come out of it. */
+	/* A deleted database's snapshot has commit 0 (db.h): applied, it
+	 * deletes the database, which is what a replica that missed the
+	 * deletion needs. */
 	struct ltx_growbuf gb = { 0 };
 	struct ltx_pos sp;
-	int rc = db_snapshot(f.db, ltx_growbuf_write, &gb, &sp);
-	if (rc != ERR_NEED_SNAPSHOT) {
-		assert_int_equal(rc, 0);
-		assert_int_equal(sp.txid, 2);
-		struct records snap = { .n = 1 };
-		snap.rec[0] = gb;
-		struct image got = apply_records(&snap, img[0].page_size);
-		assert_int_equal(got.len, 0);
-		image_free(&got);
-		records_free(&snap);
-	} else {
-		free(gb.data);
-	}
+	assert_int_equal(db_snapshot(f.db, ltx_growbuf_write, &gb, &sp), 0);
+	assert_int_equal(sp.txid, 2);
+	struct records snap = { .n = 1 };
+	snap.rec[0] = gb;
+	struct ltx_header sh;
+	struct ltx_trailer st_;
+	assert_int_equal(decode_record(&snap.rec[0], &sh, &st_), 0);
+	assert_int_equal(sh.commit, 0);
+	struct image deleted = apply_records(&snap, img[0].page_size);
+	assert_int_equal(deleted.len, 0);
+	image_free(&deleted);
+	records_free(&snap);
 
 	replay_rollback(f.db, &empty, &img[1], J_DELETE);
 	assert_pos(f.db, 3, image_checksum(&img[1]));
