@@ -18,7 +18,7 @@ SHELL := /bin/bash
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS := fuse3 sqlite3 liblz4 libmicrohttpd libcurl jansson yaml-0.1 libcrypto
+PKGS := fuse3 sqlite3 liblz4 libcurl jansson yaml-0.1 libcrypto
 
 BUILD ?= build
 OPT := -O2

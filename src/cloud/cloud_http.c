@@ -2,15 +2,17 @@
  * cloud_http.c — litefs-cloud's HTTP API. The reference for clients is
  * docs/cloud-api.md; this comment says why the code is shaped this way.
  *
- * THREADING. Like the node's API (http.c): libmicrohttpd with a thread per
- * connection, because ingest waits for fsync and exports read whole
- * databases; a slow request only ever delays itself. Every request gets a
+ * THREADING. Like the node's API (http.c): base/httpd.c gives a request a
+ * worker thread from its complete head to the end of its reply, because
+ * ingest waits for fsync and exports read whole databases; a slow request
+ * only ever delays itself. RESERVED_WORKERS of them serve only requests
+ * with a valid token once the others are busy (is_trusted). Every request gets a
  * struct creq on its first call; all checks that need only the headers run
  * there (route, token, cluster ID, query parameters, Content-Length), and
  * the reply is sent on the last call, after the body.
  *
  * REFUSING A REQUEST WITH A BODY. A reply queued before the body was read
- * makes MHD close the socket with unread bytes, which the kernel turns into
+ * makes the server close the socket with unread bytes, which the kernel turns into
  * a reset that can reach the client before the reply. So a refused body is
  * drained (discarded) when it is small (up to DRAIN_MAX) and the reply
  * follows; only when the client waits for "100 Continue" or the body is
@@ -36,7 +38,7 @@
  * (O_TMPFILE, so nothing is left behind by a crash) and hands the fd to the
  * engine. GET /db/snapshot has the engine build the export in such a file
  * (for SQLite the built state itself, not a copy of it) and sends it with
- * sendfile (MHD_create_response_from_fd64), so errors are still proper
+ * sendfile (httpd_response_fd), so errors are still proper
  * JSON replies and the response has a Content-Length.
  *
  * AUTHENTICATION. Every endpoint but /healthz needs a token (cloud_auth.c);
@@ -52,7 +54,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -73,14 +74,16 @@
 #include "base/fdio.h"
 #include "base/fileio.h"
 #include "base/log.h"
-#include "base/mhd.h"
+#include "base/httpd.h"
 #include "ltx/ltx.h"
 #include "proto/dbname.h"
 
 #define DRAIN_MAX (1u << 20)
 #define MSG_LEN 512
 #define CONNECTION_LIMIT 256u
-#define CONNECTION_TIMEOUT_S 300u
+/* Of the CONNECTION_LIMIT workers, these serve only requests with a valid
+ * token once the others are busy (is_trusted, docs/http.md). */
+#define RESERVED_WORKERS 64u
 #define STOP_GRACE_MS 10000
 #define SOCK_BUF_BYTES (1 << 20)
 /* POST /db/tx bodies up to this size (by Content-Length) are received in
@@ -93,7 +96,7 @@ struct cloud_http {
 	struct cloud_auth *auth; /* borrowed */
 	char *tmp_dir;           /* owned */
 	uint64_t max_upload_bytes, max_db_bytes;
-	struct MHD_Daemon *daemon;
+	struct httpd *daemon;
 	unsigned port;
 	atomic_bool stopping;
 	atomic_int n_active;     /* requests between their first call and completion */
@@ -171,9 +174,9 @@ static json_t *jtime(int64_t ms)
 /* ---- Responses ---------------------------------------------------------- */
 
 /* Takes ownership of obj; hwm, if not NULL, becomes Litefs-Hwm. */
-static enum MHD_Result reply_json(struct MHD_Connection *conn, unsigned status, json_t *obj, const char *hwm)
+static enum httpd_result reply_json(struct httpd_conn *conn, unsigned status, json_t *obj, const char *hwm)
 {
-	return mhd_respond_json(conn, status, obj, "Litefs-Hwm", hwm);
+	return httpd_respond_json(conn, status, obj, "Litefs-Hwm", hwm);
 }
 
 static void set_fail(struct creq *q, unsigned status, const char *code, const char *fmt, ...)
@@ -190,20 +193,20 @@ static void set_fail(struct creq *q, unsigned status, const char *code, const ch
 
 /* Sends the failure recorded in q (with the stored position for
  * EPOSMISMATCH) and logs it. */
-static enum MHD_Result reply_fail(struct MHD_Connection *conn, const char *url, struct creq *q)
+static enum httpd_result reply_fail(struct httpd_conn *conn, const char *url, struct creq *q)
 {
 	char logmsg[MSG_LEN], dbname[DB_NAME_MAX + 1];
 	snprintf(logmsg, sizeof(logmsg), "%s", q->fail_msg);
 	snprintf(dbname, sizeof(dbname), "%s", q->db[0] ? q->db : "-");
-	mhd_log_clean(logmsg);
-	mhd_log_clean(dbname);
+	httpd_log_clean(logmsg);
+	httpd_log_clean(dbname);
 	LOG_WARN("cloud-http", "msg=\"request refused\" path=%s cluster=%s db=\"%s\" status=%u code=%s reason=\"%s\"",
 		 url, q->cluster[0] ? q->cluster : "-", dbname, q->fail_status, q->fail_code, logmsg);
 	json_t *o = json_object();
 	if (!o)
-		return MHD_NO;
+		return HTTPD_NO;
 	json_object_set_new(o, "code", json_string(q->fail_code));
-	json_object_set_new(o, "error", mhd_json_str(q->fail_msg));
+	json_object_set_new(o, "error", httpd_json_str(q->fail_msg));
 	if (!strcmp(q->fail_code, "EPOSMISMATCH"))
 		json_object_set_new(o, "pos", json_pack("{s:o, s:o}", "txid", jhex(q->res.pos.txid),
 							"postApplyChecksum", jhex(q->res.pos.checksum)));
@@ -217,58 +220,58 @@ static void fail_from_rc(struct creq *q, int rc, const char *what, const char *m
 	const char *why = msg && msg[0] ? msg : err_str(rc);
 	switch (rc) {
 	case ERR_CLOUD_POS_MISMATCH:
-		set_fail(q, MHD_HTTP_CONFLICT, "EPOSMISMATCH",
+		set_fail(q, HTTP_CONFLICT, "EPOSMISMATCH",
 			 "%s: position mismatch: %s (the service is at %016" PRIx64 "/%016" PRIx64 ")", what, why,
 			 q->res.pos.txid, q->res.pos.checksum);
 		return;
 	case ERR_CLOUD_NOT_FOUND:
-		set_fail(q, MHD_HTTP_NOT_FOUND, "ENOTFOUND", "%s: database not found: %s", what, q->db);
+		set_fail(q, HTTP_NOT_FOUND, "ENOTFOUND", "%s: database not found: %s", what, q->db);
 		return;
 	case ERR_CLOUD_WINDOW:
-		set_fail(q, MHD_HTTP_NOT_FOUND, "EWINDOW", "%s: %s", what, why);
+		set_fail(q, HTTP_NOT_FOUND, "EWINDOW", "%s: %s", what, why);
 		return;
 	case ERR_CLOUD_NAME:
 	case ERR_INVAL:
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "%s: %s", what, why);
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "%s: %s", what, why);
 		return;
 	case ERR_CLOUD_TOO_LARGE:
-		set_fail(q, MHD_HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "%s: %s", what, why);
+		set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "%s: %s", what, why);
 		return;
 	case ERR_CLOUD_PAGE_SIZE:
 	case ERR_LTX_PAGE_SIZE_MISMATCH:
-		set_fail(q, MHD_HTTP_CONFLICT, "EPAGESIZE", "%s: %s", what, why);
+		set_fail(q, HTTP_CONFLICT, "EPAGESIZE", "%s: %s", what, why);
 		return;
 	case ERR_CLOUD_EXISTS:
-		set_fail(q, MHD_HTTP_CONFLICT, "EEXISTS", "%s: %s", what, why);
+		set_fail(q, HTTP_CONFLICT, "EEXISTS", "%s: %s", what, why);
 		return;
 	case ERR_DB_HEADER:
 	case ERR_DB_SIZE:
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADDB", "%s: %s", what, why);
+		set_fail(q, HTTP_BAD_REQUEST, "EBADDB", "%s: %s", what, why);
 		return;
 	case -ENOSPC:
 	case -EDQUOT:
-		set_fail(q, MHD_HTTP_INSUFFICIENT_STORAGE, "ENOSPACE", "%s: %s", what, why);
+		set_fail(q, HTTP_INSUFFICIENT_STORAGE, "ENOSPACE", "%s: %s", what, why);
 		return;
 	default:
 		break;
 	}
 	if (rc <= ERR_LTX_MAGIC && rc >= ERR_LTX_COMMIT_ZERO_PAGES)
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
+		set_fail(q, HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
 	else if (rc == ERR_IO_SHORT)
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
+		set_fail(q, HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
 	else
-		set_fail(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "%s: %s", what, why);
+		set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "%s: %s", what, why);
 }
 
 /* ---- Query parameters --------------------------------------------------- */
 
 /* The value of query parameter key, NULL if absent. A value holding a
  * decoded NUL (%00) sets *bad. */
-static const char *arg(struct MHD_Connection *conn, const char *key, bool *bad)
+static const char *arg(struct httpd_conn *conn, const char *key, bool *bad)
 {
 	const char *v = NULL;
 	size_t n = 0;
-	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &n) != MHD_YES)
+	if (httpd_arg(conn, key, &v, &n) != HTTPD_YES)
 		return NULL;
 	if (!v)
 		return "";
@@ -279,7 +282,7 @@ static const char *arg(struct MHD_Connection *conn, const char *key, bool *bad)
 
 /* Copies a database name parameter into out after validating it; 0 or -1
  * with the failure recorded. */
-static int take_db_name(struct MHD_Connection *conn, struct creq *q, const char *key, char *out, bool required)
+static int take_db_name(struct httpd_conn *conn, struct creq *q, const char *key, char *out, bool required)
 {
 	bool bad = false;
 	const char *v = arg(conn, key, &bad);
@@ -287,11 +290,11 @@ static int take_db_name(struct MHD_Connection *conn, struct creq *q, const char 
 	if (!v && !required)
 		return 0;
 	if (!v || !v[0]) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: %s", key);
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: %s", key);
 		return -1;
 	}
 	if (bad || strlen(v) > DB_NAME_MAX || !dbname_valid(v)) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid database name in %s: 1 to 200 bytes of UTF-8, no '/', no control characters, no NUL, "
 			 "no leading '.', not ending in -journal, -wal, -shm or -pos", key);
 		return -1;
@@ -392,27 +395,27 @@ static int parse_timestamp(const char *s, int64_t *out)
 
 /* The restore/export target from ?txid= and ?timestamp=. With required,
  * exactly one must be given. 0 or -1 with the failure recorded. */
-static int take_target(struct MHD_Connection *conn, struct creq *q, bool required, struct cloud_target *t)
+static int take_target(struct httpd_conn *conn, struct creq *q, bool required, struct cloud_target *t)
 {
 	bool bad = false;
 	const char *txid = arg(conn, "txid", &bad);
 	const char *ts = arg(conn, "timestamp", &bad);
 	memset(t, 0, sizeof(*t));
 	if (txid && ts) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "give either txid or timestamp, not both");
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "give either txid or timestamp, not both");
 		return -1;
 	}
 	if (required && !txid && !ts) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: txid or timestamp");
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "missing query parameter: txid or timestamp");
 		return -1;
 	}
 	if (txid && (bad || parse_txid(txid, &t->txid) != 0)) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid txid: expected 16 hex digits, 0x and hex digits, or a decimal number > 0");
 		return -1;
 	}
 	if (ts && (bad || parse_timestamp(ts, &t->ts_ms) != 0)) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid timestamp: expected RFC 3339 (2006-01-02T15:04:05.000Z) or milliseconds since the epoch");
 		return -1;
 	}
@@ -436,55 +439,55 @@ static enum route find_route(const char *url, const char *method, bool *needs_db
 	return R_NONE;
 }
 
-static int check_auth(struct cloud_http *srv, struct MHD_Connection *conn, struct creq *q)
+static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q)
 {
-	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *h = httpd_header(conn, HTTP_HEADER_AUTHORIZATION);
 	int rc = cloud_auth_check(srv->auth, h, q->cluster);
 	if (rc == -EIO) {
-		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
+		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
 		return -1;
 	}
 	if (rc != 0) {
-		set_fail(q, MHD_HTTP_UNAUTHORIZED, "EUNAUTHORIZED",
+		set_fail(q, HTTP_UNAUTHORIZED, "EUNAUTHORIZED",
 			 h ? "invalid or revoked token" : "missing Authorization header (a cluster token)");
 		return -1;
 	}
 	bool bad = false;
 	const char *want = arg(conn, "cluster", &bad);
 	if (want && want[0] && (bad || strcmp(want, q->cluster) != 0)) {
-		set_fail(q, MHD_HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "this token is not valid for cluster %.64s", want);
+		set_fail(q, HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "this token is not valid for cluster %.64s", want);
 		return -1;
 	}
-	const char *id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Litefs-Cluster-Id");
+	const char *id = httpd_header(conn, "Litefs-Cluster-Id");
 	if (!id || !id[0])
 		return 0;
 	char known[CLOUD_CLUSTER_ID_MAX + 1] = "";
 	rc = cloud_auth_bind_cluster_id(srv->auth, q->cluster, id, known);
 	if (rc == ERR_INVAL)
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID",
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid Litefs-Cluster-Id header: expected LFSC and 16 upper-case hex digits");
 	else if (rc == ERR_REPL_CLUSTER)
-		set_fail(q, MHD_HTTP_UNPROCESSABLE_CONTENT, "ECLUSTERID",
+		set_fail(q, HTTP_UNPROCESSABLE_CONTENT, "ECLUSTERID",
 			 "cluster ID mismatch: cluster %s belongs to LiteFS cluster %s, this request came from %.20s",
 			 q->cluster, known, id);
 	else if (rc == ERR_CLOUD_NOT_FOUND)
-		set_fail(q, MHD_HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "the cluster of this token was deleted");
+		set_fail(q, HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "the cluster of this token was deleted");
 	else if (rc != 0)
-		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
+		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
 	return rc == 0 ? 0 : -1;
 }
 
 /* Content-Length against the route's limit. */
-static int check_length(struct cloud_http *srv, struct MHD_Connection *conn, struct creq *q)
+static int check_length(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q)
 {
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *cl = httpd_header(conn, HTTP_HEADER_CONTENT_LENGTH);
 	uint64_t limit = q->r == R_UPLOAD ? srv->max_db_bytes : srv->max_upload_bytes;
 	if (!cl)
 		return 0;
 	errno = 0;
 	unsigned long long n = strtoull(cl, NULL, 10);
 	if (errno == ERANGE || n > limit) {
-		set_fail(q, MHD_HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
+		set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
 			 limit);
 		return -1;
 	}
@@ -492,16 +495,16 @@ static int check_length(struct cloud_http *srv, struct MHD_Connection *conn, str
 }
 
 /* Every check that needs only the headers. 0 or -1 (failure in q). */
-static int check_request(struct cloud_http *srv, struct MHD_Connection *conn, const char *url, const char *method,
+static int check_request(struct cloud_http *srv, struct httpd_conn *conn, const char *url, const char *method,
 			 struct creq *q)
 {
 	bool needs_db = false, known = false;
 	q->r = find_route(url, method, &needs_db, &known);
 	if (q->r == R_NONE) {
 		if (known)
-			set_fail(q, MHD_HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method %.20s not allowed on %s", method, url);
+			set_fail(q, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method %.20s not allowed on %s", method, url);
 		else
-			set_fail(q, MHD_HTTP_NOT_FOUND, "ENOTFOUND", "no such endpoint: %.200s", url);
+			set_fail(q, HTTP_NOT_FOUND, "ENOTFOUND", "no such endpoint: %.200s", url);
 		return -1;
 	}
 	if (q->r == R_HEALTH)
@@ -595,15 +598,15 @@ static int tx_begin_inline(struct creq *q, size_t len)
 static void tx_feed_inline(struct creq *q, const char *data, size_t len)
 {
 	if (len > q->body_cap - q->body_len) {
-		/* More than Content-Length said: MHD does not pass that on. */
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "body longer than its Content-Length");
+		/* More than Content-Length said: the server does not pass that on. */
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "body longer than its Content-Length");
 		return;
 	}
 	memcpy(q->body + q->body_len, data, len);
 	q->body_len += len;
 }
 
-static enum MHD_Result tx_finish(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result tx_finish(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				 struct creq *q)
 {
 	if (q->body_cap) {
@@ -623,17 +626,17 @@ static enum MHD_Result tx_finish(struct cloud_http *srv, struct MHD_Connection *
 		  q->cluster, q->db, q->res.pos.txid, hwm, q->n_bytes);
 	json_t *o = json_pack("{s:o, s:o, s:o}", "txid", jhex(q->res.pos.txid), "postApplyChecksum",
 			      jhex(q->res.pos.checksum), "hwm", jhex(q->res.hwm));
-	return reply_json(conn, MHD_HTTP_OK, o, hwm);
+	return reply_json(conn, HTTP_OK, o, hwm);
 }
 
 /* ---- POST /db/upload ---------------------------------------------------- */
 
-static enum MHD_Result upload_finish(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result upload_finish(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				     struct creq *q)
 {
 	memset(&q->res, 0, sizeof(q->res));
 	if (q->n_bytes == 0) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EBADDB", "empty body: expected a SQLite database file");
+		set_fail(q, HTTP_BAD_REQUEST, "EBADDB", "empty body: expected a SQLite database file");
 		return reply_fail(conn, url, q);
 	}
 	int rc = lseek(q->spool_fd, 0, SEEK_SET) < 0 ? -errno : 0;
@@ -649,41 +652,41 @@ static enum MHD_Result upload_finish(struct cloud_http *srv, struct MHD_Connecti
 	hex16(hwm, q->res.hwm);
 	json_t *o = json_pack("{s:o, s:o, s:o}", "txID", jhex(q->res.pos.txid), "postApplyChecksum",
 			      jhex(q->res.pos.checksum), "timestamp", jtime(q->res.pos.ts_ms));
-	return reply_json(conn, MHD_HTTP_OK, o, hwm);
+	return reply_json(conn, HTTP_OK, o, hwm);
 }
 
 /* A chunk of a body: fed to the engine, spooled, or discarded. */
-static enum MHD_Result body_chunk(struct cloud_http *srv, struct creq *q, const char *data, size_t len)
+static enum httpd_result body_chunk(struct cloud_http *srv, struct creq *q, const char *data, size_t len)
 {
 	q->n_bytes += len;
 	if (q->fail_status)
-		return q->refused_early && q->n_bytes > DRAIN_MAX ? MHD_NO : MHD_YES;
+		return q->refused_early && q->n_bytes > DRAIN_MAX ? HTTPD_NO : HTTPD_YES;
 	uint64_t limit = q->r == R_UPLOAD ? srv->max_db_bytes : srv->max_upload_bytes;
 	if (q->n_bytes > limit) {
 		/* Only a chunked body gets here (Content-Length was checked). */
-		set_fail(q, MHD_HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
+		set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
 			 limit);
 		q->refused_early = true;
 		if (q->r == R_TX)
 			tx_join(q); /* the engine sees a truncated file */
-		return MHD_YES;
+		return HTTPD_YES;
 	}
 	if (q->r == R_TX) {
 		if (q->body_cap)
 			tx_feed_inline(q, data, len);
 		else
 			tx_feed(q, data, len);
-		return MHD_YES;
+		return HTTPD_YES;
 	}
 	if (q->r == R_UPLOAD) {
 		int rc = fdio_write(&q->spool_fd, data, len);
 		if (rc != 0)
-			set_fail(q, rc == -ENOSPC || rc == -EDQUOT ? MHD_HTTP_INSUFFICIENT_STORAGE
-								  : MHD_HTTP_INTERNAL_SERVER_ERROR,
+			set_fail(q, rc == -ENOSPC || rc == -EDQUOT ? HTTP_INSUFFICIENT_STORAGE
+								  : HTTP_INTERNAL_SERVER_ERROR,
 				 rc == -ENOSPC || rc == -EDQUOT ? "ENOSPACE" : "EINTERNAL", "cannot spool the upload: %s",
 				 err_str(rc));
 	}
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
 /* ---- Requests without a body -------------------------------------------- */
@@ -714,22 +717,22 @@ static void pos_one(void *ctx, const char *db, const struct cloud_pos *pos)
 	free(key);
 }
 
-static enum MHD_Result handle_pos(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				  struct creq *q)
 {
 	struct pos_ctx p = { json_object() };
 	if (!p.map)
-		return MHD_NO;
+		return HTTPD_NO;
 	int rc = cloud_positions(srv->cs, q->cluster, pos_one, &p);
 	if (rc != 0) {
 		json_decref(p.map);
 		fail_from_rc(q, rc, "cannot list positions", NULL);
 		return reply_fail(conn, url, q);
 	}
-	return reply_json(conn, MHD_HTTP_OK, p.map, NULL);
+	return reply_json(conn, HTTP_OK, p.map, NULL);
 }
 
-static enum MHD_Result handle_snapshot(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				       struct creq *q)
 {
 	struct cloud_target t;
@@ -739,13 +742,13 @@ static enum MHD_Result handle_snapshot(struct cloud_http *srv, struct MHD_Connec
 	if (fmt && !strcmp(fmt, "sqlite"))
 		f = CLOUD_FORMAT_SQLITE;
 	else if (fmt && fmt[0] && strcmp(fmt, "ltx") != 0) {
-		set_fail(q, MHD_HTTP_BAD_REQUEST, "EINVALID", "invalid format: expected ltx or sqlite");
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "invalid format: expected ltx or sqlite");
 		return reply_fail(conn, url, q);
 	}
 	if (take_target(conn, q, false, &t) != 0)
 		return reply_fail(conn, url, q);
 	/* The engine builds the export in an unnamed file (for SQLite the
-	 * built state itself); MHD sends it with sendfile and closes it. */
+	 * built state itself); the server sends it with sendfile and closes it. */
 	struct cloud_pos pos = { 0 };
 	uint64_t size = 0;
 	int fd = -1;
@@ -754,33 +757,32 @@ static enum MHD_Result handle_snapshot(struct cloud_http *srv, struct MHD_Connec
 		fail_from_rc(q, rc, "export failed", NULL);
 		return reply_fail(conn, url, q);
 	}
-	struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
+	struct httpd_response *r = httpd_response_fd(fd, size);
 	if (!r) {
 		close(fd);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
 	char buf[64], ts[40];
 	snprintf(buf, sizeof(buf), "%016" PRIx64 "/%016" PRIx64, pos.txid, pos.checksum);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE,
 				f == CLOUD_FORMAT_SQLITE ? "application/vnd.sqlite3" : "application/octet-stream");
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	MHD_add_response_header(r, "Litefs-Pos", buf);
+	httpd_response_header(r, HTTP_HEADER_CACHE_CONTROL, "no-store");
+	httpd_response_header(r, "Litefs-Pos", buf);
 	if (pos.ts_ms > 0) {
 		ltx_format_time(ts, sizeof(ts), pos.ts_ms);
-		MHD_add_response_header(r, "Litefs-Timestamp", ts);
+		httpd_response_header(r, "Litefs-Timestamp", ts);
 	}
-	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-	MHD_destroy_response(r);
+	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
 	return ret;
 }
 
 static json_t *pos_json(const char *db, const struct cloud_pos *pos)
 {
-	return json_pack("{s:o, s:o, s:o, s:o}", "db", mhd_json_str(db), "txID", jhex(pos->txid), "postApplyChecksum",
+	return json_pack("{s:o, s:o, s:o, s:o}", "db", httpd_json_str(db), "txID", jhex(pos->txid), "postApplyChecksum",
 			 jhex(pos->checksum), "timestamp", jtime(pos->ts_ms));
 }
 
-static enum MHD_Result handle_restore(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				      struct creq *q, bool check)
 {
 	struct cloud_target t;
@@ -798,7 +800,7 @@ static enum MHD_Result handle_restore(struct cloud_http *srv, struct MHD_Connect
 		LOG_DEBUG("cloud-http", "msg=\"database restored\" cluster=%s db=%s as=%s txid=%016" PRIx64
 				       " target_txid=%016" PRIx64 " target_ts_ms=%" PRId64,
 			 q->cluster, q->db, as[0] ? as : "-", pos.txid, t.txid, t.ts_ms);
-	return reply_json(conn, MHD_HTTP_OK, pos_json(as[0] ? as : q->db, &pos), NULL);
+	return reply_json(conn, HTTP_OK, pos_json(as[0] ? as : q->db, &pos), NULL);
 }
 
 /* litefs-backup's CLI reads minTxId/maxTxId/minTimestamp/maxTimestamp at
@@ -860,7 +862,7 @@ static json_t *info_json(const struct cloud_db_info *in)
 			 "retention_ms", (json_int_t)in->retention_ms);
 }
 
-static enum MHD_Result handle_info(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result handle_info(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				   struct creq *q)
 {
 	struct cloud_db_info *info = NULL;
@@ -874,12 +876,12 @@ static enum MHD_Result handle_info(struct cloud_http *srv, struct MHD_Connection
 		return reply_fail(conn, url, q);
 	}
 	if (!json_object_get(o, "name"))
-		json_object_set_new(o, "name", mhd_json_str(q->db));
+		json_object_set_new(o, "name", httpd_json_str(q->db));
 	info_add_compat(o);
-	return reply_json(conn, MHD_HTTP_OK, o, NULL);
+	return reply_json(conn, HTTP_OK, o, NULL);
 }
 
-static enum MHD_Result handle_delete(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result handle_delete(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				     struct creq *q)
 {
 	int rc = cloud_db_delete(srv->cs, q->cluster, q->db);
@@ -888,11 +890,11 @@ static enum MHD_Result handle_delete(struct cloud_http *srv, struct MHD_Connecti
 		return reply_fail(conn, url, q);
 	}
 	LOG_DEBUG("cloud-http", "msg=\"database deleted\" cluster=%s db=%s", q->cluster, q->db);
-	return reply_json(conn, MHD_HTTP_OK, json_pack("{s:o, s:b}", "name", mhd_json_str(q->db), "deleted", 1), NULL);
+	return reply_json(conn, HTTP_OK, json_pack("{s:o, s:b}", "name", httpd_json_str(q->db), "deleted", 1), NULL);
 }
 
 /* The last call of a request: everything was received. */
-static enum MHD_Result dispatch(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				struct creq *q)
 {
 	if (q->fail_status) {
@@ -901,7 +903,7 @@ static enum MHD_Result dispatch(struct cloud_http *srv, struct MHD_Connection *c
 		return reply_fail(conn, url, q);
 	}
 	switch (q->r) {
-	case R_HEALTH: return reply_json(conn, MHD_HTTP_OK, json_pack("{s:b}", "ok", 1), NULL);
+	case R_HEALTH: return reply_json(conn, HTTP_OK, json_pack("{s:b}", "ok", 1), NULL);
 	case R_POS: return handle_pos(srv, conn, url, q);
 	case R_TX: return tx_finish(srv, conn, url, q);
 	case R_SNAPSHOT: return handle_snapshot(srv, conn, url, q);
@@ -912,7 +914,7 @@ static enum MHD_Result dispatch(struct cloud_http *srv, struct MHD_Connection *c
 	case R_DELETE: return handle_delete(srv, conn, url, q);
 	case R_NONE: break;
 	}
-	return MHD_NO;
+	return HTTPD_NO;
 }
 
 /* ---- The access handler ------------------------------------------------- */
@@ -928,19 +930,19 @@ static void creq_free(struct creq *q)
 	free(q);
 }
 
-static bool has_body(struct MHD_Connection *conn)
+static bool has_body(struct httpd_conn *conn)
 {
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	const char *cl = httpd_header(conn, HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = httpd_header(conn, HTTP_HEADER_TRANSFER_ENCODING);
 	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
 }
 
 /* The Content-Length of a body small enough to take in memory, else
  * SIZE_MAX (large, chunked, or unknown). */
-static size_t inline_length(struct MHD_Connection *conn)
+static size_t inline_length(struct httpd_conn *conn)
 {
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	const char *cl = httpd_header(conn, HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = httpd_header(conn, HTTP_HEADER_TRANSFER_ENCODING);
 	if (!cl || te)
 		return SIZE_MAX;
 	char *end;
@@ -951,32 +953,32 @@ static size_t inline_length(struct MHD_Connection *conn)
 
 /* Whether a refusal must be sent before the body: the client waits for
  * 100 Continue, or the body is too large (or of unknown size) to drain. */
-static bool refuse_at_once(struct MHD_Connection *conn)
+static bool refuse_at_once(struct httpd_conn *conn)
 {
 	if (!has_body(conn))
 		return false;
-	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT))
+	if (httpd_header(conn, HTTP_HEADER_EXPECT))
 		return true;
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *cl = httpd_header(conn, HTTP_HEADER_CONTENT_LENGTH);
 	return !cl || strtoull(cl, NULL, 10) > DRAIN_MAX;
 }
 
 /* First call: create the request state and run the header checks. */
-static enum MHD_Result on_first_call(struct cloud_http *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				     const char *method, void **con_cls)
 {
 	struct creq *q = calloc(1, sizeof(*q));
 	if (!q)
-		return MHD_NO;
+		return HTTPD_NO;
 	q->feed_fd = q->drain_fd = q->spool_fd = -1;
 	*con_cls = q;
 	if (atomic_load(&srv->stopping))
-		set_fail(q, MHD_HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");
+		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");
 	else if (check_request(srv, conn, url, method, q) == 0 && q->r == R_TX) {
 		size_t len = inline_length(conn);
 		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
 		if (rc != 0)
-			set_fail(q, MHD_HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
+			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
 		q->spool_fd = fileio_spool_open(srv->tmp_dir);
 		if (q->spool_fd < 0)
@@ -987,10 +989,10 @@ static enum MHD_Result on_first_call(struct cloud_http *srv, struct MHD_Connecti
 		if (refuse_at_once(conn))
 			return reply_fail(conn, url, q);
 	}
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
 {
@@ -1008,11 +1010,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	return dispatch(srv, conn, url, q);
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enum httpd_end toe)
 {
 	struct cloud_http *srv = cls;
 	struct creq *q = *con_cls;
-	if (q && q->r == R_TX && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !q->worker_joined && !q->ingested)
+	if (q && q->r == R_TX && toe != HTTPD_END_OK && !q->worker_joined && !q->ingested)
 		LOG_WARN("cloud-http", "msg=\"upload connection ended early; nothing stored\" cluster=%s db=%s bytes=%" PRIu64,
 			 q->cluster, q->db, q->n_bytes);
 	creq_free(q);
@@ -1020,16 +1022,27 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	atomic_fetch_sub(&srv->n_active, 1);
 }
 
+/* Under pressure the server keeps RESERVED_WORKERS for requests that carry
+ * a valid token: the nodes' pushes and the operators' restores are served
+ * while strangers hold every other worker. */
+static bool is_trusted(void *cls, struct httpd_conn *conn)
+{
+	struct cloud_http *srv = cls;
+	char cluster[CLOUD_CLUSTER_NAME_MAX + 1];
+	const char *h = httpd_header(conn, HTTP_HEADER_AUTHORIZATION);
+	return h && cloud_auth_check(srv->auth, h, cluster) == 0;
+}
+
 /* ---- Start and stop ----------------------------------------------------- */
 
 static int listen_on(struct cloud_http *srv, const char *addr)
 {
-	struct mhd_listen l = {
-		.addr = addr, .mod = "cloud-http", .handler = on_request, .completed = on_completed, .cls = srv,
-		.connection_limit = CONNECTION_LIMIT, .timeout_s = CONNECTION_TIMEOUT_S,
+	struct httpd_listen l = {
+		.addr = addr, .mod = "cloud-http", .handler = on_request, .completed = on_completed,
+		.trusted = is_trusted, .cls = srv, .workers = CONNECTION_LIMIT, .reserved = RESERVED_WORKERS,
 	};
 	uint16_t port = 0;
-	int rc = mhd_start(&l, &srv->daemon, &port);
+	int rc = httpd_start(&l, &srv->daemon, &port);
 	srv->port = port;
 	return rc;
 }
@@ -1072,17 +1085,13 @@ void cloud_http_stop(struct cloud_http *srv)
 	 * fsync) get STOP_GRACE_MS to deliver their reply, so that a client
 	 * never hears "failed" about an upload that was stored. */
 	atomic_store(&srv->stopping, true);
-	MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
-	if (listen_fd != MHD_INVALID_SOCKET)
-		shutdown(listen_fd, SHUT_RDWR);
+	httpd_quiesce(srv->daemon);
 	struct timespec step = { 0, 20 * 1000000L };
 	for (int waited = 0; atomic_load(&srv->n_active) > 0 && waited < STOP_GRACE_MS; waited += 20)
 		nanosleep(&step, NULL);
 	if (atomic_load(&srv->n_active) > 0)
 		LOG_WARN("cloud-http", "msg=\"stopping with requests in flight\" n=%d", atomic_load(&srv->n_active));
-	MHD_stop_daemon(srv->daemon);
-	if (listen_fd != MHD_INVALID_SOCKET)
-		close(listen_fd);
+	httpd_stop(srv->daemon);
 	free(srv->tmp_dir);
 	free(srv);
 }

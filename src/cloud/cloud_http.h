@@ -1,5 +1,5 @@
 /*
- * cloud_http.h — litefs-cloud's HTTP API (libmicrohttpd), compatible with
+ * cloud_http.h — litefs-cloud's HTTP API (base/httpd.h), compatible with
  * LiteFS Cloud: GET /pos, POST /db/tx, GET /db/snapshot, POST /db/restore,
  * GET /db/restore/check, POST /db/upload, GET /db/info, DELETE /db, and
  * GET /healthz. See docs/cloud-api.md.

@@ -1,5 +1,5 @@
 /*
- * http.c — the node's HTTP API on http.addr (libmicrohttpd):
+ * http.c — the node's HTTP API on http.addr (base/httpd.h):
  *
  *   GET  /info              node and database summary (JSON)
  *   GET  /metrics           Prometheus text format
@@ -13,16 +13,14 @@
  *
  * THREADING
  *
- * MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION. Import
+ * The server is base/httpd.c (docs/http.md "The server"): a request holds
+ * a worker thread from its complete head to the end of its reply. Import
  * and export handlers block for a long time by nature: a busy timeout while
  * another client holds a lock (up to HTTP_BUSY_TIMEOUT_MS), PRAGMA
  * integrity_check over a file of gigabytes, a page-by-page backup through
- * the FUSE mount. In a fixed thread pool a few of those would starve the
- * cheap requests (/metrics scrapes, /info health checks); with a thread per
- * connection a slow request only ever delays itself. The number of threads
- * is bounded by MHD_OPTION_CONNECTION_LIMIT. MHD_USE_AUTO picks poll() over
- * select(), so a descriptor number above FD_SETSIZE (the node holds many
- * descriptors) cannot break a connection.
+ * the FUSE mount. So handlers may block, and a slow request only ever
+ * delays itself; the workers are bounded (HTTP_CONNECTION_LIMIT, of which
+ * HTTP_RESERVED_WORKERS only for peers of the cluster: is_trusted()).
  *
  * The handlers never do SQLite I/O on the mount themselves: that runs in a
  * child process (sqlchild.c, `litefs __sqlite`). In WAL mode SQLite maps
@@ -40,7 +38,7 @@
  *      413), and create a temp file <data.dir>/tmp/http-import-XXXXXX. A
  *      refusal is sent at once when the client waits for "100 Continue"
  *      (it then never sends the body) or the body is large; a small body
- *      is drained first, because replying early makes MHD close a socket
+ *      is drained first, because replying early makes the server close a socket
  *      with unread bytes, which the kernel turns into a reset that can
  *      reach the client before the reply (import_begin).
  *   2. Body chunks are appended to the temp file as they arrive: the body
@@ -96,7 +94,7 @@
  *   interrupted, e.g. a read-only database), the position is still exact in
  *   rollback modes (B's lock) and is omitted in WAL mode.
  *   The temp file is opened, unlinked, and streamed with
- *   MHD_create_response_from_fd64 (sendfile), so it vanishes with the
+ *   httpd_response_fd (sendfile), so it vanishes with the
  *   response whatever happens to the connection.
  *
  * SHUTDOWN (http_stop). New requests get 503 and new connections are
@@ -105,7 +103,7 @@
  * after the commit would report a failure for an applied import). Then the
  * helper processes still running are sent SIGTERM — a helper killed inside
  * its write transaction is a client killed mid-transaction, which the mount
- * turns into no transaction — and MHD is stopped. Helpers are tracked by
+ * turns into no transaction — and the server is stopped. Helpers are tracked by
  * pidfd, because the supervisor reaps any child (waitpid(-1)) and a bare
  * PID could be reused by then.
  *
@@ -136,7 +134,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -163,7 +160,7 @@
 #include "node/http.h"
 #include "node/replserver.h"
 #include "base/log.h"
-#include "base/mhd.h"
+#include "base/httpd.h"
 #include "base/outq.h"
 #include "ltx/ltx.h"
 #include "node/sqlchild.h"
@@ -175,7 +172,9 @@
 #define HTTP_BUSY_TIMEOUT_MS 30000
 #define HTTP_BUSY_STEP_US 500
 #define HTTP_CONNECTION_LIMIT 64u
-#define HTTP_CONNECTION_TIMEOUT_S 300u
+/* Of the HTTP_CONNECTION_LIMIT workers, these serve only peers of the
+ * cluster (is_trusted) once the others are busy (docs/http.md). */
+#define HTTP_RESERVED_WORKERS 16u
 #define HTTP_TMP_SUBDIR "tmp"
 #define HTTP_TMP_IMPORT_PREFIX "http-import-"
 #define HTTP_TMP_EXPORT_PREFIX "http-export-"
@@ -189,7 +188,7 @@ struct http_server {
 	char *secret;           /* owned; NULL: no authentication */
 	char *hostname;         /* owned: this node's name for other nodes */
 	bool candidate;
-	struct MHD_Daemon *daemon;
+	struct httpd *daemon;
 	char *tmp_dir;          /* owned: <data.dir>/tmp */
 	atomic_bool stopping;   /* set by http_stop(); interrupts SQLite work */
 	atomic_int n_active;    /* requests between their first call and completion */
@@ -219,7 +218,7 @@ struct import_req {
 	uint64_t n_bytes;       /* body bytes written so far */
 	unsigned fail_status;   /* non-zero: discard the body, reply this */
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
-	char fail_msg[MHD_MSG_LEN];
+	char fail_msg[HTTPD_MSG_LEN];
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -229,36 +228,36 @@ struct import_req {
 
 /* ---- Responses ---------------------------------------------------------- */
 
-static enum MHD_Result respond_method_not_allowed(struct MHD_Connection *conn, const char *method,
+static enum httpd_result respond_method_not_allowed(struct httpd_conn *conn, const char *method,
 						   const char *url, const char *allow)
 {
-	char msg[MHD_MSG_LEN];
+	char msg[HTTPD_MSG_LEN];
 	snprintf(msg, sizeof(msg), "method %.40s not allowed on %s (allowed: %s)", method, url, allow);
 	json_t *o = json_object();
 	if (o)
-		json_object_set_new(o, "error", mhd_json_str(msg));
-	return mhd_respond_json(conn, MHD_HTTP_METHOD_NOT_ALLOWED, o, MHD_HTTP_HEADER_ALLOW, allow);
+		json_object_set_new(o, "error", httpd_json_str(msg));
+	return httpd_respond_json(conn, HTTP_METHOD_NOT_ALLOWED, o, HTTP_HEADER_ALLOW, allow);
 }
 
 /* ---- Query parameters --------------------------------------------------- */
 
 /* Copies the "name" query parameter into out after validating it. Returns
  * 0, or an HTTP status with msg filled. */
-static unsigned get_db_name(struct MHD_Connection *conn, char *out, size_t out_len, char *msg, size_t msg_len)
+static unsigned get_db_name(struct httpd_conn *conn, char *out, size_t out_len, char *msg, size_t msg_len)
 {
 	const char *v = NULL;
 	size_t n = 0;
 
-	if (MHD_lookup_connection_value_n(conn, MHD_GET_ARGUMENT_KIND, "name", 4, &v, &n) != MHD_YES) {
+	if (httpd_arg(conn, "name", &v, &n) != HTTPD_YES) {
 		snprintf(msg, msg_len, "missing query parameter: name");
-		return MHD_HTTP_BAD_REQUEST;
+		return HTTP_BAD_REQUEST;
 	}
 	if (v == NULL)
 		n = 0;
 	/* A decoded %00 would silently truncate the name: refuse it. */
 	if (n == 0 || memchr(v, '\0', n) != NULL || n >= out_len) {
 		snprintf(msg, msg_len, "invalid database name: must be 1 to 200 bytes without NUL");
-		return MHD_HTTP_BAD_REQUEST;
+		return HTTP_BAD_REQUEST;
 	}
 	memcpy(out, v, n);
 	out[n] = '\0';
@@ -266,7 +265,7 @@ static unsigned get_db_name(struct MHD_Connection *conn, char *out, size_t out_l
 		snprintf(msg, msg_len,
 			 "invalid database name: 1 to 200 bytes of UTF-8, no '/', no control characters, no leading '.', "
 			 "not ending in -journal, -wal, -shm or -pos");
-		return MHD_HTTP_BAD_REQUEST;
+		return HTTP_BAD_REQUEST;
 	}
 	return 0;
 }
@@ -388,15 +387,15 @@ static unsigned sqlite_status(int rc)
 	case SQLITE_BUSY:
 	case SQLITE_LOCKED:
 	case SQLITE_INTERRUPT:
-		return MHD_HTTP_SERVICE_UNAVAILABLE;
+		return HTTP_SERVICE_UNAVAILABLE;
 	case SQLITE_READONLY:
-		return MHD_HTTP_CONFLICT;
+		return HTTP_CONFLICT;
 	case SQLITE_FULL:
-		return MHD_HTTP_INSUFFICIENT_STORAGE;
+		return HTTP_INSUFFICIENT_STORAGE;
 	case SQLITE_CANTOPEN:
-		return MHD_HTTP_NOT_FOUND;
+		return HTTP_NOT_FOUND;
 	default:
-		return MHD_HTTP_INTERNAL_SERVER_ERROR;
+		return HTTP_INTERNAL_SERVER_ERROR;
 	}
 }
 
@@ -460,7 +459,7 @@ static void primary_hostname(struct http_server *srv, bool is_primary, char *buf
 		node_primary_host(&srv->st->node, buf, len);
 }
 
-static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connection *conn)
+static enum httpd_result handle_info(struct http_server *srv, struct httpd_conn *conn)
 {
 	char buf[64];
 	json_t *o = json_object();
@@ -468,7 +467,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 	if (!o || !arr) {
 		json_decref(o);
 		json_decref(arr);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
 	snprintf(buf, sizeof(buf), "%016" PRIx64, srv->st->node.node_id);
 	json_object_set_new(o, "nodeID", json_string(buf));
@@ -480,12 +479,12 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 	json_object_set_new(o, "role", json_string(is_primary ? "primary" : "replica"));
 	json_object_set_new(o, "primary", json_boolean(is_primary));
 	json_object_set_new(o, "candidate", json_boolean(srv->candidate));
-	json_object_set_new(o, "hostname", mhd_json_str(srv->hostname));
-	json_object_set_new(o, "primaryHostname", mhd_json_str(host));
+	json_object_set_new(o, "hostname", httpd_json_str(srv->hostname));
+	json_object_set_new(o, "primaryHostname", httpd_json_str(host));
 	json_object_set_new(o, "lagMs", json_integer(node_lag_ms(&srv->st->node)));
 	json_object_set_new(o, "clusterID", json_string(id));
-	json_object_set_new(o, "mountDir", mhd_json_str(fusefs_mountpoint(srv->fs)));
-	json_object_set_new(o, "dataDir", mhd_json_str(srv->st->node.data_dir));
+	json_object_set_new(o, "mountDir", httpd_json_str(fusefs_mountpoint(srv->fs)));
+	json_object_set_new(o, "dataDir", httpd_json_str(srv->st->node.data_dir));
 
 	size_t n = store_count(srv->st);
 	for (size_t i = 0; i < n; i++) {
@@ -499,7 +498,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 			json_t *d = json_object();
 			if (!d)
 				continue;
-			json_object_set_new(d, "name", mhd_json_str(db->name));
+			json_object_set_new(d, "name", httpd_json_str(db->name));
 			json_object_set_new(d, "busy", json_true());
 			json_object_set_new(d, "lockHolder", json_string(v.lock.op ? v.lock.op : ""));
 			json_object_set_new(d, "lockHeldMs", json_integer(v.lock.held_ms));
@@ -512,7 +511,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_t *d = json_object();
 		if (!d)
 			continue;
-		json_object_set_new(d, "name", mhd_json_str(db->name));
+		json_object_set_new(d, "name", httpd_json_str(db->name));
 		json_object_set_new(d, "busy", json_false());
 		snprintf(buf, sizeof(buf), "%016" PRIx64, v.pos.txid);
 		json_object_set_new(d, "txid", json_string(buf));
@@ -537,7 +536,7 @@ static enum MHD_Result handle_info(struct http_server *srv, struct MHD_Connectio
 		json_array_append_new(arr, d);
 	}
 	json_object_set_new(o, "databases", arr);
-	return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL, NULL);
+	return httpd_respond_json(conn, HTTP_OK, o, NULL, NULL);
 }
 
 /* ---- GET /metrics ------------------------------------------------------- */
@@ -594,13 +593,13 @@ static uint64_t db_metric_value(const struct db_stats *v, enum db_metric m)
 	}
 }
 
-static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connection *conn)
+static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_conn *conn)
 {
 	char *buf = NULL;
 	size_t len = 0;
 	FILE *f = open_memstream(&buf, &len);
 	if (!f)
-		return MHD_NO;
+		return HTTPD_NO;
 
 	size_t n = store_count(srv->st), n_live = 0, n_busy = 0;
 	struct db_stats *views = calloc(n ? n : 1, sizeof(*views));
@@ -612,7 +611,7 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 		free(busy);
 		fclose(f);
 		free(buf);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
 	int64_t now_ms = clock_mono_ms();
 	for (size_t i = 0; i < n; i++) {
@@ -705,9 +704,9 @@ static enum MHD_Result handle_metrics(struct http_server *srv, struct MHD_Connec
 
 	if (fclose(f) != 0) {
 		free(buf);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
-	return mhd_respond_buf(conn, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL, NULL);
+	return httpd_respond_buf(conn, HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", buf, len, NULL, NULL);
 }
 
 /* ---- POST /import ------------------------------------------------------- */
@@ -744,39 +743,39 @@ static int import_check_header(struct import_req *ir, uint32_t *page_size)
 	uint8_t hdr[100];
 
 	if (ir->n_bytes == 0) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "empty body: expected a SQLite database file");
+		import_fail(ir, HTTP_BAD_REQUEST, "empty body: expected a SQLite database file");
 		return -1;
 	}
 	if (ir->n_bytes < sizeof(hdr) || pread(ir->fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a SQLite database: only %" PRIu64 " bytes", ir->n_bytes);
+		import_fail(ir, HTTP_BAD_REQUEST, "not a SQLite database: only %" PRIu64 " bytes", ir->n_bytes);
 		return -1;
 	}
 	if (memcmp(hdr, "SQLite format 3", 16) != 0) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a SQLite database (bad header)");
+		import_fail(ir, HTTP_BAD_REQUEST, "not a SQLite database (bad header)");
 		return -1;
 	}
 	uint32_t ps = (uint32_t)hdr[16] << 8 | hdr[17];
 	if (ps == 1)
 		ps = 65536;
 	if (!ltx_is_valid_page_size(ps)) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a valid SQLite database: bad page size %u", ps);
+		import_fail(ir, HTTP_BAD_REQUEST, "not a valid SQLite database: bad page size %u", ps);
 		return -1;
 	}
 	if (ir->n_bytes % ps != 0) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST,
+		import_fail(ir, HTTP_BAD_REQUEST,
 			    "not a valid SQLite database: size %" PRIu64 " is not a multiple of the page size %u",
 			    ir->n_bytes, ps);
 		return -1;
 	}
 	if (hdr[18] < 1 || hdr[18] > 2 || hdr[19] < 1 || hdr[19] > 2) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "unsupported SQLite file format version (%u/%u)", hdr[18],
+		import_fail(ir, HTTP_BAD_REQUEST, "unsupported SQLite file format version (%u/%u)", hdr[18],
 			    hdr[19]);
 		return -1;
 	}
 	if (hdr[18] != 1 || hdr[19] != 1) {
 		static const uint8_t rollback[2] = { 1, 1 };
 		if (pwrite(ir->fd, rollback, 2, 18) != 2) {
-			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot rewrite the temp copy: %s",
+			import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot rewrite the temp copy: %s",
 				    strerror(errno));
 			return -1;
 		}
@@ -798,11 +797,11 @@ static int import_check_integrity(struct http_server *srv, struct import_req *ir
 			sqlite3_finalize(stmt);
 			return 0;
 		}
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "integrity_check failed: %.300s", r ? r : "(null)");
+		import_fail(ir, HTTP_BAD_REQUEST, "integrity_check failed: %.300s", r ? r : "(null)");
 	} else if (atomic_load(&srv->stopping)) {
-		import_fail(ir, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+		import_fail(ir, HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
 	} else {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "not a valid SQLite database: %s", sqlite3_errmsg(src));
+		import_fail(ir, HTTP_BAD_REQUEST, "not a valid SQLite database: %s", sqlite3_errmsg(src));
 	}
 	sqlite3_finalize(stmt);
 	return -1;
@@ -823,12 +822,12 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	if (import_check_header(ir, &ps) != 0)
 		goto out;
 	if (!(uri = immutable_uri(ir->tmp_path)) || !(path = mount_path(srv, ir->name))) {
-		import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 		goto out;
 	}
 	rc = sqlite3_open_v2(uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
 	if (rc != SQLITE_OK) {
-		import_fail(ir, MHD_HTTP_BAD_REQUEST, "cannot open the uploaded file: %s",
+		import_fail(ir, HTTP_BAD_REQUEST, "cannot open the uploaded file: %s",
 			    src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
 		goto out;
 	}
@@ -844,11 +843,11 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	if (!before.exists)
 		db = NULL;
 	if (db && before.write_refused) {
-		import_fail(ir, MHD_HTTP_CONFLICT, "database %s failed verification; writes are refused", ir->name);
+		import_fail(ir, HTTP_CONFLICT, "database %s failed verification; writes are refused", ir->name);
 		goto out;
 	}
 	if (db && before.page_size != 0 && before.n_pages != 0 && before.page_size != ps) {
-		import_fail(ir, MHD_HTTP_CONFLICT,
+		import_fail(ir, HTTP_CONFLICT,
 			    "page size mismatch: database %s has %u-byte pages, the file has %u-byte pages "
 			    "(LiteFS cannot change a database's page size; import under a new name, or "
 			    "rebuild the file with PRAGMA page_size=%u; VACUUM)",
@@ -860,13 +859,13 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	/* The copy into the mount runs in a child process: the node must not
 	 * map its own files (sqlchild.c). */
 	{
-		char line[MHD_MSG_LEN + 32];
+		char line[HTTPD_MSG_LEN + 32];
 		const char *msg = "";
 		struct sqlchild child;
 		char *argv[] = { "litefs", "__sqlite", "import", uri, path, created ? "1" : "0", NULL };
 		rc = sqlchild_start(&child, argv);
 		if (rc != 0) {
-			import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
+			import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
 			goto out;
 		}
 		int slot = child_track(srv, child.pid);
@@ -881,14 +880,14 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		if (rc != SQLITE_OK) {
 			unsigned status = sqlite_status(rc);
 			if (atomic_load(&srv->stopping))
-				import_fail(ir, MHD_HTTP_SERVICE_UNAVAILABLE,
+				import_fail(ir, HTTP_SERVICE_UNAVAILABLE,
 					    "the node is shutting down; the import was interrupted (if the position of "
 					    "%s did not advance, nothing was applied)", ir->name);
 			else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
 				import_fail(ir, status, "database %s is busy: another connection held a lock for %d ms",
 					    ir->name, HTTP_BUSY_TIMEOUT_MS);
 			else
-				import_fail(ir, status == MHD_HTTP_NOT_FOUND ? MHD_HTTP_INTERNAL_SERVER_ERROR : status,
+				import_fail(ir, status == HTTP_NOT_FOUND ? HTTP_INTERNAL_SERVER_ERROR : status,
 					    "cannot write database %s: %s", ir->name, msg);
 			goto out;
 		}
@@ -896,7 +895,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 
 	db = store_find(srv->st, ir->name, false);
 	if (!db) {
-		import_fail(ir, MHD_HTTP_INTERNAL_SERVER_ERROR, "database %s vanished after the import", ir->name);
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "database %s vanished after the import", ir->name);
 		goto out;
 	}
 	*pos = db_pos(db);
@@ -921,7 +920,7 @@ out:
 }
 
 /* End of the upload: validate, apply, reply. */
-static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connection *conn, struct import_req *ir)
+static enum httpd_result import_finish(struct http_server *srv, struct httpd_conn *conn, struct import_req *ir)
 {
 	struct ltx_pos pos = { 0 };
 	char buf[64];
@@ -932,40 +931,40 @@ static enum MHD_Result import_finish(struct http_server *srv, struct MHD_Connect
 			 ir->n_bytes, pos.txid);
 		json_t *o = json_object();
 		if (!o)
-			return MHD_NO;
-		json_object_set_new(o, "name", mhd_json_str(ir->name));
+			return HTTPD_NO;
+		json_object_set_new(o, "name", httpd_json_str(ir->name));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.txid);
 		json_object_set_new(o, "txid", json_string(buf));
 		snprintf(buf, sizeof(buf), "%016" PRIx64, pos.checksum);
 		json_object_set_new(o, "checksum", json_string(buf));
-		return mhd_respond_json(conn, MHD_HTTP_OK, o, NULL, NULL);
+		return httpd_respond_json(conn, HTTP_OK, o, NULL, NULL);
 	}
 	atomic_fetch_add(&srv->n_import_err, 1);
-	char logmsg[MHD_MSG_LEN];
+	char logmsg[HTTPD_MSG_LEN];
 	snprintf(logmsg, sizeof(logmsg), "%s", ir->fail_msg);
-	mhd_log_clean(logmsg);
+	httpd_log_clean(logmsg);
 	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
 		 ir->n_bytes, ir->fail_status, logmsg);
-	return mhd_respond_error(conn, ir->fail_status, ir->fail_msg);
+	return httpd_respond_error(conn, ir->fail_status, ir->fail_msg);
 }
 
 /* First call for POST /import: everything that can be refused before the
  * body is read.
  *
- * A refusal sent before the body was read makes MHD close the connection
+ * A refusal sent before the body was read makes the server close the connection
  * with unread bytes in the socket, and the kernel then resets it: a client
  * still sending may get ECONNRESET instead of the reply. So the reply is
  * sent early only when that cannot happen or cannot be helped — the client
  * waits for "100 Continue", or the body is too large to drain — and
  * otherwise a small body (up to HTTP_DRAIN_MAX) is read and discarded
  * first. */
-static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connection *conn, void **con_cls)
+static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn *conn, void **con_cls)
 {
-	char name[256], msg[MHD_MSG_LEN];
+	char name[256], msg[HTTPD_MSG_LEN];
 	unsigned long long content_length = 0;
 	bool has_length = false;
 
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	const char *cl = httpd_header(conn, HTTP_HEADER_CONTENT_LENGTH);
 	if (cl) {
 		errno = 0;
 		content_length = strtoull(cl, NULL, 10);
@@ -973,69 +972,69 @@ static enum MHD_Result import_begin(struct http_server *srv, struct MHD_Connecti
 		if (errno == ERANGE || content_length > HTTP_MAX_IMPORT_BYTES) {
 			atomic_fetch_add(&srv->n_import_err, 1);
 			LOG_WARN("http", "msg=\"import refused: body too large\" content_length=\"%.30s\"", cl);
-			return mhd_respond_errorf(conn, MHD_HTTP_CONTENT_TOO_LARGE,
+			return httpd_respond_errorf(conn, HTTP_CONTENT_TOO_LARGE,
 					      "body too large: the limit is %llu bytes", HTTP_MAX_IMPORT_BYTES);
 		}
 	}
-	bool expects_continue = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT) != NULL;
+	bool expects_continue = httpd_header(conn, HTTP_HEADER_EXPECT) != NULL;
 	bool reply_early = expects_continue || !has_length || content_length > HTTP_DRAIN_MAX;
 
 	unsigned status = get_db_name(conn, name, sizeof(name), msg, sizeof(msg));
 	if (status == 0 && !node_is_primary(&srv->st->node)) {
-		status = MHD_HTTP_CONFLICT;
+		status = HTTP_CONFLICT;
 		snprintf(msg, sizeof(msg), "this node is a read-only replica: import on the primary");
 	}
 	if (status != 0 && reply_early) {
 		atomic_fetch_add(&srv->n_import_err, 1);
 		LOG_WARN("http", "msg=\"import refused\" status=%u reason=\"%s\"", status, msg);
-		return mhd_respond_error(conn, status, msg);
+		return httpd_respond_error(conn, status, msg);
 	}
 	struct import_req *ir = calloc(1, sizeof(*ir));
 	if (!ir)
-		return MHD_NO;
+		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
 	ir->fd = -1;
 	if (status != 0) {
-		snprintf(ir->name, sizeof(ir->name), "%s", status == MHD_HTTP_CONFLICT ? name : "-");
+		snprintf(ir->name, sizeof(ir->name), "%s", status == HTTP_CONFLICT ? name : "-");
 		ir->fail_status = status;
 		ir->refused_early = true;
 		snprintf(ir->fail_msg, sizeof(ir->fail_msg), "%s", msg);
 		*con_cls = ir;
-		return MHD_YES;
+		return HTTPD_YES;
 	}
 	snprintf(ir->name, sizeof(ir->name), "%s", name);
 	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->tmp_path);
 	if (fd < 0) {
 		LOG_ERROR("http", "msg=\"cannot create temp file\" db=%s dir=\"%s\" err=\"%s\"", name, srv->tmp_dir,
 			  err_str(fd));
-		status = fd == -ENOSPC ? MHD_HTTP_INSUFFICIENT_STORAGE : MHD_HTTP_INTERNAL_SERVER_ERROR;
+		status = fd == -ENOSPC ? HTTP_INSUFFICIENT_STORAGE : HTTP_INTERNAL_SERVER_ERROR;
 		if (reply_early) {
 			free(ir);
 			atomic_fetch_add(&srv->n_import_err, 1);
-			return mhd_respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
+			return httpd_respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
 		}
 		import_fail(ir, status, "cannot create a temp file: %s", err_str(fd));
 		ir->refused_early = true;
 	}
 	ir->fd = fd;
 	*con_cls = ir;
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
 /* A chunk of the body: appended to the temp file. */
-static enum MHD_Result import_chunk(struct import_req *ir, const char *data, size_t len)
+static enum httpd_result import_chunk(struct import_req *ir, const char *data, size_t len)
 {
 	if (ir->fail_status) {
 		/* Draining a body we will refuse; a large one is cut short. */
 		ir->n_bytes += len;
-		return ir->refused_early && ir->n_bytes > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
+		return ir->refused_early && ir->n_bytes > HTTP_DRAIN_MAX ? HTTPD_NO : HTTPD_YES;
 	}
 	if (ir->n_bytes + len > HTTP_MAX_IMPORT_BYTES) {
 		/* Only a chunked body gets here (Content-Length was checked).
-		 * MHD cannot reply mid-body: close the connection. */
+		 * the server cannot reply mid-body: close the connection. */
 		LOG_WARN("http", "msg=\"import aborted: chunked body exceeds the limit\" db=%s limit=%llu", ir->name,
 			 HTTP_MAX_IMPORT_BYTES);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
 	size_t done = 0;
 	while (done < len) {
@@ -1044,15 +1043,15 @@ static enum MHD_Result import_chunk(struct import_req *ir, const char *data, siz
 			continue;
 		if (n <= 0) {
 			int err = n < 0 ? errno : EIO;
-			import_fail(ir, err == ENOSPC || err == EDQUOT ? MHD_HTTP_INSUFFICIENT_STORAGE
-								       : MHD_HTTP_INTERNAL_SERVER_ERROR,
+			import_fail(ir, err == ENOSPC || err == EDQUOT ? HTTP_INSUFFICIENT_STORAGE
+								       : HTTP_INTERNAL_SERVER_ERROR,
 				    "cannot store the upload: %s", strerror(err));
-			return MHD_YES;
+			return HTTPD_YES;
 		}
 		done += (size_t)n;
 	}
 	ir->n_bytes += len;
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
 /* ---- GET /export -------------------------------------------------------- */
@@ -1063,7 +1062,7 @@ struct export_result {
 	bool has_pos;
 	struct ltx_pos pos;
 	unsigned status;        /* on failure */
-	char msg[MHD_MSG_LEN];
+	char msg[HTTPD_MSG_LEN];
 };
 
 static void export_fail(struct export_result *r, unsigned status, const char *fmt, ...)
@@ -1090,15 +1089,15 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	r->fd = -1;
 	struct db *db = store_find(srv->st, name, false);
 	if (!db) {
-		export_fail(r, MHD_HTTP_NOT_FOUND, "database not found: %s", name);
+		export_fail(r, HTTP_NOT_FOUND, "database not found: %s", name);
 		return -1;
 	}
 	if (!(path = mount_path(srv, name))) {
-		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		export_fail(r, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 		goto out;
 	}
 	if ((fd = make_temp(srv, HTTP_TMP_EXPORT_PREFIX, &tmp)) < 0) {
-		export_fail(r, fd == -ENOSPC ? MHD_HTTP_INSUFFICIENT_STORAGE : MHD_HTTP_INTERNAL_SERVER_ERROR,
+		export_fail(r, fd == -ENOSPC ? HTTP_INSUFFICIENT_STORAGE : HTTP_INTERNAL_SERVER_ERROR,
 			    "cannot create a temp file: %s", err_str(fd));
 		goto out;
 	}
@@ -1108,12 +1107,12 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	 * own files, sqlchild.c): it holds writers off (A) and opens the read
 	 * transaction the copy is taken from (B), then waits while this
 	 * process reads the position those locks pin. */
-	char line[MHD_MSG_LEN + 32];
+	char line[HTTPD_MSG_LEN + 32];
 	const char *msg = "";
 	char *argv[] = { "litefs", "__sqlite", "export", path, tmp, NULL };
 	rc = sqlchild_start(&child, argv);
 	if (rc != 0) {
-		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot start the export helper: %s", err_str(rc));
+		export_fail(r, HTTP_INTERNAL_SERVER_ERROR, "cannot start the export helper: %s", err_str(rc));
 		goto out;
 	}
 	child_started = true;
@@ -1126,10 +1125,10 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 			msg = line;
 		}
 		if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
-			export_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "database %s is busy: a writer held its lock too long",
+			export_fail(r, HTTP_SERVICE_UNAVAILABLE, "database %s is busy: a writer held its lock too long",
 				    name);
 		else if ((rc & 0xff) == SQLITE_CANTOPEN && store_find(srv->st, name, false) == NULL)
-			export_fail(r, MHD_HTTP_NOT_FOUND, "database not found: %s", name);
+			export_fail(r, HTTP_NOT_FOUND, "database not found: %s", name);
 		else
 			export_fail(r, sqlite_status(rc), "cannot read database %s: %s", name, msg);
 		goto out;
@@ -1149,7 +1148,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 			msg = line;
 		}
 		unsigned status = sqlite_status(rc);
-		export_fail(r, status == MHD_HTTP_NOT_FOUND ? MHD_HTTP_INTERNAL_SERVER_ERROR : status,
+		export_fail(r, status == HTTP_NOT_FOUND ? HTTP_INTERNAL_SERVER_ERROR : status,
 			    "cannot copy database %s: %s", name, msg);
 		goto out;
 	}
@@ -1158,7 +1157,7 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 	r->fd = open(tmp, O_RDONLY | O_CLOEXEC);
 	struct stat sb;
 	if (r->fd < 0 || fstat(r->fd, &sb) != 0) {
-		export_fail(r, MHD_HTTP_INTERNAL_SERVER_ERROR, "cannot reopen the copy: %s", strerror(errno));
+		export_fail(r, HTTP_INTERNAL_SERVER_ERROR, "cannot reopen the copy: %s", strerror(errno));
 		goto out;
 	}
 	r->size = (uint64_t)sb.st_size;
@@ -1169,7 +1168,7 @@ out:
 		child_untrack(srv, child_slot);
 	}
 	if (ret != 0 && r->status >= 500 && atomic_load(&srv->stopping))
-		export_fail(r, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+		export_fail(r, HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
 	if (ret != 0 && r->fd >= 0) {
 		close(r->fd);
 		r->fd = -1;
@@ -1182,9 +1181,9 @@ out:
 	return ret;
 }
 
-static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connection *conn)
+static enum httpd_result handle_export(struct http_server *srv, struct httpd_conn *conn)
 {
-	char name[256], msg[MHD_MSG_LEN];
+	char name[256], msg[HTTPD_MSG_LEN];
 	struct export_result r;
 
 	memset(&r, 0, sizeof(r));
@@ -1192,32 +1191,31 @@ static enum MHD_Result handle_export(struct http_server *srv, struct MHD_Connect
 	if (status) {
 		atomic_fetch_add(&srv->n_export_err, 1);
 		LOG_WARN("http", "msg=\"export refused: invalid name\" status=%u", status);
-		return mhd_respond_error(conn, status, msg);
+		return httpd_respond_error(conn, status, msg);
 	}
 	if (export_copy(srv, name, &r) != 0) {
 		atomic_fetch_add(&srv->n_export_err, 1);
-		char logmsg[MHD_MSG_LEN];
+		char logmsg[HTTPD_MSG_LEN];
 		snprintf(logmsg, sizeof(logmsg), "%s", r.msg);
-		mhd_log_clean(logmsg);
+		httpd_log_clean(logmsg);
 		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
-		return mhd_respond_error(conn, r.status, r.msg);
+		return httpd_respond_error(conn, r.status, r.msg);
 	}
-	/* MHD closes the fd when the response is destroyed. */
-	struct MHD_Response *resp = MHD_create_response_from_fd64(r.size, r.fd);
+	/* The server closes the fd when the reply is done. */
+	struct httpd_response *resp = httpd_response_fd(r.fd, r.size);
 	if (!resp) {
 		close(r.fd);
 		atomic_fetch_add(&srv->n_export_err, 1);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.sqlite3");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	httpd_response_header(resp, HTTP_HEADER_CONTENT_TYPE, "application/vnd.sqlite3");
+	httpd_response_header(resp, HTTP_HEADER_CACHE_CONTROL, "no-store");
 	if (r.has_pos) {
 		char pos[LTX_POS_STR_LEN];
 		ltx_format_pos(pos, r.pos);
-		MHD_add_response_header(resp, "Litefs-Pos", pos);
+		httpd_response_header(resp, "Litefs-Pos", pos);
 	}
-	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, resp);
-	MHD_destroy_response(resp);
+	enum httpd_result ret = httpd_queue(conn, HTTP_OK, resp);
 	atomic_fetch_add(&srv->n_export_ok, 1);
 	LOG_INFO("http", "msg=\"export served\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " pos_known=%s", name,
 		 r.size, r.pos.txid, r.has_pos ? "true" : "false");
@@ -1263,7 +1261,7 @@ static json_t *events_role(const char *type, bool is_primary, const char *host)
 	json_t *d = json_object();
 	if (d) {
 		json_object_set_new(d, "isPrimary", json_boolean(is_primary));
-		json_object_set_new(d, "hostname", mhd_json_str(host));
+		json_object_set_new(d, "hostname", httpd_json_str(host));
 	}
 	return json_pack("{s:s, s:o*}", "type", type, "data", d);
 }
@@ -1274,7 +1272,7 @@ static json_t *events_tx(const struct db_stats *v)
 	snprintf(txid, sizeof(txid), "%016" PRIx64, v->pos.txid);
 	snprintf(chk, sizeof(chk), "%016" PRIx64, v->pos.checksum);
 	ltx_format_time(ts, sizeof(ts), v->ts_ms);
-	return json_pack("{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:s}}", "type", "tx", "db", mhd_json_str(v->db->name), "data",
+	return json_pack("{s:s, s:o, s:{s:s, s:s, s:i, s:i, s:s}}", "type", "tx", "db", httpd_json_str(v->db->name), "data",
 			 "txID", txid, "postApplyChecksum", chk, "pageSize", (json_int_t)v->page_size, "commit",
 			 (json_int_t)v->n_pages, "timestamp", ts);
 }
@@ -1322,17 +1320,17 @@ static ssize_t events_read(void *cls, uint64_t pos, char *buf, size_t max)
 	for (;;) {
 		ssize_t n = outq_take(&e->q, buf, max);
 		if (n != 0)
-			return n > 0 ? n : MHD_CONTENT_READER_END_WITH_ERROR;
+			return n > 0 ? n : HTTPD_END_WITH_ERROR;
 		if (e->finished || atomic_load(&e->srv->stopping))
-			return MHD_CONTENT_READER_END_OF_STREAM;
-		if (mhd_peer_gone(e->sock_fd))
-			return MHD_CONTENT_READER_END_WITH_ERROR;
+			return HTTPD_END_OF_STREAM;
+		if (httpd_peer_gone(e->sock_fd))
+			return HTTPD_END_WITH_ERROR;
 		/* Scanning is cheap (a copy per database under its lock), so it
 		 * also runs on timeouts: a change that did not bump the counter
 		 * is seen within EVENTS_POLL_MS. */
 		e->seq = node_wait_change(&e->srv->st->node, e->seq, EVENTS_POLL_MS);
 		if (events_scan(e) != 0)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
+			return HTTPD_END_WITH_ERROR;
 	}
 }
 
@@ -1346,13 +1344,13 @@ static void events_free(void *cls)
 	free(e);
 }
 
-static enum MHD_Result handle_events(struct http_server *srv, struct MHD_Connection *conn)
+static enum httpd_result handle_events(struct http_server *srv, struct httpd_conn *conn)
 {
 	struct events_sess *e = calloc(1, sizeof(*e));
 	if (!e)
-		return MHD_NO;
+		return HTTPD_NO;
 	e->srv = srv;
-	e->sock_fd = mhd_sock_of(conn);
+	e->sock_fd = httpd_sock_of(conn);
 	outq_init(&e->q);
 	e->seq = node_change_seq(&srv->st->node);
 	e->is_primary = node_is_primary(&srv->st->node);
@@ -1369,28 +1367,27 @@ static enum MHD_Result handle_events(struct http_server *srv, struct MHD_Connect
 			e->last[i] = db_pos(db);
 	}
 	e->n_last = n;
-	struct MHD_Response *r = ok ? MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, events_read, e,
+	struct httpd_response *r = ok ? httpd_response_callback(HTTPD_SIZE_UNKNOWN, 16 << 10, events_read, e,
 									 events_free)
 				    : NULL;
 	if (!r) {
 		events_free(e);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-	MHD_destroy_response(r);
+	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE, "application/x-ndjson");
+	httpd_response_header(r, HTTP_HEADER_CACHE_CONTROL, "no-store");
+	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
 	return ret;
 }
 
 /* ---- Dispatch ----------------------------------------------------------- */
 
 /* Routes a request that carries no body (or whose body is ignored). */
-static enum MHD_Result route(struct http_server *srv, struct MHD_Connection *conn, const char *url,
+static enum httpd_result route(struct http_server *srv, struct httpd_conn *conn, const char *url,
 			     const char *method)
 {
-	bool get = !strcmp(method, MHD_HTTP_METHOD_GET);
-	bool head = !strcmp(method, MHD_HTTP_METHOD_HEAD);
+	bool get = !strcmp(method, HTTP_METHOD_GET);
+	bool head = !strcmp(method, HTTP_METHOD_HEAD);
 	if (!strcmp(url, "/info")) {
 		if (!get && !head)
 			return respond_method_not_allowed(conn, method, url, "GET, HEAD");
@@ -1413,25 +1410,25 @@ static enum MHD_Result route(struct http_server *srv, struct MHD_Connection *con
 			return respond_method_not_allowed(conn, method, url, "GET");
 		return handle_export(srv, conn);
 	}
-	return mhd_respond_errorf(conn, MHD_HTTP_NOT_FOUND, "not found: %.200s", url);
+	return httpd_respond_errorf(conn, HTTP_NOT_FOUND, "not found: %.200s", url);
 }
 
 /* *con_cls of a request answered on its second call. */
 static char deferred_marker;
 
-static bool request_has_body(struct MHD_Connection *conn)
+static bool request_has_body(struct httpd_conn *conn)
 {
-	const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	const char *cl = httpd_header(conn, HTTP_HEADER_CONTENT_LENGTH);
+	const char *te = httpd_header(conn, HTTP_HEADER_TRANSFER_ENCODING);
 	return te != NULL || (cl != NULL && strcmp(cl, "0") != 0);
 }
 
-/* The access handler. MHD calls it once with the headers, then once per
+/* The access handler. The server calls it once with the headers, then once per
  * body chunk, then once more with *upload_data_size == 0. A reply queued on
- * the first call is an "early" reply after which MHD closes the connection,
+ * the first call is an "early" reply after which the server closes the connection,
  * so requests without a body are answered on the second call, which keeps
  * connections alive (Prometheus scrapes reuse them). */
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const char *url, const char *method,
 				  const char *version, const char *upload_data, size_t *upload_data_size,
 				  void **con_cls)
 {
@@ -1462,18 +1459,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	/* First call: the request counts as in flight until on_completed(). */
 	atomic_fetch_add(&srv->n_active, 1);
 	if (atomic_load(&srv->stopping))
-		return mhd_respond_error(conn, MHD_HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
-	if (!strcmp(url, "/import") && !strcmp(method, MHD_HTTP_METHOD_POST))
+		return httpd_respond_error(conn, HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	if (!strcmp(url, "/import") && !strcmp(method, HTTP_METHOD_POST))
 		return import_begin(srv, conn, con_cls);
-	if (!strcmp(url, "/stream") && !strcmp(method, MHD_HTTP_METHOD_POST))
+	if (!strcmp(url, "/stream") && !strcmp(method, HTTP_METHOD_POST))
 		return replserver_begin(&srv->repl, conn, con_cls);
 	if (request_has_body(conn))
 		return route(srv, conn, url, method); /* early: the body is not read */
 	*con_cls = &deferred_marker;
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enum httpd_end toe)
 {
 	struct http_server *srv = cls;
 	atomic_fetch_sub(&srv->n_active, 1);
@@ -1481,12 +1478,30 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		replserver_req_free(*con_cls);
 	} else if (*con_cls != &deferred_marker) {
 		struct import_req *ir = *con_cls;
-		if (ir && toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		if (ir && toe != HTTPD_END_OK)
 			LOG_WARN("http", "msg=\"import connection ended early\" db=%s bytes=%" PRIu64 " code=%d",
 				 ir->name, ir->n_bytes, (int)toe);
 		import_req_free(ir);
 	}
 	*con_cls = NULL;
+}
+
+/* Under pressure the server keeps HTTP_RESERVED_WORKERS for requests this
+ * returns true for: a peer of the cluster, which proves itself with the
+ * shared secret when one is configured (http.secret), else by naming this
+ * cluster's ID. Without a secret the node API is open to whoever can reach
+ * it (as LiteFS's is), and an ID can be read from /info: docs/http.md. */
+static bool is_trusted(void *cls, struct httpd_conn *conn)
+{
+	struct http_server *srv = cls;
+	if (srv->secret)
+		return replserver_auth_ok(&srv->repl, conn);
+	const char *id = httpd_header(conn, "Litefs-Cluster-Id");
+	char mine[CLUSTER_ID_LEN + 1] = "";
+	if (!id || !srv->cluster)
+		return false;
+	cluster_get(srv->cluster, mine);
+	return mine[0] && !strcmp(id, mine);
 }
 
 /* ---- Start and stop ----------------------------------------------------- */
@@ -1499,7 +1514,7 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	int rc;
 
 	*out = NULL;
-	if ((rc = mhd_parse_addr(addr, host, sizeof(host), port, sizeof(port))) != 0) {
+	if ((rc = httpd_parse_addr(addr, host, sizeof(host), port, sizeof(port))) != 0) {
 		LOG_ERROR("http", "msg=\"invalid http.addr: expected host:port, [ipv6]:port or :port\" addr=\"%s\"",
 			  addr ? addr : "");
 		return rc;
@@ -1536,12 +1551,12 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	srv->repl = (struct replserver){ .st = st, .cluster = srv->cluster, .secret = srv->secret,
 					 .hostname = srv->hostname, .tmp_dir = srv->tmp_dir, .stopping = &srv->stopping };
 
-	struct mhd_listen l = {
-		.addr = addr, .mod = "http", .handler = on_request, .completed = on_completed, .cls = srv,
-		.connection_limit = HTTP_CONNECTION_LIMIT, .timeout_s = HTTP_CONNECTION_TIMEOUT_S,
+	struct httpd_listen l = {
+		.addr = addr, .mod = "http", .handler = on_request, .completed = on_completed, .trusted = is_trusted,
+		.cls = srv, .workers = HTTP_CONNECTION_LIMIT, .reserved = HTTP_RESERVED_WORKERS,
 	};
 	uint16_t bound = 0;
-	if ((rc = mhd_start(&l, &srv->daemon, &bound)) != 0)
+	if ((rc = httpd_start(&l, &srv->daemon, &bound)) != 0)
 		goto err;
 	LOG_INFO("http", "msg=\"serving HTTP API\" addr=\"%s\" port=%u", addr, (unsigned)bound);
 	*out = srv;
@@ -1561,22 +1576,19 @@ void http_stop(struct http_server *srv)
 		return;
 	/* 1. Refuse new requests (503) and stop accepting connections.
 	 * 2. Let requests in flight finish for up to HTTP_STOP_GRACE_MS, so an
-	 *    import that is committing still gets its reply: MHD_stop_daemon()
+	 *    import that is committing still gets its reply: httpd_stop()
 	 *    closes every connection, and a reply lost there would tell the
 	 *    client "failed" about an import that was applied.
 	 * 3. End the helpers of what is still running (their transactions
-	 *    roll back), then stop MHD, which joins the connection threads. */
+	 *    roll back), then stop the server, which joins its threads. */
 	atomic_store(&srv->stopping, true);
 	/* Streams (/stream, /events) wait for store changes: wake them so
 	 * they see the stop, send their end frame and finish. */
 	node_notify_change(&srv->st->node);
 	if (srv->daemon) {
-		/* The listening socket must stay open until MHD stopped; shutting
-		 * it down now refuses new connections at once instead of leaving
-		 * them in the backlog, unanswered, until the end. */
-		MHD_socket listen_fd = MHD_quiesce_daemon(srv->daemon);
-		if (listen_fd != MHD_INVALID_SOCKET)
-			shutdown(listen_fd, SHUT_RDWR);
+		/* Closing the listening socket now refuses new connections at
+		 * once instead of leaving them in the backlog, unanswered. */
+		httpd_quiesce(srv->daemon);
 		struct timespec step = { 0, 20 * 1000000L };
 		int waited_ms = 0;
 		while (atomic_load(&srv->n_active) > 0 && waited_ms < HTTP_STOP_GRACE_MS) {
@@ -1587,9 +1599,7 @@ void http_stop(struct http_server *srv)
 		if (left > 0)
 			LOG_WARN("http", "msg=\"stopping with requests in flight; ending them\" n=%d", left);
 		children_terminate(srv);
-		MHD_stop_daemon(srv->daemon);
-		if (listen_fd != MHD_INVALID_SOCKET)
-			close(listen_fd);
+		httpd_stop(srv->daemon);
 	}
 	for (int i = 0; i < (int)HTTP_CONNECTION_LIMIT; i++)
 		if (srv->child_pidfds[i] >= 0)

@@ -1,5 +1,5 @@
 /*
- * http.h — the node's HTTP API on http.addr (libmicrohttpd): GET /info,
+ * http.h — the node's HTTP API on http.addr (base/httpd.h): GET /info,
  * GET /metrics, GET /events, POST /import?name=, GET /export?name=, and
  * POST /stream (routed to replserver.c; protocol: proto/stream.c). See
  * docs/http.md.

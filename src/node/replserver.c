@@ -4,7 +4,7 @@
  * client is replica.c). http.c routes the request here.
  *
  * One replica connection (the protocol is in stream.c). The response is a
- * callback response; MHD calls stream_read() from the connection's own
+ * callback response; the server calls stream_read() from the connection's
  * thread whenever the socket can take more, and stream_read() blocks (at
  * most until the next heartbeat is due) when there is nothing to send.
  *
@@ -18,7 +18,6 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <microhttpd.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdatomic.h>
@@ -34,7 +33,7 @@
 #include "base/err.h"
 #include "base/fileio.h"
 #include "base/log.h"
-#include "base/mhd.h"
+#include "base/httpd.h"
 #include "base/outq.h"
 #include "ltx/ltx.h"
 #include "node/db.h"
@@ -82,7 +81,7 @@ struct replserver_req {
 	struct stream_parser parser;
 	bool have_positions;
 	unsigned fail_status;
-	char fail_msg[MHD_MSG_LEN];
+	char fail_msg[HTTPD_MSG_LEN];
 	struct stream_list req;  /* copied out of the parser */
 };
 
@@ -318,7 +317,7 @@ static int sess_fill(struct stream_sess *s)
 		LOG_WARN("repl", "msg=\"stream: this node is no longer the primary; ending the stream\" peer=%s", s->peer);
 		return ERR_READONLY;
 	}
-	if (mhd_peer_gone(s->sock_fd)) {
+	if (httpd_peer_gone(s->sock_fd)) {
 		LOG_INFO("repl", "msg=\"stream: the replica went away\" peer=%s", s->peer);
 		return -ECONNRESET;
 	}
@@ -371,12 +370,12 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 			 * replica must see a broken stream and reconnect. */
 			LOG_WARN("repl", "msg=\"stream: cannot read a record while sending it; ending the stream\" peer=%s",
 				 s->peer);
-			return MHD_CONTENT_READER_END_WITH_ERROR;
+			return HTTPD_END_WITH_ERROR;
 		}
 		if (s->finished)
-			return MHD_CONTENT_READER_END_OF_STREAM;
+			return HTTPD_END_OF_STREAM;
 		if (sess_fill(s) != 0)
-			return MHD_CONTENT_READER_END_WITH_ERROR;
+			return HTTPD_END_WITH_ERROR;
 	}
 }
 
@@ -396,11 +395,11 @@ static void sess_free(void *cls)
 
 /* Compares the Authorization header with "Bearer <secret>" in constant
  * time (both sides are hashed first, so the length does not leak). */
-static bool auth_ok(const struct replserver *rs, struct MHD_Connection *conn)
+bool replserver_auth_ok(const struct replserver *rs, struct httpd_conn *conn)
 {
 	if (!rs->secret)
 		return true;
-	const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *h = httpd_header(conn, HTTP_HEADER_AUTHORIZATION);
 	if (!h || strncmp(h, "Bearer ", 7) != 0)
 		return false;
 	unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
@@ -413,30 +412,30 @@ static bool auth_ok(const struct replserver *rs, struct MHD_Connection *conn)
 
 /* Checks everything that can be refused from the headers of POST /stream
  * (and of GET /events for the secret). 0 or an HTTP status with msg. */
-static unsigned check_headers(const struct replserver *rs, struct MHD_Connection *conn, char *msg, size_t len)
+static unsigned check_headers(const struct replserver *rs, struct httpd_conn *conn, char *msg, size_t len)
 {
-	if (!auth_ok(rs, conn)) {
+	if (!replserver_auth_ok(rs, conn)) {
 		snprintf(msg, len, "authentication failed: missing or wrong shared secret (http.secret)");
-		return MHD_HTTP_UNAUTHORIZED;
+		return HTTP_UNAUTHORIZED;
 	}
 	if (!node_is_primary(&rs->st->node)) {
 		char host[256];
 		node_primary_host(&rs->st->node, host, sizeof(host));
 		snprintf(msg, len, "this node is a replica, not the primary%s%s", host[0] ? "; the primary is " : "",
 			 host);
-		return MHD_HTTP_SERVICE_UNAVAILABLE;
+		return HTTP_SERVICE_UNAVAILABLE;
 	}
-	const char *peer_id = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Litefs-Cluster-Id");
+	const char *peer_id = httpd_header(conn, "Litefs-Cluster-Id");
 	char id[CLUSTER_ID_LEN + 1] = "";
 	if (rs->cluster)
 		cluster_get(rs->cluster, id);
 	if (peer_id && peer_id[0] && !cluster_id_valid(peer_id)) {
 		snprintf(msg, len, "invalid Litefs-Cluster-Id header: expected LFSC and 16 upper-case hex digits");
-		return MHD_HTTP_BAD_REQUEST;
+		return HTTP_BAD_REQUEST;
 	}
 	if (peer_id && peer_id[0] && id[0] && strcmp(peer_id, id) != 0) {
 		snprintf(msg, len, "cluster ID mismatch: this node is in cluster %s, the replica in %.20s", id, peer_id);
-		return MHD_HTTP_CONFLICT;
+		return HTTP_CONFLICT;
 	}
 	return 0;
 }
@@ -450,26 +449,26 @@ void replserver_req_free(struct replserver_req *sr)
 	free(sr);
 }
 
-enum MHD_Result replserver_begin(const struct replserver *rs, struct MHD_Connection *conn, void **con_cls)
+enum httpd_result replserver_begin(const struct replserver *rs, struct httpd_conn *conn, void **con_cls)
 {
-	char msg[MHD_MSG_LEN], peer[64];
+	char msg[HTTPD_MSG_LEN], peer[64];
 	unsigned status = check_headers(rs, conn, msg, sizeof(msg));
 	if (status) {
-		mhd_peer_name(conn, peer, sizeof(peer));
+		httpd_peer_name(conn, peer, sizeof(peer));
 		LOG_WARN("repl", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
-		return mhd_respond_error(conn, status, msg);
+		return httpd_respond_error(conn, status, msg);
 	}
 	struct replserver_req *sr = calloc(1, sizeof(*sr));
 	if (!sr)
-		return MHD_NO;
+		return HTTPD_NO;
 	sr->kind = REPLSERVER_REQ;
 	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
 	*con_cls = sr;
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
 /* A chunk of the request body (hello, positions). */
-enum MHD_Result replserver_chunk(struct replserver_req *sr, const char *data, size_t len)
+enum httpd_result replserver_chunk(struct replserver_req *sr, const char *data, size_t len)
 {
 	const uint8_t *p = (const uint8_t *)data;
 	while (!sr->fail_status) {
@@ -481,7 +480,7 @@ enum MHD_Result replserver_chunk(struct replserver_req *sr, const char *data, si
 		if (rc == 0)
 			break;
 		if (rc < 0) {
-			sr->fail_status = MHD_HTTP_BAD_REQUEST;
+			sr->fail_status = HTTP_BAD_REQUEST;
 			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: %s at byte %" PRIu64,
 				 sr->parser.why ? sr->parser.why : err_str(rc), sr->parser.offset);
 			break;
@@ -489,7 +488,7 @@ enum MHD_Result replserver_chunk(struct replserver_req *sr, const char *data, si
 		if (ev.kind != STREAM_EV_LIST)
 			continue;
 		if (sr->have_positions) {
-			sr->fail_status = MHD_HTTP_BAD_REQUEST;
+			sr->fail_status = HTTP_BAD_REQUEST;
 			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: more than one positions frame");
 			break;
 		}
@@ -499,32 +498,32 @@ enum MHD_Result replserver_chunk(struct replserver_req *sr, const char *data, si
 		sr->parser.list.n = 0;
 		sr->have_positions = true;
 	}
-	return MHD_YES;
+	return HTTPD_YES;
 }
 
-enum MHD_Result replserver_finish(const struct replserver *rs, struct MHD_Connection *conn,
+enum httpd_result replserver_finish(const struct replserver *rs, struct httpd_conn *conn,
 				  struct replserver_req *sr)
 {
 	char peer[64];
-	mhd_peer_name(conn, peer, sizeof(peer));
+	httpd_peer_name(conn, peer, sizeof(peer));
 	if (!sr->fail_status && stream_parser_finish(&sr->parser) != 0) {
-		sr->fail_status = MHD_HTTP_BAD_REQUEST;
+		sr->fail_status = HTTP_BAD_REQUEST;
 		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: %s", sr->parser.why);
 	}
 	if (!sr->fail_status && !sr->have_positions) {
-		sr->fail_status = MHD_HTTP_BAD_REQUEST;
+		sr->fail_status = HTTP_BAD_REQUEST;
 		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: no positions frame");
 	}
 	if (sr->fail_status) {
 		LOG_WARN("repl", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, sr->fail_status,
 			 sr->fail_msg);
-		return mhd_respond_error(conn, sr->fail_status, sr->fail_msg);
+		return httpd_respond_error(conn, sr->fail_status, sr->fail_msg);
 	}
 	struct stream_sess *s = calloc(1, sizeof(*s));
 	if (!s)
-		return MHD_NO;
+		return HTTPD_NO;
 	s->rs = rs;
-	s->sock_fd = mhd_sock_of(conn);
+	s->sock_fd = httpd_sock_of(conn);
 	outq_init(&s->q);
 	snprintf(s->peer, sizeof(s->peer), "%s", peer);
 	s->req = sr->req;
@@ -532,26 +531,25 @@ enum MHD_Result replserver_finish(const struct replserver *rs, struct MHD_Connec
 	uint8_t hello[STREAM_HDR_SIZE + STREAM_HELLO_LEN];
 	if (!sess_sync_dbs(s, true) || !outq_put(&s->q, hello, stream_encode_hello(hello))) {
 		sess_free(s);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
 	s->last_hb_ms = clock_wall_ms(); /* the first heartbeat follows the catch-up frames */
-	struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_read,
+	struct httpd_response *r = httpd_response_callback(HTTPD_SIZE_UNKNOWN, STREAM_BLOCK_SIZE, stream_read,
 								    s, sess_free);
 	if (!r) {
 		sess_free(s);
-		return MHD_NO;
+		return HTTPD_NO;
 	}
 	char id[CLUSTER_ID_LEN + 1] = "";
 	if (rs->cluster)
 		cluster_get(rs->cluster, id);
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/vnd.litefs.stream");
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE, "application/vnd.litefs.stream");
+	httpd_response_header(r, HTTP_HEADER_CACHE_CONTROL, "no-store");
 	if (id[0])
-		MHD_add_response_header(r, "Litefs-Cluster-Id", id);
-	MHD_add_response_header(r, "Litefs-Primary-Hostname", rs->hostname);
+		httpd_response_header(r, "Litefs-Cluster-Id", id);
+	httpd_response_header(r, "Litefs-Primary-Hostname", rs->hostname);
 	LOG_INFO("repl", "msg=\"stream opened\" peer=%s positions=%u only=%s", peer, s->req.n,
 		 (s->req.flags & STREAM_LIST_ONLY) ? "true" : "false");
-	enum MHD_Result ret = MHD_queue_response(conn, MHD_HTTP_OK, r);
-	MHD_destroy_response(r);
+	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
 	return ret;
 }

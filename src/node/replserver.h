@@ -1,15 +1,17 @@
 /*
  * replserver.h — the primary's side of replication: the POST /stream
  * request of the node's HTTP API (see replserver.c and docs/protocol.md).
- * http.c owns the libmicrohttpd daemon and routes the request here; this
+ * http.c owns the HTTP server (base/httpd.h) and routes the request here; this
  * module never calls back into http.c.
  */
 #ifndef LITEFS_REPLSERVER_H
 #define LITEFS_REPLSERVER_H
 
-#include <microhttpd.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
+
+#include "base/httpd.h"
 
 struct store;
 struct cluster;
@@ -34,13 +36,16 @@ struct replserver_req;
 /* First call for POST /stream: checks the headers (secret, role, cluster
  * ID) and answers a refusal, or sets *con_cls to a new request (freed with
  * replserver_req_free() by the completion callback). */
-enum MHD_Result replserver_begin(const struct replserver *rs, struct MHD_Connection *conn, void **con_cls);
+enum httpd_result replserver_begin(const struct replserver *rs, struct httpd_conn *conn, void **con_cls);
 /* A chunk of the request body (the replica's hello and positions). */
-enum MHD_Result replserver_chunk(struct replserver_req *sr, const char *data, size_t len);
+enum httpd_result replserver_chunk(struct replserver_req *sr, const char *data, size_t len);
 /* The body is complete: answers a refusal, or starts the session's
  * streamed response (which frees the session when the connection ends). */
-enum MHD_Result replserver_finish(const struct replserver *rs, struct MHD_Connection *conn,
+enum httpd_result replserver_finish(const struct replserver *rs, struct httpd_conn *conn,
 				  struct replserver_req *sr);
 void replserver_req_free(struct replserver_req *sr); /* NULL is a no-op */
+/* True if no secret is configured or the request's Authorization is
+ * "Bearer <secret>" (compared in constant time). */
+bool replserver_auth_ok(const struct replserver *rs, struct httpd_conn *conn);
 
 #endif

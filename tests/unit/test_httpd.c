@@ -1,0 +1,385 @@
+/*
+ * test_httpd.c — the HTTP server (base/httpd.h) over real loopback sockets,
+ * byte for byte: pipelining, keep-alive, chunked bodies cut at every byte,
+ * 100-continue, HEAD, streamed replies, an early reply to a large body, the
+ * head deadline, the per-address cap (eviction of the oldest incomplete
+ * head), and the workers reserved for trusted requests.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "base/httpd.h"
+
+struct req {
+	size_t n;
+	char body[1 << 16];
+};
+
+static atomic_bool release_slow;
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	(void)cls;
+	if (pos >= 30)
+		return HTTPD_END_OF_STREAM;
+	size_t n = max < 10 ? max : 10;
+	memset(buf, (int)('a' + pos / 10), n);
+	return (ssize_t)n;
+}
+
+static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char *url, const char *method,
+				 const char *version, const char *data, size_t *size, void **req_cls)
+{
+	(void)cls;
+	(void)version;
+	if (!strcmp(url, "/early"))
+		return httpd_respond_error(conn, 403, "no");
+	if (*req_cls == NULL) {
+		*req_cls = calloc(1, sizeof(struct req));
+		return *req_cls ? HTTPD_YES : HTTPD_NO;
+	}
+	struct req *r = *req_cls;
+	if (*size) {
+		size_t room = sizeof(r->body) - r->n;
+		size_t take = *size < room ? *size : room;
+		memcpy(r->body + r->n, data, take);
+		r->n += take;
+		*size = 0;
+		return HTTPD_YES;
+	}
+	if (!strcmp(url, "/slow"))
+		while (!atomic_load(&release_slow))
+			usleep(1000);
+	if (!strcmp(url, "/stream")) {
+		struct httpd_response *resp = httpd_response_callback(HTTPD_SIZE_UNKNOWN, 7, stream_reader, NULL, NULL);
+		return httpd_queue(conn, HTTP_OK, resp);
+	}
+	if (!strcmp(url, "/arg")) {
+		const char *v;
+		size_t n;
+		if (httpd_arg(conn, "k", &v, &n) != HTTPD_YES)
+			return httpd_respond_error(conn, 404, "none");
+		char *b = malloc(n + 1);
+		memcpy(b, v, n);
+		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, n, NULL, NULL);
+	}
+	char *b = malloc(r->n + 32);
+	int len = snprintf(b, 32, "%s %zu:", method, r->n);
+	memcpy(b + len, r->body, r->n);
+	return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, (size_t)len + r->n, NULL, NULL);
+}
+
+static void completed(void *cls, struct httpd_conn *conn, void **req_cls, enum httpd_end how)
+{
+	(void)cls;
+	(void)conn;
+	(void)how;
+	free(*req_cls);
+	*req_cls = NULL;
+}
+
+static bool trusted(void *cls, struct httpd_conn *conn)
+{
+	(void)cls;
+	const char *v = httpd_header(conn, "X-Trusted");
+	return v && !strcmp(v, "yes");
+}
+
+static struct httpd *start(struct httpd_listen *l, uint16_t *port)
+{
+	l->addr = "127.0.0.1:0";
+	l->mod = "test";
+	l->handler = handler;
+	l->completed = completed;
+	l->trusted = trusted;
+	struct httpd *d = NULL;
+	assert_int_equal(httpd_start(l, &d, port), 0);
+	return d;
+}
+
+static int dial(uint16_t port, const char *src)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct timeval tv = { 5, 0 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	if (src) {
+		struct sockaddr_in s = { .sin_family = AF_INET };
+		inet_pton(AF_INET, src, &s.sin_addr);
+		assert_int_equal(bind(fd, (struct sockaddr *)&s, sizeof(s)), 0);
+	}
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
+	inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void put(int fd, const char *s, size_t n)
+{
+	assert_int_equal(send(fd, s, n, MSG_NOSIGNAL), (ssize_t)n);
+}
+
+/* Reads until the peer closes or `want` bytes of text contain `until`. */
+static size_t get(int fd, char *buf, size_t cap, const char *until)
+{
+	size_t n = 0;
+	while (n + 1 < cap) {
+		ssize_t r = recv(fd, buf + n, cap - 1 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		buf[n] = '\0';
+		if (until && strstr(buf, until))
+			break;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+static int count(const char *hay, const char *needle)
+{
+	int c = 0;
+	for (const char *p = hay; (p = strstr(p, needle)); p++)
+		c++;
+	return c;
+}
+
+static void test_pipelining_and_keep_alive(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	const char two[] = "POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n\r\n";
+	put(fd, two, sizeof(two) - 1);
+	char buf[8192];
+	get(fd, buf, sizeof(buf), "GET 0:");
+	assert_non_null(strstr(buf, "POST 3:abc"));
+	assert_int_equal(count(buf, "HTTP/1.1 200 OK"), 2);
+	/* Still open: a third request on the same connection. */
+	put(fd, "GET /c?k=x%00y+z HTTP/1.1\r\n\r\n", 29);
+	get(fd, buf, sizeof(buf), "Content-Length: 5\r\n\r\n");
+	/* /c is not /arg: echo; the connection stays usable. */
+	assert_non_null(strstr(buf, "200 OK"));
+	close(fd);
+	fd = dial(port, NULL);
+	put(fd, "GET /arg?k=x%00y+z HTTP/1.0\r\n\r\n", 31);
+	size_t n = get(fd, buf, sizeof(buf), NULL); /* 1.0: closed after the reply */
+	assert_true(n > 5);
+	assert_memory_equal(buf + n - 5, "x\0y z", 5);
+	assert_non_null(strstr(buf, "Connection: close"));
+	close(fd);
+	httpd_stop(d);
+}
+
+static void test_chunked_body_byte_by_byte(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	const char req[] = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+			   "5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nTrailer: t\r\n\r\n";
+	int fd = dial(port, NULL);
+	for (size_t i = 0; i < sizeof(req) - 1; i++) {
+		put(fd, req + i, 1);
+		if (i % 16 == 0)
+			usleep(500);
+	}
+	char buf[4096];
+	get(fd, buf, sizeof(buf), "0123456789");
+	assert_non_null(strstr(buf, "POST 16:hello 0123456789"));
+	/* A malformed chunk size: a JSON 400. */
+	put(fd, "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5x\r\n", 52);
+	get(fd, buf, sizeof(buf), NULL);
+	assert_non_null(strstr(buf, "HTTP/1.1 400"));
+	assert_non_null(strstr(buf, "\"code\":\"EBADREQUEST\""));
+	close(fd);
+	httpd_stop(d);
+}
+
+static void test_continue_head_and_stream(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	put(fd, "POST /x HTTP/1.1\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n", 61);
+	char buf[4096];
+	get(fd, buf, sizeof(buf), "\r\n\r\n");
+	assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+	put(fd, "ok", 2);
+	get(fd, buf, sizeof(buf), "POST 2:ok");
+	put(fd, "HEAD /x HTTP/1.1\r\n\r\n", 20);
+	get(fd, buf, sizeof(buf), "\r\n\r\n");
+	assert_non_null(strstr(buf, "Content-Length: 7\r\n"));
+	assert_true(strstr(buf, "\r\n\r\n")[4] == '\0'); /* no body */
+	put(fd, "GET /stream HTTP/1.1\r\n\r\n", 24);
+	get(fd, buf, sizeof(buf), "0\r\n\r\n");
+	assert_non_null(strstr(buf, "Transfer-Encoding: chunked"));
+	assert_non_null(strstr(buf, "7\r\naaaaaaa\r\n7\r\naaaaaaa\r\n7\r\nbbbbbbb\r\n7\r\nccccccc\r\n7\r\nccccccc\r\n0\r\n\r\n"));
+	close(fd);
+	httpd_stop(d);
+}
+
+static void test_early_reply_to_a_large_body(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	put(fd, "POST /early HTTP/1.1\r\nContent-Length: 400000\r\n\r\n", 48);
+	/* The client goes on sending while the reply is sent: it still reads
+	 * the reply, not a reset. */
+	static char junk[200000];
+	(void)send(fd, junk, sizeof(junk), MSG_NOSIGNAL | MSG_DONTWAIT);
+	char buf[4096];
+	get(fd, buf, sizeof(buf), "}\n");
+	assert_non_null(strstr(buf, "HTTP/1.1 403"));
+	assert_non_null(strstr(buf, "Connection: close"));
+	close(fd);
+	httpd_stop(d);
+}
+
+static void test_head_deadline_is_not_reset_by_a_trickle(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { .head_timeout_ms = 400 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	put(fd, "GET / HTTP/1.1\r\n", 16);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	char buf[4096] = "";
+	for (int i = 0; i < 20; i++) {
+		usleep(100 * 1000);
+		if (send(fd, "X-A: b\r\n", 8, MSG_NOSIGNAL) < 0)
+			break;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 0) > 0)
+			break;
+	}
+	get(fd, buf, sizeof(buf), NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_non_null(strstr(buf, "HTTP/1.1 408"));
+	assert_true(s < 1.5);
+	close(fd);
+	httpd_stop(d);
+}
+
+static void test_per_client_cap_evicts_the_oldest_head(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { .per_client = 4 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int idle[4];
+	for (int i = 0; i < 4; i++) {
+		idle[i] = dial(port, "127.0.0.7");
+		put(idle[i], "GET", 3);
+	}
+	usleep(100 * 1000);
+	int fd = dial(port, "127.0.0.7");
+	put(fd, "GET /x HTTP/1.1\r\n\r\n", 19);
+	char buf[4096];
+	get(fd, buf, sizeof(buf), "GET 0:");
+	assert_non_null(strstr(buf, "200 OK"));
+	/* The oldest one was closed (with a 503) to make room. */
+	get(idle[0], buf, sizeof(buf), NULL);
+	assert_non_null(strstr(buf, "HTTP/1.1 503"));
+	/* Another address is not affected. */
+	int other = dial(port, "127.0.0.8");
+	put(other, "GET /y HTTP/1.1\r\n\r\n", 19);
+	get(other, buf, sizeof(buf), "GET 0:");
+	assert_non_null(strstr(buf, "200 OK"));
+	for (int i = 0; i < 4; i++)
+		close(idle[i]);
+	close(fd);
+	close(other);
+	httpd_stop(d);
+}
+
+static void test_reserved_workers_serve_only_trusted(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { .workers = 2, .reserved = 1 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	atomic_store(&release_slow, false);
+	int slow = dial(port, NULL);
+	put(slow, "GET /slow HTTP/1.1\r\n\r\n", 22);
+	while (httpd_busy(d) < 1)
+		usleep(1000);
+	char buf[4096];
+	int s = dial(port, NULL);
+	put(s, "GET /x HTTP/1.1\r\n\r\n", 19);
+	get(s, buf, sizeof(buf), NULL);
+	assert_non_null(strstr(buf, "HTTP/1.1 503"));
+	assert_non_null(strstr(buf, "Retry-After: 1"));
+	close(s);
+	int t = dial(port, NULL);
+	put(t, "GET /x HTTP/1.1\r\nX-Trusted: yes\r\n\r\n", 35);
+	get(t, buf, sizeof(buf), "GET 0:");
+	assert_non_null(strstr(buf, "200 OK"));
+	close(t);
+	atomic_store(&release_slow, true);
+	get(slow, buf, sizeof(buf), "GET 0:");
+	assert_non_null(strstr(buf, "200 OK"));
+	close(slow);
+	httpd_stop(d);
+}
+
+static void test_parse_head_check(void **state)
+{
+	(void)state;
+	char msg[HTTPD_MSG_LEN];
+	const char ok[] = "GET /a%20b?x=1&y HTTP/1.1\r\nHost: h\r\nX:  v  \r\n\r\n";
+	assert_int_equal(httpd_parse_head_check(ok, sizeof(ok) - 1, msg, sizeof(msg)), 0);
+	const char lf[] = "GET / HTTP/1.0\nHost: h\n\n";
+	assert_int_equal(httpd_parse_head_check(lf, sizeof(lf) - 1, msg, sizeof(msg)), 0);
+	const char dup[] = "GET / HTTP/1.1\r\nhost: a\r\nHost: b\r\n\r\n";
+	assert_int_equal(httpd_parse_head_check(dup, sizeof(dup) - 1, msg, sizeof(msg)), 400);
+	const char cr[] = "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n";
+	assert_int_equal(httpd_parse_head_check(cr, sizeof(cr) - 1, msg, sizeof(msg)), 400);
+	const char abs[] = "GET http://x/ HTTP/1.1\r\n\r\n";
+	assert_int_equal(httpd_parse_head_check(abs, sizeof(abs) - 1, msg, sizeof(msg)), 400);
+	const char pct[] = "GET /%zz HTTP/1.1\r\n\r\n";
+	assert_int_equal(httpd_parse_head_check(pct, sizeof(pct) - 1, msg, sizeof(msg)), 400);
+	const char v2[] = "GET / HTTP/3.0\r\n\r\n";
+	assert_int_equal(httpd_parse_head_check(v2, sizeof(v2) - 1, msg, sizeof(msg)), 505);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_head_check),
+		cmocka_unit_test(test_pipelining_and_keep_alive),
+		cmocka_unit_test(test_chunked_body_byte_by_byte),
+		cmocka_unit_test(test_continue_head_and_stream),
+		cmocka_unit_test(test_early_reply_to_a_large_body),
+		cmocka_unit_test(test_head_deadline_is_not_reset_by_a_trickle),
+		cmocka_unit_test(test_per_client_cap_evicts_the_oldest_head),
+		cmocka_unit_test(test_reserved_workers_serve_only_trusted),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
