@@ -729,11 +729,16 @@ int cloud_gap(struct cloud_store *cs, const char *cluster, const char *db, uint6
 		return rc;
 	pthread_rwlock_rdlock(&d->files);
 	rc = db_row(cs, d, &row);
+	bool found = rc == 0;
 	cloud_catalog_lock(cs->cat);
-	if (rc == 0)
-		rc = cloud_catalog_tx_around(cs->cat, row.id, txid, &before, &after);
+	if (found)
+		rc = cloud_catalog_tx_get(cs->cat, row.id, txid, &before) == 0
+			     ? ERR_CLOUD_WINDOW
+			     : cloud_catalog_tx_around(cs->cat, row.id, txid, &before, &after);
 	cloud_catalog_unlock(cs->cat);
 	pthread_rwlock_unlock(&d->files);
+	if (found && rc == ERR_CLOUD_NOT_FOUND)
+		rc = ERR_CLOUD_WINDOW; /* nothing above txid */
 	if (rc < 0)
 		return rc;
 	/* A position itself, or below the window: not a gap. */
