@@ -222,6 +222,19 @@ static int exec1(struct cloud_auth *a, const char *sql, const char *const *args)
 	return sqlite3_changes(a->db);
 }
 
+/* Runs sql (no rows) with name as ?1 and ms as ?2. 0 or -EIO (what names
+ * the write in the log). */
+static int exec_name_ms(struct cloud_auth *a, const char *sql, const char *name, int64_t ms, const char *what)
+{
+	sqlite3_stmt *st = prep(a, sql, (const char *const[]){ name, NULL });
+	if (!st)
+		return sql_fail(a, "prepare");
+	sqlite3_bind_int64(st, 2, ms);
+	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
 /* 1 if the query returns a row, 0 if not, -EIO on error. */
 static int exists1(struct cloud_auth *a, const char *sql, const char *const *args)
 {
@@ -296,16 +309,9 @@ int cloud_auth_cluster_create(struct cloud_auth *a, const char *name, struct clo
 	rc = exists1(a, "SELECT 1 FROM clusters WHERE name=? UNION ALL SELECT 1 FROM purges WHERE name=?1", args);
 	if (rc == 1)
 		rc = ERR_CLOUD_EXISTS;
-	if (rc == 0) {
-		sqlite3_stmt *st = prep(a, "INSERT INTO clusters(name, created_ms) VALUES(?, ?)", args);
-		if (st) {
-			sqlite3_bind_int64(st, 2, clock_wall_ms());
-			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert cluster");
-			sqlite3_finalize(st);
-		} else {
-			rc = sql_fail(a, "prepare");
-		}
-	}
+	if (rc == 0)
+		rc = exec_name_ms(a, "INSERT INTO clusters(name, created_ms) VALUES(?, ?)", name, clock_wall_ms(),
+				  "insert cluster");
 	if (rc == 0)
 		rc = token_insert(a, name, tok);
 	return tx_end(a, rc);
@@ -326,16 +332,9 @@ int cloud_auth_cluster_delete(struct cloud_auth *a, const char *name)
 		rc = exec1(a, "DELETE FROM tokens WHERE cluster=?", args);
 	if (rc >= 0)
 		rc = exec1(a, "DELETE FROM rebinds WHERE name=?", args);
-	if (rc >= 0) {
-		sqlite3_stmt *st = prep(a, "INSERT OR REPLACE INTO purges(name, requested_ms) VALUES(?, ?)", args);
-		if (st) {
-			sqlite3_bind_int64(st, 2, clock_wall_ms());
-			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert purge");
-			sqlite3_finalize(st);
-		} else {
-			rc = sql_fail(a, "prepare");
-		}
-	}
+	if (rc >= 0)
+		rc = exec_name_ms(a, "INSERT OR REPLACE INTO purges(name, requested_ms) VALUES(?, ?)", name,
+				  clock_wall_ms(), "insert purge");
 	return tx_end(a, rc);
 }
 
@@ -541,16 +540,9 @@ int cloud_auth_rebind_open(struct cloud_auth *a, const char *cluster, int64_t wi
 	if (rc == 0)
 		rc = ERR_CLOUD_NOT_FOUND;
 	int64_t until = clock_wall_ms() + window_ms;
-	if (rc == 1) {
-		sqlite3_stmt *st = prep(a, "INSERT OR REPLACE INTO rebinds(name, until_ms) VALUES(?, ?)", args);
-		if (st) {
-			sqlite3_bind_int64(st, 2, until);
-			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert rebind");
-			sqlite3_finalize(st);
-		} else {
-			rc = sql_fail(a, "prepare");
-		}
-	}
+	if (rc == 1)
+		rc = exec_name_ms(a, "INSERT OR REPLACE INTO rebinds(name, until_ms) VALUES(?, ?)", cluster, until,
+				  "insert rebind");
 	if (rc == 0 && until_ms)
 		*until_ms = until;
 	return tx_end(a, rc);
