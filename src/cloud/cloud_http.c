@@ -42,7 +42,9 @@
  * AUTHENTICATION. Every endpoint but /healthz needs a token (cloud_auth.c);
  * the token decides the cluster. An optional ?cluster= (sent by LiteFS's
  * client) must name the token's cluster. A Litefs-Cluster-Id header is
- * bound to the cluster on first sight and must match afterwards (422).
+ * bound to the cluster on first sight and must match afterwards (422),
+ * unless `cluster rebind` opened a window that admits it (check_rebind();
+ * REBIND in cloud_auth.c).
  *
  * ERRORS are JSON {"code": "E...", "error": "..."} (+ "pos" for
  * EPOSMISMATCH); the code says what kind, the message says what exactly.
