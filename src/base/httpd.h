@@ -127,7 +127,7 @@ const char *httpd_header(struct httpd_conn *conn, const char *name);
 /* A query argument, percent-decoded ('+' is a space): HTTPD_YES with its
  * bytes (which may hold a NUL: check *len) or HTTPD_NO when absent. */
 enum httpd_result httpd_arg(struct httpd_conn *conn, const char *key, const char **value, size_t *len);
-/* The connection's socket (for mhd_peer_gone-style checks). */
+/* The connection's socket (for httpd_peer_gone()). */
 int httpd_sock_of(struct httpd_conn *conn);
 /* "address:port" of the peer. */
 void httpd_peer_name(struct httpd_conn *conn, char *buf, size_t len);

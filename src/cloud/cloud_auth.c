@@ -7,6 +7,7 @@
  *   clusters(name PRIMARY KEY, cluster_id, created_ms)
  *   tokens(id PRIMARY KEY, cluster, hash BLOB, created_ms)
  *   purges(name PRIMARY KEY, requested_ms)
+ *   rebinds(name PRIMARY KEY, until_ms, candidate, refused)
  *
  * TOKENS. 32 bytes from getrandom(2) are the secret; the text form is
  * "lfsc_" + 64 lowercase hex digits. The stored hash is SHA-256 of the
@@ -16,6 +17,22 @@
  * the secret), then compares the full stored hash with CRYPTO_memcmp, so
  * the time taken does not depend on how many bytes matched. A missing
  * row does the same comparison against a dummy hash.
+ *
+ * REBIND. A cluster's nodes send the cluster ID the service bound on
+ * first sight; a LiteFS node whose data directory was lost makes a new ID
+ * and cannot take the bound one (our node takes it from the 422 reply).
+ * `cluster rebind NAME` opens a window (a rebinds row, until_ms) in which
+ * the first request with another ID makes that ID the candidate. The
+ * candidate may read (GET /pos, info, restore checks); the rebind
+ * completes, and the rebinds row goes, when it takes the service's state
+ * (GET /db/snapshot: what a node holding nothing does next) or when the
+ * cluster has no database to take. A candidate that tries to store
+ * anything first (an upload, a restore, a delete) holds data of its own:
+ * it is refused for the rest of the window (refused) and the slot is free
+ * for another node. Other IDs are refused while a candidate is pending;
+ * the bound ID keeps working until the rebind completes. The window is
+ * checked only when an ID differs, so a bound cluster's requests never
+ * read this table.
  *
  * CONCURRENCY. One connection and one mutex: every call is a few indexed
  * statements. A request costs two reads (the token, the bound cluster ID);
@@ -60,7 +77,9 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS tokens(id TEXT PRIMARY KEY, cluster TEXT NOT NULL, hash BLOB NOT NULL,"
 	" created_ms INTEGER NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS tokens_cluster ON tokens(cluster);"
-	"CREATE TABLE IF NOT EXISTS purges(name TEXT PRIMARY KEY, requested_ms INTEGER NOT NULL);";
+	"CREATE TABLE IF NOT EXISTS purges(name TEXT PRIMARY KEY, requested_ms INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS rebinds(name TEXT PRIMARY KEY, until_ms INTEGER NOT NULL,"
+	" candidate TEXT NOT NULL DEFAULT '', refused TEXT NOT NULL DEFAULT '');";
 
 
 static int sql_fail(struct cloud_auth *a, const char *what)
@@ -203,6 +222,19 @@ static int exec1(struct cloud_auth *a, const char *sql, const char *const *args)
 	return sqlite3_changes(a->db);
 }
 
+/* Runs sql (no rows) with name as ?1 and ms as ?2. 0 or -EIO (what names
+ * the write in the log). */
+static int exec_name_ms(struct cloud_auth *a, const char *sql, const char *name, int64_t ms, const char *what)
+{
+	sqlite3_stmt *st = prep(a, sql, (const char *const[]){ name, NULL });
+	if (!st)
+		return sql_fail(a, "prepare");
+	sqlite3_bind_int64(st, 2, ms);
+	int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
 /* 1 if the query returns a row, 0 if not, -EIO on error. */
 static int exists1(struct cloud_auth *a, const char *sql, const char *const *args)
 {
@@ -277,16 +309,9 @@ int cloud_auth_cluster_create(struct cloud_auth *a, const char *name, struct clo
 	rc = exists1(a, "SELECT 1 FROM clusters WHERE name=? UNION ALL SELECT 1 FROM purges WHERE name=?1", args);
 	if (rc == 1)
 		rc = ERR_CLOUD_EXISTS;
-	if (rc == 0) {
-		sqlite3_stmt *st = prep(a, "INSERT INTO clusters(name, created_ms) VALUES(?, ?)", args);
-		if (st) {
-			sqlite3_bind_int64(st, 2, clock_wall_ms());
-			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert cluster");
-			sqlite3_finalize(st);
-		} else {
-			rc = sql_fail(a, "prepare");
-		}
-	}
+	if (rc == 0)
+		rc = exec_name_ms(a, "INSERT INTO clusters(name, created_ms) VALUES(?, ?)", name, clock_wall_ms(),
+				  "insert cluster");
 	if (rc == 0)
 		rc = token_insert(a, name, tok);
 	return tx_end(a, rc);
@@ -305,16 +330,11 @@ int cloud_auth_cluster_delete(struct cloud_auth *a, const char *name)
 		rc = ERR_CLOUD_NOT_FOUND;
 	else if (rc > 0)
 		rc = exec1(a, "DELETE FROM tokens WHERE cluster=?", args);
-	if (rc >= 0) {
-		sqlite3_stmt *st = prep(a, "INSERT OR REPLACE INTO purges(name, requested_ms) VALUES(?, ?)", args);
-		if (st) {
-			sqlite3_bind_int64(st, 2, clock_wall_ms());
-			rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_fail(a, "insert purge");
-			sqlite3_finalize(st);
-		} else {
-			rc = sql_fail(a, "prepare");
-		}
-	}
+	if (rc >= 0)
+		rc = exec1(a, "DELETE FROM rebinds WHERE name=?", args);
+	if (rc >= 0)
+		rc = exec_name_ms(a, "INSERT OR REPLACE INTO purges(name, requested_ms) VALUES(?, ?)", name,
+				  clock_wall_ms(), "insert purge");
 	return tx_end(a, rc);
 }
 
@@ -503,6 +523,84 @@ int cloud_auth_bind_cluster_id(struct cloud_auth *a, const char *cluster, const 
 	/* A refusal changed nothing: end the transaction normally. */
 	bool refused = rc == ERR_REPL_CLUSTER || rc == ERR_CLOUD_NOT_FOUND;
 	int end = tx_end(a, refused ? 0 : rc);
+	return end != 0 ? end : rc;
+}
+
+/* ---- Rebind ------------------------------------------------------------- */
+
+int cloud_auth_rebind_open(struct cloud_auth *a, const char *cluster, int64_t window_ms, int64_t *until_ms)
+{
+	if (window_ms <= 0)
+		return ERR_INVAL;
+	int rc = tx_begin(a);
+	if (rc != 0)
+		return rc;
+	const char *const args[] = { cluster, NULL };
+	rc = exists1(a, "SELECT 1 FROM clusters WHERE name=?", args);
+	if (rc == 0)
+		rc = ERR_CLOUD_NOT_FOUND;
+	int64_t until = clock_wall_ms() + window_ms;
+	if (rc == 1)
+		rc = exec_name_ms(a, "INSERT OR REPLACE INTO rebinds(name, until_ms) VALUES(?, ?)", cluster, until,
+				  "insert rebind");
+	if (rc == 0 && until_ms)
+		*until_ms = until;
+	return tx_end(a, rc);
+}
+
+int cloud_auth_rebind_step(struct cloud_auth *a, const char *cluster, const char *id, enum cloud_rebind_step step,
+			   char *why, size_t why_len)
+{
+	char candidate[CLOUD_CLUSTER_ID_MAX + 1] = "", refused[CLOUD_CLUSTER_ID_MAX + 1] = "";
+	int64_t until = 0;
+	snprintf(why, why_len, "no rebind is open for this cluster");
+	if (!cluster_id_valid(id))
+		return ERR_INVAL;
+	int rc = tx_begin(a);
+	if (rc != 0)
+		return rc;
+	const char *const args[] = { cluster, NULL };
+	sqlite3_stmt *st = prep(a, "SELECT until_ms, candidate, refused FROM rebinds WHERE name=?", args);
+	int s = st ? sqlite3_step(st) : SQLITE_ERROR;
+	if (s == SQLITE_ROW) {
+		until = sqlite3_column_int64(st, 0);
+		snprintf(candidate, sizeof(candidate), "%s", (const char *)sqlite3_column_text(st, 1));
+		snprintf(refused, sizeof(refused), "%s", (const char *)sqlite3_column_text(st, 2));
+	}
+	sqlite3_finalize(st);
+	if (s != SQLITE_ROW && s != SQLITE_DONE) {
+		rc = sql_fail(a, "read rebind");
+	} else if (s == SQLITE_DONE) {
+		rc = ERR_REPL_CLUSTER;
+	} else if (until < clock_wall_ms()) {
+		snprintf(why, why_len, "the rebind window of this cluster has closed");
+		rc = ERR_REPL_CLUSTER;
+	} else if (!strcmp(refused, id)) {
+		snprintf(why, why_len, "this node sent data of its own during the rebind window, so it cannot rebind");
+		rc = ERR_REPL_CLUSTER;
+	} else if (candidate[0] && strcmp(candidate, id) != 0) {
+		snprintf(why, why_len, "another node (%.20s) is rebinding this cluster", candidate);
+		rc = ERR_REPL_CLUSTER;
+	} else if (step == CLOUD_REBIND_WRITE) {
+		/* A node that stores before it took anything holds data of its
+		 * own: never bind it; free the slot for the right node. */
+		snprintf(why, why_len, "this node sent data of its own during the rebind window, so it cannot rebind");
+		rc = exec1(a, "UPDATE rebinds SET refused=?2, candidate='' WHERE name=?1",
+			   (const char *const[]){ cluster, id, NULL });
+		rc = rc < 0 ? rc : ERR_REPL_CLUSTER;
+	} else if (step == CLOUD_REBIND_LOOK) {
+		rc = candidate[0] ? 0
+				  : exec1(a, "UPDATE rebinds SET candidate=?2 WHERE name=?1",
+					  (const char *const[]){ cluster, id, NULL });
+		rc = rc < 0 ? rc : 0;
+	} else {
+		rc = exec1(a, "UPDATE clusters SET cluster_id=?2 WHERE name=?1", (const char *const[]){ cluster, id, NULL });
+		if (rc >= 0)
+			rc = exec1(a, "DELETE FROM rebinds WHERE name=?", args);
+		rc = rc < 0 ? rc : 1;
+	}
+	/* A refusal may have recorded the refused ID: commit it. */
+	int end = tx_end(a, rc == ERR_REPL_CLUSTER || rc == 1 ? 0 : rc);
 	return end != 0 ? end : rc;
 }
 

@@ -103,6 +103,27 @@ int cloud_auth_check(struct cloud_auth *a, const char *header, char *cluster);
  * known[CLOUD_CLUSTER_ID_MAX + 1] when not NULL). */
 int cloud_auth_bind_cluster_id(struct cloud_auth *a, const char *cluster, const char *id, char *known);
 
+/* Opens (or reopens, clearing its state) a rebind window of window_ms for
+ * cluster (REBIND in cloud_auth.c): the next node that sends another
+ * cluster ID and holds no data may take the cluster under its ID.
+ * *until_ms gets the window's end. ERR_CLOUD_NOT_FOUND, ERR_INVAL. */
+int cloud_auth_rebind_open(struct cloud_auth *a, const char *cluster, int64_t window_ms, int64_t *until_ms);
+
+/* What a request with a cluster ID other than the bound one does. */
+enum cloud_rebind_step {
+	CLOUD_REBIND_LOOK,  /* reads nothing of the data: GET /pos, info, restore checks */
+	CLOUD_REBIND_TAKE,  /* takes the service's state (GET /db/snapshot), or there is none to take */
+	CLOUD_REBIND_WRITE, /* would store something: an upload, a restore, a delete */
+};
+
+/* For a request whose ID was refused by cloud_auth_bind_cluster_id():
+ * 0 admitted as the window's candidate (not bound yet), 1 the ID is now
+ * the cluster's (the rebind completed), ERR_REPL_CLUSTER refused (no open
+ * window, another candidate, or this ID stored data first: why[why_len]
+ * says which), ERR_INVAL, -EIO. */
+int cloud_auth_rebind_step(struct cloud_auth *a, const char *cluster, const char *id, enum cloud_rebind_step step,
+			   char *why, size_t why_len);
+
 /* Calls fn for every cluster whose data still has to be purged. */
 int cloud_auth_pending_purges(struct cloud_auth *a, void (*fn)(void *ctx, const char *cluster), void *ctx);
 /* Clears the pending purge of cluster (after cloud_cluster_purge()). */

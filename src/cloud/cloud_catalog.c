@@ -350,6 +350,21 @@ int cloud_catalog_tx_at_time(struct cloud_catalog *cat, int64_t db_id, int64_t m
 				  " ORDER BY mts_ms DESC, txid DESC LIMIT 1", 2, db_id, mts), out);
 }
 
+int cloud_catalog_tx_around(struct cloud_catalog *cat, int64_t db_id, uint64_t txid, struct cat_tx *before,
+			    struct cat_tx *after)
+{
+	int rc = tx_one(cat, q(cat, "SELECT " TX_COLS " FROM txs WHERE db_id = ?1 AND txid < ?2 ORDER BY txid DESC"
+				    " LIMIT 1", 2, db_id, I64(txid)), before);
+	if (rc == ERR_CLOUD_NOT_FOUND) {
+		memset(before, 0, sizeof(*before));
+		rc = 0;
+	}
+	if (rc == 0)
+		rc = tx_one(cat, q(cat, "SELECT " TX_COLS " FROM txs WHERE db_id = ?1 AND txid > ?2 ORDER BY txid"
+					" LIMIT 1", 2, db_id, I64(txid)), after);
+	return rc;
+}
+
 int cloud_catalog_tx_first(struct cloud_catalog *cat, int64_t db_id, struct cat_tx *out)
 {
 	return tx_one(cat, q(cat, "SELECT " TX_COLS " FROM txs WHERE db_id = ?1 ORDER BY txid LIMIT 1", 1, db_id),

@@ -86,6 +86,12 @@ int cloud_catalog_tx_insert(struct cloud_catalog *cat, int64_t db_id, const stru
 int cloud_catalog_tx_get(struct cloud_catalog *cat, int64_t db_id, uint64_t txid, struct cat_tx *out);
 /* The last position with mts_ms <= mts (ERR_CLOUD_NOT_FOUND if none). */
 int cloud_catalog_tx_at_time(struct cloud_catalog *cat, int64_t db_id, int64_t mts, struct cat_tx *out);
+/* The positions on either side of txid (itself not one): *before the last
+ * one below it (zeroed if none), *after the first one above it (whose
+ * upload, min_txid..txid, covers txid). ERR_CLOUD_NOT_FOUND if none is
+ * above. */
+int cloud_catalog_tx_around(struct cloud_catalog *cat, int64_t db_id, uint64_t txid, struct cat_tx *before,
+			    struct cat_tx *after);
 int cloud_catalog_tx_first(struct cloud_catalog *cat, int64_t db_id, struct cat_tx *out);
 int64_t cloud_catalog_tx_count(struct cloud_catalog *cat, int64_t db_id);
 /* Up to max positions with txid > after, ascending, into out; *n gets

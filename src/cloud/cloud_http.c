@@ -44,7 +44,9 @@
  * AUTHENTICATION. Every endpoint but /healthz needs a token (cloud_auth.c);
  * the token decides the cluster. An optional ?cluster= (sent by LiteFS's
  * client) must name the token's cluster. A Litefs-Cluster-Id header is
- * bound to the cluster on first sight and must match afterwards (422).
+ * bound to the cluster on first sight and must match afterwards (422),
+ * unless `cluster rebind` opened a window that admits it (check_rebind();
+ * REBIND in cloud_auth.c).
  *
  * ERRORS are JSON {"code": "E...", "error": "..."} (+ "pos" for
  * EPOSMISMATCH); the code says what kind, the message says what exactly.
@@ -148,6 +150,13 @@ struct creq {
 
 	/* POST /db/upload: the spooled body. */
 	int spool_fd;
+
+	/* ENOTRESTORABLE: where the TXID asked for lies (cloud_gap()). */
+	struct cloud_gap gap;
+
+	/* Admitted as the candidate of an open rebind window (not bound yet):
+	 * its cluster ID. */
+	char rebind_id[CLOUD_CLUSTER_ID_MAX + 1];
 };
 
 static void hex16(char *buf, uint64_t v)
@@ -191,8 +200,23 @@ static void set_fail(struct creq *q, unsigned status, const char *code, const ch
 	va_end(ap);
 }
 
+static json_t *pos_json(const char *db, const struct cloud_pos *pos);
+
+/* Adds the fields of an ENOTRESTORABLE reply (docs/cloud-api.md) to o:
+ * the TXID asked for, the upload covering it, and the nearest restorable
+ * positions on either side. */
+static void gap_json(json_t *o, const struct cloud_gap *g)
+{
+	json_object_set_new(o, "txid", jhex(g->txid));
+	json_object_set_new(o, "upload", json_pack("{s:o, s:o}", "min_txid", jhex(g->upload_min), "max_txid",
+						   jhex(g->upload_max)));
+	json_t *near = json_pack("{s:o, s:o}", "before", pos_json(NULL, &g->before), "after",
+				 pos_json(NULL, &g->after));
+	json_object_set_new(o, "nearest", near);
+}
+
 /* Sends the failure recorded in q (with the stored position for
- * EPOSMISMATCH) and logs it. */
+ * EPOSMISMATCH, the covering upload for ENOTRESTORABLE) and logs it. */
 static enum httpd_result reply_fail(struct httpd_conn *conn, const char *url, struct creq *q)
 {
 	char logmsg[MSG_LEN], dbname[DB_NAME_MAX + 1];
@@ -210,6 +234,8 @@ static enum httpd_result reply_fail(struct httpd_conn *conn, const char *url, st
 	if (!strcmp(q->fail_code, "EPOSMISMATCH"))
 		json_object_set_new(o, "pos", json_pack("{s:o, s:o}", "txid", jhex(q->res.pos.txid),
 							"postApplyChecksum", jhex(q->res.pos.checksum)));
+	if (!strcmp(q->fail_code, "ENOTRESTORABLE"))
+		gap_json(o, &q->gap);
 	return reply_json(conn, q->fail_status, o, NULL);
 }
 
@@ -261,6 +287,30 @@ static void fail_from_rc(struct creq *q, int rc, const char *what, const char *m
 		set_fail(q, HTTP_BAD_REQUEST, "EBADLTX", "%s: invalid LTX file: %s", what, why);
 	else
 		set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "%s: %s", what, why);
+}
+
+/* Records the failure of a restore, check or export of target t: for a
+ * TXID inside a multi-transaction upload, which upload and the nearest
+ * restorable positions (a 422 ENOTRESTORABLE that says what to ask for
+ * instead); anything else as fail_from_rc(). */
+static void fail_target(struct cloud_http *srv, struct creq *q, int rc, const char *what,
+			const struct cloud_target *t)
+{
+	if (rc != ERR_CLOUD_NOT_RESTORABLE || cloud_gap(srv->cs, q->cluster, q->db, t->txid, &q->gap) != 0) {
+		fail_from_rc(q, rc == ERR_CLOUD_NOT_RESTORABLE ? ERR_CLOUD_WINDOW : rc, what, NULL);
+		return;
+	}
+	const struct cloud_gap *g = &q->gap;
+	char tb[40], ta[40];
+	ltx_format_time(tb, sizeof(tb), g->before.ts_ms);
+	ltx_format_time(ta, sizeof(ta), g->after.ts_ms);
+	set_fail(q, HTTP_UNPROCESSABLE_CONTENT, "ENOTRESTORABLE",
+		 "%s: TXID %016" PRIx64 " is inside one upload that brought TXIDs %016" PRIx64 "-%016" PRIx64
+		 " at once (%s), so only its end is restorable; nearest restorable: %016" PRIx64 " (%s) and %016" PRIx64
+		 " (%s)",
+		 what, g->txid, g->upload_min, g->upload_max,
+		 g->upload_min == 1 ? "a snapshot upload" : "LiteFS sends about a second of transactions as one file",
+		 g->before.txid, tb, g->after.txid, ta);
 }
 
 /* ---- Query parameters --------------------------------------------------- */
@@ -439,6 +489,42 @@ static enum route find_route(const char *url, const char *method, bool *needs_db
 	return R_NONE;
 }
 
+/* A request whose Litefs-Cluster-Id (id) differs from the one the cluster
+ * is bound to (known): admitted only as the candidate of an open rebind
+ * window (REBIND in cloud_auth.c), else 422 ECLUSTERID naming both ways
+ * out. 0 admitted, -1 with the failure recorded. */
+static int check_rebind(struct cloud_http *srv, struct creq *q, const char *id, const char *known)
+{
+	enum cloud_rebind_step step = CLOUD_REBIND_WRITE;
+	if (q->r == R_POS || q->r == R_INFO || q->r == R_RESTORE_CHECK)
+		step = CLOUD_REBIND_LOOK;
+	else if (q->r == R_SNAPSHOT)
+		step = CLOUD_REBIND_TAKE;
+	char why[128];
+	int rc = cloud_auth_rebind_step(srv->auth, q->cluster, id, step, why, sizeof(why));
+	if (rc == 1) {
+		LOG_WARN("cloud-http", "msg=\"cluster rebound: a node that holds no data took the cluster under a new "
+				       "cluster ID\" cluster=%s cluster_id=%s old_cluster_id=%s",
+			 q->cluster, id, known);
+		return 0;
+	}
+	if (rc == 0) {
+		snprintf(q->rebind_id, sizeof(q->rebind_id), "%s", id);
+		return 0;
+	}
+	if (rc != ERR_REPL_CLUSTER) {
+		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
+		return -1;
+	}
+	set_fail(q, HTTP_UNPROCESSABLE_CONTENT, "ECLUSTERID",
+		 "cluster ID mismatch: cluster %s belongs to LiteFS cluster %s, this request came from %.20s (%s). "
+		 "A node that lost its data directory: put its old data.dir/clusterid back, or run "
+		 "`litefs-cloud cluster rebind %s` on the service host to let the next node holding no data "
+		 "take the cluster under its new ID",
+		 q->cluster, known, id, why, q->cluster);
+	return -1;
+}
+
 static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q)
 {
 	const char *h = httpd_header(conn, HTTP_HEADER_AUTHORIZATION);
@@ -463,13 +549,11 @@ static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, struct cr
 		return 0;
 	char known[CLOUD_CLUSTER_ID_MAX + 1] = "";
 	rc = cloud_auth_bind_cluster_id(srv->auth, q->cluster, id, known);
+	if (rc == ERR_REPL_CLUSTER)
+		return check_rebind(srv, q, id, known);
 	if (rc == ERR_INVAL)
 		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
 			 "invalid Litefs-Cluster-Id header: expected LFSC and 16 upper-case hex digits");
-	else if (rc == ERR_REPL_CLUSTER)
-		set_fail(q, HTTP_UNPROCESSABLE_CONTENT, "ECLUSTERID",
-			 "cluster ID mismatch: cluster %s belongs to LiteFS cluster %s, this request came from %.20s",
-			 q->cluster, known, id);
 	else if (rc == ERR_CLOUD_NOT_FOUND)
 		set_fail(q, HTTP_UNAUTHORIZED, "EUNAUTHORIZED", "the cluster of this token was deleted");
 	else if (rc != 0)
@@ -717,6 +801,17 @@ static void pos_one(void *ctx, const char *db, const struct cloud_pos *pos)
 	free(key);
 }
 
+/* The rebind candidate of a cluster with no database: there is nothing
+ * to take, so nothing can mix; bind it now. */
+static void rebind_empty(struct cloud_http *srv, struct creq *q)
+{
+	char why[128];
+	if (cloud_auth_rebind_step(srv->auth, q->cluster, q->rebind_id, CLOUD_REBIND_TAKE, why, sizeof(why)) == 1)
+		LOG_WARN("cloud-http", "msg=\"cluster rebound: a node took the cluster, which holds no database, under a "
+				       "new cluster ID\" cluster=%s cluster_id=%s",
+			 q->cluster, q->rebind_id);
+}
+
 static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				  struct creq *q)
 {
@@ -729,6 +824,8 @@ static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *c
 		fail_from_rc(q, rc, "cannot list positions", NULL);
 		return reply_fail(conn, url, q);
 	}
+	if (q->rebind_id[0] && json_object_size(p.map) == 0)
+		rebind_empty(srv, q);
 	return reply_json(conn, HTTP_OK, p.map, NULL);
 }
 
@@ -754,7 +851,7 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 	int fd = -1;
 	int rc = cloud_export_fd(srv->cs, q->cluster, q->db, &t, f, &fd, &size, &pos);
 	if (rc != 0) {
-		fail_from_rc(q, rc, "export failed", NULL);
+		fail_target(srv, q, rc, "export failed", &t);
 		return reply_fail(conn, url, q);
 	}
 	struct httpd_response *r = httpd_response_fd(fd, size);
@@ -776,10 +873,14 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 	return ret;
 }
 
+/* A position as restore replies give it; without "db" when db is NULL. */
 static json_t *pos_json(const char *db, const struct cloud_pos *pos)
 {
-	return json_pack("{s:o, s:o, s:o, s:o}", "db", httpd_json_str(db), "txID", jhex(pos->txid), "postApplyChecksum",
-			 jhex(pos->checksum), "timestamp", jtime(pos->ts_ms));
+	json_t *o = json_pack("{s:o, s:o, s:o}", "txID", jhex(pos->txid), "postApplyChecksum", jhex(pos->checksum),
+			      "timestamp", jtime(pos->ts_ms));
+	if (o && db)
+		json_object_set_new(o, "db", httpd_json_str(db));
+	return o;
 }
 
 static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
@@ -793,7 +894,7 @@ static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_con
 	int rc = check ? cloud_resolve(srv->cs, q->cluster, q->db, &t, &pos)
 		       : cloud_restore(srv->cs, q->cluster, q->db, &t, as[0] ? as : NULL, &pos);
 	if (rc != 0) {
-		fail_from_rc(q, rc, check ? "restore check failed" : "restore failed", NULL);
+		fail_target(srv, q, rc, check ? "restore check failed" : "restore failed", &t);
 		return reply_fail(conn, url, q);
 	}
 	if (!check)
@@ -847,8 +948,16 @@ static json_t *info_json(const struct cloud_db_info *in)
 							kinds[l->kind], "interval_ms", (json_int_t)l->interval_ms,
 							"files", (json_int_t)l->files, "bytes", (json_int_t)l->bytes));
 	}
+	json_t *ranges = json_array();
+	for (size_t i = 0; ranges && i < in->n_ranges; i++) {
+		const struct cloud_range *r = &in->ranges[i];
+		json_array_append_new(ranges, json_pack("{s:o, s:o, s:s, s:I}", "from_txid", jhex(r->from_txid),
+							"to_txid", jhex(r->to_txid), "restorable",
+							r->per_tx ? "every transaction" : "batch ends", "points",
+							(json_int_t)r->points));
+	}
 	/* "o" takes the arrays, also when the pack fails. */
-	return json_pack("{s:s, s:s, s:{s:o, s:o, s:o, s:I}, s:i, s:i, s:I, s:{s:o, s:o, s:o, s:o, s:I, s:I},"
+	json_t *o = json_pack("{s:s, s:s, s:{s:o, s:o, s:o, s:I}, s:i, s:i, s:I, s:{s:o, s:o, s:o, s:o, s:I, s:I},"
 			 " s:o, s:o, s:I, s:I}",
 			 "cluster", in->cluster, "name", in->name,
 			 "pos", "txid", jhex(in->pos.txid), "checksum", jhex(in->pos.checksum), "timestamp",
@@ -860,6 +969,14 @@ static json_t *info_json(const struct cloud_db_info *in)
 			 "min_ts_ms", (json_int_t)in->min_ts_ms, "max_ts_ms", (json_int_t)in->max_ts_ms,
 			 "snapshots", snapshots, "levels", levels, "bytes", (json_int_t)in->bytes,
 			 "retention_ms", (json_int_t)in->retention_ms);
+	if (o == NULL) {
+		json_decref(ranges);
+		return NULL;
+	}
+	json_object_set_new(o, "ranges", ranges);
+	if (in->ranges_omitted)
+		json_object_set_new(o, "ranges_omitted", json_integer((json_int_t)in->ranges_omitted));
+	return o;
 }
 
 static enum httpd_result handle_info(struct cloud_http *srv, struct httpd_conn *conn, const char *url,

@@ -688,8 +688,10 @@ static int resolve_row(struct cloud_store *cs, struct cdb *d, const struct cloud
 			bool inside = cloud_catalog_tx_first(cs->cat, row->id, &first) == 0 && t->txid > first.txid &&
 				      t->txid < row->txid;
 			/* Inside the window but not a stored position: it was
-			 * uploaded merged with others or skipped by a snapshot. */
-			rc = inside ? ERR_CLOUD_NOT_FOUND : ERR_CLOUD_WINDOW;
+			 * uploaded merged with others (LiteFS batches about a
+			 * second of commits) or skipped by a snapshot.
+			 * cloud_gap() says which upload and what is near. */
+			rc = inside ? ERR_CLOUD_NOT_RESTORABLE : ERR_CLOUD_WINDOW;
 		}
 	} else {
 		rc = cloud_catalog_tx_at_time(cs->cat, row->id, t->ts_ms, &tx);
@@ -714,6 +716,40 @@ int cloud_resolve(struct cloud_store *cs, const char *cluster, const char *db, c
 		pthread_rwlock_unlock(&d->files);
 	}
 	return rc;
+}
+
+int cloud_gap(struct cloud_store *cs, const char *cluster, const char *db, uint64_t txid, struct cloud_gap *out)
+{
+	struct cdb *d;
+	struct cat_db row;
+	struct cat_tx before, after;
+	memset(out, 0, sizeof(*out));
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_rwlock_rdlock(&d->files);
+	rc = db_row(cs, d, &row);
+	bool found = rc == 0;
+	cloud_catalog_lock(cs->cat);
+	if (found)
+		rc = cloud_catalog_tx_get(cs->cat, row.id, txid, &before) == 0
+			     ? ERR_CLOUD_WINDOW
+			     : cloud_catalog_tx_around(cs->cat, row.id, txid, &before, &after);
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	if (found && rc == ERR_CLOUD_NOT_FOUND)
+		rc = ERR_CLOUD_WINDOW; /* nothing above txid */
+	if (rc < 0)
+		return rc;
+	/* A position itself, or below the window: not a gap. */
+	if (before.txid == 0 || after.min_txid > txid)
+		return ERR_CLOUD_WINDOW;
+	out->txid = txid;
+	out->upload_min = after.min_txid;
+	out->upload_max = after.txid;
+	out->before = (struct cloud_pos){ before.txid, before.checksum, before.mts_ms };
+	out->after = (struct cloud_pos){ after.txid, after.checksum, after.mts_ms };
+	return 0;
 }
 
 /* Copies the current copy of d into out_fd. Caller holds d->mu. */
@@ -1233,6 +1269,54 @@ static int info_file(void *ctx, const struct cat_file *f)
 	return 0;
 }
 
+/* Adds the position txid, whose upload brought the TXIDs lo..txid, to the
+ * runs of info (struct cloud_range). */
+static void info_range_add(struct cloud_db_info *info, uint64_t lo, uint64_t txid)
+{
+	bool per_tx = lo == txid;
+	struct cloud_range *last = info->n_ranges ? &info->ranges[info->n_ranges - 1] : NULL;
+	if (last && last->per_tx == per_tx) {
+		last->to_txid = txid;
+		last->points++;
+		return;
+	}
+	if (info->n_ranges == CLOUD_INFO_RANGES_MAX) {
+		memmove(info->ranges, info->ranges + 1, (CLOUD_INFO_RANGES_MAX - 1) * sizeof(info->ranges[0]));
+		info->n_ranges--;
+		info->ranges_omitted++;
+	}
+	info->ranges[info->n_ranges++] = (struct cloud_range){
+		.from_txid = lo, .to_txid = txid, .per_tx = per_tx, .points = 1 };
+}
+
+/* Reads every position of db_id into the runs of info, a chunk per
+ * catalog lock (the info is advisory: ingest may go on in between). */
+static int info_ranges(struct cloud_store *cs, int64_t db_id, struct cloud_db_info *info)
+{
+	enum { CHUNK = 1024 };
+	struct cat_tx *txs = malloc(CHUNK * sizeof(*txs));
+	if (txs == NULL)
+		return ERR_NOMEM;
+	uint64_t prev = 0;
+	size_t n = CHUNK;
+	int rc = 0;
+	while (rc == 0 && n == CHUNK) {
+		cloud_catalog_lock(cs->cat);
+		rc = cloud_catalog_tx_scan(cs->cat, db_id, prev, txs, CHUNK, &n);
+		cloud_catalog_unlock(cs->cat);
+		/* An upload covers min_txid..txid; the first one in the window
+		 * may start before it (retention), the others right after the
+		 * previous position (a snapshot upload may start at 1). */
+		for (size_t i = 0; rc == 0 && i < n; i++) {
+			uint64_t lo = prev == 0 ? txs[i].min_txid : prev + 1;
+			info_range_add(info, lo < 1 ? 1 : lo, txs[i].txid);
+			prev = txs[i].txid;
+		}
+	}
+	free(txs);
+	return rc;
+}
+
 /* A new info with the levels of cs, their files not counted yet. */
 static struct cloud_db_info *info_new(struct cloud_store *cs)
 {
@@ -1277,6 +1361,8 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, s
 		rc = cloud_catalog_file_list(cs->cat, row.id, UINT64_MAX, info_file, &ic);
 	cloud_catalog_unlock(cs->cat);
 	pthread_rwlock_unlock(&d->files);
+	if (rc == 0)
+		rc = info_ranges(cs, row.id, ic.info);
 	if (rc < 0) {
 		cloud_db_info_free(ic.info);
 		return rc;

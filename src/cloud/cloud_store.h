@@ -120,9 +120,28 @@ struct cloud_target {
 };
 
 /* The exact position a target resolves to (`restore --check`).
- * ERR_CLOUD_NOT_FOUND, ERR_CLOUD_WINDOW (outside the restorable window). */
+ * ERR_CLOUD_NOT_FOUND, ERR_CLOUD_WINDOW (outside the restorable window),
+ * ERR_CLOUD_NOT_RESTORABLE (a TXID inside a multi-transaction upload; see
+ * cloud_gap()). Export and restore fail the same way. */
 int cloud_resolve(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		  struct cloud_pos *out);
+
+/* Where a TXID lies that cloud_resolve(), cloud_export() or cloud_restore()
+ * refused with ERR_CLOUD_NOT_RESTORABLE: inside one upload that brought
+ * several transactions at once (a batching client such as LiteFS, a
+ * compacted backlog, or a snapshot upload that skipped TXIDs). Only the
+ * ends of uploads are positions the engine can rebuild. */
+struct cloud_gap {
+	uint64_t txid;                   /* the TXID asked for */
+	uint64_t upload_min, upload_max; /* the upload covering it (min is 1 for a snapshot) */
+	struct cloud_pos before;         /* the nearest restorable position below txid */
+	struct cloud_pos after;          /* the nearest above: the upload's end (upload_max) */
+};
+
+/* Explains why txid is not restorable. 0 with *out filled; ERR_CLOUD_WINDOW
+ * when txid is not inside an upload in the window (outside it, or itself
+ * a position); ERR_CLOUD_NOT_FOUND for an unknown database. */
+int cloud_gap(struct cloud_store *cs, const char *cluster, const char *db, uint64_t txid, struct cloud_gap *out);
 
 enum cloud_format { CLOUD_FORMAT_LTX, CLOUD_FORMAT_SQLITE };
 
@@ -169,6 +188,20 @@ struct cloud_snapshot_info {
 	int level;
 };
 
+/* A run of the restorable history. per_tx: every TXID from_txid..to_txid
+ * is restorable (one upload per transaction). Otherwise a run of uploads
+ * that each brought several transactions at once (a batching client such
+ * as LiteFS, a compacted backlog, a snapshot upload): only the `points`
+ * upload ends in from_txid..to_txid are restorable, to_txid the last. */
+struct cloud_range {
+	uint64_t from_txid, to_txid;
+	bool per_tx;
+	uint64_t points;
+};
+
+/* Runs kept in struct cloud_db_info: the newest ones. */
+#define CLOUD_INFO_RANGES_MAX 100
+
 /* A database's history, for the CLI and the dashboard (GET /db/info). */
 struct cloud_db_info {
 	char cluster[64 + 1];
@@ -185,6 +218,11 @@ struct cloud_db_info {
 	size_t n_snapshots;
 	struct cloud_level_info *levels;       /* levels[l] is level l, 0..top */
 	size_t n_levels;
+	/* The restorable history as runs, oldest first: the newest
+	 * CLOUD_INFO_RANGES_MAX, after ranges_omitted older ones. */
+	struct cloud_range ranges[CLOUD_INFO_RANGES_MAX];
+	size_t n_ranges;
+	uint64_t ranges_omitted;
 	uint64_t bytes;           /* stored, every level */
 	int64_t retention_ms;
 };

@@ -2,7 +2,7 @@
  * cmd_cloud.c — the `litefs-cloud` command line (docs/cloud.md):
  *
  *   serve                         run the service (cloud_store + cloud_http)
- *   cluster create|list|delete    admin: on the server host, on -data-dir
+ *   cluster create|list|delete|rebind  admin: on the server host, on -data-dir
  *   token create|list|revoke      admin: on the server host, on -data-dir
  *   restore|export|info|list      users: HTTP against -url with -token
  *
@@ -657,7 +657,7 @@ static int cmd_serve(int argc, char **argv)
 /* ---- Admin commands: cluster and token ---------------------------------- */
 
 static const char cluster_usage[] =
-	"Usage: litefs-cloud cluster <create NAME | list | delete NAME> [options]\n"
+	"Usage: litefs-cloud cluster <create NAME | list | delete NAME | rebind NAME> [options]\n"
 	"\n"
 	"Manages clusters directly in the data directory: run it on the server host\n"
 	"(the service may be running). A cluster owns databases; its tokens let\n"
@@ -666,6 +666,17 @@ static const char cluster_usage[] =
 	"  create NAME   create a cluster and print its first token (shown once)\n"
 	"  list          list clusters: name, LiteFS cluster ID, tokens, creation time\n"
 	"  delete NAME   delete a cluster, its tokens and all its data\n"
+	"  rebind NAME   [-window 15m] let the next LiteFS node that holds no data\n"
+	"                for NAME take it under a new cluster ID (disaster recovery)\n"
+	"\n"
+	"The first cluster ID a cluster's nodes send is remembered, and nodes with\n"
+	"another one are refused (422 ECLUSTERID), so that two LiteFS clusters with\n"
+	"the same token never mix. A LiteFS node whose data directory was lost makes\n"
+	"a new ID: put its old data.dir/clusterid back, or run `cluster rebind NAME`.\n"
+	"For -window (default 15m) the first node with another ID may read; it is\n"
+	"bound when it takes the service's databases (snapshot downloads), the way a\n"
+	"node holding no data starts. A node that uploads first holds data of its\n"
+	"own and is never bound. The old ID keeps working until the rebind is done.\n"
 	"\n"
 	"NAME: 1 to 64 characters of A-Z a-z 0-9 _ . -\n"
 	"\n"
@@ -750,7 +761,29 @@ static int admin_fail(const char *what, const char *name, int rc)
 	return 1;
 }
 
-static int cluster_run(const struct settings *st, struct cloud_auth *auth, const char **pos, int n_pos)
+/* `cluster rebind NAME`: opens the window (cloud_auth_rebind_open()). */
+static int cluster_rebind(struct cloud_auth *auth, const char *name, const char *window)
+{
+	int64_t window_ms = 15 * 60 * 1000, until = 0;
+	if (window && (godur_parse_ms(window, &window_ms) != 0 || window_ms <= 0)) {
+		fprintf(stderr, "litefs-cloud cluster rebind: invalid -window %s: a duration such as 15m or 1h\n", window);
+		return 2;
+	}
+	int rc = cloud_auth_rebind_open(auth, name, window_ms, &until);
+	if (rc != 0)
+		return admin_fail("cluster rebind", name, rc);
+	char ts[40];
+	fmt_ms(ts, sizeof(ts), until);
+	fprintf(stderr,
+		"cluster %s: rebind open until %s. The next LiteFS node that sends another cluster ID\n"
+		"and holds no data takes the cluster under its ID when it downloads the databases;\n"
+		"the current ID keeps working until then.\n",
+		name, ts);
+	return 0;
+}
+
+static int cluster_run(const struct settings *st, struct cloud_auth *auth, const char **pos, int n_pos,
+		       const char *window)
 {
 	struct cloud_token tok;
 	int rc;
@@ -771,6 +804,8 @@ static int cluster_run(const struct settings *st, struct cloud_auth *auth, const
 		print_new_token(pos[1], &tok);
 		return 0;
 	}
+	if (!strcmp(pos[0], "rebind") && n_pos == 2)
+		return cluster_rebind(auth, pos[1], window);
 	if (!strcmp(pos[0], "delete") && n_pos == 2) {
 		if ((rc = cloud_auth_cluster_delete(auth, pos[1])) != 0)
 			return admin_fail("cluster delete", pos[1], rc);
@@ -814,7 +849,9 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 	struct flag flags[16];
 	int n_pos = 0;
 	const char *usage = is_cluster ? cluster_usage : token_usage;
-	settings_flags(flags, vals, &config, NULL);
+	const char *window = NULL;
+	const struct flag more[] = { { "window", &window, NULL }, { NULL, NULL, NULL } };
+	settings_flags(flags, vals, &config, is_cluster ? more : NULL);
 	int prc = parse_flags(argv[0], argc, argv, flags, pos, 3, &n_pos);
 	if (prc != 0 || n_pos == 0) {
 		bool help = prc == 1;
@@ -842,7 +879,7 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 		if (arc != 0)
 			rc = admin_fail("open", st.data_dir, arc);
 		else
-			rc = is_cluster ? cluster_run(&st, auth, pos, n_pos) : token_run(&st, auth, pos, n_pos);
+			rc = is_cluster ? cluster_run(&st, auth, pos, n_pos, window) : token_run(&st, auth, pos, n_pos);
 	}
 	cloud_auth_close(auth);
 	settings_free(&st);
@@ -981,6 +1018,11 @@ static const char restore_usage[] =
 	"(a fork) and DB is untouched. With --check, nothing changes: the exact TXID\n"
 	"and timestamp the restore would produce are printed.\n"
 	"\n"
+	"Only the end of each upload is restorable: a TXID inside an upload that\n"
+	"brought several transactions at once (LiteFS batches about a second) fails\n"
+	"with ENOTRESTORABLE, naming the upload and the nearest restorable TXIDs.\n"
+	"A timestamp always resolves (to the last upload end at or before it).\n"
+	"\n"
 	"Options:\n";
 
 static const char export_usage[] =
@@ -996,7 +1038,10 @@ static const char info_usage[] =
 	"Usage: litefs-cloud info DB [options]\n"
 	"\n"
 	"Prints DB's history on the service as JSON: position, restorable range\n"
-	"(TXIDs and timestamps), snapshots and files per level with sizes.\n"
+	"(TXIDs and timestamps), snapshots and files per level with sizes, and\n"
+	"\"ranges\": which runs of TXIDs are restorable at every transaction and\n"
+	"which only at batch ends (LiteFS sends about a second of transactions as\n"
+	"one upload; a TXID inside one is refused with ENOTRESTORABLE).\n"
 	"\n"
 	"Options:\n";
 
@@ -1185,6 +1230,7 @@ static const char usage[] =
 	"Service (on the server host):\n"
 	"  serve                       run the service (-addr, -data-dir, -retention, ...)\n"
 	"  cluster create|list|delete  manage clusters (create prints the first token)\n"
+	"  cluster rebind NAME         let a node that lost its data take NAME under a new cluster ID\n"
 	"  token create|list|revoke    manage tokens\n"
 	"\n"
 	"Users (over HTTP: -url or $LITEFS_CLOUD_ENDPOINT, -token or $LITEFS_CLOUD_TOKEN):\n"
@@ -1192,7 +1238,7 @@ static const char usage[] =
 	"                              restore to any transaction or moment in the window\n"
 	"  export DB [--txid N|--timestamp T] [--format sqlite|ltx] -o FILE\n"
 	"                              write a past (or the latest) state to FILE\n"
-	"  info DB                     history: restorable range, snapshots, sizes\n"
+	"  info DB                     history: restorable ranges, snapshots, sizes\n"
 	"  list                        databases and their positions\n"
 	"  version                     print the version\n"
 	"\n"

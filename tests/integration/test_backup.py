@@ -19,7 +19,9 @@ import struct
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -718,3 +720,42 @@ def test_e2e_retention_short_window(node, cloud):
         assert hi >= base, (f"{o} is older than the window and not needed to rebuild it "
                             f"(min restorable {min_txid:016x}, base snapshot {base:016x})")
     assert len(objs) < len(points), f"{len(objs)} objects for {len(points)} transactions: nothing was removed?"
+
+
+def test_e2e_txid_inside_a_merged_backlog_is_not_restorable(node, service):
+    """A backlog pushed as one merged upload: its end is restorable, a TXID
+    inside it is 422 ENOTRESTORABLE naming the upload and the nearest
+    restorable TXIDs (it was a misleading 404 "database not found"), and
+    info lists the run as restorable at batch ends only."""
+    tok = service.token
+    n = node(extra_config=backup_config(service.url, tok)).start()
+    write_rows(n, 2)
+    wait_until(lambda: cloud_pos(service, tok) == hexpos(n), timeout=3)
+    before = hexpos(n)
+    service.stop()
+    points = write_rows(n, 30, start=100)
+    service.start()
+    wait_until(lambda: cloud_pos(service, tok) == hexpos(n), timeout=10, msg=lambda: n.log_text()[-2000:])
+    end = points[-1][0]
+    x = before[0] + 5
+    for args in (["--check"], []):
+        r = service.cli("restore", "db", "--txid", f"{x:016x}", *args, token=tok, check=False)
+        assert r.returncode == 1, r.stdout + r.stderr
+        for want in ("ENOTRESTORABLE", "HTTP 422", f"{before[0] + 1:016x}-{end:016x}", f"{before[0]:016x}"):
+            assert want in r.stderr, r.stderr
+    req = urllib.request.Request(f"{service.url}/db/restore/check?db=db&txid={x}", headers={"Authorization": tok})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=5)
+    body = json.loads(e.value.read())
+    assert e.value.code == 422 and body["code"] == "ENOTRESTORABLE", body
+    assert body["upload"] == {"min_txid": f"{before[0] + 1:016x}", "max_txid": f"{end:016x}"}, body
+    assert body["nearest"]["before"]["txID"] == f"{before[0]:016x}", body
+    assert body["nearest"]["before"]["postApplyChecksum"] == f"{before[1]:016x}", body
+    assert body["nearest"]["after"]["txID"] == f"{end:016x}", body
+    # Both nearest points restore (checked, not made).
+    for p in (before[0], end):
+        service.cli("restore", "db", "--txid", f"{p:016x}", "--check", token=tok)
+    info = json.loads(service.cli("info", "db", token=tok).stdout)
+    assert info["ranges"][-1] == {"from_txid": f"{before[0] + 1:016x}", "to_txid": f"{end:016x}",
+                                  "restorable": "batch ends", "points": 1}, info["ranges"]
+    assert info["ranges"][0]["restorable"] == "every transaction", info["ranges"]

@@ -450,7 +450,34 @@ static void test_ingest_errors(void **state)
 	free(sb.data);
 	struct cloud_target t = { .txid = c.txid + 5 };
 	struct cloud_pos pos;
-	assert_int_equal(cloud_resolve(cs, "c1", "e.db", &t, &pos), ERR_CLOUD_NOT_FOUND);
+	/* The TXIDs the snapshot skipped are not restorable, and the engine
+	 * says which upload covers them and what is nearest. */
+	assert_int_equal(cloud_resolve(cs, "c1", "e.db", &t, &pos), ERR_CLOUD_NOT_RESTORABLE);
+	struct cloud_gap g;
+	assert_int_equal(cloud_gap(cs, "c1", "e.db", c.txid + 5, &g), 0);
+	assert_int_equal(g.txid, c.txid + 5);
+	assert_int_equal(g.upload_min, 1);
+	assert_int_equal(g.upload_max, c.txid + 10);
+	assert_int_equal(g.before.txid, c.txid);
+	assert_int_equal(g.before.checksum, c.sum[c.txid]);
+	assert_int_equal(g.after.txid, c.txid + 10);
+	assert_int_equal(g.after.checksum, model_checksum(&m2));
+	assert_int_equal(cloud_gap(cs, "c1", "e.db", c.txid, &g), ERR_CLOUD_WINDOW);      /* a position */
+	assert_int_equal(cloud_gap(cs, "c1", "e.db", c.txid + 11, &g), ERR_CLOUD_WINDOW); /* beyond */
+	assert_int_equal(cloud_gap(cs, "c1", "nope.db", c.txid + 5, &g), ERR_CLOUD_NOT_FOUND);
+	/* info: every transaction up to c.txid, then one batch end. */
+	struct cloud_db_info *j = info(cs, "e.db");
+	assert_int_equal(j->n_ranges, 2);
+	assert_true(j->ranges[0].per_tx);
+	assert_int_equal(j->ranges[0].from_txid, 1);
+	assert_int_equal(j->ranges[0].to_txid, c.txid);
+	assert_int_equal(j->ranges[0].points, c.txid);
+	assert_false(j->ranges[1].per_tx);
+	assert_int_equal(j->ranges[1].from_txid, c.txid + 1);
+	assert_int_equal(j->ranges[1].to_txid, c.txid + 10);
+	assert_int_equal(j->ranges[1].points, 1);
+	assert_int_equal(j->ranges_omitted, 0);
+	cloud_db_info_free(j);
 	t.txid = c.txid;
 	assert_int_equal(cloud_resolve(cs, "c1", "e.db", &t, &pos), 0);
 	export_check(cs, "e.db", &t, c.txid, c.sum[c.txid], 1024);
