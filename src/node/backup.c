@@ -67,10 +67,22 @@
  * off like an error.
  *
  * Restoring: the snapshot is spooled to a temp file (never held in
- * memory), checked to be a snapshot LTX, and applied with store_apply(),
- * which validates it in full before it changes anything and excludes
- * readers and writers with SQLite's own locks. A truncated or corrupt
- * snapshot is refused and nothing changes.
+ * memory), checked to be a snapshot LTX, and applied with
+ * store_apply_guarded(), which validates it in full before it changes
+ * anything and excludes readers and writers with SQLite's own locks. A
+ * truncated or corrupt snapshot is refused and nothing changes. Its guard
+ * (keep_unacked) runs once writers are excluded: every local record after
+ * the last TXID the service acknowledged (the HWM) was committed to a
+ * client and is in neither the restored state nor the service's history,
+ * so it is copied under <data.dir>/lost/ (lost.h) first; if that fails
+ * the restore is refused and tried again at the next sync.
+ *
+ * Watching (watch_main, a second thread with its own connection): while
+ * this node is primary, one GET /pos?wait=<generation> is kept open; the
+ * service answers it when a restore moved a database of the cluster, and
+ * a new generation makes the main thread sync at once (poke). Services
+ * without Litefs-Pos-Generation are never sent wait= and the once-a-
+ * second sync is all there is; it stays in any case.
  *
  * Errors (service down, 401, 422, 5xx, truncated bodies, refused applies)
  * are logged once with the reason, repeated ones at debug level; the
@@ -87,7 +99,9 @@
  * a whole (unreachable, token refused) holds the first sync back.
  *
  * Stopping: backup_stop() sets a flag that libcurl's progress callback
- * checks and wakes node_wait_change() with node_notify_change().
+ * checks (about once a second on an idle long poll) and wakes
+ * node_wait_change() with node_notify_change() and the watcher's sleeps
+ * with the condition variable.
  */
 #include <curl/curl.h>
 #include <errno.h>
