@@ -72,6 +72,7 @@
 #include "cloud/cloud_auth.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_watch.h"
 #include "base/err.h"
 #include "base/fdio.h"
 #include "base/fileio.h"
@@ -92,12 +93,17 @@
  * memory and ingested on the connection's thread. */
 #define INLINE_TX_MAX (256u << 10)
 #define DB_NAME_MAX 255
+/* GET /pos?wait=: how long a long poll waits at most, by default and at
+ * the client's request (timeout=). */
+#define POS_WAIT_DEFAULT_MS 25000
+#define POS_WAIT_MAX_MS 30000
 
 struct cloud_http {
 	struct cloud_store *cs;  /* borrowed */
 	struct cloud_auth *auth; /* borrowed */
 	char *tmp_dir;           /* owned */
 	uint64_t max_upload_bytes, max_db_bytes;
+	struct cloud_watch *watch; /* owned: restore generations for /pos?wait= */
 	struct httpd *daemon;
 	unsigned port;
 	atomic_bool stopping;
@@ -730,6 +736,7 @@ static enum httpd_result upload_finish(struct cloud_http *srv, struct httpd_conn
 		fail_from_rc(q, rc, "upload rejected", q->res.msg);
 		return reply_fail(conn, url, q);
 	}
+	cloud_watch_bump(srv->watch, q->cluster);
 	LOG_INFO("cloud-http", "msg=\"database uploaded\" cluster=%s db=%s txid=%016" PRIx64 " bytes=%" PRIu64,
 		 q->cluster, q->db, q->res.pos.txid, q->n_bytes);
 	char hwm[17];
@@ -812,9 +819,59 @@ static void rebind_empty(struct cloud_http *srv, struct creq *q)
 			 q->cluster, q->rebind_id);
 }
 
+/* GET /pos?wait=<generation>[&timeout=<ms>]: the long poll (design in
+ * docs/cloud-api.md). Reads the parameters: 0 with *wait set when the
+ * request waits, -1 with the failure recorded. */
+static int take_wait(struct httpd_conn *conn, struct creq *q, bool *wait, uint64_t *gen, int64_t *timeout_ms)
+{
+	bool bad = false;
+	const char *w = arg(conn, "wait", &bad);
+	const char *t = arg(conn, "timeout", &bad);
+	*wait = false;
+	*timeout_ms = POS_WAIT_DEFAULT_MS;
+	if (!w)
+		return 0;
+	uint64_t v = 0;
+	bool ok = !bad && w[0] && strlen(w) <= 16;
+	for (const char *c = w; ok && *c; c++) {
+		int d = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10
+							  : *c >= 'A' && *c <= 'F' ? *c - 'A' + 10 : -1;
+		ok = d >= 0;
+		v = v << 4 | (uint64_t)(d & 0xf);
+	}
+	if (!ok) {
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
+			 "invalid wait: expected the Litefs-Pos-Generation of an earlier /pos reply (16 hex digits)");
+		return -1;
+	}
+	if (t) {
+		char *end = NULL;
+		errno = 0;
+		long long ms = strtoll(t, &end, 10);
+		if (!t[0] || *end || errno || ms < 0 || ms > POS_WAIT_MAX_MS) {
+			set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "invalid timeout: expected milliseconds, 0 to %d",
+				 POS_WAIT_MAX_MS);
+			return -1;
+		}
+		*timeout_ms = ms;
+	}
+	*wait = true;
+	*gen = v;
+	return 0;
+}
+
 static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				  struct creq *q)
 {
+	bool wait;
+	uint64_t gen = 0;
+	int64_t timeout_ms;
+	if (take_wait(conn, q, &wait, &gen, &timeout_ms) != 0)
+		return reply_fail(conn, url, q);
+	/* The generation is read before the positions: a restore between the
+	 * two is seen by the client's next wait, never missed. */
+	uint64_t now = wait ? cloud_watch_wait(srv->watch, q->cluster, gen, timeout_ms, &srv->stopping)
+			    : cloud_watch_gen(srv->watch, q->cluster);
 	struct pos_ctx p = { json_object() };
 	if (!p.map)
 		return HTTPD_NO;
@@ -826,7 +883,9 @@ static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *c
 	}
 	if (q->rebind_id[0] && json_object_size(p.map) == 0)
 		rebind_empty(srv, q);
-	return reply_json(conn, HTTP_OK, p.map, NULL);
+	char hdr[17];
+	hex16(hdr, now);
+	return httpd_respond_json(conn, HTTP_OK, p.map, "Litefs-Pos-Generation", hdr);
 }
 
 static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
@@ -897,10 +956,14 @@ static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_con
 		fail_target(srv, q, rc, check ? "restore check failed" : "restore failed", &t);
 		return reply_fail(conn, url, q);
 	}
-	if (!check)
+	if (!check) {
+		/* Wakes the cluster's long polls: its primary takes the
+		 * restored state at once. */
+		cloud_watch_bump(srv->watch, q->cluster);
 		LOG_DEBUG("cloud-http", "msg=\"database restored\" cluster=%s db=%s as=%s txid=%016" PRIx64
 				       " target_txid=%016" PRIx64 " target_ts_ms=%" PRId64,
 			 q->cluster, q->db, as[0] ? as : "-", pos.txid, t.txid, t.ts_ms);
+	}
 	return reply_json(conn, HTTP_OK, pos_json(as[0] ? as : q->db, &pos), NULL);
 }
 
@@ -1006,6 +1069,7 @@ static enum httpd_result handle_delete(struct cloud_http *srv, struct httpd_conn
 		fail_from_rc(q, rc, "delete failed", NULL);
 		return reply_fail(conn, url, q);
 	}
+	cloud_watch_bump(srv->watch, q->cluster);
 	LOG_DEBUG("cloud-http", "msg=\"database deleted\" cluster=%s db=%s", q->cluster, q->db);
 	return reply_json(conn, HTTP_OK, json_pack("{s:o, s:b}", "name", httpd_json_str(q->db), "deleted", 1), NULL);
 }
@@ -1178,8 +1242,11 @@ int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const stru
 	atomic_init(&srv->stopping, false);
 	atomic_init(&srv->n_active, 0);
 	srv->tmp_dir = strdup(opts->tmp_dir);
-	int rc = srv->tmp_dir ? listen_on(srv, opts->addr) : ERR_NOMEM;
+	int rc = srv->tmp_dir ? cloud_watch_open(&srv->watch) : ERR_NOMEM;
+	if (rc == 0)
+		rc = listen_on(srv, opts->addr);
 	if (rc != 0) {
+		cloud_watch_close(srv->watch);
 		free(srv->tmp_dir);
 		free(srv);
 		return rc;
@@ -1209,6 +1276,7 @@ void cloud_http_stop(struct cloud_http *srv)
 	if (atomic_load(&srv->n_active) > 0)
 		LOG_WARN("cloud-http", "msg=\"stopping with requests in flight\" n=%d", atomic_load(&srv->n_active));
 	httpd_stop(srv->daemon);
+	cloud_watch_close(srv->watch); /* the long polls ended with the server */
 	free(srv->tmp_dir);
 	free(srv);
 }

@@ -480,6 +480,11 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 
 int apply_ltx(struct db *db, int fd, off_t off, uint32_t len)
 {
+	return apply_ltx_guarded(db, fd, off, len, NULL, NULL);
+}
+
+int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx)
+{
 	uint8_t raw[LTX_HEADER_SIZE];
 	struct ltx_header h;
 	int rc;
@@ -508,6 +513,12 @@ int apply_ltx(struct db *db, int fd, off_t off, uint32_t len)
 		if (rc != -ECANCELED)
 			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
 				 err_str(rc));
+		return rc;
+	}
+	if (guard && (rc = guard(ctx, db)) != 0) {
+		if (x.poisoned)
+			walidx_publish(db, x.shm_fd, old_n);
+		readmit_readers(&x);
 		return rc;
 	}
 	struct dbfile_apply_result res;

@@ -24,4 +24,15 @@ struct db;
  * folded into the db file. */
 int apply_ltx(struct db *db, int fd, off_t off, uint32_t len);
 
+/* A check run by apply_ltx_guarded() once readers and writers are
+ * excluded and before anything changes, so that db->pos is final until
+ * the apply ends: the backup client keeps the transactions a restore is
+ * about to replace (lost.h). db->mu is not held. A non-zero return
+ * refuses the apply (nothing changes) and is returned by
+ * apply_ltx_guarded(). */
+typedef int (*apply_guard_fn)(void *ctx, struct db *db);
+
+/* apply_ltx() with guard(ctx, db) run as said above (guard may be NULL). */
+int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx);
+
 #endif

@@ -67,10 +67,22 @@
  * off like an error.
  *
  * Restoring: the snapshot is spooled to a temp file (never held in
- * memory), checked to be a snapshot LTX, and applied with store_apply(),
- * which validates it in full before it changes anything and excludes
- * readers and writers with SQLite's own locks. A truncated or corrupt
- * snapshot is refused and nothing changes.
+ * memory), checked to be a snapshot LTX, and applied with
+ * store_apply_guarded(), which validates it in full before it changes
+ * anything and excludes readers and writers with SQLite's own locks. A
+ * truncated or corrupt snapshot is refused and nothing changes. Its guard
+ * (keep_unacked) runs once writers are excluded: every local record after
+ * the last TXID the service acknowledged (the HWM) was committed to a
+ * client and is in neither the restored state nor the service's history,
+ * so it is copied under <data.dir>/lost/ (lost.h) first; if that fails
+ * the restore is refused and tried again at the next sync.
+ *
+ * Watching (watch_main, a second thread with its own connection): while
+ * this node is primary, one GET /pos?wait=<generation> is kept open; the
+ * service answers it when a restore moved a database of the cluster, and
+ * a new generation makes the main thread sync at once (poke). Services
+ * without Litefs-Pos-Generation are never sent wait= and the once-a-
+ * second sync is all there is; it stays in any case.
  *
  * Errors (service down, 401, 422, 5xx, truncated bodies, refused applies)
  * are logged once with the reason, repeated ones at debug level; the
@@ -87,12 +99,15 @@
  * a whole (unreachable, token refused) holds the first sync back.
  *
  * Stopping: backup_stop() sets a flag that libcurl's progress callback
- * checks and wakes node_wait_change() with node_notify_change().
+ * checks (about once a second on an idle long poll) and wakes
+ * node_wait_change() with node_notify_change() and the watcher's sleeps
+ * with the condition variable.
  */
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -111,6 +126,7 @@
 #include "ltx/compact.h"
 #include "node/config.h"
 #include "node/db.h"
+#include "node/lost.h"
 #include "base/err.h"
 #include "proto/dbname.h"
 #include "base/fdio.h"
@@ -150,6 +166,7 @@ struct backup {
 	char *base_url;          /* owned, no trailing '/' */
 	char *auth;              /* owned: the Authorization header line; NULL: none */
 	char *cluster_name;      /* owned: backup.cluster; NULL: none */
+	char *data_dir;          /* owned: data.dir (lost/ goes there) */
 	char *tmp_dir;           /* owned: <data.dir>/tmp */
 	int poll_ms;
 
@@ -159,6 +176,12 @@ struct backup {
 	pthread_mutex_t mu;      /* guards synced; leaf lock */
 	pthread_cond_t cond;     /* synced became true, or stopping */
 	bool synced;
+
+	/* The watcher thread (watch_main): the long poll GET /pos?wait=. */
+	pthread_t watch_thread;
+	bool watch_started;
+	CURL *watch_curl;        /* the watcher's own handle and connection */
+	atomic_bool poke;        /* the service said positions moved: sync now */
 
 	/* Thread only. */
 	CURL *curl;              /* reused, so the connection is kept alive */
@@ -236,11 +259,10 @@ static struct curl_slist *request_headers(struct backup *b, bool has_body)
  * ERR_CLOUD_POS_MISMATCH for 409 EPOSMISMATCH (x->mem holds the reply),
  * -EACCES for 401/403, -EPROTO for other statuses, -ECONNRESET for
  * transport failures and truncated bodies. */
-static int xfer_run(struct backup *b, const char *method, const char *path, const char *db, struct httpc_req *x,
-		    long timeout_ms, struct fail *f)
+static int xfer_run_query(struct backup *b, const char *method, const char *path, const char *const *query,
+			  struct httpc_req *x, long timeout_ms, struct fail *f)
 {
-	const char *const query[] = { "db", db, "cluster", b->cluster_name, NULL };
-	char *url = httpc_url(b->curl, b->base_url, path, query);
+	char *url = httpc_url(x->curl, b->base_url, path, query);
 	struct curl_slist *hdrs = request_headers(b, x->up_fd >= 0);
 	if (!url || !hdrs) {
 		free(url);
@@ -276,6 +298,15 @@ static int xfer_run(struct backup *b, const char *method, const char *path, cons
 	return f->rc;
 }
 
+/* xfer_run_query() with the query ?db=&cluster= (either may be absent). */
+static int xfer_run(struct backup *b, const char *method, const char *path, const char *db, struct httpc_req *x,
+		    long timeout_ms, struct fail *f)
+{
+	const char *const query[] = { "db", db, "cluster", b->cluster_name, NULL };
+	return xfer_run_query(b, method, path, query, x, timeout_ms, f);
+}
+
+/* Readies x for a request on the main thread's handle. */
 static void xfer_init(struct httpc_req *x, struct backup *b, size_t mem_max)
 {
 	httpc_req_init(x, b->curl);
@@ -607,6 +638,93 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 
 /* ---- Restores -------------------------------------------------------------------- */
 
+/* What a restore keeps of the transactions it replaces (keep_unacked). */
+struct keep {
+	struct backup *b;
+	uint64_t acked;          /* the service acknowledged every TXID up to this */
+	struct ltx_pos replaced_by;
+	struct fail *f;
+};
+
+/* Writes a snapshot of db's current state into ev: the fallback when the
+ * records after the acknowledged TXID are not all retained. */
+static int keep_snapshot(struct backup *b, struct db *db, struct lost_event *ev)
+{
+	int fd = fileio_spool_open(b->tmp_dir);
+	if (fd < 0)
+		return fd;
+	struct ltx_pos pos;
+	int rc = db_snapshot(db, fdio_write, &fd, &pos);
+	off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : 0;
+	if (rc == 0 && size < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = size > UINT32_MAX ? -EFBIG : lost_add(ev, fd, 0, (uint32_t)size);
+	close(fd);
+	return rc;
+}
+
+/* The guard of a restore's apply (apply_ltx_guarded): runs with readers
+ * and writers excluded, so db's position is final. Every local
+ * transaction after the last TXID the service acknowledged is one a
+ * client was told was committed and that the restored state will not
+ * hold: it is written under lost/ (lost.h) before anything changes. If
+ * that fails the restore is refused and tried again at the next sync:
+ * an acknowledged transaction never vanishes silently. */
+static int keep_unacked(void *ctx, struct db *db)
+{
+	struct keep *k = ctx;
+	struct ltx_pos local = db_pos(db);
+	if (local.txid <= k->acked)
+		return 0;
+	struct lost_event *ev = NULL;
+	struct db_cursor c;
+	db_cursor_init(&c);
+	int rc = lost_begin(k->b->data_dir, db->name, &ev);
+	if (rc == 0 && (rc = db_cursor_open_oldest(db, &c)) == ERR_NEED_SNAPSHOT)
+		rc = keep_snapshot(k->b, db, ev);
+	else if (rc == 0) {
+		int fd;
+		struct ltxlog_rec rec;
+		while ((rc = db_cursor_next(&c, &fd, &rec)) == 1) {
+			struct ltx_header h;
+			uint64_t post, off = rec.offset + LTXLOG_HDR_SIZE;
+			if ((rc = read_range(fd, off, rec.len, &h, &post)) != 0)
+				break;
+			if (h.max_txid <= k->acked)
+				continue;
+			if (lost_count(ev) == 0 && h.min_txid > k->acked + 1) {
+				/* A gap: the records from acked+1 are gone. */
+				rc = keep_snapshot(k->b, db, ev);
+				break;
+			}
+			if ((rc = lost_add(ev, fd, off, rec.len)) != 0)
+				break;
+		}
+	}
+	db_cursor_close(&c);
+	char dir[PATH_MAX] = "";
+	size_t n = ev ? lost_count(ev) : 0;
+	uint64_t base = n ? lost_base(ev).txid : 0;
+	if (rc == 0 && ev)
+		rc = lost_commit(ev, "a restore on the backup service replaced these transactions before the service "
+				     "had acknowledged them", &k->replaced_by, dir, sizeof(dir));
+	else
+		lost_abort(ev);
+	if (rc != 0) {
+		fail_set(k->f, rc, "db %s: cannot keep the %016" PRIx64 "-%016" PRIx64 " transactions a restore "
+				   "would replace under %s/%s, so the restore is not applied: %s",
+			 db->name, k->acked + 1, local.txid, k->b->data_dir, LOST_DIR, err_str(rc));
+		return rc;
+	}
+	LOG_WARN("backup", "msg=\"a restore on the backup service replaces transactions this node committed that the "
+			   "service had not acknowledged; they are kept, not applied: inspect with 'litefs ltx dump', "
+			   "re-apply as docs/backup.md says (litefs ltx apply onto the state at base_txid)\" db=%s "
+			   "txid=%016" PRIx64 "-%016" PRIx64 " files=%zu base_txid=%016" PRIx64 " dir=\"%s\"",
+		 db->name, base + 1, local.txid, n, base, dir);
+	return 0;
+}
+
 /* Fetches the service's snapshot of name and applies it. */
 static int restore_db(struct backup *b, const char *name, const char *why, struct ltx_pos svc, struct fail *f)
 {
@@ -629,7 +747,10 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 		rc = ERR_LTX_NOT_CONTIGUOUS;
 		fail_set(f, rc, "db %s: the service sent an LTX file that is not a snapshot", name);
 	}
-	if (rc == 0 && (rc = store_apply(b->st, name, fd, 0, (uint32_t)x.down_len)) != 0)
+	struct db *had = store_find(b->st, name, true);
+	struct keep keep = { .b = b, .acked = had && had->id < b->n_dbs ? b->dbs[had->id].hwm : 0,
+			     .replaced_by = { h.max_txid, post }, .f = f };
+	if (rc == 0 && (rc = store_apply_guarded(b->st, name, fd, 0, (uint32_t)x.down_len, keep_unacked, &keep)) != 0)
 		fail_set(f, rc, "db %s: the service's snapshot (txid %016" PRIx64 ") was refused: %s", name,
 			 h.max_txid, err_str(rc));
 	close(fd);
@@ -953,6 +1074,8 @@ static void *backup_main(void *arg)
 	bool was_primary = false;
 	while (!atomic_load(&b->stopping)) {
 		uint64_t seq = node_change_seq(&b->st->node);
+		if (atomic_exchange(&b->poke, false))
+			b->need_sync = true;
 		if (!node_is_primary(&b->st->node)) {
 			if (was_primary)
 				LOG_INFO("backup", "msg=\"this node is no longer the primary: the backup client is idle\"");
@@ -991,6 +1114,111 @@ static void *backup_main(void *arg)
 	return NULL;
 }
 
+/* ---- Watcher ---------------------------------------------------------------------- */
+
+/* The watcher keeps one GET /pos?wait=<generation> open on its own
+ * connection while this node is the primary and the first sync is done
+ * (the cluster ID is settled then). The service answers when a restore
+ * (or a fork, an upload, a delete) moved a database of the cluster, or
+ * after BACKUP_WATCH_WAIT_MS; a reply whose Litefs-Pos-Generation differs
+ * from the one sent sets poke and wakes the main thread, which compares
+ * positions at once instead of within the next second. A service that
+ * sends no Litefs-Pos-Generation (LiteFS Cloud, litefs-backup, an older
+ * litefs-cloud) is never sent ?wait=: the first plain /pos tells, and the
+ * watcher only asks again every BACKUP_WATCH_UNSUPPORTED_MS. The main
+ * thread's once-a-second comparison stays either way: it covers a
+ * service instance that did not see the restore (several instances
+ * serving one bucket). */
+
+#define BACKUP_WATCH_WAIT_MS 25000
+#define BACKUP_WATCH_TIMEOUT_MS (BACKUP_WATCH_WAIT_MS + 10000L)
+#define BACKUP_WATCH_UNSUPPORTED_MS 60000
+
+static bool is_synced(struct backup *b)
+{
+	pthread_mutex_lock(&b->mu);
+	bool s = b->synced;
+	pthread_mutex_unlock(&b->mu);
+	return s;
+}
+
+/* Sleeps ms, or less when the client stops. */
+static void watch_sleep(struct backup *b, int ms)
+{
+	clock_wait_flag(&b->mu, &b->cond, NULL, &b->stopping, ms);
+}
+
+/* One long poll: 0 with the reply's generation in now ("" when the
+ * service sent none), or an error described in f. */
+static int watch_once(struct backup *b, const char *gen, char *now, size_t now_len, struct fail *f)
+{
+	char timeout[16];
+	snprintf(timeout, sizeof(timeout), "%d", BACKUP_WATCH_WAIT_MS);
+	const char *const query[] = { "wait", gen[0] ? gen : NULL, "timeout", gen[0] ? timeout : NULL,
+				      "cluster", b->cluster_name, NULL };
+	struct httpc_req x;
+	httpc_req_init(&x, b->watch_curl);
+	x.mem_max = BACKUP_MAX_POS_BODY;
+	x.user_agent = "litefs-backup";
+	x.connect_timeout_ms = BACKUP_CONNECT_TIMEOUT_MS;
+	x.progress = on_progress;
+	x.progress_ctx = b;
+	int rc = xfer_run_query(b, "GET", "/pos", query, &x, gen[0] ? BACKUP_WATCH_TIMEOUT_MS : BACKUP_POS_TIMEOUT_MS, f);
+	now[0] = '\0';
+	if (rc == 0)
+		httpc_header(&x, "Litefs-Pos-Generation", now, now_len);
+	httpc_req_free(&x);
+	return rc;
+}
+
+static void *watch_main(void *arg)
+{
+	struct backup *b = arg;
+	char gen[24] = "", now[24];
+	bool told_unsupported = false;
+	int backoff = BACKUP_BACKOFF_MIN_MS;
+	while (!atomic_load(&b->stopping)) {
+		if (!node_is_primary(&b->st->node) || !is_synced(b)) {
+			gen[0] = '\0';
+			watch_sleep(b, 200);
+			continue;
+		}
+		struct fail f = { 0 };
+		int rc = watch_once(b, gen, now, sizeof(now), &f);
+		if (atomic_load(&b->stopping))
+			break;
+		if (rc != 0) {
+			/* The main thread reports the service's failures. */
+			LOG_DEBUG("backup", "msg=\"long poll failed: %s\" err=\"%s\"", f.msg, err_str(rc));
+			gen[0] = '\0';
+			watch_sleep(b, backoff);
+			backoff = backoff * 2 > BACKUP_BACKOFF_MAX_MS ? BACKUP_BACKOFF_MAX_MS : backoff * 2;
+			continue;
+		}
+		backoff = BACKUP_BACKOFF_MIN_MS;
+		if (!now[0]) {
+			if (!told_unsupported)
+				LOG_INFO("backup", "msg=\"the backup service does not notify restores (no Litefs-Pos-Generation "
+						   "in GET /pos): positions are compared every second\" url=\"%s\"", b->base_url);
+			told_unsupported = true;
+			gen[0] = '\0';
+			watch_sleep(b, BACKUP_WATCH_UNSUPPORTED_MS);
+			continue;
+		}
+		if (strcmp(gen, now) != 0) {
+			/* First reply (after a start, an error or a promotion) or a
+			 * restore: compare positions now. */
+			if (gen[0])
+				LOG_DEBUG("backup", "msg=\"the service says positions moved (a restore?): comparing now\" "
+						    "generation=%s", now);
+			atomic_store(&b->poke, true);
+			node_notify_change(&b->st->node);
+		}
+		snprintf(gen, sizeof(gen), "%s", now);
+	}
+	return NULL;
+}
+
 /* ---- Public ----------------------------------------------------------------------- */
 
 bool backup_configured(const struct config *cfg)
@@ -1004,10 +1232,13 @@ static void backup_free(struct backup *b)
 		return;
 	if (b->curl)
 		curl_easy_cleanup(b->curl);
+	if (b->watch_curl)
+		curl_easy_cleanup(b->watch_curl);
 	free(b->base_url);
 	free(b->auth);
 	free(b->cluster_name);
 	free(b->tmp_dir);
+	free(b->data_dir);
 	free(b->dbs);
 	pthread_mutex_destroy(&b->mu);
 	pthread_cond_destroy(&b->cond);
@@ -1040,6 +1271,8 @@ static int copy_config(struct backup *b, const struct config *cfg, const char *d
 		b->base_url = NULL;
 		return ERR_NOMEM;
 	}
+	if (!(b->data_dir = strdup(data_dir)))
+		return ERR_NOMEM;
 	if (asprintf(&b->tmp_dir, "%s/tmp", data_dir) < 0) {
 		b->tmp_dir = NULL;
 		return ERR_NOMEM;
@@ -1061,6 +1294,7 @@ int backup_start(struct store *st, const struct config *cfg, const char *data_di
 	b->st = st;
 	b->cluster = cluster;
 	atomic_init(&b->stopping, false);
+	atomic_init(&b->poke, false);
 	pthread_mutex_init(&b->mu, NULL);
 	pthread_cond_init(&b->cond, NULL);
 	int rc = copy_config(b, cfg, data_dir);
@@ -1070,11 +1304,18 @@ int backup_start(struct store *st, const struct config *cfg, const char *data_di
 		rc = ERR_NOMEM;
 	if (rc == 0 && !(b->curl = curl_easy_init()))
 		rc = ERR_NOMEM;
+	if (rc == 0 && !(b->watch_curl = curl_easy_init()))
+		rc = ERR_NOMEM;
 	if (rc == 0 && (rc = -pthread_create(&b->thread, NULL, backup_main, b)) == 0)
 		b->started = true;
+	if (rc == 0 && (rc = -pthread_create(&b->watch_thread, NULL, watch_main, b)) == 0)
+		b->watch_started = true;
 	if (rc != 0) {
 		LOG_ERROR("backup", "msg=\"cannot start the backup client\" err=\"%s\"", err_str(rc));
-		backup_free(b);
+		if (b->started)
+			backup_stop(b);
+		else
+			backup_free(b);
 		return rc;
 	}
 	LOG_INFO("backup", "msg=\"backing up to the service\" url=\"%s\" poll_ms=%d auth=%s", b->base_url,
@@ -1101,6 +1342,8 @@ void backup_stop(struct backup *b)
 	node_cancel_applies(&b->st->node);
 	if (b->started)
 		pthread_join(b->thread, NULL);
+	if (b->watch_started)
+		pthread_join(b->watch_thread, NULL);
 	curl_global_cleanup();
 	backup_free(b);
 }

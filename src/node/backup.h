@@ -4,12 +4,15 @@
  * with its databases, in both directions. See the design comment at the
  * top of backup.c and docs/backup.md.
  *
- * One thread. On the primary it pushes every committed transaction (a
+ * Two threads: the client, and a watcher that keeps a long poll open on
+ * the service (GET /pos?wait=) so that a restore is heard of at once. On
+ * the primary the client pushes every committed transaction (a
  * backlog is compacted into one upload), records the service's high-water
  * mark with db_set_backup_hwm(), compares positions with the service at
  * least every second, and applies the service's snapshot when the service
- * is ahead or diverged (a restore happened there). On a replica it stays
- * idle: replicas follow their primary.
+ * is ahead or diverged (a restore happened there), keeping first the
+ * transactions the restore replaces under data.dir/lost/ (lost.h). On a
+ * replica it stays idle: replicas follow their primary.
  */
 #ifndef LITEFS_BACKUP_H
 #define LITEFS_BACKUP_H

@@ -266,6 +266,10 @@ void db_cursor_init(struct db_cursor *c);
  * older than the oldest retained record, its checksum differs from this
  * node's at that TXID (split brain), or it is ahead of this node. */
 int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c);
+/* Positions c at the oldest retained record, with no check of what came
+ * before it (for keeping records, not for following a chain). Returns 0,
+ * or ERR_NEED_SNAPSHOT when nothing is retained. */
+int db_cursor_open_oldest(struct db *db, struct db_cursor *c);
 /* Next record: returns 1 with *fd (borrowed, valid until the next call)
  * and *rec (offset/length of the LTX bytes of the record are
  * rec->offset + LTXLOG_HDR_SIZE, rec->len), 0 when the cursor is at the

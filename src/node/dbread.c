@@ -65,6 +65,17 @@ int db_cursor_open(struct db *db, struct ltx_pos after, struct db_cursor *c)
 	return rc;
 }
 
+int db_cursor_open_oldest(struct db *db, struct db_cursor *c)
+{
+	db_cursor_init(c);
+	c->db = db;
+	lockwatch_lock(&db->mu, "stream");
+	uint64_t oldest = db->chain.oldest_txid;
+	c->cc.next_txid = oldest;
+	lockwatch_unlock(&db->mu);
+	return oldest == 0 ? ERR_NEED_SNAPSHOT : 0;
+}
+
 int db_cursor_next(struct db_cursor *c, int *fd, struct ltxlog_rec *rec)
 {
 	struct db *db = c->db;

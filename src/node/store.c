@@ -482,9 +482,15 @@ void store_close(struct store *st)
 
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len)
 {
+	return store_apply_guarded(st, name, fd, off, len, NULL, NULL);
+}
+
+int store_apply_guarded(struct store *st, const char *name, int fd, off_t off, uint32_t len,
+			int (*guard)(void *ctx, struct db *db), void *ctx)
+{
 	struct db *db;
 	int rc = store_create(st, name, &db);
 	if (rc != 0)
 		return rc;
-	return apply_ltx(db, fd, off, len);
+	return apply_ltx_guarded(db, fd, off, len, guard, ctx);
 }

@@ -121,4 +121,8 @@ size_t store_count(struct store *st);
 /* Replica: applies one LTX file received from the primary to database
  * name, creating it first if needed (see apply_ltx()). */
 int store_apply(struct store *st, const char *name, int fd, off_t off, uint32_t len);
+/* store_apply() with a guard run before anything changes
+ * (apply_ltx_guarded()). */
+int store_apply_guarded(struct store *st, const char *name, int fd, off_t off, uint32_t len,
+			int (*guard)(void *ctx, struct db *db), void *ctx);
 #endif

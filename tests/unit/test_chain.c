@@ -88,22 +88,9 @@ static void fx_close(struct fixture *fx)
 	close(fx->db_dir_fd);
 }
 
-/* Encodes the LTX file of TXIDs min..max after a database whose checksum
- * is pre: one page, page 1, filled with the byte max. Returns the
- * post-apply checksum. */
 static uint64_t encode_record(struct ltx_growbuf *gb, uint64_t min, uint64_t max, uint64_t pre)
 {
-	uint8_t page[PAGE_SIZE];
-	struct ltx_encoder *e;
-	memset(page, (int)(max & 0xff), sizeof(page));
-	struct ltx_header h = { .page_size = PAGE_SIZE, .commit = 1, .min_txid = min, .max_txid = max,
-				.timestamp_ms = (int64_t)max, .pre_apply_checksum = min == 1 ? 0 : pre };
-	assert_int_equal(ltx_encoder_new(&e, &h, ltx_growbuf_write, gb), 0);
-	assert_int_equal(ltx_encoder_write_page(e, 1, page), 0);
-	uint64_t post = LTX_CHECKSUM_FLAG | ltx_page_checksum(1, page, PAGE_SIZE);
-	assert_int_equal(ltx_encoder_finish(e, post, NULL), 0);
-	ltx_encoder_free(e);
-	return post;
+	return encode_filled_record(gb, PAGE_SIZE, min, max, pre);
 }
 
 enum { WRITE_HDR = 1, ADVANCE = 2, FULL = WRITE_HDR | ADVANCE };

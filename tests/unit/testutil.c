@@ -229,3 +229,19 @@ int run_in_tmp_dir(const char *prog, const struct CMUnitTest *tests, size_t n)
 		fprintf(stderr, "could not remove %s\n", tmp_dir);
 	return rc;
 }
+
+uint64_t encode_filled_record(struct ltx_growbuf *gb, uint32_t page_size, uint64_t min, uint64_t max, uint64_t pre)
+{
+	uint8_t page[4096];
+	struct ltx_encoder *e;
+	assert_true(page_size <= sizeof(page));
+	memset(page, (int)(max & 0xff), page_size);
+	struct ltx_header h = { .page_size = page_size, .commit = 1, .min_txid = min, .max_txid = max,
+				.timestamp_ms = (int64_t)max, .pre_apply_checksum = min == 1 ? 0 : pre };
+	assert_int_equal(ltx_encoder_new(&e, &h, ltx_growbuf_write, gb), 0);
+	assert_int_equal(ltx_encoder_write_page(e, 1, page), 0);
+	uint64_t post = LTX_CHECKSUM_FLAG | ltx_page_checksum(1, page, page_size);
+	assert_int_equal(ltx_encoder_finish(e, post, NULL), 0);
+	ltx_encoder_free(e);
+	return post;
+}

@@ -74,4 +74,9 @@ void encode_ltx(struct ltx_growbuf *out, const struct ltx_header *h, struct mode
  * itself rather than by dbfile. */
 void encode_model_snapshot(struct ltx_growbuf *out, struct model *m, uint64_t txid, bool compress);
 
+/* Appends the LTX file of TXIDs min..max after a database whose checksum
+ * is pre: one page of page_size (at most 4096), page 1, filled with the
+ * byte max. Returns the post-apply checksum. */
+uint64_t encode_filled_record(struct ltx_growbuf *gb, uint32_t page_size, uint64_t min, uint64_t max, uint64_t pre);
+
 #endif
