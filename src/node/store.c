@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "node/adopt.h"
 #include "node/apply.h"
 #include "node/db.h"
 #include "base/err.h"
@@ -310,6 +311,9 @@ int store_open(const struct store_opts *opts, struct store **out)
 		if (!dbname_valid(de->d_name))
 			continue;
 		struct db *db;
+		struct adopt_info adopted;
+		if ((rc = adopt_prepare(st->node.data_dir, st->node.dbs_fd, de->d_name, &adopted)) != 0)
+			break;
 		rc = db_load(&st->node, de->d_name, (uint32_t)st->n_dbs, false, &db);
 		if (rc)
 			break;
@@ -317,6 +321,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 			db_free(db);
 			break;
 		}
+		adopt_finish(st->node.data_dir, st->node.dbs_fd, db->name, &adopted, db->pos);
 		LOG_INFO("store", "msg=\"database loaded\" db=%s txid=%016llx checksum=%016llx pages=%u", db->name,
 			 (unsigned long long)db->pos.txid, (unsigned long long)db->pos.checksum, db->n_pages);
 	}
