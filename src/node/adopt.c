@@ -25,6 +25,24 @@
 #define STAGED_DB "adopt-db"
 #define STAGED_SEGMENT "adopt.tmp"
 
+/* A directory stream over fd's directory (fd stays open and is not moved:
+ * the stream reads a duplicate, rewound because the two share an offset).
+ * Caller closes with closedir(). NULL with errno set on failure. */
+static DIR *open_dir_stream(int fd)
+{
+	int dfd = dup(fd);
+	DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
+	if (d == NULL) {
+		int e = errno;
+		if (dfd >= 0)
+			close(dfd);
+		errno = e;
+		return NULL;
+	}
+	rewinddir(d);
+	return d;
+}
+
 /* One retained LiteFS LTX file. */
 struct lfile {
 	char name[48];
@@ -47,15 +65,9 @@ static int list_ltx(const char *db, int ltx_fd, struct lfile **out, size_t *n_ou
 {
 	*out = NULL;
 	*n_out = 0;
-	int dfd = dup(ltx_fd);
-	DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
-	if (d != NULL)
-		rewinddir(d); /* the offset is shared with the fd dup'ed */
-	if (d == NULL) {
-		if (dfd >= 0)
-			close(dfd);
+	DIR *d = open_dir_stream(ltx_fd);
+	if (d == NULL)
 		return -errno;
-	}
 	struct lfile *v = NULL;
 	size_t n = 0, cap = 0;
 	int rc = 0;
@@ -228,15 +240,9 @@ static void remove_leftovers(int dir_fd, int ltx_fd)
 	for (size_t i = 0; i < sizeof(staged) / sizeof(staged[0]); i++)
 		unlinkat(dir_fd, staged[i], 0);
 	unlinkat(ltx_fd, STAGED_SEGMENT, 0);
-	int dfd = dup(ltx_fd);
-	DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
-	if (d != NULL)
-		rewinddir(d); /* the offset is shared with the fd dup'ed */
-	if (d == NULL) {
-		if (dfd >= 0)
-			close(dfd);
+	DIR *d = open_dir_stream(ltx_fd);
+	if (d == NULL)
 		return;
-	}
 	struct dirent *de;
 	uint64_t first;
 	while ((de = readdir(d)) != NULL)
@@ -399,10 +405,7 @@ void adopt_finish(const char *data_dir, int dbs_fd, const char *name, const stru
 	int to_ltx_fd = to_fd < 0 ? -1 : open_subdir(to_fd, "ltx");
 	int rc = dir_fd < 0 || top_fd < 0 || to_fd < 0 || to_ltx_fd < 0 ? -errno : 0;
 	if (rc == 0 && ltx_fd >= 0) {
-		int dfd = dup(ltx_fd);
-		DIR *d = dfd < 0 ? NULL : fdopendir(dfd);
-		if (d != NULL)
-			rewinddir(d); /* the offset is shared with the fd dup'ed */
+		DIR *d = open_dir_stream(ltx_fd);
 		struct dirent *de;
 		uint64_t lo, hi;
 		while (d != NULL && rc == 0 && (de = readdir(d)) != NULL)
@@ -410,8 +413,6 @@ void adopt_finish(const char *data_dir, int dbs_fd, const char *name, const stru
 				rc = move(ltx_fd, de->d_name, to_ltx_fd);
 		if (d != NULL)
 			closedir(d);
-		else if (dfd >= 0)
-			close(dfd);
 	}
 	/* "database" last: its presence is what marks LiteFS files as left. */
 	static const char *const files[] = { "journal", "wal", "shm", "database" };
