@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fileio.h"
@@ -25,6 +26,55 @@ static int split_path(const char *path, char *dir, size_t dir_size, const char *
 	      : slash	      ? snprintf(dir, dir_size, "%.*s", (int)(slash - path), path)
 			      : snprintf(dir, dir_size, ".");
 	return n < 0 || (size_t)n >= dir_size ? -ENAMETOOLONG : 0;
+}
+
+int fileio_private_path(const char *path, bool *tightened)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (S_ISLNK(st.st_mode) || (st.st_mode & 077) == 0)
+		return 0;
+	if (chmod(path, st.st_mode & 07700) != 0)
+		return -errno;
+	*tightened = true;
+	return 0;
+}
+
+int fileio_private_dir(const char *dir, bool *tightened)
+{
+	if (mkdir(dir, FILEIO_DIR_MODE) == 0)
+		return 0;
+	if (errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		return -errno;
+	if (!S_ISDIR(st.st_mode))
+		return -ENOTDIR;
+	return fileio_private_path(dir, tightened);
+}
+
+int fileio_private_file(const char *path, bool *tightened)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE);
+	if (fd < 0)
+		return -errno;
+	close(fd);
+	return fileio_private_path(path, tightened);
+}
+
+int fileio_private_sqlite(const char *path, bool *tightened)
+{
+	static const char *const suffix[] = { "-wal", "-shm", "-journal" };
+	char side[PATH_MAX];
+	int rc = fileio_private_file(path, tightened);
+	for (size_t i = 0; rc == 0 && i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		if (snprintf(side, sizeof(side), "%s%s", path, suffix[i]) >= (int)sizeof(side))
+			return -ENAMETOOLONG;
+		rc = fileio_private_path(side, tightened);
+	}
+	return rc;
 }
 
 int fileio_sync_dir(const char *dir)
@@ -131,7 +181,7 @@ int fileio_replace_file(const char *path, const void *buf, size_t len, mode_t mo
 int fileio_spool_open(const char *dir)
 {
 	char path[PATH_MAX];
-	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, FILEIO_FILE_MODE);
 	if (fd >= 0)
 		return fd;
 	if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)

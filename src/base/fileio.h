@@ -19,8 +19,16 @@
 #define LITEFS_FILEIO_H
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+
+/* Modes of everything the two programs create in their data directories:
+ * the databases they protect are nobody else's to read. The FUSE mount's
+ * default_permissions keeps other users out of the mount only; without
+ * these a local user could read every database from the data directory. */
+#define FILEIO_FILE_MODE 0600
+#define FILEIO_DIR_MODE 0700
 
 struct fileio_replace {
 	int fd;               /* the temp file; -1 once committed or aborted */
@@ -53,6 +61,27 @@ void fileio_replace_abort(struct fileio_replace *r);
 
 /* The whole sequence for a small file: path gets exactly buf[0, len). */
 int fileio_replace_file(const char *path, const void *buf, size_t len, mode_t mode);
+
+/* Makes dir private: creates it with FILEIO_DIR_MODE if missing, or, if it
+ * exists with any group or other permission bit, chmods it to its owner
+ * bits only (*tightened then true). Returns 0, -ENOTDIR or -errno. */
+int fileio_private_dir(const char *dir, bool *tightened);
+
+/* Makes an existing file or directory private in the same way (owner bits
+ * only); a missing path is no error. Used for files another library
+ * creates (SQLite's), before and after it opens them. 0 or -errno. */
+int fileio_private_path(const char *path, bool *tightened);
+
+/* Creates path empty with FILEIO_FILE_MODE if it does not exist, and
+ * tightens it (fileio_private_path) if it does: SQLite gives a database's
+ * -wal, -shm and -journal the mode of the database file, so pre-creating
+ * it 0600 makes all four private. 0 or -errno. */
+int fileio_private_file(const char *path, bool *tightened);
+
+/* fileio_private_file() for a SQLite database at path, then
+ * fileio_private_path() for its -wal, -shm and -journal (left by an older
+ * version with wider modes). 0 or -errno. */
+int fileio_private_sqlite(const char *path, bool *tightened);
 
 /* fsyncs the directory dir (through the syscall table). 0 or -errno. */
 int fileio_sync_dir(const char *dir);

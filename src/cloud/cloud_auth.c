@@ -58,6 +58,7 @@
 #include "cloud/cloud_auth.h"
 #include "proto/cluster.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/log.h"
 
 #define AUTH_FILE "auth.db"
@@ -116,10 +117,24 @@ int cloud_auth_open(const char *data_dir, struct cloud_auth **out)
 {
 	char *path = NULL;
 	*out = NULL;
-	if (mkdir(data_dir, 0700) != 0 && errno != EEXIST)
-		return -errno;
+	bool dir_tightened = false, tightened = false;
+	int prc = fileio_private_dir(data_dir, &dir_tightened);
+	if (prc != 0)
+		return prc;
+	if (dir_tightened)
+		LOG_WARN("auth", "msg=\"the data directory was readable by other users; removed group and other "
+				 "permissions\" dir=\"%s\"", data_dir);
 	if (asprintf(&path, "%s/%s", data_dir, AUTH_FILE) < 0)
 		return ERR_NOMEM;
+	/* Pre-created 0600: SQLite gives its -wal and -journal the same mode. */
+	if ((prc = fileio_private_sqlite(path, &tightened)) != 0) {
+		LOG_ERROR("auth", "msg=\"cannot create the auth store\" path=\"%s\" err=\"%s\"", path, err_str(prc));
+		free(path);
+		return prc;
+	}
+	if (tightened)
+		LOG_WARN("auth", "msg=\"the token store was readable by other users; removed group and other "
+				 "permissions\" path=\"%s\"", path);
 	struct cloud_auth *a = calloc(1, sizeof(*a));
 	if (!a) {
 		free(path);

@@ -51,7 +51,7 @@ static int mkdirs_for(const char *path)
 	int rc = mkdirs_for(dir);
 	if (rc < 0)
 		return rc;
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+	if (mkdir(dir, FILEIO_DIR_MODE) < 0 && errno != EEXIST)
 		return -errno;
 	char parent[PATH_MAX];
 	snprintf(parent, sizeof(parent), "%s", dir);
@@ -186,7 +186,7 @@ int cloud_backend_local_open(const char *root, struct cloud_backend **out)
 {
 	if (strlen(root) + 64 >= PATH_MAX)
 		return -ENAMETOOLONG;
-	if (mkdir(root, 0755) < 0 && errno != EEXIST)
+	if (mkdir(root, FILEIO_DIR_MODE) < 0 && errno != EEXIST)
 		return -errno;
 	struct local_backend *lb = calloc(1, sizeof(*lb));
 	if (lb == NULL)

@@ -17,6 +17,7 @@
 
 #include "cloud/cloud_catalog.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/log.h"
 
 /* More than the distinct statements of this file (asserted in q()). */
@@ -135,6 +136,17 @@ int cloud_catalog_open(const char *path, struct cloud_catalog **out)
 	if (cat == NULL)
 		return ERR_NOMEM;
 	pthread_mutex_init(&cat->mu, NULL);
+	/* Pre-created 0600: SQLite gives its -wal and -shm the same mode. */
+	bool tightened = false;
+	int prc = fileio_private_sqlite(path, &tightened);
+	if (prc != 0) {
+		LOG_ERROR("cloud", "msg=\"cannot create the catalog\" path=%s err=\"%s\"", path, err_str(prc));
+		cloud_catalog_close(cat);
+		return prc;
+	}
+	if (tightened)
+		LOG_WARN("cloud", "msg=\"the catalog was readable by other users; removed group and other "
+				  "permissions\" path=%s", path);
 	if (sqlite3_open_v2(path, &cat->conn, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
 			    NULL) != SQLITE_OK) {
 		LOG_ERROR("cloud", "msg=\"cannot open catalog\" path=%s err=\"%s\"", path,

@@ -1545,7 +1545,7 @@ static int make_dir(char *buf, size_t size, const char *parent, const char *name
 {
 	if (snprintf(buf, size, "%s%s%s", parent, name[0] ? "/" : "", name) >= (int)size)
 		return -ENAMETOOLONG;
-	return mkdir(buf, 0755) < 0 && errno != EEXIST ? -errno : 0;
+	return mkdir(buf, FILEIO_DIR_MODE) < 0 && errno != EEXIST ? -errno : 0;
 }
 
 static int set_opts(struct cloud_store *cs, const struct cloud_store_opts *o)
@@ -1577,8 +1577,10 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 	pthread_mutex_init(&cs->mu, NULL);
 	pthread_cond_init(&cs->cond, NULL);
 	int rc = set_opts(cs, opts);
-	if (rc == 0)
-		rc = make_dir(path, sizeof(path), cs->data_dir, "");
+	bool tightened = false;
+	if (rc == 0 && (rc = fileio_private_dir(cs->data_dir, &tightened)) == 0 && tightened)
+		LOG_WARN("cloud", "msg=\"the data directory was readable by other users; removed group and other "
+				  "permissions\" dir=\"%s\"", cs->data_dir);
 	if (rc == 0)
 		rc = make_dir(cs->tmp_dir, sizeof(cs->tmp_dir), cs->data_dir, "tmp");
 	if (rc == 0)

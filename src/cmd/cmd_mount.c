@@ -51,6 +51,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/fileio.h"
 #include "proto/cluster.h"
 #include "cmd/cmd.h"
 #include "node/config.h"
@@ -470,7 +471,7 @@ int cmd_mount_main(int argc, char **argv)
 	char hostname[256];
 	int exit_code = 1;
 
-	if (mkdir(cfg.data.dir, 0755) != 0 && errno != EEXIST) {
+	if (mkdir(cfg.data.dir, FILEIO_DIR_MODE) != 0 && errno != EEXIST) {
 		fprintf(stderr, "litefs mount: cannot create data.dir %s: %s\n", cfg.data.dir, strerror(errno));
 		goto out;
 	}

@@ -237,7 +237,7 @@ static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 		return 0; /* not mounted: no readers (tests of the store alone) */
 	if (wal_mode) {
 		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
-		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE)) < 0)
 			return -errno;
 		return exclude_wal_readers(db, x);
 	}
@@ -307,7 +307,7 @@ static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t
 			uint64_t *rec_off)
 {
 	if (ltx_header_is_snapshot(h)) {
-		*log_fd = openat(db->chain.dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		*log_fd = openat(db->chain.dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, FILEIO_FILE_MODE);
 		if (*log_fd < 0)
 			return -errno;
 		*rec_off = 0;

@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/fdio.h"
+#include "base/fileio.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "node/chain.h"
@@ -36,7 +37,7 @@ void chain_init(struct chain *c, const char *name)
 
 int chain_open_dir(struct chain *c, int db_dir_fd)
 {
-	if (mkdirat(db_dir_fd, "ltx", 0755) != 0 && errno != EEXIST)
+	if (mkdirat(db_dir_fd, "ltx", FILEIO_DIR_MODE) != 0 && errno != EEXIST)
 		return -errno;
 	int fd = openat(db_dir_fd, "ltx", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -63,7 +64,7 @@ int chain_open_segment(struct chain *c, uint64_t first_txid)
 {
 	char name[LTXLOG_NAME_LEN];
 	ltxlog_format_name(name, first_txid);
-	int fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	int fd = openat(c->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, FILEIO_FILE_MODE);
 	if (fd < 0)
 		return -errno;
 	/* The new name must be durable before a record in it is acknowledged

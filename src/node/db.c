@@ -84,6 +84,7 @@
 #include "node/db_int.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/fdio.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
@@ -870,7 +871,7 @@ void db_invalidate_names(struct db *db)
 
 int db_open_backing(struct db *db, enum db_kind kind, int flags)
 {
-	int fd = openat(db->dir_fd, db_kind_backing[kind], flags | O_CLOEXEC, 0644);
+	int fd = openat(db->dir_fd, db_kind_backing[kind], flags | O_CLOEXEC, FILEIO_FILE_MODE);
 	return fd < 0 ? -errno : fd;
 }
 
@@ -880,7 +881,7 @@ static int ensure_dir_locked(struct db *db)
 	if (!db->dir_removed)
 		return 0;
 	int dbs_fd = db->node->dbs_fd;
-	if (mkdirat(dbs_fd, db->name, 0755) != 0 && errno != EEXIST)
+	if (mkdirat(dbs_fd, db->name, FILEIO_DIR_MODE) != 0 && errno != EEXIST)
 		return -errno;
 	int dir_fd = openat(dbs_fd, db->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dir_fd < 0)
@@ -1804,7 +1805,7 @@ int db_load(struct node *node, const char *name, uint32_t id, bool create, struc
 		goto err;
 	}
 	db->chain.name = db->name;
-	if (create && mkdirat(node->dbs_fd, name, 0755) != 0 && errno != EEXIST) {
+	if (create && mkdirat(node->dbs_fd, name, FILEIO_DIR_MODE) != 0 && errno != EEXIST) {
 		rc = -errno;
 		goto err;
 	}
@@ -1852,7 +1853,7 @@ static void write_clean_marker(struct db *db)
 	int fd = -1;
 	/* A clean marker is only honest when nothing is in flight. */
 	if (db->dirty.count == 0 && !db->write_refused)
-		fd = openat(db->dir_fd, "clean", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		fd = openat(db->dir_fd, "clean", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, FILEIO_FILE_MODE);
 	if (fd >= 0) {
 		if (db->db_fd >= 0)
 			fdatasync(db->db_fd);

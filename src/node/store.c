@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,11 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "node/adopt.h"
 #include "node/apply.h"
 #include "node/db.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/log.h"
 #include "node/store.h"
 #include "proto/dbname.h"
@@ -145,7 +148,7 @@ static int lock_data_dir(struct store *st)
 {
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/lock", st->node.data_dir);
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE);
 	if (fd < 0) {
 		int rc = -errno;
 		LOG_ERROR("store", "msg=\"cannot open the data directory lock\" path=%s err=\"%s\"", path,
@@ -229,6 +232,35 @@ static void log_fs_full(const char *data_dir)
 		  fs, data_dir, avail, size);
 }
 
+static size_t n_tightened;
+
+static int tighten_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)ftw;
+	bool t = false;
+	if ((type == FTW_F || type == FTW_D) && (sb->st_mode & 077) != 0 && fileio_private_path(path, &t) == 0 && t)
+		n_tightened++;
+	return 0;
+}
+
+/*
+ * Everything in the data directory is the node's alone (FILEIO_FILE_MODE,
+ * FILEIO_DIR_MODE). A directory written by an older version or by LiteFS
+ * (0755 directories, 0644 files) is tightened at start, once, and the log
+ * says so. The walk costs a stat per file: a handful per database plus its
+ * segments. The node holds data.dir/lock, so nothing else writes here.
+ */
+static void tighten_data_dir(const char *data_dir, bool top_tightened)
+{
+	n_tightened = top_tightened ? 1 : 0;
+	if (nftw(data_dir, tighten_one, 16, FTW_PHYS | FTW_MOUNT) != 0)
+		LOG_WARN("store", "msg=\"cannot check the modes of every file in the data directory\" dir=%s err=\"%s\"",
+			 data_dir, strerror(errno));
+	if (n_tightened > 0)
+		LOG_WARN("store", "msg=\"the data directory was readable by other users; removed group and other "
+				  "permissions\" dir=%s paths=%zu", data_dir, n_tightened);
+}
+
 int store_open(const struct store_opts *opts, struct store **out)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -250,15 +282,16 @@ int store_open(const struct store_opts *opts, struct store **out)
 		free(st);
 		return rc;
 	}
-	if (mkdir(st->node.data_dir, 0755) != 0 && errno != EEXIST) {
-		rc = -errno;
-		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->node.data_dir, strerror(errno));
+	bool tightened = false;
+	if ((rc = fileio_private_dir(st->node.data_dir, &tightened)) != 0) {
+		LOG_ERROR("store", "msg=\"cannot create data directory\" dir=%s err=\"%s\"", st->node.data_dir, err_str(rc));
 		goto err;
 	}
 	if ((rc = lock_data_dir(st)) != 0)
 		goto err;
+	tighten_data_dir(st->node.data_dir, tightened);
 	snprintf(path, sizeof(path), "%s/dbs", st->node.data_dir);
-	if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+	if (mkdir(path, FILEIO_DIR_MODE) != 0 && errno != EEXIST) {
 		rc = -errno;
 		goto err;
 	}
@@ -278,6 +311,9 @@ int store_open(const struct store_opts *opts, struct store **out)
 		if (!dbname_valid(de->d_name))
 			continue;
 		struct db *db;
+		struct adopt_info adopted;
+		if ((rc = adopt_prepare(st->node.data_dir, st->node.dbs_fd, de->d_name, &adopted)) != 0)
+			break;
 		rc = db_load(&st->node, de->d_name, (uint32_t)st->n_dbs, false, &db);
 		if (rc)
 			break;
@@ -285,6 +321,7 @@ int store_open(const struct store_opts *opts, struct store **out)
 			db_free(db);
 			break;
 		}
+		adopt_finish(st->node.data_dir, st->node.dbs_fd, db->name, &adopted, db->pos);
 		LOG_INFO("store", "msg=\"database loaded\" db=%s txid=%016llx checksum=%016llx pages=%u", db->name,
 			 (unsigned long long)db->pos.txid, (unsigned long long)db->pos.checksum, db->n_pages);
 	}

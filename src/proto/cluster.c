@@ -61,7 +61,7 @@ static int write_id(const char *path, const char *id)
 {
 	char line[CLUSTER_ID_LEN + 2];
 	snprintf(line, sizeof(line), "%s\n", id);
-	return fileio_replace_file(path, line, CLUSTER_ID_LEN + 1, 0644);
+	return fileio_replace_file(path, line, CLUSTER_ID_LEN + 1, FILEIO_FILE_MODE);
 }
 
 int cluster_open(struct cluster *c, const char *data_dir, bool create)

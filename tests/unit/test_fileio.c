@@ -166,6 +166,47 @@ static void test_spool_and_tmp(void **state)
 	assert_int_equal(fileio_tmp_create(dir, "tmp-", tiny, sizeof(tiny)), -ENAMETOOLONG);
 }
 
+/* Private modes: created 0600/0700 whatever the umask, wider ones tightened
+ * (and reported), a missing path no error, a file where a directory should
+ * be refused. */
+static void test_private_modes(void **state)
+{
+	(void)state;
+	char dir[512], path[600], side[640];
+	struct stat st;
+	bool t = false;
+	mode_t old = umask(0);
+	snprintf(dir, sizeof(dir), "%s/private", tmp_dir);
+	assert_int_equal(fileio_private_dir(dir, &t), 0);
+	assert_false(t);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_int_equal(chmod(dir, 0755), 0);
+	assert_int_equal(fileio_private_dir(dir, &t), 0);
+	assert_true(t);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+
+	snprintf(path, sizeof(path), "%s/x.db", dir);
+	snprintf(side, sizeof(side), "%s/x.db-wal", dir);
+	int fd = open(side, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	t = false;
+	assert_int_equal(fileio_private_sqlite(path, &t), 0);
+	assert_true(t); /* the -wal */
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_int_equal(stat(side, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	t = false;
+	assert_int_equal(fileio_private_sqlite(path, &t), 0);
+	assert_false(t);
+	assert_int_equal(fileio_private_path("/nonexistent-path-for-litefs-tests", &t), 0);
+	assert_int_equal(fileio_private_dir(path, &t), -ENOTDIR);
+	umask(old);
+}
+
 /* ---- httpc: the parts that need no server ------------------------------------ */
 
 static void error_of(const char *body, const char *reason, struct httpc_error *e)
@@ -233,6 +274,7 @@ int main(void)
 		cmocka_unit_test(test_replace_faults),
 		cmocka_unit_test(test_replace_write_error_and_abort),
 		cmocka_unit_test(test_spool_and_tmp),
+		cmocka_unit_test(test_private_modes),
 		cmocka_unit_test(test_httpc_error_parse),
 		cmocka_unit_test(test_httpc_url_and_headers),
 	};
