@@ -129,6 +129,7 @@ struct httpd_conn {
 	int64_t deadline_ms;
 	bool peer_eof;                  /* the peer shut down its side */
 	bool dead;                      /* closed; memory freed after the epoll batch */
+	bool taken;                     /* the handler took the socket (httpd_take_socket) */
 
 	char *in; /* bytes read: in[off, len) not consumed yet */
 	size_t off, len, cap;
@@ -1449,6 +1450,19 @@ static void serve(struct httpd *d, struct httpd_conn *c)
 	const char *url = c->rq.path;
 
 	enum httpd_result hr = d->l.handler(d->l.cls, c, url, c->rq.method, c->rq.version, NULL, &zero, &req_cls);
+	if (c->taken) {
+		/* The handler owned the socket (and has closed it): only the
+		 * bookkeeping is left. */
+		if (d->l.completed)
+			d->l.completed(d->l.cls, c, &req_cls, hr == HTTPD_NO ? HTTPD_END_ERROR : HTTPD_END_OK);
+		pthread_mutex_lock(&d->mu);
+		list_del(&d->active, c);
+		d->busy--;
+		pthread_mutex_unlock(&d->mu);
+		c->fd = -1;
+		conn_free(c);
+		return;
+	}
 	if (hr == HTTPD_NO) {
 		failed = true;
 	} else if (!c->resp) {
@@ -1849,6 +1863,22 @@ enum httpd_result httpd_arg(struct httpd_conn *conn, const char *key, const char
 		}
 	}
 	return HTTPD_NO;
+}
+
+int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len)
+{
+	if (conn->taken || conn->resp || conn->state != C_ACTIVE)
+		return ERR_INVAL;
+	size_t n = conn->len - conn->off;
+	char *b = malloc(n ? n : 1);
+	if (!b)
+		return ERR_NOMEM;
+	memcpy(b, conn->in + conn->off, n);
+	conn->off = conn->len;
+	conn->taken = true;
+	*buffered = b;
+	*len = n;
+	return conn->fd;
 }
 
 int httpd_sock_of(struct httpd_conn *conn)

@@ -127,6 +127,16 @@ const char *httpd_header(struct httpd_conn *conn, const char *name);
 /* A query argument, percent-decoded ('+' is a space): HTTPD_YES with its
  * bytes (which may hold a NUL: check *len) or HTTPD_NO when absent. */
 enum httpd_result httpd_arg(struct httpd_conn *conn, const char *key, const char **value, size_t *len);
+/* Takes the connection over (an Upgrade such as a WebSocket, a tunnel):
+ * only on the first call of the handler, before any reply. Returns the
+ * socket (blocking mode is the caller's to set; it stays non-blocking),
+ * and in *buffered (caller frees with free()) the *len bytes the server had
+ * already read past the head. From then on the caller owns the socket and
+ * closes it before the handler returns; the server sends nothing, reads
+ * nothing, and counts the connection (per-address cap, workers) until the
+ * handler returns. httpd_stop() shuts it down like any other. -ERR_INVAL
+ * (as ERR_INVAL) when called too late, ERR_NOMEM. */
+int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len);
 /* The connection's socket (for httpd_peer_gone()). */
 int httpd_sock_of(struct httpd_conn *conn);
 /* "address:port" of the peer. */

@@ -86,7 +86,7 @@ static int list_ltx(const char *db, int ltx_fd, struct lfile **out, size_t *n_ou
 			v = nv;
 		}
 		struct lfile *f = &v[n];
-		snprintf(f->name, sizeof(f->name), "%s", de->d_name);
+		memcpy(f->name, de->d_name, strlen(de->d_name) + 1); /* length checked above */
 		int fd = openat(ltx_fd, de->d_name, O_RDONLY | O_CLOEXEC);
 		if (fd < 0) {
 			rc = -errno;

@@ -49,6 +49,30 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 	(void)version;
 	if (!strcmp(url, "/early"))
 		return httpd_respond_error(conn, 403, "no");
+	if (!strcmp(url, "/upgrade")) {
+		/* Takes the socket: 101, then echoes until "bye". */
+		char *pre;
+		size_t n;
+		int fd = httpd_take_socket(conn, &pre, &n);
+		if (fd < 0)
+			return HTTPD_NO;
+		const char ok[] = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\n\r\n";
+		(void)!send(fd, ok, sizeof(ok) - 1, MSG_NOSIGNAL);
+		(void)!send(fd, pre, n, MSG_NOSIGNAL);
+		free(pre);
+		char buf[256];
+		for (;;) {
+			struct pollfd p = { .fd = fd, .events = POLLIN };
+			if (poll(&p, 1, 5000) <= 0)
+				break;
+			ssize_t r = recv(fd, buf, sizeof(buf), 0);
+			if (r <= 0 || (r == 3 && !memcmp(buf, "bye", 3)))
+				break;
+			(void)!send(fd, buf, (size_t)r, MSG_NOSIGNAL);
+		}
+		close(fd);
+		return HTTPD_YES;
+	}
 	if (*req_cls == NULL) {
 		*req_cls = calloc(1, sizeof(struct req));
 		return *req_cls ? HTTPD_YES : HTTPD_NO;
@@ -349,6 +373,28 @@ static void test_reserved_workers_serve_only_trusted(void **state)
 	httpd_stop(d);
 }
 
+static void test_take_socket(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	const char req[] = "GET /upgrade HTTP/1.1\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\nhi";
+	put(fd, req, sizeof(req) - 1);
+	char buf[4096];
+	get(fd, buf, sizeof(buf), "\r\n\r\nhi");
+	assert_non_null(strstr(buf, "HTTP/1.1 101"));
+	put(fd, "again", 5);
+	get(fd, buf, sizeof(buf), "again");
+	put(fd, "bye", 3);
+	assert_int_equal(get(fd, buf, sizeof(buf), NULL), 0); /* closed */
+	close(fd);
+	while (httpd_busy(d) > 0)
+		usleep(1000);
+	httpd_stop(d);
+}
+
 static void test_parse_head_check(void **state)
 {
 	(void)state;
@@ -380,6 +426,7 @@ int main(void)
 		cmocka_unit_test(test_head_deadline_is_not_reset_by_a_trickle),
 		cmocka_unit_test(test_per_client_cap_evicts_the_oldest_head),
 		cmocka_unit_test(test_reserved_workers_serve_only_trusted),
+		cmocka_unit_test(test_take_socket),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
