@@ -11,7 +11,8 @@
  * One deliberate difference: go-shellwords stops parsing at an unquoted
  * ; & | < >. No shell runs the command, so such an operator could only be
  * a mistake; it is refused with a message that says to quote it or to
- * write `sh -c '...'`.
+ * write `sh -c '...'`. shellwords_operators() lists them for the longer
+ * message of config_validate() (node/config.c).
  *
  * Pure module: no logging, no I/O.
  */
