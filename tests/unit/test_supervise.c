@@ -164,6 +164,18 @@ static void set_exec(size_t n, const struct config_exec *e)
 	cfg.n_exec = n;
 }
 
+/* Starts a supervisor with one if-primary worker, cmd, on a primary. */
+static struct supervisor *start_primary_worker(const char *cmd, const struct supervise_opts *o)
+{
+	static char keep[1024]; /* the config borrows the command */
+	snprintf(keep, sizeof(keep), "%s", cmd);
+	fake_set(true);
+	set_exec(1, (struct config_exec[]){ { keep, false, true, 0 } });
+	struct supervisor *s = NULL;
+	assert_int_equal(supervisor_start(&cfg, NULL, true, &fake_role, o, &s), 0);
+	return s;
+}
+
 /* A worker that logs "start" and, on SIGTERM, "term" (then exits 0). The
  * trap is set first, so a SIGTERM after "start" is always seen. */
 static char polite_cmd[1024];
@@ -225,11 +237,8 @@ static void test_sigkill_after_grace(void **state)
 	new_marker("stubborn");
 	char cmd[1024];
 	snprintf(cmd, sizeof(cmd), "sh -c 'trap \"\" TERM; echo up >> %s; while :; do sleep 0.02; done'", marker);
-	fake_set(true);
-	set_exec(1, (struct config_exec[]){ { cmd, false, true, 0 } });
 	struct supervise_opts o = { .grace_ms = 400, .poll_ms = 20 };
-	struct supervisor *s = NULL;
-	assert_int_equal(supervisor_start(&cfg, NULL, true, &fake_role, &o, &s), 0);
+	struct supervisor *s = start_primary_worker(cmd, &o);
 	wait_words("up", 2000);
 	pid_t pid = worker0(s).pid;
 	assert_true(pid > 0);
@@ -266,12 +275,9 @@ static void test_restart_with_backoff(void **state)
 	char cmd[1024];
 	/* /proc/uptime's resolution is 10 ms; date's is finer, so use it. */
 	snprintf(cmd, sizeof(cmd), "sh -c 'date +%%s%%N >> %s; exit 3'", marker);
-	fake_set(true);
-	set_exec(1, (struct config_exec[]){ { cmd, false, true, 0 } });
 	struct supervise_opts o = { .backoff_min_ms = 100, .backoff_max_ms = 400, .backoff_reset_ms = 60000,
 				    .poll_ms = 10 };
-	struct supervisor *s = NULL;
-	assert_int_equal(supervisor_start(&cfg, NULL, true, &fake_role, &o, &s), 0);
+	struct supervisor *s = start_primary_worker(cmd, &o);
 	sleep_ms(1700);
 	supervisor_free(s);
 
@@ -320,11 +326,8 @@ static void test_backoff_resets_after_a_long_run(void **state)
 
 static void test_missing_program_is_retried(void **state)
 {
-	fake_set(true);
-	set_exec(1, (struct config_exec[]){ { "/nonexistent/worker --x", false, true, 0 } });
 	struct supervise_opts o = { .backoff_min_ms = 100, .backoff_max_ms = 200, .poll_ms = 10 };
-	struct supervisor *s = NULL;
-	assert_int_equal(supervisor_start(&cfg, NULL, true, &fake_role, &o, &s), 0);
+	struct supervisor *s = start_primary_worker("/nonexistent/worker --x", &o);
 	sleep_ms(700);
 	struct supervise_worker_state st = worker0(s);
 	assert_int_equal(st.pid, 0);
