@@ -24,14 +24,29 @@ void shellwords_free(char **argv)
 	free(argv);
 }
 
-int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *errbuf, size_t errlen)
+/* Bytes of the shell operator at p (an unquoted one of ; & | < >): two
+ * for &&, ||, ;;, >>, <<, >&, <&, &>, |&, else one. */
+static size_t op_len(const char *p)
+{
+	static const char *const two[] = { "&&", "||", ";;", ">>", "<<", ">&", "<&", "&>", "|&" };
+	for (size_t i = 0; i < sizeof(two) / sizeof(two[0]); i++)
+		if (p[0] == two[i][0] && p[1] == two[i][1])
+			return 2;
+	return 1;
+}
+
+/* Splits cmd. With ops NULL an unquoted operator is refused; otherwise
+ * every one is recorded (up to max_ops, counted in *n_ops beyond) and
+ * separates arguments like whitespace. */
+static int split(const char *cmd, char ***argv_out, size_t *argc_out, char *errbuf, size_t errlen,
+		 struct shellwords_op *ops, size_t max_ops, size_t *n_ops)
 {
 	char **argv = NULL;
 	size_t argc = 0, cap = 0;
 	struct sbuf arg = { 0 };
 	bool in_single = false, in_double = false, escaped = false, got = false;
 	const char *why = "out of memory";
-	char op = 0; /* the shell operator refused, if that is why */
+	const char *op = NULL; /* the shell operator refused, if that is why */
 	int rc = ERR_NOMEM;
 
 	*argv_out = NULL;
@@ -53,7 +68,20 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 			got = true;
 			continue;
 		}
-		bool space = c == ' ' || c == '\t' || c == '\r' || c == '\n';
+		bool is_op = !end && !in_single && !in_double && strchr(";&|<>", c);
+		if (is_op && !ops) {
+			op = p;
+			rc = ERR_INVAL;
+			goto err_free;
+		}
+		size_t skip = 0;
+		if (is_op) {
+			skip = op_len(p);
+			if (*n_ops < max_ops)
+				ops[*n_ops] = (struct shellwords_op){ (size_t)(p - cmd), skip };
+			(*n_ops)++;
+		}
+		bool space = is_op || c == ' ' || c == '\t' || c == '\r' || c == '\n';
 		if (!end && space && (in_single || in_double)) {
 			sbuf_putn(&arg, p, 1);
 			continue;
@@ -84,6 +112,8 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 			}
 			if (end)
 				break;
+			if (skip > 1)
+				p += skip - 1;
 			continue;
 		}
 		if (c == '\'' && !in_double) {
@@ -95,11 +125,6 @@ int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *
 			in_double = !in_double;
 			got = true;
 			continue;
-		}
-		if (!in_single && !in_double && strchr(";&|<>", c)) {
-			op = c;
-			rc = ERR_INVAL;
-			goto err_free;
 		}
 		sbuf_putn(&arg, p, 1);
 		got = true;
@@ -118,10 +143,25 @@ err_free:
 	}
 	if (errbuf && errlen && op)
 		snprintf(errbuf, errlen,
-			 "shell operator '%c' in the command; no shell runs it, so quote the character or use "
+			 "shell operator '%.*s' in the command; no shell runs it, so quote the character or use "
 			 "sh -c '...'",
-			 op);
+			 (int)op_len(op), op);
 	else if (errbuf && errlen)
 		snprintf(errbuf, errlen, "%s", why);
+	return rc;
+}
+
+int shellwords_split(const char *cmd, char ***argv_out, size_t *argc_out, char *errbuf, size_t errlen)
+{
+	return split(cmd, argv_out, argc_out, errbuf, errlen, NULL, 0, NULL);
+}
+
+int shellwords_operators(const char *cmd, struct shellwords_op *ops, size_t max_ops, size_t *n_ops)
+{
+	char **argv;
+	size_t argc;
+	*n_ops = 0;
+	int rc = split(cmd, &argv, &argc, NULL, 0, ops, max_ops, n_ops);
+	shellwords_free(argv);
 	return rc;
 }

@@ -564,9 +564,11 @@ int cmd_mount_main(int argc, char **argv)
 		stop = wait_first_sync(&w, &sigs, &ft);
 	}
 
-	/* The application: `-- cmd` overrides exec. With the static lease a
-	 * candidate is the primary. */
-	rc = stop == 0 ? supervisor_start(&cfg, override_cmd, candidate, candidate, &sup) : 0;
+	/* The application: `-- cmd` overrides exec. The if-primary workers
+	 * follow the node's role (node_set_role) for as long as it runs. */
+	struct supervise_role role;
+	supervise_role_of_node(&role, &st->node);
+	rc = stop == 0 ? supervisor_start(&cfg, override_cmd, candidate, &role, NULL, &sup) : 0;
 	if (stop != 0) {
 		exit_code = stop > 0 ? 0 : 1;
 	} else if (rc) {

@@ -1239,6 +1239,103 @@ int config_key_line(const struct config *cfg, const char *path)
 /* ------------------------------------------------------------------ */
 /* Validation.                                                         */
 
+/* ---- exec commands with shell operators ------------------------------------ */
+
+/* cmd[from..to) without the whitespace around it. */
+static void trim_span(const char *cmd, size_t *from, size_t *to)
+{
+	while (*from < *to && isspace((unsigned char)cmd[*from]))
+		(*from)++;
+	while (*to > *from && isspace((unsigned char)cmd[*to - 1]))
+		(*to)--;
+}
+
+static void put_sh_c(struct sbuf *b, const char *cmd)
+{
+	if (strchr(cmd, '\'')) {
+		sbuf_puts(b, "cmd: \"sh -c '...'\"");
+		return;
+	}
+	sbuf_puts(b, "cmd: ");
+	struct sbuf inner = { 0 };
+	sbuf_printf(&inner, "sh -c '%s'", cmd);
+	sbuf_quote(b, inner.p ? inner.p : "", inner.len, 300);
+	sbuf_free(&inner);
+}
+
+/*
+ * The message for an exec command that holds unquoted shell operators
+ * (users lose hours to a trailing '&' that blocks the start): that no
+ * shell runs it, and what to write instead, with their own command in
+ * it. One '&' becomes an if-primary item beside the application (the
+ * part after the '&', else the next exec item, else "your-app"); '&&'
+ * and ';' become items in order; anything else (pipes, redirections)
+ * needs `sh -c`.
+ */
+static void exec_operator_msg(struct sbuf *b, const char *cmd, const struct shellwords_op *ops, size_t n_ops,
+			      const char *next)
+{
+	char op[3];
+	snprintf(op, sizeof(op), "%.*s", (int)ops[0].len, cmd + ops[0].off);
+	sbuf_quote(b, cmd, strlen(cmd), 300);
+	sbuf_printf(b,
+		    " holds the shell operator '%s', but exec commands run without a shell: each is split into "
+		    "arguments and started directly (LiteFS 0.5 silently drops everything from the operator on).",
+		    op);
+
+	/* The pieces between the operators, when they are all of one kind
+	 * and none is empty. */
+	bool background = n_ops == 1 && !strcmp(op, "&");
+	bool sequence = true;
+	size_t from[9], to[9];
+	size_t n_parts = n_ops + 1;
+	for (size_t i = 0; i < n_ops && i < 8; i++) {
+		char o[3];
+		snprintf(o, sizeof(o), "%.*s", (int)ops[i].len, cmd + ops[i].off);
+		sequence &= !strcmp(o, "&&") || !strcmp(o, ";");
+	}
+	if (n_parts > 9)
+		background = sequence = false;
+	for (size_t i = 0; i < n_parts && (background || sequence); i++) {
+		from[i] = i == 0 ? 0 : ops[i - 1].off + ops[i - 1].len;
+		to[i] = i == n_ops ? strlen(cmd) : ops[i].off;
+		trim_span(cmd, &from[i], &to[i]);
+		bool empty = from[i] == to[i];
+		if (empty && !(background && i == 1))
+			background = sequence = false;
+	}
+
+	if (background) {
+		const char *app = from[1] < to[1] ? cmd + from[1] : next ? next : "your-app";
+		int app_len = from[1] < to[1] ? (int)(to[1] - from[1]) : (int)strlen(app);
+		sbuf_puts(b, " So '&' cannot put a program in the background, and an item that never exits "
+			     "blocks the items after it. Give each program its own exec item; one with "
+			     "if-primary: true runs beside the application, only while this node is primary:\n"
+			     "    exec:\n      - cmd: ");
+		sbuf_quote(b, cmd + from[0], to[0] - from[0], 300);
+		sbuf_puts(b, "\n        if-primary: true\n      - cmd: ");
+		sbuf_quote(b, app, (size_t)app_len, 300);
+		sbuf_puts(b, "\n  or start a shell yourself: ");
+		struct sbuf sh = { 0 };
+		sbuf_printf(&sh, "%.*s & exec %.*s", (int)(to[0] - from[0]), cmd + from[0], app_len, app);
+		put_sh_c(b, sh.p ? sh.p : "");
+		sbuf_free(&sh);
+	} else if (sequence) {
+		sbuf_puts(b, " Give each program its own exec item: items run in order, each but the last is "
+			     "waited for and must succeed:\n    exec:");
+		for (size_t i = 0; i < n_parts; i++) {
+			sbuf_puts(b, "\n      - cmd: ");
+			sbuf_quote(b, cmd + from[i], to[i] - from[i], 300);
+		}
+		sbuf_puts(b, "\n  or start a shell yourself: ");
+		put_sh_c(b, cmd);
+	} else {
+		sbuf_puts(b, " Pipes, redirections and conditionals need a shell: ");
+		put_sh_c(b, cmd);
+	}
+	sbuf_printf(b, "\n  (To pass '%s' to the program as an argument, quote it.)", op);
+}
+
 struct vctx {
 	const struct config *cfg;
 	struct errs errs;
@@ -1430,8 +1527,22 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 		char msg[200];
 		char **argv = NULL;
 		size_t argc = 0;
+		struct shellwords_op ops[16];
+		size_t n_ops = 0;
 		int rc = shellwords_split(c->exec[i].cmd, &argv, &argc, msg, sizeof(msg));
-		if (rc == ERR_INVAL)
+		if (rc == ERR_INVAL && shellwords_operators(c->exec[i].cmd, ops, 16, &n_ops) == 0 && n_ops > 0) {
+			struct sbuf b = { 0 };
+			/* The application a trailing '&' was meant to run beside. */
+			const char *next = NULL;
+			if (i + 1 < c->n_exec && !c->exec[i + 1].if_primary &&
+			    shellwords_split(c->exec[i + 1].cmd, &argv, &argc, NULL, 0) == 0 && argc > 0)
+				next = c->exec[i + 1].cmd;
+			shellwords_free(argv);
+			argv = NULL;
+			exec_operator_msg(&b, c->exec[i].cmd, ops, n_ops < 16 ? n_ops : 16, next);
+			errs_add(&v.errs, line, "%s: %s", path, b.oom || !b.p ? "shell operator in the command" : b.p);
+			sbuf_free(&b);
+		} else if (rc == ERR_INVAL)
 			errs_add(&v.errs, line, "%s: %s", path, msg);
 		else if (rc == 0 && argc == 0)
 			errs_add(&v.errs, line, "%s: the command is empty", path);

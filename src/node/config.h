@@ -253,7 +253,9 @@ int config_apply_env(struct config *cfg, goenv_getenv_fn getenv_fn, void *env_ct
  * different; lease.type known, with what it needs (consul key, etcd
  * endpoints); no lease.databases on a candidate; addresses are host:port;
  * durations >= 0 and intervals > 0; log.format, backup.type known; every
- * exec cmd splits into arguments (base/shellwords.h). Returns 0 or
+ * exec cmd splits into arguments (base/shellwords.h) with no unquoted
+ * shell operator; for one, the message (several lines) shows the
+ * if-primary/list form or `sh -c` to write instead. Returns 0 or
  * ERR_CONFIG with every problem found in errbuf ("name:line: path:
  * message" when the key has a line, "name: path: message" otherwise).
  */

@@ -1015,7 +1015,7 @@ static void test_validate(void **state)
 	expect_invalid(DIRS "backup:\n  full-sync-interval: \"0\"\n", "backup.full-sync-interval: must be greater");
 	expect_invalid(DIRS "tracing:\n  max-count: -1\n", "tracing.max-count: must not be negative");
 	expect_invalid(DIRS "exec: \"app 'unterminated\"\n", "t.yml:5: exec[0].cmd: unterminated quote");
-	expect_invalid(DIRS "exec: \"app && other\"\n", "exec[0].cmd: shell operator '&'");
+	expect_invalid(DIRS "exec: \"app && other\"\n", "exec[0].cmd: \"app && other\" holds the shell operator '&&'");
 	expect_invalid(DIRS "exec:\n  - cmd: \"  \"\n", "t.yml:6: exec[0].cmd: the command is empty");
 
 	/* Validation reports every problem. */
@@ -1029,6 +1029,87 @@ static void test_validate(void **state)
 
 	/* A database filter on a replica is fine. */
 	assert_int_equal(parse(DIRS "lease:\n  candidate: false\n  databases: [a.db]\n", &cfg), 0);
+	assert_int_equal(config_validate(&cfg, errbuf, sizeof(errbuf)), 0);
+	config_free(&cfg);
+}
+
+/* The exact message for each kind of shell operator in an exec command
+ * (what litefs config check and litefs mount print after "t.yml:N: "). */
+static void expect_exec_msg(const char *yaml, const char *want)
+{
+	struct config cfg;
+	if (parse(yaml, &cfg) != 0)
+		fail_msg("parse failed for:\n%s\n%s", yaml, errbuf);
+	assert_int_equal(config_validate(&cfg, errbuf, sizeof(errbuf)), ERR_CONFIG);
+	if (strcmp(errbuf, want))
+		fail_msg("message for:\n%s\nis:\n%s\nwant:\n%s", yaml, errbuf, want);
+	config_free(&cfg);
+}
+
+#define NO_SHELL                                                                                              \
+	"but exec commands run without a shell: each is split into arguments and started directly (LiteFS 0.5 " \
+	"silently drops everything from the operator on)."
+
+static void test_exec_shell_operators(void **state)
+{
+	/* A trailing '&' before the application: the if-primary form, with
+	 * the next item as the application. */
+	expect_exec_msg(DIRS "exec:\n  - cmd: \"celery -A proj worker &\"\n  - cmd: \"gunicorn app:app\"\n",
+			"t.yml:6: exec[0].cmd: \"celery -A proj worker &\" holds the shell operator '&', " NO_SHELL
+			" So '&' cannot put a program in the background, and an item that never exits blocks the items "
+			"after it. Give each program its own exec item; one with if-primary: true runs beside the "
+			"application, only while this node is primary:\n"
+			"    exec:\n"
+			"      - cmd: \"celery -A proj worker\"\n"
+			"        if-primary: true\n"
+			"      - cmd: \"gunicorn app:app\"\n"
+			"  or start a shell yourself: cmd: \"sh -c 'celery -A proj worker & exec gunicorn app:app'\"\n"
+			"  (To pass '&' to the program as an argument, quote it.)");
+	/* '&' alone, in a one-command exec: a placeholder application. */
+	expect_exec_msg(DIRS "exec: \"worker --x &\"\n",
+			"t.yml:5: exec[0].cmd: \"worker --x &\" holds the shell operator '&', " NO_SHELL
+			" So '&' cannot put a program in the background, and an item that never exits blocks the items "
+			"after it. Give each program its own exec item; one with if-primary: true runs beside the "
+			"application, only while this node is primary:\n"
+			"    exec:\n"
+			"      - cmd: \"worker --x\"\n"
+			"        if-primary: true\n"
+			"      - cmd: \"your-app\"\n"
+			"  or start a shell yourself: cmd: \"sh -c 'worker --x & exec your-app'\"\n"
+			"  (To pass '&' to the program as an argument, quote it.)");
+	/* '&&' and ';': items in order. */
+	expect_exec_msg(DIRS "exec: \"python3 manage.py migrate && gunicorn app; echo done\"\n",
+			"t.yml:5: exec[0].cmd: \"python3 manage.py migrate && gunicorn app; echo done\" holds the shell "
+			"operator '&&', " NO_SHELL
+			" Give each program its own exec item: items run in order, each but the last is waited for and "
+			"must succeed:\n"
+			"    exec:\n"
+			"      - cmd: \"python3 manage.py migrate\"\n"
+			"      - cmd: \"gunicorn app\"\n"
+			"      - cmd: \"echo done\"\n"
+			"  or start a shell yourself: cmd: \"sh -c 'python3 manage.py migrate && gunicorn app; echo "
+			"done'\"\n"
+			"  (To pass '&&' to the program as an argument, quote it.)");
+	/* Redirections and pipes: only a shell; a command holding ' gets
+	 * the general form. */
+	expect_exec_msg(DIRS "exec:\n  - cmd: \"app >> /var/log/app.log 2>&1\"\n",
+			"t.yml:6: exec[0].cmd: \"app >> /var/log/app.log 2>&1\" holds the shell operator '>>', " NO_SHELL
+			" Pipes, redirections and conditionals need a shell: cmd: \"sh -c 'app >> /var/log/app.log "
+			"2>&1'\"\n"
+			"  (To pass '>>' to the program as an argument, quote it.)");
+	expect_exec_msg(DIRS "exec:\n  - cmd: \"cat x | grep 'y'\"\n",
+			"t.yml:6: exec[0].cmd: \"cat x | grep 'y'\" holds the shell operator '|', " NO_SHELL
+			" Pipes, redirections and conditionals need a shell: cmd: \"sh -c '...'\"\n"
+			"  (To pass '|' to the program as an argument, quote it.)");
+	/* Mixed kinds, or an empty side, are not split into items. */
+	expect_invalid(DIRS "exec: \"a && b | c\"\n", "'&&', " NO_SHELL " Pipes, redirections");
+	expect_invalid(DIRS "exec: \"a &&\"\n", "'&&', " NO_SHELL " Pipes, redirections");
+	expect_invalid(DIRS "exec: \"& a\"\n", "'&', " NO_SHELL " Pipes, redirections");
+
+	/* Quoted or escaped, an operator is an ordinary byte of an argument:
+	 * valid. */
+	struct config cfg;
+	assert_int_equal(parse(DIRS "exec:\n  - cmd: \"echo 'a|b' \\\"c && d\\\" e\\\\;f\"\n", &cfg), 0);
 	assert_int_equal(config_validate(&cfg, errbuf, sizeof(errbuf)), 0);
 	config_free(&cfg);
 }
@@ -1188,6 +1269,7 @@ int main(void)
 		cmocka_unit_test(test_type_errors),
 		cmocka_unit_test(test_yaml_features),
 		cmocka_unit_test(test_validate),
+		cmocka_unit_test(test_exec_shell_operators),
 		cmocka_unit_test(test_unsupported),
 		cmocka_unit_test(test_apply_env),
 		cmocka_unit_test(test_load_and_find),

@@ -75,6 +75,8 @@ static void test_messages(void **state)
 	assert_string_equal(errbuf, "the command ends with a lone backslash");
 	assert_int_equal(shellwords_split("a;b", &argv, &argc, errbuf, sizeof(errbuf)), ERR_INVAL);
 	assert_non_null(strstr(errbuf, "shell operator ';'"));
+	assert_int_equal(shellwords_split("a && b", &argv, &argc, errbuf, sizeof(errbuf)), ERR_INVAL);
+	assert_non_null(strstr(errbuf, "shell operator '&&'"));
 	/* Quoted, an operator is an ordinary byte. */
 	assert_int_equal(shellwords_split("a ';' \"|\" \\&", &argv, &argc, errbuf, sizeof(errbuf)), 0);
 	assert_int_equal(argc, 4);
@@ -89,11 +91,37 @@ static void test_messages(void **state)
 	assert_string_equal(small, "unt");
 }
 
+static void test_operators(void **state)
+{
+	struct shellwords_op ops[4];
+	size_t n;
+	/* Every unquoted operator, two-byte ones as one. */
+	const char *cmd = "a && 'b|c' \"d;e\" f\\& g | h >> i 2>&1;";
+	assert_int_equal(shellwords_operators(cmd, ops, 4, &n), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(ops[0].off, 2);
+	assert_int_equal(ops[0].len, 2);
+	assert_int_equal(ops[1].off, (size_t)(strchr(cmd, 'h') - cmd - 2));
+	assert_int_equal(ops[1].len, 1);
+	assert_int_equal(ops[2].off, (size_t)(strstr(cmd, ">>") - cmd));
+	assert_int_equal(ops[2].len, 2);
+	assert_int_equal(ops[3].off, (size_t)(strstr(cmd, ">&") - cmd));
+	assert_int_equal(ops[3].len, 2);
+	/* None. */
+	assert_int_equal(shellwords_operators("echo 'a|b' \"c && d\"", ops, 4, &n), 0);
+	assert_int_equal(n, 0);
+	/* Operators before an unterminated quote are still reported. */
+	assert_int_equal(shellwords_operators("a; 'b", ops, 4, &n), ERR_INVAL);
+	assert_int_equal(n, 1);
+	assert_int_equal(ops[0].off, 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exec_argv),
 		cmocka_unit_test(test_messages),
+		cmocka_unit_test(test_operators),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
