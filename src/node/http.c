@@ -104,8 +104,8 @@
  * helper processes still running are sent SIGTERM — a helper killed inside
  * its write transaction is a client killed mid-transaction, which the mount
  * turns into no transaction — and the server is stopped. Helpers are tracked by
- * pidfd, because the supervisor reaps any child (waitpid(-1)) and a bare
- * PID could be reused by then.
+ * pidfd: a PID could be reused by the time the stop signals it, a pidfd
+ * cannot.
  *
  * TEMP FILES live in <data.dir>/tmp (same file system as the data, which is
  * where the space is provisioned). Leftovers of a crash carry our prefixes
@@ -195,8 +195,8 @@ struct http_server {
 	struct replserver repl; /* POST /stream (replserver.h); points into this struct */
 
 	/* The helper processes (sqlchild.c) of requests in flight, as pidfds,
-	 * so that http_stop() can end them without racing with PID reuse (the
-	 * supervisor reaps any child with waitpid(-1)). -1 = free slot. */
+	 * so that http_stop() can end them without racing with PID reuse.
+	 * -1 = free slot. */
 	pthread_mutex_t children_mu;
 	int child_pidfds[HTTP_CONNECTION_LIMIT];
 
