@@ -464,6 +464,20 @@ void replserver_req_free(struct replserver_req *sr)
 	free(sr);
 }
 
+/* The per-request state of POST /stream (ack false) or /stream/ack. */
+static enum httpd_result new_req(bool ack, uint64_t token, void **con_cls)
+{
+	struct replserver_req *sr = calloc(1, sizeof(*sr));
+	if (!sr)
+		return HTTPD_NO;
+	sr->kind = REPLSERVER_REQ;
+	sr->ack = ack;
+	sr->token = token;
+	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
+	*con_cls = sr;
+	return HTTPD_YES;
+}
+
 enum httpd_result replserver_begin(const struct replserver *rs, struct httpd_conn *conn, void **con_cls)
 {
 	char msg[HTTPD_MSG_LEN], peer[64];
@@ -473,13 +487,7 @@ enum httpd_result replserver_begin(const struct replserver *rs, struct httpd_con
 		LOG_WARN("repl", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
 		return httpd_respond_error(conn, status, msg);
 	}
-	struct replserver_req *sr = calloc(1, sizeof(*sr));
-	if (!sr)
-		return HTTPD_NO;
-	sr->kind = REPLSERVER_REQ;
-	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
-	*con_cls = sr;
-	return HTTPD_YES;
+	return new_req(false, 0, con_cls);
 }
 
 /* A chunk of the request body (hello, positions). */
@@ -611,15 +619,7 @@ enum httpd_result replserver_begin_ack(const struct replserver *rs, struct httpd
 		LOG_DEBUG("repl", "msg=\"ack refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
 		return httpd_respond_error(conn, status, msg);
 	}
-	struct replserver_req *sr = calloc(1, sizeof(*sr));
-	if (!sr)
-		return HTTPD_NO;
-	sr->kind = REPLSERVER_REQ;
-	sr->ack = true;
-	sr->token = token;
-	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
-	*con_cls = sr;
-	return HTTPD_YES;
+	return new_req(true, token, con_cls);
 }
 
 static enum httpd_result finish_ack(const struct replserver *rs, struct httpd_conn *conn, struct replserver_req *sr)
