@@ -63,6 +63,7 @@
 #include "node/replica.h"
 #include "node/store.h"
 #include "node/supervise.h"
+#include "node/syncrepl.h"
 #include "base/sys.h"
 
 /* How long a primary that has databases waits for its first sync with the
@@ -467,6 +468,7 @@ int cmd_mount_main(int argc, char **argv)
 	struct replica *rep = NULL;
 	struct backup *bk = NULL;
 	struct cluster cluster = { 0 };
+	struct syncrepl *sync = NULL;
 	bool candidate = cfg.lease.candidate;
 	char hostname[256];
 	int exit_code = 1;
@@ -511,6 +513,23 @@ int cmd_mount_main(int argc, char **argv)
 		fprintf(stderr, "litefs mount: cannot read or create %s/clusterid: %s\n", cfg.data.dir,
 			rc == ERR_CONFIG ? "the file does not hold a cluster ID (LFSC + 16 hex digits)" : err_str(rc));
 		goto out;
+	}
+	/* Synchronous replication: commits wait on it once this node is the
+	 * primary (from the first FUSE request; replicas never commit). */
+	if (cfg.lease.sync_replicas > 0) {
+		struct syncrepl_opts sro = {
+			.replicas = (unsigned)cfg.lease.sync_replicas,
+			.timeout_ms = cfg.lease.sync_timeout_ms,
+			.fail_on_timeout = !strcmp(cfg.lease.sync_on_timeout, "fail"),
+		};
+		if (!(sync = syncrepl_new(&sro))) {
+			fprintf(stderr, "litefs mount: out of memory\n");
+			goto out;
+		}
+		st->node.sync = sync;
+		LOG_INFO("mount", "msg=\"synchronous replication: a commit returns once replicas hold it\" "
+				  "replicas=%u timeout_ms=%lld on_timeout=%s",
+			 sro.replicas, (long long)sro.timeout_ms, cfg.lease.sync_on_timeout);
 	}
 	struct fusefs_opts fo = {
 		.mountpoint = cfg.fuse.dir,
@@ -622,6 +641,7 @@ int cmd_mount_main(int argc, char **argv)
 	store_close(st);
 	st = NULL;
 	stop_guard_finish(&guard);
+	syncrepl_free(sync);
 	cluster_close(&cluster);
 	config_free(&cfg);
 	LOG_INFO("mount", "msg=\"stopped\" code=%d", exit_code);
@@ -632,6 +652,7 @@ out:
 	http_stop(http);
 	fusefs_unmount(fs);
 	store_close(st);
+	syncrepl_free(sync);
 	cluster_close(&cluster);
 	config_free(&cfg);
 	return exit_code ? exit_code : 1;

@@ -292,6 +292,9 @@ static const struct field lease_fields[] = {
 	{ "reconnect-delay", F_DUR, CF(lease.reconnect_delay_ms), NULL },
 	{ "demote-delay", F_DUR, CF(lease.demote_delay_ms), NULL },
 	{ "databases", F_LIST, CF(lease.databases), NULL },
+	{ "sync-replicas", F_INT, CF(lease.sync_replicas), NULL },
+	{ "sync-timeout", F_DUR, CF(lease.sync_timeout_ms), NULL },
+	{ "sync-on-timeout", F_STR, CF(lease.sync_on_timeout), NULL },
 	{ "consul", F_MAP, 0, consul_fields },
 	{ "etcd", F_MAP, 0, etcd_fields },
 	{ NULL, 0, 0, NULL },
@@ -396,7 +399,7 @@ static bool set_str(char **slot, const char *s)
 static const size_t string_offsets[] = {
 	CF(name), CF(data.dir), CF(fuse.dir), CF(http.addr), CF(http.secret),
 	CF(proxy.addr), CF(proxy.target), CF(proxy.db),
-	CF(lease.type), CF(lease.hostname), CF(lease.advertise_url),
+	CF(lease.type), CF(lease.hostname), CF(lease.advertise_url), CF(lease.sync_on_timeout),
 	CF(lease.consul.url), CF(lease.consul.key), CF(lease.etcd.key),
 	CF(backup.type), CF(backup.path), CF(backup.url), CF(backup.cluster), CF(backup.auth_token),
 	CF(log.format), CF(tracing.path),
@@ -444,6 +447,7 @@ int config_init(struct config *cfg)
 	cfg->lease.candidate = true;
 	cfg->lease.reconnect_delay_ms = CONFIG_DEFAULT_RECONNECT_DELAY_MS;
 	cfg->lease.demote_delay_ms = CONFIG_DEFAULT_DEMOTE_DELAY_MS;
+	cfg->lease.sync_timeout_ms = CONFIG_DEFAULT_SYNC_TIMEOUT_MS;
 	cfg->lease.consul.ttl_ms = CONFIG_DEFAULT_CONSUL_TTL_MS;
 	cfg->lease.consul.lock_delay_ms = CONFIG_DEFAULT_CONSUL_LOCK_DELAY_MS;
 	cfg->lease.etcd.ttl_ms = CONFIG_DEFAULT_ETCD_TTL_MS;
@@ -459,6 +463,7 @@ int config_init(struct config *cfg)
 	cfg->tracing.compress = true;
 	if (!set_str(&cfg->http.addr, CONFIG_DEFAULT_HTTP_ADDR) ||
 	    !set_str(&cfg->lease.type, "static") ||
+	    !set_str(&cfg->lease.sync_on_timeout, "async") ||
 	    !set_str(&cfg->lease.etcd.key, CONFIG_DEFAULT_ETCD_KEY) ||
 	    !set_str(&cfg->log.format, "text") ||
 	    !set_str(&cfg->name, "litefs.yml")) {
@@ -1449,6 +1454,13 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 	}
 	check_nonneg(&v, "lease.reconnect-delay", c->lease.reconnect_delay_ms);
 	check_nonneg(&v, "lease.demote-delay", c->lease.demote_delay_ms);
+	if (c->lease.sync_replicas < 0 || c->lease.sync_replicas > 64)
+		verr(&v, "lease.sync-replicas", "must be between 0 (asynchronous) and 64");
+	if (c->lease.sync_timeout_ms <= 0)
+		verr(&v, "lease.sync-timeout", "must be positive (a commit waits at most this long for its replicas)");
+	if (strcmp(c->lease.sync_on_timeout, "async") && strcmp(c->lease.sync_on_timeout, "fail"))
+		verr(&v, "lease.sync-on-timeout", "unknown value \"%s\"; use \"async\" or \"fail\"",
+		     c->lease.sync_on_timeout);
 	if (c->lease.candidate && c->lease.databases.n > 0)
 		verr(&v, "lease.databases",
 		     "a database filter is only allowed on replicas (lease.candidate: false), as in LiteFS");
@@ -1720,6 +1732,9 @@ void config_print(const struct config *c, FILE *out)
 	print_kv_dur(out, 2, "reconnect-delay", c->lease.reconnect_delay_ms);
 	print_kv_dur(out, 2, "demote-delay", c->lease.demote_delay_ms);
 	print_kv_list(out, 2, "databases", &c->lease.databases);
+	fprintf(out, "  sync-replicas: %lld\n", (long long)c->lease.sync_replicas);
+	print_kv_dur(out, 2, "sync-timeout", c->lease.sync_timeout_ms);
+	print_kv_str(out, 2, "sync-on-timeout", c->lease.sync_on_timeout);
 	fputs("  consul:\n", out);
 	print_kv_str(out, 4, "url", c->lease.consul.url);
 	print_kv_str(out, 4, "key", c->lease.consul.key);

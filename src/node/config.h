@@ -53,6 +53,7 @@
 #define CONFIG_DEFAULT_RETENTION_MONITOR_INTERVAL_MS (60 * 1000)
 #define CONFIG_DEFAULT_RECONNECT_DELAY_MS 1000
 #define CONFIG_DEFAULT_DEMOTE_DELAY_MS 10000
+#define CONFIG_DEFAULT_SYNC_TIMEOUT_MS 5000
 #define CONFIG_DEFAULT_CONSUL_TTL_MS 10000
 #define CONFIG_DEFAULT_CONSUL_LOCK_DELAY_MS 1000
 #define CONFIG_DEFAULT_ETCD_KEY "litefs/primary" /* ours */
@@ -146,6 +147,15 @@ struct config {
 		int64_t reconnect_delay_ms;
 		int64_t demote_delay_ms;
 		struct config_strlist databases;
+		/* Synchronous replication (our addition; docs/replication.md):
+		 * a commit on the primary returns once this many replicas hold
+		 * it durably (0: off, LiteFS's asynchronous behaviour), waiting
+		 * at most sync_timeout_ms, after which sync_on_timeout "async"
+		 * (default) returns it and degrades to asynchronous replication
+		 * until the replicas catch up, and "fail" fails it. */
+		int64_t sync_replicas;
+		int64_t sync_timeout_ms;
+		char *sync_on_timeout;
 		struct {
 			char *url;
 			char *key;

@@ -90,6 +90,7 @@
 #include "ltx/ltx.h"
 #include "ltx/ltxlog.h"
 #include "node/node.h"
+#include "node/syncrepl.h"
 #include "base/sys.h"
 
 const char *const db_kind_suffix[DB_KIND_COUNT] = { "", "-journal", "-wal", "-shm", "-pos" };
@@ -1153,6 +1154,29 @@ static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, o
 	return rc ? rc : (ssize_t)len;
 }
 
+/*
+ * Synchronous replication of a rollback-journal commit (db->mu released:
+ * the streams read the chain under it). Such a commit returns to SQLite
+ * with the operation that committed it (the unlink, truncate or header
+ * write of -journal), so the wait is here. A timeout with
+ * on_timeout=fail cannot take the commit back — the journal is already
+ * finalised and the record streamed — so the caller reports EIO about a
+ * transaction that stands: SQLite says "disk I/O error", and the outcome
+ * is unknown to the client, as after a lost reply (docs/replication.md).
+ * Returns 0 or ERR_REPL_SYNC_TIMEOUT.
+ */
+static int commit_wait_rollback(struct db *db, uint64_t txid_before, uint64_t txid_after)
+{
+	if (!db->node->sync || txid_after <= txid_before)
+		return 0;
+	int rc = syncrepl_wait(db->node->sync, db->id, db->name, txid_after);
+	if (rc != 0)
+		LOG_WARN("db", "msg=\"synchronous replication timed out; the rollback-journal commit stands on this "
+			       "node but SQLite is told it failed (I/O error)\" db=%s txid=%016" PRIx64,
+			 db->name, txid_after);
+	return rc;
+}
+
 static ssize_t write_journal(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
 {
 	struct pending p;
@@ -1248,6 +1272,7 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 	if (kind == DB_KIND_POS)
 		return -EACCES;
 	lockwatch_lock(&db->mu, "write");
+	const uint64_t txid_before = db->pos.txid;
 	if (db->write_refused && kind == DB_KIND_WAL) {
 		/* A connection opened before verification failed keeps writing
 		 * the WAL: its commits would be captured on top of a checksum
@@ -1273,7 +1298,10 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 		rc = r ? r : (ssize_t)len;
 	}
 	}
+	const uint64_t txid_after = db->pos.txid;
 	lockwatch_unlock(&db->mu);
+	if (kind == DB_KIND_JOURNAL && rc >= 0 && commit_wait_rollback(db, txid_before, txid_after) != 0)
+		rc = -EIO;
 	if (rc == -ENOSPC && kind == DB_KIND_SHM)
 		LOG_WARN("db", "msg=\"no space to extend -shm\" db=%s size=%lld", db->name, (long long)(off + (off_t)len));
 	return rc;
@@ -1299,6 +1327,7 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 	if (kind == DB_KIND_POS)
 		return -EACCES;
 	lockwatch_lock(&db->mu, "truncate");
+	const uint64_t txid_before = db->pos.txid;
 	switch (kind) {
 	case DB_KIND_DB: {
 		uint32_t ps = db->page_size;
@@ -1353,7 +1382,10 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 	default:
 		rc = truncate_backing(db, kind, size);
 	}
+	const uint64_t txid_after = db->pos.txid;
 	lockwatch_unlock(&db->mu);
+	if (kind == DB_KIND_JOURNAL && rc == 0 && commit_wait_rollback(db, txid_before, txid_after) != 0)
+		rc = -EIO;
 	return rc;
 }
 
@@ -1367,6 +1399,25 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 	 * own sync (SQLITE-FILES.md §2.7, §3.6: FULL syncs -wal after every
 	 * commit; rollback modes sync the journal at the next transaction). */
 	rc = chain_sync_alongside(&db->chain, fd);
+	if (rc == 0 && kind == DB_KIND_WAL && db->wal_commit_unsynced && db->node->sync) {
+		/* Synchronous replication: the WAL commit returns to SQLite
+		 * with this sync, so it waits here (without the mutex: the
+		 * streams read the chain under it) for the replicas. The
+		 * client holds SQLite's WAL write lock until it returns, so no
+		 * other commit lands meanwhile; wal_commit_unsynced keeps the
+		 * background flush from making the commit final. */
+		uint64_t txid = db->pos.txid;
+		lockwatch_unlock(&db->mu);
+		int w = syncrepl_wait(db->node->sync, db->id, db->name, txid);
+		lockwatch_lock(&db->mu, "fsync");
+		if (w != 0 && db->wal_commit_unsynced && db->pos.txid == txid) {
+			/* on_timeout=fail: the commit is taken back as if this
+			 * sync had failed, and SQLite does not publish it. */
+			LOG_WARN("db", "msg=\"synchronous replication timed out; the WAL commit is taken back and "
+				       "SQLite reports an I/O error\" db=%s txid=%016" PRIx64, db->name, txid);
+			rc = -EIO;
+		}
+	}
 	if (rc != 0 && kind == DB_KIND_WAL && db->wal_commit_unsynced)
 		wal_undo_restore(db);
 	else if (rc == 0 || kind == DB_KIND_WAL)
@@ -1418,6 +1469,34 @@ void db_flush_pending(struct db *db)
 	if (rc == 0 && !db->wal_commit_unsynced)
 		finalize_unsynced(db);
 	lockwatch_unlock(&db->mu);
+}
+
+int db_sync_position(struct db *db, struct ltx_pos *out)
+{
+	*out = (struct ltx_pos){ 0 };
+	lockwatch_lock(&db->mu, "syncpos");
+	struct ltx_pos pos = db->pos;
+	int db_fd = db->db_fd >= 0 ? dup(db->db_fd) : -2;
+	int log_fd = db->chain.log_fd >= 0 && db->chain.synced_end < db->chain.end ? dup(db->chain.log_fd) : -2;
+	uint64_t end = db->chain.end, first = db->chain.first_txid;
+	lockwatch_unlock(&db->mu);
+	int rc = db_fd == -1 || log_fd == -1 ? -errno : 0;
+	if (rc == 0 && db_fd >= 0 && sys_fsync(db_fd) != 0)
+		rc = -errno;
+	if (rc == 0 && log_fd >= 0 && sys_fsync(log_fd) != 0)
+		rc = -errno;
+	if (db_fd >= 0)
+		close(db_fd);
+	if (log_fd >= 0)
+		close(log_fd);
+	if (rc != 0)
+		return rc;
+	lockwatch_lock(&db->mu, "syncpos");
+	if (log_fd >= 0 && db->chain.first_txid == first && db->chain.synced_end < end && end <= db->chain.end)
+		db->chain.synced_end = end;
+	lockwatch_unlock(&db->mu);
+	*out = pos;
+	return 0;
 }
 
 /* Removes the backing files other than the database itself (already
@@ -1476,6 +1555,7 @@ int db_unlink(struct db *db, enum db_kind kind)
 	if (kind == DB_KIND_POS)
 		return -EACCES;
 	lockwatch_lock(&db->mu, "unlink");
+	const uint64_t txid_before = db->pos.txid;
 	if (!db->exists[kind]) {
 		rc = -ENOENT;
 		goto out;
@@ -1520,8 +1600,11 @@ int db_unlink(struct db *db, enum db_kind kind)
 	}
 	if (rc == 0)
 		db->dir_dirty = true;
-out:
+out:;
+	const uint64_t txid_after = db->pos.txid;
 	lockwatch_unlock(&db->mu);
+	if (kind == DB_KIND_JOURNAL && rc == 0 && commit_wait_rollback(db, txid_before, txid_after) != 0)
+		rc = -EIO;
 	return rc;
 }
 

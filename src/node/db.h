@@ -230,6 +230,13 @@ uint64_t db_ltx_bytes(struct db *db, int wait_ms);
 /* Makes the open segment durable up to its end (the store calls it a few
  * times a second, so a commit never stays unsynced for long). */
 void db_flush_pending(struct db *db);
+/* Makes the current position durable on this node: fsyncs the db file
+ * and the open segment (without holding the mutex while the disk works)
+ * and stores in *out the position that is now durable. For a replica's
+ * acknowledgements (synchronous replication): an applied record is in
+ * the segment and its pages in the db file, neither synced by the apply.
+ * 0 or -errno (*out is then {0, 0}). */
+int db_sync_position(struct db *db, struct ltx_pos *out);
 
 /* Deletes LTX segments last written before now - retention_ms, always
  * keeping the newest. */

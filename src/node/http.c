@@ -7,6 +7,7 @@
  *   GET  /export?name=NAME  a consistent copy of the database as a SQLite file
  *   GET  /events            newline-delimited JSON: init, tx, primaryChange
  *   POST /stream            replication to a replica (replserver.c; protocol: stream.c)
+ *   POST /stream/ack        a replica's durable positions (synchronous replication)
  *
  * The reference for clients is docs/http.md; this comment says why the code
  * is shaped the way it is.
@@ -159,6 +160,7 @@
 #include "node/fusefs.h"
 #include "node/http.h"
 #include "node/replserver.h"
+#include "node/syncrepl.h"
 #include "base/log.h"
 #include "base/httpd.h"
 #include "base/outq.h"
@@ -593,6 +595,45 @@ static uint64_t db_metric_value(const struct db_stats *v, enum db_metric m)
 	}
 }
 
+/* Synchronous replication (syncrepl.h); every family is present (zeros
+ * when lease.sync-replicas is 0) so dashboards need no special case. */
+static void put_sync_metrics(FILE *f, struct syncrepl *sync)
+{
+	struct syncrepl_stats v;
+	syncrepl_stats(sync, &v);
+	const struct {
+		const char *name, *type, *help;
+		double value;
+	} m[] = {
+		{ "litefs_sync_replicas", "gauge", "Replicas a commit waits for (lease.sync-replicas; 0: asynchronous).",
+		  v.replicas },
+		{ "litefs_sync_degraded", "gauge",
+		  "1 while synchronous replication is degraded to asynchronous after a timeout.", v.degraded },
+		{ "litefs_sync_sessions", "gauge", "Replica streams open on this primary.", v.sessions },
+		{ "litefs_sync_acks_total", "counter", "Acknowledgements (database positions) received from replicas.",
+		  (double)v.acks },
+		{ "litefs_sync_commit_waits_total", "counter", "Commits that waited for their replicas.",
+		  (double)v.waits },
+		{ "litefs_sync_commit_acked_total", "counter", "Commits acknowledged by enough replicas in time.",
+		  (double)v.acked },
+		{ "litefs_sync_commit_timeouts_total", "counter",
+		  "Commits that timed out waiting for their replicas (lease.sync-timeout).", (double)v.timeouts },
+		{ "litefs_sync_commit_failed_total", "counter",
+		  "Timed-out commits reported failed to SQLite (lease.sync-on-timeout: fail).", (double)v.failed },
+		{ "litefs_sync_commit_async_total", "counter",
+		  "Commits returned without waiting while degraded (lease.sync-on-timeout: async).",
+		  (double)v.async_commits },
+		{ "litefs_sync_degrade_total", "counter", "Times synchronous replication degraded to asynchronous.",
+		  (double)v.degrade_events },
+		{ "litefs_sync_wait_seconds_total", "counter", "Time commits spent waiting for their replicas.",
+		  v.wait_seconds },
+	};
+	for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+		put_family(f, m[i].name, m[i].type, m[i].help);
+		fprintf(f, "%s %.17g\n", m[i].name, m[i].value);
+	}
+}
+
 static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_conn *conn)
 {
 	char *buf = NULL;
@@ -678,6 +719,7 @@ static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_co
 	fprintf(f, "litefs_lock_stalls_total %" PRIu64 "\n", store_lock_stalls(srv->st));
 	free(views);
 	free(busy);
+	put_sync_metrics(f, srv->st->node.sync);
 
 	struct fusefs_stats fst;
 	fusefs_get_stats(srv->fs, &fst);
@@ -1398,7 +1440,7 @@ static enum httpd_result route(struct http_server *srv, struct httpd_conn *conn,
 			return respond_method_not_allowed(conn, method, url, "GET, HEAD");
 		return handle_metrics(srv, conn);
 	}
-	if (!strcmp(url, "/import") || !strcmp(url, "/stream"))
+	if (!strcmp(url, "/import") || !strcmp(url, "/stream") || !strcmp(url, "/stream/ack"))
 		return respond_method_not_allowed(conn, method, url, "POST");
 	if (!strcmp(url, "/events")) {
 		if (!get)
@@ -1464,6 +1506,8 @@ static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const ch
 		return import_begin(srv, conn, con_cls);
 	if (!strcmp(url, "/stream") && !strcmp(method, HTTP_METHOD_POST))
 		return replserver_begin(&srv->repl, conn, con_cls);
+	if (!strcmp(url, "/stream/ack") && !strcmp(method, HTTP_METHOD_POST))
+		return replserver_begin_ack(&srv->repl, conn, con_cls);
 	if (request_has_body(conn))
 		return route(srv, conn, url, method); /* early: the body is not read */
 	*con_cls = &deferred_marker;

@@ -62,6 +62,10 @@ struct node {
 	atomic_bool cancel_applies;
 	atomic_bool resync;
 	struct node_fuse_hooks hooks; /* set before the first request, cleared after the last */
+	/* Synchronous replication (syncrepl.h): set by the mount before the
+	 * first request when lease.sync-replicas > 0, else NULL; owned by it.
+	 * A commit on the primary waits on it before returning to SQLite. */
+	struct syncrepl *sync;
 
 	pthread_mutex_t mu;     /* guards primary_host, caught_up_ms */
 	char primary_host[256];

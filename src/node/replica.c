@@ -34,6 +34,16 @@
  *
  * Stopping: replica_stop() sets a flag that libcurl's progress callback
  * (called at least once a second) and the write callback check.
+ *
+ * Acknowledgements (synchronous replication; stream.c "ACKNOWLEDGEMENTS"):
+ * when the primary's 200 names a Litefs-Stream-Id, a second thread (the
+ * acker) makes the positions applied since its last ack durable —
+ * db_sync_position(): the db file and the segment fsynced — and POSTs
+ * them to /stream/ack on a kept-alive connection of its own. The stream
+ * thread only flags that something was applied, so applies never wait
+ * for the disk or the network of an ack, and one ack covers every record
+ * applied while the previous one was in flight. A primary that names no
+ * token (it does not wait, or is older) is never acked.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -46,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -71,6 +82,9 @@
  * to spool a big snapshot before it starts sending it. */
 #define REPLICA_STALL_S 30L
 #define REPLICA_MSG_LEN 512
+/* An ack is a few hundred bytes on a kept-alive connection; one that takes
+ * longer than this is retried (a commit waits at most lease.sync-timeout). */
+#define REPLICA_ACK_TIMEOUT_MS 5000L
 
 struct replica {
 	struct store *st;          /* borrowed */
@@ -85,9 +99,17 @@ struct replica {
 	pthread_t thread;
 	bool started;
 	atomic_bool stopping;
-	pthread_mutex_t mu;        /* guards synced; leaf lock */
+	pthread_mutex_t mu;        /* guards synced and the ack_* fields; leaf lock */
 	pthread_cond_t cond;       /* synced became true, or stopping */
 	bool synced;
+
+	uint64_t replica_id;       /* Litefs-Replica-Id, drawn at start */
+	char *ack_url;             /* owned: <advertise-url>/stream/ack */
+	pthread_t ack_thread;
+	bool ack_started;
+	pthread_cond_t ack_cond;   /* ack_pending set, or stopping */
+	uint64_t ack_token;        /* the current stream's Litefs-Stream-Id; 0: none */
+	bool ack_pending;          /* something was applied since the last ack */
 
 	char last_error[REPLICA_MSG_LEN]; /* thread only: the last failure logged */
 };
@@ -195,6 +217,8 @@ static int build_request(struct replica *r, uint8_t **out, size_t *out_len)
 }
 
 /* ---- Frames --------------------------------------------------------------- */
+
+static void ack_applied(struct replica *r); /* below: Acknowledgements */
 
 /* After an apply or a heartbeat: caught up as of the heartbeat once every
  * position in it has been reached. */
@@ -324,6 +348,7 @@ static int on_ltx_end(struct conn *c)
 			  now.txid, local.txid);
 	}
 	c->n_applied++;
+	ack_applied(c->r);
 	if (c->snapshot)
 		LOG_INFO("repl", "msg=\"applied a snapshot from the primary\" db=%s txid=%016" PRIx64 " bytes=%u",
 			 c->db_name, max_txid, c->ltx_len);
@@ -350,6 +375,206 @@ static int on_event(struct conn *c, const struct stream_event *ev)
 	}
 }
 
+/* ---- Acknowledgements ---------------------------------------------------- */
+
+/* A new stream (token != 0) acks its positions at once: a record applied
+ * in an earlier connection may be what a commit waits for. */
+static void ack_set_token(struct replica *r, uint64_t token)
+{
+	pthread_mutex_lock(&r->mu);
+	r->ack_token = token;
+	r->ack_pending = token != 0;
+	pthread_cond_broadcast(&r->ack_cond);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void ack_applied(struct replica *r)
+{
+	pthread_mutex_lock(&r->mu);
+	if (r->ack_token && !r->ack_pending) {
+		r->ack_pending = true;
+		pthread_cond_broadcast(&r->ack_cond);
+	}
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* The ack frame of every followed database whose durable position moved
+ * past sent[] (indexed by database id, grown as needed). Caller frees
+ * *out. 0 with *out NULL when nothing moved. */
+static int ack_build(struct replica *r, uint64_t **sent, size_t *n_sent, uint64_t *txids, uint8_t **out,
+		     size_t *out_len)
+{
+	*out = NULL;
+	*out_len = 0;
+	size_t n = store_count(r->st);
+	if (n > *n_sent) {
+		uint64_t *t = realloc(*sent, n * sizeof(*t));
+		if (!t)
+			return ERR_NOMEM;
+		memset(t + *n_sent, 0, (n - *n_sent) * sizeof(*t));
+		*sent = t;
+		*n_sent = n;
+	}
+	struct stream_list l = { .time_ms = clock_wall_ms() };
+	if (!(l.entries = calloc(n ? n : 1, sizeof(*l.entries))))
+		return ERR_NOMEM;
+	for (size_t i = 0; i < n; i++) {
+		struct db *db = store_by_id(r->st, (uint32_t)i);
+		txids[i] = (*sent)[i];
+		if (!db || !followed(r, db->name) || strlen(db->name) > STREAM_MAX_NAME || db_pos(db).txid <= (*sent)[i])
+			continue;
+		struct ltx_pos p;
+		if (db_sync_position(db, &p) != 0 || p.txid <= (*sent)[i])
+			continue; /* not durable: not acked (the commit may time out) */
+		struct stream_entry *e = &l.entries[l.n++];
+		snprintf(e->name, sizeof(e->name), "%s", db->name);
+		e->txid = p.txid;
+		e->checksum = p.checksum;
+		txids[i] = p.txid;
+	}
+	int rc = 0;
+	if (l.n > 0) {
+		uint8_t *list = NULL;
+		size_t list_len = 0;
+		rc = stream_encode_list(STREAM_ACK, &l, &list, &list_len);
+		uint8_t *buf = rc == 0 ? malloc(STREAM_HDR_SIZE + STREAM_HELLO_LEN + list_len) : NULL;
+		if (rc == 0 && !buf)
+			rc = ERR_NOMEM;
+		if (rc == 0) {
+			size_t h = stream_encode_hello(buf);
+			memcpy(buf + h, list, list_len);
+			*out = buf;
+			*out_len = h + list_len;
+		}
+		free(list);
+	}
+	free(l.entries);
+	return rc;
+}
+
+/* POSTs one ack. Returns 0 (recorded), 1 when the primary no longer
+ * knows the token (404: stop acking on it), or an error with msg set. */
+static int ack_post(struct replica *r, CURL *curl, uint64_t token, const uint8_t *body, size_t len, char *msg,
+		    size_t msg_len)
+{
+	char id[CLUSTER_ID_LEN + 1];
+	struct curl_slist *h = NULL;
+	int rc = httpc_add_header(&h, "Content-Type: application/vnd.litefs.stream");
+	if (rc == 0)
+		rc = httpc_add_header(&h, "Expect:");
+	if (rc == 0)
+		rc = httpc_add_header(&h, "Litefs-Stream-Id: %016" PRIx64, token);
+	cluster_get(r->cluster, id);
+	if (rc == 0 && id[0])
+		rc = httpc_add_header(&h, "Litefs-Cluster-Id: %s", id);
+	if (rc == 0 && r->secret)
+		rc = httpc_add_header(&h, "Authorization: Bearer %s", r->secret);
+	if (rc != 0) {
+		snprintf(msg, msg_len, "cannot prepare an ack: %s", err_str(rc));
+		return rc;
+	}
+	struct httpc_req q;
+	httpc_req_init(&q, curl);
+	q.method = "POST";
+	q.url = r->ack_url;
+	q.headers = h;
+	q.up_buf = body;
+	q.up_buf_len = len;
+	q.connect_timeout_ms = REPLICA_CONNECT_TIMEOUT_MS;
+	q.timeout_ms = REPLICA_ACK_TIMEOUT_MS;
+	q.user_agent = "litefs-replica";
+	CURLcode cc = httpc_perform(&q);
+	if (cc != CURLE_OK) {
+		snprintf(msg, msg_len, "cannot send an acknowledgement to the primary: %s", httpc_transport_error(&q));
+		rc = -ECONNRESET;
+	} else if (q.status == 404) {
+		rc = 1;
+	} else if (q.status != 200) {
+		struct httpc_error e;
+		httpc_error_parse(&q, &e);
+		httpc_text_for_log(e.text);
+		snprintf(msg, msg_len, "the primary refused an acknowledgement: HTTP %ld: %.300s", q.status, e.text);
+		rc = ERR_REPL_PROTOCOL;
+	}
+	httpc_req_free(&q);
+	curl_slist_free_all(h);
+	return rc;
+}
+
+static void *ack_main(void *arg)
+{
+	struct replica *r = arg;
+	CURL *curl = curl_easy_init();
+	uint64_t *sent = NULL, *txids = NULL;
+	size_t n_sent = 0, n_txids = 0;
+	uint64_t sent_token = 0;
+	bool failing = false;
+	pthread_mutex_lock(&r->mu);
+	while (!atomic_load(&r->stopping)) {
+		if (!r->ack_token || !r->ack_pending) {
+			pthread_cond_wait(&r->ack_cond, &r->mu);
+			continue;
+		}
+		uint64_t token = r->ack_token;
+		r->ack_pending = false;
+		pthread_mutex_unlock(&r->mu);
+		if (token != sent_token && sent)
+			memset(sent, 0, n_sent * sizeof(*sent));
+		sent_token = token;
+		size_t n = store_count(r->st);
+		uint8_t *body = NULL;
+		size_t len = 0;
+		char msg[REPLICA_MSG_LEN] = "";
+		int rc = 0;
+		if (n > n_txids) {
+			uint64_t *t = realloc(txids, n * sizeof(*t));
+			rc = t ? 0 : ERR_NOMEM;
+			if (t) {
+				txids = t;
+				n_txids = n;
+			}
+		}
+		if (rc == 0)
+			rc = ack_build(r, &sent, &n_sent, txids, &body, &len);
+		if (rc == 0 && body && !curl)
+			rc = ERR_NOMEM;
+		if (rc == 0 && body)
+			rc = ack_post(r, curl, token, body, len, msg, sizeof(msg));
+		free(body);
+		if (rc == 0 && len > 0) {
+			for (size_t i = 0; i < n && i < n_sent; i++)
+				sent[i] = txids[i];
+			if (failing)
+				LOG_INFO("repl", "msg=\"acknowledgements reach the primary again\"");
+			failing = false;
+		} else if (rc == 1) {
+			LOG_DEBUG("repl", "msg=\"the primary no longer knows this stream; acks stop until it reconnects\"");
+		} else if (rc != 0) {
+			if (!msg[0])
+				snprintf(msg, sizeof(msg), "cannot acknowledge: %s", err_str(rc));
+			if (!failing)
+				LOG_WARN("repl", "msg=\"%s; retrying\" url=\"%s\"", msg, r->ack_url);
+			failing = true;
+		}
+		pthread_mutex_lock(&r->mu);
+		if (rc == 1 && r->ack_token == token)
+			r->ack_token = 0;
+		if (rc < 0 && r->ack_token == token) {
+			/* Retry after a pause (the stream reconnects if the
+			 * primary is gone, and brings a new token). */
+			r->ack_pending = true;
+			struct timespec until = clock_deadline(REPLICA_BACKOFF_MIN_MS);
+			pthread_cond_timedwait(&r->ack_cond, &r->mu, &until);
+		}
+	}
+	pthread_mutex_unlock(&r->mu);
+	free(sent);
+	free(txids);
+	if (curl)
+		curl_easy_cleanup(curl);
+	return NULL;
+}
+
 /* ---- libcurl callbacks ---------------------------------------------------- */
 
 /* The first body bytes of a 200: the cluster ID, then the role. */
@@ -358,6 +583,11 @@ static int begin_stream(struct conn *c)
 	struct replica *r = c->r;
 	httpc_header(&c->q, "Litefs-Cluster-Id", c->primary_id, sizeof(c->primary_id));
 	httpc_header(&c->q, "Litefs-Primary-Hostname", c->primary_host, sizeof(c->primary_host));
+	char tok[32] = "";
+	httpc_header(&c->q, "Litefs-Stream-Id", tok, sizeof(tok));
+	char *end = NULL;
+	uint64_t token = tok[0] ? strtoull(tok, &end, 16) : 0;
+	ack_set_token(r, tok[0] && !*end ? token : 0);
 	if (c->primary_id[0]) {
 		int rc = cluster_adopt(r->cluster, c->primary_id);
 		if (rc == ERR_REPL_CLUSTER || rc == ERR_INVAL) {
@@ -476,6 +706,8 @@ static struct curl_slist *request_headers(struct replica *r)
 		rc = httpc_add_header(&h, "Litefs-Cluster-Id: %s", id);
 	if (rc == 0 && r->secret)
 		rc = httpc_add_header(&h, "Authorization: Bearer %s", r->secret);
+	if (rc == 0)
+		rc = httpc_add_header(&h, "Litefs-Replica-Id: %016" PRIx64, r->replica_id);
 	return h;
 }
 
@@ -576,6 +808,7 @@ static void *replica_main(void *arg)
 			close(fd);
 		}
 		node_set_role(&r->st->node, false, NULL);
+		ack_set_token(r, 0);
 		if (atomic_load(&r->stopping))
 			break;
 		/* A connection that streamed something worked: its failure is
@@ -601,6 +834,7 @@ static void replica_free(struct replica *r)
 	if (!r)
 		return;
 	free(r->url);
+	free(r->ack_url);
 	free(r->secret);
 	free(r->fallback_host);
 	free(r->tmp_dir);
@@ -609,6 +843,7 @@ static void replica_free(struct replica *r)
 	free(r->only);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cond);
+	pthread_cond_destroy(&r->ack_cond);
 	free(r);
 }
 
@@ -620,6 +855,10 @@ static int copy_config(struct replica *r, const struct config *cfg, const char *
 		bl--;
 	if (asprintf(&r->url, "%.*s/stream", (int)bl, base) < 0) {
 		r->url = NULL;
+		return ERR_NOMEM;
+	}
+	if (asprintf(&r->ack_url, "%s/ack", r->url) < 0) {
+		r->ack_url = NULL;
 		return ERR_NOMEM;
 	}
 	if (asprintf(&r->tmp_dir, "%s/tmp", data_dir) < 0) {
@@ -656,15 +895,27 @@ int replica_start(struct store *st, const struct config *cfg, const char *data_d
 	atomic_init(&r->stopping, false);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cond, NULL);
+	pthread_cond_init(&r->ack_cond, NULL);
+	if (getrandom(&r->replica_id, sizeof(r->replica_id), 0) != (ssize_t)sizeof(r->replica_id))
+		r->replica_id = (uint64_t)clock_wall_ms() ^ ((uint64_t)getpid() << 40);
 	int rc = copy_config(r, cfg, data_dir);
 	if (rc == 0 && mkdir(r->tmp_dir, 0700) != 0 && errno != EEXIST)
 		rc = -errno;
 	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		rc = ERR_NOMEM;
+	if (rc == 0 && (rc = -pthread_create(&r->ack_thread, NULL, ack_main, r)) == 0)
+		r->ack_started = true;
 	if (rc == 0 && (rc = -pthread_create(&r->thread, NULL, replica_main, r)) == 0)
 		r->started = true;
 	if (rc != 0) {
 		LOG_ERROR("repl", "msg=\"cannot start the replication client\" err=\"%s\"", err_str(rc));
+		if (r->ack_started) {
+			pthread_mutex_lock(&r->mu);
+			atomic_store(&r->stopping, true);
+			pthread_cond_broadcast(&r->ack_cond);
+			pthread_mutex_unlock(&r->mu);
+			pthread_join(r->ack_thread, NULL);
+		}
 		replica_free(r);
 		return rc;
 	}
@@ -685,11 +936,14 @@ void replica_stop(struct replica *r)
 	pthread_mutex_lock(&r->mu);
 	atomic_store(&r->stopping, true);
 	pthread_cond_broadcast(&r->cond);
+	pthread_cond_broadcast(&r->ack_cond);
 	pthread_mutex_unlock(&r->mu);
 	/* An apply may be waiting for a reader's transaction to end. */
 	node_cancel_applies(&r->st->node);
 	if (r->started)
 		pthread_join(r->thread, NULL);
+	if (r->ack_started)
+		pthread_join(r->ack_thread, NULL);
 	curl_global_cleanup();
 	replica_free(r);
 }

@@ -15,6 +15,14 @@
  * its record has gone out. A snapshot is written by db_snapshot() into a
  * spool file in data.dir/tmp (db_snapshot holds the database's lock, so it
  * must not wait for the network) and sent from there.
+ *
+ * Synchronous replication (node/syncrepl.h): when the node has a table of
+ * acknowledgements, each session is entered in it under the replica's ID
+ * (Litefs-Replica-Id) and the reply names the session's token
+ * (Litefs-Stream-Id); the replica then POSTs /stream/ack with that token
+ * whenever positions became durable on it (replserver_*_ack below), and
+ * the commits waiting in db.c are woken. The session leaves the table
+ * when it ends.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -39,6 +47,7 @@
 #include "node/db.h"
 #include "node/replserver.h"
 #include "node/store.h"
+#include "node/syncrepl.h"
 #include "proto/cluster.h"
 #include "proto/dbname.h"
 #include "proto/stream.h"
@@ -73,6 +82,7 @@ struct stream_sess {
 	bool ready_sent, finished;
 	uint64_t n_frames;
 	uint64_t n_frames_at_hb; /* n_frames when the last idle heartbeat went out */
+	uint64_t ack_token;      /* syncrepl session; 0: none */
 };
 
 /* The per-request state of POST /stream while its body arrives. */
@@ -80,6 +90,8 @@ struct replserver_req {
 	int kind;                /* REPLSERVER_REQ (http.c tells requests apart by it) */
 	struct stream_parser parser;
 	bool have_positions;
+	bool ack;                /* POST /stream/ack rather than /stream */
+	uint64_t token;          /* ack: Litefs-Stream-Id */
 	unsigned fail_status;
 	char fail_msg[HTTPD_MSG_LEN];
 	struct stream_list req;  /* copied out of the parser */
@@ -385,6 +397,7 @@ static void sess_free(void *cls)
 	if (!s)
 		return;
 	LOG_INFO("repl", "msg=\"stream closed\" peer=%s frames=%" PRIu64, s->peer, s->n_frames);
+	syncrepl_close(s->rs->st->node.sync, s->ack_token);
 	for (size_t i = 0; i < s->n_dbs; i++)
 		db_cursor_close(&s->dbs[i].cur);
 	free(s->dbs);
@@ -392,6 +405,8 @@ static void sess_free(void *cls)
 	outq_free(&s->q);
 	free(s);
 }
+
+static enum httpd_result finish_ack(const struct replserver *rs, struct httpd_conn *conn, struct replserver_req *sr);
 
 /* Compares the Authorization header with "Bearer <secret>" in constant
  * time (both sides are hashed first, so the length does not leak). */
@@ -449,6 +464,20 @@ void replserver_req_free(struct replserver_req *sr)
 	free(sr);
 }
 
+/* The per-request state of POST /stream (ack false) or /stream/ack. */
+static enum httpd_result new_req(bool ack, uint64_t token, void **con_cls)
+{
+	struct replserver_req *sr = calloc(1, sizeof(*sr));
+	if (!sr)
+		return HTTPD_NO;
+	sr->kind = REPLSERVER_REQ;
+	sr->ack = ack;
+	sr->token = token;
+	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
+	*con_cls = sr;
+	return HTTPD_YES;
+}
+
 enum httpd_result replserver_begin(const struct replserver *rs, struct httpd_conn *conn, void **con_cls)
 {
 	char msg[HTTPD_MSG_LEN], peer[64];
@@ -458,13 +487,7 @@ enum httpd_result replserver_begin(const struct replserver *rs, struct httpd_con
 		LOG_WARN("repl", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
 		return httpd_respond_error(conn, status, msg);
 	}
-	struct replserver_req *sr = calloc(1, sizeof(*sr));
-	if (!sr)
-		return HTTPD_NO;
-	sr->kind = REPLSERVER_REQ;
-	stream_parser_init(&sr->parser, STREAM_DIR_REQUEST, 0);
-	*con_cls = sr;
-	return HTTPD_YES;
+	return new_req(false, 0, con_cls);
 }
 
 /* A chunk of the request body (hello, positions). */
@@ -487,6 +510,12 @@ enum httpd_result replserver_chunk(struct replserver_req *sr, const char *data, 
 		}
 		if (ev.kind != STREAM_EV_LIST)
 			continue;
+		if ((ev.type == STREAM_ACK) != sr->ack) {
+			sr->fail_status = HTTP_BAD_REQUEST;
+			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed %s: a %s frame", sr->ack ? "ack" : "positions",
+				 ev.type == STREAM_ACK ? "ack" : "positions");
+			break;
+		}
 		if (sr->have_positions) {
 			sr->fail_status = HTTP_BAD_REQUEST;
 			snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: more than one positions frame");
@@ -512,18 +541,30 @@ enum httpd_result replserver_finish(const struct replserver *rs, struct httpd_co
 	}
 	if (!sr->fail_status && !sr->have_positions) {
 		sr->fail_status = HTTP_BAD_REQUEST;
-		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed positions: no positions frame");
+		snprintf(sr->fail_msg, sizeof(sr->fail_msg), "malformed %s: no %s frame", sr->ack ? "ack" : "positions",
+			 sr->ack ? "ack" : "positions");
 	}
 	if (sr->fail_status) {
-		LOG_WARN("repl", "msg=\"stream refused\" peer=%s status=%u reason=\"%s\"", peer, sr->fail_status,
-			 sr->fail_msg);
+		LOG_WARN("repl", "msg=\"%s refused\" peer=%s status=%u reason=\"%s\"", sr->ack ? "ack" : "stream", peer,
+			 sr->fail_status, sr->fail_msg);
 		return httpd_respond_error(conn, sr->fail_status, sr->fail_msg);
 	}
+	if (sr->ack)
+		return finish_ack(rs, conn, sr);
 	struct stream_sess *s = calloc(1, sizeof(*s));
 	if (!s)
 		return HTTPD_NO;
 	s->rs = rs;
 	s->sock_fd = httpd_sock_of(conn);
+	struct syncrepl *sync = rs->st->node.sync;
+	if (sync) {
+		const char *rid = httpd_header(conn, "Litefs-Replica-Id");
+		char *end = NULL;
+		uint64_t replica_id = rid ? strtoull(rid, &end, 16) : 0;
+		if (!rid || !*rid || *end)
+			replica_id = 0;
+		s->ack_token = syncrepl_open(sync, replica_id);
+	}
 	outq_init(&s->q);
 	snprintf(s->peer, sizeof(s->peer), "%s", peer);
 	s->req = sr->req;
@@ -548,8 +589,55 @@ enum httpd_result replserver_finish(const struct replserver *rs, struct httpd_co
 	if (id[0])
 		httpd_response_header(r, "Litefs-Cluster-Id", id);
 	httpd_response_header(r, "Litefs-Primary-Hostname", rs->hostname);
+	char token[17];
+	if (s->ack_token) {
+		snprintf(token, sizeof(token), "%016" PRIx64, s->ack_token);
+		httpd_response_header(r, "Litefs-Stream-Id", token);
+	}
 	LOG_INFO("repl", "msg=\"stream opened\" peer=%s positions=%u only=%s", peer, s->req.n,
 		 (s->req.flags & STREAM_LIST_ONLY) ? "true" : "false");
 	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
 	return ret;
+}
+
+/* ---- POST /stream/ack ------------------------------------------------------ */
+
+enum httpd_result replserver_begin_ack(const struct replserver *rs, struct httpd_conn *conn, void **con_cls)
+{
+	char msg[HTTPD_MSG_LEN];
+	unsigned status = check_headers(rs, conn, msg, sizeof(msg));
+	const char *tok = httpd_header(conn, "Litefs-Stream-Id");
+	char *end = NULL;
+	uint64_t token = tok ? strtoull(tok, &end, 16) : 0;
+	if (!status && (!tok || !*tok || *end || token == 0)) {
+		status = HTTP_BAD_REQUEST;
+		snprintf(msg, sizeof(msg), "missing or invalid Litefs-Stream-Id header");
+	}
+	if (status) {
+		char peer[64];
+		httpd_peer_name(conn, peer, sizeof(peer));
+		LOG_DEBUG("repl", "msg=\"ack refused\" peer=%s status=%u reason=\"%s\"", peer, status, msg);
+		return httpd_respond_error(conn, status, msg);
+	}
+	return new_req(true, token, con_cls);
+}
+
+static enum httpd_result finish_ack(const struct replserver *rs, struct httpd_conn *conn, struct replserver_req *sr)
+{
+	struct syncrepl *sync = rs->st->node.sync;
+	bool known = sync != NULL;
+	for (uint32_t i = 0; known && i < sr->req.n; i++) {
+		const struct stream_entry *e = &sr->req.entries[i];
+		struct db *db = store_find(rs->st, e->name, false);
+		if (db)
+			known = syncrepl_ack(sync, sr->token, db->id, e->txid);
+	}
+	if (sr->req.n == 0 && sync)
+		known = syncrepl_ack(sync, sr->token, 0, 0);
+	syncrepl_wake(sync);
+	if (!known)
+		return httpd_respond_error(conn, HTTP_NOT_FOUND,
+					   "no open stream has this Litefs-Stream-Id (it ended, or this node does not "
+					   "wait for acknowledgements)");
+	return httpd_respond_json(conn, HTTP_OK, json_object(), NULL, NULL);
 }

@@ -44,6 +44,12 @@ enum httpd_result replserver_chunk(struct replserver_req *sr, const char *data, 
 enum httpd_result replserver_finish(const struct replserver *rs, struct httpd_conn *conn,
 				  struct replserver_req *sr);
 void replserver_req_free(struct replserver_req *sr); /* NULL is a no-op */
+/* First call for POST /stream/ack (synchronous replication): checks the
+ * headers as for /stream plus Litefs-Stream-Id, then like
+ * replserver_begin(); replserver_chunk() and replserver_finish() take
+ * the body (hello, one ack frame) and answer 200 {} or 404 (no such open
+ * session). */
+enum httpd_result replserver_begin_ack(const struct replserver *rs, struct httpd_conn *conn, void **con_cls);
 /* True if no secret is configured or the request's Authorization is
  * "Bearer <secret>" (compared in constant time). */
 bool replserver_auth_ok(const struct replserver *rs, struct httpd_conn *conn);

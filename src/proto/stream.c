@@ -10,6 +10,9 @@
  *     Litefs-Cluster-Id: LFSC0123456789ABCDEF   (absent if the replica has none)
  *     Authorization: Bearer <http.secret>      (when a secret is configured)
  *   Request body: frames, DIR_REQUEST: hello, then one positions frame.
+ *   Request headers may also carry Litefs-Replica-Id: <16 hex> (a random
+ *   ID the replica draws at start, so that a reconnected replica is not
+ *   counted twice by synchronous replication).
  *   Response 200, chunked, Content-Type application/vnd.litefs.stream:
  *     Litefs-Cluster-Id: <the primary's cluster ID>
  *     Litefs-Primary-Hostname: <lease.hostname or the OS hostname>
@@ -18,6 +21,22 @@
  *   primary stops. Errors before the body are JSON with a status: 400
  *   malformed request, 401 missing or wrong secret, 409 cluster ID
  *   mismatch, 409/503 this node is not the primary, 503 shutting down.
+ *   The 200 also carries Litefs-Stream-Id: <16 hex>, the session's token
+ *   for acknowledgements (absent from primaries without them).
+ *
+ * ACKNOWLEDGEMENTS (synchronous replication, lease.sync-replicas)
+ *
+ *   The stream's body only flows primary -> replica (the request body is
+ *   read whole before the reply starts), so acknowledgements travel on
+ *   requests of their own, on one kept-alive connection per replica:
+ *     POST /stream/ack, Litefs-Stream-Id: <the token>, the same
+ *     Authorization and Litefs-Cluster-Id as the stream; body DIR_REQUEST:
+ *     hello, then one ack frame: every database whose position moved since
+ *     the last ack, at the position that is now DURABLE on the replica
+ *     (its segment and db file fsynced).
+ *   200 {} recorded; 404 the token names no open session (the stream
+ *   ended: the replica stops acking on it); 400/401/503 as for /stream.
+ *   A replica that never acks (an older one) is simply never counted.
  *
  * FRAME
  *
@@ -46,6 +65,8 @@
  *         (and backup high-water mark, 0 for none) of every database it
  *         streams, about once a second, also when idle.
  *   'E'   end: empty. The primary is stopping; nothing follows.
+ *   'A'   ack (replica -> primary, POST /stream/ack only): a list; each
+ *         entry a database and the position durable on the replica.
  *
  *   list: time_ms i64, flags u32, n u32, then n entries of
  *         name length u16, name, txid u64, checksum u64, hwm u64.
@@ -165,7 +186,7 @@ int stream_encode_list(uint8_t type, const struct stream_list *list, uint8_t **o
 {
 	*out = NULL;
 	*out_len = 0;
-	if (type != STREAM_POSITIONS && type != STREAM_HEARTBEAT)
+	if (type != STREAM_POSITIONS && type != STREAM_HEARTBEAT && type != STREAM_ACK)
 		return ERR_INVAL;
 	size_t payload = LIST_FIXED;
 	for (uint32_t i = 0; i < list->n; i++) {
@@ -233,7 +254,7 @@ static bool type_allowed(enum stream_dir dir, uint8_t type)
 	if (type == STREAM_HELLO)
 		return true;
 	if (dir == STREAM_DIR_REQUEST)
-		return type == STREAM_POSITIONS;
+		return type == STREAM_POSITIONS || type == STREAM_ACK;
 	return type == STREAM_LTX || type == STREAM_SNAPSHOT || type == STREAM_SNAPSHOT_DIVERGED || type == STREAM_READY ||
 	       type == STREAM_HEARTBEAT || type == STREAM_END;
 }

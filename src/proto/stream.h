@@ -46,6 +46,7 @@ enum stream_type {
 	STREAM_READY = 'R',      /* response: caught up with the connect-time state */
 	STREAM_HEARTBEAT = 'B',  /* response: the primary's positions and time */
 	STREAM_END = 'E',        /* response: clean end (the primary stops) */
+	STREAM_ACK = 'A',        /* request of POST /stream/ack: durable positions */
 };
 
 /* Flags of a list frame. */
@@ -59,7 +60,7 @@ struct stream_entry {
 	uint64_t hwm;                   /* high-water mark (backups); 0 = none */
 };
 
-/* The payload of a positions or heartbeat frame. */
+/* The payload of a positions, heartbeat or ack frame. */
 struct stream_list {
 	int64_t time_ms;                /* sender's wall clock */
 	uint32_t flags;                 /* STREAM_LIST_* */
@@ -80,7 +81,7 @@ size_t stream_encode_hello(uint8_t *out);
  * for a bad type, an empty, too long or NUL-containing name, or an LTX
  * length out of bounds. */
 int stream_encode_ltx_prefix(uint8_t *out, uint8_t type, const char *name, uint32_t ltx_len);
-/* Encodes a whole positions or heartbeat frame. On success *out (caller
+/* Encodes a whole positions, heartbeat or ack frame. On success *out (caller
  * frees with free()) holds *out_len bytes. Returns 0, ERR_INVAL (bad type,
  * a bad name, or more than STREAM_MAX_LIST_LEN bytes) or ERR_NOMEM. */
 int stream_encode_list(uint8_t type, const struct stream_list *list, uint8_t **out, size_t *out_len);
@@ -88,7 +89,7 @@ int stream_encode_list(uint8_t type, const struct stream_list *list, uint8_t **o
 /* ---- Decoder -------------------------------------------------------------- */
 
 enum stream_dir {
-	STREAM_DIR_REQUEST,  /* hello, then positions frames */
+	STREAM_DIR_REQUEST,  /* hello, then positions (or ack) frames */
 	STREAM_DIR_RESPONSE, /* hello, then ltx/snapshot/ready/heartbeat, end */
 };
 

@@ -363,6 +363,9 @@ static void test_corpus_values(void **state)
 	/* 08: a bare $VAR for http.addr that is unset keeps the default. */
 	load_corpus_ok(8, &env_empty, &cfg);
 	assert_string_equal(cfg.http.addr, ":20202");
+	assert_int_equal(cfg.lease.sync_replicas, 0);
+	assert_int_equal(cfg.lease.sync_timeout_ms, 5000);
+	assert_string_equal(cfg.lease.sync_on_timeout, "async");
 	assert_true(cfg.lease.candidate);
 	assert_int_equal(cfg.n_exec, 0);
 	config_free(&cfg);
@@ -700,6 +703,9 @@ static void test_every_key(void **state)
 		"  reconnect-delay: 2s\n"
 		"  demote-delay: 20s\n"
 		"  databases: [app.db, other.db]\n"
+		"  sync-replicas: 2\n"
+		"  sync-timeout: 750ms\n"
+		"  sync-on-timeout: fail\n"
 		"  consul:\n"
 		"    url: http://consul:8500\n"
 		"    key: litefs/primary\n"
@@ -760,6 +766,9 @@ static void test_every_key(void **state)
 	assert_int_equal(cfg.lease.demote_delay_ms, 20000);
 	assert_int_equal(cfg.lease.databases.n, 2);
 	assert_string_equal(cfg.lease.databases.items[1], "other.db");
+	assert_int_equal(cfg.lease.sync_replicas, 2);
+	assert_int_equal(cfg.lease.sync_timeout_ms, 750);
+	assert_string_equal(cfg.lease.sync_on_timeout, "fail");
 	assert_int_equal(cfg.lease.consul.ttl_ms, 15000);
 	assert_int_equal(cfg.lease.etcd.endpoints.n, 2);
 	assert_string_equal(cfg.lease.etcd.key, "clusters/a/primary");
@@ -772,7 +781,8 @@ static void test_every_key(void **state)
 	assert_false(cfg.tracing.enabled);
 	assert_int_equal(cfg.tracing.max_size, 16);
 	assert_int_equal(cfg.tracing.max_count, 3);
-	assert_int_equal(config_key_line(&cfg, "lease.etcd.ttl"), 52);
+	assert_int_equal(config_key_line(&cfg, "lease.etcd.ttl"), 55);
+	assert_int_equal(config_key_line(&cfg, "lease.sync-on-timeout"), 46);
 	assert_int_equal(config_key_line(&cfg, "nope"), 0);
 	assert_int_equal(config_validate(&cfg, errbuf, sizeof(errbuf)), 0);
 
@@ -1009,6 +1019,10 @@ static void test_validate(void **state)
 	expect_invalid("fuse:\n  dir: /f\ndata:\n  dir: /d\n  retention-monitor-interval: \"0\"\n",
 		       "data.retention-monitor-interval: must be greater than zero");
 	expect_invalid(DIRS "lease:\n  demote-delay: -5s\n", "lease.demote-delay: must not be negative");
+	expect_invalid(DIRS "lease:\n  sync-replicas: -1\n", "t.yml:6: lease.sync-replicas: must be between 0");
+	expect_invalid(DIRS "lease:\n  sync-timeout: \"0\"\n", "lease.sync-timeout: must be positive");
+	expect_invalid(DIRS "lease:\n  sync-on-timeout: block\n",
+		       "t.yml:6: lease.sync-on-timeout: unknown value \"block\"; use \"async\" or \"fail\"");
 	expect_invalid(DIRS "log:\n  format: xml\n", "t.yml:6: log.format: unknown log format \"xml\"");
 	expect_invalid(DIRS "backup:\n  type: s3\n", "backup.type: unknown backup type \"s3\"");
 	expect_invalid(DIRS "backup:\n  type: file\n", "backup.path: required when backup.type is file");

@@ -200,6 +200,33 @@ static void test_list_fields(void **state)
 	free(b.p);
 }
 
+/* Acknowledgements (POST /stream/ack): an ack frame is a list in the
+ * request direction, without flags, and never part of a response. */
+static void test_ack_frames(void **state)
+{
+	(void)state;
+	struct buf b = { 0 };
+	add_hello(&b);
+	add_list(&b, STREAM_ACK, 0, 3);
+	struct stream_parser p;
+	struct seen s;
+	assert_int_equal(feed(STREAM_DIR_REQUEST, 0, b.p, b.len, 2, &s, &p), 0);
+	assert_int_equal(s.list_n, 3);
+	assert_int_equal(s.list_txid_sum, 1000 + 1001 + 1002);
+	assert_int_equal(p.type, STREAM_ACK);
+	assert_string_equal(p.list.entries[2].name, "db2.sqlite");
+	stream_parser_free(&p);
+	/* Not in a response. */
+	assert_int_equal(feed(STREAM_DIR_RESPONSE, 0, b.p, b.len, b.len, &s, NULL), ERR_REPL_PROTOCOL);
+	free(b.p);
+	/* No flags: ONLY belongs to positions. */
+	struct buf f = { 0 };
+	add_hello(&f);
+	add_list(&f, STREAM_ACK, STREAM_LIST_ONLY, 1);
+	assert_int_equal(feed(STREAM_DIR_REQUEST, 0, f.p, f.len, f.len, &s, NULL), ERR_REPL_PROTOCOL);
+	free(f.p);
+}
+
 /* Every strict prefix either ends at a frame boundary (finish says 0) or
  * is reported as truncated; never a crash, never a wrong event. */
 static void test_truncated_everywhere(void **state)
@@ -515,6 +542,7 @@ int main(void)
 		cmocka_unit_test(test_oversized_lengths),
 		cmocka_unit_test(test_framing_rules),
 		cmocka_unit_test(test_list_rules),
+		cmocka_unit_test(test_ack_frames),
 		cmocka_unit_test(test_encoder_rejects),
 		cmocka_unit_test(test_garbage),
 	};
