@@ -158,7 +158,9 @@ struct httpd {
 	int n_lfds;
 	int epfd, evfd;
 	pthread_t event_thread;
-	atomic_bool quiesced, stopping;
+	atomic_bool quiesce_called; /* httpd_quiesce() ran (once) */
+	atomic_bool quiesced;       /* ...and shut the listeners down: the event thread may close them */
+	atomic_bool stopping;
 	struct list heads, idles; /* event thread only */
 	struct list graveyard;    /* event thread only: dropped during this epoll batch */
 	int64_t accept_paused_until;
@@ -1789,13 +1791,14 @@ err:
 
 void httpd_quiesce(struct httpd *d)
 {
-	if (!d || atomic_exchange(&d->quiesced, true))
+	if (!d || atomic_exchange(&d->quiesce_called, true))
 		return;
 	/* Shutting the listening sockets down refuses new connections at
 	 * once (instead of leaving them in the backlog); the event thread
-	 * closes them. */
+	 * closes them, but only once `quiesced` says the shutdowns are done. */
 	for (int i = 0; i < d->n_lfds; i++)
 		shutdown(d->lfds[i], SHUT_RDWR);
+	atomic_store(&d->quiesced, true);
 	wake(d);
 }
 
