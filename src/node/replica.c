@@ -85,9 +85,18 @@ struct replica {
 	pthread_t thread;
 	bool started;
 	atomic_bool stopping;
-	pthread_mutex_t mu;        /* guards synced; leaf lock */
-	pthread_cond_t cond;       /* synced became true, or stopping */
+	pthread_mutex_t mu;        /* guards synced, url (dynamic), gen, acked_gen; leaf lock */
+	pthread_cond_t cond;       /* synced became true, stopping, gen or acked_gen moved */
 	bool synced;
+
+	/* Following a primary that moves (the etcd lease, replica_follow):
+	 * url is NULL while there is none to follow; gen counts the
+	 * changes, acked_gen the last one the thread has taken (its
+	 * connection to the previous primary has ended); drop ends the
+	 * current connection. */
+	bool dynamic;
+	uint64_t gen, acked_gen;
+	atomic_bool drop;
 
 	char last_error[REPLICA_MSG_LEN]; /* thread only: the last failure logged */
 };
@@ -373,14 +382,18 @@ static int begin_stream(struct conn *c)
 		}
 	}
 	if (!c->primary_host[0])
+	{
+		pthread_mutex_lock(&r->mu);
 		snprintf(c->primary_host, sizeof(c->primary_host), "%s", r->fallback_host);
+		pthread_mutex_unlock(&r->mu);
+	}
 	node_set_role(&r->st->node, false, c->primary_host);
 	c->began = true;
 	/* While a failure repeats, each retry connects again: say so once. */
 	if (r->last_error[0])
-		LOG_DEBUG("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+		LOG_DEBUG("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, c->q.url);
 	else
-		LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+		LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, c->q.url);
 	return 0;
 }
 
@@ -389,7 +402,7 @@ static int begin_stream(struct conn *c)
 static size_t on_body(void *arg, const char *buf, size_t len)
 {
 	struct conn *c = arg;
-	if (atomic_load(&c->r->stopping))
+	if (atomic_load(&c->r->stopping) || atomic_load(&c->r->drop))
 		return 0;
 	if (!c->began && begin_stream(c) != 0)
 		return 0;
@@ -417,7 +430,7 @@ static int on_progress(void *arg, int64_t dt, int64_t dn, int64_t ut, int64_t un
 {
 	struct conn *c = arg;
 	(void)dt, (void)dn, (void)ut, (void)un;
-	if (atomic_load(&c->r->stopping))
+	if (atomic_load(&c->r->stopping) || atomic_load(&c->r->drop))
 		return 1;
 	if (node_take_resync(&c->r->st->node)) {
 		conn_fail(c, ERR_NEED_SNAPSHOT, "a database failed verification; reconnecting to get the primary's snapshot");
@@ -435,7 +448,7 @@ static int conn_outcome(struct conn *c, CURLcode cc)
 	long status = c->q.status;
 	if (c->fail)
 		return c->fail;
-	if (atomic_load(&c->r->stopping))
+	if (atomic_load(&c->r->stopping) || atomic_load(&c->r->drop))
 		return 0;
 	if (status != 0 && status != 200) {
 		struct httpc_error e;
@@ -482,7 +495,7 @@ static struct curl_slist *request_headers(struct replica *r)
 /* Runs one connection to its end. Returns 0 for a clean end, else an
  * error (already described in c->fail_msg). *got_frame says whether the
  * primary sent anything beyond its hello. */
-static int run_conn(struct replica *r, int spool_fd, bool *got_frame, char *msg, size_t msg_len)
+static int run_conn(struct replica *r, const char *url, int spool_fd, bool *got_frame, char *msg, size_t msg_len)
 {
 	struct conn c;
 	memset(&c, 0, sizeof(c));
@@ -502,7 +515,7 @@ static int run_conn(struct replica *r, int spool_fd, bool *got_frame, char *msg,
 		goto out;
 	}
 	c.q.curl = curl;
-	c.q.url = r->url;
+	c.q.url = url;
 	c.q.headers = hdrs;
 	c.q.up_buf = body;
 	c.q.up_buf_len = body_len;
@@ -547,17 +560,55 @@ static const char *code_name(int rc)
 	return err_name(rc);
 }
 
-static void log_failure(struct replica *r, int rc, const char *msg)
+static void log_failure(struct replica *r, const char *url, int rc, const char *msg)
 {
 	if (!strcmp(msg, r->last_error)) {
-		LOG_DEBUG("repl", "msg=\"%s (repeated)\" url=\"%s\" err=%s", msg, r->url, code_name(rc));
+		LOG_DEBUG("repl", "msg=\"%s (repeated)\" url=\"%s\" err=%s", msg, url, code_name(rc));
 		return;
 	}
 	snprintf(r->last_error, sizeof(r->last_error), "%s", msg);
-	LOG_WARN("repl", "msg=\"%s; keeping the last good state and retrying\" url=\"%s\" err=%s", msg, r->url,
+	LOG_WARN("repl", "msg=\"%s; keeping the last good state and retrying\" url=\"%s\" err=%s", msg, url,
 		 code_name(rc));
 }
 
+
+/* Dynamic mode: waits for a primary to follow and takes the latest
+ * change (acknowledging it to replica_follow()). Returns a copy of its
+ * URL (caller frees), or NULL when stopping. */
+static char *take_url(struct replica *r)
+{
+	char *url = NULL;
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		if (r->acked_gen != r->gen) {
+			r->acked_gen = r->gen;
+			atomic_store(&r->drop, false);
+			pthread_cond_broadcast(&r->cond);
+		}
+		if (atomic_load(&r->stopping) || r->url)
+			break;
+		pthread_cond_wait(&r->cond, &r->mu);
+	}
+	if (!atomic_load(&r->stopping))
+		url = strdup(r->url);
+	pthread_mutex_unlock(&r->mu);
+	return url;
+}
+
+/* Sleeps up to ms unless stopping or (dynamic) the primary changed. */
+static void backoff_wait(struct replica *r, int ms)
+{
+	if (!r->dynamic) {
+		backoff_sleep(r, ms);
+		return;
+	}
+	struct timespec until = clock_deadline(ms);
+	pthread_mutex_lock(&r->mu);
+	while (!atomic_load(&r->stopping) && r->acked_gen == r->gen)
+		if (pthread_cond_timedwait(&r->cond, &r->mu, &until) != 0)
+			break;
+	pthread_mutex_unlock(&r->mu);
+}
 
 static void *replica_main(void *arg)
 {
@@ -567,28 +618,42 @@ static void *replica_main(void *arg)
 		char msg[REPLICA_MSG_LEN] = "";
 		bool got_frame = false;
 		int rc;
+		char *url = r->dynamic ? take_url(r) : strdup(r->url);
+		if (!url) {
+			if (atomic_load(&r->stopping))
+				break;
+			backoff_wait(r, backoff);
+			continue;
+		}
 		int fd = fileio_spool_open(r->tmp_dir);
 		if (fd < 0) {
 			rc = fd;
 			snprintf(msg, sizeof(msg), "cannot create a spool file in %s: %s", r->tmp_dir, err_str(fd));
 		} else {
-			rc = run_conn(r, fd, &got_frame, msg, sizeof(msg));
+			rc = run_conn(r, url, fd, &got_frame, msg, sizeof(msg));
 			close(fd);
 		}
-		node_set_role(&r->st->node, false, NULL);
-		if (atomic_load(&r->stopping))
-			break;
+		/* With a moving primary the lease owns the role; the
+		 * connection only names the primary while it lasts. */
+		if (!node_is_primary(&r->st->node))
+			node_set_role(&r->st->node, false, NULL);
+		if (atomic_load(&r->stopping) || atomic_load(&r->drop)) {
+			free(url);
+			backoff = REPLICA_BACKOFF_MIN_MS;
+			continue;
+		}
 		/* A connection that streamed something worked: its failure is
 		 * news even if an earlier one said the same. */
 		if (got_frame)
 			r->last_error[0] = '\0';
 		if (rc != 0)
-			log_failure(r, rc, msg);
+			log_failure(r, url, rc, msg);
 		else
 			r->last_error[0] = '\0';
+		free(url);
 		if (got_frame)
 			backoff = REPLICA_BACKOFF_MIN_MS;
-		backoff_sleep(r, backoff);
+		backoff_wait(r, backoff);
 		backoff = backoff * 2 > REPLICA_BACKOFF_MAX_MS ? REPLICA_BACKOFF_MAX_MS : backoff * 2;
 	}
 	return NULL;
@@ -673,6 +738,74 @@ int replica_start(struct store *st, const struct config *cfg, const char *data_d
 	return 0;
 }
 
+int replica_start_follower(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+			   struct replica **out)
+{
+	*out = NULL;
+	struct replica *r = calloc(1, sizeof(*r));
+	if (!r)
+		return ERR_NOMEM;
+	r->st = st;
+	r->cluster = cluster;
+	r->dynamic = true;
+	atomic_init(&r->stopping, false);
+	atomic_init(&r->drop, false);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cond, NULL);
+	int rc = 0;
+	if (asprintf(&r->tmp_dir, "%s/tmp", data_dir) < 0) {
+		r->tmp_dir = NULL;
+		rc = ERR_NOMEM;
+	}
+	if (rc == 0 && !(r->fallback_host = strdup(cfg->lease.hostname)))
+		rc = ERR_NOMEM;
+	if (rc == 0 && cfg->http.secret[0] && !(r->secret = strdup(cfg->http.secret)))
+		rc = ERR_NOMEM;
+	if (rc == 0 && mkdir(r->tmp_dir, 0700) != 0 && errno != EEXIST)
+		rc = -errno;
+	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		rc = ERR_NOMEM;
+	if (rc == 0 && (rc = -pthread_create(&r->thread, NULL, replica_main, r)) == 0)
+		r->started = true;
+	if (rc != 0) {
+		LOG_ERROR("repl", "msg=\"cannot start the replication client\" err=\"%s\"", err_str(rc));
+		replica_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+int replica_follow(struct replica *r, const char *advertise_url, const char *hostname)
+{
+	char *url = NULL, *host = NULL;
+	if (advertise_url) {
+		size_t bl = strlen(advertise_url);
+		while (bl > 0 && advertise_url[bl - 1] == '/')
+			bl--;
+		if (asprintf(&url, "%.*s/stream", (int)bl, advertise_url) < 0)
+			return ERR_NOMEM;
+		if (!(host = strdup(hostname ? hostname : ""))) {
+			free(url);
+			return ERR_NOMEM;
+		}
+	}
+	pthread_mutex_lock(&r->mu);
+	free(r->url);
+	free(r->fallback_host);
+	r->url = url;
+	r->fallback_host = host ? host : strdup("");
+	uint64_t gen = ++r->gen;
+	atomic_store(&r->drop, true);
+	pthread_cond_broadcast(&r->cond);
+	while (r->acked_gen < gen && !atomic_load(&r->stopping))
+		pthread_cond_wait(&r->cond, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	if (url)
+		LOG_INFO("repl", "msg=\"following the primary\" primary=%s url=\"%s\"", hostname ? hostname : "", url);
+	return 0;
+}
+
 bool replica_wait_synced(struct replica *r, int timeout_ms)
 {
 	return clock_wait_flag(&r->mu, &r->cond, &r->synced, &r->stopping, timeout_ms);
@@ -684,6 +817,7 @@ void replica_stop(struct replica *r)
 		return;
 	pthread_mutex_lock(&r->mu);
 	atomic_store(&r->stopping, true);
+	atomic_store(&r->drop, true);
 	pthread_cond_broadcast(&r->cond);
 	pthread_mutex_unlock(&r->mu);
 	/* An apply may be waiting for a reader's transaction to end. */
