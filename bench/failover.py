@@ -25,11 +25,9 @@ def one_ttl(ttl, rounds):
         nodes = [tf.EtcdNode(d, n, e).start() for n in ("a", "b", "c")]
         try:
             p = tf.primary_of(nodes)
-            tf.try_write(p, 0)
-            c = tf.sqlite3.connect(str(p.db()))
+            c = tf.sqlite3.connect(str(p.db()), timeout=5, isolation_level=None)
             c.execute("PRAGMA journal_mode=wal")
             c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
-            c.commit()
             c.close()
             for _ in range(rounds):
                 p = tf.primary_of(nodes)

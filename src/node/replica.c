@@ -683,7 +683,7 @@ static int copy_config(struct replica *r, const struct config *cfg, const char *
 	size_t bl = strlen(base);
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
-	if (asprintf(&r->url, "%.*s/stream", (int)bl, base) < 0) {
+	if (!r->dynamic && asprintf(&r->url, "%.*s/stream", (int)bl, base) < 0) {
 		r->url = NULL;
 		return ERR_NOMEM;
 	}
@@ -705,20 +705,20 @@ static int copy_config(struct replica *r, const struct config *cfg, const char *
 	return 0;
 }
 
-int replica_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
-		  struct replica **out)
+/* Both ways to start: a fixed primary (lease.advertise-url) or a moving
+ * one (dynamic: replica_follow names it). */
+static int start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+		 bool dynamic, struct replica **out)
 {
 	*out = NULL;
-	if (!cfg->lease.advertise_url[0]) {
-		LOG_ERROR("repl", "msg=\"a replica needs lease.advertise-url: the primary's API URL\"");
-		return ERR_CONFIG;
-	}
 	struct replica *r = calloc(1, sizeof(*r));
 	if (!r)
 		return ERR_NOMEM;
 	r->st = st;
 	r->cluster = cluster;
+	r->dynamic = dynamic;
 	atomic_init(&r->stopping, false);
+	atomic_init(&r->drop, false);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	int rc = copy_config(r, cfg, data_dir);
@@ -733,47 +733,26 @@ int replica_start(struct store *st, const struct config *cfg, const char *data_d
 		replica_free(r);
 		return rc;
 	}
-	LOG_INFO("repl", "msg=\"following the primary\" url=\"%s\" databases=%zu", r->url, r->n_only);
+	if (!dynamic)
+		LOG_INFO("repl", "msg=\"following the primary\" url=\"%s\" databases=%zu", r->url, r->n_only);
 	*out = r;
 	return 0;
 }
 
+int replica_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+		  struct replica **out)
+{
+	*out = NULL;
+	if (!cfg->lease.advertise_url[0]) {
+		LOG_ERROR("repl", "msg=\"a replica needs lease.advertise-url: the primary's API URL\"");
+		return ERR_CONFIG;
+	}
+	return start(st, cfg, data_dir, cluster, false, out);
+}
 int replica_start_follower(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
 			   struct replica **out)
 {
-	*out = NULL;
-	struct replica *r = calloc(1, sizeof(*r));
-	if (!r)
-		return ERR_NOMEM;
-	r->st = st;
-	r->cluster = cluster;
-	r->dynamic = true;
-	atomic_init(&r->stopping, false);
-	atomic_init(&r->drop, false);
-	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->cond, NULL);
-	int rc = 0;
-	if (asprintf(&r->tmp_dir, "%s/tmp", data_dir) < 0) {
-		r->tmp_dir = NULL;
-		rc = ERR_NOMEM;
-	}
-	if (rc == 0 && !(r->fallback_host = strdup(cfg->lease.hostname)))
-		rc = ERR_NOMEM;
-	if (rc == 0 && cfg->http.secret[0] && !(r->secret = strdup(cfg->http.secret)))
-		rc = ERR_NOMEM;
-	if (rc == 0 && mkdir(r->tmp_dir, 0700) != 0 && errno != EEXIST)
-		rc = -errno;
-	if (rc == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-		rc = ERR_NOMEM;
-	if (rc == 0 && (rc = -pthread_create(&r->thread, NULL, replica_main, r)) == 0)
-		r->started = true;
-	if (rc != 0) {
-		LOG_ERROR("repl", "msg=\"cannot start the replication client\" err=\"%s\"", err_str(rc));
-		replica_free(r);
-		return rc;
-	}
-	*out = r;
-	return 0;
+	return start(st, cfg, data_dir, cluster, true, out);
 }
 
 int replica_follow(struct replica *r, const char *advertise_url, const char *hostname)
