@@ -58,6 +58,10 @@
 	X(ERR_REPL_CLUSTER,     -1203, "replication: cluster ID mismatch") \
 	X(ERR_REPL_AUTH,        -1204, "replication: authentication failed") \
 	X(ERR_REPL_SYNC_TIMEOUT, -1205, "replication: too few replicas acknowledged the commit in time (lease.sync-timeout)") \
+	X(ERR_ETCD,             -1250, "etcd: no endpoint answered") \
+	X(ERR_ETCD_REPLY,       -1251, "etcd: unexpected reply") \
+	X(ERR_ETCD_AUTH,        -1252, "etcd: authentication failed") \
+	X(ERR_LEASE_CLUSTER,    -1253, "lease: etcd names another cluster ID") \
 	X(ERR_CLOUD_POS_MISMATCH, -1300, "backup: upload does not follow the stored position") \
 	X(ERR_CLOUD_NOT_FOUND,  -1301, "backup: no such database") \
 	X(ERR_CLOUD_WINDOW,     -1302, "backup: target is outside the restorable window") \

@@ -185,6 +185,12 @@ CURLcode httpc_perform(struct httpc_req *q)
 	}
 	if (q->recv_buffer)
 		curl_easy_setopt(c, CURLOPT_BUFFERSIZE, (long)q->recv_buffer);
+	if (q->ca_file && q->ca_file[0])
+		curl_easy_setopt(c, CURLOPT_CAINFO, q->ca_file);
+	if (q->cert_file && q->cert_file[0])
+		curl_easy_setopt(c, CURLOPT_SSLCERT, q->cert_file);
+	if (q->key_file && q->key_file[0])
+		curl_easy_setopt(c, CURLOPT_SSLKEY, q->key_file);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, q->errbuf);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, q->connect_timeout_ms);

@@ -44,6 +44,9 @@ struct httpc_req {
 	long stall_s;                  /* > 0: fail after this long without a byte */
 	bool keepalive;                /* TCP keepalive probes (long streams) */
 	size_t recv_buffer;            /* > 0: libcurl's receive buffer size */
+	const char *ca_file;           /* https: CA bundle to trust (NULL: the system's) */
+	const char *cert_file;         /* https: client certificate (PEM; NULL: none) */
+	const char *key_file;          /* https: its private key (PEM) */
 
 	int up_fd;                     /* -1: no file body */
 	uint64_t up_off, up_len;       /* the range of up_fd that is sent */

@@ -58,6 +58,7 @@
 #include "base/err.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/lease.h"
 #include "node/backup.h"
 #include "base/log.h"
 #include "node/replica.h"
@@ -177,6 +178,17 @@ struct first_sync {
 static bool replica_synced(void *ctx, int timeout_ms)
 {
 	return replica_wait_synced(ctx, timeout_ms);
+}
+
+struct lease_ready {
+	struct lease *lease;
+	struct replica *rep;
+};
+
+static bool lease_ready(void *ctx, int timeout_ms)
+{
+	struct lease_ready *lr = ctx;
+	return lease_wait_ready(lr->lease, lr->rep, timeout_ms);
 }
 
 static bool backup_synced(void *ctx, int timeout_ms)
@@ -467,9 +479,13 @@ int cmd_mount_main(int argc, char **argv)
 	struct supervisor *sup = NULL;
 	struct replica *rep = NULL;
 	struct backup *bk = NULL;
+	struct lease *lease = NULL;
 	struct cluster cluster = { 0 };
 	struct syncrepl *sync = NULL;
 	bool candidate = cfg.lease.candidate;
+	/* With etcd the role moves (lease.c): every node starts as a replica
+	 * of nobody and the lease decides. */
+	bool etcd = !strcmp(cfg.lease.type, "etcd");
 	char hostname[256];
 	int exit_code = 1;
 
@@ -503,13 +519,15 @@ int cmd_mount_main(int argc, char **argv)
 	bool fresh = store_count(st) == 0;
 	/* Before the mount serves anything: a replica refuses writes from the
 	 * first request on. */
-	node_set_role(&st->node, candidate, NULL);
+	node_set_role(&st->node, candidate && !etcd, NULL);
 	node_hostname(&cfg, hostname, sizeof(hostname));
 	/* A fresh primary that backs up takes its cluster's ID from the
 	 * service (backup.c), so that the cluster comes back after every node
 	 * lost its data directory; any other primary creates one if needed. */
 	bool id_from_backup = candidate && fresh && backup_configured(&cfg);
-	if ((rc = cluster_open(&cluster, cfg.data.dir, candidate && !id_from_backup)) != 0) {
+	/* With etcd the cluster ID comes from etcd, or is created there once
+	 * (lease_start). */
+	if ((rc = cluster_open(&cluster, cfg.data.dir, candidate && !id_from_backup && !etcd)) != 0) {
 		fprintf(stderr, "litefs mount: cannot read or create %s/clusterid: %s\n", cfg.data.dir,
 			rc == ERR_CONFIG ? "the file does not hold a cluster ID (LFSC + 16 hex digits)" : err_str(rc));
 		goto out;
@@ -543,12 +561,25 @@ int cmd_mount_main(int argc, char **argv)
 	}
 	if ((rc = store_start(st)) != 0)
 		goto out;
+	if (etcd && (rc = replica_start_follower(st, &cfg, cfg.data.dir, &cluster, &rep)) != 0) {
+		fprintf(stderr, "litefs mount: cannot start replication: %s\n", err_str(rc));
+		goto out;
+	}
+	if (etcd && (rc = lease_start(st, rep, &cluster, &cfg, hostname, &lease)) != 0) {
+		fprintf(stderr, "litefs mount: %s: %s\n",
+			rc == ERR_LEASE_CLUSTER ? "refusing to join: etcd holds another cluster's ID under lease.etcd.key "
+						  "(see the log line above)"
+						: "cannot start the etcd lease",
+			err_str(rc));
+		goto out;
+	}
 	struct http_opts ho = {
 		.addr = cfg.http.addr,
 		.secret = cfg.http.secret,
 		.hostname = hostname,
 		.candidate = candidate,
 		.cluster = &cluster,
+		.lease = lease,
 	};
 	if ((rc = http_start(st, fs, &ho, &http)) != 0) {
 		fprintf(stderr, "litefs mount: cannot serve HTTP on %s: %s\n", cfg.http.addr, err_str(rc));
@@ -562,7 +593,7 @@ int cmd_mount_main(int argc, char **argv)
 		goto out;
 
 	int stop = 0;
-	if (!candidate && (rc = replica_start(st, &cfg, cfg.data.dir, &cluster, &rep)) != 0) {
+	if (!candidate && !etcd && (rc = replica_start(st, &cfg, cfg.data.dir, &cluster, &rep)) != 0) {
 		fprintf(stderr, "litefs mount: cannot start replication: %s\n", err_str(rc));
 		stop = -1;
 	}
@@ -571,7 +602,11 @@ int cmd_mount_main(int argc, char **argv)
 		fprintf(stderr, "litefs mount: cannot start the backup client: %s\n", err_str(rc));
 		stop = -1;
 	}
-	if (stop == 0 && rep && !cfg.skip_sync) {
+	if (stop == 0 && lease && !cfg.skip_sync) {
+		struct lease_ready lr = { lease, rep };
+		struct first_sync w = { "primary (or the lease)", lease_ready, &lr, -1 };
+		stop = wait_first_sync(&w, &sigs, &ft);
+	} else if (stop == 0 && rep && !cfg.skip_sync) {
 		struct first_sync w = { "primary", replica_synced, rep, -1 };
 		stop = wait_first_sync(&w, &sigs, &ft);
 	}
@@ -627,6 +662,10 @@ int cmd_mount_main(int argc, char **argv)
 	stop_guard_start(&guard, st, fusefs_mountpoint(fs));
 	supervisor_free(sup);
 	sup = NULL;
+	/* Released before anything else stops: another candidate takes
+	 * over at once instead of after the TTL. */
+	lease_stop(lease);
+	lease = NULL;
 	backup_stop(bk);
 	bk = NULL;
 	replica_stop(rep);
@@ -649,7 +688,9 @@ int cmd_mount_main(int argc, char **argv)
 
 out:
 	supervisor_free(sup);
+	lease_stop(lease);
 	http_stop(http);
+	replica_stop(rep);
 	fusefs_unmount(fs);
 	store_close(st);
 	syncrepl_free(sync);

@@ -68,7 +68,7 @@
  * reporting it.
  */
 static const bool have_lease_consul = false;
-static const bool have_lease_etcd = false;
+static const bool have_lease_etcd = true;
 static const bool have_replication = true;
 static const bool have_proxy = false;
 static const bool have_backup = true; /* litefs-cloud only */
@@ -280,6 +280,12 @@ static const struct field etcd_fields[] = {
 	{ "endpoints", F_LIST, CF(lease.etcd.endpoints), NULL },
 	{ "key", F_STR, CF(lease.etcd.key), NULL },
 	{ "ttl", F_DUR, CF(lease.etcd.ttl_ms), NULL },
+	{ "username", F_STR, CF(lease.etcd.username), NULL },
+	{ "password", F_STR, CF(lease.etcd.password), NULL },
+	{ "ca-file", F_STR, CF(lease.etcd.ca_file), NULL },
+	{ "cert-file", F_STR, CF(lease.etcd.cert_file), NULL },
+	{ "key-file", F_STR, CF(lease.etcd.key_file), NULL },
+	{ "catch-up-timeout", F_DUR, CF(lease.etcd.catch_up_timeout_ms), NULL },
 	{ NULL, 0, 0, NULL },
 };
 
@@ -401,6 +407,8 @@ static const size_t string_offsets[] = {
 	CF(proxy.addr), CF(proxy.target), CF(proxy.db),
 	CF(lease.type), CF(lease.hostname), CF(lease.advertise_url), CF(lease.sync_on_timeout),
 	CF(lease.consul.url), CF(lease.consul.key), CF(lease.etcd.key),
+	CF(lease.etcd.username), CF(lease.etcd.password), CF(lease.etcd.ca_file), CF(lease.etcd.cert_file),
+	CF(lease.etcd.key_file),
 	CF(backup.type), CF(backup.path), CF(backup.url), CF(backup.cluster), CF(backup.auth_token),
 	CF(log.format), CF(tracing.path),
 };
@@ -1484,6 +1492,31 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 			verr(&v, "lease.etcd.key", "must not be empty");
 		if (c->lease.etcd.ttl_ms < 1000)
 			verr(&v, "lease.etcd.ttl", "must be at least 1s (etcd leases are granted in whole seconds)");
+		else if (c->lease.etcd.ttl_ms % 1000 != 0)
+			verr(&v, "lease.etcd.ttl", "must be a whole number of seconds (etcd grants leases in seconds)");
+		if (c->lease.etcd.ttl_ms > 3600 * 1000)
+			verr(&v, "lease.etcd.ttl", "must be at most 1h: a dead primary is replaced only after it");
+		bool tls = false;
+		for (size_t i = 0; i < c->lease.etcd.endpoints.n; i++)
+			tls |= !strncmp(c->lease.etcd.endpoints.items[i], "https://", 8);
+		const char *files[] = { c->lease.etcd.ca_file, c->lease.etcd.cert_file, c->lease.etcd.key_file };
+		const char *names[] = { "lease.etcd.ca-file", "lease.etcd.cert-file", "lease.etcd.key-file" };
+		for (int k = 0; k < 3; k++) {
+			if (!files[k][0])
+				continue;
+			if (!tls)
+				verr(&v, names[k], "only used with https:// endpoints, and none is https://");
+			else if (access(files[k], R_OK) != 0)
+				verr(&v, names[k], "cannot read \"%s\": %s", files[k], strerror(errno));
+		}
+		if (!c->lease.etcd.cert_file[0] != !c->lease.etcd.key_file[0])
+			verr(&v, c->lease.etcd.cert_file[0] ? "lease.etcd.key-file" : "lease.etcd.cert-file",
+			     "a client certificate needs both lease.etcd.cert-file and lease.etcd.key-file");
+		if (c->lease.etcd.password[0] && !c->lease.etcd.username[0])
+			verr(&v, "lease.etcd.password", "set without lease.etcd.username");
+		check_nonneg(&v, "lease.etcd.catch-up-timeout", c->lease.etcd.catch_up_timeout_ms);
+		if (!c->lease.advertise_url[0])
+			verr(&v, "lease.advertise-url", "required when lease.type is etcd: the URL other nodes replicate from");
 	}
 
 	if (c->proxy.target[0]) {
@@ -1573,6 +1606,32 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 	return rc;
 }
 
+/* The refusal of lease.type: consul, with the etcd lines that replace
+ * the user's block (docs/migrating.md). Valid until the next call. */
+static const char *consul_message(const struct config *c)
+{
+	static char msg[1024];
+	char ttl[32];
+	int64_t t = c->lease.consul.ttl_ms > 0 ? c->lease.consul.ttl_ms : CONFIG_DEFAULT_CONSUL_TTL_MS;
+	snprintf(ttl, sizeof(ttl), "%llds", (long long)((t + 999) / 1000));
+	int line = config_key_line(c, "lease.type");
+	char where[32] = "";
+	if (line > 0)
+		snprintf(where, sizeof(where), " (line %d)", line);
+	snprintf(msg, sizeof(msg),
+		 "lease.type: consul%s is not supported; this build elects the primary through etcd. Replace the "
+		 "lease.consul block with:\n"
+		 "    lease:\n"
+		 "      type: etcd\n"
+		 "      etcd:\n"
+		 "        endpoints: [\"http://127.0.0.1:2379\"]   # your etcd members\n"
+		 "        key: \"%s\"\n"
+		 "        ttl: \"%s\"\n"
+		 "  (keep lease.hostname, lease.advertise-url and lease.candidate as they are; see docs/lease.md)",
+		 where, c->lease.consul.key[0] ? c->lease.consul.key : "litefs/primary", ttl);
+	return msg;
+}
+
 size_t config_unsupported(const struct config *c, struct config_issue *out, size_t max)
 {
 	size_t n = 0;
@@ -1584,8 +1643,7 @@ size_t config_unsupported(const struct config *c, struct config_issue *out, size
 			n++; \
 		} \
 	} while (0)
-	ISSUE(!have_lease_consul && !strcmp(c->lease.type, "consul"), true,
-	      "lease.type: consul is not supported yet; use static");
+	ISSUE(!have_lease_consul && !strcmp(c->lease.type, "consul"), true, consul_message(c));
 	ISSUE(!have_lease_etcd && !strcmp(c->lease.type, "etcd"), true,
 	      "lease.type: etcd is not supported yet; use static");
 	ISSUE(!have_replication && !strcmp(c->lease.type, "static") && !c->lease.candidate, true,
@@ -1744,6 +1802,15 @@ void config_print(const struct config *c, FILE *out)
 	print_kv_list(out, 4, "endpoints", &c->lease.etcd.endpoints);
 	print_kv_str(out, 4, "key", c->lease.etcd.key);
 	print_kv_dur(out, 4, "ttl", c->lease.etcd.ttl_ms);
+	print_kv_str(out, 4, "username", c->lease.etcd.username);
+	if (c->lease.etcd.password[0])
+		fputs("    password: \"<redacted>\"\n", out);
+	else
+		print_kv_str(out, 4, "password", "");
+	print_kv_str(out, 4, "ca-file", c->lease.etcd.ca_file);
+	print_kv_str(out, 4, "cert-file", c->lease.etcd.cert_file);
+	print_kv_str(out, 4, "key-file", c->lease.etcd.key_file);
+	print_kv_dur(out, 4, "catch-up-timeout", c->lease.etcd.catch_up_timeout_ms);
 
 	fputs("backup:\n", out);
 	print_kv_str(out, 2, "type", c->backup.type);

@@ -166,6 +166,12 @@ struct config {
 			struct config_strlist endpoints; /* "http://127.0.0.1:2379", ... */
 			char *key;
 			int64_t ttl_ms;
+			char *username;          /* "": no authentication */
+			char *password;
+			char *ca_file;           /* https endpoints: CA bundle ("": the system's) */
+			char *cert_file;         /* https endpoints: client certificate */
+			char *key_file;          /* and its key */
+			int64_t catch_up_timeout_ms; /* 0: a candidate behind another node never takes over */
 		} etcd;
 	} lease;
 
@@ -273,7 +279,8 @@ int config_validate(const struct config *cfg, char *errbuf, size_t errlen);
 
 /* A configured feature this build does not implement. */
 struct config_issue {
-	const char *msg; /* static string, e.g. "proxy is not supported yet" */
+	const char *msg; /* static string, e.g. "proxy is not supported yet" (the consul
+	                  * message, which quotes the file, is valid until the next call) */
 	bool fatal;      /* true: `litefs mount` must refuse; false: it is ignored */
 };
 

@@ -1266,11 +1266,28 @@ static int shm_reserve(int fd, off_t end)
 	return 0;
 }
 
+/* Fencing at the commit point: a write that can commit (database, WAL,
+ * journal) is refused once this node is not the primary or its lease
+ * deadline passed (node_may_write, monotonic clock), whenever its file
+ * was opened. A primary frozen past its deadline thus refuses the very
+ * first write after it wakes; lease.c logs why (docs/lease.md). */
+static bool fenced(struct db *db, enum db_kind kind)
+{
+	if (kind == DB_KIND_SHM || kind == DB_KIND_POS || node_may_write(db->node))
+		return false;
+	atomic_fetch_add(&db->node->fenced_writes, 1);
+	LOG_DEBUG("db", "msg=\"write refused: this node may not commit (not the primary, or its lease deadline "
+			"passed)\" db=%s", db->name);
+	return true;
+}
+
 ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size_t len, off_t off)
 {
 	ssize_t rc;
 	if (kind == DB_KIND_POS)
 		return -EACCES;
+	if (fenced(db, kind))
+		return -EROFS;
 	lockwatch_lock(&db->mu, "write");
 	const uint64_t txid_before = db->pos.txid;
 	if (db->write_refused && kind == DB_KIND_WAL) {
@@ -1326,6 +1343,8 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 
 	if (kind == DB_KIND_POS)
 		return -EACCES;
+	if (fenced(db, kind))
+		return -EROFS;
 	lockwatch_lock(&db->mu, "truncate");
 	const uint64_t txid_before = db->pos.txid;
 	switch (kind) {
@@ -1554,6 +1573,8 @@ int db_unlink(struct db *db, enum db_kind kind)
 
 	if (kind == DB_KIND_POS)
 		return -EACCES;
+	if (kind == DB_KIND_JOURNAL && fenced(db, kind))
+		return -EROFS;
 	lockwatch_lock(&db->mu, "unlink");
 	const uint64_t txid_before = db->pos.txid;
 	if (!db->exists[kind]) {

@@ -183,7 +183,7 @@ static bool from_self(fuse_req_t req)
  * ("attempt to write a readonly database") in every journal mode. */
 static bool read_only_for(fuse_req_t req, struct fusefs *fs, enum db_kind kind)
 {
-	if (kind == DB_KIND_SHM || node_is_primary(&fs->store->node))
+	if (kind == DB_KIND_SHM || node_may_write(&fs->store->node))
 		return false;
 	return !from_self(req);
 }

@@ -159,6 +159,7 @@
 #include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/lease.h"
 #include "node/replserver.h"
 #include "node/syncrepl.h"
 #include "base/log.h"
@@ -187,6 +188,7 @@ struct http_server {
 	struct store *st;       /* borrowed */
 	struct fusefs *fs;      /* borrowed */
 	struct cluster *cluster; /* borrowed; NULL: no cluster ID */
+	struct lease *lease;     /* borrowed; NULL: static lease */
 	char *secret;           /* owned; NULL: no authentication */
 	char *hostname;         /* owned: this node's name for other nodes */
 	bool candidate;
@@ -487,6 +489,7 @@ static enum httpd_result handle_info(struct http_server *srv, struct httpd_conn 
 	json_object_set_new(o, "clusterID", json_string(id));
 	json_object_set_new(o, "mountDir", httpd_json_str(fusefs_mountpoint(srv->fs)));
 	json_object_set_new(o, "dataDir", httpd_json_str(srv->st->node.data_dir));
+	lease_info_json(srv->lease, o);
 
 	size_t n = store_count(srv->st);
 	for (size_t i = 0; i < n; i++) {
@@ -678,6 +681,7 @@ static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_co
 	fprintf(f, "litefs_lag_seconds %.3f\n", (double)node_lag_ms(&srv->st->node) / 1000.0);
 	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
 	fprintf(f, "litefs_db_count %zu\n", n_live);
+	lease_metrics(srv->lease, f);
 
 	for (int m = 0; m < M_COUNT; m++) {
 		put_family(f, db_metrics[m].name, db_metrics[m].type, db_metrics[m].help);
@@ -1568,6 +1572,7 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	srv->st = st;
 	srv->fs = fs;
 	srv->cluster = opts->cluster;
+	srv->lease = opts->lease;
 	srv->candidate = opts->candidate;
 	srv->hostname = strdup(opts->hostname ? opts->hostname : "");
 	srv->secret = opts->secret && opts->secret[0] ? strdup(opts->secret) : NULL;

@@ -12,6 +12,7 @@
 struct store;
 struct fusefs;
 struct cluster;
+struct lease;
 struct http_server;
 
 struct http_opts {
@@ -20,6 +21,7 @@ struct http_opts {
 	const char *hostname;     /* this node's name, sent to replicas */
 	bool candidate;           /* lease.candidate, for /info */
 	struct cluster *cluster;  /* borrowed; NULL: no cluster ID */
+	struct lease *lease;      /* borrowed; NULL: a static lease (/info, /metrics) */
 };
 
 /* Starts serving. The store, the file system and the cluster are

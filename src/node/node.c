@@ -19,6 +19,8 @@ int node_init(struct node *n, const struct node_opts *opts)
 	n->retention_ms = opts->retention_ms;
 	n->node_id = opts->node_id;
 	atomic_init(&n->is_primary, true);
+	atomic_init(&n->write_deadline_ms, INT64_MAX);
+	atomic_init(&n->fenced_writes, 0);
 	atomic_init(&n->cancel_applies, false);
 	atomic_init(&n->resync, false);
 	pthread_mutex_init(&n->mu, NULL);
@@ -43,6 +45,19 @@ void node_destroy(struct node *n)
 bool node_is_primary(struct node *n)
 {
 	return atomic_load(&n->is_primary);
+}
+
+bool node_may_write(struct node *n)
+{
+	if (!atomic_load_explicit(&n->is_primary, memory_order_acquire))
+		return false;
+	int64_t deadline = atomic_load_explicit(&n->write_deadline_ms, memory_order_acquire);
+	return deadline == INT64_MAX || clock_mono_ms() < deadline;
+}
+
+void node_set_write_deadline(struct node *n, int64_t mono_ms)
+{
+	atomic_store(&n->write_deadline_ms, mono_ms);
 }
 
 void node_set_role(struct node *n, bool primary, const char *primary_host)

@@ -59,6 +59,11 @@ struct node {
 	uint64_t node_id;
 
 	atomic_bool is_primary;
+	/* Fencing (lease.c): the primary accepts commits only while
+	 * clock_mono_ms() < write_deadline_ms. INT64_MAX with a lease that
+	 * cannot move (static); set by the etcd lease after each keep-alive. */
+	_Atomic int64_t write_deadline_ms;
+	atomic_uint_fast64_t fenced_writes; /* writes through an open file refused by the fence (db.c) */
 	atomic_bool cancel_applies;
 	atomic_bool resync;
 	struct node_fuse_hooks hooks; /* set before the first request, cleared after the last */
@@ -91,6 +96,13 @@ bool node_is_primary(struct node *n);
 /* Sets the role and the primary's hostname as a replica knows it (NULL or
  * "" when unknown: `.primary` is then absent), and notifies a change. */
 void node_set_role(struct node *n, bool primary, const char *primary_host);
+/* True when a client's write may be accepted now: this node is the
+ * primary and its lease deadline (on the monotonic clock) has not passed.
+ * Called on every write that can commit (fusefs.c at open, db.c at each
+ * write), so it is two atomic loads and a vDSO clock read. */
+bool node_may_write(struct node *n);
+/* Sets the deadline (clock_mono_ms() based; INT64_MAX: none). */
+void node_set_write_deadline(struct node *n, int64_t mono_ms);
 /* Copies the primary's hostname into buf ("" on the primary or when
  * unknown). */
 void node_primary_host(struct node *n, char *buf, size_t len);

@@ -99,17 +99,26 @@ struct replica {
 	pthread_t thread;
 	bool started;
 	atomic_bool stopping;
-	pthread_mutex_t mu;        /* guards synced and the ack_* fields; leaf lock */
-	pthread_cond_t cond;       /* synced became true, or stopping */
+	pthread_mutex_t mu;        /* guards synced, the ack_* fields, url (dynamic), gen, acked_gen; leaf lock */
+	pthread_cond_t cond;       /* synced became true, stopping, gen or acked_gen moved */
 	bool synced;
 
 	uint64_t replica_id;       /* Litefs-Replica-Id, drawn at start */
-	char *ack_url;             /* owned: <advertise-url>/stream/ack */
+	char *ack_url;             /* owned: <the primary's URL>/stream/ack; NULL: none */
 	pthread_t ack_thread;
 	bool ack_started;
 	pthread_cond_t ack_cond;   /* ack_pending set, or stopping */
 	uint64_t ack_token;        /* the current stream's Litefs-Stream-Id; 0: none */
 	bool ack_pending;          /* something was applied since the last ack */
+
+	/* Following a primary that moves (the etcd lease, replica_follow):
+	 * url is NULL while there is none to follow; gen counts the
+	 * changes, acked_gen the last one the thread has taken (its
+	 * connection to the previous primary has ended); drop ends the
+	 * current connection. */
+	bool dynamic;
+	uint64_t gen, acked_gen;
+	atomic_bool drop;
 
 	char last_error[REPLICA_MSG_LEN]; /* thread only: the last failure logged */
 };
@@ -378,10 +387,21 @@ static int on_event(struct conn *c, const struct stream_event *ev)
 /* ---- Acknowledgements ---------------------------------------------------- */
 
 /* A new stream (token != 0) acks its positions at once: a record applied
- * in an earlier connection may be what a commit waits for. */
-static void ack_set_token(struct replica *r, uint64_t token)
+ * in an earlier connection may be what a commit waits for. stream_url is
+ * the stream's URL (acks go to <stream_url>/ack: with a moving primary it
+ * is the current one); NULL keeps the last. */
+static void ack_set_token(struct replica *r, uint64_t token, const char *stream_url)
 {
+	char *url = NULL;
+	if (stream_url && asprintf(&url, "%s/ack", stream_url) < 0)
+		url = NULL;
 	pthread_mutex_lock(&r->mu);
+	if (url) {
+		free(r->ack_url);
+		r->ack_url = url;
+	}
+	if (!r->ack_url)
+		token = 0; /* nowhere to send acks (out of memory) */
 	r->ack_token = token;
 	r->ack_pending = token != 0;
 	pthread_cond_broadcast(&r->ack_cond);
@@ -454,8 +474,8 @@ static int ack_build(struct replica *r, uint64_t **sent, size_t *n_sent, uint64_
 
 /* POSTs one ack. Returns 0 (recorded), 1 when the primary no longer
  * knows the token (404: stop acking on it), or an error with msg set. */
-static int ack_post(struct replica *r, CURL *curl, uint64_t token, const uint8_t *body, size_t len, char *msg,
-		    size_t msg_len)
+static int ack_post(struct replica *r, CURL *curl, const char *url, uint64_t token, const uint8_t *body,
+		    size_t len, char *msg, size_t msg_len)
 {
 	char id[CLUSTER_ID_LEN + 1];
 	struct curl_slist *h = NULL;
@@ -476,7 +496,7 @@ static int ack_post(struct replica *r, CURL *curl, uint64_t token, const uint8_t
 	struct httpc_req q;
 	httpc_req_init(&q, curl);
 	q.method = "POST";
-	q.url = r->ack_url;
+	q.url = url;
 	q.headers = h;
 	q.up_buf = body;
 	q.up_buf_len = len;
@@ -517,6 +537,8 @@ static void *ack_main(void *arg)
 		}
 		uint64_t token = r->ack_token;
 		r->ack_pending = false;
+		/* A copy: ack_set_token() replaces the URL when the primary moves. */
+		char *url = strdup(r->ack_url);
 		pthread_mutex_unlock(&r->mu);
 		if (token != sent_token && sent)
 			memset(sent, 0, n_sent * sizeof(*sent));
@@ -536,10 +558,10 @@ static void *ack_main(void *arg)
 		}
 		if (rc == 0)
 			rc = ack_build(r, &sent, &n_sent, txids, &body, &len);
-		if (rc == 0 && body && !curl)
+		if (rc == 0 && body && (!curl || !url))
 			rc = ERR_NOMEM;
 		if (rc == 0 && body)
-			rc = ack_post(r, curl, token, body, len, msg, sizeof(msg));
+			rc = ack_post(r, curl, url, token, body, len, msg, sizeof(msg));
 		free(body);
 		if (rc == 0 && len > 0) {
 			for (size_t i = 0; i < n && i < n_sent; i++)
@@ -553,9 +575,10 @@ static void *ack_main(void *arg)
 			if (!msg[0])
 				snprintf(msg, sizeof(msg), "cannot acknowledge: %s", err_str(rc));
 			if (!failing)
-				LOG_WARN("repl", "msg=\"%s; retrying\" url=\"%s\"", msg, r->ack_url);
+				LOG_WARN("repl", "msg=\"%s; retrying\" url=\"%s\"", msg, url ? url : "");
 			failing = true;
 		}
+		free(url);
 		pthread_mutex_lock(&r->mu);
 		if (rc == 1 && r->ack_token == token)
 			r->ack_token = 0;
@@ -587,7 +610,7 @@ static int begin_stream(struct conn *c)
 	httpc_header(&c->q, "Litefs-Stream-Id", tok, sizeof(tok));
 	char *end = NULL;
 	uint64_t token = tok[0] ? strtoull(tok, &end, 16) : 0;
-	ack_set_token(r, tok[0] && !*end ? token : 0);
+	ack_set_token(r, tok[0] && !*end ? token : 0, c->q.url);
 	if (c->primary_id[0]) {
 		int rc = cluster_adopt(r->cluster, c->primary_id);
 		if (rc == ERR_REPL_CLUSTER || rc == ERR_INVAL) {
@@ -603,14 +626,18 @@ static int begin_stream(struct conn *c)
 		}
 	}
 	if (!c->primary_host[0])
+	{
+		pthread_mutex_lock(&r->mu);
 		snprintf(c->primary_host, sizeof(c->primary_host), "%s", r->fallback_host);
+		pthread_mutex_unlock(&r->mu);
+	}
 	node_set_role(&r->st->node, false, c->primary_host);
 	c->began = true;
 	/* While a failure repeats, each retry connects again: say so once. */
 	if (r->last_error[0])
-		LOG_DEBUG("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+		LOG_DEBUG("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, c->q.url);
 	else
-		LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, r->url);
+		LOG_INFO("repl", "msg=\"connected to the primary\" primary=%s url=\"%s\"", c->primary_host, c->q.url);
 	return 0;
 }
 
@@ -619,7 +646,7 @@ static int begin_stream(struct conn *c)
 static size_t on_body(void *arg, const char *buf, size_t len)
 {
 	struct conn *c = arg;
-	if (atomic_load(&c->r->stopping))
+	if (atomic_load(&c->r->stopping) || atomic_load(&c->r->drop))
 		return 0;
 	if (!c->began && begin_stream(c) != 0)
 		return 0;
@@ -647,7 +674,7 @@ static int on_progress(void *arg, int64_t dt, int64_t dn, int64_t ut, int64_t un
 {
 	struct conn *c = arg;
 	(void)dt, (void)dn, (void)ut, (void)un;
-	if (atomic_load(&c->r->stopping))
+	if (atomic_load(&c->r->stopping) || atomic_load(&c->r->drop))
 		return 1;
 	if (node_take_resync(&c->r->st->node)) {
 		conn_fail(c, ERR_NEED_SNAPSHOT, "a database failed verification; reconnecting to get the primary's snapshot");
@@ -665,7 +692,7 @@ static int conn_outcome(struct conn *c, CURLcode cc)
 	long status = c->q.status;
 	if (c->fail)
 		return c->fail;
-	if (atomic_load(&c->r->stopping))
+	if (atomic_load(&c->r->stopping) || atomic_load(&c->r->drop))
 		return 0;
 	if (status != 0 && status != 200) {
 		struct httpc_error e;
@@ -714,7 +741,7 @@ static struct curl_slist *request_headers(struct replica *r)
 /* Runs one connection to its end. Returns 0 for a clean end, else an
  * error (already described in c->fail_msg). *got_frame says whether the
  * primary sent anything beyond its hello. */
-static int run_conn(struct replica *r, int spool_fd, bool *got_frame, char *msg, size_t msg_len)
+static int run_conn(struct replica *r, const char *url, int spool_fd, bool *got_frame, char *msg, size_t msg_len)
 {
 	struct conn c;
 	memset(&c, 0, sizeof(c));
@@ -734,7 +761,7 @@ static int run_conn(struct replica *r, int spool_fd, bool *got_frame, char *msg,
 		goto out;
 	}
 	c.q.curl = curl;
-	c.q.url = r->url;
+	c.q.url = url;
 	c.q.headers = hdrs;
 	c.q.up_buf = body;
 	c.q.up_buf_len = body_len;
@@ -779,17 +806,55 @@ static const char *code_name(int rc)
 	return err_name(rc);
 }
 
-static void log_failure(struct replica *r, int rc, const char *msg)
+static void log_failure(struct replica *r, const char *url, int rc, const char *msg)
 {
 	if (!strcmp(msg, r->last_error)) {
-		LOG_DEBUG("repl", "msg=\"%s (repeated)\" url=\"%s\" err=%s", msg, r->url, code_name(rc));
+		LOG_DEBUG("repl", "msg=\"%s (repeated)\" url=\"%s\" err=%s", msg, url, code_name(rc));
 		return;
 	}
 	snprintf(r->last_error, sizeof(r->last_error), "%s", msg);
-	LOG_WARN("repl", "msg=\"%s; keeping the last good state and retrying\" url=\"%s\" err=%s", msg, r->url,
+	LOG_WARN("repl", "msg=\"%s; keeping the last good state and retrying\" url=\"%s\" err=%s", msg, url,
 		 code_name(rc));
 }
 
+
+/* Dynamic mode: waits for a primary to follow and takes the latest
+ * change (acknowledging it to replica_follow()). Returns a copy of its
+ * URL (caller frees), or NULL when stopping. */
+static char *take_url(struct replica *r)
+{
+	char *url = NULL;
+	pthread_mutex_lock(&r->mu);
+	for (;;) {
+		if (r->acked_gen != r->gen) {
+			r->acked_gen = r->gen;
+			atomic_store(&r->drop, false);
+			pthread_cond_broadcast(&r->cond);
+		}
+		if (atomic_load(&r->stopping) || r->url)
+			break;
+		pthread_cond_wait(&r->cond, &r->mu);
+	}
+	if (!atomic_load(&r->stopping))
+		url = strdup(r->url);
+	pthread_mutex_unlock(&r->mu);
+	return url;
+}
+
+/* Sleeps up to ms unless stopping or (dynamic) the primary changed. */
+static void backoff_wait(struct replica *r, int ms)
+{
+	if (!r->dynamic) {
+		backoff_sleep(r, ms);
+		return;
+	}
+	struct timespec until = clock_deadline(ms);
+	pthread_mutex_lock(&r->mu);
+	while (!atomic_load(&r->stopping) && r->acked_gen == r->gen)
+		if (pthread_cond_timedwait(&r->cond, &r->mu, &until) != 0)
+			break;
+	pthread_mutex_unlock(&r->mu);
+}
 
 static void *replica_main(void *arg)
 {
@@ -799,29 +864,43 @@ static void *replica_main(void *arg)
 		char msg[REPLICA_MSG_LEN] = "";
 		bool got_frame = false;
 		int rc;
+		char *url = r->dynamic ? take_url(r) : strdup(r->url);
+		if (!url) {
+			if (atomic_load(&r->stopping))
+				break;
+			backoff_wait(r, backoff);
+			continue;
+		}
 		int fd = fileio_spool_open(r->tmp_dir);
 		if (fd < 0) {
 			rc = fd;
 			snprintf(msg, sizeof(msg), "cannot create a spool file in %s: %s", r->tmp_dir, err_str(fd));
 		} else {
-			rc = run_conn(r, fd, &got_frame, msg, sizeof(msg));
+			rc = run_conn(r, url, fd, &got_frame, msg, sizeof(msg));
 			close(fd);
 		}
-		node_set_role(&r->st->node, false, NULL);
-		ack_set_token(r, 0);
-		if (atomic_load(&r->stopping))
-			break;
+		/* With a moving primary the lease owns the role; the
+		 * connection only names the primary while it lasts. */
+		if (!node_is_primary(&r->st->node))
+			node_set_role(&r->st->node, false, NULL);
+		ack_set_token(r, 0, NULL);
+		if (atomic_load(&r->stopping) || atomic_load(&r->drop)) {
+			free(url);
+			backoff = REPLICA_BACKOFF_MIN_MS;
+			continue;
+		}
 		/* A connection that streamed something worked: its failure is
 		 * news even if an earlier one said the same. */
 		if (got_frame)
 			r->last_error[0] = '\0';
 		if (rc != 0)
-			log_failure(r, rc, msg);
+			log_failure(r, url, rc, msg);
 		else
 			r->last_error[0] = '\0';
+		free(url);
 		if (got_frame)
 			backoff = REPLICA_BACKOFF_MIN_MS;
-		backoff_sleep(r, backoff);
+		backoff_wait(r, backoff);
 		backoff = backoff * 2 > REPLICA_BACKOFF_MAX_MS ? REPLICA_BACKOFF_MAX_MS : backoff * 2;
 	}
 	return NULL;
@@ -853,12 +932,8 @@ static int copy_config(struct replica *r, const struct config *cfg, const char *
 	size_t bl = strlen(base);
 	while (bl > 0 && base[bl - 1] == '/')
 		bl--;
-	if (asprintf(&r->url, "%.*s/stream", (int)bl, base) < 0) {
+	if (!r->dynamic && asprintf(&r->url, "%.*s/stream", (int)bl, base) < 0) {
 		r->url = NULL;
-		return ERR_NOMEM;
-	}
-	if (asprintf(&r->ack_url, "%s/ack", r->url) < 0) {
-		r->ack_url = NULL;
 		return ERR_NOMEM;
 	}
 	if (asprintf(&r->tmp_dir, "%s/tmp", data_dir) < 0) {
@@ -879,20 +954,20 @@ static int copy_config(struct replica *r, const struct config *cfg, const char *
 	return 0;
 }
 
-int replica_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
-		  struct replica **out)
+/* Both ways to start: a fixed primary (lease.advertise-url) or a moving
+ * one (dynamic: replica_follow names it). */
+static int start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+		 bool dynamic, struct replica **out)
 {
 	*out = NULL;
-	if (!cfg->lease.advertise_url[0]) {
-		LOG_ERROR("repl", "msg=\"a replica needs lease.advertise-url: the primary's API URL\"");
-		return ERR_CONFIG;
-	}
 	struct replica *r = calloc(1, sizeof(*r));
 	if (!r)
 		return ERR_NOMEM;
 	r->st = st;
 	r->cluster = cluster;
+	r->dynamic = dynamic;
 	atomic_init(&r->stopping, false);
+	atomic_init(&r->drop, false);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	pthread_cond_init(&r->ack_cond, NULL);
@@ -919,8 +994,55 @@ int replica_start(struct store *st, const struct config *cfg, const char *data_d
 		replica_free(r);
 		return rc;
 	}
-	LOG_INFO("repl", "msg=\"following the primary\" url=\"%s\" databases=%zu", r->url, r->n_only);
+	if (!dynamic)
+		LOG_INFO("repl", "msg=\"following the primary\" url=\"%s\" databases=%zu", r->url, r->n_only);
 	*out = r;
+	return 0;
+}
+
+int replica_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+		  struct replica **out)
+{
+	*out = NULL;
+	if (!cfg->lease.advertise_url[0]) {
+		LOG_ERROR("repl", "msg=\"a replica needs lease.advertise-url: the primary's API URL\"");
+		return ERR_CONFIG;
+	}
+	return start(st, cfg, data_dir, cluster, false, out);
+}
+int replica_start_follower(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+			   struct replica **out)
+{
+	return start(st, cfg, data_dir, cluster, true, out);
+}
+
+int replica_follow(struct replica *r, const char *advertise_url, const char *hostname)
+{
+	char *url = NULL, *host = NULL;
+	if (advertise_url) {
+		size_t bl = strlen(advertise_url);
+		while (bl > 0 && advertise_url[bl - 1] == '/')
+			bl--;
+		if (asprintf(&url, "%.*s/stream", (int)bl, advertise_url) < 0)
+			return ERR_NOMEM;
+		if (!(host = strdup(hostname ? hostname : ""))) {
+			free(url);
+			return ERR_NOMEM;
+		}
+	}
+	pthread_mutex_lock(&r->mu);
+	free(r->url);
+	free(r->fallback_host);
+	r->url = url;
+	r->fallback_host = host ? host : strdup("");
+	uint64_t gen = ++r->gen;
+	atomic_store(&r->drop, true);
+	pthread_cond_broadcast(&r->cond);
+	while (r->acked_gen < gen && !atomic_load(&r->stopping))
+		pthread_cond_wait(&r->cond, &r->mu);
+	pthread_mutex_unlock(&r->mu);
+	if (url)
+		LOG_INFO("repl", "msg=\"following the primary\" primary=%s url=\"%s\"", hostname ? hostname : "", url);
 	return 0;
 }
 
@@ -935,6 +1057,7 @@ void replica_stop(struct replica *r)
 		return;
 	pthread_mutex_lock(&r->mu);
 	atomic_store(&r->stopping, true);
+	atomic_store(&r->drop, true);
 	pthread_cond_broadcast(&r->cond);
 	pthread_cond_broadcast(&r->ack_cond);
 	pthread_mutex_unlock(&r->mu);

@@ -29,6 +29,18 @@ struct replica;
 int replica_start(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
 		  struct replica **out);
 
+/* Starts a replication client with no primary to follow yet: the etcd
+ * lease (lease.c) names it with replica_follow(). Same ownership and
+ * errors as replica_start(); advertise-url is not needed. */
+int replica_start_follower(struct store *st, const struct config *cfg, const char *data_dir, struct cluster *cluster,
+			   struct replica **out);
+
+/* Follows the primary at advertise_url (its hostname for `.primary`), or
+ * nobody (NULL). Returns once the connection to the previous primary has
+ * ended, so that the caller may then make this node the primary without
+ * an apply racing it. Returns 0 or ERR_NOMEM. */
+int replica_follow(struct replica *r, const char *advertise_url, const char *hostname);
+
 /* Waits up to timeout_ms for the first full sync (the primary's "ready"
  * frame). Returns true once it has happened (it stays true). */
 bool replica_wait_synced(struct replica *r, int timeout_ms);
