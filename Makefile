@@ -7,6 +7,7 @@
 #   make fuzz           time-boxed libFuzzer run of every fuzz target (FUZZ_SECONDS=60)
 #   make bench          benchmarks (print numbers; never fail on timing)
 #   make demo           the demo (see README.md)
+#   make demo-failover  a failover with the etcd lease, end to end (scripts/demo-failover)
 #   make tsan           ThreadSanitizer build into build/tsan, then a multi-database
 #                       workload and a few mount/replication tests against it
 #
@@ -58,7 +59,7 @@ FUZZ_SECONDS ?= 60
 
 PROGS := $(BUILD)/litefs $(BUILD)/litefs-cloud
 
-.PHONY: all deps test unit integration fuzz fuzz-build bench demo demo-stop clean tsan tsan-build
+.PHONY: all deps test unit integration fuzz fuzz-build bench demo demo-stop demo-failover clean tsan tsan-build
 all: $(PROGS)
 
 deps:
@@ -149,6 +150,9 @@ demo: deps all
 
 demo-stop:
 	@scripts/demo stop
+
+demo-failover: deps all
+	@scripts/demo-failover
 
 clean:
 	rm -rf build

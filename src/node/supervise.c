@@ -24,9 +24,11 @@
  * exited at once: it is tried again with the same backoff.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +99,61 @@ static int spawn(char **argv, pid_t *pid)
 		return -rc;
 	}
 	LOG_INFO("exec", "msg=\"started\" cmd=\"%s\" pid=%d", argv[0], (int)*pid);
+	return 0;
+}
+
+/* Starts an if-primary worker that the kernel ends with SIGTERM if this
+ * node dies: a worker left running by a kill -9 of its node would run
+ * beside the one the new primary starts. PR_SET_PDEATHSIG follows the
+ * thread that forked: the manager thread, which outlives its workers. The
+ * child does only async-signal-safe calls before exec; an exec failure
+ * comes back through a close-on-exec pipe, so it is reported like
+ * posix_spawn's. */
+static int spawn_tied(char **argv, pid_t *pid)
+{
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) != 0)
+		return -errno;
+	pid_t parent = getpid();
+	pid_t c = fork();
+	if (c < 0) {
+		int e = errno;
+		close(pfd[0]);
+		close(pfd[1]);
+		LOG_ERROR("exec", "msg=\"cannot start command\" cmd=\"%s\" err=\"%s\"", argv[0], strerror(e));
+		return -e;
+	}
+	if (c == 0) {
+		struct sigaction dfl = { .sa_handler = SIG_DFL };
+		for (int sig = 1; sig < NSIG; sig++)
+			sigaction(sig, &dfl, NULL); /* fails harmlessly for SIGKILL, SIGSTOP */
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		if (prctl(PR_SET_PDEATHSIG, SIGTERM) == 0) {
+			if (getppid() != parent)
+				_exit(127); /* the node died before the prctl */
+			execvp(argv[0], argv);
+		}
+		int e = errno;
+		ssize_t w = write(pfd[1], &e, sizeof(e));
+		(void)w;
+		_exit(127);
+	}
+	close(pfd[1]);
+	int e = 0;
+	ssize_t n;
+	while ((n = read(pfd[0], &e, sizeof(e))) < 0 && errno == EINTR)
+		;
+	close(pfd[0]);
+	if (n == (ssize_t)sizeof(e)) {
+		while (waitpid(c, NULL, 0) < 0 && errno == EINTR)
+			;
+		LOG_ERROR("exec", "msg=\"cannot start command\" cmd=\"%s\" err=\"%s\"", argv[0], strerror(e));
+		return -e;
+	}
+	*pid = c;
+	LOG_INFO("exec", "msg=\"started\" cmd=\"%s\" pid=%d", argv[0], (int)c);
 	return 0;
 }
 
@@ -188,7 +245,7 @@ static int schedule_restart(struct supervisor *s, struct worker *w, int64_t now)
 static void start_worker(struct supervisor *s, struct worker *w, int64_t now)
 {
 	pid_t pid = 0;
-	int rc = spawn(w->argv, &pid);
+	int rc = spawn_tied(w->argv, &pid);
 	w->started_ms = now;
 	pthread_mutex_lock(&s->mu);
 	w->starts++;

@@ -37,3 +37,25 @@ def test_demo_runs_restores_and_stops(tmp_path):
     assert s.returncode == 0, s.stdout + s.stderr
     assert not is_mounted(ROOT / "build" / "demo" / "primary" / "mnt")
     assert not is_mounted(ROOT / "build" / "demo" / "replica" / "mnt")
+
+
+def test_demo_failover_runs_and_stops(tmp_path):
+    """scripts/demo-failover (make demo-failover): etcd, three nodes, a
+    kill -9 of the primary, a takeover, the old primary rejoining; it stops
+    everything at the end."""
+    port = free_port()
+    env = dict(os.environ, DEMO_PORT=str(port), LITEFS_BIN=str(LITEFS),
+               LITEFS_CLOUD_BIN=str(LITEFS.parent / "litefs-cloud"))
+    demo = ROOT / "scripts" / "demo-failover"
+    try:
+        r = subprocess.run([str(demo)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, out[-4000:]
+        assert "took over: the first write after the kill committed there" in out
+        assert "orders (20 + 5 after the failover)" in out
+        assert "role replica, 25 orders" in out
+        assert "Killed" not in out
+    finally:
+        subprocess.run([str(demo), "stop"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    for n in "abc":
+        assert not is_mounted(ROOT / "build" / "demo-failover" / n / "mnt")
