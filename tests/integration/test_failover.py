@@ -425,9 +425,16 @@ def test_behind_candidate_yields_to_caught_up(cluster):
     assert set(range(500, 510)) <= set(ahead.rows())
 
 
-def promote(node, check=True):
-    """litefs promote against node's API; the CompletedProcess."""
-    return run(LITEFS, "promote", "-url", f"http://127.0.0.1:{node.port}", check=check)
+def promote(node, old=None, check=True):
+    """litefs promote against node's API; the CompletedProcess. With old
+    (the primary before): waits until old no longer says it is the primary
+    (it notices the handover through its etcd watch, milliseconds later;
+    meanwhile it is fenced and refuses every commit)."""
+    r = run(LITEFS, "promote", "-url", f"http://127.0.0.1:{node.port}", check=check)
+    deadline = time.time() + 3
+    while old is not None and r.returncode == 0 and old.is_primary() and time.time() < deadline:
+        time.sleep(0.01)
+    return r
 
 
 def write_pause(commits, old, new):
@@ -445,7 +452,7 @@ def test_handoff_under_write_load(cluster):
     w = Writer(nodes)
     w.start()
     time.sleep(1.0)
-    r = promote(x)
+    r = promote(x, p)
     assert "primary" in r.stdout, r.stdout + r.stderr
     time.sleep(0.5)
     w.stop()
@@ -509,7 +516,7 @@ def test_randomised_failovers(cluster):
         if kind == "handoff":
             x = rng.choice([n for n in nodes if n is not p])
             wait_rows(nodes)
-            r = promote(x, check=False)
+            r = promote(x, p, check=False)
             if r.returncode == 0:
                 assert primary_of(nodes) is x
                 time.sleep(0.3)
