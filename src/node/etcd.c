@@ -505,22 +505,10 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
 
 int etcd_delete_if(struct etcd *e, const char *key, int64_t mod_revision, bool *deleted)
 {
-	char *k = b64_encode(key, strlen(key));
-	char rev[32];
-	snprintf(rev, sizeof(rev), "%" PRId64, mod_revision);
-	json_t *req = k ? json_pack("{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s}}]}", "compare", "key", k, "result",
-				    "EQUAL", "target", "MOD", "mod_revision", rev, "success", "request_delete_range",
-				    "key", k)
-			: NULL, *reply;
-	free(k);
-	if (!req)
-		return ERR_NOMEM;
-	int rc = post(e, "/v3/kv/txn", req, e->timeout_ms, NULL, &reply);
-	if (rc != 0)
-		return rc;
-	*deleted = json_is_true(json_object_get(reply, "succeeded"));
-	json_decref(reply);
-	return 0;
+	struct etcd_cmp c = { key, mod_revision };
+	struct etcd_op op = { key, NULL, 0 };
+	int64_t rev;
+	return etcd_txn(e, &c, 1, &op, 1, deleted, &rev);
 }
 
 int etcd_txn(struct etcd *e, const struct etcd_cmp *cmps, size_t n_cmps, const struct etcd_op *ops, size_t n_ops,

@@ -26,6 +26,25 @@
  *            (role replica, deadline 0: the commit path refuses at once)
  *   primary: lease_release ──► deadline 0, role replica, revoke
  *
+ * HANDOFF (K/handoff, bound to the candidate's session; docs/lease.md):
+ *
+ *   following, promote asked ──put-if-absent K/handoff "requested"──►
+ *            requesting                                candidate_handoff
+ *   primary: a valid request ──deadline 0 (role stays primary), final
+ *            positions, K/handoff "fenced"+pos──► fenced primary_handoff
+ *   requesting, "fenced" seen, positions reached ──txn: K mod == P's and
+ *            request unchanged → put K (own session), delete request──►
+ *            primary                                   candidate_handoff
+ *   fenced primary: K names another ──► following it   handed_off
+ *   fenced primary: request gone, or 5 s and the request deleted
+ *            unchanged ──► primary accepting again     handoff_unfence
+ *
+ * I4 (handoff): the fenced primary's positions are final (db.c checks the
+ *    fence under db.mu), and K moves only in a transaction that also
+ *    deletes the request P answered; P un-fences only after that request
+ *    is gone while K is still its own. So the new holder has every commit
+ *    P acknowledged, and P never accepts a commit after K moved.
+ *
  * I1 (fencing): node_may_write() is true only while clock_mono_ms() is
  *    before sent + TTL − margin of a keep-alive etcd answered with a TTL;
  *    etcd cannot expire the session before sent + TTL (it renewed it after
