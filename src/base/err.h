@@ -62,6 +62,7 @@
 	X(ERR_ETCD_REPLY,       -1251, "etcd: unexpected reply") \
 	X(ERR_ETCD_AUTH,        -1252, "etcd: authentication failed") \
 	X(ERR_LEASE_CLUSTER,    -1253, "lease: etcd names another cluster ID") \
+	X(ERR_LEASE_HANDOFF,    -1254, "lease: the handoff did not happen") \
 	X(ERR_CLOUD_POS_MISMATCH, -1300, "backup: upload does not follow the stored position") \
 	X(ERR_CLOUD_NOT_FOUND,  -1301, "backup: no such database") \
 	X(ERR_CLOUD_WINDOW,     -1302, "backup: target is outside the restorable window") \

@@ -18,6 +18,7 @@ static const char usage[] =
 	"                 and run the application (exec) if configured\n"
 	"  import -name NAME FILE   import a SQLite database file as one transaction\n"
 	"  export -name NAME FILE   export a database from a running node to FILE\n"
+	"  promote [-url URL]       make this node the primary by a handoff (etcd lease)\n"
 	"  config check [-config PATH]\n"
 	"                 validate litefs.yml and print the effective configuration\n"
 	"  ltx <subcommand>         inspect, verify, apply and compact LTX files\n"
@@ -51,6 +52,8 @@ int main(int argc, char **argv)
 		return cmd_import_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "export"))
 		return cmd_export_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "promote"))
+		return cmd_promote_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "__sqlite"))
 		return sqlchild_main(argc - 1, argv + 1);
 	fprintf(stderr, "litefs: unknown command %s\n\n%s", cmd, usage);

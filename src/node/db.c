@@ -1270,7 +1270,11 @@ static int shm_reserve(int fd, off_t end)
  * journal) is refused once this node is not the primary or its lease
  * deadline passed (node_may_write, monotonic clock), whenever its file
  * was opened. A primary frozen past its deadline thus refuses the very
- * first write after it wakes; lease.c logs why (docs/lease.md). */
+ * first write after it wakes; lease.c logs why (docs/lease.md).
+ * Checked under db.mu, so the check and the commit it allows are one step
+ * as db_pos() sees them: once the fence is set, the next db_pos() (which
+ * takes db.mu) returns the final position, and no commit follows it. The
+ * handoff relies on this (lease.c). */
 static bool fenced(struct db *db, enum db_kind kind)
 {
 	if (kind == DB_KIND_SHM || kind == DB_KIND_POS || node_may_write(db->node))
@@ -1286,9 +1290,11 @@ ssize_t db_write(struct db *db, enum db_kind kind, int fd, const void *buf, size
 	ssize_t rc;
 	if (kind == DB_KIND_POS)
 		return -EACCES;
-	if (fenced(db, kind))
-		return -EROFS;
 	lockwatch_lock(&db->mu, "write");
+	if (fenced(db, kind)) {
+		lockwatch_unlock(&db->mu);
+		return -EROFS;
+	}
 	const uint64_t txid_before = db->pos.txid;
 	if (db->write_refused && kind == DB_KIND_WAL) {
 		/* A connection opened before verification failed keeps writing
@@ -1343,9 +1349,11 @@ int db_truncate(struct db *db, enum db_kind kind, off_t size)
 
 	if (kind == DB_KIND_POS)
 		return -EACCES;
-	if (fenced(db, kind))
-		return -EROFS;
 	lockwatch_lock(&db->mu, "truncate");
+	if (fenced(db, kind)) {
+		lockwatch_unlock(&db->mu);
+		return -EROFS;
+	}
 	const uint64_t txid_before = db->pos.txid;
 	switch (kind) {
 	case DB_KIND_DB: {
@@ -1573,9 +1581,11 @@ int db_unlink(struct db *db, enum db_kind kind)
 
 	if (kind == DB_KIND_POS)
 		return -EACCES;
-	if (kind == DB_KIND_JOURNAL && fenced(db, kind))
-		return -EROFS;
 	lockwatch_lock(&db->mu, "unlink");
+	if (kind == DB_KIND_JOURNAL && fenced(db, kind)) {
+		lockwatch_unlock(&db->mu);
+		return -EROFS;
+	}
 	const uint64_t txid_before = db->pos.txid;
 	if (!db->exists[kind]) {
 		rc = -ENOENT;

@@ -25,6 +25,8 @@ struct etcd {
 	char *token;      /* owned; NULL: none yet */
 	long timeout_ms;
 	const atomic_bool *stop;
+	const atomic_bool *wake;
+	bool watching;          /* a watch is in flight: the wake flag may end it */
 	CURL *curl;
 };
 
@@ -125,6 +127,7 @@ int etcd_new(const struct etcd_opts *o, struct etcd **out)
 		e->key_file = dup_opt(o->key_file, &oom);
 		e->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : ETCD_DEFAULT_TIMEOUT_MS;
 		e->stop = o->stop;
+		e->wake = o->wake;
 		if (!(e->curl = curl_easy_init()))
 			oom = true;
 	}
@@ -187,11 +190,15 @@ static size_t watch_write(void *ctx, const char *buf, size_t len)
 	return len;
 }
 
+/* ctx: the struct etcd. The stop flag ends every request; the wake flag
+ * only a watch (e->watching), which then reports no event. */
 static int stop_progress(void *ctx, int64_t a, int64_t b, int64_t c, int64_t d)
 {
-	const atomic_bool *stop = ctx;
+	const struct etcd *e = ctx;
 	(void)a, (void)b, (void)c, (void)d;
-	return stop && atomic_load(stop) ? 1 : 0;
+	if (e->stop && atomic_load(e->stop))
+		return 1;
+	return e->watching && e->wake && atomic_load(e->wake) ? 1 : 0;
 }
 
 /* One POST of body to path on endpoint i. Returns 0 with the HTTP status
@@ -223,7 +230,8 @@ static int post_once(struct etcd *e, size_t i, const char *path, const char *bod
 	q.key_file = e->key_file;
 	q.user_agent = "litefs-etcd";
 	q.progress = stop_progress;
-	q.progress_ctx = (void *)e->stop;
+	q.progress_ctx = e;
+	e->watching = w != NULL;
 	if (w) {
 		q.ok_write = watch_write;
 		q.ok_ctx = w;
@@ -497,20 +505,52 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
 
 int etcd_delete_if(struct etcd *e, const char *key, int64_t mod_revision, bool *deleted)
 {
-	char *k = b64_encode(key, strlen(key));
-	char rev[32];
-	snprintf(rev, sizeof(rev), "%" PRId64, mod_revision);
-	json_t *req = k ? json_pack("{s:[{s:s, s:s, s:s, s:s}], s:[{s:{s:s}}]}", "compare", "key", k, "result",
-				    "EQUAL", "target", "MOD", "mod_revision", rev, "success", "request_delete_range",
-				    "key", k)
-			: NULL, *reply;
-	free(k);
+	struct etcd_cmp c = { key, mod_revision };
+	struct etcd_op op = { key, NULL, 0 };
+	int64_t rev;
+	return etcd_txn(e, &c, 1, &op, 1, deleted, &rev);
+}
+
+int etcd_txn(struct etcd *e, const struct etcd_cmp *cmps, size_t n_cmps, const struct etcd_op *ops, size_t n_ops,
+	     bool *succeeded, int64_t *revision)
+{
+	json_t *cmp = json_array(), *succ = json_array(), *req = NULL, *reply;
+	bool oom = !cmp || !succ;
+	for (size_t i = 0; !oom && i < n_cmps; i++) {
+		char *k = b64_encode(cmps[i].key, strlen(cmps[i].key));
+		char rev[32];
+		snprintf(rev, sizeof(rev), "%" PRId64, cmps[i].mod_revision);
+		json_t *c = k ? json_pack("{s:s, s:s, s:s, s:s}", "key", k, "result", "EQUAL", "target", "MOD",
+					  "mod_revision", rev)
+			      : NULL;
+		free(k);
+		oom = !c || json_array_append_new(cmp, c) != 0;
+	}
+	for (size_t i = 0; !oom && i < n_ops; i++) {
+		json_t *op = NULL;
+		if (ops[i].value) {
+			json_t *put = put_req(ops[i].key, ops[i].value, ops[i].lease);
+			op = put ? json_pack("{s:o}", "request_put", put) : NULL;
+		} else {
+			char *k = b64_encode(ops[i].key, strlen(ops[i].key));
+			op = k ? json_pack("{s:{s:s}}", "request_delete_range", "key", k) : NULL;
+			free(k);
+		}
+		oom = !op || json_array_append_new(succ, op) != 0;
+	}
+	if (!oom)
+		req = json_pack("{s:o, s:o}", "compare", cmp, "success", succ);
+	else {
+		json_decref(cmp);
+		json_decref(succ);
+	}
 	if (!req)
 		return ERR_NOMEM;
 	int rc = post(e, "/v3/kv/txn", req, e->timeout_ms, NULL, &reply);
 	if (rc != 0)
 		return rc;
-	*deleted = json_is_true(json_object_get(reply, "succeeded"));
+	*succeeded = json_is_true(json_object_get(reply, "succeeded"));
+	*revision = jint(json_object_get(reply, "header"), "revision");
 	json_decref(reply);
 	return 0;
 }

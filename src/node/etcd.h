@@ -1,8 +1,10 @@
 /*
  * etcd.h — a small etcd v3 client over the JSON gateway (/v3/...), for the
  * lease (lease.c). It speaks only what the lease needs: lease grant,
- * keep-alive, revoke; range; put; two transactions (put-if-absent,
- * delete-if-unchanged); and a watch used as a long poll.
+ * keep-alive, revoke; range; put; transactions (put-if-absent,
+ * delete-if-unchanged, and etcd_txn: puts and deletes guarded by
+ * mod_revision comparisons, for the handoff); and a watch used as a long
+ * poll.
  *
  * The gateway's quirks, handled here once: keys and values are base64;
  * every int64 is a JSON string; fields that are false, 0 or empty are
@@ -39,6 +41,8 @@ struct etcd_opts {
 	const char *key_file;
 	long timeout_ms;              /* per request and endpoint (0: 2000) */
 	const atomic_bool *stop;      /* borrowed; set: requests in flight end soon */
+	const atomic_bool *wake;      /* borrowed, or NULL; set: a watch in flight ends
+				       * soon with no event (other requests go on) */
 };
 
 struct etcd_kv {
@@ -81,6 +85,22 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
 		       int64_t *revision);
 /* Deletes key only if its mod_revision is still mod_revision. */
 int etcd_delete_if(struct etcd *e, const char *key, int64_t mod_revision, bool *deleted);
+
+/* A transaction: if every cmps[i].key has mod_revision cmps[i].mod_revision
+ * (0: the key does not exist), run ops in order. *succeeded says whether
+ * the comparisons held; *revision is the store's revision after it (the
+ * mod_revision of what the ops put). The arrays are borrowed. */
+struct etcd_cmp {
+	const char *key;
+	int64_t mod_revision;
+};
+struct etcd_op {
+	const char *key;
+	const char *value; /* NULL: delete key */
+	int64_t lease;     /* for a put; 0: none */
+};
+int etcd_txn(struct etcd *e, const struct etcd_cmp *cmps, size_t n_cmps, const struct etcd_op *ops, size_t n_ops,
+	     bool *succeeded, int64_t *revision);
 
 /* Watches key (or the prefix) from start_revision and returns as soon as
  * one event arrives (*event true), or after timeout_ms with none, or when

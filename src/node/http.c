@@ -1426,6 +1426,27 @@ static enum httpd_result handle_events(struct http_server *srv, struct httpd_con
 	return ret;
 }
 
+/* ---- Promote ------------------------------------------------------------ */
+
+/* POST /promote (litefs promote): the handoff to this node (lease.h
+ * lease_promote). Holds a worker for at most PROMOTE_WAIT_MS. */
+#define PROMOTE_WAIT_MS 10000
+
+static enum httpd_result handle_promote(struct http_server *srv, struct httpd_conn *conn)
+{
+	if (!srv->lease)
+		return httpd_respond_error(conn, HTTP_CONFLICT,
+					   "a handoff needs lease.type: etcd (the static lease names its primary in the config)");
+	char msg[256];
+	int64_t t0 = clock_mono_ms();
+	int rc = lease_promote(srv->lease, PROMOTE_WAIT_MS, msg, sizeof(msg));
+	if (rc != 0)
+		return httpd_respond_errorf(conn, HTTP_CONFLICT, "%s", msg);
+	json_t *o = json_pack("{s:b, s:s, s:I}", "primary", 1, "message", msg, "elapsedMs",
+			      (json_int_t)(clock_mono_ms() - t0));
+	return o ? httpd_respond_json(conn, HTTP_OK, o, NULL, NULL) : HTTPD_NO;
+}
+
 /* ---- Dispatch ----------------------------------------------------------- */
 
 /* Routes a request that carries no body (or whose body is ignored). */
@@ -1455,6 +1476,11 @@ static enum httpd_result route(struct http_server *srv, struct httpd_conn *conn,
 		if (!get)
 			return respond_method_not_allowed(conn, method, url, "GET");
 		return handle_export(srv, conn);
+	}
+	if (!strcmp(url, "/promote")) {
+		if (strcmp(method, HTTP_METHOD_POST))
+			return respond_method_not_allowed(conn, method, url, "POST");
+		return handle_promote(srv, conn);
 	}
 	return httpd_respond_errorf(conn, HTTP_NOT_FOUND, "not found: %.200s", url);
 }

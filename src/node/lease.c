@@ -26,6 +26,25 @@
  *            (role replica, deadline 0: the commit path refuses at once)
  *   primary: lease_release ──► deadline 0, role replica, revoke
  *
+ * HANDOFF (K/handoff, bound to the candidate's session; docs/lease.md):
+ *
+ *   following, promote asked ──put-if-absent K/handoff "requested"──►
+ *            requesting                                candidate_handoff
+ *   primary: a valid request ──deadline 0 (role stays primary), final
+ *            positions, K/handoff "fenced"+pos──► fenced primary_handoff
+ *   requesting, "fenced" seen, positions reached ──txn: K mod == P's and
+ *            request unchanged → put K (own session), delete request──►
+ *            primary                                   candidate_handoff
+ *   fenced primary: K names another ──► following it   handed_off
+ *   fenced primary: request gone, or 5 s and the request deleted
+ *            unchanged ──► primary accepting again     handoff_unfence
+ *
+ * I4 (handoff): the fenced primary's positions are final (db.c checks the
+ *    fence under db.mu), and K moves only in a transaction that also
+ *    deletes the request P answered; P un-fences only after that request
+ *    is gone while K is still its own. So the new holder has every commit
+ *    P acknowledged, and P never accepts a commit after K moved.
+ *
  * I1 (fencing): node_may_write() is true only while clock_mono_ms() is
  *    before sent + TTL − margin of a keep-alive etcd answered with a TTL;
  *    etcd cannot expire the session before sent + TTL (it renewed it after
@@ -72,6 +91,10 @@
 /* How long lease_start() retries an unreachable etcd. */
 #define LEASE_START_RETRY_MS 30000
 #define LEASE_MAX_DBS 1024
+/* How long a primary stays fenced for a handoff before it gives up (drops
+ * the request and accepts commits again), and how long the candidate
+ * waits, from its request, before it gives up too. */
+#define LEASE_HANDOFF_TIMEOUT_MS 5000
 
 enum lease_state { ST_NONE, ST_FOLLOWING, ST_DETACHED, ST_PRIMARY };
 static const char *const state_names[] = { "no-session", "following", "electing", "primary" };
@@ -81,23 +104,36 @@ struct lease {
 	struct replica *rep;     /* borrowed */
 	struct cluster *cluster; /* borrowed */
 	struct etcd *etcd;       /* owned; thread only after start */
-	char *key, *nodes_prefix, *my_entry_key, *cluster_key;
+	char *key, *nodes_prefix, *my_entry_key, *cluster_key, *handoff_key;
 	char *hostname, *advertise_url, *data_dir;
 	bool candidate;
+	bool auto_promote;       /* lease.promote: request a handoff once synced */
 	int64_t ttl_ms, margin_ms, interval_ms, catch_up_timeout_ms;
 
 	pthread_t thread;
 	bool started;
 	atomic_bool stopping;
+	atomic_bool wake;        /* lease_promote: end the watch in flight */
 
 	/* Thread only. */
 	int64_t sess_id;
 	int64_t sess_sent_ms;     /* clock_mono_ms() when the last successful keep-alive was sent */
 	int64_t sess_ttl_ms;
 	int64_t next_ka_ms;
-	int64_t following_rev;    /* create_revision of the K we follow; 0: none */
+	int64_t following_rev;    /* mod_revision of the K we follow (K changes only when
+				   * created or handed off); 0: none */
 	int64_t absent_since_ms;  /* K seen absent since (mono); 0: not absent */
 	char last_log[256];
+	/* Handoff, on the primary: the mod_revision of the request it fenced
+	 * itself for (0: none), since when, and for whom. */
+	int64_t ho_rev;
+	int64_t ho_fenced_ms;
+	char ho_to[256];
+	/* Handoff, on the candidate: the create_revision of its request
+	 * (0: none) and when it was made. */
+	int64_t req_rev;
+	int64_t req_ms;
+	bool auto_promote_done;
 
 	pthread_mutex_t mu;       /* leaf: guards the fields below */
 	pthread_cond_t cond;
@@ -106,7 +142,14 @@ struct lease {
 	char holder_url[512];
 	int64_t deadline_ms;      /* own write deadline (mono), 0: none */
 	int64_t expiry_ms;        /* own session's expiry as etcd sees it (mono, estimate) */
-	uint64_t n_acquired, n_lost, n_ka_fail, n_lost_saved;
+	uint64_t n_acquired, n_lost, n_ka_fail, n_lost_saved, n_handoffs;
+	/* lease_promote() and the thread: a request is wanted when
+	 * promote_gen > promote_taken; it is answered when promote_done
+	 * reaches its generation. */
+	uint64_t promote_gen, promote_taken, promote_done;
+	int promote_rc;
+	char promote_msg[256];
+	int64_t last_pause_ms;    /* the last handoff's fence-to-handover time here (mono) */
 };
 
 /* ---- Helpers ------------------------------------------------------------- */
@@ -204,9 +247,10 @@ static void update_deadline(struct lease *l)
 	int64_t deadline = expiry - l->margin_ms;
 	pthread_mutex_lock(&l->mu);
 	l->expiry_ms = expiry;
-	l->deadline_ms = l->state == ST_PRIMARY ? deadline : 0;
+	bool accepting = l->state == ST_PRIMARY && l->ho_rev == 0; /* not fenced for a handoff */
+	l->deadline_ms = accepting ? deadline : 0;
 	pthread_mutex_unlock(&l->mu);
-	if (l->state == ST_PRIMARY)
+	if (accepting)
 		node_set_write_deadline(&l->st->node, deadline);
 }
 
@@ -221,6 +265,7 @@ static void demote(struct lease *l, const char *why)
 	pthread_mutex_unlock(&l->mu);
 	set_state(l, ST_DETACHED, NULL, NULL);
 	l->following_rev = 0;
+	l->ho_rev = 0;
 	LOG_ERROR("lease", "msg=\"fenced: %s; this node no longer accepts commits (SQLite sees a read-only "
 			   "database) and will follow the next primary\" key=%s",
 		  why, l->key);
@@ -348,7 +393,7 @@ static void follow(struct lease *l, const struct etcd_kv *kv, json_t *v)
 		LOG_WARN("lease", "msg=\"the lease key holds no hostname or URL; not following it\" key=%s", l->key);
 		return;
 	}
-	if (l->state == ST_FOLLOWING && l->following_rev == kv->create_revision)
+	if (l->state == ST_FOLLOWING && l->following_rev == kv->mod_revision)
 		return;
 	/* A node that wrote transactions the new primary lacks keeps them
 	 * before the replica's first connection replaces them. */
@@ -363,7 +408,7 @@ static void follow(struct lease *l, const struct etcd_kv *kv, json_t *v)
 				      hex64(json_string_value(json_object_get(b, "checksum"))) };
 		save_lost(l, db, bp, host);
 	}
-	l->following_rev = kv->create_revision;
+	l->following_rev = kv->mod_revision;
 	set_state(l, ST_FOLLOWING, host, url);
 	node_set_role(&l->st->node, false, host);
 	replica_follow(l->rep, url, host);
@@ -415,7 +460,32 @@ static bool may_acquire(struct lease *l, const struct etcd_kv *kvs, size_t n, in
 	return true;
 }
 
-static void become_primary(struct lease *l, int64_t create_rev)
+/* K's value naming this node (caller frees), NULL when out of memory. */
+static char *holder_value(struct lease *l)
+{
+	char id[CLUSTER_ID_LEN + 1], nid[17];
+	cluster_get(l->cluster, id);
+	snprintf(nid, sizeof(nid), "%016" PRIx64, l->st->node.node_id);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o}", "hostname", l->hostname, "advertise_url", l->advertise_url,
+			      "cluster_id", id, "node_id", nid, "base", positions_json(l, true));
+	char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	return v;
+}
+
+/* Before taking K: the session must leave time to commit, so a deadline
+ * already near is renewed first. Returns 0 or the keep-alive's error. */
+static int renew_if_near(struct lease *l)
+{
+	int64_t now = clock_mono_ms();
+	if (l->sess_sent_ms + l->sess_ttl_ms - l->margin_ms - now < l->interval_ms) {
+		l->next_ka_ms = now;
+		return keepalive(l);
+	}
+	return 0;
+}
+
+static void become_primary(struct lease *l, int64_t mod_rev)
 {
 	/* I3: the replica is idle before the role changes. */
 	replica_follow(l->rep, NULL, NULL);
@@ -426,7 +496,7 @@ static void become_primary(struct lease *l, int64_t create_rev)
 	l->n_acquired++;
 	int64_t left = l->deadline_ms - clock_mono_ms();
 	pthread_mutex_unlock(&l->mu);
-	l->following_rev = create_rev;
+	l->following_rev = mod_rev;
 	int rc = publish_entry(l, true, "");
 	if (rc != 0)
 		log_etcd(l, "cannot publish this node's entry", rc);
@@ -446,20 +516,9 @@ static void try_acquire(struct lease *l, const struct etcd_kv *kvs, size_t n)
 		}
 		return;
 	}
-	/* The session must leave time to commit: a deadline already near
-	 * is renewed first. */
-	if (l->sess_sent_ms + l->sess_ttl_ms - l->margin_ms - now < l->interval_ms) {
-		l->next_ka_ms = now;
-		if (keepalive(l) != 0)
-			return;
-	}
-	char id[CLUSTER_ID_LEN + 1], nid[17];
-	cluster_get(l->cluster, id);
-	snprintf(nid, sizeof(nid), "%016" PRIx64, l->st->node.node_id);
-	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o}", "hostname", l->hostname, "advertise_url", l->advertise_url,
-			      "cluster_id", id, "node_id", nid, "base", positions_json(l, true));
-	char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
+	if (renew_if_near(l) != 0)
+		return;
+	char *v = holder_value(l);
 	if (!v)
 		return;
 	bool won = false;
@@ -472,6 +531,289 @@ static void try_acquire(struct lease *l, const struct etcd_kv *kvs, size_t n)
 	}
 	if (won)
 		become_primary(l, rev);
+}
+
+/* ---- Handoff ------------------------------------------------------------- */
+
+/* Takes a litefs promote request that is waiting, if any. */
+static bool promote_take(struct lease *l)
+{
+	pthread_mutex_lock(&l->mu);
+	bool wanted = l->promote_gen > l->promote_taken;
+	l->promote_taken = l->promote_gen;
+	pthread_mutex_unlock(&l->mu);
+	return wanted;
+}
+
+/* Answers the promote requests taken so far. */
+static void promote_finish(struct lease *l, int rc, const char *msg)
+{
+	pthread_mutex_lock(&l->mu);
+	l->promote_done = l->promote_taken;
+	l->promote_rc = rc;
+	snprintf(l->promote_msg, sizeof(l->promote_msg), "%s", msg);
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static const struct etcd_kv *find_kv(const struct etcd_kv *kvs, size_t n, const char *key)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(kvs[i].key, key))
+			return &kvs[i];
+	return NULL;
+}
+
+/* Deletes the request kv if it is unchanged; logs a failure. */
+static bool drop_request(struct lease *l, const struct etcd_kv *ho)
+{
+	struct etcd_cmp c = { l->handoff_key, ho->mod_revision };
+	struct etcd_op op = { l->handoff_key, NULL, 0 };
+	bool ok = false;
+	int64_t rev;
+	int rc = etcd_txn(l->etcd, &c, 1, &op, 1, &ok, &rev);
+	if (rc != 0)
+		log_etcd(l, "cannot delete the handoff request", rc);
+	return rc == 0 && ok;
+}
+
+/* Primary: accepts commits again (the deadline of the last keep-alive). */
+static void handoff_unfence(struct lease *l, const char *why)
+{
+	int64_t fenced_ms = clock_mono_ms() - l->ho_fenced_ms;
+	l->ho_rev = 0;
+	update_deadline(l);
+	LOG_WARN("lease", "msg=\"handoff abandoned: %s; accepting commits again\" to=%s fenced_ms=%" PRId64, why,
+		 l->ho_to, fenced_ms);
+}
+
+/* Primary: K now names another node while this one was fenced for a
+ * handoff: the candidate took it over (step 4). */
+static void handed_off(struct lease *l, const char *to)
+{
+	node_set_write_deadline(&l->st->node, 0);
+	node_set_role(&l->st->node, false, NULL);
+	int64_t fenced_ms = clock_mono_ms() - l->ho_fenced_ms;
+	pthread_mutex_lock(&l->mu);
+	l->deadline_ms = 0;
+	l->n_handoffs++;
+	l->last_pause_ms = fenced_ms;
+	pthread_mutex_unlock(&l->mu);
+	set_state(l, ST_DETACHED, NULL, NULL);
+	l->following_rev = 0;
+	l->ho_rev = 0;
+	LOG_INFO("lease", "msg=\"handed the lease off: this node follows the new primary\" to=%s fenced_ms=%" PRId64,
+		 to ? to : l->ho_to, fenced_ms);
+}
+
+/* Primary, holding K (holder): steps 2 and 3 of a handoff request ho (or
+ * NULL), and its timeout. */
+static void primary_handoff(struct lease *l, const struct etcd_kv *holder, const struct etcd_kv *ho,
+			    const struct etcd_kv *kvs, size_t n)
+{
+	if (l->ho_rev != 0) {
+		if (!ho || ho->mod_revision != l->ho_rev)
+			/* K is still ours and the request is gone: the
+			 * candidate's transfer can no longer succeed. */
+			handoff_unfence(l, "the candidate withdrew its request or went away");
+		else if (clock_mono_ms() - l->ho_fenced_ms >= LEASE_HANDOFF_TIMEOUT_MS && drop_request(l, ho))
+			handoff_unfence(l, "the candidate did not reach this node's positions in time");
+		return;
+	}
+	if (!ho)
+		return;
+	json_error_t jerr;
+	json_t *v = json_loads(ho->value, 0, &jerr);
+	const char *host = json_string_value(json_object_get(v, "hostname"));
+	const char *nid = json_string_value(json_object_get(v, "node_id"));
+	const char *state = json_string_value(json_object_get(v, "state"));
+	char why[256] = "";
+	char entry_key[512];
+	snprintf(entry_key, sizeof(entry_key), "%s%s", l->nodes_prefix, host ? host : "");
+	const struct etcd_kv *entry = host ? find_kv(kvs, n, entry_key) : NULL;
+	json_t *ev = entry ? json_loads(entry->value, 0, &jerr) : NULL;
+	const char *following = json_string_value(json_object_get(ev, "following"));
+	if (!host || !nid || !state || strcmp(state, "requested"))
+		snprintf(why, sizeof(why), "the request is malformed or stale");
+	else if (!entry || entry->lease != ho->lease)
+		snprintf(why, sizeof(why), "%s has no live entry on the request's session", host);
+	else if (!json_is_true(json_object_get(ev, "candidate")))
+		snprintf(why, sizeof(why), "%s is not a candidate", host);
+	else if (!following || strcmp(following, l->hostname))
+		snprintf(why, sizeof(why), "%s does not follow this node", host);
+	json_decref(ev);
+	if (why[0]) {
+		LOG_WARN("lease", "msg=\"refused a handoff request: %s\" key=%s", why, l->handoff_key);
+		drop_request(l, ho);
+		json_decref(v);
+		return;
+	}
+	/* Step 2: fence, as at the deadline (the streams go on: the role
+	 * stays primary). db_pos() takes db.mu, under which every commit
+	 * checks the fence (db.c fenced), so the positions read after this
+	 * are final. */
+	l->ho_rev = -1;
+	l->ho_fenced_ms = clock_mono_ms();
+	snprintf(l->ho_to, sizeof(l->ho_to), "%s", host);
+	node_set_write_deadline(&l->st->node, 0);
+	pthread_mutex_lock(&l->mu);
+	l->deadline_ms = 0;
+	pthread_mutex_unlock(&l->mu);
+	char rev[32];
+	snprintf(rev, sizeof(rev), "%" PRId64, holder->mod_revision);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:o}", "hostname", host, "node_id", nid, "state", "fenced",
+			      "from", l->hostname, "primary_rev", rev, "pos", positions_json(l, true));
+	char *val = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	json_decref(v);
+	bool ok = false;
+	int64_t new_rev = 0;
+	int rc = ERR_NOMEM;
+	if (val) {
+		struct etcd_cmp c = { l->handoff_key, ho->mod_revision };
+		struct etcd_op op = { l->handoff_key, val, ho->lease };
+		rc = etcd_txn(l->etcd, &c, 1, &op, 1, &ok, &new_rev);
+		free(val);
+	}
+	if (rc != 0 || !ok) {
+		if (rc != 0)
+			log_etcd(l, "cannot answer the handoff request", rc);
+		handoff_unfence(l, "the request changed before this node answered it");
+		return;
+	}
+	l->ho_rev = new_rev;
+	LOG_INFO("lease", "msg=\"handoff requested: no new commits; waiting for the candidate to reach this node's "
+			  "positions\" to=%s timeout_ms=%d",
+		 l->ho_to, LEASE_HANDOFF_TIMEOUT_MS);
+}
+
+/* Candidate: whether every position in pos ({db: {"txid","checksum"}})
+ * has been applied here. */
+static bool reached(struct lease *l, json_t *pos)
+{
+	const char *name;
+	json_t *p;
+	json_object_foreach(pos, name, p)
+	{
+		uint64_t txid = hex64(json_string_value(json_object_get(p, "txid")));
+		uint64_t sum = hex64(json_string_value(json_object_get(p, "checksum")));
+		struct db *db = store_find(l->st, name, true);
+		struct ltx_pos mine = db ? db_pos(db) : (struct ltx_pos){ 0 };
+		if (mine.txid < txid || (mine.txid == txid && mine.checksum != sum))
+			return false;
+	}
+	return true;
+}
+
+/* Candidate: gives its request up (deleting it when it is still there). */
+static void request_fail(struct lease *l, const struct etcd_kv *ho, const char *why)
+{
+	if (ho && ho->create_revision == l->req_rev)
+		drop_request(l, ho);
+	l->req_rev = 0;
+	LOG_WARN("lease", "msg=\"handoff failed: %s\" key=%s", why, l->handoff_key);
+	promote_finish(l, ERR_LEASE_HANDOFF, why);
+}
+
+/* Candidate, following the holder of K: step 1 (the request, from
+ * litefs promote or lease.promote) and step 4 (catch up with the fenced
+ * primary's final positions, then move K to this node in one
+ * transaction). */
+static void candidate_handoff(struct lease *l, const struct etcd_kv *ho)
+{
+	char nid[17];
+	snprintf(nid, sizeof(nid), "%016" PRIx64, l->st->node.node_id);
+	if (l->req_rev == 0) {
+		bool asked = promote_take(l);
+		if (!asked && l->auto_promote && !l->auto_promote_done && l->candidate &&
+		    replica_wait_synced(l->rep, 0)) {
+			asked = true;
+			l->auto_promote_done = true;
+		}
+		if (!asked)
+			return;
+		const char *why = NULL;
+		if (!l->candidate)
+			why = "this node is not a candidate (lease.candidate: false)";
+		else if (!replica_wait_synced(l->rep, 0))
+			why = "this node has not finished its first sync with the primary";
+		else if (ho)
+			why = "another handoff is pending";
+		json_t *o = why ? NULL : json_pack("{s:s, s:s, s:s}", "hostname", l->hostname, "node_id", nid, "state",
+						     "requested");
+		char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+		if (!why && v) {
+			bool won = false;
+			int64_t rev = 0;
+			int rc = etcd_put_if_absent(l->etcd, l->handoff_key, v, l->sess_id, &won, &rev);
+			if (rc != 0)
+				why = "cannot write the handoff request to etcd";
+			else if (!won)
+				why = "another handoff is pending";
+			else {
+				l->req_rev = rev;
+				l->req_ms = clock_mono_ms();
+				LOG_INFO("lease", "msg=\"requested a handoff from the primary\" primary=%s key=%s", l->holder,
+					 l->handoff_key);
+			}
+		} else if (!why) {
+			why = "out of memory";
+		}
+		free(v);
+		if (why)
+			request_fail(l, NULL, why);
+		return;
+	}
+	json_error_t jerr;
+	json_t *v = ho ? json_loads(ho->value, 0, &jerr) : NULL;
+	const char *rnid = json_string_value(json_object_get(v, "node_id"));
+	const char *state = json_string_value(json_object_get(v, "state"));
+	if (!ho || ho->create_revision != l->req_rev || !rnid || strcmp(rnid, nid)) {
+		request_fail(l, NULL, "the primary dropped the request (refused, or timed out: see its log)");
+	} else if (!state || strcmp(state, "fenced")) {
+		if (clock_mono_ms() - l->req_ms > LEASE_HANDOFF_TIMEOUT_MS)
+			request_fail(l, ho, "the primary did not answer the request in time");
+	} else {
+		/* Step 4: the primary accepts no commits; reach its final
+		 * positions, keeping this node's session alive meanwhile. */
+		json_t *pos = json_object_get(v, "pos");
+		int64_t until = clock_mono_ms() + LEASE_HANDOFF_TIMEOUT_MS;
+		bool ok = false;
+		while (!(ok = reached(l, pos)) && clock_mono_ms() < until && !atomic_load(&l->stopping)) {
+			uint64_t seq = node_change_seq(&l->st->node);
+			if (reached(l, pos))
+				continue;
+			keepalive(l);
+			node_wait_change(&l->st->node, seq, 50);
+		}
+		char *val = ok && renew_if_near(l) == 0 ? holder_value(l) : NULL;
+		int64_t primary_rev = strtoll(json_string_value(json_object_get(v, "primary_rev")) ?: "0", NULL, 10);
+		bool moved = false;
+		int64_t rev = 0;
+		if (val) {
+			/* K still the fenced primary's, the request unchanged:
+			 * nobody else can hold K in between. */
+			struct etcd_cmp c[2] = { { l->key, primary_rev }, { l->handoff_key, ho->mod_revision } };
+			struct etcd_op op[2] = { { l->key, val, l->sess_id }, { l->handoff_key, NULL, 0 } };
+			int rc = etcd_txn(l->etcd, c, 2, op, 2, &moved, &rev);
+			if (rc != 0)
+				log_etcd(l, "cannot take the lease over", rc);
+			free(val);
+		}
+		if (moved) {
+			l->req_rev = 0;
+			int64_t took_ms = clock_mono_ms() - l->req_ms;
+			become_primary(l, rev);
+			LOG_INFO("lease", "msg=\"handoff done: took the lease over from the primary\" took_ms=%" PRId64,
+				 took_ms);
+			promote_finish(l, 0, "this node is the primary");
+		} else if (!ok) {
+			request_fail(l, ho, "this node did not reach the primary's final positions in time");
+		}
+		/* Else: the request or K changed; the next look says how. */
+	}
+	json_decref(v);
 }
 
 /* ---- Thread -------------------------------------------------------------- */
@@ -488,10 +830,8 @@ static int64_t look(struct lease *l)
 		log_etcd(l, "cannot read the lease key", rc);
 		return 0;
 	}
-	const struct etcd_kv *holder = NULL;
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(kvs[i].key, l->key))
-			holder = &kvs[i];
+	const struct etcd_kv *holder = find_kv(kvs, n, l->key);
+	const struct etcd_kv *ho = find_kv(kvs, n, l->handoff_key);
 	json_error_t jerr;
 	json_t *v = holder ? json_loads(holder->value, 0, &jerr) : NULL;
 	char nid[17];
@@ -501,8 +841,10 @@ static int64_t look(struct lease *l)
 		if (holder->lease == l->sess_id && l->state != ST_PRIMARY) {
 			/* Our own key on our live session (etcd came back
 			 * before it expired): nobody else could take it. */
-			become_primary(l, holder->create_revision);
-		} else if (holder->lease != l->sess_id) {
+			become_primary(l, holder->mod_revision);
+		} else if (holder->lease == l->sess_id) {
+			primary_handoff(l, holder, ho, kvs, n);
+		} else {
 			/* Left by this node's previous run: no process
 			 * holds it any more. */
 			bool deleted = false;
@@ -515,7 +857,10 @@ static int64_t look(struct lease *l)
 		cluster_get(l->cluster, mine);
 		const char *cid = json_string_value(json_object_get(v, "cluster_id"));
 		l->absent_since_ms = 0;
-		if (l->state == ST_PRIMARY) {
+		if (l->state == ST_PRIMARY && l->ho_rev > 0) {
+			/* Fenced for a handoff: the candidate took K over. */
+			handed_off(l, json_string_value(json_object_get(v, "hostname")));
+		} else if (l->state == ST_PRIMARY) {
 			/* Impossible while I1 holds; say so loudly. */
 			demote(l, "another node holds the lease key");
 		}
@@ -529,8 +874,12 @@ static int64_t look(struct lease *l)
 			}
 		} else {
 			follow(l, holder, v);
+			if (l->state == ST_FOLLOWING)
+				candidate_handoff(l, ho);
 		}
 	} else if (l->state != ST_PRIMARY) {
+		if (l->req_rev != 0)
+			request_fail(l, ho, "the primary's lease is gone (an election follows)");
 		if (l->absent_since_ms == 0) {
 			l->absent_since_ms = clock_mono_ms();
 			if (l->state == ST_FOLLOWING) {
@@ -570,25 +919,27 @@ static void *lease_main(void *arg)
 		keepalive(l);
 		if (l->sess_id == 0)
 			continue;
-		if (l->state == ST_PRIMARY) {
-			int64_t wait = l->next_ka_ms - clock_mono_ms();
-			int64_t to_deadline = l->sess_sent_ms + l->sess_ttl_ms - l->margin_ms - clock_mono_ms();
-			if (to_deadline < wait)
-				wait = to_deadline;
-			nap(l, wait > 0 ? wait : 0);
-			continue;
-		}
+		atomic_store(&l->wake, false);
 		int64_t rev = look(l);
-		if (rev == 0 || l->state == ST_PRIMARY) {
-			if (rev == 0)
-				nap(l, l->interval_ms / 4);
+		if (l->req_rev == 0 && l->state != ST_FOLLOWING && promote_take(l))
+			promote_finish(l, l->state == ST_PRIMARY ? 0 : ERR_LEASE_HANDOFF,
+				       l->state == ST_PRIMARY ? "this node is the primary"
+							      : "this node follows no primary (an election is on)");
+		if (rev == 0) {
+			nap(l, l->interval_ms / 4);
 			continue;
 		}
 		watch_rev = rev + 1;
-		int64_t wait = l->next_ka_ms - clock_mono_ms();
-		/* While electing, look again soon: the settle bound and the
-		 * catch-up bound are times, not events. */
-		if (l->state == ST_DETACHED && wait > 200)
+		now = clock_mono_ms();
+		int64_t wait = l->next_ka_ms - now;
+		if (l->state == ST_PRIMARY && l->sess_sent_ms + l->sess_ttl_ms - l->margin_ms - now < wait)
+			wait = l->sess_sent_ms + l->sess_ttl_ms - l->margin_ms - now;
+		/* While electing or handing off, look again soon: the settle
+		 * bound, the catch-up bound and the handoff timeout are times,
+		 * not events; so is the first sync lease.promote waits for. */
+		bool soon = l->state == ST_DETACHED || l->ho_rev != 0 || l->req_rev != 0 ||
+			    (l->auto_promote && !l->auto_promote_done && l->state == ST_FOLLOWING);
+		if (soon && wait > 200)
 			wait = 200;
 		if (wait < 10)
 			wait = 10;
@@ -663,6 +1014,7 @@ static void lease_free(struct lease *l)
 	free(l->nodes_prefix);
 	free(l->my_entry_key);
 	free(l->cluster_key);
+	free(l->handoff_key);
 	free(l->hostname);
 	free(l->advertise_url);
 	free(l->data_dir);
@@ -682,6 +1034,7 @@ int lease_start(struct store *st, struct replica *rep, struct cluster *cluster, 
 	l->rep = rep;
 	l->cluster = cluster;
 	l->candidate = cfg->lease.candidate;
+	l->auto_promote = cfg->lease.promote;
 	l->ttl_ms = cfg->lease.etcd.ttl_ms;
 	/* The margin covers the clocks' rate difference and the time a
 	 * commit takes between its check and its write (docs/lease.md). */
@@ -689,12 +1042,13 @@ int lease_start(struct store *st, struct replica *rep, struct cluster *cluster, 
 	l->interval_ms = l->ttl_ms / 3;
 	l->catch_up_timeout_ms = cfg->lease.etcd.catch_up_timeout_ms;
 	atomic_init(&l->stopping, false);
+	atomic_init(&l->wake, false);
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->cond, NULL);
 	const char *k = cfg->lease.etcd.key;
 	int rc = 0;
 	if (asprintf(&l->nodes_prefix, "%s/nodes/", k) < 0 || asprintf(&l->my_entry_key, "%s/nodes/%s", k, hostname) < 0 ||
-	    asprintf(&l->cluster_key, "%s/cluster", k) < 0 || !(l->key = strdup(k)) || !(l->hostname = strdup(hostname)) ||
+	    asprintf(&l->cluster_key, "%s/cluster", k) < 0 || asprintf(&l->handoff_key, "%s/handoff", k) < 0 || !(l->key = strdup(k)) || !(l->hostname = strdup(hostname)) ||
 	    !(l->advertise_url = strdup(cfg->lease.advertise_url)) || !(l->data_dir = strdup(cfg->data.dir)))
 		rc = ERR_NOMEM;
 	struct etcd_opts eo = {
@@ -707,6 +1061,7 @@ int lease_start(struct store *st, struct replica *rep, struct cluster *cluster, 
 		.key_file = cfg->lease.etcd.key_file,
 		.timeout_ms = l->interval_ms < 2000 ? l->interval_ms : 2000,
 		.stop = &l->stopping,
+		.wake = &l->wake,
 	};
 	if (rc == 0)
 		rc = etcd_new(&eo, &l->etcd);
@@ -733,6 +1088,33 @@ bool lease_wait_ready(struct lease *l, struct replica *rep, int timeout_ms)
 	if (get_state(l) == ST_PRIMARY)
 		return true;
 	return replica_wait_synced(rep, timeout_ms) || get_state(l) == ST_PRIMARY;
+}
+
+int lease_promote(struct lease *l, int timeout_ms, char *msg, size_t msg_len)
+{
+	pthread_mutex_lock(&l->mu);
+	if (l->state == ST_PRIMARY) {
+		pthread_mutex_unlock(&l->mu);
+		snprintf(msg, msg_len, "this node is already the primary");
+		return 0;
+	}
+	uint64_t gen = ++l->promote_gen;
+	pthread_mutex_unlock(&l->mu);
+	atomic_store(&l->wake, true);
+	struct timespec until = clock_deadline(timeout_ms);
+	pthread_mutex_lock(&l->mu);
+	while (l->promote_done < gen && !atomic_load(&l->stopping))
+		if (pthread_cond_timedwait(&l->cond, &l->mu, &until) != 0)
+			break;
+	int rc = ERR_LEASE_HANDOFF;
+	if (l->promote_done >= gen) {
+		rc = l->promote_rc;
+		snprintf(msg, msg_len, "%s", l->promote_msg);
+	} else {
+		snprintf(msg, msg_len, "no outcome within %d ms (see the logs)", timeout_ms);
+	}
+	pthread_mutex_unlock(&l->mu);
+	return rc;
 }
 
 int lease_release(struct lease *l)
@@ -789,6 +1171,8 @@ void lease_info_json(struct lease *l, json_t *info)
 	if (o) {
 		json_object_set_new(o, "acquisitions", json_integer((json_int_t)l->n_acquired));
 		json_object_set_new(o, "losses", json_integer((json_int_t)l->n_lost));
+		json_object_set_new(o, "handoffs", json_integer((json_int_t)l->n_handoffs));
+		json_object_set_new(o, "lastHandoffFencedMs", json_integer((json_int_t)l->last_pause_ms));
 	}
 	pthread_mutex_unlock(&l->mu);
 	if (o)

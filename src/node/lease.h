@@ -46,6 +46,16 @@ int lease_start(struct store *st, struct replica *rep, struct cluster *cluster, 
  * its first sync with one. */
 bool lease_wait_ready(struct lease *l, struct replica *rep, int timeout_ms);
 
+/* litefs promote: asks the primary, through etcd, to hand the lease to
+ * this node (a candidate following it, synced), and waits up to
+ * timeout_ms for the outcome. The primary stops accepting commits, waits
+ * (at most 5 s) until this node has applied its final position of every
+ * database, and this node then moves the key to itself in one
+ * transaction (lease.c "HANDOFF"). Returns 0 once this node is the
+ * primary, or ERR_LEASE_HANDOFF; msg (truncated to msg_len) says which
+ * and why. Called from any thread but the lease's. */
+int lease_promote(struct lease *l, int timeout_ms, char *msg, size_t msg_len);
+
 /* Gives the lease up if this node holds it: stops accepting commits
  * first (role and deadline), then revokes the session so that another
  * candidate takes over at once rather than after the TTL. The hook for a

@@ -425,6 +425,79 @@ def test_behind_candidate_yields_to_caught_up(cluster):
     assert set(range(500, 510)) <= set(ahead.rows())
 
 
+def promote(node, old=None, check=True):
+    """litefs promote against node's API; the CompletedProcess. With old
+    (the primary before): waits until old no longer says it is the primary
+    (it notices the handover through its etcd watch, milliseconds later;
+    meanwhile it is fenced and refuses every commit)."""
+    r = run(LITEFS, "promote", "-url", f"http://127.0.0.1:{node.port}", check=check)
+    deadline = time.time() + 3
+    while old is not None and r.returncode == 0 and old.is_primary() and time.time() < deadline:
+        time.sleep(0.01)
+    return r
+
+
+def write_pause(commits, old, new):
+    """The write pause of a handoff as the writing client saw it: from the
+    end of the last commit on old to the end of the first on new."""
+    last_old = max(c[3] for c in commits if c[0] == old)
+    first_new = min(c[3] for c in commits if c[0] == new and c[3] > last_old)
+    return first_new - last_old
+
+
+def test_handoff_under_write_load(cluster):
+    nodes = cluster()
+    p = primary_of(nodes)
+    x = [n for n in nodes if n is not p][0]
+    w = Writer(nodes)
+    w.start()
+    time.sleep(1.0)
+    r = promote(x, p)
+    assert "primary" in r.stdout, r.stdout + r.stderr
+    time.sleep(0.5)
+    w.stop()
+    assert primary_of(nodes) is x
+    assert "handed the lease off" in p.log_text(), p.log_text()[-2000:]
+    assert "handoff done" in x.log_text()
+    assert any(c[0] == x.name for c in w.commits)
+    check_no_overlap(w.commits, nodes)
+    # Every commit a client saw is on every node: nothing went to lost/.
+    final = set(assert_identical(nodes))
+    missing = [v for _, v, _, _ in w.commits if v not in final]
+    assert not missing, missing[:10]
+    assert not any(n.lost_files() for n in nodes)
+    # The old primary refuses writes like any replica.
+    ok, err = try_write(p, 9_000_000)
+    assert not ok and "readonly" in err, err
+    print(f"handoff write pause: {write_pause(w.commits, p.name, x.name) * 1000:.1f} ms")
+    # Refusals: the primary itself, and a non-candidate.
+    assert promote(x).returncode == 0
+    assert "already the primary" in promote(x).stdout
+    y = [n for n in nodes if n is not x][0]
+    y.stop()
+    y.candidate = False
+    y.write_config()
+    y.start()
+    wait_rows(nodes)
+    r = promote(y, check=False)
+    assert r.returncode == 1 and "not a candidate" in r.stderr, r.stderr
+    assert primary_of(nodes) is x
+
+
+def test_lease_promote_takes_over_once_synced(cluster):
+    nodes = cluster()
+    p = primary_of(nodes)
+    x = [n for n in nodes if n is not p][0]
+    x.stop()
+    x.extra = "  promote: true\n"
+    x.write_config()
+    assert try_write(p, 42)[0]
+    x.start()
+    assert primary_of(nodes, timeout=10) is x or (time.sleep(2) or primary_of(nodes)) is x
+    assert 42 in x.rows()
+    assert "handoff done" in x.log_text()
+
+
 def test_randomised_failovers(cluster):
     seconds = float(os.environ.get("LITEFS_FAILOVER_SECONDS", "45"))
     max_rounds = int(os.environ.get("LITEFS_FAILOVER_ROUNDS", "0"))
@@ -432,13 +505,30 @@ def test_randomised_failovers(cluster):
     nodes = cluster()
     w = Writer(nodes)
     w.start()
-    kinds = {"kill9": 0, "sigstop": 0, "stop": 0}
+    kinds = {"kill9": 0, "sigstop": 0, "stop": 0, "handoff": 0}
+    pauses = []
     t_end = time.monotonic() + seconds
     rounds = 0
     while time.monotonic() < t_end and (not max_rounds or rounds < max_rounds):
         p = primary_of(nodes, timeout=TTL + 8)
         kind = rng.choice(sorted(kinds))
         kinds[kind] += 1
+        if kind == "handoff":
+            x = rng.choice([n for n in nodes if n is not p])
+            wait_rows(nodes)
+            r = promote(x, p, check=False)
+            if r.returncode == 0:
+                assert primary_of(nodes) is x
+                time.sleep(0.3)
+                try:
+                    pauses.append(write_pause(list(w.commits), p.name, x.name))
+                except ValueError:
+                    pass
+            else:
+                print(f"handoff to {x.name} refused: {r.stderr.strip()}")
+            rounds += 1
+            time.sleep(0.3)
+            continue
         if kind == "kill9":
             p.kill9()
         elif kind == "sigstop":
@@ -453,7 +543,8 @@ def test_randomised_failovers(cluster):
         rounds += 1
         time.sleep(0.3)
     w.stop()
-    print(f"randomised failovers: {rounds} rounds {kinds}, {len(w.commits)} commits")
+    print(f"randomised failovers: {rounds} rounds {kinds}, {len(w.commits)} commits, "
+          f"handoff pauses ms {sorted(round(x * 1000, 1) for x in pauses)}")
     check_no_overlap(w.commits, nodes)
     final = set(assert_identical(nodes))
     # Every commit a client saw either survived or is under some lost/.
