@@ -3,8 +3,9 @@
 Real etcd (three members on loopback), real `litefs mount` nodes, real
 SQLite clients. TTL 2 s throughout, so a failover takes about 2 s.
 
-LITEFS_FAILOVER_SECONDS (default 45) sets how long the randomised run goes
-on; LITEFS_FAILOVER_ROUNDS (default 0: as many as fit) caps its rounds.
+LITEFS_FAILOVER_ROUNDS (default 50) sets how many failovers the randomised
+run makes and LITEFS_FAILOVER_SECONDS (default 150) the most time it may
+take; LITEFS_FAILOVER_SEED (default 1) picks them.
 """
 import json
 import os
@@ -12,6 +13,7 @@ import random
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -125,17 +127,63 @@ class EtcdNode(Node):
         return sorted((self.data / "lost").rglob("*.ltx"))
 
 
-def try_write(node, v):
-    """One autocommit insert on a fresh connection; (ok, error text)."""
+# The client runs in a child process: a WAL client maps the database's
+# -shm through the mount, and a node that stops (or dies) under it turns
+# the next access into SIGBUS, which must end the client, not the test.
+_CLIENT = r"""
+import sqlite3, sys
+for line in sys.stdin:
+    path, v = line.rsplit(" ", 1)
     try:
-        c = sqlite3.connect(str(node.db()), timeout=2, isolation_level=None)
+        c = sqlite3.connect(path, timeout=2, isolation_level=None)
         try:
-            c.execute("INSERT INTO t(v) VALUES (?)", (v,))
+            c.execute("INSERT INTO t(v) VALUES (?)", (int(v),))
         finally:
             c.close()
-        return True, ""
+        print("ok", flush=True)
     except sqlite3.Error as e:
-        return False, str(e)
+        print("err " + str(e).replace("\n", " "), flush=True)
+"""
+
+
+class _Client:
+    """One child process doing inserts for try_write(); restarted when it
+    dies (a SIGBUS from a vanished mount), whose insert then counts as not
+    acknowledged."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.proc = None
+        self.deaths = 0
+
+    def write(self, path, v):
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                self.proc = subprocess.Popen([sys.executable, "-c", _CLIENT], stdin=subprocess.PIPE,
+                                             stdout=subprocess.PIPE, text=True, bufsize=1)
+            try:
+                self.proc.stdin.write(f"{path} {v}\n")
+                self.proc.stdin.flush()
+                reply = self.proc.stdout.readline()
+            except (BrokenPipeError, OSError):
+                reply = ""
+            if not reply:
+                self.deaths += 1
+                self.proc.kill()
+                self.proc.wait()
+                self.proc = None
+                return False, "the client process died (SIGBUS from a vanished mount?)"
+            reply = reply.rstrip("\n")
+            return (True, "") if reply == "ok" else (False, reply[4:])
+
+
+_client = _Client()
+
+
+def try_write(node, v):
+    """One autocommit insert on a fresh connection (in the client child
+    process); (ok, error text)."""
+    return _client.write(str(node.db()), v)
 
 
 class Writer(threading.Thread):
@@ -499,8 +547,9 @@ def test_lease_promote_takes_over_once_synced(cluster):
 
 
 def test_randomised_failovers(cluster):
-    seconds = float(os.environ.get("LITEFS_FAILOVER_SECONDS", "45"))
-    max_rounds = int(os.environ.get("LITEFS_FAILOVER_ROUNDS", "0"))
+    # 50 failovers of the four kinds (the issue's bar), in at most 150 s.
+    seconds = float(os.environ.get("LITEFS_FAILOVER_SECONDS", "150"))
+    max_rounds = int(os.environ.get("LITEFS_FAILOVER_ROUNDS", "50"))
     rng = random.Random(int(os.environ.get("LITEFS_FAILOVER_SEED", "1")))
     nodes = cluster()
     w = Writer(nodes)
@@ -543,6 +592,7 @@ def test_randomised_failovers(cluster):
         rounds += 1
         time.sleep(0.3)
     w.stop()
+    assert rounds >= min(max_rounds or 1, 50) or seconds < 150, f"only {rounds} rounds in {seconds} s"
     print(f"randomised failovers: {rounds} rounds {kinds}, {len(w.commits)} commits, "
           f"handoff pauses ms {sorted(round(x * 1000, 1) for x in pauses)}")
     check_no_overlap(w.commits, nodes)
