@@ -128,6 +128,9 @@ struct lease {
 	 * itself for (0: none), since when, and for whom. */
 	int64_t ho_rev;
 	int64_t ho_fenced_ms;
+	/* The revision of the handoff step this thread wrote last (thread
+	 * only; 0: none since the last watch). */
+	int64_t own_rev;
 	char ho_to[256];
 	/* Handoff, on the candidate: the create_revision of its request
 	 * (0: none) and when it was made. */
@@ -682,6 +685,7 @@ static void primary_handoff(struct lease *l, const struct etcd_kv *holder, const
 		return;
 	}
 	l->ho_rev = new_rev;
+	l->own_rev = new_rev;
 	LOG_INFO("lease", "msg=\"handoff requested: no new commits; waiting for the candidate to reach this node's "
 			  "positions\" to=%s timeout_ms=%d",
 		 l->ho_to, LEASE_HANDOFF_TIMEOUT_MS);
@@ -753,6 +757,7 @@ static void candidate_handoff(struct lease *l, const struct etcd_kv *ho)
 				why = "another handoff is pending";
 			else {
 				l->req_rev = rev;
+				l->own_rev = rev;
 				l->req_ms = clock_mono_ms();
 				LOG_INFO("lease", "msg=\"requested a handoff from the primary\" primary=%s key=%s", l->holder,
 					 l->handoff_key);
@@ -930,6 +935,15 @@ static void *lease_main(void *arg)
 			continue;
 		}
 		watch_rev = rev + 1;
+		/* A handoff step this thread wrote after its look is newer than
+		 * the look: a watch from before it would start "unsynced" in
+		 * etcd, which delivers such a watch's events only at its 100 ms
+		 * sync tick — the bulk of a handoff's pause. Events between the
+		 * look and that step are seen by the next look (while a handoff
+		 * is on, the wait below is at most 200 ms). */
+		if (l->own_rev > rev && (l->req_rev != 0 || l->ho_rev != 0))
+			watch_rev = l->own_rev + 1;
+		l->own_rev = 0;
 		now = clock_mono_ms();
 		int64_t wait = l->next_ka_ms - now;
 		if (l->state == ST_PRIMARY && l->sess_sent_ms + l->sess_ttl_ms - l->margin_ms - now < wait)
