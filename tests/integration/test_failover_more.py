@@ -7,7 +7,7 @@ import textwrap
 import time
 
 from conftest import Node, wait_until
-from test_failover import TTL, EtcdNode, etcd, primary_of, try_write  # noqa: F401 (etcd: a fixture)
+from test_failover import TTL, EtcdNode, etcd, primary_of, promote, try_write  # noqa: F401 (etcd: a fixture)
 
 
 def words(path):
@@ -91,6 +91,17 @@ def test_if_primary_worker_follows_failover(tmp_path, etcd):
         rest = [n for n in others if n is not q]
         r = primary_of(rest, timeout=TTL + 8)
         wait_until(lambda: running_workers(tmp_path, nodes) == [r.name], timeout=10,
+                   msg=lambda: f"workers: {running_workers(tmp_path, nodes)}")
+        # A handoff (litefs promote) moves it too: the old primary's worker
+        # gets SIGTERM when it is demoted, the new primary starts one.
+        start_plain(q)
+        before = len(words(marker_of(tmp_path, r)))
+        # (promote is refused until q has finished its first sync.)
+        wait_until(lambda: promote(q, r, check=False).returncode == 0, timeout=15, interval=0.2)
+        assert primary_of(rest + [q]) is q
+        wait_until(lambda: words(marker_of(tmp_path, r))[before:] == ["term"], timeout=15,
+                   msg=lambda: f"{r.name}'s worker: {words(marker_of(tmp_path, r))}")
+        wait_until(lambda: running_workers(tmp_path, nodes) == [q.name], timeout=10,
                    msg=lambda: f"workers: {running_workers(tmp_path, nodes)}")
     finally:
         stop_all(nodes)
