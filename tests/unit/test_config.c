@@ -1143,7 +1143,11 @@ static void test_unsupported(void **state)
 			 0);
 	size_t n = config_unsupported(&cfg, is, 8);
 	assert_int_equal(n, 5);
-	assert_string_equal(is[0].msg, "lease.type: consul is not supported yet; use static");
+	/* Consul is refused with the etcd lines that replace the block. */
+	assert_non_null(strstr(is[0].msg, "lease.type: consul (line 6) is not supported; this build elects the "
+					  "primary through etcd. Replace the lease.consul block with:"));
+	assert_non_null(strstr(is[0].msg, "type: etcd"));
+	assert_non_null(strstr(is[0].msg, "endpoints:"));
 	assert_true(is[0].fatal);
 	assert_string_equal(is[1].msg, "proxy is not supported yet");
 	assert_true(is[1].fatal);
@@ -1155,11 +1159,12 @@ static void test_unsupported(void **state)
 	assert_int_equal(config_unsupported(&cfg, is, 1), 5);
 	config_free(&cfg);
 
-	/* etcd parses and validates, but the mount refuses it until it lands. */
-	assert_int_equal(parse(DIRS "lease:\n  type: etcd\n  etcd:\n    endpoints: [http://e:2379]\n", &cfg), 0);
-	assert_int_equal(config_unsupported(&cfg, is, 8), 1);
-	assert_string_equal(is[0].msg, "lease.type: etcd is not supported yet; use static");
-	assert_true(is[0].fatal);
+	/* etcd is supported (the lease landed). */
+	assert_int_equal(parse(DIRS "lease:\n  type: etcd\n  advertise-url: http://n:20202\n  etcd:\n"
+				    "    endpoints: [http://e:2379]\n",
+			       &cfg),
+			 0);
+	assert_int_equal(config_unsupported(&cfg, is, 8), 0);
 	config_free(&cfg);
 
 	/* A static replica is supported (replication landed). */
