@@ -152,20 +152,26 @@ def test_unsupported_features_are_reported_and_fail_the_check(tmp_path):
     r = check("-config", corpus(1), env=FLY_ENV)
     assert r.returncode == 3, r.stderr
     assert "unsupported: " in r.stderr
-    assert "lease.type: consul is not supported yet; use static" in r.stderr
+    # Consul is refused with the etcd lines that replace the user's block.
+    assert "lease.type: consul (line 89) is not supported; this build elects the primary through etcd" in r.stderr
+    assert "type: etcd" in r.stderr
     assert "proxy is not supported yet" in r.stderr
     assert "warning: " in r.stderr and "tracing.path is ignored" in r.stderr
     assert r.stdout.startswith("# effective configuration")
+    # etcd is supported: a complete block passes; one without the URL the
+    # other nodes replicate from fails, and the mount refuses it the same way.
     f = tmp_path / "etcd.yml"
     f.write_text("fuse:\n  dir: /litefs\ndata:\n  dir: /var/lib/litefs\nlease:\n  type: etcd\n"
                  "  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n")
     r = check("-config", f)
-    assert r.returncode == 3, r.stderr
-    assert "is valid, but not supported by this build: lease.type: etcd is not supported yet; use static" \
-        in r.stderr
-    # The mount refuses the same file, with the same reason.
+    assert r.returncode == 1, r.stderr
+    assert "lease.advertise-url: required when lease.type is etcd" in r.stderr
     m = subprocess.run([str(BIN), "mount", "-config", str(f)], capture_output=True, text=True, timeout=30)
-    assert m.returncode == 1 and "lease.type: etcd is not supported yet; use static" in m.stderr
+    assert m.returncode == 1 and "lease.advertise-url: required when lease.type is etcd" in m.stderr, m.stderr
+    f.write_text("fuse:\n  dir: /litefs\ndata:\n  dir: /var/lib/litefs\nlease:\n  type: etcd\n"
+                 "  advertise-url: \"http://n1:20202\"\n  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n")
+    r = check("-config", f)
+    assert r.returncode == 0, r.stderr
     r = check("-config", corpus(6), env=FLY_ENV)
     assert "backup" not in r.stderr  # litefs-cloud backups are supported
     assert '"{ANDASY_APP}" looks like an environment variable missing its "$"' in r.stderr
