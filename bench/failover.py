@@ -24,11 +24,7 @@ def one_ttl(ttl, rounds):
         e.start()
         nodes = [tf.EtcdNode(d, n, e).start() for n in ("a", "b", "c")]
         try:
-            p = tf.primary_of(nodes)
-            c = tf.sqlite3.connect(str(p.db()), timeout=5, isolation_level=None)
-            c.execute("PRAGMA journal_mode=wal")
-            c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
-            c.close()
+            tf.create_table(tf.primary_of(nodes))
             for _ in range(rounds):
                 p = tf.primary_of(nodes)
                 tf.wait_rows(nodes)

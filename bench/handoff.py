@@ -32,11 +32,7 @@ def main():
         e.start()
         nodes = [tf.EtcdNode(d, n, e).start() for n in ("a", "b", "c")]
         try:
-            p = tf.primary_of(nodes)
-            c = tf.sqlite3.connect(str(p.db()), timeout=5, isolation_level=None)
-            c.execute("PRAGMA journal_mode=wal")
-            c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
-            c.close()
+            tf.create_table(tf.primary_of(nodes))
             w = tf.Writer(nodes)
             w.start()
             for i in range(rounds):

@@ -293,14 +293,24 @@ def cluster(tmp_path, etcd):
             made.append(n)
             nodes.append(n.start())
         p = primary_of(nodes)
-        c = sqlite3.connect(str(p.db()), timeout=5, isolation_level=None)
-        c.execute("PRAGMA journal_mode=wal")
-        c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
-        c.close()
+        create_table(p)
         wait_rows(nodes)
         return nodes
     yield make
-    for n in made:
+    stop_nodes(made)
+
+
+def create_table(primary):
+    """The WAL table t(v) the writers insert into, on the primary."""
+    c = sqlite3.connect(str(primary.db()), timeout=5, isolation_level=None)
+    c.execute("PRAGMA journal_mode=wal")
+    c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
+    c.close()
+
+
+def stop_nodes(nodes):
+    """Stops every node still running (a frozen one is thawed first)."""
+    for n in nodes:
         if n.proc is not None:
             try:
                 n.proc.send_signal(signal.SIGCONT)

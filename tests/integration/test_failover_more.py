@@ -1,9 +1,7 @@
 """The etcd lease with the parts around it: `if-primary` workers that move
 with the primary, and synchronous replication across a kill -9 failover
 (docs/lease.md, docs/config.md exec, docs/replication.md)."""
-import signal
 import socket
-import sqlite3
 import ssl
 import subprocess
 import threading
@@ -11,7 +9,8 @@ import textwrap
 import time
 
 from conftest import Node, free_port, wait_until
-from test_failover import TTL, EtcdNode, etcd, primary_of, promote, try_write  # noqa: F401 (etcd: a fixture)
+from test_failover import (TTL, EtcdNode, create_table, etcd, primary_of, promote, stop_nodes,  # noqa: F401
+                           try_write)  # (etcd: a fixture)
 
 
 def words(path):
@@ -47,16 +46,6 @@ def make_nodes(tmp_path, etcd, extra_of, lease_keys=""):
             n.config.write_text(text)
         start_plain(n)
     return nodes
-
-
-def stop_all(nodes):
-    for n in nodes:
-        if n.proc is not None:
-            try:
-                n.proc.send_signal(signal.SIGCONT)
-            except ProcessLookupError:
-                pass
-            n.stop()
 
 
 def running_workers(tmp_path, nodes):
@@ -108,7 +97,7 @@ def test_if_primary_worker_follows_failover(tmp_path, etcd):
         wait_until(lambda: running_workers(tmp_path, nodes) == [q.name], timeout=10,
                    msg=lambda: f"workers: {running_workers(tmp_path, nodes)}")
     finally:
-        stop_all(nodes)
+        stop_nodes(nodes)
 
 
 def metric(node, name):
@@ -138,10 +127,7 @@ def test_sync_replication_loses_no_returned_commit_on_failover(tmp_path, etcd):
         p = primary_of(nodes)
         wait_until(lambda: (metric(p, "litefs_sync_sessions") or 0) >= 2, timeout=15,
                    msg=lambda: p.log_text()[-2000:])
-        c = sqlite3.connect(str(p.db()), timeout=5, isolation_level=None)
-        c.execute("PRAGMA journal_mode=wal")
-        c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
-        c.close()
+        create_table(p)
         returned = set()
         rounds = 4
         v = 0
@@ -165,7 +151,7 @@ def test_sync_replication_loses_no_returned_commit_on_failover(tmp_path, etcd):
             start_plain(p)
         print(f"sync failover: {rounds} rounds, {len(returned)} returned commits, none lost")
     finally:
-        stop_all(nodes)
+        stop_nodes(nodes)
 
 
 def make_tls(d):
@@ -287,13 +273,6 @@ def test_etcd_over_tls_with_a_client_certificate(tmp_path, etcd):
         if n is not None:
             n.stop()
         front.close()
-
-
-def create_table(n):
-    c = sqlite3.connect(str(n.db()), timeout=5, isolation_level=None)
-    c.execute("PRAGMA journal_mode=wal")
-    c.execute("CREATE TABLE IF NOT EXISTS t(v INTEGER PRIMARY KEY)")
-    c.close()
 
 
 def test_etcd_with_a_username_and_password(tmp_path):

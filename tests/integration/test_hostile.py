@@ -3,18 +3,13 @@ litefs-cloud's): malformed requests get JSON errors, and connections that
 trickle, idle or crawl cannot starve the nodes, their peers and the
 operators (docs/http.md "The server")."""
 import json
-import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
-import pytest
-
-from conftest import Cluster, run, wait_until
+from conftest import Cluster, wait_until
 from test_backup import backup_config, cloud_pos, hexpos, write_rows
 
 ATTACK = Path(__file__).with_name("attack.py")
