@@ -55,12 +55,10 @@
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/httpd.h"
+#include "base/httphead.h"
 #include "base/log.h"
 
 #define HEAD_MAX (16u << 10)       /* request line and headers */
-#define URI_MAX (8u << 10)
-#define HEADERS_MAX 100u
-#define ARGS_MAX 64u
 #define LINE_MAX_CHUNK 4096u       /* a chunk-size line or a trailer line */
 #define TRAILERS_MAX 64u
 #define IN_CAP (64u << 10)         /* input buffer once a body is read */
@@ -89,30 +87,6 @@ struct httpd_response {
 	size_t hdrs_len;
 };
 
-struct hdr {
-	const char *name;
-	const char *value;
-};
-
-struct qarg {
-	char *key;
-	char *value;
-	size_t len;
-};
-
-/* A parsed request head; every pointer points into head. */
-struct parsed {
-	char *head;
-	const char *method, *path, *version;
-	int minor;
-	struct hdr hdrs[HEADERS_MAX];
-	unsigned n_hdrs;
-	struct qarg args[ARGS_MAX];
-	unsigned n_args;
-	bool keep_alive, expect_continue, chunked, has_length;
-	uint64_t length;
-};
-
 struct ipcount {
 	unsigned char addr[16];
 	unsigned n;
@@ -134,7 +108,7 @@ struct httpd_conn {
 	char *in; /* bytes read: in[off, len) not consumed yet */
 	size_t off, len, cap;
 
-	struct parsed rq; /* the request being served */
+	struct httphead rq; /* the request being served */
 	enum body_state body;
 	uint64_t body_left;
 	unsigned n_trailers;
@@ -367,11 +341,9 @@ static void maybe_log(struct httpd *d)
 
 /* ---- Connections -------------------------------------------------------- */
 
-static void parsed_free(struct parsed *p);
-
 static void request_reset(struct httpd_conn *c)
 {
-	parsed_free(&c->rq);
+	httphead_free(&c->rq);
 	c->body = B_NONE;
 	c->body_left = 0;
 	c->n_trailers = 0;
@@ -466,333 +438,6 @@ static int in_room(struct httpd_conn *c, size_t cap)
 	return 0;
 }
 
-/* ---- Parsing a request head --------------------------------------------- */
-
-static bool is_tchar(unsigned char ch)
-{
-	return isalnum(ch) || (ch && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
-static int hexval(unsigned char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
-}
-
-/* Percent-decodes s[0..n) into a new buffer (plus: '+' is a space).
- * Returns the buffer (NUL-terminated; *out_len bytes before it) or NULL:
- * *bad set for a malformed escape, clear for OOM. */
-static char *pct_decode(const char *s, size_t n, bool plus, size_t *out_len, bool *bad)
-{
-	char *o = malloc(n + 1);
-	size_t j = 0;
-	*bad = false;
-	if (!o)
-		return NULL;
-	for (size_t i = 0; i < n; i++) {
-		if (s[i] == '%') {
-			int hi = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-			int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-			if (hi < 0 || lo < 0) {
-				free(o);
-				*bad = true;
-				return NULL;
-			}
-			o[j++] = (char)(hi * 16 + lo);
-			i += 2;
-		} else {
-			o[j++] = plus && s[i] == '+' ? ' ' : s[i];
-		}
-	}
-	o[j] = '\0';
-	*out_len = j;
-	return o;
-}
-
-static void parsed_free(struct parsed *p)
-{
-	free(p->head);
-	for (unsigned i = 0; i < p->n_args; i++) {
-		free(p->args[i].key);
-		free(p->args[i].value);
-	}
-	memset(p, 0, sizeof(*p));
-}
-
-#define FAIL(st, ...)                                       \
-	do {                                                \
-		snprintf(msg, msg_len, __VA_ARGS__);        \
-		return (st);                                \
-	} while (0)
-
-static bool token_in_list(const char *v, const char *tok)
-{
-	size_t tl = strlen(tok);
-	const char *p = v;
-	while (*p) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		const char *e = p;
-		while (*e && *e != ',')
-			e++;
-		const char *t = e;
-		while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
-			t--;
-		if ((size_t)(t - p) == tl && !strncasecmp(p, tok, tl))
-			return true;
-		p = e;
-	}
-	return false;
-}
-
-/* Splits the query string q[0..n) into p->args. */
-static unsigned parse_query(struct parsed *p, const char *q, size_t n, char *msg, size_t msg_len)
-{
-	size_t i = 0;
-	while (i < n) {
-		size_t e = i;
-		while (e < n && q[e] != '&')
-			e++;
-		if (e > i) {
-			if (p->n_args == ARGS_MAX)
-				FAIL(HTTP_BAD_REQUEST, "too many query arguments (at most %u)", ARGS_MAX);
-			const char *eq = memchr(q + i, '=', e - i);
-			size_t kl = eq ? (size_t)(eq - (q + i)) : e - i;
-			size_t klen, vlen = 0;
-			bool bad;
-			struct qarg *a = &p->args[p->n_args];
-			a->key = pct_decode(q + i, kl, true, &klen, &bad);
-			if (!a->key)
-				FAIL(bad ? HTTP_BAD_REQUEST : HTTP_INTERNAL_SERVER_ERROR, "%s",
-				     bad ? "malformed percent-encoding in the query" : "out of memory");
-			a->value = eq ? pct_decode(eq + 1, e - i - kl - 1, true, &vlen, &bad) : strdup("");
-			if (!a->value) {
-				free(a->key);
-				a->key = NULL;
-				FAIL(eq && bad ? HTTP_BAD_REQUEST : HTTP_INTERNAL_SERVER_ERROR, "%s",
-				     eq && bad ? "malformed percent-encoding in the query" : "out of memory");
-			}
-			if (strlen(a->key) != klen) {
-				free(a->key);
-				free(a->value);
-				a->key = a->value = NULL;
-				FAIL(HTTP_BAD_REQUEST, "a query argument name holds a NUL byte");
-			}
-			a->len = vlen;
-			p->n_args++;
-		}
-		i = e + 1;
-	}
-	return 0;
-}
-
-/* Parses the head raw[0..len) (ending in its blank line) into p. Returns 0
- * or the status to answer with, and msg. */
-static unsigned parse_head(const char *raw, size_t len, struct parsed *p, char *msg, size_t msg_len)
-{
-	memset(p, 0, sizeof(*p));
-	if (memchr(raw, '\0', len))
-		FAIL(HTTP_BAD_REQUEST, "a NUL byte in the request head");
-	if (!(p->head = malloc(len + 1)))
-		FAIL(HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-	memcpy(p->head, raw, len);
-	p->head[len] = '\0';
-
-	/* Lines end in LF, with an optional CR before it; a CR anywhere else
-	 * is refused (it lets a request be read two ways). */
-	char *lines[HEADERS_MAX + 2];
-	unsigned n_lines = 0;
-	char *s = p->head;
-	/* One empty line before the request line is tolerated (RFC 9112 2.2). */
-	if (s[0] == '\n')
-		s++;
-	else if (s[0] == '\r' && s[1] == '\n')
-		s += 2;
-	for (;;) {
-		char *lf = strchr(s, '\n');
-		if (!lf)
-			break;
-		char *end = lf;
-		if (end > s && end[-1] == '\r')
-			end--;
-		*end = '\0';
-		if (memchr(s, '\r', (size_t)(end - s)))
-			FAIL(HTTP_BAD_REQUEST, "a bare CR in the request head");
-		if (s == end)
-			break; /* the blank line */
-		if (n_lines == HEADERS_MAX + 1)
-			FAIL(HTTP_HEADER_FIELDS_TOO_LARGE, "too many header fields (at most %u)", HEADERS_MAX);
-		lines[n_lines++] = s;
-		s = lf + 1;
-	}
-	if (n_lines == 0)
-		FAIL(HTTP_BAD_REQUEST, "empty request: no request line");
-
-	/* Request line: method SP request-target SP HTTP-version. */
-	char *rl = lines[0];
-	char *sp1 = strchr(rl, ' ');
-	if (!sp1 || sp1 == rl)
-		FAIL(HTTP_BAD_REQUEST, "malformed request line");
-	for (char *q = rl; q < sp1; q++)
-		if (!is_tchar((unsigned char)*q))
-			FAIL(HTTP_BAD_REQUEST, "malformed request line: bad method");
-	*sp1 = '\0';
-	p->method = rl;
-	char *target = sp1 + 1;
-	char *sp2 = strchr(target, ' ');
-	if (!sp2 || sp2 == target)
-		FAIL(HTTP_BAD_REQUEST, "malformed request line");
-	*sp2 = '\0';
-	size_t tlen = (size_t)(sp2 - target);
-	if (tlen > URI_MAX)
-		FAIL(HTTP_URI_TOO_LONG, "request target longer than %u bytes", URI_MAX);
-	for (size_t i = 0; i < tlen; i++) {
-		unsigned char ch = (unsigned char)target[i];
-		if (ch <= 0x20 || ch >= 0x7f || ch == '#')
-			FAIL(HTTP_BAD_REQUEST, "malformed request target");
-	}
-	if (target[0] != '/')
-		FAIL(HTTP_BAD_REQUEST, "request target must be a path (origin form)");
-	char *ver = sp2 + 1;
-	if (!strcmp(ver, "HTTP/1.1"))
-		p->minor = 1;
-	else if (!strcmp(ver, "HTTP/1.0"))
-		p->minor = 0;
-	else if (!strncmp(ver, "HTTP/", 5) && isdigit((unsigned char)ver[5]) && ver[6] == '.' &&
-		 isdigit((unsigned char)ver[7]) && ver[8] == '\0')
-		FAIL(HTTP_VERSION_NOT_SUPPORTED, "HTTP version not supported: only HTTP/1.0 and HTTP/1.1");
-	else
-		FAIL(HTTP_BAD_REQUEST, "malformed request line: bad HTTP version");
-	p->version = ver;
-
-	char *qm = strchr(target, '?');
-	size_t plen = qm ? (size_t)(qm - target) : tlen;
-	size_t dlen;
-	bool bad;
-	char *path = pct_decode(target, plen, false, &dlen, &bad);
-	if (!path)
-		FAIL(bad ? HTTP_BAD_REQUEST : HTTP_INTERNAL_SERVER_ERROR, "%s",
-		     bad ? "malformed percent-encoding in the path" : "out of memory");
-	for (size_t i = 0; i < dlen; i++) {
-		if ((unsigned char)path[i] < 0x20 || path[i] == 0x7f) {
-			free(path);
-			FAIL(HTTP_BAD_REQUEST, "a control byte in the path");
-		}
-	}
-	/* The decoded path lives in the head buffer's place of the raw one,
-	 * which is at least as long. */
-	memcpy(target, path, dlen + 1);
-	free(path);
-	p->path = target;
-	unsigned st;
-	if (qm && (st = parse_query(p, qm + 1, strlen(qm + 1), msg, msg_len)) != 0)
-		return st;
-
-	/* Header fields: token ":" OWS value OWS. */
-	for (unsigned i = 1; i < n_lines; i++) {
-		char *h = lines[i];
-		if (h[0] == ' ' || h[0] == '\t')
-			FAIL(HTTP_BAD_REQUEST, "obsolete line folding in a header");
-		char *colon = strchr(h, ':');
-		if (!colon || colon == h)
-			FAIL(HTTP_BAD_REQUEST, "malformed header line (no name or no colon)");
-		for (char *q = h; q < colon; q++)
-			if (!is_tchar((unsigned char)*q))
-				FAIL(HTTP_BAD_REQUEST, "malformed header name");
-		*colon = '\0';
-		char *v = colon + 1;
-		while (*v == ' ' || *v == '\t')
-			v++;
-		char *e = v + strlen(v);
-		while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
-			*--e = '\0';
-		for (char *q = v; q < e; q++) {
-			unsigned char ch = (unsigned char)*q;
-			if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
-				FAIL(HTTP_BAD_REQUEST, "a control byte in header %.64s", h);
-		}
-		static const char *const once[] = { "Authorization", "Content-Length", "Transfer-Encoding", "Host",
-						    "Litefs-Cluster-Id", "Expect" };
-		for (size_t k = 0; k < sizeof(once) / sizeof(once[0]); k++) {
-			if (strcasecmp(h, once[k]) != 0)
-				continue;
-			for (unsigned j = 0; j < p->n_hdrs; j++)
-				if (!strcasecmp(p->hdrs[j].name, h))
-					FAIL(HTTP_BAD_REQUEST, "header %s appears more than once", once[k]);
-		}
-		p->hdrs[p->n_hdrs++] = (struct hdr){ h, v };
-	}
-
-	/* What the server itself needs: framing and the connection. */
-	bool close = false, keep = false;
-	for (unsigned i = 0; i < p->n_hdrs; i++) {
-		const char *name = p->hdrs[i].name, *v = p->hdrs[i].value;
-		if (!strcasecmp(name, "Content-Length")) {
-			if (!v[0] || strspn(v, "0123456789") != strlen(v) || strlen(v) > 18)
-				FAIL(HTTP_BAD_REQUEST, "invalid Content-Length");
-			p->length = strtoull(v, NULL, 10);
-			p->has_length = true;
-		} else if (!strcasecmp(name, "Transfer-Encoding")) {
-			if (strcasecmp(v, "chunked") != 0)
-				FAIL(HTTP_NOT_IMPLEMENTED, "unsupported Transfer-Encoding (only chunked)");
-			if (p->minor == 0)
-				FAIL(HTTP_BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request");
-			p->chunked = true;
-		} else if (!strcasecmp(name, "Connection")) {
-			close = close || token_in_list(v, "close");
-			keep = keep || token_in_list(v, "keep-alive");
-		} else if (!strcasecmp(name, "Expect")) {
-			if (strcasecmp(v, "100-continue") != 0)
-				FAIL(417, "unsupported Expect (only 100-continue)");
-			p->expect_continue = p->minor == 1;
-		}
-	}
-	if (p->chunked && p->has_length)
-		FAIL(HTTP_BAD_REQUEST, "both Content-Length and Transfer-Encoding");
-	p->keep_alive = p->minor == 1 ? !close : keep && !close;
-	return 0;
-}
-
-unsigned httpd_parse_head_check(const char *head, size_t len, char *msg, size_t msg_len)
-{
-	struct parsed p;
-	unsigned st = parse_head(head, len, &p, msg, msg_len);
-	parsed_free(&p);
-	return st;
-}
-
-/* The length of the head at the start of s[0..n) (through its blank
- * line), or 0 if it is not complete. */
-static size_t head_end(const char *s, size_t n)
-{
-	/* Skip the one tolerated leading empty line. */
-	size_t i = 0;
-	if (n >= 1 && s[0] == '\n')
-		i = 1;
-	else if (n >= 2 && s[0] == '\r' && s[1] == '\n')
-		i = 2;
-	/* A second empty line: an empty request, which parse_head() refuses. */
-	if (i > 0 && i < n && s[i] == '\n')
-		return i + 1;
-	if (i > 0 && i + 1 < n && s[i] == '\r' && s[i + 1] == '\n')
-		return i + 2;
-	for (; i < n; i++) {
-		if (s[i] != '\n')
-			continue;
-		/* A blank line: LF LF or LF CR LF. */
-		if (i + 1 < n && s[i + 1] == '\n')
-			return i + 2;
-		if (i + 2 < n && s[i + 1] == '\r' && s[i + 2] == '\n')
-			return i + 3;
-	}
-	return 0;
-}
-
 /* ---- The event thread --------------------------------------------------- */
 
 static void wake(struct httpd *d)
@@ -837,13 +482,13 @@ static void admit(struct httpd *d, struct httpd_conn *c)
  * out of epoll. */
 static void head_complete(struct httpd *d, struct httpd_conn *c, size_t hl)
 {
-	struct parsed p;
+	struct httphead p;
 	char msg[HTTPD_MSG_LEN];
-	unsigned st = parse_head(c->in + c->off, hl, &p, msg, sizeof(msg));
+	unsigned st = httphead_parse(c->in + c->off, hl, &p, msg, sizeof(msg));
 	if (st != 0) {
 		d->n_bad_head++;
 		send_error_now(c->fd, st, msg, NULL);
-		parsed_free(&p);
+		httphead_free(&p);
 		conn_free(c);
 		return;
 	}
@@ -866,7 +511,7 @@ static void head_complete(struct httpd *d, struct httpd_conn *c, size_t hl)
 static bool try_head(struct httpd *d, struct httpd_conn *c)
 {
 	size_t avail = c->len - c->off;
-	size_t hl = head_end(c->in + c->off, avail);
+	size_t hl = httphead_end(c->in + c->off, avail);
 	if (hl == 0) {
 		if (avail >= HEAD_MAX) {
 			d->n_bad_head++;
@@ -1237,10 +882,10 @@ static int body_next(struct httpd_conn *c, const char **p, size_t *n)
 			const char *s = c->in + c->off;
 			uint64_t v = 0;
 			size_t i = 0, digits = 0;
-			for (; i < (size_t)ln && hexval((unsigned char)s[i]) >= 0; i++, digits++) {
+			for (; i < (size_t)ln && httphead_hex_digit((unsigned char)s[i]) >= 0; i++, digits++) {
 				if (v >> 58)
 					return ERR_INVAL;
-				v = v * 16 + (uint64_t)hexval((unsigned char)s[i]);
+				v = v * 16 + (uint64_t)httphead_hex_digit((unsigned char)s[i]);
 			}
 			if (digits == 0)
 				return ERR_INVAL;

@@ -194,11 +194,4 @@ enum httpd_result httpd_respond_error(struct httpd_conn *conn, unsigned status, 
 enum httpd_result httpd_respond_errorf(struct httpd_conn *conn, unsigned status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
-/* ---- For the fuzzer and the unit tests ---------------------------------- */
-
-/* Parses a request head (up to and including its blank line) the way the
- * server does. Returns 0, or the HTTP status the server would answer with
- * and a message in msg. */
-unsigned httpd_parse_head_check(const char *head, size_t len, char *msg, size_t msg_len);
-
 #endif

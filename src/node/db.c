@@ -138,7 +138,7 @@ int db_read_page(struct db *db, uint32_t pgno, uint8_t *buf)
 }
 
 /* Checksum of page pgno of the logical database as of the last commit. */
-static int logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch, uint64_t *out)
+int db_logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch, uint64_t *out)
 {
 	struct pgmap_entry *e;
 
@@ -158,6 +158,26 @@ static int logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch,
 	if (rc)
 		return rc;
 	*out = ltx_page_checksum(pgno, scratch, db->page_size);
+	return 0;
+}
+
+int db_compute_checksum_locked(struct db *db, uint64_t *out)
+{
+	uint64_t chk = 0;
+	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
+	if (db->page_size && !buf)
+		return ERR_NOMEM;
+	for (uint32_t pgno = 1; pgno <= db->n_pages; pgno++) {
+		uint64_t pc;
+		int rc = db_logical_page_checksum(db, pgno, buf, &pc);
+		if (rc) {
+			free(buf);
+			return rc;
+		}
+		chk ^= pc;
+	}
+	free(buf);
+	*out = LTX_CHECKSUM_FLAG | chk;
 	return 0;
 }
 
@@ -356,7 +376,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 		uint64_t old_pc = 0, new_pc = 0;
 		uint32_t frame = 0;
 		if (pgno <= old_n) {
-			rc = logical_page_checksum(db, pgno, scratch, &old_pc);
+			rc = db_logical_page_checksum(db, pgno, scratch, &old_pc);
 			if (rc)
 				goto err;
 		}
@@ -407,7 +427,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 			continue;
 		}
 		uint64_t old_pc;
-		rc = logical_page_checksum(db, pgno, scratch, &old_pc);
+		rc = db_logical_page_checksum(db, pgno, scratch, &old_pc);
 		if (rc)
 			goto err;
 		rc = pending_add(p, pgno, 0, old_pc, 0);
@@ -658,7 +678,7 @@ static int track_pages(struct db *db, uint32_t first, uint32_t last)
 				rc = ERR_NOMEM;
 				break;
 			}
-			rc = logical_page_checksum(db, pgno, scratch, &pc);
+			rc = db_logical_page_checksum(db, pgno, scratch, &pc);
 			if (rc)
 				break;
 		}
@@ -1639,107 +1659,6 @@ out:;
 	return rc;
 }
 
-/* ---- Retention and verification ---------------------------------------- */
-
-void db_set_backup_hwm(struct db *db, uint64_t hwm)
-{
-	lockwatch_lock(&db->mu, "backup");
-	db->backup_hwm = hwm;
-	lockwatch_unlock(&db->mu);
-}
-
-int db_enforce_retention(struct db *db, int64_t now, int64_t retention_ms)
-{
-	lockwatch_lock(&db->mu, "retention");
-	int rc = chain_enforce_retention(&db->chain, now, retention_ms, db->backup_hwm);
-	if (rc > 0) {
-		db->dir_dirty = true;
-		LOG_DEBUG("db", "msg=\"retention removed LTX segments\" db=%s count=%d", db->name, rc);
-	}
-	lockwatch_unlock(&db->mu);
-	return rc < 0 ? rc : 0;
-}
-
-int db_verify_step(struct db *db, uint32_t max_pages)
-{
-	int rc = 0;
-	bool primary = node_is_primary(db->node);
-	lockwatch_lock(&db->mu, "verify");
-	if (!db->verify.active) {
-		lockwatch_unlock(&db->mu);
-		return 0;
-	}
-	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
-	if (db->page_size && buf == NULL) {
-		lockwatch_unlock(&db->mu);
-		return ERR_NOMEM;
-	}
-	for (uint32_t i = 0; i < max_pages && db->verify.cursor <= db->n_pages; i++) {
-		uint64_t pc;
-		if ((rc = logical_page_checksum(db, db->verify.cursor, buf, &pc)) != 0)
-			break;
-		db->verify.partial ^= pc;
-		db->verify.cursor++;
-	}
-	if (rc == 0 && db->verify.cursor > db->n_pages) {
-		uint64_t got = LTX_CHECKSUM_FLAG | db->verify.partial;
-		uint64_t want = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
-		db->verify.active = false;
-		if (got != want && !primary) {
-			/* A replica heals: a checksum no chain has makes the
-			 * primary answer its next connection with a snapshot. */
-			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; "
-					"resynchronising it from the primary\" db=%s txid=%016" PRIx64 " want=%016" PRIx64
-					" got=%016" PRIx64, db->name, db->pos.txid, want, got);
-			db->pos.checksum = got;
-			node_request_resync(db->node);
-			rc = ERR_LTX_POST_CHECKSUM;
-		} else if (got != want) {
-			db->write_refused = true;
-			LOG_ERROR("db", "msg=\"verification failed: database does not match its LTX position; writes refused "
-					"until it is repaired\" db=%s txid=%016" PRIx64 " want=%016" PRIx64 " got=%016" PRIx64,
-				  db->name, db->pos.txid, want, got);
-			rc = ERR_LTX_POST_CHECKSUM;
-		} else {
-			LOG_INFO("db", "msg=\"verified\" db=%s txid=%016" PRIx64 " checksum=%016" PRIx64, db->name,
-				 db->pos.txid, got);
-		}
-	} else if (rc == 0) {
-		rc = 1;
-	}
-	lockwatch_unlock(&db->mu);
-	free(buf);
-	return rc;
-}
-
-static int compute_checksum_locked(struct db *db, uint64_t *out)
-{
-	uint64_t chk = 0;
-	uint8_t *buf = db->page_size ? malloc(db->page_size) : NULL;
-	if (db->page_size && !buf)
-		return ERR_NOMEM;
-	for (uint32_t pgno = 1; pgno <= db->n_pages; pgno++) {
-		uint64_t pc;
-		int rc = logical_page_checksum(db, pgno, buf, &pc);
-		if (rc) {
-			free(buf);
-			return rc;
-		}
-		chk ^= pc;
-	}
-	free(buf);
-	*out = LTX_CHECKSUM_FLAG | chk;
-	return 0;
-}
-
-int db_compute_checksum(struct db *db, uint64_t *out)
-{
-	lockwatch_lock(&db->mu, "checksum");
-	int rc = compute_checksum_locked(db, out);
-	lockwatch_unlock(&db->mu);
-	return rc;
-}
-
 /* ---- Loading and recovery ----------------------------------------------- */
 
 /* Reads page_size and the in-header size from the backing db file. */
@@ -1871,7 +1790,7 @@ static int load_state(struct db *db, bool clean)
 
 	/* Unclean shutdown: compare the database with the chain. */
 	uint64_t c;
-	if ((rc = compute_checksum_locked(db, &c)) != 0)
+	if ((rc = db_compute_checksum_locked(db, &c)) != 0)
 		return rc;
 	uint64_t want = have_last ? t.post_apply_checksum : LTX_CHECKSUM_FLAG;
 	if (c == want && (!have_last || h.commit == np)) {

@@ -1,8 +1,8 @@
 /*
  * db_int.h — what the modules of the database wing share beyond db.h:
- * the capture module (db.c) owns these; the replica-side apply (apply.c)
- * and the readers (dbread.c) use them. Nothing else includes this header,
- * and db.c never calls into apply.c or dbread.c: the order is one-way.
+ * the capture module (db.c) owns these; the replica-side apply (apply.c),
+ * the readers (dbread.c) and the verification (dbverify.c) use them. Nothing else includes this header,
+ * and db.c never calls into apply.c, dbread.c or dbverify.c: the order is one-way.
  *
  * Every function here expects db->mu held by the caller.
  */
@@ -25,6 +25,12 @@
 /* Reads page pgno of the backing db file into buf (page_size bytes);
  * zeros beyond its end. 0 or a negative code. */
 int db_read_page(struct db *db, uint32_t pgno, uint8_t *buf);
+/* The checksum of page pgno of the logical database (the db file overlaid
+ * with the committed WAL frames) into *out; scratch holds a page. 0 or a
+ * negative code. */
+int db_logical_page_checksum(struct db *db, uint32_t pgno, uint8_t *scratch, uint64_t *out);
+/* The checksum of the whole logical database (LTX_CHECKSUM_FLAG set). */
+int db_compute_checksum_locked(struct db *db, uint64_t *out);
 /* Drops the kernel's cached lookups of every name of the database. */
 void db_invalidate_names(struct db *db);
 /* Makes the open segment durable and finalises the commits it holds

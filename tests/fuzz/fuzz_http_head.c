@@ -1,6 +1,6 @@
 /*
  * fuzz_http_head.c — libFuzzer target for the HTTP server's request-head
- * parser (base/httpd.c, through httpd_parse_head_check): any bytes must be
+ * parser (base/httphead.c, through httphead_check): any bytes must be
  * parsed without a memory error, and the answer must be one the server
  * sends: 0 (a valid head) or one of its error statuses with a message.
  * The input is cut at its first blank line when it has one, as the server
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "base/httpd.h"
+#include "base/httphead.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -37,7 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(head, data, len);
 	char msg[HTTPD_MSG_LEN];
 	msg[0] = '\0';
-	unsigned st = httpd_parse_head_check(head, len, msg, sizeof(msg));
+	unsigned st = httphead_check(head, len, msg, sizeof(msg));
 	free(head);
 	static const unsigned ok[] = { 0, 400, 414, 417, 431, 500, 501, 505 };
 	int found = 0;

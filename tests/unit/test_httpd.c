@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "base/httpd.h"
+#include "base/httphead.h"
 
 struct req {
 	size_t n;
@@ -400,19 +401,19 @@ static void test_parse_head_check(void **state)
 	(void)state;
 	char msg[HTTPD_MSG_LEN];
 	const char ok[] = "GET /a%20b?x=1&y HTTP/1.1\r\nHost: h\r\nX:  v  \r\n\r\n";
-	assert_int_equal(httpd_parse_head_check(ok, sizeof(ok) - 1, msg, sizeof(msg)), 0);
+	assert_int_equal(httphead_check(ok, sizeof(ok) - 1, msg, sizeof(msg)), 0);
 	const char lf[] = "GET / HTTP/1.0\nHost: h\n\n";
-	assert_int_equal(httpd_parse_head_check(lf, sizeof(lf) - 1, msg, sizeof(msg)), 0);
+	assert_int_equal(httphead_check(lf, sizeof(lf) - 1, msg, sizeof(msg)), 0);
 	const char dup[] = "GET / HTTP/1.1\r\nhost: a\r\nHost: b\r\n\r\n";
-	assert_int_equal(httpd_parse_head_check(dup, sizeof(dup) - 1, msg, sizeof(msg)), 400);
+	assert_int_equal(httphead_check(dup, sizeof(dup) - 1, msg, sizeof(msg)), 400);
 	const char cr[] = "GET / HTTP/1.1\r\nX: a\rb\r\n\r\n";
-	assert_int_equal(httpd_parse_head_check(cr, sizeof(cr) - 1, msg, sizeof(msg)), 400);
+	assert_int_equal(httphead_check(cr, sizeof(cr) - 1, msg, sizeof(msg)), 400);
 	const char abs[] = "GET http://x/ HTTP/1.1\r\n\r\n";
-	assert_int_equal(httpd_parse_head_check(abs, sizeof(abs) - 1, msg, sizeof(msg)), 400);
+	assert_int_equal(httphead_check(abs, sizeof(abs) - 1, msg, sizeof(msg)), 400);
 	const char pct[] = "GET /%zz HTTP/1.1\r\n\r\n";
-	assert_int_equal(httpd_parse_head_check(pct, sizeof(pct) - 1, msg, sizeof(msg)), 400);
+	assert_int_equal(httphead_check(pct, sizeof(pct) - 1, msg, sizeof(msg)), 400);
 	const char v2[] = "GET / HTTP/3.0\r\n\r\n";
-	assert_int_equal(httpd_parse_head_check(v2, sizeof(v2) - 1, msg, sizeof(msg)), 505);
+	assert_int_equal(httphead_check(v2, sizeof(v2) - 1, msg, sizeof(msg)), 505);
 }
 
 int main(void)
