@@ -52,6 +52,29 @@ void ltxlog_reader_init(struct ltxlog_reader *r, int fd, const struct ltxlog_rec
 	r->end = r->off + rec->len;
 }
 
+int ltxlog_read_ends(int fd, uint64_t off, uint64_t len, struct ltx_header *h, uint64_t *post)
+{
+	uint8_t hdr[LTX_HEADER_SIZE], trl[LTX_TRAILER_SIZE];
+	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
+		return ERR_LTX_TRUNCATED;
+	int n = fdio_pread_full(fd, hdr, sizeof(hdr), (off_t)off);
+	if (n >= 0 && n != (int)sizeof(hdr))
+		n = ERR_IO_SHORT;
+	if (n < 0)
+		return n;
+	int rc = ltx_header_decode(hdr, h);
+	if (rc != 0)
+		return rc;
+	n = fdio_pread_full(fd, trl, sizeof(trl), (off_t)(off + len - LTX_TRAILER_SIZE));
+	if (n != (int)sizeof(trl))
+		return n < 0 ? n : ERR_IO_SHORT;
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | trl[i];
+	*post = v;
+	return 0;
+}
+
 ssize_t ltxlog_read(void *ctx, void *buf, size_t len)
 {
 	struct ltxlog_reader *r = ctx;

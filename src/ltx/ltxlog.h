@@ -29,6 +29,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "ltx/ltx.h"
+
 #define LTXLOG_MAGIC "LTXR"
 #define LTXLOG_HDR_SIZE 8
 #define LTXLOG_SUFFIX ".ltxlog"
@@ -51,6 +53,12 @@ void ltxlog_encode_hdr(uint8_t *out, uint32_t len);
  * zeroed header: an append that did not finish), or ERR_LTXLOG_TORN (a
  * record extends past the end) / ERR_LTXLOG_MAGIC (garbage), or -errno. */
 int ltxlog_read_rec(int fd, uint64_t off, uint64_t file_size, struct ltxlog_rec *rec);
+
+/* The decoded header and the post-apply checksum of the LTX file at
+ * [off, off + len) of fd (a record's body, or a whole file at 0): two
+ * small reads, no check of the rest. 0, ERR_LTX_TRUNCATED (too short for
+ * a header and a trailer), ERR_IO_SHORT, an ltx header error or -errno. */
+int ltxlog_read_ends(int fd, uint64_t off, uint64_t len, struct ltx_header *h, uint64_t *post);
 
 /* A bounded reader (ltx_read_fn) over one record's LTX bytes. */
 struct ltxlog_reader {

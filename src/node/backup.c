@@ -216,14 +216,6 @@ static void fail_set(struct fail *f, int rc, const char *fmt, ...)
 }
 
 
-static uint64_t be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* ---- HTTP ----------------------------------------------------------------- */
 
 /* Requests are struct httpc_req (base/httpc.h) on the kept handle: an
@@ -427,28 +419,6 @@ static int batch_collect(struct db_cursor *c, struct batch *bt)
 	return 0;
 }
 
-/* The header and the post-apply checksum of the LTX file at [off, off+len)
- * of fd. */
-static int read_range(int fd, uint64_t off, uint64_t len, struct ltx_header *h, uint64_t *post)
-{
-	uint8_t hdr[LTX_HEADER_SIZE], trl[LTX_TRAILER_SIZE];
-	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
-		return ERR_LTX_TRUNCATED;
-	int n = fdio_pread_full(fd, hdr, sizeof(hdr), (off_t)off);
-	if (n >= 0 && n != (int)sizeof(hdr))
-		n = ERR_IO_SHORT;
-	if (n < 0)
-		return n;
-	int rc = ltx_header_decode(hdr, h);
-	if (rc != 0)
-		return rc;
-	n = fdio_pread_full(fd, trl, sizeof(trl), (off_t)(off + len - LTX_TRAILER_SIZE));
-	if (n != (int)sizeof(trl))
-		return n < 0 ? n : ERR_IO_SHORT;
-	*post = be64(trl);
-	return 0;
-}
-
 /* The body of one upload: a file range and the position it ends at. */
 struct body {
 	int fd;
@@ -532,7 +502,7 @@ static int post_tx(struct backup *b, struct db *db, struct bdb *s, const struct 
 static int record_body(struct batch *bt, size_t i, struct body *out)
 {
 	*out = (struct body){ .fd = bt->fds[i], .off = bt->recs[i].offset + LTXLOG_HDR_SIZE, .len = bt->recs[i].len };
-	return read_range(out->fd, out->off, out->len, &out->h, &out->post);
+	return ltxlog_read_ends(out->fd, out->off, out->len, &out->h, &out->post);
 }
 
 /* Uploads a batch: up to BACKUP_SINGLE_MAX records one by one (each stays
@@ -582,7 +552,7 @@ static int push_snapshot(struct backup *b, struct db *db, struct bdb *s, const c
 	off_t size = rc == 0 ? lseek(fd, 0, SEEK_END) : -1;
 	if (rc == 0 && size >= 0) {
 		body.len = (uint64_t)size;
-		rc = read_range(fd, 0, body.len, &body.h, &body.post);
+		rc = ltxlog_read_ends(fd, 0, body.len, &body.h, &body.post);
 	} else if (rc == 0) {
 		rc = -errno;
 	}
@@ -689,7 +659,7 @@ static int keep_unacked(void *ctx, struct db *db)
 		while ((rc = db_cursor_next(&c, &fd, &rec)) == 1) {
 			struct ltx_header h;
 			uint64_t post, off = rec.offset + LTXLOG_HDR_SIZE;
-			if ((rc = read_range(fd, off, rec.len, &h, &post)) != 0)
+			if ((rc = ltxlog_read_ends(fd, off, rec.len, &h, &post)) != 0)
 				break;
 			if (h.max_txid <= k->acked)
 				continue;
@@ -741,7 +711,7 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 	int rc = xfer_run(b, "GET", "/db/snapshot", name, &x, 0, f);
 	struct ltx_header h;
 	uint64_t post = 0;
-	if (rc == 0 && (rc = read_range(fd, 0, x.down_len, &h, &post)) != 0)
+	if (rc == 0 && (rc = ltxlog_read_ends(fd, 0, x.down_len, &h, &post)) != 0)
 		fail_set(f, rc, "db %s: the service's snapshot is not an LTX file: %s", name, err_str(rc));
 	if (rc == 0 && !ltx_header_is_snapshot(&h)) {
 		rc = ERR_LTX_NOT_CONTIGUOUS;

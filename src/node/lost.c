@@ -26,6 +26,7 @@
 #include "base/fdio.h"
 #include "base/fileio.h"
 #include "base/sys.h"
+#include "ltx/ltxlog.h"
 #include "node/lost.h"
 #include "proto/dbname.h"
 
@@ -41,14 +42,6 @@ struct lost_event {
 	struct ltx_pos base;     /* what the first file applies to */
 	struct ltx_pos last;     /* the position after the last file */
 };
-
-static uint64_t be64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
 
 /* mkdir 0700 that accepts an existing directory; fsyncs the parent when
  * the directory is new, so that its name survives a crash. */
@@ -146,21 +139,11 @@ static int copy_out(int fd, uint64_t off, uint32_t len, const char *path)
 
 int lost_add(struct lost_event *ev, int fd, uint64_t off, uint32_t len)
 {
-	uint8_t hdr[LTX_HEADER_SIZE], trl[LTX_TRAILER_SIZE];
 	struct ltx_header h;
-	if (len < LTX_HEADER_SIZE + LTX_TRAILER_SIZE)
-		return ERR_LTX_TRUNCATED;
-	int n = fdio_pread_full(fd, hdr, sizeof(hdr), (off_t)off);
-	if (n >= 0 && n != (int)sizeof(hdr))
-		n = ERR_IO_SHORT;
-	if (n < 0)
-		return n;
-	int rc = ltx_header_decode(hdr, &h);
+	uint64_t post;
+	int rc = ltxlog_read_ends(fd, off, len, &h, &post);
 	if (rc != 0)
 		return rc;
-	n = fdio_pread_full(fd, trl, sizeof(trl), (off_t)(off + len - LTX_TRAILER_SIZE));
-	if (n != (int)sizeof(trl))
-		return n < 0 ? n : ERR_IO_SHORT;
 	if (ev->n > 0 && (h.min_txid != ev->last.txid + 1 || h.pre_apply_checksum != ev->last.checksum))
 		return ERR_LTX_NOT_CONTIGUOUS;
 	char path[PATH_MAX];
@@ -171,7 +154,7 @@ int lost_add(struct lost_event *ev, int fd, uint64_t off, uint32_t len)
 		return rc;
 	if (ev->n == 0)
 		ev->base = (struct ltx_pos){ h.min_txid - 1, h.pre_apply_checksum };
-	ev->last = (struct ltx_pos){ h.max_txid, be64(trl) };
+	ev->last = (struct ltx_pos){ h.max_txid, post };
 	ev->n++;
 	return 0;
 }
