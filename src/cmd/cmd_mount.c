@@ -65,6 +65,7 @@
 #include "node/store.h"
 #include "node/supervise.h"
 #include "node/syncrepl.h"
+#include "node/writelock.h"
 #include "base/sys.h"
 
 /* How long a primary that has databases waits for its first sync with the
@@ -482,6 +483,7 @@ int cmd_mount_main(int argc, char **argv)
 	struct lease *lease = NULL;
 	struct cluster cluster = { 0 };
 	struct syncrepl *sync = NULL;
+	struct writelock *wl = NULL;
 	bool candidate = cfg.lease.candidate;
 	/* With etcd the role moves (lease.c): every node starts as a replica
 	 * of nobody and the lease decides. */
@@ -573,7 +575,11 @@ int cmd_mount_main(int argc, char **argv)
 			err_str(rc));
 		goto out;
 	}
+	if ((rc = writelock_start(st, &cluster, cfg.http.secret, &wl)) != 0)
+		goto out;
+	writelock_set_replica(wl, rep);
 	struct http_opts ho = {
+		.writelock = wl,
 		.addr = cfg.http.addr,
 		.secret = cfg.http.secret,
 		.hostname = hostname,
@@ -597,6 +603,7 @@ int cmd_mount_main(int argc, char **argv)
 		fprintf(stderr, "litefs mount: cannot start replication: %s\n", err_str(rc));
 		stop = -1;
 	}
+	writelock_set_replica(wl, rep);
 	if (stop == 0 && candidate && backup_configured(&cfg) &&
 	    (rc = backup_start(st, &cfg, cfg.data.dir, &cluster, &bk)) != 0) {
 		fprintf(stderr, "litefs mount: cannot start the backup client: %s\n", err_str(rc));
@@ -668,14 +675,16 @@ int cmd_mount_main(int argc, char **argv)
 	lease = NULL;
 	backup_stop(bk);
 	bk = NULL;
-	replica_stop(rep);
-	rep = NULL;
 	http_stop(http);
 	http = NULL;
+	writelock_stop(wl); /* its locks hold descriptors on the mount */
+	replica_stop(rep);
+	rep = NULL;
 	fusefs_stop(fs);
 	pthread_join(tid, NULL);
 	fusefs_unmount(fs);
 	fs = NULL;
+	writelock_free(wl);
 	stop_guard_enter_close(&guard);
 	store_close(st);
 	st = NULL;
@@ -690,8 +699,10 @@ out:
 	supervisor_free(sup);
 	lease_stop(lease);
 	http_stop(http);
+	writelock_stop(wl);
 	replica_stop(rep);
 	fusefs_unmount(fs);
+	writelock_free(wl);
 	store_close(st);
 	syncrepl_free(sync);
 	cluster_close(&cluster);

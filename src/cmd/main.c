@@ -19,6 +19,8 @@ static const char usage[] =
 	"  import -name NAME FILE   import a SQLite database file as one transaction\n"
 	"  export -name NAME FILE   export a database from a running node to FILE\n"
 	"  promote [-url URL]       make this node the primary by a handoff (etcd lease)\n"
+	"  run --with-write-lock DB -- CMD [ARGS...]\n"
+	"                 run CMD holding the write lock on DB: it may write DB on a replica\n"
 	"  config check [-config PATH]\n"
 	"                 validate litefs.yml and print the effective configuration\n"
 	"  ltx <subcommand>         inspect, verify, apply and compact LTX files\n"
@@ -52,6 +54,8 @@ int main(int argc, char **argv)
 		return cmd_import_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "export"))
 		return cmd_export_main(argc - 1, argv + 1);
+	if (!strcmp(cmd, "run"))
+		return cmd_run_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "promote"))
 		return cmd_promote_main(argc - 1, argv + 1);
 	if (!strcmp(cmd, "__sqlite"))

@@ -73,10 +73,15 @@ static int ofd_wrlock(int fd, off_t start, off_t len)
 	return fcntl(fd, F_OFD_SETLK, &fl) == 0 ? 0 : -errno;
 }
 
+static void ofd_unlock(int fd, off_t start, off_t len)
+{
+	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
+	fcntl(fd, F_OFD_SETLK, &fl);
+}
+
 static void ofd_unlock_all(int fd)
 {
-	struct flock fl = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0 };
-	fcntl(fd, F_OFD_SETLK, &fl);
+	ofd_unlock(fd, 0, 0);
 }
 
 /* Takes a write lock, retrying while others hold it, for at most
@@ -168,6 +173,8 @@ static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
  * transaction. */
 struct exclusion {
 	int db_fd, shm_fd;
+	int held_fd;      /* the write lock's descriptor (writer lock held), or -1 */
+	bool held_wal;    /* held_fd is -shm (else the db file) */
 	bool poisoned;    /* the wal-index header was made inconsistent */
 	uint32_t n_pages; /* the database's size before the apply */
 };
@@ -235,26 +242,43 @@ static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 	x->poisoned = false;
 	if (mnt == NULL)
 		return 0; /* not mounted: no readers (tests of the store alone) */
+	/* A descriptor that shares the write lock's open file description
+	 * owns its locks: taking the writer's byte again on it succeeds. */
+	if (x->held_wal != wal_mode)
+		x->held_fd = -1; /* the journal mode changed: lock on a descriptor of our own */
+	bool borrow = x->held_fd >= 0;
 	if (wal_mode) {
 		snprintf(path, sizeof(path), "%s/%s-shm", mnt, db->name);
-		if ((x->shm_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE)) < 0)
+		if ((x->shm_fd = borrow ? fcntl(x->held_fd, F_DUPFD_CLOEXEC, 0)
+					: open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE)) < 0)
 			return -errno;
 		return exclude_wal_readers(db, x);
 	}
 	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
-	if ((x->db_fd = open(path, O_RDWR | O_CLOEXEC)) < 0)
+	if ((x->db_fd = borrow ? fcntl(x->held_fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDWR | O_CLOEXEC)) < 0)
 		return -errno;
 	return exclude_rollback_readers(db, x->db_fd);
 }
 
+/* Releases the locks the apply took; on the write lock's descriptor
+ * the writer's byte stays held (other writers keep waiting). */
 static void readmit_readers(struct exclusion *x)
 {
+	bool keep = x->held_fd >= 0;
 	if (x->db_fd >= 0) {
-		ofd_unlock_all(x->db_fd);
+		if (keep && !x->held_wal) {
+			ofd_unlock(x->db_fd, SQLITE_PENDING_BYTE, 1);
+			ofd_unlock(x->db_fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE);
+		} else {
+			ofd_unlock_all(x->db_fd);
+		}
 		close(x->db_fd);
 	}
 	if (x->shm_fd >= 0) {
-		ofd_unlock_all(x->shm_fd);
+		if (keep && x->held_wal)
+			ofd_unlock(x->shm_fd, WAL_LOCK_FIRST + 1, 7);
+		else
+			ofd_unlock_all(x->shm_fd);
 		close(x->shm_fd);
 	}
 	x->db_fd = x->shm_fd = -1;
@@ -405,6 +429,15 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 			return rc;
 		}
 	}
+	/* Refused before anything changes (the WAL is not folded for an LTX
+	 * that does not follow): under the write lock a replica's own WAL
+	 * holds frames that a writer of this node is still appending to. */
+	if (!snapshot && h->min_txid <= db->pos.txid)
+		return ERR_LTX_OVERLAP;
+	if (!snapshot && h->min_txid != db->pos.txid + 1)
+		return ERR_LTX_NOT_CONTIGUOUS;
+	if (!snapshot && db->pos.txid != 0 && h->pre_apply_checksum != db->pos.checksum)
+		return ERR_LTX_PRE_MISMATCH;
 	if ((rc = fold_wal(db)) != 0)
 		return rc;
 	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
@@ -485,6 +518,41 @@ int apply_ltx(struct db *db, int fd, off_t off, uint32_t len)
 
 int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx)
 {
+	return apply_ltx_held(db, fd, off, len, guard, ctx, -1, false);
+}
+
+int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out)
+{
+	const char *mnt = db->node->hooks.mountpoint;
+	char path[4096];
+	*out = -1;
+	if (mnt == NULL)
+		return -ENOTCONN;
+	snprintf(path, sizeof(path), "%s/%s%s", mnt, db->name, wal_mode ? "-shm" : "");
+	int fd = wal_mode ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE) : open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int rc = wal_mode ? lock_retry(db, fd, WAL_LOCK_FIRST, 1, timeout_ms * 1000)
+			  : lock_retry(db, fd, SQLITE_PENDING_BYTE + 1, 1, timeout_ms * 1000);
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*out = fd;
+	return 0;
+}
+
+void apply_writer_unlock(int fd)
+{
+	if (fd < 0)
+		return;
+	ofd_unlock_all(fd);
+	close(fd);
+}
+
+int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
+		   bool held_wal)
+{
 	uint8_t raw[LTX_HEADER_SIZE];
 	struct ltx_header h;
 	int rc;
@@ -505,7 +573,7 @@ int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guar
 	lockwatch_unlock(&db->mu);
 
 	/* Readers first (they need db->mu to be served), then the state. */
-	struct exclusion x = { -1, -1, false, old_n };
+	struct exclusion x = { -1, -1, held_fd, held_wal, false, old_n };
 	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
 		if (x.poisoned) /* give readers back a sound header */
 			walidx_publish(db, x.shm_fd, old_n);
@@ -524,7 +592,12 @@ int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guar
 	struct dbfile_apply_result res;
 	memset(&res, 0, sizeof(res));
 	lockwatch_lock(&db->mu, "apply");
-	rc = apply_locked(db, &h, fd, off, len, &res);
+	/* Under db.mu, as db.c checks its fence: a write lock's transaction
+	 * lands only while this node may commit (lease.c I1). */
+	if (held_fd >= 0 && !node_may_write(db->node))
+		rc = -EROFS;
+	else
+		rc = apply_locked(db, &h, fd, off, len, &res);
 	bool folded = db->wal_folded;
 	db->wal_folded = false;
 	bool exists = db->exists[DB_KIND_DB];

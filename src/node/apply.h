@@ -5,6 +5,7 @@
 #ifndef LITEFS_APPLY_H
 #define LITEFS_APPLY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -34,5 +35,22 @@ typedef int (*apply_guard_fn)(void *ctx, struct db *db);
 
 /* apply_ltx() with guard(ctx, db) run as said above (guard may be NULL). */
 int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx);
+
+/* The write lock (writelock.h) on the primary. Takes SQLite's writer lock
+ * on the mounted database on a new descriptor, so that every other writer
+ * gets SQLITE_BUSY (its busy handler retries) while readers go on: in WAL
+ * mode WAL_WRITE_LOCK of -shm, else RESERVED of the db file. Waits up to
+ * timeout_ms for a writer's transaction in progress to end. Returns 0
+ * with *out the descriptor (release it with apply_writer_unlock()),
+ * -EAGAIN at the limit, or -errno. */
+int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out);
+/* Releases the writer lock and closes fd (-1: no-op). */
+void apply_writer_unlock(int fd);
+/* apply_ltx_guarded() on the primary under the write lock: held_fd is
+ * apply_writer_lock()'s descriptor (held_wal: of -shm), whose writer lock
+ * the apply shares and leaves held; the LTX lands only while this node may
+ * commit (node_may_write(), checked under db.mu), else -EROFS. */
+int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
+		   bool held_wal);
 
 #endif

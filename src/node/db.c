@@ -599,6 +599,25 @@ static void wal_undo_restore(struct db *db)
 	u->active = false;
 }
 
+/* ---- Commits under the write lock (writelock.h) ------------------------ */
+
+/* On a replica that holds the write lock, a prepared commit reaches the
+ * primary before the client's operation: the primary stores it or the
+ * commit fails (and is cut back here), so no transaction acknowledged to
+ * a client is missing on the primary. On the primary: nothing to do. */
+static int submit_if_replica(struct db *db, struct pending *p)
+{
+	if (!p->active || node_is_primary(db->node))
+		return 0;
+	const struct node_writelock_hooks *w = &db->node->writelock;
+	int rc = w->submit ? w->submit(w->ctx, db->name, db->chain.log_fd, (off_t)(p->rec_off + LTXLOG_HDR_SIZE),
+				       (uint32_t)p->file_size)
+			   : -EROFS;
+	if (rc)
+		pending_abort(db, p);
+	return rc;
+}
+
 /* ---- Rollback-journal capture ------------------------------------------ */
 
 static int read_db_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, uint32_t *frame)
@@ -660,7 +679,7 @@ static int prepare_rollback_commit(struct db *db, struct pending *p)
 		pending_abort(db, p);
 		pgmap_clear(&db->dirty);
 	}
-	return 0;
+	return submit_if_replica(db, p);
 }
 
 /* Records pre-image checksums of the pages in [first, last] not yet dirty. */
@@ -863,6 +882,8 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 		.wal_salt2 = db->wal.salt2,
 	};
 	rc = prepare_commit(db, keys, n_keys, commit, db->wal.page_size, read_wal_new, &v, false, &wf, false, p);
+	if (rc == 0)
+		rc = submit_if_replica(db, p);
 	if (rc)
 		goto out;
 	*commit_frame = k;
@@ -1297,7 +1318,7 @@ static int shm_reserve(int fd, off_t end)
  * handoff relies on this (lease.c). */
 static bool fenced(struct db *db, enum db_kind kind)
 {
-	if (kind == DB_KIND_SHM || kind == DB_KIND_POS || node_may_write(db->node))
+	if (kind == DB_KIND_SHM || kind == DB_KIND_POS || node_may_write_db(db->node, db->name))
 		return false;
 	atomic_fetch_add(&db->node->fenced_writes, 1);
 	LOG_DEBUG("db", "msg=\"write refused: this node may not commit (not the primary, or its lease deadline "

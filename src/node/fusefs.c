@@ -181,9 +181,9 @@ static bool from_self(fuse_req_t req)
  * readers write) and the creation of -wal/-shm (which WAL readers need):
  * SQLite then opens the database read-only and reports SQLITE_READONLY
  * ("attempt to write a readonly database") in every journal mode. */
-static bool read_only_for(fuse_req_t req, struct fusefs *fs, enum db_kind kind)
+static bool read_only_for(fuse_req_t req, struct fusefs *fs, const char *db_name, enum db_kind kind)
 {
-	if (kind == DB_KIND_SHM || node_may_write(&fs->store->node))
+	if (kind == DB_KIND_SHM || node_may_write_db(&fs->store->node, db_name))
 		return false;
 	return !from_self(req);
 }
@@ -316,7 +316,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	if ((to_set & FUSE_SET_ATTR_SIZE) && read_only_for(req, fs, kind)) {
+	if ((to_set & FUSE_SET_ATTR_SIZE) && read_only_for(req, fs, db->name, kind)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -397,7 +397,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	bool writes = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);
 	/* WAL readers open -wal read-write; only writing to it is refused. */
-	if (writes && (kind != DB_KIND_WAL || (fi->flags & O_TRUNC)) && read_only_for(req, fs, kind)) {
+	if (writes && (kind != DB_KIND_WAL || (fi->flags & O_TRUNC)) && read_only_for(req, fs, db->name, kind)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -444,7 +444,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, EACCES);
 		return;
 	}
-	if (kind != DB_KIND_WAL && read_only_for(req, fs, (enum db_kind)kind)) {
+	if (kind != DB_KIND_WAL && read_only_for(req, fs, dbname, (enum db_kind)kind)) {
 		LOG_WARN("fuse", "msg=\"refused to create a file on a read-only replica\" name=\"%s\"", name);
 		fuse_reply_err(req, EROFS);
 		return;
@@ -520,7 +520,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
 
 	count(req, REQ_WRITE, "write", ino);
-	if (read_only_for(req, fs_of(req), h->kind)) {
+	if (read_only_for(req, fs_of(req), h->db->name, h->kind)) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}
@@ -572,8 +572,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	/* On a replica even -wal and -shm stay: the last reader's close tries
-	 * to remove them (and ignores the error), the next reader needs them. */
-	if (!node_is_primary(&fs->store->node) && !from_self(req)) {
+	 * to remove them (and ignores the error), the next reader needs them.
+	 * Its -journal goes when it holds the write lock (a DELETE-mode commit). */
+	bool lock_commit = kind == DB_KIND_JOURNAL && node_may_write_db(&fs->store->node, dbname);
+	if (!node_is_primary(&fs->store->node) && !from_self(req) && !lock_commit) {
 		fuse_reply_err(req, EROFS);
 		return;
 	}

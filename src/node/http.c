@@ -168,6 +168,7 @@
 #include "ltx/ltx.h"
 #include "node/sqlchild.h"
 #include "node/store.h"
+#include "node/writelock.h"
 #include "proto/stream.h"
 
 #define HTTP_MAX_IMPORT_BYTES (64ull << 30)
@@ -189,6 +190,7 @@ struct http_server {
 	struct fusefs *fs;      /* borrowed */
 	struct cluster *cluster; /* borrowed; NULL: no cluster ID */
 	struct lease *lease;     /* borrowed; NULL: static lease */
+	struct writelock *writelock; /* borrowed; NULL: none */
 	char *secret;           /* owned; NULL: no authentication */
 	char *hostname;         /* owned: this node's name for other nodes */
 	bool candidate;
@@ -1510,6 +1512,12 @@ static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const ch
 		*upload_data_size = 0;
 		return route(srv, conn, url, method);
 	}
+	if (writelock_url(url) && (*con_cls == NULL ? !atomic_load(&srv->stopping) : *(int *)*con_cls == WRITELOCK_REQ)) {
+		if (*con_cls == NULL)
+			atomic_fetch_add(&srv->n_active, 1);
+		bool trusted = srv->secret == NULL || replserver_auth_ok(&srv->repl, conn);
+		return writelock_http(srv->writelock, conn, url, method, upload_data, upload_data_size, con_cls, trusted);
+	}
 	if (*con_cls != NULL && *(int *)*con_cls == REQ_STREAM) {
 		struct replserver_req *sr = *con_cls;
 		if (*upload_data_size != 0) {
@@ -1548,7 +1556,9 @@ static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enu
 {
 	struct http_server *srv = cls;
 	atomic_fetch_sub(&srv->n_active, 1);
-	if (*con_cls != NULL && *con_cls != &deferred_marker && *(int *)*con_cls == REQ_STREAM) {
+	if (*con_cls != NULL && *con_cls != &deferred_marker && *(int *)*con_cls == WRITELOCK_REQ) {
+		writelock_req_free(*con_cls);
+	} else if (*con_cls != NULL && *con_cls != &deferred_marker && *(int *)*con_cls == REQ_STREAM) {
 		replserver_req_free(*con_cls);
 	} else if (*con_cls != &deferred_marker) {
 		struct import_req *ir = *con_cls;
@@ -1598,6 +1608,7 @@ int http_start(struct store *st, struct fusefs *fs, const struct http_opts *opts
 	srv->st = st;
 	srv->fs = fs;
 	srv->cluster = opts->cluster;
+	srv->writelock = opts->writelock;
 	srv->lease = opts->lease;
 	srv->candidate = opts->candidate;
 	srv->hostname = strdup(opts->hostname ? opts->hostname : "");

@@ -22,6 +22,7 @@ struct http_opts {
 	bool candidate;           /* lease.candidate, for /info */
 	struct cluster *cluster;  /* borrowed; NULL: no cluster ID */
 	struct lease *lease;      /* borrowed; NULL: a static lease (/info, /metrics) */
+	struct writelock *writelock; /* borrowed; NULL: /writelock/ answers 503 */
 };
 
 /* Starts serving. The store, the file system and the cluster are

@@ -55,6 +55,14 @@ bool node_may_write(struct node *n)
 	return deadline == INT64_MAX || clock_mono_ms() < deadline;
 }
 
+bool node_may_write_db(struct node *n, const char *db_name)
+{
+	if (node_may_write(n))
+		return true;
+	const struct node_writelock_hooks *w = &n->writelock;
+	return !atomic_load(&n->is_primary) && w->held && db_name && w->held(w->ctx, db_name);
+}
+
 void node_set_write_deadline(struct node *n, int64_t mono_ms)
 {
 	atomic_store(&n->write_deadline_ms, mono_ms);

@@ -43,6 +43,18 @@ struct node_fuse_hooks {
 	void (*inval_entry)(void *ctx, const char *name);
 };
 
+/* The write lock (writelock.h), set by the mount before the first request
+ * on every node (NULL fields: no write lock). held() says whether this
+ * replica holds the write lock on a database (a cheap check of a small
+ * table); submit() sends one LTX file of a commit captured here to the
+ * primary and returns 0 once the primary stored it (db.c calls it with
+ * db.mu held, before the client's operation that commits). */
+struct node_writelock_hooks {
+	void *ctx;
+	bool (*held)(void *ctx, const char *db_name);
+	int (*submit)(void *ctx, const char *db_name, int fd, off_t off, uint32_t len);
+};
+
 struct node_opts {
 	const char *data_dir;   /* copied */
 	bool compress;          /* data.compress: LZ4 in new LTX records */
@@ -71,6 +83,7 @@ struct node {
 	 * first request when lease.sync-replicas > 0, else NULL; owned by it.
 	 * A commit on the primary waits on it before returning to SQLite. */
 	struct syncrepl *sync;
+	struct node_writelock_hooks writelock; /* set before the first request */
 
 	pthread_mutex_t mu;     /* guards primary_host, caught_up_ms */
 	char primary_host[256];
@@ -101,6 +114,10 @@ void node_set_role(struct node *n, bool primary, const char *primary_host);
  * Called on every write that can commit (fusefs.c at open, db.c at each
  * write), so it is two atomic loads and a vDSO clock read. */
 bool node_may_write(struct node *n);
+/* node_may_write(), or this replica holds the write lock on db_name
+ * (litefs run --with-write-lock): its commits then go to the primary
+ * first (db.c). */
+bool node_may_write_db(struct node *n, const char *db_name);
 /* Sets the deadline (clock_mono_ms() based; INT64_MAX: none). */
 void node_set_write_deadline(struct node *n, int64_t mono_ms);
 /* Copies the primary's hostname into buf ("" on the primary or when

@@ -336,8 +336,22 @@ static int on_ltx_end(struct conn *c)
 	}
 	struct db *db = store_find(c->r->st, c->db_name, true);
 	struct ltx_pos local = db ? db_pos(db) : (struct ltx_pos){ 0 };
+	uint64_t min_txid, max_txid, post = 0;
+	struct ltx_header own;
+	if (db && !c->snapshot && ltxlog_read_ends(c->spool_fd, 0, c->ltx_len, &own, &post) == 0 &&
+	    local.txid != 0 && (own.max_txid < local.txid || (own.max_txid == local.txid && post == local.checksum))) {
+		/* Transactions committed here under the write lock
+		 * (writelock.h): the primary stored the same LTX files that
+		 * this node's chain already holds, and the stream may bring
+		 * them back after later ones were committed here. (A history
+		 * that diverged is found when the stream reconnects: the
+		 * primary checks this node's position against its chain.) */
+		LOG_DEBUG("repl", "msg=\"already have it (write lock)\" db=%s txid=%016" PRIx64, c->db_name, local.txid);
+		c->n_applied++;
+		check_caught_up(c);
+		return 0;
+	}
 	int rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
-	uint64_t min_txid, max_txid;
 	spooled_txids(c, &min_txid, &max_txid);
 	if (rc == 0 && c->diverged)
 		LOG_WARN("repl", "msg=\"this node's history diverged from the primary's: its local transactions were "
@@ -1049,6 +1063,24 @@ int replica_follow(struct replica *r, const char *advertise_url, const char *hos
 bool replica_wait_synced(struct replica *r, int timeout_ms)
 {
 	return clock_wait_flag(&r->mu, &r->cond, &r->synced, &r->stopping, timeout_ms);
+}
+
+bool replica_primary_url(struct replica *r, char *buf, size_t len, const char **secret)
+{
+	if (r == NULL)
+		return false;
+	pthread_mutex_lock(&r->mu);
+	bool ok = r->url != NULL;
+	if (ok) {
+		size_t n = strlen(r->url);
+		const char *suffix = "/stream";
+		if (n >= strlen(suffix) && !strcmp(r->url + n - strlen(suffix), suffix))
+			n -= strlen(suffix);
+		snprintf(buf, len, "%.*s", (int)n, r->url);
+	}
+	pthread_mutex_unlock(&r->mu);
+	*secret = r->secret;
+	return ok;
 }
 
 void replica_stop(struct replica *r)

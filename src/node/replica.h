@@ -45,6 +45,11 @@ int replica_follow(struct replica *r, const char *advertise_url, const char *hos
  * frame). Returns true once it has happened (it stays true). */
 bool replica_wait_synced(struct replica *r, int timeout_ms);
 
+/* The primary's base URL (the stream's, without "/stream") into buf, and
+ * the shared secret (borrowed; NULL: none) into *secret, for the write
+ * lock (writelock.c). Returns false when no primary is followed now. */
+bool replica_primary_url(struct replica *r, char *buf, size_t len, const char **secret);
+
 /* Ends the connection, joins the thread and frees. NULL is a no-op. */
 void replica_stop(struct replica *r);
 
