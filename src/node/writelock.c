@@ -62,11 +62,13 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -107,6 +109,7 @@ struct wl_held {
 	char name[WL_NAME_MAX];
 	uint64_t token;
 	int64_t expires_ms;       /* clock_mono_ms(); never after the primary's */
+	bool cleaning;            /* expired: a hot journal is being rolled back */
 };
 
 struct writelock {
@@ -170,7 +173,7 @@ static bool hook_held(void *ctx, const char *db_name)
 	struct writelock *wl = ctx;
 	pthread_mutex_lock(&wl->mu);
 	struct wl_held *h = held_find(wl, db_name);
-	bool ok = h && !wl->stopping && clock_mono_ms() < h->expires_ms;
+	bool ok = h && !wl->stopping && (clock_mono_ms() < h->expires_ms || h->cleaning);
 	pthread_mutex_unlock(&wl->mu);
 	return ok;
 }
@@ -290,6 +293,41 @@ static int hook_submit(void *ctx, const char *db_name, int fd, off_t off, uint32
 
 /* ---- Expiry ----------------------------------------------------------- */
 
+/* A lock that expires on this replica while a rollback-journal transaction
+ * of CMD's spilled pages into the database file (CMD and `litefs run`
+ * killed together) leaves a hot journal, which no client could roll back
+ * once writes are refused, and under which no replicated transaction
+ * applies. This node rolls it back through its own mount, as the first
+ * SQLite client would, while the database is still writable. Rollback
+ * modes only: nothing maps -shm, so a client of the mount in this process
+ * cannot deadlock with the FUSE workers (http.c THREADING). */
+static void roll_back_hot_journal(struct writelock *wl, const char *name)
+{
+	const char *mnt = wl->st->node.hooks.mountpoint;
+	struct db *db = store_find(wl->st, name, false);
+	struct db_stats s;
+	char path[4096], jpath[4200];
+	struct stat st;
+	if (!mnt || !db || !db_stats(db, 1000, &s) || !s.exists || s.wal_mode)
+		return;
+	snprintf(path, sizeof(path), "%s/%s", mnt, name);
+	snprintf(jpath, sizeof(jpath), "%s-journal", path);
+	if (stat(jpath, &st) != 0 || st.st_size == 0)
+		return;
+	sqlite3 *conn = NULL;
+	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(conn, 2000);
+		rc = sqlite3_exec(conn, "PRAGMA schema_version", NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK)
+		LOG_WARN("writelock", "msg=\"cannot roll back an unfinished transaction after the lock expired\" db=%s "
+				      "err=\"%s\"", name, conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+	else
+		LOG_INFO("writelock", "msg=\"rolled back what the lock holder left unfinished\" db=%s", name);
+	sqlite3_close(conn);
+}
+
 static void *expiry_main(void *arg)
 {
 	struct writelock *wl = arg;
@@ -312,12 +350,19 @@ static void *expiry_main(void *arg)
 		}
 		for (size_t i = 0; i < WL_MAX; i++) {
 			struct wl_held *h = &wl->held[i];
-			if (h->used && now >= h->expires_ms) {
-				LOG_WARN("writelock", "msg=\"write lock expired on this replica: writes to the database are "
-						      "refused again\" db=%s",
-					 h->name);
+			if (!h->used || now < h->expires_ms)
+				continue;
+			LOG_WARN("writelock", "msg=\"write lock expired on this replica: writes to the database are "
+					      "refused again\" db=%s",
+				 h->name);
+			char name[WL_NAME_MAX];
+			snprintf(name, sizeof(name), "%s", h->name);
+			h->cleaning = true;
+			pthread_mutex_unlock(&wl->mu);
+			roll_back_hot_journal(wl, name);
+			pthread_mutex_lock(&wl->mu);
+			if (h->used && !strcmp(h->name, name) && h->cleaning)
 				memset(h, 0, sizeof(*h));
-			}
 		}
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
