@@ -584,6 +584,11 @@ static enum httpd_result primary_tx(struct writelock *wl, struct httpd_conn *con
 		rc = apply_ltx_held(db, r->fd, 0, (uint32_t)r->len, NULL, NULL, g->fd, g->wal);
 	pos = db_pos(db);
 	pthread_mutex_unlock(&wl->mu);
+	/* "Stored" means durable here, as a local commit with
+	 * synchronous=FULL is once it returns: the db file and the segment. */
+	struct ltx_pos durable;
+	if (rc == 0 && (rc = db_sync_position(db, &durable)) == 0 && durable.txid < h.max_txid)
+		rc = -EIO;
 	if (rc == -EROFS)
 		return httpd_respond_error(conn, HTTP_SERVICE_UNAVAILABLE, "this node may no longer commit (lease)");
 	if (rc) {
