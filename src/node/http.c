@@ -8,6 +8,7 @@
  *   GET  /events            newline-delimited JSON: init, tx, primaryChange
  *   POST /stream            replication to a replica (replserver.c; protocol: stream.c)
  *   POST /stream/ack        a replica's durable positions (synchronous replication)
+ *   POST /writelock/...     the write lock (writelock.c, which answers them)
  *
  * The reference for clients is docs/http.md; this comment says why the code
  * is shaped the way it is.
