@@ -589,8 +589,12 @@ static enum httpd_result primary_tx(struct writelock *wl, struct httpd_conn *con
 	struct ltx_pos durable;
 	if (rc == 0 && (rc = db_sync_position(db, &durable)) == 0 && durable.txid < h.max_txid)
 		rc = -EIO;
-	if (rc == -EROFS)
+	if (rc == -EROFS) {
+		atomic_fetch_add(&wl->n_tx_refused, 1);
+		LOG_WARN("writelock", "msg=\"refused a transaction from the lock holder: this node may no longer commit "
+				      "(fenced)\" db=%s txid=%016" PRIx64, name, h.max_txid);
 		return httpd_respond_error(conn, HTTP_SERVICE_UNAVAILABLE, "this node may no longer commit (lease)");
+	}
 	if (rc) {
 		atomic_fetch_add(&wl->n_tx_refused, 1);
 		LOG_WARN("writelock", "msg=\"refused a transaction from the lock holder\" db=%s txid=%016" PRIx64
@@ -601,6 +605,7 @@ static enum httpd_result primary_tx(struct writelock *wl, struct httpd_conn *con
 					    "/%016" PRIx64 ": %s",
 					    h.min_txid, pos.txid, pos.checksum, err_str(rc));
 	}
+	atomic_fetch_add(&wl->n_tx, 1);
 	return respond_pos(conn, json_object(), pos);
 }
 
@@ -731,6 +736,35 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 	httpc_req_free(&q);
 	curl_easy_cleanup(c);
 	return res;
+}
+
+/* ---- Metrics ------------------------------------------------------------- */
+
+void writelock_metrics(struct writelock *wl, FILE *f)
+{
+	if (!wl)
+		return;
+	unsigned granted = 0, held = 0;
+	pthread_mutex_lock(&wl->mu);
+	for (size_t i = 0; i < WL_MAX; i++) {
+		granted += wl->grants[i].used;
+		held += wl->held[i].used;
+	}
+	pthread_mutex_unlock(&wl->mu);
+	fprintf(f, "# HELP litefs_write_locks Write locks granted by this primary (granted) or held by this replica (held).\n"
+		   "# TYPE litefs_write_locks gauge\nlitefs_write_locks{side=\"granted\"} %u\n"
+		   "litefs_write_locks{side=\"held\"} %u\n",
+		granted, held);
+	fprintf(f, "# HELP litefs_write_lock_events_total Write lock grants, expiries (no renewal, or fenced), "
+		   "holder transactions stored, resent ones already stored, and refused ones.\n"
+		   "# TYPE litefs_write_lock_events_total counter\n"
+		   "litefs_write_lock_events_total{event=\"granted\"} %lu\n"
+		   "litefs_write_lock_events_total{event=\"expired\"} %lu\n"
+		   "litefs_write_lock_events_total{event=\"tx\"} %lu\n"
+		   "litefs_write_lock_events_total{event=\"tx_duplicate\"} %lu\n"
+		   "litefs_write_lock_events_total{event=\"tx_refused\"} %lu\n",
+		atomic_load(&wl->n_grants), atomic_load(&wl->n_expired), atomic_load(&wl->n_tx),
+		atomic_load(&wl->n_tx_dup), atomic_load(&wl->n_tx_refused));
 }
 
 /* ---- HTTP dispatch ----------------------------------------------------- */

@@ -21,6 +21,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "base/httpd.h"
 
@@ -49,6 +50,9 @@ void writelock_set_replica(struct writelock *wl, struct replica *rep);
 void writelock_stop(struct writelock *wl);
 /* Clears the node's hooks and frees (after the mount stopped). NULL: no-op. */
 void writelock_free(struct writelock *wl);
+
+/* Writes the module's Prometheus families to f (NULL wl: none). */
+void writelock_metrics(struct writelock *wl, FILE *f);
 
 /* True for the URLs this module serves (/writelock/...). */
 bool writelock_url(const char *url);

@@ -276,3 +276,52 @@ def test_write_lock_on_primary_just_runs_and_help(cluster, tmp_path):
         con.close()
     rep, _ = assert_same_everywhere(c)
     assert [s for _, s in rep] == [0, 1, 2]
+
+
+def test_write_lock_fenced_on_an_old_primary(tmp_path):
+    """etcd lease: the primary that granted the lock is frozen past its
+    lease while a commit of the holder is on its way to it; another node
+    takes over. Woken, the old primary applies nothing (fenced), CMD's
+    commit fails, and every node ends with exactly CMD's acknowledged
+    transactions."""
+    from test_failover import Etcd, EtcdNode, primary_of, stop_nodes, wait_rows
+    etcd = Etcd(tmp_path)
+    etcd.start()
+    nodes = []
+    try:
+        for name, cand in (("a", True), ("b", False), ("c", True)):
+            nodes.append(EtcdNode(tmp_path, name, etcd, candidate=cand).start())
+        p = primary_of(nodes)
+        con = sqlite3.connect(str(p.db()), timeout=10, isolation_level=None)
+        con.execute("PRAGMA journal_mode=wal")
+        con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, who TEXT, seq INT, pad BLOB, UNIQUE(who, seq))")
+        con.close()
+        wait_rows(nodes)
+        (tmp_path / "writer.py").write_text(WRITER)
+        holder = nodes[1]
+        holder.url = lambda path="": f"http://127.0.0.1:{holder.port}{path}"
+        cmd = run_locked(tmp_path, holder, 100000)
+        first = read_until(cmd, "ok 20")
+        p.proc.send_signal(signal.SIGSTOP)
+        try:
+            primary_of([n for n in nodes if n is not p and n.candidate], timeout=15)
+            time.sleep(0.5)
+        finally:
+            p.proc.send_signal(signal.SIGCONT)
+        out, err = cmd.communicate(timeout=60)
+        lines = first + out.splitlines()
+        assert cmd.returncode == 3 and lines[-1].startswith("error"), (cmd.returncode, lines[-3:], err)
+        assert "may no longer commit" in p.log_text()
+        acked = [int(l.split()[1]) for l in lines if l.startswith("ok ")]
+        wait_rows(nodes, timeout=30)
+        seqs = []
+        for n in nodes:
+            c = sqlite3.connect(f"file:{n.db()}?mode=ro", uri=True, timeout=10)
+            got = [r[0] for r in c.execute("SELECT seq FROM t WHERE who = 'replica' ORDER BY id")]
+            c.close()
+            assert got == acked, n.name
+            seqs = got
+        assert seqs == list(range(len(seqs)))
+    finally:
+        stop_nodes(nodes)
+        etcd.stop()
