@@ -231,6 +231,7 @@ struct stop_guard {
 	char mountpoint[4096];        /* a copy: fusefs_unmount() frees its own */
 	unsigned fuse_conn;           /* /sys/fs/fuse/connections/<n>; 0: unknown */
 	int64_t start_ms;             /* clock_mono_ms() when the stop began */
+	int64_t lock_stall_ms;        /* st's, read before the thread starts */
 	pthread_mutex_t mu;           /* with cond: guards the three flags */
 	pthread_cond_t cond;
 	bool done;                    /* the stop finished by itself */
@@ -311,7 +312,9 @@ static _Noreturn void stop_guard_force(struct stop_guard *g, bool store_closing,
 static void *stop_guard_main(void *arg)
 {
 	struct stop_guard *g = arg;
-	int64_t stall_ms = g->st->lock_stall_ms;
+	/* Not g->st->lock_stall_ms: the thread may first run after the main
+	 * thread closed (and freed) the store. */
+	int64_t stall_ms = g->lock_stall_ms;
 	for (;;) {
 		if (clock_wait_flag(&g->mu, &g->cond, &g->done, &g->never, 250))
 			return NULL;
@@ -342,6 +345,7 @@ static void stop_guard_start(struct stop_guard *g, struct store *st, const char 
 	if (g->started || st == NULL)
 		return;
 	g->st = st;
+	g->lock_stall_ms = st->lock_stall_ms;
 	snprintf(g->mountpoint, sizeof(g->mountpoint), "%s", mountpoint);
 	g->fuse_conn = fuse_conn_of(g->mountpoint);
 	g->start_ms = clock_mono_ms();
