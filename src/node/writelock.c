@@ -91,6 +91,7 @@
 #define WL_SUBMIT_DEADLINE_MS 10000
 #define WL_CATCHUP_DEFAULT_MS 30000
 #define WL_NAME_MAX 256
+#define WL_CLEAN_GRACE_MS 30000   /* an expired lock's writer may still roll back */
 
 /* A lock this node granted (primary). */
 struct wl_grant {
@@ -109,7 +110,8 @@ struct wl_held {
 	char name[WL_NAME_MAX];
 	uint64_t token;
 	int64_t expires_ms;       /* clock_mono_ms(); never after the primary's */
-	bool cleaning;            /* expired: a hot journal is being rolled back */
+	bool cleaning;            /* expired: writable until no transaction is left */
+	int64_t next_clean_ms;    /* when to try rolling back again */
 };
 
 struct writelock {
@@ -118,11 +120,15 @@ struct writelock {
 	char *secret;              /* owned; NULL: none */
 	_Atomic(struct replica *) rep;
 
-	pthread_mutex_t mu;        /* guards grants, held, stopping */
-	pthread_cond_t cond;
+	/* Guards grants; held across a holder's apply on the primary (which
+	 * takes db.mu under it). */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;       /* with mu: wakes the expiry thread */
 	struct wl_grant grants[WL_MAX];
+	/* Guards held: a leaf lock, taken under db.mu by the mount's hooks. */
+	pthread_mutex_t held_mu;
 	struct wl_held held[WL_MAX];
-	bool stopping;
+	atomic_bool stopping;
 	pthread_t thread;
 	bool started;
 
@@ -171,10 +177,10 @@ static void grant_drop(struct wl_grant *g, const char *why)
 static bool hook_held(void *ctx, const char *db_name)
 {
 	struct writelock *wl = ctx;
-	pthread_mutex_lock(&wl->mu);
+	pthread_mutex_lock(&wl->held_mu);
 	struct wl_held *h = held_find(wl, db_name);
 	bool ok = h && !wl->stopping && (clock_mono_ms() < h->expires_ms || h->cleaning);
-	pthread_mutex_unlock(&wl->mu);
+	pthread_mutex_unlock(&wl->held_mu);
 	return ok;
 }
 
@@ -234,17 +240,21 @@ static int hook_submit(void *ctx, const char *db_name, int fd, off_t off, uint32
 {
 	struct writelock *wl = ctx;
 	char token[17];
-	pthread_mutex_lock(&wl->mu);
+	pthread_mutex_lock(&wl->held_mu);
 	struct wl_held *h = held_find(wl, db_name);
 	bool ok = h && !wl->stopping && clock_mono_ms() < h->expires_ms;
-	if (ok)
+	int64_t deadline = clock_mono_ms() + WL_SUBMIT_DEADLINE_MS;
+	if (ok) {
 		snprintf(token, sizeof(token), "%016" PRIx64, h->token);
-	pthread_mutex_unlock(&wl->mu);
+		/* No point trying once the primary has let the lock go. */
+		if (h->expires_ms < deadline)
+			deadline = h->expires_ms;
+	}
+	pthread_mutex_unlock(&wl->held_mu);
 	if (!ok)
 		return -EROFS;
 
 	const char *query[] = { "name", db_name, "token", token, NULL };
-	int64_t deadline = clock_mono_ms() + WL_SUBMIT_DEADLINE_MS;
 	int rc = -EIO;
 	pthread_mutex_lock(&wl->submit_mu);
 	if (!wl->curl)
@@ -257,10 +267,10 @@ static int hook_submit(void *ctx, const char *db_name, int fd, off_t off, uint32
 		struct httpc_req q;
 		int prc = primary_post(wl, wl->curl, "/writelock/tx", query, fd, off, len, left, &q);
 		if (prc == 0 && q.status == HTTP_OK) {
-			pthread_mutex_lock(&wl->mu);
+			pthread_mutex_lock(&wl->held_mu);
 			if ((h = held_find(wl, db_name)) != NULL && sent + WRITELOCK_TTL_MS > h->expires_ms)
 				h->expires_ms = sent + WRITELOCK_TTL_MS;
-			pthread_mutex_unlock(&wl->mu);
+			pthread_mutex_unlock(&wl->held_mu);
 			rc = 0;
 			httpc_req_free(&q);
 			break;
@@ -293,6 +303,20 @@ static int hook_submit(void *ctx, const char *db_name, int fd, off_t off, uint32
 
 /* ---- Expiry ----------------------------------------------------------- */
 
+/* True when the journal at jpath is not one SQLite would roll back: its
+ * magic (written when its header is synced) is still zero. */
+static bool hot_journal_gone(const char *jpath)
+{
+	uint8_t magic[8];
+	int fd = open(jpath, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	int n = fdio_pread_full(fd, magic, sizeof(magic), 0);
+	close(fd);
+	static const uint8_t zero[8];
+	return n != (int)sizeof(magic) || memcmp(magic, zero, sizeof(zero)) == 0;
+}
+
 /* A lock that expires on this replica while a rollback-journal transaction
  * of CMD's spilled pages into the database file (CMD and `litefs run`
  * killed together) leaves a hot journal, which no client could roll back
@@ -301,7 +325,7 @@ static int hook_submit(void *ctx, const char *db_name, int fd, off_t off, uint32
  * SQLite client would, while the database is still writable. Rollback
  * modes only: nothing maps -shm, so a client of the mount in this process
  * cannot deadlock with the FUSE workers (http.c THREADING). */
-static void roll_back_hot_journal(struct writelock *wl, const char *name)
+static bool roll_back_hot_journal(struct writelock *wl, const char *name)
 {
 	const char *mnt = wl->st->node.hooks.mountpoint;
 	struct db *db = store_find(wl->st, name, false);
@@ -309,11 +333,11 @@ static void roll_back_hot_journal(struct writelock *wl, const char *name)
 	char path[4096], jpath[4200];
 	struct stat st;
 	if (!mnt || !db || !db_stats(db, 1000, &s) || !s.exists || s.wal_mode)
-		return;
+		return true;
 	snprintf(path, sizeof(path), "%s/%s", mnt, name);
 	snprintf(jpath, sizeof(jpath), "%s-journal", path);
 	if (stat(jpath, &st) != 0 || st.st_size == 0)
-		return;
+		return true;
 	sqlite3 *conn = NULL;
 	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
 	if (rc == SQLITE_OK) {
@@ -323,9 +347,13 @@ static void roll_back_hot_journal(struct writelock *wl, const char *name)
 	if (rc != SQLITE_OK)
 		LOG_WARN("writelock", "msg=\"cannot roll back an unfinished transaction after the lock expired\" db=%s "
 				      "err=\"%s\"", name, conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
-	else
-		LOG_INFO("writelock", "msg=\"rolled back what the lock holder left unfinished\" db=%s", name);
 	sqlite3_close(conn);
+	/* A journal SQLite did not take as hot (a writer still holds its
+	 * lock, or the header was never synced) may stay. */
+	bool gone = stat(jpath, &st) != 0 || st.st_size == 0;
+	if (gone)
+		LOG_INFO("writelock", "msg=\"rolled back what the lock holder left unfinished\" db=%s", name);
+	return gone || hot_journal_gone(jpath);
 }
 
 static void *expiry_main(void *arg)
@@ -348,22 +376,44 @@ static void *expiry_main(void *arg)
 				atomic_fetch_add(&wl->n_expired, 1);
 			}
 		}
+		pthread_mutex_unlock(&wl->mu);
+		pthread_mutex_lock(&wl->held_mu);
 		for (size_t i = 0; i < WL_MAX; i++) {
 			struct wl_held *h = &wl->held[i];
-			if (!h->used || now < h->expires_ms)
+			if (!h->used || now < h->expires_ms || now < h->next_clean_ms)
 				continue;
-			LOG_WARN("writelock", "msg=\"write lock expired on this replica: writes to the database are "
-					      "refused again\" db=%s",
-				 h->name);
+			/* Expired: no commit is sent any more (hook_submit), but
+			 * the database stays writable until a rollback-journal
+			 * transaction left behind is rolled back (by its writer,
+			 * whose commit failed, or here), for at most
+			 * WL_CLEAN_GRACE_MS. */
+			if (!h->cleaning)
+				LOG_WARN("writelock", "msg=\"write lock expired on this replica: no more commits; writes "
+						      "are refused again once no transaction is left\" db=%s",
+					 h->name);
 			char name[WL_NAME_MAX];
 			snprintf(name, sizeof(name), "%s", h->name);
 			h->cleaning = true;
-			pthread_mutex_unlock(&wl->mu);
-			roll_back_hot_journal(wl, name);
-			pthread_mutex_lock(&wl->mu);
-			if (h->used && !strcmp(h->name, name) && h->cleaning)
+			pthread_mutex_unlock(&wl->held_mu);
+			bool clean = roll_back_hot_journal(wl, name);
+			pthread_mutex_lock(&wl->held_mu);
+			if (!h->used || strcmp(h->name, name) != 0 || !h->cleaning)
+				continue;
+			if (clean || now >= h->expires_ms + WL_CLEAN_GRACE_MS) {
+				if (!clean)
+					LOG_ERROR("writelock", "msg=\"a transaction left by the lock holder could not be rolled "
+							       "back; the replica's database waits for a restart of this node "
+							       "(recovery rolls it back)\" db=%s",
+						  name);
 				memset(h, 0, sizeof(*h));
+			} else {
+				h->next_clean_ms = now + 500;
+			}
 		}
+		pthread_mutex_unlock(&wl->held_mu);
+		pthread_mutex_lock(&wl->mu);
+		if (wl->stopping)
+			break;
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 100 * 1000000L;
@@ -394,6 +444,7 @@ int writelock_start(struct store *st, struct cluster *cluster, const char *secre
 	for (size_t i = 0; i < WL_MAX; i++)
 		wl->grants[i].fd = -1;
 	pthread_mutex_init(&wl->mu, NULL);
+	pthread_mutex_init(&wl->held_mu, NULL);
 	pthread_cond_init(&wl->cond, NULL);
 	pthread_mutex_init(&wl->submit_mu, NULL);
 	if (pthread_create(&wl->thread, NULL, expiry_main, wl) != 0) {
@@ -417,14 +468,15 @@ void writelock_stop(struct writelock *wl)
 	if (!wl)
 		return;
 	pthread_mutex_lock(&wl->mu);
-	wl->stopping = true;
-	for (size_t i = 0; i < WL_MAX; i++) {
+	atomic_store(&wl->stopping, true);
+	for (size_t i = 0; i < WL_MAX; i++)
 		if (wl->grants[i].used)
 			grant_drop(&wl->grants[i], "the node stops");
-		memset(&wl->held[i], 0, sizeof(wl->held[i]));
-	}
 	pthread_cond_broadcast(&wl->cond);
 	pthread_mutex_unlock(&wl->mu);
+	pthread_mutex_lock(&wl->held_mu);
+	memset(wl->held, 0, sizeof(wl->held));
+	pthread_mutex_unlock(&wl->held_mu);
 	if (wl->started) {
 		pthread_join(wl->thread, NULL);
 		wl->started = false;
@@ -441,6 +493,7 @@ void writelock_free(struct writelock *wl)
 	if (wl->curl)
 		curl_easy_cleanup(wl->curl);
 	pthread_mutex_destroy(&wl->mu);
+	pthread_mutex_destroy(&wl->held_mu);
 	pthread_cond_destroy(&wl->cond);
 	pthread_mutex_destroy(&wl->submit_mu);
 	free(wl->secret);
@@ -636,11 +689,11 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 	const char *query[] = { "name", name, "holder", holder, "token", token, NULL };
 	bool release = !strcmp(op, "release");
 	if (release) { /* writes stop here first */
-		pthread_mutex_lock(&wl->mu);
+		pthread_mutex_lock(&wl->held_mu);
 		struct wl_held *h = held_find(wl, name);
 		if (h)
 			memset(h, 0, sizeof(*h));
-		pthread_mutex_unlock(&wl->mu);
+		pthread_mutex_unlock(&wl->held_mu);
 	}
 	CURL *c = curl_easy_init();
 	if (!c)
@@ -658,11 +711,11 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 		struct httpc_error e;
 		httpc_error_parse(&q, &e);
 		if (!release) {
-			pthread_mutex_lock(&wl->mu);
+			pthread_mutex_lock(&wl->held_mu);
 			struct wl_held *h = held_find(wl, name);
 			if (h)
 				memset(h, 0, sizeof(*h));
-			pthread_mutex_unlock(&wl->mu);
+			pthread_mutex_unlock(&wl->held_mu);
 		}
 		res = httpd_respond_errorf(conn, (unsigned)q.status, "the primary: %s", e.text);
 	} else if (release) {
@@ -675,11 +728,11 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 		const char *chk_s = json_string_value(json_object_get(o, "checksum"));
 		res = HTTPD_NO;
 		if (!strcmp(op, "renew")) {
-			pthread_mutex_lock(&wl->mu);
+			pthread_mutex_lock(&wl->held_mu);
 			struct wl_held *h = held_find(wl, name);
 			if (h)
 				h->expires_ms = sent + WRITELOCK_TTL_MS;
-			pthread_mutex_unlock(&wl->mu);
+			pthread_mutex_unlock(&wl->held_mu);
 			res = h ? httpd_respond_json(conn, HTTP_OK, json_pack("{s:b, s:i}", "held", 1, "ttlMs",
 									      WRITELOCK_TTL_MS), NULL, NULL)
 				: httpd_respond_error(conn, HTTP_CONFLICT, "the write lock expired on this replica");
@@ -712,7 +765,7 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 							   " (it is at %016" PRIx64 ")",
 							   want.txid, now.txid);
 			} else {
-				pthread_mutex_lock(&wl->mu);
+				pthread_mutex_lock(&wl->held_mu);
 				struct wl_held *h = held_find(wl, name);
 				for (size_t i = 0; !h && i < WL_MAX; i++)
 					if (!wl->held[i].used)
@@ -722,7 +775,7 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 							       .expires_ms = sent + WRITELOCK_TTL_MS };
 					snprintf(h->name, sizeof(h->name), "%s", name);
 				}
-				pthread_mutex_unlock(&wl->mu);
+				pthread_mutex_unlock(&wl->held_mu);
 				LOG_INFO("writelock", "msg=\"write lock held: this replica may write the database\" db=%s "
 						      "txid=%016" PRIx64, name, now.txid);
 				res = h ? httpd_respond_json(conn, HTTP_OK, json_pack("{s:s, s:s, s:i}", "token", tok, "txid",
@@ -746,11 +799,13 @@ void writelock_metrics(struct writelock *wl, FILE *f)
 		return;
 	unsigned granted = 0, held = 0;
 	pthread_mutex_lock(&wl->mu);
-	for (size_t i = 0; i < WL_MAX; i++) {
+	for (size_t i = 0; i < WL_MAX; i++)
 		granted += wl->grants[i].used;
-		held += wl->held[i].used;
-	}
 	pthread_mutex_unlock(&wl->mu);
+	pthread_mutex_lock(&wl->held_mu);
+	for (size_t i = 0; i < WL_MAX; i++)
+		held += wl->held[i].used;
+	pthread_mutex_unlock(&wl->held_mu);
 	fprintf(f, "# HELP litefs_write_locks Write locks granted by this primary (granted) or held by this replica (held).\n"
 		   "# TYPE litefs_write_locks gauge\nlitefs_write_locks{side=\"granted\"} %u\n"
 		   "litefs_write_locks{side=\"held\"} %u\n",

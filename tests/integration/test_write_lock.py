@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import LITEFS, check_invariants, wait_until
 
 TTL_S = 5  # WRITELOCK_TTL_MS
@@ -232,11 +234,13 @@ def test_write_lock_kill9_writing_replica(cluster, tmp_path):
     assert len(seqs) - len(acked) <= 1
 
 
-def test_write_lock_kill9_primary(cluster, tmp_path):
+@pytest.mark.parametrize("journal", ["wal", "delete"])
+def test_write_lock_kill9_primary(cluster, tmp_path, journal):
     """The primary dies under CMD: CMD's next commit fails with an error
-    (not a silent local commit); the restarted primary takes writes and
-    every node agrees; every commit CMD saw is everywhere."""
-    c = setup_cluster(cluster, tmp_path, 3)
+    (not a silent local commit) and SQLite rolls it back on the replica;
+    the restarted primary takes writes and every node agrees; every
+    commit CMD saw is everywhere."""
+    c = setup_cluster(cluster, tmp_path, 3, journal=journal)
     r = c.replicas[0]
     p = run_locked(tmp_path, r, 100000)
     first = read_until(p, "ok 50")
