@@ -32,6 +32,15 @@ void httpc_req_init(struct httpc_req *q, CURL *c)
 	q->mem_max = HTTPC_MAX_ERROR_BODY;
 }
 
+void httpc_req_init_post(struct httpc_req *q, CURL *c, const char *url)
+{
+	httpc_req_init(q, c);
+	q->method = "POST";
+	q->url = url;
+	q->up_buf = "";
+	q->up_buf_len = 0;
+}
+
 void httpc_req_free(struct httpc_req *q)
 {
 	free(q->mem);

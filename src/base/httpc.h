@@ -79,6 +79,10 @@ struct httpc_req {
 /* Readies q for a request on the handle c (borrowed). */
 void httpc_req_init(struct httpc_req *q, CURL *c);
 
+/* httpc_req_init() for a POST of url (borrowed) with an empty body (set
+ * up_fd/up_off/up_len afterwards for a file body). */
+void httpc_req_init_post(struct httpc_req *q, CURL *c, const char *url);
+
 /* Resets the handle, applies q and runs the request to its end. Returns
  * q->cc. The upload file may be read from again after a rewind (libcurl
  * resends after some redirects and authentication replies). */

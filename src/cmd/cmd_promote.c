@@ -73,11 +73,7 @@ int cmd_promote_main(int argc, char **argv)
 		return 1;
 	}
 	struct httpc_req q;
-	httpc_req_init(&q, c);
-	q.method = "POST";
-	q.url = full;
-	q.up_buf = "";
-	q.up_buf_len = 0;
+	httpc_req_init_post(&q, c, full);
 	q.timeout_ms = 30000;
 	q.mem_max = 1 << 16;
 	CURLcode cc = httpc_perform(&q);

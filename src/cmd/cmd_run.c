@@ -34,6 +34,7 @@
 #include "base/godur.h"
 #include "base/httpc.h"
 #include "cmd/cmd.h"
+#include "node/supervise.h"
 #include "node/writelock.h"
 
 #define DEFAULT_URL "http://127.0.0.1:20202"
@@ -169,11 +170,7 @@ static long post(CURL *c, const struct run_opts *o, const char *op, const char *
 		return 0;
 	}
 	struct httpc_req q;
-	httpc_req_init(&q, c);
-	q.method = "POST";
-	q.url = url;
-	q.up_buf = "";
-	q.up_buf_len = 0;
+	httpc_req_init_post(&q, c, url);
 	q.timeout_ms = o->timeout_ms + 20000;
 	q.mem_max = 1 << 16;
 	long status = 0;
@@ -217,15 +214,6 @@ static void roll_back_hot_journal(const struct run_opts *o)
 		fprintf(stderr, "litefs run: cannot roll back CMD's unfinished transaction on %s: %s\n", o->db,
 			conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
 	sqlite3_close(conn);
-}
-
-static int exit_code_of(int status)
-{
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return 1;
 }
 
 int cmd_run_main(int argc, char **argv)
@@ -321,5 +309,5 @@ int cmd_run_main(int argc, char **argv)
 	}
 	curl_easy_cleanup(c);
 	curl_global_cleanup();
-	return exit_code_of(status);
+	return supervise_exit_code(status);
 }

@@ -157,7 +157,7 @@ static int spawn_tied(char **argv, pid_t *pid)
 	return 0;
 }
 
-static int exit_code_of(int status)
+int supervise_exit_code(int status)
 {
 	if (WIFEXITED(status))
 		return WEXITSTATUS(status);
@@ -172,7 +172,7 @@ static int wait_pid(pid_t pid)
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
 			return 1;
-	return exit_code_of(status);
+	return supervise_exit_code(status);
 }
 
 static void sleep_ms(int ms)
@@ -271,7 +271,7 @@ static void reap_workers(struct supervisor *s, bool primary, int64_t now)
 		int64_t ran_ms = now - w->started_ms;
 		if (!primary) {
 			LOG_INFO("exec", "msg=\"if-primary worker exited\" cmd=\"%s\" pid=%d code=%d", w->argv[0],
-				 (int)pid, exit_code_of(status));
+				 (int)pid, supervise_exit_code(status));
 			continue;
 		}
 		if (ran_ms >= s->opts.backoff_reset_ms)
@@ -280,7 +280,7 @@ static void reap_workers(struct supervisor *s, bool primary, int64_t now)
 		LOG_WARN("exec",
 			 "msg=\"if-primary worker exited; restarting it\" cmd=\"%s\" pid=%d code=%d ran_ms=%lld "
 			 "restart_in_ms=%d",
-			 w->argv[0], (int)pid, exit_code_of(status), (long long)ran_ms, delay);
+			 w->argv[0], (int)pid, supervise_exit_code(status), (long long)ran_ms, delay);
 	}
 }
 
@@ -483,7 +483,7 @@ bool supervisor_reap(struct supervisor *s, int *code)
 	if (s->app > 0 && waitpid(s->app, &status, WNOHANG) == s->app) {
 		s->app = 0;
 		s->app_exited = true;
-		s->app_code = exit_code_of(status);
+		s->app_code = supervise_exit_code(status);
 	}
 	if (s->app_exited) {
 		*code = s->app_code;
@@ -533,7 +533,7 @@ int supervisor_wait(struct supervisor *s, int timeout_ms)
 		int status;
 		pid_t pid = waitpid(s->app, &status, WNOHANG);
 		if (pid == s->app) {
-			code = exit_code_of(status);
+			code = supervise_exit_code(status);
 			s->app = 0;
 			break;
 		}

@@ -88,6 +88,9 @@ int supervisor_wait(struct supervisor *s, int timeout_ms);
  * signals the application. NULL is a no-op. */
 void supervisor_free(struct supervisor *s);
 
+/* A wait status as an exit code: the code, 128+signal when killed, else 1. */
+int supervise_exit_code(int status);
+
 /* A worker as the manager last left it, for tests and logs. */
 struct supervise_worker_state {
 	pid_t pid;       /* 0 when not running */

@@ -215,19 +215,16 @@ static int primary_post(struct writelock *wl, CURL *c, const char *path, const c
 		free(url);
 		return ERR_NOMEM;
 	}
-	q->method = "POST";
-	q->url = url;
+	httpc_req_init_post(q, c, url);
 	q->headers = hdrs;
 	q->timeout_ms = timeout_ms;
 	q->connect_timeout_ms = timeout_ms < 2000 ? timeout_ms : 2000;
 	q->mem_max = 1 << 16;
 	if (fd >= 0) {
+		q->up_buf = NULL;
 		q->up_fd = fd;
 		q->up_off = (uint64_t)off;
 		q->up_len = len;
-	} else {
-		q->up_buf = "";
-		q->up_buf_len = 0;
 	}
 	CURLcode cc = httpc_perform(q);
 	curl_slist_free_all(hdrs);
