@@ -685,13 +685,15 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 	snprintf(path, sizeof(path), "/writelock/%s", op);
 	const char *query[] = { "name", name, "holder", holder, "token", token, NULL };
 	bool release = !strcmp(op, "release");
-	if (release) { /* writes stop here first */
-		pthread_mutex_lock(&wl->held_mu);
-		struct wl_held *h = held_find(wl, name);
-		if (h)
-			memset(h, 0, sizeof(*h));
-		pthread_mutex_unlock(&wl->held_mu);
-	}
+	uint64_t tok_num = token ? strtoull(token, NULL, 16) : 0;
+	pthread_mutex_lock(&wl->held_mu);
+	struct wl_held *mine = held_find(wl, name);
+	bool busy = !token && mine != NULL; /* an acquire while a litefs run here holds it */
+	if (release && mine && mine->token == tok_num) /* writes stop here first */
+		memset(mine, 0, sizeof(*mine));
+	pthread_mutex_unlock(&wl->held_mu);
+	if (busy)
+		return httpd_respond_errorf(conn, HTTP_CONFLICT, "the write lock on %s is already held on this node", name);
 	CURL *c = curl_easy_init();
 	if (!c)
 		return httpd_respond_error(conn, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
@@ -702,15 +704,13 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 	if (rc != 0) {
 		res = httpd_respond_errorf(conn, HTTP_SERVICE_UNAVAILABLE, "cannot reach the primary: %s",
 					   rc == -EAGAIN ? "no primary known" : httpc_transport_error(&q));
-		if (!release) { /* a renewal that cannot reach it: the lock ends at its expiry */
-		}
 	} else if (q.status != HTTP_OK) {
 		struct httpc_error e;
 		httpc_error_parse(&q, &e);
-		if (!release) {
+		if (!release && token) { /* the primary no longer knows this lock */
 			pthread_mutex_lock(&wl->held_mu);
 			struct wl_held *h = held_find(wl, name);
-			if (h)
+			if (h && h->token == tok_num)
 				memset(h, 0, sizeof(*h));
 			pthread_mutex_unlock(&wl->held_mu);
 		}
@@ -727,8 +727,12 @@ static enum httpd_result replica_forward(struct writelock *wl, struct httpd_conn
 		if (!strcmp(op, "renew")) {
 			pthread_mutex_lock(&wl->held_mu);
 			struct wl_held *h = held_find(wl, name);
-			if (h)
+			if (h && h->token != tok_num)
+				h = NULL;
+			if (h) {
 				h->expires_ms = sent + WRITELOCK_TTL_MS;
+				h->cleaning = false;
+			}
 			pthread_mutex_unlock(&wl->held_mu);
 			res = h ? httpd_respond_json(conn, HTTP_OK, json_pack("{s:b, s:i}", "held", 1, "ttlMs",
 									      WRITELOCK_TTL_MS), NULL, NULL)

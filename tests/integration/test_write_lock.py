@@ -172,6 +172,10 @@ def test_write_lock_kill9_cmd_inside_a_transaction(cluster, tmp_path):
     r = c.replicas[0]
     p = run_locked(tmp_path, r, 100, 5)
     lines = read_until(p, "stalled")
+    # One holder per database: a second litefs run waits, then gives up.
+    second = subprocess.run([str(LITEFS), "run", "-url", r.url(), "-timeout", "1s", "--with-write-lock",
+                             str(r.db()), "--", "true"], capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "held" in second.stderr, second.stderr
     pid = int(lines[0].split()[1])
     os.kill(pid, signal.SIGKILL)
     p.wait(30)
