@@ -73,8 +73,14 @@
 /* How long a refused connection to the application is retried. */
 #define PROXY_DIAL_RETRY_MS 10000
 /* A forwarded request that arrives forwarded this many times is refused
- * (a loop while the nodes disagree on the primary). */
-#define PROXY_MAX_HOPS 3
+ * (a loop while the nodes disagree on the primary for longer than the
+ * settling waits below). */
+#define PROXY_MAX_HOPS 8
+/* A forwarded request reaching a node that is not the primary waits this
+ * long per hop so far for the node's view to settle (during a handoff the
+ * new primary holds the lease a few milliseconds before it says so, and
+ * the old one already points at it) before it is sent on. */
+#define PROXY_SETTLE_MS_PER_HOP 100
 #define PROXY_STACK_SIZE (256 * 1024)
 #define PROXY_REPLAY_HEADER "Litefs-Replay"
 #define PROXY_HOPS_HEADER "Litefs-Forwarded"
@@ -317,6 +323,24 @@ static enum primary wait_primary(struct pconn *c, int64_t deadline_ms, char *url
 	return r;
 }
 
+/* Waits up to ms (not past deadline_ms) for this node to become a
+ * writable primary; returns early when it does. */
+static void settle(struct pconn *c, int64_t ms, int64_t deadline_ms)
+{
+	struct proxy *px = c->px;
+	int64_t until = clock_mono_ms() + ms;
+	if (until > deadline_ms)
+		until = deadline_ms;
+	DBG(c, "forwarded here but this node is not the primary; letting the roles settle" "\" hops=\"%d", c->rq->hops);
+	for (;;) {
+		uint64_t seq = node_change_seq(px->node);
+		int64_t left = until - clock_mono_ms();
+		if (node_may_write(px->node) || left <= 0 || atomic_load(&px->stopping))
+			return;
+		node_wait_change(px->node, seq, (int)(left < 20 ? left : 20));
+	}
+}
+
 /* ---- Request head to the upstream -------------------------------------------------- */
 
 /* Writes the request head to rq->uo. buffered: the body is rq->body
@@ -479,6 +503,10 @@ static int on_head(struct pconn *c)
 		rq->route = R_TARGET;
 	} else {
 		enum primary p = wait_primary(c, redirect_deadline, rq->fwd_url, sizeof(rq->fwd_url));
+		if (p == P_REMOTE && rq->hops > 0) {
+			settle(c, rq->hops * PROXY_SETTLE_MS_PER_HOP, redirect_deadline);
+			p = wait_primary(c, redirect_deadline, rq->fwd_url, sizeof(rq->fwd_url));
+		}
 		if (p == P_NONE) {
 			LOG_WARN("proxy", "msg=\"no primary within primary-redirect-timeout\" method=%s path=\"%s\"",
 				 http_method_str((enum http_method)c->p.method), rq->path);
@@ -814,7 +842,7 @@ static enum resp read_response(struct pconn *c)
 					rq->ev = EV_NONE;
 					const char *sig = proxy_head_get(&rq->resp, PROXY_REPLAY_HEADER);
 					if (sig && !strcasecmp(sig, "primary") && rq->route == R_TARGET && !rq->replayed &&
-					    !rq->body_overflow && !node_is_primary(c->px->node))
+					    !rq->body_overflow && !node_may_write(c->px->node))
 						return RESP_REPLAY;
 					rq->resp_head_done = true;
 					rq->resp_upgrade = rp.status_code == 101 && c->p.upgrade;

@@ -8,7 +8,7 @@ keep-alive) reading and writing a SQLite database on a LiteFS mount.
 Every answer names the node that served it (X-Node: NAME).
 
     GET  /read            {"n": rows, "last": last value}
-    POST /write           inserts the body as a row; {"id": rowid}
+    POST .../write        inserts the body as a row; {"id": rowid}
     GET  /touch           a GET that writes (a session extension): on a
                           replica SQLite says "attempt to write a readonly
                           database" and the app answers 503 with
@@ -85,6 +85,25 @@ class Handler(BaseHTTPRequestHandler):
                 yield b
 
     def do_GET(self):
+        return self.replayable(self.get)
+
+    def do_POST(self):
+        return self.replayable(self.post)
+
+    def replayable(self, handler):
+        """The middleware of docs/proxy.md: a write refused because this
+        node cannot write (a replica, or a primary fenced by a handoff)
+        asks the proxy to replay the request on the primary. A fenced
+        commit can also surface as SQLITE_IOERR on a connection that was
+        already writing; LiteFS refused it, so it is replayable too."""
+        try:
+            return handler()
+        except sqlite3.OperationalError as e:
+            if "readonly" in str(e) or "disk I/O error" in str(e):
+                return self.reply(503, {"error": str(e)}, headers=[("Litefs-Replay", "primary")])
+            raise
+
+    def get(self):
         p = self.path.split("?")[0]
         if p == "/small":
             return self.reply(200, body=b"ok")
@@ -94,14 +113,11 @@ class Handler(BaseHTTPRequestHandler):
             c.close()
             return self.reply(200, {"n": n, "last": last})
         if p == "/touch":
+            c = db()
             try:
-                c = db()
                 c.execute("INSERT INTO t(v) VALUES ('touch')")
+            finally:
                 c.close()
-            except sqlite3.OperationalError as e:
-                if "readonly" in str(e):
-                    return self.reply(503, {"error": str(e)}, headers=[("Litefs-Replay", "primary")])
-                raise
             return self.reply(200, {"touched": True})
         if p == "/sse":
             self.send_response(200)
@@ -131,7 +147,7 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_GET
 
-    def do_POST(self):
+    def post(self):
         p = self.path.split("?")[0]
         if p == "/upload":
             h, n = hashlib.sha256(), 0
@@ -140,10 +156,12 @@ class Handler(BaseHTTPRequestHandler):
                 n += len(b)
             return self.reply(200, {"bytes": n, "sha256": h.hexdigest()})
         body = b"".join(self.body_chunks())
-        if p == "/write":
+        if p.endswith("/write"):
             c = db()
-            cur = c.execute("INSERT INTO t(v) VALUES (?)", (body.decode(),))
-            c.close()
+            try:
+                cur = c.execute("INSERT INTO t(v) VALUES (?)", (body.decode(),))
+            finally:
+                c.close()
             return self.reply(200, {"id": cur.lastrowid})
         return self.reply(200, {"path": self.path, "method": self.command, "bytes": len(body)})
 

@@ -152,9 +152,15 @@ def test_get_that_writes_is_replayed_on_primary(proxies):
     c = p.connect()
     assert c.execute("SELECT count(*) FROM t WHERE v = 'touch'").fetchone()[0] == 1
     c.close()
-    # A POST with a body that the app refuses is replayed with its body.
-    r, body = r1.request("POST", "/static/echo", body=b"x" * 5000)
-    assert r.status == 200 and json.loads(body)["bytes"] == 5000 and r.getheader("X-Node") == "node2"
+    # A write served locally (passthrough) that the app cannot make is
+    # replayed with its body.
+    big = "b" * 100000
+    r, body = r1.request("POST", "/static/write", body=big)
+    assert r.status == 200 and r.getheader("X-Node") == "node1", body
+    assert r1.metrics()["replayed"] == 2
+    c = p.connect()
+    assert c.execute("SELECT count(*) FROM t WHERE v = ?", (big,)).fetchone()[0] == 1
+    c.close()
 
 
 def ws_connect(node, path):
