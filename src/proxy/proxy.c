@@ -82,6 +82,9 @@
  * the old one already points at it) before it is sent on. */
 #define PROXY_SETTLE_MS_PER_HOP 100
 #define PROXY_STACK_SIZE (256 * 1024)
+/* How long an idle connection keeps its request state (~150 KiB of
+ * virtual memory, a few pages touched) for the next request. */
+#define PROXY_KEEP_RQ_MS 1000
 #define PROXY_REPLAY_HEADER "Litefs-Replay"
 #define PROXY_HOPS_HEADER "Litefs-Forwarded"
 
@@ -1008,16 +1011,37 @@ static void *conn_main(void *arg)
 	const struct config *cfg = px->cfg;
 	http_parser_init(&c->p, HTTP_REQUEST);
 	c->p.data = c;
+	int64_t idle_since = clock_mono_ms();
 	for (;;) {
 		bool in_request = c->rq && c->rq->begun;
 		if (c->in_off == c->in_len) {
-			if (!in_request)
-				rq_drop(c);
 			/* Between requests: the idle timeout; in a head: the
 			 * header timeout; in a body: the read timeout. */
 			int64_t t = !in_request ? cfg->proxy.idle_timeout_ms
 				    : c->rq->req.complete ? cfg->proxy.read_timeout_ms
 							  : cfg->proxy.read_header_timeout_ms;
+			if (!in_request) {
+				/* The request state is kept for the next request
+				 * of a busy connection and dropped after
+				 * PROXY_KEEP_RQ_MS idle, so that an idle
+				 * keep-alive connection holds only struct pconn. */
+				int64_t idle = clock_mono_ms() - idle_since;
+				if (c->rq && (t <= 0 || t - idle > PROXY_KEEP_RQ_MS)) {
+					ssize_t n = proxy_read(c->fd, c->in, sizeof(c->in), PROXY_KEEP_RQ_MS);
+					if (n == -ETIMEDOUT) {
+						rq_drop(c);
+						continue;
+					}
+					if (n <= 0)
+						break;
+					c->in_off = 0;
+					c->in_len = (size_t)n;
+					goto parse;
+				}
+				rq_drop(c);
+				if (t > 0 && (t -= idle) <= 0)
+					break;
+			}
 			ssize_t n = proxy_read(c->fd, c->in, sizeof(c->in), t);
 			if (n <= 0) {
 				if (in_request) {
@@ -1031,6 +1055,7 @@ static void *conn_main(void *arg)
 			c->in_off = 0;
 			c->in_len = (size_t)n;
 		}
+	parse:;
 		size_t k = http_parser_execute(&c->p, &req_settings, c->in + c->in_off, c->in_len - c->in_off);
 		c->in_off += k;
 		enum http_errno err = HTTP_PARSER_ERRNO(&c->p);
@@ -1048,6 +1073,7 @@ static void *conn_main(void *arg)
 			} else if (ev == EV_DONE) {
 				int rc = on_done(c);
 				rq->begun = false;
+				idle_since = clock_mono_ms();
 				if (rc < 0 || c->p.upgrade)
 					break;
 			}
