@@ -14,6 +14,7 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/httphead.h"
 #include "proxy/proxy_msg.h"
 
 /* ---- Heads ---------------------------------------------------------------- */
@@ -111,26 +112,6 @@ const char *proxy_head_get(const struct proxy_head *hd, const char *name)
 	return NULL;
 }
 
-bool proxy_has_token(const char *value, const char *token)
-{
-	size_t tl = strlen(token);
-	const char *p = value;
-	while (p && *p) {
-		while (*p == ' ' || *p == '\t' || *p == ',')
-			p++;
-		const char *e = p;
-		while (*e && *e != ',')
-			e++;
-		const char *t = e;
-		while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
-			t--;
-		if ((size_t)(t - p) == tl && !strncasecmp(p, token, tl))
-			return true;
-		p = e;
-	}
-	return false;
-}
-
 bool proxy_head_is_hop(const struct proxy_head *hd, const char *name)
 {
 	static const char *const hop[] = { "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
@@ -140,7 +121,7 @@ bool proxy_head_is_hop(const struct proxy_head *hd, const char *name)
 		if (!strcasecmp(name, hop[i]))
 			return true;
 	for (int i = 0; i < hd->n; i++)
-		if (!strcasecmp(hd->h[i].name, "Connection") && proxy_has_token(hd->h[i].value, name))
+		if (!strcasecmp(hd->h[i].name, "Connection") && httphead_has_token(hd->h[i].value, name))
 			return true;
 	return false;
 }

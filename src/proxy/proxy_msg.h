@@ -58,8 +58,6 @@ const char *proxy_head_get(const struct proxy_head *hd, const char *name);
  * listed in the head's own Connection header, or one the proxy writes
  * itself (Content-Length, Transfer-Encoding, Expect). */
 bool proxy_head_is_hop(const struct proxy_head *hd, const char *name);
-/* Whether a comma-separated header contains token (case-insensitive). */
-bool proxy_has_token(const char *value, const char *token);
 /* The value of cookie `name` in a Cookie header into buf; false if absent. */
 bool proxy_cookie(const char *cookie_hdr, const char *name, char *buf, size_t len);
 

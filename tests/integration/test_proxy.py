@@ -246,13 +246,19 @@ def test_passthrough_health_timeouts_no_primary(proxies):
                msg="health 503 above max-lag")
 
 
-def test_app_starting_crashing_and_client_leaving(tmp_path):
+def single_node(tmp_path):
+    """A primary with a proxy and the table; its app is not started."""
     n = ProxyNode(tmp_path, "node1")
     n.start()
+    c = n.connect()
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    c.close()
+    return n
+
+
+def test_app_starting_crashing_and_client_leaving(tmp_path):
+    n = single_node(tmp_path)
     try:
-        c = n.connect()
-        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        c.close()
         out = {}
 
         def get():
@@ -302,12 +308,8 @@ def raw(port, data, timeout=10):
 
 
 def test_hostile_input_gets_clean_4xx(tmp_path):
-    n = ProxyNode(tmp_path, "node1")
-    n.start()
+    n = single_node(tmp_path)
     try:
-        c = n.connect()
-        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-        c.close()
         n.start_app()
         port = n.proxy_port
         cases = {

@@ -11,10 +11,8 @@ import threading
 import time
 
 from conftest import free_port, wait_until
-from test_failover import Etcd, EtcdNode, primary_of, promote, stop_nodes, wait_rows  # noqa: F401
+from test_failover import EtcdNode, etcd, primary_of, promote, stop_nodes, wait_rows  # noqa: F401 (etcd: fixture)
 from test_proxy import APP, _connectable
-
-import pytest
 
 
 class ProxyEtcdNode(EtcdNode):
@@ -28,14 +26,6 @@ class ProxyEtcdNode(EtcdNode):
     def start_app(self):
         self.app = subprocess.Popen([sys.executable, str(APP), str(self.app_port), str(self.mnt / "db"), self.name])
         wait_until(lambda: _connectable(self.app_port), msg=f"{self.name}'s app listening")
-
-
-@pytest.fixture
-def etcd(tmp_path):
-    e = Etcd(tmp_path)
-    e.start()
-    yield e
-    e.stop()
 
 
 def test_writes_through_every_proxy_survive_a_handoff(tmp_path, etcd):

@@ -2,7 +2,7 @@
  * test_proxy_msg.c — the proxy's message plumbing (src/proxy/proxy_msg.h):
  * heads collected from http-parser's callbacks (split at every byte, as a
  * slow client sends them), their bounds, header look-ups, hop-by-hop
- * names, cookies, tokens, globs and address parsing.
+ * names, cookies, globs and address parsing.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -131,10 +131,6 @@ static void test_cookie_token_glob(void **state)
 	assert_string_equal(v, "12");
 	assert_false(proxy_cookie("__txid=123456789", "__txid", v, sizeof(v))); /* longer than buf */
 	assert_false(proxy_cookie("", "__txid", v, sizeof(v)));
-
-	assert_true(proxy_has_token("keep-alive, Upgrade", "upgrade"));
-	assert_true(proxy_has_token(" close ", "close"));
-	assert_false(proxy_has_token("upgraded", "upgrade"));
 
 	assert_true(proxy_glob("/static/*", "/static/a/b.png"));
 	assert_true(proxy_glob("*.png", "/x/y.png"));
