@@ -63,30 +63,27 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(data)
 
+    def read_n(self, left):
+        """The next left bytes of the body, in pieces of at most 64 KiB."""
+        while left:
+            b = self.rfile.read(min(left, 65536))
+            if not b:
+                raise ConnectionError("body ended early")
+            left -= len(b)
+            yield b
+
     def body_chunks(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", ""):
-            while True:
-                size = int(self.rfile.readline().split(b";")[0], 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return
-                left = size
-                while left:
-                    b = self.rfile.read(min(left, 65536))
-                    if not b:
-                        return
-                    left -= len(b)
-                    yield b
-                self.rfile.readline()
-        else:
-            left = int(self.headers.get("Content-Length") or 0)
-            while left:
-                b = self.rfile.read(min(left, 65536))
-                if not b:
-                    return
-                left -= len(b)
-                yield b
+        if "chunked" not in self.headers.get("Transfer-Encoding", ""):
+            yield from self.read_n(int(self.headers.get("Content-Length") or 0))
+            return
+        while True:
+            size = int(self.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            yield from self.read_n(size)
+            self.rfile.readline()
 
     def do_GET(self):
         return self.replayable(self.get)

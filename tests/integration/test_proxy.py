@@ -329,6 +329,13 @@ def test_hostile_input_gets_clean_4xx(tmp_path):
             assert b"smuggled" not in out
         r, body = n.request("GET", "/read")
         assert r.status == 200 and json.loads(body)["n"] == 0  # nothing was written, still up
+        # Expect: 100-continue is answered by the proxy, then the body flows.
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(b"hello")
+        assert b'"bytes": 5' in s.recv(4096)
+        s.close()
         assert n.proc.poll() is None
     finally:
         n.stop_app()
