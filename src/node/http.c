@@ -683,7 +683,7 @@ static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_co
 	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
 	fprintf(f, "litefs_db_count %zu\n", n_live);
 	lease_metrics(srv->lease, f);
-	proxystat_metrics(srv->st->node.proxy_stats, f);
+	proxystat_metrics(atomic_load(&srv->st->node.proxy_on) ? &srv->st->node.proxy_stats : NULL, f);
 
 	for (int m = 0; m < M_COUNT; m++) {
 		put_family(f, db_metrics[m].name, db_metrics[m].type, db_metrics[m].help);

@@ -23,6 +23,7 @@ int node_init(struct node *n, const struct node_opts *opts)
 	atomic_init(&n->fenced_writes, 0);
 	atomic_init(&n->cancel_applies, false);
 	atomic_init(&n->resync, false);
+	atomic_init(&n->proxy_on, false);
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_mutex_init(&n->change_mu, NULL);
 	pthread_cond_init(&n->change_cond, NULL);

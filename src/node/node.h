@@ -31,6 +31,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "node/proxystat.h"
+
 /* Set by the FUSE layer once mounted (all NULL before and after). */
 struct node_fuse_hooks {
 	void *ctx;
@@ -74,10 +76,13 @@ struct node {
 
 	/* The proxy (src/proxy/, docs/proxy.md): this node's own proxy URL,
 	 * advertised to replicas (set before the lease and the HTTP server
-	 * start, "" without a proxy; read-only after), and its counters
-	 * (NULL without a proxy), which /metrics prints. */
+	 * start, "" without a proxy; read-only after), and its counters,
+	 * which /metrics prints once proxy_on is set. They live here, not
+	 * in the proxy, so that /metrics never reads freed counters while
+	 * the proxy stops. */
 	char proxy_url[256];
-	struct proxystat *proxy_stats;
+	struct proxystat proxy_stats;
+	atomic_bool proxy_on;
 
 	pthread_mutex_t mu;     /* guards primary_host, primary_proxy_url, caught_up_ms */
 	char primary_host[256];

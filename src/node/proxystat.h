@@ -1,7 +1,8 @@
 /*
  * proxystat.h — the proxy's counters (docs/proxy.md "Metrics"), kept in
  * the node layer so that /metrics (http.c) can print them without calling
- * up into src/proxy/. The proxy owns one and hangs it on node.proxy_stats.
+ * up into src/proxy/. They live in struct node (node.proxy_stats), zeroed
+ * with it, for the node's whole life.
  *
  * Every field is atomic: connection threads bump them without a lock.
  */

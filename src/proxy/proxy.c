@@ -99,7 +99,7 @@ struct proxy {
 	int lfd;
 	pthread_t accept_tid;
 	atomic_bool stopping;
-	struct proxystat stats;
+	struct proxystat *stats; /* the node's */
 
 	pthread_mutex_t mu; /* guards conns, n_conns and each conn's fd/up_fd while in the list */
 	pthread_cond_t cond;
@@ -273,13 +273,13 @@ static bool wait_txid(struct pconn *c, uint64_t txid)
 		int64_t now = clock_mono_ms();
 		if (have >= txid || node_is_primary(px->node)) {
 			if (now > start || c->rq->waited) {
-				proxystat_wait(&px->stats, now - start);
+				proxystat_wait(px->stats, now - start);
 				DBG(c, "position reached after waiting" "\" wait_ms=\"%" PRId64, now - start);
 			}
 			return true;
 		}
 		if (now >= deadline || atomic_load(&px->stopping)) {
-			proxystat_wait(&px->stats, now - start);
+			proxystat_wait(px->stats, now - start);
 			return false;
 		}
 		c->rq->waited = true;
@@ -321,7 +321,7 @@ static enum primary wait_primary(struct pconn *c, int64_t deadline_ms, char *url
 	}
 	if (waited) {
 		c->rq->waited = true;
-		proxystat_wait(&px->stats, clock_mono_ms() - start);
+		proxystat_wait(px->stats, clock_mono_ms() - start);
 		DBG(c, "held while no primary was known" "\" result=\"%s", r == P_NONE ? "none" : "known");
 	}
 	return r;
@@ -417,7 +417,7 @@ static int open_upstream(struct pconn *c, bool buffered, int64_t deadline_ms)
 			if (rc != 0) {
 				LOG_WARN("proxy", "msg=\"cannot reach the application\" target=%s err=\"%s\"",
 					 c->px->cfg->proxy.target, err_str(rc));
-				proxystat_outcome(&c->px->stats, PROXYSTAT_BAD_GATEWAY);
+				proxystat_outcome(c->px->stats, PROXYSTAT_BAD_GATEWAY);
 				respond(c, 502, "Bad Gateway", NULL, "Proxy error: cannot reach the application\n");
 				return -1;
 			}
@@ -434,7 +434,7 @@ static int open_upstream(struct pconn *c, bool buffered, int64_t deadline_ms)
 			rq->route = R_TARGET;
 			rq->set_cookie = !rq->passthrough;
 		} else if (p == P_NONE || clock_mono_ms() >= deadline_ms) {
-			proxystat_outcome(&c->px->stats, PROXYSTAT_NO_PRIMARY);
+			proxystat_outcome(c->px->stats, PROXYSTAT_NO_PRIMARY);
 			respond(c, 503, "Service Unavailable", NULL, "Proxy error: no primary available\n");
 			return -1;
 		}
@@ -473,7 +473,7 @@ static int on_head(struct pconn *c)
 	bool is_read = c->p.method == HTTP_GET || c->p.method == HTTP_HEAD;
 
 	if (!strcmp(rq->path, "/litefs/health")) {
-		proxystat_outcome(&px->stats, PROXYSTAT_HEALTH);
+		proxystat_outcome(px->stats, PROXYSTAT_HEALTH);
 		int64_t lag = node_lag_ms(px->node);
 		if (cfg->proxy.max_lag_ms > 0 && lag > cfg->proxy.max_lag_ms) {
 			DBG(c, "replication lag exceeds max-lag" "\" lag_ms=\"%" PRId64, lag);
@@ -499,7 +499,7 @@ static int on_head(struct pconn *c)
 			LOG_WARN("proxy", "msg=\"read timed out waiting for the cookie's position\" db=%s txid=%016" PRIx64
 					  " have=%016" PRIx64 " path=\"%s\"",
 				 cfg->proxy.db, want, db_txid(px), rq->path);
-			proxystat_outcome(&px->stats, PROXYSTAT_TIMED_OUT);
+			proxystat_outcome(px->stats, PROXYSTAT_TIMED_OUT);
 			respond(c, 504, "Gateway Timeout", NULL, "Proxy timeout\n");
 			return 0;
 		}
@@ -514,7 +514,7 @@ static int on_head(struct pconn *c)
 		if (p == P_NONE) {
 			LOG_WARN("proxy", "msg=\"no primary within primary-redirect-timeout\" method=%s path=\"%s\"",
 				 http_method_str((enum http_method)c->p.method), rq->path);
-			proxystat_outcome(&px->stats, PROXYSTAT_NO_PRIMARY);
+			proxystat_outcome(px->stats, PROXYSTAT_NO_PRIMARY);
 			respond(c, 503, "Service Unavailable", NULL, "Proxy error: no primary available\n");
 			return 0;
 		}
@@ -527,14 +527,14 @@ static int on_head(struct pconn *c)
 			node_primary_host(px->node, host, sizeof(host));
 			snprintf(hdr, sizeof(hdr), "fly-replay: instance=%s\r\n", host);
 			DBG(c, "write on a replica; fly-replay" "\" primary=\"%s", host);
-			proxystat_outcome(&px->stats, PROXYSTAT_FLY_REPLAY);
+			proxystat_outcome(px->stats, PROXYSTAT_FLY_REPLAY);
 			respond(c, 200, "OK", hdr, "");
 			return 0;
 		} else if (rq->hops >= PROXY_MAX_HOPS) {
 			LOG_WARN("proxy", "msg=\"refusing a request forwarded too many times (nodes disagree on the primary)\" "
 					  "hops=%d path=\"%s\"",
 				 rq->hops, rq->path);
-			proxystat_outcome(&px->stats, PROXYSTAT_NO_PRIMARY);
+			proxystat_outcome(px->stats, PROXYSTAT_NO_PRIMARY);
 			respond(c, 503, "Service Unavailable", NULL, "Proxy error: forwarding loop\n");
 			return 0;
 		} else {
@@ -771,7 +771,7 @@ static void send_resp_head(struct pconn *c, const http_parser *rp)
 static void tunnel(struct pconn *c, const char *up_extra, size_t up_n)
 {
 	struct proxy *px = c->px;
-	atomic_fetch_add(&px->stats.upgrades, 1);
+	atomic_fetch_add(&px->stats->upgrades, 1);
 	if (c->in_len > c->in_off && proxy_write_all(c->up_fd, c->in + c->in_off, c->in_len - c->in_off) < 0)
 		return;
 	c->in_off = c->in_len = 0;
@@ -901,7 +901,7 @@ static int on_done(struct pconn *c)
 		proxy_out_put(&rq->uo, "0\r\n\r\n", 5);
 	for (int attempt = 0;; attempt++) {
 		if (proxy_out_flush(&rq->uo) < 0 && !(c->up_reused && attempt == 0)) {
-			proxystat_outcome(&px->stats, PROXYSTAT_BAD_GATEWAY);
+			proxystat_outcome(px->stats, PROXYSTAT_BAD_GATEWAY);
 			respond(c, 502, "Bad Gateway", NULL, "Proxy error: upstream connection failed\n");
 			up_close(c);
 			return -1;
@@ -915,7 +915,7 @@ static int on_done(struct pconn *c)
 						   : rq->route == R_FORWARD ? PROXYSTAT_FORWARDED
 						   : rq->passthrough	    ? PROXYSTAT_PASSTHROUGH
 									    : PROXYSTAT_LOCAL;
-			proxystat_outcome(&px->stats, o);
+			proxystat_outcome(px->stats, o);
 			DBG(c, "answered" "\" status=\"%d\" ms=\"%" PRId64 "\" via=\"%s",
 			    rq->status, ms, rq->route == R_FORWARD ? "primary" : "target");
 			return r == RESP_UPGRADED ? -1 : (c->close_after ? -1 : 0);
@@ -926,7 +926,7 @@ static int on_done(struct pconn *c)
 			enum primary p = wait_primary(c, deadline, rq->fwd_url, sizeof(rq->fwd_url));
 			DBG(c, "application asked for a replay on the primary" "\" url=\"%s", rq->fwd_url);
 			if (p == P_NONE) {
-				proxystat_outcome(&px->stats, PROXYSTAT_NO_PRIMARY);
+				proxystat_outcome(px->stats, PROXYSTAT_NO_PRIMARY);
 				respond(c, 503, "Service Unavailable", NULL, "Proxy error: no primary available\n");
 				return -1;
 			}
@@ -948,7 +948,7 @@ static int on_done(struct pconn *c)
 			}
 			LOG_WARN("proxy", "msg=\"upstream failed before answering\" path=\"%s\" via=%s", rq->path,
 				 rq->route == R_FORWARD ? rq->fwd_url : px->cfg->proxy.target);
-			proxystat_outcome(&px->stats, PROXYSTAT_BAD_GATEWAY);
+			proxystat_outcome(px->stats, PROXYSTAT_BAD_GATEWAY);
 			up_close(c);
 			respond(c, 502, "Bad Gateway", NULL, "Proxy error: upstream failed\n");
 			return -1;
@@ -956,7 +956,7 @@ static int on_done(struct pconn *c)
 			LOG_WARN("proxy", "msg=\"upstream or client failed mid-response; closing the client connection\" "
 					  "path=\"%s\"",
 				 rq->path);
-			proxystat_outcome(&px->stats, PROXYSTAT_BAD_GATEWAY);
+			proxystat_outcome(px->stats, PROXYSTAT_BAD_GATEWAY);
 			up_close(c);
 			return -1;
 		}
@@ -990,7 +990,7 @@ static void conn_free(struct pconn *c)
 	if (c->up_fd >= 0)
 		close(c->up_fd);
 	px->n_conns--;
-	atomic_fetch_sub(&px->stats.open_conns, 1);
+	atomic_fetch_sub(&px->stats->open_conns, 1);
 	pthread_cond_broadcast(&px->cond);
 	pthread_mutex_unlock(&px->mu);
 	rq_drop(c);
@@ -1003,7 +1003,7 @@ static void refuse(struct pconn *c, enum http_errno err)
 	struct proxy *px = c->px;
 	bool big = err == HPE_HEADER_OVERFLOW || (c->rq && c->rq->req.too_big && !c->rq->req.complete);
 	LOG_WARN("proxy", "msg=\"malformed request refused\" peer=%s err=\"%s\"", c->peer, http_errno_description(err));
-	proxystat_outcome(&px->stats, PROXYSTAT_BAD_REQUEST);
+	proxystat_outcome(px->stats, PROXYSTAT_BAD_REQUEST);
 	/* Mid-body: the upstream got part of a request; it must not see the
 	 * rest as a new one. */
 	up_close(c);
@@ -1143,7 +1143,7 @@ static void *accept_main(void *arg)
 			px->conns->prev = c;
 		px->conns = c;
 		px->n_conns++;
-		atomic_fetch_add(&px->stats.open_conns, 1);
+		atomic_fetch_add(&px->stats->open_conns, 1);
 		pthread_mutex_unlock(&px->mu);
 		pthread_t tid;
 		if (pthread_create(&tid, &attr, conn_main, c) != 0) {
@@ -1216,11 +1216,10 @@ int proxy_start(struct store *st, const struct config *cfg, const char *hostname
 		rc = -errno;
 		goto err;
 	}
-	st->node.proxy_stats = &px->stats;
-	if ((rc = -pthread_create(&px->accept_tid, NULL, accept_main, px)) != 0) {
-		st->node.proxy_stats = NULL;
+	px->stats = &st->node.proxy_stats;
+	if ((rc = -pthread_create(&px->accept_tid, NULL, accept_main, px)) != 0)
 		goto err;
-	}
+	atomic_store(&st->node.proxy_on, true);
 	LOG_INFO("proxy", "msg=\"proxy listening\" addr=%s target=%s db=%s url=\"%s\"", cfg->proxy.addr,
 		 cfg->proxy.target, cfg->proxy.db, st->node.proxy_url);
 	*out = px;
@@ -1260,7 +1259,6 @@ void proxy_stop(struct proxy *px)
 		LOG_WARN("proxy", "msg=\"connections still open at stop\" n=%zu", left);
 		return;
 	}
-	px->st->node.proxy_stats = NULL;
 	pthread_cond_destroy(&px->cond);
 	pthread_mutex_destroy(&px->mu);
 	free(px);

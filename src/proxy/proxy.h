@@ -24,9 +24,10 @@ struct proxy;
 void proxy_advertise_url(const struct config *cfg, const char *hostname, char *buf, size_t len);
 
 /* Listens on cfg->proxy.addr and serves until proxy_stop(). cfg is
- * borrowed and must outlive the proxy; so must st. The counters are hung
- * on st->node.proxy_stats. Returns 0, ERR_INVAL (an address that does not
- * resolve), ERR_NOMEM or -errno (bind, listen, thread). */
+ * borrowed and must outlive the proxy; so must st. The counters are
+ * st->node.proxy_stats (/metrics prints them once node.proxy_on is set).
+ * Returns 0, ERR_INVAL (an address that does not resolve), ERR_NOMEM or
+ * -errno (bind, listen, thread). */
 int proxy_start(struct store *st, const struct config *cfg, const char *hostname, struct proxy **out);
 
 /* Stops accepting, ends every connection (open tunnels included), waits

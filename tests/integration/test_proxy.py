@@ -329,6 +329,15 @@ def test_hostile_input_gets_clean_4xx(tmp_path):
             assert b"smuggled" not in out
         r, body = n.request("GET", "/read")
         assert r.status == 200 and json.loads(body)["n"] == 0  # nothing was written, still up
+        # HEAD has no body: the next request on the connection is intact.
+        c = n.conn()
+        c.request("HEAD", "/read")
+        r = c.getresponse()
+        assert r.status == 200 and r.read() == b"" and int(r.getheader("Content-Length")) > 0
+        c.request("GET", "/read")
+        r = c.getresponse()
+        assert r.status == 200 and json.loads(r.read())["n"] == 0
+        c.close()
         # Expect: 100-continue is answered by the proxy, then the body flows.
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
