@@ -137,6 +137,7 @@ def test_writes_forwarded_reads_see_own_writes(proxies):
     r, _ = p.request("POST", "/write", body="direct")
     assert r.status == 200 and r.getheader("X-Node") == "node1"
     cookie_of(r)
+    assert r1.info()["primaryProxyURL"] == p.info()["proxyURL"] == f"http://127.0.0.1:{p.proxy_port}"
     m1, mp = r1.metrics(), p.metrics()
     assert m1["forwarded"] == 20 and mp["local"] >= 21, (m1, mp)
     log = r1.log_text()
