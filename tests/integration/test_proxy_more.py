@@ -80,6 +80,20 @@ def test_writes_through_every_proxy_survive_a_handoff(tmp_path, etcd):
             c.close()
             assert got == [r[0] for r in results], f"{n.name}: rows differ from the acknowledged writes"
         print(f"{len(results)} writes through a handoff, none failed")
+        # kill -9 of the primary: a write sent to a replica's proxy is held
+        # until the lease moves (TTL + election), then forwarded.
+        x.kill9()
+        rest = [n for n in nodes if n is not x]
+        t0 = time.time()
+        hc = http.client.HTTPConnection("127.0.0.1", rest[0].proxy_port, timeout=30)
+        hc.request("POST", "/write", body="after-kill")
+        r = hc.getresponse()
+        body = r.read()
+        held = time.time() - t0
+        assert r.status == 200, body
+        assert r.getheader("X-Node") in {n.name for n in rest}
+        assert primary_of(rest).name == r.getheader("X-Node")
+        print(f"write after kill -9 of the primary held {held:.2f} s, then forwarded")
     finally:
         for n in nodes:
             if n.app:
