@@ -262,10 +262,15 @@ static uint64_t db_txid(struct proxy *px)
 	return db ? db_pos(db).txid : 0;
 }
 
-/* Waits until proxy.db reaches txid. Returns true when it did. */
+/* Waits until proxy.db reaches txid. Returns true when it did, or when
+ * this node has no such database (LiteFS proxies such a read at once). */
 static bool wait_txid(struct pconn *c, uint64_t txid)
 {
 	struct proxy *px = c->px;
+	if (!store_find(px->st, px->cfg->proxy.db, false)) {
+		DBG(c, "no such database; to the target without waiting" "\" db=\"%s", px->cfg->proxy.db);
+		return true;
+	}
 	int64_t start = clock_mono_ms(), deadline = start + px->cfg->proxy.txid_timeout_ms;
 	for (;;) {
 		uint64_t seq = node_change_seq(px->node);
