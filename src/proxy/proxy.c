@@ -179,12 +179,20 @@ static void up_set(struct pconn *c, int fd, const char *key)
 	snprintf(c->up_key, sizeof(c->up_key), "%s", key);
 }
 
+/* Whether a kept-alive upstream connection is still usable: nothing to
+ * read on it (an idle connection the other side closed reads as EOF). */
+static bool up_alive(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN | POLLRDHUP };
+	return poll(&pfd, 1, 0) == 0;
+}
+
 /* Connects to the application, retrying while it refuses (it may be
  * starting). Returns 0 or -errno. */
 static int dial_target(struct pconn *c)
 {
 	struct proxy *px = c->px;
-	if (c->up_fd >= 0 && c->up_key[0] == '\0') {
+	if (c->up_fd >= 0 && c->up_key[0] == '\0' && up_alive(c->up_fd)) {
 		c->up_reused = true;
 		return 0;
 	}
@@ -207,7 +215,7 @@ static int dial_target(struct pconn *c)
 /* Connects to the primary's proxy at url. Returns 0 or -errno/ERR_INVAL. */
 static int dial_forward(struct pconn *c, const char *url)
 {
-	if (c->up_fd >= 0 && !strcmp(c->up_key, url)) {
+	if (c->up_fd >= 0 && !strcmp(c->up_key, url) && up_alive(c->up_fd)) {
 		c->up_reused = true;
 		return 0;
 	}
@@ -893,6 +901,12 @@ static enum resp read_response(struct pconn *c)
 	}
 }
 
+static bool idempotent(unsigned method)
+{
+	return method == HTTP_GET || method == HTTP_HEAD || method == HTTP_OPTIONS || method == HTTP_PUT ||
+	       method == HTTP_DELETE;
+}
+
 /* The request is complete: finish its body and relay the answer (with a
  * replay on the primary when the application asks for one). Returns 0 to
  * keep the connection, -1 to close it. */
@@ -944,8 +958,10 @@ static int on_done(struct pconn *c)
 		}
 		case RESP_FAIL_EARLY:
 			/* A kept-alive connection the upstream had closed: once more
-			 * on a new one, when the whole body is at hand. */
-			if (c->up_reused && attempt == 0 && !rq->body_overflow) {
+			 * on a new one, for an idempotent method (RFC 9110 9.2.2:
+			 * the upstream may have acted on it before closing) whose
+			 * whole body is at hand. */
+			if (c->up_reused && attempt == 0 && !rq->body_overflow && idempotent(c->p.method)) {
 				up_close(c);
 				if (open_upstream(c, true, clock_mono_ms() + px->cfg->proxy.primary_redirect_timeout_ms) < 0)
 					return -1;

@@ -18,6 +18,7 @@ Every answer names the node that served it (X-Node: NAME).
     GET  /sse             three server-sent events 300 ms apart (chunked)
     GET  /ws, /always/ws  WebSocket echo (text and binary frames, close)
     GET  /crash           promises 1000 bytes, sends 10, drops the socket
+    GET  /die             drops the socket without answering
     GET  /small           "ok" (the benchmark's request)
     anything else         {"path": path, "method": method}
 """
@@ -135,6 +136,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if p in ("/ws", "/always/ws"):
             return self.websocket()
+        if p == "/die":  # no answer at all
+            self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
         if p == "/crash":
             self.send_response(200)
             self.send_header("Content-Length", "1000")

@@ -82,8 +82,8 @@ def _connectable(port):
         return False
 
 
-def make_cluster(tmp_path, replica_extra=""):
-    p = ProxyNode(tmp_path, "node1")
+def make_cluster(tmp_path, replica_extra="", primary_extra=""):
+    p = ProxyNode(tmp_path, "node1", proxy_extra=primary_extra)
     reps = [ProxyNode(tmp_path, f"node{i}", primary_port=p.port, proxy_extra=replica_extra) for i in (2, 3)]
     p.start()
     c = p.connect()
@@ -123,7 +123,7 @@ def cookie_of(r):
 
 
 def test_writes_forwarded_reads_see_own_writes(proxies):
-    p, (r1, r2) = proxies()
+    p, (r1, r2) = proxies(primary_extra="  idle-timeout: 1s\n")
     for i in range(20):
         r, body = r1.request("POST", "/write", body=f"v{i:03d}")
         assert r.status == 200, body
@@ -138,8 +138,20 @@ def test_writes_forwarded_reads_see_own_writes(proxies):
     assert r.status == 200 and r.getheader("X-Node") == "node1"
     cookie_of(r)
     assert r1.info()["primaryProxyURL"] == p.info()["proxyURL"] == f"http://127.0.0.1:{p.proxy_port}"
+    # One client connection, idle longer than the primary proxy's
+    # idle-timeout in between: the replica's kept-alive connection to it
+    # was closed, and a POST (not retried on a dead connection) must not
+    # be sent on it.
+    c = r1.conn()
+    for v in ("k1", "k2"):
+        c.request("POST", "/write", body=v)
+        r = c.getresponse()
+        assert r.status == 200 and r.getheader("X-Node") == "node1", r.read()
+        r.read()
+        time.sleep(1.5)
+    c.close()
     m1, mp = r1.metrics(), p.metrics()
-    assert m1["forwarded"] == 20 and mp["local"] >= 21, (m1, mp)
+    assert m1["forwarded"] == 22 and mp["local"] >= 23, (m1, mp)
     log = r1.log_text()
     assert "forwarding to the primary" in log  # proxy.debug logs the decision
 
@@ -270,6 +282,9 @@ def test_app_starting_crashing_and_client_leaving(tmp_path):
         n.start_app()
         t.join(20)
         assert out["r"][0].status == 200 and json.loads(out["r"][1]) == {"n": 0, "last": None}
+        # The app drops the request: 502.
+        r, body = n.request("GET", "/die")
+        assert r.status == 502 and b"upstream failed" in body
         # The app dies mid-response: the client sees a truncated body.
         c = n.conn()
         c.request("GET", "/crash")
