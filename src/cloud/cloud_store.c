@@ -1391,6 +1391,110 @@ void cloud_db_info_free(struct cloud_db_info *info)
 	free(info);
 }
 
+/* ---- History for the dashboard -------------------------------------------- */
+
+_Static_assert(CLOUD_HIST_LEVELS_MAX >= CLOUD_MAX_LEVELS, "cloud_hist_head cannot hold every level");
+
+int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_hist_head *out)
+{
+	struct cdb *d;
+	struct cat_db row;
+	struct cat_tx first;
+	memset(out, 0, sizeof(*out));
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_rwlock_rdlock(&d->files);
+	rc = db_row(cs, d, &row);
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_tx_first(cs->cat, row.id, &first);
+	for (int l = 1; rc == 0 && l <= cs->n_levels; l++) {
+		out->level_ms[l] = cs->levels_ms[l];
+		rc = cloud_catalog_done_get(cs->cat, row.id, l, &out->level_done[l]);
+	}
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	if (rc < 0)
+		return rc;
+	out->incarnation = row.id;
+	out->pos = pos_of(&row);
+	out->mts_ms = row.mts_ms;
+	out->page_size = row.page_size;
+	out->pages = row.commit;
+	out->first_txid = first.txid;
+	out->n_levels = cs->n_levels;
+	out->snap_level = cs->snap_level;
+	return rc;
+}
+
+int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n)
+{
+	struct cdb *d;
+	*n = 0;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	struct cat_tx *txs = malloc(max * sizeof(*txs));
+	uint64_t *sizes = malloc(max * sizeof(*sizes));
+	rc = txs && sizes ? 0 : ERR_NOMEM;
+	pthread_rwlock_rdlock(&d->files);
+	if (rc == 0 && d->id != incarnation)
+		rc = ERR_CLOUD_NOT_FOUND;
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_tx_scan_sized(cs->cat, incarnation, after, txs, sizes, max, n);
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	for (size_t i = 0; rc == 0 && i < *n; i++)
+		out[i] = (struct cloud_hist_tx){ txs[i].txid, txs[i].min_txid, txs[i].mts_ms, sizes[i] };
+	free(txs);
+	free(sizes);
+	return rc;
+}
+
+struct bases_ctx {
+	struct cloud_snapshot_info *v;
+	size_t n, cap;
+};
+
+static int hist_base(void *ctx, const struct cat_file *f)
+{
+	struct bases_ctx *b = ctx;
+	if (cloud_catalog_grow((void **)&b->v, b->n, &b->cap, sizeof(*b->v)) < 0)
+		return ERR_NOMEM;
+	b->v[b->n++] = (struct cloud_snapshot_info){ f->max_txid, f->mts_ms, f->size, f->level };
+	return 0;
+}
+
+int cloud_hist_files(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		     struct cloud_snapshot_info **out, size_t *n, uint64_t *bytes)
+{
+	struct cdb *d;
+	struct bases_ctx b = { 0 };
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_rwlock_rdlock(&d->files);
+	if (d->id != incarnation)
+		rc = ERR_CLOUD_NOT_FOUND;
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_file_bases(cs->cat, incarnation, hist_base, &b);
+	if (rc == 0)
+		rc = cloud_catalog_file_bytes(cs->cat, incarnation, bytes);
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	if (rc < 0) {
+		free(b.v);
+		return rc;
+	}
+	*out = b.v;
+	*n = b.n;
+	return 0;
+}
+
 struct del_ctx {
 	struct cloud_store *cs;
 	int64_t id;
