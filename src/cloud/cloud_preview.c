@@ -148,6 +148,27 @@ static struct pv_entry *find(struct cloud_preview *p, const char *cluster, const
 	return NULL;
 }
 
+/* Maps the built state of e. A database in WAL mode (header bytes 18 and
+ * 19 are 2) cannot be read from memory as it is: SQLite would look for
+ * its WAL. The mapping is private, so the header is set to rollback mode
+ * (1) in this process's copy of the first page only; the rest stays the
+ * page cache's, and the mapping is read-only afterwards. */
+static int map_state(struct pv_entry *e)
+{
+	uint8_t *m = mmap(NULL, e->size, PROT_READ | PROT_WRITE, MAP_PRIVATE, e->fd, 0);
+	if (m == MAP_FAILED)
+		return -errno;
+	if (e->size >= 100 && m[18] == 2 && m[19] == 2)
+		m[18] = m[19] = 1;
+	if (mprotect(m, e->size, PROT_READ) != 0) {
+		int rc = -errno;
+		munmap(m, e->size);
+		return rc;
+	}
+	e->map = m;
+	return 0;
+}
+
 /* The built state at t, cached or built now; *out is held until
  * release(). */
 static int acquire(struct cloud_preview *p, const char *cluster, const char *db, const struct cloud_target *t,
@@ -180,13 +201,8 @@ static int acquire(struct cloud_preview *p, const char *cluster, const char *db,
 	struct cloud_target exact = { .txid = pos.txid };
 	int64_t t0 = clock_mono_ms();
 	rc = cloud_export_fd(p->cs, cluster, db, &exact, CLOUD_FORMAT_SQLITE, &e->fd, &e->size, &e->pos);
-	if (rc == 0 && e->size > 0) {
-		e->map = mmap(NULL, e->size, PROT_READ, MAP_SHARED, e->fd, 0);
-		if (e->map == MAP_FAILED) {
-			e->map = NULL;
-			rc = -errno;
-		}
-	}
+	if (rc == 0 && e->size > 0)
+		rc = map_state(e);
 	if (rc < 0) {
 		entry_free(e);
 		return rc;

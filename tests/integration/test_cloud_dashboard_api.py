@@ -127,9 +127,22 @@ def test_dashboard_data(setup, tmp_path):
     wait_until(lambda: cloud_pos(srv, token) == last, timeout=10)
     time.sleep(3)  # a few maintenance passes: compactions and a snapshot
 
+    # A database in WAL mode previews too (its header says WAL).
+    wcon = n.connect("walled")
+    wcon.execute("PRAGMA journal_mode=wal")
+    wcon.execute("CREATE TABLE w(x)")
+    wcon.executemany("INSERT INTO w VALUES (?)", [(i,) for i in range(33)])
+    wcon.commit()
+    wcon.close()
+    wpos = hexpos(n, "walled")
+    wait_until(lambda: cloud_pos(srv, token, "walled") == wpos, timeout=10)
+    wpv = ok(srv, "/db/preview?db=walled", token)
+    assert [(t["name"], t["rows"]) for t in wpv["tables"]] == [("w", 33)], wpv
+    assert ok(srv, "/db/preview/rows?db=walled&table=w&limit=2", token)["rows"] == [[0], [1]]
+
     # ---- GET /dbs
     dbs = ok(srv, "/dbs", token)
-    assert [d["name"] for d in dbs["databases"]] == ["db"]
+    assert [d["name"] for d in dbs["databases"]] == ["db", "walled"]
     d = dbs["databases"][0]
     assert (int(d["txid"], 16), int(d["checksum"], 16)) == last
     assert d["hwm"] == d["txid"]
@@ -253,6 +266,14 @@ def test_dashboard_data(setup, tmp_path):
     out.write_bytes(body)
     assert int(run("sqlite3", out, "SELECT count(*) FROM t").stdout) == target[2]
 
+    # ---- a fork appears
+    ok(srv, f"/db/restore?db=db&txid={points[5][0]}&as=fork", token, method="POST")
+    fork = {d["name"]: d for d in ok(srv, "/dbs", token)["databases"]}["fork"]
+    assert int(fork["txid"], 16) == 1 and int(fork["checksum"], 16) == points[5][1] and fork["transactions"] == 1
+    fork_tables = {t["name"]: t.get("rows") for t in ok(srv, "/db/preview?db=fork", token)["tables"]}
+    assert fork_tables["t"] == points[5][2]
+    wait_until(lambda: any(e["db"] == "fork" and int(e["txid"], 16) == 1 for e in events.of("pos")), timeout=5)
+
     # ---- another cluster's token sees nothing of this one
     assert ok(srv, "/dbs", other)["databases"] == []
     for path in ("/db/timeline?db=db", "/db/preview?db=db", "/db/preview/rows?db=db&table=t"):
@@ -262,6 +283,24 @@ def test_dashboard_data(setup, tmp_path):
     assert get(srv, "/events", "lfsc_not_a_token")[0] == 401
     time.sleep(0.3)
     assert other_events.events == []
+
+    # ---- the other cluster's own database: listed, deleted, its index
+    # dropped; its events reach only its own stream
+    up = urllib.request.Request(srv.url + "/db/upload?db=db", data=out.read_bytes(), method="POST",
+                                headers={"Authorization": other})
+    with urllib.request.urlopen(up, timeout=30) as resp:
+        assert resp.status == 200
+    mine = ok(srv, "/dbs", other)["databases"]
+    assert [(x["name"], x["transactions"]) for x in mine] == [("db", 1)]
+    other_tables = {t["name"]: t.get("rows") for t in ok(srv, "/db/preview?db=db", other)["tables"]}
+    assert other_tables["t"] == target[2]
+    ok(srv, "/db?db=db", other, method="DELETE")
+    assert ok(srv, "/dbs", other)["databases"] == []
+    assert get(srv, "/db/timeline?db=db", other)[0] == 404
+    wait_until(lambda: other_events.of("delete") == [{"db": "db"}], timeout=5)
+    assert len(other_events.of("pos")) == 1
+    assert events.of("delete") == []
+    assert ok(srv, "/dbs", token)["databases"][0]["txid"] == f"{cloud_pos(srv, token)[0]:016x}"
     events.close()
     other_events.close()
 
@@ -286,3 +325,33 @@ def get_status_stream(srv, token):
     r = c.getresponse()
     c.close()
     return r.status == 200
+
+
+def test_timeline_follows_retention(node, cloud):
+    """With a 3 s retention window, the index drops what retention
+    removed: the timeline's window is /db/info's restorable range."""
+    srv = cloud(args=("-retention", "3s", "-levels", "500ms,1s", "-snapshot-interval", "2s"))
+    token = srv.create_cluster("prod")
+    n = node(extra_config=backup_config(srv.url, token)).start()
+    con = n.connect()
+    con.execute("CREATE TABLE t(x)")
+    con.commit()
+    first = None
+    t_end = time.time() + 6
+    while time.time() < t_end:
+        con.execute("INSERT INTO t VALUES (1)")
+        con.commit()
+        if first is None:
+            wait_until(lambda: cloud_pos(srv, token) == hexpos(n), timeout=5)
+            first = ok(srv, "/db/timeline?db=db&max=5000", token)  # builds the index early
+        time.sleep(0.02)
+    wait_until(lambda: cloud_pos(srv, token) == hexpos(n), timeout=5)
+
+    def same_window():
+        info = ok(srv, "/db/info?db=db", token)
+        tl = ok(srv, "/db/timeline?db=db&max=5000", token)
+        return (int(info["restorable"]["min_txid"], 16) > 1 and
+                tl["window"]["min_txid"] == info["restorable"]["min_txid"] and
+                tl["count"] == info["transactions"] == len(tl["transactions"]))
+    wait_until(same_window, timeout=10)
+    assert first["window"]["min_txid"] == f"{1:016x}"
