@@ -561,15 +561,21 @@ int cloud_catalog_file_bases(struct cloud_catalog *cat, int64_t db_id,
 	return rc;
 }
 
-int cloud_catalog_file_bytes(struct cloud_catalog *cat, int64_t db_id, uint64_t *bytes)
+int cloud_catalog_file_sizes(struct cloud_catalog *cat, int64_t db_id, struct cat_file_key *after, size_t max,
+			     uint64_t *bytes, size_t *n)
 {
-	sqlite3_stmt *st = q(cat, "SELECT coalesce(sum(size), 0) FROM files WHERE db_id = ?1", 1, db_id);
-	int rc = step_row(cat, st);
-	*bytes = 0;
-	if (rc == 1) {
-		*bytes = COL(st, 0);
-		sqlite3_reset(st);
-		rc = 0;
+	sqlite3_stmt *st = q(cat, "SELECT min_txid, max_txid, level, size FROM files WHERE db_id = ?1"
+				  " AND (min_txid, max_txid, level) > (?2, ?3, ?4)"
+				  " ORDER BY min_txid, max_txid, level LIMIT ?5",
+			     5, db_id, I64(after->min_txid), I64(after->max_txid), I64(after->level), I64(max));
+	int rc;
+	*n = 0;
+	while ((rc = step_row(cat, st)) == 1) {
+		after->min_txid = COL(st, 0);
+		after->max_txid = COL(st, 1);
+		after->level = sqlite3_column_int(st, 2);
+		*bytes += COL(st, 3);
+		(*n)++;
 	}
 	return rc;
 }

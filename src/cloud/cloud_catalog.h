@@ -134,8 +134,17 @@ int cloud_catalog_file_list(struct cloud_catalog *cat, int64_t db_id, uint64_t m
  * keyed by (db, min TXID), so this reads only the bases. */
 int cloud_catalog_file_bases(struct cloud_catalog *cat, int64_t db_id,
 			     int (*fn)(void *ctx, const struct cat_file *f), void *ctx);
-/* The bytes of every stored file of the database, every level. */
-int cloud_catalog_file_bytes(struct cloud_catalog *cat, int64_t db_id, uint64_t *bytes);
+/* Where a walk over a database's files stands: the key of the last file
+ * read (all zero before the first). */
+struct cat_file_key {
+	uint64_t min_txid, max_txid;
+	int level;
+};
+/* Adds the sizes of up to max files after *after (in key order) to
+ * *bytes, moves *after to the last one read; *n gets the count (< max at
+ * the end). A walk in chunks lets the lock go between them. */
+int cloud_catalog_file_sizes(struct cloud_catalog *cat, int64_t db_id, struct cat_file_key *after, size_t max,
+			     uint64_t *bytes, size_t *n);
 
 /* Compaction progress: every position <= *txid was considered at level. */
 int cloud_catalog_done_get(struct cloud_catalog *cat, int64_t db_id, int level, uint64_t *txid);

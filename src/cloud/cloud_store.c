@@ -1468,8 +1468,8 @@ static int hist_base(void *ctx, const struct cat_file *f)
 	return 0;
 }
 
-int cloud_hist_files(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-		     struct cloud_snapshot_info **out, size_t *n, uint64_t *bytes)
+int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			 struct cloud_snapshot_info **out, size_t *n)
 {
 	struct cdb *d;
 	struct bases_ctx b = { 0 };
@@ -1482,8 +1482,6 @@ int cloud_hist_files(struct cloud_store *cs, const char *cluster, const char *db
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)
 		rc = cloud_catalog_file_bases(cs->cat, incarnation, hist_base, &b);
-	if (rc == 0)
-		rc = cloud_catalog_file_bytes(cs->cat, incarnation, bytes);
 	cloud_catalog_unlock(cs->cat);
 	pthread_rwlock_unlock(&d->files);
 	if (rc < 0) {
@@ -1493,6 +1491,30 @@ int cloud_hist_files(struct cloud_store *cs, const char *cluster, const char *db
 	*out = b.v;
 	*n = b.n;
 	return 0;
+}
+
+int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			  struct cloud_hist_bytes *w, size_t max_rows)
+{
+	struct cdb *d;
+	struct cat_file_key k = { w->key_min, w->key_max, w->key_level };
+	size_t n = 0;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_rwlock_rdlock(&d->files);
+	if (d->id != incarnation)
+		rc = ERR_CLOUD_NOT_FOUND;
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_file_sizes(cs->cat, incarnation, &k, max_rows, &w->bytes, &n);
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	w->key_min = k.min_txid;
+	w->key_max = k.max_txid;
+	w->key_level = k.level;
+	w->done = rc == 0 && n < max_rows;
+	return rc;
 }
 
 struct del_ctx {

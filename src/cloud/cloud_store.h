@@ -271,10 +271,22 @@ int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db,
  * given (ERR_CLOUD_NOT_FOUND if the database is no longer that one). */
 int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
 		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n);
-/* The stored bases (min TXID 1: snapshots) by TXID, and the bytes of
- * every stored file. Caller frees *out with free(). */
-int cloud_hist_files(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-		     struct cloud_snapshot_info **out, size_t *n, uint64_t *bytes);
+/* The stored bases (min TXID 1: snapshots) by TXID. Caller frees *out
+ * with free(). */
+int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			 struct cloud_snapshot_info **out, size_t *n);
+
+/* A walk over every stored file of a database summing their bytes, in
+ * chunks (each under the catalog lock once): zero it to start. */
+struct cloud_hist_bytes {
+	uint64_t key_min, key_max; /* the last file read */
+	int key_level;
+	uint64_t bytes;            /* sum so far */
+	bool done;
+};
+/* Goes on with the walk w over up to max_rows files. */
+int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			  struct cloud_hist_bytes *w, size_t max_rows);
 
 /* Deletes a database and all its history. */
 int cloud_db_delete(struct cloud_store *cs, const char *cluster, const char *db);

@@ -16,9 +16,16 @@
 
 /* Positions read from the catalog per lock. */
 #define SYNC_CHUNK 8192
-/* Snapshots and history bytes are re-read at most this often: the bytes
- * are a sum over every stored file of the database. */
-#define FILES_TTL_MS 2000
+/* Snapshots are re-read at most this often. */
+#define SNAPS_TTL_MS 2000
+/* History bytes: a sum over every stored file of the database, which for
+ * a month of positions is a million catalog rows (600 ms). So it is a
+ * walk in chunks, BYTES_ROWS files per request, started again at most
+ * every BYTES_EVERY_MS; the bytes shown are those of the last complete
+ * walk (the first one is completed in the request that builds the
+ * index). */
+#define BYTES_ROWS 32768
+#define BYTES_EVERY_MS 10000
 
 /* The index of one database. */
 struct tl_db {
@@ -32,8 +39,12 @@ struct tl_db {
 	struct cloud_hist_head head; /* as of the last sync */
 	struct cloud_snapshot_info *snaps;
 	size_t n_snaps;
-	uint64_t bytes;
-	int64_t files_read_ms;       /* monotonic; 0: never */
+	int64_t snaps_read_ms;       /* monotonic; 0: never */
+	uint64_t bytes;              /* of the last complete walk */
+	bool bytes_known;
+	struct cloud_hist_bytes walk;
+	bool walking;
+	int64_t walk_started_ms;     /* monotonic */
 	int64_t last_push_ms;        /* wall clock; 0: none since start */
 };
 
@@ -62,8 +73,9 @@ static void tl_reset(struct tl_db *d)
 	d->snaps = NULL;
 	d->n = d->cap = d->n_snaps = 0;
 	d->incarnation = 0;
-	d->files_read_ms = 0;
+	d->snaps_read_ms = 0;
 	d->bytes = 0;
+	d->bytes_known = d->walking = false;
 }
 
 void cloud_timeline_close(struct cloud_timeline *tl)
@@ -140,6 +152,32 @@ static size_t bound_ts(const struct tl_db *d, int64_t ts, bool after)
 	return lo;
 }
 
+/* Goes on with (or starts) the walk that sums the history bytes of d
+ * (BYTES_ROWS). Caller holds d->mu. */
+static int tl_bytes(struct cloud_timeline *tl, struct tl_db *d, int64_t now)
+{
+	if (!d->walking && d->bytes_known && now - d->walk_started_ms < BYTES_EVERY_MS)
+		return 0;
+	if (!d->walking) {
+		memset(&d->walk, 0, sizeof(d->walk));
+		d->walking = true;
+		d->walk_started_ms = now;
+	}
+	do {
+		int rc = cloud_hist_bytes_step(tl->cs, d->cluster, d->name, d->incarnation, &d->walk, BYTES_ROWS);
+		if (rc < 0) {
+			d->walking = false;
+			return rc;
+		}
+	} while (!d->walk.done && !d->bytes_known);
+	if (d->walk.done) {
+		d->bytes = d->walk.bytes;
+		d->bytes_known = true;
+		d->walking = false;
+	}
+	return 0;
+}
+
 /* Brings the index of d up to the catalog. Caller holds d->mu. */
 static int tl_sync(struct cloud_timeline *tl, struct tl_db *d)
 {
@@ -183,19 +221,20 @@ static int tl_sync(struct cloud_timeline *tl, struct tl_db *d)
 	}
 	d->head = h;
 	int64_t now = clock_mono_ms();
-	if (d->files_read_ms == 0 || now - d->files_read_ms >= FILES_TTL_MS) {
+	if (d->snaps_read_ms == 0 || now - d->snaps_read_ms >= SNAPS_TTL_MS) {
 		struct cloud_snapshot_info *snaps = NULL;
 		size_t n_snaps = 0;
-		uint64_t bytes = 0;
-		rc = cloud_hist_files(tl->cs, d->cluster, d->name, d->incarnation, &snaps, &n_snaps, &bytes);
+		rc = cloud_hist_snapshots(tl->cs, d->cluster, d->name, d->incarnation, &snaps, &n_snaps);
 		if (rc < 0)
 			return rc;
 		free(d->snaps);
 		d->snaps = snaps;
 		d->n_snaps = n_snaps;
-		d->bytes = bytes;
-		d->files_read_ms = now;
+		d->snaps_read_ms = now;
 	}
+	rc = tl_bytes(tl, d, now);
+	if (rc < 0)
+		return rc;
 	return d->n ? 0 : ERR_CLOUD_NOT_FOUND;
 }
 
@@ -430,6 +469,13 @@ static int query_locked(struct tl_db *d, const struct cloud_timeline_query *q, j
 int cloud_timeline_query(struct cloud_timeline *tl, const char *cluster, const char *db,
 			 const struct cloud_timeline_query *q, json_t **out)
 {
+	/* Only a database that exists gets an index entry (entries live
+	 * until the service stops: names that were merely asked about must
+	 * not grow the registry). */
+	struct cloud_hist_head h;
+	int rc = cloud_hist_head(tl->cs, cluster, db, &h);
+	if (rc < 0)
+		return rc;
 	struct tl_db *d = tl_get(tl, cluster, db);
 	json_t *o = json_object();
 	if (!d || !o) {
@@ -437,7 +483,7 @@ int cloud_timeline_query(struct cloud_timeline *tl, const char *cluster, const c
 		return d ? ERR_NOMEM : ERR_CLOUD_NAME;
 	}
 	pthread_mutex_lock(&d->mu);
-	int rc = tl_sync(tl, d);
+	rc = tl_sync(tl, d);
 	if (rc == 0)
 		rc = query_locked(d, q, o);
 	pthread_mutex_unlock(&d->mu);

@@ -16,6 +16,10 @@
  * timestamps (monotonic, so sorted) and one pass over the range for
  * buckets and compaction spans.
  *
+ * An index lives until the service stops (32 MB per million positions;
+ * only databases that exist get one); a deleted database's index is
+ * emptied at its next request.
+ *
  * Compaction spans are derived, not listed: level k groups the positions
  * whose timestamps fall into one aligned interval of level k's length
  * (cloud_store.c, LEVELS), up to the level's progress mark, so each group
