@@ -16,8 +16,6 @@
 
 /* Positions read from the catalog per lock. */
 #define SYNC_CHUNK 8192
-/* Snapshots are re-read at most this often. */
-#define SNAPS_TTL_MS 2000
 /* History bytes: a sum over every stored file of the database, which for
  * a month of positions is a million catalog rows (600 ms). So it is a
  * walk in chunks, BYTES_ROWS files per request, started again at most
@@ -39,7 +37,6 @@ struct tl_db {
 	struct cloud_hist_head head; /* as of the last sync */
 	struct cloud_snapshot_info *snaps;
 	size_t n_snaps;
-	int64_t snaps_read_ms;       /* monotonic; 0: never */
 	uint64_t bytes;              /* of the last complete walk */
 	bool bytes_known;
 	struct cloud_hist_bytes walk;
@@ -73,7 +70,6 @@ static void tl_reset(struct tl_db *d)
 	d->snaps = NULL;
 	d->n = d->cap = d->n_snaps = 0;
 	d->incarnation = 0;
-	d->snaps_read_ms = 0;
 	d->bytes = 0;
 	d->bytes_known = d->walking = false;
 }
@@ -221,17 +217,16 @@ static int tl_sync(struct cloud_timeline *tl, struct tl_db *d)
 	}
 	d->head = h;
 	int64_t now = clock_mono_ms();
-	if (d->snaps_read_ms == 0 || now - d->snaps_read_ms >= SNAPS_TTL_MS) {
-		struct cloud_snapshot_info *snaps = NULL;
-		size_t n_snaps = 0;
-		rc = cloud_hist_snapshots(tl->cs, d->cluster, d->name, d->incarnation, &snaps, &n_snaps);
-		if (rc < 0)
-			return rc;
-		free(d->snaps);
-		d->snaps = snaps;
-		d->n_snaps = n_snaps;
-		d->snaps_read_ms = now;
-	}
+	/* The bases are a keyed read of a few rows (one per snapshot
+	 * interval in the window): read every time. */
+	struct cloud_snapshot_info *snaps = NULL;
+	size_t n_snaps = 0;
+	rc = cloud_hist_snapshots(tl->cs, d->cluster, d->name, d->incarnation, &snaps, &n_snaps);
+	if (rc < 0)
+		return rc;
+	free(d->snaps);
+	d->snaps = snaps;
+	d->n_snaps = n_snaps;
 	rc = tl_bytes(tl, d, now);
 	if (rc < 0)
 		return rc;
@@ -357,28 +352,48 @@ static int bucket_entries(const struct tl_db *d, size_t lo, size_t hi, int64_t f
 	return rc;
 }
 
-/* The spans level l keeps as one file each, within [lo, hi): the groups of
- * positions up to the level's progress mark whose timestamps fall into one
- * aligned interval. With emit false only counts them. */
+/* The spans level l keeps as one merged file each, for the groups that
+ * overlap [lo, hi). The engine's rule (cloud_store_maint.c, run_level and
+ * compact_group): a group is the positions of one aligned interval of
+ * the level that follow each other (each upload starts right after the
+ * previous one), up to the level's progress mark; an uploaded snapshot is
+ * a base and never compacted; and a group gets a file only when the level
+ * below covers it with more than one file. Each group of the level below
+ * is covered by exactly one file (its own, or the one lower file that made
+ * it unnecessary), so that is: the group holds more than one group of
+ * the level below, i.e. more than one distinct interval of the level
+ * below (of L0: more than one upload). Page-size changes, which also
+ * break a group, are not in the index. With emit false only counts. */
 static size_t level_spans(const struct tl_db *d, int l, size_t lo, size_t hi, bool emit, json_t *arr)
 {
-	int64_t iv = d->head.level_ms[l];
+	int64_t iv = d->head.level_ms[l], below = l > 1 ? d->head.level_ms[l - 1] : 0;
 	uint64_t done = d->head.level_done[l];
 	size_t n = 0;
-	if (iv <= 0)
+	if (iv <= 0 || lo >= hi)
 		return 0;
-	for (size_t i = lo; i < hi && d->v[i].txid <= done;) {
+	/* Whole groups: from the start of lo's interval, past hi if needed. */
+	size_t i = bound_ts(d, d->v[lo].ts_ms / iv * iv, false);
+	while (i < hi && d->v[i].txid <= done) {
+		if (d->v[i].min_txid == 1) {
+			i++;
+			continue;
+		}
 		int64_t key = d->v[i].ts_ms / iv;
-		size_t j = i + 1;
-		while (j < hi && d->v[j].txid <= done && d->v[j].ts_ms / iv == key)
-			j++;
-		uint64_t first = i > 0 ? d->v[i - 1].txid + 1 : d->v[i].min_txid;
-		if (emit && append(arr, json_pack("{s:i, s:o, s:o, s:I, s:I}", "level", l, "from_txid",
-						  cloud_json_hex(first), "to_txid", cloud_json_hex(d->v[j - 1].txid),
-						  "from_ms", (json_int_t)d->v[i].ts_ms, "to_ms",
-						  (json_int_t)d->v[j - 1].ts_ms)) < 0)
-			return SIZE_MAX;
-		n++;
+		size_t j = i + 1, units = 1;
+		for (; j < d->n && d->v[j].txid <= done && d->v[j].ts_ms / iv == key &&
+		       d->v[j].min_txid == d->v[j - 1].txid + 1; j++)
+			if (below == 0 || d->v[j].ts_ms / below != d->v[j - 1].ts_ms / below)
+				units++;
+		bool overlaps = j > lo;
+		if (units > 1 && overlaps) {
+			if (emit && append(arr, json_pack("{s:i, s:o, s:o, s:I, s:I}", "level", l, "from_txid",
+							  cloud_json_hex(d->v[i].min_txid), "to_txid",
+							  cloud_json_hex(d->v[j - 1].txid), "from_ms",
+							  (json_int_t)d->v[i].ts_ms, "to_ms",
+							  (json_int_t)d->v[j - 1].ts_ms)) < 0)
+				return SIZE_MAX;
+			n++;
+		}
 		i = j;
 	}
 	return n;

@@ -22,10 +22,12 @@
  *
  * Compaction spans are derived, not listed: level k groups the positions
  * whose timestamps fall into one aligned interval of level k's length
- * (cloud_store.c, LEVELS), up to the level's progress mark, so each group
- * up to the mark is one stored file of level k. Reading those files from
- * the catalog would read every L0 row of the range as well (the files
- * table is keyed by TXID, not level).
+ * (cloud_store.c, LEVELS), up to the level's progress mark, and stores a
+ * file for a group that holds more than one group of the level below
+ * (level_spans() has the rule; tests/unit/test_cloud_timeline.c checks it
+ * against the files the engine stored). Reading those files from the
+ * catalog would read every L0 row of the range as well (the files table
+ * is keyed by TXID, not level).
  *
  * Thread-safe. LOCK ORDER: an index's mutex, then the engine's locks
  * (cloud_store.h); the registry's mutex is a leaf.
