@@ -765,11 +765,15 @@ static enum httpd_result handle_preview(struct cloud_http *srv, struct httpd_con
 	return reply_dash(conn, url, q, rc, o, "preview failed", msg);
 }
 
-static enum httpd_result handle_events(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
+/* GET /events, on the request's first call (a connection can only be
+ * taken then): the stream is reserved (a refusal is still an ordinary
+ * reply), then the connection is handed to the events module, which
+ * writes the reply and every event from its own thread. */
+static enum httpd_result take_events(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				     struct creq *q)
 {
 	struct cloud_events_stream *st = NULL;
-	int rc = cloud_events_stream_open(srv->events, q->cluster, &srv->stopping, httpd_sock_of(conn), &st);
+	int rc = cloud_events_reserve(srv->events, q->cluster, &st);
 	if (rc == -EBUSY) {
 		set_fail(q, HTTP_TOO_MANY_REQUESTS, "EBUSY",
 			 "too many event streams: at most %d per cluster and %d in all", CLOUD_EVENTS_PER_CLUSTER,
@@ -780,16 +784,16 @@ static enum httpd_result handle_events(struct cloud_http *srv, struct httpd_conn
 		fail_from_rc(q, rc, "cannot open an event stream", NULL);
 		return reply_fail(conn, url, q);
 	}
-	struct httpd_response *r = httpd_response_callback(HTTPD_SIZE_UNKNOWN, 4096, cloud_events_stream_read, st,
-							   cloud_events_stream_free);
-	if (!r) {
-		cloud_events_stream_free(st);
+	char *buffered = NULL;
+	size_t len = 0;
+	int fd = httpd_take_socket(conn, &buffered, &len);
+	free(buffered); /* an event stream's client sends nothing more */
+	if (fd < 0) {
+		cloud_events_unreserve(srv->events, st);
 		return HTTPD_NO;
 	}
-	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-	httpd_response_header(r, HTTP_HEADER_CACHE_CONTROL, "no-store");
-	httpd_response_header(r, "X-Accel-Buffering", "no");
-	return httpd_queue(conn, HTTP_OK, r);
+	cloud_events_attach(srv->events, st, fd);
+	return HTTPD_YES;
 }
 
 /* ---- POST /db/tx: the ingest thread ------------------------------------- */
@@ -1116,6 +1120,13 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 		httpd_response_header(r, "Litefs-Timestamp", ts);
 	}
 	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
+	/* A node (it sends its cluster ID) taking the latest state: after a
+	 * restore, that is the primary taking the restored state. */
+	const char *node_id = httpd_header(conn, "Litefs-Cluster-Id");
+	if (ret == HTTPD_YES && node_id && node_id[0] && !t.txid && !t.ts_ms)
+		cloud_events_publish(srv->events, q->cluster, "fetch",
+				     json_pack("{s:o, s:o, s:o}", "db", httpd_json_str(q->db), "txid", jhex(pos.txid),
+					       "checksum", jhex(pos.checksum)));
 	return ret;
 }
 
@@ -1299,7 +1310,9 @@ static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *con
 	case R_TIMELINE: return handle_timeline(srv, conn, url, q);
 	case R_PREVIEW: return handle_preview(srv, conn, url, q, false);
 	case R_PREVIEW_ROWS: return handle_preview(srv, conn, url, q, true);
-	case R_EVENTS: return handle_events(srv, conn, url, q);
+	case R_EVENTS: /* taken on the first call unless it had a body */
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "GET /events takes no body");
+		return reply_fail(conn, url, q);
 	case R_NONE: break;
 	}
 	return HTTPD_NO;
@@ -1367,6 +1380,8 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
 		if (rc != 0)
 			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
+	} else if (!q->fail_status && q->r == R_EVENTS && !has_body(conn)) {
+		return take_events(srv, conn, url, q);
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
 		q->spool_fd = fileio_spool_open(srv->tmp_dir);
 		if (q->spool_fd < 0)

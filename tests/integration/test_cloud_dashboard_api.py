@@ -10,6 +10,7 @@ is what the service's answers are compared with.
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 import urllib.error
@@ -45,6 +46,9 @@ class Events(threading.Thread):
         super().__init__(daemon=True)
         self.conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
         self.conn.request("GET", "/events", headers={"Authorization": token})
+        # The reply ends with the connection (Connection: close), so the
+        # connection object lets go of its socket: keep it to close it.
+        self.sock = self.conn.sock
         self.resp = self.conn.getresponse()
         assert self.resp.status == 200, self.resp.read()
         assert self.resp.getheader("Content-Type") == "text/event-stream"
@@ -71,7 +75,11 @@ class Events(threading.Thread):
             return [d for e, d in self.events if e == kind]
 
     def close(self):
-        self.conn.sock and self.conn.sock.shutdown(2)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
         self.conn.close()
 
 
@@ -245,6 +253,8 @@ def test_dashboard_data(setup, tmp_path):
     assert int(r["txID"], 16) == before[0] + 1 and int(r["undo_txid"], 16) == before[0]
     assert int(r["postApplyChecksum"], 16) == target[1]
     wait_until(lambda: int(n.pos()[1], 16) == target[1], timeout=10)
+    # The primary took the restored state from the service: a fetch event.
+    wait_until(lambda: any(e["db"] == "db" and e["txid"] == r["txID"] for e in events.of("fetch")), timeout=5)
     undo = ok(srv, f"/db/restore?db=db&txid={r['undo_txid']}", token, method="POST")
     assert int(undo["postApplyChecksum"], 16) == before[1] and int(undo["undo_txid"], 16) == before[0] + 1
     wait_until(lambda: int(n.pos()[1], 16) == before[1], timeout=10)
@@ -322,7 +332,9 @@ def get_status_stream(srv, token):
     """True once a new stream of token's cluster is admitted (then closed)."""
     c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10)
     c.request("GET", "/events", headers={"Authorization": token})
+    sock = c.sock
     r = c.getresponse()
+    sock.close()
     c.close()
     return r.status == 200
 
