@@ -1428,29 +1428,50 @@ int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db,
 	return rc;
 }
 
-int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n)
+/* Runs fn(cat, id, arg) on the catalog for the incarnation of db given,
+ * under d->files (read) and the catalog lock; ERR_CLOUD_NOT_FOUND when the
+ * database is no longer that incarnation (deleted, or made again). */
+static int hist_read(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		     int (*fn)(struct cloud_catalog *cat, int64_t id, void *arg), void *arg)
 {
 	struct cdb *d;
-	*n = 0;
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
-	struct cat_tx *txs = malloc(max * sizeof(*txs));
-	uint64_t *sizes = malloc(max * sizeof(*sizes));
-	rc = txs && sizes ? 0 : ERR_NOMEM;
 	pthread_rwlock_rdlock(&d->files);
-	if (rc == 0 && d->id != incarnation)
+	if (d->id != incarnation)
 		rc = ERR_CLOUD_NOT_FOUND;
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)
-		rc = cloud_catalog_tx_scan_sized(cs->cat, incarnation, after, txs, sizes, max, n);
+		rc = fn(cs->cat, incarnation, arg);
 	cloud_catalog_unlock(cs->cat);
 	pthread_rwlock_unlock(&d->files);
+	return rc;
+}
+
+struct scan_arg {
+	uint64_t after;
+	struct cat_tx *txs;
+	uint64_t *sizes;
+	size_t max, *n;
+};
+
+static int hist_scan_fn(struct cloud_catalog *cat, int64_t id, void *arg)
+{
+	struct scan_arg *a = arg;
+	return cloud_catalog_tx_scan_sized(cat, id, a->after, a->txs, a->sizes, a->max, a->n);
+}
+
+int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n)
+{
+	*n = 0;
+	struct scan_arg a = { after, malloc(max * sizeof(*a.txs)), malloc(max * sizeof(*a.sizes)), max, n };
+	int rc = a.txs && a.sizes ? hist_read(cs, cluster, db, incarnation, hist_scan_fn, &a) : ERR_NOMEM;
 	for (size_t i = 0; rc == 0 && i < *n; i++)
-		out[i] = (struct cloud_hist_tx){ txs[i].txid, txs[i].min_txid, txs[i].mts_ms, sizes[i] };
-	free(txs);
-	free(sizes);
+		out[i] = (struct cloud_hist_tx){ a.txs[i].txid, a.txs[i].min_txid, a.txs[i].mts_ms, a.sizes[i] };
+	free(a.txs);
+	free(a.sizes);
 	return rc;
 }
 
@@ -1468,22 +1489,16 @@ static int hist_base(void *ctx, const struct cat_file *f)
 	return 0;
 }
 
+static int hist_bases_fn(struct cloud_catalog *cat, int64_t id, void *arg)
+{
+	return cloud_catalog_file_bases(cat, id, hist_base, arg);
+}
+
 int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
 			 struct cloud_snapshot_info **out, size_t *n)
 {
-	struct cdb *d;
 	struct bases_ctx b = { 0 };
-	int rc = lookup(cs, cluster, db, &d);
-	if (rc < 0)
-		return rc;
-	pthread_rwlock_rdlock(&d->files);
-	if (d->id != incarnation)
-		rc = ERR_CLOUD_NOT_FOUND;
-	cloud_catalog_lock(cs->cat);
-	if (rc == 0)
-		rc = cloud_catalog_file_bases(cs->cat, incarnation, hist_base, &b);
-	cloud_catalog_unlock(cs->cat);
-	pthread_rwlock_unlock(&d->files);
+	int rc = hist_read(cs, cluster, db, incarnation, hist_bases_fn, &b);
 	if (rc < 0) {
 		free(b.v);
 		return rc;
@@ -1493,27 +1508,27 @@ int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char
 	return 0;
 }
 
+struct bytes_arg {
+	struct cat_file_key k;
+	struct cloud_hist_bytes *w;
+	size_t max, n;
+};
+
+static int hist_bytes_fn(struct cloud_catalog *cat, int64_t id, void *arg)
+{
+	struct bytes_arg *a = arg;
+	return cloud_catalog_file_sizes(cat, id, &a->k, a->max, &a->w->bytes, &a->n);
+}
+
 int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
 			  struct cloud_hist_bytes *w, size_t max_rows)
 {
-	struct cdb *d;
-	struct cat_file_key k = { w->key_min, w->key_max, w->key_level };
-	size_t n = 0;
-	int rc = lookup(cs, cluster, db, &d);
-	if (rc < 0)
-		return rc;
-	pthread_rwlock_rdlock(&d->files);
-	if (d->id != incarnation)
-		rc = ERR_CLOUD_NOT_FOUND;
-	cloud_catalog_lock(cs->cat);
-	if (rc == 0)
-		rc = cloud_catalog_file_sizes(cs->cat, incarnation, &k, max_rows, &w->bytes, &n);
-	cloud_catalog_unlock(cs->cat);
-	pthread_rwlock_unlock(&d->files);
-	w->key_min = k.min_txid;
-	w->key_max = k.max_txid;
-	w->key_level = k.level;
-	w->done = rc == 0 && n < max_rows;
+	struct bytes_arg a = { { w->key_min, w->key_max, w->key_level }, w, max_rows, 0 };
+	int rc = hist_read(cs, cluster, db, incarnation, hist_bytes_fn, &a);
+	w->key_min = a.k.min_txid;
+	w->key_max = a.k.max_txid;
+	w->key_level = a.k.level;
+	w->done = rc == 0 && a.n < max_rows;
 	return rc;
 }
 
