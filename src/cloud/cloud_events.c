@@ -24,6 +24,9 @@
 #define SEND_BUF 16384
 /* The thread wakes at least this often (heartbeats, stop). */
 #define POLL_MAX_MS 1000
+/* A client that takes no byte for this long while events wait for it is
+ * dropped: it would hold its place forever. */
+#define STUCK_MS 60000
 
 static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n"
 			   "X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: 2000\n: connected\n\n";
@@ -45,6 +48,7 @@ struct cloud_events_stream {
 	int fd;
 	bool lost_pending, dead;
 	int64_t last_sent_ms;             /* monotonic */
+	int64_t stuck_since_ms;           /* monotonic; 0: the socket takes bytes */
 	char buf[SEND_BUF];               /* the thread's: buf[off, len) to send */
 	size_t off, len;
 };
@@ -106,12 +110,18 @@ static void flush(struct cloud_events_stream *s, int64_t now)
 		if (n > 0) {
 			s->off += (size_t)n;
 			s->last_sent_ms = now;
+			s->stuck_since_ms = 0;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
 			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (s->stuck_since_ms == 0)
+				s->stuck_since_ms = now;
+			else if (now - s->stuck_since_ms >= STUCK_MS)
+				s->dead = true;
 			return;
+		}
 		s->dead = true;
 		return;
 	}

@@ -14,7 +14,8 @@
  * this module, whose one thread writes every stream (non-blocking sends,
  * poll() for room, for hang-ups and for the wake-up of a publish), sends
  * a comment every CLOUD_EVENTS_HEARTBEAT_MS of silence so that proxies
- * keep the connection, and closes a stream whose peer went. The server no
+ * keep the connection, and closes a stream whose peer went or took no
+ * byte for a minute while events waited for it. The server no
  * longer counts a taken connection, so this module bounds them itself:
  * CLOUD_EVENTS_PER_CLUSTER per cluster, CLOUD_EVENTS_TOTAL in all.
  *
