@@ -114,6 +114,9 @@ def test_dashboard_data(setup, tmp_path):
     con.execute('CREATE TABLE "odd ""name"" ; --"(x)')
     con.execute("CREATE INDEX t_v ON t(v)")
     con.execute("CREATE VIEW tv AS SELECT id FROM t")
+    # A view that never yields a row: only the time bound ends a query.
+    con.execute("CREATE VIEW slow AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)"
+                " SELECT x FROM c WHERE x < 0")
     con.commit()
     points = []  # (txid, checksum, rows of t, rows of odd)
     for i in range(40):
@@ -214,6 +217,10 @@ def test_dashboard_data(setup, tmp_path):
     assert odd["rows"] == [[0], [3], [6], [9], [12]] and odd["total"] == p[3]
     view = ok(srv, "/db/preview/rows?db=db&table=tv&limit=1", token)
     assert view["rows"] == [[1]]
+    t0 = time.monotonic()
+    slow = ok(srv, "/db/preview/rows?db=db&table=slow", token)
+    assert (slow["rows"], slow["truncated"], slow["total"]) == ([], True, None), slow
+    assert time.monotonic() - t0 < 30  # two bounds of 2 s, on a loaded machine
     k = ok(srv, "/db/preview/rows?db=db&table=kinds", token)["rows"][0]
     assert k[0] == 7 and k[1] == 2.5 and k[4] is None
     assert k[2]["truncated"] is True and k[2]["size"] == 6000 and len(k[2]["text"].encode()) <= 1024
