@@ -395,7 +395,9 @@ static int s3_attempt(struct s3_backend *s, CURL *h, struct s3_req *r, const cha
 		snprintf(line, sizeof(line), "Content-MD5: %s", r->content_md5);
 		hd = curl_slist_append(hd, line);
 	}
-	hd = curl_slist_append(hd, "Expect:"); /* no 100-continue round trip */
+	/* No "Expect:" override here: libcurl 7.88 would sign the removed
+	 * header without sending it (moto answers SignatureDoesNotMatch).
+	 * Bodies under 1 MiB get no 100-continue anyway. */
 	curl_easy_reset(h);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_AWS_SIGV4, s->sigv4);
@@ -608,11 +610,15 @@ static int s3_put_multipart(struct s3_backend *s, const char *name, int fd, uint
 		body.len = 0;
 		r.out_mem = &body;
 		rc = q.oom || done.oom ? ERR_NOMEM : s3_do(s, &r);
-		/* A 200 whose body is an <Error> is a failure. */
+		/* A 200 whose body is an <Error> is a failure (the result's root
+		 * is CompleteMultipartUploadResult on AWS, ...Response on moto). */
 		xmlDoc *doc = rc == 0 ? xml_parse(&body) : NULL;
 		xmlNode *root = doc ? xmlDocGetRootElement(doc) : NULL;
-		if (rc == 0 && (!root || strcmp((const char *)root->name, "CompleteMultipartUploadResult") != 0))
+		if (rc == 0 && (!root || !strcmp((const char *)root->name, "Error"))) {
+			LOG_WARN("s3", "msg=\"multipart upload not completed\" key=\"%s%s\" reply=\"%.200s\"", s->prefix,
+				 name, body.p ? body.p : "");
 			rc = -EIO;
+		}
 		xmlFreeDoc(doc);
 	}
 	if (rc < 0)

@@ -649,6 +649,7 @@ class S3Server:
         code, body = self.curl("POST", "/", "iam", f"Action=PutUserPolicy&UserName=lfsc&PolicyName=all&PolicyDocument={pol}" + q)
         assert code == 200, body
         with urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=b"0",
+                                                           headers={"Content-Type": "text/plain"},
                                                            method="POST")) as r:
             assert r.status == 200
 
