@@ -247,3 +247,124 @@ def test_kill9_of_the_service_during_pushes_from_a_real_node(s3server, node, tmp
     want = hexpos(n)
     wait_until(lambda: cloud_pos(fresh, tok) == want, timeout=10, msg=lambda: n.log_text()[-3000:])
     fresh.stop()
+
+
+class FaultProxy(threading.Thread):
+    """An HTTP proxy in front of the object server that, on demand, answers
+    every request with 503 SlowDown (mode "fail") or delays each one
+    (mode "slow"); "ok" forwards as is. Counts what it refused."""
+
+    def __init__(self, upstream_port):
+        super().__init__(daemon=True)
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import http.client
+        proxy = self
+        self.mode = "ok"
+        self.refused = 0
+        self.delayed = 0
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                if proxy.mode == "fail":
+                    proxy.refused += 1
+                    err = b"<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>test</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Length", str(len(err)))
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                if proxy.mode == "slow":
+                    proxy.delayed += 1
+                    time.sleep(0.3)
+                c = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=60)
+                hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
+                c.request(self.command, self.path, body=body, headers=hdrs)
+                r = c.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                c.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+
+    def run(self):
+        self.httpd.serve_forever()
+
+    def stop(self):
+        self.httpd.shutdown()
+
+
+def test_object_server_errors_and_slowness_pause_ingest_and_lose_nothing(s3server, tmp_path):
+    """The object server answers 503 SlowDown to everything for 3 s, then
+    is slow for 2 s: uploads wait (retries with backoff) or fail with 5xx,
+    none is acknowledged without being in the bucket, and the service
+    recovers alone."""
+    bucket = s3server.create_bucket()
+    proxy = FaultProxy(s3server.port)
+    proxy.start()
+    args, env = s3server.storage(bucket)
+    args[args.index("-s3-endpoint") + 1] = f"http://127.0.0.1:{proxy.port}"
+    keep = ["-retention", "3650d"]  # the chain's timestamps are in January 2026
+    srv = CloudServer(tmp_path, "svc", args=keep, storage=(args, env)).start()
+    tok = srv.create_cluster("c")
+    chain = make_chain(tmp_path, 60)
+    acked, failures = [], []
+
+    def pusher():
+        i = 0
+        while i < len(chain.files):
+            st, hdrs, obj = jreq(srv, "POST", "/db/tx", token=tok, body=chain.files[i], query={"db": "app.db"})
+            if st == 200:
+                assert hdrs.get("litefs-hwm") == f"{i + 1:016x}", hdrs
+                acked.append((i + 1, time.time()))
+                i += 1
+            elif st == 409 and pos_map(srv, tok).get("app.db") == chain.pos(i + 1):
+                i += 1  # stored, but the reply was an error: the node would do the same
+            else:
+                failures.append((st, obj, time.time()))
+                time.sleep(0.05)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=pusher)
+    t.start()
+    time.sleep(1.0)
+    proxy.mode = "fail"
+    t_fail = time.time()
+    time.sleep(3.0)
+    proxy.mode = "slow"
+    t_slow = time.time()
+    time.sleep(2.0)
+    proxy.mode = "ok"
+    t.join(90)
+    assert not t.is_alive()
+    assert proxy.refused > 0 and proxy.delayed > 0
+    assert not [a for a in acked if t_fail + 0.05 < a[1] < t_slow - 0.05], "acknowledged while S3 refused all"
+    assert all(st >= 500 for st, _, _ in failures), failures
+    assert pos_map(srv, tok) == {"app.db": chain.pos(60)}
+    # Everything acknowledged is in the bucket: a fresh service rebuilds it.
+    srv.stop(signal.SIGKILL)
+    fresh = s3cloud(tmp_path, s3server, "fresh", bucket, args=keep).start()
+    for txid in (1, 20, 40, 60):
+        out = tmp_path / f"f-{txid}.db"
+        fresh.cli("export", "app.db", "--txid", str(txid), "-o", out, token=tok)
+        assert out.read_bytes() == chain.states[txid - 1][4], txid
+    print(f"503 for 3 s then slow for 2 s: {len(failures)} uploads refused with 5xx, "
+          f"{proxy.refused} S3 requests refused, all 60 stored")
+    fresh.stop()
+    proxy.stop()
