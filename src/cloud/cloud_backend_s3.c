@@ -67,6 +67,7 @@ struct s3_backend {
 	CURL *pool[S3_POOL];
 	int n_pool;
 	uint64_t n_requests; /* atomic */
+	bool ready;          /* the probe passed */
 };
 
 /* One request. The body comes from body_mem or from body_fd at body_off
@@ -908,6 +909,9 @@ static void s3_close(struct cloud_backend *be)
 	struct s3_backend *s = (struct s3_backend *)be;
 	if (!s)
 		return;
+	if (s->ready)
+		LOG_INFO("s3", "msg=\"closed\" bucket=%s requests=%" PRIu64, s->bucket ? s->bucket : "",
+			 __atomic_load_n(&s->n_requests, __ATOMIC_RELAXED));
 	for (int i = 0; i < s->n_pool; i++)
 		curl_easy_cleanup(s->pool[i]);
 	pthread_mutex_destroy(&s->mu);
@@ -1089,6 +1093,7 @@ int cloud_backend_s3_open(const struct cloud_s3_config *cfg, struct cloud_backen
 		s3_close(&s->base);
 		return rc;
 	}
+	s->ready = true;
 	LOG_INFO("s3", "msg=\"bucket reachable\" endpoint=%s bucket=%s prefix=\"%s\" region=%s", s->scheme_host,
 		 s->bucket, s->prefix, s->region);
 	*out = &s->base;
