@@ -99,16 +99,6 @@ struct s3_req {
 
 /* ---- Helpers ----------------------------------------------------------------- */
 
-static void hex(const unsigned char *d, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[d[i] >> 4];
-		out[2 * i + 1] = digits[d[i] & 15];
-	}
-	out[2 * n] = '\0';
-}
-
 /* SHA-256 (hex, 65 bytes) of len bytes of fd at off, or of mem. */
 static int payload_sha256(int fd, uint64_t off, uint64_t len, const void *mem, char *out)
 {
@@ -141,8 +131,8 @@ static int payload_sha256(int fd, uint64_t off, uint64_t len, const void *mem, c
 	if (rc == 0 && EVP_DigestFinal_ex(c, md, &mdlen) != 1)
 		rc = -EIO;
 	EVP_MD_CTX_free(c);
-	if (rc == 0)
-		hex(md, mdlen, out);
+	for (unsigned int i = 0; rc == 0 && i < mdlen; i++)
+		snprintf(out + 2 * i, 3, "%02x", md[i]);
 	return rc;
 }
 

@@ -827,12 +827,18 @@ static void test_kill9(void **state)
 		struct cloud_store *cs = open_store("kill", 0, lv, 2, 64, 0);
 		struct cloud_target t = { 0 };
 		struct cloud_pos pos;
+		/* The store may be ahead of what was acknowledged (stored, killed
+		 * before the reply; or, on an empty catalog, an object whose commit
+		 * never happened adopted by the rebuild): ingest resumes from it. */
+		int rrc = cloud_resolve(cs, "c1", "k.db", &t, &pos);
 		if (acked) {
-			assert_int_equal(cloud_resolve(cs, "c1", "k.db", &t, &pos), 0);
+			assert_int_equal(rrc, 0);
 			assert_true(pos.txid >= acked);
-			assert_int_equal(pos.checksum, c.sum[pos.txid]);
 			t.txid = acked;
 			export_check(cs, "k.db", &t, acked, c.sum[acked], 512);
+		}
+		if (rrc == 0) {
+			assert_int_equal(pos.checksum, c.sum[pos.txid]);
 			next = pos.txid + 1;
 		}
 		print_message("kill -9 round %d: acknowledged %llu, stored %llu\n", round, (unsigned long long)acked,
