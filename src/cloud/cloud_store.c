@@ -118,6 +118,7 @@
 #include "cloud/cloud_catalog.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
+#include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
@@ -473,7 +474,13 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		goto out;
 	}
 
-	/* Verified. Make the object durable, then the catalog. */
+	/* Verified. A new database's meta object first (cloud_rebuild.h: the
+	 * bucket never holds objects it cannot name), then the object, then
+	 * the catalog. */
+	if (!exists && (rc = cloud_meta_put(cs->be, cs->tmp_dir, id, d->cluster, d->name, clock_wall_ms())) < 0) {
+		msgf(res, rc, "storing the database's meta object failed: %s", err_str(rc));
+		goto out;
+	}
 	char name[96];
 	cloud_object_name(name, sizeof(name), id, 0, h->min_txid, h->max_txid);
 	close(t.obj_fd);
@@ -1391,27 +1398,181 @@ void cloud_db_info_free(struct cloud_db_info *info)
 	free(info);
 }
 
-struct del_ctx {
-	struct cloud_store *cs;
-	int64_t id;
+/* ---- History for the dashboard -------------------------------------------- */
+
+_Static_assert(CLOUD_HIST_LEVELS_MAX >= CLOUD_MAX_LEVELS, "cloud_hist_head cannot hold every level");
+
+int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_hist_head *out)
+{
+	struct cdb *d;
+	struct cat_db row;
+	struct cat_tx first;
+	memset(out, 0, sizeof(*out));
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_rwlock_rdlock(&d->files);
+	rc = db_row(cs, d, &row);
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = cloud_catalog_tx_first(cs->cat, row.id, &first);
+	for (int l = 1; rc == 0 && l <= cs->n_levels; l++) {
+		out->level_ms[l] = cs->levels_ms[l];
+		rc = cloud_catalog_done_get(cs->cat, row.id, l, &out->level_done[l]);
+	}
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	if (rc < 0)
+		return rc;
+	out->incarnation = row.id;
+	out->pos = pos_of(&row);
+	out->mts_ms = row.mts_ms;
+	out->page_size = row.page_size;
+	out->pages = row.commit;
+	out->first_txid = first.txid;
+	out->n_levels = cs->n_levels;
+	out->snap_level = cs->snap_level;
+	return rc;
+}
+
+/* Runs fn(cat, id, arg) on the catalog for the incarnation of db given,
+ * under d->files (read) and the catalog lock; ERR_CLOUD_NOT_FOUND when the
+ * database is no longer that incarnation (deleted, or made again). */
+static int hist_read(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		     int (*fn)(struct cloud_catalog *cat, int64_t id, void *arg), void *arg)
+{
+	struct cdb *d;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	pthread_rwlock_rdlock(&d->files);
+	if (d->id != incarnation)
+		rc = ERR_CLOUD_NOT_FOUND;
+	cloud_catalog_lock(cs->cat);
+	if (rc == 0)
+		rc = fn(cs->cat, incarnation, arg);
+	cloud_catalog_unlock(cs->cat);
+	pthread_rwlock_unlock(&d->files);
+	return rc;
+}
+
+struct scan_arg {
+	uint64_t after;
+	struct cat_tx *txs;
+	uint64_t *sizes;
+	size_t max, *n;
 };
 
-static int del_object(void *ctx, const char *name, uint64_t size)
+static int hist_scan_fn(struct cloud_catalog *cat, int64_t id, void *arg)
+{
+	struct scan_arg *a = arg;
+	return cloud_catalog_tx_scan_sized(cat, id, a->after, a->txs, a->sizes, a->max, a->n);
+}
+
+int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n)
+{
+	*n = 0;
+	struct scan_arg a = { after, malloc(max * sizeof(*a.txs)), malloc(max * sizeof(*a.sizes)), max, n };
+	int rc = a.txs && a.sizes ? hist_read(cs, cluster, db, incarnation, hist_scan_fn, &a) : ERR_NOMEM;
+	for (size_t i = 0; rc == 0 && i < *n; i++)
+		out[i] = (struct cloud_hist_tx){ a.txs[i].txid, a.txs[i].min_txid, a.txs[i].mts_ms, a.sizes[i] };
+	free(a.txs);
+	free(a.sizes);
+	return rc;
+}
+
+struct bases_ctx {
+	struct cloud_snapshot_info *v;
+	size_t n, cap;
+};
+
+static int hist_base(void *ctx, const struct cat_file *f)
+{
+	struct bases_ctx *b = ctx;
+	if (cloud_catalog_grow((void **)&b->v, b->n, &b->cap, sizeof(*b->v)) < 0)
+		return ERR_NOMEM;
+	b->v[b->n++] = (struct cloud_snapshot_info){ f->max_txid, f->mts_ms, f->size, f->level };
+	return 0;
+}
+
+static int hist_bases_fn(struct cloud_catalog *cat, int64_t id, void *arg)
+{
+	return cloud_catalog_file_bases(cat, id, hist_base, arg);
+}
+
+int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			 struct cloud_snapshot_info **out, size_t *n)
+{
+	struct bases_ctx b = { 0 };
+	int rc = hist_read(cs, cluster, db, incarnation, hist_bases_fn, &b);
+	if (rc < 0) {
+		free(b.v);
+		return rc;
+	}
+	*out = b.v;
+	*n = b.n;
+	return 0;
+}
+
+struct bytes_arg {
+	struct cat_file_key k;
+	struct cloud_hist_bytes *w;
+	size_t max, n;
+};
+
+static int hist_bytes_fn(struct cloud_catalog *cat, int64_t id, void *arg)
+{
+	struct bytes_arg *a = arg;
+	return cloud_catalog_file_sizes(cat, id, &a->k, a->max, &a->w->bytes, &a->n);
+}
+
+int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			  struct cloud_hist_bytes *w, size_t max_rows)
+{
+	struct bytes_arg a = { { w->key_min, w->key_max, w->key_level }, w, max_rows, 0 };
+	int rc = hist_read(cs, cluster, db, incarnation, hist_bytes_fn, &a);
+	w->key_min = a.k.min_txid;
+	w->key_max = a.k.max_txid;
+	w->key_level = a.k.level;
+	w->done = rc == 0 && a.n < max_rows;
+	return rc;
+}
+
+struct del_ctx {
+	char **names;
+	size_t n, cap;
+};
+
+static int del_collect(void *ctx, const char *name, uint64_t size)
 {
 	struct del_ctx *dc = ctx;
 	(void)size;
-	return dc->cs->be->ops->del(dc->cs->be, name);
+	if (cloud_catalog_grow((void **)&dc->names, dc->n, &dc->cap, sizeof(*dc->names)) < 0)
+		return ERR_NOMEM;
+	return (dc->names[dc->n++] = strdup(name)) ? 0 : (dc->n--, ERR_NOMEM);
 }
 
-/* Removes every object of database id (after its catalog rows are gone). */
+/* Removes every object of database id (after its catalog rows are gone):
+ * its meta object first, so that a crash leaves objects no rebuild adopts,
+ * then the others in batches. */
 static int delete_objects(struct cloud_store *cs, int64_t id)
 {
 	char prefix[32], path[PATH_MAX];
-	struct del_ctx dc = { cs, id };
+	struct del_ctx dc = { 0 };
 	snprintf(prefix, sizeof(prefix), "%016" PRIx64 "/", (uint64_t)id);
 	cur_path(cs, id, path, sizeof(path));
 	unlink(path);
-	return cs->be->ops->list(cs->be, prefix, del_object, &dc);
+	cloud_meta_name(path, sizeof(path), id);
+	int rc = cs->be->ops->del(cs->be, path);
+	if (rc == 0)
+		rc = cs->be->ops->list(cs->be, prefix, del_collect, &dc);
+	if (rc == 0)
+		rc = cloud_backend_del_many(cs->be, (const char *const *)dc.names, dc.n);
+	for (size_t i = 0; i < dc.n; i++)
+		free(dc.names[i]);
+	free(dc.names);
+	return rc;
 }
 
 static int delete_locked(struct cloud_store *cs, struct cdb *d)
@@ -1495,7 +1656,12 @@ static int sweep_object(void *ctx, const char *name, uint64_t size)
 	int64_t id;
 	int level;
 	uint64_t lo, hi;
+	struct cat_db row;
 	(void)size;
+	if (!cloud_meta_is_engine_name(name))
+		return 0; /* not the engine's (the token store's copy) */
+	if (cloud_meta_parse(name, &id) && cloud_catalog_db_get_id(sc->cs->cat, id, &row) == 0)
+		return 0;
 	if (cloud_object_parse(name, &id, &level, &lo, &hi) == 0 &&
 	    cloud_catalog_file_exists(sc->cs->cat, id, level, lo, hi))
 		return 0;
@@ -1524,11 +1690,20 @@ static int empty_dir(const char *dir, struct cloud_store *cs, bool only_unknown_
 	return 0;
 }
 
-/* Brings the disk back in line with the catalog after any crash. */
+/* Brings the disk back in line with the catalog after any crash; an
+ * empty catalog is first rebuilt from the backend (cloud_rebuild.h). */
 static int recover(struct cloud_store *cs)
 {
 	struct sweep_ctx sc = { cs, 0 };
 	int rc = empty_dir(cs->tmp_dir, cs, false);
+	if (rc == 0 && cloud_catalog_max_db_id(cs->cat) == 0) {
+		size_t n_dbs = 0, n_files = 0;
+		int64_t t0 = clock_mono_ms();
+		rc = cloud_rebuild_catalog(cs->be, cs->cat, &n_dbs, &n_files);
+		if (rc == 0 && n_dbs > 0)
+			LOG_INFO("cloud", "msg=\"catalog rebuilt from the %s backend\" dbs=%zu objects=%zu ms=%" PRId64,
+				 cs->be->ops->kind, n_dbs, n_files, clock_mono_ms() - t0);
+	}
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)
 		rc = empty_dir(cs->cur_dir, cs, true);
@@ -1572,8 +1747,11 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 {
 	struct cloud_store *cs = calloc(1, sizeof(*cs));
 	char path[PATH_MAX];
-	if (cs == NULL)
+	if (cs == NULL) {
+		if (opts->backend)
+			opts->backend->ops->close(opts->backend);
 		return ERR_NOMEM;
+	}
 	pthread_mutex_init(&cs->mu, NULL);
 	pthread_cond_init(&cs->cond, NULL);
 	int rc = set_opts(cs, opts);
@@ -1585,7 +1763,9 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 		rc = make_dir(cs->tmp_dir, sizeof(cs->tmp_dir), cs->data_dir, "tmp");
 	if (rc == 0)
 		rc = make_dir(cs->cur_dir, sizeof(cs->cur_dir), cs->data_dir, "current");
-	if (rc == 0) {
+	if (opts->backend) {
+		cs->be = opts->backend;
+	} else if (rc == 0) {
 		snprintf(path, sizeof(path), "%s/objects", cs->data_dir);
 		rc = cloud_backend_local_open(path, &cs->be);
 	}
