@@ -72,6 +72,7 @@
 #include "cloud/cloud_auth.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_ui.h"
 #include "cloud/cloud_watch.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -104,6 +105,7 @@ struct cloud_http {
 	char *tmp_dir;           /* owned */
 	uint64_t max_upload_bytes, max_db_bytes;
 	struct cloud_watch *watch; /* owned: restore generations for /pos?wait= */
+	struct cloud_ui *ui;       /* owned: the dashboard (docs/dashboard.md) */
 	struct httpd *daemon;
 	unsigned port;
 	atomic_bool stopping;
@@ -112,6 +114,7 @@ struct cloud_http {
 
 enum route {
 	R_NONE, R_HEALTH, R_POS, R_TX, R_SNAPSHOT, R_RESTORE, R_RESTORE_CHECK, R_UPLOAD, R_INFO, R_DELETE,
+	R_UI, /* the dashboard's pages and sign-in (cloud_ui.c) */
 };
 
 static const struct {
@@ -531,9 +534,26 @@ static int check_rebind(struct cloud_http *srv, struct creq *q, const char *id, 
 	return -1;
 }
 
-static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q)
+/* A request without a token may carry a dashboard session (cloud_ui.c):
+ * 0 authenticated, 1 no session either, -1 refused (failure in q). */
+static int check_session(struct cloud_http *srv, struct httpd_conn *conn, const char *method, struct creq *q)
+{
+	unsigned status = 0;
+	char msg[MSG_LEN];
+	int rc = cloud_ui_auth(srv->ui, conn, method, q->cluster, &status, msg, sizeof(msg));
+	if (rc < 0)
+		set_fail(q, status, status == HTTP_UNAUTHORIZED ? "EUNAUTHORIZED" : "EFORBIDDEN", "%s", msg);
+	return rc;
+}
+
+static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, const char *method, struct creq *q)
 {
 	const char *h = httpd_header(conn, HTTP_HEADER_AUTHORIZATION);
+	if (!h) {
+		int src = check_session(srv, conn, method, q);
+		if (src <= 0)
+			return src;
+	}
 	int rc = cloud_auth_check(srv->auth, h, q->cluster);
 	if (rc == -EIO) {
 		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
@@ -589,6 +609,10 @@ static int check_request(struct cloud_http *srv, struct httpd_conn *conn, const 
 			 struct creq *q)
 {
 	bool needs_db = false, known = false;
+	if (cloud_ui_owns(url)) {
+		q->r = R_UI;
+		return 0;
+	}
 	q->r = find_route(url, method, &needs_db, &known);
 	if (q->r == R_NONE) {
 		if (known)
@@ -599,7 +623,7 @@ static int check_request(struct cloud_http *srv, struct httpd_conn *conn, const 
 	}
 	if (q->r == R_HEALTH)
 		return 0;
-	if (check_auth(srv, conn, q) != 0)
+	if (check_auth(srv, conn, method, q) != 0)
 		return -1;
 	if (needs_db && take_db_name(conn, q, "db", q->db, true) != 0)
 		return -1;
@@ -760,6 +784,10 @@ static enum httpd_result body_chunk(struct cloud_http *srv, struct creq *q, cons
 		q->refused_early = true;
 		if (q->r == R_TX)
 			tx_join(q); /* the engine sees a truncated file */
+		return HTTPD_YES;
+	}
+	if (q->r == R_UI) {
+		tx_feed_inline(q, data, len);
 		return HTTPD_YES;
 	}
 	if (q->r == R_TX) {
@@ -1076,7 +1104,7 @@ static enum httpd_result handle_delete(struct cloud_http *srv, struct httpd_conn
 
 /* The last call of a request: everything was received. */
 static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
-				struct creq *q)
+				const char *method, struct creq *q)
 {
 	if (q->fail_status) {
 		if (q->r == R_TX)
@@ -1093,6 +1121,7 @@ static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *con
 	case R_UPLOAD: return upload_finish(srv, conn, url, q);
 	case R_INFO: return handle_info(srv, conn, url, q);
 	case R_DELETE: return handle_delete(srv, conn, url, q);
+	case R_UI: return cloud_ui_serve(srv->ui, conn, url, method, (const char *)q->body, q->body_len);
 	case R_NONE: break;
 	}
 	return HTTPD_NO;
@@ -1160,6 +1189,12 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
 		if (rc != 0)
 			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
+	} else if (!q->fail_status && q->r == R_UI && has_body(conn)) {
+		size_t len = inline_length(conn);
+		if (len > CLOUD_UI_BODY_MAX)
+			set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large for the dashboard");
+		else if (tx_begin_inline(q, len) != 0)
+			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "out of memory");
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
 		q->spool_fd = fileio_spool_open(srv->tmp_dir);
 		if (q->spool_fd < 0)
@@ -1188,7 +1223,7 @@ static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const ch
 		*upload_data_size = 0;
 		return body_chunk(srv, q, upload_data, len);
 	}
-	return dispatch(srv, conn, url, q);
+	return dispatch(srv, conn, url, method, q);
 }
 
 static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enum httpd_end toe)
@@ -1244,8 +1279,12 @@ int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const stru
 	srv->tmp_dir = strdup(opts->tmp_dir);
 	int rc = srv->tmp_dir ? cloud_watch_open(&srv->watch) : ERR_NOMEM;
 	if (rc == 0)
+		rc = cloud_ui_new(auth, opts->ui_session_ms > 0 ? opts->ui_session_ms : CLOUD_UI_SESSION_DEFAULT_MS,
+				  &srv->ui);
+	if (rc == 0)
 		rc = listen_on(srv, opts->addr);
 	if (rc != 0) {
+		cloud_ui_free(srv->ui);
 		cloud_watch_close(srv->watch);
 		free(srv->tmp_dir);
 		free(srv);
@@ -1277,6 +1316,7 @@ void cloud_http_stop(struct cloud_http *srv)
 		LOG_WARN("cloud-http", "msg=\"stopping with requests in flight\" n=%d", atomic_load(&srv->n_active));
 	httpd_stop(srv->daemon);
 	cloud_watch_close(srv->watch); /* the long polls ended with the server */
+	cloud_ui_free(srv->ui);
 	free(srv->tmp_dir);
 	free(srv);
 }

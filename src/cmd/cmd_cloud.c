@@ -76,6 +76,7 @@ struct settings {
 	uint64_t max_upload_bytes;
 	uint64_t max_db_bytes;
 	char *log_level;
+	int64_t ui_session_ms;
 };
 
 static void settings_free(struct settings *s)
@@ -194,6 +195,15 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 		return parse_size(v, &st->max_upload_bytes);
 	if (!strcmp(key, "max-db-size"))
 		return parse_size(v, &st->max_db_bytes);
+	if (!strcmp(key, "ui-session")) {
+		int64_t ms = 0;
+		int rc = parse_dur(v, &ms);
+		if (rc == 0 && ms < 1000)
+			rc = ERR_CONFIG;
+		if (rc == 0)
+			st->ui_session_ms = ms;
+		return rc;
+	}
 	if (!strcmp(key, "log-level")) {
 		enum log_level l;
 		return log_parse_level(v, &l) == 0 ? set_str(&st->log_level, v) : ERR_CONFIG;
@@ -203,6 +213,7 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 
 static const char *const setting_keys[] = {
 	"addr", "data-dir", "retention", "levels", "snapshot-interval", "max-upload-size", "max-db-size", "log-level",
+	"ui-session",
 };
 
 static const char *const setting_help[] = {
@@ -214,6 +225,7 @@ static const char *const setting_help[] = {
 	"largest accepted LTX upload (default 1GiB)",
 	"largest accepted SQLite upload, POST /db/upload (default 64GiB)",
 	"debug, info, warn or error (default info)",
+	"dashboard (/ui/) sign-in lifetime, e.g. 12h, 30m (default 12h; docs/dashboard.md)",
 };
 
 static void settings_defaults(struct settings *st)
@@ -501,6 +513,9 @@ static const char serve_usage[] =
 	"storing every cluster's databases under -data-dir. Stops gracefully on\n"
 	"SIGINT or SIGTERM (requests in flight finish first).\n"
 	"\n"
+	"The dashboard is on the same address under /ui/ (open http://ADDR/ui/ and\n"
+	"sign in with a cluster token; docs/dashboard.md).\n"
+	"\n"
 	"Options:\n";
 
 struct purge_ctx {
@@ -610,7 +625,8 @@ static int serve_run(const struct settings *st)
 		goto err_store;
 	}
 	struct cloud_http_opts ho = { .addr = st->addr, .tmp_dir = st->data_dir,
-				      .max_upload_bytes = st->max_upload_bytes, .max_db_bytes = st->max_db_bytes };
+				      .max_upload_bytes = st->max_upload_bytes, .max_db_bytes = st->max_db_bytes,
+				      .ui_session_ms = st->ui_session_ms };
 	if ((rc = cloud_http_start(cs, auth, &ho, &srv)) != 0) {
 		fprintf(stderr, "litefs-cloud: cannot listen on %s: %s\n", st->addr, err_str(rc));
 		goto err_store;
