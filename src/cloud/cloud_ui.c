@@ -90,7 +90,7 @@ void cloud_ui_free(struct cloud_ui *ui)
 
 bool cloud_ui_owns(const char *url)
 {
-	return !strcmp(url, "/") || !strcmp(url, "/ui") || !strncmp(url, "/ui/", 4);
+	return !strcmp(url, "/") || !strcmp(url, "/ui") || !strncmp(url, "/ui/", 4) || !strcmp(url, "/favicon.ico");
 }
 
 /* ---- Replies ------------------------------------------------------------ */
@@ -142,7 +142,7 @@ static enum httpd_result reply_error(struct httpd_conn *conn, unsigned status, c
 
 static enum httpd_result serve_asset(struct httpd_conn *conn, const char *url)
 {
-	const char *path = !strcmp(url, "/ui/") ? "/ui/index.html" : url;
+	const char *path = !strcmp(url, "/ui/") ? "/ui/index.html" : !strcmp(url, "/favicon.ico") ? "/ui/icon.svg" : url;
 	for (size_t i = 0; i < cloud_ui_n_assets; i++) {
 		const struct cloud_ui_asset *a = &cloud_ui_assets[i];
 		if (strcmp(a->path, path) != 0)

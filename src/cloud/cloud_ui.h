@@ -43,7 +43,7 @@ int cloud_ui_new(struct cloud_auth *auth, int64_t session_ms, struct cloud_ui **
 /* NULL is a no-op. */
 void cloud_ui_free(struct cloud_ui *ui);
 
-/* True for the dashboard's paths: "/", "/ui" and "/ui/...". */
+/* True for the dashboard's paths: "/", "/ui", "/ui/..." and "/favicon.ico". */
 bool cloud_ui_owns(const char *url);
 /* Answers a dashboard request whose body (up to CLOUD_UI_BODY_MAX bytes)
  * has been read. */
