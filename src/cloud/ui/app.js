@@ -175,8 +175,20 @@ function started(s) {
   $('who').textContent = 'cluster ' + s.cluster;
   $('who').hidden = false;
   $('signout').hidden = false;
-  route();
-  startLive();
+  // Live updates start once the first view knows whether GET /dbs (and
+  // with it /events) exists.
+  route().finally(() => probeDbs().then(startLive));
+}
+
+async function probeDbs() {
+  if (S.hasDbs !== null) return;
+  try {
+    const r = await api('/dbs');
+    S.hasDbs = true;
+    for (const d of r.databases || []) S.dbs.set(d.name, d);
+  } catch (e) {
+    if (missingEndpoint(e)) S.hasDbs = false;
+  }
 }
 
 /* ---- Database list ---------------------------------------------------- */
@@ -651,6 +663,7 @@ function onPos(db, txid, checksum, ts_ms, hwm) {
 
 function startLive() {
   stopLive();
+  if (!S.session) return;
   if (S.hasDbs) {
     const es = new EventSource('/events');
     es.addEventListener('pos', (m) => {
@@ -660,7 +673,11 @@ function startLive() {
     });
     es.addEventListener('restore', () => refreshViews(true));
     es.onopen = () => { $('live').textContent = 'live'; };
-    es.onerror = () => { $('live').textContent = 'reconnecting…'; };
+    es.onerror = () => {
+      $('live').textContent = 'reconnecting…';
+      // An ended session would make the browser retry forever: stop then.
+      api('/ui/session').then((x) => { if (!x.signed_in && S.session) sessionEnded(); }).catch(() => {});
+    };
     S.live = es;
   } else {
     $('live').textContent = 'updating every 2 s';
