@@ -107,9 +107,7 @@ static int security_headers(struct httpd_response *r)
 	return rc;
 }
 
-/* Queues body (static when take is false) with the security headers and,
- * when name is not NULL, one more header. */
-static enum httpd_result reply(struct httpd_conn *conn, unsigned status, const char *ctype, const void *body,
+enum httpd_result cloud_ui_reply(struct httpd_conn *conn, unsigned status, const char *ctype, const void *body,
 			       size_t len, bool take, const char *cache, const char *name, const char *value)
 {
 	struct httpd_response *r = httpd_response_buf((void *)body, len, take);
@@ -124,23 +122,22 @@ static enum httpd_result reply(struct httpd_conn *conn, unsigned status, const c
 	return httpd_queue(conn, status, r);
 }
 
-/* obj (taken) as JSON, not cached, with an optional Set-Cookie. */
-static enum httpd_result reply_json(struct httpd_conn *conn, unsigned status, json_t *obj, const char *cookie)
+enum httpd_result cloud_ui_json(struct httpd_conn *conn, unsigned status, json_t *obj, const char *cookie)
 {
 	char *text = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
 	json_decref(obj);
 	if (!text)
 		return HTTPD_NO;
-	return reply(conn, status, "application/json", text, strlen(text), true, "no-store",
+	return cloud_ui_reply(conn, status, "application/json", text, strlen(text), true, "no-store",
 		     cookie ? "Set-Cookie" : NULL, cookie);
 }
 
-static enum httpd_result reply_error(struct httpd_conn *conn, unsigned status, const char *code, const char *msg)
+enum httpd_result cloud_ui_error(struct httpd_conn *conn, unsigned status, const char *code, const char *msg)
 {
-	return reply_json(conn, status, json_pack("{s:s, s:s}", "code", code, "error", msg), NULL);
+	return cloud_ui_json(conn, status, json_pack("{s:s, s:s}", "code", code, "error", msg), NULL);
 }
 
-static enum httpd_result serve_asset(struct httpd_conn *conn, const char *url)
+enum httpd_result cloud_ui_asset(struct httpd_conn *conn, const char *url)
 {
 	const char *path = !strcmp(url, "/ui/") ? "/ui/index.html" : !strcmp(url, "/favicon.ico") ? "/ui/icon.svg" : url;
 	for (size_t i = 0; i < cloud_ui_n_assets; i++) {
@@ -149,24 +146,22 @@ static enum httpd_result serve_asset(struct httpd_conn *conn, const char *url)
 			continue;
 		const char *inm = httpd_header(conn, "If-None-Match");
 		if (inm && strstr(inm, a->etag))
-			return reply(conn, 304, NULL, "", 0, false, "no-cache", "ETag", a->etag);
-		return reply(conn, HTTP_OK, a->ctype, a->data, a->len, false, "no-cache", "ETag", a->etag);
+			return cloud_ui_reply(conn, 304, NULL, "", 0, false, "no-cache", "ETag", a->etag);
+		return cloud_ui_reply(conn, HTTP_OK, a->ctype, a->data, a->len, false, "no-cache", "ETag", a->etag);
 	}
-	return reply_error(conn, HTTP_NOT_FOUND, "ENOTFOUND", "no such page");
+	return cloud_ui_error(conn, HTTP_NOT_FOUND, "ENOTFOUND", "no such page");
 }
 
 /* ---- Request checks ----------------------------------------------------- */
 
-/* The value of the session cookie into id[CLOUD_SESSION_ID_LEN + 1]: true
- * if the request has one of the right shape. */
-static bool session_cookie(struct httpd_conn *conn, char *id)
+bool cloud_ui_cookie(struct httpd_conn *conn, const char *name, char *id)
 {
 	const char *c = httpd_header(conn, "Cookie");
-	size_t n = strlen(COOKIE_NAME);
+	size_t n = strlen(name);
 	while (c && *c) {
 		while (*c == ' ' || *c == ';')
 			c++;
-		if (!strncmp(c, COOKIE_NAME, n) && c[n] == '=') {
+		if (!strncmp(c, name, n) && c[n] == '=') {
 			const char *v = c + n + 1;
 			size_t len = strcspn(v, "; ");
 			if (len != CLOUD_SESSION_ID_LEN)
@@ -180,8 +175,7 @@ static bool session_cookie(struct httpd_conn *conn, char *id)
 	return false;
 }
 
-/* True unless the browser says the request comes from another origin. */
-static bool same_origin(struct httpd_conn *conn)
+bool cloud_ui_same_origin(struct httpd_conn *conn)
 {
 	const char *site = httpd_header(conn, "Sec-Fetch-Site");
 	if (site && strcmp(site, "same-origin") != 0)
@@ -194,14 +188,13 @@ static bool same_origin(struct httpd_conn *conn)
 	return host && rest && !strcmp(rest, host);
 }
 
-static bool over_tls(struct httpd_conn *conn)
+bool cloud_ui_over_tls(struct httpd_conn *conn)
 {
 	const char *origin = httpd_header(conn, "Origin");
 	return origin && !strncmp(origin, "https://", 8);
 }
 
-/* The client's address without its port, for the sign-in rate limit. */
-static void client_addr(struct httpd_conn *conn, char *buf, size_t len)
+void cloud_ui_client_addr(struct httpd_conn *conn, char *buf, size_t len)
 {
 	httpd_peer_name(conn, buf, len);
 	char *colon = strrchr(buf, ':');
@@ -214,7 +207,7 @@ static void client_addr(struct httpd_conn *conn, char *buf, size_t len)
 static int live_session(struct cloud_ui *ui, struct httpd_conn *conn, struct cloud_session *s)
 {
 	char id[CLOUD_SESSION_ID_LEN + 1];
-	if (!session_cookie(conn, id))
+	if (!cloud_ui_cookie(conn, COOKIE_NAME, id))
 		return 1;
 	if (cloud_session_get(ui->sessions, id, s) != 0)
 		return -1;
@@ -230,7 +223,7 @@ static int live_session(struct cloud_ui *ui, struct httpd_conn *conn, struct clo
 static bool csrf_ok(struct httpd_conn *conn, const struct cloud_session *s)
 {
 	const char *h = httpd_header(conn, CSRF_HEADER);
-	return h && cloud_session_equal(h, s->csrf) && same_origin(conn);
+	return h && cloud_session_equal(h, s->csrf) && cloud_ui_same_origin(conn);
 }
 
 int cloud_ui_auth(struct cloud_ui *ui, struct httpd_conn *conn, const char *method, char *cluster, unsigned *status,
@@ -263,17 +256,15 @@ static json_t *session_json(struct cloud_ui *ui, const struct cloud_session *s)
 			 (json_int_t)s->expires_ms, "ttl_ms", (json_int_t)cloud_sessions_ttl_ms(ui->sessions));
 }
 
-/* The token from a form body "token=...": tokens are "lfsc_" and hex, so
- * nothing in one needs percent-decoding; surrounding blanks (a paste) are
- * dropped. */
-static bool form_token(const char *body, size_t len, char *out, size_t out_len)
+bool cloud_ui_form_value(const char *body, size_t len, const char *key, char *out, size_t out_len)
 {
+	size_t klen = strlen(key);
 	const char *end = body + len;
 	for (const char *p = body; p < end;) {
 		const char *amp = memchr(p, '&', (size_t)(end - p));
 		const char *stop = amp ? amp : end;
-		if ((size_t)(stop - p) > 6 && !memcmp(p, "token=", 6)) {
-			p += 6;
+		if ((size_t)(stop - p) > klen && !memcmp(p, key, klen) && p[klen] == '=') {
+			p += klen + 1;
 			while (p < stop && (*p == '+' || *p == ' '))
 				p++;
 			while (stop > p && (stop[-1] == '+' || stop[-1] == ' ' || stop[-1] == '\n' || stop[-1] == '\r'))
@@ -292,36 +283,36 @@ static bool form_token(const char *body, size_t len, char *out, size_t out_len)
 static enum httpd_result sign_in(struct cloud_ui *ui, struct httpd_conn *conn, const char *body, size_t len)
 {
 	char addr[64], token[CLOUD_TOKEN_LEN + 2], msg[160];
-	client_addr(conn, addr, sizeof(addr));
-	if (!same_origin(conn))
-		return reply_error(conn, 403, "EFORBIDDEN", "sign-in must come from the dashboard's own page");
+	cloud_ui_client_addr(conn, addr, sizeof(addr));
+	if (!cloud_ui_same_origin(conn))
+		return cloud_ui_error(conn, 403, "EFORBIDDEN", "sign-in must come from the dashboard's own page");
 	int64_t retry_ms = 0;
 	if (cloud_session_may_try(ui->sessions, addr, &retry_ms) != 0) {
 		LOG_WARN("cloud-ui", "msg=\"sign-in refused: too many failed attempts\" peer=%s", addr);
 		snprintf(msg, sizeof(msg), "too many failed sign-in attempts from your address: try again in %" PRId64 " s",
 			 (retry_ms + 999) / 1000);
-		return reply_error(conn, HTTP_TOO_MANY_REQUESTS, "ERATELIMIT", msg);
+		return cloud_ui_error(conn, HTTP_TOO_MANY_REQUESTS, "ERATELIMIT", msg);
 	}
 	char cluster[CLOUD_CLUSTER_NAME_MAX + 1], token_id[CLOUD_TOKEN_ID_LEN + 1];
-	int rc = form_token(body, len, token, sizeof(token)) ? cloud_auth_check_id(ui->auth, token, cluster, token_id)
+	int rc = cloud_ui_form_value(body, len, "token", token, sizeof(token)) ? cloud_auth_check_id(ui->auth, token, cluster, token_id)
 							       : ERR_REPL_AUTH;
 	explicit_bzero(token, sizeof(token));
 	if (rc == -EIO)
-		return reply_error(conn, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
+		return cloud_ui_error(conn, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
 	cloud_session_tried(ui->sessions, addr, rc == 0);
 	if (rc != 0) {
 		LOG_WARN("cloud-ui", "msg=\"sign-in refused: unknown or revoked token\" peer=%s", addr);
-		return reply_error(conn, HTTP_UNAUTHORIZED, "EUNAUTHORIZED",
+		return cloud_ui_error(conn, HTTP_UNAUTHORIZED, "EUNAUTHORIZED",
 				   "this token is not valid: it is unknown or was revoked (a cluster token starts with lfsc_)");
 	}
 	struct cloud_session s;
 	if ((rc = cloud_session_open(ui->sessions, cluster, token_id, &s)) != 0)
-		return reply_error(conn, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", err_str(rc));
+		return cloud_ui_error(conn, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", err_str(rc));
 	char cookie[256];
 	snprintf(cookie, sizeof(cookie), COOKIE_NAME "=%s; HttpOnly; SameSite=Strict; Path=/; Max-Age=%" PRId64 "%s",
-		 s.id, cloud_sessions_ttl_ms(ui->sessions) / 1000, over_tls(conn) ? "; Secure" : "");
+		 s.id, cloud_sessions_ttl_ms(ui->sessions) / 1000, cloud_ui_over_tls(conn) ? "; Secure" : "");
 	LOG_INFO("cloud-ui", "msg=\"signed in\" cluster=%s token_id=%s peer=%s", cluster, token_id, addr);
-	return reply_json(conn, HTTP_OK, session_json(ui, &s), cookie);
+	return cloud_ui_json(conn, HTTP_OK, session_json(ui, &s), cookie);
 }
 
 static enum httpd_result sign_out(struct cloud_ui *ui, struct httpd_conn *conn)
@@ -330,12 +321,12 @@ static enum httpd_result sign_out(struct cloud_ui *ui, struct httpd_conn *conn)
 	char id[CLOUD_SESSION_ID_LEN + 1];
 	if (live_session(ui, conn, &s) == 0) {
 		if (!csrf_ok(conn, &s))
-			return reply_error(conn, 403, "EFORBIDDEN", "sign-out must come from the dashboard itself");
-		if (session_cookie(conn, id))
+			return cloud_ui_error(conn, 403, "EFORBIDDEN", "sign-out must come from the dashboard itself");
+		if (cloud_ui_cookie(conn, COOKIE_NAME, id))
 			cloud_session_close(ui->sessions, id);
 		LOG_INFO("cloud-ui", "msg=\"signed out\" cluster=%s token_id=%s", s.cluster, s.token_id);
 	}
-	return reply_json(conn, HTTP_OK, json_pack("{s:b}", "signed_out", 1),
+	return cloud_ui_json(conn, HTTP_OK, json_pack("{s:b}", "signed_out", 1),
 			  COOKIE_NAME "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
 }
 
@@ -345,22 +336,25 @@ enum httpd_result cloud_ui_serve(struct cloud_ui *ui, struct httpd_conn *conn, c
 	bool get = !strcmp(method, "GET");
 	bool post = !strcmp(method, "POST");
 	if (!strcmp(url, "/") || !strcmp(url, "/ui"))
-		return get ? reply(conn, 303, "text/plain", "", 0, false, "no-store", "Location", "/ui/")
-			   : reply_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method not allowed");
+		return get ? cloud_ui_reply(conn, 303, "text/plain", "", 0, false, "no-store", "Location", "/ui/")
+			   : cloud_ui_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method not allowed");
 	if (!strcmp(url, "/ui/login"))
 		return post ? sign_in(ui, conn, body, body_len)
-			    : reply_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "sign in with POST");
+			    : cloud_ui_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "sign in with POST");
 	if (!strcmp(url, "/ui/logout"))
 		return post ? sign_out(ui, conn)
-			    : reply_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "sign out with POST");
+			    : cloud_ui_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "sign out with POST");
 	if (!strcmp(url, "/ui/session")) {
 		struct cloud_session s;
 		/* Not signed in is an answer, not an error: the page asks on load. */
 		if (live_session(ui, conn, &s) != 0)
-			return reply_json(conn, HTTP_OK, json_pack("{s:b}", "signed_in", 0), NULL);
-		return reply_json(conn, HTTP_OK, session_json(ui, &s), NULL);
+			return cloud_ui_json(conn, HTTP_OK, json_pack("{s:b}", "signed_in", 0), NULL);
+		return cloud_ui_json(conn, HTTP_OK, session_json(ui, &s), NULL);
 	}
 	if (!get)
-		return reply_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method not allowed");
-	return serve_asset(conn, url);
+		return cloud_ui_error(conn, HTTP_METHOD_NOT_ALLOWED, "EMETHOD", "method not allowed");
+	/* The admin page is only for the admin listener (cloud_admin.c). */
+	if (!strncmp(url, "/ui/admin", 9))
+		return cloud_ui_error(conn, HTTP_NOT_FOUND, "ENOTFOUND", "no such page");
+	return cloud_ui_asset(conn, url);
 }

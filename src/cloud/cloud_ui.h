@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 #include "base/httpd.h"
 #include "cloud/cloud_auth.h"
 
@@ -57,5 +59,34 @@ enum httpd_result cloud_ui_serve(struct cloud_ui *ui, struct httpd_conn *conn, c
  * session cookie at all; -1 refused, with *status and msg[msg_len]. */
 int cloud_ui_auth(struct cloud_ui *ui, struct httpd_conn *conn, const char *method, char *cluster, unsigned *status,
 		  char *msg, size_t msg_len);
+
+/* ---- Pieces the admin listener shares (cloud_admin.c) ------------------ */
+
+/* Queues body (static when take is false; else freed when sent) with the
+ * security headers (CSP, nosniff, no-referrer, DENY), Content-Type ctype
+ * (none when NULL), Cache-Control cache and, when name is not NULL, one
+ * more header. */
+enum httpd_result cloud_ui_reply(struct httpd_conn *conn, unsigned status, const char *ctype, const void *body,
+				 size_t len, bool take, const char *cache, const char *name, const char *value);
+/* obj (taken) as JSON, not cached, with a Set-Cookie when cookie is not NULL. */
+enum httpd_result cloud_ui_json(struct httpd_conn *conn, unsigned status, json_t *obj, const char *cookie);
+/* {"code", "error"}. */
+enum httpd_result cloud_ui_error(struct httpd_conn *conn, unsigned status, const char *code, const char *msg);
+/* A compiled-in asset by its path ("/ui/app.js"; "/ui/" is the index), or 404. */
+enum httpd_result cloud_ui_asset(struct httpd_conn *conn, const char *url);
+/* The cookie name's value into id[CLOUD_SESSION_ID_LEN + 1] if it has the
+ * length of a session ID. */
+bool cloud_ui_cookie(struct httpd_conn *conn, const char *name, char *id);
+/* False if Sec-Fetch-Site (when sent) is not same-origin or Origin (when
+ * sent) is not this Host. */
+bool cloud_ui_same_origin(struct httpd_conn *conn);
+/* True if the browser reached us over https (an https Origin: a TLS front). */
+bool cloud_ui_over_tls(struct httpd_conn *conn);
+/* The peer's address without its port. */
+void cloud_ui_client_addr(struct httpd_conn *conn, char *buf, size_t len);
+/* The value of key in a form body ("a=1&key=value"), taken as is (the
+ * secrets it carries are hex: nothing to percent-decode), without
+ * surrounding blanks. False if absent or longer than out_len - 1. */
+bool cloud_ui_form_value(const char *body, size_t len, const char *key, char *out, size_t out_len);
 
 #endif

@@ -37,9 +37,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cloud/cloud_admin.h"
 #include "cloud/cloud_auth.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_ui.h"
 #include "base/err.h"
 #include "base/godur.h"
 #include "base/fileio.h"
@@ -77,6 +79,7 @@ struct settings {
 	uint64_t max_db_bytes;
 	char *log_level;
 	int64_t ui_session_ms;
+	char *admin_addr;
 };
 
 static void settings_free(struct settings *s)
@@ -85,6 +88,7 @@ static void settings_free(struct settings *s)
 	free(s->addr);
 	free(s->data_dir);
 	free(s->log_level);
+	free(s->admin_addr);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -195,6 +199,8 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 		return parse_size(v, &st->max_upload_bytes);
 	if (!strcmp(key, "max-db-size"))
 		return parse_size(v, &st->max_db_bytes);
+	if (!strcmp(key, "admin-addr"))
+		return set_str(&st->admin_addr, v);
 	if (!strcmp(key, "ui-session")) {
 		int64_t ms = 0;
 		int rc = parse_dur(v, &ms);
@@ -213,7 +219,7 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 
 static const char *const setting_keys[] = {
 	"addr", "data-dir", "retention", "levels", "snapshot-interval", "max-upload-size", "max-db-size", "log-level",
-	"ui-session",
+	"ui-session", "admin-addr",
 };
 
 static const char *const setting_help[] = {
@@ -226,6 +232,7 @@ static const char *const setting_help[] = {
 	"largest accepted SQLite upload, POST /db/upload (default 64GiB)",
 	"debug, info, warn or error (default info)",
 	"dashboard (/ui/) sign-in lifetime, e.g. 12h, 30m (default 12h; docs/dashboard.md)",
+	"admin view (clusters, tokens) on this loopback address, e.g. 127.0.0.1:20204 (default off)",
 };
 
 static void settings_defaults(struct settings *st)
@@ -598,6 +605,7 @@ static int serve_run(const struct settings *st)
 	struct cloud_auth *auth = NULL;
 	struct cloud_store *cs = NULL;
 	struct cloud_http *srv = NULL;
+	struct cloud_admin *admin = NULL;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -631,11 +639,20 @@ static int serve_run(const struct settings *st)
 		fprintf(stderr, "litefs-cloud: cannot listen on %s: %s\n", st->addr, err_str(rc));
 		goto err_store;
 	}
+	if (st->admin_addr && st->admin_addr[0] &&
+	    (rc = cloud_admin_start(auth, st->data_dir, st->admin_addr,
+				    st->ui_session_ms > 0 ? st->ui_session_ms : CLOUD_UI_SESSION_DEFAULT_MS, &admin)) != 0) {
+		fprintf(stderr, "litefs-cloud: cannot start the admin view on %s: %s%s\n", st->admin_addr, err_str(rc),
+			rc == ERR_INVAL ? " (it binds only loopback: 127.0.0.1:PORT or [::1]:PORT)" : "");
+		cloud_http_stop(srv);
+		goto err_store;
+	}
 	char ret[GODUR_BUF_SIZE];
 	godur_format_ms(st->retention_ms, ret, sizeof(ret));
 	LOG_INFO("cloud", "msg=\"litefs-cloud started\" version=%s data_dir=\"%s\" retention=%s port=%u", CLOUD_VERSION,
 		 st->data_dir, ret, cloud_http_port(srv));
 	serve_wait(cs, auth);
+	cloud_admin_stop(admin);
 	cloud_http_stop(srv);
 	cloud_store_close(cs);
 	close(lock_fd);

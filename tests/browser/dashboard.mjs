@@ -271,14 +271,49 @@ try {
   await ex.fill('#token', cfg.short_token);
   await ex.click('#login-btn');
   await ex.waitForSelector('#view-list:not([hidden])');
+  allowed = [{ re: /\/(pos|dbs|db\/info)/, status: 401 }]; // the page's own poll may see it first
   await new Promise((r) => setTimeout(r, 2500));
-  allowed = [{ re: /\/(pos|dbs|db\/info)/, status: 401 }];
   await ex.evaluate(() => loadList().catch(() => {}));
   await ex.waitForSelector('#view-login:not([hidden])');
+  await ex.waitForTimeout(300);
   const msg = await ex.$eval('#login-error', (e) => e.textContent);
   check(/session has ended/.test(msg), 'expiry message: ' + msg);
   allowed = [];
   step('session expiry');
+
+  // ---- the admin view (loopback listener, admin key): a new token shown
+  // once signs in; revoking it ends that session at once.
+  allowed = [{ re: /\/admin\/login$/, status: 401 }];
+  const adm = await newPage();
+  await adm.goto(cfg.admin_url + '/');
+  await adm.waitForSelector('#view-login:not([hidden])');
+  await adm.fill('#token', '0'.repeat(64));
+  await adm.click('#login-btn');
+  await adm.waitForFunction(() => /wrong admin key/.test(document.getElementById('login-error').textContent));
+  allowed = [];
+  await adm.fill('#token', cfg.admin_key);
+  await adm.click('#login-btn');
+  await adm.waitForSelector('tr[data-cluster="prod"]');
+  check(await adm.$('tr[data-cluster="other"]'), 'admin view lists every cluster');
+  await adm.click('button[aria-label="New token for prod"]');
+  await adm.waitForSelector('#token-text');
+  const fresh = await adm.$eval('#token-text', (e) => e.value);
+  check(/^lfsc_[0-9a-f]{64}$/.test(fresh), 'new token shown: ' + fresh);
+  await shot(adm, '11-admin-new-token');
+  await axe(adm, 'admin');
+  const viaNew = await newPage();
+  await signIn(viaNew, fresh);
+  await viaNew.waitForSelector('tr[data-db="db"]');
+  const tokenId = await adm.$eval('#new-token strong', (e) => /ID ([0-9a-f]+)/.exec(e.textContent)[1]);
+  // From the revocation on, that page's requests (its 2 s poll too) are 401.
+  allowed = [{ re: /\/(pos|dbs|db\/info)/, status: 401 }];
+  await adm.click(`button[aria-label="Revoke token ${tokenId}"]`);
+  await adm.waitForFunction((id) => !document.querySelector(`[data-token="${id}"]`), tokenId);
+  await viaNew.evaluate(() => loadList().catch(() => {}));
+  await viaNew.waitForSelector('#view-login:not([hidden])');
+  await viaNew.waitForTimeout(300);
+  allowed = [];
+  step('admin view: token created, signed in, revoked');
 
   // ---- sign-in attempts are rate-limited per address, with a message.
   allowed = [{ re: /\/ui\/login$/ }];

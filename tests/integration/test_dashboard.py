@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, db_checksum, free_port, run, wait_until
+from conftest import LITEFS_CLOUD, ROOT, db_checksum, free_port, run, wait_until
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 CHROMIUM = "/usr/bin/chromium"
@@ -87,7 +87,8 @@ class EvilSite:
 
 def test_dashboard_in_chromium(node, cloud, tmp_path):
     t0 = time.time()
-    srv = cloud()
+    admin_port = free_port()
+    srv = cloud(args=("-admin-addr", f"127.0.0.1:{admin_port}"))
     token = srv.create_cluster("prod")
     other_token = srv.create_cluster("other")
     short = cloud(name="short", args=("-ui-session", "2s"))
@@ -123,6 +124,7 @@ def test_dashboard_in_chromium(node, cloud, tmp_path):
         "short_url": short.url, "short_token": short_token,
         "chromium": CHROMIUM, "shots": str(shots), "out": str(tmp_path / "out.json"),
         "has_dashapi": has_dashapi, "evil_url": evil.url,
+        "admin_url": f"http://127.0.0.1:{admin_port}", "admin_key": (srv.data / "admin.key").read_text().strip(),
         "node_pos": str(n.mnt / "db-pos"), "node_db": str(n.db()),
         "last": last, "click": points[20], "typed": points[35], "fork": points[45],
     }
@@ -150,4 +152,9 @@ def test_dashboard_in_chromium(node, cloud, tmp_path):
     log = srv.log_text() + short.log_text()
     for t in (token, other_token, short_token):
         assert t not in log
+    assert (srv.data / "admin.key").stat().st_mode & 0o777 == 0o600
+    # The admin view binds only loopback.
+    r = run(LITEFS_CLOUD, "serve", "-addr", f"127.0.0.1:{free_port()}",
+            "-data-dir", tmp_path / "refused", "-admin-addr", f"0.0.0.0:{free_port()}", check=False, timeout=20)
+    assert r.returncode == 1 and "binds only loopback" in r.stderr
     print(f"dashboard test: {time.time() - t0:.1f} s, dashapi endpoints: {has_dashapi}, screenshots in {shots}")
