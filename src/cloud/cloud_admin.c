@@ -115,16 +115,10 @@ static int admin_session(struct cloud_admin *a, struct httpd_conn *conn, struct 
 
 static enum httpd_result sign_in(struct cloud_admin *a, struct httpd_conn *conn, const struct areq *q)
 {
-	char addr[64], key[KEY_HEX + 2], msg[128];
-	cloud_ui_client_addr(conn, addr, sizeof(addr));
-	if (!cloud_ui_same_origin(conn))
-		return cloud_ui_error(conn, 403, "EFORBIDDEN", "sign-in must come from the admin page itself");
-	int64_t retry_ms = 0;
-	if (cloud_session_may_try(a->sessions, addr, &retry_ms) != 0) {
-		snprintf(msg, sizeof(msg), "too many failed sign-in attempts: try again in %lld s",
-			 (long long)(retry_ms + 999) / 1000);
-		return cloud_ui_error(conn, HTTP_TOO_MANY_REQUESTS, "ERATELIMIT", msg);
-	}
+	char addr[64], key[KEY_HEX + 2];
+	enum httpd_result res;
+	if (cloud_ui_sign_in_refused(a->sessions, conn, addr, sizeof(addr), &res))
+		return res;
 	bool ok = cloud_ui_form_value(q->body, q->len, "key", key, sizeof(key)) && cloud_session_equal(key, a->key);
 	explicit_bzero(key, sizeof(key));
 	cloud_session_tried(a->sessions, addr, ok);
@@ -242,7 +236,7 @@ static enum httpd_result serve(struct cloud_admin *a, struct httpd_conn *conn, c
 	bool signed_in = admin_session(a, conn, &s) == 0;
 	if (get && (!strcmp(url, "/") || !strcmp(url, "/admin/")))
 		return cloud_ui_asset(conn, "/ui/admin.html");
-	if (get && (!strcmp(url, "/ui/admin.js") || !strcmp(url, "/ui/app.css") || !strcmp(url, "/ui/icon.svg")))
+	if (get && (!strcmp(url, "/ui/admin.js") || !strcmp(url, "/ui/dom.js") || !strcmp(url, "/ui/app.css") || !strcmp(url, "/ui/icon.svg")))
 		return cloud_ui_asset(conn, url);
 	if (get && !strcmp(url, "/admin/session"))
 		return cloud_ui_json(conn, HTTP_OK, signed_in ? json_pack("{s:b, s:s}", "signed_in", 1, "csrf", s.csrf)

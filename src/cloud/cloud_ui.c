@@ -280,19 +280,31 @@ bool cloud_ui_form_value(const char *body, size_t len, const char *key, char *ou
 	return false;
 }
 
+bool cloud_ui_sign_in_refused(struct cloud_sessions *s, struct httpd_conn *conn, char *addr, size_t addr_len,
+			      enum httpd_result *res)
+{
+	char msg[160];
+	cloud_ui_client_addr(conn, addr, addr_len);
+	if (!cloud_ui_same_origin(conn)) {
+		*res = cloud_ui_error(conn, 403, "EFORBIDDEN", "sign-in must come from this service's own page");
+		return true;
+	}
+	int64_t retry_ms = 0;
+	if (cloud_session_may_try(s, addr, &retry_ms) == 0)
+		return false;
+	LOG_WARN("cloud-ui", "msg=\"sign-in refused: too many failed attempts\" peer=%s", addr);
+	snprintf(msg, sizeof(msg), "too many failed sign-in attempts from your address: try again in %" PRId64 " s",
+		 (retry_ms + 999) / 1000);
+	*res = cloud_ui_error(conn, HTTP_TOO_MANY_REQUESTS, "ERATELIMIT", msg);
+	return true;
+}
+
 static enum httpd_result sign_in(struct cloud_ui *ui, struct httpd_conn *conn, const char *body, size_t len)
 {
-	char addr[64], token[CLOUD_TOKEN_LEN + 2], msg[160];
-	cloud_ui_client_addr(conn, addr, sizeof(addr));
-	if (!cloud_ui_same_origin(conn))
-		return cloud_ui_error(conn, 403, "EFORBIDDEN", "sign-in must come from the dashboard's own page");
-	int64_t retry_ms = 0;
-	if (cloud_session_may_try(ui->sessions, addr, &retry_ms) != 0) {
-		LOG_WARN("cloud-ui", "msg=\"sign-in refused: too many failed attempts\" peer=%s", addr);
-		snprintf(msg, sizeof(msg), "too many failed sign-in attempts from your address: try again in %" PRId64 " s",
-			 (retry_ms + 999) / 1000);
-		return cloud_ui_error(conn, HTTP_TOO_MANY_REQUESTS, "ERATELIMIT", msg);
-	}
+	char addr[64], token[CLOUD_TOKEN_LEN + 2];
+	enum httpd_result res;
+	if (cloud_ui_sign_in_refused(ui->sessions, conn, addr, sizeof(addr), &res))
+		return res;
 	char cluster[CLOUD_CLUSTER_NAME_MAX + 1], token_id[CLOUD_TOKEN_ID_LEN + 1];
 	int rc = cloud_ui_form_value(body, len, "token", token, sizeof(token)) ? cloud_auth_check_id(ui->auth, token, cluster, token_id)
 							       : ERR_REPL_AUTH;

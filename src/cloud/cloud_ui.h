@@ -84,6 +84,13 @@ bool cloud_ui_same_origin(struct httpd_conn *conn);
 bool cloud_ui_over_tls(struct httpd_conn *conn);
 /* The peer's address without its port. */
 void cloud_ui_client_addr(struct httpd_conn *conn, char *buf, size_t len);
+struct cloud_sessions;
+/* The checks before a sign-in: puts the client's address into addr, then
+ * refuses another origin (403) and an address over the sign-in limit (429,
+ * saying how long to wait). True if refused: the reply is queued and *res
+ * is its result. */
+bool cloud_ui_sign_in_refused(struct cloud_sessions *s, struct httpd_conn *conn, char *addr, size_t addr_len,
+			      enum httpd_result *res);
 /* The value of key in a form body ("a=1&key=value"), taken as is (the
  * secrets it carries are hex: nothing to percent-decode), without
  * surrounding blanks. False if absent or longer than out_len - 1. */

@@ -6,19 +6,7 @@
 'use strict';
 
 let csrf = null;
-const $ = (id) => document.getElementById(id);
 
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'text') e.textContent = v;
-    else if (k === 'cls') e.className = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
-  return e;
-}
 
 async function call(path, method, body) {
   const headers = {};

@@ -26,7 +26,6 @@ const S = {
   live: null,         // EventSource or interval id
 };
 
-const $ = (id) => document.getElementById(id);
 const TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
 
 class ApiError extends Error {
@@ -90,17 +89,6 @@ function ago(ms, now) {
   if (s < 3600) return Math.floor(s / 60) + ' min ago';
   if (s < 86400) return Math.floor(s / 3600) + ' h ago';
   return Math.floor(s / 86400) + ' d ago';
-}
-function el(tag, attrs, ...kids) {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (k === 'text') e.textContent = v;
-    else if (k === 'cls') e.className = v;
-    else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
-  }
-  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
-  return e;
 }
 function timeCell(ms, now) {
   if (!ms) return el('span', { text: '—' });
