@@ -11,12 +11,15 @@ the service's share: the API calls those views make, timed alone with a
 token (GET /dbs or /pos; GET /db/timeline or /db/info).
 
 History: by default a real `litefs mount` with the backup client commits
---txns small transactions to a fresh litefs-cloud. With --data-dir, a data
-directory prepared elsewhere (bench/dashboard_api.py makes one with
-1,000,000 transactions) is served as it is; a token for --cluster is
-created in it with the admin CLI.
+--txns small transactions to a fresh litefs-cloud. With --positions N, the
+catalog gets N positions over 30 days written directly, by
+bench/dashboard_api.py's fill_catalog() (that bench's method: a million
+uploads through the API would take 15-25 minutes; the list and the
+timeline read only the catalog). With --data-dir, a data directory
+prepared elsewhere is served as it is; a token for --cluster is created in
+it with the admin CLI.
 
-Usage: bench/dashboard_ui.py [--rounds N] [--txns N]
+Usage: bench/dashboard_ui.py [--rounds N] [--txns N | --positions N]
        bench/dashboard_ui.py --data-dir DIR --cluster NAME --db NAME [--rounds N]
 Prints numbers; never fails on timing.
 """
@@ -109,6 +112,25 @@ def make_history(base, txns):
     return proc, url, token, "db"
 
 
+def make_positions(base, n):
+    """n positions of big.db in cluster bench, written into the catalog."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        from dashboard_api import fill_catalog
+    except ImportError:
+        raise SystemExit("dashboard_ui: --positions needs bench/dashboard_api.py (the dashboard API's bench)")
+    data = base / "cloud"
+    token = subprocess.run([str(CLOUD), "cluster", "create", "bench", "-data-dir", str(data)],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    log = open(base / "cloud.log", "a")
+    proc, _ = serve(data, log)  # once, for the catalog's schema
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    fill_catalog(str(data / "catalog.db"), n, int(time.time() * 1000))
+    proc, url = serve(data, log)
+    return proc, url, token, "big.db"
+
+
 def api_ms(url, token, path, rounds):
     host, port = url.split("//")[1].split(":")
     times = []
@@ -129,6 +151,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--txns", type=int, default=1000)
+    ap.add_argument("--positions", type=int, default=0)
     ap.add_argument("--data-dir")
     ap.add_argument("--cluster")
     ap.add_argument("--db", default="db")
@@ -145,6 +168,10 @@ def main():
             proc, url = serve(a.data_dir, open(base / "cloud.log", "a"))
             db = a.db
             what = f"prepared data dir {a.data_dir}"
+        elif a.positions:
+            t = time.time()
+            proc, url, token, db = make_positions(base, a.positions)
+            what = f"{a.positions} positions over 30 days in the catalog ({time.time() - t:.0f} s to make)"
         else:
             t = time.time()
             proc, url, token, db = make_history(base, a.txns)

@@ -58,6 +58,9 @@ async function newPage(viewport) {
     if (m.type() !== 'error') return;
     const url = (m.location() && m.location().url) || '';
     const text = m.text();
+    // An event stream refused (a session that ended) is reported by the
+    // browser as a MIME-type error of /events.
+    if (/EventSource/.test(text) && allowed.some((a) => a.re.test(url))) return;
     if (/Failed to load resource/.test(text)) {
       const st = failed.get(url);
       if (allowed.some((a) => a.re.test(url) && (!a.status || a.status === st))) return;
@@ -256,7 +259,7 @@ try {
   const jar = await page.context().cookies();
   await page.click('#signout');
   await page.waitForSelector('#view-login:not([hidden])');
-  allowed = [{ re: /\/pos$/, status: 401 }];
+  allowed = [{ re: /\/(pos|events)$/, status: 401 }];
   const ctx2 = await browser.newContext();
   await ctx2.addCookies(jar);
   const replay = await ctx2.request.get(cfg.url + '/pos');
@@ -271,7 +274,7 @@ try {
   await ex.fill('#token', cfg.short_token);
   await ex.click('#login-btn');
   await ex.waitForSelector('#view-list:not([hidden])');
-  allowed = [{ re: /\/(pos|dbs|db\/info)/, status: 401 }]; // the page's own poll may see it first
+  allowed = [{ re: /\/(pos|dbs|db\/info|events)/, status: 401 }]; // the page's own poll may see it first
   await new Promise((r) => setTimeout(r, 2500));
   await ex.evaluate(() => loadList().catch(() => {}));
   await ex.waitForSelector('#view-login:not([hidden])');
@@ -306,7 +309,7 @@ try {
   await viaNew.waitForSelector('tr[data-db="db"]');
   const tokenId = await adm.$eval('#new-token strong', (e) => /ID ([0-9a-f]+)/.exec(e.textContent)[1]);
   // From the revocation on, that page's requests (its 2 s poll too) are 401.
-  allowed = [{ re: /\/(pos|dbs|db\/info)/, status: 401 }];
+  allowed = [{ re: /\/(pos|dbs|db\/info|events)/, status: 401 }];
   await adm.click(`button[aria-label="Revoke token ${tokenId}"]`);
   await adm.waitForFunction((id) => !document.querySelector(`[data-token="${id}"]`), tokenId);
   await viaNew.evaluate(() => loadList().catch(() => {}));

@@ -554,7 +554,7 @@ async function loadRows(table) {
   $('rows').replaceChildren(
     el('h3', { text: 'First rows of ' + table + ' (' + r.rows.length + ' of ' + r.total + ')' }),
     el('div', { cls: 'scroll' }, el('table', { id: 'rows-table' },
-      el('thead', {}, el('tr', {}, ...r.columns.map((c) => el('th', { scope: 'col', text: c })))),
+      el('thead', {}, el('tr', {}, ...r.columns.map((c) => el('th', { scope: 'col', text: typeof c === 'string' ? c : c.name })))),
       el('tbody', {}, ...r.rows.map((row) => el('tr', {}, ...row.map((v) => el('td', { cls: 'mono', text: cellText(v) }))))))));
 }
 
