@@ -191,7 +191,7 @@ def main():
         if r.returncode != 0:
             raise SystemExit(f"dashboard_ui: browser run failed:\n{r.stdout}\n{r.stderr[-3000:]}")
         res = json.loads(r.stdout.strip().splitlines()[-1])
-        med = {k: statistics.median(v) for k, v in res.items() if isinstance(v, list)}
+        med = {k: statistics.median(v) for k, v in res.items() if isinstance(v, list) and k.endswith("_ms")}
         base_ms = med["signin_fcp_ms"]
         print(f"dashboard first paint, {what}; {info['transactions']} transactions in the window; "
               f"median of {a.rounds} rounds, chromium headless 1280x800:")
@@ -202,6 +202,9 @@ def main():
                    if tl_api is not None else "no /db/timeline on this service: window and snapshots only")
         print(f"  timeline drawn (whole window)             {med['timeline_ms']:7.0f} ms  "
               f"({med['timeline_ms'] / base_ms:.1f}x)   {tl_note}")
+        print(f"  of which drawing the timeline (script)    {med['redraw_ms']:7.1f} ms")
+        print("  the timeline page's requests (last round; start-end ms from navigation):",
+              ", ".join(f"{p} {a}-{b}" for p, a, b in res["timeline_requests"]))
     finally:
         if proc:
             proc.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ const S = {
   session: null,      // {cluster, csrf, expires_ms}
   dbs: new Map(),     // name -> row (see listRow)
   hasDbs: null,       // GET /dbs exists
+  dbsAt: 0,           // when S.dbs was last filled from GET /dbs
   db: null,           // name of the open database
   info: null,         // its /db/info
   view: { from: 0, to: 0 }, // timeline range (ms)
@@ -173,6 +174,7 @@ async function probeDbs() {
   try {
     const r = await api('/dbs');
     S.hasDbs = true;
+    S.dbsAt = Date.now();
     for (const d of r.databases || []) S.dbs.set(d.name, d);
   } catch (e) {
     if (missingEndpoint(e)) S.hasDbs = false;
@@ -188,6 +190,7 @@ async function loadList() {
     try {
       const r = await api('/dbs');
       S.hasDbs = true;
+      S.dbsAt = Date.now();
       rows = r.databases || [];
       if (r.now_ms) now = r.now_ms;
     } catch (e) {
@@ -256,15 +259,48 @@ async function openDb(name) {
   $('db-h').textContent = name;
   document.title = name + ' · LiteFS Cloud';
   $('zone-local').textContent = 'Your time (' + TZ + ')';
-  const info = await api('/db/info?' + q({ db: name }));
+  // A database opened afresh: its whole window's timeline is asked for at
+  // once, beside the summary (the first paint waits for one round trip).
+  const fresh = !S.view.to || S.view.db !== name;
+  const whole = fresh && S.hasDbs !== false
+    ? api('/db/timeline?' + q({ db: name, max: Math.floor(Math.max(200, $('tl-box').clientWidth || 800) / 2) })).catch(() => null)
+    : null;
+  const info = await fetchInfo(name);
   S.info = info;
   renderSummary();
   const r = info.restorable;
-  if (!S.view.to || S.view.db !== name) {
+  if (fresh) {
     const span = Math.max(r.max_ts_ms - r.min_ts_ms, 1000);
     S.view = { db: name, from: r.min_ts_ms - span * 0.02, to: r.max_ts_ms + span * 0.02 };
   }
+  const tl = whole && await whole;
+  if (tl && tl.from_ms !== undefined && S.db === name) {
+    S.view = { db: name, from: tl.from_ms, to: tl.to_ms };
+    S.tl = tl;
+    drawTimeline();
+    return;
+  }
   await loadTimeline();
+}
+
+/* What the page shows of one database, in /db/info's shape: from GET /dbs
+ * where the service has it (it reads an in-memory index; /db/info walks
+ * the catalog, seconds for a million transactions), else /db/info. */
+async function fetchInfo(name) {
+  await probeDbs();
+  if (!S.hasDbs) return api('/db/info?' + q({ db: name }));
+  // A row fetched within the last second (the probe just made) will do.
+  let d = Date.now() - S.dbsAt <= 1000 ? S.dbs.get(name) : null;
+  if (!d || !d.restorable) {
+    const r = await api('/dbs');
+    S.dbsAt = Date.now();
+    for (const x of r.databases || []) S.dbs.set(x.name, x);
+    d = S.dbs.get(name);
+  }
+  if (!d || !d.restorable) throw new ApiError(404, { error: 'database not found: ' + name });
+  return { pos: { txid: hex16(d.txid), checksum: hex16(d.checksum), ts_ms: d.ts_ms }, page_size: d.page_size,
+    pages: d.pages, restorable: Object.assign({}, d.restorable, { min_txid: hex16(d.restorable.min_txid),
+      max_txid: hex16(d.restorable.max_txid) }), bytes: d.history_bytes, transactions: d.transactions, snapshots: [] };
 }
 
 function renderSummary() {
@@ -594,6 +630,7 @@ async function doRestore(txid, undoOf) {
   $('act-result').replaceChildren(el('p', { cls: 'sub', text: 'Restoring ' + name + ' to TXID ' + txid + '…' }));
   try {
     const r = await api('/db/restore?' + q({ db: name, txid }), { method: 'POST' });
+    S.dbsAt = 0; // the database moved: no cached row
     S.lastRestore = { db: name, txid: r.txID, checksum: r.postApplyChecksum, undo_txid: r.undo_txid || before, applied: false };
     renderRestore(undoOf);
     await openDb(name);
@@ -696,7 +733,7 @@ function refreshViews(full) {
     if (!S.session) return;
     if (!$('view-list').hidden) (full ? loadList() : Promise.resolve(renderList())).catch(() => {});
     if (!$('view-db').hidden && S.db) {
-      api('/db/info?' + q({ db: S.db })).then((i) => { S.info = i; renderSummary(); }).catch(() => {});
+      fetchInfo(S.db).then((i) => { S.info = i; renderSummary(); }).catch(() => {});
     }
   }, 300);
 }
