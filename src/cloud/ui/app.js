@@ -274,7 +274,7 @@ async function openDb(name) {
     S.view = { db: name, from: r.min_ts_ms - span * 0.02, to: r.max_ts_ms + span * 0.02 };
   }
   const tl = whole && await whole;
-  if (tl && tl.from_ms !== undefined && S.db === name) {
+  if (tl && S.db === name && Number.isFinite(tl.from_ms) && Number.isFinite(tl.to_ms) && tl.to_ms > tl.from_ms) {
     S.view = { db: name, from: tl.from_ms, to: tl.to_ms };
     S.tl = tl;
     drawTimeline();
@@ -361,7 +361,7 @@ function drawTimeline() {
   const box = $('tl-box'), g = $('tl');
   const W = Math.max(200, box.clientWidth || 800), H = 150, top = 18, base = 112;
   g.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
-  const v = S.view, span = v.to - v.from;
+  const v = S.view, span = Math.max(v.to - v.from, 1);
   const x = (ms) => ((ms - v.from) / span) * W;
   const kids = [];
   const w = S.tl.window || S.info.restorable;
