@@ -642,7 +642,9 @@ async function doRestore(txid, undoOf) {
 
 function renderRestore(undoOf) {
   const L = S.lastRestore;
-  const state = L.applied ? el('span', { cls: 'ok', id: 'applied', text: 'Applied: a node pushed TXID ' + L.applied + ' on top of the restored state.' })
+  const state = L.applied ? el('span', { cls: 'ok', id: 'applied', text: L.fetched
+    ? 'Applied: the primary took the restored state (TXID ' + L.applied + ').'
+    : 'Applied: a node pushed TXID ' + L.applied + ' on top of the restored state.' })
     : el('span', { id: 'applied', text: 'Waiting for the primary to apply it (shown when a node pushes on top of it).' });
   $('act-result').replaceChildren(el('div', { cls: 'box' },
     el('p', {}, el('strong', { text: undoOf ? 'Restore undone. ' : 'Restored. ' }),
@@ -697,6 +699,16 @@ function startLive() {
       refreshViews();
     });
     es.addEventListener('restore', () => refreshViews(true));
+    es.addEventListener('lost', () => refreshViews(true));
+    // A node took the latest state: after a restore, the primary applying it.
+    es.addEventListener('fetch', (m) => {
+      const d = JSON.parse(m.data), L = S.lastRestore;
+      if (L && !L.applied && L.db === d.db && txidNum(d.txid) >= txidNum(L.txid)) {
+        L.applied = hex16(d.txid);
+        L.fetched = true;
+        if (S.db === d.db) renderRestore(false);
+      }
+    });
     es.onopen = () => { $('live').textContent = 'live'; };
     es.onerror = () => {
       $('live').textContent = 'reconnecting…';
