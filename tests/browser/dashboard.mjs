@@ -50,6 +50,12 @@ const browser = await chromium.launch({
 async function newPage(viewport) {
   const ctx = await browser.newContext({ viewport: viewport || { width: 1280, height: 800 }, acceptDownloads: true,
     timezoneId: 'America/New_York' });
+  // Layout shifts (CLS) from the first paint on: "no layout jumps".
+  await ctx.addInitScript(() => {
+    window.__cls = 0;
+    new PerformanceObserver((l) => { for (const e of l.getEntries()) if (!e.hadRecentInput) window.__cls += e.value; })
+      .observe({ type: 'layout-shift', buffered: true });
+  });
   const page = await ctx.newPage();
   const failed = new Map(); // url -> status of the last failed response
   page.on('response', (r) => { if (r.status() >= 400) failed.set(r.url(), r.status()); });
@@ -115,6 +121,9 @@ try {
   // ---- the list shows the service's TXIDs.
   const txid = await page.$eval('tr[data-db="db"] td.txid', (e) => e.textContent);
   check(txid === cfg.last.txid, `list TXID ${txid} != ${cfg.last.txid}`);
+  await page.waitForTimeout(300);
+  const clsList = await page.evaluate(() => window.__cls);
+  check(clsList < 0.1, 'layout shift on sign-in and the list: ' + clsList);
   await shot(page, '02-databases');
   await axe(page, 'databases');
   step('list');
@@ -247,6 +256,9 @@ try {
   await phone.waitForFunction(() => typeof S !== 'undefined' && S.tl !== null);
   const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   check(overflow <= 1, 'the database page is wider than the phone by ' + overflow + ' px');
+  const clsPhone = await phone.evaluate(() => window.__cls);
+  check(clsPhone < 0.1, 'layout shift opening the database page (phone): ' + clsPhone);
+  console.log(`layout shift: list ${clsList.toFixed(3)}, database page (phone) ${clsPhone.toFixed(3)}`);
   await shot(phone, '09-phone-database');
   await axe(phone, 'database (phone)');
   step('phone width');
