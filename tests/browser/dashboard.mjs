@@ -167,6 +167,18 @@ try {
   await until(async () => (await chosen(page)) === typed.txid, 5000, 'typed local time');
   step('pick by typed timestamp');
 
+  // ---- zoom: a range button, then + and the wheel narrow the view.
+  await page.click('button[data-range="60000"]');
+  check(await page.$eval('button[data-range="60000"]', (b) => b.getAttribute('aria-pressed')) === 'true', '1 minute not pressed');
+  const span0 = await page.evaluate(() => S.view.to - S.view.from);
+  check(Math.abs(span0 - 60000) < 1, 'range button span ' + span0);
+  await page.click('#tl-in');
+  const span1 = await page.evaluate(() => S.view.to - S.view.from);
+  check(Math.abs(span1 - 30000) < 1, 'zoom in span ' + span1);
+  await page.click('#tl-fit');
+  await page.waitForFunction(() => S.tl && S.tl.mode !== undefined);
+  step('zoom');
+
   // ---- keyboard: focus the timeline, move, choose.
   await page.focus('#tl-box');
   await page.keyboard.press('ArrowLeft');
