@@ -19,7 +19,7 @@ SHELL := /bin/bash
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS := fuse3 sqlite3 liblz4 libcurl jansson yaml-0.1 libcrypto
+PKGS := fuse3 sqlite3 liblz4 libcurl jansson yaml-0.1 libcrypto libxml-2.0
 
 BUILD ?= build
 OPT := -O2
@@ -35,7 +35,7 @@ PKG_LIBS = $(shell $(PKG_CONFIG) --libs $(PKGS) 2>/dev/null)
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g $(OPT) $(WARN) \
 	-iquote src $(PKG_CFLAGS) $(SAN_FLAGS) -MMD -MP $(CFLAGS)
 ALL_LDFLAGS = $(SAN_FLAGS) $(LDFLAGS)
-LIBS = $(PKG_LIBS) -lpthread -lm
+LIBS = $(PKG_LIBS) -lhttp_parser -lpthread -lm
 
 # Every src/<part>/*.c except the program entry points forms the library
 # that the programs, the unit tests, the fuzzers and the benchmarks link

@@ -75,7 +75,7 @@ void httphead_free(struct httphead *p)
 		return (st);                                \
 	} while (0)
 
-static bool token_in_list(const char *v, const char *tok)
+bool httphead_has_token(const char *v, const char *tok)
 {
 	size_t tl = strlen(tok);
 	const char *p = v;
@@ -289,8 +289,8 @@ unsigned httphead_parse(const char *raw, size_t len, struct httphead *p, char *m
 				FAIL(HTTP_BAD_REQUEST, "Transfer-Encoding in an HTTP/1.0 request");
 			p->chunked = true;
 		} else if (!strcasecmp(name, "Connection")) {
-			close = close || token_in_list(v, "close");
-			keep = keep || token_in_list(v, "keep-alive");
+			close = close || httphead_has_token(v, "close");
+			keep = keep || httphead_has_token(v, "keep-alive");
 		} else if (!strcasecmp(name, "Expect")) {
 			if (strcasecmp(v, "100-continue") != 0)
 				FAIL(417, "unsupported Expect (only 100-continue)");

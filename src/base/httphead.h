@@ -56,5 +56,8 @@ size_t httphead_end(const char *s, size_t n);
 unsigned httphead_check(const char *head, size_t len, char *msg, size_t msg_len);
 /* The value of a hexadecimal digit, or -1 (also for chunk sizes). */
 int httphead_hex_digit(unsigned char ch);
+/* Whether the comma-separated header value v lists token tok (case-
+ * insensitive, optional whitespace): `Connection: keep-alive, Upgrade`. */
+bool httphead_has_token(const char *v, const char *tok);
 
 #endif

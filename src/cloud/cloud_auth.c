@@ -66,9 +66,20 @@
 #define TOKEN_SECRET_BYTES 32
 
 struct cloud_auth {
-	pthread_mutex_t mu; /* guards db */
+	pthread_mutex_t mu; /* guards db, changes_at_begin */
 	sqlite3 *db;
+	int changes_at_begin;
+	/* Set once before the store is shared (cloud_auth_on_change). */
+	void (*changed)(void *ctx);
+	void *changed_ctx;
 };
+
+/* Tells the owner (after the lock is released) that a write committed. */
+static void notify(struct cloud_auth *a)
+{
+	if (a->changed)
+		a->changed(a->changed_ctx);
+}
 
 static const char schema[] =
 	"PRAGMA journal_mode=WAL;"
@@ -296,6 +307,7 @@ static int tx_begin(struct cloud_auth *a)
 		pthread_mutex_unlock(&a->mu);
 		return rc;
 	}
+	a->changes_at_begin = sqlite3_total_changes(a->db);
 	return 0;
 }
 
@@ -307,7 +319,10 @@ static int tx_end(struct cloud_auth *a, int rc)
 		rc = sql_fail(a, "commit");
 	if (rc != 0)
 		sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	bool changed = rc == 0 && sqlite3_total_changes(a->db) != a->changes_at_begin;
 	pthread_mutex_unlock(&a->mu);
+	if (changed)
+		notify(a);
 	return rc;
 }
 
@@ -399,6 +414,8 @@ int cloud_auth_token_revoke(struct cloud_auth *a, const char *id)
 	pthread_mutex_lock(&a->mu);
 	int rc = exec1(a, "DELETE FROM tokens WHERE id=?", (const char *const[]){ id, NULL });
 	pthread_mutex_unlock(&a->mu);
+	if (rc > 0)
+		notify(a);
 	if (rc == 0)
 		return ERR_CLOUD_NOT_FOUND;
 	return rc < 0 ? rc : 0;
@@ -677,5 +694,27 @@ int cloud_auth_purge_done(struct cloud_auth *a, const char *cluster)
 	pthread_mutex_lock(&a->mu);
 	int rc = exec1(a, "DELETE FROM purges WHERE name=?", (const char *const[]){ cluster, NULL });
 	pthread_mutex_unlock(&a->mu);
+	if (rc > 0)
+		notify(a);
 	return rc < 0 ? rc : 0;
+}
+
+void cloud_auth_on_change(struct cloud_auth *a, void (*fn)(void *ctx), void *ctx)
+{
+	a->changed = fn;
+	a->changed_ctx = ctx;
+}
+
+int cloud_auth_copy_to(struct cloud_auth *a, const char *path)
+{
+	sqlite3_stmt *st = NULL;
+	pthread_mutex_lock(&a->mu);
+	int rc = sqlite3_prepare_v2(a->db, "VACUUM INTO ?", -1, &st, NULL) == SQLITE_OK ? 0 : -EIO;
+	if (rc == 0)
+		sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+	if (rc == 0 && sqlite3_step(st) != SQLITE_DONE)
+		rc = sql_fail(a, "copy");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
 }

@@ -135,4 +135,13 @@ int cloud_auth_pending_purges(struct cloud_auth *a, void (*fn)(void *ctx, const 
 /* Clears the pending purge of cluster (after cloud_cluster_purge()). */
 int cloud_auth_purge_done(struct cloud_auth *a, const char *cluster);
 
+/* Calls fn(ctx) after every committed change (a cluster, a token, a
+ * cluster ID, a rebind, a purge), outside the store's lock, from the
+ * thread that made it. Set it before the store is shared. The S3 setup
+ * uses it to keep the bucket's copy current (cloud_authsync.h). */
+void cloud_auth_on_change(struct cloud_auth *a, void (*fn)(void *ctx), void *ctx);
+/* Writes a consistent copy of the whole store (VACUUM INTO) to path, which
+ * must not exist. Tokens are in it only as their SHA-256. */
+int cloud_auth_copy_to(struct cloud_auth *a, const char *path);
+
 #endif

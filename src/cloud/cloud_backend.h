@@ -18,7 +18,11 @@
  *  - delete of a missing object is 0 (idempotent), so interrupted
  *    clean-ups can simply be repeated.
  *  - list calls fn for every object whose name starts with prefix, in no
- *    particular order; fn returns 0 to go on.
+ *    particular order; fn returns 0 to go on. fn may delete the object it
+ *    is given.
+ *  - Names outside "<16 hex digits>/..." are not the engine's LTX objects
+ *    (the token store's copy lives at "auth/auth.db"); the engine leaves
+ *    them alone.
  * Thread-safe: any operation from any thread.
  */
 #ifndef LITEFS_CLOUD_BACKEND_H
@@ -38,6 +42,17 @@ struct cloud_backend_ops {
 		    int (*fn)(void *ctx, const char *name, uint64_t size), void *ctx);
 	int (*del)(struct cloud_backend *be, const char *name);
 	void (*close)(struct cloud_backend *be);
+	/* Reads up to len bytes at off of the object into buf; *n gets the
+	 * count (less than len only at the end). -ENOENT if absent. A rebuild
+	 * of the catalog reads only LTX headers and trailers with it. */
+	int (*read_at)(struct cloud_backend *be, const char *name, uint64_t off, void *buf, size_t len,
+		       size_t *n);
+	/* Deletes n objects (missing ones count as deleted); the first error
+	 * is returned and the others still tried. May be NULL: then
+	 * cloud_backend_del_many() calls del for each. */
+	int (*del_many)(struct cloud_backend *be, const char *const *names, size_t n);
+	/* "local" or "s3", for logs. */
+	const char *kind;
 };
 
 struct cloud_backend {
@@ -47,5 +62,19 @@ struct cloud_backend {
 /* The local-disk backend: objects are files under root (created if
  * missing). Caller frees with be->ops->close(be). */
 int cloud_backend_local_open(const char *root, struct cloud_backend **out);
+
+/* be->ops->del_many, or del for each name when the backend has none. */
+static inline int cloud_backend_del_many(struct cloud_backend *be, const char *const *names, size_t n)
+{
+	if (be->ops->del_many)
+		return be->ops->del_many(be, names, n);
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		int r = be->ops->del(be, names[i]);
+		if (rc == 0)
+			rc = r;
+	}
+	return rc;
+}
 
 #endif

@@ -169,6 +169,27 @@ static int local_del(struct cloud_backend *be, const char *name)
 	return 0;
 }
 
+static int local_read_at(struct cloud_backend *be, const char *name, uint64_t off, void *buf, size_t len,
+			 size_t *n)
+{
+	int fd, rc = local_get(be, name, &fd);
+	if (rc < 0)
+		return rc;
+	*n = 0;
+	while (*n < len) {
+		ssize_t r = pread(fd, (char *)buf + *n, len - *n, (off_t)(off + *n));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			rc = -errno;
+		if (r <= 0)
+			break;
+		*n += (size_t)r;
+	}
+	close(fd);
+	return rc;
+}
+
 static void local_close(struct cloud_backend *be)
 {
 	free(be);
@@ -180,6 +201,8 @@ static const struct cloud_backend_ops local_ops = {
 	.list = local_list,
 	.del = local_del,
 	.close = local_close,
+	.read_at = local_read_at,
+	.kind = "local",
 };
 
 int cloud_backend_local_open(const char *root, struct cloud_backend **out)

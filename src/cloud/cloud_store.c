@@ -118,6 +118,7 @@
 #include "cloud/cloud_catalog.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
+#include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
@@ -473,7 +474,13 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		goto out;
 	}
 
-	/* Verified. Make the object durable, then the catalog. */
+	/* Verified. A new database's meta object first (cloud_rebuild.h: the
+	 * bucket never holds objects it cannot name), then the object, then
+	 * the catalog. */
+	if (!exists && (rc = cloud_meta_put(cs->be, cs->tmp_dir, id, d->cluster, d->name, clock_wall_ms())) < 0) {
+		msgf(res, rc, "storing the database's meta object failed: %s", err_str(rc));
+		goto out;
+	}
 	char name[96];
 	cloud_object_name(name, sizeof(name), id, 0, h->min_txid, h->max_txid);
 	close(t.obj_fd);
@@ -1533,26 +1540,39 @@ int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const cha
 }
 
 struct del_ctx {
-	struct cloud_store *cs;
-	int64_t id;
+	char **names;
+	size_t n, cap;
 };
 
-static int del_object(void *ctx, const char *name, uint64_t size)
+static int del_collect(void *ctx, const char *name, uint64_t size)
 {
 	struct del_ctx *dc = ctx;
 	(void)size;
-	return dc->cs->be->ops->del(dc->cs->be, name);
+	if (cloud_catalog_grow((void **)&dc->names, dc->n, &dc->cap, sizeof(*dc->names)) < 0)
+		return ERR_NOMEM;
+	return (dc->names[dc->n++] = strdup(name)) ? 0 : (dc->n--, ERR_NOMEM);
 }
 
-/* Removes every object of database id (after its catalog rows are gone). */
+/* Removes every object of database id (after its catalog rows are gone):
+ * its meta object first, so that a crash leaves objects no rebuild adopts,
+ * then the others in batches. */
 static int delete_objects(struct cloud_store *cs, int64_t id)
 {
 	char prefix[32], path[PATH_MAX];
-	struct del_ctx dc = { cs, id };
+	struct del_ctx dc = { 0 };
 	snprintf(prefix, sizeof(prefix), "%016" PRIx64 "/", (uint64_t)id);
 	cur_path(cs, id, path, sizeof(path));
 	unlink(path);
-	return cs->be->ops->list(cs->be, prefix, del_object, &dc);
+	cloud_meta_name(path, sizeof(path), id);
+	int rc = cs->be->ops->del(cs->be, path);
+	if (rc == 0)
+		rc = cs->be->ops->list(cs->be, prefix, del_collect, &dc);
+	if (rc == 0)
+		rc = cloud_backend_del_many(cs->be, (const char *const *)dc.names, dc.n);
+	for (size_t i = 0; i < dc.n; i++)
+		free(dc.names[i]);
+	free(dc.names);
+	return rc;
 }
 
 static int delete_locked(struct cloud_store *cs, struct cdb *d)
@@ -1636,7 +1656,12 @@ static int sweep_object(void *ctx, const char *name, uint64_t size)
 	int64_t id;
 	int level;
 	uint64_t lo, hi;
+	struct cat_db row;
 	(void)size;
+	if (!cloud_meta_is_engine_name(name))
+		return 0; /* not the engine's (the token store's copy) */
+	if (cloud_meta_parse(name, &id) && cloud_catalog_db_get_id(sc->cs->cat, id, &row) == 0)
+		return 0;
 	if (cloud_object_parse(name, &id, &level, &lo, &hi) == 0 &&
 	    cloud_catalog_file_exists(sc->cs->cat, id, level, lo, hi))
 		return 0;
@@ -1665,11 +1690,20 @@ static int empty_dir(const char *dir, struct cloud_store *cs, bool only_unknown_
 	return 0;
 }
 
-/* Brings the disk back in line with the catalog after any crash. */
+/* Brings the disk back in line with the catalog after any crash; an
+ * empty catalog is first rebuilt from the backend (cloud_rebuild.h). */
 static int recover(struct cloud_store *cs)
 {
 	struct sweep_ctx sc = { cs, 0 };
 	int rc = empty_dir(cs->tmp_dir, cs, false);
+	if (rc == 0 && cloud_catalog_max_db_id(cs->cat) == 0) {
+		size_t n_dbs = 0, n_files = 0;
+		int64_t t0 = clock_mono_ms();
+		rc = cloud_rebuild_catalog(cs->be, cs->cat, &n_dbs, &n_files);
+		if (rc == 0 && n_dbs > 0)
+			LOG_INFO("cloud", "msg=\"catalog rebuilt from the %s backend\" dbs=%zu objects=%zu ms=%" PRId64,
+				 cs->be->ops->kind, n_dbs, n_files, clock_mono_ms() - t0);
+	}
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)
 		rc = empty_dir(cs->cur_dir, cs, true);
@@ -1713,8 +1747,11 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 {
 	struct cloud_store *cs = calloc(1, sizeof(*cs));
 	char path[PATH_MAX];
-	if (cs == NULL)
+	if (cs == NULL) {
+		if (opts->backend)
+			opts->backend->ops->close(opts->backend);
 		return ERR_NOMEM;
+	}
 	pthread_mutex_init(&cs->mu, NULL);
 	pthread_cond_init(&cs->cond, NULL);
 	int rc = set_opts(cs, opts);
@@ -1726,7 +1763,9 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 		rc = make_dir(cs->tmp_dir, sizeof(cs->tmp_dir), cs->data_dir, "tmp");
 	if (rc == 0)
 		rc = make_dir(cs->cur_dir, sizeof(cs->cur_dir), cs->data_dir, "current");
-	if (rc == 0) {
+	if (opts->backend) {
+		cs->be = opts->backend;
+	} else if (rc == 0) {
 		snprintf(path, sizeof(path), "%s/objects", cs->data_dir);
 		rc = cloud_backend_local_open(path, &cs->be);
 	}

@@ -27,8 +27,10 @@
  *                         database (cloud_store_maint.h)
  *   cloud_plan.c          which stored files build a position
  *   cloud_object.c        object names, reads, deletes, staging files
+ *   cloud_rebuild.c       meta objects; the catalog rebuilt from the backend
  *   cloud_catalog.c       the catalog's queries
- *   cloud_backend_local.c the objects themselves (cloud_backend.h)
+ *   cloud_backend_local.c the objects themselves (cloud_backend.h), or
+ *   cloud_backend_s3.c    in an S3-compatible bucket
  *
  * The engine's state (struct cloud_store, struct cdb) is in
  * cloud_store_int.h, for cloud_store.c and cloud_store_maint.c only.
@@ -50,6 +52,7 @@
 #include "proto/dbname.h"
 
 struct cloud_store;
+struct cloud_backend;
 
 struct cloud_store_opts {
 	const char *data_dir;          /* created if missing */
@@ -62,8 +65,15 @@ struct cloud_store_opts {
 	size_t n_levels;
 	int64_t snapshot_interval_ms;
 	uint64_t max_upload_bytes;     /* 0: 1 GiB */
+	/* Where the objects go (cloud_backend_s3.h); NULL: the local disk,
+	 * <data_dir>/objects. Takes ownership (closed by cloud_store_close(),
+	 * and by cloud_store_open() when it fails). */
+	struct cloud_backend *backend;
 };
 
+/* Opens the store. An empty catalog over a backend that holds objects
+ * (a new data directory on an existing bucket) is rebuilt from them first
+ * (cloud_rebuild.h). */
 int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **out);
 /* Starts the background compaction and retention work. */
 int cloud_store_start(struct cloud_store *cs);

@@ -28,6 +28,7 @@
 #include <libgen.h>
 #include <signal.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,8 @@
 
 #include "cloud/cloud_admin.h"
 #include "cloud/cloud_auth.h"
+#include "cloud/cloud_authsync.h"
+#include "cloud/cloud_backend_s3.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
@@ -80,6 +83,10 @@ struct settings {
 	char *log_level;
 	int64_t ui_session_ms;
 	char *admin_addr;
+	/* Object storage: the local disk unless s3_bucket is set. */
+	char *s3_bucket, *s3_endpoint, *s3_region, *s3_prefix, *s3_key_id, *s3_secret, *s3_token;
+	enum cloud_s3_addressing s3_addressing;
+	uint64_t s3_part_size;
 };
 
 static void settings_free(struct settings *s)
@@ -89,6 +96,13 @@ static void settings_free(struct settings *s)
 	free(s->data_dir);
 	free(s->log_level);
 	free(s->admin_addr);
+	free(s->s3_bucket);
+	free(s->s3_endpoint);
+	free(s->s3_region);
+	free(s->s3_prefix);
+	free(s->s3_key_id);
+	free(s->s3_secret);
+	free(s->s3_token);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -210,6 +224,35 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 			st->ui_session_ms = ms;
 		return rc;
 	}
+	if (!strcmp(key, "s3-bucket"))
+		return set_str(&st->s3_bucket, v);
+	if (!strcmp(key, "s3-endpoint"))
+		return set_str(&st->s3_endpoint, v);
+	if (!strcmp(key, "s3-region"))
+		return set_str(&st->s3_region, v);
+	if (!strcmp(key, "s3-prefix"))
+		return set_str(&st->s3_prefix, v);
+	if (!strcmp(key, "s3-access-key-id"))
+		return set_str(&st->s3_key_id, v);
+	if (!strcmp(key, "s3-secret-access-key"))
+		return set_str(&st->s3_secret, v);
+	if (!strcmp(key, "s3-session-token"))
+		return set_str(&st->s3_token, v);
+	if (!strcmp(key, "s3-addressing")) {
+		if (!strcmp(v, "auto"))
+			st->s3_addressing = CLOUD_S3_AUTO;
+		else if (!strcmp(v, "path"))
+			st->s3_addressing = CLOUD_S3_PATH;
+		else if (!strcmp(v, "virtual"))
+			st->s3_addressing = CLOUD_S3_VIRTUAL;
+		else
+			return ERR_CONFIG;
+		return 0;
+	}
+	if (!strcmp(key, "s3-part-size")) {
+		int rc = parse_size(v, &st->s3_part_size);
+		return rc == 0 && st->s3_part_size < (5ULL << 20) ? ERR_CONFIG : rc;
+	}
 	if (!strcmp(key, "log-level")) {
 		enum log_level l;
 		return log_parse_level(v, &l) == 0 ? set_str(&st->log_level, v) : ERR_CONFIG;
@@ -220,6 +263,8 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 static const char *const setting_keys[] = {
 	"addr", "data-dir", "retention", "levels", "snapshot-interval", "max-upload-size", "max-db-size", "log-level",
 	"ui-session", "admin-addr",
+	"s3-bucket", "s3-endpoint", "s3-region", "s3-prefix", "s3-addressing", "s3-access-key-id",
+	"s3-secret-access-key", "s3-session-token", "s3-part-size",
 };
 
 static const char *const setting_help[] = {
@@ -233,6 +278,15 @@ static const char *const setting_help[] = {
 	"debug, info, warn or error (default info)",
 	"dashboard (/ui/) sign-in lifetime, e.g. 12h, 30m (default 12h; docs/dashboard.md)",
 	"admin view (clusters, tokens) on this loopback address, e.g. 127.0.0.1:20204 (default off)",
+	"keep objects in this S3 bucket instead of <data-dir>/objects (docs/cloud-storage.md)",
+	"S3 endpoint URL, e.g. http://127.0.0.1:9000 (or $AWS_ENDPOINT_URL_S3; default AWS)",
+	"S3 region (or $AWS_REGION; default us-east-1)",
+	"key prefix inside the bucket, e.g. litefs-cloud/prod (default: none)",
+	"auto, path or virtual (auto: virtual-host on AWS, path style with -s3-endpoint)",
+	"S3 access key ID (or $AWS_ACCESS_KEY_ID)",
+	"S3 secret access key (or $AWS_SECRET_ACCESS_KEY; prefer the environment)",
+	"S3 session token of temporary credentials (or $AWS_SESSION_TOKEN)",
+	"objects larger than this are uploaded in parts of this size (default 16MiB, min 5MiB)",
 };
 
 static void settings_defaults(struct settings *st)
@@ -476,6 +530,26 @@ static int settings_resolve(struct settings *st, const char *config_flag, const 
 		rc = set_str(&st->addr, DEFAULT_ADDR);
 	if (rc == 0 && !st->data_dir)
 		rc = set_str(&st->data_dir, DEFAULT_DATA_DIR);
+	/* The standard AWS variables come last: below the flags, our own
+	 * variables and the file. */
+	static const struct {
+		const char *env;
+		size_t off;
+	} aws[] = {
+		{ "AWS_ACCESS_KEY_ID", offsetof(struct settings, s3_key_id) },
+		{ "AWS_SECRET_ACCESS_KEY", offsetof(struct settings, s3_secret) },
+		{ "AWS_SESSION_TOKEN", offsetof(struct settings, s3_token) },
+		{ "AWS_REGION", offsetof(struct settings, s3_region) },
+		{ "AWS_DEFAULT_REGION", offsetof(struct settings, s3_region) },
+		{ "AWS_ENDPOINT_URL_S3", offsetof(struct settings, s3_endpoint) },
+		{ "AWS_ENDPOINT_URL", offsetof(struct settings, s3_endpoint) },
+	};
+	for (size_t i = 0; rc == 0 && i < sizeof(aws) / sizeof(aws[0]); i++) {
+		char **dst = (char **)((char *)st + aws[i].off);
+		const char *v = getenv(aws[i].env);
+		if (!*dst && v && v[0])
+			rc = set_str(dst, v);
+	}
 	if (rc != 0) {
 		fprintf(stderr, "litefs-cloud: %s%s%s\n", cfg && strncmp(err, "line", 4) == 0 ? cfg : "",
 			cfg && strncmp(err, "line", 4) == 0 ? ": " : "", err[0] ? err : err_str(rc));
@@ -506,8 +580,10 @@ static void print_settings_help(FILE *f)
 	for (size_t i = 0; i < sizeof(setting_keys) / sizeof(setting_keys[0]); i++)
 		fprintf(f, "  -%-20s %s\n", setting_keys[i], setting_help[i]);
 	fputs("\nEvery setting can also come from the environment (LITEFS_CLOUD_DATA_DIR,\n"
-	      "LITEFS_CLOUD_RETENTION, ...) or the YAML file (data-dir: ..., levels: [10s, 5m]).\n"
-	      "Flags win over the environment, which wins over the file.\n",
+	      "LITEFS_CLOUD_RETENTION, LITEFS_CLOUD_S3_BUCKET, ...) or the YAML file (data-dir: ...,\n"
+	      "levels: [10s, 5m], s3-bucket: ...). Flags win over the environment, which wins over\n"
+	      "the file; the standard AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN,\n"
+	      "AWS_REGION and AWS_ENDPOINT_URL_S3 fill in S3 settings given nowhere else.\n",
 	      f);
 }
 
@@ -565,9 +641,44 @@ static int lock_data_dir(const char *data_dir)
 	return fd;
 }
 
+/* The S3 backend when -s3-bucket is set (*be NULL otherwise: the local
+ * disk). A wrong credential, a missing bucket, a clock skew: one line on
+ * stderr, and an error. */
+static int open_backend(const struct settings *st, struct cloud_backend **be)
+{
+	*be = NULL;
+	if (!st->s3_bucket)
+		return 0;
+	char tmp[4096], why[512];
+	bool tightened = false;
+	snprintf(tmp, sizeof(tmp), "%s/tmp", st->data_dir);
+	int rc = fileio_private_dir(st->data_dir, &tightened);
+	if (rc == 0 && mkdir(tmp, 0700) < 0 && errno != EEXIST)
+		rc = -errno;
+	if (rc != 0) {
+		fprintf(stderr, "litefs-cloud: %s: %s\n", tmp, err_str(rc));
+		return rc;
+	}
+	struct cloud_s3_config c = {
+		.endpoint = st->s3_endpoint, .region = st->s3_region, .bucket = st->s3_bucket,
+		.prefix = st->s3_prefix, .addressing = st->s3_addressing, .access_key_id = st->s3_key_id,
+		.secret_access_key = st->s3_secret, .session_token = st->s3_token, .tmp_dir = tmp,
+		.part_size = st->s3_part_size,
+	};
+	rc = cloud_backend_s3_open(&c, be, why, sizeof(why));
+	if (rc != 0)
+		fprintf(stderr, "litefs-cloud: %s\n", why);
+	return rc;
+}
+
 static int open_store(const struct settings *st, struct cloud_store **cs)
 {
+	struct cloud_backend *be = NULL;
+	int brc = open_backend(st, &be);
+	if (brc != 0)
+		return brc;
 	struct cloud_store_opts o = {
+		.backend = be,
 		.data_dir = st->data_dir,
 		.retention_ms = st->retention_ms,
 		.levels_ms = st->n_levels ? st->levels_ms : NULL,
@@ -579,6 +690,26 @@ static int open_store(const struct settings *st, struct cloud_store **cs)
 	if (rc != 0)
 		fprintf(stderr, "litefs-cloud: cannot open the store in %s: %s\n", st->data_dir, err_str(rc));
 	return rc;
+}
+
+/* With S3: the token store comes from the bucket when the data directory
+ * has none, and every change goes back to it (cloud_authsync.h). *be and
+ * *sync stay NULL with the local disk. Returns 0 or 1 (printed). */
+static int auth_bucket_setup(const struct settings *st, struct cloud_backend **be)
+{
+	*be = NULL;
+	if (!st->s3_bucket)
+		return 0;
+	if (open_backend(st, be) != 0)
+		return 1;
+	int rc = cloud_authsync_pull(*be, st->data_dir);
+	if (rc < 0) {
+		fprintf(stderr, "litefs-cloud: cannot restore the token store from the bucket: %s\n", err_str(rc));
+		(*be)->ops->close(*be);
+		*be = NULL;
+		return 1;
+	}
+	return 0;
 }
 
 /* Waits for SIGINT/SIGTERM, purging deleted clusters every few seconds. */
@@ -614,10 +745,23 @@ static int serve_run(const struct settings *st)
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	struct cloud_backend *auth_be = NULL;
+	struct cloud_authsync *sync = NULL;
+	if (auth_bucket_setup(st, &auth_be) != 0)
+		return 1;
 	int rc = cloud_auth_open(st->data_dir, &auth);
 	if (rc != 0) {
 		fprintf(stderr, "litefs-cloud: cannot open the token store in %s: %s\n", st->data_dir, err_str(rc));
+		if (auth_be)
+			auth_be->ops->close(auth_be);
 		return 1;
+	}
+	/* A change committed just before a crash may not have reached the
+	 * bucket: copy the store once at start, then after every change. */
+	if (auth_be && (cloud_authsync_push(auth, auth_be, st->data_dir) != 0 ||
+			cloud_authsync_attach(auth, auth_be, st->data_dir, &sync) != 0)) {
+		fprintf(stderr, "litefs-cloud: cannot copy the token store to the bucket\n");
+		goto err_auth;
 	}
 	int lock_fd = lock_data_dir(st->data_dir);
 	if (lock_fd < 0) {
@@ -649,14 +793,18 @@ static int serve_run(const struct settings *st)
 	}
 	char ret[GODUR_BUF_SIZE];
 	godur_format_ms(st->retention_ms, ret, sizeof(ret));
-	LOG_INFO("cloud", "msg=\"litefs-cloud started\" version=%s data_dir=\"%s\" retention=%s port=%u", CLOUD_VERSION,
-		 st->data_dir, ret, cloud_http_port(srv));
+	LOG_INFO("cloud", "msg=\"litefs-cloud started\" version=%s data_dir=\"%s\" retention=%s port=%u storage=%s%s",
+		 CLOUD_VERSION, st->data_dir, ret, cloud_http_port(srv), st->s3_bucket ? "s3://" : "local",
+		 st->s3_bucket ? st->s3_bucket : "");
 	serve_wait(cs, auth);
 	cloud_admin_stop(admin);
 	cloud_http_stop(srv);
 	cloud_store_close(cs);
 	close(lock_fd);
+	cloud_authsync_free(sync);
 	cloud_auth_close(auth);
+	if (auth_be)
+		auth_be->ops->close(auth_be);
 	LOG_INFO("cloud", "msg=\"stopped\"");
 	return 0;
 err_store:
@@ -664,7 +812,10 @@ err_store:
 err_lock:
 	close(lock_fd);
 err_auth:
+	cloud_authsync_free(sync);
 	cloud_auth_close(auth);
+	if (auth_be)
+		auth_be->ops->close(auth_be);
 	return 1;
 }
 
@@ -672,7 +823,7 @@ static int cmd_serve(int argc, char **argv)
 {
 	const char *vals[sizeof(setting_keys) / sizeof(setting_keys[0])] = { 0 };
 	const char *config = NULL, *pos[1];
-	struct flag flags[16];
+	struct flag flags[32];
 	int n_pos = 0;
 	settings_flags(flags, vals, &config, NULL);
 	int prc = parse_flags("serve", argc, argv, flags, pos, 0, &n_pos);
@@ -879,7 +1030,7 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 {
 	const char *vals[sizeof(setting_keys) / sizeof(setting_keys[0])] = { 0 };
 	const char *config = NULL, *pos[3];
-	struct flag flags[16];
+	struct flag flags[32];
 	int n_pos = 0;
 	const char *usage = is_cluster ? cluster_usage : token_usage;
 	const char *window = NULL;
@@ -894,6 +1045,8 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 	}
 	struct settings st = { 0 };
 	struct cloud_auth *auth = NULL;
+	struct cloud_backend *be = NULL;
+	struct cloud_authsync *sync = NULL;
 	int rc = 2;
 	/* Only `serve` and `cluster create` set a service up: any other
 	 * admin command on a directory without one would create an empty
@@ -901,6 +1054,8 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 	bool may_create = is_cluster && !strcmp(pos[0], "create");
 	if (settings_resolve(&st, config, vals) != 0) {
 		rc = 2;
+	} else if (auth_bucket_setup(&st, &be) != 0) {
+		rc = 1;
 	} else if (!may_create && !cloud_auth_exists(st.data_dir)) {
 		fprintf(stderr,
 			"litefs-cloud %s %s: %s holds no litefs-cloud service (no auth.db); pass the service's "
@@ -909,12 +1064,23 @@ static int cmd_admin(int argc, char **argv, bool is_cluster)
 		rc = 1;
 	} else {
 		int arc = cloud_auth_open(st.data_dir, &auth);
+		if (arc == 0 && be)
+			arc = cloud_authsync_attach(auth, be, st.data_dir, &sync);
 		if (arc != 0)
 			rc = admin_fail("open", st.data_dir, arc);
 		else
 			rc = is_cluster ? cluster_run(&st, auth, pos, n_pos, window) : token_run(&st, auth, pos, n_pos);
+		if (sync && cloud_authsync_error(sync) != 0) {
+			fprintf(stderr, "litefs-cloud: the change is stored locally but could not be copied to the "
+					"bucket: %s (it is copied again at the next change or start)\n",
+				err_str(cloud_authsync_error(sync)));
+			rc = 1;
+		}
 	}
+	cloud_authsync_free(sync);
 	cloud_auth_close(auth);
+	if (be)
+		be->ops->close(be);
 	settings_free(&st);
 	return rc;
 }
@@ -1106,7 +1272,7 @@ static int client_setup(struct client *cl)
 static int client_parse(struct client *cl, int argc, char **argv, const struct flag *more, const char *usage,
 			const char **pos, int max_pos, int *n_pos)
 {
-	struct flag flags[16];
+	struct flag flags[32];
 	size_t n = 0;
 	flags[n++] = (struct flag){ "url", &cl->url, NULL };
 	flags[n++] = (struct flag){ "token", &cl->token, NULL };

@@ -65,6 +65,7 @@
 #include "node/store.h"
 #include "node/supervise.h"
 #include "node/syncrepl.h"
+#include "proxy/proxy.h"
 #include "base/sys.h"
 
 /* How long a primary that has databases waits for its first sync with the
@@ -480,6 +481,7 @@ int cmd_mount_main(int argc, char **argv)
 	struct replica *rep = NULL;
 	struct backup *bk = NULL;
 	struct lease *lease = NULL;
+	struct proxy *px = NULL;
 	struct cluster cluster = { 0 };
 	struct syncrepl *sync = NULL;
 	bool candidate = cfg.lease.candidate;
@@ -521,6 +523,8 @@ int cmd_mount_main(int argc, char **argv)
 	 * first request on. */
 	node_set_role(&st->node, candidate && !etcd, NULL);
 	node_hostname(&cfg, hostname, sizeof(hostname));
+	/* Advertised by the lease and the stream handshake (docs/proxy.md). */
+	proxy_advertise_url(&cfg, hostname, st->node.proxy_url, sizeof(st->node.proxy_url));
 	/* A fresh primary that backs up takes its cluster's ID from the
 	 * service (backup.c), so that the cluster comes back after every node
 	 * lost its data directory; any other primary creates one if needed. */
@@ -583,6 +587,10 @@ int cmd_mount_main(int argc, char **argv)
 	};
 	if ((rc = http_start(st, fs, &ho, &http)) != 0) {
 		fprintf(stderr, "litefs mount: cannot serve HTTP on %s: %s\n", cfg.http.addr, err_str(rc));
+		goto out;
+	}
+	if (cfg.proxy.target[0] && (rc = proxy_start(st, &cfg, hostname, &px)) != 0) {
+		fprintf(stderr, "litefs mount: cannot start the proxy on %s: %s\n", cfg.proxy.addr, err_str(rc));
 		goto out;
 	}
 
@@ -662,6 +670,8 @@ int cmd_mount_main(int argc, char **argv)
 	stop_guard_start(&guard, st, fusefs_mountpoint(fs));
 	supervisor_free(sup);
 	sup = NULL;
+	proxy_stop(px);
+	px = NULL;
 	/* Released before anything else stops: another candidate takes
 	 * over at once instead of after the TTL. */
 	lease_stop(lease);
@@ -688,6 +698,7 @@ int cmd_mount_main(int argc, char **argv)
 
 out:
 	supervisor_free(sup);
+	proxy_stop(px);
 	lease_stop(lease);
 	http_stop(http);
 	replica_stop(rep);

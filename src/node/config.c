@@ -70,7 +70,7 @@
 static const bool have_lease_consul = false;
 static const bool have_lease_etcd = true;
 static const bool have_replication = true;
-static const bool have_proxy = false;
+static const bool have_proxy = true;
 static const bool have_backup = true; /* litefs-cloud only */
 static const bool have_tracing_log = false;
 static const bool have_log_json = false;
@@ -265,6 +265,9 @@ static const struct field proxy_fields[] = {
 	{ "read-header-timeout", F_DUR, CF(proxy.read_header_timeout_ms), NULL },
 	{ "write-timeout", F_DUR, CF(proxy.write_timeout_ms), NULL },
 	{ "idle-timeout", F_DUR, CF(proxy.idle_timeout_ms), NULL },
+	{ "advertise-url", F_STR, CF(proxy.advertise_url), NULL },
+	{ "txid-timeout", F_DUR, CF(proxy.txid_timeout_ms), NULL },
+	{ "fly-replay", F_BOOL, CF(proxy.fly_replay), NULL },
 	{ NULL, 0, 0, NULL },
 };
 
@@ -404,7 +407,7 @@ static bool set_str(char **slot, const char *s)
 /* Every char * field of struct config, for init and free. */
 static const size_t string_offsets[] = {
 	CF(name), CF(data.dir), CF(fuse.dir), CF(http.addr), CF(http.secret),
-	CF(proxy.addr), CF(proxy.target), CF(proxy.db),
+	CF(proxy.addr), CF(proxy.target), CF(proxy.db), CF(proxy.advertise_url),
 	CF(lease.type), CF(lease.hostname), CF(lease.advertise_url), CF(lease.sync_on_timeout),
 	CF(lease.consul.url), CF(lease.consul.key), CF(lease.etcd.key),
 	CF(lease.etcd.username), CF(lease.etcd.password), CF(lease.etcd.ca_file), CF(lease.etcd.cert_file),
@@ -463,6 +466,7 @@ int config_init(struct config *cfg)
 	cfg->proxy.primary_redirect_timeout_ms = CONFIG_DEFAULT_PROXY_PRIMARY_REDIRECT_TIMEOUT_MS;
 	cfg->proxy.read_header_timeout_ms = CONFIG_DEFAULT_PROXY_READ_HEADER_TIMEOUT_MS;
 	cfg->proxy.idle_timeout_ms = CONFIG_DEFAULT_PROXY_IDLE_TIMEOUT_MS;
+	cfg->proxy.txid_timeout_ms = CONFIG_DEFAULT_PROXY_TXID_TIMEOUT_MS;
 	cfg->backup.delay_ms = CONFIG_DEFAULT_BACKUP_DELAY_MS;
 	cfg->backup.full_sync_interval_ms = CONFIG_DEFAULT_BACKUP_FULL_SYNC_INTERVAL_MS;
 	cfg->tracing.enabled = true;
@@ -1536,6 +1540,10 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 	check_nonneg(&v, "proxy.read-header-timeout", c->proxy.read_header_timeout_ms);
 	check_nonneg(&v, "proxy.write-timeout", c->proxy.write_timeout_ms);
 	check_nonneg(&v, "proxy.idle-timeout", c->proxy.idle_timeout_ms);
+	check_nonneg(&v, "proxy.txid-timeout", c->proxy.txid_timeout_ms);
+	/* The proxies talk plain HTTP to each other (docs/proxy.md "Limits"). */
+	if (c->proxy.advertise_url[0] && strncmp(c->proxy.advertise_url, "http://", 7) != 0)
+		verr(&v, "proxy.advertise-url", "\"%s\" is not an http:// URL", c->proxy.advertise_url);
 
 	const char *bt = c->backup.type;
 	if (bt[0] && strcmp(bt, "file") && strcmp(bt, "litefs-cloud"))
@@ -1780,6 +1788,9 @@ void config_print(const struct config *c, FILE *out)
 	print_kv_dur(out, 2, "read-header-timeout", c->proxy.read_header_timeout_ms);
 	print_kv_dur(out, 2, "write-timeout", c->proxy.write_timeout_ms);
 	print_kv_dur(out, 2, "idle-timeout", c->proxy.idle_timeout_ms);
+	print_kv_str(out, 2, "advertise-url", c->proxy.advertise_url);
+	print_kv_dur(out, 2, "txid-timeout", c->proxy.txid_timeout_ms);
+	print_kv_bool(out, 2, "fly-replay", c->proxy.fly_replay);
 
 	fputs("lease:\n", out);
 	print_kv_str(out, 2, "type", c->lease.type);

@@ -62,6 +62,7 @@
 #define CONFIG_DEFAULT_PROXY_PRIMARY_REDIRECT_TIMEOUT_MS 5000
 #define CONFIG_DEFAULT_PROXY_READ_HEADER_TIMEOUT_MS 10000
 #define CONFIG_DEFAULT_PROXY_IDLE_TIMEOUT_MS 30000
+#define CONFIG_DEFAULT_PROXY_TXID_TIMEOUT_MS 5000
 #define CONFIG_DEFAULT_BACKUP_DELAY_MS 1000
 #define CONFIG_DEFAULT_BACKUP_FULL_SYNC_INTERVAL_MS 10000
 #define CONFIG_DEFAULT_LITEFS_CLOUD_URL "https://litefs.fly.io"
@@ -136,6 +137,13 @@ struct config {
 		int64_t read_header_timeout_ms;
 		int64_t write_timeout_ms;
 		int64_t idle_timeout_ms;
+		/* Ours (docs/proxy.md): the URL other nodes forward writes to
+		 * ("" : derived from lease.advertise-url's host and addr's port),
+		 * how long a read waits for the __txid cookie's position, and
+		 * fly-replay instead of forwarding. */
+		char *advertise_url;
+		int64_t txid_timeout_ms;
+		bool fly_replay;
 	} proxy;
 
 	struct {

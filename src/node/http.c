@@ -159,6 +159,7 @@
 #include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/proxystat.h"
 #include "node/lease.h"
 #include "node/replserver.h"
 #include "node/syncrepl.h"
@@ -485,6 +486,12 @@ static enum httpd_result handle_info(struct http_server *srv, struct httpd_conn 
 	json_object_set_new(o, "candidate", json_boolean(srv->candidate));
 	json_object_set_new(o, "hostname", httpd_json_str(srv->hostname));
 	json_object_set_new(o, "primaryHostname", httpd_json_str(host));
+	if (srv->st->node.proxy_url[0]) {
+		char purl[256];
+		node_primary_proxy(&srv->st->node, purl, sizeof(purl));
+		json_object_set_new(o, "proxyURL", httpd_json_str(srv->st->node.proxy_url));
+		json_object_set_new(o, "primaryProxyURL", httpd_json_str(purl));
+	}
 	json_object_set_new(o, "lagMs", json_integer(node_lag_ms(&srv->st->node)));
 	json_object_set_new(o, "clusterID", json_string(id));
 	json_object_set_new(o, "mountDir", httpd_json_str(fusefs_mountpoint(srv->fs)));
@@ -682,6 +689,7 @@ static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_co
 	put_family(f, "litefs_db_count", "gauge", "Number of managed databases.");
 	fprintf(f, "litefs_db_count %zu\n", n_live);
 	lease_metrics(srv->lease, f);
+	proxystat_metrics(atomic_load(&srv->st->node.proxy_on) ? &srv->st->node.proxy_stats : NULL, f);
 
 	for (int m = 0; m < M_COUNT; m++) {
 		put_family(f, db_metrics[m].name, db_metrics[m].type, db_metrics[m].help);

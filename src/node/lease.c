@@ -4,7 +4,8 @@
  * KEYS (K = lease.etcd.key):
  *
  *   K                 the primary: {"hostname","advertise_url","cluster_id",
- *                     "node_id","base":{db:{"txid","checksum"}}}, created
+ *                     "node_id","base":{db:{"txid","checksum"}},
+ *                     "proxy_url" (with a proxy)}, created
  *                     with put-if-absent bound to the holder's session;
  *                     base = the holder's positions when it took over
  *   K/nodes/<host>    every live node: {"hostname","node_id","candidate",
@@ -414,6 +415,7 @@ static void follow(struct lease *l, const struct etcd_kv *kv, json_t *v)
 	l->following_rev = kv->mod_revision;
 	set_state(l, ST_FOLLOWING, host, url);
 	node_set_role(&l->st->node, false, host);
+	node_set_primary_proxy(&l->st->node, json_string_value(json_object_get(v, "proxy_url")));
 	replica_follow(l->rep, url, host);
 	int rc = publish_entry(l, false, host);
 	if (rc != 0)
@@ -471,6 +473,9 @@ static char *holder_value(struct lease *l)
 	snprintf(nid, sizeof(nid), "%016" PRIx64, l->st->node.node_id);
 	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:o}", "hostname", l->hostname, "advertise_url", l->advertise_url,
 			      "cluster_id", id, "node_id", nid, "base", positions_json(l, true));
+	/* Where replicas' proxies forward writes (docs/proxy.md). */
+	if (o && l->st->node.proxy_url[0])
+		json_object_set_new(o, "proxy_url", json_string(l->st->node.proxy_url));
 	char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return v;

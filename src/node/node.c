@@ -23,6 +23,7 @@ int node_init(struct node *n, const struct node_opts *opts)
 	atomic_init(&n->fenced_writes, 0);
 	atomic_init(&n->cancel_applies, false);
 	atomic_init(&n->resync, false);
+	atomic_init(&n->proxy_on, false);
 	pthread_mutex_init(&n->mu, NULL);
 	pthread_mutex_init(&n->change_mu, NULL);
 	pthread_cond_init(&n->change_cond, NULL);
@@ -64,6 +65,8 @@ void node_set_role(struct node *n, bool primary, const char *primary_host)
 {
 	pthread_mutex_lock(&n->mu);
 	atomic_store(&n->is_primary, primary);
+	if (primary || !primary_host || strcmp(primary_host, n->primary_host) != 0)
+		n->primary_proxy_url[0] = '\0';
 	snprintf(n->primary_host, sizeof(n->primary_host), "%s", primary || !primary_host ? "" : primary_host);
 	if (n->caught_up_ms == 0)
 		n->caught_up_ms = clock_wall_ms();
@@ -75,6 +78,22 @@ void node_primary_host(struct node *n, char *buf, size_t len)
 {
 	pthread_mutex_lock(&n->mu);
 	snprintf(buf, len, "%s", atomic_load(&n->is_primary) ? "" : n->primary_host);
+	pthread_mutex_unlock(&n->mu);
+}
+
+void node_set_primary_proxy(struct node *n, const char *url)
+{
+	pthread_mutex_lock(&n->mu);
+	snprintf(n->primary_proxy_url, sizeof(n->primary_proxy_url), "%s", url ? url : "");
+	pthread_mutex_unlock(&n->mu);
+	node_notify_change(n);
+}
+
+void node_primary_proxy(struct node *n, char *buf, size_t len)
+{
+	pthread_mutex_lock(&n->mu);
+	bool known = !atomic_load(&n->is_primary) && n->primary_host[0];
+	snprintf(buf, len, "%s", known ? n->primary_proxy_url : "");
 	pthread_mutex_unlock(&n->mu);
 }
 

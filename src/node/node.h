@@ -16,7 +16,7 @@
  * A db borrows the node it is given at load; a unit test can give it a
  * node of its own with no store, FUSE mount or HTTP server behind it.
  *
- * Locking: node.mu guards primary_host and caught_up_ms; the change feed
+ * Locking: node.mu guards primary_host, primary_proxy_url and caught_up_ms; the change feed
  * has its own leaf lock (change_mu) so that a database can notify while
  * it holds db.mu. Neither lock is ever held while taking another lock.
  * is_primary, the flags and the options are read without a lock (the role
@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "node/proxystat.h"
 
 /* Set by the FUSE layer once mounted (all NULL before and after). */
 struct node_fuse_hooks {
@@ -72,8 +74,19 @@ struct node {
 	 * A commit on the primary waits on it before returning to SQLite. */
 	struct syncrepl *sync;
 
-	pthread_mutex_t mu;     /* guards primary_host, caught_up_ms */
+	/* The proxy (src/proxy/, docs/proxy.md): this node's own proxy URL,
+	 * advertised to replicas (set before the lease and the HTTP server
+	 * start, "" without a proxy; read-only after), and its counters,
+	 * which /metrics prints once proxy_on is set. They live here, not
+	 * in the proxy, so that /metrics never reads freed counters while
+	 * the proxy stops. */
+	char proxy_url[256];
+	struct proxystat proxy_stats;
+	atomic_bool proxy_on;
+
+	pthread_mutex_t mu;     /* guards primary_host, primary_proxy_url, caught_up_ms */
 	char primary_host[256];
+	char primary_proxy_url[256]; /* the primary's proxy URL as advertised; "" unknown */
 	int64_t caught_up_ms;
 
 	pthread_mutex_t change_mu; /* leaf lock: guards change_seq, change_stopping */
@@ -106,6 +119,12 @@ void node_set_write_deadline(struct node *n, int64_t mono_ms);
 /* Copies the primary's hostname into buf ("" on the primary or when
  * unknown). */
 void node_primary_host(struct node *n, char *buf, size_t len);
+
+/* The primary's proxy URL (lease value or stream handshake): set by
+ * whoever learns it; forgotten when the primary's hostname changes. The
+ * getter copies "" on the primary or when unknown. */
+void node_set_primary_proxy(struct node *n, const char *url);
+void node_primary_proxy(struct node *n, char *buf, size_t len);
 
 /* Replica lag: the replication client calls node_set_caught_up() each
  * time it knows it holds everything the primary has (a heartbeat whose

@@ -632,6 +632,10 @@ static int begin_stream(struct conn *c)
 		pthread_mutex_unlock(&r->mu);
 	}
 	node_set_role(&r->st->node, false, c->primary_host);
+	char proxy_url[256] = "";
+	httpc_header(&c->q, "Litefs-Proxy-Url", proxy_url, sizeof(proxy_url));
+	if (proxy_url[0])
+		node_set_primary_proxy(&r->st->node, proxy_url);
 	c->began = true;
 	/* While a failure repeats, each retry connects again: say so once. */
 	if (r->last_error[0])

@@ -589,6 +589,8 @@ enum httpd_result replserver_finish(const struct replserver *rs, struct httpd_co
 	if (id[0])
 		httpd_response_header(r, "Litefs-Cluster-Id", id);
 	httpd_response_header(r, "Litefs-Primary-Hostname", rs->hostname);
+	if (rs->st->node.proxy_url[0])
+		httpd_response_header(r, "Litefs-Proxy-Url", rs->st->node.proxy_url);
 	char token[17];
 	if (s->ack_token) {
 		snprintf(token, sizeof(token), "%016" PRIx64, s->ack_token);

@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -462,7 +463,7 @@ class CloudServer:
     data directory. Admin commands (cluster/token) run against the same
     data directory; user commands get -url."""
 
-    def __init__(self, base, name="cloud", args=(), env=None):
+    def __init__(self, base, name="cloud", args=(), env=None, storage=None):
         self.base = Path(base) / name
         self.base.mkdir(parents=True, exist_ok=True)
         self.data = self.base / "data"
@@ -472,15 +473,19 @@ class CloudServer:
         self.args = list(args)
         self.env = dict(os.environ, **(env or {}))
         for k in list(self.env):
-            if k.startswith("LITEFS_CLOUD_"):
+            if k.startswith(("LITEFS_CLOUD_", "AWS_")):
                 del self.env[k]
+        # storage: (args, env) of an object store (S3Server.storage), given
+        # to serve and to the admin commands alike.
+        self.storage_args = list(storage[0]) if storage else []
+        self.env.update(storage[1] if storage else {})
         self.proc = None
 
     def start(self, wait=True):
         self.logf = open(self.log, "a")
         self.proc = subprocess.Popen(
             [str(LITEFS_CLOUD), "serve", "-addr", f"127.0.0.1:{self.port}", "-data-dir", str(self.data),
-             *self.args], stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
+             *self.storage_args, *self.args], stdout=self.logf, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             self.wait_ready()
         return self
@@ -511,7 +516,7 @@ class CloudServer:
         commands -url (and -token when given)."""
         extra = []
         if args and args[0] in ("cluster", "token"):
-            extra = ["-data-dir", str(self.data)]
+            extra = ["-data-dir", str(self.data), *self.storage_args]
         elif args and args[0] in ("restore", "export", "info", "list"):
             extra = ["-url", self.url] + (["-token", token] if token else [])
         kw.setdefault("env", self.env)
@@ -535,12 +540,17 @@ class CloudServer:
 
 
 @pytest.fixture
-def cloud(tmp_path):
+def cloud(tmp_path, request):
     """cloud(name="cloud", args=(), start=True) -> a CloudServer on a free
-    loopback port with its own data directory; stopped at the end."""
+    loopback port with its own data directory; stopped at the end. With
+    LITEFS_TEST_CLOUD_STORAGE=s3 every server keeps its objects in a new
+    bucket of a shared s3rver instead (the whole cloud suite over S3)."""
     made = []
+    s3 = request.getfixturevalue("s3server") if os.environ.get("LITEFS_TEST_CLOUD_STORAGE") == "s3" else None
 
     def make(name="cloud", args=(), start=True, **kw):
+        if s3 is not None and "storage" not in kw:
+            kw["storage"] = s3.storage(s3.create_bucket())
         s = CloudServer(tmp_path, name, args=args, **kw)
         made.append(s)
         if start:
@@ -553,3 +563,120 @@ def cloud(tmp_path):
             s.stop()
         except Exception:
             pass
+
+
+# ---- S3-compatible object servers (docs/cloud-storage.md, "S3") -----------
+
+S3RVER = ROOT / ".deps" / "npm" / "node_modules" / ".bin" / "s3rver"
+
+
+def moto_python():
+    """A Python that has moto (the pyenv one here; not /usr/bin/python3),
+    or None. LITEFS_TEST_MOTO_PYTHON names one explicitly."""
+    cands = [os.environ.get("LITEFS_TEST_MOTO_PYTHON")]
+    for d in os.environ.get("PATH", "").split(":"):
+        cands.append(os.path.join(d, "python3"))
+    cands.append(os.path.expanduser("~/.pyenv/shims/python3"))
+    for c in cands:
+        if c and os.access(c, os.X_OK) and os.path.realpath(c) != "/usr/bin/python3.11":
+            r = subprocess.run([c, "-c", "import moto.server"], capture_output=True)
+            if r.returncode == 0:
+                return c
+    return None
+
+
+class S3Server:
+    """An S3-compatible server on a free loopback port: "s3rver" (npm,
+    installed by scripts/install-deps; does not check signatures) or "moto"
+    (where a Python with moto exists; checks SigV4 once enforce_auth() ran).
+    Buckets are made with curl's own SigV4 signing."""
+
+    def __init__(self, base, kind="s3rver"):
+        self.kind = kind
+        self.base = Path(base)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.key, self.secret = ("S3RVER", "S3RVER") if kind == "s3rver" else ("test", "test")
+        self.n_buckets = 0
+        self.logf = open(self.base / f"{kind}.log", "a")
+        if kind == "s3rver":
+            env = dict(os.environ, NODE_OPTIONS="--openssl-legacy-provider")
+            cmd = [str(S3RVER), "-d", str(self.base / "data"), "-a", "127.0.0.1", "-p", str(self.port), "--silent"]
+        else:
+            env = dict(os.environ)
+            cmd = [moto_python(), "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        (self.base / "data").mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(f"{kind} did not start: {(self.base / f'{kind}.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+
+    def curl(self, method, path, service="s3", data=None, key=None, secret=None):
+        args = ["curl", "-sS", "--aws-sigv4", f"aws:amz:us-east-1:{service}",
+                "--user", f"{key or self.key}:{secret or self.secret}", "-X", method,
+                "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-w", "\n%{http_code}"]
+        if data is not None:
+            args += ["-H", "Content-Type: application/x-www-form-urlencoded", "--data", data]
+        out = run(*args, self.endpoint + path).stdout
+        body, _, code = out.rpartition("\n")
+        return int(code), body
+
+    def create_bucket(self, name=None):
+        self.n_buckets += 1
+        name = name or f"bkt-{os.getpid()}-{self.n_buckets}"
+        code, body = self.curl("PUT", "/" + name)
+        assert code == 200, (code, body)
+        return name
+
+    def enforce_auth(self):
+        """moto only: makes an IAM user with an access key allowed s3:*,
+        then turns on signature checks (requests before it were free)."""
+        assert self.kind == "moto"
+        q = "&Version=2010-05-08"
+        self.curl("POST", "/", "iam", "Action=CreateUser&UserName=lfsc" + q)
+        code, body = self.curl("POST", "/", "iam", "Action=CreateAccessKey&UserName=lfsc" + q)
+        assert code == 200, body
+        self.key = re.search(r"<AccessKeyId>([^<]+)<", body).group(1)
+        self.secret = re.search(r"<SecretAccessKey>([^<]+)<", body).group(1)
+        pol = urllib.parse.quote('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}')
+        code, body = self.curl("POST", "/", "iam", f"Action=PutUserPolicy&UserName=lfsc&PolicyName=all&PolicyDocument={pol}" + q)
+        assert code == 200, body
+        with urllib.request.urlopen(urllib.request.Request(self.endpoint + "/moto-api/reset-auth", data=b"0",
+                                                           headers={"Content-Type": "text/plain"},
+                                                           method="POST")) as r:
+            assert r.status == 200
+
+    def storage(self, bucket, prefix=None):
+        """(args, env) for CloudServer(storage=...)."""
+        args = ["-s3-bucket", bucket, "-s3-endpoint", self.endpoint]
+        if prefix:
+            args += ["-s3-prefix", prefix]
+        return args, {"AWS_ACCESS_KEY_ID": self.key, "AWS_SECRET_ACCESS_KEY": self.secret}
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.logf.close()
+
+
+@pytest.fixture(scope="session")
+def s3server(tmp_path_factory):
+    """One s3rver for the session (skips when scripts/install-deps has not
+    installed it)."""
+    if not S3RVER.exists():
+        pytest.skip("s3rver is not installed (scripts/install-deps installs it into .deps/npm)")
+    srv = S3Server(tmp_path_factory.mktemp("s3rver"))
+    yield srv
+    srv.stop()

@@ -1142,21 +1142,20 @@ static void test_unsupported(void **state)
 			       &cfg),
 			 0);
 	size_t n = config_unsupported(&cfg, is, 8);
-	assert_int_equal(n, 5);
+	assert_int_equal(n, 4);
 	/* Consul is refused with the etcd lines that replace the block. */
 	assert_non_null(strstr(is[0].msg, "lease.type: consul (line 6) is not supported; this build elects the "
 					  "primary through etcd. Replace the lease.consul block with:"));
 	assert_non_null(strstr(is[0].msg, "type: etcd"));
 	assert_non_null(strstr(is[0].msg, "endpoints:"));
 	assert_true(is[0].fatal);
-	assert_string_equal(is[1].msg, "proxy is not supported yet");
+	/* The proxy is supported (it landed: docs/proxy.md). */
+	assert_string_equal(is[1].msg, "backup.type: file is not supported yet; use litefs-cloud");
 	assert_true(is[1].fatal);
-	assert_string_equal(is[2].msg, "backup.type: file is not supported yet; use litefs-cloud");
-	assert_true(is[2].fatal);
+	assert_false(is[2].fatal);
 	assert_false(is[3].fatal);
-	assert_false(is[4].fatal);
 	/* The count is complete even when the array is short. */
-	assert_int_equal(config_unsupported(&cfg, is, 1), 5);
+	assert_int_equal(config_unsupported(&cfg, is, 1), 4);
 	config_free(&cfg);
 
 	/* etcd is supported (the lease landed). */
