@@ -26,11 +26,17 @@ its baseline beside it:
    ending now, uploaded to a service with the default levels, snapshot
    interval and retention (30 d); once compaction and retention settle,
    stored bytes against the raw LTX bytes.
+6. ingest of large transactions on one stream: a chain made by
+   bench/ltx_chain (a snapshot, then transactions each rewriting
+   --large-pages random 4 KiB pages, LZ4 about 2:1) POSTed back to back;
+   MB/s of LTX bytes against writing the same bytes to files with one
+   fsync each on the same disk; plus 1-page transactions/s on one stream
+   and on --clusters clusters at once.
 
 Prints numbers; never fails on timing (a process that does not start or a
 restore that never arrives is an error).
 Usage: bench/cloud.py [--rounds N] [--secs S] [--month-txns N] [--big]
-                      [--only 1,2,3,4,5] [--keep]
+                      [--only 1,...,6] [--keep]
 """
 import argparse
 import http.client
@@ -780,6 +786,76 @@ def bench_month(base, files):
           f"{total / raw_all:.2f}; stored / database size: {total / db_bytes:.1f}")
 
 
+# ------------------------------------------------------------ 6 large ingest
+
+def make_chain(base, name, pages, txns, per_tx, seed=1):
+    out = os.path.join(base, name)
+    os.makedirs(out, exist_ok=True)
+    r = subprocess.run([os.path.join(BUILD, "bench", "ltx_chain"), out, str(pages), str(txns), str(per_tx),
+                        "4096", str(seed)], capture_output=True, text=True, check=True)
+    return r.stdout.split()
+
+
+def post_file(conn, token, db, path):
+    with open(path, "rb") as f:
+        body = f.read()
+    return post_tx(conn, token, db, body), len(body)
+
+
+def bench_large(base, rounds, per_tx, txns, clusters):
+    cloud = Cloud(base, "cloud-large").start()
+    res = {}
+    try:
+        files = make_chain(base, "large", per_tx * 4, txns, per_tx)
+        small = make_chain(base, "one-page", 256, 2000, 1)
+        nb = sum(os.path.getsize(f) for f in files[1:])
+        for r in range(rounds):
+            # Baseline: the same bytes, one file each, written and fsync'd.
+            bodies = [open(f, "rb").read() for f in files[1:]]
+            t0 = time.monotonic()
+            fsync_files(os.path.join(base, f"large-fsync-{r}"), bodies)
+            res.setdefault("fsync", []).append(nb / MB / (time.monotonic() - t0))
+            shutil.rmtree(os.path.join(base, f"large-fsync-{r}"))
+            del bodies
+            conn = cloud.conn()
+            db = f"large{r}.db"
+            post_file(conn, cloud.token, db, files[0])
+            t0 = time.monotonic()
+            for f in files[1:]:
+                post_file(conn, cloud.token, db, f)
+            res.setdefault("cloud", []).append(nb / MB / (time.monotonic() - t0))
+            conn.close()
+            sbodies = [open(f, "rb").read() for f in small]
+            t0 = time.monotonic()
+            upload_chain(cloud, f"one{r}.db", sbodies)
+            res.setdefault("one", []).append(len(sbodies) / (time.monotonic() - t0))
+            t0 = time.monotonic()
+            fsync_files(os.path.join(base, f"one-put-{r}"), sbodies, durable_put=True)
+            res.setdefault("one-put", []).append(len(sbodies) / (time.monotonic() - t0))
+            shutil.rmtree(os.path.join(base, f"one-put-{r}"))
+            # Many clusters at once: each its own token and database.
+            toks = []
+            for i in range(clusters):
+                toks.append(subprocess.run([CLOUD, "cluster", "create", f"c{r}x{i}", "-data-dir", cloud.data],
+                                           capture_output=True, text=True, check=True).stdout.strip())
+
+            def run(tok):
+                c = cloud.conn()
+                for b in sbodies[:500]:
+                    post_tx(c, tok, "one.db", b)
+                c.close()
+            secs = parallel([lambda t=t: run(t) for t in toks])
+            res.setdefault("many", []).append(clusters * 500 / secs)
+    finally:
+        cloud.stop()
+    print(f"\n== 6. large transactions on one stream: {txns} x {per_tx} pages of 4 KiB "
+          f"({nb / txns / MB:.1f} MB of LTX each), {rounds} rounds, medians")
+    print(f"   disk (write + fsync per file): {med(res['fsync']):.0f} MB/s; litefs-cloud: {med(res['cloud']):.0f} MB/s "
+          f"({med(res['cloud']) / med(res['fsync']):.2f} of the disk); rounds {[round(x) for x in res['cloud']]}")
+    print(f"   1-page transactions, one stream: {med(res['one']):.0f} tx/s (durable put baseline "
+          f"{med(res['one-put']):.0f} tx/s); {clusters} clusters at once: {med(res['many']):.0f} tx/s")
+
+
 # --------------------------------------------------------------------- main
 
 def main():
@@ -789,7 +865,10 @@ def main():
     ap.add_argument("--month-txns", type=int, default=30000)
     ap.add_argument("--updates", type=int, default=1000, help="update transactions after the big import")
     ap.add_argument("--big", action="store_true", help="also the 1 GB restore (several minutes)")
-    ap.add_argument("--only", default="1,2,3,4,5")
+    ap.add_argument("--only", default="1,2,3,4,5,6")
+    ap.add_argument("--large-pages", type=int, default=4096, help="pages per large transaction (case 6)")
+    ap.add_argument("--large-txns", type=int, default=24)
+    ap.add_argument("--clusters", type=int, default=8, help="clusters at once for 1-page transactions (case 6)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = ap.parse_args()
     only = set(a.only.split(","))
@@ -813,6 +892,8 @@ def main():
             print_big(results, a.updates, a.rounds)
         if "5" in only:
             bench_month(base, files["month.db"])
+        if "6" in only:
+            bench_large(base, a.rounds, a.large_pages, a.large_txns, a.clusters)
         print(f"\ntotal {time.monotonic() - t_all:.0f} s")
     finally:
         if not a.keep:

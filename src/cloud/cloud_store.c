@@ -414,6 +414,46 @@ static int check_header(const struct ltx_header *h, const struct cat_db *row, st
 	return 0;
 }
 
+/* Applies an upload (read through t) to the current copy cur_fd at pos:
+ * with the page checksums kept in d->sums (pagesums.h: the replaced pages
+ * are not read again; a large upload is decoded a second time from its
+ * object file instead of a spool), built from the copy when they describe
+ * another position; with dbfile_apply() and a staging spool (*spool, the
+ * caller gives it back) when the database is too large to keep them.
+ * page_size is the copy's (0 for a new database). Caller holds d->mu. */
+static int apply_upload(struct cloud_store *cs, struct cdb *d, int cur_fd, uint32_t page_size, struct ltx_pos pos,
+			struct tee *t, int *spool, struct dbfile_apply_result *ar)
+{
+	struct pagesums *s = &d->sums;
+	int rc = 0;
+	if (pos.txid == 0) {
+		pagesums_clear(s); /* a new database: an empty copy */
+	} else if (!d->sums_off && (s->sum == NULL || s->pos.txid != pos.txid || s->pos.checksum != pos.checksum)) {
+		uint64_t chk;
+		rc = pagesums_build(s, cur_fd, page_size, pos, &chk);
+		if (rc == 0 && chk != pos.checksum) {
+			/* cur_ensure() checked it; it changed under us. */
+			pagesums_clear(s);
+			d->cur_ok = false;
+			memset(ar, 0, sizeof(*ar));
+			return ERR_LTX_PRE_MISMATCH;
+		}
+		if (rc == ERR_DB_SIZE || rc == ERR_NOMEM)
+			d->sums_off = true;
+	}
+	if (!d->sums_off && rc == 0)
+		return pagesums_apply(s, cur_fd, tee_read, t, t->obj_fd, ar);
+	pagesums_clear(s);
+	rc = *spool = spool_get(cs);
+	if (rc < 0) {
+		memset(ar, 0, sizeof(*ar));
+		return rc;
+	}
+	rc = dbfile_apply(cur_fd, *spool, tee_read, t, pos, ar);
+	free(ar->written);
+	return rc;
+}
+
 /* Records a verified upload in the catalog (one transaction). */
 static int commit_upload(struct cloud_store *cs, struct cat_db *row, bool insert, const struct cat_file *f,
 			 const struct cat_tx *tx)
@@ -453,15 +493,12 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	else
 		cur_fd = cloud_object_tmp_create(cs->tmp_dir, cur_new, sizeof(cur_new));
 	rc = cur_fd < 0 ? -errno : 0;
-	if (rc == 0)
-		rc = spool = spool_get(cs);
 	if (rc < 0)
 		goto out;
 
 	struct dbfile_apply_result ar;
 	struct ltx_pos pos = { exists ? row->txid : 0, exists ? row->checksum : 0 };
-	rc = dbfile_apply(cur_fd, spool, tee_read, &t, pos, &ar);
-	free(ar.written);
+	rc = apply_upload(cs, d, cur_fd, exists ? row->page_size : 0, pos, &t, &spool, &ar);
 	if (rc < 0) {
 		if (ar.db_changed)
 			d->cur_ok = false;
@@ -1683,6 +1720,7 @@ void cloud_store_close(struct cloud_store *cs)
 		pthread_join(cs->thread, NULL);
 	for (struct cdb *d = cs->dbs, *next; d; d = next) {
 		next = d->next;
+		pagesums_clear(&d->sums);
 		pthread_mutex_destroy(&d->mu);
 		pthread_rwlock_destroy(&d->files);
 		free(d);

@@ -16,6 +16,7 @@
 #include "cloud/cloud_backend.h"
 #include "cloud/cloud_catalog.h"
 #include "cloud/cloud_store.h"
+#include "ltx/pagesums.h"
 
 /* Staging spools kept for reuse (one per concurrent ingest or rebuild). */
 #define CLOUD_SPOOLS_KEPT 8
@@ -39,6 +40,11 @@ struct cdb {
 	 * real clock closes an interval by time only once the database was
 	 * quiet for a grace, so a backlog being pushed is grouped once. */
 	int64_t last_ingest_ms;
+	/* Page checksums of the current copy (guarded by mu), so ingest
+	 * never reads the pages an upload replaces; used only while
+	 * sums.pos is the catalog's position (apply_upload()). */
+	struct pagesums sums;
+	bool sums_off; /* too large to keep them: dbfile_apply() instead */
 };
 
 struct cloud_store {
