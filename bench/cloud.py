@@ -711,7 +711,7 @@ def print_big(results, n_updates, rounds):
 
 # ------------------------------------------------------------------ 5 month
 
-def bench_month(base, files):
+def bench_month(base, files, serve_args=()):
     retime = build_retime(base)
     now = int(time.time() * 1000)
     day = 86400 * 1000
@@ -733,7 +733,7 @@ def bench_month(base, files):
     subprocess.run([retime], input="".join(lines), text=True, check=True)
     sizes = [os.path.getsize(o) for o in outs]
     bodies = [open(o, "rb").read() for o in outs]
-    cloud = Cloud(base, "cloud-month").start()   # default levels, snapshots, retention
+    cloud = Cloud(base, "cloud-month", *serve_args).start()   # default levels, snapshots, retention
     try:
         db = "month.db"
         t0 = time.monotonic()
@@ -767,7 +767,7 @@ def bench_month(base, files):
     n_win = sum(1 for ts in stamps if ts >= window_start)
     db_bytes = info["pages"] * info["page_size"]
     print(f"\n== 5. storage for a simulated month: {len(files)} LTX files of a real workload re-stamped over "
-          f"31 days ending now (default levels 10s,5m,1h, daily snapshots, retention 30d)")
+          f"31 days ending now (retention 30d; serve flags: {' '.join(serve_args) or 'the defaults'})")
     print(f"   uploaded in {up:.1f} s ({len(files) / up:.0f} tx/s); compaction and retention settled "
           f"{settle:.0f} s later; database now {db_bytes / MB:.1f} MB")
     print(f"   raw LTX uploaded: {raw_all / MB:.1f} MB in {len(files)} transactions; inside the 30-day "
@@ -870,6 +870,8 @@ def main():
     ap.add_argument("--large-txns", type=int, default=24)
     ap.add_argument("--clusters", type=int, default=8, help="clusters at once for 1-page transactions (case 6)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--cache", help="keep the generated workloads in this directory and reuse them")
+    ap.add_argument("--month-args", default="", help="extra `litefs-cloud serve` flags for case 5")
     a = ap.parse_args()
     only = set(a.only.split(","))
     base = tempfile.mkdtemp(prefix="bench-cloud-", dir=BUILD)
@@ -879,8 +881,13 @@ def main():
         files = None
         if only & {"1", "5"}:
             t0 = time.monotonic()
-            files = make_workloads(base, a.month_txns if "5" in only else 10)
-            print(f"workloads generated on a node in {time.monotonic() - t0:.0f} s")
+            cached = a.cache and os.path.exists(os.path.join(a.cache, "ltx", "month.db"))
+            if cached:
+                files = {db: sorted(os.path.join(a.cache, "ltx", db, f) for f in os.listdir(os.path.join(a.cache, "ltx", db)))
+                         for db in ("small.db", "big.db", "month.db")}
+            else:
+                files = make_workloads(a.cache or base, a.month_txns if "5" in only else 10)
+            print(f"workloads {'from ' + a.cache if cached else 'generated on a node'} in {time.monotonic() - t0:.0f} s")
         if "1" in only:
             bench_ingest(base, files, a.rounds)
         if only & {"2", "3"}:
@@ -891,7 +898,7 @@ def main():
                 results[1000] = bench_big_restore(base, 1000, a.updates, max(1, a.rounds - 1))
             print_big(results, a.updates, a.rounds)
         if "5" in only:
-            bench_month(base, files["month.db"])
+            bench_month(base, files["month.db"], a.month_args.split())
         if "6" in only:
             bench_large(base, a.rounds, a.large_pages, a.large_txns, a.clusters)
         print(f"\ntotal {time.monotonic() - t_all:.0f} s")

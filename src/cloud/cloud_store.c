@@ -1602,6 +1602,8 @@ static int set_opts(struct cloud_store *cs, const struct cloud_store_opts *o)
 		cs->levels_ms[i + 1] = lv[i];
 	cs->levels_ms[n + 1] = o->snapshot_interval_ms > 0 ? o->snapshot_interval_ms : 24LL * 3600 * 1000;
 	cs->max_upload_bytes = o->max_upload_bytes ? o->max_upload_bytes : 1ull << 30;
+	cs->snap_ratio = o->snapshot_ratio != 0 ? o->snapshot_ratio : 4.0;
+	cs->min_merge = o->min_merge >= 2 ? o->min_merge : o->min_merge == 1 ? 2 : 8;
 	return 0;
 }
 

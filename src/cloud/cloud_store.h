@@ -62,7 +62,23 @@ struct cloud_store_opts {
 	size_t n_levels;
 	int64_t snapshot_interval_ms;
 	uint64_t max_upload_bytes;     /* 0: 1 GiB */
+	/* Snapshots are spaced by size as well as time: at the end of a
+	 * snapshot interval one is made only if the restore plan of that
+	 * position reads, beyond its base, at least snapshot_ratio times the
+	 * base's bytes or more than CLOUD_SNAP_PLAN_FILES files (so a restore
+	 * reads at most about 1 + snapshot_ratio databases' worth). 0: 4;
+	 * negative: one every interval. */
+	double snapshot_ratio;
+	/* A group of a compaction level is merged only from at least min_merge
+	 * files of the levels below; a sparse group stays as its files (a
+	 * level that would only copy them costs storage and saves no reads).
+	 * 0: 8; 2: every group of more than one file. */
+	unsigned min_merge;
 };
+
+/* Most files a restore plan reads beyond its base before the end of a
+ * snapshot interval takes a snapshot whatever the sizes. */
+#define CLOUD_SNAP_PLAN_FILES 200
 
 int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **out);
 /* Starts the background compaction and retention work. */

@@ -58,6 +58,8 @@ struct cloud_store {
 	int n_levels;
 	int snap_level;                          /* n_levels + 1 */
 	uint64_t max_upload_bytes;
+	double snap_ratio;   /* < 0: a snapshot every interval (opts.snapshot_ratio) */
+	unsigned min_merge;  /* opts.min_merge, >= 2 */
 
 	pthread_mutex_t mu; /* guards dbs, next_id, stop, spools */
 	pthread_cond_t cond;

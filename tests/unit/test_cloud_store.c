@@ -102,7 +102,10 @@ static struct cloud_store *open_store(const char *name, int64_t retention, const
 	snprintf(dir, sizeof(dir), "%s/%s", tmp_dir, name);
 	struct cloud_store_opts o = { .data_dir = dir, .retention_ms = retention, .levels_ms = levels,
 				      .n_levels = n_levels, .snapshot_interval_ms = snap,
-				      .max_upload_bytes = max_upload };
+				      .max_upload_bytes = max_upload,
+				      /* The interval rules these tests check: a
+				       * snapshot per interval, every group merged. */
+				      .snapshot_ratio = -1, .min_merge = 2 };
 	struct cloud_store *cs = NULL;
 	assert_int_equal(cloud_store_open(&o, &cs), 0);
 	return cs;
