@@ -7,7 +7,10 @@
  * the "big" chain of case 1. Post-apply checksums are maintained from the
  * page checksums (LTX.md), so the service verifies them like any upload.
  *
- * Usage: ltx_chain OUT_DIR PAGES TXNS PAGES_PER_TX [PAGE_SIZE [SEED]]
+ * Usage: ltx_chain OUT_DIR PAGES TXNS PAGES_PER_TX [PAGE_SIZE [SEED [RUN]]]
+ * RUN (default 1): the pages of a transaction come in runs of 1..2*RUN-1
+ * consecutive pages at random places (1: scattered single pages, the
+ * worst case for the writer; a bulk insert writes long runs).
  * Prints the file names, one a line, in TXID order.
  */
 #include <errno.h>
@@ -50,7 +53,7 @@ static int cmp_u32(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	if (argc < 5) {
-		fprintf(stderr, "usage: ltx_chain OUT_DIR PAGES TXNS PAGES_PER_TX [PAGE_SIZE [SEED]]\n");
+		fprintf(stderr, "usage: ltx_chain OUT_DIR PAGES TXNS PAGES_PER_TX [PAGE_SIZE [SEED [RUN]]]\n");
 		return 2;
 	}
 	const char *dir = argv[1];
@@ -60,8 +63,9 @@ int main(int argc, char **argv)
 	uint32_t ps = argc > 5 ? (uint32_t)strtoul(argv[5], NULL, 10) : 4096;
 	if (argc > 6)
 		rng_state ^= strtoull(argv[6], NULL, 10) * 0x9E3779B97F4A7C15ull;
+	uint32_t run = argc > 7 ? (uint32_t)strtoul(argv[7], NULL, 10) : 1;
 	uint32_t lock = ltx_lock_pgno(ps);
-	if (!ltx_is_valid_page_size(ps) || n == 0 || k == 0 || k > n / 2 || n >= lock) {
+	if (!ltx_is_valid_page_size(ps) || n == 0 || k == 0 || k > n / 2 || n >= lock || run == 0 || run > k) {
 		fprintf(stderr, "ltx_chain: bad arguments (pages must stay below the lock page)\n");
 		return 2;
 	}
@@ -80,9 +84,12 @@ int main(int argc, char **argv)
 			memset(seen, 0, n + 1);
 			for (uint32_t i = 0; i < k;) {
 				uint32_t p = 1 + (uint32_t)(rng() % n);
-				if (!seen[p]) {
-					seen[p] = 1;
-					pick[i++] = p;
+				uint32_t len = 1 + (uint32_t)(rng() % (2 * run - 1));
+				for (uint32_t j = 0; j < len && i < k && p + j <= n; j++) {
+					if (!seen[p + j]) {
+						seen[p + j] = 1;
+						pick[i++] = p + j;
+					}
 				}
 			}
 			qsort(pick, k, sizeof(*pick), cmp_u32);
