@@ -26,7 +26,14 @@
  * k-1 (whatever level k-1 lacks, from finer levels). The snapshot level
  * (n+1, opts.snapshot_interval_ms, default 24 h) holds full snapshots
  * (TXID 1..T) of the last position of each interval, made by merging the
- * previous snapshot with the covering files. Any file starting at TXID 1
+ * previous snapshot with the covering files — but only when the restore
+ * plan of that position reads, after its base, at least
+ * opts.snapshot_ratio times the base's bytes or more than
+ * CLOUD_SNAP_PLAN_FILES files (snapshots spaced by size, so a database
+ * that changes little for its size is not copied whole every day). A
+ * compaction group is merged only from opts.min_merge files or more (a
+ * level that would only copy two or three files costs storage and saves
+ * no read). Any file starting at TXID 1
  * (an uploaded snapshot, or a snapshot-level file) is a "base".
  * An interval is grouped once a later position exists or it ended a
  * grace ago; positions that still arrive for it (a backlog with past
@@ -57,10 +64,14 @@
  * header, check it against the stored position (contiguity by TXID and
  * pre-apply checksum, page size) -> ERR_CLOUD_POS_MISMATCH early; then
  * stream the body once, teeing every byte into a temporary object file
- * while dbfile_apply() decodes it onto the current copy. dbfile_apply
- * validates everything (file checksum, decoder rules, the post-apply
- * checksum recomputed from the stored pages) before it writes a byte of
- * the current copy, so a bad upload leaves nothing. Then: backend put
+ * while pagesums_apply() decodes it onto the current copy (apply_upload()).
+ * It validates everything (file checksum, decoder rules, the post-apply
+ * checksum from the kept page checksums of the copy, cdb.sums, and those
+ * the decoder computes of the uploaded pages) before it writes a byte of
+ * the current copy, so a bad upload leaves nothing; a large upload is
+ * decoded a second time from its object file for the write instead of
+ * being staged in a spool. Databases too large to keep the sums for use
+ * dbfile_apply(), which reads the replaced pages. Then: backend put
  * (fsync file, rename, fsync directory), and one catalog transaction
  * (dbs, txs, files) committed with synchronous=FULL. Only then 0 is
  * returned and the HWM (the new TXID) acknowledged.
@@ -78,9 +89,12 @@
  * RESTORE PLAN of position t: the base with the largest max TXID <= t,
  * then repeatedly the file starting right after the current position
  * with the largest max TXID <= t (the coarsest level on a tie). So a
- * plan reads one snapshot plus at most about (intervals per snapshot
- * interval at the top level) + (per level below) + the L0 files of one
- * finest interval: with the defaults <= 1 + 23 + 11 + 29 + L0(10 s).
+ * plan reads one snapshot plus a bounded number of files: at most
+ * CLOUD_SNAP_PLAN_FILES up to the last snapshot interval's end before t
+ * (or about 1 + snapshot_ratio databases' worth of bytes), then per level
+ * the intervals of the level above (fewer than min_merge lower files in
+ * an interval without a file of its own), then the L0 files of one
+ * finest interval.
  *
  * RETENTION (every level): with W = now - retention, let r be the last
  * position with mts <= W (the state in effect at the window start). Every
