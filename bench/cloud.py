@@ -788,11 +788,11 @@ def bench_month(base, files, serve_args=()):
 
 # ------------------------------------------------------------ 6 large ingest
 
-def make_chain(base, name, pages, txns, per_tx, seed=1):
+def make_chain(base, name, pages, txns, per_tx, seed=1, run_len=1):
     out = os.path.join(base, name)
     os.makedirs(out, exist_ok=True)
     r = subprocess.run([os.path.join(BUILD, "bench", "ltx_chain"), out, str(pages), str(txns), str(per_tx),
-                        "4096", str(seed)], capture_output=True, text=True, check=True)
+                        "4096", str(seed), str(run_len)], capture_output=True, text=True, check=True)
     return r.stdout.split()
 
 
@@ -802,12 +802,19 @@ def post_file(conn, token, db, path):
     return post_tx(conn, token, db, body), len(body)
 
 
-def bench_large(base, rounds, per_tx, txns, clusters):
-    cloud = Cloud(base, "cloud-large").start()
+def proc_cpu(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_large(base, rounds, per_tx, txns, clusters, run_len=1):
+    cloud = Cloud(base, f"cloud-large{run_len}").start()
     res = {}
     try:
-        files = make_chain(base, "large", per_tx * 4, txns, per_tx)
-        small = make_chain(base, "one-page", 256, 2000, 1)
+        files = make_chain(base, f"large{run_len}", per_tx * 4, txns, per_tx, run_len=run_len)
+        small = make_chain(base, f"one-page{run_len}", 256, 2000, 1)
         nb = sum(os.path.getsize(f) for f in files[1:])
         for r in range(rounds):
             # Baseline: the same bytes, one file each, written and fsync'd.
@@ -820,10 +827,14 @@ def bench_large(base, rounds, per_tx, txns, clusters):
             conn = cloud.conn()
             db = f"large{r}.db"
             post_file(conn, cloud.token, db, files[0])
+            c0 = proc_cpu(cloud.proc.pid)
             t0 = time.monotonic()
             for f in files[1:]:
                 post_file(conn, cloud.token, db, f)
             res.setdefault("cloud", []).append(nb / MB / (time.monotonic() - t0))
+            # The service's own CPU per MB: steadier than wall time on a
+            # shared machine (the client and other work take the cores).
+            res.setdefault("cpu", []).append(nb / MB / (proc_cpu(cloud.proc.pid) - c0))
             conn.close()
             sbodies = [open(f, "rb").read() for f in small]
             t0 = time.monotonic()
@@ -836,7 +847,7 @@ def bench_large(base, rounds, per_tx, txns, clusters):
             # Many clusters at once: each its own token and database.
             toks = []
             for i in range(clusters):
-                toks.append(subprocess.run([CLOUD, "cluster", "create", f"c{r}x{i}", "-data-dir", cloud.data],
+                toks.append(subprocess.run([CLOUD, "cluster", "create", f"c{r}x{i}r{run_len}", "-data-dir", cloud.data],
                                            capture_output=True, text=True, check=True).stdout.strip())
 
             def run(tok):
@@ -850,8 +861,9 @@ def bench_large(base, rounds, per_tx, txns, clusters):
         cloud.stop()
     print(f"\n== 6. large transactions on one stream: {txns} x {per_tx} pages of 4 KiB "
           f"({nb / txns / MB:.1f} MB of LTX each), {rounds} rounds, medians")
-    print(f"   disk (write + fsync per file): {med(res['fsync']):.0f} MB/s; litefs-cloud: {med(res['cloud']):.0f} MB/s "
-          f"({med(res['cloud']) / med(res['fsync']):.2f} of the disk); rounds {[round(x) for x in res['cloud']]}")
+    print(f"   pages in runs of 1..{2 * run_len - 1}; disk (write + fsync per file): {med(res['fsync']):.0f} MB/s; "
+          f"litefs-cloud: {med(res['cloud']):.0f} MB/s ({med(res['cloud']) / med(res['fsync']):.2f} of the disk); "
+          f"rounds {[round(x) for x in res['cloud']]}; service CPU: {med(res['cpu']):.0f} MB per CPU-second")
     print(f"   1-page transactions, one stream: {med(res['one']):.0f} tx/s (durable put baseline "
           f"{med(res['one-put']):.0f} tx/s); {clusters} clusters at once: {med(res['many']):.0f} tx/s")
 
@@ -901,6 +913,7 @@ def main():
             bench_month(base, files["month.db"], a.month_args.split())
         if "6" in only:
             bench_large(base, a.rounds, a.large_pages, a.large_txns, a.clusters)
+            bench_large(base, a.rounds, a.large_pages, a.large_txns, a.clusters, run_len=16)
         print(f"\ntotal {time.monotonic() - t_all:.0f} s")
     finally:
         if not a.keep:

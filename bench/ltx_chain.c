@@ -25,14 +25,11 @@
 #include "base/fdio.h"
 #include "ltx/ltx.h"
 
-static uint64_t rng_state = 88172645463325252ull;
+static unsigned short rng_state[3] = { 0x330e, 0xabcd, 0x1234 };
 
 static uint64_t rng(void)
 {
-	rng_state ^= rng_state << 13;
-	rng_state ^= rng_state >> 7;
-	rng_state ^= rng_state << 17;
-	return rng_state;
+	return (uint64_t)(uint32_t)jrand48(rng_state) << 32 | (uint32_t)jrand48(rng_state);
 }
 
 static void fill_page(uint8_t *page, uint32_t ps)
@@ -62,7 +59,7 @@ int main(int argc, char **argv)
 	uint32_t k = (uint32_t)strtoul(argv[4], NULL, 10);
 	uint32_t ps = argc > 5 ? (uint32_t)strtoul(argv[5], NULL, 10) : 4096;
 	if (argc > 6)
-		rng_state ^= strtoull(argv[6], NULL, 10) * 0x9E3779B97F4A7C15ull;
+		rng_state[2] = (unsigned short)strtoul(argv[6], NULL, 10);
 	uint32_t run = argc > 7 ? (uint32_t)strtoul(argv[7], NULL, 10) : 1;
 	uint32_t lock = ltx_lock_pgno(ps);
 	if (!ltx_is_valid_page_size(ps) || n == 0 || k == 0 || k > n / 2 || n >= lock || run == 0 || run > k) {

@@ -147,8 +147,7 @@ struct plan {
 	uint32_t *pgno;
 	uint64_t *pc;
 	size_t n, cap;
-	uint8_t *stage;  /* their data back to back, while staging */
-	size_t stage_len, stage_cap;
+	struct ltx_growbuf stage; /* their data back to back, while staging */
 	bool replay;     /* the stage was given up: decode replay_fd again */
 };
 
@@ -170,31 +169,20 @@ static int plan_add(struct plan *pl, uint32_t pgno, uint64_t pc, const uint8_t *
 	pl->pc[pl->n++] = pc;
 	if (pl->replay)
 		return 0;
-	if (stage_max > 0 && pl->stage_len + ps > stage_max) {
-		free(pl->stage);
-		pl->stage = NULL;
-		pl->stage_len = pl->stage_cap = 0;
+	if (stage_max > 0 && pl->stage.len + ps > stage_max) {
+		free(pl->stage.data);
+		memset(&pl->stage, 0, sizeof(pl->stage));
 		pl->replay = true;
 		return 0;
 	}
-	if (pl->stage_len + ps > pl->stage_cap) {
-		size_t cap = pl->stage_cap ? pl->stage_cap * 2 : (size_t)ps * 16;
-		uint8_t *p = realloc(pl->stage, cap);
-		if (p == NULL)
-			return ERR_NOMEM;
-		pl->stage = p;
-		pl->stage_cap = cap;
-	}
-	memcpy(pl->stage + pl->stage_len, page, ps);
-	pl->stage_len += ps;
-	return 0;
+	return ltx_growbuf_write(&pl->stage, page, ps);
 }
 
 static void plan_free(struct plan *pl)
 {
 	free(pl->pgno);
 	free(pl->pc);
-	free(pl->stage);
+	free(pl->stage.data);
 }
 
 static int fail_at(struct dbfile_apply_result *res, int rc, enum dbfile_err_source src, uint64_t offset)
@@ -288,7 +276,7 @@ static int write_staged(const struct plan *pl, int db_fd, uint32_t ps)
 		size_t run = 1;
 		while (i + run < pl->n && pl->pgno[i + run] == pl->pgno[i] + run)
 			run++;
-		int rc = write_run(db_fd, pl->stage + i * ps, pl->pgno[i], run, ps);
+		int rc = write_run(db_fd, pl->stage.data + i * ps, pl->pgno[i], run, ps);
 		if (rc < 0)
 			return rc;
 		i += run;
