@@ -135,6 +135,17 @@ def test_spacing_flags_and_every_transaction_restorable(cloud, tmp_path):
         r = run(LITEFS_CLOUD, "serve", "-data-dir", str(tmp_path / "never"), "-addr", "127.0.0.1:0", *bad,
                 check=False, timeout=15)
         assert r.returncode != 0 and bad[0].lstrip("-") in (r.stdout + r.stderr), r.stdout + r.stderr
+    # The YAML keys: "every" is the old rule.
+    yml = cloud(name="yml", start=False)
+    cfg = tmp_path / "cloud.yml"
+    cfg.write_text(f"addr: 127.0.0.1:{yml.port}\ndata-dir: {yml.data}\nsnapshot-ratio: every\nmin-merge: 5\n")
+    yml.args = ["-config", str(cfg)]
+    yml.start()
+    assert yml.healthy() and yml.stop() == 0
+    cfg.write_text(f"data-dir: {yml.data}\nmin-merge: many\n")
+    r = run(LITEFS_CLOUD, "serve", "-config", cfg, check=False, timeout=15)
+    assert r.returncode == 2 and "min-merge" in r.stderr, r.stderr
+
     srv = cloud(args=["-levels", "200ms,1s", "-snapshot-interval", "2s", "-snapshot-ratio", "3",
                       "-min-merge", "3"])
     tok = srv.create_cluster("sp")
