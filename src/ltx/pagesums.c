@@ -210,22 +210,21 @@ static int check_follows(const struct pagesums *s, const struct ltx_header *h, s
 
 /* Phase 1: decode and verify; fills pl. */
 static int validate(const struct pagesums *s, struct ltx_decoder *dec, const struct ltx_header *h,
-		    size_t stage_max, struct plan *pl, struct ltx_trailer *t, struct dbfile_apply_result *res)
+		    const struct dbfile_zero_sum *z, size_t stage_max, struct plan *pl, struct ltx_trailer *t,
+		    struct dbfile_apply_result *res)
 {
 	const uint32_t ps = h->page_size;
 	const bool snapshot = ltx_header_is_snapshot(h);
 	const uint32_t old_n = s->n;
 	const uint64_t old_size = (uint64_t)s->n * s->page_size;
-	struct dbfile_zero_sum z;
 	uint64_t chk = s->pos.checksum;
 	uint8_t *page = malloc(ps);
 	int rc = 0;
 
 	if (page == NULL)
 		return fail_at(res, ERR_NOMEM, DBFILE_ERR_NONE, 0);
-	dbfile_zero_sum_init(&z, ps);
 	if (!snapshot && h->commit > old_n)
-		chk ^= dbfile_zero_sum_range(&z, (uint64_t)old_n + 1, h->commit);
+		chk ^= dbfile_zero_sum_range(z, (uint64_t)old_n + 1, h->commit);
 	for (uint32_t p = h->commit + 1; !snapshot && p <= old_n; p++)
 		chk ^= s->sum[p - 1];
 	for (;;) {
@@ -239,7 +238,7 @@ static int validate(const struct pagesums *s, struct ltx_decoder *dec, const str
 			break;
 		const uint64_t pc = ltx_decoder_last_page_checksum(dec);
 		if (!snapshot)
-			chk = ltx_checksum_swap(chk, pgno <= old_n ? s->sum[pgno - 1] : dbfile_zero_sum_page(&z, pgno),
+			chk = ltx_checksum_swap(chk, pgno <= old_n ? s->sum[pgno - 1] : dbfile_zero_sum_page(z, pgno),
 						pc);
 		if ((uint64_t)(pgno - 1) * ps >= old_size && is_zero(page, ps))
 			continue;
@@ -392,8 +391,11 @@ int pagesums_apply(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_c
 	rc = check_follows(s, &h, res);
 	if (rc == 0 && h.commit > PAGESUMS_MAX_PAGES)
 		rc = fail_at(res, ERR_DB_SIZE, DBFILE_ERR_DB, 0);
+	struct dbfile_zero_sum z;
 	if (rc == 0)
-		rc = validate(s, dec, &h, replay_fd < 0 ? 0 : s->stage_max ? s->stage_max : PAGESUMS_STAGE_MAX, &pl, &t,
+		dbfile_zero_sum_init(&z, h.page_size);
+	if (rc == 0)
+		rc = validate(s, dec, &h, &z, replay_fd < 0 ? 0 : s->stage_max ? s->stage_max : PAGESUMS_STAGE_MAX, &pl, &t,
 			      res);
 	if (rc == 0 && reserve(s, h.commit) < 0)
 		rc = fail_at(res, ERR_NOMEM, DBFILE_ERR_NONE, 0);
@@ -419,8 +421,6 @@ int pagesums_apply(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_c
 
 	/* The sums follow: zero pages where the file grew (all of it for a
 	 * snapshot, which may skip zero pages), then the pages written. */
-	struct dbfile_zero_sum z;
-	dbfile_zero_sum_init(&z, ps);
 	s->page_size = ps;
 	if (snapshot || h.commit > old_n)
 		fill_zero(s, &z, snapshot ? 1 : old_n + 1, h.commit);
