@@ -610,6 +610,17 @@ def checksum(path):
     return r.stdout.strip().split()[-1]
 
 
+def teardown(node, cloud, *files):
+    """Stops node and cloud and removes their directories and files."""
+    node.stop()
+    cloud.stop()
+    shutil.rmtree(node.dir, ignore_errors=True)
+    shutil.rmtree(cloud.dir, ignore_errors=True)
+    for f in files:
+        if os.path.exists(f):
+            os.unlink(f)
+
+
 def bench_big_restore(base, size_mb, n_updates, rounds):
     cloud = Cloud(base, f"cloud-big{size_mb}", "-levels", "1s,10s,1m", "-snapshot-interval", "10m",
                   "-max-upload-size", "8GiB").start()
@@ -683,12 +694,7 @@ def bench_big_restore(base, size_mb, n_updates, rounds):
         res["size"] = size
         res["target"] = (target[0], n_updates - n_updates // 10, hist[-1][0])
     finally:
-        node.stop()
-        cloud.stop()
-        shutil.rmtree(node.dir, ignore_errors=True)
-        shutil.rmtree(cloud.dir, ignore_errors=True)
-        if os.path.exists(src):
-            os.unlink(src)
+        teardown(node, cloud, src)
     return res
 
 

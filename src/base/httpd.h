@@ -134,8 +134,12 @@ enum httpd_result httpd_arg(struct httpd_conn *conn, const char *key, const char
  * already read past the head. From then on the caller owns the socket and
  * closes it before the handler returns; the server sends nothing, reads
  * nothing, and counts the connection (per-address cap, workers) until the
- * handler returns. httpd_stop() shuts it down like any other. -ERR_INVAL
- * (as ERR_INVAL) when called too late, ERR_NOMEM. */
+ * handler returns. httpd_stop() shuts it down like any other. A caller
+ * may also keep the socket past the handler's return (litefs-cloud's
+ * event streams, cloud/cloud_events.h): the server then forgets it — it
+ * is no longer counted, never closed by the server nor shut down by
+ * httpd_stop() — so that caller bounds and closes such connections
+ * itself. -ERR_INVAL (as ERR_INVAL) when called too late, ERR_NOMEM. */
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len);
 /* The connection's socket (for httpd_peer_gone()). */
 int httpd_sock_of(struct httpd_conn *conn);

@@ -421,6 +421,25 @@ int cloud_catalog_tx_scan(struct cloud_catalog *cat, int64_t db_id, uint64_t aft
 	return rc;
 }
 
+int cloud_catalog_tx_scan_sized(struct cloud_catalog *cat, int64_t db_id, uint64_t after, struct cat_tx *out,
+				uint64_t *sizes, size_t max, size_t *n)
+{
+	/* The upload of a position is the L0 object min_txid..txid (a PK
+	 * lookup per row); gone once retention removed it. */
+	sqlite3_stmt *st = q(cat, "SELECT t.txid, t.min_txid, t.checksum, t.ts_ms, t.mts_ms, t.page_size,"
+				  " coalesce(f.size, 0) FROM txs t LEFT JOIN files f ON f.db_id = t.db_id"
+				  " AND f.min_txid = t.min_txid AND f.max_txid = t.txid AND f.level = 0"
+				  " WHERE t.db_id = ?1 AND t.txid > ?2 ORDER BY t.txid LIMIT ?3",
+			     3, db_id, I64(after), I64(max));
+	int rc;
+	*n = 0;
+	while ((rc = step_row(cat, st)) == 1) {
+		sizes[*n] = COL(st, 6);
+		tx_row(st, &out[(*n)++]);
+	}
+	return rc;
+}
+
 int cloud_catalog_tx_delete_below(struct cloud_catalog *cat, int64_t db_id, uint64_t txid)
 {
 	return exec_done(cat, q(cat, "DELETE FROM txs WHERE db_id = ?1 AND txid < ?2", 2, db_id, I64(txid)));
@@ -521,6 +540,43 @@ int cloud_catalog_file_list(struct cloud_catalog *cat, int64_t db_id, uint64_t m
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		rc = fn(ctx, &v[i]);
 	free(v);
+	return rc;
+}
+
+int cloud_catalog_file_bases(struct cloud_catalog *cat, int64_t db_id,
+			     int (*fn)(void *ctx, const struct cat_file *f), void *ctx)
+{
+	sqlite3_stmt *st = q(cat, "SELECT " FILE_COLS " FROM files WHERE db_id = ?1 AND min_txid = 1"
+				  " ORDER BY max_txid, level", 1, db_id);
+	struct cat_file f;
+	int rc;
+	while ((rc = step_row(cat, st)) == 1) {
+		file_row(st, &f);
+		rc = fn(ctx, &f);
+		if (rc != 0) {
+			sqlite3_reset(st);
+			return rc;
+		}
+	}
+	return rc;
+}
+
+int cloud_catalog_file_sizes(struct cloud_catalog *cat, int64_t db_id, struct cat_file_key *after, size_t max,
+			     uint64_t *bytes, size_t *n)
+{
+	sqlite3_stmt *st = q(cat, "SELECT min_txid, max_txid, level, size FROM files WHERE db_id = ?1"
+				  " AND (min_txid, max_txid, level) > (?2, ?3, ?4)"
+				  " ORDER BY min_txid, max_txid, level LIMIT ?5",
+			     5, db_id, I64(after->min_txid), I64(after->max_txid), I64(after->level), I64(max));
+	int rc;
+	*n = 0;
+	while ((rc = step_row(cat, st)) == 1) {
+		after->min_txid = COL(st, 0);
+		after->max_txid = COL(st, 1);
+		after->level = sqlite3_column_int(st, 2);
+		*bytes += COL(st, 3);
+		(*n)++;
+	}
 	return rc;
 }
 

@@ -103,6 +103,10 @@ int cloud_catalog_tx_scan(struct cloud_catalog *cat, int64_t db_id, uint64_t aft
  * if none. */
 int cloud_catalog_tx_last_break(struct cloud_catalog *cat, int64_t db_id, uint64_t after, uint64_t upto,
 				uint32_t page_size, uint64_t *txid);
+/* cloud_catalog_tx_scan() with, in sizes[i], the bytes of the L0 object
+ * that brought out[i] (0 when it is no longer stored). */
+int cloud_catalog_tx_scan_sized(struct cloud_catalog *cat, int64_t db_id, uint64_t after, struct cat_tx *out,
+				uint64_t *sizes, size_t max, size_t *n);
 int cloud_catalog_tx_delete_below(struct cloud_catalog *cat, int64_t db_id, uint64_t txid);
 
 int cloud_catalog_file_insert(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f);
@@ -124,6 +128,23 @@ int cloud_catalog_file_ending(struct cloud_catalog *cat, int64_t db_id, uint64_t
  * level then TXID. */
 int cloud_catalog_file_list(struct cloud_catalog *cat, int64_t db_id, uint64_t max_txid,
 			    int (*fn)(void *ctx, const struct cat_file *f), void *ctx);
+
+/* Calls fn for each base (min TXID 1) of the database, by max TXID; stops
+ * at fn's first non-zero return, which it returns. The files table is
+ * keyed by (db, min TXID), so this reads only the bases. */
+int cloud_catalog_file_bases(struct cloud_catalog *cat, int64_t db_id,
+			     int (*fn)(void *ctx, const struct cat_file *f), void *ctx);
+/* Where a walk over a database's files stands: the key of the last file
+ * read (all zero before the first). */
+struct cat_file_key {
+	uint64_t min_txid, max_txid;
+	int level;
+};
+/* Adds the sizes of up to max files after *after (in key order) to
+ * *bytes, moves *after to the last one read; *n gets the count (< max at
+ * the end). A walk in chunks lets the lock go between them. */
+int cloud_catalog_file_sizes(struct cloud_catalog *cat, int64_t db_id, struct cat_file_key *after, size_t max,
+			     uint64_t *bytes, size_t *n);
 
 /* Compaction progress: every position <= *txid was considered at level. */
 int cloud_catalog_done_get(struct cloud_catalog *cat, int64_t db_id, int level, uint64_t *txid);

@@ -69,10 +69,14 @@
 #include <unistd.h>
 
 #include "cloud/cloud_auth.h"
+#include "cloud/cloud_events.h"
 #include "cloud/cloud_http.h"
+#include "cloud/cloud_preview.h"
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_timeline.h"
 #include "cloud/cloud_watch.h"
 #include "base/bpipe.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/fdio.h"
 #include "base/fileio.h"
@@ -104,6 +108,11 @@ struct cloud_http {
 	char *tmp_dir;           /* owned */
 	uint64_t max_upload_bytes, max_db_bytes;
 	struct cloud_watch *watch; /* owned: restore generations for /pos?wait= */
+	/* Owned: the dashboard's data (GET /dbs, /db/timeline, /db/preview,
+	 * /events; docs/cloud-api.md "Dashboard"). */
+	struct cloud_timeline *timeline;
+	struct cloud_preview *preview;
+	struct cloud_events *events;
 	struct httpd *daemon;
 	unsigned port;
 	atomic_bool stopping;
@@ -112,6 +121,7 @@ struct cloud_http {
 
 enum route {
 	R_NONE, R_HEALTH, R_POS, R_TX, R_SNAPSHOT, R_RESTORE, R_RESTORE_CHECK, R_UPLOAD, R_INFO, R_DELETE,
+	R_DBS, R_TIMELINE, R_PREVIEW, R_PREVIEW_ROWS, R_EVENTS,
 };
 
 static const struct {
@@ -128,6 +138,11 @@ static const struct {
 	{ "/db/upload", "POST", R_UPLOAD, true },
 	{ "/db/info", "GET", R_INFO, true },
 	{ "/db", "DELETE", R_DELETE, true },
+	{ "/dbs", "GET", R_DBS, false },
+	{ "/db/timeline", "GET", R_TIMELINE, true },
+	{ "/db/preview", "GET", R_PREVIEW, true },
+	{ "/db/preview/rows", "GET", R_PREVIEW_ROWS, true },
+	{ "/events", "GET", R_EVENTS, false },
 };
 
 /* A request from its first call to the completion callback, which frees it. */
@@ -503,7 +518,7 @@ static enum route find_route(const char *url, const char *method, bool *needs_db
 static int check_rebind(struct cloud_http *srv, struct creq *q, const char *id, const char *known)
 {
 	enum cloud_rebind_step step = CLOUD_REBIND_WRITE;
-	if (q->r == R_POS || q->r == R_INFO || q->r == R_RESTORE_CHECK)
+	if (q->r == R_POS || q->r == R_INFO || q->r == R_RESTORE_CHECK || q->r >= R_DBS)
 		step = CLOUD_REBIND_LOOK;
 	else if (q->r == R_SNAPSHOT)
 		step = CLOUD_REBIND_TAKE;
@@ -609,6 +624,179 @@ static int check_request(struct cloud_http *srv, struct httpd_conn *conn, const 
 	return 0;
 }
 
+/* ---- The dashboard's data (docs/cloud-api.md "Dashboard") ------------------ */
+
+/* Longest table name GET /db/preview/rows takes. */
+#define TABLE_NAME_MAX 1024
+/* Bound of the timeline's from_ms/to_ms and of a rows offset. */
+#define QUERY_INT_MAX (INT64_C(1) << 53)
+
+static void publish_pos(struct cloud_http *srv, const char *cluster, const char *db, const struct cloud_pos *pos,
+			uint64_t hwm)
+{
+	cloud_events_publish(srv->events, cluster, "pos",
+			     json_pack("{s:o, s:o, s:o, s:I, s:o}", "db", httpd_json_str(db), "txid", jhex(pos->txid),
+				       "checksum", jhex(pos->checksum), "ts_ms", (json_int_t)pos->ts_ms, "hwm",
+				       jhex(hwm)));
+}
+
+/* A restore (in place, or `as` a new database) is a `pos` event of the
+ * database that moved and a `restore` event saying what was restored. */
+static void publish_restore(struct cloud_http *srv, struct creq *q, const char *as, const struct cloud_pos *pos,
+			    const struct cloud_target *t, uint64_t undo)
+{
+	const char *moved = as[0] ? as : q->db;
+	publish_pos(srv, q->cluster, moved, pos, pos->txid);
+	json_t *o = json_pack("{s:o, s:o, s:o, s:I}", "db", httpd_json_str(q->db), "txid", jhex(pos->txid),
+			      "checksum", jhex(pos->checksum), "ts_ms", (json_int_t)pos->ts_ms);
+	if (o && as[0])
+		json_object_set_new(o, "as", httpd_json_str(as));
+	if (o && t->txid)
+		json_object_set_new(o, "target_txid", jhex(t->txid));
+	if (o && t->ts_ms)
+		json_object_set_new(o, "target_ts_ms", json_integer(t->ts_ms));
+	if (o && undo)
+		json_object_set_new(o, "undo_txid", jhex(undo));
+	cloud_events_publish(srv->events, q->cluster, "restore", o);
+}
+
+/* An integer parameter in [min, max]: 0 absent, 1 read into *v, -1 with
+ * the failure recorded. */
+static int take_int(struct httpd_conn *conn, struct creq *q, const char *key, int64_t min, int64_t max, int64_t *v)
+{
+	bool bad = false;
+	const char *s = arg(conn, key, &bad);
+	if (!s)
+		return 0;
+	char *end = NULL;
+	errno = 0;
+	long long n = s[0] ? strtoll(s, &end, 10) : 0;
+	if (bad || !s[0] || *end || errno || n < min || n > max) {
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "invalid %s: expected an integer from %" PRId64 " to %" PRId64,
+			 key, min, max);
+		return -1;
+	}
+	*v = n;
+	return 1;
+}
+
+/* A time parameter of the timeline: milliseconds or RFC 3339. */
+static int take_time(struct httpd_conn *conn, struct creq *q, const char *key, bool *has, int64_t *ms)
+{
+	bool bad = false;
+	const char *s = arg(conn, key, &bad);
+	*has = s != NULL;
+	if (s && (bad || parse_timestamp(s, ms) != 0 || *ms > QUERY_INT_MAX)) {
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
+			 "invalid %s: expected milliseconds since the epoch or RFC 3339 (2006-01-02T15:04:05.000Z)", key);
+		return -1;
+	}
+	return 0;
+}
+
+/* Replies with the dashboard module's result: its JSON, or its error as
+ * the API's codes (msg, if set, says what exactly was not found). */
+static enum httpd_result reply_dash(struct httpd_conn *conn, const char *url, struct creq *q, int rc, json_t *o,
+				    const char *what, const char *msg)
+{
+	if (rc == 0)
+		return reply_json(conn, HTTP_OK, o, NULL);
+	if (rc == ERR_CLOUD_NOT_FOUND && msg && msg[0])
+		set_fail(q, HTTP_NOT_FOUND, "ENOTFOUND", "%s: %s", what, msg);
+	else if (rc == ERR_INVAL)
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "%s: from_ms is after to_ms", what);
+	else
+		fail_from_rc(q, rc, what, NULL);
+	return reply_fail(conn, url, q);
+}
+
+static enum httpd_result handle_dbs(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
+				  struct creq *q)
+{
+	json_t *o = NULL;
+	int rc = cloud_timeline_dbs(srv->timeline, q->cluster, &o);
+	return reply_dash(conn, url, q, rc, o, "cannot list databases", NULL);
+}
+
+static enum httpd_result handle_timeline(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
+				       struct creq *q)
+{
+	struct cloud_timeline_query tq = { 0 };
+	int64_t max = CLOUD_TIMELINE_MAX_DEFAULT;
+	if (take_time(conn, q, "from_ms", &tq.has_from, &tq.from_ms) != 0 ||
+	    take_time(conn, q, "to_ms", &tq.has_to, &tq.to_ms) != 0 ||
+	    take_int(conn, q, "max", 1, CLOUD_TIMELINE_MAX_CAP, &max) < 0)
+		return reply_fail(conn, url, q);
+	tq.max = (unsigned)max;
+	json_t *o = NULL;
+	int rc = cloud_timeline_query(srv->timeline, q->cluster, q->db, &tq, &o);
+	return reply_dash(conn, url, q, rc, o, "timeline failed", NULL);
+}
+
+static enum httpd_result handle_preview(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
+				      struct creq *q, bool rows)
+{
+	struct cloud_target t;
+	if (take_target(conn, q, false, &t) != 0)
+		return reply_fail(conn, url, q);
+	json_t *o = NULL;
+	int rc;
+	char msg[MSG_LEN] = "";
+	if (rows) {
+		bool bad = false;
+		const char *table = arg(conn, "table", &bad);
+		int64_t limit = CLOUD_PREVIEW_LIMIT_DEFAULT, offset = 0;
+		if (!table || !table[0] || bad || strlen(table) > TABLE_NAME_MAX) {
+			set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "invalid or missing table: 1 to %d bytes, no NUL",
+				 TABLE_NAME_MAX);
+			return reply_fail(conn, url, q);
+		}
+		if (take_int(conn, q, "limit", 1, CLOUD_PREVIEW_LIMIT_MAX, &limit) < 0 ||
+		    take_int(conn, q, "offset", 0, QUERY_INT_MAX, &offset) < 0)
+			return reply_fail(conn, url, q);
+		rc = cloud_preview_rows(srv->preview, q->cluster, q->db, &t, table, (unsigned)limit, (uint64_t)offset,
+					&o, msg, sizeof(msg));
+	} else {
+		rc = cloud_preview_tables(srv->preview, q->cluster, q->db, &t, &o);
+	}
+	if (rc != 0 && !(rc == ERR_CLOUD_NOT_FOUND && msg[0])) {
+		fail_target(srv, q, rc, "preview failed", &t);
+		return reply_fail(conn, url, q);
+	}
+	return reply_dash(conn, url, q, rc, o, "preview failed", msg);
+}
+
+/* GET /events, on the request's first call (a connection can only be
+ * taken then): the stream is reserved (a refusal is still an ordinary
+ * reply), then the connection is handed to the events module, which
+ * writes the reply and every event from its own thread. */
+static enum httpd_result take_events(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
+				     struct creq *q)
+{
+	struct cloud_events_stream *st = NULL;
+	int rc = cloud_events_reserve(srv->events, q->cluster, &st);
+	if (rc == -EBUSY) {
+		set_fail(q, HTTP_TOO_MANY_REQUESTS, "EBUSY",
+			 "too many event streams: at most %d per cluster and %d in all", CLOUD_EVENTS_PER_CLUSTER,
+			 CLOUD_EVENTS_TOTAL);
+		return reply_fail(conn, url, q);
+	}
+	if (rc != 0) {
+		fail_from_rc(q, rc, "cannot open an event stream", NULL);
+		return reply_fail(conn, url, q);
+	}
+	char *buffered = NULL;
+	size_t len = 0;
+	int fd = httpd_take_socket(conn, &buffered, &len);
+	free(buffered); /* an event stream's client sends nothing more */
+	if (fd < 0) {
+		cloud_events_unreserve(srv->events, st);
+		return HTTPD_NO;
+	}
+	cloud_events_attach(srv->events, st, fd);
+	return HTTPD_YES;
+}
+
 /* ---- POST /db/tx: the ingest thread ------------------------------------- */
 
 static void *ingest_main(void *arg)
@@ -701,6 +889,8 @@ static enum httpd_result tx_finish(struct cloud_http *srv, struct httpd_conn *co
 	hex16(hwm, q->res.hwm);
 	LOG_DEBUG("cloud-http", "msg=\"ltx stored\" cluster=%s db=%s txid=%016" PRIx64 " hwm=%s bytes=%" PRIu64,
 		  q->cluster, q->db, q->res.pos.txid, hwm, q->n_bytes);
+	cloud_timeline_pushed(srv->timeline, q->cluster, q->db, clock_wall_ms());
+	publish_pos(srv, q->cluster, q->db, &q->res.pos, q->res.hwm);
 	json_t *o = json_pack("{s:o, s:o, s:o}", "txid", jhex(q->res.pos.txid), "postApplyChecksum",
 			      jhex(q->res.pos.checksum), "hwm", jhex(q->res.hwm));
 	return reply_json(conn, HTTP_OK, o, hwm);
@@ -724,6 +914,7 @@ static enum httpd_result upload_finish(struct cloud_http *srv, struct httpd_conn
 		return reply_fail(conn, url, q);
 	}
 	cloud_watch_bump(srv->watch, q->cluster);
+	publish_pos(srv, q->cluster, q->db, &q->res.pos, q->res.hwm);
 	LOG_INFO("cloud-http", "msg=\"database uploaded\" cluster=%s db=%s txid=%016" PRIx64 " bytes=%" PRIu64,
 		 q->cluster, q->db, q->res.pos.txid, q->n_bytes);
 	char hwm[17];
@@ -916,6 +1107,13 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 		httpd_response_header(r, "Litefs-Timestamp", ts);
 	}
 	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
+	/* A node (it sends its cluster ID) taking the latest state: after a
+	 * restore, that is the primary taking the restored state. */
+	const char *node_id = httpd_header(conn, "Litefs-Cluster-Id");
+	if (ret == HTTPD_YES && node_id && node_id[0] && !t.txid && !t.ts_ms)
+		cloud_events_publish(srv->events, q->cluster, "fetch",
+				     json_pack("{s:o, s:o, s:o}", "db", httpd_json_str(q->db), "txid", jhex(pos.txid),
+					       "checksum", jhex(pos.checksum)));
 	return ret;
 }
 
@@ -936,13 +1134,18 @@ static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_con
 	char as[DB_NAME_MAX + 1];
 	if (take_target(conn, q, true, &t) != 0 || take_db_name(conn, q, "as", as, false) != 0)
 		return reply_fail(conn, url, q);
-	struct cloud_pos pos = { 0 };
+	struct cloud_pos pos = { 0 }, before = { 0 };
+	static const struct cloud_target latest = { 0 };
+	/* The position before an in-place restore: what undoes it. */
+	if (!check && !as[0])
+		cloud_resolve(srv->cs, q->cluster, q->db, &latest, &before);
 	int rc = check ? cloud_resolve(srv->cs, q->cluster, q->db, &t, &pos)
 		       : cloud_restore(srv->cs, q->cluster, q->db, &t, as[0] ? as : NULL, &pos);
 	if (rc != 0) {
 		fail_target(srv, q, rc, check ? "restore check failed" : "restore failed", &t);
 		return reply_fail(conn, url, q);
 	}
+	json_t *o = pos_json(as[0] ? as : q->db, &pos);
 	if (!check) {
 		/* Wakes the cluster's long polls: its primary takes the
 		 * restored state at once. */
@@ -950,8 +1153,17 @@ static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_con
 		LOG_DEBUG("cloud-http", "msg=\"database restored\" cluster=%s db=%s as=%s txid=%016" PRIx64
 				       " target_txid=%016" PRIx64 " target_ts_ms=%" PRId64,
 			 q->cluster, q->db, as[0] ? as : "-", pos.txid, t.txid, t.ts_ms);
+		/* A restore appends one transaction (TXID + 1) under the
+		 * database's writer lock, so the state just before it is the
+		 * TXID below; a restore to the current state appends nothing. */
+		uint64_t undo = pos.txid == before.txid ? pos.txid : pos.txid - 1;
+		if (o && !as[0] && before.txid)
+			json_object_set_new(o, "undo_txid", jhex(undo));
+		publish_restore(srv, q, as, &pos, &t, !as[0] && before.txid ? undo : 0);
 	}
-	return reply_json(conn, HTTP_OK, pos_json(as[0] ? as : q->db, &pos), NULL);
+	if (o)
+		json_object_set_new(o, "ts_ms", json_integer(pos.ts_ms));
+	return reply_json(conn, HTTP_OK, o, NULL);
 }
 
 /* litefs-backup's CLI reads minTxId/maxTxId/minTimestamp/maxTimestamp at
@@ -1057,6 +1269,7 @@ static enum httpd_result handle_delete(struct cloud_http *srv, struct httpd_conn
 		return reply_fail(conn, url, q);
 	}
 	cloud_watch_bump(srv->watch, q->cluster);
+	cloud_events_publish(srv->events, q->cluster, "delete", json_pack("{s:o}", "db", httpd_json_str(q->db)));
 	LOG_DEBUG("cloud-http", "msg=\"database deleted\" cluster=%s db=%s", q->cluster, q->db);
 	return reply_json(conn, HTTP_OK, json_pack("{s:o, s:b}", "name", httpd_json_str(q->db), "deleted", 1), NULL);
 }
@@ -1080,6 +1293,13 @@ static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *con
 	case R_UPLOAD: return upload_finish(srv, conn, url, q);
 	case R_INFO: return handle_info(srv, conn, url, q);
 	case R_DELETE: return handle_delete(srv, conn, url, q);
+	case R_DBS: return handle_dbs(srv, conn, url, q);
+	case R_TIMELINE: return handle_timeline(srv, conn, url, q);
+	case R_PREVIEW: return handle_preview(srv, conn, url, q, false);
+	case R_PREVIEW_ROWS: return handle_preview(srv, conn, url, q, true);
+	case R_EVENTS: /* taken on the first call unless it had a body */
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "GET /events takes no body");
+		return reply_fail(conn, url, q);
 	case R_NONE: break;
 	}
 	return HTTPD_NO;
@@ -1147,6 +1367,8 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
 		if (rc != 0)
 			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
+	} else if (!q->fail_status && q->r == R_EVENTS && !has_body(conn)) {
+		return take_events(srv, conn, url, q);
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
 		q->spool_fd = fileio_spool_open(srv->tmp_dir);
 		if (q->spool_fd < 0)
@@ -1231,8 +1453,17 @@ int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const stru
 	srv->tmp_dir = strdup(opts->tmp_dir);
 	int rc = srv->tmp_dir ? cloud_watch_open(&srv->watch) : ERR_NOMEM;
 	if (rc == 0)
+		rc = cloud_timeline_open(cs, &srv->timeline);
+	if (rc == 0)
+		rc = cloud_preview_open(cs, &srv->preview);
+	if (rc == 0)
+		rc = cloud_events_open(&srv->events);
+	if (rc == 0)
 		rc = listen_on(srv, opts->addr);
 	if (rc != 0) {
+		cloud_events_close(srv->events);
+		cloud_preview_close(srv->preview);
+		cloud_timeline_close(srv->timeline);
 		cloud_watch_close(srv->watch);
 		free(srv->tmp_dir);
 		free(srv);
@@ -1264,6 +1495,9 @@ void cloud_http_stop(struct cloud_http *srv)
 		LOG_WARN("cloud-http", "msg=\"stopping with requests in flight\" n=%d", atomic_load(&srv->n_active));
 	httpd_stop(srv->daemon);
 	cloud_watch_close(srv->watch); /* the long polls ended with the server */
+	cloud_events_close(srv->events); /* so did the event streams */
+	cloud_preview_close(srv->preview);
+	cloud_timeline_close(srv->timeline);
 	free(srv->tmp_dir);
 	free(srv);
 }

@@ -250,6 +250,61 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, s
 /* Frees what cloud_db_info() returned; NULL is a no-op. */
 void cloud_db_info_free(struct cloud_db_info *info);
 
+/* ---- History for the dashboard (cloud_timeline.c) ------------------------
+ * Cheap reads that let a caller keep its own index of a database's
+ * positions up to date incrementally: the head (one catalog row and a few
+ * keyed lookups), then the positions after the last one it has. */
+
+#define CLOUD_HIST_LEVELS_MAX 8
+
+struct cloud_hist_head {
+	/* Changes when the database is deleted and created again: an index
+	 * of the old one must be dropped. */
+	int64_t incarnation;
+	struct cloud_pos pos;      /* current position (header timestamp) */
+	int64_t mts_ms;            /* its monotonic timestamp */
+	uint32_t page_size, pages;
+	uint64_t first_txid;       /* the oldest restorable position */
+	/* Compacted levels 1..n_levels: interval and how far compaction
+	 * considered positions (every position <= done was grouped). */
+	int n_levels;
+	int64_t level_ms[CLOUD_HIST_LEVELS_MAX + 1];
+	uint64_t level_done[CLOUD_HIST_LEVELS_MAX + 1];
+	int snap_level;
+	unsigned min_merge;        /* a group is merged from this many lower files or more */
+};
+
+/* One restorable position and the bytes its upload stored (0 when that
+ * object is gone). ts_ms is the monotonic timestamp. */
+struct cloud_hist_tx {
+	uint64_t txid, min_txid;
+	int64_t ts_ms;
+	uint64_t size;
+};
+
+/* ERR_CLOUD_NAME, ERR_CLOUD_NOT_FOUND or a catalog error. */
+int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_hist_head *out);
+/* Up to max positions with TXID > after, ascending, of the incarnation
+ * given (ERR_CLOUD_NOT_FOUND if the database is no longer that one). */
+int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n);
+/* The stored bases (min TXID 1: snapshots) by TXID. Caller frees *out
+ * with free(). */
+int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			 struct cloud_snapshot_info **out, size_t *n);
+
+/* A walk over every stored file of a database summing their bytes, in
+ * chunks (each under the catalog lock once): zero it to start. */
+struct cloud_hist_bytes {
+	uint64_t key_min, key_max; /* the last file read */
+	int key_level;
+	uint64_t bytes;            /* sum so far */
+	bool done;
+};
+/* Goes on with the walk w over up to max_rows files. */
+int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
+			  struct cloud_hist_bytes *w, size_t max_rows);
+
 /* Deletes a database and all its history. */
 int cloud_db_delete(struct cloud_store *cs, const char *cluster, const char *db);
 
