@@ -22,17 +22,17 @@
  * usual upload: a few pages) is received into memory and ingested on the
  * connection's own thread at the end of the body: no thread, no socket
  * pair, no copy through the kernel per upload. A larger or chunked body is
- * streamed into the engine: the access handler writes
- * each chunk into one end of a socketpair and an ingest thread runs
- * cloud_ingest() with an ltx_read_fn over the other end. The body is never
- * held whole in memory (the socket buffer bounds it), and the engine sees
- * exactly the bytes the client sent, ending at end of body. If the engine
- * stops early (a bad header, a position mismatch) it closes its end; the
- * writer's send(MSG_NOSIGNAL) then fails with EPIPE and the rest of the
- * body is discarded. The reply (with Litefs-Hwm) is queued only after the
- * thread was joined, i.e. after the engine made the file durable. A client
- * that hangs up mid-body closes the writer end: the engine sees a truncated
- * file and stores nothing.
+ * streamed into the engine: the access handler writes each chunk into a
+ * byte pipe (base/bpipe.h, PIPE_BYTES; a socketpair cost two kernel copies
+ * and two syscalls per network read) and an ingest thread runs
+ * cloud_ingest() with bpipe_read over it. The body is never held whole in
+ * memory (the pipe bounds it), and the engine sees exactly the bytes the
+ * client sent, ending at end of body. If the engine stops early (a bad
+ * header, a position mismatch) it closes its end; the writer's next write
+ * then fails and the rest of the body is discarded. The reply (with
+ * Litefs-Hwm) is queued only after the thread was joined, i.e. after the
+ * engine made the file durable. A client that hangs up mid-body closes the
+ * writer end: the engine sees a truncated file and stores nothing.
  *
  * POST /db/upload spools the SQLite file into an unnamed temp file
  * (O_TMPFILE, so nothing is left behind by a crash) and hands the fd to the
@@ -64,7 +64,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -77,6 +76,7 @@
 #include "cloud/cloud_ui.h"
 #include "cloud/cloud_timeline.h"
 #include "cloud/cloud_watch.h"
+#include "base/bpipe.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -93,7 +93,7 @@
  * token once the others are busy (is_trusted, docs/http.md). */
 #define RESERVED_WORKERS 64u
 #define STOP_GRACE_MS 10000
-#define SOCK_BUF_BYTES (1 << 20)
+#define PIPE_BYTES (1u << 20)
 /* POST /db/tx bodies up to this size (by Content-Length) are received in
  * memory and ingested on the connection's thread. */
 #define INLINE_TX_MAX (256u << 10)
@@ -163,9 +163,10 @@ struct creq {
 	uint8_t *body;
 	size_t body_len, body_cap;
 	bool ingested;
-	/* POST /db/tx, large or chunked: the ingest thread and its socketpair. */
-	int feed_fd;                 /* writer end, -1 once closed */
-	int drain_fd;                /* reader end (the thread's), closed by it */
+	/* POST /db/tx, large or chunked: the ingest thread and the pipe that
+	 * feeds it (base/bpipe.h). */
+	struct bpipe pipe;
+	bool feeding;                /* the pipe is open for writing */
 	bool worker_started, worker_joined;
 	pthread_t worker;
 	struct cloud_http *srv;
@@ -825,32 +826,25 @@ static enum httpd_result take_events(struct cloud_http *srv, struct httpd_conn *
 static void *ingest_main(void *arg)
 {
 	struct creq *q = arg;
-	int fd = q->drain_fd;
 	memset(&q->res, 0, sizeof(q->res));
-	q->ingest_rc = cloud_ingest(q->srv->cs, q->cluster, q->db, fdio_read, &fd, &q->res);
-	/* Closing our end makes the writer's next send fail with EPIPE, so a
-	 * body the engine stopped reading is discarded, not waited on. */
-	close(fd);
-	q->drain_fd = -1;
+	q->ingest_rc = cloud_ingest(q->srv->cs, q->cluster, q->db, bpipe_read, &q->pipe, &q->res);
+	/* The writer's next write fails, so a body the engine stopped
+	 * reading is discarded, not waited on. */
+	bpipe_close_read(&q->pipe);
 	return NULL;
 }
 
 static int tx_begin(struct cloud_http *srv, struct creq *q)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-		return -errno;
-	int sz = SOCK_BUF_BYTES;
-	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-	q->feed_fd = sv[0];
-	q->drain_fd = sv[1];
+	int rc = bpipe_init(&q->pipe, PIPE_BYTES);
+	if (rc < 0)
+		return rc;
+	q->feeding = true;
 	q->srv = srv;
-	int rc = pthread_create(&q->worker, NULL, ingest_main, q);
+	rc = pthread_create(&q->worker, NULL, ingest_main, q);
 	if (rc != 0) {
-		close(sv[0]);
-		close(sv[1]);
-		q->feed_fd = q->drain_fd = -1;
+		bpipe_destroy(&q->pipe);
+		q->feeding = false;
 		return -rc;
 	}
 	q->worker_started = true;
@@ -860,30 +854,23 @@ static int tx_begin(struct cloud_http *srv, struct creq *q)
 /* Ends the body for the engine and waits for its verdict. */
 static void tx_join(struct creq *q)
 {
-	if (q->feed_fd >= 0) {
-		close(q->feed_fd);
-		q->feed_fd = -1;
+	if (q->feeding) {
+		bpipe_close_write(&q->pipe);
+		q->feeding = false;
 	}
 	if (q->worker_started && !q->worker_joined) {
 		pthread_join(q->worker, NULL);
 		q->worker_joined = true;
+		bpipe_destroy(&q->pipe);
 	}
 }
 
 static void tx_feed(struct creq *q, const char *data, size_t len)
 {
-	while (len > 0 && q->feed_fd >= 0) {
-		ssize_t n = send(q->feed_fd, data, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			/* The engine stopped reading (it decided already). */
-			close(q->feed_fd);
-			q->feed_fd = -1;
-			return;
-		}
-		data += n;
-		len -= (size_t)n;
+	if (q->feeding && bpipe_write(&q->pipe, data, len) < 0) {
+		/* The engine stopped reading (it decided already). */
+		bpipe_close_write(&q->pipe);
+		q->feeding = false;
 	}
 }
 
@@ -1400,7 +1387,7 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 	struct creq *q = calloc(1, sizeof(*q));
 	if (!q)
 		return HTTPD_NO;
-	q->feed_fd = q->drain_fd = q->spool_fd = -1;
+	q->spool_fd = -1;
 	*con_cls = q;
 	if (atomic_load(&srv->stopping))
 		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");

@@ -78,6 +78,8 @@ struct settings {
 	int64_t levels_ms[MAX_LEVELS];
 	size_t n_levels;
 	int64_t snapshot_interval_ms;
+	double snapshot_ratio;
+	unsigned min_merge;
 	uint64_t max_upload_bytes;
 	uint64_t max_db_bytes;
 	char *log_level;
@@ -209,6 +211,23 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 			st->snapshot_interval_ms = ms;
 		return rc;
 	}
+	if (!strcmp(key, "snapshot-ratio")) {
+		/* A number > 0, or "every" for a snapshot every interval. */
+		char *end;
+		double r = strcmp(v, "every") == 0 ? -1 : strtod(v, &end);
+		if (r == 0 || (r > 0 && (*end != '\0' || r > 1e6)))
+			return ERR_CONFIG;
+		st->snapshot_ratio = r;
+		return 0;
+	}
+	if (!strcmp(key, "min-merge")) {
+		char *end;
+		unsigned long n = strtoul(v, &end, 10);
+		if (v[0] < '0' || v[0] > '9' || *end != '\0' || n < 2 || n > 1000000)
+			return ERR_CONFIG;
+		st->min_merge = (unsigned)n;
+		return 0;
+	}
 	if (!strcmp(key, "max-upload-size"))
 		return parse_size(v, &st->max_upload_bytes);
 	if (!strcmp(key, "max-db-size"))
@@ -261,7 +280,8 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 }
 
 static const char *const setting_keys[] = {
-	"addr", "data-dir", "retention", "levels", "snapshot-interval", "max-upload-size", "max-db-size", "log-level",
+	"addr", "data-dir", "retention", "levels", "snapshot-interval", "snapshot-ratio", "min-merge",
+	"max-upload-size", "max-db-size", "log-level",
 	"ui-session", "admin-addr",
 	"s3-bucket", "s3-endpoint", "s3-region", "s3-prefix", "s3-addressing", "s3-access-key-id",
 	"s3-secret-access-key", "s3-session-token", "s3-part-size",
@@ -273,6 +293,9 @@ static const char *const setting_help[] = {
 	"how long history is kept: Go duration or days, e.g. 30d, 12h (default 30d)",
 	"compaction levels above L0, ascending, e.g. 10s,5m,1h (default 10s,5m,1h)",
 	"interval of the snapshot level (default 24h)",
+	"snapshot at an interval's end only once a restore would read this many times\n"
+	"                        the last snapshot's bytes after it; \"every\": always (default 4)",
+	"merge a group of a compaction level only from this many files or more (default 8)",
 	"largest accepted LTX upload (default 1GiB)",
 	"largest accepted SQLite upload, POST /db/upload (default 64GiB)",
 	"debug, info, warn or error (default info)",
@@ -685,6 +708,8 @@ static int open_store(const struct settings *st, struct cloud_store **cs)
 		.n_levels = st->n_levels,
 		.snapshot_interval_ms = st->snapshot_interval_ms,
 		.max_upload_bytes = st->max_upload_bytes,
+		.snapshot_ratio = st->snapshot_ratio,
+		.min_merge = st->min_merge,
 	};
 	int rc = cloud_store_open(&o, cs);
 	if (rc != 0)

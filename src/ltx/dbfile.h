@@ -43,6 +43,21 @@ int dbfile_checksum(int fd, uint32_t page_size, uint64_t *checksum, uint32_t *n_
  * valid and first >= 1. */
 uint64_t dbfile_zero_pages_checksum(uint32_t page_size, uint32_t first, uint32_t last);
 
+/* Checksums of all-zero pages of one page size (the shortcut above),
+ * "raw": without LTX_CHECKSUM_FLAG, for XOR-ing into a running sum. */
+struct dbfile_zero_sum {
+	uint32_t page_size;
+	uint64_t g0;     /* raw CRC of be32(0) || zero page */
+	uint64_t d[32];  /* g(1<<k) ^ g(0) */
+};
+/* 33 CRCs of a zero page; page_size must be valid. */
+void dbfile_zero_sum_init(struct dbfile_zero_sum *z, uint32_t page_size);
+/* Raw checksum of the zero page pgno (32 XORs). */
+uint64_t dbfile_zero_sum_page(const struct dbfile_zero_sum *z, uint32_t pgno);
+/* Raw XOR of the checksums of zero pages first..last, lock page skipped
+ * (0 when first > last). */
+uint64_t dbfile_zero_sum_range(const struct dbfile_zero_sum *z, uint64_t first, uint64_t last);
+
 /* Options of dbfile_encode_snapshot(). */
 struct dbfile_snapshot_opts {
 	uint32_t page_size;   /* 0: read it from the SQLite header */

@@ -810,7 +810,10 @@ static void test_apply_corrupt_unchanged(void **state)
 				    pos >= f.ltx.len - LTX_TRAILER_SIZE)
 					fail_msg("bit flip at %zu of %zu accepted", pos, f.ltx.len);
 				assert_fd_content(db, f.after.data, (size_t)f.after.n_pages * ps);
-				n_same++;
+				/* The frame's content checksum (its last 4 bytes)
+				 * is not verified: the file checksum covers it. */
+				if (pos < f.ltx.len - LTX_TRAILER_SIZE - 4)
+					n_same++;
 				write_model(db, &f.before);
 				continue;
 			}
