@@ -1810,6 +1810,11 @@ static int load_state(struct db *db, bool clean)
 	}
 	if (np == 0 && !db->exists[DB_KIND_DB] && have_last && h.commit == 0)
 		return 0;
+	if (have_last && (rc = db_redo_full_record(db, seg_first, rec_off, &h, &t)) != 1) {
+		if (rc == 0)
+			return load_state(db, false);
+		return rc;
+	}
 	LOG_WARN("db", "msg=\"database is ahead of its LTX chain; recording its full state as one transaction\" "
 		       "db=%s txid=%016" PRIx64 " chain=%016" PRIx64 " db_checksum=%016" PRIx64,
 		 db->name, db->pos.txid + 1, want, c);

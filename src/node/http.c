@@ -138,6 +138,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -154,6 +155,7 @@
 
 #include "base/clock.h"
 #include "proto/cluster.h"
+#include "node/apply.h"
 #include "node/db.h"
 #include "base/err.h"
 #include "proto/dbname.h"
@@ -206,6 +208,10 @@ struct http_server {
 
 	/* Counters for /metrics (since start). */
 	atomic_ulong n_import_ok, n_import_err, n_export_ok, n_export_err;
+
+	/* Set by http_stop() once the grace period is over: imports still
+	 * waiting for readers give up (nothing applied). */
+	atomic_bool abort_imports;
 };
 
 /* What *con_cls points to between the calls of the access handler: the
@@ -222,6 +228,7 @@ struct import_req {
 	uint64_t n_bytes;       /* body bytes written so far */
 	unsigned fail_status;   /* non-zero: discard the body, reply this */
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
+	bool full_check;        /* check=full: PRAGMA integrity_check, not quick_check */
 	char fail_msg[HTTPD_MSG_LEN];
 };
 
@@ -830,139 +837,174 @@ static int import_check_header(struct import_req *ir, uint32_t *page_size)
 	return 0;
 }
 
-/* PRAGMA integrity_check on the temp copy. 0 or -1 (reason in ir). */
-static int import_check_integrity(struct http_server *srv, struct import_req *ir, sqlite3 *src)
+/* The validation of an uploaded copy, run in its own thread beside the
+ * encoding of the record (apply_import): PRAGMA quick_check (every b-tree
+ * page, cell, overflow chain and the freelist: O(N)) or, with check=full,
+ * PRAGMA integrity_check (also every index against its table: O(N log N),
+ * about 5x longer). A file that fails never becomes a transaction. */
+struct import_check {
+	struct http_server *srv;
+	const char *uri;
+	bool full;
+	bool started, joined;
+	pthread_t thread;
+	unsigned status; /* 0: sound */
+	char msg[HTTPD_MSG_LEN];
+};
+
+static void *import_check_main(void *arg)
 {
+	struct import_check *c = arg;
+	const char *what = c->full ? "integrity_check" : "quick_check";
+	char sql[64];
+	sqlite3 *src = NULL;
 	sqlite3_stmt *stmt = NULL;
-	int rc = sqlite3_prepare_v2(src, "PRAGMA integrity_check(10)", -1, &stmt, NULL);
+	int rc = sqlite3_open_v2(c->uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+	if (rc != SQLITE_OK) {
+		c->status = HTTP_BAD_REQUEST;
+		snprintf(c->msg, sizeof(c->msg), "cannot open the uploaded file: %s",
+			 src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+		sqlite3_close(src);
+		return NULL;
+	}
+	sqlite_prepare_conn(c->srv, src);
+	snprintf(sql, sizeof(sql), "PRAGMA %s(10)", what);
+	rc = sqlite3_prepare_v2(src, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
 		const char *r = (const char *)sqlite3_column_text(stmt, 0);
-		if (r && strcmp(r, "ok") == 0) {
-			sqlite3_finalize(stmt);
-			return 0;
+		if (!r || strcmp(r, "ok") != 0) {
+			c->status = HTTP_BAD_REQUEST;
+			snprintf(c->msg, sizeof(c->msg), "integrity check failed (PRAGMA %s): %.300s", what,
+				 r ? r : "(null)");
 		}
-		import_fail(ir, HTTP_BAD_REQUEST, "integrity_check failed: %.300s", r ? r : "(null)");
-	} else if (atomic_load(&srv->stopping)) {
-		import_fail(ir, HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	} else if (atomic_load(&c->srv->stopping)) {
+		c->status = HTTP_SERVICE_UNAVAILABLE;
+		snprintf(c->msg, sizeof(c->msg), "the node is shutting down");
 	} else {
-		import_fail(ir, HTTP_BAD_REQUEST, "not a valid SQLite database: %s", sqlite3_errmsg(src));
+		c->status = HTTP_BAD_REQUEST;
+		snprintf(c->msg, sizeof(c->msg), "not a valid SQLite database: %s", sqlite3_errmsg(src));
 	}
 	sqlite3_finalize(stmt);
-	return -1;
+	sqlite3_close(src);
+	return NULL;
 }
 
-/* Validates the uploaded copy and applies it to the live database as one
- * transaction. 0 (with *pos) or -1 (reason in ir). */
-static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
+/* Waits for the validation; 0 if the file is sound. */
+static int import_check_join(struct import_check *c)
 {
-	sqlite3 *src = NULL;
-	char *uri = NULL, *path = NULL;
-	uint32_t ps = 0;
-	int ret = -1, rc;
-	struct db *db = NULL;
-	struct db_stats before = { 0 };
-	bool created = false; /* this request may have created the database file */
+	if (c->started && !c->joined) {
+		pthread_join(c->thread, NULL);
+		c->joined = true;
+	}
+	return c->status ? -EBADMSG : 0;
+}
 
-	if (import_check_header(ir, &ps) != 0)
-		goto out;
-	if (!(uri = immutable_uri(ir->tmp_path)) || !(path = mount_path(srv, ir->name))) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-		goto out;
-	}
-	rc = sqlite3_open_v2(uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-	if (rc != SQLITE_OK) {
-		import_fail(ir, HTTP_BAD_REQUEST, "cannot open the uploaded file: %s",
-			    src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
-		goto out;
-	}
-	sqlite_prepare_conn(srv, src);
-	if (import_check_integrity(srv, ir, src) != 0)
-		goto out;
+struct import_ctx {
+	struct http_server *srv;
+	struct import_req *ir;
+	struct import_check *check;
+	uint32_t page_size;
+};
 
-	/* Conflicts with the live database are found before any write. */
-	/* A deleted database keeps its registry entry and its position. */
-	db = store_find(srv->st, ir->name, true);
-	if (db)
-		db_stats(db, -1, &before);
-	if (!before.exists)
-		db = NULL;
-	if (db && before.write_refused) {
-		import_fail(ir, HTTP_CONFLICT, "database %s failed verification; writes are refused", ir->name);
-		goto out;
+/* apply_import's validated(): the copy is refused if the check failed. */
+static int import_validated(void *arg)
+{
+	struct import_ctx *ic = arg;
+	int rc = import_check_join(ic->check);
+	if (rc)
+		import_fail(ic->ir, ic->check->status, "%s", ic->check->msg);
+	return rc;
+}
+
+/* apply_import's check(): conflicts with the live database, found with
+ * writers excluded and before any write. */
+static int import_conflicts(void *arg, struct db *db)
+{
+	struct import_ctx *ic = arg;
+	struct db_stats st = { 0 };
+	db_stats(db, -1, &st);
+	if (st.exists && st.write_refused) {
+		import_fail(ic->ir, HTTP_CONFLICT, "database %s failed verification; writes are refused", ic->ir->name);
+		return -EPERM;
 	}
-	if (db && before.page_size != 0 && before.n_pages != 0 && before.page_size != ps) {
-		import_fail(ir, HTTP_CONFLICT,
+	uint32_t ps = ic->page_size;
+	if (st.exists && st.page_size != 0 && st.n_pages != 0 && st.page_size != ps) {
+		import_fail(ic->ir, HTTP_CONFLICT,
 			    "page size mismatch: database %s has %u-byte pages, the file has %u-byte pages "
 			    "(LiteFS cannot change a database's page size; import under a new name, or "
 			    "rebuild the file with PRAGMA page_size=%u; VACUUM)",
-			    ir->name, before.page_size, ps, before.page_size);
-		goto out;
+			    ic->ir->name, st.page_size, ps, st.page_size);
+		return -EPERM;
 	}
+	return 0;
+}
 
-	created = db == NULL;
-	/* The copy into the mount runs in a child process: the node must not
-	 * map its own files (sqlchild.c). */
-	{
-		char line[HTTPD_MSG_LEN + 32];
-		const char *msg = "";
-		struct sqlchild child;
-		char *argv[] = { "litefs", "__sqlite", "import", uri, path, created ? "1" : "0", NULL };
-		rc = sqlchild_start(&child, argv);
-		if (rc != 0) {
-			import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
-			goto out;
-		}
-		int slot = child_track(srv, child.pid);
-		sqlchild_read(&child, line, sizeof(line));
-		sqlchild_finish(&child);
-		child_untrack(srv, slot);
-		rc = SQLITE_OK;
-		if (strcmp(line, "OK") != 0 && !sqlchild_parse_err(line, &rc, &msg)) {
-			rc = SQLITE_ERROR;
-			msg = line;
-		}
-		if (rc != SQLITE_OK) {
-			unsigned status = sqlite_status(rc);
-			if (atomic_load(&srv->stopping))
-				import_fail(ir, HTTP_SERVICE_UNAVAILABLE,
-					    "the node is shutting down; the import was interrupted (if the position of "
-					    "%s did not advance, nothing was applied)", ir->name);
-			else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
-				import_fail(ir, status, "database %s is busy: another connection held a lock for %d ms",
-					    ir->name, HTTP_BUSY_TIMEOUT_MS);
-			else
-				import_fail(ir, status == HTTP_NOT_FOUND ? HTTP_INTERNAL_SERVER_ERROR : status,
-					    "cannot write database %s: %s", ir->name, msg);
-			goto out;
-		}
-	}
+/* Validates the uploaded copy and applies it to the live database as one
+ * transaction (apply_import: no SQLite connection on the mount, no pass
+ * through FUSE). 0 (with *pos) or -1 (reason in ir). */
+static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
+{
+	char *uri = NULL;
+	uint32_t ps = 0;
+	int rc;
+	struct import_check check = { .srv = srv, .full = ir->full_check };
+	struct import_ctx ic = { .srv = srv, .ir = ir, .check = &check };
 
-	db = store_find(srv->st, ir->name, false);
-	if (!db) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "database %s vanished after the import", ir->name);
-		goto out;
+	if (import_check_header(ir, &ps) != 0)
+		return -1;
+	ic.page_size = ps;
+	if (!(uri = immutable_uri(ir->tmp_path))) {
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		return -1;
 	}
-	*pos = db_pos(db);
-	if (pos->txid != before.pos.txid + 1)
-		LOG_WARN("http", "msg=\"other commits happened around the import; position includes them\" db=%s "
-				 "txid_before=%016" PRIx64 " txid=%016" PRIx64,
-			 ir->name, before.pos.txid, pos->txid);
-	ret = 0;
-out:
-	sqlite3_close(src);
-	/* A database this request created but never filled is removed, so a
-	 * failed import leaves no trace (no transaction: nothing to record). */
-	if (ret != 0 && created && (db = store_find(srv->st, ir->name, false)) != NULL) {
-		struct db_stats now;
-		db_stats(db, -1, &now);
-		if (now.pos.txid == 0 && now.n_pages == 0)
-			unlink(path);
+	check.uri = uri;
+	/* The check reads the temp file while apply_import encodes it (which
+	 * reads it too, and never writes it). */
+	if ((rc = pthread_create(&check.thread, NULL, import_check_main, &check)) != 0) {
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", strerror(rc));
+		free(uri);
+		return -1;
 	}
+	check.started = true;
+
+	/* A deleted database keeps its registry entry and its position. */
+	struct db *db = store_find(srv->st, ir->name, true);
+	if (!db && (rc = store_create(srv->st, ir->name, &db)) != 0) {
+		import_check_join(&check);
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot create database %s: %s", ir->name, err_str(rc));
+		free(uri);
+		return -1;
+	}
+	struct apply_import_opts o = {
+		.page_size = ps,
+		.n_pages = (uint32_t)(ir->n_bytes / ps),
+		.cancel = &srv->abort_imports,
+		.max_wait_us = (int64_t)HTTP_BUSY_TIMEOUT_MS * 1000,
+		.check = import_conflicts,
+		.validated = import_validated,
+		.ctx = &ic,
+	};
+	rc = apply_import(db, ir->fd, &o, pos);
+	import_check_join(&check);
 	free(uri);
-	free(path);
-	return ret;
+	if (rc == 0)
+		return 0;
+	if (ir->fail_status)
+		return -1; /* refused by a check, reason given */
+	if (rc == -ECANCELED || atomic_load(&srv->stopping))
+		import_fail(ir, HTTP_SERVICE_UNAVAILABLE,
+			    "the node is shutting down; the import was interrupted (if the position of "
+			    "%s did not advance, nothing was applied)", ir->name);
+	else if (rc == -ETIMEDOUT)
+		import_fail(ir, HTTP_SERVICE_UNAVAILABLE, "database %s is busy: another connection held a lock for %d ms",
+			    ir->name, HTTP_BUSY_TIMEOUT_MS);
+	else if (rc == -ENOSPC || rc == -EDQUOT)
+		import_fail(ir, HTTP_INSUFFICIENT_STORAGE, "cannot write database %s: %s", ir->name, err_str(rc));
+	else
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot write database %s: %s", ir->name, err_str(rc));
+	return -1;
 }
 
 /* End of the upload: validate, apply, reply. */
@@ -1049,6 +1091,10 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_YES;
 	}
 	snprintf(ir->name, sizeof(ir->name), "%s", name);
+	const char *chk = NULL;
+	size_t chk_len = 0;
+	ir->full_check = httpd_arg(conn, "check", &chk, &chk_len) == HTTPD_YES && chk && chk_len == 4 &&
+			 memcmp(chk, "full", 4) == 0;
 	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->tmp_path);
 	if (fd < 0) {
 		LOG_ERROR("http", "msg=\"cannot create temp file\" db=%s dir=\"%s\" err=\"%s\"", name, srv->tmp_dir,
@@ -1673,6 +1719,7 @@ void http_stop(struct http_server *srv)
 		int left = atomic_load(&srv->n_active);
 		if (left > 0)
 			LOG_WARN("http", "msg=\"stopping with requests in flight; ending them\" n=%d", left);
+		atomic_store(&srv->abort_imports, true);
 		children_terminate(srv);
 		httpd_stop(srv->daemon);
 	}
