@@ -694,9 +694,16 @@ static int copy_whole(int dst, int src, off_t len)
 
 /* The import proper (db->mu held, readers excluded): the record, then the
  * file. *h / *t get the record's header and trailer. */
-static int import_locked(struct db *db, int src_fd, const struct apply_import_opts *o, struct ltx_header *h,
-			 struct ltx_trailer *t)
+/* Where an import's time went (milliseconds), for its log line. */
+struct import_spans {
+	int64_t encode, check_wait, sync, copy;
+	bool renamed; /* the file was renamed into place, not copied */
+};
+
+static int import_locked(struct db *db, int src_fd, const struct apply_import_opts *o, int x_db_fd, int x_shm_fd,
+			 struct ltx_header *h, struct ltx_trailer *t, struct import_spans *sp)
 {
+	int64_t t0 = clock_mono_ms();
 	const off_t size = (off_t)o->n_pages * o->page_size;
 	int rc;
 
@@ -714,7 +721,8 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		return rc;
 	/* The space for the new file first: a full disk refuses the import
 	 * before the record exists, never half-way through the copy. */
-	if (fallocate(db->db_fd, FALLOC_FL_KEEP_SIZE, 0, size) != 0 && errno != EOPNOTSUPP)
+	bool may_copy = !o->src_path || db->n_handles != (x_db_fd >= 0) + (x_shm_fd >= 0);
+	if (may_copy && fallocate(db->db_fd, FALLOC_FL_KEEP_SIZE, 0, size) != 0 && errno != EOPNOTSUPP)
 		return -errno;
 	if (db->chain.log_fd < 0) {
 		if ((rc = chain_open_segment(&db->chain, db->pos.txid + 1)) != 0)
@@ -729,7 +737,7 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 	struct dbfile_snapshot_opts so = {
 		.page_size = o->page_size,
 		.timestamp_ms = clock_wall_ms(),
-		.compress = db->node->compress,
+		.compress = false, /* see "Import" in docs/http.md: LZ4 costs more CPU than it saves disk time */
 		.follows_txid = db->pos.txid,
 		.pre_apply_checksum = db->pos.checksum,
 		.node_id = db->node->node_id,
@@ -749,26 +757,61 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		ltxlog_encode_hdr(rh, (uint32_t)len);
 		rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)rec_off);
 	}
+	int64_t t1 = clock_mono_ms();
+	sp->encode = t1 - t0;
 	/* Validation ran beside the encoding; a refusal cuts the record off. */
 	if (rc == 0 && o->validated)
 		rc = o->validated(o->ctx);
+	int64_t t2 = clock_mono_ms();
+	sp->check_wait = t2 - t1;
 	if (rc == 0 && sys_fsync(db->chain.log_fd) != 0)
 		rc = -errno;
+	int64_t t3 = clock_mono_ms();
+	sp->sync = t3 - t2;
 	if (rc) {
 		if (sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
 			LOG_ERROR("db", "msg=\"cannot remove refused import record\" db=%s err=\"%s\"", db->name,
 				  strerror(errno));
 		return rc;
 	}
-	/* The record is durable: from here a crash is repaired at the next
-	 * start by writing the record's pages again (db_redo_full_record). */
-	rc = copy_whole(db->db_fd, src_fd, size);
-	if (rc == 0)
-		rc = sys_pwrite_all(db->db_fd, hdr, sizeof(hdr), 0);
-	if (rc == 0 && sys_ftruncate(db->db_fd, size) != 0)
-		rc = -errno;
-	if (rc == 0 && sys_fsync(db->db_fd) != 0)
-		rc = -errno;
+	/* The record is durable. Nobody but this import has a file of the
+	 * database open: the imported file becomes the db file (rename, no
+	 * copy; a crash before the rename leaves the old file, which the
+	 * next start finds at the record's pre-apply checksum: the record is
+	 * dropped). Otherwise open handles must keep reading the same inode:
+	 * the file is copied into it in place, and a crash half-way is
+	 * repaired at the next start by writing the record's pages again
+	 * (db_redo_full_record). */
+	int own = (x_db_fd >= 0) + (x_shm_fd >= 0);
+	if (o->src_path && db->n_handles == own) {
+		rc = sys_pwrite_all(src_fd, hdr, sizeof(hdr), 0);
+		if (rc == 0 && sys_fsync(src_fd) != 0)
+			rc = -errno;
+		if (rc == 0 && sys_renameat(o->src_dir_fd, o->src_path, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0)
+			rc = -errno;
+		if (rc) {
+			sys_ftruncate(db->chain.log_fd, (off_t)rec_off);
+			return rc;
+		}
+		sp->renamed = true;
+		sys_fsync(db->dir_fd);
+		int fd = db_open_backing(db, DB_KIND_DB, O_RDWR);
+		if (fd < 0) {
+			rc = fd;
+		} else {
+			close(db->db_fd);
+			db->db_fd = fd;
+		}
+	} else {
+		rc = copy_whole(db->db_fd, src_fd, size);
+		if (rc == 0)
+			rc = sys_pwrite_all(db->db_fd, hdr, sizeof(hdr), 0);
+		if (rc == 0 && sys_ftruncate(db->db_fd, size) != 0)
+			rc = -errno;
+		if (rc == 0 && sys_fsync(db->db_fd) != 0)
+			rc = -errno;
+	}
+	sp->copy = clock_mono_ms() - t3;
 	if (rc) {
 		LOG_ERROR("db", "msg=\"import: cannot write the database file after its record; writes are refused "
 				"until a restart repairs it from the record\" db=%s err=\"%s\"", db->name, err_str(rc));
@@ -823,7 +866,9 @@ int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, s
 	struct ltx_header h;
 	struct ltx_trailer t;
 	lockwatch_lock(&db->mu, "import");
-	rc = import_locked(db, src_fd, o, &h, &t);
+	struct import_spans sp = { 0 };
+	int64_t t_locked = clock_mono_ms();
+	rc = import_locked(db, src_fd, o, x.db_fd, x.shm_fd, &h, &t, &sp);
 	if (rc && !existed && !db->exists[DB_KIND_DB] && !db->write_refused && db->db_fd >= 0) {
 		/* A refused import of a new database leaves no file behind. */
 		close(db->db_fd);
@@ -853,8 +898,11 @@ int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, s
 		walidx_publish(db, x.shm_fd, old_n);
 	readmit_readers(&x);
 	if (rc == 0) {
-		LOG_INFO("db", "msg=imported db=%s txid=%016" PRIx64 " pages=%u checksum=%016" PRIx64, db->name,
-			 h.max_txid, new_n, t.post_apply_checksum);
+		LOG_INFO("db", "msg=imported db=%s txid=%016" PRIx64 " pages=%u checksum=%016" PRIx64
+			       " wait_ms=%" PRId64 " encode_ms=%" PRId64 " check_wait_ms=%" PRId64 " sync_ms=%" PRId64
+			       " %s_ms=%" PRId64 " total_ms=%" PRId64,
+			 db->name, h.max_txid, new_n, t.post_apply_checksum, x.waited_us / 1000, sp.encode,
+			 sp.check_wait, sp.sync, sp.renamed ? "rename" : "copy", sp.copy, clock_mono_ms() - t_locked);
 		node_notify_change(db->node);
 	}
 	return rc;

@@ -41,6 +41,11 @@ int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guar
 /* How apply_import() waits and checks. */
 struct apply_import_opts {
 	uint32_t page_size, n_pages; /* of the file: validated SQLite header, size = n_pages * page_size */
+	/* Where the file is (a private temp file on the data directory's file
+	 * system): when no client has the database open, it is renamed into
+	 * place instead of copied. NULL / -1: always copied. */
+	int src_dir_fd;
+	const char *src_path;
 	const atomic_bool *cancel;   /* set while waiting for readers: give up, -ECANCELED */
 	int64_t max_wait_us;         /* waiting for readers longer than this: -ETIMEDOUT (0: no limit) */
 	/* Run once readers and writers are excluded, before anything changes
@@ -62,8 +67,9 @@ struct apply_import_opts {
  * writers are excluded with SQLite's locks as for apply_ltx(); the record
  * (every page, following db->pos; LZ4 when data.compress) is encoded from
  * src_fd straight into the open segment in one pass and made durable;
- * then the file is copied into the db file in the kernel and synced; the
- * position advances. A crash after the record is durable is completed at
+ * then the file is renamed into place (nobody has the database open) or
+ * copied into the db file in the kernel, and synced; the position
+ * advances. A crash after the record is durable is completed at
  * the next start (db_redo_full_record). Returns 0 with *pos, or an error
  * (nothing changed, except when writing the db file itself failed: the
  * database then refuses writes until a restart repairs it).
