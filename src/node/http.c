@@ -45,35 +45,31 @@
  *   2. Body chunks are appended to the temp file as they arrive: the body
  *      is never held in memory. A chunked body that grows past the cap
  *      aborts the connection (there is no way to reply mid-body).
- *   3. End of body: validate the copy — the SQLite header ("SQLite format
+ *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
- *      a whole number of pages), then PRAGMA integrity_check through
- *      libsqlite3, opened read-only with immutable=1 so that no journal or
- *      WAL next to the temp file is ever consulted. Nothing about the live
- *      database has been touched yet, so a rejection leaves it unchanged.
- *   4. Copy with the SQLite online backup API into the MOUNTED path
- *      (<fuse.dir>/NAME), in the child process (`litefs __sqlite import`),
- *      through a connection with a busy timeout. The
- *      backup writes every page inside one write transaction of the live
- *      database, so the mount captures exactly one LTX through its normal
- *      commit path, with SQLite's own locking against other clients. The
- *      backup is stepped in chunks only so that shutdown can interrupt it;
- *      the destination transaction spans all steps and commits once.
+ *      a whole number of pages), then start the validation in a thread:
+ *      PRAGMA quick_check (or integrity_check with check=full) through
+ *      libsqlite3 on the temp copy, opened read-only with immutable=1 so
+ *      that no journal or WAL next to it is ever consulted.
+ *   4. Meanwhile apply_import (apply.c): readers and writers of the live
+ *      database are excluded with SQLite's locks, conflicts are checked
+ *      (import_conflicts), and the copy is encoded into the chain as one
+ *      record with every page. Then the validation is waited for
+ *      (import_validated): a refusal cuts the record off and nothing
+ *      changed. Otherwise the record is made durable and the copy renamed
+ *      into place (nobody has the database open) or copied into the open
+ *      file. No SQLite connection on the mount, no page through FUSE.
  *
- *   Journal modes. An existing database keeps its journal mode: SQLite's
- *   backup already keeps a WAL destination in WAL mode, and a WAL-mode file
- *   imported into a rollback-mode database would switch it to WAL, so the
- *   header of the temp copy is set to rollback (bytes 18/19 = 1, exactly
- *   what PRAGMA journal_mode=DELETE writes on a checkpointed file). The
- *   same rewrite lets immutable=1 open WAL-mode files. A new database is
- *   therefore created in rollback mode; clients switch it to WAL as usual.
- *   Page sizes must match a non-empty destination: the mount refuses page
- *   size changes (an LTX chain has one page size), and SQLite refuses them
- *   for WAL destinations; both are reported as 409 before any write.
+ *   Journal modes. An existing database keeps its journal mode and a new
+ *   one is created in rollback mode: bytes 18/19 of the header are set
+ *   (apply.c import_header, as SQLite's backup API would, with the change
+ *   counter and schema cookie moved on). The temp copy's bytes 18/19 are
+ *   set to 1 before the check, which lets immutable=1 open WAL-mode files.
+ *   Page sizes must match a non-empty destination (an LTX chain has one
+ *   page size): 409 before any write.
  *
- *   The reply carries db_pos() read right after the backup committed. If
- *   another client commits in between, the position includes that commit
- *   too (logged); it is never older than the import.
+ *   The reply carries the import's position: writers are excluded while it
+ *   is made, so no other commit lands in between.
  *
  * EXPORT (GET /export?name=NAME)
  *
@@ -101,10 +97,10 @@
  * SHUTDOWN (http_stop). New requests get 503 and new connections are
  * refused; requests in flight get HTTP_STOP_GRACE_MS to finish, so that an
  * import that commits also delivers its reply (closing the connection
- * after the commit would report a failure for an applied import). Then the
- * helper processes still running are sent SIGTERM — a helper killed inside
- * its write transaction is a client killed mid-transaction, which the mount
- * turns into no transaction — and the server is stopped. Helpers are tracked by
+ * after the commit would report a failure for an applied import). Then
+ * imports still waiting for readers give up (abort_imports: nothing
+ * applied), the helper processes still running (exports) are sent SIGTERM,
+ * and the server is stopped. Helpers are tracked by
  * pidfd: a PID could be reused by the time the stop signals it, a pidfd
  * cannot.
  *
