@@ -574,48 +574,6 @@ int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guar
 #define IMPORT_WBUF (1u << 20)
 #define IMPORT_KICK (16 << 20)
 
-struct segw {
-	int fd;
-	off_t off, kicked;
-	size_t n;
-	uint8_t *buf;
-};
-
-static int segw_flush(struct segw *w)
-{
-	if (w->n == 0)
-		return 0;
-	int rc = sys_pwrite_all(w->fd, w->buf, w->n, w->off);
-	if (rc)
-		return rc;
-	w->off += (off_t)w->n;
-	w->n = 0;
-	if (w->off - w->kicked >= IMPORT_KICK) {
-		sync_file_range(w->fd, w->kicked, w->off - w->kicked, SYNC_FILE_RANGE_WRITE);
-		w->kicked = w->off;
-	}
-	return 0;
-}
-
-static int segw_write(void *ctx, const void *buf, size_t len)
-{
-	struct segw *w = ctx;
-	const uint8_t *p = buf;
-	while (len > 0) {
-		size_t k = IMPORT_WBUF - w->n < len ? IMPORT_WBUF - w->n : len;
-		memcpy(w->buf + w->n, p, k);
-		w->n += k;
-		p += k;
-		len -= k;
-		if (w->n == IMPORT_WBUF) {
-			int rc = segw_flush(w);
-			if (rc)
-				return rc;
-		}
-	}
-	return 0;
-}
-
 static uint32_t get_be32(const uint8_t *p)
 {
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
@@ -730,7 +688,8 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		db->dir_dirty = true;
 	}
 	uint64_t rec_off = db->chain.end;
-	struct segw w = { .fd = db->chain.log_fd, .off = (off_t)(rec_off + LTXLOG_HDR_SIZE) };
+	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(rec_off + LTXLOG_HDR_SIZE),
+				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
 	w.kicked = w.off;
 	if (!(w.buf = malloc(IMPORT_WBUF)))
 		return ERR_NOMEM;
@@ -743,9 +702,9 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		.node_id = db->node->node_id,
 		.sqlite_header = hdr,
 	};
-	rc = dbfile_encode_snapshot(src_fd, &so, segw_write, &w, h, t);
+	rc = dbfile_encode_snapshot(src_fd, &so, sys_writer_write, &w, h, t);
 	if (rc == 0)
-		rc = segw_flush(&w);
+		rc = sys_writer_flush(&w);
 	free(w.buf);
 	uint64_t len = (uint64_t)w.off - rec_off - LTXLOG_HDR_SIZE;
 	if (rc == 0 && len > LTXLOG_MAX_RECORD)

@@ -190,15 +190,28 @@ def test_kill9_mid_import_leaves_old_or_new(node, tmp_path):
     pos_old = n.pos()
     n.stop()
 
+    def import_killed_at(call, path, hold=False):
+        """Starts an import of new with the first `call` on `path` stalled,
+        and kill -9s the node there."""
+        n.start(env={"LITEFS_FAULT": f"{call}:1:stall=60000:path={path}"})
+        holder = n.connect() if hold else None
+        if holder:
+            holder.execute("SELECT count(*) FROM t").fetchone()
+        proc = subprocess.Popen([str(LITEFS), "import", "-url", f"http://127.0.0.1:{n.port}", "-name", "db",
+                                 str(new)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: f"injected stall\" call={call}" in n.log_text(), 30, msg="the stall")
+        time.sleep(0.2)
+        kill9(n)
+        proc.wait(30)
+        if holder:
+            try:
+                holder.close()
+            except sqlite3.Error:
+                pass
+        n.start()
+
     # 1. Stalled before the rename.
-    n.start(env={"LITEFS_FAULT": "rename:1:stall=60000:path=db"})
-    proc = subprocess.Popen([str(LITEFS), "import", "-url", f"http://127.0.0.1:{n.port}", "-name", "db", str(new)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until(lambda: "injected stall\" call=rename" in n.log_text(), 30, msg="the stall")
-    time.sleep(0.2)
-    kill9(n)
-    proc.wait(30)
-    n.start()
+    import_killed_at("rename", "db")
     assert n.pos() == pos_old
     assert content(n.db()) == content(old)
     check_invariants(n, tmp=tmp_path)
@@ -206,20 +219,7 @@ def test_kill9_mid_import_leaves_old_or_new(node, tmp_path):
 
     # 2. Copy path (a connection holds the database open), stalled at the
     # header write after the copy.
-    n.start(env={"LITEFS_FAULT": "pwrite:1:stall=60000:path=dbs/db/db"})
-    holder = n.connect()
-    holder.execute("SELECT count(*) FROM t").fetchone()
-    proc = subprocess.Popen([str(LITEFS), "import", "-url", f"http://127.0.0.1:{n.port}", "-name", "db", str(new)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_until(lambda: "injected stall\" call=pwrite" in n.log_text(), 30, msg="the stall")
-    time.sleep(0.2)
-    kill9(n)
-    proc.wait(30)
-    try:
-        holder.close()
-    except sqlite3.Error:
-        pass
-    n.start()
+    import_killed_at("pwrite", "dbs/db/db", hold=True)
     assert n.pos()[0] == pos_old[0] + 1
     assert "writing its pages again" in n.log_text()
     assert content(n.db()) == content(new)
