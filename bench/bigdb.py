@@ -85,7 +85,7 @@ def last_spans(node):
         lines = [ln for ln in f if "msg=imported" in ln]
     if not lines:
         return ""
-    return " ".join(re.findall(r"\b(?:wait|encode|check_wait|sync|copy|total)_ms=\d+", lines[-1]))
+    return " ".join(re.findall(r"\b(?:wait|encode|check_wait|sync|copy|rename|total)_ms=\d+", lines[-1]))
 
 
 def med(xs):
@@ -108,6 +108,21 @@ def bench(base, mb, rounds, base_build):
     litefs = cloud.LITEFS
     node = cloud.Node(base, "primary")
     replica = None
+    # The import's record follows data.compress (default on: LZ4); a
+    # second node has it off, to show what LZ4 costs.
+    raw = cloud.Node(base, "raw")
+    with open(raw.cfg) as f:
+        cfg = f.read()
+    with open(raw.cfg, "w") as f:
+        f.write(cfg.replace("data:\n", "data:\n  compress: false\n", 1))
+    try:
+        raw.start()
+        for r in range(rounds):
+            s = timed_run([litefs, "import", "-url", raw.url, "-name", f"raw{r}.db", src])
+            note("import new, compress: false", s, cp_sync(src, os.path.join(base, "cp.db")), last_spans(raw))
+    finally:
+        raw.stop()
+        shutil.rmtree(raw.dir, ignore_errors=True)
     try:
         node.start()
         # The replica's catch-up first, with one database of one record on
