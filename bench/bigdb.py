@@ -9,7 +9,8 @@ integer column), then, on one node (static lease, no backup service):
 
   cp + fsync   `cp` of the source to a new file on the same disk, then
                fsync of the copy (the source warm in the page cache)
-  import new   `litefs import` into a new database
+  import new   `litefs import` into a new database (also on a second node
+               with data.compress: false, what LZ4 costs)
   import over  `litefs import` of the same file over that database (the
                usual case: a database replaced by a newer file)
   export       `litefs export` of the database to a file (fsync'd, renamed)
