@@ -328,9 +328,11 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 		.flags = opts->compress ? LTX_FLAG_COMPRESS : 0,
 		.page_size = page_size,
 		.commit = n,
-		.min_txid = 1,
-		.max_txid = opts->txid ? opts->txid : 1,
+		.min_txid = opts->follows_txid + 1,
+		.max_txid = opts->txid ? opts->txid : opts->follows_txid + 1,
 		.timestamp_ms = opts->timestamp_ms,
+		.pre_apply_checksum = opts->follows_txid ? opts->pre_apply_checksum : 0,
+		.node_id = opts->node_id,
 	};
 	buf = malloc(CHUNK_SIZE);
 	if (!buf)
@@ -361,6 +363,8 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 				rc = ERR_IO_SHORT;
 				goto out;
 			}
+			if (pg == 1 && opts->sqlite_header)
+				memcpy(buf, opts->sqlite_header, 100);
 			x ^= buf_checksum(buf, cnt, (uint32_t)pg, page_size, &z);
 		}
 		for (uint64_t i = 0; i < cnt; i++) {

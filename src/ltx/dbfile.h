@@ -64,11 +64,23 @@ struct dbfile_snapshot_opts {
 	uint64_t txid;        /* max TXID of the snapshot (min is 1); 0 means 1 */
 	int64_t timestamp_ms; /* header timestamp */
 	bool compress;        /* LZ4-compress the page block */
+	/* A full-image transaction instead of a snapshot: the file then
+	 * follows position (follows_txid, pre_apply_checksum) with every page
+	 * of the database, TXID range follows_txid+1..txid (txid 0: that + 1).
+	 * 0: a snapshot. */
+	uint64_t follows_txid;
+	uint64_t pre_apply_checksum;
+	uint64_t node_id;     /* header node ID */
+	/* Non-NULL: the first 100 bytes of page 1 (the SQLite header) as they
+	 * should be, in place of those of the file (which is not modified). */
+	const uint8_t *sqlite_header;
 };
 
 /* Writes a snapshot LTX of the database in fd through write(write_ctx):
  * TXID range 1..opts->txid, pre-apply 0, commit N, every page 1..N except
- * the lock page, post-apply = the database checksum. *h and *t (may be
+ * the lock page, post-apply = the database checksum (or, with
+ * opts->follows_txid, the same pages as a transaction that follows it).
+ * One pass over fd in 1 MiB reads. *h and *t (may be
  * NULL) get the header and trailer written. Returns 0, a dbfile_checksum()
  * error, ERR_DB_HEADER (opts->page_size == 0 and no valid header), an
  * encoder error, or the write callback's error. On error the output is
