@@ -42,7 +42,9 @@ LIBS = $(PKG_LIBS) -lhttp_parser -lpthread -lm
 # (docs/architecture.md: what each part is and what it may include).
 MAIN_SRCS := src/cmd/main.c src/cmd/cloud_main.c
 LIB_SRCS := $(filter-out $(MAIN_SRCS),$(wildcard src/*/*.c))
-LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/%.o) $(BUILD)/src/cloud/cloud_ui_assets.o
+# The dashboard's pages, compiled in (scripts/gen-ui-assets; docs/dashboard.md).
+UI_ASSETS := $(wildcard src/cloud/ui/*.html src/cloud/ui/*.css src/cloud/ui/*.js src/cloud/ui/*.svg)
 LIB := $(BUILD)/liblitefs.a
 
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
@@ -69,6 +71,14 @@ $(BUILD)/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -c -o $@ $<
 
+%/gen/cloud_ui_assets.c: scripts/gen-ui-assets $(UI_ASSETS)
+	@mkdir -p $(@D)
+	scripts/gen-ui-assets $@ $(UI_ASSETS)
+
+$(BUILD)/src/cloud/cloud_ui_assets.o: $(BUILD)/gen/cloud_ui_assets.c
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -c -o $@ $<
+
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(@D)
 	rm -f $@ && ar rcs $@ $^
@@ -91,9 +101,9 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 # library sources directly (the library archive may be built by gcc).
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -iquote src $(PKG_CFLAGS) \
 	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(wildcard src/*/*.h)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) build/gen/cloud_ui_assets.c $(wildcard src/*/*.h)
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) build/gen/cloud_ui_assets.c $(LIBS)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done

@@ -26,11 +26,17 @@ its baseline beside it:
    ending now, uploaded to a service with the default levels, snapshot
    interval and retention (30 d); once compaction and retention settle,
    stored bytes against the raw LTX bytes.
+6. ingest of large transactions on one stream: a chain made by
+   bench/ltx_chain (a snapshot, then transactions each rewriting
+   --large-pages random 4 KiB pages, LZ4 about 2:1) POSTed back to back;
+   MB/s of LTX bytes against writing the same bytes to files with one
+   fsync each on the same disk; plus 1-page transactions/s on one stream
+   and on --clusters clusters at once.
 
 Prints numbers; never fails on timing (a process that does not start or a
 restore that never arrives is an error).
 Usage: bench/cloud.py [--rounds N] [--secs S] [--month-txns N] [--big]
-                      [--only 1,2,3,4,5] [--keep]
+                      [--only 1,...,6] [--keep]
 """
 import argparse
 import http.client
@@ -711,7 +717,7 @@ def print_big(results, n_updates, rounds):
 
 # ------------------------------------------------------------------ 5 month
 
-def bench_month(base, files):
+def bench_month(base, files, serve_args=()):
     retime = build_retime(base)
     now = int(time.time() * 1000)
     day = 86400 * 1000
@@ -733,7 +739,7 @@ def bench_month(base, files):
     subprocess.run([retime], input="".join(lines), text=True, check=True)
     sizes = [os.path.getsize(o) for o in outs]
     bodies = [open(o, "rb").read() for o in outs]
-    cloud = Cloud(base, "cloud-month").start()   # default levels, snapshots, retention
+    cloud = Cloud(base, "cloud-month", *serve_args).start()   # default levels, snapshots, retention
     try:
         db = "month.db"
         t0 = time.monotonic()
@@ -767,7 +773,7 @@ def bench_month(base, files):
     n_win = sum(1 for ts in stamps if ts >= window_start)
     db_bytes = info["pages"] * info["page_size"]
     print(f"\n== 5. storage for a simulated month: {len(files)} LTX files of a real workload re-stamped over "
-          f"31 days ending now (default levels 10s,5m,1h, daily snapshots, retention 30d)")
+          f"31 days ending now (retention 30d; serve flags: {' '.join(serve_args) or 'the defaults'})")
     print(f"   uploaded in {up:.1f} s ({len(files) / up:.0f} tx/s); compaction and retention settled "
           f"{settle:.0f} s later; database now {db_bytes / MB:.1f} MB")
     print(f"   raw LTX uploaded: {raw_all / MB:.1f} MB in {len(files)} transactions; inside the 30-day "
@@ -786,6 +792,88 @@ def bench_month(base, files):
           f"{total / raw_all:.2f}; stored / database size: {total / db_bytes:.1f}")
 
 
+# ------------------------------------------------------------ 6 large ingest
+
+def make_chain(base, name, pages, txns, per_tx, seed=1, run_len=1):
+    out = os.path.join(base, name)
+    os.makedirs(out, exist_ok=True)
+    r = subprocess.run([os.path.join(BUILD, "bench", "ltx_chain"), out, str(pages), str(txns), str(per_tx),
+                        "4096", str(seed), str(run_len)], capture_output=True, text=True, check=True)
+    return r.stdout.split()
+
+
+def post_file(conn, token, db, path):
+    with open(path, "rb") as f:
+        body = f.read()
+    return post_tx(conn, token, db, body), len(body)
+
+
+def proc_cpu(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_large(base, rounds, per_tx, txns, clusters, run_len=1):
+    cloud = Cloud(base, f"cloud-large{run_len}").start()
+    res = {}
+    try:
+        files = make_chain(base, f"large{run_len}", per_tx * 4, txns, per_tx, run_len=run_len)
+        small = make_chain(base, f"one-page{run_len}", 256, 2000, 1)
+        nb = sum(os.path.getsize(f) for f in files[1:])
+        for r in range(rounds):
+            # Baseline: the same bytes, one file each, written and fsync'd.
+            bodies = [open(f, "rb").read() for f in files[1:]]
+            t0 = time.monotonic()
+            fsync_files(os.path.join(base, f"large-fsync-{r}"), bodies)
+            res.setdefault("fsync", []).append(nb / MB / (time.monotonic() - t0))
+            shutil.rmtree(os.path.join(base, f"large-fsync-{r}"))
+            del bodies
+            conn = cloud.conn()
+            db = f"large{r}.db"
+            post_file(conn, cloud.token, db, files[0])
+            c0 = proc_cpu(cloud.proc.pid)
+            t0 = time.monotonic()
+            for f in files[1:]:
+                post_file(conn, cloud.token, db, f)
+            res.setdefault("cloud", []).append(nb / MB / (time.monotonic() - t0))
+            # The service's own CPU per MB: steadier than wall time on a
+            # shared machine (the client and other work take the cores).
+            res.setdefault("cpu", []).append(nb / MB / (proc_cpu(cloud.proc.pid) - c0))
+            conn.close()
+            sbodies = [open(f, "rb").read() for f in small]
+            t0 = time.monotonic()
+            upload_chain(cloud, f"one{r}.db", sbodies)
+            res.setdefault("one", []).append(len(sbodies) / (time.monotonic() - t0))
+            t0 = time.monotonic()
+            fsync_files(os.path.join(base, f"one-put-{r}"), sbodies, durable_put=True)
+            res.setdefault("one-put", []).append(len(sbodies) / (time.monotonic() - t0))
+            shutil.rmtree(os.path.join(base, f"one-put-{r}"))
+            # Many clusters at once: each its own token and database.
+            toks = []
+            for i in range(clusters):
+                toks.append(subprocess.run([CLOUD, "cluster", "create", f"c{r}x{i}r{run_len}", "-data-dir", cloud.data],
+                                           capture_output=True, text=True, check=True).stdout.strip())
+
+            def run(tok):
+                c = cloud.conn()
+                for b in sbodies[:500]:
+                    post_tx(c, tok, "one.db", b)
+                c.close()
+            secs = parallel([lambda t=t: run(t) for t in toks])
+            res.setdefault("many", []).append(clusters * 500 / secs)
+    finally:
+        cloud.stop()
+    print(f"\n== 6. large transactions on one stream: {txns} x {per_tx} pages of 4 KiB "
+          f"({nb / txns / MB:.1f} MB of LTX each), {rounds} rounds, medians")
+    print(f"   pages in runs of 1..{2 * run_len - 1}; disk (write + fsync per file): {med(res['fsync']):.0f} MB/s; "
+          f"litefs-cloud: {med(res['cloud']):.0f} MB/s ({med(res['cloud']) / med(res['fsync']):.2f} of the disk); "
+          f"rounds {[round(x) for x in res['cloud']]}; service CPU: {med(res['cpu']):.0f} MB per CPU-second")
+    print(f"   1-page transactions, one stream: {med(res['one']):.0f} tx/s (durable put baseline "
+          f"{med(res['one-put']):.0f} tx/s); {clusters} clusters at once: {med(res['many']):.0f} tx/s")
+
+
 # --------------------------------------------------------------------- main
 
 def main():
@@ -795,8 +883,13 @@ def main():
     ap.add_argument("--month-txns", type=int, default=30000)
     ap.add_argument("--updates", type=int, default=1000, help="update transactions after the big import")
     ap.add_argument("--big", action="store_true", help="also the 1 GB restore (several minutes)")
-    ap.add_argument("--only", default="1,2,3,4,5")
+    ap.add_argument("--only", default="1,2,3,4,5,6")
+    ap.add_argument("--large-pages", type=int, default=4096, help="pages per large transaction (case 6)")
+    ap.add_argument("--large-txns", type=int, default=24)
+    ap.add_argument("--clusters", type=int, default=8, help="clusters at once for 1-page transactions (case 6)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--cache", help="keep the generated workloads in this directory and reuse them")
+    ap.add_argument("--month-args", default="", help="extra `litefs-cloud serve` flags for case 5")
     a = ap.parse_args()
     only = set(a.only.split(","))
     base = tempfile.mkdtemp(prefix="bench-cloud-", dir=BUILD)
@@ -806,8 +899,13 @@ def main():
         files = None
         if only & {"1", "5"}:
             t0 = time.monotonic()
-            files = make_workloads(base, a.month_txns if "5" in only else 10)
-            print(f"workloads generated on a node in {time.monotonic() - t0:.0f} s")
+            cached = a.cache and os.path.exists(os.path.join(a.cache, "ltx", "month.db"))
+            if cached:
+                files = {db: sorted(os.path.join(a.cache, "ltx", db, f) for f in os.listdir(os.path.join(a.cache, "ltx", db)))
+                         for db in ("small.db", "big.db", "month.db")}
+            else:
+                files = make_workloads(a.cache or base, a.month_txns if "5" in only else 10)
+            print(f"workloads {'from ' + a.cache if cached else 'generated on a node'} in {time.monotonic() - t0:.0f} s")
         if "1" in only:
             bench_ingest(base, files, a.rounds)
         if only & {"2", "3"}:
@@ -818,7 +916,10 @@ def main():
                 results[1000] = bench_big_restore(base, 1000, a.updates, max(1, a.rounds - 1))
             print_big(results, a.updates, a.rounds)
         if "5" in only:
-            bench_month(base, files["month.db"])
+            bench_month(base, files["month.db"], a.month_args.split())
+        if "6" in only:
+            bench_large(base, a.rounds, a.large_pages, a.large_txns, a.clusters)
+            bench_large(base, a.rounds, a.large_pages, a.large_txns, a.clusters, run_len=16)
         print(f"\ntotal {time.monotonic() - t_all:.0f} s")
     finally:
         if not a.keep:

@@ -61,7 +61,7 @@
 #define HEAD_MAX (16u << 10)       /* request line and headers */
 #define LINE_MAX_CHUNK 4096u       /* a chunk-size line or a trailer line */
 #define TRAILERS_MAX 64u
-#define IN_CAP (64u << 10)         /* input buffer once a body is read */
+#define IN_CAP (1u << 20)          /* input buffer once a body is read (grows up to this) */
 #define PROGRESS_BYTES (64u << 10) /* per io_timeout_ms of waiting */
 #define LINGER_MS 1000             /* reading what a closed-early client still sends */
 #define LINGER_BYTES (1u << 20)
@@ -107,6 +107,7 @@ struct httpd_conn {
 
 	char *in; /* bytes read: in[off, len) not consumed yet */
 	size_t off, len, cap;
+	bool in_full; /* the last body read filled all the room there was */
 
 	struct httphead rq; /* the request being served */
 	enum body_state body;
@@ -363,6 +364,7 @@ static void conn_release(struct httpd_conn *c)
 	free(c->in);
 	c->in = NULL;
 	c->off = c->len = c->cap = 0;
+	c->in_full = false;
 	pthread_mutex_lock(&d->mu);
 	ip_release(d, c->addr);
 	d->n_conns--;
@@ -815,10 +817,24 @@ static int fill(struct httpd_conn *c)
 	int rc = in_room(c, IN_CAP);
 	if (rc != 0)
 		return rc;
+	/* A body that arrives faster than it is consumed fills the buffer at
+	 * every read: the buffer doubles (up to IN_CAP) so that a large body
+	 * takes few recv calls and its handler few writes. A small body keeps
+	 * the buffer of its head. */
+	if (c->in_full && c->cap < IN_CAP) {
+		size_t ncap = c->cap * 2 < IN_CAP ? c->cap * 2 : IN_CAP;
+		char *n = realloc(c->in, ncap);
+		if (!n)
+			return ERR_NOMEM;
+		c->in = n;
+		c->cap = ncap;
+	}
 	for (;;) {
-		ssize_t n = recv(c->fd, c->in + c->len, c->cap - c->len, MSG_DONTWAIT);
+		size_t room = c->cap - c->len;
+		ssize_t n = recv(c->fd, c->in + c->len, room, MSG_DONTWAIT);
 		if (n > 0) {
 			c->len += (size_t)n;
+			c->in_full = (size_t)n == room;
 			progress(c, (size_t)n);
 			return 0;
 		}

@@ -191,3 +191,38 @@ int sys_fault_init_from_env(void)
 	free(copy);
 	return 0;
 }
+
+int sys_writer_flush(struct sys_writer *w)
+{
+	if (w->n == 0)
+		return 0;
+	int rc = sys_pwrite_all(w->fd, w->buf, w->n, w->off);
+	if (rc)
+		return rc;
+	w->off += (off_t)w->n;
+	w->n = 0;
+	if (w->kick > 0 && w->off - w->kicked >= w->kick) {
+		sync_file_range(w->fd, w->kicked, w->off - w->kicked, SYNC_FILE_RANGE_WRITE);
+		w->kicked = w->off;
+	}
+	return 0;
+}
+
+int sys_writer_write(void *ctx, const void *buf, size_t len)
+{
+	struct sys_writer *w = ctx;
+	const uint8_t *p = buf;
+	while (len > 0) {
+		size_t k = w->cap - w->n < len ? w->cap - w->n : len;
+		memcpy(w->buf + w->n, p, k);
+		w->n += k;
+		p += k;
+		len -= k;
+		if (w->n == w->cap) {
+			int rc = sys_writer_flush(w);
+			if (rc)
+				return rc;
+		}
+	}
+	return 0;
+}

@@ -43,6 +43,22 @@ int sys_ftruncate(int fd, off_t len);
 /* Writes all len bytes at off (looping over short writes): 0 or -errno. */
 int sys_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 
+/* A buffered writer at increasing offsets of fd, through sys_pwrite_all
+ * (so faults can be injected). buf (cap bytes) is the caller's; with
+ * kick > 0, writeback of what was written is started (sync_file_range)
+ * every kick bytes, so that a final fsync finds little left. */
+struct sys_writer {
+	int fd;
+	off_t off;          /* where the next flush writes */
+	off_t kick, kicked; /* 0: no writeback started here */
+	size_t n, cap;
+	uint8_t *buf;
+};
+/* Appends len bytes (an ltx_write_fn: ctx is the writer). 0 or -errno. */
+int sys_writer_write(void *ctx, const void *buf, size_t len);
+/* Writes what is buffered. 0 or -errno. */
+int sys_writer_flush(struct sys_writer *w);
+
 /* Parses LITEFS_FAULT. Returns 0, or -1 if the variable is malformed
  * (a message is printed to stderr). */
 int sys_fault_init_from_env(void);

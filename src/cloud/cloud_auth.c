@@ -465,8 +465,13 @@ static const char *token_of_header(const char *h, size_t *len)
 
 int cloud_auth_check(struct cloud_auth *a, const char *header, char *cluster)
 {
-	unsigned char hash[32], stored[32];
 	char id[CLOUD_TOKEN_ID_LEN + 1];
+	return cloud_auth_check_id(a, header, cluster, id);
+}
+
+int cloud_auth_check_id(struct cloud_auth *a, const char *header, char *cluster, char *id)
+{
+	unsigned char hash[32], stored[32];
 	size_t len = 0;
 
 	cluster[0] = '\0';
@@ -496,6 +501,17 @@ int cloud_auth_check(struct cloud_auth *a, const char *header, char *cluster)
 		return rc == SQLITE_ROW || rc == SQLITE_DONE ? ERR_REPL_AUTH : -EIO;
 	}
 	return 0;
+}
+
+int cloud_auth_token_alive(struct cloud_auth *a, const char *id, const char *cluster)
+{
+	pthread_mutex_lock(&a->mu);
+	sqlite3_stmt *st = prep(a, "SELECT 1 FROM tokens WHERE id=? AND cluster=?", (const char *const[]){ id, cluster, NULL });
+	int s = st ? sqlite3_step(st) : SQLITE_ERROR;
+	int rc = s == SQLITE_ROW ? 0 : s == SQLITE_DONE ? ERR_REPL_AUTH : sql_fail(a, "read token");
+	sqlite3_finalize(st);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
 }
 
 /* The cluster ID bound to cluster (a read, no write lock): 1 and *have

@@ -97,6 +97,12 @@ int cloud_auth_token_list(struct cloud_auth *a, const char *cluster,
  * malformed, unknown or revoked token. The hash is compared in constant
  * time. */
 int cloud_auth_check(struct cloud_auth *a, const char *header, char *cluster);
+/* As cloud_auth_check(), and copies the token's public ID into
+ * id[CLOUD_TOKEN_ID_LEN + 1] (the dashboard's sessions remember it). */
+int cloud_auth_check_id(struct cloud_auth *a, const char *header, char *cluster, char *id);
+/* 0 if the token with this public ID exists and belongs to cluster,
+ * ERR_REPL_AUTH if it was revoked (or its cluster deleted), -EIO. */
+int cloud_auth_token_alive(struct cloud_auth *a, const char *id, const char *cluster);
 
 /* Remembers the first Litefs-Cluster-Id a cluster sends; later calls with
  * another ID fail with ERR_REPL_CLUSTER (the remembered one is copied into

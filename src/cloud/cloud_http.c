@@ -22,17 +22,17 @@
  * usual upload: a few pages) is received into memory and ingested on the
  * connection's own thread at the end of the body: no thread, no socket
  * pair, no copy through the kernel per upload. A larger or chunked body is
- * streamed into the engine: the access handler writes
- * each chunk into one end of a socketpair and an ingest thread runs
- * cloud_ingest() with an ltx_read_fn over the other end. The body is never
- * held whole in memory (the socket buffer bounds it), and the engine sees
- * exactly the bytes the client sent, ending at end of body. If the engine
- * stops early (a bad header, a position mismatch) it closes its end; the
- * writer's send(MSG_NOSIGNAL) then fails with EPIPE and the rest of the
- * body is discarded. The reply (with Litefs-Hwm) is queued only after the
- * thread was joined, i.e. after the engine made the file durable. A client
- * that hangs up mid-body closes the writer end: the engine sees a truncated
- * file and stores nothing.
+ * streamed into the engine: the access handler writes each chunk into a
+ * byte pipe (base/bpipe.h, PIPE_BYTES; a socketpair cost two kernel copies
+ * and two syscalls per network read) and an ingest thread runs
+ * cloud_ingest() with bpipe_read over it. The body is never held whole in
+ * memory (the pipe bounds it), and the engine sees exactly the bytes the
+ * client sent, ending at end of body. If the engine stops early (a bad
+ * header, a position mismatch) it closes its end; the writer's next write
+ * then fails and the rest of the body is discarded. The reply (with
+ * Litefs-Hwm) is queued only after the thread was joined, i.e. after the
+ * engine made the file durable. A client that hangs up mid-body closes the
+ * writer end: the engine sees a truncated file and stores nothing.
  *
  * POST /db/upload spools the SQLite file into an unnamed temp file
  * (O_TMPFILE, so nothing is left behind by a crash) and hands the fd to the
@@ -64,7 +64,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -74,8 +73,10 @@
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_preview.h"
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_ui.h"
 #include "cloud/cloud_timeline.h"
 #include "cloud/cloud_watch.h"
+#include "base/bpipe.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -92,7 +93,7 @@
  * token once the others are busy (is_trusted, docs/http.md). */
 #define RESERVED_WORKERS 64u
 #define STOP_GRACE_MS 10000
-#define SOCK_BUF_BYTES (1 << 20)
+#define PIPE_BYTES (1u << 20)
 /* POST /db/tx bodies up to this size (by Content-Length) are received in
  * memory and ingested on the connection's thread. */
 #define INLINE_TX_MAX (256u << 10)
@@ -108,6 +109,7 @@ struct cloud_http {
 	char *tmp_dir;           /* owned */
 	uint64_t max_upload_bytes, max_db_bytes;
 	struct cloud_watch *watch; /* owned: restore generations for /pos?wait= */
+	struct cloud_ui *ui;       /* owned: the dashboard (docs/dashboard.md) */
 	/* Owned: the dashboard's data (GET /dbs, /db/timeline, /db/preview,
 	 * /events; docs/cloud-api.md "Dashboard"). */
 	struct cloud_timeline *timeline;
@@ -121,6 +123,7 @@ struct cloud_http {
 
 enum route {
 	R_NONE, R_HEALTH, R_POS, R_TX, R_SNAPSHOT, R_RESTORE, R_RESTORE_CHECK, R_UPLOAD, R_INFO, R_DELETE,
+	R_UI, /* the dashboard's pages and sign-in (cloud_ui.c) */
 	R_DBS, R_TIMELINE, R_PREVIEW, R_PREVIEW_ROWS, R_EVENTS,
 };
 
@@ -160,9 +163,10 @@ struct creq {
 	uint8_t *body;
 	size_t body_len, body_cap;
 	bool ingested;
-	/* POST /db/tx, large or chunked: the ingest thread and its socketpair. */
-	int feed_fd;                 /* writer end, -1 once closed */
-	int drain_fd;                /* reader end (the thread's), closed by it */
+	/* POST /db/tx, large or chunked: the ingest thread and the pipe that
+	 * feeds it (base/bpipe.h). */
+	struct bpipe pipe;
+	bool feeding;                /* the pipe is open for writing */
 	bool worker_started, worker_joined;
 	pthread_t worker;
 	struct cloud_http *srv;
@@ -546,9 +550,26 @@ static int check_rebind(struct cloud_http *srv, struct creq *q, const char *id, 
 	return -1;
 }
 
-static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q)
+/* A request without a token may carry a dashboard session (cloud_ui.c):
+ * 0 authenticated, 1 no session either, -1 refused (failure in q). */
+static int check_session(struct cloud_http *srv, struct httpd_conn *conn, const char *method, struct creq *q)
+{
+	unsigned status = 0;
+	char msg[MSG_LEN];
+	int rc = cloud_ui_auth(srv->ui, conn, method, q->cluster, &status, msg, sizeof(msg));
+	if (rc < 0)
+		set_fail(q, status, status == HTTP_UNAUTHORIZED ? "EUNAUTHORIZED" : "EFORBIDDEN", "%s", msg);
+	return rc;
+}
+
+static int check_auth(struct cloud_http *srv, struct httpd_conn *conn, const char *method, struct creq *q)
 {
 	const char *h = httpd_header(conn, HTTP_HEADER_AUTHORIZATION);
+	if (!h) {
+		int src = check_session(srv, conn, method, q);
+		if (src <= 0)
+			return src;
+	}
 	int rc = cloud_auth_check(srv->auth, h, q->cluster);
 	if (rc == -EIO) {
 		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the token store is unavailable; retry");
@@ -604,6 +625,10 @@ static int check_request(struct cloud_http *srv, struct httpd_conn *conn, const 
 			 struct creq *q)
 {
 	bool needs_db = false, known = false;
+	if (cloud_ui_owns(url)) {
+		q->r = R_UI;
+		return 0;
+	}
 	q->r = find_route(url, method, &needs_db, &known);
 	if (q->r == R_NONE) {
 		if (known)
@@ -614,7 +639,7 @@ static int check_request(struct cloud_http *srv, struct httpd_conn *conn, const 
 	}
 	if (q->r == R_HEALTH)
 		return 0;
-	if (check_auth(srv, conn, q) != 0)
+	if (check_auth(srv, conn, method, q) != 0)
 		return -1;
 	if (needs_db && take_db_name(conn, q, "db", q->db, true) != 0)
 		return -1;
@@ -801,32 +826,25 @@ static enum httpd_result take_events(struct cloud_http *srv, struct httpd_conn *
 static void *ingest_main(void *arg)
 {
 	struct creq *q = arg;
-	int fd = q->drain_fd;
 	memset(&q->res, 0, sizeof(q->res));
-	q->ingest_rc = cloud_ingest(q->srv->cs, q->cluster, q->db, fdio_read, &fd, &q->res);
-	/* Closing our end makes the writer's next send fail with EPIPE, so a
-	 * body the engine stopped reading is discarded, not waited on. */
-	close(fd);
-	q->drain_fd = -1;
+	q->ingest_rc = cloud_ingest(q->srv->cs, q->cluster, q->db, bpipe_read, &q->pipe, &q->res);
+	/* The writer's next write fails, so a body the engine stopped
+	 * reading is discarded, not waited on. */
+	bpipe_close_read(&q->pipe);
 	return NULL;
 }
 
 static int tx_begin(struct cloud_http *srv, struct creq *q)
 {
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-		return -errno;
-	int sz = SOCK_BUF_BYTES;
-	setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-	q->feed_fd = sv[0];
-	q->drain_fd = sv[1];
+	int rc = bpipe_init(&q->pipe, PIPE_BYTES);
+	if (rc < 0)
+		return rc;
+	q->feeding = true;
 	q->srv = srv;
-	int rc = pthread_create(&q->worker, NULL, ingest_main, q);
+	rc = pthread_create(&q->worker, NULL, ingest_main, q);
 	if (rc != 0) {
-		close(sv[0]);
-		close(sv[1]);
-		q->feed_fd = q->drain_fd = -1;
+		bpipe_destroy(&q->pipe);
+		q->feeding = false;
 		return -rc;
 	}
 	q->worker_started = true;
@@ -836,30 +854,23 @@ static int tx_begin(struct cloud_http *srv, struct creq *q)
 /* Ends the body for the engine and waits for its verdict. */
 static void tx_join(struct creq *q)
 {
-	if (q->feed_fd >= 0) {
-		close(q->feed_fd);
-		q->feed_fd = -1;
+	if (q->feeding) {
+		bpipe_close_write(&q->pipe);
+		q->feeding = false;
 	}
 	if (q->worker_started && !q->worker_joined) {
 		pthread_join(q->worker, NULL);
 		q->worker_joined = true;
+		bpipe_destroy(&q->pipe);
 	}
 }
 
 static void tx_feed(struct creq *q, const char *data, size_t len)
 {
-	while (len > 0 && q->feed_fd >= 0) {
-		ssize_t n = send(q->feed_fd, data, len, MSG_NOSIGNAL);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			/* The engine stopped reading (it decided already). */
-			close(q->feed_fd);
-			q->feed_fd = -1;
-			return;
-		}
-		data += n;
-		len -= (size_t)n;
+	if (q->feeding && bpipe_write(&q->pipe, data, len) < 0) {
+		/* The engine stopped reading (it decided already). */
+		bpipe_close_write(&q->pipe);
+		q->feeding = false;
 	}
 }
 
@@ -951,6 +962,10 @@ static enum httpd_result body_chunk(struct cloud_http *srv, struct creq *q, cons
 		q->refused_early = true;
 		if (q->r == R_TX)
 			tx_join(q); /* the engine sees a truncated file */
+		return HTTPD_YES;
+	}
+	if (q->r == R_UI) {
+		tx_feed_inline(q, data, len);
 		return HTTPD_YES;
 	}
 	if (q->r == R_TX) {
@@ -1289,7 +1304,7 @@ static enum httpd_result handle_delete(struct cloud_http *srv, struct httpd_conn
 
 /* The last call of a request: everything was received. */
 static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
-				struct creq *q)
+				const char *method, struct creq *q)
 {
 	if (q->fail_status) {
 		if (q->r == R_TX)
@@ -1306,6 +1321,7 @@ static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *con
 	case R_UPLOAD: return upload_finish(srv, conn, url, q);
 	case R_INFO: return handle_info(srv, conn, url, q);
 	case R_DELETE: return handle_delete(srv, conn, url, q);
+	case R_UI: return cloud_ui_serve(srv->ui, conn, url, method, (const char *)q->body, q->body_len);
 	case R_DBS: return handle_dbs(srv, conn, url, q);
 	case R_TIMELINE: return handle_timeline(srv, conn, url, q);
 	case R_PREVIEW: return handle_preview(srv, conn, url, q, false);
@@ -1371,7 +1387,7 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 	struct creq *q = calloc(1, sizeof(*q));
 	if (!q)
 		return HTTPD_NO;
-	q->feed_fd = q->drain_fd = q->spool_fd = -1;
+	q->spool_fd = -1;
 	*con_cls = q;
 	if (atomic_load(&srv->stopping))
 		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");
@@ -1380,6 +1396,12 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
 		if (rc != 0)
 			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
+	} else if (!q->fail_status && q->r == R_UI && has_body(conn)) {
+		size_t len = inline_length(conn);
+		if (len > CLOUD_UI_BODY_MAX)
+			set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large for the dashboard");
+		else if (tx_begin_inline(q, len) != 0)
+			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "out of memory");
 	} else if (!q->fail_status && q->r == R_EVENTS && !has_body(conn)) {
 		return take_events(srv, conn, url, q);
 	} else if (!q->fail_status && q->r == R_UPLOAD) {
@@ -1410,7 +1432,7 @@ static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const ch
 		*upload_data_size = 0;
 		return body_chunk(srv, q, upload_data, len);
 	}
-	return dispatch(srv, conn, url, q);
+	return dispatch(srv, conn, url, method, q);
 }
 
 static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enum httpd_end toe)
@@ -1466,6 +1488,9 @@ int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const stru
 	srv->tmp_dir = strdup(opts->tmp_dir);
 	int rc = srv->tmp_dir ? cloud_watch_open(&srv->watch) : ERR_NOMEM;
 	if (rc == 0)
+		rc = cloud_ui_new(auth, opts->ui_session_ms > 0 ? opts->ui_session_ms : CLOUD_UI_SESSION_DEFAULT_MS,
+				  &srv->ui);
+	if (rc == 0)
 		rc = cloud_timeline_open(cs, &srv->timeline);
 	if (rc == 0)
 		rc = cloud_preview_open(cs, &srv->preview);
@@ -1474,6 +1499,7 @@ int cloud_http_start(struct cloud_store *cs, struct cloud_auth *auth, const stru
 	if (rc == 0)
 		rc = listen_on(srv, opts->addr);
 	if (rc != 0) {
+		cloud_ui_free(srv->ui);
 		cloud_events_close(srv->events);
 		cloud_preview_close(srv->preview);
 		cloud_timeline_close(srv->timeline);
@@ -1508,6 +1534,7 @@ void cloud_http_stop(struct cloud_http *srv)
 		LOG_WARN("cloud-http", "msg=\"stopping with requests in flight\" n=%d", atomic_load(&srv->n_active));
 	httpd_stop(srv->daemon);
 	cloud_watch_close(srv->watch); /* the long polls ended with the server */
+	cloud_ui_free(srv->ui);
 	cloud_events_close(srv->events); /* so did the event streams */
 	cloud_preview_close(srv->preview);
 	cloud_timeline_close(srv->timeline);

@@ -18,6 +18,7 @@ struct cloud_http_opts {
 	const char *tmp_dir;        /* spool files (O_TMPFILE) for uploads and exports */
 	uint64_t max_upload_bytes;  /* POST /db/tx bodies */
 	uint64_t max_db_bytes;      /* POST /db/upload bodies */
+	int64_t ui_session_ms;      /* dashboard session lifetime; 0: CLOUD_UI_SESSION_DEFAULT_MS */
 };
 
 /* Starts serving. The store and the auth store are borrowed and must

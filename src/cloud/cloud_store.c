@@ -26,7 +26,14 @@
  * k-1 (whatever level k-1 lacks, from finer levels). The snapshot level
  * (n+1, opts.snapshot_interval_ms, default 24 h) holds full snapshots
  * (TXID 1..T) of the last position of each interval, made by merging the
- * previous snapshot with the covering files. Any file starting at TXID 1
+ * previous snapshot with the covering files — but only when the restore
+ * plan of that position reads, after its base, at least
+ * opts.snapshot_ratio times the base's bytes or more than
+ * CLOUD_SNAP_PLAN_FILES files (snapshots spaced by size, so a database
+ * that changes little for its size is not copied whole every day). A
+ * compaction group is merged only from opts.min_merge files or more (a
+ * level that would only copy two or three files costs storage and saves
+ * no read). Any file starting at TXID 1
  * (an uploaded snapshot, or a snapshot-level file) is a "base".
  * An interval is grouped once a later position exists or it ended a
  * grace ago; positions that still arrive for it (a backlog with past
@@ -57,10 +64,14 @@
  * header, check it against the stored position (contiguity by TXID and
  * pre-apply checksum, page size) -> ERR_CLOUD_POS_MISMATCH early; then
  * stream the body once, teeing every byte into a temporary object file
- * while dbfile_apply() decodes it onto the current copy. dbfile_apply
- * validates everything (file checksum, decoder rules, the post-apply
- * checksum recomputed from the stored pages) before it writes a byte of
- * the current copy, so a bad upload leaves nothing. Then: backend put
+ * while pagesums_apply() decodes it onto the current copy (apply_upload()).
+ * It validates everything (file checksum, decoder rules, the post-apply
+ * checksum from the kept page checksums of the copy, cdb.sums, and those
+ * the decoder computes of the uploaded pages) before it writes a byte of
+ * the current copy, so a bad upload leaves nothing; a large upload is
+ * decoded a second time from its object file for the write instead of
+ * being staged in a spool. Databases too large to keep the sums for use
+ * dbfile_apply(), which reads the replaced pages. Then: backend put
  * (fsync file, rename, fsync directory), and one catalog transaction
  * (dbs, txs, files) committed with synchronous=FULL. Only then 0 is
  * returned and the HWM (the new TXID) acknowledged.
@@ -78,9 +89,12 @@
  * RESTORE PLAN of position t: the base with the largest max TXID <= t,
  * then repeatedly the file starting right after the current position
  * with the largest max TXID <= t (the coarsest level on a tie). So a
- * plan reads one snapshot plus at most about (intervals per snapshot
- * interval at the top level) + (per level below) + the L0 files of one
- * finest interval: with the defaults <= 1 + 23 + 11 + 29 + L0(10 s).
+ * plan reads one snapshot plus a bounded number of files: at most
+ * CLOUD_SNAP_PLAN_FILES up to the last snapshot interval's end before t
+ * (or about 1 + snapshot_ratio databases' worth of bytes), then per level
+ * the intervals of the level above (fewer than min_merge lower files in
+ * an interval without a file of its own), then the L0 files of one
+ * finest interval.
  *
  * RETENTION (every level): with W = now - retention, let r be the last
  * position with mts <= W (the state in effect at the window start). Every
@@ -350,7 +364,13 @@ struct tee {
 	void *ctx;
 	int obj_fd;
 	uint64_t total, max;
+	uint64_t flushed; /* bytes whose writeback was started */
 };
+
+/* The object file's writeback is started every this many bytes, so the
+ * put's fsync finds most of a large upload on disk already instead of
+ * writing it all while the client waits. */
+#define TEE_WRITEBACK_BYTES (1u << 20)
 
 static ssize_t tee_read(void *ctx, void *buf, size_t len)
 {
@@ -371,6 +391,12 @@ static ssize_t tee_read(void *ctx, void *buf, size_t len)
 	if (rc < 0)
 		return rc;
 	t->total += (uint64_t)n;
+	if (t->total - t->flushed >= TEE_WRITEBACK_BYTES) {
+		/* Best effort: the put's fsync is what makes it durable. */
+		(void)sync_file_range(t->obj_fd, (off_t)t->flushed, (off_t)(t->total - t->flushed),
+				      SYNC_FILE_RANGE_WRITE);
+		t->flushed = t->total;
+	}
 	return n;
 }
 
@@ -415,6 +441,46 @@ static int check_header(const struct ltx_header *h, const struct cat_db *row, st
 	return 0;
 }
 
+/* Applies an upload (read through t) to the current copy cur_fd at pos:
+ * with the page checksums kept in d->sums (pagesums.h: the replaced pages
+ * are not read again; a large upload is decoded a second time from its
+ * object file instead of a spool), built from the copy when they describe
+ * another position; with dbfile_apply() and a staging spool (*spool, the
+ * caller gives it back) when the database is too large to keep them.
+ * page_size is the copy's (0 for a new database). Caller holds d->mu. */
+static int apply_upload(struct cloud_store *cs, struct cdb *d, int cur_fd, uint32_t page_size, struct ltx_pos pos,
+			struct tee *t, int *spool, struct dbfile_apply_result *ar)
+{
+	struct pagesums *s = &d->sums;
+	int rc = 0;
+	if (pos.txid == 0) {
+		pagesums_clear(s); /* a new database: an empty copy */
+	} else if (!d->sums_off && (s->sum == NULL || s->pos.txid != pos.txid || s->pos.checksum != pos.checksum)) {
+		uint64_t chk;
+		rc = pagesums_build(s, cur_fd, page_size, pos, &chk);
+		if (rc == 0 && chk != pos.checksum) {
+			/* cur_ensure() checked it; it changed under us. */
+			pagesums_clear(s);
+			d->cur_ok = false;
+			memset(ar, 0, sizeof(*ar));
+			return ERR_LTX_PRE_MISMATCH;
+		}
+		if (rc == ERR_DB_SIZE || rc == ERR_NOMEM)
+			d->sums_off = true;
+	}
+	if (!d->sums_off && rc == 0)
+		return pagesums_apply(s, cur_fd, tee_read, t, t->obj_fd, ar);
+	pagesums_clear(s);
+	rc = *spool = spool_get(cs);
+	if (rc < 0) {
+		memset(ar, 0, sizeof(*ar));
+		return rc;
+	}
+	rc = dbfile_apply(cur_fd, *spool, tee_read, t, pos, ar);
+	free(ar->written);
+	return rc;
+}
+
 /* Records a verified upload in the catalog (one transaction). */
 static int commit_upload(struct cloud_store *cs, struct cat_db *row, bool insert, const struct cat_file *f,
 			 const struct cat_tx *tx)
@@ -454,15 +520,12 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	else
 		cur_fd = cloud_object_tmp_create(cs->tmp_dir, cur_new, sizeof(cur_new));
 	rc = cur_fd < 0 ? -errno : 0;
-	if (rc == 0)
-		rc = spool = spool_get(cs);
 	if (rc < 0)
 		goto out;
 
 	struct dbfile_apply_result ar;
 	struct ltx_pos pos = { exists ? row->txid : 0, exists ? row->checksum : 0 };
-	rc = dbfile_apply(cur_fd, spool, tee_read, &t, pos, &ar);
-	free(ar.written);
+	rc = apply_upload(cs, d, cur_fd, exists ? row->page_size : 0, pos, &t, &spool, &ar);
 	if (rc < 0) {
 		if (ar.db_changed)
 			d->cur_ok = false;
@@ -1432,6 +1495,7 @@ int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db,
 	out->first_txid = first.txid;
 	out->n_levels = cs->n_levels;
 	out->snap_level = cs->snap_level;
+	out->min_merge = cs->min_merge;
 	return rc;
 }
 
@@ -1740,6 +1804,8 @@ static int set_opts(struct cloud_store *cs, const struct cloud_store_opts *o)
 		cs->levels_ms[i + 1] = lv[i];
 	cs->levels_ms[n + 1] = o->snapshot_interval_ms > 0 ? o->snapshot_interval_ms : 24LL * 3600 * 1000;
 	cs->max_upload_bytes = o->max_upload_bytes ? o->max_upload_bytes : 1ull << 30;
+	cs->snap_ratio = o->snapshot_ratio != 0 ? o->snapshot_ratio : 4.0;
+	cs->min_merge = o->min_merge >= 2 ? o->min_merge : o->min_merge == 1 ? 2 : 8;
 	return 0;
 }
 
@@ -1863,6 +1929,7 @@ void cloud_store_close(struct cloud_store *cs)
 		pthread_join(cs->thread, NULL);
 	for (struct cdb *d = cs->dbs, *next; d; d = next) {
 		next = d->next;
+		pagesums_clear(&d->sums);
 		pthread_mutex_destroy(&d->mu);
 		pthread_rwlock_destroy(&d->files);
 		free(d);

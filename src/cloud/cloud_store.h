@@ -69,7 +69,23 @@ struct cloud_store_opts {
 	 * <data_dir>/objects. Takes ownership (closed by cloud_store_close(),
 	 * and by cloud_store_open() when it fails). */
 	struct cloud_backend *backend;
+	/* Snapshots are spaced by size as well as time: at the end of a
+	 * snapshot interval one is made only if the restore plan of that
+	 * position reads, beyond its base, at least snapshot_ratio times the
+	 * base's bytes or more than CLOUD_SNAP_PLAN_FILES files (so a restore
+	 * reads at most about 1 + snapshot_ratio databases' worth). 0: 4;
+	 * negative: one every interval. */
+	double snapshot_ratio;
+	/* A group of a compaction level is merged only from at least min_merge
+	 * files of the levels below; a sparse group stays as its files (a
+	 * level that would only copy them costs storage and saves no reads).
+	 * 0: 8; 2: every group of more than one file. */
+	unsigned min_merge;
 };
+
+/* Most files a restore plan reads beyond its base before the end of a
+ * snapshot interval takes a snapshot whatever the sizes. */
+#define CLOUD_SNAP_PLAN_FILES 200
 
 /* Opens the store. An empty catalog over a backend that holds objects
  * (a new data directory on an existing bucket) is rebuilt from them first
@@ -265,6 +281,7 @@ struct cloud_hist_head {
 	int64_t level_ms[CLOUD_HIST_LEVELS_MAX + 1];
 	uint64_t level_done[CLOUD_HIST_LEVELS_MAX + 1];
 	int snap_level;
+	unsigned min_merge;        /* a group is merged from this many lower files or more */
 };
 
 /* One restorable position and the bytes its upload stored (0 when that

@@ -16,6 +16,7 @@
 #include "cloud/cloud_backend.h"
 #include "cloud/cloud_catalog.h"
 #include "cloud/cloud_store.h"
+#include "ltx/pagesums.h"
 
 /* Staging spools kept for reuse (one per concurrent ingest or rebuild). */
 #define CLOUD_SPOOLS_KEPT 8
@@ -39,6 +40,11 @@ struct cdb {
 	 * real clock closes an interval by time only once the database was
 	 * quiet for a grace, so a backlog being pushed is grouped once. */
 	int64_t last_ingest_ms;
+	/* Page checksums of the current copy (guarded by mu), so ingest
+	 * never reads the pages an upload replaces; used only while
+	 * sums.pos is the catalog's position (apply_upload()). */
+	struct pagesums sums;
+	bool sums_off; /* too large to keep them: dbfile_apply() instead */
 };
 
 struct cloud_store {
@@ -52,6 +58,8 @@ struct cloud_store {
 	int n_levels;
 	int snap_level;                          /* n_levels + 1 */
 	uint64_t max_upload_bytes;
+	double snap_ratio;   /* < 0: a snapshot every interval (opts.snapshot_ratio) */
+	unsigned min_merge;  /* opts.min_merge, >= 2 */
 
 	pthread_mutex_t mu; /* guards dbs, next_id, stop, spools */
 	pthread_cond_t cond;

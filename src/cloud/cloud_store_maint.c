@@ -182,14 +182,32 @@ static int compact_group(struct cloud_store *cs, int64_t db_id, int level, uint6
 	cloud_catalog_lock(cs->cat);
 	int rc = cloud_plan_cover(cs->cat, db_id, lo - 1, hi, level - 1, &p);
 	bool exists = cloud_catalog_file_exists(cs->cat, db_id, level, lo, hi);
-	bool merge = rc == 0 && p.n > 1 && !exists;
-	if (rc == 0 && !merge && old)
+	/* Too few files to be worth a copy: the group stays as they are (an
+	 * earlier file of the interval, if any, stays too: it is valid). */
+	bool sparse = rc == 0 && p.n > 1 && p.n < cs->min_merge;
+	bool merge = rc == 0 && p.n > 1 && !exists && !sparse;
+	if (rc == 0 && !merge && !sparse && old)
 		rc = supersede(cs, db_id, old, gone); /* covered by one file already */
 	cloud_catalog_unlock(cs->cat);
 	if (merge)
 		rc = store_merge(cs, db_id, level, &p, rows[n - 1].mts_ms, old, gone);
 	free(p.f);
 	return rc;
+}
+
+/* Whether a snapshot should be made for plan p (base first): snapshots
+ * are spaced by size, so a database that changes little relative to its
+ * size gets few, and a restore still reads a bounded amount — at most
+ * about (1 + snap_ratio) times the base, in at most CLOUD_SNAP_PLAN_FILES
+ * files after it. */
+static bool snapshot_due(const struct cloud_store *cs, const struct cloud_plan *p)
+{
+	if (cs->snap_ratio < 0 || p->n - 1 > CLOUD_SNAP_PLAN_FILES || p->f[0].min_txid != 1)
+		return true;
+	uint64_t beyond = 0;
+	for (size_t i = 1; i < p->n; i++)
+		beyond += p->f[i].size;
+	return (double)beyond >= cs->snap_ratio * (double)p->f[0].size;
 }
 
 /* Makes the snapshot of position row (level snap_level), superseding old
@@ -204,6 +222,8 @@ static int snapshot_at(struct cloud_store *cs, int64_t db_id, const struct cat_t
 	if (rc == 0 && p.n <= 1 && old)
 		rc = supersede(cs, db_id, old, gone);
 	cloud_catalog_unlock(cs->cat);
+	if (rc == 0 && p.n > 1 && !snapshot_due(cs, &p))
+		p.n = 0; /* its base is near enough; an earlier snapshot of the interval stays */
 	if (rc == 0 && p.n > 1)
 		rc = store_merge(cs, db_id, cs->snap_level, &p, row->mts_ms, old, gone);
 	free(p.f);

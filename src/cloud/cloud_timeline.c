@@ -357,16 +357,46 @@ static int bucket_entries(const struct tl_db *d, size_t lo, size_t hi, int64_t f
  * compact_group): a group is the positions of one aligned interval of
  * the level that follow each other (each upload starts right after the
  * previous one), up to the level's progress mark; an uploaded snapshot is
- * a base and never compacted; and a group gets a file only when the level
- * below covers it with more than one file. Each group of the level below
- * is covered by exactly one file (its own, or the one lower file that made
- * it unnecessary), so that is: the group holds more than one group of
- * the level below, i.e. more than one distinct interval of the level
- * below (of L0: more than one upload). Page-size changes, which also
- * break a group, are not in the index. With emit false only counts. */
+ * a base and never compacted; and a group gets a file only when the
+ * levels below cover it with at least min_merge files (and more than one):
+ * cover_files(). Page-size changes, which also break a group, are not in
+ * the index. With emit false only counts. */
+static size_t cover_files(const struct tl_db *d, int l, size_t i, size_t j);
+
+static bool merged(const struct tl_db *d, size_t cover)
+{
+	return cover > 1 && cover >= (d->head.min_merge > 1 ? d->head.min_merge : 2);
+}
+
+/* How many files the engine's cover at levels <= l reads for positions
+ * v[i..j) (one chain inside one interval of level l + 1): an upload is one
+ * file at L0; at level l each group (aligned interval, up to the level's
+ * mark) is one file when merged() from its own cover below, else that
+ * cover. */
+static size_t cover_files(const struct tl_db *d, int l, size_t i, size_t j)
+{
+	if (l == 0)
+		return j - i;
+	const int64_t iv = d->head.level_ms[l];
+	const uint64_t done = d->head.level_done[l];
+	size_t n = 0;
+	while (i < j) {
+		if (d->v[i].txid > done)
+			return n + cover_files(d, l - 1, i, j); /* not grouped at l yet */
+		const int64_t key = d->v[i].ts_ms / iv;
+		size_t k = i + 1;
+		while (k < j && d->v[k].txid <= done && d->v[k].ts_ms / iv == key)
+			k++;
+		size_t c = cover_files(d, l - 1, i, k);
+		n += merged(d, c) ? 1 : c;
+		i = k;
+	}
+	return n;
+}
+
 static size_t level_spans(const struct tl_db *d, int l, size_t lo, size_t hi, bool emit, json_t *arr)
 {
-	int64_t iv = d->head.level_ms[l], below = l > 1 ? d->head.level_ms[l - 1] : 0;
+	int64_t iv = d->head.level_ms[l];
 	uint64_t done = d->head.level_done[l];
 	size_t n = 0;
 	if (iv <= 0 || lo >= hi)
@@ -379,13 +409,12 @@ static size_t level_spans(const struct tl_db *d, int l, size_t lo, size_t hi, bo
 			continue;
 		}
 		int64_t key = d->v[i].ts_ms / iv;
-		size_t j = i + 1, units = 1;
+		size_t j = i + 1;
 		for (; j < d->n && d->v[j].txid <= done && d->v[j].ts_ms / iv == key &&
 		       d->v[j].min_txid == d->v[j - 1].txid + 1; j++)
-			if (below == 0 || d->v[j].ts_ms / below != d->v[j - 1].ts_ms / below)
-				units++;
+			;
 		bool overlaps = j > lo;
-		if (units > 1 && overlaps) {
+		if (overlaps && merged(d, cover_files(d, l - 1, i, j))) {
 			if (emit && append(arr, json_pack("{s:i, s:o, s:o, s:I, s:I}", "level", l, "from_txid",
 							  cloud_json_hex(d->v[i].min_txid), "to_txid",
 							  cloud_json_hex(d->v[j - 1].txid), "from_ms",

@@ -38,11 +38,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cloud/cloud_admin.h"
 #include "cloud/cloud_auth.h"
 #include "cloud/cloud_authsync.h"
 #include "cloud/cloud_backend_s3.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
+#include "cloud/cloud_ui.h"
 #include "base/err.h"
 #include "base/godur.h"
 #include "base/fileio.h"
@@ -76,9 +78,13 @@ struct settings {
 	int64_t levels_ms[MAX_LEVELS];
 	size_t n_levels;
 	int64_t snapshot_interval_ms;
+	double snapshot_ratio;
+	unsigned min_merge;
 	uint64_t max_upload_bytes;
 	uint64_t max_db_bytes;
 	char *log_level;
+	int64_t ui_session_ms;
+	char *admin_addr;
 	/* Object storage: the local disk unless s3_bucket is set. */
 	char *s3_bucket, *s3_endpoint, *s3_region, *s3_prefix, *s3_key_id, *s3_secret, *s3_token;
 	enum cloud_s3_addressing s3_addressing;
@@ -91,6 +97,7 @@ static void settings_free(struct settings *s)
 	free(s->addr);
 	free(s->data_dir);
 	free(s->log_level);
+	free(s->admin_addr);
 	free(s->s3_bucket);
 	free(s->s3_endpoint);
 	free(s->s3_region);
@@ -204,10 +211,38 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 			st->snapshot_interval_ms = ms;
 		return rc;
 	}
+	if (!strcmp(key, "snapshot-ratio")) {
+		/* A number > 0, or "every" for a snapshot every interval. */
+		char *end;
+		double r = strcmp(v, "every") == 0 ? -1 : strtod(v, &end);
+		if (r == 0 || (r > 0 && (*end != '\0' || r > 1e6)))
+			return ERR_CONFIG;
+		st->snapshot_ratio = r;
+		return 0;
+	}
+	if (!strcmp(key, "min-merge")) {
+		char *end;
+		unsigned long n = strtoul(v, &end, 10);
+		if (v[0] < '0' || v[0] > '9' || *end != '\0' || n < 2 || n > 1000000)
+			return ERR_CONFIG;
+		st->min_merge = (unsigned)n;
+		return 0;
+	}
 	if (!strcmp(key, "max-upload-size"))
 		return parse_size(v, &st->max_upload_bytes);
 	if (!strcmp(key, "max-db-size"))
 		return parse_size(v, &st->max_db_bytes);
+	if (!strcmp(key, "admin-addr"))
+		return set_str(&st->admin_addr, v);
+	if (!strcmp(key, "ui-session")) {
+		int64_t ms = 0;
+		int rc = parse_dur(v, &ms);
+		if (rc == 0 && ms < 1000)
+			rc = ERR_CONFIG;
+		if (rc == 0)
+			st->ui_session_ms = ms;
+		return rc;
+	}
 	if (!strcmp(key, "s3-bucket"))
 		return set_str(&st->s3_bucket, v);
 	if (!strcmp(key, "s3-endpoint"))
@@ -245,7 +280,9 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 }
 
 static const char *const setting_keys[] = {
-	"addr", "data-dir", "retention", "levels", "snapshot-interval", "max-upload-size", "max-db-size", "log-level",
+	"addr", "data-dir", "retention", "levels", "snapshot-interval", "snapshot-ratio", "min-merge",
+	"max-upload-size", "max-db-size", "log-level",
+	"ui-session", "admin-addr",
 	"s3-bucket", "s3-endpoint", "s3-region", "s3-prefix", "s3-addressing", "s3-access-key-id",
 	"s3-secret-access-key", "s3-session-token", "s3-part-size",
 };
@@ -256,9 +293,14 @@ static const char *const setting_help[] = {
 	"how long history is kept: Go duration or days, e.g. 30d, 12h (default 30d)",
 	"compaction levels above L0, ascending, e.g. 10s,5m,1h (default 10s,5m,1h)",
 	"interval of the snapshot level (default 24h)",
+	"snapshot at an interval's end only once a restore would read this many times\n"
+	"                        the last snapshot's bytes after it; \"every\": always (default 4)",
+	"merge a group of a compaction level only from this many files or more (default 8)",
 	"largest accepted LTX upload (default 1GiB)",
 	"largest accepted SQLite upload, POST /db/upload (default 64GiB)",
 	"debug, info, warn or error (default info)",
+	"dashboard (/ui/) sign-in lifetime, e.g. 12h, 30m (default 12h; docs/dashboard.md)",
+	"admin view (clusters, tokens) on this loopback address, e.g. 127.0.0.1:20204 (default off)",
 	"keep objects in this S3 bucket instead of <data-dir>/objects (docs/cloud-storage.md)",
 	"S3 endpoint URL, e.g. http://127.0.0.1:9000 (or $AWS_ENDPOINT_URL_S3; default AWS)",
 	"S3 region (or $AWS_REGION; default us-east-1)",
@@ -577,6 +619,9 @@ static const char serve_usage[] =
 	"storing every cluster's databases under -data-dir. Stops gracefully on\n"
 	"SIGINT or SIGTERM (requests in flight finish first).\n"
 	"\n"
+	"The dashboard is on the same address under /ui/ (open http://ADDR/ui/ and\n"
+	"sign in with a cluster token; docs/dashboard.md).\n"
+	"\n"
 	"Options:\n";
 
 struct purge_ctx {
@@ -663,6 +708,8 @@ static int open_store(const struct settings *st, struct cloud_store **cs)
 		.n_levels = st->n_levels,
 		.snapshot_interval_ms = st->snapshot_interval_ms,
 		.max_upload_bytes = st->max_upload_bytes,
+		.snapshot_ratio = st->snapshot_ratio,
+		.min_merge = st->min_merge,
 	};
 	int rc = cloud_store_open(&o, cs);
 	if (rc != 0)
@@ -714,6 +761,7 @@ static int serve_run(const struct settings *st)
 	struct cloud_auth *auth = NULL;
 	struct cloud_store *cs = NULL;
 	struct cloud_http *srv = NULL;
+	struct cloud_admin *admin = NULL;
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
@@ -754,9 +802,18 @@ static int serve_run(const struct settings *st)
 		goto err_store;
 	}
 	struct cloud_http_opts ho = { .addr = st->addr, .tmp_dir = st->data_dir,
-				      .max_upload_bytes = st->max_upload_bytes, .max_db_bytes = st->max_db_bytes };
+				      .max_upload_bytes = st->max_upload_bytes, .max_db_bytes = st->max_db_bytes,
+				      .ui_session_ms = st->ui_session_ms };
 	if ((rc = cloud_http_start(cs, auth, &ho, &srv)) != 0) {
 		fprintf(stderr, "litefs-cloud: cannot listen on %s: %s\n", st->addr, err_str(rc));
+		goto err_store;
+	}
+	if (st->admin_addr && st->admin_addr[0] &&
+	    (rc = cloud_admin_start(auth, st->data_dir, st->admin_addr,
+				    st->ui_session_ms > 0 ? st->ui_session_ms : CLOUD_UI_SESSION_DEFAULT_MS, &admin)) != 0) {
+		fprintf(stderr, "litefs-cloud: cannot start the admin view on %s: %s%s\n", st->admin_addr, err_str(rc),
+			rc == ERR_INVAL ? " (it binds only loopback: 127.0.0.1:PORT or [::1]:PORT)" : "");
+		cloud_http_stop(srv);
 		goto err_store;
 	}
 	char ret[GODUR_BUF_SIZE];
@@ -765,6 +822,7 @@ static int serve_run(const struct settings *st)
 		 CLOUD_VERSION, st->data_dir, ret, cloud_http_port(srv), st->s3_bucket ? "s3://" : "local",
 		 st->s3_bucket ? st->s3_bucket : "");
 	serve_wait(cs, auth);
+	cloud_admin_stop(admin);
 	cloud_http_stop(srv);
 	cloud_store_close(cs);
 	close(lock_fd);

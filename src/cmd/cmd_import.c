@@ -9,8 +9,8 @@
  * Import streams FILE from disk (CURLOPT_READFUNCTION with a known
  * Content-Length, so a file of any size uses a fixed amount of memory) and
  * checks the SQLite header locally first, so an obviously wrong file never
- * reaches the node. The node validates the whole file (integrity_check)
- * before it becomes one transaction.
+ * reaches the node. The node validates the whole file (quick_check, or
+ * integrity_check with -full-check) before it becomes one transaction.
  *
  * Export writes atomically: the body goes to a temp file in the target's
  * directory, which is fsync'd and renamed over FILE only when the transfer
@@ -47,16 +47,19 @@
 #define PROGRESS_INTERVAL_MS 250
 
 static const char import_usage[] =
-	"Usage: litefs import [-url URL] -name NAME FILE\n"
+	"Usage: litefs import [-url URL] [-full-check] -name NAME FILE\n"
 	"\n"
 	"Imports the SQLite database FILE into the database NAME of a running node,\n"
 	"as one transaction. The node checks the file (SQLite header, PRAGMA\n"
-	"integrity_check) before anything changes; an existing database NAME is\n"
-	"replaced and keeps its journal mode.\n"
+	"quick_check: every b-tree page) before anything changes; an existing\n"
+	"database NAME is replaced and keeps its journal mode. On a terminal,\n"
+	"progress is shown on stderr.\n"
 	"\n"
 	"Options:\n"
 	"  -url URL     the node's HTTP API (default: $LITEFS_URL, else " DEFAULT_URL ")\n"
 	"  -name NAME   the database name in the mount\n"
+	"  -full-check  PRAGMA integrity_check instead of quick_check: every index\n"
+	"               is also compared with its table (several times slower)\n"
 	"  -h, --help   show this help\n"
 	"\n"
 	"Options take one dash or two, and -opt=value as well as -opt value.\n"
@@ -81,6 +84,7 @@ struct opts {
 	const char *url;
 	const char *name;
 	const char *file;
+	bool full_check; /* import: -full-check */
 };
 
 /* Matches "-key", "--key", "-key=v", "--key=v". Returns 1 and sets *val
@@ -119,6 +123,10 @@ static int parse_args(const char *cmd, const char *usage, int argc, char **argv,
 		if (!strcmp(a, "-h") || !strcmp(a, "-help") || !strcmp(a, "--help")) {
 			fputs(usage, stdout);
 			return 0;
+		}
+		if (!strcmp(cmd, "import") && (!strcmp(a, "-full-check") || !strcmp(a, "--full-check"))) {
+			o->full_check = true;
+			continue;
 		}
 		if (!strcmp(a, "--")) {
 			for (i++; i < argc; i++) {
@@ -288,7 +296,7 @@ int cmd_import_main(int argc, char **argv)
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	CURL *c = curl_easy_init();
-	const char *const query[] = { "name", o.name, NULL };
+	const char *const query[] = { "name", o.name, "check", o.full_check ? "full" : NULL, NULL };
 	req_init(&q, c, NULL, &prog);
 	if (!c || !(url = httpc_url(c, o.url, "/import", query)) ||
 	    httpc_add_header(&hdrs, "Content-Type: application/vnd.sqlite3") != 0) {

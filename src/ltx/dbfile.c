@@ -11,7 +11,7 @@
  * page, growth by ftruncate) and have a shortcut. For fixed page data the
  * CRC of be32(pgno) || data is an affine function of the 32 bits of pgno
  * over GF(2): g(p) = g(0) ^ XOR_{bit k set in p} d_k, d_k = g(1<<k) ^ g(0).
- * struct zero_sum holds g(0) and d_0..d_31 for one page size (33 CRCs of a
+ * struct dbfile_zero_sum holds g(0) and d_0..d_31 for one page size (33 CRCs of a
  * zero page), after which the checksum of any zero page is 32 XORs and the
  * XOR over a whole range of zero pages follows from the parity of how many
  * numbers in the range have each bit set. This makes checksumming a 1 GiB
@@ -70,12 +70,6 @@
 
 /* ---- Zero-page checksums ---------------------------------------------- */
 
-struct zero_sum {
-	uint32_t page_size;
-	uint64_t g0;     /* raw CRC of be32(0) || zero page */
-	uint64_t d[32];  /* g(1<<k) ^ g(0) */
-};
-
 static uint64_t zero_page_crc(uint32_t pgno, uint32_t page_size)
 {
 	static const uint8_t zeros[4096];
@@ -90,7 +84,7 @@ static uint64_t zero_page_crc(uint32_t pgno, uint32_t page_size)
 	return crc;
 }
 
-static void zero_sum_init(struct zero_sum *z, uint32_t page_size)
+void dbfile_zero_sum_init(struct dbfile_zero_sum *z, uint32_t page_size)
 {
 	z->page_size = page_size;
 	z->g0 = zero_page_crc(0, page_size);
@@ -98,8 +92,7 @@ static void zero_sum_init(struct zero_sum *z, uint32_t page_size)
 		z->d[k] = zero_page_crc(UINT32_C(1) << k, page_size) ^ z->g0;
 }
 
-/* Raw checksum of the zero page pgno. */
-static uint64_t zero_sum_page(const struct zero_sum *z, uint32_t pgno)
+uint64_t dbfile_zero_sum_page(const struct dbfile_zero_sum *z, uint32_t pgno)
 {
 	uint64_t g = z->g0;
 
@@ -119,8 +112,7 @@ static uint64_t count_bit_upto(uint64_t x, int k)
 	return (n / period) * half + (rem > half ? rem - half : 0);
 }
 
-/* Raw XOR of the checksums of zero pages first..last, lock page skipped. */
-static uint64_t zero_sum_range(const struct zero_sum *z, uint64_t first, uint64_t last)
+uint64_t dbfile_zero_sum_range(const struct dbfile_zero_sum *z, uint64_t first, uint64_t last)
 {
 	uint64_t x = 0;
 	uint32_t lock = ltx_lock_pgno(z->page_size);
@@ -135,16 +127,16 @@ static uint64_t zero_sum_range(const struct zero_sum *z, uint64_t first, uint64_
 			x ^= z->d[k];
 	}
 	if (lock >= first && lock <= last)
-		x ^= zero_sum_page(z, lock);
+		x ^= dbfile_zero_sum_page(z, lock);
 	return x;
 }
 
 uint64_t dbfile_zero_pages_checksum(uint32_t page_size, uint32_t first, uint32_t last)
 {
-	struct zero_sum z;
+	struct dbfile_zero_sum z;
 
-	zero_sum_init(&z, page_size);
-	return LTX_CHECKSUM_FLAG | zero_sum_range(&z, first, last);
+	dbfile_zero_sum_init(&z, page_size);
+	return LTX_CHECKSUM_FLAG | dbfile_zero_sum_range(&z, first, last);
 }
 
 static bool is_zero(const uint8_t *p, size_t len)
@@ -191,7 +183,7 @@ static int db_pages(int fd, uint32_t page_size, off_t *size, uint32_t *n_pages)
 /* Raw XOR of page checksums of pages in buf (n whole pages, the first
  * being first_pgno), lock page skipped, zero pages via the shortcut. */
 static uint64_t buf_checksum(const uint8_t *buf, size_t n, uint32_t first_pgno,
-			     uint32_t page_size, const struct zero_sum *z)
+			     uint32_t page_size, const struct dbfile_zero_sum *z)
 {
 	uint32_t lock = ltx_lock_pgno(page_size);
 	uint64_t x = 0;
@@ -201,7 +193,7 @@ static uint64_t buf_checksum(const uint8_t *buf, size_t n, uint32_t first_pgno,
 		const uint8_t *page = buf + i * page_size;
 		if (pgno == lock)
 			continue;
-		x ^= is_zero(page, page_size) ? zero_sum_page(z, pgno)
+		x ^= is_zero(page, page_size) ? dbfile_zero_sum_page(z, pgno)
 					      : ltx_page_checksum(pgno, page, page_size);
 	}
 	return x;
@@ -211,7 +203,7 @@ static uint64_t buf_checksum(const uint8_t *buf, size_t n, uint32_t first_pgno,
  * the file). Holes found with SEEK_DATA/SEEK_HOLE are summed as zero pages
  * without being read; where those are unsupported everything is read. */
 static int range_checksum(int fd, uint32_t page_size, uint32_t first, uint32_t last,
-			  const struct zero_sum *z, uint64_t *out)
+			  const struct dbfile_zero_sum *z, uint64_t *out)
 {
 	const uint64_t ps = page_size;
 	uint64_t pg = first, end = (uint64_t)last + 1; /* page numbers [pg, end) */
@@ -244,7 +236,7 @@ static int range_checksum(int fd, uint32_t page_size, uint32_t first, uint32_t l
 				uint64_t dpg = (uint64_t)d / ps + 1; /* page holding the data */
 				if (dpg > end)
 					dpg = end;
-				x ^= zero_sum_range(z, pg, dpg - 1);
+				x ^= dbfile_zero_sum_range(z, pg, dpg - 1);
 				pg = dpg;
 				if (pg >= end)
 					break;
@@ -282,7 +274,7 @@ out:
 
 int dbfile_checksum(int fd, uint32_t page_size, uint64_t *checksum, uint32_t *n_pages)
 {
-	struct zero_sum z;
+	struct dbfile_zero_sum z;
 	off_t size;
 	uint32_t n = 0;
 	uint64_t x;
@@ -293,7 +285,7 @@ int dbfile_checksum(int fd, uint32_t page_size, uint64_t *checksum, uint32_t *n_
 	rc = db_pages(fd, page_size, &size, &n);
 	if (rc < 0)
 		return rc;
-	zero_sum_init(&z, page_size);
+	dbfile_zero_sum_init(&z, page_size);
 	rc = range_checksum(fd, page_size, 1, n, &z, &x);
 	if (rc < 0)
 		return rc;
@@ -312,7 +304,7 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 	struct ltx_encoder *enc = NULL;
 	struct ltx_header hdr;
 	struct ltx_trailer trailer;
-	struct zero_sum z;
+	struct dbfile_zero_sum z;
 	uint32_t page_size = opts->page_size, n = 0, lock;
 	uint8_t *buf = NULL;
 	uint64_t x = 0;
@@ -329,16 +321,18 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 	rc = db_pages(fd, page_size, &size, &n);
 	if (rc < 0)
 		return rc;
-	zero_sum_init(&z, page_size);
+	dbfile_zero_sum_init(&z, page_size);
 	lock = ltx_lock_pgno(page_size);
 
 	hdr = (struct ltx_header){
 		.flags = opts->compress ? LTX_FLAG_COMPRESS : 0,
 		.page_size = page_size,
 		.commit = n,
-		.min_txid = 1,
-		.max_txid = opts->txid ? opts->txid : 1,
+		.min_txid = opts->follows_txid + 1,
+		.max_txid = opts->txid ? opts->txid : opts->follows_txid + 1,
 		.timestamp_ms = opts->timestamp_ms,
+		.pre_apply_checksum = opts->follows_txid ? opts->pre_apply_checksum : 0,
+		.node_id = opts->node_id,
 	};
 	buf = malloc(CHUNK_SIZE);
 	if (!buf)
@@ -358,7 +352,7 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 		if ((data < 0 && errno == ENXIO) || (data >= 0 && data >= off + (off_t)len)) {
 			/* A hole: zeros, without reading them. */
 			memset(buf, 0, len);
-			x ^= zero_sum_range(&z, pg, pg + cnt - 1);
+			x ^= dbfile_zero_sum_range(&z, pg, pg + cnt - 1);
 		} else {
 			int got = fdio_pread_full(fd, buf, len, off);
 			if (got < 0) {
@@ -369,6 +363,8 @@ int dbfile_encode_snapshot(int fd, const struct dbfile_snapshot_opts *opts,
 				rc = ERR_IO_SHORT;
 				goto out;
 			}
+			if (pg == 1 && opts->sqlite_header)
+				memcpy(buf, opts->sqlite_header, 100);
 			x ^= buf_checksum(buf, cnt, (uint32_t)pg, page_size, &z);
 		}
 		for (uint64_t i = 0; i < cnt; i++) {
@@ -551,7 +547,7 @@ int dbfile_apply(int db_fd, int spool_fd, ltx_read_fn read, void *read_ctx,
 	struct spool sp = { .fd = spool_fd };
 	struct ltx_header h;
 	struct ltx_trailer t;
-	struct zero_sum z;
+	struct dbfile_zero_sum z;
 	struct stat st;
 	uint8_t *page = NULL, *old = NULL;
 	uint64_t chk = 0;
@@ -594,14 +590,14 @@ int dbfile_apply(int db_fd, int spool_fd, ltx_read_fn read, void *read_ctx,
 		rc = fail_src(res, ERR_NOMEM, DBFILE_ERR_NONE);
 		goto out;
 	}
-	zero_sum_init(&z, ps);
+	dbfile_zero_sum_init(&z, ps);
 
 	/* Resize first, conceptually: growth adds zero pages, truncation
 	 * removes the dropped pages (read from the database). */
 	if (!snapshot) {
 		chk = pos.checksum;
 		if (h.commit > old_n) {
-			chk ^= zero_sum_range(&z, old_n + 1, h.commit);
+			chk ^= dbfile_zero_sum_range(&z, old_n + 1, h.commit);
 		} else if (h.commit < old_n) {
 			uint64_t x;
 			rc = range_checksum(db_fd, ps, h.commit + 1, (uint32_t)old_n, &z, &x);
@@ -639,7 +635,7 @@ int dbfile_apply(int db_fd, int spool_fd, ltx_read_fn read, void *read_ctx,
 			} else {
 				/* Growth already counted this page as zeros. */
 				unchanged = is_zero(page, ps);
-				old_pc = zero_sum_page(&z, pgno);
+				old_pc = dbfile_zero_sum_page(&z, pgno);
 			}
 			/* The decoder hashed the page already (file checksum). */
 			chk = ltx_checksum_swap(chk, old_pc, unchanged ? old_pc : ltx_decoder_last_page_checksum(dec));

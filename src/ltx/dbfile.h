@@ -43,17 +43,44 @@ int dbfile_checksum(int fd, uint32_t page_size, uint64_t *checksum, uint32_t *n_
  * valid and first >= 1. */
 uint64_t dbfile_zero_pages_checksum(uint32_t page_size, uint32_t first, uint32_t last);
 
+/* Checksums of all-zero pages of one page size (the shortcut above),
+ * "raw": without LTX_CHECKSUM_FLAG, for XOR-ing into a running sum. */
+struct dbfile_zero_sum {
+	uint32_t page_size;
+	uint64_t g0;     /* raw CRC of be32(0) || zero page */
+	uint64_t d[32];  /* g(1<<k) ^ g(0) */
+};
+/* 33 CRCs of a zero page; page_size must be valid. */
+void dbfile_zero_sum_init(struct dbfile_zero_sum *z, uint32_t page_size);
+/* Raw checksum of the zero page pgno (32 XORs). */
+uint64_t dbfile_zero_sum_page(const struct dbfile_zero_sum *z, uint32_t pgno);
+/* Raw XOR of the checksums of zero pages first..last, lock page skipped
+ * (0 when first > last). */
+uint64_t dbfile_zero_sum_range(const struct dbfile_zero_sum *z, uint64_t first, uint64_t last);
+
 /* Options of dbfile_encode_snapshot(). */
 struct dbfile_snapshot_opts {
 	uint32_t page_size;   /* 0: read it from the SQLite header */
 	uint64_t txid;        /* max TXID of the snapshot (min is 1); 0 means 1 */
 	int64_t timestamp_ms; /* header timestamp */
 	bool compress;        /* LZ4-compress the page block */
+	/* A full-image transaction instead of a snapshot: the file then
+	 * follows position (follows_txid, pre_apply_checksum) with every page
+	 * of the database, TXID range follows_txid+1..txid (txid 0: that + 1).
+	 * 0: a snapshot. */
+	uint64_t follows_txid;
+	uint64_t pre_apply_checksum;
+	uint64_t node_id;     /* header node ID */
+	/* Non-NULL: the first 100 bytes of page 1 (the SQLite header) as they
+	 * should be, in place of those of the file (which is not modified). */
+	const uint8_t *sqlite_header;
 };
 
 /* Writes a snapshot LTX of the database in fd through write(write_ctx):
  * TXID range 1..opts->txid, pre-apply 0, commit N, every page 1..N except
- * the lock page, post-apply = the database checksum. *h and *t (may be
+ * the lock page, post-apply = the database checksum (or, with
+ * opts->follows_txid, the same pages as a transaction that follows it).
+ * One pass over fd in 1 MiB reads. *h and *t (may be
  * NULL) get the header and trailer written. Returns 0, a dbfile_checksum()
  * error, ERR_DB_HEADER (opts->page_size == 0 and no valid header), an
  * encoder error, or the write callback's error. On error the output is

@@ -16,8 +16,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <inttypes.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,10 +86,25 @@ static void ofd_unlock_all(int fd)
 	ofd_unlock(fd, 0, 0);
 }
 
+/* Descriptors of the mounted files, locked so that no reader is inside a
+ * transaction. */
+struct exclusion {
+	int db_fd, shm_fd;
+	int held_fd;      /* the write lock's descriptor (writer lock held), or -1 */
+	bool held_wal;    /* held_fd is -shm (else the db file) */
+	bool poisoned;    /* the wal-index header was made inconsistent */
+	uint32_t n_pages; /* the database's size before the apply */
+	/* An import's own limits (apply_import); NULL / 0 for replication. */
+	const atomic_bool *cancel; /* set: give up (-ECANCELED) */
+	int64_t max_wait_us;       /* > 0: give up (-ETIMEDOUT) after waiting this long in all */
+	int64_t waited_us;
+};
+
 /* Takes a write lock, retrying while others hold it, for at most
  * limit_us (0: until the store stops). Returns 0, -EAGAIN at the limit,
- * -ECANCELED when the store stops, or -errno. */
-static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t limit_us)
+ * -ECANCELED when the store stops (or x->cancel is set), -ETIMEDOUT past
+ * x->max_wait_us, or -errno. */
+static int lock_retry(struct db *db, struct exclusion *x, int fd, off_t start, off_t len, int64_t limit_us)
 {
 	int64_t waited = 0;
 	bool logged = false;
@@ -97,27 +114,30 @@ static int lock_retry(struct db *db, int fd, off_t start, off_t len, int64_t lim
 			return rc;
 		if (limit_us > 0 && waited >= limit_us)
 			return -EAGAIN;
-		if (node_applies_cancelled(db->node))
+		if (node_applies_cancelled(db->node) || (x->cancel && atomic_load(x->cancel)))
 			return -ECANCELED;
+		if (x->max_wait_us > 0 && x->waited_us + waited >= x->max_wait_us)
+			return -ETIMEDOUT;
 		if (!logged && waited > 5000000) {
 			LOG_INFO("db", "msg=\"replication waits for a reader's transaction to end\" db=%s", db->name);
 			logged = true;
 		}
 		usleep((useconds_t)pause);
 		waited += pause;
+		x->waited_us += pause;
 		if (pause < 1000)
 			pause *= 2;
 	}
 }
 
-static int exclude_rollback_readers(struct db *db, int fd)
+static int exclude_rollback_readers(struct db *db, struct exclusion *x, int fd)
 {
-	int rc = lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 20000);
+	int rc = lock_retry(db, x, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 20000);
 	if (rc != -EAGAIN)
 		return rc;
-	if ((rc = lock_retry(db, fd, SQLITE_PENDING_BYTE, 1, 0)) != 0)
+	if ((rc = lock_retry(db, x, fd, SQLITE_PENDING_BYTE, 1, 0)) != 0)
 		return rc;
-	return lock_retry(db, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
+	return lock_retry(db, x, fd, SQLITE_SHARED_FIRST, SQLITE_SHARED_SIZE, 0);
 }
 
 static uint32_t bswap32(uint32_t x)
@@ -169,16 +189,6 @@ static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
 		LOG_WARN("db", "msg=\"cannot publish the wal-index header\" db=%s err=\"%s\"", db->name, strerror(errno));
 }
 
-/* Descriptors of the mounted files, locked so that no reader is inside a
- * transaction. */
-struct exclusion {
-	int db_fd, shm_fd;
-	int held_fd;      /* the write lock's descriptor (writer lock held), or -1 */
-	bool held_wal;    /* held_fd is -shm (else the db file) */
-	bool poisoned;    /* the wal-index header was made inconsistent */
-	uint32_t n_pages; /* the database's size before the apply */
-};
-
 /* Makes the two copies of the wal-index header differ, so that a reader
  * starting now takes the header for one being written and, finding the
  * WAL write lock taken, retries inside SQLite (WAL_RETRY, no BUSY). */
@@ -211,16 +221,16 @@ static int exclude_wal_readers(struct db *db, struct exclusion *x)
 	static const int order[] = { 0, 1, 4, 5, 6, 7 }; /* WRITE, CKPT, READ1..4 */
 	int rc;
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++)
-		if ((rc = lock_retry(db, x->shm_fd, WAL_LOCK_FIRST + order[i], 1, 0)) != 0)
+		if ((rc = lock_retry(db, x, x->shm_fd, WAL_LOCK_FIRST + order[i], 1, 0)) != 0)
 			return rc;
 	const off_t read0 = WAL_LOCK_FIRST + 3;
 	for (;;) {
-		rc = lock_retry(db, x->shm_fd, read0, 1, 2000);
+		rc = lock_retry(db, x, x->shm_fd, read0, 1, 2000);
 		if (rc != -EAGAIN)
 			return rc;
 		if (!x->poisoned)
 			x->poisoned = walidx_poison(x->shm_fd);
-		rc = lock_retry(db, x->shm_fd, read0, 1, 2000000);
+		rc = lock_retry(db, x, x->shm_fd, read0, 1, 2000000);
 		if (rc != -EAGAIN)
 			return rc;
 		/* A long transaction: let new readers in again meanwhile. */
@@ -228,7 +238,7 @@ static int exclude_wal_readers(struct db *db, struct exclusion *x)
 			walidx_publish(db, x->shm_fd, x->n_pages);
 			x->poisoned = false;
 		}
-		if ((rc = lock_retry(db, x->shm_fd, read0, 1, 0)) != 0)
+		if ((rc = lock_retry(db, x, x->shm_fd, read0, 1, 0)) != 0)
 			return rc;
 		return 0;
 	}
@@ -257,7 +267,7 @@ static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 	snprintf(path, sizeof(path), "%s/%s", mnt, db->name);
 	if ((x->db_fd = borrow ? fcntl(x->held_fd, F_DUPFD_CLOEXEC, 0) : open(path, O_RDWR | O_CLOEXEC)) < 0)
 		return -errno;
-	return exclude_rollback_readers(db, x->db_fd);
+	return exclude_rollback_readers(db, x, x->db_fd);
 }
 
 /* Releases the locks the apply took; on the write lock's descriptor
@@ -532,8 +542,9 @@ int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out
 	int fd = wal_mode ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE) : open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int rc = wal_mode ? lock_retry(db, fd, WAL_LOCK_FIRST, 1, timeout_ms * 1000)
-			  : lock_retry(db, fd, SQLITE_PENDING_BYTE + 1, 1, timeout_ms * 1000);
+	struct exclusion none = { .db_fd = -1, .shm_fd = -1, .held_fd = -1 };
+	int rc = wal_mode ? lock_retry(db, &none, fd, WAL_LOCK_FIRST, 1, timeout_ms * 1000)
+			  : lock_retry(db, &none, fd, SQLITE_PENDING_BYTE + 1, 1, timeout_ms * 1000);
 	if (rc) {
 		close(fd);
 		return rc;
@@ -573,7 +584,7 @@ int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_f
 	lockwatch_unlock(&db->mu);
 
 	/* Readers first (they need db->mu to be served), then the state. */
-	struct exclusion x = { -1, -1, held_fd, held_wal, false, old_n };
+	struct exclusion x = { .db_fd = -1, .shm_fd = -1, .held_fd = held_fd, .held_wal = held_wal, .n_pages = old_n };
 	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
 		if (x.poisoned) /* give readers back a sound header */
 			walidx_publish(db, x.shm_fd, old_n);
@@ -625,6 +636,307 @@ int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_f
 	if (rc == 0) {
 		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
 			  res.n_written, new_n);
+		node_notify_change(db->node);
+	}
+	return rc;
+}
+
+/* ---- Import: a whole database file as one transaction ------------------- */
+
+/* The chain writer of an import: 1 MiB writes, writeback started every
+ * IMPORT_KICK bytes so that the fsync at the end finds little left. */
+#define IMPORT_WBUF (1u << 20)
+#define IMPORT_KICK (16 << 20)
+
+static uint32_t get_be32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/*
+ * What SQLite's backup API does to the header of the database it
+ * overwrites, done to the imported file (db->mu held, the db file folded):
+ * the file change counter and the schema cookie become the old ones + 1,
+ * so every connection drops its cached pages and prepared statements;
+ * version-valid-for matches the counter and the in-header size is the
+ * page count; bytes 18/19 keep the database's journal mode (a new one is
+ * created in rollback mode). The header goes into hdr: the imported file
+ * itself is not changed (its check may still be reading it).
+ */
+static int import_header(struct db *db, int src_fd, uint32_t n_pages, uint8_t hdr[100])
+{
+	uint8_t old[100];
+	bool have_old = db->n_pages > 0 &&
+			fdio_pread_full(db->db_fd, old, sizeof(old), 0) == (int)sizeof(old) &&
+			memcmp(old, DBFILE_HEADER_MAGIC, 16) == 0;
+	if (fdio_pread_full(src_fd, hdr, 100, 0) != 100)
+		return ERR_IO_SHORT;
+	uint8_t mode = have_old && db->wal_mode ? 2 : 1;
+	hdr[18] = hdr[19] = mode;
+	uint32_t counter = have_old ? get_be32(old + 24) + 1 : get_be32(hdr + 24);
+	put_be32(hdr + 24, counter);
+	put_be32(hdr + 92, counter);
+	put_be32(hdr + 28, n_pages);
+	if (have_old)
+		put_be32(hdr + 40, get_be32(old + 40) + 1);
+	put_be32(hdr + 96, (uint32_t)sqlite3_libversion_number());
+	return 0;
+}
+
+/* Copies len bytes of src into dst from offset 0, in the kernel where it
+ * can (copy_file_range), else through a buffer. */
+static int copy_whole(int dst, int src, off_t len)
+{
+	loff_t in = 0, out = 0;
+	while (in < len) {
+		ssize_t n = copy_file_range(src, &in, dst, &out, (size_t)(len - in), 0);
+		if (n > 0)
+			continue;
+		if (n == 0)
+			return ERR_IO_SHORT;
+		if (errno == EINTR)
+			continue;
+		if (errno != EXDEV && errno != ENOSYS && errno != EINVAL && errno != EOPNOTSUPP)
+			return -errno;
+		break;
+	}
+	uint8_t *buf = in < len ? malloc(IMPORT_WBUF) : NULL;
+	if (in < len && !buf)
+		return ERR_NOMEM;
+	int rc = 0;
+	while (rc == 0 && in < len) {
+		size_t k = len - in < (off_t)IMPORT_WBUF ? (size_t)(len - in) : IMPORT_WBUF;
+		int n = fdio_pread_full(src, buf, k, in);
+		if (n != (int)k)
+			rc = n < 0 ? n : ERR_IO_SHORT;
+		else if ((rc = sys_pwrite_all(dst, buf, k, in)) == 0)
+			in += (off_t)k;
+	}
+	free(buf);
+	return rc;
+}
+
+/* The import proper (db->mu held, readers excluded): the record, then the
+ * file. *h / *t get the record's header and trailer. */
+/* Where an import's time went (milliseconds), for its log line. */
+struct import_spans {
+	int64_t encode, check_wait, sync, copy;
+	bool renamed; /* the file was renamed into place, not copied */
+};
+
+static int import_locked(struct db *db, int src_fd, const struct apply_import_opts *o, int x_db_fd, int x_shm_fd,
+			 struct ltx_header *h, struct ltx_trailer *t, struct import_spans *sp)
+{
+	int64_t t0 = clock_mono_ms();
+	const off_t size = (off_t)o->n_pages * o->page_size;
+	int rc;
+
+	if (db->dirty.count != 0)
+		return -EBUSY; /* a rollback transaction in progress: cannot be, readers are excluded */
+	if (db->db_fd < 0 && (db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR | O_CREAT)) < 0) {
+		rc = db->db_fd;
+		db->db_fd = -1;
+		return rc;
+	}
+	if ((rc = fold_wal(db)) != 0)
+		return rc;
+	uint8_t hdr[100];
+	if ((rc = import_header(db, src_fd, o->n_pages, hdr)) != 0)
+		return rc;
+	/* The space for the new file first: a full disk refuses the import
+	 * before the record exists, never half-way through the copy. */
+	bool may_copy = !o->src_path || db->n_handles != (x_db_fd >= 0) + (x_shm_fd >= 0);
+	if (may_copy && fallocate(db->db_fd, FALLOC_FL_KEEP_SIZE, 0, size) != 0 && errno != EOPNOTSUPP)
+		return -errno;
+	if (db->chain.log_fd < 0) {
+		if ((rc = chain_open_segment(&db->chain, db->pos.txid + 1)) != 0)
+			return rc;
+		db->dir_dirty = true;
+	}
+	uint64_t rec_off = db->chain.end;
+	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(rec_off + LTXLOG_HDR_SIZE),
+				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
+	w.kicked = w.off;
+	if (!(w.buf = malloc(IMPORT_WBUF)))
+		return ERR_NOMEM;
+	struct dbfile_snapshot_opts so = {
+		.page_size = o->page_size,
+		.timestamp_ms = clock_wall_ms(),
+		.compress = db->node->compress, /* data.compress: LZ4 costs CPU, saves bytes (docs/http.md) */
+		.follows_txid = db->pos.txid,
+		.pre_apply_checksum = db->pos.checksum,
+		.node_id = db->node->node_id,
+		.sqlite_header = hdr,
+	};
+	rc = dbfile_encode_snapshot(src_fd, &so, sys_writer_write, &w, h, t);
+	if (rc == 0)
+		rc = sys_writer_flush(&w);
+	free(w.buf);
+	uint64_t len = (uint64_t)w.off - rec_off - LTXLOG_HDR_SIZE;
+	if (rc == 0 && len > LTXLOG_MAX_RECORD)
+		rc = -EFBIG;
+	if (rc == 0 && h->commit != o->n_pages)
+		rc = ERR_IO_SHORT; /* the file changed size under us */
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, (uint32_t)len);
+		rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)rec_off);
+	}
+	int64_t t1 = clock_mono_ms();
+	sp->encode = t1 - t0;
+	/* Validation ran beside the encoding; a refusal cuts the record off. */
+	if (rc == 0 && o->validated)
+		rc = o->validated(o->ctx);
+	int64_t t2 = clock_mono_ms();
+	sp->check_wait = t2 - t1;
+	if (rc == 0 && sys_fsync(db->chain.log_fd) != 0)
+		rc = -errno;
+	int64_t t3 = clock_mono_ms();
+	sp->sync = t3 - t2;
+	if (rc) {
+		if (sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
+			LOG_ERROR("db", "msg=\"cannot remove refused import record\" db=%s err=\"%s\"", db->name,
+				  strerror(errno));
+		return rc;
+	}
+	/* The record is durable. Nobody but this import has a file of the
+	 * database open: the imported file becomes the db file (rename, no
+	 * copy; a crash before the rename leaves the old file, which the
+	 * next start finds at the record's pre-apply checksum: the record is
+	 * dropped). Otherwise open handles must keep reading the same inode:
+	 * the file is copied into it in place, and a crash half-way is
+	 * repaired at the next start by writing the record's pages again
+	 * (db_redo_full_record). */
+	int own = (x_db_fd >= 0) + (x_shm_fd >= 0);
+	if (o->src_path && db->n_handles == own) {
+		rc = sys_pwrite_all(src_fd, hdr, sizeof(hdr), 0);
+		if (rc == 0 && sys_fsync(src_fd) != 0)
+			rc = -errno;
+		if (rc == 0 && sys_renameat(o->src_dir_fd, o->src_path, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0)
+			rc = -errno;
+		if (rc) {
+			sys_ftruncate(db->chain.log_fd, (off_t)rec_off);
+			return rc;
+		}
+		sp->renamed = true;
+		sys_fsync(db->dir_fd);
+		int fd = db_open_backing(db, DB_KIND_DB, O_RDWR);
+		if (fd < 0) {
+			rc = fd;
+		} else {
+			close(db->db_fd);
+			db->db_fd = fd;
+		}
+	} else {
+		rc = copy_whole(db->db_fd, src_fd, size);
+		if (rc == 0)
+			rc = sys_pwrite_all(db->db_fd, hdr, sizeof(hdr), 0);
+		if (rc == 0 && sys_ftruncate(db->db_fd, size) != 0)
+			rc = -errno;
+		if (rc == 0 && sys_fsync(db->db_fd) != 0)
+			rc = -errno;
+	}
+	sp->copy = clock_mono_ms() - t3;
+	if (rc) {
+		LOG_ERROR("db", "msg=\"import: cannot write the database file after its record; writes are refused "
+				"until a restart repairs it from the record\" db=%s err=\"%s\"", db->name, err_str(rc));
+		db->write_refused = true;
+		return rc;
+	}
+	db->chain.end = rec_off + LTXLOG_HDR_SIZE + len;
+	db->chain.synced_end = db->chain.end;
+	if (db->chain.oldest_txid == 0)
+		db->chain.oldest_txid = h->min_txid;
+	db->pos = (struct ltx_pos){ h->max_txid, t->post_apply_checksum };
+	db->pos_ts_ms = h->timestamp_ms;
+	db->n_commits++;
+	db->n_ltx_bytes += len;
+	db->dir_dirty = true;
+	if (!db->exists[DB_KIND_DB]) {
+		db->exists[DB_KIND_DB] = true;
+		db->generation[DB_KIND_DB]++;
+	}
+	db->forgotten = false;
+	db->page_size = o->page_size;
+	db->n_pages = o->n_pages;
+	db_wal_reset_state(db);
+	if (db->verify.active) {
+		db->verify.cursor = 1;
+		db->verify.partial = 0;
+	}
+	return 0;
+}
+
+int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, struct ltx_pos *pos)
+{
+	int rc = db_ensure_dir(db);
+	if (rc)
+		return rc;
+	lockwatch_lock(&db->mu, "import");
+	bool existed = db->exists[DB_KIND_DB];
+	bool wal_mode = db->wal_mode;
+	uint32_t old_n = db->n_pages;
+	lockwatch_unlock(&db->mu);
+
+	struct exclusion x = { .db_fd = -1, .shm_fd = -1, .held_fd = -1, .n_pages = old_n, .cancel = o->cancel,
+			       .max_wait_us = o->max_wait_us };
+	rc = existed ? exclude_readers(db, wal_mode, &x) : 0;
+	if (rc == 0 && o->check)
+		rc = o->check(o->ctx, db);
+	if (rc) {
+		if (x.poisoned)
+			walidx_publish(db, x.shm_fd, old_n);
+		readmit_readers(&x);
+		return rc;
+	}
+	struct ltx_header h;
+	struct ltx_trailer t;
+	lockwatch_lock(&db->mu, "import");
+	struct import_spans sp = { 0 };
+	int64_t t_locked = clock_mono_ms();
+	rc = import_locked(db, src_fd, o, x.db_fd, x.shm_fd, &h, &t, &sp);
+	if (rc && !existed && !db->exists[DB_KIND_DB] && !db->write_refused && db->db_fd >= 0) {
+		/* A refused import of a new database leaves no file behind. */
+		close(db->db_fd);
+		db->db_fd = -1;
+		unlinkat(db->dir_fd, db_kind_backing[DB_KIND_DB], 0);
+	}
+	bool folded = db->wal_folded;
+	db->wal_folded = false;
+	bool exists = db->exists[DB_KIND_DB];
+	uint32_t new_n = db->n_pages;
+	*pos = db->pos;
+	lockwatch_unlock(&db->mu);
+
+	const struct node_fuse_hooks *hk = &db->node->hooks;
+	if (rc == 0 && hk->inval_inode) {
+		hk->inval_inode(hk->ctx, db->id, DB_KIND_DB, 0, 0); /* every page, and the size */
+		if (folded)
+			hk->inval_inode(hk->ctx, db->id, DB_KIND_WAL, 0, 0);
+	}
+	if (rc == 0 && x.shm_fd >= 0 && exists) {
+		walidx_publish(db, x.shm_fd, new_n);
+		x.poisoned = false;
+	}
+	if (rc == 0 && !existed)
+		db_invalidate_names(db);
+	if (x.poisoned)
+		walidx_publish(db, x.shm_fd, old_n);
+	readmit_readers(&x);
+	if (rc == 0) {
+		LOG_INFO("db", "msg=imported db=%s txid=%016" PRIx64 " pages=%u checksum=%016" PRIx64
+			       " wait_ms=%" PRId64 " encode_ms=%" PRId64 " check_wait_ms=%" PRId64 " sync_ms=%" PRId64
+			       " %s_ms=%" PRId64 " total_ms=%" PRId64,
+			 db->name, h.max_txid, new_n, t.post_apply_checksum, x.waited_us / 1000, sp.encode,
+			 sp.check_wait, sp.sync, sp.renamed ? "rename" : "copy", sp.copy, clock_mono_ms() - t_locked);
 		node_notify_change(db->node);
 	}
 	return rc;

@@ -5,9 +5,12 @@
 #ifndef LITEFS_APPLY_H
 #define LITEFS_APPLY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+
+#include "ltx/ltx.h"
 
 struct db;
 
@@ -52,5 +55,43 @@ void apply_writer_unlock(int fd);
  * commit (node_may_write(), checked under db.mu), else -EROFS. */
 int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
 		   bool held_wal);
+
+/* How apply_import() waits and checks. */
+struct apply_import_opts {
+	uint32_t page_size, n_pages; /* of the file: validated SQLite header, size = n_pages * page_size */
+	/* Where the file is (a private temp file on the data directory's file
+	 * system): when no client has the database open, it is renamed into
+	 * place instead of copied. NULL / -1: always copied. */
+	int src_dir_fd;
+	const char *src_path;
+	const atomic_bool *cancel;   /* set while waiting for readers: give up, -ECANCELED */
+	int64_t max_wait_us;         /* waiting for readers longer than this: -ETIMEDOUT (0: no limit) */
+	/* Run once readers and writers are excluded, before anything changes
+	 * (the db's position and page size are final then; db->mu not held):
+	 * non-zero refuses the import and is returned. May be NULL. */
+	int (*check)(void *ctx, struct db *db);
+	/* Run after the record was written and before it is made durable or
+	 * the database file is touched: the validation that ran beside the
+	 * encoding. Non-zero refuses the import (the record is cut off) and is
+	 * returned. May be NULL. */
+	int (*validated)(void *ctx);
+	void *ctx;
+};
+
+/*
+ * Makes the SQLite database file src_fd (a private copy: its header is
+ * rewritten as SQLite's backup API would, see apply.c) the new content of
+ * db as ONE transaction, without going through the mount: readers and
+ * writers are excluded with SQLite's locks as for apply_ltx(); the record
+ * (every page, following db->pos; LZ4 when data.compress) is encoded from
+ * src_fd straight into the open segment in one pass and made durable;
+ * then the file is renamed into place (nobody has the database open) or
+ * copied into the db file in the kernel, and synced; the position
+ * advances. A crash after the record is durable is completed at
+ * the next start (db_redo_full_record). Returns 0 with *pos, or an error
+ * (nothing changed, except when writing the db file itself failed: the
+ * database then refuses writes until a restart repairs it).
+ */
+int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, struct ltx_pos *pos);
 
 #endif

@@ -183,46 +183,7 @@ int db_compute_checksum_locked(struct db *db, uint64_t *out)
 
 /* ---- Writing LTX files -------------------------------------------------- */
 
-/* A buffered writer over sys_pwrite (so fault injection sees LTX writes). */
-struct bufw {
-	int fd;
-	off_t off;
-	size_t n;
-	uint8_t buf[1 << 16];
-};
-
-static int bufw_flush(struct bufw *w)
-{
-	if (w->n == 0)
-		return 0;
-	int rc = sys_pwrite_all(w->fd, w->buf, w->n, w->off);
-	if (rc)
-		return rc;
-	w->off += (off_t)w->n;
-	w->n = 0;
-	return 0;
-}
-
-static int bufw_write(void *ctx, const void *buf, size_t len)
-{
-	struct bufw *w = ctx;
-	const uint8_t *p = buf;
-	while (len > 0) {
-		size_t k = sizeof(w->buf) - w->n;
-		if (k > len)
-			k = len;
-		memcpy(w->buf + w->n, p, k);
-		w->n += k;
-		p += k;
-		len -= k;
-		if (w->n == sizeof(w->buf)) {
-			int rc = bufw_flush(w);
-			if (rc)
-				return rc;
-		}
-	}
-	return 0;
-}
+#define LTX_WBUF (1u << 16) /* the buffer of a commit's LTX writer */
 
 /* One page change of a commit being prepared. */
 struct change {
@@ -297,7 +258,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	uint64_t chk = db->pos.txid == 0 ? LTX_CHECKSUM_FLAG : db->pos.checksum;
 	uint8_t *page = NULL, *scratch = NULL;
 	struct ltx_encoder *enc = NULL;
-	struct bufw *w = NULL;
+	struct sys_writer *w = NULL;
 	int rc;
 
 	memset(p, 0, sizeof(*p));
@@ -309,7 +270,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 	page = malloc(ps);
 	scratch = malloc(ps);
-	w = malloc(sizeof(*w));
+	w = malloc(sizeof(*w) + LTX_WBUF);
 	if (!page || !scratch || !w) {
 		rc = ERR_NOMEM;
 		goto err;
@@ -342,10 +303,9 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	}
 	p->rec_off = db->chain.end;
 	p->active = true; /* from here on, an error cuts the segment back */
-	w->fd = db->chain.log_fd;
-	w->off = (off_t)(p->rec_off + LTXLOG_HDR_SIZE);
-	w->n = 0;
-	rc = ltx_encoder_new(&enc, &h, bufw_write, w);
+	*w = (struct sys_writer){ .fd = db->chain.log_fd, .off = (off_t)(p->rec_off + LTXLOG_HDR_SIZE),
+				  .cap = LTX_WBUF, .buf = (uint8_t *)(w + 1) };
+	rc = ltx_encoder_new(&enc, &h, sys_writer_write, w);
 	if (rc)
 		goto err;
 
@@ -442,7 +402,7 @@ static int prepare_commit(struct db *db, const uint32_t *keys, size_t n_keys, ui
 	rc = ltx_encoder_finish(enc, chk, &t);
 	if (rc)
 		goto err;
-	rc = bufw_flush(w);
+	rc = sys_writer_flush(w);
 	if (rc)
 		goto err;
 	uint64_t len = (uint64_t)w->off - p->rec_off - LTXLOG_HDR_SIZE;
@@ -1831,6 +1791,11 @@ static int load_state(struct db *db, bool clean)
 	}
 	if (np == 0 && !db->exists[DB_KIND_DB] && have_last && h.commit == 0)
 		return 0;
+	if (have_last && (rc = db_redo_full_record(db, seg_first, rec_off, &h, &t)) != 1) {
+		if (rc == 0)
+			return load_state(db, false);
+		return rc;
+	}
 	LOG_WARN("db", "msg=\"database is ahead of its LTX chain; recording its full state as one transaction\" "
 		       "db=%s txid=%016" PRIx64 " chain=%016" PRIx64 " db_checksum=%016" PRIx64,
 		 db->name, db->pos.txid + 1, want, c);

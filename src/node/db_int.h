@@ -46,4 +46,14 @@ off_t db_wal_frame_off(const struct db *db, uint32_t frame);
 /* Forgets the WAL's frames (it was reset or checkpointed to empty). */
 void db_wal_reset_state(struct db *db);
 
+/* dbredo.c: when the last record (at rec_off of segment seg_first, header
+ * h, trailer t) holds every page of the database, writes them into the db
+ * file again and checks the post-apply checksum: an import interrupted
+ * after its record was durable. 0 (done), 1 (not a full image: nothing
+ * written), or an error. */
+struct ltx_header;
+struct ltx_trailer;
+int db_redo_full_record(struct db *db, uint64_t seg_first, uint64_t rec_off, const struct ltx_header *h,
+			const struct ltx_trailer *t);
+
 #endif

@@ -46,35 +46,31 @@
  *   2. Body chunks are appended to the temp file as they arrive: the body
  *      is never held in memory. A chunked body that grows past the cap
  *      aborts the connection (there is no way to reply mid-body).
- *   3. End of body: validate the copy — the SQLite header ("SQLite format
+ *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
- *      a whole number of pages), then PRAGMA integrity_check through
- *      libsqlite3, opened read-only with immutable=1 so that no journal or
- *      WAL next to the temp file is ever consulted. Nothing about the live
- *      database has been touched yet, so a rejection leaves it unchanged.
- *   4. Copy with the SQLite online backup API into the MOUNTED path
- *      (<fuse.dir>/NAME), in the child process (`litefs __sqlite import`),
- *      through a connection with a busy timeout. The
- *      backup writes every page inside one write transaction of the live
- *      database, so the mount captures exactly one LTX through its normal
- *      commit path, with SQLite's own locking against other clients. The
- *      backup is stepped in chunks only so that shutdown can interrupt it;
- *      the destination transaction spans all steps and commits once.
+ *      a whole number of pages), then start the validation in a thread:
+ *      PRAGMA quick_check (or integrity_check with check=full) through
+ *      libsqlite3 on the temp copy, opened read-only with immutable=1 so
+ *      that no journal or WAL next to it is ever consulted.
+ *   4. Meanwhile apply_import (apply.c): readers and writers of the live
+ *      database are excluded with SQLite's locks, conflicts are checked
+ *      (import_conflicts), and the copy is encoded into the chain as one
+ *      record with every page. Then the validation is waited for
+ *      (import_validated): a refusal cuts the record off and nothing
+ *      changed. Otherwise the record is made durable and the copy renamed
+ *      into place (nobody has the database open) or copied into the open
+ *      file. No SQLite connection on the mount, no page through FUSE.
  *
- *   Journal modes. An existing database keeps its journal mode: SQLite's
- *   backup already keeps a WAL destination in WAL mode, and a WAL-mode file
- *   imported into a rollback-mode database would switch it to WAL, so the
- *   header of the temp copy is set to rollback (bytes 18/19 = 1, exactly
- *   what PRAGMA journal_mode=DELETE writes on a checkpointed file). The
- *   same rewrite lets immutable=1 open WAL-mode files. A new database is
- *   therefore created in rollback mode; clients switch it to WAL as usual.
- *   Page sizes must match a non-empty destination: the mount refuses page
- *   size changes (an LTX chain has one page size), and SQLite refuses them
- *   for WAL destinations; both are reported as 409 before any write.
+ *   Journal modes. An existing database keeps its journal mode and a new
+ *   one is created in rollback mode: bytes 18/19 of the header are set
+ *   (apply.c import_header, as SQLite's backup API would, with the change
+ *   counter and schema cookie moved on). The temp copy's bytes 18/19 are
+ *   set to 1 before the check, which lets immutable=1 open WAL-mode files.
+ *   Page sizes must match a non-empty destination (an LTX chain has one
+ *   page size): 409 before any write.
  *
- *   The reply carries db_pos() read right after the backup committed. If
- *   another client commits in between, the position includes that commit
- *   too (logged); it is never older than the import.
+ *   The reply carries the import's position: writers are excluded while it
+ *   is made, so no other commit lands in between.
  *
  * EXPORT (GET /export?name=NAME)
  *
@@ -102,10 +98,10 @@
  * SHUTDOWN (http_stop). New requests get 503 and new connections are
  * refused; requests in flight get HTTP_STOP_GRACE_MS to finish, so that an
  * import that commits also delivers its reply (closing the connection
- * after the commit would report a failure for an applied import). Then the
- * helper processes still running are sent SIGTERM — a helper killed inside
- * its write transaction is a client killed mid-transaction, which the mount
- * turns into no transaction — and the server is stopped. Helpers are tracked by
+ * after the commit would report a failure for an applied import). Then
+ * imports still waiting for readers give up (abort_imports: nothing
+ * applied), the helper processes still running (exports) are sent SIGTERM,
+ * and the server is stopped. Helpers are tracked by
  * pidfd: a PID could be reused by the time the stop signals it, a pidfd
  * cannot.
  *
@@ -139,6 +135,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -155,6 +152,7 @@
 
 #include "base/clock.h"
 #include "proto/cluster.h"
+#include "node/apply.h"
 #include "node/db.h"
 #include "base/err.h"
 #include "proto/dbname.h"
@@ -175,6 +173,7 @@
 
 #define HTTP_MAX_IMPORT_BYTES (64ull << 30)
 #define HTTP_DRAIN_MAX (1u << 20)
+#define HTTP_IMPORT_KICK (16ull << 20)
 #define HTTP_BUSY_TIMEOUT_MS 30000
 #define HTTP_BUSY_STEP_US 500
 #define HTTP_CONNECTION_LIMIT 64u
@@ -210,6 +209,10 @@ struct http_server {
 
 	/* Counters for /metrics (since start). */
 	atomic_ulong n_import_ok, n_import_err, n_export_ok, n_export_err;
+
+	/* Set by http_stop() once the grace period is over: imports still
+	 * waiting for readers give up (nothing applied). */
+	atomic_bool abort_imports;
 };
 
 /* What *con_cls points to between the calls of the access handler: the
@@ -224,8 +227,11 @@ struct import_req {
 	int fd;                 /* temp file, -1 once closed */
 	char *tmp_path;         /* owned; unlinked on completion */
 	uint64_t n_bytes;       /* body bytes written so far */
+	uint64_t kicked;        /* writeback started up to here */
+	int64_t start_ms, body_ms; /* head received; body complete (clock_mono_ms) */
 	unsigned fail_status;   /* non-zero: discard the body, reply this */
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
+	bool full_check;        /* check=full: PRAGMA integrity_check, not quick_check */
 	char fail_msg[HTTPD_MSG_LEN];
 };
 
@@ -842,139 +848,179 @@ static int import_check_header(struct import_req *ir, uint32_t *page_size)
 	return 0;
 }
 
-/* PRAGMA integrity_check on the temp copy. 0 or -1 (reason in ir). */
-static int import_check_integrity(struct http_server *srv, struct import_req *ir, sqlite3 *src)
+/* The validation of an uploaded copy, run in its own thread beside the
+ * encoding of the record (apply_import): PRAGMA quick_check (every b-tree
+ * page, cell, overflow chain and the freelist: O(N)) or, with check=full,
+ * PRAGMA integrity_check (also every index against its table: O(N log N),
+ * about 5x longer). A file that fails never becomes a transaction. */
+struct import_check {
+	struct http_server *srv;
+	const char *uri;
+	bool full;
+	bool started, joined;
+	pthread_t thread;
+	unsigned status; /* 0: sound */
+	char msg[HTTPD_MSG_LEN];
+};
+
+static void *import_check_main(void *arg)
 {
+	struct import_check *c = arg;
+	const char *what = c->full ? "integrity_check" : "quick_check";
+	char sql[64];
+	sqlite3 *src = NULL;
 	sqlite3_stmt *stmt = NULL;
-	int rc = sqlite3_prepare_v2(src, "PRAGMA integrity_check(10)", -1, &stmt, NULL);
+	int rc = sqlite3_open_v2(c->uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
+	if (rc != SQLITE_OK) {
+		c->status = HTTP_BAD_REQUEST;
+		snprintf(c->msg, sizeof(c->msg), "cannot open the uploaded file: %s",
+			 src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
+		sqlite3_close(src);
+		return NULL;
+	}
+	sqlite_prepare_conn(c->srv, src);
+	/* A private file on the local disk, never truncated while the check
+	 * runs: mapped, SQLite reads it without a syscall per page. */
+	sqlite3_exec(src, "PRAGMA mmap_size=1099511627776", NULL, NULL, NULL);
+	snprintf(sql, sizeof(sql), "PRAGMA %s(10)", what);
+	rc = sqlite3_prepare_v2(src, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(stmt);
 	if (rc == SQLITE_ROW) {
 		const char *r = (const char *)sqlite3_column_text(stmt, 0);
-		if (r && strcmp(r, "ok") == 0) {
-			sqlite3_finalize(stmt);
-			return 0;
+		if (!r || strcmp(r, "ok") != 0) {
+			c->status = HTTP_BAD_REQUEST;
+			snprintf(c->msg, sizeof(c->msg), "integrity check failed (PRAGMA %s): %.300s", what,
+				 r ? r : "(null)");
 		}
-		import_fail(ir, HTTP_BAD_REQUEST, "integrity_check failed: %.300s", r ? r : "(null)");
-	} else if (atomic_load(&srv->stopping)) {
-		import_fail(ir, HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	} else if (atomic_load(&c->srv->stopping)) {
+		c->status = HTTP_SERVICE_UNAVAILABLE;
+		snprintf(c->msg, sizeof(c->msg), "the node is shutting down");
 	} else {
-		import_fail(ir, HTTP_BAD_REQUEST, "not a valid SQLite database: %s", sqlite3_errmsg(src));
+		c->status = HTTP_BAD_REQUEST;
+		snprintf(c->msg, sizeof(c->msg), "not a valid SQLite database: %s", sqlite3_errmsg(src));
 	}
 	sqlite3_finalize(stmt);
-	return -1;
+	sqlite3_close(src);
+	return NULL;
 }
 
-/* Validates the uploaded copy and applies it to the live database as one
- * transaction. 0 (with *pos) or -1 (reason in ir). */
-static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
+/* Waits for the validation; 0 if the file is sound. */
+static int import_check_join(struct import_check *c)
 {
-	sqlite3 *src = NULL;
-	char *uri = NULL, *path = NULL;
-	uint32_t ps = 0;
-	int ret = -1, rc;
-	struct db *db = NULL;
-	struct db_stats before = { 0 };
-	bool created = false; /* this request may have created the database file */
+	if (c->started && !c->joined) {
+		pthread_join(c->thread, NULL);
+		c->joined = true;
+	}
+	return c->status ? -EBADMSG : 0;
+}
 
-	if (import_check_header(ir, &ps) != 0)
-		goto out;
-	if (!(uri = immutable_uri(ir->tmp_path)) || !(path = mount_path(srv, ir->name))) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
-		goto out;
-	}
-	rc = sqlite3_open_v2(uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-	if (rc != SQLITE_OK) {
-		import_fail(ir, HTTP_BAD_REQUEST, "cannot open the uploaded file: %s",
-			    src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
-		goto out;
-	}
-	sqlite_prepare_conn(srv, src);
-	if (import_check_integrity(srv, ir, src) != 0)
-		goto out;
+struct import_ctx {
+	struct http_server *srv;
+	struct import_req *ir;
+	struct import_check *check;
+	uint32_t page_size;
+};
 
-	/* Conflicts with the live database are found before any write. */
-	/* A deleted database keeps its registry entry and its position. */
-	db = store_find(srv->st, ir->name, true);
-	if (db)
-		db_stats(db, -1, &before);
-	if (!before.exists)
-		db = NULL;
-	if (db && before.write_refused) {
-		import_fail(ir, HTTP_CONFLICT, "database %s failed verification; writes are refused", ir->name);
-		goto out;
+/* apply_import's validated(): the copy is refused if the check failed. */
+static int import_validated(void *arg)
+{
+	struct import_ctx *ic = arg;
+	int rc = import_check_join(ic->check);
+	if (rc)
+		import_fail(ic->ir, ic->check->status, "%s", ic->check->msg);
+	return rc;
+}
+
+/* apply_import's check(): conflicts with the live database, found with
+ * writers excluded and before any write. */
+static int import_conflicts(void *arg, struct db *db)
+{
+	struct import_ctx *ic = arg;
+	struct db_stats st = { 0 };
+	db_stats(db, -1, &st);
+	if (st.exists && st.write_refused) {
+		import_fail(ic->ir, HTTP_CONFLICT, "database %s failed verification; writes are refused", ic->ir->name);
+		return -EPERM;
 	}
-	if (db && before.page_size != 0 && before.n_pages != 0 && before.page_size != ps) {
-		import_fail(ir, HTTP_CONFLICT,
+	uint32_t ps = ic->page_size;
+	if (st.exists && st.page_size != 0 && st.n_pages != 0 && st.page_size != ps) {
+		import_fail(ic->ir, HTTP_CONFLICT,
 			    "page size mismatch: database %s has %u-byte pages, the file has %u-byte pages "
 			    "(LiteFS cannot change a database's page size; import under a new name, or "
 			    "rebuild the file with PRAGMA page_size=%u; VACUUM)",
-			    ir->name, before.page_size, ps, before.page_size);
-		goto out;
+			    ic->ir->name, st.page_size, ps, st.page_size);
+		return -EPERM;
 	}
+	return 0;
+}
 
-	created = db == NULL;
-	/* The copy into the mount runs in a child process: the node must not
-	 * map its own files (sqlchild.c). */
-	{
-		char line[HTTPD_MSG_LEN + 32];
-		const char *msg = "";
-		struct sqlchild child;
-		char *argv[] = { "litefs", "__sqlite", "import", uri, path, created ? "1" : "0", NULL };
-		rc = sqlchild_start(&child, argv);
-		if (rc != 0) {
-			import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the import helper: %s", err_str(rc));
-			goto out;
-		}
-		int slot = child_track(srv, child.pid);
-		sqlchild_read(&child, line, sizeof(line));
-		sqlchild_finish(&child);
-		child_untrack(srv, slot);
-		rc = SQLITE_OK;
-		if (strcmp(line, "OK") != 0 && !sqlchild_parse_err(line, &rc, &msg)) {
-			rc = SQLITE_ERROR;
-			msg = line;
-		}
-		if (rc != SQLITE_OK) {
-			unsigned status = sqlite_status(rc);
-			if (atomic_load(&srv->stopping))
-				import_fail(ir, HTTP_SERVICE_UNAVAILABLE,
-					    "the node is shutting down; the import was interrupted (if the position of "
-					    "%s did not advance, nothing was applied)", ir->name);
-			else if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
-				import_fail(ir, status, "database %s is busy: another connection held a lock for %d ms",
-					    ir->name, HTTP_BUSY_TIMEOUT_MS);
-			else
-				import_fail(ir, status == HTTP_NOT_FOUND ? HTTP_INTERNAL_SERVER_ERROR : status,
-					    "cannot write database %s: %s", ir->name, msg);
-			goto out;
-		}
-	}
+/* Validates the uploaded copy and applies it to the live database as one
+ * transaction (apply_import: no SQLite connection on the mount, no pass
+ * through FUSE). 0 (with *pos) or -1 (reason in ir). */
+static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
+{
+	char *uri = NULL;
+	uint32_t ps = 0;
+	int rc;
+	struct import_check check = { .srv = srv, .full = ir->full_check };
+	struct import_ctx ic = { .srv = srv, .ir = ir, .check = &check };
 
-	db = store_find(srv->st, ir->name, false);
-	if (!db) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "database %s vanished after the import", ir->name);
-		goto out;
+	if (import_check_header(ir, &ps) != 0)
+		return -1;
+	ic.page_size = ps;
+	if (!(uri = immutable_uri(ir->tmp_path))) {
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+		return -1;
 	}
-	*pos = db_pos(db);
-	if (pos->txid != before.pos.txid + 1)
-		LOG_WARN("http", "msg=\"other commits happened around the import; position includes them\" db=%s "
-				 "txid_before=%016" PRIx64 " txid=%016" PRIx64,
-			 ir->name, before.pos.txid, pos->txid);
-	ret = 0;
-out:
-	sqlite3_close(src);
-	/* A database this request created but never filled is removed, so a
-	 * failed import leaves no trace (no transaction: nothing to record). */
-	if (ret != 0 && created && (db = store_find(srv->st, ir->name, false)) != NULL) {
-		struct db_stats now;
-		db_stats(db, -1, &now);
-		if (now.pos.txid == 0 && now.n_pages == 0)
-			unlink(path);
+	check.uri = uri;
+	/* The check reads the temp file while apply_import encodes it (which
+	 * reads it too, and never writes it). */
+	if ((rc = pthread_create(&check.thread, NULL, import_check_main, &check)) != 0) {
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", strerror(rc));
+		free(uri);
+		return -1;
 	}
+	check.started = true;
+
+	/* A deleted database keeps its registry entry and its position. */
+	struct db *db = store_find(srv->st, ir->name, true);
+	if (!db && (rc = store_create(srv->st, ir->name, &db)) != 0) {
+		import_check_join(&check);
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot create database %s: %s", ir->name, err_str(rc));
+		free(uri);
+		return -1;
+	}
+	struct apply_import_opts o = {
+		.page_size = ps,
+		.n_pages = (uint32_t)(ir->n_bytes / ps),
+		.src_dir_fd = AT_FDCWD,
+		.src_path = ir->tmp_path,
+		.cancel = &srv->abort_imports,
+		.max_wait_us = (int64_t)HTTP_BUSY_TIMEOUT_MS * 1000,
+		.check = import_conflicts,
+		.validated = import_validated,
+		.ctx = &ic,
+	};
+	rc = apply_import(db, ir->fd, &o, pos);
+	import_check_join(&check);
 	free(uri);
-	free(path);
-	return ret;
+	if (rc == 0)
+		return 0;
+	if (ir->fail_status)
+		return -1; /* refused by a check, reason given */
+	if (rc == -ECANCELED || atomic_load(&srv->stopping))
+		import_fail(ir, HTTP_SERVICE_UNAVAILABLE,
+			    "the node is shutting down; the import was interrupted (if the position of "
+			    "%s did not advance, nothing was applied)", ir->name);
+	else if (rc == -ETIMEDOUT)
+		import_fail(ir, HTTP_SERVICE_UNAVAILABLE, "database %s is busy: another connection held a lock for %d ms",
+			    ir->name, HTTP_BUSY_TIMEOUT_MS);
+	else if (rc == -ENOSPC || rc == -EDQUOT)
+		import_fail(ir, HTTP_INSUFFICIENT_STORAGE, "cannot write database %s: %s", ir->name, err_str(rc));
+	else
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot write database %s: %s", ir->name, err_str(rc));
+	return -1;
 }
 
 /* End of the upload: validate, apply, reply. */
@@ -983,10 +1029,12 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	struct ltx_pos pos = { 0 };
 	char buf[64];
 
+	ir->body_ms = clock_mono_ms();
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
-		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64, ir->name,
-			 ir->n_bytes, pos.txid);
+		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
+				 " apply_ms=%" PRId64, ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms,
+			 clock_mono_ms() - ir->body_ms);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
@@ -1052,6 +1100,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
 	ir->fd = -1;
+	ir->start_ms = clock_mono_ms();
 	if (status != 0) {
 		snprintf(ir->name, sizeof(ir->name), "%s", status == HTTP_CONFLICT ? name : "-");
 		ir->fail_status = status;
@@ -1061,6 +1110,10 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_YES;
 	}
 	snprintf(ir->name, sizeof(ir->name), "%s", name);
+	const char *chk = NULL;
+	size_t chk_len = 0;
+	ir->full_check = httpd_arg(conn, "check", &chk, &chk_len) == HTTPD_YES && chk && chk_len == 4 &&
+			 memcmp(chk, "full", 4) == 0;
 	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->tmp_path);
 	if (fd < 0) {
 		LOG_ERROR("http", "msg=\"cannot create temp file\" db=%s dir=\"%s\" err=\"%s\"", name, srv->tmp_dir,
@@ -1109,6 +1162,14 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 		done += (size_t)n;
 	}
 	ir->n_bytes += len;
+	/* Writeback as the body arrives: the copy may become the database
+	 * file (apply_import renames it into place and syncs it), and dirty
+	 * pages of a multi-gigabyte upload would otherwise throttle the
+	 * writes that follow. */
+	if (ir->n_bytes - ir->kicked >= HTTP_IMPORT_KICK) {
+		sync_file_range(ir->fd, (off_t)ir->kicked, (off_t)(ir->n_bytes - ir->kicked), SYNC_FILE_RANGE_WRITE);
+		ir->kicked = ir->n_bytes;
+	}
 	return HTTPD_YES;
 }
 
@@ -1694,6 +1755,7 @@ void http_stop(struct http_server *srv)
 		int left = atomic_load(&srv->n_active);
 		if (left > 0)
 			LOG_WARN("http", "msg=\"stopping with requests in flight; ending them\" n=%d", left);
+		atomic_store(&srv->abort_imports, true);
 		children_terminate(srv);
 		httpd_stop(srv->daemon);
 	}

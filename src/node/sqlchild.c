@@ -19,12 +19,10 @@
  *                                            and a read transaction open)
  *       <- "GO"                              (the parent read the position)
  *       -> "OK" | "ERR <sqlite rc> <message>"
- *   litefs __sqlite import SRC_URI DB_PATH <new 0|1>
- *       -> "OK" | "ERR <sqlite rc> <message>"
  *
- * An import copies SRC into DB_PATH (on the mount) with the online backup
- * API as one transaction; an export copies a consistent snapshot of DB_PATH
- * into OUT_PATH (a private file).
+ * An export copies a consistent snapshot of DB_PATH into OUT_PATH (a
+ * private file). (Imports no longer use SQLite on the mount: apply.h
+ * apply_import.)
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -238,35 +236,11 @@ static int child_export(const char *path, const char *out)
 	return 0;
 }
 
-static int child_import(const char *src_uri, const char *path, int created)
-{
-	(void)created; /* kept in the protocol; the mount accepts spills of new databases */
-	sqlite3 *src = NULL, *dst = NULL;
-	int rc = sqlite3_open_v2(src_uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
-	if (rc != SQLITE_OK)
-		return fail(rc, src);
-	rc = sqlite3_open_v2(path, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
-	if (rc == SQLITE_OK) {
-		prepare(dst);
-		rc = backup_all(dst, src);
-	}
-	if (rc != SQLITE_OK)
-		return fail(rc, dst);
-	if ((rc = sqlite3_close(dst)) != SQLITE_OK)
-		return fail(rc, NULL);
-	sqlite3_close(src);
-	printf("OK\n");
-	fflush(stdout);
-	return 0;
-}
-
 int sqlchild_main(int argc, char **argv)
 {
 	/* Internal: started by the node itself (see the top of this file). */
 	if (argc == 4 && strcmp(argv[1], "export") == 0)
 		return child_export(argv[2], argv[3]);
-	if (argc == 5 && strcmp(argv[1], "import") == 0)
-		return child_import(argv[2], argv[3], atoi(argv[4]));
 	fprintf(stderr, "litefs __sqlite: internal command used by the node\n");
 	return 2;
 }

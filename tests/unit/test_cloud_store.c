@@ -102,7 +102,10 @@ static struct cloud_store *open_store(const char *name, int64_t retention, const
 	snprintf(dir, sizeof(dir), "%s/%s", tmp_dir, name);
 	struct cloud_store_opts o = { .data_dir = dir, .retention_ms = retention, .levels_ms = levels,
 				      .n_levels = n_levels, .snapshot_interval_ms = snap,
-				      .max_upload_bytes = max_upload };
+				      .max_upload_bytes = max_upload,
+				      /* The interval rules these tests check: a
+				       * snapshot per interval, every group merged. */
+				      .snapshot_ratio = -1, .min_merge = 2 };
 	struct cloud_store *cs = NULL;
 	assert_int_equal(cloud_store_open(&o, &cs), 0);
 	return cs;
@@ -312,6 +315,58 @@ static void test_ingest_restore_compact(void **state)
 	assert_int_equal(cloud_resolve(cs, "c1", "../x", &t, &pos), ERR_CLOUD_NAME);
 	cloud_store_close(cs);
 	model_free(&c.m);
+}
+
+/* The same chain under the old rules (a snapshot every interval, every
+ * group merged) and under spacing by size (snapshot_ratio, min_merge):
+ * spacing stores fewer snapshots and fewer bytes, every position stays
+ * restorable with its checksum, and plans stay bounded. */
+static void test_storage_spacing(void **state)
+{
+	(void)state;
+	static const int64_t lv[] = { 100, 1000 };
+	static struct chain c[2];
+	uint64_t bytes[2], snaps[2], l1[2];
+	size_t longest[2];
+	for (int k = 0; k < 2; k++) {
+		seed(41);
+		chain_init(&c[k], 512);
+		char dir[512];
+		snprintf(dir, sizeof(dir), "%s/spacing%d", tmp_dir, k);
+		struct cloud_store_opts o = { .data_dir = dir, .levels_ms = lv, .n_levels = 2,
+					      .snapshot_interval_ms = 2000, .snapshot_ratio = k ? 20 : -1,
+					      .min_merge = k ? 6 : 2 };
+		struct cloud_store *cs = NULL;
+		assert_int_equal(cloud_store_open(&o, &cs), 0);
+		for (int round = 0; round < 4; round++) {
+			chain_push(&c[k], cs, "a.db", 100, 60);
+			assert_int_equal(cloud_store_maintain(cs, c[k].now + 100), 0);
+		}
+		assert_int_equal(cloud_store_maintain(cs, c[k].now + 60000), 0);
+		struct cloud_db_info *j = info(cs, "a.db");
+		bytes[k] = j->bytes;
+		snaps[k] = level_files(j, 3);
+		l1[k] = level_files(j, 1);
+		assert_int_equal(level_files(j, 0), 400);
+		cloud_db_info_free(j);
+		check_random_points(cs, "a.db", &c[k], 1, 30);
+		export_ltx_check(cs, "a.db", c[k].txid, c[k].sum[c[k].txid]);
+		longest[k] = longest_plan(cs, 1, c[k].txid);
+		cloud_store_close(cs);
+		model_free(&c[k].m);
+	}
+	/* ~12 s of transactions: 5 or 6 snapshot intervals. */
+	assert_true(snaps[0] >= 4);
+	assert_true(snaps[1] < snaps[0]);
+	assert_true(l1[1] < l1[0]);
+	assert_true(bytes[1] < bytes[0]);
+	/* Bounded: a base, at most 200 files to the last snapshot interval's
+	 * end, then fewer than min_merge files per interval of each level. */
+	assert_true(longest[1] <= 1 + CLOUD_SNAP_PLAN_FILES + 2 * 5 + 20 * 5 + 6);
+	print_message("spacing: bytes %llu -> %llu, snapshots %llu -> %llu, L1 files %llu -> %llu, longest plan "
+		      "%zu -> %zu\n", (unsigned long long)bytes[0], (unsigned long long)bytes[1],
+		      (unsigned long long)snaps[0], (unsigned long long)snaps[1], (unsigned long long)l1[0],
+		      (unsigned long long)l1[1], longest[0], longest[1]);
 }
 
 /* Asserts the database is still at txid and nothing was left behind. */
@@ -1057,6 +1112,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ingest_restore_compact),
+		cmocka_unit_test(test_storage_spacing),
 		cmocka_unit_test(test_ingest_errors),
 		cmocka_unit_test(test_compact_batches),
 		cmocka_unit_test(test_retention),

@@ -69,7 +69,7 @@ static void test_modes_and_ranges(void **state)
 {
 	(void)state;
 	struct cloud_store_opts o = { .data_dir = "", .levels_ms = (const int64_t[]){ 10, 50 }, .n_levels = 2,
-				      .snapshot_interval_ms = 100 };
+				      .snapshot_interval_ms = 100, .min_merge = 2 };
 	char dir[512];
 	snprintf(dir, sizeof(dir), "%s/modes", tmp_dir);
 	o.data_dir = dir;
@@ -194,10 +194,46 @@ static void test_modes_and_ranges(void **state)
 	cloud_store_close(cs);
 }
 
+/* With min_merge above what a 10 ms interval holds, level 1 keeps no
+ * file and level 2 merges straight from the uploads: the spans follow. */
+static void test_sparse_groups(void **state)
+{
+	(void)state;
+	struct cloud_store_opts o = { .data_dir = "", .levels_ms = (const int64_t[]){ 10, 50 }, .n_levels = 2,
+				      .snapshot_interval_ms = 100, .min_merge = 11 };
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s/sparse", tmp_dir);
+	o.data_dir = dir;
+	struct cloud_store *cs;
+	struct cloud_timeline *tl;
+	assert_int_equal(cloud_store_open(&o, &cs), 0);
+	assert_int_equal(cloud_timeline_open(cs, &tl), 0);
+	uint64_t chk = 0;
+	push(cs, "a.db", 1, 100, &chk);
+	assert_int_equal(cloud_store_maintain(cs, 10000), 0);
+	struct cloud_db_info *info;
+	assert_int_equal(cloud_db_info(cs, "c1", "a.db", &info), 0);
+	uint64_t files[3] = { 0, info->levels[1].files, info->levels[2].files };
+	cloud_db_info_free(info);
+	assert_int_equal(files[1], 0);
+	assert_true(files[2] >= 2);
+	json_t *r = query(tl, "a.db", 0, 0, 500);
+	json_t *comp = json_object_get(r, "compactions");
+	uint64_t spans[3] = { 0 };
+	for (size_t i = 0; i < json_array_size(comp); i++)
+		spans[intv(json_array_get(comp, i), "level")]++;
+	assert_int_equal(spans[1], files[1]);
+	assert_int_equal(spans[2], files[2]);
+	json_decref(r);
+	cloud_timeline_close(tl);
+	cloud_store_close(cs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_modes_and_ranges),
+		cmocka_unit_test(test_sparse_groups),
 	};
 	return RUN_IN_TMP_DIR("test_cloud_timeline", tests);
 }
