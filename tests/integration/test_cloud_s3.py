@@ -111,7 +111,10 @@ def test_push_restore_export_info_then_rebuild_from_the_bucket(s3server, tmp_pat
     directory on the same bucket serves every cluster, token, database and
     point in time it had."""
     bucket = s3server.create_bucket()
-    args = ["-levels", "1s,5s", "-s3-part-size", "5MiB", "-retention", "3650d"]
+    # The old spacing rules (a snapshot every interval, every group merged)
+    # so that this short history has snapshots and compacted files in S3.
+    args = ["-levels", "1s,5s", "-s3-part-size", "5MiB", "-retention", "3650d",
+            "-snapshot-ratio", "every", "-min-merge", "2"]
     srv = s3cloud(tmp_path, s3server, "a", bucket, args=args, prefix="lfsc/prod").start()
     tok = srv.create_cluster("c")
     tok2 = srv.cli("token", "create", "c").stdout.strip()
