@@ -24,6 +24,7 @@ const S = {
   cursor: null,       // keyboard cursor (ms)
   point: null,        // {txid, ts_ms, checksum}: the chosen point
   lastRestore: null,  // {db, txid, checksum, undo_txid}
+  fetched: new Map(), // db -> the TXID of the latest state a node took (fetch events)
   live: null,         // EventSource or interval id
 };
 
@@ -632,6 +633,13 @@ async function doRestore(txid, undoOf) {
     const r = await api('/db/restore?' + q({ db: name, txid }), { method: 'POST' });
     S.dbsAt = 0; // the database moved: no cached row
     S.lastRestore = { db: name, txid: r.txID, checksum: r.postApplyChecksum, undo_txid: r.undo_txid || before, applied: false };
+    // The primary often takes the restored state within milliseconds, so
+    // its fetch event can arrive before this reply is handled.
+    const f = S.fetched.get(name);
+    if (f && txidNum(f) >= txidNum(r.txID)) {
+      S.lastRestore.applied = hex16(f);
+      S.lastRestore.fetched = true;
+    }
     renderRestore(undoOf);
     await openDb(name);
   } catch (e) {
@@ -703,6 +711,7 @@ function startLive() {
     // A node took the latest state: after a restore, the primary applying it.
     es.addEventListener('fetch', (m) => {
       const d = JSON.parse(m.data), L = S.lastRestore;
+      S.fetched.set(d.db, d.txid);
       if (L && !L.applied && L.db === d.db && txidNum(d.txid) >= txidNum(L.txid)) {
         L.applied = hex16(d.txid);
         L.fetched = true;
