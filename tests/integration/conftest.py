@@ -23,10 +23,32 @@ LITEFS = Path(os.environ.get("LITEFS_BIN", ROOT / "build" / "litefs"))
 TESTDATA = Path(os.environ.get("LITEFS_TESTDATA", ROOT.parent / "shared" / "testdata"))
 
 
+_port_next = None
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port for a server a test starts later. Taken below
+    the kernel's ephemeral range (32768+), from a range of its own per
+    pytest-xdist worker: a port the kernel hands out for bind(0) or as an
+    outgoing connection's source can be taken by another worker's process
+    between this check and the server's own bind (seen in CI as "Address
+    already in use")."""
+    global _port_next
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    idx = int(worker[2:]) if worker[2:].isdigit() else 0
+    lo = 10000 + (idx % 4) * 5000
+    if _port_next is None:
+        _port_next = lo + (os.getpid() * 7919) % 5000
+    for _ in range(5000):
+        port = _port_next
+        _port_next = lo + (_port_next - lo + 1) % 5000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in %d..%d" % (lo, lo + 4999))
 
 
 def run(*args, check=True, **kw):
