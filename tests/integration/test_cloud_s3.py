@@ -89,7 +89,10 @@ def test_moto_checks_signatures_and_stores(moto, tmp_path):
     rc, lines, _ = serve_once(moto, tmp_path, *good[0], env={**good[1], "AWS_ACCESS_KEY_ID": "AKIAUNKNOWN000000000"})
     assert rc == 1 and len(lines) == 1 and ("InvalidAccessKeyId" in lines[0] or "denied" in lines[0]), lines
 
-    srv = CloudServer(tmp_path, "m1", args=["-s3-part-size", "5MiB"], storage=good).start()
+    # The chain's timestamps are months old: a 30-day retention would let
+    # either service drop the early positions (a snapshot covers them).
+    keep = ["-retention", "3650d"]
+    srv = CloudServer(tmp_path, "m1", args=["-s3-part-size", "5MiB", *keep], storage=good).start()
     tok = srv.create_cluster("c")
     chain = make_chain(tmp_path, 4, name="m")
     chain.step(n_rows=30000)  # > 5 MiB of pages: a multipart upload
@@ -98,7 +101,7 @@ def test_moto_checks_signatures_and_stores(moto, tmp_path):
     srv.cli("export", "app.db", "--txid", "5", "-o", out, token=tok)
     assert out.read_bytes() == chain.states[4][4]
     srv.stop(signal.SIGKILL)
-    fresh = CloudServer(tmp_path, "m2", storage=good).start()
+    fresh = CloudServer(tmp_path, "m2", args=keep, storage=good).start()
     assert pos_map(fresh, tok) == {"app.db": chain.pos(5)}
     fresh.cli("export", "app.db", "--txid", "2", "-o", out, token=tok)
     assert out.read_bytes() == chain.states[1][4]
