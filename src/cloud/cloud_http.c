@@ -1094,6 +1094,21 @@ static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *c
 	return httpd_respond_json(conn, HTTP_OK, p.map, "Litefs-Pos-Generation", hdr);
 }
 
+/* A streamed export's pieces: large, so the socket gets few big sends. */
+#define EXPORT_BLOCK (1u << 20)
+
+static ssize_t export_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+	ssize_t n = cloud_export_read(cls, buf, max);
+	return n > 0 ? n : n == 0 ? HTTPD_END_OF_STREAM : HTTPD_END_WITH_ERROR;
+}
+
+static void export_free(void *cls)
+{
+	cloud_export_close(cls);
+	free(cls);
+}
+
 static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				       struct creq *q)
 {
@@ -1109,21 +1124,31 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 	}
 	if (take_target(conn, q, false, &t) != 0)
 		return reply_fail(conn, url, q);
-	/* The engine builds the export in an unnamed file (for SQLite the
-	 * built state itself); the server sends it with sendfile and closes it. */
-	struct cloud_pos pos = { 0 };
-	uint64_t size = 0;
-	int fd = -1;
-	int rc = cloud_export_fd(srv->cs, q->cluster, q->db, &t, f, &fd, &size, &pos);
+	/* A file (the latest state's copy, or an LTX snapshot) goes out with
+	 * sendfile; a past state streams from the stored files as it is built,
+	 * its length known in advance, so a state that fails its checks ends
+	 * in a cut connection before its last byte (cloud_store.h). */
+	struct cloud_export_src *x = malloc(sizeof(*x));
+	int rc = x ? cloud_export_open(srv->cs, q->cluster, q->db, &t, f, x) : ERR_NOMEM;
 	if (rc != 0) {
+		free(x);
 		fail_target(srv, q, rc, "export failed", &t);
 		return reply_fail(conn, url, q);
 	}
-	struct httpd_response *r = httpd_response_fd(fd, size);
-	if (!r) {
-		close(fd);
-		return HTTPD_NO;
+	struct cloud_pos pos = x->pos;
+	struct httpd_response *r;
+	if (x->merge == NULL) {
+		r = httpd_response_fd(x->fd, x->size);
+		if (r)
+			x->fd = -1;
+		export_free(x);
+	} else {
+		r = httpd_response_callback(x->size, EXPORT_BLOCK, export_reader, x, export_free);
+		if (!r)
+			export_free(x);
 	}
+	if (!r)
+		return HTTPD_NO;
 	char buf[64], ts[40];
 	snprintf(buf, sizeof(buf), "%016" PRIx64 "/%016" PRIx64, pos.txid, pos.checksum);
 	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE,

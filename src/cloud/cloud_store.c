@@ -130,6 +130,7 @@
 #include "base/clock.h"
 #include "cloud/cloud_backend.h"
 #include "cloud/cloud_catalog.h"
+#include "cloud/cloud_merge.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
 #include "cloud/cloud_rebuild.h"
@@ -275,41 +276,32 @@ static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
 
 /* ---- State building ------------------------------------------------------- */
 
-/* Writes the state of position (txid, checksum) of d into out_fd (emptied
- * first) from the stored objects. Caller holds d->files (read). */
-static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
+/* Starts reading the state of position (txid, checksum) of d from its
+ * plan's stored files (cloud_merge.h). Caller holds d->files (read) for
+ * this call only: the merge holds its objects open. */
+static int open_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum,
+		      struct cloud_merge **out)
 {
 	struct cloud_plan plan = { 0 };
 	cloud_catalog_lock(cs->cat);
 	int rc = cloud_plan_restore(cs->cat, d->id, txid, &plan);
 	cloud_catalog_unlock(cs->cat);
-	int spool = rc < 0 ? -1 : spool_get(cs);
-	if (rc == 0 && spool < 0)
-		rc = spool;
-	if (rc == 0 && sys_ftruncate(out_fd, 0) < 0)
-		rc = -errno;
-	struct ltx_pos pos = { 0, 0 };
-	for (size_t i = 0; rc == 0 && i < plan.n; i++) {
-		int fd;
-		struct dbfile_apply_result ar;
-		rc = cloud_object_open(cs->be, d->id, &plan.f[i], &fd);
-		if (rc < 0)
-			break;
-		rc = dbfile_apply(out_fd, spool, fdio_read, &fd, pos, &ar);
-		close(fd);
-		free(ar.written);
-		pos = ar.pos;
-		if (rc < 0)
-			LOG_ERROR("cloud", "msg=\"stored file does not apply\" db=%s level=%d min_txid=%016" PRIx64
-				  " max_txid=%016" PRIx64 " err=\"%s\"", d->name, plan.f[i].level, plan.f[i].min_txid,
-				  plan.f[i].max_txid, err_str(rc));
-	}
-	if (rc == 0 && (pos.txid != txid || pos.checksum != checksum)) {
-		LOG_ERROR("cloud", "msg=\"rebuilt state has the wrong position\" db=%s txid=%016" PRIx64, d->name, txid);
-		rc = ERR_LTX_POST_CHECKSUM;
-	}
-	spool_put(cs, spool);
+	if (rc == 0)
+		rc = cloud_merge_open(cs->be, d->id, d->name, &plan, (struct ltx_pos){ txid, checksum }, out);
 	free(plan.f);
+	return rc;
+}
+
+/* Writes the state of position (txid, checksum) of d into out_fd (emptied
+ * first) from the stored objects: each page written once, everything
+ * verified (cloud_merge.h). Caller holds d->files (read). */
+static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
+{
+	struct cloud_merge *m;
+	int rc = open_state(cs, d, txid, checksum, &m);
+	if (rc == 0)
+		rc = cloud_merge_to_fd(m, out_fd);
+	cloud_merge_free(m);
 	return rc;
 }
 
@@ -886,225 +878,6 @@ static int build_target(struct cloud_store *cs, struct cdb *d, const struct clou
 	return 0;
 }
 
-static int stream_file(int fd, ltx_write_fn write, void *ctx)
-{
-	static const size_t chunk = 256 * 1024;
-	uint8_t *buf = malloc(chunk);
-	if (buf == NULL)
-		return ERR_NOMEM;
-	int rc = 0;
-	for (off_t off = 0;; off += rc) {
-		rc = fdio_pread_full(fd, buf, chunk, off);
-		if (rc <= 0)
-			break;
-		int wrc = write(ctx, buf, (size_t)rc);
-		if (wrc < 0) {
-			rc = wrc;
-			break;
-		}
-	}
-	free(buf);
-	return rc < 0 ? rc : 0;
-}
-
-/* Export builds a state in a scratch file of its own that nobody sees
- * unless the whole build verified, so it needs none of dbfile_apply()'s
- * old-or-new staging (every page decoded into a spool, then copied): each
- * stored file's pages are decoded straight into out_fd, in runs of
- * consecutive pages. The checks are the same: a snapshot starts the
- * chain, every later file follows it (TXID, pre-apply checksum, page
- * size), the decoder verifies each file's checksum, and after each file
- * the database checksum, kept as one page checksum per page, must equal
- * the file's post-apply checksum. */
-struct xbuild {
-	int fd;
-	uint32_t ps, commit;     /* of the state so far */
-	uint64_t *sums;          /* page checksum of page i+1; 0 = all-zero page */
-	uint32_t cap;
-	uint8_t *run;            /* consecutive pages not yet written */
-	uint32_t run_first, run_n, run_max;
-};
-
-static int xbuild_flush(struct xbuild *b)
-{
-	int rc = b->run_n ? sys_pwrite_all(b->fd, b->run, (size_t)b->run_n * b->ps,
-					   (off_t)(b->run_first - 1) * b->ps) : 0;
-	b->run_n = 0;
-	return rc < 0 ? rc : 0;
-}
-
-static int xbuild_page(struct xbuild *b, uint32_t pgno, const uint8_t *page, uint64_t sum)
-{
-	if (pgno > b->cap) {
-		uint32_t cap = b->cap ? b->cap : 1024;
-		while (cap < pgno)
-			cap = cap > UINT32_MAX / 2 ? UINT32_MAX : cap * 2;
-		uint64_t *grown = realloc(b->sums, (size_t)cap * sizeof(*grown));
-		if (grown == NULL)
-			return ERR_NOMEM;
-		memset(grown + b->cap, 0, (size_t)(cap - b->cap) * sizeof(*grown));
-		b->sums = grown;
-		b->cap = cap;
-	}
-	b->sums[pgno - 1] = sum;
-	if (b->run_n && (pgno != b->run_first + b->run_n || b->run_n == b->run_max)) {
-		int rc = xbuild_flush(b);
-		if (rc < 0)
-			return rc;
-	}
-	if (b->run_n == 0)
-		b->run_first = pgno;
-	memcpy(b->run + (size_t)b->run_n * b->ps, page, b->ps);
-	b->run_n++;
-	return 0;
-}
-
-/* The database checksum of pages 1..commit (lock page skipped). */
-static uint64_t xbuild_checksum(struct xbuild *b, const uint8_t *zero)
-{
-	uint64_t c = 0;
-	uint32_t lock = ltx_lock_pgno(b->ps);
-	for (uint32_t i = 0; i < b->commit; i++) {
-		if (i + 1 == lock)
-			continue;
-		if (i >= b->cap || b->sums[i] == 0) {
-			uint64_t z = ltx_page_checksum(i + 1, zero, b->ps);
-			if (i < b->cap)
-				b->sums[i] = z;
-			c ^= z;
-		} else {
-			c ^= b->sums[i];
-		}
-	}
-	return LTX_CHECKSUM_FLAG | c;
-}
-
-static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t *page, const uint8_t *zero)
-{
-	struct ltx_decoder *dec;
-	struct ltx_header h;
-	struct ltx_trailer t;
-	int rc = ltx_decoder_new(&dec, fdio_read, &in_fd);
-	if (rc < 0)
-		return rc;
-	rc = ltx_decoder_header(dec, &h);
-	bool snap = rc == 0 && ltx_header_is_snapshot(&h);
-	if (rc == 0 && !snap) {
-		if (b->ps == 0 || h.min_txid != pos->txid + 1)
-			rc = b->ps == 0 || h.min_txid > pos->txid + 1 ? ERR_LTX_NOT_CONTIGUOUS : ERR_LTX_OVERLAP;
-		else if (h.pre_apply_checksum != pos->checksum)
-			rc = ERR_LTX_PRE_MISMATCH;
-		else if (h.page_size != b->ps)
-			rc = ERR_LTX_PAGE_SIZE_MISMATCH;
-	}
-	if (rc == 0 && snap) {
-		/* A snapshot replaces everything: start from an empty file. */
-		if (h.page_size > b->ps) {
-			uint8_t *run = realloc(b->run, (size_t)(1u << 20) / h.page_size * h.page_size);
-			if (run == NULL)
-				rc = ERR_NOMEM;
-			else
-				b->run = run;
-		}
-		b->ps = h.page_size;
-		b->run_max = (1u << 20) / b->ps;
-		b->commit = 0;
-		if (b->sums)
-			memset(b->sums, 0, (size_t)b->cap * sizeof(*b->sums));
-		if (rc == 0 && sys_ftruncate(b->fd, 0) < 0)
-			rc = -errno;
-	}
-	uint32_t pgno;
-	while (rc == 0 && (rc = ltx_decoder_next_page(dec, &pgno, page)) == 1)
-		rc = xbuild_page(b, pgno, page, ltx_decoder_last_page_checksum(dec));
-	if (rc == 0)
-		rc = xbuild_flush(b);
-	if (rc == 0)
-		rc = ltx_decoder_finish(dec, &t);
-	ltx_decoder_free(dec);
-	if (rc < 0)
-		return rc;
-	/* The file is commit pages; pages past a smaller commit are gone
-	 * (zero if it grows again). */
-	if (sys_ftruncate(b->fd, (off_t)h.commit * b->ps) < 0)
-		return -errno;
-	for (uint32_t i = h.commit; i < b->cap && i < b->commit; i++)
-		b->sums[i] = 0;
-	b->commit = h.commit;
-	if (xbuild_checksum(b, zero) != t.post_apply_checksum)
-		return ERR_LTX_POST_CHECKSUM;
-	*pos = (struct ltx_pos){ h.max_txid, t.post_apply_checksum };
-	return 0;
-}
-
-/* build_state() for export: the state of (txid, checksum) of d into the
- * empty scratch file out_fd. Caller holds d->files (read). */
-static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
-{
-	struct cloud_plan plan = { 0 };
-	cloud_catalog_lock(cs->cat);
-	int rc = cloud_plan_restore(cs->cat, d->id, txid, &plan);
-	cloud_catalog_unlock(cs->cat);
-	struct xbuild b = { .fd = out_fd };
-	uint8_t *page = rc == 0 ? malloc(2 * 65536) : NULL;
-	if (rc == 0 && page == NULL)
-		rc = ERR_NOMEM;
-	if (page)
-		memset(page + 65536, 0, 65536);
-	struct ltx_pos pos = { 0, 0 };
-	size_t i = 0;
-	for (int fd; rc == 0 && i < plan.n; i += rc == 0) {
-		rc = cloud_object_open(cs->be, d->id, &plan.f[i], &fd);
-		if (rc == 0) {
-			rc = xbuild_file(&b, fd, &pos, page, page + 65536);
-			close(fd);
-		}
-	}
-	if (rc == 0 && (pos.txid != txid || pos.checksum != checksum))
-		rc = ERR_LTX_POST_CHECKSUM;
-	if (rc < 0)
-		LOG_ERROR("cloud", "msg=\"cannot build the state to export\" db=%s txid=%016" PRIx64
-			  " plan_file=%zu/%zu err=\"%s\"", d->name, txid, i, plan.n, err_str(rc));
-	free(b.sums);
-	free(b.run);
-	free(page);
-	free(plan.f);
-	return rc;
-}
-
-/* build_target() for export: a past state is built with
- * export_build_state(); the latest is copied by build_target(). */
-static int export_target(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, int *out_fd,
-			 struct cloud_pos *pos, uint32_t *ps)
-{
-	struct cat_db row;
-	struct cat_tx tx;
-	pthread_rwlock_rdlock(&d->files);
-	int rc = resolve_row(cs, d, t, &row, pos);
-	if (rc < 0 || pos->txid == row.txid) {
-		pthread_rwlock_unlock(&d->files);
-		return rc < 0 ? rc : build_target(cs, d, t, false, out_fd, pos, ps);
-	}
-	cloud_catalog_lock(cs->cat);
-	rc = cloud_catalog_tx_get(cs->cat, row.id, pos->txid, &tx);
-	cloud_catalog_unlock(cs->cat);
-	int fd = rc < 0 ? rc : fileio_spool_open(cs->tmp_dir);
-	if (fd < 0)
-		rc = fd;
-	if (rc == 0) {
-		*ps = tx.page_size;
-		rc = export_build_state(cs, d, pos->txid, pos->checksum, fd);
-	}
-	pthread_rwlock_unlock(&d->files);
-	if (rc < 0) {
-		if (fd >= 0)
-			close(fd);
-		return rc;
-	}
-	*out_fd = fd;
-	return 0;
-}
-
 int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		    enum cloud_format format, int *out_fd, uint64_t *size, struct cloud_pos *pos)
 {
@@ -1114,7 +887,7 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 	int fd = -1, out = -1;
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc == 0)
-		rc = export_target(cs, d, t, &fd, &p, &ps);
+		rc = build_target(cs, d, t, false, &fd, &p, &ps);
 	if (rc < 0)
 		return rc;
 	if (format == CLOUD_FORMAT_SQLITE) {
@@ -1147,18 +920,81 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 	return 0;
 }
 
+int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		      enum cloud_format format, struct cloud_export_src *out)
+{
+	struct cdb *d;
+	struct cat_db row;
+	memset(out, 0, sizeof(*out));
+	out->fd = -1;
+	int rc = lookup(cs, cluster, db, &d);
+	if (rc < 0)
+		return rc;
+	if (format != CLOUD_FORMAT_SQLITE)
+		return cloud_export_fd(cs, cluster, db, t, format, &out->fd, &out->size, &out->pos);
+	/* The latest state is copied from the current copy when that is
+	 * known good (one copy in the kernel); anything else, and the latest
+	 * of a copy not checked yet (a service started on an existing bucket),
+	 * is streamed from the stored files. */
+	pthread_mutex_lock(&d->mu);
+	bool cur_ok = d->cur_ok;
+	pthread_mutex_unlock(&d->mu);
+	pthread_rwlock_rdlock(&d->files);
+	rc = resolve_row(cs, d, t, &row, &out->pos);
+	bool copy = rc == 0 && cur_ok && out->pos.txid == row.txid;
+	if (rc == 0 && !copy)
+		rc = open_state(cs, d, out->pos.txid, out->pos.checksum, &out->merge);
+	pthread_rwlock_unlock(&d->files);
+	if (rc == 0 && copy)
+		return cloud_export_fd(cs, cluster, db, t, format, &out->fd, &out->size, &out->pos);
+	if (rc == 0)
+		out->size = cloud_merge_size(out->merge);
+	return rc;
+}
+
+ssize_t cloud_export_read(struct cloud_export_src *x, void *buf, size_t max)
+{
+	if (x->merge)
+		return cloud_merge_read(x->merge, buf, max);
+	if (max > INT_MAX)
+		max = INT_MAX;
+	int n = fdio_pread_full(x->fd, buf, max, x->off);
+	if (n > 0)
+		x->off += n;
+	return n;
+}
+
+void cloud_export_close(struct cloud_export_src *x)
+{
+	cloud_merge_free(x->merge);
+	x->merge = NULL;
+	if (x->fd >= 0)
+		close(x->fd);
+	x->fd = -1;
+}
+
 int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		 enum cloud_format format, ltx_write_fn write, void *ctx, struct cloud_pos *pos)
 {
-	int fd;
-	struct cloud_pos p;
-	int rc = cloud_export_fd(cs, cluster, db, t, format, &fd, NULL, &p);
+	struct cloud_export_src x;
+	int rc = cloud_export_open(cs, cluster, db, t, format, &x);
 	if (rc < 0)
 		return rc;
-	rc = stream_file(fd, write, ctx);
-	close(fd);
+	static const size_t chunk = 1u << 20;
+	uint8_t *buf = malloc(chunk);
+	rc = buf ? 0 : ERR_NOMEM;
+	while (rc == 0) {
+		ssize_t n = cloud_export_read(&x, buf, chunk);
+		if (n <= 0) {
+			rc = (int)n;
+			break;
+		}
+		rc = write(ctx, buf, (size_t)n);
+	}
+	free(buf);
 	if (rc == 0 && pos)
-		*pos = p;
+		*pos = x.pos;
+	cloud_export_close(&x);
 	return rc;
 }
 

@@ -184,6 +184,30 @@ int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, co
 int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		    enum cloud_format format, int *out_fd, uint64_t *size, struct cloud_pos *pos);
 
+/* A SQLite export being read: either a file (fd >= 0: its first size
+ * bytes, which a server may send with sendfile) or the state streamed
+ * from the stored files as it is built (merge != NULL: read it with
+ * cloud_export_read(); a stored file that fails its checks fails a read
+ * before the last byte, so whoever got every byte got the verified
+ * state). */
+struct cloud_merge;
+struct cloud_export_src {
+	int fd;
+	struct cloud_merge *merge;
+	uint64_t size;
+	uint64_t off;           /* cloud_export_read()'s offset in fd */
+	struct cloud_pos pos;
+};
+
+/* Opens the export of target (format LTX: always a file). 0 or the errors
+ * of cloud_export(). Caller closes with cloud_export_close(). */
+int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
+		      enum cloud_format format, struct cloud_export_src *out);
+/* Up to max bytes (at least 64 KiB) of the export in order; 0 at the end,
+ * or a negative code. */
+ssize_t cloud_export_read(struct cloud_export_src *x, void *buf, size_t max);
+void cloud_export_close(struct cloud_export_src *x);
+
 /* Restores db to target, appended as a new transaction (so restoring again
  * undoes it); with as_db, writes the state into a new database as_db
  * instead (a fork; ERR_CLOUD_EXISTS if it exists). *new_pos gets the
