@@ -644,61 +644,136 @@ int cloud_ingest(struct cloud_store *cs, const char *cluster, const char *db, lt
 
 /* ---- A whole state as a new transaction ----------------------------------- */
 
-/* Checksum of one page of state (0 for the lock page, which never counts). */
-static uint64_t page_sum(uint32_t pgno, const uint8_t *page, uint32_t ps)
+/* A state to store or send: a file (fd), or the pages of a plan being
+ * merged (cloud_merge.h), with its page size. */
+struct state {
+	int fd;
+	struct cloud_merge *merge;
+	uint32_t ps;
+};
+
+static void state_close(struct state *st)
 {
-	return pgno == ltx_lock_pgno(ps) ? 0 : ltx_page_checksum(pgno, page, ps);
+	cloud_merge_free(st->merge);
+	st->merge = NULL;
+	if (st->fd >= 0)
+		close(st->fd);
+	st->fd = -1;
+}
+
+/* Sequential page reads of a file in large blocks (the page-per-pread
+ * loop this replaces cost a syscall per page of a gigabyte). */
+#define PAGERD_BYTES (1u << 20)
+
+struct pagerd {
+	int fd;
+	uint32_t ps, n;       /* page size, pages of the file */
+	uint8_t *buf;         /* PAGERD_BYTES */
+	uint32_t first, count;
+};
+
+/* Page pgno (<= n): 1 with *page (valid until the next call), 0 if the
+ * file is shorter than that, or -errno. */
+static int pagerd_get(struct pagerd *r, uint32_t pgno, const uint8_t **page)
+{
+	if (pgno < r->first || pgno >= r->first + r->count) {
+		uint32_t want = PAGERD_BYTES / r->ps;
+		if (want > r->n - pgno + 1)
+			want = r->n - pgno + 1;
+		int got = fdio_pread_full(r->fd, r->buf, (size_t)want * r->ps, (off_t)(pgno - 1) * r->ps);
+		if (got < 0)
+			return got;
+		r->first = pgno;
+		r->count = (uint32_t)got / r->ps;
+		if (r->count == 0)
+			return 0;
+	}
+	*page = r->buf + (size_t)(pgno - r->first) * r->ps;
+	return 1;
+}
+
+/* The pages of a state in order (the lock page skipped) with their page
+ * checksums: 1, 0 at the end, or a negative code. */
+struct state_iter {
+	struct state *st;
+	struct pagerd rd;
+	uint32_t p;
+};
+
+static int state_next(struct state_iter *it, uint32_t *pgno, const uint8_t **page, uint64_t *sum)
+{
+	if (it->st->merge)
+		return cloud_merge_next(it->st->merge, pgno, page, sum);
+	if (++it->p == ltx_lock_pgno(it->rd.ps))
+		it->p++;
+	if (it->p > it->rd.n)
+		return 0;
+	int rc = pagerd_get(&it->rd, it->p, page);
+	if (rc <= 0)
+		return rc < 0 ? rc : ERR_IO_SHORT;
+	*pgno = it->p;
+	*sum = ltx_page_checksum(it->p, *page, it->rd.ps);
+	return 1;
+}
+
+/* The number of pages of state st into *n (a file: its size). */
+static int state_pages(struct state *st, uint32_t *n)
+{
+	if (st->merge) {
+		*n = (uint32_t)(cloud_merge_size(st->merge) / st->ps);
+		return 0;
+	}
+	struct stat sb;
+	if (fstat(st->fd, &sb) < 0)
+		return -errno;
+	if (sb.st_size % st->ps != 0 || sb.st_size / st->ps > UINT32_MAX)
+		return ERR_DB_SIZE;
+	*n = (uint32_t)(sb.st_size / st->ps);
+	return 0;
 }
 
 /* Writes into out_fd an LTX that turns position row (current copy cur_fd,
- * NULL row: nothing) into the state in state_fd (page size ps): the pages
- * that differ, or a snapshot when there is no usable current state. */
-static int encode_transition(int state_fd, uint32_t ps, const struct cat_db *row, int cur_fd, int out_fd)
+ * NULL row: nothing) into state st: the pages that differ, or a snapshot
+ * when there is no usable current state. Both are read once, in order, in
+ * large blocks; a merged state's page checksums come from its decoders. */
+static int encode_transition(struct state *st, const struct cat_db *row, int cur_fd, int out_fd)
 {
-	struct stat st;
-	if (fstat(state_fd, &st) < 0)
-		return -errno;
-	if (st.st_size % ps != 0 || st.st_size / ps > UINT32_MAX)
-		return ERR_DB_SIZE;
-	uint32_t n = (uint32_t)(st.st_size / ps);
+	uint32_t n = 0, ps = st->ps;
+	int rc = state_pages(st, &n);
+	if (rc < 0)
+		return rc;
 	bool diff = row && (row->commit == 0 || row->page_size == ps);
 	struct ltx_header h = { .flags = LTX_FLAG_COMPRESS, .page_size = ps, .commit = n,
 				.min_txid = diff ? row->txid + 1 : 1, .max_txid = row ? row->txid + 1 : 1,
 				.timestamp_ms = clock_wall_ms(), .pre_apply_checksum = diff ? row->checksum : 0 };
 	struct ltx_encoder *enc;
-	int rc = ltx_encoder_new(&enc, &h, fdio_write, &out_fd);
+	rc = ltx_encoder_new(&enc, &h, fdio_write, &out_fd);
 	if (rc < 0)
 		return rc;
-	uint8_t *page = malloc(ps), *old = malloc(ps);
-	uint64_t chk = LTX_CHECKSUM_FLAG;
-	uint32_t cur_n = diff ? row->commit : 0;
-	rc = page && old ? 0 : ERR_NOMEM;
-	for (uint32_t p = 1; rc == 0 && p <= n; p++) {
-		if (p == ltx_lock_pgno(ps))
-			continue;
-		rc = fdio_pread_full(state_fd, page, ps, (off_t)(p - 1) * ps);
-		if (rc >= 0 && (uint32_t)rc != ps)
-			rc = ERR_IO_SHORT;
+	struct state_iter it = { .st = st, .rd = { .fd = st->fd, .ps = ps, .n = n, .buf = malloc(PAGERD_BYTES) } };
+	struct pagerd cur = { .fd = cur_fd, .ps = ps, .n = diff ? row->commit : 0, .buf = malloc(PAGERD_BYTES) };
+	uint64_t chk = LTX_CHECKSUM_FLAG, sum;
+	uint32_t p;
+	const uint8_t *page, *old;
+	rc = it.rd.buf && cur.buf ? 0 : ERR_NOMEM;
+	while (rc == 0 && (rc = state_next(&it, &p, &page, &sum)) == 1) {
+		chk ^= sum;
+		rc = p <= cur.n ? pagerd_get(&cur, p, &old) : 0;
 		if (rc < 0)
 			break;
-		rc = 0;
-		chk ^= page_sum(p, page, ps);
-		if (p <= cur_n && fdio_pread_full(cur_fd, old, ps, (off_t)(p - 1) * ps) == (int)ps &&
-		    memcmp(old, page, ps) == 0)
-			continue;
-		rc = ltx_encoder_write_page(enc, p, page);
+		rc = rc == 1 && memcmp(old, page, ps) == 0 ? 0 : ltx_encoder_write_page(enc, p, page);
 	}
 	if (rc == 0)
 		rc = ltx_encoder_finish(enc, LTX_CHECKSUM_FLAG | chk, NULL);
 	ltx_encoder_free(enc);
-	free(page);
-	free(old);
+	free(it.rd.buf);
+	free(cur.buf);
 	return rc;
 }
 
-/* Stores the state in state_fd as the next transaction of d (or its
- * first, a snapshot). Caller holds d->mu. */
-static int store_state_locked(struct cloud_store *cs, struct cdb *d, int state_fd, uint32_t ps,
+/* Stores state st as the next transaction of d (or its first, a
+ * snapshot). Caller holds d->mu. */
+static int store_state_locked(struct cloud_store *cs, struct cdb *d, struct state *st,
 			      struct cloud_ingest_result *res)
 {
 	struct cat_db row;
@@ -717,7 +792,7 @@ static int store_state_locked(struct cloud_store *cs, struct cdb *d, int state_f
 	if (rc == 0 && ltx_fd < 0)
 		rc = ltx_fd;
 	if (rc == 0)
-		rc = encode_transition(state_fd, ps, exists ? &row : NULL, cur_fd, ltx_fd);
+		rc = encode_transition(st, exists ? &row : NULL, cur_fd, ltx_fd);
 	if (rc == 0 && lseek(ltx_fd, 0, SEEK_SET) < 0)
 		rc = -errno;
 	if (cur_fd >= 0)
@@ -836,46 +911,46 @@ static int copy_current(struct cloud_store *cs, struct cdb *d, const struct cat_
 	return rc;
 }
 
-/* Builds the state of target t of d into a new anonymous file *out_fd,
- * with its position in *pos and page size in *ps. Holds d->mu only for a
- * target at the current position. */
+/* The state of target t of d into *st: a new anonymous file holding it
+ * (the latest state: a copy of the current copy; a past one: built from
+ * the stored files), or with stream, a past state as a merge of its
+ * stored files that nobody has read yet. *pos gets its position. Holds
+ * d->mu only for a target at the current position. */
 static int build_target(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, bool have_mu,
-			int *out_fd, struct cloud_pos *pos, uint32_t *ps)
+			bool stream, struct state *st, struct cloud_pos *pos)
 {
 	struct cat_db row;
-	int fd = fileio_spool_open(cs->tmp_dir);
-	if (fd < 0)
-		return fd;
+	*st = (struct state){ .fd = -1 };
 	pthread_rwlock_rdlock(&d->files);
 	int rc = resolve_row(cs, d, t, &row, pos);
 	bool latest = rc == 0 && pos->txid == row.txid;
 	if (rc == 0 && !latest) {
-		struct cat_tx tx;
-		cloud_catalog_lock(cs->cat);
-		rc = cloud_catalog_tx_get(cs->cat, row.id, pos->txid, &tx);
-		cloud_catalog_unlock(cs->cat);
-		*ps = tx.page_size;
+		rc = open_state(cs, d, pos->txid, pos->checksum, &st->merge);
 		if (rc == 0)
-			rc = build_state(cs, d, pos->txid, pos->checksum, fd);
+			st->ps = cloud_merge_page_size(st->merge);
 	}
 	pthread_rwlock_unlock(&d->files);
+	if (rc == 0 && (latest || !stream) && (st->fd = fileio_spool_open(cs->tmp_dir)) < 0)
+		rc = st->fd;
+	if (rc == 0 && st->merge && !stream) {
+		rc = cloud_merge_to_fd(st->merge, st->fd);
+		cloud_merge_free(st->merge);
+		st->merge = NULL;
+	}
 	if (rc == 0 && latest) {
 		if (!have_mu)
 			pthread_mutex_lock(&d->mu);
 		/* The position may have moved on since: take the copy's own. */
 		rc = resolve_row(cs, d, NULL, &row, pos);
-		*ps = row.page_size;
+		st->ps = row.page_size;
 		if (rc == 0)
-			rc = copy_current(cs, d, &row, fd);
+			rc = copy_current(cs, d, &row, st->fd);
 		if (!have_mu)
 			pthread_mutex_unlock(&d->mu);
 	}
-	if (rc < 0) {
-		close(fd);
-		return rc;
-	}
-	*out_fd = fd;
-	return 0;
+	if (rc < 0)
+		state_close(st);
+	return rc;
 }
 
 int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
@@ -883,13 +958,15 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 {
 	struct cdb *d;
 	struct cloud_pos p = { 0 };
-	uint32_t ps = 0;
-	int fd = -1, out = -1;
+	struct state built;
+	int out = -1;
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc == 0)
-		rc = build_target(cs, d, t, false, &fd, &p, &ps);
+		rc = build_target(cs, d, t, false, false, &built, &p);
 	if (rc < 0)
 		return rc;
+	int fd = built.fd;
+	uint32_t ps = built.ps;
 	if (format == CLOUD_FORMAT_SQLITE) {
 		/* The built state is the export: hand it over as it is. */
 		out = fd;
@@ -1004,35 +1081,35 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 	struct cdb *d, *dst;
 	struct cloud_pos p;
 	struct cloud_ingest_result res;
-	uint32_t ps = 0;
-	int fd = -1;
+	struct state st = { .fd = -1 };
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc == 0 && as_db)
 		rc = lookup(cs, cluster, as_db, &dst);
 	if (rc < 0)
 		return rc;
+	/* A past state is merged from its stored files straight into the
+	 * encoding of the new transaction: no scratch copy of it. */
 	if (as_db == NULL) {
 		dst = d;
 		pthread_mutex_lock(&d->mu);
-		rc = build_target(cs, d, t, true, &fd, &p, &ps);
+		rc = build_target(cs, d, t, true, true, &st, &p);
 		struct cat_db row;
 		if (rc == 0 && db_row(cs, d, &row) == 0 && row.txid == p.txid) {
 			*new_pos = p; /* already there: nothing to undo */
-			close(fd);
+			state_close(&st);
 			pthread_mutex_unlock(&d->mu);
 			return 0;
 		}
 	} else {
-		rc = build_target(cs, d, t, false, &fd, &p, &ps);
+		rc = build_target(cs, d, t, false, true, &st, &p);
 		pthread_mutex_lock(&dst->mu);
 		if (rc == 0 && dst->id != 0)
 			rc = ERR_CLOUD_EXISTS;
 	}
 	if (rc == 0)
-		rc = store_state_locked(cs, dst, fd, ps, &res);
+		rc = store_state_locked(cs, dst, &st, &res);
 	pthread_mutex_unlock(&dst->mu);
-	if (fd >= 0)
-		close(fd);
+	state_close(&st);
 	if (rc == 0) {
 		*new_pos = res.pos;
 		LOG_INFO("cloud", "msg=\"restored\" cluster=%s db=%s target_txid=%016" PRIx64 " into=%s txid=%016"
@@ -1115,8 +1192,9 @@ int cloud_upload_sqlite(struct cloud_store *cs, const char *cluster, const char 
 	if (rc == 0)
 		rc = check_integrity(path, res);
 	if (rc == 0) {
+		struct state upload = { .fd = tfd, .ps = ps };
 		pthread_mutex_lock(&d->mu);
-		rc = store_state_locked(cs, d, tfd, ps, res);
+		rc = store_state_locked(cs, d, &upload, res);
 		pthread_mutex_unlock(&d->mu);
 	}
 	close(tfd);
