@@ -96,6 +96,13 @@
  * an interval without a file of its own), then the L0 files of one
  * finest interval.
  *
+ * BUILDING A STATE from its plan (export of a past state, restore, fork,
+ * the rebuild of the current copy): the plan's objects are read side by
+ * side and merged page by page (cloud_merge.h, ltx/ltxmerge.h), so each
+ * page of the state is written once, or streamed, or compared with the
+ * current copy, and never staged; every file's checks and every
+ * intermediate post-apply checksum are verified before the last page.
+ *
  * RETENTION (every level): with W = now - retention, let r be the last
  * position with mts <= W (the state in effect at the window start). Every
  * file that is not in plan(r) and whose max TXID <= r is deleted, then

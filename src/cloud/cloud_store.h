@@ -26,6 +26,7 @@
  *   cloud_store_maint.c   compaction, snapshots, retention of one
  *                         database (cloud_store_maint.h)
  *   cloud_plan.c          which stored files build a position
+ *   cloud_merge.c         a plan's objects merged into the state they build
  *   cloud_object.c        object names, reads, deletes, staging files
  *   cloud_rebuild.c       meta objects; the catalog rebuilt from the backend
  *   cloud_catalog.c       the catalog's queries
