@@ -1016,16 +1016,13 @@ int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *d
 		return rc;
 	if (format != CLOUD_FORMAT_SQLITE)
 		return cloud_export_fd(cs, cluster, db, t, format, &out->fd, &out->size, &out->pos);
-	/* The latest state is copied from the current copy when that is
-	 * known good (one copy in the kernel); anything else, and the latest
-	 * of a copy not checked yet (a service started on an existing bucket),
-	 * is streamed from the stored files. */
-	pthread_mutex_lock(&d->mu);
-	bool cur_ok = d->cur_ok;
-	pthread_mutex_unlock(&d->mu);
+	/* The latest state is copied from the current copy (one copy in the
+	 * kernel; a copy not checked since the start is rebuilt first, once,
+	 * from the stored files, so that later exports and ingest find it);
+	 * a past state is streamed from the stored files. */
 	pthread_rwlock_rdlock(&d->files);
 	rc = resolve_row(cs, d, t, &row, &out->pos);
-	bool copy = rc == 0 && cur_ok && out->pos.txid == row.txid;
+	bool copy = rc == 0 && out->pos.txid == row.txid;
 	if (rc == 0 && !copy)
 		rc = open_state(cs, d, out->pos.txid, out->pos.checksum, &out->merge);
 	pthread_rwlock_unlock(&d->files);
