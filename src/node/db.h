@@ -297,6 +297,15 @@ void db_cursor_close(struct db_cursor *c); /* idempotent */
  * that missed the deletion needs. */
 int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos);
 
+/* Copies the db file as it is (n_pages pages) into out_fd, in the kernel
+ * (copy_file_range), for an export whose SQLite locks pin a committed
+ * state in a rollback mode, so that nobody writes the file meanwhile
+ * (node/http.c, EXPORT). db->mu is held only to check that no rollback
+ * transaction has pages in the file and the WAL holds no frames (else
+ * -EAGAIN: the caller copies through SQLite instead). 0 with *size, or a
+ * negative code. */
+int db_copy_file(struct db *db, int out_fd, uint64_t *size);
+
 /* The replica side (applying a received LTX file) is apply.h. */
 
 /* ---- Backup -------------------------------------------------------------- */

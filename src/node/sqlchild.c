@@ -18,6 +18,7 @@
  *       -> "READY <locked 0|1> <wal 0|1>"   (writers held off, if locked,
  *                                            and a read transaction open)
  *       <- "GO"                              (the parent read the position)
+ *        | "SKIP"                            (... and copied the file itself)
  *       -> "OK" | "ERR <sqlite rc> <message>"
  *
  * An export copies a consistent snapshot of DB_PATH into OUT_PATH (a
@@ -211,11 +212,19 @@ static int child_export(const char *path, const char *out)
 	sqlite3_finalize(st);
 	printf("READY %d %d\n", locked, wal);
 	fflush(stdout);
-	if (fgets(line, sizeof(line), stdin) == NULL || strncmp(line, "GO", 2) != 0)
+	if (fgets(line, sizeof(line), stdin) == NULL || (strncmp(line, "GO", 2) != 0 && strncmp(line, "SKIP", 4) != 0))
 		return 1;
 	if (locked)
 		sqlite3_exec(wlock, "ROLLBACK", NULL, NULL, NULL);
 	sqlite3_close(wlock);
+	if (line[0] == 'S') {
+		/* The parent copied the db file while A and B pinned it. */
+		sqlite3_exec(src, "COMMIT", NULL, NULL, NULL);
+		sqlite3_close(src);
+		printf("OK\n");
+		fflush(stdout);
+		return 0;
+	}
 
 	rc = sqlite3_open_v2(out, &dst, SQLITE_OPEN_READWRITE, NULL);
 	if (rc == SQLITE_OK) {
