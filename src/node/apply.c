@@ -426,17 +426,15 @@ static int fold_wal(struct db *db)
 /*
  * A snapshot for a database that has no file yet — a replica catching up
  * from nothing — is decoded once straight into a new file beside the
- * database's, in 4 MiB writes with writeback started as it goes, fsync'd,
- * and renamed into place: no staging spool and no second copy (the general
+ * database's, in 4 MiB writes, and renamed into place: no staging spool and no second copy (the general
  * path, dbfile_apply(), decodes into a spool and copies it into the live
  * file so that readers keep the old state on a failure; here there is no
  * old state and nobody has the file open). The decoder's checks are
  * those of any snapshot (ltxmerge.h: file checksum, completeness, the
  * post-apply checksum), and the last page is written only once they
- * passed; a failure or a crash leaves no database file (a crash may leave
- * APPLY_NEW_DB_TMP, replaced by the next such apply).
+ * passed; a failure or a crash leaves no database file (a crash leaves
+ * APPLY_NEW_DB_TMP, removed at the next start).
  */
-#define APPLY_NEW_DB_TMP "db.snapshot-tmp"
 #define APPLY_NEW_DB_BUF (4u << 20)
 
 static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct dbfile_apply_result *res)
@@ -455,16 +453,14 @@ static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct
 			break;
 		}
 		rc = sys_pwrite_all(tfd, buf, (size_t)n, done);
-		/* A hint only: the fsync below is what makes it durable. */
-		sync_file_range(tfd, done, n, SYNC_FILE_RANGE_WRITE);
 		done += n;
 	}
-	if (rc == 0 && sys_fsync(tfd) != 0)
-		rc = -errno;
+	/* Not fsync'd, like the pages dbfile_apply() writes: after a crash
+	 * the start compares the db file with the chain as after any apply
+	 * (docs/replication.md, "Crash in the middle of an apply"). */
 	if (rc == 0 && sys_renameat(db->dir_fd, APPLY_NEW_DB_TMP, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0)
 		rc = -errno;
 	if (rc == 0) {
-		sys_fsync(db->dir_fd);
 		close(db->db_fd);
 		db->db_fd = tfd;
 		tfd = -1;

@@ -21,6 +21,8 @@
 /* Where a replica stages a snapshot's record until it replaces the chain
  * (apply.c); a start removes one left behind (db.c). */
 #define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
+/* The db file a snapshot is written into before it replaces "db" (apply.c). */
+#define APPLY_NEW_DB_TMP "db.snapshot-tmp"
 
 /* Reads page pgno of the backing db file into buf (page_size bytes);
  * zeros beyond its end. 0 or a negative code. */
