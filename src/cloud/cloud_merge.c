@@ -19,8 +19,10 @@
 #include "cloud/cloud_object.h"
 #include "ltx/ltxmerge.h"
 
-/* The size of cloud_merge_to_fd()'s writes. */
-#define MERGE_WRITE_BYTES (4u << 20)
+/* The size of cloud_merge_to_fd()'s writes: small enough that the pages
+ * copied into the buffer are still in the CPU cache when the kernel copies
+ * them out (4 MiB writes cost twice the system time, measured). */
+#define MERGE_WRITE_BYTES (256u << 10)
 
 struct cloud_merge {
 	struct ltxmerge *lm;

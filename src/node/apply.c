@@ -426,7 +426,9 @@ static int fold_wal(struct db *db)
 /*
  * A snapshot for a database that has no file yet — a replica catching up
  * from nothing — is decoded once straight into a new file beside the
- * database's, in 4 MiB writes, and renamed into place: no staging spool and no second copy (the general
+ * database's, in 256 KiB writes (a size that stays in the CPU cache
+ * between the decoder's copy and the kernel's: 4 MiB writes took twice
+ * the system time), and renamed into place: no staging spool and no second copy (the general
  * path, dbfile_apply(), decodes into a spool and copies it into the live
  * file so that readers keep the old state on a failure; here there is no
  * old state and nobody has the file open). The decoder's checks are
@@ -435,7 +437,7 @@ static int fold_wal(struct db *db)
  * passed; a failure or a crash leaves no database file (a crash leaves
  * APPLY_NEW_DB_TMP, removed at the next start).
  */
-#define APPLY_NEW_DB_BUF (4u << 20)
+#define APPLY_NEW_DB_BUF (256u << 10)
 
 static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct dbfile_apply_result *res)
 {
