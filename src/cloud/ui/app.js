@@ -119,6 +119,7 @@ function show(view) {
 
 function sessionEnded() {
   S.session = null;
+  hint(false);
   stopLive();
   $('who').hidden = true;
   $('signout').hidden = true;
@@ -150,6 +151,7 @@ async function signIn(ev) {
 
 async function signOut() {
   const s = S.session;
+  hint(false);
   stopLive();
   S.session = null;
   try {
@@ -164,6 +166,7 @@ async function signOut() {
 
 function started(s) {
   S.session = s;
+  hint(true);
   $('who').textContent = 'cluster ' + s.cluster;
   $('who').hidden = false;
   $('signout').hidden = false;
@@ -175,7 +178,7 @@ function started(s) {
 async function probeDbs() {
   if (S.hasDbs !== null) return;
   try {
-    const r = await api('/dbs');
+    const r = (await takeEarlyDbs()) || await api('/dbs');
     S.hasDbs = true;
     S.dbsAt = Date.now();
     for (const d of r.databases || []) S.dbs.set(d.name, d);
@@ -191,7 +194,7 @@ async function loadList() {
   let rows = [], now = Date.now();
   if (S.hasDbs !== false) {
     try {
-      const r = await api('/dbs');
+      const r = (await takeEarlyDbs()) || await api('/dbs');
       S.hasDbs = true;
       S.dbsAt = Date.now();
       rows = r.databases || [];
@@ -267,7 +270,7 @@ async function openDb(name) {
   // once, beside the summary (the first paint waits for one round trip).
   const fresh = !S.view.to || S.view.db !== name;
   const whole = fresh && S.hasDbs !== false
-    ? api('/db/timeline?' + q({ db: name, max: Math.floor(Math.max(200, $('tl-box').clientWidth || 800) / 2) })).catch(() => null)
+    ? takeEarlyTimeline(name) || api('/db/timeline?' + q({ db: name, max: tlMax($('tl-box').clientWidth) })).catch(() => null)
     : null;
   const info = await fetchInfo(name);
   S.info = info;
@@ -330,7 +333,7 @@ async function loadTimeline() {
   const width = Math.max(200, $('tl-box').clientWidth || 800);
   let tl;
   try {
-    tl = await api('/db/timeline?' + q({ db: name, from_ms: Math.floor(v.from), to_ms: Math.ceil(v.to), max: Math.floor(width / 2) }));
+    tl = await api('/db/timeline?' + q({ db: name, from_ms: Math.floor(v.from), to_ms: Math.ceil(v.to), max: tlMax(width) }));
   } catch (e) {
     if (!missingEndpoint(e)) throw e;
     // No GET /db/timeline yet: what /db/info has (window and snapshots).
@@ -916,7 +919,54 @@ function wire() {
   setInterval(() => { if (!$('view-list').hidden && S.session) renderList(); }, 15000);
 }
 
+/* ---- Early requests ---------------------------------------------------
+ *
+ * A browser that was signed in last time (a hint in localStorage, not a
+ * secret: the cookie decides) asks for the view's data at load, beside
+ * GET /ui/session, instead of after it and after the view's first layout:
+ * GET /dbs, and for #/db/NAME its whole-window timeline, with the bucket
+ * count worked out from the window's width (the CSS's paddings) rather
+ * than from a layout. Each answer is used once, by the first view that
+ * wants it; a failed one (the session ended meanwhile) is just not used. */
+const HINT = 'lfsc-signed-in';
+const early = { dbs: null, timeline: null };
+
+function hint(on) {
+  try { if (on) localStorage.setItem(HINT, '1'); else localStorage.removeItem(HINT); } catch (e) { /* private mode */ }
+}
+
+/* Buckets for the timeline's width: about one per 2 px. */
+function tlMax(width) {
+  return Math.floor(Math.max(200, width || 800) / 2);
+}
+
+function askEarly() {
+  let signedIn = false;
+  try { signedIn = localStorage.getItem(HINT) === '1'; } catch (e) { /* no storage: no early requests */ }
+  if (!signedIn) return;
+  early.dbs = api('/dbs').catch(() => null);
+  if (location.hash.startsWith('#/db/')) {
+    const name = decodeURIComponent(location.hash.slice(5));
+    const phone = window.innerWidth <= 600; // app.css: paddings of main, .card and .tl-box's border
+    const width = Math.min(window.innerWidth, 1240) - (phone ? 20 + 22 + 2 : 32 + 34 + 2);
+    early.timeline = { name, reply: api('/db/timeline?' + q({ db: name, max: tlMax(width) })).catch(() => null) };
+  }
+}
+
+function takeEarlyDbs() {
+  const p = early.dbs;
+  early.dbs = null;
+  return p || Promise.resolve(null);
+}
+
+function takeEarlyTimeline(name) {
+  const t = early.timeline;
+  early.timeline = null;
+  return t && t.name === name ? t.reply : null;
+}
+
 async function boot() {
+  askEarly();
   wire();
   try {
     const s = await api('/ui/session');
