@@ -18,9 +18,7 @@ endpoints (GET /dbs ...: branch dashapi); the script says which it ran.
 import json
 import os
 import shutil
-import socket
 import sqlite3
-import ssl
 import subprocess
 import threading
 import time
@@ -31,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LITEFS_CLOUD, ROOT, db_checksum, free_port, run, wait_until
+from conftest import LITEFS_CLOUD, ROOT, TlsFront, db_checksum, free_port, run, wait_until
 
 BROWSER_DIR = ROOT / "tests" / "browser"
 CHROMIUM = "/usr/bin/chromium"
@@ -88,56 +86,13 @@ class EvilSite:
         self.srv.shutdown()
 
 
-class TlsFront:
-    """A TLS-terminating front on another port of 127.0.0.1, as nginx or
-    stunnel would be: it decrypts and passes the bytes on unchanged (Host
-    and Origin included), with a self-signed certificate made at test time."""
-
-    def __init__(self, backend_port, tmp):
-        key, crt = tmp / "tls.key", tmp / "tls.crt"
-        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1")
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(crt, key)
-        self.backend = backend_port
-        self.lsock = socket.create_server(("127.0.0.1", free_port()))
-        self.url = f"https://127.0.0.1:{self.lsock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def _serve(self, c):
-        try:
-            t = self.ctx.wrap_socket(c, server_side=True)
-            b = socket.create_connection(("127.0.0.1", self.backend))
-        except OSError:
-            c.close()
-            return
-        threading.Thread(target=self._pipe, args=(b, t), daemon=True).start()
-        self._pipe(t, b)
-
-    def close(self):
-        self.lsock.close()
+def self_signed(tmp):
+    """A throwaway certificate for 127.0.0.1 and its key, made by openssl."""
+    key, crt = tmp / "tls.key", tmp / "tls.crt"
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1",
+        "-addext", "subjectAltName=IP:127.0.0.1")
+    return crt, key
 
 
 def big_database(srv, token, tmp):
@@ -203,7 +158,8 @@ def test_dashboard_in_chromium(node, cloud, tmp_path):
     has_dashapi = has_endpoint(srv, token, "/dbs")
     shots = ROOT / "build" / "dashboard"
     big = big_database(srv, token, tmp_path)
-    tls = TlsFront(srv.port, tmp_path)
+    tls = TlsFront(srv.port, *self_signed(tmp_path))
+    tls.start()
     # Secure comes from the browser's https Origin only: headers a client
     # sends itself over plain http do not make the cookie Secure. (Before
     # the browser run, whose last step uses up the sign-in limit.)
