@@ -38,7 +38,13 @@ async function until(fn, ms, msg) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-function step(name) { console.log('step ' + name + ' ok'); }
+const t0 = Date.now();
+let tStep = t0;
+function step(name) {
+  const now = Date.now();
+  console.log('step ' + name + ' ok (' + ((now - tStep) / 1000).toFixed(1) + ' s)');
+  tStep = now;
+}
 
 const browser = await chromium.launch({
   executablePath: cfg.chromium || '/usr/bin/chromium',
@@ -375,12 +381,12 @@ try {
   });
   const midway = /\((?:[1-9]|[1-9]\d)%\)$/; // a percentage strictly between 0 and 100
   const [bdl] = await Promise.all([tp.waitForEvent('download'), tp.click('#download')]);
-  await tp.waitForFunction(() => /file is ready \(31 MiB\)/.test(document.getElementById('act-progress').textContent));
+  await tp.waitForFunction(() => /file is ready \(15 MiB\)/.test(document.getElementById('act-progress').textContent));
   await shot(tp, '12-https-download-ready');
   out.big_download = path.join(shots, 'big-download.db');
   await bdl.saveAs(out.big_download);
   let seen = await tp.evaluate(() => window.__seen.splice(0));
-  check(seen.some((t) => /reading its history, [\d.]+ MiB of 31 MiB/.test(t) && midway.test(t)),
+  check(seen.some((t) => /reading its history, [\d.]+ MiB of 15 MiB/.test(t) && midway.test(t)),
     'download progress: ' + JSON.stringify(seen));
   await tp.click('#restore-btn');
   await tp.fill('#rd-confirm', 'big.db');

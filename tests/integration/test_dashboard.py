@@ -96,13 +96,13 @@ def self_signed(tmp):
 
 
 def big_database(srv, token, tmp):
-    """A 32 MiB database of random blobs (stored near its full size) in two
-    uploads: TXID 1, then TXID 2 without its last 40 rows. Building a past
-    state reads the whole snapshot, enough for several progress reports."""
+    """A 15 MiB database of random blobs (stored near its full size) in two
+    uploads: TXID 1, then TXID 2 without its last 20 rows. Building a past
+    state reads the whole snapshot: the service reports every 10 % of it."""
     path = tmp / "big.db"
     con = sqlite3.connect(path)
     con.execute("CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB)")
-    con.executemany("INSERT INTO b(v) VALUES (?)", ((os.urandom(50000),) for _ in range(640)))
+    con.executemany("INSERT INTO b(v) VALUES (?)", ((os.urandom(50000),) for _ in range(320)))
     con.commit()
     pos = []
     for _ in range(2):
@@ -110,7 +110,7 @@ def big_database(srv, token, tmp):
                                      headers={"Authorization": token})
         with urllib.request.urlopen(req, timeout=30) as r:
             pos.append(json.loads(r.read()))
-        con.execute("DELETE FROM b WHERE id > 600")
+        con.execute("DELETE FROM b WHERE id > 300")
         con.commit()
     con.close()
     return pos
@@ -157,9 +157,11 @@ def test_dashboard_in_chromium(node, cloud, tmp_path):
 
     has_dashapi = has_endpoint(srv, token, "/dbs")
     shots = ROOT / "build" / "dashboard"
+    t_big = time.time()
     big = big_database(srv, token, tmp_path)
     tls = TlsFront(srv.port, *self_signed(tmp_path))
     tls.start()
+    print(f"big database and TLS front: {time.time() - t_big:.1f} s")
     # Secure comes from the browser's https Origin only: headers a client
     # sends itself over plain http do not make the cookie Secure. (Before
     # the browser run, whose last step uses up the sign-in limit.)

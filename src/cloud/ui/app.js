@@ -172,7 +172,10 @@ function started(s) {
   $('signout').hidden = false;
   // Live updates start once the first view knows whether GET /dbs (and
   // with it /events) exists.
-  route().finally(() => probeDbs().then(startLive));
+  route().finally(() => {
+    early.timeline = null; // the first view had its chance: never a stale one later
+    return probeDbs().then(startLive);
+  });
 }
 
 async function probeDbs() {
