@@ -43,7 +43,13 @@ class ApiError extends Error {
 async function api(path, opts) {
   const o = Object.assign({ credentials: 'same-origin', headers: {} }, opts || {});
   if (o.method && o.method !== 'GET' && S.session) o.headers['X-CSRF-Token'] = S.session.csrf;
-  const r = await fetch(path, o);
+  let r;
+  try {
+    r = await fetch(path, o);
+  } catch (e) {
+    // The browser's own words ("Failed to fetch") say nothing to a person.
+    throw new ApiError(0, { error: 'no answer from the service (it is down, restarting, or the network is)' });
+  }
   let body = null;
   const text = await r.text();
   try { body = text ? JSON.parse(text) : null; } catch (e) { body = { error: text.slice(0, 200) }; }
@@ -115,6 +121,11 @@ function notice(msg) {
 
 function show(view) {
   for (const v of ['login', 'list', 'db']) $('view-' + v).hidden = v !== view;
+  // Focus left in a view just hidden (the sign-in form, a link of the
+  // list) would send the next Tab somewhere arbitrary: start at the top of
+  // the content instead, as a page load would.
+  const a = document.activeElement;
+  if (!a || a === document.body || a.closest('[hidden]')) $('main').focus({ preventScroll: true });
 }
 
 function sessionEnded() {
