@@ -403,6 +403,12 @@ try {
   await tp.waitForFunction(() => /^Fork.* failed: .*exists/.test(document.getElementById('act-error').textContent));
   check(await tp.$eval('#act-progress', (e) => e.textContent) === '', 'progress left after a failed fork');
   allowed = [];
+  // A download that cannot be built (a TXID past the window): the browser
+  // only sees a failed download; the page says why.
+  await tp.evaluate(() => { S.point = Object.assign({}, S.point, { txid: '00000000000fffff' }); setActions(); });
+  await tp.click('#download');
+  await tp.waitForFunction(() => /^Download of TXID 00000000000fffff failed: .*outside the restorable window/
+    .test(document.getElementById('act-error').textContent));
   await axe(tp, 'database over https with a result');
   step('https: Secure cookie, progress of download and restore, a failure said');
 
