@@ -132,6 +132,7 @@
 #include "cloud/cloud_catalog.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
+#include "cloud/cloud_progress.h"
 #include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
@@ -275,6 +276,16 @@ static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
 
 /* ---- State building ------------------------------------------------------- */
 
+/* The dashboard's progress (cloud_progress.h): building a state reads
+ * the plan's stored files, whose sizes the catalog knows. */
+static void progress_plan(const struct cloud_plan *plan)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < plan->n; i++)
+		total += plan->f[i].size;
+	cloud_progress_phase("build", total);
+}
+
 /* Writes the state of position (txid, checksum) of d into out_fd (emptied
  * first) from the stored objects. Caller holds d->files (read). */
 static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
@@ -288,6 +299,8 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 		rc = spool;
 	if (rc == 0 && sys_ftruncate(out_fd, 0) < 0)
 		rc = -errno;
+	if (rc == 0)
+		progress_plan(&plan);
 	struct ltx_pos pos = { 0, 0 };
 	for (size_t i = 0; rc == 0 && i < plan.n; i++) {
 		int fd;
@@ -295,7 +308,7 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 		rc = cloud_object_open(cs->be, d->id, &plan.f[i], &fd);
 		if (rc < 0)
 			break;
-		rc = dbfile_apply(out_fd, spool, fdio_read, &fd, pos, &ar);
+		rc = dbfile_apply(out_fd, spool, cloud_progress_read, &fd, pos, &ar);
 		close(fd);
 		free(ar.written);
 		pos = ar.pos;
@@ -681,7 +694,9 @@ static int encode_transition(int state_fd, uint32_t ps, const struct cat_db *row
 	uint64_t chk = LTX_CHECKSUM_FLAG;
 	uint32_t cur_n = diff ? row->commit : 0;
 	rc = page && old ? 0 : ERR_NOMEM;
+	cloud_progress_phase("write", n);
 	for (uint32_t p = 1; rc == 0 && p <= n; p++) {
+		cloud_progress_add(1);
 		if (p == ltx_lock_pgno(ps))
 			continue;
 		rc = fdio_pread_full(state_fd, page, ps, (off_t)(p - 1) * ps);
@@ -984,7 +999,7 @@ static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t
 	struct ltx_decoder *dec;
 	struct ltx_header h;
 	struct ltx_trailer t;
-	int rc = ltx_decoder_new(&dec, fdio_read, &in_fd);
+	int rc = ltx_decoder_new(&dec, cloud_progress_read, &in_fd);
 	if (rc < 0)
 		return rc;
 	rc = ltx_decoder_header(dec, &h);
@@ -1051,6 +1066,8 @@ static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t tx
 		rc = ERR_NOMEM;
 	if (page)
 		memset(page + 65536, 0, 65536);
+	if (rc == 0)
+		progress_plan(&plan);
 	struct ltx_pos pos = { 0, 0 };
 	size_t i = 0;
 	for (int fd; rc == 0 && i < plan.n; i += rc == 0) {
