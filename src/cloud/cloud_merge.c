@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include "base/err.h"
-#include "base/fdio.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "cloud/cloud_merge.h"
@@ -47,7 +46,7 @@ static int settle(struct cloud_merge *m, int rc)
 }
 
 int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, const struct cloud_plan *plan,
-		     struct ltx_pos want, struct cloud_merge **out)
+		     struct ltx_pos want, ltx_read_fn read, struct cloud_merge **out)
 {
 	*out = NULL;
 	struct cloud_merge *m = calloc(1, sizeof(*m));
@@ -67,7 +66,7 @@ int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, 
 		rc = cloud_object_open(be, db_id, &plan->f[m->n], &m->fds[m->n]);
 		if (rc < 0)
 			break;
-		in[m->n] = (struct ltxmerge_input){ fdio_read, &m->fds[m->n] };
+		in[m->n] = (struct ltxmerge_input){ read, &m->fds[m->n] };
 	}
 	if (rc == 0) {
 		rc = ltxmerge_new(&m->lm, in, plan->n, &m->want);

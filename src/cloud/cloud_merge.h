@@ -29,10 +29,11 @@ struct cloud_merge;
 
 /* Opens the objects of plan (of database db_id; name for the logs) and
  * starts their merge; the state it builds must be position want (else
- * ERR_LTX_POST_CHECKSUM when the end is reached). Caller frees with
- * cloud_merge_free(). */
+ * ERR_LTX_POST_CHECKSUM when the end is reached). read: how each object's
+ * descriptor is read (ctx points to an int fd: fdio_read, or a reader
+ * that also counts progress). Caller frees with cloud_merge_free(). */
 int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, const struct cloud_plan *plan,
-		     struct ltx_pos want, struct cloud_merge **out);
+		     struct ltx_pos want, ltx_read_fn read, struct cloud_merge **out);
 void cloud_merge_free(struct cloud_merge *m); /* NULL is a no-op */
 
 /* Page size and size in bytes of the state. */

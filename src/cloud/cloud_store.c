@@ -140,6 +140,7 @@
 #include "cloud/cloud_merge.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
+#include "cloud/cloud_progress.h"
 #include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
@@ -283,9 +284,20 @@ static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
 
 /* ---- State building ------------------------------------------------------- */
 
+/* The dashboard's progress (cloud_progress.h): building a state reads
+ * the plan's stored files, whose sizes the catalog knows. */
+static void progress_plan(const struct cloud_plan *plan)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < plan->n; i++)
+		total += plan->f[i].size;
+	cloud_progress_phase("build", total);
+}
+
 /* Starts reading the state of position (txid, checksum) of d from its
- * plan's stored files (cloud_merge.h). Caller holds d->files (read) for
- * this call only: the merge holds its objects open. */
+ * plan's stored files (cloud_merge.h), which advance the "build" phase of
+ * the dashboard's progress as they are read. Caller holds d->files (read)
+ * for this call only: the merge holds its objects open. */
 static int open_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum,
 		      struct cloud_merge **out)
 {
@@ -293,8 +305,11 @@ static int open_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint
 	cloud_catalog_lock(cs->cat);
 	int rc = cloud_plan_restore(cs->cat, d->id, txid, &plan);
 	cloud_catalog_unlock(cs->cat);
-	if (rc == 0)
-		rc = cloud_merge_open(cs->be, d->id, d->name, &plan, (struct ltx_pos){ txid, checksum }, out);
+	if (rc == 0) {
+		progress_plan(&plan);
+		rc = cloud_merge_open(cs->be, d->id, d->name, &plan, (struct ltx_pos){ txid, checksum },
+				      cloud_progress_read, out);
+	}
 	free(plan.f);
 	return rc;
 }
@@ -763,7 +778,9 @@ static int encode_transition(struct state *st, const struct cat_db *row, int cur
 	uint32_t p;
 	const uint8_t *page, *old;
 	rc = it.rd.buf && cur.buf ? 0 : ERR_NOMEM;
+	cloud_progress_phase("write", n);
 	while (rc == 0 && (rc = state_next(&it, &p, &page, &sum)) == 1) {
+		cloud_progress_add(p == ltx_lock_pgno(ps) + 1 ? 2 : 1); /* the lock page is skipped */
 		chk ^= sum;
 		rc = p <= cur.n ? pagerd_get(&cur, p, &old) : 0;
 		if (rc < 0)
@@ -1092,11 +1109,14 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 	if (rc < 0)
 		return rc;
 	/* A past state is merged from its stored files straight into the
-	 * encoding of the new transaction: no scratch copy of it. */
+	 * encoding of the new transaction: no scratch copy of it. When the
+	 * dashboard follows the operation (cloud_progress.h), it is built into
+	 * a file first, so that "build" and "write" are two phases. */
+	bool stream = !cloud_progress_active();
 	if (as_db == NULL) {
 		dst = d;
 		pthread_mutex_lock(&d->mu);
-		rc = build_target(cs, d, t, true, true, &st, &p);
+		rc = build_target(cs, d, t, true, stream, &st, &p);
 		struct cat_db row;
 		if (rc == 0 && db_row(cs, d, &row) == 0 && row.txid == p.txid) {
 			*new_pos = p; /* already there: nothing to undo */
@@ -1105,7 +1125,7 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 			return 0;
 		}
 	} else {
-		rc = build_target(cs, d, t, false, true, &st, &p);
+		rc = build_target(cs, d, t, false, stream, &st, &p);
 		pthread_mutex_lock(&dst->mu);
 		if (rc == 0 && dst->id != 0)
 			rc = ERR_CLOUD_EXISTS;
