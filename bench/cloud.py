@@ -635,6 +635,44 @@ def teardown(node, cloud, *files):
             os.unlink(f)
 
 
+def big_history(cloud, node, db, src, size_mb, n_updates, res):
+    """A SQLite file of size_mb MB imported on node (pushed to cloud), then
+    n_updates transactions of 8 random rows at 100 tx/s; compaction given
+    4 s. Times go into res (make, import, push). Returns the target (the
+    first restorable position from the tenth of the updates on) and the
+    node's positions after each update."""
+    rows = int(size_mb * 1000)
+    t0 = time.monotonic()
+    s = sqlite3.connect(src)
+    s.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+    s.execute(f"WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {rows}) "
+              "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM k")
+    s.commit()
+    s.close()
+    res["make"] = time.monotonic() - t0
+    res["import"] = timed(lambda: subprocess.run([LITEFS, "import", "-url", node.url, "-name", db, src],
+                                                 check=True, capture_output=True))
+    t0 = time.monotonic()
+    wait_until(lambda: cloud.pos(db) == node.pos(db), 900, "the import to reach the service", 0.05)
+    res["push"] = time.monotonic() - t0
+    # Many later transactions: each updates 8 random rows.
+    con = node.connect(db, "wal", "normal")
+    rng = random.Random(7)
+    hist = []
+    t0 = time.monotonic()
+    for k in range(n_updates):
+        d = t0 + k / 100.0 - time.monotonic()
+        if d > 0:
+            time.sleep(d)
+        ids = ",".join(str(rng.randrange(1, rows + 1)) for _ in range(8))
+        con.execute(f"UPDATE t SET v = randomblob(500) || zeroblob(500) WHERE id IN ({ids})")
+        hist.append(node.pos(db))
+    con.close()
+    wait_until(lambda: cloud.pos(db) == node.pos(db), 300, "the updates to reach the service", 0.05)
+    time.sleep(4)  # compaction (1 s / 10 s levels) catches up
+    return cloud.restorable(db, hist, n_updates // 10), hist
+
+
 def bench_big_restore(base, size_mb, n_updates, rounds):
     cloud = Cloud(base, f"cloud-big{size_mb}", "-levels", "1s,10s,1m", "-snapshot-interval", "10m",
                   "-max-upload-size", "8GiB").start()
@@ -644,37 +682,8 @@ def bench_big_restore(base, size_mb, n_updates, rounds):
     res = {}
     try:
         node.start()
-        rows = size_mb * 1000 * 1000 // 1000
-        t0 = time.monotonic()
-        s = sqlite3.connect(src)
-        s.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-        s.execute(f"WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {rows}) "
-                  "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM k")
-        s.commit()
-        s.close()
-        res["make"] = time.monotonic() - t0
+        target, hist = big_history(cloud, node, db, src, size_mb, n_updates, res)
         size = os.path.getsize(src)
-        res["import"] = timed(lambda: subprocess.run([LITEFS, "import", "-url", node.url, "-name", db, src],
-                                                     check=True, capture_output=True))
-        t0 = time.monotonic()
-        wait_until(lambda: cloud.pos(db) == node.pos(db), 600, "the import to reach the service", 0.05)
-        res["push"] = time.monotonic() - t0
-        # Many later transactions: each updates 8 random rows.
-        con = node.connect(db, "wal", "normal")
-        rng = random.Random(7)
-        hist = []
-        t0 = time.monotonic()
-        for k in range(n_updates):
-            d = t0 + k / 100.0 - time.monotonic()
-            if d > 0:
-                time.sleep(d)
-            ids = ",".join(str(rng.randrange(1, rows + 1)) for _ in range(8))
-            con.execute(f"UPDATE t SET v = randomblob(500) || zeroblob(500) WHERE id IN ({ids})")
-            hist.append(node.pos(db))
-        con.close()
-        wait_until(lambda: cloud.pos(db) == node.pos(db), 120, "the updates to reach the service", 0.05)
-        time.sleep(4)  # compaction (1 s / 10 s levels) catches up
-        target = cloud.restorable(db, hist, n_updates // 10)
         info = cloud.get(f"/db/info?db={db}")
         res["levels"] = [(lv["level"], lv["files"], lv["bytes"]) for lv in info["levels"]]
         res["snapshots"] = len(info.get("snapshots", []))

@@ -24,7 +24,6 @@ Usage: BUILD=new-build bench/export_ab.py --base old-build [--mb 100] [--rounds 
 import argparse
 import importlib.util
 import os
-import random
 import resource
 import shutil
 import statistics
@@ -58,27 +57,8 @@ def prepare(base, mb):
     cloud = cb.Cloud(base, "cloud", "-levels", "1s,10s,1m", "-snapshot-interval", "10m",
                      "-max-upload-size", "8GiB").start()
     node = cb.Node(base, "node", cloud=cloud).start()
-    db, src, rows = "big.db", os.path.join(base, "src.db"), int(mb * 1000)
-    s = cb.sqlite3.connect(src)
-    s.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-    s.execute(f"WITH RECURSIVE k(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM k WHERE i < {rows}) "
-              "INSERT INTO t(v) SELECT randomblob(500) || zeroblob(500) FROM k")
-    s.commit()
-    s.close()
-    subprocess.run([cb.LITEFS, "import", "-url", node.url, "-name", db, src], check=True, capture_output=True)
-    cb.wait_until(lambda: cloud.pos(db) == node.pos(db), 900, "the import to reach the service", 0.05)
-    con, rng, hist, t0 = node.connect(db), random.Random(7), [], time.monotonic()
-    for k in range(1000):
-        d = t0 + k / 100.0 - time.monotonic()
-        if d > 0:
-            time.sleep(d)
-        ids = ",".join(str(rng.randrange(1, rows + 1)) for _ in range(8))
-        con.execute(f"UPDATE t SET v = randomblob(500) || zeroblob(500) WHERE id IN ({ids})")
-        hist.append(node.pos(db))
-    con.close()
-    cb.wait_until(lambda: cloud.pos(db) == node.pos(db), 300, "the updates to reach the service", 0.05)
-    time.sleep(4)  # compaction catches up
-    target = cloud.restorable(db, hist, 100)
+    db, src = "big.db", os.path.join(base, "src.db")
+    target, _ = cb.big_history(cloud, node, db, src, mb, 1000, {})
     node.stop()
     cloud.stop()
     return cloud, db, src, target

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/err.h"
+#include "base/fdio.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "cloud/cloud_merge.h"
@@ -121,16 +122,9 @@ int cloud_merge_to_fd(struct cloud_merge *m, int fd)
 	uint8_t *buf = malloc(MERGE_WRITE_BYTES);
 	if (buf == NULL)
 		return ERR_NOMEM;
-	int rc = sys_ftruncate(fd, 0) < 0 ? -errno : 0;
-	for (off_t off = 0; rc == 0;) {
-		ssize_t n = cloud_merge_read(m, buf, MERGE_WRITE_BYTES);
-		if (n <= 0) {
-			rc = (int)n;
-			break;
-		}
-		rc = sys_pwrite_all(fd, buf, (size_t)n, off);
-		off += n;
-	}
+	int rc = sys_ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0 ? -errno : 0;
+	if (rc == 0)
+		rc = settle(m, ltxmerge_copy(m->lm, fdio_write, &fd, buf, MERGE_WRITE_BYTES));
 	free(buf);
 	return rc;
 }

@@ -288,6 +288,18 @@ ssize_t ltxmerge_read(struct ltxmerge *m, uint8_t *buf, size_t max)
 	return rc <= 0 ? rc : (m->err = ERR_LTX_STATE);
 }
 
+int ltxmerge_copy(struct ltxmerge *m, ltx_write_fn write, void *ctx, uint8_t *buf, size_t cap)
+{
+	for (;;) {
+		ssize_t n = ltxmerge_read(m, buf, cap);
+		if (n <= 0)
+			return (int)n;
+		int rc = write(ctx, buf, (size_t)n);
+		if (rc < 0)
+			return rc;
+	}
+}
+
 struct ltx_pos ltxmerge_pos(const struct ltxmerge *m)
 {
 	return merge_pos(m);

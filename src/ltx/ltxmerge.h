@@ -72,6 +72,11 @@ int ltxmerge_next(struct ltxmerge *m, uint32_t *pgno, const uint8_t **page, uint
  * negative code (sticky). */
 ssize_t ltxmerge_read(struct ltxmerge *m, uint8_t *buf, size_t max);
 
+/* The whole final state through write(ctx), in pieces of up to cap bytes
+ * read into buf (cap at least the page size): 0, or the first error of
+ * the merge or of write. */
+int ltxmerge_copy(struct ltxmerge *m, ltx_write_fn write, void *ctx, uint8_t *buf, size_t cap);
+
 /* The position reached (max TXID and post-apply checksum of the last
  * file); valid once ltxmerge_next() returned 0 or the last byte was read. */
 struct ltx_pos ltxmerge_pos(const struct ltxmerge *m);

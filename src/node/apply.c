@@ -441,7 +441,8 @@ static int fold_wal(struct db *db)
  * from nothing — is decoded once straight into a new file beside the
  * database's, in 256 KiB writes (a size that stays in the CPU cache
  * between the decoder's copy and the kernel's: 4 MiB writes took twice
- * the system time), and renamed into place: no staging spool and no second copy (the general
+ * the system time), and renamed into place: no staging spool and no
+ * second copy (the general
  * path, dbfile_apply(), decodes into a spool and copies it into the live
  * file so that readers keep the old state on a failure; here there is no
  * old state and nobody has the file open). The decoder's checks are
@@ -460,16 +461,8 @@ static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct
 	uint8_t *buf = malloc(APPLY_NEW_DB_BUF);
 	int tfd = openat(db->dir_fd, APPLY_NEW_DB_TMP, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, FILEIO_FILE_MODE);
 	int rc = tfd < 0 ? -errno : buf ? ltxmerge_new(&m, &in, 1, NULL) : ERR_NOMEM;
-	off_t done = 0;
-	while (rc == 0) {
-		ssize_t n = ltxmerge_read(m, buf, APPLY_NEW_DB_BUF);
-		if (n <= 0) {
-			rc = (int)n;
-			break;
-		}
-		rc = sys_pwrite_all(tfd, buf, (size_t)n, done);
-		done += n;
-	}
+	if (rc == 0)
+		rc = ltxmerge_copy(m, fdio_write, &tfd, buf, APPLY_NEW_DB_BUF);
 	/* Not fsync'd, like the pages dbfile_apply() writes: after a crash
 	 * the start compares the db file with the chain as after any apply
 	 * (docs/replication.md, "Crash in the middle of an apply"). */
@@ -481,8 +474,8 @@ static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct
 		tfd = -1;
 		res->header = *ltxmerge_header(m);
 		res->pos = ltxmerge_pos(m);
-		LOG_INFO("db", "msg=\"snapshot written as the database's new file\" db=%s txid=%016" PRIx64 " bytes=%jd",
-			 db->name, res->pos.txid, (intmax_t)done);
+		LOG_INFO("db", "msg=\"snapshot written as the database's new file\" db=%s txid=%016" PRIx64 " pages=%u",
+			 db->name, res->pos.txid, res->header.commit);
 	} else if (tfd >= 0) {
 		unlinkat(db->dir_fd, APPLY_NEW_DB_TMP, 0);
 	}
