@@ -1,0 +1,405 @@
+/*
+ * cloud_forward.c — a standby's HTTP server (design in cloud_forward.h).
+ *
+ * A request's life: first call (headers) → body chunks into a spool →
+ * last call: the request is sent on with libcurl (one handle per
+ * request: standbys carry little traffic, and a handle per request
+ * never sends to a writer that changed since), the reply's body goes
+ * into a second spool, and it is returned with the writer's status and
+ * headers. Everything is logged once per failure (mod=cloud-forward).
+ */
+#include <curl/curl.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cloud/cloud_forward.h"
+#include "base/err.h"
+#include "base/fdio.h"
+#include "base/fileio.h"
+#include "base/httpd.h"
+#include "base/log.h"
+#include "base/sbuf.h"
+
+#define WORKERS 256u
+#define STOP_GRACE_MS 10000
+/* The writer may hold a long poll for 30 s (GET /pos?wait=): a reply may
+ * take that long to start; a transfer that then stalls is cut. */
+#define STALL_S 90
+#define URL_MAX 512
+
+struct cloud_forward {
+	struct httpd *daemon;
+	unsigned port;
+	char *tmp_dir, *instance;
+	uint64_t max_body;
+	pthread_mutex_t mu; /* guards writer */
+	char writer[URL_MAX];
+	atomic_int n_active;
+	atomic_bool stopping;
+};
+
+struct freq {
+	int spool_fd;       /* the request body, -1 if none yet */
+	uint64_t n_bytes;
+	bool too_large;
+	/* The reply from the writer. */
+	int reply_fd;
+	uint64_t reply_len;
+	struct curl_slist *reply_hdrs; /* "Name: value" lines to pass back */
+	int reply_err;
+};
+
+static bool hop_by_hop(const char *name, size_t len)
+{
+	static const char *const skip[] = { "connection", "keep-alive", "transfer-encoding", "content-length",
+					    "expect", "host", "proxy-connection", "te", "trailer", "upgrade" };
+	for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+		if (strlen(skip[i]) == len && !strncasecmp(name, skip[i], len))
+			return true;
+	return false;
+}
+
+static enum httpd_result reply_unavailable(struct httpd_conn *conn, const char *msg)
+{
+	return httpd_respond_json(conn, HTTP_SERVICE_UNAVAILABLE,
+				  json_pack("{s:s, s:o}", "code", "EUNAVAILABLE", "error", httpd_json_str(msg)),
+				  "Retry-After", "1");
+}
+
+/* The writer's URL for this request: base + path + the query, encoded
+ * again from the decoded arguments. Caller frees with free(). */
+static char *target_url(CURL *c, const char *base, const char *path, struct httpd_conn *conn)
+{
+	struct sbuf b = { 0 };
+	sbuf_printf(&b, "%s%s", base, path);
+	const char *key, *value;
+	size_t len;
+	for (unsigned i = 0; httpd_arg_at(conn, i, &key, &value, &len); i++) {
+		char *k = curl_easy_escape(c, key, 0);
+		char *v = value ? curl_easy_escape(c, value, (int)len) : NULL;
+		if (!k || (value && !v)) {
+			curl_free(k);
+			curl_free(v);
+			sbuf_free(&b);
+			return NULL;
+		}
+		sbuf_printf(&b, "%c%s%s%s", i ? '&' : '?', k, v ? "=" : "", v ? v : "");
+		curl_free(k);
+		curl_free(v);
+	}
+	if (b.oom) {
+		sbuf_free(&b);
+		return NULL;
+	}
+	return b.p; /* the caller frees it */
+}
+
+static size_t on_reply_header(char *buf, size_t size, size_t n, void *ctx)
+{
+	struct freq *q = ctx;
+	size_t len = size * n;
+	const char *colon = memchr(buf, ':', len);
+	if (!strncmp(buf, "HTTP/", 5)) {
+		/* A new status line (after a 100 Continue): start over. */
+		curl_slist_free_all(q->reply_hdrs);
+		q->reply_hdrs = NULL;
+		return len;
+	}
+	if (!colon || hop_by_hop(buf, (size_t)(colon - buf)) || !strncasecmp(buf, "date:", 5))
+		return len;
+	size_t end = len;
+	while (end > 0 && (buf[end - 1] == '\r' || buf[end - 1] == '\n'))
+		end--;
+	char *line = strndup(buf, end);
+	struct curl_slist *l = line ? curl_slist_append(q->reply_hdrs, line) : NULL;
+	free(line);
+	if (!l)
+		return 0;
+	q->reply_hdrs = l;
+	return len;
+}
+
+static size_t on_reply_body(char *buf, size_t size, size_t n, void *ctx)
+{
+	struct freq *q = ctx;
+	int rc = fdio_write(&q->reply_fd, buf, size * n);
+	if (rc != 0) {
+		q->reply_err = rc;
+		return 0;
+	}
+	q->reply_len += size * n;
+	return size * n;
+}
+
+static size_t on_request_body(char *buf, size_t size, size_t n, void *ctx)
+{
+	struct freq *q = ctx;
+	ssize_t r;
+	do
+		r = read(q->spool_fd, buf, size * n);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? CURL_READFUNC_ABORT : (size_t)r;
+}
+
+/* Builds the headers passed on: the client's, minus hop-by-hop ones. */
+static struct curl_slist *pass_headers(struct httpd_conn *conn, const char *instance)
+{
+	struct curl_slist *l = NULL;
+	const char *name, *value;
+	char line[8192];
+	for (unsigned i = 0; httpd_header_at(conn, i, &name, &value); i++) {
+		if (hop_by_hop(name, strlen(name)))
+			continue;
+		snprintf(line, sizeof(line), "%s: %s", name, value);
+		struct curl_slist *n = curl_slist_append(l, line);
+		if (!n)
+			goto err;
+		l = n;
+	}
+	snprintf(line, sizeof(line), "Litefs-Cloud-Forwarded-By: %s", instance);
+	struct curl_slist *n = curl_slist_append(l, line);
+	/* No "Expect: 100-continue": the body is here already. */
+	n = n ? curl_slist_append(n, "Expect:") : NULL;
+	if (n)
+		return n;
+err:
+	curl_slist_free_all(l);
+	return NULL;
+}
+
+/* Sends the request on; 0 with q->reply_* filled, or -1 with a 503 sent
+ * (*ret). */
+static int send_on(struct cloud_forward *f, struct httpd_conn *conn, const char *url, const char *method,
+		   struct freq *q, const char *writer, enum httpd_result *ret)
+{
+	CURL *c = curl_easy_init();
+	char *target = c ? target_url(c, writer, url, conn) : NULL;
+	struct curl_slist *hdrs = target ? pass_headers(conn, f->instance) : NULL;
+	q->reply_fd = hdrs ? fileio_spool_open(f->tmp_dir) : -1;
+	if (q->reply_fd < 0) {
+		*ret = reply_unavailable(conn, "cannot forward the request to the writer: out of resources; retry");
+		goto out;
+	}
+	curl_easy_setopt(c, CURLOPT_URL, target);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)STALL_S);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_reply_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, q);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_reply_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, q);
+	if (q->spool_fd >= 0) {
+		lseek(q->spool_fd, 0, SEEK_SET);
+		curl_easy_setopt(c, CURLOPT_POST, 1L);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->n_bytes);
+		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_request_body);
+		curl_easy_setopt(c, CURLOPT_READDATA, q);
+	}
+	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (!strcmp(method, "HEAD"))
+		curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	CURLcode cc = curl_easy_perform(c);
+	long status = 0;
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	if (cc != CURLE_OK || status < 100 || q->reply_err) {
+		LOG_WARN("cloud-forward", "msg=\"cannot forward a request to the writer\" writer=\"%s\" path=%s err=\"%s\"",
+			 writer, url, q->reply_err ? err_str(q->reply_err) : curl_easy_strerror(cc));
+		char msg[URL_MAX + 64];
+		snprintf(msg, sizeof(msg), "the bucket's writer %s cannot be reached; retry", writer);
+		*ret = reply_unavailable(conn, msg);
+		goto out;
+	}
+	curl_slist_free_all(hdrs);
+	free(target);
+	curl_easy_cleanup(c);
+	return (int)status;
+out:
+	curl_slist_free_all(hdrs);
+	free(target);
+	if (c)
+		curl_easy_cleanup(c);
+	return -1;
+}
+
+static enum httpd_result forward(struct cloud_forward *f, struct httpd_conn *conn, const char *url,
+				 const char *method, struct freq *q)
+{
+	char writer[URL_MAX];
+	pthread_mutex_lock(&f->mu);
+	snprintf(writer, sizeof(writer), "%s", f->writer);
+	pthread_mutex_unlock(&f->mu);
+	if (!strcmp(url, "/healthz"))
+		return httpd_respond_json(conn, HTTP_OK,
+					  json_pack("{s:b, s:s, s:o}", "ok", 1, "role", "standby", "writer",
+						    writer[0] ? json_string(writer) : json_null()),
+					  NULL, NULL);
+	if (!writer[0])
+		return reply_unavailable(conn, "no instance holds the bucket's writer lease yet; retry");
+	if (q->too_large)
+		return httpd_respond_json(conn, HTTP_CONTENT_TOO_LARGE,
+					  json_pack("{s:s, s:s}", "code", "ETOOLARGE", "error", "body too large"), NULL,
+					  NULL);
+	if (!strcmp(url, "/events")) {
+		/* A stream that never ends: the client goes to the writer. */
+		CURL *c = curl_easy_init();
+		char *target = c ? target_url(c, writer, url, conn) : NULL;
+		if (c)
+			curl_easy_cleanup(c);
+		if (!target)
+			return HTTPD_NO;
+		struct httpd_response *r = httpd_response_buf("", 0, false);
+		if (!r) {
+			free(target);
+			return HTTPD_NO;
+		}
+		httpd_response_header(r, "Location", target);
+		free(target);
+		return httpd_queue(conn, 307, r);
+	}
+	enum httpd_result ret = HTTPD_NO;
+	int status = send_on(f, conn, url, method, q, writer, &ret);
+	if (status < 0)
+		return ret;
+	struct httpd_response *r = httpd_response_fd(q->reply_fd, q->reply_len);
+	if (!r)
+		return HTTPD_NO;
+	q->reply_fd = -1; /* the response owns it */
+	for (struct curl_slist *h = q->reply_hdrs; h; h = h->next) {
+		char *colon = strchr(h->data, ':');
+		if (!colon)
+			continue;
+		*colon = '\0';
+		const char *v = colon + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		httpd_response_header(r, h->data, v);
+	}
+	return httpd_queue(conn, (unsigned)status, r);
+}
+
+static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const char *url, const char *method,
+				    const char *version, const char *upload_data, size_t *upload_data_size,
+				    void **con_cls)
+{
+	struct cloud_forward *f = cls;
+	if (*con_cls == NULL) {
+		struct freq *q = calloc(1, sizeof(*q));
+		if (!q)
+			return HTTPD_NO;
+		q->spool_fd = q->reply_fd = -1;
+		*con_cls = q;
+		atomic_fetch_add(&f->n_active, 1);
+		return HTTPD_YES;
+	}
+	struct freq *q = *con_cls;
+	if (*upload_data_size != 0) {
+		size_t len = *upload_data_size;
+		*upload_data_size = 0;
+		q->n_bytes += len;
+		if (q->n_bytes > f->max_body)
+			q->too_large = true;
+		if (q->too_large)
+			return HTTPD_YES; /* discarded */
+		if (q->spool_fd < 0)
+			q->spool_fd = fileio_spool_open(f->tmp_dir);
+		if (q->spool_fd < 0 || fdio_write(&q->spool_fd, upload_data, len) != 0)
+			return HTTPD_NO;
+		return HTTPD_YES;
+	}
+	if (atomic_load(&f->stopping))
+		return reply_unavailable(conn, "this instance is stopping; retry");
+	return forward(f, conn, url, method, q);
+}
+
+static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enum httpd_end how)
+{
+	struct cloud_forward *f = cls;
+	struct freq *q = *con_cls;
+	if (!q)
+		return;
+	if (q->spool_fd >= 0)
+		close(q->spool_fd);
+	if (q->reply_fd >= 0)
+		close(q->reply_fd);
+	curl_slist_free_all(q->reply_hdrs);
+	free(q);
+	*con_cls = NULL;
+	atomic_fetch_sub(&f->n_active, 1);
+}
+
+int cloud_forward_start(const struct cloud_forward_opts *opts, struct cloud_forward **out)
+{
+	*out = NULL;
+	struct cloud_forward *f = calloc(1, sizeof(*f));
+	if (!f)
+		return ERR_NOMEM;
+	pthread_mutex_init(&f->mu, NULL);
+	atomic_init(&f->n_active, 0);
+	atomic_init(&f->stopping, false);
+	f->max_body = opts->max_body_bytes;
+	f->tmp_dir = strdup(opts->tmp_dir);
+	f->instance = strdup(opts->instance_id ? opts->instance_id : "");
+	int rc = f->tmp_dir && f->instance ? 0 : ERR_NOMEM;
+	struct httpd_listen l = { .addr = opts->addr, .mod = "cloud-forward", .handler = on_request,
+				  .completed = on_completed, .cls = f, .workers = WORKERS };
+	uint16_t port = 0;
+	if (rc == 0)
+		rc = httpd_start(&l, &f->daemon, &port);
+	if (rc != 0) {
+		free(f->tmp_dir);
+		free(f->instance);
+		pthread_mutex_destroy(&f->mu);
+		free(f);
+		return rc;
+	}
+	f->port = port;
+	LOG_INFO("cloud-forward", "msg=\"standby: forwarding every request to the bucket's writer\" addr=\"%s\" port=%u",
+		 opts->addr, f->port);
+	*out = f;
+	return 0;
+}
+
+void cloud_forward_set_writer(struct cloud_forward *f, const char *url)
+{
+	pthread_mutex_lock(&f->mu);
+	snprintf(f->writer, sizeof(f->writer), "%s", url ? url : "");
+	/* "http://h:p/" and "http://h:p" alike: paths start with '/'. */
+	size_t n = strlen(f->writer);
+	while (n > 0 && f->writer[n - 1] == '/')
+		f->writer[--n] = '\0';
+	pthread_mutex_unlock(&f->mu);
+}
+
+unsigned cloud_forward_port(const struct cloud_forward *f)
+{
+	return f->port;
+}
+
+void cloud_forward_stop(struct cloud_forward *f)
+{
+	if (!f)
+		return;
+	atomic_store(&f->stopping, true);
+	httpd_quiesce(f->daemon);
+	struct timespec step = { 0, 20 * 1000000L };
+	for (int waited = 0; atomic_load(&f->n_active) > 0 && waited < STOP_GRACE_MS; waited += 20)
+		nanosleep(&step, NULL);
+	httpd_stop(f->daemon);
+	free(f->tmp_dir);
+	free(f->instance);
+	pthread_mutex_destroy(&f->mu);
+	free(f);
+}
