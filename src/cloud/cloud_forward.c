@@ -200,12 +200,17 @@ static int send_on(struct cloud_forward *f, struct httpd_conn *conn, const char 
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, q);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_reply_body);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, q);
-	if (q->spool_fd >= 0) {
-		lseek(q->spool_fd, 0, SEEK_SET);
+	if (q->spool_fd >= 0 || !strcmp(method, "POST")) {
+		/* A body (an empty one for a bodiless POST), sent as it came. */
 		curl_easy_setopt(c, CURLOPT_POST, 1L);
-		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->n_bytes);
-		curl_easy_setopt(c, CURLOPT_READFUNCTION, on_request_body);
-		curl_easy_setopt(c, CURLOPT_READDATA, q);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(q->spool_fd >= 0 ? q->n_bytes : 0));
+		if (q->spool_fd >= 0) {
+			lseek(q->spool_fd, 0, SEEK_SET);
+			curl_easy_setopt(c, CURLOPT_READFUNCTION, on_request_body);
+			curl_easy_setopt(c, CURLOPT_READDATA, q);
+		} else {
+			curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+		}
 	}
 	if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
 		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
