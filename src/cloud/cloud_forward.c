@@ -31,7 +31,9 @@
 #include "base/sbuf.h"
 
 #define WORKERS 256u
-#define STOP_GRACE_MS 10000
+/* Stopping (this instance takes the bucket): requests in flight were
+ * going to a writer that is gone; they get this long, then are cut. */
+#define STOP_GRACE_MS 2000
 /* The writer may hold a long poll for 30 s (GET /pos?wait=): a reply may
  * take that long to start; a transfer that then stalls is cut. */
 #define STALL_S 90
@@ -141,6 +143,13 @@ static size_t on_reply_body(char *buf, size_t size, size_t n, void *ctx)
 	return size * n;
 }
 
+/* Cuts transfers when the server stops (they would hold its threads). */
+static int on_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+	struct cloud_forward *f = ctx;
+	return atomic_load(&f->stopping) ? 1 : 0;
+}
+
 static size_t on_request_body(char *buf, size_t size, size_t n, void *ctx)
 {
 	struct freq *q = ctx;
@@ -196,6 +205,9 @@ static int send_on(struct cloud_forward *f, struct httpd_conn *conn, const char 
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)STALL_S);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, f);
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_reply_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, q);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_reply_body);
