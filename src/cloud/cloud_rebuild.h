@@ -10,8 +10,8 @@
  *    database: cluster, name, creation time;
  *  - every LTX object's header and trailer give its level (from the name),
  *    TXID range, page size, size in pages, timestamp and checksums; every
- *    object's max TXID is a restorable position (docs/cloud-storage.md,
- *    "S3": why), the L0 objects give the upload boundaries.
+ *    object's max TXID is a restorable position (docs/cloud-s3.md,
+ *    "The bucket is the truth": why), the L0 objects give the upload boundaries.
  *
  * Below cloud_store.c; calls cloud_catalog, cloud_object and the backend.
  * No locks of its own: cloud_store_open() calls it before anything else

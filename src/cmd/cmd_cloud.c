@@ -325,7 +325,7 @@ static const char *const setting_help[] = {
 	"debug, info, warn or error (default info)",
 	"dashboard (/ui/) sign-in lifetime, e.g. 12h, 30m (default 12h; docs/dashboard.md)",
 	"admin view (clusters, tokens) on this loopback address, e.g. 127.0.0.1:20204 (default off)",
-	"keep objects in this S3 bucket instead of <data-dir>/objects (docs/cloud-storage.md)",
+	"keep objects in this S3 bucket instead of <data-dir>/objects (docs/cloud-s3.md)",
 	"S3 endpoint URL, e.g. http://127.0.0.1:9000 (or $AWS_ENDPOINT_URL_S3; default AWS)",
 	"S3 region (or $AWS_REGION; default us-east-1)",
 	"key prefix inside the bucket, e.g. litefs-cloud/prod (default: none)",
