@@ -232,6 +232,7 @@ int cloud_owner_hold(struct cloud_owner *o, void (*lost_fn)(void *ctx), void *ct
 {
 	o->lost_fn = lost_fn;
 	o->lost_ctx = ctx;
+	o->stop = NULL; /* borrowed for the campaign only; cloud_owner_close() stops the thread */
 	int rc = pthread_create(&o->thread, NULL, hold_main, o);
 	if (rc != 0)
 		return -rc;

@@ -58,7 +58,7 @@ struct cloud_owner_opts {
 	const char *instance_id;      /* for logs and the key's value */
 	int64_t ttl_ms;               /* lease TTL, >= 1000 (0: 5 s) */
 	int64_t poll_ms;              /* standby: how often it tries the key (0: 250 ms) */
-	const atomic_bool *stop;      /* borrowed: set, the campaign and etcd requests end */
+	const atomic_bool *stop;      /* borrowed until the campaign returns: set, it ends */
 };
 
 struct cloud_owner;

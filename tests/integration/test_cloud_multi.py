@@ -10,6 +10,8 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
+
 from conftest import CloudServer, db_checksum, free_port, run, wait_until
 from test_backup import Writer, backup_config, cloud_pos, hexpos
 from test_failover import Etcd
@@ -84,170 +86,175 @@ def l0_ranges(s3, bucket):
     return {k: sorted(v, key=lambda r: (r[1], r[0])) for k, v in out.items()}
 
 
-def test_two_instances_one_bucket_failover_restores_and_tokens(s3server, node, tmp_path):
+def two_instances(tmp_path, s3, etcd):
+    """A new bucket; instance a, its writer, then b, a standby forwarding to a."""
+    bucket = s3.create_bucket()
+    a = instance(tmp_path, s3, bucket, etcd, "a")
+    a.start()
+    wait_until(lambda: is_writer(a), timeout=10, msg="a never became the writer")
+    b = instance(tmp_path, s3, bucket, etcd, "b")
+    b.start()
+    wait_until(lambda: writer_seen(b) == a.url, timeout=10, msg=lambda: b.log_text()[-2000:])
+    return bucket, a, b
+
+
+@pytest.fixture
+def pair(s3server, tmp_path):
+    """(bucket, a, b): one etcd member, a new bucket, instance a its writer,
+    b a standby; all stopped at the end."""
+    etcd = Etcd(tmp_path, n=1)
+    etcd.start()
+    made = []
+    try:
+        bucket, a, b = two_instances(tmp_path, s3server, etcd)
+        made += [a, b]
+        yield bucket, a, b
+    finally:
+        for srv in made:
+            srv.stop()
+        etcd.stop()
+
+
+def assert_tiled(s3, bucket, last_txid):
+    """No gap, no duplicate: the one database's uploads (L0 objects) follow
+    each other, each starting right after the previous one ends (or a
+    snapshot from TXID 1 jumping forward), up to last_txid."""
+    ranges = l0_ranges(s3, bucket)
+    assert len(ranges) == 1, ranges
+    (rs,) = ranges.values()
+    for (lo0, hi0), (lo1, hi1) in zip(rs, rs[1:]):
+        assert lo1 == hi0 + 1 or (lo1 == 1 and hi1 > hi0), f"{(lo0, hi0)} then {(lo1, hi1)}"
+    assert rs[-1][1] == last_txid, (rs[-1], last_txid)
+
+
+def writes_across_kill(n, tok, victim, heir, restart=False):
+    """The node writes while victim, the writer, is killed with -9 and heir
+    takes the bucket (victim started again as a standby with restart).
+    Returns the position acknowledged before the kill, the node's last
+    one (acknowledged by heir), and the seconds from the kill to the
+    first upload heir acknowledged."""
+    w = Writer(n, pause=0.003)
+    w.start()
+    time.sleep(0.8)
+    before = cloud_pos(victim, tok)
+    t_kill = time.time()
+    victim.stop(signal.SIGKILL)
+    wait_until(lambda: is_writer(heir), timeout=20, msg=lambda: heir.log_text()[-3000:])
+    if restart:
+        victim.start(wait=False)
+        wait_until(lambda: writer_seen(victim) == heir.url, timeout=15, msg=lambda: victim.log_text()[-2000:])
+    wait_until(lambda: cloud_pos(heir, tok)[0] > before[0], timeout=20, msg=lambda: n.log_text()[-3000:])
+    took = time.time() - t_kill
+    time.sleep(0.8)
+    w.finish()
+    want = hexpos(n)
+    wait_until(lambda: cloud_pos(heir, tok) == want, timeout=20, msg=lambda: n.log_text()[-3000:])
+    return before, want, took
+
+
+def test_two_instances_one_bucket_failover_restores_and_tokens(s3server, pair, node, tmp_path):
     """A writes, B forwards; a node pushes through B while users restore
     through both; kill -9 of A moves the bucket to B, which rebuilds from
     the bucket first; no acknowledged position is lost or duplicated, every
     one exports exactly, restores through either instance reach the node,
     and a token made on either host works on both within seconds."""
-    etcd = Etcd(tmp_path, n=1)
-    etcd.start()
-    a = b = None
-    try:
-        bucket = s3server.create_bucket()
-        a = instance(tmp_path, s3server, bucket, etcd, "a")
-        a.start()
-        wait_until(lambda: is_writer(a), timeout=10, msg="a never became the writer")
-        b = instance(tmp_path, s3server, bucket, etcd, "b")
-        b.start()
-        wait_until(lambda: writer_seen(b) == a.url, timeout=10, msg=lambda: b.log_text()[-2000:])
+    bucket, a, b = pair
 
-        # Tokens: made on the writer's host, then on the standby's host.
-        tok = a.create_cluster("prod")
-        assert status_of(b, tok) == 200  # forwarded to a
-        ids = token_ids(b)
-        tok_b = b.cli("token", "create", "prod").stdout.strip()
-        (tid_b,) = token_ids(b) - ids
-        wait_until(lambda: status_of(a, tok_b) == 200, timeout=10, msg="a token made on b's host never worked on a")
+    # Tokens: made on the writer's host, then on the standby's host.
+    tok = a.create_cluster("prod")
+    assert status_of(b, tok) == 200  # forwarded to a
+    ids = token_ids(b)
+    tok_b = b.cli("token", "create", "prod").stdout.strip()
+    (tid_b,) = token_ids(b) - ids
+    wait_until(lambda: status_of(a, tok_b) == 200, timeout=10, msg="a token made on b's host never worked on a")
 
-        # A node pushes through the standby b (forwarded to a).
-        n = node(extra_config=backup_config(b.url, tok)).start()
-        w = Writer(n, pause=0.003)
-        w.start()
-        acked = []
-        deadline = time.time() + 3
-        while time.time() < deadline:
-            for srv in (a, b):
-                p = cloud_pos(srv, tok)
-                if p:
-                    acked.append(p)
-            time.sleep(0.2)
-        points = w.finish()
-        want = hexpos(n)
-        wait_until(lambda: cloud_pos(b, tok) == want, timeout=15, msg=lambda: n.log_text()[-3000:])
-        acked.append(want)
-
-        # A restore through the writer a reaches the node, whose long poll is on b.
-        target = acked[len(acked) // 2][0]  # an upload's end: restorable
-        r_txid, r_chk = restore(a, tok, target)
-        wait_until(lambda: hexpos(n) == (r_txid, r_chk), timeout=15,
-                   msg=lambda: f"node {hexpos(n)}, restore {(r_txid, r_chk)}\n{n.log_text()[-3000:]}")
-        acked.append((r_txid, r_chk))
-
-        # kill -9 of the writer while the node keeps writing.
-        w = Writer(n, pause=0.003)
-        w.start()
-        time.sleep(1.0)
-        before = cloud_pos(b, tok)
-        acked.append(before)
-        t_kill = time.time()
-        a.stop(signal.SIGKILL)
-        wait_until(lambda: is_writer(b), timeout=20, msg=lambda: b.log_text()[-3000:])
-        wait_until(lambda: cloud_pos(b, tok)[0] > before[0], timeout=20, msg=lambda: n.log_text()[-3000:])
-        failover_s = time.time() - t_kill
-        time.sleep(1.0)
-        points = w.finish()
-        want = hexpos(n)
-        wait_until(lambda: cloud_pos(b, tok) == want, timeout=15, msg=lambda: n.log_text()[-3000:])
-        acked.append(want)
-        print(f"failover: kill -9 of the writer -> next acknowledged upload on the new writer: {failover_s:.2f} s")
-
-        # a comes back as a standby; a restore through it reaches the node.
-        a.start(wait=False)
-        wait_until(lambda: writer_seen(a) == b.url, timeout=15, msg=lambda: a.log_text()[-2000:])
-        assert status_of(a, tok_b) == 200
-        r_txid, r_chk = restore(a, tok, before[0])
-        wait_until(lambda: hexpos(n) == (r_txid, r_chk), timeout=15, msg=lambda: n.log_text()[-3000:])
-        acked.append((r_txid, r_chk))
-        # kill -9 of b: a takes the bucket back. Its catalog is from before
-        # its own kill, so it must rebuild from the bucket before it acks.
-        w = Writer(n, pause=0.003)
-        w.start()
-        time.sleep(0.8)
-        before = cloud_pos(b, tok)
-        acked.append(before)
-        b.stop(signal.SIGKILL)
-        wait_until(lambda: is_writer(a), timeout=20, msg=lambda: a.log_text()[-3000:])
-        b.start(wait=False)  # the node's URL: a standby again, forwarding to a
-        wait_until(lambda: writer_seen(b) == a.url, timeout=15, msg=lambda: b.log_text()[-2000:])
-        time.sleep(0.8)
-        w.finish()
-        want = hexpos(n)
-        wait_until(lambda: cloud_pos(a, tok) == want, timeout=20, msg=lambda: n.log_text()[-3000:])
-        acked.append(want)
-
-        # A token revoked on the standby's host stops working on the writer.
-        b.cli("token", "revoke", tid_b)
-        wait_until(lambda: status_of(a, tok_b) == 401, timeout=10, msg="a revoked token kept working")
-        assert status_of(a, tok) == 200
-
-        # Every acknowledged position exports exactly, through either instance.
-        for i, (txid, chk) in enumerate(sorted(set(acked))):
-            srv = (a, b)[i % 2]
-            out = tmp_path / f"x-{txid}.db"
-            srv.cli("export", "db", "--txid", str(txid), "-o", out, token=tok)
-            assert int(db_checksum(out), 16) == chk, txid
-            assert run("sqlite3", out, "PRAGMA integrity_check").stdout.strip() == "ok"
-        # No gap, no duplicate: the uploads tile the history.
-        ranges = l0_ranges(s3server, bucket)
-        assert len(ranges) == 1, ranges
-        (rs,) = ranges.values()
-        for (lo0, hi0), (lo1, hi1) in zip(rs, rs[1:]):
-            assert lo1 == hi0 + 1 or (lo1 == 1 and hi1 > hi0), f"{(lo0, hi0)} then {(lo1, hi1)}"
-        assert rs[-1][1] == cloud_pos(a, tok)[0]
-        assert "no longer the bucket's writer" not in b.log_text()
-    finally:
+    # A node pushes through the standby b (forwarded to a).
+    n = node(extra_config=backup_config(b.url, tok)).start()
+    w = Writer(n, pause=0.003)
+    w.start()
+    acked = []
+    deadline = time.time() + 3
+    while time.time() < deadline:
         for srv in (a, b):
-            if srv is not None:
-                srv.stop()
-        etcd.stop()
+            p = cloud_pos(srv, tok)
+            if p:
+                acked.append(p)
+        time.sleep(0.2)
+    w.finish()
+    want = hexpos(n)
+    wait_until(lambda: cloud_pos(b, tok) == want, timeout=15, msg=lambda: n.log_text()[-3000:])
+    acked.append(want)
+
+    # A restore through the writer a reaches the node, whose long poll is on b.
+    target = acked[len(acked) // 2][0]  # an upload's end: restorable
+    r_txid, r_chk = restore(a, tok, target)
+    wait_until(lambda: hexpos(n) == (r_txid, r_chk), timeout=15,
+               msg=lambda: f"node {hexpos(n)}, restore {(r_txid, r_chk)}\n{n.log_text()[-3000:]}")
+    acked.append((r_txid, r_chk))
+
+    # kill -9 of the writer while the node keeps writing.
+    before, want, failover_s = writes_across_kill(n, tok, a, b)
+    acked += [before, want]
+    print(f"failover: kill -9 of the writer -> next acknowledged upload on the new writer: {failover_s:.2f} s")
+
+    # a comes back as a standby; a restore through it reaches the node.
+    a.start(wait=False)
+    wait_until(lambda: writer_seen(a) == b.url, timeout=15, msg=lambda: a.log_text()[-2000:])
+    assert status_of(a, tok_b) == 200
+    r_txid, r_chk = restore(a, tok, before[0])
+    wait_until(lambda: hexpos(n) == (r_txid, r_chk), timeout=15, msg=lambda: n.log_text()[-3000:])
+    acked.append((r_txid, r_chk))
+    # kill -9 of b: a takes the bucket back. Its catalog is from before
+    # its own kill, so it must rebuild from the bucket before it acks.
+    # (b, the node's URL, comes back as a standby forwarding to a.)
+    before, want, _ = writes_across_kill(n, tok, b, a, restart=True)
+    acked += [before, want]
+
+    # A token revoked on the standby's host stops working on the writer.
+    b.cli("token", "revoke", tid_b)
+    wait_until(lambda: status_of(a, tok_b) == 401, timeout=10, msg="a revoked token kept working")
+    assert status_of(a, tok) == 200
+
+    # Every acknowledged position exports exactly, through either instance.
+    for i, (txid, chk) in enumerate(sorted(set(acked))):
+        srv = (a, b)[i % 2]
+        out = tmp_path / f"x-{txid}.db"
+        srv.cli("export", "db", "--txid", str(txid), "-o", out, token=tok)
+        assert int(db_checksum(out), 16) == chk, txid
+        assert run("sqlite3", out, "PRAGMA integrity_check").stdout.strip() == "ok"
+    # No gap, no duplicate: the uploads tile the history.
+    assert_tiled(s3server, bucket, cloud_pos(a, tok)[0])
+    assert "no longer the bucket's writer" not in b.log_text()
 
 
-def test_a_paused_writer_loses_the_bucket_and_stops_without_damage(s3server, node, tmp_path):
+def test_a_paused_writer_loses_the_bucket_and_stops_without_damage(s3server, pair, node, tmp_path):
     """The writer is paused (SIGSTOP), not dead, for longer than the lease:
     the standby takes the bucket and the node goes on through it; when the
     old writer wakes up its lease is gone, so it exits (status 3) without
     writing anything more, and the history stays exact."""
-    etcd = Etcd(tmp_path, n=1)
-    etcd.start()
-    a = b = None
+    bucket, a, b = pair
+    tok = a.create_cluster("prod")
+    n = node(extra_config=backup_config(b.url, tok)).start()
+    w = Writer(n, pause=0.003)
+    w.start()
+    time.sleep(1.5)
+    acked = [cloud_pos(b, tok)]
+    a.proc.send_signal(signal.SIGSTOP)
     try:
-        bucket = s3server.create_bucket()
-        a = instance(tmp_path, s3server, bucket, etcd, "a")
-        a.start()
-        wait_until(lambda: is_writer(a), timeout=10, msg="a never became the writer")
-        b = instance(tmp_path, s3server, bucket, etcd, "b")
-        b.start()
-        wait_until(lambda: writer_seen(b) == a.url, timeout=10, msg=lambda: b.log_text()[-2000:])
-        tok = a.create_cluster("prod")
-        n = node(extra_config=backup_config(b.url, tok)).start()
-        w = Writer(n, pause=0.003)
-        w.start()
-        time.sleep(1.5)
-        acked = [cloud_pos(b, tok)]
-        a.proc.send_signal(signal.SIGSTOP)
-        try:
-            wait_until(lambda: is_writer(b), timeout=20, msg=lambda: b.log_text()[-3000:])
-            wait_until(lambda: cloud_pos(b, tok)[0] > acked[0][0], timeout=20, msg=lambda: n.log_text()[-3000:])
-            acked.append(cloud_pos(b, tok))
-        finally:
-            a.proc.send_signal(signal.SIGCONT)
-        assert a.proc.wait(timeout=15) == 3, a.log_text()[-3000:]
-        assert "no longer the bucket's writer" in a.log_text()
-        time.sleep(0.5)
-        w.finish()
-        want = hexpos(n)
-        wait_until(lambda: cloud_pos(b, tok) == want, timeout=15, msg=lambda: n.log_text()[-3000:])
-        acked.append(want)
-        for txid, chk in acked:
-            out = tmp_path / f"p-{txid}.db"
-            b.cli("export", "db", "--txid", str(txid), "-o", out, token=tok)
-            assert int(db_checksum(out), 16) == chk, txid
-        (rs,) = l0_ranges(s3server, bucket).values()
-        for (lo0, hi0), (lo1, hi1) in zip(rs, rs[1:]):
-            assert lo1 == hi0 + 1 or (lo1 == 1 and hi1 > hi0), f"{(lo0, hi0)} then {(lo1, hi1)}"
+        wait_until(lambda: is_writer(b), timeout=20, msg=lambda: b.log_text()[-3000:])
+        wait_until(lambda: cloud_pos(b, tok)[0] > acked[0][0], timeout=20, msg=lambda: n.log_text()[-3000:])
+        acked.append(cloud_pos(b, tok))
     finally:
-        for srv in (a, b):
-            if srv is not None:
-                srv.stop()
-        etcd.stop()
+        a.proc.send_signal(signal.SIGCONT)
+    assert a.proc.wait(timeout=15) == 3, a.log_text()[-3000:]
+    assert "no longer the bucket's writer" in a.log_text()
+    time.sleep(0.5)
+    w.finish()
+    want = hexpos(n)
+    wait_until(lambda: cloud_pos(b, tok) == want, timeout=15, msg=lambda: n.log_text()[-3000:])
+    acked.append(want)
+    for txid, chk in acked:
+        out = tmp_path / f"p-{txid}.db"
+        b.cli("export", "db", "--txid", str(txid), "-o", out, token=tok)
+        assert int(db_checksum(out), 16) == chk, txid
+    assert_tiled(s3server, bucket, cloud_pos(b, tok)[0])
