@@ -8,7 +8,7 @@
  *   writer  --cloud_owner_close()--> gone (lease revoked: key deleted)
  *
  * The key's value is JSON: {"url": advertise_url, "instance": id,
- * "since_ms": wall clock at the take}. A standby reads it to know where
+ * "started_ms": when the instance started}. A standby reads it to know where
  * to forward.
  *
  * INVARIANT F1: deadline_ms (monotonic) is only ever set from the send
@@ -71,7 +71,7 @@ int cloud_owner_open(const struct cloud_owner_opts *opts, struct cloud_owner **o
 	o->url = strdup(opts->advertise_url);
 	o->instance = strdup(opts->instance_id && opts->instance_id[0] ? opts->instance_id : opts->advertise_url);
 	json_t *v = json_pack("{s:s, s:s, s:I}", "url", opts->advertise_url, "instance",
-			      o->instance ? o->instance : "", "since_ms", (json_int_t)clock_wall_ms());
+			      o->instance ? o->instance : "", "started_ms", (json_int_t)clock_wall_ms());
 	o->value = v ? json_dumps(v, JSON_COMPACT) : NULL;
 	json_decref(v);
 	struct etcd_opts eo = { .endpoints = opts->endpoints, .n_endpoints = opts->n_endpoints,

@@ -4,6 +4,7 @@ LiteFS nodes pushing, users restoring and tokens made through either
 instance, and kill -9 of the writer.
 """
 import json
+import os
 import re
 import signal
 import time
@@ -15,6 +16,7 @@ import pytest
 from conftest import CloudServer, db_checksum, free_port, run, wait_until
 from test_backup import Writer, backup_config, cloud_pos, hexpos
 from test_failover import Etcd
+from test_litefs_real import REAL_LITEFS, RealLiteFS, insert_rows, sql, state, synced
 
 TTL = "2s"
 
@@ -258,3 +260,31 @@ def test_a_paused_writer_loses_the_bucket_and_stops_without_damage(s3server, pai
         b.cli("export", "db", "--txid", str(txid), "-o", out, token=tok)
         assert int(db_checksum(out), 16) == chk, txid
     assert_tiled(s3server, bucket, cloud_pos(b, tok)[0])
+
+
+@pytest.mark.skipif(not os.access(REAL_LITEFS, os.X_OK), reason=f"the real LiteFS binary is missing: {REAL_LITEFS}")
+def test_real_litefs_pushes_through_a_standby_across_a_failover(s3server, pair, tmp_path):
+    """LiteFS 0.5.14's own client, unchanged, pointed at the standby: its
+    uploads (a multi-MB one too) are forwarded to the writer; kill -9 of
+    the writer; the standby takes the bucket and LiteFS catches up on it
+    with nothing lost."""
+    bucket, a, b = pair
+    tok = a.create_cluster("prod")
+    lfs = RealLiteFS(tmp_path, b.url, tok)
+    lfs.start()
+    try:
+        sql(lfs, "w.db", "PRAGMA journal_mode=WAL", "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        insert_rows(lfs, "w.db", 10, "a")
+        sql(lfs, "w.db", "INSERT INTO t(v) SELECT randomblob(3 * 1024 * 1024)")
+        first = synced(lfs, b, tok, "w.db")
+        assert first[3][2] >= 3 * 1024 * 1024
+        a.stop(signal.SIGKILL)
+        insert_rows(lfs, "w.db", 10, "b", pause=0.05)
+        wait_until(lambda: is_writer(b), timeout=20, msg=lambda: b.log_text()[-3000:])
+        last = synced(lfs, b, tok, "w.db", timeout=30)
+        assert last[3][1] == first[3][1] + 10
+        out = tmp_path / "w-export.db"
+        b.cli("export", "w.db", "-o", out, token=tok)
+        assert state(out) == last[3]
+    finally:
+        lfs.stop()
