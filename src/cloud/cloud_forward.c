@@ -10,8 +10,11 @@
  */
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <netdb.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -19,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +51,7 @@ struct cloud_forward {
 	pthread_mutex_t mu; /* guards writer */
 	char writer[URL_MAX];
 	atomic_int n_active;
+	atomic_int n_relays; /* GET /events streams being relayed */
 	atomic_bool stopping;
 };
 
@@ -269,23 +274,8 @@ static enum httpd_result forward(struct cloud_forward *f, struct httpd_conn *con
 		return httpd_respond_json(conn, HTTP_CONTENT_TOO_LARGE,
 					  json_pack("{s:s, s:s}", "code", "ETOOLARGE", "error", "body too large"), NULL,
 					  NULL);
-	if (!strcmp(url, "/events")) {
-		/* A stream that never ends: the client goes to the writer. */
-		CURL *c = curl_easy_init();
-		char *target = c ? target_url(c, writer, url, conn) : NULL;
-		if (c)
-			curl_easy_cleanup(c);
-		if (!target)
-			return HTTPD_NO;
-		struct httpd_response *r = httpd_response_buf("", 0, false);
-		if (!r) {
-			free(target);
-			return HTTPD_NO;
-		}
-		httpd_response_header(r, "Location", target);
-		free(target);
-		return httpd_queue(conn, 307, r);
-	}
+	if (!strcmp(url, "/events"))
+		return reply_unavailable(conn, "cannot relay the event stream from the writer; retry");
 	enum httpd_result ret = HTTPD_NO;
 	int status = send_on(f, conn, url, method, q, writer, &ret);
 	if (status < 0)
@@ -307,6 +297,147 @@ static enum httpd_result forward(struct cloud_forward *f, struct httpd_conn *con
 	return httpd_queue(conn, (unsigned)status, r);
 }
 
+/* ---- GET /events: a stream relayed byte for byte ------------------------- */
+
+struct relay {
+	struct cloud_forward *f;
+	int client, upstream;
+};
+
+static bool send_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t k = send(fd, buf, len, MSG_NOSIGNAL);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return false;
+		buf += k;
+		len -= (size_t)k;
+	}
+	return true;
+}
+
+/* Pumps the writer's reply to the client until either side ends or the
+ * standby stops (checked every 200 ms). The client sends nothing more; a
+ * byte or a hang-up from it ends the relay. */
+static void *relay_main(void *arg)
+{
+	struct relay *r = arg;
+	char buf[16384];
+	while (!atomic_load(&r->f->stopping)) {
+		struct pollfd p[2] = { { .fd = r->upstream, .events = POLLIN }, { .fd = r->client, .events = POLLIN } };
+		int n = poll(p, 2, 200);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || p[1].revents)
+			break;
+		if (!p[0].revents)
+			continue;
+		ssize_t k = recv(r->upstream, buf, sizeof(buf), 0);
+		if (k <= 0 || !send_all(r->client, buf, (size_t)k))
+			break;
+	}
+	close(r->upstream);
+	close(r->client);
+	atomic_fetch_sub(&r->f->n_relays, 1);
+	free(r);
+	return NULL;
+}
+
+/* Connects to the writer (an http:// URL); the socket or -errno. */
+static int dial_writer(const char *writer)
+{
+	char host[300], port[16] = "80";
+	const char *hp = writer + strlen("http://");
+	size_t n = strcspn(hp, "/");
+	char addr[300];
+	snprintf(addr, sizeof(addr), "%.*s", (int)n, hp);
+	char *colon = strrchr(addr, ':');
+	if (colon && !strchr(colon, ']')) {
+		snprintf(port, sizeof(port), "%s", colon + 1);
+		*colon = '\0';
+	}
+	snprintf(host, sizeof(host), "%s", addr[0] == '[' ? addr + 1 : addr);
+	char *rb = strchr(host, ']');
+	if (rb)
+		*rb = '\0';
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	if (getaddrinfo(host, port, &hints, &ai) != 0)
+		return -EHOSTUNREACH;
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct timeval tv = { 3, 0 }; /* bounds connect() too */
+	int rc = fd < 0 ? -errno : 0;
+	if (rc == 0) {
+		setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+			rc = -errno;
+			close(fd);
+		}
+	}
+	freeaddrinfo(ai);
+	return rc < 0 ? rc : fd;
+}
+
+/* On the first call of GET /events: sends the request on to the writer
+ * (Connection: close) and hands both sockets to a relay thread. Returns
+ * true when the client's socket was taken; false to answer normally. */
+static bool relay_events(struct cloud_forward *f, struct httpd_conn *conn, const char *url, const char *writer)
+{
+	if (strncmp(writer, "http://", 7) != 0)
+		return false;
+	CURL *c = curl_easy_init();
+	char *target = c ? target_url(c, "", url, conn) : NULL;
+	struct curl_slist *hdrs = target ? pass_headers(conn, f->instance) : NULL;
+	if (c)
+		curl_easy_cleanup(c);
+	struct sbuf head = { 0 };
+	const char *hp = writer + 7;
+	sbuf_printf(&head, "GET %s HTTP/1.1\r\nHost: %.*s\r\n", target ? target : "/", (int)strcspn(hp, "/"), hp);
+	for (struct curl_slist *h = hdrs; h; h = h->next)
+		if (strcmp(h->data, "Expect:") != 0)
+			sbuf_printf(&head, "%s\r\n", h->data);
+	sbuf_puts(&head, "Connection: close\r\n\r\n");
+	curl_slist_free_all(hdrs);
+	free(target);
+	struct relay *r = hdrs && !head.oom ? calloc(1, sizeof(*r)) : NULL;
+	int up = r ? dial_writer(writer) : -1;
+	if (up < 0 || !send_all(up, head.p, head.len)) {
+		if (up >= 0)
+			close(up);
+		free(r);
+		sbuf_free(&head);
+		return false;
+	}
+	sbuf_free(&head);
+	char *buffered = NULL;
+	size_t len = 0;
+	int fd = httpd_take_socket(conn, &buffered, &len);
+	free(buffered); /* an event stream's client sends nothing more */
+	if (fd < 0) {
+		close(up);
+		free(r);
+		return false;
+	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	struct timeval tv = { 10, 0 }; /* a client that stops reading is cut */
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	*r = (struct relay){ .f = f, .client = fd, .upstream = up };
+	atomic_fetch_add(&f->n_relays, 1);
+	pthread_t th;
+	pthread_attr_t at;
+	pthread_attr_init(&at);
+	pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&th, &at, relay_main, r) != 0) {
+		atomic_fetch_sub(&f->n_relays, 1);
+		close(up);
+		close(fd);
+		free(r);
+	}
+	pthread_attr_destroy(&at);
+	return true;
+}
+
 static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const char *url, const char *method,
 				    const char *version, const char *upload_data, size_t *upload_data_size,
 				    void **con_cls)
@@ -319,6 +450,14 @@ static enum httpd_result on_request(void *cls, struct httpd_conn *conn, const ch
 		q->spool_fd = q->reply_fd = -1;
 		*con_cls = q;
 		atomic_fetch_add(&f->n_active, 1);
+		if (!strcmp(url, "/events") && !strcmp(method, "GET")) {
+			char writer[URL_MAX];
+			pthread_mutex_lock(&f->mu);
+			snprintf(writer, sizeof(writer), "%s", f->writer);
+			pthread_mutex_unlock(&f->mu);
+			if (writer[0] && relay_events(f, conn, url, writer))
+				return HTTPD_YES;
+		}
 		return HTTPD_YES;
 	}
 	struct freq *q = *con_cls;
@@ -365,6 +504,7 @@ int cloud_forward_start(const struct cloud_forward_opts *opts, struct cloud_forw
 		return ERR_NOMEM;
 	pthread_mutex_init(&f->mu, NULL);
 	atomic_init(&f->n_active, 0);
+	atomic_init(&f->n_relays, 0);
 	atomic_init(&f->stopping, false);
 	f->max_body = opts->max_body_bytes;
 	f->tmp_dir = strdup(opts->tmp_dir);
@@ -415,6 +555,9 @@ void cloud_forward_stop(struct cloud_forward *f)
 	for (int waited = 0; atomic_load(&f->n_active) > 0 && waited < STOP_GRACE_MS; waited += 20)
 		nanosleep(&step, NULL);
 	httpd_stop(f->daemon);
+	/* Relays see the stop flag within 200 ms (a send is bounded by 10 s). */
+	while (atomic_load(&f->n_relays) > 0)
+		nanosleep(&step, NULL);
 	free(f->tmp_dir);
 	free(f->instance);
 	pthread_mutex_destroy(&f->mu);

@@ -10,8 +10,11 @@
  * upload that did not reach the writer whole is never half-forwarded.
  * Headers pass both ways except the hop-by-hop ones (Connection,
  * Keep-Alive, Transfer-Encoding, Content-Length, Expect, Host). The one
- * exception is GET /events (a never-ending stream): it gets a 307 to the
- * writer. GET /healthz is answered here (role "standby" and the writer).
+ * exception is GET /events (a never-ending stream): the client's socket
+ * is taken and a thread relays the writer's reply to it byte for byte
+ * (the request sent on with Connection: close) until either side ends or
+ * the standby stops. GET /healthz is answered here (role "standby" and
+ * the writer).
  *
  * With no writer known, or the writer unreachable, a request gets 503
  * EUNAVAILABLE ("retry"): clients retry, and a standby takes the bucket

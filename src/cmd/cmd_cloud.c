@@ -959,6 +959,13 @@ static int serve_run(struct settings *st)
 		goto err_auth;
 	}
 	int lock_fd = lock_data_dir(st->data_dir);
+	/* Several instances: an admin command may hold it for a moment
+	 * (auth_bucket_setup); a second serve holds it for good. */
+	for (int i = 0; st->owner && lock_fd == -EWOULDBLOCK && i < 20; i++) {
+		struct timespec t = { 0, 100 * 1000000L };
+		nanosleep(&t, NULL);
+		lock_fd = lock_data_dir(st->data_dir);
+	}
 	if (lock_fd < 0) {
 		fprintf(stderr, "litefs-cloud: %s: %s\n", st->data_dir,
 			lock_fd == -EWOULDBLOCK ? "another litefs-cloud serve uses this data directory"

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import CloudServer, db_checksum, free_port, run, wait_until
 from test_backup import Writer, backup_config, cloud_pos, hexpos
+from test_cloud_dashboard_api import Events
 from test_failover import Etcd
 from test_litefs_real import REAL_LITEFS, RealLiteFS, insert_rows, sql, state, synced
 
@@ -187,9 +188,15 @@ def test_two_instances_one_bucket_failover_restores_and_tokens(s3server, pair, n
     wait_until(lambda: cloud_pos(b, tok) == want, timeout=15, msg=lambda: n.log_text()[-3000:])
     acked.append(want)
 
-    # A restore through the writer a reaches the node, whose long poll is on b.
+    # A restore through the writer a reaches the node, whose long poll is
+    # on b, and the dashboard's event stream opened on b (relayed).
+    ev = Events(b, tok)
+    ev.start()
     target = acked[len(acked) // 2][0]  # an upload's end: restorable
     r_txid, r_chk = restore(a, tok, target)
+    wait_until(lambda: any(int(d["txid"], 16) == r_txid for d in ev.of("restore")), timeout=10,
+               msg=lambda: f"no restore event through the standby: {ev.events[-5:]}")
+    ev.close()
     wait_until(lambda: hexpos(n) == (r_txid, r_chk), timeout=15,
                msg=lambda: f"node {hexpos(n)}, restore {(r_txid, r_chk)}\n{n.log_text()[-3000:]}")
     acked.append((r_txid, r_chk))
