@@ -270,6 +270,10 @@ static enum httpd_result forward(struct cloud_forward *f, struct httpd_conn *con
 					  NULL, NULL);
 	if (!writer[0])
 		return reply_unavailable(conn, "no instance holds the bucket's writer lease yet; retry");
+	/* Forwarded already: the sender saw this instance as the writer, which
+	 * it no longer (or not yet) is. Never a loop between standbys. */
+	if (httpd_header(conn, "Litefs-Cloud-Forwarded-By"))
+		return reply_unavailable(conn, "the bucket's writer is changing; retry");
 	if (q->too_large)
 		return httpd_respond_json(conn, HTTP_CONTENT_TOO_LARGE,
 					  json_pack("{s:s, s:s}", "code", "ETOOLARGE", "error", "body too large"), NULL,

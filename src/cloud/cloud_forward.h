@@ -16,6 +16,10 @@
  * the standby stops. GET /healthz is answered here (role "standby" and
  * the writer).
  *
+ * A request that was forwarded already (Litefs-Cloud-Forwarded-By) is not
+ * forwarded again: 503 (two instances never bounce a request between
+ * them while the writer changes).
+ *
  * With no writer known, or the writer unreachable, a request gets 503
  * EUNAVAILABLE ("retry"): clients retry, and a standby takes the bucket
  * within the lease TTL.

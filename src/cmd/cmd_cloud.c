@@ -830,9 +830,17 @@ static void *standby_sig_main(void *arg)
 	return NULL;
 }
 
+struct standby_ctx {
+	struct cloud_forward *fwd;
+	const char *self; /* this instance's advertise URL */
+};
+
+/* A key naming this instance is its own from before a restart (its old
+ * lease has not expired yet): nobody to forward to. */
 static void standby_writer(void *ctx, const char *url)
 {
-	cloud_forward_set_writer(ctx, url);
+	struct standby_ctx *c = ctx;
+	cloud_forward_set_writer(c->fwd, url && strcmp(url, c->self) != 0 ? url : NULL);
 }
 
 /* The writer lease is gone: another instance may be writing already, so
@@ -893,7 +901,8 @@ static int serve_standby(struct settings *st)
 		LOG_INFO("cloud", "msg=\"standby: waiting for the bucket's writer lease\" bucket=%s etcd=\"%s\" "
 				  "advertise_url=\"%s\"",
 			 st->s3_bucket, st->etcd, st->advertise_url);
-		rc = cloud_owner_campaign(owner, standby_writer, fwd);
+		struct standby_ctx sc = { fwd, st->advertise_url };
+		rc = cloud_owner_campaign(owner, standby_writer, &sc);
 	}
 	if (th_started) {
 		pthread_cancel(th);
