@@ -864,6 +864,12 @@ static int serve_standby(struct settings *st)
 			!st->s3_bucket ? "-s3-bucket" : "-advertise-url (this instance's URL for the others)");
 		return 1;
 	}
+	/* A wrong key, secret or bucket: one line now, not once this
+	 * instance has taken the lease (and then again at every restart). */
+	struct cloud_backend *probe = NULL;
+	if (open_backend(st, &probe) != 0)
+		return 1;
+	probe->ops->close(probe);
 	const char *eps[ETCD_ENDPOINTS_MAX];
 	size_t n_eps = 0;
 	char *list = strdup(st->etcd), *save = NULL, *key = NULL;
