@@ -45,6 +45,7 @@
 #include "cloud/cloud_backend_s3.h"
 #include "cloud/cloud_forward.h"
 #include "cloud/cloud_owner.h"
+#include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
@@ -924,12 +925,21 @@ static int serve_standby(struct settings *st)
 		fprintf(stderr, "litefs-cloud: several instances: %s\n", err_str(rc));
 		return 1;
 	}
-	static const char *const catalog[] = { "catalog.db", "catalog.db-wal", "catalog.db-shm" };
-	for (size_t i = 0; i < sizeof(catalog) / sizeof(catalog[0]); i++) {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/%s", st->data_dir, catalog[i]);
-		if (unlink(path) < 0 && errno != ENOENT)
-			LOG_WARN("cloud", "msg=\"cannot remove the old catalog\" path=\"%s\" err=\"%s\"", path,
+	/* The old catalog becomes the rebuild's hint (cloud_rebuild.h): its
+	 * rows spare reading the objects it already knew. */
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		/* A hint left by a crash must not lend its -wal to this one. */
+		char to[4096];
+		snprintf(to, sizeof(to), "%s/%s%s", st->data_dir, CLOUD_REBUILD_HINT, sfx[i]);
+		unlink(to);
+	}
+	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		char from[4096], to[4096];
+		snprintf(from, sizeof(from), "%s/catalog.db%s", st->data_dir, sfx[i]);
+		snprintf(to, sizeof(to), "%s/%s%s", st->data_dir, CLOUD_REBUILD_HINT, sfx[i]);
+		if (rename(from, to) < 0 && errno != ENOENT)
+			LOG_WARN("cloud", "msg=\"cannot set the old catalog aside\" path=\"%s\" err=\"%s\"", from,
 				 strerror(errno));
 	}
 	st->owner = owner;
