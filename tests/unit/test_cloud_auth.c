@@ -35,10 +35,13 @@ static void test_load_replaces_the_whole_store(void **state)
 	struct cloud_auth *a;
 	char cluster[CLOUD_CLUSTER_NAME_MAX + 1];
 	struct cloud_token t1, t2;
-	assert_int_equal(cloud_auth_open("load-a", &a), 0);
+	char dir[512], copy[512], junk[512];
+	snprintf(dir, sizeof(dir), "%s/load-a", tmp_dir);
+	snprintf(copy, sizeof(copy), "%s/copy.db", tmp_dir);
+	snprintf(junk, sizeof(junk), "%s/junk.db", tmp_dir);
+	assert_int_equal(cloud_auth_open(dir, &a), 0);
 	assert_int_equal(cloud_auth_cluster_create(a, "prod", &t1), 0);
-	unlink("copy.db");
-	assert_int_equal(cloud_auth_copy_to(a, "copy.db"), 0);
+	assert_int_equal(cloud_auth_copy_to(a, copy), 0);
 	assert_int_equal(cloud_auth_token_create(a, "prod", &t2), 0);
 	assert_int_equal(cloud_auth_token_revoke(a, t1.id), 0);
 	assert_int_equal(cloud_auth_check(a, t1.text, cluster), ERR_REPL_AUTH);
@@ -46,17 +49,17 @@ static void test_load_replaces_the_whole_store(void **state)
 
 	cloud_auth_on_change(a, on_change, NULL);
 	n_changes = 0;
-	assert_int_equal(cloud_auth_load(a, "copy.db"), 0);
+	assert_int_equal(cloud_auth_load(a, copy), 0);
 	assert_int_equal(n_changes, 0);
 	assert_int_equal(cloud_auth_check(a, t1.text, cluster), 0);
 	assert_string_equal(cluster, "prod");
 	assert_int_equal(cloud_auth_check(a, t2.text, cluster), ERR_REPL_AUTH);
 
 	/* Not a store: refused, nothing changed. */
-	FILE *f = fopen("junk.db", "w");
-	fputs("not a database", f);
-	fclose(f);
-	assert_int_equal(cloud_auth_load(a, "junk.db"), -EIO);
+	int fd = new_file("junk.db");
+	write_all(fd, "not a database", 14);
+	close(fd);
+	assert_int_equal(cloud_auth_load(a, junk), -EIO);
 	assert_int_equal(cloud_auth_check(a, t1.text, cluster), 0);
 	/* And the store still takes changes. */
 	assert_int_equal(cloud_auth_token_create(a, "prod", &t2), 0);
