@@ -256,6 +256,14 @@ def test_two_instances_one_bucket_failover_restores_and_tokens(s3server, pair, n
     assert_tiled(s3server, bucket, cloud_pos(a, tok)[0])
     assert "no longer the bucket's writer" not in b.log_text()
 
+    # A planned switch: SIGTERM of the writer revokes its lease, and the
+    # standby takes the bucket at once, with everything.
+    t0 = time.time()
+    assert a.stop() == 0
+    wait_until(lambda: is_writer(b), timeout=20, msg=lambda: b.log_text()[-3000:])
+    assert cloud_pos(b, tok) == want
+    print(f"SIGTERM of the writer -> the standby serves as the writer: {time.time() - t0:.2f} s")
+
 
 def test_a_paused_writer_loses_the_bucket_and_stops_without_damage(s3server, pair, node, tmp_path):
     """The writer is paused (SIGSTOP), not dead, for longer than the lease:
