@@ -323,6 +323,45 @@ void cloud_rebuild_hint_done(const char *data_dir, struct cloud_catalog *hint)
 	}
 }
 
+static void unlink_catalog(const char *data_dir, const char *name, bool main_file)
+{
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	for (size_t i = main_file ? 0 : 1; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s%s", data_dir, name, sfx[i]);
+		unlink(path);
+	}
+}
+
+#define HINT_NEXT "catalog.next.db"
+
+int cloud_rebuild_hint_refresh(struct cloud_backend *be, const char *data_dir, size_t *n_files, size_t *n_read)
+{
+	char next[4096], prev[4096];
+	size_t n_dbs = 0, n_reused = 0;
+	*n_files = *n_read = 0;
+	snprintf(next, sizeof(next), "%s/%s", data_dir, HINT_NEXT);
+	snprintf(prev, sizeof(prev), "%s/%s", data_dir, CLOUD_REBUILD_HINT);
+	unlink_catalog(data_dir, HINT_NEXT, true);
+	struct cloud_catalog *hint = NULL, *cat = NULL;
+	int rc = cloud_rebuild_hint_open(data_dir, &hint);
+	if (rc == 0)
+		rc = cloud_catalog_open(next, &cat);
+	if (rc == 0)
+		rc = cloud_rebuild_catalog(be, cat, hint, &n_dbs, n_files, &n_reused);
+	cloud_catalog_close(cat); /* the last connection: its log is folded in */
+	cloud_catalog_close(hint);
+	if (rc == 0) {
+		unlink_catalog(data_dir, CLOUD_REBUILD_HINT, false);
+		unlink_catalog(data_dir, HINT_NEXT, false);
+		rc = rename(next, prev) < 0 ? -errno : 0;
+		*n_read = *n_files - n_reused;
+	}
+	if (rc != 0)
+		unlink_catalog(data_dir, HINT_NEXT, true);
+	return rc;
+}
+
 int cloud_rebuild_catalog(struct cloud_backend *be, struct cloud_catalog *cat, struct cloud_catalog *hint,
 			  size_t *n_dbs, size_t *n_files, size_t *n_reused)
 {
@@ -335,7 +374,7 @@ int cloud_rebuild_catalog(struct cloud_backend *be, struct cloud_catalog *cat, s
 	}
 	for (size_t i = 0; hint && i < r.n; i++) {
 		r.v[i].hinted = from_hint(hint, &r.v[i]);
-		*n_reused += r.v[i].hinted;
+		*n_reused += r.v[i].hinted && !r.v[i].is_meta; /* counted like *n_files */
 	}
 	pthread_t th[REBUILD_THREADS];
 	int started = 0;

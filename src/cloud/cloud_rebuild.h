@@ -52,6 +52,11 @@ int cloud_meta_put(struct cloud_backend *be, const char *tmp_dir, int64_t db_id,
  * removes the files. */
 int cloud_rebuild_hint_open(const char *data_dir, struct cloud_catalog **out);
 void cloud_rebuild_hint_done(const char *data_dir, struct cloud_catalog *hint);
+/* A standby keeps its hint warm: rebuilds a new catalog from the backend
+ * (the current hint as ITS hint, so only new objects are read) and makes
+ * it the hint. Reads the backend only. *n_read gets the objects read. 0 or
+ * the error; the old hint stays on error. */
+int cloud_rebuild_hint_refresh(struct cloud_backend *be, const char *data_dir, size_t *n_files, size_t *n_read);
 
 /*
  * Fills an EMPTY catalog from the backend: one row per database with a

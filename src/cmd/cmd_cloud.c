@@ -49,6 +49,7 @@
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/godur.h"
 #include "base/fileio.h"
@@ -97,6 +98,7 @@ struct settings {
 	 * endpoints (comma-separated) of the writer lease, unset: one instance. */
 	char *etcd, *advertise_url, *instance_id;
 	int64_t writer_ttl_ms;
+	int64_t standby_refresh_ms; /* < 0: off */
 	/* While serving as the bucket's writer: its lease (borrowed), which
 	 * fences every backend opened (open_backend). */
 	struct cloud_owner *owner;
@@ -292,6 +294,12 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 		return strncmp(v, "http://", 7) && strncmp(v, "https://", 8) ? ERR_CONFIG : set_str(&st->advertise_url, v);
 	if (!strcmp(key, "instance-id"))
 		return set_str(&st->instance_id, v);
+	if (!strcmp(key, "standby-refresh")) {
+		int64_t ms = 0;
+		int rc = !strcmp(v, "0") || !strcmp(v, "off") ? 0 : parse_dur(v, &ms);
+		st->standby_refresh_ms = rc == 0 && ms == 0 ? -1 : ms;
+		return rc == 0 && ms != 0 && ms < 1000 ? ERR_CONFIG : rc;
+	}
 	if (!strcmp(key, "writer-ttl")) {
 		int rc = parse_dur(v, &st->writer_ttl_ms);
 		return rc == 0 && st->writer_ttl_ms < 1000 ? ERR_CONFIG : rc;
@@ -309,7 +317,7 @@ static const char *const setting_keys[] = {
 	"ui-session", "admin-addr",
 	"s3-bucket", "s3-endpoint", "s3-region", "s3-prefix", "s3-addressing", "s3-access-key-id",
 	"s3-secret-access-key", "s3-session-token", "s3-part-size",
-	"etcd", "advertise-url", "instance-id", "writer-ttl",
+	"etcd", "advertise-url", "instance-id", "writer-ttl", "standby-refresh",
 };
 
 static const char *const setting_help[] = {
@@ -340,6 +348,8 @@ static const char *const setting_help[] = {
 	"with -etcd: this instance's URL for the others, e.g. http://10.0.0.5:20203 (required)",
 	"with -etcd: a name for logs and the lease (default: the advertise URL)",
 	"with -etcd: the writer lease's TTL: how soon a standby takes over a dead writer (default 5s)",
+	"with -etcd: a standby reads the bucket's new objects this often, so that taking over\n"
+	"                        reads only what came since (default 5m; off: 0)",
 };
 
 static void settings_defaults(struct settings *st)
@@ -853,6 +863,55 @@ static void writer_lost(void *ctx)
 	_exit(3);
 }
 
+#define STANDBY_REFRESH_DEFAULT_MS (5 * 60 * 1000)
+
+/* A standby's thread that keeps its rebuild hint warm (cloud_rebuild.h). */
+struct standby_refresh {
+	const struct settings *st;
+	atomic_bool stop;
+	bool warm; /* a refresh succeeded: the hint is newer than catalog.db */
+	pthread_t th;
+	bool started;
+};
+
+static void *standby_refresh_main(void *arg)
+{
+	struct standby_refresh *r = arg;
+	int64_t every = r->st->standby_refresh_ms ? r->st->standby_refresh_ms : STANDBY_REFRESH_DEFAULT_MS;
+	struct cloud_backend *be = NULL;
+	for (int64_t next = clock_mono_ms() + every; !atomic_load(&r->stop);) {
+		struct timespec t = { 0, 100 * 1000000L };
+		nanosleep(&t, NULL);
+		if (clock_mono_ms() < next)
+			continue;
+		next = clock_mono_ms() + every;
+		if (!be && open_backend(r->st, &be) != 0)
+			continue;
+		size_t n_files = 0, n_read = 0;
+		int64_t t0 = clock_mono_ms();
+		int rc = cloud_rebuild_hint_refresh(be, r->st->data_dir, &n_files, &n_read);
+		if (rc != 0) {
+			LOG_WARN("cloud", "msg=\"standby: cannot refresh the catalog hint\" err=\"%s\"", err_str(rc));
+			continue;
+		}
+		if (!r->warm) {
+			/* The hint is newer than any catalog left from a tenure. */
+			static const char *const sfx[] = { "", "-wal", "-shm" };
+			for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+				char path[4096];
+				snprintf(path, sizeof(path), "%s/catalog.db%s", r->st->data_dir, sfx[i]);
+				unlink(path);
+			}
+			r->warm = true;
+		}
+		LOG_INFO("cloud", "msg=\"standby: catalog hint refreshed from the bucket\" objects=%zu read=%zu ms=%" PRId64,
+			 n_files, n_read, clock_mono_ms() - t0);
+	}
+	if (be)
+		be->ops->close(be);
+	return NULL;
+}
+
 /* Serves as a standby (every request forwarded to the writer) until this
  * instance takes the bucket's writer lease, then makes the local catalog
  * a cache to rebuild: the bucket is the truth, and another writer wrote
@@ -904,6 +963,9 @@ static int serve_standby(struct settings *st)
 	free(key);
 	pthread_t th;
 	bool th_started = rc == 0 && pthread_create(&th, NULL, standby_sig_main, &w) == 0;
+	struct standby_refresh refresh = { .st = st, .stop = false };
+	if (rc == 0 && st->standby_refresh_ms >= 0)
+		refresh.started = pthread_create(&refresh.th, NULL, standby_refresh_main, &refresh) == 0;
 	if (rc == 0) {
 		LOG_INFO("cloud", "msg=\"standby: waiting for the bucket's writer lease\" bucket=%s etcd=\"%s\" "
 				  "advertise_url=\"%s\"",
@@ -914,6 +976,10 @@ static int serve_standby(struct settings *st)
 	if (th_started) {
 		pthread_cancel(th);
 		pthread_join(th, NULL);
+	}
+	if (refresh.started) {
+		atomic_store(&refresh.stop, true);
+		pthread_join(refresh.th, NULL);
 	}
 	cloud_forward_stop(fwd);
 	if (rc == 0)
@@ -926,15 +992,16 @@ static int serve_standby(struct settings *st)
 		return 1;
 	}
 	/* The old catalog becomes the rebuild's hint (cloud_rebuild.h): its
-	 * rows spare reading the objects it already knew. */
+	 * rows spare reading the objects it already knew; unless the standby
+	 * kept a newer hint warm (and removed the old catalog then). */
 	static const char *const sfx[] = { "", "-wal", "-shm" };
-	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+	for (size_t i = 0; !refresh.warm && i < sizeof(sfx) / sizeof(sfx[0]); i++) {
 		/* A hint left by a crash must not lend its -wal to this one. */
 		char to[4096];
 		snprintf(to, sizeof(to), "%s/%s%s", st->data_dir, CLOUD_REBUILD_HINT, sfx[i]);
 		unlink(to);
 	}
-	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+	for (size_t i = 0; !refresh.warm && i < sizeof(sfx) / sizeof(sfx[0]); i++) {
 		char from[4096], to[4096];
 		snprintf(from, sizeof(from), "%s/catalog.db%s", st->data_dir, sfx[i]);
 		snprintf(to, sizeof(to), "%s/%s%s", st->data_dir, CLOUD_REBUILD_HINT, sfx[i]);
