@@ -302,6 +302,16 @@ static bool from_hint(struct cloud_catalog *hint, struct rb_item *it)
 	return true;
 }
 
+static void unlink_catalog(const char *data_dir, const char *name, bool main_file)
+{
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	for (size_t i = main_file ? 0 : 1; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s%s", data_dir, name, sfx[i]);
+		unlink(path);
+	}
+}
+
 int cloud_rebuild_hint_open(const char *data_dir, struct cloud_catalog **out)
 {
 	char path[4096];
@@ -314,26 +324,30 @@ int cloud_rebuild_hint_open(const char *data_dir, struct cloud_catalog **out)
 
 void cloud_rebuild_hint_done(const char *data_dir, struct cloud_catalog *hint)
 {
-	static const char *const sfx[] = { "", "-wal", "-shm" };
 	cloud_catalog_close(hint);
-	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/%s%s", data_dir, CLOUD_REBUILD_HINT, sfx[i]);
-		unlink(path);
-	}
-}
-
-static void unlink_catalog(const char *data_dir, const char *name, bool main_file)
-{
-	static const char *const sfx[] = { "", "-wal", "-shm" };
-	for (size_t i = main_file ? 0 : 1; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-		char path[4096];
-		snprintf(path, sizeof(path), "%s/%s%s", data_dir, name, sfx[i]);
-		unlink(path);
-	}
+	unlink_catalog(data_dir, CLOUD_REBUILD_HINT, true);
 }
 
 #define HINT_NEXT "catalog.next.db"
+
+void cloud_rebuild_hint_set_aside(const char *data_dir, bool warm_hint)
+{
+	if (warm_hint) {
+		unlink_catalog(data_dir, "catalog.db", true);
+		return;
+	}
+	/* A hint left by a crash must not lend its -wal to this one. */
+	unlink_catalog(data_dir, CLOUD_REBUILD_HINT, true);
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		char from[4096], to[4096];
+		snprintf(from, sizeof(from), "%s/catalog.db%s", data_dir, sfx[i]);
+		snprintf(to, sizeof(to), "%s/%s%s", data_dir, CLOUD_REBUILD_HINT, sfx[i]);
+		if (rename(from, to) < 0 && errno != ENOENT)
+			LOG_WARN("cloud", "msg=\"cannot set the old catalog aside\" path=\"%s\" err=\"%s\"", from,
+				 strerror(errno));
+	}
+}
 
 int cloud_rebuild_hint_refresh(struct cloud_backend *be, const char *data_dir, size_t *n_files, size_t *n_read)
 {

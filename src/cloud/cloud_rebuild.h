@@ -52,6 +52,12 @@ int cloud_meta_put(struct cloud_backend *be, const char *tmp_dir, int64_t db_id,
  * removes the files. */
 int cloud_rebuild_hint_open(const char *data_dir, struct cloud_catalog **out);
 void cloud_rebuild_hint_done(const char *data_dir, struct cloud_catalog *hint);
+/* Before a rebuild by an instance that becomes the bucket's writer: the
+ * catalog it kept (<data_dir>/catalog.db, stale: another writer wrote
+ * since) becomes the hint, or, when the hint is newer (warm_hint: kept
+ * warm by cloud_rebuild_hint_refresh), is removed. */
+void cloud_rebuild_hint_set_aside(const char *data_dir, bool warm_hint);
+
 /* A standby keeps its hint warm: rebuilds a new catalog from the backend
  * (the current hint as ITS hint, so only new objects are read) and makes
  * it the hint. Reads the backend only. *n_read gets the objects read. 0 or

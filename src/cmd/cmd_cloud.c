@@ -894,16 +894,7 @@ static void *standby_refresh_main(void *arg)
 			LOG_WARN("cloud", "msg=\"standby: cannot refresh the catalog hint\" err=\"%s\"", err_str(rc));
 			continue;
 		}
-		if (!r->warm) {
-			/* The hint is newer than any catalog left from a tenure. */
-			static const char *const sfx[] = { "", "-wal", "-shm" };
-			for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-				char path[4096];
-				snprintf(path, sizeof(path), "%s/catalog.db%s", r->st->data_dir, sfx[i]);
-				unlink(path);
-			}
-			r->warm = true;
-		}
+		r->warm = true; /* newer than any catalog left from a tenure */
 		LOG_INFO("cloud", "msg=\"standby: catalog hint refreshed from the bucket\" objects=%zu read=%zu ms=%" PRId64,
 			 n_files, n_read, clock_mono_ms() - t0);
 	}
@@ -991,24 +982,10 @@ static int serve_standby(struct settings *st)
 		fprintf(stderr, "litefs-cloud: several instances: %s\n", err_str(rc));
 		return 1;
 	}
-	/* The old catalog becomes the rebuild's hint (cloud_rebuild.h): its
-	 * rows spare reading the objects it already knew; unless the standby
-	 * kept a newer hint warm (and removed the old catalog then). */
-	static const char *const sfx[] = { "", "-wal", "-shm" };
-	for (size_t i = 0; !refresh.warm && i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-		/* A hint left by a crash must not lend its -wal to this one. */
-		char to[4096];
-		snprintf(to, sizeof(to), "%s/%s%s", st->data_dir, CLOUD_REBUILD_HINT, sfx[i]);
-		unlink(to);
-	}
-	for (size_t i = 0; !refresh.warm && i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-		char from[4096], to[4096];
-		snprintf(from, sizeof(from), "%s/catalog.db%s", st->data_dir, sfx[i]);
-		snprintf(to, sizeof(to), "%s/%s%s", st->data_dir, CLOUD_REBUILD_HINT, sfx[i]);
-		if (rename(from, to) < 0 && errno != ENOENT)
-			LOG_WARN("cloud", "msg=\"cannot set the old catalog aside\" path=\"%s\" err=\"%s\"", from,
-				 strerror(errno));
-	}
+	/* The old catalog becomes the rebuild's hint (cloud_rebuild.h), its
+	 * rows sparing the reads of the objects it knew; or goes, when the
+	 * standby kept a newer hint warm. */
+	cloud_rebuild_hint_set_aside(st->data_dir, refresh.warm);
 	st->owner = owner;
 	return 0;
 }
