@@ -564,7 +564,9 @@ int cmd_mount_main(int argc, char **argv)
 		.allow_other = cfg.fuse.allow_other,
 		.debug = cfg.fuse.debug,
 		.attr_timeout = 1.0,
-		.passthrough = !getenv("LITEFS_FUSE_PASSTHROUGH") || strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "0") != 0,
+		/* LITEFS_FUSE_PASSTHROUGH=0 overrides the file (A/B benchmarks). */
+		.passthrough = cfg.fuse.passthrough && (!getenv("LITEFS_FUSE_PASSTHROUGH") ||
+							strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "0") != 0),
 	};
 	if ((rc = fusefs_mount(st, &fo, &fs)) != 0) {
 		fprintf(stderr, "litefs mount: cannot mount %s: %s\n", cfg.fuse.dir, err_str(rc));

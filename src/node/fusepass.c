@@ -252,7 +252,7 @@ int fusepass_install(struct fuse_session *se, bool want, struct fusepass **out)
 	p->want = want;
 	*out = p;
 	if (!want) {
-		LOG_INFO("fuse", "msg=\"FUSE passthrough off (LITEFS_FUSE_PASSTHROUGH=0)\"");
+		LOG_INFO("fuse", "msg=\"FUSE passthrough off (fuse.passthrough: false or LITEFS_FUSE_PASSTHROUGH=0)\"");
 		return 0;
 	}
 	int slot = -1;
