@@ -29,6 +29,17 @@
  *     single node pass through the kernel, which keeps its cache coherent.
  *   - Attributes and names are cached for attr_timeout seconds for the
  *     same reason; "-pos" alone is uncached (direct I/O, timeout 0).
+ *   - FUSE passthrough (Linux 6.9+, fusepass.c): the kernel writes an
+ *     empty "-journal" opened by a client itself, without requests (about
+ *     half the writes of a DELETE-mode commit). Capture never needed them:
+ *     its commit points (unlink, truncate) still come here, and db.c finds
+ *     a commit that only zeroes the header (PERSIST, EXCLUSIVE locking) by
+ *     reading it. The kernel wants every open of an inode open in
+ *     passthrough mode to name the same backing file, and no cached open
+ *     beside it, so the mode is chosen at a file's first open and kept
+ *     until its last release (struct passref). The database file and the
+ *     WAL are never passed through: capture must see their writes
+ *     (docs/mount.md "FUSE passthrough of the journal").
  *
  * Threads: the multi-threaded session loop; db.c serialises per database.
  */
@@ -359,7 +370,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 }
 
 /* Whether the first open of a file may be served by the kernel without
- * requests (see "FUSE passthrough" above): only an empty -journal of a
+ * requests (see "FUSE passthrough" in the design comment): only an empty -journal of a
  * database that commits by unlinking or truncating it, opened by a client
  * (the node's own opens always come through). */
 static bool pass_wanted(struct fusefs *fs, struct db *db, enum db_kind kind, int fd, bool self)
