@@ -91,12 +91,19 @@ def main():
             ms = sorted(x[1] for x in m)[len(m) // 2]
             print(f"{case:<14}{pi:>12}{mi:>12}{mi / pi:>7.2f}   {ps:>12}{ms:>12}{ms / ps:>7.2f}")
     finally:
+        stop([node], base)
+
+
+def stop(nodes, base):
+    """Stops the nodes (SIGTERM, then SIGKILL after 30 s) and removes base."""
+    for node in nodes:
         node.send_signal(signal.SIGTERM)
+    for node in nodes:
         try:
             node.wait(30)
         except subprocess.TimeoutExpired:
             node.kill()
-        shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

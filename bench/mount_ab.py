@@ -15,14 +15,14 @@ system (default BUILD; /dev/shm shows the FUSE round trips alone).
 import os
 import random
 import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+
+from mount import stop
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
@@ -97,14 +97,7 @@ def main():
             print(f"{case:<14}{med['plain']:>12.0f}{med['off']:>11.0f}{med['on']:>10.0f}{ro:>11.2f}{rn:>10.2f}"
                   f"{onoff:>8.2f}")
     finally:
-        for node in nodes:
-            node.send_signal(signal.SIGTERM)
-        for node in nodes:
-            try:
-                node.wait(30)
-            except subprocess.TimeoutExpired:
-                node.kill()
-        shutil.rmtree(base, ignore_errors=True)
+        stop(nodes, base)
 
 
 if __name__ == "__main__":
