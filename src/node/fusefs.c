@@ -1062,8 +1062,14 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 	int argc = 0;
 	argv[argc++] = "litefs";
 	argv[argc++] = "-o";
+	/* default_permissions only when other users may enter: it makes the
+	 * kernel check modes against cached attributes on every path walk,
+	 * and a journal's create and unlink drop the root's, so each
+	 * DELETE-mode commit cost two GETATTRs of the root. Without
+	 * allow_other the kernel lets only the mounting user in at all, and
+	 * the node stores no modes (setattr accepts and ignores them). */
 	argv[argc++] = opts->allow_other ? "fsname=litefs,subtype=litefs,default_permissions,allow_other"
-					 : "fsname=litefs,subtype=litefs,default_permissions";
+					 : "fsname=litefs,subtype=litefs";
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
 	fuse_opt_free_args(&args);

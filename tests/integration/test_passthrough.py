@@ -16,9 +16,13 @@ from conftest import check_invariants, run
 OFFERED = "FUSE passthrough offered by the kernel and requested"
 
 
-def fuse_writes(n):
+def fuse_ops(n):
     text = urllib.request.urlopen(f"http://127.0.0.1:{n.port}/metrics", timeout=10).read().decode()
-    return int(re.search(r'litefs_fuse_op_count\{type="write"\} (\d+)', text).group(1))
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r'litefs_fuse_op_count\{type="(\w+)"\} (\d+)', text)}
+
+
+def fuse_writes(n):
+    return fuse_ops(n)["write"]
 
 
 def one_row_commits(n, name, count, pragmas=("PRAGMA journal_mode=DELETE",)):
@@ -46,6 +50,27 @@ def test_journal_writes_bypass_the_node_and_capture_stays_exact(node):
     # journal's header, records and nRec (about 5 more) do not.
     assert writes <= 3 * 40, f"{writes} FUSE writes for 40 transactions"
     assert records == 41, "one LTX per transaction"
+    check_invariants(n)
+
+
+def test_requests_of_a_delete_mode_commit(node):
+    """The request budget of a one-row DELETE/FULL commit: 2 db writes,
+    the journal's lookup, create, fchown and unlink, 2 getattrs (the db
+    and the new journal: without allow_other there is no
+    default_permissions, whose path walks re-read the root's attributes
+    after every create and unlink), 4 syncs, opendir and release."""
+    n = node().start()
+    con = n.connect(isolation_level=None)
+    con.execute("CREATE TABLE t(v)")
+    before = fuse_ops(n)
+    for i in range(40):
+        con.execute("INSERT INTO t VALUES (?)", (i,))
+    after = fuse_ops(n)
+    con.close()
+    per_tx = {k: (after[k] - before.get(k, 0)) / 40 for k in after}
+    assert per_tx["getattr"] <= 2.2, per_tx
+    assert per_tx["write"] <= 2.2, per_tx
+    assert sum(per_tx.values()) <= 15, per_tx
     check_invariants(n)
 
 
