@@ -10,7 +10,8 @@ targets (plain directory, mount without, mount with passthrough) in a new
 random order every round, and reports per case the median over rounds of
 the ratio to the plain run of the same round. Never fails on timing.
 Usage: bench/mount_ab.py [INSERTS] [ROUNDS]; BENCH_DIR chooses the file
-system (default BUILD; /dev/shm shows the FUSE round trips alone).
+system (default BUILD; /dev/shm shows the FUSE round trips alone);
+LITEFS_OFF_BIN runs another litefs binary (an older build) as "off".
 """
 import os
 import random
@@ -30,7 +31,7 @@ LITEFS = os.path.join(BUILD, "litefs")
 BENCH = os.path.join(BUILD, "bench", "bench_mount")
 
 
-def start(base, name, port, passthrough):
+def start(base, name, port, passthrough, binary=LITEFS):
     mnt, data = os.path.join(base, name, "mnt"), os.path.join(base, name, "data")
     os.makedirs(os.path.join(base, name))
     cfg = os.path.join(base, name, "litefs.yml")
@@ -39,7 +40,7 @@ def start(base, name, port, passthrough):
                 f"http:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n")
     env = dict(os.environ, LITEFS_FUSE_PASSTHROUGH="1" if passthrough else "0")
     log = open(os.path.join(base, name, "litefs.log"), "w")
-    node = subprocess.Popen([LITEFS, "mount", "-config", cfg], stdout=log, stderr=subprocess.STDOUT, env=env)
+    node = subprocess.Popen([binary, "mount", "-config", cfg], stdout=log, stderr=subprocess.STDOUT, env=env)
     for _ in range(200):
         if os.path.ismount(mnt):
             break
@@ -61,7 +62,7 @@ def main():
     os.makedirs(plain)
     nodes = []
     try:
-        off, mnt_off = start(base, "off", 20293, False)
+        off, mnt_off = start(base, "off", 20293, False, os.environ.get("LITEFS_OFF_BIN", LITEFS))
         nodes.append(off)
         on, mnt_on = start(base, "on", 20294, True)
         nodes.append(on)
