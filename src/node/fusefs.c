@@ -91,7 +91,7 @@ struct fusefs {
 	int n_workers;
 	atomic_ulong stats[14];
 	struct fusepass *pass;  /* passthrough hooks (fusepass.c) */
-	pthread_mutex_t pass_mu; /* guards passrefs */
+	pthread_mutex_t pass_mu; /* guards passrefs; never held while taking a db.mu */
 	struct passref *passrefs;
 	size_t n_passrefs;
 };
@@ -386,6 +386,9 @@ static int pass_acquire(struct fusefs *fs, struct db *db, enum db_kind kind, int
 	if (fstat(fd, &st) != 0)
 		return -errno;
 	*ino = st.st_ino;
+	/* Asked before pass_mu is taken: it takes db.mu, which may be stuck,
+	 * and the opens of every other database's journal need pass_mu. */
+	bool want = pass_wanted(fs, db, kind, fd, self);
 	pthread_mutex_lock(&fs->pass_mu);
 	struct passref *r = NULL;
 	for (size_t i = 0; i < fs->n_passrefs && r == NULL; i++)
@@ -405,7 +408,7 @@ static int pass_acquire(struct fusefs *fs, struct db *db, enum db_kind kind, int
 		r->backing_ino = st.st_ino;
 		r->n = 0;
 		r->backing_id = 0;
-		if (pass_wanted(fs, db, kind, fd, self)) {
+		if (want) {
 			int id = fusepass_backing_open(fs->pass, fd);
 			r->backing_id = id > 0 ? id : 0;
 		}
