@@ -294,7 +294,10 @@ int fusepass_backing_open(struct fusepass *p, int fd)
 	bool was = true;
 	if (atomic_compare_exchange_strong(&p->enabled, &was, false))
 		LOG_WARN("fuse", "msg=\"FUSE passthrough refused by the kernel; switched off, every read and write "
-				 "is a request\" err=\"%s\"", strerror(err));
+				 "is a request\" err=\"%s\" why=\"%s\"", strerror(err),
+			 err == ELOOP ? "the data directory is on a stacked file system (overlayfs?)"
+			 : err == EPERM ? "no CAP_SYS_ADMIN, or the kernel did not take the INIT flags"
+					: "unexpected");
 	return -err;
 }
 

@@ -11,6 +11,8 @@ import textwrap
 import time
 import urllib.request
 
+import pytest
+
 from conftest import check_invariants, run
 
 OFFERED = "FUSE passthrough offered by the kernel and requested"
@@ -82,6 +84,31 @@ def test_passthrough_off_is_the_old_path(node):
     assert writes >= 6 * 40, f"{writes} FUSE writes for 40 transactions: the journal's must be among them"
     assert records == 41
     check_invariants(n)
+
+
+def test_kernel_refusal_switches_it_off(node, tmp_path):
+    """A data directory on overlayfs (a container's root): the kernel
+    refuses its files as backing files (ELOOP, max_stack_depth 1), the node
+    logs it once and serves every journal write itself."""
+    n = node()
+    layers = [tmp_path / d for d in ("lower", "upper", "work")]
+    for d in layers + [n.data]:
+        d.mkdir(parents=True, exist_ok=True)
+    r = run("mount", "-t", "overlay", "overlay", "-o",
+            f"lowerdir={layers[0]},upperdir={layers[1]},workdir={layers[2]}", n.data, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount overlayfs here: {r.stderr.strip()}")
+    try:
+        n.start()
+        writes, records = one_row_commits(n, "db", 20)
+        assert "FUSE passthrough refused by the kernel; switched off" in n.log_text()
+        assert "overlayfs" in n.log_text()
+        assert writes >= 6 * 20, f"{writes} FUSE writes for 20 transactions: the journal's must be among them"
+        assert records == 21
+        check_invariants(n)
+        n.stop()
+    finally:
+        run("umount", "-l", n.data, check=False)
 
 
 def test_every_rollback_mode_commits_one_record_per_transaction(node):
