@@ -1699,12 +1699,16 @@ static int recover(struct cloud_store *cs)
 	struct sweep_ctx sc = { cs, 0 };
 	int rc = empty_dir(cs->tmp_dir, cs, false);
 	if (rc == 0 && cloud_catalog_max_db_id(cs->cat) == 0) {
-		size_t n_dbs = 0, n_files = 0;
+		size_t n_dbs = 0, n_files = 0, n_reused = 0;
 		int64_t t0 = clock_mono_ms();
-		rc = cloud_rebuild_catalog(cs->be, cs->cat, &n_dbs, &n_files);
+		struct cloud_catalog *hint = NULL;
+		rc = cloud_rebuild_hint_open(cs->data_dir, &hint);
+		if (rc == 0)
+			rc = cloud_rebuild_catalog(cs->be, cs->cat, hint, &n_dbs, &n_files, &n_reused);
+		cloud_rebuild_hint_done(cs->data_dir, hint);
 		if (rc == 0 && n_dbs > 0)
-			LOG_INFO("cloud", "msg=\"catalog rebuilt from the %s backend\" dbs=%zu objects=%zu ms=%" PRId64,
-				 cs->be->ops->kind, n_dbs, n_files, clock_mono_ms() - t0);
+			LOG_INFO("cloud", "msg=\"catalog rebuilt from the %s backend\" dbs=%zu objects=%zu reused=%zu ms=%" PRId64,
+				 cs->be->ops->kind, n_dbs, n_files, n_reused, clock_mono_ms() - t0);
 	}
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)

@@ -589,7 +589,7 @@ def cloud(tmp_path, request):
             pass
 
 
-# ---- S3-compatible object servers (docs/cloud-storage.md, "S3") -----------
+# ---- S3-compatible object servers (docs/cloud-s3.md) -----------
 
 S3RVER = ROOT / ".deps" / "npm" / "node_modules" / ".bin" / "s3rver"
 
