@@ -329,28 +329,35 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 
 /* Makes sure the current copy of d matches the catalog (row), rebuilding
  * it from the objects if not. Caller holds d->mu. */
-static int cur_ensure(struct cloud_store *cs, struct cdb *d, const struct cat_db *row)
+/* Whether d's current copy is known good, checking the file against the
+ * catalog (row) once if it is not known yet. Caller holds d->mu. */
+static bool cur_check(struct cloud_store *cs, struct cdb *d, const struct cat_db *row)
 {
 	if (d->cur_ok)
-		return 0;
+		return true;
 	char path[PATH_MAX];
 	cur_path(cs, d->id, path, sizeof(path));
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd >= 0) {
 		uint64_t chk;
 		uint32_t n;
-		bool ok = dbfile_checksum(fd, row->page_size, &chk, &n) == 0 && chk == row->checksum &&
-			  n == row->commit;
+		d->cur_ok = dbfile_checksum(fd, row->page_size, &chk, &n) == 0 && chk == row->checksum &&
+			    n == row->commit;
 		close(fd);
-		if (ok) {
-			d->cur_ok = true;
-			return 0;
-		}
 	}
+	return d->cur_ok;
+}
+
+static int cur_ensure(struct cloud_store *cs, struct cdb *d, const struct cat_db *row)
+{
+	if (cur_check(cs, d, row))
+		return 0;
+	char path[PATH_MAX];
+	cur_path(cs, d->id, path, sizeof(path));
 	LOG_WARN("cloud", "msg=\"rebuilding current copy\" cluster=%s db=%s txid=%016" PRIx64, d->cluster, d->name,
 		 row->txid);
 	char tmp[PATH_MAX];
-	fd = cloud_object_tmp_create(cs->tmp_dir, tmp, sizeof(tmp));
+	int fd = cloud_object_tmp_create(cs->tmp_dir, tmp, sizeof(tmp));
 	if (fd < 0)
 		return fd;
 	pthread_rwlock_rdlock(&d->files);
@@ -1021,13 +1028,58 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 	return 0;
 }
 
+/* Whether an export of d's latest state (row) would first have to build
+ * the current copy from the stored files. Not while the dashboard follows
+ * the operation (it reports the build and the copy as two phases). */
+static bool latest_unbuilt(struct cloud_store *cs, struct cdb *d, const struct cat_db *row)
+{
+	if (cloud_progress_active())
+		return false;
+	pthread_mutex_lock(&d->mu);
+	bool ok = cur_check(cs, d, row);
+	pthread_mutex_unlock(&d->mu);
+	return !ok;
+}
+
+static void tee_drop(struct cloud_export_src *x)
+{
+	if (x->tee_fd >= 0) {
+		close(x->tee_fd);
+		unlink(x->tee_path);
+	}
+	x->tee_fd = -1;
+}
+
+/* The whole state was sent and verified: it becomes d's current copy if
+ * none was made meanwhile and d is still at that position. */
+static void export_tee_end(struct cloud_export_src *x)
+{
+	struct cdb *d = x->d;
+	struct cat_db row;
+	struct cloud_pos now;
+	char path[PATH_MAX];
+	pthread_mutex_lock(&d->mu);
+	if (!d->cur_ok && resolve_row(x->cs, d, NULL, &row, &now) == 0 && now.txid == x->pos.txid &&
+	    now.checksum == x->pos.checksum) {
+		cur_path(x->cs, d->id, path, sizeof(path));
+		/* No fsync: the copy is a cache (cur_ensure()). */
+		if (sys_renameat(AT_FDCWD, x->tee_path, AT_FDCWD, path) == 0) {
+			d->cur_ok = true;
+			close(x->tee_fd);
+			x->tee_fd = -1;
+		}
+	}
+	pthread_mutex_unlock(&d->mu);
+	tee_drop(x);
+}
+
 int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		      enum cloud_format format, struct cloud_export_src *out)
 {
 	struct cdb *d;
 	struct cat_db row;
 	memset(out, 0, sizeof(*out));
-	out->fd = -1;
+	out->fd = out->tee_fd = -1;
 	int rc = lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
@@ -1043,8 +1095,25 @@ int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *d
 	if (rc == 0 && !copy)
 		rc = open_state(cs, d, out->pos.txid, out->pos.checksum, &out->merge);
 	pthread_rwlock_unlock(&d->files);
-	if (rc == 0 && copy)
+	if (rc == 0 && copy && !latest_unbuilt(cs, d, &row))
 		return cloud_export_fd(cs, cluster, db, t, format, &out->fd, &out->size, &out->pos);
+	if (rc == 0 && copy) {
+		/* No good current copy (a fresh service on a bucket): stream the
+		 * state from the stored files and keep what was sent as the new
+		 * current copy (export_tee_end()): the objects are read once
+		 * and the state written once, instead of a copy built, then
+		 * copied, then sent. */
+		pthread_rwlock_rdlock(&d->files);
+		rc = resolve_row(cs, d, t, &row, &out->pos);
+		if (rc == 0)
+			rc = open_state(cs, d, out->pos.txid, out->pos.checksum, &out->merge);
+		pthread_rwlock_unlock(&d->files);
+		if (rc == 0 && out->pos.txid == row.txid) {
+			out->tee_fd = cloud_object_tmp_create(cs->tmp_dir, out->tee_path, sizeof(out->tee_path));
+			out->cs = cs;
+			out->d = d;
+		}
+	}
 	if (rc == 0)
 		out->size = cloud_merge_size(out->merge);
 	return rc;
@@ -1052,8 +1121,14 @@ int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *d
 
 ssize_t cloud_export_read(struct cloud_export_src *x, void *buf, size_t max)
 {
-	if (x->merge)
-		return cloud_merge_read(x->merge, buf, max);
+	if (x->merge) {
+		ssize_t n = cloud_merge_read(x->merge, buf, max);
+		if (x->tee_fd >= 0 && n > 0 && fdio_write(&x->tee_fd, buf, (size_t)n) < 0)
+			tee_drop(x); /* the export goes on; the copy is built later */
+		else if (x->tee_fd >= 0 && n == 0)
+			export_tee_end(x);
+		return n;
+	}
 	if (max > INT_MAX)
 		max = INT_MAX;
 	int n = fdio_pread_full(x->fd, buf, max, x->off);
@@ -1064,6 +1139,7 @@ ssize_t cloud_export_read(struct cloud_export_src *x, void *buf, size_t max)
 
 void cloud_export_close(struct cloud_export_src *x)
 {
+	tee_drop(x);
 	cloud_merge_free(x->merge);
 	x->merge = NULL;
 	if (x->fd >= 0)

@@ -192,12 +192,19 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
  * before the last byte, so whoever got every byte got the verified
  * state). */
 struct cloud_merge;
+struct cdb;
 struct cloud_export_src {
 	int fd;
 	struct cloud_merge *merge;
 	uint64_t size;
 	uint64_t off;           /* cloud_export_read()'s offset in fd */
 	struct cloud_pos pos;
+	/* The latest state streamed while d has no current copy: what is
+	 * sent is also written to tee_fd, the copy once verified. */
+	int tee_fd;
+	char tee_path[4096];
+	struct cloud_store *cs;
+	struct cdb *d;
 };
 
 /* Opens the export of target (format LTX: always a file). 0 or the errors
