@@ -136,6 +136,7 @@
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
+#include "cloud/cloud_zltx.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -295,7 +296,10 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 		rc = cloud_object_open(cs->be, d->id, &plan.f[i], &fd);
 		if (rc < 0)
 			break;
-		rc = dbfile_apply(out_fd, spool, fdio_read, &fd, pos, &ar);
+		struct cloud_zltx_reader zr;
+		cloud_zltx_reader_init(&zr, fd);
+		rc = dbfile_apply(out_fd, spool, cloud_zltx_read, &zr, pos, &ar);
+		cloud_zltx_reader_done(&zr);
 		close(fd);
 		free(ar.written);
 		pos = ar.pos;
@@ -501,6 +505,33 @@ static int commit_upload(struct cloud_store *cs, struct cat_db *row, bool insert
 	return rc;
 }
 
+/* Rewrites the verified upload in fd (size *size, at most
+ * CLOUD_ZLTX_INGEST_MAX) in its zstd stored form (cloud_zltx.h) when that
+ * is smaller, in the same file: a second file per upload would cost an
+ * inode allocation, the dearest part of a small ingest. A failure to
+ * encode keeps the upload as sent (as valid); a failure to write it back
+ * fails the ingest (the file may be half rewritten). */
+static int ingest_zstd(const char *db, int fd, uint64_t *size)
+{
+	struct ltx_growbuf z = { 0 };
+	int rc = lseek(fd, 0, SEEK_SET) < 0 ? -errno : cloud_zltx_transcode(fd, ltx_growbuf_write, &z,
+									      CLOUD_ZLTX_LEVEL_INGEST);
+	if (rc < 0)
+		LOG_WARN("cloud", "msg=\"upload kept as sent: its zstd form failed\" db=%s err=\"%s\"", db,
+			 err_str(rc));
+	if (rc < 0 || z.len >= *size) {
+		free(z.data);
+		return 0;
+	}
+	rc = sys_pwrite_all(fd, z.data, z.len, 0);
+	if (rc == 0 && sys_ftruncate(fd, (off_t)z.len) < 0)
+		rc = -errno;
+	if (rc == 0)
+		*size = z.len;
+	free(z.data);
+	return rc;
+}
+
 /* Everything of an ingest after the header checks. */
 static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row, bool exists,
 		       const uint8_t *hdr, const struct ltx_header *h, ltx_read_fn read, void *ctx,
@@ -544,6 +575,12 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		msgf(res, rc, "storing the database's meta object failed: %s", err_str(rc));
 		goto out;
 	}
+	uint64_t stored = t.total;
+	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX && (rc = ingest_zstd(d->name, t.obj_fd, &stored)) < 0) {
+		d->cur_ok = false; /* the copy is ahead of the catalog */
+		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
+		goto out;
+	}
 	char name[96];
 	cloud_object_name(name, sizeof(name), id, 0, h->min_txid, h->max_txid);
 	close(t.obj_fd);
@@ -568,7 +605,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	nrow.ts_ms = h->timestamp_ms;
 	nrow.mts_ms = mts;
 	struct cat_file f = { 0, h->min_txid, h->max_txid, h->pre_apply_checksum, ar.pos.checksum, mts,
-			      h->page_size, t.total };
+			      h->page_size, stored };
 	struct cat_tx tx = { ar.pos.txid, h->min_txid, ar.pos.checksum, h->timestamp_ms, mts, h->page_size };
 	rc = commit_upload(cs, &nrow, !exists, &f, &tx);
 	if (rc < 0) {
@@ -984,7 +1021,9 @@ static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t
 	struct ltx_decoder *dec;
 	struct ltx_header h;
 	struct ltx_trailer t;
-	int rc = ltx_decoder_new(&dec, fdio_read, &in_fd);
+	struct cloud_zltx_reader zr;
+	cloud_zltx_reader_init(&zr, in_fd);
+	int rc = ltx_decoder_new(&dec, cloud_zltx_read, &zr);
 	if (rc < 0)
 		return rc;
 	rc = ltx_decoder_header(dec, &h);
@@ -1022,6 +1061,7 @@ static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t
 	if (rc == 0)
 		rc = ltx_decoder_finish(dec, &t);
 	ltx_decoder_free(dec);
+	cloud_zltx_reader_done(&zr);
 	if (rc < 0)
 		return rc;
 	/* The file is commit pages; pages past a smaller commit are gone
@@ -1806,6 +1846,7 @@ static int set_opts(struct cloud_store *cs, const struct cloud_store_opts *o)
 	cs->max_upload_bytes = o->max_upload_bytes ? o->max_upload_bytes : 1ull << 30;
 	cs->snap_ratio = o->snapshot_ratio != 0 ? o->snapshot_ratio : 4.0;
 	cs->min_merge = o->min_merge >= 2 ? o->min_merge : o->min_merge == 1 ? 2 : 8;
+	cs->store_lz4 = o->store_lz4;
 	return 0;
 }
 

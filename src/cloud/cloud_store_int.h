@@ -60,6 +60,7 @@ struct cloud_store {
 	uint64_t max_upload_bytes;
 	double snap_ratio;   /* < 0: a snapshot every interval (opts.snapshot_ratio) */
 	unsigned min_merge;  /* opts.min_merge, >= 2 */
+	bool store_lz4;      /* opts.store_lz4 */
 
 	pthread_mutex_t mu; /* guards dbs, next_id, stop, spools */
 	pthread_cond_t cond;

@@ -39,6 +39,7 @@
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
 #include "cloud/cloud_store_maint.h"
+#include "cloud/cloud_zltx.h"
 #include "ltx/compact.h"
 
 #define SCAN_ROWS 4096
@@ -50,6 +51,24 @@ static int64_t bucket_of(int64_t mts, int64_t interval)
 	return mts >= 0 ? mts / interval : -((-mts + interval - 1) / interval);
 }
 
+/* compact_run() of in[0..k) into out, in the stored form the store
+ * writes (cloud_zltx.h) or as LTX with LZ4. */
+static int merge_write(struct cloud_store *cs, const struct compact_input *in, size_t k, int out,
+		       struct ltx_header *oh, struct ltx_trailer *ot)
+{
+	struct compact_error ce;
+	if (cs->store_lz4)
+		return compact_run(in, k, true, fdio_write, &out, oh, ot, &ce);
+	struct cloud_zltx_writer *w = NULL;
+	int rc = cloud_zltx_writer_new(&w, CLOUD_ZLTX_LEVEL_COMPACT, fdio_write, &out);
+	if (rc == 0)
+		rc = compact_run(in, k, false, cloud_zltx_write, w, oh, ot, &ce);
+	if (rc == 0)
+		rc = cloud_zltx_writer_finish(w);
+	cloud_zltx_writer_free(w);
+	return rc;
+}
+
 /* Merges files[0..n) into the temporary file out_path (created). The
  * inputs are objects of db_id, or (first_path != NULL) the first input is
  * that temporary file instead. */
@@ -57,6 +76,7 @@ static int merge_batch(struct cloud_store *cs, int64_t db_id, const char *first_
 		       size_t n, char *out_path, size_t out_size, struct ltx_header *oh, struct ltx_trailer *ot)
 {
 	int fds[CLOUD_COMPACT_BATCH + 1];
+	struct cloud_zltx_reader zr[CLOUD_COMPACT_BATCH + 1];
 	struct compact_input in[CLOUD_COMPACT_BATCH + 1];
 	size_t k = 0;
 	int rc = 0;
@@ -71,20 +91,23 @@ static int merge_batch(struct cloud_store *cs, int64_t db_id, const char *first_
 		if (rc == 0)
 			k++;
 	}
-	for (size_t i = 0; i < k; i++)
-		in[i] = (struct compact_input){ fdio_read, &fds[i] };
+	for (size_t i = 0; i < k; i++) {
+		cloud_zltx_reader_init(&zr[i], fds[i]);
+		in[i] = (struct compact_input){ cloud_zltx_read, &zr[i] };
+	}
 	int out = rc < 0 ? rc : cloud_object_tmp_create(cs->tmp_dir, out_path, out_size);
 	if (rc == 0 && out < 0)
 		rc = out;
 	if (rc == 0) {
-		struct compact_error ce;
-		rc = compact_run(in, k, true, fdio_write, &out, oh, ot, &ce);
+		rc = merge_write(cs, in, k, out, oh, ot);
 		close(out);
 		if (rc < 0)
 			unlink(out_path);
 	}
-	for (size_t i = 0; i < k; i++)
+	for (size_t i = 0; i < k; i++) {
+		cloud_zltx_reader_done(&zr[i]);
 		close(fds[i]);
+	}
 	return rc;
 }
 

@@ -69,7 +69,8 @@ def pos(srv, token):
 
 
 def l0_object(srv, txid):
-    """The stored L0 object of one upload (its LTX bytes as received)."""
+    """The stored L0 object of one upload: its LTX bytes as received when
+    over 1 MiB, else its zstd stored form (docs/cloud-storage.md)."""
     name = f"{txid:016x}-{txid:016x}.ltx"
     hits = [p for p in (srv.data / "objects").rglob(name) if p.parent.name == "l0"]
     assert len(hits) == 1, hits
@@ -102,6 +103,9 @@ def test_large_uploads_every_state_exact(cloud, tmp_path):
 
     ltx = [l0_object(srv, t) for t in (1, 2, 3)]
     assert len(ltx[1]) > (1 << 20)  # the streamed path (over 256 KiB) with > 8 MiB of pages
+    # Large uploads are stored as sent; a small one in the zstd stored form,
+    # which is no LTX to the outside (flag 0x100) and is refused as one.
+    assert ltx[1][4:8] != b"\0\0\x01\0" and ltx[2][4:8] == b"\0\0\x01\0", (ltx[1][:8], ltx[2][:8])
     st, body = req(srv, "POST", "/db/tx", tok, body=ltx[0], query={"db": "copy.db"})
     assert st == 200, body[:300]
     want = pos(srv, tok)["a.db"]
@@ -114,10 +118,14 @@ def test_large_uploads_every_state_exact(cloud, tmp_path):
     assert st == 200, body[:300]
     assert export(srv, tok, "copy.db", 2) == files[1].read_bytes()
 
+    st, body = req(srv, "POST", "/db/tx", tok, body=ltx[2], query={"db": "copy.db"})
+    assert 400 <= st < 500 and b"flags" in body, (st, body[:300])
+    assert pos(srv, tok)["copy.db"][0] == 2
+
     # A restart: the page checksums are rebuilt from the current copy.
     srv.stop()
     srv.start()
-    st, body = req(srv, "POST", "/db/tx", tok, body=ltx[2], query={"db": "copy.db"})
+    st, body = req(srv, "POST", "/db/upload", tok, body=files[2].read_bytes(), query={"db": "copy.db"})
     assert st == 200, body[:300]
     assert pos(srv, tok)["copy.db"] == want
     assert export(srv, tok, "copy.db", 3) == files[2].read_bytes()
