@@ -30,8 +30,9 @@
  * a reader refuses frames that ask for more than 2^CLOUD_ZLTX_WLOG_MAX, so
  * a compaction holding 64 inputs open stays bounded.
  *
- * No logging, no locks; files only through the descriptor or callback the
- * caller gives.
+ * No logging; files only through the descriptor or callback the caller
+ * gives. One lock of its own, innermost, around a pool of zstd contexts
+ * kept for reuse.
  */
 #ifndef LITEFS_CLOUD_ZLTX_H
 #define LITEFS_CLOUD_ZLTX_H
