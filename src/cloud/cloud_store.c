@@ -14,13 +14,17 @@
  *                        backend (cloud_backend.h; local disk here). <id>
  *                        is the database's catalog id in 16 hex digits,
  *                        never reused while objects of it may remain.
+ *                        Stored as LTX or in the zstd form of LTX
+ *                        (cloud_zltx.h: compacted files, snapshots and
+ *                        uploads up to CLOUD_ZLTX_INGEST_MAX, unless
+ *                        opts.store_lz4); every reader takes both.
  *   current/<id>.db      the materialised current state of each database
  *                        (a cache: verified against the catalog, rebuilt
  *                        from objects when it disagrees)
  *   tmp/                 spools and temporary files; emptied at open
  *
- * LEVELS. L0 holds every uploaded LTX file as it came (one per upload; an
- * upload may span several TXIDs). L1..Ln (opts.levels_ms, default 10 s,
+ * LEVELS. L0 holds every uploaded LTX file (one per upload; an upload may
+ * span several TXIDs), as it came or in the zstd form. L1..Ln (opts.levels_ms, default 10 s,
  * 5 min, 1 h) hold merges of consecutive positions whose timestamps fall
  * into one aligned interval [j*I, (j+1)*I); level k is built from level
  * k-1 (whatever level k-1 lacks, from finer levels). The snapshot level
