@@ -519,7 +519,7 @@ static int ingest_zstd(const char *db, int fd, uint64_t *size)
 {
 	struct ltx_growbuf z = { 0 };
 	int rc = lseek(fd, 0, SEEK_SET) < 0 ? -errno : cloud_zltx_transcode(fd, ltx_growbuf_write, &z,
-									      CLOUD_ZLTX_LEVEL_INGEST);
+									      CLOUD_ZLTX_LEVEL);
 	if (rc < 0)
 		LOG_WARN("cloud", "msg=\"upload kept as sent: its zstd form failed\" db=%s err=\"%s\"", db,
 			 err_str(rc));

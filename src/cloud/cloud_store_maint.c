@@ -60,7 +60,7 @@ static int merge_write(struct cloud_store *cs, const struct compact_input *in, s
 	if (cs->store_lz4)
 		return compact_run(in, k, true, fdio_write, &out, oh, ot, &ce);
 	struct cloud_zltx_writer *w = NULL;
-	int rc = cloud_zltx_writer_new(&w, CLOUD_ZLTX_LEVEL_COMPACT, fdio_write, &out);
+	int rc = cloud_zltx_writer_new(&w, CLOUD_ZLTX_LEVEL, fdio_write, &out);
 	if (rc == 0)
 		rc = compact_run(in, k, false, cloud_zltx_write, w, oh, ot, &ce);
 	if (rc == 0)

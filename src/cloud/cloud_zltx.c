@@ -16,6 +16,7 @@
  * input ends the trailer is known to be those 16 bytes and is written
  * after the frame, uncompressed.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -35,70 +36,71 @@ enum { ST_HDR, ST_PLAIN, ST_FRAME, ST_TAIL };
  * small upload; a reused one keeps them. At most POOL_MAX of each kind
  * are kept (one per concurrent user is enough), the rest are freed. */
 #define POOL_MAX 8
+struct pool {
+	void *items[POOL_MAX];
+	int n;
+};
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static ZSTD_CCtx *cpool[POOL_MAX];
-static ZSTD_DCtx *dpool[POOL_MAX];
-static int n_cpool, n_dpool;
+static struct pool cpool, dpool;
+
+/* A kept context, or NULL. */
+static void *pool_take(struct pool *p)
+{
+	void *z = NULL;
+	pthread_mutex_lock(&pool_mu);
+	if (p->n > 0)
+		z = p->items[--p->n];
+	pthread_mutex_unlock(&pool_mu);
+	return z;
+}
+
+/* Keeps z (already reset) if there is room; false: the caller frees it. */
+static bool pool_keep(struct pool *p, void *z)
+{
+	pthread_mutex_lock(&pool_mu);
+	bool kept = p->n < POOL_MAX;
+	if (kept)
+		p->items[p->n++] = z;
+	pthread_mutex_unlock(&pool_mu);
+	return kept;
+}
 
 static ZSTD_CCtx *cctx_get(void)
 {
-	ZSTD_CCtx *z = NULL;
-	pthread_mutex_lock(&pool_mu);
-	if (n_cpool > 0)
-		z = cpool[--n_cpool];
-	pthread_mutex_unlock(&pool_mu);
+	ZSTD_CCtx *z = pool_take(&cpool);
 	return z ? z : ZSTD_createCCtx();
 }
 
 static void cctx_put(ZSTD_CCtx *z)
 {
-	if (z == NULL)
-		return;
-	ZSTD_CCtx_reset(z, ZSTD_reset_session_and_parameters);
-	pthread_mutex_lock(&pool_mu);
-	if (n_cpool < POOL_MAX) {
-		cpool[n_cpool++] = z;
-		z = NULL;
-	}
-	pthread_mutex_unlock(&pool_mu);
-	ZSTD_freeCCtx(z);
+	if (z && (ZSTD_isError(ZSTD_CCtx_reset(z, ZSTD_reset_session_and_parameters)) || !pool_keep(&cpool, z)))
+		ZSTD_freeCCtx(z);
 }
 
 static ZSTD_DCtx *dctx_get(void)
 {
-	ZSTD_DCtx *z = NULL;
-	pthread_mutex_lock(&pool_mu);
-	if (n_dpool > 0)
-		z = dpool[--n_dpool];
-	pthread_mutex_unlock(&pool_mu);
+	ZSTD_DCtx *z = pool_take(&dpool);
 	return z ? z : ZSTD_createDCtx();
 }
 
 static void dctx_put(ZSTD_DCtx *z)
 {
-	if (z == NULL)
-		return;
-	ZSTD_DCtx_reset(z, ZSTD_reset_session_and_parameters);
-	pthread_mutex_lock(&pool_mu);
-	if (n_dpool < POOL_MAX) {
-		dpool[n_dpool++] = z;
-		z = NULL;
-	}
-	pthread_mutex_unlock(&pool_mu);
-	ZSTD_freeDCtx(z);
+	if (z && (ZSTD_isError(ZSTD_DCtx_reset(z, ZSTD_reset_session_and_parameters)) || !pool_keep(&dpool, z)))
+		ZSTD_freeDCtx(z);
 }
 
-static uint32_t get_be32(const uint8_t *p)
+/* The header's flags (big-endian u32 at offset 4). */
+static uint32_t hdr_flags(const uint8_t *hdr)
 {
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	uint32_t v;
+	memcpy(&v, hdr + 4, sizeof(v));
+	return ntohl(v);
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
+static void hdr_set_flags(uint8_t *hdr, uint32_t flags)
 {
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
+	uint32_t v = htonl(flags);
+	memcpy(hdr + 4, &v, sizeof(v));
 }
 
 void cloud_zltx_reader_init(struct cloud_zltx_reader *r, int fd)
@@ -127,14 +129,14 @@ static int read_header(struct cloud_zltx_reader *r)
 			break;
 		r->hdr_len += (size_t)n;
 	}
-	uint32_t flags = r->hdr_len == LTX_HEADER_SIZE ? get_be32(r->hdr + 4) : 0;
+	uint32_t flags = r->hdr_len == LTX_HEADER_SIZE ? hdr_flags(r->hdr) : 0;
 	if (r->hdr_len < LTX_HEADER_SIZE || memcmp(r->hdr, LTX_MAGIC, 4) != 0 || !(flags & CLOUD_ZLTX_FLAG)) {
 		r->state = ST_PLAIN; /* the LTX decoder judges it */
 		return 0;
 	}
 	if (flags != CLOUD_ZLTX_FLAG)
 		return ERR_CLOUD_OBJECT_CORRUPT;
-	put_be32(r->hdr + 4, 0);
+	hdr_set_flags(r->hdr, 0);
 	r->z = dctx_get();
 	r->in = malloc(ZLTX_IN_SIZE);
 	if (r->z == NULL || r->in == NULL)
@@ -315,11 +317,11 @@ int cloud_zltx_write(void *ctx, const void *buf, size_t len)
 		len -= k;
 		if (w->hdr_len < LTX_HEADER_SIZE)
 			return 0;
-		if (memcmp(w->hdr, LTX_MAGIC, 4) != 0 || get_be32(w->hdr + 4) != 0)
+		if (memcmp(w->hdr, LTX_MAGIC, 4) != 0 || hdr_flags(w->hdr) != 0)
 			return w->err = ERR_INVAL;
 		uint8_t out[LTX_HEADER_SIZE];
 		memcpy(out, w->hdr, sizeof(out));
-		put_be32(out + 4, CLOUD_ZLTX_FLAG);
+		hdr_set_flags(out, CLOUD_ZLTX_FLAG);
 		int rc = w->write(w->ctx, out, sizeof(out));
 		if (rc < 0)
 			return w->err = rc;
@@ -344,9 +346,9 @@ int cloud_zltx_header_decode(const uint8_t *in, struct ltx_header *h, bool *zstd
 {
 	uint8_t hdr[LTX_HEADER_SIZE];
 	memcpy(hdr, in, sizeof(hdr));
-	bool z = get_be32(hdr + 4) == CLOUD_ZLTX_FLAG;
+	bool z = hdr_flags(hdr) == CLOUD_ZLTX_FLAG;
 	if (z)
-		put_be32(hdr + 4, 0);
+		hdr_set_flags(hdr, 0);
 	if (zstd)
 		*zstd = z;
 	return ltx_header_decode(hdr, h);

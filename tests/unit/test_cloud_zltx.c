@@ -60,7 +60,7 @@ static void store(const struct ltx_growbuf *plain, struct ltx_growbuf *out)
 {
 	struct cloud_zltx_writer *w;
 	memset(out, 0, sizeof(*out));
-	assert_int_equal(cloud_zltx_writer_new(&w, CLOUD_ZLTX_LEVEL_COMPACT, ltx_growbuf_write, out), 0);
+	assert_int_equal(cloud_zltx_writer_new(&w, CLOUD_ZLTX_LEVEL, ltx_growbuf_write, out), 0);
 	for (size_t off = 0; off < plain->len;) {
 		size_t n = 1 + rnd_below(rnd_below(2) ? 20 : 9000);
 		if (n > plain->len - off)
@@ -170,7 +170,7 @@ static void test_transcode(void **state)
 	seed(3);
 	make_ltx(&plain, 0, 25, false);
 	int in = mem_fd("tc-in", lz4.data, lz4.len), out = new_file("tc-out");
-	assert_int_equal(cloud_zltx_transcode(in, fdio_write, &out, CLOUD_ZLTX_LEVEL_INGEST), 0);
+	assert_int_equal(cloud_zltx_transcode(in, fdio_write, &out, CLOUD_ZLTX_LEVEL), 0);
 	assert_int_equal(lseek(out, 0, SEEK_SET), 0);
 	assert_int_equal(read_back(out, &back), 0);
 	assert_int_equal(back.len, plain.len);
@@ -180,7 +180,7 @@ static void test_transcode(void **state)
 	lz4.data[lz4.len - 1] ^= 1; /* the file checksum */
 	in = mem_fd("tc-bad", lz4.data, lz4.len);
 	out = new_file("tc-out2");
-	assert_int_equal(cloud_zltx_transcode(in, fdio_write, &out, CLOUD_ZLTX_LEVEL_INGEST), ERR_LTX_FILE_CHECKSUM);
+	assert_int_equal(cloud_zltx_transcode(in, fdio_write, &out, CLOUD_ZLTX_LEVEL), ERR_LTX_FILE_CHECKSUM);
 	close(in);
 	close(out);
 	free(lz4.data);
