@@ -47,11 +47,14 @@
 #define CLOUD_ZLTX_FLAG 0x100u
 #define CLOUD_ZLTX_WLOG 18
 #define CLOUD_ZLTX_WLOG_MAX 20
-/* zstd level of everything written in the form. Measured on the month's
- * database (BENCHMARKS.md): level 3 gives 1.90:1 at ~120 MB/s, level 6
- * 1.93:1 at ~50 MB/s (LZ4: 1.10:1); compaction and snapshots run on the
- * same cores as ingest, so the 1.5 % is not worth 2.4x the CPU. */
+/* zstd levels. On the month's database file level 3 gives 1.90:1 at
+ * ~120 MB/s and level 6 1.93:1 at ~50 MB/s (LZ4: 1.10:1), but on the
+ * hourly merges of small transactions level 6 stores 13 % less than 3
+ * (BENCHMARKS.md). So: level 6 for compacted level files (small, made in
+ * the background), level 3 for uploads (on the acknowledgement path) and
+ * snapshots (a whole database: 2.4x the CPU for ~1.5 %). */
 #define CLOUD_ZLTX_LEVEL 3
+#define CLOUD_ZLTX_LEVEL_COMPACT 6
 
 /* Reads a stored object (either form: plain LTX passes through unchanged)
  * as a plain LTX byte stream. */
