@@ -1243,10 +1243,10 @@ static void test_kill9_compaction(void **state)
 	chain_init(&c, 512);
 	static const int64_t lv[] = { 20, 200, 1000 };
 	struct cloud_store *cs = open_store("kcomp", 0, lv, 3, 3000, 0);
-	chain_push(&c, cs, "k.db", 300, 30);
+	chain_push(&c, cs, "k.db", 200, 30);
 	cloud_store_close(cs);
 	int killed = 0;
-	for (int round = 0; round < 4; round++) {
+	for (int round = 0; round < 3; round++) {
 		pid_t pid = fork();
 		assert_true(pid >= 0);
 		if (pid == 0) {
@@ -1256,7 +1256,7 @@ static void test_kill9_compaction(void **state)
 			_exit(rc == 0 ? 0 : 3);
 		}
 		/* The last round runs to its end. */
-		if (round < 3) {
+		if (round < 2) {
 			usleep(20 * 1000 + rnd_below(400) * 1000);
 			kill(pid, SIGKILL);
 		}
@@ -1267,14 +1267,14 @@ static void test_kill9_compaction(void **state)
 		cs = open_store("kcomp", 0, lv, 3, 3000, 0);
 		assert_int_equal(store_files("kcomp", "tmp"), 0);
 		check_points(cs, "k.db", &c, 1, 7, false);
-		if (round == 3) {
+		if (round == 2) {
 			struct cloud_db_info *j = info(cs, "k.db");
 			assert_true(level_files(j, 3) > 0 && level_files(j, 4) > 0);
 			cloud_db_info_free(j);
 		}
 		cloud_store_close(cs);
 	}
-	print_message("compaction passes killed: %d of 3\n", killed);
+	print_message("compaction passes killed: %d of 2\n", killed);
 	model_free(&c.m);
 }
 
