@@ -1529,6 +1529,25 @@ enum httpd_result httpd_arg(struct httpd_conn *conn, const char *key, const char
 	return HTTPD_NO;
 }
 
+bool httpd_header_at(struct httpd_conn *conn, unsigned i, const char **name, const char **value)
+{
+	if (i >= conn->rq.n_hdrs)
+		return false;
+	*name = conn->rq.hdrs[i].name;
+	*value = conn->rq.hdrs[i].value;
+	return true;
+}
+
+bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const char **value, size_t *len)
+{
+	if (i >= conn->rq.n_args)
+		return false;
+	*key = conn->rq.args[i].key;
+	*value = conn->rq.args[i].value;
+	*len = conn->rq.args[i].len;
+	return true;
+}
+
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len)
 {
 	if (conn->taken || conn->resp || conn->state != C_ACTIVE)

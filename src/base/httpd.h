@@ -127,6 +127,11 @@ const char *httpd_header(struct httpd_conn *conn, const char *name);
 /* A query argument, percent-decoded ('+' is a space): HTTPD_YES with its
  * bytes (which may hold a NUL: check *len) or HTTPD_NO when absent. */
 enum httpd_result httpd_arg(struct httpd_conn *conn, const char *key, const char **value, size_t *len);
+/* The i-th header (in the order received) and the i-th query argument
+ * (decoded, as httpd_arg; a key without '=' has an empty value), for a
+ * proxy that passes the request on whole. False past the last one. */
+bool httpd_header_at(struct httpd_conn *conn, unsigned i, const char **name, const char **value);
+bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const char **value, size_t *len);
 /* Takes the connection over (an Upgrade such as a WebSocket, a tunnel):
  * only on the first call of the handler, before any reply. Returns the
  * socket (blocking mode is the caller's to set; it stays non-blocking),

@@ -718,3 +718,35 @@ int cloud_auth_copy_to(struct cloud_auth *a, const char *path)
 	pthread_mutex_unlock(&a->mu);
 	return rc;
 }
+
+int cloud_auth_load(struct cloud_auth *a, const char *path)
+{
+	static const char *const tables[] = { "clusters", "tokens", "purges", "rebinds" };
+	sqlite3_stmt *st = NULL;
+	pthread_mutex_lock(&a->mu);
+	int rc = sqlite3_prepare_v2(a->db, "ATTACH ? AS src", -1, &st, NULL) == SQLITE_OK ? 0 : -EIO;
+	if (rc == 0)
+		sqlite3_bind_text(st, 1, path, -1, SQLITE_TRANSIENT);
+	if (rc == 0 && sqlite3_step(st) != SQLITE_DONE)
+		rc = sql_fail(a, "attach a copy");
+	sqlite3_finalize(st);
+	if (rc != 0) {
+		pthread_mutex_unlock(&a->mu);
+		return rc;
+	}
+	rc = sqlite3_exec(a->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : sql_fail(a, "begin");
+	for (size_t i = 0; rc == 0 && i < sizeof(tables) / sizeof(tables[0]); i++) {
+		char sql[160];
+		snprintf(sql, sizeof(sql), "DELETE FROM main.%s; INSERT INTO main.%s SELECT * FROM src.%s;", tables[i],
+			 tables[i], tables[i]);
+		if (sqlite3_exec(a->db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			rc = sql_fail(a, "load a copy");
+	}
+	if (rc == 0 && sqlite3_exec(a->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		rc = sql_fail(a, "commit a copy");
+	if (rc != 0)
+		sqlite3_exec(a->db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_exec(a->db, "DETACH src", NULL, NULL, NULL);
+	pthread_mutex_unlock(&a->mu);
+	return rc;
+}

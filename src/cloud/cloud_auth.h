@@ -143,5 +143,10 @@ void cloud_auth_on_change(struct cloud_auth *a, void (*fn)(void *ctx), void *ctx
 /* Writes a consistent copy of the whole store (VACUUM INTO) to path, which
  * must not exist. Tokens are in it only as their SHA-256. */
 int cloud_auth_copy_to(struct cloud_auth *a, const char *path);
+/* Replaces the whole content of the store with that of the copy at path
+ * (as cloud_auth_copy_to wrote it), in one transaction, without calling
+ * the change hook: how the bucket's writer takes in a change made on
+ * another host (cloud_authsync_refresh). 0 or -EIO. */
+int cloud_auth_load(struct cloud_auth *a, const char *path);
 
 #endif

@@ -1,7 +1,7 @@
 /*
  * cloud_backend_s3.h — the S3-compatible backend of cloud_backend.h
  * (AWS S3, MinIO, R2, s3rver, moto ...), over libcurl with
- * CURLOPT_AWS_SIGV4. docs/cloud-storage.md, "S3", has the key layout and
+ * CURLOPT_AWS_SIGV4. docs/cloud-s3.md, has the key layout and
  * the durability argument.
  *
  * An object "a/b.ltx" is the key <prefix>a/b.ltx of the bucket. put is

@@ -72,6 +72,7 @@
 #include "cloud/cloud_events.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_preview.h"
+#include "cloud/cloud_progress.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
 #include "cloud/cloud_timeline.h"
@@ -1094,6 +1095,72 @@ static enum httpd_result handle_pos(struct cloud_http *srv, struct httpd_conn *c
 	return httpd_respond_json(conn, HTTP_OK, p.map, "Litefs-Pos-Generation", hdr);
 }
 
+/* ---- Progress of an export, restore or fork (?op=) ----------------------
+ *
+ * The dashboard names a long operation with ?op=ID (its own random ID) and
+ * follows it on its /events stream: `progress` events {op, db, phase,
+ * done, total} while the store builds and writes (cloud_progress.h), then
+ * for an export `ready` {op, db, size} once the file is built and its
+ * sending starts, or `failed` {op, db, error} with the reply's message.
+ * The browser's own download shows the sending (Content-Length). */
+
+#define OP_ID_MAX 40
+
+struct op_progress {
+	struct cloud_progress p; /* first: the reporter's callback gets it */
+	struct cloud_http *srv;
+	struct creq *q;
+	char op[OP_ID_MAX + 1];
+};
+
+static void op_report(struct cloud_progress *p, const char *phase, uint64_t done, uint64_t total)
+{
+	struct op_progress *o = (struct op_progress *)p;
+	cloud_events_publish(o->srv->events, o->q->cluster, "progress",
+			     json_pack("{s:s, s:o, s:s, s:I, s:I}", "op", o->op, "db", httpd_json_str(o->q->db), "phase",
+				       phase, "done", (json_int_t)done, "total", (json_int_t)total));
+}
+
+/* Reads ?op= (1 to OP_ID_MAX letters, digits, '-' or '_') and, when it is
+ * there, installs the reporter on this thread. 0, or -1 with the failure
+ * recorded. */
+static int op_begin(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q, struct op_progress *o)
+{
+	bool bad = false;
+	const char *v = arg(conn, "op", &bad);
+	*o = (struct op_progress){ .p.report = op_report, .srv = srv, .q = q };
+	if (!v)
+		return 0;
+	size_t n = strlen(v);
+	bad = bad || n == 0 || n > OP_ID_MAX || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+							"0123456789-_") != n;
+	if (bad) {
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "invalid op: 1 to %d letters, digits, '-' or '_'", OP_ID_MAX);
+		return -1;
+	}
+	memcpy(o->op, v, n + 1);
+	cloud_progress_begin(&o->p);
+	return 0;
+}
+
+/* Ends the reporter; an export that was built (size) or an operation that
+ * failed (q's message) is said on the stream. */
+static void op_end(struct op_progress *o, int rc, const uint64_t *size)
+{
+	if (!o->op[0])
+		return;
+	cloud_progress_end();
+	json_t *e = json_pack("{s:s, s:o}", "op", o->op, "db", httpd_json_str(o->q->db));
+	if (e && rc != 0)
+		json_object_set_new(e, "error", json_string(o->q->fail_msg));
+	else if (e && size)
+		json_object_set_new(e, "size", json_integer((json_int_t)*size));
+	if (rc != 0 || size)
+		cloud_events_publish(o->srv->events, o->q->cluster, rc != 0 ? "failed" : "ready", e);
+	else
+		json_decref(e);
+}
+
 static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				       struct creq *q)
 {
@@ -1107,7 +1174,8 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "invalid format: expected ltx or sqlite");
 		return reply_fail(conn, url, q);
 	}
-	if (take_target(conn, q, false, &t) != 0)
+	struct op_progress op;
+	if (take_target(conn, q, false, &t) != 0 || op_begin(srv, conn, q, &op) != 0)
 		return reply_fail(conn, url, q);
 	/* The engine builds the export in an unnamed file (for SQLite the
 	 * built state itself); the server sends it with sendfile and closes it. */
@@ -1115,10 +1183,11 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 	uint64_t size = 0;
 	int fd = -1;
 	int rc = cloud_export_fd(srv->cs, q->cluster, q->db, &t, f, &fd, &size, &pos);
-	if (rc != 0) {
+	if (rc != 0)
 		fail_target(srv, q, rc, "export failed", &t);
+	op_end(&op, rc, &size);
+	if (rc != 0)
 		return reply_fail(conn, url, q);
-	}
 	struct httpd_response *r = httpd_response_fd(fd, size);
 	if (!r) {
 		close(fd);
@@ -1160,7 +1229,9 @@ static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_con
 {
 	struct cloud_target t;
 	char as[DB_NAME_MAX + 1];
-	if (take_target(conn, q, true, &t) != 0 || take_db_name(conn, q, "as", as, false) != 0)
+	struct op_progress op;
+	if (take_target(conn, q, true, &t) != 0 || take_db_name(conn, q, "as", as, false) != 0 ||
+	    op_begin(srv, conn, q, &op) != 0)
 		return reply_fail(conn, url, q);
 	struct cloud_pos pos = { 0 }, before = { 0 };
 	static const struct cloud_target latest = { 0 };
@@ -1169,10 +1240,11 @@ static enum httpd_result handle_restore(struct cloud_http *srv, struct httpd_con
 		cloud_resolve(srv->cs, q->cluster, q->db, &latest, &before);
 	int rc = check ? cloud_resolve(srv->cs, q->cluster, q->db, &t, &pos)
 		       : cloud_restore(srv->cs, q->cluster, q->db, &t, as[0] ? as : NULL, &pos);
-	if (rc != 0) {
+	if (rc != 0)
 		fail_target(srv, q, rc, check ? "restore check failed" : "restore failed", &t);
+	op_end(&op, rc, NULL);
+	if (rc != 0)
 		return reply_fail(conn, url, q);
-	}
 	json_t *o = pos_json(as[0] ? as : q->db, &pos);
 	if (!check) {
 		/* Wakes the cluster's long polls: its primary takes the

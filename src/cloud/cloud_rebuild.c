@@ -101,6 +101,7 @@ struct rb_item {
 	char name[CLOUD_DB_NAME_MAX + 1];
 	int64_t created_ms;
 	bool keep;
+	bool hinted; /* filled from the hint: not read */
 	int rc;
 };
 
@@ -203,7 +204,8 @@ static void *rb_worker(void *arg)
 		if (i >= r->n)
 			return NULL;
 		struct rb_item *it = &r->v[i];
-		it->rc = it->is_meta ? read_meta(r->be, it) : read_ends(r->be, it);
+		if (!it->hinted)
+			it->rc = it->is_meta ? read_meta(r->be, it) : read_ends(r->be, it);
 	}
 }
 
@@ -268,14 +270,126 @@ static int rebuild_db(struct cloud_catalog *cat, const struct rb_item *meta, con
 	return rc;
 }
 
-int cloud_rebuild_catalog(struct cloud_backend *be, struct cloud_catalog *cat, size_t *n_dbs, size_t *n_files)
+/* Fills it from the hint's rows if they describe this very object (see
+ * cloud_rebuild.h); true if so. */
+static bool from_hint(struct cloud_catalog *hint, struct rb_item *it)
+{
+	struct cat_db db;
+	if (cloud_catalog_db_get_id(hint, it->id, &db) != 0)
+		return false;
+	if (it->is_meta) {
+		snprintf(it->cluster, sizeof(it->cluster), "%s", db.cluster);
+		snprintf(it->name, sizeof(it->name), "%s", db.name);
+		it->created_ms = db.created_ms;
+		return true;
+	}
+	struct cat_file f;
+	struct cat_tx tx;
+	if (cloud_catalog_file_ending(hint, it->id, it->min_txid, it->max_txid, it->level, it->level, &f) != 0 ||
+	    f.min_txid != it->min_txid || f.size != it->size ||
+	    cloud_catalog_tx_get(hint, it->id, it->max_txid, &tx) != 0)
+		return false;
+	/* The size in pages is kept only for the database's position. */
+	if (db.txid == it->max_txid && db.checksum == f.post)
+		it->h.commit = db.commit;
+	else if (db.txid <= it->max_txid)
+		return false;
+	it->h.min_txid = it->min_txid;
+	it->h.max_txid = it->max_txid;
+	it->h.page_size = f.page_size;
+	it->h.timestamp_ms = tx.ts_ms;
+	it->h.pre_apply_checksum = f.pre;
+	it->post = f.post;
+	return true;
+}
+
+static void unlink_catalog(const char *data_dir, const char *name, bool main_file)
+{
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	for (size_t i = main_file ? 0 : 1; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		char path[4096];
+		snprintf(path, sizeof(path), "%s/%s%s", data_dir, name, sfx[i]);
+		unlink(path);
+	}
+}
+
+int cloud_rebuild_hint_open(const char *data_dir, struct cloud_catalog **out)
+{
+	char path[4096];
+	*out = NULL;
+	snprintf(path, sizeof(path), "%s/%s", data_dir, CLOUD_REBUILD_HINT);
+	if (access(path, F_OK) != 0)
+		return 0;
+	return cloud_catalog_open(path, out);
+}
+
+void cloud_rebuild_hint_done(const char *data_dir, struct cloud_catalog *hint)
+{
+	cloud_catalog_close(hint);
+	unlink_catalog(data_dir, CLOUD_REBUILD_HINT, true);
+}
+
+#define HINT_NEXT "catalog.next.db"
+
+void cloud_rebuild_hint_set_aside(const char *data_dir, bool warm_hint)
+{
+	if (warm_hint) {
+		unlink_catalog(data_dir, "catalog.db", true);
+		return;
+	}
+	/* A hint left by a crash must not lend its -wal to this one. */
+	unlink_catalog(data_dir, CLOUD_REBUILD_HINT, true);
+	static const char *const sfx[] = { "", "-wal", "-shm" };
+	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+		char from[4096], to[4096];
+		snprintf(from, sizeof(from), "%s/catalog.db%s", data_dir, sfx[i]);
+		snprintf(to, sizeof(to), "%s/%s%s", data_dir, CLOUD_REBUILD_HINT, sfx[i]);
+		if (rename(from, to) < 0 && errno != ENOENT)
+			LOG_WARN("cloud", "msg=\"cannot set the old catalog aside\" path=\"%s\" err=\"%s\"", from,
+				 strerror(errno));
+	}
+}
+
+int cloud_rebuild_hint_refresh(struct cloud_backend *be, const char *data_dir, size_t *n_files, size_t *n_read)
+{
+	char next[4096], prev[4096];
+	size_t n_dbs = 0, n_reused = 0;
+	*n_files = *n_read = 0;
+	snprintf(next, sizeof(next), "%s/%s", data_dir, HINT_NEXT);
+	snprintf(prev, sizeof(prev), "%s/%s", data_dir, CLOUD_REBUILD_HINT);
+	unlink_catalog(data_dir, HINT_NEXT, true);
+	struct cloud_catalog *hint = NULL, *cat = NULL;
+	int rc = cloud_rebuild_hint_open(data_dir, &hint);
+	if (rc == 0)
+		rc = cloud_catalog_open(next, &cat);
+	if (rc == 0)
+		rc = cloud_rebuild_catalog(be, cat, hint, &n_dbs, n_files, &n_reused);
+	cloud_catalog_close(cat); /* the last connection: its log is folded in */
+	cloud_catalog_close(hint);
+	if (rc == 0) {
+		unlink_catalog(data_dir, CLOUD_REBUILD_HINT, false);
+		unlink_catalog(data_dir, HINT_NEXT, false);
+		rc = rename(next, prev) < 0 ? -errno : 0;
+		*n_read = *n_files - n_reused;
+	}
+	if (rc != 0)
+		unlink_catalog(data_dir, HINT_NEXT, true);
+	return rc;
+}
+
+int cloud_rebuild_catalog(struct cloud_backend *be, struct cloud_catalog *cat, struct cloud_catalog *hint,
+			  size_t *n_dbs, size_t *n_files, size_t *n_reused)
 {
 	struct rb r = { .be = be };
-	*n_dbs = *n_files = 0;
+	*n_dbs = *n_files = *n_reused = 0;
 	int rc = be->ops->list(be, "", rb_collect, &r);
 	if (rc < 0 || r.n == 0) {
 		free(r.v);
 		return rc;
+	}
+	for (size_t i = 0; hint && i < r.n; i++) {
+		r.v[i].hinted = from_hint(hint, &r.v[i]);
+		*n_reused += r.v[i].hinted && !r.v[i].is_meta; /* counted like *n_files */
 	}
 	pthread_t th[REBUILD_THREADS];
 	int started = 0;

@@ -136,6 +136,7 @@
 #include "cloud/cloud_catalog.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
+#include "cloud/cloud_progress.h"
 #include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
@@ -280,6 +281,16 @@ static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
 
 /* ---- State building ------------------------------------------------------- */
 
+/* The dashboard's progress (cloud_progress.h): building a state reads
+ * the plan's stored files, whose sizes the catalog knows. */
+static void progress_plan(const struct cloud_plan *plan)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < plan->n; i++)
+		total += plan->f[i].size;
+	cloud_progress_phase("build", total);
+}
+
 /* Writes the state of position (txid, checksum) of d into out_fd (emptied
  * first) from the stored objects. Caller holds d->files (read). */
 static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uint64_t checksum, int out_fd)
@@ -293,6 +304,8 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 		rc = spool;
 	if (rc == 0 && sys_ftruncate(out_fd, 0) < 0)
 		rc = -errno;
+	if (rc == 0)
+		progress_plan(&plan);
 	struct ltx_pos pos = { 0, 0 };
 	for (size_t i = 0; rc == 0 && i < plan.n; i++) {
 		int fd;
@@ -302,6 +315,7 @@ static int build_state(struct cloud_store *cs, struct cdb *d, uint64_t txid, uin
 			break;
 		struct cloud_zltx_reader zr;
 		cloud_zltx_reader_init(&zr, fd);
+		cloud_zltx_reader_set_source(&zr, cloud_progress_read);
 		rc = dbfile_apply(out_fd, spool, cloud_zltx_read, &zr, pos, &ar);
 		cloud_zltx_reader_done(&zr);
 		close(fd);
@@ -722,7 +736,9 @@ static int encode_transition(int state_fd, uint32_t ps, const struct cat_db *row
 	uint64_t chk = LTX_CHECKSUM_FLAG;
 	uint32_t cur_n = diff ? row->commit : 0;
 	rc = page && old ? 0 : ERR_NOMEM;
+	cloud_progress_phase("write", n);
 	for (uint32_t p = 1; rc == 0 && p <= n; p++) {
+		cloud_progress_add(1);
 		if (p == ltx_lock_pgno(ps))
 			continue;
 		rc = fdio_pread_full(state_fd, page, ps, (off_t)(p - 1) * ps);
@@ -1027,6 +1043,7 @@ static int xbuild_file(struct xbuild *b, int in_fd, struct ltx_pos *pos, uint8_t
 	struct ltx_trailer t;
 	struct cloud_zltx_reader zr;
 	cloud_zltx_reader_init(&zr, in_fd);
+	cloud_zltx_reader_set_source(&zr, cloud_progress_read);
 	int rc = ltx_decoder_new(&dec, cloud_zltx_read, &zr);
 	if (rc < 0)
 		return rc;
@@ -1095,6 +1112,8 @@ static int export_build_state(struct cloud_store *cs, struct cdb *d, uint64_t tx
 		rc = ERR_NOMEM;
 	if (page)
 		memset(page + 65536, 0, 65536);
+	if (rc == 0)
+		progress_plan(&plan);
 	struct ltx_pos pos = { 0, 0 };
 	size_t i = 0;
 	for (int fd; rc == 0 && i < plan.n; i += rc == 0) {
@@ -1805,12 +1824,16 @@ static int recover(struct cloud_store *cs)
 	struct sweep_ctx sc = { cs, 0 };
 	int rc = empty_dir(cs->tmp_dir, cs, false);
 	if (rc == 0 && cloud_catalog_max_db_id(cs->cat) == 0) {
-		size_t n_dbs = 0, n_files = 0;
+		size_t n_dbs = 0, n_files = 0, n_reused = 0;
 		int64_t t0 = clock_mono_ms();
-		rc = cloud_rebuild_catalog(cs->be, cs->cat, &n_dbs, &n_files);
+		struct cloud_catalog *hint = NULL;
+		rc = cloud_rebuild_hint_open(cs->data_dir, &hint);
+		if (rc == 0)
+			rc = cloud_rebuild_catalog(cs->be, cs->cat, hint, &n_dbs, &n_files, &n_reused);
+		cloud_rebuild_hint_done(cs->data_dir, hint);
 		if (rc == 0 && n_dbs > 0)
-			LOG_INFO("cloud", "msg=\"catalog rebuilt from the %s backend\" dbs=%zu objects=%zu ms=%" PRId64,
-				 cs->be->ops->kind, n_dbs, n_files, clock_mono_ms() - t0);
+			LOG_INFO("cloud", "msg=\"catalog rebuilt from the %s backend\" dbs=%zu objects=%zu reused=%zu ms=%" PRId64,
+				 cs->be->ops->kind, n_dbs, n_files, n_reused, clock_mono_ms() - t0);
 	}
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)

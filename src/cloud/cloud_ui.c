@@ -19,7 +19,8 @@
  * SESSIONS (cloud_session.c) are random IDs held in memory; the cookie is
  * HttpOnly, SameSite=Strict, Path=/, Max-Age (the session's lifetime) and
  * Secure when the browser reached us over https (an Origin of https://:
- * a TLS front). Every API request with a session re-checks that the token
+ * a TLS front; cloud_ui_over_tls() says why nothing else is trusted).
+ * Every API request with a session re-checks that the token
  * which opened it still exists, so revoking a token ends its sessions at
  * once.
  *
@@ -188,6 +189,11 @@ bool cloud_ui_same_origin(struct httpd_conn *conn)
 	return host && rest && !strcmp(rest, host);
 }
 
+/* The browser's own word: it sends Origin on every POST (sign-in,
+ * sign-out) and no page script can change it, and a TLS front that passes
+ * the request on leaves it as it is. Headers that any client can send
+ * itself (X-Forwarded-Proto, Forwarded) are not read: the service cannot
+ * tell a proxy's from a client's. */
 bool cloud_ui_over_tls(struct httpd_conn *conn)
 {
 	const char *origin = httpd_header(conn, "Origin");
@@ -339,7 +345,8 @@ static enum httpd_result sign_out(struct cloud_ui *ui, struct httpd_conn *conn)
 		LOG_INFO("cloud-ui", "msg=\"signed out\" cluster=%s token_id=%s", s.cluster, s.token_id);
 	}
 	return cloud_ui_json(conn, HTTP_OK, json_pack("{s:b}", "signed_out", 1),
-			  COOKIE_NAME "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
+			  cloud_ui_over_tls(conn) ? COOKIE_NAME "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0; Secure"
+						  : COOKIE_NAME "=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
 }
 
 enum httpd_result cloud_ui_serve(struct cloud_ui *ui, struct httpd_conn *conn, const char *url, const char *method,

@@ -107,7 +107,13 @@ void cloud_zltx_reader_init(struct cloud_zltx_reader *r, int fd)
 {
 	memset(r, 0, sizeof(*r));
 	r->fd = fd;
+	r->src = fdio_read;
 	r->state = ST_HDR;
+}
+
+void cloud_zltx_reader_set_source(struct cloud_zltx_reader *r, ltx_read_fn src)
+{
+	r->src = src;
 }
 
 void cloud_zltx_reader_done(struct cloud_zltx_reader *r)
@@ -122,7 +128,7 @@ void cloud_zltx_reader_done(struct cloud_zltx_reader *r)
 static int read_header(struct cloud_zltx_reader *r)
 {
 	while (r->hdr_len < LTX_HEADER_SIZE) {
-		ssize_t n = fdio_read(&r->fd, r->hdr + r->hdr_len, LTX_HEADER_SIZE - r->hdr_len);
+		ssize_t n = r->src(&r->fd, r->hdr + r->hdr_len, LTX_HEADER_SIZE - r->hdr_len);
 		if (n < 0)
 			return (int)n;
 		if (n == 0)
@@ -154,7 +160,7 @@ static ssize_t read_frame(struct cloud_zltx_reader *r, void *buf, size_t len)
 	ZSTD_outBuffer out = { buf, len, 0 };
 	while (out.pos == 0) {
 		if (r->in_off == r->in_len) {
-			ssize_t n = fdio_read(&r->fd, r->in, ZLTX_IN_SIZE);
+			ssize_t n = r->src(&r->fd, r->in, ZLTX_IN_SIZE);
 			if (n < 0)
 				return n;
 			if (n == 0)
@@ -207,7 +213,7 @@ ssize_t cloud_zltx_read(void *ctx, void *buf, size_t len)
 		r->in_off += k;
 		return (ssize_t)k;
 	}
-	n = fdio_read(&r->fd, buf, len);
+	n = r->src(&r->fd, buf, len);
 	if (n < 0)
 		r->err = (int)n;
 	return n;

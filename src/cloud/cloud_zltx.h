@@ -60,6 +60,7 @@
  * as a plain LTX byte stream. */
 struct cloud_zltx_reader {
 	int fd; /* borrowed; valid until the reader is done */
+	ltx_read_fn src;   /* reads fd: src(&fd, ...); fdio_read unless set */
 	int state;
 	uint8_t hdr[LTX_HEADER_SIZE];
 	size_t hdr_len, hdr_off;
@@ -72,6 +73,9 @@ struct cloud_zltx_reader {
 /* Sets r up to read fd from its current offset. Nothing is allocated
  * until a stored-form header is seen. */
 void cloud_zltx_reader_init(struct cloud_zltx_reader *r, int fd);
+/* Reads fd through src(&r->fd, ...) instead of fdio_read (e.g.
+ * cloud_progress_read, which counts the stored bytes read). */
+void cloud_zltx_reader_set_source(struct cloud_zltx_reader *r, ltx_read_fn src);
 /* ltx_read_fn; ctx is a struct cloud_zltx_reader. Returns bytes read (0 at
  * the end), -errno from the descriptor, ERR_CLOUD_OBJECT_CORRUPT for a
  * zstd frame that is broken, truncated or asks for too large a window. */

@@ -26,6 +26,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -42,9 +43,13 @@
 #include "cloud/cloud_auth.h"
 #include "cloud/cloud_authsync.h"
 #include "cloud/cloud_backend_s3.h"
+#include "cloud/cloud_forward.h"
+#include "cloud/cloud_owner.h"
+#include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
+#include "base/clock.h"
 #include "base/err.h"
 #include "base/godur.h"
 #include "base/fileio.h"
@@ -90,6 +95,14 @@ struct settings {
 	char *s3_bucket, *s3_endpoint, *s3_region, *s3_prefix, *s3_key_id, *s3_secret, *s3_token;
 	enum cloud_s3_addressing s3_addressing;
 	uint64_t s3_part_size;
+	/* Several instances on one bucket (docs/cloud-s3.md): the etcd
+	 * endpoints (comma-separated) of the writer lease, unset: one instance. */
+	char *etcd, *advertise_url, *instance_id;
+	int64_t writer_ttl_ms;
+	int64_t standby_refresh_ms; /* < 0: off */
+	/* While serving as the bucket's writer: its lease (borrowed), which
+	 * fences every backend opened (open_backend). */
+	struct cloud_owner *owner;
 };
 
 static void settings_free(struct settings *s)
@@ -106,6 +119,9 @@ static void settings_free(struct settings *s)
 	free(s->s3_key_id);
 	free(s->s3_secret);
 	free(s->s3_token);
+	free(s->etcd);
+	free(s->advertise_url);
+	free(s->instance_id);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -279,6 +295,22 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 		int rc = parse_size(v, &st->s3_part_size);
 		return rc == 0 && st->s3_part_size < (5ULL << 20) ? ERR_CONFIG : rc;
 	}
+	if (!strcmp(key, "etcd"))
+		return set_str(&st->etcd, v);
+	if (!strcmp(key, "advertise-url"))
+		return strncmp(v, "http://", 7) && strncmp(v, "https://", 8) ? ERR_CONFIG : set_str(&st->advertise_url, v);
+	if (!strcmp(key, "instance-id"))
+		return set_str(&st->instance_id, v);
+	if (!strcmp(key, "standby-refresh")) {
+		int64_t ms = 0;
+		int rc = !strcmp(v, "0") || !strcmp(v, "off") ? 0 : parse_dur(v, &ms);
+		st->standby_refresh_ms = rc == 0 && ms == 0 ? -1 : ms;
+		return rc == 0 && ms != 0 && ms < 1000 ? ERR_CONFIG : rc;
+	}
+	if (!strcmp(key, "writer-ttl")) {
+		int rc = parse_dur(v, &st->writer_ttl_ms);
+		return rc == 0 && st->writer_ttl_ms < 1000 ? ERR_CONFIG : rc;
+	}
 	if (!strcmp(key, "log-level")) {
 		enum log_level l;
 		return log_parse_level(v, &l) == 0 ? set_str(&st->log_level, v) : ERR_CONFIG;
@@ -293,6 +325,7 @@ static const char *const setting_keys[] = {
 	"ui-session", "admin-addr",
 	"s3-bucket", "s3-endpoint", "s3-region", "s3-prefix", "s3-addressing", "s3-access-key-id",
 	"s3-secret-access-key", "s3-session-token", "s3-part-size",
+	"etcd", "advertise-url", "instance-id", "writer-ttl", "standby-refresh",
 };
 
 static const char *const setting_help[] = {
@@ -311,7 +344,7 @@ static const char *const setting_help[] = {
 	"debug, info, warn or error (default info)",
 	"dashboard (/ui/) sign-in lifetime, e.g. 12h, 30m (default 12h; docs/dashboard.md)",
 	"admin view (clusters, tokens) on this loopback address, e.g. 127.0.0.1:20204 (default off)",
-	"keep objects in this S3 bucket instead of <data-dir>/objects (docs/cloud-storage.md)",
+	"keep objects in this S3 bucket instead of <data-dir>/objects (docs/cloud-s3.md)",
 	"S3 endpoint URL, e.g. http://127.0.0.1:9000 (or $AWS_ENDPOINT_URL_S3; default AWS)",
 	"S3 region (or $AWS_REGION; default us-east-1)",
 	"key prefix inside the bucket, e.g. litefs-cloud/prod (default: none)",
@@ -320,6 +353,13 @@ static const char *const setting_help[] = {
 	"S3 secret access key (or $AWS_SECRET_ACCESS_KEY; prefer the environment)",
 	"S3 session token of temporary credentials (or $AWS_SESSION_TOKEN)",
 	"objects larger than this are uploaded in parts of this size (default 16MiB, min 5MiB)",
+	"several instances on one bucket: etcd endpoints of the writer lease, comma-separated\n"
+	"                        (http://127.0.0.1:2379,...; default: none, one instance; docs/cloud-s3.md)",
+	"with -etcd: this instance's URL for the others, e.g. http://10.0.0.5:20203 (required)",
+	"with -etcd: a name for logs and the lease (default: the advertise URL)",
+	"with -etcd: the writer lease's TTL: how soon a standby takes over a dead writer (default 5s)",
+	"with -etcd: a standby reads the bucket's new objects this often, so that taking over\n"
+	"                        reads only what came since (default 5m; off: 0)",
 };
 
 static void settings_defaults(struct settings *st)
@@ -344,7 +384,7 @@ static char *file_value(const struct yamltree *t, const struct yamltree_node *v,
 			snprintf(err, errlen, "out of memory");
 		return out;
 	}
-	if (v->kind != YAMLTREE_SEQ || strcmp(key, "levels") != 0) {
+	if (v->kind != YAMLTREE_SEQ || (strcmp(key, "levels") != 0 && strcmp(key, "etcd") != 0)) {
 		snprintf(err, errlen, "line %d: %s: expected a single value", v->line, key);
 		return NULL;
 	}
@@ -353,7 +393,7 @@ static char *file_value(const struct yamltree *t, const struct yamltree_node *v,
 	for (size_t i = 0; i < v->n_kids; i++) {
 		const struct yamltree_node *e = yamltree_kid(t, v, i);
 		if (e->kind != YAMLTREE_SCALAR) {
-			snprintf(err, errlen, "line %d: levels: expected a list of durations", v->line);
+			snprintf(err, errlen, "line %d: %s: expected a list of scalars", v->line, key);
 			sbuf_free(&b);
 			return NULL;
 		}
@@ -632,6 +672,12 @@ static const char serve_usage[] =
 	"The dashboard is on the same address under /ui/ (open http://ADDR/ui/ and\n"
 	"sign in with a cluster token; docs/dashboard.md).\n"
 	"\n"
+	"Several instances may share one bucket (-s3-bucket) with -etcd and\n"
+	"-advertise-url: one, the writer, holds an etcd lease and serves everything;\n"
+	"the others forward every request to it and take over within -writer-ttl\n"
+	"when it dies (docs/cloud-s3.md, \"Several instances\"). A writer that loses\n"
+	"its lease exits with status 3: run it under a supervisor that restarts it.\n"
+	"\n"
 	"Options:\n";
 
 struct purge_ctx {
@@ -701,6 +747,9 @@ static int open_backend(const struct settings *st, struct cloud_backend **be)
 	rc = cloud_backend_s3_open(&c, be, why, sizeof(why));
 	if (rc != 0)
 		fprintf(stderr, "litefs-cloud: %s\n", why);
+	struct cloud_backend *inner = *be;
+	if (rc == 0 && st->owner && (rc = cloud_owner_fence(st->owner, inner, be)) != 0)
+		inner->ops->close(inner);
 	return rc;
 }
 
@@ -738,7 +787,16 @@ static int auth_bucket_setup(const struct settings *st, struct cloud_backend **b
 		return 0;
 	if (open_backend(st, be) != 0)
 		return 1;
-	int rc = cloud_authsync_pull(*be, st->data_dir);
+	/* Several instances: the bucket's copy is the truth, unless a server
+	 * on this data directory keeps the local one current. */
+	bool replace = st->owner != NULL;
+	if (st->etcd && !st->owner) {
+		int lfd = lock_data_dir(st->data_dir);
+		replace = lfd >= 0;
+		if (lfd >= 0)
+			close(lfd);
+	}
+	int rc = cloud_authsync_pull(*be, st->data_dir, replace);
 	if (rc < 0) {
 		fprintf(stderr, "litefs-cloud: cannot restore the token store from the bucket: %s\n", err_str(rc));
 		(*be)->ops->close(*be);
@@ -748,17 +806,22 @@ static int auth_bucket_setup(const struct settings *st, struct cloud_backend **b
 	return 0;
 }
 
-/* Waits for SIGINT/SIGTERM, purging deleted clusters every few seconds. */
-static void serve_wait(struct cloud_store *cs, struct cloud_auth *auth)
+/* Waits for SIGINT/SIGTERM, purging deleted clusters every few seconds;
+ * with several instances (sync set), taking in every second the token
+ * changes made on other hosts. */
+static void serve_wait(struct cloud_store *cs, struct cloud_auth *auth, struct cloud_authsync *sync)
 {
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
 	struct purge_ctx p = { cs, auth };
-	for (;;) {
-		cloud_auth_pending_purges(auth, purge_one, &p);
-		struct timespec t = { PURGE_INTERVAL_S, 0 };
+	for (unsigned tick = 0;; tick++) {
+		if (sync)
+			cloud_authsync_refresh(sync);
+		if (!sync || tick % PURGE_INTERVAL_S == 0)
+			cloud_auth_pending_purges(auth, purge_one, &p);
+		struct timespec t = { sync ? 1 : PURGE_INTERVAL_S, 0 };
 		int sig = sigtimedwait(&set, NULL, &t);
 		if (sig == SIGINT || sig == SIGTERM) {
 			LOG_INFO("cloud", "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
@@ -767,7 +830,178 @@ static void serve_wait(struct cloud_store *cs, struct cloud_auth *auth)
 	}
 }
 
-static int serve_run(const struct settings *st)
+/* ---- Several instances on one bucket (docs/cloud-s3.md) ---------------- */
+
+#define ETCD_ENDPOINTS_MAX 16
+
+struct standby_sig {
+	sigset_t set;
+	atomic_bool stop;
+};
+
+/* Turns SIGINT/SIGTERM into the campaign's stop flag (they are blocked
+ * in every thread; this one takes them). */
+static void *standby_sig_main(void *arg)
+{
+	struct standby_sig *w = arg;
+	int sig = 0;
+	if (sigwait(&w->set, &sig) == 0) {
+		LOG_INFO("cloud", "msg=\"stopping\" signal=%s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+		atomic_store(&w->stop, true);
+	}
+	return NULL;
+}
+
+struct standby_ctx {
+	struct cloud_forward *fwd;
+	const char *self; /* this instance's advertise URL */
+};
+
+/* A key naming this instance is its own from before a restart (its old
+ * lease has not expired yet): nobody to forward to. */
+static void standby_writer(void *ctx, const char *url)
+{
+	struct standby_ctx *c = ctx;
+	cloud_forward_set_writer(c->fwd, url && strcmp(url, c->self) != 0 ? url : NULL);
+}
+
+/* The writer lease is gone: another instance may be writing already, so
+ * this one must not complete one more request. A supervisor starts it
+ * again, as a standby. */
+static void writer_lost(void *ctx)
+{
+	LOG_ERROR("cloud", "msg=\"exiting: this instance is no longer the bucket's writer\"");
+	_exit(3);
+}
+
+#define STANDBY_REFRESH_DEFAULT_MS (5 * 60 * 1000)
+
+/* A standby's thread that keeps its rebuild hint warm (cloud_rebuild.h). */
+struct standby_refresh {
+	const struct settings *st;
+	atomic_bool stop;
+	bool warm; /* a refresh succeeded: the hint is newer than catalog.db */
+	pthread_t th;
+	bool started;
+};
+
+static void *standby_refresh_main(void *arg)
+{
+	struct standby_refresh *r = arg;
+	int64_t every = r->st->standby_refresh_ms ? r->st->standby_refresh_ms : STANDBY_REFRESH_DEFAULT_MS;
+	struct cloud_backend *be = NULL;
+	for (int64_t next = clock_mono_ms() + every; !atomic_load(&r->stop);) {
+		struct timespec t = { 0, 100 * 1000000L };
+		nanosleep(&t, NULL);
+		if (clock_mono_ms() < next)
+			continue;
+		next = clock_mono_ms() + every;
+		if (!be && open_backend(r->st, &be) != 0)
+			continue;
+		size_t n_files = 0, n_read = 0;
+		int64_t t0 = clock_mono_ms();
+		int rc = cloud_rebuild_hint_refresh(be, r->st->data_dir, &n_files, &n_read);
+		if (rc != 0) {
+			LOG_WARN("cloud", "msg=\"standby: cannot refresh the catalog hint\" err=\"%s\"", err_str(rc));
+			continue;
+		}
+		r->warm = true; /* newer than any catalog left from a tenure */
+		LOG_INFO("cloud", "msg=\"standby: catalog hint refreshed from the bucket\" objects=%zu read=%zu ms=%" PRId64,
+			 n_files, n_read, clock_mono_ms() - t0);
+	}
+	if (be)
+		be->ops->close(be);
+	return NULL;
+}
+
+/* Serves as a standby (every request forwarded to the writer) until this
+ * instance takes the bucket's writer lease, then makes the local catalog
+ * a cache to rebuild: the bucket is the truth, and another writer wrote
+ * it since. 0 as the writer (st->owner set), 1 on an error (printed), 2
+ * when stopped by a signal. */
+static int serve_standby(struct settings *st)
+{
+	if (!st->s3_bucket || !st->advertise_url) {
+		fprintf(stderr, "litefs-cloud: -etcd (several instances on one bucket) needs %s\n",
+			!st->s3_bucket ? "-s3-bucket" : "-advertise-url (this instance's URL for the others)");
+		return 1;
+	}
+	/* A wrong key, secret or bucket: one line now, not once this
+	 * instance has taken the lease (and then again at every restart). */
+	struct cloud_backend *probe = NULL;
+	if (open_backend(st, &probe) != 0)
+		return 1;
+	probe->ops->close(probe);
+	const char *eps[ETCD_ENDPOINTS_MAX];
+	size_t n_eps = 0;
+	char *list = strdup(st->etcd), *save = NULL, *key = NULL;
+	for (char *e = list ? strtok_r(list, ", ", &save) : NULL; e && n_eps < ETCD_ENDPOINTS_MAX;
+	     e = strtok_r(NULL, ", ", &save))
+		eps[n_eps++] = e;
+	if (asprintf(&key, "litefs-cloud/writer/%s/%s", st->s3_bucket, st->s3_prefix ? st->s3_prefix : "") < 0)
+		key = NULL;
+	char tmp[4096];
+	snprintf(tmp, sizeof(tmp), "%s/tmp", st->data_dir);
+	bool tightened = false;
+	int rc = !list || !key ? ERR_NOMEM : n_eps == 0 ? ERR_INVAL : fileio_private_dir(st->data_dir, &tightened);
+	if (rc == 0 && mkdir(tmp, 0700) < 0 && errno != EEXIST)
+		rc = -errno;
+	struct standby_sig w = { .stop = false };
+	sigemptyset(&w.set);
+	sigaddset(&w.set, SIGINT);
+	sigaddset(&w.set, SIGTERM);
+	struct cloud_owner_opts oo = { .endpoints = eps, .n_endpoints = n_eps, .key = key,
+				       .advertise_url = st->advertise_url, .instance_id = st->instance_id,
+				       .ttl_ms = st->writer_ttl_ms, .stop = &w.stop };
+	struct cloud_owner *owner = NULL;
+	struct cloud_forward *fwd = NULL;
+	if (rc == 0)
+		rc = cloud_owner_open(&oo, &owner);
+	struct cloud_forward_opts fo = { .addr = st->addr, .tmp_dir = tmp, .max_body_bytes = st->max_db_bytes,
+					 .instance_id = st->instance_id ? st->instance_id : st->advertise_url };
+	if (rc == 0 && (rc = cloud_forward_start(&fo, &fwd)) != 0)
+		fprintf(stderr, "litefs-cloud: cannot listen on %s: %s\n", st->addr, err_str(rc));
+	free(list);
+	free(key);
+	pthread_t th;
+	bool th_started = rc == 0 && pthread_create(&th, NULL, standby_sig_main, &w) == 0;
+	struct standby_refresh refresh = { .st = st, .stop = false };
+	if (rc == 0 && st->standby_refresh_ms >= 0)
+		refresh.started = pthread_create(&refresh.th, NULL, standby_refresh_main, &refresh) == 0;
+	if (rc == 0) {
+		LOG_INFO("cloud", "msg=\"standby: waiting for the bucket's writer lease\" bucket=%s etcd=\"%s\" "
+				  "advertise_url=\"%s\"",
+			 st->s3_bucket, st->etcd, st->advertise_url);
+		struct standby_ctx sc = { fwd, st->advertise_url };
+		rc = cloud_owner_campaign(owner, standby_writer, &sc);
+	}
+	if (th_started) {
+		pthread_cancel(th);
+		pthread_join(th, NULL);
+	}
+	if (refresh.started) {
+		atomic_store(&refresh.stop, true);
+		pthread_join(refresh.th, NULL);
+	}
+	cloud_forward_stop(fwd);
+	if (rc == 0)
+		rc = cloud_owner_hold(owner, writer_lost, NULL);
+	if (rc != 0) {
+		cloud_owner_close(owner);
+		if (rc == -EINTR)
+			return 2;
+		fprintf(stderr, "litefs-cloud: several instances: %s\n", err_str(rc));
+		return 1;
+	}
+	/* The old catalog becomes the rebuild's hint (cloud_rebuild.h), its
+	 * rows sparing the reads of the objects it knew; or goes, when the
+	 * standby kept a newer hint warm. */
+	cloud_rebuild_hint_set_aside(st->data_dir, refresh.warm);
+	st->owner = owner;
+	return 0;
+}
+
+static int serve_run(struct settings *st)
 {
 	struct cloud_auth *auth = NULL;
 	struct cloud_store *cs = NULL;
@@ -780,6 +1014,11 @@ static int serve_run(const struct settings *st)
 	/* Blocked in every thread (they inherit the mask): sigtimedwait takes them. */
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	if (st->etcd) {
+		int src = serve_standby(st);
+		if (src != 0)
+			return src == 2 ? 0 : 1;
+	}
 
 	struct cloud_backend *auth_be = NULL;
 	struct cloud_authsync *sync = NULL;
@@ -800,6 +1039,13 @@ static int serve_run(const struct settings *st)
 		goto err_auth;
 	}
 	int lock_fd = lock_data_dir(st->data_dir);
+	/* Several instances: an admin command may hold it for a moment
+	 * (auth_bucket_setup); a second serve holds it for good. */
+	for (int i = 0; st->owner && lock_fd == -EWOULDBLOCK && i < 20; i++) {
+		struct timespec t = { 0, 100 * 1000000L };
+		nanosleep(&t, NULL);
+		lock_fd = lock_data_dir(st->data_dir);
+	}
 	if (lock_fd < 0) {
 		fprintf(stderr, "litefs-cloud: %s: %s\n", st->data_dir,
 			lock_fd == -EWOULDBLOCK ? "another litefs-cloud serve uses this data directory"
@@ -832,7 +1078,7 @@ static int serve_run(const struct settings *st)
 	LOG_INFO("cloud", "msg=\"litefs-cloud started\" version=%s data_dir=\"%s\" retention=%s port=%u storage=%s%s",
 		 CLOUD_VERSION, st->data_dir, ret, cloud_http_port(srv), st->s3_bucket ? "s3://" : "local",
 		 st->s3_bucket ? st->s3_bucket : "");
-	serve_wait(cs, auth);
+	serve_wait(cs, auth, st->owner ? sync : NULL);
 	cloud_admin_stop(admin);
 	cloud_http_stop(srv);
 	cloud_store_close(cs);
@@ -841,6 +1087,7 @@ static int serve_run(const struct settings *st)
 	cloud_auth_close(auth);
 	if (auth_be)
 		auth_be->ops->close(auth_be);
+	cloud_owner_close(st->owner); /* revoked: a standby takes over at once */
 	LOG_INFO("cloud", "msg=\"stopped\"");
 	return 0;
 err_store:
@@ -852,6 +1099,7 @@ err_auth:
 	cloud_auth_close(auth);
 	if (auth_be)
 		auth_be->ops->close(auth_be);
+	cloud_owner_close(st->owner);
 	return 1;
 }
 

@@ -242,6 +242,7 @@ static const struct field fuse_fields[] = {
 	{ "dir", F_STR, CF(fuse.dir), NULL },
 	{ "allow-other", F_BOOL, CF(fuse.allow_other), NULL },
 	{ "debug", F_BOOL, CF(fuse.debug), NULL },
+	{ "passthrough", F_BOOL, CF(fuse.passthrough), NULL },
 	{ NULL, 0, 0, NULL },
 };
 
@@ -453,6 +454,7 @@ int config_init(struct config *cfg)
 	}
 	cfg->exit_on_error = true;
 	cfg->data.compress = true;
+	cfg->fuse.passthrough = true;
 	cfg->data.retention_ms = CONFIG_DEFAULT_RETENTION_MS;
 	cfg->data.retention_monitor_interval_ms = CONFIG_DEFAULT_RETENTION_MONITOR_INTERVAL_MS;
 	cfg->lease.candidate = true;
@@ -1767,6 +1769,7 @@ void config_print(const struct config *c, FILE *out)
 	print_kv_str(out, 2, "dir", c->fuse.dir);
 	print_kv_bool(out, 2, "allow-other", c->fuse.allow_other);
 	print_kv_bool(out, 2, "debug", c->fuse.debug);
+	print_kv_bool(out, 2, "passthrough", c->fuse.passthrough);
 
 	fputs("http:\n", out);
 	print_kv_str(out, 2, "addr", c->http.addr);

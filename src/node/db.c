@@ -1094,6 +1094,8 @@ ssize_t db_read(struct db *db, enum db_kind kind, int fd, void *buf, size_t len,
 }
 
 /* Writes to the database file (rollback transaction or checkpoint). */
+static int journal_pt_check(struct db *db);
+
 static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, off_t off)
 {
 	uint32_t ps = db->page_size;
@@ -1137,6 +1139,8 @@ static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, o
 		return -EINVAL;
 	}
 	if (db->exists[DB_KIND_JOURNAL]) {
+		if ((rc = journal_pt_check(db)) != 0)
+			return rc;
 		if (db->page_size == 0)
 			db->page_size = ps;
 		uint32_t first = (uint32_t)(off / ps) + 1;
@@ -1153,6 +1157,67 @@ static ssize_t write_db(struct db *db, int fd, const uint8_t *buf, size_t len, o
 	/* else: a WAL checkpoint copying committed frames; no logical change. */
 	rc = sys_pwrite_all(fd, buf, len, off);
 	return rc ? rc : (ssize_t)len;
+}
+
+/*
+ * A -journal written through FUSE passthrough (db->journal_pt > 0) is
+ * finalised by zeroing its header in PERSIST mode and with
+ * locking_mode=EXCLUSIVE, and the node does not see that write. Called
+ * under db->mu whenever the node gets control on such a database (the
+ * journal's fsync and release, every db write): a zeroed header, or a
+ * header of another transaction (its random nonce differs), means the
+ * transaction whose pages are dirty ended, so it is committed now (a
+ * rollback makes no net change, as always), and the database gets no
+ * journal passthrough again. With no dirty page it notes the nonce.
+ */
+static int journal_pt_check(struct db *db)
+{
+	uint8_t h[16];
+	if (db->journal_pt == 0)
+		return 0;
+	int jfd = db_open_backing(db, DB_KIND_JOURNAL, O_RDONLY);
+	if (jfd < 0)
+		return 0; /* gone: its unlink was the commit point */
+	int n = fdio_pread_full(jfd, h, sizeof(h), 0);
+	close(jfd);
+	uint32_t magic = n == (int)sizeof(h) ? be32(h) : 0, nonce = n == (int)sizeof(h) ? be32(h + 12) : 0;
+	if (db->dirty.count == 0 || (magic != 0 && (db->journal_nonce == 0 || nonce == db->journal_nonce))) {
+		if (db->dirty.count == 0)
+			db->journal_nonce = nonce;
+		return 0;
+	}
+	struct pending p;
+	int rc = prepare_rollback_commit(db, &p);
+	if (rc)
+		return rc;
+	if (p.active)
+		pending_finish(db, &p, false, true);
+	pgmap_clear(&db->dirty);
+	db->journal_nonce = magic != 0 ? nonce : 0;
+	if (!db->journal_zeroes)
+		LOG_INFO("db", "msg=\"the journal is finalised by zeroing its header (PERSIST or locking_mode=EXCLUSIVE); "
+			       "its writes go through the node again from its next open\" db=%s", db->name);
+	db->journal_zeroes = true;
+	return 0;
+}
+
+bool db_journal_pass_ok(struct db *db, int fd)
+{
+	struct stat st;
+	lockwatch_lock(&db->mu, "open");
+	bool ok = !db->journal_zeroes && fstat(fd, &st) == 0 && st.st_size == 0;
+	lockwatch_unlock(&db->mu);
+	return ok;
+}
+
+void db_journal_pass_count(struct db *db, int delta)
+{
+	lockwatch_lock(&db->mu, "release");
+	if (delta < 0 && journal_pt_check(db) != 0)
+		LOG_WARN("db", "msg=\"cannot record a transaction committed by zeroing the journal header; retried at "
+			       "the next operation\" db=%s", db->name);
+	db->journal_pt += delta;
+	lockwatch_unlock(&db->mu);
 }
 
 /*
@@ -1423,10 +1488,14 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 	if (kind == DB_KIND_POS)
 		return 0;
 	lockwatch_lock(&db->mu, "fsync");
+	const uint64_t txid_before = db->pos.txid;
+	/* PERSIST and EXCLUSIVE-mode commits sync the zeroed journal header. */
+	rc = kind == DB_KIND_JOURNAL ? journal_pt_check(db) : 0;
 	/* The LTX files of earlier commits become durable with the client's
 	 * own sync (SQLITE-FILES.md §2.7, §3.6: FULL syncs -wal after every
 	 * commit; rollback modes sync the journal at the next transaction). */
-	rc = chain_sync_alongside(&db->chain, fd);
+	if (rc == 0)
+		rc = chain_sync_alongside(&db->chain, fd);
 	if (rc == 0 && kind == DB_KIND_WAL && db->wal_commit_unsynced && db->node->sync) {
 		/* Synchronous replication: the WAL commit returns to SQLite
 		 * with this sync, so it waits here (without the mutex: the
@@ -1452,7 +1521,10 @@ int db_fsync(struct db *db, enum db_kind kind, int fd)
 		finalize_unsynced(db); /* synced, or a checkpoint's sync: the commits stand */
 	if (kind == DB_KIND_WAL)
 		db->wal_commit_unsynced = false;
+	const uint64_t txid_after = db->pos.txid;
 	lockwatch_unlock(&db->mu);
+	if (kind == DB_KIND_JOURNAL && rc == 0 && commit_wait_rollback(db, txid_before, txid_after) != 0)
+		rc = -EIO;
 	return rc;
 }
 

@@ -90,6 +90,14 @@ struct db {
 	 * write (0 = the page did not exist). */
 	struct pgmap dirty;
 
+	/* -journal handles that the kernel writes without requests (FUSE
+	 * passthrough, fusefs.c). A commit that zeroes the journal header
+	 * (PERSIST, locking_mode=EXCLUSIVE) is then not a write the node
+	 * sees: it is found by reading the header (journal_pt_check). */
+	int journal_pt;          /* open passthrough handles of -journal */
+	bool journal_zeroes;     /* seen committing by a zeroed header: no more passthrough */
+	uint32_t journal_nonce;  /* nonce of the transaction whose pages are dirty; 0: unknown */
+
 	struct db_wal wal;
 
 	/* The LTX records on disk (chain.h). In WAL mode the open segment's
@@ -154,6 +162,16 @@ int db_close_forced(struct db *db, int64_t timeout_ms);
  * it when create is set (and the database's directory if it was
  * forgotten). Returns the fd (0 for -pos) or -errno; the handle is counted
  * until db_close_file(). */
+/* FUSE passthrough of -journal (fusefs.c). db_journal_pass_ok() says
+ * whether the first open of -journal, whose backing descriptor is fd, may
+ * be served by the kernel: the file is empty (DELETE and TRUNCATE modes
+ * start from nothing) and the database was never seen committing by
+ * zeroing the header. db_journal_pass_count() counts such handles
+ * (+1 at open, -1 at release; the release looks for a commit made by
+ * zeroing the header meanwhile). */
+bool db_journal_pass_ok(struct db *db, int fd);
+void db_journal_pass_count(struct db *db, int delta);
+
 int db_open_file(struct db *db, enum db_kind kind, bool create, bool for_write);
 /* Closes a handle's fd (-1 or the 0 of -pos: none) and uncounts it. When
  * the last handle of a database that was created but never written goes

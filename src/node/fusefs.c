@@ -29,6 +29,17 @@
  *     single node pass through the kernel, which keeps its cache coherent.
  *   - Attributes and names are cached for attr_timeout seconds for the
  *     same reason; "-pos" alone is uncached (direct I/O, timeout 0).
+ *   - FUSE passthrough (Linux 6.9+, fusepass.c): the kernel writes an
+ *     empty "-journal" opened by a client itself, without requests (about
+ *     half the writes of a DELETE-mode commit). Capture never needed them:
+ *     its commit points (unlink, truncate) still come here, and db.c finds
+ *     a commit that only zeroes the header (PERSIST, EXCLUSIVE locking) by
+ *     reading it. The kernel wants every open of an inode open in
+ *     passthrough mode to name the same backing file, and no cached open
+ *     beside it, so the mode is chosen at a file's first open and kept
+ *     until its last release (struct passref). The database file and the
+ *     WAL are never passed through: capture must see their writes
+ *     (docs/mount.md "FUSE passthrough of the journal").
  *
  * Threads: the multi-threaded session loop; db.c serialises per database.
  */
@@ -57,6 +68,7 @@
 #include "base/err.h"
 #include "proto/dbname.h"
 #include "node/fusefs.h"
+#include "node/fusepass.h"
 #include "base/log.h"
 #include "node/store.h"
 
@@ -78,6 +90,23 @@ struct fusefs {
 	pthread_t workers[8]; /* used only by the thread in fusefs_run */
 	int n_workers;
 	atomic_ulong stats[14];
+	struct fusepass *pass;  /* passthrough hooks (fusepass.c) */
+	pthread_mutex_t pass_mu; /* guards passrefs; never held while taking a db.mu */
+	struct passref *passrefs;
+	size_t n_passrefs;
+};
+
+/* The passthrough state of one file (database id, kind) while it has open
+ * handles. The kernel requires every open of an inode that is open in
+ * passthrough mode to be a passthrough open with the same backing file,
+ * and refuses a passthrough open while the inode is open cached: the
+ * mode is chosen at the first open and kept until the last release. */
+struct passref {
+	uint32_t db_id;
+	int kind;
+	ino_t backing_ino; /* a journal unlinked while open and created again is another file */
+	int n;          /* open handles */
+	int backing_id; /* > 0: passthrough with this id; 0: cached */
 };
 
 enum { REQ_LOOKUP, REQ_GETATTR, REQ_SETATTR, REQ_OPEN, REQ_CREATE, REQ_READ, REQ_WRITE, REQ_FSYNC, REQ_FLUSH,
@@ -88,6 +117,9 @@ struct handle {
 	struct db *db;
 	enum db_kind kind;
 	int fd; /* backing file, -1 for -pos */
+	bool counted;     /* holds a passref */
+	ino_t backing_ino;
+	bool passthrough; /* the kernel serves its reads and writes */
 };
 
 static struct fusefs *fs_of(fuse_req_t req)
@@ -337,8 +369,76 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	fuse_reply_attr(req, &st, timeout_for(fs, kind));
 }
 
-static int open_handle(struct db *db, enum db_kind kind, bool create, int flags, struct fuse_file_info *fi)
+/* Whether the first open of a file may be served by the kernel without
+ * requests (see "FUSE passthrough" in the design comment): only an empty -journal of a
+ * database that commits by unlinking or truncating it, opened by a client
+ * (the node's own opens always come through). */
+static bool pass_wanted(struct fusefs *fs, struct db *db, enum db_kind kind, int fd, bool self)
 {
+	return kind == DB_KIND_JOURNAL && !self && fusepass_enabled(fs->pass) && db_journal_pass_ok(db, fd);
+}
+
+/* Counts a handle of (db, kind) and returns the backing id its open reply
+ * must carry (0: an ordinary cached open). */
+static int pass_acquire(struct fusefs *fs, struct db *db, enum db_kind kind, int fd, bool self, ino_t *ino)
+{
+	struct stat st;
+	if (fstat(fd, &st) != 0)
+		return -errno;
+	*ino = st.st_ino;
+	/* Asked before pass_mu is taken: it takes db.mu, which may be stuck,
+	 * and the opens of every other database's journal need pass_mu. */
+	bool want = pass_wanted(fs, db, kind, fd, self);
+	pthread_mutex_lock(&fs->pass_mu);
+	struct passref *r = NULL;
+	for (size_t i = 0; i < fs->n_passrefs && r == NULL; i++)
+		if (fs->passrefs[i].db_id == db->id && fs->passrefs[i].kind == (int)kind &&
+		    fs->passrefs[i].backing_ino == st.st_ino)
+			r = &fs->passrefs[i];
+	if (r == NULL) {
+		struct passref *np = realloc(fs->passrefs, (fs->n_passrefs + 1) * sizeof(*np));
+		if (np == NULL) {
+			pthread_mutex_unlock(&fs->pass_mu);
+			return -ENOMEM;
+		}
+		fs->passrefs = np;
+		r = &np[fs->n_passrefs++];
+		r->db_id = db->id;
+		r->kind = (int)kind;
+		r->backing_ino = st.st_ino;
+		r->n = 0;
+		r->backing_id = 0;
+		if (want) {
+			int id = fusepass_backing_open(fs->pass, fd);
+			r->backing_id = id > 0 ? id : 0;
+		}
+	}
+	r->n++;
+	int id = r->backing_id;
+	pthread_mutex_unlock(&fs->pass_mu);
+	return id;
+}
+
+static void pass_release(struct fusefs *fs, struct db *db, enum db_kind kind, ino_t backing_ino)
+{
+	pthread_mutex_lock(&fs->pass_mu);
+	for (size_t i = 0; i < fs->n_passrefs; i++) {
+		struct passref *r = &fs->passrefs[i];
+		if (r->db_id != db->id || r->kind != (int)kind || r->backing_ino != backing_ino)
+			continue;
+		if (--r->n == 0) {
+			fusepass_backing_close(fs->pass, r->backing_id);
+			*r = fs->passrefs[--fs->n_passrefs];
+		}
+		break;
+	}
+	pthread_mutex_unlock(&fs->pass_mu);
+}
+
+static int open_handle(fuse_req_t req, struct db *db, enum db_kind kind, bool create, int flags,
+		       struct fuse_file_info *fi)
+{
+	struct fusefs *fs = fs_of(req);
 	bool for_write = (flags & O_ACCMODE) != O_RDONLY;
 	if (kind == DB_KIND_POS && for_write)
 		return -EACCES;
@@ -353,18 +453,39 @@ static int open_handle(struct db *db, enum db_kind kind, bool create, int flags,
 	h->db = db;
 	h->kind = kind;
 	h->fd = kind == DB_KIND_POS ? -1 : fd;
+	h->counted = false;
+	h->passthrough = false;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	if (kind == DB_KIND_POS) {
 		fi->direct_io = 1;
-	} else {
-		fi->keep_cache = 1;
+		return 0;
 	}
+	fi->keep_cache = 1;
+	if (kind != DB_KIND_JOURNAL)
+		return 0; /* the only kind ever served by passthrough */
+	int id = pass_acquire(fs, db, kind, fd, from_self(req), &h->backing_ino);
+	if (id < 0) {
+		db_close_file(db, kind, fd);
+		free(h);
+		return id;
+	}
+	h->counted = true;
+	if (id > 0) {
+		h->passthrough = true;
+		db_journal_pass_count(db, 1);
+	}
+	/* Set for this thread's reply, which the caller sends next. */
+	fusepass_reply_next(id);
 	return 0;
 }
 
 /* Ends a handle made by open_handle() (not those of the status files). */
-static void close_handle(struct handle *h)
+static void close_handle(struct fusefs *fs, struct handle *h)
 {
+	if (h->passthrough)
+		db_journal_pass_count(h->db, -1);
+	if (h->counted)
+		pass_release(fs, h->db, h->kind, h->backing_ino);
 	db_close_file(h->db, h->kind, h->fd);
 	free(h);
 }
@@ -408,13 +529,15 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			return;
 		}
 	}
-	int rc = open_handle(db, kind, false, fi->flags, fi);
+	int rc = open_handle(req, db, kind, false, fi->flags, fi);
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
-	if (fuse_reply_open(req, fi) == -ENOENT)
-		close_handle((struct handle *)(uintptr_t)fi->fh);
+	rc = fuse_reply_open(req, fi);
+	fusepass_reply_next(0);
+	if (rc == -ENOENT)
+		close_handle(fs, (struct handle *)(uintptr_t)fi->fh);
 }
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi)
@@ -463,7 +586,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		fuse_reply_err(req, EEXIST);
 		return;
 	}
-	if ((rc = open_handle(db, (enum db_kind)kind, true, fi->flags, fi)) != 0) {
+	if ((rc = open_handle(req, db, (enum db_kind)kind, true, fi->flags, fi)) != 0) {
 		fuse_reply_err(req, -rc);
 		return;
 	}
@@ -473,8 +596,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	e.ino = ino_of(db, (enum db_kind)kind);
 	e.attr.st_ino = e.ino;
 	e.attr_timeout = e.entry_timeout = fs->attr_timeout;
-	if (fuse_reply_create(req, &e, fi) == -ENOENT)
-		close_handle((struct handle *)(uintptr_t)fi->fh);
+	rc = fuse_reply_create(req, &e, fi);
+	fusepass_reply_next(0);
+	if (rc == -ENOENT)
+		close_handle(fs, (struct handle *)(uintptr_t)fi->fh);
 }
 
 static void read_status(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off)
@@ -535,12 +660,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fusefs *fs = fs_of(req); /* req is freed by the reply */
 	count(req, REQ_RELEASE, "release", ino);
 	/* Reply first: closing the last handle of a never-written database
 	 * forgets it, which invalidates names in the kernel's cache. */
 	fuse_reply_err(req, 0);
 	if (h)
-		close_handle(h);
+		close_handle(fs, h);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -909,6 +1035,7 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 	if (fs == NULL)
 		return ERR_NOMEM;
 	fs->store = st;
+	pthread_mutex_init(&fs->pass_mu, NULL);
 	fs->attr_timeout = opts->attr_timeout;
 	fs->debug = opts->debug;
 	char abs[4096];
@@ -938,8 +1065,14 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 	int argc = 0;
 	argv[argc++] = "litefs";
 	argv[argc++] = "-o";
+	/* default_permissions only when other users may enter: it makes the
+	 * kernel check modes against cached attributes on every path walk,
+	 * and a journal's create and unlink drop the root's, so each
+	 * DELETE-mode commit cost two GETATTRs of the root. Without
+	 * allow_other the kernel lets only the mounting user in at all, and
+	 * the node stores no modes (setattr accepts and ignores them). */
 	argv[argc++] = opts->allow_other ? "fsname=litefs,subtype=litefs,default_permissions,allow_other"
-					 : "fsname=litefs,subtype=litefs,default_permissions";
+					 : "fsname=litefs,subtype=litefs";
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	fs->se = fuse_session_new(&args, &ops, sizeof(ops), fs);
 	fuse_opt_free_args(&args);
@@ -953,6 +1086,8 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 		goto err;
 	}
 	fs->mounted = true;
+	if ((rc = fusepass_install(fs->se, opts->passthrough, &fs->pass)) != 0)
+		goto err;
 	st->node.hooks.ctx = fs;
 	st->node.hooks.mountpoint = fs->mountpoint;
 	st->node.hooks.inval_inode = hook_inval_inode;
@@ -1071,6 +1206,9 @@ void fusefs_unmount(struct fusefs *fs)
 			fuse_session_unmount(fs->se);
 		fuse_session_destroy(fs->se);
 	}
+	fusepass_free(fs->pass);
+	free(fs->passrefs);
+	pthread_mutex_destroy(&fs->pass_mu);
 	free(fs->mountpoint);
 	free(fs);
 }

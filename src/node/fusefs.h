@@ -16,6 +16,7 @@ struct fusefs_opts {
 	bool allow_other;
 	bool debug;          /* log every FUSE request (fuse.debug) */
 	double attr_timeout; /* seconds the kernel may cache attributes and names */
+	bool passthrough;    /* use FUSE passthrough where the kernel has it (fusepass.c) */
 };
 
 /* Mounts the file system (cleaning up a stale mount left by a crash).

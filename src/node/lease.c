@@ -78,7 +78,7 @@
 #include "ltx/ltxlog.h"
 #include "node/config.h"
 #include "node/db.h"
-#include "node/etcd.h"
+#include "proto/etcd.h"
 #include "node/lease.h"
 #include "node/lost.h"
 #include "node/replica.h"

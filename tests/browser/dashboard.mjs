@@ -38,7 +38,13 @@ async function until(fn, ms, msg) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-function step(name) { console.log('step ' + name + ' ok'); }
+const t0 = Date.now();
+let tStep = t0;
+function step(name) {
+  const now = Date.now();
+  console.log('step ' + name + ' ok (' + ((now - tStep) / 1000).toFixed(1) + ' s)');
+  tStep = now;
+}
 
 const browser = await chromium.launch({
   executablePath: cfg.chromium || '/usr/bin/chromium',
@@ -47,9 +53,9 @@ const browser = await chromium.launch({
 });
 
 /* A page whose console errors and page errors are failures. */
-async function newPage(viewport) {
-  const ctx = await browser.newContext({ viewport: viewport || { width: 1280, height: 800 }, acceptDownloads: true,
-    timezoneId: 'America/New_York' });
+async function newPage(viewport, extra) {
+  const ctx = await browser.newContext(Object.assign({ viewport: viewport || { width: 1280, height: 800 },
+    acceptDownloads: true, timezoneId: 'America/New_York' }, extra || {}));
   // Layout shifts (CLS) from the first paint on: "no layout jumps".
   await ctx.addInitScript(() => {
     window.__cls = 0;
@@ -86,8 +92,8 @@ async function axe(page, name) {
 async function shot(page, name) {
   await page.screenshot({ path: path.join(shots, name + '.png'), fullPage: true });
 }
-async function signIn(page, token) {
-  await page.goto(cfg.url + '/');
+async function signIn(page, token, base) {
+  await page.goto((base || cfg.url) + '/');
   await page.waitForSelector('#view-login:not([hidden])');
   await page.fill('#token', token);
   await page.click('#login-btn');
@@ -114,7 +120,8 @@ try {
   await page.waitForSelector('#view-list:not([hidden]) tr[data-db="db"]');
   const cookies = await page.context().cookies();
   const sc = cookies.find((c) => c.name === 'lfsc_session');
-  check(sc && sc.httpOnly && sc.sameSite === 'Strict' && sc.expires > 0, 'session cookie flags: ' + JSON.stringify(sc));
+  check(sc && sc.httpOnly && sc.sameSite === 'Strict' && sc.expires > 0 && !sc.secure,
+    'session cookie flags over http: ' + JSON.stringify(sc));
   check(!page.url().includes(cfg.token), 'token in the URL');
   step('sign-in');
 
@@ -349,6 +356,61 @@ try {
   await viaNew.waitForTimeout(300);
   allowed = [];
   step('admin view: token created, signed in, revoked');
+
+  // ---- over https (a TLS front before the service): the cookie is Secure,
+  // the page and its event stream work, and a big database's download,
+  // restore and fork show how far they got, and a failure says why.
+  const tp = await newPage(null, { ignoreHTTPSErrors: true });
+  await signIn(tp, cfg.token, cfg.tls_url);
+  await tp.waitForSelector('tr[data-db="big.db"]');
+  const tc = (await tp.context().cookies()).find((c) => c.name === 'lfsc_session');
+  check(tc && tc.secure && tc.httpOnly && tc.sameSite === 'Strict', 'session cookie over https: ' + JSON.stringify(tc));
+  await tp.click('tr[data-db="big.db"] a');
+  await tp.waitForFunction(() => typeof S !== 'undefined' && S.tl !== null);
+  await tp.waitForFunction(() => document.getElementById('live').textContent === 'live');
+  const bigPoint = cfg.big[0].txID;
+  await tp.fill('#pick-txid', bigPoint);
+  await tp.press('#pick-txid', 'Enter');
+  await until(async () => (await chosen(tp)) === bigPoint, 5000, 'big point');
+  await tp.waitForFunction(() => /MiB\)$/.test(document.getElementById('download').textContent));
+  // Every text the action's status line shows, as it is shown.
+  await tp.evaluate(() => {
+    window.__seen = [];
+    new MutationObserver((rs) => { for (const r of rs) for (const n of r.addedNodes) window.__seen.push(n.textContent); })
+      .observe(document.getElementById('act-progress'), { childList: true, subtree: true });
+  });
+  const midway = /\((?:[1-9]|[1-9]\d)%\)$/; // a percentage strictly between 0 and 100
+  const [bdl] = await Promise.all([tp.waitForEvent('download'), tp.click('#download')]);
+  await tp.waitForFunction(() => /file is ready \(15 MiB\)/.test(document.getElementById('act-progress').textContent));
+  await shot(tp, '12-https-download-ready');
+  out.big_download = path.join(shots, 'big-download.db');
+  await bdl.saveAs(out.big_download);
+  let seen = await tp.evaluate(() => window.__seen.splice(0));
+  check(seen.some((t) => /reading its history, [\d.]+ MiB of 15 MiB/.test(t) && midway.test(t)),
+    'download progress: ' + JSON.stringify(seen));
+  await tp.click('#restore-btn');
+  await tp.fill('#rd-confirm', 'big.db');
+  await tp.click('#rd-go');
+  await tp.waitForSelector('#new-txid');
+  seen = await tp.evaluate(() => window.__seen.splice(0));
+  check(seen.some((t) => /^Restoring big\.db .*reading its history/.test(t) && midway.test(t)) &&
+    seen.some((t) => /writing the new transaction, \d+ of \d+ pages/.test(t) && midway.test(t)),
+    'restore progress: ' + JSON.stringify(seen));
+  // A fork into a name that exists: refused, and said so.
+  allowed = [{ re: /\/db\/restore/, status: 409 }];
+  await tp.fill('#fork-name', 'db');
+  await tp.click('#fork-btn');
+  await tp.waitForFunction(() => /^Fork.* failed: .*exists/.test(document.getElementById('act-error').textContent));
+  check(await tp.$eval('#act-progress', (e) => e.textContent) === '', 'progress left after a failed fork');
+  allowed = [];
+  // A download that cannot be built (a TXID past the window): the browser
+  // only sees a failed download; the page says why.
+  await tp.evaluate(() => { S.point = Object.assign({}, S.point, { txid: '00000000000fffff' }); setActions(); });
+  await tp.click('#download');
+  await tp.waitForFunction(() => /^Download of TXID 00000000000fffff failed: .*outside the restorable window/
+    .test(document.getElementById('act-error').textContent));
+  await axe(tp, 'database over https with a result');
+  step('https: Secure cookie, progress of download and restore, a failure said');
 
   // ---- sign-in attempts are rate-limited per address, with a message.
   allowed = [{ re: /\/ui\/login$/ }];

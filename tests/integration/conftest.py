@@ -10,7 +10,9 @@ import re
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -587,7 +589,7 @@ def cloud(tmp_path, request):
             pass
 
 
-# ---- S3-compatible object servers (docs/cloud-storage.md, "S3") -----------
+# ---- S3-compatible object servers (docs/cloud-s3.md) -----------
 
 S3RVER = ROOT / ".deps" / "npm" / "node_modules" / ".bin" / "s3rver"
 
@@ -702,3 +704,63 @@ def s3server(tmp_path_factory):
     srv = S3Server(tmp_path_factory.mktemp("s3rver"))
     yield srv
     srv.stop()
+
+
+class TlsFront(threading.Thread):
+    """A TLS-terminating front on 127.0.0.1 for a plain-TCP service on
+    backend_port, as stunnel or nginx's stream module would be: it decrypts
+    and passes the bytes both ways unchanged (an HTTP request's Host and
+    Origin included). With ca, a client certificate signed by it is
+    required; refused handshakes are counted. start() it, close() it."""
+
+    def __init__(self, backend_port, cert, key, ca=None):
+        super().__init__(daemon=True)
+        self.backend = backend_port
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        if ca:
+            self.ctx.load_verify_locations(ca)
+            self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.refused = 0
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _serve(self, raw):
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.refused += 1
+            raw.close()
+            return
+        try:
+            back = socket.create_connection(("127.0.0.1", self.backend))
+        except OSError:
+            tls.close()
+            return
+        threading.Thread(target=self.pipe, args=(back, tls), daemon=True).start()
+        self.pipe(tls, back)
+
+    def run(self):
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def close(self):
+        self.sock.close()

@@ -1,4 +1,4 @@
-"""litefs-cloud on S3-compatible object storage (docs/cloud-storage.md, "S3").
+"""litefs-cloud on S3-compatible object storage (docs/cloud-s3.md).
 
 Real servers on loopback: s3rver (npm, installed by scripts/install-deps into
 .deps/npm; does not check signatures) for function, and moto's server where a
@@ -82,7 +82,7 @@ def test_moto_checks_signatures_and_stores(moto, tmp_path):
     included), export and rebuild."""
     # No key prefix here: moto (5.x) signs a query value's "/" unencoded
     # where AWS and libcurl use %2F, so listings under "a/b/" would get 403
-    # from moto alone (docs/cloud-storage.md, "S3").
+    # from moto alone (docs/cloud-s3.md).
     good = moto.storage(moto.bucket)
     rc, lines, _ = serve_once(moto, tmp_path, *good[0], env={**good[1], "AWS_SECRET_ACCESS_KEY": "wrong"})
     assert rc == 1 and len(lines) == 1 and "SignatureDoesNotMatch" in lines[0], lines

@@ -1,14 +1,11 @@
 """The etcd lease with the parts around it: `if-primary` workers that move
 with the primary, and synchronous replication across a kill -9 failover
 (docs/lease.md, docs/config.md exec, docs/replication.md)."""
-import socket
-import ssl
 import subprocess
-import threading
 import textwrap
 import time
 
-from conftest import Node, free_port, wait_until
+from conftest import Node, TlsFront, free_port, wait_until
 from test_failover import (TTL, EtcdNode, create_table, etcd, primary_of, promote, stop_nodes,  # noqa: F401
                            try_write)  # (etcd: a fixture)
 
@@ -200,66 +197,17 @@ def tls_node(tmp_path, name, url, keys):
     return x
 
 
-class TlsFront(threading.Thread):
-    """An https front for a plain-http etcd member that requires a client
-    certificate signed by the test CA, then passes bytes both ways.
-    (etcd 3.4's own --client-cert-auth breaks its JSON gateway: every
-    request through it answers "connection closed".)"""
-
-    def __init__(self, tls, backend_port):
-        super().__init__(daemon=True)
-        self.backend = backend_port
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(tls / "server.pem", tls / "server.key")
-        self.ctx.load_verify_locations(tls / "ca.pem")
-        self.ctx.verify_mode = ssl.CERT_REQUIRED
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.refused = 0
-
-    @staticmethod
-    def pipe(a, b):
-        try:
-            while True:
-                data = a.recv(65536)
-                if not data:
-                    break
-                b.sendall(data)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def run(self):
-        while True:
-            try:
-                raw, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                tls = self.ctx.wrap_socket(raw, server_side=True)
-            except (ssl.SSLError, OSError):
-                self.refused += 1
-                raw.close()
-                continue
-            back = socket.create_connection(("127.0.0.1", self.backend))
-            threading.Thread(target=self.pipe, args=(tls, back), daemon=True).start()
-            threading.Thread(target=self.pipe, args=(back, tls), daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-
 def test_etcd_over_tls_with_a_client_certificate(tmp_path, etcd):
     """etcd behind https that requires a client certificate: a node with
     lease.etcd.ca-file, cert-file and key-file becomes primary and takes
     writes. (A node without the certificate retries for 30 s at start, as
     for any unreachable etcd, before it gives up: not waited for here.)"""
     tls = make_tls(tmp_path / "tls")
-    front = TlsFront(tls, int(etcd.endpoints[0].rsplit(":", 1)[1]))
+    # etcd 3.4's own --client-cert-auth breaks its JSON gateway (every
+    # request through it answers "connection closed"): a front requires
+    # the client certificate instead.
+    front = TlsFront(int(etcd.endpoints[0].rsplit(":", 1)[1]), tls / "server.pem", tls / "server.key",
+                     ca=tls / "ca.pem")
     front.start()
     url = f"https://127.0.0.1:{front.port}"
     n = None

@@ -2,8 +2,9 @@
 directories is private to the user running them (files 0600, directories
 0700), whatever the parent directory's mode, and a data directory left with
 wider modes (an older version, LiteFS) is tightened at start with a log line.
-The mount's default_permissions keeps other users out of the mount only; the
-data directory holds every database in the clear."""
+The mount keeps other users out of the mount only (the kernel lets only the
+mounting user in without fuse.allow-other); the data directory holds every
+database in the clear."""
 import json
 import os
 import stat

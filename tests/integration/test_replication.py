@@ -130,6 +130,7 @@ WRITER = """
             con.executemany("INSERT INTO t(who, v) VALUES (?, ?)", [(who, os.urandom(1500)) for _ in range(200)])
         con.execute("COMMIT")
         n += 1
+    open(done, "w").close()
     print(n)
 """
 
@@ -267,12 +268,15 @@ def test_large_transaction_vacuum_and_deletion_replicate(cluster, tmp_path, mode
 
 TRANSFERS = """
     import random, sqlite3, sys, time
-    path, secs, nrows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    path, secs, nrows, done = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     rnd = random.Random(7)
     con = sqlite3.connect(path, timeout=30, isolation_level=None)
-    end = time.time() + secs
+    # At least `secs` and at least 30 transactions (a loaded machine can
+    # run fewer than that in `secs`), at most 60 s; the readers read until
+    # the writer is done.
+    start = time.time()
     n = 0
-    while time.time() < end:
+    while (time.time() < start + secs or n < 30) and time.time() < start + 60:
         con.execute("BEGIN IMMEDIATE")
         if n % 10 == 9:
             # Touches every page of the table and of the index: the odd
@@ -285,16 +289,17 @@ TRANSFERS = """
                 con.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (x, b))
         con.execute("COMMIT")
         n += 1
+    open(done, "w").close()
     print(n)
 """
 
 READER = """
-    import json, sqlite3, sys, time
-    path, secs, total, nrows = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    import json, os, sqlite3, sys, time
+    path, secs, total, nrows, done = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     con = sqlite3.connect(path, timeout=10, isolation_level=None)
     end = time.time() + secs
     reads, bad, errors, states = 0, [], [], set()
-    while time.time() < end:
+    while time.time() < end or (not os.path.exists(done) and time.time() < end + 90):
         try:
             # One statement over the table.
             s, c = con.execute("SELECT sum(balance), count(*) FROM accounts").fetchone()
@@ -336,8 +341,9 @@ def test_replica_readers_never_see_half_applied_transaction(cluster, tmp_path, m
            f"CREATE INDEX accounts_balance ON accounts(balance);")
     c.wait_synced()
     secs = 4.0
-    writer = start_script(tmp_path, TRANSFERS, p.db(), secs, nrows)
-    readers = [start_script(tmp_path, READER, r.db(), secs, total, nrows) for r in c.replicas for _ in range(2)]
+    done = tmp_path / "writer-done"
+    writer = start_script(tmp_path, TRANSFERS, p.db(), secs, nrows, done)
+    readers = [start_script(tmp_path, READER, r.db(), secs, total, nrows, done) for r in c.replicas for _ in range(2)]
     n_tx = int(finish(writer).strip())
     results = [json.loads(finish(rd)) for rd in readers]
     c.wait_synced()
@@ -727,6 +733,7 @@ BIG_WRITER = """
                 con.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT 100)")
             con.execute("COMMIT")
         n += 1
+    open(done, "w").close()
     print(n)
 """
 

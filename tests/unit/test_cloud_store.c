@@ -31,6 +31,7 @@
 
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_plan.h"
+#include "cloud/cloud_rebuild.h"
 #include "cloud/cloud_store_int.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
@@ -784,6 +785,20 @@ static void test_reopen_recovery(void **state)
 	model_free(&c.m);
 }
 
+static void assert_same_info(const struct cloud_db_info *after, const struct cloud_db_info *before)
+{
+	assert_int_equal(after->pos.txid, before->pos.txid);
+	assert_int_equal(after->pos.checksum, before->pos.checksum);
+	assert_int_equal(after->pages, before->pages);
+	assert_int_equal(after->transactions, before->transactions);
+	assert_int_equal(after->min_txid, before->min_txid);
+	assert_int_equal(after->min_ts_ms, before->min_ts_ms);
+	assert_int_equal(after->max_ts_ms, before->max_ts_ms);
+	assert_int_equal(after->n_levels, before->n_levels);
+	for (int l = 0; (size_t)l < after->n_levels; l++)
+		assert_int_equal(level_files(after, l), level_files(before, l));
+}
+
 /* The catalog lost (a new data directory on an existing bucket): open
  * rebuilds it from the objects alone (cloud_rebuild.h), every position is
  * restorable by TXID and by time, a deleted database stays deleted, and
@@ -812,15 +827,7 @@ static void test_rebuild_from_objects(void **state)
 	}
 	cs = open_store("rb", 0, small_levels, 3, 4000, 0);
 	struct cloud_db_info *after = info(cs, "k.db");
-	assert_int_equal(after->pos.txid, before->pos.txid);
-	assert_int_equal(after->pos.checksum, before->pos.checksum);
-	assert_int_equal(after->transactions, before->transactions);
-	assert_int_equal(after->min_txid, before->min_txid);
-	assert_int_equal(after->min_ts_ms, before->min_ts_ms);
-	assert_int_equal(after->max_ts_ms, before->max_ts_ms);
-	assert_int_equal(after->n_levels, before->n_levels);
-	for (int l = 0; (size_t)l < after->n_levels; l++)
-		assert_int_equal(level_files(after, l), level_files(before, l));
+	assert_same_info(after, before);
 	cloud_db_info_free(before);
 	cloud_db_info_free(after);
 	check_random_points(cs, "k.db", &c, 1, 15);
@@ -832,6 +839,58 @@ static void test_rebuild_from_objects(void **state)
 	cloud_store_close(cs);
 	model_free(&c.m);
 	model_free(&d.m);
+}
+
+/* A rebuild given an OLDER catalog as its hint (cloud_rebuild.h: an
+ * instance that becomes the bucket's writer again) reads only the objects
+ * the hint does not know, and ends exactly where a rebuild from the
+ * objects alone ends: same positions, levels, restorable points. */
+static void test_rebuild_with_an_older_catalog_as_hint(void **state)
+{
+	(void)state;
+	static struct chain c;
+	char path[512], saved[512];
+	seed(11);
+	chain_init(&c, 512);
+	struct cloud_store *cs = open_store("rh", 0, small_levels, 3, 4000, 0);
+	chain_push(&c, cs, "k.db", 40, 50);
+	assert_int_equal(cloud_store_maintain(cs, c.now + 100000), 0);
+	cloud_store_close(cs);
+	snprintf(path, sizeof(path), "%s/rh/catalog.db", tmp_dir);
+	snprintf(saved, sizeof(saved), "%s/rh-saved.db", tmp_dir);
+	size_t len = 0;
+	uint8_t *old = read_file(path, &len);
+	int fd = new_file("rh-saved.db");
+	write_all(fd, old, len);
+	close(fd);
+	free(old);
+
+	/* Another writer goes on: more uploads, more compaction. */
+	cs = open_store("rh", 0, small_levels, 3, 4000, 0);
+	chain_push(&c, cs, "k.db", 30, 50);
+	assert_int_equal(cloud_store_maintain(cs, c.now + 100000), 0);
+	chain_push(&c, cs, "k.db", 5, 50);
+	struct cloud_db_info *before = info(cs, "k.db");
+	cloud_store_close(cs);
+
+	static const char *const files[] = { "catalog.db", "catalog.db-wal", "catalog.db-shm" };
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		snprintf(path, sizeof(path), "%s/rh/%s", tmp_dir, files[i]);
+		unlink(path);
+	}
+	snprintf(path, sizeof(path), "%s/rh/%s", tmp_dir, CLOUD_REBUILD_HINT);
+	assert_int_equal(rename(saved, path), 0);
+	cs = open_store("rh", 0, small_levels, 3, 4000, 0);
+	assert_int_equal(access(path, F_OK), -1); /* the hint is used once */
+	struct cloud_db_info *after = info(cs, "k.db");
+	assert_same_info(after, before);
+	cloud_db_info_free(before);
+	cloud_db_info_free(after);
+	check_random_points(cs, "k.db", &c, 1, 15);
+	chain_push(&c, cs, "k.db", 5, 50);
+	check_random_points(cs, "k.db", &c, c.txid - 4, 3);
+	cloud_store_close(cs);
+	model_free(&c.m);
 }
 
 /* kill -9 during ingest, several rounds: every acknowledged transaction is
@@ -1291,6 +1350,7 @@ int main(void)
 		cmocka_unit_test(test_upload_sqlite_export),
 		cmocka_unit_test(test_reopen_recovery),
 		cmocka_unit_test(test_rebuild_from_objects),
+		cmocka_unit_test(test_rebuild_with_an_older_catalog_as_hint),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_kill9),
 		cmocka_unit_test(test_stored_forms),

@@ -3,8 +3,10 @@
  * (cloud_timeline.c) over a real storage engine in a temporary directory:
  * the two reply modes and their arithmetic, sub-ranges, compaction spans
  * against the files the engine really stored, the index following new
- * positions and a delete. Timestamps are synthetic (a position's
- * timestamp in ms is its TXID) and maintenance gets "now" explicitly.
+ * positions and a delete, the memo of the compaction part (the same
+ * answer again, a fresh one after a compaction). Timestamps are synthetic
+ * (a position's timestamp in ms is its TXID) and maintenance gets "now"
+ * explicitly.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -162,6 +164,14 @@ static void test_modes_and_ranges(void **state)
 	/* Level 2 has few enough spans to list. */
 	assert_int_equal(json_array_size(json_object_get(r, "compactions")), l2_files);
 	json_decref(r);
+	/* The same question again is answered from the memo of the compaction
+	 * part: the same answer, and the memo's own copy is not handed out. */
+	json_t *r1 = query(tl, "a.db", 0, 0, 500), *r2 = query(tl, "a.db", 0, 0, 500);
+	assert_true(json_equal(r1, r2));
+	assert_ptr_not_equal(json_array_get(json_object_get(r1, "compactions"), 0),
+			     json_array_get(json_object_get(r2, "compactions"), 0));
+	json_decref(r1);
+	json_decref(r2);
 
 	/* New positions reach the index; /dbs says what it holds. */
 	push(cs, "a.db", 101, 120, &chk);
@@ -177,6 +187,17 @@ static void test_modes_and_ranges(void **state)
 	assert_int_equal(intv(d, "last_push_ms"), 5000);
 	assert_true(intv(d, "history_bytes") > 0);
 	json_decref(dbs);
+	/* A memo made before a compaction is not used after it. */
+	json_decref(query(tl, "a.db", 0, 0, 500));
+	assert_int_equal(cloud_store_maintain(cs, 20000), 0);
+	assert_int_equal(cloud_db_info(cs, "c1", "a.db", &info), 0);
+	l1_files = info->levels[1].files;
+	l2_files = info->levels[2].files;
+	cloud_db_info_free(info);
+	r = query(tl, "a.db", 0, 0, 500);
+	assert_int_equal(json_array_size(json_object_get(r, "compactions")), l1_files + l2_files);
+	assert_int_equal(hexv(json_array_get(json_object_get(r, "levels"), 0), "done_txid"), 120);
+	json_decref(r);
 
 	/* A delete empties the index; the database made again starts over. */
 	assert_int_equal(cloud_db_delete(cs, "c1", "a.db"), 0);

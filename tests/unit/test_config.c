@@ -598,6 +598,7 @@ static void test_defaults(void **state)
 	assert_true(cfg.exit_on_error);
 	assert_false(cfg.skip_sync);
 	assert_true(cfg.data.compress);
+	assert_true(cfg.fuse.passthrough);
 	assert_int_equal(cfg.data.retention_ms, 600000);
 	assert_int_equal(cfg.data.retention_monitor_interval_ms, 60000);
 	assert_string_equal(cfg.http.addr, ":20202");
@@ -678,6 +679,7 @@ static void test_every_key(void **state)
 		"  dir: /litefs\n"
 		"  allow-other: true\n"
 		"  debug: true\n"
+		"  passthrough: false\n"
 		"http:\n"
 		"  addr: 127.0.0.1:20203\n"
 		"  snapshot-timeout: 2m\n"
@@ -747,7 +749,7 @@ static void test_every_key(void **state)
 	assert_false(cfg.data.compress);
 	assert_int_equal(cfg.data.retention_ms, 1200000);
 	assert_int_equal(cfg.data.retention_monitor_interval_ms, 30000);
-	assert_true(cfg.fuse.allow_other && cfg.fuse.debug);
+	assert_true(cfg.fuse.allow_other && cfg.fuse.debug && !cfg.fuse.passthrough);
 	assert_string_equal(cfg.http.addr, "127.0.0.1:20203");
 	assert_int_equal(cfg.http.snapshot_timeout_ms, 120000);
 	assert_string_equal(cfg.proxy.target, "localhost:8081");
@@ -781,8 +783,8 @@ static void test_every_key(void **state)
 	assert_false(cfg.tracing.enabled);
 	assert_int_equal(cfg.tracing.max_size, 16);
 	assert_int_equal(cfg.tracing.max_count, 3);
-	assert_int_equal(config_key_line(&cfg, "lease.etcd.ttl"), 55);
-	assert_int_equal(config_key_line(&cfg, "lease.sync-on-timeout"), 46);
+	assert_int_equal(config_key_line(&cfg, "lease.etcd.ttl"), 56);
+	assert_int_equal(config_key_line(&cfg, "lease.sync-on-timeout"), 47);
 	assert_int_equal(config_key_line(&cfg, "nope"), 0);
 	assert_int_equal(config_validate(&cfg, errbuf, sizeof(errbuf)), 0);
 

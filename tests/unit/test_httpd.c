@@ -103,6 +103,20 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 		memcpy(b, v, n);
 		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, n, NULL, NULL);
 	}
+	if (!strcmp(url, "/all")) {
+		/* Every header and argument, in order (what a proxy passes on). */
+		char *b = malloc(4096);
+		size_t len = 0;
+		const char *k, *v;
+		size_t n;
+		for (unsigned i = 0; httpd_header_at(conn, i, &k, &v); i++)
+			len += (size_t)snprintf(b + len, 4096 - len, "H %s=%s\n", k, v);
+		for (unsigned i = 0; httpd_arg_at(conn, i, &k, &v, &n); i++)
+			len += (size_t)snprintf(b + len, 4096 - len, "A %s=%.*s%s\n", k, (int)n, v ? v : "",
+						v ? "" : "(none)");
+		assert_false(httpd_header_at(conn, 99, &k, &v));
+		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, len, NULL, NULL);
+	}
 	char *b = malloc(r->n + 32);
 	int len = snprintf(b, 32, "%s %zu:", method, r->n);
 	memcpy(b + len, r->body, r->n);
@@ -209,6 +223,24 @@ static void test_pipelining_and_keep_alive(void **state)
 	assert_true(n > 5);
 	assert_memory_equal(buf + n - 5, "x\0y z", 5);
 	assert_non_null(strstr(buf, "Connection: close"));
+	close(fd);
+	httpd_stop(d);
+}
+
+/* httpd_header_at / httpd_arg_at give every header and argument in the
+ * order received, arguments decoded, a bare key with an empty value. */
+static void test_every_header_and_argument(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	const char rq[] = "GET /all?a=1&b&c=x%20y HTTP/1.1\r\nX-One: 1\r\nX-Two: two words\r\n\r\n";
+	put(fd, rq, sizeof(rq) - 1);
+	char buf[8192];
+	get(fd, buf, sizeof(buf), "A c=x y\n");
+	assert_non_null(strstr(buf, "H X-One=1\nH X-Two=two words\nA a=1\nA b=\nA c=x y\n"));
 	close(fd);
 	httpd_stop(d);
 }
@@ -421,6 +453,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_head_check),
 		cmocka_unit_test(test_pipelining_and_keep_alive),
+		cmocka_unit_test(test_every_header_and_argument),
 		cmocka_unit_test(test_chunked_body_byte_by_byte),
 		cmocka_unit_test(test_continue_head_and_stream),
 		cmocka_unit_test(test_early_reply_to_a_large_body),

@@ -26,6 +26,8 @@ const S = {
   lastRestore: null,  // {db, txid, checksum, undo_txid}
   fetched: new Map(), // db -> the TXID of the latest state a node took (fetch events)
   live: null,         // EventSource or interval id
+  ops: new Map(),     // op ID -> {what, bar, text}: a restore, fork or download under way
+  previewSize: null,  // bytes of the chosen point (from its preview)
 };
 
 const TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
@@ -41,7 +43,13 @@ class ApiError extends Error {
 async function api(path, opts) {
   const o = Object.assign({ credentials: 'same-origin', headers: {} }, opts || {});
   if (o.method && o.method !== 'GET' && S.session) o.headers['X-CSRF-Token'] = S.session.csrf;
-  const r = await fetch(path, o);
+  let r;
+  try {
+    r = await fetch(path, o);
+  } catch (e) {
+    // The browser's own words ("Failed to fetch") say nothing to a person.
+    throw new ApiError(0, { error: 'no answer from the service (it is down, restarting, or the network is)' });
+  }
   let body = null;
   const text = await r.text();
   try { body = text ? JSON.parse(text) : null; } catch (e) { body = { error: text.slice(0, 200) }; }
@@ -113,10 +121,16 @@ function notice(msg) {
 
 function show(view) {
   for (const v of ['login', 'list', 'db']) $('view-' + v).hidden = v !== view;
+  // Focus left in a view just hidden (the sign-in form, a link of the
+  // list) would send the next Tab somewhere arbitrary: start at the top of
+  // the content instead, as a page load would.
+  const a = document.activeElement;
+  if (!a || a === document.body || a.closest('[hidden]')) $('main').focus({ preventScroll: true });
 }
 
 function sessionEnded() {
   S.session = null;
+  hint(false);
   stopLive();
   $('who').hidden = true;
   $('signout').hidden = true;
@@ -148,6 +162,7 @@ async function signIn(ev) {
 
 async function signOut() {
   const s = S.session;
+  hint(false);
   stopLive();
   S.session = null;
   try {
@@ -162,18 +177,22 @@ async function signOut() {
 
 function started(s) {
   S.session = s;
+  hint(true);
   $('who').textContent = 'cluster ' + s.cluster;
   $('who').hidden = false;
   $('signout').hidden = false;
   // Live updates start once the first view knows whether GET /dbs (and
   // with it /events) exists.
-  route().finally(() => probeDbs().then(startLive));
+  route().finally(() => {
+    early.timeline = null; // the first view had its chance: never a stale one later
+    return probeDbs().then(startLive);
+  });
 }
 
 async function probeDbs() {
   if (S.hasDbs !== null) return;
   try {
-    const r = await api('/dbs');
+    const r = (await takeEarlyDbs()) || await api('/dbs');
     S.hasDbs = true;
     S.dbsAt = Date.now();
     for (const d of r.databases || []) S.dbs.set(d.name, d);
@@ -189,7 +208,7 @@ async function loadList() {
   let rows = [], now = Date.now();
   if (S.hasDbs !== false) {
     try {
-      const r = await api('/dbs');
+      const r = (await takeEarlyDbs()) || await api('/dbs');
       S.hasDbs = true;
       S.dbsAt = Date.now();
       rows = r.databases || [];
@@ -253,6 +272,7 @@ async function openDb(name) {
     $('preview').replaceChildren(el('p', { cls: 'sub', text: 'Choose a point to see its tables.' }));
     $('rows').replaceChildren();
     $('act-result').replaceChildren();
+    $('act-progress').replaceChildren();
     $('act-error').textContent = '';
     $('point-error').textContent = '';
     setActions();
@@ -264,7 +284,7 @@ async function openDb(name) {
   // once, beside the summary (the first paint waits for one round trip).
   const fresh = !S.view.to || S.view.db !== name;
   const whole = fresh && S.hasDbs !== false
-    ? api('/db/timeline?' + q({ db: name, max: Math.floor(Math.max(200, $('tl-box').clientWidth || 800) / 2) })).catch(() => null)
+    ? takeEarlyTimeline(name) || api('/db/timeline?' + q({ db: name, max: tlMax($('tl-box').clientWidth) })).catch(() => null)
     : null;
   const info = await fetchInfo(name);
   S.info = info;
@@ -327,7 +347,7 @@ async function loadTimeline() {
   const width = Math.max(200, $('tl-box').clientWidth || 800);
   let tl;
   try {
-    tl = await api('/db/timeline?' + q({ db: name, from_ms: Math.floor(v.from), to_ms: Math.ceil(v.to), max: Math.floor(width / 2) }));
+    tl = await api('/db/timeline?' + q({ db: name, from_ms: Math.floor(v.from), to_ms: Math.ceil(v.to), max: tlMax(width) }));
   } catch (e) {
     if (!missingEndpoint(e)) throw e;
     // No GET /db/timeline yet: what /db/info has (window and snapshots).
@@ -516,6 +536,7 @@ function pickTime(ms) { return pick({ timestamp: ms }); }
 function setPoint(p) {
   S.point = p;
   S.cursor = null;
+  S.previewSize = null;
   $('point').replaceChildren(el('dl', {},
     el('dt', { text: 'TXID' }), el('dd', { cls: 'mono', id: 'point-txid', text: p.txid }),
     el('dt', { text: 'Checksum' }), el('dd', { cls: 'mono', id: 'point-checksum', text: p.checksum }),
@@ -595,6 +616,68 @@ async function loadRows(table) {
       el('tbody', {}, ...r.rows.map((row) => el('tr', {}, ...row.map((v) => el('td', { cls: 'mono', text: cellText(v) }))))))));
 }
 
+/* ---- Progress of a long action ---------------------------------------
+ *
+ * A restore, fork or download names itself with ?op=ID (random, made here)
+ * and the service reports on /events: `progress` {op, phase, done, total}
+ * while it rebuilds the state from the stored history (bytes) and writes
+ * it as a new transaction (pages); for a download `ready` {op, size} when
+ * the file is built and its sending starts (the browser's own download
+ * then shows the bytes, from Content-Length), or `failed` {op, error}.
+ * Without a live event stream the page still works, with no percentage. */
+
+function opId() {
+  return 'op-' + Array.from(crypto.getRandomValues(new Uint32Array(3)), (n) => n.toString(36)).join('');
+}
+
+function opStart(what) {
+  const id = opId();
+  const text = el('span', { id: 'op-text', text: what + ': starting…' });
+  const bar = el('progress', { id: 'op-bar', max: '100', 'aria-labelledby': 'op-text' });
+  $('act-progress').replaceChildren(el('div', { cls: 'progress', 'data-op': id }, el('p', {}, text), bar));
+  S.ops.set(id, { what, bar, text });
+  return id;
+}
+
+/* An operation answered: its progress line goes (unless a later one took
+ * the place). */
+function opDone(id) {
+  S.ops.delete(id);
+  const box = $('act-progress').firstElementChild;
+  if (box && box.dataset.op === id) $('act-progress').replaceChildren();
+}
+
+const PHASES = {
+  build: ['reading its history', (d) => bytes(d.done) + ' of ' + bytes(d.total)],
+  write: ['writing the new transaction', (d) => d.done + ' of ' + d.total + ' pages'],
+};
+
+function onProgress(d) {
+  const o = S.ops.get(d.op);
+  if (!o) return; // another page's operation, or one already answered
+  const pct = d.total ? Math.floor((d.done * 100) / d.total) : 100;
+  const ph = PHASES[d.phase] || [d.phase, (x) => x.done + ' of ' + x.total];
+  o.text.textContent = o.what + ': ' + ph[0] + ', ' + ph[1](d) + ' (' + pct + '%)';
+  o.bar.value = pct;
+}
+
+/* A download's file is built: the browser takes over. */
+function onReady(d) {
+  const o = S.ops.get(d.op);
+  if (!o) return;
+  S.ops.delete(d.op);
+  o.bar.value = 100;
+  o.text.textContent = o.what + ': the file is ready (' + bytes(d.size) + '); your browser is downloading it ' +
+    '(its downloads show how far it got).';
+}
+
+function onFailed(d) {
+  const o = S.ops.get(d.op);
+  if (!o) return;
+  opDone(d.op);
+  $('act-error').textContent = o.what + ' failed: ' + d.error;
+}
+
 /* ---- Actions ---------------------------------------------------------- */
 
 function setActions() {
@@ -603,7 +686,7 @@ function setActions() {
   $('fork-btn').disabled = !on;
   const a = $('download');
   if (on) {
-    a.href = '/db/snapshot?' + q({ db: S.db, format: 'sqlite', txid: p.txid });
+    a.href = downloadUrl(null);
     a.setAttribute('download', S.db.replace(/\.(db|sqlite3?)$/, '') + '-' + p.txid + '.db');
     a.classList.remove('disabled');
     a.removeAttribute('aria-disabled');
@@ -614,6 +697,19 @@ function setActions() {
     a.setAttribute('aria-disabled', 'true');
     a.textContent = 'Download';
   }
+}
+
+function downloadUrl(op) {
+  return '/db/snapshot?' + q({ db: S.db, format: 'sqlite', txid: S.point.txid, op });
+}
+
+/* A download that the page can follow: the link gets a fresh op ID just
+ * before the browser follows it. */
+function startDownload(ev) {
+  if (!S.point) { ev.preventDefault(); return; }
+  $('act-error').textContent = '';
+  const live = S.live instanceof EventSource && S.live.readyState === EventSource.OPEN;
+  $('download').href = downloadUrl(live ? opStart('Download of TXID ' + S.point.txid) : null);
 }
 
 function openRestore() {
@@ -628,9 +724,10 @@ function openRestore() {
 async function doRestore(txid, undoOf) {
   const name = S.db, before = S.info ? S.info.pos.txid : null;
   $('act-error').textContent = '';
-  $('act-result').replaceChildren(el('p', { cls: 'sub', text: 'Restoring ' + name + ' to TXID ' + txid + '…' }));
+  const op = opStart((undoOf ? 'Undoing the restore of ' : 'Restoring ') + name + ' to TXID ' + txid);
   try {
-    const r = await api('/db/restore?' + q({ db: name, txid }), { method: 'POST' });
+    const r = await api('/db/restore?' + q({ db: name, txid, op }), { method: 'POST' });
+    opDone(op);
     S.dbsAt = 0; // the database moved: no cached row
     S.lastRestore = { db: name, txid: r.txID, checksum: r.postApplyChecksum, undo_txid: r.undo_txid || before, applied: false };
     // The primary often takes the restored state within milliseconds, so
@@ -643,6 +740,7 @@ async function doRestore(txid, undoOf) {
     renderRestore(undoOf);
     await openDb(name);
   } catch (e) {
+    opDone(op);
     $('act-result').replaceChildren();
     $('act-error').textContent = 'Restore failed: ' + e.message;
   }
@@ -667,14 +765,16 @@ async function doFork(ev) {
   ev.preventDefault();
   const as = $('fork-name').value.trim();
   $('act-error').textContent = '';
-  $('act-result').replaceChildren(el('p', { cls: 'sub', text: 'Forking into ' + as + '…' }));
+  const op = opStart('Forking TXID ' + S.point.txid + ' into ' + as);
   try {
-    const r = await api('/db/restore?' + q({ db: S.db, txid: S.point.txid, as }), { method: 'POST' });
+    const r = await api('/db/restore?' + q({ db: S.db, txid: S.point.txid, as, op }), { method: 'POST' });
+    opDone(op);
     $('act-result').replaceChildren(el('div', { cls: 'box' }, el('p', {}, 'Forked into ',
       el('a', { href: '#/db/' + encodeURIComponent(as), id: 'fork-link', text: as }), ' at TXID ', el('code', { text: r.txID }), '.')));
     $('fork-name').value = '';
     loadList().catch(() => {});
   } catch (e) {
+    opDone(op);
     $('act-result').replaceChildren();
     $('act-error').textContent = 'Fork failed: ' + e.message;
   }
@@ -707,6 +807,9 @@ function startLive() {
       refreshViews();
     });
     es.addEventListener('restore', () => refreshViews(true));
+    es.addEventListener('progress', (m) => onProgress(JSON.parse(m.data)));
+    es.addEventListener('ready', (m) => onReady(JSON.parse(m.data)));
+    es.addEventListener('failed', (m) => onFailed(JSON.parse(m.data)));
     es.addEventListener('lost', () => refreshViews(true));
     // A node took the latest state: after a restore, the primary applying it.
     es.addEventListener('fetch', (m) => {
@@ -825,12 +928,59 @@ function wire() {
     doRestore(S.point.txid, null);
   });
   $('fork-form').addEventListener('submit', doFork);
-  $('download').addEventListener('click', (ev) => { if (!S.point) ev.preventDefault(); });
+  $('download').addEventListener('click', startDownload);
   window.addEventListener('resize', () => { if (S.tl && !$('view-db').hidden) drawTimeline(); });
   setInterval(() => { if (!$('view-list').hidden && S.session) renderList(); }, 15000);
 }
 
+/* ---- Early requests ---------------------------------------------------
+ *
+ * A browser that was signed in last time (a hint in localStorage, not a
+ * secret: the cookie decides) asks for the view's data at load, beside
+ * GET /ui/session, instead of after it and after the view's first layout:
+ * GET /dbs, and for #/db/NAME its whole-window timeline, with the bucket
+ * count worked out from the window's width (the CSS's paddings) rather
+ * than from a layout. Each answer is used once, by the first view that
+ * wants it; a failed one (the session ended meanwhile) is just not used. */
+const HINT = 'lfsc-signed-in';
+const early = { dbs: null, timeline: null };
+
+function hint(on) {
+  try { if (on) localStorage.setItem(HINT, '1'); else localStorage.removeItem(HINT); } catch (e) { /* private mode */ }
+}
+
+/* Buckets for the timeline's width: about one per 2 px. */
+function tlMax(width) {
+  return Math.floor(Math.max(200, width || 800) / 2);
+}
+
+function askEarly() {
+  let signedIn = false;
+  try { signedIn = localStorage.getItem(HINT) === '1'; } catch (e) { /* no storage: no early requests */ }
+  if (!signedIn) return;
+  early.dbs = api('/dbs').catch(() => null);
+  if (location.hash.startsWith('#/db/')) {
+    const name = decodeURIComponent(location.hash.slice(5));
+    const phone = window.innerWidth <= 600; // app.css: paddings of main, .card and .tl-box's border
+    const width = Math.min(window.innerWidth, 1240) - (phone ? 20 + 22 + 2 : 32 + 34 + 2);
+    early.timeline = { name, reply: api('/db/timeline?' + q({ db: name, max: tlMax(width) })).catch(() => null) };
+  }
+}
+
+function takeEarlyDbs() {
+  const p = early.dbs;
+  early.dbs = null;
+  return p || Promise.resolve(null);
+}
+
+function takeEarlyTimeline(name) {
+  const t = early.timeline;
+  early.timeline = null;
+  return t && t.name === name ? t.reply : null;
+}
+
 async function boot() {
+  askEarly();
   wire();
   try {
     const s = await api('/ui/session');

@@ -11,7 +11,7 @@
 
 #include "base/err.h"
 #include "base/httpc.h"
-#include "node/etcd.h"
+#include "proto/etcd.h"
 
 #define ETCD_DEFAULT_TIMEOUT_MS 2000L
 #define ETCD_MAX_REPLY (4u << 20)

@@ -1,6 +1,7 @@
 /*
  * etcd.h — a small etcd v3 client over the JSON gateway (/v3/...), for the
- * lease (lease.c). It speaks only what the lease needs: lease grant,
+ * node's lease (node/lease.c) and the service's database ownership
+ * (cloud/cloud_owner.c). It speaks only what they need: lease grant,
  * keep-alive, revoke; range; put; transactions (put-if-absent,
  * delete-if-unchanged, and etcd_txn: puts and deletes guarded by
  * mod_revision comparisons, for the handoff); and a watch used as a long
