@@ -19,7 +19,7 @@ SHELL := /bin/bash
 
 CC ?= cc
 PKG_CONFIG ?= pkg-config
-PKGS := fuse3 sqlite3 liblz4 libcurl jansson yaml-0.1 libcrypto libxml-2.0
+PKGS := fuse3 sqlite3 liblz4 libzstd libcurl jansson yaml-0.1 libcrypto libxml-2.0
 
 BUILD ?= build
 OPT := -O2

@@ -71,7 +71,8 @@
 	X(ERR_CLOUD_PAGE_SIZE,  -1305, "backup: page size differs from the stored database") \
 	X(ERR_CLOUD_EXISTS,     -1306, "backup: database already exists") \
 	X(ERR_CLOUD_NOT_RESTORABLE, -1307, "backup: the TXID is inside an upload of several transactions; only its end is restorable") \
-	X(ERR_CLOUD_NOT_WRITER, -1308, "backup: this instance no longer holds the writer lease (another instance took the bucket)")
+	X(ERR_CLOUD_NOT_WRITER, -1308, "backup: this instance no longer holds the writer lease (another instance took the bucket)") \
+	X(ERR_CLOUD_OBJECT_CORRUPT, -1320, "backup: a stored object is corrupt (its zstd frame does not decode)")
 
 enum err_code {
 #define ERR_ENUM_(name, value, msg) name = value,

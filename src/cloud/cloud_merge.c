@@ -17,6 +17,7 @@
 #include "base/sys.h"
 #include "cloud/cloud_merge.h"
 #include "cloud/cloud_object.h"
+#include "cloud/cloud_zltx.h"
 #include "ltx/ltxmerge.h"
 
 /* The size of cloud_merge_to_fd()'s writes: small enough that the pages
@@ -26,7 +27,7 @@
 
 struct cloud_merge {
 	struct ltxmerge *lm;
-	int *fds;
+	struct cloud_zltx_reader *in; /* one per stored file, either form */
 	size_t n;
 	struct ltx_pos want;
 	char name[64];
@@ -53,8 +54,8 @@ int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, 
 	struct cloud_merge *m = calloc(1, sizeof(*m));
 	struct ltxmerge_input *in = calloc(plan->n ? plan->n : 1, sizeof(*in));
 	if (m)
-		m->fds = calloc(plan->n ? plan->n : 1, sizeof(*m->fds));
-	if (!m || !in || !m->fds) {
+		m->in = calloc(plan->n ? plan->n : 1, sizeof(*m->in));
+	if (!m || !in || !m->in) {
 		free(in);
 		cloud_merge_free(m);
 		return ERR_NOMEM;
@@ -64,10 +65,13 @@ int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, 
 	m->want = want;
 	int rc = plan->n ? 0 : ERR_CLOUD_WINDOW;
 	for (; rc == 0 && m->n < plan->n; m->n++) {
-		rc = cloud_object_open(be, db_id, &plan->f[m->n], &m->fds[m->n]);
+		int fd;
+		rc = cloud_object_open(be, db_id, &plan->f[m->n], &fd);
 		if (rc < 0)
 			break;
-		in[m->n] = (struct ltxmerge_input){ read, &m->fds[m->n] };
+		cloud_zltx_reader_init(&m->in[m->n], fd);
+		cloud_zltx_reader_set_source(&m->in[m->n], read);
+		in[m->n] = (struct ltxmerge_input){ cloud_zltx_read, &m->in[m->n] };
 	}
 	if (rc == 0) {
 		rc = ltxmerge_new(&m->lm, in, plan->n, &m->want);
@@ -88,9 +92,11 @@ void cloud_merge_free(struct cloud_merge *m)
 	if (m == NULL)
 		return;
 	ltxmerge_free(m->lm);
-	for (size_t i = 0; i < m->n; i++)
-		close(m->fds[i]);
-	free(m->fds);
+	for (size_t i = 0; i < m->n; i++) {
+		cloud_zltx_reader_done(&m->in[i]);
+		close(m->in[i].fd);
+	}
+	free(m->in);
 	free(m);
 }
 

@@ -31,7 +31,8 @@ struct cloud_merge;
  * starts their merge; the state it builds must be position want (else
  * ERR_LTX_POST_CHECKSUM when the end is reached). read: how each object's
  * descriptor is read (ctx points to an int fd: fdio_read, or a reader
- * that also counts progress). Caller frees with cloud_merge_free(). */
+ * that also counts progress); either stored form is read (cloud_zltx.h).
+ * Caller frees with cloud_merge_free(). */
 int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, const struct cloud_plan *plan,
 		     struct ltx_pos want, ltx_read_fn read, struct cloud_merge **out);
 void cloud_merge_free(struct cloud_merge *m); /* NULL is a no-op */

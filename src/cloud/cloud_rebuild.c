@@ -27,6 +27,7 @@
 
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_rebuild.h"
+#include "cloud/cloud_zltx.h"
 #include "base/err.h"
 #include "base/log.h"
 #include "ltx/ltx.h"
@@ -183,7 +184,7 @@ static int read_ends(struct cloud_backend *be, struct rb_item *it)
 		if (rc == 0 && n != sizeof(tr))
 			rc = -EIO;
 	}
-	if (rc == 0 && ltx_header_decode(hdr, &it->h) != 0)
+	if (rc == 0 && cloud_zltx_header_decode(hdr, &it->h, NULL) != 0)
 		rc = -EIO;
 	if (rc == 0 && (it->h.min_txid != it->min_txid || it->h.max_txid != it->max_txid))
 		rc = -EIO;

@@ -14,13 +14,17 @@
  *                        backend (cloud_backend.h; local disk here). <id>
  *                        is the database's catalog id in 16 hex digits,
  *                        never reused while objects of it may remain.
+ *                        Stored as LTX or in the zstd form of LTX
+ *                        (cloud_zltx.h: compacted files, snapshots and
+ *                        uploads up to CLOUD_ZLTX_INGEST_MAX, unless
+ *                        opts.store_lz4); every reader takes both.
  *   current/<id>.db      the materialised current state of each database
  *                        (a cache: verified against the catalog, rebuilt
  *                        from objects when it disagrees)
  *   tmp/                 spools and temporary files; emptied at open
  *
- * LEVELS. L0 holds every uploaded LTX file as it came (one per upload; an
- * upload may span several TXIDs). L1..Ln (opts.levels_ms, default 10 s,
+ * LEVELS. L0 holds every uploaded LTX file (one per upload; an upload may
+ * span several TXIDs), as it came or in the zstd form. L1..Ln (opts.levels_ms, default 10 s,
  * 5 min, 1 h) hold merges of consecutive positions whose timestamps fall
  * into one aligned interval [j*I, (j+1)*I); level k is built from level
  * k-1 (whatever level k-1 lacks, from finer levels). The snapshot level
@@ -145,6 +149,7 @@
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
+#include "cloud/cloud_zltx.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -196,11 +201,6 @@ static void cur_path(struct cloud_store *cs, int64_t id, char *buf, size_t size)
 	snprintf(buf, size, "%s/%016" PRIx64 ".db", cs->cur_dir, (uint64_t)id);
 }
 
-static struct cloud_pos pos_of(const struct cat_db *db)
-{
-	return (struct cloud_pos){ db->txid, db->checksum, db->ts_ms };
-}
-
 static int msgf(struct cloud_ingest_result *res, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int msgf(struct cloud_ingest_result *res, int rc, const char *fmt, ...)
@@ -248,7 +248,7 @@ _Static_assert(CLOUD_DB_NAME_MAX >= DBNAME_MAX, "cloud database names are shorte
 _Static_assert(sizeof(((struct cloud_db_info *)0)->cluster) > CLOUD_CLUSTER_MAX, "cluster names are cut short");
 
 /* Validates names and finds the entry. */
-static int lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out)
+int store_lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out)
 {
 	if (cluster == NULL || db == NULL || strlen(cluster) > CLOUD_CLUSTER_MAX || cluster[0] == '\0' ||
 	    !dbname_valid(db))
@@ -272,7 +272,7 @@ static void set_id(struct cdb *d, int64_t id)
 }
 
 /* The catalog row of d (d->id must be set). */
-static int db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
+int store_db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row)
 {
 	if (d->id == 0)
 		return ERR_CLOUD_NOT_FOUND;
@@ -522,6 +522,33 @@ static int commit_upload(struct cloud_store *cs, struct cat_db *row, bool insert
 	return rc;
 }
 
+/* Rewrites the verified upload in fd (size *size, at most
+ * CLOUD_ZLTX_INGEST_MAX) in its zstd stored form (cloud_zltx.h) when that
+ * is smaller, in the same file: a second file per upload would cost an
+ * inode allocation, the dearest part of a small ingest. A failure to
+ * encode keeps the upload as sent (as valid); a failure to write it back
+ * fails the ingest (the file may be half rewritten). */
+static int ingest_zstd(const char *db, int fd, uint64_t *size)
+{
+	struct ltx_growbuf z = { 0 };
+	int rc = lseek(fd, 0, SEEK_SET) < 0 ? -errno : cloud_zltx_transcode(fd, ltx_growbuf_write, &z,
+									      CLOUD_ZLTX_LEVEL);
+	if (rc < 0)
+		LOG_WARN("cloud", "msg=\"upload kept as sent: its zstd form failed\" db=%s err=\"%s\"", db,
+			 err_str(rc));
+	if (rc < 0 || z.len >= *size) {
+		free(z.data);
+		return 0;
+	}
+	rc = sys_pwrite_all(fd, z.data, z.len, 0);
+	if (rc == 0 && sys_ftruncate(fd, (off_t)z.len) < 0)
+		rc = -errno;
+	if (rc == 0)
+		*size = z.len;
+	free(z.data);
+	return rc;
+}
+
 /* Everything of an ingest after the header checks. */
 static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row, bool exists,
 		       const uint8_t *hdr, const struct ltx_header *h, ltx_read_fn read, void *ctx,
@@ -565,6 +592,12 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		msgf(res, rc, "storing the database's meta object failed: %s", err_str(rc));
 		goto out;
 	}
+	uint64_t stored = t.total;
+	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX && (rc = ingest_zstd(d->name, t.obj_fd, &stored)) < 0) {
+		d->cur_ok = false; /* the copy is ahead of the catalog */
+		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
+		goto out;
+	}
 	char name[96];
 	cloud_object_name(name, sizeof(name), id, 0, h->min_txid, h->max_txid);
 	close(t.obj_fd);
@@ -589,7 +622,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	nrow.ts_ms = h->timestamp_ms;
 	nrow.mts_ms = mts;
 	struct cat_file f = { 0, h->min_txid, h->max_txid, h->pre_apply_checksum, ar.pos.checksum, mts,
-			      h->page_size, t.total };
+			      h->page_size, stored };
 	struct cat_tx tx = { ar.pos.txid, h->min_txid, ar.pos.checksum, h->timestamp_ms, mts, h->page_size };
 	rc = commit_upload(cs, &nrow, !exists, &f, &tx);
 	if (rc < 0) {
@@ -635,7 +668,7 @@ static int ingest_locked(struct cloud_store *cs, struct cdb *d, ltx_read_fn read
 	int rc = 0;
 
 	if (exists) {
-		rc = db_row(cs, d, &row);
+		rc = store_db_row(cs, d, &row);
 		if (rc == 0)
 			rc = cur_ensure(cs, d, &row);
 		if (rc < 0)
@@ -662,7 +695,7 @@ int cloud_ingest(struct cloud_store *cs, const char *cluster, const char *db, lt
 {
 	struct cdb *d;
 	memset(res, 0, sizeof(*res));
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return msgf(res, rc, "%s", err_str(rc));
 	pthread_mutex_lock(&d->mu);
@@ -812,7 +845,7 @@ static int store_state_locked(struct cloud_store *cs, struct cdb *d, struct stat
 	bool exists = d->id != 0;
 	if (exists) {
 		char path[PATH_MAX];
-		rc = db_row(cs, d, &row);
+		rc = store_db_row(cs, d, &row);
 		if (rc == 0)
 			rc = cur_ensure(cs, d, &row);
 		cur_path(cs, d->id, path, sizeof(path));
@@ -840,7 +873,7 @@ static int store_state_locked(struct cloud_store *cs, struct cdb *d, struct stat
 static int resolve_row(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, struct cat_db *row,
 		       struct cloud_pos *out)
 {
-	int rc = db_row(cs, d, row);
+	int rc = store_db_row(cs, d, row);
 	if (rc < 0)
 		return rc;
 	if (t == NULL || (t->txid == 0 && t->ts_ms == 0)) {
@@ -877,7 +910,7 @@ int cloud_resolve(struct cloud_store *cs, const char *cluster, const char *db, c
 {
 	struct cdb *d;
 	struct cat_db row;
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc == 0) {
 		pthread_rwlock_rdlock(&d->files);
 		rc = resolve_row(cs, d, t, &row, out);
@@ -892,11 +925,11 @@ int cloud_gap(struct cloud_store *cs, const char *cluster, const char *db, uint6
 	struct cat_db row;
 	struct cat_tx before, after;
 	memset(out, 0, sizeof(*out));
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
 	pthread_rwlock_rdlock(&d->files);
-	rc = db_row(cs, d, &row);
+	rc = store_db_row(cs, d, &row);
 	bool found = rc == 0;
 	cloud_catalog_lock(cs->cat);
 	if (found)
@@ -991,7 +1024,7 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 	struct cloud_pos p = { 0 };
 	struct state built;
 	int out = -1;
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc == 0)
 		rc = build_target(cs, d, t, false, false, &built, &p);
 	if (rc < 0)
@@ -1080,7 +1113,7 @@ int cloud_export_open(struct cloud_store *cs, const char *cluster, const char *d
 	struct cat_db row;
 	memset(out, 0, sizeof(*out));
 	out->fd = out->tee_fd = -1;
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
 	if (format != CLOUD_FORMAT_SQLITE)
@@ -1179,9 +1212,9 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 	struct cloud_pos p;
 	struct cloud_ingest_result res;
 	struct state st = { .fd = -1 };
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc == 0 && as_db)
-		rc = lookup(cs, cluster, as_db, &dst);
+		rc = store_lookup(cs, cluster, as_db, &dst);
 	if (rc < 0)
 		return rc;
 	/* A past state is merged from its stored files straight into the
@@ -1194,7 +1227,7 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 		pthread_mutex_lock(&d->mu);
 		rc = build_target(cs, d, t, true, stream, &st, &p);
 		struct cat_db row;
-		if (rc == 0 && db_row(cs, d, &row) == 0 && row.txid == p.txid) {
+		if (rc == 0 && store_db_row(cs, d, &row) == 0 && row.txid == p.txid) {
 			*new_pos = p; /* already there: nothing to undo */
 			state_close(&st);
 			pthread_mutex_unlock(&d->mu);
@@ -1279,7 +1312,7 @@ int cloud_upload_sqlite(struct cloud_store *cs, const char *cluster, const char 
 	uint32_t ps;
 	struct stat st;
 	memset(res, 0, sizeof(*res));
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc == 0)
 		rc = copy_upload(cs, fd, path, sizeof(path), &tfd);
 	if (rc < 0)
@@ -1429,14 +1462,14 @@ int cloud_db_info(struct cloud_store *cs, const char *cluster, const char *db, s
 	struct cdb *d;
 	struct cat_db row;
 	struct cat_tx first;
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
 	struct info_ctx ic = { .info = info_new(cs) };
 	if (ic.info == NULL)
 		return ERR_NOMEM;
 	pthread_rwlock_rdlock(&d->files);
-	rc = db_row(cs, d, &row);
+	rc = store_db_row(cs, d, &row);
 	cloud_catalog_lock(cs->cat);
 	if (rc == 0)
 		rc = cloud_catalog_tx_first(cs->cat, row.id, &first);
@@ -1473,148 +1506,6 @@ void cloud_db_info_free(struct cloud_db_info *info)
 	free(info->snapshots);
 	free(info->levels);
 	free(info);
-}
-
-/* ---- History for the dashboard -------------------------------------------- */
-
-_Static_assert(CLOUD_HIST_LEVELS_MAX >= CLOUD_MAX_LEVELS, "cloud_hist_head cannot hold every level");
-
-int cloud_hist_head(struct cloud_store *cs, const char *cluster, const char *db, struct cloud_hist_head *out)
-{
-	struct cdb *d;
-	struct cat_db row;
-	struct cat_tx first;
-	memset(out, 0, sizeof(*out));
-	int rc = lookup(cs, cluster, db, &d);
-	if (rc < 0)
-		return rc;
-	pthread_rwlock_rdlock(&d->files);
-	rc = db_row(cs, d, &row);
-	cloud_catalog_lock(cs->cat);
-	if (rc == 0)
-		rc = cloud_catalog_tx_first(cs->cat, row.id, &first);
-	for (int l = 1; rc == 0 && l <= cs->n_levels; l++) {
-		out->level_ms[l] = cs->levels_ms[l];
-		rc = cloud_catalog_done_get(cs->cat, row.id, l, &out->level_done[l]);
-	}
-	cloud_catalog_unlock(cs->cat);
-	pthread_rwlock_unlock(&d->files);
-	if (rc < 0)
-		return rc;
-	out->incarnation = row.id;
-	out->pos = pos_of(&row);
-	out->mts_ms = row.mts_ms;
-	out->page_size = row.page_size;
-	out->pages = row.commit;
-	out->first_txid = first.txid;
-	out->n_levels = cs->n_levels;
-	out->snap_level = cs->snap_level;
-	out->min_merge = cs->min_merge;
-	return rc;
-}
-
-/* Runs fn(cat, id, arg) on the catalog for the incarnation of db given,
- * under d->files (read) and the catalog lock; ERR_CLOUD_NOT_FOUND when the
- * database is no longer that incarnation (deleted, or made again). */
-static int hist_read(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-		     int (*fn)(struct cloud_catalog *cat, int64_t id, void *arg), void *arg)
-{
-	struct cdb *d;
-	int rc = lookup(cs, cluster, db, &d);
-	if (rc < 0)
-		return rc;
-	pthread_rwlock_rdlock(&d->files);
-	if (d->id != incarnation)
-		rc = ERR_CLOUD_NOT_FOUND;
-	cloud_catalog_lock(cs->cat);
-	if (rc == 0)
-		rc = fn(cs->cat, incarnation, arg);
-	cloud_catalog_unlock(cs->cat);
-	pthread_rwlock_unlock(&d->files);
-	return rc;
-}
-
-struct scan_arg {
-	uint64_t after;
-	struct cat_tx *txs;
-	uint64_t *sizes;
-	size_t max, *n;
-};
-
-static int hist_scan_fn(struct cloud_catalog *cat, int64_t id, void *arg)
-{
-	struct scan_arg *a = arg;
-	return cloud_catalog_tx_scan_sized(cat, id, a->after, a->txs, a->sizes, a->max, a->n);
-}
-
-int cloud_hist_scan(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-		    uint64_t after, struct cloud_hist_tx *out, size_t max, size_t *n)
-{
-	*n = 0;
-	struct scan_arg a = { after, malloc(max * sizeof(*a.txs)), malloc(max * sizeof(*a.sizes)), max, n };
-	int rc = a.txs && a.sizes ? hist_read(cs, cluster, db, incarnation, hist_scan_fn, &a) : ERR_NOMEM;
-	for (size_t i = 0; rc == 0 && i < *n; i++)
-		out[i] = (struct cloud_hist_tx){ a.txs[i].txid, a.txs[i].min_txid, a.txs[i].mts_ms, a.sizes[i] };
-	free(a.txs);
-	free(a.sizes);
-	return rc;
-}
-
-struct bases_ctx {
-	struct cloud_snapshot_info *v;
-	size_t n, cap;
-};
-
-static int hist_base(void *ctx, const struct cat_file *f)
-{
-	struct bases_ctx *b = ctx;
-	if (cloud_catalog_grow((void **)&b->v, b->n, &b->cap, sizeof(*b->v)) < 0)
-		return ERR_NOMEM;
-	b->v[b->n++] = (struct cloud_snapshot_info){ f->max_txid, f->mts_ms, f->size, f->level };
-	return 0;
-}
-
-static int hist_bases_fn(struct cloud_catalog *cat, int64_t id, void *arg)
-{
-	return cloud_catalog_file_bases(cat, id, hist_base, arg);
-}
-
-int cloud_hist_snapshots(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-			 struct cloud_snapshot_info **out, size_t *n)
-{
-	struct bases_ctx b = { 0 };
-	int rc = hist_read(cs, cluster, db, incarnation, hist_bases_fn, &b);
-	if (rc < 0) {
-		free(b.v);
-		return rc;
-	}
-	*out = b.v;
-	*n = b.n;
-	return 0;
-}
-
-struct bytes_arg {
-	struct cat_file_key k;
-	struct cloud_hist_bytes *w;
-	size_t max, n;
-};
-
-static int hist_bytes_fn(struct cloud_catalog *cat, int64_t id, void *arg)
-{
-	struct bytes_arg *a = arg;
-	return cloud_catalog_file_sizes(cat, id, &a->k, a->max, &a->w->bytes, &a->n);
-}
-
-int cloud_hist_bytes_step(struct cloud_store *cs, const char *cluster, const char *db, int64_t incarnation,
-			  struct cloud_hist_bytes *w, size_t max_rows)
-{
-	struct bytes_arg a = { { w->key_min, w->key_max, w->key_level }, w, max_rows, 0 };
-	int rc = hist_read(cs, cluster, db, incarnation, hist_bytes_fn, &a);
-	w->key_min = a.k.min_txid;
-	w->key_max = a.k.max_txid;
-	w->key_level = a.k.level;
-	w->done = rc == 0 && a.n < max_rows;
-	return rc;
 }
 
 struct del_ctx {
@@ -1681,7 +1572,7 @@ static int delete_locked(struct cloud_store *cs, struct cdb *d)
 int cloud_db_delete(struct cloud_store *cs, const char *cluster, const char *db)
 {
 	struct cdb *d;
-	int rc = lookup(cs, cluster, db, &d);
+	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc < 0)
 		return rc;
 	pthread_mutex_lock(&d->mu);
@@ -1824,6 +1715,7 @@ static int set_opts(struct cloud_store *cs, const struct cloud_store_opts *o)
 	cs->max_upload_bytes = o->max_upload_bytes ? o->max_upload_bytes : 1ull << 30;
 	cs->snap_ratio = o->snapshot_ratio != 0 ? o->snapshot_ratio : 4.0;
 	cs->min_merge = o->min_merge >= 2 ? o->min_merge : o->min_merge == 1 ? 2 : 8;
+	cs->store_lz4 = o->store_lz4;
 	return 0;
 }
 

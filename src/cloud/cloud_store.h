@@ -82,7 +82,17 @@ struct cloud_store_opts {
 	 * level that would only copy them costs storage and saves no reads).
 	 * 0: 8; 2: every group of more than one file. */
 	unsigned min_merge;
+	/* How objects are stored: false (the default) in the zstd stored form
+	 * (cloud_zltx.h: compacted files and snapshots, and uploads of at
+	 * most CLOUD_ZLTX_INGEST_MAX bytes); true: as LTX with LZ4, uploads
+	 * exactly as sent. Either form is read whatever this says. */
+	bool store_lz4;
 };
+
+/* Largest upload that ingest stores in the zstd form (it is decoded and
+ * encoded once more before the put); larger ones are stored as sent, so
+ * that large transactions keep their ingest rate. */
+#define CLOUD_ZLTX_INGEST_MAX (1u << 20)
 
 /* Most files a restore plan reads beyond its base before the end of a
  * snapshot interval takes a snapshot whatever the sizes. */

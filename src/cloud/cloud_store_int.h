@@ -60,6 +60,7 @@ struct cloud_store {
 	uint64_t max_upload_bytes;
 	double snap_ratio;   /* < 0: a snapshot every interval (opts.snapshot_ratio) */
 	unsigned min_merge;  /* opts.min_merge, >= 2 */
+	bool store_lz4;      /* opts.store_lz4 */
 
 	pthread_mutex_t mu; /* guards dbs, next_id, stop, spools */
 	pthread_cond_t cond;
@@ -70,5 +71,15 @@ struct cloud_store {
 	bool started, stop;
 	pthread_t thread;
 };
+
+/* The database cluster/db, ERR_CLOUD_NOT_FOUND if unknown (cloud_store.c). */
+int store_lookup(struct cloud_store *cs, const char *cluster, const char *db, struct cdb **out);
+/* d's catalog row. */
+int store_db_row(struct cloud_store *cs, struct cdb *d, struct cat_db *row);
+
+static inline struct cloud_pos pos_of(const struct cat_db *db)
+{
+	return (struct cloud_pos){ db->txid, db->checksum, db->ts_ms };
+}
 
 #endif

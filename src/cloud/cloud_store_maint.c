@@ -39,6 +39,7 @@
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
 #include "cloud/cloud_store_maint.h"
+#include "cloud/cloud_zltx.h"
 #include "ltx/compact.h"
 
 #define SCAN_ROWS 4096
@@ -50,13 +51,33 @@ static int64_t bucket_of(int64_t mts, int64_t interval)
 	return mts >= 0 ? mts / interval : -((-mts + interval - 1) / interval);
 }
 
+/* compact_run() of in[0..k) into out, in the stored form the store
+ * writes (cloud_zltx.h) or as LTX with LZ4. */
+static int merge_write(struct cloud_store *cs, const struct compact_input *in, size_t k, int out, int zlevel,
+		       struct ltx_header *oh, struct ltx_trailer *ot)
+{
+	struct compact_error ce;
+	if (cs->store_lz4)
+		return compact_run(in, k, true, fdio_write, &out, oh, ot, &ce);
+	struct cloud_zltx_writer *w = NULL;
+	int rc = cloud_zltx_writer_new(&w, zlevel, fdio_write, &out);
+	if (rc == 0)
+		rc = compact_run(in, k, false, cloud_zltx_write, w, oh, ot, &ce);
+	if (rc == 0)
+		rc = cloud_zltx_writer_finish(w);
+	cloud_zltx_writer_free(w);
+	return rc;
+}
+
 /* Merges files[0..n) into the temporary file out_path (created). The
  * inputs are objects of db_id, or (first_path != NULL) the first input is
  * that temporary file instead. */
 static int merge_batch(struct cloud_store *cs, int64_t db_id, const char *first_path, const struct cat_file *files,
-		       size_t n, char *out_path, size_t out_size, struct ltx_header *oh, struct ltx_trailer *ot)
+		       size_t n, char *out_path, size_t out_size, int zlevel, struct ltx_header *oh,
+		       struct ltx_trailer *ot)
 {
 	int fds[CLOUD_COMPACT_BATCH + 1];
+	struct cloud_zltx_reader zr[CLOUD_COMPACT_BATCH + 1];
 	struct compact_input in[CLOUD_COMPACT_BATCH + 1];
 	size_t k = 0;
 	int rc = 0;
@@ -71,20 +92,23 @@ static int merge_batch(struct cloud_store *cs, int64_t db_id, const char *first_
 		if (rc == 0)
 			k++;
 	}
-	for (size_t i = 0; i < k; i++)
-		in[i] = (struct compact_input){ fdio_read, &fds[i] };
+	for (size_t i = 0; i < k; i++) {
+		cloud_zltx_reader_init(&zr[i], fds[i]);
+		in[i] = (struct compact_input){ cloud_zltx_read, &zr[i] };
+	}
 	int out = rc < 0 ? rc : cloud_object_tmp_create(cs->tmp_dir, out_path, out_size);
 	if (rc == 0 && out < 0)
 		rc = out;
 	if (rc == 0) {
-		struct compact_error ce;
-		rc = compact_run(in, k, true, fdio_write, &out, oh, ot, &ce);
+		rc = merge_write(cs, in, k, out, zlevel, oh, ot);
 		close(out);
 		if (rc < 0)
 			unlink(out_path);
 	}
-	for (size_t i = 0; i < k; i++)
+	for (size_t i = 0; i < k; i++) {
+		cloud_zltx_reader_done(&zr[i]);
 		close(fds[i]);
+	}
 	return rc;
 }
 
@@ -92,7 +116,7 @@ static int merge_batch(struct cloud_store *cs, int64_t db_id, const char *first_
  * CLOUD_COMPACT_BATCH inputs at a time, the previous batch's output
  * being the first input of the next. */
 static int merge_plan(struct cloud_store *cs, int64_t db_id, const struct cloud_plan *p, char *out_path,
-		      size_t out_size, struct ltx_header *oh, struct ltx_trailer *ot)
+		      size_t out_size, int zlevel, struct ltx_header *oh, struct ltx_trailer *ot)
 {
 	char prev[PATH_MAX] = "";
 	int rc = 0;
@@ -101,7 +125,8 @@ static int merge_plan(struct cloud_store *cs, int64_t db_id, const struct cloud_
 		size_t room = prev[0] ? CLOUD_COMPACT_BATCH - 1 : CLOUD_COMPACT_BATCH;
 		if (take > room)
 			take = room;
-		rc = merge_batch(cs, db_id, prev[0] ? prev : NULL, p->f + i, take, out_path, out_size, oh, ot);
+		rc = merge_batch(cs, db_id, prev[0] ? prev : NULL, p->f + i, take, out_path, out_size, zlevel, oh,
+				 ot);
 		if (prev[0])
 			unlink(prev);
 		snprintf(prev, sizeof(prev), "%s", out_path);
@@ -132,7 +157,8 @@ static int store_merge(struct cloud_store *cs, int64_t db_id, int level, const s
 	struct ltx_header oh;
 	struct ltx_trailer ot;
 	const struct cat_file *first = &p->f[0], *last = &p->f[p->n - 1];
-	int rc = merge_plan(cs, db_id, p, tmp, sizeof(tmp), &oh, &ot);
+	int zlevel = level == cs->snap_level ? CLOUD_ZLTX_LEVEL : CLOUD_ZLTX_LEVEL_COMPACT;
+	int rc = merge_plan(cs, db_id, p, tmp, sizeof(tmp), zlevel, &oh, &ot);
 	if (rc < 0)
 		return rc;
 	if (oh.min_txid != first->min_txid || oh.max_txid != last->max_txid || oh.pre_apply_checksum != first->pre ||

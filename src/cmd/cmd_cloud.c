@@ -85,6 +85,7 @@ struct settings {
 	int64_t snapshot_interval_ms;
 	double snapshot_ratio;
 	unsigned min_merge;
+	bool store_lz4;
 	uint64_t max_upload_bytes;
 	uint64_t max_db_bytes;
 	char *log_level;
@@ -244,6 +245,12 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 		st->min_merge = (unsigned)n;
 		return 0;
 	}
+	if (!strcmp(key, "store-codec")) {
+		if (strcmp(v, "zstd") != 0 && strcmp(v, "lz4") != 0)
+			return ERR_CONFIG;
+		st->store_lz4 = strcmp(v, "lz4") == 0;
+		return 0;
+	}
 	if (!strcmp(key, "max-upload-size"))
 		return parse_size(v, &st->max_upload_bytes);
 	if (!strcmp(key, "max-db-size"))
@@ -313,6 +320,7 @@ static int settings_set(struct settings *st, const char *key, const char *v)
 
 static const char *const setting_keys[] = {
 	"addr", "data-dir", "retention", "levels", "snapshot-interval", "snapshot-ratio", "min-merge",
+	"store-codec",
 	"max-upload-size", "max-db-size", "log-level",
 	"ui-session", "admin-addr",
 	"s3-bucket", "s3-endpoint", "s3-region", "s3-prefix", "s3-addressing", "s3-access-key-id",
@@ -329,6 +337,8 @@ static const char *const setting_help[] = {
 	"snapshot at an interval's end only once a restore would read this many times\n"
 	"                        the last snapshot's bytes after it; \"every\": always (default 4)",
 	"merge a group of a compaction level only from this many files or more (default 8)",
+	"how objects are stored: zstd (compacted files, snapshots, uploads up to 1 MiB)\n"
+	"                        or lz4 (LTX as sent); either is read (default zstd)",
 	"largest accepted LTX upload (default 1GiB)",
 	"largest accepted SQLite upload, POST /db/upload (default 64GiB)",
 	"debug, info, warn or error (default info)",
@@ -759,6 +769,7 @@ static int open_store(const struct settings *st, struct cloud_store **cs)
 		.max_upload_bytes = st->max_upload_bytes,
 		.snapshot_ratio = st->snapshot_ratio,
 		.min_merge = st->min_merge,
+		.store_lz4 = st->store_lz4,
 	};
 	int rc = cloud_store_open(&o, cs);
 	if (rc != 0)

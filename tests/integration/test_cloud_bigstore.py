@@ -69,7 +69,8 @@ def pos(srv, token):
 
 
 def l0_object(srv, txid):
-    """The stored L0 object of one upload (its LTX bytes as received)."""
+    """The stored L0 object of one upload: its LTX bytes as received when
+    over 1 MiB, else its zstd stored form (docs/cloud-storage.md)."""
     name = f"{txid:016x}-{txid:016x}.ltx"
     hits = [p for p in (srv.data / "objects").rglob(name) if p.parent.name == "l0"]
     assert len(hits) == 1, hits
@@ -102,6 +103,9 @@ def test_large_uploads_every_state_exact(cloud, tmp_path):
 
     ltx = [l0_object(srv, t) for t in (1, 2, 3)]
     assert len(ltx[1]) > (1 << 20)  # the streamed path (over 256 KiB) with > 8 MiB of pages
+    # Large uploads are stored as sent; a small one in the zstd stored form,
+    # which is no LTX to the outside (flag 0x100) and is refused as one.
+    assert ltx[1][4:8] != b"\0\0\x01\0" and ltx[2][4:8] == b"\0\0\x01\0", (ltx[1][:8], ltx[2][:8])
     st, body = req(srv, "POST", "/db/tx", tok, body=ltx[0], query={"db": "copy.db"})
     assert st == 200, body[:300]
     want = pos(srv, tok)["a.db"]
@@ -114,10 +118,14 @@ def test_large_uploads_every_state_exact(cloud, tmp_path):
     assert st == 200, body[:300]
     assert export(srv, tok, "copy.db", 2) == files[1].read_bytes()
 
+    st, body = req(srv, "POST", "/db/tx", tok, body=ltx[2], query={"db": "copy.db"})
+    assert 400 <= st < 500 and b"flags" in body, (st, body[:300])
+    assert pos(srv, tok)["copy.db"][0] == 2
+
     # A restart: the page checksums are rebuilt from the current copy.
     srv.stop()
     srv.start()
-    st, body = req(srv, "POST", "/db/tx", tok, body=ltx[2], query={"db": "copy.db"})
+    st, body = req(srv, "POST", "/db/upload", tok, body=files[2].read_bytes(), query={"db": "copy.db"})
     assert st == 200, body[:300]
     assert pos(srv, tok)["copy.db"] == want
     assert export(srv, tok, "copy.db", 3) == files[2].read_bytes()
@@ -131,7 +139,7 @@ def test_spacing_flags_and_every_transaction_restorable(cloud, tmp_path):
     """-snapshot-ratio and -min-merge are taken (and refused when wrong);
     with scaled intervals and uploads spread over them, every transaction
     stays restorable to its exact state and /db/info's ranges say so."""
-    for bad in (["-snapshot-ratio", "0"], ["-snapshot-ratio", "x"], ["-min-merge", "1"]):
+    for bad in (["-snapshot-ratio", "0"], ["-snapshot-ratio", "x"], ["-min-merge", "1"], ["-store-codec", "brotli"]):
         r = run(LITEFS_CLOUD, "serve", "-data-dir", str(tmp_path / "never"), "-addr", "127.0.0.1:0", *bad,
                 check=False, timeout=15)
         assert r.returncode != 0 and bad[0].lstrip("-") in (r.stdout + r.stderr), r.stdout + r.stderr
@@ -173,3 +181,47 @@ def test_spacing_flags_and_every_transaction_restorable(cloud, tmp_path):
     assert len(made) <= 2, info["snapshots"]
     for txid in range(1, 41):
         assert export(srv, tok, "m.db", txid) == states[txid - 1], f"txid {txid}"
+
+
+def flags(ltx):
+    """The header flags of a stored object's bytes."""
+    return int.from_bytes(ltx[4:8], "big")
+
+
+def test_store_codec_switch_keeps_both_forms_readable(cloud, tmp_path):
+    """Objects written with -store-codec lz4 (LTX as sent) and then, after
+    a restart, in the default zstd form (flag 0x100) are read alike:
+    every state exports byte for byte, across compaction of both."""
+    srv = cloud(args=["-store-codec", "lz4", "-levels", "200ms,1s", "-snapshot-interval", "2s", "-min-merge", "2"])
+    tok = srv.create_cluster("codec")
+    f = tmp_path / "c.db"
+    con = sqlite3.connect(f)
+    con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    con.commit()
+    states = []
+
+    def step(i):
+        con.execute("INSERT INTO t(v) VALUES (?)", (os.urandom(300 + 40 * i).hex(),))
+        con.commit()
+        st, body = req(srv, "POST", "/db/upload", tok, body=f.read_bytes(), query={"db": "c.db"})
+        assert st == 200, body[:300]
+        states.append(f.read_bytes())
+        time.sleep(0.05)
+
+    for i in range(10):
+        step(i)
+    assert flags(l0_object(srv, 5)) & 0x100 == 0
+    srv.stop()
+    srv.args = [a for a in srv.args if a not in ("-store-codec", "lz4")]
+    srv.start()
+    for i in range(10, 20):
+        step(i)
+    con.close()
+    assert flags(l0_object(srv, 15)) == 0x100
+    time.sleep(3)  # compaction of both forms together, snapshots
+    # Files ending after TXID 10 were written after the restart: zstd form.
+    later = [p for p in (srv.data / "objects").rglob("*.ltx")
+             if p.parent.name != "l0" and int(p.stem.split("-")[1], 16) > 10]
+    assert later and all(flags(p.read_bytes()) == 0x100 for p in later), later
+    for txid in range(1, 21):
+        assert export(srv, tok, "c.db", txid) == states[txid - 1], f"txid {txid}"

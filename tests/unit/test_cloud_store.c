@@ -1167,6 +1167,176 @@ static void test_backlog_past_timestamps(void **state)
 	backlog_run("backlog-rt", true);
 }
 
+/* ---- The stored form (cloud_zltx.h) ---------------------------------------- */
+
+/* Exports every step-th position from..c->txid and the last; each must be
+ * exact. Returns how
+ * many failed with ERR_CLOUD_OBJECT_CORRUPT when tolerate_corrupt (any
+ * other failure fails the test). */
+static int check_points(struct cloud_store *cs, const char *db, struct chain *c, uint64_t from, uint64_t step,
+			bool tolerate_corrupt)
+{
+	int corrupt = 0;
+	for (uint64_t tx = from; tx <= c->txid; tx = tx + step <= c->txid || tx == c->txid ? tx + step : c->txid) {
+		struct ltx_growbuf b = { 0 };
+		struct cloud_target t = { .txid = tx };
+		struct cloud_pos pos;
+		int rc = cloud_export(cs, "c1", db, &t, CLOUD_FORMAT_SQLITE, ltx_growbuf_write, &b, &pos);
+		if (rc == ERR_CLOUD_OBJECT_CORRUPT && tolerate_corrupt) {
+			corrupt++;
+		} else {
+			if (rc != 0)
+				fail_msg("export of %llu: %s", (unsigned long long)tx, err_str(rc));
+			assert_int_equal(pos.checksum, c->sum[tx]);
+			assert_int_equal(bytes_checksum(b.data, b.len, c->m.page_size), c->sum[tx]);
+		}
+		free(b.data);
+	}
+	return corrupt;
+}
+
+/* Paths of the stored objects of db id 1 at level (l0, l1, ...), with
+ * whether each is in the zstd stored form. */
+static size_t level_objects(const char *name, int level, char paths[][800], bool *zstd, size_t max)
+{
+	char dir[512];
+	snprintf(dir, sizeof(dir), "%s/%s/objects/0000000000000001/l%d", tmp_dir, name, level);
+	DIR *d = opendir(dir);
+	size_t n = 0;
+	struct dirent *de;
+	while (d && n < max && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(paths[n], 800, "%s/%s", dir, de->d_name);
+		uint8_t hdr[LTX_HEADER_SIZE];
+		int fd = open(paths[n], O_RDONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(read(fd, hdr, sizeof(hdr)), sizeof(hdr));
+		close(fd);
+		zstd[n] = hdr[4] == 0 && hdr[5] == 0 && hdr[6] == 1 && hdr[7] == 0;
+		n++;
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+/* The same chain stored as LTX with LZ4 and in the zstd form, compacted at
+ * every level, snapshotted and cut by retention: every position of the
+ * window has its exact state in both; zstd stores fewer bytes. Then a
+ * damaged compacted object: the positions whose plan reads it are
+ * refused with ERR_CLOUD_OBJECT_CORRUPT, every other one stays exact. */
+static void test_stored_forms(void **state)
+{
+	(void)state;
+	static struct chain c[2];
+	uint64_t bytes[2];
+	const int64_t retention = 3000;
+	static char paths[512][800];
+	static bool zstd[512];
+	for (int k = 0; k < 2; k++) {
+		seed(51);
+		chain_init(&c[k], 512);
+		char dir[512];
+		snprintf(dir, sizeof(dir), "%s/forms%d", tmp_dir, k);
+		struct cloud_store_opts o = { .data_dir = dir, .retention_ms = retention, .levels_ms = small_levels,
+					      .n_levels = 3, .snapshot_interval_ms = 4000, .snapshot_ratio = -1,
+					      .min_merge = 2, .store_lz4 = k == 0 };
+		struct cloud_store *cs = NULL;
+		assert_int_equal(cloud_store_open(&o, &cs), 0);
+		chain_push(&c[k], cs, "f.db", 300, 80);
+		int64_t now = c[k].now + 500;
+		assert_int_equal(cloud_store_maintain(cs, now), 0);
+		uint64_t r = 1;
+		while (r < c[k].txid && c[k].ts[r + 1] <= now - retention)
+			r++;
+		struct cloud_db_info *j = info(cs, "f.db");
+		assert_int_equal(j->min_txid, r);
+		bytes[k] = j->bytes;
+		assert_true(level_files(j, 2) > 0 && level_files(j, 4) > 0);
+		cloud_db_info_free(j);
+		check_points(cs, "f.db", &c[k], r, 1, false);
+		export_ltx_check(cs, "f.db", r, c[k].sum[r]);
+		/* Which form each level's objects are in. */
+		char name[32];
+		snprintf(name, sizeof(name), "forms%d", k);
+		for (int level = 0; level <= 4; level++) {
+			size_t n = level_objects(name, level, paths, zstd, 512);
+			for (size_t i = 0; i < n; i++)
+				if (zstd[i] != (k == 1))
+					fail_msg("%s: %s form", paths[i], zstd[i] ? "zstd" : "LTX");
+		}
+		if (k == 1) {
+			/* Damage the middle of the frame of one compacted file. */
+			size_t n = level_objects(name, 2, paths, zstd, 512);
+			assert_true(n > 0);
+			int fd = open(paths[n / 2], O_RDWR);
+			off_t size = lseek(fd, 0, SEEK_END);
+			uint8_t byte;
+			off_t at = LTX_HEADER_SIZE + (size - LTX_HEADER_SIZE - LTX_TRAILER_SIZE) / 2;
+			assert_int_equal(pread(fd, &byte, 1, at), 1);
+			byte ^= 0x10;
+			assert_int_equal(pwrite(fd, &byte, 1, at), 1);
+			close(fd);
+			int bad = check_points(cs, "f.db", &c[k], r, 1, true);
+			print_message("damaged %s: %d positions refused\n", paths[n / 2], bad);
+			assert_true(bad > 0);
+		}
+		cloud_store_close(cs);
+		model_free(&c[k].m);
+	}
+	print_message("stored bytes: LTX with LZ4 %llu, zstd form %llu\n", (unsigned long long)bytes[0],
+		      (unsigned long long)bytes[1]);
+	assert_true(bytes[1] < bytes[0]);
+}
+
+/* kill -9 of a compaction pass at random moments: each time the store
+ * reopens with nothing left in tmp/ and positions exact (every 7th, as
+ * plans of uncompacted positions are long), and the next pass finishes
+ * the work. */
+static void test_kill9_compaction(void **state)
+{
+	(void)state;
+	static struct chain c;
+	seed(61);
+	chain_init(&c, 512);
+	static const int64_t lv[] = { 20, 200, 1000 };
+	struct cloud_store *cs = open_store("kcomp", 0, lv, 3, 3000, 0);
+	chain_push(&c, cs, "k.db", 200, 30);
+	cloud_store_close(cs);
+	int killed = 0;
+	for (int round = 0; round < 3; round++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct cloud_store *ccs = open_store("kcomp", 0, lv, 3, 3000, 0);
+			int rc = cloud_store_maintain(ccs, c.now + 60000);
+			cloud_store_close(ccs);
+			_exit(rc == 0 ? 0 : 3);
+		}
+		/* The last round runs to its end. */
+		if (round < 2) {
+			usleep(20 * 1000 + rnd_below(400) * 1000);
+			kill(pid, SIGKILL);
+		}
+		int status;
+		waitpid(pid, &status, 0);
+		killed += WIFSIGNALED(status);
+		assert_true(WIFSIGNALED(status) || WEXITSTATUS(status) == 0);
+		cs = open_store("kcomp", 0, lv, 3, 3000, 0);
+		assert_int_equal(store_files("kcomp", "tmp"), 0);
+		check_points(cs, "k.db", &c, 1, 7, false);
+		if (round == 2) {
+			struct cloud_db_info *j = info(cs, "k.db");
+			assert_true(level_files(j, 3) > 0 && level_files(j, 4) > 0);
+			cloud_db_info_free(j);
+		}
+		cloud_store_close(cs);
+	}
+	print_message("compaction passes killed: %d of 2\n", killed);
+	model_free(&c.m);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1183,12 +1353,16 @@ int main(void)
 		cmocka_unit_test(test_rebuild_with_an_older_catalog_as_hint),
 		cmocka_unit_test(test_concurrent),
 		cmocka_unit_test(test_kill9),
+		cmocka_unit_test(test_stored_forms),
+		cmocka_unit_test(test_kill9_compaction),
 	};
 	snprintf(tmp_dir, sizeof(tmp_dir), "/tmp/test_cloud_store.XXXXXX");
 	if (!mkdtemp(tmp_dir)) {
 		perror("mkdtemp");
 		return 1;
 	}
+	if (getenv("TEST_FILTER"))
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	if (rc == 0) {
 		char cmd[512];
