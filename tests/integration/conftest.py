@@ -53,6 +53,13 @@ def free_port():
     raise RuntimeError("no free port in %d..%d" % (lo, lo + 4999))
 
 
+def local_objects_only(why):
+    """Skips a test that looks into the local backend's objects directory
+    when the cloud suite runs against S3 (LITEFS_TEST_CLOUD_STORAGE=s3)."""
+    if os.environ.get("LITEFS_TEST_CLOUD_STORAGE") == "s3":
+        pytest.skip(f"local backend only: {why}")
+
+
 def run(*args, check=True, **kw):
     """Runs a command, returning CompletedProcess with text output."""
     kw.setdefault("capture_output", True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LITEFS, ClusterNode, Cluster, db_checksum, free_port, run, wait_until
+from conftest import LITEFS, ClusterNode, Cluster, db_checksum, free_port, run, wait_until, local_objects_only
 
 TOKEN = "tok-secret"
 
@@ -677,6 +677,7 @@ def test_e2e_retention_short_window(node, cloud):
     """Retention with a short window: every transaction inside it stays
     restorable to its exact checksum, older ones are refused as outside the
     window, and no stored object is wholly older than the window's start."""
+    local_objects_only("checks what is left in the local objects directory")
     window_ms = 4000
     srv = cloud(args=("-retention", "4s", "-levels", "500ms,1s", "-snapshot-interval", "2s"))
     token = srv.create_cluster("prod")

@@ -20,7 +20,7 @@ import sqlite3
 import time
 import urllib.parse
 
-from conftest import run, LITEFS_CLOUD
+from conftest import run, LITEFS_CLOUD, local_objects_only
 
 ROWS = 4000  # ~16 MB: 4 KiB of random bytes a row
 
@@ -84,6 +84,7 @@ def test_large_uploads_every_state_exact(cloud, tmp_path):
     /db/tx (the streamed path) rebuild the same positions, a flipped or
     cut large upload stores nothing, and after a restart (page checksums
     rebuilt from the current copy) the chain goes on."""
+    local_objects_only("reads the stored objects from the local directory")
     srv = cloud()
     tok = srv.create_cluster("big")
     files = []
@@ -192,6 +193,7 @@ def test_store_codec_switch_keeps_both_forms_readable(cloud, tmp_path):
     """Objects written with -store-codec lz4 (LTX as sent) and then, after
     a restart, in the default zstd form (flag 0x100) are read alike:
     every state exports byte for byte, across compaction of both."""
+    local_objects_only("reads the stored objects from the local directory")
     srv = cloud(args=["-store-codec", "lz4", "-levels", "200ms,1s", "-snapshot-interval", "2s", "-min-merge", "2"])
     tok = srv.create_cluster("codec")
     f = tmp_path / "c.db"

@@ -25,7 +25,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import LITEFS_CLOUD
+from conftest import LITEFS_CLOUD, local_objects_only
 from test_cloud_api import Chain, push_chain, pos_map
 
 KEEP = ["-retention", "3650d"]  # the chain's timestamps are from 2026-01-01
@@ -128,8 +128,7 @@ def test_every_state_exact_through_levels_restore_and_fork(cloud, tmp_path):
 
 
 def test_damaged_stored_file_cuts_the_stream(cloud, tmp_path):
-    if os.environ.get("LITEFS_TEST_CLOUD_STORAGE") == "s3":
-        pytest.skip("damages an object in the local objects directory")
+    local_objects_only("damages an object in the local objects directory")
     srv = cloud(args=KEEP)
     tok = srv.create_cluster("c")
     ch = Chain(tmp_path)
