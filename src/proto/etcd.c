@@ -470,6 +470,20 @@ static json_t *put_req(const char *key, const char *value, int64_t lease)
 	return o;
 }
 
+/* Sends a txn request (taken) and reads whether it succeeded and at which
+ * revision. */
+static int post_txn(struct etcd *e, json_t *req, bool *succeeded, int64_t *revision)
+{
+	json_t *reply;
+	int rc = post(e, "/v3/kv/txn", req, e->timeout_ms, NULL, &reply);
+	if (rc != 0)
+		return rc;
+	*succeeded = json_is_true(json_object_get(reply, "succeeded"));
+	*revision = jint(json_object_get(reply, "header"), "revision");
+	json_decref(reply);
+	return 0;
+}
+
 int etcd_put(struct etcd *e, const char *key, const char *value, int64_t lease)
 {
 	json_t *req = put_req(key, value, lease), *reply;
@@ -484,7 +498,7 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
 		       int64_t *revision)
 {
 	char *k = b64_encode(key, strlen(key));
-	json_t *put = put_req(key, value, lease), *reply;
+	json_t *put = put_req(key, value, lease);
 	json_t *req = k && put ? json_pack("{s:[{s:s, s:s, s:s, s:s}], s:[{s:o}]}", "compare", "key", k, "result",
 					     "EQUAL", "target", "CREATE", "create_revision", "0", "success",
 					     "request_put", put)
@@ -494,13 +508,7 @@ int etcd_put_if_absent(struct etcd *e, const char *key, const char *value, int64
 		json_decref(put);
 		return ERR_NOMEM;
 	}
-	int rc = post(e, "/v3/kv/txn", req, e->timeout_ms, NULL, &reply);
-	if (rc != 0)
-		return rc;
-	*won = json_is_true(json_object_get(reply, "succeeded"));
-	*revision = jint(json_object_get(reply, "header"), "revision");
-	json_decref(reply);
-	return 0;
+	return post_txn(e, req, won, revision);
 }
 
 int etcd_delete_if(struct etcd *e, const char *key, int64_t mod_revision, bool *deleted)
@@ -514,7 +522,7 @@ int etcd_delete_if(struct etcd *e, const char *key, int64_t mod_revision, bool *
 int etcd_txn(struct etcd *e, const struct etcd_cmp *cmps, size_t n_cmps, const struct etcd_op *ops, size_t n_ops,
 	     bool *succeeded, int64_t *revision)
 {
-	json_t *cmp = json_array(), *succ = json_array(), *req = NULL, *reply;
+	json_t *cmp = json_array(), *succ = json_array(), *req = NULL;
 	bool oom = !cmp || !succ;
 	for (size_t i = 0; !oom && i < n_cmps; i++) {
 		char *k = b64_encode(cmps[i].key, strlen(cmps[i].key));
@@ -546,13 +554,7 @@ int etcd_txn(struct etcd *e, const struct etcd_cmp *cmps, size_t n_cmps, const s
 	}
 	if (!req)
 		return ERR_NOMEM;
-	int rc = post(e, "/v3/kv/txn", req, e->timeout_ms, NULL, &reply);
-	if (rc != 0)
-		return rc;
-	*succeeded = json_is_true(json_object_get(reply, "succeeded"));
-	*revision = jint(json_object_get(reply, "header"), "revision");
-	json_decref(reply);
-	return 0;
+	return post_txn(e, req, succeeded, revision);
 }
 
 int etcd_watch(struct etcd *e, const char *key, bool prefix, int64_t start_revision, long timeout_ms, bool *event)
