@@ -51,6 +51,14 @@ struct cloud_backend_ops {
 	 * is returned and the others still tried. May be NULL: then
 	 * cloud_backend_del_many() calls del for each. */
 	int (*del_many)(struct cloud_backend *be, const char *const *names, size_t n);
+	/* Like get, but *fd is the read end of a stream (pipe-like) that the
+	 * object's bytes arrive in while it downloads (a reader needs no seek), so the
+	 * caller starts on the first bytes instead of after the last. *stream
+	 * is ended with stream_end() after the caller closed *fd: 0, or why
+	 * the download failed (the reader saw a short object then). May be
+	 * NULL (cloud_object_stream() falls back to get). */
+	int (*get_stream)(struct cloud_backend *be, const char *name, int *fd, void **stream);
+	int (*stream_end)(struct cloud_backend *be, void *stream);
 	/* "local" or "s3", for logs. */
 	const char *kind;
 };

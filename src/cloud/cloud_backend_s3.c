@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -91,6 +92,9 @@ struct s3_req {
 	char msg[160];    /* out: its message */
 	int attempts;     /* 0: the backend's max_attempts */
 	bool quiet;       /* no logs (the start-up probe says it all in one line) */
+	bool write_failed; /* out: writing out_fd failed (a stream's reader left) */
+	bool stream;      /* out_fd is a socket: written in order, no retry once
+			   * bytes went in (they cannot be taken back) */
 	/* transfer state */
 	uint64_t sent;
 	uint64_t received;
@@ -284,11 +288,14 @@ static size_t resp_write(char *buf, size_t size, size_t nmemb, void *ctx)
 	if (r->out_fd >= 0 && r->status >= 200 && r->status < 300) {
 		size_t done = 0;
 		while (done < n) {
-			ssize_t w = pwrite(r->out_fd, buf + done, n - done, (off_t)(r->received + done));
+			ssize_t w = r->stream ? send(r->out_fd, buf + done, n - done, MSG_NOSIGNAL)
+					      : pwrite(r->out_fd, buf + done, n - done, (off_t)(r->received + done));
 			if (w < 0 && errno == EINTR)
 				continue;
-			if (w <= 0)
+			if (w <= 0) {
+				r->write_failed = true;
 				return 0;
+			}
 			done += (size_t)w;
 		}
 		r->received += n;
@@ -464,7 +471,7 @@ static int s3_do(struct s3_backend *s, struct s3_req *r)
 		r->code[0] = r->msg[0] = r->etag[0] = '\0';
 		if (r->out_mem)
 			r->out_mem->len = 0;
-		if (r->out_fd >= 0 && ftruncate(r->out_fd, 0) < 0) {
+		if (r->out_fd >= 0 && !r->stream && ftruncate(r->out_fd, 0) < 0) {
 			rc = -errno;
 			break;
 		}
@@ -475,6 +482,8 @@ static int s3_do(struct s3_backend *s, struct s3_req *r)
 			break;
 		}
 		bool again = cc != CURLE_OK ? retryable_curl(cc) : (r->status >= 500 || r->status == 429);
+		if (r->stream && r->received > 0)
+			again = false;
 		if (cc == CURLE_OK)
 			error_of(r);
 		if (cc == CURLE_OK && !strcmp(r->code, "SlowDown"))
@@ -668,6 +677,74 @@ static int s3_get(struct cloud_backend *be, const char *name, int *fd)
 	}
 	*fd = out;
 	return 0;
+}
+
+/* A download into one end of a socket pair, on its own thread
+ * (s3_get_stream(); a socket rather than a pipe so that a reader that
+ * left gives the writer EPIPE without a SIGPIPE). */
+struct s3_stream {
+	struct s3_backend *s;
+	char *name;
+	int wfd;
+	int rc;
+	pthread_t th;
+};
+
+static void *stream_main(void *arg)
+{
+	struct s3_stream *st = arg;
+	struct s3_req r;
+	req_init(&r, "GET", st->name);
+	r.out_fd = st->wfd;
+	r.stream = true;
+	st->rc = s3_do(st->s, &r);
+	close(st->wfd); /* the reader sees the end (short if rc < 0) */
+	if (st->rc < 0 && !r.write_failed) /* not a reader that stopped reading */
+		LOG_WARN("s3", "msg=\"download of a stored object failed\" key=\"%s%s\" status=%ld code=\"%s\" "
+			 "err=\"%s\"", st->s->prefix, st->name, r.status, r.code, r.msg[0] ? r.msg : err_str(st->rc));
+	return NULL;
+}
+
+/* The socket's send buffer: the download runs ahead of the reader by up
+ * to this much. */
+#define STREAM_BUF_BYTES (1 << 20)
+
+static int s3_get_stream(struct cloud_backend *be, const char *name, int *fd, void **stream)
+{
+	int p[2], buf = STREAM_BUF_BYTES;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, p) < 0)
+		return -errno;
+	(void)setsockopt(p[1], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf)); /* a hint */
+	struct s3_stream *st = calloc(1, sizeof(*st));
+	if (st)
+		st->name = strdup(name);
+	int rc = st && st->name ? 0 : ERR_NOMEM;
+	if (rc == 0) {
+		st->s = (struct s3_backend *)be;
+		st->wfd = p[1];
+		rc = -pthread_create(&st->th, NULL, stream_main, st);
+	}
+	if (rc < 0) {
+		close(p[0]);
+		close(p[1]);
+		if (st)
+			free(st->name);
+		free(st);
+		return rc;
+	}
+	*fd = p[0];
+	*stream = st;
+	return 0;
+}
+
+static int s3_stream_end(struct cloud_backend *be, void *stream)
+{
+	struct s3_stream *st = stream;
+	pthread_join(st->th, NULL); /* the reader closed its end: a write left fails with EPIPE */
+	int rc = st->rc;
+	free(st->name);
+	free(st);
+	return rc;
 }
 
 static int s3_read_at(struct cloud_backend *be, const char *name, uint64_t off, void *buf, size_t len, size_t *n)
@@ -925,6 +1002,8 @@ static const struct cloud_backend_ops s3_ops = {
 	.close = s3_close,
 	.read_at = s3_read_at,
 	.del_many = s3_del_many,
+	.get_stream = s3_get_stream,
+	.stream_end = s3_stream_end,
 	.kind = "s3",
 };
 

@@ -25,10 +25,19 @@
  * them out (4 MiB writes cost twice the system time, measured). */
 #define MERGE_WRITE_BYTES (256u << 10)
 
+/* Stored files at least this large are read as they download (a backend
+ * with get_stream: S3), at most STREAM_MAX of them per merge (each is a
+ * thread and a connection); smaller ones are fetched whole first. */
+#define STREAM_MIN_BYTES (4u << 20)
+#define STREAM_MAX 4
+
 struct cloud_merge {
 	struct ltxmerge *lm;
 	struct cloud_zltx_reader *in; /* one per stored file, either form */
 	size_t n;
+	struct cloud_backend *be;
+	void *stream[STREAM_MAX];
+	size_t n_streams;
 	struct ltx_pos want;
 	char name[64];
 	int64_t db_id;
@@ -61,12 +70,20 @@ int cloud_merge_open(struct cloud_backend *be, int64_t db_id, const char *name, 
 		return ERR_NOMEM;
 	}
 	snprintf(m->name, sizeof(m->name), "%s", name);
+	m->be = be;
 	m->db_id = db_id;
 	m->want = want;
 	int rc = plan->n ? 0 : ERR_CLOUD_WINDOW;
 	for (; rc == 0 && m->n < plan->n; m->n++) {
 		int fd;
-		rc = cloud_object_open(be, db_id, &plan->f[m->n], &fd);
+		const struct cat_file *f = &plan->f[m->n];
+		if (m->n_streams < STREAM_MAX && f->size >= STREAM_MIN_BYTES) {
+			rc = cloud_object_stream(be, db_id, f, &fd, &m->stream[m->n_streams]);
+			if (rc == 0)
+				m->n_streams++;
+		} else {
+			rc = cloud_object_open(be, db_id, f, &fd);
+		}
 		if (rc < 0)
 			break;
 		cloud_zltx_reader_init(&m->in[m->n], fd);
@@ -96,6 +113,9 @@ void cloud_merge_free(struct cloud_merge *m)
 		cloud_zltx_reader_done(&m->in[i]);
 		close(m->in[i].fd);
 	}
+	/* After the reading ends are closed: a download still running stops. */
+	for (size_t i = 0; i < m->n_streams; i++)
+		cloud_object_stream_end(m->be, m->stream[i]);
 	free(m->in);
 	free(m);
 }

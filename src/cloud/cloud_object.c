@@ -42,6 +42,26 @@ int cloud_object_open(struct cloud_backend *be, int64_t db_id, const struct cat_
 	return rc;
 }
 
+int cloud_object_stream(struct cloud_backend *be, int64_t db_id, const struct cat_file *f, int *fd, void **stream)
+{
+	*stream = NULL;
+	if (be->ops->get_stream == NULL)
+		return cloud_object_open(be, db_id, f, fd);
+	char name[96];
+	cloud_object_name(name, sizeof(name), db_id, f->level, f->min_txid, f->max_txid);
+	int rc = be->ops->get_stream(be, name, fd, stream);
+	if (rc < 0)
+		LOG_ERROR("cloud", "msg=\"stored object unreadable\" object=%s err=\"%s\"", name, err_str(rc));
+	return rc;
+}
+
+int cloud_object_stream_end(struct cloud_backend *be, void *stream)
+{
+	if (stream == NULL)
+		return 0;
+	return be->ops->stream_end(be, stream); /* a failure is logged by the backend */
+}
+
 int cloud_object_delete(struct cloud_backend *be, int64_t db_id, const struct cat_file *f)
 {
 	char name[96];

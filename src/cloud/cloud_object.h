@@ -28,6 +28,14 @@ int cloud_object_parse(const char *name, int64_t *db_id, int *level, uint64_t *m
  * name, because a catalog row without its object breaks invariant 1
  * (cloud_store.c). */
 int cloud_object_open(struct cloud_backend *be, int64_t db_id, const struct cat_file *f, int *fd);
+/* Like cloud_object_open(), but the object may still be arriving: *fd is
+ * read in order only (no seek), and *stream (NULL when the backend gave a
+ * whole file) is ended with cloud_object_stream_end() after *fd is
+ * closed. */
+int cloud_object_stream(struct cloud_backend *be, int64_t db_id, const struct cat_file *f, int *fd, void **stream);
+/* 0, or why the download behind a stream failed (logged by the backend,
+ * unless the reader closed *fd before the end). */
+int cloud_object_stream_end(struct cloud_backend *be, void *stream);
 /* Deletes the object of file f of db_id (its row must be gone already, so
  * that a crash leaves only an orphan). 0 if it was absent. */
 int cloud_object_delete(struct cloud_backend *be, int64_t db_id, const struct cat_file *f);

@@ -257,8 +257,10 @@ def test_kill9_of_the_service_during_pushes_from_a_real_node(s3server, node, tmp
 
 class FaultProxy(threading.Thread):
     """An HTTP proxy in front of the object server that, on demand, answers
-    every request with 503 SlowDown (mode "fail") or delays each one
-    (mode "slow"); "ok" forwards as is. Counts what it refused."""
+    every request with 503 SlowDown (mode "fail"), delays each one (mode
+    "slow"), or sends only the first half of any body over 1 MB and drops
+    the connection (mode "cut"); "ok" forwards as is. Counts what it
+    refused or cut."""
 
     def __init__(self, upstream_port):
         super().__init__(daemon=True)
@@ -268,6 +270,7 @@ class FaultProxy(threading.Thread):
         self.mode = "ok"
         self.refused = 0
         self.delayed = 0
+        self.cut = 0
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -300,7 +303,13 @@ class FaultProxy(threading.Thread):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
+                if proxy.mode == "cut" and len(data) > 1_000_000:
+                    proxy.cut += 1
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(__import__("socket").SHUT_RDWR)
+                elif self.command != "HEAD":
                     self.wfile.write(data)
                 c.close()
 
@@ -372,5 +381,47 @@ def test_object_server_errors_and_slowness_pause_ingest_and_lose_nothing(s3serve
         assert out.read_bytes() == chain.states[txid - 1][4], txid
     print(f"503 for 3 s then slow for 2 s: {len(failures)} uploads refused with 5xx, "
           f"{proxy.refused} S3 requests refused, all 60 stored")
+    fresh.stop()
+    proxy.stop()
+
+
+def test_export_streams_from_the_bucket_and_a_cut_download_fails_cleanly(s3server, tmp_path):
+    """A fresh service exports a large state while its objects download
+    (the merge reads behind the download). A download cut mid-body fails
+    the export with an error and leaves the target file as it was (no
+    retry can take back bytes already merged); once the object server
+    behaves, the same export is exact and later exports use the copy."""
+    bucket = s3server.create_bucket()
+    keep = ["-retention", "3650d"]
+    srv = s3cloud(tmp_path, s3server, "w", bucket, args=keep).start()
+    tok = srv.create_cluster("c")
+    chain = make_chain(tmp_path, 1, name="big")
+    chain.step(n_rows=30000)  # a snapshot of > 5 MB: streamed
+    chain.step()
+    push_chain(srv, tok, "big.db", chain)
+    srv.stop(signal.SIGKILL)
+
+    proxy = FaultProxy(s3server.port)
+    proxy.start()
+    args, env = s3server.storage(bucket)
+    args[args.index("-s3-endpoint") + 1] = f"http://127.0.0.1:{proxy.port}"
+    fresh = CloudServer(tmp_path, "r", args=keep, storage=(args, env)).start()
+    out = tmp_path / "out.db"
+    out.write_bytes(b"old contents")
+    proxy.mode = "cut"
+    r = fresh.cli("export", "big.db", "-o", out, token=tok, check=False)
+    assert r.returncode != 0, r.stdout
+    assert proxy.cut >= 1
+    assert out.read_bytes() == b"old contents"
+    assert "download of a stored object failed" in fresh.log_text()
+    proxy.mode = "ok"
+    for txid in (None, 2):
+        args_ = ["--txid", str(txid)] if txid else []
+        fresh.cli("export", "big.db", *args_, "-o", out, token=tok)
+        assert out.read_bytes() == chain.states[-1 if txid is None else txid - 1][4], txid
+    n_cut = proxy.cut
+    proxy.mode = "cut"  # the latest state now comes from the service's own copy
+    fresh.cli("export", "big.db", "-o", out, token=tok)
+    assert out.read_bytes() == chain.states[-1][4] and proxy.cut == n_cut
     fresh.stop()
     proxy.stop()
