@@ -479,6 +479,23 @@ int cloud_catalog_file_insert(struct cloud_catalog *cat, int64_t db_id, const st
 				f->mts_ms, I64(f->page_size), I64(f->size)));
 }
 
+int cloud_catalog_add_upload(struct cloud_catalog *cat, const struct cat_db *db, bool insert,
+			     const struct cat_file *f, const struct cat_tx *tx)
+{
+	int rc = cloud_catalog_begin(cat);
+	if (rc == 0)
+		rc = cloud_catalog_db_put(cat, db, insert);
+	if (rc == 0)
+		rc = cloud_catalog_tx_insert(cat, db->id, tx);
+	if (rc == 0)
+		rc = cloud_catalog_file_insert(cat, db->id, f);
+	if (rc == 0)
+		rc = cloud_catalog_commit(cat);
+	else
+		cloud_catalog_rollback(cat);
+	return rc;
+}
+
 int cloud_catalog_file_delete(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f)
 {
 	return exec_done(cat, q(cat, "DELETE FROM files WHERE db_id = ?1 AND level = ?2 AND min_txid = ?3"

@@ -110,6 +110,11 @@ int cloud_catalog_tx_scan_sized(struct cloud_catalog *cat, int64_t db_id, uint64
 int cloud_catalog_tx_delete_below(struct cloud_catalog *cat, int64_t db_id, uint64_t txid);
 
 int cloud_catalog_file_insert(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f);
+/* Records one stored upload in one transaction (rolled back on error):
+ * the database's row (inserted or updated: its new position), the
+ * position tx and the object f. */
+int cloud_catalog_add_upload(struct cloud_catalog *cat, const struct cat_db *db, bool insert,
+			     const struct cat_file *f, const struct cat_tx *tx);
 int cloud_catalog_file_delete(struct cloud_catalog *cat, int64_t db_id, const struct cat_file *f);
 bool cloud_catalog_file_exists(struct cloud_catalog *cat, int64_t db_id, int level, uint64_t min_txid,
 			       uint64_t max_txid);

@@ -141,11 +141,13 @@
 #include "base/clock.h"
 #include "cloud/cloud_backend.h"
 #include "cloud/cloud_catalog.h"
+#include "cloud/cloud_fork.h"
 #include "cloud/cloud_merge.h"
 #include "cloud/cloud_object.h"
 #include "cloud/cloud_plan.h"
 #include "cloud/cloud_progress.h"
 #include "cloud/cloud_rebuild.h"
+#include "cloud/cloud_state.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
@@ -507,17 +509,7 @@ static int commit_upload(struct cloud_store *cs, struct cat_db *row, bool insert
 			 const struct cat_tx *tx)
 {
 	cloud_catalog_lock(cs->cat);
-	int rc = cloud_catalog_begin(cs->cat);
-	if (rc == 0)
-		rc = cloud_catalog_db_put(cs->cat, row, insert);
-	if (rc == 0)
-		rc = cloud_catalog_tx_insert(cs->cat, row->id, tx);
-	if (rc == 0)
-		rc = cloud_catalog_file_insert(cs->cat, row->id, f);
-	if (rc == 0)
-		rc = cloud_catalog_commit(cs->cat);
-	else
-		cloud_catalog_rollback(cs->cat);
+	int rc = cloud_catalog_add_upload(cs->cat, row, insert, f, tx);
 	cloud_catalog_unlock(cs->cat);
 	return rc;
 }
@@ -706,102 +698,14 @@ int cloud_ingest(struct cloud_store *cs, const char *cluster, const char *db, lt
 
 /* ---- A whole state as a new transaction ----------------------------------- */
 
-/* A state to store or send: a file (fd), or the pages of a plan being
- * merged (cloud_merge.h), with its page size. */
-struct state {
-	int fd;
-	struct cloud_merge *merge;
-	uint32_t ps;
-};
-
-static void state_close(struct state *st)
-{
-	cloud_merge_free(st->merge);
-	st->merge = NULL;
-	if (st->fd >= 0)
-		close(st->fd);
-	st->fd = -1;
-}
-
-/* Sequential page reads of a file in large blocks (the page-per-pread
- * loop this replaces cost a syscall per page of a gigabyte). */
-#define PAGERD_BYTES (1u << 20)
-
-struct pagerd {
-	int fd;
-	uint32_t ps, n;       /* page size, pages of the file */
-	uint8_t *buf;         /* PAGERD_BYTES */
-	uint32_t first, count;
-};
-
-/* Page pgno (<= n): 1 with *page (valid until the next call), 0 if the
- * file is shorter than that, or -errno. */
-static int pagerd_get(struct pagerd *r, uint32_t pgno, const uint8_t **page)
-{
-	if (pgno < r->first || pgno >= r->first + r->count) {
-		uint32_t want = PAGERD_BYTES / r->ps;
-		if (want > r->n - pgno + 1)
-			want = r->n - pgno + 1;
-		int got = fdio_pread_full(r->fd, r->buf, (size_t)want * r->ps, (off_t)(pgno - 1) * r->ps);
-		if (got < 0)
-			return got;
-		r->first = pgno;
-		r->count = (uint32_t)got / r->ps;
-		if (r->count == 0)
-			return 0;
-	}
-	*page = r->buf + (size_t)(pgno - r->first) * r->ps;
-	return 1;
-}
-
-/* The pages of a state in order (the lock page skipped) with their page
- * checksums: 1, 0 at the end, or a negative code. */
-struct state_iter {
-	struct state *st;
-	struct pagerd rd;
-	uint32_t p;
-};
-
-static int state_next(struct state_iter *it, uint32_t *pgno, const uint8_t **page, uint64_t *sum)
-{
-	if (it->st->merge)
-		return cloud_merge_next(it->st->merge, pgno, page, sum);
-	if (++it->p == ltx_lock_pgno(it->rd.ps))
-		it->p++;
-	if (it->p > it->rd.n)
-		return 0;
-	int rc = pagerd_get(&it->rd, it->p, page);
-	if (rc <= 0)
-		return rc < 0 ? rc : ERR_IO_SHORT;
-	*pgno = it->p;
-	*sum = ltx_page_checksum(it->p, *page, it->rd.ps);
-	return 1;
-}
-
-/* The number of pages of state st into *n (a file: its size). */
-static int state_pages(struct state *st, uint32_t *n)
-{
-	if (st->merge) {
-		*n = (uint32_t)(cloud_merge_size(st->merge) / st->ps);
-		return 0;
-	}
-	struct stat sb;
-	if (fstat(st->fd, &sb) < 0)
-		return -errno;
-	if (sb.st_size % st->ps != 0 || sb.st_size / st->ps > UINT32_MAX)
-		return ERR_DB_SIZE;
-	*n = (uint32_t)(sb.st_size / st->ps);
-	return 0;
-}
-
 /* Writes into out_fd an LTX that turns position row (current copy cur_fd,
  * NULL row: nothing) into state st: the pages that differ, or a snapshot
  * when there is no usable current state. Both are read once, in order, in
  * large blocks; a merged state's page checksums come from its decoders. */
-static int encode_transition(struct state *st, const struct cat_db *row, int cur_fd, int out_fd)
+static int encode_transition(struct cloud_state *st, const struct cat_db *row, int cur_fd, int out_fd)
 {
 	uint32_t n = 0, ps = st->ps;
-	int rc = state_pages(st, &n);
+	int rc = cloud_state_pages(st, &n);
 	if (rc < 0)
 		return rc;
 	bool diff = row && (row->commit == 0 || row->page_size == ps);
@@ -812,17 +716,19 @@ static int encode_transition(struct state *st, const struct cat_db *row, int cur
 	rc = ltx_encoder_new(&enc, &h, fdio_write, &out_fd);
 	if (rc < 0)
 		return rc;
-	struct state_iter it = { .st = st, .rd = { .fd = st->fd, .ps = ps, .n = n, .buf = malloc(PAGERD_BYTES) } };
-	struct pagerd cur = { .fd = cur_fd, .ps = ps, .n = diff ? row->commit : 0, .buf = malloc(PAGERD_BYTES) };
+	struct cloud_state_iter it = { .st = st,
+				       .rd = { .fd = st->fd, .ps = ps, .n = n, .buf = malloc(CLOUD_PAGERD_BYTES) } };
+	struct cloud_pagerd cur = { .fd = cur_fd, .ps = ps, .n = diff ? row->commit : 0,
+				    .buf = malloc(CLOUD_PAGERD_BYTES) };
 	uint64_t chk = LTX_CHECKSUM_FLAG, sum;
 	uint32_t p;
 	const uint8_t *page, *old;
 	rc = it.rd.buf && cur.buf ? 0 : ERR_NOMEM;
 	cloud_progress_phase("write", n);
-	while (rc == 0 && (rc = state_next(&it, &p, &page, &sum)) == 1) {
+	while (rc == 0 && (rc = cloud_state_next(&it, &p, &page, &sum)) == 1) {
 		cloud_progress_add(p == ltx_lock_pgno(ps) + 1 ? 2 : 1); /* the lock page is skipped */
 		chk ^= sum;
-		rc = p <= cur.n ? pagerd_get(&cur, p, &old) : 0;
+		rc = p <= cur.n ? cloud_pagerd_get(&cur, p, &old) : 0;
 		if (rc < 0)
 			break;
 		rc = rc == 1 && memcmp(old, page, ps) == 0 ? 0 : ltx_encoder_write_page(enc, p, page);
@@ -837,7 +743,7 @@ static int encode_transition(struct state *st, const struct cat_db *row, int cur
 
 /* Stores state st as the next transaction of d (or its first, a
  * snapshot). Caller holds d->mu. */
-static int store_state_locked(struct cloud_store *cs, struct cdb *d, struct state *st,
+static int store_state_locked(struct cloud_store *cs, struct cdb *d, struct cloud_state *st,
 			      struct cloud_ingest_result *res)
 {
 	struct cat_db row;
@@ -981,10 +887,10 @@ static int copy_current(struct cloud_store *cs, struct cdb *d, const struct cat_
  * stored files that nobody has read yet. *pos gets its position. Holds
  * d->mu only for a target at the current position. */
 static int build_target(struct cloud_store *cs, struct cdb *d, const struct cloud_target *t, bool have_mu,
-			bool stream, struct state *st, struct cloud_pos *pos)
+			bool stream, struct cloud_state *st, struct cloud_pos *pos)
 {
 	struct cat_db row;
-	*st = (struct state){ .fd = -1 };
+	*st = (struct cloud_state){ .fd = -1 };
 	pthread_rwlock_rdlock(&d->files);
 	int rc = resolve_row(cs, d, t, &row, pos);
 	bool latest = rc == 0 && pos->txid == row.txid;
@@ -1013,7 +919,7 @@ static int build_target(struct cloud_store *cs, struct cdb *d, const struct clou
 			pthread_mutex_unlock(&d->mu);
 	}
 	if (rc < 0)
-		state_close(st);
+		cloud_state_close(st);
 	return rc;
 }
 
@@ -1022,7 +928,7 @@ int cloud_export_fd(struct cloud_store *cs, const char *cluster, const char *db,
 {
 	struct cdb *d;
 	struct cloud_pos p = { 0 };
-	struct state built;
+	struct cloud_state built;
 	int out = -1;
 	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc == 0)
@@ -1205,13 +1111,34 @@ int cloud_export(struct cloud_store *cs, const char *cluster, const char *db, co
 	return rc;
 }
 
+/* Stores state st (of checksum) as the new database d in one pass
+ * (cloud_fork.h). Caller holds d->mu; d does not exist. */
+static int fork_locked(struct cloud_store *cs, struct cdb *d, struct cloud_state *st, uint64_t checksum,
+		       struct cloud_pos *pos)
+{
+	char cur[PATH_MAX];
+	int64_t id = alloc_id(cs);
+	cur_path(cs, id, cur, sizeof(cur));
+	struct cloud_fork_dst dst = { cs->be, cs->cat, cs->tmp_dir, cur, id, d->cluster, d->name, !cs->store_lz4 };
+	struct cat_db row;
+	bool cur_ok;
+	int rc = cloud_fork_create(st, checksum, &dst, &row, &cur_ok, d->sums_off ? NULL : &d->sums);
+	if (rc < 0)
+		return rc;
+	d->cur_ok = cur_ok;
+	set_id(d, id);
+	__atomic_store_n(&d->last_ingest_ms, clock_wall_ms(), __ATOMIC_RELAXED);
+	*pos = pos_of(&row);
+	return 0;
+}
+
 int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, const struct cloud_target *t,
 		  const char *as_db, struct cloud_pos *new_pos)
 {
 	struct cdb *d, *dst;
 	struct cloud_pos p;
 	struct cloud_ingest_result res;
-	struct state st = { .fd = -1 };
+	struct cloud_state st = { .fd = -1 };
 	int rc = store_lookup(cs, cluster, db, &d);
 	if (rc == 0 && as_db)
 		rc = store_lookup(cs, cluster, as_db, &dst);
@@ -1229,7 +1156,7 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 		struct cat_db row;
 		if (rc == 0 && store_db_row(cs, d, &row) == 0 && row.txid == p.txid) {
 			*new_pos = p; /* already there: nothing to undo */
-			state_close(&st);
+			cloud_state_close(&st);
 			pthread_mutex_unlock(&d->mu);
 			return 0;
 		}
@@ -1240,9 +1167,9 @@ int cloud_restore(struct cloud_store *cs, const char *cluster, const char *db, c
 			rc = ERR_CLOUD_EXISTS;
 	}
 	if (rc == 0)
-		rc = store_state_locked(cs, dst, &st, &res);
+		rc = as_db ? fork_locked(cs, dst, &st, p.checksum, &res.pos) : store_state_locked(cs, dst, &st, &res);
 	pthread_mutex_unlock(&dst->mu);
-	state_close(&st);
+	cloud_state_close(&st);
 	if (rc == 0) {
 		*new_pos = res.pos;
 		LOG_INFO("cloud", "msg=\"restored\" cluster=%s db=%s target_txid=%016" PRIx64 " into=%s txid=%016"
@@ -1325,7 +1252,7 @@ int cloud_upload_sqlite(struct cloud_store *cs, const char *cluster, const char 
 	if (rc == 0)
 		rc = check_integrity(path, res);
 	if (rc == 0) {
-		struct state upload = { .fd = tfd, .ps = ps };
+		struct cloud_state upload = { .fd = tfd, .ps = ps };
 		pthread_mutex_lock(&d->mu);
 		rc = store_state_locked(cs, d, &upload, res);
 		pthread_mutex_unlock(&d->mu);

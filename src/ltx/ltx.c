@@ -371,20 +371,26 @@ static void ltx_sum_init(struct ltx_sum *s, const uint8_t *header, uint32_t page
 	s->last_page = 0;
 }
 
-static void ltx_sum_page(struct ltx_sum *s, uint32_t pgno, const uint8_t *page, uint32_t page_size)
+/* Adds a page whose CRC (of its header and data) is page_crc: the file
+ * CRC moves past the page's bytes without reading them again. */
+static void ltx_sum_known(struct ltx_sum *s, uint64_t page_crc)
 {
 	uint64_t shifted = 0;
 	uint64_t c = s->file_crc;
-	uint64_t page_crc;
-	uint8_t be[4];
 
-	ltx_put_be32(be, pgno);
-	page_crc = crc64_update(crc64_update(0, be, sizeof(be)), page, page_size);
 	for (int j = 0; j < 16; j++)
 		shifted ^= s->shift[j][(c >> (4 * j)) & 0xf];
 	s->file_crc = shifted ^ page_crc;
 	s->last_page = LTX_CHECKSUM_FLAG | page_crc;
 	s->pages_xor ^= s->last_page;
+}
+
+static void ltx_sum_page(struct ltx_sum *s, uint32_t pgno, const uint8_t *page, uint32_t page_size)
+{
+	uint8_t be[4];
+
+	ltx_put_be32(be, pgno);
+	ltx_sum_known(s, crc64_update(crc64_update(0, be, sizeof(be)), page, page_size));
 }
 
 /* The page a snapshot must hold after last (0 = none yet), skipping the
@@ -1026,7 +1032,9 @@ void ltx_encoder_free(struct ltx_encoder *e)
 	free(e);
 }
 
-int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page)
+/* Both ways of adding a page: with known (its page checksum, flag set)
+ * or 0 to compute it. */
+static int enc_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t known)
 {
 	uint8_t be[LTX_PAGE_HEADER_SIZE];
 	int rc;
@@ -1048,9 +1056,24 @@ int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *
 		rc = enc_emit_block(e, page, e->h.page_size);
 	if (rc != 0)
 		return rc;
-	ltx_sum_page(&e->sum, pgno, page, e->h.page_size);
+	if (known)
+		ltx_sum_known(&e->sum, known & ~LTX_CHECKSUM_FLAG);
+	else
+		ltx_sum_page(&e->sum, pgno, page, e->h.page_size);
 	e->last_pgno = pgno;
 	return 0;
+}
+
+int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page)
+{
+	return enc_page(e, pgno, page, 0);
+}
+
+int ltx_encoder_write_page_sum(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t sum)
+{
+	if ((sum & LTX_CHECKSUM_FLAG) == 0)
+		return ERR_INVAL;
+	return enc_page(e, pgno, page, sum);
 }
 
 int ltx_encoder_finish(struct ltx_encoder *e, uint64_t post_apply_checksum, struct ltx_trailer *t)

@@ -170,6 +170,12 @@ void ltx_encoder_free(struct ltx_encoder *e); /* NULL is a no-op */
 
 /* Adds one page; enforces the same rules the decoder checks. */
 int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page);
+/* The same with the page's checksum already known (sum: what
+ * ltx_page_checksum(pgno, page) returns, e.g. from the decoder that read
+ * the page, which verified it): the encoder then reads the page only to
+ * copy it, and derives the file checksum from sum. A wrong sum makes a
+ * file that no decoder accepts. ERR_INVAL if sum lacks the flag. */
+int ltx_encoder_write_page_sum(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t sum);
 
 /* Writes the end marker and trailer and flushes; *t (may be NULL) gets
  * the trailer. post_apply_checksum 0 means "the only valid value": the
