@@ -70,13 +70,13 @@ static int pass_pages(struct fork_pass *fp, struct cloud_state *st, uint64_t *su
 	int rc = zero && (st->merge || it.rd.buf) ? 0 : ERR_NOMEM;
 	uint32_t lock = ltx_lock_pgno(fp->page_size), pgno;
 	const uint8_t *page;
-	uint64_t sum;
+	uint64_t sum, crc;
 	cloud_progress_phase("write", fp->n);
-	while (rc == 0 && (rc = cloud_state_next(&it, &pgno, &page, &sum)) == 1) {
+	while (rc == 0 && (rc = cloud_state_next(&it, &pgno, &page, &sum, &crc)) == 1) {
 		cloud_progress_add(pgno == lock + 1 ? 2 : 1); /* the lock page is skipped */
 		rc = cur_page(fp, pgno, page, zero);
 		if (rc == 0)
-			rc = ltx_encoder_write_page_sum(fp->enc, pgno, page, sum);
+			rc = ltx_encoder_write_page_crc(fp->enc, pgno, page, crc);
 		if (sums)
 			sums[pgno - 1] = sum;
 	}

@@ -11,7 +11,7 @@
  * read once and written in the same pass to the new database's current
  * copy (large sequential writes) and to its first object, a snapshot at
  * TXID 1, whose file checksum is derived from the page checksums the
- * merge's decoders computed (ltx_encoder_write_page_sum()): no
+ * merge's decoders computed (ltx_encoder_write_page_crc()): no
  * compression round trip, no second CRC. The object is plain LTX (flags
  * 0), or the zstd stored form (cloud_zltx.h) for a state of at most
  * CLOUD_ZLTX_INGEST_MAX bytes, which is what an ingest of the same

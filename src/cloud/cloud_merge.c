@@ -137,6 +137,11 @@ int cloud_merge_next(struct cloud_merge *m, uint32_t *pgno, const uint8_t **page
 	return rc < 0 ? settle(m, rc) : rc;
 }
 
+uint64_t cloud_merge_page_crc(const struct cloud_merge *m)
+{
+	return ltxmerge_page_crc(m->lm);
+}
+
 ssize_t cloud_merge_read(struct cloud_merge *m, void *buf, size_t max)
 {
 	ssize_t n = ltxmerge_read(m->lm, buf, max);

@@ -48,6 +48,10 @@ ssize_t cloud_merge_read(struct cloud_merge *m, void *buf, size_t max);
 /* The state's pages in order (ltxmerge_next()), the same guarantee. */
 int cloud_merge_next(struct cloud_merge *m, uint32_t *pgno, const uint8_t **page, uint64_t *sum);
 
+/* The whole CRC of the page cloud_merge_next() returned last
+ * (ltxmerge_page_crc()). */
+uint64_t cloud_merge_page_crc(const struct cloud_merge *m);
+
 /* Writes the whole state into fd (emptied first) in large sequential
  * writes. 0 or a negative code (fd's content is then undefined). */
 int cloud_merge_to_fd(struct cloud_merge *m, int fd);

@@ -39,10 +39,15 @@ int cloud_pagerd_get(struct cloud_pagerd *r, uint32_t pgno, const uint8_t **page
 	return 1;
 }
 
-int cloud_state_next(struct cloud_state_iter *it, uint32_t *pgno, const uint8_t **page, uint64_t *sum)
+int cloud_state_next(struct cloud_state_iter *it, uint32_t *pgno, const uint8_t **page, uint64_t *sum,
+		     uint64_t *crc)
 {
-	if (it->st->merge)
-		return cloud_merge_next(it->st->merge, pgno, page, sum);
+	if (it->st->merge) {
+		int rc = cloud_merge_next(it->st->merge, pgno, page, sum);
+		if (rc == 1 && crc)
+			*crc = cloud_merge_page_crc(it->st->merge);
+		return rc;
+	}
 	if (++it->p == ltx_lock_pgno(it->rd.ps))
 		it->p++;
 	if (it->p > it->rd.n)
@@ -51,7 +56,10 @@ int cloud_state_next(struct cloud_state_iter *it, uint32_t *pgno, const uint8_t 
 	if (rc <= 0)
 		return rc < 0 ? rc : ERR_IO_SHORT;
 	*pgno = it->p;
-	*sum = ltx_page_checksum(it->p, *page, it->rd.ps);
+	uint64_t c = ltx_page_crc(it->p, *page, it->rd.ps);
+	*sum = LTX_CHECKSUM_FLAG | c;
+	if (crc)
+		*crc = c;
 	return 1;
 }
 

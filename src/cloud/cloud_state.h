@@ -50,9 +50,12 @@ struct cloud_state_iter {
 	uint32_t p;
 };
 
-/* 1 with the next page (*page valid until the next call), 0 at the end,
- * or a negative code (a merge's: the state does not verify). */
-int cloud_state_next(struct cloud_state_iter *it, uint32_t *pgno, const uint8_t **page, uint64_t *sum);
+/* 1 with the next page (*page valid until the next call) and its page
+ * checksum, 0 at the end, or a negative code (a merge's: the state does
+ * not verify). crc (may be NULL) gets the page's whole CRC
+ * (ltx_page_crc(): the checksum without the flag, which hides a bit). */
+int cloud_state_next(struct cloud_state_iter *it, uint32_t *pgno, const uint8_t **page, uint64_t *sum,
+		     uint64_t *crc);
 
 /* The number of pages of state st into *n (a file: its size; ERR_DB_SIZE
  * unless whole pages). */

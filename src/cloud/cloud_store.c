@@ -105,7 +105,10 @@
  * side and merged page by page (cloud_merge.h, ltx/ltxmerge.h), so each
  * page of the state is written once, or streamed, or compared with the
  * current copy, and never staged; every file's checks and every
- * intermediate post-apply checksum are verified before the last page.
+ * intermediate post-apply checksum are verified before the last page. A
+ * fork writes the pages once into the new database's current copy and
+ * its first object in the same pass, then commits like an ingest
+ * (cloud_fork.h).
  *
  * RETENTION (every level): with W = now - retention, let r be the last
  * position with mts <= W (the state in effect at the window start). Every
@@ -725,7 +728,7 @@ static int encode_transition(struct cloud_state *st, const struct cat_db *row, i
 	const uint8_t *page, *old;
 	rc = it.rd.buf && cur.buf ? 0 : ERR_NOMEM;
 	cloud_progress_phase("write", n);
-	while (rc == 0 && (rc = cloud_state_next(&it, &p, &page, &sum)) == 1) {
+	while (rc == 0 && (rc = cloud_state_next(&it, &p, &page, &sum, NULL)) == 1) {
 		cloud_progress_add(p == ltx_lock_pgno(ps) + 1 ? 2 : 1); /* the lock page is skipped */
 		chk ^= sum;
 		rc = p <= cur.n ? cloud_pagerd_get(&cur, p, &old) : 0;

@@ -25,6 +25,10 @@
  *                         export, restore, info, delete
  *   cloud_store_maint.c   compaction, snapshots, retention of one
  *                         database (cloud_store_maint.h)
+ *   cloud_fork.c          a fork: a whole state stored as a new database
+ *                         in one pass (cloud_fork.h)
+ *   cloud_state.c         a whole state read page by page (a file or a
+ *                         merge)
  *   cloud_plan.c          which stored files build a position
  *   cloud_merge.c         a plan's objects merged into the state they build
  *   cloud_object.c        object names, reads, deletes, staging files

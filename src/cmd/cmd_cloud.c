@@ -56,6 +56,7 @@
 #include "base/httpc.h"
 #include "base/log.h"
 #include "base/sbuf.h"
+#include "base/sys.h"
 #include "base/yamltree.h"
 #include "cmd/cmd.h"
 #include "ltx/ltx.h"
@@ -1116,6 +1117,11 @@ static int cmd_serve(int argc, char **argv)
 		print_settings_help(prc == 1 ? stdout : stderr);
 		return prc == 1 ? 0 : 2;
 	}
+	/* Injected faults for the tests (LITEFS_FAULT, base/sys.h), as in
+	 * `litefs mount`: e.g. a write that stalls so that a kill -9 lands
+	 * in the middle of a fork. */
+	if (sys_fault_init_from_env() != 0)
+		return 2;
 	struct settings st = { 0 };
 	int rc = settings_resolve(&st, config, vals) == 0 ? serve_run(&st) : 2;
 	settings_free(&st);

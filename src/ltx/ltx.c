@@ -125,12 +125,17 @@ bool ltx_header_is_snapshot(const struct ltx_header *h)
 	return h->min_txid == 1;
 }
 
-uint64_t ltx_page_checksum(uint32_t pgno, const void *data, uint32_t page_size)
+uint64_t ltx_page_crc(uint32_t pgno, const void *data, uint32_t page_size)
 {
 	uint8_t be[4];
 
 	ltx_put_be32(be, pgno);
-	return LTX_CHECKSUM_FLAG | crc64_update(crc64_update(0, be, sizeof(be)), data, page_size);
+	return crc64_update(crc64_update(0, be, sizeof(be)), data, page_size);
+}
+
+uint64_t ltx_page_checksum(uint32_t pgno, const void *data, uint32_t page_size)
+{
+	return LTX_CHECKSUM_FLAG | ltx_page_crc(pgno, data, page_size);
 }
 
 void ltx_format_filename(char *buf, uint64_t min_txid, uint64_t max_txid)
@@ -318,6 +323,7 @@ struct ltx_sum {
 	uint64_t file_crc;   /* CRC of the file-checksum stream so far */
 	uint64_t pages_xor;  /* XOR of the page checksums so far */
 	uint64_t last_page;  /* page checksum of the latest page */
+	uint64_t last_crc;   /* its whole CRC (the checksum's flag hides a bit) */
 	uint64_t shift[16][16]; /* c -> c * x^(8*(4 + page_size)) mod P, by nibble */
 };
 
@@ -381,16 +387,14 @@ static void ltx_sum_known(struct ltx_sum *s, uint64_t page_crc)
 	for (int j = 0; j < 16; j++)
 		shifted ^= s->shift[j][(c >> (4 * j)) & 0xf];
 	s->file_crc = shifted ^ page_crc;
+	s->last_crc = page_crc;
 	s->last_page = LTX_CHECKSUM_FLAG | page_crc;
 	s->pages_xor ^= s->last_page;
 }
 
 static void ltx_sum_page(struct ltx_sum *s, uint32_t pgno, const uint8_t *page, uint32_t page_size)
 {
-	uint8_t be[4];
-
-	ltx_put_be32(be, pgno);
-	ltx_sum_known(s, crc64_update(crc64_update(0, be, sizeof(be)), page, page_size));
+	ltx_sum_known(s, ltx_page_crc(pgno, page, page_size));
 }
 
 /* The page a snapshot must hold after last (0 = none yet), skipping the
@@ -822,6 +826,11 @@ uint64_t ltx_decoder_last_page_checksum(const struct ltx_decoder *d)
 	return d->sum.last_page;
 }
 
+uint64_t ltx_decoder_last_page_crc(const struct ltx_decoder *d)
+{
+	return d->sum.last_crc;
+}
+
 int ltx_decode_all(ltx_read_fn read, void *read_ctx, ltx_page_fn page_fn, void *page_ctx,
 		   struct ltx_header *h, struct ltx_trailer *t, uint64_t *err_offset)
 {
@@ -1032,9 +1041,9 @@ void ltx_encoder_free(struct ltx_encoder *e)
 	free(e);
 }
 
-/* Both ways of adding a page: with known (its page checksum, flag set)
- * or 0 to compute it. */
-static int enc_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t known)
+/* Both ways of adding a page: with its CRC known (*crc) or computed
+ * (crc NULL). */
+static int enc_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, const uint64_t *crc)
 {
 	uint8_t be[LTX_PAGE_HEADER_SIZE];
 	int rc;
@@ -1056,8 +1065,8 @@ static int enc_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, u
 		rc = enc_emit_block(e, page, e->h.page_size);
 	if (rc != 0)
 		return rc;
-	if (known)
-		ltx_sum_known(&e->sum, known & ~LTX_CHECKSUM_FLAG);
+	if (crc)
+		ltx_sum_known(&e->sum, *crc);
 	else
 		ltx_sum_page(&e->sum, pgno, page, e->h.page_size);
 	e->last_pgno = pgno;
@@ -1066,14 +1075,12 @@ static int enc_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, u
 
 int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page)
 {
-	return enc_page(e, pgno, page, 0);
+	return enc_page(e, pgno, page, NULL);
 }
 
-int ltx_encoder_write_page_sum(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t sum)
+int ltx_encoder_write_page_crc(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t crc)
 {
-	if ((sum & LTX_CHECKSUM_FLAG) == 0)
-		return ERR_INVAL;
-	return enc_page(e, pgno, page, sum);
+	return enc_page(e, pgno, page, &crc);
 }
 
 int ltx_encoder_finish(struct ltx_encoder *e, uint64_t post_apply_checksum, struct ltx_trailer *t)

@@ -77,6 +77,9 @@ uint32_t ltx_lock_pgno(uint32_t page_size);
 bool ltx_header_is_snapshot(const struct ltx_header *h);
 /* flag | CRC(be32(pgno) || data[0..page_size)). */
 uint64_t ltx_page_checksum(uint32_t pgno, const void *data, uint32_t page_size);
+/* The whole CRC(be32(pgno) || data[0..page_size)): the page checksum
+ * without the flag, whose bit it would otherwise hide. */
+uint64_t ltx_page_crc(uint32_t pgno, const void *data, uint32_t page_size);
 /* Writes "<min %016x>-<max %016x>.ltx" into buf (LTX_FILENAME_LEN bytes). */
 void ltx_format_filename(char *buf, uint64_t min_txid, uint64_t max_txid);
 /* Parses a file name of exactly that form; 0 or ERR_INVAL. */
@@ -147,6 +150,8 @@ uint64_t ltx_decoder_pages_checksum(const struct ltx_decoder *d);
  * for the file checksum, so appliers can maintain a database checksum
  * without hashing the page a second time. */
 uint64_t ltx_decoder_last_page_checksum(const struct ltx_decoder *d);
+/* The same page's whole CRC (ltx_page_crc()). */
+uint64_t ltx_decoder_last_page_crc(const struct ltx_decoder *d);
 
 /* Convenience: decode a whole file, calling page_fn for each page (may be
  * NULL). Returns 0 or the first error; *err_offset gets the offset.
@@ -170,12 +175,12 @@ void ltx_encoder_free(struct ltx_encoder *e); /* NULL is a no-op */
 
 /* Adds one page; enforces the same rules the decoder checks. */
 int ltx_encoder_write_page(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page);
-/* The same with the page's checksum already known (sum: what
- * ltx_page_checksum(pgno, page) returns, e.g. from the decoder that read
- * the page, which verified it): the encoder then reads the page only to
- * copy it, and derives the file checksum from sum. A wrong sum makes a
- * file that no decoder accepts. ERR_INVAL if sum lacks the flag. */
-int ltx_encoder_write_page_sum(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t sum);
+/* The same with the page's CRC already known (crc: what
+ * ltx_page_crc(pgno, page) returns, e.g. from the decoder that read and
+ * verified the page: ltx_decoder_last_page_crc()): the encoder then reads
+ * the page only to copy it, and derives the file checksum from crc. A
+ * wrong crc makes a file that no decoder accepts. */
+int ltx_encoder_write_page_crc(struct ltx_encoder *e, uint32_t pgno, const uint8_t *page, uint64_t crc);
 
 /* Writes the end marker and trailer and flushes; *t (may be NULL) gets
  * the trailer. post_apply_checksum 0 means "the only valid value": the

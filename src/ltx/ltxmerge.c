@@ -40,14 +40,16 @@ struct ltxmerge {
 	struct ltx_header *h;
 	struct ltx_trailer *t;
 	uint32_t *cur;   /* page each decoder stands on; 0: its file ended */
-	uint64_t *csum;  /* page checksum of that page */
-	uint64_t *acc;   /* XOR of the page checksums of state i so far */
+	uint64_t *csum;  /* whole CRC of that page (its checksum without the flag) */
+	uint64_t *acc;   /* XOR of the page CRCs of state i so far (the flag
+			  * is added when compared) */
 	uint8_t *pages;  /* n pages: the page each decoder stands on */
 	uint8_t *zero;   /* one zero page */
 	uint8_t *last;   /* the final state's last page, held back */
 	uint32_t ps, commit, max_commit, lock;
 	uint32_t last_pgno;  /* last page of the final state (0: none) */
 	uint32_t p;          /* last page number visited */
+	uint64_t crc;        /* the CRC of the page ltxmerge_next() returned */
 	uint32_t out_p;      /* next page of ltxmerge_read()'s bytes */
 	int err;             /* sticky */
 	bool verified, has_want;
@@ -71,7 +73,7 @@ static int advance(struct ltxmerge *m, size_t i)
 	int rc = ltx_decoder_next_page(m->dec[i], &pgno, page_of(m, i));
 	if (rc == 1) {
 		m->cur[i] = pgno;
-		m->csum[i] = ltx_decoder_last_page_checksum(m->dec[i]);
+		m->csum[i] = ltx_decoder_last_page_crc(m->dec[i]);
 		return 0;
 	}
 	m->cur[i] = 0;
@@ -92,8 +94,9 @@ static int consume(struct ltxmerge *m)
 }
 
 /* Visits page p: adds its checksum to every state that has it and
- * returns the final state's version (*page: NULL for zeros; *sum). */
-static void visit(struct ltxmerge *m, uint32_t p, const uint8_t **page, uint64_t *sum)
+ * returns the final state's version (*page: NULL for zeros; *crc, its
+ * whole CRC). */
+static void visit(struct ltxmerge *m, uint32_t p, const uint8_t **page, uint64_t *crc)
 {
 	size_t none = m->n, j = none;
 	uint64_t zsum = 0;
@@ -106,13 +109,13 @@ static void visit(struct ltxmerge *m, uint32_t p, const uint8_t **page, uint64_t
 		if (p > m->h[i].commit)
 			continue;
 		if (j == none && !zsum_known) {
-			zsum = ltx_page_checksum(p, m->zero, m->ps);
+			zsum = ltx_page_crc(p, m->zero, m->ps);
 			zsum_known = true;
 		}
 		m->acc[i] ^= j == none ? zsum : m->csum[j];
 	}
 	*page = j == none ? NULL : page_of(m, j);
-	*sum = j == none ? zsum : m->csum[j]; /* zsum is known when p <= commit */
+	*crc = j == none ? zsum : m->csum[j]; /* zsum is known when p <= commit */
 }
 
 /* Reads every file to its end (visiting the pages no one asked for) and
@@ -120,13 +123,13 @@ static void visit(struct ltxmerge *m, uint32_t p, const uint8_t **page, uint64_t
 static int drain_and_verify(struct ltxmerge *m)
 {
 	const uint8_t *page;
-	uint64_t sum;
+	uint64_t crc;
 	int rc = 0;
 	while (rc == 0 && m->p < m->max_commit) {
 		rc = consume(m);
 		m->p++;
 		if (rc == 0 && m->p != m->lock)
-			visit(m, m->p, &page, &sum);
+			visit(m, m->p, &page, &crc);
 	}
 	if (rc == 0)
 		rc = consume(m);
@@ -242,7 +245,8 @@ int ltxmerge_next(struct ltxmerge *m, uint32_t *pgno, const uint8_t **page, uint
 			return m->err = rc;
 		m->p++;
 	}
-	visit(m, m->p, page, sum);
+	visit(m, m->p, page, &m->crc);
+	*sum = LTX_CHECKSUM_FLAG | m->crc;
 	if (*page == NULL)
 		*page = m->zero;
 	*pgno = m->p;
@@ -298,6 +302,11 @@ int ltxmerge_copy(struct ltxmerge *m, ltx_write_fn write, void *ctx, uint8_t *bu
 		if (rc < 0)
 			return rc;
 	}
+}
+
+uint64_t ltxmerge_page_crc(const struct ltxmerge *m)
+{
+	return m->crc;
 }
 
 struct ltx_pos ltxmerge_pos(const struct ltxmerge *m)

@@ -66,6 +66,10 @@ const struct ltx_header *ltxmerge_header(const struct ltxmerge *m);
  * code (sticky). The last page comes only after every check passed. */
 int ltxmerge_next(struct ltxmerge *m, uint32_t *pgno, const uint8_t **page, uint64_t *sum);
 
+/* The whole CRC (ltx_page_crc()) of the page ltxmerge_next() returned
+ * last: its checksum without the flag, which hides one of its bits. */
+uint64_t ltxmerge_page_crc(const struct ltxmerge *m);
+
 /* The final state as bytes (commit * page size in all; the lock page as
  * zeros), for a file or a stream: fills buf with up to max bytes (max at
  * least the page size; whole pages), returns the count, 0 at the end, or a

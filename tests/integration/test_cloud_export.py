@@ -11,7 +11,11 @@ snapshots, exports byte for byte (SQLite and LTX) and restores and forks
 exactly; a stored file damaged in the middle of its pages cuts the
 streamed export before its end, so the CLI fails and leaves its target
 untouched; a kill -9 of the service during restores and exports leaves the
-database at its old state or its new one, never between.
+database at its old state or its new one, never between. A fork, written
+in one pass (src/cloud/cloud_fork.h), is an ordinary database afterwards:
+a node follows it and writes on, every position exports byte for byte, a
+restore and a catalog rebuilt from the objects see it, and a kill -9 while
+it is written leaves no database, one after its commit a complete one.
 """
 import http.client
 import json
@@ -25,8 +29,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import LITEFS_CLOUD, local_objects_only
-from test_cloud_api import Chain, push_chain, pos_map
+from conftest import LITEFS_CLOUD, local_objects_only, wait_until
+from test_cloud_api import Chain, make_chain, push_chain, pos_map
 
 KEEP = ["-retention", "3650d"]  # the chain's timestamps are from 2026-01-01
 
@@ -208,3 +212,97 @@ def test_kill9_mid_restore_and_export_leaves_old_or_new(cloud, tmp_path):
         data = target.read_bytes()
         assert data == ch.states[want - 1][4] if exp_rc == 0 else data in states.values()
     print("outcomes (restore state, export succeeded):", sorted(outcomes))
+
+
+def l0_snapshot(srv, db_id):
+    """The stored bytes of database db_id's TXID 1 (local backend)."""
+    return (srv.data / "objects" / f"{db_id:016x}" / "l0" / f"{1:016x}-{1:016x}.ltx").read_bytes()
+
+
+def test_fork_in_one_pass_is_an_ordinary_database(cloud, node, tmp_path):
+    srv = cloud(args=KEEP)
+    tok = srv.create_cluster("c")
+    ch = Chain(tmp_path)
+    ch.step(n_rows=8000)  # ~2 MB: its fork is stored as plain LTX
+    for _ in range(3):
+        ch.step(n_rows=20)
+    push_chain(srv, tok, "app.db", ch)
+    small = make_chain(tmp_path, 3, name="small")
+    push_chain(srv, tok, "small.db", small)
+    srv.cli("restore", "app.db", "--txid", "3", "--as", "f.db", token=tok)
+    srv.cli("restore", "small.db", "--txid", "2", "--as", "fs.db", token=tok)
+    pm = pos_map(srv, tok)
+    assert pm["f.db"] == {**pm["f.db"], "txid": f"{1:016x}", "postApplyChecksum": f"{ch.states[2][1]:016x}"}, pm
+    assert snapshot(srv, tok, "f.db")[2] == ch.states[2][4]
+    assert snapshot(srv, tok, "fs.db")[2] == small.states[1][4]
+    if os.environ.get("LITEFS_TEST_CLOUD_STORAGE") != "s3":
+        # Ids 1, 2: the sources; 3, 4: the forks. A large state is stored as
+        # plain LTX (flags 0), a small one in the zstd stored form (0x100).
+        assert l0_snapshot(srv, 3)[4:8] == bytes(4) and l0_snapshot(srv, 4)[4:8] == b"\0\0\x01\0"
+
+    # A node follows the fork and writes on; every position exports exactly.
+    n = node(extra_config=f"backup:\n  type: litefs-cloud\n  url: {srv.url}\n  auth-token: {tok}\n").start()
+    wait_until(lambda: (n.mnt / "f.db-pos").exists() and int(n.pos("f.db")[1], 16) == ch.states[2][1],
+               timeout=15, msg=lambda: "the fork never reached the node\n" + n.log_text()[-2000:])
+    states = {1: ch.states[2][4]}
+    con = n.connect("f.db")
+    for i in range(2):
+        con.execute("INSERT INTO t(v) VALUES (?)", (f"node-{i}-" + "y" * 3000,))
+        con.commit()
+        txid, chk = n.pos("f.db")
+        states[txid] = n.db("f.db").read_bytes()
+        wait_until(lambda: pos_map(srv, tok)["f.db"]["txid"] == f"{txid:016x}", timeout=10,
+                   msg=lambda: f"the service never reached {txid}\n" + n.log_text()[-2000:])
+    con.close()
+    n.stop()
+    assert len(states) == 3, states.keys()
+    for t, data in states.items():
+        assert snapshot(srv, tok, "f.db", t)[2] == data, f"export of the fork at {t} differs"
+    # A restore in place on the fork, back to its first state.
+    srv.cli("restore", "f.db", "--txid", "1", token=tok)
+    assert snapshot(srv, tok, "f.db")[2] == states[1]
+
+    # A catalog rebuilt from the objects knows the fork and every position.
+    before = pos_map(srv, tok)
+    srv.stop()
+    for f in srv.data.glob("catalog.db*"):
+        f.unlink()
+    srv.start()
+    assert "catalog rebuilt" in srv.log_text()
+    assert pos_map(srv, tok) == before
+    for t, data in states.items():
+        assert snapshot(srv, tok, "f.db", t)[2] == data, f"export of the fork at {t} after the rebuild differs"
+    assert snapshot(srv, tok, "fs.db")[2] == small.states[1][4]
+
+    def fork_killed(fault, wait):
+        """Starts a fork of app.db at TXID 2 as k.db with fault armed, waits
+        for wait(), kills the service, restarts it: k.db's position or None."""
+        srv.stop()
+        srv.env["LITEFS_FAULT"] = fault
+        srv.start()
+        p = subprocess.Popen([str(LITEFS_CLOUD), "restore", "app.db", "--txid", "2", "--as", "k.db",
+                              "-url", srv.url, "-token", tok], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(wait, timeout=10, msg=lambda: f"fork never reached the fault {fault}\n" + srv.log_text()[-2000:])
+        assert p.poll() is None, "the fork ended before the kill"
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        srv.logf.close()
+        assert p.wait(30) != 0
+        del srv.env["LITEFS_FAULT"]
+        srv.start()
+        return pos_map(srv, tok).get("k.db")
+
+    # Killed while its pages are written (the 3rd write to a temporary
+    # file stalls): no database, nothing left behind.
+    tmp = srv.data / "tmp"
+    assert fork_killed("pwrite:3:stall=30000:path=data/tmp/",
+                       lambda: any(f.stat().st_size > 0 for f in tmp.iterdir())) is None
+    assert not any(tmp.iterdir())
+    if os.environ.get("LITEFS_TEST_CLOUD_STORAGE") != "s3":
+        assert sorted(d.name for d in (srv.data / "objects").iterdir()) == [f"{i:016x}" for i in (1, 2, 3, 4)], \
+            sorted(str(p) for p in (srv.data / "objects").rglob("*"))
+    # Killed after its commit, before its current copy is renamed into
+    # place: a complete database, whose copy is rebuilt from the object.
+    got = fork_killed("rename:1:stall=30000:path=current/", lambda: "k.db" in pos_map(srv, tok))
+    assert got == {**got, "txid": f"{1:016x}", "postApplyChecksum": f"{ch.states[1][1]:016x}"}, got
+    assert snapshot(srv, tok, "k.db")[2] == ch.states[1][4]

@@ -754,6 +754,66 @@ static void test_roundtrip_random(void **state)
 	}
 }
 
+/* Pages given with their CRC known (ltx_encoder_write_page_crc(), as a
+ * fork writes the merged pages) encode to the same bytes as pages hashed
+ * by the encoder, whatever bit 63 of each CRC (the checksum's flag hides
+ * it); the decoder hands out the same CRCs; a wrong CRC makes a file the
+ * decoder refuses. */
+static void test_encode_with_known_crc(void **state)
+{
+	(void)state;
+	for (int iter = 0; iter < 12; iter++) {
+		uint32_t page_size = 512u << rng_below(4);
+		struct ltx_header h = mk_header(page_size, 40, 1, iter % 2);
+		struct ltx_growbuf want = { 0 }, got = { 0 }, bad = { 0 };
+		struct ltx_encoder *e, *eb;
+		uint8_t *page = malloc(page_size);
+		int high = 0;
+
+		assert_non_null(page);
+		struct pageset ps = {.page_size = page_size};
+		for (uint32_t p = 1; p <= 40; p++) {
+			fill_page(page, page_size, p, (uint32_t)iter);
+			ps_add(&ps, p, page);
+		}
+		assert_rc(encode_mem(&h, &ps, 0, &want, NULL), 0);
+		assert_rc(ltx_encoder_new(&e, &h, ltx_growbuf_write, &got), 0);
+		assert_rc(ltx_encoder_new(&eb, &h, ltx_growbuf_write, &bad), 0);
+		for (size_t i = 0; i < ps.n; i++) {
+			uint64_t crc = ltx_page_crc(ps.pgnos[i], ps_page(&ps, i), page_size);
+			assert_u64(FLAG | crc, ltx_page_checksum(ps.pgnos[i], ps_page(&ps, i), page_size));
+			high += crc >> 63 != 0;
+			assert_rc(ltx_encoder_write_page_crc(e, ps.pgnos[i], ps_page(&ps, i), crc), 0);
+			assert_rc(ltx_encoder_write_page_crc(eb, ps.pgnos[i], ps_page(&ps, i), i == 7 ? crc ^ 1 : crc), 0);
+		}
+		assert_rc(ltx_encoder_finish(e, 0, NULL), 0);
+		assert_rc(ltx_encoder_finish(eb, 0, NULL), 0);
+		assert_int_equal(got.len, want.len);
+		assert_memory_equal(got.data, want.data, want.len);
+		assert_true(high > 0 && high < 40); /* both kinds of CRC were seen */
+
+		struct ltx_membuf m = {.data = got.data, .len = got.len};
+		struct ltx_decoder *d;
+		uint32_t pgno;
+		assert_rc(ltx_decoder_new(&d, ltx_membuf_read, &m), 0);
+		assert_rc(ltx_decoder_header(d, &h), 0);
+		for (size_t i = 0; i < ps.n; i++) {
+			assert_int_equal(ltx_decoder_next_page(d, &pgno, page), 1);
+			assert_u64(ltx_decoder_last_page_crc(d), ltx_page_crc(pgno, page, page_size));
+			assert_u64(ltx_decoder_last_page_checksum(d), FLAG | ltx_decoder_last_page_crc(d));
+		}
+		ltx_decoder_free(d);
+		assert_rc(decode_mem(bad.data, bad.len, NULL, NULL, NULL, NULL), ERR_LTX_FILE_CHECKSUM);
+		ltx_encoder_free(e);
+		ltx_encoder_free(eb);
+		ps_free(&ps);
+		free(page);
+		free(want.data);
+		free(got.data);
+		free(bad.data);
+	}
+}
+
 static void test_roundtrip_edge_files(void **state)
 {
 	(void)state;
@@ -1550,6 +1610,7 @@ int main(void)
 		cmocka_unit_test(test_golden_chain_compressed),
 		cmocka_unit_test(test_streaming_api),
 		cmocka_unit_test(test_roundtrip_random),
+		cmocka_unit_test(test_encode_with_known_crc),
 		cmocka_unit_test(test_roundtrip_edge_files),
 		cmocka_unit_test(test_snapshot_across_lock_page),
 		cmocka_unit_test(test_lz4_frame_params),

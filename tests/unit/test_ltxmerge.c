@@ -3,7 +3,7 @@
  * sparse growth, shrinking, deletion, regrowth after a cut, compressed or
  * not) merge into exactly the bytes and checksum of the in-memory model
  * applied file by file, through both ltxmerge_read() (random buffer sizes)
- * and ltxmerge_next(); and every broken chain is refused before the last
+ * and ltxmerge_next() (with each page's whole CRC); and every broken chain is refused before the last
  * page is handed out: a flipped byte anywhere in any file, a wrong
  * post-apply checksum of an intermediate file, a wrong pre-apply
  * checksum, a TXID gap or overlap, another page size, a wanted position
@@ -169,6 +169,9 @@ static void test_random_chains(void **state)
 			assert_int_equal(pgno, want++);
 			assert_memory_equal(page, model_page(&c.final, pgno), ps);
 			assert_int_equal(sum, ltx_page_checksum(pgno, page, ps));
+			/* The whole CRC too, also of a last page held back while
+			 * the longer files are drained. */
+			assert_int_equal(ltxmerge_page_crc(m), ltx_page_crc(pgno, page, ps));
 			chk ^= sum;
 		}
 		assert_int_equal(rc, 0);
