@@ -13,6 +13,7 @@
 
 #include "base/clock.h"
 #include "base/err.h"
+#include "base/fileio.h"
 #include "base/log.h"
 #include "base/sys.h"
 #include "cloud/cloud_fork.h"
@@ -176,8 +177,10 @@ int cloud_fork_create(struct cloud_state *st, uint64_t checksum, const struct cl
 	int rc = cloud_state_pages(st, &n);
 	if (rc == 0 && sums && n > 0 && n <= PAGESUMS_MAX_PAGES && (sum = calloc(n, sizeof(*sum))) == NULL)
 		rc = ERR_NOMEM;
-	int obj_fd = rc < 0 ? -1 : cloud_object_tmp_create(dst->tmp_dir, obj_tmp, sizeof(obj_tmp));
-	int cur_fd = obj_fd < 0 ? -1 : cloud_object_tmp_create(dst->tmp_dir, cur_tmp, sizeof(cur_tmp));
+	/* Named for what they are, so a test can pick them out (LITEFS_FAULT
+	 * path=). */
+	int obj_fd = rc < 0 ? -1 : fileio_tmp_create(dst->tmp_dir, "fork-obj-", obj_tmp, sizeof(obj_tmp));
+	int cur_fd = obj_fd < 0 ? -1 : fileio_tmp_create(dst->tmp_dir, "fork-cur-", cur_tmp, sizeof(cur_tmp));
 	if (rc == 0 && (obj_fd < 0 || cur_fd < 0))
 		rc = obj_fd < 0 ? obj_fd : cur_fd;
 	if (rc == 0)
