@@ -711,8 +711,8 @@ def bench_big_restore(base, size_mb, n_updates, rounds):
                     rest.append(secs)
                     reach.append(time.monotonic() - t1)
         res["restore"], res["reach"] = med(rest), med(reach)
-        # fork: the target state written into a new database (a snapshot
-        # transaction of the whole state, stored and made current).
+        # fork: the target state written into a new database (its current
+        # copy and its first object, a snapshot, in one pass: cloud_fork.h).
         res["fork"] = med([cloud.cli("restore", db, "--txid", f"{target[0]:016x}", "--as", f"fork{i}.db")[0]
                            for i in range(rounds)])
         res["size"] = size

@@ -34,9 +34,32 @@
  * cache and never fsync'd: the kernel writes it back when it likes. */
 #define FORK_KICK_BYTES (8u << 20)
 
+/* The object's writes: the encoder's buffer (64 KiB) goes straight to
+ * the file, with no second buffer in between. */
+struct obj_out {
+	int fd;
+	off_t off, kicked; /* written; writeback started up to */
+};
+
+static int obj_write(void *ctx, const void *buf, size_t len)
+{
+	struct obj_out *o = ctx;
+	int rc = sys_pwrite_all(o->fd, buf, len, o->off);
+	if (rc < 0)
+		return rc;
+	o->off += (off_t)len;
+	if (o->off - o->kicked >= (off_t)FORK_KICK_BYTES) {
+		/* Best effort: the put's fsync is what makes it durable. */
+		(void)sync_file_range(o->fd, o->kicked, o->off - o->kicked, SYNC_FILE_RANGE_WRITE);
+		o->kicked = o->off;
+	}
+	return 0;
+}
+
 /* The two files being written and what the pass learns. */
 struct fork_pass {
-	struct sys_writer cur, obj;
+	struct sys_writer cur;
+	struct obj_out obj;
 	struct cloud_zltx_writer *zw; /* the zstd stored form, or NULL */
 	struct ltx_encoder *enc;
 	uint32_t page_size, n;        /* pages of the state */
@@ -98,14 +121,13 @@ static int write_state(struct cloud_state *st, uint64_t checksum, const struct c
 		return rc;
 	fp->page_size = st->ps;
 	fp->cur = (struct sys_writer){ .fd = cur_fd, .cap = FORK_WRITE_BYTES, .buf = malloc(FORK_WRITE_BYTES) };
-	fp->obj = (struct sys_writer){ .fd = obj_fd, .cap = FORK_WRITE_BYTES, .kick = FORK_KICK_BYTES,
-				       .buf = malloc(FORK_WRITE_BYTES) };
-	if (fp->cur.buf == NULL || fp->obj.buf == NULL)
+	fp->obj = (struct obj_out){ .fd = obj_fd };
+	if (fp->cur.buf == NULL)
 		return ERR_NOMEM;
-	ltx_write_fn write = sys_writer_write;
+	ltx_write_fn write = obj_write;
 	void *ctx = &fp->obj;
 	if (dst->zstd && (uint64_t)fp->n * fp->page_size <= CLOUD_ZLTX_INGEST_MAX) {
-		rc = cloud_zltx_writer_new(&fp->zw, CLOUD_ZLTX_LEVEL, sys_writer_write, &fp->obj);
+		rc = cloud_zltx_writer_new(&fp->zw, CLOUD_ZLTX_LEVEL, obj_write, &fp->obj);
 		if (rc < 0)
 			return rc;
 		write = cloud_zltx_write;
@@ -125,8 +147,6 @@ static int write_state(struct cloud_state *st, uint64_t checksum, const struct c
 	if (rc == 0 && fp->zw)
 		rc = cloud_zltx_writer_finish(fp->zw);
 	if (rc == 0)
-		rc = sys_writer_flush(&fp->obj);
-	if (rc == 0)
 		rc = sys_writer_flush(&fp->cur);
 	*stored = (uint64_t)fp->obj.off;
 	return rc;
@@ -137,7 +157,6 @@ static void pass_free(struct fork_pass *fp)
 	ltx_encoder_free(fp->enc);
 	cloud_zltx_writer_free(fp->zw);
 	free(fp->cur.buf);
-	free(fp->obj.buf);
 }
 
 /* Makes the written object durable and the database known: meta object,
