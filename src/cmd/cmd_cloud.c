@@ -49,7 +49,6 @@
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
-#include "base/bpipe.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/godur.h"
@@ -1385,56 +1384,106 @@ struct client {
 };
 
 /* A 2xx body written to a file by a thread of its own, so that receiving
- * the body and writing it (page-cache copies, writeback started, which
- * waits when the disk queue is full) overlap instead of taking turns:
- * curl's callback copies what arrives into a byte pipe (base/bpipe.h), the
- * writer takes it out in 256 KiB pieces (small enough that what was copied
- * out is still in the CPU cache when the kernel copies it in; 4 MiB pieces
- * took twice the system time) and starts their writeback at once
- * (sync_file_range), so the final fsync waits only for the tail. */
+ * the body and writing it (page-cache copies, and writeback started, which
+ * waits when the disk queue is full) overlap instead of taking turns.
+ * curl's callback copies what arrives into one of FILE_BUFS buffers of
+ * 256 KiB (small enough that what was copied in is still in the CPU cache
+ * when the kernel copies it out; 4 MiB pieces took twice the system time)
+ * and hands each full one to the writer, which writes it and starts its
+ * writeback at once (sync_file_range), so the final fsync waits only for
+ * the tail. One copy in user space, as with no thread. */
 #define FILE_BUF (256u << 10)
-#define FILE_PIPE (4u << 20)
+#define FILE_BUFS 4
 
 struct filesink {
 	struct fileio_replace *out;  /* borrowed: the file being replaced */
-	uint8_t *buf;                /* FILE_BUF, the writer's */
-	struct bpipe pipe;
+	uint8_t *bufs[FILE_BUFS];
+	size_t lens[FILE_BUFS];
+	unsigned fill;               /* the buffer being filled (receiver's) */
+	size_t len;                  /* bytes in it */
 	pthread_t writer;
 	bool started;
+	pthread_mutex_t mu;          /* guards the fields below */
+	pthread_cond_t cond;
+	unsigned head, n_full;       /* full buffers: head .. head + n_full - 1 */
+	bool done;                   /* the receiver handed over its last one */
+	bool failed;                 /* a write failed (out->err): stop */
 };
 
 static void *filesink_main(void *arg)
 {
 	struct filesink *fs = arg;
-	ssize_t n;
-	while ((n = bpipe_read(&fs->pipe, fs->buf, FILE_BUF)) > 0) {
-		off_t off = fs->out->off;
-		if (fileio_replace_write(fs->out, fs->buf, (size_t)n) != 0)
+	pthread_mutex_lock(&fs->mu);
+	for (;;) {
+		while (fs->n_full == 0 && !fs->done)
+			pthread_cond_wait(&fs->cond, &fs->mu);
+		if (fs->n_full == 0)
 			break;
+		unsigned i = fs->head;
+		pthread_mutex_unlock(&fs->mu);
+		off_t off = fs->out->off;
+		int rc = fileio_replace_write(fs->out, fs->bufs[i], fs->lens[i]);
 		/* A hint only: durability comes from the fsync at the end. */
-		sync_file_range(fs->out->fd, off, n, SYNC_FILE_RANGE_WRITE);
+		if (rc == 0)
+			sync_file_range(fs->out->fd, off, (off_t)fs->lens[i], SYNC_FILE_RANGE_WRITE);
+		pthread_mutex_lock(&fs->mu);
+		fs->head = (fs->head + 1) % FILE_BUFS;
+		fs->n_full--;
+		fs->failed = rc != 0;
+		pthread_cond_signal(&fs->cond);
+		if (fs->failed)
+			break;
 	}
-	/* On a write error the receiver's next write fails: curl stops. */
-	bpipe_close_read(&fs->pipe);
+	pthread_mutex_unlock(&fs->mu);
 	return NULL;
 }
 
-/* Starts the writer of out. 0 or -errno / ERR_NOMEM. */
+static void filesink_free(struct filesink *fs)
+{
+	for (int i = 0; i < FILE_BUFS; i++)
+		free(fs->bufs[i]);
+	pthread_cond_destroy(&fs->cond);
+	pthread_mutex_destroy(&fs->mu);
+}
+
+/* Starts the writer of out. 0, ERR_NOMEM or -errno. */
 static int filesink_start(struct filesink *fs, struct fileio_replace *out)
 {
-	*fs = (struct filesink){ .out = out, .buf = malloc(FILE_BUF) };
-	if (fs->buf == NULL || bpipe_init(&fs->pipe, FILE_PIPE) != 0) {
-		free(fs->buf);
-		return ERR_NOMEM;
+	*fs = (struct filesink){ .out = out };
+	pthread_mutex_init(&fs->mu, NULL);
+	pthread_cond_init(&fs->cond, NULL);
+	int rc = 0;
+	for (int i = 0; i < FILE_BUFS; i++)
+		if ((fs->bufs[i] = malloc(FILE_BUF)) == NULL)
+			rc = ERR_NOMEM;
+	if (rc == 0)
+		rc = -pthread_create(&fs->writer, NULL, filesink_main, fs);
+	if (rc != 0)
+		filesink_free(fs);
+	fs->started = rc == 0;
+	return rc;
+}
+
+/* Hands the buffer being filled (len bytes) to the writer, with done
+ * when it is the last; waits for a free buffer. false once a write
+ * failed. */
+static bool filesink_hand(struct filesink *fs, bool done)
+{
+	pthread_mutex_lock(&fs->mu);
+	if (fs->len > 0) {
+		fs->lens[fs->fill] = fs->len;
+		fs->n_full++;
+		fs->len = 0;
 	}
-	int rc = pthread_create(&fs->writer, NULL, filesink_main, fs);
-	if (rc != 0) {
-		bpipe_destroy(&fs->pipe);
-		free(fs->buf);
-		return -rc;
-	}
-	fs->started = true;
-	return 0;
+	fs->done = done;
+	pthread_cond_signal(&fs->cond);
+	while (!done && fs->n_full == FILE_BUFS && !fs->failed)
+		pthread_cond_wait(&fs->cond, &fs->mu);
+	/* The next free one follows the full ones. */
+	fs->fill = (fs->head + fs->n_full) % FILE_BUFS;
+	bool ok = !fs->failed;
+	pthread_mutex_unlock(&fs->mu);
+	return ok;
 }
 
 /* Lets the writer write what is left and stops it: 0, or the write's
@@ -1443,10 +1492,9 @@ static int filesink_finish(struct filesink *fs)
 {
 	if (!fs->started)
 		return 0;
-	bpipe_close_write(&fs->pipe);
+	filesink_hand(fs, true);
 	pthread_join(fs->writer, NULL);
-	bpipe_destroy(&fs->pipe);
-	free(fs->buf);
+	filesink_free(fs);
 	fs->started = false;
 	return fs->out->err;
 }
@@ -1454,7 +1502,16 @@ static int filesink_finish(struct filesink *fs)
 static size_t filesink_write(void *ctx, const char *ptr, size_t len)
 {
 	struct filesink *fs = ctx;
-	return bpipe_write(&fs->pipe, ptr, len) == 0 ? len : 0;
+	for (size_t done = 0; done < len;) {
+		uint8_t *buf = fs->bufs[fs->fill];
+		size_t k = FILE_BUF - fs->len < len - done ? FILE_BUF - fs->len : len - done;
+		memcpy(buf + fs->len, ptr + done, k);
+		fs->len += k;
+		done += k;
+		if (fs->len == FILE_BUF && !filesink_hand(fs, false))
+			return 0;
+	}
+	return len;
 }
 
 /* Prints the server's JSON error (or the raw body) for a failed request. */
@@ -1541,8 +1598,9 @@ static const char restore_usage[] =
 	"(the last transaction committed at or before T). The restore is appended as\n"
 	"a new transaction, so restoring again undoes it; LiteFS nodes follow within\n"
 	"seconds. With --as, the state is written to a new database NEWNAME instead\n"
-	"(a fork) and DB is untouched. With --check, nothing changes: the exact TXID\n"
-	"and timestamp the restore would produce are printed.\n"
+	"(a fork, at TXID 1; it returns once NEWNAME is durable) and DB is untouched.\n"
+	"With --check, nothing changes: the exact TXID and timestamp the restore\n"
+	"would produce are printed.\n"
 	"\n"
 	"Only the end of each upload is restorable: a TXID inside an upload that\n"
 	"brought several transactions at once (LiteFS batches about a second) fails\n"
