@@ -12,11 +12,17 @@ rows at 100 tx/s; the target is the first restorable position from the
 (wall clock, and CPU seconds of the service and of the client):
   export   `litefs-cloud export DB --txid T -o FILE` (checked against the
            node's checksum at T)
+  export-cli the same with the OTHER build's CLI against this build's
+           service, right after: "export new" / "export-cli new" compare
+           the two CLIs on the new service (new CLI first), "export-cli
+           base" / "export base" on the old one (old CLI first)
   curl     GET /db/snapshot?txid=T to /dev/null (the service's part)
   latest   `litefs-cloud export DB -o FILE` (the current state)
   restore  `litefs-cloud restore DB --txid T` (a new transaction)
   fork     `litefs-cloud restore DB --txid T --as NEW`
-and cp + fsync of the source file to a new file (source warm). Wall
+and cp + fsync of the source file to a new file (source warm). Between
+the builds' turns everything dirty is flushed (sync), outside the timings,
+so that neither build's operations wait for the other's writeback. Wall
 times on a shared machine are noisy: read the CPU columns beside them.
 
 Usage: BUILD=new-build bench/export_ab.py --base old-build [--mb 100] [--rounds 3]
@@ -91,6 +97,12 @@ def main():
                 t("export", lambda: cloud.cli("export", db, "--txid", tx, "-o", out))
                 if cb.checksum(out) != target[1]:
                     raise SystemExit(f"{name}: export of {tx} has the wrong checksum")
+                # The other build's CLI against this build's service, just
+                # after: the clients compared on the same service and cache.
+                other = builds[0][1] if name == "new" else cb.BUILD
+                t("export-cli", lambda: subprocess.run(
+                    [os.path.join(other, "litefs-cloud"), "export", db, "--txid", tx, "-o", out,
+                     "-url", cloud.url, "-token", cloud.token], check=True, capture_output=True))
                 t("curl", lambda: subprocess.run(
                     ["curl", "-sf", "-o", "/dev/null", "-H", f"Authorization: {cloud.token}",
                      f"{cloud.url}/db/snapshot?db={db}&format=sqlite&txid={tx}"], check=True))
@@ -98,6 +110,10 @@ def main():
                 t("restore", lambda: cloud.cli("restore", db, "--txid", tx))
                 t("fork", lambda: cloud.cli("restore", db, "--txid", tx, "--as", f"f-{name}-{r}.db"))
                 cloud.stop()
+                # The fork's gigabytes still being written back would slow
+                # whatever comes next (the other build's export): flushed
+                # here, outside every timing.
+                os.sync()
             res.setdefault(("cp+fsync", "-"), []).append((cb.cp_times(src, os.path.join(base, "cp.db"), 1)[1], 0, 0))
         size = os.path.getsize(src)
         base_cp = statistics.median(x[0] for x in res[("cp+fsync", "-")])

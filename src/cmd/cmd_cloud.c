@@ -1383,132 +1383,40 @@ struct client {
 	const char *token;
 };
 
-/* A 2xx body written to a file by a thread of its own, so that receiving
- * the body and writing it (page-cache copies, and writeback started, which
- * waits when the disk queue is full) overlap instead of taking turns.
- * curl's callback copies what arrives into one of FILE_BUFS buffers of
- * 256 KiB (small enough that what was copied in is still in the CPU cache
- * when the kernel copies it out; 4 MiB pieces took twice the system time)
- * and hands each full one to the writer, which writes it and starts its
- * writeback at once (sync_file_range), so the final fsync waits only for
- * the tail. One copy in user space, as with no thread. */
+/* A 2xx body written to a file: collected in a buffer and written
+ * sequentially in 256 KiB pieces (small enough that what was copied in is
+ * still in the CPU cache when the kernel copies it out; 4 MiB pieces took
+ * twice the system time); writeback of what was written is started at
+ * once (sync_file_range), so the final fsync waits only for the tail. */
 #define FILE_BUF (256u << 10)
-#define FILE_BUFS 4
 
 struct filesink {
 	struct fileio_replace *out;  /* borrowed: the file being replaced */
-	uint8_t *bufs[FILE_BUFS];
-	size_t lens[FILE_BUFS];
-	unsigned fill;               /* the buffer being filled (receiver's) */
-	size_t len;                  /* bytes in it */
-	pthread_t writer;
-	bool started;
-	pthread_mutex_t mu;          /* guards the fields below */
-	pthread_cond_t cond;
-	unsigned head, n_full;       /* full buffers: head .. head + n_full - 1 */
-	bool done;                   /* the receiver handed over its last one */
-	bool failed;                 /* a write failed (out->err): stop */
+	uint8_t *buf;
+	size_t len;
 };
 
-static void *filesink_main(void *arg)
+/* 0 or the output's first write error (-errno, sticky in out->err). */
+static int filesink_flush(struct filesink *fs)
 {
-	struct filesink *fs = arg;
-	pthread_mutex_lock(&fs->mu);
-	for (;;) {
-		while (fs->n_full == 0 && !fs->done)
-			pthread_cond_wait(&fs->cond, &fs->mu);
-		if (fs->n_full == 0)
-			break;
-		unsigned i = fs->head;
-		pthread_mutex_unlock(&fs->mu);
-		off_t off = fs->out->off;
-		int rc = fileio_replace_write(fs->out, fs->bufs[i], fs->lens[i]);
-		/* A hint only: durability comes from the fsync at the end. */
-		if (rc == 0)
-			sync_file_range(fs->out->fd, off, (off_t)fs->lens[i], SYNC_FILE_RANGE_WRITE);
-		pthread_mutex_lock(&fs->mu);
-		fs->head = (fs->head + 1) % FILE_BUFS;
-		fs->n_full--;
-		fs->failed = rc != 0;
-		pthread_cond_signal(&fs->cond);
-		if (fs->failed)
-			break;
-	}
-	pthread_mutex_unlock(&fs->mu);
-	return NULL;
-}
-
-static void filesink_free(struct filesink *fs)
-{
-	for (int i = 0; i < FILE_BUFS; i++)
-		free(fs->bufs[i]);
-	pthread_cond_destroy(&fs->cond);
-	pthread_mutex_destroy(&fs->mu);
-}
-
-/* Starts the writer of out. 0, ERR_NOMEM or -errno. */
-static int filesink_start(struct filesink *fs, struct fileio_replace *out)
-{
-	*fs = (struct filesink){ .out = out };
-	pthread_mutex_init(&fs->mu, NULL);
-	pthread_cond_init(&fs->cond, NULL);
-	int rc = 0;
-	for (int i = 0; i < FILE_BUFS; i++)
-		if ((fs->bufs[i] = malloc(FILE_BUF)) == NULL)
-			rc = ERR_NOMEM;
-	if (rc == 0)
-		rc = -pthread_create(&fs->writer, NULL, filesink_main, fs);
-	if (rc != 0)
-		filesink_free(fs);
-	fs->started = rc == 0;
-	return rc;
-}
-
-/* Hands the buffer being filled (len bytes) to the writer, with done
- * when it is the last; waits for a free buffer. false once a write
- * failed. */
-static bool filesink_hand(struct filesink *fs, bool done)
-{
-	pthread_mutex_lock(&fs->mu);
-	if (fs->len > 0) {
-		fs->lens[fs->fill] = fs->len;
-		fs->n_full++;
-		fs->len = 0;
-	}
-	fs->done = done;
-	pthread_cond_signal(&fs->cond);
-	while (!done && fs->n_full == FILE_BUFS && !fs->failed)
-		pthread_cond_wait(&fs->cond, &fs->mu);
-	/* The next free one follows the full ones. */
-	fs->fill = (fs->head + fs->n_full) % FILE_BUFS;
-	bool ok = !fs->failed;
-	pthread_mutex_unlock(&fs->mu);
-	return ok;
-}
-
-/* Lets the writer write what is left and stops it: 0, or the write's
- * error (out->err). */
-static int filesink_finish(struct filesink *fs)
-{
-	if (!fs->started)
-		return 0;
-	filesink_hand(fs, true);
-	pthread_join(fs->writer, NULL);
-	filesink_free(fs);
-	fs->started = false;
-	return fs->out->err;
+	off_t off = fs->out->off;
+	if (fs->len == 0 || fileio_replace_write(fs->out, fs->buf, fs->len) != 0)
+		return fs->out->err;
+	/* A hint only: durability comes from the fsync at the end. */
+	sync_file_range(fs->out->fd, off, (off_t)fs->len, SYNC_FILE_RANGE_WRITE);
+	fs->len = 0;
+	return 0;
 }
 
 static size_t filesink_write(void *ctx, const char *ptr, size_t len)
 {
 	struct filesink *fs = ctx;
 	for (size_t done = 0; done < len;) {
-		uint8_t *buf = fs->bufs[fs->fill];
 		size_t k = FILE_BUF - fs->len < len - done ? FILE_BUF - fs->len : len - done;
-		memcpy(buf + fs->len, ptr + done, k);
+		memcpy(fs->buf + fs->len, ptr + done, k);
 		fs->len += k;
 		done += k;
-		if (fs->len == FILE_BUF && !filesink_hand(fs, false))
+		if (fs->len == FILE_BUF && filesink_flush(fs) != 0)
 			return 0;
 	}
 	return len;
@@ -1731,23 +1639,26 @@ static int cmd_export(int argc, char **argv)
 	}
 	char where[80] = "";
 	struct fileio_replace out;
-	struct filesink fs;
 	int orc = fileio_replace_open(&out, outp, 0600);
-	int src = orc == 0 ? filesink_start(&fs, &out) : 0;
-	if (orc != 0 || src != 0) {
+	struct filesink fs = { .out = &out, .buf = malloc(FILE_BUF) };
+	if (orc != 0 || !fs.buf) {
 		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp,
-			strerror(orc != 0 ? -orc : src == ERR_NOMEM ? ENOMEM : -src));
+			strerror(orc != 0 ? -orc : ENOMEM));
 		if (orc == 0)
 			fileio_replace_abort(&out);
+		free(fs.buf);
 		return 1;
 	}
 	const char *const q[] = { "db", pos[0], "format", format, "txid", txid, "timestamp", ts, NULL };
 	int rc = client_do(&cl, "GET", "/db/snapshot", q, &fs, NULL, where, sizeof(where));
+	if (rc != 0 && out.err)
+		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-out.err));
 	/* The file replaces outp only once the whole export arrived. */
-	int crc = filesink_finish(&fs);
+	int crc = rc == 0 ? filesink_flush(&fs) : 0;
 	if (rc == 0 && crc == 0)
 		crc = fileio_replace_commit(&out);
 	fileio_replace_abort(&out);
+	free(fs.buf);
 	if (rc != 0 || crc != 0) {
 		if (crc != 0)
 			fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
