@@ -113,6 +113,7 @@ struct httpd_conn {
 	enum body_state body;
 	uint64_t body_left;
 	unsigned n_trailers;
+	bool continued; /* "100 Continue" was sent (or is not to be) */
 
 	/* Progress accounting while a worker waits for the peer. */
 	int64_t wait_ms;
@@ -348,6 +349,7 @@ static void request_reset(struct httpd_conn *c)
 	c->body = B_NONE;
 	c->body_left = 0;
 	c->n_trailers = 0;
+	c->continued = false;
 	httpd_response_free(c->resp);
 	c->resp = NULL;
 	c->status = 0;
@@ -865,9 +867,10 @@ static ssize_t body_line(struct httpd_conn *c)
 	}
 }
 
-/* The next piece of the body: 1 with [*p, *p + *n), 0 at its end, ERR_INVAL
- * for a malformed chunked encoding, -ETIMEDOUT, or -errno. */
-static int body_next(struct httpd_conn *c, const char **p, size_t *n)
+/* The next piece of the body, at most max bytes: 1 with [*p, *p + *n), 0
+ * at its end, ERR_INVAL for a malformed chunked encoding, -ETIMEDOUT, or
+ * -errno. */
+static int body_next(struct httpd_conn *c, const char **p, size_t *n, size_t max)
 {
 	for (;;) {
 		switch (c->body) {
@@ -881,7 +884,7 @@ static int body_next(struct httpd_conn *c, const char **p, size_t *n)
 				if (rc != 0)
 					return rc;
 			}
-			size_t avail = c->len - c->off;
+			size_t avail = c->len - c->off < max ? c->len - c->off : max;
 			size_t take = avail < c->body_left ? avail : (size_t)c->body_left;
 			*p = c->in + c->off;
 			*n = take;
@@ -1129,12 +1132,12 @@ static void serve(struct httpd *d, struct httpd_conn *c)
 	if (hr == HTTPD_NO) {
 		failed = true;
 	} else if (!c->resp) {
-		if (c->body != B_DONE && c->rq.expect_continue)
+		if (c->body != B_DONE && c->rq.expect_continue && !c->continued)
 			failed = send_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0;
 		while (!failed && !c->resp) {
 			const char *p = NULL;
 			size_t n = 0;
-			int rc = body_next(c, &p, &n);
+			int rc = body_next(c, &p, &n, SIZE_MAX);
 			if (rc == 0)
 				break;
 			if (rc < 0) {
@@ -1546,6 +1549,53 @@ bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const c
 	*value = conn->rq.args[i].value;
 	*len = conn->rq.args[i].len;
 	return true;
+}
+
+/* Reads straight from the socket into buf: only when nothing is buffered
+ * and the rest of a body with a Content-Length is wanted in large
+ * pieces, so a large upload is copied once, from the kernel to its
+ * reader. */
+#define DIRECT_READ_MIN (16u << 10)
+
+ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
+{
+	if (len == 0 || c->body == B_NONE || c->body == B_DONE)
+		return 0;
+	if (c->rq.expect_continue && !c->continued) {
+		c->continued = true;
+		int rc = send_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		if (rc != 0)
+			return rc;
+	}
+	if (c->body == B_LENGTH && c->off == c->len && len >= DIRECT_READ_MIN) {
+		size_t want = len < c->body_left ? len : (size_t)c->body_left;
+		for (;;) {
+			ssize_t n = recv(c->fd, buf, want, MSG_DONTWAIT);
+			if (n > 0) {
+				progress(c, (size_t)n);
+				c->body_left -= (uint64_t)n;
+				if (c->body_left == 0)
+					c->body = B_DONE;
+				return n;
+			}
+			if (n == 0)
+				return -ECONNRESET;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return -errno;
+			int rc = wait_peer(c, POLLIN);
+			if (rc != 0)
+				return rc;
+		}
+	}
+	const char *p = NULL;
+	size_t n = 0;
+	int rc = body_next(c, &p, &n, len);
+	if (rc <= 0)
+		return rc;
+	memcpy(buf, p, n);
+	return (ssize_t)n;
 }
 
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len)

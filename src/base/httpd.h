@@ -146,6 +146,18 @@ bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const c
  * httpd_stop() — so that caller bounds and closes such connections
  * itself. -ERR_INVAL (as ERR_INVAL) when called too late, ERR_NOMEM. */
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len);
+/* Pulls the request's body instead of being handed it piece by piece:
+ * only from the handler's first call (then no body piece follows; the
+ * last call comes once the handler returns HTTPD_YES). Reads up to len
+ * bytes of the body (de-chunked; a large read of a body with a
+ * Content-Length goes straight from the socket into buf, with no copy in
+ * between), sending "100 Continue" first if the client waits for it.
+ * Returns the count, 0 at the end of the body, ERR_INVAL (malformed
+ * chunked encoding), -ETIMEDOUT (no progress within the I/O timeout),
+ * -ECONNRESET (the peer closed) or -errno. After an error the server
+ * ends the request as it would have (a 400 or 408 reply, or the close),
+ * unless the handler queued a reply. */
+ssize_t httpd_body_read(struct httpd_conn *conn, void *buf, size_t len);
 /* The connection's socket (for httpd_peer_gone()). */
 int httpd_sock_of(struct httpd_conn *conn);
 /* "address:port" of the peer. */

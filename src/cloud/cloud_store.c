@@ -149,6 +149,7 @@
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
+#include "cloud/cloud_stage.h"
 #include "cloud/cloud_zltx.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
@@ -386,6 +387,7 @@ struct tee {
 	int obj_fd;
 	uint64_t total, max;
 	uint64_t flushed; /* bytes whose writeback was started */
+	struct cloud_presync sync; /* the object's early fsync (cloud_stage.h) */
 };
 
 /* The object file's writeback is started every this many bytes, so the
@@ -419,6 +421,16 @@ static ssize_t tee_read(void *ctx, void *buf, size_t len)
 		t->flushed = t->total;
 	}
 	return n;
+}
+
+/* pagesums_io.validated: a large upload is proven good, so its object
+ * goes to disk while the current copy is written (a small one is still
+ * rewritten in its zstd form: ingest_zstd()). */
+static void tee_validated(void *ctx)
+{
+	struct tee *t = ctx;
+	if (t->total > CLOUD_ZLTX_INGEST_MAX)
+		cloud_presync_start(&t->sync, t->obj_fd);
 }
 
 static int read_header(ltx_read_fn read, void *ctx, uint8_t *hdr)
@@ -489,8 +501,13 @@ static int apply_upload(struct cloud_store *cs, struct cdb *d, int cur_fd, uint3
 		if (rc == ERR_DB_SIZE || rc == ERR_NOMEM)
 			d->sums_off = true;
 	}
-	if (!d->sums_off && rc == 0)
-		return pagesums_apply(s, cur_fd, tee_read, t, t->obj_fd, ar);
+	if (!d->sums_off && rc == 0) {
+		struct pagesums_io io = { .replay_fd = t->obj_fd, .validated = tee_validated, .ctx = t };
+		io.stage = cloud_stage_take(cs->stage, &io.stage_cap);
+		rc = pagesums_apply_io(s, cur_fd, tee_read, t, &io, ar);
+		cloud_stage_give(cs->stage, io.stage);
+		return rc;
+	}
 	pagesums_clear(s);
 	rc = *spool = spool_get(cs);
 	if (rc < 0) {
@@ -593,7 +610,11 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		goto out;
 	}
 	uint64_t stored = t.total;
-	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX && (rc = ingest_zstd(d->name, t.obj_fd, &stored)) < 0) {
+	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX)
+		rc = ingest_zstd(d->name, t.obj_fd, &stored);
+	else
+		rc = cloud_presync_wait(&t.sync);
+	if (rc < 0) {
 		d->cur_ok = false; /* the copy is ahead of the catalog */
 		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
 		goto out;
@@ -645,6 +666,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	LOG_DEBUG("cloud", "msg=\"stored\" cluster=%s db=%s min_txid=%016" PRIx64 " max_txid=%016" PRIx64
 		  " bytes=%" PRIu64, d->cluster, d->name, h->min_txid, h->max_txid, t.total);
 out:
+	cloud_presync_wait(&t.sync); /* before its descriptor is closed */
 	if (t.obj_fd >= 0)
 		close(t.obj_fd);
 	if (obj_tmp[0])
@@ -1736,6 +1758,8 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 		LOG_WARN("cloud", "msg=\"the data directory was readable by other users; removed group and other "
 				  "permissions\" dir=\"%s\"", cs->data_dir);
 	if (rc == 0)
+		rc = cloud_stage_new(CLOUD_STAGE_BYTES, &cs->stage);
+	if (rc == 0)
 		rc = make_dir(cs->tmp_dir, sizeof(cs->tmp_dir), cs->data_dir, "tmp");
 	if (rc == 0)
 		rc = make_dir(cs->cur_dir, sizeof(cs->cur_dir), cs->data_dir, "current");
@@ -1847,6 +1871,7 @@ void cloud_store_close(struct cloud_store *cs)
 	for (int i = 0; i < cs->n_spools; i++)
 		close(cs->spools[i]);
 	cloud_catalog_close(cs->cat);
+	cloud_stage_free(cs->stage);
 	if (cs->be)
 		cs->be->ops->close(cs->be);
 	pthread_cond_destroy(&cs->cond);
