@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +33,13 @@ struct req {
 };
 
 static atomic_bool release_slow;
+
+static uint64_t body_sum(uint64_t sum, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		sum = sum * 31 + (unsigned char)p[i];
+	return sum;
+}
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -73,6 +81,25 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 		}
 		close(fd);
 		return HTTPD_YES;
+	}
+	if (!strcmp(url, "/pull")) {
+		/* Pulls the whole body on the first call, in reads of 7 bytes
+		 * and of 64 KiB by turns; replies with its length and sum. */
+		char *buf = malloc(1 << 16);
+		uint64_t n = 0, sum = 0;
+		ssize_t r;
+		bool small = true;
+		while ((r = httpd_body_read(conn, buf, small ? 7 : 1 << 16)) > 0) {
+			n += (uint64_t)r;
+			sum = body_sum(sum, buf, (size_t)r);
+			small = !small;
+		}
+		free(buf);
+		if (r < 0)
+			return httpd_respond_error(conn, 400, "pull failed");
+		char *b = malloc(64);
+		int len = snprintf(b, 64, "PULL %" PRIu64 ":%016" PRIx64 ".", n, sum);
+		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, (size_t)len, NULL, NULL);
 	}
 	if (*req_cls == NULL) {
 		*req_cls = calloc(1, sizeof(struct req));
@@ -296,6 +323,52 @@ static void test_continue_head_and_stream(void **state)
 	httpd_stop(d);
 }
 
+/* httpd_body_read(): a large body with a Content-Length (read straight
+ * from the socket), a chunked one, one behind "100 Continue", then an
+ * ordinary request on the same connection. */
+static void test_handler_pulls_the_body(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	const size_t n = 300000;
+	char *body = malloc(n), head[128], want[64], buf[4096];
+	for (size_t i = 0; i < n; i++)
+		body[i] = (char)(i * 7 % 251);
+	snprintf(want, sizeof(want), "PULL %zu:%016" PRIx64 ".", n, body_sum(0, body, n));
+	int hl = snprintf(head, sizeof(head), "POST /pull HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", n);
+	put(fd, head, (size_t)hl);
+	put(fd, body, n);
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, "HTTP/1.1 200"));
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /pull HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 51);
+	for (size_t off = 0; off < n; off += 100000) {
+		hl = snprintf(head, sizeof(head), "%x\r\n", 100000);
+		put(fd, head, (size_t)hl);
+		put(fd, body + off, 100000);
+		put(fd, "\r\n", 2);
+	}
+	put(fd, "0\r\n\r\n", 5);
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /pull HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 64);
+	get(fd, buf, sizeof(buf), "\r\n\r\n");
+	assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+	put(fd, "hello", 5);
+	snprintf(want, sizeof(want), "PULL 5:%016" PRIx64 ".", body_sum(0, "hello", 5));
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nok", 41);
+	get(fd, buf, sizeof(buf), "POST 2:ok");
+	assert_non_null(strstr(buf, "POST 2:ok"));
+	free(body);
+	close(fd);
+	httpd_stop(d);
+}
+
 static void test_early_reply_to_a_large_body(void **state)
 {
 	(void)state;
@@ -456,6 +529,7 @@ int main(void)
 		cmocka_unit_test(test_every_header_and_argument),
 		cmocka_unit_test(test_chunked_body_byte_by_byte),
 		cmocka_unit_test(test_continue_head_and_stream),
+		cmocka_unit_test(test_handler_pulls_the_body),
 		cmocka_unit_test(test_early_reply_to_a_large_body),
 		cmocka_unit_test(test_head_deadline_is_not_reset_by_a_trickle),
 		cmocka_unit_test(test_per_client_cap_evicts_the_oldest_head),
