@@ -72,9 +72,12 @@
  * It validates everything (file checksum, decoder rules, the post-apply
  * checksum from the kept page checksums of the copy, cdb.sums, and those
  * the decoder computes of the uploaded pages) before it writes a byte of
- * the current copy, so a bad upload leaves nothing; a large upload is
- * decoded a second time from its object file for the write instead of
- * being staged in a spool. Databases too large to keep the sums for use
+ * the current copy, so a bad upload leaves nothing. The pages are decoded
+ * once, into the store's kept staging buffer (cloud_stage.h; while another
+ * ingest holds it, or past its size, a large upload is decoded a second
+ * time from its object file for the write). Once proven good, a large
+ * upload's object is fsync'd on a thread of its own while the copy is
+ * written (local backend). Databases too large to keep the sums for use
  * dbfile_apply(), which reads the replaced pages. Then: backend put
  * (fsync file, rename, fsync directory), and one catalog transaction
  * (dbs, txs, files) committed with synchronous=FULL. Only then 0 is
@@ -388,6 +391,7 @@ struct tee {
 	uint64_t total, max;
 	uint64_t flushed; /* bytes whose writeback was started */
 	struct cloud_presync sync; /* the object's early fsync (cloud_stage.h) */
+	bool local;                /* the backend's put fsyncs this very file */
 };
 
 /* The object file's writeback is started every this many bytes, so the
@@ -429,7 +433,7 @@ static ssize_t tee_read(void *ctx, void *buf, size_t len)
 static void tee_validated(void *ctx)
 {
 	struct tee *t = ctx;
-	if (t->total > CLOUD_ZLTX_INGEST_MAX)
+	if (t->local && t->total > CLOUD_ZLTX_INGEST_MAX)
 		cloud_presync_start(&t->sync, t->obj_fd);
 }
 
@@ -574,7 +578,8 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	char obj_tmp[PATH_MAX], cur[PATH_MAX], cur_new[PATH_MAX] = "";
 	int spool = -1, cur_fd = -1, rc;
 	int64_t id = exists ? row->id : alloc_id(cs);
-	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes };
+	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes,
+			 .local = strcmp(cs->be->ops->kind, "local") == 0 };
 
 	t.obj_fd = cloud_object_tmp_create(cs->tmp_dir, obj_tmp, sizeof(obj_tmp));
 	if (t.obj_fd < 0)

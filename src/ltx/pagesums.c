@@ -10,8 +10,10 @@
  *     zero page's, beyond the old end) for the checksum the decoder
  *     computed. (pgno, checksum) of every page to write is recorded, and
  *     the page staged in memory while the stage stays under
- *     PAGESUMS_STAGE_MAX. After the trailer the file checksum (decoder)
- *     and the post-apply checksum are checked. Nothing was written.
+ *     PAGESUMS_STAGE_MAX (or, in a buffer the caller lends, decoded right
+ *     into it while it fits). After the trailer the file checksum (decoder)
+ *     and the post-apply checksum are checked. Nothing was written; the
+ *     caller's validated hook runs.
  *  2. Write. Extend the file if it grows, write the pages in runs of
  *     consecutive numbers (from the stage, or decoded again from
  *     replay_fd, each page checked against what phase 1 recorded and the

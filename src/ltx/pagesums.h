@@ -18,7 +18,8 @@
  * dbfile_apply(): the whole input is decoded and checked (file checksum,
  * decoder rules, the post-apply checksum from the kept sums) before the
  * first byte of the database is written. Decoded pages are staged in
- * memory up to PAGESUMS_STAGE_MAX; a larger file is decoded a second time
+ * memory up to PAGESUMS_STAGE_MAX (or in a buffer the caller lends:
+ * pagesums_apply_io()); a larger file is decoded a second time
  * from replay_fd (a file holding the same bytes, e.g. the object the
  * upload is being stored in), and every page of that second pass must
  * have the checksum the first pass verified.
