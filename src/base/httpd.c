@@ -812,6 +812,29 @@ static void progress(struct httpd_conn *c, size_t n)
 	}
 }
 
+/* One recv of up to len bytes into buf, waiting for the peer within the
+ * progress rules: the count (> 0), -ETIMEDOUT, -ECONNRESET (the peer
+ * closed) or another -errno. */
+static ssize_t recv_some(struct httpd_conn *c, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
+		if (n > 0) {
+			progress(c, (size_t)n);
+			return n;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		int rc = wait_peer(c, POLLIN);
+		if (rc != 0)
+			return rc;
+	}
+}
+
 /* Reads more of the body into c->in. 0, -ETIMEDOUT, -ECONNRESET (the peer
  * closed) or another -errno. */
 static int fill(struct httpd_conn *c)
@@ -831,24 +854,13 @@ static int fill(struct httpd_conn *c)
 		c->in = n;
 		c->cap = ncap;
 	}
-	for (;;) {
-		size_t room = c->cap - c->len;
-		ssize_t n = recv(c->fd, c->in + c->len, room, MSG_DONTWAIT);
-		if (n > 0) {
-			c->len += (size_t)n;
-			c->in_full = (size_t)n == room;
-			progress(c, (size_t)n);
-			return 0;
-		}
-		if (n == 0)
-			return -ECONNRESET;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		if ((rc = wait_peer(c, POLLIN)) != 0)
-			return rc;
-	}
+	size_t room = c->cap - c->len;
+	ssize_t n = recv_some(c, c->in + c->len, room);
+	if (n < 0)
+		return (int)n;
+	c->len += (size_t)n;
+	c->in_full = (size_t)n == room;
+	return 0;
 }
 
 /* A whole line (ending in LF) at c->in + c->off, or fills. Returns its
@@ -1568,26 +1580,10 @@ ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
 			return rc;
 	}
 	if (c->body == B_LENGTH && c->off == c->len && len >= DIRECT_READ_MIN) {
-		size_t want = len < c->body_left ? len : (size_t)c->body_left;
-		for (;;) {
-			ssize_t n = recv(c->fd, buf, want, MSG_DONTWAIT);
-			if (n > 0) {
-				progress(c, (size_t)n);
-				c->body_left -= (uint64_t)n;
-				if (c->body_left == 0)
-					c->body = B_DONE;
-				return n;
-			}
-			if (n == 0)
-				return -ECONNRESET;
-			if (errno == EINTR)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				return -errno;
-			int rc = wait_peer(c, POLLIN);
-			if (rc != 0)
-				return rc;
-		}
+		ssize_t n = recv_some(c, buf, len < c->body_left ? len : (size_t)c->body_left);
+		if (n > 0 && (c->body_left -= (uint64_t)n) == 0)
+			c->body = B_DONE;
+		return n;
 	}
 	const char *p = NULL;
 	size_t n = 0;
