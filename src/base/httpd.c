@@ -1564,9 +1564,9 @@ bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const c
 }
 
 /* Reads straight from the socket into buf: only when nothing is buffered
- * and the rest of a body with a Content-Length is wanted in large
- * pieces, so a large upload is copied once, from the kernel to its
- * reader. */
+ * and at least this much of the body (or of its current chunk) is wanted,
+ * so a large upload is copied once, from the kernel to its reader; small
+ * chunks go through the buffer (fewer recv calls). */
 #define DIRECT_READ_MIN (16u << 10)
 
 ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
@@ -1579,10 +1579,11 @@ ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
 		if (rc != 0)
 			return rc;
 	}
-	if (c->body == B_LENGTH && c->off == c->len && len >= DIRECT_READ_MIN) {
-		ssize_t n = recv_some(c, buf, len < c->body_left ? len : (size_t)c->body_left);
+	size_t want = len < c->body_left ? len : (size_t)c->body_left;
+	if ((c->body == B_LENGTH || c->body == B_CHUNK_DATA) && c->off == c->len && want >= DIRECT_READ_MIN) {
+		ssize_t n = recv_some(c, buf, want);
 		if (n > 0 && (c->body_left -= (uint64_t)n) == 0)
-			c->body = B_DONE;
+			c->body = c->body == B_LENGTH ? B_DONE : B_CHUNK_CRLF;
 		return n;
 	}
 	const char *p = NULL;

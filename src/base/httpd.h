@@ -149,9 +149,9 @@ int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len);
 /* Pulls the request's body instead of being handed it piece by piece:
  * only from the handler's first call (then no body piece follows; the
  * last call comes once the handler returns HTTPD_YES). Reads up to len
- * bytes of the body (de-chunked; a large read of a body with a
- * Content-Length goes straight from the socket into buf, with no copy in
- * between), sending "100 Continue" first if the client waits for it.
+ * bytes of the body (de-chunked; a large read, of a body with a
+ * Content-Length or of a large chunk, goes straight from the socket into
+ * buf, with no copy in between), sending "100 Continue" first if the client waits for it.
  * Returns the count, 0 at the end of the body, ERR_INVAL (malformed
  * chunked encoding), -ETIMEDOUT (no progress within the I/O timeout),
  * -ECONNRESET (the peer closed) or -errno. After an error the server
