@@ -94,6 +94,12 @@
  *   The temp file is opened, unlinked, and streamed with
  *   httpd_response_fd (sendfile), so it vanishes with the
  *   response whatever happens to the connection.
+ *   In a rollback mode with A held, no copy is made: the db file itself
+ *   (no rollback pages in it, db_open_clean_file) is the pinned state, and
+ *   it is sent with sendfile while the helper keeps A and B; before the
+ *   last byte the helper is told SKIP and must answer OK, which proves it
+ *   held its locks throughout (one killed meanwhile cuts the reply, so a
+ *   client never gets a whole body that writers may have changed).
  *
  * SHUTDOWN (http_stop). New requests get 503 and new connections are
  * refused; requests in flight get HTTP_STOP_GRACE_MS to finish, so that an
@@ -1175,8 +1181,17 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 
 /* ---- GET /export -------------------------------------------------------- */
 
+/* A helper kept pinning the state while its db file is sent. */
+struct export_pin {
+	struct http_server *srv;
+	struct sqlchild child;
+	int slot;               /* child_track()'s */
+	bool released;          /* the helper answered SKIP with OK */
+};
+
 struct export_result {
-	int fd;                 /* the copy, already unlinked; -1 on failure */
+	int fd;                 /* the copy, already unlinked, or the pinned db file; -1 on failure */
+	struct export_pin *pin; /* the helper pinning fd's content; NULL: fd is a private copy */
 	uint64_t size;
 	bool has_pos;
 	struct ltx_pos pos;
@@ -1195,8 +1210,35 @@ static void export_fail(struct export_result *r, unsigned status, const char *fm
 	va_end(ap);
 }
 
+/* The pinned db file was sent but for its last byte: the helper ends its
+ * read transaction, and its OK says it held it all along (a helper killed
+ * meanwhile, e.g. by http_stop(), lost its locks: the reply is cut). */
+static int export_release(void *cls)
+{
+	struct export_pin *p = cls;
+	char line[HTTPD_MSG_LEN + 32] = "the helper's pipe was closed";
+	if (sqlchild_write(&p->child, "SKIP") != 0 || sqlchild_read(&p->child, line, sizeof(line)) != 0 ||
+	    strcmp(line, "OK") != 0) {
+		LOG_WARN("http", "msg=\"export cut: the helper pinning the database ended before the reply did\" "
+				 "reason=\"%s\"", line);
+		return -EIO;
+	}
+	p->released = true;
+	return 0;
+}
+
+static void export_pin_free(void *cls)
+{
+	struct export_pin *p = cls;
+	sqlchild_finish(&p->child); /* a helper not released gives up its locks at the EOF */
+	child_untrack(p->srv, p->slot);
+	free(p);
+}
+
 /* Copies a consistent snapshot of the database into an unlinked temp
- * file (see DESIGN). 0 or -1 (reason in r). */
+ * file, or (rollback modes, writers held off) opens its db file and keeps
+ * the helper pinning it for the reply (see DESIGN). 0 or -1 (reason in
+ * r). */
 static int export_copy(struct http_server *srv, const char *name, struct export_result *r)
 {
 	struct sqlchild child;
@@ -1260,21 +1302,21 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 		r->has_pos = true;
 	}
 	/* In a rollback mode with writers held off (A) and the snapshot
-	 * pinned (B's SHARED lock), the db file is the exported state: copied
-	 * in the kernel instead of page by page through the mount by SQLite's
-	 * backup API (BENCHMARKS.md, "Big databases on a node"). */
-	bool copied = false;
-	if (locked && !wal) {
-		uint64_t copied_size = 0;
-		int tfd = open(tmp, O_WRONLY | O_TRUNC | O_CLOEXEC);
-		copied = tfd >= 0 && db_copy_file(db, tfd, &copied_size) == 0;
-		if (tfd >= 0 && !copied && ftruncate(tfd, 0) != 0)
-			LOG_WARN("http", "msg=\"cannot empty an export's temp file\" db=%s err=\"%s\"", name,
-				 strerror(errno));
-		if (tfd >= 0)
-			close(tfd);
+	 * pinned (B's SHARED lock), the db file is the exported state: sent
+	 * as it is (sendfile) while the helper keeps pinning it, instead of
+	 * copied page by page through the mount by SQLite's backup API or
+	 * into a temp file first (BENCHMARKS.md, "Big databases on a node"). */
+	if (locked && !wal && db_open_clean_file(db, &r->fd, &r->size) == 0) {
+		if (!(r->pin = calloc(1, sizeof(*r->pin)))) {
+			export_fail(r, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+			goto out;
+		}
+		*r->pin = (struct export_pin){ .srv = srv, .child = child, .slot = child_slot };
+		child_started = false; /* the pin owns it now */
+		ret = 0;
+		goto out;
 	}
-	sqlchild_write(&child, copied ? "SKIP" : "GO");
+	sqlchild_write(&child, "GO");
 	sqlchild_read(&child, line, sizeof(line));
 	if (strcmp(line, "OK") != 0) {
 		if (!sqlchild_parse_err(line, &rc, &msg)) {
@@ -1335,9 +1377,13 @@ static enum httpd_result handle_export(struct http_server *srv, struct httpd_con
 		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
 		return httpd_respond_error(conn, r.status, r.msg);
 	}
-	/* The server closes the fd when the reply is done. */
-	struct httpd_response *resp = httpd_response_fd(r.fd, r.size);
+	/* The server closes the fd when the reply is done, and releases the
+	 * helper pinning a db file sent as it is. */
+	struct httpd_response *resp = r.pin ? httpd_response_fd_held(r.fd, r.size, export_release, r.pin, export_pin_free)
+					    : httpd_response_fd(r.fd, r.size);
 	if (!resp) {
+		if (r.pin)
+			export_pin_free(r.pin);
 		close(r.fd);
 		atomic_fetch_add(&srv->n_export_err, 1);
 		return HTTPD_NO;
