@@ -349,11 +349,21 @@ static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32
 /*
  * Stages the record: a normal one is appended to the open segment (header
  * last); a snapshot goes to a scratch segment that replaces the chain once
- * applied. *log_fd / *rec_off say where it went.
+ * applied (one staged while it arrived is there already: only its record
+ * header is written). *log_fd / *rec_off say where it went.
  */
 static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len, int *log_fd,
-			uint64_t *rec_off)
+			uint64_t *rec_off, const struct apply_staged *staged)
 {
+	if (staged) {
+		*rec_off = 0;
+		*log_fd = fcntl(staged->seg_fd, F_DUPFD_CLOEXEC, 0);
+		if (*log_fd < 0)
+			return -errno;
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, len);
+		return sys_pwrite_all(*log_fd, rh, sizeof(rh), 0);
+	}
 	if (ltx_header_is_snapshot(h)) {
 		*log_fd = openat(db->chain.dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, FILEIO_FILE_MODE);
 		if (*log_fd < 0)
@@ -378,13 +388,13 @@ static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t
 	return rc;
 }
 
-static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off)
+static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off, bool staged)
 {
 	if (log_fd < 0)
 		return;
 	if (ltx_header_is_snapshot(h)) {
 		close(log_fd);
-		unlinkat(db->chain.dir_fd, APPLY_TMP_SEGMENT, 0);
+		unlinkat(db->chain.dir_fd, staged ? APPLY_PIPE_SEGMENT : APPLY_TMP_SEGMENT, 0);
 	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
 		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
 	}
@@ -486,10 +496,31 @@ static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct
 	return rc;
 }
 
+/* A snapshot decoded while it arrived (snappipe.c) becomes the db file:
+ * renamed into place, as apply_new_file() does with the file it writes. */
+static int adopt_decoded(struct db *db, const struct apply_staged *s, struct dbfile_apply_result *res)
+{
+	int nfd = fcntl(s->new_db_fd, F_DUPFD_CLOEXEC, 0);
+	if (nfd < 0)
+		return -errno;
+	if (sys_renameat(db->dir_fd, APPLY_PIPE_DB, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0) {
+		int rc = -errno;
+		close(nfd);
+		return rc;
+	}
+	close(db->db_fd);
+	db->db_fd = nfd;
+	res->header = s->header;
+	res->pos = s->pos;
+	LOG_INFO("db", "msg=\"snapshot written as the database's new file while it arrived\" db=%s txid=%016" PRIx64
+		       " pages=%u", db->name, res->pos.txid, res->header.commit);
+	return 0;
+}
+
 /* Applies the staged record to the backing db file and advances the state
  * (db->mu held). */
 static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
-			struct dbfile_apply_result *res, bool *new_file)
+			struct dbfile_apply_result *res, bool *new_file, const struct apply_staged *staged)
 {
 	int log_fd = -1;
 	uint64_t rec_off = 0;
@@ -512,10 +543,12 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 		return ERR_LTX_NOT_CONTIGUOUS;
 	if (!snapshot && db->pos.txid != 0 && h->pre_apply_checksum != db->pos.checksum)
 		return ERR_LTX_PRE_MISMATCH;
+	if (staged && (!snapshot || len != staged->len))
+		return ERR_LTX_NOT_CONTIGUOUS;
 	if ((rc = fold_wal(db)) != 0)
 		return rc;
-	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
-		unstage_record(db, h, log_fd, rec_off);
+	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off, staged)) != 0) {
+		unstage_record(db, h, log_fd, rec_off, staged);
 		return rc;
 	}
 	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
@@ -527,7 +560,12 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 			       " snapshot_txid=%016" PRIx64, db->name, from.txid, h->max_txid);
 
 	*new_file = snapshot && h->commit > 0 && !db->exists[DB_KIND_DB] && db->n_handles == 0;
-	if (*new_file) {
+	/* A decode on the way is of this record: the header it read is the
+	 * one checked here (same bytes, same segment). */
+	if (*new_file && staged && staged->new_db_fd >= 0 && staged->header.max_txid == h->max_txid &&
+	    staged->header.commit == h->commit) {
+		rc = adopt_decoded(db, staged, res);
+	} else if (*new_file) {
 		rc = apply_new_file(db, fd, off, len, res);
 	} else {
 		int spool = len > (16u << 20) ? fileio_spool_open(db->node->data_dir) : -1;
@@ -536,11 +574,12 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 			close(spool);
 	}
 	if (rc) {
-		unstage_record(db, h, log_fd, rec_off);
+		unstage_record(db, h, log_fd, rec_off, staged);
 		return rc;
 	}
 	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
-	if (snapshot && (rc = chain_replace(&db->chain, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
+	if (snapshot && (rc = chain_replace(&db->chain, staged ? APPLY_PIPE_SEGMENT : APPLY_TMP_SEGMENT, log_fd,
+					    rec_end)) != 0) {
 		/* The db file is the snapshot now; the chain could not be
 		 * replaced: the next start rebuilds it from the file. */
 		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
@@ -630,8 +669,22 @@ void apply_writer_unlock(int fd)
 	close(fd);
 }
 
+static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
+			bool held_wal, const struct apply_staged *staged);
+
 int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
 		   bool held_wal)
+{
+	return apply_common(db, fd, off, len, guard, ctx, held_fd, held_wal, NULL);
+}
+
+int apply_snapshot_staged(struct db *db, const struct apply_staged *s)
+{
+	return apply_common(db, s->seg_fd, LTXLOG_HDR_SIZE, s->len, NULL, NULL, -1, false, s);
+}
+
+static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
+			bool held_wal, const struct apply_staged *staged)
 {
 	uint8_t raw[LTX_HEADER_SIZE];
 	struct ltx_header h;
@@ -678,7 +731,7 @@ int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_f
 	if (held_fd >= 0 && !node_may_write(db->node))
 		rc = -EROFS;
 	else
-		rc = apply_locked(db, &h, fd, off, len, &res, &new_file);
+		rc = apply_locked(db, &h, fd, off, len, &res, &new_file, staged);
 	bool folded = db->wal_folded;
 	db->wal_folded = false;
 	bool exists = db->exists[DB_KIND_DB];

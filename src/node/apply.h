@@ -39,6 +39,23 @@ typedef int (*apply_guard_fn)(void *ctx, struct db *db);
 /* apply_ltx() with guard(ctx, db) run as said above (guard may be NULL). */
 int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx);
 
+/* A snapshot record staged (and perhaps decoded) while it arrived
+ * (snappipe.h). Borrowed: the apply uses its own descriptors. */
+struct apply_staged {
+	int seg_fd;                /* APPLY_PIPE_SEGMENT: the record at LTXLOG_HDR_SIZE, no record header yet */
+	uint32_t len;              /* the record's length */
+	int new_db_fd;             /* -1, or APPLY_PIPE_DB: the snapshot decoded, every decoder check passed */
+	struct ltx_header header;  /* of the decode (with new_db_fd) */
+	struct ltx_pos pos;        /* likewise: the position after it */
+};
+
+/* apply_ltx() of a staged snapshot: the record becomes the chain's
+ * (chain_replace() of APPLY_PIPE_SEGMENT), and a decoded file becomes the
+ * db file (renamed) when the database still has no file and no client;
+ * otherwise the record is decoded from the segment as by apply_ltx(). The
+ * caller removes what was not used. */
+int apply_snapshot_staged(struct db *db, const struct apply_staged *s);
+
 /* The write lock (writelock.h) on the primary. Takes SQLite's writer lock
  * on the mounted database on a new descriptor, so that every other writer
  * gets SQLITE_BUSY (its busy handler retries) while readers go on: in WAL

@@ -11,8 +11,12 @@
  *   200:      check or adopt the primary's cluster ID, set the role
  *             (replica of <primary hostname>), then feed every body chunk
  *             libcurl delivers to the incremental decoder:
- *               ltx/snapshot  spooled to one temp file in data.dir/tmp
+ *               ltx           spooled to one temp file in data.dir/tmp
  *                             (never held in memory), then store_apply();
+ *               snapshot      staged into the database's chain and
+ *                             decoded into its new file while it arrives
+ *                             (snappipe.h), then applied; spooled as an
+ *                             ltx when that cannot start;
  *               ready         the first full sync: replica_wait_synced()
  *                             returns true; caught up now;
  *               heartbeat     caught up as of its arrival once every
@@ -73,6 +77,7 @@
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "node/replica.h"
+#include "node/snappipe.h"
 #include "node/store.h"
 #include "proto/stream.h"
 
@@ -82,6 +87,9 @@
  * to spool a big snapshot before it starts sending it. */
 #define REPLICA_STALL_S 30L
 #define REPLICA_MSG_LEN 512
+/* libcurl's receive buffer: a snapshot of a big database arrives in
+ * fewer, larger pieces (its default is 16 KiB). */
+#define REPLICA_RECV_BUFFER (512L << 10)
 /* An ack is a few hundred bytes on a kept-alive connection; one that takes
  * longer than this is retried (a commit waits at most lease.sync-timeout). */
 #define REPLICA_ACK_TIMEOUT_MS 5000L
@@ -138,6 +146,7 @@ struct conn {
 	uint32_t ltx_len;
 	bool skip;                 /* frame of a database we do not follow */
 	bool snapshot;
+	struct snappipe *pipe;     /* the snapshot being received, if staged on the way */
 	bool diverged;       /* the frame says the local history diverged */
 
 	/* The last heartbeat not yet reached. */
@@ -287,7 +296,15 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
 		return c->fail;
 	}
-	if (!c->skip && ftruncate(c->spool_fd, 0) != 0) {
+	snappipe_abort(c->pipe); /* none: a frame ends before the next begins */
+	c->pipe = NULL;
+	if (!c->skip && c->snapshot) {
+		int rc = snappipe_begin(c->r->st, ev->name, c->ltx_len, &c->pipe);
+		if (rc != 0)
+			LOG_WARN("repl", "msg=\"cannot stage a snapshot as it arrives; spooling it\" db=%s err=\"%s\"",
+				 ev->name, err_str(rc));
+	}
+	if (!c->skip && !c->pipe && ftruncate(c->spool_fd, 0) != 0) {
 		conn_fail(c, -errno, "cannot reset the spool file: %s", strerror(errno));
 		return c->fail;
 	}
@@ -298,6 +315,12 @@ static int on_ltx_data(struct conn *c, const struct stream_event *ev)
 {
 	if (c->skip)
 		return 0;
+	if (c->pipe) {
+		int rc = snappipe_write(c->pipe, ev->data, ev->len);
+		if (rc != 0)
+			conn_fail(c, rc, "cannot stage a snapshot: %s", err_str(rc));
+		return rc;
+	}
 	off_t off = (off_t)(c->ltx_len - (uint32_t)(c->parser.ltx_left + ev->len));
 	const uint8_t *p = ev->data;
 	size_t left = ev->len;
@@ -351,8 +374,14 @@ static int on_ltx_end(struct conn *c)
 		check_caught_up(c);
 		return 0;
 	}
-	int rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
-	spooled_txids(c, &min_txid, &max_txid);
+	int rc;
+	if (c->pipe) {
+		rc = snappipe_finish(c->pipe, &min_txid, &max_txid);
+		c->pipe = NULL;
+	} else {
+		rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
+		spooled_txids(c, &min_txid, &max_txid);
+	}
 	if (rc == 0 && c->diverged)
 		LOG_WARN("repl", "msg=\"this node's history diverged from the primary's: its local transactions were "
 				 "discarded and the database replaced by the primary's snapshot\" db=%s local_txid=%016" PRIx64
@@ -791,9 +820,11 @@ static int run_conn(struct replica *r, const char *url, int spool_fd, bool *got_
 	c.q.stall_s = REPLICA_STALL_S;
 	c.q.keepalive = true;
 	c.q.user_agent = "litefs-replica";
+	c.q.recv_buffer = REPLICA_RECV_BUFFER;
 	CURLcode cc = httpc_perform(&c.q);
 	rc = conn_outcome(&c, cc);
 out:
+	snappipe_abort(c.pipe); /* the stream broke off inside a snapshot */
 	*got_frame = c.got_frame;
 	snprintf(msg, msg_len, "%s", c.fail_msg);
 	curl_slist_free_all(hdrs);

@@ -105,7 +105,7 @@ def test_export_cut_when_the_pinning_helper_dies(cluster, tmp_path):
     assert cli_import(p, "db", src).returncode == 0
     want = p.db().read_bytes()
     s = socket.socket()
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # a slow reader: the node's send waits
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 262144)  # a slow reader: the node's send waits
     s.connect(("127.0.0.1", p.port))
     s.sendall(b"GET /export?name=db HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     got = b""
