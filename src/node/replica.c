@@ -90,6 +90,9 @@
 /* libcurl's receive buffer: a snapshot of a big database arrives in
  * fewer, larger pieces (its default is 16 KiB). */
 #define REPLICA_RECV_BUFFER (512L << 10)
+/* Full images from this size on go through snappipe.h; smaller ones are
+ * not worth a thread. */
+#define REPLICA_PIPE_MIN (1u << 20)
 /* An ack is a few hundred bytes on a kept-alive connection; one that takes
  * longer than this is retried (a commit waits at most lease.sync-timeout). */
 #define REPLICA_ACK_TIMEOUT_MS 5000L
@@ -298,30 +301,45 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 	}
 	snappipe_abort(c->pipe); /* none: a frame ends before the next begins */
 	c->pipe = NULL;
-	if (!c->skip && c->snapshot) {
-		int rc = snappipe_begin(c->r->st, ev->name, c->ltx_len, &c->pipe);
-		if (rc != 0)
-			LOG_WARN("repl", "msg=\"cannot stage a snapshot as it arrives; spooling it\" db=%s err=\"%s\"",
-				 ev->name, err_str(rc));
-	}
-	if (!c->skip && !c->pipe && ftruncate(c->spool_fd, 0) != 0) {
+	if (!c->skip && ftruncate(c->spool_fd, 0) != 0) {
 		conn_fail(c, -errno, "cannot reset the spool file: %s", strerror(errno));
 		return c->fail;
 	}
 	return 0;
 }
 
+/* Whether this node has a position for the frame's database (then a
+ * record that is not a snapshot frame may be one it already has: see
+ * on_ltx_end()). */
+static bool has_state(struct conn *c)
+{
+	struct db *db = store_find(c->r->st, c->db_name, true);
+	return db && db_pos(db).txid != 0;
+}
+
 static int on_ltx_data(struct conn *c, const struct stream_event *ev)
 {
 	if (c->skip)
 		return 0;
+	off_t off = (off_t)(c->ltx_len - (uint32_t)(c->parser.ltx_left + ev->len));
+	/* A big record that is a full image (a snapshot frame, or the chain's
+	 * first record sent to a replica that starts from nothing) is staged
+	 * and decoded on the way; its header is in the first piece. */
+	if (off == 0 && c->ltx_len >= REPLICA_PIPE_MIN && ev->len >= LTX_HEADER_SIZE && (c->snapshot || !has_state(c))) {
+		struct ltx_header h;
+		int rc = ltx_header_decode(ev->data, &h) == 0 && ltx_header_is_snapshot(&h)
+				 ? snappipe_begin(c->r->st, c->db_name, c->ltx_len, &c->pipe)
+				 : 0;
+		if (rc != 0)
+			LOG_WARN("repl", "msg=\"cannot stage a snapshot as it arrives; spooling it\" db=%s err=\"%s\"",
+				 c->db_name, err_str(rc));
+	}
 	if (c->pipe) {
 		int rc = snappipe_write(c->pipe, ev->data, ev->len);
 		if (rc != 0)
 			conn_fail(c, rc, "cannot stage a snapshot: %s", err_str(rc));
 		return rc;
 	}
-	off_t off = (off_t)(c->ltx_len - (uint32_t)(c->parser.ltx_left + ev->len));
 	const uint8_t *p = ev->data;
 	size_t left = ev->len;
 	while (left > 0) {
@@ -361,7 +379,7 @@ static int on_ltx_end(struct conn *c)
 	struct ltx_pos local = db ? db_pos(db) : (struct ltx_pos){ 0 };
 	uint64_t min_txid, max_txid, post = 0;
 	struct ltx_header own;
-	if (db && !c->snapshot && ltxlog_read_ends(c->spool_fd, 0, c->ltx_len, &own, &post) == 0 &&
+	if (db && !c->snapshot && !c->pipe && ltxlog_read_ends(c->spool_fd, 0, c->ltx_len, &own, &post) == 0 &&
 	    local.txid != 0 && (own.max_txid < local.txid || (own.max_txid == local.txid && post == local.checksum))) {
 		/* Transactions committed here under the write lock
 		 * (writelock.h): the primary stored the same LTX files that

@@ -43,7 +43,7 @@ def test_catch_up_by_snapshot_exact_and_kill9_leaves_nothing_or_all(cluster, tmp
     wait_until(lambda: r.pos_or_none("db") == want, 120, msg=lambda: c.describe())
     full = time.monotonic() - t0
     assert r.db().read_bytes() == data
-    assert "snapshot written as the database's new file" in r.log_text()
+    assert "snapshot written as the database's new file while it arrived" in r.log_text()
     seen = set()
     for k in range(4):
         # A new replica with an empty data directory, killed mid catch-up.
@@ -63,6 +63,42 @@ def test_catch_up_by_snapshot_exact_and_kill9_leaves_nothing_or_all(cluster, tmp
         assert not (r.data / "dbs" / "db" / "db.snapshot-tmp").exists()
     print("killed with the database file present:", sorted(seen))
     check_invariants(r, tmp=tmp_path)
+
+    # The primary killed (-9) while a replica receives the snapshot: the
+    # replica keeps what it had (another database, untouched; this one
+    # absent, nothing staged left), then catches up once it is back.
+    con = p.connect("other")
+    con.execute("CREATE TABLE o(x)")
+    con.execute("INSERT INTO o VALUES (42)")
+    con.commit()
+    con.close()
+    other = p.pos("other")
+    cut = 0
+    for k in range(3):
+        r = c.add_replica(f"cut{k}")
+        r.start()
+        wait_until(lambda: r.pos_or_none("other") == other, 30, msg=lambda: c.describe("other"))
+        r.stop()
+        (r.data / "dbs" / "db").exists() and subprocess.run(["rm", "-rf", str(r.data / "dbs" / "db")], check=True)
+        r.start()
+        staged = r.data / "dbs" / "db" / "ltx" / "snapshot.ltxlog.pipe"
+        wait_until(lambda: staged.exists() and staged.stat().st_size > 0, 20, interval=0.001, msg=lambda: r.log_text()[-4000:] + str(list((r.data / "dbs").rglob("*"))))
+        kill9(p)
+        time.sleep(0.3)
+        assert r.pos_or_none("other") == other
+        assert not list((r.data / "dbs").glob("*/db.snapshot-*")), "a staged file was left"
+        assert not list((r.data / "dbs").glob("*/ltx/snapshot.ltxlog.*")), "a staged segment was left"
+        if "a snapshot cut off as it arrived was discarded" in r.log_text():
+            cut += 1
+            assert r.pos_or_none("db") is None
+            assert not (r.data / "dbs" / "db" / "db").exists() or r.db().stat().st_size == 0
+        p.start()
+        wait_until(lambda: r.pos_or_none("db") == want, 120, msg=lambda: c.describe())
+        assert r.db().read_bytes() == data
+        r.stop()
+        if cut:
+            break
+    assert cut, "the primary was never killed while a snapshot was on its way"
 
 
 def test_export_in_rollback_mode_is_the_database(cluster, tmp_path):
