@@ -67,8 +67,26 @@ struct snappipe {
 	pthread_t thread;
 	struct bpipe pipe;
 	int decode_rc;             /* the thread's, read after the join */
+	off_t db_off, db_kicked;   /* the thread's: written to the new db file, writeback started up to */
 	struct apply_staged staged;
 };
+
+/* The decoder's writes into the new db file, with writeback started as it
+ * goes: the file is not fsync'd here, but a gigabyte of dirty pages left
+ * behind would throttle every writer after it (the next apply's included). */
+static int new_db_write(void *ctx, const void *buf, size_t len)
+{
+	struct snappipe *sp = ctx;
+	int rc = fdio_write(&sp->db_fd, buf, len);
+	if (rc != 0)
+		return rc;
+	sp->db_off += (off_t)len;
+	if (sp->db_off - sp->db_kicked >= SNAPPIPE_KICK) {
+		sync_file_range(sp->db_fd, sp->db_kicked, sp->db_off - sp->db_kicked, SYNC_FILE_RANGE_WRITE);
+		sp->db_kicked = sp->db_off;
+	}
+	return 0;
+}
 
 static void *decode_main(void *arg)
 {
@@ -77,7 +95,7 @@ static void *decode_main(void *arg)
 	struct ltxmerge *m = NULL;
 	int rc = ltxmerge_new(&m, &in, 1, NULL);
 	if (rc == 0)
-		rc = ltxmerge_copy(m, fdio_write, &sp->db_fd, sp->db_buf, SNAPPIPE_DB_BUF);
+		rc = ltxmerge_copy(m, new_db_write, sp, sp->db_buf, SNAPPIPE_DB_BUF);
 	if (rc == 0) {
 		sp->staged.header = *ltxmerge_header(m);
 		sp->staged.pos = ltxmerge_pos(m);
