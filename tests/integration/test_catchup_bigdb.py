@@ -101,6 +101,13 @@ def test_catch_up_by_snapshot_exact_and_kill9_leaves_nothing_or_all(cluster, tmp
     assert cut, "the primary was never killed while a snapshot was on its way"
 
 
+def cli_export(n, out):
+    res = subprocess.run([str(LITEFS), "export", "-url", f"http://127.0.0.1:{n.port}", "-name", "db", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    return res
+
+
 def test_export_in_rollback_mode_is_the_database(cluster, tmp_path):
     c = cluster(1)
     p = c.primary
@@ -111,9 +118,7 @@ def test_export_in_rollback_mode_is_the_database(cluster, tmp_path):
     con.commit()
     con.close()
     out = tmp_path / "out.db"
-    res = subprocess.run([str(LITEFS), "export", "-url", f"http://127.0.0.1:{p.port}", "-name", "db", str(out)],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = cli_export(p, out)
     txid, chk = p.pos()
     assert f"{txid:016x}/{chk}" in res.stdout
     assert out.read_bytes() == p.db().read_bytes()
@@ -179,8 +184,6 @@ def test_export_cut_when_the_pinning_helper_dies(cluster, tmp_path):
     w.commit()
     w.close()
     out = tmp_path / "out.db"
-    res = subprocess.run([str(LITEFS), "export", "-url", f"http://127.0.0.1:{p.port}", "-name", "db", str(out)],
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr
+    res = cli_export(p, out)
     assert out.read_bytes() == p.db().read_bytes()
     assert export_helper_pid(p) is None
