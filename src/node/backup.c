@@ -713,6 +713,7 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 	x.down_max = BACKUP_MAX_SNAPSHOT;
 	x.recv_buffer = BACKUP_SNAPSHOT_RECV_BUFFER;
 	int rc = xfer_run(b, "GET", "/db/snapshot", name, &x, 0, f);
+	int64_t fetched = clock_mono_ms();
 	struct ltx_header h;
 	uint64_t post = 0;
 	if (rc == 0 && (rc = ltxlog_read_ends(fd, 0, x.down_len, &h, &post)) != 0)
@@ -739,8 +740,8 @@ static int restore_db(struct backup *b, const char *name, const char *why, struc
 		set_hwm(db, s, h.max_txid);
 	}
 	LOG_INFO("backup", "msg=\"restored from the backup service: %s\" db=%s txid=%016" PRIx64
-			   " service_txid=%016" PRIx64 " bytes=%" PRIu64 " ms=%" PRId64,
-		 why, name, h.max_txid, svc.txid, x.down_len, clock_mono_ms() - began);
+			   " service_txid=%016" PRIx64 " bytes=%" PRIu64 " ms=%" PRId64 " fetch_ms=%" PRId64,
+		 why, name, h.max_txid, svc.txid, x.down_len, clock_mono_ms() - began, fetched - began);
 	return 0;
 }
 
