@@ -10,6 +10,9 @@
  * readers see the new state through a rewritten wal-index header; then
  * pos advances. An apply that cannot finish leaves the old state: the
  * staged record is cut back and readers are let go with a sound header.
+ * A big snapshot can arrive already staged, and decoded into a new file,
+ * by snappipe.c: apply_snapshot_staged() then writes only the record
+ * header and renames (the same checks, the same order).
  *
  * Layering: apply.c uses db.c (db.h, db_int.h); db.c never calls here.
  */

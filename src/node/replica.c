@@ -13,10 +13,13 @@
  *             libcurl delivers to the incremental decoder:
  *               ltx           spooled to one temp file in data.dir/tmp
  *                             (never held in memory), then store_apply();
- *               snapshot      staged into the database's chain and
- *                             decoded into its new file while it arrives
- *                             (snappipe.h), then applied; spooled as an
- *                             ltx when that cannot start;
+ *               full image    of 1 MiB or more (a snapshot frame, or
+ *                             the chain's first record for a database
+ *                             this node has no position of): staged
+ *                             into the database's chain and decoded into
+ *                             its new file while it arrives (snappipe.h),
+ *                             then applied; spooled as above when that
+ *                             cannot start;
  *               ready         the first full sync: replica_wait_synced()
  *                             returns true; caught up now;
  *               heartbeat     caught up as of its arrival once every
@@ -299,7 +302,7 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
 		return c->fail;
 	}
-	snappipe_abort(c->pipe); /* none: a frame ends before the next begins */
+	snappipe_abort(c->pipe); /* never one here: the parser ends a frame before the next */
 	c->pipe = NULL;
 	if (!c->skip && ftruncate(c->spool_fd, 0) != 0) {
 		conn_fail(c, -errno, "cannot reset the spool file: %s", strerror(errno));
