@@ -1,0 +1,93 @@
+#!/usr/bin/python3
+"""What one commit costs through the mount, per case (BENCHMARKS.md, "Where a
+commit's time goes").
+
+For each of DELETE/WAL x FULL/NORMAL: start one `litefs mount` on BENCH_DIR
+(default BUILD), run `bench_mount` for INSERTS inserts of that case only
+(BENCH_CASE) on the mount under `strace -f -c -w` (the client's syscalls)
+while a second `strace -f -c -w` is attached to the node, then print per
+commit: FUSE requests (from /metrics), the client's syncs, the node's
+syncs/writes and the wall time the node spent in them. Then the same
+workload untraced on the mount and on a plain directory for the rate.
+strace slows every traced call, so read the counts as exact and the times
+as relative. Usage: bench/mount_cost.py [INSERTS]. Never fails on timing.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from mount import stop
+from mount_ab import BENCH, LITEFS, start
+
+CASES = ("DELETE/FULL", "DELETE/NORMAL", "WAL/FULL", "WAL/NORMAL")
+CALLS = "fsync,fdatasync,pwrite64,pwritev,write,writev,read,pread64,ftruncate,unlink,unlinkat,openat,close"
+
+
+def metrics(port):
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r'litefs_fuse_op_count\{type="(\w+)"\} (\d+)', text)}
+
+
+def strace_summary(path):
+    """{syscall: (calls, seconds)} from a `strace -c -w` summary."""
+    out = {}
+    for line in open(path):
+        f = line.split()
+        if len(f) >= 5 and re.match(r"^[\d.]+$", f[0]) and f[-1] not in ("total",):
+            calls = int(f[3]) if f[3].isdigit() else 0
+            out[f[-1]] = (calls, float(f[1]))
+    return out
+
+
+def bench(target, case, n):
+    out = subprocess.run([BENCH, target, str(n), "10"], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, BENCH_CASE=case)).stdout
+    return int(re.search(r"inserts_per_s=(\d+)", out).group(1))
+
+
+def main():
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    base = tempfile.mkdtemp(prefix="bench-cost-", dir=os.environ.get("BENCH_DIR", os.path.dirname(LITEFS)))
+    plain = os.path.join(base, "plain")
+    os.makedirs(plain)
+    nodes = []
+    try:
+        node, mnt = start(base, "n", 20295, True, os.environ.get("LITEFS_BIN", LITEFS))
+        nodes.append(node)
+        print(f"{n} inserts per case; per commit (strace -f -c -w; times are µs of wall time inside the call)")
+        for case in CASES:
+            bench(mnt, case, 50)  # warm: the database and its segment exist
+            m0 = metrics(20295)
+            nfile, cfile = os.path.join(base, "node.strace"), os.path.join(base, "client.strace")
+            tr = subprocess.Popen(["strace", "-f", "-c", "-w", "-e", f"trace={CALLS}", "-o", nfile,
+                                   "-p", str(node.pid)], stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            subprocess.run(["strace", "-f", "-c", "-w", "-e", "trace=fsync,fdatasync", "-o", cfile, BENCH, mnt,
+                            str(n), "10"], env=dict(os.environ, BENCH_CASE=case), capture_output=True, check=True)
+            tr.send_signal(signal.SIGINT)
+            tr.wait()
+            m1 = metrics(20295)
+            reqs = {k: (m1.get(k, 0) - m0.get(k, 0)) / n for k in m1}
+            # the warm-up run of 50 and the CREATE TABLE/pragma add a little
+            node_s, cl = strace_summary(nfile), strace_summary(cfile)
+            req_txt = " ".join(f"{k}={v:.1f}" for k, v in sorted(reqs.items()) if v >= 0.05)
+            print(f"case={case} requests_per_commit: {req_txt} total={sum(reqs.values()):.1f}")
+            for who, s in (("client", cl), ("node", node_s)):
+                txt = " ".join(f"{k}={c / n:.2f}x{1e6 * t / max(c, 1):.0f}us" for k, (c, t) in sorted(s.items())
+                               if c / n >= 0.05)
+                print(f"  {who}: {txt}")
+        print("untraced rate (ins/s): mount / plain")
+        for case in CASES:
+            a, b = bench(mnt, case, n), bench(plain, case, n)
+            print(f"case={case} mount={a} plain={b} ratio={a / b:.2f}")
+    finally:
+        stop(nodes, base)
+
+
+if __name__ == "__main__":
+    main()
