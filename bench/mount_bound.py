@@ -4,9 +4,11 @@ trips per commit (BENCHMARKS.md, "Where a commit's time goes"; docs/mount.md
 "Passthrough of the WAL").
 
 Starts two mounts: the build under test ("main": LITEFS_BIN, default BUILD's
-litefs) and an experiment build (LITEFS_EXP_BIN) that passes the WAL through
-to the kernel with no capture at all (not a shippable build: the node never
-sees a WAL commit). Then, in a new random order every round, runs
+litefs) and an experiment build (LITEFS_EXP_BIN: the tree with
+bench/exp-wal-passthrough.patch applied by `git apply`, built into another
+BUILD directory) that passes the WAL through to the kernel with no capture
+at all (never ship it: the node does not see a WAL commit, and a dead node
+cannot stop one; docs/mount.md "Passthrough of the WAL"). Then, in a new random order every round, runs
 `bench_mount` for INSERTS inserts of WAL/NORMAL and WAL/FULL on: a plain
 directory, main, the experiment ("zero": no request per commit but the
 fsync FULL makes), and the experiment with one extra FUSE round trip per
