@@ -19,31 +19,19 @@ chooses the file system. Never fails on timing.
 """
 import os
 import random
-import re
 import statistics
-import subprocess
 import sys
-import tempfile
 
 from mount import stop
-from mount_ab import BENCH, LITEFS, start
-
-
-def run(target, case, n, rt=None):
-    env = dict(os.environ, BENCH_CASE=case)
-    if rt:
-        env["BENCH_RT_FILE"] = rt
-    out = subprocess.run([BENCH, target, str(n), "10"], capture_output=True, text=True, check=True, env=env).stdout
-    return int(re.search(r"inserts_per_s=(\d+)", out).group(1))
+from mount_ab import LITEFS, start
+from mount_cost import bench, workdir
 
 
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 7
     exp = os.environ["LITEFS_EXP_BIN"]
-    base = tempfile.mkdtemp(prefix="bench-bound-", dir=os.environ.get("BENCH_DIR", os.path.dirname(LITEFS)))
-    plain = os.path.join(base, "plain")
-    os.makedirs(plain)
+    base, plain = workdir("bench-bound-")
     nodes = []
     try:
         a, mnt_a = start(base, "main", 20296, True, os.environ.get("LITEFS_BIN", LITEFS))
@@ -58,7 +46,7 @@ def main():
                 jobs = {"plain": (plain, None), "main": (mnt_a, None), "zero": (mnt_b, None), "one": (mnt_b, rt)}
                 order = list(jobs)
                 random.shuffle(order)
-                got = {t: run(jobs[t][0], case, n, jobs[t][1]) for t in order}
+                got = {t: bench(jobs[t][0], case, n, jobs[t][1]) for t in order}
                 for t, v in got.items():
                     rates.setdefault(case, {}).setdefault(t, []).append(v)
         print(f"{rounds} rounds of {n} inserts; median ins/s and median same-round ratio to plain")

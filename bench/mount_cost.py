@@ -44,17 +44,28 @@ def strace_summary(path):
     return out
 
 
-def bench(target, case, n):
-    out = subprocess.run([BENCH, target, str(n), "10"], capture_output=True, text=True, check=True,
-                         env=dict(os.environ, BENCH_CASE=case)).stdout
+def bench(target, case, n, rt=None):
+    """Inserts per second of one bench_mount case on target (with rt: one
+    extra FUSE round trip per commit, BENCH_RT_FILE)."""
+    env = dict(os.environ, BENCH_CASE=case)
+    if rt:
+        env["BENCH_RT_FILE"] = rt
+    out = subprocess.run([BENCH, target, str(n), "10"], capture_output=True, text=True, check=True, env=env).stdout
     return int(re.search(r"inserts_per_s=(\d+)", out).group(1))
+
+
+def workdir(prefix):
+    """A fresh directory on BENCH_DIR (default: beside the binary) and its
+    plain/ subdirectory for the plain SQLite runs."""
+    base = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("BENCH_DIR", os.path.dirname(LITEFS)))
+    plain = os.path.join(base, "plain")
+    os.makedirs(plain)
+    return base, plain
 
 
 def main():
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 500
-    base = tempfile.mkdtemp(prefix="bench-cost-", dir=os.environ.get("BENCH_DIR", os.path.dirname(LITEFS)))
-    plain = os.path.join(base, "plain")
-    os.makedirs(plain)
+    base, plain = workdir("bench-cost-")
     nodes = []
     try:
         node, mnt = start(base, "n", 20295, True, os.environ.get("LITEFS_BIN", LITEFS))
