@@ -8,12 +8,14 @@ For each of DELETE/WAL x FULL/NORMAL: start one `litefs mount` on BENCH_DIR
 while a second `strace -f -c -w` is attached to the node, then print per
 commit: FUSE requests (from /metrics), the client's syncs, the node's
 syncs/writes and the wall time the node spent in them. Then the same
-workload untraced on the mount and on a plain directory for the rate.
+workload untraced on the mount and on a plain directory: the rate, and the
+CPU time per commit of the client and of the node.
 strace slows every traced call, so read the counts as exact and the times
 as relative. Usage: bench/mount_cost.py [INSERTS]. Never fails on timing.
 """
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -54,6 +56,18 @@ def bench(target, case, n, rt=None):
     return int(re.search(r"inserts_per_s=(\d+)", out).group(1))
 
 
+def cpu_children():
+    """CPU seconds (user + system) of this script's finished children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def cpu_of(pid):
+    """CPU seconds (user + system) of a running process, all its threads."""
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def workdir(prefix):
     """A fresh directory on BENCH_DIR (default: beside the binary) and its
     plain/ subdirectory for the plain SQLite runs."""
@@ -92,10 +106,17 @@ def main():
                 txt = " ".join(f"{k}={c / n:.2f}x{1e6 * t / max(c, 1):.0f}us" for k, (c, t) in sorted(s.items())
                                if c / n >= 0.05)
                 print(f"  {who}: {txt}")
-        print("untraced rate (ins/s): mount / plain")
+        print("untraced: rate (ins/s) and CPU µs per commit of the client (bench_mount) and of the node")
         for case in CASES:
-            a, b = bench(mnt, case, n), bench(plain, case, n)
-            print(f"case={case} mount={a} plain={b} ratio={a / b:.2f}")
+            c0, n0 = cpu_children(), cpu_of(node.pid)
+            a = bench(mnt, case, n)
+            c1, n1 = cpu_children(), cpu_of(node.pid)
+            b = bench(plain, case, n)
+            c2 = cpu_children()
+            # bench_mount's CPU includes its open, CREATE TABLE and 10 SELECTs: a few ms
+            print(f"case={case} mount={a} plain={b} ratio={a / b:.2f} "
+                  f"cpu_us_per_commit: mount_client={1e6 * (c1 - c0) / n:.0f} node={1e6 * (n1 - n0) / n:.0f} "
+                  f"plain_client={1e6 * (c2 - c1) / n:.0f}")
     finally:
         stop(nodes, base)
 
