@@ -106,8 +106,9 @@ int chain_sync(struct chain *c)
 
 /*
  * A helper thread that fsyncs LTX segments while the FUSE thread syncs the
- * client's file: two concurrent syncs on ext4 share one journal commit
- * instead of paying for two in a row.
+ * client's file: on a journalling ext4 two concurrent syncs share one
+ * journal commit instead of paying for two in a row (an ext4 without a
+ * journal gains nothing over syncing in turn: docs/mount.md).
  *
  * Every database of the node shares a few such threads (CHAIN_SYNCERS), so
  * each submission is its own job with its own completion: a FUSE thread

@@ -75,8 +75,9 @@ void chain_close_segment(struct chain *c);
 /* fdatasyncs the open segment up to its end. 0 or -errno. */
 int chain_sync(struct chain *c);
 /* fsyncs fd (a client's file) and, at the same time on a helper thread,
- * the open segment's unsynced records: two concurrent syncs on ext4 share
- * one journal commit instead of paying for two in a row. Returns the
+ * the open segment's unsynced records: on a journalling ext4 the two syncs
+ * share one journal commit instead of paying for two in a row (without a
+ * journal each pays its own cache flush: docs/mount.md). Returns the
  * first error; synced_end advances only if the segment's sync succeeded.
  * Every chain of the process shares the one helper thread. */
 int chain_sync_alongside(struct chain *c, int fd);
