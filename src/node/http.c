@@ -158,6 +158,7 @@
 #include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/importrec.h"
 #include "node/proxystat.h"
 #include "node/lease.h"
 #include "node/replserver.h"
@@ -233,6 +234,13 @@ struct import_req {
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
 	bool full_check;        /* check=full: PRAGMA integrity_check, not quick_check */
 	char fail_msg[HTTPD_MSG_LEN];
+	/* The record, encoded while the body arrives (importrec.h) into a
+	 * spool beside the upload; NULL when it could not start or gave up
+	 * (apply_import then encodes from the upload). */
+	struct importrec *rec;
+	int rec_fd;
+	char *rec_path;         /* owned; unlinked unless the chain took it */
+	bool rec_taken;
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -785,6 +793,12 @@ static void import_req_free(struct import_req *ir)
 		unlink(ir->tmp_path);
 		free(ir->tmp_path);
 	}
+	importrec_free(ir->rec);
+	if (!ir->rec_taken && ir->rec_fd >= 0)
+		close(ir->rec_fd);
+	if (ir->rec_path && !ir->rec_taken)
+		unlink(ir->rec_path);
+	free(ir->rec_path);
 	free(ir);
 }
 
@@ -1001,7 +1015,16 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		.check = import_conflicts,
 		.validated = import_validated,
 		.ctx = &ic,
+		.rec_fd = ir->rec_fd,
+		.rec_dir_fd = AT_FDCWD,
+		.rec_path = ir->rec_path,
+		.rec_taken = &ir->rec_taken,
 	};
+	/* The record encoded during the upload, if its encoder took every
+	 * byte; otherwise apply_import encodes it from the upload. */
+	if (ir->rec && (rc = importrec_end(ir->rec, &o.rec)) != 0)
+		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
+				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
 	import_check_join(&check);
 	free(uri);
@@ -1054,6 +1077,27 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	return httpd_respond_error(conn, ir->fail_status, ir->fail_msg);
 }
 
+/* Starts encoding the record as the body arrives, into a spool beside the
+ * upload. Without it (no spool, no thread) the import still works: the
+ * record is then encoded from the uploaded file. */
+static void import_rec_start(struct http_server *srv, struct import_req *ir)
+{
+	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->rec_path);
+	int rc = fd < 0 ? fd : importrec_start(&ir->rec, fd, srv->st->node.compress);
+	if (rc == 0) {
+		ir->rec_fd = fd;
+		return;
+	}
+	LOG_WARN("http", "msg=\"import: cannot encode the record during the upload\" db=%s err=\"%s\"", ir->name,
+		 err_str(rc));
+	if (fd >= 0) {
+		close(fd);
+		unlink(ir->rec_path);
+	}
+	free(ir->rec_path);
+	ir->rec_path = NULL;
+}
+
 /* First call for POST /import: everything that can be refused before the
  * body is read.
  *
@@ -1100,6 +1144,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
 	ir->fd = -1;
+	ir->rec_fd = -1;
 	ir->start_ms = clock_mono_ms();
 	if (status != 0) {
 		snprintf(ir->name, sizeof(ir->name), "%s", status == HTTP_CONFLICT ? name : "-");
@@ -1128,6 +1173,8 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		ir->refused_early = true;
 	}
 	ir->fd = fd;
+	if (fd >= 0)
+		import_rec_start(srv, ir);
 	*con_cls = ir;
 	return HTTPD_YES;
 }
@@ -1162,6 +1209,10 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 		done += (size_t)n;
 	}
 	ir->n_bytes += len;
+	if (ir->rec && importrec_feed(ir->rec, data, len) != 0) {
+		importrec_free(ir->rec); /* it gave up: the apply encodes from the file */
+		ir->rec = NULL;
+	}
 	/* Writeback as the body arrives: the copy may become the database
 	 * file (apply_import renames it into place and syncs it), and dirty
 	 * pages of a multi-gigabyte upload would otherwise throttle the

@@ -11,9 +11,11 @@ import re
 import signal
 import sqlite3
 import subprocess
+import json
 import time
+import urllib.request
 
-from conftest import LITEFS, check_invariants, run, wait_until
+from conftest import LITEFS, check_invariants, db_checksum, run, wait_until
 
 
 def make_big(path, rows, seed=1):
@@ -90,6 +92,7 @@ def test_import_renamed_then_copied_under_an_open_connection(node, tmp_path):
     res = cli_import(n, "db", a)
     assert res.returncode == 0, res.stderr
     assert "rename_ms=" in last_import_line(n)
+    assert "record=spooled" in last_import_line(n), "the record is encoded during the upload"
     assert content(n.db()) == content(a)
     check_invariants(n, tmp=tmp_path)
 
@@ -110,18 +113,36 @@ def test_import_renamed_then_copied_under_an_open_connection(node, tmp_path):
     assert tmp_leftovers(n) == []
 
 
-def test_import_replicates_and_bad_page_in_the_middle_is_refused(cluster, tmp_path):
-    """The import's record reaches a replica byte for byte; a file with one
-    damaged b-tree page in its middle is refused by quick_check and by
+def service_pos(srv, token):
+    req = urllib.request.Request(srv.url + "/pos", headers={"Authorization": token})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        p = json.loads(r.read()).get("db")
+    return (p["txid"], p["postApplyChecksum"]) if p else None
+
+
+def test_import_replicates_and_bad_page_in_the_middle_is_refused(cluster, cloud, tmp_path):
+    """The import's record (encoded during the upload) reaches a replica
+    and the backup service: the same position and checksum everywhere, and
+    the service's export is the imported database. A file with one damaged
+    b-tree page in its middle is refused by quick_check and by
     integrity_check (-full-check), and stores nothing anywhere."""
-    c = cluster(2)
+    srv = cloud()
+    token = srv.create_cluster("prod")
+    c = cluster(2, extra_config=f"backup:\n  type: litefs-cloud\n  url: {srv.url}\n  auth-token: {token}\n")
     p, r = c.nodes
     src = make_big(tmp_path / "src.db", 3000)
     res = cli_import(p, "db", src)
     assert res.returncode == 0, res.stderr
+    assert "record=spooled" in last_import_line(p)
     c.wait_synced("db", timeout=30)
     assert content(r.db()) == content(src)
     good = p.pos()
+    wait_until(lambda: service_pos(srv, token) == (f"{good[0]:016x}", good[1]), timeout=20,
+               msg=lambda: f"service at {service_pos(srv, token)}, node at {good}")
+    out = tmp_path / "from-service.db"
+    srv.cli("export", "db", "-o", out, token=token)
+    assert db_checksum(out) == good[1] == db_checksum(r.db())
+    assert content(out) == content(src)
 
     data = bytearray(src.read_bytes())
     n_pages = len(data) // 4096
@@ -223,4 +244,14 @@ def test_kill9_mid_import_leaves_old_or_new(node, tmp_path):
     assert n.pos()[0] == pos_old[0] + 1
     assert "writing its pages again" in n.log_text()
     assert content(n.db()) == content(new)
+    check_invariants(n, tmp=tmp_path)
+    pos_mid = n.pos()
+    n.stop()
+
+    # 3. The record encoded during the upload, stalled at its sync (before
+    # it joins the chain): the state of (2) after the restart, no spool left.
+    import_killed_at("fsync", "tmp/http-import")
+    assert n.pos() == pos_mid
+    assert content(n.db()) == content(new)
+    assert tmp_leftovers(n) == []
     check_invariants(n, tmp=tmp_path)
