@@ -83,10 +83,14 @@ def timed_run(args):
 
 def last_spans(node):
     with open(os.path.join(node.dir, "litefs.log")) as f:
-        lines = [ln for ln in f if "msg=imported" in ln]
+        lines = f.readlines()
+    applied = [ln for ln in lines if "msg=\"import applied\"" in ln]
+    lines = [ln for ln in lines if "msg=imported" in ln]
     if not lines:
         return ""
-    return " ".join(re.findall(r"\b(?:wait|encode|check_wait|sync|copy|rename|total)_ms=\d+", lines[-1]))
+    up = re.findall(r"\b(?:upload|encoder_lag|encoder_cpu)_ms=\d+", applied[-1]) if applied else []
+    return " ".join(up + re.findall(r"\b(?:wait|encode|check_wait|sync|copy|rename|total)_ms=\d+|record=\w+",
+                                    lines[-1]))
 
 
 def med(xs):

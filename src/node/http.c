@@ -241,6 +241,7 @@ struct import_req {
 	int rec_fd;
 	char *rec_path;         /* owned; unlinked unless the chain took it */
 	bool rec_taken;
+	int64_t rec_lag_ms, rec_cpu_ms; /* the encoder: behind the body's end; its CPU */
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -1022,7 +1023,13 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	};
 	/* The record encoded during the upload, if its encoder took every
 	 * byte; otherwise apply_import encodes it from the upload. */
-	if (ir->rec && (rc = importrec_end(ir->rec, &o.rec)) != 0)
+	int64_t t_end = clock_mono_ms();
+	rc = ir->rec ? importrec_end(ir->rec, &o.rec) : 0;
+	if (ir->rec) {
+		ir->rec_lag_ms = clock_mono_ms() - t_end;
+		ir->rec_cpu_ms = importrec_cpu_ms(ir->rec);
+	}
+	if (rc != 0)
 		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
 				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
@@ -1056,8 +1063,9 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64, ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms,
-			 clock_mono_ms() - ir->body_ms);
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64,
+			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
+			 ir->rec_lag_ms, ir->rec_cpu_ms);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
@@ -1083,7 +1091,7 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 static void import_rec_start(struct http_server *srv, struct import_req *ir)
 {
 	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->rec_path);
-	int rc = fd < 0 ? fd : importrec_start(&ir->rec, fd, srv->st->node.compress);
+	int rc = fd < 0 ? fd : importrec_start(&ir->rec, ir->fd, fd, srv->st->node.compress);
 	if (rc == 0) {
 		ir->rec_fd = fd;
 		return;
@@ -1209,10 +1217,8 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 		done += (size_t)n;
 	}
 	ir->n_bytes += len;
-	if (ir->rec && importrec_feed(ir->rec, data, len) != 0) {
-		importrec_free(ir->rec); /* it gave up: the apply encodes from the file */
-		ir->rec = NULL;
-	}
+	if (ir->rec)
+		importrec_feed(ir->rec, ir->n_bytes);
 	/* Writeback as the body arrives: the copy may become the database
 	 * file (apply_import renames it into place and syncs it), and dirty
 	 * pages of a multi-gigabyte upload would otherwise throttle the

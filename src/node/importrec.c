@@ -2,48 +2,65 @@
  * importrec.c — an import's record encoded on its own thread while the
  * body arrives (importrec.h).
  *
- * The connection's thread writes each piece to the upload file and
- * copies it into a bpipe; this thread takes 1 MiB at a time and feeds it
- * to a fullrec encoder. The page size comes from the first 100 bytes; a
- * bad header ends the encoder early (the upload's own check refuses the
- * file with its reason), and the connection's thread then finds
- * bpipe_write failing with -EPIPE and stops feeding.
+ * The connection's thread writes each piece of the body to the upload
+ * file and announces how far the file goes (importrec_feed); this thread
+ * reads the file behind it, 1 MiB at a time, from the page cache, and
+ * feeds a fullrec encoder. The body is copied once into the file and once
+ * out of it: the encoder never holds the upload back (the file is the
+ * buffer), and if it falls behind it catches up after the body's end
+ * (encoder_lag_ms in the log). The page size comes from the first 100
+ * bytes; a bad header ends the encoder early (the upload's own check
+ * refuses the file with its reason).
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "base/bpipe.h"
 #include "base/err.h"
+#include "base/fdio.h"
 #include "ltx/fullrec.h"
 #include "ltx/ltx.h"
 #include "node/importrec.h"
 
-#define IMPORTREC_PIPE (8u << 20)
 #define IMPORTREC_READ (1u << 20)
 
 struct importrec {
-	struct bpipe pipe;
+	pthread_mutex_t mu;   /* guards avail, eof, stop, waiting */
+	pthread_cond_t more;
+	uint64_t avail;       /* bytes of the upload file written so far */
+	bool eof, stop, waiting;
 	pthread_t thread;
-	bool running, closed;
-	int fd;
+	bool running;
+	int src_fd, fd;
 	bool compress;
 	struct fullrec *rec;
-	int rc; /* the encoder's result, once joined */
+	int rc;         /* the encoder's result, once joined */
+	int64_t cpu_ms; /* the encoder thread's CPU time, once joined */
 };
 
-/* Reads exactly len bytes (fewer only at the end of the body). */
-static ssize_t read_full(struct bpipe *p, uint8_t *buf, size_t len)
+static int64_t thread_cpu_ms(void)
 {
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = bpipe_read(p, buf + got, len - got);
-		if (n <= 0)
-			return n < 0 ? n : (ssize_t)got;
-		got += (size_t)n;
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until want bytes are in the file past off (or the body ended);
+ * returns how many may be read (0: the end, or stopped). */
+static size_t wait_bytes(struct importrec *r, uint64_t off, size_t want)
+{
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop && !r->eof && r->avail - off < want) {
+		r->waiting = true;
+		pthread_cond_wait(&r->more, &r->mu);
 	}
-	return (ssize_t)got;
+	r->waiting = false;
+	uint64_t n = r->stop ? 0 : r->avail - off;
+	pthread_mutex_unlock(&r->mu);
+	return n < want ? (size_t)n : want;
 }
 
 static void *importrec_main(void *arg)
@@ -51,48 +68,52 @@ static void *importrec_main(void *arg)
 	struct importrec *r = arg;
 	uint8_t *buf = malloc(IMPORTREC_READ);
 	int rc = buf ? 0 : ERR_NOMEM;
-	ssize_t n = rc ? 0 : read_full(&r->pipe, buf, 100);
-	if (rc == 0 && n != 100)
-		rc = n < 0 ? (int)n : ERR_IO_SHORT;
-	uint32_t ps = 0;
-	if (rc == 0) {
-		ps = (uint32_t)buf[16] << 8 | buf[17];
-		if (ps == 1)
-			ps = 65536;
-		rc = fullrec_new(&r->rec, r->fd, IMPORTREC_BASE, ps, r->compress);
+	uint64_t off = 0;
+	if (rc == 0 && wait_bytes(r, 0, 100) < 100)
+		rc = ERR_IO_SHORT;
+	if (rc == 0 && (rc = fdio_pread_full(r->src_fd, buf, 100, 0)) == 100) {
+		uint32_t ps = (uint32_t)buf[16] << 8 | buf[17];
+		rc = fullrec_new(&r->rec, r->fd, IMPORTREC_BASE, ps == 1 ? 65536 : ps, r->compress);
+	} else if (rc >= 0) {
+		rc = ERR_IO_SHORT;
 	}
-	if (rc == 0)
-		rc = fullrec_feed(r->rec, buf, 100);
 	while (rc == 0) {
-		n = bpipe_read(&r->pipe, buf, IMPORTREC_READ);
-		if (n <= 0) {
-			rc = (int)n;
+		size_t k = wait_bytes(r, off, IMPORTREC_READ);
+		if (k == 0)
+			break;
+		int n = fdio_pread_full(r->src_fd, buf, k, (off_t)off);
+		if (n != (int)k) {
+			rc = n < 0 ? n : ERR_IO_SHORT;
 			break;
 		}
-		rc = fullrec_feed(r->rec, buf, (size_t)n);
+		rc = fullrec_feed(r->rec, buf, k);
+		off += k;
 	}
-	if (rc)
-		bpipe_close_read(&r->pipe); /* the writer stops feeding */
 	free(buf);
+	pthread_mutex_lock(&r->mu);
+	if (rc == 0 && (r->stop || off != r->avail))
+		rc = ERR_IO_SHORT;
+	pthread_mutex_unlock(&r->mu);
 	r->rc = rc;
+	r->cpu_ms = thread_cpu_ms();
 	return NULL;
 }
 
-int importrec_start(struct importrec **out, int fd, bool compress)
+int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
 {
 	*out = NULL;
 	struct importrec *r = calloc(1, sizeof(*r));
 	if (!r)
 		return ERR_NOMEM;
+	r->src_fd = src_fd;
 	r->fd = fd;
 	r->compress = compress;
-	int rc = bpipe_init(&r->pipe, IMPORTREC_PIPE);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->more, NULL);
+	int rc = pthread_create(&r->thread, NULL, importrec_main, r);
 	if (rc) {
-		free(r);
-		return rc;
-	}
-	if ((rc = pthread_create(&r->thread, NULL, importrec_main, r)) != 0) {
-		bpipe_destroy(&r->pipe);
+		pthread_cond_destroy(&r->more);
+		pthread_mutex_destroy(&r->mu);
 		free(r);
 		return -rc;
 	}
@@ -101,17 +122,22 @@ int importrec_start(struct importrec **out, int fd, bool compress)
 	return 0;
 }
 
-int importrec_feed(struct importrec *r, const void *buf, size_t len)
+void importrec_feed(struct importrec *r, uint64_t n_bytes)
 {
-	return bpipe_write(&r->pipe, buf, len);
+	pthread_mutex_lock(&r->mu);
+	r->avail = n_bytes;
+	if (r->waiting)
+		pthread_cond_signal(&r->more);
+	pthread_mutex_unlock(&r->mu);
 }
 
-static void importrec_join(struct importrec *r)
+static void importrec_join(struct importrec *r, bool stop)
 {
-	if (!r->closed) {
-		bpipe_close_write(&r->pipe);
-		r->closed = true;
-	}
+	pthread_mutex_lock(&r->mu);
+	r->eof = true;
+	r->stop = stop;
+	pthread_cond_signal(&r->more);
+	pthread_mutex_unlock(&r->mu);
 	if (r->running) {
 		pthread_join(r->thread, NULL);
 		r->running = false;
@@ -121,7 +147,7 @@ static void importrec_join(struct importrec *r)
 int importrec_end(struct importrec *r, struct fullrec **rec)
 {
 	*rec = NULL;
-	importrec_join(r);
+	importrec_join(r, false);
 	if (r->rc == 0 && !r->rec)
 		r->rc = ERR_IO_SHORT;
 	if (r->rc == 0)
@@ -129,15 +155,18 @@ int importrec_end(struct importrec *r, struct fullrec **rec)
 	return r->rc;
 }
 
+int64_t importrec_cpu_ms(const struct importrec *r)
+{
+	return r->running ? 0 : r->cpu_ms;
+}
+
 void importrec_free(struct importrec *r)
 {
 	if (!r)
 		return;
-	if (r->running) {
-		bpipe_close_read(&r->pipe); /* a blocked writer, if any, returns */
-		importrec_join(r);
-	}
+	importrec_join(r, true);
 	fullrec_free(r->rec);
-	bpipe_destroy(&r->pipe);
+	pthread_cond_destroy(&r->more);
+	pthread_mutex_destroy(&r->mu);
 	free(r);
 }
