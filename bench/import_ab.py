@@ -44,10 +44,7 @@ def import_once(base, build, compress, src, tag):
     cloud.LITEFS = os.path.join(build, "litefs")
     n = cloud.Node(base, tag)
     if not compress:
-        with open(n.cfg) as f:
-            cfg = f.read()
-        with open(n.cfg, "w") as f:
-            f.write(cfg.replace("data:\n", "data:\n  compress: false\n", 1))
+        bigdb.no_compress(n)
     try:
         n.start()
         c0, k0 = proc_cpu(n.proc.pid), child_cpu()

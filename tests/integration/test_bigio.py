@@ -93,6 +93,7 @@ def test_import_renamed_then_copied_under_an_open_connection(node, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "rename_ms=" in last_import_line(n)
     assert "record=spooled" in last_import_line(n), "the record is encoded during the upload"
+    assert "check=with-upload" in n.log_text(), "quick_check reads the upload as it arrives"
     assert content(n.db()) == content(a)
     check_invariants(n, tmp=tmp_path)
 
