@@ -256,3 +256,28 @@ def test_kill9_mid_import_leaves_old_or_new(node, tmp_path):
     assert content(n.db()) == content(new)
     assert tmp_leftovers(n) == []
     check_invariants(n, tmp=tmp_path)
+
+
+def test_upload_cut_mid_body_stores_nothing(node, tmp_path):
+    """The record's encoder and quick_check read the upload as it arrives
+    (importvfs.c); a client that goes away half-way through the body must
+    stop both: nothing stored, no temp file left, the node still imports."""
+    import socket
+    n = node().start()
+    src = make_big(tmp_path / "src.db", 3000)
+    assert cli_import(n, "db", src).returncode == 0
+    good = n.pos()
+    data = src.read_bytes()
+    for name in ("db", "new.db"):
+        s = socket.create_connection(("127.0.0.1", n.port))
+        s.sendall(f"POST /import?name={name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                  + data[:len(data) // 2])
+        time.sleep(0.3)  # the encoder and the check are waiting for the rest
+        s.close()
+    wait_until(lambda: tmp_leftovers(n) == [], timeout=10, msg=lambda: f"left: {tmp_leftovers(n)}")
+    assert n.pos() == good
+    assert not n.db("new.db").exists()
+    res = cli_import(n, "db", src)
+    assert res.returncode == 0, res.stderr
+    assert n.pos()[0] == good[0] + 1
+    check_invariants(n, tmp=tmp_path)
