@@ -45,21 +45,30 @@
  *      reach the client before the reply (import_begin).
  *   2. Body chunks are appended to the temp file as they arrive: the body
  *      is never held in memory. A chunked body that grows past the cap
- *      aborts the connection (there is no way to reply mid-body).
+ *      aborts the connection (there is no way to reply mid-body). Two
+ *      threads read the temp file behind the writer, each waiting for the
+ *      bytes it needs (importrec_wait): the record's encoder (importrec.c:
+ *      page checksums, LZ4, the record written into a spool file) and,
+ *      when Content-Length is known, the validation: PRAGMA quick_check
+ *      (or integrity_check with check=full) through libsqlite3 over a
+ *      read-only VFS whose reads wait for the upload (importvfs.c), with
+ *      immutable=1 so that no journal or WAL is ever consulted. Both see
+ *      exactly the complete file's bytes, each once it is there; a body
+ *      that ends short stops both (import_req_free).
  *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
- *      a whole number of pages), then start the validation in a thread:
- *      PRAGMA quick_check (or integrity_check with check=full) through
- *      libsqlite3 on the temp copy, opened read-only with immutable=1 so
- *      that no journal or WAL next to it is ever consulted.
+ *      a whole number of pages); without a length, start the validation
+ *      now, on the temp copy opened with immutable=1.
  *   4. Meanwhile apply_import (apply.c): readers and writers of the live
  *      database are excluded with SQLite's locks, conflicts are checked
- *      (import_conflicts), and the copy is encoded into the chain as one
- *      record with every page. Then the validation is waited for
- *      (import_validated): a refusal cuts the record off and nothing
- *      changed. Otherwise the record is made durable and the copy renamed
- *      into place (nobody has the database open) or copied into the open
- *      file. No SQLite connection on the mount, no page through FUSE.
+ *      (import_conflicts), and the record is completed: its header and page
+ *      1 written into the spool (or, if the spool could not be made, the
+ *      copy encoded into the chain), spool and copy synced. Then the
+ *      validation is waited for (import_validated): a refusal deletes the
+ *      spool and nothing changed. Otherwise the spool becomes a segment of
+ *      the chain (a rename) and the copy is renamed into place (nobody has
+ *      the database open) or copied into the open file. No SQLite
+ *      connection on the mount, no page through FUSE.
  *
  *   Journal modes. An existing database keeps its journal mode and a new
  *   one is created in rollback mode: bytes 18/19 of the header are set
