@@ -904,7 +904,8 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		return -errno;
 	uint64_t rec_off = 0, len = 0;
 	sp->spooled = o->rec != NULL;
-	rc = o->rec ? import_finish_spool(db, o, hdr, h, t, &len) : import_encode(db, src_fd, o, hdr, h, t, &rec_off, &len);
+	rc = o->rec ? import_finish_spool(db, o, hdr, h, t, &len)
+		    : import_encode(db, src_fd, o, hdr, h, t, &rec_off, &len);
 	int64_t t1 = clock_mono_ms();
 	sp->encode = t1 - t0;
 	/* The file's own sync too while the validation may still run (it
@@ -924,7 +925,7 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 	int64_t t3 = clock_mono_ms();
 	sp->sync = t3 - t2;
 	if (rc) {
-		if (!o->rec && sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
+		if (!o->rec && db->chain.log_fd >= 0 && sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
 			LOG_ERROR("db", "msg=\"cannot remove refused import record\" db=%s err=\"%s\"", db->name,
 				  strerror(errno));
 		return rc;

@@ -894,6 +894,7 @@ struct import_check {
 	pthread_t thread;
 	unsigned status; /* 0: sound */
 	char msg[HTTPD_MSG_LEN];
+	int64_t cpu_ms, end_ms; /* its thread's CPU time; when it ended (clock_mono_ms) */
 };
 
 static void *import_check_main(void *arg)
@@ -935,6 +936,10 @@ static void *import_check_main(void *arg)
 	}
 	sqlite3_finalize(stmt);
 	sqlite3_close(src);
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+		c->cpu_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	c->end_ms = clock_mono_ms();
 	return NULL;
 }
 
@@ -1097,9 +1102,11 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64 " check=%s",
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64 " check=%s"
+				 " check_lag_ms=%" PRId64 " check_cpu_ms=%" PRId64,
 			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
-			 ir->rec_lag_ms, ir->rec_cpu_ms, ir->early ? "with-upload" : "after-upload");
+			 ir->rec_lag_ms, ir->rec_cpu_ms, ir->early ? "with-upload" : "after-upload",
+			 ir->early ? ir->early->end_ms - ir->body_ms : 0, ir->early ? ir->early->cpu_ms : 0);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
