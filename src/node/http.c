@@ -45,20 +45,16 @@
  *      reach the client before the reply (import_begin).
  *   2. Body chunks are appended to the temp file as they arrive: the body
  *      is never held in memory. A chunked body that grows past the cap
- *      aborts the connection (there is no way to reply mid-body). Two
- *      threads read the temp file behind the writer, each waiting for the
- *      bytes it needs (importrec_wait): the record's encoder (importrec.c:
- *      page checksums, LZ4, the record written into a spool file) and,
- *      when Content-Length is known, the validation: PRAGMA quick_check
- *      (or integrity_check with check=full) through libsqlite3 over a
- *      read-only VFS whose reads wait for the upload (importvfs.c), with
- *      immutable=1 so that no journal or WAL is ever consulted. Both see
- *      exactly the complete file's bytes, each once it is there; a body
- *      that ends short stops both (import_req_free).
+ *      aborts the connection (there is no way to reply mid-body). A thread
+ *      reads the temp file behind the writer and encodes the record
+ *      (importrec.c: page checksums, LZ4, the record written into a spool
+ *      file); a body that ends short stops it (import_req_free).
  *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
- *      a whole number of pages); without a length, start the validation
- *      now, on the temp copy opened with immutable=1.
+ *      a whole number of pages), then start the validation in a thread:
+ *      PRAGMA quick_check (or integrity_check with check=full) through
+ *      libsqlite3 on the temp copy, opened read-only with immutable=1 so
+ *      that no journal or WAL next to it is ever consulted.
  *   4. Meanwhile apply_import (apply.c): readers and writers of the live
  *      database are excluded with SQLite's locks, conflicts are checked
  *      (import_conflicts), and the record is completed: its header and page
@@ -168,7 +164,6 @@
 #include "node/fusefs.h"
 #include "node/http.h"
 #include "node/importrec.h"
-#include "node/importvfs.h"
 #include "node/proxystat.h"
 #include "node/lease.h"
 #include "node/replserver.h"
@@ -252,10 +247,6 @@ struct import_req {
 	char *rec_path;         /* owned; unlinked unless the chain took it */
 	bool rec_taken;
 	int64_t rec_lag_ms, rec_cpu_ms; /* the encoder: behind the body's end; its CPU */
-	/* The validation, started with the upload when its length is known
-	 * (it reads the upload as it arrives: importvfs.h); NULL: started
-	 * once the body is complete. */
-	struct import_check *early;
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -798,8 +789,6 @@ static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_co
 
 /* ---- POST /import ------------------------------------------------------- */
 
-static void import_check_free_early(struct import_req *ir);
-
 static void import_req_free(struct import_req *ir)
 {
 	if (!ir)
@@ -810,7 +799,6 @@ static void import_req_free(struct import_req *ir)
 		unlink(ir->tmp_path);
 		free(ir->tmp_path);
 	}
-	import_check_free_early(ir);
 	importrec_free(ir->rec);
 	if (!ir->rec_taken && ir->rec_fd >= 0)
 		close(ir->rec_fd);
@@ -888,13 +876,11 @@ static int import_check_header(struct import_req *ir, uint32_t *page_size)
 struct import_check {
 	struct http_server *srv;
 	const char *uri;
-	const char *vfs;  /* NULL: SQLite's default */
 	bool full;
 	bool started, joined;
 	pthread_t thread;
 	unsigned status; /* 0: sound */
 	char msg[HTTPD_MSG_LEN];
-	int64_t cpu_ms, end_ms; /* its thread's CPU time; when it ended (clock_mono_ms) */
 };
 
 static void *import_check_main(void *arg)
@@ -904,7 +890,7 @@ static void *import_check_main(void *arg)
 	char sql[64];
 	sqlite3 *src = NULL;
 	sqlite3_stmt *stmt = NULL;
-	int rc = sqlite3_open_v2(c->uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, c->vfs);
+	int rc = sqlite3_open_v2(c->uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, NULL);
 	if (rc != SQLITE_OK) {
 		c->status = HTTP_BAD_REQUEST;
 		snprintf(c->msg, sizeof(c->msg), "cannot open the uploaded file: %s",
@@ -936,10 +922,6 @@ static void *import_check_main(void *arg)
 	}
 	sqlite3_finalize(stmt);
 	sqlite3_close(src);
-	struct timespec ts;
-	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
-		c->cpu_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	c->end_ms = clock_mono_ms();
 	return NULL;
 }
 
@@ -951,21 +933,6 @@ static int import_check_join(struct import_check *c)
 		c->joined = true;
 	}
 	return c->status ? -EBADMSG : 0;
-}
-
-/* The early validation, stopped (the upload will not go on: its reads
- * give up) if it still runs, and freed. */
-static void import_check_free_early(struct import_req *ir)
-{
-	if (!ir->early)
-		return;
-	if (ir->early->started && !ir->early->joined) {
-		importrec_stop(ir->rec);
-		pthread_join(ir->early->thread, NULL);
-	}
-	free((char *)ir->early->uri);
-	free(ir->early);
-	ir->early = NULL;
 }
 
 struct import_ctx {
@@ -1016,31 +983,30 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 	char *uri = NULL;
 	uint32_t ps = 0;
 	int rc;
-	struct import_check local = { .srv = srv, .full = ir->full_check };
-	struct import_check *check = ir->early ? ir->early : &local;
-	struct import_ctx ic = { .srv = srv, .ir = ir, .check = check };
+	struct import_check check = { .srv = srv, .full = ir->full_check };
+	struct import_ctx ic = { .srv = srv, .ir = ir, .check = &check };
 
 	if (import_check_header(ir, &ps) != 0)
 		return -1;
 	ic.page_size = ps;
-	if (!ir->early && !(uri = immutable_uri(ir->tmp_path))) {
+	if (!(uri = immutable_uri(ir->tmp_path))) {
 		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
 		return -1;
 	}
-	local.uri = uri;
+	check.uri = uri;
 	/* The check reads the temp file while apply_import encodes it (which
 	 * reads it too, and never writes it). */
-	if (!ir->early && (rc = pthread_create(&local.thread, NULL, import_check_main, &local)) != 0) {
+	if ((rc = pthread_create(&check.thread, NULL, import_check_main, &check)) != 0) {
 		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", strerror(rc));
 		free(uri);
 		return -1;
 	}
-	local.started = !ir->early;
+	check.started = true;
 
 	/* A deleted database keeps its registry entry and its position. */
 	struct db *db = store_find(srv->st, ir->name, true);
 	if (!db && (rc = store_create(srv->st, ir->name, &db)) != 0) {
-		import_check_join(check);
+		import_check_join(&check);
 		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot create database %s: %s", ir->name, err_str(rc));
 		free(uri);
 		return -1;
@@ -1072,7 +1038,7 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
 				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
-	import_check_join(check);
+	import_check_join(&check);
 	free(uri);
 	if (rc == 0)
 		return 0;
@@ -1102,11 +1068,9 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64 " check=%s"
-				 " check_lag_ms=%" PRId64 " check_cpu_ms=%" PRId64,
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64,
 			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
-			 ir->rec_lag_ms, ir->rec_cpu_ms, ir->early ? "with-upload" : "after-upload",
-			 ir->early ? ir->early->end_ms - ir->body_ms : 0, ir->early ? ir->early->cpu_ms : 0);
+			 ir->rec_lag_ms, ir->rec_cpu_ms);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
@@ -1126,39 +1090,15 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	return httpd_respond_error(conn, ir->fail_status, ir->fail_msg);
 }
 
-/* Starts the validation with the upload: it reads the body as it arrives
- * (importvfs.h), so that little of it is left when the body ends. Without
- * it the check starts once the body is complete. */
-static void import_check_early(struct http_server *srv, struct import_req *ir, uint64_t length)
-{
-	struct import_check *c = calloc(1, sizeof(*c));
-	if (!c || importvfs_register() != 0 || !(c->uri = importvfs_uri(ir->tmp_path, ir->rec, length))) {
-		free(c);
-		return;
-	}
-	c->srv = srv;
-	c->vfs = IMPORTVFS_NAME;
-	c->full = ir->full_check;
-	if (pthread_create(&c->thread, NULL, import_check_main, c) != 0) {
-		free((char *)c->uri);
-		free(c);
-		return;
-	}
-	c->started = true;
-	ir->early = c;
-}
-
 /* Starts encoding the record as the body arrives, into a spool beside the
  * upload. Without it (no spool, no thread) the import still works: the
  * record is then encoded from the uploaded file. */
-static void import_rec_start(struct http_server *srv, struct import_req *ir, uint64_t length)
+static void import_rec_start(struct http_server *srv, struct import_req *ir)
 {
 	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->rec_path);
 	int rc = fd < 0 ? fd : importrec_start(&ir->rec, ir->fd, fd, srv->st->node.compress);
 	if (rc == 0) {
 		ir->rec_fd = fd;
-		if (length > 0)
-			import_check_early(srv, ir, length);
 		return;
 	}
 	LOG_WARN("http", "msg=\"import: cannot encode the record during the upload\" db=%s err=\"%s\"", ir->name,
@@ -1247,7 +1187,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 	}
 	ir->fd = fd;
 	if (fd >= 0)
-		import_rec_start(srv, ir, has_length ? content_length : 0);
+		import_rec_start(srv, ir);
 	*con_cls = ir;
 	return HTTPD_YES;
 }

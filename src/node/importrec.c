@@ -27,11 +27,10 @@
 #define IMPORTREC_READ (1u << 20)
 
 struct importrec {
-	pthread_mutex_t mu;   /* guards avail, eof, stop, n_waiting */
+	pthread_mutex_t mu;   /* guards avail, eof, stop, waiting */
 	pthread_cond_t more;
 	uint64_t avail;       /* bytes of the upload file written so far */
-	bool eof, stop;
-	int n_waiting;        /* the encoder, the check (importvfs.c) */
+	bool eof, stop, waiting;
 	pthread_t thread;
 	bool running;
 	int src_fd, fd;
@@ -49,30 +48,19 @@ static int64_t thread_cpu_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-ssize_t importrec_wait(struct importrec *r, uint64_t off, size_t want)
-{
-	pthread_mutex_lock(&r->mu);
-	r->n_waiting++;
-	while (!r->stop && !r->eof && (r->avail < off || r->avail - off < want))
-		pthread_cond_wait(&r->more, &r->mu);
-	r->n_waiting--;
-	ssize_t n = r->stop ? -ECANCELED : r->avail <= off ? 0 : r->avail - off < want ? (ssize_t)(r->avail - off)
-											   : (ssize_t)want;
-	pthread_mutex_unlock(&r->mu);
-	return n;
-}
-
-int importrec_src_fd(const struct importrec *r)
-{
-	return r->src_fd;
-}
-
 /* Waits until want bytes are in the file past off (or the body ended);
  * returns how many may be read (0: the end, or stopped). */
 static size_t wait_bytes(struct importrec *r, uint64_t off, size_t want)
 {
-	ssize_t n = importrec_wait(r, off, want);
-	return n < 0 ? 0 : (size_t)n;
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop && !r->eof && r->avail - off < want) {
+		r->waiting = true;
+		pthread_cond_wait(&r->more, &r->mu);
+	}
+	r->waiting = false;
+	uint64_t n = r->stop ? 0 : r->avail - off;
+	pthread_mutex_unlock(&r->mu);
+	return n < want ? (size_t)n : want;
 }
 
 static void *importrec_main(void *arg)
@@ -138,28 +126,18 @@ void importrec_feed(struct importrec *r, uint64_t n_bytes)
 {
 	pthread_mutex_lock(&r->mu);
 	r->avail = n_bytes;
-	if (r->n_waiting)
-		pthread_cond_broadcast(&r->more);
+	if (r->waiting)
+		pthread_cond_signal(&r->more);
 	pthread_mutex_unlock(&r->mu);
-}
-
-static void importrec_set_end(struct importrec *r, bool stop)
-{
-	pthread_mutex_lock(&r->mu);
-	r->eof = true;
-	r->stop = r->stop || stop;
-	pthread_cond_broadcast(&r->more);
-	pthread_mutex_unlock(&r->mu);
-}
-
-void importrec_stop(struct importrec *r)
-{
-	importrec_set_end(r, true);
 }
 
 static void importrec_join(struct importrec *r, bool stop)
 {
-	importrec_set_end(r, stop);
+	pthread_mutex_lock(&r->mu);
+	r->eof = true;
+	r->stop = stop;
+	pthread_cond_signal(&r->more);
+	pthread_mutex_unlock(&r->mu);
 	if (r->running) {
 		pthread_join(r->thread, NULL);
 		r->running = false;

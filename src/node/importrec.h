@@ -16,7 +16,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/types.h>
 
 #include "ltx/ltxlog.h"
 
@@ -30,15 +29,6 @@ struct fullrec;
 int importrec_start(struct importrec **out, int src_fd, int fd, bool compress);
 /* The upload file now holds n_bytes bytes of the body. */
 void importrec_feed(struct importrec *r, uint64_t n_bytes);
-/* For other readers of the upload (importvfs.c): waits until the file
- * holds len bytes past off, or the body ended. Returns how many of them
- * may be read (fewer at the end, 0 past it), or -ECANCELED once stopped. */
-ssize_t importrec_wait(struct importrec *r, uint64_t off, size_t len);
-/* The upload file (borrowed). */
-int importrec_src_fd(const struct importrec *r);
-/* The upload will not go on: waiting readers and the encoder give up
- * (-ECANCELED). r stays valid until importrec_free. */
-void importrec_stop(struct importrec *r);
 /* End of the body (every byte fed): waits for the encoder. 0 with *rec (owned by r, valid
  * until importrec_free) when every byte was encoded, else the encoder's
  * error. */

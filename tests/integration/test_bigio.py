@@ -93,7 +93,6 @@ def test_import_renamed_then_copied_under_an_open_connection(node, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "rename_ms=" in last_import_line(n)
     assert "record=spooled" in last_import_line(n), "the record is encoded during the upload"
-    assert "check=with-upload" in n.log_text(), "quick_check reads the upload as it arrives"
     assert content(n.db()) == content(a)
     check_invariants(n, tmp=tmp_path)
 
@@ -259,9 +258,9 @@ def test_kill9_mid_import_leaves_old_or_new(node, tmp_path):
 
 
 def test_upload_cut_mid_body_stores_nothing(node, tmp_path):
-    """The record's encoder and quick_check read the upload as it arrives
-    (importvfs.c); a client that goes away half-way through the body must
-    stop both: nothing stored, no temp file left, the node still imports."""
+    """The record's encoder reads the upload as it arrives (importrec.c); a
+    client that goes away half-way through the body must stop it: nothing
+    stored, no temp file left, the node still imports."""
     import socket
     n = node().start()
     src = make_big(tmp_path / "src.db", 3000)
@@ -272,7 +271,7 @@ def test_upload_cut_mid_body_stores_nothing(node, tmp_path):
         s = socket.create_connection(("127.0.0.1", n.port))
         s.sendall(f"POST /import?name={name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
                   + data[:len(data) // 2])
-        time.sleep(0.3)  # the encoder and the check are waiting for the rest
+        time.sleep(0.3)  # the encoder is waiting for the rest
         s.close()
     wait_until(lambda: tmp_leftovers(n) == [], timeout=10, msg=lambda: f"left: {tmp_leftovers(n)}")
     assert n.pos() == good
