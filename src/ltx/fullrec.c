@@ -129,17 +129,24 @@ static int flush_block(struct fullrec *r)
 	return rc;
 }
 
+/* Moves what fits of the *len bytes at *p into buf after its *fill bytes
+ * (cap in all). */
+static void fill_buf(uint8_t *buf, size_t *fill, size_t cap, const uint8_t **p, size_t *len)
+{
+	size_t k = cap - *fill < *len ? cap - *fill : *len;
+	memcpy(buf + *fill, *p, k);
+	*fill += k;
+	*p += k;
+	*len -= k;
+}
+
 /* Bytes of the page block after page 1's frame. */
 static int emit(struct fullrec *r, const uint8_t *p, size_t len)
 {
 	if (!r->compress)
 		return out(r, p, len);
 	while (len > 0) {
-		size_t k = FULLREC_BLOCK - r->blk_len < len ? FULLREC_BLOCK - r->blk_len : len;
-		memcpy(r->blk + r->blk_len, p, k);
-		r->blk_len += k;
-		p += k;
-		len -= k;
+		fill_buf(r->blk, &r->blk_len, FULLREC_BLOCK, &p, &len);
 		if (r->blk_len == FULLREC_BLOCK) {
 			int rc = flush_block(r);
 			if (rc)
@@ -231,11 +238,7 @@ int fullrec_feed(struct fullrec *r, const void *buf, size_t len)
 			len -= ps;
 			continue;
 		}
-		size_t k = ps - r->page_fill < len ? ps - r->page_fill : len;
-		memcpy(r->page + r->page_fill, p, k);
-		r->page_fill += k;
-		p += k;
-		len -= k;
+		fill_buf(r->page, &r->page_fill, ps, &p, &len);
 		if (r->page_fill == ps) {
 			r->page_fill = 0;
 			rc = add_page(r, r->page);
