@@ -1,7 +1,8 @@
-"""Import at disk speed (issue 15): the node encodes the uploaded file
-straight into its chain and renames it into place (nobody has the database
-open) or copies it into the open file (someone has), with quick_check run
-beside the encoding. Correctness of each path: checksums, what a connection
+"""Import at disk speed (issue 15): the node encodes the import's record
+while the file uploads (a spool that becomes a segment of the chain by a
+rename; from the uploaded file if the spool fails) and renames the file
+into place (nobody has the database open) or copies it into the open file
+(someone has), with quick_check run once the body is complete. Correctness of each path: checksums, what a connection
 that stayed open sees, refusals that store nothing, progress on a terminal,
 and kill -9 at the worst moment of each path (old or new state after the
 restart). Bench: bench/bigdb.py."""
@@ -279,4 +280,19 @@ def test_upload_cut_mid_body_stores_nothing(node, tmp_path):
     res = cli_import(n, "db", src)
     assert res.returncode == 0, res.stderr
     assert n.pos()[0] == good[0] + 1
+    check_invariants(n, tmp=tmp_path)
+
+
+def test_record_encoded_from_the_file_when_the_spool_fails(node, tmp_path):
+    """A write error in the spool during the upload (an injected EIO)
+    leaves the import to the fallback: the record is encoded from the
+    uploaded file after the body, with the same result."""
+    n = node().start(env={"LITEFS_FAULT": "pwrite:1:5:path=tmp/http-import"})
+    src = make_big(tmp_path / "src.db", 3000)
+    res = cli_import(n, "db", src)
+    assert res.returncode == 0, res.stderr
+    assert "record=encoded" in last_import_line(n)
+    assert "record encoded during the upload is not usable" in n.log_text()
+    assert content(n.db()) == content(src)
+    assert tmp_leftovers(n) == []
     check_invariants(n, tmp=tmp_path)
