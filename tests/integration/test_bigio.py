@@ -2,10 +2,12 @@
 while the file uploads (a spool that becomes a segment of the chain by a
 rename; from the uploaded file if the spool fails) and renames the file
 into place (nobody has the database open) or copies it into the open file
-(someone has), with quick_check run once the body is complete. Correctness of each path: checksums, what a connection
-that stayed open sees, refusals that store nothing, progress on a terminal,
-and kill -9 at the worst moment of each path (old or new state after the
-restart). Bench: bench/bigdb.py."""
+(someone has), with quick_check run once the body is complete.
+Correctness of each path: checksums on a replica and on the backup
+service, what a connection that stayed open sees, refusals and cut
+uploads that store nothing, progress on a terminal, and kill -9 at the
+worst moment of each path (old or new state after the restart). Bench:
+bench/bigdb.py, bench/import_ab.py."""
 import os
 import pty
 import re
