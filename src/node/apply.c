@@ -35,6 +35,7 @@
 #include "node/db.h"
 #include "node/db_int.h"
 #include "ltx/dbfile.h"
+#include "ltx/fullrec.h"
 #include "base/err.h"
 #include "base/fileio.h"
 #include "base/fdio.h"
@@ -852,12 +853,85 @@ static int copy_whole(int dst, int src, off_t len)
 	return rc;
 }
 
+/* The record encoded from the file in one pass, appended to the open
+ * segment at *rec_off (not yet durable). */
+static int import_encode(struct db *db, int src_fd, const struct apply_import_opts *o, const uint8_t hdr[100],
+			 struct ltx_header *h, struct ltx_trailer *t, uint64_t *rec_off, uint64_t *len)
+{
+	int rc;
+	if (db->chain.log_fd < 0) {
+		if ((rc = chain_open_segment(&db->chain, db->pos.txid + 1)) != 0)
+			return rc;
+		db->dir_dirty = true;
+	}
+	*rec_off = db->chain.end;
+	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(*rec_off + LTXLOG_HDR_SIZE),
+				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
+	w.kicked = w.off;
+	if (!(w.buf = malloc(IMPORT_WBUF)))
+		return ERR_NOMEM;
+	struct dbfile_snapshot_opts so = {
+		.page_size = o->page_size,
+		.timestamp_ms = clock_wall_ms(),
+		.compress = db->node->compress, /* data.compress: LZ4 costs CPU, saves bytes (docs/http.md) */
+		.follows_txid = db->pos.txid,
+		.pre_apply_checksum = db->pos.checksum,
+		.node_id = db->node->node_id,
+		.sqlite_header = hdr,
+	};
+	rc = dbfile_encode_snapshot(src_fd, &so, sys_writer_write, &w, h, t);
+	if (rc == 0)
+		rc = sys_writer_flush(&w);
+	free(w.buf);
+	*len = (uint64_t)w.off - *rec_off - LTXLOG_HDR_SIZE;
+	if (rc == 0 && *len > LTXLOG_MAX_RECORD)
+		rc = -EFBIG;
+	if (rc == 0 && h->commit != o->n_pages)
+		rc = ERR_IO_SHORT; /* the file changed size under us */
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, (uint32_t)*len);
+		rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)*rec_off);
+	}
+	return rc;
+}
+
+/* The record encoded while the file was uploaded: its header and page 1
+ * (now that the position and the old header are known), its ltxlog
+ * header, then a sync, which runs while the validation may still be
+ * reading the file. The spool is not in the chain yet. */
+static int import_finish_spool(struct db *db, const struct apply_import_opts *o, const uint8_t hdr[100],
+			       struct ltx_header *h, struct ltx_trailer *t, uint64_t *len)
+{
+	*h = (struct ltx_header){
+		.min_txid = db->pos.txid + 1,
+		.max_txid = db->pos.txid + 1,
+		.timestamp_ms = clock_wall_ms(),
+		.pre_apply_checksum = db->pos.txid ? db->pos.checksum : 0,
+		.node_id = db->node->node_id,
+	};
+	int rc = fullrec_finish(o->rec, h, hdr, t, len);
+	if (rc == 0 && *len > LTXLOG_MAX_RECORD)
+		rc = -EFBIG;
+	if (rc == 0 && h->commit != o->n_pages)
+		rc = ERR_IO_SHORT;
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, (uint32_t)*len);
+		rc = sys_pwrite_all(o->rec_fd, rh, sizeof(rh), 0);
+	}
+	if (rc == 0 && sys_fsync(o->rec_fd) != 0)
+		rc = -errno;
+	return rc;
+}
+
 /* The import proper (db->mu held, readers excluded): the record, then the
  * file. *h / *t get the record's header and trailer. */
 /* Where an import's time went (milliseconds), for its log line. */
 struct import_spans {
 	int64_t encode, check_wait, sync, copy;
 	bool renamed; /* the file was renamed into place, not copied */
+	bool spooled; /* the record was encoded during the upload */
 };
 
 static int import_locked(struct db *db, int src_fd, const struct apply_import_opts *o, int x_db_fd, int x_shm_fd,
@@ -884,53 +958,30 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 	bool may_copy = !o->src_path || db->n_handles != (x_db_fd >= 0) + (x_shm_fd >= 0);
 	if (may_copy && fallocate(db->db_fd, FALLOC_FL_KEEP_SIZE, 0, size) != 0 && errno != EOPNOTSUPP)
 		return -errno;
-	if (db->chain.log_fd < 0) {
-		if ((rc = chain_open_segment(&db->chain, db->pos.txid + 1)) != 0)
-			return rc;
-		db->dir_dirty = true;
-	}
-	uint64_t rec_off = db->chain.end;
-	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(rec_off + LTXLOG_HDR_SIZE),
-				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
-	w.kicked = w.off;
-	if (!(w.buf = malloc(IMPORT_WBUF)))
-		return ERR_NOMEM;
-	struct dbfile_snapshot_opts so = {
-		.page_size = o->page_size,
-		.timestamp_ms = clock_wall_ms(),
-		.compress = db->node->compress, /* data.compress: LZ4 costs CPU, saves bytes (docs/http.md) */
-		.follows_txid = db->pos.txid,
-		.pre_apply_checksum = db->pos.checksum,
-		.node_id = db->node->node_id,
-		.sqlite_header = hdr,
-	};
-	rc = dbfile_encode_snapshot(src_fd, &so, sys_writer_write, &w, h, t);
-	if (rc == 0)
-		rc = sys_writer_flush(&w);
-	free(w.buf);
-	uint64_t len = (uint64_t)w.off - rec_off - LTXLOG_HDR_SIZE;
-	if (rc == 0 && len > LTXLOG_MAX_RECORD)
-		rc = -EFBIG;
-	if (rc == 0 && h->commit != o->n_pages)
-		rc = ERR_IO_SHORT; /* the file changed size under us */
-	if (rc == 0) {
-		uint8_t rh[LTXLOG_HDR_SIZE];
-		ltxlog_encode_hdr(rh, (uint32_t)len);
-		rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)rec_off);
-	}
+	uint64_t rec_off = 0, len = 0;
+	sp->spooled = o->rec != NULL;
+	rc = o->rec ? import_finish_spool(db, o, hdr, h, t, &len)
+		    : import_encode(db, src_fd, o, hdr, h, t, &rec_off, &len);
 	int64_t t1 = clock_mono_ms();
 	sp->encode = t1 - t0;
+	/* The file's own sync too while the validation may still run (it
+	 * becomes the db file: only its header is written after). */
+	if (rc == 0 && !may_copy && sys_fsync(src_fd) != 0)
+		rc = -errno;
 	/* Validation ran beside the encoding; a refusal cuts the record off. */
 	if (rc == 0 && o->validated)
 		rc = o->validated(o->ctx);
 	int64_t t2 = clock_mono_ms();
 	sp->check_wait = t2 - t1;
-	if (rc == 0 && sys_fsync(db->chain.log_fd) != 0)
+	if (rc == 0 && !o->rec && sys_fsync(db->chain.log_fd) != 0)
 		rc = -errno;
+	if (rc == 0 && o->rec && (rc = chain_adopt_segment(&db->chain, o->rec_dir_fd, o->rec_path, o->rec_fd,
+							     h->min_txid, LTXLOG_HDR_SIZE + len)) == 0)
+		*o->rec_taken = true;
 	int64_t t3 = clock_mono_ms();
 	sp->sync = t3 - t2;
 	if (rc) {
-		if (sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
+		if (!o->rec && db->chain.log_fd >= 0 && sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
 			LOG_ERROR("db", "msg=\"cannot remove refused import record\" db=%s err=\"%s\"", db->name,
 				  strerror(errno));
 		return rc;
@@ -951,7 +1002,10 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		if (rc == 0 && sys_renameat(o->src_dir_fd, o->src_path, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0)
 			rc = -errno;
 		if (rc) {
-			sys_ftruncate(db->chain.log_fd, (off_t)rec_off);
+			if (o->rec)
+				chain_drop_segment(&db->chain);
+			else
+				sys_ftruncate(db->chain.log_fd, (off_t)rec_off);
 			return rc;
 		}
 		sp->renamed = true;
@@ -1062,9 +1116,10 @@ int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, s
 	if (rc == 0) {
 		LOG_INFO("db", "msg=imported db=%s txid=%016" PRIx64 " pages=%u checksum=%016" PRIx64
 			       " wait_ms=%" PRId64 " encode_ms=%" PRId64 " check_wait_ms=%" PRId64 " sync_ms=%" PRId64
-			       " %s_ms=%" PRId64 " total_ms=%" PRId64,
+			       " %s_ms=%" PRId64 " total_ms=%" PRId64 " record=%s",
 			 db->name, h.max_txid, new_n, t.post_apply_checksum, x.waited_us / 1000, sp.encode,
-			 sp.check_wait, sp.sync, sp.renamed ? "rename" : "copy", sp.copy, clock_mono_ms() - t_locked);
+			 sp.check_wait, sp.sync, sp.renamed ? "rename" : "copy", sp.copy, clock_mono_ms() - t_locked,
+			 sp.spooled ? "spooled" : "encoded");
 		node_notify_change(db->node);
 	}
 	return rc;

@@ -74,6 +74,8 @@ int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_f
 		   bool held_wal);
 
 /* How apply_import() waits and checks. */
+struct fullrec;
+
 struct apply_import_opts {
 	uint32_t page_size, n_pages; /* of the file: validated SQLite header, size = n_pages * page_size */
 	/* Where the file is (a private temp file on the data directory's file
@@ -93,6 +95,15 @@ struct apply_import_opts {
 	 * returned. May be NULL. */
 	int (*validated)(void *ctx);
 	void *ctx;
+	/* The record already encoded while the file was uploaded (importrec.h):
+	 * only its header and page 1 are written here, and the spool file
+	 * (rec_fd, at rec_dir_fd/rec_path) becomes a segment of the chain
+	 * (*rec_taken set: the chain owns rec_fd and the file). NULL: the
+	 * record is encoded from src_fd. */
+	struct fullrec *rec;
+	int rec_fd, rec_dir_fd;
+	const char *rec_path;
+	bool *rec_taken;
 };
 
 /*

@@ -45,7 +45,10 @@
  *      reach the client before the reply (import_begin).
  *   2. Body chunks are appended to the temp file as they arrive: the body
  *      is never held in memory. A chunked body that grows past the cap
- *      aborts the connection (there is no way to reply mid-body).
+ *      aborts the connection (there is no way to reply mid-body). A thread
+ *      reads the temp file behind the writer and encodes the record
+ *      (importrec.c: page checksums, LZ4, the record written into a spool
+ *      file); a body that ends short stops it (import_req_free).
  *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
  *      a whole number of pages), then start the validation in a thread:
@@ -54,12 +57,14 @@
  *      that no journal or WAL next to it is ever consulted.
  *   4. Meanwhile apply_import (apply.c): readers and writers of the live
  *      database are excluded with SQLite's locks, conflicts are checked
- *      (import_conflicts), and the copy is encoded into the chain as one
- *      record with every page. Then the validation is waited for
- *      (import_validated): a refusal cuts the record off and nothing
- *      changed. Otherwise the record is made durable and the copy renamed
- *      into place (nobody has the database open) or copied into the open
- *      file. No SQLite connection on the mount, no page through FUSE.
+ *      (import_conflicts), and the record is completed: its header and page
+ *      1 written into the spool (or, if the spool could not be made, the
+ *      copy encoded into the chain), spool and copy synced. Then the
+ *      validation is waited for (import_validated): a refusal deletes the
+ *      spool and nothing changed. Otherwise the spool becomes a segment of
+ *      the chain (a rename) and the copy is renamed into place (nobody has
+ *      the database open) or copied into the open file. No SQLite
+ *      connection on the mount, no page through FUSE.
  *
  *   Journal modes. An existing database keeps its journal mode and a new
  *   one is created in rollback mode: bytes 18/19 of the header are set
@@ -164,6 +169,7 @@
 #include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/importrec.h"
 #include "node/proxystat.h"
 #include "node/lease.h"
 #include "node/replserver.h"
@@ -239,6 +245,14 @@ struct import_req {
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
 	bool full_check;        /* check=full: PRAGMA integrity_check, not quick_check */
 	char fail_msg[HTTPD_MSG_LEN];
+	/* The record, encoded while the body arrives (importrec.h) into a
+	 * spool beside the upload; NULL when it could not start or gave up
+	 * (apply_import then encodes from the upload). */
+	struct importrec *rec;
+	int rec_fd;
+	char *rec_path;         /* owned; unlinked unless the chain took it */
+	bool rec_taken;
+	int64_t rec_lag_ms, rec_cpu_ms; /* the encoder: behind the body's end; its CPU */
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -791,6 +805,12 @@ static void import_req_free(struct import_req *ir)
 		unlink(ir->tmp_path);
 		free(ir->tmp_path);
 	}
+	importrec_free(ir->rec);
+	if (!ir->rec_taken && ir->rec_fd >= 0)
+		close(ir->rec_fd);
+	if (ir->rec_path && !ir->rec_taken)
+		unlink(ir->rec_path);
+	free(ir->rec_path);
 	free(ir);
 }
 
@@ -1007,7 +1027,22 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		.check = import_conflicts,
 		.validated = import_validated,
 		.ctx = &ic,
+		.rec_fd = ir->rec_fd,
+		.rec_dir_fd = AT_FDCWD,
+		.rec_path = ir->rec_path,
+		.rec_taken = &ir->rec_taken,
 	};
+	/* The record encoded during the upload, if its encoder took every
+	 * byte; otherwise apply_import encodes it from the upload. */
+	int64_t t_end = clock_mono_ms();
+	rc = ir->rec ? importrec_end(ir->rec, &o.rec) : 0;
+	if (ir->rec) {
+		ir->rec_lag_ms = clock_mono_ms() - t_end;
+		ir->rec_cpu_ms = importrec_cpu_ms(ir->rec);
+	}
+	if (rc != 0)
+		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
+				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
 	import_check_join(&check);
 	free(uri);
@@ -1039,8 +1074,9 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64, ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms,
-			 clock_mono_ms() - ir->body_ms);
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64,
+			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
+			 ir->rec_lag_ms, ir->rec_cpu_ms);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
@@ -1058,6 +1094,27 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
 		 ir->n_bytes, ir->fail_status, logmsg);
 	return httpd_respond_error(conn, ir->fail_status, ir->fail_msg);
+}
+
+/* Starts encoding the record as the body arrives, into a spool beside the
+ * upload. Without it (no spool, no thread) the import still works: the
+ * record is then encoded from the uploaded file. */
+static void import_rec_start(struct http_server *srv, struct import_req *ir)
+{
+	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->rec_path);
+	int rc = fd < 0 ? fd : importrec_start(&ir->rec, ir->fd, fd, srv->st->node.compress);
+	if (rc == 0) {
+		ir->rec_fd = fd;
+		return;
+	}
+	LOG_WARN("http", "msg=\"import: cannot encode the record during the upload\" db=%s err=\"%s\"", ir->name,
+		 err_str(rc));
+	if (fd >= 0) {
+		close(fd);
+		unlink(ir->rec_path);
+	}
+	free(ir->rec_path);
+	ir->rec_path = NULL;
 }
 
 /* First call for POST /import: everything that can be refused before the
@@ -1106,6 +1163,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
 	ir->fd = -1;
+	ir->rec_fd = -1;
 	ir->start_ms = clock_mono_ms();
 	if (status != 0) {
 		snprintf(ir->name, sizeof(ir->name), "%s", status == HTTP_CONFLICT ? name : "-");
@@ -1134,6 +1192,8 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		ir->refused_early = true;
 	}
 	ir->fd = fd;
+	if (fd >= 0)
+		import_rec_start(srv, ir);
 	*con_cls = ir;
 	return HTTPD_YES;
 }
@@ -1168,6 +1228,8 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 		done += (size_t)n;
 	}
 	ir->n_bytes += len;
+	if (ir->rec)
+		importrec_feed(ir->rec, ir->n_bytes);
 	/* Writeback as the body arrives: the copy may become the database
 	 * file (apply_import renames it into place and syncs it), and dirty
 	 * pages of a multi-gigabyte upload would otherwise throttle the
