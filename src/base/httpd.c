@@ -82,6 +82,7 @@ struct httpd_response {
 	httpd_reader reader;
 	void *cls;
 	void (*free_cb)(void *);
+	int (*hold)(void *); /* R_FD: checked before the last byte */
 	size_t block;
 	char *hdrs; /* "Name: value\r\n"... */
 	size_t hdrs_len;
@@ -979,11 +980,22 @@ static int send_all(struct httpd_conn *c, const char *buf, size_t len)
 	return 0;
 }
 
-static int send_file(struct httpd_conn *c, int fd, uint64_t size)
+static int send_file(struct httpd_conn *c, const struct httpd_response *r)
 {
+	int fd = r->fd;
+	uint64_t size = r->size;
 	off_t off = 0;
+	bool confirmed = r->hold == NULL;
 	while ((uint64_t)off < size) {
-		size_t want = size - (uint64_t)off > (1u << 30) ? (1u << 30) : (size_t)(size - (uint64_t)off);
+		/* A held file goes out up to its last byte, then the holder
+		 * confirms that nothing could have changed it meanwhile. */
+		if (!confirmed && (uint64_t)off == size - 1) {
+			if (r->hold(r->cls) != 0)
+				return -EIO;
+			confirmed = true;
+		}
+		uint64_t end = confirmed ? size : size - 1;
+		size_t want = end - (uint64_t)off > (1u << 30) ? (1u << 30) : (size_t)(end - (uint64_t)off);
 		ssize_t n = sendfile(c->fd, fd, &off, want);
 		if (n > 0) {
 			progress(c, (size_t)n);
@@ -1056,7 +1068,7 @@ static int send_reply(struct httpd_conn *c, bool *closing)
 	case R_BUF:
 		return send_all(c, r->buf, r->len);
 	case R_FD:
-		return send_file(c, r->fd, r->size);
+		return send_file(c, r);
 	case R_CB: {
 		size_t block = r->block ? r->block : 16384;
 		char *buf = malloc(block + 32);
@@ -1670,6 +1682,18 @@ struct httpd_response *httpd_response_fd(int fd, uint64_t size)
 	return r;
 }
 
+struct httpd_response *httpd_response_fd_held(int fd, uint64_t size, int (*hold)(void *), void *cls,
+					      void (*free_cb)(void *))
+{
+	struct httpd_response *r = httpd_response_fd(fd, size);
+	if (r) {
+		r->hold = hold;
+		r->cls = cls;
+		r->free_cb = free_cb;
+	}
+	return r;
+}
+
 struct httpd_response *httpd_response_callback(uint64_t size, size_t block, httpd_reader reader, void *cls,
 					       void (*free_cb)(void *))
 {
@@ -1705,7 +1729,7 @@ void httpd_response_free(struct httpd_response *r)
 		free(r->buf);
 	if (r->kind == R_FD && r->fd >= 0)
 		close(r->fd);
-	if (r->kind == R_CB && r->free_cb)
+	if (r->free_cb)
 		r->free_cb(r->cls);
 	free(r->hdrs);
 	free(r);

@@ -181,6 +181,16 @@ typedef ssize_t (*httpd_reader)(void *cls, uint64_t pos, char *buf, size_t max);
 struct httpd_response *httpd_response_buf(void *buf, size_t len, bool take);
 /* The first size bytes of fd (sent with sendfile; fd closed when done). */
 struct httpd_response *httpd_response_fd(int fd, uint64_t size);
+/* The first size bytes of fd (sendfile, fd closed when done) from a file
+ * that something else keeps unchanged only while it holds a lock (a
+ * node's export sends the live db file while a helper pins it): once
+ * every byte but the last is sent, hold(cls) confirms the lock was held
+ * the whole time; nonzero cuts the connection before the last byte, so
+ * the client sees a truncated reply, never a torn one. free_cb(cls) runs
+ * when the reply is done or dropped (also when hold was never called).
+ * NULL on OOM (nothing freed). */
+struct httpd_response *httpd_response_fd_held(int fd, uint64_t size, int (*hold)(void *), void *cls,
+					      void (*free_cb)(void *));
 /* A body produced by reader in pieces of up to block bytes; size may be
  * HTTPD_SIZE_UNKNOWN (then chunked). free_cb(cls) runs when done. */
 struct httpd_response *httpd_response_callback(uint64_t size, size_t block, httpd_reader reader, void *cls,

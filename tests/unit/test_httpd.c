@@ -3,7 +3,8 @@
  * byte for byte: pipelining, keep-alive, chunked bodies cut at every byte,
  * 100-continue, HEAD, streamed replies, an early reply to a large body, the
  * head deadline, the per-address cap (eviction of the oldest incomplete
- * head), and the workers reserved for trusted requests.
+ * head), the workers reserved for trusted requests, and a file reply whose
+ * holder is asked before its last byte.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -39,6 +40,22 @@ static uint64_t body_sum(uint64_t sum, const char *p, size_t n)
 	for (size_t i = 0; i < n; i++)
 		sum = sum * 31 + (unsigned char)p[i];
 	return sum;
+}
+
+/* The held file reply (/held?ok=0|1): the holder's answer and how often
+ * it was asked and freed. */
+static atomic_int held_asked, held_freed;
+
+static int held_hold(void *cls)
+{
+	atomic_fetch_add(&held_asked, 1);
+	return *(const char *)cls == '1' ? 0 : -1;
+}
+
+static void held_free(void *cls)
+{
+	atomic_fetch_add(&held_freed, 1);
+	free(cls);
 }
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
@@ -119,6 +136,19 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 			usleep(1000);
 	if (!strcmp(url, "/stream")) {
 		struct httpd_response *resp = httpd_response_callback(HTTPD_SIZE_UNKNOWN, 7, stream_reader, NULL, NULL);
+		return httpd_queue(conn, HTTP_OK, resp);
+	}
+	if (!strcmp(url, "/held")) {
+		const char *v;
+		size_t n;
+		FILE *f = tmpfile();
+		assert_non_null(f);
+		fputs("0123456789", f);
+		fflush(f);
+		int fd = dup(fileno(f));
+		fclose(f);
+		char *ok = strdup(httpd_arg(conn, "ok", &v, &n) == HTTPD_YES && n == 1 && v[0] == '1' ? "1" : "0");
+		struct httpd_response *resp = httpd_response_fd_held(fd, 10, held_hold, ok, held_free);
 		return httpd_queue(conn, HTTP_OK, resp);
 	}
 	if (!strcmp(url, "/arg")) {
@@ -374,6 +404,35 @@ static void test_handler_pulls_the_body(void **state)
 	httpd_stop(d);
 }
 
+/* A held file goes out whole when its holder confirms before the last
+ * byte, and is cut one byte short (the connection closed) when it does
+ * not; the holder is asked once and freed once either way. */
+static void test_held_file_reply(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	char buf[4096];
+	int fd = dial(port, NULL);
+	put(fd, "GET /held?ok=1 HTTP/1.1\r\n\r\n", 27);
+	get(fd, buf, sizeof(buf), "0123456789");
+	assert_non_null(strstr(buf, "Content-Length: 10\r\n\r\n0123456789"));
+	close(fd);
+	fd = dial(port, NULL);
+	put(fd, "GET /held?ok=0 HTTP/1.1\r\n\r\n", 27);
+	get(fd, buf, sizeof(buf), NULL); /* until the server closes */
+	char *body = strstr(buf, "\r\n\r\n");
+	assert_non_null(body);
+	assert_string_equal(body + 4, "012345678");
+	close(fd);
+	for (int i = 0; i < 500 && atomic_load(&held_freed) < 2; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&held_asked), 2);
+	assert_int_equal(atomic_load(&held_freed), 2);
+	httpd_stop(d);
+}
+
 static void test_early_reply_to_a_large_body(void **state)
 {
 	(void)state;
@@ -535,6 +594,7 @@ int main(void)
 		cmocka_unit_test(test_chunked_body_byte_by_byte),
 		cmocka_unit_test(test_continue_head_and_stream),
 		cmocka_unit_test(test_handler_pulls_the_body),
+		cmocka_unit_test(test_held_file_reply),
 		cmocka_unit_test(test_early_reply_to_a_large_body),
 		cmocka_unit_test(test_head_deadline_is_not_reset_by_a_trickle),
 		cmocka_unit_test(test_per_client_cap_evicts_the_oldest_head),
