@@ -83,10 +83,23 @@ def timed_run(args):
 
 def last_spans(node):
     with open(os.path.join(node.dir, "litefs.log")) as f:
-        lines = [ln for ln in f if "msg=imported" in ln]
+        lines = f.readlines()
+    applied = [ln for ln in lines if "msg=\"import applied\"" in ln]
+    lines = [ln for ln in lines if "msg=imported" in ln]
     if not lines:
         return ""
-    return " ".join(re.findall(r"\b(?:wait|encode|check_wait|sync|copy|rename|total)_ms=\d+", lines[-1]))
+    up = re.findall(r"\b(?:upload|encoder_lag|encoder_cpu)_ms=\d+", applied[-1]) if applied else []
+    return " ".join(up + re.findall(r"\b(?:wait|encode|check_wait|sync|copy|rename|total)_ms=\d+|record=\w+",
+                                    lines[-1]))
+
+
+def no_compress(node):
+    """node with data.compress: false (an uncompressed import record)."""
+    with open(node.cfg) as f:
+        cfg = f.read()
+    with open(node.cfg, "w") as f:
+        f.write(cfg.replace("data:\n", "data:\n  compress: false\n", 1))
+    return node
 
 
 def med(xs):
@@ -111,11 +124,7 @@ def bench(base, mb, rounds, base_build):
     replica = None
     # The import's record follows data.compress (default on: LZ4); a
     # second node has it off, to show what LZ4 costs.
-    raw = cloud.Node(base, "raw")
-    with open(raw.cfg) as f:
-        cfg = f.read()
-    with open(raw.cfg, "w") as f:
-        f.write(cfg.replace("data:\n", "data:\n  compress: false\n", 1))
+    raw = no_compress(cloud.Node(base, "raw"))
     try:
         raw.start()
         for r in range(rounds):

@@ -17,6 +17,7 @@ Usage: BUILD=new-build bench/bigdb_ab.py --base old-build [--mb 300] [--rounds 3
 """
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -32,6 +33,11 @@ import cloud  # noqa: E402
 def proc_cpu(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def main():
@@ -62,23 +68,28 @@ def main():
                 t0 = time.monotonic()
                 rep.start()
                 cloud.wait_until(lambda: rep.pos("cu.db") == want, 1800, "the replica to catch up", 0.01)
-                res.setdefault(("catch-up", name), []).append((time.monotonic() - t0, proc_cpu(rep.proc.pid)))
+                res.setdefault(("catch-up", name), []).append((time.monotonic() - t0, proc_cpu(rep.proc.pid), 0))
                 rep.stop()
                 shutil.rmtree(rep.dir, ignore_errors=True)
                 out = os.path.join(base, "out.db")
-                c0 = proc_cpu(p.proc.pid)
+                c0, k0 = proc_cpu(p.proc.pid), children_cpu()
                 s = bigdb.timed_run([cloud.LITEFS, "export", "-url", p.url, "-name", "cu.db", out])
-                res.setdefault(("export", name), []).append((s, proc_cpu(p.proc.pid) - c0))
+                res.setdefault(("export", name), []).append((s, proc_cpu(p.proc.pid) - c0, children_cpu() - k0))
                 os.unlink(out)
                 p.stop()
-                res.setdefault(("cp+fsync", "-"), []).append((bigdb.cp_sync(src, os.path.join(base, "cp.db")), 0))
+                k0 = children_cpu()
+                s = bigdb.cp_sync(src, os.path.join(base, "cp.db"))
+                res.setdefault(("cp+fsync", "-"), []).append((s, 0, children_cpu() - k0))
         cp = statistics.median(x[0] for x in res[("cp+fsync", "-")])
         print(f"\n{os.path.getsize(src) / 1e6:.0f} MB; medians of {a.rounds}; ratio = wall / cp+fsync "
               f"({cp:.2f} s, same run)")
-        print(f"{'operation':<10}{'build':<6}{'wall s':>8}{'ratio':>7}{'node cpu s':>12}   all wall s")
+        print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}; node cpu: the replica's "
+              "(catch-up) or the primary's (export); client cpu: litefs export's, or cp's")
+        print(f"{'operation':<10}{'build':<6}{'wall s':>8}{'ratio':>7}{'node cpu s':>12}{'client cpu s':>14}"
+              "   all wall s")
         for (key, name), xs in res.items():
-            w, c = statistics.median(x[0] for x in xs), statistics.median(x[1] for x in xs)
-            print(f"{key:<10}{name:<6}{w:>8.2f}{w / cp:>7.1f}{c:>12.2f}   "
+            w, c, k = (statistics.median(x[i] for x in xs) for i in range(3))
+            print(f"{key:<10}{name:<6}{w:>8.2f}{w / cp:>7.1f}{c:>12.2f}{k:>14.2f}   "
                   + " ".join(f"{x[0]:.2f}" for x in xs))
     finally:
         shutil.rmtree(base, ignore_errors=True)

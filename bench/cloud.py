@@ -711,6 +711,11 @@ def bench_big_restore(base, size_mb, n_updates, rounds):
                     rest.append(secs)
                     reach.append(time.monotonic() - t1)
         res["restore"], res["reach"] = med(rest), med(reach)
+        # Where "-> node" goes: the node's fetch of the service's snapshot
+        # and the whole restore (fetch + apply), from its log.
+        with open(os.path.join(node.dir, "litefs.log")) as f:
+            spans = [ln.split("bytes=")[1].strip() for ln in f if "restored from the backup service" in ln]
+        print(f"   {size_mb} MB: node restores (bytes, total ms, fetch ms): {spans}")
         # fork: the target state written into a new database (its current
         # copy and its first object, a snapshot, in one pass: cloud_fork.h).
         res["fork"] = med([cloud.cli("restore", db, "--txid", f"{target[0]:016x}", "--as", f"fork{i}.db")[0]

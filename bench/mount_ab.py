@@ -11,7 +11,9 @@ random order every round, and reports per case the median over rounds of
 the ratio to the plain run of the same round. Never fails on timing.
 Usage: bench/mount_ab.py [INSERTS] [ROUNDS]; BENCH_DIR chooses the file
 system (default BUILD; /dev/shm shows the FUSE round trips alone);
-LITEFS_OFF_BIN runs another litefs binary (an older build) as "off".
+LITEFS_OFF_BIN runs another litefs binary (an older build) as "off";
+AB_OFF_PASSTHROUGH=1 gives "off" passthrough too and LITEFS_ON_BIN names
+the "on" binary (comparing two builds).
 """
 import os
 import random
@@ -62,9 +64,10 @@ def main():
     os.makedirs(plain)
     nodes = []
     try:
-        off, mnt_off = start(base, "off", 20293, False, os.environ.get("LITEFS_OFF_BIN", LITEFS))
+        off_pt = os.environ.get("AB_OFF_PASSTHROUGH") == "1"
+        off, mnt_off = start(base, "off", 20293, off_pt, os.environ.get("LITEFS_OFF_BIN", LITEFS))
         nodes.append(off)
-        on, mnt_on = start(base, "on", 20294, True)
+        on, mnt_on = start(base, "on", 20294, True, os.environ.get("LITEFS_ON_BIN", LITEFS))
         nodes.append(on)
         targets = {"plain": plain, "off": mnt_off, "on": mnt_on}
         ratios = {}

@@ -3,11 +3,14 @@
  * writer pushes bytes, one reader pulls them (an ltx_read_fn-shaped
  * read), with back-pressure when the buffer is full.
  *
- * Why not a socketpair: litefs-cloud streams a large upload from the
- * connection's thread into the ingest thread. Through a socketpair every
- * byte was copied into the kernel and out again, one send and one recv
- * per network read (about 11 KB on loopback): two copies and ~1,500
- * syscalls per 8 MB upload, in a VM where a syscall is dear. Here a byte
+ * Used by the node's snapshot pipe (node/snappipe.c). Why not a
+ * socketpair: litefs-cloud once streamed a large upload from the
+ * connection's thread into an ingest thread this way (its engine now
+ * reads the body from the socket itself: httpd_body_read()). Through a
+ * socketpair every byte was copied into the kernel and out again, one
+ * send and one recv per network read (about 11 KB on loopback): two
+ * copies and ~1,500 syscalls per 8 MB upload, in a VM where a syscall is
+ * dear. Here a byte
  * is copied once in and once out in user space, and a thread is woken
  * only when the other one waits.
  *

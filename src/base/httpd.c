@@ -82,6 +82,7 @@ struct httpd_response {
 	httpd_reader reader;
 	void *cls;
 	void (*free_cb)(void *);
+	int (*hold)(void *); /* R_FD: checked before the last byte */
 	size_t block;
 	char *hdrs; /* "Name: value\r\n"... */
 	size_t hdrs_len;
@@ -113,6 +114,7 @@ struct httpd_conn {
 	enum body_state body;
 	uint64_t body_left;
 	unsigned n_trailers;
+	bool continued; /* "100 Continue" was sent (or is not to be) */
 
 	/* Progress accounting while a worker waits for the peer. */
 	int64_t wait_ms;
@@ -348,6 +350,7 @@ static void request_reset(struct httpd_conn *c)
 	c->body = B_NONE;
 	c->body_left = 0;
 	c->n_trailers = 0;
+	c->continued = false;
 	httpd_response_free(c->resp);
 	c->resp = NULL;
 	c->status = 0;
@@ -810,6 +813,29 @@ static void progress(struct httpd_conn *c, size_t n)
 	}
 }
 
+/* One recv of up to len bytes into buf, waiting for the peer within the
+ * progress rules: the count (> 0), -ETIMEDOUT, -ECONNRESET (the peer
+ * closed) or another -errno. */
+static ssize_t recv_some(struct httpd_conn *c, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = recv(c->fd, buf, len, MSG_DONTWAIT);
+		if (n > 0) {
+			progress(c, (size_t)n);
+			return n;
+		}
+		if (n == 0)
+			return -ECONNRESET;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+		int rc = wait_peer(c, POLLIN);
+		if (rc != 0)
+			return rc;
+	}
+}
+
 /* Reads more of the body into c->in. 0, -ETIMEDOUT, -ECONNRESET (the peer
  * closed) or another -errno. */
 static int fill(struct httpd_conn *c)
@@ -829,24 +855,13 @@ static int fill(struct httpd_conn *c)
 		c->in = n;
 		c->cap = ncap;
 	}
-	for (;;) {
-		size_t room = c->cap - c->len;
-		ssize_t n = recv(c->fd, c->in + c->len, room, MSG_DONTWAIT);
-		if (n > 0) {
-			c->len += (size_t)n;
-			c->in_full = (size_t)n == room;
-			progress(c, (size_t)n);
-			return 0;
-		}
-		if (n == 0)
-			return -ECONNRESET;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return -errno;
-		if ((rc = wait_peer(c, POLLIN)) != 0)
-			return rc;
-	}
+	size_t room = c->cap - c->len;
+	ssize_t n = recv_some(c, c->in + c->len, room);
+	if (n < 0)
+		return (int)n;
+	c->len += (size_t)n;
+	c->in_full = (size_t)n == room;
+	return 0;
 }
 
 /* A whole line (ending in LF) at c->in + c->off, or fills. Returns its
@@ -865,9 +880,10 @@ static ssize_t body_line(struct httpd_conn *c)
 	}
 }
 
-/* The next piece of the body: 1 with [*p, *p + *n), 0 at its end, ERR_INVAL
- * for a malformed chunked encoding, -ETIMEDOUT, or -errno. */
-static int body_next(struct httpd_conn *c, const char **p, size_t *n)
+/* The next piece of the body, at most max bytes: 1 with [*p, *p + *n), 0
+ * at its end, ERR_INVAL for a malformed chunked encoding, -ETIMEDOUT, or
+ * -errno. */
+static int body_next(struct httpd_conn *c, const char **p, size_t *n, size_t max)
 {
 	for (;;) {
 		switch (c->body) {
@@ -881,7 +897,7 @@ static int body_next(struct httpd_conn *c, const char **p, size_t *n)
 				if (rc != 0)
 					return rc;
 			}
-			size_t avail = c->len - c->off;
+			size_t avail = c->len - c->off < max ? c->len - c->off : max;
 			size_t take = avail < c->body_left ? avail : (size_t)c->body_left;
 			*p = c->in + c->off;
 			*n = take;
@@ -964,11 +980,22 @@ static int send_all(struct httpd_conn *c, const char *buf, size_t len)
 	return 0;
 }
 
-static int send_file(struct httpd_conn *c, int fd, uint64_t size)
+static int send_file(struct httpd_conn *c, const struct httpd_response *r)
 {
+	int fd = r->fd;
+	uint64_t size = r->size;
 	off_t off = 0;
+	bool confirmed = r->hold == NULL;
 	while ((uint64_t)off < size) {
-		size_t want = size - (uint64_t)off > (1u << 30) ? (1u << 30) : (size_t)(size - (uint64_t)off);
+		/* A held file goes out up to its last byte, then the holder
+		 * confirms that nothing could have changed it meanwhile. */
+		if (!confirmed && (uint64_t)off == size - 1) {
+			if (r->hold(r->cls) != 0)
+				return -EIO;
+			confirmed = true;
+		}
+		uint64_t end = confirmed ? size : size - 1;
+		size_t want = end - (uint64_t)off > (1u << 30) ? (1u << 30) : (size_t)(end - (uint64_t)off);
 		ssize_t n = sendfile(c->fd, fd, &off, want);
 		if (n > 0) {
 			progress(c, (size_t)n);
@@ -1041,7 +1068,7 @@ static int send_reply(struct httpd_conn *c, bool *closing)
 	case R_BUF:
 		return send_all(c, r->buf, r->len);
 	case R_FD:
-		return send_file(c, r->fd, r->size);
+		return send_file(c, r);
 	case R_CB: {
 		size_t block = r->block ? r->block : 16384;
 		char *buf = malloc(block + 32);
@@ -1129,12 +1156,12 @@ static void serve(struct httpd *d, struct httpd_conn *c)
 	if (hr == HTTPD_NO) {
 		failed = true;
 	} else if (!c->resp) {
-		if (c->body != B_DONE && c->rq.expect_continue)
+		if (c->body != B_DONE && c->rq.expect_continue && !c->continued)
 			failed = send_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25) != 0;
 		while (!failed && !c->resp) {
 			const char *p = NULL;
 			size_t n = 0;
-			int rc = body_next(c, &p, &n);
+			int rc = body_next(c, &p, &n, SIZE_MAX);
 			if (rc == 0)
 				break;
 			if (rc < 0) {
@@ -1548,6 +1575,38 @@ bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const c
 	return true;
 }
 
+/* Reads straight from the socket into buf: only when nothing is buffered
+ * and at least this much of the body (or of its current chunk) is wanted,
+ * so a large upload is copied once, from the kernel to its reader; small
+ * chunks go through the buffer (fewer recv calls). */
+#define DIRECT_READ_MIN (16u << 10)
+
+ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
+{
+	if (len == 0 || c->body == B_NONE || c->body == B_DONE)
+		return 0;
+	if (c->rq.expect_continue && !c->continued) {
+		c->continued = true;
+		int rc = send_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		if (rc != 0)
+			return rc;
+	}
+	size_t want = len < c->body_left ? len : (size_t)c->body_left;
+	if ((c->body == B_LENGTH || c->body == B_CHUNK_DATA) && c->off == c->len && want >= DIRECT_READ_MIN) {
+		ssize_t n = recv_some(c, buf, want);
+		if (n > 0 && (c->body_left -= (uint64_t)n) == 0)
+			c->body = c->body == B_LENGTH ? B_DONE : B_CHUNK_CRLF;
+		return n;
+	}
+	const char *p = NULL;
+	size_t n = 0;
+	int rc = body_next(c, &p, &n, len);
+	if (rc <= 0)
+		return rc;
+	memcpy(buf, p, n);
+	return (ssize_t)n;
+}
+
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len)
 {
 	if (conn->taken || conn->resp || conn->state != C_ACTIVE)
@@ -1623,6 +1682,18 @@ struct httpd_response *httpd_response_fd(int fd, uint64_t size)
 	return r;
 }
 
+struct httpd_response *httpd_response_fd_held(int fd, uint64_t size, int (*hold)(void *), void *cls,
+					      void (*free_cb)(void *))
+{
+	struct httpd_response *r = httpd_response_fd(fd, size);
+	if (r) {
+		r->hold = hold;
+		r->cls = cls;
+		r->free_cb = free_cb;
+	}
+	return r;
+}
+
 struct httpd_response *httpd_response_callback(uint64_t size, size_t block, httpd_reader reader, void *cls,
 					       void (*free_cb)(void *))
 {
@@ -1658,7 +1729,7 @@ void httpd_response_free(struct httpd_response *r)
 		free(r->buf);
 	if (r->kind == R_FD && r->fd >= 0)
 		close(r->fd);
-	if (r->kind == R_CB && r->free_cb)
+	if (r->free_cb)
 		r->free_cb(r->cls);
 	free(r->hdrs);
 	free(r);

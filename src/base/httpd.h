@@ -146,6 +146,18 @@ bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const c
  * httpd_stop() — so that caller bounds and closes such connections
  * itself. -ERR_INVAL (as ERR_INVAL) when called too late, ERR_NOMEM. */
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len);
+/* Pulls the request's body instead of being handed it piece by piece:
+ * only from the handler's first call (then no body piece follows; the
+ * last call comes once the handler returns HTTPD_YES). Reads up to len
+ * bytes of the body (de-chunked; a large read, of a body with a
+ * Content-Length or of a large chunk, goes straight from the socket into
+ * buf, with no copy in between), sending "100 Continue" first if the client waits for it.
+ * Returns the count, 0 at the end of the body, ERR_INVAL (malformed
+ * chunked encoding), -ETIMEDOUT (no progress within the I/O timeout),
+ * -ECONNRESET (the peer closed) or -errno. After an error the server
+ * ends the request as it would have (a 400 or 408 reply, or the close),
+ * unless the handler queued a reply. */
+ssize_t httpd_body_read(struct httpd_conn *conn, void *buf, size_t len);
 /* The connection's socket (for httpd_peer_gone()). */
 int httpd_sock_of(struct httpd_conn *conn);
 /* "address:port" of the peer. */
@@ -169,6 +181,16 @@ typedef ssize_t (*httpd_reader)(void *cls, uint64_t pos, char *buf, size_t max);
 struct httpd_response *httpd_response_buf(void *buf, size_t len, bool take);
 /* The first size bytes of fd (sent with sendfile; fd closed when done). */
 struct httpd_response *httpd_response_fd(int fd, uint64_t size);
+/* The first size bytes of fd (sendfile, fd closed when done) from a file
+ * that something else keeps unchanged only while it holds a lock (a
+ * node's export sends the live db file while a helper pins it): once
+ * every byte but the last is sent, hold(cls) confirms the lock was held
+ * the whole time; nonzero cuts the connection before the last byte, so
+ * the client sees a truncated reply, never a torn one. free_cb(cls) runs
+ * when the reply is done or dropped (also when hold was never called).
+ * NULL on OOM (nothing freed). */
+struct httpd_response *httpd_response_fd_held(int fd, uint64_t size, int (*hold)(void *), void *cls,
+					      void (*free_cb)(void *));
 /* A body produced by reader in pieces of up to block bytes; size may be
  * HTTPD_SIZE_UNKNOWN (then chunked). free_cb(cls) runs when done. */
 struct httpd_response *httpd_response_callback(uint64_t size, size_t block, httpd_reader reader, void *cls,

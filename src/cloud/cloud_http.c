@@ -20,19 +20,21 @@
  *
  * POST /db/tx with a Content-Length up to INLINE_TX_MAX (a LiteFS node's
  * usual upload: a few pages) is received into memory and ingested on the
- * connection's own thread at the end of the body: no thread, no socket
- * pair, no copy through the kernel per upload. A larger or chunked body is
- * streamed into the engine: the access handler writes each chunk into a
- * byte pipe (base/bpipe.h, PIPE_BYTES; a socketpair cost two kernel copies
- * and two syscalls per network read) and an ingest thread runs
- * cloud_ingest() with bpipe_read over it. The body is never held whole in
- * memory (the pipe bounds it), and the engine sees exactly the bytes the
- * client sent, ending at end of body. If the engine stops early (a bad
- * header, a position mismatch) it closes its end; the writer's next write
- * then fails and the rest of the body is discarded. The reply (with
- * Litefs-Hwm) is queued only after the thread was joined, i.e. after the
- * engine made the file durable. A client that hangs up mid-body closes the
- * writer end: the engine sees a truncated file and stores nothing.
+ * connection's own thread at the end of the body. A larger or chunked body
+ * is pulled by the engine itself, on the connection's thread, from the
+ * handler's first call (tx_pull(): cloud_ingest() reading through
+ * httpd_body_read(), which receives large reads straight from the socket
+ * into the decoder's buffer). Nothing is copied between the socket and the
+ * decoder and no thread is woken: a byte pipe to an ingest thread (and a
+ * socketpair before it) cost two user-space copies and a futex round trip
+ * per read, more than the receive itself (BENCHMARKS.md, issue 15 item
+ * 3). The body is never held whole in memory, and the engine sees exactly
+ * the bytes the client sent, ending at end of body. If the engine stops
+ * early (a bad header, a position mismatch), the rest of the body is read
+ * and discarded so the connection carries the next request. The reply
+ * (with Litefs-Hwm) is queued only after the engine returned, i.e. after it
+ * made the file durable. A client that hangs up mid-body gives the engine
+ * a read error: it stores nothing.
  *
  * POST /db/upload spools the SQLite file into an unnamed temp file
  * (O_TMPFILE, so nothing is left behind by a crash) and hands the fd to the
@@ -77,7 +79,6 @@
 #include "cloud/cloud_ui.h"
 #include "cloud/cloud_timeline.h"
 #include "cloud/cloud_watch.h"
-#include "base/bpipe.h"
 #include "base/clock.h"
 #include "base/err.h"
 #include "base/fdio.h"
@@ -94,7 +95,9 @@
  * token once the others are busy (is_trusted, docs/http.md). */
 #define RESERVED_WORKERS 64u
 #define STOP_GRACE_MS 10000
-#define PIPE_BYTES (1u << 20)
+/* Bytes read and thrown away at a time when the engine refused a body
+ * before its end (tx_pull()). */
+#define DISCARD_BYTES (16u << 10)
 /* POST /db/tx bodies up to this size (by Content-Length) are received in
  * memory and ingested on the connection's thread. */
 #define INLINE_TX_MAX (256u << 10)
@@ -164,12 +167,8 @@ struct creq {
 	uint8_t *body;
 	size_t body_len, body_cap;
 	bool ingested;
-	/* POST /db/tx, large or chunked: the ingest thread and the pipe that
-	 * feeds it (base/bpipe.h). */
-	struct bpipe pipe;
-	bool feeding;                /* the pipe is open for writing */
-	bool worker_started, worker_joined;
-	pthread_t worker;
+	/* POST /db/tx, large or chunked: pulled by the engine (tx_pull()). */
+	struct httpd_conn *conn;
 	struct cloud_http *srv;
 	int ingest_rc;
 	struct cloud_ingest_result res;
@@ -822,57 +821,43 @@ static enum httpd_result take_events(struct cloud_http *srv, struct httpd_conn *
 	return HTTPD_YES;
 }
 
-/* ---- POST /db/tx: the ingest thread ------------------------------------- */
+/* ---- POST /db/tx ------------------------------------------------------- */
 
-static void *ingest_main(void *arg)
+/* ltx_read_fn over the request's body, counted against the upload limit
+ * (a chunked body has no Content-Length that was checked). */
+static ssize_t tx_body_read(void *ctx, void *buf, size_t len)
 {
-	struct creq *q = arg;
-	memset(&q->res, 0, sizeof(q->res));
-	q->ingest_rc = cloud_ingest(q->srv->cs, q->cluster, q->db, bpipe_read, &q->pipe, &q->res);
-	/* The writer's next write fails, so a body the engine stopped
-	 * reading is discarded, not waited on. */
-	bpipe_close_read(&q->pipe);
-	return NULL;
+	struct creq *q = ctx;
+	if (q->fail_status)
+		return ERR_CLOUD_TOO_LARGE;
+	ssize_t n = httpd_body_read(q->conn, buf, len);
+	if (n > 0 && (q->n_bytes += (uint64_t)n) > q->srv->max_upload_bytes) {
+		set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
+			 q->srv->max_upload_bytes);
+		q->refused_early = true;
+		return ERR_CLOUD_TOO_LARGE;
+	}
+	return n;
 }
 
-static int tx_begin(struct cloud_http *srv, struct creq *q)
+/* A large or chunked body, on the handler's first call: the engine reads
+ * it from the connection; the rest of a refused one is discarded. The
+ * reply follows on the last call (tx_finish()), or at once for a body over
+ * the limit (the connection then closes). A broken connection ends the
+ * request in the server, as for any body. */
+static enum httpd_result tx_pull(struct cloud_http *srv, struct httpd_conn *conn, const char *url, struct creq *q)
 {
-	int rc = bpipe_init(&q->pipe, PIPE_BYTES);
-	if (rc < 0)
-		return rc;
-	q->feeding = true;
+	q->conn = conn;
 	q->srv = srv;
-	rc = pthread_create(&q->worker, NULL, ingest_main, q);
-	if (rc != 0) {
-		bpipe_destroy(&q->pipe);
-		q->feeding = false;
-		return -rc;
-	}
-	q->worker_started = true;
-	return 0;
-}
-
-/* Ends the body for the engine and waits for its verdict. */
-static void tx_join(struct creq *q)
-{
-	if (q->feeding) {
-		bpipe_close_write(&q->pipe);
-		q->feeding = false;
-	}
-	if (q->worker_started && !q->worker_joined) {
-		pthread_join(q->worker, NULL);
-		q->worker_joined = true;
-		bpipe_destroy(&q->pipe);
-	}
-}
-
-static void tx_feed(struct creq *q, const char *data, size_t len)
-{
-	if (q->feeding && bpipe_write(&q->pipe, data, len) < 0) {
-		/* The engine stopped reading (it decided already). */
-		bpipe_close_write(&q->pipe);
-		q->feeding = false;
-	}
+	q->ingest_rc = cloud_ingest(srv->cs, q->cluster, q->db, tx_body_read, q, &q->res);
+	char buf[DISCARD_BYTES];
+	ssize_t n;
+	while ((n = tx_body_read(q, buf, sizeof(buf))) > 0)
+		;
+	if (q->fail_status)
+		return reply_fail(conn, url, q);
+	q->ingested = n == 0;
+	return HTTPD_YES;
 }
 
 /* A small body: room for all of it, filled by body_chunk(). */
@@ -905,7 +890,6 @@ static enum httpd_result tx_finish(struct cloud_http *srv, struct httpd_conn *co
 		q->ingest_rc = cloud_ingest(srv->cs, q->cluster, q->db, ltx_membuf_read, &mb, &q->res);
 		q->ingested = true;
 	}
-	tx_join(q);
 	if (q->ingest_rc != 0) {
 		fail_from_rc(q, q->ingest_rc, "upload rejected", q->res.msg);
 		return reply_fail(conn, url, q);
@@ -961,8 +945,6 @@ static enum httpd_result body_chunk(struct cloud_http *srv, struct creq *q, cons
 		set_fail(q, HTTP_CONTENT_TOO_LARGE, "ETOOLARGE", "body too large: the limit is %" PRIu64 " bytes",
 			 limit);
 		q->refused_early = true;
-		if (q->r == R_TX)
-			tx_join(q); /* the engine sees a truncated file */
 		return HTTPD_YES;
 	}
 	if (q->r == R_UI) {
@@ -970,10 +952,7 @@ static enum httpd_result body_chunk(struct cloud_http *srv, struct creq *q, cons
 		return HTTPD_YES;
 	}
 	if (q->r == R_TX) {
-		if (q->body_cap)
-			tx_feed_inline(q, data, len);
-		else
-			tx_feed(q, data, len);
+		tx_feed_inline(q, data, len);
 		return HTTPD_YES;
 	}
 	if (q->r == R_UPLOAD) {
@@ -1413,11 +1392,8 @@ static enum httpd_result handle_delete(struct cloud_http *srv, struct httpd_conn
 static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
 				const char *method, struct creq *q)
 {
-	if (q->fail_status) {
-		if (q->r == R_TX)
-			tx_join(q);
+	if (q->fail_status)
 		return reply_fail(conn, url, q);
-	}
 	switch (q->r) {
 	case R_HEALTH: return reply_json(conn, HTTP_OK, json_pack("{s:b}", "ok", 1), NULL);
 	case R_POS: return handle_pos(srv, conn, url, q);
@@ -1447,7 +1423,6 @@ static void creq_free(struct creq *q)
 {
 	if (!q)
 		return;
-	tx_join(q);
 	if (q->spool_fd >= 0)
 		close(q->spool_fd);
 	free(q->body);
@@ -1500,7 +1475,9 @@ static enum httpd_result on_first_call(struct cloud_http *srv, struct httpd_conn
 		set_fail(q, HTTP_SERVICE_UNAVAILABLE, "EUNAVAILABLE", "the service is shutting down");
 	else if (check_request(srv, conn, url, method, q) == 0 && q->r == R_TX) {
 		size_t len = inline_length(conn);
-		int rc = len != SIZE_MAX ? tx_begin_inline(q, len) : tx_begin(srv, q);
+		if (len == SIZE_MAX)
+			return tx_pull(srv, conn, url, q);
+		int rc = tx_begin_inline(q, len);
 		if (rc != 0)
 			set_fail(q, HTTP_INTERNAL_SERVER_ERROR, "EINTERNAL", "cannot start the ingest: %s", err_str(rc));
 	} else if (!q->fail_status && q->r == R_UI && has_body(conn)) {
@@ -1546,7 +1523,7 @@ static void on_completed(void *cls, struct httpd_conn *conn, void **con_cls, enu
 {
 	struct cloud_http *srv = cls;
 	struct creq *q = *con_cls;
-	if (q && q->r == R_TX && toe != HTTPD_END_OK && !q->worker_joined && !q->ingested)
+	if (q && q->r == R_TX && toe != HTTPD_END_OK && !q->ingested)
 		LOG_WARN("cloud-http", "msg=\"upload connection ended early; nothing stored\" cluster=%s db=%s bytes=%" PRIu64,
 			 q->cluster, q->db, q->n_bytes);
 	creq_free(q);

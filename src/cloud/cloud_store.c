@@ -72,9 +72,12 @@
  * It validates everything (file checksum, decoder rules, the post-apply
  * checksum from the kept page checksums of the copy, cdb.sums, and those
  * the decoder computes of the uploaded pages) before it writes a byte of
- * the current copy, so a bad upload leaves nothing; a large upload is
- * decoded a second time from its object file for the write instead of
- * being staged in a spool. Databases too large to keep the sums for use
+ * the current copy, so a bad upload leaves nothing. The pages are decoded
+ * once, into the store's kept staging buffer (cloud_stage.h; while another
+ * ingest holds it, or past its size, a large upload is decoded a second
+ * time from its object file for the write). Once proven good, a large
+ * upload's object is fsync'd on a thread of its own while the copy is
+ * written (local backend). Databases too large to keep the sums for use
  * dbfile_apply(), which reads the replaced pages. Then: backend put
  * (fsync file, rename, fsync directory), and one catalog transaction
  * (dbs, txs, files) committed with synchronous=FULL. Only then 0 is
@@ -154,6 +157,7 @@
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_store_maint.h"
+#include "cloud/cloud_stage.h"
 #include "cloud/cloud_zltx.h"
 #include "ltx/dbfile.h"
 #include "base/err.h"
@@ -391,6 +395,8 @@ struct tee {
 	int obj_fd;
 	uint64_t total, max;
 	uint64_t flushed; /* bytes whose writeback was started */
+	struct cloud_presync sync; /* the object's early fsync (cloud_stage.h) */
+	bool local;                /* the backend's put fsyncs this very file */
 };
 
 /* The object file's writeback is started every this many bytes, so the
@@ -424,6 +430,16 @@ static ssize_t tee_read(void *ctx, void *buf, size_t len)
 		t->flushed = t->total;
 	}
 	return n;
+}
+
+/* pagesums_io.validated: a large upload is proven good, so its object
+ * goes to disk while the current copy is written (a small one is still
+ * rewritten in its zstd form: ingest_zstd()). */
+static void tee_validated(void *ctx)
+{
+	struct tee *t = ctx;
+	if (t->local && t->total > CLOUD_ZLTX_INGEST_MAX)
+		cloud_presync_start(&t->sync, t->obj_fd);
 }
 
 static int read_header(ltx_read_fn read, void *ctx, uint8_t *hdr)
@@ -494,8 +510,13 @@ static int apply_upload(struct cloud_store *cs, struct cdb *d, int cur_fd, uint3
 		if (rc == ERR_DB_SIZE || rc == ERR_NOMEM)
 			d->sums_off = true;
 	}
-	if (!d->sums_off && rc == 0)
-		return pagesums_apply(s, cur_fd, tee_read, t, t->obj_fd, ar);
+	if (!d->sums_off && rc == 0) {
+		struct pagesums_io io = { .replay_fd = t->obj_fd, .validated = tee_validated, .ctx = t };
+		io.stage = cloud_stage_take(cs->stage, &io.stage_cap);
+		rc = pagesums_apply_io(s, cur_fd, tee_read, t, &io, ar);
+		cloud_stage_give(cs->stage, io.stage);
+		return rc;
+	}
 	pagesums_clear(s);
 	rc = *spool = spool_get(cs);
 	if (rc < 0) {
@@ -552,7 +573,8 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	char obj_tmp[PATH_MAX], cur[PATH_MAX], cur_new[PATH_MAX] = "";
 	int spool = -1, cur_fd = -1, rc;
 	int64_t id = exists ? row->id : alloc_id(cs);
-	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes };
+	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes,
+			 .local = strcmp(cs->be->ops->kind, "local") == 0 };
 
 	t.obj_fd = cloud_object_tmp_create(cs->tmp_dir, obj_tmp, sizeof(obj_tmp));
 	if (t.obj_fd < 0)
@@ -588,7 +610,11 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		goto out;
 	}
 	uint64_t stored = t.total;
-	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX && (rc = ingest_zstd(d->name, t.obj_fd, &stored)) < 0) {
+	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX)
+		rc = ingest_zstd(d->name, t.obj_fd, &stored);
+	else
+		rc = cloud_presync_wait(&t.sync);
+	if (rc < 0) {
 		d->cur_ok = false; /* the copy is ahead of the catalog */
 		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
 		goto out;
@@ -640,6 +666,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	LOG_DEBUG("cloud", "msg=\"stored\" cluster=%s db=%s min_txid=%016" PRIx64 " max_txid=%016" PRIx64
 		  " bytes=%" PRIu64, d->cluster, d->name, h->min_txid, h->max_txid, t.total);
 out:
+	cloud_presync_wait(&t.sync); /* before its descriptor is closed */
 	if (t.obj_fd >= 0)
 		close(t.obj_fd);
 	if (obj_tmp[0])
@@ -1666,6 +1693,8 @@ int cloud_store_open(const struct cloud_store_opts *opts, struct cloud_store **o
 		LOG_WARN("cloud", "msg=\"the data directory was readable by other users; removed group and other "
 				  "permissions\" dir=\"%s\"", cs->data_dir);
 	if (rc == 0)
+		rc = cloud_stage_new(CLOUD_STAGE_BYTES, &cs->stage);
+	if (rc == 0)
 		rc = make_dir(cs->tmp_dir, sizeof(cs->tmp_dir), cs->data_dir, "tmp");
 	if (rc == 0)
 		rc = make_dir(cs->cur_dir, sizeof(cs->cur_dir), cs->data_dir, "current");
@@ -1777,6 +1806,7 @@ void cloud_store_close(struct cloud_store *cs)
 	for (int i = 0; i < cs->n_spools; i++)
 		close(cs->spools[i]);
 	cloud_catalog_close(cs->cat);
+	cloud_stage_free(cs->stage);
 	if (cs->be)
 		cs->be->ops->close(cs->be);
 	pthread_cond_destroy(&cs->cond);

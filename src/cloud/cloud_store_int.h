@@ -67,6 +67,7 @@ struct cloud_store {
 	struct cdb *dbs;
 	int spools[CLOUD_SPOOLS_KEPT]; /* empty dbfile spools for reuse */
 	int n_spools;
+	struct cloud_stage *stage; /* ingest's kept staging buffer (cloud_stage.h) */
 	int64_t next_id;
 	bool started, stop;
 	pthread_t thread;

@@ -355,6 +355,16 @@ static uint64_t ltx_gf2_xpow8(uint64_t n_bytes)
 	return result;
 }
 
+uint64_t ltx_crc64_xpow8(uint64_t n_bytes)
+{
+	return ltx_gf2_xpow8(n_bytes);
+}
+
+uint64_t ltx_crc64_combine(uint64_t crc_a, uint64_t crc_b, uint64_t xpow_b)
+{
+	return ltx_gf2_mulmod(crc_a, xpow_b) ^ crc_b;
+}
+
 static void ltx_sum_init(struct ltx_sum *s, const uint8_t *header, uint32_t page_size)
 {
 	uint64_t basis[64];

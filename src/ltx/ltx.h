@@ -91,6 +91,12 @@ int ltx_parse_pos(const char *s, struct ltx_pos *pos);
  * buf must hold at least 32 bytes. */
 void ltx_format_time(char *buf, size_t size, int64_t ms);
 
+/* CRC combine (crc64.h semantics): the CRC of A || B is
+ * ltx_crc64_combine(crc(A), crc(B), ltx_crc64_xpow8(len(B))); the power
+ * is worth computing once for blocks of one length. */
+uint64_t ltx_crc64_xpow8(uint64_t n_bytes);
+uint64_t ltx_crc64_combine(uint64_t crc_a, uint64_t crc_b, uint64_t xpow_b);
+
 /* ---- Header and trailer ----------------------------------------------- */
 
 /* Checks every header rule of LTX.md; returns the first broken rule. */

@@ -10,8 +10,10 @@
  *     zero page's, beyond the old end) for the checksum the decoder
  *     computed. (pgno, checksum) of every page to write is recorded, and
  *     the page staged in memory while the stage stays under
- *     PAGESUMS_STAGE_MAX. After the trailer the file checksum (decoder)
- *     and the post-apply checksum are checked. Nothing was written.
+ *     PAGESUMS_STAGE_MAX (or, in a buffer the caller lends, decoded right
+ *     into it while it fits). After the trailer the file checksum (decoder)
+ *     and the post-apply checksum are checked. Nothing was written; the
+ *     caller's validated hook runs.
  *  2. Write. Extend the file if it grows, write the pages in runs of
  *     consecutive numbers (from the stage, or decoded again from
  *     replay_fd, each page checked against what phase 1 recorded and the
@@ -148,8 +150,17 @@ struct plan {
 	uint64_t *pc;
 	size_t n, cap;
 	struct ltx_growbuf stage; /* their data back to back, while staging */
+	uint8_t *lent;   /* or the caller's buffer (pagesums_io.stage) */
+	size_t lent_len, lent_cap;
 	bool replay;     /* the stage was given up: decode replay_fd again */
 };
+
+/* Where the next page is decoded: its place in a lent stage while it
+ * fits (plan_add() then copies nothing), else page. */
+static uint8_t *plan_slot(const struct plan *pl, uint8_t *page, uint32_t ps)
+{
+	return !pl->replay && pl->lent && pl->lent_cap - pl->lent_len >= ps ? pl->lent + pl->lent_len : page;
+}
 
 static int plan_add(struct plan *pl, uint32_t pgno, uint64_t pc, const uint8_t *page, uint32_t ps, size_t stage_max)
 {
@@ -169,6 +180,13 @@ static int plan_add(struct plan *pl, uint32_t pgno, uint64_t pc, const uint8_t *
 	pl->pc[pl->n++] = pc;
 	if (pl->replay)
 		return 0;
+	if (pl->lent) {
+		if (page == pl->lent + pl->lent_len)
+			pl->lent_len += ps;
+		else
+			pl->replay = true; /* it did not fit */
+		return 0;
+	}
 	if (stage_max > 0 && pl->stage.len + ps > stage_max) {
 		free(pl->stage.data);
 		memset(&pl->stage, 0, sizeof(pl->stage));
@@ -229,7 +247,8 @@ static int validate(const struct pagesums *s, struct ltx_decoder *dec, const str
 		chk ^= s->sum[p - 1];
 	for (;;) {
 		uint32_t pgno;
-		rc = ltx_decoder_next_page(dec, &pgno, page);
+		uint8_t *slot = plan_slot(pl, page, ps);
+		rc = ltx_decoder_next_page(dec, &pgno, slot);
 		if (rc < 0) {
 			fail_at(res, rc, DBFILE_ERR_LTX, ltx_decoder_offset(dec));
 			break;
@@ -240,9 +259,9 @@ static int validate(const struct pagesums *s, struct ltx_decoder *dec, const str
 		if (!snapshot)
 			chk = ltx_checksum_swap(chk, pgno <= old_n ? s->sum[pgno - 1] : dbfile_zero_sum_page(z, pgno),
 						pc);
-		if ((uint64_t)(pgno - 1) * ps >= old_size && is_zero(page, ps))
+		if ((uint64_t)(pgno - 1) * ps >= old_size && is_zero(slot, ps))
 			continue;
-		rc = plan_add(pl, pgno, pc, page, ps, stage_max);
+		rc = plan_add(pl, pgno, pc, slot, ps, stage_max);
 		if (rc < 0) {
 			fail_at(res, rc, DBFILE_ERR_NONE, 0);
 			break;
@@ -271,11 +290,12 @@ static int write_run(int db_fd, const uint8_t *data, uint32_t pgno, size_t n, ui
 /* Phase 2 from the stage. */
 static int write_staged(const struct plan *pl, int db_fd, uint32_t ps)
 {
+	const uint8_t *data = pl->lent ? pl->lent : pl->stage.data;
 	for (size_t i = 0; i < pl->n;) {
 		size_t run = 1;
 		while (i + run < pl->n && pl->pgno[i + run] == pl->pgno[i] + run)
 			run++;
-		int rc = write_run(db_fd, pl->stage.data + i * ps, pl->pgno[i], run, ps);
+		int rc = write_run(db_fd, data + i * ps, pl->pgno[i], run, ps);
 		if (rc < 0)
 			return rc;
 		i += run;
@@ -366,8 +386,20 @@ out:
 int pagesums_apply(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_ctx, int replay_fd,
 		   struct dbfile_apply_result *res)
 {
+	struct pagesums_io io = { .replay_fd = replay_fd };
+	return pagesums_apply_io(s, db_fd, read, read_ctx, &io, res);
+}
+
+int pagesums_apply_io(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_ctx, const struct pagesums_io *io,
+		      struct dbfile_apply_result *res)
+{
+	const int replay_fd = io->replay_fd;
 	struct ltx_decoder *dec = NULL;
 	struct plan pl = { 0 };
+	if (replay_fd >= 0 && io->stage) {
+		pl.lent = io->stage;
+		pl.lent_cap = io->stage_cap;
+	}
 	struct ltx_header h;
 	struct ltx_trailer t;
 	struct stat st;
@@ -403,6 +435,8 @@ int pagesums_apply(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_c
 		goto out;
 
 	/* Phase 2: the input is proven good; write the database. */
+	if (io->validated)
+		io->validated(io->ctx);
 	const uint32_t ps = h.page_size, old_n = s->n;
 	const off_t new_size = (off_t)h.commit * ps;
 	res->db_changed = true;

@@ -18,7 +18,8 @@
  * dbfile_apply(): the whole input is decoded and checked (file checksum,
  * decoder rules, the post-apply checksum from the kept sums) before the
  * first byte of the database is written. Decoded pages are staged in
- * memory up to PAGESUMS_STAGE_MAX; a larger file is decoded a second time
+ * memory up to PAGESUMS_STAGE_MAX (or in a buffer the caller lends:
+ * pagesums_apply_io()); a larger file is decoded a second time
  * from replay_fd (a file holding the same bytes, e.g. the object the
  * upload is being stored in), and every page of that second pass must
  * have the checksum the first pass verified.
@@ -77,5 +78,26 @@ uint64_t pagesums_checksum(const struct pagesums *s);
  */
 int pagesums_apply(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_ctx, int replay_fd,
 		   struct dbfile_apply_result *res);
+
+/* What a caller may add to an apply (pagesums_apply_io()). */
+struct pagesums_io {
+	int replay_fd; /* as pagesums_apply()'s */
+	/* Borrowed, may be NULL: a buffer of stage_cap bytes the pages are
+	 * decoded straight into while they fit (no copy, no allocation: a
+	 * caller that applies large files one after the other keeps one and
+	 * lends it to each). Used only with a replay_fd; when the pages
+	 * outgrow it, the replay pass writes them, whatever stage_max says. */
+	uint8_t *stage;
+	size_t stage_cap;
+	/* May be NULL: called once the input is proven good (end of phase 1),
+	 * before the first write of the database, e.g. to start making the
+	 * input durable while the database is written. */
+	void (*validated)(void *ctx);
+	void *ctx;
+};
+
+/* pagesums_apply() with the options of io. */
+int pagesums_apply_io(struct pagesums *s, int db_fd, ltx_read_fn read, void *read_ctx, const struct pagesums_io *io,
+		      struct dbfile_apply_result *res);
 
 #endif

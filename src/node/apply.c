@@ -10,6 +10,9 @@
  * readers see the new state through a rewritten wal-index header; then
  * pos advances. An apply that cannot finish leaves the old state: the
  * staged record is cut back and readers are let go with a sound header.
+ * A big snapshot can arrive already staged, and decoded into a new file,
+ * by snappipe.c: apply_snapshot_staged() then writes only the record
+ * header and renames (the same checks, the same order).
  *
  * Layering: apply.c uses db.c (db.h, db_int.h); db.c never calls here.
  */
@@ -32,6 +35,7 @@
 #include "node/db.h"
 #include "node/db_int.h"
 #include "ltx/dbfile.h"
+#include "ltx/fullrec.h"
 #include "base/err.h"
 #include "base/fileio.h"
 #include "base/fdio.h"
@@ -349,11 +353,21 @@ static void invalidate_pages(struct db *db, const uint32_t *pg, size_t n, uint32
 /*
  * Stages the record: a normal one is appended to the open segment (header
  * last); a snapshot goes to a scratch segment that replaces the chain once
- * applied. *log_fd / *rec_off say where it went.
+ * applied (one staged while it arrived is there already: only its record
+ * header is written). *log_fd / *rec_off say where it went.
  */
 static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len, int *log_fd,
-			uint64_t *rec_off)
+			uint64_t *rec_off, const struct apply_staged *staged)
 {
+	if (staged) {
+		*rec_off = 0;
+		*log_fd = fcntl(staged->seg_fd, F_DUPFD_CLOEXEC, 0);
+		if (*log_fd < 0)
+			return -errno;
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, len);
+		return sys_pwrite_all(*log_fd, rh, sizeof(rh), 0);
+	}
 	if (ltx_header_is_snapshot(h)) {
 		*log_fd = openat(db->chain.dir_fd, APPLY_TMP_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, FILEIO_FILE_MODE);
 		if (*log_fd < 0)
@@ -378,13 +392,13 @@ static int stage_record(struct db *db, const struct ltx_header *h, int fd, off_t
 	return rc;
 }
 
-static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off)
+static void unstage_record(struct db *db, const struct ltx_header *h, int log_fd, uint64_t rec_off, bool staged)
 {
 	if (log_fd < 0)
 		return;
 	if (ltx_header_is_snapshot(h)) {
 		close(log_fd);
-		unlinkat(db->chain.dir_fd, APPLY_TMP_SEGMENT, 0);
+		unlinkat(db->chain.dir_fd, staged ? APPLY_PIPE_SEGMENT : APPLY_TMP_SEGMENT, 0);
 	} else if (ftruncate(log_fd, (off_t)rec_off) != 0) {
 		LOG_ERROR("db", "msg=\"cannot remove refused LTX record\" db=%s err=\"%s\"", db->name, strerror(errno));
 	}
@@ -486,10 +500,31 @@ static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct
 	return rc;
 }
 
+/* A snapshot decoded while it arrived (snappipe.c) becomes the db file:
+ * renamed into place, as apply_new_file() does with the file it writes. */
+static int adopt_decoded(struct db *db, const struct apply_staged *s, struct dbfile_apply_result *res)
+{
+	int nfd = fcntl(s->new_db_fd, F_DUPFD_CLOEXEC, 0);
+	if (nfd < 0)
+		return -errno;
+	if (sys_renameat(db->dir_fd, APPLY_PIPE_DB, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0) {
+		int rc = -errno;
+		close(nfd);
+		return rc;
+	}
+	close(db->db_fd);
+	db->db_fd = nfd;
+	res->header = s->header;
+	res->pos = s->pos;
+	LOG_INFO("db", "msg=\"snapshot written as the database's new file while it arrived\" db=%s txid=%016" PRIx64
+		       " pages=%u", db->name, res->pos.txid, res->header.commit);
+	return 0;
+}
+
 /* Applies the staged record to the backing db file and advances the state
  * (db->mu held). */
 static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t off, uint32_t len,
-			struct dbfile_apply_result *res, bool *new_file)
+			struct dbfile_apply_result *res, bool *new_file, const struct apply_staged *staged)
 {
 	int log_fd = -1;
 	uint64_t rec_off = 0;
@@ -512,10 +547,12 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 		return ERR_LTX_NOT_CONTIGUOUS;
 	if (!snapshot && db->pos.txid != 0 && h->pre_apply_checksum != db->pos.checksum)
 		return ERR_LTX_PRE_MISMATCH;
+	if (staged && (!snapshot || len != staged->len))
+		return ERR_LTX_NOT_CONTIGUOUS;
 	if ((rc = fold_wal(db)) != 0)
 		return rc;
-	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off)) != 0) {
-		unstage_record(db, h, log_fd, rec_off);
+	if ((rc = stage_record(db, h, fd, off, len, &log_fd, &rec_off, staged)) != 0) {
+		unstage_record(db, h, log_fd, rec_off, staged);
 		return rc;
 	}
 	struct ltxlog_reader r = { .fd = fd, .off = (uint64_t)off, .end = (uint64_t)off + len };
@@ -527,7 +564,12 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 			       " snapshot_txid=%016" PRIx64, db->name, from.txid, h->max_txid);
 
 	*new_file = snapshot && h->commit > 0 && !db->exists[DB_KIND_DB] && db->n_handles == 0;
-	if (*new_file) {
+	/* A decode on the way is of this record: the header it read is the
+	 * one checked here (same bytes, same segment). */
+	if (*new_file && staged && staged->new_db_fd >= 0 && staged->header.max_txid == h->max_txid &&
+	    staged->header.commit == h->commit) {
+		rc = adopt_decoded(db, staged, res);
+	} else if (*new_file) {
 		rc = apply_new_file(db, fd, off, len, res);
 	} else {
 		int spool = len > (16u << 20) ? fileio_spool_open(db->node->data_dir) : -1;
@@ -536,11 +578,12 @@ static int apply_locked(struct db *db, const struct ltx_header *h, int fd, off_t
 			close(spool);
 	}
 	if (rc) {
-		unstage_record(db, h, log_fd, rec_off);
+		unstage_record(db, h, log_fd, rec_off, staged);
 		return rc;
 	}
 	uint64_t rec_end = rec_off + LTXLOG_HDR_SIZE + len;
-	if (snapshot && (rc = chain_replace(&db->chain, APPLY_TMP_SEGMENT, log_fd, rec_end)) != 0) {
+	if (snapshot && (rc = chain_replace(&db->chain, staged ? APPLY_PIPE_SEGMENT : APPLY_TMP_SEGMENT, log_fd,
+					    rec_end)) != 0) {
 		/* The db file is the snapshot now; the chain could not be
 		 * replaced: the next start rebuilds it from the file. */
 		LOG_ERROR("db", "msg=\"cannot store snapshot record\" db=%s err=\"%s\"", db->name, err_str(rc));
@@ -630,8 +673,22 @@ void apply_writer_unlock(int fd)
 	close(fd);
 }
 
+static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
+			bool held_wal, const struct apply_staged *staged);
+
 int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
 		   bool held_wal)
+{
+	return apply_common(db, fd, off, len, guard, ctx, held_fd, held_wal, NULL);
+}
+
+int apply_snapshot_staged(struct db *db, const struct apply_staged *s)
+{
+	return apply_common(db, s->seg_fd, LTXLOG_HDR_SIZE, s->len, NULL, NULL, -1, false, s);
+}
+
+static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,
+			bool held_wal, const struct apply_staged *staged)
 {
 	uint8_t raw[LTX_HEADER_SIZE];
 	struct ltx_header h;
@@ -678,7 +735,7 @@ int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_f
 	if (held_fd >= 0 && !node_may_write(db->node))
 		rc = -EROFS;
 	else
-		rc = apply_locked(db, &h, fd, off, len, &res, &new_file);
+		rc = apply_locked(db, &h, fd, off, len, &res, &new_file, staged);
 	bool folded = db->wal_folded;
 	db->wal_folded = false;
 	bool exists = db->exists[DB_KIND_DB];
@@ -796,12 +853,85 @@ static int copy_whole(int dst, int src, off_t len)
 	return rc;
 }
 
+/* The record encoded from the file in one pass, appended to the open
+ * segment at *rec_off (not yet durable). */
+static int import_encode(struct db *db, int src_fd, const struct apply_import_opts *o, const uint8_t hdr[100],
+			 struct ltx_header *h, struct ltx_trailer *t, uint64_t *rec_off, uint64_t *len)
+{
+	int rc;
+	if (db->chain.log_fd < 0) {
+		if ((rc = chain_open_segment(&db->chain, db->pos.txid + 1)) != 0)
+			return rc;
+		db->dir_dirty = true;
+	}
+	*rec_off = db->chain.end;
+	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(*rec_off + LTXLOG_HDR_SIZE),
+				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
+	w.kicked = w.off;
+	if (!(w.buf = malloc(IMPORT_WBUF)))
+		return ERR_NOMEM;
+	struct dbfile_snapshot_opts so = {
+		.page_size = o->page_size,
+		.timestamp_ms = clock_wall_ms(),
+		.compress = db->node->compress, /* data.compress: LZ4 costs CPU, saves bytes (docs/http.md) */
+		.follows_txid = db->pos.txid,
+		.pre_apply_checksum = db->pos.checksum,
+		.node_id = db->node->node_id,
+		.sqlite_header = hdr,
+	};
+	rc = dbfile_encode_snapshot(src_fd, &so, sys_writer_write, &w, h, t);
+	if (rc == 0)
+		rc = sys_writer_flush(&w);
+	free(w.buf);
+	*len = (uint64_t)w.off - *rec_off - LTXLOG_HDR_SIZE;
+	if (rc == 0 && *len > LTXLOG_MAX_RECORD)
+		rc = -EFBIG;
+	if (rc == 0 && h->commit != o->n_pages)
+		rc = ERR_IO_SHORT; /* the file changed size under us */
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, (uint32_t)*len);
+		rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)*rec_off);
+	}
+	return rc;
+}
+
+/* The record encoded while the file was uploaded: its header and page 1
+ * (now that the position and the old header are known), its ltxlog
+ * header, then a sync, which runs while the validation may still be
+ * reading the file. The spool is not in the chain yet. */
+static int import_finish_spool(struct db *db, const struct apply_import_opts *o, const uint8_t hdr[100],
+			       struct ltx_header *h, struct ltx_trailer *t, uint64_t *len)
+{
+	*h = (struct ltx_header){
+		.min_txid = db->pos.txid + 1,
+		.max_txid = db->pos.txid + 1,
+		.timestamp_ms = clock_wall_ms(),
+		.pre_apply_checksum = db->pos.txid ? db->pos.checksum : 0,
+		.node_id = db->node->node_id,
+	};
+	int rc = fullrec_finish(o->rec, h, hdr, t, len);
+	if (rc == 0 && *len > LTXLOG_MAX_RECORD)
+		rc = -EFBIG;
+	if (rc == 0 && h->commit != o->n_pages)
+		rc = ERR_IO_SHORT;
+	if (rc == 0) {
+		uint8_t rh[LTXLOG_HDR_SIZE];
+		ltxlog_encode_hdr(rh, (uint32_t)*len);
+		rc = sys_pwrite_all(o->rec_fd, rh, sizeof(rh), 0);
+	}
+	if (rc == 0 && sys_fsync(o->rec_fd) != 0)
+		rc = -errno;
+	return rc;
+}
+
 /* The import proper (db->mu held, readers excluded): the record, then the
  * file. *h / *t get the record's header and trailer. */
 /* Where an import's time went (milliseconds), for its log line. */
 struct import_spans {
 	int64_t encode, check_wait, sync, copy;
 	bool renamed; /* the file was renamed into place, not copied */
+	bool spooled; /* the record was encoded during the upload */
 };
 
 static int import_locked(struct db *db, int src_fd, const struct apply_import_opts *o, int x_db_fd, int x_shm_fd,
@@ -828,53 +958,30 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 	bool may_copy = !o->src_path || db->n_handles != (x_db_fd >= 0) + (x_shm_fd >= 0);
 	if (may_copy && fallocate(db->db_fd, FALLOC_FL_KEEP_SIZE, 0, size) != 0 && errno != EOPNOTSUPP)
 		return -errno;
-	if (db->chain.log_fd < 0) {
-		if ((rc = chain_open_segment(&db->chain, db->pos.txid + 1)) != 0)
-			return rc;
-		db->dir_dirty = true;
-	}
-	uint64_t rec_off = db->chain.end;
-	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(rec_off + LTXLOG_HDR_SIZE),
-				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
-	w.kicked = w.off;
-	if (!(w.buf = malloc(IMPORT_WBUF)))
-		return ERR_NOMEM;
-	struct dbfile_snapshot_opts so = {
-		.page_size = o->page_size,
-		.timestamp_ms = clock_wall_ms(),
-		.compress = db->node->compress, /* data.compress: LZ4 costs CPU, saves bytes (docs/http.md) */
-		.follows_txid = db->pos.txid,
-		.pre_apply_checksum = db->pos.checksum,
-		.node_id = db->node->node_id,
-		.sqlite_header = hdr,
-	};
-	rc = dbfile_encode_snapshot(src_fd, &so, sys_writer_write, &w, h, t);
-	if (rc == 0)
-		rc = sys_writer_flush(&w);
-	free(w.buf);
-	uint64_t len = (uint64_t)w.off - rec_off - LTXLOG_HDR_SIZE;
-	if (rc == 0 && len > LTXLOG_MAX_RECORD)
-		rc = -EFBIG;
-	if (rc == 0 && h->commit != o->n_pages)
-		rc = ERR_IO_SHORT; /* the file changed size under us */
-	if (rc == 0) {
-		uint8_t rh[LTXLOG_HDR_SIZE];
-		ltxlog_encode_hdr(rh, (uint32_t)len);
-		rc = sys_pwrite_all(db->chain.log_fd, rh, sizeof(rh), (off_t)rec_off);
-	}
+	uint64_t rec_off = 0, len = 0;
+	sp->spooled = o->rec != NULL;
+	rc = o->rec ? import_finish_spool(db, o, hdr, h, t, &len)
+		    : import_encode(db, src_fd, o, hdr, h, t, &rec_off, &len);
 	int64_t t1 = clock_mono_ms();
 	sp->encode = t1 - t0;
+	/* The file's own sync too while the validation may still run (it
+	 * becomes the db file: only its header is written after). */
+	if (rc == 0 && !may_copy && sys_fsync(src_fd) != 0)
+		rc = -errno;
 	/* Validation ran beside the encoding; a refusal cuts the record off. */
 	if (rc == 0 && o->validated)
 		rc = o->validated(o->ctx);
 	int64_t t2 = clock_mono_ms();
 	sp->check_wait = t2 - t1;
-	if (rc == 0 && sys_fsync(db->chain.log_fd) != 0)
+	if (rc == 0 && !o->rec && sys_fsync(db->chain.log_fd) != 0)
 		rc = -errno;
+	if (rc == 0 && o->rec && (rc = chain_adopt_segment(&db->chain, o->rec_dir_fd, o->rec_path, o->rec_fd,
+							     h->min_txid, LTXLOG_HDR_SIZE + len)) == 0)
+		*o->rec_taken = true;
 	int64_t t3 = clock_mono_ms();
 	sp->sync = t3 - t2;
 	if (rc) {
-		if (sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
+		if (!o->rec && db->chain.log_fd >= 0 && sys_ftruncate(db->chain.log_fd, (off_t)rec_off) != 0)
 			LOG_ERROR("db", "msg=\"cannot remove refused import record\" db=%s err=\"%s\"", db->name,
 				  strerror(errno));
 		return rc;
@@ -895,7 +1002,10 @@ static int import_locked(struct db *db, int src_fd, const struct apply_import_op
 		if (rc == 0 && sys_renameat(o->src_dir_fd, o->src_path, db->dir_fd, db_kind_backing[DB_KIND_DB]) != 0)
 			rc = -errno;
 		if (rc) {
-			sys_ftruncate(db->chain.log_fd, (off_t)rec_off);
+			if (o->rec)
+				chain_drop_segment(&db->chain);
+			else
+				sys_ftruncate(db->chain.log_fd, (off_t)rec_off);
 			return rc;
 		}
 		sp->renamed = true;
@@ -1006,9 +1116,10 @@ int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, s
 	if (rc == 0) {
 		LOG_INFO("db", "msg=imported db=%s txid=%016" PRIx64 " pages=%u checksum=%016" PRIx64
 			       " wait_ms=%" PRId64 " encode_ms=%" PRId64 " check_wait_ms=%" PRId64 " sync_ms=%" PRId64
-			       " %s_ms=%" PRId64 " total_ms=%" PRId64,
+			       " %s_ms=%" PRId64 " total_ms=%" PRId64 " record=%s",
 			 db->name, h.max_txid, new_n, t.post_apply_checksum, x.waited_us / 1000, sp.encode,
-			 sp.check_wait, sp.sync, sp.renamed ? "rename" : "copy", sp.copy, clock_mono_ms() - t_locked);
+			 sp.check_wait, sp.sync, sp.renamed ? "rename" : "copy", sp.copy, clock_mono_ms() - t_locked,
+			 sp.spooled ? "spooled" : "encoded");
 		node_notify_change(db->node);
 	}
 	return rc;

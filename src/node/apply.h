@@ -39,6 +39,23 @@ typedef int (*apply_guard_fn)(void *ctx, struct db *db);
 /* apply_ltx() with guard(ctx, db) run as said above (guard may be NULL). */
 int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx);
 
+/* A snapshot record staged (and perhaps decoded) while it arrived
+ * (snappipe.h). Borrowed: the apply uses its own descriptors. */
+struct apply_staged {
+	int seg_fd;                /* APPLY_PIPE_SEGMENT: the record at LTXLOG_HDR_SIZE, no record header yet */
+	uint32_t len;              /* the record's length */
+	int new_db_fd;             /* -1, or APPLY_PIPE_DB: the snapshot decoded, every decoder check passed */
+	struct ltx_header header;  /* of the decode (with new_db_fd) */
+	struct ltx_pos pos;        /* likewise: the position after it */
+};
+
+/* apply_ltx() of a staged snapshot: the record becomes the chain's
+ * (chain_replace() of APPLY_PIPE_SEGMENT), and a decoded file becomes the
+ * db file (renamed) when the database still has no file and no client;
+ * otherwise the record is decoded from the segment as by apply_ltx(). The
+ * caller removes what was not used. */
+int apply_snapshot_staged(struct db *db, const struct apply_staged *s);
+
 /* The write lock (writelock.h) on the primary. Takes SQLite's writer lock
  * on the mounted database on a new descriptor, so that every other writer
  * gets SQLITE_BUSY (its busy handler retries) while readers go on: in WAL
@@ -57,6 +74,8 @@ int apply_ltx_held(struct db *db, int fd, off_t off, uint32_t len, apply_guard_f
 		   bool held_wal);
 
 /* How apply_import() waits and checks. */
+struct fullrec;
+
 struct apply_import_opts {
 	uint32_t page_size, n_pages; /* of the file: validated SQLite header, size = n_pages * page_size */
 	/* Where the file is (a private temp file on the data directory's file
@@ -76,6 +95,15 @@ struct apply_import_opts {
 	 * returned. May be NULL. */
 	int (*validated)(void *ctx);
 	void *ctx;
+	/* The record already encoded while the file was uploaded (importrec.h):
+	 * only its header and page 1 are written here, and the spool file
+	 * (rec_fd, at rec_dir_fd/rec_path) becomes a segment of the chain
+	 * (*rec_taken set: the chain owns rec_fd and the file). NULL: the
+	 * record is encoded from src_fd. */
+	struct fullrec *rec;
+	int rec_fd, rec_dir_fd;
+	const char *rec_path;
+	bool *rec_taken;
 };
 
 /*

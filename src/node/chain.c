@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -94,6 +95,47 @@ void chain_close_segment(struct chain *c)
 	c->log_fd = -1;
 }
 
+int chain_adopt_segment(struct chain *c, int src_dir_fd, const char *src_path, int fd, uint64_t first_txid,
+			uint64_t end)
+{
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, first_txid);
+	if (c->log_fd >= 0 && c->end == 0 && c->first_txid == first_txid) {
+		/* Opened for this TXID but never written: the adopted file
+		 * takes its name. */
+		close(c->log_fd);
+		c->log_fd = -1;
+		sys_unlinkat(c->dir_fd, name, 0);
+	}
+	chain_close_segment(c);
+	if (renameat2(src_dir_fd, src_path, c->dir_fd, name, RENAME_NOREPLACE) != 0)
+		return -errno;
+	if (sys_fsync(c->dir_fd) != 0) {
+		int rc = -errno;
+		sys_unlinkat(c->dir_fd, name, 0);
+		return rc;
+	}
+	c->log_fd = fd;
+	c->first_txid = first_txid;
+	c->end = end;
+	c->synced_end = end;
+	c->created_ms = clock_wall_ms();
+	return 0;
+}
+
+void chain_drop_segment(struct chain *c)
+{
+	if (c->log_fd < 0)
+		return;
+	char name[LTXLOG_NAME_LEN];
+	ltxlog_format_name(name, c->first_txid);
+	close(c->log_fd);
+	c->log_fd = -1;
+	if (sys_unlinkat(c->dir_fd, name, 0) != 0 || sys_fsync(c->dir_fd) != 0)
+		LOG_ERROR("db", "msg=\"cannot remove LTX segment\" db=%s segment=%s err=\"%s\"", c->name, name,
+			  strerror(errno));
+}
+
 int chain_sync(struct chain *c)
 {
 	if (c->log_fd < 0 || c->synced_end >= c->end)
@@ -106,8 +148,9 @@ int chain_sync(struct chain *c)
 
 /*
  * A helper thread that fsyncs LTX segments while the FUSE thread syncs the
- * client's file: two concurrent syncs on ext4 share one journal commit
- * instead of paying for two in a row.
+ * client's file: on a journalling ext4 two concurrent syncs share one
+ * journal commit instead of paying for two in a row (an ext4 without a
+ * journal gains nothing over syncing in turn: docs/mount.md).
  *
  * Every database of the node shares a few such threads (CHAIN_SYNCERS), so
  * each submission is its own job with its own completion: a FUSE thread

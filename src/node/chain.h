@@ -72,11 +72,25 @@ int chain_open_segment(struct chain *c, uint64_t first_txid);
  * records stay in the file, and the next sync of the file system, or a
  * crash recovery, decides). No-op without one. */
 void chain_close_segment(struct chain *c);
+/* Makes a complete, durable file (open as fd, holding records [0, end)
+ * whose first is first_txid) the open segment: the open one is closed
+ * (or, if empty and of that name, removed), the file is renamed into
+ * ltx/ from src_dir_fd/src_path (never over an existing segment) and the
+ * directory synced. The chain owns fd on success. 0 or -errno (the file
+ * is where it was, or gone from ltx/: the caller still owns fd). Lets a
+ * record written beside the chain (an import's, encoded while it was
+ * uploaded) join it without a copy. */
+int chain_adopt_segment(struct chain *c, int src_dir_fd, const char *src_path, int fd, uint64_t first_txid,
+			uint64_t end);
+/* Removes the open segment altogether (an adopted one whose transaction
+ * did not happen after all). Logs a failure. */
+void chain_drop_segment(struct chain *c);
 /* fdatasyncs the open segment up to its end. 0 or -errno. */
 int chain_sync(struct chain *c);
 /* fsyncs fd (a client's file) and, at the same time on a helper thread,
- * the open segment's unsynced records: two concurrent syncs on ext4 share
- * one journal commit instead of paying for two in a row. Returns the
+ * the open segment's unsynced records: on a journalling ext4 the two syncs
+ * share one journal commit instead of paying for two in a row (without a
+ * journal each pays its own cache flush: docs/mount.md). Returns the
  * first error; synced_end advances only if the segment's sync succeeded.
  * Every chain of the process shares the one helper thread. */
 int chain_sync_alongside(struct chain *c, int fd);

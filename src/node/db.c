@@ -1906,9 +1906,7 @@ int db_load(struct node *node, const char *name, uint32_t id, bool create, struc
 	}
 	if ((rc = chain_open_dir(&db->chain, db->dir_fd)) != 0)
 		goto err;
-	/* A snapshot a replica was receiving or writing when it stopped. */
-	unlinkat(db->chain.dir_fd, APPLY_TMP_SEGMENT, 0);
-	unlinkat(db->dir_fd, APPLY_NEW_DB_TMP, 0);
+	db_remove_scratch(db); /* a snapshot a replica was receiving or writing when it stopped */
 	for (int k = DB_KIND_DB; k <= DB_KIND_SHM; k++)
 		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
 	if (db->exists[DB_KIND_DB] && (db->db_fd = db_open_backing(db, DB_KIND_DB, O_RDWR)) < 0) {

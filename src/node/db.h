@@ -315,14 +315,14 @@ void db_cursor_close(struct db_cursor *c); /* idempotent */
  * that missed the deletion needs. */
 int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *pos);
 
-/* Copies the db file as it is (n_pages pages) into out_fd, in the kernel
- * (copy_file_range), for an export whose SQLite locks pin a committed
- * state in a rollback mode, so that nobody writes the file meanwhile
- * (node/http.c, EXPORT). db->mu is held only to check that no rollback
- * transaction has pages in the file and the WAL holds no frames (else
- * -EAGAIN: the caller copies through SQLite instead). 0 with *size, or a
- * negative code. */
-int db_copy_file(struct db *db, int out_fd, uint64_t *size);
+/* Opens the db file read-only for an export whose SQLite locks pin a
+ * committed state in a rollback mode, so that nobody writes the file
+ * while it is sent (node/http.c, EXPORT). db->mu is held only to check
+ * that no rollback transaction has pages in the file and the WAL holds no
+ * frames (else -EAGAIN, also for an empty database: the caller copies
+ * through SQLite instead). 0 with *fd (caller closes) and *size (n_pages
+ * pages), or a negative code. */
+int db_open_clean_file(struct db *db, int *fd, uint64_t *size);
 
 /* The replica side (applying a received LTX file) is apply.h. */
 

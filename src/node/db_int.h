@@ -9,8 +9,10 @@
 #ifndef LITEFS_DB_INT_H
 #define LITEFS_DB_INT_H
 
+#include <fcntl.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "node/db.h"
 
@@ -23,6 +25,20 @@
 #define APPLY_TMP_SEGMENT "snapshot.ltxlog.tmp"
 /* The db file a snapshot is written into before it replaces "db" (apply.c). */
 #define APPLY_NEW_DB_TMP "db.snapshot-tmp"
+/* The same two for a snapshot staged and decoded while it arrives
+ * (snappipe.c). */
+#define APPLY_PIPE_SEGMENT "snapshot.ltxlog.pipe"
+#define APPLY_PIPE_DB "db.snapshot-pipe"
+
+/* Removes what a snapshot a replica was receiving or writing when it
+ * stopped left behind (db.c, at the start). */
+static inline void db_remove_scratch(struct db *db)
+{
+	unlinkat(db->chain.dir_fd, APPLY_TMP_SEGMENT, 0);
+	unlinkat(db->chain.dir_fd, APPLY_PIPE_SEGMENT, 0);
+	unlinkat(db->dir_fd, APPLY_NEW_DB_TMP, 0);
+	unlinkat(db->dir_fd, APPLY_PIPE_DB, 0);
+}
 
 /* Reads page pgno of the backing db file into buf (page_size bytes);
  * zeros beyond its end. 0 or a negative code. */

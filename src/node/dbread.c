@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -168,27 +169,26 @@ int db_snapshot(struct db *db, ltx_write_fn write, void *ctx, struct ltx_pos *po
 	return rc;
 }
 
-int db_copy_file(struct db *db, int out_fd, uint64_t *size)
+int db_open_clean_file(struct db *db, int *fd, uint64_t *size)
 {
-	lockwatch_lock(&db->mu, "copy");
+	*fd = -1;
+	lockwatch_lock(&db->mu, "export");
 	bool clean = db->dirty.count == 0 && db->wal.pages.count == 0 && db->exists[DB_KIND_DB];
 	uint64_t len = (uint64_t)db->n_pages * db->page_size;
 	lockwatch_unlock(&db->mu);
-	if (!clean)
+	if (!clean || len == 0)
 		return -EAGAIN;
-	int fd = db_open_backing(db, DB_KIND_DB, O_RDONLY);
-	if (fd < 0)
-		return fd;
-	int rc = 0;
-	for (loff_t in = 0, out = 0; rc == 0 && (uint64_t)in < len;) {
-		ssize_t n = copy_file_range(fd, &in, out_fd, &out, (size_t)(len - (uint64_t)in), 0);
-		if (n <= 0)
-			rc = n < 0 ? -errno : ERR_IO_SHORT;
+	int f = db_open_backing(db, DB_KIND_DB, O_RDONLY);
+	if (f < 0)
+		return f;
+	struct stat sb;
+	if (fstat(f, &sb) != 0 || (uint64_t)sb.st_size < len) {
+		close(f);
+		return ERR_IO_SHORT;
 	}
-	close(fd);
-	if (rc == 0)
-		*size = len;
-	return rc;
+	*fd = f;
+	*size = len;
+	return 0;
 }
 
 /* ---- Reports ---------------------------------------------------------------- */

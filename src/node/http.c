@@ -45,7 +45,10 @@
  *      reach the client before the reply (import_begin).
  *   2. Body chunks are appended to the temp file as they arrive: the body
  *      is never held in memory. A chunked body that grows past the cap
- *      aborts the connection (there is no way to reply mid-body).
+ *      aborts the connection (there is no way to reply mid-body). A thread
+ *      reads the temp file behind the writer and encodes the record
+ *      (importrec.c: page checksums, LZ4, the record written into a spool
+ *      file); a body that ends short stops it (import_req_free).
  *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
  *      a whole number of pages), then start the validation in a thread:
@@ -54,12 +57,14 @@
  *      that no journal or WAL next to it is ever consulted.
  *   4. Meanwhile apply_import (apply.c): readers and writers of the live
  *      database are excluded with SQLite's locks, conflicts are checked
- *      (import_conflicts), and the copy is encoded into the chain as one
- *      record with every page. Then the validation is waited for
- *      (import_validated): a refusal cuts the record off and nothing
- *      changed. Otherwise the record is made durable and the copy renamed
- *      into place (nobody has the database open) or copied into the open
- *      file. No SQLite connection on the mount, no page through FUSE.
+ *      (import_conflicts), and the record is completed: its header and page
+ *      1 written into the spool (or, if the spool could not be made, the
+ *      copy encoded into the chain), spool and copy synced. Then the
+ *      validation is waited for (import_validated): a refusal deletes the
+ *      spool and nothing changed. Otherwise the spool becomes a segment of
+ *      the chain (a rename) and the copy is renamed into place (nobody has
+ *      the database open) or copied into the open file. No SQLite
+ *      connection on the mount, no page through FUSE.
  *
  *   Journal modes. An existing database keeps its journal mode and a new
  *   one is created in rollback mode: bytes 18/19 of the header are set
@@ -94,6 +99,12 @@
  *   The temp file is opened, unlinked, and streamed with
  *   httpd_response_fd (sendfile), so it vanishes with the
  *   response whatever happens to the connection.
+ *   In a rollback mode with A held, no copy is made: the db file itself
+ *   (no rollback pages in it, db_open_clean_file) is the pinned state, and
+ *   it is sent with sendfile while the helper keeps A and B; before the
+ *   last byte the helper is told SKIP and must answer OK, which proves it
+ *   held its locks throughout (one killed meanwhile cuts the reply, so a
+ *   client never gets a whole body that writers may have changed).
  *
  * SHUTDOWN (http_stop). New requests get 503 and new connections are
  * refused; requests in flight get HTTP_STOP_GRACE_MS to finish, so that an
@@ -158,6 +169,7 @@
 #include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
+#include "node/importrec.h"
 #include "node/proxystat.h"
 #include "node/lease.h"
 #include "node/replserver.h"
@@ -233,6 +245,14 @@ struct import_req {
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
 	bool full_check;        /* check=full: PRAGMA integrity_check, not quick_check */
 	char fail_msg[HTTPD_MSG_LEN];
+	/* The record, encoded while the body arrives (importrec.h) into a
+	 * spool beside the upload; NULL when it could not start or gave up
+	 * (apply_import then encodes from the upload). */
+	struct importrec *rec;
+	int rec_fd;
+	char *rec_path;         /* owned; unlinked unless the chain took it */
+	bool rec_taken;
+	int64_t rec_lag_ms, rec_cpu_ms; /* the encoder: behind the body's end; its CPU */
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -785,6 +805,12 @@ static void import_req_free(struct import_req *ir)
 		unlink(ir->tmp_path);
 		free(ir->tmp_path);
 	}
+	importrec_free(ir->rec);
+	if (!ir->rec_taken && ir->rec_fd >= 0)
+		close(ir->rec_fd);
+	if (ir->rec_path && !ir->rec_taken)
+		unlink(ir->rec_path);
+	free(ir->rec_path);
 	free(ir);
 }
 
@@ -1001,7 +1027,22 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		.check = import_conflicts,
 		.validated = import_validated,
 		.ctx = &ic,
+		.rec_fd = ir->rec_fd,
+		.rec_dir_fd = AT_FDCWD,
+		.rec_path = ir->rec_path,
+		.rec_taken = &ir->rec_taken,
 	};
+	/* The record encoded during the upload, if its encoder took every
+	 * byte; otherwise apply_import encodes it from the upload. */
+	int64_t t_end = clock_mono_ms();
+	rc = ir->rec ? importrec_end(ir->rec, &o.rec) : 0;
+	if (ir->rec) {
+		ir->rec_lag_ms = clock_mono_ms() - t_end;
+		ir->rec_cpu_ms = importrec_cpu_ms(ir->rec);
+	}
+	if (rc != 0)
+		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
+				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
 	import_check_join(&check);
 	free(uri);
@@ -1033,8 +1074,9 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64, ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms,
-			 clock_mono_ms() - ir->body_ms);
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64,
+			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
+			 ir->rec_lag_ms, ir->rec_cpu_ms);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
@@ -1052,6 +1094,27 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	LOG_WARN("http", "msg=\"import rejected\" db=%s bytes=%" PRIu64 " status=%u reason=\"%s\"", ir->name,
 		 ir->n_bytes, ir->fail_status, logmsg);
 	return httpd_respond_error(conn, ir->fail_status, ir->fail_msg);
+}
+
+/* Starts encoding the record as the body arrives, into a spool beside the
+ * upload. Without it (no spool, no thread) the import still works: the
+ * record is then encoded from the uploaded file. */
+static void import_rec_start(struct http_server *srv, struct import_req *ir)
+{
+	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->rec_path);
+	int rc = fd < 0 ? fd : importrec_start(&ir->rec, ir->fd, fd, srv->st->node.compress);
+	if (rc == 0) {
+		ir->rec_fd = fd;
+		return;
+	}
+	LOG_WARN("http", "msg=\"import: cannot encode the record during the upload\" db=%s err=\"%s\"", ir->name,
+		 err_str(rc));
+	if (fd >= 0) {
+		close(fd);
+		unlink(ir->rec_path);
+	}
+	free(ir->rec_path);
+	ir->rec_path = NULL;
 }
 
 /* First call for POST /import: everything that can be refused before the
@@ -1100,6 +1163,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
 	ir->fd = -1;
+	ir->rec_fd = -1;
 	ir->start_ms = clock_mono_ms();
 	if (status != 0) {
 		snprintf(ir->name, sizeof(ir->name), "%s", status == HTTP_CONFLICT ? name : "-");
@@ -1128,6 +1192,8 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		ir->refused_early = true;
 	}
 	ir->fd = fd;
+	if (fd >= 0)
+		import_rec_start(srv, ir);
 	*con_cls = ir;
 	return HTTPD_YES;
 }
@@ -1162,6 +1228,8 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 		done += (size_t)n;
 	}
 	ir->n_bytes += len;
+	if (ir->rec)
+		importrec_feed(ir->rec, ir->n_bytes);
 	/* Writeback as the body arrives: the copy may become the database
 	 * file (apply_import renames it into place and syncs it), and dirty
 	 * pages of a multi-gigabyte upload would otherwise throttle the
@@ -1175,8 +1243,17 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 
 /* ---- GET /export -------------------------------------------------------- */
 
+/* A helper kept pinning the state while its db file is sent. */
+struct export_pin {
+	struct http_server *srv;
+	struct sqlchild child;
+	int slot;               /* child_track()'s */
+	bool released;          /* the helper answered SKIP with OK */
+};
+
 struct export_result {
-	int fd;                 /* the copy, already unlinked; -1 on failure */
+	int fd;                 /* the copy, already unlinked, or the pinned db file; -1 on failure */
+	struct export_pin *pin; /* the helper pinning fd's content; NULL: fd is a private copy */
 	uint64_t size;
 	bool has_pos;
 	struct ltx_pos pos;
@@ -1195,8 +1272,35 @@ static void export_fail(struct export_result *r, unsigned status, const char *fm
 	va_end(ap);
 }
 
+/* The pinned db file was sent but for its last byte: the helper ends its
+ * read transaction, and its OK says it held it all along (a helper killed
+ * meanwhile, e.g. by http_stop(), lost its locks: the reply is cut). */
+static int export_release(void *cls)
+{
+	struct export_pin *p = cls;
+	char line[HTTPD_MSG_LEN + 32] = "the helper's pipe was closed";
+	if (sqlchild_write(&p->child, "SKIP") != 0 || sqlchild_read(&p->child, line, sizeof(line)) != 0 ||
+	    strcmp(line, "OK") != 0) {
+		LOG_WARN("http", "msg=\"export cut: the helper pinning the database ended before the reply did\" "
+				 "reason=\"%s\"", line);
+		return -EIO;
+	}
+	p->released = true;
+	return 0;
+}
+
+static void export_pin_free(void *cls)
+{
+	struct export_pin *p = cls;
+	sqlchild_finish(&p->child); /* a helper not released gives up its locks at the EOF */
+	child_untrack(p->srv, p->slot);
+	free(p);
+}
+
 /* Copies a consistent snapshot of the database into an unlinked temp
- * file (see DESIGN). 0 or -1 (reason in r). */
+ * file, or (rollback modes, writers held off) opens its db file and keeps
+ * the helper pinning it for the reply (see DESIGN). 0 or -1 (reason in
+ * r). */
 static int export_copy(struct http_server *srv, const char *name, struct export_result *r)
 {
 	struct sqlchild child;
@@ -1260,21 +1364,21 @@ static int export_copy(struct http_server *srv, const char *name, struct export_
 		r->has_pos = true;
 	}
 	/* In a rollback mode with writers held off (A) and the snapshot
-	 * pinned (B's SHARED lock), the db file is the exported state: copied
-	 * in the kernel instead of page by page through the mount by SQLite's
-	 * backup API (BENCHMARKS.md, "Big databases on a node"). */
-	bool copied = false;
-	if (locked && !wal) {
-		uint64_t copied_size = 0;
-		int tfd = open(tmp, O_WRONLY | O_TRUNC | O_CLOEXEC);
-		copied = tfd >= 0 && db_copy_file(db, tfd, &copied_size) == 0;
-		if (tfd >= 0 && !copied && ftruncate(tfd, 0) != 0)
-			LOG_WARN("http", "msg=\"cannot empty an export's temp file\" db=%s err=\"%s\"", name,
-				 strerror(errno));
-		if (tfd >= 0)
-			close(tfd);
+	 * pinned (B's SHARED lock), the db file is the exported state: sent
+	 * as it is (sendfile) while the helper keeps pinning it, instead of
+	 * copied page by page through the mount by SQLite's backup API or
+	 * into a temp file first (BENCHMARKS.md, "Big databases on a node"). */
+	if (locked && !wal && db_open_clean_file(db, &r->fd, &r->size) == 0) {
+		if (!(r->pin = calloc(1, sizeof(*r->pin)))) {
+			export_fail(r, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+			goto out;
+		}
+		*r->pin = (struct export_pin){ .srv = srv, .child = child, .slot = child_slot };
+		child_started = false; /* the pin owns it now */
+		ret = 0;
+		goto out;
 	}
-	sqlchild_write(&child, copied ? "SKIP" : "GO");
+	sqlchild_write(&child, "GO");
 	sqlchild_read(&child, line, sizeof(line));
 	if (strcmp(line, "OK") != 0) {
 		if (!sqlchild_parse_err(line, &rc, &msg)) {
@@ -1335,9 +1439,13 @@ static enum httpd_result handle_export(struct http_server *srv, struct httpd_con
 		LOG_WARN("http", "msg=\"export failed\" db=%s status=%u reason=\"%s\"", name, r.status, logmsg);
 		return httpd_respond_error(conn, r.status, r.msg);
 	}
-	/* The server closes the fd when the reply is done. */
-	struct httpd_response *resp = httpd_response_fd(r.fd, r.size);
+	/* The server closes the fd when the reply is done, and releases the
+	 * helper pinning a db file sent as it is. */
+	struct httpd_response *resp = r.pin ? httpd_response_fd_held(r.fd, r.size, export_release, r.pin, export_pin_free)
+					    : httpd_response_fd(r.fd, r.size);
 	if (!resp) {
+		if (r.pin)
+			export_pin_free(r.pin);
 		close(r.fd);
 		atomic_fetch_add(&srv->n_export_err, 1);
 		return HTTPD_NO;

@@ -11,8 +11,15 @@
  *   200:      check or adopt the primary's cluster ID, set the role
  *             (replica of <primary hostname>), then feed every body chunk
  *             libcurl delivers to the incremental decoder:
- *               ltx/snapshot  spooled to one temp file in data.dir/tmp
+ *               ltx           spooled to one temp file in data.dir/tmp
  *                             (never held in memory), then store_apply();
+ *               full image    of 1 MiB or more (a snapshot frame, or
+ *                             the chain's first record for a database
+ *                             this node has no position of): staged
+ *                             into the database's chain and decoded into
+ *                             its new file while it arrives (snappipe.h),
+ *                             then applied; spooled as above when that
+ *                             cannot start;
  *               ready         the first full sync: replica_wait_synced()
  *                             returns true; caught up now;
  *               heartbeat     caught up as of its arrival once every
@@ -73,6 +80,7 @@
 #include "base/log.h"
 #include "ltx/ltx.h"
 #include "node/replica.h"
+#include "node/snappipe.h"
 #include "node/store.h"
 #include "proto/stream.h"
 
@@ -82,6 +90,12 @@
  * to spool a big snapshot before it starts sending it. */
 #define REPLICA_STALL_S 30L
 #define REPLICA_MSG_LEN 512
+/* libcurl's receive buffer: a snapshot of a big database arrives in
+ * fewer, larger pieces (its default is 16 KiB). */
+#define REPLICA_RECV_BUFFER (512L << 10)
+/* Full images from this size on go through snappipe.h; smaller ones are
+ * not worth a thread. */
+#define REPLICA_PIPE_MIN (1u << 20)
 /* An ack is a few hundred bytes on a kept-alive connection; one that takes
  * longer than this is retried (a commit waits at most lease.sync-timeout). */
 #define REPLICA_ACK_TIMEOUT_MS 5000L
@@ -138,6 +152,7 @@ struct conn {
 	uint32_t ltx_len;
 	bool skip;                 /* frame of a database we do not follow */
 	bool snapshot;
+	struct snappipe *pipe;     /* the snapshot being received, if staged on the way */
 	bool diverged;       /* the frame says the local history diverged */
 
 	/* The last heartbeat not yet reached. */
@@ -287,6 +302,8 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 		conn_fail(c, ERR_REPL_PROTOCOL, "invalid database name in an ltx frame");
 		return c->fail;
 	}
+	snappipe_abort(c->pipe); /* never one here: the parser ends a frame before the next */
+	c->pipe = NULL;
 	if (!c->skip && ftruncate(c->spool_fd, 0) != 0) {
 		conn_fail(c, -errno, "cannot reset the spool file: %s", strerror(errno));
 		return c->fail;
@@ -294,11 +311,38 @@ static int on_ltx_begin(struct conn *c, const struct stream_event *ev)
 	return 0;
 }
 
+/* Whether this node has a position for the frame's database (then a
+ * record that is not a snapshot frame may be one it already has: see
+ * on_ltx_end()). */
+static bool has_state(struct conn *c)
+{
+	struct db *db = store_find(c->r->st, c->db_name, true);
+	return db && db_pos(db).txid != 0;
+}
+
 static int on_ltx_data(struct conn *c, const struct stream_event *ev)
 {
 	if (c->skip)
 		return 0;
 	off_t off = (off_t)(c->ltx_len - (uint32_t)(c->parser.ltx_left + ev->len));
+	/* A big record that is a full image (a snapshot frame, or the chain's
+	 * first record sent to a replica that starts from nothing) is staged
+	 * and decoded on the way; its header is in the first piece. */
+	if (off == 0 && c->ltx_len >= REPLICA_PIPE_MIN && ev->len >= LTX_HEADER_SIZE && (c->snapshot || !has_state(c))) {
+		struct ltx_header h;
+		int rc = ltx_header_decode(ev->data, &h) == 0 && ltx_header_is_snapshot(&h)
+				 ? snappipe_begin(c->r->st, c->db_name, c->ltx_len, &c->pipe)
+				 : 0;
+		if (rc != 0)
+			LOG_WARN("repl", "msg=\"cannot stage a snapshot as it arrives; spooling it\" db=%s err=\"%s\"",
+				 c->db_name, err_str(rc));
+	}
+	if (c->pipe) {
+		int rc = snappipe_write(c->pipe, ev->data, ev->len);
+		if (rc != 0)
+			conn_fail(c, rc, "cannot stage a snapshot: %s", err_str(rc));
+		return rc;
+	}
 	const uint8_t *p = ev->data;
 	size_t left = ev->len;
 	while (left > 0) {
@@ -338,7 +382,7 @@ static int on_ltx_end(struct conn *c)
 	struct ltx_pos local = db ? db_pos(db) : (struct ltx_pos){ 0 };
 	uint64_t min_txid, max_txid, post = 0;
 	struct ltx_header own;
-	if (db && !c->snapshot && ltxlog_read_ends(c->spool_fd, 0, c->ltx_len, &own, &post) == 0 &&
+	if (db && !c->snapshot && !c->pipe && ltxlog_read_ends(c->spool_fd, 0, c->ltx_len, &own, &post) == 0 &&
 	    local.txid != 0 && (own.max_txid < local.txid || (own.max_txid == local.txid && post == local.checksum))) {
 		/* Transactions committed here under the write lock
 		 * (writelock.h): the primary stored the same LTX files that
@@ -351,8 +395,14 @@ static int on_ltx_end(struct conn *c)
 		check_caught_up(c);
 		return 0;
 	}
-	int rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
-	spooled_txids(c, &min_txid, &max_txid);
+	int rc;
+	if (c->pipe) {
+		rc = snappipe_finish(c->pipe, &min_txid, &max_txid);
+		c->pipe = NULL;
+	} else {
+		rc = store_apply(c->r->st, c->db_name, c->spool_fd, 0, c->ltx_len);
+		spooled_txids(c, &min_txid, &max_txid);
+	}
 	if (rc == 0 && c->diverged)
 		LOG_WARN("repl", "msg=\"this node's history diverged from the primary's: its local transactions were "
 				 "discarded and the database replaced by the primary's snapshot\" db=%s local_txid=%016" PRIx64
@@ -791,9 +841,11 @@ static int run_conn(struct replica *r, const char *url, int spool_fd, bool *got_
 	c.q.stall_s = REPLICA_STALL_S;
 	c.q.keepalive = true;
 	c.q.user_agent = "litefs-replica";
+	c.q.recv_buffer = REPLICA_RECV_BUFFER;
 	CURLcode cc = httpc_perform(&c.q);
 	rc = conn_outcome(&c, cc);
 out:
+	snappipe_abort(c.pipe); /* the stream broke off inside a snapshot */
 	*got_frame = c.got_frame;
 	snprintf(msg, msg_len, "%s", c.fail_msg);
 	curl_slist_free_all(hdrs);

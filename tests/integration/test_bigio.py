@@ -1,19 +1,24 @@
-"""Import at disk speed (issue 15): the node encodes the uploaded file
-straight into its chain and renames it into place (nobody has the database
-open) or copies it into the open file (someone has), with quick_check run
-beside the encoding. Correctness of each path: checksums, what a connection
-that stayed open sees, refusals that store nothing, progress on a terminal,
-and kill -9 at the worst moment of each path (old or new state after the
-restart). Bench: bench/bigdb.py."""
+"""Import at disk speed (issue 15): the node encodes the import's record
+while the file uploads (a spool that becomes a segment of the chain by a
+rename; from the uploaded file if the spool fails) and renames the file
+into place (nobody has the database open) or copies it into the open file
+(someone has), with quick_check run once the body is complete.
+Correctness of each path: checksums on a replica and on the backup
+service, what a connection that stayed open sees, refusals and cut
+uploads that store nothing, progress on a terminal, and kill -9 at the
+worst moment of each path (old or new state after the restart). Bench:
+bench/bigdb.py, bench/import_ab.py."""
 import os
 import pty
 import re
 import signal
 import sqlite3
 import subprocess
+import json
 import time
+import urllib.request
 
-from conftest import LITEFS, check_invariants, run, wait_until
+from conftest import LITEFS, check_invariants, db_checksum, run, wait_until
 
 
 def make_big(path, rows, seed=1):
@@ -90,6 +95,7 @@ def test_import_renamed_then_copied_under_an_open_connection(node, tmp_path):
     res = cli_import(n, "db", a)
     assert res.returncode == 0, res.stderr
     assert "rename_ms=" in last_import_line(n)
+    assert "record=spooled" in last_import_line(n), "the record is encoded during the upload"
     assert content(n.db()) == content(a)
     check_invariants(n, tmp=tmp_path)
 
@@ -110,18 +116,36 @@ def test_import_renamed_then_copied_under_an_open_connection(node, tmp_path):
     assert tmp_leftovers(n) == []
 
 
-def test_import_replicates_and_bad_page_in_the_middle_is_refused(cluster, tmp_path):
-    """The import's record reaches a replica byte for byte; a file with one
-    damaged b-tree page in its middle is refused by quick_check and by
+def service_pos(srv, token):
+    req = urllib.request.Request(srv.url + "/pos", headers={"Authorization": token})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        p = json.loads(r.read()).get("db")
+    return (p["txid"], p["postApplyChecksum"]) if p else None
+
+
+def test_import_replicates_and_bad_page_in_the_middle_is_refused(cluster, cloud, tmp_path):
+    """The import's record (encoded during the upload) reaches a replica
+    and the backup service: the same position and checksum everywhere, and
+    the service's export is the imported database. A file with one damaged
+    b-tree page in its middle is refused by quick_check and by
     integrity_check (-full-check), and stores nothing anywhere."""
-    c = cluster(2)
+    srv = cloud()
+    token = srv.create_cluster("prod")
+    c = cluster(2, extra_config=f"backup:\n  type: litefs-cloud\n  url: {srv.url}\n  auth-token: {token}\n")
     p, r = c.nodes
     src = make_big(tmp_path / "src.db", 3000)
     res = cli_import(p, "db", src)
     assert res.returncode == 0, res.stderr
+    assert "record=spooled" in last_import_line(p)
     c.wait_synced("db", timeout=30)
     assert content(r.db()) == content(src)
     good = p.pos()
+    wait_until(lambda: service_pos(srv, token) == (f"{good[0]:016x}", good[1]), timeout=20,
+               msg=lambda: f"service at {service_pos(srv, token)}, node at {good}")
+    out = tmp_path / "from-service.db"
+    srv.cli("export", "db", "-o", out, token=token)
+    assert db_checksum(out) == good[1] == db_checksum(r.db())
+    assert content(out) == content(src)
 
     data = bytearray(src.read_bytes())
     n_pages = len(data) // 4096
@@ -223,4 +247,54 @@ def test_kill9_mid_import_leaves_old_or_new(node, tmp_path):
     assert n.pos()[0] == pos_old[0] + 1
     assert "writing its pages again" in n.log_text()
     assert content(n.db()) == content(new)
+    check_invariants(n, tmp=tmp_path)
+    pos_mid = n.pos()
+    n.stop()
+
+    # 3. The record encoded during the upload, stalled at its sync (before
+    # it joins the chain): the state of (2) after the restart, no spool left.
+    import_killed_at("fsync", "tmp/http-import")
+    assert n.pos() == pos_mid
+    assert content(n.db()) == content(new)
+    assert tmp_leftovers(n) == []
+    check_invariants(n, tmp=tmp_path)
+
+
+def test_upload_cut_mid_body_stores_nothing(node, tmp_path):
+    """The record's encoder reads the upload as it arrives (importrec.c); a
+    client that goes away half-way through the body must stop it: nothing
+    stored, no temp file left, the node still imports."""
+    import socket
+    n = node().start()
+    src = make_big(tmp_path / "src.db", 3000)
+    assert cli_import(n, "db", src).returncode == 0
+    good = n.pos()
+    data = src.read_bytes()
+    for name in ("db", "new.db"):
+        s = socket.create_connection(("127.0.0.1", n.port))
+        s.sendall(f"POST /import?name={name} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+                  + data[:len(data) // 2])
+        time.sleep(0.3)  # the encoder is waiting for the rest
+        s.close()
+    wait_until(lambda: tmp_leftovers(n) == [], timeout=10, msg=lambda: f"left: {tmp_leftovers(n)}")
+    assert n.pos() == good
+    assert not n.db("new.db").exists()
+    res = cli_import(n, "db", src)
+    assert res.returncode == 0, res.stderr
+    assert n.pos()[0] == good[0] + 1
+    check_invariants(n, tmp=tmp_path)
+
+
+def test_record_encoded_from_the_file_when_the_spool_fails(node, tmp_path):
+    """A write error in the spool during the upload (an injected EIO)
+    leaves the import to the fallback: the record is encoded from the
+    uploaded file after the body, with the same result."""
+    n = node().start(env={"LITEFS_FAULT": "pwrite:1:5:path=tmp/http-import"})
+    src = make_big(tmp_path / "src.db", 3000)
+    res = cli_import(n, "db", src)
+    assert res.returncode == 0, res.stderr
+    assert "record=encoded" in last_import_line(n)
+    assert "record encoded during the upload is not usable" in n.log_text()
+    assert content(n.db()) == content(src)
+    assert tmp_leftovers(n) == []
     check_invariants(n, tmp=tmp_path)

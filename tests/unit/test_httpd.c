@@ -3,7 +3,8 @@
  * byte for byte: pipelining, keep-alive, chunked bodies cut at every byte,
  * 100-continue, HEAD, streamed replies, an early reply to a large body, the
  * head deadline, the per-address cap (eviction of the oldest incomplete
- * head), and the workers reserved for trusted requests.
+ * head), the workers reserved for trusted requests, and a file reply whose
+ * holder is asked before its last byte.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,6 +12,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <inttypes.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -32,6 +34,29 @@ struct req {
 };
 
 static atomic_bool release_slow;
+
+static uint64_t body_sum(uint64_t sum, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		sum = sum * 31 + (unsigned char)p[i];
+	return sum;
+}
+
+/* The held file reply (/held?ok=0|1): the holder's answer and how often
+ * it was asked and freed. */
+static atomic_int held_asked, held_freed;
+
+static int held_hold(void *cls)
+{
+	atomic_fetch_add(&held_asked, 1);
+	return *(const char *)cls == '1' ? 0 : -1;
+}
+
+static void held_free(void *cls)
+{
+	atomic_fetch_add(&held_freed, 1);
+	free(cls);
+}
 
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -74,6 +99,25 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 		close(fd);
 		return HTTPD_YES;
 	}
+	if (!strcmp(url, "/pull")) {
+		/* Pulls the whole body on the first call, in reads of 7 bytes
+		 * and of 64 KiB by turns; replies with its length and sum. */
+		char *buf = malloc(1 << 16);
+		uint64_t n = 0, sum = 0;
+		ssize_t r;
+		bool small = true;
+		while ((r = httpd_body_read(conn, buf, small ? 7 : 1 << 16)) > 0) {
+			n += (uint64_t)r;
+			sum = body_sum(sum, buf, (size_t)r);
+			small = !small;
+		}
+		free(buf);
+		if (r < 0)
+			return httpd_respond_error(conn, 400, "pull failed");
+		char *b = malloc(64);
+		int len = snprintf(b, 64, "PULL %" PRIu64 ":%016" PRIx64 ".", n, sum);
+		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, (size_t)len, NULL, NULL);
+	}
 	if (*req_cls == NULL) {
 		*req_cls = calloc(1, sizeof(struct req));
 		return *req_cls ? HTTPD_YES : HTTPD_NO;
@@ -92,6 +136,19 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 			usleep(1000);
 	if (!strcmp(url, "/stream")) {
 		struct httpd_response *resp = httpd_response_callback(HTTPD_SIZE_UNKNOWN, 7, stream_reader, NULL, NULL);
+		return httpd_queue(conn, HTTP_OK, resp);
+	}
+	if (!strcmp(url, "/held")) {
+		const char *v;
+		size_t n;
+		FILE *f = tmpfile();
+		assert_non_null(f);
+		fputs("0123456789", f);
+		fflush(f);
+		int fd = dup(fileno(f));
+		fclose(f);
+		char *ok = strdup(httpd_arg(conn, "ok", &v, &n) == HTTPD_YES && n == 1 && v[0] == '1' ? "1" : "0");
+		struct httpd_response *resp = httpd_response_fd_held(fd, 10, held_hold, ok, held_free);
 		return httpd_queue(conn, HTTP_OK, resp);
 	}
 	if (!strcmp(url, "/arg")) {
@@ -296,6 +353,86 @@ static void test_continue_head_and_stream(void **state)
 	httpd_stop(d);
 }
 
+/* httpd_body_read(): a large body with a Content-Length (read straight
+ * from the socket), a chunked one, one behind "100 Continue", then an
+ * ordinary request on the same connection. */
+static void test_handler_pulls_the_body(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	const size_t n = 300000;
+	char *body = malloc(n), head[128], want[64], buf[4096];
+	for (size_t i = 0; i < n; i++)
+		body[i] = (char)(i * 7 % 251);
+	snprintf(want, sizeof(want), "PULL %zu:%016" PRIx64 ".", n, body_sum(0, body, n));
+	int hl = snprintf(head, sizeof(head), "POST /pull HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", n);
+	put(fd, head, (size_t)hl);
+	put(fd, body, n);
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, "HTTP/1.1 200"));
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /pull HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 51);
+	for (size_t off = 0; off < n; off += 100000) {
+		/* The handler's 7-byte read takes the head of the chunk from
+		 * the buffer; its next, large, read finds the buffer empty and
+		 * reads the chunk's data straight from the socket. */
+		hl = snprintf(head, sizeof(head), "%x\r\n", 100000);
+		put(fd, head, (size_t)hl);
+		put(fd, body + off, 7);
+		usleep(20000);
+		put(fd, body + off + 7, 100000 - 7);
+		put(fd, "\r\n", 2);
+	}
+	put(fd, "0\r\n\r\n", 5);
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /pull HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 64);
+	get(fd, buf, sizeof(buf), "\r\n\r\n");
+	assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+	put(fd, "hello", 5);
+	snprintf(want, sizeof(want), "PULL 5:%016" PRIx64 ".", body_sum(0, "hello", 5));
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /x HTTP/1.1\r\nContent-Length: 2\r\n\r\nok", 41);
+	get(fd, buf, sizeof(buf), "POST 2:ok");
+	assert_non_null(strstr(buf, "POST 2:ok"));
+	free(body);
+	close(fd);
+	httpd_stop(d);
+}
+
+/* A held file goes out whole when its holder confirms before the last
+ * byte, and is cut one byte short (the connection closed) when it does
+ * not; the holder is asked once and freed once either way. */
+static void test_held_file_reply(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	char buf[4096];
+	int fd = dial(port, NULL);
+	put(fd, "GET /held?ok=1 HTTP/1.1\r\n\r\n", 27);
+	get(fd, buf, sizeof(buf), "0123456789");
+	assert_non_null(strstr(buf, "Content-Length: 10\r\n\r\n0123456789"));
+	close(fd);
+	fd = dial(port, NULL);
+	put(fd, "GET /held?ok=0 HTTP/1.1\r\n\r\n", 27);
+	get(fd, buf, sizeof(buf), NULL); /* until the server closes */
+	char *body = strstr(buf, "\r\n\r\n");
+	assert_non_null(body);
+	assert_string_equal(body + 4, "012345678");
+	close(fd);
+	for (int i = 0; i < 500 && atomic_load(&held_freed) < 2; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&held_asked), 2);
+	assert_int_equal(atomic_load(&held_freed), 2);
+	httpd_stop(d);
+}
+
 static void test_early_reply_to_a_large_body(void **state)
 {
 	(void)state;
@@ -456,6 +593,8 @@ int main(void)
 		cmocka_unit_test(test_every_header_and_argument),
 		cmocka_unit_test(test_chunked_body_byte_by_byte),
 		cmocka_unit_test(test_continue_head_and_stream),
+		cmocka_unit_test(test_handler_pulls_the_body),
+		cmocka_unit_test(test_held_file_reply),
 		cmocka_unit_test(test_early_reply_to_a_large_body),
 		cmocka_unit_test(test_head_deadline_is_not_reset_by_a_trickle),
 		cmocka_unit_test(test_per_client_cap_evicts_the_oldest_head),

@@ -3,7 +3,8 @@
  * always equal those of the file (checked against a fresh
  * pagesums_build() and the in-memory model of testutil), applies of
  * random chains give the model's bytes and checksum whether pages are
- * staged in memory or decoded again from the replay file, and every
+ * staged in memory (grown, or in a lent buffer) or decoded again from the
+ * replay file, and every
  * rejected file (bit flips, truncation, wrong position, a replay file
  * that differs) leaves the database and the sums as they were — or, when
  * the replay pass finds a difference after writing began, reports
@@ -73,17 +74,37 @@ static void random_txn(struct ltx_growbuf *out, struct model *m, uint64_t txid, 
 	free(pgnos);
 }
 
-/* Applies ltx with a replay file holding the same bytes (or none). */
+static void count_call(void *ctx)
+{
+	(*(int *)ctx)++;
+}
+
+/* Applies ltx with a replay file holding the same bytes (or none). With
+ * a replay file, half the time through pagesums_apply_io() with a lent
+ * stage of 0 to 12 pages and a bit (the pages that do not fit are
+ * replayed), and the validated callback must then run exactly once when
+ * the apply got to writing (and never when it was refused before). */
 static int apply(struct pagesums *s, int db, const struct ltx_growbuf *ltx, bool replay,
 		 struct dbfile_apply_result *res)
 {
 	struct ltx_membuf mb = { .data = ltx->data, .len = ltx->len };
-	int rfd = -1;
+	int rfd = -1, rc;
 	if (replay) {
 		rfd = new_file("replay.ltx");
 		write_all(rfd, ltx->data, ltx->len);
 	}
-	int rc = pagesums_apply(s, db, ltx_membuf_read, &mb, rfd, res);
+	if (replay && rnd_below(2)) {
+		int calls = 0;
+		size_t cap = (size_t)rnd_below(13) * 4096 + rnd_below(600);
+		uint8_t *stage = malloc(cap ? cap : 1);
+		struct pagesums_io io = { .replay_fd = rfd, .stage = stage, .stage_cap = cap, .validated = count_call,
+					  .ctx = &calls };
+		rc = pagesums_apply_io(s, db, ltx_membuf_read, &mb, &io, res);
+		assert_int_equal(calls, rc == 0 || res->db_changed ? 1 : 0);
+		free(stage);
+	} else {
+		rc = pagesums_apply(s, db, ltx_membuf_read, &mb, rfd, res);
+	}
 	if (rfd >= 0)
 		close(rfd);
 	return rc;

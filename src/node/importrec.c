@@ -1,0 +1,172 @@
+/*
+ * importrec.c — an import's record encoded on its own thread while the
+ * body arrives (importrec.h).
+ *
+ * The connection's thread writes each piece of the body to the upload
+ * file and announces how far the file goes (importrec_feed); this thread
+ * reads the file behind it, 1 MiB at a time, from the page cache, and
+ * feeds a fullrec encoder. The body is copied once into the file and once
+ * out of it: the encoder never holds the upload back (the file is the
+ * buffer), and if it falls behind it catches up after the body's end
+ * (encoder_lag_ms in the log). The page size comes from the first 100
+ * bytes; a bad header ends the encoder early (the upload's own check
+ * refuses the file with its reason).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/err.h"
+#include "base/fdio.h"
+#include "ltx/fullrec.h"
+#include "ltx/ltx.h"
+#include "node/importrec.h"
+
+#define IMPORTREC_READ (1u << 20)
+
+struct importrec {
+	pthread_mutex_t mu;   /* guards avail, eof, stop, waiting */
+	pthread_cond_t more;
+	uint64_t avail;       /* bytes of the upload file written so far */
+	bool eof, stop, waiting;
+	pthread_t thread;
+	bool running;
+	int src_fd, fd;
+	bool compress;
+	struct fullrec *rec;
+	int rc;         /* the encoder's result, once joined */
+	int64_t cpu_ms; /* the encoder thread's CPU time, once joined */
+};
+
+static int64_t thread_cpu_ms(void)
+{
+	struct timespec ts;
+	if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+		return 0;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until want bytes are in the file past off (or the body ended);
+ * returns how many may be read (0: the end, or stopped). */
+static size_t wait_bytes(struct importrec *r, uint64_t off, size_t want)
+{
+	pthread_mutex_lock(&r->mu);
+	while (!r->stop && !r->eof && r->avail - off < want) {
+		r->waiting = true;
+		pthread_cond_wait(&r->more, &r->mu);
+	}
+	r->waiting = false;
+	uint64_t n = r->stop ? 0 : r->avail - off;
+	pthread_mutex_unlock(&r->mu);
+	return n < want ? (size_t)n : want;
+}
+
+static void *importrec_main(void *arg)
+{
+	struct importrec *r = arg;
+	uint8_t *buf = malloc(IMPORTREC_READ);
+	int rc = buf ? 0 : ERR_NOMEM;
+	uint64_t off = 0;
+	if (rc == 0 && wait_bytes(r, 0, 100) < 100)
+		rc = ERR_IO_SHORT;
+	if (rc == 0 && (rc = fdio_pread_full(r->src_fd, buf, 100, 0)) == 100) {
+		uint32_t ps = (uint32_t)buf[16] << 8 | buf[17];
+		rc = fullrec_new(&r->rec, r->fd, IMPORTREC_BASE, ps == 1 ? 65536 : ps, r->compress);
+	} else if (rc >= 0) {
+		rc = ERR_IO_SHORT;
+	}
+	while (rc == 0) {
+		size_t k = wait_bytes(r, off, IMPORTREC_READ);
+		if (k == 0)
+			break;
+		int n = fdio_pread_full(r->src_fd, buf, k, (off_t)off);
+		if (n != (int)k) {
+			rc = n < 0 ? n : ERR_IO_SHORT;
+			break;
+		}
+		rc = fullrec_feed(r->rec, buf, k);
+		off += k;
+	}
+	free(buf);
+	pthread_mutex_lock(&r->mu);
+	if (rc == 0 && (r->stop || off != r->avail))
+		rc = ERR_IO_SHORT;
+	pthread_mutex_unlock(&r->mu);
+	r->rc = rc;
+	r->cpu_ms = thread_cpu_ms();
+	return NULL;
+}
+
+int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
+{
+	*out = NULL;
+	struct importrec *r = calloc(1, sizeof(*r));
+	if (!r)
+		return ERR_NOMEM;
+	r->src_fd = src_fd;
+	r->fd = fd;
+	r->compress = compress;
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->more, NULL);
+	int rc = pthread_create(&r->thread, NULL, importrec_main, r);
+	if (rc) {
+		pthread_cond_destroy(&r->more);
+		pthread_mutex_destroy(&r->mu);
+		free(r);
+		return -rc;
+	}
+	r->running = true;
+	*out = r;
+	return 0;
+}
+
+void importrec_feed(struct importrec *r, uint64_t n_bytes)
+{
+	pthread_mutex_lock(&r->mu);
+	r->avail = n_bytes;
+	if (r->waiting)
+		pthread_cond_signal(&r->more);
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void importrec_join(struct importrec *r, bool stop)
+{
+	pthread_mutex_lock(&r->mu);
+	r->eof = true;
+	r->stop = stop;
+	pthread_cond_signal(&r->more);
+	pthread_mutex_unlock(&r->mu);
+	if (r->running) {
+		pthread_join(r->thread, NULL);
+		r->running = false;
+	}
+}
+
+int importrec_end(struct importrec *r, struct fullrec **rec)
+{
+	*rec = NULL;
+	importrec_join(r, false);
+	if (r->rc == 0 && !r->rec)
+		r->rc = ERR_IO_SHORT;
+	if (r->rc == 0)
+		*rec = r->rec;
+	return r->rc;
+}
+
+int64_t importrec_cpu_ms(const struct importrec *r)
+{
+	return r->running ? 0 : r->cpu_ms;
+}
+
+void importrec_free(struct importrec *r)
+{
+	if (!r)
+		return;
+	importrec_join(r, true);
+	fullrec_free(r->rec);
+	pthread_cond_destroy(&r->more);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
