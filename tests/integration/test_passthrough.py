@@ -4,7 +4,9 @@ Capture stays exact in every rollback journal mode, including the commits
 that only zero the journal header (PERSIST, locking_mode=EXCLUSIVE), which
 the node finds by reading the header; with passthrough off (or on a kernel
 without it) the mount works as before."""
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -236,3 +238,93 @@ def test_no_commit_is_accepted_while_the_node_is_dead(node):
         got = int(run("sqlite3", n.db(name), "SELECT count(*) FROM t").stdout)
         assert got == 20, f"{name}: {got} rows after the restart, 20 acknowledged before the kill"
         check_invariants(n, name)
+
+
+
+CRASHER = textwrap.dedent("""
+    import sqlite3, sys, time
+    con = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+    con.execute("PRAGMA journal_mode=" + sys.argv[2])
+    con.execute("PRAGMA cache_size=5")
+    con.execute("BEGIN")
+    con.execute("UPDATE t SET v = 'crash' || id")
+    con.execute("INSERT INTO t(v) SELECT v FROM t")
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_journal_fd_open_across_a_restart_never_writes_a_live_journal(node, tmp_path):
+    """locking_mode=EXCLUSIVE with a PERSIST or TRUNCATE journal keeps the
+    journal open between transactions: passed through, its descriptor
+    writes straight into the backing file, and keeps doing so after the
+    node is killed (the kernel's passthrough write never asks the node).
+    After the restart the old connection fails to commit, and what its
+    descriptor writes must reach no journal of the new mount: not the
+    journal of the new clients' commits (a hot journal with the old
+    connection's before-images would be rolled back over them), nor the hot
+    journal of a writer killed mid-transaction (docs/mount.md "A journal
+    descriptor that outlives its node")."""
+    n = node().start()
+    modes = {"persist": "NORMAL", "truncate": "OFF"}  # both write a hot header before their first sync
+    old, new, inode, want = {}, {}, {}, {}
+    for mode, sync in modes.items():
+        con = n.connect(mode, isolation_level=None)
+        for p in ("locking_mode=EXCLUSIVE", f"journal_mode={mode}", f"synchronous={sync}"):
+            con.execute(f"PRAGMA {p}")
+        con.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        want[mode] = [(i + 1, f"old {i}" * 40) for i in range(20)]
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO t VALUES (?, ?)", want[mode])
+        con.execute("COMMIT")
+        old[mode], inode[mode] = con, os.stat(n.data / "dbs" / mode / "db-journal").st_ino
+    n.kill9()
+    n.start()
+
+    def commit(mode, tag, count):
+        rows = [(len(want[mode]) + i + 1, f"{tag} {i}" * 40) for i in range(count)]
+        new[mode].executemany("INSERT INTO t VALUES (?, ?)", rows)
+        want[mode] += rows
+
+    def scribble():
+        for con in old.values():
+            with pytest.raises(sqlite3.Error):
+                con.execute("UPDATE t SET v = 'scribble' || id")
+        # What the new mount cached of each journal (its pages, and its
+        # size for attr_timeout, 1 s) would hide a change made behind its
+        # back for a while; a later client reads the backing file.
+        time.sleep(1.2)
+        for mode in modes:
+            fd = os.open(n.mnt / f"{mode}-journal", os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+
+    for mode in modes:
+        new[mode] = n.connect(mode, isolation_level=None)
+        new[mode].execute(f"PRAGMA journal_mode={mode}")
+        commit(mode, "new a", 60)  # grows the database past the old connection's view
+    scribble()
+    script = tmp_path / "crasher.py"
+    script.write_text(CRASHER)
+    for mode in modes:
+        commit(mode, "new b", 10)
+        new[mode].close()
+        # A writer killed mid-transaction leaves a hot journal of the new
+        # mount, which the old descriptors then write into once more.
+        p = subprocess.Popen([sys.executable, str(script), str(n.db(mode)), mode], stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready"
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    scribble()
+    for mode in modes:
+        got = n.connect(mode).execute("SELECT id, v FROM t ORDER BY id").fetchall()
+        assert got == want[mode], f"{mode}: {len(got)} rows, {len(want[mode])} committed"
+        check_invariants(n, mode)
+        journal = n.data / "dbs" / mode / "db-journal"
+        assert not journal.exists() or journal.stat().st_ino != inode[mode], \
+            f"{mode}: the journal inode the old connection holds is live again"
+    for con in old.values():
+        try:
+            con.close()
+        except sqlite3.Error:
+            pass
