@@ -1816,13 +1816,13 @@ static int load_state(struct db *db, bool clean)
 	char path[4096];
 	snprintf(path, sizeof(path), "%s/dbs/%s/db", db->node->data_dir, db->name);
 	bool leftovers = db->exists[DB_KIND_JOURNAL] || db->exists[DB_KIND_WAL];
-	if (db->exists[DB_KIND_DB] && leftovers) {
-		rc = sqlite_recover(db, path);
-		if (rc)
-			return rc;
-		for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++)
-			db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
-	}
+	if (db->exists[DB_KIND_DB] && leftovers && (rc = sqlite_recover(db, path)) != 0)
+		return rc;
+	for (int k = DB_KIND_JOURNAL; k <= DB_KIND_SHM; k++)
+		db->exists[k] = faccessat(db->dir_fd, db_kind_backing[k], F_OK, 0) == 0;
+	/* A passed-through journal outlives its node (dbfence.c). */
+	if (db->exists[DB_KIND_JOURNAL] && (rc = db_fence_journal(db, db_kind_backing[DB_KIND_JOURNAL])) != 0)
+		return rc;
 
 	uint32_t ps, np;
 	bool walm;

@@ -74,4 +74,10 @@ struct ltx_trailer;
 int db_redo_full_record(struct db *db, uint64_t seg_first, uint64_t rec_off, const struct ltx_header *h,
 			const struct ltx_trailer *t);
 
+/* dbfence.c: at a start, after crash recovery, unlinks the journal left
+ * at backing (the journal's backing name), so that a descriptor a client
+ * still holds on it (FUSE passthrough) writes into an orphan inode. Sets
+ * exists[DB_KIND_JOURNAL] false. 0 or -errno. */
+int db_fence_journal(struct db *db, const char *backing);
+
 #endif

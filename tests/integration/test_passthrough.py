@@ -286,36 +286,38 @@ def test_a_journal_fd_open_across_a_restart_never_writes_a_live_journal(node, tm
         new[mode].executemany("INSERT INTO t VALUES (?, ?)", rows)
         want[mode] += rows
 
-    def scribble():
-        for con in old.values():
-            with pytest.raises(sqlite3.Error):
-                con.execute("UPDATE t SET v = 'scribble' || id")
-        # What the new mount cached of each journal (its pages, and its
-        # size for attr_timeout, 1 s) would hide a change made behind its
-        # back for a while; a later client reads the backing file.
-        time.sleep(1.2)
-        for mode in modes:
-            fd = os.open(n.mnt / f"{mode}-journal", os.O_RDONLY)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
-
+    script = tmp_path / "crasher.py"
+    script.write_text(CRASHER)
     for mode in modes:
         new[mode] = n.connect(mode, isolation_level=None)
         new[mode].execute(f"PRAGMA journal_mode={mode}")
         commit(mode, "new a", 60)  # grows the database past the old connection's view
-    scribble()
-    script = tmp_path / "crasher.py"
-    script.write_text(CRASHER)
-    for mode in modes:
-        commit(mode, "new b", 10)
         new[mode].close()
         # A writer killed mid-transaction leaves a hot journal of the new
-        # mount, which the old descriptors then write into once more.
+        # mount; then the old connection's descriptor writes its journal.
         p = subprocess.Popen([sys.executable, str(script), str(n.db(mode)), mode], stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         p.send_signal(signal.SIGKILL)
         p.wait()
-    scribble()
+        assert (n.data / "dbs" / mode / "db-journal").read_bytes()[:8].hex() == "d9d505f920a163d7", "not hot"
+        with pytest.raises(sqlite3.Error):
+            old[mode].execute("UPDATE t SET v = 'scribble' || id")
+    # What the new mount caches of a journal (its pages, and its size for
+    # attr_timeout, 1 s) would hide a change made behind its back for a
+    # while; a later client reads the backing file.
+    time.sleep(1.2)
+    for mode in modes:
+        fd = os.open(n.mnt / f"{mode}-journal", os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    for mode in modes:
+        # This client rolls the hot journal back, then commits.
+        new[mode] = n.connect(mode, isolation_level=None)
+        new[mode].execute(f"PRAGMA journal_mode={mode}")
+        commit(mode, "new b", 10)
+        new[mode].close()
+        with pytest.raises(sqlite3.Error):
+            old[mode].execute("INSERT INTO t(v) VALUES ('scribble')")
     for mode in modes:
         got = n.connect(mode).execute("SELECT id, v FROM t ORDER BY id").fetchall()
         assert got == want[mode], f"{mode}: {len(got)} rows, {len(want[mode])} committed"
@@ -323,6 +325,7 @@ def test_a_journal_fd_open_across_a_restart_never_writes_a_live_journal(node, tm
         journal = n.data / "dbs" / mode / "db-journal"
         assert not journal.exists() or journal.stat().st_ino != inode[mode], \
             f"{mode}: the journal inode the old connection holds is live again"
+    assert "removed the inert journal left by the previous run" in n.log_text()
     for con in old.values():
         try:
             con.close()
