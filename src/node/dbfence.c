@@ -22,9 +22,10 @@
  * inode lives on only for the descriptors still open on it: the old
  * connection writes into an orphan, and every journal the new mount
  * serves is created after the start. A journal found hot here was written
- * after recovery looked at it, which only such a descriptor can do; its
- * transaction never reached the database (the database's writes fail
- * while the node is dead), so dropping it is right too.
+ * after recovery looked at it, which only such a descriptor can do (or it
+ * has no database, which SQLite would delete it for); its transaction
+ * never reached the database (the database's writes fail while the node
+ * is dead), so dropping it is right too.
  *
  * What the descriptor writes between the kill and the restart is seen by
  * recovery: the connection holds the old mount's exclusive lock, so its
@@ -64,8 +65,9 @@ int db_fence_journal(struct db *db, const char *backing)
 	db->exists[DB_KIND_JOURNAL] = false;
 	db->dir_dirty = true;
 	if (first != 0)
-		LOG_WARN("db", "msg=\"removed a hot journal written after recovery by a descriptor left open across "
-			       "the restart; its transaction never reached the database\" db=%s size=%lld",
+		LOG_WARN("db", "msg=\"removed a hot journal that recovery did not roll back (written since by a "
+			       "descriptor left open across the restart, or left without a database); its transaction "
+			       "never reached the database\" db=%s size=%lld",
 			 db->name, (long long)st.st_size);
 	else
 		LOG_INFO("db", "msg=\"removed the inert journal left by the previous run, so a descriptor still open "

@@ -737,6 +737,53 @@ static void test_rollback_truncate_persist_shrink(void **state)
 		image_free(&img[i]);
 }
 
+/* A start unlinks the inert journal that PERSIST and TRUNCATE leave
+ * (dbfence.c): a descriptor a client kept open on it (FUSE passthrough
+ * writes the backing file directly) then writes into an orphan, and the
+ * next journal opened through the node is another inode. Both after a
+ * crash and after a clean stop; the position is unchanged. */
+static void test_reload_orphans_the_left_journal(void **state)
+{
+	struct image img[3];
+	make_rollback_images(img);
+	struct image empty = { .page_size = img[0].page_size };
+	static const uint8_t hot[8] = { 0xd9, 0xd5, 0x05, 0xf9, 0x20, 0xa1, 0x63, 0xd7 };
+
+	for (int run = 0; run < 4; run++) {
+		enum jmode mode = run % 2 ? J_PERSIST : J_TRUNCATE;
+		struct fx f;
+		char path[600];
+		struct stat st, st2;
+		fx_setup(&f, false);
+		replay_rollback(f.db, &empty, &img[0], mode);
+		replay_rollback(f.db, &img[0], &img[1], mode);
+		struct ltx_pos pos = db_pos(f.db);
+		fx_backing_path(&f, "db-journal", path, sizeof(path));
+		int old = open(path, O_RDWR | O_CLOEXEC);
+		assert_true(old >= 0);
+		assert_int_equal(fstat(old, &st), 0);
+
+		fx_reload(&f, run >= 2);
+		assert_int_equal(access(path, F_OK), -1);
+		assert_int_equal(errno, ENOENT);
+		assert_pos(f.db, pos.txid, pos.checksum);
+		assert_int_equal(pwrite(old, hot, sizeof(hot), 0), (ssize_t)sizeof(hot));
+		assert_int_equal(access(path, F_OK), -1);
+		int fd = db_open_file(f.db, DB_KIND_JOURNAL, true, true);
+		assert_true(fd >= 0);
+		assert_int_equal(fstat(fd, &st2), 0);
+		assert_true(st2.st_ino != st.st_ino);
+		assert_int_equal(st2.st_size, 0);
+		db_close_file(f.db, DB_KIND_JOURNAL, fd);
+		close(old);
+		replay_rollback(f.db, &img[1], &img[0], mode);
+		assert_pos(f.db, pos.txid + 1, image_checksum(&img[0]));
+		fx_teardown(&f);
+	}
+	for (int i = 0; i < 3; i++)
+		image_free(&img[i]);
+}
+
 /* ROLLBACK writes the pre-images back and finalises the journal like a
  * commit: no net change, so no record and no new position. */
 static void test_rollback_statement_no_commit(void **state)
@@ -1456,6 +1503,7 @@ int main(void)
 		cmocka_unit_test(test_rollback_commit_faults),
 		cmocka_unit_test(test_delete_and_recreate),
 		cmocka_unit_test(test_reload_keeps_position),
+		cmocka_unit_test(test_reload_orphans_the_left_journal),
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_wal_commits),
 		cmocka_unit_test(test_wal_checkpoint_passes_through),
