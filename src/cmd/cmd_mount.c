@@ -101,9 +101,9 @@ static const char mount_usage[] =
 	"  LITEFS_SECRET         http.secret when litefs.yml sets none\n"
 	"  LITEFS_LOCK_STALL_MS  watchdog bound: a database lock held longer is logged\n"
 	"                        at level=error and counted (default 10000)\n"
-	"  LITEFS_FUSE_PASSTHROUGH=0\n"
-	"                        no FUSE passthrough of rollback journals, whatever\n"
-	"                        fuse.passthrough says (see docs/mount.md)\n"
+	"  LITEFS_FUSE_PASSTHROUGH=0|1\n"
+	"                        FUSE passthrough of rollback journals off or on,\n"
+	"                        whatever fuse.passthrough says (see docs/mount.md)\n"
 	"  LITEFS_FAULT=call:N[:errno][:stall=MS][:path=TEXT]\n"
 	"                        (tests) make the Nth pwrite/fsync/rename/unlink/ftruncate\n"
 	"                        of the commit path fail with EIO (or errno); stall=MS\n"
@@ -567,9 +567,10 @@ int cmd_mount_main(int argc, char **argv)
 		.allow_other = cfg.fuse.allow_other,
 		.debug = cfg.fuse.debug,
 		.attr_timeout = 1.0,
-		/* LITEFS_FUSE_PASSTHROUGH=0 overrides the file (A/B benchmarks). */
-		.passthrough = cfg.fuse.passthrough && (!getenv("LITEFS_FUSE_PASSTHROUGH") ||
-							strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "0") != 0),
+		/* LITEFS_FUSE_PASSTHROUGH=0/1 overrides the file (A/B benchmarks, tests). */
+		.passthrough = getenv("LITEFS_FUSE_PASSTHROUGH") && strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "0") == 0 ? false
+			       : getenv("LITEFS_FUSE_PASSTHROUGH") && strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "1") == 0 ? true
+															    : cfg.fuse.passthrough,
 	};
 	if ((rc = fusefs_mount(st, &fo, &fs)) != 0) {
 		fprintf(stderr, "litefs mount: cannot mount %s: %s\n", cfg.fuse.dir, err_str(rc));

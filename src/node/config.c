@@ -454,7 +454,7 @@ int config_init(struct config *cfg)
 	}
 	cfg->exit_on_error = true;
 	cfg->data.compress = true;
-	cfg->fuse.passthrough = true;
+	cfg->fuse.passthrough = false; /* opt-in: docs/mount.md, demotion */
 	cfg->data.retention_ms = CONFIG_DEFAULT_RETENTION_MS;
 	cfg->data.retention_monitor_interval_ms = CONFIG_DEFAULT_RETENTION_MONITOR_INTERVAL_MS;
 	cfg->lease.candidate = true;

@@ -116,7 +116,7 @@ struct config {
 		char *dir; /* required by config_validate */
 		bool allow_other;
 		bool debug;
-		bool passthrough; /* ours, default true: FUSE passthrough of -journal (docs/mount.md) */
+		bool passthrough; /* ours, default false: FUSE passthrough of -journal (docs/mount.md) */
 	} fuse;
 
 	struct {
