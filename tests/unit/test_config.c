@@ -598,7 +598,7 @@ static void test_defaults(void **state)
 	assert_true(cfg.exit_on_error);
 	assert_false(cfg.skip_sync);
 	assert_true(cfg.data.compress);
-	assert_true(cfg.fuse.passthrough);
+	assert_false(cfg.fuse.passthrough); /* opt-in: docs/mount.md */
 	assert_int_equal(cfg.data.retention_ms, 600000);
 	assert_int_equal(cfg.data.retention_monitor_interval_ms, 60000);
 	assert_string_equal(cfg.http.addr, ":20202");
