@@ -1107,8 +1107,12 @@ static void import_rec_start(struct http_server *srv, struct import_req *ir)
 		ir->rec_fd = fd;
 		return;
 	}
-	LOG_WARN("http", "msg=\"import: cannot encode the record during the upload\" db=%s err=\"%s\"", ir->name,
-		 err_str(rc));
+	if (rc == -EBUSY)
+		LOG_INFO("http", "msg=\"import: other imports are encoding; the record is encoded after the upload\" db=%s",
+			 ir->name);
+	else
+		LOG_WARN("http", "msg=\"import: cannot encode the record during the upload\" db=%s err=\"%s\"",
+			 ir->name, err_str(rc));
 	if (fd >= 0) {
 		close(fd);
 		unlink(ir->rec_path);

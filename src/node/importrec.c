@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -99,12 +100,25 @@ static void *importrec_main(void *arg)
 	return NULL;
 }
 
+/* Encoder threads running at once, across the node: each import would
+ * otherwise add a thread beyond the HTTP worker cap, and a client opening
+ * many slow imports would multiply them (test_hostile.py's starvation
+ * attack). Past the cap an import encodes its record after the upload. */
+#define IMPORTREC_MAX 2
+static atomic_int n_running;
+
 int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
 {
 	*out = NULL;
+	if (atomic_fetch_add(&n_running, 1) >= IMPORTREC_MAX) {
+		atomic_fetch_sub(&n_running, 1);
+		return -EBUSY;
+	}
 	struct importrec *r = calloc(1, sizeof(*r));
-	if (!r)
+	if (!r) {
+		atomic_fetch_sub(&n_running, 1);
 		return ERR_NOMEM;
+	}
 	r->src_fd = src_fd;
 	r->fd = fd;
 	r->compress = compress;
@@ -115,6 +129,7 @@ int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
 		pthread_cond_destroy(&r->more);
 		pthread_mutex_destroy(&r->mu);
 		free(r);
+		atomic_fetch_sub(&n_running, 1);
 		return -rc;
 	}
 	r->running = true;
@@ -141,6 +156,7 @@ static void importrec_join(struct importrec *r, bool stop)
 	if (r->running) {
 		pthread_join(r->thread, NULL);
 		r->running = false;
+		atomic_fetch_sub(&n_running, 1);
 	}
 }
 

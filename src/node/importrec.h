@@ -25,7 +25,8 @@ struct importrec;
 struct fullrec;
 
 /* Starts the encoding thread reading src_fd (the upload file) and
- * writing into fd (the spool); both borrowed. 0, ERR_NOMEM or -errno. */
+ * writing into fd (the spool); both borrowed. 0, ERR_NOMEM or -errno;
+ * -EBUSY when as many encoders as the node allows are running. */
 int importrec_start(struct importrec **out, int src_fd, int fd, bool compress);
 /* The upload file now holds n_bytes bytes of the body. */
 void importrec_feed(struct importrec *r, uint64_t n_bytes);
