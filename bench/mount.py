@@ -6,7 +6,8 @@ build/bench/bench_mount on the mount and on a plain directory beside it,
 and prints the numbers and the ratios mount/plain. Never fails on timing.
 Usage: bench/mount.py [INSERTS] [SELECTS] [ROUNDS]
 Environment: BENCH_DIR (where the mount and the plain directory go; default
-BUILD), LITEFS_FUSE_PASSTHROUGH=0 (the mount without FUSE passthrough).
+BUILD), LITEFS_FUSE_PASSTHROUGH=1 (the mount with FUSE passthrough of the
+journal, off by default).
 """
 import os
 import re

@@ -391,6 +391,18 @@ static void stop_guard_finish(struct stop_guard *g)
 	g->started = false;
 }
 
+/* fuse.passthrough, unless LITEFS_FUSE_PASSTHROUGH is 0 or 1 (A/B
+ * benchmarks, tests); any other value leaves the file's setting. */
+static bool passthrough_wanted(bool configured)
+{
+	const char *v = getenv("LITEFS_FUSE_PASSTHROUGH");
+	if (v && strcmp(v, "0") == 0)
+		return false;
+	if (v && strcmp(v, "1") == 0)
+		return true;
+	return configured;
+}
+
 /* LITEFS_LOCK_STALL_MS: the watchdog's bound (0: the default). */
 static int64_t lock_stall_ms_from_env(void)
 {
@@ -567,10 +579,7 @@ int cmd_mount_main(int argc, char **argv)
 		.allow_other = cfg.fuse.allow_other,
 		.debug = cfg.fuse.debug,
 		.attr_timeout = 1.0,
-		/* LITEFS_FUSE_PASSTHROUGH=0/1 overrides the file (A/B benchmarks, tests). */
-		.passthrough = getenv("LITEFS_FUSE_PASSTHROUGH") && strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "0") == 0 ? false
-			       : getenv("LITEFS_FUSE_PASSTHROUGH") && strcmp(getenv("LITEFS_FUSE_PASSTHROUGH"), "1") == 0 ? true
-															    : cfg.fuse.passthrough,
+		.passthrough = passthrough_wanted(cfg.fuse.passthrough),
 	};
 	if ((rc = fusefs_mount(st, &fo, &fs)) != 0) {
 		fprintf(stderr, "litefs mount: cannot mount %s: %s\n", cfg.fuse.dir, err_str(rc));
