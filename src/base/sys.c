@@ -11,7 +11,8 @@
 
 #include "base/sys.h"
 
-static const char *const call_names[SYS_CALL_COUNT] = { "pwrite", "fsync", "rename", "unlink", "ftruncate" };
+static const char *const call_names[SYS_CALL_COUNT] = { "pwrite", "fsync", "rename", "unlink", "ftruncate",
+								    "selfopen" };
 
 static atomic_long call_count[SYS_CALL_COUNT];
 static long fault_nth[SYS_CALL_COUNT]; /* 0 = none */
@@ -133,6 +134,16 @@ void sys_fault_arm_ex(enum sys_call kind, long nth, int err, int64_t stall_ms, c
 void sys_fault_arm(enum sys_call kind, long nth, int err)
 {
 	sys_fault_arm_ex(kind, nth, err, 0, NULL);
+}
+
+bool sys_fault_point(enum sys_call kind, const char *name)
+{
+	return inject(kind, -1, name) != 0;
+}
+
+bool sys_fault_armed(enum sys_call kind)
+{
+	return fault_nth[kind] != 0;
 }
 
 long sys_call_count(enum sys_call kind)

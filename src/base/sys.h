@@ -10,7 +10,10 @@
  * Fault injection: LITEFS_FAULT="call:N[:OPTION]...,..." (read by
  * sys_fault_init_from_env()) makes the Nth call of that kind (1-based,
  * counted over the whole process) fail with errno (default EIO). Kinds:
- * pwrite, fsync, rename, unlink, ftruncate. Example: LITEFS_FAULT=fsync:3.
+ * pwrite, fsync, rename, unlink, ftruncate, and selfopen (not a system
+ * call: the node's FUSE open handler serving an open that the node's own
+ * process made of its mount; the path is the database's name there).
+ * Example: LITEFS_FAULT=fsync:3.
  * Each fault fires once; counting is atomic, so it is exact even with the
  * multi-threaded FUSE loop. Options after N, in any order:
  *   ERRNO       a number: the errno to fail with
@@ -28,10 +31,11 @@
 #ifndef LITEFS_SYS_H
 #define LITEFS_SYS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 
-enum sys_call { SYS_PWRITE = 0, SYS_FSYNC, SYS_RENAME, SYS_UNLINK, SYS_FTRUNCATE, SYS_CALL_COUNT };
+enum sys_call { SYS_PWRITE = 0, SYS_FSYNC, SYS_RENAME, SYS_UNLINK, SYS_FTRUNCATE, SYS_SELFOPEN, SYS_CALL_COUNT };
 
 /* Returns 0, or -1 with errno set (like the libc calls they wrap). */
 ssize_t sys_pwrite(int fd, const void *buf, size_t len, off_t off);
@@ -68,6 +72,13 @@ void sys_fault_arm(enum sys_call kind, long nth, int err);
  * (stall_ms > 0), and only calls on a path containing path (NULL: any;
  * copied) count. */
 void sys_fault_arm_ex(enum sys_call kind, long nth, int err, int64_t stall_ms, const char *path);
+/* A point where a fault of kind may be injected outside the wrappers
+ * above: counts it (name: what a path= option matches) and returns true
+ * when it must fail, with errno set; a stall sleeps here. */
+bool sys_fault_point(enum sys_call kind, const char *name);
+/* Whether a fault of kind is armed (so a costly check before
+ * sys_fault_point() is only made in tests). */
+bool sys_fault_armed(enum sys_call kind);
 /* How many calls of kind have been made (for tests). */
 long sys_call_count(enum sys_call kind);
 

@@ -44,6 +44,7 @@
 #include "ltx/ltxlog.h"
 #include "ltx/ltxmerge.h"
 #include "node/node.h"
+#include "node/ownmount.h"
 #include "base/sys.h"
 
 /*
@@ -176,7 +177,7 @@ static void walidx_checksum(uint8_t *hdr)
  * mount so that every client's mapping of -shm sees it, copy 2 first as
  * SQLite does. A wal-index nobody initialised is left to SQLite's
  * recovery. */
-static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
+static void walidx_publish_in_mount(struct db *db, int shm_fd, uint32_t n_pages)
 {
 	uint8_t hdr[WALIDX_HDR_SIZE];
 	if (fdio_pread_full(shm_fd, hdr, sizeof(hdr), 0) != (int)sizeof(hdr) || hdr[12] == 0)
@@ -240,7 +241,7 @@ static int exclude_wal_readers(struct db *db, struct exclusion *x)
 			return rc;
 		/* A long transaction: let new readers in again meanwhile. */
 		if (x->poisoned) {
-			walidx_publish(db, x->shm_fd, x->n_pages);
+			walidx_publish_in_mount(db, x->shm_fd, x->n_pages);
 			x->poisoned = false;
 		}
 		if ((rc = lock_retry(db, x, x->shm_fd, read0, 1, 0)) != 0)
@@ -249,7 +250,7 @@ static int exclude_wal_readers(struct db *db, struct exclusion *x)
 	}
 }
 
-static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
+static int exclude_readers_in_mount(struct db *db, bool wal_mode, struct exclusion *x)
 {
 	const char *mnt = db->node->hooks.mountpoint;
 	char path[4096];
@@ -277,7 +278,7 @@ static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 
 /* Releases the locks the apply took; on the write lock's descriptor
  * the writer's byte stays held (other writers keep waiting). */
-static void readmit_readers(struct exclusion *x)
+static void readmit_readers_in_mount(struct exclusion *x)
 {
 	bool keep = x->held_fd >= 0;
 	if (x->db_fd >= 0) {
@@ -297,6 +298,60 @@ static void readmit_readers(struct exclusion *x)
 		close(x->shm_fd);
 	}
 	x->db_fd = x->shm_fd = -1;
+}
+
+/*
+ * The functions above make calls into the node's own mount, so they run
+ * through ownmount_call(); the descriptors of struct exclusion and of the
+ * write lock are numbers in its descriptor table (ownmount.c says why).
+ * Without a mount (tests of the store alone) nothing is opened.
+ */
+struct mount_job {
+	struct db *db;
+	struct exclusion *x;
+	bool wal_mode;
+	int fd;
+	uint32_t n_pages;
+	int64_t timeout_ms;
+	int *out;
+};
+
+static int exclude_job(void *arg)
+{
+	struct mount_job *j = arg;
+	return exclude_readers_in_mount(j->db, j->wal_mode, j->x);
+}
+
+static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
+{
+	struct mount_job j = { .db = db, .x = x, .wal_mode = wal_mode };
+	return db->node->hooks.mountpoint ? ownmount_call(exclude_job, &j) : exclude_job(&j);
+}
+
+static int readmit_job(void *arg)
+{
+	readmit_readers_in_mount(((struct mount_job *)arg)->x);
+	return 0;
+}
+
+static void readmit_readers(struct exclusion *x)
+{
+	struct mount_job j = { .x = x };
+	if (x->db_fd >= 0 || x->shm_fd >= 0)
+		ownmount_call(readmit_job, &j);
+}
+
+static int publish_job(void *arg)
+{
+	struct mount_job *j = arg;
+	walidx_publish_in_mount(j->db, j->fd, j->n_pages);
+	return 0;
+}
+
+static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
+{
+	struct mount_job j = { .db = db, .fd = shm_fd, .n_pages = n_pages };
+	ownmount_call(publish_job, &j);
 }
 
 /* Records from this size on (a snapshot of a large database) are copied
@@ -643,14 +698,10 @@ int apply_ltx_guarded(struct db *db, int fd, off_t off, uint32_t len, apply_guar
 	return apply_ltx_held(db, fd, off, len, guard, ctx, -1, false);
 }
 
-int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out)
+static int apply_writer_lock_in_mount(struct db *db, bool wal_mode, int64_t timeout_ms, int *out)
 {
-	const char *mnt = db->node->hooks.mountpoint;
 	char path[4096];
-	*out = -1;
-	if (mnt == NULL)
-		return -ENOTCONN;
-	snprintf(path, sizeof(path), "%s/%s%s", mnt, db->name, wal_mode ? "-shm" : "");
+	snprintf(path, sizeof(path), "%s/%s%s", db->node->hooks.mountpoint, db->name, wal_mode ? "-shm" : "");
 	int fd = wal_mode ? open(path, O_RDWR | O_CREAT | O_CLOEXEC, FILEIO_FILE_MODE) : open(path, O_RDWR | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
@@ -665,12 +716,36 @@ int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out
 	return 0;
 }
 
-void apply_writer_unlock(int fd)
+static void apply_writer_unlock_in_mount(int fd)
 {
-	if (fd < 0)
-		return;
 	ofd_unlock_all(fd);
 	close(fd);
+}
+
+static int writer_lock_job(void *arg)
+{
+	struct mount_job *j = arg;
+	return apply_writer_lock_in_mount(j->db, j->wal_mode, j->timeout_ms, j->out);
+}
+
+int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out)
+{
+	struct mount_job j = { .db = db, .wal_mode = wal_mode, .timeout_ms = timeout_ms, .out = out };
+	*out = -1;
+	return db->node->hooks.mountpoint ? ownmount_call(writer_lock_job, &j) : -ENOTCONN;
+}
+
+static int writer_unlock_job(void *arg)
+{
+	apply_writer_unlock_in_mount(((struct mount_job *)arg)->fd);
+	return 0;
+}
+
+void apply_writer_unlock(int fd)
+{
+	struct mount_job j = { .fd = fd };
+	if (fd >= 0)
+		ownmount_call(writer_unlock_job, &j);
 }
 
 static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_guard_fn guard, void *ctx, int held_fd,

@@ -62,7 +62,9 @@ int apply_snapshot_staged(struct db *db, const struct apply_staged *s);
  * mode WAL_WRITE_LOCK of -shm, else RESERVED of the db file. Waits up to
  * timeout_ms for a writer's transaction in progress to end. Returns 0
  * with *out the descriptor (release it with apply_writer_unlock()),
- * -EAGAIN at the limit, or -errno. */
+ * -EAGAIN at the limit, or -errno. The descriptor is a number in the
+ * descriptor table of the mount's own threads (ownmount.h): only pass it
+ * to apply_ltx_held() and apply_writer_unlock(), never use it directly. */
 int apply_writer_lock(struct db *db, bool wal_mode, int64_t timeout_ms, int *out);
 /* Releases the writer lock and closes fd (-1: no-op). */
 void apply_writer_unlock(int fd);

@@ -71,6 +71,7 @@
 #include "node/fusepass.h"
 #include "base/log.h"
 #include "node/store.h"
+#include "base/sys.h"
 
 #define INO_BASE 16
 #define INO_STRIDE 8
@@ -514,6 +515,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if ((db = db_of_ino(fs, ino, &kind)) == NULL) {
 		fuse_reply_err(req, ino == FUSE_ROOT_ID ? EISDIR : ENOENT);
+		return;
+	}
+	/* Tests: stall the node's own open (ownmount.c) to kill it meanwhile. */
+	if (sys_fault_armed(SYS_SELFOPEN) && from_self(req) && sys_fault_point(SYS_SELFOPEN, db->name)) {
+		fuse_reply_err(req, errno);
 		return;
 	}
 	bool writes = (fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC);

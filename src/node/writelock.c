@@ -81,6 +81,7 @@
 #include "node/apply.h"
 #include "node/db.h"
 #include "node/node.h"
+#include "node/ownmount.h"
 #include "node/replica.h"
 #include "node/store.h"
 #include "node/writelock.h"
@@ -321,36 +322,52 @@ static bool hot_journal_gone(const char *jpath)
  * applies. This node rolls it back through its own mount, as the first
  * SQLite client would, while the database is still writable. Rollback
  * modes only: nothing maps -shm, so a client of the mount in this process
- * cannot deadlock with the FUSE workers (http.c THREADING). */
-static bool roll_back_hot_journal(struct writelock *wl, const char *name)
+ * cannot deadlock with the FUSE workers (http.c THREADING). It runs on the
+ * mount's own threads, so that a kill -9 meanwhile cannot leave the
+ * process unkillable (ownmount.c). */
+struct rollback_job {
+	const char *path, *name; /* the database in the mount, its name */
+};
+
+/* Runs on the mount's own threads (ownmount.h): 1 when no hot journal
+ * is left, else 0. */
+static int roll_back_in_mount(void *arg)
 {
-	const char *mnt = wl->st->node.hooks.mountpoint;
-	struct db *db = store_find(wl->st, name, false);
-	struct db_stats s;
-	char path[4096], jpath[4200];
+	const struct rollback_job *j = arg;
+	char jpath[4200];
 	struct stat st;
-	if (!mnt || !db || !db_stats(db, 1000, &s) || !s.exists || s.wal_mode)
-		return true;
-	snprintf(path, sizeof(path), "%s/%s", mnt, name);
-	snprintf(jpath, sizeof(jpath), "%s-journal", path);
+	snprintf(jpath, sizeof(jpath), "%s-journal", j->path);
 	if (stat(jpath, &st) != 0 || st.st_size == 0)
-		return true;
+		return 1;
 	sqlite3 *conn = NULL;
-	int rc = sqlite3_open_v2(path, &conn, SQLITE_OPEN_READWRITE, NULL);
+	int rc = sqlite3_open_v2(j->path, &conn, SQLITE_OPEN_READWRITE, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(conn, 2000);
 		rc = sqlite3_exec(conn, "PRAGMA schema_version", NULL, NULL, NULL);
 	}
 	if (rc != SQLITE_OK)
 		LOG_WARN("writelock", "msg=\"cannot roll back an unfinished transaction after the lock expired\" db=%s "
-				      "err=\"%s\"", name, conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
+				      "err=\"%s\"", j->name, conn ? sqlite3_errmsg(conn) : sqlite3_errstr(rc));
 	sqlite3_close(conn);
 	/* A journal SQLite did not take as hot (a writer still holds its
 	 * lock, or the header was never synced) may stay. */
 	bool gone = stat(jpath, &st) != 0 || st.st_size == 0;
 	if (gone)
-		LOG_INFO("writelock", "msg=\"rolled back what the lock holder left unfinished\" db=%s", name);
+		LOG_INFO("writelock", "msg=\"rolled back what the lock holder left unfinished\" db=%s", j->name);
 	return gone || hot_journal_gone(jpath);
+}
+
+static bool roll_back_hot_journal(struct writelock *wl, const char *name)
+{
+	const char *mnt = wl->st->node.hooks.mountpoint;
+	struct db *db = store_find(wl->st, name, false);
+	struct db_stats s;
+	char path[4096];
+	if (!mnt || !db || !db_stats(db, 1000, &s) || !s.exists || s.wal_mode)
+		return true;
+	snprintf(path, sizeof(path), "%s/%s", mnt, name);
+	struct rollback_job j = { .path = path, .name = name };
+	return ownmount_call(roll_back_in_mount, &j) != 0;
 }
 
 static void *expiry_main(void *arg)

@@ -208,11 +208,11 @@ class Node:
 
     def _abort_stuck_mount(self):
         """A killed node that does not exit: one of its threads waits for an
-        answer from its own mount (apply.c opens the mount to take SQLite's
-        locks; a FUSE request already read by a killed worker is waited for
-        uninterruptibly, and that thread keeps /dev/fuse open). Known bug,
-        docs/mount.md "A node killed while it opens its own mount": abort the connection as an operator
-        would (/sys/fs/fuse/connections/N/abort), warn, and go on."""
+        answer from its own mount (a FUSE request already read by a killed
+        worker is waited for uninterruptibly). Fixed by node/ownmount.c
+        (docs/mount.md "A node killed while it calls into its own mount
+        exits"); should it happen again, abort the connection as an
+        operator would (/sys/fs/fuse/connections/N/abort), warn, and go on."""
         try:
             self.proc.wait(5)
             return True

@@ -11,6 +11,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import socketserver
 import sqlite3
@@ -765,6 +766,41 @@ def test_replica_kill9_during_apply_recovers(cluster, tmp_path):
     assert n > 5
     for name in names:
         c.wait_synced(name, timeout=10)
+        check_replica(c, r, tmp_path, name)
+
+
+def test_replica_killed_while_it_opens_its_own_mount_exits(cluster, tmp_path):
+    """A replica's apply opens its own mount to take SQLite's locks. Killed
+    (kill -9) while one of its own FUSE workers holds that open, the node
+    exits at once and restarts: the open runs on a thread whose descriptor
+    table holds no /dev/fuse (ownmount.c), so the kernel aborts the
+    connection once the rest of the node is gone. Before, the process
+    stayed a zombie holding the data directory until someone aborted the
+    connection by hand. The stalled open is injected (LITEFS_FAULT
+    selfopen); another database must not be disturbed."""
+    c = cluster(2)
+    p, r = c.primary, c.replicas[0]
+    for name in ("stalled", "other"):
+        cli(p, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('first');", name)
+        c.wait_synced(name)
+    r.stop()
+    off = len(r.log_text())
+    r.start(env={"LITEFS_FAULT": "selfopen:1:stall=60000:path=stalled"})
+    cli(p, "INSERT INTO t(v) VALUES ('second');", "stalled")
+    wait_until(lambda: "injected stall" in log_since(r, off), timeout=15, msg="the apply's own open to stall")
+    r.proc.send_signal(signal.SIGKILL)
+    t0 = time.time()
+    try:
+        r.proc.wait(8)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the killed replica did not exit: a thread still waits on its own mount")
+    finally:
+        r.stop(signal.SIGKILL)  # reaps it and clears the mount (or aborts it, warning)
+    print(f"exited {time.time() - t0:.2f} s after kill -9")
+    r.start()
+    cli(p, "INSERT INTO t(v) VALUES ('third');", "other")
+    for name in ("stalled", "other"):
+        c.wait_synced(name, timeout=15)
         check_replica(c, r, tmp_path, name)
 
 
