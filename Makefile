@@ -97,28 +97,47 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_LDFLAGS) -o $@ $^ $(LIBS)
 
-# Fuzzers are always built with clang, libFuzzer, ASan and UBSan, from the
-# library sources directly (the library archive may be built by gcc).
-FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -iquote src $(PKG_CFLAGS) \
-	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) build/gen/cloud_ui_assets.c $(wildcard src/*/*.h)
+# Fuzzers are always built with clang, libFuzzer, ASan and UBSan. The
+# library is compiled once for them into build/fuzzobj (instrumented for
+# coverage, without libFuzzer's main: fuzzer-no-link), and each fuzzer links
+# what it needs from that archive (the library archive may be built by gcc).
+FUZZ_FLAGS = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -g -O1 -iquote src $(PKG_CFLAGS) -fno-sanitize-recover=all
+FUZZ_LIB := build/fuzzobj/libfuzz.a
+FUZZ_LIB_OBJS := $(LIB_SRCS:%.c=build/fuzzobj/%.o) build/fuzzobj/gen/cloud_ui_assets.o
+build/fuzzobj/%.o: %.c
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) build/gen/cloud_ui_assets.c $(LIBS)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c -o $@ $<
+build/fuzzobj/gen/cloud_ui_assets.o: build/gen/cloud_ui_assets.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+$(FUZZ_LIB): $(FUZZ_LIB_OBJS)
+	rm -f $@ && ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB)
+	@mkdir -p $(@D)
+	clang $(FUZZ_FLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(FUZZ_LIB) $(LIBS)
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
 fuzz-build: $(FUZZ_BINS)
 
+# The fuzzers run at the same time (each for FUZZ_SECONDS); a failing one
+# prints the end of its log.
 fuzz: deps $(FUZZ_BINS)
-	@set -e; for f in $(FUZZ_BINS); do \
+	@pids=(); for f in $(FUZZ_BINS); do \
 		name=$$(basename $$f); corpus=build/fuzz/corpus/$$name; mkdir -p $$corpus; \
 		tests/fuzz/seed-corpus $$name $$corpus; \
 		echo "== $$f ($(FUZZ_SECONDS)s)"; \
-		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=300000 -print_final_stats=1 $$corpus 2>build/fuzz/$$name.log \
-			|| { tail -50 build/fuzz/$$name.log; exit 1; }; \
-		grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log || true; \
-	done
+		$$f -max_total_time=$(FUZZ_SECONDS) -max_len=300000 -print_final_stats=1 $$corpus \
+			>/dev/null 2>build/fuzz/$$name.log & pids+=($$!); \
+	done; \
+	fail=0; i=0; for f in $(FUZZ_BINS); do \
+		name=$$(basename $$f); \
+		if wait $${pids[$$i]}; then \
+			echo "$$name: $$(grep -E 'stat::number_of_executed_units' build/fuzz/$$name.log)"; \
+		else echo "== $$name FAILED"; tail -50 build/fuzz/$$name.log; fail=1; fi; \
+		i=$$((i + 1)); \
+	done; exit $$fail
 
 integration: all
 	@tests/run-integration
@@ -145,11 +164,13 @@ tsan: tsan-build
 		echo "ThreadSanitizer reports in build/tsan/reports"; exit 1; \
 	fi; exit $$rc
 
+# Builds use every core (-j); the steps stay in order.
+NPROC := $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory -j$(NPROC) all
 	@scripts/check-layers $(BUILD)
-	@$(MAKE) --no-print-directory SANITIZE=1 unit
-	@$(MAKE) --no-print-directory FUZZ_SECONDS=$${FUZZ_SECONDS:-20} fuzz
+	@$(MAKE) --no-print-directory -j$(NPROC) SANITIZE=1 unit
+	@$(MAKE) --no-print-directory -j$(NPROC) FUZZ_SECONDS=$${FUZZ_SECONDS:-20} fuzz
 	@$(MAKE) --no-print-directory integration
 
 bench: deps all $(BENCH_BINS)
