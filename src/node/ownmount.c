@@ -39,9 +39,12 @@
 #include "base/log.h"
 #include "node/ownmount.h"
 
-/* Calls running at once: one per database applying, plus the write
- * lock's grants. Past this, calls wait for a free thread. */
-#define OWNMOUNT_MAX_THREADS 64
+/* A call blocks its caller, so calls at once never outnumber the
+ * threads that make them (a database's apply, a write lock's grant, an
+ * import), and a call may wait long for a reader's transaction: a thread
+ * is started whenever none is free. This is only a bound against a
+ * runaway; past it, calls wait for a free thread. */
+#define OWNMOUNT_MAX_THREADS 1024
 
 struct job {
 	int (*fn)(void *);
