@@ -310,6 +310,7 @@ struct mount_job {
 	struct db *db;
 	struct exclusion *x;
 	bool wal_mode;
+	bool publish; /* readmit: publish a header for n_pages */
 	int fd;
 	uint32_t n_pages;
 	int64_t timeout_ms;
@@ -328,30 +329,25 @@ static int exclude_readers(struct db *db, bool wal_mode, struct exclusion *x)
 	return db->node->hooks.mountpoint ? ownmount_call(exclude_job, &j) : exclude_job(&j);
 }
 
+/* Lets readers in again. In WAL mode it first publishes a wal-index
+ * header: for n_pages when publish (the apply changed the database), else
+ * the old one if the header was poisoned. One call into the mount. */
 static int readmit_job(void *arg)
 {
-	readmit_readers_in_mount(((struct mount_job *)arg)->x);
+	struct mount_job *j = arg;
+	struct exclusion *x = j->x;
+	if (x->shm_fd >= 0 && (j->publish || x->poisoned))
+		walidx_publish_in_mount(j->db, x->shm_fd, j->publish ? j->n_pages : x->n_pages);
+	x->poisoned = false;
+	readmit_readers_in_mount(x);
 	return 0;
 }
 
-static void readmit_readers(struct exclusion *x)
+static void readmit_readers(struct db *db, struct exclusion *x, bool publish, uint32_t n_pages)
 {
-	struct mount_job j = { .x = x };
+	struct mount_job j = { .db = db, .x = x, .publish = publish, .n_pages = n_pages };
 	if (x->db_fd >= 0 || x->shm_fd >= 0)
 		ownmount_call(readmit_job, &j);
-}
-
-static int publish_job(void *arg)
-{
-	struct mount_job *j = arg;
-	walidx_publish_in_mount(j->db, j->fd, j->n_pages);
-	return 0;
-}
-
-static void walidx_publish(struct db *db, int shm_fd, uint32_t n_pages)
-{
-	struct mount_job j = { .db = db, .fd = shm_fd, .n_pages = n_pages };
-	ownmount_call(publish_job, &j);
 }
 
 /* Records from this size on (a snapshot of a large database) are copied
@@ -787,18 +783,14 @@ static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_gu
 	/* Readers first (they need db->mu to be served), then the state. */
 	struct exclusion x = { .db_fd = -1, .shm_fd = -1, .held_fd = held_fd, .held_wal = held_wal, .n_pages = old_n };
 	if (existed && (rc = exclude_readers(db, wal_mode, &x)) != 0) {
-		if (x.poisoned) /* give readers back a sound header */
-			walidx_publish(db, x.shm_fd, old_n);
-		readmit_readers(&x);
+		readmit_readers(db, &x, false, 0); /* a poisoned header made sound */
 		if (rc != -ECANCELED)
 			LOG_WARN("db", "msg=\"cannot exclude readers for an apply\" db=%s err=\"%s\"", db->name,
 				 err_str(rc));
 		return rc;
 	}
 	if (guard && (rc = guard(ctx, db)) != 0) {
-		if (x.poisoned)
-			walidx_publish(db, x.shm_fd, old_n);
-		readmit_readers(&x);
+		readmit_readers(db, &x, false, 0);
 		return rc;
 	}
 	struct dbfile_apply_result res;
@@ -826,16 +818,11 @@ static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_gu
 			db->node->hooks.inval_inode(db->node->hooks.ctx, db->id, DB_KIND_DB, 0, 0);
 		if (folded && db->node->hooks.inval_inode) /* the WAL was emptied */
 			db->node->hooks.inval_inode(db->node->hooks.ctx, db->id, DB_KIND_WAL, 0, 0);
-		if (x.shm_fd >= 0 && exists) {
-			walidx_publish(db, x.shm_fd, new_n);
-			x.poisoned = false;
-		}
 		if (names_changed)
 			db_invalidate_names(db);
 	}
-	if (x.poisoned) /* refused or failed: the old state, with a sound header */
-		walidx_publish(db, x.shm_fd, old_n);
-	readmit_readers(&x);
+	/* Refused or failed: the old state, with a sound header. */
+	readmit_readers(db, &x, rc == 0 && exists, new_n);
 	free(res.written);
 	if (rc == 0) {
 		LOG_DEBUG("db", "msg=applied db=%s txid=%016" PRIx64 " pages=%zu commit=%u", db->name, h.max_txid,
@@ -1149,9 +1136,7 @@ int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, s
 	if (rc == 0 && o->check)
 		rc = o->check(o->ctx, db);
 	if (rc) {
-		if (x.poisoned)
-			walidx_publish(db, x.shm_fd, old_n);
-		readmit_readers(&x);
+		readmit_readers(db, &x, false, 0);
 		return rc;
 	}
 	struct ltx_header h;
@@ -1179,15 +1164,9 @@ int apply_import(struct db *db, int src_fd, const struct apply_import_opts *o, s
 		if (folded)
 			hk->inval_inode(hk->ctx, db->id, DB_KIND_WAL, 0, 0);
 	}
-	if (rc == 0 && x.shm_fd >= 0 && exists) {
-		walidx_publish(db, x.shm_fd, new_n);
-		x.poisoned = false;
-	}
 	if (rc == 0 && !existed)
 		db_invalidate_names(db);
-	if (x.poisoned)
-		walidx_publish(db, x.shm_fd, old_n);
-	readmit_readers(&x);
+	readmit_readers(db, &x, rc == 0 && exists, new_n);
 	if (rc == 0) {
 		LOG_INFO("db", "msg=imported db=%s txid=%016" PRIx64 " pages=%u checksum=%016" PRIx64
 			       " wait_ms=%" PRId64 " encode_ms=%" PRId64 " check_wait_ms=%" PRId64 " sync_ms=%" PRId64
