@@ -71,6 +71,7 @@
 #include <unistd.h>
 
 #include "cloud/cloud_auth.h"
+#include "cloud/cloud_changes.h"
 #include "cloud/cloud_events.h"
 #include "cloud/cloud_http.h"
 #include "cloud/cloud_preview.h"
@@ -126,7 +127,7 @@ struct cloud_http {
 };
 
 enum route {
-	R_NONE, R_HEALTH, R_POS, R_TX, R_SNAPSHOT, R_RESTORE, R_RESTORE_CHECK, R_UPLOAD, R_INFO, R_DELETE,
+	R_NONE, R_HEALTH, R_POS, R_TX, R_SNAPSHOT, R_RESTORE, R_RESTORE_CHECK, R_UPLOAD, R_INFO, R_DELETE, R_CHANGES,
 	R_UI, /* the dashboard's pages and sign-in (cloud_ui.c) */
 	R_DBS, R_TIMELINE, R_PREVIEW, R_PREVIEW_ROWS, R_EVENTS,
 };
@@ -140,6 +141,7 @@ static const struct {
 	{ "/pos", "GET", R_POS, false },
 	{ "/db/tx", "POST", R_TX, true },
 	{ "/db/snapshot", "GET", R_SNAPSHOT, true },
+	{ "/db/changes", "GET", R_CHANGES, true },
 	{ "/db/restore", "POST", R_RESTORE, true },
 	{ "/db/restore/check", "GET", R_RESTORE_CHECK, true },
 	{ "/db/upload", "POST", R_UPLOAD, true },
@@ -1228,6 +1230,43 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 	return ret;
 }
 
+/* GET /db/changes?db=&after=TXID/CHECKSUM: the stored files after a
+ * position the node has, merged into one LTX file (cloud_changes.h), sent
+ * with sendfile. A node that is not on the history (409 EPOSMISMATCH),
+ * too far behind (413 ETOOLARGE) or past the window (404 EWINDOW) takes a
+ * snapshot instead. */
+static enum httpd_result handle_changes(struct cloud_http *srv, struct httpd_conn *conn, const char *url,
+					struct creq *q)
+{
+	bool bad = false;
+	const char *after = arg(conn, "after", &bad);
+	struct ltx_pos from;
+	if (!after || bad || ltx_parse_pos(after, &from) != 0) {
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "missing or invalid after: expected TXID/CHECKSUM (16 hex digits each)");
+		return reply_fail(conn, url, q);
+	}
+	int fd = -1;
+	uint64_t size = 0;
+	struct cloud_pos pos;
+	int rc = cloud_changes_fd(srv->cs, q->cluster, q->db, from, &fd, &size, &pos);
+	if (rc != 0) {
+		q->res.pos = pos;
+		fail_from_rc(q, rc, "changes", rc == ERR_CLOUD_POS_MISMATCH ? "the position asked from is not on the service's history" : NULL);
+		return reply_fail(conn, url, q);
+	}
+	struct httpd_response *r = httpd_response_fd(fd, size);
+	if (!r) {
+		close(fd);
+		return HTTPD_NO;
+	}
+	char buf[LTX_POS_STR_LEN];
+	ltx_format_pos(buf, (struct ltx_pos){ pos.txid, pos.checksum });
+	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
+	httpd_response_header(r, HTTP_HEADER_CACHE_CONTROL, "no-store");
+	httpd_response_header(r, "Litefs-Pos", buf);
+	return httpd_queue(conn, HTTP_OK, r);
+}
+
 /* A position as restore replies give it; without "db" when db is NULL. */
 static json_t *pos_json(const char *db, const struct cloud_pos *pos)
 {
@@ -1399,6 +1438,7 @@ static enum httpd_result dispatch(struct cloud_http *srv, struct httpd_conn *con
 	case R_POS: return handle_pos(srv, conn, url, q);
 	case R_TX: return tx_finish(srv, conn, url, q);
 	case R_SNAPSHOT: return handle_snapshot(srv, conn, url, q);
+	case R_CHANGES: return handle_changes(srv, conn, url, q);
 	case R_RESTORE: return handle_restore(srv, conn, url, q, false);
 	case R_RESTORE_CHECK: return handle_restore(srv, conn, url, q, true);
 	case R_UPLOAD: return upload_finish(srv, conn, url, q);

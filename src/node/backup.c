@@ -11,6 +11,10 @@
  *                               position -> 200 + `Litefs-Hwm: %016x`, or
  *                               409 {"code": "EPOSMISMATCH", "pos": {...}}
  *   GET  /db/snapshot?db=NAME   a snapshot LTX (TXID 1..N) of the service's state
+ *   GET  /db/changes?db=NAME&after=TXID/CHECKSUM   (litefs-cloud only) one LTX
+ *                               file from this node's position to the
+ *                               service's; 409/413/404 when it cannot be
+ *                               made (or a service without the endpoint)
  *
  * One thread, and only the primary acts (node_is_primary(), checked on
  * every round). Per database the thread remembers the service's last known
@@ -38,10 +42,14 @@
  *   S == L                       nothing (S is durable on the service: it
  *                                becomes the high-water mark)
  *   S on L's chain, behind       push from S (db_cursor_open(S) returns 0)
- *   S ahead of L                 restore: fetch the service's snapshot and
- *                                apply it (store_apply); the chain restarts
- *                                at the snapshot, replicas follow by
- *                                themselves
+ *   S ahead of L                 restore: fetch the changes from L to S
+ *                                and apply them as one transaction
+ *                                (restore_changes; replicas follow as after
+ *                                any commit); when the service cannot make
+ *                                them or they are refused, fetch the
+ *                                service's snapshot and apply it
+ *                                (store_apply); the chain restarts at the
+ *                                snapshot, replicas follow by themselves
  *   S diverged at a retained     restore, when S.txid >= the HWM this node
  *   TXID (checksum differs)      last saw acknowledged (a restore happened
  *                                on the service, which appends a new TXID);
@@ -611,6 +619,8 @@ static int push_from(struct backup *b, struct db *db, struct bdb *s, struct ltx_
 
 /* ---- Restores -------------------------------------------------------------------- */
 
+static bool service_wide(int rc);
+
 /* What a restore keeps of the transactions it replaces (keep_unacked). */
 struct keep {
 	struct backup *b;
@@ -695,6 +705,109 @@ static int keep_unacked(void *ctx, struct db *db)
 			   "re-apply as docs/backup.md says (litefs ltx apply onto the state at base_txid)\" db=%s "
 			   "txid=%016" PRIx64 "-%016" PRIx64 " files=%zu base_txid=%016" PRIx64 " dir=\"%s\"",
 		 db->name, base + 1, local.txid, n, base, dir);
+	return 0;
+}
+
+/* The guard of a restore by changes (restore_changes): they follow the
+ * position this node had when it asked, which the service holds (it
+ * answered from it), so nothing this node committed is replaced. A local
+ * commit that landed since makes them not follow: refused before anything
+ * changes, and the snapshot path (keep_unacked) takes over. */
+static int changes_guard(void *ctx, struct db *db)
+{
+	const struct ltx_pos *base = ctx;
+	struct ltx_pos now = db_pos(db);
+	return now.txid == base->txid && now.checksum == base->checksum ? 0 : ERR_LTX_NOT_CONTIGUOUS;
+}
+
+/* What a restore fetched and how long it took, for its log line. */
+struct fetched {
+	uint64_t bytes;
+	int64_t fetch_ms;
+	struct ltx_pos to;
+};
+
+/* GET /db/changes after db's position (docs/cloud-api.md): the service's
+ * stored files from there to its position merged into one LTX file,
+ * spooled, checked to follow this node's position and to end at svc (or
+ * past it), and applied as one transaction (apply_ltx: validated in full
+ * first, the post-apply checksum computed from this node's own pages
+ * must be the service's, readers excluded while pages are written). A
+ * restore on the service is one transaction of the pages it changed, so
+ * this moves a few MB where a snapshot moves the whole database. Returns
+ * 0, or an error described in f (nothing changed): the caller falls back
+ * to the snapshot unless the service as a whole failed. */
+static int restore_changes(struct backup *b, struct db *db, struct ltx_pos svc, struct fetched *out, struct fail *f)
+{
+	struct ltx_pos base = db_pos(db);
+	if (base.txid == 0) {
+		fail_set(f, ERR_NEED_SNAPSHOT, "db %s: no local position to take changes from", db->name);
+		return f->rc;
+	}
+	int fd = fileio_spool_open(b->tmp_dir);
+	if (fd < 0) {
+		fail_set(f, fd, "cannot create a spool file in %s: %s", b->tmp_dir, err_str(fd));
+		return fd;
+	}
+	char after[LTX_POS_STR_LEN];
+	ltx_format_pos(after, base);
+	const char *const query[] = { "db", db->name, "after", after, "cluster", b->cluster_name, NULL };
+	struct httpc_req x;
+	xfer_init(&x, b, BACKUP_MAX_ERROR_BODY);
+	x.down_fd = fd;
+	x.down_max = BACKUP_MAX_SNAPSHOT;
+	x.recv_buffer = BACKUP_SNAPSHOT_RECV_BUFFER;
+	int64_t began = clock_mono_ms();
+	int rc = xfer_run_query(b, "GET", "/db/changes", query, &x, 0, f);
+	out->fetch_ms = clock_mono_ms() - began;
+	struct ltx_header h = { 0 };
+	uint64_t post = 0;
+	if (rc == 0 && (rc = ltxlog_read_ends(fd, 0, x.down_len, &h, &post)) != 0)
+		fail_set(f, rc, "db %s: the service's changes are not an LTX file: %s", db->name, err_str(rc));
+	if (rc == 0 && (ltx_header_is_snapshot(&h) || h.min_txid != base.txid + 1 ||
+			h.pre_apply_checksum != base.checksum || h.max_txid < svc.txid ||
+			(h.max_txid == svc.txid && post != svc.checksum))) {
+		rc = ERR_LTX_NOT_CONTIGUOUS;
+		fail_set(f, rc, "db %s: the service's changes (txid %016" PRIx64 "-%016" PRIx64 ") do not lead from this "
+				"node's position to the service's", db->name, h.min_txid, h.max_txid);
+	}
+	if (rc == 0 && (rc = store_apply_guarded(b->st, db->name, fd, 0, (uint32_t)x.down_len, changes_guard, &base)) != 0)
+		fail_set(f, rc, "db %s: the service's changes (txid %016" PRIx64 ") were refused: %s", db->name,
+			 h.max_txid, err_str(rc));
+	out->bytes = x.down_len;
+	out->to = (struct ltx_pos){ h.max_txid, post };
+	close(fd);
+	httpc_req_free(&x);
+	return rc;
+}
+
+/* Brings db to the service's state by its changes when it can (restore_changes);
+ * 1 when the snapshot must be taken instead (logged), 0 done, or a
+ * failure of the service as a whole (described in f). */
+static int restore_db_changes(struct backup *b, struct db *db, const char *why, struct ltx_pos svc, struct fail *f)
+{
+	int64_t began = clock_mono_ms();
+	struct fetched got = { 0 };
+	struct fail one = { 0 };
+	int rc = restore_changes(b, db, svc, &got, &one);
+	if (rc != 0 && service_wide(rc)) {
+		*f = one;
+		return rc;
+	}
+	if (rc != 0) {
+		LOG(decision_level(b), "backup", "msg=\"cannot restore by the service's changes: taking its whole snapshot\" "
+				   "db=%s reason=\"%s\"", db->name, one.msg);
+		return 1;
+	}
+	struct bdb *s = state_of(b, db);
+	if (s) {
+		s->remote = got.to;
+		s->known = true;
+		set_hwm(db, s, got.to.txid);
+	}
+	LOG_INFO("backup", "msg=\"restored from the backup service by its changes: %s\" db=%s txid=%016" PRIx64
+			   " service_txid=%016" PRIx64 " bytes=%" PRIu64 " ms=%" PRId64 " fetch_ms=%" PRId64,
+		 why, db->name, got.to.txid, svc.txid, got.bytes, clock_mono_ms() - began, got.fetch_ms);
 	return 0;
 }
 
@@ -795,10 +908,11 @@ static int decide(struct backup *b, struct db *db, const struct ltx_pos *svc, st
 		return rc;
 	}
 	if (svc->txid > local.txid) {
-		LOG(decision_level(b), "backup", "msg=\"the service is ahead of this node (a restore?): applying its snapshot\" "
+		LOG(decision_level(b), "backup", "msg=\"the service is ahead of this node (a restore?): taking its state\" "
 				   "db=%s pos=%s service=%s",
 			 db->name, lbuf, sbuf);
-		return restore_db(b, db->name, "the service was ahead", *svc, f);
+		rc = restore_db_changes(b, db, "the service was ahead", *svc, f);
+		return rc == 1 ? restore_db(b, db->name, "the service was ahead", *svc, f) : rc;
 	}
 	struct db_stats stats;
 	db_stats(db, -1, &stats);

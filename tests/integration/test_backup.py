@@ -55,6 +55,9 @@ class FakeCloud:
         self.cluster_ids = set()
         self.fail_status = None    # answer every request with this status
         self.truncate_snapshots = False
+        self.truncate_changes = False  # GET /db/changes: cut mid-body (else 404, as LiteFS Cloud)
+        self.n_changes = 0
+        self.n_truncated = 0  # snapshots cut
         self.down = False
         self.n = 0
         self.port = free_port()
@@ -91,8 +94,19 @@ class FakeCloud:
                 cid = self.headers.get("Litefs-Cluster-Id")
                 if cid:
                     fake.cluster_ids.add(cid)
+                if u.path == "/db/changes":
+                    fake.n_changes += 1
+                    if fake.truncate_changes:
+                        self.send_response(200)
+                        self.send_header("Content-Length", "100000")
+                        self.end_headers()
+                        self.wfile.write(b"LTX1" + b"\0" * 996)
+                        self.wfile.flush()
+                        self.close_connection = True
+                        return
                 status, out, headers = fake.handle(method, u.path, q, body)
                 if u.path == "/db/snapshot" and status == 200 and fake.truncate_snapshots:
+                    fake.n_truncated += 1
                     # Promise the whole body, send half, and close.
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(out)))
@@ -337,12 +351,23 @@ def test_service_errors_keep_local_data(node, fake_cloud):
     n.start()
     wait_until(lambda: fake_cloud.pos() == hexpos(n), timeout=5, msg=lambda: n.log_text()[-2000:])
     points = write_rows(n, 3, start=10, service=fake_cloud)
-    # A restore whose snapshot arrives truncated is refused; nothing changes.
+    # A restore whose changes (GET /db/changes) are cut mid-body: nothing
+    # changes, and the node asks again (no fallback to the snapshot: the
+    # service itself failed).
     before = hexpos(n)
-    fake_cloud.truncate_snapshots = True
+    fake_cloud.truncate_changes = True
     fake_cloud.restore("db", points[1][0])
-    wait_until(lambda: "GET /db/snapshot: transfer closed" in n.log_text(), timeout=5,
-               msg=lambda: n.log_text()[-2000:])
+    wait_until(lambda: fake_cloud.n_changes >= 3, timeout=8, msg=lambda: n.log_text()[-2000:])
+    assert "GET /db/changes: transfer closed" in n.log_text()
+    assert hexpos(n) == before
+    assert count_rows(n.db()) == 8
+    # Then the service answers 404 (no such endpoint, as LiteFS Cloud):
+    # the snapshot is taken instead. One arriving truncated is refused;
+    # nothing changes.
+    fake_cloud.truncate_snapshots = True
+    fake_cloud.truncate_changes = False
+    # (The same kind of failure as the cut changes: logged at debug level.)
+    wait_until(lambda: fake_cloud.n_truncated >= 1, timeout=8, msg=lambda: n.log_text()[-2000:])
     time.sleep(1)
     assert hexpos(n) == before
     assert count_rows(n.db()) == 8
@@ -636,6 +661,56 @@ def test_e2e_restore_in_wal_mode_while_readers_stay_open(cluster, service):
     wait_until(lambda: cloud_pos(service, service.token) == hexpos(c.primary), timeout=3)
     c.wait_synced()
     assert count_rows(c.replicas[0].db()) == more[-1][2] == p[2] + 3
+
+
+def test_e2e_restore_by_changes_and_the_fallback_to_a_snapshot(cluster, service):
+    """A restore on the service reaches the primary as the service's
+    changes after its position (GET /db/changes: one transaction of the
+    pages the restore changed), not a snapshot: two databases, WAL and
+    rollback; the replica follows it as any commit. A node whose pages no
+    longer match its position (the computed post-apply checksum is not
+    the service's) refuses the changes and takes the snapshot."""
+    c = cluster(n=2, extra_config=backup_config(service.url, service.token))
+    con = c.primary.connect()
+    assert con.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
+    con.close()
+    pw = write_rows(c.primary, 12)
+    pr = write_rows(c.primary, 12, name="other")
+    for name in ("db", "other"):
+        wait_until(lambda: cloud_pos(service, service.token, name) == hexpos(c.primary, name), timeout=3)
+    c.wait_synced()
+    service.cli("restore", "db", "--txid", f"{pw[4][0]:016x}", token=service.token)
+    service.cli("restore", "other", "--txid", f"{pr[2][0]:016x}", token=service.token)
+    wait_state(c, pw[4][1], pw[4][2])
+    wait_state(c, pr[2][1], pr[2][2], name="other")
+    for name, last in (("db", pw[-1]), ("other", pr[-1])):
+        assert c.primary.pos(name)[0] == last[0] + 1
+        assert c.replicas[0].pos(name) == c.primary.pos(name)
+    log = c.primary.log_text()
+    for name in ("db", "other"):
+        assert f"by its changes: the service was ahead\" db={name} " in log, log[-3000:]
+    assert "restored from the backup service: the service was ahead" not in log, log[-3000:]
+    assert "replacing the database with a snapshot" not in c.replicas[0].log_text()
+    # Page 1 of "other" (rollback mode: every restore changes its change
+    # counter) damaged in bytes SQLite leaves zero: the undo's changes
+    # are refused, the snapshot heals the node, the replica follows.
+    backing = c.primary.data / "dbs" / "other" / "db"
+    with open(backing, "r+b") as f:
+        f.seek(72)
+        f.write(b"\xee" * 8)
+    service.cli("restore", "other", "--txid", f"{pr[-1][0]:016x}", token=service.token)
+    wait_state(c, pr[-1][1], pr[-1][2], name="other")
+    log = c.primary.log_text()
+    assert "cannot restore by the service's changes: taking its whole snapshot\" db=other" in log, log[-3000:]
+    assert "restored from the backup service: the service was ahead\" db=other" in log, log[-3000:]
+    with open(backing, "rb") as f:
+        f.seek(72)
+        assert f.read(8) == b"\0" * 8
+    # Writes go on from the restored states and reach the service.
+    more = write_rows(c.primary, 2, start=50)
+    wait_until(lambda: cloud_pos(service, service.token) == hexpos(c.primary), timeout=3)
+    c.wait_synced()
+    assert count_rows(c.replicas[0].db()) == more[-1][2] == pw[4][2] + 2
 
 
 def test_e2e_restore_while_the_primary_keeps_writing(cluster, service):
