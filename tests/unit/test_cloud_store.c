@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cloud/cloud_changes.h"
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_plan.h"
 #include "cloud/cloud_rebuild.h"
@@ -667,6 +668,75 @@ static void test_restore_fork_delete(void **state)
 	cloud_store_close(cs);
 	model_free(&c.m);
 	model_free(&c2.m);
+}
+
+/* cloud_changes_fd() from `from`, applied to the state exported at from:
+ * the result must be the current state (checksum want). */
+static void changes_apply_check(struct cloud_store *cs, uint64_t from, uint64_t from_sum, uint64_t want_txid,
+				uint64_t want_sum)
+{
+	int fd = -1, dbfd = -1;
+	uint64_t size, dbsize;
+	struct cloud_pos to, p;
+	struct cloud_target t = { .txid = from };
+	int rc = cloud_changes_fd(cs, "c1", "x.db", (struct ltx_pos){ from, from_sum }, &fd, &size, &to);
+	if (rc != 0)
+		fail_msg("changes from %llu: %s", (unsigned long long)from, err_str(rc));
+	assert_int_equal(to.txid, want_txid);
+	assert_int_equal(to.checksum, want_sum);
+	assert_int_equal(cloud_export_fd(cs, "c1", "x.db", &t, CLOUD_FORMAT_SQLITE, &dbfd, &dbsize, &p), 0);
+	struct dbfile_apply_result res = { 0 };
+	rc = dbfile_apply(dbfd, -1, fdio_read, &fd, (struct ltx_pos){ from, from_sum }, &res);
+	if (rc != 0)
+		fail_msg("apply of the changes from %llu: %s", (unsigned long long)from, err_str(rc));
+	assert_int_equal(res.header.min_txid, from + 1);
+	assert_int_equal(res.pos.txid, want_txid);
+	assert_int_equal(res.pos.checksum, want_sum);
+	free(res.written);
+	close(fd);
+	close(dbfd);
+}
+
+/* GET /db/changes: the stored files after a position merged into one LTX
+ * file that leads from it to the current state; refusals for a position
+ * off the history and for a node so far behind that a snapshot is less. */
+static void test_changes(void **state)
+{
+	(void)state;
+	static struct chain c;
+	seed(9);
+	chain_init(&c, 512);
+	struct cloud_store *cs = open_store("chg", 0, small_levels, 3, 4000, 0);
+	chain_push(&c, cs, "x.db", 40, 50);
+	uint64_t last = c.txid;
+	struct cloud_pos pos, to;
+	struct cloud_target t = { .txid = last - 1 }; /* few pages differ */
+	assert_int_equal(cloud_restore(cs, "c1", "x.db", &t, NULL, &pos), 0);
+	/* One behind (the primary after a restore): the restore's own file. */
+	changes_apply_check(cs, last, c.sum[last], last + 1, c.sum[last - 1]);
+	/* Several behind: the files merged. */
+	changes_apply_check(cs, last - 2, c.sum[last - 2], last + 1, c.sum[last - 1]);
+	/* Compacted first: the plan takes coarser files, same answer. */
+	assert_int_equal(cloud_store_maintain(cs, c.now + 100000), 0);
+	changes_apply_check(cs, last - 2, c.sum[last - 2], last + 1, c.sum[last - 1]);
+
+	int fd = -1;
+	uint64_t size;
+	struct ltx_pos off = { last, c.sum[last] ^ 1 };
+	assert_int_equal(cloud_changes_fd(cs, "c1", "x.db", off, &fd, &size, &to), ERR_CLOUD_POS_MISMATCH);
+	assert_int_equal(to.txid, last + 1);
+	off = (struct ltx_pos){ last + 1, c.sum[last - 1] }; /* the current position: nothing to send */
+	assert_int_equal(cloud_changes_fd(cs, "c1", "x.db", off, &fd, &size, &to), ERR_CLOUD_POS_MISMATCH);
+	off = (struct ltx_pos){ last + 5, c.sum[last - 1] };
+	assert_int_equal(cloud_changes_fd(cs, "c1", "x.db", off, &fd, &size, &to), ERR_CLOUD_POS_MISMATCH);
+	off = (struct ltx_pos){ 0, 0 };
+	assert_int_equal(cloud_changes_fd(cs, "c1", "x.db", off, &fd, &size, &to), ERR_CLOUD_POS_MISMATCH);
+	off = (struct ltx_pos){ 1, c.sum[1] }; /* every page rewritten since: a snapshot is less */
+	assert_int_equal(cloud_changes_fd(cs, "c1", "x.db", off, &fd, &size, &to), ERR_CLOUD_TOO_LARGE);
+	assert_int_equal(cloud_changes_fd(cs, "c1", "nope.db", off, &fd, &size, &to), ERR_CLOUD_NOT_FOUND);
+	assert_int_equal(fd, -1);
+	cloud_store_close(cs);
+	model_free(&c.m);
 }
 
 static void sql(sqlite3 *db, const char *s)
@@ -1347,6 +1417,7 @@ int main(void)
 		cmocka_unit_test(test_retention),
 		cmocka_unit_test(test_backlog_past_timestamps),
 		cmocka_unit_test(test_restore_fork_delete),
+		cmocka_unit_test(test_changes),
 		cmocka_unit_test(test_upload_sqlite_export),
 		cmocka_unit_test(test_reopen_recovery),
 		cmocka_unit_test(test_rebuild_from_objects),
