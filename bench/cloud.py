@@ -37,7 +37,7 @@ its baseline beside it:
 Prints numbers; never fails on timing (a process that does not start or a
 restore that never arrives is an error).
 Usage: bench/cloud.py [--rounds N] [--secs S] [--month-txns N] [--big]
-                      [--only 1,...,6] [--keep]
+                      [--only 1,...,6] [--keep] [--base OLD_BUILD]
 """
 import argparse
 import http.client
@@ -58,6 +58,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("BUILD", os.path.join(ROOT, "build"))
 LITEFS = os.path.join(BUILD, "litefs")
 CLOUD = os.path.join(BUILD, "litefs-cloud")
+# --base OLD_BUILD: case 4 alternates the node of that build with this one.
+BASE_BUILD = None
 POLL_MS = 1.0
 MB = 1e6
 
@@ -202,11 +204,12 @@ class Node:
             if cloud is not None:
                 f.write(f"backup:\n  type: litefs-cloud\n  url: {cloud.url}\n  auth-token: {cloud.token}\n")
         self.proc = None
+        self.bin = LITEFS
 
     def start(self):
         self.log = open(os.path.join(self.dir, "litefs.log"), "a")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LITEFS_CLOUD_")}
-        self.proc = subprocess.Popen([LITEFS, "mount", "-config", self.cfg], stdout=self.log,
+        self.proc = subprocess.Popen([self.bin, "mount", "-config", self.cfg], stdout=self.log,
                                      stderr=subprocess.STDOUT, env=env)
 
         def mounted():
@@ -235,6 +238,23 @@ class Node:
         self.log.close()
         if os.path.ismount(self.mnt):
             subprocess.run(["umount", "-l", self.mnt], capture_output=True)
+
+    def log_count(self, text):
+        with open(os.path.join(self.dir, "litefs.log")) as f:
+            return f.read().count(text)
+
+    def restart(self, binary, db):
+        """Stops the node and starts binary on the same data directory;
+        returns once db was verified (the start's background pass over the
+        whole file, which must not overlap a measurement)."""
+        if self.bin == binary and self.proc is not None:
+            return
+        self.stop()
+        mark = f'msg="verified" db={db} '
+        n = self.log_count(mark)
+        self.bin = binary
+        self.start()
+        wait_until(lambda: self.log_count(mark) > n, 300, f"{db} to be verified", 0.05)
 
     def pos(self, db):
         try:
@@ -699,23 +719,42 @@ def bench_big_restore(base, size_mb, n_updates, rounds):
         res["export"], res["export_latest"] = med(exp), med(exp_latest)
         # restore, then undo it (restore to the position before it): both
         # are full restores of a state deep in history / the latest state.
-        rest, reach = [], []
+        # With --base, each round runs the node of the old build, then the
+        # new one (restarted on the same data directory; one service, the
+        # new build: its snapshot path is the old one), then cp + fsync.
+        rest, reach, cps = [], [], []
+        builds = [("new", LITEFS)] + ([("old", os.path.join(BASE_BUILD, "litefs"))] if BASE_BUILD else [])
+        ab = {label: [] for label, _ in builds}
         for i in range(rounds):
-            before = cloud.pos(db)
-            for tx in (target[0], before[0]):
-                secs, _ = cloud.cli("restore", db, "--txid", f"{tx:016x}")
-                t1 = time.monotonic()
-                want = cloud.pos(db)
-                wait_until(lambda: node.pos(db) == want, 300, "the restore to reach the node", 0.01)
-                if tx == target[0]:
-                    rest.append(secs)
-                    reach.append(time.monotonic() - t1)
+            for label, binary in reversed(builds):
+                node.restart(binary, db)
+                before = cloud.pos(db)
+                for tx in (target[0], before[0]):
+                    n0 = proc_cpu(node.proc.pid)
+                    secs, _ = cloud.cli("restore", db, "--txid", f"{tx:016x}")
+                    t1 = time.monotonic()
+                    c0 = proc_cpu(cloud.proc.pid)
+                    want = cloud.pos(db)
+                    wait_until(lambda: node.pos(db) == want, 300, "the restore to reach the node", 0.01)
+                    took = time.monotonic() - t1
+                    if tx == target[0]:
+                        ab[label].append((took, proc_cpu(node.proc.pid) - n0, proc_cpu(cloud.proc.pid) - c0))
+                        if label == "new":
+                            rest.append(secs)
+                            reach.append(took)
+            cps.append(cp_times(src, os.path.join(base, "cp.db"), 1)[1])
         res["restore"], res["reach"] = med(rest), med(reach)
+        res["ab"] = {k: tuple(med([r[j] for r in v]) for j in range(3)) for k, v in ab.items()}
+        res["ab_cp"] = med(cps)
+        res["ab_raw"] = ab
+        res["load"] = os.getloadavg()
+        node.restart(LITEFS, db)
         # Where "-> node" goes: the node's fetch of the service's snapshot
         # and the whole restore (fetch + apply), from its log.
         with open(os.path.join(node.dir, "litefs.log")) as f:
-            spans = [ln.split("bytes=")[1].strip() for ln in f if "restored from the backup service" in ln]
-        print(f"   {size_mb} MB: node restores (bytes, total ms, fetch ms): {spans}")
+            spans = [("changes " if "by its changes" in ln else "snapshot ") + ln.split("bytes=")[1].strip()
+                     for ln in f if "restored from the backup service" in ln]
+        print(f"   {size_mb} MB: node restores (how, bytes, total ms, fetch ms): {spans}")
         # fork: the target state written into a new database (its current
         # copy and its first object, a snapshot, in one pass: cloud_fork.h).
         res["fork"] = med([cloud.cli("restore", db, "--txid", f"{target[0]:016x}", "--as", f"fork{i}.db")[0]
@@ -744,6 +783,16 @@ def print_big(results, n_updates, rounds):
         print(f"{r['size'] / MB:>6.0f}MB{r['cp']:>8.2f}{cs:>10.2f}{r['export']:>10.2f}{r['export'] / cs:>7.1f}"
               f"{r['export_latest']:>10.2f}{r['export_latest'] / cs:>7.1f}{r['restore']:>10.2f}"
               f"{r['restore'] / cs:>7.1f}{r['fork']:>8.2f}{r['fork'] / cs:>7.1f}{r['reach']:>10.2f}")
+    print("   a restore reaching the node (restore CLI returned -> the node at the restored position), beside "
+          "cp + fsync of the database, alternated in the same rounds; node CPU from before the restore, "
+          "service CPU from its reply on")
+    print(f"{'size':>8}{'build':>7}{'-> node s':>11}{'x cp+fsync':>12}{'cp+fsync s':>12}{'node CPU s':>12}"
+          f"{'service CPU s':>15}  load avg (1/5/15 min)")
+    for mb, r in results.items():
+        for label, (took, ncpu, ccpu) in sorted(r["ab"].items(), reverse=True):
+            print(f"{r['size'] / MB:>6.0f}MB{label:>7}{took:>11.2f}{took / r['ab_cp']:>12.1f}{r['ab_cp']:>12.2f}"
+                  f"{ncpu:>12.2f}{ccpu:>15.2f}  {' '.join(f'{x:.1f}' for x in r['load'])}")
+            print(f"{'':>15}rounds (s): {' '.join(f'{x[0]:.2f}' for x in r['ab_raw'][label])}")
 
 
 # ------------------------------------------------------------------ 5 month
@@ -919,10 +968,13 @@ def main():
     ap.add_argument("--large-txns", type=int, default=24)
     ap.add_argument("--clusters", type=int, default=8, help="clusters at once for 1-page transactions (case 6)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--base", help="case 4: a build directory whose node alternates with this build's")
     ap.add_argument("--cache", help="keep the generated workloads in this directory and reuse them")
     ap.add_argument("--month-args", default="", help="extra `litefs-cloud serve` flags for case 5")
     a = ap.parse_args()
     only = set(a.only.split(","))
+    global BASE_BUILD
+    BASE_BUILD = a.base
     base = tempfile.mkdtemp(prefix="bench-cloud-", dir=BUILD)
     t_all = time.monotonic()
     try:
