@@ -9,8 +9,11 @@
  * there to the current position (the coarsest level first, as a restore
  * plan does). The objects are opened while the lock is held; the merge
  * (compact_run(), which checks contiguity by TXID and checksum and every
- * file checksum) runs after it, from the open descriptors. The answer is
- * checked to start at the caller's position and end at the catalog's.
+ * file checksum) runs after it, from the open descriptors. One stored
+ * file in plain LTX (the usual case: a primary one restore behind, the
+ * restore larger than CLOUD_ZLTX_INGEST_MAX) is sent as it is stored
+ * (as_stored()). The answer is checked, by its header and trailer, to
+ * start at the caller's position and end at the catalog's.
  *
  * Nothing here is written to the store: a spool file is the only output,
  * so an error, or a client gone mid-answer, changes nothing.
@@ -32,6 +35,7 @@
 #include "cloud/cloud_store_int.h"
 #include "cloud/cloud_zltx.h"
 #include "ltx/compact.h"
+#include "ltx/ltxlog.h"
 
 /* The open objects of one answer. */
 struct changes_in {
@@ -95,6 +99,24 @@ static int changes_open(struct cloud_store *cs, struct cdb *d, struct ltx_pos fr
 	return rc;
 }
 
+/* One stored file that is plain LTX (a restore of more than
+ * CLOUD_ZLTX_INGEST_MAX bytes is stored as encoded): sent as it is, with
+ * no decode and encode on the way. Takes c's descriptor into *out. 0, or
+ * non-zero when the file must be merged (several, or the zstd form, whose
+ * header a plain LTX decoder refuses). The client verifies every byte
+ * (file checksum, and the post-apply checksum on its own pages). */
+static int as_stored(struct changes_in *c, int *out, struct ltx_header *h, uint64_t *post)
+{
+	struct stat st;
+	if (c->n != 1 || fstat(c->fds[0], &st) != 0 ||
+	    ltxlog_read_ends(c->fds[0], 0, (uint64_t)st.st_size, h, post) != 0)
+		return -1;
+	*out = c->fds[0];
+	cloud_zltx_reader_done(&c->zr[0]);
+	c->n = 0;
+	return 0;
+}
+
 int cloud_changes_fd(struct cloud_store *cs, const char *cluster, const char *db, struct ltx_pos from,
 		     int *out_fd, uint64_t *size, struct cloud_pos *to)
 {
@@ -108,13 +130,13 @@ int cloud_changes_fd(struct cloud_store *cs, const char *cluster, const char *db
 		rc = changes_open(cs, d, from, c, to);
 		pthread_rwlock_unlock(&d->files);
 	}
-	int out = rc < 0 ? -1 : fileio_spool_open(cs->tmp_dir);
-	if (rc == 0 && out < 0)
-		rc = out;
 	struct ltx_header oh;
 	struct ltx_trailer ot;
-	if (rc == 0)
-		rc = compact_run(c->in, c->n, true, fdio_write, &out, &oh, &ot, NULL);
+	int out = -1;
+	if (rc == 0 && as_stored(c, &out, &oh, &ot.post_apply_checksum) != 0) {
+		out = fileio_spool_open(cs->tmp_dir);
+		rc = out < 0 ? out : compact_run(c->in, c->n, true, fdio_write, &out, &oh, &ot, NULL);
+	}
 	if (rc == 0 && (oh.min_txid != from.txid + 1 || oh.pre_apply_checksum != from.checksum ||
 			oh.max_txid != to->txid || ot.post_apply_checksum != to->checksum))
 		rc = ERR_LTX_NOT_CONTIGUOUS;

@@ -97,6 +97,9 @@ static void chain_next(struct chain *c, struct ltx_growbuf *out, int64_t dt)
 	encode_ltx(out, &h, &c->m, pg, k, c->sum[c->txid]);
 }
 
+/* open_store() stores objects as LTX with LZ4 while this is set. */
+static bool open_store_lz4;
+
 static struct cloud_store *open_store(const char *name, int64_t retention, const int64_t *levels, size_t n_levels,
 				      int64_t snap, uint64_t max_upload)
 {
@@ -107,7 +110,7 @@ static struct cloud_store *open_store(const char *name, int64_t retention, const
 				      .max_upload_bytes = max_upload,
 				      /* The interval rules these tests check: a
 				       * snapshot per interval, every group merged. */
-				      .snapshot_ratio = -1, .min_merge = 2 };
+				      .snapshot_ratio = -1, .min_merge = 2, .store_lz4 = open_store_lz4 };
 	struct cloud_store *cs = NULL;
 	assert_int_equal(cloud_store_open(&o, &cs), 0);
 	return cs;
@@ -700,13 +703,12 @@ static void changes_apply_check(struct cloud_store *cs, uint64_t from, uint64_t 
 /* GET /db/changes: the stored files after a position merged into one LTX
  * file that leads from it to the current state; refusals for a position
  * off the history and for a node so far behind that a snapshot is less. */
-static void test_changes(void **state)
+static void changes_run(const char *name)
 {
-	(void)state;
 	static struct chain c;
 	seed(9);
 	chain_init(&c, 512);
-	struct cloud_store *cs = open_store("chg", 0, small_levels, 3, 4000, 0);
+	struct cloud_store *cs = open_store(name, 0, small_levels, 3, 4000, 0);
 	chain_push(&c, cs, "x.db", 40, 50);
 	uint64_t last = c.txid;
 	struct cloud_pos pos, to;
@@ -737,6 +739,17 @@ static void test_changes(void **state)
 	assert_int_equal(fd, -1);
 	cloud_store_close(cs);
 	model_free(&c.m);
+}
+
+/* Both stored forms: zstd (merged even when one file), and LTX with LZ4
+ * (one file sent as it is stored). */
+static void test_changes(void **state)
+{
+	(void)state;
+	changes_run("chg");
+	open_store_lz4 = true;
+	changes_run("chg-lz4");
+	open_store_lz4 = false;
 }
 
 static void sql(sqlite3 *db, const char *s)
