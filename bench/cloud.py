@@ -21,7 +21,11 @@ its baseline beside it:
    history: import on a node (pushed to the service), then many update
    transactions, then `export --txid <early>`, `restore --txid <early>` and
    `restore --txid <early> --as NEW` (a fork), beside `cp` of a file of the
-   same size (with and without fsync) in the same run.
+   same size (with and without fsync) in the same run; then the restore
+   reaching the node (by the service's changes, or its snapshot), each
+   round beside one cp + fsync, with the node's and the service's CPU;
+   with --base OLD_BUILD, the node of that build (restarted on the same
+   data directory) alternates with this build's in every round.
 5. storage for a simulated month: a real workload's LTX files re-stamped
    (header timestamp; file checksum recomputed) to spread over 31 days
    ending now, uploaded to a service with the default levels, snapshot

@@ -421,7 +421,7 @@ def test_hostile_names_are_refused_and_nothing_stored(cloud, tmp_path):
     chain = make_chain(tmp_path, 1)
     for name in HOSTILE + [""]:
         for method, path, body in (("POST", "/db/tx", chain.files[0]), ("GET", "/db/info", None),
-                                   ("GET", "/db/snapshot", None), ("DELETE", "/db", None),
+                                   ("GET", "/db/snapshot", None), ("GET", "/db/changes", None), ("DELETE", "/db", None),
                                    ("POST", "/db/upload", chain.states[0][4])):
             resp = jreq(srv, method, path, token=tok, query={"db": name}, body=body)
             assert_error(resp, 400, "EINVALID")
@@ -480,6 +480,8 @@ def test_unknown_paths_and_methods(cloud):
     assert_error(jreq(srv, "GET", "/db/snapshot", token=tok, query={"db": "a", "timestamp": "yesterday"}), 400,
                  "EINVALID")
     assert_error(jreq(srv, "GET", "/db/info", token=tok, query={"db": "missing.db"}), 404, "ENOTFOUND")
+    assert_error(jreq(srv, "GET", "/db/changes", token=tok, query={"db": "a"}), 400, "EINVALID")
+    assert_error(jreq(srv, "GET", "/db/changes", token=tok, query={"db": "a", "after": "12/zz"}), 400, "EINVALID")
     assert srv.healthy()
 
 
@@ -618,6 +620,25 @@ def test_snapshot_endpoint_is_litefs_compatible(cloud, tmp_path):
     run(LITEFS, "ltx", "verify", f)
     st, hdrs, body = request(srv, "GET", "/db/snapshot", token=tok, query={"db": "app.db", "format": "sqlite"})
     assert st == 200 and body == chain.states[3][4]
+    # GET /db/changes (ours): from a position on the history to the
+    # current one, one LTX file that the state at that position takes.
+    after = f"{2:016x}/{chain.states[1][1]:016x}"
+    st, hdrs, body = request(srv, "GET", "/db/changes", token=tok, query={"db": "app.db", "after": after})
+    assert st == 200 and body[:4] == b"LTX1", (st, body[:200])
+    assert hdrs["litefs-pos"] == f"{4:016x}/{chain.states[3][1]:016x}"
+    f.write_bytes(body)
+    state = tmp_path / "state2.db"
+    state.write_bytes(chain.states[1][4])
+    out = run(LITEFS, "ltx", "apply", "-db", state, f).stdout.strip()
+    assert out == hdrs["litefs-pos"], out
+    assert state.read_bytes() == chain.states[3][4]
+    # Not on the history (another checksum), or the current position: 409
+    # with the service's position; no such database: 404.
+    for bad in (f"{2:016x}/{chain.states[1][1] ^ 1:016x}", hdrs["litefs-pos"]):
+        resp = jreq(srv, "GET", "/db/changes", token=tok, query={"db": "app.db", "after": bad})
+        assert_error(resp, 409, "EPOSMISMATCH")
+        assert resp[2]["pos"]["txid"] == f"{4:016x}", resp
+    assert_error(jreq(srv, "GET", "/db/changes", token=tok, query={"db": "no.db", "after": after}), 404, "ENOTFOUND")
 
 
 def test_restart_keeps_tokens_and_data(cloud, tmp_path):
