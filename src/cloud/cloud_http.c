@@ -1242,7 +1242,8 @@ static enum httpd_result handle_changes(struct cloud_http *srv, struct httpd_con
 	const char *after = arg(conn, "after", &bad);
 	struct ltx_pos from;
 	if (!after || bad || ltx_parse_pos(after, &from) != 0) {
-		set_fail(q, HTTP_BAD_REQUEST, "EINVALID", "missing or invalid after: expected TXID/CHECKSUM (16 hex digits each)");
+		set_fail(q, HTTP_BAD_REQUEST, "EINVALID",
+			 "missing or invalid after: expected TXID/CHECKSUM (16 hex digits each)");
 		return reply_fail(conn, url, q);
 	}
 	int fd = -1;
@@ -1251,7 +1252,8 @@ static enum httpd_result handle_changes(struct cloud_http *srv, struct httpd_con
 	int rc = cloud_changes_fd(srv->cs, q->cluster, q->db, from, &fd, &size, &pos);
 	if (rc != 0) {
 		q->res.pos = pos;
-		fail_from_rc(q, rc, "changes", rc == ERR_CLOUD_POS_MISMATCH ? "the position asked from is not on the service's history" : NULL);
+		fail_from_rc(q, rc, "changes",
+			     rc == ERR_CLOUD_POS_MISMATCH ? "the position asked from is not on the service's history" : NULL);
 		return reply_fail(conn, url, q);
 	}
 	struct httpd_response *r = httpd_response_fd(fd, size);
