@@ -1,0 +1,191 @@
+/*
+ * test_chkvfs.c — unit tests of node/chkvfs.c, the windowed read-only VFS
+ * of the import check: PRAGMA quick_check and integrity_check through it
+ * give the same answers as through SQLite's own VFS, on a sound file, one
+ * with a damaged page, one cut short, and one larger than its window
+ * cache (64 KiB pages: windows are evicted and read again); a read past
+ * the end zero-fills and reports a short read; writes are refused.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "node/chkvfs.h"
+#include "testutil.h"
+
+static void make_db(const char *path, int page_size, int rows)
+{
+	sqlite3 *db;
+	char sql[512];
+	unlink(path);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	snprintf(sql, sizeof(sql),
+		 "PRAGMA page_size=%d; PRAGMA journal_mode=OFF;"
+		 "CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER NOT NULL, v BLOB);"
+		 "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %d) "
+		 "INSERT INTO t(k, v) SELECT (i * 7919) %% 100003, randomblob(300) || zeroblob(700) FROM s;"
+		 "CREATE INDEX t_k ON t(k);",
+		 page_size, rows);
+	assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_close(db), SQLITE_OK);
+}
+
+/* The first row of `sql` over path opened read-only with immutable=1
+ * through vfs (NULL: SQLite's default); an error is returned as its
+ * message. Caller frees with free(). */
+static char *first_row(const char *path, const char *vfs, const char *sql)
+{
+	char uri[600];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char *out;
+	snprintf(uri, sizeof(uri), "file:%s?immutable=1", path);
+	int rc = sqlite3_open_v2(uri, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, vfs);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		out = strdup((const char *)sqlite3_column_text(st, 0));
+	else
+		out = strdup(db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	assert_non_null(out);
+	return out;
+}
+
+/* quick_check, integrity_check and a content query agree between both
+ * VFSes; returns whether quick_check said "ok". */
+static bool same_answers(const char *path)
+{
+	static const char *const sqls[] = {
+		"PRAGMA quick_check(10)",
+		"PRAGMA integrity_check(10)",
+		"SELECT count(*) || ' ' || sum(k) || ' ' || sum(length(v)) || ' ' || sum(instr(hex(v), 'AB')) FROM t",
+	};
+	bool ok = false;
+	for (size_t i = 0; i < sizeof(sqls) / sizeof(sqls[0]); i++) {
+		char *want = first_row(path, NULL, sqls[i]);
+		char *got = first_row(path, chkvfs_name(), sqls[i]);
+		assert_string_equal(got, want);
+		if (i == 0)
+			ok = strcmp(got, "ok") == 0;
+		free(want);
+		free(got);
+	}
+	return ok;
+}
+
+static void test_sound_file_same_answers(void **state)
+{
+	(void)state;
+	char path[300];
+	snprintf(path, sizeof(path), "%s/sound.db", tmp_dir);
+	make_db(path, 4096, 3000);
+	assert_true(same_answers(path));
+}
+
+static void test_larger_than_the_window_cache(void **state)
+{
+	(void)state;
+	char path[300];
+	snprintf(path, sizeof(path), "%s/big.db", tmp_dir);
+	make_db(path, 65536, 20000); /* ~21 MB: more than the 16 MiB of windows */
+	assert_true(same_answers(path));
+}
+
+static void test_damaged_page_found(void **state)
+{
+	(void)state;
+	char path[300];
+	snprintf(path, sizeof(path), "%s/damaged.db", tmp_dir);
+	make_db(path, 4096, 3000);
+	size_t len;
+	uint8_t *data = read_file(path, &len);
+	/* A table leaf page past the middle: its cells overwritten. */
+	size_t pg = len / 4096 / 2;
+	while (data[pg * 4096] != 0x0D)
+		pg++;
+	for (size_t i = 8; i < 4000; i++)
+		data[pg * 4096 + i] = (uint8_t)(i * 37);
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	write_all(fd, data, len);
+	close(fd);
+	free(data);
+	assert_false(same_answers(path));
+}
+
+static void test_cut_short(void **state)
+{
+	(void)state;
+	char path[300];
+	snprintf(path, sizeof(path), "%s/cut.db", tmp_dir);
+	make_db(path, 4096, 3000);
+	assert_int_equal(truncate(path, 4096 * 20 + 100), 0);
+	assert_false(same_answers(path));
+}
+
+static void test_short_read_and_no_writes(void **state)
+{
+	(void)state;
+	char path[300];
+	snprintf(path, sizeof(path), "%s/small.db", tmp_dir);
+	int fd = new_file("small.db");
+	uint8_t bytes[5000];
+	for (size_t i = 0; i < sizeof(bytes); i++)
+		bytes[i] = (uint8_t)(i * 13 + 1);
+	write_all(fd, bytes, sizeof(bytes));
+	close(fd);
+
+	sqlite3_vfs *vfs = sqlite3_vfs_find(chkvfs_name());
+	assert_non_null(vfs);
+	sqlite3_file *f = calloc(1, (size_t)vfs->szOsFile);
+	assert_non_null(f);
+	int out_flags = 0;
+	assert_int_equal(vfs->xOpen(vfs, path, f, SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_READONLY, &out_flags),
+			 SQLITE_OK);
+	sqlite3_int64 size = 0;
+	assert_int_equal(f->pMethods->xFileSize(f, &size), SQLITE_OK);
+	assert_int_equal(size, 5000);
+	uint8_t buf[4096];
+	assert_int_equal(f->pMethods->xRead(f, buf, 100, 200), SQLITE_OK);
+	assert_memory_equal(buf, bytes + 200, 100);
+	memset(buf, 0xAA, sizeof(buf));
+	assert_int_equal(f->pMethods->xRead(f, buf, 4096, 4096), SQLITE_IOERR_SHORT_READ);
+	assert_memory_equal(buf, bytes + 4096, 5000 - 4096);
+	for (size_t i = 5000 - 4096; i < sizeof(buf); i++)
+		assert_int_equal(buf[i], 0);
+	assert_int_equal(f->pMethods->xWrite(f, buf, 10, 0), SQLITE_READONLY);
+	assert_int_equal(f->pMethods->xTruncate(f, 0), SQLITE_READONLY);
+	assert_int_equal(f->pMethods->xClose(f), SQLITE_OK);
+	free(f);
+	/* A writable open is refused. */
+	f = calloc(1, (size_t)vfs->szOsFile);
+	assert_non_null(f);
+	assert_int_equal(vfs->xOpen(vfs, path, f, SQLITE_OPEN_MAIN_DB | SQLITE_OPEN_READWRITE, &out_flags),
+			 SQLITE_CANTOPEN);
+	free(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sound_file_same_answers),
+		cmocka_unit_test(test_larger_than_the_window_cache),
+		cmocka_unit_test(test_damaged_page_found),
+		cmocka_unit_test(test_cut_short),
+		cmocka_unit_test(test_short_read_and_no_writes),
+	};
+	return RUN_IN_TMP_DIR("test_chkvfs", tests);
+}
