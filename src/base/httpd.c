@@ -1575,6 +1575,16 @@ bool httpd_arg_at(struct httpd_conn *conn, unsigned i, const char **key, const c
 	return true;
 }
 
+/* Sends "100 Continue" before the first body read of a client that waits
+ * for it. */
+static int continue_once(struct httpd_conn *c)
+{
+	if (!c->rq.expect_continue || c->continued)
+		return 0;
+	c->continued = true;
+	return send_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+}
+
 /* Reads straight from the socket into buf: only when nothing is buffered
  * and at least this much of the body (or of its current chunk) is wanted,
  * so a large upload is copied once, from the kernel to its reader; small
@@ -1585,12 +1595,9 @@ ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
 {
 	if (len == 0 || c->body == B_NONE || c->body == B_DONE)
 		return 0;
-	if (c->rq.expect_continue && !c->continued) {
-		c->continued = true;
-		int rc = send_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-		if (rc != 0)
-			return rc;
-	}
+	int rc = continue_once(c);
+	if (rc != 0)
+		return rc;
 	size_t want = len < c->body_left ? len : (size_t)c->body_left;
 	if ((c->body == B_LENGTH || c->body == B_CHUNK_DATA) && c->off == c->len && want >= DIRECT_READ_MIN) {
 		ssize_t n = recv_some(c, buf, want);
@@ -1600,11 +1607,70 @@ ssize_t httpd_body_read(struct httpd_conn *c, void *buf, size_t len)
 	}
 	const char *p = NULL;
 	size_t n = 0;
-	int rc = body_next(c, &p, &n, len);
+	rc = body_next(c, &p, &n, len);
 	if (rc <= 0)
 		return rc;
 	memcpy(buf, p, n);
 	return (ssize_t)n;
+}
+
+ssize_t httpd_body_splice(struct httpd_conn *c, const int pipe_fds[2], int fd, off_t off, size_t len,
+			  bool *file_failed)
+{
+	*file_failed = false;
+	if (len == 0 || c->body == B_NONE || c->body == B_DONE)
+		return 0;
+	if (c->body != B_LENGTH)
+		return ERR_INVAL;
+	int rc = continue_once(c);
+	if (rc != 0)
+		return rc;
+	size_t want = len < c->body_left ? len : (size_t)c->body_left;
+	ssize_t n;
+	if (c->off < c->len) {
+		/* Bytes that came with the head: written from the buffer. */
+		n = (ssize_t)(c->len - c->off < want ? c->len - c->off : want);
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(fd, c->in + c->off + done, (size_t)(n - done), off + done);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				*file_failed = true;
+				return w < 0 ? -errno : -EIO;
+			}
+			done += w;
+		}
+		c->off += (size_t)n;
+	} else {
+		for (;;) {
+			n = splice(c->fd, NULL, pipe_fds[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0)
+				break;
+			if (n == 0)
+				return -ECONNRESET;
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN)
+				return -errno;
+			if ((rc = wait_peer(c, POLLIN)) != 0)
+				return rc;
+		}
+		progress(c, (size_t)n);
+		loff_t o = off;
+		for (ssize_t left = n; left > 0;) {
+			ssize_t w = splice(pipe_fds[0], NULL, fd, &o, (size_t)left, SPLICE_F_MOVE);
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w <= 0) {
+				*file_failed = true;
+				return w < 0 ? -errno : -EIO;
+			}
+			left -= w;
+		}
+	}
+	if ((c->body_left -= (uint64_t)n) == 0)
+		c->body = B_DONE;
+	return n;
 }
 
 int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len)

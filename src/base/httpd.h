@@ -158,6 +158,17 @@ int httpd_take_socket(struct httpd_conn *conn, char **buffered, size_t *len);
  * ends the request as it would have (a 400 or 408 reply, or the close),
  * unless the handler queued a reply. */
 ssize_t httpd_body_read(struct httpd_conn *conn, void *buf, size_t len);
+/* Like httpd_body_read(), for a body with a Content-Length only, written
+ * into fd at off instead of a buffer: the bytes move from the socket into
+ * the file through pipe_fds (the caller's pipe, empty between calls) with
+ * splice, never through user space (bytes that came with the head are
+ * written from the buffer). Returns the count written (at most len), 0 at
+ * the end of the body, ERR_INVAL for a chunked body (use
+ * httpd_body_read), or an error as httpd_body_read; *file_failed is set
+ * when the error was writing fd (its -errno is returned; the bytes taken
+ * from the socket are lost). */
+ssize_t httpd_body_splice(struct httpd_conn *conn, const int pipe_fds[2], int fd, off_t off, size_t len,
+			  bool *file_failed);
 /* The connection's socket (for httpd_peer_gone()). */
 int httpd_sock_of(struct httpd_conn *conn);
 /* "address:port" of the peer. */

@@ -188,6 +188,8 @@
 #define HTTP_MAX_IMPORT_BYTES (64ull << 30)
 #define HTTP_DRAIN_MAX (1u << 20)
 #define HTTP_IMPORT_KICK (16ull << 20)
+/* Bytes moved per splice of an import body (the pipe's size). */
+#define HTTP_IMPORT_PIPE (1 << 20)
 #define HTTP_BUSY_TIMEOUT_MS 30000
 #define HTTP_BUSY_STEP_US 500
 #define HTTP_CONNECTION_LIMIT 64u
@@ -1126,6 +1128,50 @@ static void import_rec_start(struct http_server *srv, struct import_req *ir)
 	ir->rec_path = NULL;
 }
 
+/* len more bytes of the body are in the temp file. */
+static void import_written(struct import_req *ir, size_t len)
+{
+	ir->n_bytes += len;
+	if (ir->rec)
+		importrec_feed(ir->rec, ir->n_bytes);
+	/* Writeback as the body arrives: the copy may become the database
+	 * file (apply_import renames it into place and syncs it), and dirty
+	 * pages of a multi-gigabyte upload would otherwise throttle the
+	 * writes that follow. */
+	if (ir->n_bytes - ir->kicked >= HTTP_IMPORT_KICK) {
+		sync_file_range(ir->fd, (off_t)ir->kicked, (off_t)(ir->n_bytes - ir->kicked), SYNC_FILE_RANGE_WRITE);
+		ir->kicked = ir->n_bytes;
+	}
+}
+
+/* A body with a Content-Length, pulled into the temp file from the
+ * handler's first call with splice (httpd_body_splice): the bytes go from
+ * the socket to the file without a copy through this process. Whatever
+ * this leaves of the body (a chunked one, all of it; after a write error,
+ * the rest, discarded) comes piece by piece through import_chunk; after a
+ * socket error the server ends the request as it would have. */
+static void import_pull_body(struct import_req *ir, struct httpd_conn *conn)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) != 0)
+		return;
+	fcntl(p[1], F_SETPIPE_SZ, HTTP_IMPORT_PIPE); /* else 64 KiB per call */
+	for (;;) {
+		bool file_failed = false;
+		ssize_t n = httpd_body_splice(conn, p, ir->fd, (off_t)ir->n_bytes, HTTP_IMPORT_PIPE, &file_failed);
+		if (n > 0) {
+			import_written(ir, (size_t)n);
+			continue;
+		}
+		if (file_failed)
+			import_fail(ir, n == -ENOSPC || n == -EDQUOT ? HTTP_INSUFFICIENT_STORAGE : HTTP_INTERNAL_SERVER_ERROR,
+				    "cannot store the upload: %s", strerror((int)-n));
+		break;
+	}
+	close(p[0]);
+	close(p[1]);
+}
+
 /* First call for POST /import: everything that can be refused before the
  * body is read.
  *
@@ -1204,6 +1250,8 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 	if (fd >= 0)
 		import_rec_start(srv, ir);
 	*con_cls = ir;
+	if (fd >= 0 && has_length)
+		import_pull_body(ir, conn);
 	return HTTPD_YES;
 }
 
@@ -1236,17 +1284,7 @@ static enum httpd_result import_chunk(struct import_req *ir, const char *data, s
 		}
 		done += (size_t)n;
 	}
-	ir->n_bytes += len;
-	if (ir->rec)
-		importrec_feed(ir->rec, ir->n_bytes);
-	/* Writeback as the body arrives: the copy may become the database
-	 * file (apply_import renames it into place and syncs it), and dirty
-	 * pages of a multi-gigabyte upload would otherwise throttle the
-	 * writes that follow. */
-	if (ir->n_bytes - ir->kicked >= HTTP_IMPORT_KICK) {
-		sync_file_range(ir->fd, (off_t)ir->kicked, (off_t)(ir->n_bytes - ir->kicked), SYNC_FILE_RANGE_WRITE);
-		ir->kicked = ir->n_bytes;
-	}
+	import_written(ir, len);
 	return HTTPD_YES;
 }
 
