@@ -1641,6 +1641,8 @@ ssize_t httpd_body_splice(struct httpd_conn *c, const int pipe_fds[2], int fd, o
 			done += w;
 		}
 		c->off += (size_t)n;
+		if ((c->body_left -= (uint64_t)n) == 0)
+			c->body = B_DONE;
 	} else {
 		for (;;) {
 			n = splice(c->fd, NULL, pipe_fds[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -1656,6 +1658,10 @@ ssize_t httpd_body_splice(struct httpd_conn *c, const int pipe_fds[2], int fd, o
 				return rc;
 		}
 		progress(c, (size_t)n);
+		/* Taken from the socket: part of the body read, whatever
+		 * happens to the file. */
+		if ((c->body_left -= (uint64_t)n) == 0)
+			c->body = B_DONE;
 		loff_t o = off;
 		for (ssize_t left = n; left > 0;) {
 			ssize_t w = splice(pipe_fds[0], NULL, fd, &o, (size_t)left, SPLICE_F_MOVE);
@@ -1668,8 +1674,6 @@ ssize_t httpd_body_splice(struct httpd_conn *c, const int pipe_fds[2], int fd, o
 			left -= w;
 		}
 	}
-	if ((c->body_left -= (uint64_t)n) == 0)
-		c->body = B_DONE;
 	return n;
 }
 

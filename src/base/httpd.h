@@ -166,7 +166,8 @@ ssize_t httpd_body_read(struct httpd_conn *conn, void *buf, size_t len);
  * the end of the body, ERR_INVAL for a chunked body (use
  * httpd_body_read), or an error as httpd_body_read; *file_failed is set
  * when the error was writing fd (its -errno is returned; the bytes taken
- * from the socket are lost). */
+ * from the socket count as read and are lost, some of them left in the
+ * pipe: close it). */
 ssize_t httpd_body_splice(struct httpd_conn *conn, const int pipe_fds[2], int fd, off_t off, size_t len,
 			  bool *file_failed);
 /* The connection's socket (for httpd_peer_gone()). */

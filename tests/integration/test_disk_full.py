@@ -155,3 +155,28 @@ def test_shm_mapped_through_the_mount_has_no_holes(node, small_fs):
     assert st.st_size >= 32768
     assert st.st_blocks * 512 >= st.st_size, f"backing -shm is sparse: {st.st_blocks * 512} of {st.st_size} bytes"
     conn.close()
+
+
+def test_import_larger_than_the_free_space_stores_nothing(node, small_fs, tmp_path):
+    """An import body with a Content-Length moves from the socket into the
+    upload file with splice (http.c import_pull_body); when the file
+    system runs out of space there, the reply is 507 and nothing is
+    stored: the database keeps its state, no temp file is left, and a
+    small import still works."""
+    from test_bigio import cli_import, content, make_big, tmp_leftovers
+    n = on_data_fs(node(), small_fs).start()
+    small = make_big(tmp_path / "small.db", 300)
+    big = make_big(tmp_path / "big.db", 9000)  # ~10 MB on an 8 MiB file system
+    assert cli_import(n, "db", small).returncode == 0
+    good = n.pos()
+    for name in ("db", "new.db"):
+        res = cli_import(n, name, big)
+        assert res.returncode == 1 and "507" in res.stderr and "cannot store the upload" in res.stderr, res.stderr
+    assert n.pos() == good
+    assert content(n.db()) == content(small)
+    assert not n.db("new.db").exists()
+    assert tmp_leftovers(n) == []
+    assert "cannot store the upload" in n.log_text()
+    res = cli_import(n, "db", small)
+    assert res.returncode == 0, res.stderr
+    assert n.pos()[0] == good[0] + 1
