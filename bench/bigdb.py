@@ -88,7 +88,7 @@ def last_spans(node):
     lines = [ln for ln in lines if "msg=imported" in ln]
     if not lines:
         return ""
-    up = re.findall(r"\b(?:upload|encoder_lag|encoder_cpu)_ms=\d+", applied[-1]) if applied else []
+    up = re.findall(r"\b(?:upload|encoder_lag|encoder_cpu|check)_ms=\d+", applied[-1]) if applied else []
     return " ".join(up + re.findall(r"\b(?:wait|encode|check_wait|sync|copy|rename|total)_ms=\d+|record=\w+",
                                     lines[-1]))
 

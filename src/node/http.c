@@ -170,7 +170,7 @@
 #include "proto/dbname.h"
 #include "node/fusefs.h"
 #include "node/http.h"
-#include "node/chkvfs.h"
+#include "node/importchk.h"
 #include "node/importrec.h"
 #include "node/proxystat.h"
 #include "node/lease.h"
@@ -191,7 +191,6 @@
 /* Bytes moved per splice of an import body (the pipe's size). */
 #define HTTP_IMPORT_PIPE (1 << 20)
 #define HTTP_BUSY_TIMEOUT_MS 30000
-#define HTTP_BUSY_STEP_US 500
 #define HTTP_CONNECTION_LIMIT 64u
 /* Of the HTTP_CONNECTION_LIMIT workers, these serve only peers of the
  * cluster (is_trusted) once the others are busy (docs/http.md). */
@@ -257,6 +256,7 @@ struct import_req {
 	char *rec_path;         /* owned; unlinked unless the chain took it */
 	bool rec_taken;
 	int64_t rec_lag_ms, rec_cpu_ms; /* the encoder: behind the body's end; its CPU */
+	int64_t check_ms;       /* how long quick_check ran (from the body's end) */
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -320,31 +320,6 @@ static char *mount_path(struct http_server *srv, const char *name)
 	return p;
 }
 
-/* "file:<percent-encoded path>?immutable=1" for read-only validation of a
- * private temp file. Caller frees. */
-static char *immutable_uri(const char *path)
-{
-	size_t n = strlen(path);
-	char *u = malloc(5 + 3 * n + 13);
-	if (!u)
-		return NULL;
-	char *p = u;
-	memcpy(p, "file:", 5);
-	p += 5;
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)path[i];
-		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '/' ||
-		    c == '-' || c == '_' || c == '.' || c == '~') {
-			*p++ = (char)c;
-		} else {
-			sprintf(p, "%%%02X", c);
-			p += 3;
-		}
-	}
-	strcpy(p, "?immutable=1");
-	return u;
-}
-
 /* Creates a temp file <tmp_dir>/<prefix>XXXXXX. Returns the fd (caller
  * closes) and *path (caller frees, and unlinks), or -errno. */
 static int make_temp(struct http_server *srv, const char *prefix, char **path)
@@ -384,39 +359,6 @@ static void clean_tmp_dir(const char *dir)
 }
 
 /* ---- SQLite helpers ----------------------------------------------------- */
-
-/* Interrupts long SQLite work (integrity_check, statements of a backup)
- * when the server stops. */
-static int sqlite_progress(void *arg)
-{
-	struct http_server *srv = arg;
-	return atomic_load(&srv->stopping) ? 1 : 0;
-}
-
-/* Waits for a lock in steps of HTTP_BUSY_STEP_US up to HTTP_BUSY_TIMEOUT_MS.
- * SQLite's own busy_timeout backs off to 100 ms sleeps, and a client that
- * commits in a tight loop releases its lock for microseconds only, so a
- * backed-off waiter almost never gets it (an export waited 9 s behind a
- * Python loop in testing). Short constant steps are fair enough at a
- * negligible cost. Gives up at once when the server stops. */
-static int sqlite_busy(void *arg, int n_calls)
-{
-	struct http_server *srv = arg;
-	if (atomic_load(&srv->stopping) ||
-	    (int64_t)n_calls * HTTP_BUSY_STEP_US >= (int64_t)HTTP_BUSY_TIMEOUT_MS * 1000)
-		return 0;
-	struct timespec ts = { .tv_sec = 0, .tv_nsec = HTTP_BUSY_STEP_US * 1000L };
-	nanosleep(&ts, NULL);
-	return 1;
-}
-
-static void sqlite_prepare_conn(struct http_server *srv, sqlite3 *db)
-{
-	sqlite3_extended_result_codes(db, 0);
-	sqlite3_busy_handler(db, sqlite_busy, srv);
-	sqlite3_progress_handler(db, 10000, sqlite_progress, srv);
-	sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
-}
 
 /* The HTTP status for a SQLite failure on the live database. */
 static unsigned sqlite_status(int rc)
@@ -878,80 +820,10 @@ static int import_check_header(struct import_req *ir, uint32_t *page_size)
 	return 0;
 }
 
-/* The validation of an uploaded copy, run in its own thread beside the
- * encoding of the record (apply_import): PRAGMA quick_check (every b-tree
- * page, cell, overflow chain and the freelist: O(N)) or, with check=full,
- * PRAGMA integrity_check (also every index against its table: O(N log N),
- * about 5x longer). A file that fails never becomes a transaction. */
-struct import_check {
-	struct http_server *srv;
-	const char *uri;
-	bool full;
-	bool started, joined;
-	pthread_t thread;
-	unsigned status; /* 0: sound */
-	char msg[HTTPD_MSG_LEN];
-};
-
-static void *import_check_main(void *arg)
-{
-	struct import_check *c = arg;
-	const char *what = c->full ? "integrity_check" : "quick_check";
-	char sql[64];
-	sqlite3 *src = NULL;
-	sqlite3_stmt *stmt = NULL;
-	/* Read through large reused windows (chkvfs.h): mapping the file
-	 * faults once per 4 KiB page, reading it page by page is a syscall
-	 * per page; either costs more than the check itself. */
-	const char *vfs = chkvfs_name();
-	int rc = sqlite3_open_v2(c->uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, vfs);
-	if (rc != SQLITE_OK) {
-		c->status = HTTP_BAD_REQUEST;
-		snprintf(c->msg, sizeof(c->msg), "cannot open the uploaded file: %s",
-			 src ? sqlite3_errmsg(src) : sqlite3_errstr(rc));
-		sqlite3_close(src);
-		return NULL;
-	}
-	sqlite_prepare_conn(c->srv, src);
-	if (!vfs) /* a private file, never truncated while the check runs: mapped */
-		sqlite3_exec(src, "PRAGMA mmap_size=1099511627776", NULL, NULL, NULL);
-	snprintf(sql, sizeof(sql), "PRAGMA %s(10)", what);
-	rc = sqlite3_prepare_v2(src, sql, -1, &stmt, NULL);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(stmt);
-	if (rc == SQLITE_ROW) {
-		const char *r = (const char *)sqlite3_column_text(stmt, 0);
-		if (!r || strcmp(r, "ok") != 0) {
-			c->status = HTTP_BAD_REQUEST;
-			snprintf(c->msg, sizeof(c->msg), "integrity check failed (PRAGMA %s): %.300s", what,
-				 r ? r : "(null)");
-		}
-	} else if (atomic_load(&c->srv->stopping)) {
-		c->status = HTTP_SERVICE_UNAVAILABLE;
-		snprintf(c->msg, sizeof(c->msg), "the node is shutting down");
-	} else {
-		c->status = HTTP_BAD_REQUEST;
-		snprintf(c->msg, sizeof(c->msg), "not a valid SQLite database: %s", sqlite3_errmsg(src));
-	}
-	sqlite3_finalize(stmt);
-	sqlite3_close(src);
-	return NULL;
-}
-
-/* Waits for the validation; 0 if the file is sound. */
-static int import_check_join(struct import_check *c)
-{
-	if (c->started && !c->joined) {
-		pthread_join(c->thread, NULL);
-		c->joined = true;
-	}
-	return c->status ? -EBADMSG : 0;
-}
-
 struct import_ctx {
 	struct http_server *srv;
 	struct import_req *ir;
-	struct import_check *check;
+	struct importchk *check;
 	uint32_t page_size;
 };
 
@@ -959,9 +831,11 @@ struct import_ctx {
 static int import_validated(void *arg)
 {
 	struct import_ctx *ic = arg;
-	int rc = import_check_join(ic->check);
-	if (rc)
-		import_fail(ic->ir, ic->check->status, "%s", ic->check->msg);
+	int rc = importchk_join(ic->check);
+	if (rc && ic->check->interrupted)
+		import_fail(ic->ir, HTTP_SERVICE_UNAVAILABLE, "the node is shutting down");
+	else if (rc)
+		import_fail(ic->ir, HTTP_BAD_REQUEST, "%s", ic->check->msg);
 	return rc;
 }
 
@@ -993,35 +867,27 @@ static int import_conflicts(void *arg, struct db *db)
  * through FUSE). 0 (with *pos) or -1 (reason in ir). */
 static int import_apply(struct http_server *srv, struct import_req *ir, struct ltx_pos *pos)
 {
-	char *uri = NULL;
 	uint32_t ps = 0;
 	int rc;
-	struct import_check check = { .srv = srv, .full = ir->full_check };
+	struct importchk check = { .path = ir->tmp_path, .full = ir->full_check, .stop = &srv->stopping };
 	struct import_ctx ic = { .srv = srv, .ir = ir, .check = &check };
 
 	if (import_check_header(ir, &ps) != 0)
 		return -1;
 	ic.page_size = ps;
-	if (!(uri = immutable_uri(ir->tmp_path))) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "out of memory");
+	/* The check reads the temp file while apply_import completes the
+	 * record and syncs (it never writes the file before the check's
+	 * end). */
+	if ((rc = importchk_start(&check)) != 0) {
+		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", err_str(rc));
 		return -1;
 	}
-	check.uri = uri;
-	/* The check reads the temp file while apply_import encodes it (which
-	 * reads it too, and never writes it). */
-	if ((rc = pthread_create(&check.thread, NULL, import_check_main, &check)) != 0) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", strerror(rc));
-		free(uri);
-		return -1;
-	}
-	check.started = true;
 
 	/* A deleted database keeps its registry entry and its position. */
 	struct db *db = store_find(srv->st, ir->name, true);
 	if (!db && (rc = store_create(srv->st, ir->name, &db)) != 0) {
-		import_check_join(&check);
+		importchk_join(&check);
 		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot create database %s: %s", ir->name, err_str(rc));
-		free(uri);
 		return -1;
 	}
 	struct apply_import_opts o = {
@@ -1051,8 +917,8 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
 				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
-	import_check_join(&check);
-	free(uri);
+	importchk_join(&check);
+	ir->check_ms = check.ms;
 	if (rc == 0)
 		return 0;
 	if (ir->fail_status)
@@ -1081,9 +947,9 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64,
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64 " check_ms=%" PRId64,
 			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
-			 ir->rec_lag_ms, ir->rec_cpu_ms);
+			 ir->rec_lag_ms, ir->rec_cpu_ms, ir->check_ms);
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
