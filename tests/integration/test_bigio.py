@@ -282,6 +282,20 @@ def test_upload_cut_mid_body_stores_nothing(node, tmp_path):
     res = cli_import(n, "db", src)
     assert res.returncode == 0, res.stderr
     assert n.pos()[0] == good[0] + 1
+    # kill -9 while the body is being spliced into the upload file (half
+    # of it sent, the node waiting for the rest): the old state after the
+    # restart, and the start removes the temp files.
+    good = n.pos()
+    s = socket.create_connection(("127.0.0.1", n.port))
+    s.sendall(f"POST /import?name=db HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+              + data[:len(data) // 2])
+    wait_until(lambda: len(tmp_leftovers(n)) == 2, timeout=10, msg=lambda: f"temp files: {tmp_leftovers(n)}")
+    kill9(n)
+    s.close()
+    n.start()
+    assert n.pos() == good
+    assert content(n.db()) == content(src)
+    assert tmp_leftovers(n) == []
     check_invariants(n, tmp=tmp_path)
 
 
