@@ -7,6 +7,7 @@
  * holder is asked before its last byte.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -14,6 +15,7 @@
 #include <stdarg.h>
 #include <inttypes.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "base/err.h"
 #include "base/httpd.h"
 #include "base/httphead.h"
 
@@ -99,6 +102,33 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 		close(fd);
 		return HTTPD_YES;
 	}
+	if (!strcmp(url, "/splice")) {
+		/* Pulls the body into a file with httpd_body_splice (calls of
+		 * 100,000 bytes), then replies with its length and sum as read
+		 * back from the file; a chunked body is refused by the call. */
+		char path[] = "/tmp/test_httpd_splice.XXXXXX";
+		int fd = mkstemp(path);
+		int pfd[2];
+		if (fd < 0 || pipe(pfd) != 0)
+			return HTTPD_NO;
+		unlink(path);
+		off_t off = 0;
+		ssize_t r;
+		bool file_failed = false;
+		while ((r = httpd_body_splice(conn, pfd, fd, off, 100000, &file_failed)) > 0)
+			off += r;
+		close(pfd[0]);
+		close(pfd[1]);
+		char *buf = malloc((size_t)off + 1);
+		bool same = pread(fd, buf, (size_t)off + 1, 0) == (ssize_t)off;
+		close(fd);
+		char *b = malloc(80);
+		int len = r < 0 ? snprintf(b, 80, "SPLICE error %d%s.", (int)r, file_failed ? " file" : "")
+				: snprintf(b, 80, "SPLICE %lld:%016" PRIx64 "%s.", (long long)off,
+					   body_sum(0, buf, (size_t)off), same ? "" : " short");
+		free(buf);
+		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, (size_t)len, NULL, NULL);
+	}
 	if (!strcmp(url, "/pull")) {
 		/* Pulls the whole body on the first call, in reads of 7 bytes
 		 * and of 64 KiB by turns; replies with its length and sum. */
@@ -117,6 +147,25 @@ static enum httpd_result handler(void *cls, struct httpd_conn *conn, const char 
 		char *b = malloc(64);
 		int len = snprintf(b, 64, "PULL %" PRIu64 ":%016" PRIx64 ".", n, sum);
 		return httpd_respond_buf(conn, HTTP_OK, "text/plain", b, (size_t)len, NULL, NULL);
+	}
+	if (*req_cls == NULL && !strcmp(url, "/splicefail")) {
+		/* One splice into a file opened read-only: the bytes it took
+		 * from the socket are lost, the rest of the body comes piece by
+		 * piece as for any request. */
+		char path[] = "/tmp/test_httpd_splice.XXXXXX";
+		int wfd = mkstemp(path), pfd[2];
+		int fd = open(path, O_RDONLY);
+		unlink(path);
+		bool file_failed = false;
+		if (wfd < 0 || fd < 0 || pipe(pfd) != 0)
+			return HTTPD_NO;
+		ssize_t r = httpd_body_splice(conn, pfd, fd, 0, 100000, &file_failed);
+		close(pfd[0]);
+		close(pfd[1]);
+		close(fd);
+		close(wfd);
+		if (r >= 0 || !file_failed)
+			return httpd_respond_error(conn, 500, "the splice into a read-only file did not fail");
 	}
 	if (*req_cls == NULL) {
 		*req_cls = calloc(1, sizeof(struct req));
@@ -404,6 +453,59 @@ static void test_handler_pulls_the_body(void **state)
 	httpd_stop(d);
 }
 
+/* httpd_body_splice: a body whose first bytes came with the head (written
+ * from the buffer) and the rest later (spliced from the socket) lands in
+ * the file whole, with "100 Continue" sent first when asked for; a chunked
+ * body is refused (ERR_INVAL), nothing of it read. */
+static void test_handler_splices_the_body(void **state)
+{
+	(void)state;
+	struct httpd_listen l = { 0 };
+	uint16_t port;
+	struct httpd *d = start(&l, &port);
+	int fd = dial(port, NULL);
+	const size_t n = 1500000;
+	char *body = malloc(n), *msg = malloc(n + 256), want[80], buf[4096];
+	for (size_t i = 0; i < n; i++)
+		body[i] = (char)(i * 13 % 253);
+	snprintf(want, sizeof(want), "SPLICE %zu:%016" PRIx64 ".", n, body_sum(0, body, n));
+	int hl = snprintf(msg, 256, "POST /splice HTTP/1.1\r\nContent-Length: %zu\r\n\r\n", n);
+	memcpy(msg + hl, body, 1000);
+	put(fd, msg, (size_t)hl + 1000);
+	usleep(20000);
+	put(fd, body + 1000, n - 1000);
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, "HTTP/1.1 200"));
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /splice HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 66);
+	get(fd, buf, sizeof(buf), "\r\n\r\n");
+	assert_string_equal(buf, "HTTP/1.1 100 Continue\r\n\r\n");
+	put(fd, "hello", 5);
+	snprintf(want, sizeof(want), "SPLICE 5:%016" PRIx64 ".", body_sum(0, "hello", 5));
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, want));
+	put(fd, "POST /splice HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 68);
+	snprintf(want, sizeof(want), "SPLICE error %d.", ERR_INVAL);
+	get(fd, buf, sizeof(buf), want);
+	assert_non_null(strstr(buf, want));
+	close(fd);
+	/* The file write fails: what the splice took still counts as read,
+	 * so the rest of the body ends the request (no wait for bytes that
+	 * will never come). */
+	fd = dial(port, NULL);
+	hl = snprintf(msg, 256, "POST /splicefail HTTP/1.1\r\nContent-Length: %d\r\n\r\n", 200000);
+	put(fd, msg, (size_t)hl);
+	usleep(20000);
+	put(fd, body, 200000);
+	get(fd, buf, sizeof(buf), "POST ");
+	assert_non_null(strstr(buf, "HTTP/1.1 200"));
+	assert_non_null(strstr(buf, "POST "));
+	free(body);
+	free(msg);
+	close(fd);
+	httpd_stop(d);
+}
+
 /* A held file goes out whole when its holder confirms before the last
  * byte, and is cut one byte short (the connection closed) when it does
  * not; the holder is asked once and freed once either way. */
@@ -594,6 +696,7 @@ int main(void)
 		cmocka_unit_test(test_chunked_body_byte_by_byte),
 		cmocka_unit_test(test_continue_head_and_stream),
 		cmocka_unit_test(test_handler_pulls_the_body),
+		cmocka_unit_test(test_handler_splices_the_body),
 		cmocka_unit_test(test_held_file_reply),
 		cmocka_unit_test(test_early_reply_to_a_large_body),
 		cmocka_unit_test(test_head_deadline_is_not_reset_by_a_trickle),
