@@ -3,7 +3,8 @@
  * of the import check: PRAGMA quick_check and integrity_check through it
  * give the same answers as through SQLite's own VFS, on a sound file, one
  * with a damaged page, one cut short, and one larger than its window
- * cache (64 KiB pages: windows are evicted and read again); a read past
+ * cache (64 KiB pages: windows are evicted and read again), sound and
+ * damaged; a read past
  * the end zero-fills and reports a short read; writes are refused.
  */
 #include <stdarg.h>
@@ -95,6 +96,24 @@ static void test_sound_file_same_answers(void **state)
 	assert_true(same_answers(path));
 }
 
+/* Overwrites the cells of a table leaf page at or after fraction `at` of
+ * the file. */
+static void damage_leaf(const char *path, uint32_t page_size, double at)
+{
+	size_t len;
+	uint8_t *data = read_file(path, &len);
+	size_t pg = (size_t)((double)(len / page_size) * at);
+	while (data[pg * page_size] != 0x0D)
+		pg++;
+	for (size_t i = 8; i < page_size - 96; i++)
+		data[pg * page_size + i] = (uint8_t)(i * 37);
+	int fd = open(path, O_WRONLY | O_TRUNC);
+	assert_true(fd >= 0);
+	write_all(fd, data, len);
+	close(fd);
+	free(data);
+}
+
 static void test_larger_than_the_window_cache(void **state)
 {
 	(void)state;
@@ -102,6 +121,8 @@ static void test_larger_than_the_window_cache(void **state)
 	snprintf(path, sizeof(path), "%s/big.db", tmp_dir);
 	make_db(path, 65536, 20000); /* ~21 MB: more than the 16 MiB of windows */
 	assert_true(same_answers(path));
+	damage_leaf(path, 65536, 0.1); /* read early, evicted, read again by the row pass */
+	assert_false(same_answers(path));
 }
 
 static void test_damaged_page_found(void **state)
@@ -110,19 +131,7 @@ static void test_damaged_page_found(void **state)
 	char path[300];
 	snprintf(path, sizeof(path), "%s/damaged.db", tmp_dir);
 	make_db(path, 4096, 3000);
-	size_t len;
-	uint8_t *data = read_file(path, &len);
-	/* A table leaf page past the middle: its cells overwritten. */
-	size_t pg = len / 4096 / 2;
-	while (data[pg * 4096] != 0x0D)
-		pg++;
-	for (size_t i = 8; i < 4000; i++)
-		data[pg * 4096 + i] = (uint8_t)(i * 37);
-	int fd = open(path, O_WRONLY | O_TRUNC);
-	assert_true(fd >= 0);
-	write_all(fd, data, len);
-	close(fd);
-	free(data);
+	damage_leaf(path, 4096, 0.5);
 	assert_false(same_answers(path));
 }
 
