@@ -1,10 +1,12 @@
 /*
- * cloud_stage.c — the kept staging buffer and the background store of
- * large uploads (cloud_stage.h says why).
+ * cloud_stage.c — the kept staging buffer and the early fsync of large
+ * uploads (cloud_stage.h says why).
  */
+#include <errno.h>
 #include <stdlib.h>
 
 #include "base/err.h"
+#include "base/sys.h"
 #include "cloud/cloud_stage.h"
 
 struct cloud_stage {
@@ -58,29 +60,27 @@ void cloud_stage_give(struct cloud_stage *st, uint8_t *buf)
 	pthread_mutex_unlock(&st->mu);
 }
 
-static void *bg_main(void *arg)
+static void *presync_main(void *arg)
 {
-	struct cloud_bg *b = arg;
-	b->rc = b->fn(b->arg);
+	struct cloud_presync *p = arg;
+	p->rc = sys_fsync(p->fd) < 0 ? -errno : 0;
 	return NULL;
 }
 
-bool cloud_bg_start(struct cloud_bg *b, int (*fn)(void *arg), void *arg)
+void cloud_presync_start(struct cloud_presync *p, int fd)
 {
-	if (b->started)
-		return false;
-	b->fn = fn;
-	b->arg = arg;
-	b->rc = 0;
-	b->started = pthread_create(&b->thread, NULL, bg_main, b) == 0;
-	return b->started;
+	if (p->started)
+		return;
+	p->fd = fd;
+	p->rc = 0;
+	p->started = pthread_create(&p->thread, NULL, presync_main, p) == 0;
 }
 
-int cloud_bg_wait(struct cloud_bg *b)
+int cloud_presync_wait(struct cloud_presync *p)
 {
-	if (!b->started)
+	if (!p->started)
 		return 0;
-	pthread_join(b->thread, NULL);
-	b->started = false;
-	return b->rc;
+	pthread_join(p->thread, NULL);
+	p->started = false;
+	return p->rc;
 }

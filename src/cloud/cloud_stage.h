@@ -9,14 +9,13 @@
  *    much as the second decode). One ingest holds it at a time; another
  *    one meanwhile takes the older path (a small stage, then the replay).
  *    Memory: CLOUD_STAGE_BYTES once the first upload used it.
- *  - A job on a thread of its own: once the upload is proven good, its
- *    object is stored (fsync, rename, directory fsync) and the catalog
- *    committed on that thread while the engine writes the current copy
- *    (two cores: the waits for the disk and the page-cache writes
- *    overlap). The reply still waits for both.
+ *  - An early fsync of the object file, started on a thread of its own
+ *    once the upload is proven good, so the disk finishes the object while
+ *    the engine writes the current copy (two cores: the wait for the disk
+ *    and the page-cache writes overlap). The put's own fsync then finds the
+ *    file clean; durability still rests on it alone.
  *
- * Thread-safe (the stage); a job belongs to the thread that started it.
- * Logs nothing.
+ * Thread-safe (the stage); a presync belongs to one ingest. Logs nothing.
  */
 #ifndef LITEFS_CLOUD_STAGE_H
 #define LITEFS_CLOUD_STAGE_H
@@ -43,20 +42,19 @@ uint8_t *cloud_stage_take(struct cloud_stage *st, size_t *cap);
 /* Gives back what cloud_stage_take() returned (NULL is a no-op). */
 void cloud_stage_give(struct cloud_stage *st, uint8_t *buf);
 
-/* fn(arg) on a thread of its own. */
-struct cloud_bg {
+/* An fsync of one descriptor on a thread of its own. */
+struct cloud_presync {
 	pthread_t thread;
-	int (*fn)(void *arg);
-	void *arg; /* borrowed; valid until cloud_bg_wait() */
+	int fd;         /* borrowed; valid until cloud_presync_wait() */
 	int rc;
 	bool started;
 };
 
-/* Starts fn(arg) unless a job is started already. false when none could
- * be started (no thread): then nothing runs and the caller does it. */
-bool cloud_bg_start(struct cloud_bg *b, int (*fn)(void *arg), void *arg);
-/* Waits for the job: what fn returned, or 0 when none was started. Again
- * after that: 0. */
-int cloud_bg_wait(struct cloud_bg *b);
+/* Starts fsync(fd) unless started already; if no thread can be made,
+ * nothing is started (the put's fsync does it all). */
+void cloud_presync_start(struct cloud_presync *p, int fd);
+/* Waits for it: 0 (also when none was started) or -errno of the fsync.
+ * Again after that: 0. */
+int cloud_presync_wait(struct cloud_presync *p);
 
 #endif

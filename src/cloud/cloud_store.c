@@ -75,16 +75,13 @@
  * the current copy, so a bad upload leaves nothing. The pages are decoded
  * once, into the store's kept staging buffer (cloud_stage.h; while another
  * ingest holds it, or past its size, a large upload is decoded a second
- * time from its object file for the write). Databases too large to keep
- * the sums for use dbfile_apply(), which reads the replaced pages. The
- * upload is stored (store_upload()): backend put (fsync file, rename,
- * fsync directory), and one catalog transaction (dbs, txs, files)
- * committed with synchronous=FULL; a large upload to the local backend on
- * a thread of its own as soon as it is proven good, while the copy is
- * written (the copy is a cache: if its writes fail after the commit, the
- * upload stands and the copy is rebuilt), any other after the copy. Only
- * once both are done is 0 returned and the HWM (the new TXID)
- * acknowledged.
+ * time from its object file for the write). Once proven good, a large
+ * upload's object is fsync'd on a thread of its own while the copy is
+ * written (local backend). Databases too large to keep the sums for use
+ * dbfile_apply(), which reads the replaced pages. Then: backend put
+ * (fsync file, rename, fsync directory), and one catalog transaction
+ * (dbs, txs, files) committed with synchronous=FULL. Only then 0 is
+ * returned and the HWM (the new TXID) acknowledged.
  *
  * SNAPSHOT UPLOADS. A snapshot (min TXID 1) is accepted when the database
  * is new (or was deleted), and for an existing database only as a forward
@@ -398,32 +395,9 @@ struct tee {
 	int obj_fd;
 	uint64_t total, max;
 	uint64_t flushed; /* bytes whose writeback was started */
-	struct ingest_fin *fin; /* stores the upload once it is proven good */
-	bool local;             /* the backend's put fsyncs this very file */
+	struct cloud_presync sync; /* the object's early fsync (cloud_stage.h) */
+	bool local;                /* the backend's put fsyncs this very file */
 };
-
-/* What stores a verified upload (store_upload()): the object, then one
- * catalog transaction. A large upload to the local backend is stored on
- * a thread of its own (cloud_stage.h) as soon as it is proven good, so
- * the object's fsync, rename, directory fsync and the catalog commit
- * overlap the current copy's writes; any other upload is stored after
- * the copy is written. The reply waits for both either way. */
-struct ingest_fin {
-	struct cloud_store *cs;
-	struct cdb *d;            /* borrowed: the store only reads its names */
-	const struct cat_db *row; /* NULL: a new database */
-	const struct ltx_header *h;
-	int64_t id;
-	int obj_fd;
-	char *obj_tmp;          /* emptied once put() consumed it */
-	uint64_t stored;        /* bytes of the object */
-	uint64_t post_checksum; /* verified by the apply */
-	struct cloud_ingest_result *res;
-	struct cat_db nrow; /* the row committed */
-	struct cloud_bg bg;
-};
-
-static int store_upload(void *arg);
 
 /* The object file's writeback is started every this many bytes, so the
  * put's fsync finds most of a large upload on disk already instead of
@@ -458,17 +432,14 @@ static ssize_t tee_read(void *ctx, void *buf, size_t len)
 	return n;
 }
 
-/* pagesums_io.validated: a large upload is proven good, so it is stored
- * and committed while the current copy is written (a small one is still
- * rewritten in its zstd form first: ingest_zstd()). */
-static void tee_validated(void *ctx, const struct ltx_trailer *tr)
+/* pagesums_io.validated: a large upload is proven good, so its object
+ * goes to disk while the current copy is written (a small one is still
+ * rewritten in its zstd form: ingest_zstd()). */
+static void tee_validated(void *ctx)
 {
 	struct tee *t = ctx;
-	if (!t->local || t->total <= CLOUD_ZLTX_INGEST_MAX)
-		return;
-	t->fin->stored = t->total;
-	t->fin->post_checksum = tr->post_apply_checksum;
-	cloud_bg_start(&t->fin->bg, store_upload, t->fin);
+	if (t->local && t->total > CLOUD_ZLTX_INGEST_MAX)
+		cloud_presync_start(&t->sync, t->obj_fd);
 }
 
 static int read_header(ltx_read_fn read, void *ctx, uint8_t *hdr)
@@ -594,53 +565,6 @@ static int ingest_zstd(const char *db, int fd, uint64_t *size)
 	return rc;
 }
 
-/* Stores the verified upload of fin (an ingest_fin): a new database's meta
- * object first (cloud_rebuild.h: the bucket never holds objects it cannot
- * name), then the object, then the catalog. 0 or an error with
- * fin->res->msg said. Touches nothing of fin->d but its names. */
-static int store_upload(void *arg)
-{
-	struct ingest_fin *fi = arg;
-	struct cloud_store *cs = fi->cs;
-	const struct ltx_header *h = fi->h;
-	const struct cat_db *row = fi->row;
-	int rc;
-	if (row == NULL && (rc = cloud_meta_put(cs->be, cs->tmp_dir, fi->id, fi->d->cluster, fi->d->name,
-						clock_wall_ms())) < 0)
-		return msgf(fi->res, rc, "storing the database's meta object failed: %s", err_str(rc));
-	if (!cs->store_lz4 && fi->stored <= CLOUD_ZLTX_INGEST_MAX &&
-	    (rc = ingest_zstd(fi->d->name, fi->obj_fd, &fi->stored)) < 0)
-		return msgf(fi->res, rc, "storing the upload failed: %s", err_str(rc));
-	char name[96];
-	cloud_object_name(name, sizeof(name), fi->id, 0, h->min_txid, h->max_txid);
-	rc = cs->be->ops->put(cs->be, name, fi->obj_tmp);
-	fi->obj_tmp[0] = '\0'; /* consumed by put */
-	if (rc < 0)
-		return msgf(fi->res, rc, "storing the upload failed: %s", err_str(rc));
-	int64_t mts = row && row->mts_ms > h->timestamp_ms ? row->mts_ms : h->timestamp_ms;
-	struct cat_db nrow = row ? *row : (struct cat_db){ .id = fi->id, .created_ms = clock_wall_ms() };
-	if (row == NULL) {
-		snprintf(nrow.cluster, sizeof(nrow.cluster), "%s", fi->d->cluster);
-		snprintf(nrow.name, sizeof(nrow.name), "%s", fi->d->name);
-	}
-	nrow.page_size = h->page_size;
-	nrow.commit = h->commit;
-	nrow.txid = h->max_txid;
-	nrow.checksum = fi->post_checksum;
-	nrow.ts_ms = h->timestamp_ms;
-	nrow.mts_ms = mts;
-	struct cat_file f = { 0, h->min_txid, h->max_txid, h->pre_apply_checksum, fi->post_checksum, mts,
-			      h->page_size, fi->stored };
-	struct cat_tx tx = { h->max_txid, h->min_txid, fi->post_checksum, h->timestamp_ms, mts, h->page_size };
-	rc = commit_upload(cs, &nrow, row == NULL, &f, &tx);
-	if (rc < 0) {
-		cs->be->ops->del(cs->be, name);
-		return msgf(fi->res, rc, "catalog commit failed");
-	}
-	fi->nrow = nrow;
-	return 0;
-}
-
 /* Everything of an ingest after the header checks. */
 static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row, bool exists,
 		       const uint8_t *hdr, const struct ltx_header *h, ltx_read_fn read, void *ctx,
@@ -649,12 +573,10 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	char obj_tmp[PATH_MAX], cur[PATH_MAX], cur_new[PATH_MAX] = "";
 	int spool = -1, cur_fd = -1, rc;
 	int64_t id = exists ? row->id : alloc_id(cs);
-	struct ingest_fin fin = { .cs = cs, .d = d, .row = exists ? row : NULL, .h = h, .id = id,
-				  .obj_tmp = obj_tmp, .res = res };
-	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes, .fin = &fin,
+	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes,
 			 .local = strcmp(cs->be->ops->kind, "local") == 0 };
 
-	fin.obj_fd = t.obj_fd = cloud_object_tmp_create(cs->tmp_dir, obj_tmp, sizeof(obj_tmp));
+	t.obj_fd = cloud_object_tmp_create(cs->tmp_dir, obj_tmp, sizeof(obj_tmp));
 	if (t.obj_fd < 0)
 		return t.obj_fd;
 	cur_path(cs, id, cur, sizeof(cur));
@@ -669,18 +591,8 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	struct dbfile_apply_result ar;
 	struct ltx_pos pos = { exists ? row->txid : 0, exists ? row->checksum : 0 };
 	rc = apply_upload(cs, d, cur_fd, exists ? row->page_size : 0, pos, &t, &spool, &ar);
-	const bool early = fin.bg.started;
-	const int stored_rc = cloud_bg_wait(&fin.bg);
-	if (early && stored_rc == 0 && rc < 0) {
-		/* Stored and committed, so acknowledged: only the copy's writes
-		 * failed, and the copy is a cache rebuilt from the objects. */
-		LOG_WARN("cloud", "msg=\"current copy not written: rebuilt on next use\" cluster=%s db=%s err=\"%s\"",
-			 d->cluster, d->name, err_str(rc));
-		d->cur_ok = false;
-		rc = 0;
-	}
 	if (rc < 0) {
-		if (ar.db_changed || early)
+		if (ar.db_changed)
 			d->cur_ok = false;
 		if (rc == ERR_LTX_PAGE_SIZE_MISMATCH)
 			rc = ERR_CLOUD_PAGE_SIZE;
@@ -689,13 +601,55 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		msgf(res, rc, "%s (at byte %" PRIu64 ")", err_str(rc), ar.err_offset);
 		goto out;
 	}
-	if (!early) {
-		fin.stored = t.total;
-		fin.post_checksum = ar.pos.checksum;
+
+	/* Verified. A new database's meta object first (cloud_rebuild.h: the
+	 * bucket never holds objects it cannot name), then the object, then
+	 * the catalog. */
+	if (!exists && (rc = cloud_meta_put(cs->be, cs->tmp_dir, id, d->cluster, d->name, clock_wall_ms())) < 0) {
+		msgf(res, rc, "storing the database's meta object failed: %s", err_str(rc));
+		goto out;
 	}
-	rc = early ? stored_rc : store_upload(&fin);
+	uint64_t stored = t.total;
+	if (!cs->store_lz4 && t.total <= CLOUD_ZLTX_INGEST_MAX)
+		rc = ingest_zstd(d->name, t.obj_fd, &stored);
+	else
+		rc = cloud_presync_wait(&t.sync);
 	if (rc < 0) {
 		d->cur_ok = false; /* the copy is ahead of the catalog */
+		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
+		goto out;
+	}
+	char name[96];
+	cloud_object_name(name, sizeof(name), id, 0, h->min_txid, h->max_txid);
+	close(t.obj_fd);
+	t.obj_fd = -1;
+	rc = cs->be->ops->put(cs->be, name, obj_tmp);
+	obj_tmp[0] = '\0'; /* consumed by put */
+	if (rc < 0) {
+		d->cur_ok = false; /* the copy is ahead of the catalog */
+		msgf(res, rc, "storing the upload failed: %s", err_str(rc));
+		goto out;
+	}
+	int64_t mts = exists && row->mts_ms > h->timestamp_ms ? row->mts_ms : h->timestamp_ms;
+	struct cat_db nrow = exists ? *row : (struct cat_db){ .id = id, .created_ms = clock_wall_ms() };
+	if (!exists) {
+		snprintf(nrow.cluster, sizeof(nrow.cluster), "%s", d->cluster);
+		snprintf(nrow.name, sizeof(nrow.name), "%s", d->name);
+	}
+	nrow.page_size = h->page_size;
+	nrow.commit = h->commit;
+	nrow.txid = ar.pos.txid;
+	nrow.checksum = ar.pos.checksum;
+	nrow.ts_ms = h->timestamp_ms;
+	nrow.mts_ms = mts;
+	struct cat_file f = { 0, h->min_txid, h->max_txid, h->pre_apply_checksum, ar.pos.checksum, mts,
+			      h->page_size, stored };
+	struct cat_tx tx = { ar.pos.txid, h->min_txid, ar.pos.checksum, h->timestamp_ms, mts, h->page_size };
+	rc = commit_upload(cs, &nrow, !exists, &f, &tx);
+	if (rc < 0) {
+		cs->be->ops->del(cs->be, name);
+		d->cur_ok = false;
+		msgf(res, rc, "catalog commit failed");
 		goto out;
 	}
 	if (!exists) {
@@ -705,14 +659,14 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 		d->cur_ok = cur_new[0] == '\0';
 		set_id(d, id);
 	}
-	*row = fin.nrow;
-	res->pos = pos_of(&fin.nrow);
-	res->hwm = fin.nrow.txid;
+	*row = nrow;
+	res->pos = pos_of(&nrow);
+	res->hwm = nrow.txid;
 	__atomic_store_n(&d->last_ingest_ms, clock_wall_ms(), __ATOMIC_RELAXED);
 	LOG_DEBUG("cloud", "msg=\"stored\" cluster=%s db=%s min_txid=%016" PRIx64 " max_txid=%016" PRIx64
-		  " bytes=%" PRIu64 " early=%d", d->cluster, d->name, h->min_txid, h->max_txid, t.total, early);
+		  " bytes=%" PRIu64, d->cluster, d->name, h->min_txid, h->max_txid, t.total);
 out:
-	cloud_bg_wait(&fin.bg); /* before its descriptor is closed */
+	cloud_presync_wait(&t.sync); /* before its descriptor is closed */
 	if (t.obj_fd >= 0)
 		close(t.obj_fd);
 	if (obj_tmp[0])

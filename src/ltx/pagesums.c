@@ -436,7 +436,7 @@ int pagesums_apply_io(struct pagesums *s, int db_fd, ltx_read_fn read, void *rea
 
 	/* Phase 2: the input is proven good; write the database. */
 	if (io->validated)
-		io->validated(io->ctx, &t);
+		io->validated(io->ctx);
 	const uint32_t ps = h.page_size, old_n = s->n;
 	const off_t new_size = (off_t)h.commit * ps;
 	res->db_changed = true;

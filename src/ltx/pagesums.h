@@ -90,10 +90,9 @@ struct pagesums_io {
 	uint8_t *stage;
 	size_t stage_cap;
 	/* May be NULL: called once the input is proven good (end of phase 1),
-	 * before the first write of the database, with its trailer (borrowed
-	 * for the call: the post-apply checksum is the one verified), e.g. to
-	 * start making the input durable while the database is written. */
-	void (*validated)(void *ctx, const struct ltx_trailer *t);
+	 * before the first write of the database, e.g. to start making the
+	 * input durable while the database is written. */
+	void (*validated)(void *ctx);
 	void *ctx;
 };
 
