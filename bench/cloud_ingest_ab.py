@@ -7,11 +7,10 @@ back to back on one keep-alive connection to the litefs-cloud of each
 build given, and the disk baseline (the same bytes, one file each,
 written and fsync'd), taking turns in every round so that the load of a
 shared machine hits all of them alike (the builds' order rotates every
-round). Per round and build: wall MB/s of
-LTX, MB of LTX per service CPU-second (/proc), and 1-page transactions
-per second on one stream; over all rounds, the rate of single uploads
-(median, 90th percentile, best: the least disturbed uploads). Prints
-medians and the load average.
+round). Per round and build: wall MB/s of LTX, MB of LTX per service
+CPU-second (/proc), and 1-page transactions per second on one stream;
+over all rounds, the rate of single uploads (median, 90th percentile,
+best: the least disturbed uploads). Prints medians and the load average.
 
 Usage: bench/cloud_ingest_ab.py [--rounds N] [--run 16] BUILD_DIR...
 (the first build's bench/ltx_chain makes the chain). With PERF_DIR set,
