@@ -1152,6 +1152,18 @@ static ssize_t export_reader(void *cls, uint64_t pos, char *buf, size_t max)
 	return n > 0 ? n : n == 0 ? HTTPD_END_OF_STREAM : HTTPD_END_WITH_ERROR;
 }
 
+/* A node (it sends its cluster ID) taking the latest state, whole or as
+ * the changes after its position: after a restore, that is the primary
+ * taking the restored state (the dashboard's "fetch" event). */
+static void publish_fetch(struct cloud_http *srv, struct httpd_conn *conn, struct creq *q, const struct cloud_pos *pos)
+{
+	const char *node_id = httpd_header(conn, "Litefs-Cluster-Id");
+	if (node_id && node_id[0])
+		cloud_events_publish(srv->events, q->cluster, "fetch",
+				     json_pack("{s:o, s:o, s:o}", "db", httpd_json_str(q->db), "txid", jhex(pos->txid),
+					       "checksum", jhex(pos->checksum)));
+}
+
 static void export_free(void *cls)
 {
 	cloud_export_close(cls);
@@ -1220,13 +1232,8 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 		httpd_response_header(r, "Litefs-Timestamp", ts);
 	}
 	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
-	/* A node (it sends its cluster ID) taking the latest state: after a
-	 * restore, that is the primary taking the restored state. */
-	const char *node_id = httpd_header(conn, "Litefs-Cluster-Id");
-	if (ret == HTTPD_YES && node_id && node_id[0] && !t.txid && !t.ts_ms)
-		cloud_events_publish(srv->events, q->cluster, "fetch",
-				     json_pack("{s:o, s:o, s:o}", "db", httpd_json_str(q->db), "txid", jhex(pos.txid),
-					       "checksum", jhex(pos.checksum)));
+	if (ret == HTTPD_YES && !t.txid && !t.ts_ms)
+		publish_fetch(srv, conn, q, &pos);
 	return ret;
 }
 
@@ -1266,7 +1273,10 @@ static enum httpd_result handle_changes(struct cloud_http *srv, struct httpd_con
 	httpd_response_header(r, HTTP_HEADER_CONTENT_TYPE, "application/octet-stream");
 	httpd_response_header(r, HTTP_HEADER_CACHE_CONTROL, "no-store");
 	httpd_response_header(r, "Litefs-Pos", buf);
-	return httpd_queue(conn, HTTP_OK, r);
+	enum httpd_result ret = httpd_queue(conn, HTTP_OK, r);
+	if (ret == HTTPD_YES)
+		publish_fetch(srv, conn, q, &pos);
+	return ret;
 }
 
 /* A position as restore replies give it; without "db" when db is NULL. */
