@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import is_mounted, run
+from conftest import is_mounted, run, wait_until
 
 
 @pytest.fixture
@@ -175,7 +175,8 @@ def test_import_larger_than_the_free_space_stores_nothing(node, small_fs, tmp_pa
     assert n.pos() == good
     assert content(n.db()) == content(small)
     assert not n.db("new.db").exists()
-    assert tmp_leftovers(n) == []
+    # The temp file goes when the request completes, just after the reply.
+    wait_until(lambda: tmp_leftovers(n) == [], timeout=10, msg=lambda: f"left: {tmp_leftovers(n)}")
     assert "cannot store the upload" in n.log_text()
     res = cli_import(n, "db", small)
     assert res.returncode == 0, res.stderr
