@@ -190,12 +190,16 @@ static void on_list(struct run *r, struct stream_parser *p, const struct stream_
 {
 	const struct stream_list *l = ev->list;
 	CHECK(l != NULL);
-	CHECK(ev->type == (r->dir == STREAM_DIR_REQUEST ? STREAM_POSITIONS : STREAM_HEARTBEAT));
-	CHECK((l->n == 0) == (l->entries == NULL));
-	if (ev->type == STREAM_HEARTBEAT)
-		CHECK(l->flags == 0);
+	/* A request carries positions or (POST /stream/ack) acks; a response heartbeats. */
+	if (r->dir == STREAM_DIR_REQUEST)
+		CHECK(ev->type == STREAM_POSITIONS || ev->type == STREAM_ACK);
 	else
+		CHECK(ev->type == STREAM_HEARTBEAT);
+	CHECK((l->n == 0) == (l->entries == NULL));
+	if (ev->type == STREAM_POSITIONS)
 		CHECK((l->flags & ~STREAM_LIST_ONLY) == 0);
+	else
+		CHECK(l->flags == 0);
 	mix_u64(h, (uint64_t)l->time_ms);
 	mix_u64(h, l->flags);
 	mix_u64(h, l->n);

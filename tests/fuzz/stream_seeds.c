@@ -164,6 +164,12 @@ int main(int argc, char **argv)
 	add_list(&b, STREAM_POSITIONS, STREAM_LIST_ONLY, 3, 1767225600123);
 	emit(dir, "request-only", 2, 0, &b);
 
+	/* POST /stream/ack: a replica's durable positions (synchronous replication). */
+	add_hello(&b);
+	add_list(&b, STREAM_ACK, 0, 2, 1767225600456);
+	add_list(&b, STREAM_ACK, 0, 1, 1767225600789);
+	emit(dir, "request-ack", 8, 0, &b);
+
 	/* Response direction: what a primary sends. */
 	add_hello(&b);
 	emit(dir, "hello", 3, 0, &b);
