@@ -89,6 +89,10 @@ def main():
                 restart(cloud)
 
                 def t(key, fn):
+                    # A fresh output file, as cp + fsync gets: the unlink
+                    # of the last 1 GB export is not the operation's.
+                    if os.path.exists(out):
+                        os.unlink(out)
                     c0, r0 = proc_cpu(cloud.proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)
                     w = cb.timed(fn)
                     c1, r1 = proc_cpu(cloud.proc.pid), resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -212,9 +212,24 @@ int sys_writer_flush(struct sys_writer *w)
 		return rc;
 	w->off += (off_t)w->n;
 	w->n = 0;
-	if (w->kick > 0 && w->off - w->kicked >= w->kick) {
-		sync_file_range(w->fd, w->kicked, w->off - w->kicked, SYNC_FILE_RANGE_WRITE);
-		w->kicked = w->off;
+	return sys_writeback(&w->wb, w->fd, w->off);
+}
+
+int sys_writeback(struct sys_wb *wb, int fd, off_t off)
+{
+	if (wb->kick > 0 && off - wb->kicked >= wb->kick) {
+		/* A hint: durability comes from the caller's fsync. */
+		(void)sync_file_range(fd, wb->kicked, off - wb->kicked, SYNC_FILE_RANGE_WRITE);
+		wb->kicked = off;
+	}
+	/* Dropped in steps of a quarter of keep, at page boundaries. */
+	off_t upto = (off - wb->keep) & ~(off_t)4095;
+	if (wb->keep > 0 && upto - wb->dropped >= wb->keep / 4) {
+		if (sync_file_range(fd, wb->dropped, upto - wb->dropped,
+				    SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER) != 0)
+			return -errno;
+		(void)posix_fadvise(fd, wb->dropped, upto - wb->dropped, POSIX_FADV_DONTNEED);
+		wb->dropped = upto;
 	}
 	return 0;
 }

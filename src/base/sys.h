@@ -47,14 +47,40 @@ int sys_ftruncate(int fd, off_t len);
 /* Writes all len bytes at off (looping over short writes): 0 or -errno. */
 int sys_pwrite_all(int fd, const void *buf, size_t len, off_t off);
 
+/* Writeback of a file written front to back; call sys_writeback() after
+ * each write with off = the bytes written so far.
+ *  kick > 0: the writeback of what was written is started every kick
+ *            bytes, so that a final fsync finds little left and a long
+ *            copy does not pile up dirty pages that throttle every writer.
+ *  keep > 0: also waits until what lies more than keep bytes behind off
+ *            is on disk and drops it from the page cache, so that a copy
+ *            of gigabytes holds about keep bytes of cache. Only for files
+ *            nobody reads soon (exports, stored objects, forks). It is
+ *            faster, not only politer, on VMs whose freed memory goes back
+ *            to the host (Firecracker's free page reporting, as on Fly.io
+ *            and this machine): the first touch of every page of new cache
+ *            is a fault to the hypervisor, 2 s of system CPU per GB of
+ *            buffered writes; with keep, the same few megabytes of pages
+ *            are used again and again (BENCHMARKS.md, "first touch"). */
+struct sys_wb {
+	off_t kick, keep;      /* settings; 0 = off */
+	off_t kicked, dropped; /* writeback started, cache dropped, up to */
+};
+/* 0, or -errno of a failed writeback met while waiting: the caller must
+ * fail the file, because the wait took the error that a later fsync of
+ * the same file would have reported. */
+int sys_writeback(struct sys_wb *wb, int fd, off_t off);
+/* The keep of the copies that drop their cache: enough to keep the disk
+ * busy (measured: 16-128 MiB alike). */
+#define SYS_WB_KEEP ((off_t)32 << 20)
+
 /* A buffered writer at increasing offsets of fd, through sys_pwrite_all
- * (so faults can be injected). buf (cap bytes) is the caller's; with
- * kick > 0, writeback of what was written is started (sync_file_range)
- * every kick bytes, so that a final fsync finds little left. */
+ * (so faults can be injected). buf (cap bytes) is the caller's; wb says
+ * what writeback each flush starts (sys_writeback; zero: none). */
 struct sys_writer {
 	int fd;
 	off_t off;          /* where the next flush writes */
-	off_t kick, kicked; /* 0: no writeback started here */
+	struct sys_wb wb;
 	size_t n, cap;
 	uint8_t *buf;
 };

@@ -31,14 +31,18 @@
 
 /* The object's writeback is started every this many bytes, so that the
  * put's fsync finds most of it on disk already. The current copy is a
- * cache and never fsync'd: the kernel writes it back when it likes. */
+ * cache and never fsync'd: the kernel writes it back when it likes.
+ * Dropping the object's cache as it goes (sys_writeback's keep) was
+ * measured slower: 2.8 s against 1.8 s at 1 GB, its waits queued behind
+ * the current copy's writeback (BENCHMARKS.md, "first touch"). */
 #define FORK_KICK_BYTES (8u << 20)
 
 /* The object's writes: the encoder's buffer (64 KiB) goes straight to
  * the file, with no second buffer in between. */
 struct obj_out {
 	int fd;
-	off_t off, kicked; /* written; writeback started up to */
+	off_t off;        /* written */
+	struct sys_wb wb;
 };
 
 static int obj_write(void *ctx, const void *buf, size_t len)
@@ -48,12 +52,7 @@ static int obj_write(void *ctx, const void *buf, size_t len)
 	if (rc < 0)
 		return rc;
 	o->off += (off_t)len;
-	if (o->off - o->kicked >= (off_t)FORK_KICK_BYTES) {
-		/* Best effort: the put's fsync is what makes it durable. */
-		(void)sync_file_range(o->fd, o->kicked, o->off - o->kicked, SYNC_FILE_RANGE_WRITE);
-		o->kicked = o->off;
-	}
-	return 0;
+	return sys_writeback(&o->wb, o->fd, o->off);
 }
 
 /* The two files being written and what the pass learns. */
@@ -121,7 +120,7 @@ static int write_state(struct cloud_state *st, uint64_t checksum, const struct c
 		return rc;
 	fp->page_size = st->ps;
 	fp->cur = (struct sys_writer){ .fd = cur_fd, .cap = FORK_WRITE_BYTES, .buf = malloc(FORK_WRITE_BYTES) };
-	fp->obj = (struct obj_out){ .fd = obj_fd };
+	fp->obj = (struct obj_out){ .fd = obj_fd, .wb = { .kick = FORK_KICK_BYTES } };
 	if (fp->cur.buf == NULL)
 		return ERR_NOMEM;
 	ltx_write_fn write = obj_write;

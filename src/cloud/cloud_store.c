@@ -394,7 +394,7 @@ struct tee {
 	void *ctx;
 	int obj_fd;
 	uint64_t total, max;
-	uint64_t flushed; /* bytes whose writeback was started */
+	struct sys_wb wb; /* writeback started as it goes */
 	struct cloud_presync sync; /* the object's early fsync (cloud_stage.h) */
 	bool local;                /* the backend's put fsyncs this very file */
 };
@@ -423,12 +423,8 @@ static ssize_t tee_read(void *ctx, void *buf, size_t len)
 	if (rc < 0)
 		return rc;
 	t->total += (uint64_t)n;
-	if (t->total - t->flushed >= TEE_WRITEBACK_BYTES) {
-		/* Best effort: the put's fsync is what makes it durable. */
-		(void)sync_file_range(t->obj_fd, (off_t)t->flushed, (off_t)(t->total - t->flushed),
-				      SYNC_FILE_RANGE_WRITE);
-		t->flushed = t->total;
-	}
+	/* Best effort: the put's fsync is what makes it durable. */
+	(void)sys_writeback(&t->wb, t->obj_fd, (off_t)t->total);
 	return n;
 }
 
@@ -574,6 +570,7 @@ static int ingest_body(struct cloud_store *cs, struct cdb *d, struct cat_db *row
 	int spool = -1, cur_fd = -1, rc;
 	int64_t id = exists ? row->id : alloc_id(cs);
 	struct tee t = { .hdr = hdr, .read = read, .ctx = ctx, .max = cs->max_upload_bytes,
+			 .wb.kick = TEE_WRITEBACK_BYTES,
 			 .local = strcmp(cs->be->ops->kind, "local") == 0 };
 
 	t.obj_fd = cloud_object_tmp_create(cs->tmp_dir, obj_tmp, sizeof(obj_tmp));

@@ -50,6 +50,7 @@
 #include "cloud/cloud_store.h"
 #include "cloud/cloud_ui.h"
 #include "base/clock.h"
+#include "base/dlsink.h"
 #include "base/err.h"
 #include "base/godur.h"
 #include "base/fileio.h"
@@ -1383,45 +1384,6 @@ struct client {
 	const char *token;
 };
 
-/* A 2xx body written to a file: collected in a buffer and written
- * sequentially in 256 KiB pieces (small enough that what was copied in is
- * still in the CPU cache when the kernel copies it out; 4 MiB pieces took
- * twice the system time); writeback of what was written is started at
- * once (sync_file_range), so the final fsync waits only for the tail. */
-#define FILE_BUF (256u << 10)
-
-struct filesink {
-	struct fileio_replace *out;  /* borrowed: the file being replaced */
-	uint8_t *buf;
-	size_t len;
-};
-
-/* 0 or the output's first write error (-errno, sticky in out->err). */
-static int filesink_flush(struct filesink *fs)
-{
-	off_t off = fs->out->off;
-	if (fs->len == 0 || fileio_replace_write(fs->out, fs->buf, fs->len) != 0)
-		return fs->out->err;
-	/* A hint only: durability comes from the fsync at the end. */
-	sync_file_range(fs->out->fd, off, (off_t)fs->len, SYNC_FILE_RANGE_WRITE);
-	fs->len = 0;
-	return 0;
-}
-
-static size_t filesink_write(void *ctx, const char *ptr, size_t len)
-{
-	struct filesink *fs = ctx;
-	for (size_t done = 0; done < len;) {
-		size_t k = FILE_BUF - fs->len < len - done ? FILE_BUF - fs->len : len - done;
-		memcpy(fs->buf + fs->len, ptr + done, k);
-		fs->len += k;
-		done += k;
-		if (fs->len == FILE_BUF && filesink_flush(fs) != 0)
-			return 0;
-	}
-	return len;
-}
-
 /* Prints the server's JSON error (or the raw body) for a failed request. */
 static void print_http_error(const struct client *cl, const struct httpc_req *q)
 {
@@ -1439,7 +1401,7 @@ static void print_http_error(const struct client *cl, const struct httpc_req *q)
  * skipped; list ends with NULL key). A 2xx body goes to out (or memory,
  * returned in *json parsed when json != NULL). Returns 0 or 1 (printed). */
 static int client_do(const struct client *cl, const char *method, const char *path, const char *const *query,
-		     struct filesink *out, json_t **json, char *pos_hdr, size_t pos_len)
+		     struct dlsink *out, json_t **json, char *pos_hdr, size_t pos_len)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -1456,7 +1418,7 @@ static int client_do(const struct client *cl, const char *method, const char *pa
 	q.user_agent = "litefs-cloud-cli/" CLOUD_VERSION;
 	q.mem_max = MAX_ERROR_BODY * 16;
 	if (out) {
-		q.ok_write = filesink_write;
+		q.ok_write = dlsink_write;
 		q.ok_ctx = out;
 		q.recv_buffer = 1024 * 1024; /* fewer, larger reads for a big body */
 	}
@@ -1639,31 +1601,27 @@ static int cmd_export(int argc, char **argv)
 	}
 	char where[80] = "";
 	struct fileio_replace out;
+	struct dlsink *sink = NULL;
 	int orc = fileio_replace_open(&out, outp, 0600);
-	struct filesink fs = { .out = &out, .buf = malloc(FILE_BUF) };
-	if (orc != 0 || !fs.buf) {
-		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp,
-			strerror(orc != 0 ? -orc : ENOMEM));
-		if (orc == 0)
+	if (orc != 0 || (orc = dlsink_start(&sink, &out)) != 0) {
+		fprintf(stderr, "litefs-cloud export: cannot create a file beside %s: %s\n", outp, err_str(orc));
+		if (out.fd >= 0)
 			fileio_replace_abort(&out);
-		free(fs.buf);
 		return 1;
 	}
+	/* The file is written by the sink's thread as the body arrives
+	 * (base/dlsink.h) and replaces outp only once the whole export
+	 * arrived. */
 	const char *const q[] = { "db", pos[0], "format", format, "txid", txid, "timestamp", ts, NULL };
-	int rc = client_do(&cl, "GET", "/db/snapshot", q, &fs, NULL, where, sizeof(where));
-	if (rc != 0 && out.err)
-		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-out.err));
-	/* The file replaces outp only once the whole export arrived. */
-	int crc = rc == 0 ? filesink_flush(&fs) : 0;
-	if (rc == 0 && crc == 0)
-		crc = fileio_replace_commit(&out);
+	int rc = client_do(&cl, "GET", "/db/snapshot", q, sink, NULL, where, sizeof(where));
+	int crc = dlsink_finish(sink);
+	if (crc != 0)
+		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
+	else if (rc == 0 && (crc = fileio_replace_commit(&out)) != 0)
+		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
 	fileio_replace_abort(&out);
-	free(fs.buf);
-	if (rc != 0 || crc != 0) {
-		if (crc != 0)
-			fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
+	if (rc != 0 || crc != 0)
 		return 1;
-	}
 	fprintf(stderr, "exported %s at %s to %s\n", pos[0], where[0] ? where : "?", outp);
 	return 0;
 }

@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/dlsink.h"
 #include "base/err.h"
 #include "base/fileio.h"
 #include "base/httpc.h"
@@ -348,28 +349,9 @@ out:
 
 /* ---- litefs export ---------------------------------------------------------- */
 
-/* A 200 body goes straight into the file that will replace the target,
- * with writeback started every EXPORT_KICK bytes (a hint only: the fsync at
- * the end is what makes it durable, and it then finds little left). */
-#define EXPORT_KICK (8 << 20)
+/* A 200 body goes into the file that will replace the target through a
+ * sink whose thread writes it as it arrives (base/dlsink.h). */
 #define EXPORT_RECV_BUFFER (1u << 20)
-
-struct download {
-	struct fileio_replace out;
-	off_t kicked;
-};
-
-static size_t download_write(void *ctx, const char *p, size_t len)
-{
-	struct download *d = ctx;
-	if (fileio_replace_write(&d->out, p, len) != 0)
-		return 0;
-	if (d->out.off - d->kicked >= EXPORT_KICK) {
-		sync_file_range(d->out.fd, d->kicked, d->out.off - d->kicked, SYNC_FILE_RANGE_WRITE);
-		d->kicked = d->out.off;
-	}
-	return len;
-}
 
 int cmd_export_main(int argc, char **argv)
 {
@@ -381,16 +363,19 @@ int cmd_export_main(int argc, char **argv)
 	int exit_code = 1;
 	char *url = NULL, pos[80] = "";
 	struct progress prog = { .verb = "downloaded" };
-	struct download dl = { .kicked = 0 };
-	struct fileio_replace *out = &dl.out;
+	struct fileio_replace fr;
+	struct fileio_replace *out = &fr;
+	struct dlsink *sink = NULL;
 	struct httpc_req q;
 	CURL *c = NULL;
 	bool curl_inited = false;
 
 	/* The temp file sits next to the target so that rename() is atomic. */
 	int frc = fileio_replace_open(out, o.file, 0666);
-	if (frc != 0) {
-		fprintf(stderr, "litefs export: cannot create a temp file beside %s: %s\n", o.file, strerror(-frc));
+	if (frc != 0 || (frc = dlsink_start(&sink, out)) != 0) {
+		fprintf(stderr, "litefs export: cannot create a temp file beside %s: %s\n", o.file, err_str(frc));
+		if (out->fd >= 0)
+			fileio_replace_abort(out);
 		return 1;
 	}
 
@@ -404,12 +389,14 @@ int cmd_export_main(int argc, char **argv)
 		goto out;
 	}
 	q.url = url;
-	q.ok_write = download_write;
-	q.ok_ctx = &dl;
+	q.ok_write = dlsink_write;
+	q.ok_ctx = sink;
 	q.recv_buffer = EXPORT_RECV_BUFFER; /* fewer, larger reads and writes */
 
 	CURLcode rc = httpc_perform(&q);
 	progress_end(&prog);
+	dlsink_finish(sink); /* sets out->err */
+	sink = NULL;
 	long code = q.status;
 	if (code >= 200 && code != 200) {
 		print_http_error("export", &q);
@@ -441,6 +428,8 @@ int cmd_export_main(int argc, char **argv)
 	       has_pos ? ": position " : "", has_pos ? pos : "");
 	exit_code = 0;
 out:
+	if (sink)
+		dlsink_finish(sink);
 	fileio_replace_abort(out);
 	httpc_req_free(&q);
 	if (c)

@@ -33,7 +33,10 @@
 #include "ltx/fullrec.h"
 
 #define FULLREC_WBUF (1u << 20)   /* output buffer */
-#define FULLREC_KICK (16 << 20)   /* writeback started every this many bytes */
+/* Writeback is started every FULLREC_KICK bytes, and the cache of what is
+ * on disk dropped (sys_writeback): the record is read by replicas and the
+ * backup, not by this node, and new cache is slow on a VM. */
+#define FULLREC_KICK (16 << 20)
 #define FULLREC_BLOCK (64u << 10) /* LZ4 block (the frame's maximum) */
 #define FULLREC_LZ4_HDR 7         /* frame header without content size or dictionary */
 /* LZ4 acceleration: 1 is LZ4's default. On bigdb.py's data 4 takes 0.56x the
@@ -193,8 +196,8 @@ int fullrec_new(struct fullrec **outp, int fd, off_t base, uint32_t page_size, b
 	r->page = malloc(page_size);
 	r->page1 = malloc(page_size);
 	r->w = (struct sys_writer){ .fd = fd, .off = base + (off_t)prefix_len(page_size, compress),
-				    .kick = FULLREC_KICK, .cap = FULLREC_WBUF };
-	r->w.kicked = r->w.off;
+				    .wb = { .kick = FULLREC_KICK, .keep = SYS_WB_KEEP }, .cap = FULLREC_WBUF };
+	r->w.wb.kicked = r->w.wb.dropped = r->w.off;
 	r->w.buf = malloc(FULLREC_WBUF);
 	if (compress) {
 		r->blk = malloc(FULLREC_BLOCK);

@@ -835,7 +835,8 @@ static int apply_common(struct db *db, int fd, off_t off, uint32_t len, apply_gu
 /* ---- Import: a whole database file as one transaction ------------------- */
 
 /* The chain writer of an import: 1 MiB writes, writeback started every
- * IMPORT_KICK bytes so that the fsync at the end finds little left. */
+ * IMPORT_KICK bytes so that the fsync at the end finds little left, and
+ * the record's cache dropped once on disk (sys_writeback, as fullrec.c). */
 #define IMPORT_WBUF (1u << 20)
 #define IMPORT_KICK (16 << 20)
 
@@ -928,8 +929,8 @@ static int import_encode(struct db *db, int src_fd, const struct apply_import_op
 	}
 	*rec_off = db->chain.end;
 	struct sys_writer w = { .fd = db->chain.log_fd, .off = (off_t)(*rec_off + LTXLOG_HDR_SIZE),
-				.kick = IMPORT_KICK, .cap = IMPORT_WBUF };
-	w.kicked = w.off;
+				.wb = { .kick = IMPORT_KICK, .keep = SYS_WB_KEEP }, .cap = IMPORT_WBUF };
+	w.wb.kicked = w.wb.dropped = w.off;
 	if (!(w.buf = malloc(IMPORT_WBUF)))
 		return ERR_NOMEM;
 	struct dbfile_snapshot_opts so = {

@@ -179,6 +179,7 @@
 #include "base/log.h"
 #include "base/httpd.h"
 #include "base/outq.h"
+#include "base/sys.h"
 #include "ltx/ltx.h"
 #include "node/sqlchild.h"
 #include "node/store.h"
@@ -242,7 +243,7 @@ struct import_req {
 	int fd;                 /* temp file, -1 once closed */
 	char *tmp_path;         /* owned; unlinked on completion */
 	uint64_t n_bytes;       /* body bytes written so far */
-	uint64_t kicked;        /* writeback started up to here */
+	struct sys_wb wb;       /* writeback started as the body arrives */
 	int64_t start_ms, body_ms; /* head received; body complete (clock_mono_ms) */
 	unsigned fail_status;   /* non-zero: discard the body, reply this */
 	bool refused_early;     /* failed before the body: drain at most HTTP_DRAIN_MAX */
@@ -1004,10 +1005,7 @@ static void import_written(struct import_req *ir, size_t len)
 	 * file (apply_import renames it into place and syncs it), and dirty
 	 * pages of a multi-gigabyte upload would otherwise throttle the
 	 * writes that follow. */
-	if (ir->n_bytes - ir->kicked >= HTTP_IMPORT_KICK) {
-		sync_file_range(ir->fd, (off_t)ir->kicked, (off_t)(ir->n_bytes - ir->kicked), SYNC_FILE_RANGE_WRITE);
-		ir->kicked = ir->n_bytes;
-	}
+	(void)sys_writeback(&ir->wb, ir->fd, (off_t)ir->n_bytes);
 }
 
 /* A body with a Content-Length, pulled into the temp file from the
@@ -1084,6 +1082,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
 	ir->fd = -1;
+	ir->wb.kick = HTTP_IMPORT_KICK;
 	ir->rec_fd = -1;
 	ir->start_ms = clock_mono_ms();
 	if (status != 0) {

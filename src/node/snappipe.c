@@ -67,7 +67,8 @@ struct snappipe {
 	pthread_t thread;
 	struct bpipe pipe;
 	int decode_rc;             /* the thread's, read after the join */
-	off_t db_off, db_kicked;   /* the thread's: written to the new db file, writeback started up to */
+	off_t db_off;              /* the thread's: written to the new db file */
+	struct sys_wb db_wb;       /* the thread's: its writeback */
 	struct apply_staged staged;
 };
 
@@ -81,11 +82,7 @@ static int new_db_write(void *ctx, const void *buf, size_t len)
 	if (rc != 0)
 		return rc;
 	sp->db_off += (off_t)len;
-	if (sp->db_off - sp->db_kicked >= SNAPPIPE_KICK) {
-		sync_file_range(sp->db_fd, sp->db_kicked, sp->db_off - sp->db_kicked, SYNC_FILE_RANGE_WRITE);
-		sp->db_kicked = sp->db_off;
-	}
-	return 0;
+	return sys_writeback(&sp->db_wb, sp->db_fd, sp->db_off);
 }
 
 static void *decode_main(void *arg)
@@ -149,6 +146,7 @@ int snappipe_begin(struct store *st, const char *name, uint32_t len, struct snap
 	sp->db = db;
 	sp->len = len;
 	sp->db_fd = -1;
+	sp->db_wb.kick = SNAPPIPE_KICK;
 	sp->seg_buf = malloc(SNAPPIPE_SEG_BUF);
 	sp->seg_fd = openat(db->chain.dir_fd, APPLY_PIPE_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
 			    FILEIO_FILE_MODE);
@@ -157,8 +155,12 @@ int snappipe_begin(struct store *st, const char *name, uint32_t len, struct snap
 		snappipe_free(sp);
 		return rc;
 	}
-	sp->seg = (struct sys_writer){ .fd = sp->seg_fd, .off = LTXLOG_HDR_SIZE, .kick = SNAPPIPE_KICK,
-				       .kicked = LTXLOG_HDR_SIZE, .cap = SNAPPIPE_SEG_BUF, .buf = sp->seg_buf };
+	/* The record's cache is dropped as it reaches the disk: nobody reads
+	 * it soon, and new cache is slow on a VM (sys_writeback). */
+	sp->seg = (struct sys_writer){ .fd = sp->seg_fd, .off = LTXLOG_HDR_SIZE, .cap = SNAPPIPE_SEG_BUF,
+				       .buf = sp->seg_buf };
+	sp->seg.wb = (struct sys_wb){ .kick = SNAPPIPE_KICK, .keep = SYS_WB_KEEP, .kicked = LTXLOG_HDR_SIZE,
+				      .dropped = LTXLOG_HDR_SIZE };
 
 	/* Decoded on the way only into a database that has no file and no
 	 * client (the apply checks again under its lock). */

@@ -1,7 +1,8 @@
 /*
  * test_fileio.c — replace-by-rename under injected faults (the target is
  * old or new, never a mix, and no temp file is left), scratch files, and
- * the pure parts of the HTTP client helper (error bodies, URLs).
+ * the pure parts of the HTTP client helper (error bodies, URLs), and the
+ * download sink (dlsink.h) with its dropped cache (sys_writeback).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,9 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
+#include "base/dlsink.h"
 #include "base/err.h"
 #include "base/fileio.h"
 #include "base/httpc.h"
@@ -267,6 +271,120 @@ static void test_httpc_url_and_headers(void **state)
 	curl_slist_free_all(h);
 }
 
+/* Byte i of the test download. */
+static uint8_t dl_byte(size_t i)
+{
+	return (uint8_t)(i * 2654435761u >> 13);
+}
+
+/* Feeds total bytes to the sink in chunks of odd sizes (as a network
+ * delivers them); returns how many were accepted before a refusal. */
+static size_t dl_feed(struct dlsink *s, size_t total)
+{
+	static uint8_t chunk[300000];
+	size_t done = 0, k = 1;
+	while (done < total) {
+		k = (k * 7919 + 4093) % sizeof(chunk) + 1;
+		if (k > total - done)
+			k = total - done;
+		for (size_t i = 0; i < k; i++)
+			chunk[i] = dl_byte(done + i);
+		if (dlsink_write(s, (const char *)chunk, k) != k)
+			return done;
+		done += k;
+	}
+	return done;
+}
+
+/* Pages of fd's first len bytes in the page cache. */
+static size_t resident_pages(int fd, size_t len)
+{
+	void *m = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+	assert_true(m != MAP_FAILED);
+	size_t n = (len + 4095) / 4096, in = 0;
+	unsigned char *vec = malloc(n);
+	assert_non_null(vec);
+	assert_int_equal(mincore(m, len, vec), 0);
+	for (size_t i = 0; i < n; i++)
+		in += vec[i] & 1;
+	free(vec);
+	munmap(m, len);
+	return in;
+}
+
+/* A sink into a replacement of tmp_dir/name/target, which holds "old". */
+static struct dlsink *dl_begin(const char *name, char *dir, size_t dir_len, char *path, size_t path_len,
+			       struct fileio_replace *out)
+{
+	struct dlsink *s = NULL;
+	fresh_dir(name, dir, dir_len, path, path_len, "old");
+	assert_int_equal(fileio_replace_open(out, path, 0600), 0);
+	assert_int_equal(dlsink_start(&s, out), 0);
+	return s;
+}
+
+/* A download of 96 MiB arrives whole, in order; the file holds about
+ * SYS_WB_KEEP of it in the page cache (on a file system that has one to
+ * drop: not tmpfs); the target appears only at the commit. */
+static void test_dlsink_download(void **state)
+{
+	(void)state;
+	char dir[512], path[600], got[64];
+	struct fileio_replace out;
+	struct dlsink *s = dl_begin("dl", dir, sizeof(dir), path, sizeof(path), &out);
+	const size_t total = (size_t)96 << 20;
+	assert_int_equal(dl_feed(s, total), total);
+	assert_int_equal(dlsink_finish(s), 0);
+	assert_int_equal(out.off, (off_t)total);
+	assert_file(path, "old");
+	struct statfs fs;
+	assert_int_equal(fstatfs(out.fd, &fs), 0);
+	if (fs.f_type != 0x01021994 /* TMPFS_MAGIC */) {
+		size_t in = resident_pages(out.fd, total);
+		assert_true(in * 4096 <= (size_t)SYS_WB_KEEP * 3 / 2 + (8u << 20));
+	}
+	assert_int_equal(fileio_replace_commit(&out), 0);
+	size_t len = 0;
+	uint8_t *data = read_file(path, &len);
+	assert_non_null(data);
+	assert_int_equal(len, total);
+	for (size_t i = 0; i < total; i++)
+		if (data[i] != dl_byte(i))
+			fail_msg("byte %zu differs", i);
+	free(data);
+	list_dir(dir, got, sizeof(got));
+	assert_string_equal(got, "target,");
+
+	/* An empty download is an empty file. */
+	assert_int_equal(fileio_replace_open(&out, path, 0600), 0);
+	assert_int_equal(dlsink_start(&s, &out), 0);
+	assert_int_equal(dlsink_finish(s), 0);
+	assert_int_equal(fileio_replace_commit(&out), 0);
+	assert_file(path, "");
+}
+
+/* A write of the file fails (disk full) mid-download: the sink refuses
+ * what comes next, finish reports the error, and the target keeps its
+ * old bytes once the caller aborts. */
+static void test_dlsink_write_error(void **state)
+{
+	(void)state;
+	char dir[512], path[600], got[64];
+	struct fileio_replace out;
+	struct dlsink *s = dl_begin("dlerr", dir, sizeof(dir), path, sizeof(path), &out);
+	sys_fault_arm(SYS_PWRITE, sys_call_count(SYS_PWRITE) + 5, ENOSPC);
+	size_t total = (size_t)64 << 20;
+	size_t fed = dl_feed(s, total);
+	assert_true(fed < total);
+	assert_int_equal(dlsink_finish(s), -ENOSPC);
+	assert_int_equal(out.err, -ENOSPC);
+	sys_fault_arm(SYS_PWRITE, 0, 0);
+	fileio_replace_abort(&out);
+	assert_file(path, "old");
+	list_dir(dir, got, sizeof(got));
+	assert_string_equal(got, "target,");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -275,6 +393,8 @@ int main(void)
 		cmocka_unit_test(test_replace_write_error_and_abort),
 		cmocka_unit_test(test_spool_and_tmp),
 		cmocka_unit_test(test_private_modes),
+		cmocka_unit_test(test_dlsink_download),
+		cmocka_unit_test(test_dlsink_write_error),
 		cmocka_unit_test(test_httpc_error_parse),
 		cmocka_unit_test(test_httpc_url_and_headers),
 	};
