@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/fdio.h"
 #include "base/sys.h"
 
 static const char *const call_names[SYS_CALL_COUNT] = { "pwrite", "fsync", "rename", "unlink", "ftruncate",
@@ -213,6 +214,16 @@ int sys_writer_flush(struct sys_writer *w)
 	w->off += (off_t)w->n;
 	w->n = 0;
 	return sys_writeback(&w->wb, w->fd, w->off);
+}
+
+int sys_wbfile_write(void *ctx, const void *buf, size_t len)
+{
+	struct sys_wbfile *f = ctx;
+	int rc = fdio_pwrite_full(f->fd, buf, len, f->off);
+	if (rc != 0)
+		return rc;
+	f->off += (off_t)len;
+	return sys_writeback(&f->wb, f->fd, f->off);
 }
 
 int sys_writeback(struct sys_wb *wb, int fd, off_t off)

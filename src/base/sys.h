@@ -74,6 +74,17 @@ int sys_writeback(struct sys_wb *wb, int fd, off_t off);
  * busy (measured: 16-128 MiB alike). */
 #define SYS_WB_KEEP ((off_t)32 << 20)
 
+/* A file written front to back with sys_writeback. */
+struct sys_wbfile {
+	int fd;
+	off_t off; /* bytes written */
+	struct sys_wb wb;
+};
+/* An ltx_write_fn over ctx, a struct sys_wbfile: appends len bytes (plain
+ * pwrite, not counted by the fault table) and calls sys_writeback().
+ * 0 or -errno. */
+int sys_wbfile_write(void *ctx, const void *buf, size_t len);
+
 /* A buffered writer at increasing offsets of fd, through sys_pwrite_all
  * (so faults can be injected). buf (cap bytes) is the caller's; wb says
  * what writeback each flush starts (sys_writeback; zero: none). */

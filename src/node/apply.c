@@ -514,7 +514,8 @@ static int fold_wal(struct db *db)
  * those of any snapshot (ltxmerge.h: file checksum, completeness, the
  * post-apply checksum), and the last page is written only once they
  * passed; a failure or a crash leaves no database file (a crash leaves
- * APPLY_NEW_DB_TMP, removed at the next start).
+ * APPLY_NEW_DB_TMP, removed at the next start). Its cache is dropped as
+ * it reaches the disk (APPLY_NEW_DB_WB).
  */
 #define APPLY_NEW_DB_BUF (256u << 10)
 
@@ -525,9 +526,10 @@ static int apply_new_file(struct db *db, int fd, off_t off, uint32_t len, struct
 	struct ltxmerge *m = NULL;
 	uint8_t *buf = malloc(APPLY_NEW_DB_BUF);
 	int tfd = openat(db->dir_fd, APPLY_NEW_DB_TMP, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, FILEIO_FILE_MODE);
+	struct sys_wbfile out = { .fd = tfd, .wb = APPLY_NEW_DB_WB };
 	int rc = tfd < 0 ? -errno : buf ? ltxmerge_new(&m, &in, 1, NULL) : ERR_NOMEM;
 	if (rc == 0)
-		rc = ltxmerge_copy(m, fdio_write, &tfd, buf, APPLY_NEW_DB_BUF);
+		rc = ltxmerge_copy(m, sys_wbfile_write, &out, buf, APPLY_NEW_DB_BUF);
 	/* Not fsync'd, like the pages dbfile_apply() writes: after a crash
 	 * the start compares the db file with the chain as after any apply
 	 * (docs/replication.md, "Crash in the middle of an apply"). */

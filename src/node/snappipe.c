@@ -67,23 +67,9 @@ struct snappipe {
 	pthread_t thread;
 	struct bpipe pipe;
 	int decode_rc;             /* the thread's, read after the join */
-	off_t db_off;              /* the thread's: written to the new db file */
-	struct sys_wb db_wb;       /* the thread's: its writeback */
+	struct sys_wbfile db_out;  /* the thread's: the new db file (db_fd) */
 	struct apply_staged staged;
 };
-
-/* The decoder's writes into the new db file, with writeback started as it
- * goes: the file is not fsync'd here, but a gigabyte of dirty pages left
- * behind would throttle every writer after it (the next apply's included). */
-static int new_db_write(void *ctx, const void *buf, size_t len)
-{
-	struct snappipe *sp = ctx;
-	int rc = fdio_write(&sp->db_fd, buf, len);
-	if (rc != 0)
-		return rc;
-	sp->db_off += (off_t)len;
-	return sys_writeback(&sp->db_wb, sp->db_fd, sp->db_off);
-}
 
 static void *decode_main(void *arg)
 {
@@ -92,7 +78,7 @@ static void *decode_main(void *arg)
 	struct ltxmerge *m = NULL;
 	int rc = ltxmerge_new(&m, &in, 1, NULL);
 	if (rc == 0)
-		rc = ltxmerge_copy(m, new_db_write, sp, sp->db_buf, SNAPPIPE_DB_BUF);
+		rc = ltxmerge_copy(m, sys_wbfile_write, &sp->db_out, sp->db_buf, SNAPPIPE_DB_BUF);
 	if (rc == 0) {
 		sp->staged.header = *ltxmerge_header(m);
 		sp->staged.pos = ltxmerge_pos(m);
@@ -146,7 +132,6 @@ int snappipe_begin(struct store *st, const char *name, uint32_t len, struct snap
 	sp->db = db;
 	sp->len = len;
 	sp->db_fd = -1;
-	sp->db_wb.kick = SNAPPIPE_KICK;
 	sp->seg_buf = malloc(SNAPPIPE_SEG_BUF);
 	sp->seg_fd = openat(db->chain.dir_fd, APPLY_PIPE_SEGMENT, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
 			    FILEIO_FILE_MODE);
@@ -171,6 +156,10 @@ int snappipe_begin(struct store *st, const char *name, uint32_t len, struct snap
 	    (sp->db_fd = openat(db->dir_fd, APPLY_PIPE_DB, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC,
 				FILEIO_FILE_MODE)) >= 0 &&
 	    bpipe_init(&sp->pipe, SNAPPIPE_PIPE) == 0) {
+		/* Written as apply_new_file() writes (APPLY_NEW_DB_WB: the
+		 * cache of what is on disk dropped). A failed writeback fails
+		 * the decoder, and the apply decodes the record itself. */
+		sp->db_out = (struct sys_wbfile){ .fd = sp->db_fd, .wb = APPLY_NEW_DB_WB };
 		if (pthread_create(&sp->thread, NULL, decode_main, sp) == 0)
 			sp->decoding = true;
 		else
