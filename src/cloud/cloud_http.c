@@ -1195,7 +1195,7 @@ static enum httpd_result handle_snapshot(struct cloud_http *srv, struct httpd_co
 	struct cloud_export_src *x = malloc(sizeof(*x));
 	int rc = ERR_NOMEM;
 	if (x && op.op[0]) {
-		*x = (struct cloud_export_src){ .fd = -1 };
+		*x = (struct cloud_export_src){ .fd = -1, .tee_fd = -1 }; /* both closed by export_free() */
 		rc = cloud_export_fd(srv->cs, q->cluster, q->db, &t, f, &x->fd, &x->size, &x->pos);
 	} else if (x) {
 		rc = cloud_export_open(srv->cs, q->cluster, q->db, &t, f, x);

@@ -12,6 +12,7 @@ can be opened with sqlite3.
 import hashlib
 import http.client
 import json
+import os
 import sqlite3
 import struct
 import time
@@ -603,6 +604,25 @@ def test_upload_sqlite_and_delete(cloud, tmp_path):
     # After a delete, a snapshot starts the database again.
     push_chain(srv, tok, "up.db", chain)
     assert pos_map(srv, tok) == {"up.db": chain.pos(3)}
+
+
+def test_an_export_the_dashboard_follows_closes_nothing_else(cloud, tmp_path):
+    """GET /db/snapshot?op= (the dashboard follows the build) used to close
+    the service's descriptor 0: the export's tee descriptor was left 0
+    instead of -1. Whatever file held descriptor 0 then was closed under
+    its user (a restore reading a stored object failed with EBADF)."""
+    srv = cloud()
+    tok = srv.create_cluster("c")
+    chain = make_chain(tmp_path, 4)
+    push_chain(srv, tok, "app.db", chain)
+    fd0 = f"/proc/{srv.proc.pid}/fd/0"
+    before = os.readlink(fd0)
+    for fmt in ("sqlite", "ltx"):
+        for at in ({}, {"txid": "2"}):
+            st, _, body = request(srv, "GET", "/db/snapshot", token=tok,
+                                  query={"db": "app.db", "format": fmt, "op": "t1", **at})
+            assert st == 200, body[:200]
+    assert os.path.exists(fd0) and os.readlink(fd0) == before
 
 
 def test_snapshot_endpoint_is_litefs_compatible(cloud, tmp_path):
