@@ -1615,9 +1615,9 @@ static int cmd_export(int argc, char **argv)
 	const char *const q[] = { "db", pos[0], "format", format, "txid", txid, "timestamp", ts, NULL };
 	int rc = client_do(&cl, "GET", "/db/snapshot", q, sink, NULL, where, sizeof(where));
 	int crc = dlsink_finish(sink);
+	if (crc == 0 && rc == 0)
+		crc = fileio_replace_commit(&out);
 	if (crc != 0)
-		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
-	else if (rc == 0 && (crc = fileio_replace_commit(&out)) != 0)
 		fprintf(stderr, "litefs-cloud export: cannot write %s: %s\n", outp, strerror(-crc));
 	fileio_replace_abort(&out);
 	if (rc != 0 || crc != 0)
