@@ -13,7 +13,10 @@ Usage: bench/mount_ab.py [INSERTS] [ROUNDS]; BENCH_DIR chooses the file
 system (default BUILD; /dev/shm shows the FUSE round trips alone);
 LITEFS_OFF_BIN runs another litefs binary (an older build) as "off";
 AB_OFF_PASSTHROUGH=1 gives "off" passthrough too and LITEFS_ON_BIN names
-the "on" binary (comparing two builds).
+the "on" binary (comparing two builds). AB_ON_ENV and AB_OFF_ENV add
+environment variables to one side ("LITEFS_FUSE_URING=1,X=Y"), and
+AB_ON_PASSTHROUGH=0 takes passthrough away from "on": with both, "on" and
+"off" differ only in AB_ON_ENV (FUSE over io_uring against /dev/fuse).
 """
 import os
 import random
@@ -33,14 +36,19 @@ LITEFS = os.path.join(BUILD, "litefs")
 BENCH = os.path.join(BUILD, "bench", "bench_mount")
 
 
-def start(base, name, port, passthrough, binary=LITEFS):
+def side_env(var):
+    pairs = [kv.split("=", 1) for kv in os.environ.get(var, "").split(",") if "=" in kv]
+    return {k: v for k, v in pairs}
+
+
+def start(base, name, port, passthrough, binary=LITEFS, extra=None):
     mnt, data = os.path.join(base, name, "mnt"), os.path.join(base, name, "data")
     os.makedirs(os.path.join(base, name))
     cfg = os.path.join(base, name, "litefs.yml")
     with open(cfg, "w") as f:
         f.write(f"fuse:\n  dir: {mnt}\ndata:\n  dir: {data}\n  retention: 10s\n  retention-monitor-interval: 5s\n"
                 f"http:\n  addr: 127.0.0.1:{port}\nlease:\n  type: static\n")
-    env = dict(os.environ, LITEFS_FUSE_PASSTHROUGH="1" if passthrough else "0")
+    env = dict(os.environ, LITEFS_FUSE_PASSTHROUGH="1" if passthrough else "0", **(extra or {}))
     log = open(os.path.join(base, name, "litefs.log"), "w")
     node = subprocess.Popen([binary, "mount", "-config", cfg], stdout=log, stderr=subprocess.STDOUT, env=env)
     for _ in range(200):
@@ -65,9 +73,12 @@ def main():
     nodes = []
     try:
         off_pt = os.environ.get("AB_OFF_PASSTHROUGH") == "1"
-        off, mnt_off = start(base, "off", 20293, off_pt, os.environ.get("LITEFS_OFF_BIN", LITEFS))
+        on_pt = os.environ.get("AB_ON_PASSTHROUGH", "1") == "1"
+        off, mnt_off = start(base, "off", 20293, off_pt, os.environ.get("LITEFS_OFF_BIN", LITEFS),
+                             side_env("AB_OFF_ENV"))
         nodes.append(off)
-        on, mnt_on = start(base, "on", 20294, True, os.environ.get("LITEFS_ON_BIN", LITEFS))
+        on, mnt_on = start(base, "on", 20294, on_pt, os.environ.get("LITEFS_ON_BIN", LITEFS),
+                           side_env("AB_ON_ENV"))
         nodes.append(on)
         targets = {"plain": plain, "off": mnt_off, "on": mnt_on}
         ratios = {}

@@ -104,6 +104,8 @@ static const char mount_usage[] =
 	"  LITEFS_FUSE_PASSTHROUGH=0|1\n"
 	"                        FUSE passthrough of rollback journals off or on,\n"
 	"                        whatever fuse.passthrough says (see docs/mount.md)\n"
+	"  LITEFS_FUSE_URING=0|1 FUSE requests through io_uring off or on, whatever\n"
+	"                        fuse.uring says (Linux 6.14+; see docs/mount.md)\n"
 	"  LITEFS_FAULT=call:N[:errno][:stall=MS][:path=TEXT]\n"
 	"                        (tests) make the Nth pwrite/fsync/rename/unlink/ftruncate\n"
 	"                        of the commit path fail with EIO (or errno); stall=MS\n"
@@ -392,11 +394,11 @@ static void stop_guard_finish(struct stop_guard *g)
 	g->started = false;
 }
 
-/* fuse.passthrough, unless LITEFS_FUSE_PASSTHROUGH is 0 or 1 (A/B
+/* A fuse.* switch, unless the environment variable env is 0 or 1 (A/B
  * benchmarks, tests); any other value leaves the file's setting. */
-static bool passthrough_wanted(bool configured)
+static bool fuse_switch(const char *env, bool configured)
 {
-	const char *v = getenv("LITEFS_FUSE_PASSTHROUGH");
+	const char *v = getenv(env);
 	if (v && strcmp(v, "0") == 0)
 		return false;
 	if (v && strcmp(v, "1") == 0)
@@ -580,7 +582,8 @@ int cmd_mount_main(int argc, char **argv)
 		.allow_other = cfg.fuse.allow_other,
 		.debug = cfg.fuse.debug,
 		.attr_timeout = 1.0,
-		.passthrough = passthrough_wanted(cfg.fuse.passthrough),
+		.passthrough = fuse_switch("LITEFS_FUSE_PASSTHROUGH", cfg.fuse.passthrough),
+		.uring = fuse_switch("LITEFS_FUSE_URING", cfg.fuse.uring),
 	};
 	if ((rc = fusefs_mount(st, &fo, &fs)) != 0) {
 		fprintf(stderr, "litefs mount: cannot mount %s: %s\n", cfg.fuse.dir, err_str(rc));

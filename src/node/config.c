@@ -243,6 +243,7 @@ static const struct field fuse_fields[] = {
 	{ "allow-other", F_BOOL, CF(fuse.allow_other), NULL },
 	{ "debug", F_BOOL, CF(fuse.debug), NULL },
 	{ "passthrough", F_BOOL, CF(fuse.passthrough), NULL },
+	{ "uring", F_BOOL, CF(fuse.uring), NULL },
 	{ NULL, 0, 0, NULL },
 };
 
@@ -1770,6 +1771,7 @@ void config_print(const struct config *c, FILE *out)
 	print_kv_bool(out, 2, "allow-other", c->fuse.allow_other);
 	print_kv_bool(out, 2, "debug", c->fuse.debug);
 	print_kv_bool(out, 2, "passthrough", c->fuse.passthrough);
+	print_kv_bool(out, 2, "uring", c->fuse.uring);
 
 	fputs("http:\n", out);
 	print_kv_str(out, 2, "addr", c->http.addr);

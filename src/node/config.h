@@ -117,6 +117,7 @@ struct config {
 		bool allow_other;
 		bool debug;
 		bool passthrough; /* ours, default false: FUSE passthrough of -journal (docs/mount.md) */
+		bool uring;       /* ours, default false: FUSE requests through io_uring (docs/mount.md) */
 	} fuse;
 
 	struct {

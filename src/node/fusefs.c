@@ -1092,7 +1092,7 @@ int fusefs_mount(struct store *st, const struct fusefs_opts *opts, struct fusefs
 		goto err;
 	}
 	fs->mounted = true;
-	if ((rc = fusepass_install(fs->se, opts->passthrough, &fs->pass)) != 0)
+	if ((rc = fusepass_install(fs->se, opts->passthrough, opts->uring, SIGUSR2, &fs->pass)) != 0)
 		goto err;
 	st->node.hooks.ctx = fs;
 	st->node.hooks.mountpoint = fs->mountpoint;
@@ -1127,7 +1127,7 @@ err:
  * saves a wake-up and a syscall per request.)
  */
 #define FUSE_WORKERS 8
-#define WAKE_SIGNAL SIGUSR2
+#define WAKE_SIGNAL SIGUSR2 /* also the ring threads' (fusepass_install above) */
 
 static void wake_handler(int sig)
 {
@@ -1181,7 +1181,10 @@ int fusefs_run(struct fusefs *fs)
 				pthread_kill(fs->workers[i], WAKE_SIGNAL);
 		}
 	}
-	/* No worker is left to use the device: it may be closed now. */
+	/* No worker is left to use the device: it may be closed now, once the
+	 * ring threads (if any) are joined too. */
+	if (atomic_load(&fs->stopping))
+		fusepass_stop_rings(fs->pass);
 	if (atomic_load(&fs->stopping) && fs->mounted) {
 		fuse_session_unmount(fs->se);
 		fs->mounted = false;
@@ -1207,6 +1210,7 @@ void fusefs_unmount(struct fusefs *fs)
 		return;
 	if (fs->store && fs->store->node.hooks.ctx == fs)
 		memset(&fs->store->node.hooks, 0, sizeof(fs->store->node.hooks));
+	fusepass_stop_rings(fs->pass);
 	if (fs->se) {
 		if (fs->mounted)
 			fuse_session_unmount(fs->se);
@@ -1224,6 +1228,7 @@ void fusefs_get_stats(struct fusefs *fs, struct fusefs_stats *out)
 	unsigned long *o = (unsigned long *)out;
 	for (int i = 0; i < 14; i++)
 		o[i] = atomic_load(&fs->stats[i]);
+	out->uring = fusepass_uring_served(fs->pass);
 }
 
 const char *fusefs_mountpoint(const struct fusefs *fs)

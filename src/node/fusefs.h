@@ -17,6 +17,7 @@ struct fusefs_opts {
 	bool debug;          /* log every FUSE request (fuse.debug) */
 	double attr_timeout; /* seconds the kernel may cache attributes and names */
 	bool passthrough;    /* use FUSE passthrough where the kernel has it (fusepass.c) */
+	bool uring;          /* take requests through io_uring where the kernel offers it (fuseuring.c) */
 };
 
 /* Mounts the file system (cleaning up a stale mount left by a crash).
@@ -37,6 +38,7 @@ const char *fusefs_mountpoint(const struct fusefs *fs);
 struct fusefs_stats {
 	unsigned long lookup, getattr, setattr, open, create, read, write, fsync, flush, release, unlink,
 		readdir, statfs, other;
+	unsigned long uring; /* of all those, the requests that came through io_uring */
 };
 void fusefs_get_stats(struct fusefs *fs, struct fusefs_stats *out);
 

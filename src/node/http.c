@@ -725,6 +725,9 @@ static enum httpd_result handle_metrics(struct http_server *srv, struct httpd_co
 	put_family(f, "litefs_fuse_op_count", "counter", "Number of FUSE requests served, by operation.");
 	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
 		fprintf(f, "litefs_fuse_op_count{type=\"%s\"} %lu\n", ops[i].type, ops[i].v);
+	put_family(f, "litefs_fuse_uring_requests_total", "counter",
+		   "FUSE requests that came through io_uring rather than /dev/fuse (fuse.uring).");
+	fprintf(f, "litefs_fuse_uring_requests_total %lu\n", fst.uring);
 
 	put_family(f, "litefs_http_import_count", "counter", "Number of POST /import requests, by result.");
 	fprintf(f, "litefs_http_import_count{result=\"ok\"} %lu\n", atomic_load(&srv->n_import_ok));
