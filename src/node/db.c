@@ -692,30 +692,48 @@ void db_wal_reset_state(struct db *db)
 }
 
 /* A read of the WAL that sees the bytes of an in-flight write (not yet on
- * the backing file) where they overlap. */
+ * the backing file) where they overlap. Only the parts outside the write
+ * are read from the file: a frame whose last bytes are the write costs one
+ * pread, not a short one and a second that finds the end of the file. */
 struct wal_view {
 	int fd;
 	const uint8_t *wbuf;
 	off_t woff;
 	size_t wlen;
 	struct pgmap frames; /* pgno -> latest frame in the transaction */
+	uint32_t last_frame; /* the frame whose page last_page holds (0: none) */
+	const uint8_t *last_page;
 };
+
+/* Reads [off, off + n) of the backing file into dst; bytes past its end
+ * are zeros. Returns the bytes read or a negative error. */
+static int wal_file_read(const struct wal_view *v, uint8_t *dst, size_t n, off_t off)
+{
+	int got = n == 0 ? 0 : fdio_pread_full(v->fd, dst, n, off);
+	if (got >= 0 && (size_t)got < n)
+		memset(dst + got, 0, n - (size_t)got);
+	return got;
+}
 
 static int wal_view_read(struct wal_view *v, uint8_t *dst, size_t n, off_t off)
 {
-	int got = fdio_pread_full(v->fd, dst, n, off);
+	off_t end = off + (off_t)n, wend = v->woff + (off_t)v->wlen;
+	off_t lo = off > v->woff ? off : v->woff;
+	off_t hi = end < wend ? end : wend;
+	if (lo >= hi) {
+		/* Not touched by the write: all of it must be in the file. */
+		int got = wal_file_read(v, dst, n, off);
+		return got < 0 ? got : (size_t)got < n ? ERR_IO_SHORT : 0;
+	}
+	/* Before the write, the write, after it (zeros past the file's end,
+	 * as the write extends it). */
+	int got = wal_file_read(v, dst, (size_t)(lo - off), off);
+	if (got >= 0)
+		got = wal_file_read(v, dst + (hi - off), (size_t)(end - hi), hi);
 	if (got < 0)
 		return got;
-	if ((size_t)got < n)
-		memset(dst + got, 0, n - (size_t)got);
-	off_t lo = off > v->woff ? off : v->woff;
-	off_t hi = (off_t)(off + (off_t)n) < (off_t)(v->woff + (off_t)v->wlen) ? (off_t)(off + (off_t)n)
-										: (off_t)(v->woff + (off_t)v->wlen);
-	if (lo < hi) {
-		memcpy(dst + (lo - off), v->wbuf + (lo - v->woff), (size_t)(hi - lo));
-		got = (int)n;
-	}
-	return (size_t)got < n && lo >= hi ? ERR_IO_SHORT : 0;
+	memcpy(dst + (lo - off), v->wbuf + (lo - v->woff), (size_t)(hi - lo));
+	return 0;
 }
 
 off_t db_wal_frame_off(const struct db *db, uint32_t frame)
@@ -737,6 +755,11 @@ static int read_wal_new(struct db *db, void *ctx, uint32_t pgno, uint8_t *buf, u
 		return wal_view_read(v, buf, db->page_size, db_wal_frame_off(db, we->frame) + WAL_FRAME_HDR_SIZE);
 	}
 	*frame = e->frame;
+	if (e->frame == v->last_frame && db->page_size == db->wal.page_size) {
+		/* Read and checked moments ago by prepare_wal_write's walk. */
+		memcpy(buf, v->last_page, db->page_size);
+		return 0;
+	}
 	return wal_view_read(v, buf, db->page_size, db_wal_frame_off(db, e->frame) + WAL_FRAME_HDR_SIZE);
 }
 
@@ -798,18 +821,21 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	if (commit == 0 || be32(fh + 8) != db->wal.salt1 || be32(fh + 12) != db->wal.salt2)
 		goto out; /* not a commit frame (or a stale one) */
 
-	/* Walk the transaction's frames, checking the chain as recovery does. */
-	page = malloc(db->wal.page_size);
-	if (page == NULL) {
+	/* Walk the transaction's frames, checking the chain as recovery does;
+	 * each frame (header and page) is one read. */
+	uint8_t *frame = malloc(fsz);
+	if (frame == NULL) {
 		rc = ERR_NOMEM;
 		goto out;
 	}
+	page = frame + WAL_FRAME_HDR_SIZE;
 	uint32_t s0 = db->wal.s0, s1 = db->wal.s1;
 	for (uint32_t f = db->wal.mx_frame + 1; f <= k; f++) {
 		off_t fo = db_wal_frame_off(db, f);
-		if ((rc = wal_view_read(&v, fh, sizeof(fh), fo)) != 0 ||
-		    (rc = wal_view_read(&v, page, db->wal.page_size, fo + WAL_FRAME_HDR_SIZE)) != 0)
+		v.last_frame = 0;
+		if ((rc = wal_view_read(&v, frame, fsz, fo)) != 0)
 			goto out;
+		memcpy(fh, frame, sizeof(fh));
 		uint32_t pgno = be32(fh);
 		if (pgno == 0 || be32(fh + 8) != db->wal.salt1 || be32(fh + 12) != db->wal.salt2) {
 			rc = -EIO;
@@ -830,6 +856,8 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 		}
 		if ((rc = pgmap_put(&v.frames, pgno, f, 0)) != 0)
 			goto out;
+		v.last_frame = f;
+		v.last_page = page;
 	}
 	if ((rc = pgmap_sorted_keys(&v.frames, &keys, &n_keys)) != 0)
 		goto out;
@@ -851,7 +879,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	*cs1 = s1;
 out:
 	free(keys);
-	free(page);
+	free(page == NULL ? NULL : page - WAL_FRAME_HDR_SIZE);
 	pgmap_free(&v.frames);
 	return rc;
 }
