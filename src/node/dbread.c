@@ -242,3 +242,55 @@ uint64_t db_ltx_bytes(struct db *db, int wait_ms)
 		return 0;
 	return chain_dir_bytes(fd);
 }
+
+/* ---- Position, attributes and listing (the FUSE layer, /info) --------------- */
+
+struct ltx_pos db_pos(struct db *db)
+{
+	lockwatch_lock(&db->mu, "pos");
+	struct ltx_pos p = db->pos;
+	lockwatch_unlock(&db->mu);
+	return p;
+}
+
+int db_stat_file(struct db *db, enum db_kind kind, struct stat *st)
+{
+	uint64_t generation;
+	return db_stat_entry(db, kind, st, &generation);
+}
+
+int db_stat_entry(struct db *db, enum db_kind kind, struct stat *st, uint64_t *generation)
+{
+	int rc = 0;
+	memset(st, 0, sizeof(*st));
+	lockwatch_lock(&db->mu, "stat");
+	*generation = db->generation[kind];
+	if (!db->exists[DB_KIND_DB] || (kind != DB_KIND_POS && !db->exists[kind])) {
+		rc = -ENOENT;
+	} else if (kind == DB_KIND_POS) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_size = LTX_POS_STR_LEN; /* 33 characters and a newline */
+		st->st_nlink = 1;
+	} else if (fstatat(db->dir_fd, db_kind_backing[kind], st, 0) != 0) {
+		rc = -errno;
+	}
+	lockwatch_unlock(&db->mu);
+	return rc;
+}
+
+void db_list_files(struct db *db, bool out[DB_KIND_COUNT])
+{
+	if (lockwatch_trylock(&db->mu, "list") == 0) {
+		for (int k = 0; k < DB_KIND_COUNT; k++)
+			out[k] = db->exists[DB_KIND_DB] && (k == DB_KIND_POS || db->exists[k]);
+		lockwatch_unlock(&db->mu);
+		return;
+	}
+	/* Busy: the backing files say the same thing, a moment late at most
+	 * (dir_fd never changes after the load). */
+	struct stat st;
+	bool have_db = fstatat(db->dir_fd, db_kind_backing[DB_KIND_DB], &st, 0) == 0;
+	for (int k = 0; k < DB_KIND_COUNT; k++)
+		out[k] = have_db && (k == DB_KIND_POS || k == DB_KIND_DB ||
+				     fstatat(db->dir_fd, db_kind_backing[k], &st, 0) == 0);
+}
