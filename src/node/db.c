@@ -811,7 +811,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	struct wal_view v = { .fd = fd, .wbuf = buf, .woff = off, .wlen = len };
 	pgmap_init(&v.frames);
 	uint8_t fh[WAL_FRAME_HDR_SIZE];
-	uint8_t *page = NULL;
+	uint8_t *frame = NULL, *page = NULL; /* page: inside frame, after its header */
 	uint32_t *keys = NULL;
 	size_t n_keys = 0;
 	int rc = wal_view_read(&v, fh, sizeof(fh), db_wal_frame_off(db, k));
@@ -823,7 +823,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 
 	/* Walk the transaction's frames, checking the chain as recovery does;
 	 * each frame (header and page) is one read. */
-	uint8_t *frame = malloc(fsz);
+	frame = malloc(fsz);
 	if (frame == NULL) {
 		rc = ERR_NOMEM;
 		goto out;
@@ -879,7 +879,7 @@ static int prepare_wal_write(struct db *db, int fd, const uint8_t *buf, size_t l
 	*cs1 = s1;
 out:
 	free(keys);
-	free(page == NULL ? NULL : page - WAL_FRAME_HDR_SIZE);
+	free(frame);
 	pgmap_free(&v.frames);
 	return rc;
 }

@@ -193,14 +193,12 @@ static size_t ring_payload_size(const struct k_init_out *out)
 
 static void start_rings(struct fusepass *p, const struct k_init_out *out)
 {
-	long cpus = sysconf(_SC_NPROCESSORS_CONF);
-	int per_queue = cpus > 0 && cpus < 4 ? (int)(8 / cpus) : 2;
-	int rc = fuseuring_start(p->se, p->fd, ring_payload_size(out), per_queue, p->wake_signal, &p->uring);
+	int rc = fuseuring_start(p->se, p->fd, ring_payload_size(out), p->wake_signal, &p->uring);
 	if (rc != 0)
 		LOG_WARN("fuse", "msg=\"FUSE over io_uring refused; requests keep coming through /dev/fuse\" err=\"%s\"",
 			 strerror(-rc));
 	else
-		LOG_INFO("fuse", "msg=\"FUSE requests come through io_uring\" threads_per_cpu=%d", per_queue);
+		LOG_INFO("fuse", "msg=\"FUSE requests come through io_uring\"");
 }
 
 static ssize_t write_init_reply(struct fusepass *p, int fd, struct iovec *iov, int count)

@@ -43,7 +43,9 @@
  *         read its arguments, which live in the payload, after replying).
  *         Notifications and /dev/fuse readers' replies pass through.
  *
- * Threads: per_queue threads per queue, each with its own ring (single
+ * Threads: eight in all, or two per queue on machines with more than four
+ * possible CPUs (FUSEURING_THREADS),
+ * each with its own ring (single
  * issuer, task work deferred to its own io_uring_enter) and one entry,
  * pinned to the queue's CPU so that a request is served where its client
  * runs. A handler that blocks (an fsync) holds one entry of its queue; the
@@ -105,6 +107,11 @@ struct k_cmd_req { /* struct fuse_uring_cmd_req, in the SQE's command area */
 _Static_assert(sizeof(struct k_req_header) == 288, "fuse_uring_req_header layout");
 _Static_assert(sizeof(struct k_cmd_req) == 24, "fuse_uring_cmd_req layout");
 
+/* Ring threads in all, as many as /dev/fuse readers (fusefs.c), but at
+ * least two per queue so that one blocked handler never stalls a CPU's
+ * requests. */
+#define FUSEURING_THREADS 8
+
 /* Room in front of the payload for the fixed header and argument. */
 #define FRONT (sizeof(struct k_in_header) + K_OP_IN_SZ)
 
@@ -142,7 +149,6 @@ struct fuseuring {
 	int devfd;
 	size_t payload_size;
 	int wake_signal;
-	bool pin;
 	atomic_bool stopping;
 	atomic_ulong served;
 	pthread_mutex_t mu; /* guards n_ready, first_err */
@@ -372,12 +378,10 @@ static void *ring_main(void *arg)
 	sigaddset(&wake, u->wake_signal);
 	pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
 	serving_thread = t;
-	if (u->pin) {
-		cpu_set_t set;
-		CPU_ZERO(&set);
-		CPU_SET(t->qid, &set);
-		(void)sched_setaffinity(0, sizeof(set), &set); /* a CPU set that excludes it: run anywhere */
-	}
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(t->qid, &set);
+	(void)sched_setaffinity(0, sizeof(set), &set); /* a CPU set that excludes it: run anywhere */
 	int rc = ring_open(t);
 	if (rc == 0) {
 		ring_queue_cmd(t, K_CMD_REGISTER, 0, UD_REGISTER);
@@ -468,24 +472,23 @@ static void stop_threads(struct fuseuring *u)
 	}
 }
 
-int fuseuring_start(struct fuse_session *se, int devfd, size_t payload_size, int per_queue, int wake_signal,
+int fuseuring_start(struct fuse_session *se, int devfd, size_t payload_size, int wake_signal,
 		    struct fuseuring **out)
 {
 	*out = NULL;
-	if (per_queue < 1 || payload_size < 8192 || payload_size > (64u << 20))
+	if (payload_size < 8192 || payload_size > (64u << 20))
 		return -EINVAL;
 	struct fuseuring *u = calloc(1, sizeof(*u));
 	if (u == NULL)
 		return -ENOMEM;
-	const char *pin = getenv("LITEFS_FUSE_URING_PIN");
 	u->se = se;
 	u->devfd = devfd;
 	u->payload_size = payload_size;
 	u->wake_signal = wake_signal;
-	u->pin = pin == NULL || strcmp(pin, "0") != 0;
 	pthread_mutex_init(&u->mu, NULL);
 	pthread_cond_init(&u->cond, NULL);
 	int n_queues = possible_cpus();
+	int per_queue = FUSEURING_THREADS / n_queues < 2 ? 2 : FUSEURING_THREADS / n_queues;
 	u->threads = calloc((size_t)(n_queues * per_queue), sizeof(*u->threads));
 	if (u->threads == NULL) {
 		fuseuring_free(u);

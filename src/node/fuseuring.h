@@ -19,14 +19,15 @@ struct fuseuring;
 
 /* Registers ring entries for every CPU queue of the connection on devfd
  * (the session's /dev/fuse descriptor, after the kernel took an INIT
- * reply that asked for io_uring) and starts per_queue threads per queue
- * to serve them. payload_size is the kernel's per-request buffer size
+ * reply that asked for io_uring) and starts threads to serve them
+ * (eight in all, or two per queue where there are more than four queues;
+ * each pinned to its queue's CPU). payload_size is the kernel's per-request buffer size
  * (max of 8 KiB, max_write and max_pages pages). wake_signal interrupts
  * the threads' waits at stop (its handler must not use SA_RESTART).
  * Returns 0 or -errno; on error nothing is left running and requests keep
  * coming through read() of /dev/fuse. Caller frees with fuseuring_free()
  * before the session is destroyed. */
-int fuseuring_start(struct fuse_session *se, int devfd, size_t payload_size, int per_queue, int wake_signal,
+int fuseuring_start(struct fuse_session *se, int devfd, size_t payload_size, int wake_signal,
 		    struct fuseuring **out);
 
 /* From the session's writev hook: if the calling thread is serving a ring
