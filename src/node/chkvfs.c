@@ -15,6 +15,14 @@
  * Reads past the end zero-fill and return SQLITE_IOERR_SHORT_READ, as
  * SQLite's unix VFS does. There is no locking: the file is private to the
  * import and opened with immutable=1, and it must not change while open.
+ *
+ * A file still being uploaded (chkvfs_follow) has the size the body will
+ * have, and a window is read only once the feed says its bytes are in the
+ * file: the check walks the b-trees as the upload arrives, instead of
+ * starting after it. Page 1's file format bytes (offsets 18 and 19) are
+ * read as 1 when they say 2 (WAL): the import rewrites them so (http.c),
+ * perhaps after the check read page 1, and a check with immutable=1
+ * cannot open a WAL-mode file anyway.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +35,7 @@
 #include <unistd.h>
 
 #include "node/chkvfs.h"
+#include "node/upfeed.h"
 
 #define CHKVFS_NAME "litefs-check"
 #define CHKVFS_WINDOW (128 * 1024) /* a multiple of every SQLite page size */
@@ -39,7 +48,12 @@ struct chkvfs_file {
 	uint8_t *buf;       /* n_slots windows */
 	int64_t *window;    /* the window each slot holds, -1 if none */
 	int n_slots;
+	struct upfeed *feed; /* borrowed; NULL: the file is complete */
 };
+
+/* chkvfs_follow()'s, for the next open on this thread. */
+static _Thread_local struct upfeed *follow_feed;
+static _Thread_local sqlite3_int64 follow_size;
 
 static sqlite3_vfs *chkvfs_dflt; /* the default VFS, set once before registration */
 
@@ -62,6 +76,14 @@ static int chkvfs_load(struct chkvfs_file *c, int64_t w, uint8_t **out)
 	int s = (int)(w % c->n_slots);
 	uint8_t *p = c->buf + (size_t)s * CHKVFS_WINDOW;
 	if (c->window[s] != w) {
+		int64_t start = w * CHKVFS_WINDOW;
+		if (c->feed && start < c->size) {
+			size_t want = c->size - start < CHKVFS_WINDOW ? (size_t)(c->size - start) : CHKVFS_WINDOW;
+			if (upfeed_wait(c->feed, (uint64_t)start, want) < want) {
+				c->window[s] = -1;
+				return SQLITE_IOERR_READ; /* the upload failed or ended short */
+			}
+		}
 		size_t got = 0;
 		while (got < CHKVFS_WINDOW) {
 			ssize_t n = pread(c->fd, p + got, CHKVFS_WINDOW - got, (off_t)(w * CHKVFS_WINDOW + (int64_t)got));
@@ -76,6 +98,12 @@ static int chkvfs_load(struct chkvfs_file *c, int64_t w, uint8_t **out)
 			got += (size_t)n;
 		}
 		memset(p + got, 0, CHKVFS_WINDOW - got);
+		if (w == 0 && got >= 20) {
+			if (p[18] == 2)
+				p[18] = 1;
+			if (p[19] == 2)
+				p[19] = 1;
+		}
 		c->window[s] = w;
 	}
 	*out = p;
@@ -186,12 +214,14 @@ static int chkvfs_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f,
 	if (flags & (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE))
 		return SQLITE_CANTOPEN;
 	struct stat st;
+	c->feed = follow_feed;
+	follow_feed = NULL;
 	c->fd = open(name, O_RDONLY | O_CLOEXEC);
 	if (c->fd < 0 || fstat(c->fd, &st) != 0) {
 		chkvfs_close(f);
 		return SQLITE_CANTOPEN;
 	}
-	c->size = st.st_size;
+	c->size = c->feed ? follow_size : st.st_size;
 	int64_t n_windows = (c->size + CHKVFS_WINDOW - 1) / CHKVFS_WINDOW;
 	c->n_slots = n_windows < 1 ? 1 : n_windows > CHKVFS_MAX_SLOTS ? CHKVFS_MAX_SLOTS : (int)n_windows;
 	c->buf = malloc((size_t)c->n_slots * CHKVFS_WINDOW);
@@ -276,6 +306,12 @@ static void chkvfs_register(void)
 	chkvfs_vfs.szOsFile = chkvfs_dflt->szOsFile > sz ? chkvfs_dflt->szOsFile : sz;
 	chkvfs_vfs.mxPathname = chkvfs_dflt->mxPathname;
 	chkvfs_rc = sqlite3_vfs_register(&chkvfs_vfs, 0);
+}
+
+void chkvfs_follow(struct upfeed *feed, sqlite3_int64 size)
+{
+	follow_feed = feed;
+	follow_size = size;
 }
 
 const char *chkvfs_name(void)

@@ -18,9 +18,20 @@
 #ifndef LITEFS_CHKVFS_H
 #define LITEFS_CHKVFS_H
 
+#include <sqlite3.h>
+
+struct upfeed;
+
 /* Registers the VFS (once per process; not as the default) and returns
  * its name for sqlite3_open_v2(), or NULL if SQLite refused it (the
  * caller then opens with the default VFS). */
 const char *chkvfs_name(void);
+
+/* The next main database file this thread opens through the VFS is an
+ * upload still arriving, of size bytes once complete: its reads wait
+ * until feed says their bytes are in the file, and fail with
+ * SQLITE_IOERR_READ if the feed is stopped or ends short. feed is
+ * borrowed until that file is closed. */
+void chkvfs_follow(struct upfeed *feed, sqlite3_int64 size);
 
 #endif

@@ -48,14 +48,17 @@
  *      aborts the connection (there is no way to reply mid-body). A thread
  *      reads the temp file behind the writer and encodes the record
  *      (importrec.c: page checksums, LZ4, the record written into a spool
- *      file); a body that ends short stops it (import_req_free).
+ *      file). With a Content-Length, a second thread validates the file
+ *      as it arrives: PRAGMA quick_check (or integrity_check with
+ *      check=full) through libsqlite3 on the temp copy, opened read-only
+ *      with immutable=1 so that no journal or WAL next to it is ever
+ *      consulted, and read through large windows (chkvfs.c), not mapped,
+ *      each read waiting until its bytes are in the file (upfeed.h). A
+ *      body that ends short stops both (import_req_free).
  *   3. End of body: check the SQLite header of the copy ("SQLite format
  *      3\0", a valid page size, file format versions 1 or 2, a size that is
- *      a whole number of pages), then start the validation in a thread:
- *      PRAGMA quick_check (or integrity_check with check=full) through
- *      libsqlite3 on the temp copy, opened read-only with immutable=1 so
- *      that no journal or WAL next to it is ever consulted, and read
- *      through large windows (chkvfs.c), not mapped.
+ *      a whole number of pages); start the validation now if it could not
+ *      start with the body (a chunked body, or both encoders busy).
  *   4. Meanwhile apply_import (apply.c): readers and writers of the live
  *      database are excluded with SQLite's locks, conflicts are checked
  *      (import_conflicts), and the record is completed: its header and page
@@ -71,7 +74,8 @@
  *   one is created in rollback mode: bytes 18/19 of the header are set
  *   (apply.c import_header, as SQLite's backup API would, with the change
  *   counter and schema cookie moved on). The temp copy's bytes 18/19 are
- *   set to 1 before the check, which lets immutable=1 open WAL-mode files.
+ *   set to 1, and the check reads them so (chkvfs.c) even when it read
+ *   page 1 before the rewrite, which lets immutable=1 open WAL-mode files.
  *   Page sizes must match a non-empty destination (an LTX chain has one
  *   page size): 409 before any write.
  *
@@ -172,6 +176,7 @@
 #include "node/http.h"
 #include "node/importchk.h"
 #include "node/importrec.h"
+#include "node/upfeed.h"
 #include "node/proxystat.h"
 #include "node/lease.h"
 #include "node/replserver.h"
@@ -257,7 +262,16 @@ struct import_req {
 	char *rec_path;         /* owned; unlinked unless the chain took it */
 	bool rec_taken;
 	int64_t rec_lag_ms, rec_cpu_ms; /* the encoder: behind the body's end; its CPU */
-	int64_t check_ms;       /* how long quick_check ran (from the body's end) */
+	int64_t check_ms;       /* how long quick_check ran */
+	/* How far the temp file goes, for the encoder and the check. */
+	struct upfeed feed;
+	/* The check: started with the body when it can (a known
+	 * Content-Length and an encoder running: the encoders' cap bounds
+	 * these threads too), so that it follows the upload instead of
+	 * starting after it; else at the body's end. */
+	struct importchk check;
+	bool check_started;     /* joined by import_req_free */
+	bool check_followed;    /* it started with the body */
 };
 
 /* How long /info and /metrics wait for one database's mutex before they
@@ -749,13 +763,18 @@ static void import_req_free(struct import_req *ir)
 {
 	if (!ir)
 		return;
+	/* Readers of the upload first: both stop at the feed's stop. */
+	upfeed_end(&ir->feed, true);
+	if (ir->check_started)
+		importchk_join(&ir->check);
+	importrec_free(ir->rec);
+	upfeed_destroy(&ir->feed);
 	if (ir->fd >= 0)
 		close(ir->fd);
 	if (ir->tmp_path) {
 		unlink(ir->tmp_path);
 		free(ir->tmp_path);
 	}
-	importrec_free(ir->rec);
 	if (!ir->rec_taken && ir->rec_fd >= 0)
 		close(ir->rec_fd);
 	if (ir->rec_path && !ir->rec_taken)
@@ -873,24 +892,36 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 {
 	uint32_t ps = 0;
 	int rc;
-	struct importchk check = { .path = ir->tmp_path, .full = ir->full_check, .stop = &srv->stopping };
-	struct import_ctx ic = { .srv = srv, .ir = ir, .check = &check };
+	struct importchk *check = &ir->check;
+	struct import_ctx ic = { .srv = srv, .ir = ir, .check = check };
 
+	upfeed_end(&ir->feed, false); /* every byte is in the file */
+	if (ir->check_started && (uint64_t)check->size != ir->n_bytes) {
+		/* Cannot happen with a Content-Length the server holds the body
+		 * to; were it to, the file is checked as it is. */
+		upfeed_end(&ir->feed, true);
+		importchk_join(check);
+		ir->check_started = ir->check_followed = false;
+	}
 	if (import_check_header(ir, &ps) != 0)
 		return -1;
 	ic.page_size = ps;
 	/* The check reads the temp file while apply_import completes the
 	 * record and syncs (it never writes the file before the check's
 	 * end). */
-	if ((rc = importchk_start(&check)) != 0) {
-		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", err_str(rc));
-		return -1;
+	if (!ir->check_started) {
+		*check = (struct importchk){ .path = ir->tmp_path, .full = ir->full_check, .stop = &srv->stopping };
+		if ((rc = importchk_start(check)) != 0) {
+			import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot start the check: %s", err_str(rc));
+			return -1;
+		}
+		ir->check_started = true;
 	}
 
 	/* A deleted database keeps its registry entry and its position. */
 	struct db *db = store_find(srv->st, ir->name, true);
 	if (!db && (rc = store_create(srv->st, ir->name, &db)) != 0) {
-		importchk_join(&check);
+		importchk_join(check);
 		import_fail(ir, HTTP_INTERNAL_SERVER_ERROR, "cannot create database %s: %s", ir->name, err_str(rc));
 		return -1;
 	}
@@ -921,8 +952,8 @@ static int import_apply(struct http_server *srv, struct import_req *ir, struct l
 		LOG_WARN("http", "msg=\"import: the record encoded during the upload is not usable; encoding it "
 				 "from the file\" db=%s err=\"%s\"", ir->name, err_str(rc));
 	rc = apply_import(db, ir->fd, &o, pos);
-	importchk_join(&check);
-	ir->check_ms = check.ms;
+	importchk_join(check);
+	ir->check_ms = check->ms;
 	if (rc == 0)
 		return 0;
 	if (ir->fail_status)
@@ -951,9 +982,10 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 	if (ir->fail_status == 0 && import_apply(srv, ir, &pos) == 0) {
 		atomic_fetch_add(&srv->n_import_ok, 1);
 		LOG_INFO("http", "msg=\"import applied\" db=%s bytes=%" PRIu64 " txid=%016" PRIx64 " upload_ms=%" PRId64
-				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64 " check_ms=%" PRId64,
+				 " apply_ms=%" PRId64 " encoder_lag_ms=%" PRId64 " encoder_cpu_ms=%" PRId64 " check_ms=%" PRId64
+				 " check=%s",
 			 ir->name, ir->n_bytes, pos.txid, ir->body_ms - ir->start_ms, clock_mono_ms() - ir->body_ms,
-			 ir->rec_lag_ms, ir->rec_cpu_ms, ir->check_ms);
+			 ir->rec_lag_ms, ir->rec_cpu_ms, ir->check_ms, ir->check_followed ? "with-upload" : "after-upload");
 		json_t *o = json_object();
 		if (!o)
 			return HTTPD_NO;
@@ -979,7 +1011,7 @@ static enum httpd_result import_finish(struct http_server *srv, struct httpd_con
 static void import_rec_start(struct http_server *srv, struct import_req *ir)
 {
 	int fd = make_temp(srv, HTTP_TMP_IMPORT_PREFIX, &ir->rec_path);
-	int rc = fd < 0 ? fd : importrec_start(&ir->rec, ir->fd, fd, srv->st->node.compress);
+	int rc = fd < 0 ? fd : importrec_start(&ir->rec, &ir->feed, ir->fd, fd, srv->st->node.compress);
 	if (rc == 0) {
 		ir->rec_fd = fd;
 		return;
@@ -998,12 +1030,25 @@ static void import_rec_start(struct http_server *srv, struct import_req *ir)
 	ir->rec_path = NULL;
 }
 
+/* Starts the check as the body starts (importchk.h, chkvfs_follow).
+ * Without it the check starts after the body, as it always can. */
+static void import_check_start_early(struct http_server *srv, struct import_req *ir, uint64_t content_length)
+{
+	ir->check = (struct importchk){ .path = ir->tmp_path, .full = ir->full_check, .stop = &srv->stopping,
+					.feed = &ir->feed, .size = (int64_t)content_length };
+	int rc = importchk_start(&ir->check);
+	if (rc == 0)
+		ir->check_started = ir->check_followed = true;
+	else
+		LOG_WARN("http", "msg=\"import: cannot check the file during the upload; checking it after\" db=%s err=\"%s\"",
+			 ir->name, err_str(rc));
+}
+
 /* len more bytes of the body are in the temp file. */
 static void import_written(struct import_req *ir, size_t len)
 {
 	ir->n_bytes += len;
-	if (ir->rec)
-		importrec_feed(ir->rec, ir->n_bytes);
+	upfeed_set(&ir->feed, ir->n_bytes);
 	/* Writeback as the body arrives: the copy may become the database
 	 * file (apply_import renames it into place and syncs it), and dirty
 	 * pages of a multi-gigabyte upload would otherwise throttle the
@@ -1084,6 +1129,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 	if (!ir)
 		return HTTPD_NO;
 	ir->kind = REQ_IMPORT;
+	upfeed_init(&ir->feed);
 	ir->fd = -1;
 	ir->wb.kick = HTTP_IMPORT_KICK;
 	ir->rec_fd = -1;
@@ -1107,6 +1153,7 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 			  err_str(fd));
 		status = fd == -ENOSPC ? HTTP_INSUFFICIENT_STORAGE : HTTP_INTERNAL_SERVER_ERROR;
 		if (reply_early) {
+			upfeed_destroy(&ir->feed);
 			free(ir);
 			atomic_fetch_add(&srv->n_import_err, 1);
 			return httpd_respond_errorf(conn, status, "cannot create a temp file: %s", err_str(fd));
@@ -1117,6 +1164,8 @@ static enum httpd_result import_begin(struct http_server *srv, struct httpd_conn
 	ir->fd = fd;
 	if (fd >= 0)
 		import_rec_start(srv, ir);
+	if (ir->rec && has_length && content_length > 0)
+		import_check_start_early(srv, ir, content_length);
 	*con_cls = ir;
 	if (fd >= 0 && has_length)
 		import_pull_body(ir, conn);

@@ -12,6 +12,7 @@
 #include "base/err.h"
 #include "node/chkvfs.h"
 #include "node/importchk.h"
+#include "node/upfeed.h"
 
 /* "file:<percent-encoded path>?immutable=1". Caller frees. */
 static char *immutable_uri(const char *path)
@@ -37,11 +38,12 @@ static char *immutable_uri(const char *path)
 	return u;
 }
 
-/* SQLite's progress handler: a set stop flag interrupts the check. */
+/* SQLite's progress handler: a set stop flag, or a stopped feed (the
+ * upload failed), interrupts the check. */
 static int importchk_progress(void *arg)
 {
-	const atomic_bool *stop = arg;
-	return stop && atomic_load(stop) ? 1 : 0;
+	struct importchk *c = arg;
+	return (c->stop && atomic_load(c->stop)) || (c->feed && upfeed_stopped(c->feed)) ? 1 : 0;
 }
 
 static void *importchk_main(void *arg)
@@ -56,7 +58,10 @@ static void *importchk_main(void *arg)
 	 * faults once per 4 KiB page, reading it page by page is a syscall
 	 * per page; either costs more than the check itself. */
 	const char *vfs = chkvfs_name();
+	if (c->feed)
+		chkvfs_follow(c->feed, c->size); /* importchk_start made sure vfs is set */
 	int rc = sqlite3_open_v2(c->uri, &src, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, vfs);
+	chkvfs_follow(NULL, 0);
 	if (rc != SQLITE_OK) {
 		c->refused = true;
 		snprintf(c->msg, sizeof(c->msg), "cannot open the uploaded file: %s",
@@ -66,7 +71,7 @@ static void *importchk_main(void *arg)
 		return NULL;
 	}
 	sqlite3_extended_result_codes(src, 0);
-	sqlite3_progress_handler(src, 10000, importchk_progress, (void *)c->stop);
+	sqlite3_progress_handler(src, 10000, importchk_progress, c);
 	sqlite3_db_config(src, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
 	if (!vfs) /* a private file, never truncated while the check runs: mapped */
 		sqlite3_exec(src, "PRAGMA mmap_size=1099511627776", NULL, NULL, NULL);
@@ -74,7 +79,12 @@ static void *importchk_main(void *arg)
 	rc = sqlite3_prepare_v2(src, sql, -1, &stmt, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(stmt);
-	if (rc == SQLITE_ROW) {
+	if (c->feed && upfeed_stopped(c->feed)) {
+		/* The upload failed: whatever the check said, it may have
+		 * failed to read. */
+		c->interrupted = true;
+		snprintf(c->msg, sizeof(c->msg), "the check was interrupted");
+	} else if (rc == SQLITE_ROW) {
 		const char *r = (const char *)sqlite3_column_text(stmt, 0);
 		if (!r || strcmp(r, "ok") != 0) {
 			c->refused = true;
@@ -99,6 +109,8 @@ int importchk_start(struct importchk *c)
 	c->refused = c->interrupted = c->started = c->joined = false;
 	c->msg[0] = '\0';
 	c->ms = 0;
+	if (c->feed && !chkvfs_name())
+		return -ENOTSUP;
 	if (!(c->uri = immutable_uri(c->path)))
 		return ERR_NOMEM;
 	int rc = pthread_create(&c->thread, NULL, importchk_main, c);

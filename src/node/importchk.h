@@ -9,7 +9,10 @@
  * The copy is opened read-only with immutable=1 (no journal or WAL next to
  * it is ever consulted; the caller has set header bytes 18/19 to 1) and
  * read through chkvfs (large windows, not a mapping: chkvfs.h says why).
- * No logging: the caller reports the outcome.
+ * With a feed, the check starts while the body still arrives and reads
+ * each part once it is in the file (chkvfs_follow): it then ends about
+ * when the upload does instead of after it. No logging: the caller
+ * reports the outcome.
  */
 #ifndef LITEFS_IMPORTCHK_H
 #define LITEFS_IMPORTCHK_H
@@ -19,6 +22,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct upfeed;
+
 #define IMPORTCHK_MSG_LEN 400
 
 struct importchk {
@@ -26,6 +31,8 @@ struct importchk {
 	const char *path;        /* the uploaded copy; borrowed, unchanged until joined */
 	bool full;               /* integrity_check instead of quick_check */
 	const atomic_bool *stop; /* set: the check is interrupted (may be NULL) */
+	struct upfeed *feed;     /* the upload still arriving (may be NULL); borrowed until joined */
+	int64_t size;            /* with feed: the body's length */
 	/* ---- Out, once joined ---- */
 	bool refused;            /* not a sound SQLite database: msg says why */
 	bool interrupted;        /* *stop was set before the check ended */
@@ -37,8 +44,9 @@ struct importchk {
 	bool started, joined;
 };
 
-/* Starts the check of c->path. 0, ERR_NOMEM or -errno (no thread then;
- * importchk_join() is still safe). */
+/* Starts the check of c->path. 0, ERR_NOMEM or -errno (-ENOTSUP: a feed
+ * without the windowed VFS; no thread then; importchk_join() is still
+ * safe). A stopped feed interrupts the check. */
 int importchk_start(struct importchk *c);
 /* Waits for the check (once; later calls return the same). 0 if the file
  * is sound, -EBADMSG if it was refused or interrupted, -EAGAIN if it never

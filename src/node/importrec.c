@@ -3,7 +3,7 @@
  * body arrives (importrec.h).
  *
  * The connection's thread writes each piece of the body to the upload
- * file and announces how far the file goes (importrec_feed); this thread
+ * file and announces how far the file goes (upfeed.h); this thread
  * reads the file behind it, 1 MiB at a time, from the page cache, and
  * feeds a fullrec encoder. The body is copied once into the file and once
  * out of it: the encoder never holds the upload back (the file is the
@@ -24,14 +24,12 @@
 #include "ltx/fullrec.h"
 #include "ltx/ltx.h"
 #include "node/importrec.h"
+#include "node/upfeed.h"
 
 #define IMPORTREC_READ (1u << 20)
 
 struct importrec {
-	pthread_mutex_t mu;   /* guards avail, eof, stop, waiting */
-	pthread_cond_t more;
-	uint64_t avail;       /* bytes of the upload file written so far */
-	bool eof, stop, waiting;
+	struct upfeed *feed;  /* borrowed */
 	pthread_t thread;
 	bool running;
 	int src_fd, fd;
@@ -49,28 +47,13 @@ static int64_t thread_cpu_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Waits until want bytes are in the file past off (or the body ended);
- * returns how many may be read (0: the end, or stopped). */
-static size_t wait_bytes(struct importrec *r, uint64_t off, size_t want)
-{
-	pthread_mutex_lock(&r->mu);
-	while (!r->stop && !r->eof && r->avail - off < want) {
-		r->waiting = true;
-		pthread_cond_wait(&r->more, &r->mu);
-	}
-	r->waiting = false;
-	uint64_t n = r->stop ? 0 : r->avail - off;
-	pthread_mutex_unlock(&r->mu);
-	return n < want ? (size_t)n : want;
-}
-
 static void *importrec_main(void *arg)
 {
 	struct importrec *r = arg;
 	uint8_t *buf = malloc(IMPORTREC_READ);
 	int rc = buf ? 0 : ERR_NOMEM;
 	uint64_t off = 0;
-	if (rc == 0 && wait_bytes(r, 0, 100) < 100)
+	if (rc == 0 && upfeed_wait(r->feed, 0, 100) < 100)
 		rc = ERR_IO_SHORT;
 	if (rc == 0 && (rc = fdio_pread_full(r->src_fd, buf, 100, 0)) == 100) {
 		uint32_t ps = (uint32_t)buf[16] << 8 | buf[17];
@@ -79,7 +62,7 @@ static void *importrec_main(void *arg)
 		rc = ERR_IO_SHORT;
 	}
 	while (rc == 0) {
-		size_t k = wait_bytes(r, off, IMPORTREC_READ);
+		size_t k = upfeed_wait(r->feed, off, IMPORTREC_READ);
 		if (k == 0)
 			break;
 		int n = fdio_pread_full(r->src_fd, buf, k, (off_t)off);
@@ -91,10 +74,9 @@ static void *importrec_main(void *arg)
 		off += k;
 	}
 	free(buf);
-	pthread_mutex_lock(&r->mu);
-	if (rc == 0 && (r->stop || off != r->avail))
+	/* The loop ends at the body's end, every byte encoded, or stopped. */
+	if (rc == 0 && upfeed_stopped(r->feed))
 		rc = ERR_IO_SHORT;
-	pthread_mutex_unlock(&r->mu);
 	r->rc = rc;
 	r->cpu_ms = thread_cpu_ms();
 	return NULL;
@@ -107,7 +89,7 @@ static void *importrec_main(void *arg)
 #define IMPORTREC_MAX 2
 static atomic_int n_running;
 
-int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
+int importrec_start(struct importrec **out, struct upfeed *feed, int src_fd, int fd, bool compress)
 {
 	*out = NULL;
 	if (atomic_fetch_add(&n_running, 1) >= IMPORTREC_MAX) {
@@ -119,15 +101,12 @@ int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
 		atomic_fetch_sub(&n_running, 1);
 		return ERR_NOMEM;
 	}
+	r->feed = feed;
 	r->src_fd = src_fd;
 	r->fd = fd;
 	r->compress = compress;
-	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->more, NULL);
 	int rc = pthread_create(&r->thread, NULL, importrec_main, r);
 	if (rc) {
-		pthread_cond_destroy(&r->more);
-		pthread_mutex_destroy(&r->mu);
 		free(r);
 		atomic_fetch_sub(&n_running, 1);
 		return -rc;
@@ -137,22 +116,9 @@ int importrec_start(struct importrec **out, int src_fd, int fd, bool compress)
 	return 0;
 }
 
-void importrec_feed(struct importrec *r, uint64_t n_bytes)
-{
-	pthread_mutex_lock(&r->mu);
-	r->avail = n_bytes;
-	if (r->waiting)
-		pthread_cond_signal(&r->more);
-	pthread_mutex_unlock(&r->mu);
-}
-
 static void importrec_join(struct importrec *r, bool stop)
 {
-	pthread_mutex_lock(&r->mu);
-	r->eof = true;
-	r->stop = stop;
-	pthread_cond_signal(&r->more);
-	pthread_mutex_unlock(&r->mu);
+	upfeed_end(r->feed, stop);
 	if (r->running) {
 		pthread_join(r->thread, NULL);
 		r->running = false;
@@ -182,7 +148,5 @@ void importrec_free(struct importrec *r)
 		return;
 	importrec_join(r, true);
 	fullrec_free(r->rec);
-	pthread_cond_destroy(&r->more);
-	pthread_mutex_destroy(&r->mu);
 	free(r);
 }

@@ -23,20 +23,23 @@
 
 struct importrec;
 struct fullrec;
+struct upfeed;
 
-/* Starts the encoding thread reading src_fd (the upload file) and
- * writing into fd (the spool); both borrowed. 0, ERR_NOMEM or -errno;
- * -EBUSY when as many encoders as the node allows are running. */
-int importrec_start(struct importrec **out, int src_fd, int fd, bool compress);
-/* The upload file now holds n_bytes bytes of the body. */
-void importrec_feed(struct importrec *r, uint64_t n_bytes);
-/* End of the body (every byte fed): waits for the encoder. 0 with *rec (owned by r, valid
+/* Starts the encoding thread reading src_fd (the upload file) as far as
+ * feed says it goes and writing into fd (the spool); all three borrowed,
+ * valid until importrec_free. 0, ERR_NOMEM or -errno; -EBUSY when as
+ * many encoders as the node allows are running. */
+int importrec_start(struct importrec **out, struct upfeed *feed, int src_fd, int fd, bool compress);
+/* End of the body (upfeed_end of the feed without stop; done here if
+ * not yet): waits for the encoder. 0 with *rec (owned by r, valid
  * until importrec_free) when every byte was encoded, else the encoder's
  * error. */
 int importrec_end(struct importrec *r, struct fullrec **rec);
 /* CPU milliseconds the encoder thread used (0 before importrec_end). */
 int64_t importrec_cpu_ms(const struct importrec *r);
-/* Stops the encoder (if running) and frees r. NULL is a no-op. */
+/* Stops the encoder if running (upfeed_end of the feed with stop, which
+ * stops every other reader of the feed too) and frees r. NULL is a
+ * no-op. */
 void importrec_free(struct importrec *r);
 
 #endif

@@ -312,3 +312,77 @@ def test_record_encoded_from_the_file_when_the_spool_fails(node, tmp_path):
     assert content(n.db()) == content(src)
     assert tmp_leftovers(n) == []
     check_invariants(n, tmp=tmp_path)
+
+
+def applied_line(n):
+    lines = [ln for ln in n.log_text().splitlines() if 'msg="import applied"' in ln]
+    assert lines, n.log_text()[-2000:]
+    return lines[-1]
+
+
+def post_in_two_halves(n, name, data, chunked=False, pause=0.5):
+    """POSTs data to /import in two halves with a pause between them (the
+    check then has to wait for the second half); returns (status, body)."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", n.port, timeout=60)
+    c.putrequest("POST", f"/import?name={name}")
+    if chunked:
+        c.putheader("Transfer-Encoding", "chunked")
+    else:
+        c.putheader("Content-Length", str(len(data)))
+    c.endheaders()
+    half = len(data) // 2
+    for i, part in enumerate((data[:half], data[half:])):
+        if i:
+            time.sleep(pause)
+        c.send(b"%x\r\n" % len(part) + part + b"\r\n" if chunked else part)
+    if chunked:
+        c.send(b"0\r\n\r\n")
+    r = c.getresponse()
+    body = r.read().decode()
+    c.close()
+    return r.status, body
+
+
+def test_check_follows_the_upload(node, tmp_path):
+    """With a Content-Length the check reads the upload as it arrives
+    (chkvfs_follow): a sound file is imported, a WAL-mode file too (its
+    header read as rollback mode even before the rewrite), a damaged page
+    in the half that arrives late is refused, and a chunked body is
+    checked after it ends, as before."""
+    n = node().start()
+    src = make_big(tmp_path / "src.db", 6000)
+    status, body = post_in_two_halves(n, "db", src.read_bytes())
+    assert status == 200, body
+    assert "check=with-upload" in applied_line(n)
+    assert content(n.db()) == content(src)
+
+    wal = tmp_path / "wal.db"
+    make_big(wal, 3000, seed=3)
+    con = sqlite3.connect(wal)
+    assert con.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    con.close()
+    assert wal.read_bytes()[18:20] == b"\x02\x02"
+    status, body = post_in_two_halves(n, "wal.db", wal.read_bytes())
+    assert status == 200, body
+    assert "check=with-upload" in applied_line(n)
+    assert content(n.db("wal.db")) == content(wal)
+
+    good = n.pos()
+    data = bytearray(src.read_bytes())
+    n_pages = len(data) // 4096
+    late = n_pages * 3 // 4  # a table leaf in the second half
+    while data[(late - 1) * 4096] != 0x0D:
+        late += 1
+    off = (late - 1) * 4096
+    data[off + 8:off + 4000] = bytes((i * 53) & 0xFF for i in range(3992))
+    status, body = post_in_two_halves(n, "db", bytes(data))
+    assert status == 400 and "quick_check" in body, (status, body)
+    assert n.pos() == good
+
+    status, body = post_in_two_halves(n, "chunked.db", src.read_bytes(), chunked=True)
+    assert status == 200, body
+    assert "check=after-upload" in applied_line(n)
+    assert content(n.db("chunked.db")) == content(src)
+    assert tmp_leftovers(n) == []
+    check_invariants(n, tmp=tmp_path)

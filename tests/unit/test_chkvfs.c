@@ -6,6 +6,10 @@
  * cache (64 KiB pages: windows are evicted and read again), sound and
  * damaged; a read past
  * the end zero-fills and reports a short read; writes are refused.
+ * Following an upload (chkvfs_follow, through importchk): the check of a
+ * file written piece by piece behind it gives the same answer, reads
+ * WAL-mode header bytes as rollback mode, is interrupted by a stopped
+ * feed and refuses a body that ends short.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +17,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -20,7 +25,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
+#include "base/fdio.h"
 #include "node/chkvfs.h"
+#include "node/importchk.h"
+#include "node/upfeed.h"
 #include "testutil.h"
 
 static void make_db(const char *path, int page_size, int rows)
@@ -187,6 +197,84 @@ static void test_short_read_and_no_writes(void **state)
 	free(f);
 }
 
+/* Copies src to dst piece by piece, announcing each piece on feed, up to
+ * stop_at bytes; then ends the feed (stopped if stop). */
+struct writer {
+	const uint8_t *data;
+	size_t len, stop_at;
+	bool stop;
+	int fd;
+	struct upfeed *feed;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	size_t off = 0;
+	while (off < w->stop_at) {
+		size_t k = w->stop_at - off < 65536 ? w->stop_at - off : 65536;
+		assert_int_equal(fdio_pwrite_full(w->fd, w->data + off, k, (off_t)off), 0);
+		off += k;
+		upfeed_set(w->feed, off);
+		usleep(500);
+	}
+	upfeed_end(w->feed, w->stop);
+	return NULL;
+}
+
+/* Runs importchk over a copy of src written behind it; returns
+ * importchk_join's result with the check's fields in *out. */
+static int check_following(const char *src, size_t stop_at_pct, bool stop, bool wal_header, struct importchk *out)
+{
+	char dst[300];
+	snprintf(dst, sizeof(dst), "%s/upload.db", tmp_dir);
+	size_t len;
+	uint8_t *data = read_file(src, &len);
+	if (wal_header)
+		data[18] = data[19] = 2;
+	int fd = open(dst, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	struct upfeed feed;
+	upfeed_init(&feed);
+	struct writer w = { .data = data, .len = len, .stop_at = len * stop_at_pct / 100, .stop = stop,
+			    .fd = fd, .feed = &feed };
+	*out = (struct importchk){ .path = dst, .feed = &feed, .size = (int64_t)len };
+	assert_int_equal(importchk_start(out), 0);
+	usleep(20000); /* the check starts before the first byte */
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+	int rc = importchk_join(out);
+	pthread_join(t, NULL);
+	upfeed_destroy(&feed);
+	close(fd);
+	free(data);
+	return rc;
+}
+
+static void test_follow_an_upload(void **state)
+{
+	(void)state;
+	char path[300];
+	struct importchk c;
+	snprintf(path, sizeof(path), "%s/follow.db", tmp_dir);
+	make_db(path, 4096, 3000);
+	assert_int_equal(check_following(path, 100, false, false, &c), 0);
+	assert_false(c.refused || c.interrupted);
+	/* Bytes 18/19 of a WAL-mode file are read as rollback mode. */
+	assert_int_equal(check_following(path, 100, false, true, &c), 0);
+	/* The upload fails half-way: the check gives up, interrupted. */
+	assert_int_equal(check_following(path, 50, true, false, &c), -EBADMSG);
+	assert_true(c.interrupted);
+	/* The body ends short of its length: refused. */
+	assert_int_equal(check_following(path, 50, false, false, &c), -EBADMSG);
+	assert_true(c.refused);
+	/* A damaged page in the part that arrives last is found. */
+	damage_leaf(path, 4096, 0.8);
+	assert_int_equal(check_following(path, 100, false, false, &c), -EBADMSG);
+	assert_true(c.refused);
+	assert_non_null(strstr(c.msg, "quick_check"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -195,6 +283,7 @@ int main(void)
 		cmocka_unit_test(test_damaged_page_found),
 		cmocka_unit_test(test_cut_short),
 		cmocka_unit_test(test_short_read_and_no_writes),
+		cmocka_unit_test(test_follow_an_upload),
 	};
 	return RUN_IN_TMP_DIR("test_chkvfs", tests);
 }
