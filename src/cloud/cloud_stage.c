@@ -3,6 +3,7 @@
  * uploads (cloud_stage.h says why).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 
 #include "base/err.h"
@@ -64,6 +65,8 @@ static void *presync_main(void *arg)
 {
 	struct cloud_presync *p = arg;
 	p->rc = sys_fsync(p->fd) < 0 ? -errno : 0;
+	if (p->rc == 0) /* clean now: dropped at once (cloud_stage.h says why) */
+		(void)posix_fadvise(p->fd, 0, 0, POSIX_FADV_DONTNEED);
 	return NULL;
 }
 

@@ -13,7 +13,13 @@
  *    once the upload is proven good, so the disk finishes the object while
  *    the engine writes the current copy (two cores: the wait for the disk
  *    and the page-cache writes overlap). The put's own fsync then finds the
- *    file clean; durability still rests on it alone.
+ *    file clean; durability still rests on it alone. Once on disk, the
+ *    object's pages are dropped from the page cache: the next upload's
+ *    object is written into the memory they free instead of into fresh
+ *    memory, whose first touch on this project's VMs (Firecracker, free
+ *    page reporting) costs a fault to the hypervisor per page and halved
+ *    the ingest rate in the rounds where it struck (BENCHMARKS.md). Only
+ *    compaction and restores read an object again, from the disk then.
  *
  * Thread-safe (the stage); a presync belongs to one ingest. Logs nothing.
  */
@@ -50,8 +56,9 @@ struct cloud_presync {
 	bool started;
 };
 
-/* Starts fsync(fd) unless started already; if no thread can be made,
- * nothing is started (the put's fsync does it all). */
+/* Starts fsync(fd), then the drop of fd's cached pages, unless started
+ * already; if no thread can be made, nothing is started (the put's fsync
+ * does it all). */
 void cloud_presync_start(struct cloud_presync *p, int fd);
 /* Waits for it: 0 (also when none was started) or -errno of the fsync.
  * Again after that: 0. */
