@@ -29,12 +29,20 @@
  * them out (as cloud_merge.c measured). */
 #define FORK_WRITE_BYTES (256u << 10)
 
-/* The object's writeback is started every this many bytes, so that the
- * put's fsync finds most of it on disk already. The current copy is a
- * cache and never fsync'd: the kernel writes it back when it likes.
- * Dropping the object's cache as it goes (sys_writeback's keep) was
- * measured slower: 2.8 s against 1.8 s at 1 GB, its waits queued behind
- * the current copy's writeback (BENCHMARKS.md, "first touch"). */
+/* Both files' writeback is started every this many bytes, and what lies
+ * more than SYS_WB_KEEP behind the write is waited for and dropped from
+ * the page cache (sys_writeback), so that a fork of gigabytes writes into
+ * the same few megabytes of memory over and over. Fresh memory costs a
+ * fault to the hypervisor per page on its first touch on this project's
+ * VMs (Firecracker, free page reporting): writing 2 GB into new page
+ * cache took 4-6 s of CPU on an idle machine, dropping behind 1 s in all
+ * (BENCHMARKS.md, "a fork that reuses its memory"). The put's fsync then
+ * finds the object on disk; the current copy, a cache never fsync'd, is
+ * on disk too, and read from there later. Where other work churns the
+ * memory, new memory is mostly recently freed memory and the waits are
+ * the cost: an earlier session measured the drops 1.3-1.5x slower under
+ * other engineers' builds, this one 1.7-2.2x faster under a synthetic
+ * churn (BENCHMARKS.md). */
 #define FORK_KICK_BYTES (8u << 20)
 
 /* The object's writes: the encoder's buffer (64 KiB) goes straight to
@@ -119,8 +127,9 @@ static int write_state(struct cloud_state *st, uint64_t checksum, const struct c
 	if (rc < 0)
 		return rc;
 	fp->page_size = st->ps;
-	fp->cur = (struct sys_writer){ .fd = cur_fd, .cap = FORK_WRITE_BYTES, .buf = malloc(FORK_WRITE_BYTES) };
-	fp->obj = (struct obj_out){ .fd = obj_fd, .wb = { .kick = FORK_KICK_BYTES } };
+	fp->cur = (struct sys_writer){ .fd = cur_fd, .cap = FORK_WRITE_BYTES, .buf = malloc(FORK_WRITE_BYTES),
+				       .wb = { .kick = FORK_KICK_BYTES, .keep = SYS_WB_KEEP } };
+	fp->obj = (struct obj_out){ .fd = obj_fd, .wb = { .kick = FORK_KICK_BYTES, .keep = SYS_WB_KEEP } };
 	if (fp->cur.buf == NULL)
 		return ERR_NOMEM;
 	ltx_write_fn write = obj_write;
