@@ -585,6 +585,10 @@ int cmd_mount_main(int argc, char **argv)
 		.passthrough = fuse_switch("LITEFS_FUSE_PASSTHROUGH", cfg.fuse.passthrough),
 		.uring = fuse_switch("LITEFS_FUSE_URING", cfg.fuse.uring),
 	};
+	if (fo.passthrough && strcmp(cfg.lease.type, "static") != 0)
+		LOG_WARN("mount", "msg=\"FUSE passthrough forced on by LITEFS_FUSE_PASSTHROUGH with a lease that moves: a "
+				  "demotion while a client has a journal open can corrupt the database (docs/mount.md)\" "
+				  "lease=%s", cfg.lease.type);
 	if ((rc = fusefs_mount(st, &fo, &fs)) != 0) {
 		fprintf(stderr, "litefs mount: cannot mount %s: %s\n", cfg.fuse.dir, err_str(rc));
 		goto out;

@@ -1476,6 +1476,16 @@ int config_validate(const struct config *c, char *errbuf, size_t errlen)
 	if (strcmp(c->lease.sync_on_timeout, "async") && strcmp(c->lease.sync_on_timeout, "fail"))
 		verr(&v, "lease.sync-on-timeout", "unknown value \"%s\"; use \"async\" or \"fail\"",
 		     c->lease.sync_on_timeout);
+	/* The one known way to corrupt a database, kept out of reach: a
+	 * journal passed through the kernel outlives a demotion
+	 * (docs/mount.md, "Not covered: demotion"), and only a static lease
+	 * never demotes. */
+	if (c->fuse.passthrough && (is_consul || is_etcd))
+		verr(&v, "fuse.passthrough",
+		     "cannot be used with lease.type %s: a primary demoted while a client has a rollback journal open "
+		     "can roll stale pages back over newer commits (docs/mount.md, \"Not covered: demotion\"); "
+		     "use it only with lease.type static",
+		     lt);
 	if (c->lease.candidate && c->lease.databases.n > 0)
 		verr(&v, "lease.databases",
 		     "a database filter is only allowed on replicas (lease.candidate: false), as in LiteFS");

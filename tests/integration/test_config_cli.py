@@ -135,6 +135,25 @@ def test_broken_file_names_key_and_line(tmp_path):
     assert f'{f}:6: lease.type: unknown lease type "fly"' in r.stderr
 
 
+def test_journal_passthrough_only_with_a_static_lease(tmp_path):
+    """fuse.passthrough can corrupt a database at a demotion
+    (docs/mount.md): refused with a lease that moves, accepted with a
+    static one."""
+    f = tmp_path / "litefs.yml"
+    etcd = ("lease:\n  type: etcd\n  advertise-url: http://127.0.0.1:20202\n"
+            "  etcd:\n    endpoints: [\"http://127.0.0.1:2379\"]\n")
+    f.write_text("fuse:\n  dir: /litefs\n  passthrough: true\ndata:\n  dir: /var/lib/litefs\n" + etcd)
+    r = check("-config", f)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "fuse.passthrough: cannot be used with lease.type etcd" in r.stderr, r.stderr
+    f.write_text("fuse:\n  dir: /litefs\n  passthrough: false\ndata:\n  dir: /var/lib/litefs\n" + etcd)
+    assert check("-config", f).returncode == 0
+    f.write_text("fuse:\n  dir: /litefs\n  passthrough: true\ndata:\n  dir: /var/lib/litefs\n"
+                 "lease:\n  type: static\n")
+    r = check("-config", f)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_validation_failure_in_empty_env():
     # 09's data.dir is "${DATA_DIR}/litefs": "/litefs" without DATA_DIR, the
     # same as fuse.dir.
